@@ -1,0 +1,103 @@
+# shunt - GNU make build.  `make`, `make test`, `make demo`, `make install`.
+# SAN=asan or SAN=tsan builds everything instrumented into build-$(SAN)/.
+# V=1 shows the commands.
+
+CC      ?= gcc
+PREFIX  ?= /usr/local
+SAN     ?=
+CSTD    := -std=c11 -D_GNU_SOURCE
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+OPT     ?= -O2 -g
+CFLAGS  ?=
+LDFLAGS ?=
+
+ifeq ($(SAN),)
+B := build
+SANFLAGS :=
+else ifeq ($(SAN),asan)
+B := build-asan
+SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+else ifeq ($(SAN),tsan)
+B := build-tsan
+SANFLAGS := -fsanitize=thread
+else
+$(error SAN must be asan or tsan)
+endif
+
+ALL_CFLAGS := $(CSTD) $(WARN) $(OPT) -fPIC -fvisibility=hidden -Iinclude -Isrc \
+              $(SANFLAGS) $(CFLAGS) -MMD -MP
+ALL_LDFLAGS := $(SANFLAGS) $(LDFLAGS)
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+LIB_SRC   := $(wildcard src/*.c)
+LIB_OBJ   := $(LIB_SRC:src/%.c=$(B)/src/%.o)
+TOOL_SRC  := $(wildcard tools/*.c)
+TOOL_OBJ  := $(TOOL_SRC:tools/%.c=$(B)/tools/%.o)
+TEST_SRC  := $(wildcard tests/t_*.c)
+TEST_BIN  := $(TEST_SRC:tests/%.c=$(B)/tests/%)
+TEST_LIB  := $(B)/tests/testlib.o
+
+.PHONY: all lib test demo bench-core install clean
+all: lib $(B)/shunt $(TEST_BIN)
+lib: $(B)/libshunt.so $(B)/libshunt.a
+
+$(B)/src/%.o: src/%.c
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(B)/tools/%.o: tools/%.c
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(B)/tests/%.o: tests/%.c
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(B)/libshunt.so: $(LIB_OBJ) src/libshunt.map
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) -shared -o $@ $(LIB_OBJ) -Wl,--version-script=src/libshunt.map \
+		-Wl,-z,defs -Wl,-soname,libshunt.so $(ALL_LDFLAGS)
+
+$(B)/libshunt.a: $(LIB_OBJ)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(B)/shunt: $(TOOL_OBJ) $(B)/libshunt.a
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) -o $@ $(TOOL_OBJ) $(B)/libshunt.a $(ALL_LDFLAGS) -lm
+
+# Tests link the static library so they can reach internal (hidden) symbols.
+$(B)/tests/t_%: $(B)/tests/t_%.o $(TEST_LIB) $(B)/libshunt.a
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) -o $@ $< $(TEST_LIB) $(B)/libshunt.a $(ALL_LDFLAGS) -lpthread
+
+test: all
+	$(Q)tests/run.sh $(B)
+
+# The Quick start demonstration: a short side-by-side benchmark.
+demo: $(B)/shunt
+	$(Q)$(B)/shunt bench --quick
+
+install: lib $(B)/shunt
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include
+	install -m 755 $(B)/shunt $(DESTDIR)$(PREFIX)/bin/shunt
+	install -m 755 $(B)/libshunt.so $(DESTDIR)$(PREFIX)/lib/libshunt.so
+	install -m 644 $(B)/libshunt.a $(DESTDIR)$(PREFIX)/lib/libshunt.a
+	install -m 644 include/shunt.h $(DESTDIR)$(PREFIX)/include/shunt.h
+	@if ls man/*.[0-9] >/dev/null 2>&1; then \
+		for p in man/*.[0-9]; do s=$${p##*.}; \
+		install -d $(DESTDIR)$(PREFIX)/share/man/man$$s; \
+		install -m 644 $$p $(DESTDIR)$(PREFIX)/share/man/man$$s/; done; fi
+
+clean:
+	rm -rf build build-asan build-tsan
+
+-include $(wildcard $(B)/*/*.d)
