@@ -116,6 +116,9 @@ int shunt_fd(struct shunt_conn *c);
 ssize_t shunt_readable(struct shunt_conn *c);
 
 int shunt_get_stats(const struct shunt_conn *c, struct shunt_stats *out);
+/* Change the spin window of this end: > 0 microseconds, or <= 0 never spin
+ * (the accepting end starts with SHUNT_SPIN_US or the default). */
+int shunt_set_spin(struct shunt_conn *c, int spin_us);
 /* Ring size in bytes of each direction of this connection. */
 size_t shunt_ring_size(const struct shunt_conn *c);
 

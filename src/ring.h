@@ -34,8 +34,7 @@ struct shunt_ring {
 };
 
 void shunt_ring_init(struct shunt_ring *r, _Atomic uint64_t *head,
-		     _Atomic uint64_t *tail, uint8_t *data, uint64_t cap,
-		     int producer);
+		     _Atomic uint64_t *tail, uint8_t *data, uint64_t cap);
 
 /* --- Producer --------------------------------------------------------- */
 

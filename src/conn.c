@@ -1,0 +1,473 @@
+/*
+ * conn.c - the data path of a connection end: send, receive, wait, close.
+ *
+ * The fast path reads top to bottom here: a send copies into the tx ring,
+ * publishes the new head and rings the peer only if it sleeps; a receive is
+ * the mirror image.  Everything the peer wrote (indices, states) is checked
+ * before use; a peer that breaks the rules breaks the connection (-EPROTO),
+ * never this process.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "internal.h"
+#include "rendezvous.h"
+#include "wake.h"
+
+#include <shunt.h>
+
+/* --- State ----------------------------------------------------------- */
+
+/* Remember the first fatal error; every later call returns it. */
+static int conn_fail(struct shunt_conn *c, int err)
+{
+	int expected = 0;
+
+	if (atomic_compare_exchange_strong(&c->broken, &expected, err))
+		log_warn("connection broken: %s", strerror(-err));
+	return atomic_load_explicit(&c->broken, memory_order_relaxed);
+}
+
+/* The peer's state word, or -EPROTO if it holds bits that mean nothing. */
+static int64_t peer_state(struct shunt_conn *c)
+{
+	/* Acquire pairs with the release in set_state(): data the peer
+	 * published before a shutdown is visible once we see the shutdown. */
+	uint32_t st = atomic_load_explicit(&c->peer->state, memory_order_acquire);
+
+	if (st & ~SHUNT_ST_KNOWN)
+		return conn_fail(c, -EPROTO);
+	return st;
+}
+
+static void ring_peer(struct shunt_conn *c, uint32_t bits)
+{
+	if (!shunt_wait_should_wake(&c->peer->wait, bits))
+		return;
+	int bell = atomic_load_explicit(&c->peer_bell, memory_order_acquire);
+	if (bell < 0 && shunt__conn_take_reply(c) > 0)
+		bell = atomic_load_explicit(&c->peer_bell, memory_order_acquire);
+	/* No doorbell yet means the peer has not accepted, so it cannot be
+	 * asleep on this connection; a peer that says otherwise is lying. */
+	if (bell >= 0 && shunt_doorbell_ring(bell) == 0)
+		atomic_fetch_add_explicit(&c->wakeups, 1, memory_order_relaxed);
+}
+
+static void set_state(struct shunt_conn *c, uint32_t bits)
+{
+	c->my_state |= bits;
+	/* Release pairs with the acquire in peer_state(). */
+	atomic_store_explicit(&c->me->state, c->my_state, memory_order_release);
+	ring_peer(c, SHUNT_WAIT_ALL);
+}
+
+/* --- Readiness --------------------------------------------------------
+ * Each returns > 0 (bytes ready or free), 0 (end of stream, rx only),
+ * -EAGAIN (would wait) or the error the caller must return. */
+
+static int64_t rx_ready(struct shunt_conn *c, uint64_t want)
+{
+	int err = atomic_load_explicit(&c->broken, memory_order_relaxed);
+
+	if (err)
+		return err;
+	if (c->rd_shut)
+		return 0;
+	int64_t n = shunt_ring_avail(&c->rx, want);
+	if (n != 0)
+		return n < 0 ? conn_fail(c, (int)n) : n;
+	int64_t st = peer_state(c);
+	if (st < 0)
+		return st;
+	if (st & (SHUNT_ST_SHUT_WR | SHUNT_ST_CLOSED)) {
+		/* Re-read the head after the state: it may have grown. */
+		n = shunt_ring_avail(&c->rx, want);
+		return n < 0 ? conn_fail(c, (int)n) : n;
+	}
+	if (atomic_load_explicit(&c->peer_gone, memory_order_relaxed))
+		return -ECONNRESET;
+	return -EAGAIN;
+}
+
+static int64_t tx_ready(struct shunt_conn *c, uint64_t want)
+{
+	int err = atomic_load_explicit(&c->broken, memory_order_relaxed);
+
+	if (err)
+		return err;
+	if (c->my_state & SHUNT_ST_SHUT_WR)
+		return -EPIPE;
+	int64_t st = peer_state(c);
+	if (st < 0)
+		return st;
+	if (st & SHUNT_ST_CLOSED)
+		return -EPIPE;
+	if (atomic_load_explicit(&c->peer_gone, memory_order_relaxed))
+		return -ECONNRESET;
+	int64_t n = shunt_ring_space(&c->tx, want);
+	if (n < 0)
+		return conn_fail(c, (int)n);
+	return (uint64_t)n >= want ? n : -EAGAIN;
+}
+
+static int ready(struct shunt_conn *c, uint32_t bits, uint64_t want)
+{
+	int64_t n = bits == SHUNT_WAIT_READ ? rx_ready(c, want) : tx_ready(c, want);
+
+	return n != -EAGAIN;
+}
+
+/* --- Waiting ---------------------------------------------------------- */
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield" ::: "memory");
+#endif
+}
+
+/* Spin up to spin_us for the condition; 1 if it came true. */
+static int spin(struct shunt_conn *c, uint32_t bits, uint64_t want)
+{
+	uint64_t deadline = now_ns() + (uint64_t)c->spin_us * 1000u;
+
+	atomic_fetch_add_explicit(&c->spins, 1, memory_order_relaxed);
+	for (unsigned i = 1;; i++) {
+		if (ready(c, bits, want)) {
+			atomic_fetch_add_explicit(&c->spin_hits, 1, memory_order_relaxed);
+			return 1;
+		}
+		cpu_relax();
+		/* The clock costs more than a check: read it now and then. */
+		if ((i & 63) == 0 && now_ns() > deadline)
+			return 0;
+	}
+}
+
+/*
+ * Look at the liveness socket: the peer hung up (process gone or connection
+ * closed), or, on the connecting side, the reply carrying the peer's
+ * doorbell arrived.  Anything else on it breaks the protocol.  Returns 1 if
+ * something changed, 0 if nothing is there.
+ */
+static int check_sock(struct shunt_conn *c)
+{
+	char b;
+
+	if (atomic_load_explicit(&c->peer_bell, memory_order_relaxed) < 0) {
+		int rc = shunt__conn_take_reply(c);
+		if (rc > 0)
+			return 1;
+		if (rc < 0 && rc != -ECONNRESET) {
+			conn_fail(c, rc);
+			return 1;
+		}
+	}
+	ssize_t n = recv(c->sock, &b, 1, MSG_DONTWAIT | MSG_PEEK);
+	if (n > 0) {
+		conn_fail(c, -EPROTO);
+		return 1;
+	}
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return 0;
+	atomic_store_explicit(&c->peer_gone, 1, memory_order_relaxed);
+	return 1;
+}
+
+/*
+ * Wait until `bits` (SHUNT_WAIT_READ or SHUNT_WAIT_WRITE) may have become
+ * ready.  Returns 0 to re-check (a hint, not a promise: callers loop),
+ * -EAGAIN for a non-blocking caller, or -EINTR.
+ */
+static int conn_wait(struct shunt_conn *c, uint32_t bits, uint64_t want, int flags)
+{
+	int nonblock = flags & SHUNT_NONBLOCK;
+
+	if (!nonblock && c->spin_us > 0 && spin(c, bits, want))
+		return 0;
+	/* A non-blocking caller is about to wait on shunt_fd(): consume old
+	 * rings first, so that stale ones do not keep it readable, and arm
+	 * after, so that a ring for new progress stays pending. */
+	if (nonblock)
+		shunt_doorbell_drain(c->bell);
+	shunt_wait_arm(&c->me->wait, bits);
+	if (ready(c, bits, want)) {
+		shunt_wait_disarm(&c->me->wait, bits);
+		return 0;
+	}
+	if (nonblock)
+		return check_sock(c) ? 0 : -EAGAIN;
+	int rc = shunt_doorbell_sleep(c->bell, c->sock, -1);
+	if (rc < 0)
+		return rc;
+	atomic_fetch_add_explicit(&c->sleeps, 1, memory_order_relaxed);
+	if (rc & SHUNT_SLEPT_WATCH)
+		check_sock(c);
+	return 0;
+}
+
+/* --- Sending ---------------------------------------------------------- */
+
+static void tx_publish(struct shunt_conn *c, uint64_t n)
+{
+	shunt_ring_commit(&c->tx, n);
+	c->bytes_sent += n;
+	ring_peer(c, SHUNT_WAIT_READ);
+}
+
+SHUNT_EXPORT ssize_t shunt_send(struct shunt_conn *c, const void *buf, size_t len,
+				int flags)
+{
+	const uint8_t *p = buf;
+	size_t done = 0;
+
+	if (len == 0) {
+		int64_t n = tx_ready(c, 1);
+		return n < 0 && n != -EAGAIN ? n : 0;
+	}
+	while (done < len) {
+		int64_t n = tx_ready(c, 1);
+		if (n == -EAGAIN) {
+			int rc = conn_wait(c, SHUNT_WAIT_WRITE, 1, flags);
+			if (rc < 0)
+				return done ? (ssize_t)done : rc;
+			continue;
+		}
+		if (n < 0)
+			return done ? (ssize_t)done : n;
+		size_t k = SHUNT_MIN((size_t)n, len - done);
+		memcpy(shunt_ring_wptr(&c->tx), p + done, k);
+		tx_publish(c, k);
+		done += k;
+	}
+	return (ssize_t)done;
+}
+
+SHUNT_EXPORT ssize_t shunt_send_reserve(struct shunt_conn *c, void **buf, size_t min,
+					int flags)
+{
+	if (min == 0)
+		min = 1;
+	if (min > c->tx.cap)
+		return -EINVAL;
+	for (;;) {
+		int64_t n = tx_ready(c, min);
+		if (n > 0) {
+			*buf = shunt_ring_wptr(&c->tx);
+			c->zc_reserved = (uint64_t)n;
+			return n;
+		}
+		if (n != -EAGAIN)
+			return n;
+		int rc = conn_wait(c, SHUNT_WAIT_WRITE, min, flags);
+		if (rc < 0)
+			return rc;
+	}
+}
+
+SHUNT_EXPORT int shunt_send_commit(struct shunt_conn *c, size_t len)
+{
+	if (len > c->zc_reserved)
+		return -EINVAL;
+	c->zc_reserved = 0;
+	if (len)
+		tx_publish(c, len);
+	return 0;
+}
+
+/* --- Receiving -------------------------------------------------------- */
+
+static void rx_consume(struct shunt_conn *c, uint64_t n)
+{
+	shunt_ring_release(&c->rx, n);
+	c->bytes_received += n;
+	ring_peer(c, SHUNT_WAIT_WRITE);
+}
+
+/* Wait for at least one byte; > 0 available, 0 end of stream, < 0 error. */
+static int64_t rx_wait(struct shunt_conn *c, int flags)
+{
+	for (;;) {
+		int64_t n = rx_ready(c, 1);
+		if (n != -EAGAIN)
+			return n;
+		int rc = conn_wait(c, SHUNT_WAIT_READ, 1, flags);
+		if (rc < 0)
+			return rc;
+	}
+}
+
+SHUNT_EXPORT ssize_t shunt_recv(struct shunt_conn *c, void *buf, size_t len, int flags)
+{
+	if (len == 0)
+		return 0;
+	int64_t n = rx_wait(c, flags);
+	if (n <= 0)
+		return n;
+	size_t k = SHUNT_MIN((size_t)n, len);
+	memcpy(buf, shunt_ring_rptr(&c->rx), k);
+	rx_consume(c, k);
+	return (ssize_t)k;
+}
+
+SHUNT_EXPORT ssize_t shunt_recv_peek(struct shunt_conn *c, const void **buf, int flags)
+{
+	int64_t n = rx_wait(c, flags);
+
+	c->zc_peeked = n > 0 ? (uint64_t)n : 0;
+	if (n > 0)
+		*buf = shunt_ring_rptr(&c->rx);
+	return n;
+}
+
+SHUNT_EXPORT int shunt_recv_release(struct shunt_conn *c, size_t len)
+{
+	if (len > c->zc_peeked)
+		return -EINVAL;
+	c->zc_peeked -= len;
+	if (len)
+		rx_consume(c, len);
+	return 0;
+}
+
+SHUNT_EXPORT ssize_t shunt_readable(struct shunt_conn *c)
+{
+	int err = atomic_load_explicit(&c->broken, memory_order_relaxed);
+
+	if (err)
+		return err;
+	int64_t n = shunt_ring_peek_fill(&c->rx);
+	return n < 0 ? conn_fail(c, (int)n) : n;
+}
+
+/* --- Control ---------------------------------------------------------- */
+
+SHUNT_EXPORT int shunt_shutdown(struct shunt_conn *c, int how)
+{
+	if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)
+		return -EINVAL;
+	if (how != SHUT_WR)
+		c->rd_shut = 1;
+	if (how != SHUT_RD)
+		set_state(c, SHUNT_ST_SHUT_WR);
+	return 0;
+}
+
+SHUNT_EXPORT int shunt_fd(struct shunt_conn *c)
+{
+	int fd = atomic_load_explicit(&c->pollfd, memory_order_acquire);
+
+	if (fd >= 0)
+		return fd;
+	/* One epoll set holds both things that can end a wait: our doorbell
+	 * and the liveness socket.  Made on first use: most users never ask. */
+	fd = epoll_create1(EPOLL_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	struct epoll_event ev = { .events = EPOLLIN };
+	if (epoll_ctl(fd, EPOLL_CTL_ADD, c->bell, &ev) < 0 ||
+	    (ev.events = EPOLLIN | EPOLLRDHUP,
+	     epoll_ctl(fd, EPOLL_CTL_ADD, c->sock, &ev) < 0)) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	int expected = -1;
+	if (!atomic_compare_exchange_strong(&c->pollfd, &expected, fd)) {
+		close(fd); /* another thread won the race */
+		return expected;
+	}
+	return fd;
+}
+
+SHUNT_EXPORT int shunt_get_stats(const struct shunt_conn *c, struct shunt_stats *out)
+{
+	out->bytes_sent = c->bytes_sent;
+	out->bytes_received = c->bytes_received;
+	out->wakeups = atomic_load_explicit(&c->wakeups, memory_order_relaxed);
+	out->sleeps = atomic_load_explicit(&c->sleeps, memory_order_relaxed);
+	out->spins = atomic_load_explicit(&c->spins, memory_order_relaxed);
+	out->spin_hits = atomic_load_explicit(&c->spin_hits, memory_order_relaxed);
+	return 0;
+}
+
+SHUNT_EXPORT int shunt_set_spin(struct shunt_conn *c, int spin_us)
+{
+	c->spin_us = spin_us > 0 ? spin_us : 0;
+	return 0;
+}
+
+SHUNT_EXPORT size_t shunt_ring_size(const struct shunt_conn *c)
+{
+	return (size_t)c->seg.cap;
+}
+
+static void close_fd(int fd)
+{
+	if (fd >= 0)
+		close(fd);
+}
+
+SHUNT_EXPORT int shunt_close(struct shunt_conn *c)
+{
+	if (!c)
+		return 0;
+	if (c->seg.ctl)
+		set_state(c, SHUNT_ST_CLOSED);
+	shunt_seg_detach(&c->seg);
+	close_fd(c->sock);
+	close_fd(c->bell);
+	close_fd(atomic_load(&c->peer_bell));
+	close_fd(atomic_load(&c->pollfd));
+	free(c);
+	return 0;
+}
+
+int shunt__conn_new(struct shunt_conn **out, int side, struct shunt_seg *seg,
+		    int sock, int bell, int peer_bell, int spin_us)
+{
+	struct shunt_conn *c = calloc(1, sizeof(*c));
+
+	if (!c) {
+		shunt_seg_detach(seg);
+		close_fd(sock);
+		close_fd(bell);
+		close_fd(peer_bell);
+		return -ENOMEM;
+	}
+	struct shunt_ctl *ctl = seg->ctl;
+	c->seg = *seg;
+	c->side = side;
+	c->sock = sock;
+	c->bell = bell;
+	atomic_init(&c->peer_bell, peer_bell);
+	atomic_init(&c->pollfd, -1);
+	c->spin_us = spin_us;
+	c->me = &ctl->side[side];
+	c->peer = &ctl->side[1 - side];
+	shunt_ring_init(&c->tx, &ctl->head[side].v, &ctl->tail[side].v,
+			seg->data[side], seg->cap);
+	shunt_ring_init(&c->rx, &ctl->head[1 - side].v, &ctl->tail[1 - side].v,
+			seg->data[1 - side], seg->cap);
+	atomic_store_explicit(&c->me->pid, (uint32_t)getpid(), memory_order_relaxed);
+	c->my_state = SHUNT_ST_OPEN;
+	atomic_store_explicit(&c->me->state, c->my_state, memory_order_release);
+	*out = c;
+	return 0;
+}

@@ -1,0 +1,49 @@
+/*
+ * conn.h - a connection end: two rings, a segment, doorbells and a liveness
+ * socket.  Shared by conn.c (the data path) and rendezvous.c (set-up).
+ */
+#ifndef SHUNT_CONN_H
+#define SHUNT_CONN_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "ring.h"
+#include "segment.h"
+
+struct shunt_conn {
+	struct shunt_seg seg;
+	struct shunt_ring tx;        /* ring[side]: we produce */
+	struct shunt_ring rx;        /* ring[1 - side]: we consume */
+	struct shunt_side *me;       /* our side's words in the segment */
+	struct shunt_side *peer;     /* the peer's side: validated on every read */
+	int side;                    /* 0: connected, 1: accepted */
+	int sock;                    /* UNIX stream to the peer: liveness only */
+	int bell;                    /* our doorbell (eventfd we created) */
+	_Atomic int peer_bell;       /* the peer's doorbell, -1 until known */
+	_Atomic int pollfd;          /* epoll set for shunt_fd(), -1 until asked */
+	int spin_us;                 /* 0: never spin */
+	uint32_t my_state;           /* authoritative copy of me->state */
+	_Atomic int broken;          /* 0, or the -errno every call now returns */
+	_Atomic int peer_gone;       /* the liveness socket hung up */
+	int rd_shut;                 /* shutdown(SHUT_RD) was called */
+	uint64_t zc_reserved;        /* bytes the last shunt_send_reserve() gave */
+	uint64_t zc_peeked;          /* bytes the last shunt_recv_peek() showed */
+	uint64_t bytes_sent;         /* written by the sending thread only */
+	uint64_t bytes_received;     /* written by the receiving thread only */
+	_Atomic uint64_t wakeups, sleeps, spins, spin_hits;
+};
+
+/*
+ * Build a connection end over a mapped segment.  Takes ownership of seg,
+ * sock and bell (all released by shunt_close(), also on failure here).
+ * peer_bell may be -1 when the peer's doorbell arrives later on sock.
+ */
+int shunt__conn_new(struct shunt_conn **out, int side, struct shunt_seg *seg,
+		    int sock, int bell, int peer_bell, int spin_us);
+
+/* Take the peer's doorbell from a reply waiting on the socket, if any.
+ * Returns 1 if taken, 0 if none is there yet, or a negative errno. */
+int shunt__conn_take_reply(struct shunt_conn *c);
+
+#endif /* SHUNT_CONN_H */

@@ -1,0 +1,74 @@
+/*
+ * log.c - opt-in diagnostics.  The library runs inside other programs, so it
+ * prints nothing unless SHUNT_LOG asks, and never on stdout.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+int shunt__log_level = SHUNT_LOG_NONE;
+static int log_fd = STDERR_FILENO;
+
+static int parse_level(const char *s)
+{
+	static const char *const names[] = { "none", "error", "warn", "info", "debug" };
+
+	for (int i = 0; i < (int)(sizeof(names) / sizeof(names[0])); i++)
+		if (strcasecmp(s, names[i]) == 0)
+			return i;
+	if (s[0] >= '0' && s[0] <= '4' && s[1] == '\0')
+		return s[0] - '0';
+	return -1;
+}
+
+/* Runs before main() so the level is known before any other call. */
+__attribute__((constructor)) static void log_init(void)
+{
+	const char *lvl = getenv("SHUNT_LOG");
+	const char *file = getenv("SHUNT_LOG_FILE");
+
+	if (!lvl || !*lvl)
+		return;
+	int l = parse_level(lvl);
+	if (l < 0) {
+		/* Asked for logs but misspelt the level: say so once. */
+		dprintf(STDERR_FILENO, "shunt: SHUNT_LOG=%s is not one of none, error, "
+			"warn, info, debug; using warn\n", lvl);
+		l = SHUNT_LOG_WARN;
+	}
+	if (file && *file) {
+		int fd = open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+		if (fd >= 0)
+			log_fd = fd;
+		else
+			dprintf(STDERR_FILENO, "shunt: cannot open SHUNT_LOG_FILE %s: %s\n",
+				file, strerror(errno));
+	}
+	shunt__log_level = l;
+}
+
+void shunt__log(int level, const char *fmt, ...)
+{
+	static const char *const tag[] = { "", "error", "warn", "info", "debug" };
+	char buf[512];
+	int n = snprintf(buf, sizeof(buf), "shunt[%d] %s: ", (int)getpid(), tag[level]);
+	va_list ap;
+
+	va_start(ap, fmt);
+	n += vsnprintf(buf + n, sizeof(buf) - (size_t)n, fmt, ap);
+	va_end(ap);
+	if (n > (int)sizeof(buf) - 2)
+		n = (int)sizeof(buf) - 2;
+	buf[n++] = '\n';
+	/* One write per line keeps lines whole across threads and processes. */
+	ssize_t rc = write(log_fd, buf, (size_t)n);
+	(void)rc;
+}

@@ -1,0 +1,424 @@
+/*
+ * rendezvous.c - listen, accept and connect by name (see rendezvous.h).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "internal.h"
+#include "rendezvous.h"
+#include "wake.h"
+
+#include <shunt.h>
+
+#define HELLO_TIMEOUT_MS 1000 /* a connector sends its hello right after connect */
+#define MAX_FDS 2
+
+struct shunt_listener {
+	int fd;
+	struct sockaddr_un addr;
+};
+
+/* --- Names ------------------------------------------------------------ */
+
+static int valid_name(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n == 0 || n > 64 || name[0] == '.')
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		char ch = name[i];
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		      (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-'))
+			return 0;
+	}
+	return 1;
+}
+
+/* A name with '/' is a socket path; a plain name lives in the runtime dir. */
+static int resolve(const char *name, struct sockaddr_un *addr)
+{
+	int n;
+
+	memset(addr, 0, sizeof(*addr));
+	addr->sun_family = AF_UNIX;
+	if (!name)
+		return -EINVAL;
+	if (strchr(name, '/')) {
+		n = snprintf(addr->sun_path, sizeof(addr->sun_path), "%s", name);
+	} else {
+		if (!valid_name(name))
+			return -EINVAL;
+		const char *dir = shunt__config()->dir;
+		int rc = shunt__ensure_dir(dir);
+		if (rc < 0)
+			return rc;
+		n = snprintf(addr->sun_path, sizeof(addr->sun_path), "%s/%s", dir, name);
+	}
+	return n > 0 && n < (int)sizeof(addr->sun_path) ? 0 : -ENAMETOOLONG;
+}
+
+/* --- Policy ----------------------------------------------------------- */
+
+/* Default policy: only a peer of our own effective user. */
+static int peer_allowed(int sock, const char *who)
+{
+	struct ucred cr;
+	socklen_t len = sizeof(cr);
+
+	if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
+		return -errno;
+	if (cr.uid != geteuid()) {
+		log_warn("refused %s pid %d: uid %u is not ours (%u)", who, (int)cr.pid,
+			 (unsigned)cr.uid, (unsigned)geteuid());
+		return -EACCES;
+	}
+	return 0;
+}
+
+/* --- Messages with file descriptors ------------------------------------ */
+
+static int send_msg(int sock, const void *buf, size_t len, const int *fds, int nfds)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+		struct cmsghdr align;
+	} ctl;
+	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+
+	memset(&ctl, 0, sizeof(ctl));
+	if (nfds > 0) {
+		msg.msg_control = ctl.buf;
+		msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+		struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+		memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
+	}
+	ssize_t n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+	if (n < 0)
+		return -errno;
+	return n == (ssize_t)len ? 0 : -EPROTO;
+}
+
+static void close_fds(int *fds, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+}
+
+/*
+ * Receive one message of exactly len bytes carrying exactly nfds fds.
+ * Whatever else arrives (short data, other fds, truncation) is closed and
+ * refused with -EPROTO.  0 at end of stream is -ECONNRESET.
+ */
+static int recv_msg(int sock, void *buf, size_t len, int *fds, int nfds, int flags)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+		struct cmsghdr align;
+	} ctl;
+	struct iovec iov = { .iov_base = buf, .iov_len = len };
+	struct msghdr msg = {
+		.msg_iov = &iov, .msg_iovlen = 1,
+		.msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf),
+	};
+	int got[MAX_FDS], ngot = 0;
+
+	ssize_t n = recvmsg(sock, &msg, flags | MSG_CMSG_CLOEXEC);
+	if (n < 0)
+		return -errno;
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		int k = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+		int *p = (int *)CMSG_DATA(cm);
+		for (int i = 0; i < k; i++) {
+			int fd;
+			memcpy(&fd, p + i, sizeof(fd));
+			if (ngot < MAX_FDS)
+				got[ngot++] = fd;
+			else
+				close(fd);
+		}
+	}
+	if (n == 0 && ngot == 0)
+		return -ECONNRESET;
+	if ((size_t)n != len || ngot != nfds || (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC))) {
+		close_fds(got, ngot);
+		return -EPROTO;
+	}
+	memcpy(fds, got, sizeof(int) * (size_t)nfds);
+	return 0;
+}
+
+static int set_nonblock(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+		return -errno;
+	return 0;
+}
+
+/* --- Connecting ------------------------------------------------------- */
+
+static int open_stream(const struct sockaddr_un *addr)
+{
+	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (s < 0)
+		return -errno;
+	if (connect(s, (const struct sockaddr *)addr, sizeof(*addr)) < 0) {
+		int err = -errno;
+		close(s);
+		return err;
+	}
+	return s;
+}
+
+static int pick_spin(const struct shunt_opts *o)
+{
+	if (!o || o->spin_us == 0)
+		return shunt__config()->spin_us;
+	return o->spin_us > 0 ? o->spin_us : 0;
+}
+
+/* Create the segment and our doorbell, send them, and build our end. */
+static int offer(int s, const struct shunt_opts *o, struct shunt_conn **out)
+{
+	uint64_t cap = o && o->ring_size ? o->ring_size : shunt__config()->ring_size;
+	struct shunt_seg seg = { 0 };
+	int bell = -1;
+	int memfd = shunt_seg_create(&seg, cap);
+
+	if (memfd < 0)
+		return memfd;
+	int rc = bell = shunt_doorbell_new();
+	if (rc >= 0) {
+		struct shunt_hello h = {
+			.magic = SHUNT_HELLO_MAGIC, .version = SHUNT_PROTO_VERSION,
+			.ring_size = cap,
+		};
+		int fds[2] = { memfd, bell };
+		rc = send_msg(s, &h, sizeof(h), fds, 2);
+	}
+	close(memfd); /* the mapping keeps the segment alive */
+	if (rc >= 0)
+		rc = set_nonblock(s);
+	if (rc < 0) {
+		if (bell >= 0)
+			close(bell);
+		shunt_seg_detach(&seg);
+		return rc;
+	}
+	return shunt__conn_new(out, 0, &seg, s, bell, -1, pick_spin(o));
+}
+
+SHUNT_EXPORT int shunt_connect(const char *name, const struct shunt_opts *opts,
+			       struct shunt_conn **out)
+{
+	struct sockaddr_un addr;
+	int rc = resolve(name, &addr);
+
+	if (rc < 0)
+		return rc;
+	if (opts && opts->ring_size && shunt_seg_check_size(opts->ring_size) < 0)
+		return -EINVAL;
+	int s = open_stream(&addr);
+	if (s < 0)
+		return s;
+	rc = peer_allowed(s, "listener");
+	if (rc == 0)
+		rc = offer(s, opts, out); /* owns s from here */
+	else
+		close(s);
+	return rc;
+}
+
+int shunt__conn_take_reply(struct shunt_conn *c)
+{
+	struct shunt_reply r;
+	int bell;
+	int rc = recv_msg(c->sock, &r, sizeof(r), &bell, 1, MSG_DONTWAIT);
+
+	if (rc == -EAGAIN || rc == -EWOULDBLOCK)
+		return 0;
+	if (rc < 0)
+		return rc;
+	if (r.magic != SHUNT_REPLY_MAGIC || r.version != SHUNT_PROTO_VERSION || r.flags) {
+		close(bell);
+		return -EPROTO;
+	}
+	int expected = -1;
+	/* Sender and receiver threads may both look; the first one keeps it. */
+	if (!atomic_compare_exchange_strong(&c->peer_bell, &expected, bell))
+		close(bell);
+	return 1;
+}
+
+/* --- Listening and accepting ---------------------------------------- */
+
+/* A socket file left by a dead listener refuses connections: reuse it. */
+static int clear_stale(const struct sockaddr_un *addr)
+{
+	struct stat st;
+
+	if (lstat(addr->sun_path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISSOCK(st.st_mode))
+		return -EADDRINUSE;
+	int s = open_stream(addr);
+	if (s >= 0) {
+		close(s);
+		return -EADDRINUSE;
+	}
+	if (s != -ECONNREFUSED)
+		return s;
+	return unlink(addr->sun_path) < 0 && errno != ENOENT ? -errno : 0;
+}
+
+SHUNT_EXPORT int shunt_listen(const char *name, struct shunt_listener **out)
+{
+	struct shunt_listener *l = calloc(1, sizeof(*l));
+	int rc;
+
+	if (!l)
+		return -ENOMEM;
+	l->fd = -1;
+	rc = resolve(name, &l->addr);
+	if (rc == 0)
+		rc = clear_stale(&l->addr);
+	if (rc == 0) {
+		l->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		if (l->fd < 0 ||
+		    bind(l->fd, (struct sockaddr *)&l->addr, sizeof(l->addr)) < 0 ||
+		    listen(l->fd, SOMAXCONN) < 0)
+			rc = -errno;
+	}
+	if (rc < 0) {
+		if (l->fd >= 0)
+			close(l->fd);
+		free(l);
+		return rc;
+	}
+	*out = l;
+	return 0;
+}
+
+SHUNT_EXPORT int shunt_listener_fd(const struct shunt_listener *l)
+{
+	return l->fd;
+}
+
+SHUNT_EXPORT void shunt_listener_close(struct shunt_listener *l)
+{
+	if (!l)
+		return;
+	unlink(l->addr.sun_path);
+	close(l->fd);
+	free(l);
+}
+
+static int wait_readable(int fd, int timeout_ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	int rc = poll(&p, 1, timeout_ms);
+
+	if (rc < 0)
+		return -errno;
+	return rc == 0 ? -ETIMEDOUT : 0;
+}
+
+/* Check the hello, map the segment, answer with our doorbell.  Owns s. */
+static int answer(int s, struct shunt_conn **out)
+{
+	struct shunt_hello h;
+	struct shunt_seg seg = { 0 };
+	int fds[2];
+	int rc = wait_readable(s, HELLO_TIMEOUT_MS);
+
+	if (rc == 0)
+		rc = recv_msg(s, &h, sizeof(h), fds, 2, MSG_DONTWAIT);
+	if (rc < 0) {
+		close(s);
+		return rc;
+	}
+	if (h.magic != SHUNT_HELLO_MAGIC || h.version != SHUNT_PROTO_VERSION || h.flags)
+		rc = -EPROTO;
+	else
+		rc = shunt_seg_attach(&seg, fds[0], h.ring_size);
+	close(fds[0]);
+	if (rc < 0) {
+		close(fds[1]);
+		close(s);
+		return rc;
+	}
+	int bell = shunt_doorbell_new();
+	rc = bell;
+	if (rc >= 0) {
+		struct shunt_reply r = { .magic = SHUNT_REPLY_MAGIC, .version = SHUNT_PROTO_VERSION };
+		rc = send_msg(s, &r, sizeof(r), &bell, 1);
+	}
+	if (rc >= 0)
+		rc = set_nonblock(s);
+	if (rc < 0) {
+		if (bell >= 0)
+			close(bell);
+		close(fds[1]);
+		close(s);
+		shunt_seg_detach(&seg);
+		return rc;
+	}
+	return shunt__conn_new(out, 1, &seg, s, bell, fds[1], shunt__config()->spin_us);
+}
+
+static int accept_one(struct shunt_listener *l, struct shunt_conn **out)
+{
+	int s = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+
+	if (s < 0)
+		return -errno;
+	int rc = peer_allowed(s, "connector");
+	if (rc == 0)
+		rc = answer(s, out);
+	else
+		close(s);
+	if (rc < 0)
+		log_info("dropped a connection: %s", strerror(-rc));
+	return rc < 0 ? -ECONNABORTED : 0;
+}
+
+/*
+ * A peer that is refused or breaks the hello is dropped (and logged), and
+ * accept goes on with the next one, as the kernel does with a connection
+ * reset before accept().  Only errors of the listener itself come back.
+ */
+SHUNT_EXPORT int shunt_accept(struct shunt_listener *l, struct shunt_conn **out,
+			      int flags)
+{
+	for (;;) {
+		int rc = accept_one(l, out);
+		if (rc == 0)
+			return 0;
+		if (rc == -ECONNABORTED)
+			continue;
+		if (rc != -EAGAIN || (flags & SHUNT_NONBLOCK))
+			return rc;
+		rc = wait_readable(l->fd, -1);
+		if (rc < 0)
+			return rc;
+	}
+}

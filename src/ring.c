@@ -1,0 +1,38 @@
+/*
+ * ring.c - the out-of-line part of the SPSC byte ring (see ring.h).
+ */
+#include "ring.h"
+
+void shunt_ring_init(struct shunt_ring *r, _Atomic uint64_t *head,
+		     _Atomic uint64_t *tail, uint8_t *data, uint64_t cap)
+{
+	r->head = head;
+	r->tail = tail;
+	r->data = data;
+	r->cap = cap;
+	r->mask = cap - 1;
+	/* Both indices start at 0 in a fresh segment; a side that attaches later
+	 * reads them through the validating calls, never trusts them here. */
+	r->pos = 0;
+	r->peer = 0;
+}
+
+int64_t shunt_ring_peek_fill(const struct shunt_ring *r)
+{
+	/* Acquire pairs with the release in shunt_ring_commit(). */
+	uint64_t h = atomic_load_explicit(r->head, memory_order_acquire);
+
+	if (h - r->pos > r->cap || h - r->pos < r->peer - r->pos)
+		return -EPROTO;
+	return (int64_t)(h - r->pos);
+}
+
+int64_t shunt_ring_peek_space(const struct shunt_ring *r)
+{
+	/* Acquire pairs with the release in shunt_ring_release(). */
+	uint64_t t = atomic_load_explicit(r->tail, memory_order_acquire);
+
+	if (t - r->peer > r->pos - r->peer)
+		return -EPROTO;
+	return (int64_t)(r->cap - (r->pos - t));
+}

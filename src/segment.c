@@ -1,0 +1,156 @@
+/*
+ * segment.c - create, validate and map a connection's shared segment.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "segment.h"
+
+/* The layout is an ABI between processes: pin every offset (docs/design.md). */
+_Static_assert(offsetof(struct shunt_ctl, hdr) == 0, "hdr");
+_Static_assert(offsetof(struct shunt_ctl, side) == 128, "side");
+_Static_assert(offsetof(struct shunt_ctl, head) == 256, "head");
+_Static_assert(offsetof(struct shunt_ctl, tail) == 512, "tail");
+_Static_assert(sizeof(struct shunt_ctl) == 768, "ctl size");
+_Static_assert(sizeof(struct shunt_ctl) <= SHUNT_CTL_SIZE, "ctl fits its page");
+_Static_assert(sizeof(struct shunt_side) == 12, "side size");
+
+/* Seals that stop the creator from shrinking the file under the attacher,
+ * which would turn the attacher's next access into SIGBUS. */
+#define REQUIRED_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
+
+int shunt_seg_check_size(uint64_t cap)
+{
+	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+
+	if (cap < SHUNT_RING_MIN || cap > SHUNT_RING_MAX || (cap & (cap - 1)))
+		return -EINVAL;
+	if (cap < page || SHUNT_CTL_SIZE % page)
+		return -EINVAL;
+	return 0;
+}
+
+static int map_at(uint8_t *addr, size_t len, int fd, off_t off)
+{
+	void *p = mmap(addr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, off);
+
+	return p == MAP_FAILED ? -errno : 0;
+}
+
+/*
+ * Reserve one range of address space, then map the control page and each
+ * ring's data twice into it.  One munmap() of the range undoes everything.
+ */
+static int seg_map(struct shunt_seg *seg, int fd, uint64_t cap)
+{
+	size_t len = SHUNT_CTL_SIZE + 4 * cap;
+	uint8_t *base = mmap(NULL, len, PROT_NONE,
+			     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	int rc;
+
+	if (base == MAP_FAILED)
+		return -errno;
+	rc = map_at(base, SHUNT_CTL_SIZE, fd, 0);
+	for (int r = 0; r < 2 && rc == 0; r++) {
+		uint8_t *data = base + SHUNT_CTL_SIZE + 2 * cap * (uint64_t)r;
+		off_t off = (off_t)(SHUNT_CTL_SIZE + cap * (uint64_t)r);
+
+		rc = map_at(data, cap, fd, off);
+		if (rc == 0)
+			rc = map_at(data + cap, cap, fd, off);
+		seg->data[r] = data;
+	}
+	if (rc < 0) {
+		munmap(base, len);
+		return rc;
+	}
+	seg->base = base;
+	seg->map_len = len;
+	seg->ctl = (struct shunt_ctl *)base;
+	seg->cap = cap;
+	return 0;
+}
+
+int shunt_seg_create(struct shunt_seg *seg, uint64_t cap)
+{
+	int rc = shunt_seg_check_size(cap);
+
+	if (rc < 0)
+		return rc;
+	int fd = memfd_create("shunt-conn", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, (off_t)shunt_seg_file_size(cap)) < 0 ||
+	    fcntl(fd, F_ADD_SEALS, REQUIRED_SEALS) < 0) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	rc = seg_map(seg, fd, cap);
+	if (rc < 0) {
+		close(fd);
+		return rc;
+	}
+	/* The file is fresh and zero-filled: indices, states and wait words all
+	 * start at 0.  Only the header needs writing. */
+	seg->ctl->hdr.magic = SHUNT_SEG_MAGIC;
+	seg->ctl->hdr.version = SHUNT_SEG_VERSION;
+	seg->ctl->hdr.ctl_size = SHUNT_CTL_SIZE;
+	seg->ctl->hdr.ring_size = cap;
+	return fd;
+}
+
+/* A peer-supplied fd must be a sealed memfd of exactly the expected size. */
+static int check_memfd(int fd, uint64_t cap)
+{
+	struct stat st;
+	int seals = fcntl(fd, F_GET_SEALS);
+
+	if (seals < 0 || (seals & REQUIRED_SEALS) != REQUIRED_SEALS) {
+		log_warn("peer segment is not a sealed memfd (seals %d)", seals);
+		return -EPROTO;
+	}
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != shunt_seg_file_size(cap)) {
+		log_warn("peer segment has size %lld, want %llu", (long long)st.st_size,
+			 (unsigned long long)shunt_seg_file_size(cap));
+		return -EPROTO;
+	}
+	return 0;
+}
+
+int shunt_seg_attach(struct shunt_seg *seg, int memfd, uint64_t cap)
+{
+	int rc = shunt_seg_check_size(cap);
+
+	if (rc == 0)
+		rc = check_memfd(memfd, cap);
+	if (rc == 0)
+		rc = seg_map(seg, memfd, cap);
+	if (rc < 0)
+		return rc;
+	/* Read the header once; from here on only our copy of cap is used. */
+	const volatile struct shunt_hdr *h = &seg->ctl->hdr;
+	if (h->magic != SHUNT_SEG_MAGIC || h->version != SHUNT_SEG_VERSION ||
+	    h->ctl_size != SHUNT_CTL_SIZE || h->ring_size != cap) {
+		log_warn("peer segment header does not match (version %u)",
+			 (unsigned)h->version);
+		shunt_seg_detach(seg);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+void shunt_seg_detach(struct shunt_seg *seg)
+{
+	if (seg->base)
+		munmap(seg->base, seg->map_len);
+	memset(seg, 0, sizeof(*seg));
+}
