@@ -13,7 +13,7 @@
 #include "segment.h"
 
 /* Bytes per direction; see "Ring size" in docs/design.md for the measurement. */
-#define DEFAULT_RING_SIZE (256u * 1024u)
+#define DEFAULT_RING_SIZE (512u * 1024u)
 #define DEFAULT_SPIN_US   50
 #define SPIN_US_MAX       1000000
 
@@ -53,7 +53,7 @@ static void read_ring_size(void)
 	if (!s || !*s)
 		return;
 	if (shunt__parse_size(s, &v) < 0 || shunt_seg_check_size(v) < 0) {
-		log_warn("SHUNT_RING_SIZE=%s: want a power of two from 4k to 1g; "
+		shunt__complain("SHUNT_RING_SIZE=%s: want a power of two from 4k to 1g; "
 			 "using %u", s, DEFAULT_RING_SIZE);
 		return;
 	}
@@ -77,7 +77,7 @@ static void read_spin(void)
 	errno = 0;
 	long v = strtol(s, &end, 10);
 	if (errno || *end || v < 0 || v > SPIN_US_MAX) {
-		log_warn("SHUNT_SPIN_US=%s: want 0..%d microseconds; using %d",
+		shunt__complain("SHUNT_SPIN_US=%s: want 0..%d microseconds; using %d",
 			 s, SPIN_US_MAX, config.spin_us);
 		return;
 	}
@@ -98,7 +98,7 @@ static void read_dir(void)
 		n = snprintf(config.dir, sizeof(config.dir), "/tmp/shunt-%u",
 			     (unsigned)geteuid());
 	if (n < 0 || n >= (int)sizeof(config.dir) - 32) {
-		log_warn("rendezvous directory %s is too long for a UNIX socket path; "
+		shunt__complain("rendezvous directory %s is too long for a UNIX socket path; "
 			 "using /tmp/shunt-%u", s ? s : xdg, (unsigned)geteuid());
 		snprintf(config.dir, sizeof(config.dir), "/tmp/shunt-%u",
 			 (unsigned)geteuid());

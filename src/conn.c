@@ -61,9 +61,10 @@ static void ring_peer(struct shunt_conn *c, uint32_t bits)
 
 static void set_state(struct shunt_conn *c, uint32_t bits)
 {
-	c->my_state |= bits;
+	uint32_t st = atomic_fetch_or(&c->my_state, bits) | bits;
+
 	/* Release pairs with the acquire in peer_state(). */
-	atomic_store_explicit(&c->me->state, c->my_state, memory_order_release);
+	atomic_store_explicit(&c->me->state, st, memory_order_release);
 	ring_peer(c, SHUNT_WAIT_ALL);
 }
 
@@ -101,7 +102,7 @@ static int64_t tx_ready(struct shunt_conn *c, uint64_t want)
 
 	if (err)
 		return err;
-	if (c->my_state & SHUNT_ST_SHUT_WR)
+	if (atomic_load_explicit(&c->my_state, memory_order_relaxed) & SHUNT_ST_SHUT_WR)
 		return -EPIPE;
 	int64_t st = peer_state(c);
 	if (st < 0)
@@ -466,8 +467,8 @@ int shunt__conn_new(struct shunt_conn **out, int side, struct shunt_seg *seg,
 	shunt_ring_init(&c->rx, &ctl->head[1 - side].v, &ctl->tail[1 - side].v,
 			seg->data[1 - side], seg->cap);
 	atomic_store_explicit(&c->me->pid, (uint32_t)getpid(), memory_order_relaxed);
-	c->my_state = SHUNT_ST_OPEN;
-	atomic_store_explicit(&c->me->state, c->my_state, memory_order_release);
+	atomic_init(&c->my_state, SHUNT_ST_OPEN);
+	atomic_store_explicit(&c->me->state, SHUNT_ST_OPEN, memory_order_release);
 	*out = c;
 	return 0;
 }

@@ -23,7 +23,7 @@ struct shunt_conn {
 	_Atomic int peer_bell;       /* the peer's doorbell, -1 until known */
 	_Atomic int pollfd;          /* epoll set for shunt_fd(), -1 until asked */
 	int spin_us;                 /* 0: never spin */
-	uint32_t my_state;           /* authoritative copy of me->state */
+	_Atomic uint32_t my_state;   /* authoritative copy of me->state */
 	_Atomic int broken;          /* 0, or the -errno every call now returns */
 	_Atomic int peer_gone;       /* the liveness socket hung up */
 	int rd_shut;                 /* shutdown(SHUT_RD) was called */

@@ -32,6 +32,10 @@ void shunt__log(int level, const char *fmt, ...)
 		if (__builtin_expect(shunt__log_level >= (level), 0)) \
 			shunt__log((level), __VA_ARGS__);           \
 	} while (0)
+/* A user's mistake (a bad setting) is said on stderr even when logging is
+ * off, since silence would hide it; SHUNT_LOG=none silences it too. */
+void shunt__complain(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 #define log_error(...) shunt_log(SHUNT_LOG_ERROR, __VA_ARGS__)
 #define log_warn(...)  shunt_log(SHUNT_LOG_WARN, __VA_ARGS__)
 #define log_info(...)  shunt_log(SHUNT_LOG_INFO, __VA_ARGS__)

@@ -15,6 +15,7 @@
 #include "internal.h"
 
 int shunt__log_level = SHUNT_LOG_NONE;
+static int log_silenced; /* SHUNT_LOG=none was asked for explicitly */
 static int log_fd = STDERR_FILENO;
 
 static int parse_level(const char *s)
@@ -38,6 +39,7 @@ __attribute__((constructor)) static void log_init(void)
 	if (!lvl || !*lvl)
 		return;
 	int l = parse_level(lvl);
+	log_silenced = l == SHUNT_LOG_NONE;
 	if (l < 0) {
 		/* Asked for logs but misspelt the level: say so once. */
 		dprintf(STDERR_FILENO, "shunt: SHUNT_LOG=%s is not one of none, error, "
@@ -55,20 +57,37 @@ __attribute__((constructor)) static void log_init(void)
 	shunt__log_level = l;
 }
 
-void shunt__log(int level, const char *fmt, ...)
+static void log_line(int level, const char *fmt, va_list ap)
 {
 	static const char *const tag[] = { "", "error", "warn", "info", "debug" };
 	char buf[512];
 	int n = snprintf(buf, sizeof(buf), "shunt[%d] %s: ", (int)getpid(), tag[level]);
-	va_list ap;
 
-	va_start(ap, fmt);
 	n += vsnprintf(buf + n, sizeof(buf) - (size_t)n, fmt, ap);
-	va_end(ap);
 	if (n > (int)sizeof(buf) - 2)
 		n = (int)sizeof(buf) - 2;
 	buf[n++] = '\n';
 	/* One write per line keeps lines whole across threads and processes. */
 	ssize_t rc = write(log_fd, buf, (size_t)n);
 	(void)rc;
+}
+
+void shunt__log(int level, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_line(level, fmt, ap);
+	va_end(ap);
+}
+
+void shunt__complain(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (log_silenced)
+		return;
+	va_start(ap, fmt);
+	log_line(SHUNT_LOG_ERROR, fmt, ap);
+	va_end(ap);
 }
