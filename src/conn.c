@@ -70,7 +70,9 @@ static void set_state(struct shunt_conn *c, uint32_t bits)
 
 /* --- Readiness --------------------------------------------------------
  * Each returns > 0 (bytes ready or free), 0 (end of stream, rx only),
- * -EAGAIN (would wait) or the error the caller must return. */
+ * -EAGAIN (would wait) or the error the caller must return.  `want` is how
+ * much the caller could use: the peer's index is re-read only when the
+ * cached one shows less, so each call loads it at most once. */
 
 static int64_t rx_ready(struct shunt_conn *c, uint64_t want)
 {
@@ -96,7 +98,8 @@ static int64_t rx_ready(struct shunt_conn *c, uint64_t want)
 	return -EAGAIN;
 }
 
-static int64_t tx_ready(struct shunt_conn *c, uint64_t want)
+/* Free space of at least `need` bytes (need <= want). */
+static int64_t tx_ready(struct shunt_conn *c, uint64_t want, uint64_t need)
 {
 	int err = atomic_load_explicit(&c->broken, memory_order_relaxed);
 
@@ -114,12 +117,12 @@ static int64_t tx_ready(struct shunt_conn *c, uint64_t want)
 	int64_t n = shunt_ring_space(&c->tx, want);
 	if (n < 0)
 		return conn_fail(c, (int)n);
-	return (uint64_t)n >= want ? n : -EAGAIN;
+	return (uint64_t)n >= need ? n : -EAGAIN;
 }
 
-static int ready(struct shunt_conn *c, uint32_t bits, uint64_t want)
+static int ready(struct shunt_conn *c, uint32_t bits, uint64_t need)
 {
-	int64_t n = bits == SHUNT_WAIT_READ ? rx_ready(c, want) : tx_ready(c, want);
+	int64_t n = bits == SHUNT_WAIT_READ ? rx_ready(c, need) : tx_ready(c, need, need);
 
 	return n != -EAGAIN;
 }
@@ -239,11 +242,11 @@ SHUNT_EXPORT ssize_t shunt_send(struct shunt_conn *c, const void *buf, size_t le
 	size_t done = 0;
 
 	if (len == 0) {
-		int64_t n = tx_ready(c, 1);
+		int64_t n = tx_ready(c, 1, 1);
 		return n < 0 && n != -EAGAIN ? n : 0;
 	}
 	while (done < len) {
-		int64_t n = tx_ready(c, 1);
+		int64_t n = tx_ready(c, SHUNT_MIN(len - done, c->tx.cap), 1);
 		if (n == -EAGAIN) {
 			int rc = conn_wait(c, SHUNT_WAIT_WRITE, 1, flags);
 			if (rc < 0)
@@ -268,7 +271,7 @@ SHUNT_EXPORT ssize_t shunt_send_reserve(struct shunt_conn *c, void **buf, size_t
 	if (min > c->tx.cap)
 		return -EINVAL;
 	for (;;) {
-		int64_t n = tx_ready(c, min);
+		int64_t n = tx_ready(c, c->tx.cap, min);
 		if (n > 0) {
 			*buf = shunt_ring_wptr(&c->tx);
 			c->zc_reserved = (uint64_t)n;
@@ -302,10 +305,10 @@ static void rx_consume(struct shunt_conn *c, uint64_t n)
 }
 
 /* Wait for at least one byte; > 0 available, 0 end of stream, < 0 error. */
-static int64_t rx_wait(struct shunt_conn *c, int flags)
+static int64_t rx_wait(struct shunt_conn *c, uint64_t want, int flags)
 {
 	for (;;) {
-		int64_t n = rx_ready(c, 1);
+		int64_t n = rx_ready(c, want);
 		if (n != -EAGAIN)
 			return n;
 		int rc = conn_wait(c, SHUNT_WAIT_READ, 1, flags);
@@ -318,7 +321,7 @@ SHUNT_EXPORT ssize_t shunt_recv(struct shunt_conn *c, void *buf, size_t len, int
 {
 	if (len == 0)
 		return 0;
-	int64_t n = rx_wait(c, flags);
+	int64_t n = rx_wait(c, SHUNT_MIN(len, c->rx.cap), flags);
 	if (n <= 0)
 		return n;
 	size_t k = SHUNT_MIN((size_t)n, len);
@@ -329,7 +332,7 @@ SHUNT_EXPORT ssize_t shunt_recv(struct shunt_conn *c, void *buf, size_t len, int
 
 SHUNT_EXPORT ssize_t shunt_recv_peek(struct shunt_conn *c, const void **buf, int flags)
 {
-	int64_t n = rx_wait(c, flags);
+	int64_t n = rx_wait(c, c->rx.cap, flags);
 
 	c->zc_peeked = n > 0 ? (uint64_t)n : 0;
 	if (n > 0)
