@@ -1,0 +1,923 @@
+/*
+ * bench.c - `shunt bench`: shunt against memcpy, AF_UNIX and TCP loopback,
+ * side by side, between the same two processes and at the same sizes.
+ *
+ * The parent measures; a forked child (bench_child.c) is the peer of every
+ * transport.  For each test and size, each transport runs in turn, so a
+ * row of the table is taken over a few seconds of the same machine state.
+ *
+ *   stream    the parent sends messages of one size back to back; the child
+ *             receives the agreed total and acks with one byte; throughput
+ *             is bytes / (first send .. ack received).
+ *   pingpong  the parent sends a message, the child receives all of it and
+ *             sends as many bytes back; each round trip is timed.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench.h"
+
+const char *const xport_names[NXPORT] = {
+	[X_MEMCPY] = "memcpy", [X_SHUNT_ZC] = "shunt-zc", [X_SHUNT] = "shunt",
+	[X_SHUNT_NOSPIN] = "shunt-nospin", [X_UNIX] = "unix", [X_TCP] = "tcp",
+};
+const char *const test_names[NTEST] = {
+	[TEST_STREAM] = "stream", [TEST_PINGPONG] = "pingpong",
+};
+
+int xport_in_test(enum xport x, enum test t)
+{
+	if (x == X_MEMCPY)
+		return t == TEST_STREAM;
+	if (x == X_SHUNT_NOSPIN)
+		return t == TEST_PINGPONG;
+	return 1;
+}
+
+int xport_is_shunt(enum xport x)
+{
+	return x == X_SHUNT || x == X_SHUNT_ZC || x == X_SHUNT_NOSPIN;
+}
+
+double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* --- Options -------------------------------------------------------------- */
+
+#define MAX_MSG_SIZE   (256u << 20)
+#define PILOT_BYTES    (256u << 10)
+#define MIN_ROUNDTRIPS 100
+#define MAX_ROUNDTRIPS 1000000
+
+int parse_size(const char *s, size_t *out)
+{
+	char *end;
+
+	if (*s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	unsigned shift = 0;
+	if (errno)
+		return -EINVAL;
+	switch (*end) {
+	case 'k': case 'K': shift = 10; end++; break;
+	case 'm': case 'M': shift = 20; end++; break;
+	case 'g': case 'G': shift = 30; end++; break;
+	}
+	if (shift && (*end == 'i' || *end == 'I'))
+		end++;
+	if (*end == 'b' || *end == 'B')
+		end++;
+	if (*end || v > (SIZE_MAX >> shift))
+		return -EINVAL;
+	*out = (size_t)v << shift;
+	return 0;
+}
+
+static void sizes_add(struct size_list *l, size_t v)
+{
+	int i = 0;
+
+	while (i < l->n && l->v[i] < v)
+		i++;
+	if (i < l->n && l->v[i] == v)
+		return;
+	if (l->n == BENCH_MAX_SIZES)
+		return; /* parse_sizes() refuses longer lists first */
+	memmove(&l->v[i + 1], &l->v[i], (size_t)(l->n - i) * sizeof(l->v[0]));
+	l->v[i] = v;
+	l->n++;
+}
+
+/* Powers of `step` from lo to hi, always including hi. */
+static void sizes_range(struct size_list *l, size_t lo, size_t hi, size_t step)
+{
+	for (size_t v = lo; v <= hi; v *= step) {
+		sizes_add(l, v);
+		if (v > hi / step)
+			break;
+	}
+	sizes_add(l, hi);
+}
+
+static int usage_error(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "shunt bench: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\nTry 'shunt bench --help'.\n");
+	return 2;
+}
+
+/* "64,1k,64k" or "64..4m" (powers of two) or a mix of both. */
+static int parse_sizes(const char *arg, struct size_list *l)
+{
+	char buf[1024], *save = NULL;
+
+	if (strlen(arg) >= sizeof(buf))
+		return -EINVAL;
+	strcpy(buf, arg);
+	l->n = 0;
+	for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		char *dots = strstr(tok, "..");
+		size_t lo, hi;
+		if (dots) {
+			*dots = '\0';
+			if (parse_size(tok, &lo) || parse_size(dots + 2, &hi) || lo > hi)
+				return -EINVAL;
+		} else if (parse_size(tok, &lo)) {
+			return -EINVAL;
+		} else {
+			hi = lo;
+		}
+		if (lo == 0 || hi > MAX_MSG_SIZE)
+			return -ERANGE;
+		if ((hi / lo) > ((size_t)1 << (BENCH_MAX_SIZES - 1 - l->n)) || l->n >= BENCH_MAX_SIZES - 1)
+			return -E2BIG;
+		sizes_range(l, lo, hi, 2);
+	}
+	return l->n ? 0 : -EINVAL;
+}
+
+/* "a,b,c" of names[]; sets a bit per name found. */
+static int parse_names(const char *arg, const char *const *names, int n, unsigned *out)
+{
+	char buf[256], *save = NULL;
+
+	if (strlen(arg) >= sizeof(buf))
+		return -EINVAL;
+	strcpy(buf, arg);
+	*out = 0;
+	for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		int i = 0;
+		while (i < n && strcmp(tok, names[i]) != 0)
+			i++;
+		if (i == n)
+			return -EINVAL;
+		*out |= 1u << i;
+	}
+	return *out ? 0 : -EINVAL;
+}
+
+static void default_sizes(struct bench_cfg *cfg, int quick)
+{
+	struct size_list *s = &cfg->sizes[TEST_STREAM], *p = &cfg->sizes[TEST_PINGPONG];
+
+	s->n = p->n = 0;
+	/* 64 B and 64 KiB are always in: the targets are checked there. */
+	if (quick) {
+		sizes_range(s, 64, 4u << 20, 4);
+		sizes_add(p, 8);
+		sizes_add(p, 64);
+		sizes_add(p, 512);
+		sizes_add(p, 4096);
+		sizes_add(p, 32768);
+		sizes_add(p, 65536);
+	} else {
+		sizes_range(s, 64, 4u << 20, 2);
+		sizes_range(p, 8, 65536, 2);
+	}
+}
+
+static void bench_usage(FILE *f)
+{
+	fprintf(f,
+"Usage: shunt bench [options]\n"
+"\n"
+"Measure shunt against memcpy, AF_UNIX and TCP loopback between the same two\n"
+"processes (this one and a forked peer), at the same message sizes.\n"
+"\n"
+"Tests:\n"
+"  stream     messages back to back; the peer acks once it has them all;\n"
+"             MB/s = bytes / (first send .. ack), 1 MB = 1e6 bytes\n"
+"  pingpong   send a message, the peer sends as many bytes back; round-trip\n"
+"             time per iteration, median (p50) and p99 in microseconds\n"
+"\n"
+"Transports:\n"
+"  memcpy        no peer: copying each message into a buffer the size of the\n"
+"                shunt ring, the least a sender must do (stream only)\n"
+"  shunt-zc      shunt_send_reserve + memcpy + commit; shunt_recv_peek, read\n"
+"                first and last byte, release: one copy end to end\n"
+"  shunt         shunt_send / shunt_recv: a copy on each side\n"
+"  shunt-nospin  shunt with spin_us = -1 on both ends (ping-pong only)\n"
+"  unix          AF_UNIX SOCK_STREAM\n"
+"  tcp           TCP over 127.0.0.1 with TCP_NODELAY (as NetPIPE: with Nagle,\n"
+"                loopback streams of 1-16 KiB messages stall on delayed ACKs)\n"
+"\n"
+"Options:\n"
+"  --quick               fewer sizes and shorter points (a few seconds)\n"
+"  --time SECONDS        measuring time per point (default 0.3, quick 0.08)\n"
+"  --sizes LIST          message sizes for both tests: 64,1k,64k or 64..4m\n"
+"                        (powers of two); default stream 64..4m, pingpong 8..64k\n"
+"  --transports LIST     e.g. shunt,tcp (default: all)\n"
+"  --tests LIST          stream,pingpong (default: both)\n"
+"  --ring-size BYTES     shunt ring size per direction (power of two, 4k..1g;\n"
+"                        default: $SHUNT_RING_SIZE or the library's)\n"
+"  --json                one JSON object per line instead of the table\n"
+"  --csv FILE            also write the results as CSV\n"
+"  --svg FILE            also write an SVG chart (throughput and latency vs size)\n"
+"  --out DIR             write DIR/bench.csv and DIR/bench.svg\n"
+"  -h, --help            this text\n"
+"\n"
+"Ratios are to tcp: throughput / tcp's (higher is better), and round trip /\n"
+"tcp's (lower is better).  Exit status: 0 done, 1 error, 2 bad usage.\n");
+}
+
+enum {
+	O_QUICK = 256, O_TIME, O_SIZES, O_XPORTS, O_TESTS, O_RING, O_JSON, O_CSV,
+	O_SVG, O_OUT,
+};
+
+static const struct option bench_options[] = {
+	{ "quick", no_argument, NULL, O_QUICK },
+	{ "time", required_argument, NULL, O_TIME },
+	{ "sizes", required_argument, NULL, O_SIZES },
+	{ "transports", required_argument, NULL, O_XPORTS },
+	{ "tests", required_argument, NULL, O_TESTS },
+	{ "ring-size", required_argument, NULL, O_RING },
+	{ "json", no_argument, NULL, O_JSON },
+	{ "csv", required_argument, NULL, O_CSV },
+	{ "svg", required_argument, NULL, O_SVG },
+	{ "out", required_argument, NULL, O_OUT },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+struct parsed {
+	int quick, help;
+	double time_s;            /* 0: not given */
+	const char *sizes;
+	const char *out_dir;
+};
+
+static int parse_one(int o, const char *name, struct bench_cfg *cfg, struct parsed *p)
+{
+	size_t v;
+	char *end;
+
+	switch (o) {
+	case O_QUICK: p->quick = 1; return 0;
+	case O_JSON: cfg->json = 1; return 0;
+	case O_CSV: cfg->csv_path = optarg; return 0;
+	case O_SVG: cfg->svg_path = optarg; return 0;
+	case O_OUT: p->out_dir = optarg; return 0;
+	case O_SIZES: p->sizes = optarg; return 0;
+	case 'h': p->help = 1; return 0;
+	case O_TIME:
+		p->time_s = strtod(optarg, &end);
+		if (*end || end == optarg || !(p->time_s > 0 && p->time_s <= 60))
+			return usage_error("--time wants seconds, more than 0 and at most 60, not '%s'", optarg);
+		return 0;
+	case O_XPORTS:
+		if (parse_names(optarg, xport_names, NXPORT, &cfg->xports))
+			return usage_error("--transports wants a list of memcpy, shunt-zc, shunt, shunt-nospin, unix, tcp, not '%s'", optarg);
+		return 0;
+	case O_TESTS:
+		if (parse_names(optarg, test_names, NTEST, &cfg->tests))
+			return usage_error("--tests wants stream, pingpong or both, not '%s'", optarg);
+		return 0;
+	case O_RING:
+		if (parse_size(optarg, &v) || v < 4096 || v > (1u << 30) || (v & (v - 1)))
+			return usage_error("--ring-size wants a power of two from 4k to 1g, not '%s'", optarg);
+		cfg->opts.ring_size = v;
+		return 0;
+	case ':':
+		return usage_error("option '%s' needs a value", name);
+	default:
+		return usage_error("unknown option '%s'", name);
+	}
+}
+
+/* The option as the user wrote it, for messages about it. */
+static const char *opt_name(char **argv, char *buf, size_t len)
+{
+	if (optopt && optopt < 256) {
+		snprintf(buf, len, "-%c", optopt);
+		return buf;
+	}
+	snprintf(buf, len, "%s", argv[optind - 1]);
+	char *eq = strchr(buf, '=');
+	if (eq)
+		*eq = '\0';
+	return buf;
+}
+
+static int finish_cfg(struct bench_cfg *cfg, const struct parsed *p)
+{
+	static char csv[4096], svg[4096];
+
+	default_sizes(cfg, p->quick);
+	if (p->sizes) {
+		struct size_list l;
+		if (parse_sizes(p->sizes, &l))
+			return usage_error("--sizes wants sizes from 1 to 256m such as 64,1k,64k or 64..4m (at most 64 of them), not '%s'", p->sizes);
+		cfg->sizes[TEST_STREAM] = cfg->sizes[TEST_PINGPONG] = l;
+	}
+	cfg->time_s = p->time_s > 0 ? p->time_s : p->quick ? 0.08 : 0.3;
+	if (p->out_dir) {
+		if (mkdir(p->out_dir, 0777) < 0 && errno != EEXIST) {
+			fprintf(stderr, "shunt bench: mkdir %s: %s\n", p->out_dir, strerror(errno));
+			return 1;
+		}
+		snprintf(csv, sizeof(csv), "%s/bench.csv", p->out_dir);
+		snprintf(svg, sizeof(svg), "%s/bench.svg", p->out_dir);
+		cfg->csv_path = csv;
+		cfg->svg_path = svg;
+	}
+	return 0;
+}
+
+/* Returns 0, or the exit status for a usage error; *help for --help. */
+static int parse_args(int argc, char **argv, struct bench_cfg *cfg, int *help)
+{
+	struct parsed p = { 0 };
+	char name[64];
+	int o, rc;
+
+	cfg->xports = (1u << NXPORT) - 1;
+	cfg->tests = (1u << NTEST) - 1;
+	optind = 1;
+	opterr = 0; /* our own messages, which name the subcommand */
+	while ((o = getopt_long(argc, argv, ":h", bench_options, NULL)) != -1) {
+		rc = parse_one(o, opt_name(argv, name, sizeof(name)), cfg, &p);
+		if (rc)
+			return rc;
+	}
+	if (optind < argc)
+		return usage_error("unexpected argument '%s'", argv[optind]);
+	*help = p.help;
+	return p.help ? 0 : finish_cfg(cfg, &p);
+}
+
+/* --- The parent ----------------------------------------------------------- */
+
+struct parent {
+	const struct bench_cfg *cfg;
+	struct rendezvous rv;
+	pid_t child;
+	int ctl;
+	struct ep ep[NXPORT];
+	uint8_t *src;       /* what every transport sends: one cache-hot buffer */
+	uint8_t *rbuf;      /* where ping-pong replies land */
+	uint8_t *mc_dst;    /* memcpy's destination: as large as the ring */
+	size_t max_size;
+	struct results rs;
+	const char *what;   /* the step under way, for error messages */
+};
+
+static pid_t child_pid;
+static volatile sig_atomic_t alarms;
+
+/* First alarm: make blocking calls fail with EINTR so the run ends cleanly.
+ * Second: the run is stuck outside any call that a signal interrupts. */
+static void on_alarm(int sig)
+{
+	static const char msg[] = "shunt bench: stuck; killing the peer\n";
+
+	(void)sig;
+	bench_stop = 1;
+	if (++alarms == 1) {
+		alarm(5);
+		return;
+	}
+	if (child_pid > 0)
+		kill(child_pid, SIGKILL);
+	if (write(2, msg, sizeof(msg) - 1) < 0) {
+		/* nothing more to do */
+	}
+	_exit(1);
+}
+
+static volatile sig_atomic_t interrupted;
+
+static void on_interrupt(int sig)
+{
+	if (interrupted++)
+		signal(sig, SIG_DFL); /* a second ^C ends it at once */
+	bench_stop = 1;
+}
+
+static void install_handlers(void)
+{
+	struct sigaction sa = { .sa_handler = on_alarm };
+
+	sigemptyset(&sa.sa_mask);
+	/* No SA_RESTART: a blocked call must come back with EINTR. */
+	sigaction(SIGALRM, &sa, NULL);
+	sa.sa_handler = on_interrupt;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+static int fail(struct parent *p, enum xport x, size_t size, int rc)
+{
+	char sz[32];
+
+	if (bench_stop && alarms)
+		fprintf(stderr, "shunt bench: %s on %s, %s: timed out\n", p->what,
+			xport_names[x], size_label(size, sz, sizeof(sz)));
+	else if (!bench_stop)
+		fprintf(stderr, "shunt bench: %s on %s, %s: %s\n", p->what,
+			xport_names[x], size_label(size, sz, sizeof(sz)), strerror(-rc));
+	return rc;
+}
+
+/* --- Control messages ----------------------------------------------------- */
+
+static int ctl_send(struct parent *p, enum op op, enum xport x, size_t size, uint64_t count)
+{
+	struct cmd c = { .op = op, .x = x, .size = size, .count = count };
+
+	if (send(p->ctl, &c, sizeof(c), MSG_NOSIGNAL) != (ssize_t)sizeof(c))
+		return errno ? -errno : -EPROTO;
+	return 0;
+}
+
+/* The child's answer to the last command: its status, or -EPIPE if it died. */
+static int ctl_wait(struct parent *p)
+{
+	int32_t rc;
+	ssize_t n;
+
+	do
+		n = recv(p->ctl, &rc, sizeof(rc), 0);
+	while (n < 0 && errno == EINTR && !bench_stop);
+	if (n < 0)
+		return -errno;
+	if (n != (ssize_t)sizeof(rc))
+		return -EPIPE; /* the child exited: it said why on stderr */
+	return rc;
+}
+
+static int ctl_call(struct parent *p, enum op op, enum xport x, size_t size, uint64_t count)
+{
+	int rc = ctl_send(p, op, x, size, count);
+
+	return rc < 0 ? rc : ctl_wait(p);
+}
+
+/* --- Connections ---------------------------------------------------------- */
+
+/* The child connects first and says so; only then can accept not block
+ * forever on a child that failed. */
+static int connect_one(struct parent *p, enum xport x)
+{
+	p->what = "connect";
+	alarm(30);
+	int rc = ctl_call(p, OP_CONNECT, x, 0, 0);
+	if (rc == 0)
+		rc = ep_accept(&p->rv, x, &p->ep[x]);
+	alarm(0);
+	return rc < 0 ? fail(p, x, 0, rc) : 0;
+}
+
+/* memcpy's buffer is as large as a shunt ring: the size the run really got. */
+static int learn_ring_size(struct parent *p)
+{
+	enum xport shunts[] = { X_SHUNT, X_SHUNT_ZC, X_SHUNT_NOSPIN };
+
+	for (size_t i = 0; i < sizeof(shunts) / sizeof(shunts[0]); i++)
+		if (p->ep[shunts[i]].c) {
+			p->rs.ring_size = shunt_ring_size(p->ep[shunts[i]].c);
+			return 0;
+		}
+	/* No shunt transport selected: one connection tells the size. */
+	int rc = connect_one(p, X_SHUNT);
+	if (rc < 0)
+		return rc;
+	p->rs.ring_size = shunt_ring_size(p->ep[X_SHUNT].c);
+	return 0;
+}
+
+static int connect_all(struct parent *p)
+{
+	for (int x = 0; x < NXPORT; x++) {
+		if (x == X_MEMCPY || !(p->cfg->xports & (1u << x)))
+			continue;
+		int rc = connect_one(p, (enum xport)x);
+		if (rc < 0)
+			return rc;
+	}
+	if (p->cfg->xports & (1u << X_MEMCPY))
+		return learn_ring_size(p);
+	return 0;
+}
+
+/* --- Stream --------------------------------------------------------------- */
+
+/* What a shunt sender must at least do: copy each message into the ring,
+ * whose write position moves on and wraps around. */
+static double memcpy_once(struct parent *p, size_t size, uint64_t count)
+{
+	size_t ring = p->rs.ring_size, off = 0;
+	double t0 = now_s();
+
+	for (uint64_t i = 0; i < count; i++) {
+		for (size_t done = 0; done < size;) {
+			size_t k = size - done < ring - off ? size - done : ring - off;
+			memcpy(p->mc_dst + off, p->src + done, k);
+			done += k;
+			off = (off + k) & (ring - 1);
+		}
+		/* Keep the compiler from merging or dropping the copies. */
+		__asm__ __volatile__("" ::: "memory");
+	}
+	return now_s() - t0;
+}
+
+/* One timed stream of count messages; its duration or a negative errno. */
+static int stream_once(struct parent *p, enum xport x, size_t size, uint64_t count,
+		       double *secs)
+{
+	struct ep *e = &p->ep[x];
+	uint8_t ack;
+
+	if (x == X_MEMCPY) {
+		*secs = memcpy_once(p, size, count);
+		return 0;
+	}
+	int rc = ctl_send(p, OP_STREAM, x, size, count);
+	double t0 = now_s();
+	for (uint64_t i = 0; rc == 0 && i < count; i++)
+		rc = ep_send(e, p->src, size);
+	if (rc == 0)
+		rc = ep_recv_all(e, &ack, 1);
+	*secs = now_s() - t0;
+	return rc < 0 ? rc : ctl_wait(p);
+}
+
+/*
+ * Grow a pilot run until it lasts a twentieth of the target time (its
+ * first run also warms caches, pages and the peer up), then scale the
+ * message count so that the measured run lasts about the target time.
+ */
+static int measure_stream(struct parent *p, enum xport x, size_t size, struct result *r)
+{
+	uint64_t count = PILOT_BYTES / size ? PILOT_BYTES / size : 1;
+	double t = p->cfg->time_s, secs;
+	int rc;
+
+	p->what = "stream";
+	while ((rc = stream_once(p, x, size, count, &secs)) == 0 && secs < t / 20)
+		count *= 8;
+	if (rc < 0)
+		return rc;
+	count = (uint64_t)ceil((double)count * t / secs);
+	rc = stream_once(p, x, size, count, &secs);
+	if (rc < 0)
+		return rc;
+	r->iters = count;
+	r->mb_per_s = (double)size * (double)count / secs / 1e6;
+	return 0;
+}
+
+/* --- Ping-pong ------------------------------------------------------------ */
+
+/* n round trips; each one's time into us[] (if given), the total in *secs. */
+static int pingpong_once(struct parent *p, enum xport x, size_t size, uint64_t n,
+			 double *us, double *secs)
+{
+	struct ep *e = &p->ep[x];
+	int rc = ctl_send(p, OP_PINGPONG, x, size, n);
+	double t0 = now_s(), prev = t0;
+
+	for (uint64_t i = 0; rc == 0 && i < n; i++) {
+		rc = ep_send(e, p->src, size);
+		if (rc == 0)
+			rc = ep_recv_all(e, p->rbuf, size);
+		/* One clock read per round trip: each ends where the next starts. */
+		double now = now_s();
+		if (us)
+			us[i] = (now - prev) * 1e6;
+		prev = now;
+	}
+	*secs = prev - t0;
+	return rc < 0 ? rc : ctl_wait(p);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* Nearest-rank percentile of sorted v[0..n). */
+static double percentile(const double *v, uint64_t n, double q)
+{
+	uint64_t k = (uint64_t)ceil(q * (double)n);
+
+	return v[k ? k - 1 : 0];
+}
+
+static int measure_pingpong(struct parent *p, enum xport x, size_t size, struct result *r)
+{
+	uint64_t n = 16;
+	double t = p->cfg->time_s, secs;
+	int rc;
+
+	p->what = "ping-pong";
+	/* Warm-up, grown until it gives a usable estimate of one round trip. */
+	while ((rc = pingpong_once(p, x, size, n, NULL, &secs)) == 0 && secs < t / 20)
+		n *= 8;
+	if (rc < 0)
+		return rc;
+	double est = (double)n * t / secs;
+	n = est < MIN_ROUNDTRIPS ? MIN_ROUNDTRIPS : est > MAX_ROUNDTRIPS ? MAX_ROUNDTRIPS : (uint64_t)est;
+	double *us = malloc(n * sizeof(*us));
+	if (!us)
+		return -ENOMEM;
+	rc = pingpong_once(p, x, size, n, us, &secs);
+	if (rc == 0) {
+		qsort(us, n, sizeof(*us), cmp_double);
+		r->iters = n;
+		r->rtt_p50_us = percentile(us, n, 0.50);
+		r->rtt_p99_us = percentile(us, n, 0.99);
+	}
+	free(us);
+	return rc;
+}
+
+/* --- The run -------------------------------------------------------------- */
+
+static int measure(struct parent *p, enum xport x, enum test t, size_t size)
+{
+	struct result r = { .x = x, .t = t, .size = size };
+	char sz[32];
+
+	if (p->cfg->progress)
+		fprintf(stderr, "\r\033[K  %s %s %s ...", test_names[t],
+			size_label(size, sz, sizeof(sz)), xport_names[x]);
+	/* A generous limit: pilot, warm-up and a run several times too long. */
+	alarm(30 + (unsigned)(20 * p->cfg->time_s));
+	int rc = t == TEST_STREAM ? measure_stream(p, x, size, &r)
+				  : measure_pingpong(p, x, size, &r);
+	alarm(0);
+	if (rc < 0)
+		return fail(p, x, size, rc);
+	return results_add(&p->rs, &r);
+}
+
+static void emit_row(struct parent *p, enum test t, size_t size)
+{
+	if (p->cfg->progress)
+		fputs("\r\033[K", stderr);
+	if (p->cfg->json)
+		report_json_row(stdout, p->cfg, &p->rs, t, size);
+	else
+		report_row(stdout, p->cfg, &p->rs, t, size);
+	fflush(stdout);
+}
+
+static int run_test(struct parent *p, enum test t)
+{
+	const struct size_list *sl = &p->cfg->sizes[t];
+	int rc = 0;
+
+	if (!p->cfg->json && rc == 0)
+		report_header(stdout, p->cfg, &p->rs, t);
+	for (int i = 0; rc == 0 && i < sl->n; i++) {
+		for (int x = 0; rc == 0 && x < NXPORT; x++)
+			if ((p->cfg->xports & (1u << x)) && xport_in_test((enum xport)x, t))
+				rc = measure(p, (enum xport)x, t, sl->v[i]);
+		if (rc == 0)
+			emit_row(p, t, sl->v[i]);
+	}
+	return rc;
+}
+
+static int alloc_memcpy_dst(struct parent *p);
+
+static int run_all(struct parent *p)
+{
+	int rc = connect_all(p);
+
+	if (rc == 0 && alloc_memcpy_dst(p) < 0) {
+		fprintf(stderr, "shunt bench: out of memory\n");
+		rc = -ENOMEM;
+	}
+
+	for (int t = 0; rc == 0 && t < NTEST; t++)
+		if (p->cfg->tests & (1u << t))
+			rc = run_test(p, (enum test)t);
+	return rc;
+}
+
+/* --- Process pair --------------------------------------------------------- */
+
+static size_t max_size_of(const struct bench_cfg *cfg)
+{
+	size_t m = 1;
+
+	for (int t = 0; t < NTEST; t++)
+		for (int i = 0; i < cfg->sizes[t].n; i++)
+			if (cfg->sizes[t].v[i] > m)
+				m = cfg->sizes[t].v[i];
+	return m;
+}
+
+/* In the child: die with the parent, drop the parent's ends, serve. */
+static void become_child(struct parent *p, int ctl, pid_t parent)
+{
+	struct child_args a = {
+		.ctl = ctl, .rv = &p->rv, .opts = p->cfg->opts,
+		.max_size = p->max_size,
+		.alarm_s = 60 + (unsigned)(40 * p->cfg->time_s),
+	};
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent)
+		_exit(1); /* the parent died before prctl() took effect */
+	signal(SIGALRM, SIG_DFL);
+	signal(SIGTERM, SIG_DFL);
+	signal(SIGINT, SIG_IGN); /* ^C goes to both: the parent ends the child */
+	rv_close_child(&p->rv);
+	close(p->ctl);
+	_exit(child_main(&a));
+}
+
+static int start_child(struct parent *p)
+{
+	int sv[2];
+	pid_t me = getpid();
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		return -errno;
+	p->ctl = sv[0];
+	fflush(NULL); /* the child must not write our buffered output again */
+	pid_t pid = fork();
+	if (pid < 0) {
+		int err = -errno;
+		close(sv[0]);
+		close(sv[1]);
+		p->ctl = -1;
+		return err;
+	}
+	if (pid == 0)
+		become_child(p, sv[1], me);
+	close(sv[1]);
+	/* The child's end of the AF_UNIX pair lives in the child only, so that
+	 * either side sees end of file when the other goes. */
+	if (p->rv.unix_pair[1] >= 0) {
+		close(p->rv.unix_pair[1]);
+		p->rv.unix_pair[1] = -1;
+	}
+	p->child = child_pid = pid;
+	return 0;
+}
+
+/* Wait for the child a little, then make sure: no process is left behind. */
+static int reap_child(struct parent *p)
+{
+	int st = 0;
+
+	for (int i = 0; i < 300; i++) {
+		pid_t w = waitpid(p->child, &st, WNOHANG);
+		if (w == p->child)
+			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+		if (w < 0 && errno != EINTR)
+			return 1;
+		struct timespec ts = { 0, 10 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+	fprintf(stderr, "shunt bench: the peer did not exit; killing it\n");
+	kill(p->child, SIGKILL);
+	while (waitpid(p->child, &st, 0) < 0 && errno == EINTR)
+		;
+	return 1;
+}
+
+static int stop_child(struct parent *p)
+{
+	/* Closing the data ends first wakes a child blocked on one; closing
+	 * the control socket then ends its loop. */
+	for (int x = 0; x < NXPORT; x++)
+		ep_close(&p->ep[x]);
+	if (p->ctl >= 0)
+		close(p->ctl);
+	p->ctl = -1;
+	int st = p->child > 0 ? reap_child(p) : 0;
+	p->child = child_pid = 0;
+	return st;
+}
+
+static int alloc_buffers(struct parent *p)
+{
+	p->max_size = max_size_of(p->cfg);
+	p->src = malloc(p->max_size);
+	p->rbuf = malloc(p->max_size);
+	if (!p->src || !p->rbuf)
+		return -ENOMEM;
+	/* Touch the pages now, so no transport pays for first faults. */
+	memset(p->src, 0xa5, p->max_size);
+	memset(p->rbuf, 0, p->max_size);
+	return 0;
+}
+
+/* memcpy's destination, once the ring size is known; pre-faulted too. */
+static int alloc_memcpy_dst(struct parent *p)
+{
+	if (!(p->cfg->xports & (1u << X_MEMCPY)))
+		return 0;
+	p->mc_dst = malloc(p->rs.ring_size);
+	if (!p->mc_dst)
+		return -ENOMEM;
+	memset(p->mc_dst, 0, p->rs.ring_size);
+	return 0;
+}
+
+static void free_parent(struct parent *p)
+{
+	free(p->src);
+	free(p->rbuf);
+	free(p->mc_dst);
+	free(p->rs.v);
+}
+
+/* After the rows: the footnotes, the targets, and the files. */
+static int finish(struct parent *p)
+{
+	int rc = 0;
+
+	if (!p->cfg->json) {
+		report_footer(stdout, p->cfg, &p->rs);
+		report_targets(stdout, &p->rs);
+	} else {
+		/* stdout holds JSON only; the verdicts are still worth seeing. */
+		report_targets(stderr, &p->rs);
+	}
+	if (p->cfg->csv_path && report_csv(p->cfg->csv_path, &p->rs) < 0)
+		rc = 1;
+	if (p->cfg->svg_path && report_svg(p->cfg->svg_path, p->cfg, &p->rs) < 0)
+		rc = 1;
+	return rc;
+}
+
+static int bench_run(const struct bench_cfg *cfg)
+{
+	struct parent p = { .cfg = cfg, .ctl = -1 };
+	int rc;
+
+	for (int x = 0; x < NXPORT; x++)
+		p.ep[x] = (struct ep){ .x = (enum xport)x, .fd = -1 };
+	install_handlers();
+	rc = alloc_buffers(&p);
+	if (rc == 0)
+		rc = rv_open(&p.rv, cfg->xports | (cfg->xports & (1u << X_MEMCPY) ? 1u << X_SHUNT : 0));
+	if (rc < 0) {
+		fprintf(stderr, "shunt bench: setting up: %s\n", strerror(-rc));
+		free_parent(&p);
+		return 1;
+	}
+	rc = start_child(&p);
+	if (rc < 0)
+		fprintf(stderr, "shunt bench: fork: %s\n", strerror(-rc));
+	if (rc == 0) {
+		rc = run_all(&p);
+	}
+	int st = stop_child(&p);
+	rv_close_parent(&p.rv);
+	int out = rc < 0 ? 1 : finish(&p);
+	free_parent(&p);
+	if (interrupted) {
+		fprintf(stderr, "shunt bench: interrupted\n");
+		return 130;
+	}
+	if (st != 0 && out == 0) {
+		fprintf(stderr, "shunt bench: the peer process failed (status %d)\n", st);
+		out = 1;
+	}
+	return out;
+}
+
+int bench_main(int argc, char **argv)
+{
+	struct bench_cfg cfg = { 0 };
+	int help = 0;
+	int rc = parse_args(argc, argv, &cfg, &help);
+
+	if (rc)
+		return rc;
+	if (help) {
+		bench_usage(stdout);
+		return 0;
+	}
+	cfg.progress = isatty(2) && !cfg.json;
+	return bench_run(&cfg);
+}
