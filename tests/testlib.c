@@ -3,6 +3,8 @@
  */
 #include "testlib.h"
 
+#include <shunt.h>
+
 #include <dirent.h>
 #include <limits.h>
 #include <signal.h>
@@ -86,6 +88,9 @@ static double elapsed(void)
 	return (double)(test_now_ns() - g_start_ns) / 1e9;
 }
 
+/* The last progress line, for the watchdog's message. */
+static char g_last[512];
+
 void test_log(const char *fmt, ...)
 {
 	char line[1024];
@@ -94,6 +99,7 @@ void test_log(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
+	memcpy(g_last, line, sizeof(g_last) - 1); /* line is longer: truncates */
 	/* One write per line keeps lines whole when processes interleave. */
 	printf("[%s %d %7.3fs] %s\n", g_name, (int)getpid(), elapsed(), line);
 	fflush(stdout);
@@ -621,4 +627,78 @@ int test_count_maps(const char *prefix)
 	}
 	fclose(f);
 	return n;
+}
+
+/* --- libshunt helpers --------------------------------------------------- */
+
+void test_pair(const struct shunt_opts *opts, struct shunt_conn **client,
+	       struct shunt_conn **server, struct shunt_listener **lp)
+{
+	struct shunt_listener *l;
+	char name[64];
+
+	test_name_unique(name, sizeof(name));
+	ASSERT_OK(shunt_listen(name, &l));
+	ASSERT_OK(shunt_connect(name, opts, client));
+	ASSERT_OK(shunt_accept(l, server, 0));
+	if (lp)
+		*lp = l;
+	else
+		shunt_listener_close(l);
+}
+
+void test_send_all(struct shunt_conn *c, const void *buf, size_t n)
+{
+	const unsigned char *p = buf;
+
+	while (n) {
+		ssize_t k = shunt_send(c, p, n, 0);
+		ASSERT_OK(k);
+		ASSERT_GT(k, 0);
+		ASSERT_LE(k, (ssize_t)n);
+		p += k;
+		n -= (size_t)k;
+	}
+}
+
+void test_recv_exact(struct shunt_conn *c, void *buf, size_t n)
+{
+	unsigned char *p = buf;
+
+	while (n) {
+		ssize_t k = shunt_recv(c, p, n, 0);
+		ASSERT_OK(k);
+		if (k == 0)
+			TEST_FAIL_MSG("unexpected end of stream, %zu bytes short", n);
+		ASSERT_LE(k, (ssize_t)n);
+		p += k;
+		n -= (size_t)k;
+	}
+}
+
+/* --- Watchdog ------------------------------------------------------------ */
+
+static unsigned g_watchdog_s;
+
+static void on_alarm(int sig)
+{
+	char msg[800];
+	(void)sig;
+	int n = snprintf(msg, sizeof(msg),
+			 "[%s %d] fail: watchdog: still running after %u s; last step: %s "
+			 "(seed %" PRIu64 ")\n", g_name, (int)getpid(), g_watchdog_s, g_last,
+			 g_seed);
+	if (n > 0) {
+		ssize_t w = write(2, msg, (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1);
+		(void)w;
+	}
+	/* Children die with us through PR_SET_PDEATHSIG. */
+	_exit(TEST_FAIL);
+}
+
+void test_watchdog(unsigned seconds)
+{
+	g_watchdog_s = seconds;
+	signal(SIGALRM, on_alarm);
+	alarm(seconds);
 }

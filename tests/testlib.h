@@ -251,6 +251,28 @@ uint64_t test_sum_final(const struct test_sum *s);
 /* One-shot. */
 uint64_t test_sum(const void *buf, size_t n);
 
+/* --- libshunt helpers --------------------------------------------------- */
+
+struct shunt_conn;
+struct shunt_listener;
+struct shunt_opts;
+
+/* Both ends of one connection in this process: listen on a fresh name,
+ * connect with opts (may be NULL), accept, close the listener unless lp is
+ * given (then *lp keeps it). */
+void test_pair(const struct shunt_opts *opts, struct shunt_conn **client,
+	       struct shunt_conn **server, struct shunt_listener **lp);
+/* Send all n bytes (blocking); fails the test on an error. */
+void test_send_all(struct shunt_conn *c, const void *buf, size_t n);
+/* Receive exactly n bytes (blocking); fails the test on an error or EOF. */
+void test_recv_exact(struct shunt_conn *c, void *buf, size_t n);
+
+/* --- Watchdog ------------------------------------------------------------ */
+
+/* After `seconds`, print the last test_log() line and exit 1 (0: cancel).
+ * Gives a hang a useful message before the runner's timeout would. */
+void test_watchdog(unsigned seconds);
+
 /* --- /proc -------------------------------------------------------------- */
 
 /* Number of open file descriptors of this process. */

@@ -1,0 +1,884 @@
+/*
+ * t_api.c - the semantics of the public API (include/shunt.h).
+ *
+ * Each check names the promise of shunt.h it holds the library to:
+ * rendezvous and names, end of stream after shutdown and close, -EPIPE,
+ * -EAGAIN and partial non-blocking sends, shunt_fd() readiness,
+ * shunt_readable(), statistics, the zero-copy calls' argument checks, the
+ * same-user policy against another uid, and no leaked fds or memfds.
+ */
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <shunt.h>
+
+#include "rendezvous.h"
+#include "segment.h"
+#include "testlib.h"
+
+#define SMALL 4096u
+
+static const struct shunt_opts small_opts = { .ring_size = SMALL };
+
+static int poll_in(int fd, int timeout_ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	int rc;
+
+	do
+		rc = poll(&p, 1, timeout_ms);
+	while (rc < 0 && errno == EINTR);
+	ASSERT_SYS(rc);
+	return rc > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR));
+}
+
+/* Fill the ring with non-blocking sends; returns how many bytes went in. */
+static size_t fill_ring(struct shunt_conn *c)
+{
+	static char junk[65536];
+	size_t total = 0;
+
+	for (;;) {
+		ssize_t k = shunt_send(c, junk, sizeof(junk), SHUNT_NONBLOCK);
+		if (k == -EAGAIN)
+			return total;
+		ASSERT_OK(k);
+		ASSERT_GT(k, 0);
+		total += (size_t)k;
+	}
+}
+
+/* --- Rendezvous --------------------------------------------------------- */
+
+static void test_basic(void)
+{
+	struct shunt_conn *a, *b;
+	struct shunt_opts o = { .ring_size = 65536 };
+	char buf[64];
+
+	test_pair(&o, &a, &b, NULL);
+	ASSERT_UEQ(shunt_ring_size(a), 65536);
+	ASSERT_UEQ(shunt_ring_size(b), 65536);
+	ASSERT_EQ(shunt_send(a, "hello", 5, 0), 5);
+	ASSERT_EQ(shunt_recv(b, buf, sizeof(buf), 0), 5);
+	ASSERT_MEM_EQ(buf, "hello", 5);
+	ASSERT_EQ(shunt_send(b, "world!", 6, 0), 6);
+	ASSERT_EQ(shunt_recv(a, buf, sizeof(buf), 0), 6);
+	ASSERT_MEM_EQ(buf, "world!", 6);
+	/* Zero-length calls do nothing. */
+	ASSERT_EQ(shunt_send(a, buf, 0, 0), 0);
+	ASSERT_EQ(shunt_recv(b, buf, 0, SHUNT_NONBLOCK), 0);
+	ASSERT_EQ(shunt_close(a), 0);
+	ASSERT_EQ(shunt_close(b), 0);
+	ASSERT_EQ(shunt_close(NULL), 0);
+	shunt_listener_close(NULL);
+
+	/* NULL options: the default ring, a power of two in range. */
+	test_pair(NULL, &a, &b, NULL);
+	size_t rs = shunt_ring_size(a);
+	ASSERT_UEQ(rs, shunt_ring_size(b));
+	ASSERT_UGE(rs, 4096);
+	ASSERT_ULE(rs, 1u << 30);
+	ASSERT_UEQ(rs & (rs - 1), 0);
+	shunt_close(a);
+	shunt_close(b);
+	test_log("basic exchange ok (default ring %zu)", rs);
+}
+
+static void test_connect_before_accept(void)
+{
+	struct shunt_listener *l;
+	struct shunt_conn *a, *b;
+	char name[64], buf[1000], got[1000];
+
+	test_rng_fill(&(struct test_rng){ { 1, 2 } }, buf, sizeof(buf));
+	test_name_unique(name, sizeof(name));
+	ASSERT_OK(shunt_listen(name, &l));
+	ASSERT_OK(shunt_connect(name, NULL, &a));
+	/* Like TCP: the data waits in the ring until someone accepts. */
+	ASSERT_EQ(shunt_send(a, buf, sizeof(buf), 0), sizeof(buf));
+	/* The listener fd polls readable while a connection waits. */
+	ASSERT(poll_in(shunt_listener_fd(l), 2000));
+	ASSERT_OK(shunt_accept(l, &b, SHUNT_NONBLOCK));
+	ASSERT_EQ(shunt_readable(b), sizeof(buf));
+	test_recv_exact(b, got, sizeof(got));
+	ASSERT_MEM_EQ(got, buf, sizeof(buf));
+	/* The reply direction works once accepted. */
+	ASSERT_EQ(shunt_send(b, "x", 1, 0), 1);
+	ASSERT_EQ(shunt_recv(a, got, 1, 0), 1);
+	ASSERT_EQ(got[0], 'x');
+	/* No second connection waits. */
+	ASSERT_ERR(shunt_accept(l, &b, SHUNT_NONBLOCK), -EAGAIN);
+	shunt_close(a);
+	shunt_close(b);
+	shunt_listener_close(l);
+	test_log("connect before accept ok");
+}
+
+static void test_accept_nonblock(void)
+{
+	struct shunt_listener *l;
+	struct shunt_conn *c = NULL;
+	char name[64];
+
+	test_name_unique(name, sizeof(name));
+	ASSERT_OK(shunt_listen(name, &l));
+	ASSERT_OK(shunt_listener_fd(l));
+	ASSERT_EQ(poll_in(shunt_listener_fd(l), 0), 0);
+	ASSERT_ERR(shunt_accept(l, &c, SHUNT_NONBLOCK), -EAGAIN);
+	ASSERT_NULL(c);
+	shunt_listener_close(l);
+	test_log("non-blocking accept without a client: -EAGAIN");
+}
+
+/* The listener's peer went away before accepting. */
+static void test_listener_gone(void)
+{
+	struct shunt_listener *l;
+	struct shunt_conn *a;
+	char name[64], b;
+
+	test_name_unique(name, sizeof(name));
+	ASSERT_OK(shunt_listen(name, &l));
+	ASSERT_OK(shunt_connect(name, &small_opts, &a));
+	shunt_listener_close(l);
+	/* Nobody will ever read: a blocking receive must not hang. */
+	double t0 = test_now();
+	ssize_t r = shunt_recv(a, &b, 1, 0);
+	ASSERT_MSG(r == 0 || r == -ECONNRESET || r == -EPIPE,
+		   "recv on a never-accepted connection: %zd (%s)", r, test_errname((int)-r));
+	ASSERT_LT(test_now() - t0, 1.0);
+	/* And a send past the ring's capacity does not hang either. */
+	char junk[SMALL * 2];
+	memset(junk, 0, sizeof(junk));
+	r = shunt_send(a, junk, sizeof(junk), 0);
+	ASSERT_MSG(r == -ECONNRESET || r == -EPIPE || (r > 0 && r < (ssize_t)sizeof(junk)),
+		   "send on a never-accepted connection: %zd (%s)", r,
+		   r < 0 ? test_errname((int)-r) : "bytes");
+	shunt_close(a);
+	test_log("listener closed before accept: recv %zd, no hang", r);
+}
+
+static void test_names(void)
+{
+	struct shunt_listener *l, *l2;
+	struct shunt_conn *c;
+	char name[64], path[256], long_name[80];
+	struct stat st;
+
+	ASSERT_ERR(shunt_listen("", &l), -EINVAL);
+	ASSERT_ERR(shunt_listen(".hidden", &l), -EINVAL);
+	ASSERT_ERR(shunt_listen("a b", &l), -EINVAL);
+	memset(long_name, 'x', sizeof(long_name) - 1);
+	long_name[sizeof(long_name) - 1] = '\0';
+	ASSERT_ERR(shunt_listen(long_name, &l), -EINVAL);
+	ASSERT_ERR(shunt_connect("a b", NULL, &c), -EINVAL);
+
+	/* Nothing listens on a fresh name. */
+	test_name_unique(name, sizeof(name));
+	int rc = shunt_connect(name, NULL, &c);
+	ASSERT_MSG(rc == -ENOENT || rc == -ECONNREFUSED,
+		   "connect to nothing: %d (%s)", rc, test_errname(-rc));
+
+	/* One listener per name; the file goes away on close. */
+	ASSERT_OK(shunt_listen(name, &l));
+	ASSERT_ERR(shunt_listen(name, &l2), -EADDRINUSE);
+	snprintf(path, sizeof(path), "%s/%s", getenv("SHUNT_DIR"), name);
+	ASSERT_SYS(lstat(path, &st));
+	ASSERT(S_ISSOCK(st.st_mode));
+	shunt_listener_close(l);
+	ASSERT_EQ(lstat(path, &st), -1);
+	ASSERT_EQ(errno, ENOENT);
+	rc = shunt_connect(name, NULL, &c);
+	ASSERT(rc == -ENOENT || rc == -ECONNREFUSED);
+
+	/* A name with '/' is a socket path. */
+	char sockpath[300];
+	snprintf(sockpath, sizeof(sockpath), "%s/explicit-%d.sock", getenv("SHUNT_DIR"),
+		 (int)getpid());
+	ASSERT_OK(shunt_listen(sockpath, &l));
+	struct shunt_conn *a, *b;
+	ASSERT_OK(shunt_connect(sockpath, NULL, &a));
+	ASSERT_OK(shunt_accept(l, &b, 0));
+	ASSERT_EQ(shunt_send(a, "p", 1, 0), 1);
+	char ch;
+	ASSERT_EQ(shunt_recv(b, &ch, 1, 0), 1);
+	shunt_close(a);
+	shunt_close(b);
+	shunt_listener_close(l);
+	ASSERT_EQ(lstat(sockpath, &st), -1);
+
+	/* Ring sizes: powers of two from 4 KiB to 1 GiB only. */
+	test_name_unique(name, sizeof(name));
+	ASSERT_OK(shunt_listen(name, &l));
+	size_t bad[] = { 1, 3000, 4095, 5000, 4096 + 4096 / 2, (size_t)1 << 31 };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct shunt_opts o = { .ring_size = bad[i] };
+		ASSERT_ERR(shunt_connect(name, &o, &c), -EINVAL);
+	}
+	ASSERT_ERR(shunt_accept(l, &c, SHUNT_NONBLOCK), -EAGAIN);
+	shunt_listener_close(l);
+	test_log("names, paths and ring sizes ok");
+}
+
+static void listen_and_die(void *arg)
+{
+	struct shunt_listener *l;
+
+	ASSERT_OK(shunt_listen(arg, &l));
+	_exit(0); /* no close: the socket file stays behind */
+}
+
+static void test_stale_socket(void)
+{
+	char name[64], path[256];
+	struct shunt_listener *l;
+	struct shunt_conn *a, *b;
+	struct stat st;
+
+	test_name_unique(name, sizeof(name));
+	test_wait_ok(test_fork(listen_and_die, name), 10);
+	snprintf(path, sizeof(path), "%s/%s", getenv("SHUNT_DIR"), name);
+	ASSERT_SYS(lstat(path, &st)); /* left behind */
+	/* A dead listener's socket is reused. */
+	ASSERT_OK(shunt_listen(name, &l));
+	ASSERT_OK(shunt_connect(name, NULL, &a));
+	ASSERT_OK(shunt_accept(l, &b, 0));
+	shunt_close(a);
+	shunt_close(b);
+	shunt_listener_close(l);
+	test_log("stale socket of a dead listener is reused");
+}
+
+/* --- End of stream ------------------------------------------------------ */
+
+static void test_eof_after_shutdown(void)
+{
+	struct shunt_conn *a, *b;
+	char buf[3000], got[3000];
+
+	test_rng_fill(&(struct test_rng){ { 3, 4 } }, buf, sizeof(buf));
+	test_pair(&small_opts, &a, &b, NULL);
+	ASSERT_EQ(shunt_send(a, buf, 1000, 0), 1000);
+	ASSERT_EQ(shunt_send(a, buf + 1000, 2000, 0), 2000);
+	ASSERT_OK(shunt_shutdown(a, SHUT_WR));
+	/* Our own sends now fail; receiving still works (half close). */
+	ASSERT_ERR(shunt_send(a, "x", 1, 0), -EPIPE);
+	ASSERT_ERR(shunt_send(a, "x", 1, SHUNT_NONBLOCK), -EPIPE);
+	void *w;
+	ASSERT_ERR(shunt_send_reserve(a, &w, 1, 0), -EPIPE);
+	/* The data first, then end of stream, every time it is asked. */
+	test_recv_exact(b, got, sizeof(got));
+	ASSERT_MEM_EQ(got, buf, sizeof(buf));
+	ASSERT_EQ(shunt_recv(b, got, sizeof(got), 0), 0);
+	ASSERT_EQ(shunt_recv(b, got, sizeof(got), SHUNT_NONBLOCK), 0);
+	const void *p;
+	ASSERT_EQ(shunt_recv_peek(b, &p, 0), 0);
+	ASSERT_EQ(shunt_recv(b, got, sizeof(got), 0), 0);
+	/* The other direction is still open. */
+	ASSERT_EQ(shunt_send(b, "back", 4, 0), 4);
+	ASSERT_EQ(shunt_recv(a, got, sizeof(got), 0), 4);
+	ASSERT_MEM_EQ(got, "back", 4);
+	ASSERT_OK(shunt_shutdown(b, SHUT_WR));
+	ASSERT_EQ(shunt_recv(a, got, sizeof(got), 0), 0);
+	shunt_close(a);
+	shunt_close(b);
+
+	/* Shutdown with data in a full ring: all of it still arrives. */
+	test_pair(&small_opts, &a, &b, NULL);
+	size_t n = fill_ring(a);
+	ASSERT_UEQ(n, SMALL);
+	ASSERT_OK(shunt_shutdown(a, SHUT_WR));
+	size_t total = 0;
+	for (;;) {
+		ssize_t k = shunt_recv(b, got, 1000, 0);
+		ASSERT_OK(k);
+		if (k == 0)
+			break;
+		total += (size_t)k;
+	}
+	ASSERT_UEQ(total, SMALL);
+	shunt_close(a);
+	shunt_close(b);
+
+	/* Bad "how". */
+	test_pair(NULL, &a, &b, NULL);
+	ASSERT_ERR(shunt_shutdown(a, 42), -EINVAL);
+	ASSERT_ERR(shunt_shutdown(a, -1), -EINVAL);
+	/* SHUT_RD: our receives end at once. */
+	ASSERT_EQ(shunt_send(b, "zz", 2, 0), 2);
+	ASSERT_OK(shunt_shutdown(a, SHUT_RD));
+	ASSERT_EQ(shunt_recv(a, got, sizeof(got), 0), 0);
+	shunt_close(a);
+	shunt_close(b);
+	test_log("end of stream after shutdown(SHUT_WR), half close, SHUT_RD ok");
+}
+
+static void test_eof_after_close(void)
+{
+	struct shunt_conn *a, *b;
+	char buf[2500], got[2500];
+
+	test_rng_fill(&(struct test_rng){ { 5, 6 } }, buf, sizeof(buf));
+	test_pair(&small_opts, &a, &b, NULL);
+	ASSERT_EQ(shunt_send(a, buf, sizeof(buf), 0), sizeof(buf));
+	shunt_close(a);
+	/* What was sent before the close still arrives, then EOF. */
+	ASSERT_EQ(shunt_readable(b), sizeof(buf));
+	test_recv_exact(b, got, sizeof(got));
+	ASSERT_MEM_EQ(got, buf, sizeof(buf));
+	ASSERT_EQ(shunt_recv(b, got, sizeof(got), 0), 0);
+	ASSERT_EQ(shunt_recv(b, got, sizeof(got), SHUNT_NONBLOCK), 0);
+	/* Sending to a closed peer: -EPIPE, blocking or not, any size. */
+	ASSERT_ERR(shunt_send(b, "x", 1, 0), -EPIPE);
+	ASSERT_ERR(shunt_send(b, "x", 1, SHUNT_NONBLOCK), -EPIPE);
+	ASSERT_ERR(shunt_send(b, buf, 0, 0), -EPIPE);
+	void *w;
+	ASSERT_ERR(shunt_send_reserve(b, &w, 1, 0), -EPIPE);
+	shunt_close(b);
+
+	/* The same with the accepting end closing first. */
+	test_pair(&small_opts, &a, &b, NULL);
+	ASSERT_EQ(shunt_send(b, buf, 100, 0), 100);
+	shunt_close(b);
+	test_recv_exact(a, got, 100);
+	ASSERT_EQ(shunt_recv(a, got, 1, 0), 0);
+	ASSERT_ERR(shunt_send(a, "x", 1, 0), -EPIPE);
+	shunt_close(a);
+
+	/* A sender blocked on a full ring learns of the close. */
+	test_pair(&small_opts, &a, &b, NULL);
+	fill_ring(a);
+	shunt_close(b);
+	double t0 = test_now();
+	ASSERT_ERR(shunt_send(a, buf, sizeof(buf), 0), -EPIPE);
+	ASSERT_LT(test_now() - t0, 1.0);
+	shunt_close(a);
+	test_log("end of stream after close, -EPIPE after the peer closed ok");
+}
+
+/* --- Non-blocking and readiness ----------------------------------------- */
+
+static void test_nonblock(void)
+{
+	struct shunt_conn *a, *b;
+	char buf[6000], got[6000];
+	const void *p;
+	void *w;
+
+	test_rng_fill(&(struct test_rng){ { 7, 8 } }, buf, sizeof(buf));
+	test_pair(&small_opts, &a, &b, NULL);
+	/* Nothing to read. */
+	ASSERT_ERR(shunt_recv(b, got, sizeof(got), SHUNT_NONBLOCK), -EAGAIN);
+	ASSERT_ERR(shunt_recv_peek(b, &p, SHUNT_NONBLOCK), -EAGAIN);
+	ASSERT_EQ(shunt_readable(b), 0);
+	/* A partial send: what fits goes, then -EAGAIN. */
+	ASSERT_EQ(shunt_send(a, buf, sizeof(buf), SHUNT_NONBLOCK), SMALL);
+	ASSERT_ERR(shunt_send(a, buf, sizeof(buf), SHUNT_NONBLOCK), -EAGAIN);
+	ASSERT_ERR(shunt_send(a, buf, 1, SHUNT_NONBLOCK), -EAGAIN);
+	ASSERT_ERR(shunt_send_reserve(a, &w, 1, SHUNT_NONBLOCK), -EAGAIN);
+	ASSERT_EQ(shunt_readable(b), SMALL);
+	/* Free 1000 bytes: exactly those fit next. */
+	ASSERT_EQ(shunt_recv(b, got, 1000, 0), 1000);
+	ASSERT_MEM_EQ(got, buf, 1000);
+	ASSERT_ERR(shunt_send_reserve(a, &w, 1001, SHUNT_NONBLOCK), -EAGAIN);
+	ASSERT_EQ(shunt_send(a, buf + SMALL, sizeof(buf) - SMALL, SHUNT_NONBLOCK), 1000);
+	ASSERT_EQ(shunt_readable(b), SMALL);
+	/* Everything arrives in order. */
+	test_recv_exact(b, got, SMALL);
+	ASSERT_MEM_EQ(got, buf + 1000, SMALL);
+	ASSERT_EQ(shunt_readable(b), 0);
+	ASSERT_ERR(shunt_recv(b, got, 1, SHUNT_NONBLOCK), -EAGAIN);
+	shunt_close(a);
+	shunt_close(b);
+	test_log("-EAGAIN and partial non-blocking sends ok");
+}
+
+static void test_readable(void)
+{
+	struct shunt_conn *a, *b;
+	char buf[100];
+
+	test_pair(NULL, &a, &b, NULL);
+	memset(buf, 'r', sizeof(buf));
+	ASSERT_EQ(shunt_readable(b), 0);
+	ASSERT_EQ(shunt_send(a, buf, 100, 0), 100);
+	ASSERT_EQ(shunt_readable(b), 100);
+	ASSERT_EQ(shunt_readable(a), 0);
+	ASSERT_EQ(shunt_recv(b, buf, 40, 0), 40);
+	ASSERT_EQ(shunt_readable(b), 60);
+	const void *p;
+	ASSERT_EQ(shunt_recv_peek(b, &p, 0), 60);
+	ASSERT_OK(shunt_recv_release(b, 10));
+	ASSERT_EQ(shunt_readable(b), 50);
+	ASSERT_OK(shunt_recv_release(b, 50));
+	ASSERT_EQ(shunt_readable(b), 0);
+	shunt_close(a);
+	shunt_close(b);
+	test_log("shunt_readable ok");
+}
+
+static void test_fd_readiness(void)
+{
+	struct shunt_conn *a, *b;
+	char buf[200];
+
+	test_pair(&small_opts, &a, &b, NULL);
+	int fa = shunt_fd(a), fb = shunt_fd(b);
+	ASSERT_OK(fa);
+	ASSERT_OK(fb);
+	ASSERT_EQ(shunt_fd(a), fa); /* the same fd every time */
+	/* Read side: -EAGAIN, not readable; data arrives, readable. */
+	ASSERT_ERR(shunt_recv(b, buf, sizeof(buf), SHUNT_NONBLOCK), -EAGAIN);
+	ASSERT_EQ(poll_in(fb, 0), 0);
+	ASSERT_EQ(shunt_send(a, "0123456789", 10, 0), 10);
+	ASSERT_EQ(poll_in(fb, 1000), 1);
+	ASSERT_EQ(shunt_recv(b, buf, sizeof(buf), SHUNT_NONBLOCK), 10);
+	/* Told -EAGAIN again: the old readiness is gone. */
+	ASSERT_ERR(shunt_recv(b, buf, sizeof(buf), SHUNT_NONBLOCK), -EAGAIN);
+	ASSERT_EQ(poll_in(fb, 0), 0);
+
+	/* Write side: full, not readable; space freed, readable. */
+	fill_ring(a);
+	ASSERT_EQ(poll_in(fa, 0), 0);
+	ASSERT_EQ(shunt_recv(b, buf, 100, 0), 100);
+	ASSERT_EQ(poll_in(fa, 1000), 1);
+	ASSERT_EQ(shunt_send(a, buf, sizeof(buf), SHUNT_NONBLOCK), 100);
+
+	/* A state change wakes too: the peer's shutdown, then close. */
+	char drain[SMALL];
+	test_recv_exact(b, drain, SMALL);
+	ASSERT_ERR(shunt_recv(b, buf, sizeof(buf), SHUNT_NONBLOCK), -EAGAIN);
+	ASSERT_EQ(poll_in(fb, 0), 0);
+	ASSERT_OK(shunt_shutdown(a, SHUT_WR));
+	ASSERT_EQ(poll_in(fb, 1000), 1);
+	ASSERT_EQ(shunt_recv(b, buf, sizeof(buf), SHUNT_NONBLOCK), 0);
+	ASSERT_ERR(shunt_recv(a, buf, sizeof(buf), SHUNT_NONBLOCK), -EAGAIN);
+	shunt_close(b);
+	ASSERT_EQ(poll_in(fa, 1000), 1);
+	ASSERT_EQ(shunt_recv(a, buf, sizeof(buf), SHUNT_NONBLOCK), 0);
+	shunt_close(a);
+	test_log("shunt_fd readiness in one process ok");
+}
+
+/* The peer is another process and sends later: an event loop wakes. */
+struct delayed {
+	char name[64];
+	unsigned delay_ms;
+};
+
+static void delayed_sender(void *arg)
+{
+	struct delayed *d = arg;
+	struct shunt_conn *c;
+	char b;
+
+	ASSERT_OK(shunt_connect(d->name, NULL, &c));
+	test_sleep_ms(d->delay_ms);
+	ASSERT_EQ(shunt_send(c, "later", 5, 0), 5);
+	/* Stay until the parent answers, then close. */
+	ASSERT_EQ(shunt_recv(c, &b, 1, 0), 1);
+	shunt_close(c);
+}
+
+static void test_fd_cross_process(void)
+{
+	struct delayed d = { .delay_ms = 200 };
+	struct shunt_listener *l;
+	struct shunt_conn *c;
+	char buf[16];
+
+	test_name_unique(d.name, sizeof(d.name));
+	ASSERT_OK(shunt_listen(d.name, &l));
+	pid_t pid = test_fork(delayed_sender, &d);
+	ASSERT_OK(shunt_accept(l, &c, 0));
+	int fd = shunt_fd(c);
+	ASSERT_OK(fd);
+	ASSERT_ERR(shunt_recv(c, buf, sizeof(buf), SHUNT_NONBLOCK), -EAGAIN);
+	double t0 = test_now();
+	ASSERT_EQ(poll_in(fd, 5000), 1);
+	double dt = test_now() - t0;
+	ssize_t n = shunt_recv(c, buf, sizeof(buf), SHUNT_NONBLOCK);
+	if (n == -EAGAIN) { /* a hint only: it may wake early, then again */
+		ASSERT_EQ(poll_in(fd, 5000), 1);
+		n = shunt_recv(c, buf, sizeof(buf), SHUNT_NONBLOCK);
+	}
+	ASSERT_EQ(n, 5);
+	ASSERT_MEM_EQ(buf, "later", 5);
+	ASSERT_EQ(shunt_send(c, "k", 1, 0), 1);
+	/* The peer closes: readable again, then EOF. */
+	ASSERT_ERR(shunt_recv(c, buf, sizeof(buf), SHUNT_NONBLOCK), -EAGAIN);
+	ASSERT_EQ(poll_in(fd, 5000), 1);
+	for (int i = 0; i < 100; i++) {
+		n = shunt_recv(c, buf, sizeof(buf), SHUNT_NONBLOCK);
+		if (n != -EAGAIN)
+			break;
+		poll_in(fd, 100);
+	}
+	ASSERT_EQ(n, 0);
+	test_wait_ok(pid, 10);
+	shunt_close(c);
+	shunt_listener_close(l);
+	test_log("shunt_fd woke %.0f ms after -EAGAIN for data from another process", dt * 1e3);
+}
+
+/* --- Statistics ----------------------------------------------------------- */
+
+struct later {
+	struct shunt_conn *c;
+	unsigned delay_ms;
+	size_t len;
+};
+
+static void *send_later(void *arg)
+{
+	struct later *s = arg;
+	static char buf[65536];
+
+	test_sleep_ms(s->delay_ms);
+	test_send_all(s->c, buf, s->len);
+	return NULL;
+}
+
+static void test_stats(void)
+{
+	struct shunt_conn *a, *b;
+	struct shunt_stats sa, sb;
+	char buf[4096];
+	pthread_t th;
+
+	test_pair(NULL, &a, &b, NULL);
+	ASSERT_OK(shunt_get_stats(a, &sa));
+	ASSERT_UEQ(sa.bytes_sent, 0);
+	ASSERT_UEQ(sa.bytes_received, 0);
+	test_send_all(a, buf, 1234);
+	test_recv_exact(b, buf, 1000);
+	ASSERT_OK(shunt_get_stats(a, &sa));
+	ASSERT_OK(shunt_get_stats(b, &sb));
+	ASSERT_UEQ(sa.bytes_sent, 1234);
+	ASSERT_UEQ(sb.bytes_received, 1000);
+	ASSERT_UEQ(sb.bytes_sent, 0);
+	/* Zero-copy counts as well. */
+	void *w;
+	const void *p;
+	ASSERT_GE(shunt_send_reserve(a, &w, 100, 0), 100);
+	memset(w, 1, 100);
+	ASSERT_OK(shunt_send_commit(a, 100));
+	ASSERT_EQ(shunt_recv_peek(b, &p, 0), 334);
+	ASSERT_OK(shunt_recv_release(b, 334));
+	ASSERT_OK(shunt_get_stats(a, &sa));
+	ASSERT_OK(shunt_get_stats(b, &sb));
+	ASSERT_UEQ(sa.bytes_sent, 1334);
+	ASSERT_UEQ(sb.bytes_received, 1334);
+
+	/* A receiver that must sleep (no spinning) counts a sleep, and the
+	 * sender that wakes it counts a wake-up. */
+	ASSERT_OK(shunt_set_spin(b, 0));
+	struct later s = { .c = a, .delay_ms = 100, .len = 10 };
+	ASSERT_EQ(pthread_create(&th, NULL, send_later, &s), 0);
+	test_recv_exact(b, buf, 10);
+	ASSERT_EQ(pthread_join(th, NULL), 0);
+	ASSERT_OK(shunt_get_stats(a, &sa));
+	ASSERT_OK(shunt_get_stats(b, &sb));
+	ASSERT_UGE(sb.sleeps, 1);
+	ASSERT_UEQ(sb.spins, 0);
+	ASSERT_UGE(sa.wakeups, 1);
+
+	/* With a spin window, a wait spins first. */
+	ASSERT_OK(shunt_set_spin(b, 1000));
+	s.delay_ms = 50;
+	ASSERT_EQ(pthread_create(&th, NULL, send_later, &s), 0);
+	test_recv_exact(b, buf, 10);
+	ASSERT_EQ(pthread_join(th, NULL), 0);
+	struct shunt_stats sb2;
+	ASSERT_OK(shunt_get_stats(b, &sb2));
+	ASSERT_UGE(sb2.spins, 1);
+	ASSERT_UGE(sb2.sleeps, sb.sleeps + 1); /* 50 ms is past 1 ms of spin */
+	ASSERT_ULE(sb2.spin_hits, sb2.spins);
+	test_log("stats: sent %" PRIu64 " received %" PRIu64 " sleeps %" PRIu64
+		 " spins %" PRIu64 " wakeups %" PRIu64, sa.bytes_sent, sb2.bytes_received,
+		 sb2.sleeps, sb2.spins, sa.wakeups);
+	shunt_close(a);
+	shunt_close(b);
+}
+
+/* --- Zero-copy ----------------------------------------------------------- */
+
+static void test_zero_copy(void)
+{
+	struct shunt_conn *a, *b;
+	char buf[3000];
+	const void *p;
+	void *w;
+
+	test_rng_fill(&(struct test_rng){ { 9, 10 } }, buf, sizeof(buf));
+	test_pair(&small_opts, &a, &b, NULL);
+	ASSERT_ERR(shunt_send_reserve(a, &w, SMALL + 1, 0), -EINVAL);
+	ASSERT_ERR(shunt_send_commit(a, 1), -EINVAL); /* nothing reserved */
+	ASSERT_ERR(shunt_recv_release(b, 1), -EINVAL); /* nothing peeked */
+	ssize_t n = shunt_send_reserve(a, &w, SMALL, 0);
+	ASSERT_EQ(n, SMALL);
+	ASSERT_ERR(shunt_send_commit(a, SMALL + 1), -EINVAL);
+	ASSERT_OK(shunt_send_commit(a, 0));
+	ASSERT_EQ(shunt_readable(b), 0);
+	/* Across the wrap: 3000 in and out, then 3000 more straddle the end
+	 * of the ring and still show as one contiguous span. */
+	for (int round = 0; round < 3; round++) {
+		n = shunt_send_reserve(a, &w, sizeof(buf), 0);
+		ASSERT_GE(n, (ssize_t)sizeof(buf));
+		ASSERT_LE(n, SMALL);
+		memcpy(w, buf, sizeof(buf));
+		ASSERT_OK(shunt_send_commit(a, 1000));
+		ASSERT_OK(shunt_send_commit(a, 0));
+		n = shunt_send_reserve(a, &w, 2000, 0);
+		ASSERT_GE(n, 2000);
+		memcpy(w, buf + 1000, 2000);
+		ASSERT_OK(shunt_send_commit(a, 2000));
+		ASSERT_EQ(shunt_recv_peek(b, &p, 0), sizeof(buf));
+		ASSERT_MEM_EQ(p, buf, sizeof(buf));
+		ASSERT_OK(shunt_recv_release(b, 1000));
+		ASSERT_OK(shunt_recv_release(b, 2000));
+		ASSERT_ERR(shunt_recv_release(b, 1), -EINVAL);
+		ASSERT_ERR(shunt_recv_peek(b, &p, SHUNT_NONBLOCK), -EAGAIN);
+	}
+	/* A peek sees all that is there, even when it wraps. */
+	ASSERT_EQ(shunt_send(a, buf, 2500, 0), 2500);
+	ASSERT_EQ(shunt_recv_peek(b, &p, 0), 2500);
+	ASSERT_MEM_EQ(p, buf, 2500);
+	/* Peek again without releasing: the same bytes. */
+	ASSERT_EQ(shunt_recv_peek(b, &p, 0), 2500);
+	ASSERT_OK(shunt_recv_release(b, 2500));
+	shunt_close(a);
+	shunt_close(b);
+	test_log("zero-copy calls and their argument checks ok");
+}
+
+/* --- Another user ------------------------------------------------------ */
+
+static char g_sockpath[100]; /* fits sun_path */
+
+static int become_nobody(void)
+{
+	if (setgroups(0, NULL) < 0 || setgid(65534) < 0 || setuid(65534) < 0)
+		return -errno;
+	return 0;
+}
+
+/* A well-behaved client of another uid: the public API. */
+static void other_uid_connect(void *arg)
+{
+	struct shunt_conn *c;
+	(void)arg;
+
+	if (become_nobody() < 0)
+		exit(TEST_SKIP);
+	int rc = shunt_connect(g_sockpath, NULL, &c);
+	if (rc == 0) {
+		/* Connected: the listener's policy must drop it. */
+		char b;
+		ssize_t r = shunt_recv(c, &b, 1, 0);
+		ASSERT_MSG(r == -ECONNRESET || r == 0 || r == -EPIPE,
+			   "connection from another uid not dropped: recv %zd", r);
+		shunt_close(c);
+		exit(3);
+	}
+	ASSERT_MSG(rc == -EACCES || rc == -EPERM || rc == -ECONNREFUSED,
+		   "connect from uid 65534: %d (%s)", rc, test_errname(-rc));
+}
+
+/* A client of another uid that speaks the protocol itself, with a valid
+ * segment: only the listener's credentials check can stop it. */
+static void other_uid_raw_hello(void *arg)
+{
+	(void)arg;
+	if (become_nobody() < 0)
+		exit(TEST_SKIP);
+	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ASSERT_SYS(s);
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", g_sockpath);
+	ASSERT_SYS(connect(s, (struct sockaddr *)&sa, sizeof(sa)));
+	struct shunt_seg seg;
+	int memfd = shunt_seg_create(&seg, SMALL);
+	ASSERT_OK(memfd);
+	int bell = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	ASSERT_SYS(bell);
+	struct shunt_hello h = {
+		.magic = SHUNT_HELLO_MAGIC, .version = SHUNT_PROTO_VERSION, .ring_size = SMALL,
+	};
+	union {
+		char buf[CMSG_SPACE(2 * sizeof(int))];
+		struct cmsghdr align;
+	} ctl;
+	memset(&ctl, 0, sizeof(ctl));
+	struct iovec iov = { .iov_base = &h, .iov_len = sizeof(h) };
+	struct msghdr msg = {
+		.msg_iov = &iov, .msg_iovlen = 1,
+		.msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf),
+	};
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(2 * sizeof(int));
+	int fds[2] = { memfd, bell };
+	memcpy(CMSG_DATA(cm), fds, sizeof(fds));
+	ssize_t sent = sendmsg(s, &msg, MSG_NOSIGNAL);
+	if (sent < 0 && (errno == EPIPE || errno == ECONNRESET))
+		return; /* the listener already checked us and hung up */
+	ASSERT_EQ(sent, sizeof(h));
+	/* The listener must close the socket without a reply. */
+	struct pollfd pf = { .fd = s, .events = POLLIN };
+	ASSERT_SYS(poll(&pf, 1, 5000));
+	char reply[64];
+	ssize_t r = recv(s, reply, sizeof(reply), MSG_DONTWAIT);
+	if (r > 0)
+		exit(3); /* got a reply: accepted */
+	ASSERT_MSG(r == 0 || (r < 0 && errno == ECONNRESET),
+		   "no verdict from the listener within 5 s (recv %zd, %s)", r,
+		   r < 0 ? strerror(errno) : "");
+}
+
+static void test_other_uid(void)
+{
+	char dir[] = "/tmp/shunt-uid-XXXXXX";
+	struct shunt_listener *l;
+	struct shunt_conn *c = NULL;
+	char buf[128];
+
+	if (geteuid() != 0) {
+		test_log("other uid: not root, cannot switch users; part skipped");
+		return;
+	}
+	ASSERT_NOT_NULL(mkdtemp(dir));
+	ASSERT_SYS(chmod(dir, 0755));
+	snprintf(g_sockpath, sizeof(g_sockpath), "%s/listener.sock", dir);
+	/* A socket anyone may connect to, so that only the policy refuses. */
+	mode_t old = umask(0);
+	ASSERT_OK(shunt_listen(g_sockpath, &l));
+	umask(old);
+
+	void (*clients[])(void *) = { other_uid_connect, other_uid_raw_hello };
+	const char *what[] = { "shunt_connect", "raw hello with a valid segment" };
+	for (int i = 0; i < 2; i++) {
+		pid_t pid = test_fork(clients[i], NULL);
+		/* Serve the listener meanwhile: anything from it must be dropped. */
+		double end = test_now() + 10;
+		int status = -1;
+		while (test_now() < end) {
+			int rc = shunt_accept(l, &c, SHUNT_NONBLOCK);
+			ASSERT_MSG(rc == -EAGAIN, "accept of a client with another uid: %d (%s)",
+				   rc, rc < 0 ? test_errname(-rc) : "accepted");
+			if (waitpid(pid, &status, WNOHANG) == pid)
+				break;
+			poll_in(shunt_listener_fd(l), 20);
+		}
+		test_unregister(pid);
+		if (status == -1) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &status, 0);
+			TEST_FAIL_MSG("client of another uid (%s) did not finish", what[i]);
+		}
+		if (WIFEXITED(status) && WEXITSTATUS(status) == TEST_SKIP) {
+			test_log("other uid: cannot setuid(65534) here; part skipped");
+			break;
+		}
+		ASSERT_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+			   "client of another uid (%s): %s", what[i],
+			   test_status_str(status, buf, sizeof(buf)));
+		ASSERT_ERR(shunt_accept(l, &c, SHUNT_NONBLOCK), -EAGAIN);
+		test_log("other uid refused (%s)", what[i]);
+	}
+	shunt_listener_close(l);
+	rmdir(dir);
+}
+
+/* --- Leaks --------------------------------------------------------------- */
+
+static void test_no_leaks(void)
+{
+	int before = test_count_fds();
+	int maps_before = test_count_maps("/memfd:shunt");
+	char buf[256];
+
+	ASSERT_EQ(test_count_fd_links("/memfd:shunt"), 0);
+	for (int i = 0; i < 100; i++) {
+		struct shunt_conn *a, *b;
+		struct shunt_opts o = { .ring_size = i % 2 ? SMALL : 65536 };
+		test_pair(&o, &a, &b, NULL);
+		if (i == 0)
+			test_log("one open connection: %d fds (listener closed), %d memfd "
+				 "mappings, %d memfd fds", test_count_fds() - before,
+				 test_count_maps("/memfd:shunt"),
+				 test_count_fd_links("/memfd:shunt"));
+		ASSERT_EQ(shunt_send(a, buf, sizeof(buf), 0), sizeof(buf));
+		ASSERT_EQ(shunt_recv(b, buf, sizeof(buf), 0), sizeof(buf));
+		if (i % 3 == 0) {
+			ASSERT_OK(shunt_fd(a));
+			ASSERT_OK(shunt_fd(b));
+		}
+		if (i % 4 == 0)
+			ASSERT_OK(shunt_shutdown(a, SHUT_RDWR));
+		if (i % 2) {
+			shunt_close(a);
+			shunt_close(b);
+		} else {
+			shunt_close(b);
+			shunt_close(a);
+		}
+	}
+	/* Also connections that were never accepted. */
+	for (int i = 0; i < 10; i++) {
+		struct shunt_listener *l;
+		struct shunt_conn *a;
+		char name[64];
+		test_name_unique(name, sizeof(name));
+		ASSERT_OK(shunt_listen(name, &l));
+		ASSERT_OK(shunt_connect(name, NULL, &a));
+		shunt_listener_close(l);
+		shunt_close(a);
+	}
+	int after = test_count_fds();
+	ASSERT_MSG(after == before, "fds: %d before, %d after 110 connect/close cycles",
+		   before, after);
+	ASSERT_EQ(test_count_fd_links("/memfd:shunt"), 0);
+	ASSERT_EQ(test_count_maps("/memfd:shunt"), maps_before);
+	ASSERT_EQ(maps_before, 0);
+	test_log("no fd or memfd left after 110 connect/close cycles (%d fds)", after);
+}
+
+int main(void)
+{
+	test_init("t_api");
+	test_use_private_dir();
+	test_watchdog(test_sanitized() ? 110 : 60);
+
+	test_basic();
+	test_connect_before_accept();
+	test_accept_nonblock();
+	test_names();
+	test_stale_socket();
+	test_listener_gone();
+	test_eof_after_shutdown();
+	test_eof_after_close();
+	test_nonblock();
+	test_readable();
+	test_fd_readiness();
+	test_fd_cross_process();
+	test_stats();
+	test_zero_copy();
+	test_other_uid();
+	test_no_leaks();
+	test_log("pass");
+	return TEST_PASS;
+}
