@@ -232,6 +232,8 @@ static void bench_usage(FILE *f)
 "  --csv FILE            also write the results as CSV\n"
 "  --svg FILE            also write an SVG chart (throughput and latency vs size)\n"
 "  --out DIR             write DIR/bench.csv and DIR/bench.svg\n"
+"  --stats               after each shunt point, both ends' counters (wake-up\n"
+"                        syscalls, sleeps, spins, spins that sufficed) on stderr\n"
 "  -h, --help            this text\n"
 "\n"
 "Ratios are to tcp: throughput / tcp's (higher is better), and round trip /\n"
@@ -240,7 +242,7 @@ static void bench_usage(FILE *f)
 
 enum {
 	O_QUICK = 256, O_TIME, O_SIZES, O_XPORTS, O_TESTS, O_RING, O_JSON, O_CSV,
-	O_SVG, O_OUT,
+	O_SVG, O_OUT, O_STATS,
 };
 
 static const struct option bench_options[] = {
@@ -254,6 +256,7 @@ static const struct option bench_options[] = {
 	{ "csv", required_argument, NULL, O_CSV },
 	{ "svg", required_argument, NULL, O_SVG },
 	{ "out", required_argument, NULL, O_OUT },
+	{ "stats", no_argument, NULL, O_STATS },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -273,6 +276,7 @@ static int parse_one(int o, const char *name, struct bench_cfg *cfg, struct pars
 	switch (o) {
 	case O_QUICK: p->quick = 1; return 0;
 	case O_JSON: cfg->json = 1; return 0;
+	case O_STATS: cfg->stats = 1; return 0;
 	case O_CSV: cfg->csv_path = optarg; return 0;
 	case O_SVG: cfg->svg_path = optarg; return 0;
 	case O_OUT: p->out_dir = optarg; return 0;
@@ -378,6 +382,8 @@ struct parent {
 	size_t max_size;
 	struct results rs;
 	const char *what;   /* the step under way, for error messages */
+	struct shunt_stats peer_st[NXPORT]; /* the child's counters, per transport */
+	enum xport cur_x;   /* the transport of the last command */
 };
 
 static pid_t child_pid;
@@ -444,6 +450,7 @@ static int ctl_send(struct parent *p, enum op op, enum xport x, size_t size, uin
 {
 	struct cmd c = { .op = op, .x = x, .size = size, .count = count };
 
+	p->cur_x = x;
 	if (send(p->ctl, &c, sizeof(c), MSG_NOSIGNAL) != (ssize_t)sizeof(c))
 		return errno ? -errno : -EPROTO;
 	return 0;
@@ -452,17 +459,18 @@ static int ctl_send(struct parent *p, enum op op, enum xport x, size_t size, uin
 /* The child's answer to the last command: its status, or -EPIPE if it died. */
 static int ctl_wait(struct parent *p)
 {
-	int32_t rc;
+	struct reply r;
 	ssize_t n;
 
 	do
-		n = recv(p->ctl, &rc, sizeof(rc), 0);
+		n = recv(p->ctl, &r, sizeof(r), 0);
 	while (n < 0 && errno == EINTR && !bench_stop);
 	if (n < 0)
 		return -errno;
-	if (n != (ssize_t)sizeof(rc))
+	if (n != (ssize_t)sizeof(r))
 		return -EPIPE; /* the child exited: it said why on stderr */
-	return rc;
+	p->peer_st[p->cur_x] = r.st;
+	return r.rc;
 }
 
 static int ctl_call(struct parent *p, enum op op, enum xport x, size_t size, uint64_t count)
@@ -656,6 +664,32 @@ static int measure_pingpong(struct parent *p, enum xport x, size_t size, struct 
 
 /* --- The run -------------------------------------------------------------- */
 
+static void stats_delta(struct shunt_stats *d, const struct shunt_stats *a,
+			const struct shunt_stats *b)
+{
+	d->wakeups = b->wakeups - a->wakeups;
+	d->sleeps = b->sleeps - a->sleeps;
+	d->spins = b->spins - a->spins;
+	d->spin_hits = b->spin_hits - a->spin_hits;
+}
+
+/* Why a shunt figure is what it is: how often each end slept and woke. */
+static void print_stats(enum xport x, enum test t, size_t size, uint64_t msgs,
+			const struct shunt_stats *me, const struct shunt_stats *peer)
+{
+	char sz[32];
+
+	fprintf(stderr, "  stats %s %s %s (%llu measured): "
+		"parent wakeups %llu sleeps %llu spins %llu hits %llu; "
+		"peer wakeups %llu sleeps %llu spins %llu hits %llu\n",
+		xport_names[x], test_names[t], size_label(size, sz, sizeof(sz)),
+		(unsigned long long)msgs,
+		(unsigned long long)me->wakeups, (unsigned long long)me->sleeps,
+		(unsigned long long)me->spins, (unsigned long long)me->spin_hits,
+		(unsigned long long)peer->wakeups, (unsigned long long)peer->sleeps,
+		(unsigned long long)peer->spins, (unsigned long long)peer->spin_hits);
+}
+
 static int measure(struct parent *p, enum xport x, enum test t, size_t size)
 {
 	struct result r = { .x = x, .t = t, .size = size };
@@ -664,6 +698,9 @@ static int measure(struct parent *p, enum xport x, enum test t, size_t size)
 	if (p->cfg->progress)
 		fprintf(stderr, "\r\033[K  %s %s %s ...", test_names[t],
 			size_label(size, sz, sizeof(sz)), xport_names[x]);
+	struct shunt_stats me0 = { 0 }, me1 = { 0 }, peer0 = p->peer_st[x], d_me, d_peer;
+	if (p->ep[x].c)
+		shunt_get_stats(p->ep[x].c, &me0);
 	/* A generous limit: pilot, warm-up and a run several times too long. */
 	alarm(30 + (unsigned)(20 * p->cfg->time_s));
 	int rc = t == TEST_STREAM ? measure_stream(p, x, size, &r)
@@ -671,6 +708,14 @@ static int measure(struct parent *p, enum xport x, enum test t, size_t size)
 	alarm(0);
 	if (rc < 0)
 		return fail(p, x, size, rc);
+	if (p->cfg->stats && p->ep[x].c) {
+		shunt_get_stats(p->ep[x].c, &me1);
+		stats_delta(&d_me, &me0, &me1);
+		stats_delta(&d_peer, &peer0, &p->peer_st[x]);
+		if (p->cfg->progress)
+			fputs("\r\033[K", stderr);
+		print_stats(x, t, size, r.iters, &d_me, &d_peer);
+	}
 	return results_add(&p->rs, &r);
 }
 

@@ -61,6 +61,7 @@ struct bench_cfg {
 	const char *csv_path;
 	const char *svg_path;
 	int progress;                  /* progress lines on stderr (a tty) */
+	int stats;                     /* shunt counters per point on stderr */
 };
 
 /* --- Results -------------------------------------------------------------- */
@@ -157,6 +158,13 @@ struct cmd {
 	uint32_t x;
 	uint64_t size;
 	uint64_t count; /* stream: messages; ping-pong: round trips */
+};
+
+/* The child's answer: a status and, for shunt, its end's counters. */
+struct reply {
+	int32_t rc;
+	uint32_t pad;
+	struct shunt_stats st;
 };
 
 struct child_args {

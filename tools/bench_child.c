@@ -126,9 +126,11 @@ int child_main(const struct child_args *a)
 			status = 1;
 			break;
 		}
-		int32_t rc = serve(&ch, &c);
-		if (send(a->ctl, &rc, sizeof(rc), MSG_NOSIGNAL) != (ssize_t)sizeof(rc) ||
-		    rc < 0) {
+		struct reply r = { .rc = serve(&ch, &c) };
+		if (c.x < NXPORT && ch.ep[c.x].c)
+			shunt_get_stats(ch.ep[c.x].c, &r.st);
+		if (send(a->ctl, &r, sizeof(r), MSG_NOSIGNAL) != (ssize_t)sizeof(r) ||
+		    r.rc < 0) {
 			status = 1;
 			break;
 		}
