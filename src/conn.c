@@ -146,21 +146,51 @@ static inline void cpu_relax(void)
 #endif
 }
 
-/* Spin up to spin_us for the condition; 1 if it came true. */
-static int spin(struct shunt_conn *c, uint32_t bits, uint64_t want)
+/*
+ * The spin window adapts.  A spin that ends in a sleep means the peer did
+ * not answer in time, most often because it was not running: with more busy
+ * threads than cores, spinning only steals the CPU the peer needs.  So a
+ * failed spin halves the window and a successful one doubles it back, up to
+ * spin_us.  A window that fell to zero is probed again every SPIN_PROBE waits.
+ */
+#define SPIN_PROBE 64
+
+static int spin_window(struct shunt_conn *c)
 {
-	uint64_t deadline = now_ns() + (uint64_t)c->spin_us * 1000u;
+	int w = atomic_load_explicit(&c->spin_cur, memory_order_relaxed);
+
+	if (w > 0 || c->spin_us == 0)
+		return w;
+	if (atomic_fetch_add_explicit(&c->spin_skips, 1, memory_order_relaxed) % SPIN_PROBE)
+		return 0;
+	return c->spin_us / 4 + 1;
+}
+
+static void spin_adapt(struct shunt_conn *c, int window, int hit)
+{
+	int w = hit ? window * 2 + 1 : window / 2;
+
+	atomic_store_explicit(&c->spin_cur, SHUNT_MIN(w, c->spin_us), memory_order_relaxed);
+}
+
+/* Spin up to `window` microseconds for the condition; 1 if it came true. */
+static int spin(struct shunt_conn *c, int window, uint32_t bits, uint64_t want)
+{
+	uint64_t deadline = now_ns() + (uint64_t)window * 1000u;
 
 	atomic_fetch_add_explicit(&c->spins, 1, memory_order_relaxed);
 	for (unsigned i = 1;; i++) {
 		if (ready(c, bits, want)) {
 			atomic_fetch_add_explicit(&c->spin_hits, 1, memory_order_relaxed);
+			spin_adapt(c, window, 1);
 			return 1;
 		}
 		cpu_relax();
 		/* The clock costs more than a check: read it now and then. */
-		if ((i & 63) == 0 && now_ns() > deadline)
+		if ((i & 63) == 0 && now_ns() > deadline) {
+			spin_adapt(c, window, 0);
 			return 0;
+		}
 	}
 }
 
@@ -202,8 +232,9 @@ static int check_sock(struct shunt_conn *c)
 static int conn_wait(struct shunt_conn *c, uint32_t bits, uint64_t want, int flags)
 {
 	int nonblock = flags & SHUNT_NONBLOCK;
+	int window = nonblock ? 0 : spin_window(c);
 
-	if (!nonblock && c->spin_us > 0 && spin(c, bits, want))
+	if (window > 0 && spin(c, window, bits, want))
 		return 0;
 	/* A non-blocking caller is about to wait on shunt_fd(): consume old
 	 * rings first, so that stale ones do not keep it readable, and arm
@@ -414,6 +445,7 @@ SHUNT_EXPORT int shunt_get_stats(const struct shunt_conn *c, struct shunt_stats 
 SHUNT_EXPORT int shunt_set_spin(struct shunt_conn *c, int spin_us)
 {
 	c->spin_us = spin_us > 0 ? spin_us : 0;
+	atomic_store_explicit(&c->spin_cur, c->spin_us, memory_order_relaxed);
 	return 0;
 }
 
@@ -463,6 +495,7 @@ int shunt__conn_new(struct shunt_conn **out, int side, struct shunt_seg *seg,
 	atomic_init(&c->peer_bell, peer_bell);
 	atomic_init(&c->pollfd, -1);
 	c->spin_us = spin_us;
+	atomic_init(&c->spin_cur, spin_us);
 	c->me = &ctl->side[side];
 	c->peer = &ctl->side[1 - side];
 	shunt_ring_init(&c->tx, &ctl->head[side].v, &ctl->tail[side].v,

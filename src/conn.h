@@ -22,7 +22,9 @@ struct shunt_conn {
 	int bell;                    /* our doorbell (eventfd we created) */
 	_Atomic int peer_bell;       /* the peer's doorbell, -1 until known */
 	_Atomic int pollfd;          /* epoll set for shunt_fd(), -1 until asked */
-	int spin_us;                 /* 0: never spin */
+	int spin_us;                 /* configured spin window; 0: never spin */
+	_Atomic int spin_cur;        /* adapted window now in use, <= spin_us */
+	_Atomic unsigned spin_skips; /* waits since the window fell to zero */
 	_Atomic uint32_t my_state;   /* authoritative copy of me->state */
 	_Atomic int broken;          /* 0, or the -errno every call now returns */
 	_Atomic int peer_gone;       /* the liveness socket hung up */
