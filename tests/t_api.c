@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <grp.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
@@ -19,6 +20,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <shunt.h>
@@ -613,6 +615,99 @@ static void test_stats(void)
 	shunt_close(b);
 }
 
+/* --- One sending and one receiving thread ------------------------------
+ * shunt.h allows a sending thread and a receiving thread on one connection
+ * at the same time.  Each may wait; neither may swallow the other's
+ * wake-up.  Here one thread waits in a blocking call while the other keeps
+ * getting -EAGAIN in the other direction (an event-loop thread does that
+ * before each poll); the peer then makes the progress the blocked thread
+ * waits for, and the blocked thread must see it. */
+
+struct dual {
+	struct shunt_conn *x;
+	int blocked_sends;  /* 1: the blocked thread sends, 0: it receives */
+	_Atomic int stop;
+	_Atomic int spinning;
+	ssize_t result;
+};
+
+static void *dual_blocked(void *arg)
+{
+	struct dual *d = arg;
+	char b[1] = { 'q' };
+
+	if (d->blocked_sends)
+		d->result = shunt_send(d->x, b, 1, 0);
+	else
+		d->result = shunt_recv(d->x, b, 1, 0);
+	return NULL;
+}
+
+static void *dual_nonblocking(void *arg)
+{
+	struct dual *d = arg;
+	char b[1] = { 0 };
+
+	while (!atomic_load(&d->stop)) {
+		ssize_t r = d->blocked_sends ? shunt_recv(d->x, b, 1, SHUNT_NONBLOCK)
+					     : shunt_send(d->x, b, 1, SHUNT_NONBLOCK);
+		if (r == -EAGAIN)
+			atomic_store(&d->spinning, 1);
+		else if (r < 0)
+			break;
+	}
+	return NULL;
+}
+
+static void test_send_recv_threads(void)
+{
+	for (int blocked_sends = 0; blocked_sends <= 1; blocked_sends++) {
+		for (int i = 0; i < 5; i++) {
+			struct shunt_opts o = { .ring_size = SMALL, .spin_us = -1 };
+			struct shunt_conn *x, *y;
+			struct dual d = { .blocked_sends = blocked_sends };
+			pthread_t tb, tn;
+			char junk[SMALL];
+
+			test_pair(&o, &x, &y, NULL);
+			ASSERT_OK(shunt_set_spin(y, 0));
+			d.x = x;
+			/* The blocked thread: x's send ring full, or x's receive
+			 * ring empty.  The other: x's other direction is kept
+			 * full (y never reads it) or empty (y never sends). */
+			if (blocked_sends)
+				fill_ring(x);
+			ASSERT_EQ(pthread_create(&tb, NULL, dual_blocked, &d), 0);
+			test_sleep_ms(20);
+			ASSERT_EQ(pthread_create(&tn, NULL, dual_nonblocking, &d), 0);
+			while (!atomic_load(&d.spinning))
+				test_sleep_ms(1);
+			test_sleep_ms(20);
+			/* Progress for the blocked thread. */
+			if (blocked_sends)
+				test_recv_exact(y, junk, 100);
+			else
+				ASSERT_EQ(shunt_send(y, "z", 1, 0), 1);
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += 2;
+			int rc = pthread_timedjoin_np(tb, NULL, &ts);
+			ASSERT_MSG(rc == 0, "a thread blocked in shunt_%s stays asleep 2 s after the "
+				   "peer %s, while another thread gets -EAGAIN %s on the same "
+				   "connection (round %d): a lost wake-up",
+				   blocked_sends ? "send" : "recv",
+				   blocked_sends ? "freed space" : "sent data",
+				   blocked_sends ? "receiving" : "sending", i);
+			ASSERT_EQ(d.result, 1);
+			atomic_store(&d.stop, 1);
+			ASSERT_EQ(pthread_join(tn, NULL), 0);
+			shunt_close(x);
+			shunt_close(y);
+		}
+	}
+	test_log("a blocked thread wakes while another thread of its end gets -EAGAIN");
+}
+
 /* --- Zero-copy ----------------------------------------------------------- */
 
 static void test_zero_copy(void)
@@ -876,6 +971,7 @@ int main(void)
 	test_fd_readiness();
 	test_fd_cross_process();
 	test_stats();
+	test_send_recv_threads();
 	test_zero_copy();
 	test_other_uid();
 	test_no_leaks();
