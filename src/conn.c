@@ -17,7 +17,6 @@
 
 #include "conn.h"
 #include "internal.h"
-#include "rendezvous.h"
 #include "wake.h"
 
 #include <shunt.h>
@@ -46,17 +45,21 @@ static int64_t peer_state(struct shunt_conn *c)
 	return st;
 }
 
+/* The doorbell that rings waits for `bits` (one of READ, WRITE). */
+static int bell_of(const struct shunt_conn *c, uint32_t bits)
+{
+	return c->bell[bits == SHUNT_WAIT_READ ? 0 : 1];
+}
+
 static void ring_peer(struct shunt_conn *c, uint32_t bits)
 {
-	if (!shunt_wait_should_wake(&c->peer->wait, bits))
+	uint32_t rung = shunt_wait_should_wake(&c->peer->wait, bits);
+
+	if (__builtin_expect(rung == 0, 1))
 		return;
-	int bell = atomic_load_explicit(&c->peer_bell, memory_order_acquire);
-	if (bell < 0 && shunt__conn_take_reply(c) > 0)
-		bell = atomic_load_explicit(&c->peer_bell, memory_order_acquire);
-	/* No doorbell yet means the peer has not accepted, so it cannot be
-	 * asleep on this connection; a peer that says otherwise is lying. */
-	if (bell >= 0 && shunt_doorbell_ring(bell) == 0)
-		atomic_fetch_add_explicit(&c->wakeups, 1, memory_order_relaxed);
+	for (uint32_t b = SHUNT_WAIT_READ; b <= SHUNT_WAIT_WRITE; b <<= 1)
+		if ((rung & b) && shunt_bell_ring(bell_of(c, b)) == 0)
+			atomic_fetch_add_explicit(&c->wakeups, 1, memory_order_relaxed);
 }
 
 static void set_state(struct shunt_conn *c, uint32_t bits)
@@ -194,34 +197,9 @@ static int spin(struct shunt_conn *c, int window, uint32_t bits, uint64_t want)
 	}
 }
 
-/*
- * Look at the liveness socket: the peer hung up (process gone or connection
- * closed), or, on the connecting side, the reply carrying the peer's
- * doorbell arrived.  Anything else on it breaks the protocol.  Returns 1 if
- * something changed, 0 if nothing is there.
- */
-static int check_sock(struct shunt_conn *c)
+static void peer_hung_up(struct shunt_conn *c)
 {
-	char b;
-
-	if (atomic_load_explicit(&c->peer_bell, memory_order_relaxed) < 0) {
-		int rc = shunt__conn_take_reply(c);
-		if (rc > 0)
-			return 1;
-		if (rc < 0 && rc != -ECONNRESET) {
-			conn_fail(c, rc);
-			return 1;
-		}
-	}
-	ssize_t n = recv(c->sock, &b, 1, MSG_DONTWAIT | MSG_PEEK);
-	if (n > 0) {
-		conn_fail(c, -EPROTO);
-		return 1;
-	}
-	if (n < 0 && (errno == EAGAIN || errno == EINTR))
-		return 0;
 	atomic_store_explicit(&c->peer_gone, 1, memory_order_relaxed);
-	return 1;
 }
 
 /*
@@ -233,28 +211,47 @@ static int conn_wait(struct shunt_conn *c, uint32_t bits, uint64_t want, int fla
 {
 	int nonblock = flags & SHUNT_NONBLOCK;
 	int window = nonblock ? 0 : spin_window(c);
+	int bell = bell_of(c, bits);
 
 	if (window > 0 && spin(c, window, bits, want))
 		return 0;
 	/* A non-blocking caller is about to wait on shunt_fd(): consume old
 	 * rings first, so that stale ones do not keep it readable, and arm
 	 * after, so that a ring for new progress stays pending. */
-	if (nonblock)
-		shunt_doorbell_drain(c->bell);
+	if (nonblock) {
+		atomic_fetch_or_explicit(&c->waited, bits, memory_order_relaxed);
+		if (shunt_bell_drain(bell) < 0)
+			peer_hung_up(c);
+	}
 	shunt_wait_arm(&c->me->wait, bits);
 	if (ready(c, bits, want)) {
 		shunt_wait_disarm(&c->me->wait, bits);
 		return 0;
 	}
 	if (nonblock)
-		return check_sock(c) ? 0 : -EAGAIN;
-	int rc = shunt_doorbell_sleep(c->bell, c->sock, -1);
-	if (rc < 0)
+		return -EAGAIN;
+	int rc = shunt_bell_sleep(bell, -1);
+	if (rc == -EINTR)
 		return rc;
+	if (rc < 0)
+		peer_hung_up(c);
 	atomic_fetch_add_explicit(&c->sleeps, 1, memory_order_relaxed);
-	if (rc & SHUNT_SLEPT_WATCH)
-		check_sock(c);
 	return 0;
+}
+
+/*
+ * A call for `bits` succeeded.  If an earlier one said -EAGAIN, the ring
+ * that ended that wait may still sit in the doorbell and would keep
+ * shunt_fd() readable for nothing: consume it (one syscall per episode).
+ */
+static void settle(struct shunt_conn *c, uint32_t bits)
+{
+	if (__builtin_expect(!(atomic_load_explicit(&c->waited, memory_order_relaxed) & bits), 1))
+		return;
+	atomic_fetch_and_explicit(&c->waited, ~bits, memory_order_relaxed);
+	shunt_wait_disarm(&c->me->wait, bits);
+	if (shunt_bell_drain(bell_of(c, bits)) < 0)
+		peer_hung_up(c);
 }
 
 /* --- Sending ---------------------------------------------------------- */
@@ -264,6 +261,7 @@ static void tx_publish(struct shunt_conn *c, uint64_t n)
 	shunt_ring_commit(&c->tx, n);
 	c->bytes_sent += n;
 	ring_peer(c, SHUNT_WAIT_READ);
+	settle(c, SHUNT_WAIT_WRITE);
 }
 
 SHUNT_EXPORT ssize_t shunt_send(struct shunt_conn *c, const void *buf, size_t len,
@@ -333,6 +331,7 @@ static void rx_consume(struct shunt_conn *c, uint64_t n)
 	shunt_ring_release(&c->rx, n);
 	c->bytes_received += n;
 	ring_peer(c, SHUNT_WAIT_WRITE);
+	settle(c, SHUNT_WAIT_READ);
 }
 
 /* Wait for at least one byte; > 0 available, 0 end of stream, < 0 error. */
@@ -410,18 +409,18 @@ SHUNT_EXPORT int shunt_fd(struct shunt_conn *c)
 
 	if (fd >= 0)
 		return fd;
-	/* One epoll set holds both things that can end a wait: our doorbell
-	 * and the liveness socket.  Made on first use: most users never ask. */
+	/* One epoll set holds both doorbells, which also report the peer's
+	 * hang-up.  Made on first use: most users never ask. */
 	fd = epoll_create1(EPOLL_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	struct epoll_event ev = { .events = EPOLLIN };
-	if (epoll_ctl(fd, EPOLL_CTL_ADD, c->bell, &ev) < 0 ||
-	    (ev.events = EPOLLIN | EPOLLRDHUP,
-	     epoll_ctl(fd, EPOLL_CTL_ADD, c->sock, &ev) < 0)) {
-		int err = -errno;
-		close(fd);
-		return err;
+	for (int i = 0; i < 2; i++) {
+		struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP };
+		if (epoll_ctl(fd, EPOLL_CTL_ADD, c->bell[i], &ev) < 0) {
+			int err = -errno;
+			close(fd);
+			return err;
+		}
 	}
 	int expected = -1;
 	if (!atomic_compare_exchange_strong(&c->pollfd, &expected, fd)) {
@@ -467,32 +466,29 @@ SHUNT_EXPORT int shunt_close(struct shunt_conn *c)
 	if (c->seg.ctl)
 		set_state(c, SHUNT_ST_CLOSED);
 	shunt_seg_detach(&c->seg);
-	close_fd(c->sock);
-	close_fd(c->bell);
-	close_fd(atomic_load(&c->peer_bell));
+	close_fd(c->bell[0]);
+	close_fd(c->bell[1]);
 	close_fd(atomic_load(&c->pollfd));
 	free(c);
 	return 0;
 }
 
 int shunt__conn_new(struct shunt_conn **out, int side, struct shunt_seg *seg,
-		    int sock, int bell, int peer_bell, int spin_us)
+		    int bell_rd, int bell_wr, int spin_us)
 {
 	struct shunt_conn *c = calloc(1, sizeof(*c));
 
 	if (!c) {
 		shunt_seg_detach(seg);
-		close_fd(sock);
-		close_fd(bell);
-		close_fd(peer_bell);
+		close_fd(bell_rd);
+		close_fd(bell_wr);
 		return -ENOMEM;
 	}
 	struct shunt_ctl *ctl = seg->ctl;
 	c->seg = *seg;
 	c->side = side;
-	c->sock = sock;
-	c->bell = bell;
-	atomic_init(&c->peer_bell, peer_bell);
+	c->bell[0] = bell_rd;
+	c->bell[1] = bell_wr;
 	atomic_init(&c->pollfd, -1);
 	c->spin_us = spin_us;
 	atomic_init(&c->spin_cur, spin_us);

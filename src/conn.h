@@ -18,9 +18,10 @@ struct shunt_conn {
 	struct shunt_side *me;       /* our side's words in the segment */
 	struct shunt_side *peer;     /* the peer's side: validated on every read */
 	int side;                    /* 0: connected, 1: accepted */
-	int sock;                    /* UNIX stream to the peer: liveness only */
-	int bell;                    /* our doorbell (eventfd we created) */
-	_Atomic int peer_bell;       /* the peer's doorbell, -1 until known */
+	int bell[2];                 /* our ends of the doorbells (wake.h):
+	                              * [0] rings READ waits: the rendezvous
+	                              * stream; [1] rings WRITE waits: a pair */
+	_Atomic uint32_t waited;     /* SHUNT_WAIT_* that said -EAGAIN lately */
 	_Atomic int pollfd;          /* epoll set for shunt_fd(), -1 until asked */
 	int spin_us;                 /* configured spin window; 0: never spin */
 	_Atomic int spin_cur;        /* adapted window now in use, <= spin_us */
@@ -37,15 +38,10 @@ struct shunt_conn {
 };
 
 /*
- * Build a connection end over a mapped segment.  Takes ownership of seg,
- * sock and bell (all released by shunt_close(), also on failure here).
- * peer_bell may be -1 when the peer's doorbell arrives later on sock.
+ * Build a connection end over a mapped segment.  Takes ownership of seg and
+ * of both doorbell sockets (released by shunt_close(), also on failure).
  */
 int shunt__conn_new(struct shunt_conn **out, int side, struct shunt_seg *seg,
-		    int sock, int bell, int peer_bell, int spin_us);
-
-/* Take the peer's doorbell from a reply waiting on the socket, if any.
- * Returns 1 if taken, 0 if none is there yet, or a negative errno. */
-int shunt__conn_take_reply(struct shunt_conn *c);
+		    int bell_rd, int bell_wr, int spin_us);
 
 #endif /* SHUNT_CONN_H */

@@ -2,7 +2,6 @@
  * rendezvous.c - listen, accept and connect by name (see rendezvous.h).
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,12 +14,11 @@
 #include "conn.h"
 #include "internal.h"
 #include "rendezvous.h"
-#include "wake.h"
 
 #include <shunt.h>
 
 #define HELLO_TIMEOUT_MS 1000 /* a connector sends its hello right after connect */
-#define MAX_FDS 2
+#define MAX_FDS 2 /* the most a message carries */
 
 struct shunt_listener {
 	int fd;
@@ -164,15 +162,6 @@ static int recv_msg(int sock, void *buf, size_t len, int *fds, int nfds, int fla
 	return 0;
 }
 
-static int set_nonblock(int fd)
-{
-	int fl = fcntl(fd, F_GETFL);
-
-	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
-		return -errno;
-	return 0;
-}
-
 /* --- Connecting ------------------------------------------------------- */
 
 static int open_stream(const struct sockaddr_un *addr)
@@ -196,35 +185,39 @@ static int pick_spin(const struct shunt_opts *o)
 	return o->spin_us > 0 ? o->spin_us : 0;
 }
 
-/* Create the segment and our doorbell, send them, and build our end. */
+/* Create the segment and the WRITE doorbell pair, send the hello, and
+ * build our end.  Owns s. */
 static int offer(int s, const struct shunt_opts *o, struct shunt_conn **out)
 {
 	uint64_t cap = o && o->ring_size ? o->ring_size : shunt__config()->ring_size;
 	struct shunt_seg seg = { 0 };
-	int bell = -1;
+	int pair[2] = { -1, -1 };
 	int memfd = shunt_seg_create(&seg, cap);
+	int rc = memfd;
 
-	if (memfd < 0)
-		return memfd;
-	int rc = bell = shunt_doorbell_new();
+	if (rc >= 0 && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0)
+		rc = -errno;
 	if (rc >= 0) {
 		struct shunt_hello h = {
 			.magic = SHUNT_HELLO_MAGIC, .version = SHUNT_PROTO_VERSION,
 			.ring_size = cap,
 		};
-		int fds[2] = { memfd, bell };
+		int fds[2] = { memfd, pair[1] };
 		rc = send_msg(s, &h, sizeof(h), fds, 2);
 	}
-	close(memfd); /* the mapping keeps the segment alive */
-	if (rc >= 0)
-		rc = set_nonblock(s);
+	/* The mapping keeps the segment alive; the peer holds its end. */
+	if (memfd >= 0)
+		close(memfd);
+	if (pair[1] >= 0)
+		close(pair[1]);
 	if (rc < 0) {
-		if (bell >= 0)
-			close(bell);
+		if (pair[0] >= 0)
+			close(pair[0]);
+		close(s);
 		shunt_seg_detach(&seg);
 		return rc;
 	}
-	return shunt__conn_new(out, 0, &seg, s, bell, -1, pick_spin(o));
+	return shunt__conn_new(out, 0, &seg, s, pair[0], pick_spin(o));
 }
 
 SHUNT_EXPORT int shunt_connect(const char *name, const struct shunt_opts *opts,
@@ -241,32 +234,11 @@ SHUNT_EXPORT int shunt_connect(const char *name, const struct shunt_opts *opts,
 	if (s < 0)
 		return s;
 	rc = peer_allowed(s, "listener");
-	if (rc == 0)
-		rc = offer(s, opts, out); /* owns s from here */
-	else
+	if (rc < 0) {
 		close(s);
-	return rc;
-}
-
-int shunt__conn_take_reply(struct shunt_conn *c)
-{
-	struct shunt_reply r;
-	int bell;
-	int rc = recv_msg(c->sock, &r, sizeof(r), &bell, 1, MSG_DONTWAIT);
-
-	if (rc == -EAGAIN || rc == -EWOULDBLOCK)
-		return 0;
-	if (rc < 0)
 		return rc;
-	if (r.magic != SHUNT_REPLY_MAGIC || r.version != SHUNT_PROTO_VERSION || r.flags) {
-		close(bell);
-		return -EPROTO;
 	}
-	int expected = -1;
-	/* Sender and receiver threads may both look; the first one keeps it. */
-	if (!atomic_compare_exchange_strong(&c->peer_bell, &expected, bell))
-		close(bell);
-	return 1;
+	return offer(s, opts, out);
 }
 
 /* --- Listening and accepting ---------------------------------------- */
@@ -342,47 +314,47 @@ static int wait_readable(int fd, int timeout_ms)
 	return rc == 0 ? -ETIMEDOUT : 0;
 }
 
-/* Check the hello, map the segment, answer with our doorbell.  Owns s. */
+/* A peer-supplied doorbell must be a UNIX stream socket. */
+static int check_bell(int fd)
+{
+	int type = 0, domain = 0;
+	socklen_t len = sizeof(int);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ||
+	    getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 ||
+	    type != SOCK_STREAM || domain != AF_UNIX) {
+		log_warn("peer doorbell is not a UNIX stream socket");
+		return -EPROTO;
+	}
+	return 0;
+}
+
+/* Check the hello and map the segment.  Owns s. */
 static int answer(int s, struct shunt_conn **out)
 {
 	struct shunt_hello h;
 	struct shunt_seg seg = { 0 };
-	int fds[2];
+	int fds[2] = { -1, -1 };
 	int rc = wait_readable(s, HELLO_TIMEOUT_MS);
 
 	if (rc == 0)
 		rc = recv_msg(s, &h, sizeof(h), fds, 2, MSG_DONTWAIT);
-	if (rc < 0) {
-		close(s);
-		return rc;
-	}
-	if (h.magic != SHUNT_HELLO_MAGIC || h.version != SHUNT_PROTO_VERSION || h.flags)
+	if (rc == 0 && (h.magic != SHUNT_HELLO_MAGIC || h.version != SHUNT_PROTO_VERSION ||
+			h.flags))
 		rc = -EPROTO;
-	else
+	if (rc == 0)
+		rc = check_bell(fds[1]);
+	if (rc == 0)
 		rc = shunt_seg_attach(&seg, fds[0], h.ring_size);
-	close(fds[0]);
+	if (fds[0] >= 0)
+		close(fds[0]);
 	if (rc < 0) {
-		close(fds[1]);
+		if (fds[1] >= 0)
+			close(fds[1]);
 		close(s);
 		return rc;
 	}
-	int bell = shunt_doorbell_new();
-	rc = bell;
-	if (rc >= 0) {
-		struct shunt_reply r = { .magic = SHUNT_REPLY_MAGIC, .version = SHUNT_PROTO_VERSION };
-		rc = send_msg(s, &r, sizeof(r), &bell, 1);
-	}
-	if (rc >= 0)
-		rc = set_nonblock(s);
-	if (rc < 0) {
-		if (bell >= 0)
-			close(bell);
-		close(fds[1]);
-		close(s);
-		shunt_seg_detach(&seg);
-		return rc;
-	}
-	return shunt__conn_new(out, 1, &seg, s, bell, fds[1], shunt__config()->spin_us);
+	return shunt__conn_new(out, 1, &seg, s, fds[1], shunt__config()->spin_us);
 }
 
 static int accept_one(struct shunt_listener *l, struct shunt_conn **out)

@@ -3,53 +3,45 @@
  */
 #include <errno.h>
 #include <poll.h>
-#include <stdint.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
+#include <sys/socket.h>
 
 #include "wake.h"
 
-int shunt_doorbell_new(void)
+int shunt_bell_ring(int sock)
 {
-	int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	char b = 'r';
 
-	return fd < 0 ? -errno : fd;
+	if (send(sock, &b, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1)
+		return 0;
+	/* Full: rings are pending anyway.  Gone: the sleeper sees the hang-up. */
+	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EPIPE ||
+	    errno == ECONNRESET)
+		return 0;
+	return -errno;
 }
 
-int shunt_doorbell_ring(int efd)
+int shunt_bell_drain(int sock)
 {
-	uint64_t one = 1;
+	char buf[64];
+	ssize_t n = recv(sock, buf, sizeof(buf), MSG_DONTWAIT);
 
-	/* EAGAIN means the counter is saturated: the doorbell is rung anyway. */
-	if (write(efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-		return -errno;
-	return 0;
+	if (n > 0)
+		return 1;
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return 0;
+	return -ECONNRESET;
 }
 
-void shunt_doorbell_drain(int efd)
+int shunt_bell_sleep(int sock, int timeout_ms)
 {
-	uint64_t v;
-	ssize_t rc = read(efd, &v, sizeof(v));
-
-	(void)rc; /* EAGAIN: nothing pending, which is fine too */
-}
-
-int shunt_doorbell_sleep(int efd, int watch_fd, int timeout_ms)
-{
-	struct pollfd p[2] = {
-		{ .fd = efd, .events = POLLIN },
-		{ .fd = watch_fd, .events = POLLIN | POLLRDHUP },
-	};
-	int rc = poll(p, watch_fd >= 0 ? 2 : 1, timeout_ms);
-	int out = 0;
+	struct pollfd p = { .fd = sock, .events = POLLIN | POLLRDHUP };
+	int rc = poll(&p, 1, timeout_ms);
 
 	if (rc < 0)
-		return errno == EINTR ? -EINTR : -errno;
-	if (p[0].revents) {
-		shunt_doorbell_drain(efd);
-		out |= SHUNT_SLEPT_RUNG;
-	}
-	if (watch_fd >= 0 && p[1].revents)
-		out |= SHUNT_SLEPT_WATCH;
-	return out;
+		return -errno;
+	if (rc == 0)
+		return 0;
+	rc = shunt_bell_drain(sock);
+	/* Readable but nothing to read: another thread of ours drained it. */
+	return rc == 0 ? 1 : rc;
 }

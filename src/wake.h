@@ -1,10 +1,10 @@
 /*
  * wake.h - sleeping and waking across processes without losing a wake-up.
  *
- * Each side of a connection has a wait word in shared memory and a doorbell,
- * an eventfd it created itself.  A side that runs out of work sets bits in
- * its wait word (arm), re-checks its condition, and only then blocks on its
- * doorbell.  A side that makes progress (publishes data, frees space, changes
+ * Each side of a connection has a wait word in shared memory and a doorbell
+ * per direction of waiting.  A side that runs out of work sets bits in its
+ * wait word (arm), re-checks its condition, and only then blocks on the
+ * doorbell of that direction.  A side that makes progress (publishes data, frees space, changes
  * state) checks the peer's wait word and rings the peer's doorbell only if
  * the matching bit is set, clearing it first, so a busy pair makes no
  * syscalls at all and a sleeping peer is rung once per sleep.
@@ -15,8 +15,8 @@
  *   W(ring state); FENCE; R(wait & bit)        (shunt_wait_should_wake)
  * With a seq_cst fence between each side's write and read, at least one
  * side sees the other's write: either the sleeper sees the progress and does
- * not sleep, or the waker sees the bit and rings.  An eventfd counts rings,
- * so a ring that lands before the sleeper reaches poll() is not missed.
+ * not sleep, or the waker sees the bit and rings.  A ring that lands before
+ * the sleeper reaches poll() is not missed: it waits in the socket.
  *
  * This layer knows nothing of rings or sockets; the fence and check cost a
  * few nanoseconds per call, the syscalls happen only around sleeps.
@@ -45,33 +45,33 @@ static inline void shunt_wait_disarm(_Atomic uint32_t *mine, uint32_t bits)
 
 /*
  * After making progress that satisfies `bits`: does the peer sleep on it?
- * Returns non-zero when the caller must ring the peer's doorbell; the bits
- * are cleared so that concurrent wakers ring only once.
+ * Returns the bits whose doorbells the caller must ring (0 almost always).
+ * They are cleared here, so that concurrent wakers ring only once.
  */
-static inline int shunt_wait_should_wake(_Atomic uint32_t *peer, uint32_t bits)
+static inline uint32_t shunt_wait_should_wake(_Atomic uint32_t *peer, uint32_t bits)
 {
 	/* Pairs with the fence in shunt_wait_arm(). */
 	atomic_thread_fence(memory_order_seq_cst);
 	if (!(atomic_load_explicit(peer, memory_order_relaxed) & bits))
 		return 0;
-	return (atomic_fetch_and_explicit(peer, ~bits, memory_order_relaxed) & bits) != 0;
+	return atomic_fetch_and_explicit(peer, ~bits, memory_order_relaxed) & bits;
 }
 
-/* Result bits of shunt_doorbell_sleep(). */
-#define SHUNT_SLEPT_RUNG  0x1 /* our doorbell rang (and was drained) */
-#define SHUNT_SLEPT_WATCH 0x2 /* the watched fd is readable or hung up */
-
-/* Create a doorbell: a non-blocking, close-on-exec eventfd. */
-int shunt_doorbell_new(void);
-/* Ring a doorbell.  0 or a negative errno. */
-int shunt_doorbell_ring(int efd);
-/* Consume any pending rings without blocking. */
-void shunt_doorbell_drain(int efd);
 /*
- * Block until our doorbell rings or watch_fd (if >= 0) becomes readable or
- * hangs up, or timeout_ms passes (-1: no limit).  Returns SHUNT_SLEPT_* bits,
- * 0 on timeout, or -EINTR.
+ * Doorbells are connected UNIX stream sockets: a ring is one byte.  Every
+ * call passes MSG_DONTWAIT, so no flag the peer sets on a shared file
+ * description can make this side block, and a hang-up (the peer's process
+ * is gone) ends a sleep at once.  A side sleeps only on its own end.
  */
-int shunt_doorbell_sleep(int efd, int watch_fd, int timeout_ms);
+
+/* Ring the peer: 0, or a negative errno.  A full socket counts as rung. */
+int shunt_bell_ring(int sock);
+/* Consume pending rings without blocking: 1 if there were some, 0 if none,
+ * -ECONNRESET if the peer hung up. */
+int shunt_bell_drain(int sock);
+/* Block until the bell rings or hangs up, or timeout_ms passes (-1: no
+ * limit), and drain it.  Returns what shunt_bell_drain() returns once the
+ * bell is readable, 0 on timeout, or -EINTR. */
+int shunt_bell_sleep(int sock, int timeout_ms);
 
 #endif /* SHUNT_WAKE_H */
