@@ -65,10 +65,12 @@ static const char *pattern_names[] = {
 enum ending { END_CLOSE, END_EXIT, END_KILL, END_N };
 static const char *ending_names[] = { "close", "exit", "SIGKILL" };
 
-/* Doorbells a hostile peer can hand over instead of a proper eventfd. */
-enum evil { EVIL_NONE, EVIL_EVENTFD_FULL, EVIL_PIPE_FULL, EVIL_PIPE_NO_READER, EVIL_N };
+/* Doorbells a hostile peer can hand over instead of a proper socket. */
+enum evil { EVIL_NONE, EVIL_EVENTFD_FULL, EVIL_PIPE_FULL, EVIL_PIPE_NO_READER,
+	    EVIL_SOCK_FULL, EVIL_N };
 static const char *evil_names[] = {
 	"", "eventfd at its maximum, blocking", "full pipe, blocking", "pipe without a reader",
+	"socket full both ways, blocking",
 };
 
 struct round {
@@ -270,6 +272,16 @@ struct hostile_args {
 
 /* --- Rendezvous attacks ------------------------------------------------ */
 
+static void fill_socket(int fd)
+{
+	static const char junk[4096];
+
+	while (send(fd, junk, sizeof(junk), MSG_DONTWAIT) > 0)
+		;
+	while (send(fd, junk, 1, MSG_DONTWAIT) > 0)
+		;
+}
+
 static int evil_bell(enum evil e, int *keep)
 {
 	int fd = -1, p[2];
@@ -300,6 +312,17 @@ static int evil_bell(enum evil e, int *keep)
 		}
 		/* O_NONBLOCK is shared with whoever receives the fd: clear it. */
 		ASSERT_SYS(fcntl(p[1], F_SETFL, 0));
+		fd = p[1];
+		break;
+	case EVIL_SOCK_FULL:
+		/* The victim's end: its receive queue full of junk rings, its
+		 * sends meeting a full queue on our end that nobody reads, and
+		 * its file description blocking. */
+		ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p));
+		fill_socket(p[0]);
+		fill_socket(p[1]);
+		ASSERT_SYS(fcntl(p[1], F_SETFL, 0));
+		*keep = p[0];
 		fd = p[1];
 		break;
 	default:
@@ -353,7 +376,8 @@ static void hostile_evil(struct hostile_args *a, const struct round *x)
 		ctl = seg.ctl;
 		me = 0;
 	} else {
-		/* Accept by hand, answer with the evil bell. */
+		/* Accept by hand and attack the victim's doorbells: they are
+		 * ours to hold, so fill them both ways and make them block. */
 		struct pollfd p = { .fd = shunt_listener_fd(a->lh), .events = POLLIN };
 		ASSERT_MSG(poll(&p, 1, 5000) == 1, "round %d: the victim did not connect", a->round);
 		s = accept4(shunt_listener_fd(a->lh), NULL, NULL, SOCK_CLOEXEC);
@@ -379,8 +403,17 @@ static void hostile_evil(struct hostile_args *a, const struct round *x)
 				  fds[0], 0);
 		ASSERT(base != MAP_FAILED);
 		ctl = base;
-		struct shunt_reply rep = { .magic = SHUNT_REPLY_MAGIC, .version = SHUNT_PROTO_VERSION };
-		ASSERT_SYS(send_fds(s, &rep, sizeof(rep), &bell, 1));
+		fill_socket(s);
+		fill_socket(fds[1]);
+		ASSERT_SYS(fcntl(s, F_SETFL, 0));
+		ASSERT_SYS(fcntl(fds[1], F_SETFL, 0));
+		close(fds[0]);
+		if (bell >= 0)
+			close(bell);
+		bell = -1;
+		if (keep >= 0)
+			close(keep);
+		keep = fds[1];
 		atomic_store(&ctl->side[1].state, SHUNT_ST_OPEN);
 		me = 1;
 	}
@@ -526,7 +559,7 @@ static void victim_round(const struct plan *plan, int i, struct shunt_listener *
 		int rc = shunt_accept(lv, &c, SHUNT_NONBLOCK);
 		if (rc == -EAGAIN && (x->early || x->evil)) {
 			/* The segment was wrecked before we looked, or the
-			 * doorbell is no eventfd: refused and dropped at accept,
+			 * doorbell is no socket: refused and dropped at accept,
 			 * which is right. */
 			t->refused++;
 			return;
