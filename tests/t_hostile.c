@@ -13,11 +13,15 @@
  * the victim exits normally (no signal) and finishes each round in bounded
  * time.
  *
- * The last rounds attack the rendezvous instead: the hostile peer speaks
- * the protocol itself and hands over a doorbell that blocks when written
- * (an eventfd at its maximum count, a full pipe) or raises SIGPIPE (a pipe
- * with no reader), and then asks to be woken.  The victim, which keeps
- * SIGPIPE's default action, must neither hang nor die.
+ * The last rounds attack the doorbells instead.  The hostile peer speaks
+ * the protocol itself: as the connecting end it hands over a WRITE
+ * doorbell that is no UNIX stream socket (an eventfd at its maximum count,
+ * pipes full or without a reader, a datagram socket), a socket full both
+ * ways, or one whose other end is already closed; on either end it floods
+ * both doorbells with bytes and passed fds, fills them, or half-closes
+ * them.  The victim, which keeps SIGPIPE's default action, must neither
+ * hang nor die nor leak a file descriptor; it may refuse the connection at
+ * accept.
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -65,13 +69,30 @@ static const char *pattern_names[] = {
 enum ending { END_CLOSE, END_EXIT, END_KILL, END_N };
 static const char *ending_names[] = { "close", "exit", "SIGKILL" };
 
-/* Doorbells a hostile peer can hand over instead of a proper socket. */
-enum evil { EVIL_NONE, EVIL_EVENTFD_FULL, EVIL_PIPE_FULL, EVIL_PIPE_NO_READER,
-	    EVIL_SOCK_FULL, EVIL_N };
-static const char *evil_names[] = {
-	"", "eventfd at its maximum, blocking", "full pipe, blocking", "pipe without a reader",
-	"socket full both ways, blocking",
+/* Attacks on the doorbells (see the top of the file). */
+enum evil {
+	EVIL_NONE,
+	EVIL_EVENTFD_FULL,   /* hand over: blocking eventfd at its maximum */
+	EVIL_PIPE_FULL,      /* hand over: blocking pipe, full */
+	EVIL_PIPE_NO_READER, /* hand over: pipe whose reader is closed */
+	EVIL_DGRAM,          /* hand over: a UNIX datagram socket */
+	EVIL_SOCK_NO_PEER,   /* hand over: stream socket, other end closed */
+	EVIL_SOCK_FULL,      /* fill the doorbells both ways, make them blocking */
+	EVIL_FLOOD,          /* flood both doorbells with bytes and fds */
+	EVIL_HALF_CLOSE,     /* shutdown(SHUT_WR) both doorbells, stay alive */
+	EVIL_N
 };
+static const char *evil_names[] = {
+	"", "bell: eventfd at its maximum", "bell: full pipe", "bell: pipe without reader",
+	"bell: datagram socket", "bell: socket without peer", "bells full both ways",
+	"bells flooded with bytes and fds", "bells half-closed",
+};
+
+/* Attacks that only the connecting end can make (it picks the bell). */
+static int evil_needs_connector(enum evil e)
+{
+	return e < EVIL_SOCK_FULL;
+}
 
 struct round {
 	enum pattern pattern;
@@ -108,16 +129,18 @@ static void make_plan(struct plan *p, uint64_t seed, int rounds)
 		x->seed = test_rng_next(&r);
 		x->early = x->victim_accepts && test_rng_next(&r) % 4 == 0;
 	}
-	/* Then each evil doorbell, handed to an accepting and to a
-	 * connecting victim. */
+	/* Then each doorbell attack, against an accepting victim and, where
+	 * it makes sense, a connecting one. */
 	for (int e = EVIL_EVENTFD_FULL; e < EVIL_N; e++) {
 		for (int acc = 1; acc >= 0 && p->n < MAX_ROUNDS; acc--) {
+			if (!acc && evil_needs_connector((enum evil)e))
+				continue;
 			struct round *x = &p->r[p->n++];
 			memset(x, 0, sizeof(*x));
 			x->evil = (enum evil)e;
 			x->victim_accepts = acc;
 			x->ring = 4096;
-			x->ending = acc ? END_CLOSE : END_EXIT;
+			x->ending = (enum ending)((e + acc) % END_N);
 			x->seed = test_rng_next(&r);
 		}
 	}
@@ -270,8 +293,9 @@ struct hostile_args {
 	struct shunt_listener *lh;
 };
 
-/* --- Rendezvous attacks ------------------------------------------------ */
+/* --- Doorbell attacks ---------------------------------------------------- */
 
+/* Fill a socket's peer's receive queue (and so our send queue). */
 static void fill_socket(int fd)
 {
 	static const char junk[4096];
@@ -282,6 +306,7 @@ static void fill_socket(int fd)
 		;
 }
 
+/* The WRITE doorbell to hand over; *keep is our end of it, or -1. */
 static int evil_bell(enum evil e, int *keep)
 {
 	int fd = -1, p[2];
@@ -289,8 +314,7 @@ static int evil_bell(enum evil e, int *keep)
 	*keep = -1;
 	switch (e) {
 	case EVIL_EVENTFD_FULL: {
-		/* Blocking, and at 0xfffffffffffffffe: the next write of 1
-		 * would overflow, so write() sleeps until someone reads. */
+		/* Blocking, and at 0xfffffffffffffffe: a write of 1 sleeps. */
 		fd = eventfd(0, EFD_CLOEXEC);
 		ASSERT_SYS(fd);
 		uint64_t v = 0xfffffffffffffffeull;
@@ -314,51 +338,72 @@ static int evil_bell(enum evil e, int *keep)
 		ASSERT_SYS(fcntl(p[1], F_SETFL, 0));
 		fd = p[1];
 		break;
-	case EVIL_SOCK_FULL:
-		/* The victim's end: its receive queue full of junk rings, its
-		 * sends meeting a full queue on our end that nobody reads, and
-		 * its file description blocking. */
-		ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p));
-		fill_socket(p[0]);
-		fill_socket(p[1]);
-		ASSERT_SYS(fcntl(p[1], F_SETFL, 0));
+	case EVIL_DGRAM:
+		ASSERT_SYS(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, p));
 		*keep = p[0];
 		fd = p[1];
 		break;
 	default:
+		/* A proper stream pair; the attack comes later (or now). */
+		ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p));
+		if (e == EVIL_SOCK_NO_PEER) {
+			close(p[0]);
+		} else {
+			*keep = p[0];
+		}
+		fd = p[1];
 		break;
 	}
 	return fd;
 }
 
-static int send_fds(int s, const void *buf, size_t len, const int *fds, int nfds)
+/* Send a message, with fds if nfds > 0; returns what sendmsg() does. */
+static ssize_t send_fds(int s, const void *buf, size_t len, const int *fds, int nfds,
+			int flags)
 {
 	union {
-		char buf[CMSG_SPACE(2 * sizeof(int))];
+		char buf[CMSG_SPACE(4 * sizeof(int))];
 		struct cmsghdr align;
 	} ctl;
 	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
-	struct msghdr msg = {
-		.msg_iov = &iov, .msg_iovlen = 1,
-		.msg_control = ctl.buf, .msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds),
-	};
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+
 	memset(&ctl, 0, sizeof(ctl));
-	struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-	memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
-	return sendmsg(s, &msg, MSG_NOSIGNAL) == (ssize_t)len ? 0 : -1;
+	if (nfds > 0) {
+		msg.msg_control = ctl.buf;
+		msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+		struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+		memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
+	}
+	return sendmsg(s, &msg, MSG_NOSIGNAL | flags);
+}
+
+/* Push bytes, and now and then fds, into a socket without blocking. */
+static void flood(int s, struct test_rng *r)
+{
+	char junk[512];
+
+	memset(junk, 'f', sizeof(junk));
+	if (test_rng_next(r) % 4 == 0) {
+		int fds[4] = { 0, 1, 2, s };
+		(void)send_fds(s, junk, 1, fds, 4, MSG_DONTWAIT);
+	} else {
+		(void)send_fds(s, junk, test_rng_range(r, 1, sizeof(junk)), NULL, 0, MSG_DONTWAIT);
+	}
 }
 
 static void hostile_evil(struct hostile_args *a, const struct round *x)
 {
 	struct shunt_ctl *ctl;
-	int keep, s, me;
-	int bell = evil_bell(x->evil, &keep);
+	struct test_rng r;
+	int s, bell, me;
 
+	test_rng_seed(&r, x->seed);
 	if (x->victim_accepts) {
-		/* Connect by hand, offer a good segment and the evil bell. */
+		/* Connect by hand, offer a good segment and our doorbell. */
 		struct sockaddr_un sa = { .sun_family = AF_UNIX };
 		snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", getenv("SHUNT_DIR"),
 			 a->plan->name_v);
@@ -368,16 +413,25 @@ static void hostile_evil(struct hostile_args *a, const struct round *x)
 		struct shunt_seg seg;
 		int memfd = shunt_seg_create(&seg, x->ring);
 		ASSERT_OK(memfd);
+		int theirs = evil_bell(x->evil, &bell);
+		if (x->evil == EVIL_SOCK_FULL) {
+			/* Full both ways, and their end's description blocking. */
+			fill_socket(bell);
+			fill_socket(theirs);
+			ASSERT_SYS(fcntl(theirs, F_SETFL, 0));
+		}
 		struct shunt_hello h = {
 			.magic = SHUNT_HELLO_MAGIC, .version = SHUNT_PROTO_VERSION,
 			.ring_size = x->ring,
 		};
-		ASSERT_SYS(send_fds(s, &h, sizeof(h), (int[]){ memfd, bell }, 2));
+		ASSERT_EQ(send_fds(s, &h, sizeof(h), (int[]){ memfd, theirs }, 2, 0), sizeof(h));
+		close(memfd);
+		close(theirs);
 		ctl = seg.ctl;
 		me = 0;
 	} else {
-		/* Accept by hand and attack the victim's doorbells: they are
-		 * ours to hold, so fill them both ways and make them block. */
+		/* Accept by hand and take the victim's hello: its doorbells are
+		 * ours to hold too. */
 		struct pollfd p = { .fd = shunt_listener_fd(a->lh), .events = POLLIN };
 		ASSERT_MSG(poll(&p, 1, 5000) == 1, "round %d: the victim did not connect", a->round);
 		s = accept4(shunt_listener_fd(a->lh), NULL, NULL, SOCK_CLOEXEC);
@@ -395,6 +449,7 @@ static void hostile_evil(struct hostile_args *a, const struct round *x)
 		ASSERT_EQ(recvmsg(s, &msg, MSG_CMSG_CLOEXEC), sizeof(h));
 		struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
 		ASSERT_NOT_NULL(cm);
+		ASSERT_UEQ(cm->cmsg_len, CMSG_LEN(2 * sizeof(int)));
 		int fds[2];
 		memcpy(fds, CMSG_DATA(cm), sizeof(fds));
 		struct stat st;
@@ -402,32 +457,43 @@ static void hostile_evil(struct hostile_args *a, const struct round *x)
 		void *base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED,
 				  fds[0], 0);
 		ASSERT(base != MAP_FAILED);
-		ctl = base;
-		fill_socket(s);
-		fill_socket(fds[1]);
-		ASSERT_SYS(fcntl(s, F_SETFL, 0));
-		ASSERT_SYS(fcntl(fds[1], F_SETFL, 0));
 		close(fds[0]);
-		if (bell >= 0)
-			close(bell);
-		bell = -1;
-		if (keep >= 0)
-			close(keep);
-		keep = fds[1];
+		ctl = base;
 		atomic_store(&ctl->side[1].state, SHUNT_ST_OPEN);
+		bell = fds[1];
+		if (x->evil == EVIL_SOCK_FULL) {
+			fill_socket(s);
+			fill_socket(bell);
+			ASSERT_SYS(fcntl(s, F_SETFL, 0));
+			ASSERT_SYS(fcntl(bell, F_SETFL, 0));
+		}
 		me = 1;
 	}
-	/* Ask to be woken for everything, all the time. */
+	if (x->evil == EVIL_HALF_CLOSE) {
+		shutdown(s, SHUT_WR);
+		if (bell >= 0)
+			shutdown(bell, SHUT_WR);
+	}
+	/* Ask to be woken for everything, all the time; flood if asked. */
 	uint64_t end = test_now_ns() + ROUND_MS * 1000000ull;
 	while (test_now_ns() < end) {
 		atomic_store(&ctl->side[me].wait, SHUNT_WAIT_ALL);
+		if (x->evil == EVIL_FLOOD) {
+			for (int i = 0; i < 16; i++) {
+				flood(s, &r);
+				if (bell >= 0)
+					flood(bell, &r);
+			}
+		}
 		test_sleep_ms(1);
 	}
 	if (x->ending == END_EXIT)
 		_exit(0);
+	if (x->ending == END_KILL)
+		raise(SIGKILL);
 	close(s);
-	if (keep >= 0)
-		close(keep);
+	if (bell >= 0)
+		close(bell);
 }
 
 static void hostile_round(void *arg)
@@ -553,6 +619,7 @@ static void victim_round(const struct plan *plan, int i, struct shunt_listener *
 	static uint8_t buf[1 << 17];
 
 	test_rng_seed(&r, x->seed ^ 0x5eed);
+	int fds_before = test_count_fds();
 	if (x->victim_accepts) {
 		struct pollfd p = { .fd = shunt_listener_fd(lv), .events = POLLIN };
 		ASSERT_MSG(poll(&p, 1, 5000) == 1, "round %d: no hostile peer connected", i);
@@ -562,6 +629,7 @@ static void victim_round(const struct plan *plan, int i, struct shunt_listener *
 			 * doorbell is no socket: refused and dropped at accept,
 			 * which is right. */
 			t->refused++;
+			ASSERT_EQ(test_count_fds(), fds_before);
 			return;
 		}
 		ASSERT_OK(rc);
@@ -648,6 +716,10 @@ static void victim_round(const struct plan *plan, int i, struct shunt_listener *
 		}
 	}
 	shunt_close(c);
+	/* Nothing the peer passed or left behind stays open here. */
+	int fds_after = test_count_fds();
+	ASSERT_MSG(fds_after == fds_before, "round %d: %d fds before the connection, %d after "
+		   "closing it", i, fds_before, fds_after);
 }
 
 struct victim_args {

@@ -375,10 +375,10 @@ int main(void)
 		total = 1024;
 	const struct variant variants[] = {
 		{ "procs-oneway", 0, 50, 50, { total, 0 }, 0 },
-		{ "procs-duplex", 0, 50, 50, { total / 4, total / 4 }, 0 },
-		{ "procs-tiny", 4096, -1, 50, { total / 16, total / 16 }, 0 },
-		{ "procs-sleep", 4096, -1, -1, { 0, total / 32 }, 0 },
-		{ "threads", 65536, 50, -1, { total / 8, total / 8 }, 1 },
+		{ "procs-duplex", 0, 50, 50, { total / 2, total / 2 }, 0 },
+		{ "procs-tiny", 4096, -1, 50, { total / 8, total / 8 }, 0 },
+		{ "procs-sleep", 4096, -1, -1, { 0, total / 16 }, 0 },
+		{ "threads", 65536, 50, -1, { total / 4, total / 4 }, 1 },
 	};
 	/* A stuck transfer fails with the last progress line, not a bare
 	 * runner timeout. */
