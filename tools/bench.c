@@ -383,6 +383,7 @@ struct parent {
 	struct results rs;
 	const char *what;   /* the step under way, for error messages */
 	struct shunt_stats peer_st[NXPORT]; /* the child's counters, per transport */
+	int killed;         /* we killed the child ourselves */
 	enum xport cur_x;   /* the transport of the last command */
 };
 
@@ -426,8 +427,11 @@ static void install_handlers(void)
 	/* No SA_RESTART: a blocked call must come back with EINTR. */
 	sigaction(SIGALRM, &sa, NULL);
 	sa.sa_handler = on_interrupt;
-	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	/* A shell that started us with ^C ignored (a background job) meant it. */
+	struct sigaction old;
+	if (sigaction(SIGINT, NULL, &old) == 0 && old.sa_handler != SIG_IGN)
+		sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 }
 
@@ -440,7 +444,7 @@ static int fail(struct parent *p, enum xport x, size_t size, int rc)
 			xport_names[x], size_label(size, sz, sizeof(sz)));
 	else if (!bench_stop)
 		fprintf(stderr, "shunt bench: %s on %s, %s: %s\n", p->what,
-			xport_names[x], size_label(size, sz, sizeof(sz)), strerror(-rc));
+			xport_names[x], size_label(size, sz, sizeof(sz)), bench_strerror(rc));
 	return rc;
 }
 
@@ -451,12 +455,14 @@ static int ctl_send(struct parent *p, enum op op, enum xport x, size_t size, uin
 	struct cmd c = { .op = op, .x = x, .size = size, .count = count };
 
 	p->cur_x = x;
-	if (send(p->ctl, &c, sizeof(c), MSG_NOSIGNAL) != (ssize_t)sizeof(c))
-		return errno ? -errno : -EPROTO;
-	return 0;
+	if (send(p->ctl, &c, sizeof(c), MSG_NOSIGNAL) == (ssize_t)sizeof(c))
+		return 0;
+	if (errno == EPIPE || errno == ECONNRESET)
+		return EP_PEER_EXITED;
+	return -errno;
 }
 
-/* The child's answer to the last command: its status, or -EPIPE if it died. */
+/* The child's answer to the last command: its status, or EP_PEER_EXITED. */
 static int ctl_wait(struct parent *p)
 {
 	struct reply r;
@@ -468,7 +474,7 @@ static int ctl_wait(struct parent *p)
 	if (n < 0)
 		return -errno;
 	if (n != (ssize_t)sizeof(r))
-		return -EPIPE; /* the child exited: it said why on stderr */
+		return EP_PEER_EXITED; /* it said why on stderr */
 	p->peer_st[p->cur_x] = r.st;
 	return r.rc;
 }
@@ -543,7 +549,7 @@ static double memcpy_once(struct parent *p, size_t size, uint64_t count)
 	size_t ring = p->rs.ring_size, off = 0;
 	double t0 = now_s();
 
-	for (uint64_t i = 0; i < count; i++) {
+	for (uint64_t i = 0; i < count && !bench_stop; i++) {
 		for (size_t done = 0; done < size;) {
 			size_t k = size - done < ring - off ? size - done : ring - off;
 			memcpy(p->mc_dst + off, p->src + done, k);
@@ -565,12 +571,14 @@ static int stream_once(struct parent *p, enum xport x, size_t size, uint64_t cou
 
 	if (x == X_MEMCPY) {
 		*secs = memcpy_once(p, size, count);
-		return 0;
+		return bench_stop ? -EINTR : 0;
 	}
 	int rc = ctl_send(p, OP_STREAM, x, size, count);
 	double t0 = now_s();
+	/* A signal that lands between system calls interrupts none: the
+	 * loops look at the flag its handler sets. */
 	for (uint64_t i = 0; rc == 0 && i < count; i++)
-		rc = ep_send(e, p->src, size);
+		rc = bench_stop ? -EINTR : ep_send(e, p->src, size);
 	if (rc == 0)
 		rc = ep_recv_all(e, &ack, 1);
 	*secs = now_s() - t0;
@@ -622,7 +630,7 @@ static int pingpong_once(struct parent *p, enum xport x, size_t size, uint64_t n
 	double t0 = now_s(), prev = t0;
 
 	for (uint64_t i = 0; rc == 0 && i < n; i++) {
-		rc = ep_send(e, p->src, size);
+		rc = bench_stop ? -EINTR : ep_send(e, p->src, size);
 		if (rc == 0)
 			rc = ep_recv_all(e, p->rbuf, size);
 		/* One clock read per round trip: each ends where the next starts. */
@@ -859,8 +867,14 @@ static int reap_child(struct parent *p)
 
 static int stop_child(struct parent *p)
 {
-	/* Closing the data ends first wakes a child blocked on one; closing
-	 * the control socket then ends its loop. */
+	/* Interrupted or stuck mid-point: the child is in the middle of a
+	 * transfer that will not end, and would only complain about it. */
+	if (bench_stop && p->child > 0) {
+		kill(p->child, SIGKILL);
+		p->killed = 1;
+	}
+	/* Otherwise closing the data ends first wakes a child blocked on one;
+	 * closing the control socket then ends its loop. */
 	for (int x = 0; x < NXPORT; x++)
 		ep_close(&p->ep[x]);
 	if (p->ctl >= 0)
@@ -942,9 +956,8 @@ static int bench_run(const struct bench_cfg *cfg)
 	rc = start_child(&p);
 	if (rc < 0)
 		fprintf(stderr, "shunt bench: fork: %s\n", strerror(-rc));
-	if (rc == 0) {
+	if (rc == 0)
 		rc = run_all(&p);
-	}
 	int st = stop_child(&p);
 	rv_close_parent(&p.rv);
 	int out = rc < 0 ? 1 : finish(&p);
@@ -953,10 +966,14 @@ static int bench_run(const struct bench_cfg *cfg)
 		fprintf(stderr, "shunt bench: interrupted\n");
 		return 130;
 	}
-	if (st != 0 && out == 0) {
-		fprintf(stderr, "shunt bench: the peer process failed (status %d)\n", st);
+	if (p.killed)
+		st = 0;
+	else if (st > 128)
+		fprintf(stderr, "shunt bench: the peer process was killed by signal %d\n", st - 128);
+	else if (st != 0)
+		fprintf(stderr, "shunt bench: the peer process failed (exit status %d)\n", st);
+	if (st != 0 && out == 0)
 		out = 1;
-	}
 	return out;
 }
 

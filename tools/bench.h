@@ -127,8 +127,14 @@ int ep_send(struct ep *e, const void *buf, size_t len);
 /* Receive 1..max bytes into buf (shunt-zc: look at them in place, copy
  * nothing).  0 means the peer closed. */
 ssize_t ep_recv(struct ep *e, void *buf, size_t max);
-/* Receive exactly len bytes; -EPIPE if the peer closed first. */
+/* Receive exactly len bytes; EP_EOF if the stream ended first. */
 int ep_recv_all(struct ep *e, void *buf, size_t len);
+/* Not an errno: the transport said "end of stream" (0 bytes) where data was
+ * due, which is worth telling apart from the errors the library returns. */
+#define EP_EOF (-100000)
+/* strerror(-rc), knowing EP_EOF and the child's early exit too. */
+const char *bench_strerror(int rc);
+#define EP_PEER_EXITED (-100001)
 void ep_close(struct ep *e);
 
 /* Where the child connects: made by the parent before it forks. */

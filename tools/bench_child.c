@@ -26,7 +26,7 @@ static int child_error(const char *what, const struct cmd *c, int rc)
 {
 	fprintf(stderr, "shunt bench (peer): %s on %s, size %llu: %s\n", what,
 		c->x < NXPORT ? xport_names[c->x] : "?", (unsigned long long)c->size,
-		strerror(-rc));
+		bench_strerror(rc));
 	return rc;
 }
 
@@ -41,7 +41,7 @@ static int serve_stream(struct child *ch, const struct cmd *c)
 		size_t want = left < c->size ? (size_t)left : (size_t)c->size;
 		ssize_t n = ep_recv(e, ch->rbuf, want);
 		if (n <= 0)
-			return child_error("stream receive", c, n ? (int)n : -EPIPE);
+			return child_error("stream receive", c, n ? (int)n : EP_EOF);
 		left -= (uint64_t)n;
 	}
 	int rc = ep_send(e, "A", 1);

@@ -15,6 +15,15 @@
 
 volatile sig_atomic_t bench_stop;
 
+const char *bench_strerror(int rc)
+{
+	if (rc == EP_EOF)
+		return "end of stream where data was due (the peer closed or died)";
+	if (rc == EP_PEER_EXITED)
+		return "the peer process exited";
+	return strerror(-rc);
+}
+
 /* --- Sending -------------------------------------------------------------- */
 
 static int sock_send(struct ep *e, const uint8_t *p, size_t len)
@@ -166,7 +175,7 @@ int ep_recv_all(struct ep *e, void *buf, size_t len)
 		if (n < 0)
 			return (int)n;
 		if (n == 0)
-			return -EPIPE;
+			return EP_EOF;
 		if (e->x != X_SHUNT_ZC)
 			p += n;
 		len -= (size_t)n;
