@@ -459,7 +459,9 @@ static void test_validation_fuzz(void)
 
 struct spsc {
 	struct fixture f;
-	uint64_t bytes;
+	uint64_t bytes;         /* the most to move */
+	uint64_t deadline_ns;   /* ...or until then (a loaded machine) */
+	_Atomic uint64_t total; /* what the producer moved, once it stops */
 	uint64_t seed;
 	uint64_t sum_tx, sum_rx;
 	uint64_t stalls_tx, stalls_rx;
@@ -475,7 +477,9 @@ static void *producer(void *arg)
 
 	test_rng_seed(&r, t->seed ^ 0x1111);
 	test_sum_init(&sum);
-	while (done < t->bytes) {
+	for (uint64_t iter = 1; done < t->bytes; iter++) {
+		if ((iter & 0xff) == 0 && test_now_ns() > t->deadline_ns)
+			break;
 		uint64_t want = test_rng_size(&r, t->f.cap);
 		if (want > t->bytes - done)
 			want = t->bytes - done;
@@ -494,6 +498,7 @@ static void *producer(void *arg)
 		done += want;
 	}
 	t->sum_tx = test_sum_final(&sum);
+	atomic_store(&t->total, done);
 	return NULL;
 }
 
@@ -507,11 +512,14 @@ static void *consumer(void *arg)
 
 	test_rng_seed(&r, t->seed ^ 0x2222);
 	test_sum_init(&sum);
-	while (done < t->bytes) {
+	for (;;) {
 		int64_t a = shunt_ring_avail(c, 1);
 		ASSERT_GE(a, 0);
 		ASSERT_LE(a, (int64_t)t->f.cap);
 		if (a == 0) {
+			/* The producer has stopped and we have all of it. */
+			if (atomic_load(&t->total) == done)
+				break;
 			t->stalls_rx++;
 			sched_yield();
 			continue;
@@ -536,6 +544,8 @@ static void test_two_threads(uint64_t cap, uint64_t bytes)
 	ASSERT_NOT_NULL(t);
 	fixture_open(&t->f, cap);
 	t->bytes = bytes;
+	t->deadline_ns = test_now_ns() + 5000000000ull;
+	atomic_store(&t->total, UINT64_MAX);
 	t->seed = test_seed() + cap;
 	double t0 = test_now();
 	ASSERT_EQ(pthread_create(&a, NULL, producer, t), 0);
@@ -545,6 +555,8 @@ static void test_two_threads(uint64_t cap, uint64_t bytes)
 	double dt = test_now() - t0;
 	ASSERT_UEQ(t->sum_tx, t->sum_rx);
 	ASSERT_UEQ(t->sum_tx != 0, 1);
+	bytes = atomic_load(&t->total);
+	ASSERT_UGE(bytes, 1u << 20); /* however loaded the machine */
 	test_log("two threads, cap %" PRIu64 ": %" PRIu64 " MiB in %.2f s (%.0f MiB/s), "
 		 "stalls tx %" PRIu64 " rx %" PRIu64 ", checksum %016" PRIx64,
 		 cap, bytes >> 20, dt, (double)bytes / 1048576.0 / dt, t->stalls_tx,
