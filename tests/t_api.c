@@ -898,6 +898,218 @@ static void test_other_uid(void)
 	rmdir(dir);
 }
 
+/* --- Many waiting connections ------------------------------------------ */
+
+/* Connections queue up before accept and come out in order, each with its
+ * own segment: no crossed wires. */
+static void test_many_pending(void)
+{
+	enum { N = 24 };
+	struct shunt_listener *l;
+	struct shunt_conn *cl[N], *sv[N];
+	char name[64];
+
+	test_name_unique(name, sizeof(name));
+	ASSERT_OK(shunt_listen(name, &l));
+	for (int i = 0; i < N; i++) {
+		struct shunt_opts o = { .ring_size = (size_t)4096 << (i % 4) };
+		ASSERT_OK(shunt_connect(name, &o, &cl[i]));
+		ASSERT_EQ(shunt_send(cl[i], &i, sizeof(i), 0), sizeof(i));
+	}
+	for (int i = 0; i < N; i++) {
+		int got = -1;
+		ASSERT_OK(shunt_accept(l, &sv[i], SHUNT_NONBLOCK));
+		ASSERT_UEQ(shunt_ring_size(sv[i]), (size_t)4096 << (i % 4));
+		test_recv_exact(sv[i], &got, sizeof(got));
+		ASSERT_EQ(got, i);
+	}
+	ASSERT_ERR(shunt_accept(l, &sv[0], SHUNT_NONBLOCK), -EAGAIN);
+	/* Replies go back to the right client. */
+	for (int i = N - 1; i >= 0; i--) {
+		int v = 1000 + i, got = -1;
+		ASSERT_EQ(shunt_send(sv[i], &v, sizeof(v), 0), sizeof(v));
+		test_recv_exact(cl[i], &got, sizeof(got));
+		ASSERT_EQ(got, v);
+	}
+	for (int i = 0; i < N; i++) {
+		shunt_close(cl[i]);
+		shunt_close(sv[i]);
+	}
+	shunt_listener_close(l);
+	test_log("%d connections waiting before accept: in order, no crossed wires", N);
+}
+
+/* --- Settings from the environment -------------------------------------- */
+
+/* Run this program again as "env-child" with the given settings (the
+ * library reads the environment once per process), collecting its
+ * stderr.  Returns the exit status. */
+static int run_env_child(const char *ring, const char *spin, const char *expect_ring,
+			 const char *expect_nospin, char *err, size_t errlen)
+{
+	int p[2];
+
+	ASSERT_SYS(pipe2(p, O_CLOEXEC));
+	fflush(stdout);
+	pid_t pid = fork();
+	ASSERT_SYS(pid);
+	if (pid == 0) {
+		int devnull = open("/dev/null", O_WRONLY);
+		dup2(devnull, 1); /* its progress lines are noise here */
+		dup2(p[1], 2);
+		if (ring)
+			setenv("SHUNT_RING_SIZE", ring, 1);
+		else
+			unsetenv("SHUNT_RING_SIZE");
+		if (spin)
+			setenv("SHUNT_SPIN_US", spin, 1);
+		else
+			unsetenv("SHUNT_SPIN_US");
+		setenv("T_EXPECT_RING", expect_ring, 1);
+		if (expect_nospin)
+			setenv("T_EXPECT_NOSPIN", "1", 1);
+		execl("/proc/self/exe", "t_api", "env-child", (char *)NULL);
+		_exit(127);
+	}
+	close(p[1]);
+	size_t n = 0;
+	double end = test_now() + 20;
+	for (;;) {
+		struct pollfd pf = { .fd = p[0], .events = POLLIN };
+		ASSERT_MSG(poll(&pf, 1, 1000) >= 0 && test_now() < end, "env child hangs");
+		ssize_t k = read(p[0], err + n, errlen - 1 - n);
+		if (k <= 0)
+			break;
+		n += (size_t)k;
+		if (n == errlen - 1)
+			break;
+	}
+	err[n] = '\0';
+	close(p[0]);
+	int status;
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	return status;
+}
+
+static int env_child_main(void)
+{
+	struct shunt_conn *a, *b;
+	char *end;
+	unsigned long long want = strtoull(getenv("T_EXPECT_RING"), &end, 10);
+
+	test_init("t_api env-child");
+	test_pair(NULL, &a, &b, NULL);
+	ASSERT_UEQ(shunt_ring_size(a), want);
+	ASSERT_UEQ(shunt_ring_size(b), want);
+	if (getenv("T_EXPECT_NOSPIN")) {
+		/* SHUNT_SPIN_US=0: the accepting end never spins. */
+		struct later s = { .c = a, .delay_ms = 20, .len = 1 };
+		pthread_t th;
+		char c;
+		ASSERT_EQ(pthread_create(&th, NULL, send_later, &s), 0);
+		test_recv_exact(b, &c, 1);
+		ASSERT_EQ(pthread_join(th, NULL), 0);
+		struct shunt_stats st;
+		ASSERT_OK(shunt_get_stats(b, &st));
+		ASSERT_UEQ(st.spins, 0);
+		ASSERT_UGE(st.sleeps, 1);
+	}
+	shunt_close(a);
+	shunt_close(b);
+	/* Options beat the environment. */
+	test_pair(&small_opts, &a, &b, NULL);
+	ASSERT_UEQ(shunt_ring_size(b), SMALL);
+	shunt_close(a);
+	shunt_close(b);
+	return TEST_PASS;
+}
+
+static void test_env_settings(void)
+{
+	struct shunt_conn *a, *b;
+	char err[4096], buf[64], dflt[32];
+	const char *names = "SHUNT_RING_SIZE";
+
+	/* The default, as this process sees it (assuming the runner left
+	 * SHUNT_RING_SIZE unset). */
+	test_pair(NULL, &a, &b, NULL);
+	snprintf(dflt, sizeof(dflt), "%zu", shunt_ring_size(a));
+	shunt_close(a);
+	shunt_close(b);
+	if (getenv("SHUNT_RING_SIZE") && *getenv("SHUNT_RING_SIZE")) {
+		test_log("env settings: SHUNT_RING_SIZE is set for this run; part skipped");
+		return;
+	}
+	struct {
+		const char *ring, *spin, *expect;
+		int nospin, warns;
+	} cases[] = {
+		{ "8k", NULL, "8192", 0, 0 },
+		{ "64KiB", NULL, "65536", 0, 0 },
+		{ "1m", "0", "1048576", 1, 0 },
+		{ "3000", NULL, dflt, 0, 1 },       /* not a power of two */
+		{ "2g", NULL, dflt, 0, 1 },         /* too big */
+		{ "banana", NULL, dflt, 0, 1 },
+		{ NULL, "-5", dflt, 0, 1 },
+		{ NULL, "lots", dflt, 0, 1 },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int st = run_env_child(cases[i].ring, cases[i].spin, cases[i].expect,
+				       cases[i].nospin ? "1" : NULL, err, sizeof(err));
+		ASSERT_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+			   "SHUNT_RING_SIZE=%s SHUNT_SPIN_US=%s: child %s; its stderr:\n%s",
+			   cases[i].ring ? cases[i].ring : "(unset)",
+			   cases[i].spin ? cases[i].spin : "(unset)",
+			   test_status_str(st, buf, sizeof(buf)), err);
+		const char *var = cases[i].ring && cases[i].warns ? names : "SHUNT_SPIN_US";
+		if (cases[i].warns)
+			ASSERT_MSG(strstr(err, var) != NULL,
+				   "a bad %s=%s was not reported on stderr (stderr: \"%s\")", var,
+				   cases[i].ring && cases[i].warns ? cases[i].ring : cases[i].spin, err);
+		else
+			ASSERT_MSG(strstr(err, "SHUNT_") == NULL,
+				   "good settings produced a complaint: %s", err);
+	}
+	test_log("SHUNT_RING_SIZE and SHUNT_SPIN_US: used when valid, reported and "
+		 "replaced by the default (%s) when not", dflt);
+}
+
+/* --- Close-on-exec -------------------------------------------------------- */
+
+/* Every fd the library opens must be close-on-exec: a program that runs
+ * another one must not hand it the connection. */
+static void test_cloexec(void)
+{
+	char before[1024] = { 0 };
+	struct shunt_listener *l;
+	struct shunt_conn *a, *b;
+	int n = 0;
+
+	/* Remember which fds exist now. */
+	for (int fd = 0; fd < 1024; fd++)
+		before[fd] = fcntl(fd, F_GETFD) >= 0;
+	test_pair(NULL, &a, &b, &l);
+	ASSERT_OK(shunt_fd(a));
+	ASSERT_OK(shunt_fd(b));
+	for (int fd = 0; fd < 1024; fd++) {
+		int fl = fcntl(fd, F_GETFD);
+		if (fl < 0 || before[fd])
+			continue;
+		n++;
+		char path[64], target[256] = "?";
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		ssize_t k = readlink(path, target, sizeof(target) - 1);
+		if (k > 0)
+			target[k] = '\0';
+		ASSERT_MSG(fl & FD_CLOEXEC, "fd %d (%s) is not close-on-exec", fd, target);
+	}
+	ASSERT_GT(n, 0);
+	shunt_close(a);
+	shunt_close(b);
+	shunt_listener_close(l);
+	test_log("all %d fds of a listener and a connection's two ends are close-on-exec", n);
+}
+
 /* --- Leaks --------------------------------------------------------------- */
 
 static void test_no_leaks(void)
@@ -952,8 +1164,10 @@ static void test_no_leaks(void)
 	test_log("no fd or memfd left after 110 connect/close cycles (%d fds)", after);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	if (argc > 1 && !strcmp(argv[1], "env-child"))
+		return env_child_main();
 	test_init("t_api");
 	test_use_private_dir();
 	test_watchdog(test_sanitized() ? 110 : 60);
@@ -973,6 +1187,9 @@ int main(void)
 	test_stats();
 	test_send_recv_threads();
 	test_zero_copy();
+	test_many_pending();
+	test_cloexec();
+	test_env_settings();
 	test_other_uid();
 	test_no_leaks();
 	test_log("pass");
