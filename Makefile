@@ -45,7 +45,9 @@ TEST_SRC  := $(wildcard tests/t_*.c)
 TEST_BIN  := $(TEST_SRC:tests/%.c=$(B)/tests/%)
 TEST_LIB  := $(B)/tests/testlib.o
 
-.PHONY: all lib test demo bench-core install clean
+.PHONY: all lib test demo install clean
+# Keep test objects, or make deletes them as intermediates and relinks all.
+.SECONDARY: $(TEST_LIB) $(TEST_SRC:tests/%.c=$(B)/tests/%.o)
 all: lib $(B)/shunt $(TEST_BIN)
 lib: $(B)/libshunt.so $(B)/libshunt.a
 
