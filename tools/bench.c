@@ -384,6 +384,7 @@ struct parent {
 	const char *what;   /* the step under way, for error messages */
 	struct shunt_stats peer_st[NXPORT]; /* the child's counters, per transport */
 	int killed;         /* we killed the child ourselves */
+	double peer_cpu;    /* the child's CPU time, as of its last reply */
 	enum xport cur_x;   /* the transport of the last command */
 };
 
@@ -476,6 +477,7 @@ static int ctl_wait(struct parent *p)
 	if (n != (ssize_t)sizeof(r))
 		return EP_PEER_EXITED; /* it said why on stderr */
 	p->peer_st[p->cur_x] = r.st;
+	p->peer_cpu = r.cpu_s;
 	return r.rc;
 }
 
@@ -501,7 +503,8 @@ static int connect_one(struct parent *p, enum xport x)
 	return rc < 0 ? fail(p, x, 0, rc) : 0;
 }
 
-/* memcpy's buffer is as large as a shunt ring: the size the run really got. */
+/* The ring size the run really got (the library may pick it): the table
+ * shows it, and memcpy's buffer is as large. */
 static int learn_ring_size(struct parent *p)
 {
 	enum xport shunts[] = { X_SHUNT, X_SHUNT_ZC, X_SHUNT_NOSPIN };
@@ -511,7 +514,9 @@ static int learn_ring_size(struct parent *p)
 			p->rs.ring_size = shunt_ring_size(p->ep[shunts[i]].c);
 			return 0;
 		}
-	/* No shunt transport selected: one connection tells the size. */
+	if (!(p->cfg->xports & (1u << X_MEMCPY)))
+		return 0;
+	/* memcpy without a shunt transport: one connection tells the size. */
 	int rc = connect_one(p, X_SHUNT);
 	if (rc < 0)
 		return rc;
@@ -528,9 +533,7 @@ static int connect_all(struct parent *p)
 		if (rc < 0)
 			return rc;
 	}
-	if (p->cfg->xports & (1u << X_MEMCPY))
-		return learn_ring_size(p);
-	return 0;
+	return learn_ring_size(p);
 }
 
 /* --- Stream --------------------------------------------------------------- */
@@ -716,8 +719,10 @@ static int measure(struct parent *p, enum xport x, enum test t, size_t size)
 		fprintf(stderr, "\r\033[K  %s %s %s ...", test_names[t],
 			size_label(size, sz, sizeof(sz)), xport_names[x]);
 	struct shunt_stats me0 = { 0 }, me1 = { 0 }, peer0 = p->peer_st[x], d_me, d_peer;
+	struct cpu_mark c0, c1;
 	if (p->ep[x].c)
 		shunt_get_stats(p->ep[x].c, &me0);
+	cpu_mark(&c0, p->peer_cpu);
 	/* A generous limit: pilot, warm-up and a run several times too long. */
 	alarm(30 + (unsigned)(20 * p->cfg->time_s));
 	int rc = t == TEST_STREAM ? measure_stream(p, x, size, &r)
@@ -725,6 +730,8 @@ static int measure(struct parent *p, enum xport x, enum test t, size_t size)
 	alarm(0);
 	if (rc < 0)
 		return fail(p, x, size, rc);
+	cpu_mark(&c1, p->peer_cpu);
+	r.others_cpu = cpu_others(&c0, &c1);
 	if (p->cfg->stats && p->ep[x].c) {
 		shunt_get_stats(p->ep[x].c, &me1);
 		stats_delta(&d_me, &me0, &me1);
@@ -928,6 +935,7 @@ static int finish(struct parent *p)
 		report_targets(stdout, &p->rs);
 	} else {
 		/* stdout holds JSON only; the verdicts are still worth seeing. */
+		report_disturbed(stderr, &p->rs);
 		report_targets(stderr, &p->rs);
 	}
 	if (p->cfg->csv_path && report_csv(p->cfg->csv_path, &p->rs) < 0)

@@ -6,6 +6,7 @@
  * bench_xport.c one small API over shunt, shunt zero-copy, AF_UNIX and TCP
  * bench_report.c table, JSON lines, CSV and the targets
  * bench_svg.c   the SVG chart
+ * bench_cpu.c   whether other processes disturbed a point
  *
  * Only the public API of shunt.h and libc are used.
  */
@@ -74,7 +75,11 @@ struct result {
 	double rtt_p50_us; /* ping-pong */
 	double rtt_p99_us;
 	uint64_t iters;    /* messages (stream) or round trips (ping-pong) */
+	double others_cpu; /* CPUs other processes kept busy meanwhile, on average */
 };
+
+/* Above this many CPUs' worth of other work, a point is marked unreliable. */
+#define OTHERS_CPU_MAX 0.25
 
 struct results {
 	struct result *v;
@@ -99,6 +104,8 @@ void report_row(FILE *f, const struct bench_cfg *cfg, const struct results *rs,
 void report_json_row(FILE *f, const struct bench_cfg *cfg, const struct results *rs,
 		     enum test t, size_t size);
 void report_footer(FILE *f, const struct bench_cfg *cfg, const struct results *rs);
+/* A warning if other processes disturbed any point; nothing otherwise. */
+void report_disturbed(FILE *f, const struct results *rs);
 /* The targets section; returns how many targets were missed. */
 int report_targets(FILE *f, const struct results *rs);
 int report_csv(const char *path, const struct results *rs);
@@ -171,6 +178,7 @@ struct reply {
 	int32_t rc;
 	uint32_t pad;
 	struct shunt_stats st;
+	double cpu_s; /* the child's CPU time so far */
 };
 
 struct child_args {
@@ -183,6 +191,20 @@ struct child_args {
 
 /* The child's main loop; returns the exit status. */
 int child_main(const struct child_args *a);
+
+/* --- Other load (bench_cpu.c) -------------------------------------------- */
+
+struct cpu_mark {
+	double t;    /* monotonic seconds */
+	double busy; /* CPU-seconds the whole machine was busy, or -1 */
+	double self; /* ours */
+	double peer; /* the child's, as of its last reply */
+};
+
+double cpu_self_s(void);
+void cpu_mark(struct cpu_mark *m, double peer_cpu_s);
+/* CPUs that other processes kept busy between a and b, on average. */
+double cpu_others(const struct cpu_mark *a, const struct cpu_mark *b);
 
 /* --- Helpers -------------------------------------------------------------- */
 

@@ -127,6 +127,7 @@ int child_main(const struct child_args *a)
 			break;
 		}
 		struct reply r = { .rc = serve(&ch, &c) };
+		r.cpu_s = cpu_self_s();
 		if (c.x < NXPORT && ch.ep[c.x].c)
 			shunt_get_stats(ch.ep[c.x].c, &r.st);
 		if (send(a->ctl, &r, sizeof(r), MSG_NOSIGNAL) != (ssize_t)sizeof(r) ||

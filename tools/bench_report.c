@@ -118,7 +118,7 @@ void report_header(FILE *f, const struct bench_cfg *cfg, const struct results *r
 void report_row(FILE *f, const struct bench_cfg *cfg, const struct results *rs,
 		enum test t, size_t size)
 {
-	char sz[32], rt[32], a[32], b[32], cell[64];
+	char sz[32], rt[32], a[32], b[32], cell[80];
 
 	fprintf(f, "%-*s", SIZE_W, size_label(size, sz, sizeof(sz)));
 	for (int x = 0; x < NXPORT; x++) {
@@ -127,17 +127,45 @@ void report_row(FILE *f, const struct bench_cfg *cfg, const struct results *rs,
 		const struct result *r = results_find(rs, (enum xport)x, t, size);
 		double ratio = r && x != X_TCP ? result_ratio_to_tcp(rs, r) : 0;
 		ratio_text(ratio, rt, sizeof(rt));
+		const char *mark = r && r->others_cpu > OTHERS_CPU_MAX ? "!" : " ";
 		if (!r)
 			snprintf(cell, sizeof(cell), "-");
 		else if (t == TEST_STREAM)
-			snprintf(cell, sizeof(cell), "%.1f", r->mb_per_s);
+			snprintf(cell, sizeof(cell), "%.1f%s", r->mb_per_s, mark);
 		else
-			snprintf(cell, sizeof(cell), "%s/%s", us_text(r->rtt_p50_us, a, sizeof(a)),
-				 us_text(r->rtt_p99_us, b, sizeof(b)));
+			snprintf(cell, sizeof(cell), "%s/%s%s", us_text(r->rtt_p50_us, a, sizeof(a)),
+				 us_text(r->rtt_p99_us, b, sizeof(b)), mark);
 		int w = t == TEST_STREAM ? STREAM_W : PP_W;
 		fprintf(f, "%*s %-8s", w - 9, cell, rt);
 	}
 	fputc('\n', f);
+}
+
+/* The most CPUs other processes kept busy during any one point, and how
+ * many points they disturbed. */
+static double others_worst(const struct results *rs, int *disturbed)
+{
+	double worst = 0;
+
+	*disturbed = 0;
+	for (size_t i = 0; i < rs->n; i++) {
+		if (rs->v[i].others_cpu > worst)
+			worst = rs->v[i].others_cpu;
+		*disturbed += rs->v[i].others_cpu > OTHERS_CPU_MAX;
+	}
+	return worst;
+}
+
+void report_disturbed(FILE *f, const struct results *rs)
+{
+	int n;
+	double worst = others_worst(rs, &n);
+
+	if (n)
+		fprintf(f,
+"! %d point%s measured while other processes kept more than %.2g CPUs busy\n"
+"  (up to %.2f): those figures are unreliable; run on a quiet machine.\n",
+			n, n > 1 ? "s were" : " was", OTHERS_CPU_MAX, worst);
 }
 
 void report_footer(FILE *f, const struct bench_cfg *cfg, const struct results *rs)
@@ -145,6 +173,7 @@ void report_footer(FILE *f, const struct bench_cfg *cfg, const struct results *r
 	char ring[32];
 
 	fputc('\n', f);
+	report_disturbed(f, rs);
 	if ((cfg->xports & (1u << X_MEMCPY)) && (cfg->tests & (1u << TEST_STREAM)))
 		fprintf(f,
 "* memcpy: no peer; one process copies each message from a source buffer into\n"
@@ -249,7 +278,7 @@ int report_csv(const char *path, const struct results *rs)
 		fprintf(stderr, "shunt bench: %s: %s\n", path, strerror(errno));
 		return -errno;
 	}
-	fprintf(f, "transport,test,size,mb_per_s,rtt_us_p50,rtt_us_p99,ratio_to_tcp,iterations\n");
+	fprintf(f, "transport,test,size,mb_per_s,rtt_us_p50,rtt_us_p99,ratio_to_tcp,iterations,others_cpu\n");
 	for (size_t i = 0; i < rs->n; i++) {
 		const struct result *r = &rs->v[i];
 		double ratio = result_ratio_to_tcp(rs, r);
@@ -260,7 +289,7 @@ int report_csv(const char *path, const struct results *rs)
 			fprintf(f, ",%.3f,%.3f,", r->rtt_p50_us, r->rtt_p99_us);
 		if (ratio > 0)
 			fprintf(f, "%.3f", ratio);
-		fprintf(f, ",%llu\n", (unsigned long long)r->iters);
+		fprintf(f, ",%llu,%.2f\n", (unsigned long long)r->iters, r->others_cpu);
 	}
 	if (fclose(f) != 0) {
 		fprintf(stderr, "shunt bench: %s: %s\n", path, strerror(errno));
