@@ -237,7 +237,9 @@ static void bench_usage(FILE *f)
 "  -h, --help            this text\n"
 "\n"
 "Ratios are to tcp: throughput / tcp's (higher is better), and round trip /\n"
-"tcp's (lower is better).  Exit status: 0 done, 1 error, 2 bad usage.\n");
+"tcp's (lower is better).  A '!' marks a figure taken while other processes\n"
+"kept more than a quarter of a CPU busy: unreliable.  Exit status: 0 done,\n"
+"1 error, 2 bad usage.\n");
 }
 
 enum {
@@ -303,6 +305,8 @@ static int parse_one(int o, const char *name, struct bench_cfg *cfg, struct pars
 	case ':':
 		return usage_error("option '%s' needs a value", name);
 	default:
+		if (optopt >= 256) /* a known long option, given a value */
+			return usage_error("option '%s' takes no value", name);
 		return usage_error("unknown option '%s'", name);
 	}
 }
@@ -743,7 +747,9 @@ static int measure(struct parent *p, enum xport x, enum test t, size_t size)
 	return results_add(&p->rs, &r);
 }
 
-static void emit_row(struct parent *p, enum test t, size_t size)
+/* A row as soon as it is complete; no point measuring on once nobody reads
+ * (SIGPIPE is ignored, for the sockets' sake). */
+static int emit_row(struct parent *p, enum test t, size_t size)
 {
 	if (p->cfg->progress)
 		fputs("\r\033[K", stderr);
@@ -751,7 +757,11 @@ static void emit_row(struct parent *p, enum test t, size_t size)
 		report_json_row(stdout, p->cfg, &p->rs, t, size);
 	else
 		report_row(stdout, p->cfg, &p->rs, t, size);
-	fflush(stdout);
+	if (fflush(stdout) == 0 && !ferror(stdout))
+		return 0;
+	int err = errno ? -errno : -EIO;
+	fprintf(stderr, "shunt bench: writing the results: %s\n", strerror(-err));
+	return err;
 }
 
 static int run_test(struct parent *p, enum test t)
@@ -761,12 +771,13 @@ static int run_test(struct parent *p, enum test t)
 
 	if (!p->cfg->json && rc == 0)
 		report_header(stdout, p->cfg, &p->rs, t);
+	errno = 0;
 	for (int i = 0; rc == 0 && i < sl->n; i++) {
 		for (int x = 0; rc == 0 && x < NXPORT; x++)
 			if ((p->cfg->xports & (1u << x)) && xport_in_test((enum xport)x, t))
 				rc = measure(p, (enum xport)x, t, sl->v[i]);
 		if (rc == 0)
-			emit_row(p, t, sl->v[i]);
+			rc = emit_row(p, t, sl->v[i]);
 	}
 	return rc;
 }
