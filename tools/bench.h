@@ -1,7 +1,8 @@
 /*
  * bench.h - what the files of `shunt bench` share.
  *
- * bench.c      options and the measuring loop (the parent process)
+ * bench.c       the measuring loops (the parent process)
+ * bench_opts.c  options and help
  * bench_child.c the peer process that serves every transport
  * bench_xport.c one small API over shunt, shunt zero-copy, AF_UNIX and TCP
  * bench_report.c table, JSON lines, CSV and the targets
@@ -41,7 +42,6 @@ extern const char *const test_names[NTEST];
 /* Does the transport take part in the test?  memcpy has no round trip, and
  * shunt-nospin only matters where a side waits for the other (ping-pong). */
 int xport_in_test(enum xport x, enum test t);
-int xport_is_shunt(enum xport x);
 
 /* --- Configuration -------------------------------------------------------- */
 
@@ -211,6 +211,10 @@ double cpu_others(const struct cpu_mark *a, const struct cpu_mark *b);
 double now_s(void);
 /* Parse "64", "4k", "1M", "2MiB" (powers of 1024). 0 or -EINVAL. */
 int parse_size(const char *s, size_t *out);
+
+/* Options (bench_opts.c): 0, or the exit status of a usage error. */
+int bench_parse_args(int argc, char **argv, struct bench_cfg *cfg, int *help);
+void bench_usage(FILE *f);
 
 int bench_main(int argc, char **argv);
 
