@@ -295,7 +295,7 @@ static int measure_stream(struct parent *p, enum xport x, size_t size, struct re
 		count *= 8;
 	if (rc < 0)
 		return rc;
-	count = (uint64_t)ceil((double)count * t / secs);
+	count = (uint64_t)ceil((double)count * t / (secs > 1e-9 ? secs : 1e-9));
 	for (int i = 0; i < STREAM_RUNS; i++) {
 		rc = stream_once(p, x, size, count, &secs);
 		if (rc < 0)
@@ -352,7 +352,7 @@ static int measure_pingpong(struct parent *p, enum xport x, size_t size, struct 
 		n *= 8;
 	if (rc < 0)
 		return rc;
-	double est = (double)n * t / secs;
+	double est = (double)n * t / (secs > 1e-9 ? secs : 1e-9);
 	n = est < MIN_ROUNDTRIPS ? MIN_ROUNDTRIPS : est > MAX_ROUNDTRIPS ? MAX_ROUNDTRIPS : (uint64_t)est;
 	double *us = malloc(n * sizeof(*us));
 	if (!us)
