@@ -83,8 +83,9 @@ ssize_t shunt_send(struct shunt_conn *c, const void *buf, size_t len, int flags)
 ssize_t shunt_recv(struct shunt_conn *c, void *buf, size_t len, int flags);
 
 /* Zero-copy send: wait until at least min bytes (1..ring size) are free and
- * point *buf at them.  Returns the contiguous free space (>= min).  Write in
- * place, then publish with shunt_send_commit(). */
+ * point *buf at them.  Returns how many bytes may be written there (>= min;
+ * it can be less than all the free space, which costs no extra call to
+ * learn).  Write in place, then publish with shunt_send_commit(). */
 ssize_t shunt_send_reserve(struct shunt_conn *c, void **buf, size_t min, int flags);
 /* Publish len bytes written at the reserved pointer (len <= reserved). */
 int shunt_send_commit(struct shunt_conn *c, size_t len);

@@ -32,16 +32,26 @@ int shunt_bell_drain(int sock)
 	return -ECONNRESET;
 }
 
-int shunt_bell_sleep(int sock, int timeout_ms)
+int shunt_bell_sleep(int sock)
 {
-	struct pollfd p = { .fd = sock, .events = POLLIN | POLLRDHUP };
-	int rc = poll(&p, 1, timeout_ms);
+	char buf[64];
+	ssize_t n = recv(sock, buf, sizeof(buf), 0);
 
-	if (rc < 0)
+	/* One blocking recv() both sleeps and drains. */
+	if (n > 0)
+		return 1;
+	if (n == 0)
+		return -ECONNRESET;
+	if (errno == EINTR)
+		return -EINTR;
+	if (errno != EAGAIN && errno != EWOULDBLOCK)
+		return -ECONNRESET;
+	/* Someone who shares the file description made it non-blocking (a
+	 * peer may hold it): then poll() sleeps and recv() drains. */
+	struct pollfd p = { .fd = sock, .events = POLLIN | POLLRDHUP };
+	if (poll(&p, 1, -1) < 0)
 		return -errno;
-	if (rc == 0)
-		return 0;
-	rc = shunt_bell_drain(sock);
+	int rc = shunt_bell_drain(sock);
 	/* Readable but nothing to read: another thread of ours drained it. */
 	return rc == 0 ? 1 : rc;
 }

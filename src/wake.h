@@ -69,9 +69,8 @@ int shunt_bell_ring(int sock);
 /* Consume pending rings without blocking: 1 if there were some, 0 if none,
  * -ECONNRESET if the peer hung up. */
 int shunt_bell_drain(int sock);
-/* Block until the bell rings or hangs up, or timeout_ms passes (-1: no
- * limit), and drain it.  Returns what shunt_bell_drain() returns once the
- * bell is readable, 0 on timeout, or -EINTR. */
-int shunt_bell_sleep(int sock, int timeout_ms);
+/* Block until the bell rings or hangs up, and drain it.  Returns 1 (rung),
+ * -ECONNRESET (hung up) or -EINTR. */
+int shunt_bell_sleep(int sock);
 
 #endif /* SHUNT_WAKE_H */
