@@ -42,8 +42,12 @@ static int valid_name(const char *name)
 	return 1;
 }
 
-/* A name with '/' is a socket path; a plain name lives in the runtime dir. */
-static int resolve(const char *name, struct sockaddr_un *addr)
+/*
+ * A name with '/' is a socket path; a plain name lives in the runtime dir,
+ * which a listener creates or checks.  A connector needs neither: it checks
+ * the credentials of whatever listens there.
+ */
+static int resolve(const char *name, struct sockaddr_un *addr, int listener)
 {
 	int n;
 
@@ -57,7 +61,7 @@ static int resolve(const char *name, struct sockaddr_un *addr)
 		if (!valid_name(name))
 			return -EINVAL;
 		const char *dir = shunt__config()->dir;
-		int rc = shunt__ensure_dir(dir);
+		int rc = listener ? shunt__ensure_dir(dir) : 0;
 		if (rc < 0)
 			return rc;
 		n = snprintf(addr->sun_path, sizeof(addr->sun_path), "%s/%s", dir, name);
@@ -224,7 +228,7 @@ SHUNT_EXPORT int shunt_connect(const char *name, const struct shunt_opts *opts,
 			       struct shunt_conn **out)
 {
 	struct sockaddr_un addr;
-	int rc = resolve(name, &addr);
+	int rc = resolve(name, &addr, 0);
 
 	if (rc < 0)
 		return rc;
@@ -270,7 +274,7 @@ SHUNT_EXPORT int shunt_listen(const char *name, struct shunt_listener **out)
 	if (!l)
 		return -ENOMEM;
 	l->fd = -1;
-	rc = resolve(name, &l->addr);
+	rc = resolve(name, &l->addr, 1);
 	if (rc == 0)
 		rc = clear_stale(&l->addr);
 	if (rc == 0) {

@@ -44,28 +44,29 @@ static int map_at(uint8_t *addr, size_t len, int fd, off_t off)
 }
 
 /*
- * Reserve one range of address space, then map the control page and each
- * ring's data twice into it.  One munmap() of the range undoes everything.
+ * Map the control page and each ring's data twice, back to back:
+ *   ctl | ring0 | ring0 again | ring1 | ring1 again
+ * The first mmap() takes the whole range at once from file offset 0, which
+ * lays ctl and ring0 where they belong (its tail, past the end of the file,
+ * is never touched: every later piece replaces part of it with MAP_FIXED).
+ * Four calls in all, since connection set-up pays for each; one munmap()
+ * undoes everything.
  */
 static int seg_map(struct shunt_seg *seg, int fd, uint64_t cap)
 {
 	size_t len = SHUNT_CTL_SIZE + 4 * cap;
-	uint8_t *base = mmap(NULL, len, PROT_NONE,
-			     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	uint8_t *base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	uint8_t *r0 = base + SHUNT_CTL_SIZE, *r1 = r0 + 2 * cap;
+	off_t off1 = (off_t)(SHUNT_CTL_SIZE + cap);
 	int rc;
 
 	if (base == MAP_FAILED)
 		return -errno;
-	rc = map_at(base, SHUNT_CTL_SIZE, fd, 0);
-	for (int r = 0; r < 2 && rc == 0; r++) {
-		uint8_t *data = base + SHUNT_CTL_SIZE + 2 * cap * (uint64_t)r;
-		off_t off = (off_t)(SHUNT_CTL_SIZE + cap * (uint64_t)r);
-
-		rc = map_at(data, cap, fd, off);
-		if (rc == 0)
-			rc = map_at(data + cap, cap, fd, off);
-		seg->data[r] = data;
-	}
+	rc = map_at(r0 + cap, cap, fd, SHUNT_CTL_SIZE);
+	if (rc == 0)
+		rc = map_at(r1, cap, fd, off1);
+	if (rc == 0)
+		rc = map_at(r1 + cap, cap, fd, off1);
 	if (rc < 0) {
 		munmap(base, len);
 		return rc;
@@ -73,6 +74,8 @@ static int seg_map(struct shunt_seg *seg, int fd, uint64_t cap)
 	seg->base = base;
 	seg->map_len = len;
 	seg->ctl = (struct shunt_ctl *)base;
+	seg->data[0] = r0;
+	seg->data[1] = r1;
 	seg->cap = cap;
 	return 0;
 }
