@@ -89,7 +89,7 @@ test: all
 
 # The Quick start demonstration: a short side-by-side benchmark.
 demo: $(B)/shunt
-	$(Q)$(B)/shunt bench --quick
+	$(Q)$(B)/shunt bench --quick --out bench-out
 
 install: lib $(B)/shunt
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include

@@ -631,10 +631,19 @@ static int finish(struct parent *p)
 		report_disturbed(stderr, &p->rs);
 		report_targets(stderr, &p->rs);
 	}
-	if (p->cfg->csv_path && report_csv(p->cfg->csv_path, &p->rs) < 0)
-		rc = 1;
-	if (p->cfg->svg_path && report_svg(p->cfg->svg_path, p->cfg, &p->rs) < 0)
-		rc = 1;
+	FILE *say = p->cfg->json ? stderr : stdout;
+	if (p->cfg->csv_path) {
+		if (report_csv(p->cfg->csv_path, &p->rs) < 0)
+			rc = 1;
+		else
+			fprintf(say, "\nwrote %s\n", p->cfg->csv_path);
+	}
+	if (p->cfg->svg_path) {
+		if (report_svg(p->cfg->svg_path, p->cfg, &p->rs) < 0)
+			rc = 1;
+		else
+			fprintf(say, "wrote %s\n", p->cfg->svg_path);
+	}
 	return rc;
 }
 
