@@ -1,0 +1,178 @@
+/*
+ * t_cli.c - the `shunt` command as a user runs it: version, a usage error,
+ * and a short `shunt bench --json --out DIR` whose every line, CSV row and
+ * chart must be there and make sense.
+ */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "testlib.h"
+
+static char bin[PATH_MAX + 16]; /* the shunt binary beside tests/ */
+static char tmp[PATH_MAX];      /* scratch directory */
+
+/* Run `shunt ARGS` with stdout and stderr into tmp/out and tmp/err. */
+static int run(const char *args)
+{
+	char cmd[5 * PATH_MAX];
+
+	snprintf(cmd, sizeof(cmd), "exec '%s' %s >'%s/out' 2>'%s/err' </dev/null", bin, args,
+		 tmp, tmp);
+	int st = system(cmd);
+	ASSERT_MSG(st != -1 && WIFEXITED(st), "shunt %s did not exit normally (status %d)",
+		   args, st);
+	return WEXITSTATUS(st);
+}
+
+static char *slurp(const char *name)
+{
+	char path[PATH_MAX + 16];
+	snprintf(path, sizeof(path), "%s/%s", tmp, name);
+	FILE *f = fopen(path, "r");
+	ASSERT_MSG(f, "cannot open %s", path);
+	static char buf[1 << 20];
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	return strdup(buf);
+}
+
+static void find_binary(void)
+{
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+
+	ASSERT_SYS(n);
+	self[n] = '\0';
+	char *slash = strrchr(self, '/');
+	ASSERT(slash);
+	*slash = '\0'; /* BUILD/tests */
+	snprintf(bin, sizeof(bin), "%s/../shunt", self);
+	ASSERT_MSG(access(bin, X_OK) == 0, "no shunt binary at %s", bin);
+}
+
+static void test_version_and_usage(void)
+{
+	ASSERT_EQ(run("version"), 0);
+	char *out = slurp("out");
+	ASSERT_MSG(strncmp(out, "shunt ", 6) == 0, "version printed '%s'", out);
+	free(out);
+
+	ASSERT_EQ(run("bench --no-such-option"), 2);
+	char *err = slurp("err");
+	ASSERT_MSG(strstr(err, "no-such-option"), "usage error does not name the option: '%s'",
+		   err);
+	free(err);
+	ASSERT_EQ(run("no-such-command"), 2);
+	test_log("version and usage errors ok");
+}
+
+/* Value of "key": in a JSON line, or -1 if absent. */
+static double json_num(const char *line, const char *key)
+{
+	char pat[64];
+	snprintf(pat, sizeof(pat), "\"%s\":", key);
+	const char *p = strstr(line, pat);
+	return p ? strtod(p + strlen(pat), NULL) : -1;
+}
+
+static int json_is(const char *line, const char *key, const char *val)
+{
+	char pat[96];
+	snprintf(pat, sizeof(pat), "\"%s\":\"%s\"", key, val);
+	return strstr(line, pat) != NULL;
+}
+
+static const char *const stream_x[] = { "memcpy", "shunt-zc", "shunt", "unix", "tcp" };
+static const char *const pingpong_x[] = { "shunt-zc", "shunt", "shunt-nospin", "unix", "tcp" };
+
+/* Every transport of a test at every size has exactly one sane line. */
+static void check_lines(char *out, int *nlines)
+{
+	int seen[2][5][2] = { { { 0 } } };
+	static const int sizes[2] = { 64, 65536 };
+
+	for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+		ASSERT_MSG(line[0] == '{' && line[strlen(line) - 1] == '}', "not JSON: %s", line);
+		int t = json_is(line, "test", "stream") ? 0 : json_is(line, "test", "pingpong") ? 1 : -1;
+		ASSERT_MSG(t >= 0, "no known test in %s", line);
+		const char *const *names = t == 0 ? stream_x : pingpong_x;
+		int x = -1;
+		for (int i = 0; i < 5; i++)
+			if (json_is(line, "transport", names[i]))
+				x = i;
+		ASSERT_MSG(x >= 0, "unexpected transport in %s", line);
+		int size = (int)json_num(line, "size");
+		int s = size == sizes[0] ? 0 : size == sizes[1] ? 1 : -1;
+		ASSERT_MSG(s >= 0, "unexpected size in %s", line);
+		if (t == 0)
+			ASSERT_MSG(json_num(line, "mb_per_s") > 0, "no throughput in %s", line);
+		else
+			ASSERT_MSG(json_num(line, "rtt_us_p50") > 0 &&
+				   json_num(line, "rtt_us_p99") >= json_num(line, "rtt_us_p50"),
+				   "bad round trip in %s", line);
+		seen[t][x][s]++;
+		(*nlines)++;
+	}
+	for (int t = 0; t < 2; t++)
+		for (int x = 0; x < 5; x++)
+			for (int s = 0; s < 2; s++)
+				ASSERT_MSG(seen[t][x][s] == 1, "%s %s size %d: %d lines",
+					   t ? "pingpong" : "stream", (t ? pingpong_x : stream_x)[x],
+					   s ? 65536 : 64, seen[t][x][s]);
+}
+
+static void test_bench_json(void)
+{
+	char args[PATH_MAX + 128];
+
+	snprintf(args, sizeof(args),
+		 "bench --quick --json --sizes 64,64k --time 0.02 --out '%s/res'", tmp);
+	int rc = run(args);
+	char *err = slurp("err");
+	ASSERT_MSG(rc == 0, "shunt bench exited %d: %s", rc, err);
+	ASSERT_MSG(strstr(err, "targets"), "no targets on stderr: %s", err);
+	free(err);
+
+	int nlines = 0;
+	char *out = slurp("out");
+	check_lines(out, &nlines);
+	free(out);
+
+	char *csv = slurp("res/bench.csv");
+	int rows = -1; /* the header */
+	for (char *p = csv; *p; p++)
+		rows += *p == '\n';
+	ASSERT_MSG(strncmp(csv, "transport,test,size,", 20) == 0, "CSV header: %.60s", csv);
+	ASSERT_EQ(rows, nlines);
+	free(csv);
+
+	char *svg = slurp("res/bench.svg");
+	ASSERT_MSG(strstr(svg, "<svg") && strstr(svg, "</svg>"), "not an SVG document");
+	for (int i = 0; i < 5; i++)
+		ASSERT_MSG(strstr(svg, stream_x[i]), "SVG has no legend for %s", stream_x[i]);
+	free(svg);
+	test_log("bench: %d JSON lines, as many CSV rows, and a chart", nlines);
+}
+
+int main(void)
+{
+	test_init("t_cli");
+	test_watchdog(100);
+	find_binary();
+	test_use_private_dir();
+	snprintf(tmp, sizeof(tmp), "/tmp/t_cli.%d", (int)getpid());
+	ASSERT_SYS(mkdir(tmp, 0700));
+	test_version_and_usage();
+	test_bench_json();
+	char cmd[PATH_MAX + 16];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp);
+	ASSERT_EQ(system(cmd), 0);
+	test_log("pass");
+	return TEST_PASS;
+}
