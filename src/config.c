@@ -1,11 +1,16 @@
 /*
- * config.c - settings from the environment, read once.
+ * config.c - settings: built-in defaults, then the config file, then the
+ * environment.  docs/config.md is the user's description of the file.
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,6 +21,8 @@
 #define DEFAULT_RING_SIZE (512u * 1024u)
 #define DEFAULT_SPIN_US   50
 #define SPIN_US_MAX       1000000
+#define FILE_MAX          (64 * 1024)
+#define MAX_ARGS          32
 
 static struct shunt_config config;
 static pthread_once_t config_once = PTHREAD_ONCE_INIT;
@@ -44,72 +51,311 @@ int shunt__parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
-static void read_ring_size(void)
+/* A whole decimal number in [lo, hi], or -1. */
+static long parse_num(const char *s, long lo, long hi)
 {
-	const char *s = getenv("SHUNT_RING_SIZE");
-	uint64_t v;
-
-	config.ring_size = DEFAULT_RING_SIZE;
-	if (!s || !*s)
-		return;
-	if (shunt__parse_size(s, &v) < 0 || shunt_seg_check_size(v) < 0) {
-		shunt__complain("SHUNT_RING_SIZE=%s: want a power of two from 4k to 1g; "
-			 "using %u", s, DEFAULT_RING_SIZE);
-		return;
-	}
-	config.ring_size = v;
-}
-
-/* Spinning only pays when the peer can run at the same time on another core. */
-static int default_spin_us(void)
-{
-	return sysconf(_SC_NPROCESSORS_ONLN) > 1 ? DEFAULT_SPIN_US : 0;
-}
-
-static void read_spin(void)
-{
-	const char *s = getenv("SHUNT_SPIN_US");
 	char *end;
-
-	config.spin_us = default_spin_us();
-	if (!s || !*s)
-		return;
 	errno = 0;
 	long v = strtol(s, &end, 10);
-	if (errno || *end || v < 0 || v > SPIN_US_MAX) {
-		shunt__complain("SHUNT_SPIN_US=%s: want 0..%d microseconds; using %d",
-			 s, SPIN_US_MAX, config.spin_us);
-		return;
-	}
-	config.spin_us = (int)v;
+
+	return errno || end == s || *end || v < lo || v > hi ? -1 : v;
 }
 
-static void read_dir(void)
-{
-	const char *s = getenv("SHUNT_DIR");
-	const char *xdg = getenv("XDG_RUNTIME_DIR");
-	int n;
+/* --- Settings ---------------------------------------------------------
+ * One function per setting, shared by the file and the environment so both
+ * accept the same values.  Each returns NULL or what is wrong. */
 
-	if (s && *s)
-		n = snprintf(config.dir, sizeof(config.dir), "%s", s);
-	else if (xdg && *xdg == '/')
-		n = snprintf(config.dir, sizeof(config.dir), "%s/shunt", xdg);
-	else
-		n = snprintf(config.dir, sizeof(config.dir), "/tmp/shunt-%u",
-			     (unsigned)geteuid());
-	if (n < 0 || n >= (int)sizeof(config.dir) - 32) {
-		shunt__complain("rendezvous directory %s is too long for a UNIX socket path; "
-			 "using /tmp/shunt-%u", s ? s : xdg, (unsigned)geteuid());
-		snprintf(config.dir, sizeof(config.dir), "/tmp/shunt-%u",
-			 (unsigned)geteuid());
+typedef const char *(*setter)(struct shunt_config *c, int argc, char **argv);
+
+static const char *set_ring_size(struct shunt_config *c, int argc, char **argv)
+{
+	uint64_t v;
+
+	if (argc != 1 || shunt__parse_size(argv[0], &v) < 0 || shunt_seg_check_size(v) < 0)
+		return "ring-size wants one power of two from 4k to 1g";
+	c->ring_size = v;
+	return NULL;
+}
+
+static const char *set_spin(struct shunt_config *c, int argc, char **argv)
+{
+	long v = argc == 1 ? parse_num(argv[0], 0, SPIN_US_MAX) : -1;
+
+	if (v < 0)
+		return "spin-us wants one number of microseconds from 0 to 1000000";
+	c->spin_us = (int)v;
+	return NULL;
+}
+
+static const char *set_dir(struct shunt_config *c, int argc, char **argv)
+{
+	/* Leave room for "/" and a name in a 108-byte sun_path. */
+	if (argc != 1 || argv[0][0] != '/' || strlen(argv[0]) >= sizeof(c->dir) - 32)
+		return "dir wants one absolute path shorter than 76 bytes";
+	snprintf(c->dir, sizeof(c->dir), "%s", argv[0]);
+	c->dir_explicit = 1;
+	return NULL;
+}
+
+static char log_level[16], log_file[256];
+
+static const char *set_log(struct shunt_config *c, int argc, char **argv)
+{
+	static const char *const levels[] = { "none", "error", "warn", "info", "debug" };
+	int ok = 0;
+
+	(void)c;
+	for (int i = 0; argc >= 1 && i < 5; i++)
+		ok |= strcmp(argv[0], levels[i]) == 0;
+	if (!ok || argc > 2 || (argc == 2 && (argv[1][0] != '/' ||
+					      strlen(argv[1]) >= sizeof(log_file))))
+		return "log wants none, error, warn, info or debug, then maybe an absolute file";
+	snprintf(log_level, sizeof(log_level), "%s", argv[0]);
+	snprintf(log_file, sizeof(log_file), "%s", argc == 2 ? argv[1] : "");
+	return NULL;
+}
+
+static const char *add_users(struct shunt_config *c, int argc, char **argv)
+{
+	if (argc < 1)
+		return "allow-user wants user names or uids";
+	for (int i = 0; i < argc; i++) {
+		long uid = parse_num(argv[i], 0, UINT32_MAX - 1);
+		if (uid < 0) {
+			struct passwd pw, *res = NULL;
+			char buf[1024];
+			if (getpwnam_r(argv[i], &pw, buf, sizeof(buf), &res) != 0 || !res)
+				return "allow-user names a user that does not exist";
+			uid = (long)res->pw_uid;
+		}
+		if (c->n_users == SHUNT_MAX_USERS)
+			return "allow-user: too many users (at most 32)";
+		c->users[c->n_users++] = (uint32_t)uid;
 	}
+	return NULL;
+}
+
+/* "80" or "8000-8100" */
+static int parse_ports(const char *s, struct shunt_rule *r)
+{
+	char lo[8], *dash = strchr(s, '-');
+	size_t n = dash ? (size_t)(dash - s) : strlen(s);
+
+	if (n == 0 || n >= sizeof(lo))
+		return -1;
+	memcpy(lo, s, n);
+	lo[n] = '\0';
+	long a = parse_num(lo, 1, 65535), b = dash ? parse_num(dash + 1, 1, 65535) : a;
+	if (a < 0 || b < a)
+		return -1;
+	r->kind = SHUNT_RULE_PORT;
+	r->port_lo = (uint16_t)a;
+	r->port_hi = (uint16_t)b;
+	return 0;
+}
+
+/* "10.0.0.0/8", "::1", "127.0.0.1" */
+static int parse_addr(const char *s, struct shunt_rule *r)
+{
+	char a[64];
+	const char *slash = strchr(s, '/');
+	size_t n = slash ? (size_t)(slash - s) : strlen(s);
+
+	if (n == 0 || n >= sizeof(a))
+		return -1;
+	memcpy(a, s, n);
+	a[n] = '\0';
+	r->kind = SHUNT_RULE_ADDR;
+	if (inet_pton(AF_INET, a, r->addr) == 1)
+		r->family = AF_INET;
+	else if (inet_pton(AF_INET6, a, r->addr) == 1)
+		r->family = AF_INET6;
+	else
+		return -1;
+	int bits = r->family == AF_INET ? 32 : 128;
+	long p = slash ? parse_num(slash + 1, 0, bits) : bits;
+	if (p < 0)
+		return -1;
+	r->prefix = (uint8_t)p;
+	return 0;
+}
+
+static const char *add_rules(struct shunt_config *c, int accelerate, int argc, char **argv)
+{
+	if (argc == 1 && strcmp(argv[0], "all") == 0)
+		argc = 0; /* one rule that matches everything */
+	else if (argc < 2 || (strcmp(argv[0], "port") && strcmp(argv[0], "addr")))
+		return "accelerate and bypass want: all, port P[-Q]..., or addr A[/BITS]...";
+	int is_port = argc && strcmp(argv[0], "port") == 0;
+	for (int i = argc ? 1 : 0; i < (argc ? argc : 1); i++) {
+		struct shunt_rule r = { .accelerate = (uint8_t)accelerate, .kind = SHUNT_RULE_ALL };
+		if (argc && (is_port ? parse_ports(argv[i], &r) : parse_addr(argv[i], &r)) < 0)
+			return is_port ? "a port is a number from 1 to 65535, or a range P-Q"
+				       : "an address is IPv4 or IPv6, with an optional /BITS";
+		if (c->n_rules == SHUNT_MAX_RULES)
+			return "too many accelerate and bypass rules (at most 64)";
+		c->rules[c->n_rules++] = r;
+	}
+	return NULL;
+}
+
+static const char *add_accelerate(struct shunt_config *c, int argc, char **argv)
+{
+	return add_rules(c, 1, argc, argv);
+}
+
+static const char *add_bypass(struct shunt_config *c, int argc, char **argv)
+{
+	return add_rules(c, 0, argc, argv);
+}
+
+static const struct {
+	const char *key;
+	setter fn;
+} settings[] = {
+	{ "ring-size", set_ring_size }, { "spin-us", set_spin },
+	{ "dir", set_dir }, { "log", set_log },
+	{ "allow-user", add_users }, { "accelerate", add_accelerate },
+	{ "bypass", add_bypass },
+};
+
+/* --- The file ---------------------------------------------------------- */
+
+static const char *parse_line(struct shunt_config *c, char *line)
+{
+	char *argv[MAX_ARGS];
+	int argc = 0;
+
+	*strchrnul(line, '#') = '\0';
+	for (char *tok = strtok(line, " \t\r"); tok; tok = strtok(NULL, " \t\r")) {
+		if (argc == MAX_ARGS)
+			return "too many words on one line";
+		argv[argc++] = tok;
+	}
+	if (argc == 0)
+		return NULL;
+	for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++)
+		if (strcmp(argv[0], settings[i].key) == 0)
+			return settings[i].fn(c, argc - 1, argv + 1);
+	return "unknown setting (ring-size, spin-us, dir, log, allow-user, accelerate, bypass)";
+}
+
+int shunt__config_parse(struct shunt_config *c, const char *path, char *text)
+{
+	int bad = 0, lineno = 0;
+	char *next;
+
+	for (char *line = text; line; line = next) {
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = '\0';
+		lineno++;
+		const char *why = parse_line(c, line);
+		if (why) {
+			shunt__complain("%s:%d: %s", path, lineno, why);
+			bad = 1;
+		}
+	}
+	return bad ? -EINVAL : 0;
+}
+
+/* $SHUNT_CONFIG (which must exist), else the first of the user's and the
+ * system's files that does.  0 if none is to be read. */
+static int find_file(char *out, size_t n)
+{
+	const char *env = getenv("SHUNT_CONFIG");
+	const char *xdg = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
+
+	if (env && *env) {
+		snprintf(out, n, "%s", env);
+		return 1;
+	}
+	if (xdg && *xdg == '/' && snprintf(out, n, "%s/shunt/shunt.conf", xdg) < (int)n &&
+	    access(out, F_OK) == 0)
+		return 1;
+	if (home && *home == '/' &&
+	    snprintf(out, n, "%s/.config/shunt/shunt.conf", home) < (int)n &&
+	    access(out, F_OK) == 0)
+		return 1;
+	snprintf(out, n, "/etc/shunt.conf");
+	return access(out, F_OK) == 0;
+}
+
+static int read_file(const char *path, char *buf, size_t size)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	ssize_t n = read(fd, buf, size - 1);
+	int err = n < 0 ? -errno : 0;
+	if (n == (ssize_t)size - 1 && read(fd, buf, 1) > 0)
+		err = -EFBIG;
+	close(fd);
+	if (err)
+		return err;
+	buf[n] = '\0';
+	return 0;
+}
+
+static void load_file(struct shunt_config *c)
+{
+	static char text[FILE_MAX];
+	struct shunt_config parsed = *c;
+
+	if (!find_file(c->file, sizeof(c->file))) {
+		c->file[0] = '\0';
+		return;
+	}
+	int rc = read_file(c->file, text, sizeof(text));
+	if (rc < 0) {
+		shunt__complain("cannot read config file %s: %s", c->file, strerror(-rc));
+	} else if (shunt__config_parse(&parsed, c->file, text) == 0) {
+		snprintf(parsed.file, sizeof(parsed.file), "%s", c->file);
+		*c = parsed;
+		if (log_level[0] && shunt__log_setup(log_level, log_file) < 0)
+			shunt__complain("%s: cannot log to %s", c->file, log_file);
+		return;
+	}
+	/* Nothing of a file with errors is used. */
+	shunt__complain("ignoring %s: defaults are used, and no TCP connection "
+			"will be accelerated", c->file);
+	c->bad_file = 1;
+}
+
+/* --- Defaults and the environment --------------------------------------- */
+
+/* Spinning only pays when the peer can run at the same time on another core. */
+static void defaults(struct shunt_config *c)
+{
+	const char *xdg = getenv("XDG_RUNTIME_DIR");
+
+	memset(c, 0, sizeof(*c));
+	c->ring_size = DEFAULT_RING_SIZE;
+	c->spin_us = sysconf(_SC_NPROCESSORS_ONLN) > 1 ? DEFAULT_SPIN_US : 0;
+	if (!xdg || *xdg != '/' ||
+	    snprintf(c->dir, sizeof(c->dir), "%s/shunt", xdg) >= (int)sizeof(c->dir) - 32)
+		snprintf(c->dir, sizeof(c->dir), "/tmp/shunt-%u", (unsigned)geteuid());
+}
+
+static void apply_env(struct shunt_config *c, const char *var, setter fn)
+{
+	char *v = getenv(var);
+
+	if (!v || !*v)
+		return;
+	const char *why = fn(c, 1, &v);
+	if (why)
+		shunt__complain("%s=%s: %s; ignored", var, v, why);
 }
 
 static void config_init(void)
 {
-	read_ring_size();
-	read_spin();
-	read_dir();
+	defaults(&config);
+	load_file(&config);
+	apply_env(&config, "SHUNT_RING_SIZE", set_ring_size);
+	apply_env(&config, "SHUNT_SPIN_US", set_spin);
+	apply_env(&config, "SHUNT_DIR", set_dir);
 }
 
 const struct shunt_config *shunt__config(void)
@@ -122,12 +368,11 @@ const struct shunt_config *shunt__config(void)
  * The directory holds the rendezvous sockets: whoever can create files in it
  * could pose as a listener.  A directory we create is 0700.  An existing one
  * must be a real directory owned by us and closed to others, unless the user
- * named it with SHUNT_DIR (e.g. one shared among containers on purpose).
+ * named it (e.g. one shared among containers on purpose).
  */
 int shunt__ensure_dir(const char *dir)
 {
 	struct stat st;
-	int explicit_dir = getenv("SHUNT_DIR") && *getenv("SHUNT_DIR");
 
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
 		return -errno;
@@ -135,7 +380,8 @@ int shunt__ensure_dir(const char *dir)
 		return -errno;
 	if (!S_ISDIR(st.st_mode))
 		return -ENOTDIR;
-	if (!explicit_dir && (st.st_uid != geteuid() || (st.st_mode & 077))) {
+	if (!shunt__config()->dir_explicit &&
+	    (st.st_uid != geteuid() || (st.st_mode & 077))) {
 		log_error("%s is not a private directory of uid %u; refusing it",
 			  dir, (unsigned)geteuid());
 		return -EPERM;

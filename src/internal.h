@@ -42,18 +42,57 @@ void shunt__complain(const char *fmt, ...) __attribute__((format(printf, 1, 2)))
 #define log_debug(...) shunt_log(SHUNT_LOG_DEBUG, __VA_ARGS__)
 
 /* --- Configuration (config.c) ---------------------------------------------
- * Read once from the environment; a bad value is reported (at warn level and
- * above) and replaced by the default, so a typo never breaks the program. */
+ * Read once: the built-in defaults, then the config file, then the
+ * environment, each overriding the one before.  A bad environment value is
+ * reported and replaced by the default; a bad config file is reported and
+ * ignored as a whole (a typo in a bypass rule must not accelerate what the
+ * user wanted left alone), and `bad_file` tells the shim to accelerate
+ * nothing.  See docs/config.md. */
+#define SHUNT_MAX_USERS 32
+#define SHUNT_MAX_RULES 64
+
+enum shunt_rule_kind { SHUNT_RULE_ALL, SHUNT_RULE_PORT, SHUNT_RULE_ADDR };
+
+/* "accelerate|bypass all | port LO[-HI] | addr ADDR[/PREFIX]" */
+struct shunt_rule {
+	uint8_t accelerate;  /* 1: accelerate, 0: bypass */
+	uint8_t kind;        /* enum shunt_rule_kind */
+	uint8_t family;      /* AF_INET or AF_INET6, for SHUNT_RULE_ADDR */
+	uint8_t prefix;      /* bits of addr that must match */
+	uint16_t port_lo, port_hi;
+	uint8_t addr[16];
+};
+
 struct shunt_config {
-	uint64_t ring_size; /* SHUNT_RING_SIZE, bytes, with k/m/g suffixes */
-	int spin_us;        /* SHUNT_SPIN_US, 0 = never spin */
-	char dir[108];      /* rendezvous directory (fits sun_path) */
+	uint64_t ring_size; /* ring-size, SHUNT_RING_SIZE: bytes, k/m/g suffixes */
+	int spin_us;        /* spin-us, SHUNT_SPIN_US: 0 = never spin */
+	char dir[108];      /* dir, SHUNT_DIR: rendezvous directory (fits sun_path) */
+	int dir_explicit;   /* dir was named, not defaulted: shared on purpose */
+	unsigned n_users;   /* allow-user: other uids a peer may have */
+	uint32_t users[SHUNT_MAX_USERS];
+	unsigned n_rules;   /* accelerate / bypass, first match wins */
+	struct shunt_rule rules[SHUNT_MAX_RULES];
+	char file[256];     /* the config file read, "" if none */
+	int bad_file;       /* the file had an error and was ignored */
 };
 
 const struct shunt_config *shunt__config(void);
 /* Parse a byte count such as "512k" or "1M".  0 or -EINVAL. */
 int shunt__parse_size(const char *s, uint64_t *out);
+/* Parse a config file's text into c (which holds defaults).  0, or -EINVAL
+ * after reporting each bad line as "path:line: message" on stderr. */
+int shunt__config_parse(struct shunt_config *c, const char *path, char *text);
 /* Create (mode 0700) or check the runtime directory; 0 or negative errno. */
 int shunt__ensure_dir(const char *dir);
+/* Apply a log level and file named by the config file (log.c). */
+int shunt__log_setup(const char *level, const char *file);
+
+/* --- Policy (policy.c) ---------------------------------------------------- */
+
+/* May a peer running as uid reach us (and we it)?  Our own uid always may. */
+int shunt__peer_allowed(uint32_t uid);
+/* Should a TCP connection to or from this address be accelerated? */
+struct sockaddr;
+int shunt__tcp_allowed(const struct sockaddr *sa);
 
 #endif /* SHUNT_INTERNAL_H */

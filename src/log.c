@@ -30,6 +30,16 @@ static int parse_level(const char *s)
 	return -1;
 }
 
+static int open_log_file(const char *file)
+{
+	int fd = open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+
+	if (fd < 0)
+		return -errno;
+	log_fd = fd;
+	return 0;
+}
+
 /* Runs before main() so the level is known before any other call. */
 __attribute__((constructor)) static void log_init(void)
 {
@@ -46,15 +56,30 @@ __attribute__((constructor)) static void log_init(void)
 			"warn, info, debug; using warn\n", lvl);
 		l = SHUNT_LOG_WARN;
 	}
-	if (file && *file) {
-		int fd = open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-		if (fd >= 0)
-			log_fd = fd;
-		else
-			dprintf(STDERR_FILENO, "shunt: cannot open SHUNT_LOG_FILE %s: %s\n",
-				file, strerror(errno));
-	}
+	if (file && *file && open_log_file(file) < 0)
+		dprintf(STDERR_FILENO, "shunt: cannot open SHUNT_LOG_FILE %s: %s\n",
+			file, strerror(errno));
 	shunt__log_level = l;
+}
+
+/* The environment, read above, wins over the config file. */
+int shunt__log_setup(const char *level, const char *file)
+{
+	const char *env = getenv("SHUNT_LOG");
+
+	if (env && *env)
+		return 0;
+	int l = parse_level(level);
+	if (l < 0)
+		return -EINVAL;
+	if (file && *file) {
+		int rc = open_log_file(file);
+		if (rc < 0)
+			return rc;
+	}
+	log_silenced = l == SHUNT_LOG_NONE;
+	shunt__log_level = l;
+	return 0;
 }
 
 static void log_line(int level, const char *fmt, va_list ap)

@@ -71,7 +71,7 @@ static int resolve(const char *name, struct sockaddr_un *addr, int listener)
 
 /* --- Policy ----------------------------------------------------------- */
 
-/* Default policy: only a peer of our own effective user. */
+/* Policy: a peer of our own effective user, or one the config allows. */
 static int peer_allowed(int sock, const char *who)
 {
 	struct ucred cr;
@@ -79,9 +79,9 @@ static int peer_allowed(int sock, const char *who)
 
 	if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
 		return -errno;
-	if (cr.uid != geteuid()) {
-		log_warn("refused %s pid %d: uid %u is not ours (%u)", who, (int)cr.pid,
-			 (unsigned)cr.uid, (unsigned)geteuid());
+	if (!shunt__peer_allowed(cr.uid)) {
+		log_warn("refused %s pid %d: uid %u is neither ours (%u) nor allowed",
+			 who, (int)cr.pid, (unsigned)cr.uid, (unsigned)geteuid());
 		return -EACCES;
 	}
 	return 0;
