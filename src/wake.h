@@ -58,8 +58,8 @@ static inline uint32_t shunt_wait_should_wake(_Atomic uint32_t *peer, uint32_t b
 }
 
 /*
- * Doorbells are connected UNIX stream sockets: a ring is one byte.  Every
- * call passes MSG_DONTWAIT, so no flag the peer sets on a shared file
+ * Doorbells are connected UNIX stream sockets: a ring is one byte.  Rings
+ * and drains pass MSG_DONTWAIT, so no flag the peer sets on a shared file
  * description can make this side block, and a hang-up (the peer's process
  * is gone) ends a sleep at once.  A side sleeps only on its own end.
  */
