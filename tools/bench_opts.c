@@ -173,7 +173,7 @@ void bench_usage(FILE *f)
 "  memcpy        no peer: copying each message into a buffer the size of the\n"
 "                shunt ring, the least a sender must do (stream only)\n"
 "  shunt-zc      shunt_send_reserve + memcpy + commit; shunt_recv_peek, read\n"
-"                first and last byte, release: one copy end to end\n"
+"                a byte of every cache line, release: one copy end to end\n"
 "  shunt         shunt_send / shunt_recv: a copy on each side\n"
 "  shunt-nospin  shunt with spin_us = -1 on both ends (ping-pong only)\n"
 "  unix          AF_UNIX SOCK_STREAM\n"

@@ -181,7 +181,8 @@ void report_footer(FILE *f, const struct bench_cfg *cfg, const struct results *r
 "  shunt sender must do, so the limit for any transport.\n",
 			size_label(rs->ring_size, ring, sizeof(ring)));
 	fprintf(f,
-"  shunt-zc copies once end to end (into the ring; the receiver reads in place);\n"
+"  shunt-zc copies once end to end (into the ring; the receiver reads a byte of\n"
+"  every cache line in place);\n"
 "  shunt copies on both sides; shunt-nospin never spins (spin_us = -1).\n");
 }
 
