@@ -44,11 +44,12 @@ TOOL_OBJ  := $(TOOL_SRC:tools/%.c=$(B)/tools/%.o)
 TEST_SRC  := $(wildcard tests/t_*.c)
 TEST_BIN  := $(TEST_SRC:tests/%.c=$(B)/tests/%)
 TEST_LIB  := $(B)/tests/testlib.o
+EXAMPLES  := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
 
 .PHONY: all lib test demo install clean
 # Keep test objects, or make deletes them as intermediates and relinks all.
 .SECONDARY: $(TEST_LIB) $(TEST_SRC:tests/%.c=$(B)/tests/%.o)
-all: lib $(B)/shunt $(TEST_BIN)
+all: lib $(B)/shunt $(TEST_BIN) $(EXAMPLES)
 lib: $(B)/libshunt.so $(B)/libshunt.a
 
 $(B)/src/%.o: src/%.c
@@ -65,6 +66,13 @@ $(B)/tests/%.o: tests/%.c
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+# Examples use only the public API and link the shared library, as users do.
+$(B)/examples/%: examples/%.c include/shunt.h $(B)/libshunt.so
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CSTD) $(WARN) $(OPT) -Iinclude $(SANFLAGS) $(CFLAGS) -o $@ $< \
+		-L$(B) -lshunt -Wl,-rpath,'$$ORIGIN/..' $(ALL_LDFLAGS) -lpthread
 
 $(B)/libshunt.so: $(LIB_OBJ) src/libshunt.map
 	@$(if $(Q),echo "  LD      $@")
