@@ -160,6 +160,26 @@ static void test_bench_json(void)
 	test_log("bench: %d JSON lines, as many CSV rows, and a chart", nlines);
 }
 
+/* examples/echo: a server, and a client whose 3 MiB of input (more than
+ * both rings hold) must come back unchanged. */
+static void test_echo_example(void)
+{
+	char echo[PATH_MAX + 32], cmd[10 * PATH_MAX], name[64];
+
+	snprintf(echo, sizeof(echo), "%s", bin);
+	*strrchr(echo, '/') = '\0';
+	strcat(echo, "/examples/echo");
+	ASSERT_MSG(access(echo, X_OK) == 0, "no example at %s", echo);
+	test_name_unique(name, sizeof(name));
+	snprintf(cmd, sizeof(cmd),
+		 "'%s' server %s & s=$!; sleep 0.2; head -c 3145728 /dev/urandom >'%s/in' && "
+		 "timeout 20 '%s' client %s <'%s/in' >'%s/back'; rc=$?; kill $s; "
+		 "[ $rc -eq 0 ] && cmp -s '%s/in' '%s/back'",
+		 echo, name, tmp, echo, name, tmp, tmp, tmp, tmp);
+	ASSERT_MSG(system(cmd) == 0, "examples/echo did not return its input unchanged");
+	test_log("examples/echo returned 3 MiB unchanged");
+}
+
 int main(void)
 {
 	test_init("t_cli");
@@ -170,6 +190,7 @@ int main(void)
 	ASSERT_SYS(mkdir(tmp, 0700));
 	test_version_and_usage();
 	test_bench_json();
+	test_echo_example();
 	char cmd[PATH_MAX + 16];
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp);
 	ASSERT_EQ(system(cmd), 0);
