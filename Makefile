@@ -39,20 +39,32 @@ endif
 
 LIB_SRC   := $(wildcard src/*.c)
 LIB_OBJ   := $(LIB_SRC:src/%.c=$(B)/src/%.o)
+SHIM_SRC  := $(wildcard src/shim/*.c)
+SHIM_OBJ  := $(SHIM_SRC:src/shim/%.c=$(B)/src/shim/%.o)
 TOOL_SRC  := $(wildcard tools/*.c)
 TOOL_OBJ  := $(TOOL_SRC:tools/%.c=$(B)/tools/%.o)
 TEST_SRC  := $(wildcard tests/t_*.c)
 TEST_BIN  := $(TEST_SRC:tests/%.c=$(B)/tests/%)
+# Script tests drive real programs under the preload library; they run in the
+# plain build only (a sanitizer runtime cannot be preloaded into them).
+ifeq ($(SAN),)
+TEST_SH   := $(patsubst tests/%.sh,$(B)/tests/%,$(wildcard tests/t_*.sh))
+endif
 TEST_LIB  := $(B)/tests/testlib.o
 EXAMPLES  := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
 
 .PHONY: all lib test demo install clean
 # Keep test objects, or make deletes them as intermediates and relinks all.
 .SECONDARY: $(TEST_LIB) $(TEST_SRC:tests/%.c=$(B)/tests/%.o)
-all: lib $(B)/shunt $(TEST_BIN) $(EXAMPLES)
-lib: $(B)/libshunt.so $(B)/libshunt.a
+all: lib $(B)/shunt $(TEST_BIN) $(TEST_SH) $(EXAMPLES)
+lib: $(B)/libshunt.so $(B)/libshunt.a $(B)/libshunt-preload.so
 
 $(B)/src/%.o: src/%.c
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(B)/src/shim/%.o: src/shim/%.c
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<
@@ -79,6 +91,13 @@ $(B)/libshunt.so: $(LIB_OBJ) src/libshunt.map
 	$(Q)$(CC) -shared -o $@ $(LIB_OBJ) -Wl,--version-script=src/libshunt.map \
 		-Wl,-z,defs -Wl,-soname,libshunt.so $(ALL_LDFLAGS)
 
+# The LD_PRELOAD library: the core plus the socket shim, exporting only the
+# libc functions it wraps.
+$(B)/libshunt-preload.so: $(LIB_OBJ) $(SHIM_OBJ) src/shim/preload.map
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) -shared -o $@ $(LIB_OBJ) $(SHIM_OBJ) -Wl,--version-script=src/shim/preload.map \
+		-Wl,-z,defs -Wl,-soname,libshunt-preload.so $(ALL_LDFLAGS) -lpthread
+
 $(B)/libshunt.a: $(LIB_OBJ)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
@@ -92,6 +111,16 @@ $(B)/tests/t_%: $(B)/tests/t_%.o $(TEST_LIB) $(B)/libshunt.a
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) -o $@ $< $(TEST_LIB) $(B)/libshunt.a $(ALL_LDFLAGS) -lpthread
 
+# t_preload links the shim itself, so that its wrappers run instrumented
+# under SAN=asan and SAN=tsan (an executable's symbols come first).
+$(B)/tests/t_preload: $(B)/tests/t_preload.o $(TEST_LIB) $(SHIM_OBJ) $(B)/libshunt.a
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) -o $@ $< $(TEST_LIB) $(SHIM_OBJ) $(B)/libshunt.a $(ALL_LDFLAGS) -lpthread
+
+$(B)/tests/t_%: tests/t_%.sh
+	@mkdir -p $(@D)
+	$(Q)install -m 755 $< $@
+
 test: all
 	$(Q)tests/run.sh $(B)
 
@@ -103,6 +132,7 @@ install: lib $(B)/shunt
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include
 	install -m 755 $(B)/shunt $(DESTDIR)$(PREFIX)/bin/shunt
 	install -m 755 $(B)/libshunt.so $(DESTDIR)$(PREFIX)/lib/libshunt.so
+	install -m 755 $(B)/libshunt-preload.so $(DESTDIR)$(PREFIX)/lib/libshunt-preload.so
 	install -m 644 $(B)/libshunt.a $(DESTDIR)$(PREFIX)/lib/libshunt.a
 	install -m 644 include/shunt.h $(DESTDIR)$(PREFIX)/include/shunt.h
 	@if ls man/*.[0-9] >/dev/null 2>&1; then \
@@ -113,4 +143,4 @@ install: lib $(B)/shunt
 clean:
 	rm -rf build build-asan build-tsan
 
--include $(wildcard $(B)/*/*.d)
+-include $(wildcard $(B)/*/*.d $(B)/*/*/*.d)

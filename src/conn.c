@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -71,6 +72,21 @@ static void set_state(struct shunt_conn *c, uint32_t bits)
 	ring_peer(c, SHUNT_WAIT_ALL);
 }
 
+/* The peer hung up without a shutdown: it died, or (shim) closed its last
+ * copy.  Data it published before is still ours, so re-read the head.  As
+ * with TCP, that is end of stream if it had read all we sent, and a reset
+ * if it left some unread. */
+static int64_t gone_rx(struct shunt_conn *c, uint64_t want)
+{
+	int64_t n = shunt_ring_avail(&c->rx, want);
+
+	if (n != 0)
+		return n < 0 ? conn_fail(c, (int)n) : n;
+	if (c->hangup_eof && shunt_ring_peek_space(&c->tx) == (int64_t)c->tx.cap)
+		return 0;
+	return -ECONNRESET;
+}
+
 /* --- Readiness --------------------------------------------------------
  * Each returns > 0 (bytes ready or free), 0 (end of stream, rx only),
  * -EAGAIN (would wait) or the error the caller must return.  `want` is how
@@ -97,7 +113,7 @@ static int64_t rx_ready(struct shunt_conn *c, uint64_t want)
 		return n < 0 ? conn_fail(c, (int)n) : n;
 	}
 	if (atomic_load_explicit(&c->peer_gone, memory_order_relaxed))
-		return -ECONNRESET;
+		return gone_rx(c, want);
 	return -EAGAIN;
 }
 
@@ -486,11 +502,7 @@ SHUNT_EXPORT int shunt_close(struct shunt_conn *c)
 		return 0;
 	if (c->seg.ctl)
 		set_state(c, SHUNT_ST_CLOSED);
-	shunt_seg_detach(&c->seg);
-	close_fd(c->bell[0]);
-	close_fd(c->bell[1]);
-	close_fd(atomic_load(&c->pollfd));
-	free(c);
+	shunt__conn_free(c);
 	return 0;
 }
 
@@ -523,5 +535,128 @@ int shunt__conn_new(struct shunt_conn **out, int side, struct shunt_seg *seg,
 	atomic_init(&c->my_state, SHUNT_ST_OPEN);
 	atomic_store_explicit(&c->me->state, SHUNT_ST_OPEN, memory_order_release);
 	*out = c;
+	return 0;
+}
+
+/* --- For the socket shim ---------------------------------------------- */
+
+static int poll_rx(struct shunt_conn *c)
+{
+	int64_t n = rx_ready(c, 1);
+
+	if (n == -EAGAIN)
+		return 0;
+	if (n > 0)
+		return POLLIN;
+	if (n == 0)
+		return POLLIN | POLLRDHUP;
+	return POLLIN | POLLRDHUP | POLLERR | POLLHUP;
+}
+
+static int poll_tx(struct shunt_conn *c)
+{
+	int64_t n = tx_ready(c, 1, 1);
+
+	if (n == -EAGAIN)
+		return 0;
+	return n > 0 ? POLLOUT : POLLOUT | POLLERR;
+}
+
+/* POLLHUP as TCP gives it: both directions are shut. */
+static int poll_bits(struct shunt_conn *c, int events)
+{
+	int rx = poll_rx(c), tx = poll_tx(c);
+	int ev = rx | tx;
+
+	if ((rx & POLLRDHUP) && (shunt__conn_state(c) & SHUNT_ST_SHUT_WR))
+		ev |= POLLHUP;
+	return ev & (events | POLLERR | POLLHUP);
+}
+
+int shunt__conn_poll(struct shunt_conn *c, int events, int arm)
+{
+	int ev = poll_bits(c, events);
+
+	if (ev || !arm)
+		return ev;
+	uint32_t bits = 0;
+	if (events & (POLLIN | POLLRDHUP))
+		bits |= SHUNT_WAIT_READ;
+	if (events & POLLOUT)
+		bits |= SHUNT_WAIT_WRITE;
+	/* As a non-blocking conn_wait(): consume old rings, then arm, so a
+	 * ring for new progress stays pending in the bell. */
+	atomic_fetch_or_explicit(&c->waited, bits, memory_order_relaxed);
+	for (uint32_t b = SHUNT_WAIT_READ; b <= SHUNT_WAIT_WRITE; b <<= 1)
+		if ((bits & b) && shunt_bell_drain(bell_of(c, b)) < 0)
+			peer_hung_up(c);
+	shunt_wait_arm(&c->me->wait, bits);
+	return poll_bits(c, events);
+}
+
+int shunt__conn_bell(const struct shunt_conn *c, int write)
+{
+	return c->bell[write ? 1 : 0];
+}
+
+uint64_t shunt__conn_progress(const struct shunt_conn *c)
+{
+	return atomic_load_explicit(c->rx.head, memory_order_relaxed) +
+	       atomic_load_explicit(c->tx.tail, memory_order_relaxed) +
+	       atomic_load_explicit(&c->peer->state, memory_order_relaxed) +
+	       (uint64_t)atomic_load_explicit(&c->peer_gone, memory_order_relaxed);
+}
+
+uint32_t shunt__conn_state(const struct shunt_conn *c)
+{
+	return atomic_load_explicit(&c->my_state, memory_order_relaxed);
+}
+
+void shunt__conn_free(struct shunt_conn *c)
+{
+	if (!c)
+		return;
+	shunt_seg_detach(&c->seg);
+	close_fd(c->bell[0]);
+	close_fd(c->bell[1]);
+	close_fd(atomic_load(&c->pollfd));
+	free(c);
+}
+
+uint32_t shunt__conn_decide(struct shunt_conn *c, uint32_t to)
+{
+	uint32_t d = SHUNT_DECIDE_PENDING;
+
+	if (to != SHUNT_DECIDE_PENDING &&
+	    atomic_compare_exchange_strong(&c->seg.ctl->decide, &d, to))
+		return to;
+	/* A value the peer scribbled is no decision we made: treat it as a
+	 * decline, so that nobody uses shared memory on a maybe. */
+	return d == SHUNT_DECIDE_ACCEPTED || d == SHUNT_DECIDE_PENDING ? d
+								       : SHUNT_DECIDE_DECLINED;
+}
+
+void shunt__conn_set_info(struct shunt_conn *c, const struct shunt_tcp_info *info)
+{
+	memcpy(&c->seg.ctl->info, info, sizeof(*info));
+}
+
+int shunt__conn_resume(struct shunt_conn **out, int side, struct shunt_seg *seg,
+		       int bell_rd, int bell_wr, int spin_us)
+{
+	struct shunt_ctl *ctl = seg->ctl;
+	uint32_t st = atomic_load(&ctl->side[side].state) & SHUNT_ST_KNOWN;
+	int rc = shunt__conn_new(out, side, seg, bell_rd, bell_wr, spin_us);
+
+	if (rc < 0)
+		return rc;
+	struct shunt_conn *c = *out;
+	/* Our own indices: we are their only writer.  The cached peer indices
+	 * start where they force a fresh, validated read. */
+	c->tx.pos = atomic_load(c->tx.head);
+	c->tx.peer = c->tx.pos - c->tx.cap;
+	c->rx.pos = atomic_load(c->rx.tail);
+	c->rx.peer = c->rx.pos;
+	set_state(c, st | SHUNT_ST_OPEN);
 	return 0;
 }

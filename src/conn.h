@@ -30,6 +30,9 @@ struct shunt_conn {
 	_Atomic int broken;          /* 0, or the -errno every call now returns */
 	_Atomic int peer_gone;       /* the liveness socket hung up */
 	int rd_shut;                 /* shutdown(SHUT_RD) was called */
+	int hangup_eof;              /* a hang-up reads as end of stream when the
+	                              * peer took all we sent, as a TCP close does
+	                              * (the shim's connections) */
 	uint64_t zc_reserved;        /* bytes the last shunt_send_reserve() gave */
 	uint64_t zc_peeked;          /* bytes the last shunt_recv_peek() showed */
 	uint64_t bytes_sent;         /* written by the sending thread only */
@@ -43,5 +46,34 @@ struct shunt_conn {
  */
 int shunt__conn_new(struct shunt_conn **out, int side, struct shunt_seg *seg,
 		    int bell_rd, int bell_wr, int spin_us);
+
+/* --- For the socket shim ------------------------------------------------ */
+
+/* Readiness as poll(2) bits (POLLIN, POLLOUT, POLLRDHUP, POLLHUP, POLLERR)
+ * for the `events` asked, without waiting.  With arm, when nothing asked is
+ * ready, also arm the wait words so that the peer's next progress rings the
+ * bells (shunt__conn_bell), consuming stale rings first; then re-check. */
+int shunt__conn_poll(struct shunt_conn *c, int events, int arm);
+/* The doorbell that rings for READ (write = 0) or WRITE (write = 1) waits. */
+int shunt__conn_bell(const struct shunt_conn *c, int write);
+/* A number that changes whenever the peer makes progress: for edge
+ * triggering.  Read from shared memory, so used for nothing else. */
+uint64_t shunt__conn_progress(const struct shunt_conn *c);
+/* Free this end without telling the peer it closed: another process may
+ * still hold the connection (fork); the peer learns of the last close from
+ * the doorbells' hang-up. */
+void shunt__conn_free(struct shunt_conn *c);
+/* Settle the upgrade decision: move it from PENDING to `to` unless the
+ * other side did first.  Returns the decision that holds (SHUNT_DECIDE_*). */
+uint32_t shunt__conn_decide(struct shunt_conn *c, uint32_t to);
+/* Record the TCP addresses for `shunt stat` (informational only). */
+void shunt__conn_set_info(struct shunt_conn *c, const struct shunt_tcp_info *info);
+/* Take up an existing end again (in a new program image after exec): as
+ * shunt__conn_new, but the ring positions and this side's state are resumed
+ * from the segment (and validated on use, like everything shared). */
+int shunt__conn_resume(struct shunt_conn **out, int side, struct shunt_seg *seg,
+		       int bell_rd, int bell_wr, int spin_us);
+/* This end's state bits, as set by shutdown. */
+uint32_t shunt__conn_state(const struct shunt_conn *c);
 
 #endif /* SHUNT_CONN_H */

@@ -18,7 +18,8 @@
 #include <shunt.h>
 
 #define HELLO_TIMEOUT_MS 1000 /* a connector sends its hello right after connect */
-#define MAX_FDS 2 /* the most a message carries */
+#define MAX_FDS 3 /* the most a message carries */
+#define OFFER_TIMEOUT_MS 100 /* an offer's hello follows its connect at once */
 
 struct shunt_listener {
 	int fd;
@@ -189,11 +190,12 @@ static int pick_spin(const struct shunt_opts *o)
 	return o->spin_us > 0 ? o->spin_us : 0;
 }
 
-/* Create the segment and the WRITE doorbell pair, send the hello, and
- * build our end.  Owns s. */
-static int offer(int s, const struct shunt_opts *o, struct shunt_conn **out)
+/* Create the segment and the WRITE doorbell pair, send the hello (with
+ * `proof` as a third fd if >= 0), and build our end.  Owns s.  The mapping
+ * keeps the segment alive: the memfd goes to *memfd if asked, else closed. */
+static int offer(int s, uint64_t cap, int spin_us, int proof, struct shunt_conn **out,
+		 int *memfd_out)
 {
-	uint64_t cap = o && o->ring_size ? o->ring_size : shunt__config()->ring_size;
 	struct shunt_seg seg = { 0 };
 	int pair[2] = { -1, -1 };
 	int memfd = shunt_seg_create(&seg, cap);
@@ -204,24 +206,26 @@ static int offer(int s, const struct shunt_opts *o, struct shunt_conn **out)
 	if (rc >= 0) {
 		struct shunt_hello h = {
 			.magic = SHUNT_HELLO_MAGIC, .version = SHUNT_PROTO_VERSION,
-			.ring_size = cap,
+			.flags = proof >= 0 ? SHUNT_HELLO_OFFER : 0, .ring_size = cap,
 		};
-		int fds[2] = { memfd, pair[1] };
-		rc = send_msg(s, &h, sizeof(h), fds, 2);
+		int fds[3] = { memfd, pair[1], proof };
+		rc = send_msg(s, &h, sizeof(h), fds, proof >= 0 ? 3 : 2);
 	}
-	/* The mapping keeps the segment alive; the peer holds its end. */
-	if (memfd >= 0)
-		close(memfd);
 	if (pair[1] >= 0)
 		close(pair[1]);
-	if (rc < 0) {
+	if (rc >= 0)
+		rc = shunt__conn_new(out, 0, &seg, s, pair[0], spin_us);
+	else {
 		if (pair[0] >= 0)
 			close(pair[0]);
 		close(s);
 		shunt_seg_detach(&seg);
-		return rc;
 	}
-	return shunt__conn_new(out, 0, &seg, s, pair[0], pick_spin(o));
+	if (memfd >= 0 && (rc < 0 || !memfd_out))
+		close(memfd);
+	else if (memfd_out)
+		*memfd_out = memfd;
+	return rc;
 }
 
 SHUNT_EXPORT int shunt_connect(const char *name, const struct shunt_opts *opts,
@@ -242,7 +246,27 @@ SHUNT_EXPORT int shunt_connect(const char *name, const struct shunt_opts *opts,
 		close(s);
 		return rc;
 	}
-	return offer(s, opts, out);
+	uint64_t cap = opts && opts->ring_size ? opts->ring_size : shunt__config()->ring_size;
+	return offer(s, cap, pick_spin(opts), -1, out, NULL);
+}
+
+int shunt__offer_send(const char *path, uint64_t cap, int proof,
+		      struct shunt_conn **out, int *memfd)
+{
+	struct sockaddr_un addr;
+	int rc = resolve(path, &addr, 0);
+
+	if (rc < 0)
+		return rc;
+	int s = open_stream(&addr);
+	if (s < 0)
+		return s;
+	rc = peer_allowed(s, "listener");
+	if (rc < 0) {
+		close(s);
+		return rc;
+	}
+	return offer(s, cap, shunt__config()->spin_us, proof, out, memfd);
 }
 
 /* --- Listening and accepting ---------------------------------------- */
@@ -266,6 +290,24 @@ static int clear_stale(const struct sockaddr_un *addr)
 	return unlink(addr->sun_path) < 0 && errno != ENOENT ? -errno : 0;
 }
 
+static int listen_at(const struct sockaddr_un *addr)
+{
+	int rc = clear_stale(addr);
+
+	if (rc < 0)
+		return rc;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	if (bind(fd, (const struct sockaddr *)addr, sizeof(*addr)) < 0 ||
+	    listen(fd, SOMAXCONN) < 0) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	return fd;
+}
+
 SHUNT_EXPORT int shunt_listen(const char *name, struct shunt_listener **out)
 {
 	struct shunt_listener *l = calloc(1, sizeof(*l));
@@ -276,22 +318,21 @@ SHUNT_EXPORT int shunt_listen(const char *name, struct shunt_listener **out)
 	l->fd = -1;
 	rc = resolve(name, &l->addr, 1);
 	if (rc == 0)
-		rc = clear_stale(&l->addr);
-	if (rc == 0) {
-		l->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-		if (l->fd < 0 ||
-		    bind(l->fd, (struct sockaddr *)&l->addr, sizeof(l->addr)) < 0 ||
-		    listen(l->fd, SOMAXCONN) < 0)
-			rc = -errno;
-	}
+		rc = l->fd = listen_at(&l->addr);
 	if (rc < 0) {
-		if (l->fd >= 0)
-			close(l->fd);
 		free(l);
 		return rc;
 	}
 	*out = l;
 	return 0;
+}
+
+int shunt__unix_listen(const char *path)
+{
+	struct sockaddr_un addr;
+	int rc = resolve(path, &addr, 0);
+
+	return rc < 0 ? rc : listen_at(&addr);
 }
 
 SHUNT_EXPORT int shunt_listener_fd(const struct shunt_listener *l)
@@ -333,32 +374,62 @@ static int check_bell(int fd)
 	return 0;
 }
 
-/* Check the hello and map the segment.  Owns s. */
-static int answer(int s, struct shunt_conn **out)
+/*
+ * Check the hello and map the segment.  Owns s.  A native hello carries two
+ * fds; an offer (o != NULL) carries the proof socket as a third, and keeps
+ * the memfd and the proof in *o.
+ */
+static int answer(int s, struct shunt_conn **out, struct shunt_offer *o)
 {
 	struct shunt_hello h;
 	struct shunt_seg seg = { 0 };
-	int fds[2] = { -1, -1 };
-	int rc = wait_readable(s, HELLO_TIMEOUT_MS);
+	int fds[3] = { -1, -1, -1 };
+	int nfds = o ? 3 : 2;
+	int rc = wait_readable(s, o ? OFFER_TIMEOUT_MS : HELLO_TIMEOUT_MS);
 
 	if (rc == 0)
-		rc = recv_msg(s, &h, sizeof(h), fds, 2, MSG_DONTWAIT);
+		rc = recv_msg(s, &h, sizeof(h), fds, nfds, MSG_DONTWAIT);
 	if (rc == 0 && (h.magic != SHUNT_HELLO_MAGIC || h.version != SHUNT_PROTO_VERSION ||
-			h.flags))
+			h.flags != (o ? SHUNT_HELLO_OFFER : 0)))
 		rc = -EPROTO;
 	if (rc == 0)
 		rc = check_bell(fds[1]);
 	if (rc == 0)
 		rc = shunt_seg_attach(&seg, fds[0], h.ring_size);
+	if (rc == 0 && o) {
+		o->memfd = fds[0];
+		o->proof = fds[2];
+		fds[0] = fds[2] = -1;
+	}
+	if (rc < 0) {
+		close_fds(fds + 1, nfds - 1);
+		close(s);
+	}
 	if (fds[0] >= 0)
 		close(fds[0]);
+	if (rc < 0)
+		return rc;
+	return shunt__conn_new(out, 1, &seg, s, fds[1], shunt__config()->spin_us);
+}
+
+int shunt__offer_take(int lfd, struct shunt_offer *o)
+{
+	int s = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+
+	if (s < 0)
+		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	o->memfd = o->proof = -1;
+	int rc = peer_allowed(s, "connector");
 	if (rc < 0) {
-		if (fds[1] >= 0)
-			close(fds[1]);
 		close(s);
 		return rc;
 	}
-	return shunt__conn_new(out, 1, &seg, s, fds[1], shunt__config()->spin_us);
+	rc = answer(s, &o->c, o);
+	if (rc < 0 && o->memfd >= 0) {
+		close(o->memfd);
+		close(o->proof);
+	}
+	return rc;
 }
 
 static int accept_one(struct shunt_listener *l, struct shunt_conn **out)
@@ -369,7 +440,7 @@ static int accept_one(struct shunt_listener *l, struct shunt_conn **out)
 		return -errno;
 	int rc = peer_allowed(s, "connector");
 	if (rc == 0)
-		rc = answer(s, out);
+		rc = answer(s, out, NULL);
 	else
 		close(s);
 	if (rc < 0)

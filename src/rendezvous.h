@@ -25,4 +25,37 @@ struct shunt_hello {
 	uint64_t ring_size; /* of each ring; the memfd must match */
 };                          /* fds: [segment memfd, WRITE doorbell socket] */
 
+/* flags: a TCP upgrade offer from the socket shim.  It carries a third fd,
+ * the connector's own TCP socket, as proof that it holds that connection. */
+#define SHUNT_HELLO_OFFER 0x1u
+
+struct shunt_conn;
+
+/* --- For the socket shim ------------------------------------------------- */
+
+/* Listen on a UNIX socket path (non-blocking, close-on-exec), replacing a
+ * stale socket file.  Returns the fd or a negative errno. */
+int shunt__unix_listen(const char *path);
+
+/*
+ * Connect to the rendezvous socket at path, check its owner against the
+ * policy, and offer a new connection with ring size cap, passing `proof`.
+ * On success *out is the connecting end and *memfd the segment's fd, which
+ * the caller keeps or closes.
+ */
+int shunt__offer_send(const char *path, uint64_t cap, int proof,
+		      struct shunt_conn **out, int *memfd);
+
+/* An offer taken from a rendezvous listener: the accepting end, the
+ * segment's fd and the connector's TCP socket, all owned by the taker. */
+struct shunt_offer {
+	struct shunt_conn *c;
+	int memfd;
+	int proof;
+};
+
+/* Take one offer without blocking: 0, -EAGAIN when none waits, or another
+ * negative errno for an offer that was refused (and dropped). */
+int shunt__offer_take(int lfd, struct shunt_offer *o);
+
 #endif /* SHUNT_RENDEZVOUS_H */

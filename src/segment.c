@@ -17,7 +17,10 @@ _Static_assert(offsetof(struct shunt_ctl, hdr) == 0, "hdr");
 _Static_assert(offsetof(struct shunt_ctl, side) == 128, "side");
 _Static_assert(offsetof(struct shunt_ctl, head) == 256, "head");
 _Static_assert(offsetof(struct shunt_ctl, tail) == 512, "tail");
-_Static_assert(sizeof(struct shunt_ctl) == 768, "ctl size");
+_Static_assert(offsetof(struct shunt_ctl, decide) == 768, "decide");
+_Static_assert(offsetof(struct shunt_ctl, info) == 896, "info");
+_Static_assert(sizeof(struct shunt_tcp_info) == 40, "info size");
+_Static_assert(sizeof(struct shunt_ctl) == 1024, "ctl size");
 _Static_assert(sizeof(struct shunt_ctl) <= SHUNT_CTL_SIZE, "ctl fits its page");
 _Static_assert(sizeof(struct shunt_side) == 12, "side size");
 

@@ -57,11 +57,31 @@ struct shunt_index {
 	_Alignas(SHUNT_LINE) _Atomic uint64_t v;
 };
 
+/* Upgrade decision of a TCP connection (the shim's), settled by one CAS:
+ * the accepting side moves PENDING to ACCEPTED, the connecting side that
+ * stops waiting moves PENDING to DECLINED.  Native connections leave it 0. */
+#define SHUNT_DECIDE_PENDING  0u
+#define SHUNT_DECIDE_ACCEPTED 1u
+#define SHUNT_DECIDE_DECLINED 2u
+
+/* The TCP addresses of an upgraded connection, written by the accepting
+ * side for `shunt stat`.  Informational: the library never reads it. */
+struct shunt_tcp_info {
+	uint16_t family;      /* AF_INET or AF_INET6, 0 until written */
+	uint16_t client_port; /* host byte order */
+	uint16_t server_port;
+	uint16_t pad;
+	uint8_t client_addr[16];
+	uint8_t server_addr[16];
+};
+
 struct shunt_ctl {
 	_Alignas(SHUNT_LINE) struct shunt_hdr hdr;
 	_Alignas(SHUNT_LINE) struct shunt_side side[2];
 	struct shunt_index head[2]; /* head[r]: producer index of ring r */
 	struct shunt_index tail[2]; /* tail[r]: consumer index of ring r */
+	_Alignas(SHUNT_LINE) _Atomic uint32_t decide; /* SHUNT_DECIDE_* */
+	_Alignas(SHUNT_LINE) struct shunt_tcp_info info;
 };
 
 /* A mapped segment, as one process sees it. */

@@ -85,6 +85,10 @@ if [ "$kind" = asan ]; then
 	export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 fi
 
+# Script tests find the build (binaries, preload library) here.
+SHUNT_BUILD=$(cd "$build" && pwd)
+export SHUNT_BUILD
+
 # A private rendezvous directory per run, unless the caller chose one.
 own_dir=
 if [ -z "${SHUNT_DIR:-}" ]; then

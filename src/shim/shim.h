@@ -1,0 +1,183 @@
+/*
+ * shim.h - the LD_PRELOAD socket shim: what its files share.
+ *
+ * The program keeps its own TCP socket fds: the kernel made every
+ * connection, and getsockname, setsockopt, fcntl and fd numbering stay the
+ * kernel's.  An fd whose connection was upgraded has a `struct shim_sock` in
+ * a table indexed by fd, and the data calls on it go to a shunt connection
+ * instead.  Everything the shim does through the core goes through the small
+ * API of conn.h and rendezvous.h; the core knows nothing of the shim.
+ *
+ * Layers:  preload.c (the exported libc wrappers, thin)
+ *          io.c      (data calls on an upgraded fd, POSIX semantics)
+ *          wait.c    (poll, select, epoll over upgraded and plain fds)
+ *          upgrade.c (listen/connect/accept: the offer and its proof)
+ *          inherit.c (exec: upgraded fds survive into the new image)
+ *          fdtab.c   (the table, references, dup and close)
+ *          real.c    (the libc functions underneath)
+ */
+#ifndef SHUNT_SHIM_H
+#define SHUNT_SHIM_H
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <time.h>
+
+struct shunt_conn;
+
+/* --- The libc functions underneath (real.c) ------------------------------ */
+
+struct shim_real {
+	int (*socket)(int, int, int);
+	int (*connect)(int, const struct sockaddr *, socklen_t);
+	int (*listen)(int, int);
+	int (*accept4)(int, struct sockaddr *, socklen_t *, int);
+	int (*close)(int);
+	int (*dup)(int);
+	int (*dup2)(int, int);
+	int (*dup3)(int, int, int);
+	int (*fcntl)(int, int, ...);
+	int (*ioctl)(int, unsigned long, ...);
+	ssize_t (*read)(int, void *, size_t);
+	ssize_t (*write)(int, const void *, size_t);
+	ssize_t (*readv)(int, const struct iovec *, int);
+	ssize_t (*writev)(int, const struct iovec *, int);
+	ssize_t (*recvfrom)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
+	ssize_t (*sendto)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
+	ssize_t (*recvmsg)(int, struct msghdr *, int);
+	ssize_t (*sendmsg)(int, const struct msghdr *, int);
+	ssize_t (*sendfile)(int, int, off_t *, size_t);
+	int (*shutdown)(int, int);
+	int (*setsockopt)(int, int, int, const void *, socklen_t);
+	int (*poll)(struct pollfd *, nfds_t, int);
+	int (*select)(int, fd_set *, fd_set *, fd_set *, struct timeval *);
+	int (*pselect)(int, fd_set *, fd_set *, fd_set *, const struct timespec *,
+		       const sigset_t *);
+	int (*ppoll)(struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);
+	int (*epoll_ctl)(int, int, int, struct epoll_event *);
+	int (*epoll_pwait)(int, struct epoll_event *, int, int, const sigset_t *);
+	int (*execve)(const char *, char *const[], char *const[]);
+	int (*execvpe)(const char *, char *const[], char *const[]);
+	int (*fexecve)(int, char *const[], char *const[]);
+};
+
+extern struct shim_real shim_real;
+/* Resolve the real functions; idempotent, safe before constructors run. */
+void shim_real_init(void);
+#define REAL(fn) (shim_real.fn ? shim_real.fn : (shim_real_init(), shim_real.fn))
+
+/* --- Sockets and the fd table (fdtab.c) ---------------------------------- */
+
+enum shim_kind { SHIM_CONN = 1, SHIM_LISTENER };
+
+#define SHIM_MAX_KEYS 8 /* rendezvous paths one listener publishes */
+
+struct shim_stash; /* offers taken but not yet matched (upgrade.c) */
+
+struct shim_sock {
+	_Atomic int refs;      /* fds of this process that refer to it */
+	int kind;              /* enum shim_kind */
+	/* SHIM_CONN */
+	struct shunt_conn *c;
+	int memfd;             /* kept for exec and for `shunt stat` */
+	int side;              /* 0 connected, 1 accepted */
+	_Atomic int nonblock;  /* O_NONBLOCK of the open file description */
+	_Atomic int64_t rcvtimeo_us, sndtimeo_us; /* SO_RCVTIMEO/SNDTIMEO, 0 none */
+	pthread_mutex_t rx_mu; /* one receiving thread at a time (core rule) */
+	pthread_mutex_t tx_mu; /* one sending thread at a time */
+	/* SHIM_LISTENER */
+	int rv[SHIM_MAX_KEYS]; /* rendezvous UNIX listeners, -1 unused */
+	char *paths[SHIM_MAX_KEYS];
+	pid_t owner;           /* the process that published (and unlinks) */
+	struct shim_stash *stash;
+	pthread_mutex_t mu;    /* guards stash */
+};
+
+/* Is the shim on at all?  Off when SHUNT_DISABLE=1 or the config was bad. */
+int shim_enabled(void);
+
+/* The sock of fd with a reference taken, or NULL (the fast path: one load).
+ * Release with shim_put(). */
+struct shim_sock *shim_get(int fd);
+void shim_put(struct shim_sock *s);
+/* Does fd have a sock?  A peek with no reference, for the wait calls. */
+int shim_has(int fd);
+
+struct shim_sock *shim_sock_new(int kind);
+/* Put s in the table at fd (taking over the caller's reference). */
+void shim_install(int fd, struct shim_sock *s);
+/* fd was closed or replaced: drop its entry. */
+void shim_forget(int fd);
+/* newfd now refers to what oldfd does (dup, dup2, dup3, F_DUPFD). */
+void shim_dup(int oldfd, int newfd);
+/* Visit every fd with a sock (for exec). */
+void shim_each(void (*fn)(int fd, struct shim_sock *s, void *arg), void *arg);
+
+/* Wait calls learn that an fd was closed (to drop epoll entries). */
+void shim_wait_forget(int fd);
+
+/* --- Upgrade (upgrade.c) ------------------------------------------------- */
+
+/* After a successful listen() on fd: publish its rendezvous sockets. */
+void shim_on_listen(int fd);
+/* connect() with the offer: returns what connect() returns. */
+int shim_connect(int fd, const struct sockaddr *addr, socklen_t len);
+/* After accept() gave `fd` on listener l: upgrade it if an offer matches. */
+void shim_on_accept(struct shim_sock *l, int fd, int flags);
+void shim_listener_free(struct shim_sock *l);
+
+/* --- Data (io.c) -------------------------------------------------------- */
+
+ssize_t shim_recv(struct shim_sock *s, void *buf, size_t len, int flags);
+ssize_t shim_send(struct shim_sock *s, const void *buf, size_t len, int flags);
+ssize_t shim_recvv(struct shim_sock *s, const struct iovec *iov, int n, int flags);
+ssize_t shim_sendv(struct shim_sock *s, const struct iovec *iov, int n, int flags);
+ssize_t shim_sendfile(struct shim_sock *s, int in_fd, off_t *off, size_t count);
+int shim_shutdown(struct shim_sock *s, int how);
+int shim_fionread(struct shim_sock *s, int *out);
+void shim_setsockopt(struct shim_sock *s, int level, int opt, const void *val,
+		     socklen_t len);
+
+/* --- Waiting (wait.c) --------------------------------------------------- */
+
+int shim_poll(struct pollfd *fds, nfds_t n, const struct timespec *timeout,
+	      const sigset_t *mask);
+int shim_select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex,
+		const struct timespec *timeout, const sigset_t *mask);
+int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev);
+int shim_epoll_wait(int epfd, struct epoll_event *ev, int max, int timeout_ms,
+		    const sigset_t *mask);
+/* Does this epoll fd have upgraded fds in it? */
+int shim_epoll_has(int epfd);
+
+/* --- Exec (inherit.c) ---------------------------------------------------- */
+
+#define SHIM_INHERIT_ENV "SHUNT_INHERIT"
+/* Before exec: let upgraded fds survive; returns the environment to pass
+ * (envp itself, or a copy with SHUNT_INHERIT set, freed by shim_exec_done). */
+char **shim_exec_prepare(char *const envp[]);
+void shim_exec_done(char **env, char *const envp[]);
+/* At start-up: adopt the fds a parent image left in SHUNT_INHERIT. */
+void shim_inherit(void);
+
+/* --- Errors -------------------------------------------------------------- */
+
+/* Set errno from a negative errno and return -1. */
+static inline long shim_err(long rc)
+{
+	if (rc >= 0)
+		return rc;
+	errno = (int)-rc;
+	return -1;
+}
+
+#endif /* SHUNT_SHIM_H */
