@@ -11,6 +11,7 @@
 #include <shunt.h>
 
 #include "bench.h"
+#include "cmds.h"
 
 static int help_main(int argc, char **argv);
 static int version_main(int argc, char **argv);
@@ -24,6 +25,8 @@ struct command {
 static const struct command commands[] = {
 	{ "bench", bench_main, "measure shunt against memcpy, AF_UNIX and TCP" },
 	{ "help", help_main, "show this text, or a command's: shunt help bench" },
+	{ "run", run_main, "run a program with its TCP connections accelerated" },
+	{ "stat", stat_main, "list the live accelerated connections on this host" },
 	{ "version", version_main, "print the version" },
 };
 

@@ -199,6 +199,14 @@ static void publish_ifaddrs(struct shim_sock *l, int *n, const struct shim_addr 
 	freeifaddrs(ifs);
 }
 
+static int v6only(int fd)
+{
+	int v = 1;
+	socklen_t len = sizeof(v);
+
+	return getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v, &len) < 0 || v;
+}
+
 void shim_on_listen(int fd)
 {
 	struct sockaddr_storage ss;
@@ -217,6 +225,10 @@ void shim_on_listen(int fd)
 	int n = 0;
 	snprintf(ns, sizeof(ns), "%llx", netns_id());
 	publish(l, &n, ns, &x, is_any(&x));
+	if (is_any(&x) && x.family == AF_INET6 && !v6only(fd)) {
+		struct shim_addr v4 = { .family = AF_INET, .port = x.port };
+		publish(l, &n, ns, &v4, 1); /* a dual-stack wildcard takes IPv4 too */
+	}
 	if (is_any(&x))
 		publish_ifaddrs(l, &n, &x);
 	else if (!is_loopback(&x))
