@@ -72,6 +72,67 @@ static int sock_revents(struct shim_sock *s, int events, int arm)
 	return ev & (events | POLLERR | POLLHUP);
 }
 
+/* --- Spinning -----------------------------------------------------------------
+ * A peer that answers within microseconds (a request/response loop) is
+ * cheaper to wait for by watching the rings than by two kernel wake-ups.  As
+ * in the core, the window adapts: a spin that found nothing halves it, one
+ * that found something doubles it, and a window at zero is probed again now
+ * and then; so an idle event loop goes back to sleeping at once. */
+
+#define SPIN_PROBE 64
+
+struct spin {
+	int cur;
+	unsigned skips;
+};
+
+static int spin_window(struct spin *sp)
+{
+	int max = shunt__config()->spin_us;
+
+	if (max <= 0)
+		return 0;
+	if (sp->cur > max)
+		sp->cur = max;
+	if (sp->cur > 0)
+		return sp->cur;
+	return sp->skips++ % SPIN_PROBE ? 0 : max / 4 + 1;
+}
+
+static void spin_adapt(struct spin *sp, int window, int hit)
+{
+	sp->cur = hit ? window * 2 + 1 : window / 2;
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#endif
+}
+
+/* Call check(arg) until it reports something or the window passes. */
+static int spin_for(struct spin *sp, int (*check)(void *), void *arg)
+{
+	int window = spin_window(sp);
+
+	if (window <= 0)
+		return 0;
+	int64_t end = mono_ns() + (int64_t)window * 1000;
+	for (unsigned i = 1;; i++) {
+		int k = check(arg);
+		if (k) {
+			spin_adapt(sp, window, 1);
+			return k;
+		}
+		cpu_relax();
+		if ((i & 15) == 0 && mono_ns() > end) {
+			spin_adapt(sp, window, 0);
+			return 0;
+		}
+	}
+}
+
 /* --- poll and select ------------------------------------------------------ */
 
 struct pset {
@@ -156,9 +217,35 @@ static int copy_plain(struct pollfd *fds, nfds_t n, struct pset *p)
 	return ready;
 }
 
+struct poll_args {
+	struct pollfd *fds;
+	nfds_t n;
+	struct pset *p;
+};
+
+static int poll_check(void *arg)
+{
+	struct poll_args *a = arg;
+
+	return scan_socks(a->fds, a->n, a->p, 0);
+}
+
+static _Thread_local struct spin poll_spin;
+
 static int poll_loop(struct pollfd *fds, nfds_t n, struct pset *p, int64_t deadline,
 		     const sigset_t *mask)
 {
+	int all_upgraded = 1;
+
+	for (nfds_t i = 0; i < n; i++)
+		all_upgraded &= p->s[i] != NULL;
+	/* Spin only when nothing else could be ready: plain fds are the kernel's. */
+	if (all_upgraded && deadline != 0) {
+		struct poll_args a = { fds, n, p };
+		int k = spin_for(&poll_spin, poll_check, &a);
+		if (k)
+			return k;
+	}
 	for (;;) {
 		int ready = scan_socks(fds, n, p, 0);
 		int arm = !ready && deadline != 0;
@@ -244,6 +331,7 @@ struct ep_entry {
 
 struct shim_ep {
 	int epfd;
+	struct spin spin;
 	int inner;                /* hidden epoll set with the doorbells */
 	pthread_mutex_t mu;
 	int n, cap;
@@ -436,6 +524,19 @@ static int scan_entries(struct shim_ep *ep, struct epoll_event *out, int max, in
 	return k;
 }
 
+struct ep_args {
+	struct shim_ep *ep;
+	struct epoll_event *ev;
+	int max;
+};
+
+static int ep_check(void *arg)
+{
+	struct ep_args *a = arg;
+
+	return scan_entries(a->ep, a->ev, a->max, 0);
+}
+
 /* Take the hidden set's event out of what the kernel returned. */
 static int strip_cookie(struct shim_ep *ep, struct epoll_event *ev, int n, int *inner)
 {
@@ -463,8 +564,15 @@ int shim_epoll_wait(int epfd, struct epoll_event *ev, int max, int timeout_ms,
 	if (!ep || max <= 0)
 		return REAL(epoll_pwait)(epfd, ev, max, timeout_ms, mask);
 	int64_t deadline = timeout_ms < 0 ? -1 : mono_ns() + (int64_t)timeout_ms * 1000000;
+	int spun = timeout_ms == 0;
 	for (;;) {
 		int k = scan_entries(ep, ev, max, 0);
+		if (!k && !spun) {
+			/* Plain fds wait for the end of the window: it is short. */
+			struct ep_args a = { ep, ev, max };
+			k = spin_for(&ep->spin, ep_check, &a);
+			spun = 1;
+		}
 		if (!k && timeout_ms != 0)
 			k = scan_entries(ep, ev, max, 1);
 		int wait = k ? 0 : deadline < 0 ? -1 : (int)((deadline - mono_ns() + 999999) / 1000000);
