@@ -577,18 +577,22 @@ int shunt__conn_poll(struct shunt_conn *c, int events, int arm)
 {
 	int ev = poll_bits(c, events);
 
-	if (ev || !arm)
+	if (arm == SHUNT_ARM_NONE)
 		return ev;
 	uint32_t bits = 0;
-	if (events & (POLLIN | POLLRDHUP))
+	if ((events & (POLLIN | POLLRDHUP)) && !(ev & (POLLIN | POLLRDHUP | POLLHUP | POLLERR)))
 		bits |= SHUNT_WAIT_READ;
-	if (events & POLLOUT)
+	if ((events & POLLOUT) && !(ev & (POLLOUT | POLLHUP | POLLERR)))
 		bits |= SHUNT_WAIT_WRITE;
+	if (arm == SHUNT_ARM_LAZY) /* still armed: no ring came since */
+		bits &= ~atomic_load_explicit(&c->me->wait, memory_order_relaxed);
+	if (!bits)
+		return ev;
 	/* As a non-blocking conn_wait(): consume old rings, then arm, so a
 	 * ring for new progress stays pending in the bell. */
 	atomic_fetch_or_explicit(&c->waited, bits, memory_order_relaxed);
 	for (uint32_t b = SHUNT_WAIT_READ; b <= SHUNT_WAIT_WRITE; b <<= 1)
-		if ((bits & b) && shunt_bell_drain(bell_of(c, b)) < 0)
+		if ((bits & b) && arm == SHUNT_ARM_DRAIN && shunt_bell_drain(bell_of(c, b)) < 0)
 			peer_hung_up(c);
 	shunt_wait_arm(&c->me->wait, bits);
 	return poll_bits(c, events);

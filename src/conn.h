@@ -50,9 +50,16 @@ int shunt__conn_new(struct shunt_conn **out, int side, struct shunt_seg *seg,
 /* --- For the socket shim ------------------------------------------------ */
 
 /* Readiness as poll(2) bits (POLLIN, POLLOUT, POLLRDHUP, POLLHUP, POLLERR)
- * for the `events` asked, without waiting.  With arm, when nothing asked is
- * ready, also arm the wait words so that the peer's next progress rings the
- * bells (shunt__conn_bell), consuming stale rings first; then re-check. */
+ * for the `events` asked, without waiting.  With an arm mode, each direction
+ * asked that is not ready is also armed, so that the peer's next progress
+ * rings its bell (shunt__conn_bell), and then re-checked:
+ *   SHUNT_ARM_DRAIN consumes stale rings first (for a level-triggered wait
+ *     on the bells: a stale ring would wake it again and again);
+ *   SHUNT_ARM_LAZY makes no syscall when the direction is still armed from
+ *     before (for an edge-triggered wait: a stale ring wakes it once). */
+#define SHUNT_ARM_NONE  0
+#define SHUNT_ARM_DRAIN 1
+#define SHUNT_ARM_LAZY  2
 int shunt__conn_poll(struct shunt_conn *c, int events, int arm);
 /* The doorbell that rings for READ (write = 0) or WRITE (write = 1) waits. */
 int shunt__conn_bell(const struct shunt_conn *c, int write);

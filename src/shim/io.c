@@ -29,7 +29,7 @@ static int64_t mono_us(void)
  * up (what a socket timeout returns), -EINTR. */
 static int wait_until(struct shim_sock *s, int events, int64_t deadline_us)
 {
-	if (shunt__conn_poll(s->c, events, 1))
+	if (shunt__conn_poll(s->c, events, SHUNT_ARM_DRAIN))
 		return 0;
 	int64_t left = deadline_us - mono_us();
 	if (left <= 0)

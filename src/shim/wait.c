@@ -11,6 +11,9 @@
  *
  * epoll: the doorbells of the upgraded fds of one epoll set go into a
  * hidden epoll set, which sits in the program's set under a random cookie.
+ * They are edge-triggered there, so the wait words can stay armed across
+ * calls (SHUNT_ARM_LAZY) with no syscall per fd per call: a stale ring
+ * wakes the set once, not forever.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -176,7 +179,8 @@ static int scan_socks(struct pollfd *fds, nfds_t n, struct pset *p, int arm)
 	for (nfds_t i = 0; i < n; i++) {
 		if (!p->s[i])
 			continue;
-		fds[i].revents = (short)sock_revents(p->s[i], shim_events(fds[i].events), arm);
+		fds[i].revents = (short)sock_revents(p->s[i], shim_events(fds[i].events),
+						     arm ? SHUNT_ARM_DRAIN : SHUNT_ARM_NONE);
 		ready += fds[i].revents != 0;
 	}
 	return ready;
@@ -320,8 +324,12 @@ int shim_select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex,
 
 /* --- epoll ----------------------------------------------------------------- */
 
+/* An entry the program deleted stays, dormant, while its fd lives: event
+ * loops add and delete the same fd over and over, and its doorbells then
+ * stay in the hidden set at no cost. */
 struct ep_entry {
 	int fd;
+	int active;               /* in the program's set; 0: dormant */
 	struct shim_sock *s;      /* a reference */
 	uint32_t events;          /* as the program asked, EPOLLET etc. included */
 	epoll_data_t data;
@@ -398,16 +406,15 @@ static struct ep_entry *entry_of(struct shim_ep *ep, int fd)
 	return NULL;
 }
 
-static void bells(struct shim_ep *ep, struct shim_sock *s, int op)
+static void bells(struct shim_ep *ep, int fd, struct shim_sock *s)
 {
 	for (int w = 0; w < 2; w++) {
-		struct epoll_event ev = { .events = EPOLLIN };
-		REAL(epoll_ctl)(ep->inner, op, shunt__conn_bell(s->c, w), &ev);
+		struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.fd = fd };
+		REAL(epoll_ctl)(ep->inner, EPOLL_CTL_ADD, shunt__conn_bell(s->c, w), &ev);
 	}
 }
 
-static int entry_add(struct shim_ep *ep, int fd, struct shim_sock *s,
-		     const struct epoll_event *ev)
+static int entry_add(struct shim_ep *ep, int fd, struct shim_sock *s)
 {
 	if (ep->n == ep->cap) {
 		int cap = ep->cap ? 2 * ep->cap : 8;
@@ -417,46 +424,64 @@ static int entry_add(struct shim_ep *ep, int fd, struct shim_sock *s,
 		ep->e = e;
 		ep->cap = cap;
 	}
-	ep->e[ep->n++] = (struct ep_entry){ .fd = fd, .s = s, .events = ev->events,
-					    .data = ev->data, .progress = ~0ull };
-	bells(ep, s, EPOLL_CTL_ADD); /* EEXIST for a dup of a member is fine */
+	ep->e[ep->n++] = (struct ep_entry){ .fd = fd, .s = s };
+	/* EEXIST for a dup of a member is fine: one entry's rings wake all. */
+	bells(ep, fd, s);
 	return 0;
 }
 
+/* Drop an entry for good (its fd closed).  The doorbells leave the hidden
+ * set by themselves when the connection closes them. */
 static void entry_del(struct shim_ep *ep, struct ep_entry *e)
 {
 	struct shim_sock *s = e->s;
-	int shared = 0;
 
 	*e = ep->e[--ep->n];
-	for (int i = 0; i < ep->n; i++)
-		shared |= ep->e[i].s == s;
-	if (!shared) /* a duplicate of the fd still needs the bells */
-		bells(ep, s, EPOLL_CTL_DEL);
 	shim_put(s); /* the entry's reference */
 }
 
-/* Keeps the caller's reference to s only for a successful ADD. */
+static void entry_set(struct ep_entry *e, const struct epoll_event *ev)
+{
+	e->active = 1;
+	e->events = ev->events;
+	e->data = ev->data;
+	e->fired = 0;
+	e->progress = ~0ull;
+}
+
+/* Keeps the caller's reference to s only when it makes a new entry (1). */
 static int ctl_locked(struct shim_ep *ep, int op, int fd, struct shim_sock *s,
 		      struct epoll_event *ev)
 {
 	struct ep_entry *e = entry_of(ep, fd);
 
+	if (e && e->s != s) { /* the fd now names another connection */
+		entry_del(ep, e);
+		e = NULL;
+	}
 	switch (op) {
 	case EPOLL_CTL_ADD:
-		return e ? -EEXIST : entry_add(ep, fd, s, ev);
+		if (e && e->active)
+			return -EEXIST;
+		if (!e) {
+			int rc = entry_add(ep, fd, s);
+			if (rc < 0)
+				return rc;
+			e = &ep->e[ep->n - 1];
+			entry_set(e, ev);
+			return 1;
+		}
+		entry_set(e, ev);
+		return 0;
 	case EPOLL_CTL_MOD:
-		if (!e)
+		if (!e || !e->active)
 			return -ENOENT;
-		e->events = ev->events;
-		e->data = ev->data;
-		e->fired = 0;
-		e->progress = ~0ull;
+		entry_set(e, ev);
 		return 0;
 	case EPOLL_CTL_DEL:
-		if (!e)
+		if (!e || !e->active)
 			return -ENOENT;
-		entry_del(ep, e);
+		e->active = 0;
 		return 0;
 	}
 	return -EINVAL;
@@ -481,9 +506,9 @@ int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 		rc = ctl_locked(ep, op, fd, s, ev);
 		pthread_mutex_unlock(&ep->mu);
 	}
-	if (!(op == EPOLL_CTL_ADD && rc == 0))
+	if (rc != 1)
 		shim_put(s);
-	return (int)shim_err(rc);
+	return (int)shim_err(rc < 0 ? rc : 0);
 }
 
 static uint32_t epoll_to_poll(uint32_t ev)
@@ -507,11 +532,12 @@ static int scan_entries(struct shim_ep *ep, struct epoll_event *out, int max, in
 	pthread_mutex_lock(&ep->mu);
 	for (int i = 0; i < ep->n && k < max; i++) {
 		struct ep_entry *e = &ep->e[i];
-		if (e->fired)
+		if (!e->active || e->fired)
 			continue;
 		/* Progress first: anything after it shows as a change next time. */
 		uint64_t prog = shunt__conn_progress(e->s->c);
-		int ev = shunt__conn_poll(e->s->c, (int)epoll_to_poll(e->events), arm);
+		int ev = shunt__conn_poll(e->s->c, (int)epoll_to_poll(e->events),
+					  arm ? SHUNT_ARM_LAZY : SHUNT_ARM_NONE);
 		if (!ev || ((e->events & EPOLLET) && prog == e->progress))
 			continue;
 		e->progress = prog;
@@ -537,6 +563,26 @@ static int ep_check(void *arg)
 	return scan_entries(a->ep, a->ev, a->max, 0);
 }
 
+/* The hidden set fired: consume its events.  A hung-up doorbell is the
+ * peer's death or last close, which the lazy arming would not see: drain
+ * that connection's bells so that it reads as such. */
+static void inner_drain(struct shim_ep *ep)
+{
+	struct epoll_event ev[16];
+	int n;
+
+	do {
+		n = REAL(epoll_pwait)(ep->inner, ev, 16, 0, NULL);
+		pthread_mutex_lock(&ep->mu);
+		for (int i = 0; i < n; i++) {
+			struct ep_entry *e = entry_of(ep, ev[i].data.fd);
+			if (e && (ev[i].events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR)))
+				shunt__conn_poll(e->s->c, POLLIN | POLLOUT, SHUNT_ARM_DRAIN);
+		}
+		pthread_mutex_unlock(&ep->mu);
+	} while (n == 16);
+}
+
 /* Take the hidden set's event out of what the kernel returned. */
 static int strip_cookie(struct shim_ep *ep, struct epoll_event *ev, int n, int *inner)
 {
@@ -549,10 +595,8 @@ static int strip_cookie(struct shim_ep *ep, struct epoll_event *ev, int n, int *
 		}
 		ev[j++] = ev[i];
 	}
-	if (*inner) { /* consume the hidden set's level-triggered readiness */
-		struct epoll_event junk[16];
-		REAL(epoll_pwait)(ep->inner, junk, 16, 0, NULL);
-	}
+	if (*inner)
+		inner_drain(ep);
 	return j;
 }
 
