@@ -215,6 +215,8 @@ static int spin(struct shunt_conn *c, int window, uint32_t bits, uint64_t want)
 
 static void peer_hung_up(struct shunt_conn *c)
 {
+	if (!atomic_load_explicit(&c->peer_gone, memory_order_relaxed))
+		log_debug("peer hung up (doorbells %d, %d)", c->bell[0], c->bell[1]);
 	atomic_store_explicit(&c->peer_gone, 1, memory_order_relaxed);
 }
 
@@ -448,7 +450,7 @@ SHUNT_EXPORT int shunt_fd(struct shunt_conn *c)
 		return fd;
 	/* One epoll set holds both doorbells, which also report the peer's
 	 * hang-up.  Made on first use: most users never ask. */
-	fd = epoll_create1(EPOLL_CLOEXEC);
+	fd = shunt__hide_fd(epoll_create1(EPOLL_CLOEXEC));
 	if (fd < 0)
 		return -errno;
 	for (int i = 0; i < 2; i++) {
@@ -631,8 +633,9 @@ uint32_t shunt__conn_decide(struct shunt_conn *c, uint32_t to)
 {
 	uint32_t d = SHUNT_DECIDE_PENDING;
 
-	if (to != SHUNT_DECIDE_PENDING &&
-	    atomic_compare_exchange_strong(&c->seg.ctl->decide, &d, to))
+	if (to == SHUNT_DECIDE_PENDING) /* only look */
+		d = atomic_load(&c->seg.ctl->decide);
+	else if (atomic_compare_exchange_strong(&c->seg.ctl->decide, &d, to))
 		return to;
 	/* A value the peer scribbled is no decision we made: treat it as a
 	 * decline, so that nobody uses shared memory on a maybe. */

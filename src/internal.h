@@ -87,6 +87,13 @@ int shunt__ensure_dir(const char *dir);
 /* Apply a log level and file named by the config file (log.c). */
 int shunt__log_setup(const char *level, const char *file);
 
+/* --- fds (fd.c) ------------------------------------------------------------ */
+
+/* Fds the library keeps go at or above this number when it is > 0. */
+extern int shunt__fd_floor;
+/* Move fd above the floor (close-on-exec); returns the fd to use. */
+int shunt__hide_fd(int fd);
+
 /* --- Policy (policy.c) ---------------------------------------------------- */
 
 /* May a peer running as uid reach us (and we it)?  Our own uid always may. */

@@ -152,7 +152,7 @@ static int recv_msg(int sock, void *buf, size_t len, int *fds, int nfds, int fla
 			int fd;
 			memcpy(&fd, p + i, sizeof(fd));
 			if (ngot < MAX_FDS)
-				got[ngot++] = fd;
+				got[ngot++] = shunt__hide_fd(fd);
 			else
 				close(fd);
 		}
@@ -171,7 +171,7 @@ static int recv_msg(int sock, void *buf, size_t len, int *fds, int nfds, int fla
 
 static int open_stream(const struct sockaddr_un *addr)
 {
-	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int s = shunt__hide_fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
 
 	if (s < 0)
 		return -errno;
@@ -203,6 +203,7 @@ static int offer(int s, uint64_t cap, int spin_us, int proof, struct shunt_conn 
 
 	if (rc >= 0 && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0)
 		rc = -errno;
+	pair[0] = shunt__hide_fd(pair[0]);
 	if (rc >= 0) {
 		struct shunt_hello h = {
 			.magic = SHUNT_HELLO_MAGIC, .version = SHUNT_PROTO_VERSION,
@@ -296,7 +297,7 @@ static int listen_at(const struct sockaddr_un *addr)
 
 	if (rc < 0)
 		return rc;
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	int fd = shunt__hide_fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
 	if (fd < 0)
 		return -errno;
 	if (bind(fd, (const struct sockaddr *)addr, sizeof(*addr)) < 0 ||
@@ -414,7 +415,7 @@ static int answer(int s, struct shunt_conn **out, struct shunt_offer *o)
 
 int shunt__offer_take(int lfd, struct shunt_offer *o)
 {
-	int s = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	int s = shunt__hide_fd(accept4(lfd, NULL, NULL, SOCK_CLOEXEC));
 
 	if (s < 0)
 		return errno == EWOULDBLOCK ? -EAGAIN : -errno;

@@ -89,7 +89,7 @@ int shunt_seg_create(struct shunt_seg *seg, uint64_t cap)
 
 	if (rc < 0)
 		return rc;
-	int fd = memfd_create("shunt-conn", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	int fd = shunt__hide_fd(memfd_create("shunt-conn", MFD_CLOEXEC | MFD_ALLOW_SEALING));
 	if (fd < 0)
 		return -errno;
 	if (ftruncate(fd, (off_t)shunt_seg_file_size(cap)) < 0 ||

@@ -2,9 +2,11 @@
  * wake.c - the syscall side of sleeping and waking (see wake.h).
  */
 #include <errno.h>
+#include <string.h>
 #include <poll.h>
 #include <sys/socket.h>
 
+#include "internal.h"
 #include "wake.h"
 
 int shunt_bell_ring(int sock)
@@ -29,6 +31,7 @@ int shunt_bell_drain(int sock)
 		return 1;
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
 		return 0;
+	log_debug("bell %d drain: %s", sock, n == 0 ? "hang-up" : strerror(errno));
 	return -ECONNRESET;
 }
 

@@ -122,6 +122,8 @@ ssize_t shim_recv(struct shim_sock *s, void *buf, size_t len, int flags)
 	pthread_mutex_lock(&s->rx_mu);
 	ssize_t n = recv_locked(s, buf, len, flags, &h);
 	pthread_mutex_unlock(&s->rx_mu);
+	if (n <= 0 && n != -EAGAIN && len)
+		log_debug("recv of %zu bytes: %s", len, n ? strerror((int)-n) : "end of stream");
 	return n;
 }
 

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <unistd.h>
 
@@ -38,11 +39,27 @@ int shim_enabled(void)
 	return enabled;
 }
 
+/* Our fds go in the top quarter of the fd limit, out of the program's way
+ * (fd.c); a program that opens that many fds still gets every number.  At
+ * most 8192: the kernel sizes each process's fd table to its highest fd. */
+#define FD_FLOOR_MAX 8192
+
+static void set_fd_floor(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur < 64)
+		return;
+	rlim_t floor = rl.rlim_cur == RLIM_INFINITY ? FD_FLOOR_MAX : rl.rlim_cur - rl.rlim_cur / 4;
+	shunt__fd_floor = (int)(floor < FD_FLOOR_MAX ? floor : FD_FLOOR_MAX);
+}
+
 __attribute__((constructor)) static void shim_init(void)
 {
 	const char *off = getenv("SHUNT_DISABLE");
 
 	shim_real_init();
+	set_fd_floor();
 	if ((off && *off && strcmp(off, "0")) || shunt__config()->bad_file)
 		enabled = 0;
 	shim_inherit(); /* even when off: an inherited fd only works through us */
@@ -143,8 +160,10 @@ EXPORT int setsockopt(int fd, int level, int opt, const void *val, socklen_t len
 EXPORT int close(int fd)
 {
 	shim_wait_forget(fd);
-	if (shim_has(fd))
+	if (shim_has(fd)) {
+		log_debug("close of upgraded fd %d", fd);
 		shim_forget(fd);
+	}
 	return REAL(close)(fd);
 }
 

@@ -380,7 +380,7 @@ static struct shim_ep *ep_create(int epfd, int *err)
 		if (getrandom(&cookie, sizeof(cookie), 0) != sizeof(cookie))
 			cookie = (uint64_t)mono_ns() * 0x9e3779b97f4a7c15ull;
 	ep->epfd = epfd;
-	ep->inner = epoll_create1(EPOLL_CLOEXEC);
+	ep->inner = shunt__hide_fd(epoll_create1(EPOLL_CLOEXEC));
 	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = cookie };
 	if (ep->inner < 0 || REAL(epoll_ctl)(epfd, EPOLL_CTL_ADD, ep->inner, &ev) < 0) {
 		*err = -errno;
@@ -627,8 +627,11 @@ int shim_epoll_wait(int epfd, struct epoll_event *ev, int max, int timeout_ms,
 			return k ? k : -1;
 		int inner = 0;
 		rc = strip_cookie(ep, ev + k, rc, &inner);
-		if (inner && k + rc < max)
-			k += scan_entries(ep, ev + k + rc, max - k - rc, 0);
+		/* Rescan only if the first scan found nothing: it would report
+		 * the same fds twice, and a program may take the second report's
+		 * EAGAIN for an error. */
+		if (inner && k == 0 && rc < max)
+			k = scan_entries(ep, ev + rc, max - rc, 0);
 		if (k + rc > 0 || timeout_ms == 0 || (deadline >= 0 && mono_ns() >= deadline))
 			return k + rc;
 	}
