@@ -18,7 +18,7 @@
 #include <shunt.h>
 
 #define HELLO_TIMEOUT_MS 1000 /* a connector sends its hello right after connect */
-#define MAX_FDS 3 /* the most a message carries */
+#define MAX_FDS 4 /* the most a message carries */
 #define OFFER_TIMEOUT_MS 100 /* an offer's hello follows its connect at once */
 
 struct shunt_listener {
@@ -90,7 +90,8 @@ static int peer_allowed(int sock, const char *who)
 
 /* --- Messages with file descriptors ------------------------------------ */
 
-static int send_msg(int sock, const void *buf, size_t len, const int *fds, int nfds)
+static int send_msg(int sock, const void *buf, size_t len, const int *fds, int nfds,
+		    int flags)
 {
 	union {
 		char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
@@ -109,7 +110,7 @@ static int send_msg(int sock, const void *buf, size_t len, const int *fds, int n
 		cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
 		memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
 	}
-	ssize_t n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+	ssize_t n = sendmsg(sock, &msg, MSG_NOSIGNAL | flags);
 	if (n < 0)
 		return -errno;
 	return n == (ssize_t)len ? 0 : -EPROTO;
@@ -210,7 +211,7 @@ static int offer(int s, uint64_t cap, int spin_us, int proof, struct shunt_conn 
 			.flags = proof >= 0 ? SHUNT_HELLO_OFFER : 0, .ring_size = cap,
 		};
 		int fds[3] = { memfd, pair[1], proof };
-		rc = send_msg(s, &h, sizeof(h), fds, proof >= 0 ? 3 : 2);
+		rc = send_msg(s, &h, sizeof(h), fds, proof >= 0 ? 3 : 2, 0);
 	}
 	if (pair[1] >= 0)
 		close(pair[1]);
@@ -469,4 +470,47 @@ SHUNT_EXPORT int shunt_accept(struct shunt_listener *l, struct shunt_conn **out,
 		if (rc < 0)
 			return rc;
 	}
+}
+
+/* A passed offer: the ring size, and fds [memfd, READ bell, WRITE bell, proof]. */
+struct passed_offer {
+	uint64_t magic;
+	uint64_t ring_size;
+};
+
+int shunt__offer_pass(int sock, struct shunt_offer *o)
+{
+	struct passed_offer m = { SHUNT_HELLO_MAGIC, shunt_ring_size(o->c) };
+	struct shunt_conn *c = o->c;
+	int fds[4] = { o->memfd, shunt__conn_bell(c, 0), shunt__conn_bell(c, 1), o->proof };
+	int rc = send_msg(sock, &m, sizeof(m), fds, 4, MSG_DONTWAIT);
+
+	shunt__conn_free(c);
+	close(o->memfd);
+	close(o->proof);
+	return rc == -EWOULDBLOCK ? -EAGAIN : rc;
+}
+
+int shunt__offer_recv(int sock, struct shunt_offer *o)
+{
+	struct passed_offer m;
+	struct shunt_seg seg = { 0 };
+	int fds[4];
+	int rc = recv_msg(sock, &m, sizeof(m), fds, 4, MSG_DONTWAIT);
+
+	if (rc < 0)
+		return rc == -EWOULDBLOCK ? -EAGAIN : rc;
+	rc = m.magic == SHUNT_HELLO_MAGIC ? shunt_seg_attach(&seg, fds[0], m.ring_size) : -EPROTO;
+	if (rc < 0) {
+		close_fds(fds, 4);
+		return rc;
+	}
+	o->memfd = fds[0];
+	o->proof = fds[3];
+	rc = shunt__conn_new(&o->c, 1, &seg, fds[1], fds[2], shunt__config()->spin_us);
+	if (rc < 0) {
+		close(o->memfd);
+		close(o->proof);
+	}
+	return rc;
 }

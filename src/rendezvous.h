@@ -58,4 +58,14 @@ struct shunt_offer {
  * negative errno for an offer that was refused (and dropped). */
 int shunt__offer_take(int lfd, struct shunt_offer *o);
 
+/*
+ * Offers travel between the processes that accept on one listener (forked
+ * workers) through a datagram socket pair they share: the one that took an
+ * offer is not always the one that accepts its connection.  Passing gives
+ * the offer away (its fds are closed here, whatever the result); receiving
+ * maps it afresh.  Both without blocking; -EAGAIN when nothing waits.
+ */
+int shunt__offer_pass(int sock, struct shunt_offer *o);
+int shunt__offer_recv(int sock, struct shunt_offer *o);
+
 #endif /* SHUNT_RENDEZVOUS_H */

@@ -90,6 +90,7 @@ struct shim_sock *shim_sock_new(int kind)
 	s->memfd = -1;
 	for (int i = 0; i < SHIM_MAX_KEYS; i++)
 		s->rv[i] = -1;
+	s->queue[0] = s->queue[1] = -1;
 	pthread_mutex_init(&s->rx_mu, NULL);
 	pthread_mutex_init(&s->tx_mu, NULL);
 	pthread_mutex_init(&s->mu, NULL);

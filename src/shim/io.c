@@ -48,6 +48,12 @@ struct how {
 	int64_t deadline;  /* 0: none */
 };
 
+/* The program did I/O: readiness may have changed (wait.c re-reads it). */
+static void touched(struct shim_sock *s)
+{
+	atomic_fetch_add_explicit(&s->gen, 1, memory_order_relaxed);
+}
+
 static struct how how_of(struct shim_sock *s, int flags, int tx)
 {
 	struct how h = { .nb = (flags & MSG_DONTWAIT) || atomic_load(&s->nonblock) };
@@ -122,6 +128,7 @@ ssize_t shim_recv(struct shim_sock *s, void *buf, size_t len, int flags)
 	pthread_mutex_lock(&s->rx_mu);
 	ssize_t n = recv_locked(s, buf, len, flags, &h);
 	pthread_mutex_unlock(&s->rx_mu);
+	touched(s);
 	if (n <= 0 && n != -EAGAIN && len)
 		log_debug("recv of %zu bytes: %s", len, n ? strerror((int)-n) : "end of stream");
 	return n;
@@ -167,6 +174,7 @@ ssize_t shim_send(struct shim_sock *s, const void *buf, size_t len, int flags)
 	pthread_mutex_lock(&s->tx_mu);
 	ssize_t n = send_locked(s, buf, len, flags, &h);
 	pthread_mutex_unlock(&s->tx_mu);
+	touched(s);
 	return n;
 }
 
@@ -192,6 +200,7 @@ ssize_t shim_recvv(struct shim_sock *s, const struct iovec *iov, int n, int flag
 			h.nb = 1, h.core_flags = SHUNT_NONBLOCK, h.deadline = 0;
 	}
 	pthread_mutex_unlock(&s->rx_mu);
+	touched(s);
 	return done ? (ssize_t)done : rc;
 }
 
@@ -213,6 +222,7 @@ ssize_t shim_sendv(struct shim_sock *s, const struct iovec *iov, int n, int flag
 			break;
 	}
 	pthread_mutex_unlock(&s->tx_mu);
+	touched(s);
 	if (done)
 		return (ssize_t)done;
 	return rc < 0 ? send_error(rc, flags) : rc;
@@ -246,6 +256,7 @@ ssize_t shim_sendfile(struct shim_sock *s, int in_fd, off_t *off, size_t count)
 		done += (size_t)got;
 	}
 	pthread_mutex_unlock(&s->tx_mu);
+	touched(s);
 	if (done)
 		return (ssize_t)done;
 	return rc < 0 ? send_error(rc, MSG_NOSIGNAL) : 0;
@@ -253,7 +264,10 @@ ssize_t shim_sendfile(struct shim_sock *s, int in_fd, off_t *off, size_t count)
 
 int shim_shutdown(struct shim_sock *s, int how)
 {
-	return shunt_shutdown(s->c, how);
+	int rc = shunt_shutdown(s->c, how);
+
+	touched(s);
+	return rc;
 }
 
 int shim_fionread(struct shim_sock *s, int *out)

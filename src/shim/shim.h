@@ -92,12 +92,15 @@ struct shim_sock {
 	int side;              /* 0 connected, 1 accepted */
 	_Atomic int nonblock;  /* O_NONBLOCK of the open file description */
 	_Atomic int64_t rcvtimeo_us, sndtimeo_us; /* SO_RCVTIMEO/SNDTIMEO, 0 none */
+	_Atomic uint32_t gen;  /* moves on the program's I/O and on doorbell
+	                        * rings: epoll re-reads the rings only then */
 	pthread_mutex_t rx_mu; /* one receiving thread at a time (core rule) */
 	pthread_mutex_t tx_mu; /* one sending thread at a time */
 	/* SHIM_LISTENER */
 	int rv[SHIM_MAX_KEYS]; /* rendezvous UNIX listeners, -1 unused */
 	char *paths[SHIM_MAX_KEYS];
 	pid_t owner;           /* the process that published (and unlinks) */
+	int queue[2];          /* offers in passing between accepting processes */
 	struct shim_stash *stash;
 	pthread_mutex_t mu;    /* guards stash */
 };

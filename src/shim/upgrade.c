@@ -233,10 +233,13 @@ void shim_on_listen(int fd)
 		publish_ifaddrs(l, &n, &x);
 	else if (!is_loopback(&x))
 		publish(l, &n, "x", &x, 0);
-	if (n == 0) {
+	if (n == 0 || socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
+				 l->queue) < 0) {
 		shim_put(l);
 		return;
 	}
+	l->queue[0] = shunt__hide_fd(l->queue[0]);
+	l->queue[1] = shunt__hide_fd(l->queue[1]);
 	l->owner = getpid();
 	log_info("listening fd %d: %d rendezvous socket(s), first %s", fd, n, l->paths[0]);
 	shim_install(fd, l);
@@ -388,25 +391,47 @@ static void stash_remove(struct shim_stash *st, int i, int drop)
 	st->e[i] = st->e[--st->n];
 }
 
-/* Take every offer waiting on the listener's rendezvous sockets. */
+static void stash_add(struct shim_stash *st, const struct shunt_offer *o)
+{
+	if (st->n == STASH_MAX)
+		stash_remove(st, 0, 1);
+	st->e[st->n++] = (struct stash_entry){ .o = *o, .t0 = now_ns() };
+}
+
+/* Take every offer waiting: new ones on the rendezvous sockets, and those
+ * that other processes of this listener took but could not match. */
 static void stash_fill(struct shim_sock *l)
 {
 	struct shunt_offer o;
+	int rc;
 
 	for (int k = 0; k < SHIM_MAX_KEYS && l->rv[k] >= 0; k++) {
-		int rc;
 		while ((rc = shunt__offer_take(l->rv[k], &o)) != -EAGAIN) {
-			if (rc < 0) {
-				if (rc == -EMFILE || rc == -ENFILE || rc == -ENOMEM)
-					break;
-				continue;
-			}
-			struct shim_stash *st = l->stash;
-			if (st->n == STASH_MAX)
-				stash_remove(st, 0, 1);
-			st->e[st->n++] = (struct stash_entry){ .o = o, .t0 = now_ns() };
+			if (rc == -EMFILE || rc == -ENFILE || rc == -ENOMEM)
+				break;
+			if (rc == 0)
+				stash_add(l->stash, &o);
 		}
 	}
+	while ((rc = shunt__offer_recv(l->queue[1], &o)) != -EAGAIN) {
+		if (rc == -EMFILE || rc == -ENFILE || rc == -ENOMEM)
+			break;
+		if (rc == 0)
+			stash_add(l->stash, &o);
+	}
+}
+
+/* Offers left unmatched go back to the queue at once: the connection may be
+ * another process's to accept (a pre-forked server), and an offer held here
+ * would also hold the client's FIN back (docs/design.md).  An offer the
+ * queue cannot take is dropped; its client sees the hang-up and uses TCP. */
+static void stash_pass(struct shim_sock *l)
+{
+	struct shim_stash *st = l->stash;
+
+	for (int i = 0; i < st->n; i++)
+		shunt__offer_pass(l->queue[0], &st->e[i].o);
+	st->n = 0;
 }
 
 /* Does the offer's proof socket mirror the accepted connection? */
@@ -510,6 +535,7 @@ void shim_on_accept(struct shim_sock *l, int fd, int flags)
 				break;
 			}
 		}
+		stash_pass(l);
 	}
 	pthread_mutex_unlock(&l->mu);
 }
@@ -526,8 +552,8 @@ void shim_listener_free(struct shim_sock *l)
 		REAL(close)(l->rv[k]);
 		free(l->paths[k]);
 	}
-	if (l->stash)
-		while (l->stash->n)
-			stash_remove(l->stash, l->stash->n - 1, 1);
+	for (int i = 0; i < 2; i++)
+		if (l->queue[i] >= 0)
+			REAL(close)(l->queue[i]);
 	free(l->stash);
 }

@@ -335,6 +335,8 @@ struct ep_entry {
 	epoll_data_t data;
 	uint64_t progress;        /* for edge triggering */
 	int fired;                /* EPOLLONESHOT: reported, off until MOD */
+	int hot;                  /* level-triggered and ready: look again */
+	uint32_t seen;            /* the sock's gen when last looked at */
 };
 
 struct shim_ep {
@@ -406,10 +408,10 @@ static struct ep_entry *entry_of(struct shim_ep *ep, int fd)
 	return NULL;
 }
 
-static void bells(struct shim_ep *ep, int fd, struct shim_sock *s)
+static void bells(struct shim_ep *ep, struct shim_sock *s)
 {
 	for (int w = 0; w < 2; w++) {
-		struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.fd = fd };
+		struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.ptr = s };
 		REAL(epoll_ctl)(ep->inner, EPOLL_CTL_ADD, shunt__conn_bell(s->c, w), &ev);
 	}
 }
@@ -426,7 +428,7 @@ static int entry_add(struct shim_ep *ep, int fd, struct shim_sock *s)
 	}
 	ep->e[ep->n++] = (struct ep_entry){ .fd = fd, .s = s };
 	/* EEXIST for a dup of a member is fine: one entry's rings wake all. */
-	bells(ep, fd, s);
+	bells(ep, s);
 	return 0;
 }
 
@@ -446,6 +448,7 @@ static void entry_set(struct ep_entry *e, const struct epoll_event *ev)
 	e->events = ev->events;
 	e->data = ev->data;
 	e->fired = 0;
+	e->hot = 1;
 	e->progress = ~0ull;
 }
 
@@ -524,8 +527,14 @@ static uint32_t poll_to_epoll(int ev)
 	       (ev & POLLERR ? EPOLLERR : 0);
 }
 
-/* Report ready upgraded entries into out[0..max); how many. */
-static int scan_entries(struct shim_ep *ep, struct epoll_event *out, int max, int arm)
+/*
+ * Report ready upgraded entries into out[0..max); how many.  Only entries
+ * that may have changed are read: those ready last time (level-triggered),
+ * and those whose sock saw I/O or a ring since.  The others were armed when
+ * last read, so a change would have rung.  `look` (a spin) reads without
+ * arming and leaves the entries to be read again.
+ */
+static int scan_entries(struct shim_ep *ep, struct epoll_event *out, int max, int look)
 {
 	int k = 0;
 
@@ -534,10 +543,17 @@ static int scan_entries(struct shim_ep *ep, struct epoll_event *out, int max, in
 		struct ep_entry *e = &ep->e[i];
 		if (!e->active || e->fired)
 			continue;
+		uint32_t g = atomic_load_explicit(&e->s->gen, memory_order_acquire);
+		if (!e->hot && g == e->seen)
+			continue;
 		/* Progress first: anything after it shows as a change next time. */
 		uint64_t prog = shunt__conn_progress(e->s->c);
 		int ev = shunt__conn_poll(e->s->c, (int)epoll_to_poll(e->events),
-					  arm ? SHUNT_ARM_LAZY : SHUNT_ARM_NONE);
+					  look ? SHUNT_ARM_NONE : SHUNT_ARM_LAZY);
+		if (!look) {
+			e->seen = g;
+			e->hot = ev && !(e->events & EPOLLET);
+		}
 		if (!ev || ((e->events & EPOLLET) && prog == e->progress))
 			continue;
 		e->progress = prog;
@@ -560,7 +576,7 @@ static int ep_check(void *arg)
 {
 	struct ep_args *a = arg;
 
-	return scan_entries(a->ep, a->ev, a->max, 0);
+	return scan_entries(a->ep, a->ev, a->max, 1);
 }
 
 /* The hidden set fired: consume its events.  A hung-up doorbell is the
@@ -571,16 +587,19 @@ static void inner_drain(struct shim_ep *ep)
 	struct epoll_event ev[16];
 	int n;
 
+	/* Under the lock: an entry's reference keeps each sock alive, and its
+	 * doorbells leave the hidden set only when it is freed. */
+	pthread_mutex_lock(&ep->mu);
 	do {
 		n = REAL(epoll_pwait)(ep->inner, ev, 16, 0, NULL);
-		pthread_mutex_lock(&ep->mu);
 		for (int i = 0; i < n; i++) {
-			struct ep_entry *e = entry_of(ep, ev[i].data.fd);
-			if (e && (ev[i].events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR)))
-				shunt__conn_poll(e->s->c, POLLIN | POLLOUT, SHUNT_ARM_DRAIN);
+			struct shim_sock *s = ev[i].data.ptr;
+			if (ev[i].events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR))
+				shunt__conn_poll(s->c, POLLIN | POLLOUT, SHUNT_ARM_DRAIN);
+			atomic_fetch_add_explicit(&s->gen, 1, memory_order_release);
 		}
-		pthread_mutex_unlock(&ep->mu);
 	} while (n == 16);
+	pthread_mutex_unlock(&ep->mu);
 }
 
 /* Take the hidden set's event out of what the kernel returned. */
@@ -610,15 +629,15 @@ int shim_epoll_wait(int epfd, struct epoll_event *ev, int max, int timeout_ms,
 	int64_t deadline = timeout_ms < 0 ? -1 : mono_ns() + (int64_t)timeout_ms * 1000000;
 	int spun = timeout_ms == 0;
 	for (;;) {
-		int k = scan_entries(ep, ev, max, 0);
-		if (!k && !spun) {
+		int k = 0;
+		if (!spun) {
 			/* Plain fds wait for the end of the window: it is short. */
 			struct ep_args a = { ep, ev, max };
 			k = spin_for(&ep->spin, ep_check, &a);
 			spun = 1;
 		}
-		if (!k && timeout_ms != 0)
-			k = scan_entries(ep, ev, max, 1);
+		if (!k)
+			k = scan_entries(ep, ev, max, 0);
 		int wait = k ? 0 : deadline < 0 ? -1 : (int)((deadline - mono_ns() + 999999) / 1000000);
 		if (wait < -1 || (deadline >= 0 && wait < 0))
 			wait = 0;
