@@ -157,13 +157,21 @@ EXPORT int setsockopt(int fd, int level, int opt, const void *val, socklen_t len
 
 /* --- fds ------------------------------------------------------------------- */
 
+/* fd is about to be closed or replaced: drop what we know of it. */
+static void fd_gone(int fd)
+{
+	if (shim_has(fd)) {
+		log_debug("upgraded fd %d closed", fd);
+		shim_wait_forget(fd);
+		shim_forget(fd);
+	} else {
+		shim_wait_forget_set(fd);
+	}
+}
+
 EXPORT int close(int fd)
 {
-	shim_wait_forget(fd);
-	if (shim_has(fd)) {
-		log_debug("close of upgraded fd %d", fd);
-		shim_forget(fd);
-	}
+	fd_gone(fd);
 	return REAL(close)(fd);
 }
 
@@ -179,7 +187,7 @@ EXPORT int dup(int fd)
 static int dup_into(int oldfd, int newfd, int rc)
 {
 	if (rc >= 0 && oldfd != newfd) {
-		shim_wait_forget(newfd);
+		fd_gone(newfd);
 		shim_dup(oldfd, newfd);
 	}
 	return rc;
@@ -261,11 +269,8 @@ EXPORT int close_range(unsigned first, unsigned last, int flags)
 	if (!real_close_range)
 		return shim_err(-ENOSYS);
 	if (!(flags & CLOSE_RANGE_CLOEXEC))
-		for (unsigned fd = first; fd <= last && fd < (1u << 20); fd++) {
-			shim_wait_forget((int)fd);
-			if (shim_has((int)fd))
-				shim_forget((int)fd);
-		}
+		for (unsigned fd = first; fd <= last && fd < (1u << 20); fd++)
+			fd_gone((int)fd);
 	return real_close_range(first, last, flags);
 }
 

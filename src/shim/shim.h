@@ -125,8 +125,10 @@ void shim_dup(int oldfd, int newfd);
 /* Visit every fd with a sock (for exec). */
 void shim_each(void (*fn)(int fd, struct shim_sock *s, void *arg), void *arg);
 
-/* Wait calls learn that an fd was closed (to drop epoll entries). */
+/* Wait calls learn that an upgraded fd was closed (it leaves every epoll
+ * set), or that a plain fd was (it may be an epoll set with upgraded fds). */
 void shim_wait_forget(int fd);
+void shim_wait_forget_set(int fd);
 
 /* --- Upgrade (upgrade.c) ------------------------------------------------- */
 

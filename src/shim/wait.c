@@ -17,6 +17,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -129,9 +130,14 @@ static int spin_for(struct spin *sp, int (*check)(void *), void *arg)
 			return k;
 		}
 		cpu_relax();
-		if ((i & 15) == 0 && mono_ns() > end) {
-			spin_adapt(sp, window, 0);
-			return 0;
+		if ((i & 15) == 0) {
+			if (mono_ns() > end) {
+				spin_adapt(sp, window, 0);
+				return 0;
+			}
+			/* With more busy processes than cores, the peer (or the
+			 * program's other workers) may need this core: give it. */
+			sched_yield();
 		}
 	}
 }
@@ -656,31 +662,47 @@ int shim_epoll_wait(int epfd, struct epoll_event *ev, int max, int timeout_ms,
 	}
 }
 
-/* An fd was closed: it leaves every epoll set, as the kernel's would. */
+static void ep_free(struct shim_ep *ep)
+{
+	atomic_fetch_sub(&n_eps, 1);
+	for (int i = 0; i < ep->n; i++)
+		shim_put(ep->e[i].s);
+	REAL(close)(ep->inner);
+	pthread_mutex_destroy(&ep->mu);
+	free(ep->e);
+	free(ep);
+}
+
+/* A plain fd was closed: if it was an epoll set of ours, forget the set. */
+void shim_wait_forget_set(int fd)
+{
+	if (!atomic_load_explicit(&n_eps, memory_order_relaxed))
+		return;
+	pthread_mutex_lock(&eps_mu);
+	for (struct shim_ep **pp = &eps; *pp; pp = &(*pp)->next) {
+		if ((*pp)->epfd == fd) {
+			struct shim_ep *ep = *pp;
+			*pp = ep->next;
+			ep_free(ep);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&eps_mu);
+}
+
+/* An upgraded fd was closed: it leaves every epoll set, as the kernel's
+ * would. */
 void shim_wait_forget(int fd)
 {
 	if (!atomic_load_explicit(&n_eps, memory_order_relaxed))
 		return;
 	pthread_mutex_lock(&eps_mu);
-	for (struct shim_ep **pp = &eps; *pp;) {
-		struct shim_ep *ep = *pp;
-		if (ep->epfd == fd) { /* the epoll set itself is closed */
-			*pp = ep->next;
-			atomic_fetch_sub(&n_eps, 1);
-			for (int i = 0; i < ep->n; i++)
-				shim_put(ep->e[i].s);
-			REAL(close)(ep->inner);
-			pthread_mutex_destroy(&ep->mu);
-			free(ep->e);
-			free(ep);
-			continue;
-		}
+	for (struct shim_ep *ep = eps; ep; ep = ep->next) {
 		pthread_mutex_lock(&ep->mu);
 		struct ep_entry *e = entry_of(ep, fd);
 		if (e)
 			entry_del(ep, e);
 		pthread_mutex_unlock(&ep->mu);
-		pp = &ep->next;
 	}
 	pthread_mutex_unlock(&eps_mu);
 }
