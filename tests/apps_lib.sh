@@ -1,0 +1,305 @@
+# shellcheck shell=bash
+# tests/apps_lib.sh - helpers shared by the tests/t_apps_*.sh script tests.
+#
+# A t_apps_* test runs real programs (iperf3, redis, nginx, ...) with both
+# ends under the preload library and checks that (1) the data arrived intact
+# and (2) the connection really moved to shared memory.  Sourced, not run.
+#
+# Exit status of a test: 0 pass, 1 fail, 77 skip (a missing program or a
+# missing preload library; tests/run.sh counts a skip as a failure under CI).
+#
+# Environment:
+#   SHUNT_BUILD      the build directory (default: build/ of this checkout)
+#   SHUNT_DIR        rendezvous directory (default: a fresh one per test)
+#   SHUNT_APPS_TCP=1 run everything over plain TCP (no LD_PRELOAD) and do not
+#                    check acceleration: for developing the tests, and to see
+#                    that the data checks hold without the shim
+#   SHUNT_APPS_KEEP=1  keep the temp dir (logs, outputs) of a failed test
+#
+# Conventions: every background process is started by start_server (which
+# records its pid) and is killed, with its descendants, by pid at exit;
+# every foreground client runs under `timeout` (run_client); all files live
+# in $T, removed at exit.
+
+set -euo pipefail
+# nginx lives in /usr/sbin, which a non-root PATH may lack.
+PATH=$PATH:/usr/sbin:/sbin
+
+APPS_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SHUNT_BUILD=${SHUNT_BUILD:-$APPS_SRC/build}
+SHUNT_BIN=$SHUNT_BUILD/shunt
+SHUNT_PRELOAD=$SHUNT_BUILD/libshunt-preload.so
+APPS_TCP=${SHUNT_APPS_TCP:-0}
+
+T=                  # this test's temp dir
+APPS_NAME=          # this test's name, for messages
+APPS_PIDS=()        # background processes to kill at exit
+APPS_CLEANUP=()     # extra cleanup commands (eval'd at exit, in reverse order)
+LAST_PID=           # pid of the last start_server
+
+say() { printf '%s: %s\n' "$APPS_NAME" "$*"; }
+
+# skip REASON: exit 77; tests/run.sh shows the text after "skip: ".
+skip() {
+	echo "skip: $*"
+	exit 77
+}
+
+# fail MSG: show the logs that explain it, exit 1.  On stderr, so that a
+# failure inside $(...) is still seen.
+fail() {
+	{
+		echo "FAIL: $APPS_NAME: $*"
+		apps_dump_logs
+	} >&2
+	exit 1
+}
+
+apps_dump_logs() {
+	[ -n "$T" ] && [ -d "$T" ] || return 0
+	local f
+	for f in "$T"/*.log "$T"/*.out "$T"/*.err; do
+		[ -s "$f" ] || continue
+		echo "--- ${f##*/} (last 15 lines)"
+		tail -n 15 "$f" | cut -c1-300
+	done
+}
+
+# need PROG...: skip unless every program is installed.
+need() {
+	local p
+	for p in "$@"; do
+		command -v "$p" >/dev/null 2>&1 || skip "$p is not installed"
+	done
+}
+
+# apps_init NAME: temp dir, exit trap, rendezvous dir, and a check that the
+# preload library exists (unless SHUNT_APPS_TCP=1).
+apps_init() {
+	APPS_NAME=$1
+	need timeout ss sha256sum
+	T=$(mktemp -d "${TMPDIR:-/tmp}/shunt-apps-XXXXXX")
+	T=$(cd "$T" && pwd) # SHUNT_LOG_FILE must be absolute
+	# The tests run as whatever user; servers that drop privileges (nginx
+	# workers) must still read these files.
+	chmod 755 "$T"
+	trap 'apps_exit $?' EXIT
+	trap 'exit 130' INT TERM
+	# An empty config file, so that a host's ~/.config/shunt/shunt.conf or
+	# /etc/shunt.conf (bypass rules, a log setting) cannot change the result.
+	: >"$T/shunt.conf"
+	export SHUNT_CONFIG=$T/shunt.conf
+	if [ -z "${SHUNT_DIR:-}" ]; then
+		# Short: rendezvous socket paths must fit in sun_path.
+		SHUNT_DIR=$(mktemp -d /tmp/shunt-XXXXXX)
+		APPS_CLEANUP+=("rm -rf '$SHUNT_DIR'")
+	fi
+	export SHUNT_DIR
+	if [ "$APPS_TCP" = 1 ]; then
+		say "SHUNT_APPS_TCP=1: plain TCP, acceleration is not checked"
+	elif [ ! -f "$SHUNT_PRELOAD" ]; then
+		skip "no $SHUNT_PRELOAD (build it with make, or set SHUNT_APPS_TCP=1)"
+	fi
+}
+
+apps_exit() {
+	local rc=$1 i
+	trap - EXIT INT TERM
+	set +e
+	kill_pids "${APPS_PIDS[@]}"
+	for ((i = ${#APPS_CLEANUP[@]} - 1; i >= 0; i--)); do
+		eval "${APPS_CLEANUP[i]}" >/dev/null 2>&1
+	done
+	if [ -n "$T" ] && [ -d "$T" ]; then
+		if [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ] && [ "${SHUNT_APPS_KEEP:-0}" = 1 ]; then
+			echo "kept $T"
+		else
+			rm -rf "$T"
+		fi
+	fi
+	exit "$rc"
+}
+
+# descendants PID: the pids of PID's children, grandchildren, ... (servers
+# that fork: nginx workers, socat's per-connection children).
+descendants() {
+	local c
+	for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do
+		echo "$c"
+		descendants "$c"
+	done
+}
+
+# kill_pids PID...: TERM each and its descendants, KILL what is left after
+# 3 s.  Only pids this test started (and their children) are ever passed.
+kill_pids() {
+	local all=() p i
+	for p in "$@"; do
+		kill -0 "$p" 2>/dev/null || continue
+		all+=("$p")
+		# Collected before the TERM: once the parent dies they are
+		# reparented and could no longer be found.
+		for i in $(descendants "$p"); do all+=("$i"); done
+	done
+	[ ${#all[@]} -gt 0 ] || return 0
+	kill -TERM "${all[@]}" 2>/dev/null || true
+	for ((i = 0; i < 30; i++)); do
+		local alive=0
+		for p in "${all[@]}"; do
+			kill -0 "$p" 2>/dev/null && alive=1
+		done
+		[ $alive = 0 ] && break
+		sleep 0.1
+	done
+	kill -KILL "${all[@]}" 2>/dev/null || true
+	for p in "$@"; do wait "$p" 2>/dev/null || true; done
+	return 0
+}
+
+# free_port: a TCP port nobody listens on, below the ephemeral range (so
+# that no client's source port takes it between now and the bind).
+free_port() {
+	local p i
+	for ((i = 0; i < 200; i++)); do
+		p=$((10000 + RANDOM % 22000))
+		if ! ss -Htln "sport = :$p" | grep -q .; then
+			echo "$p"
+			return 0
+		fi
+	done
+	fail "no free port found"
+}
+
+# shunt_env LOGNAME: the `env` arguments that put a program under shunt,
+# logging to $T/LOGNAME.log (empty of LD_PRELOAD in plain TCP mode).
+# Sets the global array SHUNT_ENV.
+shunt_env() {
+	SHUNT_ENV=(env SHUNT_LOG=info "SHUNT_LOG_FILE=$T/$1.log")
+	[ "$APPS_TCP" = 1 ] || SHUNT_ENV+=("LD_PRELOAD=$SHUNT_PRELOAD")
+}
+
+# start_server NAME CMD...: run CMD in the background under shunt, output in
+# $T/NAME.out, log in $T/NAME.log; its pid in LAST_PID.
+start_server() {
+	local name=$1
+	shift
+	shunt_env "$name"
+	"${SHUNT_ENV[@]}" "$@" >"$T/$name.out" 2>&1 </dev/null &
+	LAST_PID=$!
+	APPS_PIDS+=("$LAST_PID")
+}
+
+# start_server_ns NS NAME CMD...: the same inside network namespace NS.
+# (`ip netns exec` execs CMD, so LAST_PID is CMD's pid.)
+start_server_ns() {
+	local ns=$1 name=$2
+	shift 2
+	shunt_env "$name"
+	ip netns exec "$ns" "${SHUNT_ENV[@]}" "$@" >"$T/$name.out" 2>&1 </dev/null &
+	LAST_PID=$!
+	APPS_PIDS+=("$LAST_PID")
+}
+
+# stop_server PID: kill it (and its descendants) now, and forget it, so
+# that the exit trap cannot hit a later process that reuses the pid.
+stop_server() {
+	local p keep=()
+	kill_pids "$1"
+	for p in "${APPS_PIDS[@]}"; do
+		[ "$p" = "$1" ] || keep+=("$p")
+	done
+	APPS_PIDS=("${keep[@]}")
+}
+
+# run_client NAME SECS CMD...: run CMD in the foreground under shunt and
+# under `timeout SECS`; log in $T/NAME.log.  Returns CMD's status.
+run_client() {
+	local name=$1 secs=$2
+	shift 2
+	shunt_env "$name"
+	timeout -k 2 "$secs" "${SHUNT_ENV[@]}" "$@"
+}
+
+# run_client_ns NS NAME SECS CMD...: the same inside network namespace NS.
+run_client_ns() {
+	local ns=$1 name=$2 secs=$3
+	shift 3
+	shunt_env "$name"
+	timeout -k 2 "$secs" ip netns exec "$ns" "${SHUNT_ENV[@]}" "$@"
+}
+
+# wait_listen PORT PID [SECS [NS]]: wait until something listens on PORT
+# (in namespace NS), failing at once if PID died, and after SECS (10).
+wait_listen() {
+	local port=$1 pid=$2 secs=${3:-10} ns=${4:-} i
+	local ssc=(ss)
+	[ -z "$ns" ] || ssc=(ip netns exec "$ns" ss)
+	for ((i = 0; i < secs * 20; i++)); do
+		if "${ssc[@]}" -Htln "sport = :$port" | grep -q .; then
+			return 0
+		fi
+		kill -0 "$pid" 2>/dev/null || fail "the server (pid $pid) exited before listening on port $port"
+		sleep 0.05
+	done
+	fail "nothing listens on port $port after ${secs}s"
+}
+
+# count_upgraded LOG...: the number of "upgraded" lines in the shim logs.
+count_upgraded() {
+	cat "$@" 2>/dev/null | grep -c -w upgraded || true
+}
+
+# assert_accelerated MIN LOG...: the logs hold at least MIN "upgraded" lines
+# together, i.e. that many connections moved to shared memory.  A no-op
+# (with a note) in plain TCP mode.
+assert_accelerated() {
+	local min=$1 n
+	shift
+	n=$(count_upgraded "$@")
+	if [ "$APPS_TCP" = 1 ]; then
+		say "plain TCP mode: not checking acceleration ($n upgraded lines)"
+		return 0
+	fi
+	[ "$n" -ge "$min" ] ||
+		fail "expected >= $min upgraded connection(s) in ${*##*/}, found $n"
+	say "accelerated: $n upgraded line(s) in ${*##*/}"
+}
+
+# kernel_tcp_bytes PORT [NS]: bytes the kernel's TCP carried (received plus
+# acknowledged) on the established sockets whose local port is PORT, i.e.
+# on the server's side of its live connections.  Once a connection is
+# upgraded its payload bypasses TCP, so this stays near zero while the
+# application moves gigabytes: an independent check of the shim's own log.
+kernel_tcp_bytes() {
+	local port=$1 ns=${2:-}
+	local ssc=(ss)
+	[ -z "$ns" ] || ssc=(ip netns exec "$ns" ss)
+	"${ssc[@]}" -Htin state established "( sport = :$port )" |
+		awk '{ for (i = 1; i <= NF; i++)
+			if ($i ~ /^bytes_(received|acked):/) { split($i, a, ":"); s += a[2] } }
+			END { printf "%.0f\n", s }'
+}
+
+# stat_has_port PORT: `shunt stat --json` lists a live connection to PORT
+# with bytes counted in either direction.
+stat_has_port() {
+	"$SHUNT_BIN" stat --json 2>/dev/null |
+		grep "\"server\":\"[^\"]*:$1\"" |
+		grep -Eq '"bytes_(c2s|s2c)":[1-9]'
+}
+
+# rand_file PATH BYTES: random contents.
+rand_file() {
+	head -c "$2" /dev/urandom >"$1"
+}
+
+sha() { sha256sum <"$1" | cut -d' ' -f1; }
+
+# same_file EXPECTED GOT WHAT: fail unless the two files are identical.
+same_file() {
+	local a b
+	a=$(sha "$1")
+	b=$(sha "$2")
+	[ "$a" = "$b" ] ||
+		fail "$3: contents differ ($(wc -c <"$2") bytes received, $(wc -c <"$1") expected)"
+}
