@@ -22,6 +22,12 @@
 #define NCHUNKS 256 /* fds below 2^20, the usual hard limit */
 
 static _Atomic(_Atomic(struct shim_sock *) *) chunks[NCHUNKS];
+static _Atomic int live_conns;
+
+int shim_live_conns(void)
+{
+	return atomic_load_explicit(&live_conns, memory_order_relaxed);
+}
 
 static _Atomic(struct shim_sock *) *slot(int fd, int create)
 {
@@ -61,6 +67,7 @@ struct shim_sock *shim_get(int fd)
 static void sock_free(struct shim_sock *s)
 {
 	if (s->kind == SHIM_CONN) {
+		atomic_fetch_sub_explicit(&live_conns, 1, memory_order_relaxed);
 		shunt__conn_free(s->c);
 		if (s->memfd >= 0)
 			REAL(close)(s->memfd);
@@ -87,6 +94,8 @@ struct shim_sock *shim_sock_new(int kind)
 		return NULL;
 	atomic_init(&s->refs, 1);
 	s->kind = kind;
+	if (kind == SHIM_CONN)
+		atomic_fetch_add_explicit(&live_conns, 1, memory_order_relaxed);
 	s->memfd = -1;
 	for (int i = 0; i < SHIM_MAX_KEYS; i++)
 		s->rv[i] = -1;

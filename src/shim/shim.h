@@ -116,6 +116,8 @@ void shim_put(struct shim_sock *s);
 int shim_has(int fd);
 
 struct shim_sock *shim_sock_new(int kind);
+/* Upgraded connections this process holds now. */
+int shim_live_conns(void);
 /* Put s in the table at fd (taking over the caller's reference). */
 void shim_install(int fd, struct shim_sock *s);
 /* fd was closed or replaced: drop its entry. */
