@@ -124,9 +124,10 @@ $(B)/tests/t_%: tests/t_%.sh
 test: all
 	$(Q)tests/run.sh $(B)
 
-# The Quick start demonstration: a short side-by-side benchmark.
-demo: $(B)/shunt
-	$(Q)$(B)/shunt bench --quick --out bench-out
+# The Quick start demonstration: an ordinary TCP client and server, plain
+# and under `shunt run`, side by side.
+demo: all
+	$(Q)tools/demo.sh $(B)
 
 install: lib $(B)/shunt
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include
