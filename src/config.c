@@ -20,6 +20,7 @@
 /* Bytes per direction; see "Ring size" in docs/design.md for the measurement. */
 #define DEFAULT_RING_SIZE (512u * 1024u)
 #define DEFAULT_SPIN_US   50
+#define DEFAULT_UPGRADE_MS 200 /* a client waits this long for the accept */
 #define SPIN_US_MAX       1000000
 #define FILE_MAX          (64 * 1024)
 #define MAX_ARGS          32
@@ -84,6 +85,16 @@ static const char *set_spin(struct shunt_config *c, int argc, char **argv)
 	if (v < 0)
 		return "spin-us wants one number of microseconds from 0 to 1000000";
 	c->spin_us = (int)v;
+	return NULL;
+}
+
+static const char *set_upgrade_ms(struct shunt_config *c, int argc, char **argv)
+{
+	long v = argc == 1 ? parse_num(argv[0], 1, 60000) : -1;
+
+	if (v < 0)
+		return "upgrade-ms wants one number of milliseconds from 1 to 60000";
+	c->upgrade_ms = (int)v;
 	return NULL;
 }
 
@@ -214,6 +225,7 @@ static const struct {
 	setter fn;
 } settings[] = {
 	{ "ring-size", set_ring_size }, { "spin-us", set_spin },
+	{ "upgrade-ms", set_upgrade_ms },
 	{ "dir", set_dir }, { "log", set_log },
 	{ "allow-user", add_users }, { "accelerate", add_accelerate },
 	{ "bypass", add_bypass },
@@ -237,7 +249,8 @@ static const char *parse_line(struct shunt_config *c, char *line)
 	for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++)
 		if (strcmp(argv[0], settings[i].key) == 0)
 			return settings[i].fn(c, argc - 1, argv + 1);
-	return "unknown setting (ring-size, spin-us, dir, log, allow-user, accelerate, bypass)";
+	return "unknown setting (ring-size, spin-us, upgrade-ms, dir, log, allow-user, "
+	       "accelerate, bypass)";
 }
 
 int shunt__config_parse(struct shunt_config *c, const char *path, char *text)
@@ -333,6 +346,7 @@ static void defaults(struct shunt_config *c)
 	memset(c, 0, sizeof(*c));
 	c->ring_size = DEFAULT_RING_SIZE;
 	c->spin_us = sysconf(_SC_NPROCESSORS_ONLN) > 1 ? DEFAULT_SPIN_US : 0;
+	c->upgrade_ms = DEFAULT_UPGRADE_MS;
 	if (!xdg || *xdg != '/' ||
 	    snprintf(c->dir, sizeof(c->dir), "%s/shunt", xdg) >= (int)sizeof(c->dir) - 32)
 		snprintf(c->dir, sizeof(c->dir), "/tmp/shunt-%u", (unsigned)geteuid());
@@ -355,6 +369,7 @@ static void config_init(void)
 	load_file(&config);
 	apply_env(&config, "SHUNT_RING_SIZE", set_ring_size);
 	apply_env(&config, "SHUNT_SPIN_US", set_spin);
+	apply_env(&config, "SHUNT_UPGRADE_MS", set_upgrade_ms);
 	apply_env(&config, "SHUNT_DIR", set_dir);
 }
 

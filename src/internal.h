@@ -66,6 +66,8 @@ struct shunt_rule {
 struct shunt_config {
 	uint64_t ring_size; /* ring-size, SHUNT_RING_SIZE: bytes, k/m/g suffixes */
 	int spin_us;        /* spin-us, SHUNT_SPIN_US: 0 = never spin */
+	int upgrade_ms;     /* upgrade-ms, SHUNT_UPGRADE_MS: a client's wait for
+	                     * the server to take its offer (the shim) */
 	char dir[108];      /* dir, SHUNT_DIR: rendezvous directory (fits sun_path) */
 	int dir_explicit;   /* dir was named, not defaulted: shared on purpose */
 	unsigned n_users;   /* allow-user: other uids a peer may have */

@@ -294,19 +294,11 @@ static int send_offer(int fd, const struct shim_addr *dst, struct shunt_conn **c
 	return rc;
 }
 
-static int upgrade_wait_ms(void)
-{
-	const char *e = getenv("SHUNT_UPGRADE_MS");
-	int v = e ? atoi(e) : 0;
-
-	return v > 0 && v <= 60000 ? v : 200;
-}
-
 /* Wait for the server's decision, then settle it ourselves if it did not
  * come: a server that never accepts costs one bounded wait. */
 static uint32_t await_decision(struct shunt_conn *c)
 {
-	int64_t deadline = now_ns() + (int64_t)upgrade_wait_ms() * 1000000;
+	int64_t deadline = now_ns() + (int64_t)shunt__config()->upgrade_ms * 1000000;
 	int bell = shunt__conn_bell(c, 0);
 
 	for (;;) {
