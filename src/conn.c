@@ -110,6 +110,8 @@ static int64_t rx_ready(struct shunt_conn *c, uint64_t want)
 	if (st & (SHUNT_ST_SHUT_WR | SHUNT_ST_CLOSED)) {
 		/* Re-read the head after the state: it may have grown. */
 		n = shunt_ring_avail(&c->rx, want);
+		if (n == 0 && (st & SHUNT_ST_RESET))
+			return -ECONNRESET;
 		return n < 0 ? conn_fail(c, (int)n) : n;
 	}
 	if (atomic_load_explicit(&c->peer_gone, memory_order_relaxed))
@@ -542,6 +544,15 @@ int shunt__conn_new(struct shunt_conn **out, int side, struct shunt_seg *seg,
 
 /* --- For the socket shim ---------------------------------------------- */
 
+/* The peer will send no more (TCP: its FIN is in), though data may wait. */
+static int peer_done(struct shunt_conn *c)
+{
+	uint32_t st = atomic_load_explicit(&c->peer->state, memory_order_relaxed);
+
+	return (st & (SHUNT_ST_SHUT_WR | SHUNT_ST_CLOSED)) ||
+	       atomic_load_explicit(&c->peer_gone, memory_order_relaxed);
+}
+
 static int poll_rx(struct shunt_conn *c)
 {
 	int64_t n = rx_ready(c, 1);
@@ -549,19 +560,21 @@ static int poll_rx(struct shunt_conn *c)
 	if (n == -EAGAIN)
 		return 0;
 	if (n > 0)
-		return POLLIN;
+		return peer_done(c) ? POLLIN | POLLRDHUP : POLLIN;
 	if (n == 0)
 		return POLLIN | POLLRDHUP;
 	return POLLIN | POLLRDHUP | POLLERR | POLLHUP;
 }
 
+/* Writable; an error only for a reset or a broken segment: after the
+ * peer's orderly close a TCP socket still polls writable and no more. */
 static int poll_tx(struct shunt_conn *c)
 {
 	int64_t n = tx_ready(c, 1, 1);
 
 	if (n == -EAGAIN)
 		return 0;
-	return n > 0 ? POLLOUT : POLLOUT | POLLERR;
+	return n > 0 || n == -EPIPE ? POLLOUT : POLLOUT | POLLERR;
 }
 
 /* POLLHUP as TCP gives it: both directions are shut. */
@@ -586,7 +599,9 @@ int shunt__conn_poll(struct shunt_conn *c, int events, int arm)
 		bits |= SHUNT_WAIT_READ;
 	if ((events & POLLOUT) && !(ev & (POLLOUT | POLLHUP | POLLERR)))
 		bits |= SHUNT_WAIT_WRITE;
-	if (arm == SHUNT_ARM_LAZY) /* still armed: no ring came since */
+	if (arm == SHUNT_ARM_EDGE && (events & (POLLIN | POLLRDHUP)))
+		bits |= SHUNT_WAIT_READ; /* each arrival is an edge, read or not */
+	if (arm != SHUNT_ARM_DRAIN) /* still armed: no ring came since */
 		bits &= ~atomic_load_explicit(&c->me->wait, memory_order_relaxed);
 	if (!bits)
 		return ev;
@@ -666,4 +681,21 @@ int shunt__conn_resume(struct shunt_conn **out, int side, struct shunt_seg *seg,
 	c->rx.peer = c->rx.pos;
 	set_state(c, st | SHUNT_ST_OPEN);
 	return 0;
+}
+
+void shunt__conn_close_last(struct shunt_conn *c)
+{
+	int64_t unread = shunt_ring_peek_fill(&c->rx);
+
+	set_state(c, SHUNT_ST_CLOSED | (unread != 0 ? SHUNT_ST_RESET : 0));
+	shunt__conn_free(c);
+}
+
+void shunt__conn_check_peer(struct shunt_conn *c)
+{
+	/* poll() consumes nothing: a thread asleep on the bell keeps its ring. */
+	struct pollfd p = { .fd = c->bell[1], .events = 0 };
+
+	if (poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR)))
+		peer_hung_up(c);
 }

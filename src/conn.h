@@ -60,6 +60,9 @@ int shunt__conn_new(struct shunt_conn **out, int side, struct shunt_seg *seg,
 #define SHUNT_ARM_NONE  0
 #define SHUNT_ARM_DRAIN 1
 #define SHUNT_ARM_LAZY  2
+/* As LAZY, and reading is armed even while data waits: an edge-triggered
+ * wait reports each new arrival, as TCP's does. */
+#define SHUNT_ARM_EDGE  3
 int shunt__conn_poll(struct shunt_conn *c, int events, int arm);
 /* The doorbell that rings for READ (write = 0) or WRITE (write = 1) waits. */
 int shunt__conn_bell(const struct shunt_conn *c, int write);
@@ -80,6 +83,12 @@ void shunt__conn_set_info(struct shunt_conn *c, const struct shunt_tcp_info *inf
  * from the segment (and validated on use, like everything shared). */
 int shunt__conn_resume(struct shunt_conn **out, int side, struct shunt_seg *seg,
 		       int bell_rd, int bell_wr, int spin_us);
+/* Close this end knowing no other process holds it: the peer sees the
+ * close at once, as TCP's FIN, or as its RST if we left data unread. */
+void shunt__conn_close_last(struct shunt_conn *c);
+/* Look for the peer's hang-up without waiting or consuming a ring (the
+ * peer died, or closed its last copy): a send cannot see it otherwise. */
+void shunt__conn_check_peer(struct shunt_conn *c);
 /* This end's state bits, as set by shutdown. */
 uint32_t shunt__conn_state(const struct shunt_conn *c);
 

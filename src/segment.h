@@ -32,7 +32,9 @@
 #define SHUNT_ST_OPEN    0x1u /* mapped and running */
 #define SHUNT_ST_SHUT_WR 0x2u /* will send no more: peer reads EOF after the data */
 #define SHUNT_ST_CLOSED  0x4u /* gone: will neither send nor receive */
-#define SHUNT_ST_KNOWN   (SHUNT_ST_OPEN | SHUNT_ST_SHUT_WR | SHUNT_ST_CLOSED)
+#define SHUNT_ST_RESET   0x8u /* closed with data unread (TCP's RST): the
+                               * peer reads what is left, then ECONNRESET */
+#define SHUNT_ST_KNOWN   (SHUNT_ST_OPEN | SHUNT_ST_SHUT_WR | SHUNT_ST_CLOSED | SHUNT_ST_RESET)
 
 /* Wait bits: set by a side about to sleep, cleared by the peer that wakes it. */
 #define SHUNT_WAIT_READ  0x1u /* waiting for data or a state change */

@@ -68,7 +68,10 @@ static void sock_free(struct shim_sock *s)
 {
 	if (s->kind == SHIM_CONN) {
 		atomic_fetch_sub_explicit(&live_conns, 1, memory_order_relaxed);
-		shunt__conn_free(s->c);
+		if (s->shared)
+			shunt__conn_free(s->c); /* the peer learns from the hang-up */
+		else
+			shunt__conn_close_last(s->c);
 		if (s->memfd >= 0)
 			REAL(close)(s->memfd);
 		pthread_mutex_destroy(&s->rx_mu);
@@ -147,4 +150,16 @@ void shim_each(void (*fn)(int fd, struct shim_sock *s, void *arg), void *arg)
 				fn(c * CHUNK + i, s, arg);
 		}
 	}
+}
+
+static void mark(int fd, struct shim_sock *s, void *arg)
+{
+	(void)fd;
+	(void)arg;
+	s->shared = 1;
+}
+
+void shim_mark_shared(void)
+{
+	shim_each(mark, NULL);
 }

@@ -155,6 +155,7 @@ static void adopt(int fd, int memfd, int b0, int b1, int side, uint64_t cap)
 	s->c = c;
 	s->memfd = memfd;
 	s->side = side;
+	s->shared = 1; /* the image before exec may live on (a fork's parent) */
 	c->hangup_eof = 1;
 	int fl = REAL(fcntl)(fd, F_GETFL);
 	atomic_init(&s->nonblock, fl >= 0 && (fl & O_NONBLOCK));

@@ -82,7 +82,8 @@ static ssize_t peek(struct shim_sock *s, void *buf, size_t len, const struct how
 		ssize_t n = shunt_recv_peek(s->c, &p, h->core_flags);
 		if (n > 0) {
 			n = (ssize_t)SHUNT_MIN((size_t)n, len);
-			memcpy(buf, p, (size_t)n);
+			if (n)
+				memcpy(buf, p, (size_t)n);
 			return n;
 		}
 		if (n != -EAGAIN)
@@ -100,9 +101,9 @@ static ssize_t recv_locked(struct shim_sock *s, void *buf, size_t len, int flags
 
 	if (flags & MSG_OOB)
 		return -EINVAL; /* no urgent data ever arrives here */
-	if (len == 0)
-		return 0;
-	if (flags & MSG_PEEK)
+	/* A zero-length read still waits for a byte (or end of stream), as
+	 * TCP's does: a peek of nothing. */
+	if (len == 0 || (flags & MSG_PEEK))
 		return peek(s, buf, len, h);
 	for (;;) {
 		ssize_t n = shunt_recv(s->c, (char *)buf + done, len - done, h->core_flags);
@@ -129,6 +130,9 @@ ssize_t shim_recv(struct shim_sock *s, void *buf, size_t len, int flags)
 	ssize_t n = recv_locked(s, buf, len, flags, &h);
 	pthread_mutex_unlock(&s->rx_mu);
 	touched(s);
+	/* TCP reports a reset once; after that the socket reads end of stream. */
+	if (n == -ECONNRESET && atomic_exchange(&s->reset_told, 1))
+		n = 0;
 	if (n <= 0 && n != -EAGAIN && len)
 		log_debug("recv of %zu bytes: %s", len, n ? strerror((int)-n) : "end of stream");
 	return n;
@@ -167,10 +171,28 @@ static ssize_t send_locked(struct shim_sock *s, const void *buf, size_t len, int
 	}
 }
 
+/* A send into free space never looks at the doorbells, so it would not see
+ * a peer that died or closed its last copy elsewhere: look, at most once a
+ * millisecond (a poll(), a fraction of a microsecond). */
+#define ALIVE_CHECK_NS 1000000
+
+static void check_peer(struct shim_sock *s)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	int64_t now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	if (now - atomic_load_explicit(&s->alive_ns, memory_order_relaxed) < ALIVE_CHECK_NS)
+		return;
+	atomic_store_explicit(&s->alive_ns, now, memory_order_relaxed);
+	shunt__conn_check_peer(s->c);
+}
+
 ssize_t shim_send(struct shim_sock *s, const void *buf, size_t len, int flags)
 {
 	struct how h = how_of(s, flags, 1);
 
+	check_peer(s);
 	pthread_mutex_lock(&s->tx_mu);
 	ssize_t n = send_locked(s, buf, len, flags, &h);
 	pthread_mutex_unlock(&s->tx_mu);
@@ -207,6 +229,8 @@ ssize_t shim_recvv(struct shim_sock *s, const struct iovec *iov, int n, int flag
 ssize_t shim_sendv(struct shim_sock *s, const struct iovec *iov, int n, int flags)
 {
 	struct how h = how_of(s, flags, 1);
+
+	check_peer(s);
 	size_t done = 0;
 	ssize_t rc = 0;
 

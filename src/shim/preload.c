@@ -60,6 +60,7 @@ __attribute__((constructor)) static void shim_init(void)
 
 	shim_real_init();
 	set_fd_floor();
+	pthread_atfork(NULL, shim_mark_shared, shim_mark_shared);
 	if ((off && *off && strcmp(off, "0")) || shunt__config()->bad_file)
 		enabled = 0;
 	shim_inherit(); /* even when off: an inherited fd only works through us */
@@ -75,6 +76,14 @@ static struct shim_sock *conn_of(int fd)
 		return NULL;
 	}
 	return s;
+}
+
+int shunt__shim_is_accelerated(int fd)
+{
+	struct shim_sock *s = conn_of(fd);
+
+	shim_put(s);
+	return s != NULL;
 }
 
 /* Run expr (a negative-errno result) on the sock, then release it. */
@@ -278,7 +287,8 @@ EXPORT int close_range(unsigned first, unsigned last, int flags)
 
 EXPORT ssize_t read(int fd, void *buf, size_t n)
 {
-	ON_CONN(fd, s, REAL(read)(fd, buf, n), shim_recv(s, buf, n, 0));
+	/* read() of nothing returns 0 before the socket sees it; recv() waits. */
+	ON_CONN(fd, s, REAL(read)(fd, buf, n), n ? shim_recv(s, buf, n, 0) : 0);
 }
 
 EXPORT ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)

@@ -90,6 +90,9 @@ struct shim_sock {
 	struct shunt_conn *c;
 	int memfd;             /* kept for exec and for `shunt stat` */
 	int side;              /* 0 connected, 1 accepted */
+	int shared;            /* another process may hold it (fork, exec) */
+	_Atomic int reset_told; /* ECONNRESET was returned: from now on, EOF */
+	_Atomic int64_t alive_ns; /* when a send last looked for a hang-up */
 	_Atomic int nonblock;  /* O_NONBLOCK of the open file description */
 	_Atomic int64_t rcvtimeo_us, sndtimeo_us; /* SO_RCVTIMEO/SNDTIMEO, 0 none */
 	_Atomic uint32_t gen;  /* moves on the program's I/O and on doorbell
@@ -124,6 +127,8 @@ void shim_install(int fd, struct shim_sock *s);
 void shim_forget(int fd);
 /* newfd now refers to what oldfd does (dup, dup2, dup3, F_DUPFD). */
 void shim_dup(int oldfd, int newfd);
+/* After fork: every connection may now be held by two processes. */
+void shim_mark_shared(void);
 /* Visit every fd with a sock (for exec). */
 void shim_each(void (*fn)(int fd, struct shim_sock *s, void *arg), void *arg);
 
@@ -131,6 +136,9 @@ void shim_each(void (*fn)(int fd, struct shim_sock *s, void *arg), void *arg);
  * set), or that a plain fd was (it may be an epoll set with upgraded fds). */
 void shim_wait_forget(int fd);
 void shim_wait_forget_set(int fd);
+
+/* For tests: 1 if fd's connection runs over shared memory, else 0. */
+int shunt__shim_is_accelerated(int fd);
 
 /* --- Upgrade (upgrade.c) ------------------------------------------------- */
 

@@ -554,8 +554,9 @@ static int scan_entries(struct shim_ep *ep, struct epoll_event *out, int max, in
 			continue;
 		/* Progress first: anything after it shows as a change next time. */
 		uint64_t prog = shunt__conn_progress(e->s->c);
+		int arm = e->events & EPOLLET ? SHUNT_ARM_EDGE : SHUNT_ARM_LAZY;
 		int ev = shunt__conn_poll(e->s->c, (int)epoll_to_poll(e->events),
-					  look ? SHUNT_ARM_NONE : SHUNT_ARM_LAZY);
+					  look ? SHUNT_ARM_NONE : arm);
 		if (!look) {
 			e->seen = g;
 			e->hot = ev && !(e->events & EPOLLET);
