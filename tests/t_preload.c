@@ -2682,6 +2682,18 @@ static void setup_mode(void)
 	g_self[n] = '\0';
 }
 
+/* Without TCP on 127.0.0.1 there is nothing to test. */
+static void need_loopback(void)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = loopback(AF_INET, 0, &ss);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0 || bind(fd, (struct sockaddr *)&ss, len) || listen(fd, 1))
+		test_skip("no TCP on 127.0.0.1 here: %s", strerror(errno));
+	close(fd);
+}
+
 static int peer_exec_main(int argc, char **argv)
 {
 	test_init("t_preload-peer");
@@ -2702,6 +2714,7 @@ int main(int argc, char **argv)
 	test_init("t_preload");
 	test_use_private_dir();
 	setup_mode();
+	need_loopback();
 	if (!shunt__shim_is_accelerated)
 		test_log("no shim linked (shunt__shim_is_accelerated is missing): %s",
 			 g_expect_accel ? "upgrade checks will fail" : "reference run on TCP");
