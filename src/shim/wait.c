@@ -560,6 +560,9 @@ static int scan_entries(struct shim_ep *ep, struct epoll_event *out, int max, in
 		if (!look) {
 			e->seen = g;
 			e->hot = ev && !(e->events & EPOLLET);
+			/* Now armed: an arrival before the arm shows in this
+			 * read, one after it rings. */
+			prog = shunt__conn_progress(e->s->c);
 		}
 		if (!ev || ((e->events & EPOLLET) && prog == e->progress))
 			continue;
