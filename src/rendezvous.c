@@ -230,16 +230,14 @@ static int offer(int s, uint64_t cap, int spin_us, int proof, struct shunt_conn 
 	return rc;
 }
 
-SHUNT_EXPORT int shunt_connect(const char *name, const struct shunt_opts *opts,
-			       struct shunt_conn **out)
+/* Connect to the listener at name and check its owner against the policy. */
+static int dial(const char *name)
 {
 	struct sockaddr_un addr;
 	int rc = resolve(name, &addr, 0);
 
 	if (rc < 0)
 		return rc;
-	if (opts && opts->ring_size && shunt_seg_check_size(opts->ring_size) < 0)
-		return -EINVAL;
 	int s = open_stream(&addr);
 	if (s < 0)
 		return s;
@@ -248,6 +246,17 @@ SHUNT_EXPORT int shunt_connect(const char *name, const struct shunt_opts *opts,
 		close(s);
 		return rc;
 	}
+	return s;
+}
+
+SHUNT_EXPORT int shunt_connect(const char *name, const struct shunt_opts *opts,
+			       struct shunt_conn **out)
+{
+	if (opts && opts->ring_size && shunt_seg_check_size(opts->ring_size) < 0)
+		return -EINVAL;
+	int s = dial(name);
+	if (s < 0)
+		return s;
 	uint64_t cap = opts && opts->ring_size ? opts->ring_size : shunt__config()->ring_size;
 	return offer(s, cap, pick_spin(opts), -1, out, NULL);
 }
@@ -255,20 +264,9 @@ SHUNT_EXPORT int shunt_connect(const char *name, const struct shunt_opts *opts,
 int shunt__offer_send(const char *path, uint64_t cap, int proof,
 		      struct shunt_conn **out, int *memfd)
 {
-	struct sockaddr_un addr;
-	int rc = resolve(path, &addr, 0);
+	int s = dial(path);
 
-	if (rc < 0)
-		return rc;
-	int s = open_stream(&addr);
-	if (s < 0)
-		return s;
-	rc = peer_allowed(s, "listener");
-	if (rc < 0) {
-		close(s);
-		return rc;
-	}
-	return offer(s, cap, shunt__config()->spin_us, proof, out, memfd);
+	return s < 0 ? s : offer(s, cap, shunt__config()->spin_us, proof, out, memfd);
 }
 
 /* --- Listening and accepting ---------------------------------------- */
