@@ -7,6 +7,9 @@
  *   tcpbench server PORT            serve one connection, then exit
  *   tcpbench client PORT [MIB] [N]  stream MIB MiB (default 1024), then N
  *                                   64-byte round trips (default 100000)
+ *   tcpbench server PORT N          serve N short connections, then exit
+ *   tcpbench connect PORT N         N short connections: connect, one byte
+ *                                   each way, close; prints "conn/s <rate>"
  *
  * The client prints "MB/s <throughput> rtt_us <median round trip>" and
  * exits 1 if the server found a byte of the stream wrong.  The stream
@@ -79,17 +82,64 @@ static unsigned char *pattern(void)
 	return p;
 }
 
-static int serve(int port)
+static struct sockaddr_in loopback(int port)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	return (struct sockaddr_in){ .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				     .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+}
+
+static int listen_on(int port)
+{
+	struct sockaddr_in a = loopback(port);
 	int one = 1, l = socket(AF_INET, SOCK_STREAM, 0);
 
 	setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(l, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(l, 1) < 0)
+	if (bind(l, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(l, 128) < 0)
 		die("listen");
 	printf("listening\n");
 	fflush(stdout);
+	return l;
+}
+
+/* N short connections: a byte each way, then close. */
+static int serve_short(int port, long n)
+{
+	int l = listen_on(port);
+	char b;
+
+	for (long i = 0; i < n; i++) {
+		int c = accept(l, NULL, NULL);
+		if (c < 0)
+			die("accept");
+		xread(c, &b, 1);
+		xwrite(c, &b, 1);
+		close(c);
+	}
+	close(l);
+	return 0;
+}
+
+static int connect_short(int port, long n)
+{
+	struct sockaddr_in a = loopback(port);
+	double t0 = now();
+	char b = 'x';
+
+	for (long i = 0; i < n; i++) {
+		int c = socket(AF_INET, SOCK_STREAM, 0);
+		if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof(a)) < 0)
+			die("connect");
+		xwrite(c, &b, 1);
+		xread(c, &b, 1);
+		close(c);
+	}
+	printf("conn/s %.0f\n", n / (now() - t0));
+	return 0;
+}
+
+static int serve(int port)
+{
+	int one = 1, l = listen_on(port);
 	int c = accept(l, NULL, NULL);
 	if (c < 0)
 		die("accept");
@@ -128,8 +178,7 @@ static int cmp_double(const void *x, const void *y)
 
 static int client(int port, uint64_t mib, uint32_t rounds)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in a = loopback(port);
 	int one = 1, c = socket(AF_INET, SOCK_STREAM, 0);
 
 	if (connect(c, (struct sockaddr *)&a, sizeof(a)) < 0)
@@ -167,11 +216,16 @@ static int client(int port, uint64_t mib, uint32_t rounds)
 
 int main(int argc, char **argv)
 {
+	if (argc >= 4 && !strcmp(argv[1], "server"))
+		return serve_short(atoi(argv[2]), atol(argv[3]));
+	if (argc >= 4 && !strcmp(argv[1], "connect"))
+		return connect_short(atoi(argv[2]), atol(argv[3]));
 	if (argc >= 3 && !strcmp(argv[1], "server"))
 		return serve(atoi(argv[2]));
 	if (argc >= 3 && !strcmp(argv[1], "client"))
 		return client(atoi(argv[2]), argc > 3 ? strtoull(argv[3], NULL, 10) : 1024,
 			      argc > 4 ? (uint32_t)strtoul(argv[4], NULL, 10) : 100000);
-	fprintf(stderr, "usage: tcpbench server PORT | tcpbench client PORT [MIB] [ROUNDS]\n");
+	fprintf(stderr, "usage: tcpbench server PORT [N] | tcpbench client PORT [MIB] [ROUNDS]"
+			" | tcpbench connect PORT N\n");
 	return 2;
 }
