@@ -9,6 +9,9 @@
 # For each, 3 connections in sequence: a socat client sends 1 MiB of random
 # data, shuts down its sending side, reads the echo until EOF; the echo must
 # equal what was sent (so the half-close crossed too).
+#  * stdio: `EXEC:date,nofork`: date writes its stdout, the socket, with
+#    stdio, which bypasses the shim (README, Limitations); the client must
+#    still get every byte of it before the end of stream.
 lib=$(dirname "$0")/apps_lib.sh
 [ -f "$lib" ] || lib=$(dirname "$0")/../../tests/apps_lib.sh
 # shellcheck source=tests/apps_lib.sh
@@ -50,4 +53,15 @@ for kind in exec fork; do
 	# logged into the same file.
 	assert_accelerated 3 "$T/$kind-server.log"
 done
+
+port=$(free_port)
+start_server stdio-server socat "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork" \
+	'EXEC:date +%s-stdio-ok,nofork'
+wait_listen "$port" "$LAST_PID"
+run_client stdio-client 30 socat -u "TCP:127.0.0.1:$port" - >"$T/stdio.out" ||
+	fail "stdio: the socat client exited with status $?"
+grep -qx '[0-9]*-stdio-ok' "$T/stdio.out" ||
+	fail "stdio: date's output did not arrive: '$(cat "$T/stdio.out")'"
+assert_accelerated 1 "$T/stdio-client.log"
+say "stdio: a program's stdio output on an upgraded socket arrived"
 say pass

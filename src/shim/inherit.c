@@ -64,6 +64,10 @@ static void add_entry(int fd, struct shim_sock *s, void *arg)
 		b->p = p;
 		b->cap += 4096;
 	}
+	if (fd <= 2)
+		log_warn("fd %d, an upgraded socket, goes to a new program as its std%s: "
+			 "if it uses stdio there, those bytes bypass shunt "
+			 "(README, Limitations)", fd, fd == 0 ? "in" : fd == 1 ? "out" : "err");
 	hidden_cloexec(s, 0);
 	b->len += (size_t)snprintf(b->p + b->len, b->cap - b->len, "%s%d:%d:%d:%d:%d:%zu",
 				   b->len ? ";" : "", fd, s->memfd, shunt__conn_bell(s->c, 0),

@@ -122,7 +122,21 @@ static ssize_t recv_locked(struct shim_sock *s, void *buf, size_t len, int flags
 	}
 }
 
-ssize_t shim_recv(struct shim_sock *s, void *buf, size_t len, int flags)
+/*
+ * The ring is at its end (end of stream, or a reset).  A peer program that
+ * wrote with stdio sent those bytes down its TCP socket, out of our reach
+ * (README, Limitations); deliver any that arrived before saying so.  An
+ * upgraded peer never writes there, so this is one recv() at the end.
+ */
+static ssize_t tcp_leftover(int fd, void *buf, size_t len, int flags, ssize_t end)
+{
+	if ((end != 0 && end != -ECONNRESET) || len == 0)
+		return end;
+	ssize_t n = REAL(recvfrom)(fd, buf, len, (flags & MSG_PEEK) | MSG_DONTWAIT, NULL, NULL);
+	return n > 0 ? n : end;
+}
+
+ssize_t shim_recv(struct shim_sock *s, int fd, void *buf, size_t len, int flags)
 {
 	struct how h = how_of(s, flags, 0);
 
@@ -130,6 +144,7 @@ ssize_t shim_recv(struct shim_sock *s, void *buf, size_t len, int flags)
 	ssize_t n = recv_locked(s, buf, len, flags, &h);
 	pthread_mutex_unlock(&s->rx_mu);
 	touched(s);
+	n = tcp_leftover(fd, buf, len, flags, n);
 	/* TCP reports a reset once; after that the socket reads end of stream. */
 	if (n == -ECONNRESET && atomic_exchange(&s->reset_told, 1))
 		n = 0;
@@ -205,7 +220,7 @@ ssize_t shim_send(struct shim_sock *s, const void *buf, size_t len, int flags)
 
 /* Vectors: the first non-empty piece waits as the call may; the rest take
  * only what is there at once (as readv on a socket returns what it has). */
-ssize_t shim_recvv(struct shim_sock *s, const struct iovec *iov, int n, int flags)
+ssize_t shim_recvv(struct shim_sock *s, int fd, const struct iovec *iov, int n, int flags)
 {
 	struct how h = how_of(s, flags, 0);
 	size_t done = 0;
@@ -226,7 +241,12 @@ ssize_t shim_recvv(struct shim_sock *s, const struct iovec *iov, int n, int flag
 	}
 	pthread_mutex_unlock(&s->rx_mu);
 	touched(s);
-	return done ? (ssize_t)done : rc;
+	if (done)
+		return (ssize_t)done;
+	for (int i = 0; i < n && (rc == 0 || rc == -ECONNRESET); i++)
+		if (iov[i].iov_len) /* the first piece: see shim_recv() */
+			return tcp_leftover(fd, iov[i].iov_base, iov[i].iov_len, flags, rc);
+	return rc;
 }
 
 ssize_t shim_sendv(struct shim_sock *s, const struct iovec *iov, int n, int flags)

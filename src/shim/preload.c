@@ -288,7 +288,7 @@ EXPORT int close_range(unsigned first, unsigned last, int flags)
 EXPORT ssize_t read(int fd, void *buf, size_t n)
 {
 	/* read() of nothing returns 0 before the socket sees it; recv() waits. */
-	ON_CONN(fd, s, REAL(read)(fd, buf, n), n ? shim_recv(s, buf, n, 0) : 0);
+	ON_CONN(fd, s, REAL(read)(fd, buf, n), n ? shim_recv(s, fd, buf, n, 0) : 0);
 }
 
 EXPORT ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)
@@ -306,7 +306,7 @@ EXPORT ssize_t write(int fd, const void *buf, size_t n)
 EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
 {
 	ON_CONN(fd, s, REAL(recvfrom)(fd, buf, n, flags, NULL, NULL),
-		shim_recv(s, buf, n, flags));
+		shim_recv(s, fd, buf, n, flags));
 }
 
 EXPORT ssize_t __recv_chk(int fd, void *buf, size_t n, size_t buflen, int flags)
@@ -326,7 +326,7 @@ EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr 
 {
 	/* A connected TCP socket gives no source address. */
 	ON_CONN(fd, s, REAL(recvfrom)(fd, buf, n, flags, addr, alen),
-		(alen && addr ? (*alen = 0) : 0, shim_recv(s, buf, n, flags)));
+		(alen && addr ? (*alen = 0) : 0, shim_recv(s, fd, buf, n, flags)));
 }
 
 EXPORT ssize_t __recvfrom_chk(int fd, void *buf, size_t n, size_t buflen, int flags,
@@ -347,7 +347,7 @@ EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags,
 EXPORT ssize_t readv(int fd, const struct iovec *iov, int n)
 {
 	ON_CONN(fd, s, REAL(readv)(fd, iov, n),
-		n < 0 || n > IOV_MAX ? -EINVAL : shim_recvv(s, iov, n, 0));
+		n < 0 || n > IOV_MAX ? -EINVAL : shim_recvv(s, fd, iov, n, 0));
 }
 
 EXPORT ssize_t writev(int fd, const struct iovec *iov, int n)
@@ -356,19 +356,19 @@ EXPORT ssize_t writev(int fd, const struct iovec *iov, int n)
 		n < 0 || n > IOV_MAX ? -EINVAL : shim_sendv(s, iov, n, 0));
 }
 
-static ssize_t recvmsg_conn(struct shim_sock *s, struct msghdr *m, int flags)
+static ssize_t recvmsg_conn(struct shim_sock *s, int fd, struct msghdr *m, int flags)
 {
 	if (m->msg_iovlen > IOV_MAX)
 		return -EMSGSIZE;
 	m->msg_namelen = 0;
 	m->msg_controllen = 0;
 	m->msg_flags = 0;
-	return shim_recvv(s, m->msg_iov, (int)m->msg_iovlen, flags);
+	return shim_recvv(s, fd, m->msg_iov, (int)m->msg_iovlen, flags);
 }
 
 EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags)
 {
-	ON_CONN(fd, s, REAL(recvmsg)(fd, m, flags), recvmsg_conn(s, m, flags));
+	ON_CONN(fd, s, REAL(recvmsg)(fd, m, flags), recvmsg_conn(s, fd, m, flags));
 }
 
 EXPORT ssize_t sendmsg(int fd, const struct msghdr *m, int flags)

@@ -152,9 +152,10 @@ void shim_listener_free(struct shim_sock *l);
 
 /* --- Data (io.c) -------------------------------------------------------- */
 
-ssize_t shim_recv(struct shim_sock *s, void *buf, size_t len, int flags);
+/* fd: the program's TCP socket, for bytes that bypassed us (io.c). */
+ssize_t shim_recv(struct shim_sock *s, int fd, void *buf, size_t len, int flags);
 ssize_t shim_send(struct shim_sock *s, const void *buf, size_t len, int flags);
-ssize_t shim_recvv(struct shim_sock *s, const struct iovec *iov, int n, int flags);
+ssize_t shim_recvv(struct shim_sock *s, int fd, const struct iovec *iov, int n, int flags);
 ssize_t shim_sendv(struct shim_sock *s, const struct iovec *iov, int n, int flags);
 ssize_t shim_sendfile(struct shim_sock *s, int in_fd, off_t *off, size_t count);
 int shim_shutdown(struct shim_sock *s, int how);
