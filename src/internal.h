@@ -95,6 +95,8 @@ int shunt__log_setup(const char *level, const char *file);
 extern int shunt__fd_floor;
 /* Move fd above the floor (close-on-exec); returns the fd to use. */
 int shunt__hide_fd(int fd);
+/* Move the log file's fd above the floor, once the floor is set. */
+void shunt__log_hide(void);
 
 /* --- Policy (policy.c) ---------------------------------------------------- */
 

@@ -36,8 +36,16 @@ static int open_log_file(const char *file)
 
 	if (fd < 0)
 		return -errno;
-	log_fd = fd;
+	/* Out of the program's way: a program that dup2()s onto a low fd (bash's
+	 * `exec 3<>`) would otherwise send our lines down its own socket. */
+	log_fd = shunt__hide_fd(fd);
 	return 0;
+}
+
+void shunt__log_hide(void)
+{
+	if (log_fd > 2)
+		log_fd = shunt__hide_fd(log_fd);
 }
 
 /* Runs before main() so the level is known before any other call. */
