@@ -510,8 +510,8 @@ SHUNT_EXPORT int shunt_close(struct shunt_conn *c)
 	return 0;
 }
 
-int shunt__conn_new(struct shunt_conn **out, int side, struct shunt_seg *seg,
-		    int bell_rd, int bell_wr, int spin_us)
+static int conn_init(struct shunt_conn **out, int side, struct shunt_seg *seg,
+		     int bell_rd, int bell_wr, int spin_us, uint32_t pid)
 {
 	struct shunt_conn *c = calloc(1, sizeof(*c));
 
@@ -535,11 +535,18 @@ int shunt__conn_new(struct shunt_conn **out, int side, struct shunt_seg *seg,
 			seg->data[side], seg->cap);
 	shunt_ring_init(&c->rx, &ctl->head[1 - side].v, &ctl->tail[1 - side].v,
 			seg->data[1 - side], seg->cap);
-	atomic_store_explicit(&c->me->pid, (uint32_t)getpid(), memory_order_relaxed);
+	c->pid = pid;
+	atomic_store_explicit(&c->me->pid, pid, memory_order_relaxed);
 	atomic_init(&c->my_state, SHUNT_ST_OPEN);
 	atomic_store_explicit(&c->me->state, SHUNT_ST_OPEN, memory_order_release);
 	*out = c;
 	return 0;
+}
+
+int shunt__conn_new(struct shunt_conn **out, int side, struct shunt_seg *seg,
+		    int bell_rd, int bell_wr, int spin_us)
+{
+	return conn_init(out, side, seg, bell_rd, bell_wr, spin_us, (uint32_t)getpid());
 }
 
 /* --- For the socket shim ---------------------------------------------- */
@@ -658,6 +665,46 @@ uint32_t shunt__conn_decide(struct shunt_conn *c, uint32_t to)
 								       : SHUNT_DECIDE_DECLINED;
 }
 
+/* Short: the accepting side usually decides within microseconds, and a
+ * sleep costs two scheduler trips, but it may also be busy elsewhere. */
+#define DECIDE_SPIN_NS 30000
+
+uint32_t shunt__conn_await_decision(struct shunt_conn *c, int64_t timeout_ns)
+{
+	uint64_t t0 = now_ns(), spin_end = t0 + (c->spin_us > 0 ? DECIDE_SPIN_NS : 0);
+	uint64_t deadline = t0 + (uint64_t)(timeout_ns > 0 ? timeout_ns : 0);
+	uint32_t d;
+
+	while ((d = shunt__conn_decide(c, SHUNT_DECIDE_PENDING)) == SHUNT_DECIDE_PENDING) {
+		uint64_t now = now_ns();
+		if (now >= deadline)
+			return shunt__conn_decide(c, SHUNT_DECIDE_DECLINED);
+		if (now < spin_end) {
+			cpu_relax();
+			continue;
+		}
+		/* Armed as a read wait: the decider rings only if it sees this. */
+		shunt_wait_arm(&c->me->wait, SHUNT_WAIT_READ);
+		if (shunt__conn_decide(c, SHUNT_DECIDE_PENDING) != SHUNT_DECIDE_PENDING)
+			continue;
+		uint64_t left = deadline - now;
+		struct pollfd p = { .fd = c->bell[0], .events = POLLIN };
+		struct timespec ts = { (time_t)(left / 1000000000), (long)(left % 1000000000) };
+		if (ppoll(&p, 1, &ts, NULL) > 0 && (p.revents & (POLLHUP | POLLERR)))
+			return shunt__conn_decide(c, SHUNT_DECIDE_DECLINED); /* dropped */
+		if (p.revents & POLLIN)
+			shunt_bell_drain(c->bell[0]);
+	}
+	shunt_wait_disarm(&c->me->wait, SHUNT_WAIT_READ);
+	return d;
+}
+
+void shunt__conn_wake_decided(struct shunt_conn *c)
+{
+	if (shunt_wait_should_wake(&c->peer->wait, SHUNT_WAIT_READ))
+		shunt_bell_ring(c->bell[0]);
+}
+
 void shunt__conn_set_info(struct shunt_conn *c, const struct shunt_tcp_info *info)
 {
 	memcpy(&c->seg.ctl->info, info, sizeof(*info));
@@ -683,12 +730,57 @@ int shunt__conn_resume(struct shunt_conn **out, int side, struct shunt_seg *seg,
 	return 0;
 }
 
-void shunt__conn_close_last(struct shunt_conn *c)
+void shunt__conn_close_keep(struct shunt_conn *c)
 {
 	int64_t unread = shunt_ring_peek_fill(&c->rx);
 
 	set_state(c, SHUNT_ST_CLOSED | (unread != 0 ? SHUNT_ST_RESET : 0));
+}
+
+void shunt__conn_close_last(struct shunt_conn *c)
+{
+	shunt__conn_close_keep(c);
 	shunt__conn_free(c);
+}
+
+int shunt__conn_renew(struct shunt_conn **cp, int reset)
+{
+	struct shunt_conn *old = *cp;
+
+	if (reset)
+		shunt_seg_reset(&old->seg);
+	struct shunt_seg seg = old->seg;
+	int rd = old->bell[0], wr = old->bell[1];
+	close_fd(atomic_load(&old->pollfd));
+	int side = old->side, spin = old->spin_us;
+	uint32_t pid = old->pid; /* a parked end never crosses a fork */
+	free(old);
+	*cp = NULL;
+	/* On failure conn_init releases the segment and doorbells: the peer
+	 * sees the hang-up and drops its end too. */
+	return conn_init(cp, side, &seg, rd, wr, spin, pid);
+}
+
+void shunt__conn_set_parked(struct shunt_conn *c, uint32_t gen)
+{
+	/* Release: every access of ours to the segment comes before it. */
+	atomic_store_explicit(&c->seg.ctl->parked[c->side], gen, memory_order_release);
+}
+
+uint32_t shunt__conn_peer_parked(const struct shunt_conn *c)
+{
+	/* Acquire: pairs with the peer's release in shunt__conn_set_parked. */
+	return atomic_load_explicit(&c->seg.ctl->parked[1 - c->side], memory_order_acquire);
+}
+
+void shunt__conn_set_linked(struct shunt_conn *c)
+{
+	atomic_store_explicit(&c->seg.ctl->linked, 1, memory_order_relaxed);
+}
+
+int shunt__conn_linked(const struct shunt_conn *c)
+{
+	return atomic_load_explicit(&c->seg.ctl->linked, memory_order_relaxed) == 1;
 }
 
 void shunt__conn_check_peer(struct shunt_conn *c)

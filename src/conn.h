@@ -18,6 +18,7 @@ struct shunt_conn {
 	struct shunt_side *me;       /* our side's words in the segment */
 	struct shunt_side *peer;     /* the peer's side: validated on every read */
 	int side;                    /* 0: connected, 1: accepted */
+	uint32_t pid;                /* ours, as told in the segment */
 	int bell[2];                 /* our ends of the doorbells (wake.h):
 	                              * [0] rings READ waits: the rendezvous
 	                              * stream; [1] rings WRITE waits: a pair */
@@ -76,6 +77,11 @@ void shunt__conn_free(struct shunt_conn *c);
 /* Settle the upgrade decision: move it from PENDING to `to` unless the
  * other side did first.  Returns the decision that holds (SHUNT_DECIDE_*). */
 uint32_t shunt__conn_decide(struct shunt_conn *c, uint32_t to);
+/* The connecting side: wait up to timeout_ns for the decision (spinning a
+ * little first), then settle it as DECLINED if it did not come. */
+uint32_t shunt__conn_await_decision(struct shunt_conn *c, int64_t timeout_ns);
+/* The accepting side, after settling it: ring the connector if it sleeps. */
+void shunt__conn_wake_decided(struct shunt_conn *c);
 /* Record the TCP addresses for `shunt stat` (informational only). */
 void shunt__conn_set_info(struct shunt_conn *c, const struct shunt_tcp_info *info);
 /* Take up an existing end again (in a new program image after exec): as
@@ -86,6 +92,26 @@ int shunt__conn_resume(struct shunt_conn **out, int side, struct shunt_seg *seg,
 /* Close this end knowing no other process holds it: the peer sees the
  * close at once, as TCP's FIN, or as its RST if we left data unread. */
 void shunt__conn_close_last(struct shunt_conn *c);
+/*
+ * Segment reuse (docs/design.md, "Links").  A connection between the same
+ * two processes can take over a closed one's segment and doorbells instead
+ * of making new ones, which costs more than TCP's whole set-up.
+ *   shunt__conn_close_keep: as close_last (the peer sees FIN or RST), but
+ *     the segment and doorbells stay, for shunt__conn_renew.
+ *   shunt__conn_renew: a fresh end over the same segment and doorbells
+ *     (the old struct is freed); with `reset`, every shared word is zeroed
+ *     first, which only the connecting side does, before its offer.
+ *   parked words: a side publishes the generation it let go of; the other
+ *     side reuses the segment only once it reads its own generation there.
+ */
+void shunt__conn_close_keep(struct shunt_conn *c);
+int shunt__conn_renew(struct shunt_conn **c, int reset);
+void shunt__conn_set_parked(struct shunt_conn *c, uint32_t gen);
+uint32_t shunt__conn_peer_parked(const struct shunt_conn *c);
+/* The accepting side keeps the offer's stream as a link (set before it
+ * accepts); the connecting side reads it once the offer is accepted. */
+void shunt__conn_set_linked(struct shunt_conn *c);
+int shunt__conn_linked(const struct shunt_conn *c);
 /* Look for the peer's hang-up without waiting or consuming a ring (the
  * peer died, or closed its last copy): a send cannot see it otherwise. */
 void shunt__conn_check_peer(struct shunt_conn *c);

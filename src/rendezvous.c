@@ -124,11 +124,14 @@ static void close_fds(int *fds, int n)
 }
 
 /*
- * Receive one message of exactly len bytes carrying exactly nfds fds.
- * Whatever else arrives (short data, other fds, truncation) is closed and
- * refused with -EPROTO.  0 at end of stream is -ECONNRESET.
+ * Receive one message of exactly len bytes carrying at most MAX_FDS fds
+ * (*nfds says how many).  Whatever else arrives (short data, truncation)
+ * is closed and refused with -EPROTO.  0 at end of stream is -ECONNRESET.
+ * `hide` moves the fds above the program's (internal.h); a caller that
+ * closes one before returning to the program may skip that cost.
  */
-static int recv_msg(int sock, void *buf, size_t len, int *fds, int nfds, int flags)
+static int recv_any(int sock, void *buf, size_t len, int *fds, int *nfds, int flags,
+		    int hide)
 {
 	union {
 		char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
@@ -139,7 +142,7 @@ static int recv_msg(int sock, void *buf, size_t len, int *fds, int nfds, int fla
 		.msg_iov = &iov, .msg_iovlen = 1,
 		.msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf),
 	};
-	int got[MAX_FDS], ngot = 0;
+	int ngot = 0;
 
 	ssize_t n = recvmsg(sock, &msg, flags | MSG_CMSG_CLOEXEC);
 	if (n < 0)
@@ -153,19 +156,34 @@ static int recv_msg(int sock, void *buf, size_t len, int *fds, int nfds, int fla
 			int fd;
 			memcpy(&fd, p + i, sizeof(fd));
 			if (ngot < MAX_FDS)
-				got[ngot++] = shunt__hide_fd(fd);
+				fds[ngot++] = hide ? shunt__hide_fd(fd) : fd;
 			else
 				close(fd);
 		}
 	}
 	if (n == 0 && ngot == 0)
 		return -ECONNRESET;
-	if ((size_t)n != len || ngot != nfds || (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC))) {
-		close_fds(got, ngot);
+	if ((size_t)n != len || (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC))) {
+		close_fds(fds, ngot);
 		return -EPROTO;
 	}
-	memcpy(fds, got, sizeof(int) * (size_t)nfds);
+	*nfds = ngot;
 	return 0;
+}
+
+/* As recv_any, for a message that must carry exactly nfds fds. */
+static int recv_msg(int sock, void *buf, size_t len, int *fds, int nfds, int flags)
+{
+	int got[MAX_FDS], n = 0;
+	int rc = recv_any(sock, buf, len, got, &n, flags, 1);
+
+	if (rc == 0 && n != nfds) {
+		close_fds(got, n);
+		rc = -EPROTO;
+	}
+	if (rc == 0)
+		memcpy(fds, got, sizeof(int) * (size_t)nfds);
+	return rc;
 }
 
 /* --- Connecting ------------------------------------------------------- */
@@ -191,36 +209,48 @@ static int pick_spin(const struct shunt_opts *o)
 	return o->spin_us > 0 ? o->spin_us : 0;
 }
 
-/* Create the segment and the WRITE doorbell pair, send the hello (with
- * `proof` as a third fd if >= 0), and build our end.  Owns s.  The mapping
- * keeps the segment alive: the memfd goes to *memfd if asked, else closed. */
-static int offer(int s, uint64_t cap, int spin_us, int proof, struct shunt_conn **out,
-		 int *memfd_out)
+static int bell_pair(int pair[2])
+{
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0)
+		return -errno;
+	pair[0] = shunt__hide_fd(pair[0]);
+	return pair[0] < 0 ? -EMFILE : 0;
+}
+
+/*
+ * Create the segment and the doorbell pairs, send the hello (with `proof`
+ * as a last fd if >= 0), and build our end.  Without `link`, the stream s
+ * is the READ doorbell and is owned from here on; with it, s stays the
+ * caller's and a second pair rings READ waits.  The mapping keeps the
+ * segment alive: the memfd goes to *memfd if asked, else is closed.
+ */
+static int offer(int s, uint64_t cap, int spin_us, int proof, int link, uint32_t slot,
+		 struct shunt_conn **out, int *memfd_out)
 {
 	struct shunt_seg seg = { 0 };
-	int pair[2] = { -1, -1 };
+	int wr[2] = { -1, -1 }, rd[2] = { -1, -1 };
 	int memfd = shunt_seg_create(&seg, cap);
 	int rc = memfd;
 
-	if (rc >= 0 && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0)
-		rc = -errno;
-	pair[0] = shunt__hide_fd(pair[0]);
+	if (rc >= 0)
+		rc = bell_pair(wr);
+	if (rc >= 0 && link)
+		rc = bell_pair(rd);
 	if (rc >= 0) {
 		struct shunt_hello h = {
 			.magic = SHUNT_HELLO_MAGIC, .version = SHUNT_PROTO_VERSION,
-			.flags = proof >= 0 ? SHUNT_HELLO_OFFER : 0, .ring_size = cap,
+			.flags = (proof >= 0 ? SHUNT_HELLO_OFFER : 0) | (link ? SHUNT_HELLO_LINK : 0),
+			.ring_size = cap, .slot = slot, .gen = link ? 1 : 0,
 		};
-		int fds[3] = { memfd, pair[1], proof };
-		rc = send_msg(s, &h, sizeof(h), fds, proof >= 0 ? 3 : 2, 0);
+		int plain[3] = { memfd, wr[1], proof }, linked[4] = { memfd, rd[1], wr[1], proof };
+		rc = link ? send_msg(s, &h, sizeof(h), linked, 4, MSG_DONTWAIT)
+			  : send_msg(s, &h, sizeof(h), plain, proof >= 0 ? 3 : 2, 0);
 	}
-	if (pair[1] >= 0)
-		close(pair[1]);
-	if (rc >= 0)
-		rc = shunt__conn_new(out, 0, &seg, s, pair[0], spin_us);
-	else {
-		if (pair[0] >= 0)
-			close(pair[0]);
-		close(s);
+	close_fds((int[]){ wr[1], rd[1] }, 2);
+	if (rc >= 0) {
+		rc = shunt__conn_new(out, 0, &seg, link ? rd[0] : s, wr[0], spin_us);
+	} else {
+		close_fds((int[]){ wr[0], rd[0], link ? -1 : s }, 3);
 		shunt_seg_detach(&seg);
 	}
 	if (memfd >= 0 && (rc < 0 || !memfd_out))
@@ -258,7 +288,7 @@ SHUNT_EXPORT int shunt_connect(const char *name, const struct shunt_opts *opts,
 	if (s < 0)
 		return s;
 	uint64_t cap = opts && opts->ring_size ? opts->ring_size : shunt__config()->ring_size;
-	return offer(s, cap, pick_spin(opts), -1, out, NULL);
+	return offer(s, cap, pick_spin(opts), -1, 0, 0, out, NULL);
 }
 
 int shunt__offer_send(const char *path, uint64_t cap, int proof,
@@ -266,7 +296,29 @@ int shunt__offer_send(const char *path, uint64_t cap, int proof,
 {
 	int s = dial(path);
 
-	return s < 0 ? s : offer(s, cap, shunt__config()->spin_us, proof, out, memfd);
+	return s < 0 ? s : offer(s, cap, shunt__config()->spin_us, proof, 0, 0, out, memfd);
+}
+
+int shunt__link_dial(const char *path)
+{
+	return dial(path);
+}
+
+int shunt__link_offer(int s, uint64_t cap, int proof, uint32_t slot,
+		      struct shunt_conn **out, int *memfd)
+{
+	return offer(s, cap, shunt__config()->spin_us, proof, 1, slot, out, memfd);
+}
+
+int shunt__link_reoffer(int s, int proof, uint32_t slot, uint32_t gen)
+{
+	struct shunt_hello h = {
+		.magic = SHUNT_HELLO_MAGIC, .version = SHUNT_PROTO_VERSION,
+		.flags = SHUNT_HELLO_OFFER | SHUNT_HELLO_REUSE, .slot = slot, .gen = gen,
+	};
+	int rc = send_msg(s, &h, sizeof(h), &proof, 1, MSG_DONTWAIT);
+
+	return rc == -EWOULDBLOCK ? -EAGAIN : rc;
 }
 
 /* --- Listening and accepting ---------------------------------------- */
@@ -374,42 +426,83 @@ static int check_bell(int fd)
 	return 0;
 }
 
+/* How many fds a hello with these flags carries; -1 for one we refuse. */
+static int hello_fds(const struct shunt_hello *h, int offer)
+{
+	if (h->magic != SHUNT_HELLO_MAGIC || h->version != SHUNT_PROTO_VERSION)
+		return -1;
+	if (!offer)
+		return h->flags == 0 ? 2 : -1;
+	if (h->flags == SHUNT_HELLO_OFFER)
+		return 3;
+	return h->flags == (SHUNT_HELLO_OFFER | SHUNT_HELLO_LINK) ? 4 : -1;
+}
+
 /*
- * Check the hello and map the segment.  Owns s.  A native hello carries two
- * fds; an offer (o != NULL) carries the proof socket as a third, and keeps
- * the memfd and the proof in *o.
+ * Map a hello's segment and build the accepting end.  Takes the n fds (as
+ * hello_fds counts them).  The stream s it came on is the READ doorbell,
+ * and taken too, unless the hello asked for a link (n == 4): then s stays
+ * the caller's.  An offer keeps the memfd and the proof in *o.
  */
+static int build_end(int s, const struct shunt_hello *h, int *fds, int n,
+		     struct shunt_conn **out, struct shunt_offer *o)
+{
+	struct shunt_seg seg = { 0 };
+	int link = n == 4;
+	int rd = link ? fds[1] : s, wr = fds[link ? 2 : 1];
+	int rc = check_bell(wr);
+
+	if (rc == 0 && link)
+		rc = check_bell(rd);
+	if (rc == 0)
+		rc = shunt_seg_attach(&seg, fds[0], h->ring_size);
+	if (rc < 0) {
+		close_fds(fds, n);
+		if (!link)
+			close(s);
+		return rc;
+	}
+	if (o) {
+		o->memfd = fds[0];
+		o->proof = fds[n - 1];
+		o->flags = h->flags;
+		o->slot = h->slot;
+		o->gen = h->gen;
+	} else {
+		close(fds[0]);
+	}
+	rc = shunt__conn_new(out, 1, &seg, rd, wr, shunt__config()->spin_us);
+	if (rc < 0 && o) {
+		close_fds((int[]){ o->memfd, o->proof }, 2);
+		o->memfd = o->proof = -1;
+	}
+	return rc;
+}
+
+/* Read the first hello on a stream just accepted and build the end.  Owns
+ * s, except that an offer asking for a link leaves it in o->link. */
 static int answer(int s, struct shunt_conn **out, struct shunt_offer *o)
 {
 	struct shunt_hello h;
-	struct shunt_seg seg = { 0 };
-	int fds[3] = { -1, -1, -1 };
-	int nfds = o ? 3 : 2;
+	int fds[MAX_FDS], n = 0;
 	int rc = wait_readable(s, o ? OFFER_TIMEOUT_MS : HELLO_TIMEOUT_MS);
 
 	if (rc == 0)
-		rc = recv_msg(s, &h, sizeof(h), fds, nfds, MSG_DONTWAIT);
-	if (rc == 0 && (h.magic != SHUNT_HELLO_MAGIC || h.version != SHUNT_PROTO_VERSION ||
-			h.flags != (o ? SHUNT_HELLO_OFFER : 0)))
+		rc = recv_any(s, &h, sizeof(h), fds, &n, MSG_DONTWAIT, 1);
+	if (rc == 0 && n != hello_fds(&h, o != NULL)) {
+		close_fds(fds, n);
 		rc = -EPROTO;
-	if (rc == 0)
-		rc = check_bell(fds[1]);
-	if (rc == 0)
-		rc = shunt_seg_attach(&seg, fds[0], h.ring_size);
-	if (rc == 0 && o) {
-		o->memfd = fds[0];
-		o->proof = fds[2];
-		fds[0] = fds[2] = -1;
 	}
 	if (rc < 0) {
-		close_fds(fds + 1, nfds - 1);
 		close(s);
-	}
-	if (fds[0] >= 0)
-		close(fds[0]);
-	if (rc < 0)
 		return rc;
-	return shunt__conn_new(out, 1, &seg, s, fds[1], shunt__config()->spin_us);
+	}
+	rc = build_end(s, &h, fds, n, out, o);
+	if (n == 4 && rc < 0)
+		close(s);
+	else if (n == 4)
+		o->link = s;
+	return rc;
 }
 
 int shunt__offer_take(int lfd, struct shunt_offer *o)
@@ -418,18 +511,41 @@ int shunt__offer_take(int lfd, struct shunt_offer *o)
 
 	if (s < 0)
 		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-	o->memfd = o->proof = -1;
+	*o = (struct shunt_offer){ .memfd = -1, .proof = -1, .link = -1 };
 	int rc = peer_allowed(s, "connector");
 	if (rc < 0) {
 		close(s);
 		return rc;
 	}
-	rc = answer(s, &o->c, o);
-	if (rc < 0 && o->memfd >= 0) {
-		close(o->memfd);
-		close(o->proof);
+	return answer(s, &o->c, o);
+}
+
+int shunt__link_take(int s, struct shunt_offer *o)
+{
+	struct shunt_hello h;
+	int fds[MAX_FDS], n = 0;
+	/* Not hidden: the proof is closed before the program runs again, or
+	 * hidden by the caller if kept; the rest is hidden below. */
+	int rc = recv_any(s, &h, sizeof(h), fds, &n, MSG_DONTWAIT, 0);
+
+	if (rc < 0)
+		return rc == -EWOULDBLOCK ? -EAGAIN : rc;
+	*o = (struct shunt_offer){ .memfd = -1, .proof = -1, .link = -1 };
+	if (h.magic == SHUNT_HELLO_MAGIC && h.version == SHUNT_PROTO_VERSION &&
+	    h.flags == (SHUNT_HELLO_OFFER | SHUNT_HELLO_REUSE) && n == 1) {
+		o->proof = fds[0];
+		o->flags = h.flags;
+		o->slot = h.slot;
+		o->gen = h.gen;
+		return 0;
 	}
-	return rc;
+	if (n != 4 || hello_fds(&h, 1) != 4) {
+		close_fds(fds, n);
+		return -EPROTO;
+	}
+	for (int i = 0; i < 3; i++)
+		fds[i] = shunt__hide_fd(fds[i]);
+	return build_end(s, &h, fds, n, &o->c, o);
 }
 
 static int accept_one(struct shunt_listener *l, struct shunt_conn **out)

@@ -18,6 +18,8 @@ _Static_assert(offsetof(struct shunt_ctl, side) == 128, "side");
 _Static_assert(offsetof(struct shunt_ctl, head) == 256, "head");
 _Static_assert(offsetof(struct shunt_ctl, tail) == 512, "tail");
 _Static_assert(offsetof(struct shunt_ctl, decide) == 768, "decide");
+_Static_assert(offsetof(struct shunt_ctl, parked) == 772, "parked");
+_Static_assert(offsetof(struct shunt_ctl, linked) == 780, "linked");
 _Static_assert(offsetof(struct shunt_ctl, info) == 896, "info");
 _Static_assert(sizeof(struct shunt_tcp_info) == 40, "info size");
 _Static_assert(sizeof(struct shunt_ctl) == 1024, "ctl size");
@@ -159,4 +161,12 @@ void shunt_seg_detach(struct shunt_seg *seg)
 	if (seg->base)
 		munmap(seg->base, seg->map_len);
 	memset(seg, 0, sizeof(*seg));
+}
+
+void shunt_seg_reset(struct shunt_seg *seg)
+{
+	struct shunt_ctl *ctl = seg->ctl;
+
+	memset((uint8_t *)ctl + sizeof(ctl->hdr), 0, sizeof(*ctl) - sizeof(ctl->hdr));
+	/* Stale ring data is harmless: indices say what is valid. */
 }

@@ -22,7 +22,7 @@
 #include <stdint.h>
 
 #define SHUNT_SEG_MAGIC   0x31474553544e5553ull /* "SUNTSEG1" little-endian */
-#define SHUNT_SEG_VERSION 1u
+#define SHUNT_SEG_VERSION 2u
 #define SHUNT_CTL_SIZE    4096u
 #define SHUNT_LINE        128u /* two cache lines: defeats adjacent-line prefetch */
 #define SHUNT_RING_MIN    4096ull
@@ -83,6 +83,12 @@ struct shunt_ctl {
 	struct shunt_index head[2]; /* head[r]: producer index of ring r */
 	struct shunt_index tail[2]; /* tail[r]: consumer index of ring r */
 	_Alignas(SHUNT_LINE) _Atomic uint32_t decide; /* SHUNT_DECIDE_* */
+	/* Reuse of a segment by the next connection between the same two
+	 * processes (docs/design.md, "Links"): parked[s] is the generation
+	 * side s last closed and let go of; `linked` is set by the accepting
+	 * side when it keeps the offer's rendezvous stream as a link. */
+	_Atomic uint32_t parked[2];
+	_Atomic uint32_t linked;
 	_Alignas(SHUNT_LINE) struct shunt_tcp_info info;
 };
 
@@ -114,5 +120,9 @@ int shunt_seg_create(struct shunt_seg *seg, uint64_t cap);
 int shunt_seg_attach(struct shunt_seg *seg, int memfd, uint64_t cap);
 
 void shunt_seg_detach(struct shunt_seg *seg);
+
+/* Make a mapped segment as new for its next connection: every shared word
+ * but the header back to zero.  Only while neither side uses it. */
+void shunt_seg_reset(struct shunt_seg *seg);
 
 #endif /* SHUNT_SEGMENT_H */

@@ -50,6 +50,15 @@
  * plain TCP or not a socket.  Weak, so that this test also builds against
  * plain libc as a reference. */
 int shunt__shim_is_accelerated(int fd) __attribute__((weak));
+/* Links to listeners, with the segments parked on them, are a bounded cache
+ * that outlives a case (src/shim/link.c); counting fds leaves it out. */
+void shunt__shim_drop_links(void) __attribute__((weak));
+
+static void drop_links(void)
+{
+	if (shunt__shim_drop_links)
+		shunt__shim_drop_links();
+}
 
 /* glibc's _FORTIFY_SOURCE entry points; a fortified program calls these
  * instead of read(), recv(), recvfrom() and poll(). */
@@ -2594,6 +2603,7 @@ static void case_leaks(void)
 	}
 	peer_end(&p);
 	listeners_leave_nothing(fam6);
+	drop_links();
 	ASSERT_EQ(test_count_fds(), fds);
 	ASSERT_EQ(test_count_maps("/memfd:shunt"), maps);
 }
@@ -2604,6 +2614,151 @@ struct tcase {
 	const char *name;
 	void (*fn)(void);
 };
+
+/* --- Short connections: segments reused over a link ---------------------- */
+
+#define REUSE_CONNS 120
+
+/* Distinct memfd segments mapped here now, added to seen[] (inodes). */
+static void note_segments(unsigned long *seen, int *nseen, int max)
+{
+	char line[512];
+	FILE *f = fopen("/proc/self/maps", "r");
+
+	ASSERT(f != NULL);
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long ino = 0;
+		if (!strstr(line, "/memfd:shunt-conn") ||
+		    sscanf(line, "%*s %*s %*s %*s %lu", &ino) != 1)
+			continue;
+		int known = 0;
+		for (int i = 0; i < *nseen && !known; i++)
+			known = seen[i] == ino;
+		if (!known && *nseen < max)
+			seen[(*nseen)++] = ino;
+	}
+	fclose(f);
+}
+
+static void read_exact(int fd, void *buf, size_t n)
+{
+	unsigned char *p = buf;
+
+	while (n) {
+		ssize_t r = read(fd, p, n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		ASSERT_SYS(r);
+		ASSERT_GT(r, 0);
+		p += r;
+		n -= (size_t)r;
+	}
+}
+
+/* Serve n connections on lfd one after another: read a length-prefixed
+ * message, send it back reversed in stream order (so stale ring bytes
+ * would show), close first on odd connections. */
+static void reuse_server(int lfd, int n)
+{
+	for (int i = 0; i < n; i++) {
+		int fd;
+		do
+			fd = accept(lfd, NULL, NULL);
+		while (fd < 0 && errno == EINTR);
+		ASSERT_SYS(fd);
+		uint32_t len;
+		uint64_t off = 0, out = 0;
+		read_exact(fd, &len, sizeof(len));
+		recv_stream(fd, (uint64_t)i, &off, len);
+		send_stream(fd, (uint64_t)i + 1000, &out, len);
+		if (i % 2) {
+			ASSERT_SYS(close(fd));
+		} else {
+			char b;
+			ASSERT_EQ(read(fd, &b, 1), 0); /* the client closes first */
+			ASSERT_SYS(close(fd));
+		}
+	}
+}
+
+static void reuse_client(int family, int port, int from, int to, unsigned long *seen,
+			 int *nseen)
+{
+	for (int i = from; i < to; i++) {
+		int fd = tcp_connect(family, port);
+		uint32_t len = (uint32_t)(1 + ((uint64_t)i * 7919) % 300000);
+		uint64_t off = 0, in = 0;
+		EXPECT_ACCEL(fd, "short connection");
+		note_segments(seen, nseen, REUSE_CONNS);
+		write_all(fd, &len, sizeof(len));
+		send_stream(fd, (uint64_t)i, &off, len);
+		recv_stream(fd, (uint64_t)i + 1000, &in, len);
+		if (i % 2) {
+			char b;
+			ASSERT_EQ(read(fd, &b, 1), 0); /* the server closes first */
+		}
+		ASSERT_SYS(close(fd));
+	}
+}
+
+struct reuse_arg {
+	int pipe, n;
+};
+
+/* The listener is the child's own: one inherited across fork() is shared,
+ * and links are made only by a listener no other process accepts on. */
+static void reuse_server_child(void *arg)
+{
+	const struct reuse_arg *a = arg;
+	int port, lfd = tcp_listen(AF_INET, &port);
+
+	write_all(a->pipe, &port, sizeof(port));
+	reuse_server(lfd, a->n);
+	ASSERT_SYS(close(lfd));
+}
+
+struct reuse_fork_arg {
+	int family, port, from, to;
+};
+
+static void reuse_client_child(void *arg)
+{
+	const struct reuse_fork_arg *a = arg;
+	unsigned long seen[REUSE_CONNS];
+	int nseen = 0;
+
+	reuse_client(a->family, a->port, a->from, a->to, seen, &nseen);
+}
+
+/*
+ * Many short connections from one process to one listener, each checked
+ * byte by byte with a different length, either side closing first: the
+ * segments are reused (far fewer distinct segments than connections), and
+ * a child forked in the middle connects on its own, leaving the parent's
+ * link alone.
+ */
+static void case_reuse(void)
+{
+	int port, pp[2];
+	unsigned long seen[REUSE_CONNS];
+	int nseen = 0;
+
+	ASSERT_SYS(pipe(pp));
+	struct reuse_arg sa = { pp[1], REUSE_CONNS + 10 };
+	pid_t srv = test_fork(reuse_server_child, &sa);
+	ASSERT_SYS(close(pp[1]));
+	read_exact(pp[0], &port, sizeof(port));
+	ASSERT_SYS(close(pp[0]));
+	reuse_client(AF_INET, port, 0, REUSE_CONNS / 2, seen, &nseen);
+	struct reuse_fork_arg ca = { AF_INET, port, REUSE_CONNS / 2, REUSE_CONNS / 2 + 10 };
+	test_wait_ok(test_fork(reuse_client_child, &ca), 30);
+	reuse_client(AF_INET, port, REUSE_CONNS / 2 + 10, REUSE_CONNS + 10, seen, &nseen);
+	test_wait_ok(srv, 30);
+	test_log("%d connections used %d segments", REUSE_CONNS, nseen);
+	if (g_expect_accel && shunt__shim_is_accelerated)
+		ASSERT_MSG(nseen > 0 && nseen <= REUSE_CONNS / 4,
+			   "%d segments for %d connections: not reused", nseen, REUSE_CONNS);
+}
 
 static const struct tcase g_cases[] = {
 	{ "nonblock", case_nonblock },
@@ -2639,6 +2794,7 @@ static const struct tcase g_cases[] = {
 	{ "plain-fallback", case_plain_fallback },
 	{ "early-write", case_early_write },
 	{ "leaks", case_leaks },
+	{ "reuse", case_reuse },
 };
 
 static int selected(const char *name)
@@ -2664,6 +2820,7 @@ static void run_case(const struct tcase *c)
 	test_log("case %s", c->name);
 	test_watchdog(test_sanitized() ? 90 : 30);
 	c->fn();
+	drop_links();
 	for (end = test_now() + 1; test_count_fds() != fds && test_now() < end;)
 		test_sleep_ms(10);
 	ASSERT_MSG(test_count_fds() == fds, "case %s: %d fds open before, %d after", c->name,

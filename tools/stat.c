@@ -60,6 +60,9 @@ static void show(const struct shunt_ctl *ctl, int json)
 	if (atomic_load(&ctl->decide) != SHUNT_DECIDE_ACCEPTED ||
 	    (info.family != AF_INET && info.family != AF_INET6))
 		return; /* a native connection, or an offer still being decided */
+	if ((atomic_load(&ctl->side[0].state) & SHUNT_ST_CLOSED) &&
+	    (atomic_load(&ctl->side[1].state) & SHUNT_ST_CLOSED))
+		return; /* both ends closed: parked for reuse (docs/design.md) */
 	fmt(info.family, info.client_addr, info.client_port, cl, sizeof(cl));
 	fmt(info.family, info.server_addr, info.server_port, sv, sizeof(sv));
 	unsigned long long h0 = atomic_load(&ctl->head[0].v), t0 = atomic_load(&ctl->tail[0].v);

@@ -68,11 +68,13 @@ static void sock_free(struct shim_sock *s)
 {
 	if (s->kind == SHIM_CONN) {
 		atomic_fetch_sub_explicit(&live_conns, 1, memory_order_relaxed);
-		if (s->shared)
+		if (s->link) /* parked for the next connection, or freed */
+			shim_link_release(s->link, s->slot, s->c, s->memfd, !s->shared);
+		else if (s->shared)
 			shunt__conn_free(s->c); /* the peer learns from the hang-up */
 		else
 			shunt__conn_close_last(s->c);
-		if (s->memfd >= 0)
+		if (s->memfd >= 0 && !s->link)
 			REAL(close)(s->memfd);
 		pthread_mutex_destroy(&s->rx_mu);
 		pthread_mutex_destroy(&s->tx_mu);
@@ -155,11 +157,18 @@ void shim_each(void (*fn)(int fd, struct shim_sock *s, void *arg), void *arg)
 static void mark(int fd, struct shim_sock *s, void *arg)
 {
 	(void)fd;
-	(void)arg;
 	s->shared = 1;
+	if (arg && s->kind == SHIM_LISTENER)
+		shim_listener_forked(s);
 }
 
 void shim_mark_shared(void)
 {
 	shim_each(mark, NULL);
+}
+
+void shim_forked_child(void)
+{
+	shim_link_forget_client();
+	shim_each(mark, (void *)1);
 }

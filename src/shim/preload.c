@@ -61,7 +61,7 @@ __attribute__((constructor)) static void shim_init(void)
 	shim_real_init();
 	set_fd_floor();
 	shunt__log_hide(); /* whichever constructor ran first */
-	pthread_atfork(NULL, shim_mark_shared, shim_mark_shared);
+	pthread_atfork(NULL, shim_mark_shared, shim_forked_child);
 	if ((off && *off && strcmp(off, "0")) || shunt__config()->bad_file)
 		enabled = 0;
 	shim_inherit(); /* even when off: an inherited fd only works through us */
@@ -119,15 +119,25 @@ EXPORT int listen(int fd, int backlog)
 
 EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 {
-	int rc = REAL(accept4)(fd, addr, len, flags);
-
-	if (rc < 0)
-		return rc;
-	int err = errno;
-	shim_forget(rc); /* a number we missed being closed (fclose, say) */
 	struct shim_sock *l = shim_get(fd);
-	if (l && l->kind == SHIM_LISTENER)
-		shim_on_accept(l, rc, flags);
+	struct sockaddr_storage peer;
+	socklen_t plen = sizeof(peer);
+	/* On a listener of ours the upgrade needs the peer's address: take it
+	 * here, and give the program what the kernel would have. */
+	int ours = l && l->kind == SHIM_LISTENER && (!addr || len);
+	int rc = ours ? REAL(accept4)(fd, (struct sockaddr *)&peer, &plen, flags)
+		      : REAL(accept4)(fd, addr, len, flags);
+	int err = errno;
+
+	if (rc >= 0) {
+		if (ours && addr) {
+			memcpy(addr, &peer, plen < *len ? plen : *len);
+			*len = plen;
+		}
+		shim_forget(rc); /* a number we missed being closed (fclose, say) */
+		if (ours)
+			shim_on_accept(l, rc, flags, (struct sockaddr *)&peer);
+	}
 	shim_put(l);
 	errno = err;
 	return rc;

@@ -82,6 +82,10 @@ enum shim_kind { SHIM_CONN = 1, SHIM_LISTENER };
 #define SHIM_MAX_KEYS 8 /* rendezvous paths one listener publishes */
 
 struct shim_stash; /* offers taken but not yet matched (upgrade.c) */
+struct shim_link;  /* a link to another process (link.c) */
+
+#define SHIM_LINK_SLOTS 64  /* reusable segments per link */
+#define SHIM_LISTEN_LINKS 64 /* links a listener keeps */
 
 struct shim_sock {
 	_Atomic int refs;      /* fds of this process that refer to it */
@@ -91,6 +95,8 @@ struct shim_sock {
 	int memfd;             /* kept for exec and for `shunt stat` */
 	int side;              /* 0 connected, 1 accepted */
 	int shared;            /* another process may hold it (fork, exec) */
+	struct shim_link *link; /* the link whose slot the segment is, or NULL */
+	uint32_t slot;
 	_Atomic int reset_told; /* ECONNRESET was returned: from now on, EOF */
 	_Atomic int64_t alive_ns; /* when a send last looked for a hang-up */
 	_Atomic int nonblock;  /* O_NONBLOCK of the open file description */
@@ -103,9 +109,14 @@ struct shim_sock {
 	int rv[SHIM_MAX_KEYS]; /* rendezvous UNIX listeners, -1 unused */
 	char *paths[SHIM_MAX_KEYS];
 	pid_t owner;           /* the process that published (and unlinks) */
+	uint64_t netns_cookie; /* of its namespace, 0 if unknown */
+	struct sockaddr_storage bound; /* its address, unless a wildcard */
+	int bound_known;
 	int queue[2];          /* offers in passing between accepting processes */
 	struct shim_stash *stash;
-	pthread_mutex_t mu;    /* guards stash */
+	struct shim_link *links[SHIM_LISTEN_LINKS]; /* kept from clients */
+	int nlinks;
+	pthread_mutex_t mu;    /* guards stash and links */
 };
 
 /* Is the shim on at all?  Off when SHUNT_DISABLE=1 or the config was bad. */
@@ -127,8 +138,10 @@ void shim_install(int fd, struct shim_sock *s);
 void shim_forget(int fd);
 /* newfd now refers to what oldfd does (dup, dup2, dup3, F_DUPFD). */
 void shim_dup(int oldfd, int newfd);
-/* After fork: every connection may now be held by two processes. */
+/* After fork: every connection may now be held by two processes; the
+ * child also lets go of the links (link.c), which are the parent's. */
 void shim_mark_shared(void);
+void shim_forked_child(void);
 /* Visit every fd with a sock (for exec). */
 void shim_each(void (*fn)(int fd, struct shim_sock *s, void *arg), void *arg);
 
@@ -147,8 +160,55 @@ void shim_on_listen(int fd);
 /* connect() with the offer: returns what connect() returns. */
 int shim_connect(int fd, const struct sockaddr *addr, socklen_t len);
 /* After accept() gave `fd` on listener l: upgrade it if an offer matches. */
-void shim_on_accept(struct shim_sock *l, int fd, int flags);
+void shim_on_accept(struct shim_sock *l, int fd, int flags, const struct sockaddr *peer);
 void shim_listener_free(struct shim_sock *l);
+/* In a child after fork(): let go of the parent's links. */
+void shim_listener_forked(struct shim_sock *l);
+
+/* --- Links (link.c) ------------------------------------------------------ */
+
+#define SHIM_PATH_MAX 108 /* sun_path */
+
+struct shunt_offer;
+
+/* A connecting side's offer over a link (or a probe that asks for one). */
+struct shim_link_use {
+	struct shunt_conn *c;
+	int memfd;
+	struct shim_link *link; /* with a reference, for the connection */
+	uint32_t slot;
+	int probing;            /* the offer asked for the link */
+};
+
+/* Offer over a link to the first of paths that has one, reusing a parked
+ * segment if one is ready, or else dial one and ask for a link.  -EBUSY:
+ * offer the classic way (no link to be had now); other errors likewise. */
+int shim_link_offer(char (*paths)[SHIM_PATH_MAX], int n, uint64_t cap, int proof,
+		    struct shim_link_use *u);
+/* The connecting side learnt the decision. */
+void shim_link_decided(struct shim_link_use *u, int accepted);
+/* A connection on slot `slot` of k ends here: with `keep` (the last close
+ * anywhere) it is closed as TCP would be and parked; otherwise freed.
+ * Drops the connection's reference on k. */
+void shim_link_release(struct shim_link *k, uint32_t slot, struct shunt_conn *c,
+		       int memfd, int keep);
+/* The accepting side: keep a stream as a link (NULL without memory). */
+struct shim_link *shim_link_adopt(int fd);
+int shim_link_fd(struct shim_link *k);
+/* Take slot o->slot for an offer that came over k: a new segment, or a
+ * reused one (o->c NULL: filled in from the parked slot).  A reference on
+ * k goes with it; shim_link_unclaim undoes it for an offer not accepted. */
+int shim_link_claim(struct shim_link *k, struct shunt_offer *o);
+void shim_link_unclaim(struct shim_link *k, uint32_t slot);
+/* Close the stream and free the parked slots; drops the owner's reference. */
+void shim_link_drop(struct shim_link *k);
+void shim_link_put(struct shim_link *k);
+/* For tests: drop this process's links to listeners, and the segments
+ * parked on them, to count fds and mappings without the cache. */
+void shunt__shim_drop_links(void);
+/* In a child after fork(): the links are the parent's. */
+void shim_link_forget_client(void);
+void shim_link_forget(struct shim_link *k);
 
 /* --- Data (io.c) -------------------------------------------------------- */
 

@@ -110,16 +110,13 @@ static void fmt_addr(const struct shim_addr *x, char *buf, size_t n)
 	snprintf(buf, n, x->family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, (unsigned)x->port);
 }
 
-/* Is fd a TCP stream socket? */
+/* Is fd a TCP socket?  (IPPROTO_TCP sockets are all SOCK_STREAM.) */
 static int is_tcp(int fd)
 {
 	int v = 0;
 	socklen_t len = sizeof(v);
 
-	if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &v, &len) < 0 || v != IPPROTO_TCP)
-		return 0;
-	len = sizeof(v);
-	return getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &len) == 0 && v == SOCK_STREAM;
+	return getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &v, &len) == 0 && v == IPPROTO_TCP;
 }
 
 /* --- Rendezvous names ------------------------------------------------------
@@ -127,11 +124,20 @@ static int is_tcp(int fd)
  * namespace; DIR/x/<4|6>-<hex address>-<port> for clients in others, which
  * reach only non-loopback addresses (the kernel still routes the SYN). */
 
+/* Looked up once per process: a stat() of /proc costs a fifth of a TCP
+ * connection.  A process that moves to another namespace afterwards names
+ * the wrong rendezvous sockets, which costs it acceleration, never safety:
+ * the server checks each offer's namespace itself (same_netns). */
 static unsigned long long netns_id(void)
 {
+	static _Atomic unsigned long long id;
+	unsigned long long v = atomic_load_explicit(&id, memory_order_relaxed);
 	struct stat st;
 
-	return stat("/proc/self/ns/net", &st) == 0 ? (unsigned long long)st.st_ino : 0;
+	if (v == 0 && stat("/proc/self/ns/net", &st) == 0)
+		atomic_store_explicit(&id, v = (unsigned long long)st.st_ino,
+				      memory_order_relaxed);
+	return v;
 }
 
 static int key_path(char *buf, size_t n, const char *scope, const struct shim_addr *x,
@@ -199,6 +205,13 @@ static void publish_ifaddrs(struct shim_sock *l, int *n, const struct shim_addr 
 	freeifaddrs(ifs);
 }
 
+static int netns_cookie(int fd, uint64_t *out)
+{
+	socklen_t len = sizeof(*out);
+
+	return getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, out, &len);
+}
+
 static int v6only(int fd)
 {
 	int v = 1;
@@ -241,6 +254,12 @@ void shim_on_listen(int fd)
 	l->queue[0] = shunt__hide_fd(l->queue[0]);
 	l->queue[1] = shunt__hide_fd(l->queue[1]);
 	l->owner = getpid();
+	if (netns_cookie(fd, &l->netns_cookie) < 0)
+		l->netns_cookie = 0; /* read per accept instead */
+	if (!is_any(&x)) {
+		memcpy(&l->bound, &ss, len);
+		l->bound_known = 1;
+	}
 	log_info("listening fd %d: %d rendezvous socket(s), first %s", fd, n, l->paths[0]);
 	shim_install(fd, l);
 }
@@ -276,44 +295,34 @@ static uint64_t ring_size_now(void)
 	return cap;
 }
 
-/* Offer to the first listener that answers, in order of likelihood. */
-static int send_offer(int fd, const struct shim_addr *dst, struct shunt_conn **c,
-		      int *memfd)
+/* The rendezvous paths a client tries for dst, in order of likelihood. */
+static int offer_paths(const struct shim_addr *dst, char (*paths)[SHIM_PATH_MAX])
 {
-	char path[sizeof(struct sockaddr_un) + 16], ns[32];
-	int rc = -ENOENT;
+	char ns[32];
+	int n = 0;
 
 	snprintf(ns, sizeof(ns), "%llx", netns_id());
-	for (int i = 0; i < 3 && rc < 0; i++) {
+	for (int i = 0; i < 3; i++) {
 		if (i == 2 && is_loopback(dst))
 			break; /* another namespace's loopback is out of reach */
-		if (key_path(path, sizeof(path), i == 2 ? "x" : ns, dst, i == 1) < 0)
+		if (key_path(paths[n], SHIM_PATH_MAX, i == 2 ? "x" : ns, dst, i == 1) < 0)
 			break;
-		rc = shunt__offer_send(path, ring_size_now(), fd, c, memfd);
+		n++;
 	}
-	return rc;
+	return n;
 }
 
-/* Wait for the server's decision, then settle it ourselves if it did not
- * come: a server that never accepts costs one bounded wait. */
-static uint32_t await_decision(struct shunt_conn *c)
+/* Offer over a link if one can be had, else the classic way, to the first
+ * listener that answers. */
+static int send_offer(int fd, const struct shim_addr *dst, struct shim_link_use *u)
 {
-	int64_t deadline = now_ns() + (int64_t)shunt__config()->upgrade_ms * 1000000;
-	int bell = shunt__conn_bell(c, 0);
+	char paths[3][SHIM_PATH_MAX];
+	int n = offer_paths(dst, paths);
+	int rc = shim_link_offer(paths, n, ring_size_now(), fd, u);
 
-	for (;;) {
-		uint32_t d = shunt__conn_decide(c, SHUNT_DECIDE_PENDING);
-		if (d != SHUNT_DECIDE_PENDING)
-			return d;
-		int64_t left = deadline - now_ns();
-		if (left <= 0)
-			break;
-		struct pollfd p = { .fd = bell, .events = POLLIN };
-		struct timespec ts = { left / 1000000000, left % 1000000000 };
-		if (REAL(ppoll)(&p, 1, &ts, NULL) > 0 && (p.revents & (POLLHUP | POLLERR)))
-			break; /* the server dropped the offer */
-	}
-	return shunt__conn_decide(c, SHUNT_DECIDE_DECLINED);
+	for (int i = 0; i < n && rc < 0; i++)
+		rc = shunt__offer_send(paths[i], ring_size_now(), fd, &u->c, &u->memfd);
+	return rc;
 }
 
 static int fd_nonblock(int fd)
@@ -334,6 +343,8 @@ static struct shim_sock *conn_sock(struct shunt_conn *c, int memfd, int side, in
 	s->side = side;
 	atomic_init(&s->nonblock, nb);
 	c->hangup_eof = 1;
+	/* The peer was there a moment ago: no need to look at the first send. */
+	atomic_init(&s->alive_ns, now_ns());
 	return s;
 }
 
@@ -344,33 +355,41 @@ static void drop_conn(struct shunt_conn *c, int memfd)
 		REAL(close)(memfd);
 }
 
+/* An offer that came to nothing: its segment goes (and its slot frees). */
+static void drop_use(struct shim_link_use *u)
+{
+	if (u->link)
+		shim_link_release(u->link, u->slot, u->c, u->memfd, 0);
+	else
+		drop_conn(u->c, u->memfd);
+}
+
 int shim_connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
 	struct shim_addr dst;
-	struct shunt_conn *c = NULL;
-	int memfd = -1;
+	struct shim_link_use u = { .memfd = -1 };
 
 	if (!shim_enabled() || !addr || len < sizeof(sa_family_t) || shim_has(fd) ||
 	    to_addr(addr, &dst) < 0 || !shunt__tcp_allowed(addr) || !is_tcp(fd) ||
-	    send_offer(fd, &dst, &c, &memfd) < 0)
+	    send_offer(fd, &dst, &u) < 0)
 		return REAL(connect)(fd, addr, len);
 	int rc = REAL(connect)(fd, addr, len);
 	int err = errno;
-	if (rc < 0 && err != EINPROGRESS) {
-		shunt__conn_decide(c, SHUNT_DECIDE_DECLINED);
-		drop_conn(c, memfd);
-		errno = err;
-		return rc;
-	}
-	struct shim_sock *s = NULL;
-	if (await_decision(c) == SHUNT_DECIDE_ACCEPTED)
-		s = conn_sock(c, memfd, 0, fd_nonblock(fd));
+	int64_t wait_ns = (int64_t)shunt__config()->upgrade_ms * 1000000;
+	if (rc < 0 && err != EINPROGRESS)
+		wait_ns = 0; /* no connection: settle it as declined at once */
+	int ok = shunt__conn_await_decision(u.c, wait_ns) == SHUNT_DECIDE_ACCEPTED;
+	shim_link_decided(&u, ok);
+	struct shim_sock *s = ok ? conn_sock(u.c, u.memfd, 0, fd_nonblock(fd)) : NULL;
 	if (s) {
-		log_info("upgraded fd %d (connect)", fd);
+		s->link = u.link;
+		s->slot = u.slot;
+		log_info("upgraded fd %d (connect%s)", fd, u.link ? ", linked" : "");
 		shim_install(fd, s);
 	} else {
-		log_debug("fd %d stays on TCP: the server did not take the offer", fd);
-		drop_conn(c, memfd);
+		if (rc == 0 || err == EINPROGRESS)
+			log_debug("fd %d stays on TCP: the server did not take the offer", fd);
+		drop_use(&u);
 	}
 	errno = err;
 	return rc;
@@ -380,6 +399,7 @@ int shim_connect(int fd, const struct sockaddr *addr, socklen_t len)
 
 struct stash_entry {
 	struct shunt_offer o;
+	struct shim_link *link; /* the link it came over (a reference), or NULL */
 	struct shim_addr local, peer; /* of the proof socket, once connected */
 	int known;
 	int64_t t0;
@@ -390,61 +410,98 @@ struct shim_stash {
 	struct stash_entry e[STASH_MAX];
 };
 
-static void offer_drop(struct shunt_offer *o)
+static void offer_drop(struct stash_entry *e)
 {
+	struct shunt_offer *o = &e->o;
+
 	shunt__conn_decide(o->c, SHUNT_DECIDE_DECLINED);
-	drop_conn(o->c, o->memfd);
+	if (e->link)
+		shim_link_release(e->link, o->slot, o->c, o->memfd, 0);
+	else
+		drop_conn(o->c, o->memfd);
 	REAL(close)(o->proof);
 }
 
 static void stash_remove(struct shim_stash *st, int i, int drop)
 {
 	if (drop)
-		offer_drop(&st->e[i].o);
+		offer_drop(&st->e[i]);
 	st->e[i] = st->e[--st->n];
 }
 
-static void stash_add(struct shim_stash *st, const struct shunt_offer *o)
+static void stash_add(struct shim_stash *st, const struct shunt_offer *o,
+		      struct shim_link *link)
 {
 	if (st->n == STASH_MAX)
 		stash_remove(st, 0, 1);
-	st->e[st->n++] = (struct stash_entry){ .o = *o, .t0 = now_ns() };
+	st->e[st->n++] = (struct stash_entry){ .o = *o, .link = link, .t0 = now_ns() };
 }
 
-/* Take every offer waiting: new ones on the rendezvous sockets, and those
- * that other processes of this listener took but could not match. */
-static void stash_fill(struct shim_sock *l)
+/* Links are kept by a listener no other process accepts on: an offer over
+ * a link reaches only the process that holds it. */
+static int linkable(const struct shim_sock *l)
+{
+	return !l->shared && l->owner == getpid() && l->nlinks < SHIM_LISTEN_LINKS;
+}
+
+static void link_remove(struct shim_sock *l, int i)
+{
+	shim_link_drop(l->links[i]);
+	l->links[i] = l->links[--l->nlinks];
+}
+
+/* An offer that came over link k (or asked for it): claim its slot. */
+static void stash_linked(struct shim_sock *l, struct shim_link *k, struct shunt_offer *o)
+{
+	if (shim_link_claim(k, o) < 0) {
+		if (o->c)
+			drop_conn(o->c, o->memfd);
+		REAL(close)(o->proof);
+		return;
+	}
+	stash_add(l->stash, o, k);
+}
+
+/* A classic offer, or the first one of a client that asks for a link. */
+static void stash_new(struct shim_sock *l, struct shunt_offer *o)
+{
+	struct shim_link *k = NULL;
+
+	if (o->link >= 0 && linkable(l) && (k = shim_link_adopt(o->link)) != NULL) {
+		l->links[l->nlinks++] = k;
+		shunt__conn_set_linked(o->c);
+		stash_linked(l, k, o);
+		return;
+	}
+	if (o->link >= 0)
+		REAL(close)(o->link); /* the client learns it in the segment */
+	stash_add(l->stash, o, NULL);
+}
+
+static void take_rendezvous(struct shim_sock *l, int fd)
 {
 	struct shunt_offer o;
 	int rc;
 
-	for (int k = 0; k < SHIM_MAX_KEYS && l->rv[k] >= 0; k++) {
-		while ((rc = shunt__offer_take(l->rv[k], &o)) != -EAGAIN) {
-			if (rc == -EMFILE || rc == -ENFILE || rc == -ENOMEM)
-				break;
-			if (rc == 0)
-				stash_add(l->stash, &o);
-		}
+	while ((rc = shunt__offer_take(fd, &o)) != -EAGAIN) {
+		if (rc == -EMFILE || rc == -ENFILE || rc == -ENOMEM)
+			break;
+		if (rc == 0)
+			stash_new(l, &o);
 	}
+}
+
+static void take_queue(struct shim_sock *l)
+{
+	struct shunt_offer o;
+	int rc;
+
 	while ((rc = shunt__offer_recv(l->queue[1], &o)) != -EAGAIN) {
 		if (rc == -EMFILE || rc == -ENFILE || rc == -ENOMEM)
 			break;
 		if (rc == 0)
-			stash_add(l->stash, &o);
+			stash_add(l->stash, &o, NULL);
 	}
-}
-
-/* Offers left unmatched go back to the queue at once: the connection may be
- * another process's to accept (a pre-forked server), and an offer held here
- * would also hold the client's FIN back (docs/design.md).  An offer the
- * queue cannot take is dropped; its client sees the hang-up and uses TCP. */
-static void stash_pass(struct shim_sock *l)
-{
-	struct shim_stash *st = l->stash;
-
-	for (int i = 0; i < st->n; i++)
-		shunt__offer_pass(l->queue[0], &st->e[i].o);
-	st->n = 0;
 }
 
 /* Does the offer's proof socket mirror the accepted connection? */
@@ -460,18 +517,109 @@ static int proves(struct stash_entry *e, const struct shim_addr *local,
 	return addr_eq(&e->local, peer) && addr_eq(&e->peer, local);
 }
 
+/* The stash entry from `from` on that proves the accepted connection, or -1. */
+static int find_match(struct shim_stash *st, int from, const struct shim_addr *local,
+		      const struct shim_addr *peer)
+{
+	for (int i = st->n - 1; i >= from; i--)
+		if (proves(&st->e[i], local, peer))
+			return i;
+	return -1;
+}
+
+/* Offers on link i, one at a time until one proves the connection (most
+ * often the first: clients offer in the order they connect): its stash
+ * index, or -1.  A link that broke is removed. */
+static int take_link(struct shim_sock *l, int i, const struct shim_addr *local,
+		     const struct shim_addr *peer)
+{
+	struct shim_link *k = l->links[i];
+	struct shunt_offer o;
+	int rc;
+
+	while ((rc = shunt__link_take(shim_link_fd(k), &o)) == 0) {
+		int n0 = l->stash->n;
+		stash_linked(l, k, &o);
+		if (l->stash->n >= n0 && l->stash->n > 0 &&
+		    find_match(l->stash, l->stash->n - 1, local, peer) >= 0)
+			return l->stash->n - 1;
+	}
+	if (rc != -EAGAIN && rc != -EMFILE && rc != -ENFILE && rc != -ENOMEM) {
+		log_debug("dropping a link: %s", strerror(-rc));
+		link_remove(l, i);
+	}
+	return -1;
+}
+
+/*
+ * Take the offers waiting, until one proves the connection accepted: new
+ * clients on the rendezvous sockets, offers over links, and those that
+ * other processes of this listener took but could not match.  One ppoll()
+ * says where to look.  Returns the matching stash index, or -1.
+ */
+static int stash_fill(struct shim_sock *l, const struct shim_addr *local,
+		      const struct shim_addr *peer)
+{
+	struct pollfd p[SHIM_MAX_KEYS + 1 + SHIM_LISTEN_LINKS];
+	int nrv = 0, n, m;
+
+	while (nrv < SHIM_MAX_KEYS && l->rv[nrv] >= 0) {
+		p[nrv] = (struct pollfd){ .fd = l->rv[nrv], .events = POLLIN };
+		nrv++;
+	}
+	p[nrv] = (struct pollfd){ .fd = l->queue[1], .events = POLLIN };
+	n = nrv + 1;
+	for (int i = 0; i < l->nlinks; i++)
+		p[n++] = (struct pollfd){ .fd = shim_link_fd(l->links[i]), .events = POLLIN };
+	if (REAL(ppoll)(p, (nfds_t)n, &(struct timespec){ 0, 0 }, NULL) <= 0)
+		return find_match(l->stash, 0, local, peer);
+	for (int i = 0; i < nrv; i++)
+		if (p[i].revents)
+			take_rendezvous(l, l->rv[i]);
+	if (p[nrv].revents)
+		take_queue(l);
+	if ((m = find_match(l->stash, 0, local, peer)) >= 0)
+		return m;
+	/* Backwards: link_remove moves the last link into slot i. */
+	for (int i = n - nrv - 2; i >= 0; i--)
+		if (p[nrv + 1 + i].revents && (m = take_link(l, i, local, peer)) >= 0)
+			return m;
+	return -1;
+}
+
+/* Classic offers left unmatched go back to the queue at once: the
+ * connection may be another process's to accept (a pre-forked server), and
+ * an offer held here would also hold the client's FIN back (docs/design.md).
+ * An offer the queue cannot take is dropped; its client sees the hang-up
+ * and uses TCP.  Offers over a link stay: only this process can take them.
+ * Their proofs move out of the program's fd range (shunt__link_take left
+ * them where they came). */
+static void stash_pass(struct shim_sock *l)
+{
+	struct shim_stash *st = l->stash;
+
+	for (int i = st->n - 1; i >= 0; i--) {
+		struct stash_entry *e = &st->e[i];
+		if (e->link) {
+			e->o.proof = shunt__hide_fd(e->o.proof);
+			continue;
+		}
+		shunt__offer_pass(l->queue[0], &e->o);
+		stash_remove(st, i, 0);
+	}
+}
+
 /* Loopback addresses are the same in every namespace: an offer for one must
  * come from a socket in ours, or a process in another namespace could claim
- * a connection it cannot reach. */
-static int same_netns(int a, int b)
+ * a connection it cannot reach.  The accepted socket is in its listener's
+ * namespace, whose cookie was read once. */
+static int same_netns(const struct shim_sock *l, int fd, int proof)
 {
-	uint64_t ca = 0, cb = 0;
-	socklen_t la = sizeof(ca), lb = sizeof(cb);
+	uint64_t mine = l->netns_cookie, c = 0;
 
-	if (getsockopt(a, SOL_SOCKET, SO_NETNS_COOKIE, &ca, &la) < 0 ||
-	    getsockopt(b, SOL_SOCKET, SO_NETNS_COOKIE, &cb, &lb) < 0)
+	if (!mine && netns_cookie(fd, &mine) < 0)
 		return 0;
-	return ca == cb;
+	return netns_cookie(proof, &c) == 0 && c == mine;
 }
 
 static void set_info(struct shunt_conn *c, const struct shim_addr *local,
@@ -490,26 +638,33 @@ static void set_info(struct shunt_conn *c, const struct shim_addr *local,
 static void upgrade_accepted(struct shim_stash *st, int i, int fd, int nb,
 			     const struct shim_addr *local, const struct shim_addr *peer)
 {
-	struct shunt_offer o = st->e[i].o;
+	struct stash_entry e = st->e[i];
+	struct shunt_offer *o = &e.o;
 
 	stash_remove(st, i, 0);
-	REAL(close)(o.proof); /* at once: it holds the client's FIN back */
-	if (shunt__conn_decide(o.c, SHUNT_DECIDE_ACCEPTED) != SHUNT_DECIDE_ACCEPTED) {
-		drop_conn(o.c, o.memfd);
+	REAL(close)(o->proof); /* at once: it holds the client's FIN back */
+	o->proof = -1;
+	struct shim_sock *s = NULL;
+	if (shunt__conn_decide(o->c, SHUNT_DECIDE_ACCEPTED) == SHUNT_DECIDE_ACCEPTED) {
+		set_info(o->c, local, peer);
+		shunt__conn_wake_decided(o->c);
+		s = conn_sock(o->c, o->memfd, 1, nb);
+	}
+	if (!s) { /* declined, or no memory: the client sees the hang-up */
+		if (e.link)
+			shim_link_release(e.link, o->slot, o->c, o->memfd, 0);
+		else
+			drop_conn(o->c, o->memfd);
 		return;
 	}
-	set_info(o.c, local, peer);
-	shunt_bell_ring(shunt__conn_bell(o.c, 0));
-	struct shim_sock *s = conn_sock(o.c, o.memfd, 1, nb);
-	if (!s) {
-		drop_conn(o.c, o.memfd); /* the client sees the hang-up: reset */
-		return;
-	}
+	s->link = e.link;
+	s->slot = o->slot;
 	if (shunt__log_level >= SHUNT_LOG_INFO) {
 		char a[64], b[64];
 		fmt_addr(peer, a, sizeof(a));
 		fmt_addr(local, b, sizeof(b));
-		log_info("upgraded fd %d %s -> %s (accept)", fd, a, b);
+		log_info("upgraded fd %d %s -> %s (accept%s)", fd, a, b,
+			 e.link ? ", linked" : "");
 	}
 	shim_install(fd, s);
 }
@@ -520,16 +675,22 @@ static int stale(struct stash_entry *e, int64_t now)
 	if (shunt__conn_decide(e->o.c, SHUNT_DECIDE_PENDING) != SHUNT_DECIDE_PENDING ||
 	    now - e->t0 > STASH_TTL_NS)
 		return 1;
+	if (e->known)
+		return 0; /* connected: a hang-up would have settled it */
 	struct pollfd p = { .fd = shunt__conn_bell(e->o.c, 0), .events = 0 };
 	return REAL(ppoll)(&p, 1, &(struct timespec){ 0, 0 }, NULL) > 0 &&
 	       (p.revents & (POLLHUP | POLLERR));
 }
 
-void shim_on_accept(struct shim_sock *l, int fd, int flags)
+void shim_on_accept(struct shim_sock *l, int fd, int flags, const struct sockaddr *from)
 {
 	struct shim_addr local, peer;
 
-	if (sock_addr(fd, 0, &local) < 0 || sock_addr(fd, 1, &peer) < 0)
+	/* The accepted socket's local address is its listener's, unless that
+	 * is a wildcard; its peer's came with accept(). */
+	if ((l->bound_known ? to_addr((struct sockaddr *)&l->bound, &local)
+			    : sock_addr(fd, 0, &local)) < 0 ||
+	    to_addr(from, &peer) < 0)
 		return;
 	pthread_mutex_lock(&l->mu);
 	if (!l->stash)
@@ -537,17 +698,12 @@ void shim_on_accept(struct shim_sock *l, int fd, int flags)
 	if (l->stash) {
 		struct shim_stash *st = l->stash;
 		int64_t now = now_ns();
-		stash_fill(l);
-		for (int i = st->n - 1; i >= 0; i--) {
-			if (stale(&st->e[i], now)) {
+		int m = stash_fill(l, &local, &peer);
+		if (m >= 0 && (!is_loopback(&local) || same_netns(l, fd, st->e[m].o.proof)))
+			upgrade_accepted(st, m, fd, !!(flags & SOCK_NONBLOCK), &local, &peer);
+		for (int i = st->n - 1; i >= 0; i--)
+			if (stale(&st->e[i], now))
 				stash_remove(st, i, 1);
-			} else if (proves(&st->e[i], &local, &peer) &&
-				   (!is_loopback(&local) || same_netns(fd, st->e[i].o.proof))) {
-				upgrade_accepted(st, i, fd, !!(flags & SOCK_NONBLOCK), &local,
-						 &peer);
-				break;
-			}
-		}
 		stash_pass(l);
 	}
 	pthread_mutex_unlock(&l->mu);
@@ -568,5 +724,31 @@ void shim_listener_free(struct shim_sock *l)
 	for (int i = 0; i < 2; i++)
 		if (l->queue[i] >= 0)
 			REAL(close)(l->queue[i]);
+	if (l->stash)
+		while (l->stash->n > 0)
+			stash_remove(l->stash, l->stash->n - 1, 1);
+	while (l->nlinks > 0)
+		link_remove(l, l->nlinks - 1);
 	free(l->stash);
+}
+
+/* In a child after fork(): the listener's links, and the offers that came
+ * over them, are the parent's.  The child lets go of its copies without a
+ * word in the segments, which are the parent's to settle. */
+void shim_listener_forked(struct shim_sock *l)
+{
+	struct shim_stash *st = l->stash;
+
+	pthread_mutex_init(&l->mu, NULL);
+	for (int i = st ? st->n - 1 : -1; i >= 0; i--) {
+		struct stash_entry *e = &st->e[i];
+		if (!e->link)
+			continue;
+		shim_link_release(e->link, e->o.slot, e->o.c, e->o.memfd, 0);
+		REAL(close)(e->o.proof);
+		stash_remove(st, i, 0);
+	}
+	for (int i = 0; i < l->nlinks; i++)
+		shim_link_forget(l->links[i]);
+	l->nlinks = 0;
 }

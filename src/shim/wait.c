@@ -439,12 +439,21 @@ static int entry_add(struct shim_ep *ep, int fd, struct shim_sock *s)
 }
 
 /* Drop an entry for good (its fd closed).  The doorbells leave the hidden
- * set by themselves when the connection closes them. */
+ * set by themselves when the connection closes them, except for one on a
+ * link, whose doorbells stay open, parked for the next connection: those
+ * go now, unless a dup's entry still needs them. */
 static void entry_del(struct shim_ep *ep, struct ep_entry *e)
 {
 	struct shim_sock *s = e->s;
 
 	*e = ep->e[--ep->n];
+	if (s->link) {
+		int dup = 0;
+		for (int i = 0; i < ep->n && !dup; i++)
+			dup = ep->e[i].s == s;
+		for (int w = 0; w < 2 && !dup; w++)
+			REAL(epoll_ctl)(ep->inner, EPOLL_CTL_DEL, shunt__conn_bell(s->c, w), NULL);
+	}
 	shim_put(s); /* the entry's reference */
 }
 
@@ -598,7 +607,8 @@ static void inner_drain(struct shim_ep *ep)
 	int n;
 
 	/* Under the lock: an entry's reference keeps each sock alive, and its
-	 * doorbells leave the hidden set only when it is freed. */
+	 * doorbells leave the hidden set only when it is freed (or, on a link,
+	 * when the entry goes: entry_del). */
 	pthread_mutex_lock(&ep->mu);
 	do {
 		n = REAL(epoll_pwait)(ep->inner, ev, 16, 0, NULL);
