@@ -2688,7 +2688,9 @@ static void reuse_client(int family, int port, int from, int to, unsigned long *
 		int fd = tcp_connect(family, port);
 		uint32_t len = (uint32_t)(1 + ((uint64_t)i * 7919) % 300000);
 		uint64_t off = 0, in = 0;
-		EXPECT_ACCEL(fd, "short connection");
+		char what[64];
+		snprintf(what, sizeof(what), "short connection %d", i);
+		EXPECT_ACCEL(fd, what);
 		note_segments(seen, nseen, REUSE_CONNS);
 		write_all(fd, &len, sizeof(len));
 		send_stream(fd, (uint64_t)i, &off, len);
