@@ -1,4 +1,5 @@
-# shunt - GNU make build.  `make`, `make test`, `make demo`, `make install`.
+# shunt - GNU make build.  `make`, `make test`, `make demo`, `make bench`,
+# `make install`.
 # SAN=asan or SAN=tsan builds everything instrumented into build-$(SAN)/.
 # V=1 shows the commands.
 
@@ -53,7 +54,7 @@ endif
 TEST_LIB  := $(B)/tests/testlib.o
 EXAMPLES  := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
 
-.PHONY: all lib test demo install clean
+.PHONY: all lib test demo bench install clean
 # Keep test objects, or make deletes them as intermediates and relinks all.
 .SECONDARY: $(TEST_LIB) $(TEST_SRC:tests/%.c=$(B)/tests/%.o)
 all: lib $(B)/shunt $(TEST_BIN) $(TEST_SH) $(EXAMPLES)
@@ -128,6 +129,13 @@ test: all
 # and under `shunt run`, side by side.
 demo: all
 	$(Q)tools/demo.sh $(B)
+
+# The evaluation suite: TCP vs shunt side by side, written up as
+# docs/bench/REPORT.md (charts and data beside it); about 12 minutes.
+# QUICK=1: a subset in under 2 minutes, into $(B)/bench-quick/.
+# BENCH_OUT=DIR writes elsewhere.
+bench: all
+	$(Q)bench/run.sh --build $(B) $(if $(filter 1,$(QUICK)),--quick) $(if $(BENCH_OUT),--out $(BENCH_OUT))
 
 install: lib $(B)/shunt
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include

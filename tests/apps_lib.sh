@@ -303,3 +303,66 @@ same_file() {
 	[ "$a" = "$b" ] ||
 		fail "$3: contents differ ($(wc -c <"$2") bytes received, $(wc -c <"$1") expected)"
 }
+
+# --- Shared with tools/compare.sh and bench/run.sh (benchmarks) -----------
+
+# median V...: the median of numbers (the mean of the middle two if even);
+# "nan" for none.
+median() {
+	printf '%s\n' "$@" | awk 'NF' | sort -g | awk '{ v[NR] = $1 }
+		END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2];
+		      else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# ratio A B: A/B with 2 decimals, "nan" if B is not positive.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0 && a != "nan") printf "%.2f", a / b; else print "nan" }'; }
+
+# fmt V [DECIMALS]: V rounded; "nan" stays "nan".
+fmt() { awk -v v="$1" -v d="${2:-0}" 'BEGIN { if (v == "nan" || v == "") print "nan"; else printf "%.*f", d, v }'; }
+
+# start_redis NAME PORT DIR: a redis-server without persistence on
+# 127.0.0.1:PORT, under shunt unless APPS_TCP=1 (start_server); LAST_PID.
+start_redis() {
+	mkdir -p "$3"
+	start_server "$1" redis-server --port "$2" --bind 127.0.0.1 \
+		--save "" --appendonly no --daemonize no --dir "$3" \
+		--logfile "$3/redis.out" --protected-mode no
+}
+
+# start_memcached NAME PORT [THREADS]: memcached on 127.0.0.1:PORT, TCP
+# only.  As root it insists on -u; keep our own user (shunt connects only
+# processes of the same user).
+start_memcached() {
+	local as_user=()
+	[ "$(id -u)" -ne 0 ] || as_user=(-u "$(id -un)")
+	start_server "$1" memcached -p "$2" -U 0 -l 127.0.0.1 -t "${3:-4}" -m 64 "${as_user[@]}"
+}
+
+# nginx_bench_conf DIR PORT ROOT: a benchmark nginx.conf in DIR (2 workers,
+# no access log, sendfile, endless keep-alive) serving ROOT on PORT.  As
+# root, workers keep our user: shunt connects only processes of one user.
+nginx_bench_conf() {
+	local user_line=
+	[ "$(id -u)" -ne 0 ] || user_line="user $(id -un) $(id -gn);"
+	mkdir -p "$1/tmp"
+	cat >"$1/nginx.conf" <<NGINX
+$user_line
+worker_processes 2;
+daemon off;
+master_process on;
+pid $1/nginx.pid;
+error_log $1/error.out warn;
+events { worker_connections 4096; }
+http {
+	access_log off;
+	client_body_temp_path $1/tmp;
+	proxy_temp_path $1/tmp;
+	fastcgi_temp_path $1/tmp;
+	uwsgi_temp_path $1/tmp;
+	scgi_temp_path $1/tmp;
+	sendfile on;
+	keepalive_requests 10000000;
+	server { listen 127.0.0.1:$2; root $3; }
+}
+NGINX
+}

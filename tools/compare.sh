@@ -22,6 +22,7 @@
 #   --only LIST  comma-separated subset of: iperf3,sockperf,redis,nginx
 #   --out FILE   also write the Markdown report to FILE
 #   --check      exit 1 if a target is missed (default: exit 0 once measured)
+# (bench/run.sh, `make bench`, is the full evaluation: these and more.)
 # Environment: SHUNT_BUILD (default: build/ of this checkout); SHUNT_APPS_TCP=1
 # runs the "shunt" column over plain TCP too (to try the script itself).
 set -euo pipefail
@@ -69,15 +70,6 @@ mode() {
 	if [ "$1" = tcp ] || [ "$SHUNT_TCP_ONLY" = 1 ]; then APPS_TCP=1; else APPS_TCP=0; fi
 }
 
-# median V...: the median of numbers (the mean of the middle two if even).
-median() {
-	printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
-		END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2];
-		      else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }'; }
-
 # judge NAME TCP SHUNT UNIT OP TARGET [VALID]: one summary row; OP is >= or
 # <= on the ratio shunt/TCP.
 judge() {
@@ -108,8 +100,6 @@ broken() {
 	notes+=("$1 FAILED, status $3$([ "$3" = 124 ] && echo ' (timed out)'): $(tail -n 3 "$2" 2>/dev/null | sed 's/\x1b\[[0-9;]*m//g' | tr '\n' ' ' | cut -c1-240)")
 	say "$1 FAILED (see the notes)"
 }
-
-fmt() { awk -v v="$1" -v d="${2:-0}" 'BEGIN { printf "%.*f", d, v }'; }
 
 # --- (a) iperf3 -----------------------------------------------------------
 bench_iperf3() {
@@ -176,10 +166,7 @@ bench_redis() {
 		for m in tcp shunt; do
 			mode $m
 			port=$(free_port)
-			mkdir -p "$T/redis-$m-$r"
-			start_server "redis-$m-$r-server" redis-server --port "$port" --bind 127.0.0.1 \
-				--save "" --appendonly no --daemonize no --dir "$T/redis-$m-$r" \
-				--logfile "$T/redis-$m-$r/redis.out" --protected-mode no
+			start_redis "redis-$m-$r-server" "$port" "$T/redis-$m-$r"
 			pid=$LAST_PID
 			wait_listen "$port" "$pid"
 			for c in 1 50; do
@@ -208,31 +195,6 @@ bench_redis() {
 }
 
 # --- (d) nginx + wrk ------------------------------------------------------
-nginx_conf() { # nginx_conf DIR PORT
-	local user_line=
-	[ "$(id -u)" -ne 0 ] || user_line="user $(id -un) $(id -gn);"
-	cat >"$1/nginx.conf" <<EOF
-$user_line
-worker_processes 2;
-daemon off;
-master_process on;
-pid $1/nginx.pid;
-error_log $1/error.out warn;
-events { worker_connections 4096; }
-http {
-	access_log off;
-	client_body_temp_path $1/tmp;
-	proxy_temp_path $1/tmp;
-	fastcgi_temp_path $1/tmp;
-	uwsgi_temp_path $1/tmp;
-	scgi_temp_path $1/tmp;
-	sendfile on;
-	keepalive_requests 10000000;
-	server { listen 127.0.0.1:$2; root $T/www; }
-}
-EOF
-}
-
 bench_nginx() {
 	need nginx wrk
 	local r m c port pid dir f v valid=1 conns=(1 2 4 8 16 32 64 128 256)
@@ -247,7 +209,7 @@ bench_nginx() {
 			port=$(free_port)
 			dir=$T/nginx-$m-$r
 			mkdir -p "$dir/tmp"
-			nginx_conf "$dir" "$port"
+			nginx_bench_conf "$dir" "$port" "$T/www"
 			start_server "nginx-$m-$r-server" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.out"
 			pid=$LAST_PID
 			wait_listen "$port" "$pid"

@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# bench/run.sh - the evaluation suite (`make bench`): real programs and
+# tcpbench over TCP loopback and under shunt, side by side, written up as
+# REPORT.md with SVG charts and the raw data as TSV.
+#
+# Each comparison is measured in this one run: a TCP run and a shunt run
+# with the same command line (shunt: LD_PRELOAD of the preload library),
+# alternating, round after round; figures are medians of the rounds.  Every
+# shunt run's own log must show its connections upgraded, or the figure is
+# marked invalid.  The report is written only by this script.
+#
+# Usage: bench/run.sh [--quick] [--out DIR] [--only LIST] [--build DIR]
+#   --quick      a subset of every section: short runs, 1 round (< 2 min)
+#   --out DIR    where REPORT.md, the SVGs and data/ go (default docs/bench,
+#                with --quick build/bench-quick)
+#   --only LIST  comma-separated sections: netpipe,streams,pairs,ring,cpu,
+#                setup,apps,memory (default: all)
+#   --build DIR  the build to measure (default: $SHUNT_BUILD, else build/)
+# Exit status: 0 once the report is written (targets missed or not), 1 if
+# it could not be, 2 on a usage error.
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
+SRC=$(cd "$BENCH_DIR/.." && pwd)
+
+usage() {
+	sed -n '/^# Usage:/,/^# Exit status/p' "$0" | sed 's/^# \{0,1\}//' >&2
+	exit 2
+}
+
+QUICK=0 OUT='' ONLY=netpipe,streams,pairs,ring,cpu,setup,apps,memory build=${SHUNT_BUILD:-$SRC/build}
+while [ $# -gt 0 ]; do
+	case $1 in
+	--quick) QUICK=1 ;;
+	--out) OUT=${2:?}; shift ;;
+	--only) ONLY=${2:?}; shift ;;
+	--build) build=${2:?}; shift ;;
+	-h | --help) usage ;;
+	*) echo "bench/run.sh: unknown option '$1'" >&2; usage ;;
+	esac
+	shift
+done
+[ -n "$OUT" ] || { [ $QUICK = 1 ] && OUT=$build/bench-quick || OUT=$SRC/docs/bench; }
+SHUNT_BUILD=$(cd "$build" && pwd) || { echo "bench/run.sh: no build at $build (run make)" >&2; exit 2; }
+export SHUNT_BUILD
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+DATA=$OUT/data
+
+# shellcheck source=tests/apps_lib.sh
+. "$SRC/tests/apps_lib.sh"
+# shellcheck source=bench/lib.sh
+. "$BENCH_DIR/lib.sh"
+for s in "$BENCH_DIR"/s*_*.sh; do
+	# shellcheck source=/dev/null
+	. "$s"
+done
+
+TB=$SHUNT_BUILD/examples/tcpbench
+[ -x "$TB" ] || { echo "bench/run.sh: no $TB (run make)" >&2; exit 2; }
+# A fresh rendezvous directory for this run, whatever the caller had.
+unset SHUNT_DIR
+apps_init bench # temp dir $T, a fresh SHUNT_DIR, exit trap, empty config
+need awk sed sort
+# Up to 1000 connections per process, plus the library's fds.
+ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+# A fresh output: old charts or data must not pass for this run's.
+rm -rf "$DATA"
+rm -f "$OUT"/*.svg "$OUT/REPORT.md"
+mkdir -p "$DATA" "$T/md"
+: >"$T/targets.tsv"
+: >"$T/notes.md"
+
+# The targets set by the project's issues: id, what, required.
+TARGETS=(
+	"stream-tcp|shunt bench, 64 KiB stream: shunt vs TCP|>= 4x"
+	"stream-unix|shunt bench, 64 KiB stream: shunt vs UNIX socket|>= 2x"
+	"stream-memcpy|shunt bench, 64 KiB stream: shunt vs memcpy|>= 0.5x"
+	"pingpong-spin|shunt bench, 64 B ping-pong median, spinning: shunt vs TCP|<= 0.1x"
+	"pingpong-nospin|shunt bench, 64 B ping-pong median, SHUNT_SPIN_US=0 (shunt-nospin) vs TCP|<= 0.6x"
+	"iperf3|iperf3 -l 128K throughput vs TCP|>= 4x"
+	"sockperf|sockperf ping-pong 64 B median latency vs TCP|<= 0.2x"
+	"redis-get-c1|redis-benchmark GET -c 1 requests/s vs TCP|>= 1.5x"
+	"redis-set-c1|redis-benchmark SET -c 1 requests/s vs TCP|>= 1.5x"
+	"redis-get-c50|redis-benchmark GET -c 50 requests/s vs TCP|>= 1.5x"
+	"redis-set-c50|redis-benchmark SET -c 50 requests/s vs TCP|>= 1.5x"
+	"nginx-gmean|nginx+wrk 4 KiB keep-alive, geometric mean of shunt/TCP over -c 1..256|>= 1.3x"
+	"nginx-min|nginx+wrk 4 KiB keep-alive, lowest shunt/TCP at any -c 1..256|>= 1.0x"
+	"pairs-throughput|1..16 pairs: lowest aggregate throughput shunt/TCP at any N|>= 1.0x"
+	"pairs-rtt|1..16 pairs: highest median round trip shunt/TCP at any N|<= 1.0x"
+	"idle|1000 idle accelerated connections: CPU of both processes|< 1% of a core"
+	"setup|connection set-up (connect, 1 byte each way, close): rate vs TCP|>= 0.8x"
+)
+
+SECTIONS=(netpipe streams pairs ring cpu setup apps memory)
+wants() { [[ ,$ONLY, == *",$1,"* ]]; }
+
+commit=unknown
+if git -C "$SRC" rev-parse --short HEAD >/dev/null 2>&1; then
+	commit=$(git -C "$SRC" rev-parse --short HEAD)
+	[ -z "$(git -C "$SRC" status --porcelain 2>/dev/null)" ] || commit=$commit-dirty
+fi
+started=$(date -u '+%Y-%m-%d %H:%M UTC')
+load0=$(cut -d' ' -f1-3 /proc/loadavg)
+t_start=$SECONDS
+say "$(nproc) CPUs, kernel $(uname -r), commit $commit, $([ $QUICK = 1 ] && echo quick || echo full) run into $OUT"
+
+n=0
+for sec in "${SECTIONS[@]}"; do
+	n=$((n + 1))
+	wants "$sec" || continue
+	SEC=$sec MD=$T/md/$(printf '%02d' $n)-$sec.md
+	t0=$SECONDS
+	say "--- $n. $sec"
+	# A subshell: a failing step ends this section only, and its servers
+	# are killed by pid on the way out.
+	rc=0
+	(
+		trap 'kill_pids "${APPS_PIDS[@]}"' EXIT
+		trap 'exit 130' INT TERM
+		APPS_PIDS=()
+		"section_$sec" "$n"
+	) || rc=$?
+	[ $rc != 130 ] || exit 130
+	if [ $rc != 0 ]; then
+		note "the section stopped early (status $rc); what it measured before is shown"
+		md "" "**This section stopped early (status $rc); see the notes.**"
+	fi
+	md "" "_Section time: $((SECONDS - t0)) s._"
+	say "--- $n. $sec: $((SECONDS - t0)) s"
+done
+
+# --- The report ----------------------------------------------------------
+report=$OUT/REPORT.md
+{
+	echo "# shunt: evaluation report"
+	echo
+	echo "Written by \`make bench$([ $QUICK = 1 ] && echo ' QUICK=1')\` (\`bench/run.sh$([ $QUICK = 1 ] && echo ' --quick')\`): every"
+	echo "figure, table and chart here comes from the run that wrote this file; nothing is"
+	echo "edited by hand. The raw data is in [data/](data/) as TSV."
+	echo
+	echo "- **Machine:** $(nproc) CPUs (nproc), $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r)$(. /etc/os-release 2>/dev/null && echo ", $PRETTY_NAME")"
+	echo "- **Date:** $started"
+	echo "- **Commit:** $commit"
+	echo "- **Run:** $([ $QUICK = 1 ] && echo 'QUICK (a subset, short runs, 1 round: rough figures)' || echo full), $((SECONDS - t_start)) s; load average $load0 at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end"
+	echo
+	echo "How: each comparison runs the same command line twice, over TCP loopback"
+	echo "and with \`LD_PRELOAD=build/libshunt-preload.so\` (what \`shunt run --\` does),"
+	echo "TCP and shunt alternating round after round; a figure is the median of its"
+	echo "rounds. Each run starts its own servers, on a free port, with a fresh"
+	echo "rendezvous directory (\`SHUNT_DIR\`) for the whole run. Every shunt run logs"
+	echo "with \`SHUNT_LOG=info\`, and a figure whose runs did not log their connections"
+	echo "as upgraded is marked invalid (the idle and memory figures are checked with"
+	echo "\`shunt stat --json\` as well). The machine is small and shared: expect noise."
+	echo
+	echo "## Targets"
+	echo
+	echo "Every target set by the project's issues, as measured in this run."
+	echo
+	echo "| target | required | measured | verdict |"
+	echo "|---|---|---|---|"
+	met=0 total=0
+	for t in "${TARGETS[@]}"; do
+		IFS='|' read -r id what req <<<"$t"
+		row=$(awk -F'\t' -v id="$id" '$1 == id { m = $2; v = $3 } END { if (m != "") print m "\t" v }' "$T/targets.tsv")
+		meas=${row%%$'\t'*} verd=${row#*$'\t'}
+		[ -n "$row" ] || { meas="-" verd="not measured"; }
+		total=$((total + 1))
+		[ "$verd" != met ] || met=$((met + 1))
+		[ "$verd" = met ] || verd="**$verd**"
+		echo "| $what | $req | $meas | $verd |"
+	done
+	echo
+	echo "$met of $total targets met."
+	for f in "$T"/md/*.md; do
+		[ -e "$f" ] || continue
+		echo
+		cat "$f"
+	done
+	echo
+	echo "## Notes"
+	echo
+	if [ -s "$T/notes.md" ]; then
+		cat "$T/notes.md"
+	else
+		echo "Nothing failed, and every shunt run was accelerated."
+	fi
+	echo
+	echo "## Raw data"
+	echo
+	for f in "$DATA"/*.tsv; do
+		[ -e "$f" ] || continue
+		echo "* [data/${f##*/}](data/${f##*/}): $(sed -n '1s/^# //p' "$f" | sed 's/	/, /g')"
+	done
+} >"$report"
+say "wrote $report ($((SECONDS - t_start)) s)"

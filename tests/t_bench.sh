@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# t_bench: `make bench QUICK=1` (bench/run.sh --quick) into a temp dir, and
+# the structure of what it writes: REPORT.md with the machine, date and
+# commit, the Targets table with one row per target and a verdict in each,
+# every section, charts that are whole SVG documents with data in them
+# (and each one shown in the report), and the raw data as TSV.  No
+# performance figure is checked: this machine's numbers are its own.
+lib=$(dirname "$0")/apps_lib.sh
+[ -f "$lib" ] || lib=$(dirname "$0")/../../tests/apps_lib.sh
+# shellcheck source=tests/apps_lib.sh
+. "$lib" || exit 1
+
+apps_init bench
+# What the quick suite drives; without one, a section has no data.
+need NPtcp iperf3 sockperf redis-server redis-benchmark nginx wrk memcached memcaslap jq
+runner=$APPS_SRC/bench/run.sh
+[ -x "$runner" ] || fail "no $runner"
+[ -x "$SHUNT_BUILD/examples/tcpbench" ] || skip "no $SHUNT_BUILD/examples/tcpbench (make)"
+
+out=$T/out
+# The quick suite takes about 80 s here; tests/run.sh allows 120.
+timeout -k 5 112 "$runner" --quick --build "$SHUNT_BUILD" --out "$out" >"$T/run.out" 2>&1 ||
+	fail "bench/run.sh --quick exited with status $? (see run.out)"
+say "quick suite: $(tail -n 1 "$T/run.out")"
+
+r=$out/REPORT.md
+[ -s "$r" ] || fail "no REPORT.md"
+grep -Eq '^- \*\*Machine:\*\* [0-9]+ CPUs \(nproc\), .+, kernel [^ ,]+' "$r" || fail "no machine line (CPUs, CPU model, kernel)"
+grep -Eq '^- \*\*Date:\*\* [0-9]{4}-[0-9]{2}-[0-9]{2} ' "$r" || fail "no date line"
+want=unknown
+if git -C "$APPS_SRC" rev-parse --short HEAD >/dev/null 2>&1; then
+	want=$(git -C "$APPS_SRC" rev-parse --short HEAD)
+fi
+grep -Eq "^- \*\*Commit:\*\* $want(-dirty)?\$" "$r" || fail "no commit line with $want: $(grep -F 'Commit:' "$r")"
+grep -Eq 'make bench' "$r" || fail "the report does not say how it was made"
+
+# The Targets table: from its header to the first line that is not a row.
+awk '/^## Targets/ { on = 1; next } on && /^## / { exit } on && /^\|/' "$r" >"$T/targets"
+rows=$(tail -n +3 "$T/targets")
+n=$(printf '%s\n' "$rows" | grep -c '^|' || true)
+expect=(
+	"64 KiB stream: shunt vs TCP" "64 KiB stream: shunt vs UNIX" "64 KiB stream: shunt vs memcpy"
+	"64 B ping-pong median, spinning" "SHUNT_SPIN_US=0" "iperf3 -l 128K" "sockperf ping-pong 64 B"
+	"GET -c 1 " "SET -c 1 " "GET -c 50 " "SET -c 50 " "geometric mean" "lowest shunt/TCP at any -c"
+	"lowest aggregate throughput" "highest median round trip" "1000 idle" "connection set-up"
+)
+[ "$n" = ${#expect[@]} ] || fail "the Targets table has $n rows, expected ${#expect[@]}"
+for e in "${expect[@]}"; do
+	k=$(printf '%s\n' "$rows" | grep -cF -- "$e" || true)
+	[ "$k" = 1 ] || fail "Targets: $k rows for '$e', expected 1"
+done
+# Four cells each, the last a verdict.
+bad=$(printf '%s\n' "$rows" | awk -F'|' 'NF != 6 || $5 !~ /^ (\*\*)?(met|missed|invalid|not measured)(\*\*)? $/' | head -n 3)
+[ -z "$bad" ] || fail "malformed Targets rows: $bad"
+grep -Eq '^[0-9]+ of [0-9]+ targets met\.' "$r" || fail "no count of targets met"
+
+for s in 1 2 3 4 5 6 7 8; do
+	grep -Eq "^## $s\. " "$r" || fail "no section $s"
+done
+! grep -q 'stopped early' "$r" || fail "a section stopped early: $(grep -A1 'stopped early' "$r" | head -n 4)"
+
+# Charts: each a whole SVG document with at least one data path, each
+# shown in the report, and each one the report shows is there.
+svgs=("$out"/*.svg)
+[ -e "${svgs[0]}" ] || fail "no SVG charts"
+[ ${#svgs[@]} -ge 10 ] || fail "only ${#svgs[@]} charts"
+for f in "${svgs[@]}"; do
+	b=${f##*/}
+	[ "$(grep -c '<svg[ >]' "$f")" = 1 ] || fail "$b: not one <svg> element"
+	[ "$(tail -n 1 "$f")" = '</svg>' ] || fail "$b: does not end with </svg>"
+	grep -q '<svg [^>]*xmlns="http://www.w3.org/2000/svg"' "$f" || fail "$b: no SVG namespace"
+	grep -Eq '<path class="data"[^>]* d="M[0-9.]+ [0-9.-]+' "$f" || fail "$b: no data path"
+	# Every element opened is closed (a crude well-formedness check).
+	o=$(grep -o '<[a-z]\+[ >]' "$f" | grep -vc '/>' || true)
+	c=$(grep -o '</[a-z]\+>' "$f" | wc -l)
+	sc=$(grep -o '<[a-z]\+ [^>]*/>' "$f" | wc -l)
+	[ "$o" = $((c + sc)) ] || fail "$b: $o elements opened, $c closed and $sc self-closed"
+	grep -qF "]($b)" "$r" || fail "$b is not shown in the report"
+done
+for b in $(grep -o "]([a-z0-9-]*\.svg)" "$r" | sed "s/^](//; s/)\$//"); do
+	[ -f "$out/$b" ] || fail "the report shows $b, which is missing"
+done
+
+# Raw data: TSV files with a header and data, each listed in the report.
+tsvs=("$out"/data/*.tsv)
+[ -e "${tsvs[0]}" ] || fail "no data/*.tsv"
+for f in "${tsvs[@]}"; do
+	b=${f##*/}
+	head -n 1 "$f" | grep -q '^# ' || fail "data/$b: no header line"
+	[ "$(grep -vc '^#' "$f")" -ge 1 ] || fail "data/$b: no data"
+	awk -F'\t' '!/^#/ && NF < 2 { exit 1 }' "$f" || fail "data/$b: a line that is not tab-separated"
+	grep -qF "(data/$b)" "$r" || fail "data/$b is not listed in the report"
+done
+say "report: ${#svgs[@]} charts, ${#tsvs[@]} data files, $n targets"
+say pass
