@@ -2762,6 +2762,68 @@ static void case_reuse(void)
 			   "%d segments for %d connections: not reused", nseen, REUSE_CONNS);
 }
 
+/* A server that accepts late: the first connection after `delay_ms`; then
+ * every connection is read to EOF, except the last, which echoes 4 KiB. */
+struct late_arg {
+	int pipe, n, delay_ms;
+};
+
+static void late_server_child(void *arg)
+{
+	const struct late_arg *a = arg;
+	int port, lfd = tcp_listen(AF_INET, &port);
+	char buf[4096];
+
+	write_all(a->pipe, &port, sizeof(port));
+	test_sleep_ms((unsigned)a->delay_ms);
+	for (int i = 0; i < a->n; i++) {
+		int fd;
+		do
+			fd = accept(lfd, NULL, NULL);
+		while (fd < 0 && errno == EINTR);
+		ASSERT_SYS(fd);
+		if (i == a->n - 1) {
+			read_exact(fd, buf, sizeof(buf));
+			write_all(fd, buf, sizeof(buf));
+		}
+		ASSERT_EQ(read(fd, buf, 1), 0);
+		ASSERT_SYS(close(fd));
+	}
+	ASSERT_SYS(close(lfd));
+}
+
+/*
+ * connect() does not wait for the server's accept(), as TCP's does not: the
+ * first use of the fd does.  Connections closed before any use end cleanly
+ * on both sides whichever way their decision went.
+ */
+static void case_connect_early(void)
+{
+	int port, pp[2];
+	char out[4096], in[4096];
+
+	ASSERT_SYS(pipe(pp));
+	struct late_arg a = { pp[1], 11, 100 };
+	pid_t srv = test_fork(late_server_child, &a);
+	ASSERT_SYS(close(pp[1]));
+	read_exact(pp[0], &port, sizeof(port));
+	ASSERT_SYS(close(pp[0]));
+	for (int i = 0; i < 10; i++) { /* fewer than the backlog */
+		double t0 = test_now();
+		int fd = tcp_connect(AF_INET, port);
+		ASSERT_MSG(test_now() - t0 < 0.05, "connect took %.3f s", test_now() - t0);
+		ASSERT_SYS(close(fd));
+	}
+	int fd = tcp_connect(AF_INET, port);
+	test_stream_fill(1, 0, out, sizeof(out));
+	write_all(fd, out, sizeof(out));
+	read_exact(fd, in, sizeof(in));
+	ASSERT_EQ(memcmp(in, out, sizeof(in)), 0);
+	EXPECT_ACCEL(fd, "connection used after a late accept");
+	ASSERT_SYS(close(fd));
+	test_wait_ok(srv, 30);
+}
+
 static const struct tcase g_cases[] = {
 	{ "nonblock", case_nonblock },
 	{ "connect-nonblock", case_connect_nonblock },
@@ -2797,6 +2859,7 @@ static const struct tcase g_cases[] = {
 	{ "early-write", case_early_write },
 	{ "leaks", case_leaks },
 	{ "reuse", case_reuse },
+	{ "connect-early", case_connect_early },
 };
 
 static int selected(const char *name)

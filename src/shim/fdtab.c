@@ -61,21 +61,40 @@ struct shim_sock *shim_get(int fd)
 
 	if (s)
 		atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+	if (s && atomic_load_explicit(&s->pending, memory_order_acquire) != SHIM_SETTLED)
+		s = shim_settle(fd, s);
 	return s;
+}
+
+/* fd's entry goes if it is still s (a declined connection). */
+void shim_unset(int fd, struct shim_sock *s)
+{
+	_Atomic(struct shim_sock *) *p = slot(fd, 0);
+
+	if (p && atomic_compare_exchange_strong(p, &s, NULL))
+		shim_put(s);
+}
+
+void shim_close_conn(struct shim_sock *s)
+{
+	if (s->shared)
+		shunt__conn_free(s->c); /* the peer learns from the hang-up */
+	else
+		shunt__conn_close_last(s->c);
+	if (s->memfd >= 0)
+		REAL(close)(s->memfd);
 }
 
 static void sock_free(struct shim_sock *s)
 {
 	if (s->kind == SHIM_CONN) {
 		atomic_fetch_sub_explicit(&live_conns, 1, memory_order_relaxed);
-		if (s->link) /* parked for the next connection, or freed */
+		if (atomic_load(&s->pending) != SHIM_SETTLED)
+			shim_pending_free(s);
+		else if (s->link) /* parked for the next connection, or freed */
 			shim_link_release(s->link, s->slot, s->c, s->memfd, !s->shared);
-		else if (s->shared)
-			shunt__conn_free(s->c); /* the peer learns from the hang-up */
 		else
-			shunt__conn_close_last(s->c);
-		if (s->memfd >= 0 && !s->link)
-			REAL(close)(s->memfd);
+			shim_close_conn(s);
 		pthread_mutex_destroy(&s->rx_mu);
 		pthread_mutex_destroy(&s->tx_mu);
 	} else {
@@ -165,6 +184,18 @@ static void mark(int fd, struct shim_sock *s, void *arg)
 void shim_mark_shared(void)
 {
 	shim_each(mark, NULL);
+}
+
+static void settle(int fd, struct shim_sock *s, void *arg)
+{
+	(void)arg;
+	if (atomic_load(&s->pending) == SHIM_PENDING)
+		shim_put(shim_get(fd));
+}
+
+void shim_settle_all(void)
+{
+	shim_each(settle, NULL);
 }
 
 void shim_forked_child(void)

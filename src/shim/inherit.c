@@ -83,6 +83,7 @@ char **shim_exec_prepare(char *const envp[])
 {
 	struct buf b = { .p = NULL };
 
+	shim_settle_all(); /* an undecided connection is no upgraded one yet */
 	shim_each(add_entry, &b);
 	if (!b.len) {
 		free(b.p);

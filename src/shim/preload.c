@@ -61,7 +61,7 @@ __attribute__((constructor)) static void shim_init(void)
 	shim_real_init();
 	set_fd_floor();
 	shunt__log_hide(); /* whichever constructor ran first */
-	pthread_atfork(NULL, shim_mark_shared, shim_forked_child);
+	pthread_atfork(shim_settle_all, shim_mark_shared, shim_forked_child);
 	if ((off && *off && strcmp(off, "0")) || shunt__config()->bad_file)
 		enabled = 0;
 	shim_inherit(); /* even when off: an inherited fd only works through us */

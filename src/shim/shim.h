@@ -78,6 +78,7 @@ void shim_real_init(void);
 /* --- Sockets and the fd table (fdtab.c) ---------------------------------- */
 
 enum shim_kind { SHIM_CONN = 1, SHIM_LISTENER };
+enum { SHIM_SETTLED = 0, SHIM_PENDING, SHIM_DECLINED };
 
 #define SHIM_MAX_KEYS 8 /* rendezvous paths one listener publishes */
 
@@ -97,6 +98,10 @@ struct shim_sock {
 	int shared;            /* another process may hold it (fork, exec) */
 	struct shim_link *link; /* the link whose slot the segment is, or NULL */
 	uint32_t slot;
+	int probing;           /* its offer asked for the link (link.c) */
+	_Atomic int pending;   /* SHIM_PENDING until the server's decision is
+	                        * known (connect does not wait for it) */
+	int64_t deadline_ns;   /* while pending: when to stop waiting */
 	_Atomic int reset_told; /* ECONNRESET was returned: from now on, EOF */
 	_Atomic int64_t alive_ns; /* when a send last looked for a hang-up */
 	_Atomic int nonblock;  /* O_NONBLOCK of the open file description */
@@ -123,9 +128,15 @@ struct shim_sock {
 int shim_enabled(void);
 
 /* The sock of fd with a reference taken, or NULL (the fast path: one load).
- * Release with shim_put(). */
+ * A connection whose upgrade is still undecided is settled first (waiting
+ * for the decision); one the server declined leaves the table, and NULL
+ * comes back: the fd is plain TCP.  Release with shim_put(). */
 struct shim_sock *shim_get(int fd);
 void shim_put(struct shim_sock *s);
+void shim_unset(int fd, struct shim_sock *s);
+/* Close an unlinked connection's end: as TCP would when no other process
+ * holds it, else only our copy. */
+void shim_close_conn(struct shim_sock *s);
 /* Does fd have a sock?  A peek with no reference, for the wait calls. */
 int shim_has(int fd);
 
@@ -138,6 +149,8 @@ void shim_install(int fd, struct shim_sock *s);
 void shim_forget(int fd);
 /* newfd now refers to what oldfd does (dup, dup2, dup3, F_DUPFD). */
 void shim_dup(int oldfd, int newfd);
+/* Settle every undecided connection (before fork and exec). */
+void shim_settle_all(void);
 /* After fork: every connection may now be held by two processes; the
  * child also lets go of the links (link.c), which are the parent's. */
 void shim_mark_shared(void);
@@ -157,8 +170,14 @@ int shunt__shim_is_accelerated(int fd);
 
 /* After a successful listen() on fd: publish its rendezvous sockets. */
 void shim_on_listen(int fd);
-/* connect() with the offer: returns what connect() returns. */
+/* connect() with the offer: returns what connect() returns, without
+ * waiting for the decision, which the fd's first use waits for. */
 int shim_connect(int fd, const struct sockaddr *addr, socklen_t len);
+/* The wait for the decision (shim_get): s, or NULL (declined; the caller's
+ * reference and fd's entry are dropped). */
+struct shim_sock *shim_settle(int fd, struct shim_sock *s);
+/* Free a connection closed before its decision was known. */
+void shim_pending_free(struct shim_sock *s);
 /* After accept() gave `fd` on listener l: upgrade it if an offer matches. */
 void shim_on_accept(struct shim_sock *l, int fd, int flags, const struct sockaddr *peer);
 void shim_listener_free(struct shim_sock *l);

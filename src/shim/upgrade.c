@@ -375,24 +375,73 @@ int shim_connect(int fd, const struct sockaddr *addr, socklen_t len)
 		return REAL(connect)(fd, addr, len);
 	int rc = REAL(connect)(fd, addr, len);
 	int err = errno;
-	int64_t wait_ns = (int64_t)shunt__config()->upgrade_ms * 1000000;
-	if (rc < 0 && err != EINPROGRESS)
-		wait_ns = 0; /* no connection: settle it as declined at once */
-	int ok = shunt__conn_await_decision(u.c, wait_ns) == SHUNT_DECIDE_ACCEPTED;
-	shim_link_decided(&u, ok);
-	struct shim_sock *s = ok ? conn_sock(u.c, u.memfd, 0, fd_nonblock(fd)) : NULL;
-	if (s) {
-		s->link = u.link;
-		s->slot = u.slot;
-		log_info("upgraded fd %d (connect%s)", fd, u.link ? ", linked" : "");
-		shim_install(fd, s);
-	} else {
-		if (rc == 0 || err == EINPROGRESS)
-			log_debug("fd %d stays on TCP: the server did not take the offer", fd);
+	struct shim_sock *s = NULL;
+	if (rc == 0 || err == EINPROGRESS)
+		s = conn_sock(u.c, u.memfd, 0, fd_nonblock(fd));
+	if (!s) { /* no connection (or no memory): nothing to decide */
+		shunt__conn_decide(u.c, SHUNT_DECIDE_DECLINED);
+		shim_link_decided(&u, 0);
 		drop_use(&u);
+		errno = err;
+		return rc;
 	}
+	/* TCP's connect() does not wait for accept(), and neither do we: the
+	 * first use of the fd waits for the decision (shim_settle). */
+	s->link = u.link;
+	s->slot = u.slot;
+	s->probing = u.probing;
+	s->deadline_ns = now_ns() + (int64_t)shunt__config()->upgrade_ms * 1000000;
+	atomic_store_explicit(&s->pending, SHIM_PENDING, memory_order_release);
+	shim_install(fd, s);
 	errno = err;
 	return rc;
+}
+
+static struct shim_link_use use_of(const struct shim_sock *s)
+{
+	return (struct shim_link_use){ s->c, s->memfd, s->link, s->slot, s->probing };
+}
+
+struct shim_sock *shim_settle(int fd, struct shim_sock *s)
+{
+	pthread_mutex_lock(&s->mu);
+	if (atomic_load(&s->pending) == SHIM_PENDING) {
+		int64_t left = s->deadline_ns - now_ns();
+		struct shim_link_use u = use_of(s);
+		int ok = shunt__conn_await_decision(s->c, left > 0 ? left : 0) ==
+			 SHUNT_DECIDE_ACCEPTED;
+		shim_link_decided(&u, ok);
+		if (ok)
+			log_info("upgraded fd %d (connect%s)", fd, s->link ? ", linked" : "");
+		else
+			log_debug("fd %d stays on TCP: the server did not take the offer", fd);
+		atomic_store_explicit(&s->pending, ok ? SHIM_SETTLED : SHIM_DECLINED,
+				      memory_order_release);
+	}
+	int declined = atomic_load(&s->pending) == SHIM_DECLINED;
+	pthread_mutex_unlock(&s->mu);
+	if (!declined)
+		return s;
+	shim_unset(fd, s);
+	shim_put(s);
+	return NULL;
+}
+
+void shim_pending_free(struct shim_sock *s)
+{
+	struct shim_link_use u = use_of(s);
+	uint32_t d = SHUNT_DECIDE_DECLINED;
+
+	if (atomic_load(&s->pending) == SHIM_PENDING) { /* closed before any use */
+		d = shunt__conn_decide(s->c, SHUNT_DECIDE_DECLINED);
+		shim_link_decided(&u, d == SHUNT_DECIDE_ACCEPTED);
+	}
+	if (d != SHUNT_DECIDE_ACCEPTED)
+		drop_use(&u);
+	else if (s->link) /* the server took it first: a close like any other */
+		shim_link_release(s->link, s->slot, s->c, s->memfd, !s->shared);
+	else
+		shim_close_conn(s);
 }
 
 /* --- accept() -------------------------------------------------------------- */
