@@ -40,17 +40,19 @@ cmd_record() {
 	if [ -n "${PORT_NOW:-}" ]; then
 		s=$(printf '%s\n' "$s" | sed -E "s/(^|[^0-9])$PORT_NOW([^0-9]|\$)/\\1PORT\\2/g; s/(^|[^0-9])$PORT_NOW([^0-9]|\$)/\\1PORT\\2/g")
 	fi
-	# A start time (seconds since the epoch) as AT.
-	s=$(printf '%s\n' "$s" | sed -E 's/(^| )[0-9]{10}\.[0-9]+( |$)/\1AT\2/g')
+	# A start time (seconds since the epoch) as AT, a swept ring size as
+	# SIZE, and per-run names in the temp dir (x-tcp-2) as x-MODE-ROUND, so
+	# that the same command line is listed once.
+	s=$(printf '%s\n' "$s" | sed -E 's/(^| )[0-9]{10}\.[0-9]+( |$)/\1AT\2/g; s/SHUNT_RING_SIZE=[0-9]+[kmg]?/SHUNT_RING_SIZE=SIZE/g; s#(\$TMP/[a-z0-9]+)-(tcp|shunt)-[0-9]+#\1-MODE-ROUND#g; s#(\$TMP/[a-z0-9]+)-(tcp|shunt)([^a-z0-9-]|$)#\1-MODE\3#g')
 	printf '%s\n' "$s" >>"$T/cmds-$SEC"
 }
 
-# md_commands: the distinct command lines recorded since the last call, in
-# order.
+# md_commands [INTRO]: the distinct command lines recorded since the last
+# call, in order, under INTRO (default: the TCP/shunt pairing).
 md_commands() {
 	[ -s "$T/cmds-$SEC" ] || return 0
-	md "" "Commands (each run over TCP, and again with \`LD_PRELOAD=build/libshunt-preload.so\`" \
-		"in its environment for shunt; PORT is a free port, \$TMP the run's temp dir):" "" '```'
+	local intro="Commands (each run over TCP, and again with \`LD_PRELOAD=build/libshunt-preload.so\` in its environment for shunt; PORT is a free port, \$TMP the temp dir of the run):"
+	md "" "${1:-$intro}" "" '```'
 	awk '!seen[$0]++' "$T/cmds-$SEC" >>"$MD"
 	md '```'
 	: >"$T/cmds-$SEC"
@@ -260,3 +262,8 @@ fmt1() { [ $# -eq 0 ] && echo "-" || printf '%s\n' "$@" | awk '{ v = $1 + 0; pri
 # order ROUND: "tcp shunt" on odd rounds, "shunt tcp" on even ones, so that
 # neither mode always runs first.
 order() { [ $(($1 % 2)) = 1 ] && echo "tcp shunt" || echo "shunt tcp"; }
+
+# cmds_stash NAME / cmds_unstash NAME: set the commands recorded so far
+# aside, to list them later under their own heading.
+cmds_stash() { mv "$T/cmds-$SEC" "$T/cmds-$SEC-$1" 2>/dev/null || : >"$T/cmds-$SEC-$1"; }
+cmds_unstash() { mv "$T/cmds-$SEC-$1" "$T/cmds-$SEC"; }

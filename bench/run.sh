@@ -111,7 +111,7 @@ for sec in "${SECTIONS[@]}"; do
 	n=$((n + 1))
 	wants "$sec" || continue
 	SEC=$sec MD=$T/md/$(printf '%02d' $n)-$sec.md
-	t0=$SECONDS
+	t0=$SECONDS load=$(cut -d" " -f1 /proc/loadavg)
 	say "--- $n. $sec"
 	# A subshell: a failing step ends this section only, and its servers
 	# are killed by pid on the way out.
@@ -127,7 +127,7 @@ for sec in "${SECTIONS[@]}"; do
 		note "the section stopped early (status $rc); what it measured before is shown"
 		md "" "**This section stopped early (status $rc); see the notes.**"
 	fi
-	md "" "_Section time: $((SECONDS - t0)) s._"
+	md "" "_Section time: $((SECONDS - t0)) s; load average (1 min) at its start: $load._"
 	say "--- $n. $sec: $((SECONDS - t0)) s"
 done
 

@@ -48,12 +48,14 @@ section_netpipe() {
 	else
 		note "NPtcp is not installed (netpipe-tcp): no NetPIPE curves"
 	fi
+	cmds_stash np
 	cmd_record "$SHUNT_BIN" bench --json --tests pingpong --transports unix "${bargs[@]}"
 	"$SHUNT_BIN" bench --json --tests pingpong --transports unix "${bargs[@]}" >"$T/ref-unix.json" 2>/dev/null ||
 		note "shunt bench (unix) failed"
 	cmd_record "$SHUNT_BIN" bench --json --tests stream --transports memcpy "${bargs[@]}"
 	"$SHUNT_BIN" bench --json --tests stream --transports memcpy "${bargs[@]}" >"$T/ref-memcpy.json" 2>/dev/null ||
 		note "shunt bench (memcpy) failed"
+	cmds_stash ref
 	jq -r '"UNIX socket (shunt bench)\t\(.size)\t\(.size * 8 / (.rtt_us_p50 / 2) / 1000)\t\(.rtt_us_p50 / 2)"' \
 		"$T/ref-unix.json" >>"$DATA/netpipe.tsv" 2>/dev/null || true
 	jq -r '"memcpy (shunt bench stream)\t\(.size)\t\(.mb_per_s * 8 / 1000)\t"' \
@@ -84,7 +86,10 @@ section_netpipe() {
 					r(sl[k], tl[k]), f(ul[k], 2), f(tb[k], 3), f(sb[k], 3), r(sb[k], tb[k]), f(mb[k], 1)
 			}
 		}' "$DATA/netpipe.tsv" >>"$MD"
+	cmds_unstash np
 	md_commands
+	cmds_unstash ref
+	md_commands "Reference lines (\`shunt bench\`, the native API between two processes; no preload library):"
 
 	# --- The native API targets.
 	md "" "### $1b. \`shunt bench\`: the native API targets" ""
@@ -131,5 +136,5 @@ section_netpipe() {
 	target stream-memcpy "${r3}x ($(fmt "$st") vs $(fmt "${M[stream:memcpy]}") MB/s)" "$(verdict '>=' "$r3" 0.5)"
 	target pingpong-spin "${r4}x ($(fmt "${M[pingpong:shunt]}" 2) vs $(fmt "${M[pingpong:tcp]}" 2) us)" "$(verdict '<=' "$r4" 0.1)"
 	target pingpong-nospin "${r5}x ($(fmt "${M[pingpong:shunt-nospin]}" 2) vs $(fmt "${M[pingpong:tcp]}" 2) us)" "$(verdict '<=' "$r5" 0.6)"
-	md_commands
+	md_commands "Commands (\`shunt bench\` measures every transport itself; no preload library):"
 }

@@ -144,8 +144,9 @@ apps_nginx() {
 	local gmean
 	gmean=$(awk -v g="$gsum" -v n="$k" 'BEGIN { if (n) printf "%.2f", exp(g / n); else print "nan" }')
 	md "" "Geometric mean of shunt/TCP over -c ${conns[0]}..${conns[${#conns[@]} - 1]}: ${gmean}x; lowest: ${min}x."
-	target nginx-gmean "${gmean}x" "$(verdict '>=' "$gmean" 1.3 "$allvalid")"
-	target nginx-min "${min}x" "$(verdict '>=' "$min" 1.0 "$allvalid")"
+	local at_c="-c $(IFS=,; echo "${conns[*]}" | sed "s/,/, /g")"
+	target nginx-gmean "${gmean}x ($at_c)" "$(verdict '>=' "$gmean" 1.3 "$allvalid")"
+	target nginx-min "${min}x ($at_c)" "$(verdict '>=' "$min" 1.0 "$allvalid")"
 	plot nginx "nginx + wrk, 4 KiB keep-alive: requests/s (median)" "wrk connections (-c, log)" "requests/s" \
 		nginx-summary.tsv -v logx=1
 	md_commands
