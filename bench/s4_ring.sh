@@ -72,12 +72,23 @@ section_ring() {
 	read -r best bestv <<<"$(for c in "${sizes[@]}"; do echo "$c ${MB[$c]}"; done | awk '$2 != "nan" && $2 > b { b = $2; n = $1 } END { print n, b }')"
 	read -r bestr bestrv <<<"$(for c in "${sizes[@]}"; do echo "$c ${RT[$c]}"; done | awk '$2 != "nan" && (b == "" || $2 < b) { b = $2; n = $1 } END { print n, b }')"
 	defname=$(bytes_name "${defsz:-0}")
+	# The default's figures: its own runs, pooled with those of the swept
+	# size it turned out to be (the same configuration), for more samples.
+	local defcfg pooled=""
+	defcfg=$(bytes_name "${defsz:-0}")
 	defmb=${MB[default]} defrt=${RT[default]}
+	if [ -n "$defcfg" ] && [[ " ${sizes[*]} " == *" $defcfg "* ]]; then
+		# shellcheck disable=SC2046
+		defmb=$(median $(awk -F'\t' -v c="$defcfg" '($2 == "default" || $2 == c) && $6 == 1 { print $4 }' "$DATA/ring.tsv"))
+		# shellcheck disable=SC2046
+		defrt=$(median $(awk -F'\t' -v c="$defcfg" '($2 == "default" || $2 == c) && $6 == 1 { print $5 }' "$DATA/ring.tsv"))
+		pooled=" (its runs and the $defcfg runs together)"
+	fi
 	pct=$(awk -v a="$defmb" -v b="$bestv" 'BEGIN { if (a != "nan" && b > 0) printf "%.0f", 100 * a / b; else print "nan" }')
 	pctr=$(awk -v a="$bestrv" -v b="$defrt" 'BEGIN { if (b != "nan" && b > 0) printf "%.0f", 100 * a / b; else print "nan" }')
 	md "" "**Computed from this run:** the library's default ring is ${defname:-unknown}" \
 		"(\`shunt stat\`; docs/config.md says 512k). Best single-stream throughput: ${best:-none}" \
-		"($(fmt "$bestv") MB/s); the default reached $(fmt "$defmb") MB/s, ${pct}% of it." \
+		"($(fmt "$bestv") MB/s); the default reached $(fmt "$defmb") MB/s$pooled, ${pct}% of it." \
 		"Best ping-pong round trip: ${bestr:-none} ($(fmt "$bestrv" 2) us); the default's" \
 		"$(fmt "$defrt" 2) us is ${pctr}% as fast. $(ring_verdict "$pct" "$best" "$defname")"
 	md_commands

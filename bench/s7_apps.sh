@@ -64,15 +64,15 @@ apps_redis() {
 			# shellcheck disable=SC2086
 			tm=$(median $tv) sm=$(median $sv)
 			rr=$(ratio "$sm" "$tm")
-			tsv redis-summary.tsv TCP "$t -c $c -P $p" "$tm"
-			tsv redis-summary.tsv shunt "$t -c $c -P $p" "$([ "$valid" = 1 ] && echo "$sm" || echo invalid)"
+			tsv redis-summary.tsv TCP "$t c$c P$p" "$tm"
+			tsv redis-summary.tsv shunt "$t c$c P$p" "$([ "$valid" = 1 ] && echo "$sm" || echo invalid)"
 			md "| $t | $c | $p | $(fmt "$tm") | $(fmt "$sm")$(valid_mark "$valid") | ${rr}x | $(fmt1 $tv); $(fmt1 $sv) |"
 			if [ "$p" = 1 ]; then
 				target "redis-$(echo "$t" | tr 'A-Z' 'a-z')-c$c" "${rr}x ($(fmt "$sm") vs $(fmt "$tm") req/s)" "$(verdict '>=' "$rr" 1.5 "$valid")"
 			fi
 		done
 	done
-	plot redis "redis-benchmark requests/s (median)" "test, clients (-c), pipeline (-P)" "requests/s" \
+	plot redis "redis-benchmark requests/s (median)" "test, clients (-c) and pipeline depth (-P)" "requests/s" \
 		redis-summary.tsv -v kind=bar
 	md_commands
 }
