@@ -22,6 +22,7 @@
  * parked segments stay between the original two processes.
  */
 #include <poll.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,15 +156,47 @@ void shim_link_drop(struct shim_link *k)
 	shim_link_put(k);
 }
 
-/* A parked slot whose peer has parked it too, or -1. */
-static int ready_slot(struct shim_link *k)
+/* A parked slot whose peer has parked it too, or -1.  *waiting counts
+ * those parked here that the peer has not let go of yet. */
+static int ready_slot(struct shim_link *k, int *waiting)
 {
+	*waiting = 0;
 	for (int i = 0; i < SHIM_LINK_SLOTS; i++) {
 		struct link_slot *sl = &k->slot[i];
-		if (sl->state == SLOT_PARKED && shunt__conn_peer_parked(sl->c) == sl->gen)
+		if (sl->state != SLOT_PARKED)
+			continue;
+		if (shunt__conn_peer_parked(sl->c) == sl->gen)
 			return i;
+		(*waiting)++;
 	}
 	return -1;
+}
+
+/*
+ * A slot to reuse, waiting a little when the server is behind: a client
+ * that opens and closes connections faster than the server accepts them
+ * would otherwise make a new segment each time, which slows the server
+ * further.  The wait paces it as TCP's full accept queue would.  Under k->mu.
+ */
+#define PACE_SLOTS 4
+#define PACE_NS 2000000
+
+static int ready_slot_paced(struct shim_link *k)
+{
+	int64_t end = 0;
+	int waiting, i;
+
+	while ((i = ready_slot(k, &waiting)) < 0 && waiting >= PACE_SLOTS) {
+		int64_t now = mono_ns();
+		if (!end)
+			end = now + PACE_NS;
+		else if (now > end)
+			break;
+		pthread_mutex_unlock(&k->mu);
+		sched_yield();
+		pthread_mutex_lock(&k->mu);
+	}
+	return i;
 }
 
 /* A free slot; failing that, a parked one whose peer hung up (it closed a
@@ -262,7 +295,7 @@ static int offer_on(struct shim_link *k, uint64_t cap, int proof, struct shim_li
 	pthread_mutex_lock(&k->mu);
 	if (k->fd < 0) {
 		rc = -ECONNRESET;
-	} else if ((i = ready_slot(k)) >= 0) {
+	} else if ((i = ready_slot_paced(k)) >= 0) {
 		struct link_slot *sl = &k->slot[i];
 		uint32_t gen = sl->gen + 1 ? sl->gen + 1 : 1;
 		park_give(sl->c);
@@ -331,6 +364,29 @@ static int probe(const char *path, uint64_t cap, int proof, struct shim_link_use
 	return 0;
 }
 
+/* Is a probing link kept by now?  1 yes, 0 not known yet, -1 not kept
+ * (removed: the next connection probes again).  Under clients_mu. */
+static int probed(struct shim_link *k)
+{
+	int st = 0;
+
+	pthread_mutex_lock(&k->mu);
+	struct link_slot *sl = &k->slot[0];
+	if (sl->state == SLOT_PARKED && shunt__conn_linked(sl->c))
+		st = 1;
+	else if (sl->state != SLOT_LIVE) /* the server dropped the stream? */
+		st = REAL(poll)(&(struct pollfd){ .fd = k->fd }, 1, 0) != 0 ? -1 : 0;
+	if (st == 0 && sl->state == SLOT_FREE)
+		st = -1;
+	pthread_mutex_unlock(&k->mu);
+	log_debug("link to %s: %s", k->path, st > 0 ? "kept" : st < 0 ? "not kept" : "not known yet");
+	if (st > 0)
+		k->confirmed = 1;
+	else if (st < 0)
+		client_remove(k);
+	return st;
+}
+
 int shim_link_offer(char (*paths)[SHIM_PATH_MAX], int n, uint64_t cap, int proof,
 		    struct shim_link_use *u)
 {
@@ -343,7 +399,7 @@ int shim_link_offer(char (*paths)[SHIM_PATH_MAX], int n, uint64_t cap, int proof
 		struct shim_link *k = client_find(paths[i]);
 		if (!k)
 			continue;
-		if (!k->confirmed) { /* another thread's probe is under way */
+		if (!k->confirmed && probed(k) <= 0) { /* not known yet */
 			rc = -EBUSY;
 			break;
 		}
@@ -372,18 +428,18 @@ void shim_link_decided(struct shim_link_use *u, int accepted)
 	if (!k || !u->probing)
 		return;
 	pthread_mutex_lock(&clients_mu);
-	if (accepted && shunt__conn_linked(u->c)) {
+	if (shunt__conn_linked(u->c)) {
 		k->confirmed = 1;
-	} else {
+	} else if (accepted) {
 		/* Not kept (a server forked into workers, say): offer the
 		 * classic way for a while, and keep the connection as it is. */
-		if (accepted) {
-			unsigned j = nolink_next++ % NOLINK_MAX;
-			snprintf(nolink[j].path, sizeof(nolink[j].path), "%s", k->path);
-			nolink[j].until = mono_ns() + NOLINK_NS;
-		}
+		unsigned j = nolink_next++ % NOLINK_MAX;
+		snprintf(nolink[j].path, sizeof(nolink[j].path), "%s", k->path);
+		nolink[j].until = mono_ns() + NOLINK_NS;
 		client_remove(k);
 	}
+	/* Declined (closed before any use, say): the server may still keep
+	 * the link when it gets to the offer; probed() looks again. */
 	pthread_mutex_unlock(&clients_mu);
 }
 

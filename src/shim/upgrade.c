@@ -436,7 +436,9 @@ void shim_pending_free(struct shim_sock *s)
 		d = shunt__conn_decide(s->c, SHUNT_DECIDE_DECLINED);
 		shim_link_decided(&u, d == SHUNT_DECIDE_ACCEPTED);
 	}
-	if (d != SHUNT_DECIDE_ACCEPTED)
+	if (d != SHUNT_DECIDE_ACCEPTED && s->link) /* unused: parked as it is */
+		shim_link_release(s->link, s->slot, s->c, s->memfd, 1);
+	else if (d != SHUNT_DECIDE_ACCEPTED)
 		drop_use(&u);
 	else if (s->link) /* the server took it first: a close like any other */
 		shim_link_release(s->link, s->slot, s->c, s->memfd, !s->shared);
@@ -464,8 +466,8 @@ static void offer_drop(struct stash_entry *e)
 	struct shunt_offer *o = &e->o;
 
 	shunt__conn_decide(o->c, SHUNT_DECIDE_DECLINED);
-	if (e->link)
-		shim_link_release(e->link, o->slot, o->c, o->memfd, 0);
+	if (e->link) /* parked: the client may take it up again */
+		shim_link_release(e->link, o->slot, o->c, o->memfd, 1);
 	else
 		drop_conn(o->c, o->memfd);
 	REAL(close)(o->proof);
@@ -566,12 +568,16 @@ static int proves(struct stash_entry *e, const struct shim_addr *local,
 	return addr_eq(&e->local, peer) && addr_eq(&e->peer, local);
 }
 
-/* The stash entry from `from` on that proves the accepted connection, or -1. */
+/* The stash entry from `from` on that proves the accepted connection, or -1.
+ * An offer its client already declined (it closed the socket unused) is no
+ * match worth two syscalls: it leaves as stale. */
 static int find_match(struct shim_stash *st, int from, const struct shim_addr *local,
 		      const struct shim_addr *peer)
 {
 	for (int i = st->n - 1; i >= from; i--)
-		if (proves(&st->e[i], local, peer))
+		if (shunt__conn_decide(st->e[i].o.c, SHUNT_DECIDE_PENDING) ==
+			    SHUNT_DECIDE_PENDING &&
+		    proves(&st->e[i], local, peer))
 			return i;
 	return -1;
 }
@@ -699,9 +705,9 @@ static void upgrade_accepted(struct shim_stash *st, int i, int fd, int nb,
 		shunt__conn_wake_decided(o->c);
 		s = conn_sock(o->c, o->memfd, 1, nb);
 	}
-	if (!s) { /* declined, or no memory: the client sees the hang-up */
-		if (e.link)
-			shim_link_release(e.link, o->slot, o->c, o->memfd, 0);
+	if (!s) { /* declined (the client closed first), or no memory */
+		if (e.link) /* declined, the segment is good for the next one */
+			shim_link_release(e.link, o->slot, o->c, o->memfd, 1);
 		else
 			drop_conn(o->c, o->memfd);
 		return;
