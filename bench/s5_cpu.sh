@@ -65,7 +65,7 @@ idle_run() {
 		stop_server "$spid"
 		return 1
 	fi
-	sleep 1 # let the connections settle (spinning ends, sleepers sleep)
+	sleep "$([ "$QUICK" = 1 ] && echo 0.5 || echo 1)" # let the connections settle (spinning ends, sleepers sleep)
 	hz=$(getconf CLK_TCK)
 	s0=$(ticks "$spid") c0=$(ticks "$cpid")
 	sleep "$w"
@@ -115,7 +115,7 @@ res() {
 section_cpu() {
 	md "## $1. CPU cost"
 	local rounds=3 secs=2 idle_n=1000 idle_w=5
-	[ "$QUICK" = 1 ] && rounds=1 secs=0.5 idle_w=2
+	[ "$QUICK" = 1 ] && rounds=1 secs=0.5 idle_w=1
 	md "" "CPU seconds (user + system, \`getrusage(RUSAGE_SELF)\` that each tcpbench prints" \
 		"for the measured connection) of **both** processes, for one tcpbench pair: a" \
 		"stream of 128 KiB writes for $secs s, then 64 B ping-pong for $secs s. Median of" \
@@ -153,7 +153,7 @@ section_cpu() {
 
 	md "" "### $1b. Idle connections" ""
 	md "\`tcpbench idle\` opens $idle_n connections and sleeps; \`tcpbench hold\` accepts" \
-		"them and waits in one epoll set on all of them, as a server does. After 1 s" \
+		"them and waits in one epoll set on all of them, as a server does. After $([ "$QUICK" = 1 ] && echo 0.5 || echo 1) s" \
 		"to settle, the CPU time of both processes (utime + stime from /proc/PID/stat)" \
 		"is read over $idle_w s. Under shunt, \`shunt stat --json\` must list all $idle_n."
 	tsv_head idle.tsv mode connections secs cpu_pct_server cpu_pct_client cpu_pct_both stat_conns
