@@ -99,7 +99,8 @@ wants() { [[ ,$ONLY, == *",$1,"* ]]; }
 commit=unknown
 if git -C "$SRC" rev-parse --short HEAD >/dev/null 2>&1; then
 	commit=$(git -C "$SRC" rev-parse --short HEAD)
-	[ -z "$(git -C "$SRC" status --porcelain 2>/dev/null)" ] || commit=$commit-dirty
+	# Dirty: tracked files changed (untracked ones, this report included, are not).
+	[ -z "$(git -C "$SRC" status --porcelain --untracked-files=no 2>/dev/null)" ] || commit=$commit-dirty
 fi
 started=$(date -u '+%Y-%m-%d %H:%M UTC')
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
