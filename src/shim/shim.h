@@ -118,6 +118,7 @@ struct shim_sock {
 	struct sockaddr_storage bound; /* its address, unless a wildcard */
 	int bound_known;
 	int queue[2];          /* offers in passing between accepting processes */
+	_Atomic int *in_hand;  /* shared with them: how many hold offers now */
 	struct shim_stash *stash;
 	struct shim_link *links[SHIM_LISTEN_LINKS]; /* kept from clients */
 	int nlinks;

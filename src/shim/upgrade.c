@@ -25,7 +25,9 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sched.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
@@ -253,6 +255,10 @@ void shim_on_listen(int fd)
 	}
 	l->queue[0] = shunt__hide_fd(l->queue[0]);
 	l->queue[1] = shunt__hide_fd(l->queue[1]);
+	/* Shared with the workers it is inherited by, like the queue. */
+	void *page = mmap(NULL, sizeof(*l->in_hand), PROT_READ | PROT_WRITE,
+			  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	l->in_hand = page == MAP_FAILED ? NULL : page;
 	l->owner = getpid();
 	if (netns_cookie(fd, &l->netns_cookie) < 0)
 		l->netns_cookie = 0; /* read per accept instead */
@@ -737,6 +743,30 @@ static int stale(struct stash_entry *e, int64_t now)
 	       (p.revents & (POLLHUP | POLLERR));
 }
 
+/*
+ * A listener shared by several accepting processes: the offer for the
+ * connection just accepted may be in another's hands, taken from the
+ * rendezvous socket with others and about to be passed on.  Each process
+ * counts itself in a shared word while it holds offers; with no match here
+ * and someone holding some, wait a little for them in the queue.
+ */
+#define PASS_WAIT_NS 2000000
+
+static int await_passed(struct shim_sock *l, const struct shim_addr *local,
+			const struct shim_addr *peer)
+{
+	int64_t end = now_ns() + PASS_WAIT_NS;
+	int m = -1;
+
+	while (m < 0 && atomic_load(l->in_hand) > 0 && now_ns() < end) {
+		sched_yield();
+		take_queue(l);
+		if ((m = find_match(l->stash, 0, local, peer)) < 0)
+			stash_pass(l);
+	}
+	return m;
+}
+
 void shim_on_accept(struct shim_sock *l, int fd, int flags, const struct sockaddr *from)
 {
 	struct shim_addr local, peer;
@@ -753,13 +783,24 @@ void shim_on_accept(struct shim_sock *l, int fd, int flags, const struct sockadd
 	if (l->stash) {
 		struct shim_stash *st = l->stash;
 		int64_t now = now_ns();
+		_Atomic int *in_hand = l->shared ? l->in_hand : NULL;
+		if (in_hand)
+			atomic_fetch_add(in_hand, 1);
 		int m = stash_fill(l, &local, &peer);
+		if (m < 0 && in_hand) {
+			stash_pass(l);
+			atomic_fetch_sub(in_hand, 1);
+			in_hand = NULL;
+			m = await_passed(l, &local, &peer);
+		}
 		if (m >= 0 && (!is_loopback(&local) || same_netns(l, fd, st->e[m].o.proof)))
 			upgrade_accepted(st, m, fd, !!(flags & SOCK_NONBLOCK), &local, &peer);
 		for (int i = st->n - 1; i >= 0; i--)
 			if (stale(&st->e[i], now))
 				stash_remove(st, i, 1);
 		stash_pass(l);
+		if (in_hand)
+			atomic_fetch_sub(in_hand, 1);
 	}
 	pthread_mutex_unlock(&l->mu);
 }
@@ -779,6 +820,8 @@ void shim_listener_free(struct shim_sock *l)
 	for (int i = 0; i < 2; i++)
 		if (l->queue[i] >= 0)
 			REAL(close)(l->queue[i]);
+	if (l->in_hand)
+		munmap((void *)l->in_hand, sizeof(*l->in_hand));
 	if (l->stash)
 		while (l->stash->n > 0)
 			stash_remove(l->stash, l->stash->n - 1, 1);
