@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -235,6 +236,14 @@ static int conn_wait(struct shunt_conn *c, uint32_t bits, uint64_t want, int fla
 
 	if (window > 0 && spin(c, window, bits, want))
 		return 0;
+	/* No spinning: more threads want the CPU than there are cores, and the
+	 * peer may be one of them, queued behind us.  Letting it run first
+	 * often saves both sides the sleep and the wake-up. */
+	if (window == 0 && !nonblock && c->spin_us > 0) {
+		sched_yield();
+		if (ready(c, bits, want))
+			return 0;
+	}
 	/* A non-blocking caller is about to wait on shunt_fd(): consume old
 	 * rings first, so that stale ones do not keep it readable, and arm
 	 * after, so that a ring for new progress stays pending. */
