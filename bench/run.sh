@@ -91,6 +91,7 @@ TARGETS=(
 	"pairs-rtt|1..16 pairs: highest median round trip shunt/TCP at any N|<= 1.0x"
 	"idle|1000 idle accelerated connections: CPU of both processes|< 1% of a core"
 	"setup|connection set-up (connect, 1 byte each way, close): rate vs TCP|>= 0.8x"
+	"setup0|connection set-up with no data (connect, accept, close): rate vs TCP|>= 0.8x"
 )
 
 SECTIONS=(netpipe streams pairs ring cpu setup apps memory)

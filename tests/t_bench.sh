@@ -48,7 +48,7 @@ expect=(
 	"64 KiB stream: shunt vs TCP" "64 KiB stream: shunt vs UNIX" "64 KiB stream: shunt vs memcpy"
 	"64 B ping-pong median, spinning" "SHUNT_SPIN_US=0" "iperf3 -l 128K" "sockperf ping-pong 64 B"
 	"GET -c 1 " "SET -c 1 " "GET -c 50 " "SET -c 50 " "geometric mean" "lowest shunt/TCP at any -c"
-	"lowest aggregate throughput" "highest median round trip" "1000 idle" "connection set-up"
+	"lowest aggregate throughput" "highest median round trip" "1000 idle" "set-up (connect, 1 byte" "set-up with no data"
 )
 [ "$n" = ${#expect[@]} ] || fail "the Targets table has $n rows, expected ${#expect[@]}"
 for e in "${expect[@]}"; do
