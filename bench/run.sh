@@ -44,8 +44,13 @@ done
 SHUNT_BUILD=$(cd "$build" && pwd) || { echo "bench/run.sh: no build at $build (run make)" >&2; exit 2; }
 export SHUNT_BUILD
 mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-DATA=$OUT/data
+FINAL=$(cd "$OUT" && pwd)
+# One run at a time per output directory: two at once would measure each
+# other and mix their files.
+if command -v flock >/dev/null 2>&1; then
+	exec 9>"${TMPDIR:-/tmp}/shunt-bench-$(printf '%s' "$FINAL" | cksum | cut -d' ' -f1).lock"
+	flock -n 9 || { echo "bench/run.sh: another run is writing $FINAL" >&2; exit 1; }
+fi
 
 # shellcheck source=tests/apps_lib.sh
 . "$SRC/tests/apps_lib.sh"
@@ -65,9 +70,10 @@ need awk sed sort
 # Up to 1000 connections per process, plus the library's fds.
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-# A fresh output: old charts or data must not pass for this run's.
-rm -rf "$DATA"
-rm -f "$OUT"/*.svg "$OUT/REPORT.md"
+# Everything is written to a staging directory and moves to $FINAL only
+# at the end, whole: old charts or data must not pass for this run's, and
+# a run that is stopped leaves the previous report as it was.
+OUT=$T/out DATA=$T/out/data
 mkdir -p "$DATA" "$T/md"
 : >"$T/targets.tsv"
 : >"$T/notes.md"
@@ -106,7 +112,7 @@ fi
 started=$(date -u '+%Y-%m-%d %H:%M UTC')
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
 t_start=$SECONDS
-say "$(nproc) CPUs, kernel $(uname -r), commit $commit, $([ $QUICK = 1 ] && echo quick || echo full) run into $OUT"
+say "$(nproc) CPUs, kernel $(uname -r), commit $commit, $([ $QUICK = 1 ] && echo quick || echo full) run into $FINAL"
 
 n=0
 for sec in "${SECTIONS[@]}"; do
@@ -196,4 +202,7 @@ report=$OUT/REPORT.md
 		echo "* [data/${f##*/}](data/${f##*/}): $(sed -n '1s/^# //p' "$f" | sed 's/	/, /g')"
 	done
 } >"$report"
-say "wrote $report ($((SECONDS - t_start)) s)"
+rm -rf "$FINAL/data"
+rm -f "$FINAL"/*.svg "$FINAL/REPORT.md"
+cp -R "$OUT"/. "$FINAL"/
+say "wrote $FINAL/REPORT.md ($((SECONDS - t_start)) s)"
