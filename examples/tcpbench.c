@@ -143,36 +143,46 @@ static int listen_on(int port)
 	return listen_backlog(port, 128);
 }
 
-/* N short connections: a byte each way, then close. */
-static int serve_short(int port, long n)
+/*
+ * N short connections in a row.  With `data`, each carries a byte each
+ * way; without, each is connect, accept, close, and one more connection
+ * with a byte each way ends the run: over TCP, connect() returns before
+ * accept(), so that last one, taken last, marks the end of the server's
+ * work too.
+ */
+static int serve_short(int port, long n, int data)
 {
-	int l = listen_on(port);
+	int l = listen_backlog(port, data ? 128 : 4096);
 	char b;
 
-	for (long i = 0; i < n; i++) {
+	for (long i = 0; i < n + !data; i++) {
 		int c = accept(l, NULL, NULL);
 		if (c < 0)
 			die("accept");
-		xread(c, &b, 1);
-		xwrite(c, &b, 1);
+		if (data || i == n) {
+			xread(c, &b, 1);
+			xwrite(c, &b, 1);
+		}
 		close(c);
 	}
 	close(l);
 	return 0;
 }
 
-static int connect_short(int port, long n)
+static int connect_short(int port, long n, int data)
 {
 	struct sockaddr_in a = loopback(port);
 	double t0 = now();
 	char b = 'x';
 
-	for (long i = 0; i < n; i++) {
+	for (long i = 0; i < n + !data; i++) {
 		int c = socket(AF_INET, SOCK_STREAM, 0);
 		if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof(a)) < 0)
 			die("connect");
-		xwrite(c, &b, 1);
-		xread(c, &b, 1);
+		if (data || i == n) {
+			xwrite(c, &b, 1);
+			xread(c, &b, 1);
+		}
 		close(c);
 	}
 	printf("conn/s %.0f\n", n / (now() - t0));
@@ -526,54 +536,12 @@ static int idle(int port, long n, double secs)
 	return 0;
 }
 
-/* Connect+accept+close with no data.  Over TCP, connect() returns before
- * accept(): the last connection, with a byte each way, is taken last and
- * so marks the end of the server's work too. */
-static int serve_nodata(int port, long n)
-{
-	int l = listen_backlog(port, 4096);
-	char b;
-
-	for (long i = 0; i <= n; i++) {
-		int c = accept(l, NULL, NULL);
-		if (c < 0)
-			die("accept");
-		if (i == n) {
-			xread(c, &b, 1);
-			xwrite(c, &b, 1);
-		}
-		close(c);
-	}
-	close(l);
-	return 0;
-}
-
-static int connect_nodata(int port, long n)
-{
-	struct sockaddr_in a = loopback(port);
-	double t0 = now();
-	char b = 'x';
-
-	for (long i = 0; i < n; i++) {
-		int c = socket(AF_INET, SOCK_STREAM, 0);
-		if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof(a)) < 0)
-			die("connect");
-		close(c);
-	}
-	int c = connect_to(port);
-	xwrite(c, &b, 1);
-	xread(c, &b, 1);
-	close(c);
-	printf("conn/s %.0f\n", n / (now() - t0));
-	return 0;
-}
-
 int main(int argc, char **argv)
 {
 	if (argc >= 4 && !strcmp(argv[1], "server"))
-		return serve_short(atoi(argv[2]), atol(argv[3]));
+		return serve_short(atoi(argv[2]), atol(argv[3]), 1);
 	if (argc >= 4 && !strcmp(argv[1], "connect"))
-		return connect_short(atoi(argv[2]), atol(argv[3]));
+		return connect_short(atoi(argv[2]), atol(argv[3]), 1);
 	if (argc >= 3 && !strcmp(argv[1], "server"))
 		return serve(atoi(argv[2]));
 	if (argc >= 3 && !strcmp(argv[1], "client"))
@@ -595,9 +563,9 @@ int main(int argc, char **argv)
 	if (argc >= 5 && !strcmp(argv[1], "idle"))
 		return idle(atoi(argv[2]), atol(argv[3]), atof(argv[4]));
 	if (argc >= 4 && !strcmp(argv[1], "accept"))
-		return serve_nodata(atoi(argv[2]), atol(argv[3]));
+		return serve_short(atoi(argv[2]), atol(argv[3]), 0);
 	if (argc >= 4 && !strcmp(argv[1], "connect0"))
-		return connect_nodata(atoi(argv[2]), atol(argv[3]));
+		return connect_short(atoi(argv[2]), atol(argv[3]), 0);
 	fprintf(stderr, "usage: tcpbench server PORT [N] | tcpbench client PORT [MIB] [ROUNDS]"
 			" | tcpbench connect PORT N\n"
 			"       tcpbench respond PORT | stream PORT SECS [WRITE] [AT]"
