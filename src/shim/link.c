@@ -271,6 +271,15 @@ static int refused(const char *path, int64_t now)
 	return 0;
 }
 
+/* Offer to path the classic way for a while.  Under clients_mu. */
+static void refuse(const char *path)
+{
+	unsigned j = nolink_next++ % NOLINK_MAX;
+
+	snprintf(nolink[j].path, sizeof(nolink[j].path), "%s", path);
+	nolink[j].until = mono_ns() + NOLINK_NS;
+}
+
 static struct shim_link *client_find(const char *path)
 {
 	for (int i = 0; i < CLIENT_LINKS; i++)
@@ -376,9 +385,12 @@ static int probed(struct shim_link *k)
 		st = 1;
 	else if (sl->state != SLOT_LIVE) /* the server dropped the stream? */
 		st = REAL(poll)(&(struct pollfd){ .fd = k->fd }, 1, 0) != 0 ? -1 : 0;
+	int hung_up = st < 0;
 	if (st == 0 && sl->state == SLOT_FREE)
 		st = -1;
 	pthread_mutex_unlock(&k->mu);
+	if (hung_up) /* the server closed the stream: it keeps no links */
+		refuse(k->path);
 	log_debug("link to %s: %s", k->path, st > 0 ? "kept" : st < 0 ? "not kept" : "not known yet");
 	if (st > 0)
 		k->confirmed = 1;
@@ -433,9 +445,7 @@ void shim_link_decided(struct shim_link_use *u, int accepted)
 	} else if (accepted) {
 		/* Not kept (a server forked into workers, say): offer the
 		 * classic way for a while, and keep the connection as it is. */
-		unsigned j = nolink_next++ % NOLINK_MAX;
-		snprintf(nolink[j].path, sizeof(nolink[j].path), "%s", k->path);
-		nolink[j].until = mono_ns() + NOLINK_NS;
+		refuse(k->path);
 		client_remove(k);
 	}
 	/* Declined (closed before any use, say): the server may still keep

@@ -420,7 +420,8 @@ struct shim_sock *shim_settle(int fd, struct shim_sock *s)
 		if (ok)
 			log_info("upgraded fd %d (connect%s)", fd, s->link ? ", linked" : "");
 		else
-			log_debug("fd %d stays on TCP: the server did not take the offer", fd);
+			log_debug("fd %d stays on TCP: the server did not take the offer%s", fd,
+				  s->probing ? " (asking for a link)" : s->link ? " (over a link)" : "");
 		atomic_store_explicit(&s->pending, ok ? SHIM_SETTLED : SHIM_DECLINED,
 				      memory_order_release);
 	}
