@@ -28,7 +28,10 @@ else
 $(error SAN must be asan or tsan)
 endif
 
-ALL_CFLAGS := $(CSTD) $(WARN) $(OPT) -fPIC -fvisibility=hidden -Iinclude -Isrc \
+# The layers (docs/design.md): base, core, medium, native API, socket shim.
+INC     := -Iinclude -Isrc/base -Isrc/core -Isrc/medium -Isrc/medium/local \
+           -Isrc/medium/ivshmem -Isrc/native -Isrc/shim
+ALL_CFLAGS := $(CSTD) $(WARN) $(OPT) -fPIC -fvisibility=hidden $(INC) \
               $(SANFLAGS) $(CFLAGS) -MMD -MP
 ALL_LDFLAGS := $(SANFLAGS) $(LDFLAGS)
 
@@ -38,10 +41,10 @@ else
 Q := @
 endif
 
-LIB_SRC   := $(wildcard src/*.c)
+LIB_SRC   := $(wildcard src/base/*.c src/core/*.c src/medium/*/*.c src/native/*.c)
 LIB_OBJ   := $(LIB_SRC:src/%.c=$(B)/src/%.o)
 SHIM_SRC  := $(wildcard src/shim/*.c)
-SHIM_OBJ  := $(SHIM_SRC:src/shim/%.c=$(B)/src/shim/%.o)
+SHIM_OBJ  := $(SHIM_SRC:src/%.c=$(B)/src/%.o)
 TOOL_SRC  := $(wildcard tools/*.c)
 TOOL_OBJ  := $(TOOL_SRC:tools/%.c=$(B)/tools/%.o)
 TEST_SRC  := $(wildcard tests/t_*.c)
@@ -61,11 +64,6 @@ all: lib $(B)/shunt $(TEST_BIN) $(TEST_SH) $(EXAMPLES)
 lib: $(B)/libshunt.so $(B)/libshunt.a $(B)/libshunt-preload.so
 
 $(B)/src/%.o: src/%.c
-	@mkdir -p $(@D)
-	@$(if $(Q),echo "  CC      $<")
-	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<
-
-$(B)/src/shim/%.o: src/shim/%.c
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<
@@ -152,4 +150,4 @@ install: lib $(B)/shunt
 clean:
 	rm -rf build build-asan build-tsan
 
--include $(wildcard $(B)/*/*.d $(B)/*/*/*.d)
+-include $(wildcard $(B)/*/*.d $(B)/*/*/*.d $(B)/*/*/*/*.d)

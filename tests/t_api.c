@@ -25,8 +25,9 @@
 
 #include <shunt.h>
 
-#include "rendezvous.h"
-#include "segment.h"
+#include "medium.h"
+#include "native.h"
+#include "seg.h"
 #include "testlib.h"
 
 #define SMALL 4096u
@@ -809,12 +810,13 @@ static void other_uid_raw_hello(void *arg)
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", g_sockpath);
 	ASSERT_SYS(connect(s, (struct sockaddr *)&sa, sizeof(sa)));
 	struct shunt_seg seg;
-	int memfd = shunt_seg_create(&seg, SMALL);
-	ASSERT_OK(memfd);
+	int64_t memfd_ = -1;
+	ASSERT_OK(shunt_medium_local.create(&seg, SMALL, 0, &memfd_));
+	int memfd = (int)memfd_;
 	int bell = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	ASSERT_SYS(bell);
 	struct shunt_hello h = {
-		.magic = SHUNT_HELLO_MAGIC, .version = SHUNT_PROTO_VERSION, .ring_size = SMALL,
+		.magic = SHUNT_HELLO_MAGIC, .version = SHUNT_HELLO_VERSION, .ring_size = SMALL,
 	};
 	union {
 		char buf[CMSG_SPACE(2 * sizeof(int))];

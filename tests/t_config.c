@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "addr.h"
 #include "internal.h"
 #include "testlib.h"
 
@@ -102,7 +103,10 @@ static struct sockaddr_storage in6(const char *a, int port)
 
 static int allowed(struct sockaddr_storage ss)
 {
-	return shunt__tcp_allowed((struct sockaddr *)&ss);
+	struct shunt_addr a;
+
+	ASSERT_OK(shunt_addr_from((struct sockaddr *)&ss, &a));
+	return shunt__tcp_allowed(&a);
 }
 
 static char conf_path[256];

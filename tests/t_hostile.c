@@ -41,8 +41,9 @@
 
 #include <shunt.h>
 
-#include "rendezvous.h"
-#include "segment.h"
+#include "medium.h"
+#include "native.h"
+#include "seg.h"
 #include "testlib.h"
 
 #define ROUND_MS   250   /* how long a hostile peer scribbles */
@@ -411,8 +412,9 @@ static void hostile_evil(struct hostile_args *a, const struct round *x)
 		ASSERT_SYS(s);
 		ASSERT_SYS(connect(s, (struct sockaddr *)&sa, sizeof(sa)));
 		struct shunt_seg seg;
-		int memfd = shunt_seg_create(&seg, x->ring);
-		ASSERT_OK(memfd);
+		int64_t memfd_ = -1;
+		ASSERT_OK(shunt_medium_local.create(&seg, x->ring, 0, &memfd_));
+		int memfd = (int)memfd_;
 		int theirs = evil_bell(x->evil, &bell);
 		if (x->evil == EVIL_SOCK_FULL) {
 			/* Full both ways, and their end's description blocking. */
@@ -421,7 +423,7 @@ static void hostile_evil(struct hostile_args *a, const struct round *x)
 			ASSERT_SYS(fcntl(theirs, F_SETFL, 0));
 		}
 		struct shunt_hello h = {
-			.magic = SHUNT_HELLO_MAGIC, .version = SHUNT_PROTO_VERSION,
+			.magic = SHUNT_HELLO_MAGIC, .version = SHUNT_HELLO_VERSION,
 			.ring_size = x->ring,
 		};
 		ASSERT_EQ(send_fds(s, &h, sizeof(h), (int[]){ memfd, theirs }, 2, 0), sizeof(h));
@@ -526,7 +528,7 @@ static void hostile_round(void *arg)
 	ASSERT_MSG(t.fd >= 0, "cannot find the segment's memfd in /proc/self");
 	struct stat st;
 	ASSERT_SYS(fstat(t.fd, &st));
-	ASSERT_UEQ((uint64_t)st.st_size, shunt_seg_file_size(t.cap));
+	ASSERT_UEQ((uint64_t)st.st_size, shunt_seg_size(t.cap));
 	t.len = (size_t)st.st_size;
 	t.base = mmap(NULL, t.len, PROT_READ | PROT_WRITE, MAP_SHARED, t.fd, 0);
 	ASSERT(t.base != MAP_FAILED);

@@ -1,7 +1,7 @@
 /*
  * t_ring.c - unit tests of the SPSC byte ring (src/ring.h) without processes.
  *
- * The ring runs over a real segment from shunt_seg_create(), so the data
+ * The ring runs over a real segment of the local medium, so the data
  * area is the double mapping the library uses.  Covered:
  *  - the double mapping itself (a byte written past cap shows at the start);
  *  - every message size 1..cap at every start offset that matters for the
@@ -19,7 +19,8 @@
 #include <unistd.h>
 
 #include "ring.h"
-#include "segment.h"
+#include "medium.h"
+#include "seg.h"
 #include "testlib.h"
 
 #define CAP 4096u
@@ -37,8 +38,9 @@ struct fixture {
 static void fixture_open(struct fixture *f, uint64_t cap)
 {
 	memset(f, 0, sizeof(*f));
-	f->fd = shunt_seg_create(&f->seg, cap);
-	ASSERT_OK(f->fd);
+	int64_t h = -1;
+	ASSERT_OK(shunt_medium_local.create(&f->seg, cap, 0, &h));
+	f->fd = (int)h;
 	ASSERT_UEQ(f->seg.cap, cap);
 	f->head = &f->seg.ctl->head[0].v;
 	f->tail = &f->seg.ctl->tail[0].v;
@@ -50,7 +52,7 @@ static void fixture_open(struct fixture *f, uint64_t cap)
 
 static void fixture_close(struct fixture *f)
 {
-	shunt_seg_detach(&f->seg);
+	shunt_unmap(&f->seg);
 	close(f->fd);
 }
 

@@ -15,12 +15,17 @@
 #include <unistd.h>
 
 #include "internal.h"
-#include "segment.h"
+#include "seg.h"
+#include "sys.h"
 
 /* Bytes per direction; see "Ring size" in docs/design.md for the measurement. */
 #define DEFAULT_RING_SIZE (512u * 1024u)
 #define DEFAULT_SPIN_US   50
-#define DEFAULT_UPGRADE_MS 200 /* a client waits this long for the accept */
+/* A TCP connection moves to shared memory once it has made this many data
+ * calls or carried this many bytes at one end: by then a set-up of about
+ * ten round trips has paid for itself (docs/design.md, "When to move"). */
+#define DEFAULT_UPGRADE_CALLS 16
+#define DEFAULT_UPGRADE_BYTES (256u * 1024u)
 #define SPIN_US_MAX       1000000
 #define FILE_MAX          (64 * 1024)
 #define MAX_ARGS          32
@@ -88,13 +93,31 @@ static const char *set_spin(struct shunt_config *c, int argc, char **argv)
 	return NULL;
 }
 
-static const char *set_upgrade_ms(struct shunt_config *c, int argc, char **argv)
+static const char *set_upgrade_calls(struct shunt_config *c, int argc, char **argv)
 {
-	long v = argc == 1 ? parse_num(argv[0], 1, 60000) : -1;
+	long v = argc == 1 ? parse_num(argv[0], 0, 1000000000) : -1;
 
 	if (v < 0)
-		return "upgrade-ms wants one number of milliseconds from 1 to 60000";
-	c->upgrade_ms = (int)v;
+		return "upgrade-calls wants one number of calls from 0 to 1000000000";
+	c->upgrade_calls = (uint32_t)v;
+	return NULL;
+}
+
+static const char *set_upgrade_bytes(struct shunt_config *c, int argc, char **argv)
+{
+	uint64_t v;
+
+	if (argc != 1 || shunt__parse_size(argv[0], &v) < 0)
+		return "upgrade-bytes wants one byte count (k, m, g suffixes)";
+	c->upgrade_bytes = v;
+	return NULL;
+}
+
+static const char *set_trust_netns(struct shunt_config *c, int argc, char **argv)
+{
+	if (argc != 1 || (strcmp(argv[0], "yes") && strcmp(argv[0], "no")))
+		return "trust-netns wants yes or no";
+	c->trust_netns = strcmp(argv[0], "yes") == 0;
 	return NULL;
 }
 
@@ -225,7 +248,8 @@ static const struct {
 	setter fn;
 } settings[] = {
 	{ "ring-size", set_ring_size }, { "spin-us", set_spin },
-	{ "upgrade-ms", set_upgrade_ms },
+	{ "upgrade-calls", set_upgrade_calls }, { "upgrade-bytes", set_upgrade_bytes },
+	{ "trust-netns", set_trust_netns },
 	{ "dir", set_dir }, { "log", set_log },
 	{ "allow-user", add_users }, { "accelerate", add_accelerate },
 	{ "bypass", add_bypass },
@@ -249,8 +273,8 @@ static const char *parse_line(struct shunt_config *c, char *line)
 	for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++)
 		if (strcmp(argv[0], settings[i].key) == 0)
 			return settings[i].fn(c, argc - 1, argv + 1);
-	return "unknown setting (ring-size, spin-us, upgrade-ms, dir, log, allow-user, "
-	       "accelerate, bypass)";
+	return "unknown setting (ring-size, spin-us, upgrade-calls, upgrade-bytes, "
+	       "trust-netns, dir, log, allow-user, accelerate, bypass)";
 }
 
 int shunt__config_parse(struct shunt_config *c, const char *path, char *text)
@@ -296,15 +320,15 @@ static int find_file(char *out, size_t n)
 
 static int read_file(const char *path, char *buf, size_t size)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = sys_openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
 
 	if (fd < 0)
-		return -errno;
-	ssize_t n = read(fd, buf, size - 1);
-	int err = n < 0 ? -errno : 0;
-	if (n == (ssize_t)size - 1 && read(fd, buf, 1) > 0)
+		return fd;
+	long n = sys_read(fd, buf, size - 1);
+	int err = n < 0 ? (int)n : 0;
+	if (n == (long)size - 1 && sys_read(fd, buf, 1) > 0)
 		err = -EFBIG;
-	close(fd);
+	sys_close(fd);
 	if (err)
 		return err;
 	buf[n] = '\0';
@@ -346,7 +370,8 @@ static void defaults(struct shunt_config *c)
 	memset(c, 0, sizeof(*c));
 	c->ring_size = DEFAULT_RING_SIZE;
 	c->spin_us = sysconf(_SC_NPROCESSORS_ONLN) > 1 ? DEFAULT_SPIN_US : 0;
-	c->upgrade_ms = DEFAULT_UPGRADE_MS;
+	c->upgrade_calls = DEFAULT_UPGRADE_CALLS;
+	c->upgrade_bytes = DEFAULT_UPGRADE_BYTES;
 	if (!xdg || *xdg != '/' ||
 	    snprintf(c->dir, sizeof(c->dir), "%s/shunt", xdg) >= (int)sizeof(c->dir) - 32)
 		snprintf(c->dir, sizeof(c->dir), "/tmp/shunt-%u", (unsigned)geteuid());
@@ -369,7 +394,8 @@ static void config_init(void)
 	load_file(&config);
 	apply_env(&config, "SHUNT_RING_SIZE", set_ring_size);
 	apply_env(&config, "SHUNT_SPIN_US", set_spin);
-	apply_env(&config, "SHUNT_UPGRADE_MS", set_upgrade_ms);
+	apply_env(&config, "SHUNT_UPGRADE_CALLS", set_upgrade_calls);
+	apply_env(&config, "SHUNT_UPGRADE_BYTES", set_upgrade_bytes);
 	apply_env(&config, "SHUNT_DIR", set_dir);
 }
 

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "addr.h"
 #include "internal.h"
 
 int shunt__peer_allowed(uint32_t uid)
@@ -30,32 +31,6 @@ static int prefix_eq(const uint8_t *a, const uint8_t *b, unsigned bits)
 	return !rest || ((a[bytes] ^ b[bytes]) & (0xffu << (8 - rest)) & 0xffu) == 0;
 }
 
-/* Family, address bytes and port of sa; an IPv4-mapped IPv6 address counts
- * as the IPv4 address it carries, so one rule covers both spellings. */
-static int unpack(const struct sockaddr *sa, int *family, const uint8_t **addr,
-		  uint16_t *port)
-{
-	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
-
-	if (sa->sa_family == AF_INET) {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-		*family = AF_INET;
-		*addr = (const uint8_t *)&in->sin_addr;
-		*port = ntohs(in->sin_port);
-		return 0;
-	}
-	if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-		const uint8_t *a = in6->sin6_addr.s6_addr;
-		int v4 = memcmp(a, mapped, sizeof(mapped)) == 0;
-		*family = v4 ? AF_INET : AF_INET6;
-		*addr = v4 ? a + 12 : a;
-		*port = ntohs(in6->sin6_port);
-		return 0;
-	}
-	return -1;
-}
-
 static int rule_matches(const struct shunt_rule *r, int family, const uint8_t *addr,
 			uint16_t port)
 {
@@ -70,17 +45,14 @@ static int rule_matches(const struct shunt_rule *r, int family, const uint8_t *a
 	return 0;
 }
 
-int shunt__tcp_allowed(const struct sockaddr *sa)
+int shunt__tcp_allowed(const struct shunt_addr *a)
 {
 	const struct shunt_config *c = shunt__config();
-	const uint8_t *addr;
-	uint16_t port;
-	int family;
 
-	if (c->bad_file || unpack(sa, &family, &addr, &port) < 0)
+	if (c->bad_file)
 		return 0;
 	for (unsigned i = 0; i < c->n_rules; i++)
-		if (rule_matches(&c->rules[i], family, addr, port))
+		if (rule_matches(&c->rules[i], a->family, a->a, a->port))
 			return c->rules[i].accelerate;
 	return 1;
 }

@@ -11,6 +11,8 @@
 #define SHUNT_EXPORT __attribute__((visibility("default")))
 
 #define SHUNT_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define SHUNT_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define SHUNT_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 /* --- Logging (log.c) ------------------------------------------------------
  * Silent unless SHUNT_LOG names a level; lines go to stderr or SHUNT_LOG_FILE,
@@ -66,8 +68,11 @@ struct shunt_rule {
 struct shunt_config {
 	uint64_t ring_size; /* ring-size, SHUNT_RING_SIZE: bytes, k/m/g suffixes */
 	int spin_us;        /* spin-us, SHUNT_SPIN_US: 0 = never spin */
-	int upgrade_ms;     /* upgrade-ms, SHUNT_UPGRADE_MS: a client's wait for
-	                     * the server to take its offer (the shim) */
+	uint32_t upgrade_calls; /* upgrade-calls, SHUNT_UPGRADE_CALLS: a TCP
+	                     * connection moves after this many data calls... */
+	uint64_t upgrade_bytes; /* upgrade-bytes, SHUNT_UPGRADE_BYTES: ...or bytes */
+	int trust_netns;    /* trust-netns: move connections between network
+	                     * namespaces that share `dir` (off by default) */
 	char dir[108];      /* dir, SHUNT_DIR: rendezvous directory (fits sun_path) */
 	int dir_explicit;   /* dir was named, not defaulted: shared on purpose */
 	unsigned n_users;   /* allow-user: other uids a peer may have */
@@ -93,17 +98,21 @@ int shunt__log_setup(const char *level, const char *file);
 
 /* Fds the library keeps go at or above this number when it is > 0. */
 extern int shunt__fd_floor;
-/* Move fd above the floor (close-on-exec); returns the fd to use. */
+/* Move fd above the floor (close-on-exec); returns the fd to use, or the
+ * negative errno fd already was. */
 int shunt__hide_fd(int fd);
 /* Move the log file's fd above the floor, once the floor is set. */
 void shunt__log_hide(void);
+/* Is fd one of the library's own (the log file)?  The program never acts
+ * on those: the shim answers as if they were not open. */
+int shunt__log_fd_is(int fd);
 
 /* --- Policy (policy.c) ---------------------------------------------------- */
 
 /* May a peer running as uid reach us (and we it)?  Our own uid always may. */
 int shunt__peer_allowed(uint32_t uid);
 /* Should a TCP connection to or from this address be accelerated? */
-struct sockaddr;
-int shunt__tcp_allowed(const struct sockaddr *sa);
+struct shunt_addr;
+int shunt__tcp_allowed(const struct shunt_addr *a);
 
 #endif /* SHUNT_INTERNAL_H */

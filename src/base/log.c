@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "sys.h"
 
 int shunt__log_level = SHUNT_LOG_NONE;
 static int log_silenced; /* SHUNT_LOG=none was asked for explicitly */
@@ -32,10 +33,10 @@ static int parse_level(const char *s)
 
 static int open_log_file(const char *file)
 {
-	int fd = open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	int fd = sys_openat(AT_FDCWD, file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 
 	if (fd < 0)
-		return -errno;
+		return fd;
 	/* Out of the program's way: a program that dup2()s onto a low fd (bash's
 	 * `exec 3<>`) would otherwise send our lines down its own socket. */
 	log_fd = shunt__hide_fd(fd);
@@ -46,6 +47,11 @@ void shunt__log_hide(void)
 {
 	if (log_fd > 2)
 		log_fd = shunt__hide_fd(log_fd);
+}
+
+int shunt__log_fd_is(int fd)
+{
+	return fd > 2 && fd == log_fd;
 }
 
 /* Runs before main() so the level is known before any other call. */
@@ -60,13 +66,13 @@ __attribute__((constructor)) static void log_init(void)
 	log_silenced = l == SHUNT_LOG_NONE;
 	if (l < 0) {
 		/* Asked for logs but misspelt the level: say so once. */
-		dprintf(STDERR_FILENO, "shunt: SHUNT_LOG=%s is not one of none, error, "
-			"warn, info, debug; using warn\n", lvl);
+		shunt__complain("SHUNT_LOG=%s is not one of none, error, warn, info, "
+				"debug; using warn", lvl);
 		l = SHUNT_LOG_WARN;
 	}
-	if (file && *file && open_log_file(file) < 0)
-		dprintf(STDERR_FILENO, "shunt: cannot open SHUNT_LOG_FILE %s: %s\n",
-			file, strerror(errno));
+	int rc = file && *file ? open_log_file(file) : 0;
+	if (rc < 0)
+		shunt__complain("cannot open SHUNT_LOG_FILE %s: %s", file, strerror(-rc));
 	shunt__log_level = l;
 }
 
@@ -101,8 +107,7 @@ static void log_line(int level, const char *fmt, va_list ap)
 		n = (int)sizeof(buf) - 2;
 	buf[n++] = '\n';
 	/* One write per line keeps lines whole across threads and processes. */
-	ssize_t rc = write(log_fd, buf, (size_t)n);
-	(void)rc;
+	sys_write(log_fd, buf, (size_t)n);
 }
 
 void shunt__log(int level, const char *fmt, ...)

@@ -1,0 +1,536 @@
+/*
+ * end.c - the data path of a connection end: send, receive, wait, close.
+ *
+ * The fast path reads top to bottom here: a send copies into the tx ring,
+ * publishes the new head and rings the peer only if it sleeps; a receive is
+ * the mirror image.  Everything the peer wrote (indices, states) is checked
+ * before use; a peer that breaks the rules breaks the connection (-EPROTO),
+ * never this process.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "clock.h"
+#include "end.h"
+#include "internal.h"
+#include "sys.h"
+#include "wake.h"
+
+/* --- State ----------------------------------------------------------- */
+
+int shunt_end_fail(struct shunt_end *e, int err)
+{
+	int expected = 0;
+
+	if (atomic_compare_exchange_strong(&e->broken, &expected, err))
+		log_warn("connection broken: %s", strerror(-err));
+	return atomic_load_explicit(&e->broken, memory_order_relaxed);
+}
+
+int64_t shunt_end_peer_state(struct shunt_end *e)
+{
+	/* Acquire pairs with the release in set_state(): data the peer
+	 * published before a shutdown is visible once we see the shutdown. */
+	uint32_t st = atomic_load_explicit(&e->peer->state, memory_order_acquire);
+
+	if (st & ~SHUNT_ST_KNOWN)
+		return shunt_end_fail(e, -EPROTO);
+	return st;
+}
+
+static void ring_peer(struct shunt_end *e, struct shunt_bell *b, uint32_t bits)
+{
+	uint32_t rung = shunt_wait_should_wake(&e->peer->wait, bits);
+
+	if (__builtin_expect(rung == 0, 1))
+		return;
+	if (b->ops->ring(b, rung) == 0)
+		atomic_fetch_add_explicit(&e->wakeups, 1, memory_order_relaxed);
+}
+
+static void set_state(struct shunt_end *e, struct shunt_bell *b, uint32_t bits)
+{
+	uint32_t st = atomic_fetch_or(&e->my_state, bits) | bits;
+
+	/* Release pairs with the acquire in shunt_end_peer_state(). */
+	atomic_store_explicit(&e->me->state, st, memory_order_release);
+	ring_peer(e, b, SHUNT_WAIT_ALL);
+}
+
+void shunt_end_peer_gone(struct shunt_end *e)
+{
+	if (!atomic_exchange_explicit(&e->peer_gone, 1, memory_order_relaxed))
+		log_debug("peer hung up");
+}
+
+/* The peer vanished without a shutdown: it died, or (the shim) closed its
+ * last copy without a word.  Data it published before is still ours, so
+ * read the head again.  As with TCP, that is end of stream if it had read
+ * all we sent, and a reset if it left some unread. */
+static int64_t gone_rx(struct shunt_end *e, uint64_t want)
+{
+	int64_t n = shunt_ring_avail(&e->rx, want);
+
+	if (n != 0)
+		return n < 0 ? shunt_end_fail(e, (int)n) : n;
+	if (e->hangup_eof && shunt_ring_peek_space(&e->tx) == (int64_t)e->tx.cap)
+		return 0;
+	return -ECONNRESET;
+}
+
+/* --- Readiness --------------------------------------------------------
+ * Each returns > 0 (bytes ready or free), 0 (end of stream, rx only),
+ * -EAGAIN (would wait) or the error the caller must return.  `want` is how
+ * much the caller could use: the peer's index is re-read only when the
+ * cached one shows less, so each call loads it at most once. */
+
+static int64_t rx_ready(struct shunt_end *e, uint64_t want)
+{
+	int err = atomic_load_explicit(&e->broken, memory_order_relaxed);
+
+	if (err)
+		return err;
+	if (atomic_load_explicit(&e->rd_shut, memory_order_relaxed))
+		return 0;
+	int64_t n = shunt_ring_avail(&e->rx, want);
+	if (n != 0)
+		return n < 0 ? shunt_end_fail(e, (int)n) : n;
+	int64_t st = shunt_end_peer_state(e);
+	if (st < 0)
+		return st;
+	if (st & (SHUNT_ST_SHUT_WR | SHUNT_ST_CLOSED)) {
+		/* Read the head again after the state: it may have grown. */
+		n = shunt_ring_avail(&e->rx, want);
+		if (n == 0 && (st & SHUNT_ST_RESET))
+			return -ECONNRESET;
+		return n < 0 ? shunt_end_fail(e, (int)n) : n;
+	}
+	if (atomic_load_explicit(&e->peer_gone, memory_order_relaxed))
+		return gone_rx(e, want);
+	return -EAGAIN;
+}
+
+/* Free space of at least `need` bytes (need <= want). */
+static int64_t tx_ready(struct shunt_end *e, uint64_t want, uint64_t need)
+{
+	int err = atomic_load_explicit(&e->broken, memory_order_relaxed);
+
+	if (err)
+		return err;
+	if (atomic_load_explicit(&e->my_state, memory_order_relaxed) & SHUNT_ST_SHUT_WR)
+		return -EPIPE;
+	int64_t st = shunt_end_peer_state(e);
+	if (st < 0)
+		return st;
+	if (st & SHUNT_ST_CLOSED)
+		return -EPIPE;
+	if (atomic_load_explicit(&e->peer_gone, memory_order_relaxed))
+		return -ECONNRESET;
+	int64_t n = shunt_ring_space(&e->tx, want);
+	if (n < 0)
+		return shunt_end_fail(e, (int)n);
+	return (uint64_t)n >= need ? n : -EAGAIN;
+}
+
+/* --- Waiting ---------------------------------------------------------- */
+
+struct want {
+	struct shunt_end *e;
+	uint32_t bits;
+	uint64_t need;
+};
+
+static int ready(void *arg)
+{
+	struct want *w = arg;
+	int64_t n = w->bits == SHUNT_WAIT_READ ? rx_ready(w->e, w->need)
+					       : tx_ready(w->e, w->need, w->need);
+
+	return n != -EAGAIN;
+}
+
+/* A call that must not wait is about to return -EAGAIN, and its caller
+ * will wait on the bell: consume old rings first, so that stale ones do
+ * not keep it readable, and arm after, so that a ring for new progress
+ * stays pending.  Returns 0 if the condition came true meanwhile. */
+static int nowait(struct shunt_end *e, struct shunt_bell *b, struct want *w)
+{
+	atomic_fetch_or_explicit(&e->waited, w->bits, memory_order_relaxed);
+	if (b->ops->drain(b, w->bits) < 0)
+		shunt_end_peer_gone(e);
+	shunt_wait_arm(&e->me->wait, w->bits);
+	if (ready(w)) {
+		shunt_wait_disarm(&e->me->wait, w->bits);
+		return 0;
+	}
+	return -EAGAIN;
+}
+
+/*
+ * Wait until `bits` (SHUNT_WAIT_READ or SHUNT_WAIT_WRITE) may have become
+ * true for `need` bytes.  Returns 0 to look again (a hint, not a promise:
+ * callers loop), -EAGAIN (no waiting allowed, or the deadline passed), or
+ * -EINTR.
+ */
+static int end_wait(struct shunt_end *e, struct shunt_bell *b, uint32_t bits,
+		    uint64_t need, int64_t deadline)
+{
+	struct want w = { e, bits, need };
+
+	if (deadline == 0)
+		return nowait(e, b, &w);
+	int spun = shunt_spin(&e->spin, ready, &w);
+	if (spun >= 0)
+		atomic_fetch_add_explicit(&e->spins, 1, memory_order_relaxed);
+	if (spun > 0) {
+		atomic_fetch_add_explicit(&e->spin_hits, 1, memory_order_relaxed);
+		return 0;
+	}
+	if (shunt_spin_yields(&e->spin)) {
+		sys_sched_yield();
+		if (ready(&w))
+			return 0;
+	}
+	shunt_wait_arm(&e->me->wait, bits);
+	if (ready(&w)) {
+		shunt_wait_disarm(&e->me->wait, bits);
+		return 0;
+	}
+	int rc = b->ops->sleep(b, bits, deadline);
+	if (rc == -ECONNRESET)
+		shunt_end_peer_gone(e);
+	else if (rc < 0)
+		return rc;
+	atomic_fetch_add_explicit(&e->sleeps, 1, memory_order_relaxed);
+	return 0;
+}
+
+/*
+ * A call for `bits` succeeded.  If an earlier one said -EAGAIN, the ring
+ * that ended that wait may still sit in the bell and would keep an event
+ * loop's wait readable for nothing: consume it (once per episode).
+ */
+static void settle(struct shunt_end *e, struct shunt_bell *b, uint32_t bits)
+{
+	if (__builtin_expect(!(atomic_load_explicit(&e->waited, memory_order_relaxed) & bits), 1))
+		return;
+	atomic_fetch_and_explicit(&e->waited, ~bits, memory_order_relaxed);
+	shunt_wait_disarm(&e->me->wait, bits);
+	if (b->ops->drain(b, bits) < 0)
+		shunt_end_peer_gone(e);
+}
+
+/* --- Sending ---------------------------------------------------------- */
+
+/*
+ * Copies publish (or release) at most this much at a time, so that the peer
+ * starts on the first piece of a large message while we copy the next: a
+ * message as large as the ring would otherwise leave each side idle while
+ * the other copies.  64 KiB measured best with 512 KiB rings.
+ */
+#define COPY_CHUNK (64u * 1024u)
+
+static size_t chunk(const struct shunt_ring *r, uint64_t avail, size_t left)
+{
+	uint64_t most = SHUNT_MIN((uint64_t)COPY_CHUNK, r->cap / 2);
+
+	return (size_t)SHUNT_MIN(SHUNT_MIN(avail, most), (uint64_t)left);
+}
+
+static void tx_publish(struct shunt_end *e, struct shunt_bell *b, uint64_t n)
+{
+	shunt_ring_commit(&e->tx, n);
+	e->bytes_sent += n;
+	ring_peer(e, b, SHUNT_WAIT_READ);
+	settle(e, b, SHUNT_WAIT_WRITE);
+}
+
+ssize_t shunt_end_send(struct shunt_end *e, struct shunt_bell *b, const void *buf,
+		       size_t len, int64_t deadline)
+{
+	const uint8_t *p = buf;
+	size_t done = 0;
+
+	if (len == 0) {
+		int64_t n = tx_ready(e, 1, 1);
+		return n < 0 && n != -EAGAIN ? n : 0;
+	}
+	while (done < len) {
+		int64_t n = tx_ready(e, SHUNT_MIN(len - done, e->tx.cap), 1);
+		if (n == -EAGAIN) {
+			int rc = end_wait(e, b, SHUNT_WAIT_WRITE, 1, deadline);
+			if (rc < 0)
+				return done ? (ssize_t)done : rc;
+			continue;
+		}
+		if (n < 0)
+			return done ? (ssize_t)done : n;
+		size_t k = chunk(&e->tx, (uint64_t)n, len - done);
+		memcpy(shunt_ring_wptr(&e->tx), p + done, k);
+		tx_publish(e, b, k);
+		done += k;
+	}
+	return (ssize_t)done;
+}
+
+ssize_t shunt_end_reserve(struct shunt_end *e, struct shunt_bell *b, void **buf, size_t min,
+			  int64_t deadline)
+{
+	if (min == 0)
+		min = 1;
+	if (min > e->tx.cap)
+		return -EINVAL;
+	for (;;) {
+		int64_t n = tx_ready(e, min, min);
+		if (n > 0) {
+			*buf = shunt_ring_wptr(&e->tx);
+			e->zc_reserved = (uint64_t)n;
+			return n;
+		}
+		if (n != -EAGAIN)
+			return n;
+		int rc = end_wait(e, b, SHUNT_WAIT_WRITE, min, deadline);
+		if (rc < 0)
+			return rc;
+	}
+}
+
+int shunt_end_commit(struct shunt_end *e, struct shunt_bell *b, size_t len)
+{
+	if (len > e->zc_reserved)
+		return -EINVAL;
+	e->zc_reserved = 0;
+	if (len)
+		tx_publish(e, b, len);
+	return 0;
+}
+
+/* --- Receiving -------------------------------------------------------- */
+
+static void rx_consume(struct shunt_end *e, struct shunt_bell *b, uint64_t n)
+{
+	shunt_ring_release(&e->rx, n);
+	e->bytes_received += n;
+	ring_peer(e, b, SHUNT_WAIT_WRITE);
+	settle(e, b, SHUNT_WAIT_READ);
+}
+
+/* Wait for at least one byte; > 0 available, 0 end of stream, < 0 error. */
+static int64_t rx_wait(struct shunt_end *e, struct shunt_bell *b, uint64_t want,
+		       int64_t deadline)
+{
+	for (;;) {
+		int64_t n = rx_ready(e, want);
+		if (n != -EAGAIN)
+			return n;
+		int rc = end_wait(e, b, SHUNT_WAIT_READ, 1, deadline);
+		if (rc < 0)
+			return rc;
+	}
+}
+
+/* Take what is there, piece by piece, into buf (or nowhere: discard). */
+static ssize_t take(struct shunt_end *e, struct shunt_bell *b, void *buf, size_t len,
+		    int64_t deadline)
+{
+	if (len == 0)
+		return 0;
+	int64_t n = rx_wait(e, b, SHUNT_MIN(len, e->rx.cap), deadline);
+	size_t done = 0;
+
+	/* n was counted once, so this loop ends even if the peer keeps sending. */
+	while (n > 0 && done < len) {
+		size_t k = chunk(&e->rx, (uint64_t)n, len - done);
+		if (buf)
+			memcpy((uint8_t *)buf + done, shunt_ring_rptr(&e->rx), k);
+		rx_consume(e, b, k);
+		done += k;
+		n -= (int64_t)k;
+	}
+	return done ? (ssize_t)done : n;
+}
+
+ssize_t shunt_end_recv(struct shunt_end *e, struct shunt_bell *b, void *buf, size_t len,
+		       int64_t deadline)
+{
+	return take(e, b, buf, len, deadline);
+}
+
+ssize_t shunt_end_discard(struct shunt_end *e, struct shunt_bell *b, size_t len,
+			  int64_t deadline)
+{
+	return take(e, b, NULL, len, deadline);
+}
+
+ssize_t shunt_end_peek(struct shunt_end *e, struct shunt_bell *b, const void **buf,
+		       int64_t deadline)
+{
+	int64_t n = rx_wait(e, b, e->rx.cap, deadline); /* "all of it": read the head again */
+
+	e->zc_peeked = n > 0 ? (uint64_t)n : 0;
+	if (n > 0)
+		*buf = shunt_ring_rptr(&e->rx);
+	return n;
+}
+
+int shunt_end_release(struct shunt_end *e, struct shunt_bell *b, size_t len)
+{
+	if (len > e->zc_peeked)
+		return -EINVAL;
+	e->zc_peeked -= len;
+	if (len)
+		rx_consume(e, b, len);
+	return 0;
+}
+
+ssize_t shunt_end_readable(struct shunt_end *e)
+{
+	int err = atomic_load_explicit(&e->broken, memory_order_relaxed);
+
+	if (err)
+		return err;
+	int64_t n = shunt_ring_peek_fill(&e->rx);
+	return n < 0 ? shunt_end_fail(e, (int)n) : n;
+}
+
+ssize_t shunt_end_unread_by_peer(struct shunt_end *e)
+{
+	int64_t n = shunt_ring_peek_space(&e->tx);
+
+	return n < 0 ? shunt_end_fail(e, (int)n) : (ssize_t)(e->tx.cap - (uint64_t)n);
+}
+
+/* --- Control ---------------------------------------------------------- */
+
+int shunt_end_shutdown(struct shunt_end *e, struct shunt_bell *b, int how)
+{
+	if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)
+		return -EINVAL;
+	if (how != SHUT_WR)
+		atomic_store(&e->rd_shut, 1);
+	if (how != SHUT_RD)
+		set_state(e, b, SHUNT_ST_SHUT_WR);
+	return 0;
+}
+
+void shunt_end_close(struct shunt_end *e, struct shunt_bell *b, enum shunt_close_how how)
+{
+	int reset = how == SHUNT_CLOSE_RST ||
+		    (how == SHUNT_CLOSE_TCP && shunt_ring_peek_fill(&e->rx) != 0);
+
+	set_state(e, b, SHUNT_ST_CLOSED | (reset ? SHUNT_ST_RESET : 0));
+}
+
+uint32_t shunt_end_state(const struct shunt_end *e)
+{
+	return atomic_load_explicit(&e->my_state, memory_order_relaxed);
+}
+
+void shunt_end_init(struct shunt_end *e, const struct shunt_seg *seg, int side,
+		    int spin_us, int hangup_eof)
+{
+	struct shunt_ctl *ctl = seg->ctl;
+
+	memset(e, 0, sizeof(*e));
+	e->seg = *seg;
+	e->side = side;
+	e->hangup_eof = hangup_eof;
+	shunt_spin_init(&e->spin, spin_us);
+	e->me = &ctl->side[side];
+	e->peer = &ctl->side[1 - side];
+	shunt_ring_init(&e->tx, &ctl->head[side].v, &ctl->tail[side].v, seg->data[side],
+			seg->cap);
+	shunt_ring_init(&e->rx, &ctl->head[1 - side].v, &ctl->tail[1 - side].v,
+			seg->data[1 - side], seg->cap);
+	atomic_store_explicit(&e->me->pid, (uint32_t)sys_getpid(), memory_order_relaxed);
+	atomic_init(&e->my_state, SHUNT_ST_OPEN);
+	atomic_store_explicit(&e->me->state, SHUNT_ST_OPEN, memory_order_release);
+}
+
+/* --- Readiness for poll and epoll -------------------------------------- */
+
+/* The peer will send no more (TCP: its FIN is in), though data may wait. */
+static int peer_done(struct shunt_end *e)
+{
+	uint32_t st = atomic_load_explicit(&e->peer->state, memory_order_relaxed);
+
+	return (st & (SHUNT_ST_SHUT_WR | SHUNT_ST_CLOSED)) ||
+	       atomic_load_explicit(&e->peer_gone, memory_order_relaxed);
+}
+
+static int poll_rx(struct shunt_end *e)
+{
+	int64_t n = rx_ready(e, 1);
+
+	if (n == -EAGAIN)
+		return 0;
+	if (n > 0)
+		return peer_done(e) ? POLLIN | POLLRDHUP : POLLIN;
+	if (n == 0)
+		return POLLIN | POLLRDHUP;
+	return POLLIN | POLLRDHUP | POLLERR | POLLHUP;
+}
+
+/* Writable; an error only for a reset or a broken segment: after the
+ * peer's orderly close a TCP socket still polls writable and no more. */
+static int poll_tx(struct shunt_end *e)
+{
+	int64_t n = tx_ready(e, 1, 1);
+
+	if (n == -EAGAIN)
+		return 0;
+	return n > 0 || n == -EPIPE ? POLLOUT : POLLOUT | POLLERR;
+}
+
+/* POLLHUP as TCP gives it: both directions are shut. */
+static int poll_bits(struct shunt_end *e, int events)
+{
+	int rx = poll_rx(e), tx = poll_tx(e);
+	int ev = rx | tx;
+
+	if ((rx & POLLRDHUP) && (shunt_end_state(e) & SHUNT_ST_SHUT_WR))
+		ev |= POLLHUP;
+	return ev & (events | POLLERR | POLLHUP);
+}
+
+int shunt_end_poll(struct shunt_end *e, struct shunt_bell *b, int events, int arm)
+{
+	int ev = poll_bits(e, events);
+
+	if (arm == SHUNT_ARM_NONE)
+		return ev;
+	uint32_t bits = 0;
+	if ((events & (POLLIN | POLLRDHUP)) && !(ev & (POLLIN | POLLRDHUP | POLLHUP | POLLERR)))
+		bits |= SHUNT_WAIT_READ;
+	if ((events & POLLOUT) && !(ev & (POLLOUT | POLLHUP | POLLERR)))
+		bits |= SHUNT_WAIT_WRITE;
+	if (arm == SHUNT_ARM_EDGE && (events & (POLLIN | POLLRDHUP)))
+		bits |= SHUNT_WAIT_READ; /* each arrival is an edge, read or not */
+	if (arm != SHUNT_ARM_DRAIN) /* still armed: no ring came since */
+		bits &= ~atomic_load_explicit(&e->me->wait, memory_order_relaxed);
+	if (!bits)
+		return ev;
+	/* As a call that must not wait: consume old rings, then arm, so that
+	 * a ring for new progress stays pending in the bell. */
+	atomic_fetch_or_explicit(&e->waited, bits, memory_order_relaxed);
+	if (arm == SHUNT_ARM_DRAIN && b->ops->drain(b, bits) < 0)
+		shunt_end_peer_gone(e);
+	shunt_wait_arm(&e->me->wait, bits);
+	return poll_bits(e, events);
+}
+
+uint64_t shunt_end_progress(const struct shunt_end *e)
+{
+	return atomic_load_explicit(e->rx.head, memory_order_relaxed) +
+	       atomic_load_explicit(e->tx.tail, memory_order_relaxed) +
+	       atomic_load_explicit(&e->peer->state, memory_order_relaxed) +
+	       (uint64_t)atomic_load_explicit(&e->peer_gone, memory_order_relaxed);
+}
+
+void shunt_end_check_peer(struct shunt_end *e, struct shunt_bell *b)
+{
+	if (b->ops->alive(b) < 0)
+		shunt_end_peer_gone(e);
+}

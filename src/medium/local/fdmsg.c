@@ -1,0 +1,84 @@
+/*
+ * fdmsg.c - messages with file descriptors (see fdmsg.h).
+ */
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "fdmsg.h"
+#include "internal.h"
+#include "sys.h"
+
+int shunt_fdmsg_send(int sock, const void *buf, size_t len, const int *fds, int nfds,
+		     int flags)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * SHUNT_FDMSG_MAX)];
+		struct cmsghdr align;
+	} ctl;
+	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+
+	if (nfds < 0 || nfds > SHUNT_FDMSG_MAX)
+		return -EINVAL;
+	memset(&ctl, 0, sizeof(ctl));
+	if (nfds > 0) {
+		msg.msg_control = ctl.buf;
+		msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+		struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+		memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
+	}
+	long n = sys_sendmsg(sock, &msg, MSG_NOSIGNAL | flags);
+	if (n < 0)
+		return (int)n;
+	return n == (long)len ? 0 : -EPROTO;
+}
+
+void shunt_close_fds(const int *fds, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (fds[i] >= 0)
+			sys_close(fds[i]);
+}
+
+int shunt_fdmsg_recv(int sock, void *buf, size_t len, int *fds, int *nfds, int flags)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * SHUNT_FDMSG_MAX)];
+		struct cmsghdr align;
+	} ctl;
+	struct iovec iov = { .iov_base = buf, .iov_len = len };
+	struct msghdr msg = {
+		.msg_iov = &iov, .msg_iovlen = 1,
+		.msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf),
+	};
+	int ngot = 0;
+
+	long n = sys_recvmsg(sock, &msg, flags | MSG_CMSG_CLOEXEC);
+	if (n < 0)
+		return (int)n;
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		int k = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+		for (int i = 0; i < k; i++) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(cm) + (size_t)i * sizeof(int), sizeof(fd));
+			if (ngot < SHUNT_FDMSG_MAX)
+				fds[ngot++] = shunt__hide_fd(fd);
+			else
+				sys_close(fd);
+		}
+	}
+	if (n == 0 && ngot == 0)
+		return -ECONNRESET;
+	if ((size_t)n != len || (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC))) {
+		shunt_close_fds(fds, ngot);
+		return -EPROTO;
+	}
+	*nfds = ngot;
+	return 0;
+}

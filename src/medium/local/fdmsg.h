@@ -1,0 +1,23 @@
+/*
+ * fdmsg.h - messages that carry file descriptors (SCM_RIGHTS), as the
+ * local medium passes segments, doorbells and proofs.
+ */
+#ifndef SHUNT_FDMSG_H
+#define SHUNT_FDMSG_H
+
+#include <stddef.h>
+
+#define SHUNT_FDMSG_MAX 4 /* the most fds a message of ours carries */
+
+/* Send len bytes with nfds fds; 0, or a negative errno (a short send is
+ * -EPROTO).  MSG_NOSIGNAL is always added. */
+int shunt_fdmsg_send(int sock, const void *buf, size_t len, const int *fds, int nfds,
+		     int flags);
+/* Receive one message of exactly len bytes carrying at most
+ * SHUNT_FDMSG_MAX fds (close-on-exec, moved above the fd floor); *nfds says
+ * how many.  Anything else (a short message, truncation) closes what came
+ * and returns -EPROTO; end of stream is -ECONNRESET. */
+int shunt_fdmsg_recv(int sock, void *buf, size_t len, int *fds, int *nfds, int flags);
+void shunt_close_fds(const int *fds, int n);
+
+#endif /* SHUNT_FDMSG_H */
