@@ -106,6 +106,10 @@ void shunt__log_hide(void);
 /* Is fd one of the library's own (the log file)?  The program never acts
  * on those: the shim answers as if they were not open. */
 int shunt__log_fd_is(int fd);
+/* The log file's fd (> 2), or -1. */
+int shunt__log_fd(void);
+/* The program wants the log file's fd number: it moved to `to`. */
+void shunt__log_moved(int from, int to);
 
 /* --- Policy (policy.c) ---------------------------------------------------- */
 

@@ -54,6 +54,17 @@ int shunt__log_fd_is(int fd)
 	return fd > 2 && fd == log_fd;
 }
 
+int shunt__log_fd(void)
+{
+	return log_fd > 2 ? log_fd : -1;
+}
+
+void shunt__log_moved(int from, int to)
+{
+	if (from > 2 && from == log_fd)
+		log_fd = to;
+}
+
 /* Runs before main() so the level is known before any other call. */
 __attribute__((constructor)) static void log_init(void)
 {

@@ -1,0 +1,57 @@
+/*
+ * arena.h - the layout of a family's arena (shim/arena.c), which `shunt
+ * stat` also reads.  docs/design.md describes it byte by byte.
+ *
+ * A memfd named "shunt-arena", sealed against shrinking and growing, mapped
+ * shared by a process and every process it forks or execs while the shim
+ * is loaded.  Never shared with a connection's peer.  Readers other than
+ * the family (`shunt stat`) read it with pread() and trust nothing in it.
+ */
+#ifndef SHUNT_ARENA_H
+#define SHUNT_ARENA_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#define ARENA_MAGIC     0x4e455241544e4853ull /* "SHNTAREN" little-endian */
+#define ARENA_VERSION   1u
+#define ARENA_PROCS     256
+#define ARENA_SLOTS     16384
+#define ARENA_SLOT_SIZE 1024u
+#define ARENA_SLOTS_OFF 65536u
+#define ARENA_SIZE      ((uint64_t)ARENA_SLOTS_OFF + (uint64_t)ARENA_SLOTS * ARENA_SLOT_SIZE)
+#define ARENA_WHY       8 /* enum shim_why */
+
+/* One process of the family, and what it saw: `shunt stat`'s "why not". */
+struct arena_proc {
+	_Atomic int32_t pid;        /* 0: free */
+	uint32_t pad;
+	_Atomic uint64_t seen;      /* TCP connections tracked */
+	_Atomic uint64_t moved;     /* ... moved to shared memory */
+	_Atomic uint64_t why[ARENA_WHY]; /* ... stayed on TCP, by reason */
+	char comm[16];              /* the program's name */
+};
+
+struct arena_hdr {
+	uint64_t magic;             /* ARENA_MAGIC */
+	uint32_t version;           /* ARENA_VERSION */
+	uint32_t nslots;            /* ARENA_SLOTS */
+	uint32_t slot_size;         /* ARENA_SLOT_SIZE */
+	uint32_t nprocs;            /* ARENA_PROCS */
+	uint64_t slots_off;         /* ARENA_SLOTS_OFF */
+	_Atomic uint32_t hint;      /* where to look for a free slot */
+	uint32_t pad;
+	struct arena_proc procs[ARENA_PROCS];
+};
+
+/* The part of a slot `shunt stat` reads (the start of struct tslot). */
+struct arena_slot_view {
+	uint32_t gen, state, flags, phase;
+	int32_t holders[4];
+	uint32_t why, side;
+	uint64_t ino;
+	uint8_t local[20], peer[20]; /* struct shunt_addr */
+	uint64_t calls, bytes_in, bytes_out;
+};
+
+#endif /* SHUNT_ARENA_H */

@@ -1,0 +1,229 @@
+/*
+ * bell.c - a moved connection's TCP stream as its doorbell.
+ *
+ * After the switch the stream carries no data, only rings: one byte each,
+ * of the value both ends agreed on (the segment header's `bell`).  It wakes
+ * a sleeper of the other end wherever it sleeps: in our wait below, in the
+ * program's own epoll_wait or poll on its socket, or in a read that began
+ * before the switch.  Its close is the peer's close or death, as the
+ * kernel tells it.  It works the same between virtual machines.
+ *
+ * A byte that is not a ring means somebody wrote to the socket behind the
+ * library's back (stdio's internal writes, raw system calls) after it had
+ * moved: those bytes cannot be put in their place any more, so the
+ * connection is broken loudly (-EPROTO, and a line at level error) rather
+ * than handed over reordered.
+ *
+ * Sleeping: the rings of both directions arrive on one socket, and a byte
+ * one thread consumes is gone for the others.  So at most one thread of the
+ * family sleeps in the kernel at a time, the leader; the others wait on a
+ * futex the leader bumps whenever it wakes, and all look again.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "clock.h"
+#include "internal.h"
+#include "shim.h"
+#include "sys.h"
+#include "wake.h"
+
+#define FOLLOW_NS (100ll * 1000000) /* a follower checks on its leader this often */
+#define STUCK_NS_MAX (16ll * 1000000)
+
+static struct tslot *slot_of(struct shunt_bell *b)
+{
+	return ((struct tsock *)b->ctx)->slot;
+}
+
+static int phase(struct tslot *s)
+{
+	return (int)atomic_load_explicit(&s->phase, memory_order_acquire);
+}
+
+static int tb_ring(struct shunt_bell *b, uint32_t bits)
+{
+	struct tslot *s = slot_of(b);
+
+	(void)bits;
+	/* Before our switch, a byte down the stream would be data. */
+	if ((phase(s) & (PH_TX_RING | PH_NOBELL)) != PH_TX_RING)
+		return 0;
+	long n = sys_send(b->fd[0], &s->bell, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+	/* Full: the peer has rings waiting anyway.  Gone: it sees the close. */
+	return n == 1 || n == -EAGAIN || n == -EPIPE || n == -ECONNRESET ? 0 : (int)n;
+}
+
+/* Bytes taken off the stream after the switch must all be rings. */
+static int check(struct tslot *s, const uint8_t *buf, long n)
+{
+	for (long i = 0; i < n; i++) {
+		if (buf[i] != s->bell) {
+			log_error("bytes were written to a TCP socket behind the library's "
+				  "back after it moved to shared memory (stdio, raw system "
+				  "calls?): the connection is reset");
+			return shunt_end_fail(&s->end, -EPROTO);
+		}
+	}
+	return 0;
+}
+
+/* 1 rung, -EAGAIN or -EINTR, or -ECONNRESET when the stream is closed.
+ * A blocking take is the program's own kind of read (libc's): a
+ * cancellation point, restarted or not after a signal as any read is. */
+static int take(struct tslot *s, int fd, int flags)
+{
+	uint8_t buf[64];
+	long n;
+
+	if (flags & MSG_DONTWAIT) {
+		n = sys_recv(fd, buf, sizeof(buf), flags);
+	} else {
+		int err = errno;
+		n = REAL(recvfrom)(fd, buf, sizeof(buf), flags, NULL, NULL);
+		if (n < 0)
+			n = -errno;
+		errno = err;
+	}
+
+	if (n > 0)
+		return check(s, buf, n) < 0 ? -ECONNRESET : 1;
+	if (n == 0)
+		return -ECONNRESET;
+	if (n == -EAGAIN || n == -EINTR)
+		return (int)n;
+	return -ECONNRESET;
+}
+
+static int tb_drain(struct shunt_bell *b, uint32_t bits)
+{
+	struct tslot *s = slot_of(b);
+	int got = 0;
+
+	(void)bits;
+	if (!(phase(s) & PH_RX_RING))
+		return 0; /* the stream still carries data: not ours to take */
+	for (int i = 0; i < 16; i++) {
+		int rc = take(s, b->fd[0], MSG_DONTWAIT);
+		if (rc == -ECONNRESET)
+			return rc;
+		if (rc < 0)
+			return got;
+		got = 1;
+	}
+	return got;
+}
+
+static int tb_alive(struct shunt_bell *b)
+{
+	struct pollfd p = { .fd = b->fd[0], .events = POLLRDHUP };
+	struct timespec zero = { 0, 0 };
+
+	if (sys_ppoll(&p, 1, &zero) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)))
+		return -ECONNRESET;
+	return 0;
+}
+
+/* Before the stream is ours, a sleeper may only watch it: data the program
+ * has not asked for may sit there.  So it sleeps a growing while instead. */
+static _Thread_local int64_t stuck_ns;
+
+static int watch(struct shunt_bell *b, int64_t deadline)
+{
+	struct pollfd p = { .fd = b->fd[0], .events = POLLIN | POLLRDHUP };
+	int64_t now = shunt_now_ns(), until = deadline;
+	struct timespec ts;
+
+	stuck_ns = stuck_ns ? SHUNT_MIN(stuck_ns * 2, STUCK_NS_MAX) : 1000000;
+	if (until == SHUNT_NEVER || until - now > stuck_ns)
+		until = now + stuck_ns;
+	int rc = sys_ppoll(&p, 1, shunt_left(until, &ts));
+	if (rc < 0)
+		return rc;
+	if (rc > 0 && (p.revents & POLLIN)) {
+		/* Readable at once: unread data, not news.  Sleep it off. */
+		ts = shunt_ts(until - shunt_now_ns());
+		nanosleep(&ts, NULL);
+	}
+	return deadline != SHUNT_NEVER && shunt_now_ns() >= deadline ? -EAGAIN : 0;
+}
+
+/* The leader sleeps in the kernel: a blocking read of one ring when it
+ * waits to read with no deadline (it is then a socket read for signals and
+ * SO_RCVTIMEO too), else poll() and a drain. */
+static int lead(struct tslot *s, int fd, uint32_t bits, int64_t deadline)
+{
+	if (bits == SHUNT_WAIT_READ && deadline == SHUNT_NEVER) {
+		int rc = take(s, fd, 0);
+		return rc == 1 ? 0 : rc;
+	}
+	struct pollfd p = { .fd = fd, .events = POLLIN | POLLRDHUP };
+	struct timespec ts;
+	int rc = sys_ppoll(&p, 1, shunt_left(deadline, &ts));
+	if (rc < 0)
+		return rc;
+	if (rc == 0)
+		return -EAGAIN;
+	rc = take(s, fd, MSG_DONTWAIT);
+	return rc == 1 || rc == -EAGAIN || rc == -EINTR ? 0 : rc;
+}
+
+static void leader_done(void *arg)
+{
+	struct tslot *s = arg;
+
+	atomic_store(&s->leader, 0);
+	atomic_fetch_add(&s->bell_seq, 1);
+	if (atomic_load(&s->followers))
+		sys_futex_wake(&s->bell_seq, INT_MAX);
+}
+
+static int follow(struct tslot *s, int64_t deadline)
+{
+	uint32_t seq = atomic_load(&s->bell_seq);
+	uint32_t who = atomic_load(&s->leader);
+
+	if (!who)
+		return 0; /* the leader just left: look again, maybe lead */
+	int64_t left = deadline == SHUNT_NEVER ? FOLLOW_NS : deadline - shunt_now_ns();
+	if (left <= 0)
+		return -EAGAIN;
+	struct timespec ts = shunt_ts(SHUNT_MIN(left, FOLLOW_NS));
+	atomic_fetch_add(&s->followers, 1);
+	int rc = sys_futex_wait(&s->bell_seq, seq, &ts);
+	atomic_fetch_sub(&s->followers, 1);
+	if (rc == -EINTR)
+		return rc;
+	if (rc == -ETIMEDOUT && sys_kill((int)who, 0) == -ESRCH)
+		atomic_compare_exchange_strong(&s->leader, &who, 0); /* it died */
+	return 0;
+}
+
+static int tb_sleep(struct shunt_bell *b, uint32_t bits, int64_t deadline)
+{
+	struct tslot *s = slot_of(b);
+
+	if (!(phase(s) & PH_RX_RING))
+		return watch(b, deadline);
+	stuck_ns = 0;
+	uint32_t none = 0;
+	if (!atomic_compare_exchange_strong(&s->leader, &none, (uint32_t)shim_pid()))
+		return follow(s, deadline);
+	int rc;
+	/* A thread cancelled in its blocking read must not leave the lead. */
+	pthread_cleanup_push(leader_done, s);
+	rc = lead(s, b->fd[0], bits, deadline);
+	pthread_cleanup_pop(1);
+	return rc;
+}
+
+const struct shunt_bell_ops shim_bell_ops = {
+	.ring = tb_ring,
+	.sleep = tb_sleep,
+	.drain = tb_drain,
+	.alive = tb_alive,
+};

@@ -1,0 +1,216 @@
+/*
+ * fds.c - the fd rule: the library never acts on an fd it cannot show is
+ * still its own, and the program never acts on one of the library's.
+ *
+ * Every way a program closes or replaces an fd comes through here, before
+ * the kernel does it: close, dup2/dup3 onto it, close_range, closefrom,
+ * fclose/fcloseall/freopen of a stream over it.  A tracked socket is then
+ * forgotten while its number still names it, so that a last close can tell
+ * the peer.  Calls that return a new fd (open, socket, accept, pipe, ...)
+ * drop whatever the table still says of that number: it was closed where
+ * we could not see (a raw system call), and must not be mistaken for the
+ * socket.  The library's own fds (the family arena, the log file) answer
+ * the program as if they were not open (EBADF), and move out of the way of
+ * a dup2 onto their number.  A vfork child shares its parent's memory: it
+ * changes none of the tables, only its own fds (docs/design.md, "fds").
+ */
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "shim.h"
+#include "sys.h"
+
+int shim_own_fd(int fd)
+{
+	return fd >= 0 && (fd == shim_arena_fd() || shunt__log_fd_is(fd));
+}
+
+void shim_fresh_fd(int fd)
+{
+	if (fd >= 0 && !shim_in_vfork_child()) {
+		if (shim_has(fd))
+			shim_forget(fd, 0);
+		shim_set_kind(fd, FD_UNKNOWN);
+	}
+}
+
+/* fd is about to be closed or replaced by the program. */
+static void going(int fd)
+{
+	struct tsock *t = shim_get(fd);
+
+	shim_epoll_forget(fd, t);
+	if (t) {
+		log_debug("tracked fd %d closed", fd);
+		shim_forget(fd, 1);
+		shim_put(t);
+	} else {
+		shim_set_kind(fd, FD_UNKNOWN);
+	}
+}
+
+int shim_close(int fd)
+{
+	if (shim_own_fd(fd))
+		return (int)shim_err(-EBADF);
+	if (!shim_in_vfork_child())
+		going(fd);
+	return REAL(close)(fd);
+}
+
+/* One of ours sits where the program wants an fd: move ours away. */
+static int make_room(int fd)
+{
+	int to = shunt__hide_fd(sys_fcntl(fd, F_DUPFD_CLOEXEC, fd + 1));
+
+	if (to < 0)
+		return to;
+	shim_arena_moved(fd, to);
+	shunt__log_moved(fd, to);
+	sys_close(fd);
+	return 0;
+}
+
+int shim_dup2(int oldfd, int newfd, int flags, int three)
+{
+	int child = shim_in_vfork_child();
+
+	if (shim_own_fd(oldfd))
+		return (int)shim_err(-EBADF);
+	if (!child && oldfd != newfd && shim_own_fd(newfd)) {
+		int rc = make_room(newfd);
+		if (rc < 0)
+			return (int)shim_err(rc);
+	}
+	if (!child && oldfd != newfd && sys_fcntl(oldfd, F_GETFD, 0) >= 0)
+		going(newfd);
+	int rc = three ? REAL(dup3)(oldfd, newfd, flags) : REAL(dup2)(oldfd, newfd);
+	if (rc >= 0 && !child && oldfd != newfd)
+		shim_dup(oldfd, newfd);
+	return rc;
+}
+
+/* The program's range, without the library's fds in it: they split it
+ * in at most three pieces. */
+static int close_pieces(unsigned first, unsigned last, int flags)
+{
+	int own[2] = { shim_arena_fd(), shunt__log_fd() };
+	unsigned lo = first;
+	int rc = 0;
+
+	if (own[0] > own[1]) {
+		int x = own[0];
+		own[0] = own[1];
+		own[1] = x;
+	}
+	for (int i = 0; i < 2; i++) {
+		if (own[i] < 0 || (unsigned)own[i] < lo || (unsigned)own[i] > last)
+			continue;
+		if ((unsigned)own[i] > lo)
+			rc |= REAL(close_range)(lo, (unsigned)own[i] - 1, flags);
+		lo = (unsigned)own[i] + 1;
+	}
+	if (lo <= last)
+		rc |= REAL(close_range)(lo, last, flags);
+	return rc ? -1 : 0;
+}
+
+struct range {
+	unsigned first, last;
+};
+
+static void in_range(int fd, struct tsock *t, void *arg)
+{
+	struct range *r = arg;
+
+	(void)t;
+	if ((unsigned)fd >= r->first && (unsigned)fd <= r->last)
+		going(fd);
+}
+
+int shim_close_range(unsigned first, unsigned last, int flags)
+{
+	if (!REAL(close_range))
+		return (int)shim_err(-ENOSYS);
+	if (first > last)
+		return (int)shim_err(-EINVAL);
+	if (shim_in_vfork_child() || (flags & CLOSE_RANGE_CLOEXEC))
+		return REAL(close_range)(first, last, flags);
+	struct range r = { first, last };
+	shim_each(in_range, &r);
+	/* Epoll sets of ours in the range are forgotten one by one. */
+	shim_epoll_forget_range(first, last);
+	return close_pieces(first, last, flags);
+}
+
+void shim_closefrom(int first)
+{
+	int err = errno;
+
+	if (first < 0)
+		first = 0;
+	/* A kernel without close_range: close what is open, one by one. */
+	if (shim_close_range((unsigned)first, ~0u, 0) < 0) {
+		for (int fd = first; fd < (1 << 20) && fd < sysconf(_SC_OPEN_MAX); fd++)
+			if (!shim_own_fd(fd))
+				shim_close(fd);
+	}
+	errno = err;
+}
+
+/* --- stdio ----------------------------------------------------------------- */
+
+FILE *shim_fdopen(int fd, const char *mode)
+{
+	struct tsock *t = shim_get(fd);
+
+	if (t) {
+		/* stdio reads and writes with libc's internal calls, which no
+		 * wrapper sees: this connection stays on TCP. */
+		atomic_fetch_or(&t->slot->flags, TF_STDIO);
+		if (shim_demote(t, fd) < 0)
+			log_warn("fd %d: stdio over a connection already in shared memory: "
+				 "its bytes cannot be carried", fd);
+		shim_put(t);
+	}
+	return REAL(fdopen)(fd, mode);
+}
+
+int shim_fclose(FILE *f)
+{
+	int fd = f ? fileno(f) : -1;
+
+	if (fd >= 0 && shim_own_fd(fd))
+		return REAL(fclose)(f);
+	if (fd >= 0 && !shim_in_vfork_child())
+		going(fd);
+	return REAL(fclose)(f);
+}
+
+static void stdio_fd(int fd, struct tsock *t, void *arg)
+{
+	(void)arg;
+	if (atomic_load(&t->slot->flags) & TF_STDIO)
+		going(fd);
+}
+
+int shim_fcloseall(void)
+{
+	/* Every stream goes: every socket stdio took goes with it (a socket
+	 * that was fd 0, 1 or 2 too, which is what fcloseall closes). */
+	if (!shim_in_vfork_child())
+		shim_each(stdio_fd, NULL);
+	return REAL(fcloseall)();
+}
+
+FILE *shim_freopen(const char *path, const char *mode, FILE *f)
+{
+	int fd = f ? fileno(f) : -1;
+
+	if (fd >= 0 && !shim_in_vfork_child() && !shim_own_fd(fd))
+		going(fd);
+	return REAL(freopen)(path, mode, f);
+}

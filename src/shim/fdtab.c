@@ -1,0 +1,286 @@
+/*
+ * fdtab.c - which fds are tracked TCP sockets: a table indexed by fd.
+ *
+ * Every wrapped call looks its fd up, so the lookup is one load and no
+ * lock: the table is made of chunks allocated on first use and never
+ * freed, each entry an atomic pointer.  A tracked socket is reference
+ * counted: each fd that names it holds one reference (dup adds one), and a
+ * call in progress holds one, so that a close in another thread cannot
+ * free it under us.  Tracked sockets are never given back to malloc, only
+ * reused for other tracked sockets, so a lookup that races with a close
+ * increments a count that is still a count (and then sees the entry gone).
+ *
+ * Beside each pointer, a byte says what kind of socket the fd is, learnt
+ * when the program made it: connect() and accept() then know a TCP socket
+ * without asking the kernel.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "shim.h"
+#include "sys.h"
+
+#define CHUNK_BITS 12
+#define CHUNK (1 << CHUNK_BITS)
+#define NCHUNKS 256 /* fds below 2^20, the usual hard limit */
+
+struct chunk {
+	_Atomic(struct tsock *) t[CHUNK];
+	_Atomic uint8_t kind[CHUNK];
+};
+
+static _Atomic(struct chunk *) chunks[NCHUNKS];
+
+static struct chunk *chunk_of(int fd, int create)
+{
+	if (fd < 0 || fd >= CHUNK * NCHUNKS)
+		return NULL;
+	struct chunk *c = atomic_load_explicit(&chunks[fd >> CHUNK_BITS], memory_order_acquire);
+	if (!c && create) {
+		struct chunk *fresh = calloc(1, sizeof(*fresh));
+		if (!fresh)
+			return NULL;
+		if (atomic_compare_exchange_strong(&chunks[fd >> CHUNK_BITS], &c, fresh))
+			c = fresh;
+		else
+			free(fresh); /* another thread won; c is its chunk */
+	}
+	return c;
+}
+
+static _Atomic(struct tsock *) *entry(int fd, int create)
+{
+	struct chunk *c = chunk_of(fd, create);
+
+	return c ? &c->t[fd & (CHUNK - 1)] : NULL;
+}
+
+void shim_set_kind(int fd, enum fd_kind k)
+{
+	struct chunk *c = chunk_of(fd, k != FD_UNKNOWN);
+
+	if (c)
+		atomic_store_explicit(&c->kind[fd & (CHUNK - 1)], (uint8_t)k, memory_order_relaxed);
+}
+
+enum fd_kind shim_kind(int fd)
+{
+	struct chunk *c = chunk_of(fd, 0);
+
+	return c ? (enum fd_kind)atomic_load_explicit(&c->kind[fd & (CHUNK - 1)],
+						       memory_order_relaxed)
+		 : FD_UNKNOWN;
+}
+
+/* --- The pool of tracked sockets ------------------------------------------ */
+
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct tsock *pool; /* free ones, linked through `meet` */
+
+static struct tsock *tsock_alloc(void)
+{
+	pthread_mutex_lock(&pool_mu);
+	struct tsock *t = pool;
+	if (t)
+		pool = (struct tsock *)t->meet;
+	pthread_mutex_unlock(&pool_mu);
+	if (!t) {
+		t = calloc(1, sizeof(*t));
+		if (!t)
+			return NULL;
+		pthread_mutex_init(&t->mu, NULL);
+	}
+	t->meet = NULL;
+	t->mapped = 0;
+	atomic_store(&t->io_gen, 0);
+	atomic_store(&t->nfds, 0);
+	atomic_store_explicit(&t->refs, 1, memory_order_release);
+	return t;
+}
+
+static void tsock_free(struct tsock *t)
+{
+	if (t->mapped) {
+		/* Our mapping only: the slot is shared with the family, whose
+		 * other processes may map the segment still. */
+		sys_munmap(END(t)->seg.base, END(t)->seg.map_len);
+		shim_segment_mapped(-1);
+	}
+	t->slot = NULL;
+	pthread_mutex_lock(&pool_mu);
+	t->meet = (struct tmeet *)pool;
+	pool = t;
+	pthread_mutex_unlock(&pool_mu);
+}
+
+/* --- References ---------------------------------------------------------- */
+
+int shim_has(int fd)
+{
+	_Atomic(struct tsock *) *p = entry(fd, 0);
+
+	return p && atomic_load_explicit(p, memory_order_relaxed) != NULL;
+}
+
+/* One more reference, unless the count already fell to zero (freed). */
+static int ref(struct tsock *t)
+{
+	int r = atomic_load_explicit(&t->refs, memory_order_relaxed);
+
+	while (r > 0)
+		if (atomic_compare_exchange_weak_explicit(&t->refs, &r, r + 1,
+							  memory_order_acquire,
+							  memory_order_relaxed))
+			return 1;
+	return 0;
+}
+
+struct tsock *shim_get(int fd)
+{
+	_Atomic(struct tsock *) *p = entry(fd, 0);
+
+	if (!p)
+		return NULL;
+	for (;;) {
+		struct tsock *t = atomic_load_explicit(p, memory_order_acquire);
+		if (!t)
+			return NULL;
+		if (ref(t)) {
+			if (atomic_load_explicit(p, memory_order_acquire) == t)
+				return t;
+			shim_put(t); /* closed and maybe reused meanwhile */
+		}
+	}
+}
+
+void shim_ref(struct tsock *t)
+{
+	atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+}
+
+void shim_put(struct tsock *t)
+{
+	if (t && atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1)
+		tsock_free(t);
+}
+
+/* --- fds ------------------------------------------------------------------ */
+
+/* The last fd of this process that named t is gone.  fd is that number if
+ * it is still open (the close is about to happen), else -1. */
+static void last_fd(struct tsock *t, int fd)
+{
+	struct tslot *s = t->slot;
+
+	shim_meet_drop(t);
+	if (!s)
+		return;
+	if (atomic_load(&s->state) == SLOT_MOVED && t->mapped && fd >= 0 &&
+	    !shim_slot_shared(s))
+		shim_close_end(t, fd);
+	else if (atomic_load(&s->state) == SLOT_PLAIN)
+		shim_count_why(s, WHY_SHORT);
+	shim_slot_unhold(s, t->gen);
+}
+
+static void drop_fd(struct tsock *t, int fd)
+{
+	if (atomic_fetch_sub(&t->nfds, 1) == 1)
+		last_fd(t, fd);
+	shim_put(t);
+}
+
+/* Put t at fd, taking over the caller's reference. */
+static void install(int fd, struct tsock *t)
+{
+	_Atomic(struct tsock *) *p = entry(fd, 1);
+
+	if (!p) { /* no memory for the table: the fd stays plain */
+		shim_put(t);
+		return;
+	}
+	atomic_fetch_add(&t->nfds, 1);
+	struct tsock *old = atomic_exchange_explicit(p, t, memory_order_acq_rel);
+	if (old)
+		drop_fd(old, -1); /* closed where we could not see */
+}
+
+struct tsock *shim_track(int fd, uint32_t flags)
+{
+	struct tsock *t = tsock_alloc();
+
+	if (!t)
+		return NULL;
+	t->slot = shim_slot_new(0, &t->gen);
+	if (!t->slot) { /* the arena is full or failed: the fd stays plain */
+		shim_put(t);
+		return NULL;
+	}
+	atomic_fetch_or(&t->slot->flags, flags);
+	shim_set_kind(fd, FD_TCP);
+	install(fd, t);
+	return t;
+}
+
+struct tsock *shim_track_slot(int fd, struct tslot *s, uint32_t gen)
+{
+	struct tsock *t = tsock_alloc();
+
+	if (!t)
+		return NULL;
+	t->slot = s;
+	t->gen = gen;
+	shim_slot_hold(s, shim_pid());
+	shim_set_kind(fd, FD_TCP);
+	install(fd, t);
+	return t;
+}
+
+void shim_forget(int fd, int open)
+{
+	_Atomic(struct tsock *) *p = entry(fd, 0);
+	struct tsock *t = p ? atomic_exchange_explicit(p, NULL, memory_order_acq_rel) : NULL;
+
+	shim_set_kind(fd, FD_UNKNOWN);
+	if (t)
+		drop_fd(t, open ? fd : -1);
+}
+
+void shim_dup(int oldfd, int newfd)
+{
+	struct tsock *t = shim_get(oldfd);
+
+	shim_forget(newfd, 0); /* the kernel already replaced it */
+	if (t) {
+		shim_set_kind(newfd, FD_TCP);
+		install(newfd, t);
+	} else {
+		shim_set_kind(newfd, shim_kind(oldfd));
+	}
+}
+
+void shim_each(void (*fn)(int fd, struct tsock *t, void *arg), void *arg)
+{
+	for (int c = 0; c < NCHUNKS; c++) {
+		struct chunk *ch = atomic_load(&chunks[c]);
+		if (!ch)
+			continue;
+		for (int i = 0; i < CHUNK; i++) {
+			struct tsock *t = atomic_load(&ch->t[i]);
+			if (t)
+				fn(c * CHUNK + i, t, arg);
+		}
+	}
+}
+
+int shunt__shim_is_accelerated(int fd)
+{
+	struct tsock *t = shim_get(fd);
+	int on = t && atomic_load(&t->slot->state) == SLOT_MOVED &&
+		 (atomic_load(&t->slot->phase) & (PH_TX_RING | PH_RX_RING)) ==
+			 (PH_TX_RING | PH_RX_RING);
+
+	shim_put(t);
+	return on;
+}

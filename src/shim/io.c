@@ -1,0 +1,599 @@
+/*
+ * io.c - the data calls on a tracked TCP socket, with TCP's semantics.
+ *
+ * A socket on TCP goes straight to the kernel and is counted (move.c).  A
+ * moved one reads the TCP stream up to the peer's switch offset, then its
+ * ring; it sends on TCP until its own switch, then into its ring.  Each
+ * direction is serialised by a lock in the family's slot, so threads and
+ * forked processes may share a connection; no lock is held across a call
+ * into the kernel's TCP paths.  Once the peer has closed, sends go to the
+ * kernel's socket again: the first "succeeds" and the next fail with
+ * EPIPE, exactly as TCP's do, because they are TCP's.
+ *
+ * Every function returns what libc's call would, with errno set as it
+ * would.
+ */
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "internal.h"
+#include "shim.h"
+#include "sys.h"
+#include "wake.h"
+
+#define GO_RING (-4096) /* the TCP part is over: carry on in the ring */
+
+static struct tslot *S(struct tsock *t)
+{
+	return t->slot;
+}
+
+static uint32_t phase_of(struct tsock *t)
+{
+	return atomic_load_explicit(&S(t)->phase, memory_order_acquire);
+}
+
+int shim_moved(struct tsock *t)
+{
+	return atomic_load_explicit(&S(t)->state, memory_order_acquire) == SLOT_MOVED &&
+	       t->mapped;
+}
+
+#define moved shim_moved
+
+static int64_t deadline_of(struct tsock *t, int flags, int tx)
+{
+	if ((flags & MSG_DONTWAIT) || (atomic_load(&S(t)->flags) & TF_NONBLOCK))
+		return 0;
+	int64_t to = atomic_load(tx ? &S(t)->sndtimeo_ns : &S(t)->rcvtimeo_ns);
+	return to > 0 ? shunt_now_ns() + to : SHUNT_NEVER;
+}
+
+/* Errors of the ring, as TCP gives them. */
+static ssize_t rx_result(struct tsock *t, ssize_t n)
+{
+	if (n == -EPROTO)
+		n = -ECONNRESET; /* the peer broke the rules: a reset (logged) */
+	/* TCP reports a reset once; after that the socket reads end of stream. */
+	if (n == -ECONNRESET && atomic_exchange(&S(t)->reset_told, 1))
+		n = 0;
+	return shim_err(n);
+}
+
+static void touched(struct tsock *t)
+{
+	atomic_fetch_add_explicit(&t->io_gen, 1, memory_order_relaxed);
+}
+
+/* --- Receiving -------------------------------------------------------------- */
+
+static ssize_t plain_recv(struct tsock *t, int fd, void *buf, size_t len, int flags)
+{
+	ssize_t n = REAL(recvfrom)(fd, buf, len, flags, NULL, NULL);
+
+	if (n > 0 && !(flags & MSG_PEEK))
+		atomic_fetch_add_explicit(&S(t)->rx_tcp, (uint64_t)n, memory_order_relaxed);
+	shim_count(t, fd, n > 0 ? (uint64_t)n : 0, 0);
+	return n;
+}
+
+static void rx_ring_from_now(struct tsock *t)
+{
+	atomic_fetch_or_explicit(&S(t)->phase, PH_RX_RING, memory_order_release);
+	touched(t);
+}
+
+/* Bytes a read took past the switch offset: they must all be rings. */
+static int past_x(struct tsock *t, const uint8_t *extra, size_t n)
+{
+	for (size_t i = 0; extra && i < n; i++) {
+		if (extra[i] != S(t)->bell) {
+			log_error("bytes were written to a TCP socket behind the library's back "
+				  "after it moved to shared memory: the connection is reset");
+			shunt_end_fail(END(t), -EPROTO);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * The part of a read that comes from the TCP stream, before the peer's
+ * switch offset x: bounded by x once known, and cut at x when the peer
+ * switched while the read waited (its doorbell byte woke it).  Returns the
+ * data, or GO_RING when the stream has no more data for us.
+ */
+static ssize_t tcp_part(struct tsock *t, int fd, void *buf, size_t len, int flags)
+{
+	struct tslot *s = S(t);
+	int knew = shim_peer_switched(t);
+	size_t want = len;
+	uint64_t x = atomic_load(&s->x_peer);
+
+	if (knew) {
+		uint64_t off = atomic_load(&s->rx_tcp);
+		if (off >= x) {
+			log_debug("fd %d: at %llu, the peer's ring starts at %llu", fd,
+				  (unsigned long long)off, (unsigned long long)x);
+			rx_ring_from_now(t);
+			return GO_RING;
+		}
+		want = (size_t)SHUNT_MIN((uint64_t)len, x - off);
+	}
+	/* Waiting for all of len could wait for bytes that now go by the ring. */
+	ssize_t n = REAL(recvfrom)(fd, buf, want, flags & ~MSG_WAITALL, NULL, NULL);
+	if (n <= 0)
+		return n;
+	int peek = flags & MSG_PEEK;
+	uint64_t before = peek ? atomic_load(&s->rx_tcp)
+			       : atomic_fetch_add(&s->rx_tcp, (uint64_t)n);
+	if (!knew && shim_peer_switched(t))
+		x = atomic_load(&s->x_peer);
+	else if (!knew)
+		return n;
+	if (before + (uint64_t)n < x)
+		return n;
+	size_t data = before >= x ? 0 : (size_t)(x - before);
+	log_debug("fd %d: the TCP stream ends at %llu: a read of %zd at %llu keeps %zu", fd,
+		  (unsigned long long)x, n, (unsigned long long)before, data);
+	if (!peek) {
+		if (past_x(t, (flags & MSG_TRUNC) ? NULL : (const uint8_t *)buf + data,
+			   (size_t)n - data) < 0)
+			return shim_err(-ECONNRESET);
+		rx_ring_from_now(t);
+	}
+	return data ? (ssize_t)data : GO_RING;
+}
+
+static ssize_t ring_recv(struct tsock *t, int fd, void *buf, size_t len, int flags,
+			 size_t done)
+{
+	struct shunt_bell b = shim_bell(t, fd);
+	struct shunt_end *e = END(t);
+	int64_t dl = done ? 0 : deadline_of(t, flags, 0);
+	ssize_t n;
+
+	shim_lock(&S(t)->rx_mu);
+	if (flags & MSG_PEEK || len == 0) {
+		const void *p;
+		n = shunt_end_peek(e, &b, &p, dl);
+		if (n > 0) {
+			n = (ssize_t)SHUNT_MIN((size_t)n, len);
+			if (n && !(flags & MSG_TRUNC))
+				memcpy(buf, p, (size_t)n);
+		}
+	} else if (flags & MSG_TRUNC) {
+		n = shunt_end_discard(e, &b, len, dl);
+	} else {
+		n = shunt_end_recv(e, &b, buf, len, dl);
+		/* MSG_WAITALL: on until all of it, the end, or an error. */
+		while ((flags & MSG_WAITALL) && n > 0 && (size_t)n < len) {
+			ssize_t k = shunt_end_recv(e, &b, (char *)buf + n, len - (size_t)n,
+						   deadline_of(t, flags, 0));
+			if (k <= 0)
+				break;
+			n += k;
+		}
+	}
+	shim_unlock(&S(t)->rx_mu);
+	touched(t);
+	if (done)
+		return n > 0 ? (ssize_t)done + n : (ssize_t)done;
+	return rx_result(t, n);
+}
+
+ssize_t shim_recv(struct tsock *t, int fd, void *buf, size_t len, int flags)
+{
+	/* What the ring does not carry is the kernel's: no error is queued,
+	 * no urgent byte ever arrives there. */
+	if ((flags & (MSG_ERRQUEUE | MSG_OOB)) || !moved(t))
+		return (flags & (MSG_ERRQUEUE | MSG_OOB)) ? REAL(recvfrom)(fd, buf, len, flags, NULL, NULL)
+							  : plain_recv(t, fd, buf, len, flags);
+	size_t done = 0;
+	if (!(phase_of(t) & PH_RX_RING) && len) {
+		ssize_t n = tcp_part(t, fd, buf, len, flags);
+		if (n != GO_RING) {
+			if (n <= 0 || !(flags & MSG_WAITALL) || (size_t)n == len)
+				return n;
+			done = (size_t)n;
+			if (!(phase_of(t) & PH_RX_RING))
+				return (ssize_t)done; /* a short read: allowed, and rare */
+		}
+	}
+	return ring_recv(t, fd, (char *)buf + done, len - done, flags, done);
+}
+
+/* Vectors: the first non-empty piece as a recv; the rest only what is
+ * there at once, as readv on a socket returns what it has. */
+ssize_t shim_recvv(struct tsock *t, int fd, const struct iovec *iov, int n, int flags)
+{
+	if (!moved(t) || (flags & (MSG_ERRQUEUE | MSG_OOB))) {
+		struct msghdr m = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n };
+		ssize_t k = REAL(recvmsg)(fd, &m, flags);
+		if (k > 0 && !(flags & (MSG_PEEK | MSG_ERRQUEUE | MSG_OOB)))
+			atomic_fetch_add(&S(t)->rx_tcp, (uint64_t)k);
+		if (!(flags & (MSG_ERRQUEUE | MSG_OOB)))
+			shim_count(t, fd, k > 0 ? (uint64_t)k : 0, 0);
+		return k;
+	}
+	size_t done = 0;
+	for (int i = 0; i < n; i++) {
+		if (iov[i].iov_len == 0)
+			continue;
+		ssize_t k = shim_recv(t, fd, iov[i].iov_base, iov[i].iov_len,
+				      done && !(flags & MSG_WAITALL) ? flags | MSG_DONTWAIT : flags);
+		if (k <= 0)
+			return done ? (ssize_t)done : k;
+		done += (size_t)k;
+		if ((size_t)k < iov[i].iov_len || (flags & MSG_PEEK))
+			break;
+	}
+	return (ssize_t)done;
+}
+
+/* --- Sending --------------------------------------------------------------- */
+
+static ssize_t plain_send(struct tsock *t, int fd, const void *buf, size_t len, int flags)
+{
+	ssize_t n = REAL(sendto)(fd, buf, len, flags, NULL, 0);
+
+	shim_count(t, fd, 0, n > 0 ? (uint64_t)n : 0);
+	return n;
+}
+
+/* A send on TCP while the connection is moving counts as in flight, so
+ * that the switch waits for it to leave the kernel (move.c).  0: the
+ * switch came first, send by the ring. */
+static int tcp_enter(struct tslot *s)
+{
+	atomic_fetch_add(&s->inflight, 1);
+	if (atomic_load(&s->switching) ||
+	    (atomic_load_explicit(&s->phase, memory_order_acquire) & PH_TX_RING)) {
+		atomic_fetch_sub(&s->inflight, 1);
+		return 0;
+	}
+	return 1;
+}
+
+static void tcp_leave(struct tslot *s)
+{
+	atomic_fetch_sub(&s->inflight, 1);
+}
+
+/* Our sends still go by TCP: 1 (and in flight), or 0 for the ring. */
+static int on_tcp(struct tsock *t, int fd)
+{
+	for (;;) {
+		if ((phase_of(t) & PH_TX_RING) || shim_switch_tx(t, fd) == 0)
+			return 0;
+		if (tcp_enter(S(t)))
+			return 1;
+	}
+}
+
+/* The peer closed (or is gone): from now on the kernel's socket answers,
+ * which is what TCP does after a FIN or a reset. */
+static int peer_closed(struct tsock *t)
+{
+	struct shunt_end *e = END(t);
+	int64_t st = shunt_end_peer_state(e);
+
+	return st < 0 || (st & SHUNT_ST_CLOSED) ||
+	       atomic_load_explicit(&e->peer_gone, memory_order_relaxed);
+}
+
+/* EPIPE after our own shutdown(SHUT_WR) raises SIGPIPE, as on a socket. */
+static ssize_t broken_pipe(int flags)
+{
+	if (!(flags & MSG_NOSIGNAL))
+		raise(SIGPIPE);
+	return shim_err(-EPIPE);
+}
+
+static ssize_t ring_send(struct tsock *t, int fd, const void *buf, size_t len, int flags)
+{
+	struct shunt_bell b = shim_bell(t, fd);
+
+	if (shunt_end_state(END(t)) & SHUNT_ST_SHUT_WR)
+		return broken_pipe(flags);
+	if (peer_closed(t))
+		return REAL(sendto)(fd, buf, len, flags, NULL, 0);
+	shim_lock(&S(t)->tx_mu);
+	ssize_t n = shunt_end_send(END(t), &b, buf, len, deadline_of(t, flags, 1));
+	shim_unlock(&S(t)->tx_mu);
+	touched(t);
+	if (n == -EPIPE || n == -ECONNRESET)
+		return REAL(sendto)(fd, buf, len, flags, NULL, 0);
+	return shim_err(n == -EPROTO ? -ECONNRESET : n);
+}
+
+ssize_t shim_send(struct tsock *t, int fd, const void *buf, size_t len, int flags)
+{
+	if (flags & MSG_OOB) /* urgent data is TCP's alone */
+		atomic_fetch_or(&S(t)->flags, TF_OPTS);
+	if (!moved(t) || (flags & MSG_OOB))
+		return plain_send(t, fd, buf, len, flags);
+	if (!on_tcp(t, fd))
+		return ring_send(t, fd, buf, len, flags);
+	ssize_t n = REAL(sendto)(fd, buf, len, flags, NULL, 0);
+	tcp_leave(S(t));
+	return n;
+}
+
+ssize_t shim_sendv(struct tsock *t, int fd, const struct iovec *iov, int n, int flags)
+{
+	struct msghdr m = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n };
+
+	if (!moved(t) || (flags & MSG_OOB)) {
+		ssize_t k = REAL(sendmsg)(fd, &m, flags);
+		shim_count(t, fd, 0, k > 0 ? (uint64_t)k : 0);
+		return k;
+	}
+	if (on_tcp(t, fd)) {
+		ssize_t k = REAL(sendmsg)(fd, &m, flags);
+		tcp_leave(S(t));
+		return k;
+	}
+	size_t done = 0;
+	for (int i = 0; i < n; i++) {
+		if (iov[i].iov_len == 0)
+			continue;
+		ssize_t k = shim_send(t, fd, iov[i].iov_base, iov[i].iov_len,
+				      done ? flags | MSG_NOSIGNAL : flags);
+		if (k <= 0)
+			return done ? (ssize_t)done : k;
+		done += (size_t)k;
+		if ((size_t)k < iov[i].iov_len)
+			break;
+	}
+	return (ssize_t)done;
+}
+
+/* sendfile into the ring: the file is read straight into shared memory. */
+ssize_t shim_sendfile(struct tsock *t, int fd, int in_fd, off_t *off, size_t count)
+{
+	if (!moved(t)) {
+		ssize_t n = REAL(sendfile)(fd, in_fd, off, count);
+		shim_count(t, fd, 0, n > 0 ? (uint64_t)n : 0);
+		return n;
+	}
+	if (on_tcp(t, fd)) {
+		ssize_t n = REAL(sendfile)(fd, in_fd, off, count);
+		tcp_leave(S(t));
+		return n;
+	}
+	if (peer_closed(t))
+		return REAL(sendfile)(fd, in_fd, off, count);
+	struct shunt_bell b = shim_bell(t, fd);
+	int64_t dl = deadline_of(t, 0, 1);
+	size_t done = 0;
+	ssize_t rc = 0;
+
+	shim_lock(&S(t)->tx_mu);
+	while (done < count) {
+		void *p;
+		rc = shunt_end_reserve(END(t), &b, &p, 1, done ? 0 : dl);
+		if (rc < 0)
+			break;
+		size_t want = SHUNT_MIN(SHUNT_MIN((size_t)rc, count - done), (size_t)65536);
+		long got = off ? sys_pread(in_fd, p, want, *off) : sys_read(in_fd, p, want);
+		if (got <= 0) {
+			shunt_end_commit(END(t), &b, 0);
+			rc = got;
+			break;
+		}
+		shunt_end_commit(END(t), &b, (size_t)got);
+		if (off)
+			*off += got;
+		done += (size_t)got;
+	}
+	shim_unlock(&S(t)->tx_mu);
+	touched(t);
+	if (done)
+		return (ssize_t)done;
+	return rc == -EPIPE ? broken_pipe(MSG_NOSIGNAL) : shim_err(rc);
+}
+
+/* splice from a pipe into a moved socket: the pipe is read into the ring. */
+ssize_t shim_splice_in(struct tsock *t, int fd, int pipe_in, size_t len, unsigned flags)
+{
+	struct shunt_bell b = shim_bell(t, fd);
+	void *p;
+
+	if (on_tcp(t, fd)) {
+		ssize_t n = REAL(splice)(pipe_in, NULL, fd, NULL, len, flags);
+		tcp_leave(S(t));
+		return n;
+	}
+	shim_lock(&S(t)->tx_mu);
+	ssize_t rc = shunt_end_reserve(END(t), &b, &p, 1,
+				       (flags & SPLICE_F_NONBLOCK) ? 0 : deadline_of(t, 0, 1));
+	if (rc > 0) {
+		long got = sys_read(pipe_in, p, SHUNT_MIN((size_t)rc, len));
+		shunt_end_commit(END(t), &b, got > 0 ? (size_t)got : 0);
+		rc = got;
+	}
+	shim_unlock(&S(t)->tx_mu);
+	touched(t);
+	return shim_err(rc);
+}
+
+/* splice from a moved socket into a pipe: the ring is written to the pipe. */
+ssize_t shim_splice_out(struct tsock *t, int fd, int pipe_out, size_t len, unsigned flags)
+{
+	struct shunt_bell b = shim_bell(t, fd);
+	const void *p;
+
+	if (!(phase_of(t) & PH_RX_RING)) {
+		char buf[4096];
+		ssize_t n = tcp_part(t, fd, buf, SHUNT_MIN(len, sizeof(buf)), 0);
+		if (n != GO_RING) {
+			if (n > 0)
+				n = sys_write(pipe_out, buf, (size_t)n);
+			return shim_err(n);
+		}
+	}
+	shim_lock(&S(t)->rx_mu);
+	ssize_t rc = shunt_end_peek(END(t), &b, &p,
+				    (flags & SPLICE_F_NONBLOCK) ? 0 : deadline_of(t, 0, 0));
+	if (rc > 0) {
+		long put = sys_write(pipe_out, p, SHUNT_MIN((size_t)rc, len));
+		if (put > 0)
+			shunt_end_release(END(t), &b, (size_t)put);
+		rc = put;
+	}
+	shim_unlock(&S(t)->rx_mu);
+	touched(t);
+	return rx_result(t, rc);
+}
+
+/* --- Control ------------------------------------------------------------------ */
+
+int shim_shutdown(struct tsock *t, int fd, int how)
+{
+	struct shunt_bell b = shim_bell(t, fd);
+
+	if (!moved(t)) {
+		int rc = REAL(shutdown)(fd, how);
+		if (rc == 0) /* a half-closed stream can carry no doorbell */
+			atomic_fetch_or(&S(t)->flags, TF_SHUT);
+		return rc;
+	}
+	if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)
+		return (int)shim_err(-EINVAL);
+	if (how != SHUT_RD && !(phase_of(t) & PH_TX_RING) && shim_switch_tx(t, fd) < 0) {
+		/* Our sends are still on TCP: the FIN goes there, and we shall
+		 * not ring again (the peer's waits look for themselves). */
+		atomic_fetch_or(&S(t)->phase, PH_NOBELL);
+		int rc = REAL(shutdown)(fd, SHUT_WR);
+		if (rc < 0 || how == SHUT_WR)
+			return rc;
+		how = SHUT_RD;
+	}
+	int rc = shunt_end_shutdown(END(t), &b, how);
+	touched(t);
+	return (int)shim_err(rc);
+}
+
+int shim_fionread(struct tsock *t, int fd, int *out)
+{
+	int k = 0;
+
+	if (!moved(t) || !(phase_of(t) & PH_RX_RING)) {
+		int rc = REAL(ioctl)(fd, FIONREAD, &k);
+		if (rc < 0 || !moved(t)) {
+			*out = k;
+			return rc;
+		}
+		if (shim_peer_switched(t)) {
+			uint64_t left = atomic_load(&S(t)->x_peer) - atomic_load(&S(t)->rx_tcp);
+			k = (int)SHUNT_MIN((uint64_t)k, left > INT_MAX ? INT_MAX : left);
+		}
+		if (!(phase_of(t) & PH_RX_KNOW)) {
+			*out = k;
+			return 0;
+		}
+	}
+	ssize_t n = shunt_end_readable(END(t));
+	if (n < 0)
+		return (int)shim_err(n == -EPROTO ? -ECONNRESET : n);
+	*out = (int)SHUNT_MIN((int64_t)k + n, INT_MAX);
+	return 0;
+}
+
+int shim_outq(struct tsock *t, int fd, int *out)
+{
+	if (!moved(t) || !(phase_of(t) & PH_TX_RING))
+		return REAL(ioctl)(fd, TIOCOUTQ, out);
+	ssize_t n = shunt_end_unread_by_peer(END(t));
+	if (n < 0)
+		return (int)shim_err(n);
+	*out = (int)SHUNT_MIN(n, INT_MAX);
+	return 0;
+}
+
+void shim_set_nonblock(struct tsock *t, int on)
+{
+	if (on)
+		atomic_fetch_or(&S(t)->flags, TF_NONBLOCK);
+	else
+		atomic_fetch_and(&S(t)->flags, ~TF_NONBLOCK);
+}
+
+static int64_t tv_ns(const void *val, socklen_t len)
+{
+	if (len < sizeof(struct timeval))
+		return -1;
+	const struct timeval *tv = val;
+	return (int64_t)tv->tv_sec * 1000000000 + (int64_t)tv->tv_usec * 1000;
+}
+
+/* Options that change what the stream means, or that only the kernel's
+ * TCP can honour, keep the connection on TCP. */
+void shim_sockopt(struct tsock *t, int fd, int level, int opt, const void *val,
+		  socklen_t len)
+{
+	struct tslot *s = S(t);
+
+	(void)fd;
+	if (level == SOL_SOCKET && (opt == SO_RCVTIMEO || opt == SO_SNDTIMEO)) {
+		int64_t ns = tv_ns(val, len);
+		if (ns >= 0)
+			atomic_store(opt == SO_RCVTIMEO ? &s->rcvtimeo_ns : &s->sndtimeo_ns, ns);
+	} else if (level == SOL_SOCKET && opt == SO_LINGER && len >= sizeof(struct linger)) {
+		const struct linger *l = val;
+		if (l->l_onoff && l->l_linger == 0)
+			atomic_fetch_or(&s->flags, TF_LINGER0);
+		else
+			atomic_fetch_and(&s->flags, ~TF_LINGER0);
+	} else if ((level == SOL_SOCKET && (opt == SO_OOBINLINE || opt == SO_ZEROCOPY ||
+					    opt == SO_ATTACH_FILTER || opt == SO_ATTACH_BPF ||
+					    opt == SO_RCVLOWAT)) ||
+		   (level == IPPROTO_TCP && (opt == 31 /* TCP_ULP */ || opt == 36 /* TCP_INQ */ ||
+					     opt == 19 /* TCP_REPAIR */))) {
+		atomic_fetch_or(&s->flags, TF_OPTS);
+	}
+}
+
+/* --- Readiness ----------------------------------------------------------------- */
+
+static int kernel_revents(int fd, int events)
+{
+	struct pollfd p = { .fd = fd, .events = (short)events };
+	struct timespec zero = { 0, 0 };
+
+	return sys_ppoll(&p, 1, &zero) > 0 ? p.revents : 0;
+}
+
+int shim_readiness(struct tsock *t, int fd, int events, int arm, int kern)
+{
+	struct shunt_bell b = shim_bell(t, fd);
+	int rx = events & (POLLIN | POLLRDHUP), ring = 0, ev = 0;
+
+	/* The stream has nothing more for us once we are at the peer's offset. */
+	if (!(phase_of(t) & PH_RX_RING) && shim_peer_switched(t) &&
+	    atomic_load(&S(t)->rx_tcp) >= atomic_load(&S(t)->x_peer))
+		rx_ring_from_now(t);
+	uint32_t ph = phase_of(t);
+	if (ph & PH_RX_RING)
+		ring |= rx;
+	if (ph & PH_TX_RING)
+		ring |= events & POLLOUT;
+	int on_kernel = events & ~ring & (POLLIN | POLLRDHUP | POLLOUT);
+	if (on_kernel && kern < 0)
+		kern = kernel_revents(fd, on_kernel | POLLIN);
+	/* A ring that came: take it off the stream, so that it wakes once. */
+	if ((ph & PH_RX_RING) && kern > 0 && (kern & (POLLIN | POLLRDHUP | POLLHUP)) &&
+	    shim_bell_ops.drain(&b, SHUNT_WAIT_ALL) < 0)
+		shunt_end_peer_gone(END(t));
+	if (ring)
+		ev = shunt_end_poll(END(t), &b, ring, arm);
+	if (on_kernel && kern > 0)
+		ev |= kern & (on_kernel | POLLERR | POLLHUP);
+	return ev;
+}

@@ -1,0 +1,400 @@
+/*
+ * move.c - when a TCP connection moves to shared memory, and how each of
+ * its directions switches from the TCP stream to a ring.
+ *
+ * When: a connection starts on TCP and nothing is added to connect(),
+ * accept() or its first bytes.  Once it has made upgrade-calls data calls
+ * or carried upgrade-bytes (16 and 256 KiB by default) at one end, that end
+ * starts to meet the other (meet.c), one non-blocking step per data call,
+ * at calls n, n+2, n+4, n+8 ... (at most 64 apart), for at most 24 steps
+ * and 10 s: a peer that does not run shunt costs a few failed connect()s
+ * or accept()s over the connection's life, and a connection that closes
+ * early never pays for anything.
+ *
+ * The switch: each end moves its sends on its own.  It stops writing to
+ * TCP, reads from the kernel how many bytes it ever wrote there (X),
+ * publishes X in its switch word of the segment, then sends into its ring,
+ * and one doorbell byte down TCP so that a peer blocked in a read of the
+ * stream wakes.  The peer reads the TCP stream up to exactly X, then the
+ * ring; every TCP byte after X is a doorbell.  No byte is lost, doubled or
+ * reordered whatever each side does meanwhile: both count the same stream.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "clock.h"
+#include "internal.h"
+#include "meet.h"
+#include "shim.h"
+#include "sys.h"
+#include "wake.h"
+
+#define MAX_STEPS 24
+#define MAX_MEET_NS (10ll * 1000000000)
+#define STEP_GAP_MAX 64
+
+/* --- The ring budget -------------------------------------------------------
+ * A stream wants big rings, but many connections with big rings walk
+ * through more memory than the caches hold, and every message lands on
+ * cold lines (nginx with 256 connections: 0.5x TCP with 512 KiB rings, 2x
+ * with 32 KiB).  So a process's rings share a budget: the configured size
+ * while they fit, halved down to 32 KiB beyond. */
+#define RING_BUDGET (16u << 20)
+#define RING_FLOOR (32u << 10)
+
+static _Atomic int live_segments;
+
+uint64_t shim_ring_size_now(void)
+{
+	uint64_t cap = shunt__config()->ring_size;
+	uint64_t n = (uint64_t)atomic_load(&live_segments) + 1;
+
+	while (cap > RING_FLOOR && n * 2 * cap > RING_BUDGET)
+		cap /= 2;
+	return cap;
+}
+
+void shim_segment_mapped(int delta)
+{
+	atomic_fetch_add(&live_segments, delta);
+}
+
+/* --- Deciding --------------------------------------------------------------- */
+
+static void describe(const struct tslot *s, char *buf, size_t n)
+{
+	char a[64], b[64];
+
+	shunt_addr_fmt(&s->local, a, sizeof(a));
+	shunt_addr_fmt(&s->peer, b, sizeof(b));
+	snprintf(buf, n, "%s <-> %s", a, b);
+}
+
+static void give_up(struct tsock *t, int fd, enum shim_why why)
+{
+	struct tslot *s = t->slot;
+	uint32_t st = atomic_load(&s->state);
+
+	if ((st == SLOT_PLAIN || st == SLOT_MEET) &&
+	    atomic_compare_exchange_strong(&s->state, &st, SLOT_OFF)) {
+		shim_count_why(s, why);
+		log_info("fd %d stays on TCP: %s", fd, shim_why_names[why]);
+	}
+}
+
+/* Is any of fds 0, 1 and 2 this socket?  Then stdio may read or write it
+ * where we cannot see. */
+static int is_stdio(struct tsock *t)
+{
+	for (int fd = 0; fd < 3; fd++) {
+		struct tsock *u = shim_get(fd);
+		shim_put(u);
+		if (u == t)
+			return 1;
+	}
+	return 0;
+}
+
+/* What the file description and the socket say now (a listener's
+ * timeouts pass to the sockets it accepts, for one): from here on the
+ * wrappers keep it up to date. */
+static void learn_options(struct tsock *t, int fd)
+{
+	struct tslot *s = t->slot;
+	struct timeval tv;
+	unsigned len = sizeof(tv);
+	int fl = sys_fcntl(fd, F_GETFL, 0);
+
+	shim_set_nonblock(t, fl >= 0 && (fl & O_NONBLOCK));
+	if (fl >= 0 && (fl & O_ASYNC))
+		atomic_fetch_or(&s->flags, TF_OPTS);
+	if (sys_getsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, &len) == 0)
+		shim_sockopt(t, fd, SOL_SOCKET, SO_RCVTIMEO, &tv, len);
+	len = sizeof(tv);
+	if (sys_getsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, &len) == 0)
+		shim_sockopt(t, fd, SOL_SOCKET, SO_SNDTIMEO, &tv, len);
+}
+
+/* Why this connection may not move now (-1: it may).  Some reasons pass
+ * (another holder may close its copy): those only delay. */
+static int refusal(struct tsock *t, int fd, int *final)
+{
+	struct tslot *s = t->slot;
+	uint32_t f = atomic_load(&s->flags);
+
+	*final = 1;
+	if (!shim_enabled())
+		return WHY_POLICY;
+	if ((f & TF_STDIO) || is_stdio(t)) {
+		atomic_fetch_or(&s->flags, TF_STDIO);
+		return WHY_STDIO;
+	}
+	if (f & TF_EXPORTED)
+		return WHY_SHARED;
+	if (f & (TF_OPTS | TF_SHUT))
+		return WHY_OPTIONS;
+	if (shunt_addr_of(fd, 0, &s->local) < 0 || shunt_addr_of(fd, 1, &s->peer) < 0)
+		return WHY_POLICY; /* not connected, or not IP */
+	if (!shunt__tcp_allowed(&s->peer) || !shunt__tcp_allowed(&s->local))
+		return WHY_POLICY;
+	*final = 0;
+	if (shim_slot_shared(s))
+		return WHY_SHARED;
+	if (f & TF_FOREIGN) {
+		/* Its sender may still hold it: then it is shared too. */
+		int held = shim_proc_holds(atomic_load(&s->foreign_pid), shim_kern_ino(fd));
+		*final = held < 0;
+		if (held != 0)
+			return WHY_SHARED;
+	}
+	return -1;
+}
+
+/* The first step: may it move, and from which point of the stream? */
+static int start(struct tsock *t, int fd)
+{
+	struct tslot *s = t->slot;
+	int final;
+
+	learn_options(t, fd);
+	int why = refusal(t, fd, &final);
+
+	if (why >= 0) {
+		if (final)
+			give_up(t, fd, (enum shim_why)why);
+		return why;
+	}
+	uint64_t consumed;
+	if (shim_kern_rx_consumed(fd, &consumed) < 0) {
+		give_up(t, fd, WHY_ERROR);
+		return WHY_ERROR;
+	}
+	/* The kernel's count is the truth: it includes what an inherited
+	 * socket carried before we knew it. */
+	atomic_store(&s->rx_tcp, consumed);
+	s->ino = shim_kern_ino(fd);
+	uint32_t plain = SLOT_PLAIN;
+	if (!atomic_compare_exchange_strong(&s->state, &plain, SLOT_MEET))
+		return WHY_ERROR; /* another thread or process is at it */
+	atomic_store(&s->started_ns, shunt_now_ns());
+	return -1;
+}
+
+static void moved(struct tsock *t, int fd)
+{
+	struct tslot *s = t->slot;
+	char what[160];
+
+	shim_segment_mapped(1);
+	atomic_store(&s->state, SLOT_MOVED);
+	shim_count_moved();
+	describe(s, what, sizeof(what));
+	log_info("fd %d upgraded: %s, %s side, rings of %llu bytes", fd, what,
+		 s->side ? "dialing" : "listening", (unsigned long long)s->end.seg.cap);
+	shim_epoll_moved(t);
+	shim_switch_tx(t, fd);
+}
+
+static void schedule(struct tslot *s, uint64_t calls)
+{
+	uint32_t n = atomic_fetch_add(&s->steps, 1) + 1;
+	uint64_t gap = n >= 6 ? STEP_GAP_MAX : 1ull << n;
+
+	atomic_store(&s->next_step, calls + gap);
+}
+
+static void step(struct tsock *t, int fd, uint64_t calls)
+{
+	struct tslot *s = t->slot;
+
+	if (atomic_load(&s->state) == SLOT_PLAIN && start(t, fd) >= 0) {
+		schedule(s, calls);
+		if (atomic_load(&s->steps) > MAX_STEPS)
+			give_up(t, fd, WHY_SHARED);
+		return;
+	}
+	if (atomic_load(&s->state) != SLOT_MEET)
+		return;
+	int rc = shim_meet_step(t, fd);
+	if (rc == 1) {
+		moved(t, fd);
+		return;
+	}
+	if (rc < 0) {
+		log_info("fd %d: meeting failed: %s", fd, strerror(-rc));
+		give_up(t, fd, rc == -EACCES || rc == -EPERM || rc == -EPROTO ? WHY_REFUSED
+										: WHY_ERROR);
+		return;
+	}
+	schedule(s, calls);
+	if (atomic_load(&s->steps) > MAX_STEPS ||
+	    shunt_now_ns() - atomic_load(&s->started_ns) > MAX_MEET_NS) {
+		shim_meet_drop(t);
+		give_up(t, fd, WHY_NOPEER);
+	}
+}
+
+static int due(struct tslot *s, uint64_t calls)
+{
+	const struct shunt_config *c = shunt__config();
+
+	if (calls >= atomic_load_explicit(&s->next_step, memory_order_relaxed) &&
+	    (atomic_load_explicit(&s->steps, memory_order_relaxed) || calls >= c->upgrade_calls))
+		return 1;
+	/* Before the first step, enough bytes count as much as enough calls. */
+	return !atomic_load_explicit(&s->steps, memory_order_relaxed) &&
+	       atomic_load_explicit(&s->bytes_in, memory_order_relaxed) +
+			       atomic_load_explicit(&s->bytes_out, memory_order_relaxed) >=
+		       c->upgrade_bytes;
+}
+
+void shim_count(struct tsock *t, int fd, uint64_t in, uint64_t out)
+{
+	struct tslot *s = t->slot;
+	uint64_t calls = atomic_fetch_add_explicit(&s->calls, 1, memory_order_relaxed) + 1;
+
+	if (in)
+		atomic_fetch_add_explicit(&s->bytes_in, in, memory_order_relaxed);
+	if (out)
+		atomic_fetch_add_explicit(&s->bytes_out, out, memory_order_relaxed);
+	uint32_t st = atomic_load_explicit(&s->state, memory_order_relaxed);
+	if (st != SLOT_PLAIN && st != SLOT_MEET)
+		return;
+	if (!due(s, calls))
+		return;
+	int err = errno;
+	step(t, fd, calls);
+	errno = err;
+}
+
+/* --- The switch ----------------------------------------------------------------- */
+
+/* The peer attached (its side is open) and has not closed. */
+static int peer_ready(struct tslot *s)
+{
+	uint32_t st = atomic_load_explicit(&s->end.peer->state, memory_order_acquire);
+
+	return (st & SHUNT_ST_OPEN) && !(st & (SHUNT_ST_CLOSED | SHUNT_ST_RESET));
+}
+
+/* A listener whose dialer never attached gives the segment up. */
+static void abandon(struct tsock *t, int fd)
+{
+	struct tslot *s = t->slot;
+
+	if (shunt_now_ns() - atomic_load(&s->started_ns) < MAX_MEET_NS ||
+	    (atomic_load(&s->end.peer->state) & SHUNT_ST_OPEN))
+		return;
+	uint32_t st = SLOT_MOVED;
+	if (!(atomic_load(&s->phase) & (PH_TX_RING | PH_RX_KNOW)) &&
+	    atomic_compare_exchange_strong(&s->state, &st, SLOT_OFF)) {
+		shim_count_why(s, WHY_NOPEER);
+		log_info("fd %d stays on TCP: the peer never attached", fd);
+	}
+}
+
+/* Wait a little for sends already inside the kernel to come out. */
+static int quiet(struct tslot *s)
+{
+	for (int i = 0; i < 1000; i++) {
+		if (atomic_load(&s->inflight) == 0)
+			return 1;
+		sys_sched_yield();
+	}
+	return 0;
+}
+
+int shim_switch_tx(struct tsock *t, int fd)
+{
+	struct tslot *s = t->slot;
+
+	if (atomic_load_explicit(&s->phase, memory_order_acquire) & PH_TX_RING)
+		return 0;
+	if (atomic_load(&s->state) != SLOT_MOVED || !t->mapped)
+		return -EAGAIN;
+	if (!peer_ready(s)) {
+		abandon(t, fd);
+		return -EAGAIN;
+	}
+	shim_lock(&s->tx_mu);
+	int rc = 0;
+	if (!(atomic_load(&s->phase) & PH_TX_RING)) {
+		atomic_store(&s->switching, 1);
+		uint64_t x = 0;
+		rc = quiet(s) ? shim_kern_tx_total(fd, &x) : -EAGAIN;
+		if (rc == 0) {
+			struct shunt_switch *sw = &s->end.seg.ctl->sw[s->side];
+			atomic_store_explicit(&sw->tcp_off, x, memory_order_relaxed);
+			/* Release: tcp_off before the flag that covers it. */
+			atomic_store_explicit(&sw->flags, SHUNT_SW_RING, memory_order_release);
+			atomic_fetch_or_explicit(&s->phase, PH_TX_RING, memory_order_release);
+			log_debug("fd %d: sends go to the ring from TCP offset %llu", fd,
+				  (unsigned long long)x);
+		}
+		atomic_store(&s->switching, 0);
+	}
+	shim_unlock(&s->tx_mu);
+	if (rc == 0) {
+		/* Wakes a peer asleep in a read of the stream: it is past X. */
+		sys_send(fd, &s->bell, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+		atomic_fetch_add(&t->io_gen, 1);
+	}
+	return rc;
+}
+
+int shim_peer_switched(struct tsock *t)
+{
+	struct tslot *s = t->slot;
+	uint32_t ph = atomic_load_explicit(&s->phase, memory_order_acquire);
+
+	if (ph & PH_RX_KNOW)
+		return 1;
+	if (atomic_load(&s->state) != SLOT_MOVED || !t->mapped)
+		return 0;
+	struct shunt_switch *sw = &s->end.seg.ctl->sw[1 - s->side];
+	/* Acquire pairs with the peer's release in shim_switch_tx(). */
+	if (!(atomic_load_explicit(&sw->flags, memory_order_acquire) & SHUNT_SW_RING))
+		return 0;
+	atomic_store(&s->x_peer, atomic_load_explicit(&sw->tcp_off, memory_order_relaxed));
+	atomic_fetch_or_explicit(&s->phase, PH_RX_KNOW, memory_order_release);
+	return 1;
+}
+
+/* --- Closing ------------------------------------------------------------------ */
+
+static void set_linger0(int fd)
+{
+	struct linger l = { 1, 0 };
+
+	sys_setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+}
+
+void shim_close_end(struct tsock *t, int fd)
+{
+	struct tslot *s = t->slot;
+	struct shunt_bell b = shim_bell(t, fd);
+	uint32_t ph = atomic_load(&s->phase);
+	int rst = (atomic_load(&s->flags) & TF_LINGER0) ||
+		  ((ph & PH_RX_RING) && shunt_end_readable(&s->end) > 0);
+
+	shunt_end_close(&s->end, &b, rst ? SHUNT_CLOSE_RST : SHUNT_CLOSE_TCP);
+	/* The kernel's close then says the same to anyone watching the TCP
+	 * socket: a reset, or a FIN once the doorbells are drained (a byte
+	 * left unread makes the kernel send a reset). */
+	if (rst)
+		set_linger0(fd);
+	else if (ph & PH_RX_RING)
+		shim_bell_ops.drain(&b, SHUNT_WAIT_ALL);
+}
+
+/* --- Going back to TCP ---------------------------------------------------------- */
+
+int shim_demote(struct tsock *t, int fd)
+{
+	(void)fd;
+	/* Not carried: the connection stays where it is.  Callers keep the
+	 * connection working in this process (docs/design.md, "Limits"). */
+	return atomic_load(&t->slot->state) == SLOT_MOVED ? -EOPNOTSUPP : 0;
+}

@@ -1,0 +1,221 @@
+/*
+ * poll.c - poll, ppoll, select and pselect over moved and other fds.
+ *
+ * A moved socket's readiness comes from its rings (io.c): the kernel waits
+ * on its TCP socket for a doorbell, and on every other fd as asked.  The
+ * moved sockets' wait words are armed first, so that the peer rings only
+ * when we sleep; a wake-up is a hint, and readiness is always read again
+ * from the rings, so a stale ring only costs a loop.  Before it sleeps, a
+ * wait on moved sockets alone spins for a while (spin.h).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "internal.h"
+#include "shim.h"
+#include "spin.h"
+
+static int to_poll(int events)
+{
+	return (events & POLLRDNORM ? POLLIN : 0) | (events & POLLWRNORM ? POLLOUT : 0) |
+	       (events & (POLLIN | POLLOUT | POLLRDHUP));
+}
+
+/* Readiness in the program's terms (RDNORM and WRNORM too). */
+static int revents(struct tsock *t, int fd, int events, int arm, int kern)
+{
+	int ev = shim_readiness(t, fd, to_poll(events), arm, kern);
+
+	if ((ev & POLLIN) && (events & POLLRDNORM))
+		ev |= POLLRDNORM;
+	if ((ev & POLLOUT) && (events & POLLWRNORM))
+		ev |= POLLWRNORM;
+	return ev & (events | POLLERR | POLLHUP);
+}
+
+struct pset {
+	struct pollfd *fds;
+	nfds_t n;
+	struct tsock **t; /* per entry: a moved socket (referenced) or NULL */
+	struct pollfd *k; /* what the kernel polls: the same entries */
+};
+
+static int pset_init(struct pset *p, struct pollfd *fds, nfds_t n)
+{
+	p->fds = fds;
+	p->n = n;
+	p->t = calloc(n ? n : 1, sizeof(*p->t));
+	p->k = calloc(n ? n : 1, sizeof(*p->k));
+	if (!p->t || !p->k)
+		return -ENOMEM;
+	int any = 0;
+	for (nfds_t i = 0; i < n; i++) {
+		struct tsock *t = shim_get(fds[i].fd);
+		if (t && !shim_moved(t)) {
+			shim_put(t);
+			t = NULL;
+		}
+		p->t[i] = t;
+		any |= t != NULL;
+	}
+	return any;
+}
+
+static void pset_free(struct pset *p)
+{
+	for (nfds_t i = 0; p->t && i < p->n; i++)
+		shim_put(p->t[i]);
+	free(p->t);
+	free(p->k);
+}
+
+/* Fill the moved entries' revents; how many are ready. */
+static int scan(struct pset *p, int arm, int use_kernel)
+{
+	int ready = 0;
+
+	for (nfds_t i = 0; i < p->n; i++) {
+		if (!p->t[i])
+			continue;
+		int kern = use_kernel ? p->k[i].revents : -1;
+		p->fds[i].revents = (short)revents(p->t[i], p->fds[i].fd, p->fds[i].events,
+						   arm, kern);
+		ready += p->fds[i].revents != 0;
+	}
+	return ready;
+}
+
+/* The kernel polls plain entries as they are, and a moved one's socket
+ * for a doorbell or a hang-up (and for writing while our sends are still
+ * on TCP). */
+static void kernel_set(struct pset *p)
+{
+	for (nfds_t i = 0; i < p->n; i++) {
+		p->k[i] = p->fds[i];
+		if (p->t[i])
+			p->k[i].events = (short)(POLLIN | POLLRDHUP |
+						 (to_poll(p->fds[i].events) & POLLOUT));
+		p->k[i].revents = 0;
+	}
+}
+
+static int copy_plain(struct pset *p)
+{
+	int ready = 0;
+
+	for (nfds_t i = 0; i < p->n; i++) {
+		if (p->t[i])
+			continue;
+		p->fds[i].revents = p->k[i].revents;
+		ready += p->fds[i].revents != 0;
+	}
+	return ready;
+}
+
+static int check(void *arg)
+{
+	return scan(arg, SHUNT_ARM_NONE, 0);
+}
+
+static _Thread_local struct shunt_spin spin;
+static _Thread_local int spin_set;
+
+static int all_moved(const struct pset *p)
+{
+	for (nfds_t i = 0; i < p->n; i++)
+		if (!p->t[i])
+			return 0;
+	return 1;
+}
+
+static int poll_loop(struct pset *p, int64_t deadline, const sigset_t *mask)
+{
+	if (!spin_set) {
+		shunt_spin_init(&spin, shunt__config()->spin_us);
+		spin_set = 1;
+	}
+	/* Spin only when nothing else could be ready: plain fds are the kernel's. */
+	if (deadline != 0 && all_moved(p)) {
+		int k = shunt_spin(&spin, check, p);
+		if (k > 0)
+			return k;
+	}
+	for (;;) {
+		int ready = scan(p, SHUNT_ARM_NONE, 0);
+		if (!ready && deadline != 0)
+			ready = scan(p, SHUNT_ARM_DRAIN, 0);
+		kernel_set(p);
+		struct timespec ts, *t = ready ? &(struct timespec){ 0, 0 } : shunt_left(deadline, &ts);
+		int rc = REAL(ppoll)(p->k, p->n, t, mask);
+		if (rc < 0)
+			return -errno;
+		ready = copy_plain(p) + scan(p, SHUNT_ARM_NONE, 1);
+		if (ready || rc == 0 || deadline == 0)
+			return ready;
+		if (deadline != SHUNT_NEVER && shunt_now_ns() >= deadline)
+			return 0;
+	}
+}
+
+int shim_poll(struct pollfd *fds, nfds_t n, const struct timespec *timeout,
+	      const sigset_t *mask)
+{
+	struct pset p = { 0 };
+	int any = pset_init(&p, fds, n);
+	int rc;
+
+	if (any <= 0) {
+		rc = any < 0 ? (int)shim_err(any) : REAL(ppoll)(fds, n, timeout, mask);
+	} else {
+		int64_t dl = !timeout ? SHUNT_NEVER
+			     : timeout->tv_sec || timeout->tv_nsec
+				     ? shunt_now_ns() + (int64_t)timeout->tv_sec * 1000000000 +
+					       timeout->tv_nsec
+				     : 0;
+		rc = (int)shim_err(poll_loop(&p, dl, mask));
+	}
+	pset_free(&p);
+	return rc;
+}
+
+/* select in terms of poll: readable includes end of stream and errors. */
+int shim_select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex,
+		const struct timespec *timeout, const sigset_t *mask)
+{
+	struct pollfd *fds = calloc(nfds > 0 ? (size_t)nfds : 1, sizeof(*fds));
+	nfds_t n = 0;
+
+	if (!fds)
+		return (int)shim_err(-ENOMEM);
+	for (int fd = 0; fd < nfds; fd++) {
+		short ev = (short)((rd && FD_ISSET(fd, rd) ? POLLIN : 0) |
+				   (wr && FD_ISSET(fd, wr) ? POLLOUT : 0) |
+				   (ex && FD_ISSET(fd, ex) ? POLLPRI : 0));
+		if (ev)
+			fds[n++] = (struct pollfd){ fd, ev, 0 };
+	}
+	int rc = shim_poll(fds, n, timeout, mask);
+	if (rc >= 0) {
+		rc = 0;
+		for (nfds_t i = 0; i < n; i++) {
+			int fd = fds[i].fd, re = fds[i].revents;
+			if (re & POLLNVAL) {
+				free(fds);
+				return (int)shim_err(-EBADF);
+			}
+			int r = (fds[i].events & POLLIN) && (re & (POLLIN | POLLHUP | POLLERR));
+			int w = (fds[i].events & POLLOUT) && (re & (POLLOUT | POLLERR));
+			int x = (fds[i].events & POLLPRI) && (re & POLLPRI);
+			if (rd && !r)
+				FD_CLR(fd, rd);
+			if (wr && !w)
+				FD_CLR(fd, wr);
+			if (ex && !x)
+				FD_CLR(fd, ex);
+			rc += r + w + x;
+		}
+	}
+	free(fds);
+	return rc;
+}

@@ -1,0 +1,906 @@
+/*
+ * preload.c - the libc functions the shim takes over.
+ *
+ * Each wrapper is thin: an fd that is not a tracked TCP socket goes
+ * straight to libc (one table load), a tracked one to io.c, poll.c,
+ * epoll.c or fds.c.  errno is set only as the real call would set it, and
+ * left alone on paths that did extra work.
+ */
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/sendfile.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "shim.h"
+#include "sys.h"
+
+#define EXPORT __attribute__((visibility("default")))
+
+/* glibc's fortified entry points, which its headers declare only under
+ * _FORTIFY_SOURCE. */
+ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen);
+ssize_t __recv_chk(int fd, void *buf, size_t n, size_t buflen, int flags);
+ssize_t __recvfrom_chk(int fd, void *buf, size_t n, size_t buflen, int flags,
+		       struct sockaddr *addr, socklen_t *alen);
+int __poll_chk(struct pollfd *fds, nfds_t n, int timeout, size_t fdslen);
+int __ppoll_chk(struct pollfd *fds, nfds_t n, const struct timespec *t,
+		const sigset_t *mask, size_t fdslen);
+
+static int enabled = 1;
+
+int shim_enabled(void)
+{
+	return enabled;
+}
+
+/* Our fds go in the top quarter of the fd limit, out of the program's way
+ * (fd.c); a program that opens that many fds still gets every number.  At
+ * most 8192: the kernel sizes each process's fd table to its highest fd. */
+#define FD_FLOOR_MAX 8192
+
+static void set_fd_floor(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur < 64)
+		return;
+	rlim_t floor = rl.rlim_cur == RLIM_INFINITY ? FD_FLOOR_MAX : rl.rlim_cur - rl.rlim_cur / 4;
+	shunt__fd_floor = (int)(floor < FD_FLOOR_MAX ? floor : FD_FLOOR_MAX);
+}
+
+__attribute__((constructor)) static void shim_init(void)
+{
+	const char *off = getenv("SHUNT_DISABLE");
+
+	shim_real_init();
+	set_fd_floor();
+	shunt__log_hide(); /* whichever constructor ran first */
+	pthread_atfork(shim_fork_prepare, shim_fork_parent, shim_fork_child);
+	if ((off && *off && strcmp(off, "0")) || shunt__config()->bad_file)
+		enabled = 0;
+	shim_inherit(); /* even when off: an inherited connection is ours to carry */
+}
+
+/* --- Sockets ------------------------------------------------------------- */
+
+static int tcp_type(int domain, int type, int proto)
+{
+	return (domain == AF_INET || domain == AF_INET6) && (type & 0xf) == SOCK_STREAM &&
+	       (proto == 0 || proto == IPPROTO_TCP);
+}
+
+EXPORT int socket(int domain, int type, int proto)
+{
+	int rc = REAL(socket)(domain, type, proto);
+
+	if (rc >= 0) {
+		shim_fresh_fd(rc);
+		shim_set_kind(rc, tcp_type(domain, type, proto) ? FD_TCP : FD_OTHER);
+	}
+	return rc;
+}
+
+EXPORT int socketpair(int domain, int type, int proto, int sv[2])
+{
+	static int (*real)(int, int, int, int[2]);
+
+	if (!real)
+		*(void **)&real = dlsym(RTLD_NEXT, "socketpair");
+	int rc = real(domain, type, proto, sv);
+	if (rc == 0) {
+		shim_fresh_fd(sv[0]);
+		shim_fresh_fd(sv[1]);
+	}
+	return rc;
+}
+
+/* Is fd a TCP socket?  Known from socket(), else asked once. */
+static int is_tcp(int fd)
+{
+	enum fd_kind k = shim_kind(fd);
+
+	if (k == FD_UNKNOWN) {
+		k = shim_kern_is_tcp(fd) ? FD_TCP : FD_OTHER;
+		shim_set_kind(fd, k);
+	}
+	return k == FD_TCP;
+}
+
+EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+	int rc = REAL(connect)(fd, addr, len);
+
+	if ((rc == 0 || errno == EINPROGRESS) && shim_enabled() && !shim_has(fd) && is_tcp(fd)) {
+		int err = errno;
+		shim_track(fd, 0);
+		errno = err;
+	}
+	return rc;
+}
+
+static int do_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
+{
+	int rc = REAL(accept4)(fd, addr, len, flags);
+
+	if (rc >= 0) {
+		int err = errno;
+		shim_fresh_fd(rc);
+		if (shim_enabled() && is_tcp(fd))
+			shim_track(rc, flags & SOCK_NONBLOCK ? TF_NONBLOCK : 0);
+		errno = err;
+	}
+	return rc;
+}
+
+EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
+{
+	return do_accept4(fd, addr, len, flags);
+}
+
+EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *len)
+{
+	return do_accept4(fd, addr, len, 0);
+}
+
+#define ON_SOCK(fd, t, plain, expr)           \
+	do {                                  \
+		struct tsock *t = shim_get(fd); \
+		if (!t)                       \
+			return plain;         \
+		long rc_ = (long)(expr);      \
+		int err_ = errno;             \
+		shim_put(t);                  \
+		errno = err_;                 \
+		return rc_;                   \
+	} while (0)
+
+EXPORT int shutdown(int fd, int how)
+{
+	ON_SOCK(fd, t, REAL(shutdown)(fd, how), shim_shutdown(t, fd, how));
+}
+
+EXPORT int setsockopt(int fd, int level, int opt, const void *val, socklen_t len)
+{
+	int rc = REAL(setsockopt)(fd, level, opt, val, len);
+
+	if (rc == 0)
+		ON_SOCK(fd, t, 0, (shim_sockopt(t, fd, level, opt, val, len), 0));
+	return rc;
+}
+
+/* --- fds ------------------------------------------------------------------- */
+
+EXPORT int close(int fd)
+{
+	return shim_close(fd);
+}
+
+EXPORT int dup(int fd)
+{
+	if (shim_own_fd(fd))
+		return (int)shim_err(-EBADF);
+	int rc = REAL(dup)(fd);
+
+	if (rc >= 0 && !shim_in_vfork_child())
+		shim_dup(fd, rc);
+	return rc;
+}
+
+EXPORT int dup2(int oldfd, int newfd)
+{
+	return shim_dup2(oldfd, newfd, 0, 0);
+}
+
+EXPORT int dup3(int oldfd, int newfd, int flags)
+{
+	return shim_dup2(oldfd, newfd, flags, 1);
+}
+
+static int do_fcntl(int fd, int cmd, void *arg)
+{
+	if ((cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) && shim_own_fd(fd))
+		return (int)shim_err(-EBADF);
+	int rc = REAL(fcntl)(fd, cmd, arg);
+
+	if (rc < 0 || shim_in_vfork_child())
+		return rc;
+	if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) {
+		shim_dup(fd, rc);
+	} else if (cmd == F_SETFL || cmd == F_SETOWN || cmd == F_SETSIG || cmd == F_SETOWN_EX) {
+		struct tsock *t = shim_get(fd);
+		if (t && cmd == F_SETFL)
+			shim_set_nonblock(t, !!((long)arg & O_NONBLOCK));
+		/* Signal-driven I/O tells of TCP's arrivals, not the ring's. */
+		if (t && (cmd != F_SETFL || ((long)arg & O_ASYNC)))
+			atomic_fetch_or(&t->slot->flags, TF_OPTS);
+		shim_put(t);
+	}
+	return rc;
+}
+
+EXPORT int fcntl(int fd, int cmd, ...)
+{
+	va_list ap;
+
+	va_start(ap, cmd);
+	void *arg = va_arg(ap, void *);
+	va_end(ap);
+	return do_fcntl(fd, cmd, arg);
+}
+
+EXPORT int fcntl64(int fd, int cmd, ...)
+{
+	va_list ap;
+
+	va_start(ap, cmd);
+	void *arg = va_arg(ap, void *);
+	va_end(ap);
+	return do_fcntl(fd, cmd, arg);
+}
+
+EXPORT int ioctl(int fd, unsigned long req, ...)
+{
+	va_list ap;
+
+	va_start(ap, req);
+	void *arg = va_arg(ap, void *);
+	va_end(ap);
+	if (req == FIONREAD)
+		ON_SOCK(fd, t, REAL(ioctl)(fd, req, arg), shim_fionread(t, fd, arg));
+	if (req == TIOCOUTQ)
+		ON_SOCK(fd, t, REAL(ioctl)(fd, req, arg), shim_outq(t, fd, arg));
+	int rc = REAL(ioctl)(fd, req, arg);
+	if (rc == 0 && (req == FIONBIO || req == FIOASYNC) && arg) {
+		struct tsock *t = shim_get(fd);
+		if (t && req == FIONBIO)
+			shim_set_nonblock(t, *(int *)arg != 0);
+		if (t && req == FIOASYNC && *(int *)arg)
+			atomic_fetch_or(&t->slot->flags, TF_OPTS);
+		shim_put(t);
+	}
+	return rc;
+}
+
+EXPORT int close_range(unsigned first, unsigned last, int flags)
+{
+	return shim_close_range(first, last, flags);
+}
+
+EXPORT void closefrom(int first)
+{
+	shim_closefrom(first);
+}
+
+EXPORT FILE *fdopen(int fd, const char *mode)
+{
+	return shim_fdopen(fd, mode);
+}
+
+EXPORT int fclose(FILE *f)
+{
+	return shim_fclose(f);
+}
+
+EXPORT int fcloseall(void)
+{
+	return shim_fcloseall();
+}
+
+EXPORT FILE *freopen(const char *path, const char *mode, FILE *f)
+{
+	return shim_freopen(path, mode, f);
+}
+
+/* Calls that make a new fd: what we knew of its number is stale. */
+#define FRESH(expr)                  \
+	do {                         \
+		int fd_ = (expr);    \
+		if (fd_ >= 0) {      \
+			int e_ = errno; \
+			shim_fresh_fd(fd_); \
+			errno = e_;  \
+		}                    \
+		return fd_;          \
+	} while (0)
+
+#define NEXT(name, type) \
+	static __typeof__(type) real_; \
+	if (!real_) *(void **)&real_ = dlsym(RTLD_NEXT, name)
+
+static mode_t mode_arg(int flags, va_list ap)
+{
+	return (flags & (O_CREAT | __O_TMPFILE)) ? (mode_t)va_arg(ap, int) : 0;
+}
+
+EXPORT int open(const char *path, int flags, ...)
+{
+	va_list ap;
+	NEXT("open", int (*)(const char *, int, ...));
+	va_start(ap, flags);
+	mode_t m = mode_arg(flags, ap);
+	va_end(ap);
+	FRESH(real_(path, flags, m));
+}
+
+EXPORT int open64(const char *path, int flags, ...)
+{
+	va_list ap;
+	NEXT("open64", int (*)(const char *, int, ...));
+	va_start(ap, flags);
+	mode_t m = mode_arg(flags, ap);
+	va_end(ap);
+	FRESH(real_(path, flags, m));
+}
+
+EXPORT int openat(int dir, const char *path, int flags, ...)
+{
+	va_list ap;
+	NEXT("openat", int (*)(int, const char *, int, ...));
+	va_start(ap, flags);
+	mode_t m = mode_arg(flags, ap);
+	va_end(ap);
+	FRESH(real_(dir, path, flags, m));
+}
+
+EXPORT int openat64(int dir, const char *path, int flags, ...)
+{
+	va_list ap;
+	NEXT("openat64", int (*)(int, const char *, int, ...));
+	va_start(ap, flags);
+	mode_t m = mode_arg(flags, ap);
+	va_end(ap);
+	FRESH(real_(dir, path, flags, m));
+}
+
+EXPORT int creat(const char *path, mode_t mode)
+{
+	NEXT("creat", int (*)(const char *, mode_t));
+	FRESH(real_(path, mode));
+}
+
+static int fresh_pair(int rc, int fds[2])
+{
+	if (rc == 0) {
+		int e = errno;
+		shim_fresh_fd(fds[0]);
+		shim_fresh_fd(fds[1]);
+		errno = e;
+	}
+	return rc;
+}
+
+EXPORT int pipe(int fds[2])
+{
+	NEXT("pipe", int (*)(int[2]));
+	return fresh_pair(real_(fds), fds);
+}
+
+EXPORT int pipe2(int fds[2], int flags)
+{
+	NEXT("pipe2", int (*)(int[2], int));
+	return fresh_pair(real_(fds, flags), fds);
+}
+
+EXPORT int eventfd(unsigned v, int flags)
+{
+	NEXT("eventfd", int (*)(unsigned, int));
+	FRESH(real_(v, flags));
+}
+
+EXPORT int epoll_create(int size)
+{
+	NEXT("epoll_create", int (*)(int));
+	FRESH(real_(size));
+}
+
+EXPORT int epoll_create1(int flags)
+{
+	NEXT("epoll_create1", int (*)(int));
+	FRESH(real_(flags));
+}
+
+EXPORT int memfd_create(const char *name, unsigned flags)
+{
+	NEXT("memfd_create", int (*)(const char *, unsigned));
+	FRESH(real_(name, flags));
+}
+
+EXPORT int timerfd_create(int clock, int flags)
+{
+	NEXT("timerfd_create", int (*)(int, int));
+	FRESH(real_(clock, flags));
+}
+
+EXPORT int signalfd(int fd, const sigset_t *mask, int flags)
+{
+	NEXT("signalfd", int (*)(int, const sigset_t *, int));
+	FRESH(real_(fd, mask, flags));
+}
+
+EXPORT int inotify_init1(int flags)
+{
+	NEXT("inotify_init1", int (*)(int));
+	FRESH(real_(flags));
+}
+
+/* --- Data ------------------------------------------------------------------ */
+
+static ssize_t do_read(int fd, void *buf, size_t n)
+{
+	/* read() of nothing returns 0 before the socket sees it; recv() waits. */
+	ON_SOCK(fd, t, REAL(read)(fd, buf, n), n ? shim_recv(t, fd, buf, n, 0) : 0);
+}
+
+EXPORT ssize_t read(int fd, void *buf, size_t n)
+{
+	return do_read(fd, buf, n);
+}
+
+EXPORT ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)
+{
+	if (n > buflen)
+		abort(); /* what glibc's own check does */
+	return do_read(fd, buf, n);
+}
+
+EXPORT ssize_t write(int fd, const void *buf, size_t n)
+{
+	ON_SOCK(fd, t, REAL(write)(fd, buf, n), shim_send(t, fd, buf, n, 0));
+}
+
+static ssize_t do_recv(int fd, void *buf, size_t n, int flags)
+{
+	ON_SOCK(fd, t, REAL(recvfrom)(fd, buf, n, flags, NULL, NULL),
+		shim_recv(t, fd, buf, n, flags));
+}
+
+EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
+{
+	return do_recv(fd, buf, n, flags);
+}
+
+EXPORT ssize_t __recv_chk(int fd, void *buf, size_t n, size_t buflen, int flags)
+{
+	if (n > buflen)
+		abort();
+	return do_recv(fd, buf, n, flags);
+}
+
+EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
+{
+	ON_SOCK(fd, t, REAL(sendto)(fd, buf, n, flags, NULL, 0), shim_send(t, fd, buf, n, flags));
+}
+
+static ssize_t do_recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr,
+			   socklen_t *alen)
+{
+	/* A connected TCP socket gives no source address. */
+	ON_SOCK(fd, t, REAL(recvfrom)(fd, buf, n, flags, addr, alen),
+		(alen && addr ? (*alen = 0) : 0, shim_recv(t, fd, buf, n, flags)));
+}
+
+EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr,
+			socklen_t *alen)
+{
+	return do_recvfrom(fd, buf, n, flags, addr, alen);
+}
+
+EXPORT ssize_t __recvfrom_chk(int fd, void *buf, size_t n, size_t buflen, int flags,
+			      struct sockaddr *addr, socklen_t *alen)
+{
+	if (n > buflen)
+		abort();
+	return do_recvfrom(fd, buf, n, flags, addr, alen);
+}
+
+EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags,
+		      const struct sockaddr *addr, socklen_t alen)
+{
+	ON_SOCK(fd, t, REAL(sendto)(fd, buf, n, flags, addr, alen),
+		shim_send(t, fd, buf, n, flags));
+}
+
+EXPORT ssize_t readv(int fd, const struct iovec *iov, int n)
+{
+	ON_SOCK(fd, t, REAL(readv)(fd, iov, n),
+		n < 0 || n > IOV_MAX ? shim_err(-EINVAL) : shim_recvv(t, fd, iov, n, 0));
+}
+
+EXPORT ssize_t writev(int fd, const struct iovec *iov, int n)
+{
+	ON_SOCK(fd, t, REAL(writev)(fd, iov, n),
+		n < 0 || n > IOV_MAX ? shim_err(-EINVAL) : shim_sendv(t, fd, iov, n, 0));
+}
+
+static ssize_t recvmsg_sock(struct tsock *t, int fd, struct msghdr *m, int flags)
+{
+	if (m->msg_iovlen > IOV_MAX)
+		return shim_err(-EMSGSIZE);
+	if (!shim_moved(t) || (flags & (MSG_ERRQUEUE | MSG_OOB))) {
+		ssize_t n = REAL(recvmsg)(fd, m, flags);
+		if (!(flags & (MSG_ERRQUEUE | MSG_OOB | MSG_PEEK)) && n > 0)
+			atomic_fetch_add(&t->slot->rx_tcp, (uint64_t)n);
+		if (!(flags & (MSG_ERRQUEUE | MSG_OOB)) && !shim_moved(t))
+			shim_count(t, fd, n > 0 ? (uint64_t)n : 0, 0);
+		return n;
+	}
+	m->msg_namelen = 0;
+	m->msg_controllen = 0;
+	m->msg_flags = 0;
+	return shim_recvv(t, fd, m->msg_iov, (int)m->msg_iovlen, flags);
+}
+
+EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags)
+{
+	struct tsock *t = shim_get(fd);
+
+	if (t) {
+		ssize_t n = recvmsg_sock(t, fd, m, flags);
+		int err = errno;
+		shim_put(t);
+		errno = err;
+		return n;
+	}
+	ssize_t n = REAL(recvmsg)(fd, m, flags);
+	if (n >= 0 && m->msg_controllen > 0 && !(flags & MSG_ERRQUEUE)) {
+		int err = errno;
+		shim_scm_in(fd, m);
+		errno = err;
+	}
+	return n;
+}
+
+EXPORT ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
+{
+	struct tsock *t = shim_get(fd);
+
+	if (!t) {
+		if (m && m->msg_controllen)
+			shim_scm_out(m);
+		return REAL(sendmsg)(fd, m, flags);
+	}
+	ssize_t n;
+	if (m->msg_iovlen > IOV_MAX)
+		n = shim_err(-EMSGSIZE);
+	else if (m->msg_controllen || !shim_moved(t)) /* ancillary data is TCP's */
+		n = m->msg_controllen ? REAL(sendmsg)(fd, m, flags)
+				      : shim_sendv(t, fd, m->msg_iov, (int)m->msg_iovlen, flags);
+	else
+		n = shim_sendv(t, fd, m->msg_iov, (int)m->msg_iovlen, flags);
+	int err = errno;
+	shim_put(t);
+	errno = err;
+	return n;
+}
+
+static ssize_t do_sendfile(int out, int in, off_t *off, size_t count)
+{
+	ON_SOCK(out, t, REAL(sendfile)(out, in, off, count), shim_sendfile(t, out, in, off, count));
+}
+
+EXPORT ssize_t sendfile(int out, int in, off_t *off, size_t count)
+{
+	return do_sendfile(out, in, off, count);
+}
+
+EXPORT ssize_t sendfile64(int out, int in, off_t *off, size_t count)
+{
+	return do_sendfile(out, in, off, count);
+}
+
+EXPORT ssize_t splice(int in, loff_t *in_off, int out, loff_t *out_off, size_t len,
+		      unsigned flags)
+{
+	struct tsock *t = in_off ? NULL : shim_get(in);
+	ssize_t n;
+
+	if (t && shim_moved(t)) {
+		n = shim_splice_out(t, in, out, len, flags);
+	} else {
+		shim_put(t);
+		t = out_off ? NULL : shim_get(out);
+		if (t && !shim_moved(t)) {
+			shim_put(t);
+			t = NULL;
+		}
+		n = t ? shim_splice_in(t, out, in, len, flags)
+		      : REAL(splice)(in, in_off, out, out_off, len, flags);
+	}
+	int err = errno;
+	shim_put(t);
+	errno = err;
+	return n;
+}
+
+/* --- Waiting --------------------------------------------------------------- */
+
+/* Does the set name a moved socket, or an epoll set that holds one? */
+static int any_ours(const struct pollfd *fds, nfds_t n)
+{
+	for (nfds_t i = 0; i < n; i++) {
+		if (!shim_has(fds[i].fd))
+			continue;
+		struct tsock *t = shim_get(fds[i].fd);
+		int m = t && shim_moved(t);
+		shim_put(t);
+		if (m)
+			return 1;
+	}
+	return 0;
+}
+
+/* glibc declares poll's and ppoll's array write-only; it is read too. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+static int do_poll(struct pollfd *fds, nfds_t n, int timeout)
+{
+	if (!any_ours(fds, n))
+		return REAL(poll)(fds, n, timeout);
+	struct timespec ts = { timeout / 1000, (timeout % 1000) * 1000000L };
+	return shim_poll(fds, n, timeout < 0 ? NULL : &ts, NULL);
+}
+
+EXPORT int poll(struct pollfd *fds, nfds_t n, int timeout)
+{
+	return do_poll(fds, n, timeout);
+}
+
+EXPORT int __poll_chk(struct pollfd *fds, nfds_t n, int timeout, size_t fdslen)
+{
+	if (fdslen / sizeof(*fds) < n)
+		abort();
+	return do_poll(fds, n, timeout);
+}
+
+static int do_ppoll(struct pollfd *fds, nfds_t n, const struct timespec *t,
+		    const sigset_t *mask)
+{
+	if (!any_ours(fds, n))
+		return REAL(ppoll)(fds, n, t, mask);
+	return shim_poll(fds, n, t, mask);
+}
+
+EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *t,
+		 const sigset_t *mask)
+{
+	return do_ppoll(fds, n, t, mask);
+}
+
+EXPORT int __ppoll_chk(struct pollfd *fds, nfds_t n, const struct timespec *t,
+		       const sigset_t *mask, size_t fdslen)
+{
+	if (fdslen / sizeof(*fds) < n)
+		abort();
+	return do_ppoll(fds, n, t, mask);
+}
+
+#pragma GCC diagnostic pop
+
+static int any_in_sets(int nfds, fd_set *r, fd_set *w, fd_set *e)
+{
+	for (int fd = 0; fd < nfds && fd < FD_SETSIZE; fd++) {
+		if (!((r && FD_ISSET(fd, r)) || (w && FD_ISSET(fd, w)) || (e && FD_ISSET(fd, e))))
+			continue;
+		struct pollfd p = { .fd = fd };
+		if (any_ours(&p, 1))
+			return 1;
+	}
+	return 0;
+}
+
+EXPORT int select(int nfds, fd_set *r, fd_set *w, fd_set *e, struct timeval *tv)
+{
+	if (!any_in_sets(nfds, r, w, e))
+		return REAL(select)(nfds, r, w, e, tv);
+	struct timespec ts = tv ? (struct timespec){ tv->tv_sec, tv->tv_usec * 1000 }
+				: (struct timespec){ 0, 0 };
+	return shim_select(nfds, r, w, e, tv ? &ts : NULL, NULL);
+}
+
+EXPORT int pselect(int nfds, fd_set *r, fd_set *w, fd_set *e, const struct timespec *t,
+		   const sigset_t *mask)
+{
+	if (!any_in_sets(nfds, r, w, e))
+		return REAL(pselect)(nfds, r, w, e, t, mask);
+	return shim_select(nfds, r, w, e, t, mask);
+}
+
+EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+	return shim_epoll_ctl(epfd, op, fd, ev);
+}
+
+EXPORT int epoll_wait(int epfd, struct epoll_event *ev, int max, int timeout)
+{
+	return shim_epoll_wait(epfd, ev, max, timeout < 0 ? -1 : (int64_t)timeout * 1000000, NULL);
+}
+
+EXPORT int epoll_pwait(int epfd, struct epoll_event *ev, int max, int timeout,
+		       const sigset_t *mask)
+{
+	return shim_epoll_wait(epfd, ev, max, timeout < 0 ? -1 : (int64_t)timeout * 1000000, mask);
+}
+
+EXPORT int epoll_pwait2(int epfd, struct epoll_event *ev, int max,
+			const struct timespec *t, const sigset_t *mask)
+{
+	if (!REAL(epoll_pwait2))
+		return (int)shim_err(-ENOSYS);
+	return shim_epoll_wait(epfd, ev, max,
+			       t ? (int64_t)t->tv_sec * 1000000000 + t->tv_nsec : -1, mask);
+}
+
+/* --- exec and spawn ------------------------------------------------------------ */
+
+extern char **environ;
+
+static int do_execve(const char *path, char *const argv[], char *const envp[])
+{
+	char **env = shim_exec_prepare(envp, path);
+	int rc = REAL(execve)(path, argv, env);
+	int err = errno;
+
+	shim_exec_done(env, envp);
+	errno = err;
+	return rc;
+}
+
+static int do_execvpe(const char *file, char *const argv[], char *const envp[])
+{
+	char **env = shim_exec_prepare(envp, file);
+	int rc = REAL(execvpe)(file, argv, env);
+	int err = errno;
+
+	shim_exec_done(env, envp);
+	errno = err;
+	return rc;
+}
+
+EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
+{
+	char **env = shim_exec_prepare(envp, NULL);
+	int rc = REAL(fexecve)(fd, argv, env);
+	int err = errno;
+
+	shim_exec_done(env, envp);
+	errno = err;
+	return rc;
+}
+
+EXPORT int execve(const char *path, char *const argv[], char *const envp[])
+{
+	return do_execve(path, argv, envp);
+}
+
+EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
+{
+	return do_execvpe(file, argv, envp);
+}
+
+EXPORT int execv(const char *path, char *const argv[])
+{
+	return do_execve(path, argv, environ);
+}
+
+EXPORT int execvp(const char *file, char *const argv[])
+{
+	return do_execvpe(file, argv, environ);
+}
+
+/* execl, execlp, execle: the list as a vector (on the stack: a vfork
+ * child must not take its parent's heap), and for execle the environment
+ * that follows the list's NULL. */
+static size_t list_len(const char *first, va_list ap)
+{
+	va_list c;
+	size_t n = 0;
+
+	va_copy(c, ap);
+	if (first)
+		for (n = 1; va_arg(c, char *); n++)
+			;
+	va_end(c);
+	return n;
+}
+
+static void list_fill(char **argv, size_t n, const char *first, va_list *ap)
+{
+	argv[0] = (char *)first;
+	for (size_t i = 1; i < n; i++)
+		argv[i] = va_arg(*ap, char *);
+	argv[n] = NULL;
+}
+
+EXPORT int execl(const char *path, const char *arg, ...)
+{
+	va_list ap;
+
+	va_start(ap, arg);
+	size_t n = list_len(arg, ap);
+	char *argv[n + 1];
+	list_fill(argv, n, arg, &ap);
+	va_end(ap);
+	return do_execve(path, argv, environ);
+}
+
+EXPORT int execlp(const char *file, const char *arg, ...)
+{
+	va_list ap;
+
+	va_start(ap, arg);
+	size_t n = list_len(arg, ap);
+	char *argv[n + 1];
+	list_fill(argv, n, arg, &ap);
+	va_end(ap);
+	return do_execvpe(file, argv, environ);
+}
+
+EXPORT int execle(const char *path, const char *arg, ...)
+{
+	va_list ap;
+
+	va_start(ap, arg);
+	size_t n = list_len(arg, ap);
+	char *argv[n + 1];
+	list_fill(argv, n, arg, &ap);
+	const char *volatile first = arg; /* declared non-null, may be NULL */
+	if (first)
+		(void)va_arg(ap, char *); /* the list's NULL */
+	char **envp = va_arg(ap, char **);
+	va_end(ap);
+	return do_execve(path, argv, envp);
+}
+
+static void child_holds(int fd, struct tsock *t, void *arg)
+{
+	int fl = sys_fcntl(fd, F_GETFD, 0);
+
+	if (fl >= 0 && !(fl & FD_CLOEXEC))
+		shim_slot_hold(t->slot, *(int *)arg);
+}
+
+static int spawn(int search, pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+		 const posix_spawnattr_t *at, char *const argv[], char *const envp[])
+{
+	pid_t child = 0;
+	char **env = shim_exec_prepare(envp ? envp : environ, path);
+	int rc = search ? REAL(posix_spawnp)(&child, path, fa, at, argv, env)
+			: REAL(posix_spawn)(&child, path, fa, at, argv, env);
+
+	shim_exec_done(env, envp ? envp : environ);
+	if (rc == 0) {
+		/* The child holds what it inherits, shim or not. */
+		int c = child;
+		shim_each(child_holds, &c);
+		if (pid)
+			*pid = child;
+	}
+	return rc;
+}
+
+EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+		       const posix_spawnattr_t *at, char *const argv[], char *const envp[])
+{
+	return spawn(0, pid, path, fa, at, argv, envp);
+}
+
+EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
+			const posix_spawnattr_t *at, char *const argv[], char *const envp[])
+{
+	return spawn(1, pid, file, fa, at, argv, envp);
+}

@@ -1,0 +1,215 @@
+/*
+ * proc.c - processes: fork, vfork, exec, posix_spawn.
+ *
+ * fork: the child is a new process of the family; it holds every tracked
+ * socket too (it is added to each slot's holders), it maps the same
+ * segments at the same addresses, and it drops the parent's meetings in
+ * progress (the parent goes on with them).  vfork: the child runs in the
+ * parent's memory until it execs, so it changes no table (fds.c asks
+ * shim_in_vfork_child()).  exec: the new image adopts the family's arena
+ * and the tracked sockets that survive, listed in SHUNT_INHERIT
+ * ("ARENAFD;FD:SLOT:GEN:INO,..."), each checked against what the slot says
+ * before it is believed.  posix_spawn: the same, for a child.
+ */
+#include <fcntl.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "shim.h"
+#include "sys.h"
+
+static _Atomic int cached_pid;
+
+int shim_pid(void)
+{
+	int p = atomic_load_explicit(&cached_pid, memory_order_relaxed);
+
+	if (!p) {
+		p = sys_getpid();
+		atomic_store_explicit(&cached_pid, p, memory_order_relaxed);
+	}
+	return p;
+}
+
+int shim_in_vfork_child(void)
+{
+	return sys_getpid() != shim_pid();
+}
+
+/* --- fork ------------------------------------------------------------------ */
+
+void shim_fork_prepare(void)
+{
+}
+
+void shim_fork_parent(void)
+{
+}
+
+static void child_holds(int fd, struct tsock *t, void *arg)
+{
+	(void)fd;
+	(void)arg;
+	pthread_mutex_init(&t->mu, NULL); /* another thread may have held it */
+	t->meet = NULL; /* the parent's: its fds are closed with the child's copy below */
+	shim_slot_hold(t->slot, shim_pid());
+}
+
+void shim_fork_child(void)
+{
+	atomic_store(&cached_pid, sys_getpid());
+	shim_arena_forked();
+	shim_each(child_holds, NULL);
+}
+
+/* --- exec ------------------------------------------------------------------ */
+
+#define INHERIT_MAX 4096
+
+struct inherit {
+	char *buf;
+	size_t len, cap;
+	int n;
+};
+
+static void add_fd(int fd, struct tsock *t, void *arg)
+{
+	struct inherit *in = arg;
+	struct tslot *s = t->slot;
+	int fl = sys_fcntl(fd, F_GETFD, 0);
+
+	if (fl < 0 || (fl & FD_CLOEXEC))
+		return;
+	if (!s->ino)
+		s->ino = shim_kern_ino(fd);
+	if (atomic_load(&s->state) == SLOT_MOVED && shim_demote(t, fd) < 0)
+		log_error("fd %d: a connection in shared memory survives exec; the new "
+			  "program cannot carry it on", fd);
+	int k = snprintf(in->buf + in->len, in->cap - in->len, "%s%d:%d:%u:%llu",
+			 in->n ? "," : "", fd, shim_slot_index(s), t->gen,
+			 (unsigned long long)s->ino);
+	if (k > 0 && in->len + (size_t)k < in->cap) {
+		in->len += (size_t)k;
+		in->n++;
+	}
+}
+
+/* Memory for the new environment that a vfork child may take without
+ * touching its parent's heap. */
+static void *grab(size_t n)
+{
+	long p = sys_mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	return (unsigned long)p > -4096ul ? NULL : (void *)p;
+}
+
+struct exec_env {
+	size_t size;
+	char **env;
+};
+
+char **shim_exec_prepare(char *const envp[], const char *path)
+{
+	(void)path;
+	int afd = shim_arena_fd();
+	if (afd < 0)
+		return (char **)envp;
+	size_t n = 0;
+	while (envp && envp[n])
+		n++;
+	size_t size = sizeof(struct exec_env) + (n + 2) * sizeof(char *) + INHERIT_MAX + 64;
+	struct exec_env *x = grab(size);
+	if (!x)
+		return (char **)envp;
+	x->size = size;
+	x->env = (char **)(x + 1);
+	char *var = (char *)(x->env + n + 2);
+	struct inherit in = { var, 0, INHERIT_MAX + 64, 0 };
+	in.len = (size_t)snprintf(var, in.cap, "%s=%d;", SHIM_INHERIT_ENV, afd);
+	shim_each(add_fd, &in);
+	size_t j = 0;
+	for (size_t i = 0; i < n; i++)
+		if (strncmp(envp[i], SHIM_INHERIT_ENV "=", sizeof(SHIM_INHERIT_ENV)))
+			x->env[j++] = envp[i];
+	x->env[j++] = var;
+	x->env[j] = NULL;
+	/* The arena crosses exec; close-on-exec again if the exec fails. */
+	sys_fcntl(afd, F_SETFD, 0);
+	return x->env;
+}
+
+void shim_exec_done(char **env, char *const envp[])
+{
+	if (env == (char **)envp)
+		return;
+	struct exec_env *x = (struct exec_env *)env - 1;
+	int afd = shim_arena_fd();
+	if (afd >= 0)
+		sys_fcntl(afd, F_SETFD, FD_CLOEXEC);
+	sys_munmap(x, x->size);
+}
+
+/* --- The new image --------------------------------------------------------- */
+
+static void adopt_one(const char *item, struct tslot **seen, int *nseen)
+{
+	int fd, idx;
+	unsigned gen;
+	unsigned long long ino;
+	char end;
+
+	if (sscanf(item, "%d:%d:%u:%llu%c", &fd, &idx, &gen, &ino, &end) != 4 || fd < 0)
+		return;
+	struct tslot *s = shim_slot_at(idx, gen);
+	/* The number must still name that very socket. */
+	if (!s || !ino || s->ino != ino || shim_kern_ino(fd) != ino)
+		return;
+	if (!shim_track_slot(fd, s, gen))
+		return;
+	if (*nseen < 64)
+		seen[(*nseen)++] = s;
+}
+
+/* A socket of ours that came in as stdin, stdout or stderr (a spawn's
+ * file actions put it there): stdio may use it, and it is held. */
+static void adopt_stdio(struct tslot **seen, int nseen)
+{
+	for (int fd = 0; fd < 3; fd++) {
+		uint64_t ino = shim_kern_ino(fd);
+		for (int i = 0; ino && i < nseen; i++) {
+			if (seen[i]->ino != ino || shim_has(fd))
+				continue;
+			atomic_fetch_or(&seen[i]->flags, TF_STDIO);
+			shim_track_slot(fd, seen[i], atomic_load(&seen[i]->gen));
+		}
+	}
+}
+
+void shim_inherit(void)
+{
+	const char *v = getenv(SHIM_INHERIT_ENV);
+	char buf[INHERIT_MAX + 64];
+	struct tslot *seen[64];
+	int nseen = 0;
+
+	if (!v)
+		return;
+	snprintf(buf, sizeof(buf), "%s", v);
+	unsetenv(SHIM_INHERIT_ENV); /* for this image only */
+	char *semi = strchr(buf, ';');
+	int afd = -1;
+	if (!semi || sscanf(buf, "%d", &afd) != 1 || afd < 0 || shim_arena_adopt(afd) < 0) {
+		log_info("%s is not ours, or stale: ignored", SHIM_INHERIT_ENV);
+		return;
+	}
+	char *save = NULL;
+	for (char *it = strtok_r(semi + 1, ",", &save); it; it = strtok_r(NULL, ",", &save))
+		adopt_one(it, seen, &nseen);
+	adopt_stdio(seen, nseen);
+}

@@ -1,0 +1,113 @@
+/*
+ * scm.c - sockets that travel between processes with SCM_RIGHTS.
+ *
+ * Out: a tracked socket another process now holds too stays on TCP in
+ * this family for good (the receiver cannot see our slot).  In: a TCP
+ * socket that arrives is tracked like one we accepted, marked foreign with
+ * the sender's pid: it moves only once the sender no longer holds it (its
+ * /proc/PID/fd says so), as with Node's cluster, where the primary accepts,
+ * passes each connection to a worker and closes its copy.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "internal.h"
+#include "shim.h"
+#include "sys.h"
+
+static void each_right(const struct msghdr *m, void (*fn)(int fd, void *arg), void *arg)
+{
+	if (!m->msg_control || m->msg_controllen < sizeof(struct cmsghdr))
+		return;
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR((struct msghdr *)m); cm;
+	     cm = CMSG_NXTHDR((struct msghdr *)m, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS ||
+		    cm->cmsg_len < CMSG_LEN(0))
+			continue;
+		size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < k; i++) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(fd));
+			fn(fd, arg);
+		}
+	}
+}
+
+static void leaving(int fd, void *arg)
+{
+	struct tsock *t = shim_get(fd);
+
+	(void)arg;
+	if (!t)
+		return;
+	atomic_fetch_or(&t->slot->flags, TF_EXPORTED);
+	if (atomic_load(&t->slot->state) == SLOT_MOVED && shim_demote(t, fd) < 0)
+		log_error("fd %d: a connection in shared memory was passed to another "
+			  "process, which cannot read it", fd);
+	shim_put(t);
+}
+
+int shim_scm_out(const struct msghdr *m)
+{
+	each_right(m, leaving, NULL);
+	return 0;
+}
+
+struct arrival {
+	int via;
+	int sender;
+};
+
+static void arriving(int fd, void *arg)
+{
+	struct arrival *a = arg;
+
+	shim_fresh_fd(fd);
+	if (!shim_enabled() || !shim_kern_is_tcp(fd))
+		return;
+	if (a->sender == 0) {
+		struct ucred cr;
+		unsigned len = sizeof(cr);
+		a->sender = sys_getsockopt(a->via, SOL_SOCKET, SO_PEERCRED, &cr, &len) == 0
+				    ? (int)cr.pid : -1;
+	}
+	struct tsock *t = shim_track(fd, TF_FOREIGN);
+	if (t)
+		atomic_store(&t->slot->foreign_pid, a->sender);
+}
+
+void shim_scm_in(int via, struct msghdr *m)
+{
+	struct arrival a = { via, 0 };
+
+	each_right(m, arriving, &a);
+}
+
+/* Does process pid hold the socket with inode ino?  -1 if we cannot tell. */
+int shim_proc_holds(int pid, uint64_t ino)
+{
+	char path[64], want[64], link[64];
+	int found = 0;
+
+	if (pid <= 0)
+		return -1;
+	snprintf(path, sizeof(path), "/proc/%d/fd", pid);
+	snprintf(want, sizeof(want), "socket:[%llu]", (unsigned long long)ino);
+	DIR *d = opendir(path);
+	if (!d)
+		return -1;
+	for (struct dirent *e; !found && (e = readdir(d));) {
+		char p[320];
+		snprintf(p, sizeof(p), "%s/%s", path, e->d_name);
+		long n = sys_readlinkat(AT_FDCWD, p, link, sizeof(link) - 1);
+		if (n > 0) {
+			link[n] = '\0';
+			found = strcmp(link, want) == 0;
+		}
+	}
+	closedir(d);
+	return found;
+}

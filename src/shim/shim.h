@@ -1,0 +1,400 @@
+/*
+ * shim.h - the LD_PRELOAD socket shim: what its files share.
+ *
+ * The program keeps its own TCP sockets: the kernel makes every connection,
+ * and getsockname, setsockopt, fcntl and fd numbering stay the kernel's.  A
+ * connection starts on plain TCP; once it has carried enough to pay for it,
+ * the two ends meet through a UNIX socket, prove to each other that they
+ * hold the two ends of this very TCP connection, share a segment, and each
+ * moves its sending to a ring at a byte offset of the TCP stream that the
+ * other reads up to first (docs/design.md, "Moving a TCP connection").
+ * From then on the TCP stream only carries doorbells, and its close is the
+ * peer's close.
+ *
+ * Files, by concern:
+ *   preload.c  the exported libc wrappers, thin
+ *   real.c     the libc functions underneath, for the program's own calls
+ *   fdtab.c    which fds are tracked TCP sockets: the table, references
+ *   fds.c      close, dup, close_range, closefrom, fclose: the fd rule
+ *   arena.c    state shared by the processes of one family (fork, exec)
+ *   io.c       data calls: TCP, the switch, then the ring
+ *   move.c     when to move, and the switch of each direction
+ *   meet.c     the rendezvous: names, messages, proofs
+ *   kern.c     what the kernel knows of a TCP socket (offsets, owners)
+ *   bell.c     the TCP stream as doorbell, and who sleeps on it
+ *   poll.c     poll and select
+ *   epoll.c    epoll
+ *   proc.c     fork, vfork, exec, posix_spawn
+ *   scm.c      sockets passed with SCM_RIGHTS
+ * The shim reaches the core only through end.h and medium.h.
+ */
+#ifndef SHUNT_SHIM_H
+#define SHUNT_SHIM_H
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/epoll.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <time.h>
+
+#include "addr.h"
+#include "bell.h"
+#include "end.h"
+
+/* --- The libc functions underneath (real.c) ------------------------------
+ * For the program's own calls on fds that are not ours, so that they keep
+ * every property of libc's (cancellation points, fortify checks, errno).
+ * The library's own calls go to sys.h instead. */
+
+struct shim_real {
+	int (*socket)(int, int, int);
+	int (*connect)(int, const struct sockaddr *, socklen_t);
+	int (*accept4)(int, struct sockaddr *, socklen_t *, int);
+	int (*close)(int);
+	int (*dup)(int);
+	int (*dup2)(int, int);
+	int (*dup3)(int, int, int);
+	int (*fcntl)(int, int, ...);
+	int (*ioctl)(int, unsigned long, ...);
+	ssize_t (*read)(int, void *, size_t);
+	ssize_t (*write)(int, const void *, size_t);
+	ssize_t (*readv)(int, const struct iovec *, int);
+	ssize_t (*writev)(int, const struct iovec *, int);
+	ssize_t (*recvfrom)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
+	ssize_t (*sendto)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
+	ssize_t (*recvmsg)(int, struct msghdr *, int);
+	ssize_t (*sendmsg)(int, const struct msghdr *, int);
+	ssize_t (*sendfile)(int, int, off_t *, size_t);
+	ssize_t (*splice)(int, loff_t *, int, loff_t *, size_t, unsigned);
+	int (*shutdown)(int, int);
+	int (*setsockopt)(int, int, int, const void *, socklen_t);
+	int (*poll)(struct pollfd *, nfds_t, int);
+	int (*select)(int, fd_set *, fd_set *, fd_set *, struct timeval *);
+	int (*pselect)(int, fd_set *, fd_set *, fd_set *, const struct timespec *,
+		       const sigset_t *);
+	int (*ppoll)(struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);
+	int (*epoll_ctl)(int, int, int, struct epoll_event *);
+	int (*epoll_pwait)(int, struct epoll_event *, int, int, const sigset_t *);
+	int (*epoll_pwait2)(int, struct epoll_event *, int, const struct timespec *,
+			    const sigset_t *);
+	int (*execve)(const char *, char *const[], char *const[]);
+	int (*execvpe)(const char *, char *const[], char *const[]);
+	int (*fexecve)(int, char *const[], char *const[]);
+	int (*posix_spawn)(pid_t *, const char *, const void *, const void *,
+			   char *const[], char *const[]);
+	int (*posix_spawnp)(pid_t *, const char *, const void *, const void *,
+			    char *const[], char *const[]);
+	int (*close_range)(unsigned, unsigned, int);
+	void (*closefrom)(int);
+	FILE *(*fdopen)(int, const char *);
+	int (*fclose)(FILE *);
+	int (*fcloseall)(void);
+	FILE *(*freopen)(const char *, const char *, FILE *);
+};
+
+extern struct shim_real shim_real;
+/* Resolve the real functions; idempotent, safe before constructors run. */
+void shim_real_init(void);
+#define REAL(fn) (shim_real.fn ? shim_real.fn : (shim_real_init(), shim_real.fn))
+
+/* Is the shim on at all?  Off when SHUNT_DISABLE=1 or the config was bad;
+ * inherited connections are still carried then. */
+int shim_enabled(void);
+/* The pid this process had when the shim last looked: a vfork child runs
+ * in its parent's memory and must change none of the shim's tables. */
+int shim_pid(void);
+int shim_in_vfork_child(void);
+
+/* --- State shared by a family of processes (arena.c) ----------------------
+ * A process and its forked children (and exec'd images) hold the same
+ * sockets; what the shim knows of each tracked socket lives in a slot of a
+ * memfd they all map, so that after fork both see one truth: who holds the
+ * socket, whether it moved, the ring positions.  The peer never sees it. */
+
+enum slot_state {
+	SLOT_FREE = 0,
+	SLOT_PLAIN,   /* on TCP, counting towards a move */
+	SLOT_MEET,    /* on TCP, meeting the peer (this process) */
+	SLOT_MOVED,   /* a segment is shared: the switch, then rings */
+	SLOT_OFF,     /* stays on TCP for good */
+};
+
+/* Phases of a MOVED slot, set once each (docs/design.md, "The switch"). */
+#define PH_TX_RING 0x1u /* our sends go to the ring */
+#define PH_RX_KNOW 0x2u /* the peer's switch offset is known: x_peer */
+#define PH_RX_RING 0x4u /* we read the ring: TCP carries only doorbells */
+#define PH_NOBELL  0x8u /* our TCP sending side is shut: no more rings */
+
+/* Flags: why a socket may not move, and facts the data path needs. */
+#define TF_STDIO    0x01u /* is (or was) fd 0, 1 or 2, or fdopen'ed */
+#define TF_EXPORTED 0x02u /* sent to another process (SCM_RIGHTS) */
+#define TF_FOREIGN  0x04u /* received from another process */
+#define TF_OPTS     0x08u /* an option we cannot carry (OOB, zero-copy, ...) */
+#define TF_SHUT     0x10u /* shut down while on TCP */
+#define TF_LINGER0  0x20u /* SO_LINGER {1, 0}: the close is a reset */
+#define TF_NONBLOCK 0x40u /* O_NONBLOCK on the file description */
+#define TF_NOMOVE   (TF_STDIO | TF_EXPORTED | TF_OPTS | TF_SHUT)
+
+/* Why a connection stays on TCP, counted per process for `shunt stat`. */
+enum shim_why {
+	WHY_SHORT,    /* closed before it carried enough to pay */
+	WHY_NOPEER,   /* the other end does not run shunt (or not in time) */
+	WHY_POLICY,   /* a bypass rule, or an address we do not carry */
+	WHY_SHARED,   /* another process holds the socket too */
+	WHY_STDIO,    /* used as stdin/stdout or through stdio */
+	WHY_OPTIONS,  /* options or flags we cannot carry */
+	WHY_REFUSED,  /* the peer's user, namespace or proof was refused */
+	WHY_ERROR,    /* a system call failed on the way */
+	WHY_N
+};
+extern const char *const shim_why_names[WHY_N];
+
+#define SLOT_HOLDERS 4
+
+struct tslot {
+	_Atomic uint32_t gen;      /* bumped when the slot is freed */
+	_Atomic uint32_t state;    /* enum slot_state */
+	_Atomic uint32_t flags;    /* TF_* */
+	_Atomic uint32_t phase;    /* PH_* */
+	_Atomic int32_t holders[SLOT_HOLDERS]; /* pids; -1: more than fit */
+	_Atomic uint32_t why;      /* enum shim_why + 1 once counted */
+	uint32_t side;             /* 0: made the segment, 1: the other */
+	uint64_t ino;              /* the socket's inode: its identity */
+	struct shunt_addr local, peer; /* known from the move on */
+	_Atomic uint64_t calls, bytes_in, bytes_out;
+	_Atomic uint64_t next_step; /* `calls` at which the move takes a step */
+	_Atomic uint32_t steps;
+	_Atomic int64_t started_ns; /* first step of the move */
+	_Atomic uint64_t rx_tcp;   /* TCP stream bytes consumed by our reads */
+	_Atomic uint64_t x_peer;   /* with PH_RX_KNOW: where the peer's ring data starts */
+	_Atomic uint32_t inflight; /* our sends inside the kernel (TCP phase) */
+	_Atomic uint32_t switching; /* a thread is switching our sends to the ring */
+	_Atomic uint32_t reset_told; /* ECONNRESET was returned: now end of stream */
+	_Atomic int64_t rcvtimeo_ns, sndtimeo_ns; /* SO_RCVTIMEO, SO_SNDTIMEO; 0 none */
+	_Atomic int32_t foreign_pid; /* TF_FOREIGN: who sent it to us (-1 unknown) */
+	uint8_t bell;              /* the doorbell byte on the TCP stream */
+	/* Sleeping on the TCP doorbell: one leader in the kernel, followers on
+	 * a futex (bell.c). */
+	_Atomic uint32_t leader;   /* pid of the leader, 0 for none */
+	_Atomic uint32_t bell_seq; /* futex word: bumped when the leader wakes */
+	_Atomic uint32_t followers;
+	pthread_mutex_t tx_mu, rx_mu; /* process-shared, robust */
+	struct shunt_end end;      /* MOVED: the connection end */
+};
+
+struct tslot *shim_slot_new(uint64_t ino, uint32_t *gen);
+/* Let go of this process's hold; frees the slot when nobody holds it. */
+void shim_slot_unhold(struct tslot *s, uint32_t gen);
+/* Add a holder (fork, spawn, exec'd image); idempotent. */
+void shim_slot_hold(struct tslot *s, int pid);
+/* Is any process but us alive and holding it? */
+int shim_slot_shared(struct tslot *s);
+int shim_slot_index(const struct tslot *s);
+struct tslot *shim_slot_at(int index, uint32_t gen);
+void shim_lock(pthread_mutex_t *mu);
+void shim_unlock(pthread_mutex_t *mu);
+/* The arena's fd, for exec; -1 if none. */
+int shim_arena_fd(void);
+/* The program wants the arena's fd number: it moved to `to`. */
+void shim_arena_moved(int from, int to);
+/* Map an inherited arena (exec); 0 or negative errno. */
+int shim_arena_adopt(int fd);
+/* A forked child is a new process of the family: its own line. */
+void shim_arena_forked(void);
+/* Mapped segments of this process (move.c's ring budget). */
+void shim_segment_mapped(int delta);
+/* Count for `shunt stat`. */
+void shim_count_seen(void);
+void shim_count_moved(void);
+void shim_count_why(struct tslot *s, enum shim_why why);
+
+/* --- Tracked sockets (fdtab.c) -------------------------------------------- */
+
+struct tmeet; /* a meeting in progress (meet.c), this process's own */
+
+struct tsock {
+	_Atomic int refs;          /* fds naming it + calls in progress */
+	_Atomic int nfds;          /* fds of this process naming it */
+	struct tslot *slot;
+	uint32_t gen;
+	pthread_mutex_t mu;        /* guards meet */
+	struct tmeet *meet;
+	_Atomic uint32_t io_gen;   /* moves on I/O and rings: epoll looks again */
+	int mapped;                /* this process maps the segment */
+};
+
+/* The tracked socket behind fd with a reference taken, or NULL (the fast
+ * path: one load).  Release with shim_put(). */
+struct tsock *shim_get(int fd);
+void shim_put(struct tsock *t);
+/* One more reference to a socket the caller holds one to. */
+void shim_ref(struct tsock *t);
+/* A peek with no reference (for the wait calls). */
+int shim_has(int fd);
+/* Start tracking a connected (or connecting) TCP socket at fd. */
+struct tsock *shim_track(int fd, uint32_t flags);
+/* Track fd as the holder of an existing slot (exec'd image). */
+struct tsock *shim_track_slot(int fd, struct tslot *s, uint32_t gen);
+/* newfd now names what oldfd does (dup, dup2, dup3, F_DUPFD). */
+void shim_dup(int oldfd, int newfd);
+/* fd is being closed (open: still names the socket, which we may tell
+ * the peer through), or was closed behind our back (open = 0): drop it. */
+void shim_forget(int fd, int open);
+/* Visit every tracked fd (fork, exec, close_range). */
+void shim_each(void (*fn)(int fd, struct tsock *t, void *arg), void *arg);
+/* The fd kind table: is fd a TCP socket we made or accepted from one? */
+enum fd_kind { FD_UNKNOWN = 0, FD_TCP, FD_OTHER };
+void shim_set_kind(int fd, enum fd_kind k);
+enum fd_kind shim_kind(int fd);
+
+/* For tests: 1 if fd's connection runs over shared memory, else 0. */
+int shunt__shim_is_accelerated(int fd);
+
+/* --- The fd rule (fds.c) ----------------------------------------------------
+ * The library never acts on an fd it cannot show is still its own, and the
+ * program never acts on one of the library's: every way to close or replace
+ * an fd passes here. */
+
+int shim_close(int fd);
+int shim_dup2(int oldfd, int newfd, int flags, int three);
+int shim_close_range(unsigned first, unsigned last, int flags);
+void shim_closefrom(int first);
+/* A program's call returned a new fd: whatever we knew of that number is
+ * stale (it was closed where we could not see). */
+void shim_fresh_fd(int fd);
+/* Is fd one of the library's own? */
+int shim_own_fd(int fd);
+/* stdio took fd (fdopen): it may read and write where we cannot see. */
+FILE *shim_fdopen(int fd, const char *mode);
+int shim_fclose(FILE *f);
+int shim_fcloseall(void);
+FILE *shim_freopen(const char *path, const char *mode, FILE *f);
+
+/* --- Moving (move.c, meet.c) --------------------------------------------- */
+
+/* After a data call on a socket still on TCP: count it, and take a step
+ * of the move when one is due.  Never blocks; keeps errno. */
+void shim_count(struct tsock *t, int fd, uint64_t in, uint64_t out);
+/* Switch our sends to the ring if we may now; 0 when they go there. */
+int shim_switch_tx(struct tsock *t, int fd);
+/* Learn whether the peer switched its sends; updates PH_RX_KNOW. */
+int shim_peer_switched(struct tsock *t);
+/* A moved connection must go back to plain TCP (before exec, SCM_RIGHTS,
+ * stdio): 0 when it is, or a negative errno. */
+int shim_demote(struct tsock *t, int fd);
+/* The process lets go of a moving connection (close, fork child). */
+void shim_meet_drop(struct tsock *t);
+/* One step of meeting the peer (meet.c): 1 done (moved), 0 not yet, < 0
+ * given up (the reason is counted). */
+int shim_meet_step(struct tsock *t, int fd);
+
+/* --- What the kernel knows (kern.c) ---------------------------------------- */
+
+/* Bytes written into the TCP stream so far (acknowledged + queued). */
+int shim_kern_tx_total(int fd, uint64_t *out);
+/* Bytes of the TCP stream consumed by reads so far. */
+int shim_kern_rx_consumed(int fd, uint64_t *out);
+int shim_kern_netns_cookie(int fd, uint64_t *out);
+/* The uid owning the TCP socket with these addresses in our namespace. */
+int shim_kern_sock_uid(const struct shunt_addr *src, const struct shunt_addr *dst,
+		       uint32_t *uid);
+/* Is fd a TCP socket (inet or inet6)? */
+int shim_kern_is_tcp(int fd);
+uint64_t shim_kern_ino(int fd);
+
+/* --- The TCP doorbell (bell.c) --------------------------------------------- */
+
+extern const struct shunt_bell_ops shim_bell_ops;
+static inline struct shunt_bell shim_bell(struct tsock *t, int fd)
+{
+	return (struct shunt_bell){ &shim_bell_ops, { fd, -1 }, t };
+}
+
+/* --- Data (io.c) ----------------------------------------------------------
+ * Each returns what the libc call would, with errno set as it would. */
+
+ssize_t shim_recv(struct tsock *t, int fd, void *buf, size_t len, int flags);
+ssize_t shim_send(struct tsock *t, int fd, const void *buf, size_t len, int flags);
+ssize_t shim_recvv(struct tsock *t, int fd, const struct iovec *iov, int n, int flags);
+ssize_t shim_sendv(struct tsock *t, int fd, const struct iovec *iov, int n, int flags);
+ssize_t shim_sendfile(struct tsock *t, int fd, int in_fd, off_t *off, size_t count);
+ssize_t shim_splice_in(struct tsock *t, int fd, int pipe_in, size_t len, unsigned flags);
+ssize_t shim_splice_out(struct tsock *t, int fd, int pipe_out, size_t len, unsigned flags);
+int shim_shutdown(struct tsock *t, int fd, int how);
+int shim_fionread(struct tsock *t, int fd, int *out);
+int shim_outq(struct tsock *t, int fd, int *out);
+/* A setsockopt or fcntl the program made: what it means for us. */
+void shim_sockopt(struct tsock *t, int fd, int level, int opt, const void *val,
+		  socklen_t len);
+void shim_set_nonblock(struct tsock *t, int on);
+/* Readiness of a moved socket as poll bits, from its rings and, for a
+ * direction still on the TCP stream, from the kernel: `kern` is what the
+ * kernel said of fd (revents), or -1 to ask it.  A doorbell the kernel
+ * reported is drained; `arm` as in end.h. */
+int shim_readiness(struct tsock *t, int fd, int events, int arm, int kern);
+/* Is the ring path ours in this process (a moved socket)? */
+int shim_moved(struct tsock *t);
+/* The last holder closes: the peer sees FIN or RST. */
+void shim_close_end(struct tsock *t, int fd);
+
+/* --- Waiting (poll.c, epoll.c) -------------------------------------------- */
+
+int shim_poll(struct pollfd *fds, nfds_t n, const struct timespec *timeout,
+	      const sigset_t *mask);
+int shim_select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex,
+		const struct timespec *timeout, const sigset_t *mask);
+int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev);
+int shim_epoll_wait(int epfd, struct epoll_event *ev, int max, int64_t timeout_ns,
+		    const sigset_t *mask);
+/* A tracked fd moved: its registrations in epoll sets become ours. */
+void shim_epoll_moved(struct tsock *t);
+/* fd was closed: an epoll set of ours, or a tracked fd in sets. */
+void shim_epoll_forget(int fd, struct tsock *t);
+/* close_range: epoll sets in the range are gone. */
+void shim_epoll_forget_range(unsigned first, unsigned last);
+/* Does any epoll set hold fds of ours? (poll on an epoll fd) */
+int shim_epoll_ready(int epfd);
+
+/* --- Processes (proc.c, scm.c) --------------------------------------------- */
+
+#define SHIM_INHERIT_ENV "SHUNT_INHERIT"
+/* Before exec: returns the environment to pass (envp itself, or a copy
+ * with SHUNT_INHERIT, freed by shim_exec_done). */
+char **shim_exec_prepare(char *const envp[], const char *path);
+void shim_exec_done(char **env, char *const envp[]);
+/* At start-up: adopt what a parent image left in SHUNT_INHERIT. */
+void shim_inherit(void);
+void shim_fork_prepare(void);
+void shim_fork_parent(void);
+void shim_fork_child(void);
+/* sendmsg with SCM_RIGHTS: tracked sockets leave for another process. */
+int shim_scm_out(const struct msghdr *m);
+/* recvmsg brought fds: track the TCP sockets among them. */
+void shim_scm_in(int via, struct msghdr *m);
+/* Does process pid hold the socket with inode ino?  1, 0, or -1 when we
+ * cannot tell. */
+int shim_proc_holds(int pid, uint64_t ino);
+
+/* --- Errors -------------------------------------------------------------- */
+
+/* Set errno from a negative errno and return -1. */
+static inline long shim_err(long rc)
+{
+	if (rc >= 0)
+		return rc;
+	errno = (int)-rc;
+	return -1;
+}
+
+/* A pointer to a slot's end and a bell for this call. */
+#define END(t) (&(t)->slot->end)
+
+#endif /* SHUNT_SHIM_H */
