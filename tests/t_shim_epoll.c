@@ -778,6 +778,10 @@ struct sconn {
 	uint32_t gen;
 	int used;
 	_Atomic int busy; /* a pool thread has it (its ONESHOT fired) */
+	/* Held by the pool thread serving it until its re-arm returned: the
+	 * next thread to get it waits for that (TSan cannot see the order the
+	 * kernel gives through EPOLL_CTL_MOD). */
+	pthread_mutex_t mu;
 	int rd_eof;
 	size_t len;
 	unsigned char buf[SBUF];
@@ -851,6 +855,7 @@ static void srv_serve(struct server *s, int i)
 {
 	struct sconn *c = &s->slots[i];
 
+	pthread_mutex_lock(&c->mu);
 	for (int turn = 0; turn < 16; turn++) {
 		int progress = 0;
 		if (c->len) {
@@ -886,6 +891,7 @@ static void srv_serve(struct server *s, int i)
 		pthread_mutex_unlock(&s->mu);
 		atomic_store(&c->busy, 0);
 		atomic_fetch_sub(&s->active, 1);
+		pthread_mutex_unlock(&c->mu);
 		return;
 	}
 	uint32_t ev = EPOLLONESHOT | EPOLLRDHUP | (c->len ? EPOLLOUT : 0) |
@@ -902,6 +908,7 @@ static void srv_serve(struct server *s, int i)
 	} else {
 		ASSERT_SYS(epoll_ctl(s->ep, EPOLL_CTL_MOD, c->fd, &e));
 	}
+	pthread_mutex_unlock(&c->mu);
 }
 
 static void *pool_main(void *arg)
@@ -928,6 +935,8 @@ static void server_main(void *arg)
 	ASSERT_NOT_NULL(s->slots);
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_cond_init(&s->cv, NULL);
+	for (int i = 0; i < SLOTS; i++)
+		pthread_mutex_init(&s->slots[i].mu, NULL);
 	test_rng_seed(&s->rng, shim_seed((uint64_t)getpid()));
 	s->ep = epoll_create1(EPOLL_CLOEXEC);
 	ASSERT_SYS(s->ep);
