@@ -59,7 +59,7 @@ EXAMPLES  := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
 
 .PHONY: all lib test demo bench install clean
 # Keep test objects, or make deletes them as intermediates and relinks all.
-.SECONDARY: $(TEST_LIB) $(TEST_SRC:tests/%.c=$(B)/tests/%.o)
+.SECONDARY: $(TEST_LIB) $(B)/tests/shimlib.o $(TEST_SRC:tests/%.c=$(B)/tests/%.o)
 all: lib $(B)/shunt $(TEST_BIN) $(TEST_SH) $(EXAMPLES)
 lib: $(B)/libshunt.so $(B)/libshunt.a $(B)/libshunt-preload.so
 
@@ -115,6 +115,14 @@ $(B)/tests/t_%: $(B)/tests/t_%.o $(TEST_LIB) $(B)/libshunt.a
 $(B)/tests/t_preload: $(B)/tests/t_preload.o $(TEST_LIB) $(SHIM_OBJ) $(B)/libshunt.a
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) -o $@ $< $(TEST_LIB) $(SHIM_OBJ) $(B)/libshunt.a $(ALL_LDFLAGS) -lpthread
+
+# Every t_shim_* reproducer is linked as t_preload is, with the shared
+# harness of tests/shimlib.c (pairs, peers, moving a connection to shared
+# memory, one forked process per case).
+SHIM_TEST_LIB := $(B)/tests/shimlib.o
+$(B)/tests/t_shim_%: $(B)/tests/t_shim_%.o $(TEST_LIB) $(SHIM_TEST_LIB) $(SHIM_OBJ) $(B)/libshunt.a
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) -o $@ $< $(TEST_LIB) $(SHIM_TEST_LIB) $(SHIM_OBJ) $(B)/libshunt.a $(ALL_LDFLAGS) -lpthread
 
 $(B)/tests/t_%: tests/t_%.sh
 	@mkdir -p $(@D)

@@ -1,0 +1,1080 @@
+/*
+ * t_shim_epoll.c - waiting on connections that moved to shared memory:
+ * epoll with a poller already blocked when fds are added, nested epoll sets
+ * (and poll() on an epoll fd, as libuv does), a multi-process multi-thread
+ * reactor under load, the epoll semantics one by one (LT, ET, ONESHOT,
+ * RDHUP, HUP/ERR, dup'd fds, DEL/ADD, a closed fd whose dup keeps the
+ * registration), and poll/ppoll/select/pselect.
+ *
+ * Every expected value is what Linux answers on TCP: SHUNT_DISABLE=1 runs
+ * the same checks on kernel TCP, where every case passes.
+ * SHUNT_TEST_ONLY=name,name runs some cases.
+ */
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#include "shimlib.h"
+#include "testlib.h"
+
+void shunt__shim_drop_links(void) __attribute__((weak));
+
+#define KIB 1024
+
+static void moved_pair(int *a, int *b)
+{
+	shim_pair(a, b);
+	shim_make_accelerated(*a, *b);
+}
+
+static int ep_wait(int ep, struct epoll_event *ev, int max, int ms)
+{
+	int n;
+
+	do
+		n = epoll_wait(ep, ev, max, ms);
+	while (n < 0 && errno == EINTR);
+	ASSERT_SYS(n);
+	return n;
+}
+
+static void ep_add(int ep, int fd, uint32_t events, uint64_t tag)
+{
+	struct epoll_event ev = { .events = events, .data.u64 = tag };
+
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev));
+}
+
+/* Exactly one event within ms: its tag must be `tag`; returns its events. */
+#define EP_ONE(ep, ms, tag) ep_one_at(__FILE__, __LINE__, ep, ms, tag)
+static uint32_t ep_one_at(const char *file, int line, int ep, int ms, uint64_t tag)
+{
+	struct epoll_event ev[4];
+	int n = ep_wait(ep, ev, 4, ms);
+
+	if (n != 1)
+		test_fail_at(file, line, "epoll_wait gave %d events, want 1", n);
+	if (ev[0].data.u64 != tag)
+		test_fail_at(file, line, "epoll_wait gave data 0x%jx, want 0x%jx",
+			     (uintmax_t)ev[0].data.u64, (uintmax_t)tag);
+	return ev[0].events;
+}
+
+#define EP_NONE(ep, ms) ep_none_at(__FILE__, __LINE__, ep, ms)
+static void ep_none_at(const char *file, int line, int ep, int ms)
+{
+	struct epoll_event ev[4];
+	int n = ep_wait(ep, ev, 4, ms);
+
+	if (n != 0)
+		test_fail_at(file, line, "epoll_wait gave %d events (data 0x%jx, events 0x%x), want none",
+			     n, (uintmax_t)ev[0].data.u64, ev[0].events);
+}
+
+/* Wait until FIONREAD-free readability: poll says POLLIN within ms. */
+static void wait_readable(int fd, int ms)
+{
+	if (!(shim_wait_fd(fd, POLLIN, ms) & POLLIN))
+		TEST_FAIL_MSG("fd %d not readable within %d ms", fd, ms);
+}
+
+/* --- epoll_blocked_poller ------------------------------------------------ */
+
+enum { R_MOVED, R_MOVING, R_CONNECTING, R_STOP };
+
+struct reg {
+	int kind, fd, peer;
+	uint64_t seed, want;
+	_Atomic uint64_t got;
+	_Atomic uint32_t seen;
+};
+
+#define NREG 6
+static struct reg *g_reg[NREG];
+
+static struct reg *reg_find(void *p)
+{
+	for (int i = 0; i < NREG; i++)
+		if (g_reg[i] == p)
+			return g_reg[i];
+	return NULL;
+}
+
+struct poller {
+	int ep;
+	_Atomic int events;
+};
+
+static void *poller_main(void *arg)
+{
+	struct poller *p = arg;
+	unsigned char buf[16384];
+
+	for (;;) {
+		struct epoll_event ev[8];
+		int n = ep_wait(p->ep, ev, 8, -1);
+		for (int i = 0; i < n; i++) {
+			struct reg *r = reg_find(ev[i].data.ptr);
+			if (!r)
+				TEST_FAIL_MSG("epoll_wait gave data %p (events 0x%x): not a pointer "
+					      "the program registered", ev[i].data.ptr, ev[i].events);
+			atomic_fetch_add(&p->events, 1);
+			atomic_fetch_or(&r->seen, ev[i].events);
+			if (r->kind == R_STOP)
+				return NULL;
+			if (r->kind == R_CONNECTING || !(ev[i].events & EPOLLIN))
+				continue;
+			for (;;) { /* edge-triggered: read until EAGAIN */
+				ssize_t k = read(r->fd, buf, sizeof(buf));
+				if (k < 0 && errno == EAGAIN)
+					break;
+				ASSERT_SYS(k);
+				ASSERT_MSG(k > 0, "fd %d: end of stream", r->fd);
+				uint64_t got = atomic_load(&r->got);
+				size_t bad = test_stream_check(r->seed, got, buf, (size_t)k);
+				ASSERT_MSG(bad == (size_t)-1, "fd %d: byte %ju wrong", r->fd,
+					   (uintmax_t)(got + bad));
+				atomic_store(&r->got, got + (uint64_t)k);
+			}
+		}
+	}
+}
+
+struct moving_writer {
+	struct reg **regs;
+	int n;
+};
+
+/* The peers write: 64 KiB at once to each moved one, 40 small writes to
+ * each moving one (which moves while in the set). */
+static void *writer_main(void *arg)
+{
+	struct moving_writer *w = arg;
+	unsigned char buf[1000];
+
+	for (int i = 0; i < w->n; i++)
+		if (w->regs[i]->kind == R_MOVED)
+			shim_send_stream(w->regs[i]->peer, w->regs[i]->seed, 0, w->regs[i]->want,
+					 shim_ms(3000));
+	for (int k = 0; k < 40; k++) {
+		for (int i = 0; i < w->n; i++) {
+			struct reg *r = w->regs[i];
+			if (r->kind != R_MOVING)
+				continue;
+			test_stream_fill(r->seed, (uint64_t)k * sizeof(buf), buf, sizeof(buf));
+			shim_write_all(r->peer, buf, sizeof(buf), shim_ms(3000));
+		}
+		test_sleep_ms(2);
+	}
+	return NULL;
+}
+
+/* Wait until the poller has every byte of the first n registrations (and
+ * EPOLLOUT of the connecting one if asked). */
+static void poller_expect(int n, int connecting)
+{
+	uint64_t end = test_now_ns() + (uint64_t)shim_ms(3000) * 1000000u;
+
+	for (;;) {
+		int done = !connecting || (atomic_load(&g_reg[4]->seen) & EPOLLOUT);
+		for (int i = 0; i < n; i++)
+			done &= atomic_load(&g_reg[i]->got) == g_reg[i]->want;
+		if (done)
+			return;
+		if (test_now_ns() > end) {
+			for (int i = 0; i < 5; i++)
+				test_log("registration %d (kind %d): events 0x%x seen, %ju of %ju bytes",
+					 i, g_reg[i]->kind, atomic_load(&g_reg[i]->seen),
+					 (uintmax_t)atomic_load(&g_reg[i]->got),
+					 (uintmax_t)g_reg[i]->want);
+			TEST_FAIL_MSG("the blocked poller did not see it all within %d ms",
+				      shim_ms(3000));
+		}
+		test_sleep_ms(5);
+	}
+}
+
+static void case_epoll_blocked_poller(void)
+{
+	int ep = epoll_create1(EPOLL_CLOEXEC), stop[2], port;
+	pthread_t pt, wt;
+	struct poller p = { ep, 0 };
+
+	ASSERT_SYS(ep);
+	ASSERT_SYS(pipe2(stop, O_CLOEXEC | O_NONBLOCK));
+	for (int i = 0; i < NREG; i++) {
+		g_reg[i] = calloc(1, sizeof(struct reg));
+		ASSERT_NOT_NULL(g_reg[i]);
+		g_reg[i]->seed = shim_seed((uint64_t)i + 100);
+	}
+	/* 0, 1 moved; 2, 3 moving (a few round trips only); 4 connecting. */
+	for (int i = 0; i < 4; i++) {
+		struct reg *r = g_reg[i];
+		r->kind = i < 2 ? R_MOVED : R_MOVING;
+		r->want = i < 2 ? 64 * KIB : 40 * 1000;
+		shim_pair(&r->fd, &r->peer);
+		if (i < 2) {
+			shim_make_accelerated(r->fd, r->peer);
+		} else {
+			char c = 'x';
+			shim_write_all(r->fd, &c, 1, 1000);
+			shim_read_exact(r->peer, &c, 1, 1000);
+		}
+		shim_set_nonblock(r->fd, 1);
+	}
+	int lfd = shim_tcp_listen(&port);
+	g_reg[4]->kind = R_CONNECTING;
+	g_reg[5]->kind = R_STOP;
+	g_reg[5]->fd = stop[0];
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = g_reg[5] };
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, stop[0], &ev));
+
+	ASSERT_EQ(pthread_create(&pt, NULL, poller_main, &p), 0);
+	test_sleep_ms(50); /* the poller is in epoll_wait(-1) now */
+	/* First the moved fds alone: the poller's first wake-up is theirs. */
+	for (int i = 0; i < 2; i++) {
+		ev = (struct epoll_event){ .events = EPOLLIN | EPOLLET, .data.ptr = g_reg[i] };
+		ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, g_reg[i]->fd, &ev));
+	}
+	struct moving_writer w = { g_reg, 2 };
+	ASSERT_EQ(pthread_create(&wt, NULL, writer_main, &w), 0);
+	ASSERT_EQ(pthread_join(wt, NULL), 0);
+	poller_expect(2, 0);
+	/* Then the moving ones and a connecting socket. */
+	for (int i = 2; i < 4; i++) {
+		ev = (struct epoll_event){ .events = EPOLLIN | EPOLLET, .data.ptr = g_reg[i] };
+		ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, g_reg[i]->fd, &ev));
+	}
+	int cfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	ASSERT_SYS(cfd);
+	g_reg[4]->fd = cfd;
+	ev = (struct epoll_event){ .events = EPOLLOUT | EPOLLET, .data.ptr = g_reg[4] };
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, cfd, &ev));
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int rc = connect(cfd, (struct sockaddr *)&a, sizeof(a));
+	ASSERT_MSG(rc == 0 || errno == EINPROGRESS, "connect: %s", test_errname(errno));
+	test_log("non-blocking connect: %s", rc == 0 ? "done at once" : "EINPROGRESS");
+	int afd = shim_tcp_accept(lfd, shim_ms(2000));
+	w = (struct moving_writer){ g_reg + 2, 2 };
+	ASSERT_EQ(pthread_create(&wt, NULL, writer_main, &w), 0);
+	ASSERT_EQ(pthread_join(wt, NULL), 0);
+	poller_expect(4, 1);
+	shim_token_send(stop[1], 's');
+	ASSERT_EQ(pthread_join(pt, NULL), 0);
+	for (int i = 0; i < 4; i++) {
+		ASSERT(atomic_load(&g_reg[i]->seen) & EPOLLIN);
+		test_log("registration %d: %s", i,
+			 shim_accel(g_reg[i]->fd) ? "on shared memory" : "on TCP");
+		if (i < 2)
+			shim_expect_accel(g_reg[i]->fd, "a moved connection");
+	}
+	test_log("%d events", atomic_load(&p.events));
+	for (int i = 0; i < 4; i++) {
+		close(g_reg[i]->fd);
+		close(g_reg[i]->peer);
+	}
+	for (int i = 0; i < NREG; i++)
+		free(g_reg[i]);
+	close(cfd);
+	close(afd);
+	close(lfd);
+	close(stop[0]);
+	close(stop[1]);
+	close(ep);
+}
+
+/* --- epoll_nested ---------------------------------------------------------- */
+
+struct later {
+	int fd, ms;
+	uint64_t seed, off, n;
+};
+
+static void *later_main(void *arg)
+{
+	struct later *l = arg;
+
+	test_sleep_ms((unsigned)l->ms);
+	shim_send_stream(l->fd, l->seed, l->off, l->n, shim_ms(2000));
+	return NULL;
+}
+
+static void write_later(pthread_t *t, struct later *l)
+{
+	ASSERT_EQ(pthread_create(t, NULL, later_main, l), 0);
+}
+
+static void case_epoll_nested(void)
+{
+	int a1, b1, a2, b2;
+	uint64_t seed = shim_seed(200), off1 = 0, off2 = 0;
+	pthread_t t;
+
+	moved_pair(&a1, &b1);
+	moved_pair(&a2, &b2);
+	int inner = epoll_create1(EPOLL_CLOEXEC), outer = epoll_create1(EPOLL_CLOEXEC);
+	ASSERT_SYS(inner);
+	ASSERT_SYS(outer);
+	ep_add(inner, a1, EPOLLIN, 1);
+	ep_add(inner, a2, EPOLLIN, 2);
+	ep_add(outer, inner, EPOLLIN, 99);
+	EP_NONE(outer, 0);
+	ASSERT_EQ(shim_wait_fd(inner, POLLIN, 0), 0);
+
+	test_log("the outer set waits; data arrives on a moved fd of the inner set");
+	struct later l1 = { b1, 100, seed, off1, 100 };
+	write_later(&t, &l1);
+	double t0 = test_now();
+	ASSERT_EQ(EP_ONE(outer, shim_ms(3000), 99), EPOLLIN);
+	ASSERT_EQ(pthread_join(t, NULL), 0);
+	test_log("woke after %.3f s", test_now() - t0);
+	ASSERT_EQ(EP_ONE(inner, 0, 1), EPOLLIN);
+	shim_recv_stream(a1, seed, off1, 100, 1000);
+	off1 += 100;
+	EP_NONE(outer, 0);
+	EP_NONE(inner, 0);
+
+	test_log("poll() on the inner epoll fd (as libuv's backend fd)");
+	struct later l2 = { b2, 100, seed ^ 1, off2, 100 };
+	write_later(&t, &l2);
+	short re = shim_wait_fd(inner, POLLIN, shim_ms(3000));
+	ASSERT_EQ(pthread_join(t, NULL), 0);
+	ASSERT_EQ(re, POLLIN);
+	ASSERT_EQ(EP_ONE(inner, 0, 2), EPOLLIN);
+	shim_recv_stream(a2, seed ^ 1, off2, 100, 1000);
+	off2 += 100;
+	ASSERT_EQ(shim_wait_fd(inner, POLLIN, 0), 0);
+
+	test_log("data there before the waits");
+	shim_send_stream(b1, seed, off1, 100, 1000);
+	wait_readable(a1, 2000);
+	ASSERT_EQ(EP_ONE(outer, shim_ms(1000), 99), EPOLLIN);
+	ASSERT_EQ(shim_wait_fd(inner, POLLIN, shim_ms(1000)), POLLIN);
+	ASSERT_EQ(EP_ONE(inner, 0, 1), EPOLLIN);
+	shim_recv_stream(a1, seed, off1, 100, 1000);
+	EP_NONE(outer, 0);
+	ASSERT_EQ(shim_wait_fd(inner, POLLIN, 0), 0);
+
+	test_log("a doubly nested set, blocked");
+	int top = epoll_create1(EPOLL_CLOEXEC);
+	ASSERT_SYS(top);
+	ep_add(top, outer, EPOLLIN, 7);
+	struct later l3 = { b2, 100, seed ^ 1, off2, 100 };
+	write_later(&t, &l3);
+	ASSERT_EQ(EP_ONE(top, shim_ms(3000), 7), EPOLLIN);
+	ASSERT_EQ(pthread_join(t, NULL), 0);
+	ASSERT_EQ(EP_ONE(outer, 0, 99), EPOLLIN);
+	ASSERT_EQ(EP_ONE(inner, 0, 2), EPOLLIN);
+	shim_recv_stream(a2, seed ^ 1, off2, 100, 1000);
+	close(top);
+	close(outer);
+	close(inner);
+	close(a1);
+	close(b1);
+	close(a2);
+	close(b2);
+}
+
+/* --- epoll semantics ---------------------------------------------------- */
+
+static void case_epoll_lt(void)
+{
+	int a, b, ep = epoll_create1(EPOLL_CLOEXEC);
+	uint64_t seed = shim_seed(300);
+
+	moved_pair(&a, &b);
+	ep_add(ep, a, EPOLLIN, 1);
+	EP_NONE(ep, 0);
+	shim_send_stream(b, seed, 0, 100, 1000);
+	ASSERT_EQ(EP_ONE(ep, shim_ms(2000), 1), EPOLLIN);
+	ASSERT_EQ(EP_ONE(ep, 0, 1), EPOLLIN); /* level: again */
+	shim_recv_stream(a, seed, 0, 50, 1000);
+	ASSERT_EQ(EP_ONE(ep, 0, 1), EPOLLIN);
+	shim_recv_stream(a, seed, 50, 50, 1000);
+	EP_NONE(ep, 0);
+	/* EPOLLOUT: level-triggered, always there while there is room. */
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT, .data.u64 = 1 };
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_MOD, a, &ev));
+	ASSERT_EQ(EP_ONE(ep, 0, 1), EPOLLOUT);
+	ASSERT_EQ(EP_ONE(ep, 0, 1), EPOLLOUT);
+	close(ep);
+	close(a);
+	close(b);
+}
+
+static void case_epoll_et(void)
+{
+	int a, b, ep = epoll_create1(EPOLL_CLOEXEC);
+	uint64_t seed = shim_seed(301);
+
+	moved_pair(&a, &b);
+	ep_add(ep, a, EPOLLIN | EPOLLET, 1);
+	EP_NONE(ep, 0);
+	shim_send_stream(b, seed, 0, 100, 1000);
+	ASSERT_EQ(EP_ONE(ep, shim_ms(2000), 1), EPOLLIN);
+	EP_NONE(ep, 50); /* unread, but no new arrival */
+	shim_send_stream(b, seed, 100, 100, 1000);
+	ASSERT_EQ(EP_ONE(ep, shim_ms(2000), 1), EPOLLIN);
+	EP_NONE(ep, 50);
+	shim_recv_stream(a, seed, 0, 150, 1000);
+	EP_NONE(ep, 0); /* reading is no arrival */
+	shim_send_stream(b, seed, 200, 100, 1000);
+	ASSERT_EQ(EP_ONE(ep, shim_ms(2000), 1), EPOLLIN);
+	EP_NONE(ep, 0);
+	shim_recv_stream(a, seed, 150, 150, 1000);
+	/* EPOLLOUT|EPOLLET: once when added, not again without a change. */
+	struct epoll_event ev = { .events = EPOLLOUT | EPOLLET, .data.u64 = 1 };
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_MOD, a, &ev));
+	ASSERT_EQ(EP_ONE(ep, 0, 1), EPOLLOUT);
+	EP_NONE(ep, 0);
+	close(ep);
+	close(a);
+	close(b);
+}
+
+static void case_epoll_oneshot(void)
+{
+	int a, b, ep = epoll_create1(EPOLL_CLOEXEC);
+	uint64_t seed = shim_seed(302);
+
+	moved_pair(&a, &b);
+	ep_add(ep, a, EPOLLIN | EPOLLONESHOT, 1);
+	shim_send_stream(b, seed, 0, 100, 1000);
+	ASSERT_EQ(EP_ONE(ep, shim_ms(2000), 1), EPOLLIN);
+	EP_NONE(ep, 0);
+	shim_send_stream(b, seed, 100, 100, 1000);
+	EP_NONE(ep, 50); /* disarmed */
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLONESHOT, .data.u64 = 2 };
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_MOD, a, &ev));
+	ASSERT_EQ(EP_ONE(ep, shim_ms(1000), 2), EPOLLIN); /* re-armed, data there */
+	EP_NONE(ep, 0);
+	shim_recv_stream(a, seed, 0, 200, 1000);
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_MOD, a, &ev));
+	EP_NONE(ep, 0);
+	shim_send_stream(b, seed, 200, 100, 1000);
+	ASSERT_EQ(EP_ONE(ep, shim_ms(2000), 2), EPOLLIN);
+	shim_recv_stream(a, seed, 200, 100, 1000);
+	close(ep);
+	close(a);
+	close(b);
+}
+
+static void case_epoll_rdhup(void)
+{
+	int a, b, ep = epoll_create1(EPOLL_CLOEXEC);
+	uint64_t seed = shim_seed(303);
+
+	moved_pair(&a, &b);
+	ep_add(ep, a, EPOLLIN | EPOLLRDHUP, 1);
+	EP_NONE(ep, 0);
+	shim_send_stream(b, seed, 0, 100, 1000);
+	ASSERT_SYS(shutdown(b, SHUT_WR));
+	uint64_t end = test_now_ns() + (uint64_t)shim_ms(2000) * 1000000u;
+	uint32_t e;
+	do /* the data and the FIN may be seen in two steps */
+		e = EP_ONE(ep, shim_ms(2000), 1);
+	while (e == EPOLLIN && test_now_ns() < end && (test_sleep_ms(1), 1));
+	ASSERT_EQ(e, EPOLLIN | EPOLLRDHUP);
+	shim_recv_stream(a, seed, 0, 100, 1000);
+	ASSERT_EQ(EP_ONE(ep, 0, 1), EPOLLIN | EPOLLRDHUP);
+	shim_expect_eof(a, 1000);
+	/* Our half is still open: the peer reads what we send. */
+	shim_send_stream(a, seed, 100, 100, 1000);
+	shim_recv_stream(b, seed, 100, 100, 1000);
+	close(ep);
+	close(a);
+	close(b);
+}
+
+static void case_epoll_hup(void)
+{
+	int a, b, ep = epoll_create1(EPOLL_CLOEXEC);
+	struct linger l = { 1, 0 };
+	char c;
+
+	moved_pair(&a, &b);
+	ep_add(ep, a, EPOLLIN | EPOLLOUT | EPOLLRDHUP, 1);
+	ASSERT_EQ(EP_ONE(ep, 0, 1), EPOLLOUT);
+	ASSERT_SYS(setsockopt(b, SOL_SOCKET, SO_LINGER, &l, sizeof(l)));
+	ASSERT_SYS(close(b));
+	uint32_t want = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLHUP | EPOLLERR;
+	uint64_t end = test_now_ns() + (uint64_t)shim_ms(2000) * 1000000u;
+	uint32_t e;
+	while ((e = EP_ONE(ep, shim_ms(2000), 1)) != want && test_now_ns() < end)
+		test_sleep_ms(1);
+	ASSERT_UEQ(e, want);
+	ASSERT_FAILS(recv(a, &c, 1, 0), ECONNRESET);
+	/* The error was taken: HUP stays, ERR goes. */
+	ASSERT_UEQ(EP_ONE(ep, 0, 1), EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLHUP);
+	ASSERT_EQ(recv(a, &c, 1, 0), 0);
+	/* EPOLLHUP and EPOLLERR come even unasked. */
+	struct epoll_event ev = { .events = 0, .data.u64 = 2 };
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_MOD, a, &ev));
+	ASSERT_UEQ(EP_ONE(ep, 0, 2), EPOLLHUP);
+	close(ep);
+	close(a);
+}
+
+static void case_epoll_dup(void)
+{
+	int a, b, ep = epoll_create1(EPOLL_CLOEXEC);
+	uint64_t seed = shim_seed(305);
+	struct epoll_event ev[4];
+
+	moved_pair(&a, &b);
+	int d = dup(a);
+	ASSERT_SYS(d);
+	ep_add(ep, a, EPOLLIN, 1);
+	ep_add(ep, d, EPOLLIN, 2);
+	EP_NONE(ep, 0);
+	shim_send_stream(b, seed, 0, 100, 1000);
+	wait_readable(a, shim_ms(2000));
+	int n = ep_wait(ep, ev, 4, shim_ms(1000));
+	ASSERT_EQ(n, 2);
+	ASSERT_UEQ(ev[0].data.u64 + ev[1].data.u64, 3);
+	ASSERT_EQ(ev[0].events, EPOLLIN);
+	ASSERT_EQ(ev[1].events, EPOLLIN);
+	shim_recv_stream(d, seed, 0, 100, 1000);
+	EP_NONE(ep, 0);
+	/* Each registration on its own: DEL one, the other stays. */
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_DEL, a, NULL));
+	shim_send_stream(b, seed, 100, 100, 1000);
+	ASSERT_EQ(EP_ONE(ep, shim_ms(2000), 2), EPOLLIN);
+	shim_recv_stream(a, seed, 100, 100, 1000);
+	close(ep);
+	close(d);
+	close(a);
+	close(b);
+}
+
+static void case_epoll_del_add(void)
+{
+	int a, b, ep = epoll_create1(EPOLL_CLOEXEC);
+	uint64_t seed = shim_seed(306);
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 1 };
+
+	moved_pair(&a, &b);
+	ep_add(ep, a, EPOLLIN, 1);
+	ASSERT_FAILS(epoll_ctl(ep, EPOLL_CTL_ADD, a, &ev), EEXIST);
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_DEL, a, NULL));
+	ASSERT_FAILS(epoll_ctl(ep, EPOLL_CTL_DEL, a, NULL), ENOENT);
+	ASSERT_FAILS(epoll_ctl(ep, EPOLL_CTL_MOD, a, &ev), ENOENT);
+	shim_send_stream(b, seed, 0, 100, 1000);
+	wait_readable(a, shim_ms(2000));
+	EP_NONE(ep, 50);
+	ep_add(ep, a, EPOLLIN, 2);
+	ASSERT_EQ(EP_ONE(ep, shim_ms(1000), 2), EPOLLIN);
+	shim_recv_stream(a, seed, 0, 100, 1000);
+	EP_NONE(ep, 0);
+	/* Over and over, with data arriving in between. */
+	for (int i = 0; i < 50; i++) {
+		ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_DEL, a, NULL));
+		shim_send_stream(b, seed, 100 + (uint64_t)i * 10, 10, 1000);
+		ep_add(ep, a, EPOLLIN | EPOLLET, 3 + (uint64_t)i);
+		ASSERT_EQ(EP_ONE(ep, shim_ms(1000), 3 + (uint64_t)i), EPOLLIN);
+		shim_recv_stream(a, seed, 100 + (uint64_t)i * 10, 10, 1000);
+	}
+	/* A closed fd is not in the set any more: ADD it anew after a dup2. */
+	close(ep);
+	close(a);
+	close(b);
+}
+
+/* Linux: closing an fd whose file another fd still holds does not take it
+ * out of an epoll set; events keep coming, with the data it was added with,
+ * and EPOLL_CTL_DEL by the closed number is EBADF. */
+static void case_epoll_close_dup(void)
+{
+	int a, b, ep = epoll_create1(EPOLL_CLOEXEC);
+	uint64_t seed = shim_seed(307);
+
+	moved_pair(&a, &b);
+	ep_add(ep, a, EPOLLIN, 1);
+	int d = dup(a);
+	ASSERT_SYS(d);
+	ASSERT_SYS(close(a));
+	shim_send_stream(b, seed, 0, 100, 1000);
+	ASSERT_EQ(EP_ONE(ep, shim_ms(2000), 1), EPOLLIN);
+	ASSERT_FAILS(epoll_ctl(ep, EPOLL_CTL_DEL, a, NULL), EBADF);
+	shim_recv_stream(d, seed, 0, 100, 1000);
+	EP_NONE(ep, 0);
+	shim_send_stream(b, seed, 100, 100, 1000);
+	ASSERT_EQ(EP_ONE(ep, shim_ms(2000), 1), EPOLLIN);
+	shim_recv_stream(d, seed, 100, 100, 1000);
+	/* The number reused by another socket: the old registration stays, and
+	 * the new one can be added next to it. */
+	int c2, s2;
+	moved_pair(&c2, &s2);
+	ASSERT_SYS(dup2(c2, a));
+	ASSERT_SYS(close(c2));
+	ep_add(ep, a, EPOLLIN, 2);
+	shim_send_stream(s2, seed ^ 1, 0, 10, 1000);
+	ASSERT_EQ(EP_ONE(ep, shim_ms(2000), 2), EPOLLIN);
+	shim_recv_stream(a, seed ^ 1, 0, 10, 1000);
+	shim_send_stream(b, seed, 200, 10, 1000);
+	ASSERT_EQ(EP_ONE(ep, shim_ms(2000), 1), EPOLLIN);
+	shim_recv_stream(d, seed, 200, 10, 1000);
+	/* The last fd closed: gone from the set. */
+	ASSERT_SYS(close(d));
+	EP_NONE(ep, 50);
+	close(ep);
+	close(a);
+	close(s2);
+	close(b);
+}
+
+/* --- poll, ppoll, select, pselect ----------------------------------------- */
+
+static void case_poll_select(void)
+{
+	int a, b, c, d, pp[2];
+	uint64_t seed = shim_seed(400);
+	fd_set rd, wr;
+	struct timeval tv;
+	struct timespec ts;
+	sigset_t mask;
+	double t0;
+
+	moved_pair(&a, &b);
+	moved_pair(&c, &d);
+	ASSERT_SYS(pipe2(pp, O_CLOEXEC));
+	sigemptyset(&mask);
+
+	/* Nothing readable: the timeout is kept. */
+	struct pollfd p[3] = { { a, POLLIN, 0 }, { pp[0], POLLIN, 0 }, { c, POLLIN, 0 } };
+	t0 = test_now();
+	ASSERT_EQ(poll(p, 3, 100), 0);
+	ASSERT_GE(test_now() - t0, 0.09);
+	ts = (struct timespec){ 0, 50000000 };
+	t0 = test_now();
+	ASSERT_EQ(ppoll(p, 3, &ts, &mask), 0);
+	ASSERT_GE(test_now() - t0, 0.045);
+	FD_ZERO(&rd);
+	FD_SET(a, &rd);
+	FD_SET(pp[0], &rd);
+	tv = (struct timeval){ 0, 100000 };
+	t0 = test_now();
+	ASSERT_EQ(select(FD_SETSIZE > 1024 ? 1024 : FD_SETSIZE, &rd, NULL, NULL, &tv), 0);
+	ASSERT_GE(test_now() - t0, 0.09);
+	FD_ZERO(&rd);
+	FD_SET(a, &rd);
+	ts = (struct timespec){ 0, 50000000 };
+	t0 = test_now();
+	ASSERT_EQ(pselect(a + 1, &rd, NULL, NULL, &ts, &mask), 0);
+	ASSERT_GE(test_now() - t0, 0.045);
+
+	/* Data on the socket: it alone is readable; a blocked wait wakes. */
+	shim_send_stream(b, seed, 0, 100, 1000);
+	p[0].revents = p[1].revents = p[2].revents = 0;
+	ASSERT_EQ(poll(p, 3, shim_ms(2000)), 1);
+	ASSERT_EQ(p[0].revents, POLLIN);
+	ASSERT_EQ(p[1].revents, 0);
+	ASSERT_EQ(p[2].revents, 0);
+	/* The pipe too. */
+	ASSERT_EQ(write(pp[1], "p", 1), 1);
+	ASSERT_EQ(poll(p, 3, 1000), 2);
+	ASSERT_EQ(p[0].revents, POLLIN);
+	ASSERT_EQ(p[1].revents, POLLIN);
+	ts = (struct timespec){ 1, 0 };
+	ASSERT_EQ(ppoll(p, 3, &ts, &mask), 2);
+	/* select: readable a and pipe, writable a and c. */
+	int maxfd = a > c ? a : c;
+	maxfd = maxfd > pp[0] ? maxfd : pp[0];
+	FD_ZERO(&rd);
+	FD_ZERO(&wr);
+	FD_SET(a, &rd);
+	FD_SET(c, &rd);
+	FD_SET(pp[0], &rd);
+	FD_SET(a, &wr);
+	FD_SET(c, &wr);
+	tv = (struct timeval){ 1, 0 };
+	ASSERT_EQ(select(maxfd + 1, &rd, &wr, NULL, &tv), 4);
+	ASSERT(FD_ISSET(a, &rd) && FD_ISSET(pp[0], &rd) && !FD_ISSET(c, &rd));
+	ASSERT(FD_ISSET(a, &wr) && FD_ISSET(c, &wr));
+	FD_ZERO(&rd);
+	FD_SET(a, &rd);
+	FD_SET(c, &rd);
+	ts = (struct timespec){ 1, 0 };
+	ASSERT_EQ(pselect(maxfd + 1, &rd, NULL, NULL, &ts, &mask), 1);
+	ASSERT(FD_ISSET(a, &rd) && !FD_ISSET(c, &rd));
+	shim_recv_stream(a, seed, 0, 100, 1000);
+	char x;
+	ASSERT_EQ(read(pp[0], &x, 1), 1);
+	ASSERT_EQ(poll(p, 3, 0), 0);
+
+	/* A blocked select wakes for data on a moved fd. */
+	pthread_t t;
+	struct later l = { d, 100, seed ^ 1, 0, 10 };
+	write_later(&t, &l);
+	FD_ZERO(&rd);
+	FD_SET(a, &rd);
+	FD_SET(c, &rd);
+	FD_SET(pp[0], &rd);
+	tv = (struct timeval){ 3, 0 };
+	ASSERT_EQ(select(maxfd + 1, &rd, NULL, NULL, &tv), 1);
+	ASSERT(FD_ISSET(c, &rd));
+	ASSERT_EQ(pthread_join(t, NULL), 0);
+	shim_recv_stream(c, seed ^ 1, 0, 10, 1000);
+
+	/* POLLRDHUP when the peer shuts down its side. */
+	ASSERT_SYS(shutdown(b, SHUT_WR));
+	struct pollfd q = { a, POLLIN | POLLRDHUP, 0 };
+	uint64_t end = test_now_ns() + 2000000000ull;
+	while (poll(&q, 1, shim_ms(2000)) == 1 && q.revents == POLLIN && test_now_ns() < end)
+		test_sleep_ms(1);
+	ASSERT_EQ(q.revents, POLLIN | POLLRDHUP);
+
+	/* A reset: everything at once. */
+	struct linger lg = { 1, 0 };
+	ASSERT_SYS(setsockopt(d, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)));
+	ASSERT_SYS(close(d));
+	test_sleep_ms(50);
+	q = (struct pollfd){ c, POLLIN | POLLOUT | POLLRDHUP, 0 };
+	ASSERT_EQ(poll(&q, 1, shim_ms(2000)), 1);
+	ASSERT_EQ(q.revents, POLLIN | POLLOUT | POLLRDHUP | POLLHUP | POLLERR);
+
+	/* A closed fd: POLLNVAL from poll, EBADF from select. */
+	ASSERT_SYS(close(c));
+	struct pollfd r[2] = { { c, POLLIN, 0 }, { pp[0], POLLIN, 0 } };
+	ASSERT_EQ(poll(r, 2, 100), 1);
+	ASSERT_EQ(r[0].revents, POLLNVAL);
+	ASSERT_EQ(r[1].revents, 0);
+	FD_ZERO(&rd);
+	FD_SET(c, &rd);
+	tv = (struct timeval){ 0, 100000 };
+	ASSERT_FAILS(select(c + 1, &rd, NULL, NULL, &tv), EBADF);
+	/* A negative fd is skipped. */
+	struct pollfd s = { -1, POLLIN, 0x7 };
+	ASSERT_EQ(poll(&s, 1, 0), 0);
+	ASSERT_EQ(s.revents, 0);
+	close(pp[0]);
+	close(pp[1]);
+	close(a);
+	close(b);
+}
+
+/* --- epoll_reactor_stress ---------------------------------------------------- */
+
+#define SLOTS 512
+#define POOL 3
+#define SBUF 32768
+#define TAG_LISTEN (~0ull)
+#define TAG_STOP (~0ull - 1)
+
+struct sconn {
+	int fd;
+	uint32_t gen;
+	int used;
+	_Atomic int busy; /* a pool thread has it (its ONESHOT fired) */
+	/* Held by the pool thread serving it until its re-arm returned: the
+	 * next thread to get it waits for that (TSan cannot see the order the
+	 * kernel gives through EPOLL_CTL_MOD). */
+	pthread_mutex_t mu;
+	int rd_eof;
+	size_t len;
+	unsigned char buf[SBUF];
+};
+
+struct server {
+	int ep, lfd, stopfd, stop_w;
+	struct sconn *slots;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int queue[SLOTS + POOL + 8];
+	unsigned qhead, qtail;
+	int stopping;
+	_Atomic int active;
+	_Atomic uint64_t accepted, bytes, readds;
+	struct test_rng rng;
+};
+
+static uint64_t slot_tag(int i, uint32_t gen)
+{
+	return (uint64_t)gen << 32 | (uint32_t)i;
+}
+
+static void q_push(struct server *s, int v)
+{
+	pthread_mutex_lock(&s->mu);
+	s->queue[s->qtail++ % (sizeof(s->queue) / sizeof(int))] = v;
+	pthread_cond_signal(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+}
+
+static int q_pop(struct server *s)
+{
+	pthread_mutex_lock(&s->mu);
+	while (s->qhead == s->qtail)
+		pthread_cond_wait(&s->cv, &s->mu);
+	int v = s->queue[s->qhead++ % (sizeof(s->queue) / sizeof(int))];
+	pthread_mutex_unlock(&s->mu);
+	return v;
+}
+
+static void srv_accept(struct server *s)
+{
+	for (;;) {
+		int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0 && (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED))
+			return;
+		ASSERT_SYS(fd);
+		pthread_mutex_lock(&s->mu);
+		int i = 0;
+		while (i < SLOTS && s->slots[i].used)
+			i++;
+		ASSERT_MSG(i < SLOTS, "server: no free slot");
+		struct sconn *c = &s->slots[i];
+		c->used = 1;
+		c->fd = fd;
+		c->gen++;
+		c->rd_eof = 0;
+		c->len = 0;
+		atomic_store(&c->busy, 0);
+		uint32_t gen = c->gen;
+		pthread_mutex_unlock(&s->mu);
+		atomic_fetch_add(&s->active, 1);
+		atomic_fetch_add(&s->accepted, 1);
+		ep_add(s->ep, fd, EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, slot_tag(i, gen));
+	}
+}
+
+/* One turn of a connection in a pool thread. */
+static void srv_serve(struct server *s, int i)
+{
+	struct sconn *c = &s->slots[i];
+
+	pthread_mutex_lock(&c->mu);
+	for (int turn = 0; turn < 16; turn++) {
+		int progress = 0;
+		if (c->len) {
+			ssize_t w = send(c->fd, c->buf, c->len, MSG_NOSIGNAL);
+			if (w < 0 && errno != EAGAIN)
+				TEST_FAIL_MSG("server: send: %s", test_errname(errno));
+			if (w > 0) {
+				memmove(c->buf, c->buf + w, c->len - (size_t)w);
+				c->len -= (size_t)w;
+				atomic_fetch_add(&s->bytes, (uint64_t)w);
+				progress = 1;
+			}
+		}
+		if (!c->rd_eof && c->len < SBUF) {
+			ssize_t r = read(c->fd, c->buf + c->len, SBUF - c->len);
+			if (r < 0 && errno != EAGAIN)
+				TEST_FAIL_MSG("server: read: %s", test_errname(errno));
+			if (r == 0)
+				c->rd_eof = 1;
+			if (r > 0) {
+				c->len += (size_t)r;
+				progress = 1;
+			}
+		}
+		if (!progress)
+			break;
+	}
+	if (c->rd_eof && !c->len) {
+		ASSERT_SYS(close(c->fd));
+		pthread_mutex_lock(&s->mu);
+		c->used = 0;
+		c->fd = -1;
+		pthread_mutex_unlock(&s->mu);
+		atomic_store(&c->busy, 0);
+		atomic_fetch_sub(&s->active, 1);
+		pthread_mutex_unlock(&c->mu);
+		return;
+	}
+	uint32_t ev = EPOLLONESHOT | EPOLLRDHUP | (c->len ? EPOLLOUT : 0) |
+		      (!c->rd_eof && c->len < SBUF ? EPOLLIN : 0);
+	struct epoll_event e = { .events = ev, .data.u64 = slot_tag(i, c->gen) };
+	pthread_mutex_lock(&s->mu);
+	int readd = test_rng_range(&s->rng, 0, 7) == 0;
+	pthread_mutex_unlock(&s->mu);
+	atomic_store(&c->busy, 0);
+	if (readd) { /* take it out and put it back, as some reactors do */
+		ASSERT_SYS(epoll_ctl(s->ep, EPOLL_CTL_DEL, c->fd, NULL));
+		ASSERT_SYS(epoll_ctl(s->ep, EPOLL_CTL_ADD, c->fd, &e));
+		atomic_fetch_add(&s->readds, 1);
+	} else {
+		ASSERT_SYS(epoll_ctl(s->ep, EPOLL_CTL_MOD, c->fd, &e));
+	}
+	pthread_mutex_unlock(&c->mu);
+}
+
+static void *pool_main(void *arg)
+{
+	struct server *s = arg;
+
+	for (;;) {
+		int i = q_pop(s);
+		if (i < 0)
+			return NULL;
+		srv_serve(s, i);
+	}
+}
+
+static void server_main(void *arg)
+{
+	struct server *s = arg;
+	pthread_t pool[POOL];
+
+	shim_close_inherited_tcp(s->lfd);
+	ASSERT_SYS(close(s->stop_w));
+	int fds0 = test_count_fds();
+	s->slots = calloc(SLOTS, sizeof(struct sconn));
+	ASSERT_NOT_NULL(s->slots);
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->cv, NULL);
+	for (int i = 0; i < SLOTS; i++)
+		pthread_mutex_init(&s->slots[i].mu, NULL);
+	test_rng_seed(&s->rng, shim_seed((uint64_t)getpid()));
+	s->ep = epoll_create1(EPOLL_CLOEXEC);
+	ASSERT_SYS(s->ep);
+	ep_add(s->ep, s->lfd, EPOLLIN, TAG_LISTEN);
+	ep_add(s->ep, s->stopfd, EPOLLIN, TAG_STOP);
+	for (int i = 0; i < POOL; i++)
+		ASSERT_EQ(pthread_create(&pool[i], NULL, pool_main, s), 0);
+	/* The reactor. */
+	int stop = 0;
+	while (!stop) {
+		struct epoll_event ev[64];
+		int n = ep_wait(s->ep, ev, 64, -1);
+		for (int k = 0; k < n; k++) {
+			uint64_t tag = ev[k].data.u64;
+			if (tag == TAG_STOP) {
+				stop = 1;
+				continue;
+			}
+			if (tag == TAG_LISTEN) {
+				srv_accept(s);
+				continue;
+			}
+			uint32_t i = (uint32_t)tag, gen = (uint32_t)(tag >> 32);
+			ASSERT_MSG(i < SLOTS, "epoll gave data 0x%jx: no such registration",
+				   (uintmax_t)tag);
+			pthread_mutex_lock(&s->mu);
+			int ok = s->slots[i].used && s->slots[i].gen == gen;
+			pthread_mutex_unlock(&s->mu);
+			ASSERT_MSG(ok, "epoll gave data 0x%jx (events 0x%x) of a closed connection",
+				   (uintmax_t)tag, ev[k].events);
+			ASSERT_MSG(atomic_exchange(&s->slots[i].busy, 1) == 0,
+				   "epoll gave data 0x%jx (events 0x%x) while its ONESHOT was "
+				   "not re-armed", (uintmax_t)tag, ev[k].events);
+			q_push(s, (int)i);
+		}
+	}
+	for (int i = 0; i < POOL; i++)
+		q_push(s, -1);
+	for (int i = 0; i < POOL; i++)
+		ASSERT_EQ(pthread_join(pool[i], NULL), 0);
+	test_log("server: %ju connections, %ju bytes echoed, %ju re-adds, %d still open",
+		 (uintmax_t)atomic_load(&s->accepted), (uintmax_t)atomic_load(&s->bytes),
+		 (uintmax_t)atomic_load(&s->readds), atomic_load(&s->active));
+	ASSERT_EQ(atomic_load(&s->active), 0);
+	ASSERT_GT(atomic_load(&s->accepted), 0);
+	close(s->ep);
+	if (shunt__shim_drop_links)
+		shunt__shim_drop_links();
+	double end = test_now() + 1;
+	while (test_count_fds() != fds0 && test_now() < end)
+		test_sleep_ms(10);
+	ASSERT_MSG(test_count_fds() == fds0, "server: %d fds before, %d after", fds0,
+		   test_count_fds());
+	free(s->slots);
+}
+
+struct client {
+	pthread_t t;
+	int port, id;
+	double until;
+	uint64_t conns, bytes, accel;
+};
+
+static void *client_main(void *arg)
+{
+	struct client *c = arg;
+	struct test_rng rng;
+
+	test_rng_seed(&rng, shim_seed(1000 + (uint64_t)c->id));
+	while (test_now() < c->until) {
+		int fd = shim_tcp_connect(c->port);
+		uint64_t n = test_rng_size(&rng, 512 * KIB);
+		shim_echo_check(fd, test_rng_next(&rng), n, shim_ms(10000));
+		c->accel += (uint64_t)shim_accel(fd);
+		ASSERT_SYS(close(fd));
+		c->conns++;
+		c->bytes += n;
+	}
+	return NULL;
+}
+
+static void case_epoll_reactor_stress(void)
+{
+	int port, lfd = shim_tcp_listen(&port), stop[2];
+	double secs = test_sanitized() ? 4 : 5;
+	struct server srv[2];
+	pid_t pid[2];
+	struct client cl[4];
+
+	shim_set_nonblock(lfd, 1);
+	ASSERT_SYS(pipe2(stop, O_CLOEXEC));
+	for (int i = 0; i < 2; i++) {
+		memset(&srv[i], 0, sizeof(srv[i]));
+		srv[i].lfd = lfd;
+		srv[i].stopfd = stop[0];
+		srv[i].stop_w = stop[1];
+		pid[i] = test_fork(server_main, &srv[i]);
+	}
+	close(stop[0]);
+	/* The listener stays open here, as in a prefork master. */
+	test_log("2 servers (a reactor and %d pool threads each), 4 clients, %.0f s", POOL, secs);
+	for (int i = 0; i < 4; i++) {
+		cl[i] = (struct client){ .port = port, .id = i, .until = test_now() + secs };
+		ASSERT_EQ(pthread_create(&cl[i].t, NULL, client_main, &cl[i]), 0);
+	}
+	uint64_t conns = 0, bytes = 0, accel = 0;
+	for (int i = 0; i < 4; i++) {
+		ASSERT_EQ(pthread_join(cl[i].t, NULL), 0);
+		conns += cl[i].conns;
+		bytes += cl[i].bytes;
+		accel += cl[i].accel;
+	}
+	test_log("clients: %ju connections, %ju bytes each way checked, %ju on shared memory",
+		 (uintmax_t)conns, (uintmax_t)bytes, (uintmax_t)accel);
+	close(stop[1]); /* the servers stop */
+	close(lfd);
+	for (int i = 0; i < 2; i++)
+		test_wait_ok(pid[i], shim_ms(10000) / 1000.0);
+	ASSERT_GT(conns, 0);
+	ASSERT(shim_disabled() || accel > 0);
+}
+
+static const struct shim_case g_cases[] = {
+	{ "epoll_blocked_poller", case_epoll_blocked_poller },
+	{ "epoll_nested", case_epoll_nested },
+	{ "epoll_lt", case_epoll_lt },
+	{ "epoll_et", case_epoll_et },
+	{ "epoll_oneshot", case_epoll_oneshot },
+	{ "epoll_rdhup", case_epoll_rdhup },
+	{ "epoll_hup", case_epoll_hup },
+	{ "epoll_dup", case_epoll_dup },
+	{ "epoll_del_add", case_epoll_del_add },
+	{ "epoll_close_dup", case_epoll_close_dup },
+	{ "poll_select", case_poll_select },
+	{ "epoll_reactor_stress", case_epoll_reactor_stress },
+};
+
+int main(void)
+{
+	return shim_main("t_shim_epoll", g_cases, sizeof(g_cases) / sizeof(g_cases[0]));
+}

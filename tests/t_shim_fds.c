@@ -1,0 +1,956 @@
+/*
+ * t_shim_fds.c - what programs do with their fds, on connections that moved
+ * to shared memory: closefrom, fclose and freopen, closing every fd,
+ * vfork and posix_spawn, two processes sharing one connection, SCM_RIGHTS,
+ * exec with and without the shim, stdio on a socket.
+ *
+ * Each case checks that the program sees what kernel TCP gives it
+ * (SHUNT_DISABLE=1 is the reference, where every case passes).
+ * SHUNT_TEST_ONLY=name,name runs some cases.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "shimlib.h"
+#include "testlib.h"
+
+extern char **environ;
+
+#define KIB 1024
+#define MIB (1024 * 1024)
+
+/* An environment without LD_PRELOAD (for programs run without the shim). */
+static char **env_without_preload(void)
+{
+	size_t n = 0, k = 0;
+
+	while (environ[n])
+		n++;
+	char **env = calloc(n + 1, sizeof(*env));
+	ASSERT_NOT_NULL(env);
+	for (size_t i = 0; i < n; i++)
+		if (strncmp(environ[i], "LD_PRELOAD=", 11) != 0)
+			env[k++] = environ[i];
+	return env;
+}
+
+static const char *find_prog(const char *a, const char *b)
+{
+	if (access(a, X_OK) == 0)
+		return a;
+	if (b && access(b, X_OK) == 0)
+		return b;
+	test_skip("neither %s nor %s here", a, b ? b : "-");
+}
+
+/* A temporary file name of this process. */
+static void tmp_path(char *buf, size_t len, const char *what)
+{
+	const char *t = getenv("TMPDIR");
+
+	snprintf(buf, len, "%s/t_shim_fds-%d-%s", t && *t ? t : "/tmp", (int)getpid(), what);
+}
+
+/* The whole content of a file (at most len - 1 bytes, NUL-terminated). */
+static size_t file_content(const char *path, char *buf, size_t len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	ASSERT_SYS(fd);
+	n = pread(fd, buf, len - 1, 0);
+	ASSERT_SYS(n);
+	buf[n] = '\0';
+	close(fd);
+	return (size_t)n;
+}
+
+/* open() a file until it gets fd number `want` (the lowest free number may
+ * be lower); the extra fds are closed again. */
+static int open_at_number(const char *path, int want)
+{
+	int extra[4096], n = 0, fd;
+
+	for (;;) {
+		fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		ASSERT_SYS(fd);
+		if (fd == want || fd > want || n == 4096)
+			break;
+		extra[n++] = fd;
+	}
+	for (int i = 0; i < n; i++)
+		close(extra[i]);
+	ASSERT_MSG(fd == want, "open() gave fd %d, not the freed number %d", fd, want);
+	return fd;
+}
+
+/* --- closefrom ------------------------------------------------------------- */
+
+static void closefrom_client(int fd, void *arg)
+{
+	(void)arg;
+	shim_make_accelerated_follow(fd);
+	shim_send_stream(fd, shim_seed(1), 0, MIB, shim_ms(5000));
+	ASSERT_SYS(close(fd));
+}
+
+/* A daemon moves its connection, closes every fd above it (as before an
+ * exec), and reads: it must get all 1 MiB the client writes, then EOF. */
+static void case_closefrom(void)
+{
+	struct shim_peer p;
+
+	shim_peer_start(&p, closefrom_client, NULL);
+	shim_make_accelerated_lead(p.fd);
+	test_log("closefrom(%d)", p.fd + 1);
+	closefrom(p.fd + 1);
+	shim_recv_stream(p.fd, shim_seed(1), 0, MIB, shim_ms(5000));
+	shim_expect_eof(p.fd, shim_ms(3000));
+	ASSERT_SYS(close(p.fd));
+	shim_peer_wait(&p, shim_ms(5000));
+}
+
+/* --- fclose, freopen, fcloseall ------------------------------------------- */
+
+#define PRIVATE "PRIVATE FILE CONTENT\n"
+
+/* The peer of a connection whose other end gets closed by stdio: it must
+ * see end of stream and never a byte meant for a file. */
+static void quiet_peer(int fd, void *arg)
+{
+	(void)arg;
+	shim_make_accelerated_follow(fd);
+	shim_expect_eof(fd, shim_ms(3000));
+	ASSERT_SYS(close(fd));
+}
+
+static void case_fclose(void)
+{
+	struct shim_peer p;
+	char path[PATH_MAX], got[256];
+
+	shim_peer_start(&p, quiet_peer, NULL);
+	shim_make_accelerated_lead(p.fd);
+	int s = p.fd;
+	FILE *f = fdopen(s, "r+");
+	ASSERT_NOT_NULL(f);
+	ASSERT_EQ(fclose(f), 0);
+	tmp_path(path, sizeof(path), "fclose");
+	int fd = open_at_number(path, s);
+	test_log("fclose(fdopen(%d)); open(%s) = %d", s, path, fd);
+	ASSERT_EQ(write(fd, PRIVATE, strlen(PRIVATE)), (ssize_t)strlen(PRIVATE));
+	file_content(path, got, sizeof(got));
+	ASSERT_MSG(!strcmp(got, PRIVATE), "the file holds \"%s\", not what was written", got);
+	ASSERT_SYS(close(fd));
+	unlink(path);
+	shim_peer_wait(&p, shim_ms(5000));
+}
+
+static void case_freopen(void)
+{
+	struct shim_peer p;
+	char path[PATH_MAX], got[256];
+
+	shim_peer_start(&p, quiet_peer, NULL);
+	shim_make_accelerated_lead(p.fd);
+	int s = p.fd;
+	FILE *f = fdopen(s, "w");
+	ASSERT_NOT_NULL(f);
+	tmp_path(path, sizeof(path), "freopen");
+	f = freopen(path, "w+", f);
+	ASSERT_NOT_NULL(f);
+	int fd = fileno(f);
+	test_log("freopen(%s, fdopen(%d)): fd %d", path, s, fd);
+	ASSERT_EQ(fprintf(f, "stdio: "), 7);
+	ASSERT_EQ(fflush(f), 0);
+	ASSERT_EQ(write(fd, PRIVATE, strlen(PRIVATE)), (ssize_t)strlen(PRIVATE));
+	file_content(path, got, sizeof(got));
+	ASSERT_MSG(!strcmp(got, "stdio: " PRIVATE), "the file holds \"%s\"", got);
+	ASSERT_EQ(fclose(f), 0);
+	unlink(path);
+	shim_peer_wait(&p, shim_ms(5000));
+}
+
+/* fcloseall() is not a case: glibc's flushes every stream but closes no fd
+ * (it is _IO_cleanup), so the socket's number never becomes free. */
+
+/* --- Closing every fd ---------------------------------------------------- */
+
+/* An echo client: echoes until end of stream. */
+static void echo_client(int fd, void *arg)
+{
+	char buf[65536];
+	ssize_t n;
+
+	(void)arg;
+	shim_make_accelerated_follow(fd);
+	while ((n = shim_read_wait(fd, buf, sizeof(buf), shim_ms(8000))) > 0)
+		shim_write_all(fd, buf, (size_t)n, shim_ms(5000));
+	ASSERT_MSG(n == 0, "echo client: %s", n < 0 ? test_errname(errno) : "?");
+	ASSERT_SYS(close(fd));
+}
+
+struct echo_arg {
+	int port;
+};
+
+static void echo_client_at(void *arg)
+{
+	const struct echo_arg *a = arg;
+
+	shim_close_inherited_tcp(-1);
+	echo_client(shim_tcp_connect(a->port), NULL);
+}
+
+static void echo_round(int fd, uint64_t seed, uint64_t *off, size_t n)
+{
+	shim_send_stream(fd, seed, *off, n, shim_ms(3000));
+	shim_recv_stream(fd, seed, *off, n, shim_ms(3000));
+	*off += n;
+}
+
+static int is_kept(int fd, const int *keep, int nkeep)
+{
+	for (int i = 0; i < nkeep; i++)
+		if (keep[i] == fd)
+			return 1;
+	return 0;
+}
+
+static int cmp_int(const void *a, const void *b)
+{
+	return *(const int *)a - *(const int *)b;
+}
+
+/* The fds this process has that it did not open itself. */
+static int foreign_fds(const int *keep, int nkeep, int *out, int max)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int n = 0;
+
+	ASSERT_NOT_NULL(d);
+	while ((e = readdir(d)) && n < max) {
+		int fd = atoi(e->d_name);
+		if (e->d_name[0] != '.' && fd > 2 && fd != dirfd(d) && !is_kept(fd, keep, nkeep))
+			out[n++] = fd;
+	}
+	closedir(d);
+	qsort(out, (size_t)n, sizeof(int), cmp_int);
+	return n;
+}
+
+struct sentinel {
+	int num;          /* the number the library had */
+	int other;        /* our end of the socketpair */
+	dev_t dev;
+	ino_t ino;
+};
+
+static void close_all(int use_range)
+{
+	int port, lfd = shim_tcp_listen(&port);
+	struct echo_arg ea = { port };
+	pid_t c1 = test_fork(echo_client_at, &ea), c2 = test_fork(echo_client_at, &ea);
+	int s1 = shim_tcp_accept(lfd, shim_ms(3000)), s2 = shim_tcp_accept(lfd, shim_ms(3000));
+	uint64_t off1 = 0, off2 = 0, seed = shim_seed(7);
+
+	shim_make_accelerated_lead(s1);
+	shim_make_accelerated_lead(s2);
+	echo_round(s1, seed, &off1, 100 * KIB);
+	echo_round(s2, seed, &off2, 100 * KIB);
+
+	int keep[3] = { lfd, s1, s2 }, lib[512];
+	int nlib = foreign_fds(keep, 3, lib, 512);
+	test_log("%d fds of the library: first %d, last %d", nlib, nlib ? lib[0] : -1,
+		 nlib ? lib[nlib - 1] : -1);
+
+	long max = sysconf(_SC_OPEN_MAX);
+	double t0 = test_now(), cpu0 = shim_cpu_seconds();
+	if (!use_range) {
+		test_log("close() of every fd from 3 to %ld but %d, %d and %d", max, lfd, s1, s2);
+		for (long fd = 3; fd < max; fd++)
+			if (!is_kept((int)fd, keep, 3))
+				close((int)fd);
+	} else {
+		int k[3] = { lfd, s1, s2 };
+		qsort(k, 3, sizeof(int), cmp_int);
+		unsigned from = 3;
+		for (int i = 0; i < 3; i++) {
+			if ((unsigned)k[i] > from)
+				ASSERT_SYS(close_range(from, (unsigned)k[i] - 1, 0));
+			from = (unsigned)k[i] + 1;
+		}
+		test_log("close_range() of every fd from 3 but %d, %d and %d", lfd, s1, s2);
+		ASSERT_SYS(close_range(from, ~0U, 0));
+	}
+
+	/* The program reuses the numbers: each gets one end of a socketpair
+	 * with one byte in it.  The library must not read, write or close it. */
+	struct sentinel sn[512];
+	int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	ASSERT_SYS(devnull);
+	for (int i = 0; i < nlib; i++)
+		ASSERT_SYS(dup2(devnull, lib[i])); /* hold the numbers first */
+	for (int i = 0; i < nlib; i++) {
+		int sp[2];
+		struct stat st;
+		ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp));
+		ASSERT_SYS(dup3(sp[0], lib[i], O_CLOEXEC));
+		ASSERT_SYS(close(sp[0]));
+		ASSERT_SYS(fstat(lib[i], &st));
+		sn[i] = (struct sentinel){ lib[i], sp[1], st.st_dev, st.st_ino };
+		ASSERT_EQ(write(sp[1], "S", 1), 1);
+	}
+	close(devnull);
+
+	/* Keeps serving: the old connections, a new one. */
+	echo_round(s1, seed, &off1, 200 * KIB);
+	echo_round(s2, seed, &off2, 200 * KIB);
+	pid_t c3 = test_fork(echo_client_at, &ea);
+	int s3 = shim_tcp_accept(lfd, shim_ms(2000));
+	uint64_t off3 = 0;
+	shim_make_accelerated_lead(s3);
+	echo_round(s3, seed, &off3, 300 * KIB);
+	test_log("new connection: %s", shim_accel(s3) ? "on shared memory" : "on TCP");
+	echo_round(s1, seed, &off1, 10 * KIB);
+
+	/* Idle: no thread may spin (on EBADF, say). */
+	double cpu1 = shim_cpu_seconds();
+	test_sleep_ms(500);
+	double idle_cpu = shim_cpu_seconds() - cpu1;
+	test_log("CPU: %.3f s while serving (%.3f s wall), %.3f s in 0.5 s idle",
+		 cpu1 - cpu0, test_now() - t0, idle_cpu);
+	ASSERT_MSG(idle_cpu < 0.2, "%.3f s of CPU in 0.5 s of idleness: something spins",
+		   idle_cpu);
+
+	for (int i = 0; i < nlib; i++) {
+		struct stat st;
+		int avail = -1;
+		char b;
+		ASSERT_MSG(fstat(sn[i].num, &st) == 0 && st.st_dev == sn[i].dev &&
+				   st.st_ino == sn[i].ino,
+			   "fd %d (the library's once, ours now) was closed or replaced", sn[i].num);
+		ASSERT_SYS(ioctl(sn[i].num, FIONREAD, &avail));
+		ASSERT_MSG(avail == 1, "fd %d (ours now): the library read from it", sn[i].num);
+		ssize_t r = recv(sn[i].other, &b, 1, MSG_DONTWAIT);
+		ASSERT_MSG(r < 0 && errno == EAGAIN, "fd %d (ours now): the library wrote to it",
+			   sn[i].num);
+		close(sn[i].num);
+		close(sn[i].other);
+	}
+
+	ASSERT_SYS(close(s1));
+	ASSERT_SYS(close(s2));
+	ASSERT_SYS(close(s3));
+	ASSERT_SYS(close(lfd));
+	test_wait_ok(c1, shim_ms(5000) / 1000.0);
+	test_wait_ok(c2, shim_ms(5000) / 1000.0);
+	test_wait_ok(c3, shim_ms(5000) / 1000.0);
+}
+
+static void case_close_all(void)
+{
+	close_all(0);
+}
+
+static void case_close_all_range(void)
+{
+	close_all(1);
+}
+
+/* --- vfork, posix_spawn ----------------------------------------------------- */
+
+enum {
+	VF_CLOSE_EXIT,   /* vfork; close(S); _exit */
+	VF_DUP2_EXEC,    /* vfork; dup2(S, 1); close(S); close_range(3, ~0); exec */
+	VF_CPYTHON,      /* vfork; dup2(pipe, 1); close_range(3, ~0); exec echo */
+	VF_SPAWN,        /* posix_spawn: adddup2(S, 1), addclose(S) */
+	VF_SPAWN_CLOSEFROM, /* posix_spawn: addclosefrom_np(3) */
+	VF_COUNT
+};
+
+static const char *const vf_names[VF_COUNT] = {
+	"vfork+close+_exit", "vfork+dup2+close+close_range+exec", "vfork+close_range+exec (CPython)",
+	"posix_spawn(dup2, close)", "posix_spawn(closefrom)",
+};
+
+struct vf {
+	const char *truth, *echo;
+	char **env;
+};
+
+/* The vfork child only calls these and never returns. */
+static __attribute__((noinline)) pid_t vfork_variant(int how, int s, int out, const struct vf *v)
+{
+	pid_t pid = vfork();
+
+	if (pid != 0)
+		return pid;
+	if (how == VF_CLOSE_EXIT) {
+		close(s);
+		_exit(0);
+	}
+	if (how == VF_DUP2_EXEC) {
+		char *argv[] = { (char *)"true", NULL };
+		dup2(s, 1);
+		close(s);
+		close_range(3, ~0U, 0);
+		execve(v->truth, argv, v->env);
+		_exit(127);
+	}
+	/* CPython's _posixsubprocess: the pipe to stdout, close the rest. */
+	char *argv[] = { (char *)"echo", (char *)"from-the-child", NULL };
+	dup2(out, 1);
+	close_range(3, ~0U, 0);
+	execve(v->echo, argv, v->env);
+	_exit(127);
+}
+
+static void wait_exit0(pid_t pid, const char *what)
+{
+	int st;
+	pid_t r;
+
+	do
+		r = waitpid(pid, &st, 0);
+	while (r < 0 && errno == EINTR);
+	ASSERT_SYS(r);
+	ASSERT_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: child status 0x%x", what, st);
+}
+
+static void vfork_one(int how, int s, const struct vf *v)
+{
+	int cp[2] = { -1, -1 };
+	pid_t pid;
+
+	if (how == VF_CPYTHON)
+		ASSERT_SYS(pipe2(cp, O_CLOEXEC));
+	if (how == VF_SPAWN || how == VF_SPAWN_CLOSEFROM) {
+		posix_spawn_file_actions_t fa;
+		char *argv[] = { (char *)"true", NULL };
+		ASSERT_EQ(posix_spawn_file_actions_init(&fa), 0);
+		if (how == VF_SPAWN) {
+			ASSERT_EQ(posix_spawn_file_actions_adddup2(&fa, s, 1), 0);
+			ASSERT_EQ(posix_spawn_file_actions_addclose(&fa, s), 0);
+		} else {
+			ASSERT_EQ(posix_spawn_file_actions_addclosefrom_np(&fa, 3), 0);
+		}
+		ASSERT_EQ(posix_spawn(&pid, v->truth, &fa, NULL, argv, v->env), 0);
+		posix_spawn_file_actions_destroy(&fa);
+	} else {
+		pid = vfork_variant(how, s, cp[1], v);
+		ASSERT_SYS(pid);
+	}
+	wait_exit0(pid, vf_names[how]);
+	if (how == VF_CPYTHON) {
+		char buf[64];
+		close(cp[1]);
+		ssize_t n = shim_read_wait(cp[0], buf, sizeof(buf) - 1, shim_ms(2000));
+		ASSERT_SYS(n);
+		buf[n] = '\0';
+		ASSERT_MSG(!strcmp(buf, "from-the-child\n"), "the child's stdout gave \"%s\"", buf);
+		close(cp[0]);
+	}
+}
+
+struct vfork_arg {
+	int out_w, out_r; /* our stdout: a pipe the test reads */
+};
+
+/* The program: its stdout is a pipe; after each way of starting a child it
+ * moves bytes both ways on its connection, then writes to its stdout. */
+static void vfork_program(int s, void *arg)
+{
+	const struct vfork_arg *a = arg;
+	struct vf v = { find_prog("/bin/true", "/usr/bin/true"),
+			find_prog("/bin/echo", "/usr/bin/echo"), env_without_preload() };
+	uint64_t seed = shim_seed(11), off = 0;
+
+	ASSERT_SYS(dup2(a->out_w, 1));
+	close(a->out_w);
+	close(a->out_r);
+	shim_make_accelerated_follow(s);
+	for (int how = 0; how < VF_COUNT; how++) {
+		vfork_one(how, s, &v);
+		shim_recv_stream(s, seed, off, 20000, shim_ms(3000));
+		shim_send_stream(s, seed, off, 20000, shim_ms(3000));
+		off += 20000;
+		char line[80];
+		int n = snprintf(line, sizeof(line), "stdout after %s\n", vf_names[how]);
+		ASSERT_EQ(write(1, line, (size_t)n), n);
+	}
+	free(v.env);
+	ASSERT_SYS(close(s));
+}
+
+static void case_vfork(void)
+{
+	struct shim_peer p;
+	int out[2];
+	uint64_t seed = shim_seed(11), off = 0;
+	char want[1024] = "", got[1024];
+	size_t have = 0;
+
+	ASSERT_SYS(pipe2(out, O_CLOEXEC));
+	struct vfork_arg a = { out[1], out[0] };
+	shim_peer_start(&p, vfork_program, &a);
+	close(out[1]);
+	shim_make_accelerated_lead(p.fd);
+	for (int how = 0; how < VF_COUNT; how++) {
+		test_log("%s", vf_names[how]);
+		shim_send_stream(p.fd, seed, off, 20000, shim_ms(3000));
+		shim_recv_stream(p.fd, seed, off, 20000, shim_ms(3000));
+		off += 20000;
+		snprintf(want + strlen(want), sizeof(want) - strlen(want), "stdout after %s\n",
+			 vf_names[how]);
+	}
+	shim_expect_eof(p.fd, shim_ms(3000));
+	for (;;) {
+		ssize_t n = shim_read_wait(out[0], got + have, sizeof(got) - 1 - have, shim_ms(3000));
+		ASSERT_SYS(n);
+		if (n == 0)
+			break;
+		have += (size_t)n;
+	}
+	got[have] = '\0';
+	ASSERT_MSG(!strcmp(got, want), "the program's stdout has \"%s\"", got);
+	close(out[0]);
+	ASSERT_SYS(close(p.fd));
+	shim_peer_wait(&p, shim_ms(5000));
+}
+
+/* --- Two processes, one connection --------------------------------------- */
+
+#define RECS 300
+
+/* Record i: header {i, len} then len bytes of stream (seed, i << 32). */
+static uint32_t rec_len(uint64_t seed, uint32_t i)
+{
+	struct test_rng r;
+
+	test_rng_seed(&r, seed ^ i);
+	return (uint32_t)test_rng_size(&r, 96 * KIB);
+}
+
+static void rec_write(int fd, uint64_t seed, uint32_t i)
+{
+	uint32_t len = rec_len(seed, i), hdr[2] = { i, len };
+	unsigned char *buf = malloc(sizeof(hdr) + len);
+
+	ASSERT_NOT_NULL(buf);
+	memcpy(buf, hdr, sizeof(hdr));
+	test_stream_fill(seed, (uint64_t)i << 32, buf + sizeof(hdr), len);
+	shim_write_all(fd, buf, sizeof(hdr) + len, shim_ms(3000));
+	free(buf);
+}
+
+static void rec_read(int fd, uint64_t seed, uint32_t i)
+{
+	uint32_t hdr[2], len = rec_len(seed, i);
+
+	shim_read_exact(fd, hdr, sizeof(hdr), shim_ms(3000));
+	ASSERT_MSG(hdr[0] == i && hdr[1] == len, "record %u expected, got header {%u, %u}", i,
+		   hdr[0], hdr[1]);
+	unsigned char *buf = malloc(len);
+	ASSERT_NOT_NULL(buf);
+	shim_read_exact(fd, buf, len, shim_ms(3000));
+	size_t bad = test_stream_check(seed, (uint64_t)i << 32, buf, len);
+	ASSERT_MSG(bad == (size_t)-1, "record %u: byte %zu of %u is wrong", i, bad, len);
+	free(buf);
+}
+
+struct share_arg {
+	int fd, reading;
+	int tok_in, tok_out; /* this process's token pipes */
+	int first;           /* this process takes the even records */
+	uint64_t seed;
+};
+
+static void share_turns(const struct share_arg *a)
+{
+	for (uint32_t i = 0; i < RECS; i++) {
+		if ((i % 2 == 0) != a->first)
+			continue;
+		if (i)
+			ASSERT_EQ(shim_token_recv(a->tok_in, shim_ms(5000)), 't');
+		if (a->reading)
+			rec_read(a->fd, a->seed, i);
+		else
+			rec_write(a->fd, a->seed, i);
+		shim_token_send(a->tok_out, 't');
+	}
+}
+
+static void share_child(void *arg)
+{
+	share_turns(arg);
+	ASSERT_SYS(close(((const struct share_arg *)arg)->fd));
+}
+
+/* The program: forks; parent and child take turns on the connection. */
+static void share_program(int fd, void *arg)
+{
+	const int *reading = arg;
+	int p2c[2], c2p[2];
+
+	shim_make_accelerated_follow(fd);
+	ASSERT_SYS(pipe2(p2c, O_CLOEXEC));
+	ASSERT_SYS(pipe2(c2p, O_CLOEXEC));
+	struct share_arg child = { fd, *reading, p2c[0], c2p[1], 0, shim_seed(21) };
+	struct share_arg parent = { fd, *reading, c2p[0], p2c[1], 1, shim_seed(21) };
+	pid_t pid = test_fork(share_child, &child);
+	share_turns(&parent);
+	test_wait_ok(pid, shim_ms(10000) / 1000.0);
+	ASSERT_SYS(close(fd));
+}
+
+static void fork_share(int reading)
+{
+	struct shim_peer p;
+	uint64_t seed = shim_seed(21);
+
+	shim_peer_start(&p, share_program, &reading);
+	shim_make_accelerated_lead(p.fd);
+	for (uint32_t i = 0; i < RECS; i++) {
+		if (reading)
+			rec_write(p.fd, seed, i);
+		else
+			rec_read(p.fd, seed, i);
+	}
+	shim_expect_eof(p.fd, shim_ms(5000));
+	ASSERT_SYS(close(p.fd));
+	shim_peer_wait(&p, shim_ms(10000));
+}
+
+static void case_fork_share_write(void)
+{
+	fork_share(0);
+}
+
+static void case_fork_share_read(void)
+{
+	fork_share(1);
+}
+
+/* --- SCM_RIGHTS ------------------------------------------------------------- */
+
+static void send_fd(int via, int fd)
+{
+	char c = 'F';
+	struct iovec iov = { &c, 1 };
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+			    .msg_controllen = sizeof(u.buf) };
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+
+	memset(u.buf, 0, sizeof(u.buf));
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	ASSERT_EQ(sendmsg(via, &m, 0), 1);
+}
+
+static int recv_fd(int via)
+{
+	char c;
+	struct iovec iov = { &c, 1 };
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+			    .msg_controllen = sizeof(u.buf) };
+	int fd;
+
+	if (!(shim_wait_fd(via, POLLIN, shim_ms(5000)) & POLLIN))
+		TEST_FAIL_MSG("no fd passed within 5 s");
+	ASSERT_EQ(recvmsg(via, &m, MSG_CMSG_CLOEXEC), 1);
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+	ASSERT_NOT_NULL(cm);
+	ASSERT_EQ(cm->cmsg_type, SCM_RIGHTS);
+	memcpy(&fd, CMSG_DATA(cm), sizeof(int));
+	return fd;
+}
+
+#define SCM_BEFORE (300 * KIB) /* written before the pass */
+#define SCM_READ (100 * KIB)   /* of which the sender reads this much */
+#define SCM_AFTER (200 * KIB)
+#define SCM_BACK (100 * KIB)
+
+struct scm_arg {
+	int unix_fd, other_unix;
+	int keep; /* the sender keeps its copy (unused) until the receiver is done */
+};
+
+static void scm_sender(int fd, void *arg)
+{
+	const struct scm_arg *a = arg;
+
+	close(a->other_unix);
+	shim_make_accelerated_follow(fd);
+	shim_recv_stream(fd, shim_seed(31), 0, SCM_READ, shim_ms(3000));
+	test_log("sender: passing fd %d", fd);
+	send_fd(a->unix_fd, fd);
+	if (a->keep)
+		ASSERT_EQ(shim_token_recv(a->unix_fd, shim_ms(10000)), 'd');
+	ASSERT_SYS(close(fd));
+}
+
+static void scm_receiver(void *arg)
+{
+	const struct scm_arg *a = arg;
+
+	close(a->unix_fd);
+	int fd = recv_fd(a->other_unix);
+	test_log("receiver: got fd %d", fd);
+	shim_recv_stream(fd, shim_seed(31), SCM_READ, SCM_BEFORE + SCM_AFTER - SCM_READ,
+			 shim_ms(5000));
+	shim_send_stream(fd, shim_seed(32), 0, SCM_BACK, shim_ms(5000));
+	ASSERT_SYS(close(fd));
+	if (a->keep)
+		shim_token_send(a->other_unix, 'd');
+}
+
+static void scm_rights(int keep)
+{
+	int u[2];
+	struct shim_peer p;
+
+	ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, u));
+	struct scm_arg a = { u[0], u[1], keep };
+	pid_t recv_pid = test_fork(scm_receiver, &a);
+	shim_peer_start(&p, scm_sender, &a);
+	close(u[0]);
+	close(u[1]);
+	shim_make_accelerated_lead(p.fd);
+	shim_send_stream(p.fd, shim_seed(31), 0, SCM_BEFORE, shim_ms(5000));
+	shim_send_stream(p.fd, shim_seed(31), SCM_BEFORE, SCM_AFTER, shim_ms(5000));
+	shim_recv_stream(p.fd, shim_seed(32), 0, SCM_BACK, shim_ms(5000));
+	shim_expect_eof(p.fd, shim_ms(5000));
+	ASSERT_SYS(close(p.fd));
+	test_wait_ok(recv_pid, shim_ms(5000) / 1000.0);
+	shim_peer_wait(&p, shim_ms(5000));
+}
+
+static void case_scm_rights(void)
+{
+	scm_rights(0);
+}
+
+static void case_scm_rights_keep(void)
+{
+	scm_rights(1);
+}
+
+/* --- exec ---------------------------------------------------------------- */
+
+#define EXEC_BEFORE (50 * KIB)
+#define EXEC_TOTAL (200 * KIB)
+#define EXEC_BACK (100 * KIB)
+
+/* The new image (this program with "exec-helper FD"): the rest of the
+ * stream in, its answer out. */
+static int exec_helper_main(int argc, char **argv)
+{
+	test_init("t_shim_fds:exec-helper");
+	ASSERT_EQ(argc, 3);
+	int fd = atoi(argv[2]);
+	ASSERT_SYS(fcntl(fd, F_GETFD));
+	test_log("after exec: fd %d, on shared memory: %d", fd, shim_accel(fd));
+	shim_recv_stream(fd, shim_seed(41), EXEC_BEFORE, EXEC_TOTAL - EXEC_BEFORE, shim_ms(5000));
+	shim_send_stream(fd, shim_seed(42), 0, EXEC_BACK, shim_ms(5000));
+	ASSERT_SYS(close(fd));
+	return 0;
+}
+
+static void exec_self_program(int fd, void *arg)
+{
+	char n[16];
+	const char *self = arg;
+
+	shim_make_accelerated_follow(fd);
+	shim_recv_stream(fd, shim_seed(41), 0, EXEC_BEFORE, shim_ms(3000));
+	snprintf(n, sizeof(n), "%d", fd);
+	char *argv[] = { (char *)self, (char *)"exec-helper", n, NULL };
+	execve(self, argv, environ);
+	TEST_FAIL_MSG("execve(%s): %s", self, strerror(errno));
+}
+
+static void case_exec(void)
+{
+	struct shim_peer p;
+
+	shim_peer_start(&p, exec_self_program, (void *)shim_self());
+	shim_make_accelerated_lead(p.fd);
+	shim_send_stream(p.fd, shim_seed(41), 0, EXEC_TOTAL, shim_ms(5000));
+	shim_recv_stream(p.fd, shim_seed(42), 0, EXEC_BACK, shim_ms(5000));
+	shim_expect_eof(p.fd, shim_ms(3000));
+	ASSERT_SYS(close(p.fd));
+	shim_peer_wait(&p, shim_ms(5000));
+}
+
+/* Exec a program without the shim, the socket as its stdin and stdout. */
+struct plain_exec {
+	const char *path;
+	const char *argv[6];
+};
+
+static void plain_exec_program(int fd, void *arg)
+{
+	const struct plain_exec *e = arg;
+
+	shim_make_accelerated_follow(fd);
+	ASSERT_SYS(dup2(fd, 0));
+	ASSERT_SYS(dup2(fd, 1));
+	ASSERT_SYS(close(fd));
+	execve(e->path, (char **)e->argv, env_without_preload());
+	_exit(127);
+}
+
+static void run_plain_exec(const struct plain_exec *e, uint64_t n)
+{
+	struct shim_peer p;
+
+	test_log("exec %s without the shim, %ju bytes through it", e->path, (uintmax_t)n);
+	shim_peer_start(&p, plain_exec_program, (void *)e);
+	shim_make_accelerated_lead(p.fd);
+	shim_echo_check(p.fd, shim_seed(43), n, shim_ms(5000));
+	ASSERT_SYS(close(p.fd));
+	shim_peer_wait(&p, shim_ms(5000));
+}
+
+static void case_exec_plain(void)
+{
+	struct plain_exec cat = { find_prog("/bin/cat", "/usr/bin/cat"), { "cat", NULL } };
+	struct plain_exec env = { find_prog("/usr/bin/env", "/bin/env"),
+				  { "env", "-u", "LD_PRELOAD", cat.path, NULL } };
+
+	run_plain_exec(&cat, MIB);
+	run_plain_exec(&env, 300 * KIB);
+}
+
+/* --- stdio ----------------------------------------------------------------- */
+
+static void case_stdio_exec(void)
+{
+	struct plain_exec sh = { find_prog("/bin/sh", "/usr/bin/sh"),
+				 { "sh", "-c", "read line; echo \"got $line\"", NULL } };
+	struct plain_exec head = { find_prog("/usr/bin/head", "/bin/head"),
+				   { "head", "-c", "300000", NULL } };
+	struct shim_peer p;
+	const char *hello = "hello over shared memory\n", *want = "got hello over shared memory\n";
+	char got[64];
+
+	test_log("sh -c 'read line; echo \"got $line\"' on the socket");
+	shim_peer_start(&p, plain_exec_program, &sh);
+	shim_make_accelerated_lead(p.fd);
+	shim_write_all(p.fd, hello, strlen(hello), shim_ms(2000));
+	shim_read_exact(p.fd, got, strlen(want), shim_ms(3000));
+	ASSERT_MEM_EQ(got, want, strlen(want));
+	shim_expect_eof(p.fd, shim_ms(3000));
+	ASSERT_SYS(close(p.fd));
+	shim_peer_wait(&p, shim_ms(5000));
+
+	test_log("head -c 300000 on the socket");
+	run_plain_exec(&head, 300000);
+}
+
+#define LINES 200
+
+static void line_of(int i, char *buf, size_t len)
+{
+	/* Some long lines, to cross stdio's buffer. */
+	int pad = i % 50 == 49 ? 6000 : i % 37;
+
+	snprintf(buf, len, "line %d %.*s\n", i, pad,
+		 "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+		 "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+	if (pad > 100) { /* a long line: fill it */
+		size_t n = strlen(buf) - 1;
+		while (n < (size_t)pad + 8 && n + 2 < len)
+			buf[n++] = 'y';
+		buf[n++] = '\n';
+		buf[n] = '\0';
+	}
+}
+
+static void stdio_program(int fd, void *arg)
+{
+	char line[8192];
+
+	(void)arg;
+	shim_make_accelerated_follow(fd);
+	int rfd = dup(fd);
+	ASSERT_SYS(rfd);
+	FILE *in = fdopen(rfd, "r"), *out = fdopen(fd, "w");
+	ASSERT_NOT_NULL(in);
+	ASSERT_NOT_NULL(out);
+	while (fgets(line, sizeof(line), in)) {
+		ASSERT_GT(fprintf(out, "got %s", line), 0);
+		ASSERT_EQ(fflush(out), 0);
+	}
+	ASSERT(!ferror(in));
+	ASSERT_EQ(fclose(in), 0);
+	ASSERT_EQ(fclose(out), 0);
+}
+
+static void case_stdio_fgets(void)
+{
+	struct shim_peer p;
+	char line[8192], want[8200], got[8200];
+
+	shim_peer_start(&p, stdio_program, NULL);
+	shim_make_accelerated_lead(p.fd);
+	for (int i = 0; i < LINES; i++) {
+		line_of(i, line, sizeof(line));
+		snprintf(want, sizeof(want), "got %s", line);
+		shim_write_all(p.fd, line, strlen(line), shim_ms(2000));
+		shim_read_exact(p.fd, got, strlen(want), shim_ms(3000));
+		ASSERT_MSG(!memcmp(got, want, strlen(want)), "line %d came back as \"%.40s\"", i,
+			   got);
+	}
+	ASSERT_SYS(shutdown(p.fd, SHUT_WR));
+	shim_expect_eof(p.fd, shim_ms(3000));
+	ASSERT_SYS(close(p.fd));
+	shim_peer_wait(&p, shim_ms(5000));
+}
+
+static const struct shim_case g_cases[] = {
+	{ "closefrom", case_closefrom },
+	{ "fclose", case_fclose },
+	{ "freopen", case_freopen },
+	{ "close_all", case_close_all },
+	{ "close_all_range", case_close_all_range },
+	{ "vfork", case_vfork },
+	{ "fork_share_write", case_fork_share_write },
+	{ "fork_share_read", case_fork_share_read },
+	{ "scm_rights", case_scm_rights },
+	{ "scm_rights_keep", case_scm_rights_keep },
+	{ "exec", case_exec },
+	{ "exec_plain", case_exec_plain },
+	{ "stdio_exec", case_stdio_exec },
+	{ "stdio_fgets", case_stdio_fgets },
+};
+
+int main(int argc, char **argv)
+{
+	if (argc > 1 && !strcmp(argv[1], "exec-helper"))
+		return exec_helper_main(argc, argv);
+	return shim_main("t_shim_fds", g_cases, sizeof(g_cases) / sizeof(g_cases[0]));
+}

@@ -1,0 +1,585 @@
+/*
+ * t_shim_flags.c - flags and errors of the data calls on connections that
+ * moved to shared memory: the first send after the peer closed, a reset by
+ * SO_LINGER {1, 0}, MSG_TRUNC, MSG_ERRQUEUE, the recv and send flags
+ * (PEEK, WAITALL, DONTWAIT, OOB, MORE, NOSIGNAL, ZEROCOPY), splice, tee and
+ * sendfile.
+ *
+ * Every expected value is what Linux TCP answers: SHUNT_DISABLE=1 runs the
+ * same checks on kernel TCP, where every case passes.
+ * SHUNT_TEST_ONLY=name,name runs some cases.
+ */
+#include <fcntl.h>
+#include <linux/errqueue.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "shimlib.h"
+#include "testlib.h"
+
+#ifndef SO_ZEROCOPY
+#define SO_ZEROCOPY 60
+#endif
+#ifndef MSG_ZEROCOPY
+#define MSG_ZEROCOPY 0x4000000
+#endif
+#ifndef SO_EE_ORIGIN_ZEROCOPY
+#define SO_EE_ORIGIN_ZEROCOPY 5
+#endif
+
+#define KIB 1024
+#define MIB (1024 * 1024)
+
+static _Atomic int g_sigpipe;
+
+static void on_sigpipe(int sig)
+{
+	(void)sig;
+	atomic_fetch_add(&g_sigpipe, 1);
+}
+
+/* A moved connection in this process: *a connected, *b accepted. */
+static void moved_pair(int *a, int *b)
+{
+	shim_pair(a, b);
+	shim_make_accelerated(*a, *b);
+}
+
+/* Wait until FIONREAD on fd reaches n (the bytes arrived), within ms. */
+static void wait_arrived(int fd, int n, int ms)
+{
+	uint64_t end = test_now_ns() + (uint64_t)ms * 1000000u;
+	int v = 0;
+
+	for (;;) {
+		ASSERT_SYS(ioctl(fd, FIONREAD, &v));
+		if (v >= n)
+			return;
+		if (test_now_ns() > end)
+			TEST_FAIL_MSG("fd %d: FIONREAD is %d after %d ms, want %d", fd, v, ms, n);
+		test_sleep_ms(1);
+	}
+}
+
+/* Wait until poll() on fd reports any of `want`, within ms. */
+static short wait_revents(int fd, short events, short want, int ms)
+{
+	uint64_t end = test_now_ns() + (uint64_t)ms * 1000000u;
+
+	for (;;) {
+		short re = shim_wait_fd(fd, events, 10);
+		if (re & want)
+			return re;
+		if (test_now_ns() > end)
+			TEST_FAIL_MSG("fd %d: revents 0x%x after %d ms, want 0x%x", fd, re, ms, want);
+		test_sleep_ms(1);
+	}
+}
+
+/* Give the kernel time to process a reset on loopback (it does at once),
+ * and log what poll() says then (epoll_semantics and poll_select check it). */
+static void settle_reset(int fd, const char *what)
+{
+	test_sleep_ms(50);
+	test_log("%s: revents 0x%x", what, shim_wait_fd(fd, POLLIN | POLLOUT, 0));
+}
+
+static void send_stream_once(int fd, uint64_t seed, uint64_t off, size_t n)
+{
+	unsigned char buf[4096];
+
+	ASSERT(n <= sizeof(buf));
+	test_stream_fill(seed, off, buf, n);
+	ASSERT_EQ(send(fd, buf, n, 0), (ssize_t)n);
+}
+
+/* --- The peer closed, or reset ------------------------------------------ */
+
+/* The peer closes (orderly).  TCP: the first send after that succeeds (the
+ * peer answers it with a reset), a later one fails with EPIPE and raises
+ * SIGPIPE unless MSG_NOSIGNAL.  (CPython's test_socket testOutsideTimeout.) */
+static void case_first_send_after_close(void)
+{
+	int a, b;
+
+	moved_pair(&a, &b);
+	shim_set_handler(SIGPIPE, on_sigpipe, 0);
+	ASSERT_SYS(close(b));
+	shim_expect_eof(a, shim_ms(2000));
+	ASSERT_EQ(send(a, "first", 5, 0), 5);
+	ASSERT_EQ(atomic_load(&g_sigpipe), 0);
+	settle_reset(a, "after the peer's reset");
+	ASSERT_FAILS(send(a, "second", 6, MSG_NOSIGNAL), EPIPE);
+	ASSERT_EQ(atomic_load(&g_sigpipe), 0);
+	ASSERT_FAILS(send(a, "third", 5, 0), EPIPE);
+	ASSERT_EQ(atomic_load(&g_sigpipe), 1);
+	ASSERT_FAILS(write(a, "fourth", 6), EPIPE);
+	ASSERT_EQ(atomic_load(&g_sigpipe), 2);
+	char c;
+	ASSERT_EQ(recv(a, &c, 1, MSG_DONTWAIT), 0);
+	ASSERT_SYS(close(a));
+	shim_set_handler(SIGPIPE, SIG_IGN, 0);
+}
+
+/* The same when the peer closes while we are in a blocking recv in another
+ * thread (the reader sees EOF, then our sends behave as above). */
+struct eof_reader {
+	int fd;
+	ssize_t r;
+};
+
+static void *eof_reader_main(void *arg)
+{
+	struct eof_reader *e = arg;
+	char c;
+
+	e->r = recv(e->fd, &c, 1, 0);
+	return NULL;
+}
+
+static void case_first_send_after_close_blocked(void)
+{
+	int a, b;
+	pthread_t t;
+
+	moved_pair(&a, &b);
+	shim_set_handler(SIGPIPE, on_sigpipe, 0);
+	struct eof_reader e = { a, -2 };
+	ASSERT_EQ(pthread_create(&t, NULL, eof_reader_main, &e), 0);
+	test_sleep_ms(50);
+	ASSERT_SYS(close(b));
+	ASSERT_EQ(pthread_join(t, NULL), 0);
+	ASSERT_EQ(e.r, 0);
+	ASSERT_EQ(send(a, "first", 5, MSG_NOSIGNAL), 5);
+	settle_reset(a, "after the peer's reset");
+	ASSERT_FAILS(send(a, "second", 6, MSG_NOSIGNAL), EPIPE);
+	ASSERT_EQ(atomic_load(&g_sigpipe), 0);
+	ASSERT_SYS(close(a));
+	shim_set_handler(SIGPIPE, SIG_IGN, 0);
+}
+
+static void linger0_close(int fd)
+{
+	struct linger l = { 1, 0 };
+
+	ASSERT_SYS(setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l)));
+	ASSERT_SYS(close(fd));
+}
+
+/* The peer sets SO_LINGER {1, 0} and closes: a reset.  TCP: the bytes that
+ * arrived before it are still read, then ECONNRESET (once), then EOF. */
+static void case_linger0(void)
+{
+	int a, b;
+	unsigned char buf[2000];
+	uint64_t seed = shim_seed(1);
+
+	moved_pair(&a, &b);
+	send_stream_once(b, seed, 0, 1000);
+	wait_arrived(a, 1000, shim_ms(2000));
+	linger0_close(b);
+	settle_reset(a, "after the reset");
+	ssize_t n = recv(a, buf, sizeof(buf), 0);
+	ASSERT_EQ(n, 1000);
+	ASSERT_EQ(test_stream_check(seed, 0, buf, 1000), (size_t)-1);
+	ASSERT_FAILS(recv(a, buf, sizeof(buf), 0), ECONNRESET);
+	ASSERT_EQ(recv(a, buf, sizeof(buf), 0), 0);
+	ASSERT_SYS(close(a));
+
+	/* No data pending: the reset is the first thing read. */
+	moved_pair(&a, &b);
+	linger0_close(b);
+	settle_reset(a, "after the reset");
+	ASSERT_FAILS(read(a, buf, sizeof(buf)), ECONNRESET);
+	ASSERT_EQ(read(a, buf, sizeof(buf)), 0);
+	ASSERT_SYS(close(a));
+}
+
+/* --- recv flags ----------------------------------------------------------- */
+
+/* recv(fd, NULL, n, MSG_TRUNC) on TCP discards n bytes and returns n. */
+static void case_msg_trunc(void)
+{
+	int a, b;
+	uint64_t seed = shim_seed(2);
+
+	moved_pair(&a, &b);
+	shim_send_stream(b, seed, 0, 3000, shim_ms(2000));
+	wait_arrived(a, 3000, shim_ms(2000));
+	ASSERT_EQ(recv(a, NULL, 1000, MSG_TRUNC), 1000);
+	shim_recv_stream(a, seed, 1000, 1000, shim_ms(2000));
+	/* More asked than there is: what there is. */
+	ASSERT_EQ(recv(a, NULL, 5000, MSG_TRUNC | MSG_DONTWAIT), 1000);
+	ASSERT_FAILS(recv(a, NULL, 5000, MSG_TRUNC | MSG_DONTWAIT), EAGAIN);
+	/* With a buffer: still nothing copied. */
+	unsigned char buf[100];
+	memset(buf, 0xa5, sizeof(buf));
+	shim_send_stream(b, seed, 3000, 200, shim_ms(2000));
+	wait_arrived(a, 200, shim_ms(2000));
+	ASSERT_EQ(recv(a, buf, 100, MSG_TRUNC), 100);
+	for (size_t i = 0; i < sizeof(buf); i++)
+		ASSERT_MSG(buf[i] == 0xa5, "MSG_TRUNC wrote into the buffer at %zu", i);
+	shim_recv_stream(a, seed, 3100, 100, shim_ms(2000));
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+static void on_alarm(int sig)
+{
+	(void)sig;
+}
+
+/* recvmsg(MSG_ERRQUEUE) with nothing queued: EAGAIN at once (it never
+ * waits), and no stream byte consumed.  A call that blocks instead is cut
+ * by SIGALRM after 2 s (EINTR) and fails. */
+static void case_msg_errqueue(void)
+{
+	int a, b;
+	uint64_t seed = shim_seed(3);
+	unsigned char buf[64], ctl[256];
+	struct iovec iov = { buf, sizeof(buf) };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl,
+			    .msg_controllen = sizeof(ctl) };
+
+	moved_pair(&a, &b);
+	shim_set_handler(SIGALRM, on_alarm, 0);
+	shim_send_stream(b, seed, 0, 100, shim_ms(2000));
+	wait_arrived(a, 100, shim_ms(2000));
+	alarm(2);
+	ASSERT_FAILS(recvmsg(a, &m, MSG_ERRQUEUE), EAGAIN);
+	m.msg_controllen = sizeof(ctl);
+	ASSERT_FAILS(recvmsg(a, &m, MSG_ERRQUEUE | MSG_DONTWAIT), EAGAIN);
+	int v = 0;
+	ASSERT_SYS(ioctl(a, FIONREAD, &v));
+	ASSERT_EQ(v, 100);
+	shim_recv_stream(a, seed, 0, 100, shim_ms(2000));
+	/* Nothing to read at all: still EAGAIN, not a wait. */
+	m.msg_controllen = sizeof(ctl);
+	ASSERT_FAILS(recvmsg(a, &m, MSG_ERRQUEUE), EAGAIN);
+	alarm(0);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+struct pieces {
+	int fd, n, size, gap_ms;
+	uint64_t seed;
+	int shut;
+};
+
+static void *pieces_main(void *arg)
+{
+	struct pieces *p = arg;
+
+	for (int i = 0; i < p->n; i++) {
+		test_sleep_ms((unsigned)p->gap_ms);
+		shim_send_stream(p->fd, p->seed, (uint64_t)i * (uint64_t)p->size, (uint64_t)p->size,
+				 shim_ms(2000));
+	}
+	if (p->shut)
+		ASSERT_SYS(shutdown(p->fd, SHUT_WR));
+	return NULL;
+}
+
+static void case_recv_flags(void)
+{
+	int a, b;
+	uint64_t seed = shim_seed(4);
+	unsigned char buf[40000];
+	pthread_t t;
+
+	moved_pair(&a, &b);
+
+	/* MSG_DONTWAIT with nothing there. */
+	ASSERT_FAILS(recv(a, buf, 10, MSG_DONTWAIT), EAGAIN);
+	/* MSG_OOB with no urgent data. */
+	ASSERT_FAILS(recv(a, buf, 10, MSG_OOB | MSG_DONTWAIT), EINVAL);
+	ASSERT_FAILS(recv(a, buf, 10, MSG_OOB), EINVAL);
+
+	/* MSG_PEEK: the bytes stay. */
+	shim_send_stream(b, seed, 0, 100, shim_ms(2000));
+	wait_arrived(a, 100, shim_ms(2000));
+	ASSERT_EQ(recv(a, buf, 50, MSG_PEEK), 50);
+	ASSERT_EQ(test_stream_check(seed, 0, buf, 50), (size_t)-1);
+	ASSERT_EQ(recv(a, buf, 200, MSG_PEEK), 100);
+	ASSERT_EQ(test_stream_check(seed, 0, buf, 100), (size_t)-1);
+	/* MSG_PEEK | MSG_TRUNC: the length, nothing copied, nothing taken. */
+	memset(buf, 0xa5, 100);
+	ASSERT_EQ(recv(a, buf, 60, MSG_PEEK | MSG_TRUNC), 60);
+	for (size_t i = 0; i < 100; i++)
+		ASSERT_MSG(buf[i] == 0xa5, "MSG_PEEK|MSG_TRUNC wrote into the buffer at %zu", i);
+	ASSERT_EQ(recv(a, NULL, 500, MSG_PEEK | MSG_TRUNC), 100);
+	/* An unknown flag bit: ignored. */
+	ASSERT_EQ(recv(a, buf, 30, 0x00100000), 30);
+	ASSERT_EQ(test_stream_check(seed, 0, buf, 30), (size_t)-1);
+	shim_recv_stream(a, seed, 30, 70, shim_ms(2000));
+
+	/* MSG_WAITALL: waits for all of it, across pieces. */
+	struct pieces p = { b, 3, 10000, 30, seed ^ 1, 0 };
+	ASSERT_EQ(pthread_create(&t, NULL, pieces_main, &p), 0);
+	ASSERT_EQ(recv(a, buf, 30000, MSG_WAITALL), 30000);
+	ASSERT_EQ(pthread_join(t, NULL), 0);
+	ASSERT_EQ(test_stream_check(seed ^ 1, 0, buf, 30000), (size_t)-1);
+	/* MSG_WAITALL | MSG_PEEK: the kernel waits for all of it too. */
+	struct pieces q = { b, 2, 5000, 30, seed ^ 2, 0 };
+	ASSERT_EQ(pthread_create(&t, NULL, pieces_main, &q), 0);
+	ASSERT_EQ(recv(a, buf, 10000, MSG_WAITALL | MSG_PEEK), 10000);
+	ASSERT_EQ(pthread_join(t, NULL), 0);
+	ASSERT_EQ(recv(a, buf, 10000, MSG_WAITALL), 10000);
+	ASSERT_EQ(test_stream_check(seed ^ 2, 0, buf, 10000), (size_t)-1);
+	/* MSG_WAITALL stops short at end of stream. */
+	struct pieces r = { b, 1, 1000, 30, seed ^ 3, 1 };
+	ASSERT_EQ(pthread_create(&t, NULL, pieces_main, &r), 0);
+	ASSERT_EQ(recv(a, buf, 2000, MSG_WAITALL), 1000);
+	ASSERT_EQ(pthread_join(t, NULL), 0);
+	ASSERT_EQ(test_stream_check(seed ^ 3, 0, buf, 1000), (size_t)-1);
+	ASSERT_EQ(recv(a, buf, 2000, MSG_WAITALL), 0);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+/* --- send flags ----------------------------------------------------------- */
+
+static void case_send_flags(void)
+{
+	int a, b;
+	uint64_t seed = shim_seed(5);
+	unsigned char buf[200];
+
+	moved_pair(&a, &b);
+	shim_set_handler(SIGPIPE, on_sigpipe, 0);
+
+	/* MSG_MORE, then a send without it: all the bytes arrive. */
+	test_stream_fill(seed, 0, buf, 200);
+	ASSERT_EQ(send(a, buf, 100, MSG_MORE), 100);
+	ASSERT_EQ(send(a, buf + 100, 100, 0), 100);
+	shim_recv_stream(b, seed, 0, 200, shim_ms(2000));
+
+	/* MSG_DONTWAIT into a full buffer: a partial write, then EAGAIN. */
+	size_t big = 64 * MIB;
+	unsigned char *p = malloc(big);
+	ASSERT_NOT_NULL(p);
+	test_stream_fill(seed, 200, p, big);
+	size_t total = 0;
+	int partial = 0, calls = 0;
+	for (;;) {
+		ssize_t n = send(a, p + total, big - total, MSG_DONTWAIT);
+		if (n < 0) {
+			ASSERT_MSG(errno == EAGAIN, "send(MSG_DONTWAIT): %s", test_errname(errno));
+			break;
+		}
+		ASSERT_GT(n, 0);
+		partial += (size_t)n < big - total;
+		total += (size_t)n;
+		ASSERT_LT(total, big);
+		ASSERT_LT(++calls, 10000);
+	}
+	test_log("MSG_DONTWAIT: %zu bytes in %d calls before EAGAIN", total, calls);
+	ASSERT_GT(partial, 0);
+	ASSERT_FAILS(send(a, p + total, 1, MSG_DONTWAIT), EAGAIN);
+	/* With O_NONBLOCK the same. */
+	shim_set_nonblock(a, 1);
+	ASSERT_FAILS(write(a, p + total, 1000), EAGAIN);
+	shim_set_nonblock(a, 0);
+	free(p);
+	shim_recv_stream(b, seed, 200, total, shim_ms(5000));
+	ASSERT_FAILS(recv(b, buf, 1, MSG_DONTWAIT), EAGAIN);
+
+	/* MSG_NOSIGNAL after a reset: ECONNRESET first (no SIGPIPE), then
+	 * EPIPE, with SIGPIPE only without MSG_NOSIGNAL. */
+	linger0_close(b);
+	settle_reset(a, "after the reset");
+	ASSERT_FAILS(send(a, "x", 1, MSG_NOSIGNAL), ECONNRESET);
+	ASSERT_FAILS(send(a, "x", 1, MSG_NOSIGNAL), EPIPE);
+	ASSERT_EQ(atomic_load(&g_sigpipe), 0);
+	ASSERT_FAILS(send(a, "x", 1, 0), EPIPE);
+	ASSERT_EQ(atomic_load(&g_sigpipe), 1);
+	ASSERT_SYS(close(a));
+	shim_set_handler(SIGPIPE, SIG_IGN, 0);
+}
+
+/* MSG_OOB: TCP sends the last byte as urgent data; the peer sees POLLPRI,
+ * reads it with MSG_OOB, and the stream goes on without it. */
+static void case_send_oob(void)
+{
+	int a, b;
+	uint64_t seed = shim_seed(6);
+	unsigned char got[300], want[300];
+	char c = 0;
+
+	moved_pair(&a, &b);
+	send_stream_once(a, seed, 0, 100);
+	ASSERT_EQ(send(a, "abc", 3, MSG_OOB), 3);
+	send_stream_once(a, seed, 100, 100);
+	short re = wait_revents(b, POLLIN | POLLPRI, POLLPRI, shim_ms(2000));
+	test_log("urgent data: revents 0x%x", re);
+	ASSERT_EQ(recv(b, &c, 1, MSG_OOB), 1);
+	ASSERT_EQ(c, 'c');
+	ASSERT_FAILS(recv(b, &c, 1, MSG_OOB), EINVAL);
+	test_stream_fill(seed, 0, want, 100);
+	memcpy(want + 100, "ab", 2);
+	test_stream_fill(seed, 100, want + 102, 100);
+	shim_read_exact(b, got, 202, shim_ms(2000));
+	ASSERT_MEM_EQ(got, want, 202);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+/* MSG_ZEROCOPY with SO_ZEROCOPY: the bytes arrive, and the completion
+ * comes on the error queue (on loopback the kernel copied: the code says
+ * so). */
+static void case_send_zerocopy(void)
+{
+	int a, b, one = 1;
+	uint64_t seed = shim_seed(7);
+	size_t n = 100 * KIB;
+	unsigned char *buf = malloc(n), ctl[256];
+
+	ASSERT_NOT_NULL(buf);
+	moved_pair(&a, &b);
+	ASSERT_SYS(setsockopt(a, SOL_SOCKET, SO_ZEROCOPY, &one, sizeof(one)));
+	test_stream_fill(seed, 0, buf, n);
+	ASSERT_EQ(send(a, buf, n, MSG_ZEROCOPY), (ssize_t)n);
+	shim_recv_stream(b, seed, 0, n, shim_ms(3000));
+	short re = wait_revents(a, POLLIN, POLLERR, shim_ms(2000));
+	test_log("completion: revents 0x%x", re);
+	struct msghdr m = { .msg_control = ctl, .msg_controllen = sizeof(ctl) };
+	ASSERT_EQ(recvmsg(a, &m, MSG_ERRQUEUE), 0);
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+	ASSERT_NOT_NULL(cm);
+	ASSERT_EQ(cm->cmsg_level, SOL_IP);
+	ASSERT_EQ(cm->cmsg_type, IP_RECVERR);
+	struct sock_extended_err ee;
+	memcpy(&ee, CMSG_DATA(cm), sizeof(ee));
+	test_log("completion: errno %u origin %u code %u range %u..%u", ee.ee_errno,
+		 ee.ee_origin, ee.ee_code, ee.ee_info, ee.ee_data);
+	ASSERT_EQ(ee.ee_errno, 0);
+	ASSERT_EQ(ee.ee_origin, SO_EE_ORIGIN_ZEROCOPY);
+	ASSERT_EQ(ee.ee_info, 0);
+	ASSERT_EQ(ee.ee_data, 0);
+	m.msg_controllen = sizeof(ctl);
+	ASSERT_FAILS(recvmsg(a, &m, MSG_ERRQUEUE), EAGAIN);
+	free(buf);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+/* --- splice, tee, sendfile -------------------------------------------------- */
+
+/* splice() all n bytes from `in` to `out` (either may be the socket, made
+ * non-blocking), within ms. */
+static void splice_all(int in, int out, size_t n, int ms)
+{
+	uint64_t end = test_now_ns() + (uint64_t)ms * 1000000u;
+	size_t done = 0;
+
+	while (done < n) {
+		ssize_t k = splice(in, NULL, out, NULL, n - done, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+		if (k < 0 && errno == EAGAIN) {
+			if (test_now_ns() > end)
+				TEST_FAIL_MSG("splice(%d -> %d): %zu of %zu bytes within %d ms", in,
+					      out, done, n, ms);
+			struct pollfd p[2] = { { in, POLLIN, 0 }, { out, POLLOUT, 0 } };
+			poll(p, 2, 10);
+			continue;
+		}
+		ASSERT_SYS(k);
+		ASSERT_MSG(k > 0, "splice(%d -> %d): end of stream after %zu of %zu", in, out,
+			   done, n);
+		done += (size_t)k;
+	}
+}
+
+static void case_splice(void)
+{
+	int a, b, pp[2], pq[2];
+	uint64_t seed = shim_seed(8);
+	const size_t piece = 16 * KIB;
+
+	moved_pair(&a, &b);
+	ASSERT_SYS(pipe2(pp, O_CLOEXEC | O_NONBLOCK));
+	ASSERT_SYS(pipe2(pq, O_CLOEXEC | O_NONBLOCK));
+	shim_set_nonblock(a, 1);
+
+	test_log("splice socket -> pipe");
+	for (uint64_t off = 0; off < 256 * KIB; off += piece) {
+		shim_send_stream(b, seed, off, piece, shim_ms(2000));
+		splice_all(a, pp[1], piece, shim_ms(2000));
+		shim_recv_stream(pp[0], seed, off, piece, shim_ms(2000));
+	}
+	test_log("splice pipe -> socket");
+	for (uint64_t off = 0; off < 256 * KIB; off += piece) {
+		shim_send_stream(pp[1], seed ^ 1, off, piece, shim_ms(2000));
+		splice_all(pp[0], a, piece, shim_ms(2000));
+		shim_recv_stream(b, seed ^ 1, off, piece, shim_ms(2000));
+	}
+	test_log("splice socket -> pipe, tee pipe -> pipe, splice pipe -> socket");
+	for (uint64_t off = 0; off < 64 * KIB; off += piece) {
+		shim_send_stream(b, seed ^ 2, off, piece, shim_ms(2000));
+		splice_all(a, pp[1], piece, shim_ms(2000));
+		ASSERT_EQ(tee(pp[0], pq[1], piece, SPLICE_F_NONBLOCK), (ssize_t)piece);
+		splice_all(pq[0], a, piece, shim_ms(2000)); /* back to b */
+		shim_recv_stream(pp[0], seed ^ 2, off, piece, shim_ms(2000));
+		shim_recv_stream(b, seed ^ 2, off, piece, shim_ms(2000));
+	}
+
+	test_log("sendfile file -> socket");
+	char path[256];
+	const char *t = getenv("TMPDIR");
+	snprintf(path, sizeof(path), "%s/t_shim_flags-%d", t && *t ? t : "/tmp", (int)getpid());
+	int f = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	ASSERT_SYS(f);
+	unlink(path);
+	shim_send_stream(f, seed ^ 3, 0, 300 * KIB, shim_ms(2000));
+	off_t off = 0;
+	shim_set_nonblock(a, 0);
+	while (off < 300 * KIB) {
+		off_t before = off;
+		ssize_t k = sendfile(a, f, &off, (size_t)(300 * KIB - off) < piece
+							  ? (size_t)(300 * KIB - off) : piece);
+		ASSERT_SYS(k);
+		ASSERT_EQ(off - before, k);
+		shim_recv_stream(b, seed ^ 3, (uint64_t)before, (uint64_t)k, shim_ms(2000));
+	}
+	/* With the file's own offset. */
+	ASSERT_SYS(lseek(f, 100 * KIB, SEEK_SET));
+	ASSERT_EQ(sendfile(a, f, NULL, 1000), 1000);
+	shim_recv_stream(b, seed ^ 3, 100 * KIB, 1000, shim_ms(2000));
+	ASSERT_EQ(lseek(f, 0, SEEK_CUR), 100 * KIB + 1000);
+	close(f);
+	close(pp[0]);
+	close(pp[1]);
+	close(pq[0]);
+	close(pq[1]);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+static const struct shim_case g_cases[] = {
+	{ "first_send_after_close", case_first_send_after_close },
+	{ "first_send_after_close_blocked", case_first_send_after_close_blocked },
+	{ "linger0", case_linger0 },
+	{ "msg_trunc", case_msg_trunc },
+	{ "msg_errqueue", case_msg_errqueue },
+	{ "recv_flags", case_recv_flags },
+	{ "send_flags", case_send_flags },
+	{ "send_oob", case_send_oob },
+	{ "send_zerocopy", case_send_zerocopy },
+	{ "splice", case_splice },
+};
+
+int main(void)
+{
+	return shim_main("t_shim_flags", g_cases, sizeof(g_cases) / sizeof(g_cases[0]));
+}
