@@ -54,14 +54,14 @@ EOF
 # which a failure does not dump); checks the report, prints the rate, sets
 # RATE.
 ab_run() {
-	local name=$1 port=$2 done failed len
+	local name=$1 port=$2 complete failed len
 	run_client "$name" 90 ab -s 10 -c $C -n $N "http://127.0.0.1:$port/4k" >"$T/$name.ab" 2>&1 ||
 		fail "$name: ab exited with status $? ($(grep -m1 -iE 'apr_|error' "$T/$name.ab" || tail -n1 "$T/$name.ab"))"
-	done=$(awk '/^Complete requests:/ { print $3 }' "$T/$name.ab")
+	complete=$(awk '/^Complete requests:/ { print $3 }' "$T/$name.ab")
 	failed=$(awk '/^Failed requests:/ { print $3 }' "$T/$name.ab")
 	len=$(awk '/^Document Length:/ { print $3 }' "$T/$name.ab")
 	RATE=$(awk '/^Requests per second:/ { print $4 }' "$T/$name.ab")
-	[ "$done" = $N ] || fail "$name: ab completed ${done:-no} requests, expected $N"
+	[ "$complete" = $N ] || fail "$name: ab completed ${complete:-no} requests, expected $N"
 	[ "$failed" = 0 ] || fail "$name: ab counted ${failed:-?} failed requests ($(grep -A1 '^Failed requests' "$T/$name.ab" | tail -n1 | tr -s ' '))"
 	[ "$len" = 4096 ] || fail "$name: document length ${len:-?}, expected 4096"
 	! grep -qE '^(Non-2xx responses|Write errors):' "$T/$name.ab" ||

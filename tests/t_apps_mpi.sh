@@ -29,13 +29,14 @@ mpicc -O2 -o "$T/mpi_pingpong" "$APPS_SRC/tests/mpi_pingpong.c" >"$T/mpicc.out" 
 # SHUNT_APPS_TCP=1) and gives the rank its own log, by rank number.  mpirun
 # itself stays on plain TCP, so that its control connections to the ranks
 # cannot move and each upgraded connection is one between the ranks.
+# shellcheck disable=SC2016 # expanded by the wrapper
 printf '%s\n' '#!/bin/sh' \
 	'export SHUNT_LOG=info SHUNT_LOG_FILE="$SHUNT_RANK_LOG-rank${OMPI_COMM_WORLD_RANK:-x}.log"' \
 	'[ -z "$SHUNT_RANK_PRELOAD" ] || export LD_PRELOAD="$SHUNT_RANK_PRELOAD"' \
 	'exec "$@"' >"$T/rank.sh"
 chmod 755 "$T/rank.sh"
 
-mpi_args=(-np 2 --oversubscribe --mca pml ob1 --mca btl tcp,self
+mpi_args=(-np 2 --oversubscribe --mca pml ob1 --mca btl "tcp,self"
 	--mca btl_tcp_if_include lo --mca oob_tcp_if_include lo
 	-x SHUNT_RANK_LOG -x SHUNT_RANK_PRELOAD -x SHUNT_DIR -x SHUNT_CONFIG)
 [ "$(id -u)" -ne 0 ] || mpi_args+=(--allow-run-as-root)
@@ -59,15 +60,15 @@ target() { awk -v r="$1" -v op="$2" -v t="$3" 'BEGIN {
 
 # Alternate plain and shunt runs; the medians of the figures count (the
 # machine may be busy).
-lat_tcp=() bw_tcp=() lat_sh=() bw_sh=()
+all_lat_tcp=() all_bw_tcp=() all_lat_sh=() all_bw_sh=()
 for ((r = 1; r <= RUNS; r++)); do
 	run_mpi "tcp$r" tcp
 	run_mpi "shunt$r" shunt
-	lat_tcp+=("$(result "tcp$r" lat_us)") bw_tcp+=("$(result "tcp$r" bw_MBps)")
-	lat_sh+=("$(result "shunt$r" lat_us)") bw_sh+=("$(result "shunt$r" bw_MBps)")
+	all_lat_tcp+=("$(result "tcp$r" lat_us)") all_bw_tcp+=("$(result "tcp$r" bw_MBps)")
+	all_lat_sh+=("$(result "shunt$r" lat_us)") all_bw_sh+=("$(result "shunt$r" bw_MBps)")
 done
-lat_tcp=$(median "${lat_tcp[@]}") bw_tcp=$(median "${bw_tcp[@]}")
-lat_sh=$(median "${lat_sh[@]}") bw_sh=$(median "${bw_sh[@]}")
+lat_tcp=$(median "${all_lat_tcp[@]}") bw_tcp=$(median "${all_bw_tcp[@]}")
+lat_sh=$(median "${all_lat_sh[@]}") bw_sh=$(median "${all_bw_sh[@]}")
 lat_r=$(ratio "$lat_sh" "$lat_tcp") bw_r=$(ratio "$bw_sh" "$bw_tcp")
 say "medians of $RUNS runs each:"
 say "8-byte latency: TCP $(fmt "$lat_tcp" 2) us, shunt $(fmt "$lat_sh" 2) us: ${lat_r}x (target <= 0.5x: $(target "$lat_r" "<=" 0.5))"

@@ -20,11 +20,15 @@ apps_init postgres
 need setpriv base64 md5sum
 
 # Debian keeps the server programs out of PATH.
-bindir=
-for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
-	[ -x "$d/postgres" ] && { bindir=$d; break; }
-done
-[ -n "$bindir" ] || { command -v postgres >/dev/null 2>&1 && bindir=$(dirname "$(command -v postgres)"); }
+# The newest version installed, else whatever PATH has.
+bindir=$(printf '%s\n' /usr/lib/postgresql/*/bin/postgres | sort -V | tail -n1)
+if [ -x "$bindir" ]; then
+	bindir=${bindir%/postgres}
+elif command -v postgres >/dev/null 2>&1; then
+	bindir=$(dirname "$(command -v postgres)")
+else
+	bindir=
+fi
 [ -n "$bindir" ] || skip "PostgreSQL is not installed (postgresql)"
 for p in initdb postgres pg_isready pgbench psql; do
 	[ -x "$bindir/$p" ] || skip "no $bindir/$p"
@@ -121,7 +125,7 @@ run_client pgbench 40 "${as[@]}" "$bindir/pgbench" -S -c 4 -j 2 -T 3 -n "${conn[
 n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$T/pgbench.out")
 failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$T/pgbench.out")
 tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$T/pgbench.out")
-[ -n "$n" ] && [ "$n" -ge 1000 ] || fail "pgbench -S processed ${n:-no} transactions, expected >= 1000"
+[ "${n:-0}" -ge 1000 ] || fail "pgbench -S processed ${n:-no} transactions, expected >= 1000"
 [ "${failed:-0}" = 0 ] || fail "pgbench -S: $failed failed transactions"
 grep -qi 'error' "$T/pgbench.out" && fail "pgbench -S reported an error: $(grep -m1 -i error "$T/pgbench.out")"
 say "pgbench -S -c 4 -T 3: $n transactions, 0 failed, $(fmt "$tps") tps"

@@ -92,15 +92,18 @@ say "50 MiB client to server: intact ($(awk -v a="$t0" -v b="$t1" 'BEGIN { print
 
 # Round trips on one session: a coprocess feeds the remote shell a line at
 # a time and waits for its answer before the next.
+# shellcheck disable=SC2016 # the remote shell expands it
 coproc RT { sshc rt 30 'while read -r n; do echo "got $((n * 3))"; done' 2>"$T/rt.err"; }
+# shellcheck disable=SC2153 # RT_PID is set by coproc
 rt_pid=$RT_PID
+rt_in=${RT[1]}
 APPS_PIDS+=("$rt_pid")
 for i in $(seq 1 200); do
 	echo "$i" >&"${RT[1]}"
 	read -r -t 10 line <&"${RT[0]}" || fail "round trip $i: no answer from the remote shell"
 	[ "$line" = "got $((i * 3))" ] || fail "round trip $i: '$line', expected 'got $((i * 3))'"
 done
-exec {RT[1]}>&-
+exec {rt_in}>&-
 wait "$rt_pid" || fail "the round-trip ssh exited with status $? ($(tail -n1 "$T/rt.err"))"
 say "200 round trips on one session: every answer right"
 
