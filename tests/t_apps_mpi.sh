@@ -53,6 +53,8 @@ run_mpi() {
 	grep -q '^payloads: .*every byte right' "$T/$name.out" || fail "$name: no payload check reported"
 	grep -q '^RESULT ' "$T/$name.out" || fail "$name: no RESULT line"
 	grep -E '^(payloads|latency|bandwidth):' "$T/$name.out" | sed "s/^/$APPS_NAME: $name: /"
+	[ -z "$SHUNT_RANK_PRELOAD" ] ||
+		say "$name: 'upgraded' lines: rank 0 $(count_upgraded "$T/$name-rank0.log"), rank 1 $(count_upgraded "$T/$name-rank1.log")"
 }
 result() { sed -n "s/^RESULT .*$2=\([0-9.]*\).*/\1/p" "$T/$1.out"; }
 target() { awk -v r="$1" -v op="$2" -v t="$3" 'BEGIN {
