@@ -26,7 +26,7 @@ void shunt__shim_drop_links(void) __attribute__((weak));
 static int g_disabled = -1;
 static char g_self[4096];
 
-int shim_disabled(void)
+int ts_disabled(void)
 {
 	if (g_disabled < 0) {
 		const char *d = getenv("SHUNT_DISABLE");
@@ -35,19 +35,19 @@ int shim_disabled(void)
 	return g_disabled;
 }
 
-int shim_accel(int fd)
+int ts_accel(int fd)
 {
 	if (!shunt__shim_is_accelerated)
 		return 0;
 	return shunt__shim_is_accelerated(fd) == 1;
 }
 
-const char *shim_self(void)
+const char *ts_self(void)
 {
 	return g_self;
 }
 
-int shim_ms(int ms)
+int ts_ms(int ms)
 {
 	return test_sanitized() ? 3 * ms : ms;
 }
@@ -59,7 +59,7 @@ uint64_t shim_seed(uint64_t k)
 
 /* --- Small things ------------------------------------------------------- */
 
-short shim_wait_fd(int fd, short events, int ms)
+short ts_wait_fd(int fd, short events, int ms)
 {
 	struct pollfd p = { .fd = fd, .events = events };
 	uint64_t end = test_now_ns() + (uint64_t)(ms < 0 ? 0 : ms) * 1000000u;
@@ -76,7 +76,7 @@ short shim_wait_fd(int fd, short events, int ms)
 	return rc ? p.revents : 0;
 }
 
-void shim_set_nonblock(int fd, int on)
+void ts_set_nonblock(int fd, int on)
 {
 	int fl = fcntl(fd, F_GETFL);
 
@@ -84,7 +84,7 @@ void shim_set_nonblock(int fd, int on)
 	ASSERT_SYS(fcntl(fd, F_SETFL, on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK));
 }
 
-void shim_token_send(int fd, char c)
+void ts_token_send(int fd, char c)
 {
 	ssize_t n;
 
@@ -94,12 +94,12 @@ void shim_token_send(int fd, char c)
 	ASSERT_EQ(n, 1);
 }
 
-char shim_token_recv(int fd, int ms)
+char ts_token_recv(int fd, int ms)
 {
 	char c;
 	ssize_t n;
 
-	if (!(shim_wait_fd(fd, POLLIN, ms) & (POLLIN | POLLHUP)))
+	if (!(ts_wait_fd(fd, POLLIN, ms) & (POLLIN | POLLHUP)))
 		TEST_FAIL_MSG("no token on fd %d within %d ms", fd, ms);
 	do
 		n = read(fd, &c, 1);
@@ -109,7 +109,7 @@ char shim_token_recv(int fd, int ms)
 	return c;
 }
 
-void shim_set_handler(int sig, void (*fn)(int), int flags)
+void ts_set_handler(int sig, void (*fn)(int), int flags)
 {
 	struct sigaction sa;
 
@@ -120,7 +120,7 @@ void shim_set_handler(int sig, void (*fn)(int), int flags)
 	ASSERT_SYS(sigaction(sig, &sa, NULL));
 }
 
-double shim_cpu_seconds(void)
+double ts_cpu_seconds(void)
 {
 	struct rusage ru;
 
@@ -158,7 +158,7 @@ static ssize_t nb_write(int fd, const void *buf, size_t n)
 	return r;
 }
 
-void shim_write_all(int fd, const void *buf, size_t n, int ms)
+void ts_write_all(int fd, const void *buf, size_t n, int ms)
 {
 	const unsigned char *p = buf;
 	uint64_t end = test_now_ns() + (uint64_t)ms * 1000000u;
@@ -169,7 +169,7 @@ void shim_write_all(int fd, const void *buf, size_t n, int ms)
 			if (!left_ms(end))
 				TEST_FAIL_MSG("fd %d: could not write %zu more bytes within %d ms",
 					      fd, n, ms);
-			shim_wait_fd(fd, POLLOUT, left_ms(end));
+			ts_wait_fd(fd, POLLOUT, left_ms(end));
 			continue;
 		}
 		if (w < 0)
@@ -180,7 +180,7 @@ void shim_write_all(int fd, const void *buf, size_t n, int ms)
 	}
 }
 
-ssize_t shim_read_wait(int fd, void *buf, size_t n, int ms)
+ssize_t ts_read_wait(int fd, void *buf, size_t n, int ms)
 {
 	uint64_t end = test_now_ns() + (uint64_t)ms * 1000000u;
 
@@ -192,18 +192,18 @@ ssize_t shim_read_wait(int fd, void *buf, size_t n, int ms)
 			errno = EAGAIN;
 			return -1;
 		}
-		shim_wait_fd(fd, POLLIN, left_ms(end));
+		ts_wait_fd(fd, POLLIN, left_ms(end));
 	}
 }
 
-void shim_read_exact(int fd, void *buf, size_t n, int ms)
+void ts_read_exact(int fd, void *buf, size_t n, int ms)
 {
 	unsigned char *p = buf;
 	uint64_t end = test_now_ns() + (uint64_t)ms * 1000000u;
 	size_t want = n;
 
 	while (n) {
-		ssize_t r = shim_read_wait(fd, p, n, left_ms(end));
+		ssize_t r = ts_read_wait(fd, p, n, left_ms(end));
 		if (r < 0 && errno == EAGAIN)
 			TEST_FAIL_MSG("fd %d: %zu of %zu bytes within %d ms", fd, want - n, want, ms);
 		if (r < 0)
@@ -219,7 +219,7 @@ void shim_read_exact(int fd, void *buf, size_t n, int ms)
 
 #define SCHUNK 65536
 
-void shim_send_stream(int fd, uint64_t seed, uint64_t off, uint64_t n, int ms)
+void ts_send_stream(int fd, uint64_t seed, uint64_t off, uint64_t n, int ms)
 {
 	unsigned char *buf = malloc(SCHUNK);
 	uint64_t end = test_now_ns() + (uint64_t)ms * 1000000u;
@@ -228,14 +228,14 @@ void shim_send_stream(int fd, uint64_t seed, uint64_t off, uint64_t n, int ms)
 	while (n) {
 		size_t k = n < SCHUNK ? (size_t)n : SCHUNK;
 		test_stream_fill(seed, off, buf, k);
-		shim_write_all(fd, buf, k, left_ms(end));
+		ts_write_all(fd, buf, k, left_ms(end));
 		off += k;
 		n -= k;
 	}
 	free(buf);
 }
 
-void shim_recv_stream(int fd, uint64_t seed, uint64_t off, uint64_t n, int ms)
+void ts_recv_stream(int fd, uint64_t seed, uint64_t off, uint64_t n, int ms)
 {
 	unsigned char *buf = malloc(SCHUNK);
 	uint64_t end = test_now_ns() + (uint64_t)ms * 1000000u, done = 0;
@@ -243,7 +243,7 @@ void shim_recv_stream(int fd, uint64_t seed, uint64_t off, uint64_t n, int ms)
 	ASSERT_NOT_NULL(buf);
 	while (done < n) {
 		size_t k = n - done < SCHUNK ? (size_t)(n - done) : SCHUNK;
-		ssize_t r = shim_read_wait(fd, buf, k, left_ms(end));
+		ssize_t r = ts_read_wait(fd, buf, k, left_ms(end));
 		if (r < 0 && errno == EAGAIN)
 			TEST_FAIL_MSG("fd %d: received %ju of %ju bytes within %d ms", fd,
 				      (uintmax_t)done, (uintmax_t)n, ms);
@@ -262,10 +262,10 @@ void shim_recv_stream(int fd, uint64_t seed, uint64_t off, uint64_t n, int ms)
 	free(buf);
 }
 
-void shim_expect_eof(int fd, int ms)
+void ts_expect_eof(int fd, int ms)
 {
 	char b[256];
-	ssize_t r = shim_read_wait(fd, b, sizeof(b), ms);
+	ssize_t r = ts_read_wait(fd, b, sizeof(b), ms);
 
 	if (r < 0 && errno == EAGAIN)
 		TEST_FAIL_MSG("fd %d: no end of stream within %d ms", fd, ms);
@@ -276,7 +276,7 @@ void shim_expect_eof(int fd, int ms)
 			      r, (int)(r < 40 ? r : 40), b);
 }
 
-void shim_echo_check(int fd, uint64_t seed, uint64_t n, int ms)
+void ts_echo_check(int fd, uint64_t seed, uint64_t n, int ms)
 {
 	unsigned char *wb = malloc(SCHUNK), *rb = malloc(SCHUNK);
 	uint64_t end = test_now_ns() + (uint64_t)ms * 1000000u, sent = 0, got = 0;
@@ -293,7 +293,7 @@ void shim_echo_check(int fd, uint64_t seed, uint64_t n, int ms)
 		if (!left_ms(end))
 			TEST_FAIL_MSG("echo: sent %ju, received %ju of %ju bytes within %d ms",
 				      (uintmax_t)sent, (uintmax_t)got, (uintmax_t)n, ms);
-		short re = shim_wait_fd(fd, ev, left_ms(end));
+		short re = ts_wait_fd(fd, ev, left_ms(end));
 		if ((re & POLLOUT) && sent < n) {
 			size_t k = n - sent < SCHUNK ? (size_t)(n - sent) : SCHUNK;
 			test_stream_fill(seed, sent, wb, k);
@@ -339,7 +339,7 @@ static void loopback(struct sockaddr_in *a, int port)
 	a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 }
 
-int shim_tcp_listen(int *port)
+int ts_tcp_listen(int *port)
 {
 	struct sockaddr_in a;
 	socklen_t len = sizeof(a);
@@ -354,7 +354,7 @@ int shim_tcp_listen(int *port)
 	return fd;
 }
 
-int shim_tcp_connect(int port)
+int ts_tcp_connect(int port)
 {
 	struct sockaddr_in a;
 	int fd = socket(AF_INET, SOCK_STREAM, 0), rc;
@@ -368,11 +368,11 @@ int shim_tcp_connect(int port)
 	return fd;
 }
 
-int shim_tcp_accept(int lfd, int ms)
+int ts_tcp_accept(int lfd, int ms)
 {
 	int fd;
 
-	if (!(shim_wait_fd(lfd, POLLIN, ms) & POLLIN))
+	if (!(ts_wait_fd(lfd, POLLIN, ms) & POLLIN))
 		TEST_FAIL_MSG("no connection to accept on fd %d within %d ms", lfd, ms);
 	do
 		fd = accept(lfd, NULL, NULL);
@@ -381,12 +381,12 @@ int shim_tcp_accept(int lfd, int ms)
 	return fd;
 }
 
-void shim_pair(int *c, int *s)
+void ts_pair(int *c, int *s)
 {
-	int port, lfd = shim_tcp_listen(&port);
+	int port, lfd = ts_tcp_listen(&port);
 
-	*c = shim_tcp_connect(port);
-	*s = shim_tcp_accept(lfd, shim_ms(2000));
+	*c = ts_tcp_connect(port);
+	*s = ts_tcp_accept(lfd, ts_ms(2000));
 	ASSERT_SYS(close(lfd));
 }
 
@@ -402,7 +402,7 @@ static int inet_socket(int fd)
 	return dom == AF_INET || dom == AF_INET6;
 }
 
-void shim_close_inherited_tcp(int keep)
+void ts_close_inherited_tcp(int keep)
 {
 	int fds[4096], n = 0;
 	DIR *d = opendir("/proc/self/fd");
@@ -430,24 +430,24 @@ static void peer_main(void *arg)
 {
 	const struct peer_arg *a = arg;
 
-	shim_close_inherited_tcp(-1);
-	int fd = shim_tcp_connect(a->port);
+	ts_close_inherited_tcp(-1);
+	int fd = ts_tcp_connect(a->port);
 	a->fn(fd, a->arg);
 }
 
-void shim_peer_start(struct shim_peer *p, void (*fn)(int fd, void *arg), void *arg)
+void ts_peer_start(struct shim_peer *p, void (*fn)(int fd, void *arg), void *arg)
 {
 	struct peer_arg a;
-	int lfd = shim_tcp_listen(&a.port);
+	int lfd = ts_tcp_listen(&a.port);
 
 	a.fn = fn;
 	a.arg = arg;
 	p->pid = test_fork(peer_main, &a);
-	p->fd = shim_tcp_accept(lfd, shim_ms(3000));
+	p->fd = ts_tcp_accept(lfd, ts_ms(3000));
 	ASSERT_SYS(close(lfd));
 }
 
-void shim_peer_wait(struct shim_peer *p, int ms)
+void ts_peer_wait(struct shim_peer *p, int ms)
 {
 	test_wait_ok(p->pid, ms / 1000.0);
 	p->pid = 0;
@@ -463,79 +463,79 @@ static int accel_rounds(void)
 static void accel_fail(int fd, const char *who)
 {
 	TEST_FAIL_MSG("%s: fd %d never moved to shared memory within %d ms of round trips",
-		      who, fd, shim_ms(2000));
+		      who, fd, ts_ms(2000));
 }
 
-void shim_make_accelerated(int a, int b)
+void ts_make_accelerated(int a, int b)
 {
-	uint64_t end = test_now_ns() + (uint64_t)shim_ms(2000) * 1000000u;
-	int ms = shim_ms(3000);
+	uint64_t end = test_now_ns() + (uint64_t)ts_ms(2000) * 1000000u;
+	int ms = ts_ms(3000);
 	char x = 'a', y;
 
 	for (int round = 0;; round++) {
-		shim_write_all(a, &x, 1, ms);
-		shim_read_exact(b, &y, 1, ms);
+		ts_write_all(a, &x, 1, ms);
+		ts_read_exact(b, &y, 1, ms);
 		ASSERT_EQ(y, x);
-		shim_write_all(b, &y, 1, ms);
-		shim_read_exact(a, &x, 1, ms);
+		ts_write_all(b, &y, 1, ms);
+		ts_read_exact(a, &x, 1, ms);
 		ASSERT_EQ(y, x);
 		x = (char)('a' + (round + 1) % 26);
-		if (shim_disabled()) {
+		if (ts_disabled()) {
 			if (round + 1 >= accel_rounds())
 				break;
 			continue;
 		}
-		if (shim_accel(a) && shim_accel(b))
+		if (ts_accel(a) && ts_accel(b))
 			break;
 		if (test_now_ns() > end) {
-			if (!shim_accel(a))
+			if (!ts_accel(a))
 				accel_fail(a, "connected end");
 			accel_fail(b, "accepted end");
 		}
 	}
-	ASSERT(shim_disabled() || (shim_accel(a) && shim_accel(b)));
+	ASSERT(ts_disabled() || (ts_accel(a) && ts_accel(b)));
 }
 
 /* The lead sends (its state | 2 when it is the last round); the follower
  * answers with its state; both stop on the same pair of bytes. */
-void shim_make_accelerated_lead(int fd)
+void ts_make_accelerated_lead(int fd)
 {
-	uint64_t end = test_now_ns() + (uint64_t)shim_ms(2000) * 1000000u;
-	int ms = shim_ms(3000);
+	uint64_t end = test_now_ns() + (uint64_t)ts_ms(2000) * 1000000u;
+	int ms = ts_ms(3000);
 
 	for (int round = 0;; round++) {
-		int last = shim_disabled() ? round + 1 >= accel_rounds() : test_now_ns() > end;
-		char l = (char)(0x40 | shim_accel(fd) | (last ? 2 : 0)), f;
-		shim_write_all(fd, &l, 1, ms);
-		shim_read_exact(fd, &f, 1, ms);
+		int last = ts_disabled() ? round + 1 >= accel_rounds() : test_now_ns() > end;
+		char l = (char)(0x40 | ts_accel(fd) | (last ? 2 : 0)), f;
+		ts_write_all(fd, &l, 1, ms);
+		ts_read_exact(fd, &f, 1, ms);
 		ASSERT_EQ(f & 0x7e, 0x40);
 		if (last || ((l & 1) && (f & 1)))
 			break;
 	}
-	if (!shim_disabled() && !shim_accel(fd))
+	if (!ts_disabled() && !ts_accel(fd))
 		accel_fail(fd, "lead");
 }
 
-void shim_make_accelerated_follow(int fd)
+void ts_make_accelerated_follow(int fd)
 {
-	int ms = shim_ms(5000);
+	int ms = ts_ms(5000);
 
 	for (;;) {
 		char l, f;
-		shim_read_exact(fd, &l, 1, ms);
+		ts_read_exact(fd, &l, 1, ms);
 		ASSERT_EQ(l & 0x7c, 0x40);
-		f = (char)(0x40 | shim_accel(fd));
-		shim_write_all(fd, &f, 1, ms);
+		f = (char)(0x40 | ts_accel(fd));
+		ts_write_all(fd, &f, 1, ms);
 		if ((l & 2) || ((l & 1) && (f & 1)))
 			break;
 	}
-	if (!shim_disabled() && !shim_accel(fd))
+	if (!ts_disabled() && !ts_accel(fd))
 		accel_fail(fd, "follower");
 }
 
-void shim_expect_accel(int fd, const char *what)
+void ts_expect_accel(int fd, const char *what)
 {
-	if (!shim_disabled() && !shim_accel(fd))
+	if (!ts_disabled() && !ts_accel(fd))
 		TEST_FAIL_MSG("%s: fd %d is not on shared memory", what, fd);
 }
 
@@ -611,7 +611,7 @@ static int run_case(const char *prog, const struct shim_case *c, char *verdict, 
 	return !ok;
 }
 
-int shim_main(const char *prog, const struct shim_case *cases, size_t n)
+int ts_main(const char *prog, const struct shim_case *cases, size_t n)
 {
 	char verdicts[64][200];
 	size_t nv = 0;
@@ -626,7 +626,7 @@ int shim_main(const char *prog, const struct shim_case *cases, size_t n)
 	ssize_t k = readlink("/proc/self/exe", g_self, sizeof(g_self) - 1);
 	ASSERT_SYS(k);
 	g_self[k] = '\0';
-	if (shim_disabled())
+	if (ts_disabled())
 		test_log("SHUNT_DISABLE=1: the reference run on kernel TCP");
 	else if (!shunt__shim_is_accelerated)
 		test_log("no shim linked: nothing can move to shared memory");
@@ -649,7 +649,7 @@ int shim_main(const char *prog, const struct shim_case *cases, size_t n)
 		if (nv < 63)
 			nv++;
 	}
-	test_log("summary (%s):", shim_disabled() ? "SHUNT_DISABLE=1" : "shim on");
+	test_log("summary (%s):", ts_disabled() ? "SHUNT_DISABLE=1" : "shim on");
 	for (size_t i = 0; i < nv; i++)
 		test_log("  %s", verdicts[i]);
 	if (!ran)

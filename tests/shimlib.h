@@ -5,7 +5,7 @@
  * t_preload is), so its libc socket calls go through the shim's wrappers,
  * instrumented under SAN=asan and SAN=tsan.  A case is a function that makes
  * ordinary TCP connections over 127.0.0.1, moves them to shared memory
- * (shim_make_accelerated*: round trips until shunt__shim_is_accelerated()
+ * (ts_make_accelerated*: round trips until shunt__shim_is_accelerated()
  * is 1 at both ends), then does what some real program does with its fds
  * and checks that it sees exactly what kernel TCP gives.  With
  * SHUNT_DISABLE=1 the shim passes everything to the kernel: that run is the
@@ -43,14 +43,14 @@ extern int shunt__shim_is_accelerated(int fd) __attribute__((weak));
 /* --- Mode ----------------------------------------------------------------- */
 
 /* SHUNT_DISABLE=1: the reference run on kernel TCP. */
-int shim_disabled(void);
+int ts_disabled(void);
 /* shunt__shim_is_accelerated(fd), or 0 without a shim. */
-int shim_accel(int fd);
+int ts_accel(int fd);
 /* This program's path (for re-executing itself). */
-const char *shim_self(void);
+const char *ts_self(void);
 /* Milliseconds to allow for something that takes `ms` in a plain build
  * (times 3 under a sanitizer). */
-int shim_ms(int ms);
+int ts_ms(int ms);
 
 /* --- Cases ---------------------------------------------------------------- */
 
@@ -65,18 +65,18 @@ struct shim_case {
  * that overstays is killed and fails).  Within the case's process a check
  * fails with the usual ASSERT macros.  Returns the exit status.
  */
-int shim_main(const char *prog, const struct shim_case *cases, size_t n);
+int ts_main(const char *prog, const struct shim_case *cases, size_t n);
 
 /* --- Connections ---------------------------------------------------------- */
 
 /* A listening TCP socket on 127.0.0.1, port chosen by the kernel. */
-int shim_tcp_listen(int *port);
+int ts_tcp_listen(int *port);
 /* A blocking connection to 127.0.0.1:port. */
-int shim_tcp_connect(int port);
+int ts_tcp_connect(int port);
 /* accept() with a time limit (fails the test past it). */
-int shim_tcp_accept(int lfd, int ms);
+int ts_tcp_accept(int lfd, int ms);
 /* A connection in this process: *c connected, *s accepted. */
-void shim_pair(int *c, int *s);
+void ts_pair(int *c, int *s);
 
 /* A peer in a forked process: it connects to a listener of ours and runs
  * fn(fd, arg), then exits 0; p->fd is the end we accepted.  Before it
@@ -86,46 +86,46 @@ struct shim_peer {
 	pid_t pid;
 	int fd;
 };
-void shim_peer_start(struct shim_peer *p, void (*fn)(int fd, void *arg), void *arg);
+void ts_peer_start(struct shim_peer *p, void (*fn)(int fd, void *arg), void *arg);
 /* Wait for the peer to exit 0 (within ms). */
-void shim_peer_wait(struct shim_peer *p, int ms);
+void ts_peer_wait(struct shim_peer *p, int ms);
 /* In a forked child: close inherited TCP sockets except keep. */
-void shim_close_inherited_tcp(int keep);
+void ts_close_inherited_tcp(int keep);
 
 /*
  * Move a connection to shared memory: small round trips until
  * shunt__shim_is_accelerated() is 1 at both ends, within ~2 s; fails if it
  * never happens, unless SHUNT_DISABLE=1 (then a few round trips).  The
  * round trips consume their own bytes: the stream is clean afterwards.
- * shim_make_accelerated takes both ends in this process; across processes
+ * ts_make_accelerated takes both ends in this process; across processes
  * one end calls _lead and the other _follow.
  */
-void shim_make_accelerated(int a, int b);
-void shim_make_accelerated_lead(int fd);
-void shim_make_accelerated_follow(int fd);
+void ts_make_accelerated(int a, int b);
+void ts_make_accelerated_lead(int fd);
+void ts_make_accelerated_follow(int fd);
 /* Fail unless fd is accelerated (not checked under SHUNT_DISABLE=1). */
-void shim_expect_accel(int fd, const char *what);
+void ts_expect_accel(int fd, const char *what);
 
 /* --- Bytes -------------------------------------------------------------- */
 
 /* Write all n bytes within ms (poll + non-blocking sends; fails on error). */
-void shim_write_all(int fd, const void *buf, size_t n, int ms);
+void ts_write_all(int fd, const void *buf, size_t n, int ms);
 /* Read exactly n bytes within ms; fails on error, end of stream or time. */
-void shim_read_exact(int fd, void *buf, size_t n, int ms);
+void ts_read_exact(int fd, void *buf, size_t n, int ms);
 /* Read up to n bytes: waits up to ms for readability; returns what read()
  * returned (-1 with errno, EAGAIN on timeout). */
-ssize_t shim_read_wait(int fd, void *buf, size_t n, int ms);
+ssize_t ts_read_wait(int fd, void *buf, size_t n, int ms);
 /* Stream `seed` (test_stream_fill), bytes [off, off+n). */
-void shim_send_stream(int fd, uint64_t seed, uint64_t off, uint64_t n, int ms);
-void shim_recv_stream(int fd, uint64_t seed, uint64_t off, uint64_t n, int ms);
+void ts_send_stream(int fd, uint64_t seed, uint64_t off, uint64_t n, int ms);
+void ts_recv_stream(int fd, uint64_t seed, uint64_t off, uint64_t n, int ms);
 /* Within ms, the next read returns 0 (end of stream); fails otherwise. */
-void shim_expect_eof(int fd, int ms);
+void ts_expect_eof(int fd, int ms);
 /* Send n bytes of stream seed and receive their echo at once, then
  * shutdown(SHUT_WR) and expect end of stream: for an echoing peer. */
-void shim_echo_check(int fd, uint64_t seed, uint64_t n, int ms);
+void ts_echo_check(int fd, uint64_t seed, uint64_t n, int ms);
 /* poll() one fd; returns revents (0 on timeout). */
-short shim_wait_fd(int fd, short events, int ms);
-void shim_set_nonblock(int fd, int on);
+short ts_wait_fd(int fd, short events, int ms);
+void ts_set_nonblock(int fd, int on);
 
 /* A stream seed unique to this run and k. */
 uint64_t shim_seed(uint64_t k);
@@ -133,11 +133,11 @@ uint64_t shim_seed(uint64_t k);
 /* --- Small things ------------------------------------------------------- */
 
 /* One byte on a pipe (a token or a go-ahead), and its wait (fails after ms). */
-void shim_token_send(int fd, char c);
-char shim_token_recv(int fd, int ms);
+void ts_token_send(int fd, char c);
+char ts_token_recv(int fd, int ms);
 /* Install a handler (no SA_RESTART unless flags say). */
-void shim_set_handler(int sig, void (*fn)(int), int flags);
+void ts_set_handler(int sig, void (*fn)(int), int flags);
 /* CPU seconds (user + system) of this process so far. */
-double shim_cpu_seconds(void);
+double ts_cpu_seconds(void);
 
 #endif /* SHUNT_SHIMLIB_H */

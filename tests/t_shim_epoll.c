@@ -34,8 +34,8 @@ void shunt__shim_drop_links(void) __attribute__((weak));
 
 static void moved_pair(int *a, int *b)
 {
-	shim_pair(a, b);
-	shim_make_accelerated(*a, *b);
+	ts_pair(a, b);
+	ts_make_accelerated(*a, *b);
 }
 
 static int ep_wait(int ep, struct epoll_event *ev, int max, int ms)
@@ -85,7 +85,7 @@ static void ep_none_at(const char *file, int line, int ep, int ms)
 /* Wait until FIONREAD-free readability: poll says POLLIN within ms. */
 static void wait_readable(int fd, int ms)
 {
-	if (!(shim_wait_fd(fd, POLLIN, ms) & POLLIN))
+	if (!(ts_wait_fd(fd, POLLIN, ms) & POLLIN))
 		TEST_FAIL_MSG("fd %d not readable within %d ms", fd, ms);
 }
 
@@ -165,15 +165,15 @@ static void *writer_main(void *arg)
 
 	for (int i = 0; i < w->n; i++)
 		if (w->regs[i]->kind == R_MOVED)
-			shim_send_stream(w->regs[i]->peer, w->regs[i]->seed, 0, w->regs[i]->want,
-					 shim_ms(3000));
+			ts_send_stream(w->regs[i]->peer, w->regs[i]->seed, 0, w->regs[i]->want,
+					 ts_ms(3000));
 	for (int k = 0; k < 40; k++) {
 		for (int i = 0; i < w->n; i++) {
 			struct reg *r = w->regs[i];
 			if (r->kind != R_MOVING)
 				continue;
 			test_stream_fill(r->seed, (uint64_t)k * sizeof(buf), buf, sizeof(buf));
-			shim_write_all(r->peer, buf, sizeof(buf), shim_ms(3000));
+			ts_write_all(r->peer, buf, sizeof(buf), ts_ms(3000));
 		}
 		test_sleep_ms(2);
 	}
@@ -184,7 +184,7 @@ static void *writer_main(void *arg)
  * EPOLLOUT of the connecting one if asked). */
 static void poller_expect(int n, int connecting)
 {
-	uint64_t end = test_now_ns() + (uint64_t)shim_ms(3000) * 1000000u;
+	uint64_t end = test_now_ns() + (uint64_t)ts_ms(3000) * 1000000u;
 
 	for (;;) {
 		int done = !connecting || (atomic_load(&g_reg[4]->seen) & EPOLLOUT);
@@ -199,7 +199,7 @@ static void poller_expect(int n, int connecting)
 					 (uintmax_t)atomic_load(&g_reg[i]->got),
 					 (uintmax_t)g_reg[i]->want);
 			TEST_FAIL_MSG("the blocked poller did not see it all within %d ms",
-				      shim_ms(3000));
+				      ts_ms(3000));
 		}
 		test_sleep_ms(5);
 	}
@@ -223,17 +223,17 @@ static void case_epoll_blocked_poller(void)
 		struct reg *r = g_reg[i];
 		r->kind = i < 2 ? R_MOVED : R_MOVING;
 		r->want = i < 2 ? 64 * KIB : 40 * 1000;
-		shim_pair(&r->fd, &r->peer);
+		ts_pair(&r->fd, &r->peer);
 		if (i < 2) {
-			shim_make_accelerated(r->fd, r->peer);
+			ts_make_accelerated(r->fd, r->peer);
 		} else {
 			char c = 'x';
-			shim_write_all(r->fd, &c, 1, 1000);
-			shim_read_exact(r->peer, &c, 1, 1000);
+			ts_write_all(r->fd, &c, 1, 1000);
+			ts_read_exact(r->peer, &c, 1, 1000);
 		}
-		shim_set_nonblock(r->fd, 1);
+		ts_set_nonblock(r->fd, 1);
 	}
-	int lfd = shim_tcp_listen(&port);
+	int lfd = ts_tcp_listen(&port);
 	g_reg[4]->kind = R_CONNECTING;
 	g_reg[5]->kind = R_STOP;
 	g_reg[5]->fd = stop[0];
@@ -266,19 +266,19 @@ static void case_epoll_blocked_poller(void)
 	int rc = connect(cfd, (struct sockaddr *)&a, sizeof(a));
 	ASSERT_MSG(rc == 0 || errno == EINPROGRESS, "connect: %s", test_errname(errno));
 	test_log("non-blocking connect: %s", rc == 0 ? "done at once" : "EINPROGRESS");
-	int afd = shim_tcp_accept(lfd, shim_ms(2000));
+	int afd = ts_tcp_accept(lfd, ts_ms(2000));
 	w = (struct moving_writer){ g_reg + 2, 2 };
 	ASSERT_EQ(pthread_create(&wt, NULL, writer_main, &w), 0);
 	ASSERT_EQ(pthread_join(wt, NULL), 0);
 	poller_expect(4, 1);
-	shim_token_send(stop[1], 's');
+	ts_token_send(stop[1], 's');
 	ASSERT_EQ(pthread_join(pt, NULL), 0);
 	for (int i = 0; i < 4; i++) {
 		ASSERT(atomic_load(&g_reg[i]->seen) & EPOLLIN);
 		test_log("registration %d: %s", i,
-			 shim_accel(g_reg[i]->fd) ? "on shared memory" : "on TCP");
+			 ts_accel(g_reg[i]->fd) ? "on shared memory" : "on TCP");
 		if (i < 2)
-			shim_expect_accel(g_reg[i]->fd, "a moved connection");
+			ts_expect_accel(g_reg[i]->fd, "a moved connection");
 	}
 	test_log("%d events", atomic_load(&p.events));
 	for (int i = 0; i < 4; i++) {
@@ -307,7 +307,7 @@ static void *later_main(void *arg)
 	struct later *l = arg;
 
 	test_sleep_ms((unsigned)l->ms);
-	shim_send_stream(l->fd, l->seed, l->off, l->n, shim_ms(2000));
+	ts_send_stream(l->fd, l->seed, l->off, l->n, ts_ms(2000));
 	return NULL;
 }
 
@@ -331,17 +331,17 @@ static void case_epoll_nested(void)
 	ep_add(inner, a2, EPOLLIN, 2);
 	ep_add(outer, inner, EPOLLIN, 99);
 	EP_NONE(outer, 0);
-	ASSERT_EQ(shim_wait_fd(inner, POLLIN, 0), 0);
+	ASSERT_EQ(ts_wait_fd(inner, POLLIN, 0), 0);
 
 	test_log("the outer set waits; data arrives on a moved fd of the inner set");
 	struct later l1 = { b1, 100, seed, off1, 100 };
 	write_later(&t, &l1);
 	double t0 = test_now();
-	ASSERT_EQ(EP_ONE(outer, shim_ms(3000), 99), EPOLLIN);
+	ASSERT_EQ(EP_ONE(outer, ts_ms(3000), 99), EPOLLIN);
 	ASSERT_EQ(pthread_join(t, NULL), 0);
 	test_log("woke after %.3f s", test_now() - t0);
 	ASSERT_EQ(EP_ONE(inner, 0, 1), EPOLLIN);
-	shim_recv_stream(a1, seed, off1, 100, 1000);
+	ts_recv_stream(a1, seed, off1, 100, 1000);
 	off1 += 100;
 	EP_NONE(outer, 0);
 	EP_NONE(inner, 0);
@@ -349,23 +349,23 @@ static void case_epoll_nested(void)
 	test_log("poll() on the inner epoll fd (as libuv's backend fd)");
 	struct later l2 = { b2, 100, seed ^ 1, off2, 100 };
 	write_later(&t, &l2);
-	short re = shim_wait_fd(inner, POLLIN, shim_ms(3000));
+	short re = ts_wait_fd(inner, POLLIN, ts_ms(3000));
 	ASSERT_EQ(pthread_join(t, NULL), 0);
 	ASSERT_EQ(re, POLLIN);
 	ASSERT_EQ(EP_ONE(inner, 0, 2), EPOLLIN);
-	shim_recv_stream(a2, seed ^ 1, off2, 100, 1000);
+	ts_recv_stream(a2, seed ^ 1, off2, 100, 1000);
 	off2 += 100;
-	ASSERT_EQ(shim_wait_fd(inner, POLLIN, 0), 0);
+	ASSERT_EQ(ts_wait_fd(inner, POLLIN, 0), 0);
 
 	test_log("data there before the waits");
-	shim_send_stream(b1, seed, off1, 100, 1000);
+	ts_send_stream(b1, seed, off1, 100, 1000);
 	wait_readable(a1, 2000);
-	ASSERT_EQ(EP_ONE(outer, shim_ms(1000), 99), EPOLLIN);
-	ASSERT_EQ(shim_wait_fd(inner, POLLIN, shim_ms(1000)), POLLIN);
+	ASSERT_EQ(EP_ONE(outer, ts_ms(1000), 99), EPOLLIN);
+	ASSERT_EQ(ts_wait_fd(inner, POLLIN, ts_ms(1000)), POLLIN);
 	ASSERT_EQ(EP_ONE(inner, 0, 1), EPOLLIN);
-	shim_recv_stream(a1, seed, off1, 100, 1000);
+	ts_recv_stream(a1, seed, off1, 100, 1000);
 	EP_NONE(outer, 0);
-	ASSERT_EQ(shim_wait_fd(inner, POLLIN, 0), 0);
+	ASSERT_EQ(ts_wait_fd(inner, POLLIN, 0), 0);
 
 	test_log("a doubly nested set, blocked");
 	int top = epoll_create1(EPOLL_CLOEXEC);
@@ -373,11 +373,11 @@ static void case_epoll_nested(void)
 	ep_add(top, outer, EPOLLIN, 7);
 	struct later l3 = { b2, 100, seed ^ 1, off2, 100 };
 	write_later(&t, &l3);
-	ASSERT_EQ(EP_ONE(top, shim_ms(3000), 7), EPOLLIN);
+	ASSERT_EQ(EP_ONE(top, ts_ms(3000), 7), EPOLLIN);
 	ASSERT_EQ(pthread_join(t, NULL), 0);
 	ASSERT_EQ(EP_ONE(outer, 0, 99), EPOLLIN);
 	ASSERT_EQ(EP_ONE(inner, 0, 2), EPOLLIN);
-	shim_recv_stream(a2, seed ^ 1, off2, 100, 1000);
+	ts_recv_stream(a2, seed ^ 1, off2, 100, 1000);
 	close(top);
 	close(outer);
 	close(inner);
@@ -397,12 +397,12 @@ static void case_epoll_lt(void)
 	moved_pair(&a, &b);
 	ep_add(ep, a, EPOLLIN, 1);
 	EP_NONE(ep, 0);
-	shim_send_stream(b, seed, 0, 100, 1000);
-	ASSERT_EQ(EP_ONE(ep, shim_ms(2000), 1), EPOLLIN);
+	ts_send_stream(b, seed, 0, 100, 1000);
+	ASSERT_EQ(EP_ONE(ep, ts_ms(2000), 1), EPOLLIN);
 	ASSERT_EQ(EP_ONE(ep, 0, 1), EPOLLIN); /* level: again */
-	shim_recv_stream(a, seed, 0, 50, 1000);
+	ts_recv_stream(a, seed, 0, 50, 1000);
 	ASSERT_EQ(EP_ONE(ep, 0, 1), EPOLLIN);
-	shim_recv_stream(a, seed, 50, 50, 1000);
+	ts_recv_stream(a, seed, 50, 50, 1000);
 	EP_NONE(ep, 0);
 	/* EPOLLOUT: level-triggered, always there while there is room. */
 	struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT, .data.u64 = 1 };
@@ -422,18 +422,18 @@ static void case_epoll_et(void)
 	moved_pair(&a, &b);
 	ep_add(ep, a, EPOLLIN | EPOLLET, 1);
 	EP_NONE(ep, 0);
-	shim_send_stream(b, seed, 0, 100, 1000);
-	ASSERT_EQ(EP_ONE(ep, shim_ms(2000), 1), EPOLLIN);
+	ts_send_stream(b, seed, 0, 100, 1000);
+	ASSERT_EQ(EP_ONE(ep, ts_ms(2000), 1), EPOLLIN);
 	EP_NONE(ep, 50); /* unread, but no new arrival */
-	shim_send_stream(b, seed, 100, 100, 1000);
-	ASSERT_EQ(EP_ONE(ep, shim_ms(2000), 1), EPOLLIN);
+	ts_send_stream(b, seed, 100, 100, 1000);
+	ASSERT_EQ(EP_ONE(ep, ts_ms(2000), 1), EPOLLIN);
 	EP_NONE(ep, 50);
-	shim_recv_stream(a, seed, 0, 150, 1000);
+	ts_recv_stream(a, seed, 0, 150, 1000);
 	EP_NONE(ep, 0); /* reading is no arrival */
-	shim_send_stream(b, seed, 200, 100, 1000);
-	ASSERT_EQ(EP_ONE(ep, shim_ms(2000), 1), EPOLLIN);
+	ts_send_stream(b, seed, 200, 100, 1000);
+	ASSERT_EQ(EP_ONE(ep, ts_ms(2000), 1), EPOLLIN);
 	EP_NONE(ep, 0);
-	shim_recv_stream(a, seed, 150, 150, 1000);
+	ts_recv_stream(a, seed, 150, 150, 1000);
 	/* EPOLLOUT|EPOLLET: once when added, not again without a change. */
 	struct epoll_event ev = { .events = EPOLLOUT | EPOLLET, .data.u64 = 1 };
 	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_MOD, a, &ev));
@@ -451,21 +451,21 @@ static void case_epoll_oneshot(void)
 
 	moved_pair(&a, &b);
 	ep_add(ep, a, EPOLLIN | EPOLLONESHOT, 1);
-	shim_send_stream(b, seed, 0, 100, 1000);
-	ASSERT_EQ(EP_ONE(ep, shim_ms(2000), 1), EPOLLIN);
+	ts_send_stream(b, seed, 0, 100, 1000);
+	ASSERT_EQ(EP_ONE(ep, ts_ms(2000), 1), EPOLLIN);
 	EP_NONE(ep, 0);
-	shim_send_stream(b, seed, 100, 100, 1000);
+	ts_send_stream(b, seed, 100, 100, 1000);
 	EP_NONE(ep, 50); /* disarmed */
 	struct epoll_event ev = { .events = EPOLLIN | EPOLLONESHOT, .data.u64 = 2 };
 	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_MOD, a, &ev));
-	ASSERT_EQ(EP_ONE(ep, shim_ms(1000), 2), EPOLLIN); /* re-armed, data there */
+	ASSERT_EQ(EP_ONE(ep, ts_ms(1000), 2), EPOLLIN); /* re-armed, data there */
 	EP_NONE(ep, 0);
-	shim_recv_stream(a, seed, 0, 200, 1000);
+	ts_recv_stream(a, seed, 0, 200, 1000);
 	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_MOD, a, &ev));
 	EP_NONE(ep, 0);
-	shim_send_stream(b, seed, 200, 100, 1000);
-	ASSERT_EQ(EP_ONE(ep, shim_ms(2000), 2), EPOLLIN);
-	shim_recv_stream(a, seed, 200, 100, 1000);
+	ts_send_stream(b, seed, 200, 100, 1000);
+	ASSERT_EQ(EP_ONE(ep, ts_ms(2000), 2), EPOLLIN);
+	ts_recv_stream(a, seed, 200, 100, 1000);
 	close(ep);
 	close(a);
 	close(b);
@@ -479,20 +479,20 @@ static void case_epoll_rdhup(void)
 	moved_pair(&a, &b);
 	ep_add(ep, a, EPOLLIN | EPOLLRDHUP, 1);
 	EP_NONE(ep, 0);
-	shim_send_stream(b, seed, 0, 100, 1000);
+	ts_send_stream(b, seed, 0, 100, 1000);
 	ASSERT_SYS(shutdown(b, SHUT_WR));
-	uint64_t end = test_now_ns() + (uint64_t)shim_ms(2000) * 1000000u;
+	uint64_t end = test_now_ns() + (uint64_t)ts_ms(2000) * 1000000u;
 	uint32_t e;
 	do /* the data and the FIN may be seen in two steps */
-		e = EP_ONE(ep, shim_ms(2000), 1);
+		e = EP_ONE(ep, ts_ms(2000), 1);
 	while (e == EPOLLIN && test_now_ns() < end && (test_sleep_ms(1), 1));
 	ASSERT_EQ(e, EPOLLIN | EPOLLRDHUP);
-	shim_recv_stream(a, seed, 0, 100, 1000);
+	ts_recv_stream(a, seed, 0, 100, 1000);
 	ASSERT_EQ(EP_ONE(ep, 0, 1), EPOLLIN | EPOLLRDHUP);
-	shim_expect_eof(a, 1000);
+	ts_expect_eof(a, 1000);
 	/* Our half is still open: the peer reads what we send. */
-	shim_send_stream(a, seed, 100, 100, 1000);
-	shim_recv_stream(b, seed, 100, 100, 1000);
+	ts_send_stream(a, seed, 100, 100, 1000);
+	ts_recv_stream(b, seed, 100, 100, 1000);
 	close(ep);
 	close(a);
 	close(b);
@@ -510,9 +510,9 @@ static void case_epoll_hup(void)
 	ASSERT_SYS(setsockopt(b, SOL_SOCKET, SO_LINGER, &l, sizeof(l)));
 	ASSERT_SYS(close(b));
 	uint32_t want = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLHUP | EPOLLERR;
-	uint64_t end = test_now_ns() + (uint64_t)shim_ms(2000) * 1000000u;
+	uint64_t end = test_now_ns() + (uint64_t)ts_ms(2000) * 1000000u;
 	uint32_t e;
-	while ((e = EP_ONE(ep, shim_ms(2000), 1)) != want && test_now_ns() < end)
+	while ((e = EP_ONE(ep, ts_ms(2000), 1)) != want && test_now_ns() < end)
 		test_sleep_ms(1);
 	ASSERT_UEQ(e, want);
 	ASSERT_FAILS(recv(a, &c, 1, 0), ECONNRESET);
@@ -539,20 +539,20 @@ static void case_epoll_dup(void)
 	ep_add(ep, a, EPOLLIN, 1);
 	ep_add(ep, d, EPOLLIN, 2);
 	EP_NONE(ep, 0);
-	shim_send_stream(b, seed, 0, 100, 1000);
-	wait_readable(a, shim_ms(2000));
-	int n = ep_wait(ep, ev, 4, shim_ms(1000));
+	ts_send_stream(b, seed, 0, 100, 1000);
+	wait_readable(a, ts_ms(2000));
+	int n = ep_wait(ep, ev, 4, ts_ms(1000));
 	ASSERT_EQ(n, 2);
 	ASSERT_UEQ(ev[0].data.u64 + ev[1].data.u64, 3);
 	ASSERT_EQ(ev[0].events, EPOLLIN);
 	ASSERT_EQ(ev[1].events, EPOLLIN);
-	shim_recv_stream(d, seed, 0, 100, 1000);
+	ts_recv_stream(d, seed, 0, 100, 1000);
 	EP_NONE(ep, 0);
 	/* Each registration on its own: DEL one, the other stays. */
 	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_DEL, a, NULL));
-	shim_send_stream(b, seed, 100, 100, 1000);
-	ASSERT_EQ(EP_ONE(ep, shim_ms(2000), 2), EPOLLIN);
-	shim_recv_stream(a, seed, 100, 100, 1000);
+	ts_send_stream(b, seed, 100, 100, 1000);
+	ASSERT_EQ(EP_ONE(ep, ts_ms(2000), 2), EPOLLIN);
+	ts_recv_stream(a, seed, 100, 100, 1000);
 	close(ep);
 	close(d);
 	close(a);
@@ -571,20 +571,20 @@ static void case_epoll_del_add(void)
 	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_DEL, a, NULL));
 	ASSERT_FAILS(epoll_ctl(ep, EPOLL_CTL_DEL, a, NULL), ENOENT);
 	ASSERT_FAILS(epoll_ctl(ep, EPOLL_CTL_MOD, a, &ev), ENOENT);
-	shim_send_stream(b, seed, 0, 100, 1000);
-	wait_readable(a, shim_ms(2000));
+	ts_send_stream(b, seed, 0, 100, 1000);
+	wait_readable(a, ts_ms(2000));
 	EP_NONE(ep, 50);
 	ep_add(ep, a, EPOLLIN, 2);
-	ASSERT_EQ(EP_ONE(ep, shim_ms(1000), 2), EPOLLIN);
-	shim_recv_stream(a, seed, 0, 100, 1000);
+	ASSERT_EQ(EP_ONE(ep, ts_ms(1000), 2), EPOLLIN);
+	ts_recv_stream(a, seed, 0, 100, 1000);
 	EP_NONE(ep, 0);
 	/* Over and over, with data arriving in between. */
 	for (int i = 0; i < 50; i++) {
 		ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_DEL, a, NULL));
-		shim_send_stream(b, seed, 100 + (uint64_t)i * 10, 10, 1000);
+		ts_send_stream(b, seed, 100 + (uint64_t)i * 10, 10, 1000);
 		ep_add(ep, a, EPOLLIN | EPOLLET, 3 + (uint64_t)i);
-		ASSERT_EQ(EP_ONE(ep, shim_ms(1000), 3 + (uint64_t)i), EPOLLIN);
-		shim_recv_stream(a, seed, 100 + (uint64_t)i * 10, 10, 1000);
+		ASSERT_EQ(EP_ONE(ep, ts_ms(1000), 3 + (uint64_t)i), EPOLLIN);
+		ts_recv_stream(a, seed, 100 + (uint64_t)i * 10, 10, 1000);
 	}
 	/* A closed fd is not in the set any more: ADD it anew after a dup2. */
 	close(ep);
@@ -605,14 +605,14 @@ static void case_epoll_close_dup(void)
 	int d = dup(a);
 	ASSERT_SYS(d);
 	ASSERT_SYS(close(a));
-	shim_send_stream(b, seed, 0, 100, 1000);
-	ASSERT_EQ(EP_ONE(ep, shim_ms(2000), 1), EPOLLIN);
+	ts_send_stream(b, seed, 0, 100, 1000);
+	ASSERT_EQ(EP_ONE(ep, ts_ms(2000), 1), EPOLLIN);
 	ASSERT_FAILS(epoll_ctl(ep, EPOLL_CTL_DEL, a, NULL), EBADF);
-	shim_recv_stream(d, seed, 0, 100, 1000);
+	ts_recv_stream(d, seed, 0, 100, 1000);
 	EP_NONE(ep, 0);
-	shim_send_stream(b, seed, 100, 100, 1000);
-	ASSERT_EQ(EP_ONE(ep, shim_ms(2000), 1), EPOLLIN);
-	shim_recv_stream(d, seed, 100, 100, 1000);
+	ts_send_stream(b, seed, 100, 100, 1000);
+	ASSERT_EQ(EP_ONE(ep, ts_ms(2000), 1), EPOLLIN);
+	ts_recv_stream(d, seed, 100, 100, 1000);
 	/* The number reused by another socket: the old registration stays, and
 	 * the new one can be added next to it. */
 	int c2, s2;
@@ -620,12 +620,12 @@ static void case_epoll_close_dup(void)
 	ASSERT_SYS(dup2(c2, a));
 	ASSERT_SYS(close(c2));
 	ep_add(ep, a, EPOLLIN, 2);
-	shim_send_stream(s2, seed ^ 1, 0, 10, 1000);
-	ASSERT_EQ(EP_ONE(ep, shim_ms(2000), 2), EPOLLIN);
-	shim_recv_stream(a, seed ^ 1, 0, 10, 1000);
-	shim_send_stream(b, seed, 200, 10, 1000);
-	ASSERT_EQ(EP_ONE(ep, shim_ms(2000), 1), EPOLLIN);
-	shim_recv_stream(d, seed, 200, 10, 1000);
+	ts_send_stream(s2, seed ^ 1, 0, 10, 1000);
+	ASSERT_EQ(EP_ONE(ep, ts_ms(2000), 2), EPOLLIN);
+	ts_recv_stream(a, seed ^ 1, 0, 10, 1000);
+	ts_send_stream(b, seed, 200, 10, 1000);
+	ASSERT_EQ(EP_ONE(ep, ts_ms(2000), 1), EPOLLIN);
+	ts_recv_stream(d, seed, 200, 10, 1000);
 	/* The last fd closed: gone from the set. */
 	ASSERT_SYS(close(d));
 	EP_NONE(ep, 50);
@@ -676,9 +676,9 @@ static void case_poll_select(void)
 	ASSERT_GE(test_now() - t0, 0.045);
 
 	/* Data on the socket: it alone is readable; a blocked wait wakes. */
-	shim_send_stream(b, seed, 0, 100, 1000);
+	ts_send_stream(b, seed, 0, 100, 1000);
 	p[0].revents = p[1].revents = p[2].revents = 0;
-	ASSERT_EQ(poll(p, 3, shim_ms(2000)), 1);
+	ASSERT_EQ(poll(p, 3, ts_ms(2000)), 1);
 	ASSERT_EQ(p[0].revents, POLLIN);
 	ASSERT_EQ(p[1].revents, 0);
 	ASSERT_EQ(p[2].revents, 0);
@@ -709,7 +709,7 @@ static void case_poll_select(void)
 	ts = (struct timespec){ 1, 0 };
 	ASSERT_EQ(pselect(maxfd + 1, &rd, NULL, NULL, &ts, &mask), 1);
 	ASSERT(FD_ISSET(a, &rd) && !FD_ISSET(c, &rd));
-	shim_recv_stream(a, seed, 0, 100, 1000);
+	ts_recv_stream(a, seed, 0, 100, 1000);
 	char x;
 	ASSERT_EQ(read(pp[0], &x, 1), 1);
 	ASSERT_EQ(poll(p, 3, 0), 0);
@@ -726,13 +726,13 @@ static void case_poll_select(void)
 	ASSERT_EQ(select(maxfd + 1, &rd, NULL, NULL, &tv), 1);
 	ASSERT(FD_ISSET(c, &rd));
 	ASSERT_EQ(pthread_join(t, NULL), 0);
-	shim_recv_stream(c, seed ^ 1, 0, 10, 1000);
+	ts_recv_stream(c, seed ^ 1, 0, 10, 1000);
 
 	/* POLLRDHUP when the peer shuts down its side. */
 	ASSERT_SYS(shutdown(b, SHUT_WR));
 	struct pollfd q = { a, POLLIN | POLLRDHUP, 0 };
 	uint64_t end = test_now_ns() + 2000000000ull;
-	while (poll(&q, 1, shim_ms(2000)) == 1 && q.revents == POLLIN && test_now_ns() < end)
+	while (poll(&q, 1, ts_ms(2000)) == 1 && q.revents == POLLIN && test_now_ns() < end)
 		test_sleep_ms(1);
 	ASSERT_EQ(q.revents, POLLIN | POLLRDHUP);
 
@@ -742,7 +742,7 @@ static void case_poll_select(void)
 	ASSERT_SYS(close(d));
 	test_sleep_ms(50);
 	q = (struct pollfd){ c, POLLIN | POLLOUT | POLLRDHUP, 0 };
-	ASSERT_EQ(poll(&q, 1, shim_ms(2000)), 1);
+	ASSERT_EQ(poll(&q, 1, ts_ms(2000)), 1);
 	ASSERT_EQ(q.revents, POLLIN | POLLOUT | POLLRDHUP | POLLHUP | POLLERR);
 
 	/* A closed fd: POLLNVAL from poll, EBADF from select. */
@@ -928,7 +928,7 @@ static void server_main(void *arg)
 	struct server *s = arg;
 	pthread_t pool[POOL];
 
-	shim_close_inherited_tcp(s->lfd);
+	ts_close_inherited_tcp(s->lfd);
 	ASSERT_SYS(close(s->stop_w));
 	int fds0 = test_count_fds();
 	s->slots = calloc(SLOTS, sizeof(struct sconn));
@@ -1007,10 +1007,10 @@ static void *client_main(void *arg)
 
 	test_rng_seed(&rng, shim_seed(1000 + (uint64_t)c->id));
 	while (test_now() < c->until) {
-		int fd = shim_tcp_connect(c->port);
+		int fd = ts_tcp_connect(c->port);
 		uint64_t n = test_rng_size(&rng, 512 * KIB);
-		shim_echo_check(fd, test_rng_next(&rng), n, shim_ms(10000));
-		c->accel += (uint64_t)shim_accel(fd);
+		ts_echo_check(fd, test_rng_next(&rng), n, ts_ms(10000));
+		c->accel += (uint64_t)ts_accel(fd);
 		ASSERT_SYS(close(fd));
 		c->conns++;
 		c->bytes += n;
@@ -1020,13 +1020,13 @@ static void *client_main(void *arg)
 
 static void case_epoll_reactor_stress(void)
 {
-	int port, lfd = shim_tcp_listen(&port), stop[2];
+	int port, lfd = ts_tcp_listen(&port), stop[2];
 	double secs = test_sanitized() ? 4 : 5;
 	struct server srv[2];
 	pid_t pid[2];
 	struct client cl[4];
 
-	shim_set_nonblock(lfd, 1);
+	ts_set_nonblock(lfd, 1);
 	ASSERT_SYS(pipe2(stop, O_CLOEXEC));
 	for (int i = 0; i < 2; i++) {
 		memset(&srv[i], 0, sizeof(srv[i]));
@@ -1054,9 +1054,9 @@ static void case_epoll_reactor_stress(void)
 	close(stop[1]); /* the servers stop */
 	close(lfd);
 	for (int i = 0; i < 2; i++)
-		test_wait_ok(pid[i], shim_ms(10000) / 1000.0);
+		test_wait_ok(pid[i], ts_ms(10000) / 1000.0);
 	ASSERT_GT(conns, 0);
-	ASSERT(shim_disabled() || accel > 0);
+	ASSERT(ts_disabled() || accel > 0);
 }
 
 static const struct shim_case g_cases[] = {
@@ -1076,5 +1076,5 @@ static const struct shim_case g_cases[] = {
 
 int main(void)
 {
-	return shim_main("t_shim_epoll", g_cases, sizeof(g_cases) / sizeof(g_cases[0]));
+	return ts_main("t_shim_epoll", g_cases, sizeof(g_cases) / sizeof(g_cases[0]));
 }

@@ -100,8 +100,8 @@ static int open_at_number(const char *path, int want)
 static void closefrom_client(int fd, void *arg)
 {
 	(void)arg;
-	shim_make_accelerated_follow(fd);
-	shim_send_stream(fd, shim_seed(1), 0, MIB, shim_ms(5000));
+	ts_make_accelerated_follow(fd);
+	ts_send_stream(fd, shim_seed(1), 0, MIB, ts_ms(5000));
 	ASSERT_SYS(close(fd));
 }
 
@@ -111,14 +111,14 @@ static void case_closefrom(void)
 {
 	struct shim_peer p;
 
-	shim_peer_start(&p, closefrom_client, NULL);
-	shim_make_accelerated_lead(p.fd);
+	ts_peer_start(&p, closefrom_client, NULL);
+	ts_make_accelerated_lead(p.fd);
 	test_log("closefrom(%d)", p.fd + 1);
 	closefrom(p.fd + 1);
-	shim_recv_stream(p.fd, shim_seed(1), 0, MIB, shim_ms(5000));
-	shim_expect_eof(p.fd, shim_ms(3000));
+	ts_recv_stream(p.fd, shim_seed(1), 0, MIB, ts_ms(5000));
+	ts_expect_eof(p.fd, ts_ms(3000));
 	ASSERT_SYS(close(p.fd));
-	shim_peer_wait(&p, shim_ms(5000));
+	ts_peer_wait(&p, ts_ms(5000));
 }
 
 /* --- fclose, freopen, fcloseall ------------------------------------------- */
@@ -130,8 +130,8 @@ static void case_closefrom(void)
 static void quiet_peer(int fd, void *arg)
 {
 	(void)arg;
-	shim_make_accelerated_follow(fd);
-	shim_expect_eof(fd, shim_ms(3000));
+	ts_make_accelerated_follow(fd);
+	ts_expect_eof(fd, ts_ms(3000));
 	ASSERT_SYS(close(fd));
 }
 
@@ -140,8 +140,8 @@ static void case_fclose(void)
 	struct shim_peer p;
 	char path[PATH_MAX], got[256];
 
-	shim_peer_start(&p, quiet_peer, NULL);
-	shim_make_accelerated_lead(p.fd);
+	ts_peer_start(&p, quiet_peer, NULL);
+	ts_make_accelerated_lead(p.fd);
 	int s = p.fd;
 	FILE *f = fdopen(s, "r+");
 	ASSERT_NOT_NULL(f);
@@ -154,7 +154,7 @@ static void case_fclose(void)
 	ASSERT_MSG(!strcmp(got, PRIVATE), "the file holds \"%s\", not what was written", got);
 	ASSERT_SYS(close(fd));
 	unlink(path);
-	shim_peer_wait(&p, shim_ms(5000));
+	ts_peer_wait(&p, ts_ms(5000));
 }
 
 static void case_freopen(void)
@@ -162,8 +162,8 @@ static void case_freopen(void)
 	struct shim_peer p;
 	char path[PATH_MAX], got[256];
 
-	shim_peer_start(&p, quiet_peer, NULL);
-	shim_make_accelerated_lead(p.fd);
+	ts_peer_start(&p, quiet_peer, NULL);
+	ts_make_accelerated_lead(p.fd);
 	int s = p.fd;
 	FILE *f = fdopen(s, "w");
 	ASSERT_NOT_NULL(f);
@@ -179,7 +179,7 @@ static void case_freopen(void)
 	ASSERT_MSG(!strcmp(got, "stdio: " PRIVATE), "the file holds \"%s\"", got);
 	ASSERT_EQ(fclose(f), 0);
 	unlink(path);
-	shim_peer_wait(&p, shim_ms(5000));
+	ts_peer_wait(&p, ts_ms(5000));
 }
 
 /* fcloseall() is not a case: glibc's flushes every stream but closes no fd
@@ -194,9 +194,9 @@ static void echo_client(int fd, void *arg)
 	ssize_t n;
 
 	(void)arg;
-	shim_make_accelerated_follow(fd);
-	while ((n = shim_read_wait(fd, buf, sizeof(buf), shim_ms(8000))) > 0)
-		shim_write_all(fd, buf, (size_t)n, shim_ms(5000));
+	ts_make_accelerated_follow(fd);
+	while ((n = ts_read_wait(fd, buf, sizeof(buf), ts_ms(8000))) > 0)
+		ts_write_all(fd, buf, (size_t)n, ts_ms(5000));
 	ASSERT_MSG(n == 0, "echo client: %s", n < 0 ? test_errname(errno) : "?");
 	ASSERT_SYS(close(fd));
 }
@@ -209,14 +209,14 @@ static void echo_client_at(void *arg)
 {
 	const struct echo_arg *a = arg;
 
-	shim_close_inherited_tcp(-1);
-	echo_client(shim_tcp_connect(a->port), NULL);
+	ts_close_inherited_tcp(-1);
+	echo_client(ts_tcp_connect(a->port), NULL);
 }
 
 static void echo_round(int fd, uint64_t seed, uint64_t *off, size_t n)
 {
-	shim_send_stream(fd, seed, *off, n, shim_ms(3000));
-	shim_recv_stream(fd, seed, *off, n, shim_ms(3000));
+	ts_send_stream(fd, seed, *off, n, ts_ms(3000));
+	ts_recv_stream(fd, seed, *off, n, ts_ms(3000));
 	*off += n;
 }
 
@@ -260,14 +260,14 @@ struct sentinel {
 
 static void close_all(int use_range)
 {
-	int port, lfd = shim_tcp_listen(&port);
+	int port, lfd = ts_tcp_listen(&port);
 	struct echo_arg ea = { port };
 	pid_t c1 = test_fork(echo_client_at, &ea), c2 = test_fork(echo_client_at, &ea);
-	int s1 = shim_tcp_accept(lfd, shim_ms(3000)), s2 = shim_tcp_accept(lfd, shim_ms(3000));
+	int s1 = ts_tcp_accept(lfd, ts_ms(3000)), s2 = ts_tcp_accept(lfd, ts_ms(3000));
 	uint64_t off1 = 0, off2 = 0, seed = shim_seed(7);
 
-	shim_make_accelerated_lead(s1);
-	shim_make_accelerated_lead(s2);
+	ts_make_accelerated_lead(s1);
+	ts_make_accelerated_lead(s2);
 	echo_round(s1, seed, &off1, 100 * KIB);
 	echo_round(s2, seed, &off2, 100 * KIB);
 
@@ -277,7 +277,7 @@ static void close_all(int use_range)
 		 nlib ? lib[nlib - 1] : -1);
 
 	long max = sysconf(_SC_OPEN_MAX);
-	double t0 = test_now(), cpu0 = shim_cpu_seconds();
+	double t0 = test_now(), cpu0 = ts_cpu_seconds();
 	if (!use_range) {
 		test_log("close() of every fd from 3 to %ld but %d, %d and %d", max, lfd, s1, s2);
 		for (long fd = 3; fd < max; fd++)
@@ -319,17 +319,17 @@ static void close_all(int use_range)
 	echo_round(s1, seed, &off1, 200 * KIB);
 	echo_round(s2, seed, &off2, 200 * KIB);
 	pid_t c3 = test_fork(echo_client_at, &ea);
-	int s3 = shim_tcp_accept(lfd, shim_ms(2000));
+	int s3 = ts_tcp_accept(lfd, ts_ms(2000));
 	uint64_t off3 = 0;
-	shim_make_accelerated_lead(s3);
+	ts_make_accelerated_lead(s3);
 	echo_round(s3, seed, &off3, 300 * KIB);
-	test_log("new connection: %s", shim_accel(s3) ? "on shared memory" : "on TCP");
+	test_log("new connection: %s", ts_accel(s3) ? "on shared memory" : "on TCP");
 	echo_round(s1, seed, &off1, 10 * KIB);
 
 	/* Idle: no thread may spin (on EBADF, say). */
-	double cpu1 = shim_cpu_seconds();
+	double cpu1 = ts_cpu_seconds();
 	test_sleep_ms(500);
-	double idle_cpu = shim_cpu_seconds() - cpu1;
+	double idle_cpu = ts_cpu_seconds() - cpu1;
 	test_log("CPU: %.3f s while serving (%.3f s wall), %.3f s in 0.5 s idle",
 		 cpu1 - cpu0, test_now() - t0, idle_cpu);
 	ASSERT_MSG(idle_cpu < 0.2, "%.3f s of CPU in 0.5 s of idleness: something spins",
@@ -355,9 +355,9 @@ static void close_all(int use_range)
 	ASSERT_SYS(close(s2));
 	ASSERT_SYS(close(s3));
 	ASSERT_SYS(close(lfd));
-	test_wait_ok(c1, shim_ms(5000) / 1000.0);
-	test_wait_ok(c2, shim_ms(5000) / 1000.0);
-	test_wait_ok(c3, shim_ms(5000) / 1000.0);
+	test_wait_ok(c1, ts_ms(5000) / 1000.0);
+	test_wait_ok(c2, ts_ms(5000) / 1000.0);
+	test_wait_ok(c3, ts_ms(5000) / 1000.0);
 }
 
 static void case_close_all(void)
@@ -457,7 +457,7 @@ static void vfork_one(int how, int s, const struct vf *v)
 	if (how == VF_CPYTHON) {
 		char buf[64];
 		close(cp[1]);
-		ssize_t n = shim_read_wait(cp[0], buf, sizeof(buf) - 1, shim_ms(2000));
+		ssize_t n = ts_read_wait(cp[0], buf, sizeof(buf) - 1, ts_ms(2000));
 		ASSERT_SYS(n);
 		buf[n] = '\0';
 		ASSERT_MSG(!strcmp(buf, "from-the-child\n"), "the child's stdout gave \"%s\"", buf);
@@ -481,11 +481,11 @@ static void vfork_program(int s, void *arg)
 	ASSERT_SYS(dup2(a->out_w, 1));
 	close(a->out_w);
 	close(a->out_r);
-	shim_make_accelerated_follow(s);
+	ts_make_accelerated_follow(s);
 	for (int how = 0; how < VF_COUNT; how++) {
 		vfork_one(how, s, &v);
-		shim_recv_stream(s, seed, off, 20000, shim_ms(3000));
-		shim_send_stream(s, seed, off, 20000, shim_ms(3000));
+		ts_recv_stream(s, seed, off, 20000, ts_ms(3000));
+		ts_send_stream(s, seed, off, 20000, ts_ms(3000));
 		off += 20000;
 		char line[80];
 		int n = snprintf(line, sizeof(line), "stdout after %s\n", vf_names[how]);
@@ -505,20 +505,20 @@ static void case_vfork(void)
 
 	ASSERT_SYS(pipe2(out, O_CLOEXEC));
 	struct vfork_arg a = { out[1], out[0] };
-	shim_peer_start(&p, vfork_program, &a);
+	ts_peer_start(&p, vfork_program, &a);
 	close(out[1]);
-	shim_make_accelerated_lead(p.fd);
+	ts_make_accelerated_lead(p.fd);
 	for (int how = 0; how < VF_COUNT; how++) {
 		test_log("%s", vf_names[how]);
-		shim_send_stream(p.fd, seed, off, 20000, shim_ms(3000));
-		shim_recv_stream(p.fd, seed, off, 20000, shim_ms(3000));
+		ts_send_stream(p.fd, seed, off, 20000, ts_ms(3000));
+		ts_recv_stream(p.fd, seed, off, 20000, ts_ms(3000));
 		off += 20000;
 		snprintf(want + strlen(want), sizeof(want) - strlen(want), "stdout after %s\n",
 			 vf_names[how]);
 	}
-	shim_expect_eof(p.fd, shim_ms(3000));
+	ts_expect_eof(p.fd, ts_ms(3000));
 	for (;;) {
-		ssize_t n = shim_read_wait(out[0], got + have, sizeof(got) - 1 - have, shim_ms(3000));
+		ssize_t n = ts_read_wait(out[0], got + have, sizeof(got) - 1 - have, ts_ms(3000));
 		ASSERT_SYS(n);
 		if (n == 0)
 			break;
@@ -528,7 +528,7 @@ static void case_vfork(void)
 	ASSERT_MSG(!strcmp(got, want), "the program's stdout has \"%s\"", got);
 	close(out[0]);
 	ASSERT_SYS(close(p.fd));
-	shim_peer_wait(&p, shim_ms(5000));
+	ts_peer_wait(&p, ts_ms(5000));
 }
 
 /* --- Two processes, one connection --------------------------------------- */
@@ -552,7 +552,7 @@ static void rec_write(int fd, uint64_t seed, uint32_t i)
 	ASSERT_NOT_NULL(buf);
 	memcpy(buf, hdr, sizeof(hdr));
 	test_stream_fill(seed, (uint64_t)i << 32, buf + sizeof(hdr), len);
-	shim_write_all(fd, buf, sizeof(hdr) + len, shim_ms(3000));
+	ts_write_all(fd, buf, sizeof(hdr) + len, ts_ms(3000));
 	free(buf);
 }
 
@@ -560,12 +560,12 @@ static void rec_read(int fd, uint64_t seed, uint32_t i)
 {
 	uint32_t hdr[2], len = rec_len(seed, i);
 
-	shim_read_exact(fd, hdr, sizeof(hdr), shim_ms(3000));
+	ts_read_exact(fd, hdr, sizeof(hdr), ts_ms(3000));
 	ASSERT_MSG(hdr[0] == i && hdr[1] == len, "record %u expected, got header {%u, %u}", i,
 		   hdr[0], hdr[1]);
 	unsigned char *buf = malloc(len);
 	ASSERT_NOT_NULL(buf);
-	shim_read_exact(fd, buf, len, shim_ms(3000));
+	ts_read_exact(fd, buf, len, ts_ms(3000));
 	size_t bad = test_stream_check(seed, (uint64_t)i << 32, buf, len);
 	ASSERT_MSG(bad == (size_t)-1, "record %u: byte %zu of %u is wrong", i, bad, len);
 	free(buf);
@@ -584,12 +584,12 @@ static void share_turns(const struct share_arg *a)
 		if ((i % 2 == 0) != a->first)
 			continue;
 		if (i)
-			ASSERT_EQ(shim_token_recv(a->tok_in, shim_ms(5000)), 't');
+			ASSERT_EQ(ts_token_recv(a->tok_in, ts_ms(5000)), 't');
 		if (a->reading)
 			rec_read(a->fd, a->seed, i);
 		else
 			rec_write(a->fd, a->seed, i);
-		shim_token_send(a->tok_out, 't');
+		ts_token_send(a->tok_out, 't');
 	}
 }
 
@@ -605,14 +605,14 @@ static void share_program(int fd, void *arg)
 	const int *reading = arg;
 	int p2c[2], c2p[2];
 
-	shim_make_accelerated_follow(fd);
+	ts_make_accelerated_follow(fd);
 	ASSERT_SYS(pipe2(p2c, O_CLOEXEC));
 	ASSERT_SYS(pipe2(c2p, O_CLOEXEC));
 	struct share_arg child = { fd, *reading, p2c[0], c2p[1], 0, shim_seed(21) };
 	struct share_arg parent = { fd, *reading, c2p[0], p2c[1], 1, shim_seed(21) };
 	pid_t pid = test_fork(share_child, &child);
 	share_turns(&parent);
-	test_wait_ok(pid, shim_ms(10000) / 1000.0);
+	test_wait_ok(pid, ts_ms(10000) / 1000.0);
 	ASSERT_SYS(close(fd));
 }
 
@@ -621,17 +621,17 @@ static void fork_share(int reading)
 	struct shim_peer p;
 	uint64_t seed = shim_seed(21);
 
-	shim_peer_start(&p, share_program, &reading);
-	shim_make_accelerated_lead(p.fd);
+	ts_peer_start(&p, share_program, &reading);
+	ts_make_accelerated_lead(p.fd);
 	for (uint32_t i = 0; i < RECS; i++) {
 		if (reading)
 			rec_write(p.fd, seed, i);
 		else
 			rec_read(p.fd, seed, i);
 	}
-	shim_expect_eof(p.fd, shim_ms(5000));
+	ts_expect_eof(p.fd, ts_ms(5000));
 	ASSERT_SYS(close(p.fd));
-	shim_peer_wait(&p, shim_ms(10000));
+	ts_peer_wait(&p, ts_ms(10000));
 }
 
 static void case_fork_share_write(void)
@@ -678,7 +678,7 @@ static int recv_fd(int via)
 			    .msg_controllen = sizeof(u.buf) };
 	int fd;
 
-	if (!(shim_wait_fd(via, POLLIN, shim_ms(5000)) & POLLIN))
+	if (!(ts_wait_fd(via, POLLIN, ts_ms(5000)) & POLLIN))
 		TEST_FAIL_MSG("no fd passed within 5 s");
 	ASSERT_EQ(recvmsg(via, &m, MSG_CMSG_CLOEXEC), 1);
 	struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
@@ -703,12 +703,12 @@ static void scm_sender(int fd, void *arg)
 	const struct scm_arg *a = arg;
 
 	close(a->other_unix);
-	shim_make_accelerated_follow(fd);
-	shim_recv_stream(fd, shim_seed(31), 0, SCM_READ, shim_ms(3000));
+	ts_make_accelerated_follow(fd);
+	ts_recv_stream(fd, shim_seed(31), 0, SCM_READ, ts_ms(3000));
 	test_log("sender: passing fd %d", fd);
 	send_fd(a->unix_fd, fd);
 	if (a->keep)
-		ASSERT_EQ(shim_token_recv(a->unix_fd, shim_ms(10000)), 'd');
+		ASSERT_EQ(ts_token_recv(a->unix_fd, ts_ms(10000)), 'd');
 	ASSERT_SYS(close(fd));
 }
 
@@ -719,12 +719,12 @@ static void scm_receiver(void *arg)
 	close(a->unix_fd);
 	int fd = recv_fd(a->other_unix);
 	test_log("receiver: got fd %d", fd);
-	shim_recv_stream(fd, shim_seed(31), SCM_READ, SCM_BEFORE + SCM_AFTER - SCM_READ,
-			 shim_ms(5000));
-	shim_send_stream(fd, shim_seed(32), 0, SCM_BACK, shim_ms(5000));
+	ts_recv_stream(fd, shim_seed(31), SCM_READ, SCM_BEFORE + SCM_AFTER - SCM_READ,
+			 ts_ms(5000));
+	ts_send_stream(fd, shim_seed(32), 0, SCM_BACK, ts_ms(5000));
 	ASSERT_SYS(close(fd));
 	if (a->keep)
-		shim_token_send(a->other_unix, 'd');
+		ts_token_send(a->other_unix, 'd');
 }
 
 static void scm_rights(int keep)
@@ -735,17 +735,17 @@ static void scm_rights(int keep)
 	ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, u));
 	struct scm_arg a = { u[0], u[1], keep };
 	pid_t recv_pid = test_fork(scm_receiver, &a);
-	shim_peer_start(&p, scm_sender, &a);
+	ts_peer_start(&p, scm_sender, &a);
 	close(u[0]);
 	close(u[1]);
-	shim_make_accelerated_lead(p.fd);
-	shim_send_stream(p.fd, shim_seed(31), 0, SCM_BEFORE, shim_ms(5000));
-	shim_send_stream(p.fd, shim_seed(31), SCM_BEFORE, SCM_AFTER, shim_ms(5000));
-	shim_recv_stream(p.fd, shim_seed(32), 0, SCM_BACK, shim_ms(5000));
-	shim_expect_eof(p.fd, shim_ms(5000));
+	ts_make_accelerated_lead(p.fd);
+	ts_send_stream(p.fd, shim_seed(31), 0, SCM_BEFORE, ts_ms(5000));
+	ts_send_stream(p.fd, shim_seed(31), SCM_BEFORE, SCM_AFTER, ts_ms(5000));
+	ts_recv_stream(p.fd, shim_seed(32), 0, SCM_BACK, ts_ms(5000));
+	ts_expect_eof(p.fd, ts_ms(5000));
 	ASSERT_SYS(close(p.fd));
-	test_wait_ok(recv_pid, shim_ms(5000) / 1000.0);
-	shim_peer_wait(&p, shim_ms(5000));
+	test_wait_ok(recv_pid, ts_ms(5000) / 1000.0);
+	ts_peer_wait(&p, ts_ms(5000));
 }
 
 static void case_scm_rights(void)
@@ -772,9 +772,9 @@ static int exec_helper_main(int argc, char **argv)
 	ASSERT_EQ(argc, 3);
 	int fd = atoi(argv[2]);
 	ASSERT_SYS(fcntl(fd, F_GETFD));
-	test_log("after exec: fd %d, on shared memory: %d", fd, shim_accel(fd));
-	shim_recv_stream(fd, shim_seed(41), EXEC_BEFORE, EXEC_TOTAL - EXEC_BEFORE, shim_ms(5000));
-	shim_send_stream(fd, shim_seed(42), 0, EXEC_BACK, shim_ms(5000));
+	test_log("after exec: fd %d, on shared memory: %d", fd, ts_accel(fd));
+	ts_recv_stream(fd, shim_seed(41), EXEC_BEFORE, EXEC_TOTAL - EXEC_BEFORE, ts_ms(5000));
+	ts_send_stream(fd, shim_seed(42), 0, EXEC_BACK, ts_ms(5000));
 	ASSERT_SYS(close(fd));
 	return 0;
 }
@@ -784,8 +784,8 @@ static void exec_self_program(int fd, void *arg)
 	char n[16];
 	const char *self = arg;
 
-	shim_make_accelerated_follow(fd);
-	shim_recv_stream(fd, shim_seed(41), 0, EXEC_BEFORE, shim_ms(3000));
+	ts_make_accelerated_follow(fd);
+	ts_recv_stream(fd, shim_seed(41), 0, EXEC_BEFORE, ts_ms(3000));
 	snprintf(n, sizeof(n), "%d", fd);
 	char *argv[] = { (char *)self, (char *)"exec-helper", n, NULL };
 	execve(self, argv, environ);
@@ -796,13 +796,13 @@ static void case_exec(void)
 {
 	struct shim_peer p;
 
-	shim_peer_start(&p, exec_self_program, (void *)shim_self());
-	shim_make_accelerated_lead(p.fd);
-	shim_send_stream(p.fd, shim_seed(41), 0, EXEC_TOTAL, shim_ms(5000));
-	shim_recv_stream(p.fd, shim_seed(42), 0, EXEC_BACK, shim_ms(5000));
-	shim_expect_eof(p.fd, shim_ms(3000));
+	ts_peer_start(&p, exec_self_program, (void *)ts_self());
+	ts_make_accelerated_lead(p.fd);
+	ts_send_stream(p.fd, shim_seed(41), 0, EXEC_TOTAL, ts_ms(5000));
+	ts_recv_stream(p.fd, shim_seed(42), 0, EXEC_BACK, ts_ms(5000));
+	ts_expect_eof(p.fd, ts_ms(3000));
 	ASSERT_SYS(close(p.fd));
-	shim_peer_wait(&p, shim_ms(5000));
+	ts_peer_wait(&p, ts_ms(5000));
 }
 
 /* Exec a program without the shim, the socket as its stdin and stdout. */
@@ -815,7 +815,7 @@ static void plain_exec_program(int fd, void *arg)
 {
 	const struct plain_exec *e = arg;
 
-	shim_make_accelerated_follow(fd);
+	ts_make_accelerated_follow(fd);
 	ASSERT_SYS(dup2(fd, 0));
 	ASSERT_SYS(dup2(fd, 1));
 	ASSERT_SYS(close(fd));
@@ -828,11 +828,11 @@ static void run_plain_exec(const struct plain_exec *e, uint64_t n)
 	struct shim_peer p;
 
 	test_log("exec %s without the shim, %ju bytes through it", e->path, (uintmax_t)n);
-	shim_peer_start(&p, plain_exec_program, (void *)e);
-	shim_make_accelerated_lead(p.fd);
-	shim_echo_check(p.fd, shim_seed(43), n, shim_ms(5000));
+	ts_peer_start(&p, plain_exec_program, (void *)e);
+	ts_make_accelerated_lead(p.fd);
+	ts_echo_check(p.fd, shim_seed(43), n, ts_ms(5000));
 	ASSERT_SYS(close(p.fd));
-	shim_peer_wait(&p, shim_ms(5000));
+	ts_peer_wait(&p, ts_ms(5000));
 }
 
 static void case_exec_plain(void)
@@ -858,14 +858,14 @@ static void case_stdio_exec(void)
 	char got[64];
 
 	test_log("sh -c 'read line; echo \"got $line\"' on the socket");
-	shim_peer_start(&p, plain_exec_program, &sh);
-	shim_make_accelerated_lead(p.fd);
-	shim_write_all(p.fd, hello, strlen(hello), shim_ms(2000));
-	shim_read_exact(p.fd, got, strlen(want), shim_ms(3000));
+	ts_peer_start(&p, plain_exec_program, &sh);
+	ts_make_accelerated_lead(p.fd);
+	ts_write_all(p.fd, hello, strlen(hello), ts_ms(2000));
+	ts_read_exact(p.fd, got, strlen(want), ts_ms(3000));
 	ASSERT_MEM_EQ(got, want, strlen(want));
-	shim_expect_eof(p.fd, shim_ms(3000));
+	ts_expect_eof(p.fd, ts_ms(3000));
 	ASSERT_SYS(close(p.fd));
-	shim_peer_wait(&p, shim_ms(5000));
+	ts_peer_wait(&p, ts_ms(5000));
 
 	test_log("head -c 300000 on the socket");
 	run_plain_exec(&head, 300000);
@@ -895,7 +895,7 @@ static void stdio_program(int fd, void *arg)
 	char line[8192];
 
 	(void)arg;
-	shim_make_accelerated_follow(fd);
+	ts_make_accelerated_follow(fd);
 	int rfd = dup(fd);
 	ASSERT_SYS(rfd);
 	FILE *in = fdopen(rfd, "r"), *out = fdopen(fd, "w");
@@ -915,20 +915,20 @@ static void case_stdio_fgets(void)
 	struct shim_peer p;
 	char line[8192], want[8200], got[8200];
 
-	shim_peer_start(&p, stdio_program, NULL);
-	shim_make_accelerated_lead(p.fd);
+	ts_peer_start(&p, stdio_program, NULL);
+	ts_make_accelerated_lead(p.fd);
 	for (int i = 0; i < LINES; i++) {
 		line_of(i, line, sizeof(line));
 		snprintf(want, sizeof(want), "got %s", line);
-		shim_write_all(p.fd, line, strlen(line), shim_ms(2000));
-		shim_read_exact(p.fd, got, strlen(want), shim_ms(3000));
+		ts_write_all(p.fd, line, strlen(line), ts_ms(2000));
+		ts_read_exact(p.fd, got, strlen(want), ts_ms(3000));
 		ASSERT_MSG(!memcmp(got, want, strlen(want)), "line %d came back as \"%.40s\"", i,
 			   got);
 	}
 	ASSERT_SYS(shutdown(p.fd, SHUT_WR));
-	shim_expect_eof(p.fd, shim_ms(3000));
+	ts_expect_eof(p.fd, ts_ms(3000));
 	ASSERT_SYS(close(p.fd));
-	shim_peer_wait(&p, shim_ms(5000));
+	ts_peer_wait(&p, ts_ms(5000));
 }
 
 static const struct shim_case g_cases[] = {
@@ -952,5 +952,5 @@ int main(int argc, char **argv)
 {
 	if (argc > 1 && !strcmp(argv[1], "exec-helper"))
 		return exec_helper_main(argc, argv);
-	return shim_main("t_shim_fds", g_cases, sizeof(g_cases) / sizeof(g_cases[0]));
+	return ts_main("t_shim_fds", g_cases, sizeof(g_cases) / sizeof(g_cases[0]));
 }

@@ -52,8 +52,8 @@ static void on_sigpipe(int sig)
 /* A moved connection in this process: *a connected, *b accepted. */
 static void moved_pair(int *a, int *b)
 {
-	shim_pair(a, b);
-	shim_make_accelerated(*a, *b);
+	ts_pair(a, b);
+	ts_make_accelerated(*a, *b);
 }
 
 /* Wait until FIONREAD on fd reaches n (the bytes arrived), within ms. */
@@ -78,7 +78,7 @@ static short wait_revents(int fd, short events, short want, int ms)
 	uint64_t end = test_now_ns() + (uint64_t)ms * 1000000u;
 
 	for (;;) {
-		short re = shim_wait_fd(fd, events, 10);
+		short re = ts_wait_fd(fd, events, 10);
 		if (re & want)
 			return re;
 		if (test_now_ns() > end)
@@ -92,7 +92,7 @@ static short wait_revents(int fd, short events, short want, int ms)
 static void settle_reset(int fd, const char *what)
 {
 	test_sleep_ms(50);
-	test_log("%s: revents 0x%x", what, shim_wait_fd(fd, POLLIN | POLLOUT, 0));
+	test_log("%s: revents 0x%x", what, ts_wait_fd(fd, POLLIN | POLLOUT, 0));
 }
 
 static void send_stream_once(int fd, uint64_t seed, uint64_t off, size_t n)
@@ -114,9 +114,9 @@ static void case_first_send_after_close(void)
 	int a, b;
 
 	moved_pair(&a, &b);
-	shim_set_handler(SIGPIPE, on_sigpipe, 0);
+	ts_set_handler(SIGPIPE, on_sigpipe, 0);
 	ASSERT_SYS(close(b));
-	shim_expect_eof(a, shim_ms(2000));
+	ts_expect_eof(a, ts_ms(2000));
 	ASSERT_EQ(send(a, "first", 5, 0), 5);
 	ASSERT_EQ(atomic_load(&g_sigpipe), 0);
 	settle_reset(a, "after the peer's reset");
@@ -129,7 +129,7 @@ static void case_first_send_after_close(void)
 	char c;
 	ASSERT_EQ(recv(a, &c, 1, MSG_DONTWAIT), 0);
 	ASSERT_SYS(close(a));
-	shim_set_handler(SIGPIPE, SIG_IGN, 0);
+	ts_set_handler(SIGPIPE, SIG_IGN, 0);
 }
 
 /* The same when the peer closes while we are in a blocking recv in another
@@ -154,7 +154,7 @@ static void case_first_send_after_close_blocked(void)
 	pthread_t t;
 
 	moved_pair(&a, &b);
-	shim_set_handler(SIGPIPE, on_sigpipe, 0);
+	ts_set_handler(SIGPIPE, on_sigpipe, 0);
 	struct eof_reader e = { a, -2 };
 	ASSERT_EQ(pthread_create(&t, NULL, eof_reader_main, &e), 0);
 	test_sleep_ms(50);
@@ -166,7 +166,7 @@ static void case_first_send_after_close_blocked(void)
 	ASSERT_FAILS(send(a, "second", 6, MSG_NOSIGNAL), EPIPE);
 	ASSERT_EQ(atomic_load(&g_sigpipe), 0);
 	ASSERT_SYS(close(a));
-	shim_set_handler(SIGPIPE, SIG_IGN, 0);
+	ts_set_handler(SIGPIPE, SIG_IGN, 0);
 }
 
 static void linger0_close(int fd)
@@ -187,7 +187,7 @@ static void case_linger0(void)
 
 	moved_pair(&a, &b);
 	send_stream_once(b, seed, 0, 1000);
-	wait_arrived(a, 1000, shim_ms(2000));
+	wait_arrived(a, 1000, ts_ms(2000));
 	linger0_close(b);
 	settle_reset(a, "after the reset");
 	ssize_t n = recv(a, buf, sizeof(buf), 0);
@@ -215,22 +215,22 @@ static void case_msg_trunc(void)
 	uint64_t seed = shim_seed(2);
 
 	moved_pair(&a, &b);
-	shim_send_stream(b, seed, 0, 3000, shim_ms(2000));
-	wait_arrived(a, 3000, shim_ms(2000));
+	ts_send_stream(b, seed, 0, 3000, ts_ms(2000));
+	wait_arrived(a, 3000, ts_ms(2000));
 	ASSERT_EQ(recv(a, NULL, 1000, MSG_TRUNC), 1000);
-	shim_recv_stream(a, seed, 1000, 1000, shim_ms(2000));
+	ts_recv_stream(a, seed, 1000, 1000, ts_ms(2000));
 	/* More asked than there is: what there is. */
 	ASSERT_EQ(recv(a, NULL, 5000, MSG_TRUNC | MSG_DONTWAIT), 1000);
 	ASSERT_FAILS(recv(a, NULL, 5000, MSG_TRUNC | MSG_DONTWAIT), EAGAIN);
 	/* With a buffer: still nothing copied. */
 	unsigned char buf[100];
 	memset(buf, 0xa5, sizeof(buf));
-	shim_send_stream(b, seed, 3000, 200, shim_ms(2000));
-	wait_arrived(a, 200, shim_ms(2000));
+	ts_send_stream(b, seed, 3000, 200, ts_ms(2000));
+	wait_arrived(a, 200, ts_ms(2000));
 	ASSERT_EQ(recv(a, buf, 100, MSG_TRUNC), 100);
 	for (size_t i = 0; i < sizeof(buf); i++)
 		ASSERT_MSG(buf[i] == 0xa5, "MSG_TRUNC wrote into the buffer at %zu", i);
-	shim_recv_stream(a, seed, 3100, 100, shim_ms(2000));
+	ts_recv_stream(a, seed, 3100, 100, ts_ms(2000));
 	ASSERT_SYS(close(a));
 	ASSERT_SYS(close(b));
 }
@@ -253,9 +253,9 @@ static void case_msg_errqueue(void)
 			    .msg_controllen = sizeof(ctl) };
 
 	moved_pair(&a, &b);
-	shim_set_handler(SIGALRM, on_alarm, 0);
-	shim_send_stream(b, seed, 0, 100, shim_ms(2000));
-	wait_arrived(a, 100, shim_ms(2000));
+	ts_set_handler(SIGALRM, on_alarm, 0);
+	ts_send_stream(b, seed, 0, 100, ts_ms(2000));
+	wait_arrived(a, 100, ts_ms(2000));
 	alarm(2);
 	ASSERT_FAILS(recvmsg(a, &m, MSG_ERRQUEUE), EAGAIN);
 	m.msg_controllen = sizeof(ctl);
@@ -263,7 +263,7 @@ static void case_msg_errqueue(void)
 	int v = 0;
 	ASSERT_SYS(ioctl(a, FIONREAD, &v));
 	ASSERT_EQ(v, 100);
-	shim_recv_stream(a, seed, 0, 100, shim_ms(2000));
+	ts_recv_stream(a, seed, 0, 100, ts_ms(2000));
 	/* Nothing to read at all: still EAGAIN, not a wait. */
 	m.msg_controllen = sizeof(ctl);
 	ASSERT_FAILS(recvmsg(a, &m, MSG_ERRQUEUE), EAGAIN);
@@ -284,8 +284,8 @@ static void *pieces_main(void *arg)
 
 	for (int i = 0; i < p->n; i++) {
 		test_sleep_ms((unsigned)p->gap_ms);
-		shim_send_stream(p->fd, p->seed, (uint64_t)i * (uint64_t)p->size, (uint64_t)p->size,
-				 shim_ms(2000));
+		ts_send_stream(p->fd, p->seed, (uint64_t)i * (uint64_t)p->size, (uint64_t)p->size,
+				 ts_ms(2000));
 	}
 	if (p->shut)
 		ASSERT_SYS(shutdown(p->fd, SHUT_WR));
@@ -308,8 +308,8 @@ static void case_recv_flags(void)
 	ASSERT_FAILS(recv(a, buf, 10, MSG_OOB), EINVAL);
 
 	/* MSG_PEEK: the bytes stay. */
-	shim_send_stream(b, seed, 0, 100, shim_ms(2000));
-	wait_arrived(a, 100, shim_ms(2000));
+	ts_send_stream(b, seed, 0, 100, ts_ms(2000));
+	wait_arrived(a, 100, ts_ms(2000));
 	ASSERT_EQ(recv(a, buf, 50, MSG_PEEK), 50);
 	ASSERT_EQ(test_stream_check(seed, 0, buf, 50), (size_t)-1);
 	ASSERT_EQ(recv(a, buf, 200, MSG_PEEK), 100);
@@ -323,7 +323,7 @@ static void case_recv_flags(void)
 	/* An unknown flag bit: ignored. */
 	ASSERT_EQ(recv(a, buf, 30, 0x00100000), 30);
 	ASSERT_EQ(test_stream_check(seed, 0, buf, 30), (size_t)-1);
-	shim_recv_stream(a, seed, 30, 70, shim_ms(2000));
+	ts_recv_stream(a, seed, 30, 70, ts_ms(2000));
 
 	/* MSG_WAITALL: waits for all of it, across pieces. */
 	struct pieces p = { b, 3, 10000, 30, seed ^ 1, 0 };
@@ -358,13 +358,13 @@ static void case_send_flags(void)
 	unsigned char buf[200];
 
 	moved_pair(&a, &b);
-	shim_set_handler(SIGPIPE, on_sigpipe, 0);
+	ts_set_handler(SIGPIPE, on_sigpipe, 0);
 
 	/* MSG_MORE, then a send without it: all the bytes arrive. */
 	test_stream_fill(seed, 0, buf, 200);
 	ASSERT_EQ(send(a, buf, 100, MSG_MORE), 100);
 	ASSERT_EQ(send(a, buf + 100, 100, 0), 100);
-	shim_recv_stream(b, seed, 0, 200, shim_ms(2000));
+	ts_recv_stream(b, seed, 0, 200, ts_ms(2000));
 
 	/* MSG_DONTWAIT into a full buffer: a partial write, then EAGAIN. */
 	size_t big = 64 * MIB;
@@ -389,11 +389,11 @@ static void case_send_flags(void)
 	ASSERT_GT(partial, 0);
 	ASSERT_FAILS(send(a, p + total, 1, MSG_DONTWAIT), EAGAIN);
 	/* With O_NONBLOCK the same. */
-	shim_set_nonblock(a, 1);
+	ts_set_nonblock(a, 1);
 	ASSERT_FAILS(write(a, p + total, 1000), EAGAIN);
-	shim_set_nonblock(a, 0);
+	ts_set_nonblock(a, 0);
 	free(p);
-	shim_recv_stream(b, seed, 200, total, shim_ms(5000));
+	ts_recv_stream(b, seed, 200, total, ts_ms(5000));
 	ASSERT_FAILS(recv(b, buf, 1, MSG_DONTWAIT), EAGAIN);
 
 	/* MSG_NOSIGNAL after a reset: ECONNRESET first (no SIGPIPE), then
@@ -406,7 +406,7 @@ static void case_send_flags(void)
 	ASSERT_FAILS(send(a, "x", 1, 0), EPIPE);
 	ASSERT_EQ(atomic_load(&g_sigpipe), 1);
 	ASSERT_SYS(close(a));
-	shim_set_handler(SIGPIPE, SIG_IGN, 0);
+	ts_set_handler(SIGPIPE, SIG_IGN, 0);
 }
 
 /* MSG_OOB: TCP sends the last byte as urgent data; the peer sees POLLPRI,
@@ -422,7 +422,7 @@ static void case_send_oob(void)
 	send_stream_once(a, seed, 0, 100);
 	ASSERT_EQ(send(a, "abc", 3, MSG_OOB), 3);
 	send_stream_once(a, seed, 100, 100);
-	short re = wait_revents(b, POLLIN | POLLPRI, POLLPRI, shim_ms(2000));
+	short re = wait_revents(b, POLLIN | POLLPRI, POLLPRI, ts_ms(2000));
 	test_log("urgent data: revents 0x%x", re);
 	ASSERT_EQ(recv(b, &c, 1, MSG_OOB), 1);
 	ASSERT_EQ(c, 'c');
@@ -430,7 +430,7 @@ static void case_send_oob(void)
 	test_stream_fill(seed, 0, want, 100);
 	memcpy(want + 100, "ab", 2);
 	test_stream_fill(seed, 100, want + 102, 100);
-	shim_read_exact(b, got, 202, shim_ms(2000));
+	ts_read_exact(b, got, 202, ts_ms(2000));
 	ASSERT_MEM_EQ(got, want, 202);
 	ASSERT_SYS(close(a));
 	ASSERT_SYS(close(b));
@@ -451,8 +451,8 @@ static void case_send_zerocopy(void)
 	ASSERT_SYS(setsockopt(a, SOL_SOCKET, SO_ZEROCOPY, &one, sizeof(one)));
 	test_stream_fill(seed, 0, buf, n);
 	ASSERT_EQ(send(a, buf, n, MSG_ZEROCOPY), (ssize_t)n);
-	shim_recv_stream(b, seed, 0, n, shim_ms(3000));
-	short re = wait_revents(a, POLLIN, POLLERR, shim_ms(2000));
+	ts_recv_stream(b, seed, 0, n, ts_ms(3000));
+	short re = wait_revents(a, POLLIN, POLLERR, ts_ms(2000));
 	test_log("completion: revents 0x%x", re);
 	struct msghdr m = { .msg_control = ctl, .msg_controllen = sizeof(ctl) };
 	ASSERT_EQ(recvmsg(a, &m, MSG_ERRQUEUE), 0);
@@ -510,28 +510,28 @@ static void case_splice(void)
 	moved_pair(&a, &b);
 	ASSERT_SYS(pipe2(pp, O_CLOEXEC | O_NONBLOCK));
 	ASSERT_SYS(pipe2(pq, O_CLOEXEC | O_NONBLOCK));
-	shim_set_nonblock(a, 1);
+	ts_set_nonblock(a, 1);
 
 	test_log("splice socket -> pipe");
 	for (uint64_t off = 0; off < 256 * KIB; off += piece) {
-		shim_send_stream(b, seed, off, piece, shim_ms(2000));
-		splice_all(a, pp[1], piece, shim_ms(2000));
-		shim_recv_stream(pp[0], seed, off, piece, shim_ms(2000));
+		ts_send_stream(b, seed, off, piece, ts_ms(2000));
+		splice_all(a, pp[1], piece, ts_ms(2000));
+		ts_recv_stream(pp[0], seed, off, piece, ts_ms(2000));
 	}
 	test_log("splice pipe -> socket");
 	for (uint64_t off = 0; off < 256 * KIB; off += piece) {
-		shim_send_stream(pp[1], seed ^ 1, off, piece, shim_ms(2000));
-		splice_all(pp[0], a, piece, shim_ms(2000));
-		shim_recv_stream(b, seed ^ 1, off, piece, shim_ms(2000));
+		ts_send_stream(pp[1], seed ^ 1, off, piece, ts_ms(2000));
+		splice_all(pp[0], a, piece, ts_ms(2000));
+		ts_recv_stream(b, seed ^ 1, off, piece, ts_ms(2000));
 	}
 	test_log("splice socket -> pipe, tee pipe -> pipe, splice pipe -> socket");
 	for (uint64_t off = 0; off < 64 * KIB; off += piece) {
-		shim_send_stream(b, seed ^ 2, off, piece, shim_ms(2000));
-		splice_all(a, pp[1], piece, shim_ms(2000));
+		ts_send_stream(b, seed ^ 2, off, piece, ts_ms(2000));
+		splice_all(a, pp[1], piece, ts_ms(2000));
 		ASSERT_EQ(tee(pp[0], pq[1], piece, SPLICE_F_NONBLOCK), (ssize_t)piece);
-		splice_all(pq[0], a, piece, shim_ms(2000)); /* back to b */
-		shim_recv_stream(pp[0], seed ^ 2, off, piece, shim_ms(2000));
-		shim_recv_stream(b, seed ^ 2, off, piece, shim_ms(2000));
+		splice_all(pq[0], a, piece, ts_ms(2000)); /* back to b */
+		ts_recv_stream(pp[0], seed ^ 2, off, piece, ts_ms(2000));
+		ts_recv_stream(b, seed ^ 2, off, piece, ts_ms(2000));
 	}
 
 	test_log("sendfile file -> socket");
@@ -541,21 +541,21 @@ static void case_splice(void)
 	int f = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	ASSERT_SYS(f);
 	unlink(path);
-	shim_send_stream(f, seed ^ 3, 0, 300 * KIB, shim_ms(2000));
+	ts_send_stream(f, seed ^ 3, 0, 300 * KIB, ts_ms(2000));
 	off_t off = 0;
-	shim_set_nonblock(a, 0);
+	ts_set_nonblock(a, 0);
 	while (off < 300 * KIB) {
 		off_t before = off;
 		ssize_t k = sendfile(a, f, &off, (size_t)(300 * KIB - off) < piece
 							  ? (size_t)(300 * KIB - off) : piece);
 		ASSERT_SYS(k);
 		ASSERT_EQ(off - before, k);
-		shim_recv_stream(b, seed ^ 3, (uint64_t)before, (uint64_t)k, shim_ms(2000));
+		ts_recv_stream(b, seed ^ 3, (uint64_t)before, (uint64_t)k, ts_ms(2000));
 	}
 	/* With the file's own offset. */
 	ASSERT_SYS(lseek(f, 100 * KIB, SEEK_SET));
 	ASSERT_EQ(sendfile(a, f, NULL, 1000), 1000);
-	shim_recv_stream(b, seed ^ 3, 100 * KIB, 1000, shim_ms(2000));
+	ts_recv_stream(b, seed ^ 3, 100 * KIB, 1000, ts_ms(2000));
 	ASSERT_EQ(lseek(f, 0, SEEK_CUR), 100 * KIB + 1000);
 	close(f);
 	close(pp[0]);
@@ -581,5 +581,5 @@ static const struct shim_case g_cases[] = {
 
 int main(void)
 {
-	return shim_main("t_shim_flags", g_cases, sizeof(g_cases) / sizeof(g_cases[0]));
+	return ts_main("t_shim_flags", g_cases, sizeof(g_cases) / sizeof(g_cases[0]));
 }

@@ -1,36 +1,48 @@
 /*
- * stat.c - `shunt stat [--json]`: the live accelerated connections.
+ * stat.c - `shunt stat [--json] [--all] [--watch]`: what the library does
+ * on this host, per process and per connection.
  *
- * Every upgraded connection keeps its segment's memfd open in both
- * processes.  So the connections are found in /proc/PID/fd (those we may
- * look at: our own user's, or all for root), each segment is mapped read-only
- * once, and its control page gives the addresses, pids, byte counts and
- * ring fill.  The page is written by other processes: its values are only
- * printed, checked for nothing but what printing needs.
+ * Every process running the preload library keeps its facts in its
+ * family's arena (shim/arena.h), a memfd named "shunt-arena".  They are
+ * found in /proc/PID/fd (those we may look at: our own user's, or all for
+ * root) and read with pread(), never mapped: the arena is written by other
+ * processes, which may be hostile, so every count and size in it is checked
+ * before use and nothing in it can make us fault.
  */
-#include <arpa/inet.h>
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "addr.h"
+#include "arena.h"
 #include "cmds.h"
-#include "segment.h"
 
-#define MEMFD_LINK "/memfd:shunt-conn (deleted)"
-#define MAX_SEEN 65536
+#define ARENA_LINK "/memfd:shunt-arena (deleted)"
+#define MAX_ARENAS 4096
+
+static const char *const why_names[ARENA_WHY] = {
+	"short", "nopeer", "policy", "shared", "stdio", "options", "refused", "error",
+};
+static const char *const state_names[] = { "free", "tcp", "meeting", "moved", "tcp" };
+
+struct opts {
+	int json, all, watch;
+};
 
 struct seen {
 	dev_t dev;
 	ino_t ino;
 };
 
-static struct seen seen[MAX_SEEN];
+static struct seen seen[MAX_ARENAS];
 static int nseen;
 
 static int seen_before(const struct stat *st)
@@ -38,114 +50,210 @@ static int seen_before(const struct stat *st)
 	for (int i = 0; i < nseen; i++)
 		if (seen[i].dev == st->st_dev && seen[i].ino == st->st_ino)
 			return 1;
-	if (nseen < MAX_SEEN)
+	if (nseen < MAX_ARENAS)
 		seen[nseen++] = (struct seen){ st->st_dev, st->st_ino };
 	return 0;
 }
 
-static void fmt(int family, const uint8_t *a, unsigned port, char *buf, size_t n)
+static void fmt_addr(const uint8_t *raw, char *buf, size_t n)
 {
-	char ip[INET6_ADDRSTRLEN] = "?";
+	struct shunt_addr a;
 
-	inet_ntop(family, a, ip, sizeof(ip));
-	snprintf(buf, n, family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, port);
+	memcpy(&a, raw, sizeof(a));
+	if (a.family != AF_INET && a.family != AF_INET6) {
+		snprintf(buf, n, "?");
+		return;
+	}
+	shunt_addr_fmt(&a, buf, n);
 }
 
-static void show(const struct shunt_ctl *ctl, int json)
+static void show_proc(const struct arena_proc *p, const struct opts *o)
 {
-	struct shunt_tcp_info info;
-	char cl[64], sv[64];
+	char comm[17];
 
-	memcpy(&info, (const void *)&ctl->info, sizeof(info));
-	if (atomic_load(&ctl->decide) != SHUNT_DECIDE_ACCEPTED ||
-	    (info.family != AF_INET && info.family != AF_INET6))
-		return; /* a native connection, or an offer still being decided */
-	if ((atomic_load(&ctl->side[0].state) & SHUNT_ST_CLOSED) &&
-	    (atomic_load(&ctl->side[1].state) & SHUNT_ST_CLOSED))
-		return; /* both ends closed: parked for reuse (docs/design.md) */
-	fmt(info.family, info.client_addr, info.client_port, cl, sizeof(cl));
-	fmt(info.family, info.server_addr, info.server_port, sv, sizeof(sv));
-	unsigned long long h0 = atomic_load(&ctl->head[0].v), t0 = atomic_load(&ctl->tail[0].v);
-	unsigned long long h1 = atomic_load(&ctl->head[1].v), t1 = atomic_load(&ctl->tail[1].v);
-	unsigned cpid = atomic_load(&ctl->side[0].pid), spid = atomic_load(&ctl->side[1].pid);
-	unsigned long long ring = ctl->hdr.ring_size;
-	if (json)
-		printf("{\"client\":\"%s\",\"server\":\"%s\",\"client_pid\":%u,\"server_pid\":%u,"
-		       "\"bytes_c2s\":%llu,\"bytes_s2c\":%llu,\"ring_size\":%llu,"
-		       "\"fill_c2s\":%llu,\"fill_s2c\":%llu}\n",
-		       cl, sv, cpid, spid, h0, h1, ring, h0 - t0, h1 - t1);
-	else
-		printf("%-24s %-24s %7u %7u %14llu %14llu %9llu %9llu/%llu\n", cl, sv, cpid, spid,
-		       h0, h1, h0 - t0, h1 - t1, ring);
+	memcpy(comm, p->comm, 16);
+	comm[16] = '\0';
+	for (char *c = comm; *c; c++)
+		if (*c < ' ' || *c == '"' || *c == '\\')
+			*c = '?';
+	unsigned long long stayed = 0;
+	for (int i = 0; i < ARENA_WHY; i++)
+		stayed += p->why[i];
+	if (o->json) {
+		printf("{\"process\":%d,\"comm\":\"%s\",\"seen\":%llu,\"moved\":%llu,\"stayed\":{",
+		       p->pid, comm, (unsigned long long)p->seen, (unsigned long long)p->moved);
+		for (int i = 0; i < ARENA_WHY; i++)
+			printf("%s\"%s\":%llu", i ? "," : "", why_names[i],
+			       (unsigned long long)p->why[i]);
+		printf("}}\n");
+		return;
+	}
+	printf("%7d %-16s %8llu %8llu %8llu ", p->pid, comm, (unsigned long long)p->seen,
+	       (unsigned long long)p->moved, stayed);
+	int any = 0;
+	for (int i = 0; i < ARENA_WHY; i++)
+		if (p->why[i])
+			printf("%s%s %llu", any++ ? ", " : "", why_names[i],
+			       (unsigned long long)p->why[i]);
+	printf("\n");
 }
 
-static void scan_fd(const char *pid, const char *fd, int json)
+static void show_slot(const struct arena_slot_view *v, const struct opts *o)
 {
-	char path[300], link[64];
+	char l[64], r[64], pids[64] = "";
+	const char *st = v->state < 5 ? state_names[v->state] : "?";
+	int k = 0;
+
+	fmt_addr(v->local, l, sizeof(l));
+	fmt_addr(v->peer, r, sizeof(r));
+	for (int i = 0; i < 4; i++)
+		if (v->holders[i] > 0 && (size_t)k < sizeof(pids) - 12)
+			k += snprintf(pids + k, sizeof(pids) - (size_t)k, "%s%d", k ? "," : "",
+				      v->holders[i]);
+	if (o->json) {
+		printf("{\"pids\":[%s],\"local\":\"%s\",\"peer\":\"%s\",\"state\":\"%s\","
+		       "\"bytes_in\":%llu,\"bytes_out\":%llu,\"calls\":%llu,\"why\":\"%s\"}\n",
+		       pids, l, r, st, (unsigned long long)v->bytes_in,
+		       (unsigned long long)v->bytes_out, (unsigned long long)v->calls,
+		       v->why >= 1 && v->why <= ARENA_WHY ? why_names[v->why - 1] : "");
+		return;
+	}
+	printf("%-12s %-24s %-24s %-8s %14llu %14llu\n", pids, l, r, st,
+	       (unsigned long long)v->bytes_in, (unsigned long long)v->bytes_out);
+}
+
+/* One arena, read whole and checked.  Connections on TCP are shown only
+ * with --all; moved ones always. */
+static void show_arena(int fd, const struct opts *o, int slots_pass)
+{
+	struct arena_hdr h;
+
+	if (pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h) || h.magic != ARENA_MAGIC ||
+	    h.version != ARENA_VERSION || h.nslots != ARENA_SLOTS ||
+	    h.slot_size != ARENA_SLOT_SIZE || h.nprocs != ARENA_PROCS ||
+	    h.slots_off != ARENA_SLOTS_OFF)
+		return;
+	if (!slots_pass) {
+		for (int i = 0; i < ARENA_PROCS; i++)
+			if (h.procs[i].pid > 0 && kill(h.procs[i].pid, 0) == 0)
+				show_proc(&h.procs[i], o);
+		return;
+	}
+	size_t len = (size_t)ARENA_SLOTS * ARENA_SLOT_SIZE;
+	uint8_t *buf = malloc(len);
+	if (!buf || pread(fd, buf, len, ARENA_SLOTS_OFF) != (ssize_t)len) {
+		free(buf);
+		return;
+	}
+	for (int i = 0; i < ARENA_SLOTS; i++) {
+		struct arena_slot_view v;
+		memcpy(&v, buf + (size_t)i * ARENA_SLOT_SIZE, sizeof(v));
+		if (v.state == 0 || v.state > 4 || (v.state != 3 && !o->all))
+			continue;
+		show_slot(&v, o);
+	}
+	free(buf);
+}
+
+static void scan_fd(const char *pid, const char *fd, const struct opts *o, int pass)
+{
+	char path[600], link[64];
 	struct stat st;
 
 	snprintf(path, sizeof(path), "/proc/%s/fd/%s", pid, fd);
 	ssize_t n = readlink(path, link, sizeof(link) - 1);
-	if (n != (ssize_t)strlen(MEMFD_LINK) || memcmp(link, MEMFD_LINK, (size_t)n))
+	if (n != (ssize_t)strlen(ARENA_LINK) || memcmp(link, ARENA_LINK, (size_t)n))
 		return;
 	int m = open(path, O_RDONLY | O_CLOEXEC);
 	if (m < 0)
 		return;
-	if (fstat(m, &st) == 0 && st.st_size >= (off_t)SHUNT_CTL_SIZE && !seen_before(&st)) {
-		void *p = mmap(NULL, SHUNT_CTL_SIZE, PROT_READ, MAP_SHARED, m, 0);
-		if (p != MAP_FAILED) {
-			const struct shunt_ctl *ctl = p;
-			if (ctl->hdr.magic == SHUNT_SEG_MAGIC)
-				show(ctl, json);
-			munmap(p, SHUNT_CTL_SIZE);
-		}
-	}
+	if (fstat(m, &st) == 0 && st.st_size == (off_t)ARENA_SIZE && !seen_before(&st))
+		show_arena(m, o, pass);
 	close(m);
 }
 
-static void scan_pid(const char *pid, int json)
+static void scan(const struct opts *o, int pass)
 {
-	char path[300];
+	DIR *d = opendir("/proc");
 
-	snprintf(path, sizeof(path), "/proc/%s/fd", pid);
-	DIR *d = opendir(path);
+	nseen = 0;
 	if (!d)
 		return;
-	for (struct dirent *e; (e = readdir(d));)
-		if (e->d_name[0] != '.')
-			scan_fd(pid, e->d_name, json);
+	for (struct dirent *e; (e = readdir(d));) {
+		if (e->d_name[0] < '1' || e->d_name[0] > '9')
+			continue;
+		char path[300];
+		snprintf(path, sizeof(path), "/proc/%s/fd", e->d_name);
+		DIR *f = opendir(path);
+		if (!f)
+			continue;
+		for (struct dirent *x; (x = readdir(f));)
+			if (x->d_name[0] != '.')
+				scan_fd(e->d_name, x->d_name, o, pass);
+		closedir(f);
+	}
 	closedir(d);
+}
+
+static void once(const struct opts *o)
+{
+	if (!o->json)
+		printf("%7s %-16s %8s %8s %8s %s\n", "PID", "PROGRAM", "SEEN", "MOVED", "ON TCP",
+		       "WHY ON TCP");
+	scan(o, 0);
+	if (!o->json)
+		printf("\n%-12s %-24s %-24s %-8s %14s %14s\n", "PIDS", "LOCAL", "PEER", "STATE",
+		       "BYTES IN", "BYTES OUT");
+	scan(o, 1);
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "Usage: shunt stat [--json] [--all] [--watch]\n\n"
+		   "What the library does on this host, among the processes this user may\n"
+		   "see.  Per process: the TCP connections it tracked, how many moved to\n"
+		   "shared memory, and why the others stayed on TCP (short: closed before\n"
+		   "they carried enough; nopeer: the other end does not run shunt; policy:\n"
+		   "a bypass rule; shared: another process holds the socket; stdio: used\n"
+		   "through stdio; options: flags only TCP carries; refused: another user or\n"
+		   "namespace; error).  Then the connections in shared memory (--all: also\n"
+		   "those on TCP), with their processes and bytes each way.\n"
+		   "  --json   one JSON object per process and per connection, one per line\n"
+		   "  --watch  refresh every second, like top (Ctrl-C to stop)\n");
 }
 
 int stat_main(int argc, char **argv)
 {
-	int json = 0;
+	struct opts o = { 0 };
 
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--json")) {
-			json = 1;
+			o.json = 1;
+		} else if (!strcmp(argv[i], "--all")) {
+			o.all = 1;
+		} else if (!strcmp(argv[i], "--watch")) {
+			o.watch = 1;
 		} else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-			printf("Usage: shunt stat [--json]\n\n"
-			       "List the live accelerated TCP connections on this host that\n"
-			       "this user may see: both endpoints, pids, bytes each way and ring\n"
-			       "fill.  --json prints one JSON object per connection and line.\n");
+			usage(stdout);
 			return 0;
 		} else {
 			fprintf(stderr, "shunt stat: unknown option '%s'\n", argv[i]);
+			usage(stderr);
 			return 2;
 		}
 	}
-	DIR *d = opendir("/proc");
-	if (!d) {
-		perror("shunt stat: /proc");
-		return 1;
+	if (!o.watch) {
+		once(&o);
+		return 0;
 	}
-	if (!json)
-		printf("%-24s %-24s %7s %7s %14s %14s %9s %9s\n", "CLIENT", "SERVER", "C-PID",
-		       "S-PID", "BYTES C->S", "BYTES S->C", "FILL C->S", "FILL S->C/RING");
-	for (struct dirent *e; (e = readdir(d));)
-		if (e->d_name[0] >= '1' && e->d_name[0] <= '9')
-			scan_pid(e->d_name, json);
-	closedir(d);
-	return 0;
+	int tty = isatty(STDOUT_FILENO);
+	for (;;) {
+		if (tty)
+			printf("\033[H\033[2J");
+		time_t now = time(NULL);
+		printf("shunt stat, %s", ctime(&now));
+		once(&o);
+		fflush(stdout);
+		sleep(1);
+	}
 }

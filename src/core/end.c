@@ -80,6 +80,15 @@ static int64_t gone_rx(struct shunt_end *e, uint64_t want)
 	return -ECONNRESET;
 }
 
+/* The peer will send no more (TCP: its FIN is in), though data may wait. */
+static int peer_done(struct shunt_end *e)
+{
+	uint32_t st = atomic_load_explicit(&e->peer->state, memory_order_relaxed);
+
+	return (st & (SHUNT_ST_SHUT_WR | SHUNT_ST_CLOSED)) ||
+	       atomic_load_explicit(&e->peer_gone, memory_order_relaxed);
+}
+
 /* --- Readiness --------------------------------------------------------
  * Each returns > 0 (bytes ready or free), 0 (end of stream, rx only),
  * -EAGAIN (would wait) or the error the caller must return.  `want` is how
@@ -145,10 +154,11 @@ struct want {
 static int ready(void *arg)
 {
 	struct want *w = arg;
-	int64_t n = w->bits == SHUNT_WAIT_READ ? rx_ready(w->e, w->need)
-					       : tx_ready(w->e, w->need, w->need);
 
-	return n != -EAGAIN;
+	if (w->bits == SHUNT_WAIT_WRITE)
+		return tx_ready(w->e, w->need, w->need) != -EAGAIN;
+	int64_t n = rx_ready(w->e, w->need);
+	return n != -EAGAIN && (n <= 0 || (uint64_t)n >= w->need || peer_done(w->e));
 }
 
 /* A call that must not wait is about to return -EAGAIN, and its caller
@@ -317,18 +327,25 @@ static void rx_consume(struct shunt_end *e, struct shunt_bell *b, uint64_t n)
 	settle(e, b, SHUNT_WAIT_READ);
 }
 
-/* Wait for at least one byte; > 0 available, 0 end of stream, < 0 error. */
-static int64_t rx_wait(struct shunt_end *e, struct shunt_bell *b, uint64_t want,
-		       int64_t deadline)
+/* Wait for at least `need` bytes (fewer at the end of the stream);
+ * > 0 available, 0 end of stream, < 0 error. */
+static int64_t rx_wait_min(struct shunt_end *e, struct shunt_bell *b, uint64_t want,
+			   uint64_t need, int64_t deadline)
 {
 	for (;;) {
 		int64_t n = rx_ready(e, want);
-		if (n != -EAGAIN)
+		if (n != -EAGAIN && (n <= 0 || (uint64_t)n >= need || peer_done(e)))
 			return n;
-		int rc = end_wait(e, b, SHUNT_WAIT_READ, 1, deadline);
+		int rc = end_wait(e, b, SHUNT_WAIT_READ, need, deadline);
 		if (rc < 0)
-			return rc;
+			return n > 0 ? n : rc;
 	}
+}
+
+static int64_t rx_wait(struct shunt_end *e, struct shunt_bell *b, uint64_t want,
+		       int64_t deadline)
+{
+	return rx_wait_min(e, b, want, 1, deadline);
 }
 
 /* Take what is there, piece by piece, into buf (or nowhere: discard). */
@@ -368,6 +385,17 @@ ssize_t shunt_end_peek(struct shunt_end *e, struct shunt_bell *b, const void **b
 		       int64_t deadline)
 {
 	int64_t n = rx_wait(e, b, e->rx.cap, deadline); /* "all of it": read the head again */
+
+	e->zc_peeked = n > 0 ? (uint64_t)n : 0;
+	if (n > 0)
+		*buf = shunt_ring_rptr(&e->rx);
+	return n;
+}
+
+ssize_t shunt_end_peek_min(struct shunt_end *e, struct shunt_bell *b, const void **buf,
+			   size_t min, int64_t deadline)
+{
+	int64_t n = rx_wait_min(e, b, e->rx.cap, min ? min : 1, deadline);
 
 	e->zc_peeked = n > 0 ? (uint64_t)n : 0;
 	if (n > 0)
@@ -450,15 +478,6 @@ void shunt_end_init(struct shunt_end *e, const struct shunt_seg *seg, int side,
 }
 
 /* --- Readiness for poll and epoll -------------------------------------- */
-
-/* The peer will send no more (TCP: its FIN is in), though data may wait. */
-static int peer_done(struct shunt_end *e)
-{
-	uint32_t st = atomic_load_explicit(&e->peer->state, memory_order_relaxed);
-
-	return (st & (SHUNT_ST_SHUT_WR | SHUNT_ST_CLOSED)) ||
-	       atomic_load_explicit(&e->peer_gone, memory_order_relaxed);
-}
 
 static int poll_rx(struct shunt_end *e)
 {

@@ -66,6 +66,9 @@ ssize_t shunt_end_reserve(struct shunt_end *e, struct shunt_bell *b, void **buf,
 int shunt_end_commit(struct shunt_end *e, struct shunt_bell *b, size_t len);
 ssize_t shunt_end_peek(struct shunt_end *e, struct shunt_bell *b, const void **buf,
 		       int64_t deadline);
+/* As peek, but waits until at least min bytes wait (or the end comes). */
+ssize_t shunt_end_peek_min(struct shunt_end *e, struct shunt_bell *b, const void **buf,
+			   size_t min, int64_t deadline);
 int shunt_end_release(struct shunt_end *e, struct shunt_bell *b, size_t len);
 /* Bytes waiting to be read (FIONREAD), or a negative errno. */
 ssize_t shunt_end_readable(struct shunt_end *e);

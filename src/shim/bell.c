@@ -96,6 +96,10 @@ static int take(struct tslot *s, int fd, int flags)
 		return -ECONNRESET;
 	if (n == -EAGAIN || n == -EINTR)
 		return (int)n;
+	/* Reading the reset cleared it from the socket: keep it for the
+	 * program's next send (io.c), which TCP would fail with it. */
+	if (n == -ECONNRESET)
+		atomic_store(&s->kreset, 1);
 	return -ECONNRESET;
 }
 

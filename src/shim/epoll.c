@@ -260,7 +260,7 @@ static void entry_set(struct ep_entry *e, const struct epoll_event *ev)
 static struct epoll_event ours(const struct ep_entry *e)
 {
 	return (struct epoll_event){
-		.events = EPOLLIN | EPOLLRDHUP | EPOLLOUT | EPOLLET, .data.u64 = e->tag
+		.events = EPOLLIN | EPOLLRDHUP | EPOLLOUT | EPOLLPRI | EPOLLET, .data.u64 = e->tag
 	};
 }
 
@@ -368,6 +368,7 @@ void shim_epoll_moved(struct tsock *t)
 static uint32_t epoll_to_poll(uint32_t ev)
 {
 	return (ev & EPOLLIN ? POLLIN : 0) | (ev & EPOLLOUT ? POLLOUT : 0) |
+	       (ev & EPOLLPRI ? POLLPRI : 0) |
 	       (ev & EPOLLRDHUP ? POLLRDHUP : 0) | (ev & EPOLLHUP ? POLLHUP : 0) |
 	       (ev & EPOLLERR ? POLLERR : 0);
 }
@@ -375,6 +376,7 @@ static uint32_t epoll_to_poll(uint32_t ev)
 static uint32_t poll_to_epoll(int ev)
 {
 	return (ev & POLLIN ? EPOLLIN : 0) | (ev & POLLOUT ? EPOLLOUT : 0) |
+	       (ev & POLLPRI ? EPOLLPRI : 0) |
 	       (ev & POLLRDHUP ? EPOLLRDHUP : 0) | (ev & POLLHUP ? EPOLLHUP : 0) |
 	       (ev & POLLERR ? EPOLLERR : 0);
 }

@@ -161,7 +161,9 @@ static ssize_t ring_recv(struct tsock *t, int fd, void *buf, size_t len, int fla
 	shim_lock(&S(t)->rx_mu);
 	if (flags & MSG_PEEK || len == 0) {
 		const void *p;
-		n = shunt_end_peek(e, &b, &p, dl);
+		n = (flags & MSG_WAITALL) && len > 1
+			    ? shunt_end_peek_min(e, &b, &p, SHUNT_MIN(len, e->seg.cap), dl)
+			    : shunt_end_peek(e, &b, &p, dl);
 		if (n > 0) {
 			n = (ssize_t)SHUNT_MIN((size_t)n, len);
 			if (n && !(flags & MSG_TRUNC))
@@ -295,6 +297,39 @@ static ssize_t broken_pipe(int flags)
 	return shim_err(-EPIPE);
 }
 
+/* The peer closed: the kernel's socket answers, but for a reset one of
+ * our doorbell reads took (bell.c), which this first send reports. */
+static ssize_t after_close(struct tsock *t, int fd, const void *buf, size_t len, int flags)
+{
+	if (atomic_exchange(&S(t)->kreset, 0))
+		return shim_err(-ECONNRESET);
+	return REAL(sendto)(fd, buf, len, flags & ~MSG_ZEROCOPY, NULL, 0);
+}
+
+/* A send the program asked to be zero-copy is copied into the ring; its
+ * completion, which the program waits for on the error queue, comes from
+ * one doorbell byte sent zero-copy down the stream (the kernel counts the
+ * notifications per call). */
+static void zerocopy_done(struct tsock *t, int fd)
+{
+	sys_send(fd, &S(t)->bell, 1, MSG_ZEROCOPY | MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+/* Urgent data stays TCP's: the bytes before the last go by the ring, the
+ * last one as the kernel's urgent byte, which the peer reads with MSG_OOB
+ * (and which its reads of the stream skip, so no doorbell check sees it). */
+static ssize_t ring_send(struct tsock *t, int fd, const void *buf, size_t len, int flags);
+
+static ssize_t urgent(struct tsock *t, int fd, const void *buf, size_t len, int flags)
+{
+	ssize_t n = len > 1 ? ring_send(t, fd, buf, len - 1, flags & ~MSG_OOB) : 0;
+
+	if (n < 0 || (size_t)n < len - 1)
+		return n;
+	ssize_t k = REAL(sendto)(fd, (const char *)buf + len - 1, 1, flags, NULL, 0);
+	return k < 0 ? (n ? n : k) : n + k;
+}
+
 static ssize_t ring_send(struct tsock *t, int fd, const void *buf, size_t len, int flags)
 {
 	struct shunt_bell b = shim_bell(t, fd);
@@ -302,24 +337,27 @@ static ssize_t ring_send(struct tsock *t, int fd, const void *buf, size_t len, i
 	if (shunt_end_state(END(t)) & SHUNT_ST_SHUT_WR)
 		return broken_pipe(flags);
 	if (peer_closed(t))
-		return REAL(sendto)(fd, buf, len, flags, NULL, 0);
+		return after_close(t, fd, buf, len, flags);
 	shim_lock(&S(t)->tx_mu);
 	ssize_t n = shunt_end_send(END(t), &b, buf, len, deadline_of(t, flags, 1));
 	shim_unlock(&S(t)->tx_mu);
 	touched(t);
 	if (n == -EPIPE || n == -ECONNRESET)
-		return REAL(sendto)(fd, buf, len, flags, NULL, 0);
+		return after_close(t, fd, buf, len, flags);
+	if (n > 0 && (flags & MSG_ZEROCOPY))
+		zerocopy_done(t, fd);
 	return shim_err(n == -EPROTO ? -ECONNRESET : n);
 }
 
 ssize_t shim_send(struct tsock *t, int fd, const void *buf, size_t len, int flags)
 {
-	if (flags & MSG_OOB) /* urgent data is TCP's alone */
+	if (flags & MSG_OOB) /* urgent data is TCP's: such a stream stays there */
 		atomic_fetch_or(&S(t)->flags, TF_OPTS);
-	if (!moved(t) || (flags & MSG_OOB))
+	if (!moved(t))
 		return plain_send(t, fd, buf, len, flags);
 	if (!on_tcp(t, fd))
-		return ring_send(t, fd, buf, len, flags);
+		return flags & MSG_OOB ? urgent(t, fd, buf, len, flags)
+				       : ring_send(t, fd, buf, len, flags);
 	ssize_t n = REAL(sendto)(fd, buf, len, flags, NULL, 0);
 	tcp_leave(S(t));
 	return n;
@@ -551,7 +589,7 @@ void shim_sockopt(struct tsock *t, int fd, int level, int opt, const void *val,
 			atomic_fetch_or(&s->flags, TF_LINGER0);
 		else
 			atomic_fetch_and(&s->flags, ~TF_LINGER0);
-	} else if ((level == SOL_SOCKET && (opt == SO_OOBINLINE || opt == SO_ZEROCOPY ||
+	} else if ((level == SOL_SOCKET && (opt == SO_OOBINLINE ||
 					    opt == SO_ATTACH_FILTER || opt == SO_ATTACH_BPF ||
 					    opt == SO_RCVLOWAT)) ||
 		   (level == IPPROTO_TCP && (opt == 31 /* TCP_ULP */ || opt == 36 /* TCP_INQ */ ||
@@ -593,6 +631,13 @@ int shim_readiness(struct tsock *t, int fd, int events, int arm, int kern)
 		shunt_end_peer_gone(END(t));
 	if (ring)
 		ev = shunt_end_poll(END(t), &b, ring, arm);
+	/* Whatever the ring does, the socket's own error queue (zero-copy
+	 * completions) and urgent byte are the kernel's to report. */
+	if ((events & POLLPRI) || !on_kernel) {
+		if (kern < 0)
+			kern = kernel_revents(fd, POLLPRI);
+		ev |= kern & (POLLERR | (events & POLLPRI));
+	}
 	if (on_kernel && kern > 0)
 		ev |= kern & (on_kernel | POLLERR | POLLHUP);
 	return ev;

@@ -19,7 +19,7 @@
 static int to_poll(int events)
 {
 	return (events & POLLRDNORM ? POLLIN : 0) | (events & POLLWRNORM ? POLLOUT : 0) |
-	       (events & (POLLIN | POLLOUT | POLLRDHUP));
+	       (events & (POLLIN | POLLOUT | POLLRDHUP | POLLPRI));
 }
 
 /* Readiness in the program's terms (RDNORM and WRNORM too). */
@@ -95,7 +95,7 @@ static void kernel_set(struct pset *p)
 		p->k[i] = p->fds[i];
 		if (p->t[i])
 			p->k[i].events = (short)(POLLIN | POLLRDHUP |
-						 (to_poll(p->fds[i].events) & POLLOUT));
+						 (to_poll(p->fds[i].events) & (POLLOUT | POLLPRI)));
 		p->k[i].revents = 0;
 	}
 }

@@ -178,6 +178,8 @@ struct tslot {
 	_Atomic uint32_t inflight; /* our sends inside the kernel (TCP phase) */
 	_Atomic uint32_t switching; /* a thread is switching our sends to the ring */
 	_Atomic uint32_t reset_told; /* ECONNRESET was returned: now end of stream */
+	_Atomic uint32_t kreset;   /* a doorbell read took the kernel's ECONNRESET,
+	                            * which the next send must still report */
 	_Atomic int64_t rcvtimeo_ns, sndtimeo_ns; /* SO_RCVTIMEO, SO_SNDTIMEO; 0 none */
 	_Atomic int32_t foreign_pid; /* TF_FOREIGN: who sent it to us (-1 unknown) */
 	uint8_t bell;              /* the doorbell byte on the TCP stream */
