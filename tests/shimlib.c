@@ -276,6 +276,14 @@ void ts_expect_eof(int fd, int ms)
 			      r, (int)(r < 40 ? r : 40), b);
 }
 
+int ts_local_port(int fd)
+{
+	struct sockaddr_in a;
+	socklen_t len = sizeof(a);
+
+	return getsockname(fd, (struct sockaddr *)&a, &len) == 0 ? ntohs(a.sin_port) : -1;
+}
+
 void ts_echo_check(int fd, uint64_t seed, uint64_t n, int ms)
 {
 	unsigned char *wb = malloc(SCHUNK), *rb = malloc(SCHUNK);
@@ -307,8 +315,8 @@ void ts_echo_check(int fd, uint64_t seed, uint64_t n, int ms)
 		if (re & (POLLIN | POLLHUP | POLLERR)) {
 			ssize_t r = nb_read(fd, rb, SCHUNK);
 			if (r < 0 && errno != EAGAIN && errno != EINTR)
-				TEST_FAIL_MSG("echo: recv: %s after %ju bytes", test_errname(errno),
-					      (uintmax_t)got);
+				TEST_FAIL_MSG("echo: recv: %s after %ju bytes (local port %d)",
+					      test_errname(errno), (uintmax_t)got, ts_local_port(fd));
 			if (r == 0) {
 				ASSERT_MSG(got == n, "echo: end of stream after %ju of %ju bytes",
 					   (uintmax_t)got, (uintmax_t)n);

@@ -122,6 +122,8 @@ void ts_recv_stream(int fd, uint64_t seed, uint64_t off, uint64_t n, int ms);
 void ts_expect_eof(int fd, int ms);
 /* Send n bytes of stream seed and receive their echo at once, then
  * shutdown(SHUT_WR) and expect end of stream: for an echoing peer. */
+/* The local port of a TCP socket (for messages). */
+int ts_local_port(int fd);
 void ts_echo_check(int fd, uint64_t seed, uint64_t n, int ms);
 /* poll() one fd; returns revents (0 on timeout). */
 short ts_wait_fd(int fd, short events, int ms);

@@ -112,10 +112,12 @@ static void show_slot(const struct arena_slot_view *v, const struct opts *o)
 				      v->holders[i]);
 	if (o->json) {
 		printf("{\"pids\":[%s],\"local\":\"%s\",\"peer\":\"%s\",\"state\":\"%s\","
-		       "\"bytes_in\":%llu,\"bytes_out\":%llu,\"calls\":%llu,\"why\":\"%s\"}\n",
+		       "\"bytes_in\":%llu,\"bytes_out\":%llu,\"calls\":%llu,\"why\":\"%s\","
+		       "\"phase\":%u,\"flags\":%u}\n",
 		       pids, l, r, st, (unsigned long long)v->bytes_in,
 		       (unsigned long long)v->bytes_out, (unsigned long long)v->calls,
-		       v->why >= 1 && v->why <= ARENA_WHY ? why_names[v->why - 1] : "");
+		       v->why >= 1 && v->why <= ARENA_WHY ? why_names[v->why - 1] : "",
+		       v->phase, v->flags);
 		return;
 	}
 	printf("%-12s %-24s %-24s %-8s %14llu %14llu\n", pids, l, r, st,

@@ -10,8 +10,13 @@
 /* Marks the definitions of public functions; everything else is hidden. */
 #define SHUNT_EXPORT __attribute__((visibility("default")))
 
-#define SHUNT_MIN(a, b) ((a) < (b) ? (a) : (b))
-#define SHUNT_MAX(a, b) ((a) > (b) ? (a) : (b))
+/* Each argument evaluated once (a call in one must not run twice); the
+ * counter keeps the names of nested uses apart. */
+#define SHUNT_PICK_(a, b, op, n) __extension__({ __typeof__(a) pick_a##n = (a); \
+		__typeof__(b) pick_b##n = (b); pick_a##n op pick_b##n ? pick_a##n : pick_b##n; })
+#define SHUNT_PICK(a, b, op, n) SHUNT_PICK_(a, b, op, n)
+#define SHUNT_MIN(a, b) SHUNT_PICK(a, b, <, __COUNTER__)
+#define SHUNT_MAX(a, b) SHUNT_PICK(a, b, >, __COUNTER__)
 #define SHUNT_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 /* --- Logging (log.c) ------------------------------------------------------

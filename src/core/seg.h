@@ -70,6 +70,8 @@ struct shunt_index {
 #define SHUNT_SW_BACK 0x2u /* sends went back to TCP: ring data ends at
                             * back_head, TCP data resumes at back_tcp */
 #define SHUNT_SW_ASK  0x4u /* asks the peer to go back to TCP too */
+#define SHUNT_SW_TCP  0x8u /* its sends stay on TCP for good (it shut the
+                            * stream down first): the peer keeps its on TCP too */
 struct shunt_switch {
 	_Alignas(SHUNT_LINE) _Atomic uint32_t flags;
 	uint32_t pad;

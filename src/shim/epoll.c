@@ -1,29 +1,42 @@
 /*
- * epoll.c - epoll sets holding moved sockets.
+ * epoll.c - epoll sets holding tracked sockets.
  *
- * The program's socket stays in its epoll set, registered by the program
- * as it likes while the connection is on TCP.  When it moves, its
- * registration becomes ours: edge-triggered on input (each doorbell that
- * arrives wakes the set once), under a tag in place of the program's data.
- * A wait then reads each such socket's readiness from its rings and
- * reports it with the program's events and data.  Registrations of sockets
- * that did not move stay the program's own and untouched.
+ * Every registration of a tracked socket in an epoll set carries a tag of
+ * ours in place of the program's data, from the first epoll_ctl on: each
+ * event the kernel returns for it comes back to us, and is given the
+ * program's data before the program sees it.  While the connection is on
+ * TCP its registration keeps the program's events, and the kernel's answer
+ * is the answer (we only note that an EPOLLONESHOT fired).  When it moves,
+ * the registration is modified in place to ours: edge-triggered on input
+ * (each doorbell that arrives wakes the set once), and a wait reads the
+ * socket's readiness from its rings.  An epoll set of ours that the
+ * program puts in another set, or waits on with poll(), is looked into
+ * the same way, so that a stale doorbell never makes it look ready.
  *
  * The rules (issue "Invisible to the program"):
  *   - the program never receives an event it did not register: every
  *     event the kernel returns is checked for our tag, in every wait,
- *     including a wait that began before the socket moved;
- *   - a wait already asleep in the kernel when a socket moves still wakes
- *     on its doorbell, since the registration is modified in place;
+ *     including one that began before the socket moved;
+ *   - a wait asleep in the kernel when a socket moves still wakes on its
+ *     doorbell: the registration is modified in place;
  *   - no lock of ours is held across a call that could enter the library;
  *     entries hold references, so a socket closed meanwhile is not freed
- *     under a scan.
+ *     under a scan, and a set is freed only once no wait uses it.
+ *
+ * A wait asleep in the kernel cannot see a moved socket become ready
+ * through the program's own doing (an EPOLL_CTL_MOD that re-arms a socket
+ * whose data waits in its ring, a read in another thread that took the
+ * doorbell): the kernel sees no new byte.  So a set with moved sockets
+ * holds an eventfd of ours as well, which such a change kicks when a wait
+ * is in progress: the wait wakes and looks at the rings again.
  *
  * A tag is a random 32-bit secret (top bit set: no user-space pointer
  * looks like it) above a 12-bit generation and a 20-bit entry number,
- * checked against the entry it names.
+ * checked against the entry it names, in the set the event came from.
  */
+#include <fcntl.h>
 #include <stdlib.h>
+#include <sys/eventfd.h>
 #include <string.h>
 #include <sys/random.h>
 
@@ -34,18 +47,24 @@
 #include "sys.h"
 
 #define MAX_ENTRIES (1u << 20)
+#define STASH 64
 
 struct shim_ep;
 
+enum { E_SOCK = 1, E_SET, E_KICK };
+
 struct ep_entry {
-	struct shim_ep *ep;
-	int fd;
-	struct tsock *t;          /* a reference */
+	struct shim_ep *ep;       /* the set it is in */
+	int kind;                 /* E_SOCK: a tracked socket; E_SET: a set of ours */
+	int fd;                   /* the number it was added under */
+	int sysfd;                /* for our calls on it: fd, or our dup once fd closed */
+	struct tsock *t;          /* E_SOCK: a reference */
+	struct shim_ep *inner;    /* E_SET: a reference */
 	uint32_t events;          /* as the program asked, EPOLLET etc. included */
 	epoll_data_t data;        /* the program's */
-	uint64_t tag;             /* its tag, for when the registration is ours */
-	int ours;                 /* the kernel holds our tag, not the program's data */
+	uint64_t tag;
 	uint32_t id;
+	int ours;                 /* the socket moved: the registration is ours */
 	int fired;                /* EPOLLONESHOT: reported, off until MOD */
 	int hot;                  /* level-triggered and ready: look again */
 	uint32_t seen;            /* the socket's io_gen when last looked at */
@@ -59,16 +78,20 @@ struct shim_ep {
 	pthread_mutex_t mu;
 	int n, cap;
 	struct ep_entry **e;
-	int ntagged;
+	int nours;                /* entries whose socket moved */
+	struct ep_entry *kick;    /* our eventfd in the set, once it has moved ones */
+	_Atomic int waiting;      /* waits inside the kernel now */
 	uint64_t rounds;
-	_Atomic int refs;         /* the list's, and each wait's in progress */
+	_Atomic int refs;         /* the list's, and each user's in progress */
+	struct epoll_event stash[STASH]; /* taken from the kernel, not yet given */
+	struct ep_entry *stash_e[STASH]; /* whose (NULL: not ours) */
+	int nstash;
 	struct shim_ep *next;
 };
 
 static pthread_mutex_t eps_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct shim_ep *eps;
-static _Atomic int n_eps;       /* fast path: no set of ours at all */
-static _Atomic int n_tagged;    /* ... none with a moved socket */
+static _Atomic int n_eps; /* fast path: no set of ours at all */
 static uint32_t secret;
 
 /* --- Entries by number ------------------------------------------------------ */
@@ -76,7 +99,7 @@ static uint32_t secret;
 static pthread_mutex_t ids_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct ep_entry **ids;
 static uint16_t *id_gen;
-static uint32_t n_ids, id_hint;
+static uint32_t id_hint;
 
 static int id_alloc(struct ep_entry *e)
 {
@@ -88,6 +111,7 @@ static int id_alloc(struct ep_entry *e)
 			free(ids);
 			free(id_gen);
 			ids = NULL;
+			id_gen = NULL;
 			pthread_mutex_unlock(&ids_mu);
 			return -ENOMEM;
 		}
@@ -101,7 +125,6 @@ static int id_alloc(struct ep_entry *e)
 		e->id = i;
 		e->tag = (uint64_t)secret << 32 | (uint64_t)id_gen[i] << 20 | i;
 		id_hint = i + 1;
-		n_ids++;
 		pthread_mutex_unlock(&ids_mu);
 		return 0;
 	}
@@ -112,14 +135,11 @@ static int id_alloc(struct ep_entry *e)
 static void id_free(struct ep_entry *e)
 {
 	pthread_mutex_lock(&ids_mu);
-	if (ids && ids[e->id] == e) {
+	if (ids && ids[e->id] == e)
 		ids[e->id] = NULL;
-		n_ids--;
-	}
 	pthread_mutex_unlock(&ids_mu);
 }
 
-/* The entry a kernel event's data names, if it is one of our tags. */
 static int is_tag(uint64_t data)
 {
 	return secret && (uint32_t)(data >> 32) == secret;
@@ -131,10 +151,9 @@ static struct ep_entry *tagged(struct shim_ep *ep, uint64_t data)
 {
 	if (!is_tag(data) || !ids)
 		return NULL;
-	uint32_t i = (uint32_t)data & (MAX_ENTRIES - 1);
 	pthread_mutex_lock(&ids_mu);
-	struct ep_entry *e = ids[i];
-	if (e && (e->tag != data || !e->ours || e->ep != ep))
+	struct ep_entry *e = ids[(uint32_t)data & (MAX_ENTRIES - 1)];
+	if (e && (e->tag != data || e->ep != ep))
 		e = NULL;
 	pthread_mutex_unlock(&ids_mu);
 	return e;
@@ -199,10 +218,14 @@ static struct shim_ep *ep_create(int epfd)
 	return ep;
 }
 
-static struct ep_entry *entry_of(struct shim_ep *ep, int fd)
+/* The entry for fd as it names `t` (or `inner`) now.  The kernel keys a
+ * registration by file and number: an old one stays, under the same
+ * number, while a dup keeps its file open. */
+static struct ep_entry *entry_of(struct shim_ep *ep, int fd, struct tsock *t,
+				 struct shim_ep *inner)
 {
 	for (int i = 0; i < ep->n; i++)
-		if (ep->e[i]->fd == fd)
+		if (ep->e[i]->fd == fd && ep->e[i]->t == t && ep->e[i]->inner == inner)
 			return ep->e[i];
 	return NULL;
 }
@@ -215,16 +238,28 @@ static void entry_drop(struct shim_ep *ep, struct ep_entry *e)
 			break;
 		}
 	}
-	if (e->ours) {
-		ep->ntagged--;
-		atomic_fetch_sub(&n_tagged, 1);
+	for (int i = 0; i < ep->nstash;) {
+		if (ep->stash_e[i] != e) {
+			i++;
+			continue;
+		}
+		ep->nstash--;
+		memmove(ep->stash + i, ep->stash + i + 1, (size_t)(ep->nstash - i) * sizeof(ep->stash[0]));
+		memmove(ep->stash_e + i, ep->stash_e + i + 1, (size_t)(ep->nstash - i) * sizeof(e));
 	}
+	if (e->ours)
+		ep->nours--;
 	id_free(e);
+	if (e->sysfd != e->fd || e->kind == E_KICK)
+		sys_close(e->sysfd);
+	if (ep->kick == e)
+		ep->kick = NULL;
 	shim_put(e->t);
+	ep_put(e->inner);
 	free(e);
 }
 
-static struct ep_entry *entry_add(struct shim_ep *ep, int fd, struct tsock *t)
+static struct ep_entry *entry_add(struct shim_ep *ep, int fd)
 {
 	if (ep->n == ep->cap) {
 		int cap = ep->cap ? 2 * ep->cap : 8;
@@ -240,8 +275,7 @@ static struct ep_entry *entry_add(struct shim_ep *ep, int fd, struct tsock *t)
 		return NULL;
 	}
 	e->ep = ep;
-	e->fd = fd;
-	e->t = t;
+	e->fd = e->sysfd = fd;
 	ep->e[ep->n++] = e;
 	return e;
 }
@@ -255,52 +289,94 @@ static void entry_set(struct ep_entry *e, const struct epoll_event *ev)
 	e->progress = ~0ull;
 }
 
-/* Our registration of a moved socket: every doorbell is an edge; its
- * output too while our sends are still on the TCP stream. */
-static struct epoll_event ours(const struct ep_entry *e)
+/* The kernel's registration: the program's events under our tag while
+ * the socket is on TCP; once it moved, every doorbell is an edge (and its
+ * output too, while our sends may still be on the TCP stream). */
+static struct epoll_event kernel_ev(const struct ep_entry *e)
 {
-	return (struct epoll_event){
-		.events = EPOLLIN | EPOLLRDHUP | EPOLLOUT | EPOLLPRI | EPOLLET, .data.u64 = e->tag
-	};
+	uint32_t ev = e->ours ? EPOLLIN | EPOLLRDHUP | EPOLLOUT | EPOLLPRI | EPOLLET : e->events;
+
+	return (struct epoll_event){ .events = ev, .data.u64 = e->tag };
 }
 
-static int make_ours(struct shim_ep *ep, struct ep_entry *e, int op)
+/* The set's eventfd, made with its first moved socket. */
+static void kick_make(struct shim_ep *ep)
 {
-	struct epoll_event ev = ours(e);
-	int rc = sys_epoll_ctl(ep->epfd, op, e->fd, &ev);
+	if (ep->kick)
+		return;
+	int fd = shunt__hide_fd((int)SYS_(SYS_eventfd2, 0, EFD_CLOEXEC | EFD_NONBLOCK, 0, 0, 0, 0));
+	if (fd < 0)
+		return;
+	struct ep_entry *k = entry_add(ep, fd);
+	if (!k) {
+		sys_close(fd);
+		return;
+	}
+	k->kind = E_KICK;
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = k->tag };
+	if (sys_epoll_ctl(ep->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		entry_drop(ep, k);
+		return;
+	}
+	ep->kick = k;
+}
 
-	if (rc < 0 || e->ours)
-		return rc;
+/* A moved entry may be ready with no new byte for the kernel to see. */
+static void kick(struct shim_ep *ep)
+{
+	uint64_t one = 1;
+
+	if (ep->kick && atomic_load(&ep->waiting))
+		sys_write(ep->kick->sysfd, &one, sizeof(one));
+}
+
+static int make_ours(struct shim_ep *ep, struct ep_entry *e)
+{
 	e->ours = 1;
+	struct epoll_event ev = kernel_ev(e);
+	int rc = sys_epoll_ctl(ep->epfd, EPOLL_CTL_MOD, e->fd, &ev);
+	if (rc < 0) {
+		e->ours = 0;
+		return rc;
+	}
 	e->hot = 1;
-	ep->ntagged++;
-	atomic_fetch_add(&n_tagged, 1);
+	ep->nours++;
+	kick_make(ep);
+	kick(ep);
 	return 0;
 }
 
 /* --- epoll_ctl ---------------------------------------------------------------- */
 
 static int ctl_locked(struct shim_ep *ep, int op, int fd, struct tsock *t,
-		      struct epoll_event *ev)
+		      struct shim_ep *inner, struct epoll_event *ev)
 {
-	struct ep_entry *e = entry_of(ep, fd);
+	struct ep_entry *e = entry_of(ep, fd, t, inner);
 
-	if (e && e->t != t) { /* the number names another socket now */
-		entry_drop(ep, e);
-		e = NULL;
-	}
 	if (op == EPOLL_CTL_ADD) {
 		if (e)
 			return -EEXIST;
-		e = entry_add(ep, fd, t);
+		e = entry_add(ep, fd);
 		if (!e)
 			return -ENOMEM;
-		shim_ref(t); /* the entry's reference */
+		e->kind = t ? E_SOCK : E_SET;
+		e->t = t;
+		e->inner = inner;
+		if (t)
+			shim_ref(t);
+		else
+			atomic_fetch_add(&inner->refs, 1);
 		entry_set(e, ev);
-		int rc = shim_moved(t) ? make_ours(ep, e, EPOLL_CTL_ADD)
-				       : sys_epoll_ctl(ep->epfd, EPOLL_CTL_ADD, fd, ev);
-		if (rc < 0)
+		e->ours = t && shim_moved(t);
+		struct epoll_event kev = kernel_ev(e);
+		int rc = sys_epoll_ctl(ep->epfd, EPOLL_CTL_ADD, fd, &kev);
+		if (rc < 0) {
 			entry_drop(ep, e);
+		} else if (e->ours) {
+			ep->nours++;
+			kick_make(ep);
+			kick(ep);
+		}
 		return rc;
 	}
 	if (!e)
@@ -312,13 +388,14 @@ static int ctl_locked(struct shim_ep *ep, int op, int fd, struct tsock *t,
 	}
 	if (op != EPOLL_CTL_MOD)
 		return -EINVAL;
-	if (e->ours) { /* ours: only what we report changes */
-		entry_set(e, ev);
-		return 0;
-	}
-	int rc = sys_epoll_ctl(ep->epfd, EPOLL_CTL_MOD, fd, ev);
-	if (rc == 0)
-		entry_set(e, ev);
+	struct epoll_event old = { .events = e->events, .data = e->data };
+	entry_set(e, ev);
+	struct epoll_event kev = kernel_ev(e);
+	int rc = sys_epoll_ctl(ep->epfd, EPOLL_CTL_MOD, fd, &kev);
+	if (rc < 0)
+		entry_set(e, &old);
+	else if (e->ours)
+		kick(ep);
 	return rc;
 }
 
@@ -326,20 +403,23 @@ int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 {
 	struct tsock *t = shim_get(fd);
 
-	if (!t)
+	struct shim_ep *inner = t ? NULL : ep_find(fd);
+
+	if (!t && !inner)
 		return REAL(epoll_ctl)(epfd, op, fd, ev);
 	int rc = op != EPOLL_CTL_DEL && !ev ? -EFAULT : 0;
 	struct shim_ep *ep = rc ? NULL : ep_find(epfd);
 	if (!rc && !ep && op == EPOLL_CTL_ADD)
 		ep = ep_create(epfd);
-	if (!rc && !ep) /* a set we never saw this fd in: the kernel's answer */
+	if (!rc && !ep) /* not a set we know it in: the kernel's answer */
 		rc = op == EPOLL_CTL_ADD ? -ENOMEM : REAL(epoll_ctl)(epfd, op, fd, ev) < 0 ? -errno : 0;
 	else if (ep) {
 		pthread_mutex_lock(&ep->mu);
-		rc = ctl_locked(ep, op, fd, t, ev);
+		rc = ctl_locked(ep, op, fd, t, inner, ev);
 		pthread_mutex_unlock(&ep->mu);
 	}
 	ep_put(ep);
+	ep_put(inner);
 	shim_put(t);
 	return (int)shim_err(rc);
 }
@@ -355,7 +435,7 @@ void shim_epoll_moved(struct tsock *t)
 		pthread_mutex_lock(&ep->mu);
 		for (int i = 0; i < ep->n; i++) {
 			struct ep_entry *e = ep->e[i];
-			if (e->t == t && !e->ours && make_ours(ep, e, EPOLL_CTL_MOD) < 0)
+			if (e->t == t && !e->ours && make_ours(ep, e) < 0)
 				log_debug("epoll set %d: fd %d could not be taken over", ep->epfd, e->fd);
 		}
 		pthread_mutex_unlock(&ep->mu);
@@ -363,39 +443,36 @@ void shim_epoll_moved(struct tsock *t)
 	pthread_mutex_unlock(&eps_mu);
 }
 
-/* --- Waiting ------------------------------------------------------------------- */
+/* --- Readiness -------------------------------------------------------------------- */
 
 static uint32_t epoll_to_poll(uint32_t ev)
 {
 	return (ev & EPOLLIN ? POLLIN : 0) | (ev & EPOLLOUT ? POLLOUT : 0) |
-	       (ev & EPOLLPRI ? POLLPRI : 0) |
-	       (ev & EPOLLRDHUP ? POLLRDHUP : 0) | (ev & EPOLLHUP ? POLLHUP : 0) |
-	       (ev & EPOLLERR ? POLLERR : 0);
+	       (ev & EPOLLPRI ? POLLPRI : 0) | (ev & EPOLLRDHUP ? POLLRDHUP : 0) |
+	       (ev & EPOLLHUP ? POLLHUP : 0) | (ev & EPOLLERR ? POLLERR : 0);
 }
 
 static uint32_t poll_to_epoll(int ev)
 {
 	return (ev & POLLIN ? EPOLLIN : 0) | (ev & POLLOUT ? EPOLLOUT : 0) |
-	       (ev & POLLPRI ? EPOLLPRI : 0) |
-	       (ev & POLLRDHUP ? EPOLLRDHUP : 0) | (ev & POLLHUP ? EPOLLHUP : 0) |
-	       (ev & POLLERR ? EPOLLERR : 0);
+	       (ev & POLLPRI ? EPOLLPRI : 0) | (ev & POLLRDHUP ? EPOLLRDHUP : 0) |
+	       (ev & POLLHUP ? EPOLLHUP : 0) | (ev & POLLERR ? EPOLLERR : 0);
 }
 
+static int set_has_events(struct shim_ep *ep);
+
 /*
- * Is e ready, and is it to be reported now?  `kern`: what the kernel said
- * of its socket in this wait (poll bits), or -1.  `look` (a spin) reads
- * without arming and leaves the entry to be read again.
+ * Is the entry of a moved socket ready, and to be reported now?  `kern`:
+ * what the kernel said of its socket in this wait (poll bits), or -1.
+ * `look` (a spin) reads without arming and leaves it to be read again.
  */
-static int entry_report(struct ep_entry *e, int kern, int look, uint64_t round,
-			struct epoll_event *out)
+static int report_moved(struct ep_entry *e, int kern, int look, struct epoll_event *out)
 {
-	if (e->fired || e->round == round)
-		return 0;
 	int et = e->events & EPOLLET;
 	uint32_t g = atomic_load_explicit(&e->t->io_gen, memory_order_acquire);
 	/* Progress first: anything after it shows as a change next time. */
 	uint64_t prog = shunt_end_progress(END(e->t));
-	int ev = shim_readiness(e->t, e->fd, (int)epoll_to_poll(e->events),
+	int ev = shim_readiness(e->t, e->sysfd, (int)epoll_to_poll(e->events),
 				look ? SHUNT_ARM_NONE : et ? SHUNT_ARM_EDGE : SHUNT_ARM_LAZY, kern);
 	if (!look) {
 		e->seen = g;
@@ -407,58 +484,145 @@ static int entry_report(struct ep_entry *e, int kern, int look, uint64_t round,
 	if (!ev || (et && prog == e->progress && kern <= 0))
 		return 0;
 	e->progress = prog;
+	out->events = poll_to_epoll(ev);
+	return 1;
+}
+
+/* What the program gets for an entry now, if anything; `kern` as above,
+ * with the kernel's own bits for an entry that is still the program's. */
+static int entry_report(struct ep_entry *e, int kern, int look, uint64_t round,
+			struct epoll_event *out)
+{
+	if (e->fired || e->round == round)
+		return 0;
+	int got;
+	if (e->kind == E_KICK) {
+		uint64_t v;
+		sys_read(e->sysfd, &v, sizeof(v));
+		return 0;
+	}
+	if (e->kind == E_SET) {
+		/* Ready only if the set inside has something to give. */
+		got = kern > 0 && set_has_events(e->inner);
+		out->events = got ? EPOLLIN : 0;
+	} else if (!e->ours) {
+		got = kern > 0;
+		out->events = poll_to_epoll(kern);
+	} else {
+		got = report_moved(e, kern, look, out);
+	}
+	if (!got)
+		return 0;
 	e->round = round;
 	if (e->events & EPOLLONESHOT)
 		e->fired = 1;
-	out->events = poll_to_epoll(ev);
+
 	out->data = e->data;
 	return 1;
 }
 
-/* Our entries that may have changed: those ready last time (level-
+/* Our moved entries that may have changed: those ready last time (level-
  * triggered), and those whose socket saw I/O since.  The others were
  * armed when last read, so a change would have rung. */
-static int scan(struct shim_ep *ep, struct epoll_event *out, int max, int look,
-		uint64_t round)
+static int scan_locked(struct shim_ep *ep, struct epoll_event *out, int max, int look,
+		       uint64_t round, struct ep_entry **whose)
 {
 	int k = 0;
 
-	pthread_mutex_lock(&ep->mu);
-	for (int i = 0; i < ep->n && k < max; i++) {
+	for (int i = 0; i < ep->n && k < max && ep->nours; i++) {
 		struct ep_entry *e = ep->e[i];
 		if (!e->ours)
 			continue;
 		uint32_t g = atomic_load_explicit(&e->t->io_gen, memory_order_acquire);
 		if (!e->hot && g == e->seen)
 			continue;
-		k += entry_report(e, -1, look, round, &out[k]);
+		if (entry_report(e, -1, look, round, &out[k])) {
+			if (whose)
+				whose[k] = e;
+			k++;
+		}
 	}
-	pthread_mutex_unlock(&ep->mu);
 	return k;
 }
 
-/* Replace our tagged events among n kernel events of set ep by what the
- * program asked for; returns how many remain.  A tag of an entry gone
- * meanwhile is nobody's event. */
-static int translate(struct shim_ep *ep, struct epoll_event *ev, int n, uint64_t round)
+/* Replace our tagged events among n kernel events of set ep (locked) by
+ * what the program asked for; returns how many remain.  A tag of an entry
+ * gone meanwhile is nobody's event. */
+static int translate_locked(struct shim_ep *ep, struct epoll_event *ev, int n,
+			    uint64_t round, struct ep_entry **whose)
 {
 	int j = 0;
 
-	if (ep)
-		pthread_mutex_lock(&ep->mu);
 	for (int i = 0; i < n; i++) {
 		if (!is_tag(ev[i].data.u64)) {
+			if (whose)
+				whose[j] = NULL;
 			ev[j++] = ev[i];
 			continue;
 		}
 		struct ep_entry *e = ep ? tagged(ep, ev[i].data.u64) : NULL;
-		if (e && entry_report(e, (int)epoll_to_poll(ev[i].events), 0, round, &ev[j]))
+		if (e && entry_report(e, (int)epoll_to_poll(ev[i].events), 0, round, &ev[j])) {
+			if (whose)
+				whose[j] = e;
 			j++;
+		}
 	}
-	if (ep)
-		pthread_mutex_unlock(&ep->mu);
 	return j;
 }
+
+/* Events the set has for the program without waiting: what a wait took
+ * from the kernel and kept (poll on the set), then those our scan finds. */
+static int take_stash(struct shim_ep *ep, struct epoll_event *out, int max, uint64_t round)
+{
+	int k = SHUNT_MIN(max, ep->nstash);
+
+	memcpy(out, ep->stash, (size_t)k * sizeof(*out));
+	/* Reported in this wait: the scan that follows must not again. */
+	for (int i = 0; i < k; i++)
+		if (ep->stash_e[i])
+			ep->stash_e[i]->round = round;
+	memmove(ep->stash, ep->stash + k, (size_t)(ep->nstash - k) * sizeof(*out));
+	memmove(ep->stash_e, ep->stash_e + k, (size_t)(ep->nstash - k) * sizeof(ep->stash_e[0]));
+	ep->nstash -= k;
+	return k;
+}
+
+/* Does the set (an inner one, or one polled) have anything for the
+ * program?  What the kernel holds is taken and kept for its next wait. */
+static int set_has_events(struct shim_ep *ep)
+{
+	pthread_mutex_lock(&ep->mu);
+	if (!ep->nstash) {
+		uint64_t round = ++ep->rounds;
+		int k = scan_locked(ep, ep->stash, STASH, 0, round, ep->stash_e);
+		int n = sys_epoll_wait(ep->epfd, ep->stash + k, STASH - k, 0);
+		ep->nstash = k + (n > 0 ? translate_locked(ep, ep->stash + k, n, round,
+							   ep->stash_e + k) : 0);
+	}
+	int any = ep->nstash > 0;
+	pthread_mutex_unlock(&ep->mu);
+	return any;
+}
+
+int shim_epoll_ready(int epfd)
+{
+	struct shim_ep *ep = ep_find(epfd);
+	int ready = ep && set_has_events(ep);
+
+	ep_put(ep);
+	return ready;
+}
+
+int shim_epoll_ours(int epfd)
+{
+	struct shim_ep *ep = ep_find(epfd);
+	int ours = ep != NULL;
+
+	ep_put(ep);
+	return ours;
+}
+
+/* --- Waiting ------------------------------------------------------------------- */
 
 struct spin_args {
 	struct shim_ep *ep;
@@ -471,7 +635,10 @@ static int spin_check(void *arg)
 {
 	struct spin_args *a = arg;
 
-	return scan(a->ep, a->ev, a->max, 1, a->round);
+	pthread_mutex_lock(&a->ep->mu);
+	int k = scan_locked(a->ep, a->ev, a->max, 1, a->round, NULL);
+	pthread_mutex_unlock(&a->ep->mu);
+	return k;
 }
 
 static int kernel_wait(int epfd, struct epoll_event *ev, int max, int64_t deadline,
@@ -490,70 +657,86 @@ static int kernel_wait(int epfd, struct epoll_event *ev, int max, int64_t deadli
 				 mask);
 }
 
-static int wait_ours(struct shim_ep *ep, int epfd, struct epoll_event *ev, int max,
-		     int64_t timeout_ns, int64_t deadline, const sigset_t *mask);
-
-int shim_epoll_wait(int epfd, struct epoll_event *ev, int max, int64_t timeout_ns,
-		    const sigset_t *mask)
+/* What is there without the kernel: the stash, then ready moved entries. */
+static int ready_now(struct shim_ep *ep, struct epoll_event *ev, int max, uint64_t *round)
 {
-	struct shim_ep *ep = max > 0 ? ep_find(epfd) : NULL;
-	int64_t deadline = timeout_ns < 0 ? SHUNT_NEVER : shunt_now_ns() + timeout_ns;
-
-	if (!ep || !ep->ntagged) {
-		/* Nothing of ours in the set now; a socket may move while we
-		 * sleep, and its tag must not reach the program. */
-		int n = kernel_wait(epfd, ev, max, deadline, mask);
-		if (n > 0 && atomic_load(&n_tagged)) {
-			int err = errno;
-			if (!ep)
-				ep = ep_find(epfd);
-			n = translate(ep, ev, n, 0);
-			errno = err;
-		}
-		ep_put(ep);
-		return n;
-	}
-	int n = wait_ours(ep, epfd, ev, max, timeout_ns, deadline, mask);
-	ep_put(ep);
-	return n;
+	pthread_mutex_lock(&ep->mu);
+	*round = ++ep->rounds;
+	int k = take_stash(ep, ev, max, *round);
+	if (k < max)
+		k += scan_locked(ep, ev + k, max - k, 0, *round, NULL);
+	pthread_mutex_unlock(&ep->mu);
+	return k;
 }
 
-static int wait_ours(struct shim_ep *ep, int epfd, struct epoll_event *ev, int max,
-		     int64_t timeout_ns, int64_t deadline, const sigset_t *mask)
+static int wait_set(struct shim_ep *ep, int epfd, struct epoll_event *ev, int max,
+		    int64_t timeout_ns, const sigset_t *mask)
 {
-	int spun = timeout_ns == 0;
+	int64_t deadline = timeout_ns < 0 ? SHUNT_NEVER : shunt_now_ns() + timeout_ns;
+	int spun = timeout_ns == 0 || !ep->nours;
+
 	for (;;) {
-		pthread_mutex_lock(&ep->mu);
-		uint64_t round = ++ep->rounds;
-		pthread_mutex_unlock(&ep->mu);
-		int k = 0;
-		if (!spun) {
+		uint64_t round;
+		int k = ready_now(ep, ev, max, &round);
+		if (!k && !spun) {
 			/* Plain fds wait for the end of the window: it is short. */
 			struct spin_args a = { ep, ev, max, round };
-			k = shunt_spin(&ep->spin, spin_check, &a);
-			k = k > 0 ? k : 0;
+			k = SHUNT_MAX(shunt_spin(&ep->spin, spin_check, &a), 0);
 			spun = 1;
 		}
-		if (!k)
-			k = scan(ep, ev, max, 0, round);
+		atomic_fetch_add(&ep->waiting, 1);
+		/* A change after the look above kicks the set: the wait sees it. */
+		if (!k) {
+			pthread_mutex_lock(&ep->mu);
+			k = scan_locked(ep, ev, max, 0, round, NULL);
+			pthread_mutex_unlock(&ep->mu);
+		}
 		int rc = k == max ? 0 : kernel_wait(epfd, ev + k, max - k, k ? 0 : deadline, mask);
+		atomic_fetch_sub(&ep->waiting, 1);
+
 		if (rc < 0)
 			return k ? k : -1;
-		rc = translate(ep, ev + k, rc, round);
+		pthread_mutex_lock(&ep->mu);
+		rc = translate_locked(ep, ev + k, rc, round, NULL);
+		pthread_mutex_unlock(&ep->mu);
 		if (k + rc > 0 || timeout_ns == 0 ||
 		    (deadline != SHUNT_NEVER && shunt_now_ns() >= deadline))
 			return k + rc;
 	}
 }
 
-int shim_epoll_ready(int epfd)
+int shim_epoll_wait(int epfd, struct epoll_event *ev, int max, int64_t timeout_ns,
+		    const sigset_t *mask)
 {
-	struct shim_ep *ep = ep_find(epfd);
-	struct epoll_event ev;
-	int ready = ep && ep->ntagged && scan(ep, &ev, 1, 1, 0) > 0;
+	struct shim_ep *ep = max > 0 ? ep_find(epfd) : NULL;
+
+	if (!ep) {
+		int64_t deadline = timeout_ns < 0 ? SHUNT_NEVER : shunt_now_ns() + timeout_ns;
+		int n = kernel_wait(epfd, ev, max, deadline, mask);
+		/* A set we do not know yet may have become ours while we slept:
+		 * its tags must not reach the program. */
+		for (int i = 0; i < n && atomic_load(&n_eps); i++) {
+			if (!is_tag(ev[i].data.u64))
+				continue;
+			int err = errno;
+			ep = ep_find(epfd);
+			if (ep) {
+				pthread_mutex_lock(&ep->mu);
+				n = translate_locked(ep, ev, n, ++ep->rounds, NULL);
+				pthread_mutex_unlock(&ep->mu);
+				ep_put(ep);
+			}
+			errno = err;
+			break;
+		}
+		return n;
+	}
+	int n = wait_set(ep, epfd, ev, max, timeout_ns, mask);
+	int err = errno;
 
 	ep_put(ep);
-	return ready;
+	errno = err;
+	return n;
 }
 
 /* --- Forgetting ------------------------------------------------------------------ */
@@ -585,7 +768,7 @@ static void forget_sets(int (*match)(int fd, void *arg), void *arg)
 	}
 	pthread_mutex_unlock(&eps_mu);
 	/* Freed outside the list's lock (dropping an entry may free a
-	 * socket), once no wait uses it. */
+	 * socket), once nobody uses it. */
 	while (gone) {
 		struct shim_ep *next = gone->next;
 		ep_put(gone);
@@ -618,7 +801,9 @@ void shim_epoll_forget_range(unsigned first, unsigned last)
 }
 
 /* fd is being closed: an epoll set of ours goes; a socket's registrations
- * go with its last fd, as the kernel's do (a dup keeps them). */
+ * under that number go with its last fd, as the kernel's do.  With a dup
+ * still open the kernel keeps them, and so do we, through a dup of ours
+ * for our own calls. */
 void shim_epoll_forget(int fd, struct tsock *t)
 {
 	if (!atomic_load(&n_eps))
@@ -627,20 +812,23 @@ void shim_epoll_forget(int fd, struct tsock *t)
 		forget_sets(is_fd, &fd);
 		return;
 	}
-	if (atomic_load(&t->nfds) > 1)
-		return;
+	int last = atomic_load(&t->nfds) <= 1;
 	pthread_mutex_lock(&eps_mu);
 	for (struct shim_ep *ep = eps; ep; ep = ep->next) {
 		pthread_mutex_lock(&ep->mu);
 		for (int i = 0; i < ep->n;) {
 			struct ep_entry *e = ep->e[i];
-			if (e->t != t) {
+			if (e->t != t || (!last && e->fd != fd)) {
 				i++;
 				continue;
 			}
-			/* The socket's reference outlives this call: the caller
-			 * holds one. */
-			entry_drop(ep, e);
+			if (last) {
+				entry_drop(ep, e); /* the caller holds a reference */
+				continue;
+			}
+			if (e->sysfd == fd)
+				e->sysfd = shunt__hide_fd(sys_fcntl(fd, F_DUPFD_CLOEXEC, 0));
+			i++;
 		}
 		pthread_mutex_unlock(&ep->mu);
 	}

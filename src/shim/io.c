@@ -55,13 +55,23 @@ static int64_t deadline_of(struct tsock *t, int flags, int tx)
 }
 
 /* Errors of the ring, as TCP gives them. */
-static ssize_t rx_result(struct tsock *t, ssize_t n)
+static ssize_t rx_result(struct tsock *t, int fd, ssize_t n)
 {
 	if (n == -EPROTO)
 		n = -ECONNRESET; /* the peer broke the rules: a reset (logged) */
-	/* TCP reports a reset once; after that the socket reads end of stream. */
-	if (n == -ECONNRESET && atomic_exchange(&S(t)->reset_told, 1))
+	/* TCP reports a reset once; after that the socket reads end of stream.
+	 * The kernel's socket saw the same reset: it is read now, with ours. */
+	if (n == -ECONNRESET)
+		log_debug("fd %d: a reset from the ring (peer state %#x, gone %d)", fd,
+			  (unsigned)atomic_load(&END(t)->peer->state), atomic_load(&END(t)->peer_gone));
+	if (n == -ECONNRESET && atomic_exchange(&S(t)->reset_told, 1)) {
 		n = 0;
+	} else if (n == -ECONNRESET) {
+		int err = 0;
+		unsigned len = sizeof(err);
+		sys_getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+		atomic_store(&S(t)->kreset, 0);
+	}
 	return shim_err(n);
 }
 
@@ -127,6 +137,10 @@ static ssize_t tcp_part(struct tsock *t, int fd, void *buf, size_t len, int flag
 	}
 	/* Waiting for all of len could wait for bytes that now go by the ring. */
 	ssize_t n = REAL(recvfrom)(fd, buf, want, flags & ~MSG_WAITALL, NULL, NULL);
+	if (n == 0)
+		log_debug("fd %d: end of stream from TCP at %llu (peer's switch %s %llu)", fd,
+			  (unsigned long long)atomic_load(&s->rx_tcp), knew ? "at" : "not yet",
+			  (unsigned long long)x);
 	if (n <= 0)
 		return n;
 	int peek = flags & MSG_PEEK;
@@ -184,9 +198,12 @@ static ssize_t ring_recv(struct tsock *t, int fd, void *buf, size_t len, int fla
 	}
 	shim_unlock(&S(t)->rx_mu);
 	touched(t);
+	if (n == 0 && len)
+		log_debug("fd %d: end of stream from the ring (peer state %#x, gone %d)", fd,
+			  (unsigned)atomic_load(&e->peer->state), atomic_load(&e->peer_gone));
 	if (done)
 		return n > 0 ? (ssize_t)done + n : (ssize_t)done;
-	return rx_result(t, n);
+	return rx_result(t, fd, n);
 }
 
 ssize_t shim_recv(struct tsock *t, int fd, void *buf, size_t len, int flags)
@@ -487,7 +504,7 @@ ssize_t shim_splice_out(struct tsock *t, int fd, int pipe_out, size_t len, unsig
 	}
 	shim_unlock(&S(t)->rx_mu);
 	touched(t);
-	return rx_result(t, rc);
+	return rx_result(t, fd, rc);
 }
 
 /* --- Control ------------------------------------------------------------------ */
@@ -496,18 +513,20 @@ int shim_shutdown(struct tsock *t, int fd, int how)
 {
 	struct shunt_bell b = shim_bell(t, fd);
 
+
 	if (!moved(t)) {
 		int rc = REAL(shutdown)(fd, how);
-		if (rc == 0) /* a half-closed stream can carry no doorbell */
+		/* A half-closed stream can carry no doorbell: a meeting stops. */
+		if (rc == 0 && how != SHUT_RD) {
 			atomic_fetch_or(&S(t)->flags, TF_SHUT);
+			shim_give_up(t, fd, WHY_OPTIONS);
+		}
 		return rc;
 	}
 	if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)
 		return (int)shim_err(-EINVAL);
-	if (how != SHUT_RD && !(phase_of(t) & PH_TX_RING) && shim_switch_tx(t, fd) < 0) {
-		/* Our sends are still on TCP: the FIN goes there, and we shall
-		 * not ring again (the peer's waits look for themselves). */
-		atomic_fetch_or(&S(t)->phase, PH_NOBELL);
+	if (how != SHUT_RD && !(phase_of(t) & PH_TX_RING) && !shim_switch_for_shutdown(t, fd)) {
+		/* Our sends stay on TCP, the peer's too: the FIN goes there. */
 		int rc = REAL(shutdown)(fd, SHUT_WR);
 		if (rc < 0 || how == SHUT_WR)
 			return rc;
@@ -629,7 +648,8 @@ int shim_readiness(struct tsock *t, int fd, int events, int arm, int kern)
 	if ((ph & PH_RX_RING) && kern > 0 && (kern & (POLLIN | POLLRDHUP | POLLHUP)) &&
 	    shim_bell_ops.drain(&b, SHUNT_WAIT_ALL) < 0)
 		shunt_end_peer_gone(END(t));
-	if (ring)
+	/* The ring's side says hang-ups and errors even when nothing is asked. */
+	if (ph & (PH_RX_RING | PH_TX_RING))
 		ev = shunt_end_poll(END(t), &b, ring, arm);
 	/* Whatever the ring does, the socket's own error queue (zero-copy
 	 * completions) and urgent byte are the kernel's to report. */
@@ -640,5 +660,8 @@ int shim_readiness(struct tsock *t, int fd, int events, int arm, int kern)
 	}
 	if (on_kernel && kern > 0)
 		ev |= kern & (on_kernel | POLLERR | POLLHUP);
+	/* A reset the program has read is no error any more; the hang-up stays. */
+	if (atomic_load(&S(t)->reset_told) && !(kern > 0 && (kern & POLLERR)))
+		ev &= ~POLLERR;
 	return ev;
 }

@@ -311,6 +311,8 @@ static int listen_step(struct tsock *t, int fd, struct tmeet *m)
 		m->s = -1;
 		return 0;
 	}
+	if (atomic_load(&t->slot->flags) & TF_NOMOVE)
+		return -ECANCELED;
 	rc = answer(t, fd, m);
 	if (rc < 0)
 		return rc;
@@ -346,6 +348,11 @@ static int dial_step(struct tsock *t, int fd, struct tmeet *m)
 		return 0;
 	if (rc < 0)
 		return rc == -ECONNRESET ? -EACCES : rc;
+	/* Shut down, passed on or taken by stdio meanwhile: not now. */
+	if (atomic_load(&t->slot->flags) & TF_NOMOVE) {
+		shunt_close_fds(fds, 2);
+		return -ECANCELED;
+	}
 	struct shunt_seg seg = { 0 };
 	uint8_t bell = 0;
 	rc = shim_meet_check_proof(fd, fds[0], &t->slot->local, &t->slot->peer);

@@ -72,7 +72,7 @@ static void describe(const struct tslot *s, char *buf, size_t n)
 	snprintf(buf, n, "%s <-> %s", a, b);
 }
 
-static void give_up(struct tsock *t, int fd, enum shim_why why)
+void shim_give_up(struct tsock *t, int fd, enum shim_why why)
 {
 	struct tslot *s = t->slot;
 	uint32_t st = atomic_load(&s->state);
@@ -82,7 +82,11 @@ static void give_up(struct tsock *t, int fd, enum shim_why why)
 		shim_count_why(s, why);
 		log_info("fd %d stays on TCP: %s", fd, shim_why_names[why]);
 	}
+	if (st == SLOT_MEET)
+		shim_meet_drop(t);
 }
+
+#define give_up shim_give_up
 
 /* Is any of fds 0, 1 and 2 this socket?  Then stdio may read or write it
  * where we cannot see. */
@@ -230,10 +234,8 @@ static void step(struct tsock *t, int fd, uint64_t calls)
 	}
 	schedule(s, calls);
 	if (atomic_load(&s->steps) > MAX_STEPS ||
-	    shunt_now_ns() - atomic_load(&s->started_ns) > MAX_MEET_NS) {
-		shim_meet_drop(t);
+	    shunt_now_ns() - atomic_load(&s->started_ns) > MAX_MEET_NS)
 		give_up(t, fd, WHY_NOPEER);
-	}
 }
 
 static int due(struct tslot *s, uint64_t calls)
@@ -296,9 +298,9 @@ static void abandon(struct tsock *t, int fd)
 }
 
 /* Wait a little for sends already inside the kernel to come out. */
-static int quiet(struct tslot *s)
+static int quiet(struct tslot *s, int patient)
 {
-	for (int i = 0; i < 1000; i++) {
+	for (int i = 0; i < (patient ? 100000 : 1000); i++) {
 		if (atomic_load(&s->inflight) == 0)
 			return 1;
 		sys_sched_yield();
@@ -306,7 +308,17 @@ static int quiet(struct tslot *s)
 	return 0;
 }
 
-int shim_switch_tx(struct tsock *t, int fd)
+static struct shunt_switch *my_sw(struct tslot *s)
+{
+	return &s->end.seg.ctl->sw[s->side];
+}
+
+static uint32_t peer_sw(struct tslot *s)
+{
+	return atomic_load_explicit(&s->end.seg.ctl->sw[1 - s->side].flags, memory_order_acquire);
+}
+
+static int switch_tx(struct tsock *t, int fd, int patient)
 {
 	struct tslot *s = t->slot;
 
@@ -314,8 +326,19 @@ int shim_switch_tx(struct tsock *t, int fd)
 		return 0;
 	if (atomic_load(&s->state) != SLOT_MOVED || !t->mapped)
 		return -EAGAIN;
+	/* The peer's sends stay on TCP for good: so do ours (it could not
+	 * ring us when our ring fills).  The fence orders our attachment
+	 * (shunt_end_init's OPEN) before this look: shim_switch_for_shutdown. */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (peer_sw(s) & SHUNT_SW_TCP)
+		return -EAGAIN;
 	if (!peer_ready(s)) {
 		abandon(t, fd);
+		return -EAGAIN;
+	}
+	/* Our side of the stream is shut: no doorbell could follow the data. */
+	if (atomic_load(&s->flags) & TF_SHUT) {
+		atomic_fetch_or(&s->phase, PH_NOBELL);
 		return -EAGAIN;
 	}
 	shim_lock(&s->tx_mu);
@@ -323,15 +346,17 @@ int shim_switch_tx(struct tsock *t, int fd)
 	if (!(atomic_load(&s->phase) & PH_TX_RING)) {
 		atomic_store(&s->switching, 1);
 		uint64_t x = 0;
-		rc = quiet(s) ? shim_kern_tx_total(fd, &x) : -EAGAIN;
+		rc = quiet(s, patient) ? shim_kern_tx_total(fd, &x) : -EAGAIN;
 		if (rc == 0) {
-			struct shunt_switch *sw = &s->end.seg.ctl->sw[s->side];
+			struct shunt_switch *sw = my_sw(s);
 			atomic_store_explicit(&sw->tcp_off, x, memory_order_relaxed);
 			/* Release: tcp_off before the flag that covers it. */
 			atomic_store_explicit(&sw->flags, SHUNT_SW_RING, memory_order_release);
 			atomic_fetch_or_explicit(&s->phase, PH_TX_RING, memory_order_release);
-			log_debug("fd %d: sends go to the ring from TCP offset %llu", fd,
-				  (unsigned long long)x);
+			log_debug("fd %d: sends go to the ring from TCP offset %llu (%llu bytes "
+				  "sent through us, %llu read)", fd, (unsigned long long)x,
+				  (unsigned long long)atomic_load(&s->bytes_out),
+				  (unsigned long long)atomic_load(&s->bytes_in));
 		}
 		atomic_store(&s->switching, 0);
 	}
@@ -342,6 +367,32 @@ int shim_switch_tx(struct tsock *t, int fd)
 		atomic_fetch_add(&t->io_gen, 1);
 	}
 	return rc;
+}
+
+int shim_switch_tx(struct tsock *t, int fd)
+{
+	return switch_tx(t, fd, 0);
+}
+
+/*
+ * shutdown(SHUT_WR) before our sends reached the ring: they go there now,
+ * so that the end of stream is the segment's and the TCP stream can still
+ * carry our doorbells.  When they cannot (the peer has not attached), our
+ * sends stay on TCP for good, which the peer learns before it switches
+ * its own: "our sends stay" is written, then the peer's attachment read;
+ * the peer writes its attachment, then reads ours (a seq_cst fence each:
+ * one of them sees the other).  1: on the ring; 0: stays on TCP.
+ */
+int shim_switch_for_shutdown(struct tsock *t, int fd)
+{
+	struct tslot *s = t->slot;
+
+	atomic_fetch_or(&my_sw(s)->flags, SHUNT_SW_TCP);
+	atomic_thread_fence(memory_order_seq_cst);
+	if (peer_ready(s) && !(peer_sw(s) & SHUNT_SW_TCP) && switch_tx(t, fd, 1) == 0)
+		return 1;
+	atomic_fetch_or(&s->phase, PH_NOBELL);
+	return 0;
 }
 
 int shim_peer_switched(struct tsock *t)
@@ -379,6 +430,10 @@ void shim_close_end(struct tsock *t, int fd)
 	int rst = (atomic_load(&s->flags) & TF_LINGER0) ||
 		  ((ph & PH_RX_RING) && shunt_end_readable(&s->end) > 0);
 
+	char what[160];
+	describe(s, what, sizeof(what));
+	log_debug("fd %d: closed in shared memory (%s, phase %#x, %s, %zd unread)", fd, what, ph,
+		  rst ? "reset" : "end", shunt_end_readable(&s->end));
 	shunt_end_close(&s->end, &b, rst ? SHUNT_CLOSE_RST : SHUNT_CLOSE_TCP);
 	/* The kernel's close then says the same to anyone watching the TCP
 	 * socket: a reset, or a FIN once the doorbells are drained (a byte

@@ -38,6 +38,7 @@ struct pset {
 	struct pollfd *fds;
 	nfds_t n;
 	struct tsock **t; /* per entry: a moved socket (referenced) or NULL */
+	char *set;        /* per entry: an epoll set of ours */
 	struct pollfd *k; /* what the kernel polls: the same entries */
 };
 
@@ -47,7 +48,8 @@ static int pset_init(struct pset *p, struct pollfd *fds, nfds_t n)
 	p->n = n;
 	p->t = calloc(n ? n : 1, sizeof(*p->t));
 	p->k = calloc(n ? n : 1, sizeof(*p->k));
-	if (!p->t || !p->k)
+	p->set = calloc(n ? n : 1, 1);
+	if (!p->t || !p->k || !p->set)
 		return -ENOMEM;
 	int any = 0;
 	for (nfds_t i = 0; i < n; i++) {
@@ -57,7 +59,8 @@ static int pset_init(struct pset *p, struct pollfd *fds, nfds_t n)
 			t = NULL;
 		}
 		p->t[i] = t;
-		any |= t != NULL;
+		p->set[i] = !t && shim_epoll_ours(fds[i].fd);
+		any |= t != NULL || p->set[i];
 	}
 	return any;
 }
@@ -68,6 +71,19 @@ static void pset_free(struct pset *p)
 		shim_put(p->t[i]);
 	free(p->t);
 	free(p->k);
+	free(p->set);
+}
+
+/* An epoll set of ours is readable when it has something for the program:
+ * a stale doorbell in it is not that. */
+static int set_revents(struct pset *p, nfds_t i, int use_kernel)
+{
+	if (!(p->fds[i].events & (POLLIN | POLLRDNORM)))
+		return use_kernel ? p->k[i].revents : 0;
+	if (use_kernel && !(p->k[i].revents & POLLIN))
+		return p->k[i].revents;
+	int ev = shim_epoll_ready(p->fds[i].fd) ? POLLIN : 0;
+	return (ev | (use_kernel ? p->k[i].revents & ~POLLIN : 0)) & (p->fds[i].events | POLLERR | POLLHUP | POLLNVAL);
 }
 
 /* Fill the moved entries' revents; how many are ready. */
@@ -76,6 +92,11 @@ static int scan(struct pset *p, int arm, int use_kernel)
 	int ready = 0;
 
 	for (nfds_t i = 0; i < p->n; i++) {
+		if (p->set[i]) {
+			p->fds[i].revents = (short)set_revents(p, i, use_kernel);
+			ready += p->fds[i].revents != 0;
+			continue;
+		}
 		if (!p->t[i])
 			continue;
 		int kern = use_kernel ? p->k[i].revents : -1;
@@ -105,7 +126,7 @@ static int copy_plain(struct pset *p)
 	int ready = 0;
 
 	for (nfds_t i = 0; i < p->n; i++) {
-		if (p->t[i])
+		if (p->t[i] || p->set[i])
 			continue;
 		p->fds[i].revents = p->k[i].revents;
 		ready += p->fds[i].revents != 0;
@@ -124,7 +145,7 @@ static _Thread_local int spin_set;
 static int all_moved(const struct pset *p)
 {
 	for (nfds_t i = 0; i < p->n; i++)
-		if (!p->t[i])
+		if (!p->t[i] && !p->set[i])
 			return 0;
 	return 1;
 }

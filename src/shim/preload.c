@@ -628,12 +628,15 @@ EXPORT ssize_t splice(int in, loff_t *in_off, int out, loff_t *out_off, size_t l
 
 /* --- Waiting --------------------------------------------------------------- */
 
-/* Does the set name a moved socket, or an epoll set that holds one? */
+/* Does the set name a moved socket, or an epoll set that holds tracked ones? */
 static int any_ours(const struct pollfd *fds, nfds_t n)
 {
 	for (nfds_t i = 0; i < n; i++) {
-		if (!shim_has(fds[i].fd))
+		if (!shim_has(fds[i].fd)) {
+			if (shim_epoll_ours(fds[i].fd))
+				return 1;
 			continue;
+		}
 		struct tsock *t = shim_get(fds[i].fd);
 		int m = t && shim_moved(t);
 		shim_put(t);

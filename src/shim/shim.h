@@ -285,8 +285,13 @@ FILE *shim_freopen(const char *path, const char *mode, FILE *f);
 /* After a data call on a socket still on TCP: count it, and take a step
  * of the move when one is due.  Never blocks; keeps errno. */
 void shim_count(struct tsock *t, int fd, uint64_t in, uint64_t out);
+/* The connection stays on TCP for good, for this reason. */
+void shim_give_up(struct tsock *t, int fd, enum shim_why why);
 /* Switch our sends to the ring if we may now; 0 when they go there. */
 int shim_switch_tx(struct tsock *t, int fd);
+/* shutdown(SHUT_WR) while our sends are on TCP: 1 if they moved to the
+ * ring (the end of stream goes there), 0 if they stay on TCP for good. */
+int shim_switch_for_shutdown(struct tsock *t, int fd);
 /* Learn whether the peer switched its sends; updates PH_RX_KNOW. */
 int shim_peer_switched(struct tsock *t);
 /* A moved connection must go back to plain TCP (before exec, SCM_RIGHTS,
@@ -362,7 +367,9 @@ void shim_epoll_moved(struct tsock *t);
 void shim_epoll_forget(int fd, struct tsock *t);
 /* close_range: epoll sets in the range are gone. */
 void shim_epoll_forget_range(unsigned first, unsigned last);
-/* Does any epoll set hold fds of ours? (poll on an epoll fd) */
+/* Is epfd an epoll set of ours (holding tracked sockets)?  Has it anything
+ * for the program now (poll, or another set, waiting on it)? */
+int shim_epoll_ours(int epfd);
 int shim_epoll_ready(int epfd);
 
 /* --- Processes (proc.c, scm.c) --------------------------------------------- */
