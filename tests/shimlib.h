@@ -142,4 +142,8 @@ void ts_set_handler(int sig, void (*fn)(int), int flags);
 /* CPU seconds (user + system) of this process so far. */
 double ts_cpu_seconds(void);
 
+/* The fds open now, once the library let go of what it keeps a little
+ * after a close (waits up to 3 s for the count to fall to `before`). */
+int ts_fds_settled(int before);
+
 #endif /* SHUNT_SHIMLIB_H */

@@ -28,7 +28,6 @@
 #include "shimlib.h"
 #include "testlib.h"
 
-void shunt__shim_drop_links(void) __attribute__((weak));
 
 #define KIB 1024
 
@@ -983,13 +982,8 @@ static void server_main(void *arg)
 	ASSERT_EQ(atomic_load(&s->active), 0);
 	ASSERT_GT(atomic_load(&s->accepted), 0);
 	close(s->ep);
-	if (shunt__shim_drop_links)
-		shunt__shim_drop_links();
-	double end = test_now() + 1;
-	while (test_count_fds() != fds0 && test_now() < end)
-		test_sleep_ms(10);
-	ASSERT_MSG(test_count_fds() == fds0, "server: %d fds before, %d after", fds0,
-		   test_count_fds());
+	int after = ts_fds_settled(fds0);
+	ASSERT_MSG(after == fds0, "server: %d fds before, %d after", fds0, after);
 	free(s->slots);
 }
 

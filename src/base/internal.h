@@ -108,13 +108,21 @@ extern int shunt__fd_floor;
 int shunt__hide_fd(int fd);
 /* Move the log file's fd above the floor, once the floor is set. */
 void shunt__log_hide(void);
-/* Is fd one of the library's own (the log file)?  The program never acts
- * on those: the shim answers as if they were not open. */
-int shunt__log_fd_is(int fd);
-/* The log file's fd (> 2), or -1. */
-int shunt__log_fd(void);
-/* The program wants the log file's fd number: it moved to `to`. */
-void shunt__log_moved(int from, int to);
+
+/* The library's own fds, each registered by the address of the int that
+ * holds it (> 2): the program never acts on those, the shim answers as if
+ * they were not open.  shunt__own_add returns 0 or -ENOSPC (the fd works,
+ * unguarded); unregister before closing.  shunt__own_move moves the one
+ * at fd to another number (the program dup2()s onto it), updating its
+ * holder.  shunt__own_list gives them sorted. */
+#define SHUNT_OWN_MAX 512
+int shunt__own_add(int *where);
+void shunt__own_del(int *where);
+int shunt__own_is(int fd);
+int shunt__own_list(int *out, int max);
+int shunt__own_move(int fd);
+void shunt__own_lock(void);
+void shunt__own_unlock(void);
 
 /* --- Policy (policy.c) ---------------------------------------------------- */
 

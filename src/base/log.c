@@ -40,29 +40,17 @@ static int open_log_file(const char *file)
 	/* Out of the program's way: a program that dup2()s onto a low fd (bash's
 	 * `exec 3<>`) would otherwise send our lines down its own socket. */
 	log_fd = shunt__hide_fd(fd);
+	shunt__own_add(&log_fd);
 	return 0;
 }
 
 void shunt__log_hide(void)
 {
-	if (log_fd > 2)
-		log_fd = shunt__hide_fd(log_fd);
-}
-
-int shunt__log_fd_is(int fd)
-{
-	return fd > 2 && fd == log_fd;
-}
-
-int shunt__log_fd(void)
-{
-	return log_fd > 2 ? log_fd : -1;
-}
-
-void shunt__log_moved(int from, int to)
-{
-	if (from > 2 && from == log_fd)
-		log_fd = to;
+	if (log_fd <= 2)
+		return;
+	shunt__own_del(&log_fd);
+	log_fd = shunt__hide_fd(log_fd);
+	shunt__own_add(&log_fd);
 }
 
 /* Runs before main() so the level is known before any other call. */

@@ -448,6 +448,9 @@ void shunt_end_close(struct shunt_end *e, struct shunt_bell *b, enum shunt_close
 	int reset = how == SHUNT_CLOSE_RST ||
 		    (how == SHUNT_CLOSE_TCP && shunt_ring_peek_fill(&e->rx) != 0);
 
+	/* A wait of ours the peer still sees would have it ring a closed
+	 * socket: we sleep no more. */
+	atomic_fetch_and_explicit(&e->me->wait, ~SHUNT_WAIT_ALL, memory_order_relaxed);
 	set_state(e, b, SHUNT_ST_CLOSED | (reset ? SHUNT_ST_RESET : 0));
 }
 

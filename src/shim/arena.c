@@ -52,12 +52,6 @@ int shim_arena_fd(void)
 	return arena_fd;
 }
 
-void shim_arena_moved(int from, int to)
-{
-	if (from >= 0 && from == arena_fd)
-		arena_fd = to;
-}
-
 static int alive(int pid)
 {
 	return pid == -1 || (pid > 0 && sys_kill(pid, 0) != -ESRCH);
@@ -133,6 +127,7 @@ static int arena_create(void)
 	arena->slot_size = ARENA_SLOT_SIZE;
 	arena->nprocs = ARENA_PROCS;
 	arena->slots_off = ARENA_SLOTS_OFF;
+	shunt__own_add(&arena_fd);
 	proc_enter();
 	return 0;
 }
@@ -159,6 +154,7 @@ int shim_arena_adopt(int fd)
 	if (rc == 0) {
 		arena_fd = shunt__hide_fd(fd);
 		sys_fcntl(arena_fd, F_SETFD, FD_CLOEXEC);
+		shunt__own_add(&arena_fd);
 		proc_enter();
 	}
 	pthread_mutex_unlock(&arena_mu);

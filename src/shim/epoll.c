@@ -250,8 +250,10 @@ static void entry_drop(struct shim_ep *ep, struct ep_entry *e)
 	if (e->ours)
 		ep->nours--;
 	id_free(e);
-	if (e->sysfd != e->fd || e->kind == E_KICK)
+	if (e->sysfd != e->fd || e->kind == E_KICK) {
+		shunt__own_del(&e->sysfd);
 		sys_close(e->sysfd);
+	}
 	if (ep->kick == e)
 		ep->kick = NULL;
 	shim_put(e->t);
@@ -313,6 +315,7 @@ static void kick_make(struct shim_ep *ep)
 		return;
 	}
 	k->kind = E_KICK;
+	shunt__own_add(&k->sysfd);
 	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = k->tag };
 	if (sys_epoll_ctl(ep->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
 		entry_drop(ep, k);
@@ -826,8 +829,10 @@ void shim_epoll_forget(int fd, struct tsock *t)
 				entry_drop(ep, e); /* the caller holds a reference */
 				continue;
 			}
-			if (e->sysfd == fd)
+			if (e->sysfd == fd) {
 				e->sysfd = shunt__hide_fd(sys_fcntl(fd, F_DUPFD_CLOEXEC, 0));
+				shunt__own_add(&e->sysfd);
+			}
 			i++;
 		}
 		pthread_mutex_unlock(&ep->mu);

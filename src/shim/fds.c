@@ -9,9 +9,10 @@
  * the peer.  Calls that return a new fd (open, socket, accept, pipe, ...)
  * drop whatever the table still says of that number: it was closed where
  * we could not see (a raw system call), and must not be mistaken for the
- * socket.  The library's own fds (the family arena, the log file) answer
- * the program as if they were not open (EBADF), and move out of the way of
- * a dup2 onto their number.  A vfork child shares its parent's memory: it
+ * socket.  The library's own fds (the family arena, the log file, epoll
+ * kicks, lingering sockets: base/fd.c's registry) answer the program as if
+ * they were not open (EBADF), and move out of the way of a dup2 onto their
+ * number.  A vfork child shares its parent's memory: it
  * changes none of the tables, only its own fds (docs/design.md, "fds").
  */
 #include <fcntl.h>
@@ -25,7 +26,7 @@
 
 int shim_own_fd(int fd)
 {
-	return fd >= 0 && (fd == shim_arena_fd() || shunt__log_fd_is(fd));
+	return shunt__own_is(fd);
 }
 
 void shim_fresh_fd(int fd)
@@ -56,22 +57,11 @@ int shim_close(int fd)
 {
 	if (shim_own_fd(fd))
 		return (int)shim_err(-EBADF);
-	if (!shim_in_vfork_child())
+	if (!shim_in_vfork_child()) {
 		going(fd);
+		shim_linger_tick();
+	}
 	return REAL(close)(fd);
-}
-
-/* One of ours sits where the program wants an fd: move ours away. */
-static int make_room(int fd)
-{
-	int to = shunt__hide_fd(sys_fcntl(fd, F_DUPFD_CLOEXEC, fd + 1));
-
-	if (to < 0)
-		return to;
-	shim_arena_moved(fd, to);
-	shunt__log_moved(fd, to);
-	sys_close(fd);
-	return 0;
 }
 
 int shim_dup2(int oldfd, int newfd, int flags, int three)
@@ -81,7 +71,7 @@ int shim_dup2(int oldfd, int newfd, int flags, int three)
 	if (shim_own_fd(oldfd))
 		return (int)shim_err(-EBADF);
 	if (!child && oldfd != newfd && shim_own_fd(newfd)) {
-		int rc = make_room(newfd);
+		int rc = shunt__own_move(newfd);
 		if (rc < 0)
 			return (int)shim_err(rc);
 	}
@@ -94,20 +84,16 @@ int shim_dup2(int oldfd, int newfd, int flags, int three)
 }
 
 /* The program's range, without the library's fds in it: they split it
- * in at most three pieces. */
+ * in pieces. */
 static int close_pieces(unsigned first, unsigned last, int flags)
 {
-	int own[2] = { shim_arena_fd(), shunt__log_fd() };
+	int own[SHUNT_OWN_MAX];
+	int n = shunt__own_list(own, SHUNT_OWN_MAX);
 	unsigned lo = first;
 	int rc = 0;
 
-	if (own[0] > own[1]) {
-		int x = own[0];
-		own[0] = own[1];
-		own[1] = x;
-	}
-	for (int i = 0; i < 2; i++) {
-		if (own[i] < 0 || (unsigned)own[i] < lo || (unsigned)own[i] > last)
+	for (int i = 0; i < n; i++) {
+		if ((unsigned)own[i] < lo || (unsigned)own[i] > last)
 			continue;
 		if ((unsigned)own[i] > lo)
 			rc |= REAL(close_range)(lo, (unsigned)own[i] - 1, flags);

@@ -438,10 +438,13 @@ void shim_close_end(struct tsock *t, int fd)
 	/* The kernel's close then says the same to anyone watching the TCP
 	 * socket: a reset, or a FIN once the doorbells are drained (a byte
 	 * left unread makes the kernel send a reset). */
-	if (rst)
+	if (rst) {
 		set_linger0(fd);
-	else if (ph & PH_RX_RING)
+		return;
+	}
+	if (ph & PH_RX_RING)
 		shim_bell_ops.drain(&b, SHUNT_WAIT_ALL);
+	shim_linger(fd, s->bell);
 }
 
 /* --- Going back to TCP ---------------------------------------------------------- */

@@ -46,10 +46,14 @@ int shim_in_vfork_child(void)
 
 void shim_fork_prepare(void)
 {
+	shim_linger_fork(-1);
+	shunt__own_lock();
 }
 
 void shim_fork_parent(void)
 {
+	shunt__own_unlock();
+	shim_linger_fork(1);
 }
 
 static void child_holds(int fd, struct tsock *t, void *arg)
@@ -64,6 +68,8 @@ static void child_holds(int fd, struct tsock *t, void *arg)
 void shim_fork_child(void)
 {
 	atomic_store(&cached_pid, sys_getpid());
+	shunt__own_unlock();
+	shim_linger_fork(0);
 	shim_arena_forked();
 	shim_each(child_holds, NULL);
 }

@@ -26,6 +26,7 @@
  *   epoll.c    epoll
  *   proc.c     fork, vfork, exec, posix_spawn
  *   scm.c      sockets passed with SCM_RIGHTS
+ *   linger.c   a moved socket's close that must wait for the peer's acks
  * The shim reaches the core only through end.h and medium.h.
  */
 #ifndef SHUNT_SHIM_H
@@ -205,8 +206,6 @@ void shim_lock(pthread_mutex_t *mu);
 void shim_unlock(pthread_mutex_t *mu);
 /* The arena's fd, for exec; -1 if none. */
 int shim_arena_fd(void);
-/* The program wants the arena's fd number: it moved to `to`. */
-void shim_arena_moved(int from, int to);
 /* Map an inherited arena (exec); 0 or negative errno. */
 int shim_arena_adopt(int fd);
 /* A forked child is a new process of the family: its own line. */
@@ -351,6 +350,12 @@ int shim_readiness(struct tsock *t, int fd, int events, int arm, int kern);
 int shim_moved(struct tsock *t);
 /* The last holder closes: the peer sees FIN or RST. */
 void shim_close_end(struct tsock *t, int fd);
+/* linger.c: keep fd's socket open while the kernel holds back bytes it
+ * sent to TCP (a doorbell arriving after the close would reset them);
+ * look at the lingering ones (each close); around fork. */
+void shim_linger(int fd, uint8_t bell);
+void shim_linger_tick(void);
+void shim_linger_fork(int phase);
 
 /* --- Waiting (poll.c, epoll.c) -------------------------------------------- */
 
