@@ -27,7 +27,7 @@ TB=$SHUNT_BUILD/examples/tcpbench
 SECS=${SHUNT_VM_BENCH_SECS:-3}
 T0=$(vm_now)
 
-vm_prepare
+vm_prepare # nothing but the build
 vm_pair
 FIG=() # the figures, printed at the end
 
@@ -36,6 +36,7 @@ field() { awk -v k="$1" '{ for (i = 1; i < NF; i++) if ($i == k) { print $(i + 1
 
 # --- The agent --------------------------------------------------------------
 rc=0
+# shellcheck disable=SC2016 # expanded in the guest
 out=$(vm_exec A 'echo hello from $(hostname); echo oops >&2; exit 7' 2>"$VM_T/err") || rc=$?
 [ "$out" = "hello from A" ] || vm_fail "vm_exec: stdout '$out'"
 [ "$rc" = 7 ] || vm_fail "vm_exec: status $rc, expected 7"
@@ -88,20 +89,20 @@ tcpbench_pair() {
 	local who=$1 srv=$2 addr=$3 port=$4 out line
 	local run=(vm_exec A)
 	[ "$srv" = A ] && run=(vm_host)
-	vm_bg "$srv" tcpsrv-$port "$TB" server "$addr:$port"
+	vm_bg "$srv" "tcpsrv-$port" "$TB" server "$addr:$port"
 	vm_wait_listen "$srv" "$port"
 	out=$("${run[@]}" "$TB" client "$addr:$port" 32 1000) ||
 		vm_fail "$who: tcpbench client: status $? ($out)"
-	vm_bg_wait "$srv" tcpsrv-$port || vm_fail "$who: tcpbench server: status $?"
+	vm_bg_wait "$srv" "tcpsrv-$port" || vm_fail "$who: tcpbench server: status $?"
 	FIG+=("$who TCP, checked 32 MiB + 1000 x 64 B: $(field MB/s "$out") MB/s, rtt $(field rtt_us "$out") us")
-	vm_bg "$srv" respond-$port "$TB" respond "$addr:$((port + 1))"
+	vm_bg "$srv" "respond-$port" "$TB" respond "$addr:$((port + 1))"
 	vm_wait_listen "$srv" $((port + 1))
 	line=$("${run[@]}" "$TB" stream "$addr:$((port + 1))" "$SECS") ||
 		vm_fail "$who: tcpbench stream: status $? ($line)"
 	out=$("${run[@]}" "$TB" pingpong "$addr:$((port + 1))" "$SECS") ||
 		vm_fail "$who: tcpbench pingpong: status $? ($out)"
 	"${run[@]}" "$TB" quit "$addr:$((port + 1))" || vm_fail "$who: tcpbench quit"
-	vm_bg_wait "$srv" respond-$port || vm_fail "$who: tcpbench respond: status $?"
+	vm_bg_wait "$srv" "respond-$port" || vm_fail "$who: tcpbench respond: status $?"
 	FIG+=("$who TCP, ${SECS} s stream of 128 KiB writes: $(field MB/s "$line") MB/s")
 	FIG+=("$who TCP, ${SECS} s ping-pong of 64 B: rtt $(field rtt_us "$out") us (median, $(field msgs "$out") msgs)")
 }

@@ -89,14 +89,15 @@ VM_T=               # the test's temp dir
 VM_NAME=            # the test's name, for messages
 VM_NS=              # its network namespace, once made
 VM_TAP=             # the tap device in it
-VM_KERNEL= VM_KVER= VM_MODDIR= VM_INITRD= VM_AGENT= VM_IVRING=
+VM_KERNEL='' VM_KVER='' VM_MODDIR='' VM_INITRD='' VM_AGENT='' VM_IVRING=''
 VM_REGION=          # the last region made by vm_region
+# shellcheck disable=SC2034 # for the tests
 VM_LAST_PID=        # pid of the last vm_host_bg
+# shellcheck disable=SC2034
 VM_LAST_BG=         # guest pid of the last vm_bg
 declare -A VM_QPID=()   # guest name -> QEMU pid
 declare -A VM_T0=()     # guest name -> start time
 declare -A VM_BOOT=()   # guest name -> seconds from QEMU start to agent ready
-declare -A VM_NICS=()   # guest name -> NICs so far
 VM_GUESTS=()        # guest names, in start order
 VM_HOST_PIDS=()     # host processes to kill at exit
 VM_FILES=()         # files to remove at exit (regions)
@@ -252,6 +253,12 @@ vm_prepare() {
 	vm_say "prepared in $(vm_since "$t0") s: kernel $VM_KVER, initramfs ${VM_INITRD##*/} ($(($(stat -c %s "$VM_INITRD") >> 20)) MiB)"
 }
 
+# _vm_kdep: the kernel package linux-image-cloud-amd64 depends on.
+_vm_kdep() {
+	apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+		awk '/Depends: linux-image-/ { print $2; exit }'
+}
+
 # vm_kernel: a Debian cloud kernel, downloaded once (apt-get download,
 # dpkg -x) into $VM_CACHE/kernel/PKG.
 vm_kernel() {
@@ -261,8 +268,12 @@ vm_kernel() {
 	fi
 	if [ -z "$pkg" ]; then
 		command -v apt-get >/dev/null || vm_skip "no kernel in $VM_CACHE and no apt-get to fetch one"
-		dep=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
-			awk '/Depends: linux-image-/ { print $2; exit }')
+		dep=$(_vm_kdep)
+		if [ -z "$dep" ] && [ "$(id -u)" -eq 0 ]; then
+			# A fresh image (CI) may have no package lists yet.
+			timeout 300 apt-get update -qq >"$VM_T/apt.log" 2>&1 || true
+			dep=$(_vm_kdep)
+		fi
 		[ -n "$dep" ] || vm_skip "apt-cache knows no linux-image-cloud-amd64 (apt-get update?)"
 		pkg=$dep
 		if apt-cache show "$dep-unsigned" >/dev/null 2>&1; then
@@ -526,7 +537,7 @@ vm_socks() {
 # The guest gives each NIC its IP/PFX.  With a namespace (vm_netns), QEMU
 # runs in it, and 127.0.0.1 above is the namespace's.
 vm_start() {
-	local name=$1 mem=$VM_MEM shm= nets=() extra=() i=0 spec kind port addr mac netcfg=
+	local name=$1 mem=$VM_MEM shm='' nets=() extra=() i=0 spec kind port addr mac netcfg=''
 	shift
 	while [ $# -gt 0 ]; do
 		case $1 in
@@ -540,6 +551,7 @@ vm_start() {
 	[ -n "$VM_INITRD" ] || vm_fail "vm_start before vm_prepare"
 	[ -z "${VM_QPID[$name]:-}" ] || vm_fail "guest $name is already running"
 	local gi=${#VM_GUESTS[@]}
+	# shellcheck disable=SC2054 # QEMU's options are comma-separated
 	local args=(-name "shuntvm-$name" -machine pc -accel "$VM_ACCEL" -cpu "$VM_CPU" -smp "$VM_SMP"
 		-m "$mem" -nodefaults -no-user-config -nographic -monitor none -no-reboot
 		-serial "file:$VM_T/$name.console"
@@ -550,6 +562,7 @@ vm_start() {
 			-device "virtserialport,bus=ser0.0,chardev=ag$i,name=shunt.agent.$i")
 	done
 	if [ -n "$shm" ]; then
+		# shellcheck disable=SC2054
 		args+=(-object "memory-backend-file,id=shm0,size=$(stat -c %s "$shm"),share=on,mem-path=$shm"
 			-device ivshmem-plain,memdev=shm0)
 	fi
@@ -566,7 +579,6 @@ vm_start() {
 		netcfg+=${netcfg:+,}$addr@$mac
 		i=$((i + 1))
 	done
-	VM_NICS[$name]=$i
 	args+=(-append "console=ttyS0 quiet panic=-1 rdinit=/init shuntvm.name=$name${netcfg:+ shuntvm.net=$netcfg} $VM_APPEND")
 	args+=("${extra[@]}")
 	local pre=()
@@ -678,6 +690,7 @@ vm_bg() {
 	local name=$1 tag=$2
 	shift 2
 	local inner="$*; echo \$? >/tmp/bg/$tag.rc.tmp; mv /tmp/bg/$tag.rc.tmp /tmp/bg/$tag.rc"
+	# shellcheck disable=SC2034 # for the tests
 	VM_LAST_BG=$(vm_exec "$name" -t 20 "mkdir -p /tmp/bg; rm -f /tmp/bg/$tag.rc;" \
 		"setsid sh -c $(vm_quote "$inner") >/tmp/bg/$tag.out 2>&1 </dev/null & echo \$!") ||
 		vm_fail "guest $name: cannot start $tag: $*"
