@@ -691,7 +691,7 @@ vm_bg() {
 	shift 2
 	local inner="$*; echo \$? >/tmp/bg/$tag.rc.tmp; mv /tmp/bg/$tag.rc.tmp /tmp/bg/$tag.rc"
 	# shellcheck disable=SC2034 # for the tests
-	VM_LAST_BG=$(vm_exec "$name" -t 20 "mkdir -p /tmp/bg; rm -f /tmp/bg/$tag.rc;" \
+	VM_LAST_BG=$(vm_exec "$name" "mkdir -p /tmp/bg; rm -f /tmp/bg/$tag.rc;" \
 		"setsid sh -c $(vm_quote "$inner") >/tmp/bg/$tag.out 2>&1 </dev/null & echo \$!") ||
 		vm_fail "guest $name: cannot start $tag: $*"
 	VM_BGS+=("$name:$tag")
@@ -707,12 +707,12 @@ vm_bg_wait() {
 
 # vm_bg_out NAME TAG: what the job has written so far.
 vm_bg_out() {
-	vm_exec "$1" -t 20 "cat /tmp/bg/$2.out"
+	vm_exec "$1" "cat /tmp/bg/$2.out"
 }
 
 # vm_bg_stop NAME TAG PID: kill the job (its whole session).
 vm_bg_stop() {
-	vm_exec "$1" -t 20 "kill -9 -- -$3 2>/dev/null; true"
+	vm_exec "$1" "kill -9 -- -$3 2>/dev/null; true"
 }
 
 # vm_wait_listen NAME PORT [SECS]: wait until something listens on TCP

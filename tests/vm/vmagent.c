@@ -33,7 +33,8 @@
  * How the guest learns that the host went away: virtio_console reports
  * POLLHUP on a port whose host side is closed, and sends SIGIO (O_ASYNC)
  * when it opens again, so an idle agent sleeps in sigtimedwait() instead
- * of spinning.  A command whose host hangs up is killed too.
+ * of spinning.  A command whose host has been gone for 5 s is killed, or
+ * at once when a new request comes on its port.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -78,20 +79,29 @@ static void set_nonblock(int fd)
 /* --- I/O on a non-blocking fd, bounded by a deadline (0: none) ---------- */
 
 /*
- * Did the other end really go?  A port's POLLHUP is only as fresh as the
- * guest's view of the host side, which comes on a control queue of its
- * own: the first bytes of a new connection can arrive before the news
- * that the host opened it.  So a hang-up counts once it has lasted 300 ms.
+ * Did the other end really go?  On the host a hang-up is final.  In the
+ * guest, a port's POLLHUP is only as fresh as the guest's idea of the host
+ * side, which comes on a control queue of its own: the first bytes of a
+ * new connection can come before the news that it opened, and on a busy
+ * machine the news can lag by a lot.  So there it counts once it has
+ * lasted HUP_GRACE seconds.  (A timeout does not rely on this: the host
+ * sends K.  This is for a host end that was killed.)
  */
+#define HUP_GRACE 5.0
+static double hup_grace; /* 0 on the host, HUP_GRACE in the guest */
+
 static int gone(int fd)
 {
-	for (int i = 0; i < 15; i++) {
+	double end = now() + hup_grace;
+
+	for (;;) {
 		struct pollfd p = { fd, 0, 0 }; /* only POLLHUP/ERR/NVAL can come */
 		if (poll(&p, 1, 0) == 0)
 			return 0;
+		if (now() >= end)
+			return 1;
 		usleep(20 * 1000);
 	}
-	return 1;
 }
 
 /* Wait for EV on fd.  1: ready; 0: hung up (and not ready); -1: deadline. */
@@ -181,6 +191,8 @@ static int send_frame(int fd, uint32_t type, uint32_t id, const void *p, uint32_
 
 static sigset_t sigio;
 static int chld_fd = -1;
+static struct hdr pending; /* a request read while a command ran */
+static int have_pending;
 
 static void drain(int fd)
 {
@@ -284,10 +296,15 @@ static void do_exec(int port, uint32_t id, const char *cmd)
 			break;
 		}
 		if (p[0].revents & POLLIN) {
-			/* K: the host's timeout; anything else is out of step. */
+			/* K: the host's timeout.  A new request: the host that
+			 * asked for this command is gone (killed), and another
+			 * has taken the port: that one is served next. */
 			struct hdr h;
 			if (read_all(port, &h, sizeof(h), 0) || h.magic != MAGIC || h.len > MAXPAY) {
 				hup = 1;
+			} else if (h.type == 'X' || h.type == 'G' || h.type == 'P') {
+				pending = h;
+				have_pending = hup = 1;
 			} else {
 				skip_bytes(port, h.len);
 				cancel = h.type == 'K' && h.id == id;
@@ -370,6 +387,16 @@ static void do_put(int port, uint32_t id, char *arg)
 			}
 			return; /* the host went away: nothing to answer */
 		}
+		if (h.type == 'X' || h.type == 'G' || h.type == 'P') {
+			/* Its host is gone; another has taken the port. */
+			pending = h;
+			have_pending = 1;
+			if (fd >= 0) {
+				close(fd);
+				unlink(tmp);
+			}
+			return;
+		}
 		if (h.type == 'E')
 			break;
 		if (read_all(port, b, h.len, 0))
@@ -400,6 +427,23 @@ static void do_put(int port, uint32_t id, char *arg)
 		status_frame(port, id, 0);
 }
 
+/* The next request's header.  0: got it; -1: nothing yet. */
+static int next_header(int port, struct hdr *h)
+{
+	struct pollfd p = { port, POLLIN, 0 };
+
+	if (poll(&p, 1, -1) < 0)
+		return -1;
+	if (!(p.revents & POLLIN)) {
+		/* No host on this port: sleep until one comes (SIGIO),
+		 * looking again now and then in case the signal is missed. */
+		struct timespec ts = { 0, 200 * 1000 * 1000 };
+		sigtimedwait(&sigio, NULL, &ts);
+		return -1;
+	}
+	return read_all(port, h, sizeof(*h), 0) ? -1 : 0;
+}
+
 static void serve_port(const char *dev)
 {
 	int port = open(dev, O_RDWR | O_NONBLOCK | O_CLOEXEC);
@@ -417,19 +461,13 @@ static void serve_port(const char *dev)
 
 	char *arg = malloc(MAXPAY + 1);
 	for (;;) {
-		struct pollfd p = { port, POLLIN, 0 };
-		if (poll(&p, 1, -1) < 0)
-			continue;
-		if (!(p.revents & POLLIN)) {
-			/* No host on this port: sleep until one comes (SIGIO),
-			 * looking again now and then in case the signal is missed. */
-			struct timespec ts = { 0, 200 * 1000 * 1000 };
-			sigtimedwait(&sigio, NULL, &ts);
+		struct hdr h;
+		if (have_pending) {
+			h = pending;
+			have_pending = 0;
+		} else if (next_header(port, &h)) {
 			continue;
 		}
-		struct hdr h;
-		if (read_all(port, &h, sizeof(h), 0))
-			continue;
 		if (h.magic != MAGIC || h.len > MAXPAY) {
 			drain(port); /* out of step: drop what is there */
 			continue;
@@ -484,6 +522,7 @@ static int guest(void)
 	pid_t pids[NPORTS_MAX];
 	int n = 0;
 
+	hup_grace = HUP_GRACE;
 	sigemptyset(&sigio);
 	sigaddset(&sigio, SIGIO);
 	sigaddset(&sigio, SIGCHLD);
