@@ -43,6 +43,10 @@
  *
  * cpu_s is getrusage(RUSAGE_SELF) user+sys over the measured time.
  *
+ * PORT may also be ADDR:PORT (an IPv4 address), for both ends: a server
+ * listens on ADDR, a client connects to ADDR; the default is 127.0.0.1.
+ * The VM tests (tests/t_vm_*.sh) run it between guests this way.
+ *
  * `client` prints "MB/s <throughput> rtt_us <median round trip>" and
  * exits 1 if the server found a byte of the stream wrong.  The stream
  * repeats a pattern whose period (PERIOD) does not divide the write size, so
@@ -117,10 +121,40 @@ static unsigned char *pattern(void)
 	return p;
 }
 
+/* The address of every socket, set by an ADDR:PORT argument. */
+static struct in_addr bench_addr = { .s_addr = 0 };
+static int bench_addr_set;
+
 static struct sockaddr_in loopback(int port)
 {
-	return (struct sockaddr_in){ .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-				     .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+
+	if (bench_addr_set)
+		a.sin_addr = bench_addr;
+	return a;
+}
+
+/* "PORT" or "ADDR:PORT": the port; the address goes to bench_addr. */
+static int port_arg(const char *s)
+{
+	const char *colon = strrchr(s, ':');
+	char host[64];
+
+	if (!colon)
+		return atoi(s);
+	if ((size_t)(colon - s) >= sizeof(host)) {
+		fprintf(stderr, "tcpbench: bad address %s\n", s);
+		exit(2);
+	}
+	memcpy(host, s, (size_t)(colon - s));
+	host[colon - s] = 0;
+	if (inet_pton(AF_INET, host, &bench_addr) != 1) {
+		fprintf(stderr, "tcpbench: bad address %s\n", s);
+		exit(2);
+	}
+	bench_addr_set = 1;
+	return atoi(colon + 1);
 }
 
 /* Many short or idle connections can arrive faster than they are accepted:
@@ -539,38 +573,39 @@ static int idle(int port, long n, double secs)
 int main(int argc, char **argv)
 {
 	if (argc >= 4 && !strcmp(argv[1], "server"))
-		return serve_short(atoi(argv[2]), atol(argv[3]), 1);
+		return serve_short(port_arg(argv[2]), atol(argv[3]), 1);
 	if (argc >= 4 && !strcmp(argv[1], "connect"))
-		return connect_short(atoi(argv[2]), atol(argv[3]), 1);
+		return connect_short(port_arg(argv[2]), atol(argv[3]), 1);
 	if (argc >= 3 && !strcmp(argv[1], "server"))
-		return serve(atoi(argv[2]));
+		return serve(port_arg(argv[2]));
 	if (argc >= 3 && !strcmp(argv[1], "client"))
-		return client(atoi(argv[2]), argc > 3 ? strtoull(argv[3], NULL, 10) : 1024,
+		return client(port_arg(argv[2]), argc > 3 ? strtoull(argv[3], NULL, 10) : 1024,
 			      argc > 4 ? (uint32_t)strtoul(argv[4], NULL, 10) : 100000);
 	if (argc >= 3 && !strcmp(argv[1], "respond"))
-		return respond(atoi(argv[2]));
+		return respond(port_arg(argv[2]));
 	if (argc >= 4 && !strcmp(argv[1], "stream"))
-		return stream_for(atoi(argv[2]), atof(argv[3]),
+		return stream_for(port_arg(argv[2]), atof(argv[3]),
 				  argc > 4 ? strtoul(argv[4], NULL, 10) : CHUNK, argc > 5 ? atof(argv[5]) : 0);
 	if (argc >= 4 && !strcmp(argv[1], "pingpong"))
-		return pingpong_for(atoi(argv[2]), atof(argv[3]),
+		return pingpong_for(port_arg(argv[2]), atof(argv[3]),
 				    argc > 4 ? (uint32_t)strtoul(argv[4], NULL, 10) : MSG,
 				    argc > 5 ? atof(argv[5]) : 0);
 	if (argc >= 3 && !strcmp(argv[1], "quit"))
-		return quit(atoi(argv[2]));
+		return quit(port_arg(argv[2]));
 	if (argc >= 4 && !strcmp(argv[1], "hold"))
-		return hold(atoi(argv[2]), atol(argv[3]));
+		return hold(port_arg(argv[2]), atol(argv[3]));
 	if (argc >= 5 && !strcmp(argv[1], "idle"))
-		return idle(atoi(argv[2]), atol(argv[3]), atof(argv[4]));
+		return idle(port_arg(argv[2]), atol(argv[3]), atof(argv[4]));
 	if (argc >= 4 && !strcmp(argv[1], "accept"))
-		return serve_short(atoi(argv[2]), atol(argv[3]), 0);
+		return serve_short(port_arg(argv[2]), atol(argv[3]), 0);
 	if (argc >= 4 && !strcmp(argv[1], "connect0"))
-		return connect_short(atoi(argv[2]), atol(argv[3]), 0);
+		return connect_short(port_arg(argv[2]), atol(argv[3]), 0);
 	fprintf(stderr, "usage: tcpbench server PORT [N] | tcpbench client PORT [MIB] [ROUNDS]"
 			" | tcpbench connect PORT N\n"
 			"       tcpbench respond PORT | stream PORT SECS [WRITE] [AT]"
 			" | pingpong PORT SECS [SIZE] [AT] | quit PORT\n"
 			"       tcpbench hold PORT N | idle PORT N SECS | accept PORT N"
-			" | connect0 PORT N\n");
+			" | connect0 PORT N\n"
+			"       (every PORT may be ADDR:PORT; ADDR defaults to 127.0.0.1)\n");
 	return 2;
 }
