@@ -49,7 +49,7 @@
 #   CLANG, CC            compilers (default clang, cc)
 
 SOCKMAP_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/sockmap" && pwd)
-SOCKMAP_BUILD=${SOCKMAP_BUILD:-${SHUNT_BUILD:-$SOCKMAP_SRC/../../build}/sockmap}
+SOCKMAP_BUILD=${SOCKMAP_BUILD:-${SHUNT_BUILD:-$(cd "$SOCKMAP_SRC/../.." && pwd)/build}/sockmap}
 SOCKMAP_REASON=
 SOCKMAP_CG=         # the cgroup directory while started
 SOCKMAP_PID=        # sockmap_ctl's pid while started

@@ -170,12 +170,13 @@ client_probed() {
 	return $rc
 }
 
-# bypass_check FIG MODE WHAT LIMIT: for a bypass mode, invalidate FIG if the
-# probe saw more than LIMIT kernel TCP bytes on live sockets.
+# bypass_check FIG MODE WHAT LIMIT [SAME]: for a bypass mode, invalidate FIG
+# if the probe saw more than LIMIT kernel TCP bytes on live sockets.  The
+# probe is listed under WHAT, unless SAME (a second figure of the same run).
 bypass_check() {
 	local n b
 	read -r n b <<<"$PROBE"
-	probes+=("$3: $b B on $n socket(s)")
+	[ -n "${5:-}" ] || probes+=("$3: $b B on $n socket(s)")
 	[ "${MODE_KIND[$2]}" = bypass ] || return 0
 	if [ "$n" -gt 0 ] && [ "$b" -gt "$4" ]; then
 		notes+=("$3: the kernel's TCP carried $b bytes on $n live socket(s) (limit $4): not bypassed, figure invalid")
@@ -272,9 +273,9 @@ bench_redis() {
 					v=$(awk -F'"' -v t="$t" '$2 == t { print $4 }' "$f")
 					record "redis-benchmark $t -c $c" "$m" "$v"
 					[ $ok = 1 ] || invalid "redis-benchmark $t -c $c" "$m"
-					bypass_check "redis-benchmark $t -c $c" "$m" "redis $t -c $c $m r$r" 65536
+					bypass_check "redis-benchmark $t -c $c" "$m" "redis -c $c $m r$r" 65536 \
+						"$([ $t = GET ] || echo same)"
 				done
-				probes=("${probes[@]:0:${#probes[@]}-1}") # one probe per run, not per figure
 			done
 			stop_server "$pid"
 		done
