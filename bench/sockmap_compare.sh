@@ -17,9 +17,10 @@
 #
 # Proof of the path taken: during each iperf3, sockperf and redis run, the
 # kernel's TCP byte counters of the live connections on the server's port
-# are read every 0.5 s (ss -ti: bytes_received + bytes_acked).  A mode declared
-# "bypass" (sockmap) must keep them near zero (at most 64 KiB, or 1% of what
-# iperf3 moved), else its figure is marked invalid; the values are listed.
+# are read at 0.2 s, then every 0.5 s (ss -ti: bytes_received + bytes_acked).
+# A mode declared "bypass" (sockmap) must keep them near zero (at most
+# 64 KiB, or 1% of what iperf3 moved), else its figure is marked invalid; the
+# values are listed.
 # For sockmap the BPF programs' own counters must also show that no more
 # than 1% of the bytes took the TCP path (a peer not found in the map).
 #
@@ -151,20 +152,23 @@ probe() {
 }
 
 # client_probed NAME SECS PORT OUT CMD...: run_client in the background
-# (output to OUT), reading the kernel's counters of PORT (probe) every 0.5 s
-# while it runs, and wait for it.  Sets PROBE to the sample with the most
-# bytes ("SOCKETS BYTES"; a connection's counters only grow, so this is about
-# its total) and returns the client's status.  (Sampled all along because
-# the programs do not start at once: sockperf warms up for 2 s.)
+# (output to OUT), reading the kernel's counters of PORT (probe) at 0.2 s and
+# then every 0.5 s while it runs, and wait for it.  Sets PROBE to the sample
+# with the most bytes ("SOCKETS BYTES"; a connection's counters only grow, so
+# this is about its total) and returns the client's status.  (Sampled all
+# along because the programs do not start at once: sockperf warms up for
+# 2 s; and early because a fast run may be over in half a second.)
 client_probed() {
 	local name=$1 secs=$2 port=$3 outf=$4 pid rc=0 n b
 	shift 4
 	run_client "$name" "$secs" "$@" >"$outf" 2>&1 &
 	pid=$!
 	PROBE="0 0"
-	while sleep 0.5; kill -0 "$pid" 2>/dev/null; do
+	sleep 0.2
+	while kill -0 "$pid" 2>/dev/null; do
 		read -r n b <<<"$(probe "$port")"
 		[ "$n" -eq 0 ] || [ "$b" -lt "${PROBE#* }" ] || PROBE="$n $b"
+		sleep 0.5
 	done
 	wait "$pid" || rc=$?
 	return $rc
@@ -282,6 +286,8 @@ bench_redis() {
 	done
 }
 
+# ratio3 A B: A/B, 2 decimals, 3 below 0.1 (latency ratios can be that small).
+ratio3() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0 && a != "nan") printf (a / b < 0.1 ? "%.3f" : "%.2f"), a / b; else print "nan" }'; }
 max() { if [ "$1" -gt "$2" ]; then echo "$1"; else echo "$2"; fi; }
 
 FIGS=()
@@ -317,7 +323,7 @@ report=$T/report.md
 			line+=" $(fmt "${med[$m]}" $d)$([ "${VALID[$fig|$m]:-0}" = 1 ] || echo ' (invalid)') |"
 		done
 		for m in "${MODES[@]:1}"; do
-			line+=" $(ratio "${med[$m]}" "${med[${MODES[0]}]}")x |"
+			line+=" $(ratio3 "${med[$m]}" "${med[${MODES[0]}]}")x |"
 		done
 		echo "$line"
 		unset med
@@ -330,7 +336,7 @@ report=$T/report.md
 		for m in "${MODES[@]}"; do line+=" $m${VAL[$fig|$m]:-};"; done
 		echo "${line%;}"
 	done
-	echo "* kernel TCP bytes on the server port's live sockets (the largest of the samples taken every 0.5 s during each run): $(printf '%s; ' "${probes[@]}" | sed 's/; $//')"
+	echo "* kernel TCP bytes on the server port's live sockets (the largest of the samples taken during each run): $(printf '%s; ' "${probes[@]}" | sed 's/; $//')"
 	echo "* sockmap BPF counters at the end: $(sockmap_stats | sed 's/^stats //')"
 	for n in "${notes[@]}"; do echo "* $n"; done
 	echo
