@@ -114,7 +114,7 @@ sockmap_available() {
 	fi
 	root=$(sockmap_cgroup_root) || { sockmap_unavailable "no cgroup v2 hierarchy mounted"; return 1; }
 	[ -w "$root" ] || { sockmap_unavailable "cannot write to the cgroup v2 root $root"; return 1; }
-	command -v "${CLANG:-clang}" >/dev/null 2>&1 || { sockmap_unavailable "no clang (apt-get install clang llvm)"; return 1; }
+	command -v "${CLANG:-clang}" >/dev/null 2>&1 || { sockmap_unavailable "no clang (apt-get install clang)"; return 1; }
 	command -v "${CC:-cc}" >/dev/null 2>&1 || { sockmap_unavailable "no C compiler ${CC:-cc}"; return 1; }
 	printf '#include <bpf/libbpf.h>\n' | "${CC:-cc}" -E -x c - >/dev/null 2>&1 ||
 		{ sockmap_unavailable "no libbpf headers (apt-get install libbpf-dev)"; return 1; }
