@@ -27,7 +27,9 @@
  * server socket accepting it (a listener on [::] sees ::ffff:127.0.0.1)
  * produce the same tuple.  Ports are in host byte order.
  *
- * Build: clang -O2 -g -target bpf -c sockmap.bpf.c -o sockmap.bpf.o
+ * Build: clang -O2 -g -target bpf -c sockmap.bpf.c -o sockmap.bpf.o, plus
+ * -I/usr/include/$(gcc -dumpmachine) on Debian (<asm/types.h>); see
+ * sockmap_build in bench/sockmap.sh.
  */
 #include <linux/bpf.h>
 #include <linux/socket.h>
