@@ -13,7 +13,7 @@
  * Each case checks that the program sees exactly what kernel TCP gives it
  * (SHUNT_DISABLE=1 is the reference, where every case passes), after the
  * connection moved when it is one that should move.
- * SHUNT_TEST_ONLY=name,name runs some cases.  (Ported from t_preload.)
+ * SHUNT_TEST_ONLY=name,name runs some cases.  (Ported from the former t_preload.)
  */
 #include <arpa/inet.h>
 #include <fcntl.h>

@@ -12,7 +12,7 @@
  * Each case first moves its connection (ts_make_accelerated*), then checks
  * that the program sees exactly what kernel TCP gives it: SHUNT_DISABLE=1
  * runs the same checks on kernel TCP, where every case passes.
- * SHUNT_TEST_ONLY=name,name runs some cases.  (Ported from t_preload.)
+ * SHUNT_TEST_ONLY=name,name runs some cases.  (Ported from the former t_preload.)
  */
 #include <fcntl.h>
 #include <netinet/in.h>
