@@ -604,6 +604,17 @@ static void *waiter_main(void *arg)
 	return NULL;
 }
 
+/* Fail if the waiter returned already (joined first: no thread left). */
+static void waiter_check(struct waiter *w, const char *name, const char *when)
+{
+	if (!atomic_load(&w->done))
+		return;
+	ASSERT_EQ(pthread_join(w->t, NULL), 0);
+	TEST_FAIL_MSG("%s returned (rc %d, revents 0x%x, then the read gave %zd: %s 0x%02x) %s, "
+		      "with nothing sent", name, w->rc, w->revents, w->r,
+		      w->r < 0 ? test_errname(w->err) : "byte", (unsigned char)w->got, when);
+}
+
 /* A thread waits for data on a connection still on TCP; other threads make
  * it move meanwhile (a's sends, b's reads); then, 100 ms later, b sends
  * one byte.  The waiter wakes for that byte, not before (poll's POLLIN is
@@ -619,23 +630,17 @@ static void across_move(int kind)
 	w.fd = a;
 	ASSERT_EQ(pthread_create(&w.t, NULL, waiter_main, &w), 0);
 	test_sleep_ms(50);
-	ASSERT_MSG(!atomic_load(&w.done), "%s returned with nothing to read", names[kind]);
+	waiter_check(&w, names[kind], "at once");
 	/* One way only, a to b (a's end cannot read: the waiter is there):
 	 * enough data calls at both ends for the two to meet and a's sends to
 	 * go by the ring.  b's own sends switch with its first one below. */
 	for (int i = 0; i < MOVE_ROUNDS; i++) {
 		ts_write_all(a, &c, 1, ts_ms(2000));
 		ts_read_exact(b, &c, 1, ts_ms(2000));
-		ASSERT_MSG(!atomic_load(&w.done), "%s returned (rc %d, revents 0x%x, then the "
-			   "read gave %zd: %s 0x%02x) while the connection moved, with nothing "
-			   "sent", names[kind], w.rc, w.revents, w.r,
-			   w.r < 0 ? test_errname(w.err) : "byte", (unsigned char)w.got);
+		waiter_check(&w, names[kind], "while the connection moved");
 	}
 	test_sleep_ms(100);
-	ASSERT_MSG(!atomic_load(&w.done), "%s returned (rc %d, revents 0x%x, then the read "
-		   "gave %zd: %s 0x%02x) after the move, with nothing sent", names[kind], w.rc,
-		   w.revents, w.r, w.r < 0 ? test_errname(w.err) : "byte",
-		   (unsigned char)w.got);
+	waiter_check(&w, names[kind], "after the move");
 	double sent = test_now();
 	ts_write_all(b, "x", 1, ts_ms(2000));
 	uint64_t end = test_now_ns() + (uint64_t)ts_ms(2000) * 1000000u;

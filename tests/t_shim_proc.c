@@ -142,7 +142,7 @@ static void case_fork_child_serves(void)
 	pid_t child = test_fork(fork_server, &f);
 	ASSERT_SYS(close(a));
 	close(tok[0]);
-	echo_pump(b, shim_seed(1), 0, n, ts_ms(10000));
+	echo_pump(b, shim_seed(1), 0, n, ts_ms(5000));
 	expect_quiet(b, 200, "while the child still holds the socket");
 	ts_token_send(tok[1], 'c');
 	ts_expect_eof(b, ts_ms(3000));
@@ -328,7 +328,7 @@ static void case_exec(void)
 	ASSERT_EQ(ts_token_recv(out[0], ts_ms(5000)), 'r');
 	close(out[0]);
 	ASSERT_SYS(close(a));
-	echo_pump(b, shim_seed(4), 0, EXEC_N, ts_ms(10000));
+	echo_pump(b, shim_seed(4), 0, EXEC_N, ts_ms(5000));
 	ASSERT_SYS(shutdown(b, SHUT_WR));
 	test_wait_ok(child, ts_ms(5000) / 1000.0);
 	ts_expect_eof(b, ts_ms(3000));
