@@ -110,15 +110,10 @@ $(B)/tests/t_%: $(B)/tests/t_%.o $(TEST_LIB) $(B)/libshunt.a
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) -o $@ $< $(TEST_LIB) $(B)/libshunt.a $(ALL_LDFLAGS) -lpthread
 
-# t_preload links the shim itself, so that its wrappers run instrumented
-# under SAN=asan and SAN=tsan (an executable's symbols come first).
-$(B)/tests/t_preload: $(B)/tests/t_preload.o $(TEST_LIB) $(SHIM_OBJ) $(B)/libshunt.a
-	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) -o $@ $< $(TEST_LIB) $(SHIM_OBJ) $(B)/libshunt.a $(ALL_LDFLAGS) -lpthread
-
-# Every t_shim_* reproducer is linked as t_preload is, with the shared
-# harness of tests/shimlib.c (pairs, peers, moving a connection to shared
-# memory, one forked process per case).
+# Every t_shim_* test links the shim itself, so that its wrappers run
+# instrumented under SAN=asan and SAN=tsan (an executable's symbols come
+# first), with the shared harness of tests/shimlib.c (pairs, peers, moving a
+# connection to shared memory, one forked process per case).
 SHIM_TEST_LIB := $(B)/tests/shimlib.o
 $(B)/tests/t_shim_%: $(B)/tests/t_shim_%.o $(TEST_LIB) $(SHIM_TEST_LIB) $(SHIM_OBJ) $(B)/libshunt.a
 	@$(if $(Q),echo "  LD      $@")

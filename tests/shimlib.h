@@ -1,9 +1,9 @@
 /*
  * shimlib.h - helpers for the tests/t_shim_*.c reproducers.
  *
- * Each t_shim_* program is linked with the socket shim's objects (as
- * t_preload is), so its libc socket calls go through the shim's wrappers,
- * instrumented under SAN=asan and SAN=tsan.  A case is a function that makes
+ * Each t_shim_* program is linked with the socket shim's objects, so its
+ * libc socket calls go through the shim's wrappers, instrumented under
+ * SAN=asan and SAN=tsan.  A case is a function that makes
  * ordinary TCP connections over 127.0.0.1, moves them to shared memory
  * (ts_make_accelerated*: round trips until shunt__shim_is_accelerated()
  * is 1 at both ends), then does what some real program does with its fds

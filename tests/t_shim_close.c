@@ -1,0 +1,918 @@
+/*
+ * t_shim_close.c - the ends of connections that moved to shared memory,
+ * and the calls that wait on them: end of stream after the peer's
+ * shutdown and close (both ways, and half-closed streams), a close with
+ * unread data (a reset), ECONNRESET when the peer process dies with data
+ * unread, end of stream when it dies with none, a blocked reader when it
+ * dies, SIGPIPE and EPIPE, shutdown() waking a blocked reader, writer and
+ * poller, SO_RCVTIMEO (set before the move, after it, inherited from the
+ * listener) and SO_SNDTIMEO, and EINTR with and without SA_RESTART.
+ *
+ * Each case first moves its connection (ts_make_accelerated*), then checks
+ * that the program sees exactly what kernel TCP gives it: SHUNT_DISABLE=1
+ * runs the same checks on kernel TCP, where every case passes.  Timing
+ * bounds are generous (a shared, noisy machine).
+ * SHUNT_TEST_ONLY=name,name runs some cases.  (Ported from the former t_preload.)
+ */
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "shimlib.h"
+#include "testlib.h"
+
+#define KIB 1024
+#define MIB (1024 * 1024)
+
+static _Atomic int g_sigpipe, g_usr1;
+
+static void on_sigpipe(int sig)
+{
+	(void)sig;
+	atomic_fetch_add(&g_sigpipe, 1);
+}
+
+static void on_usr1(int sig)
+{
+	(void)sig;
+	atomic_fetch_add(&g_usr1, 1);
+}
+
+static void on_alarm(int sig)
+{
+	(void)sig;
+}
+
+/* A call that should return at once but blocks is cut by SIGALRM after s
+ * seconds (EINTR), and the check on its result fails. */
+static void guard(unsigned s)
+{
+	ts_set_handler(SIGALRM, on_alarm, 0);
+	alarm(s);
+}
+
+static void moved_pair(int *a, int *b)
+{
+	ts_pair(a, b);
+	ts_make_accelerated(*a, *b);
+}
+
+static void wait_arrived(int fd, int n, int ms)
+{
+	uint64_t end = test_now_ns() + (uint64_t)ms * 1000000u;
+	int v = 0;
+
+	for (;;) {
+		ASSERT_SYS(ioctl(fd, FIONREAD, &v));
+		if (v >= n)
+			return;
+		if (test_now_ns() > end)
+			TEST_FAIL_MSG("fd %d: FIONREAD is %d after %d ms, want %d", fd, v, ms, n);
+		test_sleep_ms(1);
+	}
+}
+
+/* Poll until fd reports any of `want` (level: the data and the FIN may
+ * come in two steps); returns revents. */
+static short wait_revents(int fd, short events, short want, int ms)
+{
+	uint64_t end = test_now_ns() + (uint64_t)ms * 1000000u;
+
+	for (;;) {
+		short re = ts_wait_fd(fd, events, 10);
+		if (re & want)
+			return re;
+		if (test_now_ns() > end)
+			TEST_FAIL_MSG("fd %d: revents 0x%x after %d ms, want 0x%x", fd, re, ms, want);
+		test_sleep_ms(1);
+	}
+}
+
+/* Fill fd's send side until EAGAIN (the peer reads nothing), and again
+ * after a pause until not one more byte goes in (TCP frees some room as
+ * its segments are acknowledged); returns how many bytes of stream seed
+ * went in.  fd is left blocking. */
+static uint64_t fill(int fd, uint64_t seed)
+{
+	unsigned char *buf = malloc(256 * KIB);
+	uint64_t total = 0, before;
+
+	ASSERT_NOT_NULL(buf);
+	do {
+		before = total;
+		/* Big sends, then single bytes (TCP appends them to a segment
+		 * that has room when a bigger send finds none). */
+		for (size_t len = 256 * KIB;; len = 1) {
+			for (;;) {
+				test_stream_fill(seed, total, buf, len);
+				ssize_t n = send(fd, buf, len, MSG_DONTWAIT);
+				if (n < 0) {
+					ASSERT_MSG(errno == EAGAIN, "send: %s", test_errname(errno));
+					break;
+				}
+				total += (uint64_t)n;
+				ASSERT_LT(total, 1024ull * MIB);
+			}
+			if (len == 1)
+				break;
+		}
+		test_sleep_ms(20);
+	} while (total != before);
+	free(buf);
+	return total;
+}
+
+/* A thread that writes n bytes of a stream to fd after ms. */
+struct later {
+	int fd, ms;
+	uint64_t seed, off, n;
+	pthread_t t;
+};
+
+static void *later_main(void *arg)
+{
+	struct later *l = arg;
+
+	test_sleep_ms((unsigned)l->ms);
+	ts_send_stream(l->fd, l->seed, l->off, l->n, ts_ms(3000));
+	return NULL;
+}
+
+static void later_start(struct later *l)
+{
+	ASSERT_EQ(pthread_create(&l->t, NULL, later_main, l), 0);
+}
+
+static void later_join(struct later *l)
+{
+	ASSERT_EQ(pthread_join(l->t, NULL), 0);
+}
+
+static void check_stream(uint64_t seed, uint64_t off, const void *buf, size_t n)
+{
+	size_t bad = test_stream_check(seed, off, buf, n);
+
+	if (bad != (size_t)-1)
+		TEST_FAIL_MSG("stream byte %ju is wrong (0x%02x)", (uintmax_t)(off + bad),
+			      ((const unsigned char *)buf)[bad]);
+}
+
+/* --- End of stream ----------------------------------------------------------- */
+
+/* The peer shuts down its side after 5000 bytes: we read them, see
+ * POLLRDHUP, then 0 as often as we ask; our side still sends; our own
+ * SHUT_WR ends it (EPIPE, SIGPIPE once without MSG_NOSIGNAL), and the
+ * peer sees the end too. */
+static void case_eof_shutdown(void)
+{
+	int a, b;
+	char c;
+	uint64_t seed = shim_seed(1);
+
+	moved_pair(&a, &b);
+	ts_set_handler(SIGPIPE, on_sigpipe, 0);
+	ts_send_stream(b, seed, 0, 5000, ts_ms(2000));
+	ASSERT_SYS(shutdown(b, SHUT_WR));
+	ts_recv_stream(a, seed, 0, 5000, ts_ms(2000));
+	short re = wait_revents(a, POLLIN | POLLRDHUP, POLLRDHUP, ts_ms(2000));
+	ASSERT_EQ(re, POLLIN | POLLRDHUP);
+	guard(3);
+	ASSERT_EQ(read(a, &c, 1), 0);
+	ASSERT_EQ(read(a, &c, 1), 0);
+	ASSERT_EQ(recv(a, &c, 1, MSG_DONTWAIT), 0);
+	alarm(0);
+	/* Half-closed: we still send, the peer still reads. */
+	ts_send_stream(a, seed ^ 1, 0, 3000, ts_ms(2000));
+	ts_recv_stream(b, seed ^ 1, 0, 3000, ts_ms(2000));
+	ts_expect_accel(a, "half-closed");
+	ASSERT_SYS(shutdown(a, SHUT_WR));
+	ASSERT_FAILS(send(a, &c, 1, MSG_NOSIGNAL), EPIPE);
+	ASSERT_EQ(atomic_load(&g_sigpipe), 0);
+	ASSERT_FAILS(write(a, &c, 1), EPIPE);
+	ASSERT_EQ(atomic_load(&g_sigpipe), 1);
+	ts_expect_eof(b, ts_ms(2000));
+	/* Both sides shut: HUP at both ends, and still writable (it fails). */
+	short want = POLLIN | POLLOUT | POLLRDHUP | POLLHUP;
+	ASSERT_EQ(wait_revents(a, POLLIN | POLLOUT | POLLRDHUP, POLLHUP, ts_ms(2000)), want);
+	ASSERT_EQ(wait_revents(b, POLLIN | POLLOUT | POLLRDHUP, POLLHUP, ts_ms(2000)), want);
+	ts_set_handler(SIGPIPE, SIG_IGN, 0);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+/* The peer writes 5000 bytes and closes: all arrive, then 0 from every
+ * read call.  Both ways (the connecting and the accepting end closing). */
+static void case_eof_close(void)
+{
+	uint64_t seed = shim_seed(2);
+
+	for (int k = 0; k < 2; k++) {
+		int c, s;
+		char buf[16];
+		struct iovec iov = { buf, sizeof(buf) };
+		struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
+
+		moved_pair(&c, &s);
+		int closer = k ? c : s, reader = k ? s : c;
+		test_log("the %s end closes", k ? "connected" : "accepted");
+		ts_send_stream(closer, seed, 0, 5000, ts_ms(2000));
+		ASSERT_SYS(close(closer));
+		ts_recv_stream(reader, seed, 0, 5000, ts_ms(2000));
+		guard(3);
+		ASSERT_EQ(read(reader, buf, sizeof(buf)), 0);
+		ASSERT_EQ(recv(reader, buf, sizeof(buf), MSG_DONTWAIT), 0);
+		ASSERT_EQ(readv(reader, &iov, 1), 0);
+		ASSERT_EQ(recvmsg(reader, &m, 0), 0);
+		ASSERT_EQ(recv(reader, buf, sizeof(buf), MSG_PEEK), 0);
+		alarm(0);
+		ASSERT_EQ(ts_wait_fd(reader, POLLIN | POLLRDHUP, 0), POLLIN | POLLRDHUP);
+		ASSERT_SYS(close(reader));
+	}
+}
+
+/* A close with bytes unread is a reset on TCP: the peer reads ECONNRESET
+ * (once), then end of stream, and its sends fail with EPIPE. */
+static void case_close_unread(void)
+{
+	int a, b;
+	char buf[64];
+	uint64_t seed = shim_seed(3);
+
+	moved_pair(&a, &b);
+	ts_send_stream(a, seed, 0, 100, ts_ms(2000));
+	wait_arrived(b, 100, ts_ms(2000));
+	ASSERT_SYS(close(b));
+	if (!(ts_wait_fd(a, POLLIN, ts_ms(2000)) & (POLLIN | POLLERR | POLLHUP)))
+		TEST_FAIL_MSG("nothing to read 2 s after the peer closed with data unread");
+	guard(3);
+	ASSERT_FAILS(recv(a, buf, sizeof(buf), 0), ECONNRESET);
+	ASSERT_EQ(recv(a, buf, sizeof(buf), 0), 0);
+	ASSERT_FAILS(send(a, buf, 1, MSG_NOSIGNAL), EPIPE);
+	alarm(0);
+	ASSERT_SYS(close(a));
+}
+
+/* --- The peer dies ------------------------------------------------------------ */
+
+struct victim {
+	size_t unread; /* leave this many of our bytes unread (else read them) */
+};
+
+/* The peer that will be killed: takes (or leaves) our bytes, tells us
+ * with one byte 'k', then waits for SIGKILL. */
+static void victim_peer(int fd, void *arg)
+{
+	const struct victim *v = arg;
+
+	ts_make_accelerated_follow(fd);
+	if (v->unread)
+		wait_arrived(fd, (int)v->unread, ts_ms(3000));
+	else
+		ts_recv_stream(fd, shim_seed(4), 0, 1000, ts_ms(3000));
+	ts_write_all(fd, "k", 1, ts_ms(2000));
+	for (;;)
+		pause();
+}
+
+/* A moved connection to a peer that is now dead (SIGKILL), after it took
+ * the 1000 bytes we sent (unread = 0) or left them unread. */
+static int killed_peer(size_t unread, pid_t *pid)
+{
+	static struct victim v;
+	struct shim_peer p;
+	char k;
+
+	v.unread = unread;
+	ts_peer_start(&p, victim_peer, &v);
+	ts_make_accelerated_lead(p.fd);
+	ts_send_stream(p.fd, shim_seed(4), 0, 1000, ts_ms(2000));
+	ts_read_exact(p.fd, &k, 1, ts_ms(3000));
+	ASSERT_EQ(k, 'k');
+	ASSERT_SYS(kill(p.pid, SIGKILL));
+	if (pid) {
+		*pid = p.pid;
+		return p.fd;
+	}
+	int st = test_wait(p.pid, 5);
+	ASSERT(WIFSIGNALED(st));
+	return p.fd;
+}
+
+/* The peer dies with data unread: TCP resets.  ECONNRESET within 1 s
+ * (once), then end of stream, then EPIPE; writing first, the send fails
+ * with ECONNRESET or EPIPE. */
+static void case_reset(void)
+{
+	char b[16];
+
+	int fd = killed_peer(1000, NULL);
+	double t0 = test_now();
+	short re = ts_wait_fd(fd, POLLIN, ts_ms(2000));
+	ASSERT_MSG(re & (POLLIN | POLLERR | POLLHUP), "not readable 2 s after the peer died");
+	guard(3);
+	ASSERT_FAILS(read(fd, b, sizeof(b)), ECONNRESET);
+	alarm(0);
+	double dt = test_now() - t0;
+	ASSERT_MSG(dt < ts_ms(1000) / 1000.0, "ECONNRESET %.3f s after the peer died", dt);
+	ASSERT_EQ(read(fd, b, sizeof(b)), 0);
+	ASSERT_FAILS(send(fd, b, 1, MSG_NOSIGNAL), EPIPE);
+	/* The error was taken: no POLLERR any more. */
+	ASSERT_EQ(ts_wait_fd(fd, POLLIN | POLLOUT, 0), POLLIN | POLLOUT | POLLHUP);
+	ASSERT_SYS(close(fd));
+
+	test_log("writing first");
+	fd = killed_peer(1000, NULL);
+	double end = test_now() + ts_ms(1000) / 1000.0;
+	int err = 0;
+	while (!err && test_now() < end) {
+		if (send(fd, "x", 1, MSG_NOSIGNAL) < 0)
+			err = errno;
+		else
+			test_sleep_ms(10);
+	}
+	ASSERT_MSG(err == ECONNRESET || err == EPIPE, "send failed with %s",
+		   err ? test_errname(err) : "nothing, 1 s after the peer died");
+	ASSERT_SYS(close(fd));
+}
+
+struct blocked_read {
+	int fd;
+	ssize_t r;
+	int err;
+	_Atomic int done;
+	pthread_t t;
+};
+
+static void *blocked_read_main(void *arg)
+{
+	struct blocked_read *b = arg;
+	char c;
+
+	errno = 0;
+	b->r = recv(b->fd, &c, 1, 0);
+	b->err = errno;
+	atomic_store(&b->done, 1);
+	return NULL;
+}
+
+static void blocked_read_start(struct blocked_read *b, int fd)
+{
+	*b = (struct blocked_read){ .fd = fd, .r = -2 };
+	ASSERT_EQ(pthread_create(&b->t, NULL, blocked_read_main, b), 0);
+	test_sleep_ms(50); /* it is blocked now */
+	if (atomic_load(&b->done)) {
+		ASSERT_EQ(pthread_join(b->t, NULL), 0);
+		TEST_FAIL_MSG("recv returned %zd (%s) with nothing to read", b->r,
+			      test_errname(b->err));
+	}
+}
+
+/* The blocked call returns within ms. */
+static void blocked_read_join(struct blocked_read *b, int ms, const char *after)
+{
+	uint64_t end = test_now_ns() + (uint64_t)ms * 1000000u;
+
+	while (!atomic_load(&b->done)) {
+		if (test_now_ns() > end)
+			TEST_FAIL_MSG("a blocked recv still waits %d ms after %s", ms, after);
+		test_sleep_ms(1);
+	}
+	ASSERT_EQ(pthread_join(b->t, NULL), 0);
+}
+
+/* The peer dies while we wait in recv with nothing to read: the reset ends
+ * the wait within 1 s. */
+static void case_reset_blocked(void)
+{
+	static struct victim v = { 1000 };
+	struct shim_peer p;
+	struct blocked_read br;
+	char k;
+
+	ts_peer_start(&p, victim_peer, &v);
+	ts_make_accelerated_lead(p.fd);
+	ts_send_stream(p.fd, shim_seed(4), 0, 1000, ts_ms(2000));
+	ts_read_exact(p.fd, &k, 1, ts_ms(3000));
+	blocked_read_start(&br, p.fd);
+	ASSERT_SYS(kill(p.pid, SIGKILL));
+	blocked_read_join(&br, ts_ms(1000), "the peer died");
+	ASSERT(WIFSIGNALED(test_wait(p.pid, 5)));
+	ASSERT_MSG(br.r == -1 && br.err == ECONNRESET, "recv returned %zd (%s), want ECONNRESET",
+		   br.r, br.r < 0 ? test_errname(br.err) : "no error");
+	ASSERT_EQ(recv(p.fd, &k, 1, MSG_DONTWAIT), 0);
+	ASSERT_SYS(close(p.fd));
+}
+
+/* The peer dies with nothing unread: TCP sends a FIN, not a reset.  End of
+ * stream; the first send succeeds and draws the reset, later ones fail. */
+static void case_killed_idle(void)
+{
+	char b[16];
+	int fd = killed_peer(0, NULL);
+
+	ts_expect_eof(fd, ts_ms(2000));
+	guard(3);
+	ASSERT_EQ(read(fd, b, sizeof(b)), 0);
+	alarm(0);
+	ssize_t n = send(fd, "x", 1, MSG_NOSIGNAL);
+	ASSERT_MSG(n == 1, "the first send after the peer died with nothing unread returned "
+		   "%zd (%s), want 1", n, n < 0 ? test_errname(errno) : "-");
+	double end = test_now() + ts_ms(1000) / 1000.0;
+	int err = 0;
+	while (!err && test_now() < end) {
+		if (send(fd, "x", 1, MSG_NOSIGNAL) < 0)
+			err = errno;
+		else
+			test_sleep_ms(10);
+	}
+	ASSERT_MSG(err == EPIPE || err == ECONNRESET, "send failed with %s",
+		   err ? test_errname(err) : "nothing, 1 s after the peer died");
+	ASSERT_SYS(close(fd));
+}
+
+/* --- SIGPIPE ----------------------------------------------------------------- */
+
+/* After the peer's close, sends fail with EPIPE within 1 s, raising SIGPIPE
+ * once per failed send. */
+static void case_sigpipe(void)
+{
+	int a, b;
+
+	moved_pair(&a, &b);
+	ts_set_handler(SIGPIPE, on_sigpipe, 0);
+	ASSERT_SYS(close(b));
+	ts_expect_eof(a, ts_ms(2000));
+	double end = test_now() + 1;
+	int err = 0;
+	while (!err && test_now() < end) {
+		if (send(a, "x", 1, 0) < 0)
+			err = errno;
+		else
+			test_sleep_ms(10);
+	}
+	ASSERT_MSG(err == EPIPE, "send failed with %s, want EPIPE",
+		   err ? test_errname(err) : "nothing (still succeeds after 1 s)");
+	ASSERT_EQ(atomic_load(&g_sigpipe), 1);
+	ASSERT_FAILS(write(a, "y", 1), EPIPE);
+	ASSERT_EQ(atomic_load(&g_sigpipe), 2);
+	struct iovec iov = { "z", 1 };
+	ASSERT_FAILS(writev(a, &iov, 1), EPIPE);
+	ASSERT_EQ(atomic_load(&g_sigpipe), 3);
+	ASSERT_FAILS(send(a, "w", 1, MSG_NOSIGNAL), EPIPE);
+	ASSERT_EQ(atomic_load(&g_sigpipe), 3);
+	ts_set_handler(SIGPIPE, SIG_IGN, 0);
+	ASSERT_SYS(close(a));
+}
+
+/* --- shutdown() wakes waiters ------------------------------------------------ */
+
+struct blocked_send {
+	int fd;
+	uint64_t seed, off;
+	ssize_t r;
+	int err;
+	_Atomic int done;
+	pthread_t t;
+};
+
+/* A send bigger than any buffer the peer leaves unread: it blocks. */
+#define BIG_SEND (16 * MIB)
+
+/* A blocking send of BIG_SEND bytes of stream seed from off: what TCP
+ * took before it blocked, then -1 or a short count when woken. */
+static ssize_t big_send(int fd, uint64_t seed, uint64_t off, int flags)
+{
+	unsigned char *buf = malloc(BIG_SEND);
+
+	ASSERT_NOT_NULL(buf);
+	test_stream_fill(seed, off, buf, BIG_SEND);
+	errno = 0;
+	ssize_t r = send(fd, buf, BIG_SEND, flags);
+	int e = errno;
+	free(buf);
+	errno = e;
+	return r;
+}
+
+static void *blocked_send_main(void *arg)
+{
+	struct blocked_send *b = arg;
+
+	b->r = big_send(b->fd, b->seed, b->off, MSG_NOSIGNAL);
+	b->err = errno;
+	atomic_store(&b->done, 1);
+	return NULL;
+}
+
+struct blocked_poll {
+	int fd, r;
+	short revents;
+	_Atomic int done;
+	pthread_t t;
+};
+
+static void *blocked_poll_main(void *arg)
+{
+	struct blocked_poll *b = arg;
+	struct pollfd p = { b->fd, POLLIN | POLLRDHUP, 0 };
+
+	b->r = poll(&p, 1, 10000);
+	b->revents = p.revents;
+	atomic_store(&b->done, 1);
+	return NULL;
+}
+
+static void wait_done(_Atomic int *done, int ms, const char *what)
+{
+	uint64_t end = test_now_ns() + (uint64_t)ms * 1000000u;
+
+	while (!atomic_load(done)) {
+		if (test_now_ns() > end)
+			TEST_FAIL_MSG("%s still waits %d ms after shutdown()", what, ms);
+		test_sleep_ms(1);
+	}
+}
+
+/* A thread blocked in recv wakes with 0 when another shuts the socket
+ * down for reading (a common way to stop a reader thread); our sending
+ * side stays open. */
+static void case_shutdown_rd_wakes(void)
+{
+	int a, b;
+	struct blocked_read br;
+	uint64_t seed = shim_seed(5);
+	char c;
+
+	moved_pair(&a, &b);
+	blocked_read_start(&br, a);
+	ASSERT_SYS(shutdown(a, SHUT_RD));
+	blocked_read_join(&br, ts_ms(2000), "shutdown(SHUT_RD)");
+	ASSERT_MSG(br.r == 0, "recv returned %zd (%s), want 0", br.r, test_errname(br.err));
+	guard(3);
+	ASSERT_EQ(recv(a, &c, 1, 0), 0);
+	alarm(0);
+	ts_send_stream(a, seed, 0, 1000, ts_ms(2000));
+	ts_recv_stream(b, seed, 0, 1000, ts_ms(2000));
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+/* SHUT_RDWR wakes the blocked reader too, and the peer sees the end. */
+static void case_shutdown_rdwr_wakes(void)
+{
+	int a, b;
+	struct blocked_read br;
+
+	moved_pair(&a, &b);
+	blocked_read_start(&br, a);
+	ASSERT_SYS(shutdown(a, SHUT_RDWR));
+	blocked_read_join(&br, ts_ms(2000), "shutdown(SHUT_RDWR)");
+	ASSERT_MSG(br.r == 0, "recv returned %zd (%s), want 0", br.r, test_errname(br.err));
+	ts_expect_eof(b, ts_ms(2000));
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+/* A thread blocked in a send into a full buffer wakes when another shuts
+ * the socket down for writing: EPIPE, or the count it sent before; what
+ * went in before arrives. */
+static void case_shutdown_wr_wakes(void)
+{
+	int a, b;
+	uint64_t seed = shim_seed(5);
+
+	moved_pair(&a, &b);
+	uint64_t total = fill(a, seed);
+	struct blocked_send bs = { .fd = a, .seed = seed, .off = total, .r = -2 };
+	ASSERT_EQ(pthread_create(&bs.t, NULL, blocked_send_main, &bs), 0);
+	test_sleep_ms(100);
+	if (atomic_load(&bs.done)) {
+		ASSERT_EQ(pthread_join(bs.t, NULL), 0);
+		TEST_FAIL_MSG("a send of %d MiB into a full buffer returned %zd (%s)",
+			      BIG_SEND / MIB, bs.r, test_errname(bs.err));
+	}
+	ASSERT_SYS(shutdown(a, SHUT_WR));
+	wait_done(&bs.done, ts_ms(2000), "a blocked send");
+	ASSERT_EQ(pthread_join(bs.t, NULL), 0);
+	/* EPIPE, or what went in before it blocked. */
+	ASSERT_MSG((bs.r == -1 && bs.err == EPIPE) || (bs.r >= 0 && bs.r < BIG_SEND),
+		   "send returned %zd (%s), want EPIPE or a short count", bs.r,
+		   bs.r < 0 ? test_errname(bs.err) : "no error");
+	test_log("the blocked send returned %zd (%s)", bs.r, bs.r < 0 ? test_errname(bs.err) : "-");
+	if (bs.r > 0)
+		total += (uint64_t)bs.r;
+	ts_recv_stream(b, seed, 0, total, ts_ms(5000));
+	ts_expect_eof(b, ts_ms(2000));
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+/* A thread blocked in poll wakes at SHUT_RDWR. */
+static void case_shutdown_poll_wakes(void)
+{
+	int a, b;
+
+	moved_pair(&a, &b);
+	struct blocked_poll bp = { .fd = a, .r = -2 };
+	ASSERT_EQ(pthread_create(&bp.t, NULL, blocked_poll_main, &bp), 0);
+	test_sleep_ms(50);
+	if (atomic_load(&bp.done)) {
+		ASSERT_EQ(pthread_join(bp.t, NULL), 0);
+		TEST_FAIL_MSG("poll returned %d (revents 0x%x) with nothing to read", bp.r,
+			      bp.revents);
+	}
+	ASSERT_SYS(shutdown(a, SHUT_RDWR));
+	wait_done(&bp.done, ts_ms(2000), "a blocked poll");
+	ASSERT_EQ(pthread_join(bp.t, NULL), 0);
+	ASSERT_EQ(bp.r, 1);
+	ASSERT_EQ(bp.revents, POLLIN | POLLRDHUP | POLLHUP);
+	ts_expect_eof(b, ts_ms(2000));
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+/* --- Timeouts ------------------------------------------------------------------ */
+
+static void set_timeo(int fd, int opt, int ms)
+{
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	ASSERT_SYS(setsockopt(fd, SOL_SOCKET, opt, &tv, sizeof(tv)));
+}
+
+/* getsockopt gives the timeout back in the kernel's ticks (HZ): within
+ * 10 ms of what was set. */
+#define ASSERT_TIMEO(fd, opt, ms)                                          \
+	do {                                                               \
+		int got_ = get_timeo_ms(fd, opt);                          \
+		ASSERT_MSG(got_ >= (ms) - 10 && got_ <= (ms) + 10,         \
+			   "getsockopt(%s) gives %d ms, %d set", #opt, got_, (ms)); \
+	} while (0)
+
+static int get_timeo_ms(int fd, int opt)
+{
+	struct timeval tv;
+	socklen_t len = sizeof(tv);
+
+	ASSERT_SYS(getsockopt(fd, SOL_SOCKET, opt, &tv, &len));
+	return (int)(tv.tv_sec * 1000 + tv.tv_usec / 1000);
+}
+
+/* A read with nothing to read fails with EAGAIN after about ms. */
+static void expect_rcvtimeo(int fd, int ms, int use_recv)
+{
+	char b[64];
+	double t0 = test_now();
+
+	if (use_recv)
+		ASSERT_FAILS(recv(fd, b, sizeof(b), 0), EAGAIN);
+	else
+		ASSERT_FAILS(read(fd, b, sizeof(b)), EAGAIN);
+	double dt = test_now() - t0;
+	ASSERT_MSG(dt >= ms * 0.7 / 1000 && dt < ms / 1000.0 + ts_ms(2000) / 1000.0,
+		   "%s timed out after %.3f s, want %.3f", use_recv ? "recv" : "read", dt,
+		   ms / 1000.0);
+}
+
+static void case_rcvtimeo(void)
+{
+	int a, b;
+	uint64_t seed = shim_seed(6);
+
+	/* Set before the move: it holds after. */
+	ts_pair(&a, &b);
+	set_timeo(a, SO_RCVTIMEO, 200);
+	ts_make_accelerated(a, b);
+	ASSERT_TIMEO(a, SO_RCVTIMEO, 200);
+	expect_rcvtimeo(a, 200, 0);
+	expect_rcvtimeo(a, 200, 1);
+	/* Changed after the move. */
+	set_timeo(a, SO_RCVTIMEO, 100);
+	ASSERT_TIMEO(a, SO_RCVTIMEO, 100);
+	expect_rcvtimeo(a, 100, 0);
+	/* Data within the timeout is read. */
+	struct later l = { .fd = b, .ms = 30, .seed = seed, .off = 0, .n = 10 };
+	later_start(&l);
+	char buf[16];
+	size_t got = 0;
+	while (got < 10) {
+		ssize_t n = read(a, buf + got, 10 - got);
+		ASSERT_SYS(n);
+		ASSERT_GT(n, 0);
+		got += (size_t)n;
+	}
+	later_join(&l);
+	check_stream(seed, 0, buf, 10);
+	/* No timeout again: no limit. */
+	set_timeo(a, SO_RCVTIMEO, 0);
+	l = (struct later){ .fd = b, .ms = 400, .seed = seed, .off = 10, .n = 10 };
+	later_start(&l);
+	double t0 = test_now();
+	for (got = 0; got < 10;) {
+		ssize_t n = read(a, buf + got, 10 - got);
+		ASSERT_SYS(n);
+		ASSERT_GT(n, 0);
+		got += (size_t)n;
+	}
+	ASSERT_GE(test_now() - t0, 0.3);
+	later_join(&l);
+	check_stream(seed, 10, buf, 10);
+	ts_expect_accel(a, "SO_RCVTIMEO");
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+
+	/* An accepted socket has its listener's timeout (Linux copies it). */
+	int port, lfd = ts_tcp_listen(&port);
+	set_timeo(lfd, SO_RCVTIMEO, 150);
+	int c = ts_tcp_connect(port);
+	int s = ts_tcp_accept(lfd, ts_ms(2000));
+	ASSERT_SYS(close(lfd));
+	ASSERT_TIMEO(s, SO_RCVTIMEO, 150);
+	ts_make_accelerated(c, s);
+	expect_rcvtimeo(s, 150, 1);
+	ASSERT_SYS(close(c));
+	ASSERT_SYS(close(s));
+}
+
+/* The peer reads nothing: writes of 1 MiB fill, then one times out with
+ * EAGAIN after about 200 ms (a short write only after the timeout); the
+ * peer then reads exactly what went in. */
+static void case_sndtimeo(void)
+{
+	int a, b;
+	unsigned char *buf = malloc(MIB);
+	uint64_t seed = shim_seed(7), total = 0;
+	double dt = 0;
+	ssize_t n = 0;
+	int e = 0;
+
+	ASSERT_NOT_NULL(buf);
+	moved_pair(&a, &b);
+	set_timeo(a, SO_SNDTIMEO, 200);
+	ASSERT_TIMEO(a, SO_SNDTIMEO, 200);
+	for (int i = 0; i < 256; i++) {
+		test_stream_fill(seed, total, buf, MIB);
+		double t0 = test_now();
+		n = write(a, buf, MIB);
+		e = errno;
+		dt = test_now() - t0;
+		if (n < 0)
+			break;
+		total += (uint64_t)n;
+		if (n < MIB)
+			ASSERT_MSG(dt >= 0.14, "a short write (%zd) after %.3f s", n, dt);
+	}
+	ASSERT_MSG(n == -1 && e == EAGAIN, "write returned %zd (%s), want EAGAIN", n,
+		   n < 0 ? test_errname(e) : "no error");
+	ASSERT_MSG(dt >= 0.14 && dt < 0.2 + ts_ms(2000) / 1000.0,
+		   "write timed out after %.3f s, want 0.2", dt);
+	test_log("%ju bytes went in before the timeout", (uintmax_t)total);
+	ts_expect_accel(a, "SO_SNDTIMEO");
+	ASSERT_SYS(shutdown(a, SHUT_WR));
+	ts_recv_stream(b, seed, 0, total, ts_ms(5000));
+	ts_expect_eof(b, ts_ms(2000));
+	free(buf);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+/* --- Signals ----------------------------------------------------------------- */
+
+/* A thread that sends SIGUSR1 to another every 20 ms until stopped. */
+struct kicker {
+	pthread_t target, thread;
+	_Atomic int stop, sent;
+};
+
+static void *kicker_main(void *arg)
+{
+	struct kicker *k = arg;
+
+	while (!atomic_load(&k->stop)) {
+		test_sleep_ms(20);
+		pthread_kill(k->target, SIGUSR1);
+		atomic_fetch_add(&k->sent, 1);
+	}
+	return NULL;
+}
+
+static void kicker_start(struct kicker *k)
+{
+	k->target = pthread_self();
+	atomic_store(&k->stop, 0);
+	atomic_store(&k->sent, 0);
+	ASSERT_EQ(pthread_create(&k->thread, NULL, kicker_main, k), 0);
+}
+
+static void kicker_stop(struct kicker *k)
+{
+	atomic_store(&k->stop, 1);
+	ASSERT_EQ(pthread_join(k->thread, NULL), 0);
+}
+
+static void case_eintr(void)
+{
+	int a, b;
+	struct kicker k;
+	uint64_t seed = shim_seed(8);
+	char buf[64];
+
+	moved_pair(&a, &b);
+	/* No SA_RESTART: a blocked read and recv end with EINTR, a send with
+	 * EINTR or what went in before. */
+	ts_set_handler(SIGUSR1, on_usr1, 0);
+	kicker_start(&k);
+	ASSERT_FAILS(read(a, buf, sizeof(buf)), EINTR);
+	ASSERT_FAILS(recv(a, buf, sizeof(buf), 0), EINTR);
+	kicker_stop(&k);
+	ASSERT_GT(atomic_load(&g_usr1), 0);
+	uint64_t total = fill(a, seed);
+	kicker_start(&k);
+	ssize_t r = big_send(a, seed, total, 0);
+	int e = errno;
+	kicker_stop(&k);
+	/* EINTR, or what went in before the signal. */
+	ASSERT_MSG((r == -1 && e == EINTR) || (r >= 0 && r < BIG_SEND),
+		   "a blocked send returned %zd (%s), want EINTR or a short count", r,
+		   r < 0 ? test_errname(e) : "no error");
+	test_log("the interrupted send returned %zd (%s)", r, r < 0 ? test_errname(e) : "-");
+	if (r > 0)
+		total += (uint64_t)r;
+
+	/* SA_RESTART: a read goes on and returns the data sent 300 ms later ... */
+	ts_set_handler(SIGUSR1, on_usr1, SA_RESTART);
+	struct later l = { .fd = b, .ms = 300, .seed = seed ^ 1, .off = 0, .n = 10 };
+	later_start(&l);
+	kicker_start(&k);
+	size_t got = 0;
+	while (got < 10) {
+		ssize_t n = read(a, buf + got, 10 - got);
+		ASSERT_MSG(n > 0, "read with SA_RESTART returned %zd (%s)", n,
+			   n < 0 ? test_errname(errno) : "end of stream");
+		got += (size_t)n;
+	}
+	int kicks = atomic_load(&k.sent);
+	later_join(&l);
+	check_stream(seed ^ 1, 0, buf, 10);
+	/* ... but poll, select and epoll_wait are never restarted (signal(7)). */
+	ASSERT_FAILS(poll(&(struct pollfd){ .fd = a, .events = POLLIN }, 1, 5000), EINTR);
+	fd_set rd;
+	FD_ZERO(&rd);
+	FD_SET(a, &rd);
+	ASSERT_FAILS(select(a + 1, &rd, NULL, NULL, &(struct timeval){ 5, 0 }), EINTR);
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	ASSERT_SYS(ep);
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 1 };
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, a, &ev));
+	ASSERT_FAILS(epoll_wait(ep, &ev, 1, 5000), EINTR);
+	close(ep);
+	/* With SO_RCVTIMEO set, a socket read is not restarted either. */
+	set_timeo(a, SO_RCVTIMEO, 5000);
+	ASSERT_FAILS(read(a, buf, sizeof(buf)), EINTR);
+	kicker_stop(&k);
+	test_log("%d signals while read waited 300 ms", kicks);
+	ASSERT_GE(kicks, 3);
+	ts_set_handler(SIGUSR1, SIG_DFL, 0);
+	/* The stream is whole. */
+	ASSERT_SYS(shutdown(a, SHUT_WR));
+	ts_recv_stream(b, seed, 0, total, ts_ms(5000));
+	ts_expect_eof(b, ts_ms(2000));
+	ts_expect_accel(a, "after signals");
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+static const struct shim_case g_cases[] = {
+	{ "eof_shutdown", case_eof_shutdown },
+	{ "eof_close", case_eof_close },
+	{ "close_unread", case_close_unread },
+	{ "reset", case_reset },
+	{ "reset_blocked", case_reset_blocked },
+	{ "killed_idle", case_killed_idle },
+	{ "sigpipe", case_sigpipe },
+	{ "shutdown_rd_wakes", case_shutdown_rd_wakes },
+	{ "shutdown_rdwr_wakes", case_shutdown_rdwr_wakes },
+	{ "shutdown_wr_wakes", case_shutdown_wr_wakes },
+	{ "shutdown_poll_wakes", case_shutdown_poll_wakes },
+	{ "rcvtimeo", case_rcvtimeo },
+	{ "sndtimeo", case_sndtimeo },
+	{ "eintr", case_eintr },
+};
+
+int main(void)
+{
+	return ts_main("t_shim_close", g_cases, sizeof(g_cases) / sizeof(g_cases[0]));
+}

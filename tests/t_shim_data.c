@@ -1,0 +1,1058 @@
+/*
+ * t_shim_data.c - the data calls on connections that moved to shared memory:
+ * blocking and non-blocking modes (accept4 flags, F_SETFL, FIONBIO),
+ * partial writes and EAGAIN, MSG_PEEK and FIONREAD, MSG_DONTWAIT on a
+ * blocking socket, MSG_WAITALL, MSG_NOSIGNAL after the peer's close, every
+ * read and write call (read/write, readv/writev, recv/send, recvmsg/sendmsg,
+ * recvfrom/sendto and glibc's _FORTIFY_SOURCE __read_chk, __recv_chk and
+ * __recvfrom_chk) at sizes from 1 byte to 300 KB, recvmmsg/sendmmsg,
+ * sendfile, four connections in four threads, two threads writing one
+ * connection, and 64 MiB each way between two processes.
+ *
+ * Each case first moves its connection (ts_make_accelerated*), then checks
+ * that the program sees exactly what kernel TCP gives it: SHUNT_DISABLE=1
+ * runs the same checks on kernel TCP, where every case passes.
+ * SHUNT_TEST_ONLY=name,name runs some cases.  (Ported from the former t_preload.)
+ */
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "shimlib.h"
+#include "testlib.h"
+
+/* glibc's _FORTIFY_SOURCE entry points: a fortified program calls these
+ * instead of read(), recv() and recvfrom(). */
+extern ssize_t __read_chk(int fd, void *buf, size_t nbytes, size_t buflen);
+extern ssize_t __recv_chk(int fd, void *buf, size_t len, size_t buflen, int flags);
+extern ssize_t __recvfrom_chk(int fd, void *buf, size_t len, size_t buflen, int flags,
+			      struct sockaddr *addr, socklen_t *addrlen);
+
+#define KIB 1024
+#define MIB (1024 * 1024)
+
+static _Atomic int g_sigpipe;
+
+static void on_sigpipe(int sig)
+{
+	(void)sig;
+	atomic_fetch_add(&g_sigpipe, 1);
+}
+
+static void on_alarm(int sig)
+{
+	(void)sig;
+}
+
+/* A call that should return at once but blocks is cut by SIGALRM after s
+ * seconds (EINTR), and the check on its result fails. */
+static void guard(unsigned s)
+{
+	ts_set_handler(SIGALRM, on_alarm, 0);
+	alarm(s);
+}
+
+static void moved_pair(int *a, int *b)
+{
+	ts_pair(a, b);
+	ts_make_accelerated(*a, *b);
+}
+
+/* The volume of a big case: want, or SHUNT_TEST_BYTES / div if smaller. */
+static uint64_t volume(uint64_t want, unsigned div)
+{
+	uint64_t cap = test_env_u64("SHUNT_TEST_BYTES", 1ull << 30) / div;
+
+	return want < cap ? want : cap;
+}
+
+/* Wait until FIONREAD on fd reaches n, within ms. */
+static void wait_arrived(int fd, int n, int ms)
+{
+	uint64_t end = test_now_ns() + (uint64_t)ms * 1000000u;
+	int v = 0;
+
+	for (;;) {
+		ASSERT_SYS(ioctl(fd, FIONREAD, &v));
+		if (v >= n)
+			return;
+		if (test_now_ns() > end)
+			TEST_FAIL_MSG("fd %d: FIONREAD is %d after %d ms, want %d", fd, v, ms, n);
+		test_sleep_ms(1);
+	}
+}
+
+static void check_stream(uint64_t seed, uint64_t off, const void *buf, size_t n)
+{
+	size_t bad = test_stream_check(seed, off, buf, n);
+
+	if (bad != (size_t)-1)
+		TEST_FAIL_MSG("stream byte %ju is wrong (0x%02x)", (uintmax_t)(off + bad),
+			      ((const unsigned char *)buf)[bad]);
+}
+
+/* A thread that writes n bytes of a stream to fd after ms. */
+struct later {
+	int fd, ms;
+	uint64_t seed, off, n;
+	int pieces, gap_ms; /* 0: one piece */
+	int shut;           /* then shutdown(SHUT_WR) */
+	pthread_t t;
+};
+
+static void *later_main(void *arg)
+{
+	struct later *l = arg;
+	int pieces = l->pieces ? l->pieces : 1;
+
+	test_sleep_ms((unsigned)l->ms);
+	for (int i = 0; i < pieces; i++) {
+		uint64_t k = l->n / (uint64_t)pieces + (i == pieces - 1 ? l->n % (uint64_t)pieces : 0);
+		if (i)
+			test_sleep_ms((unsigned)l->gap_ms);
+		ts_send_stream(l->fd, l->seed, l->off, k, ts_ms(3000));
+		l->off += k;
+	}
+	if (l->shut)
+		ASSERT_SYS(shutdown(l->fd, SHUT_WR));
+	return NULL;
+}
+
+static void later_start(struct later *l)
+{
+	ASSERT_EQ(pthread_create(&l->t, NULL, later_main, l), 0);
+}
+
+static void later_join(struct later *l)
+{
+	ASSERT_EQ(pthread_join(l->t, NULL), 0);
+}
+
+/* Read exactly n bytes with blocking read() (fd in blocking mode). */
+static void read_blocking(int fd, uint64_t seed, uint64_t off, size_t n)
+{
+	unsigned char buf[4096];
+
+	ASSERT(n <= sizeof(buf));
+	for (size_t done = 0; done < n;) {
+		ssize_t r = read(fd, buf + done, n - done);
+		ASSERT_SYS(r);
+		ASSERT_MSG(r > 0, "fd %d: end of stream after %zu of %zu bytes", fd, done, n);
+		done += (size_t)r;
+	}
+	check_stream(seed, off, buf, n);
+}
+
+/* --- Blocking and non-blocking ------------------------------------------ */
+
+/* accept4(SOCK_NONBLOCK | SOCK_CLOEXEC): the flags hold after the move;
+ * EAGAIN from every read call; O_NONBLOCK off by F_SETFL and on and off
+ * by FIONBIO, each as F_GETFL says; blocking again, a read waits for data
+ * that comes 150 ms later. */
+static void case_nonblock(void)
+{
+	int port, lfd = ts_tcp_listen(&port), on = 1;
+	int c = ts_tcp_connect(port);
+	uint64_t seed = shim_seed(1), off = 0;
+	unsigned char b[64];
+	struct iovec iov = { b, sizeof(b) };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
+
+	ASSERT(ts_wait_fd(lfd, POLLIN, ts_ms(2000)) & POLLIN);
+	int s = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	ASSERT_SYS(s);
+	ASSERT_SYS(close(lfd));
+	ASSERT(fcntl(s, F_GETFL) & O_NONBLOCK);
+	ASSERT(fcntl(s, F_GETFD) & FD_CLOEXEC);
+	ts_make_accelerated(c, s);
+	ASSERT(fcntl(s, F_GETFL) & O_NONBLOCK);
+	ASSERT(fcntl(s, F_GETFD) & FD_CLOEXEC);
+	ASSERT(!(fcntl(c, F_GETFL) & O_NONBLOCK));
+
+	guard(3);
+	ASSERT_FAILS(read(s, b, sizeof(b)), EAGAIN);
+	ASSERT_FAILS(recv(s, b, sizeof(b), 0), EAGAIN);
+	ASSERT_FAILS(readv(s, &iov, 1), EAGAIN);
+	ASSERT_FAILS(recvmsg(s, &m, 0), EAGAIN);
+	ASSERT_FAILS(recvfrom(s, b, sizeof(b), 0, NULL, NULL), EAGAIN);
+	ts_send_stream(c, seed, off, 10, ts_ms(2000));
+	ASSERT(ts_wait_fd(s, POLLIN, ts_ms(2000)) & POLLIN);
+	ASSERT_EQ(read(s, b, sizeof(b)), 10);
+	check_stream(seed, off, b, 10);
+	off += 10;
+	ASSERT_FAILS(read(s, b, sizeof(b)), EAGAIN);
+
+	ts_set_nonblock(s, 0);
+	ASSERT(!(fcntl(s, F_GETFL) & O_NONBLOCK));
+	ASSERT_SYS(ioctl(s, FIONBIO, &on));
+	ASSERT(fcntl(s, F_GETFL) & O_NONBLOCK);
+	ASSERT_FAILS(read(s, b, sizeof(b)), EAGAIN);
+	on = 0;
+	ASSERT_SYS(ioctl(s, FIONBIO, &on));
+	ASSERT(!(fcntl(s, F_GETFL) & O_NONBLOCK));
+
+	/* The connected end, blocking since socket(): non-blocking now. */
+	ts_set_nonblock(c, 1);
+	ASSERT_FAILS(recv(c, b, sizeof(b), 0), EAGAIN);
+	ts_set_nonblock(c, 0);
+	alarm(0);
+
+	/* Blocking again: read() waits for data sent 150 ms later. */
+	struct later l = { .fd = c, .ms = 150, .seed = seed, .off = off, .n = 10 };
+	later_start(&l);
+	double t0 = test_now();
+	read_blocking(s, seed, off, 10);
+	double dt = test_now() - t0;
+	later_join(&l);
+	ASSERT_MSG(dt >= 0.1, "a blocking read returned after %.3f s, before the data was sent",
+		   dt);
+	ts_expect_accel(s, "accept4(SOCK_NONBLOCK)");
+	ts_expect_accel(c, "the connected end");
+	ASSERT_SYS(close(s));
+	ASSERT_SYS(close(c));
+}
+
+/* Non-blocking writes of 1 MiB + 13 until EAGAIN: some are short, none
+ * fails before; then every send call says EAGAIN, and the peer reads
+ * exactly what went in. */
+static void case_partial_write(void)
+{
+	int a, b;
+	const size_t len = MIB + 13;
+	unsigned char *buf = malloc(len);
+	uint64_t seed = shim_seed(2), total = 0;
+	int shorts = 0, calls = 0;
+	ssize_t n;
+
+	ASSERT_NOT_NULL(buf);
+	moved_pair(&a, &b);
+	ts_set_nonblock(a, 1);
+	for (;;) {
+		test_stream_fill(seed, total, buf, len);
+		n = write(a, buf, len);
+		if (n < 0)
+			break;
+		ASSERT_GT(n, 0);
+		shorts += (size_t)n < len;
+		total += (uint64_t)n;
+		ASSERT_LT(total, 1024ull * MIB);
+		calls++;
+	}
+	ASSERT_MSG(errno == EAGAIN, "write: %s", test_errname(errno));
+	test_log("%ju bytes in %d writes, %d of them short, before EAGAIN", (uintmax_t)total,
+		 calls, shorts);
+	ASSERT_MSG(shorts > 0, "no short write before EAGAIN");
+	struct iovec iov[2] = { { buf, 100 }, { buf + 100, 100 } };
+	struct msghdr m = { .msg_iov = iov, .msg_iovlen = 2 };
+	ASSERT_FAILS(send(a, buf, len, 0), EAGAIN);
+	ASSERT_FAILS(writev(a, iov, 2), EAGAIN);
+	ASSERT_FAILS(sendmsg(a, &m, 0), EAGAIN);
+	ASSERT_FAILS(sendto(a, buf, 1, 0, NULL, 0), EAGAIN);
+	ts_expect_accel(a, "after partial writes");
+	ts_set_nonblock(a, 0);
+	ASSERT_SYS(shutdown(a, SHUT_WR));
+	ts_recv_stream(b, seed, 0, total, ts_ms(5000));
+	ts_expect_eof(b, ts_ms(2000));
+	free(buf);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+/* MSG_DONTWAIT on a blocking socket: EAGAIN, then what is there, then
+ * sends until EAGAIN; the socket stays blocking. */
+static void case_dontwait(void)
+{
+	int a, b;
+	const size_t len = 256 * KIB;
+	unsigned char *buf = malloc(len);
+	uint64_t seed = shim_seed(3), total = 0;
+	ssize_t n;
+
+	ASSERT_NOT_NULL(buf);
+	moved_pair(&a, &b);
+	guard(3);
+	ASSERT_FAILS(recv(a, buf, 100, MSG_DONTWAIT), EAGAIN);
+	struct iovec iov = { buf, 100 };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
+	ASSERT_FAILS(recvmsg(a, &m, MSG_DONTWAIT), EAGAIN);
+	ts_send_stream(b, seed, 0, 100, ts_ms(2000));
+	wait_arrived(a, 100, ts_ms(2000));
+	ASSERT_EQ(recv(a, buf, len, MSG_DONTWAIT), 100);
+	check_stream(seed, 0, buf, 100);
+	for (;;) {
+		test_stream_fill(seed ^ 1, total, buf, len);
+		n = send(a, buf, len, MSG_DONTWAIT);
+		if (n < 0)
+			break;
+		ASSERT_GT(n, 0);
+		total += (uint64_t)n;
+		ASSERT_LT(total, 1024ull * MIB);
+	}
+	ASSERT_MSG(errno == EAGAIN, "send(MSG_DONTWAIT): %s", test_errname(errno));
+	iov.iov_len = 10;
+	ASSERT_FAILS(sendmsg(a, &m, MSG_DONTWAIT), EAGAIN);
+	alarm(0);
+	ASSERT(!(fcntl(a, F_GETFL) & O_NONBLOCK));
+	test_log("%ju bytes before EAGAIN", (uintmax_t)total);
+	ts_expect_accel(a, "MSG_DONTWAIT");
+	ASSERT_SYS(shutdown(a, SHUT_WR));
+	ts_recv_stream(b, seed ^ 1, 0, total, ts_ms(5000));
+	ts_expect_eof(b, ts_ms(2000));
+	free(buf);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+/* --- Peeking and counting --------------------------------------------------- */
+
+static void case_peek_fionread(void)
+{
+	int a, b, v = -1;
+	unsigned char buf[4096];
+	uint64_t seed = shim_seed(4);
+
+	moved_pair(&a, &b);
+	ASSERT_SYS(ioctl(a, FIONREAD, &v));
+	ASSERT_EQ(v, 0);
+	ts_send_stream(b, seed, 0, 1234, ts_ms(2000));
+	wait_arrived(a, 1234, ts_ms(2000));
+	ASSERT_EQ(recv(a, buf, 100, MSG_PEEK), 100);
+	check_stream(seed, 0, buf, 100);
+	ASSERT_EQ(recv(a, buf, sizeof(buf), MSG_PEEK), 1234);
+	check_stream(seed, 0, buf, 1234);
+	ASSERT_SYS(ioctl(a, FIONREAD, &v));
+	ASSERT_EQ(v, 1234);
+	ts_recv_stream(a, seed, 0, 234, ts_ms(2000));
+	ASSERT_SYS(ioctl(a, FIONREAD, &v));
+	ASSERT_EQ(v, 1000);
+	ASSERT_EQ(recv(a, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT), 1000);
+	check_stream(seed, 234, buf, 1000);
+	ts_recv_stream(a, seed, 234, 1000, ts_ms(2000));
+	ASSERT_SYS(ioctl(a, FIONREAD, &v));
+	ASSERT_EQ(v, 0);
+	ASSERT_FAILS(recv(a, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT), EAGAIN);
+	/* More than one write's worth is counted whole. */
+	ts_send_stream(b, seed, 1234, 3000, ts_ms(2000));
+	ts_send_stream(b, seed, 4234, 5000, ts_ms(2000));
+	wait_arrived(a, 8000, ts_ms(2000));
+	ASSERT_SYS(ioctl(a, FIONREAD, &v));
+	ASSERT_EQ(v, 8000);
+	ts_recv_stream(a, seed, 1234, 8000, ts_ms(2000));
+	ts_expect_accel(a, "MSG_PEEK and FIONREAD");
+
+	/* At the end of the stream: a peek gives 0, FIONREAD 0. */
+	ASSERT_SYS(shutdown(b, SHUT_WR));
+	ASSERT(ts_wait_fd(a, POLLIN, ts_ms(2000)) & POLLIN);
+	ASSERT_EQ(recv(a, buf, sizeof(buf), MSG_PEEK), 0);
+	ASSERT_SYS(ioctl(a, FIONREAD, &v));
+	ASSERT_EQ(v, 0);
+	ASSERT_EQ(read(a, buf, sizeof(buf)), 0);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+/* MSG_WAITALL waits for every byte across pieces; end of stream cuts it
+ * short. */
+static void case_waitall(void)
+{
+	int a, b;
+	static unsigned char buf[40000];
+	uint64_t seed = shim_seed(5);
+
+	moved_pair(&a, &b);
+	struct later l = { .fd = b, .ms = 0, .seed = seed, .off = 0, .n = 40000, .pieces = 4,
+			   .gap_ms = 60 };
+	later_start(&l);
+	double t0 = test_now();
+	ASSERT_EQ(recv(a, buf, 40000, MSG_WAITALL), 40000);
+	double dt = test_now() - t0;
+	later_join(&l);
+	ASSERT_MSG(dt >= 0.15, "MSG_WAITALL returned after %.3f s, before the last piece", dt);
+	check_stream(seed, 0, buf, 40000);
+	/* recvmsg too. */
+	struct iovec iov[2] = { { buf, 3000 }, { buf + 3000, 7000 } };
+	struct msghdr m = { .msg_iov = iov, .msg_iovlen = 2 };
+	l = (struct later){ .fd = b, .ms = 0, .seed = seed, .off = 40000, .n = 10000,
+			    .pieces = 5, .gap_ms = 20 };
+	later_start(&l);
+	ASSERT_EQ(recvmsg(a, &m, MSG_WAITALL), 10000);
+	later_join(&l);
+	check_stream(seed, 40000, buf, 10000);
+	/* End of stream cuts MSG_WAITALL short. */
+	ts_send_stream(b, seed, 50000, 100, ts_ms(2000));
+	ASSERT_SYS(shutdown(b, SHUT_WR));
+	ASSERT_EQ(recv(a, buf, 4000, MSG_WAITALL), 100);
+	check_stream(seed, 50000, buf, 100);
+	ASSERT_EQ(recv(a, buf, 4000, MSG_WAITALL), 0);
+	ts_expect_accel(a, "MSG_WAITALL");
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+/* After the peer's close, MSG_NOSIGNAL sends fail with EPIPE within 1 s
+ * (the first may succeed, as on TCP), and no SIGPIPE is raised. */
+static void case_nosignal(void)
+{
+	int a, b;
+	char x = 'x';
+
+	moved_pair(&a, &b);
+	ts_set_handler(SIGPIPE, on_sigpipe, 0);
+	ASSERT_SYS(close(b));
+	ts_expect_eof(a, ts_ms(2000));
+	double end = test_now() + 1;
+	int err = 0, ok = 0;
+	while (!err && test_now() < end) {
+		errno = 0;
+		if (send(a, &x, 1, MSG_NOSIGNAL) < 0)
+			err = errno;
+		else
+			ok++, test_sleep_ms(10);
+	}
+	test_log("%d sends succeeded after the peer's close", ok);
+	ASSERT_MSG(err == EPIPE, "send failed with %s, want EPIPE",
+		   err ? test_errname(err) : "nothing (still succeeds after 1 s)");
+	ASSERT_FAILS(send(a, &x, 1, MSG_NOSIGNAL), EPIPE);
+	struct iovec iov = { &x, 1 };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
+	ASSERT_FAILS(sendmsg(a, &m, MSG_NOSIGNAL), EPIPE);
+	ASSERT_FAILS(sendto(a, &x, 1, MSG_NOSIGNAL, NULL, 0), EPIPE);
+	ASSERT_EQ(atomic_load(&g_sigpipe), 0);
+	ts_set_handler(SIGPIPE, SIG_IGN, 0);
+	ASSERT_SYS(close(a));
+}
+
+/* --- Round trips ------------------------------------------------------------- */
+
+#define RTS 200
+
+/* The peer answers each byte with one: first with blocking reads, then
+ * waiting in poll() and reading with MSG_DONTWAIT (ts_read_exact), its
+ * answers by blocking write() both times. */
+static void rt_peer(int fd, void *arg)
+{
+	char c;
+
+	(void)arg;
+	ts_make_accelerated_follow(fd);
+	for (int i = 0; i < RTS; i++) {
+		ASSERT_EQ(read(fd, &c, 1), 1);
+		ASSERT_EQ(write(fd, &c, 1), 1);
+	}
+	for (int i = 0; i < RTS; i++) {
+		ts_read_exact(fd, &c, 1, ts_ms(5000));
+		ASSERT_EQ(write(fd, &c, 1), 1);
+	}
+	ts_expect_eof(fd, ts_ms(5000));
+	ASSERT_SYS(close(fd));
+}
+
+/* Request and answer, one byte each, 1 ms apart (so that the peer sleeps
+ * between them), as a client and a server do: TCP takes some 200 us a
+ * round trip here; allow 10 ms on average and one in ten over 30 ms (a
+ * wake-up lost until a timer, such as a doorbell held back by Nagle's
+ * algorithm until the delayed ACK, costs 40 ms). */
+static void case_round_trips(void)
+{
+	struct shim_peer p;
+	static const char *const how[2] = { "blocking read", "poll, then read" };
+
+	ts_peer_start(&p, rt_peer, NULL);
+	ts_make_accelerated_lead(p.fd);
+	for (int k = 0; k < 2; k++) {
+		double t0 = test_now(), worst = 0;
+		int slow = 0;
+		for (int i = 0; i < RTS; i++) {
+			char c = (char)i, d;
+			test_sleep_ms(1); /* a request now and then: the peer sleeps */
+			double t1 = test_now();
+			ASSERT_EQ(write(p.fd, &c, 1), 1);
+			ASSERT_EQ(read(p.fd, &d, 1), 1);
+			ASSERT_EQ(d, c);
+			double rt = test_now() - t1;
+			worst = rt > worst ? rt : worst;
+			slow += rt > 0.03;
+		}
+		double dt = test_now() - t0 - RTS * 0.001;
+		test_log("the peer waits by %s: %d round trips in %.3f s (%.0f us each, worst %.1f "
+			 "ms, %d over 30 ms)", how[k], RTS, dt, dt / RTS * 1e6, worst * 1e3, slow);
+		ASSERT_MSG(dt < ts_ms(2000) / 1000.0 && slow <= RTS / 10,
+			   "%d round trips took %.3f s, %d of them over 30 ms (the peer waits by %s)",
+			   RTS, dt, slow, how[k]);
+	}
+	ts_expect_accel(p.fd, "round trips");
+	ASSERT_SYS(close(p.fd));
+	ts_peer_wait(&p, ts_ms(5000));
+}
+
+/* --- Every read and write call ------------------------------------------ */
+
+enum { IO_RW, IO_V, IO_SEND, IO_MSG, IO_TO, IO_CHK, IO_COUNT };
+static const char *const io_names[IO_COUNT] = {
+	"read/write", "readv/writev", "recv/send", "recvmsg/sendmsg",
+	"recvfrom/sendto", "__read_chk/__recv_chk/__recvfrom_chk",
+};
+static const size_t io_sizes[] = { 1, 7, 1000, 65536, 300001 };
+#define IO_NSIZES (sizeof(io_sizes) / sizeof(io_sizes[0]))
+
+/* Split n bytes at p into 4 iovecs (one empty). */
+static void split4(struct iovec *iov, void *p, size_t n)
+{
+	size_t a = n / 3, b = n > a ? 1 : 0;
+	unsigned char *c = p;
+
+	iov[0] = (struct iovec){ c, a };
+	iov[1] = (struct iovec){ c + a, 0 };
+	iov[2] = (struct iovec){ c + a, b };
+	iov[3] = (struct iovec){ c + a + b, n - a - b };
+}
+
+static ssize_t io_write(int how, int fd, unsigned char *p, size_t n)
+{
+	struct iovec iov[4];
+	struct msghdr m = { .msg_iov = iov, .msg_iovlen = 4 };
+
+	split4(iov, p, n);
+	switch (how) {
+	case IO_V: return writev(fd, iov, 4);
+	case IO_SEND: return send(fd, p, n, 0);
+	case IO_MSG: return sendmsg(fd, &m, 0);
+	case IO_TO: return sendto(fd, p, n, 0, NULL, 0);
+	default: return write(fd, p, n);
+	}
+}
+
+static ssize_t io_read_msg(int fd, unsigned char *p, size_t n)
+{
+	struct iovec iov[4];
+	struct sockaddr_storage ss;
+	struct msghdr m = { .msg_name = &ss, .msg_namelen = sizeof(ss), .msg_iov = iov,
+			    .msg_iovlen = 4, .msg_flags = -1 };
+
+	split4(iov, p, n);
+	ssize_t r = recvmsg(fd, &m, 0);
+	if (r >= 0) {
+		ASSERT_EQ(m.msg_flags, 0);
+		ASSERT_EQ(m.msg_namelen, 0); /* TCP gives no source address */
+	}
+	return r;
+}
+
+static ssize_t io_read_from(int fd, unsigned char *p, size_t n, int chk)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	ssize_t r = chk ? __recvfrom_chk(fd, p, n, n, 0, (struct sockaddr *)&ss, &len)
+			: recvfrom(fd, p, n, 0, (struct sockaddr *)&ss, &len);
+
+	if (r >= 0)
+		ASSERT_EQ(len, 0); /* TCP gives no source address */
+	return r;
+}
+
+static ssize_t io_read(int how, int fd, unsigned char *p, size_t n, int turn)
+{
+	struct iovec iov[4];
+
+	split4(iov, p, n);
+	switch (how) {
+	case IO_V: return readv(fd, iov, 4);
+	case IO_SEND: return recv(fd, p, n, 0);
+	case IO_MSG: return io_read_msg(fd, p, n);
+	case IO_TO: return turn & 1 ? recvfrom(fd, p, n, 0, NULL, NULL)
+				    : io_read_from(fd, p, n, 0);
+	case IO_CHK:
+		if (turn % 3 == 0)
+			return __read_chk(fd, p, n, n);
+		return turn % 3 == 1 ? __recv_chk(fd, p, n, n, 0) : io_read_from(fd, p, n, 1);
+	default: return read(fd, p, n);
+	}
+}
+
+/* The peer of io_calls: for each call and size, reads n bytes of ours,
+ * then sends n of its own; then 10 each way, then end of stream. */
+static void io_peer(int fd, void *arg)
+{
+	uint64_t in = 0, out = 0;
+
+	(void)arg;
+	ts_make_accelerated_follow(fd);
+	for (int how = 0; how < IO_COUNT; how++)
+		for (size_t i = 0; i < IO_NSIZES; i++) {
+			ts_recv_stream(fd, shim_seed(10), in, io_sizes[i], ts_ms(5000));
+			in += io_sizes[i];
+			ts_send_stream(fd, shim_seed(11), out, io_sizes[i], ts_ms(5000));
+			out += io_sizes[i];
+		}
+	ts_recv_stream(fd, shim_seed(10), in, 10, ts_ms(5000));
+	ts_send_stream(fd, shim_seed(11), out, 10, ts_ms(5000));
+	ts_expect_eof(fd, ts_ms(5000));
+	ASSERT_SYS(close(fd));
+}
+
+static void case_io_calls(void)
+{
+	unsigned char *buf = malloc(300001);
+	uint64_t in = 0, out = 0;
+	struct shim_peer p;
+
+	ASSERT_NOT_NULL(buf);
+	ts_peer_start(&p, io_peer, NULL);
+	ts_make_accelerated_lead(p.fd);
+	for (int how = 0; how < IO_COUNT; how++) {
+		test_log("%s", io_names[how]);
+		for (size_t i = 0; i < IO_NSIZES; i++) {
+			size_t n = io_sizes[i], done = 0;
+			int turn = 0;
+			test_stream_fill(shim_seed(10), out, buf, n);
+			while (done < n) {
+				ssize_t k = io_write(how, p.fd, buf + done, n - done);
+				ASSERT_SYS(k);
+				ASSERT_GT(k, 0);
+				done += (size_t)k;
+			}
+			out += n;
+			for (done = 0; done < n; turn++) {
+				ssize_t k = io_read(how, p.fd, buf, n - done, turn);
+				ASSERT_SYS(k);
+				ASSERT_MSG(k > 0, "%s: end of stream", io_names[how]);
+				check_stream(shim_seed(11), in, buf, (size_t)k);
+				in += (uint64_t)k;
+				done += (size_t)k;
+			}
+		}
+	}
+	/* Nothing to move: write() and send() of 0 bytes return 0, read()
+	 * of 0 bytes returns 0 at once; recv() of 0 bytes waits for data
+	 * like any recv (so EAGAIN here, where nothing is unread). */
+	struct iovec none = { buf, 0 };
+	guard(3);
+	ASSERT_EQ(write(p.fd, buf, 0), 0);
+	ASSERT_EQ(send(p.fd, buf, 0, 0), 0);
+	ASSERT_EQ(writev(p.fd, &none, 1), 0);
+	ASSERT_EQ(read(p.fd, buf, 0), 0);
+	ASSERT_EQ(readv(p.fd, &none, 1), 0);
+	ASSERT_FAILS(recv(p.fd, buf, 0, MSG_DONTWAIT), EAGAIN);
+	alarm(0);
+	ts_send_stream(p.fd, shim_seed(10), out, 10, ts_ms(2000));
+	ts_recv_stream(p.fd, shim_seed(11), in, 10, ts_ms(2000));
+	ts_expect_accel(p.fd, "after every read and write call");
+	ASSERT_SYS(shutdown(p.fd, SHUT_WR));
+	ts_expect_eof(p.fd, ts_ms(3000));
+	ASSERT_SYS(close(p.fd));
+	ts_peer_wait(&p, ts_ms(5000));
+	free(buf);
+}
+
+/* sendmmsg and recvmmsg are write and read calls too: on TCP each message
+ * is a piece of the stream.  One at a time, the other end with send and
+ * recv. */
+static void case_sendmmsg(void)
+{
+	int a, b;
+	unsigned char out[3000];
+	uint64_t seed = shim_seed(12);
+	struct iovec wv[4];
+	struct mmsghdr wm[2];
+
+	moved_pair(&a, &b);
+	test_stream_fill(seed, 0, out, sizeof(out));
+	wv[0] = (struct iovec){ out, 500 };
+	wv[1] = (struct iovec){ out + 500, 700 };
+	wv[2] = (struct iovec){ out + 1200, 0 };
+	wv[3] = (struct iovec){ out + 1200, 1800 };
+	memset(wm, 0, sizeof(wm));
+	wm[0].msg_hdr = (struct msghdr){ .msg_iov = wv, .msg_iovlen = 2 };
+	wm[1].msg_hdr = (struct msghdr){ .msg_iov = wv + 2, .msg_iovlen = 2 };
+	ASSERT_EQ(sendmmsg(a, wm, 2, 0), 2);
+	ASSERT_EQ(wm[0].msg_len, 1200);
+	ASSERT_EQ(wm[1].msg_len, 1800);
+	ts_recv_stream(b, seed, 0, 3000, ts_ms(2000));
+	/* The stream goes on after them, both ways. */
+	ts_send_stream(a, seed, 3000, 5000, ts_ms(2000));
+	ts_recv_stream(b, seed, 3000, 5000, ts_ms(2000));
+	ts_send_stream(b, seed ^ 1, 0, 5000, ts_ms(2000));
+	ts_recv_stream(a, seed ^ 1, 0, 5000, ts_ms(2000));
+	ts_expect_accel(a, "after sendmmsg");
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+static void case_recvmmsg(void)
+{
+	int a, b;
+	unsigned char in[3000];
+	uint64_t seed = shim_seed(13);
+	struct iovec rv[2];
+	struct mmsghdr rm[2];
+
+	moved_pair(&a, &b);
+	ts_send_stream(a, seed, 0, 3000, ts_ms(2000));
+	wait_arrived(b, 3000, ts_ms(2000));
+	rv[0] = (struct iovec){ in, 1000 };
+	rv[1] = (struct iovec){ in + 1000, 1000 };
+	memset(rm, 0, sizeof(rm));
+	rm[0].msg_hdr = (struct msghdr){ .msg_iov = rv, .msg_iovlen = 1 };
+	rm[1].msg_hdr = (struct msghdr){ .msg_iov = rv + 1, .msg_iovlen = 1 };
+	guard(3);
+	int n = recvmmsg(b, rm, 2, MSG_WAITFORONE, NULL);
+	alarm(0);
+	ASSERT_MSG(n == 2, "recvmmsg returned %d (%s), want 2", n,
+		   n < 0 ? test_errname(errno) : "-");
+	ASSERT_EQ(rm[0].msg_len, 1000);
+	ASSERT_EQ(rm[1].msg_len, 1000);
+	check_stream(seed, 0, in, 2000);
+	ts_recv_stream(b, seed, 2000, 1000, ts_ms(2000));
+	ts_send_stream(a, seed, 3000, 5000, ts_ms(2000));
+	ts_recv_stream(b, seed, 3000, 5000, ts_ms(2000));
+	ts_expect_accel(b, "after recvmmsg");
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+/* --- sendfile --------------------------------------------------------------- */
+
+#define SF_SIZE MIB
+
+static void sendfile_peer(int fd, void *arg)
+{
+	(void)arg;
+	ts_make_accelerated_follow(fd);
+	ts_recv_stream(fd, shim_seed(14), 0, SF_SIZE, ts_ms(5000));
+	ts_recv_stream(fd, shim_seed(14), 0, SF_SIZE, ts_ms(5000));
+	ts_expect_eof(fd, ts_ms(5000));
+	ASSERT_SYS(close(fd));
+}
+
+/* sendfile with an offset (the file position stays), then from the file
+ * position asking for more than is left, then 0 at the end of the file. */
+static void case_sendfile(void)
+{
+	char path[4096];
+	const char *tmp = getenv("TMPDIR");
+	struct shim_peer p;
+
+	snprintf(path, sizeof(path), "%s/t_shim_data-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	int f = mkstemp(path);
+	ASSERT_SYS(f);
+	unlink(path);
+	ts_send_stream(f, shim_seed(14), 0, SF_SIZE, ts_ms(2000));
+	ts_peer_start(&p, sendfile_peer, NULL);
+	ts_make_accelerated_lead(p.fd);
+	off_t off = 0;
+	while (off < SF_SIZE) {
+		off_t before = off;
+		ssize_t n = sendfile(p.fd, f, &off, (size_t)(SF_SIZE - off));
+		ASSERT_SYS(n);
+		ASSERT_GT(n, 0);
+		ASSERT_EQ(off - before, n);
+	}
+	ASSERT_EQ(lseek(f, 0, SEEK_CUR), SF_SIZE); /* an offset given: position kept */
+	ASSERT_SYS(lseek(f, 0, SEEK_SET));
+	for (uint64_t done = 0; done < SF_SIZE;) {
+		ssize_t n = sendfile(p.fd, f, NULL, 2 * SF_SIZE);
+		ASSERT_SYS(n);
+		ASSERT_GT(n, 0);
+		done += (uint64_t)n;
+	}
+	ASSERT_EQ(lseek(f, 0, SEEK_CUR), SF_SIZE);
+	ASSERT_EQ(sendfile(p.fd, f, NULL, SF_SIZE), 0);
+	ts_expect_accel(p.fd, "sendfile");
+	ASSERT_SYS(shutdown(p.fd, SHUT_WR));
+	ts_expect_eof(p.fd, ts_ms(5000));
+	ASSERT_SYS(close(p.fd));
+	ts_peer_wait(&p, ts_ms(5000));
+	close(f);
+}
+
+/* --- Threads ------------------------------------------------------------------ */
+
+static void echo_peer(int fd, void *arg)
+{
+	char buf[65536];
+	ssize_t n;
+
+	(void)arg;
+	ts_make_accelerated_follow(fd);
+	while ((n = ts_read_wait(fd, buf, sizeof(buf), ts_ms(10000))) > 0)
+		ts_write_all(fd, buf, (size_t)n, ts_ms(10000));
+	ASSERT_MSG(n == 0, "echo peer: %s", n < 0 ? test_errname(errno) : "?");
+	ASSERT_SYS(close(fd));
+}
+
+struct techo {
+	int fd, i, accel;
+	uint64_t n;
+	pthread_t t;
+};
+
+static void *techo_main(void *arg)
+{
+	struct techo *e = arg;
+
+	ts_make_accelerated_lead(e->fd);
+	e->accel = ts_accel(e->fd);
+	ts_echo_check(e->fd, shim_seed(20 + (uint64_t)e->i), e->n, ts_ms(15000));
+	return NULL;
+}
+
+/* Four connections to four echoing processes, each driven by a thread of
+ * its own, all at once. */
+static void case_threads(void)
+{
+	struct shim_peer p[4];
+	struct techo e[4];
+	uint64_t n = volume(8 * MIB, 32);
+
+	for (int i = 0; i < 4; i++)
+		ts_peer_start(&p[i], echo_peer, NULL);
+	double t0 = test_now();
+	for (int i = 0; i < 4; i++) {
+		e[i] = (struct techo){ .fd = p[i].fd, .i = i, .n = n };
+		ASSERT_EQ(pthread_create(&e[i].t, NULL, techo_main, &e[i]), 0);
+	}
+	for (int i = 0; i < 4; i++)
+		ASSERT_EQ(pthread_join(e[i].t, NULL), 0);
+	test_log("4 threads echoed %ju KiB each in %.2f s", (uintmax_t)(n / KIB),
+		 test_now() - t0);
+	for (int i = 0; i < 4; i++) {
+		ASSERT(ts_disabled() || e[i].accel);
+		ASSERT_SYS(close(p[i].fd));
+		ts_peer_wait(&p[i], ts_ms(5000));
+	}
+}
+
+#define MSG_SIZE 1024
+
+/* Writer t's stream in the two-writer case: high bit t, 7 bits of stream. */
+static void sub_fill(uint64_t seed, int t, uint64_t off, unsigned char *b, size_t n)
+{
+	test_stream_fill(seed + (uint64_t)t, off, b, n);
+	for (size_t i = 0; i < n; i++)
+		b[i] = (unsigned char)((b[i] & 0x7f) | (t << 7));
+}
+
+struct writer {
+	int fd, t, msgs, split;
+	uint64_t seed;
+	pthread_t th;
+};
+
+static void *writer_main(void *arg)
+{
+	struct writer *w = arg;
+	unsigned char m[MSG_SIZE];
+
+	for (int i = 0; i < w->msgs; i++) {
+		sub_fill(w->seed, w->t, (uint64_t)i * MSG_SIZE, m, MSG_SIZE);
+		for (size_t done = 0; done < MSG_SIZE;) {
+			ssize_t n = write(w->fd, m + done, MSG_SIZE - done);
+			if (n < 0 && errno == EINTR)
+				continue;
+			ASSERT_SYS(n);
+			ASSERT_GT(n, 0);
+			w->split += done == 0 && n < MSG_SIZE;
+			done += (size_t)n;
+		}
+	}
+	return NULL;
+}
+
+struct demux {
+	int fd, msgs;
+	uint64_t seed, off[2], cuts;
+	pthread_t th;
+};
+
+/* Split the stream by the high bit into the two writers' streams, check
+ * each in order, and count how often a writer's message was cut. */
+static void *demux_main(void *arg)
+{
+	struct demux *d = arg;
+	unsigned char buf[65536], exp[65536];
+	int cur = -1;
+
+	for (;;) {
+		ssize_t n = ts_read_wait(d->fd, buf, sizeof(buf), ts_ms(10000));
+		ASSERT_SYS(n);
+		if (n == 0)
+			break;
+		for (size_t i = 0, j; i < (size_t)n; i = j) {
+			int t = buf[i] >> 7;
+			for (j = i; j < (size_t)n && buf[j] >> 7 == t; j++)
+				;
+			if (cur >= 0 && t != cur && d->off[cur] % MSG_SIZE)
+				d->cuts++;
+			cur = t;
+			sub_fill(d->seed, t, d->off[t], exp, j - i);
+			size_t bad = test_memdiff(exp, buf + i, j - i);
+			if (bad != (size_t)-1)
+				TEST_FAIL_MSG("writer %d: byte %ju of its stream is wrong", t,
+					      (uintmax_t)(d->off[t] + bad));
+			d->off[t] += j - i;
+		}
+	}
+	return NULL;
+}
+
+/* Two threads write one connection at once.  POSIX promises no atomicity
+ * on a stream socket, so the check is that each writer's bytes all arrive,
+ * once, in its order; whole-message interleaving is only reported. */
+static void case_two_writers(void)
+{
+	int a, b;
+	int msgs = (int)(volume(4 * MIB, 64) / MSG_SIZE);
+	struct writer w[2];
+	struct demux d = { .seed = shim_seed(30) };
+
+	moved_pair(&a, &b);
+	d.fd = b;
+	ASSERT_EQ(pthread_create(&d.th, NULL, demux_main, &d), 0);
+	for (int t = 0; t < 2; t++) {
+		w[t] = (struct writer){ .fd = a, .t = t, .msgs = msgs, .seed = d.seed };
+		ASSERT_EQ(pthread_create(&w[t].th, NULL, writer_main, &w[t]), 0);
+	}
+	for (int t = 0; t < 2; t++)
+		ASSERT_EQ(pthread_join(w[t].th, NULL), 0);
+	ts_expect_accel(a, "two writers");
+	ASSERT_SYS(shutdown(a, SHUT_WR));
+	ASSERT_EQ(pthread_join(d.th, NULL), 0);
+	ASSERT_UEQ(d.off[0], (uint64_t)msgs * MSG_SIZE);
+	ASSERT_UEQ(d.off[1], (uint64_t)msgs * MSG_SIZE);
+	test_log("%d messages each; %ju cut by the other writer; short writes %d and %d", msgs,
+		 (uintmax_t)d.cuts, w[0].split, w[1].split);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+/* --- Volume ------------------------------------------------------------------ */
+
+#define PUMP_MAX (256 * KIB)
+
+struct bflow {
+	int fd;
+	uint64_t seed, n, done, rs;
+	pthread_t th;
+};
+
+/* Blocking writes of random sizes by write, send and writev. */
+static void *bwriter_main(void *arg)
+{
+	struct bflow *b = arg;
+	unsigned char *buf = malloc(PUMP_MAX);
+	struct test_rng rng;
+
+	ASSERT_NOT_NULL(buf);
+	test_rng_seed(&rng, b->rs);
+	while (b->done < b->n) {
+		size_t k = (size_t)test_rng_size(&rng, PUMP_MAX);
+		if (k > b->n - b->done)
+			k = (size_t)(b->n - b->done);
+		test_stream_fill(b->seed, b->done, buf, k);
+		struct iovec iov[2] = { { buf, k / 2 }, { buf + k / 2, k - k / 2 } };
+		uint64_t how = test_rng_next(&rng) % 3;
+		ssize_t n = how == 0 ? write(b->fd, buf, k)
+			  : how == 1 ? send(b->fd, buf, k, 0) : writev(b->fd, iov, 2);
+		ASSERT_SYS(n);
+		ASSERT_GT(n, 0);
+		b->done += (uint64_t)n;
+	}
+	free(buf);
+	return NULL;
+}
+
+/* Blocking reads of random sizes by read, recv and readv. */
+static void breader(struct bflow *b)
+{
+	unsigned char *buf = malloc(PUMP_MAX);
+	struct test_rng rng;
+
+	ASSERT_NOT_NULL(buf);
+	test_rng_seed(&rng, b->rs);
+	while (b->done < b->n) {
+		size_t k = (size_t)test_rng_size(&rng, PUMP_MAX);
+		if (k > b->n - b->done)
+			k = (size_t)(b->n - b->done);
+		struct iovec iov[2] = { { buf, k / 3 }, { buf + k / 3, k - k / 3 } };
+		uint64_t how = test_rng_next(&rng) % 3;
+		ssize_t n = how == 0 ? read(b->fd, buf, k)
+			  : how == 1 ? recv(b->fd, buf, k, 0) : readv(b->fd, iov, 2);
+		ASSERT_SYS(n);
+		ASSERT_MSG(n > 0, "end of stream after %ju bytes", (uintmax_t)b->done);
+		check_stream(b->seed, b->done, buf, (size_t)n);
+		b->done += (uint64_t)n;
+	}
+	free(buf);
+}
+
+/* n bytes each way at once, blocking calls, a writer thread and a reader. */
+static void duplex(int fd, uint64_t seed_out, uint64_t seed_in, uint64_t n, uint64_t rs)
+{
+	struct bflow w = { .fd = fd, .seed = seed_out, .n = n, .rs = rs };
+	struct bflow r = { .fd = fd, .seed = seed_in, .n = n, .rs = rs ^ 1 };
+
+	ASSERT_EQ(pthread_create(&w.th, NULL, bwriter_main, &w), 0);
+	breader(&r);
+	ASSERT_EQ(pthread_join(w.th, NULL), 0);
+}
+
+static void volume_peer(int fd, void *arg)
+{
+	const uint64_t *n = arg;
+
+	ts_make_accelerated_follow(fd);
+	duplex(fd, shim_seed(41), shim_seed(40), *n, shim_seed(43));
+	ts_send_stream(fd, shim_seed(41), *n, 10, ts_ms(2000));
+	ts_expect_eof(fd, ts_ms(5000));
+	ASSERT_SYS(close(fd));
+}
+
+/* 64 MiB each way between two processes, every byte checked. */
+static void case_volume(void)
+{
+	struct shim_peer p;
+	uint64_t n = volume(64 * MIB, 4);
+
+	ts_peer_start(&p, volume_peer, &n);
+	ts_make_accelerated_lead(p.fd);
+	double t0 = test_now();
+	duplex(p.fd, shim_seed(40), shim_seed(41), n, shim_seed(42));
+	test_log("%ju MiB each way in %.2f s", (uintmax_t)(n / MIB), test_now() - t0);
+	ts_recv_stream(p.fd, shim_seed(41), n, 10, ts_ms(2000));
+	ts_expect_accel(p.fd, "after the volume");
+	ASSERT_SYS(close(p.fd));
+	ts_peer_wait(&p, ts_ms(5000));
+}
+
+static const struct shim_case g_cases[] = {
+	{ "nonblock", case_nonblock },
+	{ "partial_write", case_partial_write },
+	{ "dontwait", case_dontwait },
+	{ "peek_fionread", case_peek_fionread },
+	{ "waitall", case_waitall },
+	{ "nosignal", case_nosignal },
+	{ "round_trips", case_round_trips },
+	{ "io_calls", case_io_calls },
+	{ "sendmmsg", case_sendmmsg },
+	{ "recvmmsg", case_recvmmsg },
+	{ "sendfile", case_sendfile },
+	{ "threads", case_threads },
+	{ "two_writers", case_two_writers },
+	{ "volume", case_volume },
+};
+
+int main(void)
+{
+	return ts_main("t_shim_data", g_cases, sizeof(g_cases) / sizeof(g_cases[0]));
+}

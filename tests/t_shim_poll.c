@@ -1,0 +1,693 @@
+/*
+ * t_shim_poll.c - waiting on connections that moved to shared memory, the
+ * cases t_shim_epoll leaves: poll, ppoll, select, pselect and glibc's
+ * __poll_chk and __ppoll_chk one by one (nothing yet, data there, the
+ * timeout kept, asleep when the data comes, writable), arrays with a
+ * skipped entry and a pipe, a full send side (not writable until the peer
+ * reads), epoll_wait, epoll_pwait and epoll_pwait2 (timeouts, a blocked
+ * wait, DEL), a set with a pipe and a moved socket, HUP after the peer's
+ * close and our shutdown, HUP|ERR when the peer dies, and waits that began
+ * before the connection moved (a thread in poll, in read) and end after.
+ *
+ * Each case first moves its connection (ts_make_accelerated*), then checks
+ * that the program sees exactly what kernel TCP gives it: SHUNT_DISABLE=1
+ * runs the same checks on kernel TCP, where every case passes.
+ * SHUNT_TEST_ONLY=name,name runs some cases.  (Ported from the former t_preload.)
+ */
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "shimlib.h"
+#include "testlib.h"
+
+/* glibc's _FORTIFY_SOURCE entry points for poll and ppoll. */
+extern int __poll_chk(struct pollfd *fds, nfds_t nfds, int timeout, size_t fdslen);
+extern int __ppoll_chk(struct pollfd *fds, nfds_t nfds, const struct timespec *timeout,
+		       const sigset_t *ss, size_t fdslen);
+
+#define KIB 1024
+#define MIB (1024 * 1024)
+
+static void moved_pair(int *a, int *b)
+{
+	ts_pair(a, b);
+	ts_make_accelerated(*a, *b);
+}
+
+static void wait_arrived(int fd, int n, int ms)
+{
+	uint64_t end = test_now_ns() + (uint64_t)ms * 1000000u;
+	int v = 0;
+
+	for (;;) {
+		ASSERT_SYS(ioctl(fd, FIONREAD, &v));
+		if (v >= n)
+			return;
+		if (test_now_ns() > end)
+			TEST_FAIL_MSG("fd %d: FIONREAD is %d after %d ms, want %d", fd, v, ms, n);
+		test_sleep_ms(1);
+	}
+}
+
+/* A thread that writes n bytes of a stream to fd after ms. */
+struct later {
+	int fd, ms;
+	uint64_t seed, off, n;
+	double sent_at; /* test_now() just before the write */
+	pthread_t t;
+};
+
+static void *later_main(void *arg)
+{
+	struct later *l = arg;
+
+	test_sleep_ms((unsigned)l->ms);
+	l->sent_at = test_now();
+	ts_send_stream(l->fd, l->seed, l->off, l->n, ts_ms(3000));
+	return NULL;
+}
+
+static void later_start(struct later *l)
+{
+	ASSERT_EQ(pthread_create(&l->t, NULL, later_main, l), 0);
+}
+
+static void later_join(struct later *l)
+{
+	ASSERT_EQ(pthread_join(l->t, NULL), 0);
+}
+
+/* --- poll, ppoll, __poll_chk, __ppoll_chk, select, pselect ------------------ */
+
+enum { W_POLL, W_PPOLL, W_POLL_CHK, W_PPOLL_CHK, W_SELECT, W_PSELECT, W_COUNT };
+static const char *const wait_names[W_COUNT] = {
+	"poll", "ppoll", "__poll_chk", "__ppoll_chk", "select", "pselect",
+};
+
+static int wait_sel(int how, int fd, short ev, int ms)
+{
+	fd_set s;
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+	sigset_t mask;
+	int rc;
+
+	sigemptyset(&mask);
+	FD_ZERO(&s);
+	FD_SET(fd, &s);
+	fd_set *rd = ev == POLLIN ? &s : NULL, *wr = ev == POLLIN ? NULL : &s;
+	if (how == W_SELECT)
+		rc = select(fd + 1, rd, wr, NULL, &tv);
+	else
+		rc = pselect(fd + 1, rd, wr, NULL, &ts, &mask);
+	ASSERT_SYS(rc);
+	ASSERT_EQ(rc, !!FD_ISSET(fd, &s));
+	return rc;
+}
+
+/* 1 if fd is ready for ev (POLLIN or POLLOUT) within ms, else 0. */
+static int wait_how(int how, int fd, short ev, int ms)
+{
+	struct pollfd p = { .fd = fd, .events = ev };
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+	int rc;
+
+	if (how == W_SELECT || how == W_PSELECT)
+		return wait_sel(how, fd, ev, ms);
+	if (how == W_POLL)
+		rc = poll(&p, 1, ms);
+	else if (how == W_PPOLL)
+		rc = ppoll(&p, 1, &ts, NULL);
+	else if (how == W_POLL_CHK)
+		rc = __poll_chk(&p, 1, ms, sizeof(p));
+	else
+		rc = __ppoll_chk(&p, 1, &ts, NULL, sizeof(p));
+	ASSERT_SYS(rc);
+	ASSERT_EQ(rc, p.revents != 0);
+	ASSERT_MSG(!(p.revents & ~ev), "%s: revents 0x%x for events 0x%x", wait_names[how],
+		   p.revents, ev);
+	return rc;
+}
+
+static void wait_script(int how, int a, int b, uint64_t seed, uint64_t *off)
+{
+	ASSERT_EQ(wait_how(how, a, POLLIN, 0), 0);
+	ASSERT_EQ(wait_how(how, a, POLLOUT, 0), 1);
+	ts_send_stream(b, seed, *off, 100, ts_ms(2000));
+	ASSERT_EQ(wait_how(how, a, POLLIN, ts_ms(2000)), 1);
+	ts_recv_stream(a, seed, *off, 100, ts_ms(2000));
+	*off += 100;
+	ASSERT_EQ(wait_how(how, a, POLLIN, 0), 0);
+	double t0 = test_now();
+	ASSERT_EQ(wait_how(how, a, POLLIN, 100), 0);
+	ASSERT_GE((test_now() - t0) * 1000, 90);
+	/* Asleep when the data comes. */
+	struct later l = { .fd = b, .ms = 100, .seed = seed, .off = *off, .n = 10 };
+	later_start(&l);
+	t0 = test_now();
+	ASSERT_EQ(wait_how(how, a, POLLIN, ts_ms(5000)), 1);
+	double dt = test_now() - t0;
+	later_join(&l);
+	ASSERT_MSG(dt >= 0.05, "%s: readable after %.3f s, before the data was sent",
+		   wait_names[how], dt);
+	ASSERT_MSG(dt < 0.1 + ts_ms(1000) / 1000.0, "%s: woke %.3f s after the data was sent",
+		   wait_names[how], dt - 0.1);
+	ts_recv_stream(a, seed, *off, 10, ts_ms(2000));
+	*off += 10;
+}
+
+static void case_wait_calls(void)
+{
+	int a, b;
+	uint64_t seed = shim_seed(1), off = 0;
+
+	moved_pair(&a, &b);
+	for (int how = 0; how < W_COUNT; how++) {
+		test_log("%s", wait_names[how]);
+		wait_script(how, a, b, seed, &off);
+	}
+	ts_expect_accel(a, "after the waits");
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+/* Several entries: -1 is skipped, each gets its own revents. */
+static void case_wait_array(void)
+{
+	int a, b, pp[2];
+	uint64_t seed = shim_seed(2);
+	struct pollfd f[4];
+	char x;
+
+	moved_pair(&a, &b);
+	ASSERT_SYS(pipe2(pp, O_CLOEXEC));
+	f[0] = (struct pollfd){ .fd = -1, .events = POLLIN, .revents = 7 };
+	f[1] = (struct pollfd){ .fd = pp[0], .events = POLLIN };
+	f[2] = (struct pollfd){ .fd = a, .events = POLLIN };
+	f[3] = (struct pollfd){ .fd = b, .events = POLLIN };
+	ASSERT_EQ(poll(f, 4, 0), 0);
+	ASSERT_EQ(f[0].revents, 0);
+	ASSERT_EQ(write(pp[1], "x", 1), 1);
+	ASSERT_EQ(poll(f, 4, ts_ms(1000)), 1);
+	ASSERT(f[0].revents == 0 && f[1].revents == POLLIN && f[2].revents == 0 &&
+	       f[3].revents == 0);
+	ts_send_stream(b, seed, 0, 10, ts_ms(2000));
+	wait_arrived(a, 10, ts_ms(2000));
+	ASSERT_EQ(poll(f, 4, ts_ms(1000)), 2);
+	ASSERT(f[0].revents == 0 && f[1].revents == POLLIN && f[2].revents == POLLIN &&
+	       f[3].revents == 0);
+	/* The same fd twice, asking different things. */
+	struct pollfd g[2] = { { a, POLLIN, 0 }, { a, POLLOUT, 0 } };
+	ASSERT_EQ(poll(g, 2, 0), 2);
+	ASSERT(g[0].revents == POLLIN && g[1].revents == POLLOUT);
+	ts_recv_stream(a, seed, 0, 10, ts_ms(2000));
+	ASSERT_EQ(read(pp[0], &x, 1), 1);
+	ASSERT_EQ(poll(f, 4, 0), 0);
+	/* select over all of them, readable and writable. */
+	fd_set rd, wr;
+	int maxfd = a > b ? a : b;
+	maxfd = maxfd > pp[0] ? maxfd : pp[0];
+	FD_ZERO(&rd);
+	FD_ZERO(&wr);
+	FD_SET(a, &rd);
+	FD_SET(b, &rd);
+	FD_SET(pp[0], &rd);
+	FD_SET(a, &wr);
+	ts_send_stream(a, seed ^ 1, 0, 10, ts_ms(2000));
+	wait_arrived(b, 10, ts_ms(2000));
+	ASSERT_EQ(select(maxfd + 1, &rd, &wr, NULL, &(struct timeval){ 1, 0 }), 2);
+	ASSERT(!FD_ISSET(a, &rd) && FD_ISSET(b, &rd) && !FD_ISSET(pp[0], &rd) && FD_ISSET(a, &wr));
+	ts_recv_stream(b, seed ^ 1, 0, 10, ts_ms(2000));
+	close(pp[0]);
+	close(pp[1]);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+struct reader {
+	int fd;
+	uint64_t seed, n;
+	pthread_t t;
+};
+
+static void *reader_main(void *arg)
+{
+	struct reader *r = arg;
+
+	test_sleep_ms(100);
+	ts_recv_stream(r->fd, r->seed, 0, r->n, ts_ms(5000));
+	return NULL;
+}
+
+/* Full: not writable (poll, select); the peer reads: writable again, and
+ * a waiter asleep on POLLOUT wakes. */
+static void case_wait_room(void)
+{
+	int a, b;
+	unsigned char *buf = malloc(256 * KIB);
+	uint64_t seed = shim_seed(3), total = 0;
+
+	ASSERT_NOT_NULL(buf);
+	moved_pair(&a, &b);
+	ts_set_nonblock(a, 1);
+	for (;;) {
+		test_stream_fill(seed, total, buf, 256 * KIB);
+		ssize_t n = write(a, buf, 256 * KIB);
+		if (n < 0) {
+			ASSERT_MSG(errno == EAGAIN, "write: %s", test_errname(errno));
+			break;
+		}
+		total += (uint64_t)n;
+	}
+	free(buf);
+	ASSERT_EQ(ts_wait_fd(a, POLLOUT, 0), 0);
+	ASSERT_EQ(wait_how(W_SELECT, a, POLLOUT, 0), 0);
+	ASSERT_EQ(wait_how(W_PPOLL, a, POLLOUT, 100), 0);
+	/* A reader takes it all, 100 ms from now. */
+	struct pollfd p = { a, POLLOUT, 0 };
+	struct reader r = { .fd = b, .seed = seed, .n = total };
+	double t0 = test_now();
+	ASSERT_EQ(pthread_create(&r.t, NULL, reader_main, &r), 0);
+	int rc = poll(&p, 1, ts_ms(5000));
+	double dt = test_now() - t0;
+	ASSERT_EQ(pthread_join(r.t, NULL), 0);
+	ASSERT_EQ(rc, 1);
+	ASSERT_EQ(p.revents, POLLOUT);
+	ASSERT_MSG(dt >= 0.05, "writable after %.3f s, before the reader started", dt);
+	ts_expect_accel(a, "full, then writable");
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+/* --- epoll_wait, epoll_pwait, epoll_pwait2 ------------------------------------ */
+
+enum { E_WAIT, E_PWAIT, E_PWAIT_MASK, E_PWAIT2, E_COUNT };
+static const char *const ep_names[E_COUNT] = {
+	"epoll_wait", "epoll_pwait", "epoll_pwait (a mask)", "epoll_pwait2",
+};
+
+static int ep_call(int how, int ep, struct epoll_event *ev, int max, int ms)
+{
+	sigset_t mask;
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+	int n;
+
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGUSR2);
+	do {
+		switch (how) {
+		case E_PWAIT: n = epoll_pwait(ep, ev, max, ms, NULL); break;
+		case E_PWAIT_MASK: n = epoll_pwait(ep, ev, max, ms, &mask); break;
+		case E_PWAIT2: n = epoll_pwait2(ep, ev, max, ms < 0 ? NULL : &ts, NULL); break;
+		default: n = epoll_wait(ep, ev, max, ms); break;
+		}
+	} while (n < 0 && errno == EINTR);
+	ASSERT_SYS(n);
+	return n;
+}
+
+/* Exactly one event, tagged tag; returns its events (0 for none). */
+static uint32_t ep_one(int how, int ep, int ms, uint64_t tag)
+{
+	struct epoll_event ev[4];
+	int n = ep_call(how, ep, ev, 4, ms);
+
+	ASSERT_MSG(n <= 1, "%s: %d events, want at most 1", ep_names[how], n);
+	if (n == 0)
+		return 0;
+	ASSERT_MSG(ev[0].data.u64 == tag, "%s: data 0x%jx, want 0x%jx", ep_names[how],
+		   (uintmax_t)ev[0].data.u64, (uintmax_t)tag);
+	return ev[0].events;
+}
+
+static void case_epoll_calls(void)
+{
+	int a, b;
+	uint64_t seed = shim_seed(4), off = 0;
+
+	moved_pair(&a, &b);
+	for (int how = 0; how < E_COUNT; how++) {
+		test_log("%s", ep_names[how]);
+		int ep = epoll_create1(EPOLL_CLOEXEC);
+		ASSERT_SYS(ep);
+		struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 0xabc };
+		ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, a, &ev));
+		ASSERT_UEQ(ep_one(how, ep, 0, 0xabc), 0);
+		ts_send_stream(b, seed, off, 100, ts_ms(2000));
+		ASSERT_UEQ(ep_one(how, ep, ts_ms(2000), 0xabc), EPOLLIN);
+		ts_recv_stream(a, seed, off, 50, ts_ms(2000));
+		ASSERT_UEQ(ep_one(how, ep, 0, 0xabc), EPOLLIN); /* still readable */
+		ts_recv_stream(a, seed, off + 50, 50, ts_ms(2000));
+		off += 100;
+		ASSERT_UEQ(ep_one(how, ep, 0, 0xabc), 0);
+		double t0 = test_now();
+		ASSERT_UEQ(ep_one(how, ep, 100, 0xabc), 0);
+		ASSERT_GE((test_now() - t0) * 1000, 90);
+		/* Asleep when the data comes. */
+		struct later l = { .fd = b, .ms = 100, .seed = seed, .off = off, .n = 10 };
+		later_start(&l);
+		t0 = test_now();
+		ASSERT_UEQ(ep_one(how, ep, ts_ms(5000), 0xabc), EPOLLIN);
+		double dt = test_now() - t0;
+		later_join(&l);
+		ASSERT_MSG(dt >= 0.05 && dt < 0.1 + ts_ms(1000) / 1000.0,
+			   "%s: an event after %.3f s, the data came after 0.1 s", ep_names[how], dt);
+		ts_recv_stream(a, seed, off, 10, ts_ms(2000));
+		off += 10;
+		/* EPOLLOUT too, then out of the set: nothing, data or not. */
+		ev = (struct epoll_event){ .events = EPOLLIN | EPOLLOUT, .data.u64 = 0xabc };
+		ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_MOD, a, &ev));
+		ASSERT_UEQ(ep_one(how, ep, 0, 0xabc), EPOLLOUT);
+		ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_DEL, a, NULL));
+		ts_send_stream(b, seed, off, 10, ts_ms(2000));
+		wait_arrived(a, 10, ts_ms(2000));
+		ASSERT_UEQ(ep_one(how, ep, 100, 0xabc), 0);
+		ts_recv_stream(a, seed, off, 10, ts_ms(2000));
+		off += 10;
+		close(ep);
+	}
+	ts_expect_accel(a, "after epoll");
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+#define TAG_SOCK 0x5ec0de00c0ffee01ull
+#define TAG_PIPE 0x7171e00dfacade02ull
+
+/* A set with a pipe and a moved socket: each reported for itself. */
+static void case_epoll_mixed(void)
+{
+	int a, b, pp[2];
+	uint64_t seed = shim_seed(5);
+	struct epoll_event ev[4];
+	char x;
+
+	moved_pair(&a, &b);
+	ASSERT_SYS(pipe2(pp, O_CLOEXEC));
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	ASSERT_SYS(ep);
+	ev[0] = (struct epoll_event){ .events = EPOLLIN, .data.u64 = TAG_SOCK };
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, a, &ev[0]));
+	ev[0] = (struct epoll_event){ .events = EPOLLIN, .data.u64 = TAG_PIPE };
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, pp[0], &ev[0]));
+	ASSERT_EQ(epoll_wait(ep, ev, 4, 0), 0);
+	ASSERT_EQ(write(pp[1], "x", 1), 1);
+	ASSERT_EQ(epoll_wait(ep, ev, 4, ts_ms(1000)), 1);
+	ASSERT_UEQ(ev[0].data.u64, TAG_PIPE);
+	ts_send_stream(b, seed, 0, 10, ts_ms(2000));
+	wait_arrived(a, 10, ts_ms(2000));
+	int n = epoll_wait(ep, ev, 4, ts_ms(1000));
+	if (n != 2) {
+		/* Level-triggered: is the socket ever reported while the pipe
+		 * stays readable? */
+		int seen = 0;
+		for (int i = 0; i < 10; i++) {
+			int m = epoll_wait(ep, ev + 2, 2, 10);
+			for (int j = 0; j < m; j++)
+				seen += ev[2 + j].data.u64 == TAG_SOCK;
+		}
+		TEST_FAIL_MSG("%d event(s) (data 0x%jx, events 0x%x), want the pipe's and the "
+			      "socket's; the socket then came in %d of 10 more epoll_wait calls "
+			      "while the pipe stayed readable", n, (uintmax_t)ev[0].data.u64,
+			      ev[0].events, seen);
+	}
+	ASSERT((ev[0].data.u64 == TAG_PIPE && ev[1].data.u64 == TAG_SOCK) ||
+	       (ev[0].data.u64 == TAG_SOCK && ev[1].data.u64 == TAG_PIPE));
+	ASSERT_UEQ(ev[0].events, EPOLLIN);
+	ASSERT_UEQ(ev[1].events, EPOLLIN);
+	ASSERT_EQ(read(pp[0], &x, 1), 1);
+	ASSERT_EQ(epoll_wait(ep, ev, 4, ts_ms(1000)), 1);
+	ASSERT_UEQ(ev[0].data.u64, TAG_SOCK);
+	ts_recv_stream(a, seed, 0, 10, ts_ms(2000));
+	ASSERT_EQ(epoll_wait(ep, ev, 4, 50), 0);
+	/* A blocked wait wakes for the pipe, then for the socket. */
+	ASSERT_EQ(write(pp[1], "y", 1), 1);
+	ASSERT_EQ(epoll_wait(ep, ev, 4, ts_ms(2000)), 1);
+	ASSERT_UEQ(ev[0].data.u64, TAG_PIPE);
+	ASSERT_EQ(read(pp[0], &x, 1), 1);
+	struct later l = { .fd = b, .ms = 100, .seed = seed, .off = 10, .n = 10 };
+	later_start(&l);
+	ASSERT_EQ(epoll_wait(ep, ev, 4, ts_ms(5000)), 1);
+	later_join(&l);
+	ASSERT_UEQ(ev[0].data.u64, TAG_SOCK);
+	ts_recv_stream(a, seed, 10, 10, ts_ms(2000));
+	ts_expect_accel(a, "in a mixed epoll set");
+	close(ep);
+	close(pp[0]);
+	close(pp[1]);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+/* --- Hang-ups ------------------------------------------------------------------- */
+
+/* Level-triggered: poll until revents include `until` (the data and the
+ * FIN may be seen in two steps); returns revents. */
+static short poll_until(int fd, short events, short until, int ms)
+{
+	uint64_t end = test_now_ns() + (uint64_t)ms * 1000000u;
+	short re;
+
+	while (!((re = ts_wait_fd(fd, events, 10)) & until) && test_now_ns() < end)
+		test_sleep_ms(1);
+	if (!(re & until))
+		TEST_FAIL_MSG("fd %d: revents 0x%x, still no 0x%x after %d ms", fd, re, until, ms);
+	return re;
+}
+
+static uint32_t epoll_events_of(int ep, int ms)
+{
+	struct epoll_event ev[2];
+	int n = epoll_wait(ep, ev, 2, ms);
+
+	ASSERT_SYS(n);
+	ASSERT_LE(n, 1);
+	return n ? ev[0].events : 0;
+}
+
+/* The peer closes: readable with RDHUP, no HUP or ERR (our side is open);
+ * we shut down too: HUP.  poll, select and epoll alike. */
+static void case_hup_close(void)
+{
+	int a, b;
+
+	moved_pair(&a, &b);
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	ASSERT_SYS(ep);
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP, .data.u64 = 1 };
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, a, &ev));
+	ASSERT_UEQ(epoll_events_of(ep, 0), EPOLLOUT);
+	ASSERT_SYS(close(b));
+	short re = poll_until(a, POLLIN | POLLOUT | POLLRDHUP, POLLRDHUP, ts_ms(2000));
+	ASSERT_EQ(re, POLLIN | POLLOUT | POLLRDHUP);
+	ASSERT_UEQ(epoll_events_of(ep, 0), EPOLLIN | EPOLLOUT | EPOLLRDHUP);
+	fd_set rd, wr, ex;
+	FD_ZERO(&rd);
+	FD_ZERO(&wr);
+	FD_ZERO(&ex);
+	FD_SET(a, &rd);
+	FD_SET(a, &wr);
+	FD_SET(a, &ex);
+	ASSERT_EQ(select(a + 1, &rd, &wr, &ex, &(struct timeval){ 0, 0 }), 2);
+	ASSERT(FD_ISSET(a, &rd) && FD_ISSET(a, &wr) && !FD_ISSET(a, &ex));
+	/* Reading the end changes nothing. */
+	ts_expect_eof(a, ts_ms(1000));
+	ASSERT_EQ(ts_wait_fd(a, POLLIN | POLLOUT | POLLRDHUP, 0), POLLIN | POLLOUT | POLLRDHUP);
+	ASSERT_SYS(shutdown(a, SHUT_WR));
+	re = poll_until(a, POLLIN | POLLOUT | POLLRDHUP, POLLHUP, ts_ms(2000));
+	ASSERT_EQ(re, POLLIN | POLLOUT | POLLRDHUP | POLLHUP);
+	ASSERT_UEQ(epoll_events_of(ep, 0), EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLHUP);
+	/* Unasked, HUP still comes. */
+	ASSERT_EQ(ts_wait_fd(a, 0, 0), POLLHUP);
+	close(ep);
+	ASSERT_SYS(close(a));
+}
+
+/* The peer that will be killed: leaves our bytes unread, tells us with
+ * one byte 'k', then waits for SIGKILL. */
+static void victim_peer(int fd, void *arg)
+{
+	(void)arg;
+	ts_make_accelerated_follow(fd);
+	wait_arrived(fd, 1000, ts_ms(3000));
+	ts_write_all(fd, "k", 1, ts_ms(2000));
+	for (;;)
+		pause();
+}
+
+/* The peer dies with data unread: TCP's reset.  poll and epoll report
+ * HUP and ERR; select says readable and writable. */
+static void case_hup_killed(void)
+{
+	struct shim_peer p;
+	char k;
+
+	ts_peer_start(&p, victim_peer, NULL);
+	ts_make_accelerated_lead(p.fd);
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	ASSERT_SYS(ep);
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.u64 = 1 };
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, p.fd, &ev));
+	ts_send_stream(p.fd, shim_seed(6), 0, 1000, ts_ms(2000));
+	ts_read_exact(p.fd, &k, 1, ts_ms(3000));
+	ASSERT_UEQ(epoll_events_of(ep, 0), 0);
+	ASSERT_SYS(kill(p.pid, SIGKILL));
+	ASSERT(WIFSIGNALED(test_wait(p.pid, 5)));
+	short re = poll_until(p.fd, POLLIN | POLLOUT | POLLRDHUP, POLLHUP, ts_ms(2000));
+	ASSERT_EQ(re, POLLIN | POLLOUT | POLLRDHUP | POLLHUP | POLLERR);
+	ASSERT_UEQ(epoll_events_of(ep, ts_ms(1000)), EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR);
+	fd_set rd, wr;
+	FD_ZERO(&rd);
+	FD_ZERO(&wr);
+	FD_SET(p.fd, &rd);
+	FD_SET(p.fd, &wr);
+	ASSERT_EQ(select(p.fd + 1, &rd, &wr, NULL, &(struct timeval){ 0, 0 }), 2);
+	ASSERT_FAILS(recv(p.fd, &k, 1, MSG_DONTWAIT), ECONNRESET);
+	close(ep);
+	ASSERT_SYS(close(p.fd));
+}
+
+/* --- Waits across the move ---------------------------------------------------- */
+
+struct waiter {
+	int fd, kind; /* 0: poll, 1: select, 2: blocking read */
+	int rc;
+	short revents;
+	char got;
+	ssize_t r;
+	int err;
+	double at;
+	_Atomic int done;
+	pthread_t t;
+};
+
+/* One-way data calls at each end: more than SHUNT_UPGRADE_CALLS (16) and
+ * the steps of a meeting (at calls n, n+2, n+4, n+8 ...). */
+#define MOVE_ROUNDS 200
+
+static void *waiter_main(void *arg)
+{
+	struct waiter *w = arg;
+
+	if (w->kind == 0) {
+		struct pollfd p = { w->fd, POLLIN, 0 };
+		w->rc = poll(&p, 1, ts_ms(8000));
+		w->revents = p.revents;
+	} else if (w->kind == 1) {
+		fd_set rd;
+		FD_ZERO(&rd);
+		FD_SET(w->fd, &rd);
+		w->rc = select(w->fd + 1, &rd, NULL, NULL, &(struct timeval){ ts_ms(8000) / 1000, 0 });
+		w->revents = w->rc > 0 && FD_ISSET(w->fd, &rd) ? POLLIN : 0;
+	}
+	if (w->kind < 2)
+		w->at = test_now();
+	errno = 0;
+	/* What poll promised: a read that does not block. */
+	w->r = w->kind == 2 ? read(w->fd, &w->got, 1) : recv(w->fd, &w->got, 1, MSG_DONTWAIT);
+	w->err = errno;
+	if (w->kind == 2)
+		w->at = test_now();
+	atomic_store(&w->done, 1);
+	return NULL;
+}
+
+/* Fail if the waiter returned already (joined first: no thread left). */
+static void waiter_check(struct waiter *w, const char *name, const char *when)
+{
+	if (!atomic_load(&w->done))
+		return;
+	ASSERT_EQ(pthread_join(w->t, NULL), 0);
+	TEST_FAIL_MSG("%s returned (rc %d, revents 0x%x, then the read gave %zd: %s 0x%02x) %s, "
+		      "with nothing sent", name, w->rc, w->revents, w->r,
+		      w->r < 0 ? test_errname(w->err) : "byte", (unsigned char)w->got, when);
+}
+
+/* A thread waits for data on a connection still on TCP; other threads make
+ * it move meanwhile (a's sends, b's reads); then, 100 ms later, b sends
+ * one byte.  The waiter wakes for that byte, not before (poll's POLLIN is
+ * a promise that a read will not block), and reads it. */
+static void across_move(int kind)
+{
+	static const char *const names[3] = { "poll", "select", "a blocking read" };
+	int a, b;
+	struct waiter w = { .kind = kind, .r = -2 };
+	char c = 'm';
+
+	ts_pair(&a, &b);
+	w.fd = a;
+	ASSERT_EQ(pthread_create(&w.t, NULL, waiter_main, &w), 0);
+	test_sleep_ms(50);
+	waiter_check(&w, names[kind], "at once");
+	/* One way only, a to b (a's end cannot read: the waiter is there):
+	 * enough data calls at both ends for the two to meet and a's sends to
+	 * go by the ring.  b's own sends switch with its first one below. */
+	for (int i = 0; i < MOVE_ROUNDS; i++) {
+		ts_write_all(a, &c, 1, ts_ms(2000));
+		ts_read_exact(b, &c, 1, ts_ms(2000));
+		waiter_check(&w, names[kind], "while the connection moved");
+	}
+	test_sleep_ms(100);
+	waiter_check(&w, names[kind], "after the move");
+	double sent = test_now();
+	ts_write_all(b, "x", 1, ts_ms(2000));
+	uint64_t end = test_now_ns() + (uint64_t)ts_ms(2000) * 1000000u;
+	while (!atomic_load(&w.done) && test_now_ns() < end)
+		test_sleep_ms(1);
+	ASSERT_MSG(atomic_load(&w.done), "%s still waits 2 s after b sent a byte", names[kind]);
+	ASSERT_EQ(pthread_join(w.t, NULL), 0);
+	ASSERT_MSG(w.r == 1 && w.got == 'x', "after %s: read returned %zd (%s), byte 0x%02x",
+		   names[kind], w.r, w.r < 0 ? test_errname(w.err) : "-", (unsigned char)w.got);
+	test_log("%s woke %.1f ms after the byte was sent", names[kind], (w.at - sent) * 1e3);
+	if (kind < 2)
+		ASSERT_EQ(w.revents, POLLIN);
+	/* Both ways on, and the connection ends up moved at both ends. */
+	ts_make_accelerated(a, b);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+static void case_poll_across_move(void)
+{
+	across_move(0);
+}
+
+static void case_select_across_move(void)
+{
+	across_move(1);
+}
+
+static void case_read_across_move(void)
+{
+	across_move(2);
+}
+
+static const struct shim_case g_cases[] = {
+	{ "wait_calls", case_wait_calls },
+	{ "wait_array", case_wait_array },
+	{ "wait_room", case_wait_room },
+	{ "epoll_calls", case_epoll_calls },
+	{ "epoll_mixed", case_epoll_mixed },
+	{ "hup_close", case_hup_close },
+	{ "hup_killed", case_hup_killed },
+	{ "poll_across_move", case_poll_across_move },
+	{ "select_across_move", case_select_across_move },
+	{ "read_across_move", case_read_across_move },
+};
+
+int main(void)
+{
+	return ts_main("t_shim_poll", g_cases, sizeof(g_cases) / sizeof(g_cases[0]));
+}

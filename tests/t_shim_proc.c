@@ -1,0 +1,621 @@
+/*
+ * t_shim_proc.c - processes and fds around connections that moved to
+ * shared memory: a forked child serves the connection (the parent closed
+ * its copy) or the parent goes on (the child closed or simply exited), a
+ * connection shared with a child before it moves and moved once the child
+ * is gone, an exec'd image echoing on an inherited socket, exec closing a
+ * close-on-exec socket, dup, dup2, dup3, F_DUPFD and F_DUPFD_CLOEXEC (the
+ * duplicate serves when the original is closed, and the other way round),
+ * and a peer that does not run the shim (SHUNT_DISABLE=1 in a fresh image):
+ * the connection must stay on TCP, byte for byte, at either role.
+ *
+ * Each case first moves its connection (ts_make_accelerated*), then checks
+ * that the program sees exactly what kernel TCP gives it: SHUNT_DISABLE=1
+ * runs the same checks on kernel TCP, where every case passes.
+ * SHUNT_TEST_ONLY=name,name runs some cases.  (Ported from the former t_preload.)
+ */
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "shimlib.h"
+#include "testlib.h"
+
+extern char **environ;
+
+#define KIB 1024
+#define MIB (1024 * 1024)
+
+static void moved_pair(int *a, int *b)
+{
+	ts_pair(a, b);
+	ts_make_accelerated(*a, *b);
+}
+
+static void set_cloexec(int fd, int on)
+{
+	int fl = fcntl(fd, F_GETFD);
+
+	ASSERT_SYS(fl);
+	ASSERT_SYS(fcntl(fd, F_SETFD, on ? fl | FD_CLOEXEC : fl & ~FD_CLOEXEC));
+}
+
+/* Send n bytes of stream seed and receive their echo at the same time
+ * (non-blocking, poll-driven), without ending the stream. */
+static void echo_pump(int fd, uint64_t seed, uint64_t off, uint64_t n, int ms)
+{
+	unsigned char wb[65536], rb[65536];
+	uint64_t end = test_now_ns() + (uint64_t)ms * 1000000u, sent = 0, got = 0;
+
+	while (got < n) {
+		if (test_now_ns() > end)
+			TEST_FAIL_MSG("echo: sent %ju, received %ju of %ju bytes within %d ms",
+				      (uintmax_t)sent, (uintmax_t)got, (uintmax_t)n, ms);
+		short re = ts_wait_fd(fd, (short)(POLLIN | (sent < n ? POLLOUT : 0)), 100);
+		if ((re & POLLOUT) && sent < n) {
+			size_t k = n - sent < sizeof(wb) ? (size_t)(n - sent) : sizeof(wb);
+			test_stream_fill(seed, off + sent, wb, k);
+			ssize_t w = send(fd, wb, k, MSG_DONTWAIT | MSG_NOSIGNAL);
+			if (w < 0 && errno != EAGAIN)
+				TEST_FAIL_MSG("echo: send: %s", test_errname(errno));
+			if (w > 0)
+				sent += (uint64_t)w;
+		}
+		if (re & (POLLIN | POLLHUP | POLLERR)) {
+			ssize_t r = recv(fd, rb, sizeof(rb), MSG_DONTWAIT);
+			if (r < 0 && errno != EAGAIN)
+				TEST_FAIL_MSG("echo: recv: %s after %ju bytes", test_errname(errno),
+					      (uintmax_t)got);
+			ASSERT_MSG(r != 0, "echo: end of stream after %ju of %ju bytes",
+				   (uintmax_t)got, (uintmax_t)n);
+			if (r > 0) {
+				size_t bad = test_stream_check(seed, off + got, rb, (size_t)r);
+				if (bad != (size_t)-1)
+					TEST_FAIL_MSG("echo: byte %ju is wrong", (uintmax_t)(off + got + bad));
+				got += (uint64_t)r;
+			}
+		}
+	}
+}
+
+/* Echo exactly n bytes on fd (blocking calls). */
+static void echo_n(int fd, uint64_t n)
+{
+	unsigned char buf[65536];
+
+	for (uint64_t done = 0; done < n;) {
+		size_t k = n - done < sizeof(buf) ? (size_t)(n - done) : sizeof(buf);
+		ssize_t r = read(fd, buf, k);
+		ASSERT_SYS(r);
+		ASSERT_MSG(r > 0, "end of stream after %ju of %ju bytes", (uintmax_t)done,
+			   (uintmax_t)n);
+		ts_write_all(fd, buf, (size_t)r, ts_ms(5000));
+		done += (uint64_t)r;
+	}
+}
+
+/* Nothing comes on fd for ms: no data, no end, no error. */
+static void expect_quiet(int fd, int ms, const char *why)
+{
+	short re = ts_wait_fd(fd, POLLIN | POLLRDHUP, ms);
+
+	ASSERT_MSG(re == 0, "revents 0x%x %s", re, why);
+}
+
+/* --- fork ---------------------------------------------------------------------- */
+
+struct fork_arg {
+	int serve, other, tok;
+	uint64_t n;
+};
+
+/* The child: serves the connection (its parent closed its copy). */
+static void fork_server(void *arg)
+{
+	const struct fork_arg *f = arg;
+
+	ASSERT_SYS(close(f->other));
+	echo_n(f->serve, f->n);
+	ts_expect_accel(f->serve, "the forked child's end");
+	ASSERT_EQ(ts_token_recv(f->tok, ts_ms(5000)), 'c');
+	ASSERT_SYS(close(f->serve));
+}
+
+/* fork(); the parent closes its copy; the child echoes 300 KB; while it
+ * holds the socket the peer sees nothing, and its close is the end. */
+static void case_fork_child_serves(void)
+{
+	int a, b, tok[2];
+	const uint64_t n = 300000;
+
+	moved_pair(&a, &b);
+	ASSERT_SYS(pipe2(tok, O_CLOEXEC));
+	struct fork_arg f = { a, b, tok[0], n };
+	pid_t child = test_fork(fork_server, &f);
+	ASSERT_SYS(close(a));
+	close(tok[0]);
+	echo_pump(b, shim_seed(1), 0, n, ts_ms(5000));
+	expect_quiet(b, 200, "while the child still holds the socket");
+	ts_token_send(tok[1], 'c');
+	ts_expect_eof(b, ts_ms(3000));
+	test_wait_ok(child, ts_ms(5000) / 1000.0);
+	ts_expect_accel(b, "the peer of a forked child");
+	close(tok[1]);
+	ASSERT_SYS(close(b));
+}
+
+static void quit_child(void *arg)
+{
+	const int *how = arg;
+
+	if (*how == 1) { /* close what it inherited, then go */
+		ts_close_inherited_tcp(-1);
+		return;
+	}
+	if (*how == 2) /* exit without closing anything */
+		_exit(0);
+	test_sleep_ms(100); /* 0: outlive a little, then exit */
+}
+
+/* fork(); the child closes its copies (or exits with them open); the
+ * parent goes on: no end of stream for the peer, every byte on. */
+static void case_fork_parent_serves(void)
+{
+	int a, b;
+	uint64_t seed = shim_seed(2), off = 0;
+
+	moved_pair(&a, &b);
+	for (int how = 0; how < 3; how++) {
+		static const char *const names[3] = { "exits later", "closes its copies",
+						       "exits at once" };
+		test_log("the child %s", names[how]);
+		pid_t child = test_fork(quit_child, &how);
+		echo_pump(b, seed, off, 0, 1000); /* nothing */
+		ts_send_stream(b, seed, off, 100 * KIB, ts_ms(3000));
+		ts_recv_stream(a, seed, off, 100 * KIB, ts_ms(3000));
+		test_wait_ok(child, ts_ms(5000) / 1000.0);
+		expect_quiet(b, 100, "after the child left");
+		expect_quiet(a, 0, "after the child left");
+		ts_send_stream(a, seed ^ 1, off, 100 * KIB, ts_ms(3000));
+		ts_recv_stream(b, seed ^ 1, off, 100 * KIB, ts_ms(3000));
+		off += 100 * KIB;
+		ts_expect_accel(a, "the parent's end");
+	}
+	ASSERT_SYS(close(a));
+	ts_expect_eof(b, ts_ms(2000));
+	ASSERT_SYS(close(b));
+}
+
+struct holder {
+	int fd, tok;
+};
+
+/* Holds every inherited socket; when told, sends 1000 bytes on one. */
+static void holder_child(void *arg)
+{
+	const struct holder *h = arg;
+
+	ASSERT_EQ(ts_token_recv(h->tok, ts_ms(5000)), 'w');
+	ts_send_stream(h->fd, shim_seed(3) ^ 2, 0, 1000, ts_ms(2000));
+	ASSERT_EQ(ts_token_recv(h->tok, ts_ms(5000)), 'q');
+}
+
+/* A connection on TCP shared with a forked child works, whoever of the
+ * two sends (it must not move while both hold it); once the child is
+ * gone, it moves. */
+static void case_fork_before_move(void)
+{
+	int a, b, tok[2];
+	uint64_t seed = shim_seed(3);
+
+	ts_pair(&a, &b);
+	ASSERT_SYS(pipe2(tok, O_CLOEXEC));
+	struct holder h = { a, tok[0] };
+	pid_t child = test_fork(holder_child, &h);
+	close(tok[0]);
+	/* More data calls than it takes to move, while shared. */
+	for (int i = 0; i < 40; i++) {
+		ts_send_stream(a, seed, (uint64_t)i * 1000, 1000, ts_ms(2000));
+		ts_recv_stream(b, seed, (uint64_t)i * 1000, 1000, ts_ms(2000));
+		ts_send_stream(b, seed ^ 1, (uint64_t)i * 1000, 1000, ts_ms(2000));
+		ts_recv_stream(a, seed ^ 1, (uint64_t)i * 1000, 1000, ts_ms(2000));
+	}
+	test_log("while shared with a child: %s, %s", ts_accel(a) ? "moved" : "on TCP",
+		 ts_accel(b) ? "moved" : "on TCP");
+	/* The child's turn on the same socket. */
+	ts_token_send(tok[1], 'w');
+	ts_recv_stream(b, seed ^ 2, 0, 1000, ts_ms(3000));
+	ts_token_send(tok[1], 'q');
+	test_wait_ok(child, ts_ms(5000) / 1000.0);
+	close(tok[1]);
+	ts_send_stream(a, seed, 40000, 1000, ts_ms(2000));
+	ts_recv_stream(b, seed, 40000, 1000, ts_ms(2000));
+	ts_make_accelerated(a, b);
+	for (uint64_t off = 41000; off < 41000 + MIB; off += 64 * KIB) {
+		ts_send_stream(a, seed, off, 64 * KIB, ts_ms(3000));
+		ts_recv_stream(b, seed, off, 64 * KIB, ts_ms(3000));
+	}
+	ASSERT_SYS(close(a));
+	ts_expect_eof(b, ts_ms(2000));
+	ASSERT_SYS(close(b));
+}
+
+/* --- exec ----------------------------------------------------------------------- */
+
+#define EXEC_N 300000
+#define TOKEN_FD 100 /* the new image's "I run" byte goes here */
+
+/* The new image ("exec-child FD N"): echo to the end of the stream on the
+ * inherited fd, which must have carried exactly N bytes. */
+static int exec_child_main(int argc, char **argv)
+{
+	unsigned char buf[65536];
+	uint64_t done = 0;
+	ssize_t r;
+
+	test_init("t_shim_proc:exec-child");
+	ASSERT_EQ(argc, 4);
+	int fd = atoi(argv[2]);
+	ASSERT_SYS(fcntl(fd, F_GETFD));
+	int st0 = ts_accel(fd);
+	ASSERT_EQ(write(TOKEN_FD, "r", 1), 1);
+	close(TOKEN_FD);
+	while ((r = read(fd, buf, sizeof(buf))) > 0) {
+		ts_write_all(fd, buf, (size_t)r, ts_ms(5000));
+		done += (uint64_t)r;
+	}
+	ASSERT_SYS(r);
+	ASSERT_UEQ(done, strtoull(argv[3], NULL, 10));
+	test_log("after exec: fd %d on shared memory: %d at start, %d after %ju bytes", fd, st0,
+		 ts_accel(fd), (uintmax_t)done);
+	ASSERT_SYS(close(fd));
+	return 0;
+}
+
+struct exec_arg {
+	int fd, other;
+	const char *mode;
+	char n[32];
+};
+
+static void exec_launch(void *arg)
+{
+	const struct exec_arg *e = arg;
+	char fd[16];
+
+	set_cloexec(e->other, 1);
+	set_cloexec(e->fd, !strcmp(e->mode, "sleep-child"));
+	snprintf(fd, sizeof(fd), "%d", e->fd);
+	char *argv[] = { (char *)ts_self(), (char *)e->mode, fd, (char *)e->n, NULL };
+	execve(ts_self(), argv, environ);
+	TEST_FAIL_MSG("execve(%s): %s", ts_self(), strerror(errno));
+}
+
+struct sleep_arg {
+	struct exec_arg e;
+	int out;
+};
+
+static void sleep_launch(void *arg)
+{
+	struct sleep_arg *s = arg;
+
+	ASSERT_SYS(dup2(s->out, TOKEN_FD));
+	exec_launch(&s->e);
+}
+
+/* A child execs this program on the moved socket; once the new image runs
+ * the parent closes its copy; the new image echoes 300 KB, then sees the
+ * end and closes. */
+static void case_exec(void)
+{
+	int a, b, out[2];
+
+	moved_pair(&a, &b);
+	ASSERT_SYS(pipe2(out, O_CLOEXEC));
+	struct sleep_arg s = { { a, b, "exec-child", "" }, out[1] };
+	snprintf(s.e.n, sizeof(s.e.n), "%d", EXEC_N);
+	pid_t child = test_fork(sleep_launch, &s);
+	close(out[1]);
+	ASSERT_EQ(ts_token_recv(out[0], ts_ms(5000)), 'r');
+	close(out[0]);
+	ASSERT_SYS(close(a));
+	echo_pump(b, shim_seed(4), 0, EXEC_N, ts_ms(5000));
+	ASSERT_SYS(shutdown(b, SHUT_WR));
+	test_wait_ok(child, ts_ms(5000) / 1000.0);
+	ts_expect_eof(b, ts_ms(3000));
+	ASSERT_SYS(close(b));
+}
+
+/* The new image ("sleep-child FD MS"): its fd must be gone; it tells us
+ * it runs (a byte on fd TOKEN_FD, a pipe), then sleeps. */
+static int sleep_child_main(int argc, char **argv)
+{
+	test_init("t_shim_proc:sleep-child");
+	ASSERT_EQ(argc, 4);
+	int fd = atoi(argv[2]);
+	ASSERT_MSG(fcntl(fd, F_GETFD) < 0 && errno == EBADF,
+		   "fd %d (close-on-exec) is still open after exec", fd);
+	ASSERT_EQ(write(TOKEN_FD, "r", 1), 1);
+	test_sleep_ms((unsigned)atoi(argv[3]));
+	return 0;
+}
+
+/* A close-on-exec socket is closed by exec: the peer sees the end while
+ * the new image still runs. */
+static void case_exec_cloexec(void)
+{
+	int a, b, out[2];
+
+	moved_pair(&a, &b);
+	ts_send_stream(a, shim_seed(5), 0, 1000, ts_ms(2000));
+	ts_recv_stream(b, shim_seed(5), 0, 1000, ts_ms(2000));
+	ASSERT_SYS(pipe2(out, O_CLOEXEC));
+	struct sleep_arg s = { { a, b, "sleep-child", "" }, out[1] };
+	snprintf(s.e.n, sizeof(s.e.n), "%d", ts_ms(3000));
+	pid_t child = test_fork(sleep_launch, &s);
+	ASSERT_SYS(close(a));
+	close(out[1]);
+	ASSERT_EQ(ts_token_recv(out[0], ts_ms(5000)), 'r');
+	double t0 = test_now();
+	ts_expect_eof(b, ts_ms(2000));
+	test_log("end of stream %.1f ms after the new image started", (test_now() - t0) * 1e3);
+	ASSERT_SYS(kill(child, SIGKILL));
+	ASSERT(WIFSIGNALED(test_wait(child, 5)));
+	close(out[0]);
+	ASSERT_SYS(close(b));
+}
+
+/* --- dup ----------------------------------------------------------------------- */
+
+enum { DUP_DUP, DUP_DUP2, DUP_DUP3, DUP_FDDUP, DUP_FDDUP_CLOEXEC, DUP_COUNT };
+static const char *const dup_names[DUP_COUNT] = {
+	"dup", "dup2", "dup3", "F_DUPFD", "F_DUPFD_CLOEXEC",
+};
+
+/* dup2/dup3 onto an open pipe: the pipe's read end is closed silently. */
+static int dup_onto_pipe(int fd, int three)
+{
+	int pp[2], d;
+
+	ASSERT_SYS(pipe(pp));
+	if (three) {
+		ASSERT_FAILS(dup3(fd, fd, 0), EINVAL);
+		d = dup3(fd, pp[0], O_CLOEXEC);
+	} else {
+		ASSERT_EQ(dup2(fd, fd), fd);
+		d = dup2(fd, pp[0]);
+	}
+	ASSERT_EQ(d, pp[0]);
+	signal(SIGPIPE, SIG_IGN);
+	ASSERT_FAILS(write(pp[1], "x", 1), EPIPE); /* no reader left */
+	close(pp[1]);
+	return d;
+}
+
+static int make_dup(int how, int fd)
+{
+	int d = -1;
+
+	switch (how) {
+	case DUP_DUP: d = dup(fd); break;
+	case DUP_DUP2: d = dup_onto_pipe(fd, 0); break;
+	case DUP_DUP3: d = dup_onto_pipe(fd, 1); break;
+	case DUP_FDDUP: d = fcntl(fd, F_DUPFD, 200); break;
+	case DUP_FDDUP_CLOEXEC: d = fcntl(fd, F_DUPFD_CLOEXEC, 300); break;
+	}
+	ASSERT_SYS(d);
+	ASSERT_NE(d, fd);
+	if (how == DUP_FDDUP || how == DUP_FDDUP_CLOEXEC)
+		ASSERT_GE(d, how == DUP_FDDUP ? 200 : 300);
+	int want = how == DUP_DUP3 || how == DUP_FDDUP_CLOEXEC;
+	ASSERT_EQ(!!(fcntl(d, F_GETFD) & FD_CLOEXEC), want);
+	return d;
+}
+
+static void exchange(int x, int y, uint64_t seed, uint64_t *off, uint64_t n)
+{
+	ts_send_stream(x, seed, *off, n, ts_ms(3000));
+	ts_recv_stream(y, seed, *off, n, ts_ms(3000));
+	ts_send_stream(y, seed ^ 1, *off, n, ts_ms(3000));
+	ts_recv_stream(x, seed ^ 1, *off, n, ts_ms(3000));
+	*off += n;
+}
+
+/* Close the original: the duplicate still serves, then its close is the
+ * end. */
+static void dup_keep_dup(int how)
+{
+	int a, b;
+	uint64_t seed = shim_seed(6), off = 0;
+	char c;
+
+	moved_pair(&a, &b);
+	int d = make_dup(how, a);
+	ts_expect_accel(d, dup_names[how]);
+	exchange(d, b, seed, &off, 1000);
+	exchange(a, b, seed, &off, 1000);
+	/* One open file description: O_NONBLOCK is shared. */
+	ts_set_nonblock(d, 1);
+	ASSERT(fcntl(a, F_GETFL) & O_NONBLOCK);
+	ASSERT_FAILS(read(a, &c, 1), EAGAIN);
+	ts_set_nonblock(a, 0);
+	ASSERT(!(fcntl(d, F_GETFL) & O_NONBLOCK));
+	ASSERT_SYS(close(a));
+	expect_quiet(b, 50, "after the original was closed (a duplicate is open)");
+	exchange(d, b, seed, &off, 100 * KIB);
+	ts_expect_accel(d, "the duplicate, original closed");
+	ASSERT_SYS(close(d));
+	ts_expect_eof(b, ts_ms(2000));
+	ASSERT_SYS(close(b));
+}
+
+/* Close the duplicate: the original still serves; dup2 over it is a close. */
+static void dup_keep_orig(int how)
+{
+	int a, b, null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	uint64_t seed = shim_seed(7), off = 0;
+
+	ASSERT_SYS(null);
+	moved_pair(&a, &b);
+	int d = make_dup(how, a);
+	ASSERT_SYS(close(d));
+	expect_quiet(b, 50, "after a duplicate was closed");
+	exchange(a, b, seed, &off, 100 * KIB);
+	ts_expect_accel(a, "the original, duplicate closed");
+	ASSERT_EQ(dup2(null, a), a);
+	ts_expect_eof(b, ts_ms(2000));
+	ASSERT_EQ(ts_accel(a), 0);
+	char c;
+	ASSERT_EQ(read(a, &c, 1), 0); /* /dev/null now */
+	close(null);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+static void case_dup(void)
+{
+	for (int how = 0; how < DUP_COUNT; how++) {
+		test_log("%s", dup_names[how]);
+		dup_keep_dup(how);
+		dup_keep_orig(how);
+	}
+}
+
+/* --- A peer without the shim ------------------------------------------------------ */
+
+#define PLAIN_IN MIB        /* we send, in 4 KiB writes: enough to want a move */
+#define PLAIN_OUT (300 * KIB)
+
+/* The plain peer ("plain-peer connect PORT" or "plain-peer listen FD"), run
+ * with SHUNT_DISABLE=1: reads our stream to its end (exactly PLAIN_IN
+ * bytes, not one more), then sends its own and closes. */
+static int plain_peer_main(int argc, char **argv)
+{
+	test_init("t_shim_proc:plain-peer");
+	ASSERT_EQ(argc, 4);
+	ASSERT(ts_disabled());
+	int fd;
+	if (!strcmp(argv[2], "connect")) {
+		fd = ts_tcp_connect(atoi(argv[3]));
+	} else {
+		int port, lfd = ts_tcp_listen(&port), out = atoi(argv[3]);
+		ASSERT_EQ(write(out, &port, sizeof(port)), (ssize_t)sizeof(port));
+		close(out);
+		fd = ts_tcp_accept(lfd, ts_ms(5000));
+		close(lfd);
+	}
+	ts_recv_stream(fd, shim_seed(50), 0, PLAIN_IN, ts_ms(10000));
+	ts_expect_eof(fd, ts_ms(5000));
+	for (uint64_t off = 0; off < PLAIN_OUT; off += 4 * KIB)
+		ts_send_stream(fd, shim_seed(51), off, 4 * KIB, ts_ms(5000));
+	ASSERT_SYS(close(fd));
+	return 0;
+}
+
+struct plain_arg {
+	char mode[16], what[16];
+};
+
+static void plain_launch(void *arg)
+{
+	const struct plain_arg *p = arg;
+
+	ts_close_inherited_tcp(-1);
+	setenv("SHUNT_DISABLE", "1", 1);
+	char *argv[] = { (char *)ts_self(), (char *)"plain-peer", (char *)p->mode,
+			 (char *)p->what, NULL };
+	execve(ts_self(), argv, environ);
+	TEST_FAIL_MSG("execve(%s): %s", ts_self(), strerror(errno));
+}
+
+/* One connection to a plain peer; returns whether our end has the lower
+ * address (the end that waits to be met; the other dials). */
+static int plain_one(int we_accept)
+{
+	struct plain_arg pa;
+	pid_t pid;
+	int fd;
+
+	if (we_accept) {
+		int port, lfd = ts_tcp_listen(&port);
+		snprintf(pa.mode, sizeof(pa.mode), "connect");
+		snprintf(pa.what, sizeof(pa.what), "%d", port);
+		pid = test_fork(plain_launch, &pa);
+		fd = ts_tcp_accept(lfd, ts_ms(5000));
+		ASSERT_SYS(close(lfd));
+	} else {
+		int pp[2], port;
+		ASSERT_SYS(pipe(pp));
+		snprintf(pa.mode, sizeof(pa.mode), "listen");
+		snprintf(pa.what, sizeof(pa.what), "%d", pp[1]);
+		pid = test_fork(plain_launch, &pa);
+		close(pp[1]);
+		ts_read_exact(pp[0], &port, sizeof(port), ts_ms(5000));
+		close(pp[0]);
+		fd = ts_tcp_connect(port);
+	}
+	struct sockaddr_in l, r;
+	socklen_t ll = sizeof(l), rl = sizeof(r);
+	ASSERT_SYS(getsockname(fd, (struct sockaddr *)&l, &ll));
+	ASSERT_SYS(getpeername(fd, (struct sockaddr *)&r, &rl));
+	int lower = ntohs(l.sin_port) < ntohs(r.sin_port);
+	double t0 = test_now();
+	for (uint64_t off = 0; off < PLAIN_IN; off += 4 * KIB) {
+		ts_send_stream(fd, shim_seed(50), off, 4 * KIB, ts_ms(5000));
+		ASSERT_MSG(!ts_accel(fd), "on shared memory with a peer that does not run the shim");
+	}
+	ASSERT_SYS(shutdown(fd, SHUT_WR));
+	ts_recv_stream(fd, shim_seed(51), 0, PLAIN_OUT, ts_ms(10000));
+	ts_expect_eof(fd, ts_ms(5000));
+	ASSERT_MSG(!ts_accel(fd), "on shared memory with a peer that does not run the shim");
+	test_log("%s, our end %s: %d KiB out, %d KiB in, in %.3f s", we_accept ? "accepted" : "connected",
+		 lower ? "lower (waits to be met)" : "higher (dials)", PLAIN_IN / KIB,
+		 PLAIN_OUT / KIB, test_now() - t0);
+	ASSERT_SYS(close(fd));
+	test_wait_ok(pid, ts_ms(10000) / 1000.0);
+	return lower;
+}
+
+/* A peer that does not run the shim: the connection stays on TCP and
+ * carries every byte, not one more, whichever end dials the meeting. */
+static void case_plain_fallback(void)
+{
+	int seen[2] = { 0, 0 };
+
+	seen[plain_one(0)]++;
+	seen[plain_one(1)]++;
+	for (int i = 0; i < 6 && !(seen[0] && seen[1]); i++)
+		seen[plain_one(i & 1)]++;
+	if (!(seen[0] && seen[1]))
+		test_log("note: our end was always %s", seen[1] ? "the lower" : "the higher");
+}
+
+static const struct shim_case g_cases[] = {
+	{ "fork_child_serves", case_fork_child_serves },
+	{ "fork_parent_serves", case_fork_parent_serves },
+	{ "fork_before_move", case_fork_before_move },
+	{ "exec", case_exec },
+	{ "exec_cloexec", case_exec_cloexec },
+	{ "dup", case_dup },
+	{ "plain_fallback", case_plain_fallback },
+};
+
+int main(int argc, char **argv)
+{
+	if (argc > 1 && !strcmp(argv[1], "exec-child"))
+		return exec_child_main(argc, argv);
+	if (argc > 1 && !strcmp(argv[1], "sleep-child"))
+		return sleep_child_main(argc, argv);
+	if (argc > 1 && !strcmp(argv[1], "plain-peer"))
+		return plain_peer_main(argc, argv);
+	return ts_main("t_shim_proc", g_cases, sizeof(g_cases) / sizeof(g_cases[0]));
+}
