@@ -50,6 +50,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -823,6 +824,329 @@ static int is_victims(int fd, const struct victim *v)
 	return ports && netns_cookie(fd) == v->cookie;
 }
 
+/* --- Junk at the door ------------------------------------------------------
+ * Whatever comes to a listener's name must be refused without a leak, a
+ * crash or a wait, and the real dialer must still get through (each junk
+ * costs the listener one step of its 24). */
+
+static ssize_t raw_send(int fd, const void *b, size_t n, int flags)
+{
+	return syscall(SYS_sendto, fd, b, n, flags | MSG_NOSIGNAL, NULL, 0);
+}
+
+/* A TCP pair of this process's own (system calls straight to the kernel,
+ * so that it never moves); *y is the far end. */
+static int own_pair(int *y)
+{
+	int port, lfd = tcp_listen_at(SRV_IP, 0, 0, &port);
+	int x = tcp_connect_from(NULL, 0, SRV_IP, port);
+
+	*y = ts_tcp_accept(lfd, ts_ms(2000));
+	close(lfd);
+	return x;
+}
+
+/*
+ * A TCP socket whose last close() blocks: SO_LINGER {1, secs} with data
+ * queued that its peer (*y, which never reads) has no room for.  Linux
+ * waits in close() for that data to be acknowledged, whatever O_NONBLOCK.
+ */
+static int linger_bomb(int secs, int *y)
+{
+	int small = 4096, x;
+	char junk[4096];
+	struct linger lg = { 1, secs };
+
+	x = own_pair(y);
+	ASSERT_SYS(setsockopt(*y, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)));
+	ASSERT_SYS(setsockopt(x, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)));
+	memset(junk, 'j', sizeof(junk));
+	int queued = 0;
+	for (int i = 0; i < 100000; i++) {
+		ssize_t n = raw_send(x, junk, sizeof(junk), MSG_DONTWAIT);
+		if (n < 0) {
+			ASSERT_MSG(errno == EAGAIN, "filling: %s", test_errname(errno));
+			break;
+		}
+		queued += (int)n;
+	}
+	ASSERT_GT(queued, 0);
+	ASSERT_SYS(setsockopt(x, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)));
+	return x;
+}
+
+enum junk {
+	J_GARBAGE,     /* 40 random bytes */
+	J_MAGIC,       /* a HELLO with a wrong magic, a pipe */
+	J_NOFD,        /* a HELLO without its proof */
+	J_THREEFD,     /* a HELLO with three fds */
+	J_MANYFD,      /* a HELLO with 250 fds */
+	J_LONG,        /* a HELLO with 100 bytes more */
+	J_SHORT,       /* half a HELLO */
+	J_PIPE,        /* a HELLO whose proof is a pipe */
+	J_UNIX,        /* ... a UNIX socket */
+	J_OTHER_TCP,   /* ... a TCP socket of another connection */
+	J_WRONG_TYPE,  /* an ACCEPT, to the listener, with two fds */
+	J_EMPTY,       /* an empty message */
+	J_N,
+	J_LINGER = J_N /* a proof whose close() blocks (known_linger_hello) */
+};
+
+static const char *const junk_names[J_N] = {
+	"garbage", "wrong magic", "no fd", "three fds", "250 fds", "too long", "too short",
+	"a pipe as proof", "a UNIX socket as proof", "another TCP socket as proof",
+	"an ACCEPT", "an empty message",
+};
+
+static void junk_dialer(void *arg)
+{
+	struct helper *h = arg;
+	struct victim v;
+	struct report r;
+	int conns[J_N + 1], nconn = 0, keep_y = -1;
+
+	helper_enter(h);
+	memset(&r, 0, sizeof(r));
+	get_all(h->cmd_in, &v, sizeof(v), ts_ms(15000));
+	r.ok = 1;
+	report_send(h, &r);
+	for (;;) {
+		char c = await_go(h);
+		if (c == 'e')
+			break;
+		enum junk j = (enum junk)(c - 'A');
+		ASSERT(j <= J_LINGER);
+		int u = seqpacket();
+		ASSERT_SYS(connect(u, (struct sockaddr *)&v.name, v.name_len));
+		struct shim_meet_msg m = meet_msg(SHIM_MEET_HELLO, 0);
+		unsigned char buf[sizeof(m) + 100];
+		int fds[250], n = 0, p[2], y = -1;
+		size_t len = sizeof(m);
+		ASSERT_SYS(pipe2(p, O_CLOEXEC));
+		memset(buf, 0, sizeof(buf));
+		switch (j) {
+		case J_GARBAGE:
+			for (size_t i = 0; i < 40; i++)
+				buf[i] = (unsigned char)(test_mix64(i + 1) >> 7);
+			len = 40;
+			break;
+		case J_MAGIC:
+			m.magic ^= 1;
+			fds[n++] = p[0];
+			break;
+		case J_NOFD:
+			break;
+		case J_THREEFD:
+			fds[n++] = p[0];
+			fds[n++] = p[1];
+			fds[n++] = p[0];
+			break;
+		case J_MANYFD:
+			for (; n < 250; n++)
+				fds[n] = p[n & 1];
+			break;
+		case J_LONG:
+			fds[n++] = p[0];
+			len = sizeof(buf);
+			break;
+		case J_SHORT:
+			fds[n++] = p[0];
+			len = sizeof(m) / 2;
+			break;
+		case J_PIPE:
+			fds[n++] = p[1];
+			break;
+		case J_UNIX:
+			fds[n++] = u;
+			break;
+		case J_OTHER_TCP:
+			fds[n++] = own_pair(&y);
+			break;
+		case J_WRONG_TYPE:
+			m.type = SHIM_MEET_ACCEPT;
+			m.ring_size = 64 * KIB;
+			fds[n++] = p[0];
+			fds[n++] = p[1];
+			break;
+		case J_EMPTY:
+			len = 0;
+			break;
+		case J_LINGER:
+			fds[n++] = linger_bomb(3, &y);
+			break;
+		}
+		if (j != J_GARBAGE)
+			memcpy(buf, &m, sizeof(m));
+		r.ok = send_with_fds(u, buf, len, fds, n, MSG_DONTWAIT) == (ssize_t)len;
+		if (!r.ok)
+			snprintf(r.why, sizeof(r.why), "send: %s", test_errname(errno));
+		close(p[0]);
+		close(p[1]);
+		if (j == J_OTHER_TCP || j == J_LINGER)
+			close(fds[0]); /* the listener's copy is the last */
+		if (j == J_OTHER_TCP)
+			close(y);
+		else if (y >= 0)
+			keep_y = y; /* the bomb's peer stays, never reading */
+		conns[nconn++] = u;
+		report_send(h, &r);
+	}
+	for (int i = 0; i < nconn; i++)
+		close(conns[i]);
+	if (keep_y >= 0)
+		close(keep_y);
+}
+
+/* Every kind of junk HELLO at a listener's name, one per step, then the
+ * real dialer: it moves, and the junk left nothing behind (the harness
+ * counts the case's fds). */
+static void case_junk_hello(void)
+{
+	struct helper h;
+	struct link L;
+	struct victim v;
+
+	cfg_defaults();
+	log_start();
+	helper_start(&h, junk_dialer, &h);
+	int lfd = tcp_listen_at(SRV_IP, 0, 0, NULL);
+	link_open(&L, lfd, port_of(lfd, 0), 30);
+	close(lfd);
+	victim_of(&v, &L, 0);
+	put_all(h.cmd, &v, sizeof(v));
+	ASSERT(report_get(&h, ts_ms(10000)).ok);
+	step_to_bound(&L);
+	c_feed(&L, 64 * J_N);
+	for (int j = 0; j < J_N; j++) {
+		go(&h, (char)('A' + j));
+		struct report r = report_get(&h, ts_ms(10000));
+		ASSERT_MSG(r.ok, "junk %s: %s", junk_names[j], r.why);
+		uint64_t t0 = test_now_ns();
+		s_reads(&L, 64); /* at least one step of the server's */
+		test_log("junk: %-30s the server's next 64 calls took %.2f ms", junk_names[j],
+			 (test_now_ns() - t0) / 1e6);
+	}
+	int malformed = log_count("malformed message", getpid());
+	int refused = log_count("refused a dialer", getpid());
+	test_log("the server logged %d malformed messages and %d refusals", malformed, refused);
+	ASSERT_GE(refused, J_N);
+	c_sends(&L, 15);
+	drain(&L);
+	ts_make_accelerated(L.c, L.s);
+	bulk_both(&L, MIB);
+	go(&h, 'e');
+	helper_end(&h);
+	link_close(&L);
+	log_stop();
+}
+
+/* --- Junk ACCEPTs ---------------------------------------------------------
+ * The mirror: a squatter answers the dialer's HELLO.  With `trust-netns
+ * yes` (namespaces trusted) its forged socket passes as proof, so what
+ * follows it is checked too: the segment. */
+
+enum jacc {
+	A_HELLO,     /* a HELLO instead */
+	A_ONEFD,     /* an ACCEPT with one fd */
+	A_THREEFD,   /* ... three */
+	A_RING_ODD,  /* ring_size 12345 */
+	A_RING_HUGE, /* ring_size 2^40 */
+	A_UNSEALED,  /* a memfd of the right size, not sealed */
+	A_SIZE,      /* sealed, the wrong size */
+	A_HEADER,    /* sealed, the right size, no header */
+	A_BELL0,     /* a real segment whose bell byte is 0 */
+	A_PIPE,      /* a pipe for the segment */
+	A_N,
+	A_LINGER = A_N, /* a real segment, a proof whose close() blocks */
+	A_GOOD,      /* a real segment (the control) */
+};
+
+static const char *const jacc_names[A_N] = {
+	"a HELLO", "one fd", "three fds", "ring size 12345", "ring size 2^40",
+	"an unsealed memfd", "a memfd of the wrong size", "a segment without header",
+	"bell byte 0", "a pipe for the segment",
+};
+
+static int memfd_of(uint64_t size, int seal)
+{
+	int fd = memfd_create("t_shim_hostile", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+	ASSERT_SYS(fd);
+	ASSERT_SYS(ftruncate(fd, (off_t)size));
+	if (seal)
+		ASSERT_SYS(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL));
+	return fd;
+}
+
+/* In the squatter: answer a with junk kind j; f is the forged proof;
+ * *y keeps what must stay open. */
+static void junk_accept(int a, int f, enum jacc j, int *y)
+{
+	uint64_t cap = 64 * KIB;
+	struct shim_meet_msg m = meet_msg(SHIM_MEET_ACCEPT, cap);
+	struct shunt_seg seg;
+	int64_t seg_fd = -1;
+	int fds[3] = { f, -1, -1 }, n = 2, p[2] = { -1, -1 };
+
+	memset(&seg, 0, sizeof(seg));
+	switch (j) {
+	case A_HELLO:
+		m.type = SHIM_MEET_HELLO;
+		fds[1] = memfd_of(shunt_seg_size(cap), 1);
+		break;
+	case A_ONEFD:
+		n = 1;
+		break;
+	case A_THREEFD:
+		fds[1] = memfd_of(shunt_seg_size(cap), 1);
+		fds[2] = fds[1];
+		n = 3;
+		break;
+	case A_RING_ODD:
+		m.ring_size = 12345;
+		fds[1] = memfd_of(shunt_seg_size(cap), 1);
+		break;
+	case A_RING_HUGE:
+		m.ring_size = 1ull << 40;
+		fds[1] = memfd_of(shunt_seg_size(cap), 1);
+		break;
+	case A_UNSEALED:
+		fds[1] = memfd_of(shunt_seg_size(cap), 0);
+		break;
+	case A_SIZE:
+		fds[1] = memfd_of(shunt_seg_size(cap) / 2, 1);
+		break;
+	case A_HEADER:
+		fds[1] = memfd_of(shunt_seg_size(cap), 1);
+		break;
+	case A_BELL0:
+		ASSERT_OK(shunt_medium_local.create(&seg, cap, 0, &seg_fd));
+		fds[1] = (int)seg_fd;
+		break;
+	case A_PIPE:
+		ASSERT_SYS(pipe2(p, O_CLOEXEC));
+		fds[1] = p[0];
+		break;
+	case A_LINGER:
+		fds[0] = linger_bomb(3, y);
+		/* fall through */
+	case A_GOOD:
+		ASSERT_OK(shunt_medium_local.create(&seg, cap, 0x5a, &seg_fd));
+		fds[1] = (int)seg_fd;
+		m.ring_size = seg.cap;
+		break;
+	}
+	ASSERT_EQ(send_with_fds(a, &m, sizeof(m), fds, n, MSG_DONTWAIT), (ssize_t)sizeof(m));
+	if (j == A_LINGER)
+		close(fds[0]); /* the dialer's copy is the last */
+	if (fds[1] >= 0)
+		close(fds[1]);
+	if (p[1] >= 0)
+		close(p[1]);
+	if (seg.base)
+		shunt_unmap(&seg);
+}
+
 /* --- 1b, 2, 3. A process that binds a connection's name first ------------- */
 
 #define SQ_FORGE    0x01 /* a socket mirroring the client's, from its own namespace */
@@ -835,6 +1159,7 @@ static int is_victims(int fd, const struct victim *v)
 struct squat {
 	struct helper h;
 	int mode;
+	int jacc; /* SQ_ANSWER: what it answers (enum jacc) */
 };
 
 #define INJECTED "INJECTED"
@@ -845,7 +1170,7 @@ static void squatter(void *arg)
 	struct helper *h = &q->h;
 	struct victim v;
 	struct report r;
-	int f = -1, keep = -1, a = -1, stolen[8], nstolen = 0, fill[64], nfill = 0;
+	int f = -1, keep = -1, a = -1, stolen[8], nstolen = 0, fill[64], nfill = 0, keep_y = -1;
 
 	helper_enter(h);
 	memset(&r, 0, sizeof(r));
@@ -887,8 +1212,18 @@ static void squatter(void *arg)
 		memset(&r, 0, sizeof(r));
 		r.ok = 1;
 		r.msg_type = -1;
-		if (!(q->mode & SQ_NOACCEPT) && a < 0)
+		/* The first connection that brings a message (a probe of the
+		 * real listener's, in file mode, brings none). */
+		while (!(q->mode & SQ_NOACCEPT) && a < 0) {
 			a = accept4(u, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+			if (a < 0)
+				break;
+			char b;
+			if (recv(a, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
+				close(a);
+				a = -1;
+			}
+		}
 		if (a >= 0) {
 			struct shim_meet_msg m;
 			int fds[8], n = 0;
@@ -907,18 +1242,8 @@ static void squatter(void *arg)
 				else
 					close(fds[i]);
 			}
-			if (k > 0 && (q->mode & SQ_ANSWER)) {
-				struct shunt_seg seg;
-				int64_t memfd = -1;
-				memset(&seg, 0, sizeof(seg));
-				ASSERT_OK(shunt_medium_local.create(&seg, 64 * KIB, 0x5a, &memfd));
-				struct shim_meet_msg ans = meet_msg(SHIM_MEET_ACCEPT, seg.cap);
-				int give[2] = { f, (int)memfd };
-				ASSERT_EQ(send_with_fds(a, &ans, sizeof(ans), give, 2, MSG_DONTWAIT),
-					  (ssize_t)sizeof(ans));
-				close((int)memfd);
-				shunt_unmap(&seg);
-			}
+			if (k > 0 && (q->mode & SQ_ANSWER))
+				junk_accept(a, f, (enum jacc)q->jacc, &keep_y);
 			/* What it took it gives back at once (it could keep it). */
 			for (int i = 0; i < nstolen; i++)
 				close(stolen[i]);
@@ -935,11 +1260,15 @@ static void squatter(void *arg)
 		close(f);
 		close(keep);
 	}
+	if (keep_y >= 0)
+		close(keep_y);
 }
 
 static void squat_start(struct squat *q, int mode, const struct victim *v)
 {
 	q->mode = mode;
+	if (!(mode & SQ_ANSWER))
+		q->jacc = A_GOOD;
 	helper_start(&q->h, squatter, q);
 	put_all(q->h.cmd, v, sizeof(*v));
 	ASSERT(report_get(&q->h, ts_ms(10000)).ok);
@@ -985,6 +1314,7 @@ static void case_squat_mirror(void)
 	link_open(&L, lfd, port_of(lfd, 0), 3);
 	close(lfd);
 	victim_of(&v, &L, 0);
+	q.jacc = A_GOOD;
 	squat_start(&q, SQ_FORGE | SQ_ANSWER, &v);
 	step_to_bound(&L); /* the server's listener step: the name is taken */
 	ASSERT_EQ(log_count("stays on TCP: refused", getpid()), 1);
@@ -1070,6 +1400,7 @@ static void case_squat_other_user(void)
 	link_open(&L, lfd, port_of(lfd, 0), 5);
 	close(lfd);
 	victim_of(&v, &L, 0);
+	q.jacc = A_GOOD;
 	squat_start(&q, SQ_NOBODY | SQ_FORGE | SQ_ANSWER, &v);
 	step_to_bound(&L); /* the server cannot listen: the name is nobody's */
 	c_sends(&L, 15);   /* the client dials nobody's squatter */
@@ -1488,6 +1819,149 @@ static void case_known_accept_in_flight(void)
 			       "(%.1f s, then SO_RCVTIMEO; forever without one)", dt);
 }
 
+/* Every kind of junk ACCEPT, each to a dialer of its own, with its proof
+ * passing (`trust-netns yes`): refused, the connection on TCP, intact,
+ * nothing left behind.  Then the control: a well-formed answer is taken. */
+static void case_junk_accept(void)
+{
+	cfg_defaults();
+	private_dir_trusted();
+	log_start();
+	for (int j = 0; j <= A_GOOD; j++) {
+		struct squat q;
+		struct link L;
+		struct victim v;
+		if (j == A_LINGER)
+			continue; /* known_linger_accept */
+		int lfd = tcp_listen_at(SRV_IP, 0, 0, NULL);
+		link_open(&L, lfd, port_of(lfd, 0), 40 + (uint64_t)j);
+		close(lfd);
+		victim_of(&v, &L, 1);
+		q.jacc = j;
+		squat_start(&q, SQ_FORGE | SQ_ANSWER, &v);
+		step_to_bound(&L); /* the server: the name is taken */
+		c_sends(&L, 15);   /* the client dials the squatter */
+		struct report r = squat_look(&q);
+		ASSERT_EQ(r.msg_type, SHIM_MEET_HELLO);
+		int failed = log_count("meeting failed", getpid());
+		int up = log_count("upgraded", getpid());
+		uint64_t t0 = test_now_ns();
+		c_sends(&L, 2); /* the client's step reads the ACCEPT */
+		double ms = (test_now_ns() - t0) / 1e6;
+		if (j == A_GOOD) {
+			ASSERT_MSG(log_count("upgraded", getpid()) == up + 1,
+				   "control: a well-formed ACCEPT was not taken (the junk's "
+				   "refusals prove nothing)");
+			test_log("control: a well-formed ACCEPT is taken (trust-netns yes)");
+			squat_end(&q);
+			ASSERT_SYS(close(L.c));
+			ASSERT_SYS(close(L.s));
+			break;
+		}
+		test_log("junk ACCEPT: %-26s refused: %s, the step took %.2f ms", jacc_names[j],
+			 log_count("meeting failed", getpid()) > failed ? "yes" : "NO", ms);
+		ASSERT_MSG(!ts_accel(L.c) && log_count("upgraded", getpid()) == up,
+			   "the dialer took junk: %s", jacc_names[j]);
+		ASSERT_MSG(log_count("meeting failed", getpid()) > failed,
+			   "the dialer did not give up on junk: %s", jacc_names[j]);
+		drain(&L);
+		bulk_both(&L, 256 * KIB);
+		squat_end(&q);
+		link_close(&L);
+	}
+	log_stop();
+}
+
+/* The longest single data call of `calls` sends (client) or reads (server). */
+static double longest_call(struct link *L, int server, int calls)
+{
+	uint64_t worst = 0;
+
+	for (int i = 0; i < calls; i++) {
+		uint64_t t0 = test_now_ns();
+		if (server)
+			s_reads(L, 1);
+		else
+			c_sends(L, 1);
+		uint64_t d = test_now_ns() - t0;
+		if (d > worst)
+			worst = d;
+	}
+	return worst / 1e9;
+}
+
+/*
+ * A HELLO whose proof is a TCP socket with SO_LINGER {1, 3 s} and data its
+ * peer has no room for, its sender's copy closed: the listener's close()
+ * of the refused proof is the last, and Linux waits in it.  Any process of
+ * our uid that can reach the name (another network namespace too) can do
+ * it; a longer linger is a longer wait (there is no bound).
+ */
+static void case_known_linger_hello(void)
+{
+	struct helper h;
+	struct link L;
+	struct victim v;
+
+	cfg_defaults();
+	helper_start(&h, junk_dialer, &h);
+	int lfd = tcp_listen_at(SRV_IP, 0, 0, NULL);
+	link_open(&L, lfd, port_of(lfd, 0), 50);
+	close(lfd);
+	victim_of(&v, &L, 0);
+	put_all(h.cmd, &v, sizeof(v));
+	ASSERT(report_get(&h, ts_ms(10000)).ok);
+	step_to_bound(&L);
+	go(&h, (char)('A' + J_LINGER));
+	ASSERT(report_get(&h, ts_ms(10000)).ok);
+	double worst = longest_call(&L, 1, 8); /* the server's step at 18 */
+	test_log("the server's longest data call with the lingering proof at its door: %.3f s",
+		 worst);
+	c_sends(&L, 15);
+	drain(&L);
+	ts_make_accelerated(L.c, L.s);
+	go(&h, 'e');
+	helper_end(&h);
+	link_close(&L);
+	if (worst > 1.0)
+		KNOWN_WEAKNESS("a HELLO whose proof lingers on close blocked the server's data "
+			       "call for %.1f s: the refused proof is closed in the data call, "
+			       "and its close was the last (a peer of our uid chooses the time)",
+			       worst);
+}
+
+/* The mirror: a squatter answers ACCEPT with such a proof; the dialer
+ * refuses it (it is no mirror) and closes it in its data call. */
+static void case_known_linger_accept(void)
+{
+	struct squat q;
+	struct link L;
+	struct victim v;
+
+	cfg_defaults();
+	int lfd = tcp_listen_at(SRV_IP, 0, 0, NULL);
+	link_open(&L, lfd, port_of(lfd, 0), 51);
+	close(lfd);
+	victim_of(&v, &L, 0);
+	q.jacc = A_LINGER;
+	squat_start(&q, SQ_ANSWER, &v);
+	step_to_bound(&L);
+	c_sends(&L, 15);
+	squat_look(&q);
+	double worst = longest_call(&L, 0, 4); /* the client's step at 18 */
+	test_log("the client's longest data call with a lingering proof in the ACCEPT: %.3f s",
+		 worst);
+	ASSERT(!ts_accel(L.c));
+	drain(&L);
+	bulk_both(&L, 256 * KIB);
+	squat_end(&q);
+	link_close(&L);
+	if (worst > 1.0)
+		KNOWN_WEAKNESS("an ACCEPT whose proof lingers on close blocked the dialer's data "
+			       "call for %.1f s: any process of our uid that binds the name "
+			       "first chooses the time", worst);
+}
+
 static const struct shim_case g_root_cases[] = {
 	{ "forged_hello", case_forged_hello },
 	{ "squat_mirror", case_squat_mirror },
@@ -1499,6 +1973,10 @@ static const struct shim_case g_root_cases[] = {
 	{ "stall_silent_dialer", case_stall_silent_dialer },
 	{ "known_hello_in_flight", case_known_hello_in_flight },
 	{ "known_accept_in_flight", case_known_accept_in_flight },
+	{ "junk_hello", case_junk_hello },
+	{ "junk_accept", case_junk_accept },
+	{ "known_linger_hello", case_known_linger_hello },
+	{ "known_linger_accept", case_known_linger_accept },
 };
 
 static const struct shim_case g_cases[] = {
