@@ -11,29 +11,33 @@
  * nothing of the connection reaches the attacker.  Then every common way
  * servers accept connections must still move them.
  *
- *   forged_hello     a dialer from a network namespace of its own with a
- *                    socket whose addresses mirror the server's: refused
- *   squat_mirror     a listener that binds the name first and answers
- *                    ACCEPT with such a socket: the dialer refuses it
- *   squat_other_user nobody binds the name (allow-user nobody): the root
- *                    dialer never passes its socket; a forged HELLO of
- *                    nobody's is refused too
- *   stall_*          a name bound by a process that never accepts, with a
- *                    free or a full backlog, and a dialer that never
- *                    speaks: no data call waits, the connection works
- *   accept_junk      silent UNIX connections and bogus HELLOs at the names
- *                    of connections in progress do not slow accept4()
- *   junk_hello       malformed HELLOs, too many fds, a non-socket proof:
- *                    refused without a leak, the real dialer still moves
- *   serve_*          bind-then-exec, SO_REUSEPORT, pre-forked threads,
- *                    simultaneous connects, fork per connection: all move
+ *   forged_hello       a dialer from a network namespace of its own with a
+ *                      socket whose addresses mirror the server's: refused
+ *                      (and taken with `trust-netns yes`, the control)
+ *   squat_mirror       a listener that binds the name first and answers
+ *                      ACCEPT with such a socket: the dialer refuses it
+ *   squat_other_user   nobody binds the name (allow-user nobody): the root
+ *                      dialer never passes its socket
+ *   forged_other_user  nobody's forged HELLO is refused; the client moves
+ *   junk_accept        junk ACCEPTs (trust-netns yes, so the proof passes):
+ *                      refused; a well-formed one is taken (the control)
+ *   stall_*            a name bound by a process that never accepts, with a
+ *                      free or a full backlog, and a dialer that never
+ *                      speaks: no data call waits, the connection works
+ *   junk_hello         malformed HELLOs, too many fds, a non-socket proof:
+ *                      refused without a leak, the real dialer still moves
+ *   accept_junk        silent UNIX connections and bogus HELLOs at the names
+ *                      of connections in progress do not slow accept4()
+ *   serve_*            bind-then-exec, SO_REUSEPORT, pre-forked threads,
+ *                      simultaneous connects, fork per connection: all move
+ *   plain_clients      clients without the shim: TCP, intact, "nopeer"
  *
  * Cases named known_* show weaknesses found while writing these (see each
  * case): they log "KNOWN WEAKNESS" and pass, unless SHUNT_TEST_STRICT=1,
  * where they fail as the bug they are.
  *
- * The attackers need root (unshare, setuid): without it those cases are
- * left out (and the program skips when none is left).
+ * The first five need root (unshare, setuid): without it they are left
+ * out.  SHUNT_DISABLE=1 runs the serve_* cases on kernel TCP.
  * SHUNT_TEST_ONLY=name,name runs some cases.
  */
 #include <arpa/inet.h>
@@ -1573,8 +1577,9 @@ static void ping_pong(struct link *L, struct link *R, struct lat *l, struct lat 
 }
 
 /* The stalled connection's calls against the reference's: none may block
- * (a second is forever here), and no more of them may be slow than the
- * machine's noise makes of TCP's. */
+ * (a second is forever here), none may take more than 50 ms longer than
+ * TCP's longest, and no more of them may be slow than the machine's noise
+ * makes of TCP's.  A noisy machine gets one more try. */
 static int judge_calls(const char *what, const struct lat *got, const struct lat *ref, int last)
 {
 	char buf[128];
@@ -1584,14 +1589,19 @@ static int judge_calls(const char *what, const struct lat *got, const struct lat
 	snprintf(buf, sizeof(buf), "shim, meeting stalled (%s):", what);
 	lat_show(buf, got);
 	ASSERT_MSG(got->max_ns < 1000000000u, "a data call took %.1f ms", got->max_ns / 1e6);
-	if (got->slow <= ref->slow + 8)
+	int slow_ok = got->slow <= ref->slow + 8;
+	int max_ok = got->max_ns <= ref->max_ns + (uint64_t)ts_ms(50) * 1000000u;
+	if (slow_ok && max_ok)
 		return 1;
-	if (last)
+	if (last) {
+		ASSERT_MSG(max_ok, "a data call took %.1f ms, TCP's longest %.1f ms",
+			   got->max_ns / 1e6, ref->max_ns / 1e6);
 		TEST_FAIL_MSG("%ju calls over %d ms through the shim, %ju on TCP",
 			      (uintmax_t)got->slow, SLOW_MS, (uintmax_t)ref->slow);
-	test_log("%ju calls over %d ms through the shim, %ju on TCP: once more, on a new "
-		 "connection (the machine is noisy)", (uintmax_t)got->slow, SLOW_MS,
-		 (uintmax_t)ref->slow);
+	}
+	test_log("longest call %.1f ms (TCP %.1f ms), %ju calls over %d ms (TCP %ju): once "
+		 "more, on a new connection (the machine is noisy)", got->max_ns / 1e6,
+		 ref->max_ns / 1e6, (uintmax_t)got->slow, SLOW_MS, (uintmax_t)ref->slow);
 	return 0;
 }
 
@@ -1659,7 +1669,10 @@ static void stall_round(enum stall how, int nonblock, uint64_t k, int last)
 		ts_set_nonblock(fds[i], nonblock);
 	memset(&got, 0, sizeof(got));
 	memset(&ref, 0, sizeof(ref));
+	int gave_up = log_count("stays on TCP", getpid());
 	ping_pong(&L, &R, &got, &ref);
+	/* The round trips saw the whole meeting: both ends gave up on it. */
+	ASSERT_EQ(log_count("stays on TCP", getpid()), gave_up + 2);
 	ASSERT_SYS(close(R.c));
 	ASSERT_SYS(close(R.s));
 	int fine = judge_calls(what, &got, &ref, last);
@@ -1695,24 +1708,30 @@ static void stall_round(enum stall how, int nonblock, uint64_t k, int last)
 static void case_stall_never_accepts(void)
 {
 	cfg_defaults();
+	log_start();
 	stall_round(STALL_NOACCEPT, 0, 10, 0);
 	stall_round(STALL_NOACCEPT, 1, 11, 0);
+	log_stop();
 }
 
 /* Its backlog is full: the dialer's connect() says EAGAIN, every step. */
 static void case_stall_full_backlog(void)
 {
 	cfg_defaults();
+	log_start();
 	stall_round(STALL_FULL, 0, 12, 0);
 	stall_round(STALL_FULL, 1, 13, 0);
+	log_stop();
 }
 
 /* A dialer connects to the real listener and never speaks. */
 static void case_stall_silent_dialer(void)
 {
 	cfg_defaults();
+	log_start();
 	stall_round(STALL_SILENT, 0, 14, 0);
 	stall_round(STALL_SILENT, 1, 15, 0);
+	log_stop();
 }
 
 /* --- The socket in a message nobody reads --------------------------------------
@@ -2567,6 +2586,14 @@ static void case_known_duplex_poll(void)
 {
 	double slowest = 0;
 
+	if (test_tsan() && !strict()) {
+		/* TSan stops the process at the race under this (a poll's readiness
+		 * scan writes the sender's ring cache unlocked): known, reported. */
+		test_log("under TSan it is the data race that fails this (SHUNT_TEST_STRICT=1 "
+			 "shows it); left out");
+		return;
+	}
+
 	for (int round = 0; round < 10; round++) {
 		int c, s;
 		pthread_t t1, t2;
@@ -2649,11 +2676,15 @@ static void fmm_child(void *arg)
 	r.ok = 1;
 	put_all(h->ans_out, &r, sizeof(r));
 	ts_token_recv(h->cmd_in, ts_ms(15000));
+	/* The meeting the shim forgot here is leaked memory too: LeakSanitizer
+	 * would fail this child for it at exit (SHUNT_TEST_STRICT=1 lets it). */
+	if (!strict())
+		_exit(0);
 }
 
 /* The server forks (a helper, a worker) while its connection's meeting is
  * under way: the child gets copies of the meeting's sockets. */
-static void case_fork_mid_meeting(void)
+static void case_known_fork_mid_meeting(void)
 {
 	struct helper h;
 	struct link L;
@@ -2679,7 +2710,8 @@ static void case_fork_mid_meeting(void)
 	if (r.fds_got)
 		KNOWN_WEAKNESS("a child forked while a meeting was under way kept %d of its UNIX "
 			       "sockets%s (fork forgets the meeting in the child without closing "
-			       "them: they leak into every forked child until exec)", r.fds_got,
+			       "them or freeing it: they leak into every forked child until "
+			       "exec)", r.fds_got,
 			       r.got_victim ? ", among them the listener bound to the name" : "");
 }
 
@@ -2711,7 +2743,7 @@ static const struct shim_case g_cases[] = {
 	{ "known_linger_hello", case_known_linger_hello },
 	{ "known_linger_accept", case_known_linger_accept },
 	{ "known_duplex_poll", case_known_duplex_poll },
-	{ "fork_mid_meeting", case_fork_mid_meeting },
+	{ "known_fork_mid_meeting", case_known_fork_mid_meeting },
 };
 
 #define N_CASES(a) (sizeof(a) / sizeof((a)[0]))
@@ -2723,6 +2755,15 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && !strcmp(argv[1], "serve-exec"))
 		return serve_exec_main(argc, argv);
+	if (ts_disabled()) {
+		/* The reference on kernel TCP: only what means something there. */
+		printf("SHUNT_DISABLE=1: the attacks need the shim's meetings; the serve_* "
+		       "cases run, on kernel TCP\n");
+		for (size_t i = 0; i < N_CASES(g_cases); i++)
+			if (!strncmp(g_cases[i].name, "serve_", 6))
+				all[n++] = g_cases[i];
+		return ts_main("t_shim_hostile", all, n);
+	}
 	if (geteuid() == 0)
 		for (size_t i = 0; i < N_CASES(g_root_cases); i++)
 			all[n++] = g_root_cases[i];
