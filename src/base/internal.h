@@ -108,6 +108,8 @@ extern int shunt__fd_floor;
 int shunt__hide_fd(int fd);
 /* Move the log file's fd above the floor, once the floor is set. */
 void shunt__log_hide(void);
+/* Close the log file (lines go to stderr again). */
+void shunt__log_close(void);
 
 /* The library's own fds, each registered by the address of the int that
  * holds it (> 2): the program never acts on those, the shim answers as if

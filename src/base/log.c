@@ -37,11 +37,21 @@ static int open_log_file(const char *file)
 
 	if (fd < 0)
 		return fd;
+	shunt__log_close();
 	/* Out of the program's way: a program that dup2()s onto a low fd (bash's
 	 * `exec 3<>`) would otherwise send our lines down its own socket. */
 	log_fd = shunt__hide_fd(fd);
 	shunt__own_add(&log_fd);
 	return 0;
+}
+
+void shunt__log_close(void)
+{
+	if (log_fd <= 2)
+		return;
+	shunt__own_del(&log_fd);
+	sys_close(log_fd);
+	log_fd = STDERR_FILENO;
 }
 
 void shunt__log_hide(void)

@@ -103,6 +103,64 @@ static int take(struct tslot *s, int fd, int flags)
 	return -ECONNRESET;
 }
 
+/* --- Going back to TCP (back.c) ----------------------------------------------
+ * Once either side asked to go back, the stream may soon carry data again
+ * after the doorbells: nothing is taken off it blindly.  The asker takes
+ * the peer's doorbells itself, exactly; the peer peeks, and takes what it
+ * saw only if the asker had not said where its data resumes by then (the
+ * asker says so before any of that data is sent, so a peek that sees data
+ * is followed by a look that sees the asker's word). */
+
+static uint32_t sw_flags(struct tslot *s, int side)
+{
+	return atomic_load_explicit(&s->end.seg.ctl->sw[side].flags, memory_order_acquire);
+}
+
+/* 0: no ask; 1: the peer asked; 2: we did. */
+static int asked(struct tslot *s)
+{
+	if (__builtin_expect(!((sw_flags(s, 0) | sw_flags(s, 1)) & SHUNT_SW_ASK), 1))
+		return 0;
+	return sw_flags(s, (int)s->side) & SHUNT_SW_ASK ? 2 : 1;
+}
+
+/* The peer asked and we answered: take doorbells we can prove are ones. */
+static int careful_take(struct tslot *s, int fd)
+{
+	uint8_t buf[64];
+	long n = sys_recv(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
+
+	if (n <= 0)
+		return n == 0 ? -ECONNRESET : (n == -EAGAIN ? 0 : (int)n);
+	if (sw_flags(s, 1 - (int)s->side) & SHUNT_SW_BACK)
+		return 0; /* back.c takes the rest, exactly */
+	if (check(s, buf, n) < 0)
+		return -ECONNRESET;
+	return sys_recv(fd, buf, (size_t)n, MSG_DONTWAIT) == n ? 1 : 0;
+}
+
+/* A wait while going back: -EXDEV when the caller has something to do
+ * first (answer; send by TCP; read by TCP once the ring is empty), else a
+ * short nap on the stream that consumes nothing blindly. */
+static int careful_sleep(struct tslot *s, int fd, uint32_t bits, int64_t deadline)
+{
+	if (!(phase(s) & PH_TX_BACK) || (bits & SHUNT_WAIT_WRITE) ||
+	    (sw_flags(s, 1 - (int)s->side) & SHUNT_SW_BACK))
+		return -EXDEV;
+	if (!(phase(s) & PH_RX_RING))
+		return -EXDEV; /* the stream still has its data for us */
+	struct pollfd p = { .fd = fd, .events = POLLIN | POLLRDHUP };
+	int64_t until = SHUNT_MIN(deadline, shunt_now_ns() + 1000000);
+	struct timespec ts;
+	int rc = sys_ppoll(&p, 1, shunt_left(until, &ts));
+	if (rc < 0)
+		return rc;
+	rc = careful_take(s, fd);
+	if (rc < 0)
+		return rc;
+	return deadline != SHUNT_NEVER && shunt_now_ns() >= deadline ? -EAGAIN : 0;
+}
+
 static int tb_drain(struct shunt_bell *b, uint32_t bits)
 {
 	struct tslot *s = slot_of(b);
@@ -111,6 +169,12 @@ static int tb_drain(struct shunt_bell *b, uint32_t bits)
 	(void)bits;
 	if (!(phase(s) & PH_RX_RING))
 		return 0; /* the stream still carries data: not ours to take */
+	switch (asked(s)) {
+	case 2:
+		return 0;
+	case 1:
+		return (phase(s) & PH_TX_BACK) ? careful_take(s, b->fd[0]) : 0;
+	}
 	for (int i = 0; i < 16; i++) {
 		int rc = take(s, b->fd[0], MSG_DONTWAIT);
 		if (rc == -ECONNRESET)
@@ -211,6 +275,12 @@ static int tb_sleep(struct shunt_bell *b, uint32_t bits, int64_t deadline)
 {
 	struct tslot *s = slot_of(b);
 
+	switch (asked(s)) {
+	case 2: /* we asked: let go of the ring, the asker takes over */
+		return -EXDEV;
+	case 1:
+		return careful_sleep(s, b->fd[0], bits, deadline);
+	}
 	if (!(phase(s) & PH_RX_RING))
 		return watch(b, deadline);
 	stuck_ns = 0;

@@ -446,6 +446,32 @@ void shim_epoll_moved(struct tsock *t)
 	pthread_mutex_unlock(&eps_mu);
 }
 
+/* Back to TCP: each registration of the socket is the program's again. */
+static void make_theirs(struct shim_ep *ep, struct ep_entry *e)
+{
+	e->ours = 0;
+	ep->nours--;
+	struct epoll_event ev = kernel_ev(e);
+	if (sys_epoll_ctl(ep->epfd, EPOLL_CTL_MOD, e->fd, &ev) < 0)
+		log_debug("epoll set %d: fd %d could not be given back", ep->epfd, e->fd);
+	kick(ep); /* a wait asleep on our events looks again */
+}
+
+void shim_epoll_back(struct tsock *t)
+{
+	if (!atomic_load(&n_eps))
+		return;
+	pthread_mutex_lock(&eps_mu);
+	for (struct shim_ep *ep = eps; ep; ep = ep->next) {
+		pthread_mutex_lock(&ep->mu);
+		for (int i = 0; i < ep->n; i++)
+			if (ep->e[i]->t == t && ep->e[i]->ours)
+				make_theirs(ep, ep->e[i]);
+		pthread_mutex_unlock(&ep->mu);
+	}
+	pthread_mutex_unlock(&eps_mu);
+}
+
 /* --- Readiness -------------------------------------------------------------------- */
 
 static uint32_t epoll_to_poll(uint32_t ev)

@@ -27,6 +27,7 @@
 #include "wake.h"
 
 #define GO_RING (-4096) /* the TCP part is over: carry on in the ring */
+#define RETRY (-4097)   /* going back to TCP (back.c): look again from the top */
 
 static struct tslot *S(struct tsock *t)
 {
@@ -173,6 +174,10 @@ static ssize_t ring_recv(struct tsock *t, int fd, void *buf, size_t len, int fla
 	ssize_t n;
 
 	shim_lock(&S(t)->rx_mu);
+	if (!moved(t) || (phase_of(t) & PH_RX_PLAIN)) {
+		shim_unlock(&S(t)->rx_mu);
+		return done ? (ssize_t)done : RETRY;
+	}
 	if (flags & MSG_PEEK || len == 0) {
 		const void *p;
 		n = (flags & MSG_WAITALL) && len > 1
@@ -198,6 +203,8 @@ static ssize_t ring_recv(struct tsock *t, int fd, void *buf, size_t len, int fla
 	}
 	shim_unlock(&S(t)->rx_mu);
 	touched(t);
+	if (n == -EXDEV)
+		return done ? (ssize_t)done : RETRY;
 	if (n == 0 && len)
 		log_debug("fd %d: end of stream from the ring (peer state %#x, gone %d)", fd,
 			  (unsigned)atomic_load(&e->peer->state), atomic_load(&e->peer_gone));
@@ -206,13 +213,63 @@ static ssize_t ring_recv(struct tsock *t, int fd, void *buf, size_t len, int fla
 	return rx_result(t, fd, n);
 }
 
-ssize_t shim_recv(struct tsock *t, int fd, void *buf, size_t len, int flags)
+/* While going back to TCP: 1 when our reads are the kernel's, 0 while
+ * the ring still has the peer's data, or a negative errno. */
+static int rx_back(struct tsock *t, int fd)
 {
-	/* What the ring does not carry is the kernel's: no error is queued,
-	 * no urgent byte ever arrives there. */
-	if ((flags & (MSG_ERRQUEUE | MSG_OOB)) || !moved(t))
-		return (flags & (MSG_ERRQUEUE | MSG_OOB)) ? REAL(recvfrom)(fd, buf, len, flags, NULL, NULL)
-							  : plain_recv(t, fd, buf, len, flags);
+	if (phase_of(t) & PH_RX_PLAIN)
+		return 1;
+	if (!shim_peer_asks(t))
+		return 0;
+	shim_back_answer(t, fd);
+	return shim_back_rx(t, fd, 1);
+}
+
+/* A look again from the top, for a call that found the connection
+ * between the ring and TCP: a short nap, so that it does not spin. */
+static void again(int *tries)
+{
+	if ((*tries)++)
+		nanosleep(&(struct timespec){ 0, 200000 }, NULL);
+}
+
+int shim_back_pending(struct tsock *t)
+{
+	return (phase_of(t) & (PH_TX_BACK | PH_TX_PLAIN)) == PH_TX_BACK;
+}
+
+/* Back on TCP, but what the peer left unread in our ring is still on its
+ * way: a read that would wait keeps sending it meanwhile (the peer may
+ * wait for it before it answers). */
+static ssize_t recv_flushing(struct tsock *t, int fd, void *buf, size_t len, int flags)
+{
+	int64_t dl = deadline_of(t, flags, 0);
+	struct timespec ts;
+
+	while (shim_back_pending(t)) {
+		ssize_t n = REAL(recvfrom)(fd, buf, len, flags | MSG_DONTWAIT, NULL, NULL);
+		if (n >= 0 || errno != EAGAIN || dl == 0)
+			return n;
+		if (shim_back_tx(t, fd, 0) == 0)
+			break;
+		struct pollfd p = { .fd = fd, .events = POLLIN | POLLOUT };
+		int rc = sys_ppoll(&p, 1, shunt_left(dl, &ts));
+		if (rc < 0 && rc != -EINTR)
+			return shim_err(rc);
+		if (rc == 0)
+			return shim_err(-EAGAIN);
+	}
+	return REAL(recvfrom)(fd, buf, len, flags, NULL, NULL);
+}
+
+static ssize_t moved_recv(struct tsock *t, int fd, void *buf, size_t len, int flags)
+{
+	int rb = rx_back(t, fd);
+
+	if (rb > 0)
+		return recv_flushing(t, fd, buf, len, flags);
+	if (rb < 0)
+		return rx_result(t, fd, -ECONNRESET);
 	size_t done = 0;
 	if (!(phase_of(t) & PH_RX_RING) && len) {
 		ssize_t n = tcp_part(t, fd, buf, len, flags);
@@ -225,6 +282,21 @@ ssize_t shim_recv(struct tsock *t, int fd, void *buf, size_t len, int flags)
 		}
 	}
 	return ring_recv(t, fd, (char *)buf + done, len - done, flags, done);
+}
+
+ssize_t shim_recv(struct tsock *t, int fd, void *buf, size_t len, int flags)
+{
+	/* What the ring does not carry is the kernel's: no error is queued,
+	 * no urgent byte ever arrives there. */
+	if (flags & (MSG_ERRQUEUE | MSG_OOB))
+		return REAL(recvfrom)(fd, buf, len, flags, NULL, NULL);
+	for (int tries = 0;; again(&tries)) {
+		if (!moved(t))
+			return plain_recv(t, fd, buf, len, flags);
+		ssize_t n = moved_recv(t, fd, buf, len, flags);
+		if (n != RETRY)
+			return n;
+	}
 }
 
 /* Vectors: the first non-empty piece as a recv; the rest only what is
@@ -284,14 +356,24 @@ static void tcp_leave(struct tslot *s)
 	atomic_fetch_sub(&s->inflight, 1);
 }
 
-/* Our sends still go by TCP: 1 (and in flight), or 0 for the ring. */
-static int on_tcp(struct tsock *t, int fd)
+#define TX_RING 0   /* into our ring */
+#define TX_TCP 1    /* on TCP before our switch (in flight: tcp_leave after) */
+#define TX_KERNEL 2 /* the kernel's again: the connection went back */
+
+/* Where our sends go now, or a negative errno (while going back, what the
+ * peer left unread in our ring must go first: -EAGAIN if it cannot yet). */
+static int tx_route(struct tsock *t, int fd, int flags)
 {
 	for (;;) {
-		if ((phase_of(t) & PH_TX_RING) || shim_switch_tx(t, fd) == 0)
-			return 0;
+		uint32_t ph = phase_of(t);
+		if ((ph & PH_TX_BACK) || shim_peer_asks(t)) {
+			int rc = shim_back_tx(t, fd, deadline_of(t, flags, 1) != 0);
+			return rc == 0 ? TX_KERNEL : rc;
+		}
+		if ((ph & PH_TX_RING) || shim_switch_tx(t, fd) == 0)
+			return TX_RING;
 		if (tcp_enter(S(t)))
-			return 1;
+			return TX_TCP;
 	}
 }
 
@@ -356,9 +438,15 @@ static ssize_t ring_send(struct tsock *t, int fd, const void *buf, size_t len, i
 	if (peer_closed(t))
 		return after_close(t, fd, buf, len, flags);
 	shim_lock(&S(t)->tx_mu);
+	if (!moved(t) || (phase_of(t) & PH_TX_BACK)) {
+		shim_unlock(&S(t)->tx_mu);
+		return RETRY;
+	}
 	ssize_t n = shunt_end_send(END(t), &b, buf, len, deadline_of(t, flags, 1));
 	shim_unlock(&S(t)->tx_mu);
 	touched(t);
+	if (n == -EXDEV)
+		return RETRY;
 	if (n == -EPIPE || n == -ECONNRESET)
 		return after_close(t, fd, buf, len, flags);
 	if (n > 0 && (flags & MSG_ZEROCOPY))
@@ -366,18 +454,52 @@ static ssize_t ring_send(struct tsock *t, int fd, const void *buf, size_t len, i
 	return shim_err(n == -EPROTO ? -ECONNRESET : n);
 }
 
-ssize_t shim_send(struct tsock *t, int fd, const void *buf, size_t len, int flags)
+static ssize_t moved_send(struct tsock *t, int fd, const void *buf, size_t len, int flags)
 {
-	if (flags & MSG_OOB) /* urgent data is TCP's: such a stream stays there */
-		atomic_fetch_or(&S(t)->flags, TF_OPTS);
-	if (!moved(t))
-		return plain_send(t, fd, buf, len, flags);
-	if (!on_tcp(t, fd))
+	int r = tx_route(t, fd, flags);
+
+	if (r < 0)
+		return shim_err(r);
+	if (r == TX_KERNEL)
+		return REAL(sendto)(fd, buf, len, flags, NULL, 0);
+	if (r == TX_RING)
 		return flags & MSG_OOB ? urgent(t, fd, buf, len, flags)
 				       : ring_send(t, fd, buf, len, flags);
 	ssize_t n = REAL(sendto)(fd, buf, len, flags, NULL, 0);
 	tcp_leave(S(t));
 	return n;
+}
+
+/* A blocking send that the way back cut short goes on by TCP, as TCP
+ * would have taken all of it. */
+static int cut_short(struct tsock *t, int flags)
+{
+	return deadline_of(t, flags, 1) != 0 &&
+	       (!moved(t) || (phase_of(t) & PH_TX_BACK) || shim_peer_asks(t));
+}
+
+ssize_t shim_send(struct tsock *t, int fd, const void *buf, size_t len, int flags)
+{
+	size_t done = 0;
+
+	if (flags & MSG_OOB) /* urgent data is TCP's: such a stream stays there */
+		atomic_fetch_or(&S(t)->flags, TF_OPTS);
+	for (int tries = 0;; again(&tries)) {
+		if (!moved(t)) {
+			ssize_t n = done ? REAL(sendto)(fd, (const char *)buf + done, len - done,
+						       flags, NULL, 0)
+					 : plain_send(t, fd, buf, len, flags);
+			return n < 0 ? (done ? (ssize_t)done : n) : (ssize_t)done + n;
+		}
+		ssize_t n = moved_send(t, fd, (const char *)buf + done, len - done, flags);
+		if (n == RETRY)
+			continue;
+		if (n < 0)
+			return done ? (ssize_t)done : n;
+		done += (size_t)n;
+		if (done == len || !cut_short(t, flags))
+			return (ssize_t)done;
+	}
 }
 
 ssize_t shim_sendv(struct tsock *t, int fd, const struct iovec *iov, int n, int flags)
@@ -389,9 +511,13 @@ ssize_t shim_sendv(struct tsock *t, int fd, const struct iovec *iov, int n, int 
 		shim_count(t, fd, 0, k > 0 ? (uint64_t)k : 0);
 		return k;
 	}
-	if (on_tcp(t, fd)) {
+	int r = tx_route(t, fd, flags);
+	if (r < 0)
+		return shim_err(r);
+	if (r != TX_RING) {
 		ssize_t k = REAL(sendmsg)(fd, &m, flags);
-		tcp_leave(S(t));
+		if (r == TX_TCP)
+			tcp_leave(S(t));
 		return k;
 	}
 	size_t done = 0;
@@ -417,9 +543,13 @@ ssize_t shim_sendfile(struct tsock *t, int fd, int in_fd, off_t *off, size_t cou
 		shim_count(t, fd, 0, n > 0 ? (uint64_t)n : 0);
 		return n;
 	}
-	if (on_tcp(t, fd)) {
+	int r = tx_route(t, fd, 0);
+	if (r < 0)
+		return shim_err(r);
+	if (r != TX_RING) {
 		ssize_t n = REAL(sendfile)(fd, in_fd, off, count);
-		tcp_leave(S(t));
+		if (r == TX_TCP)
+			tcp_leave(S(t));
 		return n;
 	}
 	if (peer_closed(t))
@@ -430,6 +560,10 @@ ssize_t shim_sendfile(struct tsock *t, int fd, int in_fd, off_t *off, size_t cou
 	ssize_t rc = 0;
 
 	shim_lock(&S(t)->tx_mu);
+	if (!moved(t) || (phase_of(t) & PH_TX_BACK)) {
+		shim_unlock(&S(t)->tx_mu);
+		return shim_sendfile(t, fd, in_fd, off, count);
+	}
 	while (done < count) {
 		void *p;
 		rc = shunt_end_reserve(END(t), &b, &p, 1, done ? 0 : dl);
@@ -451,6 +585,8 @@ ssize_t shim_sendfile(struct tsock *t, int fd, int in_fd, off_t *off, size_t cou
 	touched(t);
 	if (done)
 		return (ssize_t)done;
+	if (rc == -EXDEV)
+		return shim_sendfile(t, fd, in_fd, off, count);
 	return rc == -EPIPE ? broken_pipe(MSG_NOSIGNAL) : shim_err(rc);
 }
 
@@ -460,12 +596,20 @@ ssize_t shim_splice_in(struct tsock *t, int fd, int pipe_in, size_t len, unsigne
 	struct shunt_bell b = shim_bell(t, fd);
 	void *p;
 
-	if (on_tcp(t, fd)) {
+	int r = tx_route(t, fd, (flags & SPLICE_F_NONBLOCK) ? MSG_DONTWAIT : 0);
+	if (r < 0)
+		return shim_err(r);
+	if (r != TX_RING) {
 		ssize_t n = REAL(splice)(pipe_in, NULL, fd, NULL, len, flags);
-		tcp_leave(S(t));
+		if (r == TX_TCP)
+			tcp_leave(S(t));
 		return n;
 	}
 	shim_lock(&S(t)->tx_mu);
+	if (!moved(t) || (phase_of(t) & PH_TX_BACK)) {
+		shim_unlock(&S(t)->tx_mu);
+		return shim_splice_in(t, fd, pipe_in, len, flags);
+	}
 	ssize_t rc = shunt_end_reserve(END(t), &b, &p, 1,
 				       (flags & SPLICE_F_NONBLOCK) ? 0 : deadline_of(t, 0, 1));
 	if (rc > 0) {
@@ -475,15 +619,21 @@ ssize_t shim_splice_in(struct tsock *t, int fd, int pipe_in, size_t len, unsigne
 	}
 	shim_unlock(&S(t)->tx_mu);
 	touched(t);
+	if (rc == -EXDEV)
+		return shim_splice_in(t, fd, pipe_in, len, flags);
 	return shim_err(rc);
 }
 
-/* splice from a moved socket into a pipe: the ring is written to the pipe. */
-ssize_t shim_splice_out(struct tsock *t, int fd, int pipe_out, size_t len, unsigned flags)
+static ssize_t moved_splice_out(struct tsock *t, int fd, int pipe_out, size_t len,
+				unsigned flags)
 {
 	struct shunt_bell b = shim_bell(t, fd);
 	const void *p;
 
+	int rb = rx_back(t, fd);
+	if (rb != 0)
+		return rb > 0 ? REAL(splice)(fd, NULL, pipe_out, NULL, len, flags)
+			      : rx_result(t, fd, -ECONNRESET);
 	if (!(phase_of(t) & PH_RX_RING)) {
 		char buf[4096];
 		ssize_t n = tcp_part(t, fd, buf, SHUNT_MIN(len, sizeof(buf)), 0);
@@ -494,6 +644,10 @@ ssize_t shim_splice_out(struct tsock *t, int fd, int pipe_out, size_t len, unsig
 		}
 	}
 	shim_lock(&S(t)->rx_mu);
+	if (!moved(t) || (phase_of(t) & PH_RX_PLAIN)) {
+		shim_unlock(&S(t)->rx_mu);
+		return RETRY;
+	}
 	ssize_t rc = shunt_end_peek(END(t), &b, &p,
 				    (flags & SPLICE_F_NONBLOCK) ? 0 : deadline_of(t, 0, 0));
 	if (rc > 0) {
@@ -504,7 +658,19 @@ ssize_t shim_splice_out(struct tsock *t, int fd, int pipe_out, size_t len, unsig
 	}
 	shim_unlock(&S(t)->rx_mu);
 	touched(t);
-	return rx_result(t, fd, rc);
+	return rc == -EXDEV ? RETRY : rx_result(t, fd, rc);
+}
+
+/* splice from a moved socket into a pipe: the ring is written to the pipe. */
+ssize_t shim_splice_out(struct tsock *t, int fd, int pipe_out, size_t len, unsigned flags)
+{
+	for (int tries = 0;; again(&tries)) {
+		if (!moved(t) || (phase_of(t) & PH_RX_PLAIN))
+			return REAL(splice)(fd, NULL, pipe_out, NULL, len, flags);
+		ssize_t n = moved_splice_out(t, fd, pipe_out, len, flags);
+		if (n != RETRY)
+			return n;
+	}
 }
 
 /* --- Control ------------------------------------------------------------------ */
@@ -512,7 +678,6 @@ ssize_t shim_splice_out(struct tsock *t, int fd, int pipe_out, size_t len, unsig
 int shim_shutdown(struct tsock *t, int fd, int how)
 {
 	struct shunt_bell b = shim_bell(t, fd);
-
 
 	if (!moved(t)) {
 		int rc = REAL(shutdown)(fd, how);
@@ -525,6 +690,15 @@ int shim_shutdown(struct tsock *t, int fd, int how)
 	}
 	if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)
 		return (int)shim_err(-EINVAL);
+	if ((phase_of(t) & PH_TX_BACK) || shim_peer_asks(t)) {
+		/* Going back to TCP: the ring's leftovers, then the kernel's FIN. */
+		int rc = how != SHUT_RD ? shim_back_tx(t, fd, 1) : 0;
+		if (rc < 0)
+			return (int)shim_err(rc);
+		if (how != SHUT_WR && !(phase_of(t) & PH_RX_PLAIN))
+			shunt_end_shutdown(END(t), &b, SHUT_RD);
+		return REAL(shutdown)(fd, how);
+	}
 	if (how != SHUT_RD && !(phase_of(t) & PH_TX_RING) && !shim_switch_for_shutdown(t, fd)) {
 		/* Our sends stay on TCP, the peer's too: the FIN goes there. */
 		int rc = REAL(shutdown)(fd, SHUT_WR);
@@ -541,6 +715,8 @@ int shim_fionread(struct tsock *t, int fd, int *out)
 {
 	int k = 0;
 
+	if (moved(t) && (phase_of(t) & PH_RX_PLAIN))
+		return REAL(ioctl)(fd, FIONREAD, out);
 	if (!moved(t) || !(phase_of(t) & PH_RX_RING)) {
 		int rc = REAL(ioctl)(fd, FIONREAD, &k);
 		if (rc < 0 || !moved(t)) {
@@ -567,6 +743,13 @@ int shim_outq(struct tsock *t, int fd, int *out)
 {
 	if (!moved(t) || !(phase_of(t) & PH_TX_RING))
 		return REAL(ioctl)(fd, TIOCOUTQ, out);
+	if (phase_of(t) & PH_TX_BACK) {
+		int rc = REAL(ioctl)(fd, TIOCOUTQ, out);
+		uint64_t left = atomic_load(&S(t)->back_end) - atomic_load(&S(t)->back_pos);
+		if (rc == 0 && !(phase_of(t) & PH_TX_PLAIN) && left < INT_MAX)
+			*out = (int)SHUNT_MIN((uint64_t)*out + left, (uint64_t)INT_MAX);
+		return rc;
+	}
 	ssize_t n = shunt_end_unread_by_peer(END(t));
 	if (n < 0)
 		return (int)shim_err(n);
@@ -627,29 +810,46 @@ static int kernel_revents(int fd, int events)
 	return sys_ppoll(&p, 1, &zero) > 0 ? p.revents : 0;
 }
 
+/* The peer asked to go back to TCP: what can be done without waiting. */
+static void back_steps(struct tsock *t, int fd)
+{
+	shim_back_answer(t, fd);
+	shim_back_tx(t, fd, 0);
+	shim_back_rx(t, fd, 0);
+}
+
 int shim_readiness(struct tsock *t, int fd, int events, int arm, int kern)
 {
 	struct shunt_bell b = shim_bell(t, fd);
 	int rx = events & (POLLIN | POLLRDHUP), ring = 0, ev = 0;
 
+	if ((phase_of(t) & PH_TX_BACK) || shim_peer_asks(t))
+		back_steps(t, fd);
+	if (!moved(t))
+		return kern >= 0 ? kern : kernel_revents(fd, events);
 	/* The stream has nothing more for us once we are at the peer's offset. */
 	if (!(phase_of(t) & PH_RX_RING) && shim_peer_switched(t) &&
 	    atomic_load(&S(t)->rx_tcp) >= atomic_load(&S(t)->x_peer))
 		rx_ring_from_now(t);
 	uint32_t ph = phase_of(t);
-	if (ph & PH_RX_RING)
+	if ((ph & (PH_RX_RING | PH_RX_PLAIN)) == PH_RX_RING)
 		ring |= rx;
-	if (ph & PH_TX_RING)
+	if ((ph & (PH_TX_RING | PH_TX_BACK)) == PH_TX_RING)
 		ring |= events & POLLOUT;
+	/* Our ring's leftovers still go first: not writable yet. */
+	if ((ph & (PH_TX_BACK | PH_TX_PLAIN)) == PH_TX_BACK)
+		events &= ~POLLOUT;
 	int on_kernel = events & ~ring & (POLLIN | POLLRDHUP | POLLOUT);
 	if (on_kernel && kern < 0)
 		kern = kernel_revents(fd, on_kernel | POLLIN);
 	/* A ring that came: take it off the stream, so that it wakes once. */
-	if ((ph & PH_RX_RING) && kern > 0 && (kern & (POLLIN | POLLRDHUP | POLLHUP)) &&
+	if (ring & rx && kern > 0 && (kern & (POLLIN | POLLRDHUP | POLLHUP)) &&
 	    shim_bell_ops.drain(&b, SHUNT_WAIT_ALL) < 0)
 		shunt_end_peer_gone(END(t));
 	/* The ring's side says hang-ups and errors even when nothing is asked. */
-	if (ph & (PH_RX_RING | PH_TX_RING))
+	if (ph & (PH_RX_PLAIN | PH_TX_BACK)) /* half back on TCP: only what the ring has */
+		ev = ring ? shunt_end_poll(END(t), &b, ring, arm) & ring : 0;
+	else if (ph & (PH_RX_RING | PH_TX_RING))
 		ev = shunt_end_poll(END(t), &b, ring, arm);
 	/* Whatever the ring does, the socket's own error queue (zero-copy
 	 * completions) and urgent byte are the kernel's to report. */

@@ -7,8 +7,8 @@
  * process wrote or read it, and whatever path (stdio's internal writes
  * too).  Written: bytes sent once (bytes_sent - bytes_retrans) plus those
  * not sent yet, all from one snapshot; bytes_acked would do too, but it
- * counts the SYN of the side that connected.  Read: bytes_received - the
- * receive queue, read twice around the queue, and again if the count moved
+ * counts the SYN of the side that connected.  Read: bytes_received (less
+ * the peer's FIN, which it counts) - the receive queue, read twice around the queue, and again if the count moved
  * in between, so that no arrival splits it.
  */
 #include <errno.h>
@@ -42,6 +42,13 @@ static int tcp_info(int fd, struct tcp_info *ti)
 	return len >= offsetof(struct tcp_info, tcpi_bytes_retrans) + 8 ? 0 : -ENOSYS;
 }
 
+/* States in which the peer's FIN has come in (the kernel's numbers:
+ * TIME_WAIT 6, CLOSE_WAIT 8, LAST_ACK 9, CLOSING 11). */
+static int fin_in(uint8_t state)
+{
+	return state == 6 || state == 8 || state == 9 || state == 11;
+}
+
 /* The count of bytes read: received - still queued, read until the count
  * held still around the queue. */
 int shim_kern_rx_consumed(int fd, uint64_t *out)
@@ -58,9 +65,12 @@ int shim_kern_rx_consumed(int fd, uint64_t *out)
 			return rc;
 		if (a.tcpi_bytes_received != b.tcpi_bytes_received)
 			continue;
-		if (q < 0 || (uint64_t)q > a.tcpi_bytes_received)
+		/* The peer's FIN counts as a byte received (it takes a
+		 * sequence number), not as one queued. */
+		uint64_t got = a.tcpi_bytes_received - (uint64_t)fin_in(a.tcpi_state);
+		if (q < 0 || (uint64_t)q > got)
 			return -EPROTO;
-		*out = a.tcpi_bytes_received - (uint64_t)q;
+		*out = got - (uint64_t)q;
 		return 0;
 	}
 	return -EAGAIN;

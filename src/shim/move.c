@@ -21,6 +21,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -330,7 +331,7 @@ static int switch_tx(struct tsock *t, int fd, int patient)
 	 * ring us when our ring fills).  The fence orders our attachment
 	 * (shunt_end_init's OPEN) before this look: shim_switch_for_shutdown. */
 	atomic_thread_fence(memory_order_seq_cst);
-	if (peer_sw(s) & SHUNT_SW_TCP)
+	if (peer_sw(s) & (SHUNT_SW_TCP | SHUNT_SW_ASK))
 		return -EAGAIN;
 	if (!peer_ready(s)) {
 		abandon(t, fd);
@@ -353,6 +354,13 @@ static int switch_tx(struct tsock *t, int fd, int patient)
 			/* Release: tcp_off before the flag that covers it. */
 			atomic_store_explicit(&sw->flags, SHUNT_SW_RING, memory_order_release);
 			atomic_fetch_or_explicit(&s->phase, PH_TX_RING, memory_order_release);
+			/* A peer going back to TCP read our flags before it
+			 * asked, or we see its ask now (a seq_cst fence each,
+			 * back.c): then we go back before a byte or a doorbell
+			 * went to the ring. */
+			atomic_thread_fence(memory_order_seq_cst);
+			if (peer_sw(s) & SHUNT_SW_ASK)
+				shim_back_answer_locked(t, fd);
 			log_debug("fd %d: sends go to the ring from TCP offset %llu (%llu bytes "
 				  "sent through us, %llu read)", fd, (unsigned long long)x,
 				  (unsigned long long)atomic_load(&s->bytes_out),
@@ -361,7 +369,7 @@ static int switch_tx(struct tsock *t, int fd, int patient)
 		atomic_store(&s->switching, 0);
 	}
 	shim_unlock(&s->tx_mu);
-	if (rc == 0) {
+	if (rc == 0 && !(atomic_load(&s->phase) & PH_NOBELL)) {
 		/* Wakes a peer asleep in a read of the stream: it is past X. */
 		sys_send(fd, &s->bell, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
 		atomic_fetch_add(&t->io_gen, 1);
@@ -422,9 +430,31 @@ static void set_linger0(int fd)
 	sys_setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
 }
 
+/* Closing while going back to TCP: the ring's leftovers first (a little
+ * while at most), then the kernel's close says the rest. */
+static void close_back(struct tsock *t, int fd)
+{
+	int64_t until = shunt_now_ns() + 2000000000ll;
+	int rc;
+
+	while ((rc = shim_back_tx(t, fd, 0)) == -EAGAIN && shunt_now_ns() < until) {
+		struct pollfd p = { .fd = fd, .events = POLLOUT };
+		struct timespec ts = { 0, 50000000 };
+		sys_ppoll(&p, 1, &ts);
+	}
+	if (rc < 0)
+		log_error("fd %d: closed while going back to TCP: %s; the peer's last bytes "
+			  "may be lost", fd, strerror(-rc));
+}
+
 void shim_close_end(struct tsock *t, int fd)
 {
 	struct tslot *s = t->slot;
+
+	if ((atomic_load(&s->phase) & PH_TX_BACK) || shim_peer_asks(t)) {
+		close_back(t, fd);
+		return;
+	}
 	struct shunt_bell b = shim_bell(t, fd);
 	uint32_t ph = atomic_load(&s->phase);
 	int rst = (atomic_load(&s->flags) & TF_LINGER0) ||
@@ -445,14 +475,4 @@ void shim_close_end(struct tsock *t, int fd)
 	if (ph & PH_RX_RING)
 		shim_bell_ops.drain(&b, SHUNT_WAIT_ALL);
 	shim_linger(fd, s->bell);
-}
-
-/* --- Going back to TCP ---------------------------------------------------------- */
-
-int shim_demote(struct tsock *t, int fd)
-{
-	(void)fd;
-	/* Not carried: the connection stays where it is.  Callers keep the
-	 * connection working in this process (docs/design.md, "Limits"). */
-	return atomic_load(&t->slot->state) == SLOT_MOVED ? -EOPNOTSUPP : 0;
 }

@@ -116,7 +116,8 @@ static void kernel_set(struct pset *p)
 		p->k[i] = p->fds[i];
 		if (p->t[i])
 			p->k[i].events = (short)(POLLIN | POLLRDHUP |
-						 (to_poll(p->fds[i].events) & (POLLOUT | POLLPRI)));
+						 (to_poll(p->fds[i].events) & (POLLOUT | POLLPRI)) |
+						 (shim_back_pending(p->t[i]) ? POLLOUT : 0));
 		p->k[i].revents = 0;
 	}
 }

@@ -26,6 +26,7 @@
  *   epoll.c    epoll
  *   proc.c     fork, vfork, exec, posix_spawn
  *   scm.c      sockets passed with SCM_RIGHTS
+ *   back.c     a moved connection goes back to TCP (exec, SCM_RIGHTS, stdio)
  *   linger.c   a moved socket's close that must wait for the peer's acks
  * The shim reaches the core only through end.h and medium.h.
  */
@@ -133,6 +134,10 @@ enum slot_state {
 #define PH_RX_KNOW 0x2u /* the peer's switch offset is known: x_peer */
 #define PH_RX_RING 0x4u /* we read the ring: TCP carries only doorbells */
 #define PH_NOBELL  0x8u /* our TCP sending side is shut: no more rings */
+/* Going back to TCP (back.c), the peer asked: */
+#define PH_TX_BACK  0x10u /* our sends left the ring: its unread bytes go first */
+#define PH_TX_PLAIN 0x20u /* ... and went: our sends are the kernel's */
+#define PH_RX_PLAIN 0x40u /* the peer's data is on TCP again: reads too */
 
 /* Flags: why a socket may not move, and facts the data path needs. */
 #define TF_STDIO    0x01u /* is (or was) fd 0, 1 or 2, or fdopen'ed */
@@ -183,6 +188,7 @@ struct tslot {
 	                            * which the next send must still report */
 	_Atomic int64_t rcvtimeo_ns, sndtimeo_ns; /* SO_RCVTIMEO, SO_SNDTIMEO; 0 none */
 	_Atomic int32_t foreign_pid; /* TF_FOREIGN: who sent it to us (-1 unknown) */
+	_Atomic uint64_t back_pos, back_end; /* PH_TX_BACK: our ring bytes to resend */
 	uint8_t bell;              /* the doorbell byte on the TCP stream */
 	/* Sleeping on the TCP doorbell: one leader in the kernel, followers on
 	 * a futex (bell.c). */
@@ -293,9 +299,28 @@ int shim_switch_tx(struct tsock *t, int fd);
 int shim_switch_for_shutdown(struct tsock *t, int fd);
 /* Learn whether the peer switched its sends; updates PH_RX_KNOW. */
 int shim_peer_switched(struct tsock *t);
-/* A moved connection must go back to plain TCP (before exec, SCM_RIGHTS,
- * stdio): 0 when it is, or a negative errno. */
+/* --- Going back to TCP (back.c) --------------------------------------------
+ * A moved connection must go back to plain TCP (before exec, SCM_RIGHTS,
+ * stdio): 0 when it is, or a negative errno (it was reset). */
 int shim_demote(struct tsock *t, int fd);
+/* The peer asked us to go back (the data paths look first). */
+int shim_peer_asks(struct tsock *t);
+/* Answer it: our sends leave the ring.  _locked: tx_mu is held. */
+void shim_back_answer(struct tsock *t, int fd);
+void shim_back_answer_locked(struct tsock *t, int fd);
+/* Our sends after the answer: send what the peer left unread in our ring
+ * first.  0 when the kernel's socket carries our sends now; -EAGAIN (not
+ * `block`) or another negative errno while some is left. */
+int shim_back_tx(struct tsock *t, int fd, int block);
+/* The peer's data is on TCP again once its ring is read: 1 when our reads
+ * go to the kernel, 0 not yet, < 0 the stream broke.  `wait`: for the
+ * peer's last doorbells to arrive. */
+int shim_back_rx(struct tsock *t, int fd, int wait);
+/* Both directions are back: the connection is plain TCP. */
+void shim_back_settle(struct tsock *t, int fd);
+/* Our ring's leftovers still wait for room on TCP: a wait must watch for
+ * writing too (io.c). */
+int shim_back_pending(struct tsock *t);
 /* The process lets go of a moving connection (close, fork child). */
 void shim_meet_drop(struct tsock *t);
 /* One step of meeting the peer (meet.c): 1 done (moved), 0 not yet, < 0
@@ -368,6 +393,8 @@ int shim_epoll_wait(int epfd, struct epoll_event *ev, int max, int64_t timeout_n
 		    const sigset_t *mask);
 /* A tracked fd moved: its registrations in epoll sets become ours. */
 void shim_epoll_moved(struct tsock *t);
+/* ... and went back to TCP: the program's again. */
+void shim_epoll_back(struct tsock *t);
 /* fd was closed: an epoll set of ours, or a tracked fd in sets. */
 void shim_epoll_forget(int fd, struct tsock *t);
 /* close_range: epoll sets in the range are gone. */

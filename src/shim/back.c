@@ -1,0 +1,530 @@
+/*
+ * back.c - a moved connection goes back to plain TCP.
+ *
+ * Some holders cannot carry a moved connection: a program exec'd without
+ * the library, another process the socket is passed to (SCM_RIGHTS), or
+ * stdio, which reads and writes where no wrapper sees.  Before the socket
+ * reaches one of those, the side that hands it over (the asker) takes the
+ * connection back to TCP, with the peer's help, so that from then on the
+ * kernel's socket alone carries every byte, in order, in both directions.
+ * The switch words of the segment carry the protocol (docs/design.md,
+ * "Going back"):
+ *
+ *   asker A                              peer P (runs the library)
+ *   holds both directions' locks
+ *   ASK; one doorbell if P may sleep
+ *                                        stops sending into its ring;
+ *                                        back_head = its ring's head,
+ *                                        back_tcp = its TCP total; BACK
+ *                                        (if its sends were on TCP: TCP)
+ *   back_head, back_tcp; BACK
+ *   reads P's doorbells off the stream
+ *   up to P's back_tcp; state OFF
+ *                                        copies what A left unread in P's
+ *                                        ring into TCP, then sends there;
+ *                                        reads A's ring to A's back_head,
+ *                                        A's doorbells up to A's back_tcp,
+ *                                        then TCP
+ *
+ * Both sides count the same TCP stream, so each knows exactly where the
+ * other's data resumes, as at the switch (move.c).  The asker's unread
+ * ring bytes cannot be put back into its own socket: only the peer can
+ * send them, which is why it must answer.  It answers from any call on
+ * the socket, or from a wait (the doorbell wakes it).  An asker that gets
+ * no answer in ASK_NS, or whose stream holds doorbells behind data it has
+ * not read yet, cannot go back exactly: it resets the connection (both
+ * sides read ECONNRESET) and says why at level error, rather than let a
+ * byte go astray.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "clock.h"
+#include "internal.h"
+#include "shim.h"
+#include "sys.h"
+
+#define ASK_NS (5ll * 1000000000)
+#define UNKNOWN (~0ull)
+
+static struct shunt_switch *sw_of(struct tslot *s, int side)
+{
+	return &s->end.seg.ctl->sw[side];
+}
+
+static uint32_t peer_flags(struct tslot *s)
+{
+	return atomic_load_explicit(&sw_of(s, 1 - (int)s->side)->flags, memory_order_acquire);
+}
+
+int shim_peer_asks(struct tsock *t)
+{
+	return atomic_load_explicit(&t->slot->state, memory_order_relaxed) == SLOT_MOVED &&
+	       t->mapped && (peer_flags(t->slot) & SHUNT_SW_ASK);
+}
+
+static void nap(int64_t *ns)
+{
+	struct timespec ts = shunt_ts(*ns);
+
+	nanosleep(&ts, NULL);
+	*ns = SHUNT_MIN(*ns * 2, 10000000);
+}
+
+/* A robust lock, taken before a deadline or not at all. */
+static int lock_by(pthread_mutex_t *mu, int64_t deadline)
+{
+	int64_t ns = 50000;
+
+	for (;;) {
+		int rc = pthread_mutex_trylock(mu);
+		if (rc == EOWNERDEAD) {
+			pthread_mutex_consistent(mu);
+			return 0;
+		}
+		if (rc == 0)
+			return 0;
+		if (shunt_now_ns() >= deadline)
+			return -ETIMEDOUT;
+		nap(&ns);
+	}
+}
+
+/* --- The peer's part ---------------------------------------------------------- */
+
+/* Our ring's bytes the asker left unread: still ours to send, first. */
+static int leftovers(struct tslot *s, uint64_t *from)
+{
+	struct shunt_ring *r = &s->end.tx;
+	uint64_t tail = atomic_load_explicit(r->tail, memory_order_acquire);
+
+	if (tail > r->pos || r->pos - tail > r->cap)
+		return -EPROTO;
+	*from = tail;
+	return 0;
+}
+
+void shim_back_answer_locked(struct tsock *t, int fd)
+{
+	struct tslot *s = t->slot;
+	struct shunt_switch *me = sw_of(s, (int)s->side);
+	uint32_t ph = atomic_load(&s->phase);
+	uint64_t total = 0;
+
+	if (ph & PH_TX_BACK)
+		return;
+	if (!(ph & PH_TX_RING)) {
+		/* Our data never left TCP: it stays there, with no doorbell. */
+		atomic_fetch_or_explicit(&me->flags, SHUNT_SW_TCP | SHUNT_SW_BACK,
+					 memory_order_release);
+		atomic_fetch_or(&s->phase, PH_NOBELL | PH_TX_BACK | PH_TX_PLAIN);
+		return;
+	}
+	/* A thread of the asker asleep on the ring must wake to let go of
+	 * it: one last doorbell, before the offset that ends them. */
+	if (atomic_load_explicit(&s->end.peer->wait, memory_order_acquire))
+		sys_send(fd, &s->bell, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+	if (shim_kern_tx_total(fd, &total) < 0) {
+		shunt_end_fail(&s->end, -EPROTO);
+		return;
+	}
+	atomic_store(&s->back_pos, UNKNOWN);
+	atomic_store(&s->back_end, s->end.tx.pos);
+	atomic_store_explicit(&me->back_head, s->end.tx.pos, memory_order_relaxed);
+	atomic_store_explicit(&me->back_tcp, total, memory_order_relaxed);
+	/* Release: both numbers before the flag that covers them. */
+	atomic_fetch_or_explicit(&me->flags, SHUNT_SW_BACK, memory_order_release);
+	atomic_fetch_or(&s->phase, PH_NOBELL | PH_TX_BACK);
+	log_debug("fd %d: the peer asked to go back to TCP: our TCP data from %llu", fd,
+		  (unsigned long long)total);
+}
+
+void shim_back_answer(struct tsock *t, int fd)
+{
+	struct tslot *s = t->slot;
+
+	if (atomic_load(&s->phase) & PH_TX_BACK)
+		return;
+	shim_lock(&s->tx_mu);
+	shim_back_answer_locked(t, fd);
+	shim_unlock(&s->tx_mu);
+	shim_back_settle(t, fd);
+}
+
+/* Send what is left of our ring into TCP.  0 when all of it went; -EAGAIN
+ * (or another error) if some is left.  The asker's tail is final once it
+ * said BACK (it holds its reading lock from before). */
+static int flush_locked(struct tsock *t, int fd, int block)
+{
+	struct tslot *s = t->slot;
+	struct shunt_ring *r = &s->end.tx;
+	uint64_t pos = atomic_load(&s->back_pos), end = atomic_load(&s->back_end);
+
+	if (pos == UNKNOWN) {
+		if (!(peer_flags(s) & SHUNT_SW_BACK))
+			return -EAGAIN;
+		if (leftovers(s, &pos) < 0)
+			return -EPROTO;
+		atomic_store(&s->back_pos, pos);
+		log_debug("fd %d: %llu ring bytes the peer left unread go by TCP", fd,
+			  (unsigned long long)(end - pos));
+	}
+	while (pos < end) {
+		size_t n = (size_t)SHUNT_MIN(end - pos, r->cap);
+		long k = sys_sendto(fd, r->data + (pos & r->mask), n,
+				    MSG_NOSIGNAL | (block ? 0 : MSG_DONTWAIT), NULL, 0);
+		if (k == -EINTR)
+			continue;
+		if (k <= 0)
+			return k ? (int)k : -EAGAIN;
+		pos += (uint64_t)k;
+		atomic_store(&s->back_pos, pos);
+	}
+	/* A shutdown that went to the ring is the stream's now. */
+	if (shunt_end_state(&s->end) & SHUNT_ST_SHUT_WR)
+		sys_shutdown(fd, SHUT_WR);
+	atomic_fetch_or(&s->phase, PH_TX_PLAIN);
+	return 0;
+}
+
+/* The asker says BACK right after our answer; a blocking send waits. */
+static int wait_asker(struct tslot *s, int block)
+{
+	int64_t deadline = shunt_now_ns() + ASK_NS, ns = 20000;
+
+	while (!(peer_flags(s) & SHUNT_SW_BACK)) {
+		int64_t st = shunt_end_peer_state(&s->end);
+		if (!block)
+			return -EAGAIN;
+		if (st < 0 || (st & SHUNT_ST_CLOSED) || shunt_now_ns() >= deadline)
+			return -ECONNRESET;
+		nap(&ns);
+	}
+	return 0;
+}
+
+int shim_back_tx(struct tsock *t, int fd, int block)
+{
+	struct tslot *s = t->slot;
+
+	if (atomic_load(&s->phase) & PH_TX_PLAIN)
+		return 0;
+	if (!(atomic_load(&s->phase) & PH_TX_BACK))
+		shim_back_answer(t, fd);
+	int rc = wait_asker(s, block);
+	if (rc < 0)
+		return rc;
+	shim_lock(&s->tx_mu);
+	rc = (atomic_load(&s->phase) & PH_TX_PLAIN) ? 0 : flush_locked(t, fd, block);
+	shim_unlock(&s->tx_mu);
+	shim_back_settle(t, fd);
+	return rc;
+}
+
+/* Where the asker's data resumes on TCP, once it said so: 1, else 0. */
+static int asker_back(struct tslot *s, uint64_t *head, uint64_t *tcp)
+{
+	struct shunt_switch *p = sw_of(s, 1 - (int)s->side);
+
+	if (!(atomic_load_explicit(&p->flags, memory_order_acquire) & SHUNT_SW_BACK))
+		return 0;
+	*head = atomic_load_explicit(&p->back_head, memory_order_relaxed);
+	*tcp = atomic_load_explicit(&p->back_tcp, memory_order_relaxed);
+	return 1;
+}
+
+/* Take exactly n doorbells off the stream (they were sent before the
+ * asker's BACK, so they are there or on their way). */
+static int take_bells(struct tslot *s, int fd, uint64_t n, int64_t deadline)
+{
+	uint8_t buf[256];
+	int64_t ns = 20000;
+
+	while (n) {
+		long k = sys_recv(fd, buf, (size_t)SHUNT_MIN(n, sizeof(buf)), MSG_DONTWAIT);
+		if (k == -EAGAIN && deadline && shunt_now_ns() < deadline) {
+			nap(&ns);
+			continue;
+		}
+		if (k <= 0)
+			return k ? (int)k : -ECONNRESET;
+		for (long i = 0; i < k; i++)
+			if (buf[i] != s->bell)
+				return -EPROTO;
+		n -= (uint64_t)k;
+	}
+	return 0;
+}
+
+/* Our side of the ring is read to where the asker's ring data ends:
+ * 1, 0 (not yet), or -EPROTO for an impossible head. */
+static int ring_read(struct tslot *s, uint64_t head)
+{
+	struct shunt_ring *r = &s->end.rx;
+
+	if (head - r->pos > r->cap)
+		return -EPROTO;
+	return head == r->pos;
+}
+
+/* Called with rx_mu held: 1 when reads go to the kernel now. */
+static int rx_leave_locked(struct tsock *t, int fd, int wait)
+{
+	struct tslot *s = t->slot;
+	uint32_t pf = peer_flags(s);
+	uint64_t head, tcp, at;
+
+	if (atomic_load(&s->phase) & PH_RX_PLAIN)
+		return 1;
+	if ((pf & SHUNT_SW_TCP) && !(pf & SHUNT_SW_RING))
+		goto plain; /* its data never left TCP */
+	if (!asker_back(s, &head, &tcp))
+		return 0;
+	int rc = ring_read(s, head);
+	if (rc <= 0)
+		return rc;
+	rc = shim_kern_rx_consumed(fd, &at);
+	if (rc < 0)
+		return rc;
+	/* The stream up to tcp is doorbells (a hostile number makes
+	 * take_bells fail, not wait forever). */
+	if (at > tcp)
+		return -EPROTO;
+	log_debug("fd %d: the peer's ring ends at %llu, its TCP data from %llu; we are at %llu",
+		  fd, (unsigned long long)head, (unsigned long long)tcp, (unsigned long long)at);
+	rc = take_bells(s, fd, tcp - at, wait ? shunt_now_ns() + ASK_NS : 0);
+	if (rc < 0)
+		return rc == -EAGAIN && !wait ? 0 : rc;
+plain:
+	atomic_fetch_or(&s->phase, PH_RX_PLAIN);
+	return 1;
+}
+
+int shim_back_rx(struct tsock *t, int fd, int wait)
+{
+	struct tslot *s = t->slot;
+
+	if (atomic_load(&s->phase) & PH_RX_PLAIN)
+		return 1;
+	shim_lock(&s->rx_mu);
+	int rc = rx_leave_locked(t, fd, wait);
+	shim_unlock(&s->rx_mu);
+	if (rc < 0) {
+		log_error("fd %d: the peer went back to TCP with a stream we cannot follow: "
+			  "the connection is reset", fd);
+		shunt_end_fail(&s->end, -EPROTO);
+		return rc;
+	}
+	if (rc)
+		shim_back_settle(t, fd);
+	return rc;
+}
+
+/* Both directions are on the kernel's socket: the connection is plain. */
+void shim_back_settle(struct tsock *t, int fd)
+{
+	struct tslot *s = t->slot;
+	uint32_t all = PH_TX_PLAIN | PH_RX_PLAIN;
+	uint32_t st = SLOT_MOVED;
+
+	(void)fd;
+	if ((atomic_load(&s->phase) & all) == all &&
+	    atomic_compare_exchange_strong(&s->state, &st, SLOT_OFF)) {
+		shim_epoll_back(t);
+		log_info("fd %d: back on TCP, as the peer asked", fd);
+	}
+}
+
+/* --- The asker's part ----------------------------------------------------------- */
+
+/* The peer's sends never reached its ring, and never will: it reads our
+ * ASK before it could (move.c, switch_tx). */
+static int peer_stays(struct tslot *s)
+{
+	atomic_thread_fence(memory_order_seq_cst);
+	return !(peer_flags(s) & SHUNT_SW_RING);
+}
+
+static int wait_answer(struct tsock *t, int fd, int64_t deadline)
+{
+	struct tslot *s = t->slot;
+	int64_t ns = 20000;
+
+	(void)fd;
+	while (!(peer_flags(s) & SHUNT_SW_BACK)) {
+		int64_t st = shunt_end_peer_state(&s->end);
+		if (st < 0 || (st & SHUNT_ST_CLOSED) || shunt_now_ns() >= deadline)
+			return -ETIMEDOUT;
+		nap(&ns);
+	}
+	return 0;
+}
+
+/* Our sends leave the ring: the peer reads it to back_head, then TCP.
+ * BACK also tells the peer that our tail is final (we hold rx_mu): what
+ * lies beyond it in its ring is its to resend. */
+static int leave_tx(struct tslot *s, int fd)
+{
+	struct shunt_switch *me = sw_of(s, (int)s->side);
+	uint64_t total = 0, head = s->end.tx.pos;
+
+	if (!(atomic_load(&s->phase) & PH_TX_RING))
+		atomic_fetch_or(&me->flags, SHUNT_SW_TCP);
+	else if (shim_kern_tx_total(fd, &total) < 0)
+		return -EPROTO;
+	atomic_store_explicit(&me->back_head, head, memory_order_relaxed);
+	atomic_store_explicit(&me->back_tcp, total, memory_order_relaxed);
+	atomic_fetch_or_explicit(&me->flags, SHUNT_SW_BACK, memory_order_release);
+	log_debug("fd %d: our sends leave the ring at %llu, TCP data from %llu", fd,
+		  (unsigned long long)head, (unsigned long long)total);
+	return 0;
+}
+
+/* The peer's doorbells leave our stream, so that what follows in it is
+ * the peer's data: the ring bytes we did not read, resent, then new. */
+static int leave_rx(struct tslot *s, int fd, int64_t deadline)
+{
+	struct shunt_switch *p = sw_of(s, 1 - (int)s->side);
+	uint64_t x = atomic_load_explicit(&p->tcp_off, memory_order_relaxed);
+	uint64_t bt = atomic_load_explicit(&p->back_tcp, memory_order_relaxed);
+	uint64_t at;
+
+	int rc = shim_kern_rx_consumed(fd, &at);
+	if (rc < 0)
+		return rc;
+	if (bt < x)
+		return -EPROTO;
+	if (at < x)
+		return bt == x ? 0 : -ENOTRECOVERABLE; /* doorbells behind unread data */
+	return at > bt ? -EPROTO : take_bells(s, fd, bt - at, deadline);
+}
+
+static void give_up_loudly(struct tsock *t, int fd, int why)
+{
+	struct tslot *s = t->slot;
+	struct shunt_bell b = shim_bell(t, fd);
+	struct sockaddr sa = { .sa_family = AF_UNSPEC };
+
+	log_error("fd %d: a connection in shared memory cannot go back to TCP exactly (%s): "
+		  "it is reset", fd,
+		  why == -ETIMEDOUT	      ? "the peer did not answer"
+		  : why == -ENOTRECOVERABLE ? "doorbells wait behind unread data"
+					      : strerror(-why));
+	shunt_end_close(&s->end, &b, SHUNT_CLOSE_RST);
+	sys_connect(fd, &sa, sizeof(sa)); /* the kernel's reset, to the peer too */
+}
+
+/* Holding both locks: our part, once the peer answered. */
+static int ask_locked(struct tsock *t, int fd, int peer_ring, int64_t deadline)
+{
+	struct tslot *s = t->slot;
+
+	if (peer_ring) {
+		int rc = wait_answer(t, fd, deadline);
+		if (rc < 0)
+			return rc;
+	}
+	int rc = leave_tx(s, fd);
+	if (rc == 0 && peer_ring && !(peer_flags(s) & SHUNT_SW_TCP))
+		rc = leave_rx(s, fd, deadline);
+	return rc;
+}
+
+/* Ask, and wake the peer if it may sleep (our doorbell is no data once
+ * our sends are on our ring); 1 if the peer's sends are on its ring. */
+static int ask(struct tsock *t, int fd)
+{
+	struct tslot *s = t->slot;
+
+	atomic_fetch_or(&sw_of(s, (int)s->side)->flags, SHUNT_SW_ASK);
+	if (peer_stays(s))
+		return 0;
+	if ((atomic_load(&s->phase) & (PH_TX_RING | PH_NOBELL)) == PH_TX_RING)
+		sys_send(fd, &s->bell, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+	return 1;
+}
+
+/* --- A peer in our own family -------------------------------------------------
+ * Both ends of a connection may live in one process family (a program
+ * talking to itself, or to a child).  Then the peer's slot is in our arena
+ * and its socket in our fd table: we answer for it, rather than wait for
+ * it to come by its socket (it may be waiting on us). */
+
+struct family_peer {
+	struct tslot *s;
+	struct tsock *t;
+	int fd;
+};
+
+static void find_peer(int fd, struct tsock *t, void *arg)
+{
+	struct family_peer *fp = arg;
+	struct tslot *p = t->slot;
+
+	if (fp->t || !t->mapped || atomic_load(&p->state) != SLOT_MOVED || p == fp->s ||
+	    p->bell != fp->s->bell || !shunt_addr_eq(&p->local, &fp->s->peer) ||
+	    !shunt_addr_eq(&p->peer, &fp->s->local))
+		return;
+	shim_ref(t);
+	fp->t = t;
+	fp->fd = fd;
+}
+
+static struct family_peer family_peer(struct tslot *s)
+{
+	struct family_peer fp = { s, NULL, -1 };
+
+	shim_each(find_peer, &fp);
+	return fp;
+}
+
+/* After our part: what the peer can do now without waiting. */
+static void family_steps(struct family_peer *fp)
+{
+	if (!fp->t)
+		return;
+	shim_back_tx(fp->t, fp->fd, 0);
+	shim_back_rx(fp->t, fp->fd, 0);
+	shim_put(fp->t);
+}
+
+int shim_demote(struct tsock *t, int fd)
+{
+	struct tslot *s = t->slot;
+	int64_t deadline = shunt_now_ns() + ASK_NS;
+
+	if (atomic_load(&s->state) == SLOT_PLAIN || atomic_load(&s->state) == SLOT_MEET) {
+		shim_give_up(t, fd, WHY_SHARED);
+		return 0;
+	}
+	if (atomic_load(&s->state) != SLOT_MOVED || !t->mapped)
+		return 0;
+	shim_switch_tx(t, fd);
+	int peer_ring = ask(t, fd);
+	struct family_peer fp = family_peer(s);
+	if (fp.t)
+		shim_back_answer(fp.t, fp.fd);
+	/* Our own threads asleep on the rings see the ask and let go. */
+	int rc = lock_by(&s->tx_mu, deadline);
+	if (rc == 0 && (rc = lock_by(&s->rx_mu, deadline)) < 0)
+		shim_unlock(&s->tx_mu);
+	if (rc == 0) {
+		rc = ask_locked(t, fd, peer_ring, deadline);
+		if (rc < 0)
+			give_up_loudly(t, fd, rc);
+		atomic_store(&s->state, SLOT_OFF);
+		shim_unlock(&s->rx_mu);
+		shim_unlock(&s->tx_mu);
+	} else {
+		give_up_loudly(t, fd, rc);
+		atomic_store(&s->state, SLOT_OFF);
+	}
+	family_steps(&fp);
+	shim_epoll_back(t);
+	shim_count_why(s, WHY_SHARED);
+	log_info("fd %d: back on TCP%s", fd, rc < 0 ? " (reset)" : "");
+	return rc;
+}
