@@ -6,8 +6,9 @@
  * read and write call (read/write, readv/writev, recv/send, recvmsg/sendmsg,
  * recvfrom/sendto and glibc's _FORTIFY_SOURCE __read_chk, __recv_chk and
  * __recvfrom_chk) at sizes from 1 byte to 300 KB, recvmmsg/sendmmsg,
- * sendfile, four connections in four threads, two threads writing one
- * connection, and 64 MiB each way between two processes.
+ * TCP_NODELAY and TCP_CORK as the program set them, sendfile, four
+ * connections in four threads, two threads writing one connection, and
+ * 64 MiB each way between two processes.
  *
  * Each case first moves its connection (ts_make_accelerated*), then checks
  * that the program sees exactly what kernel TCP gives it: SHUNT_DISABLE=1
@@ -16,6 +17,7 @@
  */
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -26,7 +28,9 @@
 #include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "shimlib.h"
@@ -38,6 +42,13 @@ extern ssize_t __read_chk(int fd, void *buf, size_t nbytes, size_t buflen);
 extern ssize_t __recv_chk(int fd, void *buf, size_t len, size_t buflen, int flags);
 extern ssize_t __recvfrom_chk(int fd, void *buf, size_t len, size_t buflen, int flags,
 			      struct sockaddr *addr, socklen_t *addrlen);
+
+/* The shim's own (these tests link its objects; absent, nothing to do):
+ * a connection that goes back to TCP gives the program its options back. */
+struct tsock;
+extern struct tsock *shim_get(int fd) __attribute__((weak));
+extern void shim_put(struct tsock *t) __attribute__((weak));
+extern void shim_nodelay_restore(struct tsock *t, int fd) __attribute__((weak));
 
 #define KIB 1024
 #define MIB (1024 * 1024)
@@ -721,6 +732,280 @@ static void case_recvmmsg(void)
 	ASSERT_SYS(close(b));
 }
 
+/* Point n message headers at n pieces of len bytes of buf, one iovec each. */
+static void mmsg_set(struct mmsghdr *m, struct iovec *v, unsigned n, unsigned char *buf,
+		     size_t len)
+{
+	memset(m, 0, n * sizeof(*m));
+	for (unsigned i = 0; i < n; i++) {
+		v[i] = (struct iovec){ buf + i * len, len };
+		m[i].msg_hdr = (struct msghdr){ .msg_iov = &v[i], .msg_iovlen = 1 };
+		m[i].msg_len = 12345;
+	}
+}
+
+/* Non-blocking sendmmsg until EAGAIN: each call ends at its first short
+ * message, which counts, or before one that would wait; the peer reads
+ * exactly the bytes counted. */
+static void mmsg_fill(int a, int b, uint64_t seed)
+{
+	enum { N = 4, LEN = 200 * KIB + 7 };
+	unsigned char *buf = malloc(N * LEN);
+	struct mmsghdr m[N];
+	struct iovec v[N];
+	uint64_t total = 0;
+	int k, shorts = 0;
+
+	ASSERT_NOT_NULL(buf);
+	ts_set_nonblock(a, 1);
+	for (;;) {
+		test_stream_fill(seed, total, buf, N * LEN);
+		mmsg_set(m, v, N, buf, LEN);
+		k = sendmmsg(a, m, N, 0);
+		if (k < 0)
+			break;
+		ASSERT_GT(k, 0);
+		for (int i = 0; i < k; i++) {
+			ASSERT_LE(m[i].msg_len, LEN);
+			ASSERT(i == k - 1 || m[i].msg_len == LEN);
+			total += m[i].msg_len;
+		}
+		shorts += m[k - 1].msg_len < LEN;
+		/* Cut short by a short message or by the next one's EAGAIN. */
+		if (k < N)
+			ASSERT_EQ(m[k].msg_len, 12345);
+		ASSERT_LT(total, 1024ull * MIB);
+	}
+	ASSERT_MSG(errno == EAGAIN, "sendmmsg: %s", test_errname(errno));
+	test_log("sendmmsg: %ju bytes before EAGAIN, %d short messages", (uintmax_t)total, shorts);
+	ts_set_nonblock(a, 0);
+	ts_recv_stream(b, seed, 0, total, ts_ms(5000));
+	free(buf);
+}
+
+/* recvmmsg's rules on a stream: nothing there, a bad timeout, no message;
+ * MSG_WAITFORONE takes what is there after the first; the timeout is
+ * checked after each message and what is left written back; MSG_PEEK;
+ * at the end of the stream every message is an empty one. */
+static void case_mmsg_rules(void)
+{
+	int a, b;
+	unsigned char in[3000];
+	uint64_t seed = shim_seed(16), off = 0;
+	struct iovec rv[3];
+	struct mmsghdr rm[3];
+	struct timespec tmo;
+
+	moved_pair(&a, &b);
+	mmsg_fill(a, b, seed ^ 1);
+	guard(3);
+	mmsg_set(rm, rv, 3, in, 1000);
+	ASSERT_FAILS(recvmmsg(b, rm, 3, MSG_DONTWAIT, NULL), EAGAIN);
+	tmo = (struct timespec){ 0, 1000000000 };
+	ASSERT_FAILS(recvmmsg(b, rm, 3, MSG_DONTWAIT, &tmo), EINVAL);
+	tmo = (struct timespec){ -1, 0 };
+	ASSERT_FAILS(recvmmsg(b, rm, 3, MSG_DONTWAIT, &tmo), EINVAL);
+	ASSERT_EQ(recvmmsg(b, rm, 0, 0, NULL), 0);
+	ASSERT_EQ(sendmmsg(a, rm, 0, 0), 0);
+
+	ts_send_stream(a, seed, off, 1500, ts_ms(2000));
+	wait_arrived(b, 1500, ts_ms(2000));
+	ASSERT_EQ(recvmmsg(b, rm, 3, MSG_WAITFORONE, NULL), 2);
+	ASSERT_EQ(rm[0].msg_len, 1000);
+	ASSERT_EQ(rm[1].msg_len, 500);
+	ASSERT_EQ(rm[2].msg_len, 12345);
+	check_stream(seed, off, in, 1500);
+	off += 1500;
+
+	ts_send_stream(a, seed, off, 300, ts_ms(2000));
+	wait_arrived(b, 300, ts_ms(2000));
+	mmsg_set(rm, rv, 3, in, 1000);
+	tmo = (struct timespec){ 5, 0 };
+	ASSERT_EQ(recvmmsg(b, rm, 3, MSG_DONTWAIT, &tmo), 1);
+	ASSERT_EQ(rm[0].msg_len, 300);
+	ASSERT_MSG(tmo.tv_sec == 4 && tmo.tv_nsec > 0, "timeout left %ld.%09ld", (long)tmo.tv_sec,
+		   tmo.tv_nsec);
+	check_stream(seed, off, in, 300);
+	off += 300;
+
+	/* A timeout of 0: one message, then it is spent. */
+	ts_send_stream(a, seed, off, 2000, ts_ms(2000));
+	wait_arrived(b, 2000, ts_ms(2000));
+	mmsg_set(rm, rv, 3, in, 1000);
+	tmo = (struct timespec){ 0, 0 };
+	ASSERT_EQ(recvmmsg(b, rm, 3, 0, &tmo), 1);
+	ASSERT_EQ(rm[0].msg_len, 1000);
+	ASSERT(tmo.tv_sec == 0 && tmo.tv_nsec == 0);
+	ASSERT_EQ(recvmmsg(b, rm + 1, 2, MSG_PEEK | MSG_DONTWAIT, NULL), 2);
+	ASSERT_EQ(rm[1].msg_len, 1000);
+	ASSERT_EQ(rm[2].msg_len, 1000);
+	check_stream(seed, off, in, 2000);
+	ASSERT_EQ(memcmp(in + 1000, in + 2000, 1000), 0);
+	ts_recv_stream(b, seed, off + 1000, 1000, ts_ms(2000));
+	off += 2000;
+
+	ASSERT_SYS(shutdown(a, SHUT_WR));
+	ASSERT(ts_wait_fd(b, POLLIN, ts_ms(2000)) & POLLIN);
+	mmsg_set(rm, rv, 3, in, 1000);
+	ASSERT_EQ(recvmmsg(b, rm, 3, 0, NULL), 3);
+	for (int i = 0; i < 3; i++)
+		ASSERT_EQ(rm[i].msg_len, 0);
+	alarm(0);
+	ts_expect_accel(b, "recvmmsg's rules");
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+/* --- TCP_NODELAY and TCP_CORK ----------------------------------------------- */
+
+static int tcp_opt(int fd, int opt)
+{
+	int v = -1;
+	socklen_t len = sizeof(v);
+
+	ASSERT_SYS(getsockopt(fd, IPPROTO_TCP, opt, &v, &len));
+	ASSERT_EQ(len, sizeof(v));
+	return v;
+}
+
+static void set_tcp_opt(int fd, int opt, int v)
+{
+	ASSERT_SYS(setsockopt(fd, IPPROTO_TCP, opt, &v, sizeof(v)));
+	ASSERT_MSG(tcp_opt(fd, opt) == !!v, "TCP option %d: set %d, read back %d", opt, v,
+		   tcp_opt(fd, opt));
+}
+
+/* The kernel's own value, past the shim's getsockopt. */
+static int kernel_tcp_opt(int fd, int opt)
+{
+	int v = -1;
+	socklen_t len = sizeof(v);
+
+	ASSERT_SYS(syscall(SYS_getsockopt, fd, IPPROTO_TCP, opt, &v, &len));
+	return v;
+}
+
+/* The kernel's answers to odd arguments: a short, negative or missing
+ * value for setsockopt, which changes nothing; getsockopt writes at most
+ * an int, as many bytes as asked. */
+static void tcp_opt_edges(int fd, int opt, int want)
+{
+	int v = !want;
+	unsigned char b[8];
+	socklen_t len;
+
+	ASSERT_FAILS(setsockopt(fd, IPPROTO_TCP, opt, &v, sizeof(v) - 1), EINVAL);
+	ASSERT_FAILS(setsockopt(fd, IPPROTO_TCP, opt, &v, 0), EINVAL);
+	ASSERT_FAILS(setsockopt(fd, IPPROTO_TCP, opt, &v, (socklen_t)-1), EINVAL);
+	ASSERT_FAILS(setsockopt(fd, IPPROTO_TCP, opt, NULL, sizeof(v)), EFAULT);
+	ASSERT_FAILS(getsockopt(fd, IPPROTO_TCP, opt, b, NULL), EFAULT);
+	memset(b, 0xee, sizeof(b));
+	len = 0;
+	ASSERT_SYS(getsockopt(fd, IPPROTO_TCP, opt, b, &len));
+	ASSERT_EQ(len, 0);
+	ASSERT_EQ(b[0], 0xee);
+	len = 1;
+	ASSERT_SYS(getsockopt(fd, IPPROTO_TCP, opt, b, &len));
+	ASSERT_EQ(len, 1);
+	ASSERT_EQ(b[0], want);
+	ASSERT_EQ(b[1], 0xee);
+	len = sizeof(b);
+	ASSERT_SYS(getsockopt(fd, IPPROTO_TCP, opt, b, &len));
+	ASSERT_EQ(len, sizeof(int));
+	memcpy(&v, b, sizeof(v));
+	ASSERT_EQ(v, want);
+	ASSERT_EQ(b[sizeof(int)], 0xee);
+	ASSERT_EQ(tcp_opt(fd, opt), want);
+}
+
+/* Move a pair whose end a holds a cork, which keeps each of a's bytes on
+ * TCP up to 200 ms: b writes, a reads, and only every 16th round does a
+ * write (its sends switch to the ring on a send).  b's reads that find
+ * nothing see a's switch. */
+static void move_corked(int a, int b)
+{
+	uint64_t end = test_now_ns() + (uint64_t)ts_ms(4000) * 1000000u;
+	char x = 'x', y;
+
+	for (int round = 0;; round++) {
+		ts_write_all(b, &x, 1, ts_ms(3000));
+		ts_read_exact(a, &y, 1, ts_ms(3000));
+		ASSERT_EQ(y, x);
+		if (round % 16 == 15) {
+			ts_write_all(a, &x, 1, ts_ms(3000));
+			ts_read_exact(b, &y, 1, ts_ms(3000));
+			ASSERT_EQ(y, x);
+		}
+		ASSERT_FAILS(recv(b, &y, 1, MSG_DONTWAIT), EAGAIN);
+		if (ts_disabled() ? round >= 3 : ts_accel(a) && ts_accel(b))
+			return;
+		if (test_now_ns() > end)
+			TEST_FAIL_MSG("fds %d and %d never moved to shared memory", a, b);
+	}
+}
+
+/* Options the shim sets for itself on the kernel's socket once the
+ * connection moved (TCP_NODELAY on, TCP_CORK off, so that its doorbells
+ * leave at once): the program reads back what it set, before and after
+ * the move and in a forked child; its settings still take, and its odd
+ * arguments fail as the kernel's; a connection going back to TCP gets
+ * them on the kernel's socket again. */
+static void case_nodelay(void)
+{
+	int a, b;
+	uint64_t seed = shim_seed(15);
+
+	ts_pair(&a, &b);
+	ASSERT_EQ(tcp_opt(a, TCP_NODELAY), 0);
+	ASSERT_EQ(tcp_opt(a, TCP_CORK), 0);
+	set_tcp_opt(a, TCP_NODELAY, 1);
+	set_tcp_opt(a, TCP_NODELAY, 0);
+	set_tcp_opt(a, TCP_CORK, 1);
+	set_tcp_opt(b, TCP_NODELAY, 7);
+	move_corked(a, b);
+	ASSERT_EQ(tcp_opt(a, TCP_NODELAY), 0);
+	ASSERT_EQ(tcp_opt(a, TCP_CORK), 1);
+	ASSERT_EQ(tcp_opt(b, TCP_NODELAY), 1);
+	ASSERT_EQ(tcp_opt(b, TCP_CORK), 0);
+	/* The doorbells' socket, under the shim. */
+	ASSERT_EQ(kernel_tcp_opt(a, TCP_NODELAY), !ts_disabled());
+	ASSERT_EQ(kernel_tcp_opt(a, TCP_CORK), ts_disabled());
+	/* Corked bytes still come (on TCP within 200 ms). */
+	ts_send_stream(a, seed, 0, 1000, ts_ms(2000));
+	ts_recv_stream(b, seed, 0, 1000, ts_ms(2000));
+	tcp_opt_edges(a, TCP_CORK, 1);
+	tcp_opt_edges(a, TCP_NODELAY, 0);
+	tcp_opt_edges(b, TCP_NODELAY, 1);
+	pid_t pid = fork();
+	ASSERT_SYS(pid);
+	if (pid == 0)
+		_exit(tcp_opt(a, TCP_NODELAY) == 0 && tcp_opt(a, TCP_CORK) == 1 ? 0 : 1);
+	test_wait_ok(pid, ts_ms(5000) / 1000.0);
+	set_tcp_opt(a, TCP_CORK, 0);
+	set_tcp_opt(a, TCP_NODELAY, 1);
+	set_tcp_opt(a, TCP_NODELAY, 0);
+	set_tcp_opt(a, TCP_CORK, 1);
+	ts_send_stream(b, seed ^ 1, 0, 1000, ts_ms(2000));
+	ts_recv_stream(a, seed ^ 1, 0, 1000, ts_ms(2000));
+	ts_expect_accel(a, "TCP_NODELAY and TCP_CORK");
+	ts_expect_accel(b, "TCP_NODELAY and TCP_CORK");
+	/* Back on the kernel's socket: it says the same. */
+	struct tsock *t = shim_get ? shim_get(a) : NULL;
+	if (t) {
+		shim_nodelay_restore(t, a);
+		shim_nodelay_restore(t, a);
+		shim_put(t);
+	}
+	ASSERT_EQ(kernel_tcp_opt(a, TCP_NODELAY), 0);
+	ASSERT_EQ(kernel_tcp_opt(a, TCP_CORK), 1);
+	ASSERT_EQ(tcp_opt(a, TCP_NODELAY), 0);
+	ASSERT_EQ(tcp_opt(a, TCP_CORK), 1);
+	set_tcp_opt(a, TCP_CORK, 0);
+	ASSERT_EQ(kernel_tcp_opt(a, TCP_CORK), 0);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
 /* --- sendfile --------------------------------------------------------------- */
 
 #define SF_SIZE MIB
@@ -1046,6 +1331,8 @@ static const struct shim_case g_cases[] = {
 	{ "io_calls", case_io_calls },
 	{ "sendmmsg", case_sendmmsg },
 	{ "recvmmsg", case_recvmmsg },
+	{ "mmsg_rules", case_mmsg_rules },
+	{ "nodelay", case_nodelay },
 	{ "sendfile", case_sendfile },
 	{ "threads", case_threads },
 	{ "two_writers", case_two_writers },

@@ -180,6 +180,7 @@ static void init_locks(struct tslot *s)
 	pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
 	pthread_mutex_init(&s->tx_mu, &a);
 	pthread_mutex_init(&s->rx_mu, &a);
+	pthread_mutex_init(&s->opt_mu, &a);
 	pthread_mutexattr_destroy(&a);
 }
 

@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -798,6 +799,109 @@ void shim_sockopt(struct tsock *t, int fd, int level, int opt, const void *val,
 					     opt == 19 /* TCP_REPAIR */))) {
 		atomic_fetch_or(&s->flags, TF_OPTS);
 	}
+}
+
+/* --- TCP_NODELAY and TCP_CORK (shim.h) ------------------------------------------ */
+
+static int32_t *nd_value(struct tslot *s, int opt)
+{
+	return opt == TCP_CORK ? &s->nd_cork : &s->nd_nodelay;
+}
+
+static int nd_kernel_get(int fd, int opt, int32_t *out)
+{
+	int v = 0;
+	unsigned len = sizeof(v);
+	int rc = sys_getsockopt(fd, IPPROTO_TCP, opt, &v, &len);
+
+	*out = !!v;
+	return rc;
+}
+
+static void nd_kernel_set(int fd, int opt, int v)
+{
+	sys_setsockopt(fd, IPPROTO_TCP, opt, &v, sizeof(v));
+}
+
+void shim_nodelay_take(struct tsock *t, int fd)
+{
+	struct tslot *s = S(t);
+
+	shim_lock(&s->opt_mu);
+	/* Once: while we hold them, the kernel's values are not the program's.
+	 * Values we cannot read we cannot give back: then we leave them. */
+	if (!s->nd_virtual && nd_kernel_get(fd, TCP_NODELAY, &s->nd_nodelay) == 0 &&
+	    nd_kernel_get(fd, TCP_CORK, &s->nd_cork) == 0) {
+		s->nd_virtual = 1;
+		/* Nagle's first: uncorking then sends what waits at once. */
+		if (!s->nd_nodelay)
+			nd_kernel_set(fd, TCP_NODELAY, 1);
+		if (s->nd_cork)
+			nd_kernel_set(fd, TCP_CORK, 0);
+	}
+	shim_unlock(&s->opt_mu);
+}
+
+void shim_nodelay_restore(struct tsock *t, int fd)
+{
+	struct tslot *s = S(t);
+
+	shim_lock(&s->opt_mu);
+	if (s->nd_virtual) {
+		if (!s->nd_nodelay)
+			nd_kernel_set(fd, TCP_NODELAY, 0);
+		if (s->nd_cork)
+			nd_kernel_set(fd, TCP_CORK, 1);
+		s->nd_virtual = 0;
+	}
+	shim_unlock(&s->opt_mu);
+}
+
+/* The kernel's checks of an int option: a negative length (the socket
+ * call), a short one (TCP's), then the copy of the value. */
+static int int_option(const void *val, socklen_t len, int *out)
+{
+	if ((int)len < 0 || len < sizeof(int))
+		return -EINVAL;
+	if (!val)
+		return -EFAULT;
+	memcpy(out, val, sizeof(*out));
+	return 0;
+}
+
+int shim_nodelay_set(struct tsock *t, int fd, int opt, const void *val, socklen_t len)
+{
+	struct tslot *s = S(t);
+	int rc, v;
+
+	shim_lock(&s->opt_mu);
+	if (!s->nd_virtual) {
+		rc = REAL(setsockopt)(fd, IPPROTO_TCP, opt, val, len);
+	} else {
+		rc = int_option(val, len, &v);
+		if (rc == 0)
+			*nd_value(s, opt) = !!v; /* the kernel keeps a flag */
+		rc = (int)shim_err(rc);
+	}
+	shim_unlock(&s->opt_mu);
+	return rc;
+}
+
+int shim_nodelay_get(struct tsock *t, int fd, int opt, void *val, socklen_t *len)
+{
+	struct tslot *s = S(t);
+
+	shim_lock(&s->opt_mu);
+	/* The kernel checks the arguments and writes its length (at most an
+	 * int) and its value; while we hold the options, the program's value
+	 * goes over its own, as many bytes of it. */
+	int rc = REAL(getsockopt)(fd, IPPROTO_TCP, opt, val, len);
+	if (rc == 0 && s->nd_virtual && *len > 0) {
+		int v = *nd_value(s, opt);
+		memcpy(val, &v, SHUNT_MIN((size_t)*len, sizeof(v)));
+	}
+	shim_unlock(&s->opt_mu);
+	return rc;
 }
 
 /* --- Readiness ----------------------------------------------------------------- */

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -24,6 +25,7 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "internal.h"
 #include "shim.h"
 #include "sys.h"
@@ -173,13 +175,30 @@ EXPORT int shutdown(int fd, int how)
 	ON_SOCK(fd, t, REAL(shutdown)(fd, how), shim_shutdown(t, fd, how));
 }
 
+/* Options the shim holds for the program once a connection moved. */
+static int nagle_opt(int level, int opt)
+{
+	return level == IPPROTO_TCP && (opt == TCP_NODELAY || opt == TCP_CORK);
+}
+
 EXPORT int setsockopt(int fd, int level, int opt, const void *val, socklen_t len)
 {
+	if (nagle_opt(level, opt))
+		ON_SOCK(fd, t, REAL(setsockopt)(fd, level, opt, val, len),
+			shim_nodelay_set(t, fd, opt, val, len));
 	int rc = REAL(setsockopt)(fd, level, opt, val, len);
 
 	if (rc == 0)
 		ON_SOCK(fd, t, 0, (shim_sockopt(t, fd, level, opt, val, len), 0));
 	return rc;
+}
+
+EXPORT int getsockopt(int fd, int level, int opt, void *val, socklen_t *len)
+{
+	if (nagle_opt(level, opt))
+		ON_SOCK(fd, t, REAL(getsockopt)(fd, level, opt, val, len),
+			shim_nodelay_get(t, fd, opt, val, len));
+	return REAL(getsockopt)(fd, level, opt, val, len);
 }
 
 /* --- fds ------------------------------------------------------------------- */
@@ -526,16 +545,23 @@ EXPORT ssize_t writev(int fd, const struct iovec *iov, int n)
 		n < 0 || n > IOV_MAX ? shim_err(-EINVAL) : shim_sendv(t, fd, iov, n, 0));
 }
 
+/* A read of the kernel's socket on a tracked fd: the stream it consumed,
+ * and a call towards the move while it is on TCP. */
+static void kernel_read(struct tsock *t, int fd, int flags, ssize_t n)
+{
+	if (!(flags & (MSG_ERRQUEUE | MSG_OOB | MSG_PEEK)) && n > 0)
+		atomic_fetch_add(&t->slot->rx_tcp, (uint64_t)n);
+	if (!(flags & (MSG_ERRQUEUE | MSG_OOB)) && !shim_moved(t))
+		shim_count(t, fd, n > 0 ? (uint64_t)n : 0, 0);
+}
+
 static ssize_t recvmsg_sock(struct tsock *t, int fd, struct msghdr *m, int flags)
 {
 	if (m->msg_iovlen > IOV_MAX)
 		return shim_err(-EMSGSIZE);
 	if (!shim_moved(t) || (flags & (MSG_ERRQUEUE | MSG_OOB))) {
 		ssize_t n = REAL(recvmsg)(fd, m, flags);
-		if (!(flags & (MSG_ERRQUEUE | MSG_OOB | MSG_PEEK)) && n > 0)
-			atomic_fetch_add(&t->slot->rx_tcp, (uint64_t)n);
-		if (!(flags & (MSG_ERRQUEUE | MSG_OOB)) && !shim_moved(t))
-			shim_count(t, fd, n > 0 ? (uint64_t)n : 0, 0);
+		kernel_read(t, fd, flags, n);
 		return n;
 	}
 	m->msg_namelen = 0;
@@ -564,6 +590,15 @@ EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags)
 	return n;
 }
 
+static ssize_t sendmsg_sock(struct tsock *t, int fd, const struct msghdr *m, int flags)
+{
+	if (m->msg_iovlen > IOV_MAX)
+		return shim_err(-EMSGSIZE);
+	if (m->msg_controllen) /* ancillary data is TCP's */
+		return REAL(sendmsg)(fd, m, flags);
+	return shim_sendv(t, fd, m->msg_iov, (int)m->msg_iovlen, flags);
+}
+
 EXPORT ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
 {
 	struct tsock *t = shim_get(fd);
@@ -573,18 +608,177 @@ EXPORT ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
 			shim_scm_out(m);
 		return REAL(sendmsg)(fd, m, flags);
 	}
-	ssize_t n;
-	if (m->msg_iovlen > IOV_MAX)
-		n = shim_err(-EMSGSIZE);
-	else if (m->msg_controllen || !shim_moved(t)) /* ancillary data is TCP's */
-		n = m->msg_controllen ? REAL(sendmsg)(fd, m, flags)
-				      : shim_sendv(t, fd, m->msg_iov, (int)m->msg_iovlen, flags);
-	else
-		n = shim_sendv(t, fd, m->msg_iov, (int)m->msg_iovlen, flags);
+	ssize_t n = sendmsg_sock(t, fd, m, flags);
 	int err = errno;
 	shim_put(t);
 	errno = err;
 	return n;
+}
+
+/* --- Many messages ---------------------------------------------------------
+ * On a stream socket each message of sendmmsg and recvmmsg is a piece of
+ * the stream, sent or read as by sendmsg and recvmsg (net/socket.c).  While
+ * the connection is on TCP the kernel does it all; once it moved, one
+ * message at a time through the calls above, with the kernel's rules. */
+
+static size_t msg_bytes(const struct msghdr *m)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < m->msg_iovlen; i++)
+		n += m->msg_iov[i].iov_len;
+	return n;
+}
+
+/* The next message only after a whole one; the count of messages sent (a
+ * short one counts), or the first one's error: a later error is not
+ * reported, and errno stays the program's. */
+static int sendmmsg_moved(struct tsock *t, int fd, struct mmsghdr *v, unsigned n, int flags)
+{
+	int err = errno;
+	unsigned i;
+
+	if (n > IOV_MAX)
+		n = IOV_MAX; /* the kernel's cap, UIO_MAXIOV */
+	if (n && !v)
+		return (int)shim_err(-EFAULT);
+	for (i = 0; i < n; i++) {
+		ssize_t k = sendmsg_sock(t, fd, &v[i].msg_hdr, flags);
+		if (k < 0 && i == 0)
+			return -1;
+		if (k < 0)
+			break;
+		v[i].msg_len = (unsigned)k;
+		if ((size_t)k < msg_bytes(&v[i].msg_hdr)) {
+			i++;
+			break;
+		}
+	}
+	errno = err;
+	return (int)i;
+}
+
+static int sendmmsg_sock(struct tsock *t, int fd, struct mmsghdr *v, unsigned n, int flags)
+{
+	if (flags & MSG_OOB) /* urgent data is TCP's, as in shim_send() */
+		atomic_fetch_or(&t->slot->flags, TF_OPTS);
+	if (shim_moved(t))
+		return sendmmsg_moved(t, fd, v, n, flags);
+	int k = REAL(sendmmsg)(fd, v, n, flags);
+	uint64_t out = 0;
+	for (int i = 0; i < k; i++)
+		out += v[i].msg_len;
+	shim_count(t, fd, 0, out);
+	return k;
+}
+
+EXPORT int sendmmsg(int fd, struct mmsghdr *v, unsigned int n, int flags)
+{
+	struct tsock *t = shim_get(fd);
+
+	if (!t) {
+		int err = errno;
+		for (unsigned i = 0; v && i < n && i < IOV_MAX; i++)
+			if (v[i].msg_hdr.msg_controllen)
+				shim_scm_out(&v[i].msg_hdr);
+		errno = err;
+		return REAL(sendmmsg)(fd, v, n, flags);
+	}
+	int k = sendmmsg_sock(t, fd, v, n, flags);
+	int err = errno;
+	shim_put(t);
+	errno = err;
+	return k;
+}
+
+/* recvmmsg's timeout is no bound on a wait: after each message, what is
+ * left of it is written back, and the call ends once nothing is. */
+static int timeout_spent(struct timespec *tmo, int64_t end)
+{
+	int64_t left = end - shunt_now_ns();
+
+	*tmo = shunt_ts(left);
+	return left <= 0;
+}
+
+static int64_t timeout_end(const struct timespec *tmo)
+{
+	int64_t now = shunt_now_ns();
+
+	if (tmo->tv_sec >= (SHUNT_NEVER - now) / 1000000000 - 1)
+		return SHUNT_NEVER;
+	return now + (int64_t)tmo->tv_sec * 1000000000 + tmo->tv_nsec;
+}
+
+/* An error after some messages: the kernel keeps it in the socket for the
+ * next read (sk_err).  A reset is the one that matters, and the ring still
+ * has it: the next read reports it again. */
+static int recvmmsg_cut(struct tsock *t, unsigned got, int err)
+{
+	if (errno == ECONNRESET)
+		atomic_store(&t->slot->reset_told, 0);
+	errno = err;
+	return (int)got;
+}
+
+static int recvmmsg_moved(struct tsock *t, int fd, struct mmsghdr *v, unsigned n, int flags,
+			  struct timespec *tmo)
+{
+	int64_t end = tmo ? timeout_end(tmo) : 0;
+	int err = errno;
+	unsigned got = 0;
+
+	if (n && !v)
+		return (int)shim_err(-EFAULT);
+	while (got < n) {
+		ssize_t k = recvmsg_sock(t, fd, &v[got].msg_hdr, flags & ~MSG_WAITFORONE);
+		if (k < 0)
+			return got ? recvmmsg_cut(t, got, err) : -1;
+		v[got++].msg_len = (unsigned)k;
+		if (flags & MSG_WAITFORONE)
+			flags |= MSG_DONTWAIT;
+		if ((tmo && timeout_spent(tmo, end)) || (v[got - 1].msg_hdr.msg_flags & MSG_OOB))
+			break;
+	}
+	errno = err;
+	return (int)got;
+}
+
+static int recvmmsg_sock(struct tsock *t, int fd, struct mmsghdr *v, unsigned n, int flags,
+			 struct timespec *tmo)
+{
+	if (!shim_moved(t) || (flags & (MSG_ERRQUEUE | MSG_OOB))) {
+		int k = REAL(recvmmsg)(fd, v, n, flags, tmo);
+		ssize_t in = k < 0 ? -1 : 0;
+		for (int i = 0; i < k; i++)
+			in += v[i].msg_len;
+		kernel_read(t, fd, flags, in);
+		return k;
+	}
+	/* The kernel's first check, before the socket's. */
+	if (tmo && (tmo->tv_sec < 0 || (unsigned long)tmo->tv_nsec >= 1000000000ul))
+		return (int)shim_err(-EINVAL);
+	return recvmmsg_moved(t, fd, v, n, flags, tmo);
+}
+
+EXPORT int recvmmsg(int fd, struct mmsghdr *v, unsigned int n, int flags, struct timespec *tmo)
+{
+	struct tsock *t = shim_get(fd);
+
+	if (t) {
+		int k = recvmmsg_sock(t, fd, v, n, flags, tmo);
+		int err = errno;
+		shim_put(t);
+		errno = err;
+		return k;
+	}
+	int k = REAL(recvmmsg)(fd, v, n, flags, tmo);
+	int err = errno;
+	for (int i = 0; i < k && !(flags & MSG_ERRQUEUE); i++)
+		if (v[i].msg_hdr.msg_controllen > 0)
+			shim_scm_in(fd, &v[i].msg_hdr);
+	errno = err;
+	return k;
 }
 
 static ssize_t do_sendfile(int out, int in, off_t *off, size_t count)

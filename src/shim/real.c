@@ -34,10 +34,13 @@ void shim_real_init(void)
 	FIND(sendto);
 	FIND(recvmsg);
 	FIND(sendmsg);
+	FIND(recvmmsg);
+	FIND(sendmmsg);
 	FIND(sendfile);
 	FIND(splice);
 	FIND(shutdown);
 	FIND(setsockopt);
+	FIND(getsockopt);
 	FIND(poll);
 	FIND(select);
 	FIND(pselect);

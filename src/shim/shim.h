@@ -74,10 +74,13 @@ struct shim_real {
 	ssize_t (*sendto)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
 	ssize_t (*recvmsg)(int, struct msghdr *, int);
 	ssize_t (*sendmsg)(int, const struct msghdr *, int);
+	int (*recvmmsg)(int, struct mmsghdr *, unsigned int, int, struct timespec *);
+	int (*sendmmsg)(int, struct mmsghdr *, unsigned int, int);
 	ssize_t (*sendfile)(int, int, off_t *, size_t);
 	ssize_t (*splice)(int, loff_t *, int, loff_t *, size_t, unsigned);
 	int (*shutdown)(int, int);
 	int (*setsockopt)(int, int, int, const void *, socklen_t);
+	int (*getsockopt)(int, int, int, void *, socklen_t *);
 	int (*poll)(struct pollfd *, nfds_t, int);
 	int (*select)(int, fd_set *, fd_set *, fd_set *, struct timeval *);
 	int (*pselect)(int, fd_set *, fd_set *, fd_set *, const struct timespec *,
@@ -189,6 +192,10 @@ struct tslot {
 	_Atomic int64_t rcvtimeo_ns, sndtimeo_ns; /* SO_RCVTIMEO, SO_SNDTIMEO; 0 none */
 	_Atomic int32_t foreign_pid; /* TF_FOREIGN: who sent it to us (-1 unknown) */
 	_Atomic uint64_t back_pos, back_end; /* PH_TX_BACK: our ring bytes to resend */
+	/* TCP_NODELAY and TCP_CORK as the program set them, while the kernel's
+	 * socket has them on and off for the doorbells (io.c); under opt_mu. */
+	uint32_t nd_virtual;       /* 1: the program's values are these */
+	int32_t nd_nodelay, nd_cork;
 	uint8_t bell;              /* the doorbell byte on the TCP stream */
 	/* Sleeping on the TCP doorbell: one leader in the kernel, followers on
 	 * a futex (bell.c). */
@@ -196,6 +203,7 @@ struct tslot {
 	_Atomic uint32_t bell_seq; /* futex word: bumped when the leader wakes */
 	_Atomic uint32_t followers;
 	pthread_mutex_t tx_mu, rx_mu; /* process-shared, robust */
+	pthread_mutex_t opt_mu;    /* the same; held only around option calls */
 	struct shunt_end end;      /* MOVED: the connection end */
 };
 
@@ -366,6 +374,26 @@ int shim_outq(struct tsock *t, int fd, int *out);
 void shim_sockopt(struct tsock *t, int fd, int level, int opt, const void *val,
 		  socklen_t len);
 void shim_set_nonblock(struct tsock *t, int on);
+/*
+ * TCP_NODELAY and TCP_CORK.  Once our sends go to the ring, the TCP stream
+ * carries only doorbells, which must leave at once: Nagle's algorithm would
+ * hold one back until the previous one is acknowledged (40 ms with a
+ * delayed ACK), a cork for 200 ms.  So the switch (move.c) calls
+ * shim_nodelay_take(), which keeps the program's values of both in the
+ * slot and sets the kernel's socket to TCP_NODELAY 1, TCP_CORK 0; from
+ * then on the program's setsockopt and getsockopt of them (IPPROTO_TCP)
+ * use the slot's values, as the kernel would, and the kernel's stay.
+ * shim_nodelay_restore() puts the program's values back on the kernel's
+ * socket and ends that, for a connection that goes back to TCP; it may be
+ * called any number of times, and also when nothing was taken.  Each
+ * takes the slot's opt_mu, which comes after tx_mu when both are held.
+ */
+void shim_nodelay_take(struct tsock *t, int fd);
+void shim_nodelay_restore(struct tsock *t, int fd);
+/* The program's setsockopt and getsockopt of IPPROTO_TCP TCP_NODELAY or
+ * TCP_CORK: what libc's would return, errno set as it would. */
+int shim_nodelay_set(struct tsock *t, int fd, int opt, const void *val, socklen_t len);
+int shim_nodelay_get(struct tsock *t, int fd, int opt, void *val, socklen_t *len);
 /* Readiness of a moved socket as poll bits, from its rings and, for a
  * direction still on the TCP stream, from the kernel: `kern` is what the
  * kernel said of fd (revents), or -1 to ask it.  A doorbell the kernel
