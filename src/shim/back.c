@@ -330,9 +330,9 @@ void shim_back_settle(struct tsock *t, int fd)
 	uint32_t all = PH_TX_PLAIN | PH_RX_PLAIN;
 	uint32_t st = SLOT_MOVED;
 
-	(void)fd;
 	if ((atomic_load(&s->phase) & all) == all &&
 	    atomic_compare_exchange_strong(&s->state, &st, SLOT_OFF)) {
+		shim_nodelay_restore(t, fd);
 		shim_epoll_back(t);
 		log_info("fd %d: back on TCP, as the peer asked", fd);
 	}
@@ -523,6 +523,7 @@ int shim_demote(struct tsock *t, int fd)
 		atomic_store(&s->state, SLOT_OFF);
 	}
 	family_steps(&fp);
+	shim_nodelay_restore(t, fd);
 	shim_epoll_back(t);
 	shim_count_why(s, WHY_SHARED);
 	log_info("fd %d: back on TCP%s", fd, rc < 0 ? " (reset)" : "");
