@@ -403,6 +403,10 @@ static ssize_t after_close(struct tsock *t, int fd, const void *buf, size_t len,
 {
 	if (atomic_exchange(&S(t)->kreset, 0))
 		return shim_err(-ECONNRESET);
+	/* The program read the reset: a TCP socket is closed then (our
+	 * kernel socket may only have seen the peer's FIN). */
+	if (atomic_load(&S(t)->reset_told))
+		return broken_pipe(flags);
 	return REAL(sendto)(fd, buf, len, flags & ~MSG_ZEROCOPY, NULL, 0);
 }
 
@@ -430,10 +434,27 @@ static ssize_t urgent(struct tsock *t, int fd, const void *buf, size_t len, int 
 	return k < 0 ? (n ? n : k) : n + k;
 }
 
+/* A peer that died (no close of its own) is seen only on the TCP stream,
+ * which a send into free ring space never looks at: look now and then, as
+ * TCP's first send after such a death brings the reset. */
+#define LOOK_NS 2000000
+
+static void look_at_peer(struct tsock *t, struct shunt_bell *b)
+{
+	int64_t now = shunt_now_ns();
+
+	if (now - atomic_load_explicit(&t->peer_looked, memory_order_relaxed) < LOOK_NS &&
+	    (atomic_fetch_add_explicit(&t->sends, 1, memory_order_relaxed) & 63))
+		return;
+	atomic_store_explicit(&t->peer_looked, now, memory_order_relaxed);
+	shunt_end_check_peer(END(t), b);
+}
+
 static ssize_t ring_send(struct tsock *t, int fd, const void *buf, size_t len, int flags)
 {
 	struct shunt_bell b = shim_bell(t, fd);
 
+	look_at_peer(t, &b);
 	if (shunt_end_state(END(t)) & SHUNT_ST_SHUT_WR)
 		return broken_pipe(flags);
 	if (peer_closed(t))

@@ -244,6 +244,8 @@ struct tsock {
 	struct tmeet *meet;
 	_Atomic uint32_t io_gen;   /* moves on I/O and rings: epoll looks again */
 	int mapped;                /* this process maps the segment */
+	_Atomic int64_t peer_looked; /* when a send last asked if the peer lives */
+	_Atomic uint32_t sends;
 };
 
 /* The tracked socket behind fd with a reference taken, or NULL (the fast
