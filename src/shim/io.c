@@ -397,17 +397,34 @@ static ssize_t broken_pipe(int flags)
 	return shim_err(-EPIPE);
 }
 
-/* The peer closed: the kernel's socket answers, but for a reset one of
- * our doorbell reads took (bell.c), which this first send reports. */
+/* The peer closed: the kernel's socket answers.  But a peer that died
+ * having read all we sent closed with a FIN over TCP: its kernel reset
+ * only for doorbells it had not taken.  So, as TCP's, the first send after
+ * such a death "succeeds" and the next reports the reset; a reset one of
+ * our doorbell reads took (bell.c) is kept for that send. */
 static ssize_t after_close(struct tsock *t, int fd, const void *buf, size_t len, int flags)
 {
-	if (atomic_exchange(&S(t)->kreset, 0))
+	struct tslot *s = S(t);
+	int64_t st = shunt_end_peer_state(END(t));
+	int fin = st >= 0 && !(st & SHUNT_ST_RESET) && shunt_end_unread_by_peer(END(t)) == 0;
+
+	if (atomic_load(&s->kreset)) {
+		if (fin && !atomic_exchange(&s->sent_after, 1))
+			return (ssize_t)len;
+		atomic_store(&s->kreset, 0);
 		return shim_err(-ECONNRESET);
+	}
 	/* The program read the reset: a TCP socket is closed then (our
 	 * kernel socket may only have seen the peer's FIN). */
-	if (atomic_load(&S(t)->reset_told))
+	if (atomic_load(&s->reset_told))
 		return broken_pipe(flags);
-	return REAL(sendto)(fd, buf, len, flags & ~MSG_ZEROCOPY, NULL, 0);
+	ssize_t n = REAL(sendto)(fd, buf, len, flags & ~MSG_ZEROCOPY, NULL, 0);
+	if (n < 0 && errno == ECONNRESET && fin && !atomic_exchange(&s->sent_after, 1)) {
+		atomic_store(&s->kreset, 1);
+		return (ssize_t)len;
+	}
+	atomic_store(&s->sent_after, 1);
+	return n;
 }
 
 /* A send the program asked to be zero-copy is copied into the ring; its
@@ -469,6 +486,8 @@ static ssize_t ring_send(struct tsock *t, int fd, const void *buf, size_t len, i
 	touched(t);
 	if (n == -EXDEV)
 		return RETRY;
+	if (n == -EPIPE && (shunt_end_state(END(t)) & SHUNT_ST_SHUT_WR))
+		return broken_pipe(flags); /* our own shutdown, from another thread */
 	if (n == -EPIPE || n == -ECONNRESET)
 		return after_close(t, fd, buf, len, flags);
 	if (n > 0 && (flags & MSG_ZEROCOPY))
@@ -729,6 +748,11 @@ int shim_shutdown(struct tsock *t, int fd, int how)
 		how = SHUT_RD;
 	}
 	int rc = shunt_end_shutdown(END(t), &b, how);
+	/* The kernel's SHUT_RD wakes a read or poll of ours asleep on the
+	 * stream (the doorbells we still need to send go on). */
+	if (rc == 0 && how != SHUT_WR)
+		sys_shutdown(fd, SHUT_RD);
+	shim_bell_wake_all(t);
 	touched(t);
 	return (int)shim_err(rc);
 }

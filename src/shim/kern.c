@@ -108,6 +108,15 @@ int shim_kern_is_tcp(int fd)
 	       (d == AF_INET || d == AF_INET6);
 }
 
+int shim_kern_peer_done(int fd)
+{
+	struct tcp_info ti;
+
+	if (tcp_info(fd, &ti) < 0)
+		return 0;
+	return fin_in(ti.tcpi_state) || ti.tcpi_state == 7 /* CLOSE: a reset */;
+}
+
 uint64_t shim_kern_ino(int fd)
 {
 	struct stat st;

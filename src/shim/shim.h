@@ -189,6 +189,7 @@ struct tslot {
 	_Atomic uint32_t reset_told; /* ECONNRESET was returned: now end of stream */
 	_Atomic uint32_t kreset;   /* a doorbell read took the kernel's ECONNRESET,
 	                            * which the next send must still report */
+	_Atomic uint32_t sent_after; /* a send came after the peer's close */
 	_Atomic int64_t rcvtimeo_ns, sndtimeo_ns; /* SO_RCVTIMEO, SO_SNDTIMEO; 0 none */
 	_Atomic int32_t foreign_pid; /* TF_FOREIGN: who sent it to us (-1 unknown) */
 	_Atomic uint64_t back_pos, back_end; /* PH_TX_BACK: our ring bytes to resend */
@@ -350,10 +351,16 @@ int shim_kern_sock_uid(const struct shunt_addr *src, const struct shunt_addr *ds
 /* Is fd a TCP socket (inet or inet6)? */
 int shim_kern_is_tcp(int fd);
 uint64_t shim_kern_ino(int fd);
+/* Has the peer's FIN or a reset come in?  (Whatever our own shutdowns.) */
+int shim_kern_peer_done(int fd);
 
 /* --- The TCP doorbell (bell.c) --------------------------------------------- */
 
 extern const struct shunt_bell_ops shim_bell_ops;
+/* Our own state changed (shutdown): every thread of ours waiting on the
+ * bell looks again (followers now, a leader in poll() within 100 ms; a
+ * leader blocked in a read wakes through the kernel's SHUT_RD). */
+void shim_bell_wake_all(struct tsock *t);
 static inline struct shunt_bell shim_bell(struct tsock *t, int fd)
 {
 	return (struct shunt_bell){ &shim_bell_ops, { fd, -1 }, t };
