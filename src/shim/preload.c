@@ -1063,18 +1063,11 @@ EXPORT int execle(const char *path, const char *arg, ...)
 	return do_execve(path, argv, envp);
 }
 
-static void child_holds(int fd, struct tsock *t, void *arg)
-{
-	int fl = sys_fcntl(fd, F_GETFD, 0);
-
-	if (fl >= 0 && !(fl & FD_CLOEXEC))
-		shim_slot_hold(t->slot, *(int *)arg);
-}
-
 static int spawn(int search, pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
 		 const posix_spawnattr_t *at, char *const argv[], char *const envp[])
 {
 	pid_t child = 0;
+	shim_spawn_prepare(fa);
 	char **env = shim_exec_prepare(envp ? envp : environ, path);
 	int rc = search ? REAL(posix_spawnp)(&child, path, fa, at, argv, env)
 			: REAL(posix_spawn)(&child, path, fa, at, argv, env);
@@ -1082,8 +1075,7 @@ static int spawn(int search, pid_t *pid, const char *path, const posix_spawn_fil
 	shim_exec_done(env, envp ? envp : environ);
 	if (rc == 0) {
 		/* The child holds what it inherits, shim or not. */
-		int c = child;
-		shim_each(child_holds, &c);
+		shim_spawn_done(fa, child);
 		if (pid)
 			*pid = child;
 	}

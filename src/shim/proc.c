@@ -84,19 +84,100 @@ struct inherit {
 	int n;
 };
 
+/* --- What survives exec ------------------------------------------------------
+ * Not only the table's fds: a vfork child's dup2(sock, 1) changed no table
+ * (fds.c), and a socket whose own number is close-on-exec may survive under
+ * another.  So the open fds are listed from /proc/self/fd, with
+ * getdents64 into the stack (a vfork child must not touch the heap), and
+ * each socket among those without close-on-exec is matched by inode. */
+
+struct linux_dirent64 {
+	uint64_t d_ino;
+	int64_t d_off;
+	unsigned short d_reclen;
+	unsigned char d_type;
+	char d_name[];
+};
+
+struct by_ino {
+	uint64_t ino;
+	struct tsock *t;
+};
+
+static void find_ino(int fd, struct tsock *t, void *arg)
+{
+	struct by_ino *b = arg;
+	struct tslot *s = t->slot;
+
+	if (!s->ino)
+		s->ino = shim_kern_ino(fd);
+	if (!b->t && s->ino == b->ino)
+		b->t = t;
+}
+
+/* The tracked socket behind a surviving fd, or NULL. */
+static struct tsock *tracked_socket(int fd)
+{
+	struct tsock *t = shim_get(fd);
+	uint64_t ino = shim_kern_ino(fd);
+
+	shim_put(t); /* the table holds it for as long as we look */
+	if (!ino || (t && t->slot->ino == ino))
+		return ino ? t : NULL;
+	struct by_ino b = { ino, NULL };
+	shim_each(find_ino, &b);
+	return b.t;
+}
+
+static void each_survivor(void (*fn)(int fd, struct tsock *t, void *arg), void *arg)
+{
+	int dir = sys_openat(AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+	char buf[2048];
+	long n;
+
+	if (dir < 0)
+		return;
+	while ((n = sys_getdents64(dir, buf, sizeof(buf))) > 0) {
+		for (long off = 0; off < n;) {
+			struct linux_dirent64 *d = (struct linux_dirent64 *)(buf + off);
+			off += d->d_reclen;
+			int fd = atoi(d->d_name);
+			int fl = d->d_name[0] == '.' || fd == dir ? -1 : sys_fcntl(fd, F_GETFD, 0);
+			struct tsock *t = fl < 0 || (fl & FD_CLOEXEC) ? NULL : tracked_socket(fd);
+			if (t)
+				fn(fd, t, arg);
+		}
+	}
+	sys_close(dir);
+}
+
+/* A socket goes to an image that may not run the library: a moved one
+ * goes back to TCP, a meeting stops (a vfork child leaves the meeting,
+ * its parent's memory, to its parent: the flag stops it there). */
+static void leaving(int fd, struct tsock *t)
+{
+	struct tslot *s = t->slot;
+
+	if (atomic_load(&s->state) == SLOT_MOVED && shim_demote(t, fd) < 0)
+		log_error("fd %d: a connection in shared memory survives exec and could "
+			  "not go back to TCP: it was reset", fd);
+	else if (atomic_load(&s->state) == SLOT_MEET && shim_in_vfork_child())
+		atomic_fetch_or(&s->flags, TF_EXPORTED);
+	else if (atomic_load(&s->state) == SLOT_MEET)
+		shim_give_up(t, fd, WHY_SHARED);
+}
+
+/* A tracked socket survives the exec at fd: whatever the new image is, it
+ * holds the socket (a vfork child registers itself here: its parent must
+ * not move a connection it writes into); a moved one goes back to TCP,
+ * and the new image is told where the slot is. */
 static void add_fd(int fd, struct tsock *t, void *arg)
 {
 	struct inherit *in = arg;
 	struct tslot *s = t->slot;
-	int fl = sys_fcntl(fd, F_GETFD, 0);
 
-	if (fl < 0 || (fl & FD_CLOEXEC))
-		return;
-	if (!s->ino)
-		s->ino = shim_kern_ino(fd);
-	if (atomic_load(&s->state) == SLOT_MOVED && shim_demote(t, fd) < 0)
-		log_error("fd %d: a connection in shared memory survives exec; the new "
-			  "program cannot carry it on", fd);
+	shim_slot_hold(s, sys_getpid());
+	leaving(fd, t);
 	int k = snprintf(in->buf + in->len, in->cap - in->len, "%s%d:%d:%u:%llu",
 			 in->n ? "," : "", fd, shim_slot_index(s), t->gen,
 			 (unsigned long long)s->ino);
@@ -138,7 +219,7 @@ char **shim_exec_prepare(char *const envp[], const char *path)
 	char *var = (char *)(x->env + n + 2);
 	struct inherit in = { var, 0, INHERIT_MAX + 64, 0 };
 	in.len = (size_t)snprintf(var, in.cap, "%s=%d;", SHIM_INHERIT_ENV, afd);
-	shim_each(add_fd, &in);
+	each_survivor(add_fd, &in);
 	size_t j = 0;
 	for (size_t i = 0; i < n; i++)
 		if (strncmp(envp[i], SHIM_INHERIT_ENV "=", sizeof(SHIM_INHERIT_ENV)))
@@ -159,6 +240,86 @@ void shim_exec_done(char **env, char *const envp[])
 	if (afd >= 0)
 		sys_fcntl(afd, F_SETFD, FD_CLOEXEC);
 	sys_munmap(x, x->size);
+}
+
+/* --- posix_spawn ------------------------------------------------------------
+ * glibc's child runs the file actions and execs by itself, where no
+ * wrapper sees it: a socket it dup2()s into place survives whatever its
+ * own flag.  The actions are read from glibc's layout (stable since 2.x;
+ * anything that does not look like it reads as no action), and the
+ * sockets they name are treated as survivors, before the spawn (a moved
+ * one goes back to TCP) and after (the child holds them). */
+
+struct glibc_spawn_action {
+	int tag; /* 1: dup2 */
+	int pad;
+	union {
+		struct {
+			int fd, newfd;
+		} dup2;
+		char other[24];
+	} u;
+};
+
+#define SPAWN_DUP2 1
+
+static int spawn_dup2_from(const posix_spawn_file_actions_t *fa, int i)
+{
+	if (!fa || fa->__used <= 0 || fa->__used > fa->__allocated || fa->__used > 4096 ||
+	    !fa->__actions || i >= fa->__used)
+		return -1;
+	const struct glibc_spawn_action *a = (const struct glibc_spawn_action *)fa->__actions;
+	return a[i].tag == SPAWN_DUP2 ? a[i].u.dup2.fd : -1;
+}
+
+struct spawned {
+	const posix_spawn_file_actions_t *fa;
+	int child;
+};
+
+static int named_by_actions(int fd, const posix_spawn_file_actions_t *fa)
+{
+	for (int i = 0; fa && i < fa->__used; i++)
+		if (spawn_dup2_from(fa, i) == fd)
+			return 1;
+	return 0;
+}
+
+static int survives_spawn(int fd, const posix_spawn_file_actions_t *fa)
+{
+	int fl = sys_fcntl(fd, F_GETFD, 0);
+
+	return fl >= 0 && (!(fl & FD_CLOEXEC) || named_by_actions(fd, fa));
+}
+
+static void spawn_before(int fd, struct tsock *t, void *arg)
+{
+	struct spawned *sp = arg;
+
+	if (survives_spawn(fd, sp->fa))
+		leaving(fd, t);
+}
+
+static void spawn_after(int fd, struct tsock *t, void *arg)
+{
+	struct spawned *sp = arg;
+
+	if (survives_spawn(fd, sp->fa))
+		shim_slot_hold(t->slot, sp->child);
+}
+
+void shim_spawn_prepare(const posix_spawn_file_actions_t *fa)
+{
+	struct spawned sp = { fa, 0 };
+
+	shim_each(spawn_before, &sp);
+}
+
+void shim_spawn_done(const posix_spawn_file_actions_t *fa, int child)
+{
+	struct spawned sp = { fa, child };
+
+	shim_each(spawn_after, &sp);
 }
 
 /* --- The new image --------------------------------------------------------- */

@@ -37,6 +37,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -450,6 +451,10 @@ char **shim_exec_prepare(char *const envp[], const char *path);
 void shim_exec_done(char **env, char *const envp[]);
 /* At start-up: adopt what a parent image left in SHUNT_INHERIT. */
 void shim_inherit(void);
+/* posix_spawn: the sockets its child inherits (file actions too) go back
+ * to TCP first if they moved, and are held by the child after. */
+void shim_spawn_prepare(const posix_spawn_file_actions_t *fa);
+void shim_spawn_done(const posix_spawn_file_actions_t *fa, int child);
 void shim_fork_prepare(void);
 void shim_fork_parent(void);
 void shim_fork_child(void);
