@@ -82,27 +82,23 @@ static void touched(struct tsock *t)
 
 /* --- Receiving -------------------------------------------------------------- */
 
-static ssize_t plain_recv(struct tsock *t, int fd, void *buf, size_t len, int flags)
-{
-	ssize_t n = REAL(recvfrom)(fd, buf, len, flags, NULL, NULL);
-
-	if (n > 0 && !(flags & MSG_PEEK))
-		atomic_fetch_add_explicit(&S(t)->rx_tcp, (uint64_t)n, memory_order_relaxed);
-	shim_count(t, fd, n > 0 ? (uint64_t)n : 0, 0);
-	return n;
-}
-
 static void rx_ring_from_now(struct tsock *t)
 {
 	atomic_fetch_or_explicit(&S(t)->phase, PH_RX_RING, memory_order_release);
 	touched(t);
 }
 
-/* Bytes a read took past the switch offset: they must all be rings. */
-static int past_x(struct tsock *t, const uint8_t *extra, size_t n)
+/* Bytes `from` to `to` of what a read put in iov lie past the switch
+ * offset: they must all be rings. */
+static int past_x(struct tsock *t, const struct iovec *iov, int niov, size_t from, size_t to)
 {
-	for (size_t i = 0; extra && i < n; i++) {
-		if (extra[i] != S(t)->bell) {
+	size_t base = 0;
+
+	for (int i = 0; iov && i < niov && base < to; base += iov[i++].iov_len) {
+		const uint8_t *p = iov[i].iov_base;
+		for (size_t k = from > base ? from - base : 0; k < iov[i].iov_len && base + k < to; k++) {
+			if (p[k] == S(t)->bell)
+				continue;
 			log_error("bytes were written to a TCP socket behind the library's back "
 				  "after it moved to shared memory: the connection is reset");
 			shunt_end_fail(END(t), -EPROTO);
@@ -110,6 +106,67 @@ static int past_x(struct tsock *t, const uint8_t *extra, size_t n)
 		}
 	}
 	return 0;
+}
+
+/*
+ * A read of the TCP stream took n bytes from offset `before` into iov.
+ * Once the peer switched, the stream is data up to its offset x and
+ * doorbells after: the data is the program's, the doorbells are not (the
+ * peer publishes x before its first doorbell, so a read that took one
+ * sees x here).  Returns the data, or GO_RING when there was none.
+ */
+static ssize_t tcp_cut(struct tsock *t, int fd, const struct iovec *iov, int niov, ssize_t n,
+		       uint64_t before, int flags)
+{
+	if (!shim_peer_switched(t))
+		return n;
+	uint64_t x = atomic_load(&S(t)->x_peer);
+	if (before + (uint64_t)n < x)
+		return n;
+	size_t data = before >= x ? 0 : (size_t)(x - before);
+	log_debug("fd %d: the TCP stream ends at %llu: a read of %zd at %llu keeps %zu", fd,
+		  (unsigned long long)x, n, (unsigned long long)before, data);
+	if (!(flags & MSG_PEEK)) {
+		if (past_x(t, (flags & MSG_TRUNC) ? NULL : iov, niov, data, (size_t)n) < 0)
+			return shim_err(-ECONNRESET);
+		rx_ring_from_now(t);
+	}
+	return data ? (ssize_t)data : GO_RING;
+}
+
+/* Where a read of n > 0 bytes of the stream began; counted unless peeked. */
+static uint64_t took(struct tsock *t, ssize_t n, int flags)
+{
+	if (flags & MSG_PEEK)
+		return atomic_load(&S(t)->rx_tcp);
+	return atomic_fetch_add(&S(t)->rx_tcp, (uint64_t)n);
+}
+
+/*
+ * A read of a connection on TCP came back from the kernel with n.  It is
+ * counted; and if the connection moved while the read was in the kernel,
+ * what it took is cut at the peer's switch as in tcp_part, and a read
+ * that took only doorbells goes on in the ring: it was the peer's first
+ * doorbell that woke it, and a doorbell is no data.
+ */
+ssize_t shim_recv_took(struct tsock *t, int fd, const struct iovec *iov, int niov, ssize_t n,
+		       int flags)
+{
+	uint64_t before = n > 0 ? took(t, n, flags) : 0;
+
+	shim_count(t, fd, n > 0 ? (uint64_t)n : 0, 0);
+	if (n <= 0 || !shim_moved_now(t))
+		return n;
+	ssize_t k = tcp_cut(t, fd, iov, niov, n, before, flags);
+	return k == GO_RING ? shim_recvv(t, fd, iov, niov, flags) : k;
+}
+
+static ssize_t plain_recv(struct tsock *t, int fd, void *buf, size_t len, int flags)
+{
+	struct iovec v = { buf, len };
+
+	return shim_recv_took(t, fd, &v, 1, REAL(recvfrom)(fd, buf, len, flags, NULL, NULL),
+			      flags);
 }
 
 /*
@@ -143,25 +200,8 @@ static ssize_t tcp_part(struct tsock *t, int fd, void *buf, size_t len, int flag
 			  (unsigned long long)x);
 	if (n <= 0)
 		return n;
-	int peek = flags & MSG_PEEK;
-	uint64_t before = peek ? atomic_load(&s->rx_tcp)
-			       : atomic_fetch_add(&s->rx_tcp, (uint64_t)n);
-	if (!knew && shim_peer_switched(t))
-		x = atomic_load(&s->x_peer);
-	else if (!knew)
-		return n;
-	if (before + (uint64_t)n < x)
-		return n;
-	size_t data = before >= x ? 0 : (size_t)(x - before);
-	log_debug("fd %d: the TCP stream ends at %llu: a read of %zd at %llu keeps %zu", fd,
-		  (unsigned long long)x, n, (unsigned long long)before, data);
-	if (!peek) {
-		if (past_x(t, (flags & MSG_TRUNC) ? NULL : (const uint8_t *)buf + data,
-			   (size_t)n - data) < 0)
-			return shim_err(-ECONNRESET);
-		rx_ring_from_now(t);
-	}
-	return data ? (ssize_t)data : GO_RING;
+	struct iovec v = { buf, (size_t)n };
+	return tcp_cut(t, fd, &v, 1, n, took(t, n, flags), flags);
 }
 
 static ssize_t ring_recv(struct tsock *t, int fd, void *buf, size_t len, int flags,
@@ -234,11 +274,9 @@ ssize_t shim_recvv(struct tsock *t, int fd, const struct iovec *iov, int n, int 
 	if (!moved(t) || (flags & (MSG_ERRQUEUE | MSG_OOB))) {
 		struct msghdr m = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n };
 		ssize_t k = REAL(recvmsg)(fd, &m, flags);
-		if (k > 0 && !(flags & (MSG_PEEK | MSG_ERRQUEUE | MSG_OOB)))
-			atomic_fetch_add(&S(t)->rx_tcp, (uint64_t)k);
-		if (!(flags & (MSG_ERRQUEUE | MSG_OOB)))
-			shim_count(t, fd, k > 0 ? (uint64_t)k : 0, 0);
-		return k;
+		if (flags & (MSG_ERRQUEUE | MSG_OOB))
+			return k;
+		return shim_recv_took(t, fd, iov, n, k, flags);
 	}
 	size_t done = 0;
 	for (int i = 0; i < n; i++) {

@@ -532,11 +532,9 @@ static ssize_t recvmsg_sock(struct tsock *t, int fd, struct msghdr *m, int flags
 		return shim_err(-EMSGSIZE);
 	if (!shim_moved(t) || (flags & (MSG_ERRQUEUE | MSG_OOB))) {
 		ssize_t n = REAL(recvmsg)(fd, m, flags);
-		if (!(flags & (MSG_ERRQUEUE | MSG_OOB | MSG_PEEK)) && n > 0)
-			atomic_fetch_add(&t->slot->rx_tcp, (uint64_t)n);
-		if (!(flags & (MSG_ERRQUEUE | MSG_OOB)) && !shim_moved(t))
-			shim_count(t, fd, n > 0 ? (uint64_t)n : 0, 0);
-		return n;
+		if (flags & (MSG_ERRQUEUE | MSG_OOB))
+			return n;
+		return shim_recv_took(t, fd, m->msg_iov, (int)m->msg_iovlen, n, flags);
 	}
 	m->msg_namelen = 0;
 	m->msg_controllen = 0;
