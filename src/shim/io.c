@@ -665,25 +665,35 @@ static int kernel_revents(int fd, int events)
 	return sys_ppoll(&p, 1, &zero) > 0 ? p.revents : 0;
 }
 
+/* The bits of `events` a moved socket's rings answer in phase ph. */
+static int ring_bits(int events, uint32_t ph)
+{
+	return ((ph & PH_RX_RING) ? events & (POLLIN | POLLRDHUP) : 0) |
+	       ((ph & PH_TX_RING) ? events & POLLOUT : 0);
+}
+
 int shim_readiness(struct tsock *t, int fd, int events, int arm, int kern)
 {
 	struct shunt_bell b = shim_bell(t, fd);
-	int rx = events & (POLLIN | POLLRDHUP), ring = 0, ev = 0;
+	uint32_t ph = phase_of(t);
+	int on_kernel = events & ~ring_bits(events, ph) & (POLLIN | POLLRDHUP | POLLOUT);
 
+	/* The kernel first: a doorbell it shows was sent after the peer had
+	 * published its switch, which the look below then sees, so that it is
+	 * never taken for data.  Its POLLRDHUP tells of the stream's end,
+	 * which is the peer's close or death, whatever the rings are asked. */
+	if (kern < 0)
+		kern = kernel_revents(fd, (on_kernel ? on_kernel | POLLIN : 0) | POLLPRI | POLLRDHUP);
 	/* The stream has nothing more for us once we are at the peer's offset. */
-	if (!(phase_of(t) & PH_RX_RING) && shim_peer_switched(t) &&
+	if (!(ph & PH_RX_RING) && shim_peer_switched(t) &&
 	    atomic_load(&S(t)->rx_tcp) >= atomic_load(&S(t)->x_peer))
 		rx_ring_from_now(t);
-	uint32_t ph = phase_of(t);
-	if (ph & PH_RX_RING)
-		ring |= rx;
-	if (ph & PH_TX_RING)
-		ring |= events & POLLOUT;
-	int on_kernel = events & ~ring & (POLLIN | POLLRDHUP | POLLOUT);
-	if (on_kernel && kern < 0)
-		kern = kernel_revents(fd, on_kernel | POLLIN);
-	/* A ring that came: take it off the stream, so that it wakes once. */
-	if ((ph & PH_RX_RING) && kern > 0 && (kern & (POLLIN | POLLRDHUP | POLLHUP)) &&
+	ph = phase_of(t);
+	int ring = ring_bits(events, ph), ev = 0;
+	on_kernel = events & ~ring & (POLLIN | POLLRDHUP | POLLOUT);
+	/* A ring that came: take it off the stream, so that it wakes once;
+	 * the stream's end marks the peer gone (bell.c). */
+	if ((ph & PH_RX_RING) && (kern & (POLLIN | POLLRDHUP | POLLHUP)) &&
 	    shim_bell_ops.drain(&b, SHUNT_WAIT_ALL) < 0)
 		shunt_end_peer_gone(END(t));
 	/* The ring's side says hang-ups and errors even when nothing is asked. */
@@ -691,15 +701,11 @@ int shim_readiness(struct tsock *t, int fd, int events, int arm, int kern)
 		ev = shunt_end_poll(END(t), &b, ring, arm);
 	/* Whatever the ring does, the socket's own error queue (zero-copy
 	 * completions) and urgent byte are the kernel's to report. */
-	if ((events & POLLPRI) || !on_kernel) {
-		if (kern < 0)
-			kern = kernel_revents(fd, POLLPRI);
-		ev |= kern & (POLLERR | (events & POLLPRI));
-	}
-	if (on_kernel && kern > 0)
-		ev |= kern & (on_kernel | POLLERR | POLLHUP);
+	ev |= kern & (POLLERR | (events & POLLPRI));
+	if (on_kernel)
+		ev |= kern & (on_kernel | POLLHUP);
 	/* A reset the program has read is no error any more; the hang-up stays. */
-	if (atomic_load(&S(t)->reset_told) && !(kern > 0 && (kern & POLLERR)))
+	if (atomic_load(&S(t)->reset_told) && !(kern & POLLERR))
 		ev &= ~POLLERR;
 	return ev;
 }
