@@ -508,10 +508,12 @@ static int entry_report(struct ep_entry *e, int kern, int look, uint64_t round,
 		/* Ready only if the set inside has something to give. */
 		got = kern > 0 && set_has_events(e->inner);
 		out->events = got ? EPOLLIN : 0;
-	} else if (!e->ours) {
+	} else if (!e->ours && !shim_moved_now(e->t)) {
 		got = kern > 0;
 		out->events = poll_to_epoll(kern);
 	} else {
+		/* Moved, if not yet made ours (shim_epoll_moved): what woke the
+		 * kernel may be the peer's first doorbell, which is no event. */
 		got = report_moved(e, kern, look, out);
 	}
 	if (!got)

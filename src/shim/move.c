@@ -394,6 +394,13 @@ int shim_switch_for_shutdown(struct tsock *t, int fd)
 	return 0;
 }
 
+int shim_may_move(struct tsock *t)
+{
+	uint32_t st = atomic_load_explicit(&t->slot->state, memory_order_relaxed);
+
+	return st == SLOT_PLAIN || st == SLOT_MEET;
+}
+
 /* The peer may switch, and ring, as soon as our end is attached: the
  * meeting step attaches it and says MOVED under t->mu (meet.c), so once a
  * step in progress is over, a doorbell that came means MOVED. */

@@ -626,7 +626,8 @@ EXPORT ssize_t splice(int in, loff_t *in_off, int out, loff_t *out_off, size_t l
 
 /* --- Waiting --------------------------------------------------------------- */
 
-/* Does the set name a moved socket, or an epoll set that holds tracked ones? */
+/* Does the set name a moved socket, one that may move while the kernel
+ * waits, or an epoll set that holds tracked ones? */
 static int any_ours(const struct pollfd *fds, nfds_t n)
 {
 	for (nfds_t i = 0; i < n; i++) {
@@ -636,7 +637,7 @@ static int any_ours(const struct pollfd *fds, nfds_t n)
 			continue;
 		}
 		struct tsock *t = shim_get(fds[i].fd);
-		int m = t && shim_moved(t);
+		int m = t && (shim_moved(t) || shim_may_move(t));
 		shim_put(t);
 		if (m)
 			return 1;

@@ -291,6 +291,9 @@ int shim_switch_tx(struct tsock *t, int fd);
 /* shutdown(SHUT_WR) while our sends are on TCP: 1 if they moved to the
  * ring (the end of stream goes there), 0 if they stay on TCP for good. */
 int shim_switch_for_shutdown(struct tsock *t, int fd);
+/* May the connection still move (it is on TCP, not for good)?  A wait
+ * the kernel answers for it then needs a second look (poll.c). */
+int shim_may_move(struct tsock *t);
 /* Is the connection moved, once a meeting step another thread is taking
  * is over?  For a call that was inside the kernel while it moved. */
 int shim_moved_now(struct tsock *t);
