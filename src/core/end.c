@@ -543,6 +543,13 @@ int shunt_end_poll(struct shunt_end *e, struct shunt_bell *b, int events, int ar
 	return poll_bits(e, events);
 }
 
+uint32_t shunt_end_armed(const struct shunt_end *e)
+{
+	/* Acquire: the peer cleared the bit after it published what it rang
+	 * for (shunt_wait_should_wake's fence), which is then visible. */
+	return atomic_load_explicit(&e->me->wait, memory_order_acquire) & SHUNT_WAIT_ALL;
+}
+
 uint64_t shunt_end_progress(const struct shunt_end *e)
 {
 	return atomic_load_explicit(e->rx.head, memory_order_relaxed) +
