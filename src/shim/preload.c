@@ -24,6 +24,7 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "internal.h"
 #include "shim.h"
 #include "sys.h"
@@ -711,7 +712,14 @@ EXPORT int select(int nfds, fd_set *r, fd_set *w, fd_set *e, struct timeval *tv)
 		return REAL(select)(nfds, r, w, e, tv);
 	struct timespec ts = tv ? (struct timespec){ tv->tv_sec, tv->tv_usec * 1000 }
 				: (struct timespec){ 0, 0 };
-	return shim_select(nfds, r, w, e, tv ? &ts : NULL, NULL);
+	int64_t end = shunt_now_ns() + (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	int rc = shim_select(nfds, r, w, e, tv ? &ts : NULL, NULL);
+	/* Linux's select says how much of the timeout is left, as glibc's. */
+	if (tv && (rc >= 0 || errno == EINTR)) {
+		int64_t left = SHUNT_MAX(end - shunt_now_ns(), (int64_t)0);
+		*tv = (struct timeval){ left / 1000000000, left % 1000000000 / 1000 };
+	}
+	return rc;
 }
 
 EXPORT int pselect(int nfds, fd_set *r, fd_set *w, fd_set *e, const struct timespec *t,
