@@ -68,6 +68,7 @@ struct ep_entry {
 	int fired;                /* EPOLLONESHOT: reported, off until MOD */
 	int hot;                  /* level-triggered and ready: look again */
 	uint32_t seen;            /* the socket's io_gen when last looked at */
+	uint32_t armed;           /* SHUNT_WAIT_* armed for it when last looked at */
 	uint64_t progress;        /* for edge triggering */
 	uint64_t round;           /* the wait that last reported it */
 };
@@ -490,6 +491,36 @@ static uint32_t poll_to_epoll(int ev)
 
 static int set_has_events(struct shim_ep *ep);
 
+/* The wait bits that stand for an entry's events. */
+static uint32_t wait_bits(uint32_t events)
+{
+	return (events & (EPOLLIN | EPOLLRDHUP) ? SHUNT_WAIT_READ : 0) |
+	       (events & EPOLLOUT ? SHUNT_WAIT_WRITE : 0);
+}
+
+/* Did the peer ring for the entry since it was last looked at?  It clears
+ * the bit first, and its doorbell may come much later: a peer's TCP holds
+ * a small segment back until our ACK of the last one (Nagle's algorithm),
+ * and meanwhile a wait that other fds keep returning must still see the
+ * ring's data, as a TCP socket's data is seen as soon as it is there. */
+static int rung(const struct ep_entry *e)
+{
+	return (e->armed & ~shunt_end_armed(END(e->t))) != 0;
+}
+
+/* Did the kernel tell of more than doorbells: an arrival on a direction
+ * still on the stream, or news of its own (urgent byte, error queue)?  A
+ * doorbell is no arrival: what it rang for shows as progress, and it may
+ * come after a look that saw that already (rung). */
+static int kernel_news(struct tsock *t, int kern)
+{
+	uint32_t ph = atomic_load_explicit(&t->slot->phase, memory_order_acquire);
+	int own = POLLPRI | POLLERR | (ph & PH_RX_RING ? 0 : POLLIN | POLLRDHUP) |
+		  (ph & PH_TX_RING ? 0 : POLLOUT);
+
+	return kern > 0 && (kern & own);
+}
+
 /*
  * Is the entry of a moved socket ready, and to be reported now?  `kern`:
  * what the kernel said of its socket in this wait (poll bits), or -1.
@@ -506,11 +537,12 @@ static int report_moved(struct ep_entry *e, int kern, int look, struct epoll_eve
 	if (!look) {
 		e->seen = g;
 		e->hot = ev && !et;
+		e->armed = shunt_end_armed(END(e->t)) & wait_bits(e->events);
 		/* Now armed: an arrival before the arm shows in this read, one
 		 * after it rings. */
 		prog = shunt_end_progress(END(e->t));
 	}
-	if (!ev || (et && prog == e->progress && kern <= 0))
+	if (!ev || (et && prog == e->progress && !kernel_news(e->t, kern)))
 		return 0;
 	e->progress = prog;
 	out->events = poll_to_epoll(ev);
@@ -534,10 +566,12 @@ static int entry_report(struct ep_entry *e, int kern, int look, uint64_t round,
 		/* Ready only if the set inside has something to give. */
 		got = kern > 0 && set_has_events(e->inner);
 		out->events = got ? EPOLLIN : 0;
-	} else if (!e->ours) {
+	} else if (!e->ours && !shim_moved_now(e->t)) {
 		got = kern > 0;
 		out->events = poll_to_epoll(kern);
 	} else {
+		/* Moved, if not yet made ours (shim_epoll_moved): what woke the
+		 * kernel may be the peer's first doorbell, which is no event. */
 		got = report_moved(e, kern, look, out);
 	}
 	if (!got)
@@ -551,8 +585,8 @@ static int entry_report(struct ep_entry *e, int kern, int look, uint64_t round,
 }
 
 /* Our moved entries that may have changed: those ready last time (level-
- * triggered), and those whose socket saw I/O since.  The others were
- * armed when last read, so a change would have rung. */
+ * triggered), those whose socket saw I/O since, and those the peer rang
+ * for.  The others were armed when last read, so a change would ring. */
 static int scan_locked(struct shim_ep *ep, struct epoll_event *out, int max, int look,
 		       uint64_t round, struct ep_entry **whose)
 {
@@ -563,7 +597,7 @@ static int scan_locked(struct shim_ep *ep, struct epoll_event *out, int max, int
 		if (!e->ours)
 			continue;
 		uint32_t g = atomic_load_explicit(&e->t->io_gen, memory_order_acquire);
-		if (!e->hot && g == e->seen)
+		if (!e->hot && g == e->seen && !rung(e))
 			continue;
 		if (entry_report(e, -1, look, round, &out[k])) {
 			if (whose)

@@ -384,6 +384,10 @@ int shim_meet_step(struct tsock *t, int fd)
 	int rc = !m ? -ENOMEM : m->dialer ? dial_step(t, fd, m) : listen_step(t, fd, m);
 	if (rc != 0) {
 		t->meet = NULL;
+		/* Said under the lock: a read that took the peer's first doorbell
+		 * learns of the move by waiting for it (shim_moved_now). */
+		if (rc == 1)
+			atomic_store(&t->slot->state, SLOT_MOVED);
 		pthread_mutex_unlock(&t->mu);
 		if (m) {
 			meet_close(m);

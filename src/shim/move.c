@@ -192,8 +192,7 @@ static void moved(struct tsock *t, int fd)
 	struct tslot *s = t->slot;
 	char what[160];
 
-	shim_segment_mapped(1);
-	atomic_store(&s->state, SLOT_MOVED);
+	shim_segment_mapped(1); /* SLOT_MOVED already: shim_meet_step */
 	shim_count_moved();
 	describe(s, what, sizeof(what));
 	log_info("fd %d upgraded: %s, %s side, rings of %llu bytes", fd, what,
@@ -404,6 +403,25 @@ int shim_switch_for_shutdown(struct tsock *t, int fd)
 		return 1;
 	atomic_fetch_or(&s->phase, PH_NOBELL);
 	return 0;
+}
+
+int shim_may_move(struct tsock *t)
+{
+	uint32_t st = atomic_load_explicit(&t->slot->state, memory_order_relaxed);
+
+	return st == SLOT_PLAIN || st == SLOT_MEET;
+}
+
+/* The peer may switch, and ring, as soon as our end is attached: the
+ * meeting step attaches it and says MOVED under t->mu (meet.c), so once a
+ * step in progress is over, a doorbell that came means MOVED. */
+int shim_moved_now(struct tsock *t)
+{
+	if (atomic_load(&t->slot->state) == SLOT_MEET) {
+		pthread_mutex_lock(&t->mu);
+		pthread_mutex_unlock(&t->mu);
+	}
+	return shim_moved(t);
 }
 
 int shim_peer_switched(struct tsock *t)

@@ -40,6 +40,7 @@ struct pset {
 	struct tsock **t; /* per entry: a moved socket (referenced) or NULL */
 	char *set;        /* per entry: an epoll set of ours */
 	struct pollfd *k; /* what the kernel polls: the same entries */
+	int on_tcp;       /* tracked sockets not moved (yet) among them */
 };
 
 static int pset_init(struct pset *p, struct pollfd *fds, nfds_t n)
@@ -57,6 +58,7 @@ static int pset_init(struct pset *p, struct pollfd *fds, nfds_t n)
 		if (t && !shim_moved(t)) {
 			shim_put(t);
 			t = NULL;
+			p->on_tcp = 1;
 		}
 		p->t[i] = t;
 		p->set[i] = !t && shim_epoll_ours(fds[i].fd);
@@ -151,6 +153,35 @@ static int all_moved(const struct pset *p)
 	return 1;
 }
 
+#define MOVED_MEANWHILE (-4096) /* look again: a socket moved while the kernel waited */
+
+/* Did a socket that was on TCP when the kernel began to wait move since,
+ * and wake it (k: the kernel's answer)?  Its peer's first doorbell does
+ * (move.c), and that is no readiness: only its rings can tell. */
+static int moved_meanwhile(const struct pset *p, const struct pollfd *k)
+{
+	for (nfds_t i = 0; p->on_tcp && i < p->n; i++) {
+		if (!k[i].revents || p->t[i] || p->set[i])
+			continue;
+		struct tsock *t = shim_get(k[i].fd);
+		int moved = t && shim_moved_now(t);
+		shim_put(t);
+		if (moved)
+			return 1;
+	}
+	return 0;
+}
+
+/* The kernel alone answers: no socket of ours moved, yet. */
+static int kernel_only(struct pset *p, const struct timespec *timeout, const sigset_t *mask)
+{
+	int rc = REAL(ppoll)(p->fds, p->n, timeout, mask);
+
+	if (rc < 0)
+		return -errno;
+	return rc > 0 && moved_meanwhile(p, p->fds) ? MOVED_MEANWHILE : rc;
+}
+
 static int poll_loop(struct pset *p, int64_t deadline, const sigset_t *mask)
 {
 	if (!spin_set) {
@@ -172,6 +203,8 @@ static int poll_loop(struct pset *p, int64_t deadline, const sigset_t *mask)
 		int rc = REAL(ppoll)(p->k, p->n, t, mask);
 		if (rc < 0)
 			return -errno;
+		if (rc > 0 && moved_meanwhile(p, p->k))
+			return MOVED_MEANWHILE;
 		ready = copy_plain(p) + scan(p, SHUNT_ARM_NONE, 1);
 		if (ready || rc == 0 || deadline == 0)
 			return ready;
@@ -183,22 +216,23 @@ static int poll_loop(struct pset *p, int64_t deadline, const sigset_t *mask)
 int shim_poll(struct pollfd *fds, nfds_t n, const struct timespec *timeout,
 	      const sigset_t *mask)
 {
-	struct pset p = { 0 };
-	int any = pset_init(&p, fds, n);
+	int64_t dl = !timeout ? SHUNT_NEVER
+		     : timeout->tv_sec || timeout->tv_nsec
+			     ? shunt_now_ns() + (int64_t)timeout->tv_sec * 1000000000 +
+				       timeout->tv_nsec
+			     : 0;
+	struct timespec left;
 	int rc;
 
-	if (any <= 0) {
-		rc = any < 0 ? (int)shim_err(any) : REAL(ppoll)(fds, n, timeout, mask);
-	} else {
-		int64_t dl = !timeout ? SHUNT_NEVER
-			     : timeout->tv_sec || timeout->tv_nsec
-				     ? shunt_now_ns() + (int64_t)timeout->tv_sec * 1000000000 +
-					       timeout->tv_nsec
-				     : 0;
-		rc = (int)shim_err(poll_loop(&p, dl, mask));
-	}
-	pset_free(&p);
-	return rc;
+	do {
+		struct pset p = { 0 };
+		int any = pset_init(&p, fds, n);
+		rc = any < 0 ? any : any ? poll_loop(&p, dl, mask) : kernel_only(&p, timeout, mask);
+		pset_free(&p);
+		/* Once more, with the socket that moved, in the time left. */
+		timeout = dl ? shunt_left(dl, &left) : timeout;
+	} while (rc == MOVED_MEANWHILE);
+	return (int)shim_err(rc);
 }
 
 /* select in terms of poll: readable includes end of stream and errors. */

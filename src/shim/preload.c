@@ -561,8 +561,9 @@ static ssize_t recvmsg_sock(struct tsock *t, int fd, struct msghdr *m, int flags
 		return shim_err(-EMSGSIZE);
 	if (!shim_moved(t) || (flags & (MSG_ERRQUEUE | MSG_OOB))) {
 		ssize_t n = REAL(recvmsg)(fd, m, flags);
-		kernel_read(t, fd, flags, n);
-		return n;
+		if (flags & (MSG_ERRQUEUE | MSG_OOB))
+			return n;
+		return shim_recv_took(t, fd, m->msg_iov, (int)m->msg_iovlen, n, flags);
 	}
 	m->msg_namelen = 0;
 	m->msg_controllen = 0;
@@ -747,7 +748,9 @@ static int recvmmsg_moved(struct tsock *t, int fd, struct mmsghdr *v, unsigned n
 static int recvmmsg_sock(struct tsock *t, int fd, struct mmsghdr *v, unsigned n, int flags,
 			 struct timespec *tmo)
 {
-	if (!shim_moved(t) || (flags & (MSG_ERRQUEUE | MSG_OOB))) {
+	/* A socket that may still move is read message by message: each
+	 * read is cut at the peer's switch (io.c), as recvmsg's is. */
+	if ((flags & (MSG_ERRQUEUE | MSG_OOB)) || (!shim_moved(t) && !shim_may_move(t))) {
 		int k = REAL(recvmmsg)(fd, v, n, flags, tmo);
 		ssize_t in = k < 0 ? -1 : 0;
 		for (int i = 0; i < k; i++)
@@ -822,7 +825,8 @@ EXPORT ssize_t splice(int in, loff_t *in_off, int out, loff_t *out_off, size_t l
 
 /* --- Waiting --------------------------------------------------------------- */
 
-/* Does the set name a moved socket, or an epoll set that holds tracked ones? */
+/* Does the set name a moved socket, one that may move while the kernel
+ * waits, or an epoll set that holds tracked ones? */
 static int any_ours(const struct pollfd *fds, nfds_t n)
 {
 	for (nfds_t i = 0; i < n; i++) {
@@ -832,7 +836,7 @@ static int any_ours(const struct pollfd *fds, nfds_t n)
 			continue;
 		}
 		struct tsock *t = shim_get(fds[i].fd);
-		int m = t && shim_moved(t);
+		int m = t && (shim_moved(t) || shim_may_move(t));
 		shim_put(t);
 		if (m)
 			return 1;
@@ -906,7 +910,14 @@ EXPORT int select(int nfds, fd_set *r, fd_set *w, fd_set *e, struct timeval *tv)
 		return REAL(select)(nfds, r, w, e, tv);
 	struct timespec ts = tv ? (struct timespec){ tv->tv_sec, tv->tv_usec * 1000 }
 				: (struct timespec){ 0, 0 };
-	return shim_select(nfds, r, w, e, tv ? &ts : NULL, NULL);
+	int64_t end = shunt_now_ns() + (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	int rc = shim_select(nfds, r, w, e, tv ? &ts : NULL, NULL);
+	/* Linux's select says how much of the timeout is left, as glibc's. */
+	if (tv && (rc >= 0 || errno == EINTR)) {
+		int64_t left = SHUNT_MAX(end - shunt_now_ns(), (int64_t)0);
+		*tv = (struct timeval){ left / 1000000000, left % 1000000000 / 1000 };
+	}
+	return rc;
 }
 
 EXPORT int pselect(int nfds, fd_set *r, fd_set *w, fd_set *e, const struct timespec *t,

@@ -242,7 +242,7 @@ struct tsock {
 	_Atomic int nfds;          /* fds of this process naming it */
 	struct tslot *slot;
 	uint32_t gen;
-	pthread_mutex_t mu;        /* guards meet */
+	pthread_mutex_t mu;        /* guards meet, and the step that ends it MOVED */
 	struct tmeet *meet;
 	_Atomic uint32_t io_gen;   /* moves on I/O and rings: epoll looks again */
 	int mapped;                /* this process maps the segment */
@@ -309,6 +309,12 @@ int shim_switch_tx(struct tsock *t, int fd);
 /* shutdown(SHUT_WR) while our sends are on TCP: 1 if they moved to the
  * ring (the end of stream goes there), 0 if they stay on TCP for good. */
 int shim_switch_for_shutdown(struct tsock *t, int fd);
+/* May the connection still move (it is on TCP, not for good)?  A wait
+ * the kernel answers for it then needs a second look (poll.c). */
+int shim_may_move(struct tsock *t);
+/* Is the connection moved, once a meeting step another thread is taking
+ * is over?  For a call that was inside the kernel while it moved. */
+int shim_moved_now(struct tsock *t);
 /* Learn whether the peer switched its sends; updates PH_RX_KNOW. */
 int shim_peer_switched(struct tsock *t);
 /* --- Going back to TCP (back.c) --------------------------------------------
@@ -335,8 +341,8 @@ void shim_back_settle(struct tsock *t, int fd);
 int shim_back_pending(struct tsock *t);
 /* The process lets go of a moving connection (close, fork child). */
 void shim_meet_drop(struct tsock *t);
-/* One step of meeting the peer (meet.c): 1 done (moved), 0 not yet, < 0
- * given up (the reason is counted). */
+/* One step of meeting the peer (meet.c): 1 done (moved: the slot says
+ * SLOT_MOVED), 0 not yet, < 0 given up (the reason is counted). */
 int shim_meet_step(struct tsock *t, int fd);
 
 /* --- What the kernel knows (kern.c) ---------------------------------------- */
@@ -373,6 +379,10 @@ static inline struct shunt_bell shim_bell(struct tsock *t, int fd)
 ssize_t shim_recv(struct tsock *t, int fd, void *buf, size_t len, int flags);
 ssize_t shim_send(struct tsock *t, int fd, const void *buf, size_t len, int flags);
 ssize_t shim_recvv(struct tsock *t, int fd, const struct iovec *iov, int n, int flags);
+/* The kernel's read of a socket on TCP into iov returned n: what the
+ * program gets of it. */
+ssize_t shim_recv_took(struct tsock *t, int fd, const struct iovec *iov, int niov, ssize_t n,
+		       int flags);
 ssize_t shim_sendv(struct tsock *t, int fd, const struct iovec *iov, int n, int flags);
 ssize_t shim_sendfile(struct tsock *t, int fd, int in_fd, off_t *off, size_t count);
 ssize_t shim_splice_in(struct tsock *t, int fd, int pipe_in, size_t len, unsigned flags);
