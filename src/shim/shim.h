@@ -27,6 +27,7 @@
  *   proc.c     fork, vfork, exec, posix_spawn
  *   scm.c      sockets passed with SCM_RIGHTS
  *   back.c     a moved connection goes back to TCP (exec, SCM_RIGHTS, stdio)
+ *   kick.c     waking the other waits when one took their doorbell
  *   linger.c   a moved socket's close that must wait for the peer's acks
  * The shim reaches the core only through end.h and medium.h.
  */
@@ -451,6 +452,16 @@ void shim_epoll_forget_range(unsigned first, unsigned last);
  * for the program now (poll, or another set, waiting on it)? */
 int shim_epoll_ours(int epfd);
 int shim_epoll_ready(int epfd);
+
+/* kick.c: a poll() or epoll_wait asleep on moved sockets also waits on an
+ * eventfd (its thread's, or its set's) that it lists while it sleeps;
+ * whoever takes doorbells kicks every listed one (it may have taken
+ * theirs).  listen returns a slot for unlisten (-1: not listed). */
+int shim_kick_thread_fd(void);
+int shim_kick_listen(int fd);
+void shim_kick_unlisten(int slot);
+void shim_kick_reset(int fd);
+void shim_kick_others(void);
 
 /* --- Processes (proc.c, scm.c) --------------------------------------------- */
 
