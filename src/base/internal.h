@@ -98,6 +98,8 @@ int shunt__config_parse(struct shunt_config *c, const char *path, char *text);
 int shunt__ensure_dir(const char *dir);
 /* Apply a log level and file named by the config file (log.c). */
 int shunt__log_setup(const char *level, const char *file);
+/* Close the log file, if any: lines go to stderr again. */
+void shunt__log_close(void);
 
 /* --- fds (fd.c) ------------------------------------------------------------ */
 
