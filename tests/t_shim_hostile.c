@@ -65,6 +65,7 @@
 #include <unistd.h>
 
 #include "addr.h"
+#include "fdmsg.h"
 #include "internal.h"
 #include "medium.h"
 #include "meet.h"
@@ -1029,6 +1030,74 @@ static void case_junk_hello(void)
 	helper_end(&h);
 	link_close(&L);
 	log_stop();
+}
+
+/* --- More fds than a message has room for ------------------------------------
+ * A message of the meeting carries at most SHUNT_FDMSG_MAX fds; a peer may
+ * attach more (up to the kernel's 253).  The receiver must write no more
+ * than the room it gave, whatever came (a meeting once received up to four
+ * into one int on its stack), and close every fd it did not keep. */
+
+#define CANARY (-7)
+
+/* One message with `nfds` copies of fd, received with room for `max`. */
+static void overflow_round(int tx, int rx, int fd, int nfds, int max)
+{
+	struct shim_meet_msg m = meet_msg(SHIM_MEET_HELLO, 0), got;
+	int sent[253], n = -1;
+	/* Exactly max ints on the heap (ASan sees one more), then canaries in
+	 * a buffer of their own for the plain build. */
+	int *room = max ? malloc(sizeof(int) * (size_t)max) : NULL;
+	int canary[SHUNT_FDMSG_MAX + 8];
+
+	for (int i = 0; i < nfds; i++)
+		sent[i] = fd;
+	for (size_t i = 0; i < SHUNT_ARRAY_SIZE(canary); i++)
+		canary[i] = CANARY;
+	ASSERT_EQ(send_with_fds(tx, &m, sizeof(m), sent, nfds, 0), (ssize_t)sizeof(m));
+	int rc = shunt_fdmsg_recv(rx, &got, sizeof(got), room, max, &n, MSG_DONTWAIT);
+	if (nfds <= max && nfds <= SHUNT_FDMSG_MAX) {
+		ASSERT_EQ(rc, 0);
+		ASSERT_EQ(n, nfds);
+		for (int i = 0; i < n; i++)
+			ASSERT_SYS(close(room[i]));
+	} else {
+		ASSERT_MSG(rc == -EPROTO, "%d fds with room for %d: %d, want -EPROTO", nfds, max,
+			   rc);
+	}
+	free(room);
+	/* The same through a buffer with canaries behind its room. */
+	ASSERT_EQ(send_with_fds(tx, &m, sizeof(m), sent, nfds, 0), (ssize_t)sizeof(m));
+	rc = shunt_fdmsg_recv(rx, &got, sizeof(got), canary, max, &n, MSG_DONTWAIT);
+	for (size_t i = (size_t)max; i < SHUNT_ARRAY_SIZE(canary); i++)
+		ASSERT_MSG(canary[i] == CANARY, "%d fds with room for %d: slot %zu written", nfds,
+			   max, i);
+	if (rc == 0)
+		for (int i = 0; i < n; i++)
+			ASSERT_SYS(close(canary[i]));
+}
+
+static void case_fds_overflow(void)
+{
+	int sv[2], p[2];
+
+	ASSERT_SYS(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv));
+	ASSERT_SYS(pipe2(p, O_CLOEXEC));
+	int before = test_count_fds();
+	static const int counts[] = { 0, 1, 2, 3, 4, 5, 16, 253 };
+	for (int max = 0; max <= SHUNT_FDMSG_MAX; max++)
+		for (size_t i = 0; i < SHUNT_ARRAY_SIZE(counts); i++)
+			overflow_round(sv[0], sv[1], p[0], counts[i], max);
+	int room[SHUNT_FDMSG_MAX + 1], n = 0;
+	ASSERT_EQ(shunt_fdmsg_recv(sv[1], p, sizeof(p), room, SHUNT_FDMSG_MAX + 1, &n,
+				   MSG_DONTWAIT), -EINVAL);
+	ASSERT_EQ(test_count_fds(), before);
+	test_log("messages with 0 to 253 fds, received with room for 0 to %d: never more "
+		 "written than the room, every fd beyond it closed", SHUNT_FDMSG_MAX);
+	close(sv[0]);
+	close(sv[1]);
+	close(p[0]);
+	close(p[1]);
 }
 
 /* --- Junk ACCEPTs ---------------------------------------------------------
@@ -2729,6 +2798,7 @@ static const struct shim_case g_cases[] = {
 	{ "stall_full_backlog", case_stall_full_backlog },
 	{ "stall_silent_dialer", case_stall_silent_dialer },
 	{ "junk_hello", case_junk_hello },
+	{ "fds_overflow", case_fds_overflow },
 	{ "accept_junk", case_accept_junk },
 	{ "serve_bind_exec", case_serve_bind_exec },
 	{ "serve_reuseport", case_serve_reuseport },
