@@ -172,16 +172,23 @@ static int peer_ok(struct tsock *t, int s, uint32_t *uid)
 
 /* --- Steps ------------------------------------------------------------------- */
 
-static void meet_close(struct tmeet *m)
+/* Close the meeting's sockets; the name's file goes too unless keep_name
+ * (a forked child: the file is its parent's, which goes on meeting). */
+static void meet_close_sockets(struct tmeet *m, int keep_name)
 {
 	if (m->s >= 0)
 		sys_close(m->s);
 	if (m->lfd >= 0) {
-		if (m->file)
+		if (m->file && !keep_name)
 			sys_unlinkat(AT_FDCWD, m->name.sun_path, 0);
 		sys_close(m->lfd);
 	}
 	m->s = m->lfd = -1;
+}
+
+static void meet_close(struct tmeet *m)
+{
+	meet_close_sockets(m, 0);
 }
 
 void shim_meet_drop(struct tsock *t)
@@ -192,6 +199,17 @@ void shim_meet_drop(struct tsock *t)
 	pthread_mutex_unlock(&t->mu);
 	if (m) {
 		meet_close(m);
+		free(m);
+	}
+}
+
+void shim_meet_forget(struct tsock *t)
+{
+	struct tmeet *m = t->meet;
+
+	t->meet = NULL;
+	if (m) {
+		meet_close_sockets(m, 1);
 		free(m);
 	}
 }

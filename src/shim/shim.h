@@ -296,8 +296,12 @@ int shim_peer_switched(struct tsock *t);
 /* A moved connection must go back to plain TCP (before exec, SCM_RIGHTS,
  * stdio): 0 when it is, or a negative errno. */
 int shim_demote(struct tsock *t, int fd);
-/* The process lets go of a moving connection (close, fork child). */
+/* The process lets go of a moving connection (close, give up). */
 void shim_meet_drop(struct tsock *t);
+/* A forked child lets go of its copy of its parent's meeting, which goes
+ * on in the parent: the child's copies of the sockets are closed (the
+ * listener's named socket among them), the name is left alone. */
+void shim_meet_forget(struct tsock *t);
 /* One step of meeting the peer (meet.c): 1 done (moved), 0 not yet, < 0
  * given up (the reason is counted). */
 int shim_meet_step(struct tsock *t, int fd);
