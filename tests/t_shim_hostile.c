@@ -2578,6 +2578,144 @@ static void case_plain_clients(void)
 	log_stop();
 }
 
+/* --- Rendezvous files: names that fit, directories that are ours -------------
+ * With `trust-netns yes` a connection's name is a file in the directory.
+ * An IPv6 name must fit sun_path with the longest directory the config
+ * takes (75 bytes), and the directory must be closed to other users (who
+ * could otherwise bind names first, or replace ours). */
+
+/* An IPv6 connection over ::1, both ends in this process. */
+static void v6_pair(int *c, int *s)
+{
+	struct sockaddr_in6 a;
+	socklen_t len = sizeof(a);
+	int lfd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	ASSERT_SYS(lfd);
+	memset(&a, 0, sizeof(a));
+	a.sin6_family = AF_INET6;
+	a.sin6_addr = in6addr_loopback;
+	if (bind(lfd, (struct sockaddr *)&a, sizeof(a)) < 0)
+		test_skip("no IPv6 loopback here: %s", strerror(errno));
+	ASSERT_SYS(listen(lfd, 4));
+	ASSERT_SYS(getsockname(lfd, (struct sockaddr *)&a, &len));
+	*c = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ASSERT_SYS(*c);
+	ASSERT_SYS(connect(*c, (struct sockaddr *)&a, sizeof(a)));
+	*s = ts_tcp_accept(lfd, ts_ms(2000));
+	close(lfd);
+}
+
+/* A directory d (made with mode `mode`, owned by uid) under the test's
+ * own; shunt__safe_dir's answer for it. */
+static int dir_verdict(const char *d, mode_t mode, uid_t uid, int named)
+{
+	rmdir(d);
+	ASSERT_SYS(mkdir(d, 0700));
+	ASSERT_SYS(chmod(d, mode));
+	ASSERT_SYS(chown(d, uid, (gid_t)-1));
+	cfg()->dir_explicit = named;
+	int rc = shunt__safe_dir(d);
+	rmdir(d);
+	return rc;
+}
+
+static void case_file_names(void)
+{
+	const char *base = getenv("SHUNT_DIR");
+	char d[128], sub[128];
+	int c, s;
+
+	cfg_defaults();
+	log_start();
+	ASSERT_NOT_NULL(base);
+	/* The longest directory the config takes: 75 bytes. */
+	snprintf(d, sizeof(d), "%s/%0*d", base, (int)(74 - strlen(base)), 0);
+	ASSERT_EQ(strlen(d), 75u);
+	ASSERT_SYS(mkdir(d, 0700));
+	snprintf(cfg()->dir, sizeof(cfg()->dir), "%s", d);
+	cfg()->trust_netns = 1;
+	cfg()->dir_explicit = 1;
+	v6_pair(&c, &s);
+	struct sockaddr_un sun;
+	socklen_t len;
+	name_of(s, 1, &sun, &len);
+	test_log("IPv6 under a 75-byte directory: %s (%zu of %zu bytes)", sun.sun_path,
+		 strlen(sun.sun_path), sizeof(sun.sun_path) - 1);
+	ts_make_accelerated(c, s);
+	ts_expect_accel(c, "IPv6 client");
+	close(c);
+	close(s);
+
+	int root = geteuid() == 0;
+	uid_t other = root ? getpwnam("nobody")->pw_uid : geteuid();
+	snprintf(sub, sizeof(sub), "%s/dir", d);
+	struct {
+		const char *what;
+		mode_t mode;
+		int other, named, ok;
+	} rules[] = {
+		{ "default, ours, 0700", 0700, 0, 0, 1 },
+		{ "default, ours, 0755", 0755, 0, 0, 0 },
+		{ "default, ours, 1777", 01777, 0, 0, 0 },
+		{ "default, nobody's, 0777 (made in advance)", 0777, 1, 0, 0 },
+		{ "default, nobody's, 0700", 0700, 1, 0, 0 },
+		{ "named, ours, 0755", 0755, 0, 1, 1 },
+		{ "named, ours, 1777 (shared on purpose)", 01777, 0, 1, 1 },
+		{ "named, ours, 0777 (not sticky)", 0777, 0, 1, 0 },
+		{ "named, ours, 0770 (not sticky)", 0770, 0, 1, 0 },
+		{ "named, nobody's, 1777", 01777, 1, 1, 0 },
+		{ "named, nobody's, 0755", 0755, 1, 1, 0 },
+	};
+	for (size_t i = 0; i < SHUNT_ARRAY_SIZE(rules); i++) {
+		if (rules[i].other && !root)
+			continue;
+		int rc = dir_verdict(sub, rules[i].mode, rules[i].other ? other : geteuid(),
+				     rules[i].named);
+		test_log("directory %-45s %s", rules[i].what, rc == 0 ? "taken" : "refused");
+		ASSERT_MSG((rc == 0) == rules[i].ok, "directory %s: %d", rules[i].what, rc);
+	}
+	/* Above it: a directory open to others (not sticky) refuses it. */
+	ASSERT_SYS(chmod(d, 0777));
+	ASSERT_SYS(mkdir(sub, 0700));
+	cfg()->dir_explicit = 1;
+	ASSERT_EQ(shunt__safe_dir(sub), -EPERM);
+	ASSERT_SYS(chmod(d, 01777));
+	ASSERT_EQ(shunt__safe_dir(sub), 0);
+	ASSERT_SYS(rmdir(sub));
+	ASSERT_SYS(chmod(d, 0700));
+	/* A symlink to a good directory is no directory. */
+	char link[160];
+	snprintf(link, sizeof(link), "%s/link", d);
+	ASSERT_SYS(mkdir(sub, 0700));
+	ASSERT_SYS(symlink(sub, link));
+	ASSERT_EQ(shunt__safe_dir(link), -EPERM);
+	ASSERT_SYS(unlink(link));
+	ASSERT_SYS(rmdir(sub));
+
+	if (root) {
+		/* The default directory made in advance by nobody, open to all:
+		 * no meeting there, and the connection stays on TCP, intact. */
+		ASSERT_SYS(chmod(d, 0777));
+		ASSERT_SYS(chown(d, other, (gid_t)-1));
+		cfg()->dir_explicit = 0;
+		struct link L;
+		int lfd = tcp_listen_at(SRV_IP, 0, 0, NULL);
+		link_open(&L, lfd, port_of(lfd, 0), 70);
+		close(lfd);
+		step_to_bound(&L);
+		c_sends(&L, 15);
+		drain(&L);
+		ASSERT_GE(log_count("stays on TCP: refused", getpid()), 2);
+		bulk_both(&L, MIB);
+		ASSERT(!ts_accel(L.c) && !ts_accel(L.s));
+		link_close(&L);
+		ASSERT_SYS(chown(d, geteuid(), (gid_t)-1));
+	}
+	ASSERT_SYS(rmdir(d));
+	log_stop();
+}
+
 /* --- Both directions at once, a thread each --------------------------------
  * Not an attack: found while writing these.  A thread sends c->s while
  * another sends s->c, and this one reads s then c: the senders wait for
@@ -2803,6 +2941,7 @@ static const struct shim_case g_cases[] = {
 	{ "serve_simultaneous", case_serve_simultaneous },
 	{ "serve_fork_per_conn", case_serve_fork_per_conn },
 	{ "plain_clients", case_plain_clients },
+	{ "file_names", case_file_names },
 	{ "known_squat_inject", case_known_squat_inject },
 	{ "known_hello_in_flight", case_known_hello_in_flight },
 	{ "known_accept_in_flight", case_known_accept_in_flight },

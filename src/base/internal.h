@@ -96,6 +96,10 @@ int shunt__parse_size(const char *s, uint64_t *out);
 int shunt__config_parse(struct shunt_config *c, const char *path, char *text);
 /* Create (mode 0700) or check the runtime directory; 0 or negative errno. */
 int shunt__ensure_dir(const char *dir);
+/* Create (mode 0700) or check the directory of the shim's rendezvous
+ * files: its owner and mode, and those of the directories above it
+ * (config.c says the rule).  0, or -EPERM and the reason logged once. */
+int shunt__safe_dir(const char *dir);
 /* Apply a log level and file named by the config file (log.c). */
 int shunt__log_setup(const char *level, const char *file);
 /* Close the log file, if any: lines go to stderr again. */

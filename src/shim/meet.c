@@ -50,7 +50,42 @@ struct tmeet {
 	int file;                  /* the name is a file (unlink it) */
 };
 
-/* --- Names ------------------------------------------------------------------ */
+/* --- Names ------------------------------------------------------------------
+ * Abstract: "shunt1/<lower>-<higher>" in hex, which always fits.  A file
+ * in the directory (`dir` may take 75 of sun_path's 108 bytes):
+ * "m-<lower>-<higher>" for IPv4 (29 bytes), and for IPv6, whose spelling
+ * would not fit, "m6-" and 112 bits of a hash of both (31 bytes).  The
+ * hash needs no secret: a name is public anyway, and whoever binds one
+ * first gains nothing but keeping that connection on TCP (the proof). */
+
+static uint64_t mix64(uint64_t x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ull;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+/* Two lanes over family, port and address of both ends. */
+static void name_hash(const struct shunt_addr *lo, const struct shunt_addr *hi, char *out,
+		      size_t n)
+{
+	const struct shunt_addr *ends[2] = { lo, hi };
+	uint64_t h1 = 0x736e7568743a6d36ull, h2 = 0x6d363a7468756e73ull;
+
+	for (int e = 0; e < 2; e++) {
+		uint8_t b[19] = { ends[e]->family, (uint8_t)(ends[e]->port >> 8),
+				  (uint8_t)ends[e]->port };
+		memcpy(b + 3, ends[e]->a, 16);
+		for (size_t i = 0; i < sizeof(b); i++) {
+			h1 = mix64(h1 ^ b[i]);
+			h2 = mix64(h2 + b[i] + 1);
+		}
+	}
+	snprintf(out, n, "%016llx%012llx", (unsigned long long)h1,
+		 (unsigned long long)(h2 >> 16));
+}
 
 int shim_meet_name(const struct shunt_addr *lower, const struct shunt_addr *higher,
 		   int file, struct sockaddr_un *out, unsigned *len)
@@ -62,11 +97,15 @@ int shim_meet_name(const struct shunt_addr *lower, const struct shunt_addr *high
 	memset(out, 0, sizeof(*out));
 	out->sun_family = AF_UNIX;
 	int n;
-	if (file)
-		n = snprintf(out->sun_path, sizeof(out->sun_path), "%s/m-%s-%s",
-			     shunt__config()->dir, a, b);
-	else /* abstract: a leading NUL, and the length tells the end */
+	const char *dir = shunt__config()->dir;
+	if (file && (lower->family == AF_INET6 || higher->family == AF_INET6)) {
+		name_hash(lower, higher, a, sizeof(a));
+		n = snprintf(out->sun_path, sizeof(out->sun_path), "%s/m6-%s", dir, a);
+	} else if (file) {
+		n = snprintf(out->sun_path, sizeof(out->sun_path), "%s/m-%s-%s", dir, a, b);
+	} else { /* abstract: a leading NUL, and the length tells the end */
 		n = snprintf(out->sun_path + 1, sizeof(out->sun_path) - 1, "shunt1/%s-%s", a, b) + 1;
+	}
 	if (n <= 0 || (size_t)n >= sizeof(out->sun_path))
 		return -ENAMETOOLONG;
 	*len = (unsigned)(offsetof(struct sockaddr_un, sun_path) + (size_t)n + (file ? 1 : 0));
@@ -214,23 +253,28 @@ void shim_meet_forget(struct tsock *t)
 	}
 }
 
-static struct tmeet *meet_new(struct tsock *t)
+/* A new meeting for t: its role and name (the directory checked). */
+static int meet_new(struct tsock *t, struct tmeet **out)
 {
 	struct tslot *sl = t->slot;
 	struct tmeet *m = calloc(1, sizeof(*m));
 
 	if (!m)
-		return NULL;
+		return -ENOMEM;
 	m->lfd = m->s = -1;
 	m->dialer = shunt_addr_cmp(&sl->local, &sl->peer) > 0;
 	m->file = shunt__config()->trust_netns;
 	const struct shunt_addr *lo = m->dialer ? &sl->peer : &sl->local;
 	const struct shunt_addr *hi = m->dialer ? &sl->local : &sl->peer;
-	if (shim_meet_name(lo, hi, m->file, &m->name, &m->name_len) < 0) {
+	int rc = shim_meet_name(lo, hi, m->file, &m->name, &m->name_len);
+	if (rc == 0 && m->file)
+		rc = shunt__safe_dir(shunt__config()->dir);
+	if (rc < 0) {
 		free(m);
-		return NULL;
+		return rc;
 	}
-	return m;
+	*out = m;
+	return 0;
 }
 
 static int seqpacket(void)
@@ -401,9 +445,10 @@ int shim_meet_step(struct tsock *t, int fd)
 {
 	pthread_mutex_lock(&t->mu);
 	struct tmeet *m = t->meet;
-	if (!m)
-		m = t->meet = meet_new(t);
-	int rc = !m ? -ENOMEM : m->dialer ? dial_step(t, fd, m) : listen_step(t, fd, m);
+	int rc = m ? 0 : meet_new(t, &m);
+	t->meet = m;
+	if (rc == 0)
+		rc = m->dialer ? dial_step(t, fd, m) : listen_step(t, fd, m);
 	if (rc != 0) {
 		t->meet = NULL;
 		pthread_mutex_unlock(&t->mu);
