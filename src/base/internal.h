@@ -134,6 +134,10 @@ void shunt__own_unlock(void);
 
 /* May a peer running as uid reach us (and we it)?  Our own uid always may. */
 int shunt__peer_allowed(uint32_t uid);
+/* Does `allow-user` name uid (ours too only if named)?  The shim then
+ * takes a peer of that user at the kernel's word on who owns a socket
+ * when it may not look at the peer's fds (meet.c). */
+int shunt__peer_named(uint32_t uid);
 /* Should a TCP connection to or from this address be accelerated? */
 struct shunt_addr;
 int shunt__tcp_allowed(const struct shunt_addr *a);

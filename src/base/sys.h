@@ -137,6 +137,10 @@ static inline int sys_getpid(void) { return (int)SYS_(SYS_getpid, 0, 0, 0, 0, 0,
 static inline unsigned sys_geteuid(void) { return (unsigned)SYS_(SYS_geteuid, 0, 0, 0, 0, 0, 0); }
 static inline int sys_gettid(void) { return (int)SYS_(SYS_gettid, 0, 0, 0, 0, 0, 0); }
 static inline int sys_kill(int pid, int sig) { return (int)SYS_(SYS_kill, pid, sig, 0, 0, 0, 0); }
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424 /* Linux 5.1, one number on every architecture */
+#endif
+static inline int sys_pidfd_send_signal(int pidfd, int sig) { return (int)SYS_(SYS_pidfd_send_signal, pidfd, sig, 0, 0, 0, 0); }
 static inline int sys_sched_yield(void) { return (int)SYS_(SYS_sched_yield, 0, 0, 0, 0, 0, 0); }
 static inline long sys_getrandom(void *buf, size_t n, unsigned flags) { return SYS_(SYS_getrandom, buf, n, flags, 0, 0, 0); }
 

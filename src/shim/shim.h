@@ -313,9 +313,17 @@ int shim_kern_tx_total(int fd, uint64_t *out);
 /* Bytes of the TCP stream consumed by reads so far. */
 int shim_kern_rx_consumed(int fd, uint64_t *out);
 int shim_kern_netns_cookie(int fd, uint64_t *out);
-/* The uid owning the TCP socket with these addresses in our namespace. */
-int shim_kern_sock_uid(const struct shunt_addr *src, const struct shunt_addr *dst,
-		       uint32_t *uid);
+/* The TCP socket with these addresses in our network namespace: its
+ * inode (0 if no process holds it) and owner's uid; -ENOENT if none. */
+int shim_kern_sock_find(const struct shunt_addr *src, const struct shunt_addr *dst,
+			uint64_t *ino, uint32_t *uid);
+/* The inode of the socket process pid holds at fd, read from /proc: 0,
+ * -EACCES if we may not look (or pid is no process of our /proc), -ENOENT
+ * if no such fd, -ENOTSOCK if no socket. */
+int shim_kern_proc_sock(int pid, int fd, uint64_t *ino);
+/* A new fd for the regular file process pid holds at fd (close-on-exec),
+ * or a negative errno as above. */
+int shim_kern_proc_open(int pid, int fd);
 /* Is fd a TCP socket (inet or inet6)? */
 int shim_kern_is_tcp(int fd);
 uint64_t shim_kern_ino(int fd);
