@@ -54,6 +54,8 @@
  *   nondumpable        a non-dumpable end stays on TCP, bytes intact, unless
  *                      allow-user names its user
  *   fork_mid_meeting   a child forked mid-meeting keeps none of its sockets
+ *   arena_race         8 threads track a process's first sockets at once
+ *                      (under TSan: no thread sees the arena half made)
  *
  * Cases named known_* show weaknesses found while writing these (see each
  * case): they log "KNOWN WEAKNESS" and pass, unless SHUNT_TEST_STRICT=1,
@@ -3210,6 +3212,41 @@ static void case_known_duplex_poll(void)
 		 "slowest round took %.3f s", slowest);
 }
 
+/* --- The first tracked sockets of a process, in many threads at once ----------
+ * The first socket a process tracks creates its arena; other threads must
+ * not see the arena before its header is written (TSan watches). */
+
+#define RACERS 8
+
+static pthread_barrier_t g_race_go;
+
+static void *arena_racer(void *arg)
+{
+	int *fds = arg;
+
+	pthread_barrier_wait(&g_race_go);
+	ts_pair(&fds[0], &fds[1]);
+	return NULL;
+}
+
+static void case_arena_race(void)
+{
+	pthread_t t[RACERS];
+	int fds[RACERS][2];
+
+	ASSERT_EQ(pthread_barrier_init(&g_race_go, NULL, RACERS), 0);
+	for (int i = 0; i < RACERS; i++)
+		ASSERT_EQ(pthread_create(&t[i], NULL, arena_racer, fds[i]), 0);
+	for (int i = 0; i < RACERS; i++)
+		ASSERT_EQ(pthread_join(t[i], NULL), 0);
+	pthread_barrier_destroy(&g_race_go);
+	for (int i = 0; i < RACERS; i++) {
+		ts_make_accelerated(fds[i][0], fds[i][1]);
+		close(fds[i][0]);
+		close(fds[i][1]);
+	}
+}
+
 static struct sockaddr_un g_fmm_name;
 static socklen_t g_fmm_len;
 
@@ -3318,6 +3355,7 @@ static const struct shim_case g_cases[] = {
 	{ "nondumpable", case_nondumpable },
 	{ "known_duplex_poll", case_known_duplex_poll },
 	{ "fork_mid_meeting", case_fork_mid_meeting },
+	{ "arena_race", case_arena_race },
 };
 
 #define N_CASES(a) (sizeof(a) / sizeof((a)[0]))
