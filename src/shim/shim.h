@@ -227,7 +227,8 @@ struct tsock {
 	struct tslot *slot;
 	uint32_t gen;
 	pthread_mutex_t mu;        /* guards meet */
-	struct tmeet *meet;
+	struct tmeet *meet;        /* a meeting in progress, or a listener's segment
+	                            * fd the dialer has yet to open (meet.c) */
 	_Atomic uint32_t io_gen;   /* moves on I/O and rings: epoll looks again */
 	int mapped;                /* this process maps the segment */
 };
