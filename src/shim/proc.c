@@ -6,9 +6,9 @@
  * segments at the same addresses, and it closes its copies of the
  * parent's meetings in progress and frees them (the parent goes on with
  * them; a copy of the named listener in a child would take the peer's
- * call, and the sockets would stay open in every child until exec).  vfork: the child runs in the
- * parent's memory until it execs, so it changes no table (fds.c asks
- * shim_in_vfork_child()).  exec: the new image adopts the family's arena
+ * call, and the sockets would stay open in every child until exec).
+ * vfork: the child runs in the parent's memory until it execs, so it
+ * changes no table (fds.c asks shim_in_vfork_child()).  exec: the new image adopts the family's arena
  * and the tracked sockets that survive, listed in SHUNT_INHERIT
  * ("ARENAFD;FD:SLOT:GEN:INO,..."), each checked against what the slot says
  * before it is believed.  posix_spawn: the same, for a child.
