@@ -31,27 +31,29 @@ static int parse_level(const char *s)
 	return -1;
 }
 
+void shunt__log_close(void)
+{
+	if (log_fd <= 2)
+		return;
+	int fd = log_fd;
+	/* Unregistered before the close: the number is the program's again. */
+	shunt__own_del(&log_fd);
+	log_fd = STDERR_FILENO;
+	sys_close(fd);
+}
+
 static int open_log_file(const char *file)
 {
 	int fd = sys_openat(AT_FDCWD, file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 
 	if (fd < 0)
 		return fd;
-	shunt__log_close();
+	shunt__log_close(); /* a file named before: replaced, not leaked */
 	/* Out of the program's way: a program that dup2()s onto a low fd (bash's
 	 * `exec 3<>`) would otherwise send our lines down its own socket. */
 	log_fd = shunt__hide_fd(fd);
 	shunt__own_add(&log_fd);
 	return 0;
-}
-
-void shunt__log_close(void)
-{
-	if (log_fd <= 2)
-		return;
-	shunt__own_del(&log_fd);
-	sys_close(log_fd);
-	log_fd = STDERR_FILENO;
 }
 
 void shunt__log_hide(void)

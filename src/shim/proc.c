@@ -3,10 +3,12 @@
  *
  * fork: the child is a new process of the family; it holds every tracked
  * socket too (it is added to each slot's holders), it maps the same
- * segments at the same addresses, and it drops the parent's meetings in
- * progress (the parent goes on with them).  vfork: the child runs in the
- * parent's memory until it execs, so it changes no table (fds.c asks
- * shim_in_vfork_child()).  exec: the new image adopts the family's arena
+ * segments at the same addresses, and it closes its copies of the
+ * parent's meetings in progress and frees them (the parent goes on with
+ * them; a copy of the named listener in a child would take the peer's
+ * call, and the sockets would stay open in every child until exec).
+ * vfork: the child runs in the parent's memory until it execs, so it
+ * changes no table (fds.c asks shim_in_vfork_child()).  exec: the new image adopts the family's arena
  * and the tracked sockets that survive, listed in SHUNT_INHERIT
  * ("ARENAFD;FD:SLOT:GEN:INO,..."), each checked against what the slot says
  * before it is believed.  posix_spawn: the same, for a child.
@@ -61,7 +63,7 @@ static void child_holds(int fd, struct tsock *t, void *arg)
 	(void)fd;
 	(void)arg;
 	pthread_mutex_init(&t->mu, NULL); /* another thread may have held it */
-	t->meet = NULL; /* the parent's: its fds are closed with the child's copy below */
+	shim_meet_forget(t); /* the parent's meeting, not ours */
 	shim_slot_hold(t->slot, shim_pid());
 }
 

@@ -244,7 +244,8 @@ struct tsock {
 	struct tslot *slot;
 	uint32_t gen;
 	pthread_mutex_t mu;        /* guards meet, and the step that ends it MOVED */
-	struct tmeet *meet;
+	struct tmeet *meet;        /* a meeting in progress, or a listener's segment
+	                            * fd the dialer has yet to open (meet.c) */
 	_Atomic uint32_t io_gen;   /* moves on I/O and rings: epoll looks again */
 	int mapped;                /* this process maps the segment */
 	_Atomic int64_t peer_looked; /* when a send last asked if the peer lives */
@@ -340,8 +341,12 @@ void shim_back_settle(struct tsock *t, int fd);
 /* Our ring's leftovers still wait for room on TCP: a wait must watch for
  * writing too (io.c). */
 int shim_back_pending(struct tsock *t);
-/* The process lets go of a moving connection (close, fork child). */
+/* The process lets go of a moving connection (close, give up). */
 void shim_meet_drop(struct tsock *t);
+/* A forked child lets go of its copy of its parent's meeting, which goes
+ * on in the parent: the child's copies of the sockets are closed (the
+ * listener's named socket among them), the name is left alone. */
+void shim_meet_forget(struct tsock *t);
 /* One step of meeting the peer (meet.c): 1 done (moved: the slot says
  * SLOT_MOVED), 0 not yet, < 0 given up (the reason is counted). */
 int shim_meet_step(struct tsock *t, int fd);
@@ -353,9 +358,17 @@ int shim_kern_tx_total(int fd, uint64_t *out);
 /* Bytes of the TCP stream consumed by reads so far. */
 int shim_kern_rx_consumed(int fd, uint64_t *out);
 int shim_kern_netns_cookie(int fd, uint64_t *out);
-/* The uid owning the TCP socket with these addresses in our namespace. */
-int shim_kern_sock_uid(const struct shunt_addr *src, const struct shunt_addr *dst,
-		       uint32_t *uid);
+/* The TCP socket with these addresses in our network namespace: its
+ * inode (0 if no process holds it) and owner's uid; -ENOENT if none. */
+int shim_kern_sock_find(const struct shunt_addr *src, const struct shunt_addr *dst,
+			uint64_t *ino, uint32_t *uid);
+/* The inode of the socket process pid holds at fd, read from /proc: 0,
+ * -EACCES if we may not look (or pid is no process of our /proc), -ENOENT
+ * if no such fd, -ENOTSOCK if no socket. */
+int shim_kern_proc_sock(int pid, int fd, uint64_t *ino);
+/* A new fd for the regular file process pid holds at fd (close-on-exec),
+ * or a negative errno as above. */
+int shim_kern_proc_open(int pid, int fd);
 /* Is fd a TCP socket (inet or inet6)? */
 int shim_kern_is_tcp(int fd);
 uint64_t shim_kern_ino(int fd);
