@@ -511,7 +511,7 @@ static void drain(struct link *L)
 
 /* n bytes each way, checked byte for byte: one direction at a time, a
  * thread sending while this one reads (both ways at once is
- * known_duplex_poll's, a bug of its own). */
+ * duplex_poll's). */
 struct bulk_arg {
 	int fd;
 	uint64_t seed, off, n;
@@ -3156,17 +3156,9 @@ static void duplex_read(struct duplex *d)
 	}
 }
 
-static void case_known_duplex_poll(void)
+static void case_duplex_poll(void)
 {
 	double slowest = 0;
-
-	if (test_tsan() && !strict()) {
-		/* TSan stops the process at the race under this (a poll's readiness
-		 * scan writes the sender's ring cache unlocked): known, reported. */
-		test_log("under TSan it is the data race that fails this (SHUNT_TEST_STRICT=1 "
-			 "shows it); left out");
-		return;
-	}
 
 	for (int round = 0; round < 10; round++) {
 		int c, s;
@@ -3190,22 +3182,20 @@ static void case_known_duplex_poll(void)
 		ASSERT_SYS(close(c));
 		ASSERT_SYS(close(s));
 		if (ra.stuck || rb.stuck || a.stuck || b.stuck) {
-			KNOWN_WEAKNESS("round %d: 4 MiB each way at once on a moved connection, a "
+			TEST_FAIL_MSG("round %d: 4 MiB each way at once on a moved connection, a "
 				       "sender thread per direction, this one reading: all stuck "
 				       "for 3 s (c->s: %ju sent, %ju read; s->c: %ju sent, %ju "
 				       "read), though each side's ring had data or room; with "
 				       "poll() and no timeout, a hang for good", round,
 				       (uintmax_t)a.done, (uintmax_t)ra.done, (uintmax_t)b.done,
 				       (uintmax_t)rb.done);
-			return;
 		}
 		if (a.lost || b.lost || ra.lost || rb.lost) {
-			KNOWN_WEAKNESS("round %d: 4 MiB each way at once on a moved connection, a "
+			TEST_FAIL_MSG("round %d: 4 MiB each way at once on a moved connection, a "
 				       "sender thread per direction: poll() slept its full second "
 				       "while its call could go on (senders c->s %d, s->c %d, "
 				       "readers of s %d, of c %d): a lost wake-up", round, a.lost,
 				       b.lost, ra.lost, rb.lost);
-			return;
 		}
 	}
 	test_log("10 rounds of 4 MiB each way at once: no poll() slept a full second; the "
@@ -3353,7 +3343,7 @@ static const struct shim_case g_cases[] = {
 	{ "linger_accept", case_linger_accept },
 	{ "pass_route", case_pass_route },
 	{ "nondumpable", case_nondumpable },
-	{ "known_duplex_poll", case_known_duplex_poll },
+	{ "duplex_poll", case_duplex_poll },
 	{ "fork_mid_meeting", case_fork_mid_meeting },
 	{ "arena_race", case_arena_race },
 };
