@@ -56,10 +56,8 @@
  *   fork_mid_meeting   a child forked mid-meeting keeps none of its sockets
  *   arena_race         8 threads track a process's first sockets at once
  *                      (under TSan: no thread sees the arena half made)
- *
- * Cases named known_* show weaknesses found while writing these (see each
- * case): they log "KNOWN WEAKNESS" and pass, unless SHUNT_TEST_STRICT=1,
- * where they fail as the bug they are.
+ *   duplex_poll        4 MiB each way at once, a poll()ing sender thread per
+ *                      direction: no poll() sleeps with its call able to go on
  *
  * The first four need root (unshare, setuid): without it they are left
  * out; pass_route and nondumpable run as nobody when root.
@@ -112,27 +110,6 @@ extern char **environ;
 #define CLI_IP "127.0.0.2" /* the client's: the higher end, it dials */
 
 /* --- Small things ------------------------------------------------------ */
-
-static int g_strict = -1;
-
-static int strict(void)
-{
-	if (g_strict < 0) {
-		const char *s = getenv("SHUNT_TEST_STRICT");
-		g_strict = s && *s && strcmp(s, "0") != 0;
-	}
-	return g_strict;
-}
-
-/* A weakness these cases found: fails under SHUNT_TEST_STRICT=1, else is
- * logged so that the run shows it. */
-#define KNOWN_WEAKNESS(...)                                                \
-	do {                                                               \
-		if (strict())                                              \
-			TEST_FAIL_MSG(__VA_ARGS__);                        \
-		test_log("KNOWN WEAKNESS (passes unless SHUNT_TEST_STRICT=1):"); \
-		test_log(__VA_ARGS__);                                     \
-	} while (0)
 
 static struct shunt_config *cfg(void)
 {
