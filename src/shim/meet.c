@@ -254,6 +254,16 @@ static uint8_t bell_byte(void)
 	return b;
 }
 
+/* The last look before our side commits: shut down, passed on or taken by
+ * stdio meanwhile (-ECANCELED), or held by a process made meanwhile
+ * without a pause (-EBUSY: vfork, _Fork, clone). */
+static int may_commit(struct tsock *t)
+{
+	if (atomic_load(&t->slot->flags) & TF_NOMOVE)
+		return -ECANCELED;
+	return shim_slot_shared(t->slot) ? -EBUSY : 0;
+}
+
 /* The listener took a good HELLO: make the segment and answer. */
 static int answer(struct tsock *t, int fd, struct tmeet *m)
 {
@@ -311,8 +321,9 @@ static int listen_step(struct tsock *t, int fd, struct tmeet *m)
 		m->s = -1;
 		return 0;
 	}
-	if (atomic_load(&t->slot->flags) & TF_NOMOVE)
-		return -ECANCELED;
+	rc = may_commit(t);
+	if (rc < 0)
+		return rc;
 	rc = answer(t, fd, m);
 	if (rc < 0)
 		return rc;
@@ -348,10 +359,10 @@ static int dial_step(struct tsock *t, int fd, struct tmeet *m)
 		return 0;
 	if (rc < 0)
 		return rc == -ECONNRESET ? -EACCES : rc;
-	/* Shut down, passed on or taken by stdio meanwhile: not now. */
-	if (atomic_load(&t->slot->flags) & TF_NOMOVE) {
+	rc = may_commit(t);
+	if (rc < 0) {
 		shunt_close_fds(fds, 2);
-		return -ECANCELED;
+		return rc;
 	}
 	struct shunt_seg seg = { 0 };
 	uint8_t bell = 0;
