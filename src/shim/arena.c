@@ -64,9 +64,13 @@ int shim_arena_fd(void)
 	return __atomic_load_n(&arena_fd, __ATOMIC_ACQUIRE);
 }
 
-static int alive(int pid)
+/* A holder entry is a pid, -1 (shared for good), or a fork's reservation
+ * (SLOT_FORKING), which lives as long as the forking process. */
+static int alive(int32_t h)
 {
-	return pid == -1 || (pid > 0 && sys_kill(pid, 0) != -ESRCH);
+	int pid = h < -1 ? SLOT_FORKER(h) : h;
+
+	return h == -1 || (pid > 0 && sys_kill(pid, 0) != -ESRCH);
 }
 
 /* Take a line whose pid is `want` (0: free; else a dead process's). */
@@ -262,25 +266,42 @@ struct tslot *shim_slot_at(int index, uint32_t gen)
 	return s;
 }
 
-void shim_slot_hold(struct tslot *s, int pid)
+static int holds(struct tslot *s, int32_t h)
+{
+	for (int i = 0; i < SLOT_HOLDERS; i++)
+		if (atomic_load(&s->holders[i]) == h)
+			return 1;
+	return 0;
+}
+
+/* A new entry: a free one, else a dead holder's; else the slot counts as
+ * shared for good (more holders than fit). */
+static void add_holder(struct tslot *s, int32_t h)
 {
 	for (int pass = 0; pass < 2; pass++) {
 		for (int i = 0; i < SLOT_HOLDERS; i++) {
-			int32_t h = atomic_load(&s->holders[i]);
-			if (h == pid || h == -1)
+			int32_t old = atomic_load(&s->holders[i]);
+			if (old == -1)
 				return;
-			/* Second pass: take a dead holder's place. */
-			if (pass == 1 && h != 0 && !alive(h) &&
-			    atomic_compare_exchange_strong(&s->holders[i], &h, pid))
-				return;
-			int32_t zero = 0;
-			if (pass == 0 && h == 0 &&
-			    atomic_compare_exchange_strong(&s->holders[i], &zero, pid))
+			if ((pass == 0 ? old == 0 : old != 0 && !alive(old)) &&
+			    atomic_compare_exchange_strong(&s->holders[i], &old, h))
 				return;
 		}
 	}
-	/* More holders than fit: the slot counts as shared for good. */
 	atomic_store(&s->holders[0], -1);
+}
+
+void shim_slot_hold(struct tslot *s, int pid)
+{
+	if (!holds(s, pid))
+		add_holder(s, pid);
+}
+
+/* One entry per fork, even when another fork of ours reserved too: each
+ * reservation is turned into its own child. */
+void shim_slot_reserve(struct tslot *s, int32_t tag)
+{
+	add_holder(s, tag);
 }
 
 int shim_slot_shared(struct tslot *s)
@@ -295,18 +316,22 @@ int shim_slot_shared(struct tslot *s)
 	return 0;
 }
 
-void shim_slot_unhold(struct tslot *s, uint32_t gen)
+/* Clear who's entries (0: nobody's) and dead ones; free the slot when no
+ * entry is left. */
+static void let_go(struct tslot *s, uint32_t gen, int who)
 {
-	int pid = shim_pid(), left = 0;
+	int left = 0;
 
 	if (atomic_load(&s->gen) != gen)
 		return;
 	for (int i = 0; i < SLOT_HOLDERS; i++) {
 		int32_t h = atomic_load(&s->holders[i]);
-		if (h == pid || (h > 0 && !alive(h)))
-			atomic_compare_exchange_strong(&s->holders[i], &h, 0);
-		else if (h != 0)
+		if (h == 0)
+			continue;
+		if (!(who && h == who) && alive(h))
 			left = 1;
+		else if (!atomic_compare_exchange_strong(&s->holders[i], &h, 0))
+			left = 1; /* it changed under us: somebody's */
 	}
 	if (left)
 		return;
@@ -314,6 +339,29 @@ void shim_slot_unhold(struct tslot *s, uint32_t gen)
 	uint32_t g = gen;
 	if (atomic_compare_exchange_strong(&s->gen, &g, gen + 1))
 		atomic_store(&s->state, SLOT_FREE);
+}
+
+void shim_slot_unhold(struct tslot *s, uint32_t gen)
+{
+	let_go(s, gen, shim_pid());
+}
+
+int shim_slot_born(struct tslot *s, uint32_t gen, int32_t tag, int pid)
+{
+	if (atomic_load(&s->gen) != gen)
+		return 0;
+	/* The child may have put itself there first (its atfork handler, or
+	 * an exec'd image): then the reservation only goes. */
+	int32_t to = pid > 0 && !holds(s, pid) ? pid : 0;
+	for (int i = 0; i < SLOT_HOLDERS; i++) {
+		int32_t h = tag;
+		if (atomic_compare_exchange_strong(&s->holders[i], &h, to)) {
+			if (!to) /* the last holder may have left meanwhile */
+				let_go(s, gen, 0);
+			return 1;
+		}
+	}
+	return 0;
 }
 
 void shim_count_seen(void)

@@ -11,6 +11,7 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -1080,13 +1081,15 @@ static int spawn(int search, pid_t *pid, const char *path, const posix_spawn_fil
 	pid_t child = 0;
 	shim_spawn_prepare(fa);
 	char **env = shim_exec_prepare(envp ? envp : environ, path);
+	shim_spawn_begin();
 	int rc = search ? REAL(posix_spawnp)(&child, path, fa, at, argv, env)
 			: REAL(posix_spawn)(&child, path, fa, at, argv, env);
 
+	/* The child holds what it inherits, shim or not. */
+	shim_spawn_end(rc == 0 ? child : -1);
 	shim_exec_done(env, envp ? envp : environ);
 	if (rc == 0) {
-		/* The child holds what it inherits, shim or not. */
-		shim_spawn_done(fa, child);
+		shim_spawn_done(fa, child); /* and what its file actions dup2 */
 		if (pid)
 			*pid = child;
 	}
@@ -1103,4 +1106,71 @@ EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_act
 			const posix_spawnattr_t *at, char *const argv[], char *const envp[])
 {
 	return spawn(1, pid, file, fa, at, argv, envp);
+}
+
+/* --- fork and its kin -------------------------------------------------------------
+ * The child holds every socket of ours before the program hears of it
+ * (proc.c).  vfork() is not wrapped: its child must return into the
+ * caller's own frame; it joins the holders at exec. */
+
+EXPORT pid_t fork(void)
+{
+	shim_fork_wrap();
+	pid_t pid = REAL(fork)();
+	int err = errno;
+
+	shim_fork_unwrap(pid);
+	errno = err;
+	return pid;
+}
+
+/* glibc's fork without the atfork handlers, for async-signal contexts:
+ * nothing here takes a lock. */
+EXPORT pid_t _Fork(void)
+{
+	if (!REAL(_Fork))
+		return (pid_t)shim_err(-ENOSYS);
+	pid_t pid = REAL(_Fork)();
+	int err = errno;
+
+	if (pid > 0)
+		shim_spawned(pid);
+	errno = err;
+	return pid;
+}
+
+/* Its parent returns only if the fork failed (it exits otherwise). */
+EXPORT int daemon(int nochdir, int noclose)
+{
+	int me = shim_pid();
+
+	shim_fork_wrap();
+	int rc = REAL(daemon)(nochdir, noclose);
+	int err = errno;
+
+	shim_fork_unwrap(shim_pid() == me ? -1 : 0);
+	errno = err;
+	return rc;
+}
+
+/* A child with a copy of our fd table holds our sockets; one that shares
+ * the table (CLONE_FILES: threads too) is us. */
+EXPORT int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)
+{
+	va_list ap;
+
+	/* Passed on as they came: the kernel looks at each only under the
+	 * flag that names it (what a caller left out is never read). */
+	va_start(ap, arg);
+	pid_t *ptid = va_arg(ap, pid_t *);
+	void *tls = va_arg(ap, void *);
+	pid_t *ctid = va_arg(ap, pid_t *);
+	va_end(ap);
+	int rc = REAL(clone)(fn, stack, flags, arg, ptid, tls, ctid);
+	int err = errno;
+
+	if (rc > 0 && !(flags & CLONE_FILES))
+		shim_spawned(rc);
+	errno = err;
+	return rc;
 }

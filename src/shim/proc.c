@@ -1,17 +1,20 @@
 /*
- * proc.c - processes: fork, vfork, exec, posix_spawn.
+ * proc.c - processes: fork, vfork, _Fork, clone, daemon, exec, posix_spawn.
  *
  * fork: the child is a new process of the family; it holds every tracked
- * socket too (it is added to each slot's holders), it maps the same
- * segments at the same addresses, and it closes its copies of the
- * parent's meetings in progress and frees them (the parent goes on with
- * them; a copy of the named listener in a child would take the peer's
- * call, and the sockets would stay open in every child until exec).
- * vfork: the child runs in the parent's memory until it execs, so it
- * changes no table (fds.c asks shim_in_vfork_child()).  exec: the new image adopts the family's arena
- * and the tracked sockets that survive, listed in SHUNT_INHERIT
- * ("ARENAFD;FD:SLOT:GEN:INO,..."), each checked against what the slot says
- * before it is believed.  posix_spawn: the same, for a child.
+ * socket too (it is among each slot's holders before fork() returns, see
+ * below), it maps the same segments at the same addresses, and it closes
+ * its copies of the parent's meetings in progress and frees them (the
+ * parent goes on with them; a copy of the named listener in a child would
+ * take the peer's call).  vfork: the child runs in the parent's memory
+ * until it execs, so it changes no table (fds.c asks
+ * shim_in_vfork_child()); it joins the holders at exec.  A child of _Fork
+ * or clone (no atfork handler runs) is treated the same, and its parent
+ * adds it to the holders when the call returns.  exec: the new image
+ * adopts the family's arena and the tracked sockets that survive, listed
+ * in SHUNT_INHERIT ("ARENAFD;FD:SLOT:GEN:INO,..."), each checked against
+ * what the slot says before it is believed.  posix_spawn: the same, for a
+ * child.
  */
 #include <fcntl.h>
 #include <spawn.h>
@@ -44,10 +47,109 @@ int shim_in_vfork_child(void)
 	return sys_getpid() != shim_pid();
 }
 
-/* --- fork ------------------------------------------------------------------ */
+/* --- A new process holds our sockets ---------------------------------------
+ * A child holds every socket of ours from the moment it exists, and the
+ * parent must know it before fork() returns: a close of the parent's copy
+ * is not the last one then (the peer must not be told the connection
+ * ended), and the connection may not move.  The child can say so itself
+ * only once it runs, and fork() knows its pid only once it is made.  So
+ * before it is made, each socket it will hold gets a reservation among its
+ * slot's holders (SLOT_FORKING, alive while we are), with no step of a move
+ * running meanwhile and any meeting in progress called off (move.c).  Once
+ * the pid is known the reservation becomes that pid, or goes if the child
+ * put itself there first or no child was made: our fork() and posix_spawn()
+ * do it in the parent, the child's atfork handler in the child, whichever
+ * comes first.  A fork libc makes inside (forkpty, wordexp) leaves it to
+ * the child: if one fails, its reservations stay while we live.
+ *
+ * The reserved sockets are kept on a list, each with a reference: one
+ * closed between the reservation and the fork is still found (by the
+ * parent: the child has it; by the child: it lets go of it at once).
+ */
+
+static struct tsock *births;  /* while moves are paused: one maker at a time */
+static int32_t birth_tag;     /* SLOT_FORKING(our pid) */
+static _Thread_local int forking;  /* our fork's prepare reserved */
+static _Thread_local int wrapped;  /* in our fork wrapper: it ends the parent's side */
+static _Thread_local int spawning; /* in our posix_spawn wrapper */
+
+static int cloexec(int fd)
+{
+	int fl = sys_fcntl(fd, F_GETFD, 0);
+
+	return fl < 0 || (fl & FD_CLOEXEC);
+}
+
+/* arg: whether close-on-exec sockets count (a fork), or not (a spawn). */
+static void reserve(int fd, struct tsock *t, void *arg)
+{
+	struct tsock *u = shim_get(fd); /* a reference: t may be closed now */
+
+	(void)t;
+	if (!u)
+		return;
+	if (u->birth || (!*(int *)arg && cloexec(fd))) {
+		shim_put(u);
+		return;
+	}
+	u->birth = 1;
+	u->birth_next = births; /* the list keeps the reference */
+	births = u;
+	shim_slot_reserve(u->slot, birth_tag);
+	shim_move_call_off(u, fd);
+}
+
+static void births_begin(int all)
+{
+	shim_moves_pause();
+	birth_tag = SLOT_FORKING(shim_pid());
+	shim_each(reserve, &all);
+}
+
+/* In the parent.  child: the pid, -1 for none, 0 for not known (the child
+ * turns the reservations into its own pid). */
+static void births_end(int child)
+{
+	while (births) {
+		struct tsock *t = births;
+		births = t->birth_next;
+		t->birth_next = NULL;
+		t->birth = 0;
+		if (child)
+			shim_slot_born(t->slot, t->gen, birth_tag, child);
+		shim_put(t);
+	}
+	shim_moves_resume();
+}
+
+/* In the child: each reservation becomes us; a socket closed in the parent
+ * just before the fork is let go of at once. */
+static void births_child(void)
+{
+	int me = shim_pid();
+
+	while (births) {
+		struct tsock *t = births;
+		struct tslot *s = t->slot;
+		births = t->birth_next;
+		t->birth_next = NULL;
+		t->birth = 0;
+		if (atomic_load(&s->gen) == t->gen && !shim_slot_born(s, t->gen, birth_tag, me))
+			shim_slot_hold(s, me); /* the parent's wrapper was first, or no room */
+		if (atomic_load(&t->nfds) == 0)
+			shim_slot_unhold(s, t->gen);
+		shim_put(t);
+	}
+}
 
 void shim_fork_prepare(void)
 {
+	/* A vfork-like child runs on a copy of tables that are not its own;
+	 * a fork inside our posix_spawn (an old libc's) is that spawn's. */
+	if (!spawning && !shim_in_vfork_child()) {
+		births_begin(1);
+		forking = 1;
+	}
 	shim_linger_fork(-1);
 	shunt__own_lock();
 }
@@ -56,15 +158,24 @@ void shim_fork_parent(void)
 {
 	shunt__own_unlock();
 	shim_linger_fork(1);
+	if (forking && !wrapped) { /* a fork inside libc: the child will say */
+		births_end(0);
+		forking = 0;
+	}
 }
 
+/* A socket the child got without a reservation (tracked by another thread
+ * during the fork): it holds it too. */
 static void child_holds(int fd, struct tsock *t, void *arg)
 {
 	(void)fd;
 	(void)arg;
 	pthread_mutex_init(&t->mu, NULL); /* another thread may have held it */
-	shim_meet_forget(t); /* the parent's meeting, not ours */
-	shim_slot_hold(t->slot, shim_pid());
+	/* The parent's meeting (called off before the fork) or its kept
+	 * segment, not ours: the child closes its copies. */
+	shim_meet_forget(t);
+	if (!t->birth)
+		shim_slot_hold(t->slot, shim_pid());
 }
 
 void shim_fork_child(void)
@@ -74,6 +185,54 @@ void shim_fork_child(void)
 	shim_linger_fork(0);
 	shim_arena_forked();
 	shim_each(child_holds, NULL);
+	if (forking) {
+		births_child();
+		shim_moves_forked();
+		forking = 0;
+	}
+}
+
+void shim_fork_wrap(void)
+{
+	wrapped = 1;
+}
+
+void shim_fork_unwrap(int pid)
+{
+	if (pid != 0 && forking) {
+		births_end(pid > 0 ? pid : -1);
+		forking = 0;
+	}
+	wrapped = 0;
+}
+
+void shim_spawn_begin(void)
+{
+	births_begin(0); /* what the new image keeps */
+	spawning = 1;
+}
+
+void shim_spawn_end(int child)
+{
+	spawning = 0;
+	births_end(child > 0 ? child : -1);
+}
+
+static void hold_all(int fd, struct tsock *t, void *arg)
+{
+	struct tsock *u = shim_get(fd);
+
+	(void)t;
+	if (u)
+		shim_slot_hold(u->slot, *(int *)arg);
+	shim_put(u);
+}
+
+void shim_spawned(int child)
+{
+	/* Made by a vfork-like child: its own exec will tell. */
+	if (!shim_in_vfork_child())
+		shim_each(hold_all, &child);
 }
 
 /* --- exec ------------------------------------------------------------------ */
@@ -84,6 +243,7 @@ struct inherit {
 	char *buf;
 	size_t len, cap;
 	int n;
+	int vchild; /* a vfork child's pid (else 0) */
 };
 
 /* --- What survives exec ------------------------------------------------------
@@ -178,7 +338,10 @@ static void add_fd(int fd, struct tsock *t, void *arg)
 	struct inherit *in = arg;
 	struct tslot *s = t->slot;
 
-	shim_slot_hold(s, sys_getpid());
+	/* Our parent learns of a vfork child only from it: before the new
+	 * image runs (and tells, if it runs the shim). */
+	if (in->vchild)
+		shim_slot_hold(s, in->vchild);
 	leaving(fd, t);
 	int k = snprintf(in->buf + in->len, in->cap - in->len, "%s%d:%d:%u:%llu",
 			 in->n ? "," : "", fd, shim_slot_index(s), t->gen,
@@ -219,7 +382,8 @@ char **shim_exec_prepare(char *const envp[], const char *path)
 	x->size = size;
 	x->env = (char **)(x + 1);
 	char *var = (char *)(x->env + n + 2);
-	struct inherit in = { var, 0, INHERIT_MAX + 64, 0 };
+	struct inherit in = { var, 0, INHERIT_MAX + 64, 0,
+			      shim_in_vfork_child() ? (int)sys_getpid() : 0 };
 	in.len = (size_t)snprintf(var, in.cap, "%s=%d;", SHIM_INHERIT_ENV, afd);
 	each_survivor(add_fd, &in);
 	size_t j = 0;

@@ -99,6 +99,10 @@ struct shim_real {
 			   char *const[], char *const[]);
 	int (*posix_spawnp)(pid_t *, const char *, const void *, const void *,
 			    char *const[], char *const[]);
+	pid_t (*fork)(void);
+	pid_t (*_Fork)(void);
+	int (*daemon)(int, int);
+	int (*clone)(int (*)(void *), void *, int, void *, ...);
 	int (*close_range)(unsigned, unsigned, int);
 	void (*closefrom)(int);
 	FILE *(*fdopen)(int, const char *);
@@ -169,13 +173,19 @@ enum shim_why {
 extern const char *const shim_why_names[WHY_N];
 
 #define SLOT_HOLDERS 4
+/* A holder entry reserved for a child being forked, made before the child
+ * exists so that no close or move of ours takes it for gone (proc.c): alive
+ * while the forking process is. */
+#define SLOT_FORKING(pid) ((int32_t)(-2 - (pid)))
+#define SLOT_FORKER(tag)  ((int)(-2 - (tag)))
 
 struct tslot {
 	_Atomic uint32_t gen;      /* bumped when the slot is freed */
 	_Atomic uint32_t state;    /* enum slot_state */
 	_Atomic uint32_t flags;    /* TF_* */
 	_Atomic uint32_t phase;    /* PH_* */
-	_Atomic int32_t holders[SLOT_HOLDERS]; /* pids; -1: more than fit */
+	_Atomic int32_t holders[SLOT_HOLDERS]; /* pids; -1: more than fit;
+	                            * < -1: SLOT_FORKING */
 	_Atomic uint32_t why;      /* enum shim_why + 1 once counted */
 	uint32_t side;             /* 0: made the segment, 1: the other */
 	uint64_t ino;              /* the socket's inode: its identity */
@@ -215,6 +225,11 @@ struct tslot *shim_slot_new(uint64_t ino, uint32_t *gen);
 void shim_slot_unhold(struct tslot *s, uint32_t gen);
 /* Add a holder (fork, spawn, exec'd image); idempotent. */
 void shim_slot_hold(struct tslot *s, int pid);
+/* Reserve an entry for a child about to be made (tag: SLOT_FORKING). */
+void shim_slot_reserve(struct tslot *s, int32_t tag);
+/* The child of that reservation is pid (pid <= 0: none was made): the
+ * entry becomes pid, or goes if pid is there already.  1 if it was found. */
+int shim_slot_born(struct tslot *s, uint32_t gen, int32_t tag, int pid);
 /* Is any process but us alive and holding it? */
 int shim_slot_shared(struct tslot *s);
 int shim_slot_index(const struct tslot *s);
@@ -250,6 +265,8 @@ struct tsock {
 	int mapped;                /* this process maps the segment */
 	_Atomic int64_t peer_looked; /* when a send last asked if the peer lives */
 	_Atomic uint32_t sends;
+	struct tsock *birth_next;  /* reserved for a child being made (proc.c) */
+	int birth;                 /* ... is on that list */
 };
 
 /* The tracked socket behind fd with a reference taken, or NULL (the fast
@@ -347,6 +364,15 @@ void shim_meet_drop(struct tsock *t);
  * on in the parent: the child's copies of the sockets are closed (the
  * listener's named socket among them), the name is left alone. */
 void shim_meet_forget(struct tsock *t);
+/* Around the making of a process that will hold our sockets: no step of a
+ * move runs from pause to resume (one thread pauses at a time); in the
+ * child, shim_moves_forked() instead of resume. */
+void shim_moves_pause(void);
+void shim_moves_resume(void);
+void shim_moves_forked(void);
+/* While paused: another process is about to hold t's socket; a meeting in
+ * progress is called off, and the connection waits on TCP. */
+void shim_move_call_off(struct tsock *t, int fd);
 /* One step of meeting the peer (meet.c): 1 done (moved: the slot says
  * SLOT_MOVED), 0 not yet, < 0 given up (the reason is counted). */
 int shim_meet_step(struct tsock *t, int fd);
@@ -492,6 +518,17 @@ void shim_spawn_done(const posix_spawn_file_actions_t *fa, int child);
 void shim_fork_prepare(void);
 void shim_fork_parent(void);
 void shim_fork_child(void);
+/* Our fork() and daemon() wrappers: around the real call, so that the
+ * parent's side ends knowing the child's pid (-1: the fork failed, 0: we
+ * are the child). */
+void shim_fork_wrap(void);
+void shim_fork_unwrap(int pid);
+/* posix_spawn: around the real call (child: its pid, or -1). */
+void shim_spawn_begin(void);
+void shim_spawn_end(int child);
+/* _Fork, clone: a child made without the atfork handlers holds every
+ * socket of ours. */
+void shim_spawned(int child);
 /* sendmsg with SCM_RIGHTS: tracked sockets leave for another process. */
 int shim_scm_out(const struct msghdr *m);
 /* recvmsg brought fds: track the TCP sockets among them. */
