@@ -903,6 +903,80 @@ static void case_plain_fallback(void)
 		test_log("note: our end was always %s", seen[1] ? "the lower" : "the higher");
 }
 
+/* --- A sandbox ------------------------------------------------------------- */
+
+/* Only read, write and the exits from here on; anything else kills the
+ * process (OpenSSH's pre-authentication child is made so). */
+static void sandbox_me(void)
+{
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_read, 4, 0),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_write, 3, 0),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_exit_group, 2, 0),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_exit, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = { sizeof(f) / sizeof(f[0]), f };
+
+	ASSERT_SYS(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
+	ASSERT_SYS(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog));
+}
+
+struct sandboxed {
+	int fd;
+	uint64_t seed;
+};
+
+/* Reads a request, answers 256 KiB, with read() and write() alone. */
+static void sandboxed_child(void *arg)
+{
+	struct sandboxed *sb = arg;
+	static uint8_t buf[256 * KIB];
+	char req[4];
+
+	sandbox_me();
+	size_t got = 0;
+	while (got < sizeof(req)) {
+		ssize_t n = read(sb->fd, req + got, sizeof(req) - got);
+		if (n <= 0)
+			_exit(2);
+		got += (size_t)n;
+	}
+	test_stream_fill(sb->seed, 0, buf, sizeof(buf));
+	for (size_t off = 0; off < sizeof(buf);) {
+		ssize_t n = write(sb->fd, buf + off, sizeof(buf) - off);
+		if (n <= 0)
+			_exit(3);
+		off += (size_t)n;
+	}
+	_exit(memcmp(req, "ping", 4) ? 4 : 0);
+}
+
+/* A child that puts itself under a seccomp filter that kills for any call
+ * but read and write keeps using its connection, moved before the fork or
+ * not: the library makes no call of its own there (the moved one went back
+ * to TCP first), and the bytes are intact. */
+static void case_sandbox(void)
+{
+	for (int moved = 0; moved < 2; moved++) {
+		int a, b;
+		ts_pair(&a, &b);
+		if (moved)
+			ts_make_accelerated(a, b);
+		struct sandboxed sb = { a, shim_seed(40 + moved) };
+		pid_t child = test_fork(sandboxed_child, &sb);
+		ASSERT_SYS(close(a));
+		ASSERT_EQ(write(b, "ping", 4), 4);
+		ts_recv_stream(b, sb.seed, 0, 256 * KIB, ts_ms(5000));
+		int st = test_wait(child, 10);
+		ASSERT_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the sandboxed child (%s): %s",
+			   moved ? "moved" : "on TCP", test_status_str(st, (char[64]){ 0 }, 64));
+		ASSERT_SYS(close(b));
+	}
+}
+
 static const struct shim_case g_cases[] = {
 	{ "fork_child_serves", case_fork_child_serves },
 	{ "fork_parent_serves", case_fork_parent_serves },
@@ -917,6 +991,7 @@ static const struct shim_case g_cases[] = {
 	{ "exec_cloexec", case_exec_cloexec },
 	{ "dup", case_dup },
 	{ "plain_fallback", case_plain_fallback },
+	{ "sandbox", case_sandbox },
 };
 
 int main(int argc, char **argv)

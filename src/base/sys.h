@@ -86,6 +86,7 @@ static inline int sys_close(int fd) { return (int)SYS_(SYS_close, fd, 0, 0, 0, 0
 static inline int sys_openat(int dir, const char *path, int flags, int mode) { return (int)SYS_(SYS_openat, dir, path, flags, mode, 0, 0); }
 static inline int sys_fcntl(int fd, int cmd, long arg) { return (int)SYS_(SYS_fcntl, fd, cmd, arg, 0, 0, 0); }
 static inline int sys_ioctl(int fd, unsigned long req, void *arg) { return (int)SYS_(SYS_ioctl, fd, req, arg, 0, 0, 0); }
+static inline int sys_prctl(int op, unsigned long a, unsigned long b, unsigned long c, unsigned long d) { return (int)SYS_(SYS_prctl, op, a, b, c, d, 0); }
 static inline int sys_dup3(int fd, int to, int flags) { return (int)SYS_(SYS_dup3, fd, to, flags, 0, 0, 0); }
 static inline int sys_fstat(int fd, struct stat *st) { return (int)SYS_(SYS_fstat, fd, st, 0, 0, 0, 0); }
 #ifdef SYS_newfstatat

@@ -107,7 +107,7 @@ static void proc_enter(struct arena_hdr *a)
 	for (int i = 0; i < ARENA_WHY; i++)
 		atomic_store(&p->why[i], 0);
 	char comm[16] = "";
-	prctl(PR_GET_NAME, comm, 0, 0, 0);
+	sys_prctl(PR_GET_NAME, (unsigned long)comm, 0, 0, 0);
 	memcpy(p->comm, comm, sizeof(comm));
 	atomic_store(&me, p);
 }

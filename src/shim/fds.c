@@ -57,7 +57,7 @@ int shim_close(int fd)
 {
 	if (shim_own_fd(fd))
 		return (int)shim_err(-EBADF);
-	if (!shim_in_vfork_child()) {
+	if (!shim_in_vfork_child() && !atomic_load(&shim_hands_off)) {
 		going(fd);
 		shim_linger_tick();
 	}

@@ -8,6 +8,8 @@
  */
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -20,9 +22,11 @@
 #include <sys/inotify.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/signalfd.h>
+#include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
@@ -63,6 +67,87 @@ static void set_fd_floor(void)
 		return;
 	rlim_t floor = rl.rlim_cur == RLIM_INFINITY ? FD_FLOOR_MAX : rl.rlim_cur - rl.rlim_cur / 4;
 	shunt__fd_floor = (int)(floor < FD_FLOOR_MAX ? floor : FD_FLOOR_MAX);
+}
+
+/* --- Sandboxes --------------------------------------------------------------
+ * A process under a seccomp filter may be killed for a system call it did
+ * not make itself (OpenSSH's pre-authentication child is).  So when the
+ * program installs a filter that may kill, the library first takes its moved
+ * connections back to TCP and gives up every meeting, while it still may,
+ * then makes no system call of its own: every wrapper passes the
+ * program's call through unchanged.  A process that starts under a filter
+ * (a container's, which fails calls with an errno) cannot tell what the
+ * filter does: it runs as usual (docs/design.md, Limits). */
+
+static void let_go(int fd, struct tsock *t, void *arg)
+{
+	(void)arg;
+	if (atomic_load(&t->slot->state) == SLOT_MOVED)
+		shim_demote(t, fd);
+	else
+		shim_give_up(t, fd, WHY_POLICY);
+}
+
+static void hands_off(const char *why)
+{
+	if (atomic_load(&shim_hands_off))
+		return;
+	enabled = 0;
+	shim_each(let_go, NULL);
+	log_info("%s: the library makes no system call of its own from here on", why);
+	atomic_store(&shim_hands_off, 1);
+}
+
+/* May the filter kill for a call it does not list?  Any return of it that
+ * kills or traps, or returns a computed action, says yes; one that only
+ * allows, fails calls with an errno, traces or logs lets us run (a call of
+ * ours it refuses fails, and the connection stays on TCP). */
+static int may_kill(const struct sock_fprog *prog)
+{
+	if (!prog || !prog->filter || prog->len == 0 || prog->len > BPF_MAXINSNS)
+		return 1;
+	for (unsigned i = 0; i < prog->len; i++) {
+		const struct sock_filter *f = &prog->filter[i];
+		if (BPF_CLASS(f->code) != BPF_RET)
+			continue;
+		if (BPF_RVAL(f->code) != BPF_K)
+			return 1;
+		uint32_t act = f->k & SECCOMP_RET_ACTION_FULL;
+		if (act != SECCOMP_RET_ALLOW && act != SECCOMP_RET_ERRNO &&
+		    act != SECCOMP_RET_TRACE && act != SECCOMP_RET_LOG)
+			return 1;
+	}
+	return 0;
+}
+
+EXPORT int prctl(int option, ...)
+{
+	va_list ap;
+
+	va_start(ap, option);
+	unsigned long a2 = va_arg(ap, unsigned long), a3 = va_arg(ap, unsigned long);
+	unsigned long a4 = va_arg(ap, unsigned long), a5 = va_arg(ap, unsigned long);
+	va_end(ap);
+	if (option == PR_SET_SECCOMP &&
+	    (a2 == SECCOMP_MODE_STRICT || may_kill((const struct sock_fprog *)a3)))
+		hands_off("a seccomp filter that may kill");
+	return REAL(prctl)(option, a2, a3, a4, a5);
+}
+
+EXPORT long syscall(long nr, ...)
+{
+	va_list ap;
+
+	va_start(ap, nr);
+	long a[6];
+	for (int i = 0; i < 6; i++)
+		a[i] = va_arg(ap, long);
+	va_end(ap);
+	if (nr == SYS_seccomp &&
+	    (a[0] == SECCOMP_SET_MODE_STRICT ||
+	     (a[0] == SECCOMP_SET_MODE_FILTER && may_kill((const struct sock_fprog *)a[2]))))
+		hands_off("a seccomp filter that may kill");
+	return REAL(syscall)(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 
 __attribute__((constructor)) static void shim_init(void)

@@ -370,7 +370,7 @@ char **shim_exec_prepare(char *const envp[], const char *path)
 {
 	(void)path;
 	int afd = shim_arena_fd();
-	if (afd < 0)
+	if (afd < 0 || atomic_load(&shim_hands_off))
 		return (char **)envp;
 	size_t n = 0;
 	while (envp && envp[n])

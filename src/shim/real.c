@@ -63,4 +63,6 @@ void shim_real_init(void)
 	FIND(fclose);
 	FIND(fcloseall);
 	FIND(freopen);
+	FIND(prctl);
+	FIND(syscall);
 }

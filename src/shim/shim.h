@@ -109,6 +109,8 @@ struct shim_real {
 	int (*fclose)(FILE *);
 	int (*fcloseall)(void);
 	FILE *(*freopen)(const char *, const char *, FILE *);
+	int (*prctl)(int, ...);
+	long (*syscall)(long, ...);
 };
 
 extern struct shim_real shim_real;
@@ -269,8 +271,13 @@ struct tsock {
 	int birth;                 /* ... is on that list */
 };
 
+/* The process put itself under a seccomp filter (or started under one):
+ * from then on the library makes no system call of its own, and every
+ * wrapper passes the program's call through (preload.c, "Sandboxes"). */
+extern _Atomic int shim_hands_off;
+
 /* The tracked socket behind fd with a reference taken, or NULL (the fast
- * path: one load).  Release with shim_put(). */
+ * path: one load; always NULL once hands off).  Release with shim_put(). */
 struct tsock *shim_get(int fd);
 void shim_put(struct tsock *t);
 /* One more reference to a socket the caller holds one to. */
