@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -107,6 +109,19 @@ int shunt__log_setup(const char *level, const char *file)
 	return 0;
 }
 
+/* A write past the program's RLIMIT_FSIZE would kill it (SIGXFSZ): OpenSSH
+ * sets it to 0 in its sandbox.  Such a line is dropped. */
+static int fits(int fd, size_t n)
+{
+	struct rlimit rl;
+	struct stat st;
+
+	if (sys_prlimit(0, RLIMIT_FSIZE, NULL, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+		return 1;
+	return sys_fstat(fd, &st) == 0 && (!S_ISREG(st.st_mode) ||
+					   (uint64_t)st.st_size + n <= rl.rlim_cur);
+}
+
 static void log_line(int level, const char *fmt, va_list ap)
 {
 	static const char *const tag[] = { "", "error", "warn", "info", "debug" };
@@ -118,7 +133,8 @@ static void log_line(int level, const char *fmt, va_list ap)
 		n = (int)sizeof(buf) - 2;
 	buf[n++] = '\n';
 	/* One write per line keeps lines whole across threads and processes. */
-	sys_write(log_fd, buf, (size_t)n);
+	if (fits(log_fd, (size_t)n))
+		sys_write(log_fd, buf, (size_t)n);
 }
 
 void shunt__log(int level, const char *fmt, ...)

@@ -89,6 +89,7 @@ static inline int sys_ioctl(int fd, unsigned long req, void *arg) { return (int)
 static inline int sys_prctl(int op, unsigned long a, unsigned long b, unsigned long c, unsigned long d) { return (int)SYS_(SYS_prctl, op, a, b, c, d, 0); }
 static inline int sys_dup3(int fd, int to, int flags) { return (int)SYS_(SYS_dup3, fd, to, flags, 0, 0, 0); }
 static inline int sys_fstat(int fd, struct stat *st) { return (int)SYS_(SYS_fstat, fd, st, 0, 0, 0, 0); }
+static inline int sys_prlimit(int pid, int res, const void *nw, void *old) { return (int)SYS_(SYS_prlimit64, pid, res, nw, old, 0, 0); }
 #ifdef SYS_newfstatat
 static inline int sys_fstatat(int dir, const char *path, struct stat *st, int flags) { return (int)SYS_(SYS_newfstatat, dir, path, st, flags, 0, 0); }
 #else
