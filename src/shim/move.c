@@ -132,8 +132,13 @@ static int refusal(struct tsock *t, int fd, int *final)
 	*final = 1;
 	if (!shim_enabled())
 		return WHY_POLICY;
-	if ((f & TF_STDIO) || is_stdio(t)) {
-		atomic_fetch_or(&s->flags, TF_STDIO);
+	if (f & TF_STDIO)
+		return WHY_STDIO; /* stdio has it (fdopen): for good */
+	if (is_stdio(t)) {
+		/* stdin, stdout or stderr for now: stdio may read or write it
+		 * where we cannot see, until the program puts it elsewhere
+		 * (sshd dup2()s its connection to 0 and 1, and off again). */
+		*final = 0;
 		return WHY_STDIO;
 	}
 	if (f & TF_EXPORTED)

@@ -79,13 +79,16 @@ static void set_fd_floor(void)
  * (a container's, which fails calls with an errno) cannot tell what the
  * filter does: it runs as usual (docs/design.md, Limits). */
 
+/* What this process holds leaves shared memory; a connection that has not
+ * moved may still move in the family once this process lets go of it (it
+ * is a holder while it lives, which keeps the others from moving it). */
 static void let_go(int fd, struct tsock *t, void *arg)
 {
 	(void)arg;
 	if (atomic_load(&t->slot->state) == SLOT_MOVED)
 		shim_demote(t, fd);
 	else
-		shim_give_up(t, fd, WHY_POLICY);
+		shim_move_call_off(t, fd);
 }
 
 static void hands_off(const char *why)

@@ -490,7 +490,27 @@ void shim_spawn_done(const posix_spawn_file_actions_t *fa, int child)
 
 /* --- The new image --------------------------------------------------------- */
 
-static void adopt_one(const char *item, struct tslot **seen, int *nseen)
+/* The sockets the new image took, each with one fd of its: a second fd
+ * of the same socket names the same tracked socket (a dup), or its last
+ * close would say the socket is gone while another fd still holds it. */
+struct adopted {
+	struct tslot *s;
+	int fd;
+};
+
+static void adopt_fd(int fd, struct tslot *s, uint32_t gen, struct adopted *seen, int *nseen)
+{
+	for (int i = 0; i < *nseen; i++) {
+		if (seen[i].s == s) {
+			shim_dup(seen[i].fd, fd);
+			return;
+		}
+	}
+	if (*nseen < 64 && shim_track_slot(fd, s, gen))
+		seen[(*nseen)++] = (struct adopted){ s, fd };
+}
+
+static void adopt_one(const char *item, struct adopted *seen, int *nseen)
 {
 	int fd, idx;
 	unsigned gen;
@@ -503,24 +523,19 @@ static void adopt_one(const char *item, struct tslot **seen, int *nseen)
 	/* The number must still name that very socket. */
 	if (!s || !ino || s->ino != ino || shim_kern_ino(fd) != ino)
 		return;
-	if (!shim_track_slot(fd, s, gen))
-		return;
-	if (*nseen < 64)
-		seen[(*nseen)++] = s;
+	adopt_fd(fd, s, gen, seen, nseen);
 }
 
-/* A socket of ours that came in as stdin, stdout or stderr (a spawn's
- * file actions put it there): stdio may use it, and it is held. */
-static void adopt_stdio(struct tslot **seen, int nseen)
+/* A socket of ours that came in as stdin, stdout or stderr without being
+ * listed (a spawn's file actions put it there): it is held, and does not
+ * move while it is there (move.c). */
+static void adopt_stdio(struct adopted *seen, int nseen)
 {
 	for (int fd = 0; fd < 3; fd++) {
 		uint64_t ino = shim_kern_ino(fd);
-		for (int i = 0; ino && i < nseen; i++) {
-			if (seen[i]->ino != ino || shim_has(fd))
-				continue;
-			atomic_fetch_or(&seen[i]->flags, TF_STDIO);
-			shim_track_slot(fd, seen[i], atomic_load(&seen[i]->gen));
-		}
+		for (int i = 0; ino && i < nseen; i++)
+			if (seen[i].s->ino == ino && !shim_has(fd))
+				shim_dup(seen[i].fd, fd);
 	}
 }
 
@@ -528,7 +543,7 @@ void shim_inherit(void)
 {
 	const char *v = getenv(SHIM_INHERIT_ENV);
 	char buf[INHERIT_MAX + 64];
-	struct tslot *seen[64];
+	struct adopted seen[64];
 	int nseen = 0;
 
 	if (!v)
