@@ -146,7 +146,7 @@ struct tsock *shim_get(int fd)
 		return NULL; /* sandboxed: every call is the program's alone */
 	_Atomic(struct tsock *) *p = entry(fd, 0);
 
-	if (!p || shim_sandboxed())
+	if (!p)
 		return NULL;
 	for (;;) {
 		struct tsock *t = atomic_load_explicit(p, memory_order_acquire);
@@ -203,7 +203,7 @@ static void exit_one(int fd, struct tsock *t, void *arg)
  * closes them after us. */
 __attribute__((destructor)) static void shim_exit(void)
 {
-	if (!shim_sandboxed() && !shim_in_vfork_child())
+	if (!atomic_load(&shim_hands_off) && !shim_in_vfork_child())
 		shim_each(exit_one, NULL);
 }
 

@@ -232,6 +232,10 @@ void shim_slot_reserve(struct tslot *s, int32_t tag);
 /* The child of that reservation is pid (pid <= 0: none was made): the
  * entry becomes pid, or goes if pid is there already.  1 if it was found. */
 int shim_slot_born(struct tslot *s, uint32_t gen, int32_t tag, int pid);
+/* exec closes our copy (close-on-exec) while others hold the socket: we
+ * are no holder from now on (1), unless we were the last (0: the new
+ * image, same pid, keeps the place, as before). */
+int shim_slot_let_go(struct tslot *s);
 /* Is any process but us alive and holding it? */
 int shim_slot_shared(struct tslot *s);
 int shim_slot_index(const struct tslot *s);
