@@ -1,7 +1,9 @@
 /*
  * t_shim_proc.c - processes and fds around connections that moved to
  * shared memory: a forked child serves the connection (the parent closed
- * its copy) or the parent goes on (the child closed or simply exited), a
+ * its copy, also at once while the connection is still on TCP, as a
+ * pre-forking server does) or the parent goes on (the child closed or
+ * simply exited), a
  * connection shared with a child before it moves and moved once the child
  * is gone, an exec'd image echoing on an inherited socket, exec closing a
  * close-on-exec socket, dup, dup2, dup3, F_DUPFD and F_DUPFD_CLOEXEC (the
@@ -150,6 +152,43 @@ static void case_fork_child_serves(void)
 	ts_expect_accel(b, "the peer of a forked child");
 	close(tok[1]);
 	ASSERT_SYS(close(b));
+}
+
+/* A pre-forking server (the postmaster): the connection is still on TCP,
+ * the parent closes its copy as soon as fork() returns, and the child
+ * serves it.  The child may not have run yet when the parent closes, so
+ * the parent's close must already count the child as a holder: else it
+ * frees the socket's state, the next accept() takes it for another
+ * connection, and the child's connection never moves (or shares another
+ * one's state).  Several times: which of the two runs first varies. */
+static void case_fork_prefork_close(void)
+{
+	for (int i = 0; i < 6; i++) {
+		int a, b, tok[2];
+		const uint64_t n = 4 * MIB; /* enough calls to move on the way */
+
+		ts_pair(&a, &b);
+		ASSERT_SYS(pipe2(tok, O_CLOEXEC));
+		struct fork_arg f = { a, b, tok[0], n };
+		pid_t child = test_fork(fork_server, &f);
+		ASSERT_SYS(close(a));
+		close(tok[0]);
+		/* A connection made at once, which would take a freed slot. */
+		int c, d;
+		ts_pair(&c, &d);
+		/* 64 round trips of 64 KiB: both ends go on past the move. */
+		for (uint64_t off = 0; off < n; off += 64 * KIB)
+			echo_pump(b, shim_seed(7) + (uint64_t)i, off, 64 * KIB, ts_ms(5000));
+		ts_token_send(tok[1], 'c');
+		ts_expect_eof(b, ts_ms(3000));
+		test_wait_ok(child, ts_ms(5000) / 1000.0);
+		ts_expect_accel(b, "the peer of a pre-forked child");
+		ASSERT_MSG(!ts_accel(c) && !ts_accel(d), "an idle connection moved");
+		close(tok[1]);
+		ASSERT_SYS(close(b));
+		ASSERT_SYS(close(c));
+		ASSERT_SYS(close(d));
+	}
 }
 
 static void quit_child(void *arg)
@@ -603,6 +642,7 @@ static const struct shim_case g_cases[] = {
 	{ "fork_child_serves", case_fork_child_serves },
 	{ "fork_parent_serves", case_fork_parent_serves },
 	{ "fork_before_move", case_fork_before_move },
+	{ "fork_prefork_close", case_fork_prefork_close },
 	{ "exec", case_exec },
 	{ "exec_cloexec", case_exec_cloexec },
 	{ "dup", case_dup },

@@ -52,8 +52,13 @@ int shim_arena_fd(void)
 	return arena_fd;
 }
 
+/* A holder: a pid; -1, more than fit (held for good); or below -1, a child
+ * that -holder is forking, which lives as long as its parent does until
+ * it writes in its own pid (shim_slot_fork). */
 static int alive(int pid)
 {
+	if (pid < -1)
+		pid = -pid;
 	return pid == -1 || (pid > 0 && sys_kill(pid, 0) != -ESRCH);
 }
 
@@ -256,6 +261,52 @@ void shim_slot_hold(struct tslot *s, int pid)
 	atomic_store(&s->holders[0], -1);
 }
 
+/*
+ * fork: the child holds every socket of its parent, but it writes itself
+ * in only when it runs, and the parent may have gone on and closed its
+ * copy by then (a pre-forking server closes the accepted socket as soon as
+ * fork() returns): that close would find nobody else, free the slot, and
+ * the next socket would take it while the child still uses it.  So before
+ * the fork the parent writes a stand-in for the child (-parent), which the
+ * child turns into its own pid (or, if the fork failed, the parent takes
+ * out again).  A child that closes the socket at once then takes out what
+ * it wrote, and nobody writes it in after.
+ */
+void shim_slot_fork(struct tslot *s, int parent, int child, int how)
+{
+	int32_t stand_in = -parent;
+
+	if (how == SHIM_FORK_CHILD || how == SHIM_FORK_FAILED) {
+		int32_t to = how == SHIM_FORK_CHILD ? child : 0;
+		for (int i = 0; i < SLOT_HOLDERS; i++) {
+			int32_t h = stand_in;
+			if (atomic_compare_exchange_strong(&s->holders[i], &h, to))
+				return;
+		}
+		if (how == SHIM_FORK_CHILD)
+			shim_slot_hold(s, child);
+		return;
+	}
+	/* SHIM_FORK_PREPARE: a free place, or a dead holder's; once (a slot
+	 * is seen once per fd that names it).  Two threads forking at once
+	 * share one stand-in: the second child writes itself in as before. */
+	for (int i = 0; i < SLOT_HOLDERS; i++) {
+		int32_t h = atomic_load(&s->holders[i]);
+		if (h == -1 || h == stand_in)
+			return;
+	}
+	for (int pass = 0; pass < 2; pass++) {
+		for (int i = 0; i < SLOT_HOLDERS; i++) {
+			int32_t h = atomic_load(&s->holders[i]);
+			if ((pass == 0 && h == 0) || (pass == 1 && h != 0 && !alive(h))) {
+				if (atomic_compare_exchange_strong(&s->holders[i], &h, stand_in))
+					return;
+			}
+		}
+	}
+	atomic_store(&s->holders[0], -1);
+}
+
 int shim_slot_shared(struct tslot *s)
 {
 	int pid = shim_pid();
@@ -276,7 +327,7 @@ void shim_slot_unhold(struct tslot *s, uint32_t gen)
 		return;
 	for (int i = 0; i < SLOT_HOLDERS; i++) {
 		int32_t h = atomic_load(&s->holders[i]);
-		if (h == pid || (h > 0 && !alive(h)))
+		if (h == pid || (h != 0 && h != -1 && !alive(h)))
 			atomic_compare_exchange_strong(&s->holders[i], &h, 0);
 		else if (h != 0)
 			left = 1;

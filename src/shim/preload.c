@@ -1093,6 +1093,20 @@ static int spawn(int search, pid_t *pid, const char *path, const posix_spawn_fil
 	return rc;
 }
 
+/* fork: the atfork handlers (proc.c) do the work; only a failure, which
+ * they cannot see, is ours. */
+EXPORT pid_t fork(void)
+{
+	pid_t child = REAL(fork)();
+
+	if (child < 0) {
+		int err = errno;
+		shim_fork_failed();
+		errno = err;
+	}
+	return child;
+}
+
 EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
 		       const posix_spawnattr_t *at, char *const argv[], char *const envp[])
 {

@@ -44,10 +44,34 @@ int shim_in_vfork_child(void)
 
 /* --- fork ------------------------------------------------------------------ */
 
+/* Who forks: the child reads it in its copy of our memory. */
+static int fork_parent;
+
+static void parent_stands_in(int fd, struct tsock *t, void *arg)
+{
+	(void)fd;
+	shim_slot_fork(t->slot, *(int *)arg, 0, SHIM_FORK_PREPARE);
+}
+
 void shim_fork_prepare(void)
 {
+	fork_parent = shim_pid();
+	shim_each(parent_stands_in, &fork_parent);
 	shim_linger_fork(-1);
 	shunt__own_lock();
+}
+
+static void parent_takes_back(int fd, struct tsock *t, void *arg)
+{
+	(void)fd;
+	shim_slot_fork(t->slot, *(int *)arg, 0, SHIM_FORK_FAILED);
+}
+
+void shim_fork_failed(void)
+{
+	int me = shim_pid();
+
+	shim_each(parent_takes_back, &me);
 }
 
 void shim_fork_parent(void)
@@ -62,7 +86,7 @@ static void child_holds(int fd, struct tsock *t, void *arg)
 	(void)arg;
 	pthread_mutex_init(&t->mu, NULL); /* another thread may have held it */
 	t->meet = NULL; /* the parent's: its fds are closed with the child's copy below */
-	shim_slot_hold(t->slot, shim_pid());
+	shim_slot_fork(t->slot, fork_parent, shim_pid(), SHIM_FORK_CHILD);
 }
 
 void shim_fork_child(void)

@@ -53,6 +53,7 @@ void shim_real_init(void)
 	FIND(fexecve);
 	FIND(posix_spawn);
 	FIND(posix_spawnp);
+	FIND(fork);
 	FIND(close_range);
 	FIND(closefrom);
 	FIND(fdopen);

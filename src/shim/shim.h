@@ -98,6 +98,7 @@ struct shim_real {
 			   char *const[], char *const[]);
 	int (*posix_spawnp)(pid_t *, const char *, const void *, const void *,
 			    char *const[], char *const[]);
+	pid_t (*fork)(void);
 	int (*close_range)(unsigned, unsigned, int);
 	void (*closefrom)(int);
 	FILE *(*fdopen)(int, const char *);
@@ -214,6 +215,11 @@ struct tslot *shim_slot_new(uint64_t ino, uint32_t *gen);
 void shim_slot_unhold(struct tslot *s, uint32_t gen);
 /* Add a holder (fork, spawn, exec'd image); idempotent. */
 void shim_slot_hold(struct tslot *s, int pid);
+/* fork: the parent writes a stand-in for its child before (PREPARE), the
+ * child its own pid in its place (CHILD), or the parent takes it out
+ * again when fork failed (FAILED). */
+enum { SHIM_FORK_PREPARE, SHIM_FORK_CHILD, SHIM_FORK_FAILED };
+void shim_slot_fork(struct tslot *s, int parent, int child, int how);
 /* Is any process but us alive and holding it? */
 int shim_slot_shared(struct tslot *s);
 int shim_slot_index(const struct tslot *s);
@@ -468,6 +474,8 @@ void shim_spawn_done(const posix_spawn_file_actions_t *fa, int child);
 void shim_fork_prepare(void);
 void shim_fork_parent(void);
 void shim_fork_child(void);
+/* fork() failed: the stand-ins written for the child go. */
+void shim_fork_failed(void);
 /* sendmsg with SCM_RIGHTS: tracked sockets leave for another process. */
 int shim_scm_out(const struct msghdr *m);
 /* recvmsg brought fds: track the TCP sockets among them. */
