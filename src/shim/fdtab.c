@@ -140,7 +140,7 @@ struct tsock *shim_get(int fd)
 {
 	_Atomic(struct tsock *) *p = entry(fd, 0);
 
-	if (!p)
+	if (!p || shim_sandboxed())
 		return NULL;
 	for (;;) {
 		struct tsock *t = atomic_load_explicit(p, memory_order_acquire);
@@ -169,7 +169,9 @@ void shim_put(struct tsock *t)
 
 /* A connection that ends before it moved, by the close of its last
  * holder (a parent that handed it to a child does not end it), or by the
- * exit of the process, stayed on TCP because it was short. */
+ * exit of the process, stayed on TCP: because it was short, or, if it had
+ * carried enough to start meeting its peer, because the peer did not
+ * answer in its time (it does not run shunt, or did not come by). */
 static void note_short(struct tslot *s, int fd)
 {
 	uint32_t st = atomic_load(&s->state);
@@ -177,9 +179,10 @@ static void note_short(struct tslot *s, int fd)
 	if ((st != SLOT_PLAIN && st != SLOT_MEET) || atomic_load(&s->why) != 0 ||
 	    shim_slot_shared(s))
 		return;
-	shim_count_why(s, WHY_SHORT);
-	log_info("fd %d stays on TCP: short (%llu calls, %llu bytes)", fd,
-		 (unsigned long long)atomic_load(&s->calls),
+	enum shim_why why = st == SLOT_PLAIN ? WHY_SHORT : WHY_NOPEER;
+	shim_count_why(s, why);
+	log_info("fd %d stays on TCP: %s (closed after %llu calls, %llu bytes)", fd,
+		 shim_why_names[why], (unsigned long long)atomic_load(&s->calls),
 		 (unsigned long long)(atomic_load(&s->bytes_in) + atomic_load(&s->bytes_out)));
 }
 
@@ -194,7 +197,7 @@ static void exit_one(int fd, struct tsock *t, void *arg)
  * closes them after us. */
 __attribute__((destructor)) static void shim_exit(void)
 {
-	if (!shim_in_vfork_child())
+	if (!shim_sandboxed() && !shim_in_vfork_child())
 		shim_each(exit_one, NULL);
 }
 
