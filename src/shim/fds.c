@@ -57,7 +57,7 @@ int shim_close(int fd)
 {
 	if (shim_own_fd(fd))
 		return (int)shim_err(-EBADF);
-	if (!shim_in_vfork_child()) {
+	if (!shim_sandboxed() && !shim_in_vfork_child()) {
 		going(fd);
 		shim_linger_tick();
 	}
@@ -179,7 +179,7 @@ int shim_fclose(FILE *f)
 static void stdio_fd(int fd, struct tsock *t, void *arg)
 {
 	(void)arg;
-	if (atomic_load(&t->slot->flags) & TF_STDIO)
+	if (fd <= 2 || (atomic_load(&t->slot->flags) & TF_STDIO))
 		going(fd);
 }
 

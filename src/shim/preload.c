@@ -19,6 +19,7 @@
 #include <sys/inotify.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/signalfd.h>
@@ -46,7 +47,7 @@ static int enabled = 1;
 
 int shim_enabled(void)
 {
-	return enabled;
+	return enabled && !shim_sandboxed();
 }
 
 /* Our fds go in the top quarter of the fd limit, out of the program's way
@@ -64,6 +65,24 @@ static void set_fd_floor(void)
 	shunt__fd_floor = (int)(floor < FD_FLOOR_MAX ? floor : FD_FLOOR_MAX);
 }
 
+/* Started under a seccomp filter already (a parent installed it before
+ * exec): then as after shim_sandbox(), from the start. */
+static int started_confined(void)
+{
+	char buf[4096];
+	int fd = sys_openat(AT_FDCWD, "/proc/self/status", O_RDONLY | O_CLOEXEC, 0);
+
+	if (fd < 0)
+		return 0;
+	long n = sys_read(fd, buf, sizeof(buf) - 1);
+	sys_close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	const char *p = strstr(buf, "\nSeccomp:");
+	return p && strtol(p + 9, NULL, 10) != 0;
+}
+
 __attribute__((constructor)) static void shim_init(void)
 {
 	const char *off = getenv("SHUNT_DISABLE");
@@ -74,6 +93,11 @@ __attribute__((constructor)) static void shim_init(void)
 	pthread_atfork(shim_fork_prepare, shim_fork_parent, shim_fork_child);
 	if ((off && *off && strcmp(off, "0")) || shunt__config()->bad_file)
 		enabled = 0;
+	if (started_confined()) {
+		atomic_store(&shim_sandboxed_, 1);
+		enabled = 0;
+		return;
+	}
 	shim_inherit(); /* even when off: an inherited connection is ours to carry */
 }
 
@@ -1091,6 +1115,20 @@ static int spawn(int search, pid_t *pid, const char *path, const posix_spawn_fil
 			*pid = child;
 	}
 	return rc;
+}
+
+/* prctl: see shim_sandbox (shim.h). */
+EXPORT int prctl(int option, ...)
+{
+	va_list ap;
+
+	va_start(ap, option);
+	unsigned long a2 = va_arg(ap, unsigned long), a3 = va_arg(ap, unsigned long);
+	unsigned long a4 = va_arg(ap, unsigned long), a5 = va_arg(ap, unsigned long);
+	va_end(ap);
+	if (option == PR_SET_SECCOMP || (option == PR_SET_NO_NEW_PRIVS && a2 == 1))
+		shim_sandbox();
+	return REAL(prctl)(option, a2, a3, a4, a5);
 }
 
 /* fork: the atfork handlers (proc.c) do the work; only a failure, which

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -56,7 +57,8 @@ static void parent_stands_in(int fd, struct tsock *t, void *arg)
 void shim_fork_prepare(void)
 {
 	fork_parent = shim_pid();
-	shim_each(parent_stands_in, &fork_parent);
+	if (!shim_sandboxed())
+		shim_each(parent_stands_in, &fork_parent);
 	shim_linger_fork(-1);
 	shunt__own_lock();
 }
@@ -71,7 +73,8 @@ void shim_fork_failed(void)
 {
 	int me = shim_pid();
 
-	shim_each(parent_takes_back, &me);
+	if (!shim_sandboxed())
+		shim_each(parent_takes_back, &me);
 }
 
 void shim_fork_parent(void)
@@ -93,9 +96,62 @@ void shim_fork_child(void)
 {
 	atomic_store(&cached_pid, sys_getpid());
 	shunt__own_unlock();
+	if (shim_sandboxed()) /* the filter is the child's too */
+		return;
 	shim_linger_fork(0);
 	shim_arena_forked();
 	shim_each(child_holds, NULL);
+}
+
+/* --- seccomp (shim.h) ------------------------------------------------------- */
+
+_Atomic int shim_sandboxed_;
+
+/* From now on this process reads and writes the socket where the family
+ * cannot count.  A move takes the stream's position from the kernel when
+ * it starts and counts on from there (move.c, start()): so a move begun
+ * before this point starts again, and none can start while we live (we
+ * hold the socket: it is shared).  Once we are gone, another holder (sshd's
+ * monitor, after its pre-authentication child) may move it, from the
+ * kernel's count of then.  A moved one goes back to TCP now. */
+static void sandbox_one(int fd, struct tsock *t, void *arg)
+{
+	struct tslot *s = t->slot;
+	int *moved = arg;
+	uint32_t meet = SLOT_MEET;
+
+	shim_meet_drop(t); /* ours, if any: a forked child has none */
+	if (atomic_compare_exchange_strong(&s->state, &meet, SLOT_PLAIN)) {
+		atomic_store(&s->steps, 0);
+		atomic_store(&s->next_step, 0);
+	}
+	if (atomic_load(&s->state) == SLOT_MOVED) {
+		shim_demote(t, fd);
+		(*moved)++;
+	}
+}
+
+void shim_sandbox(void)
+{
+	static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+	int moved = 0;
+
+	if (shim_sandboxed() || shim_in_vfork_child())
+		return;
+	pthread_mutex_lock(&mu);
+	if (!shim_sandboxed()) {
+		/* Not a word from here on if a file may not grow (sshd's child
+		 * sets RLIMIT_FSIZE to 0 first): a write to the log file would
+		 * raise SIGXFSZ. */
+		struct rlimit rl;
+		if (getrlimit(RLIMIT_FSIZE, &rl) < 0 || rl.rlim_cur != RLIM_INFINITY)
+			shunt__log_level = SHUNT_LOG_NONE;
+		shim_each(sandbox_one, &moved);
+		atomic_store(&shim_sandboxed_, 1);
+		log_info("confined (seccomp or no_new_privs): this process's connections stay "
+			 "on TCP%s", moved ? ", those in shared memory went back" : "");
+	}
+	pthread_mutex_unlock(&mu);
 }
 
 /* --- exec ------------------------------------------------------------------ */
@@ -348,7 +404,16 @@ void shim_spawn_done(const posix_spawn_file_actions_t *fa, int child)
 
 /* --- The new image --------------------------------------------------------- */
 
-static void adopt_one(const char *item, struct tslot **seen, int *nseen)
+/* What the new image adopted: one tracked socket per slot, however many
+ * numbers name it (sshd's re-exec gets its connection as fds 0 and 1), as
+ * dup() makes it: else the close of one number would end this process's
+ * hold on the others'. */
+struct adopted {
+	struct tslot *s;
+	int fd;
+};
+
+static void adopt_one(const char *item, struct adopted *seen, int *nseen)
 {
 	int fd, idx;
 	unsigned gen;
@@ -361,23 +426,31 @@ static void adopt_one(const char *item, struct tslot **seen, int *nseen)
 	/* The number must still name that very socket. */
 	if (!s || !ino || s->ino != ino || shim_kern_ino(fd) != ino)
 		return;
+	for (int i = 0; i < *nseen; i++) {
+		if (seen[i].s == s) {
+			shim_dup(seen[i].fd, fd);
+			return;
+		}
+	}
 	if (!shim_track_slot(fd, s, gen))
 		return;
 	if (*nseen < 64)
-		seen[(*nseen)++] = s;
+		seen[(*nseen)++] = (struct adopted){ s, fd };
 }
 
 /* A socket of ours that came in as stdin, stdout or stderr (a spawn's
- * file actions put it there): stdio may use it, and it is held. */
-static void adopt_stdio(struct tslot **seen, int nseen)
+ * file actions put it there): it is held.  It may not move while it is
+ * one of them (move.c asks at each step), since stdio may use it; once the
+ * program put something else there (sshd: dup, then /dev/null over 0 and
+ * 1), stdin, stdout and stderr no longer reach it. */
+static void adopt_stdio(struct adopted *seen, int nseen)
 {
 	for (int fd = 0; fd < 3; fd++) {
 		uint64_t ino = shim_kern_ino(fd);
 		for (int i = 0; ino && i < nseen; i++) {
-			if (seen[i]->ino != ino || shim_has(fd))
+			if (seen[i].s->ino != ino || shim_has(fd))
 				continue;
-			atomic_fetch_or(&seen[i]->flags, TF_STDIO);
-			shim_track_slot(fd, seen[i], atomic_load(&seen[i]->gen));
+			shim_dup(seen[i].fd, fd);
 		}
 	}
 }
@@ -386,7 +459,7 @@ void shim_inherit(void)
 {
 	const char *v = getenv(SHIM_INHERIT_ENV);
 	char buf[INHERIT_MAX + 64];
-	struct tslot *seen[64];
+	struct adopted seen[64];
 	int nseen = 0;
 
 	if (!v)

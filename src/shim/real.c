@@ -54,6 +54,7 @@ void shim_real_init(void)
 	FIND(posix_spawn);
 	FIND(posix_spawnp);
 	FIND(fork);
+	FIND(prctl);
 	FIND(close_range);
 	FIND(closefrom);
 	FIND(fdopen);

@@ -99,6 +99,7 @@ struct shim_real {
 	int (*posix_spawnp)(pid_t *, const char *, const void *, const void *,
 			    char *const[], char *const[]);
 	pid_t (*fork)(void);
+	int (*prctl)(int, unsigned long, unsigned long, unsigned long, unsigned long);
 	int (*close_range)(unsigned, unsigned, int);
 	void (*closefrom)(int);
 	FILE *(*fdopen)(int, const char *);
@@ -115,6 +116,17 @@ void shim_real_init(void);
 /* Is the shim on at all?  Off when SHUNT_DISABLE=1 or the config was bad;
  * inherited connections are still carried then. */
 int shim_enabled(void);
+/* A process about to confine itself with seccomp (prctl PR_SET_SECCOMP, or
+ * PR_SET_NO_NEW_PRIVS, which an unprivileged filter needs first): a filter
+ * may kill it for any system call the program does not make itself (sshd's
+ * pre-authentication child allows write() but not sendto()).  So its moved
+ * connections go back to TCP first, and from then on the library stays out
+ * of its way: every call goes to libc as the program made it, nothing is
+ * tracked (shim_get() finds nothing), nothing moves.  Its family's other
+ * processes go on as before.  shim_sandboxed() is one load. */
+void shim_sandbox(void);
+extern _Atomic int shim_sandboxed_;
+#define shim_sandboxed() atomic_load_explicit(&shim_sandboxed_, memory_order_relaxed)
 /* The pid this process had when the shim last looked: a vfork child runs
  * in its parent's memory and must change none of the shim's tables. */
 int shim_pid(void);
