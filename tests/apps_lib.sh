@@ -280,12 +280,16 @@ kernel_tcp_bytes() {
 			END { printf "%.0f\n", s }'
 }
 
-# stat_has_port PORT: `shunt stat --json` lists a live connection to PORT
-# with bytes counted in either direction.
+# stat_has_port PORT: `shunt stat --json` (one object per process, then
+# one per connection end, read from each process family's arena) lists
+# both ends of a live connection to PORT in shared memory: the server's
+# (local address :PORT) and the client's (peer :PORT), each in state
+# "moved" with bytes counted.  Needs jq.
 stat_has_port() {
-	"$SHUNT_BIN" stat --json 2>/dev/null |
-		grep "\"server\":\"[^\"]*:$1\"" |
-		grep -Eq '"bytes_(c2s|s2c)":[1-9]'
+	"$SHUNT_BIN" stat --json 2>/dev/null | jq -e -s --arg p ":$1" '
+		[.[] | select(.state == "moved" and (.bytes_in + .bytes_out) > 0)] as $c
+		| ($c | any(.local | endswith($p))) and ($c | any(.peer | endswith($p)))' \
+		>/dev/null
 }
 
 # rand_file PATH BYTES: random contents.

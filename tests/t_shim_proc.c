@@ -359,6 +359,43 @@ static void sleep_launch(void *arg)
 /* A child execs this program on the moved socket; once the new image runs
  * the parent closes its copy; the new image echoes 300 KB, then sees the
  * end and closes. */
+static void exec_sleep(void *arg)
+{
+	(void)arg;
+	char *argv[] = { "sleep", "1", NULL };
+	execvp("sleep", argv);
+	TEST_FAIL_MSG("execvp(sleep): %s", strerror(errno));
+}
+
+/* A forked child execs another program while the connection is still on
+ * TCP and close-on-exec (socat's EXEC: the child that execs cat has the
+ * accepted socket close-on-exec): exec closed the child's copy, so the
+ * parent alone holds it and it moves, though the child's pid lives on. */
+static void case_exec_cloexec_parent_moves(void)
+{
+	int a, b;
+	uint64_t seed = shim_seed(9);
+
+	ts_pair(&a, &b);
+	set_cloexec(a, 1);
+	set_cloexec(b, 1);
+	pid_t child = test_fork(exec_sleep, NULL);
+	test_sleep_ms(100); /* the child's exec is done */
+	for (uint64_t off = 0; off < 4 * MIB; off += 64 * KIB) {
+		ts_send_stream(a, seed, off, 64 * KIB, ts_ms(3000));
+		ts_recv_stream(b, seed, off, 64 * KIB, ts_ms(3000));
+		ts_send_stream(b, seed ^ 1, off, 64 * KIB, ts_ms(3000));
+		ts_recv_stream(a, seed ^ 1, off, 64 * KIB, ts_ms(3000));
+	}
+	ASSERT_MSG(kill(child, 0) == 0, "the exec'd child is still there");
+	ts_expect_accel(a, "the parent's end, its child exec'd");
+	ts_expect_accel(b, "the other end");
+	ASSERT_SYS(close(a));
+	ts_expect_eof(b, ts_ms(2000));
+	ASSERT_SYS(close(b));
+	test_wait_ok(child, 5.0);
+}
+
 /* --- sshd's way: re-exec with the connection as stdin and stdout, a
  * confined child, then the session ---------------------------------------- */
 
@@ -798,6 +835,7 @@ static const struct shim_case g_cases[] = {
 	{ "fork_before_move", case_fork_before_move },
 	{ "fork_prefork_close", case_fork_prefork_close },
 	{ "sshd_like", case_sshd_like },
+	{ "exec_cloexec_parent_moves", case_exec_cloexec_parent_moves },
 	{ "exec", case_exec },
 	{ "exec_cloexec", case_exec_cloexec },
 	{ "dup", case_dup },

@@ -162,6 +162,8 @@ struct inherit {
 	char *buf;
 	size_t len, cap;
 	int n;
+	struct tsock *kept[256]; /* the tracked sockets that survive */
+	int nkept;
 };
 
 /* --- What survives exec ------------------------------------------------------
@@ -258,6 +260,10 @@ static void add_fd(int fd, struct tsock *t, void *arg)
 
 	shim_slot_hold(s, sys_getpid());
 	leaving(fd, t);
+	if (in->nkept < (int)(sizeof(in->kept) / sizeof(in->kept[0])))
+		in->kept[in->nkept++] = t;
+	else
+		in->nkept = -1; /* too many to tell: let go of none */
 	int k = snprintf(in->buf + in->len, in->cap - in->len, "%s%d:%d:%u:%llu",
 			 in->n ? "," : "", fd, shim_slot_index(s), t->gen,
 			 (unsigned long long)s->ino);
@@ -281,6 +287,33 @@ struct exec_env {
 	char **env;
 };
 
+/* What exec closes: a holder that stays (its pid lives on as the new
+ * image) would keep the connection "shared" for the family, which then
+ * never moves it (socat's EXEC: the child that execs cat held the
+ * accepted socket, close-on-exec).  So the old image lets go of those
+ * others hold too, and takes them back if the exec fails. */
+struct let_go_entry {
+	struct tslot *s;
+	uint32_t gen;
+};
+static struct let_go_entry let_go[256];
+static int nlet_go;
+
+static void let_go_one(int fd, struct tsock *t, void *arg)
+{
+	const struct inherit *in = arg;
+
+	(void)fd;
+	for (int i = 0; i < in->nkept; i++)
+		if (in->kept[i] == t)
+			return;
+	for (int i = 0; i < nlet_go; i++)
+		if (let_go[i].s == t->slot)
+			return;
+	if (nlet_go < (int)(sizeof(let_go) / sizeof(let_go[0])) && shim_slot_let_go(t->slot))
+		let_go[nlet_go++] = (struct let_go_entry){ t->slot, t->gen };
+}
+
 char **shim_exec_prepare(char *const envp[], const char *path)
 {
 	(void)path;
@@ -297,9 +330,12 @@ char **shim_exec_prepare(char *const envp[], const char *path)
 	x->size = size;
 	x->env = (char **)(x + 1);
 	char *var = (char *)(x->env + n + 2);
-	struct inherit in = { var, 0, INHERIT_MAX + 64, 0 };
+	struct inherit in = { .buf = var, .cap = INHERIT_MAX + 64 };
 	in.len = (size_t)snprintf(var, in.cap, "%s=%d;", SHIM_INHERIT_ENV, afd);
 	each_survivor(add_fd, &in);
+	nlet_go = 0;
+	if (in.nkept >= 0 && !shim_in_vfork_child()) /* a vfork child held nothing */
+		shim_each(let_go_one, &in);
 	size_t j = 0;
 	for (size_t i = 0; i < n; i++)
 		if (strncmp(envp[i], SHIM_INHERIT_ENV "=", sizeof(SHIM_INHERIT_ENV)))
@@ -319,6 +355,11 @@ void shim_exec_done(char **env, char *const envp[])
 	int afd = shim_arena_fd();
 	if (afd >= 0)
 		sys_fcntl(afd, F_SETFD, FD_CLOEXEC);
+	/* The exec failed: we hold what we let go of. */
+	for (int i = 0; !shim_in_vfork_child() && i < nlet_go; i++)
+		if (atomic_load(&let_go[i].s->gen) == let_go[i].gen)
+			shim_slot_hold(let_go[i].s, shim_pid());
+	nlet_go = 0;
 	sys_munmap(x, x->size);
 }
 

@@ -232,6 +232,10 @@ void shim_slot_hold(struct tslot *s, int pid);
  * again when fork failed (FAILED). */
 enum { SHIM_FORK_PREPARE, SHIM_FORK_CHILD, SHIM_FORK_FAILED };
 void shim_slot_fork(struct tslot *s, int parent, int child, int how);
+/* exec closes our copy (close-on-exec) while others hold the socket: we
+ * are no holder from now on (1), unless we were the last (0: the new
+ * image, same pid, keeps the place, as before). */
+int shim_slot_let_go(struct tslot *s);
 /* Is any process but us alive and holding it? */
 int shim_slot_shared(struct tslot *s);
 int shim_slot_index(const struct tslot *s);
