@@ -97,21 +97,25 @@ static int send_msg(int s, uint32_t type, uint64_t cap, const int *fds, int nfds
 	return shunt_fdmsg_send(s, &m, sizeof(m), fds, nfds, MSG_DONTWAIT);
 }
 
-/* One message of `type`: 0 and its fds, -EAGAIN, or another error (the fds
- * of a bad message are closed here). */
+/* One message of `type`: 0 and its fds (as many as the type has: fds holds
+ * that many), -EAGAIN, or another error (the fds of a bad message are
+ * closed here).  What comes is received into room for the most a message
+ * may carry: a peer that sends more must not write past the caller's. */
 static int recv_msg(int s, uint32_t type, struct shim_meet_msg *m, int *fds)
 {
-	int n = 0;
-	int rc = shunt_fdmsg_recv(s, m, sizeof(*m), fds, &n, MSG_DONTWAIT);
+	int got[SHUNT_FDMSG_MAX], n = 0;
+	int rc = shunt_fdmsg_recv(s, m, sizeof(*m), got, &n, MSG_DONTWAIT);
 
 	if (rc < 0)
 		return rc;
 	rc = shim_meet_parse(m, n, type);
 	if (rc < 0) {
 		log_info("meeting: malformed message from the peer");
-		shunt_close_fds(fds, n);
+		shunt_close_fds(got, n);
+		return rc;
 	}
-	return rc;
+	memcpy(fds, got, (size_t)n * sizeof(int));
+	return 0;
 }
 
 /* --- Proof ------------------------------------------------------------------- */
