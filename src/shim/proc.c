@@ -314,7 +314,7 @@ static void let_go_one(int fd, struct tsock *t, void *arg)
 		let_go[nlet_go++] = (struct let_go_entry){ t->slot, t->gen };
 }
 
-char **shim_exec_prepare(char *const envp[], const char *path)
+char **shim_exec_prepare(char *const envp[], const char *path, int replaces)
 {
 	(void)path;
 	int afd = shim_arena_fd();
@@ -334,7 +334,8 @@ char **shim_exec_prepare(char *const envp[], const char *path)
 	in.len = (size_t)snprintf(var, in.cap, "%s=%d;", SHIM_INHERIT_ENV, afd);
 	each_survivor(add_fd, &in);
 	nlet_go = 0;
-	if (in.nkept >= 0 && !shim_in_vfork_child()) /* a vfork child held nothing */
+	/* posix_spawn closes nothing of ours; a vfork child held nothing. */
+	if (replaces && in.nkept >= 0 && !shim_in_vfork_child())
 		shim_each(let_go_one, &in);
 	size_t j = 0;
 	for (size_t i = 0; i < n; i++)

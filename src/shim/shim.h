@@ -477,9 +477,10 @@ int shim_epoll_ready(int epfd);
 /* --- Processes (proc.c, scm.c) --------------------------------------------- */
 
 #define SHIM_INHERIT_ENV "SHUNT_INHERIT"
-/* Before exec: returns the environment to pass (envp itself, or a copy
- * with SHUNT_INHERIT, freed by shim_exec_done). */
-char **shim_exec_prepare(char *const envp[], const char *path);
+/* Before exec (replaces 1: this process's image; 0: posix_spawn's child):
+ * returns the environment to pass (envp itself, or a copy with
+ * SHUNT_INHERIT, freed by shim_exec_done). */
+char **shim_exec_prepare(char *const envp[], const char *path, int replaces);
 void shim_exec_done(char **env, char *const envp[]);
 /* At start-up: adopt what a parent image left in SHUNT_INHERIT. */
 void shim_inherit(void);
