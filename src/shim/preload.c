@@ -65,24 +65,6 @@ static void set_fd_floor(void)
 	shunt__fd_floor = (int)(floor < FD_FLOOR_MAX ? floor : FD_FLOOR_MAX);
 }
 
-/* Started under a seccomp filter already (a parent installed it before
- * exec): then as after shim_sandbox(), from the start. */
-static int started_confined(void)
-{
-	char buf[4096];
-	int fd = sys_openat(AT_FDCWD, "/proc/self/status", O_RDONLY | O_CLOEXEC, 0);
-
-	if (fd < 0)
-		return 0;
-	long n = sys_read(fd, buf, sizeof(buf) - 1);
-	sys_close(fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = '\0';
-	const char *p = strstr(buf, "\nSeccomp:");
-	return p && strtol(p + 9, NULL, 10) != 0;
-}
-
 __attribute__((constructor)) static void shim_init(void)
 {
 	const char *off = getenv("SHUNT_DISABLE");
@@ -93,11 +75,6 @@ __attribute__((constructor)) static void shim_init(void)
 	pthread_atfork(shim_fork_prepare, shim_fork_parent, shim_fork_child);
 	if ((off && *off && strcmp(off, "0")) || shunt__config()->bad_file)
 		enabled = 0;
-	if (started_confined()) {
-		atomic_store(&shim_sandboxed_, 1);
-		enabled = 0;
-		return;
-	}
 	shim_inherit(); /* even when off: an inherited connection is ours to carry */
 }
 

@@ -123,7 +123,11 @@ int shim_enabled(void);
  * connections go back to TCP first, and from then on the library stays out
  * of its way: every call goes to libc as the program made it, nothing is
  * tracked (shim_get() finds nothing), nothing moves.  Its family's other
- * processes go on as before.  shim_sandboxed() is one load. */
+ * processes go on as before.  shim_sandboxed() is one load.  A process that
+ * starts under a filter (a container runtime's, systemd's) is not treated
+ * so: such filters are written for whole programs and allow the calls the
+ * library makes (Docker's default does); what this is for is a program
+ * that confines itself to the few calls it makes. */
 void shim_sandbox(void);
 extern _Atomic int shim_sandboxed_;
 #define shim_sandboxed() atomic_load_explicit(&shim_sandboxed_, memory_order_relaxed)
