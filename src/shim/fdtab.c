@@ -185,7 +185,10 @@ static void note_short(struct tslot *s, int fd)
 	if ((st != SLOT_PLAIN && st != SLOT_MEET) || atomic_load(&s->why) != 0 ||
 	    shim_slot_shared(s))
 		return;
-	enum shim_why why = st == SLOT_PLAIN ? WHY_SHORT : WHY_NOPEER;
+	uint32_t held = atomic_load(&s->held_why);
+	enum shim_why why = held    ? (enum shim_why)(held - 1)
+			    : st == SLOT_PLAIN ? WHY_SHORT
+					       : WHY_NOPEER;
 	shim_count_why(s, why);
 	log_info("fd %d stays on TCP: %s (closed after %llu calls, %llu bytes)", fd,
 		 shim_why_names[why], (unsigned long long)atomic_load(&s->calls),

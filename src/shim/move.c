@@ -179,6 +179,8 @@ static int start(struct tsock *t, int fd)
 	if (why >= 0) {
 		if (final)
 			give_up(t, fd, (enum shim_why)why);
+		else /* what the close says if it never passes */
+			atomic_store(&s->held_why, (uint32_t)why + 1);
 		return why;
 	}
 	uint64_t consumed;
@@ -220,6 +222,31 @@ static void schedule(struct tslot *s, uint64_t work)
 	atomic_store(&s->next_step, work + gap);
 }
 
+/* Past the first steps, steps are spaced in time too (1 ms, 2 ms, ...,
+ * 500 ms at most): a peer that is not scheduled for a while (a busy
+ * machine, a peer that makes a million calls a second and so spends its
+ * steps in a millisecond) still meets us, and the steps stay 24. */
+#define STEP_NS_MIN 1000000ll
+#define STEP_NS_MAX 500000000ll
+
+static int too_soon(struct tslot *s, uint64_t work)
+{
+	uint32_t n = atomic_load(&s->steps);
+	int64_t now = shunt_now_ns();
+
+	if (n < 6) {
+		atomic_store(&s->stepped_ns, now);
+		return 0;
+	}
+	int64_t gap = n - 6 >= 9 ? STEP_NS_MAX : SHUNT_MIN(STEP_NS_MIN << (n - 6), STEP_NS_MAX);
+	if (now - atomic_load(&s->stepped_ns) >= gap) {
+		atomic_store(&s->stepped_ns, now);
+		return 0;
+	}
+	atomic_store(&s->next_step, work + STEP_GAP_MAX);
+	return 1;
+}
+
 /* Refused for a reason that may pass: try again later, but not forever. */
 static void wait_later(struct tsock *t, int fd, uint64_t calls)
 {
@@ -236,7 +263,7 @@ static void take_step(struct tsock *t, int fd, uint64_t calls)
 		wait_later(t, fd, calls);
 		return;
 	}
-	if (atomic_load(&s->state) != SLOT_MEET)
+	if (atomic_load(&s->state) != SLOT_MEET || too_soon(s, calls))
 		return;
 	int rc = shim_meet_step(t, fd);
 	if (rc == 1) {

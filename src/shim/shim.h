@@ -196,6 +196,8 @@ struct tslot {
 	_Atomic uint64_t next_step; /* `calls` at which the move takes a step */
 	_Atomic uint32_t steps;
 	_Atomic int64_t started_ns; /* first step of the move */
+	_Atomic int64_t stepped_ns; /* the last step of the meeting */
+	_Atomic uint32_t held_why; /* enum shim_why + 1: why the last step waited */
 	_Atomic uint64_t rx_tcp;   /* TCP stream bytes consumed by our reads */
 	_Atomic uint64_t x_peer;   /* with PH_RX_KNOW: where the peer's ring data starts */
 	_Atomic uint32_t inflight; /* our sends inside the kernel (TCP phase) */
