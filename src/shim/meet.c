@@ -624,8 +624,18 @@ static int dial_step(struct tsock *t, int fd, struct tmeet *m)
 	int rc = recv_msg(m->s, SHIM_MEET_ACCEPT, &msg, fds);
 	if (rc == -EAGAIN)
 		return 0;
+	if (rc == -ECONNRESET) {
+		/* The listener went without an answer: it refused us, or the
+		 * process that bound the name exited while another still holds
+		 * the connection (sshd's pre-authentication child).  Dial again
+		 * at a later step; the steps are counted. */
+		sys_close(m->s);
+		m->s = -1;
+		peer_clear(&m->peer);
+		return 0;
+	}
 	if (rc < 0)
-		return rc == -ECONNRESET ? -EACCES : rc;
+		return rc;
 	rc = take_accept(t, m, &msg, fds, &segfd);
 	if (rc < 0)
 		return rc;

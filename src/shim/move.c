@@ -223,11 +223,12 @@ static void schedule(struct tslot *s, uint64_t work)
 }
 
 /* Past the first steps, steps are spaced in time too (1 ms, 2 ms, ...,
- * 500 ms at most): a peer that is not scheduled for a while (a busy
- * machine, a peer that makes a million calls a second and so spends its
- * steps in a millisecond) still meets us, and the steps stay 24. */
+ * 128 ms at most, some 1.5 s in all): a peer that is not scheduled for a
+ * while (a busy machine, a peer that makes a million calls a second and
+ * so spends its steps in a millisecond) still meets us, and the steps
+ * stay 24. */
 #define STEP_NS_MIN 1000000ll
-#define STEP_NS_MAX 500000000ll
+#define STEP_NS_MAX 128000000ll
 
 static int too_soon(struct tslot *s, uint64_t work)
 {
@@ -238,7 +239,7 @@ static int too_soon(struct tslot *s, uint64_t work)
 		atomic_store(&s->stepped_ns, now);
 		return 0;
 	}
-	int64_t gap = n - 6 >= 9 ? STEP_NS_MAX : SHUNT_MIN(STEP_NS_MIN << (n - 6), STEP_NS_MAX);
+	int64_t gap = n - 6 >= 7 ? STEP_NS_MAX : SHUNT_MIN(STEP_NS_MIN << (n - 6), STEP_NS_MAX);
 	if (now - atomic_load(&s->stepped_ns) >= gap) {
 		atomic_store(&s->stepped_ns, now);
 		return 0;
