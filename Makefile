@@ -57,7 +57,7 @@ endif
 TEST_LIB  := $(B)/tests/testlib.o
 EXAMPLES  := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
 
-.PHONY: all lib test demo bench install clean
+.PHONY: all lib deps test demo bench install clean
 # Keep test objects, or make deletes them as intermediates and relinks all.
 .SECONDARY: $(TEST_LIB) $(B)/tests/shimlib.o $(TEST_SRC:tests/%.c=$(B)/tests/%.o)
 all: lib $(B)/shunt $(TEST_BIN) $(TEST_SH) $(EXAMPLES)
@@ -123,7 +123,14 @@ $(B)/tests/t_%: tests/t_%.sh
 	@mkdir -p $(@D)
 	$(Q)install -m 755 $< $@
 
-test: all
+# `make test` first installs what the tests need (tests/deps.sh: with
+# apt-get as root, else it prints the command and stops); NODEPS=1 skips
+# that, and the tests that need what is missing are skipped.
+deps:
+	$(Q)$(if $(filter 1,$(NODEPS)),:,tests/deps.sh)
+
+test: deps
+	$(Q)$(MAKE) --no-print-directory all
 	$(Q)tests/run.sh $(B)
 
 # The Quick start demonstration: an ordinary TCP client and server, plain
