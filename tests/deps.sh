@@ -188,10 +188,11 @@ if [ "$(id -u)" -ne 0 ]; then
 	cat >&2 <<EOF
 deps: the tests need packages that are not installed:
   ${missing[*]}
-Install them as root, then run this again:
-  sudo sh -c '$(apt_cmd "${missing[@]}")'
-(or run as root, which installs them.  To go on without them, with the tests
-that need them skipped: make test NODEPS=1)
+Install them as root (in a root shell, or with sudo or su -c), then run this
+again:
+  $(apt_cmd "${missing[@]}")
+Run as root, \`make test\` installs them itself.  To go on without them, the
+tests that need them skipped: make test NODEPS=1
 EOF
 	exit 1
 fi
