@@ -102,7 +102,12 @@ if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null; then
 	chmod 4755 "$T/setuid"
 	run owner -- "$shunt" run -- "$T/setuid"
 	silent owner
-	run nobody -- setpriv --reuid=65534 --regid=65534 --clear-groups "$shunt" run -- "$T/setuid"
+	# nobody may not reach the build tree (a clone under /root): a copy of
+	# the CLI with its preload library beside it, in the open temp dir.
+	mkdir "$T/bin"
+	cp "$shunt" "$build/libshunt-preload.so" "$T/bin/"
+	chmod -R a+rX "$T/bin"
+	run nobody -- setpriv --reuid=65534 --regid=65534 --clear-groups "$T/bin/shunt" run -- "$T/setuid"
 	if findmnt -no OPTIONS --target "$T" | grep -qw nosuid; then
 		# The kernel ignores the bit on this mount: so must we.
 		silent nobody
