@@ -127,15 +127,18 @@ ns_user=$(readlink /proc/self/ns/user)
 # the unshare process kills the container.
 container() {
 	local name=$1 holder pid i
-	unshare --user sleep 600 &
+	unshare --user sleep 600 2>"$T/$name.userns" &
 	holder=$!
 	APPS_PIDS+=("$holder")
 	for ((i = 0; i < 100; i++)); do
 		[ "$(readlink "/proc/$holder/ns/user" 2>/dev/null)" != "$ns_user" ] && break
+		kill -0 "$holder" 2>/dev/null || break
 		sleep 0.02
 	done
-	[ "$(readlink "/proc/$holder/ns/user" 2>/dev/null)" != "$ns_user" ] ||
-		skip "unshare --user made no user namespace here"
+	# The kernel refuses a user namespace to a chrooted process, and where
+	# user.max_user_namespaces is 0.
+	[ "$(readlink "/proc/$holder/ns/user" 2>/dev/null)" != "$ns_user" ] && kill -0 "$holder" 2>/dev/null ||
+		skip "cannot make a user namespace here (a chroot?): $(cat "$T/$name.userns")"
 	echo '0 100000 65536' >"/proc/$holder/uid_map" && echo '0 100000 65536' >"/proc/$holder/gid_map" ||
 		fail "cannot write the uid map of $name"
 	CTR=$C nsenter --user="/proc/$holder/ns/user" --setuid 0 --setgid 0 \
