@@ -69,7 +69,8 @@ static int resolve(const char *name, char *out, size_t n)
 	for (const char *p = path; *p;) {
 		const char *end = strchrnul(p, ':');
 		int len = (int)(end - p);
-		if (snprintf(out, n, "%.*s%s%s", len, len ? p : ".", "/", name) < (int)n &&
+		/* An empty element is the current directory, as for execvp. */
+		if (snprintf(out, n, "%.*s/%s", len ? len : 1, len ? p : ".", name) < (int)n &&
 		    access(out, X_OK) == 0)
 			return 0;
 		p = *end ? end + 1 : end;
