@@ -258,7 +258,11 @@ static void draw(const char *frame, size_t len, int first)
 static _Noreturn void watch(const struct opts *o)
 {
 	int tty = isatty(STDOUT_FILENO);
+	struct timespec tick;
 
+	/* A frame a second on the clock, however long a scan takes (reading
+	 * every process's fds, as root on a busy host, takes a while). */
+	clock_gettime(CLOCK_MONOTONIC, &tick);
 	for (int first = 1;; first = 0) {
 		char *frame = NULL;
 		size_t len = 0;
@@ -278,7 +282,15 @@ static _Noreturn void watch(const struct opts *o)
 			putchar('\n');
 		}
 		fflush(stdout);
-		sleep(1);
+		struct timespec now_ts;
+		tick.tv_sec++;
+		clock_gettime(CLOCK_MONOTONIC, &now_ts);
+		if (now_ts.tv_sec > tick.tv_sec ||
+		    (now_ts.tv_sec == tick.tv_sec && now_ts.tv_nsec >= tick.tv_nsec))
+			tick = now_ts; /* late: the next frame now, and a second after */
+		else
+			while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &tick, NULL) == EINTR)
+				;
 	}
 }
 
