@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # t_stat_watch: `shunt stat --watch` refreshes in place in a terminal, like
-# top.  With a server and three clients under `shunt run`, it runs for 4.5 s
-# in a pseudo-terminal (script(1)) of 100x40, then of 100x6:
-#  - a frame a second on the clock (3 or more whole ones), the first
+# top.  With a server and three clients under `shunt run`, it runs in a
+# pseudo-terminal (script(1)) of 100x40, then of 100x6, until it has drawn
+# 3 frames (20 s at most):
+#  - frames a second apart on the clock, the first
 #    clearing the screen and each later one
 #    starting with the cursor home (no clear: nothing flickers), every line
 #    erasing the rest of itself, each frame erasing what lies below it;
-#  - a frame never has more lines than the window (in the small one, the
-#    last line says how many more there are);
+#  - a frame never has more lines than the window less the row where the
+#    cursor rests (in the small one, the last line says how many more);
 #  - each frame lists the server's process by pid (the window that fits);
 # and through a pipe, frames of plain text without a single escape.
 set -euo pipefail
@@ -71,10 +72,20 @@ for ((i = 0; i < 100; i++)); do
 done
 [ $n = 4 ] || fail "shunt stat lists $n of the 4 processes: $(cat "$T/stat.out")"
 
-# watch ROWS FILE: 4.5 s of --watch in a terminal of 100xROWS.
+# watch ROWS FILE: --watch in a terminal of 100xROWS until it has drawn 3
+# whole frames (each ends erasing below it), at most 20 s: a scan of every
+# process's fds, as root on a busy host, can take more than a second.
 watch() {
-	timeout -s INT 4.5 script -qfec "stty rows $1 cols 100; exec '$shunt' stat --watch" /dev/null \
-		>"$2" 2>&1 </dev/null || true
+	timeout -s INT 20 script -qfec "stty rows $1 cols 100; exec '$shunt' stat --watch" /dev/null \
+		>"$2" 2>&1 </dev/null &
+	local pid=$! i
+	for ((i = 0; i < 200; i++)); do
+		[ "$(grep -o $'\033\\[J' "$2" | wc -l)" -ge 3 ] && break
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -INT "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
 }
 
 # check FILE ROWS: the frames in FILE, as the header above says.
@@ -91,18 +102,20 @@ if first < 0:
 if data.count("\x1b[2J") != 1:
     bad("%d screen clears: only the first frame may clear" % data.count("\x1b[2J"))
 frames = data[first + len("\x1b[H\x1b[2J"):].split("\x1b[H")
-# The last frame may be cut by the timeout.
-frames = [f for f in frames if f.endswith("\x1b[J")]
+# A whole frame ends erasing below it; what follows the last one (the
+# interrupt) is not a frame's, and a frame cut by it is not whole.
+frames = [f[: f.rindex("\x1b[J") + 3] for f in frames if "\x1b[J" in f]
 if len(frames) < 3:
-    bad("%d whole frames in 4.5 s, not 3 or more" % len(frames))
+    bad("%d whole frames in 20 s, not 3 or more" % len(frames))
 cut = 0
 for n, f in enumerate(frames):
     body = f[: -len("\x1b[J")]
     lines = body.split("\n")
     if lines[-1] == "":
         lines.pop()
-    if len(lines) > rows:
-        bad("frame %d has %d lines, more than the %d rows" % (n, len(lines), rows))
+    # The cursor rests on the last row: a newline there would scroll.
+    if len(lines) > rows - 1:
+        bad("frame %d has %d lines, more than the %d rows less the cursor's" % (n, len(lines), rows))
     for l in lines:
         if not l.endswith("\x1b[K"):
             bad("frame %d: a line that does not erase the rest of itself: %r" % (n, l))
@@ -113,8 +126,8 @@ for n, f in enumerate(frames):
         bad("frame %d: an escape inside the text" % n)
     if text[-1].startswith("... ") and "more lines" in text[-1]:
         cut += 1
-        if len(lines) != rows:
-            bad("frame %d is cut at %d lines, not at the window's %d" % (n, len(lines), rows))
+        if len(lines) != rows - 1:
+            bad("frame %d is cut at %d lines, not at the window's %d less one" % (n, len(lines), rows))
     elif not any(re.match(r"^ *%s " % server, t) for t in text):
         bad("frame %d, not cut, does not list the server (pid %s)" % (n, server))
 print("stat_watch: %d rows: %d frames, %d cut to the window, each in place" % (rows, len(frames), cut))
@@ -129,10 +142,17 @@ watch 6 "$T/small.tty"
 check "$T/small.tty" 6 || exit 1
 
 # Through a pipe: plain text, a frame a second.
-timeout -s INT 2.5 "$shunt" stat --watch >"$T/pipe.out" 2>&1 </dev/null || true
+"$shunt" stat --watch >"$T/pipe.out" 2>&1 </dev/null &
+wpid=$!
+for ((i = 0; i < 200; i++)); do
+	[ "$(grep -c '^shunt stat, ' "$T/pipe.out")" -ge 2 ] && break
+	sleep 0.1
+done
+kill "$wpid" 2>/dev/null || true
+wait "$wpid" 2>/dev/null || true
 grep -q $'\033' "$T/pipe.out" && fail "an escape in --watch's output to a pipe"
 n=$(grep -c '^shunt stat, ' "$T/pipe.out" || true)
-[ "$n" -ge 2 ] || fail "$n frames through a pipe in 2.5 s"
+[ "$n" -ge 2 ] || fail "$n frames through a pipe in 20 s"
 grep -q "^ *$server " "$T/pipe.out" || fail "the pipe's frames do not list the server"
 say "through a pipe: $n frames of plain text"
 say ok

@@ -230,8 +230,10 @@ static void usage(FILE *f)
 
 /* One frame of --watch on a terminal, like top: the cursor goes home, each
  * line overwrites the one before it and erases what is left of it, lines
- * past the window's height are cut (the last says how many), and what the
- * previous frame had below is erased.  So nothing scrolls or flickers. */
+ * that would not fit above the window's last row (where the cursor rests:
+ * a newline there would scroll) are cut, the last shown saying how many,
+ * and what the previous frame had below is erased.  So nothing scrolls or
+ * flickers. */
 static void draw(const char *frame, size_t len, int first)
 {
 	struct winsize ws;
@@ -244,8 +246,8 @@ static void draw(const char *frame, size_t len, int first)
 	for (const char *p = frame, *end = frame + len; p < end;) {
 		const char *nl = memchr(p, '\n', (size_t)(end - p));
 		size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
-		if (rows && shown == rows - 1 && lines > rows) {
-			printf("... %d more lines (a taller window shows them)\033[K", lines - shown);
+		if (rows && shown == rows - 2 && lines > rows - 1) {
+			printf("... %d more lines (a taller window shows them)\033[K\n", lines - shown);
 			break;
 		}
 		printf("%.*s\033[K\n", (int)n, p);
