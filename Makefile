@@ -68,7 +68,7 @@ endif
 TEST_LIB  := $(B)/tests/testlib.o
 EXAMPLES  := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
 
-.PHONY: all lib deps test demo bench install deb clean
+.PHONY: all lib deps test demo bench install deb clean fuzz
 # Keep test objects, or make deletes them as intermediates and relinks all.
 .SECONDARY: $(TEST_LIB) $(B)/tests/shimlib.o $(TEST_SRC:tests/%.c=$(B)/tests/%.o)
 all: lib $(B)/shunt $(TEST_BIN) $(TEST_SH) $(EXAMPLES)
@@ -144,6 +144,11 @@ deps:
 test: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)tests/run.sh $(B)
+
+# The fuzzers for longer than the test suite gives them (FUZZ_SECONDS each).
+FUZZ_SECONDS ?= 300
+fuzz:
+	$(Q)SHUNT_FUZZ_SECONDS=$(FUZZ_SECONDS) tests/t_fuzz.sh
 
 # The Quick start demonstration: an ordinary TCP client and server, plain
 # and under `shunt run`, side by side.

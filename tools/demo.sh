@@ -24,7 +24,7 @@ export SHUNT_DIR=$tmp/dir
 free_port() {
 	local p
 	for _ in $(seq 50); do
-		p=$((20000 + RANDOM % 20000))
+		p=$((10000 + RANDOM % 20000)) # below the ephemeral range (32768 on)
 		(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
 	done
 	echo "demo: no free port" >&2

@@ -21,6 +21,16 @@ int shunt__peer_allowed(uint32_t uid)
 	return 0;
 }
 
+int shunt__peer_named(uint32_t uid)
+{
+	const struct shunt_config *c = shunt__config();
+
+	for (unsigned i = 0; i < c->n_users; i++)
+		if (c->users[i] == uid)
+			return 1;
+	return 0;
+}
+
 /* The first `bits` bits of a and b are equal. */
 static int prefix_eq(const uint8_t *a, const uint8_t *b, unsigned bits)
 {

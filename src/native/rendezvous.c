@@ -278,10 +278,10 @@ static int answer(int s, struct shunt_conn **out)
 	int rc = wait_readable(s, HELLO_TIMEOUT_MS);
 
 	if (rc == 0)
-		rc = shunt_fdmsg_recv(s, &h, sizeof(h), fds, &n, MSG_DONTWAIT);
+		rc = shunt_fdmsg_recv(s, &h, sizeof(h), fds, 2, &n, MSG_DONTWAIT);
 	if (rc == 0 && (n != 2 || h.magic != SHUNT_HELLO_MAGIC ||
 			h.version != SHUNT_HELLO_VERSION || h.flags != 0)) {
-		shunt_close_fds(fds, n);
+		shunt_close_untrusted(fds, n);
 		rc = -EPROTO;
 	}
 	if (rc == 0) {

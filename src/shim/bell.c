@@ -166,29 +166,41 @@ static int careful_sleep(struct tslot *s, int fd, uint32_t bits, int64_t deadlin
 	return deadline != SHUNT_NEVER && shunt_now_ns() >= deadline ? -EAGAIN : 0;
 }
 
+static int drain_all(struct tslot *s, int fd)
+{
+	int got = 0;
+
+	for (int i = 0; i < 16; i++) {
+		int rc = take(s, fd, MSG_DONTWAIT);
+		if (rc == -ECONNRESET)
+			return rc;
+		if (rc < 0)
+			break;
+		got = 1;
+	}
+	/* What we took may have been another wait's: it looks again. */
+	if (got)
+		shim_kick_others();
+	return got;
+}
+
 static int tb_drain(struct shunt_bell *b, uint32_t bits)
 {
 	struct tslot *s = slot_of(b);
-	int got = 0;
 
 	(void)bits;
 	if (!(phase(s) & PH_RX_RING))
 		return 0; /* the stream still carries data: not ours to take */
+	/* A leader asleep in a read takes them, and tells its followers. */
+	if (atomic_load_explicit(&s->leader, memory_order_acquire))
+		return 0;
 	switch (asked(s)) {
 	case 2:
 		return 0;
 	case 1:
 		return (phase(s) & PH_TX_BACK) ? careful_take(s, b->fd[0]) : 0;
 	}
-	for (int i = 0; i < 16; i++) {
-		int rc = take(s, b->fd[0], MSG_DONTWAIT);
-		if (rc == -ECONNRESET)
-			return rc;
-		if (rc < 0)
-			return got;
-		got = 1;
-	}
-	return got;
+	return drain_all(s, b->fd[0]);
 }
 
 /* The kernel's state, not poll(): after our own shutdown(SHUT_RD) the

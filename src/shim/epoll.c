@@ -754,7 +754,14 @@ static int wait_set(struct shim_ep *ep, int epfd, struct epoll_event *ev, int ma
 			k = scan_locked(ep, ev, max, 0, round, NULL);
 			pthread_mutex_unlock(&ep->mu);
 		}
+		/* Listed while it sleeps: another wait that took one of our
+		 * doorbells kicks the set (kick.c). */
+		pthread_mutex_lock(&ep->mu);
+		int kfd = ep->kick ? ep->kick->sysfd : -1;
+		pthread_mutex_unlock(&ep->mu);
+		int slot = k == max || k ? -1 : shim_kick_listen(kfd);
 		int rc = k == max ? 0 : kernel_wait(epfd, ev + k, max - k, k ? 0 : deadline, mask);
+		shim_kick_unlisten(slot);
 		atomic_fetch_sub(&ep->waiting, 1);
 
 		if (rc < 0)

@@ -132,8 +132,13 @@ static int refusal(struct tsock *t, int fd, int *final)
 	*final = 1;
 	if (!shim_enabled())
 		return WHY_POLICY;
-	if ((f & TF_STDIO) || is_stdio(t)) {
-		atomic_fetch_or(&s->flags, TF_STDIO);
+	if (f & TF_STDIO)
+		return WHY_STDIO; /* stdio has it (fdopen): for good */
+	if (is_stdio(t)) {
+		/* stdin, stdout or stderr for now: stdio may read or write it
+		 * where we cannot see, until the program puts it elsewhere
+		 * (sshd dup2()s its connection to 0 and 1, and off again). */
+		*final = 0;
 		return WHY_STDIO;
 	}
 	if (f & TF_EXPORTED)
@@ -209,14 +214,20 @@ static void schedule(struct tslot *s, uint64_t calls)
 	atomic_store(&s->next_step, calls + gap);
 }
 
-static void step(struct tsock *t, int fd, uint64_t calls)
+/* Refused for a reason that may pass: try again later, but not forever. */
+static void wait_later(struct tsock *t, int fd, uint64_t calls)
+{
+	schedule(t->slot, calls);
+	if (atomic_load(&t->slot->steps) > MAX_STEPS)
+		give_up(t, fd, WHY_SHARED);
+}
+
+static void take_step(struct tsock *t, int fd, uint64_t calls)
 {
 	struct tslot *s = t->slot;
 
 	if (atomic_load(&s->state) == SLOT_PLAIN && start(t, fd) >= 0) {
-		schedule(s, calls);
-		if (atomic_load(&s->steps) > MAX_STEPS)
-			give_up(t, fd, WHY_SHARED);
+		wait_later(t, fd, calls);
 		return;
 	}
 	if (atomic_load(&s->state) != SLOT_MEET)
@@ -224,6 +235,15 @@ static void step(struct tsock *t, int fd, uint64_t calls)
 	int rc = shim_meet_step(t, fd);
 	if (rc == 1) {
 		moved(t, fd);
+		return;
+	}
+	if (rc == -EBUSY) {
+		/* Another process holds the socket now (a child made without
+		 * a pause, below): back on TCP, as a refusal. */
+		uint32_t st = SLOT_MEET;
+		if (atomic_compare_exchange_strong(&s->state, &st, SLOT_PLAIN))
+			log_info("fd %d: meeting called off: another process holds the socket", fd);
+		wait_later(t, fd, calls);
 		return;
 	}
 	if (rc < 0) {
@@ -236,6 +256,64 @@ static void step(struct tsock *t, int fd, uint64_t calls)
 	if (atomic_load(&s->steps) > MAX_STEPS ||
 	    shunt_now_ns() - atomic_load(&s->started_ns) > MAX_MEET_NS)
 		give_up(t, fd, WHY_NOPEER);
+}
+
+/* --- Pausing for a new process -------------------------------------------------
+ * fork() and posix_spawn() make a process that holds our sockets before it
+ * can say so: proc.c reserves its place among each slot's holders first.
+ * A step that had found a socket unshared just before must not start or
+ * finish a move after: so the maker pauses, waiting for the steps under
+ * way (short, never blocking), and a step that begins while paused is not
+ * taken (the next data call takes it).  Then it calls off the meetings in
+ * progress of the sockets the child will hold.  A child made without a
+ * pause (vfork, _Fork, clone) is seen by the meeting's last check. */
+
+static pthread_mutex_t pause_mu = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic int paused, stepping;
+
+void shim_moves_pause(void)
+{
+	pthread_mutex_lock(&pause_mu);
+	atomic_store(&paused, 1);
+	while (atomic_load(&stepping))
+		sys_sched_yield();
+}
+
+void shim_moves_resume(void)
+{
+	atomic_store(&paused, 0);
+	pthread_mutex_unlock(&pause_mu);
+}
+
+void shim_moves_forked(void)
+{
+	atomic_store(&stepping, 0); /* a step that was backing off, in a thread not copied */
+	shim_moves_resume();
+}
+
+void shim_move_call_off(struct tsock *t, int fd)
+{
+	struct tslot *s = t->slot;
+	uint32_t st = SLOT_MEET;
+
+	if (atomic_load(&s->state) != SLOT_MEET)
+		return;
+	shim_meet_drop(t);
+	if (atomic_compare_exchange_strong(&s->state, &st, SLOT_PLAIN))
+		log_debug("fd %d: meeting called off: a new process will hold the socket", fd);
+}
+
+static void step(struct tsock *t, int fd, uint64_t calls)
+{
+	/* A vfork child's tables are its parent's (and a _Fork or clone
+	 * child's a copy of them): it moves nothing. */
+	if (shim_in_vfork_child())
+		return;
+	/* seq_cst both: we see the pause, or the pauser sees us. */
+	atomic_fetch_add(&stepping, 1);
+	if (!atomic_load(&paused))
+		take_step(t, fd, calls);
+	atomic_fetch_sub(&stepping, 1);
 }
 
 static int due(struct tslot *s, uint64_t calls)
@@ -294,6 +372,7 @@ static void abandon(struct tsock *t, int fd)
 	    atomic_compare_exchange_strong(&s->state, &st, SLOT_OFF)) {
 		shim_count_why(s, WHY_NOPEER);
 		log_info("fd %d stays on TCP: the peer never attached", fd);
+		shim_meet_drop(t); /* the segment it did not open */
 	}
 }
 
@@ -336,6 +415,8 @@ static int switch_tx(struct tsock *t, int fd, int patient)
 		abandon(t, fd);
 		return -EAGAIN;
 	}
+	/* It attached: a listener's segment fd has served (meet.c). */
+	shim_meet_drop(t);
 	/* Our side of the stream is shut: no doorbell could follow the data. */
 	if (atomic_load(&s->flags) & TF_SHUT) {
 		atomic_fetch_or(&s->phase, PH_NOBELL);
@@ -439,6 +520,7 @@ int shim_peer_switched(struct tsock *t)
 		return 0;
 	atomic_store(&s->x_peer, atomic_load_explicit(&sw->tcp_off, memory_order_relaxed));
 	atomic_fetch_or_explicit(&s->phase, PH_RX_KNOW, memory_order_release);
+	shim_meet_drop(t); /* it attached: a listener's segment fd has served */
 	return 1;
 }
 

@@ -48,7 +48,7 @@ static int pset_init(struct pset *p, struct pollfd *fds, nfds_t n)
 	p->fds = fds;
 	p->n = n;
 	p->t = calloc(n ? n : 1, sizeof(*p->t));
-	p->k = calloc(n ? n : 1, sizeof(*p->k));
+	p->k = calloc(n + 1, sizeof(*p->k)); /* and the thread's kick (kick.c) */
 	p->set = calloc(n ? n : 1, 1);
 	if (!p->t || !p->k || !p->set)
 		return -ENOMEM;
@@ -182,6 +182,27 @@ static int kernel_only(struct pset *p, const struct timespec *timeout, const sig
 	return rc > 0 && moved_meanwhile(p, p->fds) ? MOVED_MEANWHILE : rc;
 }
 
+/* The kernel's wait, with the thread's kick beside the program's fds:
+ * another wait that took our doorbell kicks it (kick.c). */
+static int kernel_wait(struct pset *p, const struct timespec *t, const sigset_t *mask)
+{
+	int kfd = shim_kick_thread_fd();
+	int slot = shim_kick_listen(kfd);
+	nfds_t n = p->n;
+
+	if (slot >= 0)
+		p->k[n++] = (struct pollfd){ kfd, POLLIN, 0 };
+	int rc = REAL(ppoll)(p->k, n, t, mask);
+	int err = errno;
+	shim_kick_unlisten(slot);
+	/* A kick counts as news (the loop looks again), never as the
+	 * program's: its entry is past the program's. */
+	if (slot >= 0 && rc > 0 && p->k[p->n].revents)
+		shim_kick_reset(kfd);
+	errno = err;
+	return rc;
+}
+
 static int poll_loop(struct pset *p, int64_t deadline, const sigset_t *mask)
 {
 	if (!spin_set) {
@@ -200,7 +221,7 @@ static int poll_loop(struct pset *p, int64_t deadline, const sigset_t *mask)
 			ready = scan(p, SHUNT_ARM_DRAIN, 0);
 		kernel_set(p);
 		struct timespec ts, *t = ready ? &(struct timespec){ 0, 0 } : shunt_left(deadline, &ts);
-		int rc = REAL(ppoll)(p->k, p->n, t, mask);
+		int rc = kernel_wait(p, t, mask);
 		if (rc < 0)
 			return -errno;
 		if (rc > 0 && moved_meanwhile(p, p->k))

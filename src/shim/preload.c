@@ -8,9 +8,12 @@
  */
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -19,9 +22,11 @@
 #include <sys/inotify.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/signalfd.h>
+#include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
@@ -62,6 +67,90 @@ static void set_fd_floor(void)
 		return;
 	rlim_t floor = rl.rlim_cur == RLIM_INFINITY ? FD_FLOOR_MAX : rl.rlim_cur - rl.rlim_cur / 4;
 	shunt__fd_floor = (int)(floor < FD_FLOOR_MAX ? floor : FD_FLOOR_MAX);
+}
+
+/* --- Sandboxes --------------------------------------------------------------
+ * A process under a seccomp filter may be killed for a system call it did
+ * not make itself (OpenSSH's pre-authentication child is).  So when the
+ * program installs a filter that may kill, the library first takes its moved
+ * connections back to TCP and gives up every meeting, while it still may,
+ * then makes no system call of its own: every wrapper passes the
+ * program's call through unchanged.  A process that starts under a filter
+ * (a container's, which fails calls with an errno) cannot tell what the
+ * filter does: it runs as usual (docs/design.md, Limits). */
+
+/* What this process holds leaves shared memory; a connection that has not
+ * moved may still move in the family once this process lets go of it (it
+ * is a holder while it lives, which keeps the others from moving it). */
+static void let_go(int fd, struct tsock *t, void *arg)
+{
+	(void)arg;
+	if (atomic_load(&t->slot->state) == SLOT_MOVED)
+		shim_demote(t, fd);
+	else
+		shim_move_call_off(t, fd);
+}
+
+static void hands_off(const char *why)
+{
+	if (atomic_load(&shim_hands_off))
+		return;
+	enabled = 0;
+	shim_each(let_go, NULL);
+	log_info("%s: the library makes no system call of its own from here on", why);
+	atomic_store(&shim_hands_off, 1);
+}
+
+/* May the filter kill for a call it does not list?  Any return of it that
+ * kills or traps, or returns a computed action, says yes; one that only
+ * allows, fails calls with an errno, traces or logs lets us run (a call of
+ * ours it refuses fails, and the connection stays on TCP). */
+static int may_kill(const struct sock_fprog *prog)
+{
+	if (!prog || !prog->filter || prog->len == 0 || prog->len > BPF_MAXINSNS)
+		return 1;
+	for (unsigned i = 0; i < prog->len; i++) {
+		const struct sock_filter *f = &prog->filter[i];
+		if (BPF_CLASS(f->code) != BPF_RET)
+			continue;
+		if (BPF_RVAL(f->code) != BPF_K)
+			return 1;
+		uint32_t act = f->k & SECCOMP_RET_ACTION_FULL;
+		if (act != SECCOMP_RET_ALLOW && act != SECCOMP_RET_ERRNO &&
+		    act != SECCOMP_RET_TRACE && act != SECCOMP_RET_LOG)
+			return 1;
+	}
+	return 0;
+}
+
+EXPORT int prctl(int option, ...)
+{
+	va_list ap;
+
+	va_start(ap, option);
+	unsigned long a2 = va_arg(ap, unsigned long), a3 = va_arg(ap, unsigned long);
+	unsigned long a4 = va_arg(ap, unsigned long), a5 = va_arg(ap, unsigned long);
+	va_end(ap);
+	if (option == PR_SET_SECCOMP &&
+	    (a2 == SECCOMP_MODE_STRICT || may_kill((const struct sock_fprog *)a3)))
+		hands_off("a seccomp filter that may kill");
+	return REAL(prctl)(option, a2, a3, a4, a5);
+}
+
+EXPORT long syscall(long nr, ...)
+{
+	va_list ap;
+
+	va_start(ap, nr);
+	long a[6];
+	for (int i = 0; i < 6; i++)
+		a[i] = va_arg(ap, long);
+	va_end(ap);
+	if (nr == SYS_seccomp &&
+	    (a[0] == SECCOMP_SET_MODE_STRICT ||
+	     (a[0] == SECCOMP_SET_MODE_FILTER && may_kill((const struct sock_fprog *)a[2]))))
+		hands_off("a seccomp filter that may kill");
+	return REAL(syscall)(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 
 __attribute__((constructor)) static void shim_init(void)
@@ -1080,13 +1169,15 @@ static int spawn(int search, pid_t *pid, const char *path, const posix_spawn_fil
 	pid_t child = 0;
 	shim_spawn_prepare(fa);
 	char **env = shim_exec_prepare(envp ? envp : environ, path);
+	shim_spawn_begin();
 	int rc = search ? REAL(posix_spawnp)(&child, path, fa, at, argv, env)
 			: REAL(posix_spawn)(&child, path, fa, at, argv, env);
 
+	/* The child holds what it inherits, shim or not. */
+	shim_spawn_end(rc == 0 ? child : -1);
 	shim_exec_done(env, envp ? envp : environ);
 	if (rc == 0) {
-		/* The child holds what it inherits, shim or not. */
-		shim_spawn_done(fa, child);
+		shim_spawn_done(fa, child); /* and what its file actions dup2 */
 		if (pid)
 			*pid = child;
 	}
@@ -1103,4 +1194,71 @@ EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_act
 			const posix_spawnattr_t *at, char *const argv[], char *const envp[])
 {
 	return spawn(1, pid, file, fa, at, argv, envp);
+}
+
+/* --- fork and its kin -------------------------------------------------------------
+ * The child holds every socket of ours before the program hears of it
+ * (proc.c).  vfork() is not wrapped: its child must return into the
+ * caller's own frame; it joins the holders at exec. */
+
+EXPORT pid_t fork(void)
+{
+	shim_fork_wrap();
+	pid_t pid = REAL(fork)();
+	int err = errno;
+
+	shim_fork_unwrap(pid);
+	errno = err;
+	return pid;
+}
+
+/* glibc's fork without the atfork handlers, for async-signal contexts:
+ * nothing here takes a lock. */
+EXPORT pid_t _Fork(void)
+{
+	if (!REAL(_Fork))
+		return (pid_t)shim_err(-ENOSYS);
+	pid_t pid = REAL(_Fork)();
+	int err = errno;
+
+	if (pid > 0)
+		shim_spawned(pid);
+	errno = err;
+	return pid;
+}
+
+/* Its parent returns only if the fork failed (it exits otherwise). */
+EXPORT int daemon(int nochdir, int noclose)
+{
+	int me = shim_pid();
+
+	shim_fork_wrap();
+	int rc = REAL(daemon)(nochdir, noclose);
+	int err = errno;
+
+	shim_fork_unwrap(shim_pid() == me ? -1 : 0);
+	errno = err;
+	return rc;
+}
+
+/* A child with a copy of our fd table holds our sockets; one that shares
+ * the table (CLONE_FILES: threads too) is us. */
+EXPORT int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)
+{
+	va_list ap;
+
+	/* Passed on as they came: the kernel looks at each only under the
+	 * flag that names it (what a caller left out is never read). */
+	va_start(ap, arg);
+	pid_t *ptid = va_arg(ap, pid_t *);
+	void *tls = va_arg(ap, void *);
+	pid_t *ctid = va_arg(ap, pid_t *);
+	va_end(ap);
+	int rc = REAL(clone)(fn, stack, flags, arg, ptid, tls, ctid);
+	int err = errno;
+
+	if (rc > 0 && !(flags & CLONE_FILES))
+		shim_spawned(rc);
+	errno = err;
+	return rc;
 }

@@ -27,6 +27,7 @@
  *   proc.c     fork, vfork, exec, posix_spawn
  *   scm.c      sockets passed with SCM_RIGHTS
  *   back.c     a moved connection goes back to TCP (exec, SCM_RIGHTS, stdio)
+ *   kick.c     waking the other waits when one took their doorbell
  *   linger.c   a moved socket's close that must wait for the peer's acks
  * The shim reaches the core only through end.h and medium.h.
  */
@@ -98,12 +99,18 @@ struct shim_real {
 			   char *const[], char *const[]);
 	int (*posix_spawnp)(pid_t *, const char *, const void *, const void *,
 			    char *const[], char *const[]);
+	pid_t (*fork)(void);
+	pid_t (*_Fork)(void);
+	int (*daemon)(int, int);
+	int (*clone)(int (*)(void *), void *, int, void *, ...);
 	int (*close_range)(unsigned, unsigned, int);
 	void (*closefrom)(int);
 	FILE *(*fdopen)(int, const char *);
 	int (*fclose)(FILE *);
 	int (*fcloseall)(void);
 	FILE *(*freopen)(const char *, const char *, FILE *);
+	int (*prctl)(int, ...);
+	long (*syscall)(long, ...);
 };
 
 extern struct shim_real shim_real;
@@ -168,13 +175,19 @@ enum shim_why {
 extern const char *const shim_why_names[WHY_N];
 
 #define SLOT_HOLDERS 4
+/* A holder entry reserved for a child being forked, made before the child
+ * exists so that no close or move of ours takes it for gone (proc.c): alive
+ * while the forking process is. */
+#define SLOT_FORKING(pid) ((int32_t)(-2 - (pid)))
+#define SLOT_FORKER(tag)  ((int)(-2 - (tag)))
 
 struct tslot {
 	_Atomic uint32_t gen;      /* bumped when the slot is freed */
 	_Atomic uint32_t state;    /* enum slot_state */
 	_Atomic uint32_t flags;    /* TF_* */
 	_Atomic uint32_t phase;    /* PH_* */
-	_Atomic int32_t holders[SLOT_HOLDERS]; /* pids; -1: more than fit */
+	_Atomic int32_t holders[SLOT_HOLDERS]; /* pids; -1: more than fit;
+	                            * < -1: SLOT_FORKING */
 	_Atomic uint32_t why;      /* enum shim_why + 1 once counted */
 	uint32_t side;             /* 0: made the segment, 1: the other */
 	uint64_t ino;              /* the socket's inode: its identity */
@@ -214,6 +227,11 @@ struct tslot *shim_slot_new(uint64_t ino, uint32_t *gen);
 void shim_slot_unhold(struct tslot *s, uint32_t gen);
 /* Add a holder (fork, spawn, exec'd image); idempotent. */
 void shim_slot_hold(struct tslot *s, int pid);
+/* Reserve an entry for a child about to be made (tag: SLOT_FORKING). */
+void shim_slot_reserve(struct tslot *s, int32_t tag);
+/* The child of that reservation is pid (pid <= 0: none was made): the
+ * entry becomes pid, or goes if pid is there already.  1 if it was found. */
+int shim_slot_born(struct tslot *s, uint32_t gen, int32_t tag, int pid);
 /* Is any process but us alive and holding it? */
 int shim_slot_shared(struct tslot *s);
 int shim_slot_index(const struct tslot *s);
@@ -243,15 +261,23 @@ struct tsock {
 	struct tslot *slot;
 	uint32_t gen;
 	pthread_mutex_t mu;        /* guards meet, and the step that ends it MOVED */
-	struct tmeet *meet;
+	struct tmeet *meet;        /* a meeting in progress, or a listener's segment
+	                            * fd the dialer has yet to open (meet.c) */
 	_Atomic uint32_t io_gen;   /* moves on I/O and rings: epoll looks again */
 	int mapped;                /* this process maps the segment */
 	_Atomic int64_t peer_looked; /* when a send last asked if the peer lives */
 	_Atomic uint32_t sends;
+	struct tsock *birth_next;  /* reserved for a child being made (proc.c) */
+	int birth;                 /* ... is on that list */
 };
 
+/* The process put itself under a seccomp filter (or started under one):
+ * from then on the library makes no system call of its own, and every
+ * wrapper passes the program's call through (preload.c, "Sandboxes"). */
+extern _Atomic int shim_hands_off;
+
 /* The tracked socket behind fd with a reference taken, or NULL (the fast
- * path: one load).  Release with shim_put(). */
+ * path: one load; always NULL once hands off).  Release with shim_put(). */
 struct tsock *shim_get(int fd);
 void shim_put(struct tsock *t);
 /* One more reference to a socket the caller holds one to. */
@@ -339,8 +365,21 @@ void shim_back_settle(struct tsock *t, int fd);
 /* Our ring's leftovers still wait for room on TCP: a wait must watch for
  * writing too (io.c). */
 int shim_back_pending(struct tsock *t);
-/* The process lets go of a moving connection (close, fork child). */
+/* The process lets go of a moving connection (close, give up). */
 void shim_meet_drop(struct tsock *t);
+/* A forked child lets go of its copy of its parent's meeting, which goes
+ * on in the parent: the child's copies of the sockets are closed (the
+ * listener's named socket among them), the name is left alone. */
+void shim_meet_forget(struct tsock *t);
+/* Around the making of a process that will hold our sockets: no step of a
+ * move runs from pause to resume (one thread pauses at a time); in the
+ * child, shim_moves_forked() instead of resume. */
+void shim_moves_pause(void);
+void shim_moves_resume(void);
+void shim_moves_forked(void);
+/* While paused: another process is about to hold t's socket; a meeting in
+ * progress is called off, and the connection waits on TCP. */
+void shim_move_call_off(struct tsock *t, int fd);
 /* One step of meeting the peer (meet.c): 1 done (moved: the slot says
  * SLOT_MOVED), 0 not yet, < 0 given up (the reason is counted). */
 int shim_meet_step(struct tsock *t, int fd);
@@ -352,9 +391,17 @@ int shim_kern_tx_total(int fd, uint64_t *out);
 /* Bytes of the TCP stream consumed by reads so far. */
 int shim_kern_rx_consumed(int fd, uint64_t *out);
 int shim_kern_netns_cookie(int fd, uint64_t *out);
-/* The uid owning the TCP socket with these addresses in our namespace. */
-int shim_kern_sock_uid(const struct shunt_addr *src, const struct shunt_addr *dst,
-		       uint32_t *uid);
+/* The TCP socket with these addresses in our network namespace: its
+ * inode (0 if no process holds it) and owner's uid; -ENOENT if none. */
+int shim_kern_sock_find(const struct shunt_addr *src, const struct shunt_addr *dst,
+			uint64_t *ino, uint32_t *uid);
+/* The inode of the socket process pid holds at fd, read from /proc: 0,
+ * -EACCES if we may not look (or pid is no process of our /proc), -ENOENT
+ * if no such fd, -ENOTSOCK if no socket. */
+int shim_kern_proc_sock(int pid, int fd, uint64_t *ino);
+/* A new fd for the regular file process pid holds at fd (close-on-exec),
+ * or a negative errno as above. */
+int shim_kern_proc_open(int pid, int fd);
 /* Is fd a TCP socket (inet or inet6)? */
 int shim_kern_is_tcp(int fd);
 uint64_t shim_kern_ino(int fd);
@@ -452,6 +499,16 @@ void shim_epoll_forget_range(unsigned first, unsigned last);
 int shim_epoll_ours(int epfd);
 int shim_epoll_ready(int epfd);
 
+/* kick.c: a poll() or epoll_wait asleep on moved sockets also waits on an
+ * eventfd (its thread's, or its set's) that it lists while it sleeps;
+ * whoever takes doorbells kicks every listed one (it may have taken
+ * theirs).  listen returns a slot for unlisten (-1: not listed). */
+int shim_kick_thread_fd(void);
+int shim_kick_listen(int fd);
+void shim_kick_unlisten(int slot);
+void shim_kick_reset(int fd);
+void shim_kick_others(void);
+
 /* --- Processes (proc.c, scm.c) --------------------------------------------- */
 
 #define SHIM_INHERIT_ENV "SHUNT_INHERIT"
@@ -468,6 +525,17 @@ void shim_spawn_done(const posix_spawn_file_actions_t *fa, int child);
 void shim_fork_prepare(void);
 void shim_fork_parent(void);
 void shim_fork_child(void);
+/* Our fork() and daemon() wrappers: around the real call, so that the
+ * parent's side ends knowing the child's pid (-1: the fork failed, 0: we
+ * are the child). */
+void shim_fork_wrap(void);
+void shim_fork_unwrap(int pid);
+/* posix_spawn: around the real call (child: its pid, or -1). */
+void shim_spawn_begin(void);
+void shim_spawn_end(int child);
+/* _Fork, clone: a child made without the atfork handlers holds every
+ * socket of ours. */
+void shim_spawned(int child);
 /* sendmsg with SCM_RIGHTS: tracked sockets leave for another process. */
 int shim_scm_out(const struct msghdr *m);
 /* recvmsg brought fds: track the TCP sockets among them. */
