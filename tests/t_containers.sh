@@ -3,9 +3,10 @@
 #
 # Each container is `unshare` with user, mount, PID, UTS and network
 # namespaces: its root is host uid 100000 (uid_map "0 100000 65536", as a
-# rootless engine maps it), it has its own /proc, hostname, loopback and
-# a tmpfs on /run, where one host directory (the rendezvous directory) is
-# bind-mounted as /run/shunt in both.  The two are joined by a veth pair
+# rootless engine maps it), it has a root file system of its own (a tmpfs
+# with the host's /usr and /etc bound in, pivot_root), its own /proc,
+# hostname, loopback and /run, where one host directory (the rendezvous
+# directory) is bind-mounted as /run/shunt in both.  The two are joined by a veth pair
 # with link-local addresses (169.254.N.1 and .2), which exist only inside
 # them.  An unmodified Python server runs in A, its client in B, both
 # under `shunt run` with SHUNT_DIR=/run/shunt (docs/containers.md):
@@ -92,27 +93,54 @@ open(got + ".done", "w").close()
 while not os.path.exists(stop):
     time.sleep(0.05)
 EOF
-# The container's init: become its root (host uid 100000), mount its /proc
-# and /run with the shared directory, name itself, wait for its end of the
-# veth, take its address, then run the program under shunt run.
+# The container's init, its root already (host uid 100000): a root file
+# system of its own (a tmpfs, so its / and /run are its root's, as an
+# image's are; the host's /usr and /etc bound in, and this test's files at
+# the same path), its /proc, /dev and /tmp, the shared directory as
+# /run/shunt, pivot_root into it; then its name, its end of the veth, its
+# address, and the program under shunt run.
 cat >"$C/init.sh" <<'EOF'
 set -eu
 name=$1 ifc=$2 addr=$3 conf=$4
 shift 4
+r=$CTR/root.$name
+mount -t tmpfs -o mode=755 root "$r"
+mkdir -p "$r/usr" "$r/etc" "$r/proc" "$r/dev" "$r/tmp" "$r/run" "$r/.old"
+mount -t tmpfs -o mode=1777 tmp "$r/tmp"
+mkdir -p "$r$CTR"
+for d in bin sbin lib lib32 lib64 libx32; do
+	if [ -L "/$d" ]; then
+		ln -s "$(readlink "/$d")" "$r/$d"
+	elif [ -d "/$d" ]; then
+		mkdir "$r/$d" && mount --rbind "/$d" "$r/$d"
+	fi
+done
+mount --rbind /usr "$r/usr"
+mount --rbind /etc "$r/etc"
+mount --rbind /dev "$r/dev"
+mount --bind "$CTR" "$r$CTR"
+mount -t tmpfs -o mode=755 run "$r/run"
+mkdir "$r/run/shunt"
+mount --bind "$CTR/rdv" "$r/run/shunt"
+cd "$r"
+pivot_root . .old
+cd /
+# Its own /proc first (umount reads mountinfo; a proc of a new PID
+# namespace may be mounted while the host's is still in view).
 mount -t proc proc /proc
-mount -t tmpfs -o mode=755 run /run
-mkdir /run/shunt
-mount --bind "$CTR/rdv" /run/shunt
+umount -l /.old
+rmdir /.old
 hostname "$name"
 ip link set lo up
 for i in $(seq 200); do ip link show "$ifc" >/dev/null 2>&1 && break; sleep 0.05; done
 ip addr add "$addr/24" dev "$ifc"
 ip link set "$ifc" up
 export SHUNT_DIR=/run/shunt SHUNT_CONFIG=$conf SHUNT_LOG=info SHUNT_LOG_FILE=$CTR/out/$name.log
-echo "$name: $(id -u) in here, $(hostname), pid $$, $(ls /run/shunt | wc -l) file(s) in /run/shunt" \
-	>"$CTR/out/$name.who"
+echo "$name: $(id -u) in here, $(hostname), pid $$, / of uid $(stat -c %u /)," \
+	"$(ls /run/shunt | wc -l) file(s) in /run/shunt" >"$CTR/out/$name.who"
 "$CTR/bin/shunt" run -- "$@"
 EOF
+mkdir "$C/root.ctr-a" "$C/root.ctr-b"
 chown -R 100000:100000 "$C/rdv" "$C/out"
 chmod 700 "$C/rdv"
 chmod -R a+rX "$C"
@@ -190,8 +218,10 @@ round() {
 	[ "$(cat "$C/out/digest")" = "$((64 << 20)) $(sha "$C/in")" ] ||
 		fail "$conf: the server received $(cat "$C/out/digest"), not the 64 MiB sent"
 	same_file "$C/in" "$C/out/got" "$conf: 64 MiB sent back to the client"
-	grep -q '^ctr-a: 0 in here, ctr-a' "$C/out/ctr-a.who" || fail "container A is not as built: $(cat "$C/out/ctr-a.who")"
-	grep -q '^ctr-b: 0 in here, ctr-b' "$C/out/ctr-b.who" || fail "container B is not as built: $(cat "$C/out/ctr-b.who")"
+	grep -q '^ctr-a: 0 in here, ctr-a, pid 1, / of uid 0,' "$C/out/ctr-a.who" ||
+		fail "container A is not as built: $(cat "$C/out/ctr-a.who")"
+	grep -q '^ctr-b: 0 in here, ctr-b, pid 1, / of uid 0,' "$C/out/ctr-b.who" ||
+		fail "container B is not as built: $(cat "$C/out/ctr-b.who")"
 	# Its files are host uid 100000's: the map was in force.
 	[ "$(stat -c %u "$C/out/got")" = 100000 ] || fail "the client's output is not host uid 100000's"
 	say "$conf: 64 MiB each way intact between $net.2 (ctr-b) and $net.1 (ctr-a); the veth carried $VBYTES bytes"
