@@ -57,8 +57,8 @@ NEEDED=(
 	setpriv:util-linux
 	base64:coreutils
 	md5sum:coreutils
-	# (the PostgreSQL server, CPython's test suite, netbase, static libc
-	# and the sanitizer runtimes are checked below)
+	# (the PostgreSQL server, CPython's test suite, netbase, static libc,
+	# libFuzzer's runtime and the sanitizer runtimes are checked below)
 	# bench/run.sh (`make bench`): memcached's load generator.
 	memcaslap:libmemcached-tools
 	# The VM tests (tests/t_vm_*.sh, tests/vm/lab.sh): TCG guests with a
@@ -88,7 +88,7 @@ case ${1:-} in
 --check) mode=check ;;
 --list) mode=list ;;
 -h | --help)
-	sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
 	exit 0
 	;;
 *)
@@ -99,6 +99,7 @@ esac
 
 # The packages the checks below may add, for --list.
 EXTRA=(netbase libc6-dev libasan8 libubsan1 libtsan2 libbpf-dev postgresql
+	'libclang-rt-N-dev (N: the major version of the clang installed)'
 	'libpython3.N-testsuite (3.N: the python3 installed)')
 if [ "$mode" = list ]; then
 	for pair in "${NEEDED[@]}"; do echo "${pair#*:}"; done | sort -u
@@ -141,6 +142,15 @@ cc_ok tsan -fsanitize=thread <"$tmp/stub.c" || add libtsan2
 # libbpf-dev (bench/sockmap/sockmap_ctl.c).
 printf '#include <bpf/libbpf.h>\nint main(void) { return libbpf_major_version() == 0; }\n' |
 	cc_ok bpf -lbpf || add libbpf-dev
+# libFuzzer's runtime (tests/t_fuzz.sh, `make fuzz`): clang only recommends
+# it, in a package named after clang's major version.
+if command -v clang >/dev/null 2>&1; then
+	printf '#include <stddef.h>\n#include <stdint.h>\nint LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) { (void)d; (void)n; return 0; }\n' >"$tmp/fuzz.c"
+	if ! clang -fsanitize=fuzzer,address,undefined -o "$tmp/fuzz" "$tmp/fuzz.c" >/dev/null 2>&1; then
+		v=$(clang -dumpversion 2>/dev/null | cut -d. -f1)
+		add "libclang-rt-${v:-14}-dev"
+	fi
+fi
 # /etc/protocols (netbase): without it getprotobyname("tcp") fails, and
 # NPtcp exits with "protocol 'tcp' unknown".  A minimal Debian root
 # (debootstrap --variant=minbase, the debian:12 image) has no netbase.
