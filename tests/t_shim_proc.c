@@ -232,6 +232,43 @@ static void quit_child(void *arg)
 	test_sleep_ms(100); /* 0: outlive a little, then exit */
 }
 
+/* A pre-forking server (the postmaster): the connection is still on TCP,
+ * the parent closes its copy as soon as fork() returns, and the child
+ * serves it.  The child may not have run yet when the parent closes, so
+ * the parent's close must already count the child as a holder: else it
+ * frees the socket's state, the next accept() takes it for another
+ * connection, and the child's connection never moves (or shares another
+ * one's state).  Several times: which of the two runs first varies. */
+static void case_fork_prefork_close(void)
+{
+	for (int i = 0; i < 6; i++) {
+		int a, b, tok[2];
+		const uint64_t n = 4 * MIB; /* enough calls to move on the way */
+
+		ts_pair(&a, &b);
+		ASSERT_SYS(pipe2(tok, O_CLOEXEC));
+		struct fork_arg f = { a, b, tok[0], n };
+		pid_t child = test_fork(fork_server, &f);
+		ASSERT_SYS(close(a));
+		close(tok[0]);
+		/* A connection made at once, which would take a freed slot. */
+		int c, d;
+		ts_pair(&c, &d);
+		/* 64 round trips of 64 KiB: both ends go on past the move. */
+		for (uint64_t off = 0; off < n; off += 64 * KIB)
+			echo_pump(b, shim_seed(7) + (uint64_t)i, off, 64 * KIB, ts_ms(5000));
+		ts_token_send(tok[1], 'c');
+		ts_expect_eof(b, ts_ms(3000));
+		test_wait_ok(child, ts_ms(5000) / 1000.0);
+		ts_expect_accel(b, "the peer of a pre-forked child");
+		ASSERT_MSG(!ts_accel(c) && !ts_accel(d), "an idle connection moved");
+		close(tok[1]);
+		ASSERT_SYS(close(b));
+		ASSERT_SYS(close(c));
+		ASSERT_SYS(close(d));
+	}
+}
+
 /* fork(); the child closes its copies (or exits with them open); the
  * parent goes on: no end of stream for the peer, every byte on. */
 static void case_fork_parent_serves(void)
@@ -628,6 +665,192 @@ static void sleep_launch(void *arg)
 /* A child execs this program on the moved socket; once the new image runs
  * the parent closes its copy; the new image echoes 300 KB, then sees the
  * end and closes. */
+static void exec_sleep(void *arg)
+{
+	(void)arg;
+	char *argv[] = { "sleep", "1", NULL };
+	execvp("sleep", argv);
+	TEST_FAIL_MSG("execvp(sleep): %s", strerror(errno));
+}
+
+/* A forked child execs another program while the connection is still on
+ * TCP and close-on-exec (socat's EXEC: the child that execs cat has the
+ * accepted socket close-on-exec): exec closed the child's copy, so the
+ * parent alone holds it and it moves, though the child's pid lives on. */
+static void case_exec_cloexec_parent_moves(void)
+{
+	int a, b;
+	uint64_t seed = shim_seed(9);
+
+	ts_pair(&a, &b);
+	set_cloexec(a, 1);
+	set_cloexec(b, 1);
+	pid_t child = test_fork(exec_sleep, NULL);
+	test_sleep_ms(100); /* the child's exec is done */
+	for (uint64_t off = 0; off < 4 * MIB; off += 64 * KIB) {
+		ts_send_stream(a, seed, off, 64 * KIB, ts_ms(3000));
+		ts_recv_stream(b, seed, off, 64 * KIB, ts_ms(3000));
+		ts_send_stream(b, seed ^ 1, off, 64 * KIB, ts_ms(3000));
+		ts_recv_stream(a, seed ^ 1, off, 64 * KIB, ts_ms(3000));
+	}
+	ASSERT_MSG(kill(child, 0) == 0, "the exec'd child is still there");
+	ts_expect_accel(a, "the parent's end, its child exec'd");
+	ts_expect_accel(b, "the other end");
+	ASSERT_SYS(close(a));
+	ts_expect_eof(b, ts_ms(2000));
+	ASSERT_SYS(close(b));
+	test_wait_ok(child, 5.0);
+}
+
+/* --- sshd's way: re-exec with the connection as stdin and stdout, a
+ * confined child, then the session ---------------------------------------- */
+
+#define SSHD_BANNER 20
+#define SSHD_PREAUTH 30
+#define SSHD_N (4 * MIB)
+
+/* Echo n single bytes, one read() and one write() each (sshd reads its
+ * peer's banner a byte at a time). */
+static void echo_bytes(int fd, int n)
+{
+	for (int i = 0; i < n; i++) {
+		char c;
+		if (read(fd, &c, 1) != 1 || write(fd, &c, 1) != 1)
+			_exit(3);
+	}
+}
+
+/* What sshd's pre-authentication child does first: no_new_privs, then a
+ * seccomp filter that kills the process for any of the system calls the
+ * library makes on its own account (sendto for a write, fcntl, kill ...),
+ * while the program only reads and writes. */
+static void confine(void)
+{
+	static const int deny[] = {
+		SYS_sendto, SYS_recvfrom, SYS_sendmsg, SYS_recvmsg, SYS_socket, SYS_connect,
+		SYS_bind, SYS_listen, SYS_accept4, SYS_fcntl, SYS_getsockopt, SYS_setsockopt,
+		SYS_kill, SYS_shutdown, SYS_memfd_create, SYS_prlimit64,
+	};
+	enum { N = sizeof(deny) / sizeof(deny[0]) };
+	struct sock_filter f[N + 3];
+
+	f[0] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+					    offsetof(struct seccomp_data, nr));
+	for (int i = 0; i < N; i++) /* to the KILL at the end */
+		f[1 + i] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K,
+							(unsigned)deny[i], (unsigned char)(N - i), 0);
+	f[N + 1] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+	f[N + 2] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
+	struct sock_fprog prog = { (unsigned short)(N + 3), f };
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
+	    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) < 0)
+		_exit(4);
+}
+
+/* The new image ("sshd-child"): the connection came as fds 0 and 1; it
+ * takes it to another number and puts /dev/null there, reads the banner,
+ * lets a confined child carry some round trips, then echoes the session's
+ * SSHD_N bytes, by which the connection must have moved. */
+static int sshd_child_main(int argc, char **argv)
+{
+	unsigned char buf[65536];
+
+	(void)argc;
+	(void)argv;
+	/* Before a word goes to stdout, which is the connection. */
+	int fd = dup(0);
+	int null = open("/dev/null", O_RDWR);
+	if (fd < 0 || null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0)
+		return 2;
+	close(null);
+	test_init("t_shim_proc:sshd-child");
+	/* The banner a byte at a time, answered at once: enough calls here
+	 * to begin meeting the peer, which (two calls) does not answer yet. */
+	char banner[SSHD_BANNER];
+	for (int i = 0; i < SSHD_BANNER; i++)
+		ASSERT_EQ(read(fd, &banner[i], 1), 1);
+	ASSERT_EQ(write(fd, banner, SSHD_BANNER), SSHD_BANNER);
+	pid_t pre = fork();
+	ASSERT_SYS(pre);
+	if (pre == 0) {
+		confine();
+		echo_bytes(fd, SSHD_PREAUTH);
+		_exit(0);
+	}
+	int st;
+	ASSERT_SYS(waitpid(pre, &st, 0));
+	ASSERT_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+		   "the confined child: %s", test_status_str(st, (char *)buf, sizeof(buf)));
+	for (uint64_t done = 0; done < SSHD_N;) {
+		ssize_t r = read(fd, buf, sizeof(buf));
+		ASSERT_SYS(r);
+		ASSERT_MSG(r > 0, "end of stream after %ju bytes", (uintmax_t)done);
+		ts_write_all(fd, buf, (size_t)r, ts_ms(5000));
+		done += (uint64_t)r;
+	}
+	ts_expect_accel(fd, "the session's end after its confined child");
+	ASSERT_SYS(close(fd));
+	return 0;
+}
+
+static void sshd_launch(void *arg)
+{
+	const int *fd = arg; /* the server's end, then the client's */
+
+	ASSERT_SYS(close(fd[1]));
+	ASSERT_SYS(dup2(fd[0], 0));
+	ASSERT_SYS(dup2(fd[0], 1));
+	char *argv[] = { (char *)ts_self(), "sshd-child", NULL };
+	execve(ts_self(), argv, environ);
+	TEST_FAIL_MSG("execve(%s): %s", ts_self(), strerror(errno));
+}
+
+/* sshd's way with a connection on TCP: the listener forks and closes its
+ * copy at once; the child re-execs itself with the connection as stdin
+ * and stdout, moves it to another number and puts /dev/null on 0 and 1,
+ * and reads the banner a byte at a time (it begins to meet the peer); a
+ * child confined by seccomp carries the authentication (the library must
+ * stay out of its way: any system call of its own would kill it, and the
+ * reads it does not see must not upset the move that follows); then the
+ * session moves, every byte intact. */
+static void case_sshd_like(void)
+{
+	int ab[2], c, s;
+	uint64_t seed = shim_seed(8);
+
+	/* The server's end the lower of the two, as sshd's port is: then it
+	 * listens for its peer, whose HELLO waits in its queue through the
+	 * confined child's time. */
+	for (int i = 0;; i++) {
+		ts_pair(&c, &s);
+		if (ts_local_port(s) < ts_local_port(c) || i == 50)
+			break;
+		close(c);
+		close(s);
+	}
+	ab[0] = s;
+	ab[1] = c;
+	int a = s, b = c;
+	pid_t child = test_fork(sshd_launch, ab);
+	ASSERT_SYS(close(a));
+	unsigned char banner[SSHD_BANNER], echo[SSHD_BANNER];
+	test_stream_fill(seed, 0, banner, SSHD_BANNER);
+	ts_write_all(b, banner, SSHD_BANNER, ts_ms(5000));
+	ts_read_exact(b, echo, SSHD_BANNER, ts_ms(5000));
+	ASSERT(!memcmp(banner, echo, SSHD_BANNER));
+	for (int i = 0; i < SSHD_PREAUTH; i++) {
+		unsigned char ch = (unsigned char)(seed + (uint64_t)i), d = 0;
+		ts_write_all(b, &ch, 1, ts_ms(5000));
+		ts_read_exact(b, &d, 1, ts_ms(5000));
+		ASSERT_EQ(d, ch);
+	}
+	for (uint64_t off = 0; off < SSHD_N; off += 64 * KIB)
+		echo_pump(b, seed, off, 64 * KIB, ts_ms(5000));
+	test_wait_ok(child, ts_ms(5000) / 1000.0);
+	ts_expect_accel(b, "the peer of a session that began in a confined child");
+	ASSERT_SYS(close(b));
+}
+
 static void case_exec(void)
 {
 	int a, b, out[2];
@@ -995,6 +1218,9 @@ static const struct shim_case g_cases[] = {
 	{ "fork_kin", case_fork_kin },
 	{ "fork_mid_move", case_fork_mid_move },
 	{ "vfork_close_at_once", case_vfork_close_at_once },
+	{ "fork_prefork_close", case_fork_prefork_close },
+	{ "sshd_like", case_sshd_like },
+	{ "exec_cloexec_parent_moves", case_exec_cloexec_parent_moves },
 	{ "exec", case_exec },
 	{ "exec_cloexec", case_exec_cloexec },
 	{ "dup", case_dup },
@@ -1006,6 +1232,8 @@ int main(int argc, char **argv)
 {
 	if (argc > 1 && !strcmp(argv[1], "exec-child"))
 		return exec_child_main(argc, argv);
+	if (argc > 1 && !strcmp(argv[1], "sshd-child"))
+		return sshd_child_main(argc, argv);
 	if (argc > 1 && !strcmp(argv[1], "sleep-child"))
 		return sleep_child_main(argc, argv);
 	if (argc > 1 && !strcmp(argv[1], "plain-peer"))

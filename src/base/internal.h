@@ -134,6 +134,10 @@ void shunt__own_unlock(void);
 
 /* May a peer running as uid reach us (and we it)?  Our own uid always may. */
 int shunt__peer_allowed(uint32_t uid);
+/* The credentials of a UNIX socket's peer (SO_PEERCRED): 0, -EACCES when
+ * its user is not allowed (cr is filled), or the call's error. */
+struct ucred;
+int shunt__peer_cred(int sock, struct ucred *cr);
 /* Does `allow-user` name uid (ours too only if named)?  The shim then
  * takes a peer of that user at the kernel's word on who owns a socket
  * when it may not look at the peer's fds (meet.c). */

@@ -85,17 +85,12 @@ static int resolve(const char *name, struct sockaddr_un *addr, int listener)
 static int peer_allowed(int sock, const char *who)
 {
 	struct ucred cr;
-	unsigned len = sizeof(cr);
-	int rc = sys_getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cr, &len);
+	int rc = shunt__peer_cred(sock, &cr);
 
-	if (rc < 0)
-		return rc;
-	if (!shunt__peer_allowed(cr.uid)) {
+	if (rc == -EACCES)
 		log_warn("refused %s pid %d: uid %u is neither ours (%u) nor allowed",
 			 who, (int)cr.pid, (unsigned)cr.uid, (unsigned)geteuid());
-		return -EACCES;
-	}
-	return 0;
+	return rc;
 }
 
 /* --- Connecting ------------------------------------------------------- */

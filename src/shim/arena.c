@@ -304,6 +304,19 @@ void shim_slot_reserve(struct tslot *s, int32_t tag)
 	add_holder(s, tag);
 }
 
+int shim_slot_let_go(struct tslot *s)
+{
+	int pid = shim_pid();
+
+	if (!shim_slot_shared(s))
+		return 0;
+	for (int i = 0; i < SLOT_HOLDERS; i++) {
+		int32_t h = pid;
+		atomic_compare_exchange_strong(&s->holders[i], &h, 0);
+	}
+	return 1;
+}
+
 int shim_slot_shared(struct tslot *s)
 {
 	int pid = shim_pid();

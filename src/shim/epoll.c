@@ -430,26 +430,38 @@ int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 
 /* --- A socket moved ----------------------------------------------------------- */
 
-void shim_epoll_moved(struct tsock *t)
+/* Each registration of t in any set of ours, with its set locked. */
+static void each_registration(struct tsock *t, void (*fn)(struct shim_ep *, struct ep_entry *))
 {
 	if (!atomic_load(&n_eps))
 		return;
 	pthread_mutex_lock(&eps_mu);
 	for (struct shim_ep *ep = eps; ep; ep = ep->next) {
 		pthread_mutex_lock(&ep->mu);
-		for (int i = 0; i < ep->n; i++) {
-			struct ep_entry *e = ep->e[i];
-			if (e->t == t && !e->ours && make_ours(ep, e) < 0)
-				log_debug("epoll set %d: fd %d could not be taken over", ep->epfd, e->fd);
-		}
+		for (int i = 0; i < ep->n; i++)
+			if (ep->e[i]->t == t)
+				fn(ep, ep->e[i]);
 		pthread_mutex_unlock(&ep->mu);
 	}
 	pthread_mutex_unlock(&eps_mu);
 }
 
-/* Back to TCP: each registration of the socket is the program's again. */
-static void make_theirs(struct shim_ep *ep, struct ep_entry *e)
+static void take_over(struct shim_ep *ep, struct ep_entry *e)
 {
+	if (!e->ours && make_ours(ep, e) < 0)
+		log_debug("epoll set %d: fd %d could not be taken over", ep->epfd, e->fd);
+}
+
+void shim_epoll_moved(struct tsock *t)
+{
+	each_registration(t, take_over);
+}
+
+/* Back to TCP: each registration of the socket is the program's again. */
+static void give_back(struct shim_ep *ep, struct ep_entry *e)
+{
+	if (!e->ours)
+		return;
 	e->ours = 0;
 	ep->nours--;
 	struct epoll_event ev = kernel_ev(e);
@@ -460,17 +472,7 @@ static void make_theirs(struct shim_ep *ep, struct ep_entry *e)
 
 void shim_epoll_back(struct tsock *t)
 {
-	if (!atomic_load(&n_eps))
-		return;
-	pthread_mutex_lock(&eps_mu);
-	for (struct shim_ep *ep = eps; ep; ep = ep->next) {
-		pthread_mutex_lock(&ep->mu);
-		for (int i = 0; i < ep->n; i++)
-			if (ep->e[i]->t == t && ep->e[i]->ours)
-				make_theirs(ep, ep->e[i]);
-		pthread_mutex_unlock(&ep->mu);
-	}
-	pthread_mutex_unlock(&eps_mu);
+	each_registration(t, give_back);
 }
 
 /* --- Readiness -------------------------------------------------------------------- */

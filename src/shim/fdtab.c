@@ -173,6 +173,40 @@ void shim_put(struct tsock *t)
 
 /* --- fds ------------------------------------------------------------------ */
 
+/* A connection that ends before it moved, by the close of its last
+ * holder (a parent that handed it to a child does not end it), or by the
+ * exit of the process, stayed on TCP: because it was short, or, if it had
+ * carried enough to start meeting its peer, because the peer did not
+ * answer in its time (it does not run shunt, or did not come by). */
+static void note_short(struct tslot *s, int fd)
+{
+	uint32_t st = atomic_load(&s->state);
+
+	if ((st != SLOT_PLAIN && st != SLOT_MEET) || atomic_load(&s->why) != 0 ||
+	    shim_slot_shared(s))
+		return;
+	enum shim_why why = st == SLOT_PLAIN ? WHY_SHORT : WHY_NOPEER;
+	shim_count_why(s, why);
+	log_info("fd %d stays on TCP: %s (closed after %llu calls, %llu bytes)", fd,
+		 shim_why_names[why], (unsigned long long)atomic_load(&s->calls),
+		 (unsigned long long)(atomic_load(&s->bytes_in) + atomic_load(&s->bytes_out)));
+}
+
+static void exit_one(int fd, struct tsock *t, void *arg)
+{
+	(void)arg;
+	if (t->slot)
+		note_short(t->slot, fd);
+}
+
+/* exit() with sockets open (a client that never closes): the kernel
+ * closes them after us. */
+__attribute__((destructor)) static void shim_exit(void)
+{
+	if (!atomic_load(&shim_hands_off) && !shim_in_vfork_child())
+		shim_each(exit_one, NULL);
+}
+
 /* The last fd of this process that named t is gone.  fd is that number if
  * it is still open (the close is about to happen), else -1. */
 static void last_fd(struct tsock *t, int fd)
@@ -185,8 +219,8 @@ static void last_fd(struct tsock *t, int fd)
 	if (atomic_load(&s->state) == SLOT_MOVED && t->mapped && fd >= 0 &&
 	    !shim_slot_shared(s))
 		shim_close_end(t, fd);
-	else if (atomic_load(&s->state) == SLOT_PLAIN)
-		shim_count_why(s, WHY_SHORT);
+	else
+		note_short(s, fd);
 	shim_slot_unhold(s, t->gen);
 }
 

@@ -210,18 +210,15 @@ static void peer_clear(struct peer *p)
 static int peer_of(int s, struct peer *p)
 {
 	struct ucred cr;
-	unsigned len = sizeof(cr);
-	int rc = sys_getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cr, &len);
+	int rc = shunt__peer_cred(s, &cr);
 
+	if (rc == -EACCES)
+		log_info("meeting: the peer's uid %u is not allowed", (unsigned)cr.uid);
 	if (rc < 0)
 		return rc;
-	if (!shunt__peer_allowed(cr.uid)) {
-		log_info("meeting: the peer's uid %u is not allowed", (unsigned)cr.uid);
-		return -EACCES;
-	}
 	p->pid = cr.pid;
 	p->uid = cr.uid;
-	len = sizeof(p->pidfd);
+	unsigned len = sizeof(p->pidfd);
 	rc = sys_getsockopt(s, SOL_SOCKET, SO_PEERPIDFD, &p->pidfd, &len);
 	p->pidfd = rc < 0 ? -1 : shunt__hide_fd(p->pidfd);
 	/* Gone already (a kernel without pidfds says ENOPROTOOPT). */

@@ -9,7 +9,11 @@
  * at calls n, n+2, n+4, n+8 ... (at most 64 apart), for at most 24 steps
  * and 10 s: a peer that does not run shunt costs a few failed connect()s
  * or accept()s over the connection's life, and a connection that closes
- * early never pays for anything.
+ * early never pays for anything.  Between steps, every 64 KiB a call
+ * carries counts as one call more: a bulk sender that writes megabytes a
+ * call (nginx's sendfile: 5 MiB in 7 calls) steps as often as it needs to
+ * meet its peer while the transfer lasts, and pays a step per 64 KiB at
+ * most.
  *
  * The switch: each end moves its sends on its own.  It stops writing to
  * TCP, reads from the kernel how many bytes it ever wrote there (X),
@@ -35,6 +39,7 @@
 #define MAX_STEPS 24
 #define MAX_MEET_NS (10ll * 1000000000)
 #define STEP_GAP_MAX 64
+#define STEP_BYTES (64u << 10) /* carried per call beyond this: more calls */
 
 /* --- The ring budget -------------------------------------------------------
  * A stream wants big rings, but many connections with big rings walk
@@ -206,12 +211,13 @@ static void moved(struct tsock *t, int fd)
 	shim_switch_tx(t, fd);
 }
 
-static void schedule(struct tslot *s, uint64_t calls)
+/* `work`: calls, and one more per STEP_BYTES carried (shim_count). */
+static void schedule(struct tslot *s, uint64_t work)
 {
 	uint32_t n = atomic_fetch_add(&s->steps, 1) + 1;
 	uint64_t gap = n >= 6 ? STEP_GAP_MAX : 1ull << n;
 
-	atomic_store(&s->next_step, calls + gap);
+	atomic_store(&s->next_step, work + gap);
 }
 
 /* Refused for a reason that may pass: try again later, but not forever. */
@@ -316,11 +322,11 @@ static void step(struct tsock *t, int fd, uint64_t calls)
 	atomic_fetch_sub(&stepping, 1);
 }
 
-static int due(struct tslot *s, uint64_t calls)
+static int due(struct tslot *s, uint64_t calls, uint64_t work)
 {
 	const struct shunt_config *c = shunt__config();
 
-	if (calls >= atomic_load_explicit(&s->next_step, memory_order_relaxed) &&
+	if (work >= atomic_load_explicit(&s->next_step, memory_order_relaxed) &&
 	    (atomic_load_explicit(&s->steps, memory_order_relaxed) || calls >= c->upgrade_calls))
 		return 1;
 	/* Before the first step, enough bytes count as much as enough calls. */
@@ -334,18 +340,18 @@ void shim_count(struct tsock *t, int fd, uint64_t in, uint64_t out)
 {
 	struct tslot *s = t->slot;
 	uint64_t calls = atomic_fetch_add_explicit(&s->calls, 1, memory_order_relaxed) + 1;
-
-	if (in)
-		atomic_fetch_add_explicit(&s->bytes_in, in, memory_order_relaxed);
-	if (out)
-		atomic_fetch_add_explicit(&s->bytes_out, out, memory_order_relaxed);
+	uint64_t bin = in ? atomic_fetch_add_explicit(&s->bytes_in, in, memory_order_relaxed) + in
+			  : atomic_load_explicit(&s->bytes_in, memory_order_relaxed);
+	uint64_t bout = out ? atomic_fetch_add_explicit(&s->bytes_out, out, memory_order_relaxed) + out
+			    : atomic_load_explicit(&s->bytes_out, memory_order_relaxed);
 	uint32_t st = atomic_load_explicit(&s->state, memory_order_relaxed);
 	if (st != SLOT_PLAIN && st != SLOT_MEET)
 		return;
-	if (!due(s, calls))
+	uint64_t work = calls + (bin + bout) / STEP_BYTES;
+	if (!due(s, calls, work))
 		return;
 	int err = errno;
-	step(t, fd, calls);
+	step(t, fd, work);
 	errno = err;
 }
 

@@ -1048,7 +1048,7 @@ extern char **environ;
 
 static int do_execve(const char *path, char *const argv[], char *const envp[])
 {
-	char **env = shim_exec_prepare(envp, path);
+	char **env = shim_exec_prepare(envp, path, 1);
 	int rc = REAL(execve)(path, argv, env);
 	int err = errno;
 
@@ -1059,7 +1059,7 @@ static int do_execve(const char *path, char *const argv[], char *const envp[])
 
 static int do_execvpe(const char *file, char *const argv[], char *const envp[])
 {
-	char **env = shim_exec_prepare(envp, file);
+	char **env = shim_exec_prepare(envp, file, 1);
 	int rc = REAL(execvpe)(file, argv, env);
 	int err = errno;
 
@@ -1070,7 +1070,7 @@ static int do_execvpe(const char *file, char *const argv[], char *const envp[])
 
 EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
 {
-	char **env = shim_exec_prepare(envp, NULL);
+	char **env = shim_exec_prepare(envp, NULL, 1);
 	int rc = REAL(fexecve)(fd, argv, env);
 	int err = errno;
 
@@ -1168,7 +1168,7 @@ static int spawn(int search, pid_t *pid, const char *path, const posix_spawn_fil
 {
 	pid_t child = 0;
 	shim_spawn_prepare(fa);
-	char **env = shim_exec_prepare(envp ? envp : environ, path);
+	char **env = shim_exec_prepare(envp ? envp : environ, path, 0);
 	shim_spawn_begin();
 	int rc = search ? REAL(posix_spawnp)(&child, path, fa, at, argv, env)
 			: REAL(posix_spawn)(&child, path, fa, at, argv, env);

@@ -244,6 +244,8 @@ struct inherit {
 	size_t len, cap;
 	int n;
 	int vchild; /* a vfork child's pid (else 0) */
+	struct tsock *kept[256]; /* the tracked sockets that survive */
+	int nkept;
 };
 
 /* --- What survives exec ------------------------------------------------------
@@ -343,6 +345,10 @@ static void add_fd(int fd, struct tsock *t, void *arg)
 	if (in->vchild)
 		shim_slot_hold(s, in->vchild);
 	leaving(fd, t);
+	if (in->nkept < (int)(sizeof(in->kept) / sizeof(in->kept[0])))
+		in->kept[in->nkept++] = t;
+	else
+		in->nkept = -1; /* too many to tell: let go of none */
 	int k = snprintf(in->buf + in->len, in->cap - in->len, "%s%d:%d:%u:%llu",
 			 in->n ? "," : "", fd, shim_slot_index(s), t->gen,
 			 (unsigned long long)s->ino);
@@ -366,7 +372,34 @@ struct exec_env {
 	char **env;
 };
 
-char **shim_exec_prepare(char *const envp[], const char *path)
+/* What exec closes: a holder that stays (its pid lives on as the new
+ * image) would keep the connection "shared" for the family, which then
+ * never moves it (socat's EXEC: the child that execs cat held the
+ * accepted socket, close-on-exec).  So the old image lets go of those
+ * others hold too, and takes them back if the exec fails. */
+struct let_go_entry {
+	struct tslot *s;
+	uint32_t gen;
+};
+static struct let_go_entry let_go[256];
+static int nlet_go;
+
+static void let_go_one(int fd, struct tsock *t, void *arg)
+{
+	const struct inherit *in = arg;
+
+	(void)fd;
+	for (int i = 0; i < in->nkept; i++)
+		if (in->kept[i] == t)
+			return;
+	for (int i = 0; i < nlet_go; i++)
+		if (let_go[i].s == t->slot)
+			return;
+	if (nlet_go < (int)(sizeof(let_go) / sizeof(let_go[0])) && shim_slot_let_go(t->slot))
+		let_go[nlet_go++] = (struct let_go_entry){ t->slot, t->gen };
+}
+
+char **shim_exec_prepare(char *const envp[], const char *path, int replaces)
 {
 	(void)path;
 	int afd = shim_arena_fd();
@@ -382,10 +415,14 @@ char **shim_exec_prepare(char *const envp[], const char *path)
 	x->size = size;
 	x->env = (char **)(x + 1);
 	char *var = (char *)(x->env + n + 2);
-	struct inherit in = { var, 0, INHERIT_MAX + 64, 0,
-			      shim_in_vfork_child() ? (int)sys_getpid() : 0 };
+	struct inherit in = { .buf = var, .cap = INHERIT_MAX + 64,
+			      .vchild = shim_in_vfork_child() ? (int)sys_getpid() : 0 };
 	in.len = (size_t)snprintf(var, in.cap, "%s=%d;", SHIM_INHERIT_ENV, afd);
 	each_survivor(add_fd, &in);
+	nlet_go = 0;
+	/* posix_spawn closes nothing of ours; a vfork child held nothing. */
+	if (replaces && in.nkept >= 0 && !shim_in_vfork_child())
+		shim_each(let_go_one, &in);
 	size_t j = 0;
 	for (size_t i = 0; i < n; i++)
 		if (strncmp(envp[i], SHIM_INHERIT_ENV "=", sizeof(SHIM_INHERIT_ENV)))
@@ -405,6 +442,11 @@ void shim_exec_done(char **env, char *const envp[])
 	int afd = shim_arena_fd();
 	if (afd >= 0)
 		sys_fcntl(afd, F_SETFD, FD_CLOEXEC);
+	/* The exec failed: we hold what we let go of. */
+	for (int i = 0; !shim_in_vfork_child() && i < nlet_go; i++)
+		if (atomic_load(&let_go[i].s->gen) == let_go[i].gen)
+			shim_slot_hold(let_go[i].s, shim_pid());
+	nlet_go = 0;
 	sys_munmap(x, x->size);
 }
 

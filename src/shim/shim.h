@@ -232,6 +232,10 @@ void shim_slot_reserve(struct tslot *s, int32_t tag);
 /* The child of that reservation is pid (pid <= 0: none was made): the
  * entry becomes pid, or goes if pid is there already.  1 if it was found. */
 int shim_slot_born(struct tslot *s, uint32_t gen, int32_t tag, int pid);
+/* exec closes our copy (close-on-exec) while others hold the socket: we
+ * are no holder from now on (1), unless we were the last (0: the new
+ * image, same pid, keeps the place, as before). */
+int shim_slot_let_go(struct tslot *s);
 /* Is any process but us alive and holding it? */
 int shim_slot_shared(struct tslot *s);
 int shim_slot_index(const struct tslot *s);
@@ -512,9 +516,10 @@ void shim_kick_others(void);
 /* --- Processes (proc.c, scm.c) --------------------------------------------- */
 
 #define SHIM_INHERIT_ENV "SHUNT_INHERIT"
-/* Before exec: returns the environment to pass (envp itself, or a copy
- * with SHUNT_INHERIT, freed by shim_exec_done). */
-char **shim_exec_prepare(char *const envp[], const char *path);
+/* Before exec (replaces 1: this process's image; 0: posix_spawn's child):
+ * returns the environment to pass (envp itself, or a copy with
+ * SHUNT_INHERIT, freed by shim_exec_done). */
+char **shim_exec_prepare(char *const envp[], const char *path, int replaces);
 void shim_exec_done(char **env, char *const envp[]);
 /* At start-up: adopt what a parent image left in SHUNT_INHERIT. */
 void shim_inherit(void);
