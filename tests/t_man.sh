@@ -24,7 +24,7 @@ command -v groff >/dev/null || { echo "skip: groff is not installed (groff-base)
 n=0
 for p in "$man"/*.[1-8]; do
 	name=${p##*/}
-	if head -n1 "$p" | grep -q '^\.so '; then
+	if head -n1 "$p" | grep -c '^\.so ' >/dev/null; then
 		target=$(head -n1 "$p" | awk '{ print $2 }')
 		[ "$(wc -l <"$p")" = 1 ] || bad "$name: an alias page must be one .so line"
 		[ -f "$man/${target##*/}" ] || bad "$name: .so names $target, which does not exist"
@@ -36,7 +36,7 @@ for p in "$man"/*.[1-8]; do
 	[ -z "$out" ] || bad "$name: groff warns: $out"
 	# The header names the page and its section.
 	sec=${name##*.}
-	head -n1 "$p" | grep -qi "^\.TH ${name%.*} $sec " || bad "$name: its .TH line is not '.TH ${name%.*} $sec ...'"
+	head -n1 "$p" | grep -ci "^\.TH ${name%.*} $sec " >/dev/null || bad "$name: its .TH line is not '.TH ${name%.*} $sec ...'"
 	grep -q '^\.SH NAME' "$p" || bad "$name: no NAME section"
 	grep -q '^\.SH SEE ALSO' "$p" || bad "$name: no SEE ALSO section"
 	n=$((n + 1))
@@ -51,11 +51,11 @@ nf=$(echo "$funcs" | wc -w)
 for f in $funcs; do
 	p=$man/$f.3
 	[ -f "$p" ] || { bad "$f has no page $f.3"; continue; }
-	if head -n1 "$p" | grep -q '^\.so '; then
+	if head -n1 "$p" | grep -c '^\.so ' >/dev/null; then
 		p=$man/$(head -n1 "$p" | awk '{ print $2 }' | sed 's|.*/||')
 	fi
-	sed -n '/^\.SH NAME/,/^\.SH/p' "$p" | grep -qw "$f" || bad "$f: the NAME of ${p##*/} does not name it"
-	sed -n '/^\.SH SYNOPSIS/,/^\.SH/p' "$p" | grep -q "\"$f(\|$f(" || bad "$f: the SYNOPSIS of ${p##*/} does not declare it"
+	sed -n '/^\.SH NAME/,/^\.SH/p' "$p" | grep -cw "$f" >/dev/null || bad "$f: the NAME of ${p##*/} does not name it"
+	sed -n '/^\.SH SYNOPSIS/,/^\.SH/p' "$p" | grep -c "\"$f(\|$f(" >/dev/null || bad "$f: the SYNOPSIS of ${p##*/} does not declare it"
 done
 echo "man: all $nf functions of shunt.h have a page"
 

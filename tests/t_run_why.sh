@@ -43,12 +43,12 @@ gcc -static -o "$T/static" "$T/static.c" 2>"$T/static-cc.err" ||
 gcc -o "$T/gobuildinfo" "$T/gobuildinfo.c"
 gcc -o "$T/gonote" "$T/gonote.c"
 # The fakes are what they should be (so that a pass means something).
-readelf -lW "$T/static" | grep -q 'INTERP' && fail "the static program has an interpreter"
-readelf -lW "$T/dynamic" | grep -q 'INTERP' || fail "the dynamic program has no interpreter"
-readelf -SW "$T/gobuildinfo" | grep -q '\.go\.buildinfo' || fail "no .go.buildinfo section in the fake"
-readelf -nW "$T/gonote" | grep -q '^ *Go .*GO BUILDID' ||
+readelf -lW "$T/static" | grep -c 'INTERP' >/dev/null && fail "the static program has an interpreter"
+readelf -lW "$T/dynamic" | grep -c 'INTERP' >/dev/null || fail "the dynamic program has no interpreter"
+readelf -SW "$T/gobuildinfo" | grep -c '\.go\.buildinfo' >/dev/null || fail "no .go.buildinfo section in the fake"
+readelf -nW "$T/gonote" | grep -c '^ *Go .*GO BUILDID' >/dev/null ||
 	fail "no Go build ID note in the fake: $(readelf -nW "$T/gonote")"
-readelf -SW "$T/gonote" | grep -q '\.go\.' && fail "the note fake has a Go section name"
+readelf -SW "$T/gonote" | grep -c '\.go\.' >/dev/null && fail "the note fake has a Go section name"
 printf '#!%s\n' "$T/static" >"$T/script"
 chmod +x "$T/script"
 
@@ -108,7 +108,7 @@ if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null; then
 	cp "$shunt" "$build/libshunt-preload.so" "$T/bin/"
 	chmod -R a+rX "$T/bin"
 	run nobody -- setpriv --reuid=65534 --regid=65534 --clear-groups "$T/bin/shunt" run -- "$T/setuid"
-	if findmnt -no OPTIONS --target "$T" | grep -qw nosuid; then
+	if findmnt -no OPTIONS --target "$T" | grep -cw nosuid >/dev/null; then
 		# The kernel ignores the bit on this mount: so must we.
 		silent nobody
 	else
