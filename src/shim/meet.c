@@ -139,32 +139,7 @@ int shim_meet_name(const struct shunt_addr *lower, const struct shunt_addr *high
 	return 0;
 }
 
-/* --- Messages ---------------------------------------------------------------- */
-
-static int parse_hello(const struct shim_meet_msg *m, int nfds)
-{
-	return nfds == 0 && m->ring_size == 0 && m->seg_fd == -1 && m->seg_ino == 0 ? 0
-										  : -EPROTO;
-}
-
-static int parse_accept(const struct shim_meet_msg *m, int nfds)
-{
-	if (shunt_seg_check_size(m->ring_size) < 0)
-		return -EPROTO;
-	if (m->flags & SHIM_MEET_PASS)
-		return nfds == 1 && m->seg_fd == -1 && m->seg_ino == 0 ? 0 : -EPROTO;
-	return nfds == 0 && m->seg_fd >= 0 && m->seg_ino != 0 ? 0 : -EPROTO;
-}
-
-int shim_meet_parse(const struct shim_meet_msg *m, int nfds, uint32_t type)
-{
-	if (m->magic != SHIM_MEET_MAGIC || m->version != SHIM_MEET_VERSION || m->type != type ||
-	    (m->flags & ~SHIM_MEET_PASS) || m->medium != 0 || m->tcp_fd < 0)
-		return -EPROTO;
-	if (type == SHIM_MEET_HELLO)
-		return parse_hello(m, nfds);
-	return type == SHIM_MEET_ACCEPT ? parse_accept(m, nfds) : -EPROTO;
-}
+/* --- Messages (parsed in meetmsg.c) ------------------------------------------- */
 
 static int send_msg(int s, const struct shim_meet_msg *m, const int *fds, int nfds)
 {
