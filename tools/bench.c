@@ -72,6 +72,8 @@ struct parent {
 	int killed;         /* we killed the child ourselves */
 	double peer_cpu;    /* the child's CPU time, as of its last reply */
 	enum xport cur_x;   /* the transport of the last command */
+	int done, total;    /* measurements, for the progress line */
+	double t0;          /* when the first began */
 };
 
 static pid_t child_pid;
@@ -396,14 +398,25 @@ static void print_stats(enum xport x, enum test t, size_t size, uint64_t msgs,
 		(unsigned long long)peer->spins, (unsigned long long)peer->spin_hits);
 }
 
+/* "[k/n] stream 64K shunt ..., about 40 s left": the estimate is the
+ * measurements' mean so far times those remaining. */
+static void show_progress(struct parent *p, enum xport x, enum test t, const char *sz)
+{
+	double spent = now_s() - p->t0;
+
+	fprintf(stderr, "\r\033[K  [%d/%d] %s %s %s ...", p->done + 1, p->total, test_names[t],
+		sz, xport_names[x]);
+	if (p->done > 0)
+		fprintf(stderr, " about %.0f s left", spent / p->done * (p->total - p->done));
+}
+
 static int measure(struct parent *p, enum xport x, enum test t, size_t size)
 {
 	struct result r = { .x = x, .t = t, .size = size };
 	char sz[32];
 
 	if (p->cfg->progress)
-		fprintf(stderr, "\r\033[K  %s %s %s ...", test_names[t],
-			size_label(size, sz, sizeof(sz)), xport_names[x]);
+		show_progress(p, x, t, size_label(size, sz, sizeof(sz)));
 	struct shunt_stats me0 = { 0 }, me1 = { 0 }, peer0 = p->peer_st[x], d_me, d_peer;
 	struct cpu_mark c0, c1;
 	if (p->ep[x].c)
@@ -414,6 +427,7 @@ static int measure(struct parent *p, enum xport x, enum test t, size_t size)
 	int rc = t == TEST_STREAM ? measure_stream(p, x, size, &r)
 				  : measure_pingpong(p, x, size, &r);
 	alarm(0);
+	p->done++;
 	if (rc < 0)
 		return fail(p, x, size, rc);
 	cpu_mark(&c1, p->peer_cpu);
@@ -466,6 +480,17 @@ static int run_test(struct parent *p, enum test t)
 
 static int alloc_memcpy_dst(struct parent *p);
 
+static int count_measurements(const struct bench_cfg *cfg)
+{
+	int n = 0;
+
+	for (int t = 0; t < NTEST; t++)
+		for (int x = 0; (cfg->tests & (1u << t)) && x < NXPORT; x++)
+			if ((cfg->xports & (1u << x)) && xport_in_test((enum xport)x, (enum test)t))
+				n += cfg->sizes[t].n;
+	return n;
+}
+
 static int run_all(struct parent *p)
 {
 	int rc = connect_all(p);
@@ -475,6 +500,8 @@ static int run_all(struct parent *p)
 		rc = -ENOMEM;
 	}
 
+	p->total = count_measurements(p->cfg);
+	p->t0 = now_s();
 	for (int t = 0; rc == 0 && t < NTEST; t++)
 		if (p->cfg->tests & (1u << t))
 			rc = run_test(p, (enum test)t);
