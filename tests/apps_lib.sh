@@ -228,6 +228,36 @@ run_client_ns() {
 	timeout -k 2 "$secs" ip netns exec "$ns" "${SHUNT_ENV[@]}" "$@"
 }
 
+# assert_bypassed CARRIED LAST CLIENT_LOG: of the LAST bytes of a pipelined
+# exchange the kernel's TCP socket carried CARRIED.  Plain TCP (APPS_TCP=1)
+# must carry nearly all (else the probe is broken); under shunt the
+# connection moved at both ends (the server's log and CLIENT_LOG) and the
+# kernel carried under 1/20 of them.
+assert_bypassed() {
+	local carried=$1 last=$2 client_log=$3
+	if [ "$APPS_TCP" = 1 ]; then
+		[ "$carried" -gt $((last * 9 / 10)) ] ||
+			fail "plain TCP: the kernel carried only $carried bytes of $last (broken probe?)"
+		return
+	fi
+	assert_accelerated 1 "$T/server.log"
+	assert_accelerated 1 "$client_log"
+	[ "$carried" -lt $((last / 20)) ] ||
+		fail "moved, yet the kernel's TCP socket carried $carried of the last $last bytes"
+}
+
+# wait_ready NAME PID: wait (10 s) until the server (started as NAME)
+# printed a line "ready" in $T/NAME.out.
+wait_ready() {
+	local i
+	for ((i = 0; i < 200; i++)); do
+		grep -qx ready "$T/$1.out" && return 0
+		kill -0 "$2" 2>/dev/null || fail "$1 (pid $2) exited before it was ready"
+		sleep 0.05
+	done
+	fail "$1 is not ready after 10 s"
+}
+
 # wait_listen PORT PID [SECS [NS]]: wait until something listens on PORT
 # (in namespace NS), failing at once if PID died, and after SECS (10).
 wait_listen() {

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -674,4 +675,50 @@ int ts_main(const char *prog, const struct shim_case *cases, size_t n)
 		TEST_FAIL_MSG("no case matches SHUNT_TEST_ONLY=%s", getenv("SHUNT_TEST_ONLY"));
 	test_log("%d of %d cases failed", failed, ran);
 	return failed ? TEST_FAIL : TEST_PASS;
+}
+
+void ts_moved_pair(int *a, int *b)
+{
+	ts_pair(a, b);
+	ts_make_accelerated(*a, *b);
+}
+
+void ts_wait_arrived(int fd, int n, int ms)
+{
+	uint64_t end = test_now_ns() + (uint64_t)ms * 1000000u;
+	int v = 0;
+
+	for (;;) {
+		ASSERT_SYS(ioctl(fd, FIONREAD, &v));
+		if (v >= n)
+			return;
+		if (test_now_ns() > end)
+			TEST_FAIL_MSG("fd %d: FIONREAD is %d after %d ms, want %d", fd, v, ms, n);
+		test_sleep_ms(1);
+	}
+}
+
+short ts_wait_revents(int fd, short events, short want, int ms)
+{
+	uint64_t end = test_now_ns() + (uint64_t)ms * 1000000u;
+
+	for (;;) {
+		short re = ts_wait_fd(fd, events, 10);
+		if (re & want)
+			return re;
+		if (test_now_ns() > end)
+			TEST_FAIL_MSG("fd %d: revents 0x%x after %d ms, want 0x%x", fd, re, ms, want);
+		test_sleep_ms(1);
+	}
+}
+
+static void on_guard_alarm(int sig)
+{
+	(void)sig;
+}
+
+void ts_guard(unsigned s)
+{
+	ts_set_handler(SIGALRM, on_guard_alarm, 0);
+	alarm(s);
 }

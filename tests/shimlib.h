@@ -105,6 +105,8 @@ void ts_make_accelerated_lead(int fd);
 void ts_make_accelerated_follow(int fd);
 /* Fail unless fd is accelerated (not checked under SHUNT_DISABLE=1). */
 void ts_expect_accel(int fd, const char *what);
+/* A moved connection in this process: *a connected, *b accepted. */
+void ts_moved_pair(int *a, int *b);
 
 /* --- Bytes -------------------------------------------------------------- */
 
@@ -127,6 +129,11 @@ int ts_local_port(int fd);
 void ts_echo_check(int fd, uint64_t seed, uint64_t n, int ms);
 /* poll() one fd; returns revents (0 on timeout). */
 short ts_wait_fd(int fd, short events, int ms);
+/* Poll until fd reports any of `want` (level: the data and the FIN may
+ * come in two steps); returns revents.  Fails after ms. */
+short ts_wait_revents(int fd, short events, short want, int ms);
+/* Wait until FIONREAD on fd reaches n (the bytes arrived); fails after ms. */
+void ts_wait_arrived(int fd, int n, int ms);
 void ts_set_nonblock(int fd, int on);
 
 /* A stream seed unique to this run and k. */
@@ -139,6 +146,9 @@ void ts_token_send(int fd, char c);
 char ts_token_recv(int fd, int ms);
 /* Install a handler (no SA_RESTART unless flags say). */
 void ts_set_handler(int sig, void (*fn)(int), int flags);
+/* A call that should return at once but blocks is cut by SIGALRM after s
+ * seconds (EINTR), and the check on its result fails. */
+void ts_guard(unsigned s);
 /* CPU seconds (user + system) of this process so far. */
 double ts_cpu_seconds(void);
 

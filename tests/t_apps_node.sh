@@ -20,17 +20,6 @@ need node
 CONNS=4 ROUNDS=300 BIG=$((8 << 20))
 js=$APPS_SRC/tests/apps_node.js
 
-# wait_ready NAME PID: wait (10 s) until the server printed "ready".
-wait_ready() {
-	local i
-	for ((i = 0; i < 200; i++)); do
-		grep -qx ready "$T/$1.out" && return 0
-		kill -0 "$2" 2>/dev/null || fail "$1 (pid $2) exited before it was ready"
-		sleep 0.05
-	done
-	fail "$1 is not ready after 10 s"
-}
-
 # cluster, round robin: connections pass from the primary to a worker.
 port=$(free_port)
 start_server server node "$js" cluster-server "$port"

@@ -51,56 +51,6 @@ static void on_usr1(int sig)
 	atomic_fetch_add(&g_usr1, 1);
 }
 
-static void on_alarm(int sig)
-{
-	(void)sig;
-}
-
-/* A call that should return at once but blocks is cut by SIGALRM after s
- * seconds (EINTR), and the check on its result fails. */
-static void guard(unsigned s)
-{
-	ts_set_handler(SIGALRM, on_alarm, 0);
-	alarm(s);
-}
-
-static void moved_pair(int *a, int *b)
-{
-	ts_pair(a, b);
-	ts_make_accelerated(*a, *b);
-}
-
-static void wait_arrived(int fd, int n, int ms)
-{
-	uint64_t end = test_now_ns() + (uint64_t)ms * 1000000u;
-	int v = 0;
-
-	for (;;) {
-		ASSERT_SYS(ioctl(fd, FIONREAD, &v));
-		if (v >= n)
-			return;
-		if (test_now_ns() > end)
-			TEST_FAIL_MSG("fd %d: FIONREAD is %d after %d ms, want %d", fd, v, ms, n);
-		test_sleep_ms(1);
-	}
-}
-
-/* Poll until fd reports any of `want` (level: the data and the FIN may
- * come in two steps); returns revents. */
-static short wait_revents(int fd, short events, short want, int ms)
-{
-	uint64_t end = test_now_ns() + (uint64_t)ms * 1000000u;
-
-	for (;;) {
-		short re = ts_wait_fd(fd, events, 10);
-		if (re & want)
-			return re;
-		if (test_now_ns() > end)
-			TEST_FAIL_MSG("fd %d: revents 0x%x after %d ms, want 0x%x", fd, re, ms, want);
-		test_sleep_ms(1);
-	}
-}
-
 /* Fill fd's send side until EAGAIN (the peer reads nothing), and again
  * after a pause until not one more byte goes in (TCP frees some room as
  * its segments are acknowledged); returns how many bytes of stream seed
@@ -182,14 +132,14 @@ static void case_eof_shutdown(void)
 	char c;
 	uint64_t seed = shim_seed(1);
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	ts_set_handler(SIGPIPE, on_sigpipe, 0);
 	ts_send_stream(b, seed, 0, 5000, ts_ms(2000));
 	ASSERT_SYS(shutdown(b, SHUT_WR));
 	ts_recv_stream(a, seed, 0, 5000, ts_ms(2000));
-	short re = wait_revents(a, POLLIN | POLLRDHUP, POLLRDHUP, ts_ms(2000));
+	short re = ts_wait_revents(a, POLLIN | POLLRDHUP, POLLRDHUP, ts_ms(2000));
 	ASSERT_EQ(re, POLLIN | POLLRDHUP);
-	guard(3);
+	ts_guard(3);
 	ASSERT_EQ(read(a, &c, 1), 0);
 	ASSERT_EQ(read(a, &c, 1), 0);
 	ASSERT_EQ(recv(a, &c, 1, MSG_DONTWAIT), 0);
@@ -206,8 +156,8 @@ static void case_eof_shutdown(void)
 	ts_expect_eof(b, ts_ms(2000));
 	/* Both sides shut: HUP at both ends, and still writable (it fails). */
 	short want = POLLIN | POLLOUT | POLLRDHUP | POLLHUP;
-	ASSERT_EQ(wait_revents(a, POLLIN | POLLOUT | POLLRDHUP, POLLHUP, ts_ms(2000)), want);
-	ASSERT_EQ(wait_revents(b, POLLIN | POLLOUT | POLLRDHUP, POLLHUP, ts_ms(2000)), want);
+	ASSERT_EQ(ts_wait_revents(a, POLLIN | POLLOUT | POLLRDHUP, POLLHUP, ts_ms(2000)), want);
+	ASSERT_EQ(ts_wait_revents(b, POLLIN | POLLOUT | POLLRDHUP, POLLHUP, ts_ms(2000)), want);
 	ts_set_handler(SIGPIPE, SIG_IGN, 0);
 	ASSERT_SYS(close(a));
 	ASSERT_SYS(close(b));
@@ -225,13 +175,13 @@ static void case_eof_close(void)
 		struct iovec iov = { buf, sizeof(buf) };
 		struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
 
-		moved_pair(&c, &s);
+		ts_moved_pair(&c, &s);
 		int closer = k ? c : s, reader = k ? s : c;
 		test_log("the %s end closes", k ? "connected" : "accepted");
 		ts_send_stream(closer, seed, 0, 5000, ts_ms(2000));
 		ASSERT_SYS(close(closer));
 		ts_recv_stream(reader, seed, 0, 5000, ts_ms(2000));
-		guard(3);
+		ts_guard(3);
 		ASSERT_EQ(read(reader, buf, sizeof(buf)), 0);
 		ASSERT_EQ(recv(reader, buf, sizeof(buf), MSG_DONTWAIT), 0);
 		ASSERT_EQ(readv(reader, &iov, 1), 0);
@@ -251,13 +201,13 @@ static void case_close_unread(void)
 	char buf[64];
 	uint64_t seed = shim_seed(3);
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	ts_send_stream(a, seed, 0, 100, ts_ms(2000));
-	wait_arrived(b, 100, ts_ms(2000));
+	ts_wait_arrived(b, 100, ts_ms(2000));
 	ASSERT_SYS(close(b));
 	if (!(ts_wait_fd(a, POLLIN, ts_ms(2000)) & (POLLIN | POLLERR | POLLHUP)))
 		TEST_FAIL_MSG("nothing to read 2 s after the peer closed with data unread");
-	guard(3);
+	ts_guard(3);
 	ASSERT_FAILS(recv(a, buf, sizeof(buf), 0), ECONNRESET);
 	ASSERT_EQ(recv(a, buf, sizeof(buf), 0), 0);
 	ASSERT_FAILS(send(a, buf, 1, MSG_NOSIGNAL), EPIPE);
@@ -279,7 +229,7 @@ static void victim_peer(int fd, void *arg)
 
 	ts_make_accelerated_follow(fd);
 	if (v->unread)
-		wait_arrived(fd, (int)v->unread, ts_ms(3000));
+		ts_wait_arrived(fd, (int)v->unread, ts_ms(3000));
 	else
 		ts_recv_stream(fd, shim_seed(4), 0, 1000, ts_ms(3000));
 	ts_write_all(fd, "k", 1, ts_ms(2000));
@@ -322,7 +272,7 @@ static void case_reset(void)
 	double t0 = test_now();
 	short re = ts_wait_fd(fd, POLLIN, ts_ms(2000));
 	ASSERT_MSG(re & (POLLIN | POLLERR | POLLHUP), "not readable 2 s after the peer died");
-	guard(3);
+	ts_guard(3);
 	ASSERT_FAILS(read(fd, b, sizeof(b)), ECONNRESET);
 	alarm(0);
 	double dt = test_now() - t0;
@@ -424,7 +374,7 @@ static void case_killed_idle(void)
 	int fd = killed_peer(0, NULL);
 
 	ts_expect_eof(fd, ts_ms(2000));
-	guard(3);
+	ts_guard(3);
 	ASSERT_EQ(read(fd, b, sizeof(b)), 0);
 	alarm(0);
 	ssize_t n = send(fd, "x", 1, MSG_NOSIGNAL);
@@ -451,7 +401,7 @@ static void case_sigpipe(void)
 {
 	int a, b;
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	ts_set_handler(SIGPIPE, on_sigpipe, 0);
 	ASSERT_SYS(close(b));
 	ts_expect_eof(a, ts_ms(2000));
@@ -556,12 +506,12 @@ static void case_shutdown_rd_wakes(void)
 	uint64_t seed = shim_seed(5);
 	char c;
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	blocked_read_start(&br, a);
 	ASSERT_SYS(shutdown(a, SHUT_RD));
 	blocked_read_join(&br, ts_ms(2000), "shutdown(SHUT_RD)");
 	ASSERT_MSG(br.r == 0, "recv returned %zd (%s), want 0", br.r, test_errname(br.err));
-	guard(3);
+	ts_guard(3);
 	ASSERT_EQ(recv(a, &c, 1, 0), 0);
 	alarm(0);
 	ts_send_stream(a, seed, 0, 1000, ts_ms(2000));
@@ -576,7 +526,7 @@ static void case_shutdown_rdwr_wakes(void)
 	int a, b;
 	struct blocked_read br;
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	blocked_read_start(&br, a);
 	ASSERT_SYS(shutdown(a, SHUT_RDWR));
 	blocked_read_join(&br, ts_ms(2000), "shutdown(SHUT_RDWR)");
@@ -594,7 +544,7 @@ static void case_shutdown_wr_wakes(void)
 	int a, b;
 	uint64_t seed = shim_seed(5);
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	uint64_t total = fill(a, seed);
 	struct blocked_send bs = { .fd = a, .seed = seed, .off = total, .r = -2 };
 	ASSERT_EQ(pthread_create(&bs.t, NULL, blocked_send_main, &bs), 0);
@@ -625,7 +575,7 @@ static void case_shutdown_poll_wakes(void)
 {
 	int a, b;
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	struct blocked_poll bp = { .fd = a, .r = -2 };
 	ASSERT_EQ(pthread_create(&bp.t, NULL, blocked_poll_main, &bp), 0);
 	test_sleep_ms(50);
@@ -760,7 +710,7 @@ static void case_sndtimeo(void)
 	int e = 0;
 
 	ASSERT_NOT_NULL(buf);
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	set_timeo(a, SO_SNDTIMEO, 200);
 	ASSERT_TIMEO(a, SO_SNDTIMEO, 200);
 	for (int i = 0; i < 256; i++) {
@@ -830,7 +780,7 @@ static void case_eintr(void)
 	uint64_t seed = shim_seed(8);
 	char buf[64];
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	/* No SA_RESTART: a blocked read and recv end with EINTR, a send with
 	 * EINTR or what went in before. */
 	ts_set_handler(SIGUSR1, on_usr1, 0);

@@ -61,47 +61,12 @@ static void on_sigpipe(int sig)
 	atomic_fetch_add(&g_sigpipe, 1);
 }
 
-static void on_alarm(int sig)
-{
-	(void)sig;
-}
-
-/* A call that should return at once but blocks is cut by SIGALRM after s
- * seconds (EINTR), and the check on its result fails. */
-static void guard(unsigned s)
-{
-	ts_set_handler(SIGALRM, on_alarm, 0);
-	alarm(s);
-}
-
-static void moved_pair(int *a, int *b)
-{
-	ts_pair(a, b);
-	ts_make_accelerated(*a, *b);
-}
-
 /* The volume of a big case: want, or SHUNT_TEST_BYTES / div if smaller. */
 static uint64_t volume(uint64_t want, unsigned div)
 {
 	uint64_t cap = test_env_u64("SHUNT_TEST_BYTES", 1ull << 30) / div;
 
 	return want < cap ? want : cap;
-}
-
-/* Wait until FIONREAD on fd reaches n, within ms. */
-static void wait_arrived(int fd, int n, int ms)
-{
-	uint64_t end = test_now_ns() + (uint64_t)ms * 1000000u;
-	int v = 0;
-
-	for (;;) {
-		ASSERT_SYS(ioctl(fd, FIONREAD, &v));
-		if (v >= n)
-			return;
-		if (test_now_ns() > end)
-			TEST_FAIL_MSG("fd %d: FIONREAD is %d after %d ms, want %d", fd, v, ms, n);
-		test_sleep_ms(1);
-	}
 }
 
 static void check_stream(uint64_t seed, uint64_t off, const void *buf, size_t n)
@@ -191,7 +156,7 @@ static void case_nonblock(void)
 	ASSERT(fcntl(s, F_GETFD) & FD_CLOEXEC);
 	ASSERT(!(fcntl(c, F_GETFL) & O_NONBLOCK));
 
-	guard(3);
+	ts_guard(3);
 	ASSERT_FAILS(read(s, b, sizeof(b)), EAGAIN);
 	ASSERT_FAILS(recv(s, b, sizeof(b), 0), EAGAIN);
 	ASSERT_FAILS(readv(s, &iov, 1), EAGAIN);
@@ -247,7 +212,7 @@ static void case_partial_write(void)
 	ssize_t n;
 
 	ASSERT_NOT_NULL(buf);
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	ts_set_nonblock(a, 1);
 	for (;;) {
 		test_stream_fill(seed, total, buf, len);
@@ -291,14 +256,14 @@ static void case_dontwait(void)
 	ssize_t n;
 
 	ASSERT_NOT_NULL(buf);
-	moved_pair(&a, &b);
-	guard(3);
+	ts_moved_pair(&a, &b);
+	ts_guard(3);
 	ASSERT_FAILS(recv(a, buf, 100, MSG_DONTWAIT), EAGAIN);
 	struct iovec iov = { buf, 100 };
 	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
 	ASSERT_FAILS(recvmsg(a, &m, MSG_DONTWAIT), EAGAIN);
 	ts_send_stream(b, seed, 0, 100, ts_ms(2000));
-	wait_arrived(a, 100, ts_ms(2000));
+	ts_wait_arrived(a, 100, ts_ms(2000));
 	ASSERT_EQ(recv(a, buf, len, MSG_DONTWAIT), 100);
 	check_stream(seed, 0, buf, 100);
 	for (;;) {
@@ -333,11 +298,11 @@ static void case_peek_fionread(void)
 	unsigned char buf[4096];
 	uint64_t seed = shim_seed(4);
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	ASSERT_SYS(ioctl(a, FIONREAD, &v));
 	ASSERT_EQ(v, 0);
 	ts_send_stream(b, seed, 0, 1234, ts_ms(2000));
-	wait_arrived(a, 1234, ts_ms(2000));
+	ts_wait_arrived(a, 1234, ts_ms(2000));
 	ASSERT_EQ(recv(a, buf, 100, MSG_PEEK), 100);
 	check_stream(seed, 0, buf, 100);
 	ASSERT_EQ(recv(a, buf, sizeof(buf), MSG_PEEK), 1234);
@@ -356,7 +321,7 @@ static void case_peek_fionread(void)
 	/* More than one write's worth is counted whole. */
 	ts_send_stream(b, seed, 1234, 3000, ts_ms(2000));
 	ts_send_stream(b, seed, 4234, 5000, ts_ms(2000));
-	wait_arrived(a, 8000, ts_ms(2000));
+	ts_wait_arrived(a, 8000, ts_ms(2000));
 	ASSERT_SYS(ioctl(a, FIONREAD, &v));
 	ASSERT_EQ(v, 8000);
 	ts_recv_stream(a, seed, 1234, 8000, ts_ms(2000));
@@ -381,7 +346,7 @@ static void case_waitall(void)
 	static unsigned char buf[40000];
 	uint64_t seed = shim_seed(5);
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	struct later l = { .fd = b, .ms = 0, .seed = seed, .off = 0, .n = 40000, .pieces = 4,
 			   .gap_ms = 60 };
 	later_start(&l);
@@ -418,7 +383,7 @@ static void case_nosignal(void)
 	int a, b;
 	char x = 'x';
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	ts_set_handler(SIGPIPE, on_sigpipe, 0);
 	ASSERT_SYS(close(b));
 	ts_expect_eof(a, ts_ms(2000));
@@ -648,7 +613,7 @@ static void case_io_calls(void)
 	 * of 0 bytes returns 0 at once; recv() of 0 bytes waits for data
 	 * like any recv (so EAGAIN here, where nothing is unread). */
 	struct iovec none = { buf, 0 };
-	guard(3);
+	ts_guard(3);
 	ASSERT_EQ(write(p.fd, buf, 0), 0);
 	ASSERT_EQ(send(p.fd, buf, 0, 0), 0);
 	ASSERT_EQ(writev(p.fd, &none, 1), 0);
@@ -677,7 +642,7 @@ static void case_sendmmsg(void)
 	struct iovec wv[4];
 	struct mmsghdr wm[2];
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	test_stream_fill(seed, 0, out, sizeof(out));
 	wv[0] = (struct iovec){ out, 500 };
 	wv[1] = (struct iovec){ out + 500, 700 };
@@ -708,15 +673,15 @@ static void case_recvmmsg(void)
 	struct iovec rv[2];
 	struct mmsghdr rm[2];
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	ts_send_stream(a, seed, 0, 3000, ts_ms(2000));
-	wait_arrived(b, 3000, ts_ms(2000));
+	ts_wait_arrived(b, 3000, ts_ms(2000));
 	rv[0] = (struct iovec){ in, 1000 };
 	rv[1] = (struct iovec){ in + 1000, 1000 };
 	memset(rm, 0, sizeof(rm));
 	rm[0].msg_hdr = (struct msghdr){ .msg_iov = rv, .msg_iovlen = 1 };
 	rm[1].msg_hdr = (struct msghdr){ .msg_iov = rv + 1, .msg_iovlen = 1 };
-	guard(3);
+	ts_guard(3);
 	int n = recvmmsg(b, rm, 2, MSG_WAITFORONE, NULL);
 	alarm(0);
 	ASSERT_MSG(n == 2, "recvmmsg returned %d (%s), want 2", n,
@@ -796,9 +761,9 @@ static void case_mmsg_rules(void)
 	struct mmsghdr rm[3];
 	struct timespec tmo;
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	mmsg_fill(a, b, seed ^ 1);
-	guard(3);
+	ts_guard(3);
 	mmsg_set(rm, rv, 3, in, 1000);
 	ASSERT_FAILS(recvmmsg(b, rm, 3, MSG_DONTWAIT, NULL), EAGAIN);
 	tmo = (struct timespec){ 0, 1000000000 };
@@ -809,7 +774,7 @@ static void case_mmsg_rules(void)
 	ASSERT_EQ(sendmmsg(a, rm, 0, 0), 0);
 
 	ts_send_stream(a, seed, off, 1500, ts_ms(2000));
-	wait_arrived(b, 1500, ts_ms(2000));
+	ts_wait_arrived(b, 1500, ts_ms(2000));
 	ASSERT_EQ(recvmmsg(b, rm, 3, MSG_WAITFORONE, NULL), 2);
 	ASSERT_EQ(rm[0].msg_len, 1000);
 	ASSERT_EQ(rm[1].msg_len, 500);
@@ -818,7 +783,7 @@ static void case_mmsg_rules(void)
 	off += 1500;
 
 	ts_send_stream(a, seed, off, 300, ts_ms(2000));
-	wait_arrived(b, 300, ts_ms(2000));
+	ts_wait_arrived(b, 300, ts_ms(2000));
 	mmsg_set(rm, rv, 3, in, 1000);
 	tmo = (struct timespec){ 5, 0 };
 	ASSERT_EQ(recvmmsg(b, rm, 3, MSG_DONTWAIT, &tmo), 1);
@@ -830,7 +795,7 @@ static void case_mmsg_rules(void)
 
 	/* A timeout of 0: one message, then it is spent. */
 	ts_send_stream(a, seed, off, 2000, ts_ms(2000));
-	wait_arrived(b, 2000, ts_ms(2000));
+	ts_wait_arrived(b, 2000, ts_ms(2000));
 	mmsg_set(rm, rv, 3, in, 1000);
 	tmo = (struct timespec){ 0, 0 };
 	ASSERT_EQ(recvmmsg(b, rm, 3, 0, &tmo), 1);
@@ -1201,7 +1166,7 @@ static void case_two_writers(void)
 	struct writer w[2];
 	struct demux d = { .seed = shim_seed(30) };
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	d.fd = b;
 	ASSERT_EQ(pthread_create(&d.th, NULL, demux_main, &d), 0);
 	for (int t = 0; t < 2; t++) {

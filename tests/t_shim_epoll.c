@@ -31,12 +31,6 @@
 
 #define KIB 1024
 
-static void moved_pair(int *a, int *b)
-{
-	ts_pair(a, b);
-	ts_make_accelerated(*a, *b);
-}
-
 static int ep_wait(int ep, struct epoll_event *ev, int max, int ms)
 {
 	int n;
@@ -321,8 +315,8 @@ static void case_epoll_nested(void)
 	uint64_t seed = shim_seed(200), off1 = 0, off2 = 0;
 	pthread_t t;
 
-	moved_pair(&a1, &b1);
-	moved_pair(&a2, &b2);
+	ts_moved_pair(&a1, &b1);
+	ts_moved_pair(&a2, &b2);
 	int inner = epoll_create1(EPOLL_CLOEXEC), outer = epoll_create1(EPOLL_CLOEXEC);
 	ASSERT_SYS(inner);
 	ASSERT_SYS(outer);
@@ -393,7 +387,7 @@ static void case_epoll_lt(void)
 	int a, b, ep = epoll_create1(EPOLL_CLOEXEC);
 	uint64_t seed = shim_seed(300);
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	ep_add(ep, a, EPOLLIN, 1);
 	EP_NONE(ep, 0);
 	ts_send_stream(b, seed, 0, 100, 1000);
@@ -418,7 +412,7 @@ static void case_epoll_et(void)
 	int a, b, ep = epoll_create1(EPOLL_CLOEXEC);
 	uint64_t seed = shim_seed(301);
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	ep_add(ep, a, EPOLLIN | EPOLLET, 1);
 	EP_NONE(ep, 0);
 	ts_send_stream(b, seed, 0, 100, 1000);
@@ -448,7 +442,7 @@ static void case_epoll_oneshot(void)
 	int a, b, ep = epoll_create1(EPOLL_CLOEXEC);
 	uint64_t seed = shim_seed(302);
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	ep_add(ep, a, EPOLLIN | EPOLLONESHOT, 1);
 	ts_send_stream(b, seed, 0, 100, 1000);
 	ASSERT_EQ(EP_ONE(ep, ts_ms(2000), 1), EPOLLIN);
@@ -475,7 +469,7 @@ static void case_epoll_rdhup(void)
 	int a, b, ep = epoll_create1(EPOLL_CLOEXEC);
 	uint64_t seed = shim_seed(303);
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	ep_add(ep, a, EPOLLIN | EPOLLRDHUP, 1);
 	EP_NONE(ep, 0);
 	ts_send_stream(b, seed, 0, 100, 1000);
@@ -503,7 +497,7 @@ static void case_epoll_hup(void)
 	struct linger l = { 1, 0 };
 	char c;
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	ep_add(ep, a, EPOLLIN | EPOLLOUT | EPOLLRDHUP, 1);
 	ASSERT_EQ(EP_ONE(ep, 0, 1), EPOLLOUT);
 	ASSERT_SYS(setsockopt(b, SOL_SOCKET, SO_LINGER, &l, sizeof(l)));
@@ -532,7 +526,7 @@ static void case_epoll_dup(void)
 	uint64_t seed = shim_seed(305);
 	struct epoll_event ev[4];
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	int d = dup(a);
 	ASSERT_SYS(d);
 	ep_add(ep, a, EPOLLIN, 1);
@@ -564,7 +558,7 @@ static void case_epoll_del_add(void)
 	uint64_t seed = shim_seed(306);
 	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 1 };
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	ep_add(ep, a, EPOLLIN, 1);
 	ASSERT_FAILS(epoll_ctl(ep, EPOLL_CTL_ADD, a, &ev), EEXIST);
 	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_DEL, a, NULL));
@@ -599,7 +593,7 @@ static void case_epoll_close_dup(void)
 	int a, b, ep = epoll_create1(EPOLL_CLOEXEC);
 	uint64_t seed = shim_seed(307);
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	ep_add(ep, a, EPOLLIN, 1);
 	int d = dup(a);
 	ASSERT_SYS(d);
@@ -615,7 +609,7 @@ static void case_epoll_close_dup(void)
 	/* The number reused by another socket: the old registration stays, and
 	 * the new one can be added next to it. */
 	int c2, s2;
-	moved_pair(&c2, &s2);
+	ts_moved_pair(&c2, &s2);
 	ASSERT_SYS(dup2(c2, a));
 	ASSERT_SYS(close(c2));
 	ep_add(ep, a, EPOLLIN, 2);
@@ -646,8 +640,8 @@ static void case_poll_select(void)
 	sigset_t mask;
 	double t0;
 
-	moved_pair(&a, &b);
-	moved_pair(&c, &d);
+	ts_moved_pair(&a, &b);
+	ts_moved_pair(&c, &d);
 	ASSERT_SYS(pipe2(pp, O_CLOEXEC));
 	sigemptyset(&mask);
 

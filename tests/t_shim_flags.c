@@ -49,44 +49,6 @@ static void on_sigpipe(int sig)
 	atomic_fetch_add(&g_sigpipe, 1);
 }
 
-/* A moved connection in this process: *a connected, *b accepted. */
-static void moved_pair(int *a, int *b)
-{
-	ts_pair(a, b);
-	ts_make_accelerated(*a, *b);
-}
-
-/* Wait until FIONREAD on fd reaches n (the bytes arrived), within ms. */
-static void wait_arrived(int fd, int n, int ms)
-{
-	uint64_t end = test_now_ns() + (uint64_t)ms * 1000000u;
-	int v = 0;
-
-	for (;;) {
-		ASSERT_SYS(ioctl(fd, FIONREAD, &v));
-		if (v >= n)
-			return;
-		if (test_now_ns() > end)
-			TEST_FAIL_MSG("fd %d: FIONREAD is %d after %d ms, want %d", fd, v, ms, n);
-		test_sleep_ms(1);
-	}
-}
-
-/* Wait until poll() on fd reports any of `want`, within ms. */
-static short wait_revents(int fd, short events, short want, int ms)
-{
-	uint64_t end = test_now_ns() + (uint64_t)ms * 1000000u;
-
-	for (;;) {
-		short re = ts_wait_fd(fd, events, 10);
-		if (re & want)
-			return re;
-		if (test_now_ns() > end)
-			TEST_FAIL_MSG("fd %d: revents 0x%x after %d ms, want 0x%x", fd, re, ms, want);
-		test_sleep_ms(1);
-	}
-}
-
 /* Give the kernel time to process a reset on loopback (it does at once),
  * and log what poll() says then (epoll_semantics and poll_select check it). */
 static void settle_reset(int fd, const char *what)
@@ -113,7 +75,7 @@ static void case_first_send_after_close(void)
 {
 	int a, b;
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	ts_set_handler(SIGPIPE, on_sigpipe, 0);
 	ASSERT_SYS(close(b));
 	ts_expect_eof(a, ts_ms(2000));
@@ -153,7 +115,7 @@ static void case_first_send_after_close_blocked(void)
 	int a, b;
 	pthread_t t;
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	ts_set_handler(SIGPIPE, on_sigpipe, 0);
 	struct eof_reader e = { a, -2 };
 	ASSERT_EQ(pthread_create(&t, NULL, eof_reader_main, &e), 0);
@@ -185,9 +147,9 @@ static void case_linger0(void)
 	unsigned char buf[2000];
 	uint64_t seed = shim_seed(1);
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	send_stream_once(b, seed, 0, 1000);
-	wait_arrived(a, 1000, ts_ms(2000));
+	ts_wait_arrived(a, 1000, ts_ms(2000));
 	linger0_close(b);
 	settle_reset(a, "after the reset");
 	ssize_t n = recv(a, buf, sizeof(buf), 0);
@@ -198,7 +160,7 @@ static void case_linger0(void)
 	ASSERT_SYS(close(a));
 
 	/* No data pending: the reset is the first thing read. */
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	linger0_close(b);
 	settle_reset(a, "after the reset");
 	ASSERT_FAILS(read(a, buf, sizeof(buf)), ECONNRESET);
@@ -214,9 +176,9 @@ static void case_msg_trunc(void)
 	int a, b;
 	uint64_t seed = shim_seed(2);
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	ts_send_stream(b, seed, 0, 3000, ts_ms(2000));
-	wait_arrived(a, 3000, ts_ms(2000));
+	ts_wait_arrived(a, 3000, ts_ms(2000));
 	ASSERT_EQ(recv(a, NULL, 1000, MSG_TRUNC), 1000);
 	ts_recv_stream(a, seed, 1000, 1000, ts_ms(2000));
 	/* More asked than there is: what there is. */
@@ -226,7 +188,7 @@ static void case_msg_trunc(void)
 	unsigned char buf[100];
 	memset(buf, 0xa5, sizeof(buf));
 	ts_send_stream(b, seed, 3000, 200, ts_ms(2000));
-	wait_arrived(a, 200, ts_ms(2000));
+	ts_wait_arrived(a, 200, ts_ms(2000));
 	ASSERT_EQ(recv(a, buf, 100, MSG_TRUNC), 100);
 	for (size_t i = 0; i < sizeof(buf); i++)
 		ASSERT_MSG(buf[i] == 0xa5, "MSG_TRUNC wrote into the buffer at %zu", i);
@@ -252,10 +214,10 @@ static void case_msg_errqueue(void)
 	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl,
 			    .msg_controllen = sizeof(ctl) };
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	ts_set_handler(SIGALRM, on_alarm, 0);
 	ts_send_stream(b, seed, 0, 100, ts_ms(2000));
-	wait_arrived(a, 100, ts_ms(2000));
+	ts_wait_arrived(a, 100, ts_ms(2000));
 	alarm(2);
 	ASSERT_FAILS(recvmsg(a, &m, MSG_ERRQUEUE), EAGAIN);
 	m.msg_controllen = sizeof(ctl);
@@ -299,7 +261,7 @@ static void case_recv_flags(void)
 	unsigned char buf[40000];
 	pthread_t t;
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 
 	/* MSG_DONTWAIT with nothing there. */
 	ASSERT_FAILS(recv(a, buf, 10, MSG_DONTWAIT), EAGAIN);
@@ -309,7 +271,7 @@ static void case_recv_flags(void)
 
 	/* MSG_PEEK: the bytes stay. */
 	ts_send_stream(b, seed, 0, 100, ts_ms(2000));
-	wait_arrived(a, 100, ts_ms(2000));
+	ts_wait_arrived(a, 100, ts_ms(2000));
 	ASSERT_EQ(recv(a, buf, 50, MSG_PEEK), 50);
 	ASSERT_EQ(test_stream_check(seed, 0, buf, 50), (size_t)-1);
 	ASSERT_EQ(recv(a, buf, 200, MSG_PEEK), 100);
@@ -357,7 +319,7 @@ static void case_send_flags(void)
 	uint64_t seed = shim_seed(5);
 	unsigned char buf[200];
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	ts_set_handler(SIGPIPE, on_sigpipe, 0);
 
 	/* MSG_MORE, then a send without it: all the bytes arrive. */
@@ -418,11 +380,11 @@ static void case_send_oob(void)
 	unsigned char got[300], want[300];
 	char c = 0;
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	send_stream_once(a, seed, 0, 100);
 	ASSERT_EQ(send(a, "abc", 3, MSG_OOB), 3);
 	send_stream_once(a, seed, 100, 100);
-	short re = wait_revents(b, POLLIN | POLLPRI, POLLPRI, ts_ms(2000));
+	short re = ts_wait_revents(b, POLLIN | POLLPRI, POLLPRI, ts_ms(2000));
 	test_log("urgent data: revents 0x%x", re);
 	ASSERT_EQ(recv(b, &c, 1, MSG_OOB), 1);
 	ASSERT_EQ(c, 'c');
@@ -447,12 +409,12 @@ static void case_send_zerocopy(void)
 	unsigned char *buf = malloc(n), ctl[256];
 
 	ASSERT_NOT_NULL(buf);
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	ASSERT_SYS(setsockopt(a, SOL_SOCKET, SO_ZEROCOPY, &one, sizeof(one)));
 	test_stream_fill(seed, 0, buf, n);
 	ASSERT_EQ(send(a, buf, n, MSG_ZEROCOPY), (ssize_t)n);
 	ts_recv_stream(b, seed, 0, n, ts_ms(3000));
-	short re = wait_revents(a, POLLIN, POLLERR, ts_ms(2000));
+	short re = ts_wait_revents(a, POLLIN, POLLERR, ts_ms(2000));
 	test_log("completion: revents 0x%x", re);
 	struct msghdr m = { .msg_control = ctl, .msg_controllen = sizeof(ctl) };
 	ASSERT_EQ(recvmsg(a, &m, MSG_ERRQUEUE), 0);
@@ -507,7 +469,7 @@ static void case_splice(void)
 	uint64_t seed = shim_seed(8);
 	const size_t piece = 16 * KIB;
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	ASSERT_SYS(pipe2(pp, O_CLOEXEC | O_NONBLOCK));
 	ASSERT_SYS(pipe2(pq, O_CLOEXEC | O_NONBLOCK));
 	ts_set_nonblock(a, 1);

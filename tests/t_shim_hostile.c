@@ -1949,34 +1949,32 @@ static void stall_round(enum stall how, int nonblock, uint64_t k, int last)
 		stall_round(how, nonblock, k + 100, 1);
 }
 
-/* A process of our uid binds the name and never accepts. */
-static void case_stall_never_accepts(void)
+/* Both kinds of socket, blocking then non-blocking. */
+static void stall_case(enum stall how, uint64_t k)
 {
 	cfg_defaults();
 	log_start();
-	stall_round(STALL_NOACCEPT, 0, 10, 0);
-	stall_round(STALL_NOACCEPT, 1, 11, 0);
+	stall_round(how, 0, k, 0);
+	stall_round(how, 1, k + 1, 0);
 	log_stop();
+}
+
+/* A process of our uid binds the name and never accepts. */
+static void case_stall_never_accepts(void)
+{
+	stall_case(STALL_NOACCEPT, 10);
 }
 
 /* Its backlog is full: the dialer's connect() says EAGAIN, every step. */
 static void case_stall_full_backlog(void)
 {
-	cfg_defaults();
-	log_start();
-	stall_round(STALL_FULL, 0, 12, 0);
-	stall_round(STALL_FULL, 1, 13, 0);
-	log_stop();
+	stall_case(STALL_FULL, 12);
 }
 
 /* A dialer connects to the real listener and never speaks. */
 static void case_stall_silent_dialer(void)
 {
-	cfg_defaults();
-	log_start();
-	stall_round(STALL_SILENT, 0, 14, 0);
-	stall_round(STALL_SILENT, 1, 15, 0);
-	log_stop();
+	stall_case(STALL_SILENT, 14);
 }
 
 /* --- A message nobody reads holds no connection ---------------------------

@@ -40,27 +40,6 @@ extern int __ppoll_chk(struct pollfd *fds, nfds_t nfds, const struct timespec *t
 #define KIB 1024
 #define MIB (1024 * 1024)
 
-static void moved_pair(int *a, int *b)
-{
-	ts_pair(a, b);
-	ts_make_accelerated(*a, *b);
-}
-
-static void wait_arrived(int fd, int n, int ms)
-{
-	uint64_t end = test_now_ns() + (uint64_t)ms * 1000000u;
-	int v = 0;
-
-	for (;;) {
-		ASSERT_SYS(ioctl(fd, FIONREAD, &v));
-		if (v >= n)
-			return;
-		if (test_now_ns() > end)
-			TEST_FAIL_MSG("fd %d: FIONREAD is %d after %d ms, want %d", fd, v, ms, n);
-		test_sleep_ms(1);
-	}
-}
-
 /* A thread that writes n bytes of a stream to fd after ms. */
 struct later {
 	int fd, ms;
@@ -173,7 +152,7 @@ static void case_wait_calls(void)
 	int a, b;
 	uint64_t seed = shim_seed(1), off = 0;
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	for (int how = 0; how < W_COUNT; how++) {
 		test_log("%s", wait_names[how]);
 		wait_script(how, a, b, seed, &off);
@@ -191,7 +170,7 @@ static void case_wait_array(void)
 	struct pollfd f[4];
 	char x;
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	ASSERT_SYS(pipe2(pp, O_CLOEXEC));
 	f[0] = (struct pollfd){ .fd = -1, .events = POLLIN, .revents = 7 };
 	f[1] = (struct pollfd){ .fd = pp[0], .events = POLLIN };
@@ -204,7 +183,7 @@ static void case_wait_array(void)
 	ASSERT(f[0].revents == 0 && f[1].revents == POLLIN && f[2].revents == 0 &&
 	       f[3].revents == 0);
 	ts_send_stream(b, seed, 0, 10, ts_ms(2000));
-	wait_arrived(a, 10, ts_ms(2000));
+	ts_wait_arrived(a, 10, ts_ms(2000));
 	ASSERT_EQ(poll(f, 4, ts_ms(1000)), 2);
 	ASSERT(f[0].revents == 0 && f[1].revents == POLLIN && f[2].revents == POLLIN &&
 	       f[3].revents == 0);
@@ -226,7 +205,7 @@ static void case_wait_array(void)
 	FD_SET(pp[0], &rd);
 	FD_SET(a, &wr);
 	ts_send_stream(a, seed ^ 1, 0, 10, ts_ms(2000));
-	wait_arrived(b, 10, ts_ms(2000));
+	ts_wait_arrived(b, 10, ts_ms(2000));
 	ASSERT_EQ(select(maxfd + 1, &rd, &wr, NULL, &(struct timeval){ 1, 0 }), 2);
 	ASSERT(!FD_ISSET(a, &rd) && FD_ISSET(b, &rd) && !FD_ISSET(pp[0], &rd) && FD_ISSET(a, &wr));
 	ts_recv_stream(b, seed ^ 1, 0, 10, ts_ms(2000));
@@ -260,7 +239,7 @@ static void case_wait_room(void)
 	uint64_t seed = shim_seed(3), total = 0;
 
 	ASSERT_NOT_NULL(buf);
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	ts_set_nonblock(a, 1);
 	for (;;) {
 		test_stream_fill(seed, total, buf, 256 * KIB);
@@ -337,7 +316,7 @@ static void case_epoll_calls(void)
 	int a, b;
 	uint64_t seed = shim_seed(4), off = 0;
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	for (int how = 0; how < E_COUNT; how++) {
 		test_log("%s", ep_names[how]);
 		int ep = epoll_create1(EPOLL_CLOEXEC);
@@ -372,7 +351,7 @@ static void case_epoll_calls(void)
 		ASSERT_UEQ(ep_one(how, ep, 0, 0xabc), EPOLLOUT);
 		ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_DEL, a, NULL));
 		ts_send_stream(b, seed, off, 10, ts_ms(2000));
-		wait_arrived(a, 10, ts_ms(2000));
+		ts_wait_arrived(a, 10, ts_ms(2000));
 		ASSERT_UEQ(ep_one(how, ep, 100, 0xabc), 0);
 		ts_recv_stream(a, seed, off, 10, ts_ms(2000));
 		off += 10;
@@ -394,7 +373,7 @@ static void case_epoll_mixed(void)
 	struct epoll_event ev[4];
 	char x;
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	ASSERT_SYS(pipe2(pp, O_CLOEXEC));
 	int ep = epoll_create1(EPOLL_CLOEXEC);
 	ASSERT_SYS(ep);
@@ -407,7 +386,7 @@ static void case_epoll_mixed(void)
 	ASSERT_EQ(epoll_wait(ep, ev, 4, ts_ms(1000)), 1);
 	ASSERT_UEQ(ev[0].data.u64, TAG_PIPE);
 	ts_send_stream(b, seed, 0, 10, ts_ms(2000));
-	wait_arrived(a, 10, ts_ms(2000));
+	ts_wait_arrived(a, 10, ts_ms(2000));
 	int n = epoll_wait(ep, ev, 4, ts_ms(1000));
 	if (n != 2) {
 		/* Level-triggered: is the socket ever reported while the pipe
@@ -483,7 +462,7 @@ static void case_hup_close(void)
 {
 	int a, b;
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	int ep = epoll_create1(EPOLL_CLOEXEC);
 	ASSERT_SYS(ep);
 	struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP, .data.u64 = 1 };
@@ -521,7 +500,7 @@ static void victim_peer(int fd, void *arg)
 {
 	(void)arg;
 	ts_make_accelerated_follow(fd);
-	wait_arrived(fd, 1000, ts_ms(3000));
+	ts_wait_arrived(fd, 1000, ts_ms(3000));
 	ts_write_all(fd, "k", 1, ts_ms(2000));
 	for (;;)
 		pause();

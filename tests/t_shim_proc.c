@@ -46,12 +46,6 @@ extern char **environ;
 #define KIB 1024
 #define MIB (1024 * 1024)
 
-static void moved_pair(int *a, int *b)
-{
-	ts_pair(a, b);
-	ts_make_accelerated(*a, *b);
-}
-
 static void set_cloexec(int fd, int on)
 {
 	int fl = fcntl(fd, F_GETFD);
@@ -203,7 +197,7 @@ static void case_fork_child_serves(void)
 	int a, b, tok[2];
 	const uint64_t n = 300000;
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	ASSERT_SYS(pipe2(tok, O_CLOEXEC));
 	struct fork_arg f = { a, b, tok[0], n };
 	pid_t child = test_fork(fork_server, &f);
@@ -276,7 +270,7 @@ static void case_fork_parent_serves(void)
 	int a, b;
 	uint64_t seed = shim_seed(2), off = 0;
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	for (int how = 0; how < 3; how++) {
 		static const char *const names[3] = { "exits later", "closes its copies",
 						       "exits at once" };
@@ -382,7 +376,7 @@ static void case_fork_close_at_once(void)
 {
 	for (int i = 0; i < 20; i++) {
 		int a, b, tok[2];
-		moved_pair(&a, &b);
+		ts_moved_pair(&a, &b);
 		ASSERT_SYS(pipe2(tok, O_CLOEXEC));
 		struct late_arg l = { a, b, tok[0] };
 		pid_t child = fork_late(i % 2 ? 0 : 20, late_server, &l);
@@ -503,7 +497,7 @@ static void case_fork_kin(void)
 	for (int how = 0; how < 2; how++) {
 		int a, b, tok[2];
 		test_log("%s", how ? "clone(SIGCHLD)" : "_Fork()");
-		moved_pair(&a, &b);
+		ts_moved_pair(&a, &b);
 		ASSERT_SYS(pipe2(tok, O_CLOEXEC));
 		fflush(NULL);
 		pid_t child = how ? clone(kin_child, stack + sizeof(stack), SIGCHLD, tok) : _Fork();
@@ -529,7 +523,7 @@ static void case_vfork_close_at_once(void)
 	int a, b;
 	char *argv[] = { (char *)"sleep", (char *)"0.3", NULL };
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	set_cloexec(a, 0);
 	set_cloexec(b, 1);
 	fflush(NULL);
@@ -855,7 +849,7 @@ static void case_exec(void)
 {
 	int a, b, out[2];
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	ASSERT_SYS(pipe2(out, O_CLOEXEC));
 	struct sleep_arg s = { { a, b, "exec-child", "" }, out[1] };
 	snprintf(s.e.n, sizeof(s.e.n), "%d", EXEC_N);
@@ -891,7 +885,7 @@ static void case_exec_cloexec(void)
 {
 	int a, b, out[2];
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	ts_send_stream(a, shim_seed(5), 0, 1000, ts_ms(2000));
 	ts_recv_stream(b, shim_seed(5), 0, 1000, ts_ms(2000));
 	ASSERT_SYS(pipe2(out, O_CLOEXEC));
@@ -965,7 +959,7 @@ static void dup_keep_dup(int how)
 	uint64_t seed = shim_seed(6), off = 0;
 	char c;
 
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	int d = make_dup(how, a);
 	ts_expect_accel(d, dup_names[how]);
 	exchange(d, b, seed, &off, 1000);
@@ -992,7 +986,7 @@ static void dup_keep_orig(int how)
 	uint64_t seed = shim_seed(7), off = 0;
 
 	ASSERT_SYS(null);
-	moved_pair(&a, &b);
+	ts_moved_pair(&a, &b);
 	int d = make_dup(how, a);
 	ASSERT_SYS(close(d));
 	expect_quiet(b, 50, "after a duplicate was closed");

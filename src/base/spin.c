@@ -1,6 +1,10 @@
 /*
  * spin.c - the adaptive spin window (see spin.h).
  */
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
 #include "clock.h"
 #include "internal.h"
 #include "spin.h"
@@ -13,11 +17,58 @@ void shunt_spin_init(struct shunt_spin *sp, int max_us)
 	atomic_init(&sp->skips, 0);
 }
 
+/*
+ * More runnable threads than CPUs (the fourth field of /proc/loadavg,
+ * looked at every CROWD_NS by whichever waiter comes first): a spinner then
+ * holds a CPU its peer is queued for, and each of its waits costs the peer
+ * a time slice, milliseconds, where a sleep would have let the kernel run
+ * it at once.  So nobody spins while the machine is crowded.
+ */
+#define CROWD_NS 10000000ll
+
+static _Atomic int64_t crowd_seen_ns = -CROWD_NS;
+static _Atomic int crowd;
+
+static int runnable_now(void)
+{
+	char buf[128];
+	int fd = sys_openat(AT_FDCWD, "/proc/loadavg", O_RDONLY | O_CLOEXEC, 0);
+
+	if (fd < 0)
+		return 0;
+	long n = sys_read(fd, buf, sizeof(buf) - 1);
+	sys_close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	/* "0.52 0.58 0.59 3/412 1234": the field after the third space. */
+	const char *p = buf;
+	for (int spaces = 0; *p && spaces < 3; p++)
+		spaces += *p == ' ';
+	return atoi(p);
+}
+
+static int crowded(void)
+{
+	static int cpus;
+	int64_t now = shunt_now_ns(), seen = atomic_load_explicit(&crowd_seen_ns, memory_order_relaxed);
+
+	if (now - seen >= CROWD_NS &&
+	    atomic_compare_exchange_strong(&crowd_seen_ns, &seen, now)) {
+		if (cpus <= 0)
+			cpus = (int)sysconf(_SC_NPROCESSORS_ONLN);
+		atomic_store_explicit(&crowd, runnable_now() > cpus, memory_order_relaxed);
+	}
+	return atomic_load_explicit(&crowd, memory_order_relaxed);
+}
+
 static int window(struct shunt_spin *sp)
 {
 	int w = atomic_load_explicit(&sp->cur, memory_order_relaxed);
 
-	if (w > 0 || sp->max == 0)
+	if (sp->max == 0 || crowded())
+		return 0;
+	if (w > 0)
 		return w;
 	if (atomic_fetch_add_explicit(&sp->skips, 1, memory_order_relaxed) % SHUNT_SPIN_PROBE)
 		return 0;
