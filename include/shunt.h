@@ -117,7 +117,8 @@ int shunt_fd(struct shunt_conn *c);
 ssize_t shunt_readable(struct shunt_conn *c);
 
 int shunt_get_stats(const struct shunt_conn *c, struct shunt_stats *out);
-/* Change the spin window of this end: > 0 microseconds, or <= 0 never spin
+/* Change the spin window of this end: > 0 microseconds (used on a crowded
+ * machine too, unlike the default window), or <= 0 never spin
  * (the accepting end starts with SHUNT_SPIN_US or the default). */
 int shunt_set_spin(struct shunt_conn *c, int spin_us);
 /* Ring size in bytes of each direction of this connection. */

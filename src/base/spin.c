@@ -15,6 +15,7 @@ void shunt_spin_init(struct shunt_spin *sp, int max_us)
 	sp->max = max_us > 0 ? max_us : 0;
 	atomic_init(&sp->cur, sp->max);
 	atomic_init(&sp->skips, 0);
+	sp->forced = 0;
 }
 
 /*
@@ -66,7 +67,7 @@ static int window(struct shunt_spin *sp)
 {
 	int w = atomic_load_explicit(&sp->cur, memory_order_relaxed);
 
-	if (sp->max == 0 || crowded())
+	if (sp->max == 0 || (!sp->forced && crowded()))
 		return 0;
 	if (w > 0)
 		return w;

@@ -23,6 +23,8 @@ struct shunt_spin {
 	int max;                /* microseconds; 0: never spin */
 	_Atomic int cur;        /* the window now, <= max */
 	_Atomic unsigned skips; /* waits since the window fell to zero */
+	int forced;             /* spins on a crowded machine too (the program
+	                         * asked: shunt_set_spin) */
 };
 
 static inline void shunt_cpu_relax(void)

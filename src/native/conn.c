@@ -102,6 +102,7 @@ SHUNT_EXPORT int shunt_get_stats(const struct shunt_conn *c, struct shunt_stats 
 SHUNT_EXPORT int shunt_set_spin(struct shunt_conn *c, int spin_us)
 {
 	shunt_spin_init(&c->e.spin, spin_us);
+	c->e.spin.forced = 1; /* the program knows its CPUs: as it asked */
 	return 0;
 }
 
