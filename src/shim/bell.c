@@ -74,7 +74,8 @@ static int check(struct tslot *s, const uint8_t *buf, long n)
 	return 0;
 }
 
-/* 1 rung, -EAGAIN or -EINTR, or -ECONNRESET when the stream is closed.
+/* 1 rung (a short read: nothing more, or the urgent mark), 2 rung with
+ * perhaps more behind, -EAGAIN or -EINTR, or -ECONNRESET when closed.
  * A blocking take is the program's own kind of read (libc's): a
  * cancellation point, restarted or not after a signal as any read is. */
 static int take(struct tslot *s, int fd, int flags)
@@ -93,7 +94,7 @@ static int take(struct tslot *s, int fd, int flags)
 	}
 
 	if (n > 0)
-		return check(s, buf, n) < 0 ? -ECONNRESET : 1;
+		return check(s, buf, n) < 0 ? -ECONNRESET : n < (long)sizeof(buf) ? 1 : 2;
 	/* Our own shutdown(SHUT_RD) (io.c) reads as the end of the stream. */
 	if (n == 0 && atomic_load_explicit(&s->end.rd_shut, memory_order_relaxed))
 		return flags & MSG_DONTWAIT ? -EAGAIN : 1;
@@ -166,6 +167,10 @@ static int careful_sleep(struct tslot *s, int fd, uint32_t bits, int64_t deadlin
 	return deadline != SHUNT_NEVER && shunt_now_ns() >= deadline ? -EAGAIN : 0;
 }
 
+/* Doorbells until a read comes short: it stopped at the end of what is
+ * there, or at the kernel's urgent mark (MSG_OOB, io.c's urgent()).  A
+ * read from the mark would skip the urgent byte and the kernel would drop
+ * it before the program's recv(MSG_OOB). */
 static int drain_all(struct tslot *s, int fd)
 {
 	int got = 0;
@@ -177,6 +182,8 @@ static int drain_all(struct tslot *s, int fd)
 		if (rc < 0)
 			break;
 		got = 1;
+		if (rc == 1)
+			break;
 	}
 	/* What we took may have been another wait's: it looks again. */
 	if (got)
@@ -241,7 +248,7 @@ static int lead(struct tslot *s, int fd, uint32_t bits, int64_t deadline)
 {
 	if (bits == SHUNT_WAIT_READ && deadline == SHUNT_NEVER) {
 		int rc = take(s, fd, 0);
-		return rc == 1 ? 0 : rc;
+		return rc > 0 ? 0 : rc;
 	}
 	struct pollfd p = { .fd = fd, .events = POLLIN | POLLRDHUP };
 	struct timespec ts;
@@ -252,7 +259,7 @@ static int lead(struct tslot *s, int fd, uint32_t bits, int64_t deadline)
 	if (rc == 0)
 		return until == deadline ? -EAGAIN : 0;
 	rc = take(s, fd, MSG_DONTWAIT);
-	return rc == 1 || rc == -EAGAIN || rc == -EINTR ? 0 : rc;
+	return rc > 0 || rc == -EAGAIN || rc == -EINTR ? 0 : rc;
 }
 
 static void leader_done(void *arg)
