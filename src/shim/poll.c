@@ -77,13 +77,12 @@ static void pset_free(struct pset *p)
 }
 
 /* An epoll set of ours is readable when it has something for the program:
- * a stale doorbell in it is not that. */
+ * a stale doorbell in it is not that, and a ring with data is, whether or
+ * not the kernel sees a doorbell (a wait before us may have taken it). */
 static int set_revents(struct pset *p, nfds_t i, int use_kernel)
 {
 	if (!(p->fds[i].events & (POLLIN | POLLRDNORM)))
 		return use_kernel ? p->k[i].revents : 0;
-	if (use_kernel && !(p->k[i].revents & POLLIN))
-		return p->k[i].revents;
 	int ev = shim_epoll_ready(p->fds[i].fd) ? POLLIN : 0;
 	return (ev | (use_kernel ? p->k[i].revents & ~POLLIN : 0)) & (p->fds[i].events | POLLERR | POLLHUP | POLLNVAL);
 }
