@@ -51,14 +51,16 @@ static int runnable_now(void)
 
 static int crowded(void)
 {
-	static int cpus;
+	static _Atomic int cpus;
 	int64_t now = shunt_now_ns(), seen = atomic_load_explicit(&crowd_seen_ns, memory_order_relaxed);
 
 	if (now - seen >= CROWD_NS &&
 	    atomic_compare_exchange_strong(&crowd_seen_ns, &seen, now)) {
-		if (cpus <= 0)
-			cpus = (int)sysconf(_SC_NPROCESSORS_ONLN);
-		atomic_store_explicit(&crowd, runnable_now() > cpus, memory_order_relaxed);
+		if (atomic_load_explicit(&cpus, memory_order_relaxed) <= 0)
+			atomic_store_explicit(&cpus, (int)sysconf(_SC_NPROCESSORS_ONLN),
+					      memory_order_relaxed);
+		atomic_store_explicit(&crowd, runnable_now() > atomic_load(&cpus),
+				      memory_order_relaxed);
 	}
 	return atomic_load_explicit(&crowd, memory_order_relaxed);
 }
