@@ -29,7 +29,7 @@
 # which serves commands on virtio-serial ports; QEMU exposes each port as a
 # unix socket in the test's temp dir.
 #
-# In a guest: root, /dev/shm (tmpfs), /tmp (tmpfs), and the region as
+# In a guest: root, /dev/shm (tmpfs), /tmp (the root's, writable), and the region as
 # /dev/ivshmem, a symlink to /sys/bus/pci/devices/<BDF>/resource2 of the
 # PCI device 1af4:1110 (mmap it; its size is the file's size).
 #
@@ -363,7 +363,9 @@ mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mkdir -p /dev/pts /dev/shm /tmp /run /root
 mount -t devpts devpts /dev/pts
 mount -t tmpfs -o mode=1777 shm /dev/shm
-mount -t tmpfs -o mode=1777 tmp /tmp
+# /tmp stays the initramfs's own (a tmpfs over it would hide a build tree
+# that lives under /tmp, as a CI clone may)
+chmod 1777 /tmp
 echo "SHUNTVM-INIT uptime=$(cut -d' ' -f1 /proc/uptime)"
 for m in $(cat /etc/modules); do
 	insmod /lib/modules/$m.ko || echo "SHUNTVM-ERROR insmod $m"
