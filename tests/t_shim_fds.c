@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -696,6 +697,7 @@ static int recv_fd(int via)
 struct scm_arg {
 	int unix_fd, other_unix;
 	int keep; /* the sender keeps its copy (unused) until the receiver is done */
+	int after; /* bytes the other end sends after the pass (SCM_AFTER or 0) */
 };
 
 static void scm_sender(int fd, void *arg)
@@ -719,8 +721,8 @@ static void scm_receiver(void *arg)
 	close(a->unix_fd);
 	int fd = recv_fd(a->other_unix);
 	test_log("receiver: got fd %d", fd);
-	ts_recv_stream(fd, shim_seed(31), SCM_READ, SCM_BEFORE + SCM_AFTER - SCM_READ,
-			 ts_ms(5000));
+	ts_recv_stream(fd, shim_seed(31), SCM_READ, SCM_BEFORE + (uint64_t)a->after - SCM_READ,
+		       ts_ms(5000));
 	ts_send_stream(fd, shim_seed(32), 0, SCM_BACK, ts_ms(5000));
 	ASSERT_SYS(close(fd));
 	if (a->keep)
@@ -733,7 +735,7 @@ static void scm_rights(int keep)
 	struct shim_peer p;
 
 	ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, u));
-	struct scm_arg a = { u[0], u[1], keep };
+	struct scm_arg a = { u[0], u[1], keep, SCM_AFTER };
 	pid_t recv_pid = test_fork(scm_receiver, &a);
 	ts_peer_start(&p, scm_sender, &a);
 	close(u[0]);
@@ -756,6 +758,63 @@ static void case_scm_rights(void)
 static void case_scm_rights_keep(void)
 {
 	scm_rights(1);
+}
+
+/* Read n bytes of stream seed from a non-blocking fd, waiting in
+ * epoll_wait on a set that holds it (5 s at most). */
+static void epoll_recv_stream(int fd, uint64_t seed, uint64_t n)
+{
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event ev = { .events = EPOLLIN, .data.fd = fd };
+	uint64_t got = 0, end = test_now_ns() + (uint64_t)ts_ms(5000) * 1000000u;
+	static uint8_t buf[64 * KIB], want[64 * KIB];
+
+	ASSERT_SYS(ep);
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev));
+	ts_set_nonblock(fd, 1);
+	while (got < n) {
+		ASSERT_MSG(test_now_ns() < end, "%ju of %ju bytes within 5 s", (uintmax_t)got,
+			   (uintmax_t)n);
+		int k = epoll_wait(ep, &ev, 1, 100);
+		ASSERT_SYS(k);
+		if (k == 0)
+			continue;
+		size_t want_n = n - got < sizeof(buf) ? (size_t)(n - got) : sizeof(buf);
+		ssize_t r = read(fd, buf, want_n);
+		ASSERT_MSG(r > 0 || (r < 0 && errno == EAGAIN), "read: %zd (%s)", r,
+			   r < 0 ? test_errname(errno) : "end of stream");
+		if (r <= 0)
+			continue;
+		test_stream_fill(seed, got, want, (size_t)r);
+		ASSERT_MSG(!memcmp(buf, want, (size_t)r), "bytes %ju.. differ", (uintmax_t)got);
+		got += (uint64_t)r;
+	}
+	ts_set_nonblock(fd, 0);
+	ASSERT_SYS(close(ep));
+}
+
+/* The end that stays waits in epoll_wait when the other passes its copy
+ * on: the wait answers the way back from inside its scan of the set, and
+ * gives the registration back to the program once the scan let go of the
+ * set (it locked the set again: a hang for good, found by the soak). */
+static void case_scm_rights_epoll(void)
+{
+	int u[2];
+	struct shim_peer p;
+
+	ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, u));
+	struct scm_arg a = { u[0], u[1], 0, 0 };
+	pid_t recv_pid = test_fork(scm_receiver, &a);
+	ts_peer_start(&p, scm_sender, &a);
+	close(u[0]);
+	close(u[1]);
+	ts_make_accelerated_lead(p.fd);
+	ts_send_stream(p.fd, shim_seed(31), 0, SCM_BEFORE, ts_ms(5000));
+	epoll_recv_stream(p.fd, shim_seed(32), SCM_BACK);
+	ts_expect_eof(p.fd, ts_ms(5000));
+	ASSERT_SYS(close(p.fd));
+	test_wait_ok(recv_pid, ts_ms(5000) / 1000.0);
+	ts_peer_wait(&p, ts_ms(5000));
 }
 
 /* --- exec ---------------------------------------------------------------- */
@@ -942,6 +1001,7 @@ static const struct shim_case g_cases[] = {
 	{ "fork_share_read", case_fork_share_read },
 	{ "scm_rights", case_scm_rights },
 	{ "scm_rights_keep", case_scm_rights_keep },
+	{ "scm_rights_epoll", case_scm_rights_epoll },
 	{ "exec", case_exec },
 	{ "exec_plain", case_exec_plain },
 	{ "stdio_exec", case_stdio_exec },

@@ -80,6 +80,7 @@ struct shim_ep {
 	int n, cap;
 	struct ep_entry **e;
 	int nours;                /* entries whose socket moved */
+	_Atomic int going_back;   /* of those, going back to TCP at the last scan */
 	struct ep_entry *kick;    /* our eventfd in the set, once it has moved ones */
 	_Atomic int waiting;      /* waits inside the kernel now */
 	uint64_t rounds;
@@ -90,6 +91,10 @@ struct shim_ep {
 	struct shim_ep *next;
 };
 
+#define BACK_NAP_NS 1000000
+
+static void ep_lock(struct shim_ep *ep);
+static void ep_unlock(struct shim_ep *ep);
 static pthread_mutex_t eps_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct shim_ep *eps;
 static _Atomic int n_eps; /* fast path: no set of ours at all */
@@ -418,9 +423,9 @@ int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 	if (!rc && !ep) /* not a set we know it in: the kernel's answer */
 		rc = op == EPOLL_CTL_ADD ? -ENOMEM : REAL(epoll_ctl)(epfd, op, fd, ev) < 0 ? -errno : 0;
 	else if (ep) {
-		pthread_mutex_lock(&ep->mu);
+		ep_lock(ep);
 		rc = ctl_locked(ep, op, fd, t, inner, ev);
-		pthread_mutex_unlock(&ep->mu);
+		ep_unlock(ep);
 	}
 	ep_put(ep);
 	ep_put(inner);
@@ -430,11 +435,85 @@ int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 
 /* --- A socket moved ----------------------------------------------------------- */
 
+/*
+ * A socket that moves, or goes back to TCP, changes each of its
+ * registrations, which takes eps_mu and then each set's lock.  Readiness
+ * asked under a set's lock (a scan) may finish a way back (back.c): that
+ * thread holds a set's lock already, so the change waits in the thread's
+ * list until it let go of its last set lock (a self-deadlock in
+ * epoll_wait otherwise, found by the soak).
+ */
+struct later {
+	struct tsock *t;
+	void (*fn)(struct shim_ep *, struct ep_entry *);
+};
+
+static _Thread_local int held;         /* set locks (and registration walks) held */
+static _Thread_local struct later *later;
+static _Thread_local int nlater, caplater;
+
+static void each_registration(struct tsock *t, void (*fn)(struct shim_ep *, struct ep_entry *));
+
+static void hold(void)
+{
+	held++;
+}
+
+/* The last set lock went: the changes that waited for it. */
+static void let_go(void)
+{
+	if (--held > 0)
+		return;
+	while (nlater > 0) {
+		struct later l = later[--nlater];
+		each_registration(l.t, l.fn);
+		shim_put(l.t);
+	}
+	free(later);
+	later = NULL;
+	caplater = 0;
+}
+
+static void ep_lock(struct shim_ep *ep)
+{
+	pthread_mutex_lock(&ep->mu);
+	hold();
+}
+
+static void ep_unlock(struct shim_ep *ep)
+{
+	pthread_mutex_unlock(&ep->mu);
+	let_go();
+}
+
+/* 0, or -ENOMEM: the change could not wait (it is then lost, as a failed
+ * take-over is: the registration stays as it was). */
+static int defer(struct tsock *t, void (*fn)(struct shim_ep *, struct ep_entry *))
+{
+	if (nlater == caplater) {
+		int cap = caplater ? caplater * 2 : 8;
+		struct later *n = realloc(later, sizeof(*n) * (size_t)cap);
+		if (!n)
+			return -ENOMEM;
+		later = n;
+		caplater = cap;
+	}
+	shim_ref(t);
+	later[nlater++] = (struct later){ t, fn };
+	return 0;
+}
+
 /* Each registration of t in any set of ours, with its set locked. */
 static void each_registration(struct tsock *t, void (*fn)(struct shim_ep *, struct ep_entry *))
 {
 	if (!atomic_load(&n_eps))
 		return;
+	if (held) {
+		if (defer(t, fn) < 0)
+			log_debug("epoll: a registration change was lost (out of memory)");
+		return;
+	}
+	hold();
 	pthread_mutex_lock(&eps_mu);
 	for (struct shim_ep *ep = eps; ep; ep = ep->next) {
 		pthread_mutex_lock(&ep->mu);
@@ -444,6 +523,7 @@ static void each_registration(struct tsock *t, void (*fn)(struct shim_ep *, stru
 		pthread_mutex_unlock(&ep->mu);
 	}
 	pthread_mutex_unlock(&eps_mu);
+	let_go();
 }
 
 static void take_over(struct shim_ep *ep, struct ep_entry *e)
@@ -586,20 +666,32 @@ static int entry_report(struct ep_entry *e, int kern, int look, uint64_t round,
 	return 1;
 }
 
+/* The way back to TCP takes steps no doorbell announces (the peer's BACK,
+ * room in the kernel's socket for our ring's leftovers): such an entry is
+ * looked at every scan, and the wait naps (wait_set). */
+static int going_back(struct ep_entry *e)
+{
+	return shim_back_pending(e->t) || shim_peer_asks(e->t);
+}
+
 /* Our moved entries that may have changed: those ready last time (level-
- * triggered), those whose socket saw I/O since, and those the peer rang
- * for.  The others were armed when last read, so a change would ring. */
+ * triggered), those whose socket saw I/O since, those the peer rang for,
+ * and those going back.  The others were armed when last read, so a
+ * change would ring. */
 static int scan_locked(struct shim_ep *ep, struct epoll_event *out, int max, int look,
 		       uint64_t round, struct ep_entry **whose)
 {
 	int k = 0;
 
+	ep->going_back = 0;
 	for (int i = 0; i < ep->n && k < max && ep->nours; i++) {
 		struct ep_entry *e = ep->e[i];
 		if (!e->ours)
 			continue;
 		uint32_t g = atomic_load_explicit(&e->t->io_gen, memory_order_acquire);
-		if (!e->hot && g == e->seen && !rung(e))
+		int back = going_back(e);
+		ep->going_back += back;
+		if (!e->hot && g == e->seen && !rung(e) && !back)
 			continue;
 		if (entry_report(e, -1, look, round, &out[k])) {
 			if (whose)
@@ -656,7 +748,7 @@ static int take_stash(struct shim_ep *ep, struct epoll_event *out, int max, uint
  * program?  What the kernel holds is taken and kept for its next wait. */
 static int set_has_events(struct shim_ep *ep)
 {
-	pthread_mutex_lock(&ep->mu);
+	ep_lock(ep);
 	if (!ep->nstash) {
 		uint64_t round = ++ep->rounds;
 		int k = scan_locked(ep, ep->stash, STASH, 0, round, ep->stash_e);
@@ -665,7 +757,7 @@ static int set_has_events(struct shim_ep *ep)
 							   ep->stash_e + k) : 0);
 	}
 	int any = ep->nstash > 0;
-	pthread_mutex_unlock(&ep->mu);
+	ep_unlock(ep);
 	return any;
 }
 
@@ -700,9 +792,9 @@ static int spin_check(void *arg)
 {
 	struct spin_args *a = arg;
 
-	pthread_mutex_lock(&a->ep->mu);
+	ep_lock(a->ep);
 	int k = scan_locked(a->ep, a->ev, a->max, 1, a->round, NULL);
-	pthread_mutex_unlock(&a->ep->mu);
+	ep_unlock(a->ep);
 	return k;
 }
 
@@ -725,12 +817,12 @@ static int kernel_wait(int epfd, struct epoll_event *ev, int max, int64_t deadli
 /* What is there without the kernel: the stash, then ready moved entries. */
 static int ready_now(struct shim_ep *ep, struct epoll_event *ev, int max, uint64_t *round)
 {
-	pthread_mutex_lock(&ep->mu);
+	ep_lock(ep);
 	*round = ++ep->rounds;
 	int k = take_stash(ep, ev, max, *round);
 	if (k < max)
 		k += scan_locked(ep, ev + k, max - k, 0, *round, NULL);
-	pthread_mutex_unlock(&ep->mu);
+	ep_unlock(ep);
 	return k;
 }
 
@@ -752,25 +844,28 @@ static int wait_set(struct shim_ep *ep, int epfd, struct epoll_event *ev, int ma
 		atomic_fetch_add(&ep->waiting, 1);
 		/* A change after the look above kicks the set: the wait sees it. */
 		if (!k) {
-			pthread_mutex_lock(&ep->mu);
+			ep_lock(ep);
 			k = scan_locked(ep, ev, max, 0, round, NULL);
-			pthread_mutex_unlock(&ep->mu);
+			ep_unlock(ep);
 		}
 		/* Listed while it sleeps: another wait that took one of our
 		 * doorbells kicks the set (kick.c). */
-		pthread_mutex_lock(&ep->mu);
+		ep_lock(ep);
 		int kfd = ep->kick ? ep->kick->sysfd : -1;
-		pthread_mutex_unlock(&ep->mu);
+		ep_unlock(ep);
 		int slot = k == max || k ? -1 : shim_kick_listen(kfd);
-		int rc = k == max ? 0 : kernel_wait(epfd, ev + k, max - k, k ? 0 : deadline, mask);
+		int64_t until = k ? 0 : deadline;
+		if (ep->going_back) /* naps of 1 ms: see going_back() */
+			until = SHUNT_MIN(until, shunt_now_ns() + BACK_NAP_NS);
+		int rc = k == max ? 0 : kernel_wait(epfd, ev + k, max - k, until, mask);
 		shim_kick_unlisten(slot);
 		atomic_fetch_sub(&ep->waiting, 1);
 
 		if (rc < 0)
 			return k ? k : -1;
-		pthread_mutex_lock(&ep->mu);
+		ep_lock(ep);
 		rc = translate_locked(ep, ev + k, rc, round, NULL);
-		pthread_mutex_unlock(&ep->mu);
+		ep_unlock(ep);
 		if (k + rc > 0 || timeout_ns == 0 ||
 		    (deadline != SHUNT_NEVER && shunt_now_ns() >= deadline))
 			return k + rc;
@@ -793,9 +888,9 @@ int shim_epoll_wait(int epfd, struct epoll_event *ev, int max, int64_t timeout_n
 			int err = errno;
 			ep = ep_find(epfd);
 			if (ep) {
-				pthread_mutex_lock(&ep->mu);
+				ep_lock(ep);
 				n = translate_locked(ep, ev, n, ++ep->rounds, NULL);
-				pthread_mutex_unlock(&ep->mu);
+				ep_unlock(ep);
 				ep_put(ep);
 			}
 			errno = err;
@@ -885,6 +980,7 @@ void shim_epoll_forget(int fd, struct tsock *t)
 		return;
 	}
 	int last = atomic_load(&t->nfds) <= 1;
+	hold();
 	pthread_mutex_lock(&eps_mu);
 	for (struct shim_ep *ep = eps; ep; ep = ep->next) {
 		pthread_mutex_lock(&ep->mu);
@@ -907,4 +1003,5 @@ void shim_epoll_forget(int fd, struct tsock *t)
 		pthread_mutex_unlock(&ep->mu);
 	}
 	pthread_mutex_unlock(&eps_mu);
+	let_go();
 }
