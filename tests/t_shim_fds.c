@@ -761,21 +761,23 @@ static void case_scm_rights_keep(void)
 }
 
 /* Read n bytes of stream seed from a non-blocking fd, waiting in
- * epoll_wait on a set that holds it (5 s at most). */
-static void epoll_recv_stream(int fd, uint64_t seed, uint64_t n)
+ * epoll_wait on a set that holds it, or in poll() (5 s at most). */
+static void wait_recv_stream(int fd, uint64_t seed, uint64_t n, int use_epoll)
 {
-	int ep = epoll_create1(EPOLL_CLOEXEC);
+	int ep = use_epoll ? epoll_create1(EPOLL_CLOEXEC) : -1;
 	struct epoll_event ev = { .events = EPOLLIN, .data.fd = fd };
 	uint64_t got = 0, end = test_now_ns() + (uint64_t)ts_ms(5000) * 1000000u;
 	static uint8_t buf[64 * KIB], want[64 * KIB];
 
-	ASSERT_SYS(ep);
-	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev));
+	if (use_epoll) {
+		ASSERT_SYS(ep);
+		ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev));
+	}
 	ts_set_nonblock(fd, 1);
 	while (got < n) {
 		ASSERT_MSG(test_now_ns() < end, "%ju of %ju bytes within 5 s", (uintmax_t)got,
 			   (uintmax_t)n);
-		int k = epoll_wait(ep, &ev, 1, 100);
+		int k = use_epoll ? epoll_wait(ep, &ev, 1, 100) : ts_wait_fd(fd, POLLIN, 100) != 0;
 		ASSERT_SYS(k);
 		if (k == 0)
 			continue;
@@ -790,14 +792,17 @@ static void epoll_recv_stream(int fd, uint64_t seed, uint64_t n)
 		got += (uint64_t)r;
 	}
 	ts_set_nonblock(fd, 0);
-	ASSERT_SYS(close(ep));
+	if (use_epoll)
+		ASSERT_SYS(close(ep));
 }
 
-/* The end that stays waits in epoll_wait when the other passes its copy
- * on: the wait answers the way back from inside its scan of the set, and
- * gives the registration back to the program once the scan let go of the
- * set (it locked the set again: a hang for good, found by the soak). */
-static void case_scm_rights_epoll(void)
+/* The end that stays waits in epoll_wait (or poll) when the other passes
+ * its copy on: the wait answers the way back from inside its scan, sends
+ * what the other left in our ring by TCP, and gives the registration back
+ * to the program once the scan let go of the set (it locked the set
+ * again: a hang for good, found by the soak; and no doorbell told the
+ * wait when to send: the bytes never came). */
+static void scm_rights_waiting(int use_epoll)
 {
 	int u[2];
 	struct shim_peer p;
@@ -810,11 +815,21 @@ static void case_scm_rights_epoll(void)
 	close(u[1]);
 	ts_make_accelerated_lead(p.fd);
 	ts_send_stream(p.fd, shim_seed(31), 0, SCM_BEFORE, ts_ms(5000));
-	epoll_recv_stream(p.fd, shim_seed(32), SCM_BACK);
+	wait_recv_stream(p.fd, shim_seed(32), SCM_BACK, use_epoll);
 	ts_expect_eof(p.fd, ts_ms(5000));
 	ASSERT_SYS(close(p.fd));
 	test_wait_ok(recv_pid, ts_ms(5000) / 1000.0);
 	ts_peer_wait(&p, ts_ms(5000));
+}
+
+static void case_scm_rights_epoll(void)
+{
+	scm_rights_waiting(1);
+}
+
+static void case_scm_rights_poll(void)
+{
+	scm_rights_waiting(0);
 }
 
 /* --- exec ---------------------------------------------------------------- */
@@ -1002,6 +1017,7 @@ static const struct shim_case g_cases[] = {
 	{ "scm_rights", case_scm_rights },
 	{ "scm_rights_keep", case_scm_rights_keep },
 	{ "scm_rights_epoll", case_scm_rights_epoll },
+	{ "scm_rights_poll", case_scm_rights_poll },
 	{ "exec", case_exec },
 	{ "exec_plain", case_exec_plain },
 	{ "stdio_exec", case_stdio_exec },
