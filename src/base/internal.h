@@ -57,6 +57,7 @@ void shunt__complain(const char *fmt, ...) __attribute__((format(printf, 1, 2)))
  * nothing.  See docs/config.md. */
 #define SHUNT_MAX_USERS 32
 #define SHUNT_MAX_RULES 64
+#define SHUNT_MAX_VM_NETS 16
 
 enum shunt_rule_kind { SHUNT_RULE_ALL, SHUNT_RULE_PORT, SHUNT_RULE_ADDR };
 
@@ -84,6 +85,11 @@ struct shunt_config {
 	uint32_t users[SHUNT_MAX_USERS];
 	unsigned n_rules;   /* accelerate / bypass, first match wins */
 	struct shunt_rule rules[SHUNT_MAX_RULES];
+	char ivshmem[108];  /* ivshmem, SHUNT_IVSHMEM: the region between VMs:
+	                     * "" (default: an ivshmem PCI device's, if formatted),
+	                     * "pci", a path, or "none" */
+	unsigned n_vm_nets; /* ivshmem's addresses: the peers it is for */
+	struct shunt_rule vm_nets[SHUNT_MAX_VM_NETS];
 	char file[256];     /* the config file read, "" if none */
 	int bad_file;       /* the file had an error and was ignored */
 };
@@ -133,5 +139,8 @@ int shunt__peer_allowed(uint32_t uid);
 /* Should a TCP connection to or from this address be accelerated? */
 struct shunt_addr;
 int shunt__tcp_allowed(const struct shunt_addr *a);
+/* Is a peer at this address one the ivshmem region is for (the config's
+ * `ivshmem` addresses; all when it names none)? */
+int shunt__vm_peer(const struct shunt_addr *a);
 
 #endif /* SHUNT_INTERNAL_H */

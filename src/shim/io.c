@@ -100,10 +100,15 @@ static void rx_ring_from_now(struct tsock *t)
 	touched(t);
 }
 
-/* Bytes a read took past the switch offset: they must all be rings. */
+/* Bytes a read took past the switch offset: the rest of the peer's proof
+ * if it sends one (between VMs: meet_vm.c), then rings. */
 static int past_x(struct tsock *t, const uint8_t *extra, size_t n)
 {
-	for (size_t i = 0; extra && i < n; i++) {
+	long proof = shim_proof_take(t, extra, n);
+
+	if (proof < 0)
+		return -1;
+	for (size_t i = (size_t)proof; extra && i < n; i++) {
 		if (extra[i] != S(t)->bell) {
 			log_error("bytes were written to a TCP socket behind the library's back "
 				  "after it moved to shared memory: the connection is reset");
@@ -130,6 +135,9 @@ static ssize_t tcp_part(struct tsock *t, int fd, void *buf, size_t len, int flag
 	if (knew) {
 		uint64_t off = atomic_load(&s->rx_tcp);
 		if (off >= x) {
+			int rc = shim_proof_recv(t, fd, deadline_of(t, flags, 0));
+			if (rc < 0)
+				return shim_err(rc);
 			log_debug("fd %d: at %llu, the peer's ring starts at %llu", fd,
 				  (unsigned long long)off, (unsigned long long)x);
 			rx_ring_from_now(t);
@@ -161,6 +169,14 @@ static ssize_t tcp_part(struct tsock *t, int fd, void *buf, size_t len, int flag
 		if (past_x(t, (flags & MSG_TRUNC) ? NULL : (const uint8_t *)buf + data,
 			   (size_t)n - data) < 0)
 			return shim_err(-ECONNRESET);
+		/* Part of a proof still to come: data first, else wait for it. */
+		if (shim_proof_pending(s)) {
+			if (data)
+				return (ssize_t)data;
+			int rc = shim_proof_recv(t, fd, deadline_of(t, flags, 0));
+			if (rc < 0)
+				return shim_err(rc);
+		}
 		rx_ring_from_now(t);
 	}
 	return data ? (ssize_t)data : GO_RING;
@@ -933,7 +949,8 @@ int shim_readiness(struct tsock *t, int fd, int events, int arm, int kern)
 		return kern >= 0 ? kern : kernel_revents(fd, events);
 	/* The stream has nothing more for us once we are at the peer's offset. */
 	if (!(phase_of(t) & PH_RX_RING) && shim_peer_switched(t) &&
-	    atomic_load(&S(t)->rx_tcp) >= atomic_load(&S(t)->x_peer))
+	    atomic_load(&S(t)->rx_tcp) >= atomic_load(&S(t)->x_peer) &&
+	    shim_proof_recv(t, fd, 0) == 0)
 		rx_ring_from_now(t);
 	uint32_t ph = phase_of(t);
 	if ((ph & (PH_RX_RING | PH_RX_PLAIN)) == PH_RX_RING)

@@ -125,8 +125,10 @@ static void diag_addr(const struct shunt_addr *a, __be32 *out)
 	memcpy(out, a->a, a->family == AF_INET ? 4 : 16);
 }
 
-int shim_kern_sock_uid(const struct shunt_addr *src, const struct shunt_addr *dst,
-		       uint32_t *uid)
+/* The kernel's record of the TCP socket src -> dst in family fam:
+ * 0 and *m, or -ENOENT. */
+static int diag_find(int fam, const struct shunt_addr *src, const struct shunt_addr *dst,
+		     struct inet_diag_msg *m)
 {
 	struct {
 		struct nlmsghdr nh;
@@ -144,13 +146,22 @@ int shim_kern_sock_uid(const struct shunt_addr *src, const struct shunt_addr *ds
 	req.nh.nlmsg_len = sizeof(req);
 	req.nh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
 	req.nh.nlmsg_flags = NLM_F_REQUEST;
-	req.r.sdiag_family = src->family;
+	req.r.sdiag_family = (uint8_t)fam;
 	req.r.sdiag_protocol = IPPROTO_TCP;
 	req.r.idiag_states = ~0u;
 	req.r.id.idiag_sport = htons(src->port);
 	req.r.id.idiag_dport = htons(dst->port);
-	diag_addr(src, req.r.id.idiag_src);
-	diag_addr(dst, req.r.id.idiag_dst);
+	if (fam == AF_INET6 && src->family == AF_INET) {
+		/* IPv4 as a dual-stack socket sees it: ::ffff:a.b.c.d */
+		uint8_t m6[16] = { [10] = 0xff, [11] = 0xff };
+		memcpy(m6 + 12, src->a, 4);
+		memcpy(req.r.id.idiag_src, m6, 16);
+		memcpy(m6 + 12, dst->a, 4);
+		memcpy(req.r.id.idiag_dst, m6, 16);
+	} else {
+		diag_addr(src, req.r.id.idiag_src);
+		diag_addr(dst, req.r.id.idiag_dst);
+	}
 	req.r.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
 	req.r.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
 	int rc = (int)sys_send(s, &req, sizeof(req), 0);
@@ -159,11 +170,41 @@ int shim_kern_sock_uid(const struct shunt_addr *src, const struct shunt_addr *ds
 	if (n < 0)
 		return (int)n;
 	const struct nlmsghdr *nh = &ans.align;
-	if ((size_t)n < sizeof(*nh) || nh->nlmsg_len > (size_t)n ||
-	    nh->nlmsg_type != SOCK_DIAG_BY_FAMILY ||
+	if ((size_t)n < sizeof(*nh) || nh->nlmsg_len > (size_t)n)
+		return -EPROTO;
+	/* "No such socket" is an error message; any other error is not an
+	 * answer (a caller may take ENOENT for "gone"). */
+	if (nh->nlmsg_type == NLMSG_ERROR && nh->nlmsg_len >= NLMSG_LENGTH(sizeof(struct nlmsgerr))) {
+		const struct nlmsgerr *e = NLMSG_DATA(nh);
+		return e->error < 0 ? e->error : -EPROTO;
+	}
+	if (nh->nlmsg_type != SOCK_DIAG_BY_FAMILY ||
 	    nh->nlmsg_len < NLMSG_LENGTH(sizeof(struct inet_diag_msg)))
 		return -ENOENT;
-	const struct inet_diag_msg *m = NLMSG_DATA(nh);
-	*uid = m->idiag_uid;
+	memcpy(m, NLMSG_DATA(nh), sizeof(*m));
 	return 0;
+}
+
+int shim_kern_sock_uid(const struct shunt_addr *src, const struct shunt_addr *dst,
+		       uint32_t *uid)
+{
+	struct inet_diag_msg m;
+	int rc = diag_find(src->family, src, dst, &m);
+
+	if (rc == 0)
+		*uid = m.idiag_uid;
+	return rc;
+}
+
+int shim_kern_sock_ino(const struct shunt_addr *src, const struct shunt_addr *dst,
+		       uint64_t *ino)
+{
+	struct inet_diag_msg m;
+	int rc = diag_find(src->family, src, dst, &m);
+
+	if (rc == -ENOENT && src->family == AF_INET)
+		rc = diag_find(AF_INET6, src, dst, &m);
+	if (rc == 0)
+		*ino = m.idiag_inode;
+	return rc;
 }

@@ -27,6 +27,7 @@
 
 #include "clock.h"
 #include "internal.h"
+#include "medium.h"
 #include "meet.h"
 #include "shim.h"
 #include "sys.h"
@@ -83,8 +84,10 @@ void shim_give_up(struct tsock *t, int fd, enum shim_why why)
 		shim_count_why(s, why);
 		log_info("fd %d stays on TCP: %s", fd, shim_why_names[why]);
 	}
-	if (st == SLOT_MEET)
+	if (st == SLOT_MEET) {
 		shim_meet_drop(t);
+		shim_vm_drop(t);
+	}
 }
 
 #define give_up shim_give_up
@@ -184,6 +187,7 @@ static int start(struct tsock *t, int fd)
 	if (!atomic_compare_exchange_strong(&s->state, &plain, SLOT_MEET))
 		return WHY_ERROR; /* another thread or process is at it */
 	atomic_store(&s->started_ns, shunt_now_ns());
+	shim_vm_wanted(t); /* which medium: between VMs, or this host's */
 	return -1;
 }
 
@@ -196,8 +200,9 @@ static void moved(struct tsock *t, int fd)
 	atomic_store(&s->state, SLOT_MOVED);
 	shim_count_moved();
 	describe(s, what, sizeof(what));
-	log_info("fd %d upgraded: %s, %s side, rings of %llu bytes", fd, what,
-		 s->side ? "dialing" : "listening", (unsigned long long)s->end.seg.cap);
+	log_info("fd %d upgraded: %s, %s side, rings of %llu bytes, %s medium", fd, what,
+		 s->side ? "dialing" : "listening", (unsigned long long)s->end.seg.cap,
+		 s->end.seg.medium ? s->end.seg.medium->name : "?");
 	shim_epoll_moved(t);
 	shim_switch_tx(t, fd);
 }
@@ -222,7 +227,7 @@ static void step(struct tsock *t, int fd, uint64_t calls)
 	}
 	if (atomic_load(&s->state) != SLOT_MEET)
 		return;
-	int rc = shim_meet_step(t, fd);
+	int rc = s->vm.on ? shim_vm_step(t, fd) : shim_meet_step(t, fd);
 	if (rc == 1) {
 		moved(t, fd);
 		return;
@@ -287,8 +292,9 @@ static void abandon(struct tsock *t, int fd)
 {
 	struct tslot *s = t->slot;
 
-	if (shunt_now_ns() - atomic_load(&s->started_ns) < MAX_MEET_NS ||
-	    (atomic_load(&s->end.peer->state) & SHUNT_ST_OPEN))
+	int late = shunt_now_ns() - atomic_load(&s->started_ns) >= MAX_MEET_NS &&
+		   !(atomic_load(&s->end.peer->state) & SHUNT_ST_OPEN);
+	if (!shim_vm_may_abandon(t, late))
 		return;
 	uint32_t st = SLOT_MOVED;
 	if (!(atomic_load(&s->phase) & (PH_TX_RING | PH_RX_KNOW)) &&
@@ -349,13 +355,20 @@ static int switch_tx(struct tsock *t, int fd, int patient)
 		uint64_t x = 0;
 		rc = quiet(s, patient) ? shim_kern_tx_total(fd, &x) : -EAGAIN;
 		if (rc == 0) {
-			struct shunt_switch *sw = my_sw(s);
 			/* From here the stream carries doorbells, which must not
-			 * wait for Nagle's algorithm or a cork. */
+			 * wait for Nagle's algorithm or a cork; between VMs, the
+			 * proof first (meet_vm.c). */
 			shim_nodelay_take(t, fd);
+			rc = shim_proof_ready(t, fd);
+			if (rc < 0)
+				shim_nodelay_restore(t, fd);
+		}
+		if (rc == 0) {
+			struct shunt_switch *sw = my_sw(s);
 			atomic_store_explicit(&sw->tcp_off, x, memory_order_relaxed);
 			/* Release: tcp_off before the flag that covers it. */
 			atomic_store_explicit(&sw->flags, SHUNT_SW_RING, memory_order_release);
+			shim_proof_send(t, fd); /* after the flag: the peer reads it as proof */
 			atomic_fetch_or_explicit(&s->phase, PH_TX_RING, memory_order_release);
 			/* A peer going back to TCP read our flags before it
 			 * asked, or we see its ask now (a seq_cst fence each,
