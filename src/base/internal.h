@@ -139,8 +139,8 @@ int shunt__peer_allowed(uint32_t uid);
 /* Should a TCP connection to or from this address be accelerated? */
 struct shunt_addr;
 int shunt__tcp_allowed(const struct shunt_addr *a);
-/* Is a peer at this address one the ivshmem region is for (the config's
- * `ivshmem` addresses; all when it names none)? */
+/* Is a peer at this address one of those the config's `ivshmem` names
+ * (all, when it names none)? */
 int shunt__vm_peer(const struct shunt_addr *a);
 
 #endif /* SHUNT_INTERNAL_H */

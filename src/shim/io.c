@@ -107,7 +107,7 @@ static int past_x(struct tsock *t, const uint8_t *extra, size_t n)
 	long proof = shim_proof_take(t, extra, n);
 
 	if (proof < 0)
-		return -1;
+		return (int)proof;
 	for (size_t i = (size_t)proof; extra && i < n; i++) {
 		if (extra[i] != S(t)->bell) {
 			log_error("bytes were written to a TCP socket behind the library's back "
@@ -136,6 +136,8 @@ static ssize_t tcp_part(struct tsock *t, int fd, void *buf, size_t len, int flag
 		uint64_t off = atomic_load(&s->rx_tcp);
 		if (off >= x) {
 			int rc = shim_proof_recv(t, fd, deadline_of(t, flags, 0));
+			if (rc == -ENOTCONN)
+				return RETRY; /* no proof came: plain TCP again */
 			if (rc < 0)
 				return shim_err(rc);
 			log_debug("fd %d: at %llu, the peer's ring starts at %llu", fd,
@@ -166,14 +168,19 @@ static ssize_t tcp_part(struct tsock *t, int fd, void *buf, size_t len, int flag
 	log_debug("fd %d: the TCP stream ends at %llu: a read of %zd at %llu keeps %zu", fd,
 		  (unsigned long long)x, n, (unsigned long long)before, data);
 	if (!peek) {
-		if (past_x(t, (flags & MSG_TRUNC) ? NULL : (const uint8_t *)buf + data,
-			   (size_t)n - data) < 0)
+		int px = past_x(t, (flags & MSG_TRUNC) ? NULL : (const uint8_t *)buf + data,
+				(size_t)n - data);
+		if (px == -2)
+			return n; /* no proof came: plain TCP again, all of it data */
+		if (px < 0)
 			return shim_err(-ECONNRESET);
 		/* Part of a proof still to come: data first, else wait for it. */
 		if (shim_proof_pending(s)) {
 			if (data)
 				return (ssize_t)data;
 			int rc = shim_proof_recv(t, fd, deadline_of(t, flags, 0));
+			if (rc == -ENOTCONN)
+				return RETRY;
 			if (rc < 0)
 				return shim_err(rc);
 		}
@@ -654,6 +661,8 @@ static ssize_t moved_splice_out(struct tsock *t, int fd, int pipe_out, size_t le
 	if (!(phase_of(t) & PH_RX_RING)) {
 		char buf[4096];
 		ssize_t n = tcp_part(t, fd, buf, SHUNT_MIN(len, sizeof(buf)), 0);
+		if (n == RETRY)
+			return RETRY;
 		if (n != GO_RING) {
 			if (n > 0)
 				n = sys_write(pipe_out, buf, (size_t)n);
@@ -949,9 +958,12 @@ int shim_readiness(struct tsock *t, int fd, int events, int arm, int kern)
 		return kern >= 0 ? kern : kernel_revents(fd, events);
 	/* The stream has nothing more for us once we are at the peer's offset. */
 	if (!(phase_of(t) & PH_RX_RING) && shim_peer_switched(t) &&
-	    atomic_load(&S(t)->rx_tcp) >= atomic_load(&S(t)->x_peer) &&
-	    shim_proof_recv(t, fd, 0) == 0)
-		rx_ring_from_now(t);
+	    atomic_load(&S(t)->rx_tcp) >= atomic_load(&S(t)->x_peer)) {
+		/* Between VMs, once a read took the peer's proof (meet_vm.c):
+		 * till then the kernel says when it is there to read. */
+		if (!shim_proof_pending(S(t)))
+			rx_ring_from_now(t);
+	}
 	uint32_t ph = phase_of(t);
 	if ((ph & (PH_RX_RING | PH_RX_PLAIN)) == PH_RX_RING)
 		ring |= rx;

@@ -106,7 +106,7 @@ static int open_region(void)
 {
 	const char *spec = shunt__config()->ivshmem;
 	char path[256];
-	int may_format = spec[0] != '\0';
+	int mode = spec[0] ? SHUNT_VMR_FORMAT : SHUNT_VMR_USE;
 
 	if (!strcmp(spec, "none"))
 		return -ENODEV;
@@ -120,7 +120,7 @@ static int open_region(void)
 	int fd = shunt__hide_fd(sys_openat(AT_FDCWD, path, O_RDWR | O_CLOEXEC, 0));
 	if (fd < 0)
 		return fd;
-	int rc = shunt_vmr_open(&region, fd, may_format);
+	int rc = shunt_vmr_open(&region, fd, mode);
 	if (rc < 0) {
 		log_info("ivshmem: %s is no region of ours: %s", path, strerror(-rc));
 		return rc;
@@ -159,6 +159,11 @@ static struct shunt_vmr *get_region(void)
 	return st == REGION_OK ? &region : NULL;
 }
 
+int shunt__vm_region_fd(void)
+{
+	return atomic_load(&region_state) == REGION_OK ? region.fd : -1;
+}
+
 /* --- Choosing the medium ---------------------------------------------------------- */
 
 /* Is a an address of our own network namespace?  Binding to it says. */
@@ -193,9 +198,13 @@ int shim_vm_wanted(struct tsock *t)
 {
 	struct tslot *s = t->slot;
 
+	const struct shunt_config *c = shunt__config();
+
 	memset(&s->vm, 0, sizeof(s->vm));
-	if (!strcmp(shunt__config()->ivshmem, "none") || !shunt__vm_peer(&s->peer) ||
-	    is_local(&s->peer) || !get_region())
+	/* Peers named in the config go through the region wherever they are
+	 * (tests use loopback that way); else those not in our namespace. */
+	if (!strcmp(c->ivshmem, "none") ||
+	    (c->n_vm_nets ? !shunt__vm_peer(&s->peer) : is_local(&s->peer)) || !get_region())
 		return 0;
 	s->vm.on = 1;
 	s->vm.offerer = shunt_addr_cmp(&s->local, &s->peer) < 0;
@@ -289,15 +298,181 @@ static void le64(uint64_t v, uint8_t *out)
 		out[i] = (uint8_t)(v >> (8 * i));
 }
 
-int shim_proof_ready(struct tsock *t, int fd)
+/*
+ * Not a proof, and our sends never left TCP: whoever answered our offer
+ * is not our TCP peer (a stranger's mirrored 4-tuple, or a hostile
+ * guest).  The connection goes back to being plain TCP, whole: the bytes
+ * we looked at are the real peer's data, left for the program.
+ */
+static void unmove(struct tsock *t)
+{
+	struct tslot *s = t->slot;
+	uint32_t st = SLOT_MOVED;
+
+	atomic_store(&s->vm.proof_got, PROOF_LEN);
+	if (!atomic_compare_exchange_strong(&s->state, &st, SLOT_OFF))
+		return;
+	atomic_fetch_and(&s->phase, ~PH_RX_KNOW);
+	shim_count_why(s, WHY_REFUSED);
+	shim_epoll_back(t);
+	log_error("ivshmem: whoever answered for slot %u does not hold the other end of this "
+		  "TCP connection (no proof after its offset): it stays on TCP", s->vm.seg);
+	if (get_region())
+		shunt_vmr_done(&region, s->vm.seg, s->vm.seg_gen, SHUNT_VMS_DONE1);
+	s->vm.has_seg = 0;
+}
+
+/* Not a proof after we moved our sends: nothing can be put back. */
+static void proof_failed(struct tslot *s, const char *why)
+{
+	atomic_store(&s->vm.proof_got, PROOF_LEN);
+	log_error("ivshmem: %s (slot %u): the connection is reset", why, s->vm.seg);
+	shunt_end_fail(&s->end, -EPROTO);
+}
+
+/* The bytes p[0..n) come at offset `got` of the proof: 1 they fit, 0 not. */
+static int proof_fits(struct tslot *s, uint32_t got, const uint8_t *p, size_t n)
+{
+	uint8_t want[PROOF_LEN];
+
+	le64(s->vm.proof_rx, want);
+	return memcmp(want + got, p, n) == 0;
+}
+
+/* A mismatch: plain TCP again if nothing was consumed and our sends are
+ * still on TCP (-ENOTCONN; -EAGAIN when the caller may not `act`: it
+ * holds locks that unmove() takes, and a data call will do it), else a
+ * reset (0: the ring reports it). */
+static int not_proof(struct tsock *t, uint32_t got, int act)
+{
+	struct tslot *s = t->slot;
+
+	if (got == 0 && !(atomic_load(&s->phase) & PH_TX_RING)) {
+		if (!act)
+			return -EAGAIN;
+		unmove(t);
+		return -ENOTCONN;
+	}
+	proof_failed(s, "the bytes after the peer's switch offset are not its proof");
+	return 0;
+}
+
+/* Look at what the stream has of the proof without taking anything
+ * that does not fit it: 1 complete, 0 not yet, -ENOTCONN, or -errno. */
+static int proof_look(struct tsock *t, int fd, int act)
+{
+	struct tslot *s = t->slot;
+	uint32_t zero = 0;
+	uint8_t buf[PROOF_LEN];
+
+	if (!atomic_compare_exchange_strong(&s->vm.proof_taking, &zero, 1))
+		return 0; /* another thread is at it */
+	uint32_t got = atomic_load(&s->vm.proof_got);
+	long n = got < PROOF_LEN ? sys_recv(fd, buf, PROOF_LEN - got, MSG_PEEK | MSG_DONTWAIT) : 0;
+	int rc = 0;
+	if (got >= PROOF_LEN)
+		rc = 1;
+	else if (n == 0 || (n > 0 && !proof_fits(s, got, buf, (size_t)n))) {
+		rc = not_proof(t, got, act); /* none, or the stream ended first */
+		rc = rc ? rc : 1;
+	} else if (n < 0)
+		rc = n == -EAGAIN ? 0 : (int)n;
+	else if (sys_recv(fd, buf, (size_t)n, MSG_DONTWAIT) == n) {
+		atomic_fetch_add(&s->rx_tcp, (uint64_t)n);
+		atomic_store(&s->vm.proof_got, got + (uint32_t)n);
+		rc = got + (uint32_t)n == PROOF_LEN;
+		if (rc)
+			log_debug("ivshmem: the peer's proof came: its ring is ours to read");
+	}
+	atomic_store(&s->vm.proof_taking, 0);
+	return rc;
+}
+
+long shim_proof_take(struct tsock *t, const uint8_t *p, size_t n)
+{
+	struct tslot *s = t->slot;
+
+	if (!shim_proof_pending(s))
+		return 0;
+	uint32_t got = atomic_load(&s->vm.proof_got);
+	size_t k = SHUNT_MIN(n, (size_t)(PROOF_LEN - got));
+	if (!p) { /* MSG_TRUNC took them unseen */
+		proof_failed(s, "a read with MSG_TRUNC took the peer's proof unseen");
+		return -1;
+	}
+	if (!proof_fits(s, got, p, k))
+		return not_proof(t, got, 1) == -ENOTCONN ? -2 : -1;
+	atomic_store(&s->vm.proof_got, got + (uint32_t)k);
+	if (got + k == PROOF_LEN)
+		log_debug("ivshmem: the peer's proof came: its ring is ours to read");
+	return (long)k;
+}
+
+static int proof_wait(struct tsock *t, int fd, int64_t deadline, int act)
+{
+	struct tslot *s = t->slot;
+	struct timespec ts;
+
+	for (;;) {
+		if (!shim_proof_pending(s))
+			return 0;
+		/* Only right at the peer's offset: before it, the stream is data. */
+		if (!shim_peer_switched(t) || atomic_load(&s->rx_tcp) < atomic_load(&s->x_peer))
+			return -EAGAIN;
+		int rc = proof_look(t, fd, act);
+		if (rc == -EAGAIN)
+			return rc;
+		if (rc < 0 && rc != -ENOTCONN) {
+			proof_failed(s, "the stream broke inside the peer's proof");
+			return 0;
+		}
+		if (rc < 0 || rc == 1)
+			return rc < 0 ? rc : 0;
+		if (deadline == 0 || (deadline != SHUNT_NEVER && shunt_now_ns() >= deadline))
+			return -EAGAIN;
+		struct pollfd p = { .fd = fd, .events = POLLIN | POLLRDHUP };
+		int64_t until = SHUNT_MIN(deadline, shunt_now_ns() + 100000000);
+		rc = sys_ppoll(&p, 1, shunt_left(until, &ts));
+		if (rc == -EINTR)
+			return rc;
+	}
+}
+
+int shim_proof_recv(struct tsock *t, int fd, int64_t deadline)
+{
+	return proof_wait(t, fd, deadline, 1);
+}
+
+int shim_proof_settle(struct tsock *t, int fd, int64_t deadline)
+{
+	if (!shim_proof_pending(t->slot) || !shim_peer_switched(t))
+		return 0;
+	return proof_wait(t, fd, deadline, 0);
+}
+
+/*
+ * May our sends switch to the ring now?  The proof follows our offset, so
+ * the socket needs room for it (writable: far more than 8 bytes, and the
+ * switch holds the program's sends off meanwhile).  A patient switch (at
+ * shutdown, which must not fail for want of room) waits in
+ * shim_proof_send instead.
+ *
+ * Neither side waits for the other's proof before it switches: the
+ * offerer could only see the taker's after reading the stream up to the
+ * taker's offset, and meanwhile its sends would pile up on TCP in front of
+ * every doorbell it rings (measured: an epoll echo server whose sends
+ * wait for ring space, and does not read while they do, never heard the
+ * client's doorbells behind 200 KiB of data it had not read).  So a
+ * stranger who answers an offer gets the offerer's ring data, as anyone
+ * who maps the region could read it; it never gets our reads.
+ */
+int shim_proof_ready(struct tsock *t, int fd, int patient)
 {
 	struct pollfd p = { .fd = fd, .events = POLLOUT };
 	struct timespec zero = { 0, 0 };
 
-	if (!t->slot->vm.proof_need)
+	if (!t->slot->vm.proof_need || patient)
 		return 0;
-	/* Writable means room for far more than 8 bytes, and no program
-	 * send can come between (the switch holds them off). */
 	return sys_ppoll(&p, 1, &zero) == 1 && (p.revents & POLLOUT) ? 0 : -EAGAIN;
 }
 
@@ -328,119 +503,8 @@ void shim_proof_send(struct tsock *t, int fd)
 		struct timespec ts = { 0, 10000000 };
 		sys_ppoll(&pf, 1, &ts);
 	}
-	if (left > 0) {
-		log_error("the proof of a connection between VMs could not be sent: reset");
-		shunt_end_fail(&s->end, -EPROTO);
-	}
-}
-
-static int proof_check(struct tsock *t)
-{
-	struct tslot *s = t->slot;
-	uint8_t want[PROOF_LEN];
-
-	le64(s->vm.proof_rx, want);
-	if (memcmp(want, s->vm.got, PROOF_LEN) == 0) {
-		log_debug("the peer's proof came: its ring is ours to read");
-		return 0;
-	}
-	log_error("the bytes after the peer's switch offset are not its proof: whoever attached "
-		  "to the region's slot %u does not hold the other end of this TCP connection; "
-		  "the connection is reset", s->vm.seg);
-	shunt_end_fail(&s->end, -EPROTO);
-	return -EPROTO;
-}
-
-/* Take what the stream has of the proof, without waiting: 1 complete
- * (matched or failed: the ring says which), 0 not yet, -ECONNRESET the
- * stream ended first, or the recv's error. */
-static int proof_take(struct tsock *t, int fd)
-{
-	struct tslot *s = t->slot;
-	uint32_t zero = 0;
-
-	if (!atomic_compare_exchange_strong(&s->vm.proof_taking, &zero, 1))
-		return 0; /* another thread is at it */
-	uint32_t got = atomic_load(&s->vm.proof_got);
-	int rc = 0;
-	while (got < PROOF_LEN) {
-		long n = sys_recv(fd, s->vm.got + got, PROOF_LEN - got, MSG_DONTWAIT);
-		if (n <= 0) {
-			rc = n == 0 ? -ECONNRESET : n == -EAGAIN ? 0 : (int)n;
-			break;
-		}
-		got += (uint32_t)n;
-		atomic_fetch_add(&s->rx_tcp, (uint64_t)n);
-	}
-	if (got == PROOF_LEN && atomic_load(&s->vm.proof_got) < PROOF_LEN) {
-		proof_check(t);
-		rc = 1;
-	}
-	atomic_store(&s->vm.proof_got, got);
-	atomic_store(&s->vm.proof_taking, 0);
-	return rc;
-}
-
-long shim_proof_take(struct tsock *t, const uint8_t *p, size_t n)
-{
-	struct tslot *s = t->slot;
-
-	if (!shim_proof_pending(s))
-		return 0;
-	uint32_t got = atomic_load(&s->vm.proof_got);
-	size_t k = SHUNT_MIN(n, (size_t)(PROOF_LEN - got));
-	if (!p) { /* MSG_TRUNC took them unseen */
-		log_error("a read with MSG_TRUNC took the peer's proof unseen: the connection "
-			  "is reset");
-		atomic_store(&s->vm.proof_got, PROOF_LEN);
-		shunt_end_fail(&s->end, -EPROTO);
-		return -1;
-	}
-	memcpy(s->vm.got + got, p, k);
-	atomic_store(&s->vm.proof_got, got + (uint32_t)k);
-	if (got + k == PROOF_LEN && proof_check(t) < 0)
-		return -1;
-	return (long)k;
-}
-
-int shim_proof_recv(struct tsock *t, int fd, int64_t deadline)
-{
-	struct tslot *s = t->slot;
-	struct timespec ts;
-
-	for (;;) {
-		if (!shim_proof_pending(s))
-			return 0;
-		/* Only right at the peer's offset: before it, the stream is data. */
-		if (!shim_peer_switched(t) || atomic_load(&s->rx_tcp) < atomic_load(&s->x_peer))
-			return -EAGAIN;
-		int rc = proof_take(t, fd);
-		if (rc == -ECONNRESET) {
-			log_error("the TCP stream ended inside the peer's proof: the connection "
-				  "is reset");
-			atomic_store(&s->vm.proof_got, PROOF_LEN);
-			shunt_end_fail(&s->end, -EPROTO);
-			return 0;
-		}
-		if (rc < 0)
-			return rc;
-		if (!shim_proof_pending(s))
-			return 0;
-		if (deadline == 0 || (deadline != SHUNT_NEVER && shunt_now_ns() >= deadline))
-			return -EAGAIN;
-		struct pollfd p = { .fd = fd, .events = POLLIN | POLLRDHUP };
-		int64_t until = SHUNT_MIN(deadline, shunt_now_ns() + 100000000);
-		rc = sys_ppoll(&p, 1, shunt_left(until, &ts));
-		if (rc == -EINTR)
-			return rc;
-	}
-}
-
-int shim_proof_settle(struct tsock *t, int fd, int64_t deadline)
-{
-	if (!shim_proof_pending(t->slot) || !shim_peer_switched(t))
-		return 0;
-	return shim_proof_recv(t, fd, deadline);
+	if (left > 0)
+		proof_failed(s, "our proof could not be sent");
 }
 
 /* --- Meeting ----------------------------------------------------------------------------- */
@@ -536,7 +600,12 @@ static int offer_step(struct tsock *t, int fd, struct shunt_vmr *r)
 }
 
 /* The taker: find the offer, make the segment in a slot, answer.  All in
- * one step, so that nothing is left half done between calls. */
+ * one step, so that nothing is left half done between calls.  The move is
+ * ours from here, as a local listener's is once it answered (meet.c): the
+ * offerer attaches at its next step and switches at once; we switch at
+ * our next send.  Should it never come, move.c's abandon() lets the slot
+ * go (shim_vm_may_abandon); should we shut down first, the switch words
+ * keep its sends on TCP (move.c, shim_switch_for_shutdown). */
 static int take_step(struct tsock *t, int fd, struct shunt_vmr *r)
 {
 	struct tslot *sl = t->slot;
@@ -567,7 +636,7 @@ static int take_step(struct tsock *t, int fd, struct shunt_vmr *r)
 	owner_of(fd, &o);
 	shunt_vmr_own(r, v->seg, 0, &o, &sl->peer, &sl->local);
 	/* Our side is open before the answer names the slot: the offerer
-	 * switches as soon as it attached. */
+	 * may attach as soon as it sees it. */
 	start_end(t, &seg, 0, bell);
 	rc = shunt_vmr_answer(r, entry, gen, v->seg, v->seg_gen, v->nonce);
 	if (rc < 0) {
@@ -581,6 +650,19 @@ static int take_step(struct tsock *t, int fd, struct shunt_vmr *r)
 	v->has_seg = 1;
 	set_proof(sl, v->nonce, theirs);
 	return 1;
+}
+
+/* Let go of a segment the offerer never attached to: 0, or -EBUSY if it
+ * did attach meanwhile (one CAS decides, region.c). */
+static int abandon(struct tsock *t, struct shunt_vmr *r)
+{
+	struct shim_vm *v = &t->slot->vm;
+	int rc = shunt_vmr_abandon(r, v->seg, v->seg_gen);
+
+	if (rc < 0)
+		return rc;
+	v->has_seg = 0;
+	return 0;
 }
 
 int shim_vm_step(struct tsock *t, int fd)
@@ -618,15 +700,14 @@ int shim_vm_may_abandon(struct tsock *t, int late)
 {
 	struct shim_vm *v = &t->slot->vm;
 
-	if (!v->on || !v->has_seg || v->offerer)
+	if (!v->on || !v->has_seg || v->offerer || !get_region())
 		return late;
 	/* The offerer took its entry back without attaching: no need to wait. */
 	if (!late && shunt_vmr_still_answered(&region, v->entry, v->entry_gen))
 		return 0;
-	/* Only if it can no longer attach: one CAS decides (region.c). */
-	if (shunt_vmr_abandon(&region, v->seg, v->seg_gen) < 0)
-		return 0;
-	v->has_seg = 0;
+	if (abandon(t, &region) < 0)
+		return 0; /* it came after all: the move goes on */
+	log_info("ivshmem: the offerer never attached to slot %u", v->seg);
 	return 1;
 }
 
@@ -636,6 +717,9 @@ void shim_vm_let_go(struct tsock *t)
 	struct shim_vm *v = &s->vm;
 
 	if (!v->on || !v->has_seg || shim_slot_shared(s) || !get_region())
+		return;
+	/* A taker whose offerer never came: the offerer must not come now. */
+	if (!v->offerer && abandon(t, &region) == 0)
 		return;
 	uint32_t bits = s->side ? SHUNT_VMS_DONE1 : SHUNT_VMS_DONE0;
 	/* A peer whose TCP end closed under it (killed, or gone without a

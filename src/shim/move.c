@@ -348,6 +348,9 @@ static int switch_tx(struct tsock *t, int fd, int patient)
 		atomic_fetch_or(&s->phase, PH_NOBELL);
 		return -EAGAIN;
 	}
+	/* Between VMs, a proof goes with the switch (meet_vm.c). */
+	if (shim_proof_ready(t, fd, patient) < 0)
+		return -EAGAIN;
 	shim_lock(&s->tx_mu);
 	int rc = 0;
 	if (!(atomic_load(&s->phase) & PH_TX_RING)) {
@@ -358,13 +361,8 @@ static int switch_tx(struct tsock *t, int fd, int patient)
 			/* From here the stream carries doorbells, which must not
 			 * wait for Nagle's algorithm or a cork; between VMs, the
 			 * proof first (meet_vm.c). */
-			shim_nodelay_take(t, fd);
-			rc = shim_proof_ready(t, fd);
-			if (rc < 0)
-				shim_nodelay_restore(t, fd);
-		}
-		if (rc == 0) {
 			struct shunt_switch *sw = my_sw(s);
+			shim_nodelay_take(t, fd);
 			atomic_store_explicit(&sw->tcp_off, x, memory_order_relaxed);
 			/* Release: tcp_off before the flag that covers it. */
 			atomic_store_explicit(&sw->flags, SHUNT_SW_RING, memory_order_release);

@@ -362,6 +362,8 @@ int shim_meet_step(struct tsock *t, int fd);
  * "Between virtual machines").  move.c asks shim_vm_wanted() once, at the
  * first step, and then steps through shim_vm_step() (as shim_meet_step). */
 int shim_vm_wanted(struct tsock *t);
+/* The region's fd, open for the life of the process once used; -1. */
+int shunt__vm_region_fd(void);
 int shim_vm_step(struct tsock *t, int fd);
 /* The meeting is given up, or the fd closed during it. */
 void shim_vm_drop(struct tsock *t);
@@ -370,21 +372,24 @@ void shim_vm_drop(struct tsock *t);
 int shim_vm_may_abandon(struct tsock *t, int late);
 /* The family's last close: our side lets go of the region's slot. */
 void shim_vm_let_go(struct tsock *t);
-/* The proof, sent by our switch (under tx_mu) once its offset is
- * published, before any doorbell: the peer, seeing the bytes, sees the
- * offset too.  shim_proof_ready() first: 0, or -EAGAIN when the socket has
- * no room for it now (switch later). */
-int shim_proof_ready(struct tsock *t, int fd);
+/* The proof.  shim_proof_ready() before our switch (no lock held): 0 we
+ * may switch, -EAGAIN not now (no room on the socket for the proof).  shim_proof_send() once our offset is published (under
+ * tx_mu), before any doorbell: the peer, seeing the bytes, sees the
+ * offset too. */
+int shim_proof_ready(struct tsock *t, int fd, int patient);
 void shim_proof_send(struct tsock *t, int fd);
 /* Reading at the peer's offset: 0 when reads may go to its ring (the
- * proof came and matched, or it did not and the end is broken), else
- * -EAGAIN (at deadline) or -EINTR. */
+ * proof came and matched, or it did not and the end is broken), -ENOTCONN
+ * when it was no proof and the connection is plain TCP again (nothing
+ * consumed), else -EAGAIN (at deadline) or -EINTR. */
 int shim_proof_recv(struct tsock *t, int fd, int64_t deadline);
-/* Going back to TCP (back.c): take the peer's proof off the stream if it
- * sent one, so that only doorbells are left: 0, -EAGAIN, -EINTR. */
+/* Going back to TCP (back.c, under rx_mu): take the peer's proof off the
+ * stream if it sent one, so that only doorbells are left: 0, -EAGAIN,
+ * -EINTR. */
 int shim_proof_settle(struct tsock *t, int fd, int64_t deadline);
 /* A read took n bytes past the peer's offset: how many of them were
- * proof (checked), or -1 (wrong: the end is broken). */
+ * proof (checked); -1 wrong, the end is broken; -2 wrong, and the
+ * connection is plain TCP again: all n bytes are data. */
 long shim_proof_take(struct tsock *t, const uint8_t *p, size_t n);
 static inline int shim_proof_pending(struct tslot *s)
 {

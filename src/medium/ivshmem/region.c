@@ -143,9 +143,14 @@ static int read_geometry(struct shunt_vmr *r, const struct shunt_vmr_hdr *hp)
 	return 0;
 }
 
+static long map_prot(void *addr, uint64_t len, int prot, int fd, uint64_t off, int flags)
+{
+	return sys_mmap(addr, len, prot, MAP_SHARED | flags, fd, (off_t)off);
+}
+
 static long map_shared(void *addr, uint64_t len, int fd, uint64_t off, int flags)
 {
-	return sys_mmap(addr, len, PROT_READ | PROT_WRITE, MAP_SHARED | flags, fd, (off_t)off);
+	return map_prot(addr, len, PROT_READ | PROT_WRITE, fd, off, flags);
 }
 
 static int map_failed(long v)
@@ -194,28 +199,29 @@ static int wait_geometry(struct shunt_vmr *r, const struct shunt_vmr_hdr *h, int
 	return rc == -EAGAIN ? -ENODATA : rc;
 }
 
-int shunt_vmr_open(struct shunt_vmr *r, int fd, int may_format)
+int shunt_vmr_open(struct shunt_vmr *r, int fd, int mode)
 {
 	struct stat st;
 
 	memset(r, 0, sizeof(*r));
 	r->fd = fd;
+	r->prot = mode == SHUNT_VMR_LOOK ? PROT_READ : PROT_READ | PROT_WRITE;
 	int rc = sys_fstat(fd, &st);
 	if (rc == 0 && (st.st_size < SHUNT_VMR_MIN_SIZE || st.st_size % PAGE))
 		rc = -EINVAL;
 	if (rc < 0)
 		goto fail;
 	r->size = (uint64_t)st.st_size;
-	long h = map_shared(NULL, PAGE, fd, 0, 0);
+	long h = map_prot(NULL, PAGE, r->prot, fd, 0, 0);
 	if (map_failed(h)) {
 		rc = (int)h;
 		goto fail;
 	}
-	rc = wait_geometry(r, (const struct shunt_vmr_hdr *)h, may_format);
+	rc = wait_geometry(r, (const struct shunt_vmr_hdr *)h, mode == SHUNT_VMR_FORMAT);
 	sys_munmap((void *)h, PAGE);
 	if (rc < 0)
 		goto fail;
-	long b = map_shared(NULL, r->seg_off, fd, 0, 0);
+	long b = map_prot(NULL, r->seg_off, r->prot, fd, 0, 0);
 	if (map_failed(b)) {
 		rc = (int)b;
 		goto fail;
@@ -505,6 +511,15 @@ int shunt_vmr_attach(struct shunt_vmr *r, uint32_t slot, uint32_t gen)
 	return rc == -EBUSY ? -ESTALE : rc;
 }
 
+int shunt_vmr_attached(struct shunt_vmr *r, uint32_t slot, uint32_t gen)
+{
+	if (slot >= r->nslots)
+		return 0;
+	uint64_t w = atomic_load(&slot_at(r, slot)->word);
+
+	return SHUNT_VMS_GEN(w) == gen && (w & 0xffu) == SHUNT_VMS_USED && (w & SHUNT_VMS_OPEN1);
+}
+
 int shunt_vmr_abandon(struct shunt_vmr *r, uint32_t slot, uint32_t gen)
 {
 	int rc = slot_set(r, slot, gen, SHUNT_VMS_DONE, SHUNT_VMS_OPEN1);
@@ -531,15 +546,30 @@ void shunt_vmr_own(struct shunt_vmr *r, uint32_t slot, int side, const struct sh
 	}
 }
 
+/* Copies through memcpy of the whole line: the word read this way may be
+ * torn against a concurrent CAS only in ways the callers tolerate (they
+ * act on it through CAS, or only print it). */
 void shunt_vmr_slot_copy(const struct shunt_vmr *r, uint32_t i, struct shunt_vmr_slot *out)
 {
 	memset(out, 0, sizeof(*out));
+	if (i < r->nslots)
+		memcpy(out, slot_at(r, i), sizeof(*out));
+}
+
+void shunt_vmr_entry_copy(const struct shunt_vmr *r, uint32_t i, struct shunt_vmr_entry *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (i < r->nentries)
+		memcpy(out, entry_at(r, i), sizeof(*out));
+}
+
+const struct shunt_ctl *shunt_vmr_ctl(const struct shunt_vmr *r, uint32_t i)
+{
 	if (i >= r->nslots)
-		return;
-	const struct shunt_vmr_slot *s = slot_at(r, i);
-	atomic_store_explicit(&out->word, atomic_load(&((struct shunt_vmr_slot *)s)->word),
-			      memory_order_relaxed);
-	memcpy((uint8_t *)out + 8, (const uint8_t *)s + 8, sizeof(*out) - 8);
+		return NULL;
+	long p = map_prot(NULL, SHUNT_CTL_SIZE, r->prot, r->fd, r->seg_off + (uint64_t)i * r->slot_size,
+			  0);
+	return map_failed(p) ? NULL : (const struct shunt_ctl *)p;
 }
 
 /* --- The medium -------------------------------------------------------------------- */

@@ -132,6 +132,7 @@ struct shunt_vmr {
 	size_t map_len;
 	uint64_t size, ring_max, slot_size, dir_off, table_off, seg_off, format_id;
 	uint32_t nentries, nslots;
+	int prot;                 /* how it is mapped */
 };
 
 /* The geometry of a region of `size` bytes with rings of ring_max; 0 or
@@ -140,9 +141,12 @@ int shunt_vmr_layout(uint64_t size, uint64_t ring_max, struct shunt_vmr_hdr *h);
 /* Format the region mapped at base (size bytes, all zero or a region
  * whose header is zero): 0, -EBUSY if someone else did or does, -EINVAL. */
 int shunt_vmr_format(uint8_t *base, uint64_t size, uint64_t ring_max, uint64_t id);
-/* Map and check the region in fd (its size from fstat).  may_format: a
- * region still zero is formatted with the default geometry.  Takes fd. */
-int shunt_vmr_open(struct shunt_vmr *r, int fd, int may_format);
+/* Map and check the region in fd (its size from fstat).  Takes fd. */
+#define SHUNT_VMR_USE    0 /* read and write */
+#define SHUNT_VMR_FORMAT 1 /* the same; a region still zero is formatted
+                            * with the default geometry */
+#define SHUNT_VMR_LOOK   2 /* read only (`shunt vm show`) */
+int shunt_vmr_open(struct shunt_vmr *r, int fd, int mode);
 void shunt_vmr_close(struct shunt_vmr *r);
 
 /* --- The directory (taker = the higher endpoint, offerer = the lower) --- */
@@ -175,6 +179,8 @@ int shunt_vmr_map(struct shunt_vmr *r, uint32_t slot, uint64_t cap, struct shunt
 int shunt_vmr_slot_ring(struct shunt_vmr *r, uint32_t slot, uint64_t *cap);
 /* The offerer attaches: 0, or -ESTALE if the taker let the slot go. */
 int shunt_vmr_attach(struct shunt_vmr *r, uint32_t slot, uint32_t gen);
+/* Has the offerer attached (and nobody let go)? */
+int shunt_vmr_attached(struct shunt_vmr *r, uint32_t slot, uint32_t gen);
 /* The taker lets go of a slot the offerer never attached to: 0, or
  * -EBUSY if it did attach (then the connection must go on). */
 int shunt_vmr_abandon(struct shunt_vmr *r, uint32_t slot, uint32_t gen);
@@ -186,6 +192,11 @@ void shunt_vmr_own(struct shunt_vmr *r, uint32_t slot, int side, const struct sh
 /* A copy of slot i as it is now (for reclaim and `shunt vm show`). */
 void shunt_vmr_slot_copy(const struct shunt_vmr *r, uint32_t i, struct shunt_vmr_slot *out);
 uint64_t shunt_vmr_full_count(const struct shunt_vmr *r);
+/* A copy of directory entry i as it is now. */
+void shunt_vmr_entry_copy(const struct shunt_vmr *r, uint32_t i, struct shunt_vmr_entry *out);
+/* Map the control page of slot i (read only with SHUNT_VMR_LOOK): NULL
+ * or the page, for munmap(p, SHUNT_CTL_SIZE). */
+const struct shunt_ctl *shunt_vmr_ctl(const struct shunt_vmr *r, uint32_t i);
 
 /* --- The medium ----------------------------------------------------------------
  * create/attach/release over the process's region (shunt_vmr_use);
