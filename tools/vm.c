@@ -39,7 +39,8 @@ static void usage(FILE *f)
 		"        path) of SIZE bytes (a power of two, default 64M; suffixes k, m, g)\n"
 		"        for QEMU's ivshmem-plain device, format it with rings of --ring\n"
 		"        bytes (default 256k), owned by you, mode 0600 (--mode, --group to\n"
-		"        share it), and print the options that give it to guests\n"
+		"        share it), and print the options that give it to guests.  A file\n"
+		"        that exists and is all zero is formatted where it is\n"
 		"show    the region's geometry, the connections in its slots, its offers\n"
 		"args    print the QEMU options for REGION again\n\n"
 		"REGION is a path; in a guest, `pci` is the first ivshmem device's BAR.\n"
@@ -163,41 +164,66 @@ static int parse_make(int argc, char **argv, struct make_opts *o)
 	return pow2(o->size) ? 0 : -1;
 }
 
-/* A new file, sized, formatted (a zero file would do too: the first
- * library to map it formats it; this way its geometry is the host's). */
-static int make(const char *path, const struct make_opts *o)
+/* Format the region in fd, of size bytes (0 or -1, said on stderr). */
+static int format_fd(const char *path, int fd, uint64_t size, uint64_t ring)
 {
 	struct shunt_vmr_hdr g;
+	uint64_t id = 0;
 
-	if (shunt_vmr_layout(o->size, o->ring, &g) < 0) {
+	if (shunt_vmr_layout(size, ring, &g) < 0) {
 		fprintf(stderr, "shunt vm: %llu bytes cannot hold slots of %llu-byte rings\n",
-			(unsigned long long)o->size, (unsigned long long)o->ring);
+			(unsigned long long)size, (unsigned long long)ring);
 		return -1;
 	}
+	void *p = mmap(NULL, g.seg_off, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED || getentropy(&id, sizeof(id)) < 0) {
+		fprintf(stderr, "shunt vm: %s: %s\n", path, strerror(errno));
+		if (p != MAP_FAILED)
+			munmap(p, g.seg_off);
+		return -1;
+	}
+	int rc = shunt_vmr_format(p, size, ring, id);
+	munmap(p, g.seg_off);
+	if (rc < 0) {
+		fprintf(stderr, "shunt vm: %s is in use, or not zero: not formatted\n", path);
+		return -1;
+	}
+	printf("%s: %llu bytes, %u slots of %llu-byte rings, %u offers\n", path,
+	       (unsigned long long)size, g.nslots, (unsigned long long)ring, g.nentries);
+	return 0;
+}
+
+/* A new file, sized, with its mode and group, formatted.  A file that is
+ * there already (QEMU made it, or `truncate`) is formatted where it is if
+ * it is still all zero, with its size, mode and owner. */
+static int make(const char *path, struct make_opts *o)
+{
+	struct stat st;
+	int created = 1;
 	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+
+	if (fd < 0 && errno == EEXIST) {
+		created = 0;
+		fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+		if (fd >= 0 && fstat(fd, &st) == 0)
+			o->size = (uint64_t)st.st_size;
+	}
 	if (fd < 0) {
 		fprintf(stderr, "shunt vm: %s: %s\n", path, strerror(errno));
 		return -1;
 	}
-	void *p = MAP_FAILED;
-	uint64_t id = 0;
-	int ok = ftruncate(fd, (off_t)o->size) == 0 &&
-		 (o->gid < 0 || fchown(fd, (uid_t)-1, (gid_t)o->gid) == 0) &&
-		 fchmod(fd, o->mode) == 0 &&
-		 (p = mmap(NULL, g.seg_off, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) != MAP_FAILED &&
-		 getentropy(&id, sizeof(id)) == 0 &&
-		 shunt_vmr_format(p, o->size, o->ring, id) == 0;
+	int ok = !created || (ftruncate(fd, (off_t)o->size) == 0 &&
+			      (o->gid < 0 || fchown(fd, (uid_t)-1, (gid_t)o->gid) == 0) &&
+			      fchmod(fd, o->mode) == 0);
 	if (!ok)
-		fprintf(stderr, "shunt vm: %s: %s\n", path, strerror(errno ? errno : EINVAL));
-	if (p != MAP_FAILED)
-		munmap(p, g.seg_off);
+		fprintf(stderr, "shunt vm: %s: %s\n", path, strerror(errno));
+	else if (!pow2(o->size))
+		fprintf(stderr, "shunt vm: %s: %llu bytes is no power of two (ivshmem wants one)\n",
+			path, (unsigned long long)o->size);
+	ok = ok && pow2(o->size) && format_fd(path, fd, o->size, o->ring) == 0;
 	close(fd);
-	if (!ok)
+	if (!ok && created)
 		unlink(path);
-	else
-		printf("%s: %llu bytes, %u slots of %llu-byte rings, %u offers, mode %04o\n", path,
-		       (unsigned long long)o->size, g.nslots, (unsigned long long)o->ring,
-		       g.nentries, o->mode);
 	return ok ? 0 : -1;
 }
 

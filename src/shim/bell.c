@@ -212,6 +212,10 @@ static int watch(struct shunt_bell *b, int64_t deadline)
 	int rc = sys_ppoll(&p, 1, shunt_left(until, &ts));
 	if (rc < 0)
 		return rc;
+	/* Reset, or closed both ways (a killed peer, or TCP's timeouts after a
+	 * guest died): gone, whatever data is still unread before it. */
+	if (rc > 0 && (p.revents & (POLLERR | POLLHUP)))
+		return -ECONNRESET;
 	if (rc > 0 && (p.revents & POLLIN)) {
 		/* Readable at once: unread data, not news.  Sleep it off. */
 		ts = shunt_ts(until - shunt_now_ns());

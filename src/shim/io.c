@@ -392,7 +392,8 @@ static int tx_route(struct tsock *t, int fd, int flags)
 		uint32_t ph = phase_of(t);
 		if ((ph & PH_TX_BACK) || shim_peer_asks(t)) {
 			int rc = shim_back_tx(t, fd, deadline_of(t, flags, 1) != 0);
-			return rc == 0 ? TX_KERNEL : rc;
+			/* A peer that broke the rules: a reset, as TCP says it. */
+			return rc == 0 ? TX_KERNEL : rc == -EPROTO ? -ECONNRESET : rc;
 		}
 		if ((ph & PH_TX_RING) || shim_switch_tx(t, fd) == 0)
 			return TX_RING;
