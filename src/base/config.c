@@ -90,6 +90,7 @@ static const char *set_spin(struct shunt_config *c, int argc, char **argv)
 	if (v < 0)
 		return "spin-us wants one number of microseconds from 0 to 1000000";
 	c->spin_us = (int)v;
+	c->spin_set = 1;
 	return NULL;
 }
 

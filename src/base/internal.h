@@ -74,6 +74,7 @@ struct shunt_rule {
 struct shunt_config {
 	uint64_t ring_size; /* ring-size, SHUNT_RING_SIZE: bytes, k/m/g suffixes */
 	int spin_us;        /* spin-us, SHUNT_SPIN_US: 0 = never spin */
+	int spin_set;       /* spin-us was set, not defaulted */
 	uint32_t upgrade_calls; /* upgrade-calls, SHUNT_UPGRADE_CALLS: a TCP
 	                     * connection moves after this many data calls... */
 	uint64_t upgrade_bytes; /* upgrade-bytes, SHUNT_UPGRADE_BYTES: ...or bytes */

@@ -57,6 +57,9 @@
 #include "sys.h"
 
 #define PROOF_LEN 8
+/* Bounds of the spin window of ends between VMs (spin_for). */
+#define SPIN_MIN_US 50u
+#define SPIN_MAX_US 5000u
 #define INIT_WAIT_NS (3ll * 1000000000)
 /* A dead guest is noticed by TCP: idle 10 s, then 5 probes 2 s apart, or
  * 20 s of doorbells unacknowledged. */
@@ -537,13 +540,38 @@ static void keepalive(int fd)
 	sys_setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto, sizeof(uto));
 }
 
-static void start_end(struct tsock *t, struct shunt_seg *seg, int side, uint8_t bell)
+/*
+ * How long a waiting end spins before it sleeps.  Asleep, it is woken by a
+ * doorbell on the TCP stream, which costs about what one trip over the
+ * VMs' network does (a millisecond or two under TCG, tens of microseconds
+ * under KVM, measured: docs/design.md); spinning up to that long never
+ * costs more than twice the best choice (the ski-rental bound), and the
+ * window still shrinks when spins fail (spin.h).  So the default window is
+ * the connection's own smoothed round trip, as TCP measured it, and not
+ * the local default, which is 0 in the one-vCPU guests that need it most:
+ * the peer runs on another VM's CPU.  A spin-us that was set wins.
+ */
+static int spin_for(int fd)
+{
+	const struct shunt_config *c = shunt__config();
+	struct tcp_info ti;
+	unsigned len = sizeof(ti);
+
+	if (c->spin_set)
+		return c->spin_us;
+	memset(&ti, 0, sizeof(ti));
+	if (sys_getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 || !ti.tcpi_rtt)
+		return (int)(SPIN_MAX_US / 4);
+	return (int)SHUNT_MAX(SPIN_MIN_US, SHUNT_MIN(ti.tcpi_rtt, (uint32_t)SPIN_MAX_US));
+}
+
+static void start_end(struct tsock *t, int fd, struct shunt_seg *seg, int side, uint8_t bell)
 {
 	struct tslot *sl = t->slot;
 
 	sl->side = (uint32_t)side;
 	sl->bell = bell;
-	shunt_end_init(&sl->end, seg, side, shunt__config()->spin_us, 1);
+	shunt_end_init(&sl->end, seg, side, spin_for(fd), 1);
 	t->mapped = 1;
 }
 
@@ -593,7 +621,7 @@ static int offer_step(struct tsock *t, int fd, struct shunt_vmr *r)
 	struct shunt_vmr_owner o;
 	owner_of(fd, &o);
 	shunt_vmr_own(r, slot, 1, &o, &sl->local, &sl->peer);
-	start_end(t, &seg, 1, bell);
+	start_end(t, fd, &seg, 1, bell);
 	shunt_vmr_withdraw(r, v->entry, v->entry_gen);
 	v->has_entry = 0;
 	return 1;
@@ -637,7 +665,7 @@ static int take_step(struct tsock *t, int fd, struct shunt_vmr *r)
 	shunt_vmr_own(r, v->seg, 0, &o, &sl->peer, &sl->local);
 	/* Our side is open before the answer names the slot: the offerer
 	 * may attach as soon as it sees it. */
-	start_end(t, &seg, 0, bell);
+	start_end(t, fd, &seg, 0, bell);
 	rc = shunt_vmr_answer(r, entry, gen, v->seg, v->seg_gen, v->nonce);
 	if (rc < 0) {
 		t->mapped = 0;
