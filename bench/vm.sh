@@ -5,10 +5,12 @@
 # report (bench/run.sh puts it in as it is) with the figures, the ratios,
 # the targets and the QEMU command line.
 #
-# Usage: bench/vm.sh [--rounds N] [--secs S] [--out FILE] [--build DIR]
+# Usage: bench/vm.sh [--rounds N] [--secs S] [--ring SIZE] [--out FILE] [--build DIR]
 #   --rounds N   rounds of every measurement, order reversed every other
 #                round; figures are medians (default 5)
 #   --secs S     seconds per stream or ping-pong (default 3)
+#   --ring SIZE  the region's ring size (`shunt vm region --ring`; default
+#                its default); the region is 64 MiB ($SHUNT_VM_REGION_SIZE)
 #   --out FILE   the Markdown section (default: stdout)
 #   --build DIR  the build to measure (default: $SHUNT_BUILD, else build/)
 # Needs root, QEMU and the rest of tests/vm/lab.sh; about 3 minutes.  Exit
@@ -33,11 +35,12 @@ usage() {
 	sed -n '/^# Usage:/,/^# could not be/p' "$0" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
-ROUNDS=5 SECS=3 OUTF='' build=${SHUNT_BUILD:-$SRC/build}
+ROUNDS=5 SECS=3 OUTF='' RING='' build=${SHUNT_BUILD:-$SRC/build}
 while [ $# -gt 0 ]; do
 	case $1 in
 	--rounds) ROUNDS=${2:?}; shift ;;
 	--secs) SECS=${2:?}; shift ;;
+	--ring) RING=${2:?}; shift ;;
 	--out) OUTF=${2:?}; shift ;;
 	--build) build=${2:?}; shift ;;
 	-h | --help) usage ;;
@@ -47,6 +50,7 @@ while [ $# -gt 0 ]; do
 done
 SHUNT_BUILD=$(cd "$build" && pwd) || { echo "bench/vm.sh: no build at $build" >&2; exit 2; }
 export SHUNT_BUILD
+export SHUNT_VM_REGION_SIZE=${SHUNT_VM_REGION_SIZE:-64M}
 # shellcheck source=tests/vm/lab.sh
 . "$SRC/tests/vm/lab.sh"
 vm_init bench_vm
@@ -61,7 +65,7 @@ vm_prepare
 vm_pair
 format() {
 	dd if=/dev/zero of="$VM_REGION" bs=1M count=1 conv=notrunc status=none
-	"$SH" vm region "$VM_REGION" >/dev/null || vm_fail "cannot format $VM_REGION"
+	"$SH" vm region "$VM_REGION" ${RING:+--ring "$RING"} >/dev/null || vm_fail "cannot format $VM_REGION"
 }
 format
 
@@ -144,7 +148,8 @@ cmdline=$(sed -e "s#$VM_T#\$TMP#g" -e "s#$VM_CACHE#\$CACHE#g" -e 's/\\,/,/g; s/\
 ## Between virtual machines: TCP and shunt between two QEMU guests
 
 Two guests on this machine ($(nproc) CPUs; TCG, \`-accel tcg,thread=multi\`, one vCPU each;
-KVM does not work here) share a ${VM_REGION_SIZE} ivshmem region (\`shunt vm region\`) and a
+KVM does not work here) share a ${VM_REGION_SIZE} ivshmem region (\`shunt vm region\`, rings of
+$("$SH" vm show "$VM_REGION" | awk '{ for (i = 1; i < NF; i++) if ($i == "of") { sub("-byte", "", $(i + 1)); print $(i + 1); exit } }') bytes) and a
 network link (\`-netdev socket\`). examples/tcpbench runs unmodified in both guests: over
 TCP, under the library (\`shunt run\`, each connection moved to the region, as its log
 says), and the raw ring tests/vm/ivring runs in the same region. $ROUNDS rounds of each,

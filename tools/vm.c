@@ -38,7 +38,7 @@ static void usage(FILE *f)
 		"region  make the shared-memory region NAME (/dev/shm/NAME, or an absolute\n"
 		"        path) of SIZE bytes (a power of two, default 64M; suffixes k, m, g)\n"
 		"        for QEMU's ivshmem-plain device, format it with rings of --ring\n"
-		"        bytes (default 256k), owned by you, mode 0600 (--mode, --group to\n"
+		"        bytes (default 512k), owned by you, mode 0600 (--mode, --group to\n"
 		"        share it), and print the options that give it to guests.  A file\n"
 		"        that exists and is all zero is formatted where it is\n"
 		"show    the region's geometry, the connections in its slots, its offers\n"

@@ -46,7 +46,8 @@
 #define SHUNT_VMR_VERSION  1u
 #define SHUNT_VMR_HDR_SIZE 4096u
 #define SHUNT_VMR_ENTRIES  256u  /* directory entries of a region we format */
-#define SHUNT_VMR_RING     (256u << 10) /* default ring size of its slots */
+#define SHUNT_VMR_RING     (512u << 10) /* default ring size of its slots: the
+                                         * library's default ring (config.c) */
 #define SHUNT_VMR_MIN_SIZE (1u << 20)
 
 /* hdr.state: formatting is claimed by one party, by compare-and-swap. */
