@@ -13,15 +13,16 @@
 #                its default); the region is 64 MiB ($SHUNT_VM_REGION_SIZE)
 #   --out FILE   the Markdown section (default: stdout)
 #   --build DIR  the build to measure (default: $SHUNT_BUILD, else build/)
-# Needs root, QEMU and the rest of tests/vm/lab.sh; about 3 minutes.  Exit
+# Needs root, QEMU and the rest of tests/vm/lab.sh; about 5 minutes.  Exit
 # status: 0 once the section is written (targets met or not), 1 if it
 # could not be, 77 if it cannot run here, 2 on a usage error.
 #
 # What is measured, with examples/tcpbench unmodified in both guests:
 #   stream     A writes 128 KiB at a time for S s to B, which reads (MB/s)
 #   pingpong   64 B messages back and forth for S s (median round trip)
-# over TCP (no library), under the library (`shunt run`, the connection
-# moved to the region: its log is checked), and with ivring, the raw SPSC
+# between the guests and from a host process to guest A, over TCP (no
+# library), under the library (`shunt run`, the connection moved to the
+# region: its log is checked), and with ivring, the raw SPSC
 # ring (stream copied out as tcpbench's server does, `-n`; ping-pong), at
 # offset 0 of the same region between the shunt runs (the region is
 # formatted again after it).  The doorbell's wake-up is measured as half
@@ -103,6 +104,33 @@ tcpbench_run() {
 	vm_say "$mode: stream $(field MB/s "$s") MB/s, 64 B round trip $(field rtt_us "$p") us"
 }
 
+# host_run MODE: the same from a host process (the region's file) to a
+# respond server in guest A, over the tap.
+host_run() {
+	local mode=$1 pre=() gpre='' s p log
+	port=$((port + 1))
+	if [ "$mode" != tcp ]; then
+		log=$VM_T/host-$port.log
+		pre=(env SHUNT_IVSHMEM="$VM_REGION" SHUNT_LOG=info SHUNT_LOG_FILE="$log" "$SH" run --)
+		gpre="$SH run --"
+	fi
+	vm_bg A "srv$port" "$gpre $TB respond $VM_A_HOST_IP:$port"
+	vm_wait_listen A $port
+	s=$(vm_host -t $((SECS + 60)) "${pre[@]}" "$TB" stream "$VM_A_HOST_IP:$port" "$SECS") ||
+		vm_fail "host $mode: stream failed ($s)"
+	p=$(vm_host -t $((SECS + 60)) "${pre[@]}" "$TB" pingpong "$VM_A_HOST_IP:$port" "$SECS") ||
+		vm_fail "host $mode: pingpong failed ($p)"
+	vm_host "$TB" quit "$VM_A_HOST_IP:$port" || vm_fail "host $mode: quit"
+	vm_bg_wait A "srv$port" || vm_fail "host $mode: the server failed"
+	if [ -n "$gpre" ]; then
+		[ "$(grep -c 'upgraded: .*ivshmem medium' "$log")" -ge 2 ] ||
+			vm_fail "host $mode: the connections did not move ($(tail -n 3 "$log"))"
+	fi
+	add "host-$mode:stream" "$(field MB/s "$s")"
+	add "host-$mode:rtt" "$(field rtt_us "$p")"
+	vm_say "host -> A, $mode: stream $(field MB/s "$s") MB/s, 64 B round trip $(field rtt_us "$p") us"
+}
+
 ivring_run() {
 	local out rx
 	vm_bg B ivrx ivring -n stream rx
@@ -120,14 +148,16 @@ ivring_run() {
 
 T0=$(vm_now)
 for ((r = 1; r <= ROUNDS; r++)); do
-	order=(tcp shunt ring wake)
-	[ $((r % 2)) = 1 ] || order=(wake ring shunt tcp)
+	order=(tcp shunt ring wake host-tcp host-shunt)
+	[ $((r % 2)) = 1 ] || order=(host-shunt host-tcp wake ring shunt tcp)
 	for m in "${order[@]}"; do
 		case $m in
 		tcp) tcpbench_run tcp ;;
 		shunt) tcpbench_run shunt ;;
 		wake) tcpbench_run wake SHUNT_SPIN_US=0 ;;
 		ring) ivring_run ;;
+		host-tcp) host_run tcp ;;
+		host-shunt) host_run shunt ;;
 		esac
 	done
 done
@@ -138,6 +168,7 @@ med() { printf '%s' "${FIG[$1]}" | median; }
 ts=$(med tcp:stream) ss=$(med shunt:stream) rs=$(med ring:stream)
 tr=$(med tcp:rtt) sr=$(med shunt:rtt) rr=$(med ring:rtt) wr=$(med wake:rtt)
 r_stream=$(ratio "$ss" "$ts") r_rtt=$(ratio "$sr" "$tr") r_ring=$(ratio "$ss" "$rs")
+hts=$(med host-tcp:stream) hss=$(med host-shunt:stream) htr=$(med host-tcp:rtt) hsr=$(med host-shunt:rtt)
 met() { awk -v v="$1" -v t="$2" -v ge="$3" 'BEGIN { if (v == "-") print "-"; else print ((ge ? v >= t : v <= t) ? "yes" : "**no**") }'; }
 rounds_of() { printf '%s' "${FIG[$1]}" | tr '\n' ' '; }
 cmdline=$(sed -e "s#$VM_T#\$TMP#g" -e "s#$VM_CACHE#\$CACHE#g" -e 's/\\,/,/g; s/\\ / /g' \
@@ -162,6 +193,14 @@ so whatever else runs on the machine shows in these figures.
 | stream, MB/s | $ts | $ss | $rs | $r_stream | >= 5 | $(met "$r_stream" 5 1) | $r_ring | >= 0.8 | $(met "$r_ring" 0.8 1) |
 | 64 B round trip, us | $tr | $sr | $rr | $r_rtt | <= 0.1 | $(met "$r_rtt" 0.1 0) | | | |
 
+Between a host process (mapping the region's file) and a respond server in guest A, over
+the tap, in the same rounds:
+
+| host -> guest A | TCP | shunt | shunt / TCP |
+|---|---|---|---|
+| stream, MB/s | $hts | $hss | $(ratio "$hss" "$hts") |
+| 64 B round trip, us | $htr | $hsr | $(ratio "$hsr" "$htr") |
+
 The doorbell (the TCP stream the guests share, one byte per wake-up) wakes a sleeping
 peer in about $(awk -v v="$wr" 'BEGIN { printf "%.0f", v / 2 }') us: half the median round trip of a ping-pong under the library
 with \`SHUNT_SPIN_US=0\` ($wr us), where every wait sleeps; TCP's own round trip is $tr us.
@@ -179,6 +218,10 @@ Per round (MB/s; us):
 | shunt round trip | $(rounds_of shunt:rtt) |
 | raw ring round trip | $(rounds_of ring:rtt) |
 | shunt round trip, no spinning | $(rounds_of wake:rtt) |
+| host -> A, TCP stream | $(rounds_of host-tcp:stream) |
+| host -> A, shunt stream | $(rounds_of host-shunt:stream) |
+| host -> A, TCP round trip | $(rounds_of host-tcp:rtt) |
+| host -> A, shunt round trip | $(rounds_of host-shunt:rtt) |
 
 Guest A's QEMU (B's differs in its name, \`connect=\` for \`listen=\`, MACs, addresses, no tap):
 
@@ -194,6 +237,8 @@ A: [shunt run --] build/examples/tcpbench stream \$B:PORT $SECS
 A: [shunt run --] build/examples/tcpbench pingpong \$B:PORT $SECS
 B: ivring -n stream rx          A: ivring stream tx $SECS
 B: ivring pingpong pong         A: ivring pingpong ping $SECS
+A: [shunt run --] build/examples/tcpbench respond \$A:PORT
+host: [SHUNT_IVSHMEM=/dev/shm/REGION shunt run --] build/examples/tcpbench stream|pingpong \$A:PORT $SECS
 \`\`\`
 EOF
 } >"${OUTF:-/dev/stdout}"
