@@ -179,12 +179,12 @@ static void last_fd(struct tsock *t, int fd)
 	if (atomic_load(&s->state) == SLOT_MOVED && t->mapped && fd >= 0 &&
 	    !shim_slot_shared(s))
 		shim_close_end(t, fd);
+	else if (atomic_load(&s->state) == SLOT_PLAIN)
+		shim_count_why(s, WHY_SHORT);
 	if (s->vm.on) { /* the region's offer and slot (meet_vm.c) */
 		shim_vm_drop(t);
 		shim_vm_let_go(t);
 	}
-	else if (atomic_load(&s->state) == SLOT_PLAIN)
-		shim_count_why(s, WHY_SHORT);
 	shim_slot_unhold(s, t->gen);
 }
 

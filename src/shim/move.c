@@ -358,10 +358,9 @@ static int switch_tx(struct tsock *t, int fd, int patient)
 		uint64_t x = 0;
 		rc = quiet(s, patient) ? shim_kern_tx_total(fd, &x) : -EAGAIN;
 		if (rc == 0) {
-			/* From here the stream carries doorbells, which must not
-			 * wait for Nagle's algorithm or a cork; between VMs, the
-			 * proof first (meet_vm.c). */
 			struct shunt_switch *sw = my_sw(s);
+			/* From here the stream carries doorbells, which must not
+			 * wait for Nagle's algorithm or a cork. */
 			shim_nodelay_take(t, fd);
 			atomic_store_explicit(&sw->tcp_off, x, memory_order_relaxed);
 			/* Release: tcp_off before the flag that covers it. */
