@@ -265,6 +265,54 @@ assert_accelerated() {
 	say "accelerated: $n upgraded line(s) in ${*##*/}"
 }
 
+# count_stays REASON LOG...: the number of "stays on TCP: REASON" lines
+# (REASON: short, nopeer, policy, shared, stdio, options, refused, error).
+count_stays() {
+	local why=$1
+	shift
+	cat "$@" 2>/dev/null | grep -c "stays on TCP: $why\b" || true
+}
+
+# assert_stays REASON MIN LOG...: at least MIN connections stayed on TCP for
+# REASON, as the shim logs when it gives up on one (or, for "short" and
+# "nopeer", when one ends before it moved).  A no-op in plain TCP mode.
+assert_stays() {
+	local why=$1 min=$2 n
+	shift 2
+	n=$(count_stays "$why" "$@")
+	if [ "$APPS_TCP" = 1 ]; then
+		say "plain TCP mode: not checking why connections stay on TCP"
+		return 0
+	fi
+	[ "$n" -ge "$min" ] ||
+		fail "expected >= $min 'stays on TCP: $why' line(s) in ${*##*/}, found $n"
+	say "on TCP as they should be: $n '$why' line(s) in ${*##*/}"
+}
+
+# assert_not_accelerated LOG...: no connection moved to shared memory.
+assert_not_accelerated() {
+	local n
+	n=$(count_upgraded "$@")
+	[ "$n" = 0 ] || fail "$n 'upgraded' line(s) in ${*##*/}: these connections must stay on TCP"
+}
+
+# paced_feed FILE: FILE on stdout, its first 24 pieces of 8 KiB 20 ms apart,
+# then the rest at once.  A connection moves only after its first data calls
+# (upgrade-calls, 16) and a meeting that each end steps through on its own
+# data calls: a client that pours 1 MiB into the kernel's buffers within a
+# millisecond and half-closes is done sending before its peer took one step,
+# and stays on TCP (a half-closed stream carries no doorbell: "stays on TCP:
+# options").  The paced start is a conversation long enough to move in; the
+# rest, and the half-close, go through shared memory.
+paced_feed() {
+	local k
+	for ((k = 0; k < 24; k++)); do
+		tail -c +$((k * 8192 + 1)) "$1" | head -c 8192
+		sleep 0.02
+	done
+	tail -c +$((24 * 8192 + 1)) "$1"
+}
+
 # kernel_tcp_bytes PORT [NS]: bytes the kernel's TCP carried (received plus
 # acknowledged) on the established sockets whose local port is PORT, i.e.
 # on the server's side of its live connections.  Once a connection is
@@ -280,12 +328,16 @@ kernel_tcp_bytes() {
 			END { printf "%.0f\n", s }'
 }
 
-# stat_has_port PORT: `shunt stat --json` lists a live connection to PORT
-# with bytes counted in either direction.
+# stat_has_port PORT: `shunt stat --json` (one object per process, then
+# one per connection end, read from each process family's arena) lists
+# both ends of a live connection to PORT in shared memory: the server's
+# (local address :PORT) and the client's (peer :PORT), each in state
+# "moved" with bytes counted.  Needs jq.
 stat_has_port() {
-	"$SHUNT_BIN" stat --json 2>/dev/null |
-		grep "\"server\":\"[^\"]*:$1\"" |
-		grep -Eq '"bytes_(c2s|s2c)":[1-9]'
+	"$SHUNT_BIN" stat --json 2>/dev/null | jq -e -s --arg p ":$1" '
+		[.[] | select(.state == "moved" and (.bytes_in + .bytes_out) > 0)] as $c
+		| ($c | any(.local | endswith($p))) and ($c | any(.peer | endswith($p)))' \
+		>/dev/null
 }
 
 # rand_file PATH BYTES: random contents.

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # t_apps_iperf3: iperf3 server and client both under shunt.  A 3 s upload
 # and a 1 s download (-R): the receiver got what the sender sent, less at
-# most what the buffers held at the end (iperf3 -J), and the connections moved to
-# shared memory: the shim logged "upgraded", `shunt stat` listed the live
-# connection, and the kernel's TCP socket carried almost none of the bytes.
+# most what the buffers held at the end (iperf3 -J), and the data
+# connections moved to shared memory at both ends: the shim logged
+# "upgraded" in server and client, `shunt stat --json` (read from each
+# process family's arena) listed both ends of the live upload in state
+# "moved", and the kernel's TCP socket carried under 1/100 of the bytes.
 # Installed as build/tests/t_apps_iperf3; the helpers stay in tests/.
 lib=$(dirname "$0")/apps_lib.sh
 [ -f "$lib" ] || lib=$(dirname "$0")/../../tests/apps_lib.sh

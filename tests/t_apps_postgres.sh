@@ -11,6 +11,12 @@
 # commits (pg_stat_database) must cover the transactions pgbench reports.
 # psql checks a sum over generate_series, and sends a random 4 MiB text
 # value that must come back unchanged with the right md5 and length.
+#
+# pgbench's 4 connections (thousands of round trips each), pgbench -i's
+# (a COPY of 100000 rows) and the 4 MiB psql move to shared memory at both
+# ends (every backend logs to server.log).  The psql connections that ask
+# one small question (a few calls, under 1 KiB) stay on TCP by design at
+# both ends: "stays on TCP: short".
 lib=$(dirname "$0")/apps_lib.sh
 [ -f "$lib" ] || lib=$(dirname "$0")/../../tests/apps_lib.sh
 # shellcheck source=tests/apps_lib.sh
@@ -140,9 +146,13 @@ done
 say "server: $((after - before)) commits counted during pgbench"
 
 kill -0 "$srv" 2>/dev/null || fail "postgres died"
-# The 4 pgbench connections and the big psql moved, at both ends (every
-# backend logs to server.log); short psql connections need not.
-assert_accelerated 5 "$T/server.log"
+assert_accelerated 6 "$T/server.log"
 assert_accelerated 4 "$T/pgbench.log"
+assert_accelerated 1 "$T/pgbench-init.log"
 assert_accelerated 1 "$T/psql-big.log"
+for c in psql-sum psql-count psql-stat1; do
+	assert_not_accelerated "$T/$c.log"
+	assert_stays short 1 "$T/$c.log"
+done
+assert_stays short 3 "$T/server.log"
 say pass

@@ -3,7 +3,11 @@
 # authorized_keys in the temp dir, 127.0.0.1 only) and the ssh client, both
 # under shunt.  sshd accepts in its listener, forks, re-execs itself and
 # forks again (privilege separation) before the session's data flows, so the
-# connection changes process three times on the server side.  A random
+# connection changes process three times on the server side.  The forked
+# pre-authentication child confines itself with seccomp (any system call
+# the program does not make itself kills it) and reads and writes the
+# connection where the library does not count: the library must leave it
+# alone, and the session must still move once that child is gone.  A random
 # 50 MiB file goes server to client (`ssh ... cat FILE`) and another client
 # to server (`ssh ... 'cat > FILE'` fed on stdin), each compared by sha256;
 # then one session runs 200 command round trips (a line in, a line out,

@@ -3,11 +3,15 @@
  * shared memory: a forked child serves the connection (the parent closed
  * its copy) or the parent goes on (the child closed or simply exited), a
  * connection shared with a child before it moves and moved once the child
- * is gone, an exec'd image echoing on an inherited socket, exec closing a
- * close-on-exec socket, dup, dup2, dup3, F_DUPFD and F_DUPFD_CLOEXEC (the
- * duplicate serves when the original is closed, and the other way round),
- * and a peer that does not run the shim (SHUNT_DISABLE=1 in a fresh image):
- * the connection must stay on TCP, byte for byte, at either role.
+ * is gone; the same races made certain (the parent's close or move right
+ * after fork() while the child is held back before the shim's atfork
+ * handler, a child killed there, forks that fail, _Fork, clone, vfork +
+ * exec, a fork at every point of a move); an exec'd image echoing on an
+ * inherited socket, exec closing a close-on-exec socket, dup, dup2, dup3,
+ * F_DUPFD and F_DUPFD_CLOEXEC (the duplicate serves when the original is
+ * closed, and the other way round), and a peer that does not run the shim
+ * (SHUNT_DISABLE=1 in a fresh image): the connection must stay on TCP,
+ * byte for byte, at either role.
  *
  * Each case first moves its connection (ts_make_accelerated*), then checks
  * that the program sees exactly what kernel TCP gives it: SHUNT_DISABLE=1
@@ -16,13 +20,21 @@
  */
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
+#include <spawn.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <arpa/inet.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <netinet/in.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -110,6 +122,61 @@ static void expect_quiet(int fd, int ms, const char *why)
 	ASSERT_MSG(re == 0, "revents 0x%x %s", re, why);
 }
 
+/* n bytes each way, x first. */
+static void exchange(int x, int y, uint64_t seed, uint64_t *off, uint64_t n)
+{
+	ts_send_stream(x, seed, *off, n, ts_ms(3000));
+	ts_recv_stream(y, seed, *off, n, ts_ms(3000));
+	ts_send_stream(y, seed ^ 1, *off, n, ts_ms(3000));
+	ts_recv_stream(x, seed ^ 1, *off, n, ts_ms(3000));
+	*off += n;
+}
+
+/* --- A child late to join ------------------------------------------------------
+ * A forked child used to join its sockets' holders in the shim's atfork
+ * child handler.  Ours is registered first, so it runs first in the child:
+ * with g_child_late_ms set, the child sleeps there before running any of
+ * the shim's code, and what the parent does right after fork() meets a
+ * child that has not said a word (deterministically, not by chance). */
+static volatile unsigned g_child_late_ms;
+
+static void child_late(void)
+{
+	if (g_child_late_ms)
+		usleep(g_child_late_ms * 1000u);
+}
+
+__attribute__((constructor(101))) static void child_late_register(void)
+{
+	pthread_atfork(NULL, NULL, child_late);
+}
+
+/* test_fork with the child late by ms. */
+static pid_t fork_late(unsigned ms, void (*fn)(void *), void *arg)
+{
+	g_child_late_ms = ms;
+	pid_t pid = test_fork(fn, arg);
+	g_child_late_ms = 0;
+	return pid;
+}
+
+/* Round trips for up to ms until both ends moved; whether they did. */
+static int try_move(int a, int b, int ms)
+{
+	uint64_t end = test_now_ns() + (uint64_t)ts_ms(ms) * 1000000u;
+	char x = 'm';
+
+	if (ts_disabled())
+		return 1;
+	while (!(ts_accel(a) && ts_accel(b)) && test_now_ns() < end) {
+		ts_write_all(a, &x, 1, ts_ms(3000));
+		ts_read_exact(b, &x, 1, ts_ms(3000));
+		ts_write_all(b, &x, 1, ts_ms(3000));
+		ts_read_exact(a, &x, 1, ts_ms(3000));
+	}
+	return ts_accel(a) && ts_accel(b);
+}
+
 /* --- fork ---------------------------------------------------------------------- */
 
 struct fork_arg {
@@ -165,6 +232,43 @@ static void quit_child(void *arg)
 	test_sleep_ms(100); /* 0: outlive a little, then exit */
 }
 
+/* A pre-forking server (the postmaster): the connection is still on TCP,
+ * the parent closes its copy as soon as fork() returns, and the child
+ * serves it.  The child may not have run yet when the parent closes, so
+ * the parent's close must already count the child as a holder: else it
+ * frees the socket's state, the next accept() takes it for another
+ * connection, and the child's connection never moves (or shares another
+ * one's state).  Several times: which of the two runs first varies. */
+static void case_fork_prefork_close(void)
+{
+	for (int i = 0; i < 6; i++) {
+		int a, b, tok[2];
+		const uint64_t n = 4 * MIB; /* enough calls to move on the way */
+
+		ts_pair(&a, &b);
+		ASSERT_SYS(pipe2(tok, O_CLOEXEC));
+		struct fork_arg f = { a, b, tok[0], n };
+		pid_t child = test_fork(fork_server, &f);
+		ASSERT_SYS(close(a));
+		close(tok[0]);
+		/* A connection made at once, which would take a freed slot. */
+		int c, d;
+		ts_pair(&c, &d);
+		/* 64 round trips of 64 KiB: both ends go on past the move. */
+		for (uint64_t off = 0; off < n; off += 64 * KIB)
+			echo_pump(b, shim_seed(7) + (uint64_t)i, off, 64 * KIB, ts_ms(5000));
+		ts_token_send(tok[1], 'c');
+		ts_expect_eof(b, ts_ms(3000));
+		test_wait_ok(child, ts_ms(5000) / 1000.0);
+		ts_expect_accel(b, "the peer of a pre-forked child");
+		ASSERT_MSG(!ts_accel(c) && !ts_accel(d), "an idle connection moved");
+		close(tok[1]);
+		ASSERT_SYS(close(b));
+		ASSERT_SYS(close(c));
+		ASSERT_SYS(close(d));
+	}
+}
+
 /* fork(); the child closes its copies (or exits with them open); the
  * parent goes on: no end of stream for the peer, every byte on. */
 static void case_fork_parent_serves(void)
@@ -211,7 +315,7 @@ static void holder_child(void *arg)
 /* A connection on TCP shared with a forked child works, whoever of the
  * two sends (it must not move while both hold it); once the child is
  * gone, it moves. */
-static void case_fork_before_move(void)
+static void fork_before_move(unsigned late_ms)
 {
 	int a, b, tok[2];
 	uint64_t seed = shim_seed(3);
@@ -219,7 +323,7 @@ static void case_fork_before_move(void)
 	ts_pair(&a, &b);
 	ASSERT_SYS(pipe2(tok, O_CLOEXEC));
 	struct holder h = { a, tok[0] };
-	pid_t child = test_fork(holder_child, &h);
+	pid_t child = fork_late(late_ms, holder_child, &h);
 	close(tok[0]);
 	/* More data calls than it takes to move, while shared. */
 	for (int i = 0; i < 40; i++) {
@@ -228,8 +332,7 @@ static void case_fork_before_move(void)
 		ts_send_stream(b, seed ^ 1, (uint64_t)i * 1000, 1000, ts_ms(2000));
 		ts_recv_stream(a, seed ^ 1, (uint64_t)i * 1000, 1000, ts_ms(2000));
 	}
-	test_log("while shared with a child: %s, %s", ts_accel(a) ? "moved" : "on TCP",
-		 ts_accel(b) ? "moved" : "on TCP");
+	ASSERT_MSG(!ts_accel(a) && !ts_accel(b), "moved while a child holds the socket");
 	/* The child's turn on the same socket. */
 	ts_token_send(tok[1], 'w');
 	ts_recv_stream(b, seed ^ 2, 0, 1000, ts_ms(3000));
@@ -246,6 +349,253 @@ static void case_fork_before_move(void)
 	ASSERT_SYS(close(a));
 	ts_expect_eof(b, ts_ms(2000));
 	ASSERT_SYS(close(b));
+}
+
+/* ... with the child as it comes, then late by 50 ms: the parent's round
+ * trips (enough to move) run before the child ran a line of the shim. */
+static void case_fork_before_move(void)
+{
+	fork_before_move(0);
+	test_log("the child late by 50 ms");
+	fork_before_move(50);
+}
+
+struct late_arg {
+	int serve, other, tok;
+};
+
+static void late_server(void *arg)
+{
+	const struct late_arg *l = arg;
+
+	ASSERT_SYS(close(l->other));
+	ASSERT_EQ(ts_token_recv(l->tok, ts_ms(5000)), 'g');
+	echo_n(l->serve, 1000);
+	ASSERT_EQ(ts_token_recv(l->tok, ts_ms(5000)), 'c');
+	ASSERT_SYS(close(l->serve));
+}
+
+/* fork_child_serves 20 times, the parent closing its copy as soon as
+ * fork() returns: every other child is late by 20 ms, the others come as
+ * the scheduler has it.  The peer sees nothing until the child closes. */
+static void case_fork_close_at_once(void)
+{
+	for (int i = 0; i < 20; i++) {
+		int a, b, tok[2];
+		moved_pair(&a, &b);
+		ASSERT_SYS(pipe2(tok, O_CLOEXEC));
+		struct late_arg l = { a, b, tok[0] };
+		pid_t child = fork_late(i % 2 ? 0 : 20, late_server, &l);
+		ASSERT_SYS(close(a));
+		close(tok[0]);
+		expect_quiet(b, 30, "after the parent's close (its child holds the socket)");
+		ts_token_send(tok[1], 'g');
+		echo_pump(b, shim_seed(8) + (uint64_t)i, 0, 1000, ts_ms(3000));
+		expect_quiet(b, 0, "after the echo");
+		ts_token_send(tok[1], 'c');
+		ts_expect_eof(b, ts_ms(3000));
+		test_wait_ok(child, ts_ms(5000) / 1000.0);
+		close(tok[1]);
+		ASSERT_SYS(close(b));
+	}
+}
+
+static void idle_child(void *arg)
+{
+	(void)arg;
+}
+
+/* A child killed before the shim ran in it: its parent knew its pid, which
+ * is gone now; the connection is not shared and moves. */
+static void case_fork_child_dies(void)
+{
+	int a, b;
+	uint64_t off = 0;
+
+	ts_pair(&a, &b);
+	pid_t child = fork_late(2000, idle_child, NULL);
+	ASSERT_SYS(kill(child, SIGKILL));
+	ASSERT(WIFSIGNALED(test_wait(child, 5)));
+	ts_make_accelerated(a, b);
+	exchange(a, b, shim_seed(10), &off, 100 * KIB);
+	ASSERT_SYS(close(a));
+	ts_expect_eof(b, ts_ms(2000));
+	ASSERT_SYS(close(b));
+}
+
+#ifndef __NR_clone3
+#define __NR_clone3 435
+#endif
+
+/* From here on this process cannot make another: clone and clone3 fail
+ * with EAGAIN, as at the process limit (which root is not held to).  0 if
+ * the kernel would not have it. */
+static int forbid_children(void)
+{
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone, 2, 0),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone3, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EAGAIN),
+	};
+	struct sock_fprog prog = { sizeof(f) / sizeof(f[0]), f };
+
+	return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
+	       prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
+}
+
+/* In a process of its own, which can make no other once it checks: it
+ * ends with _exit() (a sanitizer's checks at exit() start a thread). */
+static void fails_child(void *arg)
+{
+	int a, b;
+	uint64_t off = 0;
+	pid_t pid;
+	char *argv[] = { (char *)"true", NULL };
+
+	(void)arg;
+	ts_pair(&a, &b);
+	exchange(a, b, shim_seed(11), &off, 1000);
+	if (!forbid_children()) {
+		test_log("no seccomp filter here: nothing checked");
+		_exit(0);
+	}
+	ASSERT_FAILS(fork(), EAGAIN);
+	ASSERT_FAILS(daemon(1, 1), EAGAIN); /* (its parent would exit) */
+	ASSERT_EQ(posix_spawnp(&pid, "true", NULL, NULL, argv, environ), EAGAIN);
+	exchange(a, b, shim_seed(11), &off, 1000);
+	ts_make_accelerated(a, b);
+	exchange(a, b, shim_seed(11), &off, 100 * KIB);
+	ASSERT_SYS(close(a));
+	ts_expect_eof(b, ts_ms(2000));
+	ASSERT_SYS(close(b));
+	_exit(0);
+}
+
+/* fork(), daemon() and posix_spawn() that fail leave no reservation
+ * behind: the connection the child would have held is not shared, and
+ * moves. */
+static void case_fork_fails(void)
+{
+	test_wait_ok(test_fork(fails_child, NULL), ts_ms(10000) / 1000.0);
+}
+
+/* Waits for a byte on the token pipe (its end if the parent dies). */
+static int kin_child(void *arg)
+{
+	const int *tok = arg;
+	char c;
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	close(tok[1]);
+	return read(tok[0], &c, 1) == 1 ? 0 : 1;
+}
+
+/* _Fork() and clone() run no atfork handler, and their children none of
+ * the shim's code: the parent closes its copy as soon as the call returns,
+ * and the peer sees nothing until the child exits (with the socket open:
+ * its end is then the kernel's). */
+static void case_fork_kin(void)
+{
+	static char stack[256 * KIB] __attribute__((aligned(16)));
+
+	for (int how = 0; how < 2; how++) {
+		int a, b, tok[2];
+		test_log("%s", how ? "clone(SIGCHLD)" : "_Fork()");
+		moved_pair(&a, &b);
+		ASSERT_SYS(pipe2(tok, O_CLOEXEC));
+		fflush(NULL);
+		pid_t child = how ? clone(kin_child, stack + sizeof(stack), SIGCHLD, tok) : _Fork();
+		ASSERT_SYS(child);
+		if (child == 0)
+			_exit(kin_child(tok));
+		ASSERT_SYS(close(a));
+		expect_quiet(b, 50, "after the parent's close (its child holds the socket)");
+		ts_token_send(tok[1], 'q');
+		test_wait_ok(child, ts_ms(5000) / 1000.0);
+		ts_expect_eof(b, ts_ms(3000));
+		close(tok[0]);
+		close(tok[1]);
+		ASSERT_SYS(close(b));
+	}
+}
+
+/* vfork() returns once the child execs, before the new image ran a line
+ * (and /bin/sleep runs no shim at all): the child joined the holders on
+ * its way to exec, so the parent's close right after is not the end. */
+static void case_vfork_close_at_once(void)
+{
+	int a, b;
+	char *argv[] = { (char *)"sleep", (char *)"0.3", NULL };
+
+	moved_pair(&a, &b);
+	set_cloexec(a, 0);
+	set_cloexec(b, 1);
+	fflush(NULL);
+	pid_t child = vfork();
+	if (child == 0) {
+		execve("/bin/sleep", argv, environ);
+		_exit(127);
+	}
+	ASSERT_SYS(child);
+	ASSERT_SYS(close(a));
+	expect_quiet(b, 100, "after the parent's close (the exec'd child holds the socket)");
+	test_wait_ok(child, ts_ms(5000) / 1000.0);
+	ts_expect_eof(b, ts_ms(3000));
+	ASSERT_SYS(close(b));
+}
+
+struct mid_arg {
+	int fd, tok;
+	uint64_t seed;
+};
+
+/* Sends 100 bytes on the connection when told, then lets go of it. */
+static void mid_child(void *arg)
+{
+	const struct mid_arg *m = arg;
+
+	ASSERT_EQ(ts_token_recv(m->tok, ts_ms(5000)), 's');
+	ts_send_stream(m->fd, m->seed, 0, 100, ts_ms(3000));
+	ts_close_inherited_tcp(-1);
+}
+
+/* A fork at every point of a move: after k round trips (each end takes a
+ * step at its data calls 16, 18, 22, 30, 46 ...), a child sends on the
+ * connection and leaves.  Every byte of either process arrives in order;
+ * a connection forked before its first step moves once the child is gone
+ * (one forked mid-meeting may stay on TCP: the peer may have given up). */
+static void case_fork_mid_move(void)
+{
+	int moved = 0;
+
+	for (int k = 0; k < 30; k++) {
+		int a, b, tok[2];
+		uint64_t seed = shim_seed(12) + (uint64_t)k, off = 0;
+		ts_pair(&a, &b);
+		for (int i = 0; i < k; i++)
+			exchange(a, b, seed, &off, 16);
+		ASSERT_SYS(pipe2(tok, O_CLOEXEC));
+		struct mid_arg m = { a, tok[0], seed ^ 7 };
+		pid_t child = test_fork(mid_child, &m);
+		close(tok[0]);
+		exchange(a, b, seed, &off, 1000);
+		ts_token_send(tok[1], 's');
+		ts_recv_stream(b, seed ^ 7, 0, 100, ts_ms(3000));
+		test_wait_ok(child, ts_ms(5000) / 1000.0);
+		close(tok[1]);
+		for (int i = 0; i < 10; i++)
+			exchange(a, b, seed, &off, 1000);
+		int ok = try_move(a, b, k < 4 ? 2000 : 300);
+		ASSERT_MSG(ok || k >= 4, "forked after %d round trips: never moved", k);
+		moved += ok;
+		exchange(a, b, seed, &off, 64 * KIB);
+		ASSERT_SYS(close(a));
+		ts_expect_eof(b, ts_ms(2000));
+		ASSERT_SYS(close(b));
+	}
+	test_log("%d of 30 connections moved once the child was gone", moved);
 }
 
 /* --- exec ----------------------------------------------------------------------- */
@@ -315,6 +665,192 @@ static void sleep_launch(void *arg)
 /* A child execs this program on the moved socket; once the new image runs
  * the parent closes its copy; the new image echoes 300 KB, then sees the
  * end and closes. */
+static void exec_sleep(void *arg)
+{
+	(void)arg;
+	char *argv[] = { "sleep", "1", NULL };
+	execvp("sleep", argv);
+	TEST_FAIL_MSG("execvp(sleep): %s", strerror(errno));
+}
+
+/* A forked child execs another program while the connection is still on
+ * TCP and close-on-exec (socat's EXEC: the child that execs cat has the
+ * accepted socket close-on-exec): exec closed the child's copy, so the
+ * parent alone holds it and it moves, though the child's pid lives on. */
+static void case_exec_cloexec_parent_moves(void)
+{
+	int a, b;
+	uint64_t seed = shim_seed(9);
+
+	ts_pair(&a, &b);
+	set_cloexec(a, 1);
+	set_cloexec(b, 1);
+	pid_t child = test_fork(exec_sleep, NULL);
+	test_sleep_ms(100); /* the child's exec is done */
+	for (uint64_t off = 0; off < 4 * MIB; off += 64 * KIB) {
+		ts_send_stream(a, seed, off, 64 * KIB, ts_ms(3000));
+		ts_recv_stream(b, seed, off, 64 * KIB, ts_ms(3000));
+		ts_send_stream(b, seed ^ 1, off, 64 * KIB, ts_ms(3000));
+		ts_recv_stream(a, seed ^ 1, off, 64 * KIB, ts_ms(3000));
+	}
+	ASSERT_MSG(kill(child, 0) == 0, "the exec'd child is still there");
+	ts_expect_accel(a, "the parent's end, its child exec'd");
+	ts_expect_accel(b, "the other end");
+	ASSERT_SYS(close(a));
+	ts_expect_eof(b, ts_ms(2000));
+	ASSERT_SYS(close(b));
+	test_wait_ok(child, 5.0);
+}
+
+/* --- sshd's way: re-exec with the connection as stdin and stdout, a
+ * confined child, then the session ---------------------------------------- */
+
+#define SSHD_BANNER 20
+#define SSHD_PREAUTH 30
+#define SSHD_N (4 * MIB)
+
+/* Echo n single bytes, one read() and one write() each (sshd reads its
+ * peer's banner a byte at a time). */
+static void echo_bytes(int fd, int n)
+{
+	for (int i = 0; i < n; i++) {
+		char c;
+		if (read(fd, &c, 1) != 1 || write(fd, &c, 1) != 1)
+			_exit(3);
+	}
+}
+
+/* What sshd's pre-authentication child does first: no_new_privs, then a
+ * seccomp filter that kills the process for any of the system calls the
+ * library makes on its own account (sendto for a write, fcntl, kill ...),
+ * while the program only reads and writes. */
+static void confine(void)
+{
+	static const int deny[] = {
+		SYS_sendto, SYS_recvfrom, SYS_sendmsg, SYS_recvmsg, SYS_socket, SYS_connect,
+		SYS_bind, SYS_listen, SYS_accept4, SYS_fcntl, SYS_getsockopt, SYS_setsockopt,
+		SYS_kill, SYS_shutdown, SYS_memfd_create, SYS_prlimit64,
+	};
+	enum { N = sizeof(deny) / sizeof(deny[0]) };
+	struct sock_filter f[N + 3];
+
+	f[0] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+					    offsetof(struct seccomp_data, nr));
+	for (int i = 0; i < N; i++) /* to the KILL at the end */
+		f[1 + i] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K,
+							(unsigned)deny[i], (unsigned char)(N - i), 0);
+	f[N + 1] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+	f[N + 2] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
+	struct sock_fprog prog = { (unsigned short)(N + 3), f };
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
+	    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) < 0)
+		_exit(4);
+}
+
+/* The new image ("sshd-child"): the connection came as fds 0 and 1; it
+ * takes it to another number and puts /dev/null there, reads the banner,
+ * lets a confined child carry some round trips, then echoes the session's
+ * SSHD_N bytes, by which the connection must have moved. */
+static int sshd_child_main(int argc, char **argv)
+{
+	unsigned char buf[65536];
+
+	(void)argc;
+	(void)argv;
+	/* Before a word goes to stdout, which is the connection. */
+	int fd = dup(0);
+	int null = open("/dev/null", O_RDWR);
+	if (fd < 0 || null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0)
+		return 2;
+	close(null);
+	test_init("t_shim_proc:sshd-child");
+	/* The banner a byte at a time, answered at once: enough calls here
+	 * to begin meeting the peer, which (two calls) does not answer yet. */
+	char banner[SSHD_BANNER];
+	for (int i = 0; i < SSHD_BANNER; i++)
+		ASSERT_EQ(read(fd, &banner[i], 1), 1);
+	ASSERT_EQ(write(fd, banner, SSHD_BANNER), SSHD_BANNER);
+	pid_t pre = fork();
+	ASSERT_SYS(pre);
+	if (pre == 0) {
+		confine();
+		echo_bytes(fd, SSHD_PREAUTH);
+		_exit(0);
+	}
+	int st;
+	ASSERT_SYS(waitpid(pre, &st, 0));
+	ASSERT_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+		   "the confined child: %s", test_status_str(st, (char *)buf, sizeof(buf)));
+	for (uint64_t done = 0; done < SSHD_N;) {
+		ssize_t r = read(fd, buf, sizeof(buf));
+		ASSERT_SYS(r);
+		ASSERT_MSG(r > 0, "end of stream after %ju bytes", (uintmax_t)done);
+		ts_write_all(fd, buf, (size_t)r, ts_ms(5000));
+		done += (uint64_t)r;
+	}
+	ts_expect_accel(fd, "the session's end after its confined child");
+	ASSERT_SYS(close(fd));
+	return 0;
+}
+
+static void sshd_launch(void *arg)
+{
+	const int *fd = arg; /* the server's end, then the client's */
+
+	ASSERT_SYS(close(fd[1]));
+	ASSERT_SYS(dup2(fd[0], 0));
+	ASSERT_SYS(dup2(fd[0], 1));
+	char *argv[] = { (char *)ts_self(), "sshd-child", NULL };
+	execve(ts_self(), argv, environ);
+	TEST_FAIL_MSG("execve(%s): %s", ts_self(), strerror(errno));
+}
+
+/* sshd's way with a connection on TCP: the listener forks and closes its
+ * copy at once; the child re-execs itself with the connection as stdin
+ * and stdout, moves it to another number and puts /dev/null on 0 and 1,
+ * and reads the banner a byte at a time (it begins to meet the peer); a
+ * child confined by seccomp carries the authentication (the library must
+ * stay out of its way: any system call of its own would kill it, and the
+ * reads it does not see must not upset the move that follows); then the
+ * session moves, every byte intact. */
+static void case_sshd_like(void)
+{
+	int ab[2], c, s;
+	uint64_t seed = shim_seed(8);
+
+	/* The server's end the lower of the two, as sshd's port is: then it
+	 * listens for its peer, whose HELLO waits in its queue through the
+	 * confined child's time. */
+	for (int i = 0;; i++) {
+		ts_pair(&c, &s);
+		if (ts_local_port(s) < ts_local_port(c) || i == 50)
+			break;
+		close(c);
+		close(s);
+	}
+	ab[0] = s;
+	ab[1] = c;
+	int a = s, b = c;
+	pid_t child = test_fork(sshd_launch, ab);
+	ASSERT_SYS(close(a));
+	unsigned char banner[SSHD_BANNER], echo[SSHD_BANNER];
+	test_stream_fill(seed, 0, banner, SSHD_BANNER);
+	ts_write_all(b, banner, SSHD_BANNER, ts_ms(5000));
+	ts_read_exact(b, echo, SSHD_BANNER, ts_ms(5000));
+	ASSERT(!memcmp(banner, echo, SSHD_BANNER));
+	for (int i = 0; i < SSHD_PREAUTH; i++) {
+		unsigned char ch = (unsigned char)(seed + (uint64_t)i), d = 0;
+		ts_write_all(b, &ch, 1, ts_ms(5000));
+		ts_read_exact(b, &d, 1, ts_ms(5000));
+		ASSERT_EQ(d, ch);
+	}
+	for (uint64_t off = 0; off < SSHD_N; off += 64 * KIB)
+		echo_pump(b, seed, off, 64 * KIB, ts_ms(5000));
+	test_wait_ok(child, ts_ms(5000) / 1000.0);
+	ts_expect_accel(b, "the peer of a session that began in a confined child");
+	ASSERT_SYS(close(b));
+}
+
 static void case_exec(void)
 {
 	int a, b, out[2];
@@ -419,15 +955,6 @@ static int make_dup(int how, int fd)
 	int want = how == DUP_DUP3 || how == DUP_FDDUP_CLOEXEC;
 	ASSERT_EQ(!!(fcntl(d, F_GETFD) & FD_CLOEXEC), want);
 	return d;
-}
-
-static void exchange(int x, int y, uint64_t seed, uint64_t *off, uint64_t n)
-{
-	ts_send_stream(x, seed, *off, n, ts_ms(3000));
-	ts_recv_stream(y, seed, *off, n, ts_ms(3000));
-	ts_send_stream(y, seed ^ 1, *off, n, ts_ms(3000));
-	ts_recv_stream(x, seed ^ 1, *off, n, ts_ms(3000));
-	*off += n;
 }
 
 /* Close the original: the duplicate still serves, then its close is the
@@ -599,20 +1126,114 @@ static void case_plain_fallback(void)
 		test_log("note: our end was always %s", seen[1] ? "the lower" : "the higher");
 }
 
+/* --- A sandbox ------------------------------------------------------------- */
+
+/* Only read, write and the exits from here on; anything else kills the
+ * process (OpenSSH's pre-authentication child is made so). */
+static void sandbox_me(void)
+{
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_read, 4, 0),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_write, 3, 0),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_exit_group, 2, 0),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_exit, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = { sizeof(f) / sizeof(f[0]), f };
+
+	ASSERT_SYS(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
+	ASSERT_SYS(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog));
+}
+
+struct sandboxed {
+	int fd;
+	uint64_t seed;
+};
+
+/* Reads a request, answers 256 KiB, with read() and write() alone. */
+/* The end of a sandboxed process: the exit system call itself (a
+ * sanitizer's checks at _exit() make calls the filter kills for). */
+_Noreturn static void quit(int status)
+{
+	for (;;)
+		syscall(SYS_exit_group, status);
+}
+
+static void sandboxed_child(void *arg)
+{
+	struct sandboxed *sb = arg;
+	static uint8_t buf[256 * KIB];
+	char req[4];
+
+	sandbox_me();
+	size_t got = 0;
+	while (got < sizeof(req)) {
+		ssize_t n = read(sb->fd, req + got, sizeof(req) - got);
+		if (n <= 0)
+			quit(2);
+		got += (size_t)n;
+	}
+	test_stream_fill(sb->seed, 0, buf, sizeof(buf));
+	for (size_t off = 0; off < sizeof(buf);) {
+		ssize_t n = write(sb->fd, buf + off, sizeof(buf) - off);
+		if (n <= 0)
+			quit(3);
+		off += (size_t)n;
+	}
+	quit(memcmp(req, "ping", 4) ? 4 : 0);
+}
+
+/* A child that puts itself under a seccomp filter that kills for any call
+ * but read and write keeps using its connection, moved before the fork or
+ * not: the library makes no call of its own there (the moved one went back
+ * to TCP first), and the bytes are intact. */
+static void case_sandbox(void)
+{
+	for (int moved = 0; moved < 2; moved++) {
+		int a, b;
+		ts_pair(&a, &b);
+		if (moved)
+			ts_make_accelerated(a, b);
+		struct sandboxed sb = { a, shim_seed(40 + moved) };
+		pid_t child = test_fork(sandboxed_child, &sb);
+		ASSERT_SYS(close(a));
+		ASSERT_EQ(write(b, "ping", 4), 4);
+		ts_recv_stream(b, sb.seed, 0, 256 * KIB, ts_ms(5000));
+		int st = test_wait(child, 10);
+		ASSERT_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the sandboxed child (%s): %s",
+			   moved ? "moved" : "on TCP", test_status_str(st, (char[64]){ 0 }, 64));
+		ASSERT_SYS(close(b));
+	}
+}
+
 static const struct shim_case g_cases[] = {
 	{ "fork_child_serves", case_fork_child_serves },
 	{ "fork_parent_serves", case_fork_parent_serves },
 	{ "fork_before_move", case_fork_before_move },
+	{ "fork_close_at_once", case_fork_close_at_once },
+	{ "fork_child_dies", case_fork_child_dies },
+	{ "fork_fails", case_fork_fails },
+	{ "fork_kin", case_fork_kin },
+	{ "fork_mid_move", case_fork_mid_move },
+	{ "vfork_close_at_once", case_vfork_close_at_once },
+	{ "fork_prefork_close", case_fork_prefork_close },
+	{ "sshd_like", case_sshd_like },
+	{ "exec_cloexec_parent_moves", case_exec_cloexec_parent_moves },
 	{ "exec", case_exec },
 	{ "exec_cloexec", case_exec_cloexec },
 	{ "dup", case_dup },
 	{ "plain_fallback", case_plain_fallback },
+	{ "sandbox", case_sandbox },
 };
 
 int main(int argc, char **argv)
 {
 	if (argc > 1 && !strcmp(argv[1], "exec-child"))
 		return exec_child_main(argc, argv);
+	if (argc > 1 && !strcmp(argv[1], "sshd-child"))
+		return sshd_child_main(argc, argv);
 	if (argc > 1 && !strcmp(argv[1], "sleep-child"))
 		return sleep_child_main(argc, argv);
 	if (argc > 1 && !strcmp(argv[1], "plain-peer"))

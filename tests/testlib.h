@@ -279,6 +279,8 @@ void test_watchdog(unsigned seconds);
 int test_count_fds(void);
 /* Number of fds / mappings whose target starts with prefix
  * (e.g. "/memfd:shunt"). */
+/* Does fd point at something whose /proc link starts with prefix? */
+int test_fd_is(int fd, const char *prefix);
 int test_count_fd_links(const char *prefix);
 int test_count_maps(const char *prefix);
 

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <pwd.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -451,4 +452,73 @@ int shunt__ensure_dir(const char *dir)
 		return -EPERM;
 	}
 	return 0;
+}
+
+/* --- The directory of the shim's rendezvous files ------------------------
+ * With `trust-netns yes` a connection's name is a file in the directory:
+ * whoever can create entries in it can bind a name before us (a squatter,
+ * who at worst keeps that connection on TCP: the proof stops the rest),
+ * and without the sticky bit can remove or replace ours.  So, as a careful
+ * program checks a path (sshd's StrictModes):
+ *   - every directory above it (symlinks followed): owned by us or root,
+ *     and not writable by group or others unless sticky (as /tmp is);
+ *   - the directory itself, not a symlink, made 0700 if missing, and
+ *       default (not named by `dir` or SHUNT_DIR): ours, closed to group
+ *       and others (a /tmp/shunt-$UID made in advance by someone else, or
+ *       opened to others, is refused);
+ *       named: ours or root's; writable by group or others only if it is
+ *       ours and sticky (shared on purpose: others may bind names, never
+ *       remove ours).
+ * Anything else: the meeting is refused and the connection stays on TCP. */
+
+static int dir_ok(const struct stat *st, unsigned me, int named)
+{
+	if (!S_ISDIR(st->st_mode))
+		return 0;
+	if (!named)
+		return st->st_uid == me && !(st->st_mode & 077);
+	if (st->st_uid != me && st->st_uid != 0)
+		return 0;
+	return !(st->st_mode & 022) || (st->st_uid == me && (st->st_mode & S_ISVTX));
+}
+
+static int above_ok(const char *dir, unsigned me)
+{
+	char path[sizeof(((struct shunt_config *)0)->dir)];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s", dir);
+	for (char *slash = strrchr(path, '/'); slash; slash = strrchr(path, '/')) {
+		slash[slash == path ? 1 : 0] = '\0'; /* "/a/b" -> "/a" -> "/" */
+		if (sys_fstatat(AT_FDCWD, path, &st, 0) < 0 || !S_ISDIR(st.st_mode) ||
+		    (st.st_uid != me && st.st_uid != 0) ||
+		    ((st.st_mode & 022) && !(st.st_mode & S_ISVTX)))
+			return 0;
+		if (slash == path)
+			return 1;
+	}
+	return 0;
+}
+
+int shunt__safe_dir(const char *dir)
+{
+	static _Atomic int said;
+	const struct shunt_config *c = shunt__config();
+	unsigned me = sys_geteuid();
+	struct stat st;
+
+	if (dir[0] != '/')
+		return -EINVAL;
+	int rc = sys_mkdirat(AT_FDCWD, dir, 0700);
+	if (rc < 0 && rc != -EEXIST)
+		return rc;
+	rc = sys_fstatat(AT_FDCWD, dir, &st, AT_SYMLINK_NOFOLLOW);
+	if (rc < 0)
+		return rc;
+	if (dir_ok(&st, me, c->dir_explicit) && above_ok(dir, me))
+		return 0;
+	if (!atomic_exchange(&said, 1))
+		log_warn("%s (or a directory above it) is open to other users: no rendezvous "
+			 "there (docs/config.md, dir)", dir);
+	return -EPERM;
 }

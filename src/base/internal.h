@@ -103,8 +103,14 @@ int shunt__parse_size(const char *s, uint64_t *out);
 int shunt__config_parse(struct shunt_config *c, const char *path, char *text);
 /* Create (mode 0700) or check the runtime directory; 0 or negative errno. */
 int shunt__ensure_dir(const char *dir);
+/* Create (mode 0700) or check the directory of the shim's rendezvous
+ * files: its owner and mode, and those of the directories above it
+ * (config.c says the rule).  0, or -EPERM and the reason logged once. */
+int shunt__safe_dir(const char *dir);
 /* Apply a log level and file named by the config file (log.c). */
 int shunt__log_setup(const char *level, const char *file);
+/* Close the log file, if any: lines go to stderr again. */
+void shunt__log_close(void);
 
 /* --- fds (fd.c) ------------------------------------------------------------ */
 
@@ -115,8 +121,6 @@ extern int shunt__fd_floor;
 int shunt__hide_fd(int fd);
 /* Move the log file's fd above the floor, once the floor is set. */
 void shunt__log_hide(void);
-/* Close the log file (lines go to stderr again). */
-void shunt__log_close(void);
 
 /* The library's own fds, each registered by the address of the int that
  * holds it (> 2): the program never acts on those, the shim answers as if
@@ -137,6 +141,14 @@ void shunt__own_unlock(void);
 
 /* May a peer running as uid reach us (and we it)?  Our own uid always may. */
 int shunt__peer_allowed(uint32_t uid);
+/* The credentials of a UNIX socket's peer (SO_PEERCRED): 0, -EACCES when
+ * its user is not allowed (cr is filled), or the call's error. */
+struct ucred;
+int shunt__peer_cred(int sock, struct ucred *cr);
+/* Does `allow-user` name uid (ours too only if named)?  The shim then
+ * takes a peer of that user at the kernel's word on who owns a socket
+ * when it may not look at the peer's fds (meet.c). */
+int shunt__peer_named(uint32_t uid);
 /* Should a TCP connection to or from this address be accelerated? */
 struct shunt_addr;
 int shunt__tcp_allowed(const struct shunt_addr *a);

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -31,27 +33,29 @@ static int parse_level(const char *s)
 	return -1;
 }
 
+void shunt__log_close(void)
+{
+	if (log_fd <= 2)
+		return;
+	int fd = log_fd;
+	/* Unregistered before the close: the number is the program's again. */
+	shunt__own_del(&log_fd);
+	log_fd = STDERR_FILENO;
+	sys_close(fd);
+}
+
 static int open_log_file(const char *file)
 {
 	int fd = sys_openat(AT_FDCWD, file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 
 	if (fd < 0)
 		return fd;
-	shunt__log_close();
+	shunt__log_close(); /* a file named before: replaced, not leaked */
 	/* Out of the program's way: a program that dup2()s onto a low fd (bash's
 	 * `exec 3<>`) would otherwise send our lines down its own socket. */
 	log_fd = shunt__hide_fd(fd);
 	shunt__own_add(&log_fd);
 	return 0;
-}
-
-void shunt__log_close(void)
-{
-	if (log_fd <= 2)
-		return;
-	shunt__own_del(&log_fd);
-	sys_close(log_fd);
-	log_fd = STDERR_FILENO;
 }
 
 void shunt__log_hide(void)
@@ -105,6 +109,19 @@ int shunt__log_setup(const char *level, const char *file)
 	return 0;
 }
 
+/* A write past the program's RLIMIT_FSIZE would kill it (SIGXFSZ): OpenSSH
+ * sets it to 0 in its sandbox.  Such a line is dropped. */
+static int fits(int fd, size_t n)
+{
+	struct rlimit rl;
+	struct stat st;
+
+	if (sys_prlimit(0, RLIMIT_FSIZE, NULL, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+		return 1;
+	return sys_fstat(fd, &st) == 0 && (!S_ISREG(st.st_mode) ||
+					   (uint64_t)st.st_size + n <= rl.rlim_cur);
+}
+
 static void log_line(int level, const char *fmt, va_list ap)
 {
 	static const char *const tag[] = { "", "error", "warn", "info", "debug" };
@@ -116,7 +133,8 @@ static void log_line(int level, const char *fmt, va_list ap)
 		n = (int)sizeof(buf) - 2;
 	buf[n++] = '\n';
 	/* One write per line keeps lines whole across threads and processes. */
-	sys_write(log_fd, buf, (size_t)n);
+	if (fits(log_fd, (size_t)n))
+		sys_write(log_fd, buf, (size_t)n);
 }
 
 void shunt__log(int level, const char *fmt, ...)

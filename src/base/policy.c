@@ -1,6 +1,7 @@
 /*
  * policy.c - who may connect, and which TCP connections to accelerate.
  */
+#include <errno.h>
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -8,6 +9,7 @@
 
 #include "addr.h"
 #include "internal.h"
+#include "sys.h"
 
 int shunt__peer_allowed(uint32_t uid)
 {
@@ -15,6 +17,26 @@ int shunt__peer_allowed(uint32_t uid)
 
 	if (uid == (uint32_t)geteuid())
 		return 1;
+	for (unsigned i = 0; i < c->n_users; i++)
+		if (c->users[i] == uid)
+			return 1;
+	return 0;
+}
+
+int shunt__peer_cred(int sock, struct ucred *cr)
+{
+	unsigned len = sizeof(*cr);
+	int rc = sys_getsockopt(sock, SOL_SOCKET, SO_PEERCRED, cr, &len);
+
+	if (rc < 0)
+		return rc;
+	return shunt__peer_allowed(cr->uid) ? 0 : -EACCES;
+}
+
+int shunt__peer_named(uint32_t uid)
+{
+	const struct shunt_config *c = shunt__config();
+
 	for (unsigned i = 0; i < c->n_users; i++)
 		if (c->users[i] == uid)
 			return 1;

@@ -86,8 +86,15 @@ static inline int sys_close(int fd) { return (int)SYS_(SYS_close, fd, 0, 0, 0, 0
 static inline int sys_openat(int dir, const char *path, int flags, int mode) { return (int)SYS_(SYS_openat, dir, path, flags, mode, 0, 0); }
 static inline int sys_fcntl(int fd, int cmd, long arg) { return (int)SYS_(SYS_fcntl, fd, cmd, arg, 0, 0, 0); }
 static inline int sys_ioctl(int fd, unsigned long req, void *arg) { return (int)SYS_(SYS_ioctl, fd, req, arg, 0, 0, 0); }
+static inline int sys_prctl(int op, unsigned long a, unsigned long b, unsigned long c, unsigned long d) { return (int)SYS_(SYS_prctl, op, a, b, c, d, 0); }
 static inline int sys_dup3(int fd, int to, int flags) { return (int)SYS_(SYS_dup3, fd, to, flags, 0, 0, 0); }
 static inline int sys_fstat(int fd, struct stat *st) { return (int)SYS_(SYS_fstat, fd, st, 0, 0, 0, 0); }
+static inline int sys_prlimit(int pid, int res, const void *nw, void *old) { return (int)SYS_(SYS_prlimit64, pid, res, nw, old, 0, 0); }
+#ifdef SYS_newfstatat
+static inline int sys_fstatat(int dir, const char *path, struct stat *st, int flags) { return (int)SYS_(SYS_newfstatat, dir, path, st, flags, 0, 0); }
+#else
+static inline int sys_fstatat(int dir, const char *path, struct stat *st, int flags) { return (int)SYS_(SYS_fstatat64, dir, path, st, flags, 0, 0); }
+#endif
 static inline int sys_ftruncate(int fd, off_t len) { return (int)SYS_(SYS_ftruncate, fd, len, 0, 0, 0, 0); }
 static inline int sys_memfd_create(const char *name, unsigned flags) { return (int)SYS_(SYS_memfd_create, name, flags, 0, 0, 0, 0); }
 static inline long sys_readlinkat(int dir, const char *path, char *buf, size_t n) { return SYS_(SYS_readlinkat, dir, path, buf, n, 0, 0); }
@@ -129,8 +136,13 @@ static inline int sys_epoll_ctl(int ep, int op, int fd, struct epoll_event *ev) 
 static inline int sys_epoll_wait(int ep, struct epoll_event *ev, int n, int ms) { return (int)SYS_(SYS_epoll_pwait, ep, ev, n, ms, 0, 8); }
 
 static inline int sys_getpid(void) { return (int)SYS_(SYS_getpid, 0, 0, 0, 0, 0, 0); }
+static inline unsigned sys_geteuid(void) { return (unsigned)SYS_(SYS_geteuid, 0, 0, 0, 0, 0, 0); }
 static inline int sys_gettid(void) { return (int)SYS_(SYS_gettid, 0, 0, 0, 0, 0, 0); }
 static inline int sys_kill(int pid, int sig) { return (int)SYS_(SYS_kill, pid, sig, 0, 0, 0, 0); }
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424 /* Linux 5.1, one number on every architecture */
+#endif
+static inline int sys_pidfd_send_signal(int pidfd, int sig) { return (int)SYS_(SYS_pidfd_send_signal, pidfd, sig, 0, 0, 0, 0); }
 static inline int sys_sched_yield(void) { return (int)SYS_(SYS_sched_yield, 0, 0, 0, 0, 0, 0); }
 static inline long sys_getrandom(void *buf, size_t n, unsigned flags) { return SYS_(SYS_getrandom, buf, n, flags, 0, 0, 0); }
 

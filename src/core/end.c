@@ -65,17 +65,26 @@ void shunt_end_peer_gone(struct shunt_end *e)
 		log_debug("peer hung up");
 }
 
+/* Bytes ready: through the receiving thread's cache of the peer's index,
+ * or (peek) from the shared indices alone, for readiness asked by any
+ * thread while another may be receiving. */
+static int64_t rx_avail(struct shunt_end *e, uint64_t want, int peek)
+{
+	return peek ? shunt_ring_look_fill(&e->rx) : shunt_ring_avail(&e->rx, want);
+}
+
 /* The peer vanished without a shutdown: it died, or (the shim) closed its
  * last copy without a word.  Data it published before is still ours, so
  * read the head again.  As with TCP, that is end of stream if it had read
  * all we sent, and a reset if it left some unread. */
-static int64_t gone_rx(struct shunt_end *e, uint64_t want)
+static int64_t gone_rx(struct shunt_end *e, uint64_t want, int peek)
 {
-	int64_t n = shunt_ring_avail(&e->rx, want);
+	int64_t n = rx_avail(e, want, peek);
 
 	if (n != 0)
 		return n < 0 ? shunt_end_fail(e, (int)n) : n;
-	if (e->hangup_eof && shunt_ring_peek_space(&e->tx) == (int64_t)e->tx.cap)
+	/* The sending thread's state is not ours to read here: the indices. */
+	if (e->hangup_eof && shunt_ring_look_space(&e->tx) == (int64_t)e->tx.cap)
 		return 0;
 	return -ECONNRESET;
 }
@@ -93,9 +102,10 @@ static int peer_done(struct shunt_end *e)
  * Each returns > 0 (bytes ready or free), 0 (end of stream, rx only),
  * -EAGAIN (would wait) or the error the caller must return.  `want` is how
  * much the caller could use: the peer's index is re-read only when the
- * cached one shows less, so each call loads it at most once. */
+ * cached one shows less, so each call loads it at most once.  `peek`: for
+ * poll, from any thread, touching no state of the direction's own thread. */
 
-static int64_t rx_ready(struct shunt_end *e, uint64_t want)
+static int64_t rx_ready(struct shunt_end *e, uint64_t want, int peek)
 {
 	int err = atomic_load_explicit(&e->broken, memory_order_relaxed);
 
@@ -103,7 +113,7 @@ static int64_t rx_ready(struct shunt_end *e, uint64_t want)
 		return err;
 	if (atomic_load_explicit(&e->rd_shut, memory_order_relaxed))
 		return 0;
-	int64_t n = shunt_ring_avail(&e->rx, want);
+	int64_t n = rx_avail(e, want, peek);
 	if (n != 0)
 		return n < 0 ? shunt_end_fail(e, (int)n) : n;
 	int64_t st = shunt_end_peer_state(e);
@@ -111,18 +121,18 @@ static int64_t rx_ready(struct shunt_end *e, uint64_t want)
 		return st;
 	if (st & (SHUNT_ST_SHUT_WR | SHUNT_ST_CLOSED)) {
 		/* Read the head again after the state: it may have grown. */
-		n = shunt_ring_avail(&e->rx, want);
+		n = rx_avail(e, want, peek);
 		if (n == 0 && (st & SHUNT_ST_RESET))
 			return -ECONNRESET;
 		return n < 0 ? shunt_end_fail(e, (int)n) : n;
 	}
 	if (atomic_load_explicit(&e->peer_gone, memory_order_relaxed))
-		return gone_rx(e, want);
+		return gone_rx(e, want, peek);
 	return -EAGAIN;
 }
 
 /* Free space of at least `need` bytes (need <= want). */
-static int64_t tx_ready(struct shunt_end *e, uint64_t want, uint64_t need)
+static int64_t tx_ready(struct shunt_end *e, uint64_t want, uint64_t need, int peek)
 {
 	int err = atomic_load_explicit(&e->broken, memory_order_relaxed);
 
@@ -137,7 +147,7 @@ static int64_t tx_ready(struct shunt_end *e, uint64_t want, uint64_t need)
 		return -EPIPE;
 	if (atomic_load_explicit(&e->peer_gone, memory_order_relaxed))
 		return -ECONNRESET;
-	int64_t n = shunt_ring_space(&e->tx, want);
+	int64_t n = peek ? shunt_ring_look_space(&e->tx) : shunt_ring_space(&e->tx, want);
 	if (n < 0)
 		return shunt_end_fail(e, (int)n);
 	return (uint64_t)n >= need ? n : -EAGAIN;
@@ -156,8 +166,8 @@ static int ready(void *arg)
 	struct want *w = arg;
 
 	if (w->bits == SHUNT_WAIT_WRITE)
-		return tx_ready(w->e, w->need, w->need) != -EAGAIN;
-	int64_t n = rx_ready(w->e, w->need);
+		return tx_ready(w->e, w->need, w->need, 0) != -EAGAIN;
+	int64_t n = rx_ready(w->e, w->need, 0);
 	return n != -EAGAIN && (n <= 0 || (uint64_t)n >= w->need || peer_done(w->e));
 }
 
@@ -264,11 +274,11 @@ ssize_t shunt_end_send(struct shunt_end *e, struct shunt_bell *b, const void *bu
 	size_t done = 0;
 
 	if (len == 0) {
-		int64_t n = tx_ready(e, 1, 1);
+		int64_t n = tx_ready(e, 1, 1, 0);
 		return n < 0 && n != -EAGAIN ? n : 0;
 	}
 	while (done < len) {
-		int64_t n = tx_ready(e, SHUNT_MIN(len - done, e->tx.cap), 1);
+		int64_t n = tx_ready(e, SHUNT_MIN(len - done, e->tx.cap), 1, 0);
 		if (n == -EAGAIN) {
 			int rc = end_wait(e, b, SHUNT_WAIT_WRITE, 1, deadline);
 			if (rc < 0)
@@ -293,7 +303,7 @@ ssize_t shunt_end_reserve(struct shunt_end *e, struct shunt_bell *b, void **buf,
 	if (min > e->tx.cap)
 		return -EINVAL;
 	for (;;) {
-		int64_t n = tx_ready(e, min, min);
+		int64_t n = tx_ready(e, min, min, 0);
 		if (n > 0) {
 			*buf = shunt_ring_wptr(&e->tx);
 			e->zc_reserved = (uint64_t)n;
@@ -333,7 +343,7 @@ static int64_t rx_wait_min(struct shunt_end *e, struct shunt_bell *b, uint64_t w
 			   uint64_t need, int64_t deadline)
 {
 	for (;;) {
-		int64_t n = rx_ready(e, want);
+		int64_t n = rx_ready(e, want, 0);
 		if (n != -EAGAIN && (n <= 0 || (uint64_t)n >= need || peer_done(e)))
 			return n;
 		int rc = end_wait(e, b, SHUNT_WAIT_READ, need, deadline);
@@ -484,7 +494,7 @@ void shunt_end_init(struct shunt_end *e, const struct shunt_seg *seg, int side,
 
 static int poll_rx(struct shunt_end *e)
 {
-	int64_t n = rx_ready(e, 1);
+	int64_t n = rx_ready(e, 1, 1);
 
 	if (n == -EAGAIN)
 		return 0;
@@ -499,7 +509,7 @@ static int poll_rx(struct shunt_end *e)
  * peer's orderly close a TCP socket still polls writable and no more. */
 static int poll_tx(struct shunt_end *e)
 {
-	int64_t n = tx_ready(e, 1, 1);
+	int64_t n = tx_ready(e, 1, 1, 1);
 
 	if (n == -EAGAIN)
 		return 0;
@@ -541,6 +551,13 @@ int shunt_end_poll(struct shunt_end *e, struct shunt_bell *b, int events, int ar
 		shunt_end_peer_gone(e);
 	shunt_wait_arm(&e->me->wait, bits);
 	return poll_bits(e, events);
+}
+
+uint32_t shunt_end_armed(const struct shunt_end *e)
+{
+	/* Acquire: the peer cleared the bit after it published what it rang
+	 * for (shunt_wait_should_wake's fence), which is then visible. */
+	return atomic_load_explicit(&e->me->wait, memory_order_acquire) & SHUNT_WAIT_ALL;
 }
 
 uint64_t shunt_end_progress(const struct shunt_end *e)

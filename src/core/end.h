@@ -101,6 +101,10 @@ void shunt_end_close(struct shunt_end *e, struct shunt_bell *b, enum shunt_close
 #define SHUNT_ARM_LAZY  2
 #define SHUNT_ARM_EDGE  3
 int shunt_end_poll(struct shunt_end *e, struct shunt_bell *b, int events, int arm);
+/* The SHUNT_WAIT_* bits this end has armed now.  The peer clears one as
+ * it rings for it, before its doorbell reaches us (which the medium may
+ * delay), so an armed bit gone means "look again". */
+uint32_t shunt_end_armed(const struct shunt_end *e);
 /* A number that changes whenever the peer makes progress: for edge
  * triggering.  Read from shared memory, so used for nothing else. */
 uint64_t shunt_end_progress(const struct shunt_end *e);

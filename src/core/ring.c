@@ -36,3 +36,21 @@ int64_t shunt_ring_peek_space(const struct shunt_ring *r)
 		return -EPROTO;
 	return (int64_t)(r->cap - (r->pos - t));
 }
+
+/* Head - tail.  The tail first: its writer acquired a head at least as
+ * new before it released the tail (shunt_ring_avail, then _release), so
+ * the head read after it is never behind it. */
+int64_t shunt_ring_look_fill(const struct shunt_ring *r)
+{
+	uint64_t t = atomic_load_explicit(r->tail, memory_order_acquire);
+	uint64_t h = atomic_load_explicit(r->head, memory_order_acquire);
+
+	return h - t > r->cap ? -EPROTO : (int64_t)(h - t);
+}
+
+int64_t shunt_ring_look_space(const struct shunt_ring *r)
+{
+	int64_t n = shunt_ring_look_fill(r);
+
+	return n < 0 ? n : (int64_t)r->cap - n;
+}

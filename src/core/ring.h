@@ -116,4 +116,13 @@ int64_t shunt_ring_peek_fill(const struct shunt_ring *r);
 /* Free bytes as the consumer's index now says, without caching. */
 int64_t shunt_ring_peek_space(const struct shunt_ring *r);
 
+/*
+ * The same for readiness asked by any thread: from the shared indices
+ * alone, touching neither `pos` nor `peer`, which belong to the thread
+ * that produces or consumes and may change under the caller.  -EPROTO if
+ * impossible.
+ */
+int64_t shunt_ring_look_fill(const struct shunt_ring *r);
+int64_t shunt_ring_look_space(const struct shunt_ring *r);
+
 #endif /* SHUNT_RING_H */

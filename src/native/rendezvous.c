@@ -85,17 +85,12 @@ static int resolve(const char *name, struct sockaddr_un *addr, int listener)
 static int peer_allowed(int sock, const char *who)
 {
 	struct ucred cr;
-	unsigned len = sizeof(cr);
-	int rc = sys_getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cr, &len);
+	int rc = shunt__peer_cred(sock, &cr);
 
-	if (rc < 0)
-		return rc;
-	if (!shunt__peer_allowed(cr.uid)) {
+	if (rc == -EACCES)
 		log_warn("refused %s pid %d: uid %u is neither ours (%u) nor allowed",
 			 who, (int)cr.pid, (unsigned)cr.uid, (unsigned)geteuid());
-		return -EACCES;
-	}
-	return 0;
+	return rc;
 }
 
 /* --- Connecting ------------------------------------------------------- */
@@ -278,10 +273,10 @@ static int answer(int s, struct shunt_conn **out)
 	int rc = wait_readable(s, HELLO_TIMEOUT_MS);
 
 	if (rc == 0)
-		rc = shunt_fdmsg_recv(s, &h, sizeof(h), fds, &n, MSG_DONTWAIT);
+		rc = shunt_fdmsg_recv(s, &h, sizeof(h), fds, 2, &n, MSG_DONTWAIT);
 	if (rc == 0 && (n != 2 || h.magic != SHUNT_HELLO_MAGIC ||
 			h.version != SHUNT_HELLO_VERSION || h.flags != 0)) {
-		shunt_close_fds(fds, n);
+		shunt_close_untrusted(fds, n);
 		rc = -EPROTO;
 	}
 	if (rc == 0) {

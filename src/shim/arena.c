@@ -31,37 +31,53 @@ const char *const shim_why_names[WHY_N] = {
 	"short", "nopeer", "policy", "shared", "stdio", "options", "refused", "error",
 };
 
-static struct arena_hdr *arena;
+/*
+ * The mapping is published once its header is written and this process
+ * has its line (release), and read with acquire: a thread that sees the
+ * pointer sees the rest.  Creating or adopting takes arena_mu.  arena_fd
+ * is in the registry of the library's own fds, which may move it (the
+ * program dup2()s onto its number): atomic accesses.
+ */
+static _Atomic(struct arena_hdr *) arena;
 static int arena_fd = -1;
-static struct arena_proc *me;
+static _Atomic(struct arena_proc *) me;
 static pthread_mutex_t arena_mu = PTHREAD_MUTEX_INITIALIZER;
 
-static struct tslot *slot_of(int i)
+static struct arena_hdr *arena_now(void)
 {
-	return (struct tslot *)((uint8_t *)arena + ARENA_SLOTS_OFF + (size_t)i * ARENA_SLOT_SIZE);
+	return atomic_load_explicit(&arena, memory_order_acquire);
+}
+
+static struct tslot *slot_of(struct arena_hdr *a, int i)
+{
+	return (struct tslot *)((uint8_t *)a + ARENA_SLOTS_OFF + (size_t)i * ARENA_SLOT_SIZE);
 }
 
 int shim_slot_index(const struct tslot *s)
 {
-	return (int)(((const uint8_t *)s - (const uint8_t *)arena - ARENA_SLOTS_OFF) /
+	return (int)(((const uint8_t *)s - (const uint8_t *)arena_now() - ARENA_SLOTS_OFF) /
 		     ARENA_SLOT_SIZE);
 }
 
 int shim_arena_fd(void)
 {
-	return arena_fd;
+	return __atomic_load_n(&arena_fd, __ATOMIC_ACQUIRE);
 }
 
-static int alive(int pid)
+/* A holder entry is a pid, -1 (shared for good), or a fork's reservation
+ * (SLOT_FORKING), which lives as long as the forking process. */
+static int alive(int32_t h)
 {
-	return pid == -1 || (pid > 0 && sys_kill(pid, 0) != -ESRCH);
+	int pid = h < -1 ? SLOT_FORKER(h) : h;
+
+	return h == -1 || (pid > 0 && sys_kill(pid, 0) != -ESRCH);
 }
 
 /* Take a line whose pid is `want` (0: free; else a dead process's). */
-static struct arena_proc *proc_take(int pid, int dead)
+static struct arena_proc *proc_take(struct arena_hdr *a, int pid, int dead)
 {
 	for (int i = 0; i < ARENA_PROCS; i++) {
-		struct arena_proc *p = &arena->procs[i];
+		struct arena_proc *p = &a->procs[i];
 		int32_t old = atomic_load(&p->pid);
 		if ((dead ? old > 0 && !alive(old) : old == 0) &&
 		    atomic_compare_exchange_strong(&p->pid, &old, pid))
@@ -71,44 +87,53 @@ static struct arena_proc *proc_take(int pid, int dead)
 }
 
 /* This process's line in the table: its own after exec, else a new one. */
-static void proc_enter(void)
+static void proc_enter(struct arena_hdr *a)
 {
 	int pid = shim_pid();
 
 	for (int i = 0; i < ARENA_PROCS; i++) {
-		if (atomic_load(&arena->procs[i].pid) == pid) {
-			me = &arena->procs[i];
+		if (atomic_load(&a->procs[i].pid) == pid) {
+			atomic_store(&me, &a->procs[i]);
 			return;
 		}
 	}
-	me = proc_take(pid, 0);
-	if (!me)
-		me = proc_take(pid, 1);
-	if (!me)
+	struct arena_proc *p = proc_take(a, pid, 0);
+	if (!p)
+		p = proc_take(a, pid, 1);
+	if (!p)
 		return;
-	atomic_store(&me->seen, 0);
-	atomic_store(&me->moved, 0);
+	atomic_store(&p->seen, 0);
+	atomic_store(&p->moved, 0);
 	for (int i = 0; i < ARENA_WHY; i++)
-		atomic_store(&me->why[i], 0);
+		atomic_store(&p->why[i], 0);
 	char comm[16] = "";
-	prctl(PR_GET_NAME, comm, 0, 0, 0);
-	memcpy(me->comm, comm, sizeof(comm));
+	sys_prctl(PR_GET_NAME, (unsigned long)comm, 0, 0, 0);
+	memcpy(p->comm, comm, sizeof(comm));
+	atomic_store(&me, p);
 }
 
-static int arena_map(int fd)
+/* Map fd; the caller publishes it. */
+static struct arena_hdr *arena_map(int fd, int *err)
 {
 	long p = sys_mmap(NULL, ARENA_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 
-	if ((unsigned long)p > -4096ul)
-		return (int)p;
-	arena = (struct arena_hdr *)p;
-	arena_fd = fd;
-	return 0;
+	*err = (unsigned long)p > -4096ul ? (int)p : 0;
+	return *err ? NULL : (struct arena_hdr *)p;
+}
+
+/* Our fd from now on, registered so that the program never closes it. */
+static void arena_publish(struct arena_hdr *a, int fd)
+{
+	__atomic_store_n(&arena_fd, fd, __ATOMIC_RELEASE);
+	shunt__own_add(&arena_fd);
+	proc_enter(a);
+	atomic_store_explicit(&arena, a, memory_order_release);
 }
 
 static int arena_create(void)
 {
 	int fd = shunt__hide_fd(sys_memfd_create("shunt-arena", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+	struct arena_hdr *a = NULL;
 
 	if (fd < 0)
 		return fd;
@@ -116,19 +141,18 @@ static int arena_create(void)
 	if (rc == 0)
 		rc = sys_fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
 	if (rc == 0)
-		rc = arena_map(fd);
+		a = arena_map(fd, &rc);
 	if (rc < 0) {
 		sys_close(fd);
 		return rc;
 	}
-	arena->magic = ARENA_MAGIC;
-	arena->version = ARENA_VERSION;
-	arena->nslots = ARENA_SLOTS;
-	arena->slot_size = ARENA_SLOT_SIZE;
-	arena->nprocs = ARENA_PROCS;
-	arena->slots_off = ARENA_SLOTS_OFF;
-	shunt__own_add(&arena_fd);
-	proc_enter();
+	a->magic = ARENA_MAGIC;
+	a->version = ARENA_VERSION;
+	a->nslots = ARENA_SLOTS;
+	a->slot_size = ARENA_SLOT_SIZE;
+	a->nprocs = ARENA_PROCS;
+	a->slots_off = ARENA_SLOTS_OFF;
+	arena_publish(a, fd);
 	return 0;
 }
 
@@ -144,31 +168,34 @@ int shim_arena_adopt(int fd)
 	    !S_ISREG(st.st_mode) || (uint64_t)st.st_size != ARENA_SIZE)
 		return -EPROTO;
 	pthread_mutex_lock(&arena_mu);
-	int rc = arena ? -EEXIST : arena_map(fd);
-	if (rc == 0 && (arena->magic != ARENA_MAGIC || arena->version != ARENA_VERSION)) {
-		sys_munmap(arena, ARENA_SIZE);
-		arena = NULL;
-		arena_fd = -1;
+	int rc = -EEXIST;
+	struct arena_hdr *a = arena_now() ? NULL : arena_map(fd, &rc);
+	if (a && (a->magic != ARENA_MAGIC || a->version != ARENA_VERSION)) {
+		sys_munmap(a, ARENA_SIZE);
+		a = NULL;
 		rc = -EPROTO;
 	}
-	if (rc == 0) {
-		arena_fd = shunt__hide_fd(fd);
-		sys_fcntl(arena_fd, F_SETFD, FD_CLOEXEC);
-		shunt__own_add(&arena_fd);
-		proc_enter();
+	if (a) {
+		fd = shunt__hide_fd(fd);
+		sys_fcntl(fd, F_SETFD, FD_CLOEXEC);
+		arena_publish(a, fd);
 	}
 	pthread_mutex_unlock(&arena_mu);
 	return rc;
 }
 
-static int arena_get(void)
+/* The arena, made on first use; NULL if it cannot be. */
+static struct arena_hdr *arena_get(void)
 {
-	if (__builtin_expect(arena != NULL, 1))
-		return 0;
+	struct arena_hdr *a = arena_now();
+
+	if (__builtin_expect(a != NULL, 1))
+		return a;
 	pthread_mutex_lock(&arena_mu);
-	int rc = arena ? 0 : arena_create();
+	if (!arena_now())
+		arena_create();
 	pthread_mutex_unlock(&arena_mu);
-	return rc;
+	return arena_now();
 }
 
 static void init_locks(struct tslot *s)
@@ -200,17 +227,19 @@ void shim_unlock(pthread_mutex_t *mu)
 
 struct tslot *shim_slot_new(uint64_t ino, uint32_t *gen)
 {
-	if (arena_get() < 0)
+	struct arena_hdr *a = arena_get();
+
+	if (!a)
 		return NULL;
-	uint32_t start = atomic_load_explicit(&arena->hint, memory_order_relaxed);
+	uint32_t start = atomic_load_explicit(&a->hint, memory_order_relaxed);
 	for (uint32_t k = 0; k < ARENA_SLOTS; k++) {
 		uint32_t i = (start + k) % ARENA_SLOTS;
-		struct tslot *s = slot_of((int)i);
+		struct tslot *s = slot_of(a, (int)i);
 		uint32_t free_ = SLOT_FREE;
 		if (atomic_load_explicit(&s->state, memory_order_relaxed) != SLOT_FREE ||
 		    !atomic_compare_exchange_strong(&s->state, &free_, SLOT_PLAIN))
 			continue;
-		atomic_store_explicit(&arena->hint, i + 1, memory_order_relaxed);
+		atomic_store_explicit(&a->hint, i + 1, memory_order_relaxed);
 		/* Ours alone now: clear all but the generation. */
 		uint32_t g = atomic_load(&s->gen);
 		memset((uint8_t *)s + offsetof(struct tslot, flags), 0,
@@ -227,33 +256,65 @@ struct tslot *shim_slot_new(uint64_t ino, uint32_t *gen)
 
 struct tslot *shim_slot_at(int index, uint32_t gen)
 {
-	if (!arena || index < 0 || index >= ARENA_SLOTS)
+	struct arena_hdr *a = arena_now();
+
+	if (!a || index < 0 || index >= ARENA_SLOTS)
 		return NULL;
-	struct tslot *s = slot_of(index);
+	struct tslot *s = slot_of(a, index);
 	if (atomic_load(&s->gen) != gen || atomic_load(&s->state) == SLOT_FREE)
 		return NULL;
 	return s;
 }
 
-void shim_slot_hold(struct tslot *s, int pid)
+static int holds(struct tslot *s, int32_t h)
+{
+	for (int i = 0; i < SLOT_HOLDERS; i++)
+		if (atomic_load(&s->holders[i]) == h)
+			return 1;
+	return 0;
+}
+
+/* A new entry: a free one, else a dead holder's; else the slot counts as
+ * shared for good (more holders than fit). */
+static void add_holder(struct tslot *s, int32_t h)
 {
 	for (int pass = 0; pass < 2; pass++) {
 		for (int i = 0; i < SLOT_HOLDERS; i++) {
-			int32_t h = atomic_load(&s->holders[i]);
-			if (h == pid || h == -1)
+			int32_t old = atomic_load(&s->holders[i]);
+			if (old == -1)
 				return;
-			/* Second pass: take a dead holder's place. */
-			if (pass == 1 && h != 0 && !alive(h) &&
-			    atomic_compare_exchange_strong(&s->holders[i], &h, pid))
-				return;
-			int32_t zero = 0;
-			if (pass == 0 && h == 0 &&
-			    atomic_compare_exchange_strong(&s->holders[i], &zero, pid))
+			if ((pass == 0 ? old == 0 : old != 0 && !alive(old)) &&
+			    atomic_compare_exchange_strong(&s->holders[i], &old, h))
 				return;
 		}
 	}
-	/* More holders than fit: the slot counts as shared for good. */
 	atomic_store(&s->holders[0], -1);
+}
+
+void shim_slot_hold(struct tslot *s, int pid)
+{
+	if (!holds(s, pid))
+		add_holder(s, pid);
+}
+
+/* One entry per fork, even when another fork of ours reserved too: each
+ * reservation is turned into its own child. */
+void shim_slot_reserve(struct tslot *s, int32_t tag)
+{
+	add_holder(s, tag);
+}
+
+int shim_slot_let_go(struct tslot *s)
+{
+	int pid = shim_pid();
+
+	if (!shim_slot_shared(s))
+		return 0;
+	for (int i = 0; i < SLOT_HOLDERS; i++) {
+		int32_t h = pid;
+		atomic_compare_exchange_strong(&s->holders[i], &h, 0);
+	}
+	return 1;
 }
 
 int shim_slot_shared(struct tslot *s)
@@ -268,18 +329,22 @@ int shim_slot_shared(struct tslot *s)
 	return 0;
 }
 
-void shim_slot_unhold(struct tslot *s, uint32_t gen)
+/* Clear who's entries (0: nobody's) and dead ones; free the slot when no
+ * entry is left. */
+static void let_go(struct tslot *s, uint32_t gen, int who)
 {
-	int pid = shim_pid(), left = 0;
+	int left = 0;
 
 	if (atomic_load(&s->gen) != gen)
 		return;
 	for (int i = 0; i < SLOT_HOLDERS; i++) {
 		int32_t h = atomic_load(&s->holders[i]);
-		if (h == pid || (h > 0 && !alive(h)))
-			atomic_compare_exchange_strong(&s->holders[i], &h, 0);
-		else if (h != 0)
+		if (h == 0)
+			continue;
+		if (!(who && h == who) && alive(h))
 			left = 1;
+		else if (!atomic_compare_exchange_strong(&s->holders[i], &h, 0))
+			left = 1; /* it changed under us: somebody's */
 	}
 	if (left)
 		return;
@@ -289,30 +354,60 @@ void shim_slot_unhold(struct tslot *s, uint32_t gen)
 		atomic_store(&s->state, SLOT_FREE);
 }
 
+void shim_slot_unhold(struct tslot *s, uint32_t gen)
+{
+	let_go(s, gen, shim_pid());
+}
+
+int shim_slot_born(struct tslot *s, uint32_t gen, int32_t tag, int pid)
+{
+	if (atomic_load(&s->gen) != gen)
+		return 0;
+	/* The child may have put itself there first (its atfork handler, or
+	 * an exec'd image): then the reservation only goes. */
+	int32_t to = pid > 0 && !holds(s, pid) ? pid : 0;
+	for (int i = 0; i < SLOT_HOLDERS; i++) {
+		int32_t h = tag;
+		if (atomic_compare_exchange_strong(&s->holders[i], &h, to)) {
+			if (!to) /* the last holder may have left meanwhile */
+				let_go(s, gen, 0);
+			return 1;
+		}
+	}
+	return 0;
+}
+
 void shim_count_seen(void)
 {
-	if (me)
-		atomic_fetch_add_explicit(&me->seen, 1, memory_order_relaxed);
+	struct arena_proc *p = atomic_load_explicit(&me, memory_order_acquire);
+
+	if (p)
+		atomic_fetch_add_explicit(&p->seen, 1, memory_order_relaxed);
 }
 
 void shim_count_moved(void)
 {
-	if (me)
-		atomic_fetch_add_explicit(&me->moved, 1, memory_order_relaxed);
+	struct arena_proc *p = atomic_load_explicit(&me, memory_order_acquire);
+
+	if (p)
+		atomic_fetch_add_explicit(&p->moved, 1, memory_order_relaxed);
 }
 
 void shim_count_why(struct tslot *s, enum shim_why why)
 {
 	uint32_t none = 0;
+	struct arena_proc *p = atomic_load_explicit(&me, memory_order_acquire);
 
 	/* Once per connection: the first reason is the one that counts. */
-	if (atomic_compare_exchange_strong(&s->why, &none, (uint32_t)why + 1) && me)
-		atomic_fetch_add_explicit(&me->why[why], 1, memory_order_relaxed);
+	if (atomic_compare_exchange_strong(&s->why, &none, (uint32_t)why + 1) && p)
+		atomic_fetch_add_explicit(&p->why[why], 1, memory_order_relaxed);
 }
 
 /* A forked child is a new process of the family: its own line. */
 void shim_arena_forked(void)
 {
-	if (arena)
-		proc_enter();
+	struct arena_hdr *a = arena_now();
+
+	if (a)
+		proc_enter(a);
 }

@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 #define ARENA_MAGIC     0x4e455241544e4853ull /* "SHNTAREN" little-endian */
-#define ARENA_VERSION   1u
+#define ARENA_VERSION   2u
 #define ARENA_PROCS     256
 #define ARENA_SLOTS     16384
 #define ARENA_SLOT_SIZE 1024u
@@ -47,7 +47,7 @@ struct arena_hdr {
 /* The part of a slot `shunt stat` reads (the start of struct tslot). */
 struct arena_slot_view {
 	uint32_t gen, state, flags, phase;
-	int32_t holders[4];
+	int32_t holders[4];         /* pids; -1: more than fit; < -1: a fork's reservation */
 	uint32_t why, side;
 	uint64_t ino;
 	uint8_t local[20], peer[20]; /* struct shunt_addr */

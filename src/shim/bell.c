@@ -33,6 +33,8 @@
 #include "wake.h"
 
 #define FOLLOW_NS (100ll * 1000000) /* a follower checks on its leader this often */
+#define LOOK_NS (100ll * 1000000)   /* a leader in poll() looks again this often: a
+                                     * shutdown by another thread needs no byte */
 #define STUCK_NS_MAX (16ll * 1000000)
 
 static struct tslot *slot_of(struct shunt_bell *b)
@@ -92,6 +94,9 @@ static int take(struct tslot *s, int fd, int flags)
 
 	if (n > 0)
 		return check(s, buf, n) < 0 ? -ECONNRESET : 1;
+	/* Our own shutdown(SHUT_RD) (io.c) reads as the end of the stream. */
+	if (n == 0 && atomic_load_explicit(&s->end.rd_shut, memory_order_relaxed))
+		return flags & MSG_DONTWAIT ? -EAGAIN : 1;
 	if (n == 0)
 		return -ECONNRESET;
 	if (n == -EAGAIN || n == -EINTR)
@@ -161,39 +166,48 @@ static int careful_sleep(struct tslot *s, int fd, uint32_t bits, int64_t deadlin
 	return deadline != SHUNT_NEVER && shunt_now_ns() >= deadline ? -EAGAIN : 0;
 }
 
+static int drain_all(struct tslot *s, int fd)
+{
+	int got = 0;
+
+	for (int i = 0; i < 16; i++) {
+		int rc = take(s, fd, MSG_DONTWAIT);
+		if (rc == -ECONNRESET)
+			return rc;
+		if (rc < 0)
+			break;
+		got = 1;
+	}
+	/* What we took may have been another wait's: it looks again. */
+	if (got)
+		shim_kick_others();
+	return got;
+}
+
 static int tb_drain(struct shunt_bell *b, uint32_t bits)
 {
 	struct tslot *s = slot_of(b);
-	int got = 0;
 
 	(void)bits;
 	if (!(phase(s) & PH_RX_RING))
 		return 0; /* the stream still carries data: not ours to take */
+	/* A leader asleep in a read takes them, and tells its followers. */
+	if (atomic_load_explicit(&s->leader, memory_order_acquire))
+		return 0;
 	switch (asked(s)) {
 	case 2:
 		return 0;
 	case 1:
 		return (phase(s) & PH_TX_BACK) ? careful_take(s, b->fd[0]) : 0;
 	}
-	for (int i = 0; i < 16; i++) {
-		int rc = take(s, b->fd[0], MSG_DONTWAIT);
-		if (rc == -ECONNRESET)
-			return rc;
-		if (rc < 0)
-			return got;
-		got = 1;
-	}
-	return got;
+	return drain_all(s, b->fd[0]);
 }
 
+/* The kernel's state, not poll(): after our own shutdown(SHUT_RD) the
+ * socket polls as hung up whatever the peer did. */
 static int tb_alive(struct shunt_bell *b)
 {
-	struct pollfd p = { .fd = b->fd[0], .events = POLLRDHUP };
-	struct timespec zero = { 0, 0 };
-
-	if (sys_ppoll(&p, 1, &zero) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)))
-		return -ECONNRESET;
-	return 0;
+	return shim_kern_peer_done(b->fd[0]) ? -ECONNRESET : 0;
 }
 
 /* Before the stream is ours, a sleeper may only watch it: data the program
@@ -235,11 +249,12 @@ static int lead(struct tslot *s, int fd, uint32_t bits, int64_t deadline)
 	}
 	struct pollfd p = { .fd = fd, .events = POLLIN | POLLRDHUP };
 	struct timespec ts;
-	int rc = sys_ppoll(&p, 1, shunt_left(deadline, &ts));
+	int64_t until = SHUNT_MIN(deadline, shunt_now_ns() + LOOK_NS);
+	int rc = sys_ppoll(&p, 1, shunt_left(until, &ts));
 	if (rc < 0)
 		return rc;
 	if (rc == 0)
-		return -EAGAIN;
+		return until == deadline ? -EAGAIN : 0;
 	rc = take(s, fd, MSG_DONTWAIT);
 	return rc == 1 || rc == -EAGAIN || rc == -EINTR ? 0 : rc;
 }
@@ -275,10 +290,25 @@ static int follow(struct tslot *s, int64_t deadline)
 	return 0;
 }
 
+/* After our shutdown(SHUT_RD) the stream always reads as ended: a wait
+ * (for room to send) naps instead. */
+static int nap(int64_t deadline)
+{
+	int64_t now = shunt_now_ns();
+
+	if (deadline != SHUNT_NEVER && now >= deadline)
+		return -EAGAIN;
+	struct timespec ts = shunt_ts(SHUNT_MIN(deadline - now, 1000000ll));
+	nanosleep(&ts, NULL);
+	return 0;
+}
+
 static int tb_sleep(struct shunt_bell *b, uint32_t bits, int64_t deadline)
 {
 	struct tslot *s = slot_of(b);
 
+	if (atomic_load_explicit(&s->end.rd_shut, memory_order_relaxed))
+		return nap(deadline);
 	switch (asked(s)) {
 	case 2: /* we asked: let go of the ring, the asker takes over */
 		return -EXDEV;
@@ -297,6 +327,15 @@ static int tb_sleep(struct shunt_bell *b, uint32_t bits, int64_t deadline)
 	rc = lead(s, b->fd[0], bits, deadline);
 	pthread_cleanup_pop(1);
 	return rc;
+}
+
+void shim_bell_wake_all(struct tsock *t)
+{
+	struct tslot *s = t->slot;
+
+	atomic_fetch_add(&s->bell_seq, 1);
+	if (atomic_load(&s->followers))
+		sys_futex_wake(&s->bell_seq, INT_MAX);
 }
 
 const struct shunt_bell_ops shim_bell_ops = {

@@ -68,6 +68,7 @@ struct ep_entry {
 	int fired;                /* EPOLLONESHOT: reported, off until MOD */
 	int hot;                  /* level-triggered and ready: look again */
 	uint32_t seen;            /* the socket's io_gen when last looked at */
+	uint32_t armed;           /* SHUNT_WAIT_* armed for it when last looked at */
 	uint64_t progress;        /* for edge triggering */
 	uint64_t round;           /* the wait that last reported it */
 };
@@ -429,26 +430,38 @@ int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 
 /* --- A socket moved ----------------------------------------------------------- */
 
-void shim_epoll_moved(struct tsock *t)
+/* Each registration of t in any set of ours, with its set locked. */
+static void each_registration(struct tsock *t, void (*fn)(struct shim_ep *, struct ep_entry *))
 {
 	if (!atomic_load(&n_eps))
 		return;
 	pthread_mutex_lock(&eps_mu);
 	for (struct shim_ep *ep = eps; ep; ep = ep->next) {
 		pthread_mutex_lock(&ep->mu);
-		for (int i = 0; i < ep->n; i++) {
-			struct ep_entry *e = ep->e[i];
-			if (e->t == t && !e->ours && make_ours(ep, e) < 0)
-				log_debug("epoll set %d: fd %d could not be taken over", ep->epfd, e->fd);
-		}
+		for (int i = 0; i < ep->n; i++)
+			if (ep->e[i]->t == t)
+				fn(ep, ep->e[i]);
 		pthread_mutex_unlock(&ep->mu);
 	}
 	pthread_mutex_unlock(&eps_mu);
 }
 
-/* Back to TCP: each registration of the socket is the program's again. */
-static void make_theirs(struct shim_ep *ep, struct ep_entry *e)
+static void take_over(struct shim_ep *ep, struct ep_entry *e)
 {
+	if (!e->ours && make_ours(ep, e) < 0)
+		log_debug("epoll set %d: fd %d could not be taken over", ep->epfd, e->fd);
+}
+
+void shim_epoll_moved(struct tsock *t)
+{
+	each_registration(t, take_over);
+}
+
+/* Back to TCP: each registration of the socket is the program's again. */
+static void give_back(struct shim_ep *ep, struct ep_entry *e)
+{
+	if (!e->ours)
+		return;
 	e->ours = 0;
 	ep->nours--;
 	struct epoll_event ev = kernel_ev(e);
@@ -459,17 +472,7 @@ static void make_theirs(struct shim_ep *ep, struct ep_entry *e)
 
 void shim_epoll_back(struct tsock *t)
 {
-	if (!atomic_load(&n_eps))
-		return;
-	pthread_mutex_lock(&eps_mu);
-	for (struct shim_ep *ep = eps; ep; ep = ep->next) {
-		pthread_mutex_lock(&ep->mu);
-		for (int i = 0; i < ep->n; i++)
-			if (ep->e[i]->t == t && ep->e[i]->ours)
-				make_theirs(ep, ep->e[i]);
-		pthread_mutex_unlock(&ep->mu);
-	}
-	pthread_mutex_unlock(&eps_mu);
+	each_registration(t, give_back);
 }
 
 /* --- Readiness -------------------------------------------------------------------- */
@@ -490,6 +493,36 @@ static uint32_t poll_to_epoll(int ev)
 
 static int set_has_events(struct shim_ep *ep);
 
+/* The wait bits that stand for an entry's events. */
+static uint32_t wait_bits(uint32_t events)
+{
+	return (events & (EPOLLIN | EPOLLRDHUP) ? SHUNT_WAIT_READ : 0) |
+	       (events & EPOLLOUT ? SHUNT_WAIT_WRITE : 0);
+}
+
+/* Did the peer ring for the entry since it was last looked at?  It clears
+ * the bit first, and its doorbell may come much later: a peer's TCP holds
+ * a small segment back until our ACK of the last one (Nagle's algorithm),
+ * and meanwhile a wait that other fds keep returning must still see the
+ * ring's data, as a TCP socket's data is seen as soon as it is there. */
+static int rung(const struct ep_entry *e)
+{
+	return (e->armed & ~shunt_end_armed(END(e->t))) != 0;
+}
+
+/* Did the kernel tell of more than doorbells: an arrival on a direction
+ * still on the stream, or news of its own (urgent byte, error queue)?  A
+ * doorbell is no arrival: what it rang for shows as progress, and it may
+ * come after a look that saw that already (rung). */
+static int kernel_news(struct tsock *t, int kern)
+{
+	uint32_t ph = atomic_load_explicit(&t->slot->phase, memory_order_acquire);
+	int own = POLLPRI | POLLERR | (ph & PH_RX_RING ? 0 : POLLIN | POLLRDHUP) |
+		  (ph & PH_TX_RING ? 0 : POLLOUT);
+
+	return kern > 0 && (kern & own);
+}
+
 /*
  * Is the entry of a moved socket ready, and to be reported now?  `kern`:
  * what the kernel said of its socket in this wait (poll bits), or -1.
@@ -506,11 +539,12 @@ static int report_moved(struct ep_entry *e, int kern, int look, struct epoll_eve
 	if (!look) {
 		e->seen = g;
 		e->hot = ev && !et;
+		e->armed = shunt_end_armed(END(e->t)) & wait_bits(e->events);
 		/* Now armed: an arrival before the arm shows in this read, one
 		 * after it rings. */
 		prog = shunt_end_progress(END(e->t));
 	}
-	if (!ev || (et && prog == e->progress && kern <= 0))
+	if (!ev || (et && prog == e->progress && !kernel_news(e->t, kern)))
 		return 0;
 	e->progress = prog;
 	out->events = poll_to_epoll(ev);
@@ -534,10 +568,12 @@ static int entry_report(struct ep_entry *e, int kern, int look, uint64_t round,
 		/* Ready only if the set inside has something to give. */
 		got = kern > 0 && set_has_events(e->inner);
 		out->events = got ? EPOLLIN : 0;
-	} else if (!e->ours) {
+	} else if (!e->ours && !shim_moved_now(e->t)) {
 		got = kern > 0;
 		out->events = poll_to_epoll(kern);
 	} else {
+		/* Moved, if not yet made ours (shim_epoll_moved): what woke the
+		 * kernel may be the peer's first doorbell, which is no event. */
 		got = report_moved(e, kern, look, out);
 	}
 	if (!got)
@@ -551,8 +587,8 @@ static int entry_report(struct ep_entry *e, int kern, int look, uint64_t round,
 }
 
 /* Our moved entries that may have changed: those ready last time (level-
- * triggered), and those whose socket saw I/O since.  The others were
- * armed when last read, so a change would have rung. */
+ * triggered), those whose socket saw I/O since, and those the peer rang
+ * for.  The others were armed when last read, so a change would ring. */
 static int scan_locked(struct shim_ep *ep, struct epoll_event *out, int max, int look,
 		       uint64_t round, struct ep_entry **whose)
 {
@@ -563,7 +599,7 @@ static int scan_locked(struct shim_ep *ep, struct epoll_event *out, int max, int
 		if (!e->ours)
 			continue;
 		uint32_t g = atomic_load_explicit(&e->t->io_gen, memory_order_acquire);
-		if (!e->hot && g == e->seen)
+		if (!e->hot && g == e->seen && !rung(e))
 			continue;
 		if (entry_report(e, -1, look, round, &out[k])) {
 			if (whose)
@@ -720,7 +756,14 @@ static int wait_set(struct shim_ep *ep, int epfd, struct epoll_event *ev, int ma
 			k = scan_locked(ep, ev, max, 0, round, NULL);
 			pthread_mutex_unlock(&ep->mu);
 		}
+		/* Listed while it sleeps: another wait that took one of our
+		 * doorbells kicks the set (kick.c). */
+		pthread_mutex_lock(&ep->mu);
+		int kfd = ep->kick ? ep->kick->sysfd : -1;
+		pthread_mutex_unlock(&ep->mu);
+		int slot = k == max || k ? -1 : shim_kick_listen(kfd);
 		int rc = k == max ? 0 : kernel_wait(epfd, ev + k, max - k, k ? 0 : deadline, mask);
+		shim_kick_unlisten(slot);
 		atomic_fetch_sub(&ep->waiting, 1);
 
 		if (rc < 0)

@@ -57,11 +57,21 @@ int shim_close(int fd)
 {
 	if (shim_own_fd(fd))
 		return (int)shim_err(-EBADF);
-	if (!shim_in_vfork_child()) {
+	if (!shim_in_vfork_child() && !atomic_load(&shim_hands_off)) {
 		going(fd);
 		shim_linger_tick();
 	}
 	return REAL(close)(fd);
+}
+
+static void to_stdio(int fd)
+{
+	struct tsock *t = shim_get(fd);
+
+	if (t && shim_moved(t) && shim_demote(t, fd) < 0)
+		log_warn("fd %d: a connection in shared memory became stdio and could not go "
+			 "back to TCP: it was reset", fd);
+	shim_put(t);
 }
 
 int shim_dup2(int oldfd, int newfd, int flags, int three)
@@ -77,6 +87,10 @@ int shim_dup2(int oldfd, int newfd, int flags, int three)
 	}
 	if (!child && oldfd != newfd && sys_fcntl(oldfd, F_GETFD, 0) >= 0)
 		going(newfd);
+	/* Onto stdin, stdout or stderr: stdio may read or write it where we
+	 * cannot see, so a moved connection goes back to TCP first. */
+	if (newfd >= 0 && newfd <= 2 && oldfd != newfd)
+		to_stdio(oldfd);
 	int rc = three ? REAL(dup3)(oldfd, newfd, flags) : REAL(dup2)(oldfd, newfd);
 	if (rc >= 0 && !child && oldfd != newfd)
 		shim_dup(oldfd, newfd);

@@ -116,8 +116,12 @@ static void tsock_free(struct tsock *t)
 
 /* --- References ---------------------------------------------------------- */
 
+_Atomic int shim_hands_off;
+
 int shim_has(int fd)
 {
+	if (__builtin_expect(atomic_load_explicit(&shim_hands_off, memory_order_relaxed), 0))
+		return 0;
 	_Atomic(struct tsock *) *p = entry(fd, 0);
 
 	return p && atomic_load_explicit(p, memory_order_relaxed) != NULL;
@@ -138,6 +142,8 @@ static int ref(struct tsock *t)
 
 struct tsock *shim_get(int fd)
 {
+	if (__builtin_expect(atomic_load_explicit(&shim_hands_off, memory_order_relaxed), 0))
+		return NULL; /* sandboxed: every call is the program's alone */
 	_Atomic(struct tsock *) *p = entry(fd, 0);
 
 	if (!p)
@@ -167,6 +173,43 @@ void shim_put(struct tsock *t)
 
 /* --- fds ------------------------------------------------------------------ */
 
+/* A connection that ends before it moved, by the close of its last
+ * holder (a parent that handed it to a child does not end it), or by the
+ * exit of the process, stayed on TCP: because it was short, or, if it had
+ * carried enough to start meeting its peer, because the peer did not
+ * answer in its time (it does not run shunt, or did not come by). */
+static void note_short(struct tslot *s, int fd)
+{
+	uint32_t st = atomic_load(&s->state);
+
+	if ((st != SLOT_PLAIN && st != SLOT_MEET) || atomic_load(&s->why) != 0 ||
+	    shim_slot_shared(s))
+		return;
+	uint32_t held = atomic_load(&s->held_why);
+	enum shim_why why = held    ? (enum shim_why)(held - 1)
+			    : st == SLOT_PLAIN ? WHY_SHORT
+					       : WHY_NOPEER;
+	shim_count_why(s, why);
+	log_info("fd %d stays on TCP: %s (closed after %llu calls, %llu bytes)", fd,
+		 shim_why_names[why], (unsigned long long)atomic_load(&s->calls),
+		 (unsigned long long)(atomic_load(&s->bytes_in) + atomic_load(&s->bytes_out)));
+}
+
+static void exit_one(int fd, struct tsock *t, void *arg)
+{
+	(void)arg;
+	if (t->slot)
+		note_short(t->slot, fd);
+}
+
+/* exit() with sockets open (a client that never closes): the kernel
+ * closes them after us. */
+__attribute__((destructor)) static void shim_exit(void)
+{
+	if (!atomic_load(&shim_hands_off) && !shim_in_vfork_child())
+		shim_each(exit_one, NULL);
+}
+
 /* The last fd of this process that named t is gone.  fd is that number if
  * it is still open (the close is about to happen), else -1. */
 static void last_fd(struct tsock *t, int fd)
@@ -179,8 +222,8 @@ static void last_fd(struct tsock *t, int fd)
 	if (atomic_load(&s->state) == SLOT_MOVED && t->mapped && fd >= 0 &&
 	    !shim_slot_shared(s))
 		shim_close_end(t, fd);
-	else if (atomic_load(&s->state) == SLOT_PLAIN)
-		shim_count_why(s, WHY_SHORT);
+	else
+		note_short(s, fd);
 	if (s->vm.on) { /* the region's offer and slot (meet_vm.c) */
 		shim_vm_drop(t);
 		shim_vm_let_go(t);

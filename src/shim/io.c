@@ -84,32 +84,49 @@ static void touched(struct tsock *t)
 
 /* --- Receiving -------------------------------------------------------------- */
 
-static ssize_t plain_recv(struct tsock *t, int fd, void *buf, size_t len, int flags)
-{
-	ssize_t n = REAL(recvfrom)(fd, buf, len, flags, NULL, NULL);
-
-	if (n > 0 && !(flags & MSG_PEEK))
-		atomic_fetch_add_explicit(&S(t)->rx_tcp, (uint64_t)n, memory_order_relaxed);
-	shim_count(t, fd, n > 0 ? (uint64_t)n : 0, 0);
-	return n;
-}
-
 static void rx_ring_from_now(struct tsock *t)
 {
 	atomic_fetch_or_explicit(&S(t)->phase, PH_RX_RING, memory_order_release);
 	touched(t);
 }
 
-/* Bytes a read took past the switch offset: the rest of the peer's proof
- * if it sends one (between VMs: meet_vm.c), then rings. */
-static int past_x(struct tsock *t, const uint8_t *extra, size_t n)
+/* Up to n bytes from offset `from` of what a read put in iov, into out. */
+static size_t iov_copy(const struct iovec *iov, int niov, size_t from, uint8_t *out, size_t n)
 {
-	long proof = shim_proof_take(t, extra, n);
+	size_t base = 0, k = 0;
 
-	if (proof < 0)
-		return (int)proof;
-	for (size_t i = (size_t)proof; extra && i < n; i++) {
-		if (extra[i] != S(t)->bell) {
+	for (int i = 0; i < niov && k < n; base += iov[i++].iov_len) {
+		if (from + k >= base + iov[i].iov_len)
+			continue;
+		size_t at = from + k - base, m = SHUNT_MIN(iov[i].iov_len - at, n - k);
+		memcpy(out + k, (const uint8_t *)iov[i].iov_base + at, m);
+		k += m;
+	}
+	return k;
+}
+
+/* Bytes `from` to `to` of what a read put in iov lie past the switch
+ * offset: the rest of the peer's proof if it sends one (between VMs:
+ * meet_vm.c), then rings.  0, -1 (the end is broken), or -2: no proof,
+ * and the connection is plain TCP again: all of it is data. */
+static int past_x(struct tsock *t, const struct iovec *iov, int niov, size_t from, size_t to)
+{
+	size_t base = 0;
+
+	if (shim_proof_pending(S(t)) && from < to) {
+		uint8_t head[sizeof(S(t)->vm.got)];
+		size_t k = iov ? iov_copy(iov, niov, from, head, SHUNT_MIN(to - from, sizeof(head)))
+			       : SHUNT_MIN(to - from, sizeof(head));
+		long proof = shim_proof_take(t, iov ? head : NULL, k);
+		if (proof < 0)
+			return (int)proof;
+		from += (size_t)proof;
+	}
+	for (int i = 0; iov && i < niov && base < to; base += iov[i++].iov_len) {
+		const uint8_t *p = iov[i].iov_base;
+		for (size_t k = from > base ? from - base : 0; k < iov[i].iov_len && base + k < to; k++) {
+			if (p[k] == S(t)->bell)
+				continue;
 			log_error("bytes were written to a TCP socket behind the library's back "
 				  "after it moved to shared memory: the connection is reset");
 			shunt_end_fail(END(t), -EPROTO);
@@ -117,6 +134,82 @@ static int past_x(struct tsock *t, const uint8_t *extra, size_t n)
 		}
 	}
 	return 0;
+}
+
+/*
+ * A read of the TCP stream took n bytes from offset `before` into iov.
+ * Once the peer switched, the stream is data up to its offset x and
+ * doorbells after (between VMs, its proof first: meet_vm.c): the data is
+ * the program's, the doorbells are not (the peer publishes x before its
+ * first doorbell, so a read that took one sees x here).  Returns the
+ * data, GO_RING when there was none, or RETRY when what followed x was
+ * no proof and the connection is plain TCP again.
+ */
+static ssize_t tcp_cut(struct tsock *t, int fd, const struct iovec *iov, int niov, ssize_t n,
+		       uint64_t before, int flags)
+{
+	if (!shim_peer_switched(t))
+		return n;
+	uint64_t x = atomic_load(&S(t)->x_peer);
+	if (before + (uint64_t)n < x)
+		return n;
+	size_t data = before >= x ? 0 : (size_t)(x - before);
+	log_debug("fd %d: the TCP stream ends at %llu: a read of %zd at %llu keeps %zu", fd,
+		  (unsigned long long)x, n, (unsigned long long)before, data);
+	if (!(flags & MSG_PEEK)) {
+		int px = past_x(t, (flags & MSG_TRUNC) ? NULL : iov, niov, data, (size_t)n);
+		if (px == -2)
+			return n; /* no proof came: plain TCP again, all of it data */
+		if (px < 0)
+			return shim_err(-ECONNRESET);
+		/* Part of a proof still to come: data first, else wait for it. */
+		if (shim_proof_pending(S(t))) {
+			if (data)
+				return (ssize_t)data;
+			int rc = shim_proof_recv(t, fd, deadline_of(t, flags, 0));
+			if (rc == -ENOTCONN)
+				return RETRY; /* no proof came: plain TCP again */
+			if (rc < 0)
+				return shim_err(rc);
+		}
+		rx_ring_from_now(t);
+	}
+	return data ? (ssize_t)data : GO_RING;
+}
+
+/* Where a read of n > 0 bytes of the stream began; counted unless peeked. */
+static uint64_t took(struct tsock *t, ssize_t n, int flags)
+{
+	if (flags & MSG_PEEK)
+		return atomic_load(&S(t)->rx_tcp);
+	return atomic_fetch_add(&S(t)->rx_tcp, (uint64_t)n);
+}
+
+/*
+ * A read of a connection on TCP came back from the kernel with n.  It is
+ * counted; and if the connection moved while the read was in the kernel,
+ * what it took is cut at the peer's switch as in tcp_part, and a read
+ * that took only doorbells goes on in the ring: it was the peer's first
+ * doorbell that woke it, and a doorbell is no data.
+ */
+ssize_t shim_recv_took(struct tsock *t, int fd, const struct iovec *iov, int niov, ssize_t n,
+		       int flags)
+{
+	uint64_t before = n > 0 ? took(t, n, flags) : 0;
+
+	shim_count(t, fd, n > 0 ? (uint64_t)n : 0, 0);
+	if (n <= 0 || !shim_moved_now(t))
+		return n;
+	ssize_t k = tcp_cut(t, fd, iov, niov, n, before, flags);
+	return k == GO_RING || k == RETRY ? shim_recvv(t, fd, iov, niov, flags) : k;
+}
+
+static ssize_t plain_recv(struct tsock *t, int fd, void *buf, size_t len, int flags)
+{
+	struct iovec v = { buf, len };
+
+	return shim_recv_took(t, fd, &v, 1, REAL(recvfrom)(fd, buf, len, flags, NULL, NULL),
+			      flags);
 }
 
 /*
@@ -155,38 +248,8 @@ static ssize_t tcp_part(struct tsock *t, int fd, void *buf, size_t len, int flag
 			  (unsigned long long)x);
 	if (n <= 0)
 		return n;
-	int peek = flags & MSG_PEEK;
-	uint64_t before = peek ? atomic_load(&s->rx_tcp)
-			       : atomic_fetch_add(&s->rx_tcp, (uint64_t)n);
-	if (!knew && shim_peer_switched(t))
-		x = atomic_load(&s->x_peer);
-	else if (!knew)
-		return n;
-	if (before + (uint64_t)n < x)
-		return n;
-	size_t data = before >= x ? 0 : (size_t)(x - before);
-	log_debug("fd %d: the TCP stream ends at %llu: a read of %zd at %llu keeps %zu", fd,
-		  (unsigned long long)x, n, (unsigned long long)before, data);
-	if (!peek) {
-		int px = past_x(t, (flags & MSG_TRUNC) ? NULL : (const uint8_t *)buf + data,
-				(size_t)n - data);
-		if (px == -2)
-			return n; /* no proof came: plain TCP again, all of it data */
-		if (px < 0)
-			return shim_err(-ECONNRESET);
-		/* Part of a proof still to come: data first, else wait for it. */
-		if (shim_proof_pending(s)) {
-			if (data)
-				return (ssize_t)data;
-			int rc = shim_proof_recv(t, fd, deadline_of(t, flags, 0));
-			if (rc == -ENOTCONN)
-				return RETRY;
-			if (rc < 0)
-				return shim_err(rc);
-		}
-		rx_ring_from_now(t);
-	}
-	return data ? (ssize_t)data : GO_RING;
+	struct iovec v = { buf, (size_t)n };
+	return tcp_cut(t, fd, &v, 1, n, took(t, n, flags), flags);
 }
 
 static ssize_t ring_recv(struct tsock *t, int fd, void *buf, size_t len, int flags,
@@ -330,11 +393,9 @@ ssize_t shim_recvv(struct tsock *t, int fd, const struct iovec *iov, int n, int 
 	if (!moved(t) || (flags & (MSG_ERRQUEUE | MSG_OOB))) {
 		struct msghdr m = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n };
 		ssize_t k = REAL(recvmsg)(fd, &m, flags);
-		if (k > 0 && !(flags & (MSG_PEEK | MSG_ERRQUEUE | MSG_OOB)))
-			atomic_fetch_add(&S(t)->rx_tcp, (uint64_t)k);
-		if (!(flags & (MSG_ERRQUEUE | MSG_OOB)))
-			shim_count(t, fd, k > 0 ? (uint64_t)k : 0, 0);
-		return k;
+		if (flags & (MSG_ERRQUEUE | MSG_OOB))
+			return k;
+		return shim_recv_took(t, fd, iov, n, k, flags);
 	}
 	size_t done = 0;
 	for (int i = 0; i < n; i++) {
@@ -421,13 +482,34 @@ static ssize_t broken_pipe(int flags)
 	return shim_err(-EPIPE);
 }
 
-/* The peer closed: the kernel's socket answers, but for a reset one of
- * our doorbell reads took (bell.c), which this first send reports. */
+/* The peer closed: the kernel's socket answers.  But a peer that died
+ * having read all we sent closed with a FIN over TCP: its kernel reset
+ * only for doorbells it had not taken.  So, as TCP's, the first send after
+ * such a death "succeeds" and the next reports the reset; a reset one of
+ * our doorbell reads took (bell.c) is kept for that send. */
 static ssize_t after_close(struct tsock *t, int fd, const void *buf, size_t len, int flags)
 {
-	if (atomic_exchange(&S(t)->kreset, 0))
+	struct tslot *s = S(t);
+	int64_t st = shunt_end_peer_state(END(t));
+	int fin = st >= 0 && !(st & SHUNT_ST_RESET) && shunt_end_unread_by_peer(END(t)) == 0;
+
+	if (atomic_load(&s->kreset)) {
+		if (fin && !atomic_exchange(&s->sent_after, 1))
+			return (ssize_t)len;
+		atomic_store(&s->kreset, 0);
 		return shim_err(-ECONNRESET);
-	return REAL(sendto)(fd, buf, len, flags & ~MSG_ZEROCOPY, NULL, 0);
+	}
+	/* The program read the reset: a TCP socket is closed then (our
+	 * kernel socket may only have seen the peer's FIN). */
+	if (atomic_load(&s->reset_told))
+		return broken_pipe(flags);
+	ssize_t n = REAL(sendto)(fd, buf, len, flags & ~MSG_ZEROCOPY, NULL, 0);
+	if (n < 0 && errno == ECONNRESET && fin && !atomic_exchange(&s->sent_after, 1)) {
+		atomic_store(&s->kreset, 1);
+		return (ssize_t)len;
+	}
+	atomic_store(&s->sent_after, 1);
+	return n;
 }
 
 /* A send the program asked to be zero-copy is copied into the ring; its
@@ -454,10 +536,27 @@ static ssize_t urgent(struct tsock *t, int fd, const void *buf, size_t len, int 
 	return k < 0 ? (n ? n : k) : n + k;
 }
 
+/* A peer that died (no close of its own) is seen only on the TCP stream,
+ * which a send into free ring space never looks at: look now and then, as
+ * TCP's first send after such a death brings the reset. */
+#define LOOK_NS 2000000
+
+static void look_at_peer(struct tsock *t, struct shunt_bell *b)
+{
+	int64_t now = shunt_now_ns();
+
+	if (now - atomic_load_explicit(&t->peer_looked, memory_order_relaxed) < LOOK_NS &&
+	    (atomic_fetch_add_explicit(&t->sends, 1, memory_order_relaxed) & 63))
+		return;
+	atomic_store_explicit(&t->peer_looked, now, memory_order_relaxed);
+	shunt_end_check_peer(END(t), b);
+}
+
 static ssize_t ring_send(struct tsock *t, int fd, const void *buf, size_t len, int flags)
 {
 	struct shunt_bell b = shim_bell(t, fd);
 
+	look_at_peer(t, &b);
 	if (shunt_end_state(END(t)) & SHUNT_ST_SHUT_WR)
 		return broken_pipe(flags);
 	if (peer_closed(t))
@@ -472,6 +571,8 @@ static ssize_t ring_send(struct tsock *t, int fd, const void *buf, size_t len, i
 	touched(t);
 	if (n == -EXDEV)
 		return RETRY;
+	if (n == -EPIPE && (shunt_end_state(END(t)) & SHUNT_ST_SHUT_WR))
+		return broken_pipe(flags); /* our own shutdown, from another thread */
 	if (n == -EPIPE || n == -ECONNRESET)
 		return after_close(t, fd, buf, len, flags);
 	if (n > 0 && (flags & MSG_ZEROCOPY))
@@ -734,6 +835,11 @@ int shim_shutdown(struct tsock *t, int fd, int how)
 		how = SHUT_RD;
 	}
 	int rc = shunt_end_shutdown(END(t), &b, how);
+	/* The kernel's SHUT_RD wakes a read or poll of ours asleep on the
+	 * stream (the doorbells we still need to send go on). */
+	if (rc == 0 && how != SHUT_WR)
+		sys_shutdown(fd, SHUT_RD);
+	shim_bell_wake_all(t);
 	touched(t);
 	return (int)shim_err(rc);
 }
@@ -940,6 +1046,15 @@ static int kernel_revents(int fd, int events)
 	return sys_ppoll(&p, 1, &zero) > 0 ? p.revents : 0;
 }
 
+/* The bits of `events` a moved socket's rings answer in phase ph (not
+ * those of a direction that went back to TCP). */
+static int ring_bits(int events, uint32_t ph)
+{
+	return ((ph & (PH_RX_RING | PH_RX_PLAIN)) == PH_RX_RING ? events & (POLLIN | POLLRDHUP)
+								  : 0) |
+	       ((ph & (PH_TX_RING | PH_TX_BACK)) == PH_TX_RING ? events & POLLOUT : 0);
+}
+
 /* The peer asked to go back to TCP: what can be done without waiting. */
 static void back_steps(struct tsock *t, int fd)
 {
@@ -951,51 +1066,52 @@ static void back_steps(struct tsock *t, int fd)
 int shim_readiness(struct tsock *t, int fd, int events, int arm, int kern)
 {
 	struct shunt_bell b = shim_bell(t, fd);
-	int rx = events & (POLLIN | POLLRDHUP), ring = 0, ev = 0;
 
 	if ((phase_of(t) & PH_TX_BACK) || shim_peer_asks(t))
 		back_steps(t, fd);
 	if (!moved(t))
 		return kern >= 0 ? kern : kernel_revents(fd, events);
+	uint32_t ph = phase_of(t);
+	/* Our ring's leftovers still go first: not writable yet. */
+	if ((ph & (PH_TX_BACK | PH_TX_PLAIN)) == PH_TX_BACK)
+		events &= ~POLLOUT;
+	int on_kernel = events & ~ring_bits(events, ph) & (POLLIN | POLLRDHUP | POLLOUT);
+
+	/* The kernel first: a doorbell it shows was sent after the peer had
+	 * published its switch, which the look below then sees, so that it is
+	 * never taken for data.  Its POLLRDHUP tells of the stream's end,
+	 * which is the peer's close or death, whatever the rings are asked. */
+	if (kern < 0)
+		kern = kernel_revents(fd, (on_kernel ? on_kernel | POLLIN : 0) | POLLPRI | POLLRDHUP);
 	/* The stream has nothing more for us once we are at the peer's offset. */
-	if (!(phase_of(t) & PH_RX_RING) && shim_peer_switched(t) &&
+	if (!(ph & PH_RX_RING) && shim_peer_switched(t) &&
 	    atomic_load(&S(t)->rx_tcp) >= atomic_load(&S(t)->x_peer)) {
 		/* Between VMs, once a read took the peer's proof (meet_vm.c):
 		 * till then the kernel says when it is there to read. */
 		if (!shim_proof_pending(S(t)))
 			rx_ring_from_now(t);
 	}
-	uint32_t ph = phase_of(t);
-	if ((ph & (PH_RX_RING | PH_RX_PLAIN)) == PH_RX_RING)
-		ring |= rx;
-	if ((ph & (PH_TX_RING | PH_TX_BACK)) == PH_TX_RING)
-		ring |= events & POLLOUT;
-	/* Our ring's leftovers still go first: not writable yet. */
-	if ((ph & (PH_TX_BACK | PH_TX_PLAIN)) == PH_TX_BACK)
-		events &= ~POLLOUT;
-	int on_kernel = events & ~ring & (POLLIN | POLLRDHUP | POLLOUT);
-	if (on_kernel && kern < 0)
-		kern = kernel_revents(fd, on_kernel | POLLIN);
-	/* A ring that came: take it off the stream, so that it wakes once. */
-	if (ring & rx && kern > 0 && (kern & (POLLIN | POLLRDHUP | POLLHUP)) &&
-	    shim_bell_ops.drain(&b, SHUNT_WAIT_ALL) < 0)
+	ph = phase_of(t);
+	int ring = ring_bits(events, ph), ev = 0;
+	on_kernel = events & ~ring & (POLLIN | POLLRDHUP | POLLOUT);
+	/* A ring that came: take it off the stream, so that it wakes once;
+	 * the stream's end marks the peer gone (bell.c). */
+	if ((ph & (PH_RX_RING | PH_RX_PLAIN)) == PH_RX_RING &&
+	    (kern & (POLLIN | POLLRDHUP | POLLHUP)) && shim_bell_ops.drain(&b, SHUNT_WAIT_ALL) < 0)
 		shunt_end_peer_gone(END(t));
-	/* The ring's side says hang-ups and errors even when nothing is asked. */
-	if (ph & (PH_RX_PLAIN | PH_TX_BACK)) /* half back on TCP: only what the ring has */
+	/* The ring's side says hang-ups and errors even when nothing is asked;
+	 * half back on TCP, only what the ring is asked. */
+	if (ph & (PH_RX_PLAIN | PH_TX_BACK))
 		ev = ring ? shunt_end_poll(END(t), &b, ring, arm) & ring : 0;
 	else if (ph & (PH_RX_RING | PH_TX_RING))
 		ev = shunt_end_poll(END(t), &b, ring, arm);
 	/* Whatever the ring does, the socket's own error queue (zero-copy
 	 * completions) and urgent byte are the kernel's to report. */
-	if ((events & POLLPRI) || !on_kernel) {
-		if (kern < 0)
-			kern = kernel_revents(fd, POLLPRI);
-		ev |= kern & (POLLERR | (events & POLLPRI));
-	}
-	if (on_kernel && kern > 0)
-		ev |= kern & (on_kernel | POLLERR | POLLHUP);
+	ev |= kern & (POLLERR | (events & POLLPRI));
+	if (on_kernel)
+		ev |= kern & (on_kernel | POLLHUP);
 	/* A reset the program has read is no error any more; the hang-up stays. */
-	if (atomic_load(&S(t)->reset_told) && !(kern > 0 && (kern & POLLERR)))
+	if (atomic_load(&S(t)->reset_told) && !(kern & POLLERR))
 		ev &= ~POLLERR;
 	return ev;
 }

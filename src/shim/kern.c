@@ -10,19 +10,28 @@
  * counts the SYN of the side that connected.  Read: bytes_received (less
  * the peer's FIN, which it counts) - the receive queue, read twice around the queue, and again if the count moved
  * in between, so that no arrival splits it.
+ *
+ * A meeting's proof asks the kernel two more things (docs/design.md,
+ * "Meeting and proof"): which socket of our network namespace has given
+ * addresses (sock_diag), and which socket another process holds at an fd
+ * (/proc).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
 #include <linux/sockios.h>
 #include <linux/tcp.h>
 #include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 
+#include "internal.h"
 #include "shim.h"
 #include "sys.h"
 
@@ -108,6 +117,15 @@ int shim_kern_is_tcp(int fd)
 	       (d == AF_INET || d == AF_INET6);
 }
 
+int shim_kern_peer_done(int fd)
+{
+	struct tcp_info ti;
+
+	if (tcp_info(fd, &ti) < 0)
+		return 0;
+	return fin_in(ti.tcpi_state) || ti.tcpi_state == 7 /* CLOSE: a reset */;
+}
+
 uint64_t shim_kern_ino(int fd)
 {
 	struct stat st;
@@ -115,58 +133,61 @@ uint64_t shim_kern_ino(int fd)
 	return sys_fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) ? (uint64_t)st.st_ino : 0;
 }
 
-/* --- Who owns a socket: sock_diag ---------------------------------------
- * The kernel answers any process in the namespace with the owner's uid of
- * the TCP socket with given addresses: before we pass our socket to a peer
- * of another user, it must own the other end (docs/design.md, "Proof"). */
+/* --- Which socket has these addresses: sock_diag ------------------------
+ * The kernel tells any process the inode and owner of the TCP socket with
+ * given addresses in its own network namespace (and only there): the
+ * other end of our connection, whose holder a meeting's proof names
+ * (docs/design.md, "Meeting and proof"). */
 
 static void diag_addr(const struct shunt_addr *a, __be32 *out)
 {
 	memcpy(out, a->a, a->family == AF_INET ? 4 : 16);
 }
 
-/* The kernel's record of the TCP socket src -> dst in family fam:
- * 0 and *m, or -ENOENT. */
-static int diag_find(int fam, const struct shunt_addr *src, const struct shunt_addr *dst,
-		     struct inet_diag_msg *m)
+/* An address of a sock_diag answer as the library spells it (an IPv6
+ * socket talking IPv4 answers with mapped addresses). */
+static int diag_addr_of(uint8_t family, const __be32 *a, __be16 port, struct shunt_addr *out)
+{
+	struct sockaddr_in6 s6 = { .sin6_family = AF_INET6, .sin6_port = port };
+	struct sockaddr_in s4 = { .sin_family = AF_INET, .sin_port = port };
+
+	if (family == AF_INET) {
+		memcpy(&s4.sin_addr, a, 4);
+		return shunt_addr_from((struct sockaddr *)&s4, out);
+	}
+	memcpy(&s6.sin6_addr, a, 16);
+	return shunt_addr_from((struct sockaddr *)&s6, out);
+}
+
+/* The answer is that very socket: the addresses asked for (not a
+ * listener the lookup fell back to). */
+static int diag_same(const struct inet_diag_msg *m, const struct shunt_addr *src,
+		     const struct shunt_addr *dst)
+{
+	struct shunt_addr s, d;
+
+	return m->idiag_state != 10 /* TCP_LISTEN */ &&
+	       diag_addr_of(m->idiag_family, m->id.idiag_src, m->id.idiag_sport, &s) == 0 &&
+	       diag_addr_of(m->idiag_family, m->id.idiag_dst, m->id.idiag_dport, &d) == 0 &&
+	       shunt_addr_eq(&s, src) && shunt_addr_eq(&d, dst);
+}
+
+static int diag_ask(int s, const struct inet_diag_req_v2 *r, struct inet_diag_msg *out)
 {
 	struct {
 		struct nlmsghdr nh;
 		struct inet_diag_req_v2 r;
-	} req;
+	} req = { .nh = { .nlmsg_len = sizeof(req), .nlmsg_type = SOCK_DIAG_BY_FAMILY,
+			  .nlmsg_flags = NLM_F_REQUEST },
+		  .r = *r };
 	union {
 		char buf[512];
 		struct nlmsghdr align;
 	} ans;
-	int s = sys_socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+	long n = sys_send(s, &req, sizeof(req), 0);
 
-	if (s < 0)
-		return s;
-	memset(&req, 0, sizeof(req));
-	req.nh.nlmsg_len = sizeof(req);
-	req.nh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-	req.nh.nlmsg_flags = NLM_F_REQUEST;
-	req.r.sdiag_family = (uint8_t)fam;
-	req.r.sdiag_protocol = IPPROTO_TCP;
-	req.r.idiag_states = ~0u;
-	req.r.id.idiag_sport = htons(src->port);
-	req.r.id.idiag_dport = htons(dst->port);
-	if (fam == AF_INET6 && src->family == AF_INET) {
-		/* IPv4 as a dual-stack socket sees it: ::ffff:a.b.c.d */
-		uint8_t m6[16] = { [10] = 0xff, [11] = 0xff };
-		memcpy(m6 + 12, src->a, 4);
-		memcpy(req.r.id.idiag_src, m6, 16);
-		memcpy(m6 + 12, dst->a, 4);
-		memcpy(req.r.id.idiag_dst, m6, 16);
-	} else {
-		diag_addr(src, req.r.id.idiag_src);
-		diag_addr(dst, req.r.id.idiag_dst);
-	}
-	req.r.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
-	req.r.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
-	int rc = (int)sys_send(s, &req, sizeof(req), 0);
-	long n = rc < 0 ? rc : sys_recv(s, &ans, sizeof(ans), 0);
-	sys_close(s);
+	if (n >= 0)
+		n = sys_recv(s, &ans, sizeof(ans), 0);
 	if (n < 0)
 		return (int)n;
 	const struct nlmsghdr *nh = &ans.align;
@@ -181,30 +202,101 @@ static int diag_find(int fam, const struct shunt_addr *src, const struct shunt_a
 	if (nh->nlmsg_type != SOCK_DIAG_BY_FAMILY ||
 	    nh->nlmsg_len < NLMSG_LENGTH(sizeof(struct inet_diag_msg)))
 		return -ENOENT;
-	memcpy(m, NLMSG_DATA(nh), sizeof(*m));
+	memcpy(out, NLMSG_DATA(nh), sizeof(*out));
 	return 0;
 }
 
-int shim_kern_sock_uid(const struct shunt_addr *src, const struct shunt_addr *dst,
-		       uint32_t *uid)
+int shim_kern_sock_find(const struct shunt_addr *src, const struct shunt_addr *dst,
+			uint64_t *ino, uint32_t *uid)
 {
-	struct inet_diag_msg m;
-	int rc = diag_find(src->family, src, dst, &m);
+	struct inet_diag_req_v2 r;
+	struct inet_diag_msg m = { 0 };
+	int s = sys_socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
 
-	if (rc == 0)
-		*uid = m.idiag_uid;
-	return rc;
+	if (s < 0)
+		return s;
+	memset(&r, 0, sizeof(r));
+	r.sdiag_family = src->family;
+	r.sdiag_protocol = IPPROTO_TCP;
+	r.idiag_states = ~0u;
+	r.id.idiag_sport = htons(src->port);
+	r.id.idiag_dport = htons(dst->port);
+	diag_addr(src, r.id.idiag_src);
+	diag_addr(dst, r.id.idiag_dst);
+	r.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
+	r.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+	int rc = diag_ask(s, &r, &m);
+	sys_close(s);
+	if (rc == 0 && !diag_same(&m, src, dst))
+		rc = -ENOENT;
+	if (rc < 0)
+		return rc;
+	*ino = m.idiag_inode; /* 0: orphaned, held by no process */
+	*uid = m.idiag_uid;
+	return 0;
 }
 
-int shim_kern_sock_ino(const struct shunt_addr *src, const struct shunt_addr *dst,
-		       uint64_t *ino)
-{
-	struct inet_diag_msg m;
-	int rc = diag_find(src->family, src, dst, &m);
+/* --- Another process's fds: /proc -------------------------------------------
+ * /proc/PID/fd/N names what process PID holds at fd N, to whoever may
+ * ptrace-read it (same user and dumpable, or CAP_SYS_PTRACE; Yama's
+ * ptrace_scope restricts attaching, not this).  PID must be a number of
+ * our pid namespace (SO_PEERCRED's), so /proc must be that namespace's:
+ * its "self" is our pid. */
 
-	if (rc == -ENOENT && src->family == AF_INET)
-		rc = diag_find(AF_INET6, src, dst, &m);
+static int proc_is_ours(void)
+{
+	char buf[24], want[24];
+	long n = sys_readlinkat(AT_FDCWD, "/proc/self", buf, sizeof(buf) - 1);
+
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	snprintf(want, sizeof(want), "%d", sys_getpid());
+	return strcmp(buf, want) == 0;
+}
+
+static int proc_fd_path(int pid, int fd, char *buf, size_t n)
+{
+	if (pid <= 0 || fd < 0 || !proc_is_ours())
+		return -EACCES;
+	snprintf(buf, n, "/proc/%d/fd/%d", pid, fd);
+	return 0;
+}
+
+int shim_kern_proc_sock(int pid, int fd, uint64_t *ino)
+{
+	static const char tag[] = "socket:[";
+	char path[48], link[48], *end;
+	int rc = proc_fd_path(pid, fd, path, sizeof(path));
+	long n = rc < 0 ? rc : sys_readlinkat(AT_FDCWD, path, link, sizeof(link) - 1);
+
+	if (n < 0)
+		return n == -EPERM ? -EACCES : (int)n;
+	link[n] = '\0';
+	if (strncmp(link, tag, sizeof(tag) - 1) || link[sizeof(tag) - 1] < '0' ||
+	    link[sizeof(tag) - 1] > '9')
+		return -ENOTSOCK;
+	unsigned long long v = strtoull(link + sizeof(tag) - 1, &end, 10);
+	if (end[0] != ']' || end[1] != '\0')
+		return -ENOTSOCK;
+	*ino = v;
+	return 0;
+}
+
+int shim_kern_proc_open(int pid, int fd)
+{
+	char path[48];
+	struct stat st;
+	int rc = proc_fd_path(pid, fd, path, sizeof(path));
+
+	/* Only a regular file is opened: a FIFO's or a device's open() may
+	 * wait or act. */
 	if (rc == 0)
-		*ino = m.idiag_inode;
-	return rc;
+		rc = sys_fstatat(AT_FDCWD, path, &st, 0);
+	if (rc == 0 && !S_ISREG(st.st_mode))
+		rc = -EPROTO;
+	if (rc < 0)
+		return rc == -EPERM ? -EACCES : rc;
+	return shunt__hide_fd(sys_openat(AT_FDCWD, path,
+					 O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0));
 }

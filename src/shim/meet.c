@@ -9,19 +9,28 @@
  * step is tried when a data call comes by (move.c schedules them), and
  * anything that fails leaves the connection on TCP.
  *
- *   dialer   -> listener  HELLO   fds [dialer's TCP socket]            (proof)
- *   listener -> dialer    ACCEPT  fds [listener's TCP socket, segment] (proof)
+ *   dialer   -> listener  HELLO   "my TCP socket is my fd T"        no fds
+ *   listener -> dialer    ACCEPT  "mine is my fd T, the segment my fd M"
+ *                                 (or the segment by SCM_RIGHTS: PASS)
  *
- * A proof is the sender's own end of the connection: the receiver checks
- * that its addresses mirror its own socket's, that it is another socket
- * than its own, and that it lives in the same network namespace, then
- * closes it at once (a copy held elsewhere would delay the FIN).  The
- * dialer proves first; before it passes its socket to a process of another
- * user, the kernel (sock_diag) must say that user owns the listener's end.
- * docs/design.md, "Meeting and proof", has the messages byte by byte.
+ * No TCP socket ever crosses: a socket in a message keeps its connection
+ * open (no FIN) for as long as the message waits, goes to whoever bound the
+ * name, and its last close() may linger.  Instead each end checks the
+ * other's claim with the kernel.  The UNIX stream's SO_PEERCRED names the
+ * other process (pid, uid; a pidfd since Linux 6.5, SO_PEERPIDFD);
+ * sock_diag names the socket in our network namespace whose addresses
+ * mirror ours (its inode and owner); /proc/PID/fd/T must be that socket.
+ * Looking there needs ptrace-read permission; a peer we may not look at is
+ * taken only if `allow-user` names its user and the kernel says that user
+ * owns the mirror socket.  Its end in no namespace of ours: refused, unless
+ * `trust-netns yes` (then its user's word is all).  The segment is opened
+ * through /proc/PID/fd/M, or passed when we may not look; no other message
+ * may carry fds (SO_PASSRIGHTS off, Linux 6.16).  docs/design.md, "Meeting
+ * and proof", has the messages byte by byte and the limits.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,18 +48,71 @@
 #include "shim.h"
 #include "sys.h"
 
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77
+#endif
+#ifndef SO_PASSRIGHTS
+#define SO_PASSRIGHTS 83
+#endif
+
+_Static_assert(sizeof(struct shim_meet_msg) == 48, "docs/design.md's layout");
+
+/* The process at the other end of the UNIX stream, as the kernel says. */
+struct peer {
+	int pid;                   /* in our pid namespace; 0 if not in it */
+	uint32_t uid;
+	int pidfd;                 /* -1 before Linux 6.5 */
+};
+
 struct tmeet {
 	int dialer;                /* 1: we dial; 0: we listen */
 	int lfd;                   /* listener: the named socket */
 	int s;                     /* the stream to the other end */
-	int sent;                  /* our message went out */
-	uint32_t peer_uid;
+	int pass;                  /* dialer: the segment comes by SCM_RIGHTS */
+	int seg_fd;                /* listener, answered: the segment, open until
+	                            * the dialer has opened it through /proc */
+	struct peer peer;          /* the process at the other end of s */
 	struct sockaddr_un name;
 	unsigned name_len;
 	int file;                  /* the name is a file (unlink it) */
 };
 
-/* --- Names ------------------------------------------------------------------ */
+/* --- Names ------------------------------------------------------------------
+ * Abstract: "shunt1/<lower>-<higher>" in hex, which always fits.  A file
+ * in the directory (`dir` may take 75 of sun_path's 108 bytes):
+ * "m-<lower>-<higher>" for IPv4 (29 bytes), and for IPv6, whose spelling
+ * would not fit, "m6-" and 112 bits of a hash of both (31 bytes).  The
+ * hash needs no secret: a name is public anyway, and whoever binds one
+ * first gains nothing but keeping that connection on TCP (the proof). */
+
+static uint64_t mix64(uint64_t x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ull;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+/* Two lanes over family, port and address of both ends. */
+static void name_hash(const struct shunt_addr *lo, const struct shunt_addr *hi, char *out,
+		      size_t n)
+{
+	const struct shunt_addr *ends[2] = { lo, hi };
+	uint64_t h1 = 0x736e7568743a6d36ull, h2 = 0x6d363a7468756e73ull;
+
+	for (int e = 0; e < 2; e++) {
+		uint8_t b[19] = { ends[e]->family, (uint8_t)(ends[e]->port >> 8),
+				  (uint8_t)ends[e]->port };
+		memcpy(b + 3, ends[e]->a, 16);
+		for (size_t i = 0; i < sizeof(b); i++) {
+			h1 = mix64(h1 ^ b[i]);
+			h2 = mix64(h2 + b[i] + 1);
+		}
+	}
+	snprintf(out, n, "%016llx%012llx", (unsigned long long)h1,
+		 (unsigned long long)(h2 >> 16));
+}
 
 int shim_meet_name(const struct shunt_addr *lower, const struct shunt_addr *higher,
 		   int file, struct sockaddr_un *out, unsigned *len)
@@ -62,11 +124,15 @@ int shim_meet_name(const struct shunt_addr *lower, const struct shunt_addr *high
 	memset(out, 0, sizeof(*out));
 	out->sun_family = AF_UNIX;
 	int n;
-	if (file)
-		n = snprintf(out->sun_path, sizeof(out->sun_path), "%s/m-%s-%s",
-			     shunt__config()->dir, a, b);
-	else /* abstract: a leading NUL, and the length tells the end */
+	const char *dir = shunt__config()->dir;
+	if (file && (lower->family == AF_INET6 || higher->family == AF_INET6)) {
+		name_hash(lower, higher, a, sizeof(a));
+		n = snprintf(out->sun_path, sizeof(out->sun_path), "%s/m6-%s", dir, a);
+	} else if (file) {
+		n = snprintf(out->sun_path, sizeof(out->sun_path), "%s/m-%s-%s", dir, a, b);
+	} else { /* abstract: a leading NUL, and the length tells the end */
 		n = snprintf(out->sun_path + 1, sizeof(out->sun_path) - 1, "shunt1/%s-%s", a, b) + 1;
+	}
 	if (n <= 0 || (size_t)n >= sizeof(out->sun_path))
 		return -ENAMETOOLONG;
 	*len = (unsigned)(offsetof(struct sockaddr_un, sun_path) + (size_t)n + (file ? 1 : 0));
@@ -75,109 +141,193 @@ int shim_meet_name(const struct shunt_addr *lower, const struct shunt_addr *high
 
 /* --- Messages ---------------------------------------------------------------- */
 
+static int parse_hello(const struct shim_meet_msg *m, int nfds)
+{
+	return nfds == 0 && m->ring_size == 0 && m->seg_fd == -1 && m->seg_ino == 0 ? 0
+										  : -EPROTO;
+}
+
+static int parse_accept(const struct shim_meet_msg *m, int nfds)
+{
+	if (shunt_seg_check_size(m->ring_size) < 0)
+		return -EPROTO;
+	if (m->flags & SHIM_MEET_PASS)
+		return nfds == 1 && m->seg_fd == -1 && m->seg_ino == 0 ? 0 : -EPROTO;
+	return nfds == 0 && m->seg_fd >= 0 && m->seg_ino != 0 ? 0 : -EPROTO;
+}
+
 int shim_meet_parse(const struct shim_meet_msg *m, int nfds, uint32_t type)
 {
 	if (m->magic != SHIM_MEET_MAGIC || m->version != SHIM_MEET_VERSION || m->type != type ||
-	    m->flags != 0 || m->medium != 0)
+	    (m->flags & ~SHIM_MEET_PASS) || m->medium != 0 || m->tcp_fd < 0)
 		return -EPROTO;
 	if (type == SHIM_MEET_HELLO)
-		return nfds == 1 && m->ring_size == 0 ? 0 : -EPROTO;
-	if (type != SHIM_MEET_ACCEPT || nfds != 2 || shunt_seg_check_size(m->ring_size) < 0)
-		return -EPROTO;
-	return 0;
+		return parse_hello(m, nfds);
+	return type == SHIM_MEET_ACCEPT ? parse_accept(m, nfds) : -EPROTO;
 }
 
-static int send_msg(int s, uint32_t type, uint64_t cap, const int *fds, int nfds)
+static int send_msg(int s, const struct shim_meet_msg *m, const int *fds, int nfds)
 {
-	struct shim_meet_msg m = {
-		.magic = SHIM_MEET_MAGIC, .version = SHIM_MEET_VERSION, .type = type,
-		.ring_size = cap,
-	};
-
-	return shunt_fdmsg_send(s, &m, sizeof(m), fds, nfds, MSG_DONTWAIT);
+	return shunt_fdmsg_send(s, m, sizeof(*m), fds, nfds, MSG_DONTWAIT);
 }
 
-/* One message of `type`: 0 and its fds, -EAGAIN, or another error (the fds
- * of a bad message are closed here). */
+/* One message of `type`: 0 and its fds (as many as the type has, which
+ * fds has room for), -EAGAIN, or another error (the fds of a bad message
+ * are closed here).  Whatever the peer attached, only an array of the
+ * most any message may carry receives it. */
 static int recv_msg(int s, uint32_t type, struct shim_meet_msg *m, int *fds)
 {
-	int n = 0;
-	int rc = shunt_fdmsg_recv(s, m, sizeof(*m), fds, &n, MSG_DONTWAIT);
+	int got[SHUNT_FDMSG_MAX], n = 0;
+	int rc = shunt_fdmsg_recv(s, m, sizeof(*m), got, SHUNT_FDMSG_MAX, &n, MSG_DONTWAIT);
 
+	if (rc == -EPROTO)
+		log_info("meeting: malformed message from the peer");
 	if (rc < 0)
 		return rc;
 	rc = shim_meet_parse(m, n, type);
 	if (rc < 0) {
 		log_info("meeting: malformed message from the peer");
-		shunt_close_fds(fds, n);
+		shunt_close_untrusted(got, n);
+		return rc;
 	}
-	return rc;
+	memcpy(fds, got, sizeof(int) * (size_t)n);
+	return 0;
+}
+
+/* --- The process at the other end ---------------------------------------------- */
+
+static void peer_clear(struct peer *p)
+{
+	if (p->pidfd >= 0)
+		sys_close(p->pidfd);
+	p->pid = 0;
+	p->pidfd = -1;
+}
+
+/* Who is at the other end of s: SO_PEERCRED is the process that called
+ * connect() (the listener's view) or listen() (the dialer's); its user
+ * must be allowed. */
+static int peer_of(int s, struct peer *p)
+{
+	struct ucred cr;
+	int rc = shunt__peer_cred(s, &cr);
+
+	if (rc == -EACCES)
+		log_info("meeting: the peer's uid %u is not allowed", (unsigned)cr.uid);
+	if (rc < 0)
+		return rc;
+	p->pid = cr.pid;
+	p->uid = cr.uid;
+	unsigned len = sizeof(p->pidfd);
+	rc = sys_getsockopt(s, SOL_SOCKET, SO_PEERPIDFD, &p->pidfd, &len);
+	p->pidfd = rc < 0 ? -1 : shunt__hide_fd(p->pidfd);
+	/* Gone already (a kernel without pidfds says ENOPROTOOPT). */
+	return rc == -ESRCH ? rc : 0;
+}
+
+/* The peer has not exited since SO_PEERCRED named it: its pid was not
+ * reused in between, so what /proc/PID showed was its.  Without a pidfd
+ * (Linux < 6.5) a pid reused in between cannot be told (design.md). */
+static int peer_alive(const struct peer *p)
+{
+	int rc = p->pidfd >= 0 ? sys_pidfd_send_signal(p->pidfd, 0) : sys_kill(p->pid, 0);
+
+	return rc != -ESRCH;
+}
+
+/* May we look at the peer's fds?  (An fd it cannot have: no such fd.) */
+static int can_look(const struct peer *p)
+{
+	uint64_t ino;
+
+	return shim_kern_proc_sock(p->pid, INT_MAX, &ino) == -ENOENT;
 }
 
 /* --- Proof ------------------------------------------------------------------- */
 
-int shim_meet_check_proof(int ours, int proof, const struct shunt_addr *local,
-			  const struct shunt_addr *peer)
+/*
+ * Does the peer hold the other end of our connection at its fd `claim`?
+ * The kernel decides: the mirror socket (sock_diag, our namespace) must be
+ * what /proc/PID/fd/claim is, and the peer alive after we looked.  A peer
+ * whose fds we may not look at: its user named by `allow-user` and the
+ * mirror's owner.  A mirror in no namespace of ours: only with
+ * `trust-netns yes`, on its user's word (allowed, peer_of).  claim < 0:
+ * could it prove itself at all (before the HELLO)?  0, or why not.
+ */
+static int prove(struct tsock *t, const struct peer *p, int claim)
 {
-	struct shunt_addr pl, pp;
-	uint64_t c1 = 0, c2 = 0;
+	uint64_t ino = 0, held = 0;
+	uint32_t owner = ~0u;
+	int rc = shim_kern_sock_find(&t->slot->peer, &t->slot->local, &ino, &owner);
 
-	if (!shim_kern_is_tcp(proof) || shunt_addr_of(proof, 0, &pl) < 0 ||
-	    shunt_addr_of(proof, 1, &pp) < 0)
-		return -EPROTO;
-	/* The other end of our connection: its local address is our peer's,
-	 * its peer is us, and it is not our own socket handed back. */
-	if (!shunt_addr_eq(&pl, peer) || !shunt_addr_eq(&pp, local) ||
-	    shim_kern_ino(proof) == shim_kern_ino(ours))
-		return -EPERM;
-	if (shunt__config()->trust_netns)
-		return 0;
-	/* Addresses can be made up in a namespace of one's own; the namespace
-	 * cannot.  Loopback, or any other address: same rule. */
-	if (shim_kern_netns_cookie(ours, &c1) < 0 || shim_kern_netns_cookie(proof, &c2) < 0 ||
-	    c1 != c2)
-		return -EPERM;
-	return 0;
-}
-
-/* May we pass our socket to the process at the other end of s?  Its user
- * must be allowed, and if it is not ours, it must own the peer's TCP end. */
-static int peer_ok(struct tsock *t, int s, uint32_t *uid)
-{
-	struct ucred cr;
-	unsigned len = sizeof(cr);
-	int rc = sys_getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cr, &len);
-
+	if (rc == -ENOENT)
+		return shunt__config()->trust_netns ? 0 : -EPERM;
 	if (rc < 0)
 		return rc;
-	*uid = cr.uid;
-	if (!shunt__peer_allowed(cr.uid)) {
-		log_info("meeting: the peer's uid %u is not allowed", (unsigned)cr.uid);
-		return -EACCES;
+	rc = shim_kern_proc_sock(p->pid, claim < 0 ? INT_MAX : claim, &held);
+	if (rc == -EACCES) /* and some process holds the mirror */
+		return shunt__peer_named(p->uid) && owner == p->uid && ino ? 0 : -EACCES;
+	if (claim < 0)
+		return rc == -ENOENT ? 0 : -EPERM;
+	return rc == 0 && ino && held == ino && peer_alive(p) ? 0 : -EPERM;
+}
+
+static void refused(const char *who, const struct peer *p, int rc)
+{
+	log_info("meeting: refused %s (pid %d, uid %u): %s", who, p->pid, (unsigned)p->uid,
+		 rc == -EACCES ? "we may not look at its fds, and allow-user does not name "
+				 "its user (or it does not own the connection)"
+		 : rc == -EPERM ? "it does not hold the other end of the connection"
+				: strerror(-rc));
+}
+
+/* The segment the listener holds at fd msg->seg_fd, opened through /proc:
+ * the memfd it said (its inode), while the listener still lives. */
+static int open_segment(const struct peer *p, const struct shim_meet_msg *msg)
+{
+	struct stat st;
+	int fd = shim_kern_proc_open(p->pid, msg->seg_fd);
+
+	if (fd < 0)
+		return fd;
+	if (sys_fstat(fd, &st) < 0 || (uint64_t)st.st_ino != msg->seg_ino || !peer_alive(p)) {
+		sys_close(fd);
+		return -EPERM;
 	}
-	if (cr.uid == (uint32_t)geteuid())
-		return 0;
-	uint32_t owner = ~0u;
-	rc = shim_kern_sock_uid(&t->slot->peer, &t->slot->local, &owner);
-	if (rc < 0 || owner != cr.uid) {
-		log_info("meeting: uid %u does not own the peer's socket", (unsigned)cr.uid);
-		return -EACCES;
-	}
-	return 0;
+	return fd;
 }
 
 /* --- Steps ------------------------------------------------------------------- */
 
-static void meet_close(struct tmeet *m)
+static void seg_close(struct tmeet *m)
+{
+	if (m->seg_fd < 0)
+		return;
+	shunt__own_del(&m->seg_fd);
+	sys_close(m->seg_fd);
+	m->seg_fd = -1;
+}
+
+/* Close the meeting's sockets; the name's file goes too unless keep_name
+ * (a forked child: the file is its parent's, which goes on meeting). */
+static void meet_close_sockets(struct tmeet *m, int keep_name)
 {
 	if (m->s >= 0)
 		sys_close(m->s);
 	if (m->lfd >= 0) {
-		if (m->file)
+		if (m->file && !keep_name)
 			sys_unlinkat(AT_FDCWD, m->name.sun_path, 0);
 		sys_close(m->lfd);
 	}
 	m->s = m->lfd = -1;
+	peer_clear(&m->peer);
+}
+
+static void meet_free(struct tmeet *m, int keep_name)
+{
+	meet_close_sockets(m, keep_name);
+	seg_close(m);
+	free(m);
 }
 
 void shim_meet_drop(struct tsock *t)
@@ -186,34 +336,58 @@ void shim_meet_drop(struct tsock *t)
 	struct tmeet *m = t->meet;
 	t->meet = NULL;
 	pthread_mutex_unlock(&t->mu);
-	if (m) {
-		meet_close(m);
-		free(m);
-	}
+	if (m)
+		meet_free(m, 0);
 }
 
-static struct tmeet *meet_new(struct tsock *t)
+void shim_meet_forget(struct tsock *t)
+{
+	struct tmeet *m = t->meet;
+
+	t->meet = NULL;
+	if (m)
+		meet_free(m, 1);
+}
+
+/* A new meeting for t: its role and name (the directory checked). */
+static int meet_new(struct tsock *t, struct tmeet **out)
 {
 	struct tslot *sl = t->slot;
 	struct tmeet *m = calloc(1, sizeof(*m));
 
 	if (!m)
-		return NULL;
-	m->lfd = m->s = -1;
+		return -ENOMEM;
+	m->lfd = m->s = m->seg_fd = m->peer.pidfd = -1;
 	m->dialer = shunt_addr_cmp(&sl->local, &sl->peer) > 0;
 	m->file = shunt__config()->trust_netns;
 	const struct shunt_addr *lo = m->dialer ? &sl->peer : &sl->local;
 	const struct shunt_addr *hi = m->dialer ? &sl->local : &sl->peer;
-	if (shim_meet_name(lo, hi, m->file, &m->name, &m->name_len) < 0) {
+	int rc = shim_meet_name(lo, hi, m->file, &m->name, &m->name_len);
+	if (rc == 0 && m->file)
+		rc = shunt__safe_dir(shunt__config()->dir);
+	if (rc < 0) {
 		free(m);
-		return NULL;
+		return rc;
 	}
-	return m;
+	*out = m;
+	return 0;
+}
+
+/* Takes fds only when told (rights = 1): nobody can make a meeting close a
+ * socket it did not ask for, whose close() could linger (Linux 6.16; an
+ * older kernel takes fds anyway, and shunt_close_untrusted copes). */
+static void take_fds(int s, int rights)
+{
+	sys_setsockopt(s, SOL_SOCKET, SO_PASSRIGHTS, &rights, sizeof(rights));
 }
 
 static int seqpacket(void)
 {
-	return shunt__hide_fd(sys_socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+	int fd = shunt__hide_fd(sys_socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+
+	if (fd >= 0)
+		take_fds(fd, 0); /* a listener's setting passes to what it accepts */
+	return fd;
 }
 
 /* A stale file of a dead listener refuses connections: replace it. */
@@ -254,8 +428,56 @@ static uint8_t bell_byte(void)
 	return b;
 }
 
+static struct shim_meet_msg msg_of(uint32_t type, int fd)
+{
+	struct shim_meet_msg m = {
+		.magic = SHIM_MEET_MAGIC, .version = SHIM_MEET_VERSION, .type = type,
+		.tcp_fd = fd, .seg_fd = -1,
+	};
+
+	return m;
+}
+
+/* The ACCEPT for a segment in memfd: passed, or kept open for the dialer
+ * to open through /proc (m->seg_fd, in the registry of our own fds). */
+static int send_accept(struct tmeet *m, int fd, uint64_t cap, int memfd, int pass)
+{
+	struct shim_meet_msg a = msg_of(SHIM_MEET_ACCEPT, fd);
+	struct stat st;
+
+	a.ring_size = cap;
+	if (pass) {
+		a.flags = SHIM_MEET_PASS;
+		int rc = send_msg(m->s, &a, &memfd, 1);
+		sys_close(memfd);
+		return rc;
+	}
+	int rc = sys_fstat(memfd, &st);
+	a.seg_fd = memfd;
+	a.seg_ino = st.st_ino;
+	if (rc == 0)
+		rc = send_msg(m->s, &a, NULL, 0);
+	if (rc < 0) {
+		sys_close(memfd);
+		return rc;
+	}
+	m->seg_fd = memfd;
+	shunt__own_add(&m->seg_fd);
+	return 0;
+}
+
+/* The last look before our side commits: shut down, passed on or taken by
+ * stdio meanwhile (-ECANCELED), or held by a process made meanwhile
+ * without a pause (-EBUSY: vfork, _Fork, clone). */
+static int may_commit(struct tsock *t)
+{
+	if (atomic_load(&t->slot->flags) & TF_NOMOVE)
+		return -ECANCELED;
+	return shim_slot_shared(t->slot) ? -EBUSY : 0;
+}
+
 /* The listener took a good HELLO: make the segment and answer. */
-static int answer(struct tsock *t, int fd, struct tmeet *m)
+static int answer(struct tsock *t, int fd, struct tmeet *m, int pass)
 {
 	struct tslot *sl = t->slot;
 	struct shunt_seg seg = { 0 };
@@ -269,8 +491,7 @@ static int answer(struct tsock *t, int fd, struct tmeet *m)
 	sl->bell = bell;
 	shunt_end_init(&sl->end, &seg, 0, shunt__config()->spin_us, 1);
 	t->mapped = 1;
-	rc = send_msg(m->s, SHIM_MEET_ACCEPT, seg.cap, (int[]){ fd, (int)memfd }, 2);
-	sys_close((int)memfd);
+	rc = send_accept(m, fd, seg.cap, (int)memfd, pass);
 	if (rc < 0) {
 		t->mapped = 0;
 		shunt_unmap(&sl->end.seg);
@@ -278,10 +499,26 @@ static int answer(struct tsock *t, int fd, struct tmeet *m)
 	return rc;
 }
 
+/* The dialer at the door: who it is (the right one may still come). */
+static int take_dialer(struct tmeet *m)
+{
+	int s = shunt__hide_fd(sys_accept4(m->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK));
+
+	if (s < 0)
+		return s == -EAGAIN ? 0 : s;
+	m->s = s;
+	if (peer_of(m->s, &m->peer) < 0) {
+		sys_close(m->s);
+		m->s = -1;
+		peer_clear(&m->peer);
+	}
+	return 0;
+}
+
 static int listen_step(struct tsock *t, int fd, struct tmeet *m)
 {
 	struct shim_meet_msg msg;
-	int proof;
+	int none[SHUNT_FDMSG_MAX];
 
 	if (m->lfd < 0 && m->s < 0) {
 		int rc = bind_name(m);
@@ -289,58 +526,99 @@ static int listen_step(struct tsock *t, int fd, struct tmeet *m)
 			return rc == -EADDRINUSE ? -EACCES : rc;
 	}
 	if (m->s < 0) {
-		m->s = shunt__hide_fd(sys_accept4(m->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK));
-		if (m->s < 0)
-			return m->s == -EAGAIN ? 0 : m->s;
-		if (peer_ok(t, m->s, &m->peer_uid) < 0) {
-			sys_close(m->s); /* not the one: the right one may still come */
-			m->s = -1;
-			return 0;
-		}
+		int rc = take_dialer(m);
+		if (rc < 0 || m->s < 0)
+			return rc;
 	}
-	int rc = recv_msg(m->s, SHIM_MEET_HELLO, &msg, &proof);
+	int rc = recv_msg(m->s, SHIM_MEET_HELLO, &msg, none);
 	if (rc == -EAGAIN)
 		return 0;
-	if (rc == 0) {
-		rc = shim_meet_check_proof(fd, proof, &t->slot->local, &t->slot->peer);
-		sys_close(proof);
-	}
+	if (rc == 0)
+		rc = prove(t, &m->peer, msg.tcp_fd);
 	if (rc < 0) {
-		log_info("meeting: refused a dialer: %s", strerror(-rc));
+		refused("a dialer", &m->peer, rc);
 		sys_close(m->s);
 		m->s = -1;
+		peer_clear(&m->peer);
 		return 0;
 	}
-	if (atomic_load(&t->slot->flags) & TF_NOMOVE)
-		return -ECANCELED;
-	rc = answer(t, fd, m);
+	rc = may_commit(t);
 	if (rc < 0)
 		return rc;
-	meet_close(m); /* the dialer has what it needs; the segment tells the rest */
+	rc = answer(t, fd, m, !!(msg.flags & SHIM_MEET_PASS));
+	if (rc < 0)
+		return rc;
+	/* The dialer has what it needs but the segment (m->seg_fd), which it
+	 * opens at its next step; the segment tells the rest. */
+	meet_close_sockets(m, 0);
 	return 1;
+}
+
+/* Connect to the listener's name and say HELLO: whether it can prove
+ * itself to us decides first (no use otherwise), then how the segment
+ * comes (through /proc if we may look at its fds, else passed). */
+static int dial(struct tsock *t, int fd, struct tmeet *m)
+{
+	int s = seqpacket();
+
+	if (s < 0)
+		return s;
+	int rc = sys_connect(s, (struct sockaddr *)&m->name, m->name_len);
+	if (rc < 0) {
+		sys_close(s);
+		/* Not there (yet), or its queue is full. */
+		return rc == -ECONNREFUSED || rc == -ENOENT || rc == -EAGAIN ? 0 : rc;
+	}
+	m->s = s;
+	rc = peer_of(s, &m->peer);
+	if (rc == 0)
+		rc = prove(t, &m->peer, -1);
+	if (rc < 0) {
+		refused("the listener", &m->peer, rc);
+		return rc;
+	}
+	m->pass = !can_look(&m->peer);
+	if (m->pass)
+		take_fds(s, 1);
+	struct shim_meet_msg h = msg_of(SHIM_MEET_HELLO, fd);
+	h.flags = m->pass ? SHIM_MEET_PASS : 0;
+	return send_msg(s, &h, NULL, 0);
+}
+
+/* The listener's ACCEPT: its proof, then its segment.  0 and the segment's
+ * fd in *seg, or why not (fds closed). */
+static int take_accept(struct tsock *t, struct tmeet *m, const struct shim_meet_msg *a,
+		       int *fds, int *seg)
+{
+	int nfds = (a->flags & SHIM_MEET_PASS) ? 1 : 0;
+	int rc = nfds == m->pass ? 0 : -EPROTO;
+
+	if (rc == 0 && (atomic_load(&t->slot->flags) & TF_NOMOVE))
+		rc = -ECANCELED; /* shut down, passed on or taken by stdio meanwhile */
+	if (rc == 0)
+		rc = prove(t, &m->peer, a->tcp_fd);
+	if (rc == 0 && m->pass) {
+		*seg = fds[0];
+		return 0;
+	}
+	shunt_close_untrusted(fds, nfds);
+	if (rc == 0) {
+		*seg = open_segment(&m->peer, a);
+		rc = *seg < 0 ? *seg : 0;
+	}
+	if (rc == -EACCES || rc == -EPERM)
+		refused("the listener", &m->peer, rc);
+	return rc;
 }
 
 static int dial_step(struct tsock *t, int fd, struct tmeet *m)
 {
 	struct shim_meet_msg msg;
-	int fds[2];
+	int fds[SHUNT_FDMSG_MAX], segfd = -1;
 
 	if (m->s < 0) {
-		int s = seqpacket();
-		if (s < 0)
-			return s;
-		int rc = sys_connect(s, (struct sockaddr *)&m->name, m->name_len);
-		if (rc < 0) {
-			sys_close(s);
-			/* Not there (yet), or its queue is full. */
-			return rc == -ECONNREFUSED || rc == -ENOENT || rc == -EAGAIN ? 0 : rc;
-		}
-		m->s = s;
-		rc = peer_ok(t, s, &m->peer_uid);
-		if (rc < 0)
-			return rc;
-		rc = send_msg(s, SHIM_MEET_HELLO, 0, &fd, 1);
-		if (rc < 0)
+		int rc = dial(t, fd, m);
+		if (rc < 0 || m->s < 0)
 			return rc;
 	}
 	int rc = recv_msg(m->s, SHIM_MEET_ACCEPT, &msg, fds);
@@ -348,17 +626,18 @@ static int dial_step(struct tsock *t, int fd, struct tmeet *m)
 		return 0;
 	if (rc < 0)
 		return rc == -ECONNRESET ? -EACCES : rc;
-	/* Shut down, passed on or taken by stdio meanwhile: not now. */
-	if (atomic_load(&t->slot->flags) & TF_NOMOVE) {
-		shunt_close_fds(fds, 2);
-		return -ECANCELED;
+	rc = take_accept(t, m, &msg, fds, &segfd);
+	if (rc < 0)
+		return rc;
+	rc = may_commit(t);
+	if (rc < 0) {
+		shunt_close_untrusted(&segfd, 1);
+		return rc;
 	}
 	struct shunt_seg seg = { 0 };
 	uint8_t bell = 0;
-	rc = shim_meet_check_proof(fd, fds[0], &t->slot->local, &t->slot->peer);
-	if (rc == 0)
-		rc = shunt_medium_local.attach(&seg, fds[1], msg.ring_size, &bell);
-	shunt_close_fds(fds, 2);
+	rc = shunt_medium_local.attach(&seg, segfd, msg.ring_size, &bell);
+	shunt_close_untrusted(&segfd, 1); /* passed: anything may have come */
 	if (rc == 0 && bell == 0)
 		rc = -EPROTO;
 	if (rc < 0) {
@@ -371,26 +650,29 @@ static int dial_step(struct tsock *t, int fd, struct tmeet *m)
 	sl->bell = bell;
 	shunt_end_init(&sl->end, &seg, 1, shunt__config()->spin_us, 1);
 	t->mapped = 1;
-	meet_close(m);
+	meet_close_sockets(m, 0);
 	return 1;
 }
 
+/* Done or given up, the meeting goes; a listener that answered keeps it
+ * for the segment the dialer is to open (shim_meet_drop lets it go). */
 int shim_meet_step(struct tsock *t, int fd)
 {
 	pthread_mutex_lock(&t->mu);
 	struct tmeet *m = t->meet;
-	if (!m)
-		m = t->meet = meet_new(t);
-	int rc = !m ? -ENOMEM : m->dialer ? dial_step(t, fd, m) : listen_step(t, fd, m);
-	if (rc != 0) {
+	int rc = m ? 0 : meet_new(t, &m);
+	t->meet = m;
+	if (rc == 0)
+		rc = m->dialer ? dial_step(t, fd, m) : listen_step(t, fd, m);
+	int keep = rc == 0 || (rc == 1 && m->seg_fd >= 0);
+	if (!keep)
 		t->meet = NULL;
-		pthread_mutex_unlock(&t->mu);
-		if (m) {
-			meet_close(m);
-			free(m);
-		}
-		return rc;
-	}
+	/* Said under the lock: a read that took the peer's first doorbell
+	 * learns of the move by waiting for it (shim_moved_now). */
+	if (rc == 1)
+		atomic_store(&t->slot->state, SLOT_MOVED);
 	pthread_mutex_unlock(&t->mu);
-	return 0;
+	if (!keep && m)
+		meet_free(m, 0);
+	return rc;
 }

@@ -12,17 +12,25 @@
 #include "addr.h"
 
 #define SHIM_MEET_MAGIC   0x45564f4d544e4853ull /* "SHNTMOVE" little-endian */
-#define SHIM_MEET_VERSION 1u
-#define SHIM_MEET_HELLO   1u /* dialer -> listener, fds [proof] */
-#define SHIM_MEET_ACCEPT  2u /* listener -> dialer, fds [proof, segment] */
+#define SHIM_MEET_VERSION 2u
+#define SHIM_MEET_HELLO   1u /* dialer -> listener, no fds */
+#define SHIM_MEET_ACCEPT  2u /* listener -> dialer, fds [segment] with PASS, else none */
+#define SHIM_MEET_PASS    0x1u /* HELLO: pass me the segment (I may not look at
+                                * your fds); ACCEPT: here it is */
 
+/* 48 bytes, little-endian; the fd numbers are claims the receiver checks
+ * in /proc (docs/design.md, "Meeting and proof"). */
 struct shim_meet_msg {
-	uint64_t magic;     /* SHIM_MEET_MAGIC */
-	uint32_t version;   /* SHIM_MEET_VERSION */
-	uint32_t type;      /* SHIM_MEET_HELLO or SHIM_MEET_ACCEPT */
-	uint64_t ring_size; /* ACCEPT: each ring's size; HELLO: 0 */
-	uint32_t medium;    /* 0: local (a memfd) */
-	uint32_t flags;     /* 0 */
+	uint64_t magic;     /*  0 SHIM_MEET_MAGIC */
+	uint32_t version;   /*  8 SHIM_MEET_VERSION */
+	uint32_t type;      /* 12 SHIM_MEET_HELLO or SHIM_MEET_ACCEPT */
+	uint64_t ring_size; /* 16 ACCEPT: each ring's size; HELLO: 0 */
+	uint32_t medium;    /* 24 0: local (a memfd) */
+	uint32_t flags;     /* 28 SHIM_MEET_PASS or 0 */
+	int32_t tcp_fd;     /* 32 the sender's fd of its end of the connection */
+	int32_t seg_fd;     /* 36 ACCEPT without PASS: the sender's fd of the
+	                     *    segment's memfd; else -1 */
+	uint64_t seg_ino;   /* 40 ACCEPT without PASS: that memfd's inode; else 0 */
 };
 
 /* 0 if m is a well-formed message of `type` that came with nfds fds. */
@@ -30,9 +38,6 @@ int shim_meet_parse(const struct shim_meet_msg *m, int nfds, uint32_t type);
 /* The rendezvous name of a connection: abstract, or a file in the dir. */
 int shim_meet_name(const struct shunt_addr *lower, const struct shunt_addr *higher,
 		   int file, struct sockaddr_un *out, unsigned *len);
-/* Is proof the other end of our socket `ours` (local, peer addresses)? */
-int shim_meet_check_proof(int ours, int proof, const struct shunt_addr *local,
-			  const struct shunt_addr *peer);
 /* The ring size for a new segment: the per-process budget (move.c). */
 uint64_t shim_ring_size_now(void);
 

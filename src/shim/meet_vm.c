@@ -250,7 +250,12 @@ static void reclaim(struct shunt_vmr *r, uint64_t netns)
 			const struct shunt_addr *mine = side ? &sl.lo : &sl.hi;
 			const struct shunt_addr *theirs = side ? &sl.hi : &sl.lo;
 			uint64_t ino = 0;
-			if (shim_kern_sock_ino(mine, theirs, &ino) != -ENOENT && ino == o->ino)
+			uint32_t uid;
+			/* Alive, or not known to be gone (an error that is no
+			 * answer): kept.  A dual-stack socket is found by its
+			 * IPv4 addresses too (kern.c). */
+			int rc = shim_kern_sock_find(mine, theirs, &ino, &uid);
+			if (rc != -ENOENT && (rc < 0 || ino == o->ino))
 				continue;
 			/* A taker gone before the offerer came: the offerer must
 			 * not come any more (the same CAS as the taker's own). */
@@ -575,6 +580,16 @@ static void start_end(struct tsock *t, int fd, struct shunt_seg *seg, int side, 
 	t->mapped = 1;
 }
 
+/* The last look before our side commits, as meet.c's: shut down, passed
+ * on or taken by stdio meanwhile (-ECANCELED), or held by a process made
+ * meanwhile without a pause (-EBUSY: vfork, _Fork, clone). */
+static int may_commit(struct tsock *t)
+{
+	if (atomic_load(&t->slot->flags) & TF_NOMOVE)
+		return -ECANCELED;
+	return shim_slot_shared(t->slot) ? -EBUSY : 0;
+}
+
 /* The offerer: publish the offer, then attach to the answer. */
 static int offer_step(struct tsock *t, int fd, struct shunt_vmr *r)
 {
@@ -599,6 +614,8 @@ static int offer_step(struct tsock *t, int fd, struct shunt_vmr *r)
 	int rc = shunt_vmr_answered(r, v->entry, v->entry_gen, &slot, &gen, &theirs);
 	if (rc <= 0)
 		return rc == 0 ? 0 : -EPROTO; /* our entry was taken from us */
+	if ((rc = may_commit(t)) < 0)
+		return rc; /* the taker lets its slot go when we withdraw */
 	struct shunt_seg seg = { 0 };
 	uint8_t bell = 0;
 	rc = shunt_vmr_slot_ring(r, slot, &cap);
@@ -646,6 +663,8 @@ static int take_step(struct tsock *t, int fd, struct shunt_vmr *r)
 		log_info("ivshmem: two offers for one connection; waiting for one to go");
 	if (rc <= 0)
 		return 0;
+	if ((rc = may_commit(t)) < 0)
+		return rc;
 	uint64_t cap = SHUNT_MIN(shim_ring_size_now(), r->ring_max);
 	struct shunt_seg seg = { 0 };
 	int64_t handle;
@@ -702,7 +721,14 @@ int shim_vm_step(struct tsock *t, int fd)
 	maybe_reclaim(r, fd);
 	pthread_mutex_lock(&t->mu);
 	int rc = t->slot->vm.offerer ? offer_step(t, fd, r) : take_step(t, fd, r);
+	/* Said under the lock, as meet.c does: a read that took the peer's
+	 * first doorbell learns of the move by waiting for it
+	 * (shim_moved_now). */
+	if (rc == 1)
+		atomic_store(&t->slot->state, SLOT_MOVED);
 	pthread_mutex_unlock(&t->mu);
+	if (rc < 0)
+		shim_vm_drop(t); /* our offer, if it is out (move.c may not) */
 	if (rc == 1) {
 		char a[64], b[64];
 		keepalive(fd);

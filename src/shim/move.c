@@ -9,7 +9,11 @@
  * at calls n, n+2, n+4, n+8 ... (at most 64 apart), for at most 24 steps
  * and 10 s: a peer that does not run shunt costs a few failed connect()s
  * or accept()s over the connection's life, and a connection that closes
- * early never pays for anything.
+ * early never pays for anything.  Between steps, every 64 KiB a call
+ * carries counts as one call more: a bulk sender that writes megabytes a
+ * call (nginx's sendfile: 5 MiB in 7 calls) steps as often as it needs to
+ * meet its peer while the transfer lasts, and pays a step per 64 KiB at
+ * most.
  *
  * The switch: each end moves its sends on its own.  It stops writing to
  * TCP, reads from the kernel how many bytes it ever wrote there (X),
@@ -36,6 +40,7 @@
 #define MAX_STEPS 24
 #define MAX_MEET_NS (10ll * 1000000000)
 #define STEP_GAP_MAX 64
+#define STEP_BYTES (64u << 10) /* carried per call beyond this: more calls */
 
 /* --- The ring budget -------------------------------------------------------
  * A stream wants big rings, but many connections with big rings walk
@@ -135,8 +140,13 @@ static int refusal(struct tsock *t, int fd, int *final)
 	*final = 1;
 	if (!shim_enabled())
 		return WHY_POLICY;
-	if ((f & TF_STDIO) || is_stdio(t)) {
-		atomic_fetch_or(&s->flags, TF_STDIO);
+	if (f & TF_STDIO)
+		return WHY_STDIO; /* stdio has it (fdopen): for good */
+	if (is_stdio(t)) {
+		/* stdin, stdout or stderr for now: stdio may read or write it
+		 * where we cannot see, until the program puts it elsewhere
+		 * (sshd dup2()s its connection to 0 and 1, and off again). */
+		*final = 0;
 		return WHY_STDIO;
 	}
 	if (f & TF_EXPORTED)
@@ -172,6 +182,8 @@ static int start(struct tsock *t, int fd)
 	if (why >= 0) {
 		if (final)
 			give_up(t, fd, (enum shim_why)why);
+		else /* what the close says if it never passes */
+			atomic_store(&s->held_why, (uint32_t)why + 1);
 		return why;
 	}
 	uint64_t consumed;
@@ -196,8 +208,7 @@ static void moved(struct tsock *t, int fd)
 	struct tslot *s = t->slot;
 	char what[160];
 
-	shim_segment_mapped(1);
-	atomic_store(&s->state, SLOT_MOVED);
+	shim_segment_mapped(1); /* SLOT_MOVED already: shim_meet_step, shim_vm_step */
 	shim_count_moved();
 	describe(s, what, sizeof(what));
 	log_info("fd %d upgraded: %s, %s side, rings of %llu bytes, %s medium", fd, what,
@@ -207,29 +218,70 @@ static void moved(struct tsock *t, int fd)
 	shim_switch_tx(t, fd);
 }
 
-static void schedule(struct tslot *s, uint64_t calls)
+/* `work`: calls, and one more per STEP_BYTES carried (shim_count). */
+static void schedule(struct tslot *s, uint64_t work)
 {
 	uint32_t n = atomic_fetch_add(&s->steps, 1) + 1;
 	uint64_t gap = n >= 6 ? STEP_GAP_MAX : 1ull << n;
 
-	atomic_store(&s->next_step, calls + gap);
+	atomic_store(&s->next_step, work + gap);
 }
 
-static void step(struct tsock *t, int fd, uint64_t calls)
+/* Past the first steps, steps are spaced in time too (1 ms, 2 ms, ...,
+ * 500 ms at most): a peer that is not scheduled for a while (a busy
+ * machine, a peer that makes a million calls a second and so spends its
+ * steps in a millisecond) still meets us, and the steps stay 24. */
+#define STEP_NS_MIN 1000000ll
+#define STEP_NS_MAX 500000000ll
+
+static int too_soon(struct tslot *s, uint64_t work)
+{
+	uint32_t n = atomic_load(&s->steps);
+	int64_t now = shunt_now_ns();
+
+	if (n < 6) {
+		atomic_store(&s->stepped_ns, now);
+		return 0;
+	}
+	int64_t gap = n - 6 >= 9 ? STEP_NS_MAX : SHUNT_MIN(STEP_NS_MIN << (n - 6), STEP_NS_MAX);
+	if (now - atomic_load(&s->stepped_ns) >= gap) {
+		atomic_store(&s->stepped_ns, now);
+		return 0;
+	}
+	atomic_store(&s->next_step, work + STEP_GAP_MAX);
+	return 1;
+}
+
+/* Refused for a reason that may pass: try again later, but not forever. */
+static void wait_later(struct tsock *t, int fd, uint64_t calls)
+{
+	schedule(t->slot, calls);
+	if (atomic_load(&t->slot->steps) > MAX_STEPS)
+		give_up(t, fd, WHY_SHARED);
+}
+
+static void take_step(struct tsock *t, int fd, uint64_t calls)
 {
 	struct tslot *s = t->slot;
 
 	if (atomic_load(&s->state) == SLOT_PLAIN && start(t, fd) >= 0) {
-		schedule(s, calls);
-		if (atomic_load(&s->steps) > MAX_STEPS)
-			give_up(t, fd, WHY_SHARED);
+		wait_later(t, fd, calls);
 		return;
 	}
-	if (atomic_load(&s->state) != SLOT_MEET)
+	if (atomic_load(&s->state) != SLOT_MEET || too_soon(s, calls))
 		return;
 	int rc = s->vm.on ? shim_vm_step(t, fd) : shim_meet_step(t, fd);
 	if (rc == 1) {
 		moved(t, fd);
+		return;
+	}
+	if (rc == -EBUSY) {
+		/* Another process holds the socket now (a child made without
+		 * a pause, below): back on TCP, as a refusal. */
+		uint32_t st = SLOT_MEET;
+		if (atomic_compare_exchange_strong(&s->state, &st, SLOT_PLAIN))
+			log_info("fd %d: meeting called off: another process holds the socket", fd);
+		wait_later(t, fd, calls);
 		return;
 	}
 	if (rc < 0) {
@@ -244,11 +296,70 @@ static void step(struct tsock *t, int fd, uint64_t calls)
 		give_up(t, fd, WHY_NOPEER);
 }
 
-static int due(struct tslot *s, uint64_t calls)
+/* --- Pausing for a new process -------------------------------------------------
+ * fork() and posix_spawn() make a process that holds our sockets before it
+ * can say so: proc.c reserves its place among each slot's holders first.
+ * A step that had found a socket unshared just before must not start or
+ * finish a move after: so the maker pauses, waiting for the steps under
+ * way (short, never blocking), and a step that begins while paused is not
+ * taken (the next data call takes it).  Then it calls off the meetings in
+ * progress of the sockets the child will hold.  A child made without a
+ * pause (vfork, _Fork, clone) is seen by the meeting's last check. */
+
+static pthread_mutex_t pause_mu = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic int paused, stepping;
+
+void shim_moves_pause(void)
+{
+	pthread_mutex_lock(&pause_mu);
+	atomic_store(&paused, 1);
+	while (atomic_load(&stepping))
+		sys_sched_yield();
+}
+
+void shim_moves_resume(void)
+{
+	atomic_store(&paused, 0);
+	pthread_mutex_unlock(&pause_mu);
+}
+
+void shim_moves_forked(void)
+{
+	atomic_store(&stepping, 0); /* a step that was backing off, in a thread not copied */
+	shim_moves_resume();
+}
+
+void shim_move_call_off(struct tsock *t, int fd)
+{
+	struct tslot *s = t->slot;
+	uint32_t st = SLOT_MEET;
+
+	if (atomic_load(&s->state) != SLOT_MEET)
+		return;
+	shim_meet_drop(t);
+	shim_vm_drop(t); /* our offer in the region, if any (meet_vm.c) */
+	if (atomic_compare_exchange_strong(&s->state, &st, SLOT_PLAIN))
+		log_debug("fd %d: meeting called off: a new process will hold the socket", fd);
+}
+
+static void step(struct tsock *t, int fd, uint64_t calls)
+{
+	/* A vfork child's tables are its parent's (and a _Fork or clone
+	 * child's a copy of them): it moves nothing. */
+	if (shim_in_vfork_child())
+		return;
+	/* seq_cst both: we see the pause, or the pauser sees us. */
+	atomic_fetch_add(&stepping, 1);
+	if (!atomic_load(&paused))
+		take_step(t, fd, calls);
+	atomic_fetch_sub(&stepping, 1);
+}
+
+static int due(struct tslot *s, uint64_t calls, uint64_t work)
 {
 	const struct shunt_config *c = shunt__config();
 
-	if (calls >= atomic_load_explicit(&s->next_step, memory_order_relaxed) &&
+	if (work >= atomic_load_explicit(&s->next_step, memory_order_relaxed) &&
 	    (atomic_load_explicit(&s->steps, memory_order_relaxed) || calls >= c->upgrade_calls))
 		return 1;
 	/* Before the first step, enough bytes count as much as enough calls. */
@@ -262,18 +373,18 @@ void shim_count(struct tsock *t, int fd, uint64_t in, uint64_t out)
 {
 	struct tslot *s = t->slot;
 	uint64_t calls = atomic_fetch_add_explicit(&s->calls, 1, memory_order_relaxed) + 1;
-
-	if (in)
-		atomic_fetch_add_explicit(&s->bytes_in, in, memory_order_relaxed);
-	if (out)
-		atomic_fetch_add_explicit(&s->bytes_out, out, memory_order_relaxed);
+	uint64_t bin = in ? atomic_fetch_add_explicit(&s->bytes_in, in, memory_order_relaxed) + in
+			  : atomic_load_explicit(&s->bytes_in, memory_order_relaxed);
+	uint64_t bout = out ? atomic_fetch_add_explicit(&s->bytes_out, out, memory_order_relaxed) + out
+			    : atomic_load_explicit(&s->bytes_out, memory_order_relaxed);
 	uint32_t st = atomic_load_explicit(&s->state, memory_order_relaxed);
 	if (st != SLOT_PLAIN && st != SLOT_MEET)
 		return;
-	if (!due(s, calls))
+	uint64_t work = calls + (bin + bout) / STEP_BYTES;
+	if (!due(s, calls, work))
 		return;
 	int err = errno;
-	step(t, fd, calls);
+	step(t, fd, work);
 	errno = err;
 }
 
@@ -301,6 +412,7 @@ static void abandon(struct tsock *t, int fd)
 	    atomic_compare_exchange_strong(&s->state, &st, SLOT_OFF)) {
 		shim_count_why(s, WHY_NOPEER);
 		log_info("fd %d stays on TCP: the peer never attached", fd);
+		shim_meet_drop(t); /* the segment it did not open */
 	}
 }
 
@@ -343,6 +455,8 @@ static int switch_tx(struct tsock *t, int fd, int patient)
 		abandon(t, fd);
 		return -EAGAIN;
 	}
+	/* It attached: a listener's segment fd has served (meet.c). */
+	shim_meet_drop(t);
 	/* Our side of the stream is shut: no doorbell could follow the data. */
 	if (atomic_load(&s->flags) & TF_SHUT) {
 		atomic_fetch_or(&s->phase, PH_NOBELL);
@@ -416,6 +530,25 @@ int shim_switch_for_shutdown(struct tsock *t, int fd)
 	return 0;
 }
 
+int shim_may_move(struct tsock *t)
+{
+	uint32_t st = atomic_load_explicit(&t->slot->state, memory_order_relaxed);
+
+	return st == SLOT_PLAIN || st == SLOT_MEET;
+}
+
+/* The peer may switch, and ring, as soon as our end is attached: the
+ * meeting step attaches it and says MOVED under t->mu (meet.c, meet_vm.c),
+ * so once a step in progress is over, a doorbell that came means MOVED. */
+int shim_moved_now(struct tsock *t)
+{
+	if (atomic_load(&t->slot->state) == SLOT_MEET) {
+		pthread_mutex_lock(&t->mu);
+		pthread_mutex_unlock(&t->mu);
+	}
+	return shim_moved(t);
+}
+
 int shim_peer_switched(struct tsock *t)
 {
 	struct tslot *s = t->slot;
@@ -431,6 +564,7 @@ int shim_peer_switched(struct tsock *t)
 		return 0;
 	atomic_store(&s->x_peer, atomic_load_explicit(&sw->tcp_off, memory_order_relaxed));
 	atomic_fetch_or_explicit(&s->phase, PH_RX_KNOW, memory_order_release);
+	shim_meet_drop(t); /* it attached: a listener's segment fd has served */
 	return 1;
 }
 

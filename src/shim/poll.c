@@ -40,6 +40,7 @@ struct pset {
 	struct tsock **t; /* per entry: a moved socket (referenced) or NULL */
 	char *set;        /* per entry: an epoll set of ours */
 	struct pollfd *k; /* what the kernel polls: the same entries */
+	int on_tcp;       /* tracked sockets not moved (yet) among them */
 };
 
 static int pset_init(struct pset *p, struct pollfd *fds, nfds_t n)
@@ -47,7 +48,7 @@ static int pset_init(struct pset *p, struct pollfd *fds, nfds_t n)
 	p->fds = fds;
 	p->n = n;
 	p->t = calloc(n ? n : 1, sizeof(*p->t));
-	p->k = calloc(n ? n : 1, sizeof(*p->k));
+	p->k = calloc(n + 1, sizeof(*p->k)); /* and the thread's kick (kick.c) */
 	p->set = calloc(n ? n : 1, 1);
 	if (!p->t || !p->k || !p->set)
 		return -ENOMEM;
@@ -57,6 +58,7 @@ static int pset_init(struct pset *p, struct pollfd *fds, nfds_t n)
 		if (t && !shim_moved(t)) {
 			shim_put(t);
 			t = NULL;
+			p->on_tcp = 1;
 		}
 		p->t[i] = t;
 		p->set[i] = !t && shim_epoll_ours(fds[i].fd);
@@ -151,6 +153,56 @@ static int all_moved(const struct pset *p)
 	return 1;
 }
 
+#define MOVED_MEANWHILE (-4096) /* look again: a socket moved while the kernel waited */
+
+/* Did a socket that was on TCP when the kernel began to wait move since,
+ * and wake it (k: the kernel's answer)?  Its peer's first doorbell does
+ * (move.c), and that is no readiness: only its rings can tell. */
+static int moved_meanwhile(const struct pset *p, const struct pollfd *k)
+{
+	for (nfds_t i = 0; p->on_tcp && i < p->n; i++) {
+		if (!k[i].revents || p->t[i] || p->set[i])
+			continue;
+		struct tsock *t = shim_get(k[i].fd);
+		int moved = t && shim_moved_now(t);
+		shim_put(t);
+		if (moved)
+			return 1;
+	}
+	return 0;
+}
+
+/* The kernel alone answers: no socket of ours moved, yet. */
+static int kernel_only(struct pset *p, const struct timespec *timeout, const sigset_t *mask)
+{
+	int rc = REAL(ppoll)(p->fds, p->n, timeout, mask);
+
+	if (rc < 0)
+		return -errno;
+	return rc > 0 && moved_meanwhile(p, p->fds) ? MOVED_MEANWHILE : rc;
+}
+
+/* The kernel's wait, with the thread's kick beside the program's fds:
+ * another wait that took our doorbell kicks it (kick.c). */
+static int kernel_wait(struct pset *p, const struct timespec *t, const sigset_t *mask)
+{
+	int kfd = shim_kick_thread_fd();
+	int slot = shim_kick_listen(kfd);
+	nfds_t n = p->n;
+
+	if (slot >= 0)
+		p->k[n++] = (struct pollfd){ kfd, POLLIN, 0 };
+	int rc = REAL(ppoll)(p->k, n, t, mask);
+	int err = errno;
+	shim_kick_unlisten(slot);
+	/* A kick counts as news (the loop looks again), never as the
+	 * program's: its entry is past the program's. */
+	if (slot >= 0 && rc > 0 && p->k[p->n].revents)
+		shim_kick_reset(kfd);
+	errno = err;
+	return rc;
+}
+
 static int poll_loop(struct pset *p, int64_t deadline, const sigset_t *mask)
 {
 	if (!spin_set) {
@@ -169,9 +221,11 @@ static int poll_loop(struct pset *p, int64_t deadline, const sigset_t *mask)
 			ready = scan(p, SHUNT_ARM_DRAIN, 0);
 		kernel_set(p);
 		struct timespec ts, *t = ready ? &(struct timespec){ 0, 0 } : shunt_left(deadline, &ts);
-		int rc = REAL(ppoll)(p->k, p->n, t, mask);
+		int rc = kernel_wait(p, t, mask);
 		if (rc < 0)
 			return -errno;
+		if (rc > 0 && moved_meanwhile(p, p->k))
+			return MOVED_MEANWHILE;
 		ready = copy_plain(p) + scan(p, SHUNT_ARM_NONE, 1);
 		if (ready || rc == 0 || deadline == 0)
 			return ready;
@@ -183,22 +237,23 @@ static int poll_loop(struct pset *p, int64_t deadline, const sigset_t *mask)
 int shim_poll(struct pollfd *fds, nfds_t n, const struct timespec *timeout,
 	      const sigset_t *mask)
 {
-	struct pset p = { 0 };
-	int any = pset_init(&p, fds, n);
+	int64_t dl = !timeout ? SHUNT_NEVER
+		     : timeout->tv_sec || timeout->tv_nsec
+			     ? shunt_now_ns() + (int64_t)timeout->tv_sec * 1000000000 +
+				       timeout->tv_nsec
+			     : 0;
+	struct timespec left;
 	int rc;
 
-	if (any <= 0) {
-		rc = any < 0 ? (int)shim_err(any) : REAL(ppoll)(fds, n, timeout, mask);
-	} else {
-		int64_t dl = !timeout ? SHUNT_NEVER
-			     : timeout->tv_sec || timeout->tv_nsec
-				     ? shunt_now_ns() + (int64_t)timeout->tv_sec * 1000000000 +
-					       timeout->tv_nsec
-				     : 0;
-		rc = (int)shim_err(poll_loop(&p, dl, mask));
-	}
-	pset_free(&p);
-	return rc;
+	do {
+		struct pset p = { 0 };
+		int any = pset_init(&p, fds, n);
+		rc = any < 0 ? any : any ? poll_loop(&p, dl, mask) : kernel_only(&p, timeout, mask);
+		pset_free(&p);
+		/* Once more, with the socket that moved, in the time left. */
+		timeout = dl ? shunt_left(dl, &left) : timeout;
+	} while (rc == MOVED_MEANWHILE);
+	return (int)shim_err(rc);
 }
 
 /* select in terms of poll: readable includes end of stream and errors. */

@@ -8,9 +8,12 @@
  */
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -19,9 +22,11 @@
 #include <sys/inotify.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/signalfd.h>
+#include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
@@ -62,6 +67,90 @@ static void set_fd_floor(void)
 		return;
 	rlim_t floor = rl.rlim_cur == RLIM_INFINITY ? FD_FLOOR_MAX : rl.rlim_cur - rl.rlim_cur / 4;
 	shunt__fd_floor = (int)(floor < FD_FLOOR_MAX ? floor : FD_FLOOR_MAX);
+}
+
+/* --- Sandboxes --------------------------------------------------------------
+ * A process under a seccomp filter may be killed for a system call it did
+ * not make itself (OpenSSH's pre-authentication child is).  So when the
+ * program installs a filter that may kill, the library first takes its moved
+ * connections back to TCP and gives up every meeting, while it still may,
+ * then makes no system call of its own: every wrapper passes the
+ * program's call through unchanged.  A process that starts under a filter
+ * (a container's, which fails calls with an errno) cannot tell what the
+ * filter does: it runs as usual (docs/design.md, Limits). */
+
+/* What this process holds leaves shared memory; a connection that has not
+ * moved may still move in the family once this process lets go of it (it
+ * is a holder while it lives, which keeps the others from moving it). */
+static void let_go(int fd, struct tsock *t, void *arg)
+{
+	(void)arg;
+	if (atomic_load(&t->slot->state) == SLOT_MOVED)
+		shim_demote(t, fd);
+	else
+		shim_move_call_off(t, fd);
+}
+
+static void hands_off(const char *why)
+{
+	if (atomic_load(&shim_hands_off))
+		return;
+	enabled = 0;
+	shim_each(let_go, NULL);
+	log_info("%s: the library makes no system call of its own from here on", why);
+	atomic_store(&shim_hands_off, 1);
+}
+
+/* May the filter kill for a call it does not list?  Any return of it that
+ * kills or traps, or returns a computed action, says yes; one that only
+ * allows, fails calls with an errno, traces or logs lets us run (a call of
+ * ours it refuses fails, and the connection stays on TCP). */
+static int may_kill(const struct sock_fprog *prog)
+{
+	if (!prog || !prog->filter || prog->len == 0 || prog->len > BPF_MAXINSNS)
+		return 1;
+	for (unsigned i = 0; i < prog->len; i++) {
+		const struct sock_filter *f = &prog->filter[i];
+		if (BPF_CLASS(f->code) != BPF_RET)
+			continue;
+		if (BPF_RVAL(f->code) != BPF_K)
+			return 1;
+		uint32_t act = f->k & SECCOMP_RET_ACTION_FULL;
+		if (act != SECCOMP_RET_ALLOW && act != SECCOMP_RET_ERRNO &&
+		    act != SECCOMP_RET_TRACE && act != SECCOMP_RET_LOG)
+			return 1;
+	}
+	return 0;
+}
+
+EXPORT int prctl(int option, ...)
+{
+	va_list ap;
+
+	va_start(ap, option);
+	unsigned long a2 = va_arg(ap, unsigned long), a3 = va_arg(ap, unsigned long);
+	unsigned long a4 = va_arg(ap, unsigned long), a5 = va_arg(ap, unsigned long);
+	va_end(ap);
+	if (option == PR_SET_SECCOMP &&
+	    (a2 == SECCOMP_MODE_STRICT || may_kill((const struct sock_fprog *)a3)))
+		hands_off("a seccomp filter that may kill");
+	return REAL(prctl)(option, a2, a3, a4, a5);
+}
+
+EXPORT long syscall(long nr, ...)
+{
+	va_list ap;
+
+	va_start(ap, nr);
+	long a[6];
+	for (int i = 0; i < 6; i++)
+		a[i] = va_arg(ap, long);
+	va_end(ap);
+	if (nr == SYS_seccomp &&
+	    (a[0] == SECCOMP_SET_MODE_STRICT ||
+	     (a[0] == SECCOMP_SET_MODE_FILTER && may_kill((const struct sock_fprog *)a[2]))))
+		hands_off("a seccomp filter that may kill");
+	return REAL(syscall)(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 
 __attribute__((constructor)) static void shim_init(void)
@@ -561,8 +650,9 @@ static ssize_t recvmsg_sock(struct tsock *t, int fd, struct msghdr *m, int flags
 		return shim_err(-EMSGSIZE);
 	if (!shim_moved(t) || (flags & (MSG_ERRQUEUE | MSG_OOB))) {
 		ssize_t n = REAL(recvmsg)(fd, m, flags);
-		kernel_read(t, fd, flags, n);
-		return n;
+		if (flags & (MSG_ERRQUEUE | MSG_OOB))
+			return n;
+		return shim_recv_took(t, fd, m->msg_iov, (int)m->msg_iovlen, n, flags);
 	}
 	m->msg_namelen = 0;
 	m->msg_controllen = 0;
@@ -747,7 +837,9 @@ static int recvmmsg_moved(struct tsock *t, int fd, struct mmsghdr *v, unsigned n
 static int recvmmsg_sock(struct tsock *t, int fd, struct mmsghdr *v, unsigned n, int flags,
 			 struct timespec *tmo)
 {
-	if (!shim_moved(t) || (flags & (MSG_ERRQUEUE | MSG_OOB))) {
+	/* A socket that may still move is read message by message: each
+	 * read is cut at the peer's switch (io.c), as recvmsg's is. */
+	if ((flags & (MSG_ERRQUEUE | MSG_OOB)) || (!shim_moved(t) && !shim_may_move(t))) {
 		int k = REAL(recvmmsg)(fd, v, n, flags, tmo);
 		ssize_t in = k < 0 ? -1 : 0;
 		for (int i = 0; i < k; i++)
@@ -822,7 +914,8 @@ EXPORT ssize_t splice(int in, loff_t *in_off, int out, loff_t *out_off, size_t l
 
 /* --- Waiting --------------------------------------------------------------- */
 
-/* Does the set name a moved socket, or an epoll set that holds tracked ones? */
+/* Does the set name a moved socket, one that may move while the kernel
+ * waits, or an epoll set that holds tracked ones? */
 static int any_ours(const struct pollfd *fds, nfds_t n)
 {
 	for (nfds_t i = 0; i < n; i++) {
@@ -832,7 +925,7 @@ static int any_ours(const struct pollfd *fds, nfds_t n)
 			continue;
 		}
 		struct tsock *t = shim_get(fds[i].fd);
-		int m = t && shim_moved(t);
+		int m = t && (shim_moved(t) || shim_may_move(t));
 		shim_put(t);
 		if (m)
 			return 1;
@@ -906,7 +999,14 @@ EXPORT int select(int nfds, fd_set *r, fd_set *w, fd_set *e, struct timeval *tv)
 		return REAL(select)(nfds, r, w, e, tv);
 	struct timespec ts = tv ? (struct timespec){ tv->tv_sec, tv->tv_usec * 1000 }
 				: (struct timespec){ 0, 0 };
-	return shim_select(nfds, r, w, e, tv ? &ts : NULL, NULL);
+	int64_t end = shunt_now_ns() + (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	int rc = shim_select(nfds, r, w, e, tv ? &ts : NULL, NULL);
+	/* Linux's select says how much of the timeout is left, as glibc's. */
+	if (tv && (rc >= 0 || errno == EINTR)) {
+		int64_t left = SHUNT_MAX(end - shunt_now_ns(), (int64_t)0);
+		*tv = (struct timeval){ left / 1000000000, left % 1000000000 / 1000 };
+	}
+	return rc;
 }
 
 EXPORT int pselect(int nfds, fd_set *r, fd_set *w, fd_set *e, const struct timespec *t,
@@ -948,7 +1048,7 @@ extern char **environ;
 
 static int do_execve(const char *path, char *const argv[], char *const envp[])
 {
-	char **env = shim_exec_prepare(envp, path);
+	char **env = shim_exec_prepare(envp, path, 1);
 	int rc = REAL(execve)(path, argv, env);
 	int err = errno;
 
@@ -959,7 +1059,7 @@ static int do_execve(const char *path, char *const argv[], char *const envp[])
 
 static int do_execvpe(const char *file, char *const argv[], char *const envp[])
 {
-	char **env = shim_exec_prepare(envp, file);
+	char **env = shim_exec_prepare(envp, file, 1);
 	int rc = REAL(execvpe)(file, argv, env);
 	int err = errno;
 
@@ -970,7 +1070,7 @@ static int do_execvpe(const char *file, char *const argv[], char *const envp[])
 
 EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
 {
-	char **env = shim_exec_prepare(envp, NULL);
+	char **env = shim_exec_prepare(envp, NULL, 1);
 	int rc = REAL(fexecve)(fd, argv, env);
 	int err = errno;
 
@@ -1063,27 +1163,21 @@ EXPORT int execle(const char *path, const char *arg, ...)
 	return do_execve(path, argv, envp);
 }
 
-static void child_holds(int fd, struct tsock *t, void *arg)
-{
-	int fl = sys_fcntl(fd, F_GETFD, 0);
-
-	if (fl >= 0 && !(fl & FD_CLOEXEC))
-		shim_slot_hold(t->slot, *(int *)arg);
-}
-
 static int spawn(int search, pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
 		 const posix_spawnattr_t *at, char *const argv[], char *const envp[])
 {
 	pid_t child = 0;
-	char **env = shim_exec_prepare(envp ? envp : environ, path);
+	shim_spawn_prepare(fa);
+	char **env = shim_exec_prepare(envp ? envp : environ, path, 0);
+	shim_spawn_begin();
 	int rc = search ? REAL(posix_spawnp)(&child, path, fa, at, argv, env)
 			: REAL(posix_spawn)(&child, path, fa, at, argv, env);
 
+	/* The child holds what it inherits, shim or not. */
+	shim_spawn_end(rc == 0 ? child : -1);
 	shim_exec_done(env, envp ? envp : environ);
 	if (rc == 0) {
-		/* The child holds what it inherits, shim or not. */
-		int c = child;
-		shim_each(child_holds, &c);
+		shim_spawn_done(fa, child); /* and what its file actions dup2 */
 		if (pid)
 			*pid = child;
 	}
@@ -1100,4 +1194,71 @@ EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_act
 			const posix_spawnattr_t *at, char *const argv[], char *const envp[])
 {
 	return spawn(1, pid, file, fa, at, argv, envp);
+}
+
+/* --- fork and its kin -------------------------------------------------------------
+ * The child holds every socket of ours before the program hears of it
+ * (proc.c).  vfork() is not wrapped: its child must return into the
+ * caller's own frame; it joins the holders at exec. */
+
+EXPORT pid_t fork(void)
+{
+	shim_fork_wrap();
+	pid_t pid = REAL(fork)();
+	int err = errno;
+
+	shim_fork_unwrap(pid);
+	errno = err;
+	return pid;
+}
+
+/* glibc's fork without the atfork handlers, for async-signal contexts:
+ * nothing here takes a lock. */
+EXPORT pid_t _Fork(void)
+{
+	if (!REAL(_Fork))
+		return (pid_t)shim_err(-ENOSYS);
+	pid_t pid = REAL(_Fork)();
+	int err = errno;
+
+	if (pid > 0)
+		shim_spawned(pid);
+	errno = err;
+	return pid;
+}
+
+/* Its parent returns only if the fork failed (it exits otherwise). */
+EXPORT int daemon(int nochdir, int noclose)
+{
+	int me = shim_pid();
+
+	shim_fork_wrap();
+	int rc = REAL(daemon)(nochdir, noclose);
+	int err = errno;
+
+	shim_fork_unwrap(shim_pid() == me ? -1 : 0);
+	errno = err;
+	return rc;
+}
+
+/* A child with a copy of our fd table holds our sockets; one that shares
+ * the table (CLONE_FILES: threads too) is us. */
+EXPORT int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)
+{
+	va_list ap;
+
+	/* Passed on as they came: the kernel looks at each only under the
+	 * flag that names it (what a caller left out is never read). */
+	va_start(ap, arg);
+	pid_t *ptid = va_arg(ap, pid_t *);
+	void *tls = va_arg(ap, void *);
+	pid_t *ctid = va_arg(ap, pid_t *);
+	va_end(ap);
+	int rc = REAL(clone)(fn, stack, flags, arg, ptid, tls, ctid);
+	int err = errno;
+
+	if (rc > 0 && !(flags & CLONE_FILES))
+		shim_spawned(rc);
+	errno = err;
+	return rc;
 }

@@ -1,15 +1,20 @@
 /*
- * proc.c - processes: fork, vfork, exec, posix_spawn.
+ * proc.c - processes: fork, vfork, _Fork, clone, daemon, exec, posix_spawn.
  *
  * fork: the child is a new process of the family; it holds every tracked
- * socket too (it is added to each slot's holders), it maps the same
- * segments at the same addresses, and it drops the parent's meetings in
- * progress (the parent goes on with them).  vfork: the child runs in the
- * parent's memory until it execs, so it changes no table (fds.c asks
- * shim_in_vfork_child()).  exec: the new image adopts the family's arena
- * and the tracked sockets that survive, listed in SHUNT_INHERIT
- * ("ARENAFD;FD:SLOT:GEN:INO,..."), each checked against what the slot says
- * before it is believed.  posix_spawn: the same, for a child.
+ * socket too (it is among each slot's holders before fork() returns, see
+ * below), it maps the same segments at the same addresses, and it closes
+ * its copies of the parent's meetings in progress and frees them (the
+ * parent goes on with them; a copy of the named listener in a child would
+ * take the peer's call).  vfork: the child runs in the parent's memory
+ * until it execs, so it changes no table (fds.c asks
+ * shim_in_vfork_child()); it joins the holders at exec.  A child of _Fork
+ * or clone (no atfork handler runs) is treated the same, and its parent
+ * adds it to the holders when the call returns.  exec: the new image
+ * adopts the family's arena and the tracked sockets that survive, listed
+ * in SHUNT_INHERIT ("ARENAFD;FD:SLOT:GEN:INO,..."), each checked against
+ * what the slot says before it is believed.  posix_spawn: the same, for a
+ * child.
  */
 #include <fcntl.h>
 #include <spawn.h>
@@ -42,10 +47,109 @@ int shim_in_vfork_child(void)
 	return sys_getpid() != shim_pid();
 }
 
-/* --- fork ------------------------------------------------------------------ */
+/* --- A new process holds our sockets ---------------------------------------
+ * A child holds every socket of ours from the moment it exists, and the
+ * parent must know it before fork() returns: a close of the parent's copy
+ * is not the last one then (the peer must not be told the connection
+ * ended), and the connection may not move.  The child can say so itself
+ * only once it runs, and fork() knows its pid only once it is made.  So
+ * before it is made, each socket it will hold gets a reservation among its
+ * slot's holders (SLOT_FORKING, alive while we are), with no step of a move
+ * running meanwhile and any meeting in progress called off (move.c).  Once
+ * the pid is known the reservation becomes that pid, or goes if the child
+ * put itself there first or no child was made: our fork() and posix_spawn()
+ * do it in the parent, the child's atfork handler in the child, whichever
+ * comes first.  A fork libc makes inside (forkpty, wordexp) leaves it to
+ * the child: if one fails, its reservations stay while we live.
+ *
+ * The reserved sockets are kept on a list, each with a reference: one
+ * closed between the reservation and the fork is still found (by the
+ * parent: the child has it; by the child: it lets go of it at once).
+ */
+
+static struct tsock *births;  /* while moves are paused: one maker at a time */
+static int32_t birth_tag;     /* SLOT_FORKING(our pid) */
+static _Thread_local int forking;  /* our fork's prepare reserved */
+static _Thread_local int wrapped;  /* in our fork wrapper: it ends the parent's side */
+static _Thread_local int spawning; /* in our posix_spawn wrapper */
+
+static int cloexec(int fd)
+{
+	int fl = sys_fcntl(fd, F_GETFD, 0);
+
+	return fl < 0 || (fl & FD_CLOEXEC);
+}
+
+/* arg: whether close-on-exec sockets count (a fork), or not (a spawn). */
+static void reserve(int fd, struct tsock *t, void *arg)
+{
+	struct tsock *u = shim_get(fd); /* a reference: t may be closed now */
+
+	(void)t;
+	if (!u)
+		return;
+	if (u->birth || (!*(int *)arg && cloexec(fd))) {
+		shim_put(u);
+		return;
+	}
+	u->birth = 1;
+	u->birth_next = births; /* the list keeps the reference */
+	births = u;
+	shim_slot_reserve(u->slot, birth_tag);
+	shim_move_call_off(u, fd);
+}
+
+static void births_begin(int all)
+{
+	shim_moves_pause();
+	birth_tag = SLOT_FORKING(shim_pid());
+	shim_each(reserve, &all);
+}
+
+/* In the parent.  child: the pid, -1 for none, 0 for not known (the child
+ * turns the reservations into its own pid). */
+static void births_end(int child)
+{
+	while (births) {
+		struct tsock *t = births;
+		births = t->birth_next;
+		t->birth_next = NULL;
+		t->birth = 0;
+		if (child)
+			shim_slot_born(t->slot, t->gen, birth_tag, child);
+		shim_put(t);
+	}
+	shim_moves_resume();
+}
+
+/* In the child: each reservation becomes us; a socket closed in the parent
+ * just before the fork is let go of at once. */
+static void births_child(void)
+{
+	int me = shim_pid();
+
+	while (births) {
+		struct tsock *t = births;
+		struct tslot *s = t->slot;
+		births = t->birth_next;
+		t->birth_next = NULL;
+		t->birth = 0;
+		if (atomic_load(&s->gen) == t->gen && !shim_slot_born(s, t->gen, birth_tag, me))
+			shim_slot_hold(s, me); /* the parent's wrapper was first, or no room */
+		if (atomic_load(&t->nfds) == 0)
+			shim_slot_unhold(s, t->gen);
+		shim_put(t);
+	}
+}
 
 void shim_fork_prepare(void)
 {
+	/* A vfork-like child runs on a copy of tables that are not its own;
+	 * a fork inside our posix_spawn (an old libc's) is that spawn's. */
+	if (!spawning && !shim_in_vfork_child()) {
+		births_begin(1);
+		forking = 1;
+	}
 	shim_linger_fork(-1);
 	shunt__own_lock();
 }
@@ -54,15 +158,24 @@ void shim_fork_parent(void)
 {
 	shunt__own_unlock();
 	shim_linger_fork(1);
+	if (forking && !wrapped) { /* a fork inside libc: the child will say */
+		births_end(0);
+		forking = 0;
+	}
 }
 
+/* A socket the child got without a reservation (tracked by another thread
+ * during the fork): it holds it too. */
 static void child_holds(int fd, struct tsock *t, void *arg)
 {
 	(void)fd;
 	(void)arg;
 	pthread_mutex_init(&t->mu, NULL); /* another thread may have held it */
-	t->meet = NULL; /* the parent's: its fds are closed with the child's copy below */
-	shim_slot_hold(t->slot, shim_pid());
+	/* The parent's meeting (called off before the fork) or its kept
+	 * segment, not ours: the child closes its copies. */
+	shim_meet_forget(t);
+	if (!t->birth)
+		shim_slot_hold(t->slot, shim_pid());
 }
 
 void shim_fork_child(void)
@@ -72,6 +185,54 @@ void shim_fork_child(void)
 	shim_linger_fork(0);
 	shim_arena_forked();
 	shim_each(child_holds, NULL);
+	if (forking) {
+		births_child();
+		shim_moves_forked();
+		forking = 0;
+	}
+}
+
+void shim_fork_wrap(void)
+{
+	wrapped = 1;
+}
+
+void shim_fork_unwrap(int pid)
+{
+	if (pid != 0 && forking) {
+		births_end(pid > 0 ? pid : -1);
+		forking = 0;
+	}
+	wrapped = 0;
+}
+
+void shim_spawn_begin(void)
+{
+	births_begin(0); /* what the new image keeps */
+	spawning = 1;
+}
+
+void shim_spawn_end(int child)
+{
+	spawning = 0;
+	births_end(child > 0 ? child : -1);
+}
+
+static void hold_all(int fd, struct tsock *t, void *arg)
+{
+	struct tsock *u = shim_get(fd);
+
+	(void)t;
+	if (u)
+		shim_slot_hold(u->slot, *(int *)arg);
+	shim_put(u);
+}
+
+void shim_spawned(int child)
+{
+	/* Made by a vfork-like child: its own exec will tell. */
+	if (!shim_in_vfork_child())
+		shim_each(hold_all, &child);
 }
 
 /* --- exec ------------------------------------------------------------------ */
@@ -82,21 +243,112 @@ struct inherit {
 	char *buf;
 	size_t len, cap;
 	int n;
+	int vchild; /* a vfork child's pid (else 0) */
+	struct tsock *kept[256]; /* the tracked sockets that survive */
+	int nkept;
 };
 
+/* --- What survives exec ------------------------------------------------------
+ * Not only the table's fds: a vfork child's dup2(sock, 1) changed no table
+ * (fds.c), and a socket whose own number is close-on-exec may survive under
+ * another.  So the open fds are listed from /proc/self/fd, with
+ * getdents64 into the stack (a vfork child must not touch the heap), and
+ * each socket among those without close-on-exec is matched by inode. */
+
+struct linux_dirent64 {
+	uint64_t d_ino;
+	int64_t d_off;
+	unsigned short d_reclen;
+	unsigned char d_type;
+	char d_name[];
+};
+
+struct by_ino {
+	uint64_t ino;
+	struct tsock *t;
+};
+
+static void find_ino(int fd, struct tsock *t, void *arg)
+{
+	struct by_ino *b = arg;
+	struct tslot *s = t->slot;
+
+	if (!s->ino)
+		s->ino = shim_kern_ino(fd);
+	if (!b->t && s->ino == b->ino)
+		b->t = t;
+}
+
+/* The tracked socket behind a surviving fd, or NULL. */
+static struct tsock *tracked_socket(int fd)
+{
+	struct tsock *t = shim_get(fd);
+	uint64_t ino = shim_kern_ino(fd);
+
+	shim_put(t); /* the table holds it for as long as we look */
+	if (!ino || (t && t->slot->ino == ino))
+		return ino ? t : NULL;
+	struct by_ino b = { ino, NULL };
+	shim_each(find_ino, &b);
+	return b.t;
+}
+
+static void each_survivor(void (*fn)(int fd, struct tsock *t, void *arg), void *arg)
+{
+	int dir = sys_openat(AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+	char buf[2048];
+	long n;
+
+	if (dir < 0)
+		return;
+	while ((n = sys_getdents64(dir, buf, sizeof(buf))) > 0) {
+		for (long off = 0; off < n;) {
+			struct linux_dirent64 *d = (struct linux_dirent64 *)(buf + off);
+			off += d->d_reclen;
+			int fd = atoi(d->d_name);
+			int fl = d->d_name[0] == '.' || fd == dir ? -1 : sys_fcntl(fd, F_GETFD, 0);
+			struct tsock *t = fl < 0 || (fl & FD_CLOEXEC) ? NULL : tracked_socket(fd);
+			if (t)
+				fn(fd, t, arg);
+		}
+	}
+	sys_close(dir);
+}
+
+/* A socket goes to an image that may not run the library: a moved one
+ * goes back to TCP, a meeting stops (a vfork child leaves the meeting,
+ * its parent's memory, to its parent: the flag stops it there). */
+static void leaving(int fd, struct tsock *t)
+{
+	struct tslot *s = t->slot;
+
+	if (atomic_load(&s->state) == SLOT_MOVED && shim_demote(t, fd) < 0)
+		log_error("fd %d: a connection in shared memory survives exec and could "
+			  "not go back to TCP: it was reset", fd);
+	else if (atomic_load(&s->state) == SLOT_MEET && shim_in_vfork_child())
+		atomic_fetch_or(&s->flags, TF_EXPORTED);
+	else if (atomic_load(&s->state) == SLOT_MEET)
+		shim_give_up(t, fd, WHY_SHARED);
+}
+
+/* A tracked socket survives the exec at fd: whatever the new image is, it
+ * holds the socket (a vfork child registers itself here: its parent must
+ * not move a connection it writes into); a moved one goes back to TCP,
+ * and the new image is told where the slot is. */
 static void add_fd(int fd, struct tsock *t, void *arg)
 {
 	struct inherit *in = arg;
 	struct tslot *s = t->slot;
-	int fl = sys_fcntl(fd, F_GETFD, 0);
 
-	if (fl < 0 || (fl & FD_CLOEXEC))
-		return;
-	if (!s->ino)
-		s->ino = shim_kern_ino(fd);
-	if (atomic_load(&s->state) == SLOT_MOVED && shim_demote(t, fd) < 0)
-		log_error("fd %d: a connection in shared memory survives exec; the new "
-			  "program cannot carry it on", fd);
+	/* Our parent learns of a vfork child only from it: before the new
+	 * image runs (and tells, if it runs the shim). */
+	if (in->vchild)
+		shim_slot_hold(s, in->vchild);
+	leaving(fd, t);
+	if (in->nkept < (int)(sizeof(in->kept) / sizeof(in->kept[0])))
+		in->kept[in->nkept++] = t;
+	else
+		in->nkept = -1; /* too many to tell: let go of none */
 	int k = snprintf(in->buf + in->len, in->cap - in->len, "%s%d:%d:%u:%llu",
 			 in->n ? "," : "", fd, shim_slot_index(s), t->gen,
 			 (unsigned long long)s->ino);
@@ -120,11 +372,38 @@ struct exec_env {
 	char **env;
 };
 
-char **shim_exec_prepare(char *const envp[], const char *path)
+/* What exec closes: a holder that stays (its pid lives on as the new
+ * image) would keep the connection "shared" for the family, which then
+ * never moves it (socat's EXEC: the child that execs cat held the
+ * accepted socket, close-on-exec).  So the old image lets go of those
+ * others hold too, and takes them back if the exec fails. */
+struct let_go_entry {
+	struct tslot *s;
+	uint32_t gen;
+};
+static struct let_go_entry let_go[256];
+static int nlet_go;
+
+static void let_go_one(int fd, struct tsock *t, void *arg)
+{
+	const struct inherit *in = arg;
+
+	(void)fd;
+	for (int i = 0; i < in->nkept; i++)
+		if (in->kept[i] == t)
+			return;
+	for (int i = 0; i < nlet_go; i++)
+		if (let_go[i].s == t->slot)
+			return;
+	if (nlet_go < (int)(sizeof(let_go) / sizeof(let_go[0])) && shim_slot_let_go(t->slot))
+		let_go[nlet_go++] = (struct let_go_entry){ t->slot, t->gen };
+}
+
+char **shim_exec_prepare(char *const envp[], const char *path, int replaces)
 {
 	(void)path;
 	int afd = shim_arena_fd();
-	if (afd < 0)
+	if (afd < 0 || atomic_load(&shim_hands_off))
 		return (char **)envp;
 	size_t n = 0;
 	while (envp && envp[n])
@@ -136,9 +415,14 @@ char **shim_exec_prepare(char *const envp[], const char *path)
 	x->size = size;
 	x->env = (char **)(x + 1);
 	char *var = (char *)(x->env + n + 2);
-	struct inherit in = { var, 0, INHERIT_MAX + 64, 0 };
+	struct inherit in = { .buf = var, .cap = INHERIT_MAX + 64,
+			      .vchild = shim_in_vfork_child() ? (int)sys_getpid() : 0 };
 	in.len = (size_t)snprintf(var, in.cap, "%s=%d;", SHIM_INHERIT_ENV, afd);
-	shim_each(add_fd, &in);
+	each_survivor(add_fd, &in);
+	nlet_go = 0;
+	/* posix_spawn closes nothing of ours; a vfork child held nothing. */
+	if (replaces && in.nkept >= 0 && !shim_in_vfork_child())
+		shim_each(let_go_one, &in);
 	size_t j = 0;
 	for (size_t i = 0; i < n; i++)
 		if (strncmp(envp[i], SHIM_INHERIT_ENV "=", sizeof(SHIM_INHERIT_ENV)))
@@ -158,12 +442,117 @@ void shim_exec_done(char **env, char *const envp[])
 	int afd = shim_arena_fd();
 	if (afd >= 0)
 		sys_fcntl(afd, F_SETFD, FD_CLOEXEC);
+	/* The exec failed: we hold what we let go of. */
+	for (int i = 0; !shim_in_vfork_child() && i < nlet_go; i++)
+		if (atomic_load(&let_go[i].s->gen) == let_go[i].gen)
+			shim_slot_hold(let_go[i].s, shim_pid());
+	nlet_go = 0;
 	sys_munmap(x, x->size);
+}
+
+/* --- posix_spawn ------------------------------------------------------------
+ * glibc's child runs the file actions and execs by itself, where no
+ * wrapper sees it: a socket it dup2()s into place survives whatever its
+ * own flag.  The actions are read from glibc's layout (stable since 2.x;
+ * anything that does not look like it reads as no action), and the
+ * sockets they name are treated as survivors, before the spawn (a moved
+ * one goes back to TCP) and after (the child holds them). */
+
+struct glibc_spawn_action {
+	int tag; /* 1: dup2 */
+	int pad;
+	union {
+		struct {
+			int fd, newfd;
+		} dup2;
+		char other[24];
+	} u;
+};
+
+#define SPAWN_DUP2 1
+
+static int spawn_dup2_from(const posix_spawn_file_actions_t *fa, int i)
+{
+	if (!fa || fa->__used <= 0 || fa->__used > fa->__allocated || fa->__used > 4096 ||
+	    !fa->__actions || i >= fa->__used)
+		return -1;
+	const struct glibc_spawn_action *a = (const struct glibc_spawn_action *)fa->__actions;
+	return a[i].tag == SPAWN_DUP2 ? a[i].u.dup2.fd : -1;
+}
+
+struct spawned {
+	const posix_spawn_file_actions_t *fa;
+	int child;
+};
+
+static int named_by_actions(int fd, const posix_spawn_file_actions_t *fa)
+{
+	for (int i = 0; fa && i < fa->__used; i++)
+		if (spawn_dup2_from(fa, i) == fd)
+			return 1;
+	return 0;
+}
+
+static int survives_spawn(int fd, const posix_spawn_file_actions_t *fa)
+{
+	int fl = sys_fcntl(fd, F_GETFD, 0);
+
+	return fl >= 0 && (!(fl & FD_CLOEXEC) || named_by_actions(fd, fa));
+}
+
+static void spawn_before(int fd, struct tsock *t, void *arg)
+{
+	struct spawned *sp = arg;
+
+	if (survives_spawn(fd, sp->fa))
+		leaving(fd, t);
+}
+
+static void spawn_after(int fd, struct tsock *t, void *arg)
+{
+	struct spawned *sp = arg;
+
+	if (survives_spawn(fd, sp->fa))
+		shim_slot_hold(t->slot, sp->child);
+}
+
+void shim_spawn_prepare(const posix_spawn_file_actions_t *fa)
+{
+	struct spawned sp = { fa, 0 };
+
+	shim_each(spawn_before, &sp);
+}
+
+void shim_spawn_done(const posix_spawn_file_actions_t *fa, int child)
+{
+	struct spawned sp = { fa, child };
+
+	shim_each(spawn_after, &sp);
 }
 
 /* --- The new image --------------------------------------------------------- */
 
-static void adopt_one(const char *item, struct tslot **seen, int *nseen)
+/* The sockets the new image took, each with one fd of its: a second fd
+ * of the same socket names the same tracked socket (a dup), or its last
+ * close would say the socket is gone while another fd still holds it. */
+struct adopted {
+	struct tslot *s;
+	int fd;
+};
+
+static void adopt_fd(int fd, struct tslot *s, uint32_t gen, struct adopted *seen, int *nseen)
+{
+	for (int i = 0; i < *nseen; i++) {
+		if (seen[i].s == s) {
+			shim_dup(seen[i].fd, fd);
+			return;
+		}
+	}
+	if (*nseen < 64 && shim_track_slot(fd, s, gen))
+		seen[(*nseen)++] = (struct adopted){ s, fd };
+}
+
+static void adopt_one(const char *item, struct adopted *seen, int *nseen)
 {
 	int fd, idx;
 	unsigned gen;
@@ -176,24 +565,19 @@ static void adopt_one(const char *item, struct tslot **seen, int *nseen)
 	/* The number must still name that very socket. */
 	if (!s || !ino || s->ino != ino || shim_kern_ino(fd) != ino)
 		return;
-	if (!shim_track_slot(fd, s, gen))
-		return;
-	if (*nseen < 64)
-		seen[(*nseen)++] = s;
+	adopt_fd(fd, s, gen, seen, nseen);
 }
 
-/* A socket of ours that came in as stdin, stdout or stderr (a spawn's
- * file actions put it there): stdio may use it, and it is held. */
-static void adopt_stdio(struct tslot **seen, int nseen)
+/* A socket of ours that came in as stdin, stdout or stderr without being
+ * listed (a spawn's file actions put it there): it is held, and does not
+ * move while it is there (move.c). */
+static void adopt_stdio(struct adopted *seen, int nseen)
 {
 	for (int fd = 0; fd < 3; fd++) {
 		uint64_t ino = shim_kern_ino(fd);
-		for (int i = 0; ino && i < nseen; i++) {
-			if (seen[i]->ino != ino || shim_has(fd))
-				continue;
-			atomic_fetch_or(&seen[i]->flags, TF_STDIO);
-			shim_track_slot(fd, seen[i], atomic_load(&seen[i]->gen));
-		}
+		for (int i = 0; ino && i < nseen; i++)
+			if (seen[i].s->ino == ino && !shim_has(fd))
+				shim_dup(seen[i].fd, fd);
 	}
 }
 
@@ -201,7 +585,7 @@ void shim_inherit(void)
 {
 	const char *v = getenv(SHIM_INHERIT_ENV);
 	char buf[INHERIT_MAX + 64];
-	struct tslot *seen[64];
+	struct adopted seen[64];
 	int nseen = 0;
 
 	if (!v)

@@ -53,10 +53,16 @@ void shim_real_init(void)
 	FIND(fexecve);
 	FIND(posix_spawn);
 	FIND(posix_spawnp);
+	FIND(fork);
+	FIND(_Fork);
+	FIND(daemon);
+	FIND(clone);
 	FIND(close_range);
 	FIND(closefrom);
 	FIND(fdopen);
 	FIND(fclose);
 	FIND(fcloseall);
 	FIND(freopen);
+	FIND(prctl);
+	FIND(syscall);
 }

@@ -28,6 +28,7 @@
  *   proc.c     fork, vfork, exec, posix_spawn
  *   scm.c      sockets passed with SCM_RIGHTS
  *   back.c     a moved connection goes back to TCP (exec, SCM_RIGHTS, stdio)
+ *   kick.c     waking the other waits when one took their doorbell
  *   linger.c   a moved socket's close that must wait for the peer's acks
  * The shim reaches the core only through end.h and medium.h.
  */
@@ -38,6 +39,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -98,12 +100,18 @@ struct shim_real {
 			   char *const[], char *const[]);
 	int (*posix_spawnp)(pid_t *, const char *, const void *, const void *,
 			    char *const[], char *const[]);
+	pid_t (*fork)(void);
+	pid_t (*_Fork)(void);
+	int (*daemon)(int, int);
+	int (*clone)(int (*)(void *), void *, int, void *, ...);
 	int (*close_range)(unsigned, unsigned, int);
 	void (*closefrom)(int);
 	FILE *(*fdopen)(int, const char *);
 	int (*fclose)(FILE *);
 	int (*fcloseall)(void);
 	FILE *(*freopen)(const char *, const char *, FILE *);
+	int (*prctl)(int, ...);
+	long (*syscall)(long, ...);
 };
 
 extern struct shim_real shim_real;
@@ -168,6 +176,11 @@ enum shim_why {
 extern const char *const shim_why_names[WHY_N];
 
 #define SLOT_HOLDERS 4
+/* A holder entry reserved for a child being forked, made before the child
+ * exists so that no close or move of ours takes it for gone (proc.c): alive
+ * while the forking process is. */
+#define SLOT_FORKING(pid) ((int32_t)(-2 - (pid)))
+#define SLOT_FORKER(tag)  ((int)(-2 - (tag)))
 
 /* A connection that meets through an ivshmem region (meet_vm.c): where,
  * and the proof each side sends on TCP right after its switch offset. */
@@ -193,7 +206,8 @@ struct tslot {
 	_Atomic uint32_t state;    /* enum slot_state */
 	_Atomic uint32_t flags;    /* TF_* */
 	_Atomic uint32_t phase;    /* PH_* */
-	_Atomic int32_t holders[SLOT_HOLDERS]; /* pids; -1: more than fit */
+	_Atomic int32_t holders[SLOT_HOLDERS]; /* pids; -1: more than fit;
+	                            * < -1: SLOT_FORKING */
 	_Atomic uint32_t why;      /* enum shim_why + 1 once counted */
 	uint32_t side;             /* 0: made the segment, 1: the other */
 	uint64_t ino;              /* the socket's inode: its identity */
@@ -202,6 +216,8 @@ struct tslot {
 	_Atomic uint64_t next_step; /* `calls` at which the move takes a step */
 	_Atomic uint32_t steps;
 	_Atomic int64_t started_ns; /* first step of the move */
+	_Atomic int64_t stepped_ns; /* the last step of the meeting */
+	_Atomic uint32_t held_why; /* enum shim_why + 1: why the last step waited */
 	_Atomic uint64_t rx_tcp;   /* TCP stream bytes consumed by our reads */
 	_Atomic uint64_t x_peer;   /* with PH_RX_KNOW: where the peer's ring data starts */
 	_Atomic uint32_t inflight; /* our sends inside the kernel (TCP phase) */
@@ -209,6 +225,7 @@ struct tslot {
 	_Atomic uint32_t reset_told; /* ECONNRESET was returned: now end of stream */
 	_Atomic uint32_t kreset;   /* a doorbell read took the kernel's ECONNRESET,
 	                            * which the next send must still report */
+	_Atomic uint32_t sent_after; /* a send came after the peer's close */
 	_Atomic int64_t rcvtimeo_ns, sndtimeo_ns; /* SO_RCVTIMEO, SO_SNDTIMEO; 0 none */
 	_Atomic int32_t foreign_pid; /* TF_FOREIGN: who sent it to us (-1 unknown) */
 	_Atomic uint64_t back_pos, back_end; /* PH_TX_BACK: our ring bytes to resend */
@@ -233,6 +250,15 @@ struct tslot *shim_slot_new(uint64_t ino, uint32_t *gen);
 void shim_slot_unhold(struct tslot *s, uint32_t gen);
 /* Add a holder (fork, spawn, exec'd image); idempotent. */
 void shim_slot_hold(struct tslot *s, int pid);
+/* Reserve an entry for a child about to be made (tag: SLOT_FORKING). */
+void shim_slot_reserve(struct tslot *s, int32_t tag);
+/* The child of that reservation is pid (pid <= 0: none was made): the
+ * entry becomes pid, or goes if pid is there already.  1 if it was found. */
+int shim_slot_born(struct tslot *s, uint32_t gen, int32_t tag, int pid);
+/* exec closes our copy (close-on-exec) while others hold the socket: we
+ * are no holder from now on (1), unless we were the last (0: the new
+ * image, same pid, keeps the place, as before). */
+int shim_slot_let_go(struct tslot *s);
 /* Is any process but us alive and holding it? */
 int shim_slot_shared(struct tslot *s);
 int shim_slot_index(const struct tslot *s);
@@ -261,14 +287,24 @@ struct tsock {
 	_Atomic int nfds;          /* fds of this process naming it */
 	struct tslot *slot;
 	uint32_t gen;
-	pthread_mutex_t mu;        /* guards meet */
-	struct tmeet *meet;
+	pthread_mutex_t mu;        /* guards meet, and the step that ends it MOVED */
+	struct tmeet *meet;        /* a meeting in progress, or a listener's segment
+	                            * fd the dialer has yet to open (meet.c) */
 	_Atomic uint32_t io_gen;   /* moves on I/O and rings: epoll looks again */
 	int mapped;                /* this process maps the segment */
+	_Atomic int64_t peer_looked; /* when a send last asked if the peer lives */
+	_Atomic uint32_t sends;
+	struct tsock *birth_next;  /* reserved for a child being made (proc.c) */
+	int birth;                 /* ... is on that list */
 };
 
+/* The process put itself under a seccomp filter (or started under one):
+ * from then on the library makes no system call of its own, and every
+ * wrapper passes the program's call through (preload.c, "Sandboxes"). */
+extern _Atomic int shim_hands_off;
+
 /* The tracked socket behind fd with a reference taken, or NULL (the fast
- * path: one load).  Release with shim_put(). */
+ * path: one load; always NULL once hands off).  Release with shim_put(). */
 struct tsock *shim_get(int fd);
 void shim_put(struct tsock *t);
 /* One more reference to a socket the caller holds one to. */
@@ -326,6 +362,12 @@ int shim_switch_tx(struct tsock *t, int fd);
 /* shutdown(SHUT_WR) while our sends are on TCP: 1 if they moved to the
  * ring (the end of stream goes there), 0 if they stay on TCP for good. */
 int shim_switch_for_shutdown(struct tsock *t, int fd);
+/* May the connection still move (it is on TCP, not for good)?  A wait
+ * the kernel answers for it then needs a second look (poll.c). */
+int shim_may_move(struct tsock *t);
+/* Is the connection moved, once a meeting step another thread is taking
+ * is over?  For a call that was inside the kernel while it moved. */
+int shim_moved_now(struct tsock *t);
 /* Learn whether the peer switched its sends; updates PH_RX_KNOW. */
 int shim_peer_switched(struct tsock *t);
 /* --- Going back to TCP (back.c) --------------------------------------------
@@ -350,10 +392,23 @@ void shim_back_settle(struct tsock *t, int fd);
 /* Our ring's leftovers still wait for room on TCP: a wait must watch for
  * writing too (io.c). */
 int shim_back_pending(struct tsock *t);
-/* The process lets go of a moving connection (close, fork child). */
+/* The process lets go of a moving connection (close, give up). */
 void shim_meet_drop(struct tsock *t);
-/* One step of meeting the peer (meet.c): 1 done (moved), 0 not yet, < 0
- * given up (the reason is counted). */
+/* A forked child lets go of its copy of its parent's meeting, which goes
+ * on in the parent: the child's copies of the sockets are closed (the
+ * listener's named socket among them), the name is left alone. */
+void shim_meet_forget(struct tsock *t);
+/* Around the making of a process that will hold our sockets: no step of a
+ * move runs from pause to resume (one thread pauses at a time); in the
+ * child, shim_moves_forked() instead of resume. */
+void shim_moves_pause(void);
+void shim_moves_resume(void);
+void shim_moves_forked(void);
+/* While paused: another process is about to hold t's socket; a meeting in
+ * progress is called off, and the connection waits on TCP. */
+void shim_move_call_off(struct tsock *t, int fd);
+/* One step of meeting the peer (meet.c): 1 done (moved: the slot says
+ * SLOT_MOVED), 0 not yet, < 0 given up (the reason is counted). */
 int shim_meet_step(struct tsock *t, int fd);
 
 /* --- Between virtual machines (meet_vm.c) -----------------------------------
@@ -404,19 +459,30 @@ int shim_kern_tx_total(int fd, uint64_t *out);
 /* Bytes of the TCP stream consumed by reads so far. */
 int shim_kern_rx_consumed(int fd, uint64_t *out);
 int shim_kern_netns_cookie(int fd, uint64_t *out);
-/* The uid owning the TCP socket with these addresses in our namespace. */
-int shim_kern_sock_uid(const struct shunt_addr *src, const struct shunt_addr *dst,
-		       uint32_t *uid);
-/* The inode of that socket (IPv4 also as IPv4-mapped IPv6); -ENOENT. */
-int shim_kern_sock_ino(const struct shunt_addr *src, const struct shunt_addr *dst,
-		       uint64_t *ino);
+/* The TCP socket with these addresses in our network namespace: its
+ * inode (0 if no process holds it) and owner's uid; -ENOENT if none. */
+int shim_kern_sock_find(const struct shunt_addr *src, const struct shunt_addr *dst,
+			uint64_t *ino, uint32_t *uid);
+/* The inode of the socket process pid holds at fd, read from /proc: 0,
+ * -EACCES if we may not look (or pid is no process of our /proc), -ENOENT
+ * if no such fd, -ENOTSOCK if no socket. */
+int shim_kern_proc_sock(int pid, int fd, uint64_t *ino);
+/* A new fd for the regular file process pid holds at fd (close-on-exec),
+ * or a negative errno as above. */
+int shim_kern_proc_open(int pid, int fd);
 /* Is fd a TCP socket (inet or inet6)? */
 int shim_kern_is_tcp(int fd);
 uint64_t shim_kern_ino(int fd);
+/* Has the peer's FIN or a reset come in?  (Whatever our own shutdowns.) */
+int shim_kern_peer_done(int fd);
 
 /* --- The TCP doorbell (bell.c) --------------------------------------------- */
 
 extern const struct shunt_bell_ops shim_bell_ops;
+/* Our own state changed (shutdown): every thread of ours waiting on the
+ * bell looks again (followers now, a leader in poll() within 100 ms; a
+ * leader blocked in a read wakes through the kernel's SHUT_RD). */
+void shim_bell_wake_all(struct tsock *t);
 static inline struct shunt_bell shim_bell(struct tsock *t, int fd)
 {
 	return (struct shunt_bell){ &shim_bell_ops, { fd, -1 }, t };
@@ -428,6 +494,10 @@ static inline struct shunt_bell shim_bell(struct tsock *t, int fd)
 ssize_t shim_recv(struct tsock *t, int fd, void *buf, size_t len, int flags);
 ssize_t shim_send(struct tsock *t, int fd, const void *buf, size_t len, int flags);
 ssize_t shim_recvv(struct tsock *t, int fd, const struct iovec *iov, int n, int flags);
+/* The kernel's read of a socket on TCP into iov returned n: what the
+ * program gets of it. */
+ssize_t shim_recv_took(struct tsock *t, int fd, const struct iovec *iov, int niov, ssize_t n,
+		       int flags);
 ssize_t shim_sendv(struct tsock *t, int fd, const struct iovec *iov, int n, int flags);
 ssize_t shim_sendfile(struct tsock *t, int fd, int in_fd, off_t *off, size_t count);
 ssize_t shim_splice_in(struct tsock *t, int fd, int pipe_in, size_t len, unsigned flags);
@@ -497,18 +567,44 @@ void shim_epoll_forget_range(unsigned first, unsigned last);
 int shim_epoll_ours(int epfd);
 int shim_epoll_ready(int epfd);
 
+/* kick.c: a poll() or epoll_wait asleep on moved sockets also waits on an
+ * eventfd (its thread's, or its set's) that it lists while it sleeps;
+ * whoever takes doorbells kicks every listed one (it may have taken
+ * theirs).  listen returns a slot for unlisten (-1: not listed). */
+int shim_kick_thread_fd(void);
+int shim_kick_listen(int fd);
+void shim_kick_unlisten(int slot);
+void shim_kick_reset(int fd);
+void shim_kick_others(void);
+
 /* --- Processes (proc.c, scm.c) --------------------------------------------- */
 
 #define SHIM_INHERIT_ENV "SHUNT_INHERIT"
-/* Before exec: returns the environment to pass (envp itself, or a copy
- * with SHUNT_INHERIT, freed by shim_exec_done). */
-char **shim_exec_prepare(char *const envp[], const char *path);
+/* Before exec (replaces 1: this process's image; 0: posix_spawn's child):
+ * returns the environment to pass (envp itself, or a copy with
+ * SHUNT_INHERIT, freed by shim_exec_done). */
+char **shim_exec_prepare(char *const envp[], const char *path, int replaces);
 void shim_exec_done(char **env, char *const envp[]);
 /* At start-up: adopt what a parent image left in SHUNT_INHERIT. */
 void shim_inherit(void);
+/* posix_spawn: the sockets its child inherits (file actions too) go back
+ * to TCP first if they moved, and are held by the child after. */
+void shim_spawn_prepare(const posix_spawn_file_actions_t *fa);
+void shim_spawn_done(const posix_spawn_file_actions_t *fa, int child);
 void shim_fork_prepare(void);
 void shim_fork_parent(void);
 void shim_fork_child(void);
+/* Our fork() and daemon() wrappers: around the real call, so that the
+ * parent's side ends knowing the child's pid (-1: the fork failed, 0: we
+ * are the child). */
+void shim_fork_wrap(void);
+void shim_fork_unwrap(int pid);
+/* posix_spawn: around the real call (child: its pid, or -1). */
+void shim_spawn_begin(void);
+void shim_spawn_end(int child);
+/* _Fork, clone: a child made without the atfork handlers holds every
+ * socket of ours. */
+void shim_spawned(int child);
 /* sendmsg with SCM_RIGHTS: tracked sockets leave for another process. */
 int shim_scm_out(const struct msghdr *m);
 /* recvmsg brought fds: track the TCP sockets among them. */

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include "fdmsg.h"
 #include "internal.h"
@@ -44,7 +45,42 @@ void shunt_close_fds(const int *fds, int n)
 			sys_close(fds[i]);
 }
 
-int shunt_fdmsg_recv(int sock, void *buf, size_t len, int *fds, int *nfds, int flags)
+void shunt_close_untrusted(const int *fds, int n)
+{
+	static const struct linger off = { 0, 0 };
+
+	for (int i = 0; i < n; i++) {
+		struct stat st;
+		if (fds[i] < 0)
+			continue;
+		/* Not ours to keep lingering: a sender that still holds it can
+		 * set it again, but then its own copy is not the last. */
+		if (sys_fstat(fds[i], &st) == 0 && S_ISSOCK(st.st_mode))
+			sys_setsockopt(fds[i], SOL_SOCKET, SO_LINGER, &off, sizeof(off));
+		sys_close(fds[i]);
+	}
+}
+
+/* Take the fds of one SCM_RIGHTS header: up to max into fds, the rest
+ * closed at once (*extra counts them). */
+static void take_fds(const struct cmsghdr *cm, int *fds, int max, int *ngot, int *extra)
+{
+	int k = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+
+	for (int i = 0; i < k; i++) {
+		int fd;
+		memcpy(&fd, CMSG_DATA(cm) + (size_t)i * sizeof(int), sizeof(fd));
+		if (*ngot < max) {
+			fds[(*ngot)++] = shunt__hide_fd(fd);
+		} else {
+			shunt_close_untrusted(&fd, 1);
+			(*extra)++;
+		}
+	}
+}
+
+int shunt_fdmsg_recv(int sock, void *buf, size_t len, int *fds, int max, int *nfds,
+		     int flags)
 {
 	union {
 		char buf[CMSG_SPACE(sizeof(int) * SHUNT_FDMSG_MAX)];
@@ -55,28 +91,20 @@ int shunt_fdmsg_recv(int sock, void *buf, size_t len, int *fds, int *nfds, int f
 		.msg_iov = &iov, .msg_iovlen = 1,
 		.msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf),
 	};
-	int ngot = 0;
+	int ngot = 0, extra = 0;
 
+	if (max < 0 || max > SHUNT_FDMSG_MAX)
+		return -EINVAL;
 	long n = sys_recvmsg(sock, &msg, flags | MSG_CMSG_CLOEXEC);
 	if (n < 0)
 		return (int)n;
-	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
-		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
-			continue;
-		int k = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-		for (int i = 0; i < k; i++) {
-			int fd;
-			memcpy(&fd, CMSG_DATA(cm) + (size_t)i * sizeof(int), sizeof(fd));
-			if (ngot < SHUNT_FDMSG_MAX)
-				fds[ngot++] = shunt__hide_fd(fd);
-			else
-				sys_close(fd);
-		}
-	}
-	if (n == 0 && ngot == 0)
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm))
+		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
+			take_fds(cm, fds, max, &ngot, &extra);
+	if (n == 0 && ngot == 0 && extra == 0)
 		return -ECONNRESET;
-	if ((size_t)n != len || (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC))) {
-		shunt_close_fds(fds, ngot);
+	if ((size_t)n != len || extra || (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC))) {
+		shunt_close_untrusted(fds, ngot);
 		return -EPROTO;
 	}
 	*nfds = ngot;

@@ -13,11 +13,18 @@
  * -EPROTO).  MSG_NOSIGNAL is always added. */
 int shunt_fdmsg_send(int sock, const void *buf, size_t len, const int *fds, int nfds,
 		     int flags);
-/* Receive one message of exactly len bytes carrying at most
- * SHUNT_FDMSG_MAX fds (close-on-exec, moved above the fd floor); *nfds says
- * how many.  Anything else (a short message, truncation) closes what came
- * and returns -EPROTO; end of stream is -ECONNRESET. */
-int shunt_fdmsg_recv(int sock, void *buf, size_t len, int *fds, int *nfds, int flags);
+/* Receive one message of exactly len bytes carrying at most max fds
+ * (max <= SHUNT_FDMSG_MAX; fds has room for max) into fds (close-on-exec,
+ * moved above the fd floor); *nfds says how many.  Anything else (more fds,
+ * a short message, truncation) closes what came and returns -EPROTO; end
+ * of stream is -ECONNRESET.  Whatever the sender attached, no more than max
+ * fds are ever written to fds. */
+int shunt_fdmsg_recv(int sock, void *buf, size_t len, int *fds, int max, int *nfds,
+		     int flags);
 void shunt_close_fds(const int *fds, int n);
+/* Close fds a peer sent that we will not use.  A socket among them is
+ * made to close at once first: its last close() would otherwise wait out
+ * an SO_LINGER its sender chose. */
+void shunt_close_untrusted(const int *fds, int n);
 
 #endif /* SHUNT_FDMSG_H */

@@ -1,0 +1,102 @@
+/*
+ * kick.c - waking the program's other waits when a doorbell was taken.
+ *
+ * Both directions' doorbells of a moved connection arrive on its one TCP
+ * socket, and a byte one wait takes is gone for the others.  The blocking
+ * calls share it through a leader (bell.c), but a poll() or an epoll_wait
+ * sleeps in the kernel on its own: when one of them takes a doorbell that
+ * was another's (a thread polling for writing takes the ring meant for a
+ * thread polling for reading), the other would sleep on with data waiting.
+ * So every poll() and epoll_wait of ours that sleeps on moved sockets
+ * waits on an eventfd of its own too (a thread's, or its epoll set's), and
+ * lists it here while it sleeps; whoever takes doorbells kicks every
+ * listed one, and each kicked wait looks at its rings again.  The list is
+ * lock-free: a kick may come from inside an epoll scan that holds its set.
+ * A process's waits only: another process of the family polling the same
+ * socket is not kicked (docs/design.md, Limits).
+ */
+#include <pthread.h>
+#include <sys/eventfd.h>
+
+#include "internal.h"
+#include "shim.h"
+#include "sys.h"
+
+#define SLEEPERS 256
+
+static _Atomic int sleepers[SLEEPERS]; /* eventfds of waits asleep; 0: free */
+static _Atomic int nsleepers;
+
+static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+static pthread_key_t key;
+static _Thread_local int thread_fd = -1;
+
+static void thread_gone(void *arg)
+{
+	(void)arg;
+	if (thread_fd >= 0) {
+		shunt__own_del(&thread_fd);
+		sys_close(thread_fd);
+		thread_fd = -1;
+	}
+}
+
+static void make_key(void)
+{
+	pthread_key_create(&key, thread_gone);
+}
+
+int shim_kick_thread_fd(void)
+{
+	if (thread_fd >= 0)
+		return thread_fd;
+	pthread_once(&key_once, make_key);
+	int fd = shunt__hide_fd((int)SYS_(SYS_eventfd2, 0, EFD_CLOEXEC | EFD_NONBLOCK, 0, 0, 0, 0));
+	if (fd < 0)
+		return -1;
+	thread_fd = fd;
+	shunt__own_add(&thread_fd);
+	pthread_setspecific(key, &thread_fd); /* non-NULL: the destructor runs */
+	return fd;
+}
+
+int shim_kick_listen(int fd)
+{
+	for (int i = 0; fd > 0 && i < SLEEPERS; i++) {
+		int none = 0;
+		if (atomic_compare_exchange_strong(&sleepers[i], &none, fd)) {
+			atomic_fetch_add(&nsleepers, 1);
+			return i;
+		}
+	}
+	return -1; /* too many at once: this one may wait for its own rings */
+}
+
+void shim_kick_unlisten(int slot)
+{
+	if (slot < 0)
+		return;
+	atomic_store(&sleepers[slot], 0);
+	atomic_fetch_sub(&nsleepers, 1);
+}
+
+void shim_kick_reset(int fd)
+{
+	uint64_t v;
+
+	if (fd >= 0)
+		sys_read(fd, &v, sizeof(v));
+}
+
+void shim_kick_others(void)
+{
+	uint64_t one = 1;
+
+	if (!atomic_load_explicit(&nsleepers, memory_order_acquire))
+		return;
+	for (int i = 0; i < SLEEPERS; i++) {
+		int fd = atomic_load_explicit(&sleepers[i], memory_order_relaxed);
+		if (fd > 0)
+			sys_write(fd, &one, sizeof(one));
+	}
+}
