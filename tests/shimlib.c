@@ -22,7 +22,6 @@
 /* Links to listeners are a cache that outlives a case (src/shim/link.c);
  * counting fds leaves it out.  Weak: the rewrite may not have it. */
 void shunt__shim_drop_links(void) __attribute__((weak));
-int shunt__vm_region_fd(void) __attribute__((weak));
 
 static int g_disabled = -1;
 static char g_self[4096];
@@ -565,14 +564,6 @@ static int selected(const char *name)
 
 static char g_case_name[256];
 
-/* Open fds, less the ivshmem region's: the library keeps that one for
- * the life of the process once a connection used it (SHUNT_CONFIG can
- * send these tests' loopback connections through a region). */
-static int own_count_fds(void)
-{
-	return test_count_fds() - (shunt__vm_region_fd && shunt__vm_region_fd() >= 0);
-}
-
 int ts_fds_settled(int before)
 {
 	if (shunt__shim_drop_links)
@@ -581,11 +572,11 @@ int ts_fds_settled(int before)
 	 * lingers (src/shim/linger.c): at most a second, let go of at the
 	 * program's next close. */
 	double end = test_now() + 3;
-	while (own_count_fds() > before && test_now() < end) {
+	while (test_count_fds() > before && test_now() < end) {
 		test_sleep_ms(10);
 		close(-1);
 	}
-	return own_count_fds();
+	return test_count_fds();
 }
 
 static void run_in_child(const struct shim_case *c)

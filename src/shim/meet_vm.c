@@ -128,7 +128,7 @@ static int open_region(void)
 		log_info("ivshmem: %s is no region of ours: %s", path, strerror(-rc));
 		return rc;
 	}
-	shunt__own_add(&region.fd);
+	shunt__own_add(&region.fd); /* ours for the life of the process: no count sees it */
 	shunt_vmr_use(&region);
 	read_boot_id();
 	log_info("ivshmem: region %s, %llu bytes, %u slots of %llu-byte rings", path,
@@ -160,11 +160,6 @@ static struct shunt_vmr *get_region(void)
 		st = atomic_load_explicit(&region_state, memory_order_acquire);
 	}
 	return st == REGION_OK ? &region : NULL;
-}
-
-int shunt__vm_region_fd(void)
-{
-	return atomic_load(&region_state) == REGION_OK ? region.fd : -1;
 }
 
 /* --- Choosing the medium ---------------------------------------------------------- */

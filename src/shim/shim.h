@@ -417,8 +417,6 @@ int shim_meet_step(struct tsock *t, int fd);
  * "Between virtual machines").  move.c asks shim_vm_wanted() once, at the
  * first step, and then steps through shim_vm_step() (as shim_meet_step). */
 int shim_vm_wanted(struct tsock *t);
-/* The region's fd, open for the life of the process once used; -1. */
-int shunt__vm_region_fd(void);
 int shim_vm_step(struct tsock *t, int fd);
 /* The meeting is given up, or the fd closed during it. */
 void shim_vm_drop(struct tsock *t);
