@@ -9,8 +9,8 @@
 #     error, the receiver got what was sent (less what the buffers held
 #     at the end)
 # Each program's log says its connections moved ("ivshmem medium"); for
-# iperf3, the region (`shunt vm show`) carried the bytes, and the guests'
-# NICs a small part of them.  About 1.5 minutes.
+# iperf3, the region (`shunt vm show`) carried bytes, and the guests' NICs
+# less than a quarter of what was sent.  About 70 s.
 lib=$(dirname "$0")/vm/lab.sh
 [ -f "$lib" ] || lib=$(dirname "$0")/../../tests/vm/lab.sh
 # shellcheck source=tests/vm/lab.sh
@@ -69,7 +69,8 @@ vm_say "redis-cli: 200 values of 6 KiB stored and read back unchanged on a moved
 out=$(vm_exec A -t 120 "$(grun rbench) redis-benchmark -h $VM_B_IP -p $port -n 800 -c 8 -d 1024" \
 	"-t set,get -q") || vm_fail "redis-benchmark: status $? ($out)"
 after=$(nic_bytes A)
-n=$(vm_exec A "redis-cli -h $VM_B_IP -p $port DBSIZE") || vm_fail "DBSIZE failed"
+n=$(vm_exec A "redis-cli -h $VM_B_IP -p $port DBSIZE") ||
+	vm_fail "DBSIZE failed; the server's log: $(vm_exec B 'tail -n 30 /tmp/redis.log')"
 [ "$n" -ge 201 ] || vm_fail "DBSIZE is $n: redis-benchmark's key is missing"
 mv=$(moves A rbench)
 [ "$mv" -ge 8 ] || vm_fail "redis-benchmark moved $mv connections, not its 8 clients' (and more)"
@@ -109,8 +110,12 @@ up=$(moves A iup)
 down=$(moves A idown)
 [ "$up" -ge 1 ] && [ "$down" -ge 1 ] || vm_fail "iperf3: the clients moved $up and $down connections"
 total=$(region_total $port)
-vm_say "iperf3: the clients moved $up and $down connections, the server $(moves B iperf); the region carried $total bytes, A's NICs $((after - before))"
-[ "$total" -gt $(((after - before) * 4)) ] ||
-	vm_fail "iperf3: the region carried $total bytes, the NICs $((after - before)): not moved"
+sent=$(($(jq -r '.end.sum_sent.bytes' "$VM_T/up.json") + $(jq -r '.end.sum_sent.bytes' "$VM_T/down.json")))
+vm_say "iperf3: the clients moved $up and $down connections, the server $(moves B iperf); the region's slots show $total bytes, A's NICs moved $((after - before)) of the $sent sent"
+# A connection's first 256 KiB and its meeting go by TCP, and the download
+# reuses the upload's slot (its counts start again): so the NICs, which
+# carried everything that did not go through the region, are the measure.
+[ "$total" -gt 0 ] && [ $(((after - before) * 4)) -lt "$sent" ] ||
+	vm_fail "iperf3: the NICs moved $((after - before)) of the $sent bytes sent: not moved"
 vm_say "wall time $(vm_since "$T0") s"
 exit 0
