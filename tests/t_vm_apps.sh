@@ -5,7 +5,7 @@
 #   - redis-server in guest B; from guest A, redis-cli stores 200 values of
 #     6 KiB (base64 of random bytes) and reads each back unchanged on one
 #     connection, then redis-benchmark (SET, GET, 8 clients) and DBSIZE
-#   - iperf3 -s in B; from A a 2 s upload and a 1 s download (-R): no
+#   - iperf3 -s in B; from A a 2 s upload and a 2 s download (-R): no
 #     error, the receiver got what was sent (less what the buffers held
 #     at the end)
 # Each program's log says its connections moved ("ivshmem medium"); for
@@ -101,7 +101,7 @@ vm_exec A -t 60 "$(grun iup) iperf3 -c $VM_B_IP -p $port -t 2 -J >/tmp/up.json" 
 	vm_fail "iperf3 upload: status $? ($(vm_exec A 'tail -c 300 /tmp/up.json'))"
 vm_get A /tmp/up.json "$VM_T/up.json" || vm_fail "no /tmp/up.json"
 check_json "$VM_T/up.json" "iperf3 upload"
-vm_exec A -t 60 "$(grun idown) iperf3 -c $VM_B_IP -p $port -t 1 -R -J >/tmp/down.json" ||
+vm_exec A -t 60 "$(grun idown) iperf3 -c $VM_B_IP -p $port -t 2 -R -J >/tmp/down.json" ||
 	vm_fail "iperf3 download: status $?"
 vm_get A /tmp/down.json "$VM_T/down.json" || vm_fail "no /tmp/down.json"
 check_json "$VM_T/down.json" "iperf3 download"
