@@ -64,7 +64,9 @@ NEEDED=(
 	# The VM tests (tests/t_vm_*.sh, tests/vm/lab.sh): TCG guests with a
 	# busybox initramfs; the kernel comes from `apt-get download`, done by
 	# lab.sh itself (it needs the package lists, which this script's
-	# install brings up to date).
+	# install brings up to date).  They also put redis-server, redis-cli,
+	# redis-benchmark, iperf3 and setpriv (all above) into the guests, and
+	# read iperf3's JSON with jq.
 	qemu-system-x86_64:qemu-system-x86
 	busybox:busybox-static
 	cpio:cpio

@@ -6,5 +6,6 @@
 
 int run_main(int argc, char **argv);  /* run.c */
 int stat_main(int argc, char **argv); /* stat.c */
+int vm_main(int argc, char **argv);   /* vm.c */
 
 #endif

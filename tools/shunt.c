@@ -28,6 +28,7 @@ static const struct command commands[] = {
 	{ "run", run_main, "run a program with its TCP connections accelerated" },
 	{ "stat", stat_main, "list the live accelerated connections on this host" },
 	{ "version", version_main, "print the version" },
+	{ "vm", vm_main, "make a shared region for virtual machines; show one" },
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

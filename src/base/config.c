@@ -91,6 +91,7 @@ static const char *set_spin(struct shunt_config *c, int argc, char **argv)
 	if (v < 0)
 		return "spin-us wants one number of microseconds from 0 to 1000000";
 	c->spin_us = (int)v;
+	c->spin_set = 1;
 	return NULL;
 }
 
@@ -244,6 +245,27 @@ static const char *add_bypass(struct shunt_config *c, int argc, char **argv)
 	return add_rules(c, 0, argc, argv);
 }
 
+/* "ivshmem none|pci|PATH [ADDR/BITS...]": the region between VMs, and
+ * the peers it is for. */
+static const char *set_ivshmem(struct shunt_config *c, int argc, char **argv)
+{
+	const char *why = "ivshmem wants none, pci or an absolute path shorter than 108 bytes, "
+			  "then maybe peer addresses A[/BITS]";
+
+	if (argc < 1 || argc > 1 + SHUNT_MAX_VM_NETS || strlen(argv[0]) >= sizeof(c->ivshmem) ||
+	    (strcmp(argv[0], "none") && strcmp(argv[0], "pci") && argv[0][0] != '/'))
+		return why;
+	c->n_vm_nets = 0;
+	for (int i = 1; i < argc; i++) {
+		struct shunt_rule r = { .accelerate = 1 };
+		if (parse_addr(argv[i], &r) < 0)
+			return why;
+		c->vm_nets[c->n_vm_nets++] = r;
+	}
+	snprintf(c->ivshmem, sizeof(c->ivshmem), "%s", argv[0]);
+	return NULL;
+}
+
 static const struct {
 	const char *key;
 	setter fn;
@@ -253,7 +275,7 @@ static const struct {
 	{ "trust-netns", set_trust_netns },
 	{ "dir", set_dir }, { "log", set_log },
 	{ "allow-user", add_users }, { "accelerate", add_accelerate },
-	{ "bypass", add_bypass },
+	{ "bypass", add_bypass }, { "ivshmem", set_ivshmem },
 };
 
 /* --- The file ---------------------------------------------------------- */
@@ -275,7 +297,7 @@ static const char *parse_line(struct shunt_config *c, char *line)
 		if (strcmp(argv[0], settings[i].key) == 0)
 			return settings[i].fn(c, argc - 1, argv + 1);
 	return "unknown setting (ring-size, spin-us, upgrade-calls, upgrade-bytes, "
-	       "trust-netns, dir, log, allow-user, accelerate, bypass)";
+	       "trust-netns, dir, log, allow-user, accelerate, bypass, ivshmem)";
 }
 
 int shunt__config_parse(struct shunt_config *c, const char *path, char *text)
@@ -398,6 +420,7 @@ static void config_init(void)
 	apply_env(&config, "SHUNT_UPGRADE_CALLS", set_upgrade_calls);
 	apply_env(&config, "SHUNT_UPGRADE_BYTES", set_upgrade_bytes);
 	apply_env(&config, "SHUNT_DIR", set_dir);
+	apply_env(&config, "SHUNT_IVSHMEM", set_ivshmem);
 }
 
 const struct shunt_config *shunt__config(void)

@@ -57,6 +57,7 @@ void shunt__complain(const char *fmt, ...) __attribute__((format(printf, 1, 2)))
  * nothing.  See docs/config.md. */
 #define SHUNT_MAX_USERS 32
 #define SHUNT_MAX_RULES 64
+#define SHUNT_MAX_VM_NETS 16
 
 enum shunt_rule_kind { SHUNT_RULE_ALL, SHUNT_RULE_PORT, SHUNT_RULE_ADDR };
 
@@ -73,6 +74,7 @@ struct shunt_rule {
 struct shunt_config {
 	uint64_t ring_size; /* ring-size, SHUNT_RING_SIZE: bytes, k/m/g suffixes */
 	int spin_us;        /* spin-us, SHUNT_SPIN_US: 0 = never spin */
+	int spin_set;       /* spin-us was set, not defaulted */
 	uint32_t upgrade_calls; /* upgrade-calls, SHUNT_UPGRADE_CALLS: a TCP
 	                     * connection moves after this many data calls... */
 	uint64_t upgrade_bytes; /* upgrade-bytes, SHUNT_UPGRADE_BYTES: ...or bytes */
@@ -84,6 +86,11 @@ struct shunt_config {
 	uint32_t users[SHUNT_MAX_USERS];
 	unsigned n_rules;   /* accelerate / bypass, first match wins */
 	struct shunt_rule rules[SHUNT_MAX_RULES];
+	char ivshmem[108];  /* ivshmem, SHUNT_IVSHMEM: the region between VMs:
+	                     * "" (default: an ivshmem PCI device's, if formatted),
+	                     * "pci", a path, or "none" */
+	unsigned n_vm_nets; /* ivshmem's addresses: the peers it is for */
+	struct shunt_rule vm_nets[SHUNT_MAX_VM_NETS];
 	char file[256];     /* the config file read, "" if none */
 	int bad_file;       /* the file had an error and was ignored */
 };
@@ -145,5 +152,8 @@ int shunt__peer_named(uint32_t uid);
 /* Should a TCP connection to or from this address be accelerated? */
 struct shunt_addr;
 int shunt__tcp_allowed(const struct shunt_addr *a);
+/* Is a peer at this address one of those the config's `ivshmem` names
+ * (all, when it names none)? */
+int shunt__vm_peer(const struct shunt_addr *a);
 
 #endif /* SHUNT_INTERNAL_H */

@@ -78,3 +78,13 @@ int shunt__tcp_allowed(const struct shunt_addr *a)
 			return c->rules[i].accelerate;
 	return 1;
 }
+
+int shunt__vm_peer(const struct shunt_addr *a)
+{
+	const struct shunt_config *c = shunt__config();
+
+	for (unsigned i = 0; i < c->n_vm_nets; i++)
+		if (rule_matches(&c->vm_nets[i], a->family, a->a, a->port))
+			return 1;
+	return c->n_vm_nets == 0;
+}

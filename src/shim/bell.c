@@ -233,6 +233,19 @@ static int watch(struct shunt_bell *b, int64_t deadline)
 	int rc = sys_ppoll(&p, 1, shunt_left(until, &ts));
 	if (rc < 0)
 		return rc;
+	/* Reset, or closed both ways (a killed peer, or TCP's timeouts after a
+	 * guest died): gone, whatever data is still unread before it. */
+	if (rc > 0 && (p.revents & (POLLERR | POLLHUP)))
+		return -ECONNRESET;
+	/* The peer's FIN, which the kernel confirms: its socket was closed
+	 * under it (killed, or gone without a close).  A live peer never shuts
+	 * the kernel's sending side while we send into its ring: its shutdown
+	 * goes through the segment, or keeps our sends on TCP (move.c,
+	 * shim_switch_for_shutdown).  A killed peer that had read everything
+	 * sends a FIN and no reset, and our unread data keeps POLLIN up: a
+	 * writer waiting for room slept through it for a minute. */
+	if (rc > 0 && (p.revents & POLLRDHUP) && shim_kern_peer_done(b->fd[0]))
+		return -ECONNRESET;
 	if (rc > 0 && (p.revents & POLLIN)) {
 		/* Readable at once: unread data, not news.  Sleep it off. */
 		ts = shunt_ts(until - shunt_now_ns());

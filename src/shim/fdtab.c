@@ -224,6 +224,10 @@ static void last_fd(struct tsock *t, int fd)
 		shim_close_end(t, fd);
 	else
 		note_short(s, fd);
+	if (s->vm.on) { /* the region's offer and slot (meet_vm.c) */
+		shim_vm_drop(t);
+		shim_vm_let_go(t);
+	}
 	shim_slot_unhold(s, t->gen);
 }
 

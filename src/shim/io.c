@@ -90,12 +90,38 @@ static void rx_ring_from_now(struct tsock *t)
 	touched(t);
 }
 
+/* Up to n bytes from offset `from` of what a read put in iov, into out. */
+static size_t iov_copy(const struct iovec *iov, int niov, size_t from, uint8_t *out, size_t n)
+{
+	size_t base = 0, k = 0;
+
+	for (int i = 0; i < niov && k < n; base += iov[i++].iov_len) {
+		if (from + k >= base + iov[i].iov_len)
+			continue;
+		size_t at = from + k - base, m = SHUNT_MIN(iov[i].iov_len - at, n - k);
+		memcpy(out + k, (const uint8_t *)iov[i].iov_base + at, m);
+		k += m;
+	}
+	return k;
+}
+
 /* Bytes `from` to `to` of what a read put in iov lie past the switch
- * offset: they must all be rings. */
+ * offset: the rest of the peer's proof if it sends one (between VMs:
+ * meet_vm.c), then rings.  0, -1 (the end is broken), or -2: no proof,
+ * and the connection is plain TCP again: all of it is data. */
 static int past_x(struct tsock *t, const struct iovec *iov, int niov, size_t from, size_t to)
 {
 	size_t base = 0;
 
+	if (shim_proof_pending(S(t)) && from < to) {
+		uint8_t head[sizeof(S(t)->vm.got)];
+		size_t k = iov ? iov_copy(iov, niov, from, head, SHUNT_MIN(to - from, sizeof(head)))
+			       : SHUNT_MIN(to - from, sizeof(head));
+		long proof = shim_proof_take(t, iov ? head : NULL, k);
+		if (proof < 0)
+			return (int)proof;
+		from += (size_t)proof;
+	}
 	for (int i = 0; iov && i < niov && base < to; base += iov[i++].iov_len) {
 		const uint8_t *p = iov[i].iov_base;
 		for (size_t k = from > base ? from - base : 0; k < iov[i].iov_len && base + k < to; k++) {
@@ -113,9 +139,11 @@ static int past_x(struct tsock *t, const struct iovec *iov, int niov, size_t fro
 /*
  * A read of the TCP stream took n bytes from offset `before` into iov.
  * Once the peer switched, the stream is data up to its offset x and
- * doorbells after: the data is the program's, the doorbells are not (the
- * peer publishes x before its first doorbell, so a read that took one
- * sees x here).  Returns the data, or GO_RING when there was none.
+ * doorbells after (between VMs, its proof first: meet_vm.c): the data is
+ * the program's, the doorbells are not (the peer publishes x before its
+ * first doorbell, so a read that took one sees x here).  Returns the
+ * data, GO_RING when there was none, or RETRY when what followed x was
+ * no proof and the connection is plain TCP again.
  */
 static ssize_t tcp_cut(struct tsock *t, int fd, const struct iovec *iov, int niov, ssize_t n,
 		       uint64_t before, int flags)
@@ -129,8 +157,21 @@ static ssize_t tcp_cut(struct tsock *t, int fd, const struct iovec *iov, int nio
 	log_debug("fd %d: the TCP stream ends at %llu: a read of %zd at %llu keeps %zu", fd,
 		  (unsigned long long)x, n, (unsigned long long)before, data);
 	if (!(flags & MSG_PEEK)) {
-		if (past_x(t, (flags & MSG_TRUNC) ? NULL : iov, niov, data, (size_t)n) < 0)
+		int px = past_x(t, (flags & MSG_TRUNC) ? NULL : iov, niov, data, (size_t)n);
+		if (px == -2)
+			return n; /* no proof came: plain TCP again, all of it data */
+		if (px < 0)
 			return shim_err(-ECONNRESET);
+		/* Part of a proof still to come: data first, else wait for it. */
+		if (shim_proof_pending(S(t))) {
+			if (data)
+				return (ssize_t)data;
+			int rc = shim_proof_recv(t, fd, deadline_of(t, flags, 0));
+			if (rc == -ENOTCONN)
+				return RETRY; /* no proof came: plain TCP again */
+			if (rc < 0)
+				return shim_err(rc);
+		}
 		rx_ring_from_now(t);
 	}
 	return data ? (ssize_t)data : GO_RING;
@@ -160,7 +201,7 @@ ssize_t shim_recv_took(struct tsock *t, int fd, const struct iovec *iov, int nio
 	if (n <= 0 || !shim_moved_now(t))
 		return n;
 	ssize_t k = tcp_cut(t, fd, iov, niov, n, before, flags);
-	return k == GO_RING ? shim_recvv(t, fd, iov, niov, flags) : k;
+	return k == GO_RING || k == RETRY ? shim_recvv(t, fd, iov, niov, flags) : k;
 }
 
 static ssize_t plain_recv(struct tsock *t, int fd, void *buf, size_t len, int flags)
@@ -187,6 +228,11 @@ static ssize_t tcp_part(struct tsock *t, int fd, void *buf, size_t len, int flag
 	if (knew) {
 		uint64_t off = atomic_load(&s->rx_tcp);
 		if (off >= x) {
+			int rc = shim_proof_recv(t, fd, deadline_of(t, flags, 0));
+			if (rc == -ENOTCONN)
+				return RETRY; /* no proof came: plain TCP again */
+			if (rc < 0)
+				return shim_err(rc);
 			log_debug("fd %d: at %llu, the peer's ring starts at %llu", fd,
 				  (unsigned long long)off, (unsigned long long)x);
 			rx_ring_from_now(t);
@@ -407,7 +453,8 @@ static int tx_route(struct tsock *t, int fd, int flags)
 		uint32_t ph = phase_of(t);
 		if ((ph & PH_TX_BACK) || shim_peer_asks(t)) {
 			int rc = shim_back_tx(t, fd, deadline_of(t, flags, 1) != 0);
-			return rc == 0 ? TX_KERNEL : rc;
+			/* A peer that broke the rules: a reset, as TCP says it. */
+			return rc == 0 ? TX_KERNEL : rc == -EPROTO ? -ECONNRESET : rc;
 		}
 		if ((ph & PH_TX_RING) || shim_switch_tx(t, fd) == 0)
 			return TX_RING;
@@ -716,6 +763,8 @@ static ssize_t moved_splice_out(struct tsock *t, int fd, int pipe_out, size_t le
 	if (!(phase_of(t) & PH_RX_RING)) {
 		char buf[4096];
 		ssize_t n = tcp_part(t, fd, buf, SHUNT_MIN(len, sizeof(buf)), 0);
+		if (n == RETRY)
+			return RETRY;
 		if (n != GO_RING) {
 			if (n > 0)
 				n = sys_write(pipe_out, buf, (size_t)n);
@@ -1036,8 +1085,12 @@ int shim_readiness(struct tsock *t, int fd, int events, int arm, int kern)
 		kern = kernel_revents(fd, (on_kernel ? on_kernel | POLLIN : 0) | POLLPRI | POLLRDHUP);
 	/* The stream has nothing more for us once we are at the peer's offset. */
 	if (!(ph & PH_RX_RING) && shim_peer_switched(t) &&
-	    atomic_load(&S(t)->rx_tcp) >= atomic_load(&S(t)->x_peer))
-		rx_ring_from_now(t);
+	    atomic_load(&S(t)->rx_tcp) >= atomic_load(&S(t)->x_peer)) {
+		/* Between VMs, once a read took the peer's proof (meet_vm.c):
+		 * till then the kernel says when it is there to read. */
+		if (!shim_proof_pending(S(t)))
+			rx_ring_from_now(t);
+	}
 	ph = phase_of(t);
 	int ring = ring_bits(events, ph), ev = 0;
 	on_kernel = events & ~ring & (POLLIN | POLLRDHUP | POLLOUT);

@@ -191,8 +191,15 @@ static int diag_ask(int s, const struct inet_diag_req_v2 *r, struct inet_diag_ms
 	if (n < 0)
 		return (int)n;
 	const struct nlmsghdr *nh = &ans.align;
-	if ((size_t)n < sizeof(*nh) || nh->nlmsg_len > (size_t)n ||
-	    nh->nlmsg_type != SOCK_DIAG_BY_FAMILY ||
+	if ((size_t)n < sizeof(*nh) || nh->nlmsg_len > (size_t)n)
+		return -EPROTO;
+	/* "No such socket" is an error message; any other error is not an
+	 * answer (a caller may take ENOENT for "gone"). */
+	if (nh->nlmsg_type == NLMSG_ERROR && nh->nlmsg_len >= NLMSG_LENGTH(sizeof(struct nlmsgerr))) {
+		const struct nlmsgerr *e = NLMSG_DATA(nh);
+		return e->error < 0 ? e->error : -EPROTO;
+	}
+	if (nh->nlmsg_type != SOCK_DIAG_BY_FAMILY ||
 	    nh->nlmsg_len < NLMSG_LENGTH(sizeof(struct inet_diag_msg)))
 		return -ENOENT;
 	memcpy(out, NLMSG_DATA(nh), sizeof(*out));

@@ -31,6 +31,7 @@
 
 #include "clock.h"
 #include "internal.h"
+#include "medium.h"
 #include "meet.h"
 #include "shim.h"
 #include "sys.h"
@@ -88,8 +89,10 @@ void shim_give_up(struct tsock *t, int fd, enum shim_why why)
 		shim_count_why(s, why);
 		log_info("fd %d stays on TCP: %s", fd, shim_why_names[why]);
 	}
-	if (st == SLOT_MEET)
+	if (st == SLOT_MEET) {
 		shim_meet_drop(t);
+		shim_vm_drop(t);
+	}
 }
 
 #define give_up shim_give_up
@@ -196,6 +199,7 @@ static int start(struct tsock *t, int fd)
 	if (!atomic_compare_exchange_strong(&s->state, &plain, SLOT_MEET))
 		return WHY_ERROR; /* another thread or process is at it */
 	atomic_store(&s->started_ns, shunt_now_ns());
+	shim_vm_wanted(t); /* which medium: between VMs, or this host's */
 	return -1;
 }
 
@@ -204,11 +208,12 @@ static void moved(struct tsock *t, int fd)
 	struct tslot *s = t->slot;
 	char what[160];
 
-	shim_segment_mapped(1); /* SLOT_MOVED already: shim_meet_step */
+	shim_segment_mapped(1); /* SLOT_MOVED already: shim_meet_step, shim_vm_step */
 	shim_count_moved();
 	describe(s, what, sizeof(what));
-	log_info("fd %d upgraded: %s, %s side, rings of %llu bytes", fd, what,
-		 s->side ? "dialing" : "listening", (unsigned long long)s->end.seg.cap);
+	log_info("fd %d upgraded: %s, %s side, rings of %llu bytes, %s medium", fd, what,
+		 s->side ? "dialing" : "listening", (unsigned long long)s->end.seg.cap,
+		 s->end.seg.medium ? s->end.seg.medium->name : "?");
 	shim_epoll_moved(t);
 	shim_switch_tx(t, fd);
 }
@@ -266,7 +271,7 @@ static void take_step(struct tsock *t, int fd, uint64_t calls)
 	}
 	if (atomic_load(&s->state) != SLOT_MEET || too_soon(s, calls))
 		return;
-	int rc = shim_meet_step(t, fd);
+	int rc = s->vm.on ? shim_vm_step(t, fd) : shim_meet_step(t, fd);
 	if (rc == 1) {
 		moved(t, fd);
 		return;
@@ -333,6 +338,7 @@ void shim_move_call_off(struct tsock *t, int fd)
 	if (atomic_load(&s->state) != SLOT_MEET)
 		return;
 	shim_meet_drop(t);
+	shim_vm_drop(t); /* our offer in the region, if any (meet_vm.c) */
 	if (atomic_compare_exchange_strong(&s->state, &st, SLOT_PLAIN))
 		log_debug("fd %d: meeting called off: a new process will hold the socket", fd);
 }
@@ -398,8 +404,9 @@ static void abandon(struct tsock *t, int fd)
 {
 	struct tslot *s = t->slot;
 
-	if (shunt_now_ns() - atomic_load(&s->started_ns) < MAX_MEET_NS ||
-	    (atomic_load(&s->end.peer->state) & SHUNT_ST_OPEN))
+	int late = shunt_now_ns() - atomic_load(&s->started_ns) >= MAX_MEET_NS &&
+		   !(atomic_load(&s->end.peer->state) & SHUNT_ST_OPEN);
+	if (!shim_vm_may_abandon(t, late))
 		return;
 	uint32_t st = SLOT_MOVED;
 	if (!(atomic_load(&s->phase) & (PH_TX_RING | PH_RX_KNOW)) &&
@@ -456,6 +463,9 @@ static int switch_tx(struct tsock *t, int fd, int patient)
 		atomic_fetch_or(&s->phase, PH_NOBELL);
 		return -EAGAIN;
 	}
+	/* Between VMs, a proof goes with the switch (meet_vm.c). */
+	if (shim_proof_ready(t, fd, patient) < 0)
+		return -EAGAIN;
 	shim_lock(&s->tx_mu);
 	int rc = 0;
 	if (!(atomic_load(&s->phase) & PH_TX_RING)) {
@@ -470,6 +480,7 @@ static int switch_tx(struct tsock *t, int fd, int patient)
 			atomic_store_explicit(&sw->tcp_off, x, memory_order_relaxed);
 			/* Release: tcp_off before the flag that covers it. */
 			atomic_store_explicit(&sw->flags, SHUNT_SW_RING, memory_order_release);
+			shim_proof_send(t, fd); /* after the flag: the peer reads it as proof */
 			atomic_fetch_or_explicit(&s->phase, PH_TX_RING, memory_order_release);
 			/* A peer going back to TCP read our flags before it
 			 * asked, or we see its ask now (a seq_cst fence each,
@@ -528,8 +539,8 @@ int shim_may_move(struct tsock *t)
 }
 
 /* The peer may switch, and ring, as soon as our end is attached: the
- * meeting step attaches it and says MOVED under t->mu (meet.c), so once a
- * step in progress is over, a doorbell that came means MOVED. */
+ * meeting step attaches it and says MOVED under t->mu (meet.c, meet_vm.c),
+ * so once a step in progress is over, a doorbell that came means MOVED. */
 int shim_moved_now(struct tsock *t)
 {
 	if (atomic_load(&t->slot->state) == SLOT_MEET) {

@@ -20,6 +20,7 @@
  *   io.c       data calls: TCP, the switch, then the ring
  *   move.c     when to move, and the switch of each direction
  *   meet.c     the rendezvous: names, messages, proofs
+ *   meet_vm.c  the rendezvous between VMs: an ivshmem region, TCP proofs
  *   kern.c     what the kernel knows of a TCP socket (offsets, owners)
  *   bell.c     the TCP stream as doorbell, and who sleeps on it
  *   poll.c     poll and select
@@ -181,6 +182,25 @@ extern const char *const shim_why_names[WHY_N];
 #define SLOT_FORKING(pid) ((int32_t)(-2 - (pid)))
 #define SLOT_FORKER(tag)  ((int)(-2 - (tag)))
 
+/* A connection that meets through an ivshmem region (meet_vm.c): where,
+ * and the proof each side sends on TCP right after its switch offset. */
+struct shim_vm {
+	uint32_t on;               /* it meets through the region */
+	uint32_t offerer;          /* 1: the lower endpoint, which offers */
+	uint32_t has_entry;        /* the offerer's directory entry is out: */
+	uint32_t entry, entry_gen;
+	uint32_t has_seg;          /* a segment slot is ours: */
+	uint32_t seg, seg_gen;
+	uint64_t nonce;            /* ours, published in the region */
+	uint64_t proof_tx;         /* sent right after our switch offset */
+	uint64_t proof_rx;         /* expected right after the peer's */
+	uint32_t proof_need;       /* its length, 0 without one (local) */
+	uint32_t proof_sent;
+	_Atomic uint32_t proof_got; /* bytes of the peer's taken so far */
+	_Atomic uint32_t proof_taking;
+	uint8_t got[8];
+};
+
 struct tslot {
 	_Atomic uint32_t gen;      /* bumped when the slot is freed */
 	_Atomic uint32_t state;    /* enum slot_state */
@@ -222,6 +242,7 @@ struct tslot {
 	pthread_mutex_t tx_mu, rx_mu; /* process-shared, robust */
 	pthread_mutex_t opt_mu;    /* the same; held only around option calls */
 	struct shunt_end end;      /* MOVED: the connection end */
+	struct shim_vm vm;         /* between VMs (meet_vm.c) */
 };
 
 struct tslot *shim_slot_new(uint64_t ino, uint32_t *gen);
@@ -389,6 +410,45 @@ void shim_move_call_off(struct tsock *t, int fd);
 /* One step of meeting the peer (meet.c): 1 done (moved: the slot says
  * SLOT_MOVED), 0 not yet, < 0 given up (the reason is counted). */
 int shim_meet_step(struct tsock *t, int fd);
+
+/* --- Between virtual machines (meet_vm.c) -----------------------------------
+ * The ivshmem medium's rendezvous, for a peer that is not in our own
+ * network namespace when a region is configured or found (docs/design.md,
+ * "Between virtual machines").  move.c asks shim_vm_wanted() once, at the
+ * first step, and then steps through shim_vm_step() (as shim_meet_step). */
+int shim_vm_wanted(struct tsock *t);
+int shim_vm_step(struct tsock *t, int fd);
+/* The meeting is given up, or the fd closed during it. */
+void shim_vm_drop(struct tsock *t);
+/* move.c's abandon(): may a segment whose peer never attached be left
+ * now?  `late`: the local medium's answer (waited long enough). */
+int shim_vm_may_abandon(struct tsock *t, int late);
+/* The family's last close: our side lets go of the region's slot. */
+void shim_vm_let_go(struct tsock *t);
+/* The proof.  shim_proof_ready() before our switch (no lock held): 0 we
+ * may switch, -EAGAIN not now (no room on the socket for the proof).  shim_proof_send() once our offset is published (under
+ * tx_mu), before any doorbell: the peer, seeing the bytes, sees the
+ * offset too. */
+int shim_proof_ready(struct tsock *t, int fd, int patient);
+void shim_proof_send(struct tsock *t, int fd);
+/* Reading at the peer's offset: 0 when reads may go to its ring (the
+ * proof came and matched, or it did not and the end is broken), -ENOTCONN
+ * when it was no proof and the connection is plain TCP again (nothing
+ * consumed), else -EAGAIN (at deadline) or -EINTR. */
+int shim_proof_recv(struct tsock *t, int fd, int64_t deadline);
+/* Going back to TCP (back.c, under rx_mu): take the peer's proof off the
+ * stream if it sent one, so that only doorbells are left: 0, -EAGAIN,
+ * -EINTR. */
+int shim_proof_settle(struct tsock *t, int fd, int64_t deadline);
+/* A read took n bytes past the peer's offset: how many of them were
+ * proof (checked); -1 wrong, the end is broken; -2 wrong, and the
+ * connection is plain TCP again: all n bytes are data. */
+long shim_proof_take(struct tsock *t, const uint8_t *p, size_t n);
+static inline int shim_proof_pending(struct tslot *s)
+{
+	return s->vm.proof_need &&
+	       atomic_load_explicit(&s->vm.proof_got, memory_order_acquire) < s->vm.proof_need;
+}
 
 /* --- What the kernel knows (kern.c) ---------------------------------------- */
 

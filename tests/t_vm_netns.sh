@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# t_vm_netns: the ivshmem medium without QEMU, two ways.
+#   1. Two network namespaces joined by a veth pair stand for two guests;
+#      their processes share a region file (SHUNT_IVSHMEM=PATH, no address
+#      list: the library sends a peer through the region because its
+#      address is not one of its own namespace's).  tcpbench checks every
+#      byte and the connection moved ("ivshmem medium" in both logs, the
+#      region's slot, a small part of the bytes on the veth); a server whose
+#      library has no region (SHUNT_IVSHMEM=none) keeps its client on TCP,
+#      every byte intact; a client and server in one namespace talking over
+#      its own address keep to the local medium.
+#   2. The shim's test programs (t_shim_connect, data, epoll, fds, flags)
+#      again, with SHUNT_CONFIG sending their loopback connections through
+#      a region: the same checks over the ivshmem medium.
+# At the end no slot is in use and no offer left.  Root for part 1 (else
+# skipped, part 2 still runs).  About 30 s.
+set -u
+B=${SHUNT_BUILD:-$(cd "$(dirname "$0")/../.." && pwd)/build}
+TB=$B/examples/tcpbench
+SH=$B/shunt
+[ -x "$TB" ] && [ -x "$SH" ] || { echo "skip: no $TB or $SH (make)"; exit 77; }
+[ -d /dev/shm ] && [ -w /dev/shm ] || { echo "skip: no writable /dev/shm"; exit 77; }
+T=$(mktemp -d /tmp/shunt-vmns-XXXXXX)
+R=/dev/shm/shunt-vmns-$$
+NA=shvns-a-$$ NB=shvns-b-$$
+cleanup() {
+	[ -n "${pids:-}" ] && kill $pids 2>/dev/null
+	ip netns del "$NA" 2>/dev/null
+	ip netns del "$NB" 2>/dev/null
+	rm -rf "$T" "$R" "$R-2"
+}
+trap cleanup EXIT
+fail() {
+	echo "FAIL: t_vm_netns: $*"
+	for f in "$T"/*.log "$T"/*.out; do
+		[ -s "$f" ] && { echo "--- ${f##*/}"; tail -n 8 "$f"; }
+	done
+	exit 1
+}
+say() { echo "t_vm_netns: $*"; }
+pids=
+
+# --- 1. Two namespaces -------------------------------------------------------------
+if [ "$(id -u)" -ne 0 ] || ! command -v ip >/dev/null; then
+	say "not root: the two-namespace part is skipped"
+elif ! ip netns add "$NA" 2>/dev/null; then
+	say "cannot make network namespaces: that part is skipped"
+else
+	ip netns add "$NB" || fail "ip netns add $NB"
+	ip link add "shva$$" type veth peer name "shvb$$" || fail "no veth"
+	ip link set "shva$$" netns "$NA"
+	ip link set "shvb$$" netns "$NB"
+	ip -n "$NA" addr add 169.254.9.1/24 dev "shva$$"
+	ip -n "$NB" addr add 169.254.9.2/24 dev "shvb$$"
+	for n in "$NA:shva$$" "$NB:shvb$$"; do
+		ip -n "${n%%:*}" link set lo up
+		ip -n "${n%%:*}" link set "${n#*:}" up
+	done
+	"$SH" vm region "$R" 16M >/dev/null || fail "shunt vm region $R"
+	run() { # NS LOG ENV... -- CMD...: under the library in namespace NS
+		local ns=$1 log=$2
+		shift 2
+		timeout 60 ip netns exec "$ns" env SHUNT_LOG=info SHUNT_LOG_FILE="$T/$log.log" "$@"
+	}
+	veth_bytes() {
+		ip netns exec "$NA" cat /sys/class/net/shva$$/statistics/{rx,tx}_bytes | awk '{ s += $1 } END { print s }'
+	}
+	wait_port() {
+		for _ in $(seq 100); do
+			ip netns exec "$1" ss -Htln "sport = :$2" | grep -q . && return 0
+			sleep 0.05
+		done
+		fail "nothing listens on $2 in $1"
+	}
+
+	# A client in A, the server in B, both with the region.
+	run "$NB" srv1 SHUNT_IVSHMEM="$R" "$SH" run -- "$TB" server 169.254.9.2:5501 >"$T/srv1.out" 2>&1 &
+	pids="$pids $!"
+	wait_port "$NB" 5501
+	before=$(veth_bytes)
+	out=$(run "$NA" cli1 SHUNT_IVSHMEM="$R" "$SH" run -- "$TB" client 169.254.9.2:5501 64 1000) ||
+		fail "A -> B: tcpbench client: status $? ($out)"
+	wait "${pids##* }" || fail "A -> B: tcpbench server: status $?"
+	after=$(veth_bytes)
+	grep -q "upgraded: .*ivshmem medium" "$T/cli1.log" || fail "A -> B: the client did not move"
+	grep -q "upgraded: .*ivshmem medium" "$T/srv1.log" || fail "A -> B: the server did not move"
+	[ $((after - before)) -lt $((16 << 20)) ] || fail "A -> B: the veth moved $((after - before)) bytes"
+	bytes=$("$SH" vm show "$R" | awk '$1 == "slot" && /:5501[ ,]/ { for (i = 1; i < NF; i++) if ($i == "bytes") print $(i + 1) }')
+	[ "${bytes:-0}" -gt $((48 << 20)) ] || fail "A -> B: the region's slot carried ${bytes:-0} bytes"
+	say "namespaces, both with the region: $out; the region carried $bytes bytes, the veth $((after - before))"
+
+	# The server has no region: its client stays on TCP, intact.
+	run "$NB" srv2 SHUNT_IVSHMEM=none "$SH" run -- "$TB" server 169.254.9.2:5502 >"$T/srv2.out" 2>&1 &
+	pids="$pids $!"
+	wait_port "$NB" 5502
+	before=$(veth_bytes)
+	out=$(run "$NA" cli2 SHUNT_IVSHMEM="$R" "$SH" run -- "$TB" client 169.254.9.2:5502 16 100) ||
+		fail "to a server without the region: status $? ($out)"
+	wait "${pids##* }" || fail "to a server without the region: the server failed"
+	after=$(veth_bytes)
+	! grep -q "upgraded" "$T/cli2.log" || fail "to a server without the region: moved"
+	[ $((after - before)) -ge $((16 << 20)) ] || fail "to a server without the region: the veth moved only $((after - before)) bytes"
+	say "a server without the region: $out, on TCP ($((after - before)) bytes on the veth)"
+
+	# Both in namespace A, over its own address: the local medium.
+	run "$NA" srv3 SHUNT_IVSHMEM="$R" "$SH" run -- "$TB" server 169.254.9.1:5503 >"$T/srv3.out" 2>&1 &
+	pids="$pids $!"
+	wait_port "$NA" 5503
+	out=$(run "$NA" cli3 SHUNT_IVSHMEM="$R" "$SH" run -- "$TB" client 169.254.9.1:5503 16 100) ||
+		fail "within A: status $? ($out)"
+	wait "${pids##* }" || fail "within A: the server failed"
+	grep -q "upgraded: .*local medium" "$T/cli3.log" || fail "within A: not the local medium: $(cat "$T/cli3.log")"
+	say "within one namespace, its own address: $out, local medium"
+	show=$("$SH" vm show "$R")
+	! grep -q "in use\|answered\|^offer" <<<"$show" || fail "left in the region: $show"
+fi
+
+# --- 2. The shim's tests over a region --------------------------------------------------
+"$SH" vm region "$R-2" 32M --ring 512k >/dev/null || fail "shunt vm region $R-2"
+printf 'ivshmem %s 127.0.0.0/8\n' "$R-2" >"$T/conf"
+for t in t_shim_connect t_shim_data t_shim_epoll t_shim_fds t_shim_flags; do
+	[ -x "$B/tests/$t" ] || fail "no $B/tests/$t"
+	SHUNT_CONFIG=$T/conf timeout 120 "$B/tests/$t" >"$T/$t.out" 2>&1 || fail "$t over the region: status $?"
+	say "$t over the region: $(grep -c '  PASS  ' "$T/$t.out") cases passed"
+done
+show=$("$SH" vm show "$R-2")
+used=$(grep -c '^slot' <<<"$show")
+[ "$used" -gt 0 ] || fail "the shim's tests never used the region"
+! grep -q "in use\|answered\|^offer" <<<"$show" || fail "left in the region: $(grep "in use\|answered\|^offer" <<<"$show")"
+say "the shim's tests used $used slots of the region; none is left in use"
+exit 0
