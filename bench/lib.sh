@@ -37,6 +37,8 @@ cmd_record() {
 	local s="$*"
 	s=${s//$SHUNT_BUILD/build}
 	s=${s//$T/\$TMP}
+	# A private rendezvous directory (section 6's PostgreSQL user's).
+	s=$(printf '%s\n' "$s" | sed -E 's#SHUNT_DIR=/tmp/shunt-[A-Za-z0-9]+#SHUNT_DIR=$PGDIR#g')
 	if [ -n "${PORT_NOW:-}" ]; then
 		s=$(printf '%s\n' "$s" | sed -E "s/(^|[^0-9])$PORT_NOW([^0-9]|\$)/\\1PORT\\2/g; s/(^|[^0-9])$PORT_NOW([^0-9]|\$)/\\1PORT\\2/g")
 	fi
@@ -88,10 +90,12 @@ upgraded() {
 }
 
 # accel MIN NAME...: 1 if the runs' logs show at least MIN upgraded
-# connections (always 1 in TCP mode), else 0, with a note.  A few
-# connections left on TCP out of many (at least 95% upgraded: a server busy
-# past SHUNT_UPGRADE_MS leaves a connection on TCP, by design) still count,
-# with a note, since the figure is then nearly all shunt's.
+# connections (always 1 in TCP mode), else 0, with a note.  A connection
+# moves only once both ends have stepped through their meeting on their own
+# data calls (upgrade-calls, 16, then steps spaced further apart), so a few
+# of many busy connections can stay on TCP ("nopeer": the peer was busy
+# elsewhere for all 24 steps).  With at least 75% of them moved the figure
+# is still mostly shunt's: it counts, with a note.
 accel() {
 	local min=$1 n
 	shift
@@ -99,7 +103,7 @@ accel() {
 	n=$(upgraded "$@")
 	if [ "$n" -ge "$min" ]; then
 		echo 1
-	elif [ $((n * 100)) -ge $((min * 95)) ]; then
+	elif [ $((n * 100)) -ge $((min * 75)) ]; then
 		note "partly accelerated: $* logged $n of $min connections upgraded (the rest stayed on TCP); figure kept"
 		echo 1
 	else
