@@ -202,11 +202,6 @@ pairs_run() {
 			"${ports[i - 1]}" "$secs" 131072 "$at" >"$T/$tag-p$i-stream.out" 2>&1 &
 		pids+=($!)
 	done
-	# PAIRS_STAT=1: what `shunt stat` shows of these connections mid-stream.
-	if [ "${PAIRS_STAT:-0}" = 1 ]; then
-		sleep "$(calc "0.3 + 0.03 * $n + $secs / 2")"
-		"$SHUNT_BIN" stat --json 2>/dev/null | grep -E "\"server\":\"[^\"]*:($(IFS='|'; echo "${ports[*]}"))\"" >"$T/$tag-stat.json" || true
-	fi
 	for ((i = 1; i <= n; i++)); do wait "${pids[i - 1]}" || { note "$tag: stream client $i failed ($?): $(tail -n 2 "$T/$tag-p$i-stream.out" | tr '\n' ' ')"; rc=1; }; done
 	pids=()
 	at=$(at_in "$(calc "0.3 + 0.03 * $n")")
