@@ -162,6 +162,7 @@ for sec in "${SECTIONS[@]}"; do
 	SEC=$sec MD=$T/md/$(printf '%02d' $n)-$sec.md
 	t0=$SECONDS load=$(cut -d" " -f1 /proc/loadavg)
 	progress "$k" "${#PLAN[@]}" "$sec"
+	printf '%s\t%s\n' "$n" "$load" >>"$T/loads"
 	say "--- $n. $sec"
 	# A subshell: a failing step ends this section only, and its servers
 	# are killed by pid on the way out.
@@ -202,9 +203,15 @@ report=$OUT/REPORT.md
 	echo "TCP and shunt alternating round after round; a figure is the median of its"
 	echo "rounds. Each run starts its own servers, on a free port, with a fresh"
 	echo "rendezvous directory (\`SHUNT_DIR\`) for the whole run. Every shunt run logs"
-	echo "with \`SHUNT_LOG=info\`, and a figure whose runs did not log their connections"
-	echo "as upgraded is marked invalid (the idle and memory figures are checked with"
-	echo "\`shunt stat --json\` as well). The machine is small and shared: expect noise."
+	echo "with \`SHUNT_LOG=info\`. A connection starts on TCP and moves to shared memory"
+	echo "once one end has made \`upgrade-calls\` (16) data calls or carried"
+	echo "\`upgrade-bytes\` (256 KiB): a figure of long connections whose runs did not log"
+	echo "them as upgraded is marked invalid (the idle and memory figures are checked with"
+	echo "\`shunt stat --json\` as well), and so is a figure of short connections (section"
+	echo "6) where one moved or none was logged as \`stays on TCP: short\`. The machine is"
+	echo "small and shared with other work: expect noise, and read the load averages."
+	echo
+	echo "Load average (1 min) at the start of each section: $(cut -f2 "$T/loads" 2>/dev/null | tr '\n' ' ' | sed 's/ $//') (sections $(cut -f1 "$T/loads" 2>/dev/null | tr '\n' ' ' | sed 's/ $//'))."
 	echo
 	echo "## Targets"
 	echo
