@@ -1,10 +1,15 @@
 # shunt - GNU make build.  `make`, `make test`, `make demo`, `make bench`,
-# `make install`.
+# `make install`, `make deb`.
 # SAN=asan or SAN=tsan builds everything instrumented into build-$(SAN)/.
 # V=1 shows the commands.
 
 CC      ?= gcc
 PREFIX  ?= /usr/local
+# `shunt run` looks for the preload library in ../lib from its own binary:
+# the libraries go to $(PREFIX)/lib.
+LIBDIR  := $(PREFIX)/lib
+MANDIR  ?= $(PREFIX)/share/man
+DOCDIR  ?= $(PREFIX)/share/doc/shunt
 SAN     ?=
 CSTD    := -std=c11 -D_GNU_SOURCE
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
@@ -35,6 +40,12 @@ ALL_CFLAGS := $(CSTD) $(WARN) $(OPT) -fPIC -fvisibility=hidden $(INC) \
               $(SANFLAGS) $(CFLAGS) -MMD -MP
 ALL_LDFLAGS := $(SANFLAGS) $(LDFLAGS)
 
+# The version is the header's; the library's soname carries the major.
+MAJOR   := $(shell sed -n 's/^\#define SHUNT_VERSION_MAJOR //p' include/shunt.h)
+MINOR   := $(shell sed -n 's/^\#define SHUNT_VERSION_MINOR //p' include/shunt.h)
+VERSION := $(MAJOR).$(MINOR)
+SONAME  := libshunt.so.$(MAJOR)
+
 ifeq ($(V),1)
 Q :=
 else
@@ -57,7 +68,7 @@ endif
 TEST_LIB  := $(B)/tests/testlib.o
 EXAMPLES  := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
 
-.PHONY: all lib test demo bench install clean fuzz
+.PHONY: all lib deps test demo bench install deb clean fuzz
 # Keep test objects, or make deletes them as intermediates and relinks all.
 .SECONDARY: $(TEST_LIB) $(B)/tests/shimlib.o $(TEST_SRC:tests/%.c=$(B)/tests/%.o)
 all: lib $(B)/shunt $(TEST_BIN) $(TEST_SH) $(EXAMPLES)
@@ -88,7 +99,8 @@ $(B)/examples/%: examples/%.c include/shunt.h $(B)/libshunt.so
 $(B)/libshunt.so: $(LIB_OBJ) src/libshunt.map
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) -shared -o $@ $(LIB_OBJ) -Wl,--version-script=src/libshunt.map \
-		-Wl,-z,defs -Wl,-soname,libshunt.so $(ALL_LDFLAGS)
+		-Wl,-z,defs -Wl,-soname,$(SONAME) $(ALL_LDFLAGS)
+	$(Q)ln -sf libshunt.so $(B)/$(SONAME)
 
 # The LD_PRELOAD library: the core plus the socket shim, exporting only the
 # libc functions it wraps.
@@ -123,7 +135,14 @@ $(B)/tests/t_%: tests/t_%.sh
 	@mkdir -p $(@D)
 	$(Q)install -m 755 $< $@
 
-test: all
+# `make test` first installs what the tests need (tests/deps.sh: with
+# apt-get as root, else it prints the command and stops); NODEPS=1 skips
+# that, and the tests that need what is missing are skipped.
+deps:
+	$(Q)$(if $(filter 1,$(NODEPS)),:,tests/deps.sh)
+
+test: deps
+	$(Q)$(MAKE) --no-print-directory all
 	$(Q)tests/run.sh $(B)
 
 # The fuzzers for longer than the test suite gives them (FUZZ_SECONDS each).
@@ -143,17 +162,31 @@ demo: all
 bench: all
 	$(Q)bench/run.sh --build $(B) $(if $(filter 1,$(QUICK)),--quick) $(if $(BENCH_OUT),--out $(BENCH_OUT))
 
+# The library as libshunt.so.MAJOR.MINOR with the soname link and the
+# development link; the preload library; the CLI; the header, pkg-config's
+# file, the manual pages and an example config file.
 install: lib $(B)/shunt
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(PREFIX)/include \
+		$(DESTDIR)$(DOCDIR)/examples
 	install -m 755 $(B)/shunt $(DESTDIR)$(PREFIX)/bin/shunt
-	install -m 755 $(B)/libshunt.so $(DESTDIR)$(PREFIX)/lib/libshunt.so
-	install -m 755 $(B)/libshunt-preload.so $(DESTDIR)$(PREFIX)/lib/libshunt-preload.so
-	install -m 644 $(B)/libshunt.a $(DESTDIR)$(PREFIX)/lib/libshunt.a
+	install -m 755 $(B)/libshunt.so $(DESTDIR)$(LIBDIR)/libshunt.so.$(VERSION)
+	ln -sf libshunt.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libshunt.so
+	install -m 755 $(B)/libshunt-preload.so $(DESTDIR)$(LIBDIR)/libshunt-preload.so
+	install -m 644 $(B)/libshunt.a $(DESTDIR)$(LIBDIR)/libshunt.a
 	install -m 644 include/shunt.h $(DESTDIR)$(PREFIX)/include/shunt.h
-	@if ls man/*.[0-9] >/dev/null 2>&1; then \
-		for p in man/*.[0-9]; do s=$${p##*.}; \
-		install -d $(DESTDIR)$(PREFIX)/share/man/man$$s; \
-		install -m 644 $$p $(DESTDIR)$(PREFIX)/share/man/man$$s/; done; fi
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' src/shunt.pc.in \
+		>$(DESTDIR)$(LIBDIR)/pkgconfig/shunt.pc
+	install -m 644 examples/shunt.conf examples/echo.c examples/tcpbench.c $(DESTDIR)$(DOCDIR)/examples/
+	@for p in man/*.[0-9]; do s=$${p##*.}; \
+		install -d $(DESTDIR)$(MANDIR)/man$$s; \
+		echo "install -m 644 $$p $(DESTDIR)$(MANDIR)/man$$s/"; \
+		install -m 644 $$p $(DESTDIR)$(MANDIR)/man$$s/ || exit 1; done
+
+# A Debian package of `make install PREFIX=/usr`, built with dpkg-deb
+# (tools/mkdeb.sh): $(B)/shunt_VERSION_ARCH.deb.
+deb: lib $(B)/shunt
+	$(Q)tools/mkdeb.sh $(B) $(B)
 
 clean:
 	rm -rf build build-asan build-tsan

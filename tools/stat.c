@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -36,6 +37,9 @@ static const char *const state_names[] = { "free", "tcp", "meeting", "moved", "t
 struct opts {
 	int json, all, watch;
 };
+
+/* Where a listing goes: stdout, or a frame of --watch being built. */
+static FILE *out;
 
 struct seen {
 	dev_t dev;
@@ -80,22 +84,22 @@ static void show_proc(const struct arena_proc *p, const struct opts *o)
 	for (int i = 0; i < ARENA_WHY; i++)
 		stayed += p->why[i];
 	if (o->json) {
-		printf("{\"process\":%d,\"comm\":\"%s\",\"seen\":%llu,\"moved\":%llu,\"stayed\":{",
+		fprintf(out, "{\"process\":%d,\"comm\":\"%s\",\"seen\":%llu,\"moved\":%llu,\"stayed\":{",
 		       p->pid, comm, (unsigned long long)p->seen, (unsigned long long)p->moved);
 		for (int i = 0; i < ARENA_WHY; i++)
-			printf("%s\"%s\":%llu", i ? "," : "", why_names[i],
+			fprintf(out, "%s\"%s\":%llu", i ? "," : "", why_names[i],
 			       (unsigned long long)p->why[i]);
-		printf("}}\n");
+		fprintf(out, "}}\n");
 		return;
 	}
-	printf("%7d %-16s %8llu %8llu %8llu ", p->pid, comm, (unsigned long long)p->seen,
+	fprintf(out, "%7d %-16s %8llu %8llu %8llu ", p->pid, comm, (unsigned long long)p->seen,
 	       (unsigned long long)p->moved, stayed);
 	int any = 0;
 	for (int i = 0; i < ARENA_WHY; i++)
 		if (p->why[i])
-			printf("%s%s %llu", any++ ? ", " : "", why_names[i],
+			fprintf(out, "%s%s %llu", any++ ? ", " : "", why_names[i],
 			       (unsigned long long)p->why[i]);
-	printf("\n");
+	fprintf(out, "\n");
 }
 
 static void show_slot(const struct arena_slot_view *v, const struct opts *o)
@@ -111,7 +115,7 @@ static void show_slot(const struct arena_slot_view *v, const struct opts *o)
 			k += snprintf(pids + k, sizeof(pids) - (size_t)k, "%s%d", k ? "," : "",
 				      v->holders[i]);
 	if (o->json) {
-		printf("{\"pids\":[%s],\"local\":\"%s\",\"peer\":\"%s\",\"state\":\"%s\","
+		fprintf(out, "{\"pids\":[%s],\"local\":\"%s\",\"peer\":\"%s\",\"state\":\"%s\","
 		       "\"bytes_in\":%llu,\"bytes_out\":%llu,\"calls\":%llu,\"why\":\"%s\","
 		       "\"phase\":%u,\"flags\":%u}\n",
 		       pids, l, r, st, (unsigned long long)v->bytes_in,
@@ -120,7 +124,7 @@ static void show_slot(const struct arena_slot_view *v, const struct opts *o)
 		       v->phase, v->flags);
 		return;
 	}
-	printf("%-12s %-24s %-24s %-8s %14llu %14llu\n", pids, l, r, st,
+	fprintf(out, "%-12s %-24s %-24s %-8s %14llu %14llu\n", pids, l, r, st,
 	       (unsigned long long)v->bytes_in, (unsigned long long)v->bytes_out);
 }
 
@@ -200,11 +204,11 @@ static void scan(const struct opts *o, int pass)
 static void once(const struct opts *o)
 {
 	if (!o->json)
-		printf("%7s %-16s %8s %8s %8s %s\n", "PID", "PROGRAM", "SEEN", "MOVED", "ON TCP",
+		fprintf(out, "%7s %-16s %8s %8s %8s %s\n", "PID", "PROGRAM", "SEEN", "MOVED", "ON TCP",
 		       "WHY ON TCP");
 	scan(o, 0);
 	if (!o->json)
-		printf("\n%-12s %-24s %-24s %-8s %14s %14s\n", "PIDS", "LOCAL", "PEER", "STATE",
+		fprintf(out, "\n%-12s %-24s %-24s %-8s %14s %14s\n", "PIDS", "LOCAL", "PEER", "STATE",
 		       "BYTES IN", "BYTES OUT");
 	scan(o, 1);
 }
@@ -224,10 +228,79 @@ static void usage(FILE *f)
 		   "  --watch  refresh every second, like top (Ctrl-C to stop)\n");
 }
 
+/* One frame of --watch on a terminal, like top: the cursor goes home, each
+ * line overwrites the one before it and erases what is left of it, lines
+ * that would not fit above the window's last row (where the cursor rests:
+ * a newline there would scroll) are cut, the last shown saying how many,
+ * and what the previous frame had below is erased.  So nothing scrolls or
+ * flickers. */
+static void draw(const char *frame, size_t len, int first)
+{
+	struct winsize ws;
+	int rows = ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_row > 1 ? ws.ws_row : 0;
+	int lines = 0, shown = 0;
+
+	for (size_t i = 0; i < len; i++)
+		lines += frame[i] == '\n';
+	fputs(first ? "\033[H\033[2J" : "\033[H", stdout);
+	for (const char *p = frame, *end = frame + len; p < end;) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+		if (rows && shown == rows - 2 && lines > rows - 1) {
+			printf("... %d more lines (a taller window shows them)\033[K\n", lines - shown);
+			break;
+		}
+		printf("%.*s\033[K\n", (int)n, p);
+		shown++;
+		p += n + 1;
+	}
+	fputs("\033[J", stdout);
+}
+
+static _Noreturn void watch(const struct opts *o)
+{
+	int tty = isatty(STDOUT_FILENO);
+	struct timespec tick;
+
+	/* A frame a second on the clock, however long a scan takes (reading
+	 * every process's fds, as root on a busy host, takes a while). */
+	clock_gettime(CLOCK_MONOTONIC, &tick);
+	for (int first = 1;; first = 0) {
+		char *frame = NULL;
+		size_t len = 0;
+		out = tty ? open_memstream(&frame, &len) : stdout;
+		if (!out) {
+			out = stdout;
+			tty = 0;
+		}
+		time_t now = time(NULL);
+		fprintf(out, "shunt stat, %s", ctime(&now));
+		once(o);
+		if (tty) {
+			fclose(out);
+			draw(frame, len, first);
+			free(frame);
+		} else {
+			putchar('\n');
+		}
+		fflush(stdout);
+		struct timespec now_ts;
+		tick.tv_sec++;
+		clock_gettime(CLOCK_MONOTONIC, &now_ts);
+		if (now_ts.tv_sec > tick.tv_sec ||
+		    (now_ts.tv_sec == tick.tv_sec && now_ts.tv_nsec >= tick.tv_nsec))
+			tick = now_ts; /* late: the next frame now, and a second after */
+		else
+			while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &tick, NULL) == EINTR)
+				;
+	}
+}
+
 int stat_main(int argc, char **argv)
 {
 	struct opts o = { 0 };
 
+	out = stdout;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--json")) {
 			o.json = 1;
@@ -248,14 +321,5 @@ int stat_main(int argc, char **argv)
 		once(&o);
 		return 0;
 	}
-	int tty = isatty(STDOUT_FILENO);
-	for (;;) {
-		if (tty)
-			printf("\033[H\033[2J");
-		time_t now = time(NULL);
-		printf("shunt stat, %s", ctime(&now));
-		once(&o);
-		fflush(stdout);
-		sleep(1);
-	}
+	watch(&o);
 }
