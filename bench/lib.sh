@@ -266,3 +266,29 @@ order() { [ $(($1 % 2)) = 1 ] && echo "tcp shunt" || echo "shunt tcp"; }
 # aside, to list them later under their own heading.
 cmds_stash() { mv "$T/cmds-$SEC" "$T/cmds-$SEC-$1" 2>/dev/null || : >"$T/cmds-$SEC-$1"; }
 cmds_unstash() { mv "$T/cmds-$SEC-$1" "$T/cmds-$SEC"; }
+
+# --- The headline table ----------------------------------------------------
+
+# moved_in GLOB...: what the library logged of the connections in the
+# shunt runs' logs matching $T/GLOB.log: "N moved, M short, K nopeer"
+# (upgraded lines, and 'stays on TCP: short' / 'nopeer'), or "no log".
+moved_in() {
+	local logs=() g x
+	for g in "$@"; do
+		# shellcheck disable=SC2206 # a glob
+		for x in $T/$g.log; do [ ! -e "$x" ] || logs+=("$x"); done
+	done
+	[ ${#logs[@]} -gt 0 ] || { echo "no log"; return; }
+	echo "$(count_upgraded "${logs[@]}") moved, $(count_stays short "${logs[@]}") short, $(count_stays nopeer "${logs[@]}") nopeer"
+}
+
+# headline LABEL UNIT TCP SHUNT RATIO VALID MOVED: a row of the report's
+# first table (every workload TCP against shunt, one run) and a line in the
+# section saying what the library logged of its connections.
+headline() {
+	local label=$1 unit=$2 tv=$3 sv=$4 r=$5 valid=$6 moved=$7
+	local mark=""
+	[ "$valid" = 1 ] || mark=" (invalid)"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$unit" "$(fmt1 "$tv")" "$(fmt1 "$sv")" "${r}x$mark" "$moved" >>"$T/headline.tsv"
+	md "" "_$label: shunt/TCP ${r}x$mark; connections under shunt, from the library's logs: ${moved}._"
+}

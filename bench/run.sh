@@ -80,6 +80,7 @@ ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 OUT=$T/out DATA=$T/out/data
 mkdir -p "$DATA" "$T/md"
 : >"$T/targets.tsv"
+: >"$T/headline.tsv"
 : >"$T/notes.md"
 
 # The targets set by the project's issues: id, what, required.
@@ -184,6 +185,14 @@ for sec in "${SECTIONS[@]}"; do
 done
 printf '%s: [done] %d section(s) in %s\n' "$APPS_NAME" "${#PLAN[@]}" "$(human $((SECONDS - t_start)))" >&2
 
+# headline_md: the headline table, every workload's TCP and shunt figures
+# and their ratio, with what the library logged of the connections.
+headline_md() {
+	echo "| workload | unit | TCP | shunt | shunt/TCP | connections under shunt (library's logs, all rounds: ends logged moved / short / nopeer) |"
+	echo "|---|---|---|---|---|---|"
+	awk -F'\t' '{ printf "| %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6 }' "$T/headline.tsv"
+}
+
 # --- The report ----------------------------------------------------------
 report=$OUT/REPORT.md
 {
@@ -212,6 +221,17 @@ report=$OUT/REPORT.md
 	echo "small and shared with other work: expect noise, and read the load averages."
 	echo
 	echo "Load average (1 min) at the start of each section: $(cut -f2 "$T/loads" 2>/dev/null | tr '\n' ' ' | sed 's/ $//') (sections $(cut -f1 "$T/loads" 2>/dev/null | tr '\n' ' ' | sed 's/ $//'))."
+	echo
+	echo "## Side by side"
+	echo
+	echo "Every workload, TCP and shunt in this one run (medians; the sections below"
+	echo "give each round). shunt/TCP: above 1 is better for rates (req/s, tps, MB/s,"
+	echo "Gbit/s, conn/s), below 1 is better for times (us). A connection moves only"
+	echo "after 16 data calls or 256 KiB, so the short-connection rows must show"
+	echo "0 moved (they stay on TCP by design); \"(invalid)\" marks a figure whose"
+	echo "logs did not show what it needs."
+	echo
+	if [ -s "$T/headline.tsv" ]; then headline_md; else echo "Nothing measured."; fi
 	echo
 	echo "## Targets"
 	echo
@@ -256,4 +276,10 @@ report=$OUT/REPORT.md
 rm -rf "$FINAL/data"
 rm -f "$FINAL"/*.svg "$FINAL/REPORT.md"
 cp -R "$OUT"/. "$FINAL"/
+# The side-by-side table on the terminal too.
+if [ -s "$T/headline.tsv" ]; then
+	echo
+	awk -F'\t' 'BEGIN { printf "%-76s %-7s %10s %10s %9s  %s\n", "workload", "unit", "TCP", "shunt", "shunt/TCP", "under shunt (logs)" }
+		{ printf "%-76s %-7s %10s %10s %9s  %s\n", substr($1, 1, 76), $2, $3, $4, $5, $6 }' "$T/headline.tsv"
+fi
 say "wrote $FINAL/REPORT.md ($((SECONDS - t_start)) s)"

@@ -48,6 +48,8 @@ section_streams() {
 		# shellcheck disable=SC2086 # lists of numbers
 		t=$(median $tv) s=$(median $sv)
 		rr=$(ratio "$s" "$t")
+		[ "$l" != 128K ] || headline "iperf3 -l 128K, one stream" Gbit/s "$t" "$s" "$rr" "$valid" \
+			"client: $(moved_in "iperf3-shunt-*-$l")"
 		[ "$valid" = 1 ] || s=invalid
 		tsv iperf3-summary.tsv TCP "$l" "$t"
 		tsv iperf3-summary.tsv shunt "$l" "$s"
@@ -92,6 +94,8 @@ section_streams() {
 	rr=$(ratio "$s" "$t")
 	md "" "| | TCP | shunt | shunt/TCP | per round (TCP; shunt) |" "|---|---|---|---|---|"
 	md "| median latency (sockperf: half a round trip), us | $(fmt "$t" 2) | $(fmt "$s" 2)$(valid_mark "$valid") | ${rr}x | $(fmt1 $tv); $(fmt1 $sv) |"
+	headline "sockperf ping-pong 64 B, median latency" us "$t" "$s" "$rr" "$valid" \
+		"both ends: $(moved_in "sockperf-shunt-*")"
 	target sockperf "${rr}x ($(fmt "$s" 2) vs $(fmt "$t" 2) us)" "$(verdict '<=' "$rr" 0.2 "$valid")"
 	md_commands
 }

@@ -47,6 +47,12 @@ section_pairs() {
 		tsv pairs-rtt.tsv TCP "$n" "$tr"
 		tsv pairs-rtt.tsv shunt "$n" "$sr"
 		md "| $n | $(fmt "$tm") | $(fmt "$sm")$(valid_mark "$valid") | ${r1}x | $(fmt "$tr" 2) | $(fmt "$sr" 2)$(valid_mark "$valid") | ${r2}x |"
+		if [ "$n" = "${ns[0]}" ]; then
+			headline "tcpbench stream, 128 KiB writes, $n pair(s) (aggregate)" MB/s "$tm" "$sm" "$r1" "$valid" \
+				"$(moved_in "pairs-shunt-$n-*-p*-stream" "pairs-shunt-$n-*-p*-srv")"
+			headline "tcpbench ping-pong 64 B, $n pair(s), median round trip" us "$tr" "$sr" "$r2" "$valid" \
+				"$(moved_in "pairs-shunt-$n-*-p*-pingpong")"
+		fi
 	done
 	plot pairs-throughput "N pairs: aggregate stream throughput" "concurrent pairs (log)" "MB/s" \
 		pairs-throughput.tsv -v logx=1

@@ -119,10 +119,14 @@ setup_tcpbench() {
 	tsv setup-summary.tsv TCP "connect" "$SHORT_T"
 	tsv setup-summary.tsv shunt "connect" "$([ "$SHORT_V" = 1 ] && echo "$SHORT_S" || echo invalid)"
 	target setup "${SHORT_R}x ($(fmt "$SHORT_S") vs $(fmt "$SHORT_T") conn/s)" "$(verdict '>=' "$SHORT_R" 1.0 "$SHORT_V")"
+	headline "short connections: tcpbench connect (connect, 1 byte each way, close)" conn/s "$SHORT_T" "$SHORT_S" "$SHORT_R" "$SHORT_V" \
+		"both ends: $(moved_in "setup-shunt-data-*")"
 	short_row "no data (connect, accept, close)" setup.tsv nodata
 	tsv setup-summary.tsv TCP "connect0" "$SHORT_T"
 	tsv setup-summary.tsv shunt "connect0" "$([ "$SHORT_V" = 1 ] && echo "$SHORT_S" || echo invalid)"
 	target setup0 "${SHORT_R}x ($(fmt "$SHORT_S") vs $(fmt "$SHORT_T") conn/s)" "$(verdict '>=' "$SHORT_R" 1.0 "$SHORT_V")"
+	headline "short connections: tcpbench connect0 (connect, accept, close)" conn/s "$SHORT_T" "$SHORT_S" "$SHORT_R" "$SHORT_V" \
+		"both ends: $(moved_in "setup-shunt-nodata-*")"
 	md_commands
 }
 
@@ -199,6 +203,8 @@ setup_nginx_close() {
 		tsv setup-summary.tsv TCP "nginx close -c $c" "$SHORT_T"
 		tsv setup-summary.tsv shunt "nginx close -c $c" "$([ "$SHORT_V" = 1 ] && echo "$SHORT_S" || echo invalid)"
 		target "nginx-close-c$c" "${SHORT_R}x ($(fmt "$SHORT_S") vs $(fmt "$SHORT_T") req/s)" "$(verdict '>=' "$SHORT_R" 1.0 "$SHORT_V")"
+		headline "nginx (2 workers) 4 KiB, wrk -H \"Connection: close\" -c $c" req/s "$SHORT_T" "$SHORT_S" "$SHORT_R" "$SHORT_V" \
+			"wrk: $(moved_in "wrkclose-shunt-*-c$c"); nginx (every -c): $(moved_in "ngclose-shunt-*-srv")"
 	done
 	md_commands
 }
@@ -206,7 +212,7 @@ setup_nginx_close() {
 # --- 6c. redis-benchmark -k 0 ---------------------------------------------------
 setup_redis_k0() {
 	local rounds=3 n=20000 c=8
-	[ "$QUICK" = 1 ] && rounds=1 n=2000
+	[ "$QUICK" = 1 ] && rounds=1 n=1000
 	md "" "### $1c. redis-benchmark \`-k 0\`" "" \
 		"redis-server (no persistence) per round and mode; \`redis-benchmark -k 0\` (no" \
 		"keep-alive: a new connection for every request) runs SET and GET, $n requests" \
@@ -250,6 +256,8 @@ setup_redis_k0() {
 		if [ "$lo" = nan ] || awk -v a="$SHORT_R" -v b="$lo" 'BEGIN { exit !(a == "nan" || a + 0 < b + 0) }'; then
 			lo=$SHORT_R what="$t: $(fmt "$SHORT_S") vs $(fmt "$SHORT_T") req/s"
 		fi
+		headline "redis-benchmark -t set,get -c $c -k 0, $t (a connection per request)" req/s "$SHORT_T" "$SHORT_S" "$SHORT_R" "$SHORT_V" \
+			"both ends, GET and SET: $(moved_in "rk0-shunt-*")"
 	done
 	target redis-k0 "${lo}x ($what)" "$(verdict '>=' "$lo" 1.0 "$lov")"
 	md_commands
@@ -350,6 +358,8 @@ setup_pgbench() {
 	short_row "pgbench -C -S -c $c" pgbench.tsv "-C -S" 1
 	tsv setup-summary.tsv TCP "pgbench -C -S" "$SHORT_T"
 	tsv setup-summary.tsv shunt "pgbench -C -S" "$([ "$SHORT_V" = 1 ] && echo "$SHORT_S" || echo invalid)"
+	headline "pgbench -C -S -c $c (a connection per transaction)" tps "$SHORT_T" "$SHORT_S" "$SHORT_R" "$SHORT_V" \
+		"pgbench: $(moved_in "pgbench-shunt-*"); postgres: $(moved_in "pg-shunt-*-srv")"
 	target pgbench-C "${SHORT_R}x ($(fmt "$SHORT_S" 1) vs $(fmt "$SHORT_T" 1) tps)" "$(verdict '>=' "$SHORT_R" 1.0 "$SHORT_V")"
 	md_commands "Commands (as the user postgres when run as root; each run over TCP, and again with \`LD_PRELOAD=build/libshunt-preload.so\` for both the server and pgbench; PORT is a free port, \$TMP the temp dir of the run):"
 }
@@ -412,6 +422,8 @@ setup_plain() {
 		if [ "$lo" = nan ] || awk -v a="$SHORT_R" -v b="$lo" 'BEGIN { exit !(a == "nan" || a + 0 < b + 0) }'; then
 			lo=$SHORT_R what="$kind: $(fmt "$SHORT_S") vs $(fmt "$SHORT_T") req/s"
 		fi
+		headline "nginx (2 workers) under shunt, plain wrk -c $c, $kind (TCP: without shunt)" req/s "$SHORT_T" "$SHORT_S" "$SHORT_R" "$SHORT_V" \
+			"nginx (no peer to meet): $(moved_in "ngplain-shunt-*-srv")"
 	done
 	target plain-clients "${lo}x ($what$([ "$QUICK" = 1 ] && echo '; keep-alive only, quick'))" "$(verdict '>=' "$lo" 0.95 "$lov")"
 	md_commands "Commands (the server with and without \`LD_PRELOAD=build/libshunt-preload.so\`; wrk always without; PORT is a free port, \$TMP the temp dir of the run):"

@@ -31,6 +31,7 @@
 #
 # Usage: bench/sockmap_compare.sh [--quick] [--rounds N] [--only LIST]
 #                                 [--modes LIST] [--out FILE] [--tsv FILE]
+#                                 [--logs DIR]
 #   --quick      1 s runs, 2 rounds (about 40 s; default about 2 minutes)
 #   --tiny       1 s runs and few redis requests, 1 round (bench/run.sh
 #                --quick: it exercises the script, its figures are rough)
@@ -42,6 +43,8 @@
 #   --tsv FILE   also write the figures as TSV to FILE: figure, unit,
 #                better (higher|lower), mode, median, valid (1|0), the
 #                per-round values (for bench/run.sh)
+#   --logs DIR   copy the shunt runs' logs (SHUNT_LOG=info, NAME.log for
+#                each server and client) into DIR at the end
 # Needs root (BPF), clang, libbpf-dev; iperf3, sockperf, redis-server,
 # redis-benchmark, jq, ss.  SOCKMAP_BUILD: where the BPF object and loader
 # are built (default build/sockmap); SHUNT_BUILD: the shunt build (default
@@ -59,7 +62,7 @@ usage() {
 	exit 2
 }
 
-quick=0 rounds='' only=iperf3,sockperf,redis out='' tsv_out='' modes=tcp,sockmap,shunt
+quick=0 rounds='' only=iperf3,sockperf,redis out='' tsv_out='' logs_out='' modes=tcp,sockmap,shunt
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick) quick=1 ;;
@@ -69,6 +72,7 @@ while [ $# -gt 0 ]; do
 	--modes) modes=${2:?}; shift ;;
 	--out) out=${2:?}; shift ;;
 	--tsv) tsv_out=${2:?}; shift ;;
+	--logs) logs_out=${2:?}; shift ;;
 	-h | --help) usage ;;
 	*) echo "sockmap_compare.sh: unknown option '$1'" >&2; usage ;;
 	esac
@@ -404,3 +408,7 @@ echo
 cat "$report"
 [ -z "$out" ] || cp "$report" "$out"
 [ -z "$tsv_out" ] || cp "$T/figures.tsv" "$tsv_out"
+if [ -n "$logs_out" ]; then
+	mkdir -p "$logs_out"
+	for f in "$T"/*-shunt-*.log; do [ ! -e "$f" ] || cp "$f" "$logs_out"/; done
+fi
