@@ -80,7 +80,7 @@ apps_redis() {
 # --- nginx + wrk -----------------------------------------------------------
 apps_nginx() {
 	local rounds=$1 conns=(1 2 4 8 16 32 64 128 256) d=2
-	[ "$QUICK" = 1 ] && conns=(1 64) d=1
+	[ "$QUICK" = 1 ] && conns=(64) d=1
 	md "" "### nginx + wrk" "" \
 		"nginx (a master and 2 workers, sendfile, keep-alive, no access log) serves a" \
 		"4 KiB file; wrk (\`-t\` 1 or 2) keeps \`-c\` connections busy for $d s;" \
