@@ -285,6 +285,12 @@ setup_pgbench() {
 		"forks a backend for every one). tps including connection time, median of" \
 		"$rounds round(s). As root everything runs as the user postgres. Under shunt the" \
 		"server's (every backend's) and pgbench's logs must show every connection short."
+	# initdb and two postgres start-ups take 10 s and more on a loaded
+	# 2-CPU machine: not in a quick run.
+	if [ "$QUICK" = 1 ]; then
+		md "" "Not run in a quick run (initdb and the server's start-ups take too long)."
+		return 0
+	fi
 	tsv_head pgbench.tsv round mode test tps valid
 	local bindir pguser as=() p
 	bindir=$(pg_bindir)

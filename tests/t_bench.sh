@@ -12,7 +12,7 @@ lib=$(dirname "$0")/apps_lib.sh
 
 apps_init bench
 # What the quick suite drives; without one, a section has no data.
-need NPtcp iperf3 sockperf redis-server redis-benchmark nginx wrk memcached memcaslap jq
+need NPtcp iperf3 redis-server redis-benchmark nginx wrk jq
 runner=$APPS_SRC/bench/run.sh
 [ -x "$runner" ] || fail "no $runner"
 [ -x "$SHUNT_BUILD/examples/tcpbench" ] || skip "no $SHUNT_BUILD/examples/tcpbench (make)"
@@ -22,7 +22,8 @@ before=unknown
 if git -C "$APPS_SRC" rev-parse --short HEAD >/dev/null 2>&1; then
 	before=$(git -C "$APPS_SRC" rev-parse --short HEAD)
 fi
-# The quick suite takes about 70 s here; tests/run.sh allows 120.
+# The quick suite takes about 60 s on a quiet 2-CPU machine (more when
+# other jobs load it); tests/run.sh allows 120.
 timeout -k 5 112 "$runner" --quick --build "$SHUNT_BUILD" --out "$out" >"$T/run.out" 2>&1 ||
 	fail "bench/run.sh --quick exited with status $? (see run.out)"
 say "quick suite: $(tail -n 1 "$T/run.out")"
@@ -74,9 +75,8 @@ ns=$(printf '%s\n' "$srows" | grep -c '^|' || true)
 bad=$(printf '%s\n' "$srows" | awk -F'|' 'NF != 8 || $6 !~ /^ (nan|[0-9.]+)x( \(invalid\))? $/ || $7 !~ /(moved|no log)/' | head -n 3)
 [ -z "$bad" ] || fail "malformed side-by-side rows: $bad"
 want=("Connection: close\" -c 8" "redis-benchmark -t set,get -c 8 -k 0, GET" "plain wrk" "tcpbench connect "
-	"tcpbench stream" "tcpbench ping-pong" "iperf3" "sockperf")
+	"tcpbench stream" "tcpbench ping-pong" "iperf3")
 # The rows whose programs or privileges this machine may lack.
-! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || want+=("pgbench -C -S")
 ! command -v mpirun >/dev/null 2>&1 || want+=("Open MPI")
 [ "$(id -u)" != 0 ] || ! command -v clang >/dev/null 2>&1 || want+=("eBPF sockmap")
 for e in "${want[@]}"; do
