@@ -156,8 +156,9 @@ demo: all
 	$(Q)tools/demo.sh $(B)
 
 # The evaluation suite: TCP vs shunt side by side, written up as
-# docs/bench/REPORT.md (charts and data beside it); about 12 minutes.
-# QUICK=1: a subset in under 2 minutes, into $(B)/bench-quick/.
+# docs/bench/REPORT.md (charts and data beside it; the side-by-side table
+# on the terminal too); about 20 minutes.  bench/REPORT.md sums up a run.
+# QUICK=1: a subset in about a minute, into $(B)/bench-quick/.
 # BENCH_OUT=DIR writes elsewhere.
 bench: all
 	$(Q)bench/run.sh --build $(B) $(if $(filter 1,$(QUICK)),--quick) $(if $(BENCH_OUT),--out $(BENCH_OUT))

@@ -37,6 +37,8 @@ cmd_record() {
 	local s="$*"
 	s=${s//$SHUNT_BUILD/build}
 	s=${s//$T/\$TMP}
+	# A private rendezvous directory (section 6's PostgreSQL user's).
+	s=$(printf '%s\n' "$s" | sed -E 's#SHUNT_DIR=/tmp/shunt-[A-Za-z0-9]+#SHUNT_DIR=$PGDIR#g')
 	if [ -n "${PORT_NOW:-}" ]; then
 		s=$(printf '%s\n' "$s" | sed -E "s/(^|[^0-9])$PORT_NOW([^0-9]|\$)/\\1PORT\\2/g; s/(^|[^0-9])$PORT_NOW([^0-9]|\$)/\\1PORT\\2/g")
 	fi
@@ -88,10 +90,12 @@ upgraded() {
 }
 
 # accel MIN NAME...: 1 if the runs' logs show at least MIN upgraded
-# connections (always 1 in TCP mode), else 0, with a note.  A few
-# connections left on TCP out of many (at least 95% upgraded: a server busy
-# past SHUNT_UPGRADE_MS leaves a connection on TCP, by design) still count,
-# with a note, since the figure is then nearly all shunt's.
+# connections (always 1 in TCP mode), else 0, with a note.  A connection
+# moves only once both ends have stepped through their meeting on their own
+# data calls (upgrade-calls, 16, then steps spaced further apart), so a few
+# of many busy connections can stay on TCP ("nopeer": the peer was busy
+# elsewhere for all 24 steps).  With at least 75% of them moved the figure
+# is still mostly shunt's: it counts, with a note.
 accel() {
 	local min=$1 n
 	shift
@@ -99,7 +103,7 @@ accel() {
 	n=$(upgraded "$@")
 	if [ "$n" -ge "$min" ]; then
 		echo 1
-	elif [ $((n * 100)) -ge $((min * 95)) ]; then
+	elif [ $((n * 100)) -ge $((min * 75)) ]; then
 		note "partly accelerated: $* logged $n of $min connections upgraded (the rest stayed on TCP); figure kept"
 		echo 1
 	else
@@ -198,11 +202,6 @@ pairs_run() {
 			"${ports[i - 1]}" "$secs" 131072 "$at" >"$T/$tag-p$i-stream.out" 2>&1 &
 		pids+=($!)
 	done
-	# PAIRS_STAT=1: what `shunt stat` shows of these connections mid-stream.
-	if [ "${PAIRS_STAT:-0}" = 1 ]; then
-		sleep "$(calc "0.3 + 0.03 * $n + $secs / 2")"
-		"$SHUNT_BIN" stat --json 2>/dev/null | grep -E "\"server\":\"[^\"]*:($(IFS='|'; echo "${ports[*]}"))\"" >"$T/$tag-stat.json" || true
-	fi
 	for ((i = 1; i <= n; i++)); do wait "${pids[i - 1]}" || { note "$tag: stream client $i failed ($?): $(tail -n 2 "$T/$tag-p$i-stream.out" | tr '\n' ' ')"; rc=1; }; done
 	pids=()
 	at=$(at_in "$(calc "0.3 + 0.03 * $n")")
@@ -267,3 +266,29 @@ order() { [ $(($1 % 2)) = 1 ] && echo "tcp shunt" || echo "shunt tcp"; }
 # aside, to list them later under their own heading.
 cmds_stash() { mv "$T/cmds-$SEC" "$T/cmds-$SEC-$1" 2>/dev/null || : >"$T/cmds-$SEC-$1"; }
 cmds_unstash() { mv "$T/cmds-$SEC-$1" "$T/cmds-$SEC"; }
+
+# --- The headline table ----------------------------------------------------
+
+# moved_in GLOB...: what the library logged of the connections in the
+# shunt runs' logs matching $T/GLOB.log: "N moved, M short, K nopeer"
+# (upgraded lines, and 'stays on TCP: short' / 'nopeer'), or "no log".
+moved_in() {
+	local logs=() g x
+	for g in "$@"; do
+		# shellcheck disable=SC2206 # a glob
+		for x in $T/$g.log; do [ ! -e "$x" ] || logs+=("$x"); done
+	done
+	[ ${#logs[@]} -gt 0 ] || { echo "no log"; return; }
+	echo "$(count_upgraded "${logs[@]}") moved, $(count_stays short "${logs[@]}") short, $(count_stays nopeer "${logs[@]}") nopeer"
+}
+
+# headline LABEL UNIT TCP SHUNT RATIO VALID MOVED: a row of the report's
+# first table (every workload TCP against shunt, one run) and a line in the
+# section saying what the library logged of its connections.
+headline() {
+	local label=$1 unit=$2 tv=$3 sv=$4 r=$5 valid=$6 moved=$7
+	local mark=""
+	[ "$valid" = 1 ] || mark=" (invalid)"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$unit" "$(fmt1 "$tv")" "$(fmt1 "$sv")" "${r}x$mark" "$moved" >>"$T/headline.tsv"
+	md "" "_$label: shunt/TCP ${r}x$mark; connections under shunt, from the library's logs: ${moved}._"
+}

@@ -10,11 +10,11 @@
 # marked invalid.  The report is written only by this script.
 #
 # Usage: bench/run.sh [--quick] [--out DIR] [--only LIST] [--build DIR]
-#   --quick      a subset of every section: short runs, 1 round (< 2 min)
+#   --quick      a subset of every section: short runs, 1 round (about 1 min)
 #   --out DIR    where REPORT.md, the SVGs and data/ go (default docs/bench,
 #                with --quick build/bench-quick)
 #   --only LIST  comma-separated sections: netpipe,streams,pairs,ring,cpu,
-#                setup,apps,memory (default: all)
+#                setup,apps,memory,mpi,sockmap (default: all)
 #   --build DIR  the build to measure (default: $SHUNT_BUILD, else build/)
 # Exit status: 0 once the report is written (targets missed or not), 1 if
 # it could not be, 2 on a usage error.
@@ -28,7 +28,7 @@ usage() {
 	exit 2
 }
 
-QUICK=0 OUT='' ONLY=netpipe,streams,pairs,ring,cpu,setup,apps,memory build=${SHUNT_BUILD:-$SRC/build}
+QUICK=0 OUT='' ONLY=netpipe,streams,pairs,ring,cpu,setup,apps,memory,mpi,sockmap build=${SHUNT_BUILD:-$SRC/build}
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick) QUICK=1 ;;
@@ -59,7 +59,8 @@ fi
 # The sections, s1_netpipe.sh ... s8_memory.sh: s<digit>_ only, for
 # bench/sockmap_compare.sh is a script of its own (sourced here, it ran
 # the whole sockmap comparison before the first section).
-for s in "$BENCH_DIR"/s[0-9]_*.sh; do
+for s in "$BENCH_DIR"/s[0-9]_*.sh "$BENCH_DIR"/s[0-9][0-9]_*.sh; do
+	[ -e "$s" ] || continue
 	# shellcheck source=/dev/null
 	. "$s"
 done
@@ -79,6 +80,7 @@ ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 OUT=$T/out DATA=$T/out/data
 mkdir -p "$DATA" "$T/md"
 : >"$T/targets.tsv"
+: >"$T/headline.tsv"
 : >"$T/notes.md"
 
 # The targets set by the project's issues: id, what, required.
@@ -98,12 +100,29 @@ TARGETS=(
 	"nginx-min|nginx+wrk 4 KiB keep-alive, lowest shunt/TCP at any -c 1..256|>= 1.0x"
 	"pairs-throughput|1..16 pairs: lowest aggregate throughput shunt/TCP at any N|>= 1.0x"
 	"pairs-rtt|1..16 pairs: highest median round trip shunt/TCP at any N|<= 1.0x"
-	"idle|1000 idle accelerated connections: CPU of both processes|< 1% of a core"
-	"setup|connection set-up (connect, 1 byte each way, close): rate vs TCP|>= 0.8x"
-	"setup0|connection set-up with no data (connect, accept, close): rate vs TCP|>= 0.8x"
+	"idle|1000 idle connections, moved to shared memory before they went idle: CPU of both processes|< 1% of a core"
+	"setup|connection set-up (connect, 1 byte each way, close; tcpbench connect), short so on TCP: rate vs TCP|>= 1.0x"
+	"setup0|connection set-up with no data (connect, accept, close; tcpbench connect0): rate vs TCP|>= 1.0x"
+	"nginx-close-c1|nginx (2 workers) + wrk 4 KiB, Connection: close, -c 1: requests/s vs TCP|>= 1.0x"
+	"nginx-close-c8|nginx (2 workers) + wrk 4 KiB, Connection: close, -c 8: requests/s vs TCP|>= 1.0x"
+	"nginx-close-c64|nginx (2 workers) + wrk 4 KiB, Connection: close, -c 64: requests/s vs TCP|>= 1.0x"
+	"redis-k0|redis-benchmark -k 0 (a connection per request), lowest of GET and SET: requests/s vs TCP|>= 1.0x"
+	"pgbench-C|pgbench -C -S (PostgreSQL, a connection per transaction): tps vs TCP|>= 1.0x"
+	"plain-clients|a server under shunt (nginx, 2 workers) loaded by plain clients (wrk without shunt), lowest of keep-alive and Connection: close: requests/s vs the same server without shunt|>= 0.95x"
+	"mpi-lat|Open MPI --mca btl tcp,self, 2 ranks: 8-byte ping-pong latency vs TCP|<= 0.5x"
+	"mpi-bw|Open MPI --mca btl tcp,self, 2 ranks: 1 MiB ping-pong bandwidth vs TCP|>= 2x"
+	"sockmap-iperf3|iperf3 -l 128K throughput: shunt vs eBPF sockmap|>= 2x"
+	"sockmap-sockperf|sockperf ping-pong 64 B median latency: shunt vs eBPF sockmap|<= 0.5x"
+	"sockmap-redis|redis-benchmark GET and SET, -c 1 and -c 50, lowest requests/s: shunt vs eBPF sockmap|>= 2x"
 )
 
-SECTIONS=(netpipe streams pairs ring cpu setup apps memory)
+SECTIONS=(netpipe streams pairs ring cpu setup apps memory mpi sockmap)
+# A section's usual time in seconds on this project's 2-CPU machines (full
+# run; quick run), for the progress line's estimate only.
+declare -A EST=([netpipe]=60 [streams]=75 [pairs]=130 [ring]=110 [cpu]=60 [setup]=150
+	[apps]=260 [memory]=20 [mpi]=90 [sockmap]=190)
+declare -A EST_QUICK=([netpipe]=4 [streams]=5 [pairs]=4 [ring]=4 [cpu]=5 [setup]=10
+	[apps]=10 [memory]=2 [mpi]=8 [sockmap]=10)
 wants() { [[ ,$ONLY, == *",$1,"* ]]; }
 
 commit=unknown
@@ -117,12 +136,34 @@ load0=$(cut -d' ' -f1-3 /proc/loadavg)
 t_start=$SECONDS
 say "$(nproc) CPUs, kernel $(uname -r), commit $commit, $([ $QUICK = 1 ] && echo quick || echo full) run into $FINAL"
 
-n=0
+# est SECTION: its usual time (EST, or EST_QUICK with --quick).
+est() { if [ "$QUICK" = 1 ]; then echo "${EST_QUICK[$1]:-10}"; else echo "${EST[$1]:-60}"; fi; }
+# human SECS: "40 s" or "7 min".
+human() { if [ "$1" -lt 90 ]; then echo "$1 s"; else echo "$(((${1} + 30) / 60)) min"; fi; }
+# progress K N SECTION: "[K/N] SECTION - about X left" on stderr.  What is
+# left is the usual time of this section and those after it, scaled by how
+# long the sections done so far took against their usual time.
+PLAN=()
+for sec in "${SECTIONS[@]}"; do wants "$sec" && PLAN+=("$sec"); done
+est_done=0
+progress() {
+	local k=$1 total=$2 sec=$3 left=0 i scale
+	for ((i = k - 1; i < total; i++)); do left=$((left + $(est "${PLAN[i]}"))); done
+	scale=$(awk -v a="$((SECONDS - t_start))" -v b="$est_done" 'BEGIN { s = b > 0 ? a / b : 1
+		if (s < 0.5) s = 0.5; if (s > 4) s = 4; print s }')
+	left=$(awk -v l="$left" -v s="$scale" 'BEGIN { printf "%d", l * s + 0.5 }')
+	printf '%s: [%d/%d] %s - about %s left\n' "$APPS_NAME" "$k" "$total" "$sec" "$(human "$left")" >&2
+}
+
+n=0 k=0
 for sec in "${SECTIONS[@]}"; do
 	n=$((n + 1))
 	wants "$sec" || continue
+	k=$((k + 1))
 	SEC=$sec MD=$T/md/$(printf '%02d' $n)-$sec.md
 	t0=$SECONDS load=$(cut -d" " -f1 /proc/loadavg)
+	progress "$k" "${#PLAN[@]}" "$sec"
+	printf '%s\t%s\n' "$n" "$load" >>"$T/loads"
 	say "--- $n. $sec"
 	# A subshell: a failing step ends this section only, and its servers
 	# are killed by pid on the way out.
@@ -140,7 +181,17 @@ for sec in "${SECTIONS[@]}"; do
 	fi
 	md "" "_Section time: $((SECONDS - t0)) s; load average (1 min) at its start: $load._"
 	say "--- $n. $sec: $((SECONDS - t0)) s"
+	est_done=$((est_done + $(est "$sec")))
 done
+printf '%s: [done] %d section(s) in %s\n' "$APPS_NAME" "${#PLAN[@]}" "$(human $((SECONDS - t_start)))" >&2
+
+# headline_md: the headline table, every workload's TCP and shunt figures
+# and their ratio, with what the library logged of the connections.
+headline_md() {
+	echo "| workload | unit | TCP | shunt | shunt/TCP | connections under shunt (library's logs, all rounds: ends logged moved / short / nopeer) |"
+	echo "|---|---|---|---|---|---|"
+	awk -F'\t' '{ printf "| %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6 }' "$T/headline.tsv"
+}
 
 # --- The report ----------------------------------------------------------
 report=$OUT/REPORT.md
@@ -161,9 +212,26 @@ report=$OUT/REPORT.md
 	echo "TCP and shunt alternating round after round; a figure is the median of its"
 	echo "rounds. Each run starts its own servers, on a free port, with a fresh"
 	echo "rendezvous directory (\`SHUNT_DIR\`) for the whole run. Every shunt run logs"
-	echo "with \`SHUNT_LOG=info\`, and a figure whose runs did not log their connections"
-	echo "as upgraded is marked invalid (the idle and memory figures are checked with"
-	echo "\`shunt stat --json\` as well). The machine is small and shared: expect noise."
+	echo "with \`SHUNT_LOG=info\`. A connection starts on TCP and moves to shared memory"
+	echo "once one end has made \`upgrade-calls\` (16) data calls or carried"
+	echo "\`upgrade-bytes\` (256 KiB): a figure of long connections whose runs did not log"
+	echo "them as upgraded is marked invalid (the idle and memory figures are checked with"
+	echo "\`shunt stat --json\` as well), and so is a figure of short connections (section"
+	echo "6) where one moved or none was logged as \`stays on TCP: short\`. The machine is"
+	echo "small and shared with other work: expect noise, and read the load averages."
+	echo
+	echo "Load average (1 min) at the start of each section: $(cut -f2 "$T/loads" 2>/dev/null | tr '\n' ' ' | sed 's/ $//') (sections $(cut -f1 "$T/loads" 2>/dev/null | tr '\n' ' ' | sed 's/ $//'))."
+	echo
+	echo "## Side by side"
+	echo
+	echo "Every workload, TCP and shunt in this one run (medians; the sections below"
+	echo "give each round). shunt/TCP: above 1 is better for rates (req/s, tps, MB/s,"
+	echo "Gbit/s, conn/s), below 1 is better for times (us). A connection moves only"
+	echo "after 16 data calls or 256 KiB, so the short-connection rows must show"
+	echo "0 moved (they stay on TCP by design); \"(invalid)\" marks a figure whose"
+	echo "logs did not show what it needs."
+	echo
+	if [ -s "$T/headline.tsv" ]; then headline_md; else echo "Nothing measured."; fi
 	echo
 	echo "## Targets"
 	echo
@@ -208,4 +276,10 @@ report=$OUT/REPORT.md
 rm -rf "$FINAL/data"
 rm -f "$FINAL"/*.svg "$FINAL/REPORT.md"
 cp -R "$OUT"/. "$FINAL"/
+# The side-by-side table on the terminal too.
+if [ -s "$T/headline.tsv" ]; then
+	echo
+	awk -F'\t' 'BEGIN { printf "%-76s %-7s %10s %10s %9s  %s\n", "workload", "unit", "TCP", "shunt", "shunt/TCP", "under shunt (logs)" }
+		{ printf "%-76s %-7s %10s %10s %9s  %s\n", substr($1, 1, 76), $2, $3, $4, $5, $6 }' "$T/headline.tsv"
+fi
 say "wrote $FINAL/REPORT.md ($((SECONDS - t_start)) s)"

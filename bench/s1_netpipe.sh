@@ -30,7 +30,7 @@ section_netpipe() {
 		"shunt ring (a stream; the ceiling for any copy)."
 	local npargs=(-l 1 -u 8388608 -p 0) bargs=(--time 0.1 --sizes 1..8m)
 	if [ "$QUICK" = 1 ]; then
-		npargs=(-l 1 -u 1048576 -p 0 -n 50) bargs=(--time 0.03 --sizes 1..1m)
+		npargs=(-l 1 -u 262144 -p 0 -n 20) bargs=(--time 0.03 --sizes 1..256k)
 	fi
 	tsv_head netpipe.tsv series size_bytes gbit_per_s latency_us
 	local m valid=1

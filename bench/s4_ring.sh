@@ -1,17 +1,17 @@
 # shellcheck shell=bash
 # Section 4: SHUNT_RING_SIZE from 16 KiB to 4 MiB for one stream and one
 # 64 B ping-pong (tcpbench, one pair), against the library's default (no
-# SHUNT_RING_SIZE; `shunt stat` tells its size) and TCP.
+# SHUNT_RING_SIZE; the library logs its size as a connection moves) and TCP.
 
 section_ring() {
 	md "## $1. Ring size: one stream and one ping-pong"
 	local sizes=(16k 32k 64k 128k 256k 512k 1m 2m 4m) rounds=3 secs=1
-	[ "$QUICK" = 1 ] && sizes=(16k 4m) rounds=1 secs=0.3
+	[ "$QUICK" = 1 ] && sizes=(64k) rounds=1 secs=0.3
 	md "" "One tcpbench pair: a stream of 128 KiB writes for $secs s, then 64 B" \
 		"ping-pong for $secs s, with \`SHUNT_RING_SIZE\` set for both processes (bytes per" \
-		"direction), and once without it (the library's default, whose size" \
-		"\`shunt stat --json\` reports mid-stream). Median of $rounds round(s); the order of" \
-		"the sizes is reversed every other round."
+		"direction), and once without it (the library's default, whose size the" \
+		"library logs as the connection moves: \`upgraded: ..., rings of N bytes\`). Median" \
+		"of $rounds round(s); the order of the sizes is reversed every other round."
 	tsv_head ring.tsv round config ring_bytes_seen mb_per_s rtt_us accelerated
 	local r c list=(tcp default "${sizes[@]}") order_=() mbs rtt rest seen
 	for ((r = 1; r <= rounds; r++)); do
@@ -23,18 +23,20 @@ section_ring() {
 		fi
 		for c in "${order_[@]}"; do
 			case $c in
-			tcp) mode tcp; PAIRS_STAT=0 pairs_run "ring-$c-$r" 1 "$secs" || true ;;
-			default) mode shunt; PAIRS_STAT=1 pairs_run "ring-$c-$r" 1 "$secs" || true ;;
-			*) mode shunt; PAIRS_STAT=1 pairs_run "ring-$c-$r" 1 "$secs" "SHUNT_RING_SIZE=$c" || true ;;
+			tcp) mode tcp; pairs_run "ring-$c-$r" 1 "$secs" || true ;;
+			default) mode shunt; pairs_run "ring-$c-$r" 1 "$secs" || true ;;
+			*) mode shunt; pairs_run "ring-$c-$r" 1 "$secs" "SHUNT_RING_SIZE=$c" || true ;;
 			esac
 			read -r mbs rtt rest <<<"$(pairs_sum "ring-$c-$r" 1)"
-			seen=$(jq -r '.ring_size' "$T/ring-$c-$r-stat.json" 2>/dev/null | head -n 1)
+			# The ring size the stream's connection moved with, as the
+			# client's library logged it ("upgraded: ..., rings of N bytes").
+			seen=$(sed -n 's/.*upgraded: .*rings of \([0-9]*\) bytes.*/\1/p' "$T/ring-$c-$r-p1-stream.log" 2>/dev/null | head -n 1)
 			tsv ring.tsv "$r" "$c" "${seen:--}" "$mbs" "$rtt" "$PAIRS_OK"
 		done
 	done
 	tsv_head ring-throughput.tsv series ring_bytes mb_per_s
 	tsv_head ring-rtt.tsv series ring_bytes rtt_us
-	md "" "| ring | MB/s | vs TCP | 64 B RTT us | vs TCP | ring seen by shunt stat |" "|---|---|---|---|---|---|"
+	md "" "| ring | MB/s | vs TCP | 64 B RTT us | vs TCP | ring logged by the library |" "|---|---|---|---|---|---|"
 	local tm tr m rt valid bytes s0 s1
 	declare -A MB=() RT=()
 	# shellcheck disable=SC2046 # lists of numbers
@@ -87,7 +89,7 @@ section_ring() {
 	pct=$(awk -v a="$defmb" -v b="$bestv" 'BEGIN { if (a != "nan" && b > 0) printf "%.0f", 100 * a / b; else print "nan" }')
 	pctr=$(awk -v a="$bestrv" -v b="$defrt" 'BEGIN { if (b != "nan" && b > 0) printf "%.0f", 100 * a / b; else print "nan" }')
 	md "" "**Computed from this run:** the library's default ring is ${defname:-unknown}" \
-		"(\`shunt stat\`; docs/config.md says 512k). Best single-stream throughput: ${best:-none}" \
+		"(as logged; docs/config.md says 512k). Best single-stream throughput: ${best:-none}" \
 		"($(fmt "$bestv") MB/s); the default reached $(fmt "$defmb") MB/s$pooled, ${pct}% of it." \
 		"Best ping-pong round trip: ${bestr:-none} ($(fmt "$bestrv" 2) us); the default's" \
 		"$(fmt "$defrt" 2) us is ${pctr}% as fast. $(ring_verdict "$pct" "$best" "$defname")"

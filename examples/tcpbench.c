@@ -30,10 +30,16 @@
  *                                   <median> msgs N secs S cpu_s C"
  *   tcpbench quit PORT              make a respond server exit
  *   tcpbench hold PORT N            accept N connections and wait in epoll
- *                                   on all of them until each is closed;
- *                                   prints "accepted N" once all are in
- *   tcpbench idle PORT N SECS       open N connections, print "connected
- *                                   N", leave them idle SECS seconds, close
+ *                                   on all of them until each is closed,
+ *                                   echoing what arrives; prints "accepted
+ *                                   N" once all are in
+ *   tcpbench idle PORT N SECS [RT]  open N connections, make RT 64-byte
+ *                                   round trips on each, one connection
+ *                                   after the other (default 0; under
+ *                                   shunt a few dozen move a connection
+ *                                   to shared memory before it idles),
+ *                                   print "connected N", leave them idle
+ *                                   SECS seconds, close
  *   tcpbench accept PORT N          accept and close N connections, then
  *                                   echo a byte on one more
  *   tcpbench connect0 PORT N        N connections with no data (connect,
@@ -541,9 +547,14 @@ static int hold(int port, long n)
 					printf("accepted %ld\n", n);
 					fflush(stdout);
 				}
-			} else if (read(fd, buf, sizeof(buf)) <= 0) {
-				close(fd); /* closes its epoll registration too */
-				open_conns--;
+			} else {
+				ssize_t got = read(fd, buf, sizeof(buf));
+				if (got <= 0) {
+					close(fd); /* closes its epoll registration too */
+					open_conns--;
+				} else {
+					xwrite(fd, buf, (size_t)got);
+				}
 			}
 		}
 	}
@@ -552,15 +563,29 @@ static int hold(int port, long n)
 	return 0;
 }
 
-static int idle(int port, long n, double secs)
+static int idle(int port, long n, double secs, long rounds)
 {
 	int *fds = malloc(sizeof(int) * (size_t)(n > 0 ? n : 1));
+	char msg[MSG] = { 0 }, back[MSG];
 
 	if (!fds)
 		die("malloc");
 	raise_nofile();
 	for (long i = 0; i < n; i++)
 		fds[i] = connect_to(port);
+	/* Each connection carries its round trips while the others wait, as a
+	 * client that talks to one server and then goes quiet. */
+	for (long i = 0; i < n; i++) {
+		for (long r = 0; r < rounds; r++) {
+			msg[0] = (char)r;
+			xwrite(fds[i], msg, sizeof(msg));
+			xread(fds[i], back, sizeof(back));
+			if (back[0] != msg[0]) {
+				fprintf(stderr, "tcpbench idle: connection %ld: round trip %ld came back wrong\n", i, r);
+				exit(1);
+			}
+		}
+	}
 	printf("connected %ld\n", n);
 	fflush(stdout);
 	sleep_for(secs);
@@ -595,7 +620,7 @@ int main(int argc, char **argv)
 	if (argc >= 4 && !strcmp(argv[1], "hold"))
 		return hold(port_arg(argv[2]), atol(argv[3]));
 	if (argc >= 5 && !strcmp(argv[1], "idle"))
-		return idle(port_arg(argv[2]), atol(argv[3]), atof(argv[4]));
+		return idle(port_arg(argv[2]), atol(argv[3]), atof(argv[4]), argc > 5 ? atol(argv[5]) : 0);
 	if (argc >= 4 && !strcmp(argv[1], "accept"))
 		return serve_short(port_arg(argv[2]), atol(argv[3]), 0);
 	if (argc >= 4 && !strcmp(argv[1], "connect0"))
@@ -604,7 +629,7 @@ int main(int argc, char **argv)
 			" | tcpbench connect PORT N\n"
 			"       tcpbench respond PORT | stream PORT SECS [WRITE] [AT]"
 			" | pingpong PORT SECS [SIZE] [AT] | quit PORT\n"
-			"       tcpbench hold PORT N | idle PORT N SECS | accept PORT N"
+			"       tcpbench hold PORT N | idle PORT N SECS [RT] | accept PORT N"
 			" | connect0 PORT N\n"
 			"       (every PORT may be ADDR:PORT; ADDR defaults to 127.0.0.1)\n");
 	return 2;
