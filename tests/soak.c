@@ -777,6 +777,10 @@ static void conn_step(struct server *sv, struct conn *c)
 				return;
 			}
 			c->phase = 1;
+			if (getenv("SOAK_TRACE"))
+				printf("trace: fd %d seed %016llx up %llu handoff %llu way %s\n", c->fd,
+				       (unsigned long long)c->h.seed, (unsigned long long)c->h.up,
+				       (unsigned long long)c->h.handoff, way_names[c->way]);
 			continue;
 		}
 		if (c->phase == 1 && c->in == c->h.up) {
