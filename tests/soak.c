@@ -69,9 +69,9 @@
 #define F_QUIT 1u
 #define MAX_MSG (256u * 1024u)
 #define KEY 0x5bd1e995a5a5a5a5ull /* the transform's stream: seed ^ KEY */
-#define STALL_S 30                /* no progress this long is a hang */
+#define STALL_S 20                /* no progress this long is a hang */
 #define NB_CONNS 4                /* connections at once per non-blocking client */
-#define LONG_LAST_S 30            /* no long connection starts this close to the end
+#define LONG_LAST_S 20            /* no long connection starts this close to the end
                                    * (a third of a shorter run) */
 #define MAX_FD 65536
 
@@ -1413,10 +1413,17 @@ static int run_clients(unsigned port, double secs, int nproc)
 		 * in the last LONG_LAST_S), however slow the machine; one that
 		 * makes no progress for STALL_S reports it.  Past that, a hang. */
 		while ((p = waitpid(pid[i], &st, WNOHANG)) == 0 &&
-		       now_s() < t0 + secs + STALL_S + 10)
+		       now_s() < t0 + secs + STALL_S + 8)
 			usleep(50 * 1000);
 		if (p == 0) {
 			err("client %d (%s) hangs: killed", (int)pid[i], kind_names[i % K_N]);
+			/* Where it hangs, for the report (gdb if there is one). */
+			char cmd[256];
+			snprintf(cmd, sizeof(cmd),
+				 "gdb -p %d -batch -ex 'thread apply all bt' </dev/null 2>/dev/null | "
+				 "grep '^#\\|^Thread' >&2", (int)pid[i]);
+			if (system(cmd) != 0)
+				fprintf(stderr, "soak: no gdb to show where client %d hangs\n", (int)pid[i]);
 			kill(pid[i], SIGKILL);
 			waitpid(pid[i], &st, 0);
 		}

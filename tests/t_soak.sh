@@ -13,10 +13,12 @@
 # when fewer than SHUNT_SOAK_MIN_MOVED connections (default: one per 2 s
 # of the run) moved to shared memory at the server.
 #
-# SHUNT_SOAK_SECONDS: 80 in the plain build, 20 in a sanitizer build;
+# SHUNT_SOAK_SECONDS: 60 in the plain build, 20 in a sanitizer build;
 # `make soak` sets 3600.  The runner's timeout is 120 s: the connections
 # under way at the end are finished, which takes seconds, or tens of
-# seconds on a machine loaded 8 deep.
+# seconds on a machine loaded 8 deep, and a hang shows only after 20 s
+# without progress; the program reports it (with gdb's backtraces of the
+# process that hangs) 28 s past the end at the latest.
 # SHUNT_APPS_TCP=1: plain TCP, no preload library (checks the checker).
 # SOAK_FAULT=drop|dup|swap|flip: the server spoils one chunk per process;
 # the test must fail.
@@ -31,7 +33,7 @@ SOAK=$SHUNT_BUILD/tests/soak
 
 case ${SHUNT_BUILD##*/} in
 *asan* | *tsan*) dflt=20 ;;
-*) dflt=80 ;;
+*) dflt=60 ;;
 esac
 secs=${SHUNT_SOAK_SECONDS:-$dflt}
 min_moved=${SHUNT_SOAK_MIN_MOVED:-$((secs / 2))}
@@ -61,10 +63,10 @@ port=$(cat "$T/port") || fail "the server wrote no port"
 say "server on port $port, $nproc client processes for $secs s"
 
 # The clients stop starting connections at $secs and finish those under
-# way; a connection without progress for 30 s is a hang.  The server then
+# way; a connection without progress for 20 s is a hang.  The server then
 # ends within 8 s.
 rc=0
-under_shunt clients timeout -k 2 $((secs + 45)) "$SOAK" clients "$port" "$secs" "$nproc" \
+under_shunt clients timeout -k 2 $((secs + 40)) "$SOAK" clients "$port" "$secs" "$nproc" \
 	>"$T/clients.out" 2>"$T/clients.err" </dev/null || rc=$?
 src=0
 for ((i = 0; i < 80; i++)); do
@@ -72,6 +74,14 @@ for ((i = 0; i < 80; i++)); do
 	sleep 0.1
 done
 if kill -0 "$srv" 2>/dev/null; then
+	# Where it waits, for the report.
+	if command -v gdb >/dev/null; then
+		for p in $(pgrep -P "$srv"; echo "$srv"); do
+			echo "--- where process $p waits:"
+			gdb -p "$p" -batch -ex 'thread apply all bt' </dev/null 2>/dev/null |
+				grep '^#\|^Thread' | head -40
+		done
+	fi
 	fail "the server did not end 8 s after the clients (status $rc)"
 fi
 wait "$srv" || src=$?
