@@ -88,7 +88,9 @@ wait "$srv" || src=$?
 cat "$T/clients.out" "$T/server.out"
 errs=$(cat "$T/clients.err" "$T/server.err" | grep -c '^soak: ERROR' || true)
 if [ "$errs" -gt 0 ]; then
-	grep -h '^soak: ERROR' "$T/clients.err" "$T/server.err" | head -20
+	grep -h '^soak: ERROR' "$T/clients.err" "$T/server.err" | head -40
+	# The backtraces of the processes that hung, whole.
+	grep -h '^#\|^Thread\|hangs: killed' "$T/clients.err" | head -100
 	fail "$errs error(s) reported (clients status $rc, server $src)"
 fi
 [ "$rc" = 0 ] || fail "the clients exited with status $rc"
