@@ -66,12 +66,15 @@ ifeq ($(SAN),)
 TEST_SH   := $(patsubst tests/%.sh,$(B)/tests/%,$(wildcard tests/t_*.sh))
 endif
 TEST_LIB  := $(B)/tests/testlib.o
+# Helper programs the script tests run (tests/soak.c: t_soak.sh, make soak).
+TEST_HELP := $(B)/tests/soak
 EXAMPLES  := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
 
-.PHONY: all lib deps test demo bench install deb clean fuzz
+.PHONY: all lib deps test demo bench install deb clean fuzz soak
 # Keep test objects, or make deletes them as intermediates and relinks all.
-.SECONDARY: $(TEST_LIB) $(B)/tests/shimlib.o $(TEST_SRC:tests/%.c=$(B)/tests/%.o)
-all: lib $(B)/shunt $(TEST_BIN) $(TEST_SH) $(EXAMPLES)
+.SECONDARY: $(TEST_LIB) $(B)/tests/shimlib.o $(TEST_SRC:tests/%.c=$(B)/tests/%.o) \
+	$(TEST_HELP:%=%.o)
+all: lib $(B)/shunt $(TEST_BIN) $(TEST_SH) $(TEST_HELP) $(EXAMPLES)
 lib: $(B)/libshunt.so $(B)/libshunt.a $(B)/libshunt-preload.so
 
 $(B)/src/%.o: src/%.c
@@ -122,6 +125,10 @@ $(B)/tests/t_%: $(B)/tests/t_%.o $(TEST_LIB) $(B)/libshunt.a
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) -o $@ $< $(TEST_LIB) $(B)/libshunt.a $(ALL_LDFLAGS) -lpthread
 
+$(B)/tests/soak: $(B)/tests/soak.o $(TEST_LIB) $(B)/libshunt.a
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) -o $@ $< $(TEST_LIB) $(B)/libshunt.a $(ALL_LDFLAGS) -lpthread
+
 # Every t_shim_* test links the shim itself, so that its wrappers run
 # instrumented under SAN=asan and SAN=tsan (an executable's symbols come
 # first), with the shared harness of tests/shimlib.c (pairs, peers, moving a
@@ -149,6 +156,12 @@ test: deps
 FUZZ_SECONDS ?= 300
 fuzz:
 	$(Q)SHUNT_FUZZ_SECONDS=$(FUZZ_SECONDS) tests/t_fuzz.sh
+
+# The soak test of tests/t_soak.sh for an hour (SOAK_SECONDS), with its
+# summary: connections, bytes, moved, errors, leaks.
+SOAK_SECONDS ?= 3600
+soak: all
+	$(Q)SHUNT_BUILD=$(CURDIR)/$(B) SHUNT_SOAK_SECONDS=$(SOAK_SECONDS) tests/t_soak.sh
 
 # The Quick start demonstration: an ordinary TCP client and server, plain
 # and under `shunt run`, side by side.

@@ -414,14 +414,6 @@ ssize_t shim_recvv(struct tsock *t, int fd, const struct iovec *iov, int n, int 
 
 /* --- Sending --------------------------------------------------------------- */
 
-static ssize_t plain_send(struct tsock *t, int fd, const void *buf, size_t len, int flags)
-{
-	ssize_t n = REAL(sendto)(fd, buf, len, flags, NULL, 0);
-
-	shim_count(t, fd, 0, n > 0 ? (uint64_t)n : 0);
-	return n;
-}
-
 /* A send on TCP while the connection is moving counts as in flight, so
  * that the switch waits for it to leave the kernel (move.c).  0: the
  * switch came first, send by the ring. */
@@ -439,6 +431,44 @@ static int tcp_enter(struct tslot *s)
 static void tcp_leave(struct tslot *s)
 {
 	atomic_fetch_sub(&s->inflight, 1);
+}
+
+/* Sends before the move count too: another thread's data call may finish
+ * the move and switch while this one is still in the kernel, and what it
+ * sent past the switch offset would be taken for doorbells by the peer (a
+ * reset) or lost.  Only `switching` is looked at: the phase may be a
+ * former image's (exec), with this one's sends on TCP all the same.  The
+ * seq_cst increment and load pair with the switch's store of `switching`
+ * and load of `inflight` (quiet(), move.c): one of them sees the other. */
+int shim_plain_enter(struct tsock *t)
+{
+	struct tslot *s = S(t);
+
+	if (moved(t))
+		return 0;
+	atomic_fetch_add(&s->inflight, 1);
+	if (!atomic_load(&s->switching))
+		return 1;
+	atomic_fetch_sub(&s->inflight, 1);
+	return 0;
+}
+
+void shim_plain_leave(struct tsock *t)
+{
+	tcp_leave(S(t));
+}
+
+/* Before the move, on TCP: in flight (tcp_enter) while in the kernel, and
+ * counted (shim_count, which may take a step of the move) once out. */
+static ssize_t plain_send(struct tsock *t, int fd, const void *buf, size_t len, int flags,
+			  int count)
+{
+	ssize_t n = REAL(sendto)(fd, buf, len, flags, NULL, 0);
+
+	tcp_leave(S(t));
+	if (count)
+		shim_count(t, fd, 0, n > 0 ? (uint64_t)n : 0);
+	return n;
 }
 
 #define TX_RING 0   /* into our ring */
@@ -611,10 +641,9 @@ ssize_t shim_send(struct tsock *t, int fd, const void *buf, size_t len, int flag
 	if (flags & MSG_OOB) /* urgent data is TCP's: such a stream stays there */
 		atomic_fetch_or(&S(t)->flags, TF_OPTS);
 	for (int tries = 0;; again(&tries)) {
-		if (!moved(t)) {
-			ssize_t n = done ? REAL(sendto)(fd, (const char *)buf + done, len - done,
-						       flags, NULL, 0)
-					 : plain_send(t, fd, buf, len, flags);
+		if (shim_plain_enter(t)) {
+			ssize_t n = plain_send(t, fd, (const char *)buf + done, len - done, flags,
+					       !done);
 			return n < 0 ? (done ? (ssize_t)done : n) : (ssize_t)done + n;
 		}
 		ssize_t n = moved_send(t, fd, (const char *)buf + done, len - done, flags);
@@ -632,8 +661,11 @@ ssize_t shim_sendv(struct tsock *t, int fd, const struct iovec *iov, int n, int 
 {
 	struct msghdr m = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n };
 
-	if (!moved(t) || (flags & MSG_OOB)) {
+	int plain = shim_plain_enter(t);
+	if (plain || (flags & MSG_OOB)) {
 		ssize_t k = REAL(sendmsg)(fd, &m, flags);
+		if (plain)
+			tcp_leave(S(t));
 		shim_count(t, fd, 0, k > 0 ? (uint64_t)k : 0);
 		return k;
 	}
@@ -664,8 +696,9 @@ ssize_t shim_sendv(struct tsock *t, int fd, const struct iovec *iov, int n, int 
 /* sendfile into the ring: the file is read straight into shared memory. */
 ssize_t shim_sendfile(struct tsock *t, int fd, int in_fd, off_t *off, size_t count)
 {
-	if (!moved(t)) {
+	if (shim_plain_enter(t)) {
 		ssize_t n = REAL(sendfile)(fd, in_fd, off, count);
+		tcp_leave(S(t));
 		shim_count(t, fd, 0, n > 0 ? (uint64_t)n : 0);
 		return n;
 	}

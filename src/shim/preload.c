@@ -752,9 +752,10 @@ static int sendmmsg_sock(struct tsock *t, int fd, struct mmsghdr *v, unsigned n,
 {
 	if (flags & MSG_OOB) /* urgent data is TCP's, as in shim_send() */
 		atomic_fetch_or(&t->slot->flags, TF_OPTS);
-	if (shim_moved(t))
+	if (!shim_plain_enter(t))
 		return sendmmsg_moved(t, fd, v, n, flags);
 	int k = REAL(sendmmsg)(fd, v, n, flags);
+	shim_plain_leave(t);
 	uint64_t out = 0;
 	for (int i = 0; i < k; i++)
 		out += v[i].msg_len;

@@ -355,6 +355,10 @@ FILE *shim_freopen(const char *path, const char *mode, FILE *f);
 /* After a data call on a socket still on TCP: count it, and take a step
  * of the move when one is due.  Never blocks; keeps errno. */
 void shim_count(struct tsock *t, int fd, uint64_t in, uint64_t out);
+/* A send on TCP before the move: 1, and in flight (the switch waits for
+ * it) until shim_plain_leave(); 0 if the connection moved meanwhile. */
+int shim_plain_enter(struct tsock *t);
+void shim_plain_leave(struct tsock *t);
 /* The connection stays on TCP for good, for this reason. */
 void shim_give_up(struct tsock *t, int fd, enum shim_why why);
 /* Switch our sends to the ring if we may now; 0 when they go there. */
