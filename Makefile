@@ -161,7 +161,8 @@ fuzz:
 # summary: connections, bytes, moved, errors, leaks.
 SOAK_SECONDS ?= 3600
 soak: all
-	$(Q)SHUNT_BUILD=$(CURDIR)/$(B) SHUNT_SOAK_SECONDS=$(SOAK_SECONDS) tests/t_soak.sh
+	$(Q)SHUNT_BUILD=$(CURDIR)/$(B) SHUNT_SOAK_SECONDS=$(SOAK_SECONDS) \
+		SOAK_WAYS=$${SOAK_WAYS:-epoll,fork,scm,exec,thread} tests/t_soak.sh
 
 # The Quick start demonstration: an ordinary TCP client and server, plain
 # and under `shunt run`, side by side.
