@@ -1047,6 +1047,117 @@ static void case_epoll_reactor_stress(void)
 	ASSERT(ts_disabled() || accel > 0);
 }
 
+
+/* --- Many fds, several sets, one lock order ----------------------------------
+ * Closing, duplicating and polling moved fds while several epoll sets hold
+ * them takes the library's locks (the sets' list, each set, each socket's
+ * own) in every order the program's calls can make: one thread waits on
+ * the sets and polls the fds, another sends, this one dups, registers,
+ * unregisters, closes and polls.  TSan reports any lock-order inversion;
+ * every call must return, and the pairs stay moved and whole. */
+
+#define CHURN_PAIRS 8
+#define CHURN_SETS 3
+#define CHURN_ROUNDS 3000
+
+struct churn {
+	int a[CHURN_PAIRS], b[CHURN_PAIRS], sets[CHURN_SETS];
+	_Atomic int stop;
+};
+
+static void *churn_waiter(void *arg)
+{
+	struct churn *c = arg;
+	struct epoll_event ev[16];
+	struct pollfd p[CHURN_PAIRS];
+	char buf[256];
+
+	while (!atomic_load(&c->stop)) {
+		for (int s = 0; s < CHURN_SETS; s++)
+			(void)epoll_wait(c->sets[s], ev, 16, 1);
+		for (int i = 0; i < CHURN_PAIRS; i++)
+			p[i] = (struct pollfd){ c->a[i], POLLIN, 0 };
+		if (poll(p, CHURN_PAIRS, 1) > 0)
+			for (int i = 0; i < CHURN_PAIRS; i++)
+				if (p[i].revents & POLLIN)
+					(void)recv(c->a[i], buf, sizeof(buf), MSG_DONTWAIT);
+	}
+	return NULL;
+}
+
+static void *churn_sender(void *arg)
+{
+	struct churn *c = arg;
+
+	for (int r = 0; !atomic_load(&c->stop); r++) {
+		(void)send(c->b[r % CHURN_PAIRS], "x", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (r % 64 == 0)
+			test_sleep_ms(1);
+	}
+	return NULL;
+}
+
+static void churn_round(struct churn *c, int r)
+{
+	int i = r % CHURN_PAIRS, s = r % CHURN_SETS;
+	int d = dup(c->a[i]);
+
+	ASSERT_SYS(d);
+	struct epoll_event ev = { .events = EPOLLIN, .data.fd = d };
+	/* A dup closed while registered stays in the set as the kernel keeps
+	 * it (the file is still open): the same number again is EEXIST. */
+	if (epoll_ctl(c->sets[s], EPOLL_CTL_ADD, d, &ev) < 0) {
+		ASSERT_EQ(errno, EEXIST);
+		ASSERT_SYS(epoll_ctl(c->sets[s], EPOLL_CTL_MOD, d, &ev));
+	}
+	if (r % 3 == 0)
+		ASSERT_SYS(epoll_ctl(c->sets[s], EPOLL_CTL_DEL, d, NULL));
+	ASSERT_SYS(close(d)); /* registered or not: the set forgets it */
+	struct pollfd p = { c->a[i], POLLIN | POLLOUT, 0 };
+	ASSERT_SYS(poll(&p, 1, 0));
+}
+
+static void case_epoll_sets_churn(void)
+{
+	struct churn c = { .stop = 0 };
+	pthread_t w, snd;
+
+	for (int i = 0; i < CHURN_PAIRS; i++) {
+		ts_moved_pair(&c.a[i], &c.b[i]);
+		ts_set_nonblock(c.a[i], 1);
+	}
+	for (int s = 0; s < CHURN_SETS; s++) {
+		c.sets[s] = epoll_create1(EPOLL_CLOEXEC);
+		ASSERT_SYS(c.sets[s]);
+		for (int i = 0; i < CHURN_PAIRS; i++)
+			ep_add(c.sets[s], c.a[i], EPOLLIN, (uint64_t)i);
+	}
+	ASSERT_EQ(pthread_create(&w, NULL, churn_waiter, &c), 0);
+	ASSERT_EQ(pthread_create(&snd, NULL, churn_sender, &c), 0);
+	for (int r = 0; r < CHURN_ROUNDS; r++)
+		churn_round(&c, r);
+	atomic_store(&c.stop, 1);
+	ASSERT_EQ(pthread_join(w, NULL), 0);
+	ASSERT_EQ(pthread_join(snd, NULL), 0);
+	for (int s = 0; s < CHURN_SETS; s++)
+		ASSERT_SYS(close(c.sets[s]));
+	/* Still moved, still whole: a last byte on every pair. */
+	for (int i = 0; i < CHURN_PAIRS; i++) {
+		char got = 0;
+		ts_set_nonblock(c.a[i], 0);
+		ASSERT_EQ(send(c.b[i], "z", 1, 0), 1);
+		while (got != 'z') { /* the sender's last x's first */
+			ASSERT_EQ(ts_read_wait(c.a[i], &got, 1, ts_ms(2000)), 1);
+			ASSERT_MSG(got == 'x' || got == 'z', "pair %d: byte 0x%02x", i, got);
+		}
+		ts_expect_accel(c.a[i], "after the churn");
+		ASSERT_SYS(close(c.a[i]));
+		ASSERT_SYS(close(c.b[i]));
+	}
+	test_log("%d rounds of dup, register, close and poll over %d moved fds in %d sets",
+		 CHURN_ROUNDS, CHURN_PAIRS, CHURN_SETS);
+}
+
 static const struct shim_case g_cases[] = {
 	{ "epoll_blocked_poller", case_epoll_blocked_poller },
 	{ "epoll_nested", case_epoll_nested },
@@ -1060,6 +1171,7 @@ static const struct shim_case g_cases[] = {
 	{ "epoll_close_dup", case_epoll_close_dup },
 	{ "poll_select", case_poll_select },
 	{ "epoll_reactor_stress", case_epoll_reactor_stress },
+	{ "epoll_sets_churn", case_epoll_sets_churn },
 };
 
 int main(void)

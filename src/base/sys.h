@@ -102,11 +102,24 @@ static inline long sys_getdents64(int fd, void *buf, size_t n) { return SYS_(SYS
 static inline int sys_unlinkat(int dir, const char *path, int flags) { return (int)SYS_(SYS_unlinkat, dir, path, flags, 0, 0, 0); }
 static inline int sys_mkdirat(int dir, const char *path, int mode) { return (int)SYS_(SYS_mkdirat, dir, path, mode, 0, 0, 0); }
 
+#if defined(__SANITIZE_THREAD__)
+/* TSan must see mappings come and go, or memory a new mapping reuses
+ * carries the old one's accesses (false races): its interceptors then. */
+#include <errno.h>
+#include <sys/mman.h>
+static inline long sys_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	void *p = mmap(addr, len, prot, flags, fd, off);
+	return p == MAP_FAILED ? -errno : (long)p;
+}
+static inline int sys_munmap(void *addr, size_t len) { return munmap(addr, len) < 0 ? -errno : 0; }
+#else
 static inline long sys_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
 	return SYS_(SYS_mmap, addr, len, prot, flags, fd, off);
 }
 static inline int sys_munmap(void *addr, size_t len) { return (int)SYS_(SYS_munmap, addr, len, 0, 0, 0, 0); }
+#endif
 
 static inline int sys_socket(int dom, int type, int proto) { return (int)SYS_(SYS_socket, dom, type, proto, 0, 0, 0); }
 static inline int sys_socketpair(int dom, int type, int proto, int sv[2]) { return (int)SYS_(SYS_socketpair, dom, type, proto, sv, 0, 0); }

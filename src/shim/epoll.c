@@ -79,7 +79,7 @@ struct shim_ep {
 	pthread_mutex_t mu;
 	int n, cap;
 	struct ep_entry **e;
-	int nours;                /* entries whose socket moved */
+	_Atomic int nours;        /* entries whose socket moved (read unlocked by a wait) */
 	_Atomic int going_back;   /* of those, going back to TCP at the last scan */
 	struct ep_entry *kick;    /* our eventfd in the set, once it has moved ones */
 	_Atomic int waiting;      /* waits inside the kernel now */
