@@ -10,8 +10,9 @@
 # was skipped); 2 on a usage error.
 #
 # Environment:
-#   SHUNT_TEST_TIMEOUT  seconds per test (default 120); past it the test is
-#                       killed (TERM, then KILL 5 s later) and fails
+#   SHUNT_TEST_TIMEOUT  seconds per test (default 120; a script's own
+#                       "# test-timeout: N" line may ask for more); past it
+#                       the test is killed (TERM, then KILL 5 s later) and fails
 #   CI=true or SHUNT_STRICT=1
 #                       strict mode: a skipped test fails the run
 #   SHUNT_TEST_TAIL     lines of output shown for a failed test (default 40)
@@ -120,14 +121,18 @@ for t in "${tests[@]}"; do
 		continue
 	fi
 	t0=$(now)
-	timeout -k 5 "$timeout_s" "${prefix[@]}" "$t" >"$out" 2>&1 </dev/null
+	# A script may need longer (guests under TCG): "# test-timeout: N"
+	# among its first lines, never below the run's own.
+	secs_t=$(head -c 4096 "$t" | grep -a -m1 '^# test-timeout: [0-9]*$' | tr -dc 0-9)
+	[ -n "$secs_t" ] && [ "$secs_t" -gt "$timeout_s" ] || secs_t=$timeout_s
+	timeout -k 5 "$secs_t" "${prefix[@]}" "$t" >"$out" 2>&1 </dev/null
 	rc=$?
 	dt=$(secs "$t0" "$(now)")
 	why=
 	case $rc in
 	0) verdict=PASS ;;
 	77) verdict=SKIP ;;
-	124 | 137) verdict=FAIL why="timed out after ${timeout_s}s" ;;
+	124 | 137) verdict=FAIL why="timed out after ${secs_t}s" ;;
 	*)
 		verdict=FAIL
 		if [ "$rc" -gt 128 ]; then

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# test-timeout: 300
 # t_vm_netns: the ivshmem medium without QEMU, two ways.
 #   1. Two network namespaces joined by a veth pair stand for two guests;
 #      their processes share a region file (SHUNT_IVSHMEM=PATH, no address

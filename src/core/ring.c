@@ -39,13 +39,21 @@ int64_t shunt_ring_peek_space(const struct shunt_ring *r)
 
 /* Head - tail.  The tail first: its writer acquired a head at least as
  * new before it released the tail (shunt_ring_avail, then _release), so
- * the head read after it is never behind it. */
+ * the head read after it is never behind it.  It may be far ahead: between
+ * the two loads the reader may consume and the writer fill the room that
+ * freed, so more than a ring apart is a look from another thread (a poll)
+ * caught between them, and only a pair that stays so is the peer's doing. */
+#define LOOK_TRIES 16
+
 int64_t shunt_ring_look_fill(const struct shunt_ring *r)
 {
-	uint64_t t = atomic_load_explicit(r->tail, memory_order_acquire);
-	uint64_t h = atomic_load_explicit(r->head, memory_order_acquire);
-
-	return h - t > r->cap ? -EPROTO : (int64_t)(h - t);
+	for (int i = 0; i < LOOK_TRIES; i++) {
+		uint64_t t = atomic_load_explicit(r->tail, memory_order_acquire);
+		uint64_t h = atomic_load_explicit(r->head, memory_order_acquire);
+		if (h - t <= r->cap)
+			return (int64_t)(h - t);
+	}
+	return -EPROTO;
 }
 
 int64_t shunt_ring_look_space(const struct shunt_ring *r)

@@ -591,15 +591,14 @@ static int dial_step(struct tsock *t, int fd, struct tmeet *m)
 	struct shim_meet_msg msg;
 	int fds[SHUNT_FDMSG_MAX], segfd = -1;
 
-	if (m->s < 0) {
-		int rc = dial(t, fd, m);
-		if (rc < 0 || m->s < 0)
-			return rc;
-	}
-	int rc = recv_msg(m->s, SHIM_MEET_ACCEPT, &msg, fds);
+	int rc = m->s < 0 ? dial(t, fd, m) : 0;
+	if (rc == 0 && m->s >= 0)
+		rc = recv_msg(m->s, SHIM_MEET_ACCEPT, &msg, fds);
+	else if (rc == 0)
+		return 0;
 	if (rc == -EAGAIN)
 		return 0;
-	if (rc == -ECONNRESET) {
+	if (rc == -ECONNRESET || rc == -EPIPE) {
 		/* The listener went without an answer: it refused us, or the
 		 * process that bound the name exited while another still holds
 		 * the connection (sshd's pre-authentication child).  Dial again
