@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 #define ARENA_MAGIC     0x4e455241544e4853ull /* "SHNTAREN" little-endian */
-#define ARENA_VERSION   2u
+#define ARENA_VERSION   3u
 #define ARENA_PROCS     256
 #define ARENA_SLOTS     16384
 #define ARENA_SLOT_SIZE 1024u

@@ -192,10 +192,17 @@ static uint64_t took(struct tsock *t, ssize_t n, int flags)
  * that took only doorbells goes on in the ring: it was the peer's first
  * doorbell that woke it, and a doorbell is no data.
  */
+void shim_rx_enter(struct tsock *t)
+{
+	atomic_fetch_add(&S(t)->rx_inflight, 1);
+}
+
 ssize_t shim_recv_took(struct tsock *t, int fd, const struct iovec *iov, int niov, ssize_t n,
 		       int flags)
 {
 	uint64_t before = n > 0 ? took(t, n, flags) : 0;
+
+	atomic_fetch_sub(&S(t)->rx_inflight, 1); /* counted: shim_rx_enter */
 
 	shim_count(t, fd, n > 0 ? (uint64_t)n : 0, 0);
 	if (n <= 0 || !shim_moved_now(t))
@@ -208,6 +215,7 @@ static ssize_t plain_recv(struct tsock *t, int fd, void *buf, size_t len, int fl
 {
 	struct iovec v = { buf, len };
 
+	shim_rx_enter(t);
 	return shim_recv_took(t, fd, &v, 1, REAL(recvfrom)(fd, buf, len, flags, NULL, NULL),
 			      flags);
 }
@@ -390,12 +398,14 @@ ssize_t shim_recv(struct tsock *t, int fd, void *buf, size_t len, int flags)
  * there at once, as readv on a socket returns what it has. */
 ssize_t shim_recvv(struct tsock *t, int fd, const struct iovec *iov, int n, int flags)
 {
-	if (!moved(t) || (flags & (MSG_ERRQUEUE | MSG_OOB))) {
+	if (flags & (MSG_ERRQUEUE | MSG_OOB)) {
 		struct msghdr m = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n };
-		ssize_t k = REAL(recvmsg)(fd, &m, flags);
-		if (flags & (MSG_ERRQUEUE | MSG_OOB))
-			return k;
-		return shim_recv_took(t, fd, iov, n, k, flags);
+		return REAL(recvmsg)(fd, &m, flags);
+	}
+	if (!moved(t)) {
+		struct msghdr m = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n };
+		shim_rx_enter(t);
+		return shim_recv_took(t, fd, iov, n, REAL(recvmsg)(fd, &m, flags), flags);
 	}
 	size_t done = 0;
 	for (int i = 0; i < n; i++) {

@@ -186,14 +186,19 @@ static int start(struct tsock *t, int fd)
 			atomic_store(&s->held_why, (uint32_t)why + 1);
 		return why;
 	}
-	uint64_t consumed;
+	uint64_t consumed, counted = atomic_load(&s->rx_tcp);
 	if (shim_kern_rx_consumed(fd, &consumed) < 0) {
 		give_up(t, fd, WHY_ERROR);
 		return WHY_ERROR;
 	}
 	/* The kernel's count is the truth: it includes what an inherited
-	 * socket carried before we knew it. */
-	atomic_store(&s->rx_tcp, consumed);
+	 * socket carried before we knew it.  Unless another thread's read is
+	 * between the kernel and its count (counted twice: its bytes in the
+	 * kernel's count already, and added to ours after): then ours, which
+	 * that read completes, exactly.  The compare-and-swap fails for a
+	 * read counted since we looked. */
+	if (atomic_load(&s->rx_inflight) == 0)
+		atomic_compare_exchange_strong(&s->rx_tcp, &counted, consumed);
 	s->ino = shim_kern_ino(fd);
 	uint32_t plain = SLOT_PLAIN;
 	if (!atomic_compare_exchange_strong(&s->state, &plain, SLOT_MEET))

@@ -648,10 +648,11 @@ static ssize_t recvmsg_sock(struct tsock *t, int fd, struct msghdr *m, int flags
 {
 	if (m->msg_iovlen > IOV_MAX)
 		return shim_err(-EMSGSIZE);
-	if (!shim_moved(t) || (flags & (MSG_ERRQUEUE | MSG_OOB))) {
+	if (flags & (MSG_ERRQUEUE | MSG_OOB))
+		return REAL(recvmsg)(fd, m, flags);
+	if (!shim_moved(t)) {
+		shim_rx_enter(t);
 		ssize_t n = REAL(recvmsg)(fd, m, flags);
-		if (flags & (MSG_ERRQUEUE | MSG_OOB))
-			return n;
 		return shim_recv_took(t, fd, m->msg_iov, (int)m->msg_iovlen, n, flags);
 	}
 	m->msg_namelen = 0;

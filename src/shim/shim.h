@@ -221,6 +221,8 @@ struct tslot {
 	_Atomic uint64_t rx_tcp;   /* TCP stream bytes consumed by our reads */
 	_Atomic uint64_t x_peer;   /* with PH_RX_KNOW: where the peer's ring data starts */
 	_Atomic uint32_t inflight; /* our sends inside the kernel (TCP phase) */
+	_Atomic uint32_t rx_inflight; /* our reads of the stream inside the kernel,
+	                            * until counted in rx_tcp (move.c, start) */
 	_Atomic uint32_t switching; /* a thread is switching our sends to the ring */
 	_Atomic uint32_t reset_told; /* ECONNRESET was returned: now end of stream */
 	_Atomic uint32_t kreset;   /* a doorbell read took the kernel's ECONNRESET,
@@ -498,6 +500,9 @@ ssize_t shim_send(struct tsock *t, int fd, const void *buf, size_t len, int flag
 ssize_t shim_recvv(struct tsock *t, int fd, const struct iovec *iov, int n, int flags);
 /* The kernel's read of a socket on TCP into iov returned n: what the
  * program gets of it. */
+/* Around a read of the kernel's stream before the move: enter before the
+ * system call; shim_recv_took leaves once the read is counted. */
+void shim_rx_enter(struct tsock *t);
 ssize_t shim_recv_took(struct tsock *t, int fd, const struct iovec *iov, int niov, ssize_t n,
 		       int flags);
 ssize_t shim_sendv(struct tsock *t, int fd, const struct iovec *iov, int n, int flags);
