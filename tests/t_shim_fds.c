@@ -729,21 +729,32 @@ static void scm_receiver(void *arg)
 		ts_token_send(a->other_unix, 'd');
 }
 
-static void scm_rights(int keep)
+enum scm_wait { SCM_BLOCK, SCM_EPOLL, SCM_POLL };
+
+static void wait_recv_stream(int fd, uint64_t seed, uint64_t n, int use_epoll);
+
+/* The pass, with the end that stays sending SCM_AFTER more after it and
+ * reading blocking (SCM_BLOCK), or reading only, waiting in epoll_wait or
+ * poll while the other passes its copy on. */
+static void scm_rights_run(int keep, enum scm_wait how)
 {
 	int u[2];
 	struct shim_peer p;
 
 	ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, u));
-	struct scm_arg a = { u[0], u[1], keep, SCM_AFTER };
+	struct scm_arg a = { u[0], u[1], keep, how == SCM_BLOCK ? SCM_AFTER : 0 };
 	pid_t recv_pid = test_fork(scm_receiver, &a);
 	ts_peer_start(&p, scm_sender, &a);
 	close(u[0]);
 	close(u[1]);
 	ts_make_accelerated_lead(p.fd);
 	ts_send_stream(p.fd, shim_seed(31), 0, SCM_BEFORE, ts_ms(5000));
-	ts_send_stream(p.fd, shim_seed(31), SCM_BEFORE, SCM_AFTER, ts_ms(5000));
-	ts_recv_stream(p.fd, shim_seed(32), 0, SCM_BACK, ts_ms(5000));
+	if (how == SCM_BLOCK) {
+		ts_send_stream(p.fd, shim_seed(31), SCM_BEFORE, SCM_AFTER, ts_ms(5000));
+		ts_recv_stream(p.fd, shim_seed(32), 0, SCM_BACK, ts_ms(5000));
+	} else {
+		wait_recv_stream(p.fd, shim_seed(32), SCM_BACK, how == SCM_EPOLL);
+	}
 	ts_expect_eof(p.fd, ts_ms(5000));
 	ASSERT_SYS(close(p.fd));
 	test_wait_ok(recv_pid, ts_ms(5000) / 1000.0);
@@ -752,12 +763,12 @@ static void scm_rights(int keep)
 
 static void case_scm_rights(void)
 {
-	scm_rights(0);
+	scm_rights_run(0, SCM_BLOCK);
 }
 
 static void case_scm_rights_keep(void)
 {
-	scm_rights(1);
+	scm_rights_run(1, SCM_BLOCK);
 }
 
 /* Read n bytes of stream seed from a non-blocking fd, waiting in
@@ -802,34 +813,14 @@ static void wait_recv_stream(int fd, uint64_t seed, uint64_t n, int use_epoll)
  * to the program once the scan let go of the set (it locked the set
  * again: a hang for good, found by the soak; and no doorbell told the
  * wait when to send: the bytes never came). */
-static void scm_rights_waiting(int use_epoll)
-{
-	int u[2];
-	struct shim_peer p;
-
-	ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, u));
-	struct scm_arg a = { u[0], u[1], 0, 0 };
-	pid_t recv_pid = test_fork(scm_receiver, &a);
-	ts_peer_start(&p, scm_sender, &a);
-	close(u[0]);
-	close(u[1]);
-	ts_make_accelerated_lead(p.fd);
-	ts_send_stream(p.fd, shim_seed(31), 0, SCM_BEFORE, ts_ms(5000));
-	wait_recv_stream(p.fd, shim_seed(32), SCM_BACK, use_epoll);
-	ts_expect_eof(p.fd, ts_ms(5000));
-	ASSERT_SYS(close(p.fd));
-	test_wait_ok(recv_pid, ts_ms(5000) / 1000.0);
-	ts_peer_wait(&p, ts_ms(5000));
-}
-
 static void case_scm_rights_epoll(void)
 {
-	scm_rights_waiting(1);
+	scm_rights_run(0, SCM_EPOLL);
 }
 
 static void case_scm_rights_poll(void)
 {
-	scm_rights_waiting(0);
+	scm_rights_run(0, SCM_POLL);
 }
 
 /* --- exec ---------------------------------------------------------------- */
