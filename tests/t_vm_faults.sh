@@ -64,7 +64,10 @@ read -r rc ms _ <<<"$out"
 vm_exec A "grep -q 'ivshmem medium' /tmp/cli1.log" || vm_fail "server killed: the stream never moved"
 not_crashed "A's writer, its server killed" "$rc"
 [ "$rc" != 0 ] || vm_fail "server killed: A's writer ended well: $out"
-[ "$ms" -le 1000 ] || vm_fail "server killed: A's writer returned $ms ms after the kill: $out"
+# The figure includes the trigger itself (nc's connection, a shell, pidof
+# and kill, all in TCG guests of a loaded host: 0.4 to 1.5 s measured), so
+# the bound is 3 s; the library's share is the few ms after the kill.
+[ "$ms" -le 3000 ] || vm_fail "server killed: A's writer returned $ms ms after the kill: $out"
 vm_say "server killed in B: A's moved stream ended (status $rc: $(tail -n 1 <<<"$out")) $ms ms after the kill (measured in A from before it asked, /proc/uptime's 10 ms steps)"
 
 # --- B scribbles over the region -----------------------------------------------------
