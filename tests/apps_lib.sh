@@ -51,6 +51,8 @@ fail() {
 	{
 		echo "FAIL: $APPS_NAME: $*"
 		apps_dump_logs
+		# Again, last: the runner shows a failure's last lines.
+		echo "FAIL: $APPS_NAME: $*"
 	} >&2
 	exit 1
 }
