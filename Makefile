@@ -70,7 +70,7 @@ TEST_LIB  := $(B)/tests/testlib.o
 TEST_HELP := $(B)/tests/soak
 EXAMPLES  := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
 
-.PHONY: all lib deps test demo bench install deb clean fuzz soak
+.PHONY: all lib deps test test-vm demo bench install deb clean fuzz soak
 # Keep test objects, or make deletes them as intermediates and relinks all.
 .SECONDARY: $(TEST_LIB) $(B)/tests/shimlib.o $(TEST_SRC:tests/%.c=$(B)/tests/%.o) \
 	$(TEST_HELP:%=%.o)
@@ -151,6 +151,13 @@ deps:
 test: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)tests/run.sh $(B)
+
+# The tests that boot QEMU guests (TCG: minutes, and at the mercy of a
+# loaded host's scheduling), apart from the suite.
+VM_TESTS := $(patsubst tests/%.sh,%,$(shell grep -l '^\# test-set: vm$$' tests/t_*.sh))
+test-vm: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)tests/run.sh $(B) $(VM_TESTS)
 
 # The fuzzers for longer than the test suite gives them (FUZZ_SECONDS each).
 FUZZ_SECONDS ?= 300

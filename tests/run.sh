@@ -13,6 +13,8 @@
 #   SHUNT_TEST_TIMEOUT  seconds per test (default 120; a script's own
 #                       "# test-timeout: N" line may ask for more); past it
 #                       the test is killed (TERM, then KILL 5 s later) and fails
+#   SHUNT_TEST_VM=1     the tests that boot guests too ("# test-set: vm";
+#                       `make test-vm` runs only those)
 #   CI=true or SHUNT_STRICT=1
 #                       strict mode: a skipped test fails the run
 #   SHUNT_TEST_TAIL     lines of output shown for a failed test (default 40)
@@ -51,7 +53,14 @@ if [ $# -gt 0 ]; then
 else
 	for t in "$build"/tests/t_*; do
 		case ${t##*/} in *.*) continue ;; esac # t_x.o, t_x.d
-		[ -f "$t" ] && [ -x "$t" ] && tests+=("$t")
+		[ -f "$t" ] && [ -x "$t" ] || continue
+		# Tests that boot guests ("# test-set: vm") run when named, by
+		# `make test-vm`, or with SHUNT_TEST_VM=1.
+		if [ "${SHUNT_TEST_VM:-0}" != 1 ] &&
+			head -c 4096 "$t" | grep -aq '^# test-set: vm$'; then
+			continue
+		fi
+		tests+=("$t")
 	done
 fi
 if [ ${#tests[@]} -eq 0 ]; then

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # test-timeout: 300
+# test-set: vm
 # t_vm_lab: the VM test harness (tests/vm/lab.sh) and the baselines the
 # ivshmem medium is measured against.  Boots guests A and B (TCG) sharing
 # an ivshmem region, A and B on a network, and a host process reaching A
