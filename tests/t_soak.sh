@@ -40,6 +40,11 @@ lib=$(dirname "$0")/apps_lib.sh
 . "$lib" || exit 1
 
 apps_init soak
+# A rendezvous directory of its own: the runner's is shared by every test,
+# and what one test left there is not the soak's to answer for.
+SHUNT_DIR=$(mktemp -d /tmp/shunt-soak-XXXXXX)
+APPS_CLEANUP+=("rm -rf '$SHUNT_DIR'")
+export SHUNT_DIR
 export SOAK_WAYS=${SOAK_WAYS:-epoll}
 export SOAK_KINDS=${SOAK_KINDS:-poll,epoll,short}
 SOAK=$SHUNT_BUILD/tests/soak
