@@ -329,6 +329,23 @@ int shim_slot_shared(struct tslot *s)
 	return 0;
 }
 
+/*
+ * The next search starts at the lowest slot known free.  A search that
+ * only moved forward would take a slot on a page never touched yet for
+ * each of the first ARENA_SLOTS sockets, and a page fault of the memfd
+ * (a zeroed page) cost a short connection more than all the rest the
+ * library does for it; reusing low slots keeps the pages it touches few.
+ */
+static void hint_lower(struct tslot *s)
+{
+	struct arena_hdr *a = arena_now();
+	uint32_t i = (uint32_t)shim_slot_index(s);
+	uint32_t h = atomic_load_explicit(&a->hint, memory_order_relaxed);
+
+	while (i < h && !atomic_compare_exchange_weak(&a->hint, &h, i))
+		;
+}
+
 /* Clear who's entries (0: nobody's) and dead ones; free the slot when no
  * entry is left. */
 static void let_go(struct tslot *s, uint32_t gen, int who)
@@ -350,8 +367,10 @@ static void let_go(struct tslot *s, uint32_t gen, int who)
 		return;
 	/* Nobody holds it: free it for the next socket, once. */
 	uint32_t g = gen;
-	if (atomic_compare_exchange_strong(&s->gen, &g, gen + 1))
+	if (atomic_compare_exchange_strong(&s->gen, &g, gen + 1)) {
 		atomic_store(&s->state, SLOT_FREE);
+		hint_lower(s);
+	}
 }
 
 void shim_slot_unhold(struct tslot *s, uint32_t gen)
