@@ -102,6 +102,10 @@ static void read_boot_id(void)
 	boot_hash = buf[0] ? hash(buf) : 0;
 }
 
+/* The region is a PCI BAR: we run in a guest, and the peer in another VM
+ * or on the host, never on this guest's CPUs. */
+static int in_guest;
+
 /* Open what the config names: a path (ours to format if still zero),
  * "pci" (the same), or by default the first ivshmem device, only if
  * somebody (`shunt vm region`) formatted it for shunt. */
@@ -128,6 +132,7 @@ static int open_region(void)
 		log_info("ivshmem: %s is no region of ours: %s", path, strerror(-rc));
 		return rc;
 	}
+	in_guest = !strncmp(path, "/sys/", 5);
 	shunt__own_add(&region.fd); /* ours for the life of the process: no count sees it */
 	shunt_vmr_use(&region);
 	read_boot_id();
@@ -572,6 +577,12 @@ static void start_end(struct tsock *t, int fd, struct shunt_seg *seg, int side, 
 	sl->side = (uint32_t)side;
 	sl->bell = bell;
 	shunt_end_init(&sl->end, seg, side, spin_for(fd), 1);
+	/* A guest's run queue says nothing of the peer's CPU, and a one-vCPU
+	 * guest counts its kernel threads as crowding it at any load
+	 * (/proc/loadavg showed 4 runnable in an idle guest): spinning there
+	 * takes no CPU the peer needs, so the crowding rule does not apply
+	 * (the window still adapts, and the spin yields now and then). */
+	sl->end.spin.forced = in_guest;
 	t->mapped = 1;
 }
 
