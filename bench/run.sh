@@ -14,7 +14,8 @@
 #   --out DIR    where REPORT.md, the SVGs and data/ go (default docs/bench,
 #                with --quick build/bench-quick)
 #   --only LIST  comma-separated sections: netpipe,streams,pairs,ring,cpu,
-#                setup,apps,memory,mpi,sockmap (default: all)
+#                setup,apps,memory,mpi,sockmap,vm (default: all; vm boots
+#                two QEMU guests: bench/vm.sh, root)
 #   --build DIR  the build to measure (default: $SHUNT_BUILD, else build/)
 # Exit status: 0 once the report is written (targets missed or not), 1 if
 # it could not be, 2 on a usage error.
@@ -28,7 +29,7 @@ usage() {
 	exit 2
 }
 
-QUICK=0 OUT='' ONLY=netpipe,streams,pairs,ring,cpu,setup,apps,memory,mpi,sockmap build=${SHUNT_BUILD:-$SRC/build}
+QUICK=0 OUT='' ONLY=netpipe,streams,pairs,ring,cpu,setup,apps,memory,mpi,sockmap,vm build=${SHUNT_BUILD:-$SRC/build}
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick) QUICK=1 ;;
@@ -114,15 +115,18 @@ TARGETS=(
 	"sockmap-iperf3|iperf3 -l 128K throughput: shunt vs eBPF sockmap|>= 2x"
 	"sockmap-sockperf|sockperf ping-pong 64 B median latency: shunt vs eBPF sockmap|<= 0.5x"
 	"sockmap-redis|redis-benchmark GET and SET, -c 1 and -c 50, lowest requests/s: shunt vs eBPF sockmap|>= 2x"
+	"vm-stream|two QEMU guests (TCG) sharing an ivshmem region: tcpbench stream vs TCP between them|>= 5x"
+	"vm-rtt|two QEMU guests: tcpbench 64 B round trip vs TCP between them|<= 0.1x"
+	"vm-ring|two QEMU guests: tcpbench stream under the library vs a raw ring in the same region|>= 0.8x"
 )
 
-SECTIONS=(netpipe streams pairs ring cpu setup apps memory mpi sockmap)
+SECTIONS=(netpipe streams pairs ring cpu setup apps memory mpi sockmap vm)
 # A section's usual time in seconds on this project's 2-CPU machines (full
 # run; quick run), for the progress line's estimate only.
 declare -A EST=([netpipe]=60 [streams]=75 [pairs]=130 [ring]=110 [cpu]=60 [setup]=150
-	[apps]=260 [memory]=20 [mpi]=90 [sockmap]=190)
+	[apps]=260 [memory]=20 [mpi]=90 [sockmap]=190 [vm]=150)
 declare -A EST_QUICK=([netpipe]=4 [streams]=5 [pairs]=4 [ring]=4 [cpu]=5 [setup]=10
-	[apps]=10 [memory]=2 [mpi]=8 [sockmap]=10)
+	[apps]=10 [memory]=2 [mpi]=8 [sockmap]=10 [vm]=60)
 wants() { [[ ,$ONLY, == *",$1,"* ]]; }
 
 commit=unknown
