@@ -14,8 +14,8 @@
 #   --out DIR    where REPORT.md, the SVGs and data/ go (default docs/bench,
 #                with --quick build/bench-quick)
 #   --only LIST  comma-separated sections: netpipe,streams,pairs,ring,cpu,
-#                setup,apps,memory,mpi,sockmap,vm (default: all; vm boots
-#                two QEMU guests: bench/vm.sh, root)
+#                setup,apps,memory,mpi,sockmap,vm (default: all, and all
+#                but vm with --quick; vm boots two QEMU guests: bench/vm.sh)
 #   --build DIR  the build to measure (default: $SHUNT_BUILD, else build/)
 # Exit status: 0 once the report is written (targets missed or not), 1 if
 # it could not be, 2 on a usage error.
@@ -29,7 +29,7 @@ usage() {
 	exit 2
 }
 
-QUICK=0 OUT='' ONLY=netpipe,streams,pairs,ring,cpu,setup,apps,memory,mpi,sockmap,vm build=${SHUNT_BUILD:-$SRC/build}
+QUICK=0 OUT='' ONLY='' build=${SHUNT_BUILD:-$SRC/build}
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick) QUICK=1 ;;
@@ -42,6 +42,10 @@ while [ $# -gt 0 ]; do
 	shift
 done
 [ -n "$OUT" ] || { [ $QUICK = 1 ] && OUT=$build/bench-quick || OUT=$SRC/docs/bench; }
+# Every section; a quick run leaves out the guests (their boot alone takes
+# longer than the rest of it), unless named.
+[ -n "$ONLY" ] || { ONLY=netpipe,streams,pairs,ring,cpu,setup,apps,memory,mpi,sockmap
+	[ $QUICK = 1 ] || ONLY+=,vm; }
 SHUNT_BUILD=$(cd "$build" && pwd) || { echo "bench/run.sh: no build at $build (run make)" >&2; exit 2; }
 export SHUNT_BUILD
 mkdir -p "$OUT"

@@ -55,6 +55,8 @@ expect=(
 	"pgbench -C -S" "loaded by plain clients" "8-byte ping-pong latency" "1 MiB ping-pong bandwidth"
 	"iperf3 -l 128K throughput: shunt vs eBPF sockmap" "sockperf ping-pong 64 B median latency: shunt vs eBPF"
 	"GET and SET, -c 1 and -c 50, lowest"
+	"two QEMU guests (TCG) sharing an ivshmem region" "two QEMU guests: tcpbench 64 B round trip"
+	"two QEMU guests: tcpbench stream under the library vs a raw ring"
 )
 [ "$n" = ${#expect[@]} ] || fail "the Targets table has $n rows, expected ${#expect[@]}"
 for e in "${expect[@]}"; do

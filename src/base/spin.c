@@ -15,7 +15,10 @@ void shunt_spin_init(struct shunt_spin *sp, int max_us)
 	sp->max = max_us > 0 ? max_us : 0;
 	atomic_init(&sp->cur, sp->max);
 	atomic_init(&sp->skips, 0);
-	sp->forced = 0;
+	/* A spin-us the user set is taken as asked, crowded or not: they know
+	 * where the peer runs (a guest's epoll server waiting on another VM,
+	 * whose own run queue always looks crowded: docs/vms.md). */
+	sp->forced = shunt__config()->spin_set;
 }
 
 /*
