@@ -64,6 +64,8 @@ struct ep_entry {
 	epoll_data_t data;        /* the program's */
 	uint64_t tag;
 	uint32_t id;
+	int at;                   /* its index in ep->e */
+	struct ep_entry *hnext;   /* the next entry of ep->hb[fd % nb] */
 	int ours;                 /* the socket moved: the registration is ours */
 	int fired;                /* EPOLLONESHOT: reported, off until MOD */
 	int hot;                  /* level-triggered and ready: look again */
@@ -79,6 +81,7 @@ struct shim_ep {
 	pthread_mutex_t mu;
 	int n, cap;
 	struct ep_entry **e;
+	struct ep_entry **hb;     /* entries by fd: chains of hnext, nb = cap */
 	_Atomic int nours;        /* entries whose socket moved (read unlocked by a wait) */
 	_Atomic int going_back;   /* of those, going back to TCP at the last scan */
 	struct ep_entry *kick;    /* our eventfd in the set, once it has moved ones */
@@ -95,54 +98,84 @@ struct shim_ep {
 
 static void ep_lock(struct shim_ep *ep);
 static void ep_unlock(struct shim_ep *ep);
-static pthread_mutex_t eps_mu = PTHREAD_MUTEX_INITIALIZER;
+/* The list of sets: read by every wait and epoll_ctl of every thread,
+ * written only when a set comes or goes. */
+static pthread_rwlock_t eps_rw = PTHREAD_RWLOCK_INITIALIZER;
 static struct shim_ep *eps;
 static _Atomic int n_eps; /* fast path: no set of ours at all */
 static uint32_t secret;
 
 /* --- Entries by number ------------------------------------------------------ */
 
+/*
+ * Numbers are given out under ids_mu, lowest free first (a freed one
+ * lowers the hint: the tables are touched on as few pages as entries need).
+ * Every wait looks its events' numbers up without the lock: id_ep says
+ * which set a number's entry is in, and only an entry of the caller's own
+ * set, which cannot leave it while the caller holds the set's lock, is
+ * read (an entry of another set may be freed meanwhile).
+ */
 static pthread_mutex_t ids_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct ep_entry **ids;
+static struct ep_entry *_Atomic *ids;   /* published once, with id_ep */
+static struct shim_ep *_Atomic *id_ep;
 static uint16_t *id_gen;
 static uint32_t id_hint;
 
+static int id_tables(void)
+{
+	if (ids)
+		return 0;
+	id_ep = calloc(MAX_ENTRIES, sizeof(*id_ep));
+	id_gen = calloc(MAX_ENTRIES, sizeof(*id_gen));
+	struct ep_entry *_Atomic *v = calloc(MAX_ENTRIES, sizeof(*v));
+	if (!v || !id_ep || !id_gen) {
+		free(v);
+		free(id_ep);
+		free(id_gen);
+		id_ep = NULL;
+		id_gen = NULL;
+		return -ENOMEM;
+	}
+	__atomic_store_n(&ids, v, __ATOMIC_RELEASE);
+	return 0;
+}
+
+/* A number for e, whose set (e->ep) is known. */
 static int id_alloc(struct ep_entry *e)
 {
+	int rc = -ENOSPC;
+
 	pthread_mutex_lock(&ids_mu);
-	if (!ids) {
-		ids = calloc(MAX_ENTRIES, sizeof(*ids));
-		id_gen = calloc(MAX_ENTRIES, sizeof(*id_gen));
-		if (!ids || !id_gen) {
-			free(ids);
-			free(id_gen);
-			ids = NULL;
-			id_gen = NULL;
-			pthread_mutex_unlock(&ids_mu);
-			return -ENOMEM;
-		}
+	if (id_tables() < 0) {
+		pthread_mutex_unlock(&ids_mu);
+		return -ENOMEM;
 	}
 	for (uint32_t k = 0; k < MAX_ENTRIES; k++) {
 		uint32_t i = (id_hint + k) % MAX_ENTRIES;
-		if (ids[i])
+		if (atomic_load_explicit(&ids[i], memory_order_relaxed))
 			continue;
-		ids[i] = e;
 		id_gen[i] = (uint16_t)((id_gen[i] + 1) & 0xfff);
 		e->id = i;
 		e->tag = (uint64_t)secret << 32 | (uint64_t)id_gen[i] << 20 | i;
+		atomic_store_explicit(&ids[i], e, memory_order_release);
+		atomic_store_explicit(&id_ep[i], e->ep, memory_order_release);
 		id_hint = i + 1;
-		pthread_mutex_unlock(&ids_mu);
-		return 0;
+		rc = 0;
+		break;
 	}
 	pthread_mutex_unlock(&ids_mu);
-	return -ENOSPC;
+	return rc;
 }
 
 static void id_free(struct ep_entry *e)
 {
 	pthread_mutex_lock(&ids_mu);
-	if (ids && ids[e->id] == e)
-		ids[e->id] = NULL;
+	if (ids && atomic_load_explicit(&ids[e->id], memory_order_relaxed) == e) {
+		atomic_store_explicit(&id_ep[e->id], NULL, memory_order_release);
+		atomic_store_explicit(&ids[e->id], NULL, memory_order_release);
+		if (e->id < id_hint)
+			id_hint = e->id;
+	}
 	pthread_mutex_unlock(&ids_mu);
 }
 
@@ -155,14 +188,13 @@ static int is_tag(uint64_t data)
  * Under ep->mu: entries leave a set only under its lock. */
 static struct ep_entry *tagged(struct shim_ep *ep, uint64_t data)
 {
-	if (!is_tag(data) || !ids)
+	struct ep_entry *_Atomic *v = __atomic_load_n(&ids, __ATOMIC_ACQUIRE);
+	uint32_t i = (uint32_t)data & (MAX_ENTRIES - 1);
+
+	if (!is_tag(data) || !v || atomic_load_explicit(&id_ep[i], memory_order_acquire) != ep)
 		return NULL;
-	pthread_mutex_lock(&ids_mu);
-	struct ep_entry *e = ids[(uint32_t)data & (MAX_ENTRIES - 1)];
-	if (e && (e->tag != data || e->ep != ep))
-		e = NULL;
-	pthread_mutex_unlock(&ids_mu);
-	return e;
+	struct ep_entry *e = atomic_load_explicit(&v[i], memory_order_acquire);
+	return e && e->tag == data && e->ep == ep ? e : NULL;
 }
 
 /* --- Sets -------------------------------------------------------------------- */
@@ -174,13 +206,13 @@ static struct shim_ep *ep_find(int epfd)
 {
 	if (!atomic_load_explicit(&n_eps, memory_order_relaxed))
 		return NULL;
-	pthread_mutex_lock(&eps_mu);
+	pthread_rwlock_rdlock(&eps_rw);
 	struct shim_ep *ep = eps;
 	while (ep && ep->epfd != epfd)
 		ep = ep->next;
 	if (ep)
 		atomic_fetch_add(&ep->refs, 1);
-	pthread_mutex_unlock(&eps_mu);
+	pthread_rwlock_unlock(&eps_rw);
 	return ep;
 }
 
@@ -206,13 +238,13 @@ static struct shim_ep *ep_create(int epfd)
 	atomic_init(&ep->refs, 2); /* the list's and the caller's */
 	shunt_spin_init(&ep->spin, shunt__config()->spin_us);
 	pthread_mutex_init(&ep->mu, NULL);
-	pthread_mutex_lock(&eps_mu);
+	pthread_rwlock_wrlock(&eps_rw);
 	struct shim_ep *other = eps;
 	while (other && other->epfd != epfd)
 		other = other->next;
 	if (other) { /* another thread made it first */
 		atomic_fetch_add(&other->refs, 1);
-		pthread_mutex_unlock(&eps_mu);
+		pthread_rwlock_unlock(&eps_rw);
 		pthread_mutex_destroy(&ep->mu);
 		free(ep);
 		return other;
@@ -220,8 +252,29 @@ static struct shim_ep *ep_create(int epfd)
 	ep->next = eps;
 	eps = ep;
 	atomic_fetch_add(&n_eps, 1);
-	pthread_mutex_unlock(&eps_mu);
+	pthread_rwlock_unlock(&eps_rw);
 	return ep;
+}
+
+/*
+ * Entries by fd: a chain per bucket, as many buckets as ep->e has room
+ * (a power of two).  epoll_ctl and every close of a registered socket look
+ * an fd up, and a server's set holds thousands: a walk of all of them at
+ * each close made a short connection's cost grow with the set.
+ */
+static struct ep_entry **bucket(struct shim_ep *ep, int fd)
+{
+	return &ep->hb[(unsigned)fd & (unsigned)(ep->cap - 1)];
+}
+
+static void hash_out(struct shim_ep *ep, struct ep_entry *e)
+{
+	struct ep_entry **pp = bucket(ep, e->fd);
+
+	while (*pp && *pp != e)
+		pp = &(*pp)->hnext;
+	if (*pp)
+		*pp = e->hnext;
 }
 
 /* The entry for fd as it names `t` (or `inner`) now.  The kernel keys a
@@ -230,20 +283,21 @@ static struct shim_ep *ep_create(int epfd)
 static struct ep_entry *entry_of(struct shim_ep *ep, int fd, struct tsock *t,
 				 struct shim_ep *inner)
 {
-	for (int i = 0; i < ep->n; i++)
-		if (ep->e[i]->fd == fd && ep->e[i]->t == t && ep->e[i]->inner == inner)
-			return ep->e[i];
+	if (!ep->cap)
+		return NULL;
+	for (struct ep_entry *e = *bucket(ep, fd); e; e = e->hnext)
+		if (e->fd == fd && e->t == t && e->inner == inner)
+			return e;
 	return NULL;
 }
 
 static void entry_drop(struct shim_ep *ep, struct ep_entry *e)
 {
-	for (int i = 0; i < ep->n; i++) {
-		if (ep->e[i] == e) {
-			ep->e[i] = ep->e[--ep->n];
-			break;
-		}
-	}
+	hash_out(ep, e);
+	ep->e[e->at] = ep->e[--ep->n];
+	ep->e[e->at]->at = e->at;
+	if (e->t)
+		atomic_fetch_sub(&e->t->nregs, 1);
 	for (int i = 0; i < ep->nstash;) {
 		if (ep->stash_e[i] != e) {
 			i++;
@@ -267,24 +321,47 @@ static void entry_drop(struct shim_ep *ep, struct ep_entry *e)
 	free(e);
 }
 
+/* Room for twice the entries, and the buckets made again for it. */
+static int grow(struct shim_ep *ep)
+{
+	int cap = ep->cap ? 2 * ep->cap : 8;
+	struct ep_entry **v = realloc(ep->e, (size_t)cap * sizeof(*v));
+	struct ep_entry **hb = calloc((size_t)cap, sizeof(*hb));
+
+	if (v)
+		ep->e = v;
+	if (!v || !hb) {
+		free(hb);
+		return -ENOMEM;
+	}
+	free(ep->hb);
+	ep->hb = hb;
+	ep->cap = cap;
+	for (int i = 0; i < ep->n; i++) {
+		struct ep_entry **b = bucket(ep, ep->e[i]->fd);
+		ep->e[i]->hnext = *b;
+		*b = ep->e[i];
+	}
+	return 0;
+}
+
 static struct ep_entry *entry_add(struct shim_ep *ep, int fd)
 {
-	if (ep->n == ep->cap) {
-		int cap = ep->cap ? 2 * ep->cap : 8;
-		struct ep_entry **v = realloc(ep->e, (size_t)cap * sizeof(*v));
-		if (!v)
-			return NULL;
-		ep->e = v;
-		ep->cap = cap;
-	}
+	if (ep->n == ep->cap && grow(ep) < 0)
+		return NULL;
 	struct ep_entry *e = calloc(1, sizeof(*e));
+	if (e)
+		e->ep = ep;
 	if (!e || id_alloc(e) < 0) {
 		free(e);
 		return NULL;
 	}
-	e->ep = ep;
 	e->fd = e->sysfd = fd;
+	e->at = ep->n;
 	ep->e[ep->n++] = e;
+	struct ep_entry **b = bucket(ep, fd);
+	e->hnext = *b;
+	*b = e;
 	return e;
 }
 
@@ -371,8 +448,10 @@ static int ctl_locked(struct shim_ep *ep, int op, int fd, struct tsock *t,
 		e->kind = t ? E_SOCK : E_SET;
 		e->t = t;
 		e->inner = inner;
-		if (t)
+		if (t) {
 			shim_ref(t);
+			atomic_fetch_add(&t->nregs, 1);
+		}
 		else
 			atomic_fetch_add(&inner->refs, 1);
 		entry_set(e, ev);
@@ -437,7 +516,7 @@ int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 
 /*
  * A socket that moves, or goes back to TCP, changes each of its
- * registrations, which takes eps_mu and then each set's lock.  Readiness
+ * registrations, which takes eps_rw and then each set's lock.  Readiness
  * asked under a set's lock (a scan) may finish a way back (back.c): that
  * thread holds a set's lock already, so the change waits in the thread's
  * list until it let go of its last set lock (a self-deadlock in
@@ -514,7 +593,7 @@ static void each_registration(struct tsock *t, void (*fn)(struct shim_ep *, stru
 		return;
 	}
 	hold();
-	pthread_mutex_lock(&eps_mu);
+	pthread_rwlock_rdlock(&eps_rw);
 	for (struct shim_ep *ep = eps; ep; ep = ep->next) {
 		pthread_mutex_lock(&ep->mu);
 		for (int i = 0; i < ep->n; i++)
@@ -522,7 +601,7 @@ static void each_registration(struct tsock *t, void (*fn)(struct shim_ep *, stru
 				fn(ep, ep->e[i]);
 		pthread_mutex_unlock(&ep->mu);
 	}
-	pthread_mutex_unlock(&eps_mu);
+	pthread_rwlock_unlock(&eps_rw);
 	let_go();
 }
 
@@ -915,14 +994,30 @@ static void ep_free(struct shim_ep *ep)
 	atomic_fetch_sub(&n_eps, 1);
 	pthread_mutex_destroy(&ep->mu);
 	free(ep->e);
+	free(ep->hb);
 	free(ep);
+}
+
+/* Is any set's fd one match() takes?  (Most closes are of other fds: a
+ * look under the read lock spares them the write lock.) */
+static int any_set(int (*match)(int fd, void *arg), void *arg)
+{
+	int found = 0;
+
+	pthread_rwlock_rdlock(&eps_rw);
+	for (struct shim_ep *ep = eps; ep && !found; ep = ep->next)
+		found = match(ep->epfd, arg);
+	pthread_rwlock_unlock(&eps_rw);
+	return found;
 }
 
 static void forget_sets(int (*match)(int fd, void *arg), void *arg)
 {
 	struct shim_ep *gone = NULL;
 
-	pthread_mutex_lock(&eps_mu);
+	if (!any_set(match, arg))
+		return;
+	pthread_rwlock_wrlock(&eps_rw);
 	for (struct shim_ep **pp = &eps; *pp;) {
 		struct shim_ep *ep = *pp;
 		if (match(ep->epfd, arg)) {
@@ -933,7 +1028,7 @@ static void forget_sets(int (*match)(int fd, void *arg), void *arg)
 			pp = &ep->next;
 		}
 	}
-	pthread_mutex_unlock(&eps_mu);
+	pthread_rwlock_unlock(&eps_rw);
 	/* Freed outside the list's lock (dropping an entry may free a
 	 * socket), once nobody uses it. */
 	while (gone) {
@@ -967,6 +1062,33 @@ void shim_epoll_forget_range(unsigned first, unsigned last)
 		forget_sets(in_urange, &r);
 }
 
+/* In one set, under its lock: the last fd of t goes, and its entries with
+ * it (under fd first; under other numbers, dups registered, by a walk); or
+ * a dup stays, and the entry under fd keeps a dup of ours for our calls. */
+static void forget_in(struct shim_ep *ep, int fd, struct tsock *t, int last)
+{
+	struct ep_entry *e = ep->cap ? *bucket(ep, fd) : NULL;
+
+	while (e) {
+		struct ep_entry *next = e->hnext;
+		if (e->t == t && e->fd == fd) {
+			if (last) {
+				entry_drop(ep, e); /* the caller holds a reference */
+			} else if (e->sysfd == fd) {
+				e->sysfd = shunt__hide_fd(sys_fcntl(fd, F_DUPFD_CLOEXEC, 0));
+				shunt__own_add(&e->sysfd);
+			}
+		}
+		e = next;
+	}
+	for (int i = 0; last && atomic_load(&t->nregs) && i < ep->n;) {
+		if (ep->e[i]->t == t)
+			entry_drop(ep, ep->e[i]);
+		else
+			i++;
+	}
+}
+
 /* fd is being closed: an epoll set of ours goes; a socket's registrations
  * under that number go with its last fd, as the kernel's do.  With a dup
  * still open the kernel keeps them, and so do we, through a dup of ours
@@ -979,29 +1101,16 @@ void shim_epoll_forget(int fd, struct tsock *t)
 		forget_sets(is_fd, &fd);
 		return;
 	}
+	if (!atomic_load(&t->nregs))
+		return;
 	int last = atomic_load(&t->nfds) <= 1;
 	hold();
-	pthread_mutex_lock(&eps_mu);
-	for (struct shim_ep *ep = eps; ep; ep = ep->next) {
+	pthread_rwlock_rdlock(&eps_rw);
+	for (struct shim_ep *ep = eps; ep && atomic_load(&t->nregs); ep = ep->next) {
 		pthread_mutex_lock(&ep->mu);
-		for (int i = 0; i < ep->n;) {
-			struct ep_entry *e = ep->e[i];
-			if (e->t != t || (!last && e->fd != fd)) {
-				i++;
-				continue;
-			}
-			if (last) {
-				entry_drop(ep, e); /* the caller holds a reference */
-				continue;
-			}
-			if (e->sysfd == fd) {
-				e->sysfd = shunt__hide_fd(sys_fcntl(fd, F_DUPFD_CLOEXEC, 0));
-				shunt__own_add(&e->sysfd);
-			}
-			i++;
-		}
+		forget_in(ep, fd, t, last);
 		pthread_mutex_unlock(&ep->mu);
 	}
-	pthread_mutex_unlock(&eps_mu);
+	pthread_rwlock_unlock(&eps_rw);
 	let_go();
 }

@@ -93,6 +93,8 @@ static struct tsock *tsock_alloc(void)
 	}
 	t->meet = NULL;
 	t->mapped = 0;
+	t->unhold = 0;
+	atomic_store(&t->nregs, 0);
 	atomic_store(&t->io_gen, 0);
 	atomic_store(&t->nfds, 0);
 	atomic_store_explicit(&t->refs, 1, memory_order_release);
@@ -107,6 +109,8 @@ static void tsock_free(struct tsock *t)
 		sys_munmap(END(t)->seg.base, END(t)->seg.map_len);
 		shim_segment_mapped(-1);
 	}
+	if (t->unhold)
+		shim_slot_unhold(t->slot, t->gen);
 	t->slot = NULL;
 	pthread_mutex_lock(&pool_mu);
 	t->meet = (struct tmeet *)pool;
@@ -228,7 +232,10 @@ static void last_fd(struct tsock *t, int fd)
 		shim_vm_drop(t);
 		shim_vm_let_go(t);
 	}
-	shim_slot_unhold(s, t->gen);
+	/* Our hold goes with the last reference, not now: a call still in
+	 * progress in another thread reads the slot (and the segment mapped
+	 * from it), and a slot let go is another socket's at once. */
+	t->unhold = 1;
 }
 
 static void drop_fd(struct tsock *t, int fd)

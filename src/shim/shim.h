@@ -293,7 +293,10 @@ struct tsock {
 	struct tmeet *meet;        /* a meeting in progress, or a listener's segment
 	                            * fd the dialer has yet to open (meet.c) */
 	_Atomic uint32_t io_gen;   /* moves on I/O and rings: epoll looks again */
+	_Atomic int nregs;         /* its entries in epoll sets of ours (epoll.c) */
 	int mapped;                /* this process maps the segment */
+	int unhold;                /* its last fd went: the slot's hold goes
+	                            * with the last reference (fdtab.c) */
 	_Atomic int64_t peer_looked; /* when a send last asked if the peer lives */
 	_Atomic uint32_t sends;
 	struct tsock *birth_next;  /* reserved for a child being made (proc.c) */
