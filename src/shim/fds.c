@@ -29,9 +29,19 @@ int shim_own_fd(int fd)
 	return shunt__own_is(fd);
 }
 
+/*
+ * Nothing of ours rides on fd: not tracked, its kind not noted, and not an
+ * epoll set of ours.  Most fds a program opens and closes are files, and
+ * these looks (a load each) spare them the vfork check's getpid().
+ */
+static int nothing_at(int fd)
+{
+	return !shim_has(fd) && shim_kind(fd) == FD_UNKNOWN && !shim_epoll_ours(fd);
+}
+
 void shim_fresh_fd(int fd)
 {
-	if (fd >= 0 && !shim_in_vfork_child()) {
+	if (fd >= 0 && !nothing_at(fd) && !shim_in_vfork_child()) {
 		if (shim_has(fd))
 			shim_forget(fd, 0);
 		shim_set_kind(fd, FD_UNKNOWN);
@@ -57,7 +67,8 @@ int shim_close(int fd)
 {
 	if (shim_own_fd(fd))
 		return (int)shim_err(-EBADF);
-	if (!shim_in_vfork_child() && !atomic_load(&shim_hands_off)) {
+	if (!atomic_load(&shim_hands_off) && (!nothing_at(fd) || shim_linger_due()) &&
+	    !shim_in_vfork_child()) {
 		going(fd);
 		shim_linger_tick();
 	}

@@ -102,6 +102,11 @@ void shim_linger(int fd, uint8_t bell)
 	pthread_mutex_unlock(&linger_mu);
 }
 
+int shim_linger_due(void)
+{
+	return atomic_load_explicit(&nlinger, memory_order_relaxed) != 0;
+}
+
 void shim_linger_tick(void)
 {
 	if (!atomic_load_explicit(&nlinger, memory_order_relaxed) ||

@@ -553,6 +553,7 @@ void shim_close_end(struct tsock *t, int fd);
  * look at the lingering ones (each close); around fork. */
 void shim_linger(int fd, uint8_t bell);
 void shim_linger_tick(void);
+int shim_linger_due(void); /* some are lingering: the next close looks */
 void shim_linger_fork(int phase);
 
 /* --- Waiting (poll.c, epoll.c) -------------------------------------------- */
