@@ -15,6 +15,9 @@
 #                       the test is killed (TERM, then KILL 5 s later) and fails
 #   SHUNT_TEST_VM=1     the tests that boot guests too ("# test-set: vm";
 #                       `make test-vm` runs only those)
+# A script's "# test-retry: 1" line runs it a second time if it failed
+# (shown as RETRY with the first run's last lines); only a second failure
+# counts.
 #   CI=true or SHUNT_STRICT=1
 #                       strict mode: a skipped test fails the run
 #   SHUNT_TEST_TAIL     lines of output shown for a failed test (default 40)
@@ -129,14 +132,25 @@ for t in "${tests[@]}"; do
 		failed_names+=("$name")
 		continue
 	fi
-	t0=$(now)
 	# A script may need longer (guests under TCG): "# test-timeout: N"
 	# among its first lines, never below the run's own.
 	secs_t=$(head -c 4096 "$t" | grep -a -m1 '^# test-timeout: [0-9]*$' | tr -dc 0-9)
 	[ -n "$secs_t" ] && [ "$secs_t" -gt "$timeout_s" ] || secs_t=$timeout_s
-	timeout -k 5 "$secs_t" "${prefix[@]}" "$t" >"$out" 2>&1 </dev/null
-	rc=$?
-	dt=$(secs "$t0" "$(now)")
+	# "# test-retry: 1": a failed run is run once more, and the failure
+	# is shown (the guests' tests: TCG on a busy host times out now and
+	# then).  Only a second failure fails the test.
+	tries=$(head -c 4096 "$t" | grep -a -m1 '^# test-retry: 1$' >/dev/null && echo 2 || echo 1)
+	while :; do
+		t0=$(now)
+		timeout -k 5 "$secs_t" "${prefix[@]}" "$t" >"$out" 2>&1 </dev/null
+		rc=$?
+		dt=$(secs "$t0" "$(now)")
+		tries=$((tries - 1))
+		case $rc in 0 | 77) break ;; esac
+		[ "$tries" -gt 0 ] || break
+		printf 'RETRY %-14s %7ss  status %s; its last lines:\n' "$name" "$dt" "$rc"
+		tail -n 12 "$out" | sed 's/^/    | /'
+	done
 	why=
 	case $rc in
 	0) verdict=PASS ;;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # test-timeout: 300
-# test-set: vm
+# test-retry: 1
 # t_vm_apps: real servers and clients between two QEMU guests, unmodified,
 # under the preload library (`shunt run`), their connections moved to the
 # ivshmem region the guests share:

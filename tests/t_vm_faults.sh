@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # test-timeout: 300
-# test-set: vm
+# test-retry: 1
 # t_vm_faults: connections moved to the ivshmem region between two QEMU
 # guests, when something goes wrong (docs/vms.md, "When a guest fails"):
 #   - the server process is killed in guest B while guest A streams to it:

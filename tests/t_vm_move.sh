@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # test-timeout: 300
-# test-set: vm
+# test-retry: 1
 # t_vm_move: TCP connections between two QEMU guests, and between a host
 # process and a guest, move to the ivshmem region they share, with the
 # programs unmodified under the preload library (tests/vm/lab.sh boots the
