@@ -11,8 +11,15 @@
 
 # mode tcp|shunt: whether the next bstart/bclient run under the preload
 # library (same command line either way).
+# mode tcp|shunt: the next run's mode.  Each run starts with no TIME_WAIT
+# socket left by the one before (ss -K, as root): a short-connection run
+# leaves tens of thousands, and every connect() of the next run then pays
+# for searching them, so whichever mode ran second was measured slower (on
+# this machine nginx's `Connection: close` cost 5-10% more CPU per request
+# right after another run than in a fresh network namespace).
 mode() {
 	if [ "$1" = tcp ]; then APPS_TCP=1; else APPS_TCP=0; fi
+	[ "$(id -u)" != 0 ] || ss -K -tan state time-wait >/dev/null 2>&1 || true
 }
 
 now_s() { date +%s.%N; }
