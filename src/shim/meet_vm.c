@@ -582,7 +582,8 @@ static void start_end(struct tsock *t, int fd, struct shunt_seg *seg, int side, 
 	 * (/proc/loadavg showed 4 runnable in an idle guest): spinning there
 	 * takes no CPU the peer needs, so the crowding rule does not apply
 	 * (the window still adapts, and the spin yields now and then). */
-	sl->end.spin.forced = in_guest;
+	if (in_guest)
+		sl->end.spin.forced = 1;
 	t->mapped = 1;
 }
 

@@ -615,8 +615,13 @@ void shim_close_end(struct tsock *t, int fd)
 
 	char what[160];
 	describe(s, what, sizeof(what));
-	log_debug("fd %d: closed in shared memory (%s, phase %#x, %s, %zd unread)", fd, what, ph,
-		  rst ? "reset" : "end", shunt_end_readable(&s->end));
+	log_debug("fd %d: closed in shared memory (%s, phase %#x, %s, %zd unread; waits: "
+		  "%llu spun, %llu of them found it, %llu slept, %llu doorbells rung)", fd, what, ph,
+		  rst ? "reset" : "end", shunt_end_readable(&s->end),
+		  (unsigned long long)atomic_load(&s->end.spins),
+		  (unsigned long long)atomic_load(&s->end.spin_hits),
+		  (unsigned long long)atomic_load(&s->end.sleeps),
+		  (unsigned long long)atomic_load(&s->end.wakeups));
 	shunt_end_close(&s->end, &b, rst ? SHUNT_CLOSE_RST : SHUNT_CLOSE_TCP);
 	/* The kernel's close then says the same to anyone watching the TCP
 	 * socket: a reset, or a FIN once the doorbells are drained (a byte
