@@ -43,6 +43,11 @@ int ts_accel(int fd)
 	return shunt__shim_is_accelerated(fd) == 1;
 }
 
+int ts_moved(int fd)
+{
+	return shunt__shim_is_moved ? shunt__shim_is_moved(fd) : 0;
+}
+
 const char *ts_self(void)
 {
 	return g_self;

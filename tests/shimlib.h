@@ -27,6 +27,7 @@
 /* The shim's answer: 1 once fd's connection runs over shared memory.  Weak,
  * so that a build without it still links (every fd then counts as plain). */
 extern int shunt__shim_is_accelerated(int fd) __attribute__((weak));
+extern int shunt__shim_is_moved(int fd) __attribute__((weak));
 
 /* -1 with errno err, else fail (shows what came back). */
 #define ASSERT_FAILS(expr, err)                                            \
@@ -46,6 +47,8 @@ extern int shunt__shim_is_accelerated(int fd) __attribute__((weak));
 int ts_disabled(void);
 /* shunt__shim_is_accelerated(fd), or 0 without a shim. */
 int ts_accel(int fd);
+/* shunt__shim_is_moved(fd): met its peer, a direction may still be on TCP. */
+int ts_moved(int fd);
 /* This program's path (for re-executing itself). */
 const char *ts_self(void);
 /* Milliseconds to allow for something that takes `ms` in a plain build

@@ -220,6 +220,15 @@ void shim_lock(pthread_mutex_t *mu)
 		pthread_mutex_consistent(mu);
 }
 
+int shim_trylock(pthread_mutex_t *mu)
+{
+	int rc = pthread_mutex_trylock(mu);
+
+	if (rc == EOWNERDEAD)
+		pthread_mutex_consistent(mu);
+	return rc == 0 || rc == EOWNERDEAD ? 0 : -EBUSY;
+}
+
 void shim_unlock(pthread_mutex_t *mu)
 {
 	pthread_mutex_unlock(mu);

@@ -206,6 +206,30 @@ static int wait_asker(struct tslot *s, int block)
 	return 0;
 }
 
+static int rx_leave(struct tsock *t, int fd, int wait, int try);
+
+/*
+ * The asker's doorbells, taken off our stream for a program that may
+ * never read again (a client that only sends, then exits): left there,
+ * they are unread bytes at the kernel's close, which then resets the
+ * connection under the data still on its way to the asker's new holder
+ * (the soak's SCM_RIGHTS hand-over, tests/repro/scmback.c).  Only when
+ * nothing of the asker's comes before them: its TCP data up to its switch
+ * read (the kernel's count), its ring read to its end (rx_leave_locked).
+ * Never waits: a read does the rest, as ever.
+ */
+static void take_asker_bells(struct tsock *t, int fd)
+{
+	struct tslot *s = t->slot;
+	uint64_t at;
+
+	if ((atomic_load(&s->phase) & PH_RX_PLAIN) || !(peer_flags(s) & SHUNT_SW_BACK) ||
+	    shim_kern_rx_consumed(fd, &at) < 0 ||
+	    at < atomic_load_explicit(&sw_of(s, 1 - (int)s->side)->tcp_off, memory_order_relaxed))
+		return;
+	rx_leave(t, fd, 0, 1); /* a read in progress takes them itself */
+}
+
 int shim_back_tx(struct tsock *t, int fd, int block)
 {
 	struct tslot *s = t->slot;
@@ -220,6 +244,8 @@ int shim_back_tx(struct tsock *t, int fd, int block)
 	shim_lock(&s->tx_mu);
 	rc = (atomic_load(&s->phase) & PH_TX_PLAIN) ? 0 : flush_locked(t, fd, block);
 	shim_unlock(&s->tx_mu);
+	if (rc == 0)
+		take_asker_bells(t, fd);
 	shim_back_settle(t, fd);
 	return rc;
 }
@@ -307,13 +333,18 @@ plain:
 	return 1;
 }
 
-int shim_back_rx(struct tsock *t, int fd, int wait)
+/* 1 when reads go to the kernel now; 0 not yet (or, trying, the lock was
+ * held); < 0 when the stream cannot be followed: the connection is reset. */
+static int rx_leave(struct tsock *t, int fd, int wait, int try)
 {
 	struct tslot *s = t->slot;
 
 	if (atomic_load(&s->phase) & PH_RX_PLAIN)
 		return 1;
-	shim_lock(&s->rx_mu);
+	if (!try)
+		shim_lock(&s->rx_mu);
+	else if (shim_trylock(&s->rx_mu) < 0)
+		return 0;
 	int rc = rx_leave_locked(t, fd, wait);
 	shim_unlock(&s->rx_mu);
 	if (rc < 0) {
@@ -325,6 +356,11 @@ int shim_back_rx(struct tsock *t, int fd, int wait)
 	if (rc)
 		shim_back_settle(t, fd);
 	return rc;
+}
+
+int shim_back_rx(struct tsock *t, int fd, int wait)
+{
+	return rx_leave(t, fd, wait, 0);
 }
 
 /* Both directions are on the kernel's socket: the connection is plain. */

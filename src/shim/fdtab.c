@@ -328,6 +328,15 @@ void shim_each(void (*fn)(int fd, struct tsock *t, void *arg), void *arg)
 	}
 }
 
+int shunt__shim_is_moved(int fd)
+{
+	struct tsock *t = shim_get(fd);
+	int on = t && atomic_load(&t->slot->state) == SLOT_MOVED && t->mapped;
+
+	shim_put(t);
+	return on;
+}
+
 int shunt__shim_is_accelerated(int fd)
 {
 	struct tsock *t = shim_get(fd);

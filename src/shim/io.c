@@ -229,6 +229,10 @@ static ssize_t plain_recv(struct tsock *t, int fd, void *buf, size_t len, int fl
 static ssize_t tcp_part(struct tsock *t, int fd, void *buf, size_t len, int flags)
 {
 	struct tslot *s = S(t);
+	/* Our last read took what the kernel held before this look: a peer
+	 * that saw none of it unread rang us, else we see its switch
+	 * (move.c, peer_before_x). */
+	atomic_thread_fence(memory_order_seq_cst);
 	int knew = shim_peer_switched(t);
 	size_t want = len;
 	uint64_t x = atomic_load(&s->x_peer);

@@ -206,11 +206,11 @@ static int diag_ask(int s, const struct inet_diag_req_v2 *r, struct inet_diag_ms
 	return 0;
 }
 
-int shim_kern_sock_find(const struct shunt_addr *src, const struct shunt_addr *dst,
-			uint64_t *ino, uint32_t *uid)
+/* The kernel's record of the TCP socket with exactly these addresses. */
+static int diag_lookup(const struct shunt_addr *src, const struct shunt_addr *dst,
+		       struct inet_diag_msg *m)
 {
 	struct inet_diag_req_v2 r;
-	struct inet_diag_msg m = { 0 };
 	int s = sys_socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
 
 	if (s < 0)
@@ -225,15 +225,32 @@ int shim_kern_sock_find(const struct shunt_addr *src, const struct shunt_addr *d
 	diag_addr(dst, r.id.idiag_dst);
 	r.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
 	r.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
-	int rc = diag_ask(s, &r, &m);
+	int rc = diag_ask(s, &r, m);
 	sys_close(s);
-	if (rc == 0 && !diag_same(&m, src, dst))
-		rc = -ENOENT;
+	return rc == 0 && !diag_same(m, src, dst) ? -ENOENT : rc;
+}
+
+int shim_kern_sock_find(const struct shunt_addr *src, const struct shunt_addr *dst,
+			uint64_t *ino, uint32_t *uid)
+{
+	struct inet_diag_msg m = { 0 };
+	int rc = diag_lookup(src, dst, &m);
+
 	if (rc < 0)
 		return rc;
 	*ino = m.idiag_inode; /* 0: orphaned, held by no process */
 	*uid = m.idiag_uid;
 	return 0;
+}
+
+int shim_kern_unread(const struct shunt_addr *src, const struct shunt_addr *dst, uint32_t *unread)
+{
+	struct inet_diag_msg m = { 0 };
+	int rc = diag_lookup(src, dst, &m);
+
+	if (rc == 0)
+		*unread = m.idiag_rqueue;
+	return rc;
 }
 
 /* --- Another process's fds: /proc -------------------------------------------

@@ -443,6 +443,25 @@ static uint32_t peer_sw(struct tslot *s)
 	return atomic_load_explicit(&s->end.seg.ctl->sw[1 - s->side].flags, memory_order_acquire);
 }
 
+/*
+ * Is the peer's socket (on this host) still holding some of the bytes we
+ * sent before X?  Then no read of its can be asleep at X: it takes those,
+ * and its next read learns of X from the segment before it waits (the
+ * fence here and the one in io.c's tcp_part: one of the two sees the
+ * other).  The doorbell that wakes a reader asleep at X is then left out,
+ * and only then: a doorbell behind data the peer has not read keeps the
+ * connection from ever going back to TCP exactly (back.c), which handing
+ * it to another process (SCM_RIGHTS, exec) needs.  Between VMs the peer's
+ * kernel is not ours to ask: the doorbell goes.
+ */
+static int peer_before_x(struct tslot *s)
+{
+	uint32_t unread = 0;
+
+	atomic_thread_fence(memory_order_seq_cst);
+	return !s->vm.on && shim_kern_unread(&s->peer, &s->local, &unread) == 0 && unread > 0;
+}
+
 static int switch_tx(struct tsock *t, int fd, int patient)
 {
 	struct tslot *s = t->slot;
@@ -502,11 +521,12 @@ static int switch_tx(struct tsock *t, int fd, int patient)
 		atomic_store(&s->switching, 0);
 	}
 	shim_unlock(&s->tx_mu);
-	if (rc == 0 && !(atomic_load(&s->phase) & PH_NOBELL)) {
+	if (rc == 0 && !(atomic_load(&s->phase) & PH_NOBELL) && !peer_before_x(s)) {
 		/* Wakes a peer asleep in a read of the stream: it is past X. */
 		sys_send(fd, &s->bell, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
-		atomic_fetch_add(&t->io_gen, 1);
 	}
+	if (rc == 0)
+		atomic_fetch_add(&t->io_gen, 1);
 	return rc;
 }
 

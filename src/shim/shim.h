@@ -266,6 +266,7 @@ int shim_slot_shared(struct tslot *s);
 int shim_slot_index(const struct tslot *s);
 struct tslot *shim_slot_at(int index, uint32_t gen);
 void shim_lock(pthread_mutex_t *mu);
+int shim_trylock(pthread_mutex_t *mu); /* 0, or -EBUSY: held */
 void shim_unlock(pthread_mutex_t *mu);
 /* The arena's fd, for exec; -1 if none. */
 int shim_arena_fd(void);
@@ -334,6 +335,9 @@ enum fd_kind shim_kind(int fd);
 
 /* For tests: 1 if fd's connection runs over shared memory, else 0. */
 int shunt__shim_is_accelerated(int fd);
+/* Its connection met its peer and maps the segment (either direction may
+ * still be on TCP), for the tests. */
+int shunt__shim_is_moved(int fd);
 
 /* --- The fd rule (fds.c) ----------------------------------------------------
  * The library never acts on an fd it cannot show is still its own, and the
@@ -470,6 +474,9 @@ int shim_kern_netns_cookie(int fd, uint64_t *out);
  * inode (0 if no process holds it) and owner's uid; -ENOENT if none. */
 int shim_kern_sock_find(const struct shunt_addr *src, const struct shunt_addr *dst,
 			uint64_t *ino, uint32_t *uid);
+/* The bytes the socket with these addresses holds unread (sock_diag's
+ * rqueue): -ENOENT if no such socket is in our network namespace. */
+int shim_kern_unread(const struct shunt_addr *src, const struct shunt_addr *dst, uint32_t *unread);
 /* The inode of the socket process pid holds at fd, read from /proc: 0,
  * -EACCES if we may not look (or pid is no process of our /proc), -ENOENT
  * if no such fd, -ENOTSOCK if no socket. */
