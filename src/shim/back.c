@@ -285,6 +285,41 @@ static int take_bells(struct tslot *s, int fd, uint64_t n, int64_t deadline)
 	return 0;
 }
 
+/*
+ * exit() with a moved socket open: the kernel closes it after us, and a
+ * doorbell left unread in it makes that close a reset, which drops what
+ * the kernel still had to send and tells the peer ECONNRESET where a close
+ * gives end of stream.  Past the peer's switch offset its stream holds
+ * only doorbells (up to its back_tcp if it went back): once our kernel
+ * counted everything before the offset as read, the doorbells there are
+ * taken off (peeked first: a byte that is not one stays).  Between VMs the
+ * peer's proof follows the offset: nothing is taken there.
+ */
+void shim_back_exit_bells(struct tsock *t, int fd)
+{
+	struct tslot *s = t->slot;
+	struct shunt_switch *p = sw_of(s, 1 - (int)s->side);
+	uint32_t pf = peer_flags(s);
+	uint64_t at, end = UNKNOWN;
+	uint8_t buf[256];
+
+	if (s->vm.on || !(pf & SHUNT_SW_RING) || shim_kern_rx_consumed(fd, &at) < 0 ||
+	    at < atomic_load_explicit(&p->tcp_off, memory_order_relaxed))
+		return;
+	if (pf & SHUNT_SW_BACK)
+		end = atomic_load_explicit(&p->back_tcp, memory_order_relaxed);
+	while (at < end) {
+		long k = sys_recv(fd, buf, (size_t)SHUNT_MIN(end - at, sizeof(buf)),
+				  MSG_PEEK | MSG_DONTWAIT);
+		long n = 0;
+		while (n < k && buf[n] == s->bell)
+			n++;
+		if (n <= 0 || sys_recv(fd, buf, (size_t)n, MSG_DONTWAIT) != n || n < k)
+			return;
+		at += (uint64_t)n;
+	}
+}
+
 /* Our side of the ring is read to where the asker's ring data ends:
  * 1, 0 (not yet), or -EPROTO for an impossible head. */
 static int ring_read(struct tslot *s, uint64_t head)

@@ -202,8 +202,11 @@ static void note_short(struct tslot *s, int fd)
 static void exit_one(int fd, struct tsock *t, void *arg)
 {
 	(void)arg;
-	if (t->slot)
-		note_short(t->slot, fd);
+	if (!t->slot)
+		return;
+	note_short(t->slot, fd);
+	if (atomic_load(&t->slot->state) == SLOT_MOVED && t->mapped && !shim_slot_shared(t->slot))
+		shim_back_exit_bells(t, fd);
 }
 
 /* exit() with sockets open (a client that never closes): the kernel

@@ -400,6 +400,8 @@ int shim_back_tx(struct tsock *t, int fd, int block);
  * go to the kernel, 0 not yet, < 0 the stream broke.  `wait`: for the
  * peer's last doorbells to arrive. */
 int shim_back_rx(struct tsock *t, int fd, int wait);
+/* At exit(): the doorbells in a moved socket's stream, off it. */
+void shim_back_exit_bells(struct tsock *t, int fd);
 /* Both directions are back: the connection is plain TCP. */
 void shim_back_settle(struct tsock *t, int fd);
 /* Our ring's leftovers still wait for room on TCP: a wait must watch for
