@@ -825,15 +825,15 @@ static void case_scm_rights_poll(void)
 
 /* The end that passes the socket on read only a prefix of what the other
  * end sent by TCP before it switched to the ring, and the other end only
- * sends, then exits without a close (exit(): the library's destructor
- * runs).  Going back to TCP needs the stream
- * free of doorbells behind that unread data (the switch's wake-up doorbell
- * used to land there: reset), and the writer's stream free of the asker's
- * doorbells at its exit (the kernel reset the connection under the data on
- * its way to the new holder).  Found by the soak: tests/repro/scmback.c,
+ * sends, then closes.  Going back to TCP needs the stream free of
+ * doorbells behind that unread data (the switch's wake-up doorbell used to
+ * land there: reset), and the writer's stream free of the asker's
+ * doorbells at its close (the kernel reset the connection under the data
+ * on its way to the new holder).  Found by the soak: tests/repro/scmback.c,
  * 2 to 5 rounds in 10 reset before. */
 #define UNREAD_TOTAL (8u << 20)
 #define UNREAD_PREFIX (1u << 20)
+#define UNREAD_MOVE_BY (4u << 20)
 #define UNREAD_ROUNDS 10
 
 /* In 16 KiB writes: the meeting takes its steps on calls. */
@@ -842,44 +842,56 @@ static void unread_writer(int fd, void *arg)
 	(void)arg;
 	for (uint64_t off = 0; off < UNREAD_TOTAL; off += 16 * KIB)
 		ts_send_stream(fd, shim_seed(41), off, 16 * KIB, ts_ms(20000));
+	ASSERT_SYS(close(fd));
 }
 
 static void unread_receiver(void *arg)
 {
 	const int *u = arg;
+	uint64_t off;
 
 	close(u[0]);
+	ASSERT_EQ(read(u[1], &off, sizeof(off)), (ssize_t)sizeof(off));
 	int fd = recv_fd(u[1]);
-	ts_recv_stream(fd, shim_seed(41), UNREAD_PREFIX, UNREAD_TOTAL - UNREAD_PREFIX,
-		       ts_ms(20000));
+	ts_recv_stream(fd, shim_seed(41), off, UNREAD_TOTAL - off, ts_ms(20000));
 	ts_expect_eof(fd, ts_ms(5000));
 	ASSERT_SYS(close(fd));
+}
+
+/* One round: the first MiB or more, in 64 KiB reads as a server reads a
+ * request, until the connection moved (4 MiB at most); then the pass.
+ * 1 if it had moved. */
+static int unread_round(void)
+{
+	int u[2], moved;
+	struct shim_peer p;
+	uint64_t off = 0;
+
+	ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, u));
+	pid_t recv_pid = test_fork(unread_receiver, u);
+	ts_peer_start(&p, unread_writer, NULL);
+	close(u[1]);
+	while (off < UNREAD_PREFIX || (off < UNREAD_MOVE_BY && !ts_moved(p.fd))) {
+		ts_recv_stream(p.fd, shim_seed(41), off, 64 * KIB, ts_ms(5000));
+		off += 64 * KIB;
+	}
+	usleep(20000); /* the writer sends on meanwhile */
+	moved = ts_moved(p.fd);
+	ASSERT_EQ(write(u[0], &off, sizeof(off)), (ssize_t)sizeof(off));
+	send_fd(u[0], p.fd);
+	ASSERT_SYS(close(p.fd));
+	ASSERT_SYS(close(u[0]));
+	test_wait_ok(recv_pid, ts_ms(20000) / 1000.0);
+	ts_peer_wait(&p, ts_ms(5000));
+	return moved;
 }
 
 static void case_scm_rights_unread(void)
 {
 	int moved = 0;
 
-	for (int r = 0; r < UNREAD_ROUNDS; r++) {
-		int u[2];
-		struct shim_peer p;
-
-		ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, u));
-		pid_t recv_pid = test_fork(unread_receiver, u);
-		ts_peer_start(&p, unread_writer, NULL);
-		close(u[1]);
-		/* 64 KiB reads, as a server reads a request: the connection
-		 * moves on the way, most rounds. */
-		for (uint64_t off = 0; off < UNREAD_PREFIX; off += 64 * KIB)
-			ts_recv_stream(p.fd, shim_seed(41), off, 64 * KIB, ts_ms(5000));
-		usleep(20000); /* the writer sends on meanwhile */
-		moved += ts_moved(p.fd);
-		send_fd(u[0], p.fd);
-		ASSERT_SYS(close(p.fd));
-		ASSERT_SYS(close(u[0]));
-		test_wait_ok(recv_pid, ts_ms(20000) / 1000.0);
-		ts_peer_wait(&p, ts_ms(5000));
-	}
+	for (int r = 0; r < UNREAD_ROUNDS; r++)
+		moved += unread_round();
 	test_log("%d rounds of %u MiB, %d of them passed on moved", UNREAD_ROUNDS,
 		 UNREAD_TOTAL >> 20, moved);
 	ASSERT_MSG(ts_disabled() || moved > 0, "no round moved before its pass");
