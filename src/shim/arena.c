@@ -248,7 +248,17 @@ struct tslot *shim_slot_new(uint64_t ino, uint32_t *gen)
 		if (atomic_load_explicit(&s->state, memory_order_relaxed) != SLOT_FREE ||
 		    !atomic_compare_exchange_strong(&s->state, &free_, SLOT_PLAIN))
 			continue;
-		atomic_store_explicit(&a->hint, i + 1, memory_order_relaxed);
+		/* Next fit, cycling through the first ARENA_REUSE_SPAN slots
+		 * while they have room: a search that went on through the
+		 * whole arena took a page never touched yet every few
+		 * sockets, and a page fault of the memfd (a zeroed page) cost
+		 * a short connection more than all the rest the library does
+		 * for it.  A slot is still taken again only after the span's
+		 * others: a slot reused at once made a fork-per-connection
+		 * server's connections fail to move now and then (t_shim_hostile
+		 * serve_fork_per_conn, 2 runs in 12), a race not found yet. */
+		atomic_store_explicit(&a->hint, i + 1 == ARENA_REUSE_SPAN ? 0 : i + 1,
+				      memory_order_relaxed);
 		/* Ours alone now: clear all but the generation. */
 		uint32_t g = atomic_load(&s->gen);
 		memset((uint8_t *)s + offsetof(struct tslot, flags), 0,
@@ -338,23 +348,6 @@ int shim_slot_shared(struct tslot *s)
 	return 0;
 }
 
-/*
- * The next search starts at the lowest slot known free.  A search that
- * only moved forward would take a slot on a page never touched yet for
- * each of the first ARENA_SLOTS sockets, and a page fault of the memfd
- * (a zeroed page) cost a short connection more than all the rest the
- * library does for it; reusing low slots keeps the pages it touches few.
- */
-static void hint_lower(struct tslot *s)
-{
-	struct arena_hdr *a = arena_now();
-	uint32_t i = (uint32_t)shim_slot_index(s);
-	uint32_t h = atomic_load_explicit(&a->hint, memory_order_relaxed);
-
-	while (i < h && !atomic_compare_exchange_weak(&a->hint, &h, i))
-		;
-}
-
 /* Clear who's entries (0: nobody's) and dead ones; free the slot when no
  * entry is left. */
 static void let_go(struct tslot *s, uint32_t gen, int who)
@@ -376,10 +369,8 @@ static void let_go(struct tslot *s, uint32_t gen, int who)
 		return;
 	/* Nobody holds it: free it for the next socket, once. */
 	uint32_t g = gen;
-	if (atomic_compare_exchange_strong(&s->gen, &g, gen + 1)) {
+	if (atomic_compare_exchange_strong(&s->gen, &g, gen + 1))
 		atomic_store(&s->state, SLOT_FREE);
-		hint_lower(s);
-	}
 }
 
 void shim_slot_unhold(struct tslot *s, uint32_t gen)

@@ -17,6 +17,7 @@
 #define ARENA_VERSION   3u
 #define ARENA_PROCS     256
 #define ARENA_SLOTS     16384
+#define ARENA_REUSE_SPAN 256   /* the slots a search cycles through first */
 #define ARENA_SLOT_SIZE 1024u
 #define ARENA_SLOTS_OFF 65536u
 #define ARENA_SIZE      ((uint64_t)ARENA_SLOTS_OFF + (uint64_t)ARENA_SLOTS * ARENA_SLOT_SIZE)
