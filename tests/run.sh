@@ -148,8 +148,8 @@ for t in "${tests[@]}"; do
 		tries=$((tries - 1))
 		case $rc in 0 | 77) break ;; esac
 		[ "$tries" -gt 0 ] || break
-		printf 'RETRY %-14s %7ss  status %s; its last lines:\n' "$name" "$dt" "$rc"
-		tail -n 12 "$out" | sed 's/^/    | /'
+		printf 'RETRY %-14s %7ss  status %s; its failures and last lines:\n' "$name" "$dt" "$rc"
+		{ grep -a -m 5 -i 'fail' "$out"; tail -n 12 "$out"; } | sed 's/^/    | /'
 	done
 	why=
 	case $rc in
