@@ -237,7 +237,8 @@ static void last_fd(struct tsock *t, int fd)
 	}
 	/* Our hold goes with the last reference, not now: a call still in
 	 * progress in another thread reads the slot (and the segment mapped
-	 * from it), and a slot let go is another socket's at once. */
+	 * from it), and a slot let go is the next socket's once a search
+	 * comes by. */
 	t->unhold = 1;
 }
 
