@@ -208,6 +208,15 @@ static int wait_asker(struct tslot *s, int block)
 
 static int rx_leave(struct tsock *t, int fd, int wait, int try);
 
+/* Our kernel counted the peer's TCP data up to its switch offset as read
+ * (*at: how much): what follows in our stream is its doorbells. */
+static int past_peer_switch(struct tslot *s, int fd, uint64_t *at)
+{
+	return shim_kern_rx_consumed(fd, at) == 0 &&
+	       *at >= atomic_load_explicit(&sw_of(s, 1 - (int)s->side)->tcp_off,
+					   memory_order_relaxed);
+}
+
 /*
  * The asker's doorbells, taken off our stream for a program that may
  * never read again (a client that only sends, then exits): left there,
@@ -224,8 +233,7 @@ static void take_asker_bells(struct tsock *t, int fd)
 	uint64_t at;
 
 	if ((atomic_load(&s->phase) & PH_RX_PLAIN) || !(peer_flags(s) & SHUNT_SW_BACK) ||
-	    shim_kern_rx_consumed(fd, &at) < 0 ||
-	    at < atomic_load_explicit(&sw_of(s, 1 - (int)s->side)->tcp_off, memory_order_relaxed))
+	    !past_peer_switch(s, fd, &at))
 		return;
 	rx_leave(t, fd, 0, 1); /* a read in progress takes them itself */
 }
@@ -303,8 +311,7 @@ void shim_back_exit_bells(struct tsock *t, int fd)
 	uint64_t at, end = UNKNOWN;
 	uint8_t buf[256];
 
-	if (s->vm.on || !(pf & SHUNT_SW_RING) || shim_kern_rx_consumed(fd, &at) < 0 ||
-	    at < atomic_load_explicit(&p->tcp_off, memory_order_relaxed))
+	if (s->vm.on || !(pf & SHUNT_SW_RING) || !past_peer_switch(s, fd, &at))
 		return;
 	if (pf & SHUNT_SW_BACK)
 		end = atomic_load_explicit(&p->back_tcp, memory_order_relaxed);

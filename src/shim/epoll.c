@@ -267,6 +267,12 @@ static struct ep_entry **bucket(struct shim_ep *ep, int fd)
 	return &ep->hb[(unsigned)fd & (unsigned)(ep->cap - 1)];
 }
 
+/* The first entry of fd's bucket (none before the set has any). */
+static struct ep_entry *first_of(struct shim_ep *ep, int fd)
+{
+	return ep->cap ? *bucket(ep, fd) : NULL;
+}
+
 static void hash_out(struct shim_ep *ep, struct ep_entry *e)
 {
 	struct ep_entry **pp = bucket(ep, e->fd);
@@ -283,9 +289,7 @@ static void hash_out(struct shim_ep *ep, struct ep_entry *e)
 static struct ep_entry *entry_of(struct shim_ep *ep, int fd, struct tsock *t,
 				 struct shim_ep *inner)
 {
-	if (!ep->cap)
-		return NULL;
-	for (struct ep_entry *e = *bucket(ep, fd); e; e = e->hnext)
+	for (struct ep_entry *e = first_of(ep, fd); e; e = e->hnext)
 		if (e->fd == fd && e->t == t && e->inner == inner)
 			return e;
 	return NULL;
@@ -1067,7 +1071,7 @@ void shim_epoll_forget_range(unsigned first, unsigned last)
  * a dup stays, and the entry under fd keeps a dup of ours for our calls. */
 static void forget_in(struct shim_ep *ep, int fd, struct tsock *t, int last)
 {
-	struct ep_entry *e = ep->cap ? *bucket(ep, fd) : NULL;
+	struct ep_entry *e = first_of(ep, fd);
 
 	while (e) {
 		struct ep_entry *next = e->hnext;

@@ -332,22 +332,24 @@ void shim_each(void (*fn)(int fd, struct tsock *t, void *arg), void *arg)
 	}
 }
 
-int shunt__shim_is_moved(int fd)
+/* fd's connection moved, each of these phases is reached, and (if
+ * asked) this process maps its segment. */
+static int moved_with(int fd, uint32_t phases, int mapped)
 {
 	struct tsock *t = shim_get(fd);
-	int on = t && atomic_load(&t->slot->state) == SLOT_MOVED && t->mapped;
+	int on = t && atomic_load(&t->slot->state) == SLOT_MOVED && (!mapped || t->mapped) &&
+		 (atomic_load(&t->slot->phase) & phases) == phases;
 
 	shim_put(t);
 	return on;
 }
 
+int shunt__shim_is_moved(int fd)
+{
+	return moved_with(fd, 0, 1);
+}
+
 int shunt__shim_is_accelerated(int fd)
 {
-	struct tsock *t = shim_get(fd);
-	int on = t && atomic_load(&t->slot->state) == SLOT_MOVED &&
-		 (atomic_load(&t->slot->phase) & (PH_TX_RING | PH_RX_RING)) ==
-			 (PH_TX_RING | PH_RX_RING);
-
-	shim_put(t);
-	return on;
+	return moved_with(fd, PH_TX_RING | PH_RX_RING, 0);
 }

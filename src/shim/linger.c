@@ -109,8 +109,7 @@ int shim_linger_due(void)
 
 void shim_linger_tick(void)
 {
-	if (!atomic_load_explicit(&nlinger, memory_order_relaxed) ||
-	    pthread_mutex_trylock(&linger_mu))
+	if (!shim_linger_due() || pthread_mutex_trylock(&linger_mu))
 		return;
 	int64_t now = shunt_now_ns();
 	for (int i = 0; i < LINGER_MAX; i++) {
