@@ -20,6 +20,7 @@
 # seconds on a machine loaded 8 deep, and a hang shows only after 20 s
 # without progress; the program reports it (with gdb's backtraces of the
 # process that hangs) 28 s past the end at the latest.
+# SHUNT_SOAK_LOG: the library's log level (info).
 # SHUNT_APPS_TCP=1: plain TCP, no preload library (checks the checker).
 # SOAK_FAULT=drop|dup|swap|flip: the server spoils one chunk per process;
 # the test must fail.
@@ -66,7 +67,7 @@ under_shunt() {
 	if [ "$APPS_TCP" = 1 ]; then
 		"$@"
 	else
-		"$SHUNT_BIN" run -- env SHUNT_LOG=info "SHUNT_LOG_FILE=$T/$name.log" "$@"
+		"$SHUNT_BIN" run -- env "SHUNT_LOG=${SHUNT_SOAK_LOG:-info}" "SHUNT_LOG_FILE=$T/$name.log" "$@"
 	fi
 }
 

@@ -234,43 +234,122 @@ void shim_unlock(pthread_mutex_t *mu)
 	pthread_mutex_unlock(mu);
 }
 
+/*
+ * Where this process looks for a free slot: next fit within a window of
+ * ARENA_REUSE_SPAN slots of its own (chosen by its line in the process
+ * table), then through the whole arena.  A slot's cache lines stay with the
+ * process (and mostly its CPU) that takes it: two nginx workers taking
+ * slots in turn from one shared span missed the cache on every slot's
+ * state and on every line its clearing wrote (perf: most of
+ * shim_slot_new, itself the library's largest cost per short connection),
+ * and a page first touched costs a fault, so the slots in use stay on few
+ * pages.  A slot is taken again only after the window's others: a slot
+ * reused at once made a fork-per-connection server's connections fail to
+ * move now and then (t_shim_hostile serve_fork_per_conn, 2 runs in 12), a
+ * race not found yet.
+ */
+static _Atomic uint32_t next_slot = UINT32_MAX; /* UINT32_MAX: not chosen */
+
+static uint32_t window_base(struct arena_hdr *a)
+{
+	struct arena_proc *p = atomic_load_explicit(&me, memory_order_acquire);
+	uint32_t line = p ? (uint32_t)(p - a->procs) : 0;
+
+	return line % (ARENA_SLOTS / ARENA_REUSE_SPAN) * ARENA_REUSE_SPAN;
+}
+
+/* Slot i, ours if it was free. */
+static struct tslot *take_free(struct arena_hdr *a, uint32_t i)
+{
+	struct tslot *s = slot_of(a, (int)i);
+	uint32_t free_ = SLOT_FREE;
+
+	if (atomic_load_explicit(&s->state, memory_order_relaxed) != SLOT_FREE ||
+	    !atomic_compare_exchange_strong(&s->state, &free_, SLOT_PLAIN))
+		return NULL;
+	return s;
+}
+
+static void let_go(struct tslot *s, uint32_t gen, int who);
+
+/*
+ * A slot whose holders all died is nobody's: a process that ended by
+ * _exit() or a signal, or exited with the socket open, let go of nothing
+ * (a fork-per-connection server's handlers), and its slots stayed taken
+ * for good.  A slot being set up (shim_slot_new between taking it and
+ * naming its holder) shows no holder at all and is left alone; one freed
+ * and taken again meanwhile has another generation, which let_go checks.
+ */
+static void reclaim(struct tslot *s, int self)
+{
+	uint32_t g = atomic_load(&s->gen);
+	int any = 0;
+
+	if (atomic_load(&s->state) == SLOT_FREE)
+		return;
+	for (int i = 0; i < SLOT_HOLDERS; i++) {
+		int32_t h = atomic_load(&s->holders[i]);
+		if (h == 0)
+			continue;
+		if (h == self || alive(h))
+			return;
+		any = 1;
+	}
+	if (any)
+		let_go(s, g, 0);
+}
+
+#define SWEEP_SLOTS 64 /* looked at each time a window is full */
+static _Atomic uint32_t sweep_at, far_slot;
+
+static struct tslot *find_free(struct arena_hdr *a)
+{
+	uint32_t base = window_base(a), at = atomic_load_explicit(&next_slot, memory_order_relaxed);
+
+	if (at - base >= ARENA_REUSE_SPAN)
+		at = base;
+	for (uint32_t k = 0; k < ARENA_REUSE_SPAN; k++) {
+		uint32_t i = base + (at - base + k) % ARENA_REUSE_SPAN;
+		struct tslot *s = take_free(a, i);
+		if (s) {
+			atomic_store_explicit(&next_slot, i + 1, memory_order_relaxed);
+			return s;
+		}
+	}
+	/* The window is full: free what the dead held, a part at a time,
+	 * and take the next free slot anywhere (next fit). */
+	uint32_t from = atomic_fetch_add_explicit(&sweep_at, SWEEP_SLOTS, memory_order_relaxed);
+	for (uint32_t k = 0; k < SWEEP_SLOTS; k++)
+		reclaim(slot_of(a, (int)((from + k) % ARENA_SLOTS)), shim_pid());
+	from = atomic_load_explicit(&far_slot, memory_order_relaxed);
+	for (uint32_t k = 0; k < ARENA_SLOTS; k++) {
+		uint32_t i = (from + k) % ARENA_SLOTS;
+		struct tslot *s = take_free(a, i);
+		if (s) {
+			atomic_store_explicit(&far_slot, i + 1, memory_order_relaxed);
+			return s;
+		}
+	}
+	return NULL;
+}
+
 struct tslot *shim_slot_new(uint64_t ino, uint32_t *gen)
 {
 	struct arena_hdr *a = arena_get();
+	struct tslot *s = a ? find_free(a) : NULL;
 
-	if (!a)
+	if (!s)
 		return NULL;
-	uint32_t start = atomic_load_explicit(&a->hint, memory_order_relaxed);
-	for (uint32_t k = 0; k < ARENA_SLOTS; k++) {
-		uint32_t i = (start + k) % ARENA_SLOTS;
-		struct tslot *s = slot_of(a, (int)i);
-		uint32_t free_ = SLOT_FREE;
-		if (atomic_load_explicit(&s->state, memory_order_relaxed) != SLOT_FREE ||
-		    !atomic_compare_exchange_strong(&s->state, &free_, SLOT_PLAIN))
-			continue;
-		/* Next fit, cycling through the first ARENA_REUSE_SPAN slots
-		 * while they have room: a search that went on through the
-		 * whole arena took a page never touched yet every few
-		 * sockets, and a page fault of the memfd (a zeroed page) cost
-		 * a short connection more than all the rest the library does
-		 * for it.  A slot is still taken again only after the span's
-		 * others: a slot reused at once made a fork-per-connection
-		 * server's connections fail to move now and then (t_shim_hostile
-		 * serve_fork_per_conn, 2 runs in 12), a race not found yet. */
-		atomic_store_explicit(&a->hint, i + 1 == ARENA_REUSE_SPAN ? 0 : i + 1,
-				      memory_order_relaxed);
-		/* Ours alone now: clear all but the generation. */
-		uint32_t g = atomic_load(&s->gen);
-		memset((uint8_t *)s + offsetof(struct tslot, flags), 0,
-		       sizeof(*s) - offsetof(struct tslot, flags));
-		init_locks(s);
-		s->ino = ino;
-		atomic_store(&s->holders[0], shim_pid());
-		*gen = g;
-		shim_count_seen();
-		return s;
-	}
-	return NULL;
+	/* Ours alone now: clear all but the generation. */
+	uint32_t g = atomic_load(&s->gen);
+	memset((uint8_t *)s + offsetof(struct tslot, flags), 0,
+	       sizeof(*s) - offsetof(struct tslot, flags));
+	init_locks(s);
+	s->ino = ino;
+	atomic_store(&s->holders[0], shim_pid());
+	*gen = g;
+	shim_count_seen();
+	return s;
 }
 
 struct tslot *shim_slot_at(int index, uint32_t gen)
@@ -422,11 +501,13 @@ void shim_count_why(struct tslot *s, enum shim_why why)
 		atomic_fetch_add_explicit(&p->why[why], 1, memory_order_relaxed);
 }
 
-/* A forked child is a new process of the family: its own line. */
+/* A forked child is a new process of the family: its own line, and so
+ * its own window of slots. */
 void shim_arena_forked(void)
 {
 	struct arena_hdr *a = arena_now();
 
+	atomic_store_explicit(&next_slot, UINT32_MAX, memory_order_relaxed);
 	if (a)
 		proc_enter(a);
 }

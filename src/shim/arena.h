@@ -14,10 +14,10 @@
 #include <stdint.h>
 
 #define ARENA_MAGIC     0x4e455241544e4853ull /* "SHNTAREN" little-endian */
-#define ARENA_VERSION   3u
+#define ARENA_VERSION   4u
 #define ARENA_PROCS     256
 #define ARENA_SLOTS     16384
-#define ARENA_REUSE_SPAN 256   /* the slots a search cycles through first */
+#define ARENA_REUSE_SPAN 256   /* a process's window: the slots its search cycles through first */
 #define ARENA_SLOT_SIZE 1024u
 #define ARENA_SLOTS_OFF 65536u
 #define ARENA_SIZE      ((uint64_t)ARENA_SLOTS_OFF + (uint64_t)ARENA_SLOTS * ARENA_SLOT_SIZE)
@@ -31,6 +31,7 @@ struct arena_proc {
 	_Atomic uint64_t moved;     /* ... moved to shared memory */
 	_Atomic uint64_t why[ARENA_WHY]; /* ... stayed on TCP, by reason */
 	char comm[16];              /* the program's name */
+	uint8_t pad2[24];           /* to 128 bytes: no two processes' counters share a cache line */
 };
 
 struct arena_hdr {
@@ -40,8 +41,7 @@ struct arena_hdr {
 	uint32_t slot_size;         /* ARENA_SLOT_SIZE */
 	uint32_t nprocs;            /* ARENA_PROCS */
 	uint64_t slots_off;         /* ARENA_SLOTS_OFF */
-	_Atomic uint32_t hint;      /* where to look for a free slot */
-	uint32_t pad;
+	uint8_t pad[32];            /* the process lines start at 64 */
 	struct arena_proc procs[ARENA_PROCS];
 };
 
@@ -54,5 +54,8 @@ struct arena_slot_view {
 	uint8_t local[20], peer[20]; /* struct shunt_addr */
 	uint64_t calls, bytes_in, bytes_out;
 };
+
+_Static_assert(sizeof(struct arena_proc) == 128, "a process line is two cache lines");
+_Static_assert(sizeof(struct arena_hdr) <= ARENA_SLOTS_OFF, "the header fits before slot 0");
 
 #endif /* SHUNT_ARENA_H */

@@ -465,6 +465,63 @@ static int leave_tx(struct tslot *s, int fd)
 	return 0;
 }
 
+/* Exactly n bytes of the stream into buf, waiting for them until the
+ * deadline (the peer sent them long ago: they are here or on their way). */
+static int recv_exactly(int fd, uint8_t *buf, uint64_t n, int64_t deadline)
+{
+	int64_t ns = 20000;
+
+	while (n) {
+		long k = sys_recv(fd, buf, (size_t)n, MSG_DONTWAIT);
+		if (k == -EAGAIN && shunt_now_ns() < deadline) {
+			nap(&ns);
+			continue;
+		}
+		if (k <= 0)
+			return k ? (int)k : -ECONNRESET;
+		buf += k;
+		n -= (uint64_t)k;
+	}
+	return 0;
+}
+
+/*
+ * The peer's TCP data we have not read, [at, x), lies in our stream before
+ * its doorbells: it moves into our ring, just before our tail, and the
+ * tail moves back over it, so that the peer resends it with the rest of
+ * its ring that we did not read.  Taking the doorbells off our stream
+ * needs it out of the way, and our new holder must get it first.  The room
+ * is the ring's free space (the peer sends no more into the ring once it
+ * answered); a read of ours inside the kernel (another thread) would take
+ * part of it: the count must then show exactly what we took, or it is
+ * -ENOTRECOVERABLE, as it is without room.  Between VMs the peer's proof
+ * follows x: not there.
+ */
+static int unread_to_ring(struct tslot *s, int fd, uint64_t at, uint64_t x, int64_t deadline)
+{
+	struct shunt_ring *r = &s->end.rx;
+	uint64_t head = atomic_load_explicit(&sw_of(s, 1 - (int)s->side)->back_head,
+					     memory_order_relaxed);
+	uint64_t n = x - at, now;
+
+	if (head - r->pos > r->cap)
+		return -EPROTO;
+	if (s->vm.on || n > r->cap - (head - r->pos) || atomic_load(&s->rx_inflight))
+		return -ENOTRECOVERABLE;
+	uint64_t from = r->pos - n;
+	int rc = recv_exactly(fd, r->data + (from & r->mask), n, deadline);
+	if (rc < 0)
+		return rc;
+	if (shim_kern_rx_consumed(fd, &now) < 0 || now != x)
+		return -ENOTRECOVERABLE;
+	r->pos = from;
+	/* Release: the bytes before the tail that covers them; our BACK
+	 * (after this) tells the peer the tail is final. */
+	atomic_store_explicit(r->tail, from, memory_order_release);
+	atomic_fetch_add(&s->rx_tcp, n);
+	return 0;
+}
+
 /* The peer's doorbells leave our stream, so that what follows in it is
  * the peer's data: the ring bytes we did not read, resent, then new. */
 static int leave_rx(struct tslot *s, int fd, int64_t deadline)
@@ -479,8 +536,12 @@ static int leave_rx(struct tslot *s, int fd, int64_t deadline)
 		return rc;
 	if (bt < x)
 		return -EPROTO;
+	if (at < x && bt == x)
+		return 0; /* no doorbell: the unread data stays where it is */
+	if (at < x && (rc = unread_to_ring(s, fd, at, x, deadline)) < 0)
+		return rc;
 	if (at < x)
-		return bt == x ? 0 : -ENOTRECOVERABLE; /* doorbells behind unread data */
+		at = x;
 	return at > bt ? -EPROTO : take_bells(s, fd, bt - at, deadline);
 }
 
@@ -495,8 +556,14 @@ static void give_up_loudly(struct tsock *t, int fd, int why)
 		  why == -ETIMEDOUT	      ? "the peer did not answer"
 		  : why == -ENOTRECOVERABLE ? "doorbells wait behind unread data"
 					      : strerror(-why));
+	/* The kernel's reset first, to the peer too: the close's doorbell
+	 * (for a peer asleep on the rings) cannot follow it, whereas sent
+	 * before it, past the back_tcp we may have published, a peer already
+	 * back on TCP read it as a byte of data before the reset (the soak's
+	 * exec hand-over: "a byte never sent" at the hand-over offset). */
+	sys_connect(fd, &sa, sizeof(sa));
+	atomic_fetch_or(&s->phase, PH_NOBELL);
 	shunt_end_close(&s->end, &b, SHUNT_CLOSE_RST);
-	sys_connect(fd, &sa, sizeof(sa)); /* the kernel's reset, to the peer too */
 }
 
 /* Holding both locks: our part, once the peer answered. */
@@ -509,10 +576,12 @@ static int ask_locked(struct tsock *t, int fd, int peer_ring, int64_t deadline)
 		if (rc < 0)
 			return rc;
 	}
-	int rc = leave_tx(s, fd);
-	if (rc == 0 && peer_ring && !(peer_flags(s) & SHUNT_SW_TCP))
+	/* Our stream first: it may move the tail that our BACK declares
+	 * final (unread_to_ring). */
+	int rc = 0;
+	if (peer_ring && !(peer_flags(s) & SHUNT_SW_TCP))
 		rc = leave_rx(s, fd, deadline);
-	return rc;
+	return rc < 0 ? rc : leave_tx(s, fd);
 }
 
 /* Ask, and wake the peer if it may sleep (our doorbell is no data once

@@ -197,8 +197,12 @@ static int start(struct tsock *t, int fd)
 	 * kernel's count already, and added to ours after): then ours, which
 	 * that read completes, exactly.  The compare-and-swap fails for a
 	 * read counted since we looked. */
-	if (atomic_load(&s->rx_inflight) == 0)
+	uint32_t inflight = atomic_load(&s->rx_inflight);
+	if (inflight == 0)
 		atomic_compare_exchange_strong(&s->rx_tcp, &counted, consumed);
+	log_debug("fd %d: the meeting starts: the kernel counts %llu read, we %llu (%u reads "
+		  "in the kernel)", fd, (unsigned long long)consumed, (unsigned long long)counted,
+		  inflight);
 	s->ino = shim_kern_ino(fd);
 	uint32_t plain = SLOT_PLAIN;
 	if (!atomic_compare_exchange_strong(&s->state, &plain, SLOT_MEET))

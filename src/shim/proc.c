@@ -68,7 +68,8 @@ int shim_in_vfork_child(void)
  */
 
 static struct tsock *births;  /* while moves are paused: one maker at a time */
-static int32_t birth_tag;     /* SLOT_FORKING(our pid) */
+static int32_t birth_tag;     /* SLOT_FORKING(our pid, birth_seq) */
+static uint32_t birth_seq;    /* our forks, counted (one maker at a time) */
 static _Thread_local int forking;  /* our fork's prepare reserved */
 static _Thread_local int wrapped;  /* in our fork wrapper: it ends the parent's side */
 static _Thread_local int spawning; /* in our posix_spawn wrapper */
@@ -102,7 +103,7 @@ static void reserve(int fd, struct tsock *t, void *arg)
 static void births_begin(int all)
 {
 	shim_moves_pause();
-	birth_tag = SLOT_FORKING(shim_pid());
+	birth_tag = SLOT_FORKING(shim_pid(), ++birth_seq);
 	shim_each(reserve, &all);
 }
 
@@ -123,7 +124,13 @@ static void births_end(int child)
 }
 
 /* In the child: each reservation becomes us; a socket closed in the parent
- * just before the fork is let go of at once. */
+ * just before the fork is let go of at once.  Each fork reserves with a tag
+ * of its own: with one tag for all of a parent's forks, a child that came
+ * late to remove "its" reservation (the parent had turned it into the
+ * child already) removed the next fork's, whose child then went
+ * unrecorded; the slot was let go of while that child served the
+ * connection, and taken by the next one (the soak's fork hand-over: bytes
+ * skipped, resets). */
 static void births_child(void)
 {
 	int me = shim_pid();

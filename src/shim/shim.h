@@ -179,8 +179,13 @@ extern const char *const shim_why_names[WHY_N];
 /* A holder entry reserved for a child being forked, made before the child
  * exists so that no close or move of ours takes it for gone (proc.c): alive
  * while the forking process is. */
-#define SLOT_FORKING(pid) ((int32_t)(-2 - (pid)))
-#define SLOT_FORKER(tag)  ((int)(-2 - (tag)))
+/* A fork's reservation: the forker's pid (22 bits, Linux's largest
+ * pid_max) and which of its forks (8 bits), so that each child and its
+ * parent turn or remove their own reservation and no other fork's. */
+#define SLOT_PID_BITS 22
+#define SLOT_FORKING(pid, seq) \
+	((int32_t)(-2 - (int32_t)((uint32_t)(pid) | ((uint32_t)(seq) & 0xffu) << SLOT_PID_BITS)))
+#define SLOT_FORKER(tag)  ((int)((uint32_t)(-2 - (tag)) & ((1u << SLOT_PID_BITS) - 1)))
 
 /* A connection that meets through an ivshmem region (meet_vm.c): where,
  * and the proof each side sends on TCP right after its switch offset. */
