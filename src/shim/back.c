@@ -101,7 +101,9 @@ static int leftovers(struct tslot *s, uint64_t *from)
 	struct shunt_ring *r = &s->end.tx;
 	uint64_t tail = atomic_load_explicit(r->tail, memory_order_acquire);
 
-	if (tail > r->pos || r->pos - tail > r->cap)
+	/* Free-running indices: only the distance counts (the asker may have
+	 * moved its tail back before 0, unread_to_ring). */
+	if (r->pos - tail > r->cap)
 		return -EPROTO;
 	*from = tail;
 	return 0;
@@ -172,7 +174,7 @@ static int flush_locked(struct tsock *t, int fd, int block)
 		log_debug("fd %d: %llu ring bytes the peer left unread go by TCP", fd,
 			  (unsigned long long)(end - pos));
 	}
-	while (pos < end) {
+	while (pos != end) { /* free-running: pos may lie "before" 0 */
 		size_t n = (size_t)SHUNT_MIN(end - pos, r->cap);
 		long k = sys_sendto(fd, r->data + (pos & r->mask), n,
 				    MSG_NOSIGNAL | (block ? 0 : MSG_DONTWAIT), NULL, 0);
@@ -519,6 +521,8 @@ static int unread_to_ring(struct tslot *s, int fd, uint64_t at, uint64_t x, int6
 	 * (after this) tells the peer the tail is final. */
 	atomic_store_explicit(r->tail, from, memory_order_release);
 	atomic_fetch_add(&s->rx_tcp, n);
+	log_debug("fd %d: %llu bytes of the peer's TCP data we had not read go back by the ring",
+		  fd, (unsigned long long)n);
 	return 0;
 }
 
