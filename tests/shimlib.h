@@ -28,6 +28,7 @@
  * so that a build without it still links (every fd then counts as plain). */
 extern int shunt__shim_is_accelerated(int fd) __attribute__((weak));
 extern int shunt__shim_is_moved(int fd) __attribute__((weak));
+extern int shunt__shim_arena_used(void) __attribute__((weak));
 
 /* -1 with errno err, else fail (shows what came back). */
 #define ASSERT_FAILS(expr, err)                                            \

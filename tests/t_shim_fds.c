@@ -978,6 +978,47 @@ static void case_scm_rights_unread_bells(void)
 	ASSERT_MSG(ts_disabled() || moved > 0, "no round moved before its pass");
 }
 
+/* A child that ends by _exit() while it still holds sockets (a
+ * fork-per-connection server's handler, after its parent closed its copy)
+ * lets go of nothing: its slots kept a dead holder for good, and after
+ * 16384 of them no connection of the family could move.  They are
+ * reclaimed now once a process's window is full. */
+#define EXIT_SLOTS_ROUNDS 400
+
+static void case_fork_exit_slots(void)
+{
+	if (ts_disabled() || !shunt__shim_arena_used) {
+		test_log("no arena: nothing to check");
+		return;
+	}
+	int before = shunt__shim_arena_used();
+	for (int i = 0; i < EXIT_SLOTS_ROUNDS; i++) {
+		int c, sv, go[2];
+		char b;
+		ts_pair(&c, &sv);
+		ASSERT_SYS(pipe(go));
+		pid_t pid = fork();
+		ASSERT_SYS(pid);
+		if (pid == 0) {
+			close(go[1]);
+			_exit(read(go[0], &b, 1) == 0 ? 0 : 1); /* holding c and sv */
+		}
+		ASSERT_SYS(close(go[0]));
+		ASSERT_SYS(close(c));
+		ASSERT_SYS(close(sv));
+		ASSERT_SYS(close(go[1]));
+		int st;
+		ASSERT_EQ(waitpid(pid, &st, 0), pid);
+		ASSERT_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %#x", st);
+	}
+	int used = shunt__shim_arena_used();
+	test_log("%d sockets held by children that ended by _exit(): %d slots in use "
+		 "(%d before)", 2 * EXIT_SLOTS_ROUNDS, used, before);
+	/* A window of dead holders may wait for its next sweep: at most
+	 * 256 slots, against one per socket. */
+	ASSERT_MSG(used - before <= 320, "%d slots still taken by dead holders", used - before);
+}
+
 /* --- exec ---------------------------------------------------------------- */
 
 #define EXEC_BEFORE (50 * KIB)
@@ -1166,6 +1207,7 @@ static const struct shim_case g_cases[] = {
 	{ "scm_rights_poll", case_scm_rights_poll },
 	{ "scm_rights_unread", case_scm_rights_unread },
 	{ "scm_rights_unread_bells", case_scm_rights_unread_bells },
+	{ "fork_exit_slots", case_fork_exit_slots },
 	{ "exec", case_exec },
 	{ "exec_plain", case_exec_plain },
 	{ "stdio_exec", case_stdio_exec },

@@ -300,37 +300,55 @@ static void reclaim(struct tslot *s, int self)
 }
 
 #define SWEEP_SLOTS 64 /* looked at each time a window is full */
-static _Atomic uint32_t sweep_at, far_slot;
+#define SWEEP_FAR   64 /* ... and the rest of the arena, one time in these */
+static _Atomic uint32_t window_sweep, far_sweep, far_sweeps, far_slot;
 
-static struct tslot *find_free(struct arena_hdr *a)
+/* The next SWEEP_SLOTS slots after *cursor among n from base. */
+static void sweep(struct arena_hdr *a, _Atomic uint32_t *cursor, uint32_t base, uint32_t n)
 {
-	uint32_t base = window_base(a), at = atomic_load_explicit(&next_slot, memory_order_relaxed);
+	uint32_t from = atomic_fetch_add_explicit(cursor, SWEEP_SLOTS, memory_order_relaxed);
+	int self = shim_pid();
 
-	if (at - base >= ARENA_REUSE_SPAN)
-		at = base;
-	for (uint32_t k = 0; k < ARENA_REUSE_SPAN; k++) {
-		uint32_t i = base + (at - base + k) % ARENA_REUSE_SPAN;
-		struct tslot *s = take_free(a, i);
-		if (s) {
-			atomic_store_explicit(&next_slot, i + 1, memory_order_relaxed);
-			return s;
-		}
-	}
-	/* The window is full: free what the dead held, a part at a time,
-	 * and take the next free slot anywhere (next fit). */
-	uint32_t from = atomic_fetch_add_explicit(&sweep_at, SWEEP_SLOTS, memory_order_relaxed);
 	for (uint32_t k = 0; k < SWEEP_SLOTS; k++)
-		reclaim(slot_of(a, (int)((from + k) % ARENA_SLOTS)), shim_pid());
-	from = atomic_load_explicit(&far_slot, memory_order_relaxed);
-	for (uint32_t k = 0; k < ARENA_SLOTS; k++) {
-		uint32_t i = (from + k) % ARENA_SLOTS;
+		reclaim(slot_of(a, (int)(base + (from + k) % n)), self);
+}
+
+/* Next fit within [base, base + span) from *next; NULL if all are taken. */
+static struct tslot *next_fit(struct arena_hdr *a, _Atomic uint32_t *next, uint32_t base,
+			      uint32_t span)
+{
+	uint32_t at = atomic_load_explicit(next, memory_order_relaxed);
+
+	if (at - base >= span)
+		at = base;
+	for (uint32_t k = 0; k < span; k++) {
+		uint32_t i = base + (at - base + k) % span;
 		struct tslot *s = take_free(a, i);
 		if (s) {
-			atomic_store_explicit(&far_slot, i + 1, memory_order_relaxed);
+			atomic_store_explicit(next, i + 1, memory_order_relaxed);
 			return s;
 		}
 	}
 	return NULL;
+}
+
+/* The window first; when it is full, what the dead held in it is freed
+ * (a part at a time), then in the rest of the arena now and then (each
+ * look at another process's slot costs a kill(pid, 0)), and the next free
+ * slot anywhere is taken. */
+static struct tslot *find_free(struct arena_hdr *a)
+{
+	uint32_t base = window_base(a);
+	struct tslot *s = next_fit(a, &next_slot, base, ARENA_REUSE_SPAN);
+
+	if (s)
+		return s;
+	sweep(a, &window_sweep, base, ARENA_REUSE_SPAN);
+	if ((s = next_fit(a, &next_slot, base, ARENA_REUSE_SPAN)))
+		return s;
+	if (atomic_fetch_add_explicit(&far_sweeps, 1, memory_order_relaxed) % SWEEP_FAR == 0)
+		sweep(a, &far_sweep, 0, ARENA_SLOTS);
+	return next_fit(a, &far_slot, 0, ARENA_SLOTS);
 }
 
 struct tslot *shim_slot_new(uint64_t ino, uint32_t *gen)
@@ -510,4 +528,15 @@ void shim_arena_forked(void)
 	atomic_store_explicit(&next_slot, UINT32_MAX, memory_order_relaxed);
 	if (a)
 		proc_enter(a);
+}
+
+/* Test hook: the slots of the arena in use (not free). */
+int shunt__shim_arena_used(void)
+{
+	struct arena_hdr *a = arena_now();
+	int n = 0;
+
+	for (int i = 0; a && i < ARENA_SLOTS; i++)
+		n += atomic_load(&slot_of(a, i)->state) != SLOT_FREE;
+	return n;
 }

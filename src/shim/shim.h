@@ -343,6 +343,7 @@ int shunt__shim_is_accelerated(int fd);
 /* Its connection met its peer and maps the segment (either direction may
  * still be on TCP), for the tests. */
 int shunt__shim_is_moved(int fd);
+int shunt__shim_arena_used(void); /* slots in use */
 
 /* --- The fd rule (fds.c) ----------------------------------------------------
  * The library never acts on an fd it cannot show is still its own, and the
