@@ -243,10 +243,10 @@ void shim_unlock(pthread_mutex_t *mu)
  * state and on every line its clearing wrote (perf: most of
  * shim_slot_new, itself the library's largest cost per short connection),
  * and a page first touched costs a fault, so the slots in use stay on few
- * pages.  A slot is taken again only after the window's others: a slot
+ * pages.  A slot is taken again only after the window's others (a slot
  * reused at once made a fork-per-connection server's connections fail to
- * move now and then (t_shim_hostile serve_fork_per_conn, 2 runs in 12), a
- * race not found yet.
+ * move now and then, t_shim_hostile serve_fork_per_conn, 2 runs in 12:
+ * most likely the forks' shared reservation tag, proc.c, since fixed).
  */
 static _Atomic uint32_t next_slot = UINT32_MAX; /* UINT32_MAX: not chosen */
 
