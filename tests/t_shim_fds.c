@@ -12,7 +12,6 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
-#include <pthread.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -898,86 +897,6 @@ static void case_scm_rights_unread(void)
 	ASSERT_MSG(ts_disabled() || moved > 0, "no round moved before its pass");
 }
 
-/* As above, and the end that passes the socket on also sends (more than
- * its ring holds) before the pass: the other end's reader frees room and
- * rings it, and that doorbell lands behind the TCP data the passing end
- * has not read.  Going back then moves that data into its ring (it fits
- * here: the passing end read at least BELLS_PREFIX of BELLS_TOTAL) for the
- * other end to resend; it was reset ("doorbells wait behind unread data",
- * the soak's exec and SCM_RIGHTS hand-overs).  Unread data larger than the
- * ring's free space still resets: docs/design.md, "Going back to TCP". */
-#define BELLS_TOTAL (1280u * KIB)
-#define BELLS_PREFIX (768u * KIB)
-#define BELLS_BACK (4u << 20)
-
-static void *bells_reader(void *arg)
-{
-	int fd = *(int *)arg;
-
-	ts_recv_stream(fd, shim_seed(43), 0, BELLS_BACK, ts_ms(20000));
-	ts_expect_eof(fd, ts_ms(20000));
-	return NULL;
-}
-
-static void bells_writer(int fd, void *arg)
-{
-	pthread_t th;
-
-	(void)arg;
-	ASSERT_EQ(pthread_create(&th, NULL, bells_reader, &fd), 0);
-	for (uint64_t off = 0; off < BELLS_TOTAL; off += 16 * KIB)
-		ts_send_stream(fd, shim_seed(41), off, 16 * KIB, ts_ms(20000));
-	ASSERT_EQ(pthread_join(th, NULL), 0);
-	ASSERT_SYS(close(fd));
-}
-
-static void bells_receiver(void *arg)
-{
-	const int *u = arg;
-	uint64_t off;
-
-	close(u[0]);
-	ASSERT_EQ(read(u[1], &off, sizeof(off)), (ssize_t)sizeof(off));
-	int fd = recv_fd(u[1]);
-	ts_recv_stream(fd, shim_seed(41), off, BELLS_TOTAL - off, ts_ms(5000));
-	ASSERT_SYS(close(fd));
-}
-
-static int bells_round(void)
-{
-	int u[2], moved;
-	struct shim_peer p;
-	uint64_t off = 0;
-
-	ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, u));
-	pid_t recv_pid = test_fork(bells_receiver, u);
-	ts_peer_start(&p, bells_writer, NULL);
-	close(u[1]);
-	while (off < BELLS_PREFIX || (off < BELLS_TOTAL - 64 * KIB && !ts_moved(p.fd))) {
-		ts_recv_stream(p.fd, shim_seed(41), off, 64 * KIB, ts_ms(5000));
-		off += 64 * KIB;
-	}
-	moved = ts_moved(p.fd);
-	ts_send_stream(p.fd, shim_seed(43), 0, BELLS_BACK, ts_ms(20000));
-	ASSERT_EQ(write(u[0], &off, sizeof(off)), (ssize_t)sizeof(off));
-	send_fd(u[0], p.fd);
-	ASSERT_SYS(close(p.fd));
-	ASSERT_SYS(close(u[0]));
-	test_wait_ok(recv_pid, ts_ms(20000) / 1000.0);
-	ts_peer_wait(&p, ts_ms(5000));
-	return moved;
-}
-
-static void case_scm_rights_unread_bells(void)
-{
-	int moved = 0;
-
-	for (int r = 0; r < UNREAD_ROUNDS; r++)
-		moved += bells_round();
-	test_log("%d rounds, %d of them passed on moved", UNREAD_ROUNDS, moved);
-	ASSERT_MSG(ts_disabled() || moved > 0, "no round moved before its pass");
-}
-
 /* A child that ends by _exit() while it still holds sockets (a
  * fork-per-connection server's handler, after its parent closed its copy)
  * lets go of nothing: its slots kept a dead holder for good, and after
@@ -1206,7 +1125,6 @@ static const struct shim_case g_cases[] = {
 	{ "scm_rights_epoll", case_scm_rights_epoll },
 	{ "scm_rights_poll", case_scm_rights_poll },
 	{ "scm_rights_unread", case_scm_rights_unread },
-	{ "scm_rights_unread_bells", case_scm_rights_unread_bells },
 	{ "fork_exit_slots", case_fork_exit_slots },
 	{ "exec", case_exec },
 	{ "exec_plain", case_exec_plain },
