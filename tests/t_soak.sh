@@ -30,8 +30,8 @@
 # now and then under load (a blocking client's doorbell check meets a data
 # byte just past the server's switch offset; resets when a connection with
 # more unread TCP bytes than ring room goes back; an early end of stream:
-# tests/repro/README.md).  `SOAK_WAYS=fork SOAK_KINDS=blocking` passed 40 s
-# (12053 hand-overs) once forks reserved with a tag each (7 there).
+# tests/repro/README.md).  `SOAK_WAYS=fork SOAK_KINDS=blocking` reads no
+# wrong byte since forks reserve with a tag each (7 there), but resets.
 # `make soak` runs every way.
 # SOAK_KINDS: the kinds of client.  By default the suite runs poll, epoll
 # and short clients: a blocking client (a writer and a reader thread on one
