@@ -69,6 +69,7 @@ struct ep_entry {
 	int ours;                 /* the socket moved: the registration is ours */
 	int fired;                /* EPOLLONESHOT: reported, off until MOD */
 	int hot;                  /* level-triggered and ready: look again */
+	int quiet;                /* its kernel socket had only doorbells, taken */
 	uint32_t seen;            /* the socket's io_gen when last looked at */
 	uint32_t armed;           /* SHUNT_WAIT_* armed for it when last looked at */
 	uint64_t progress;        /* for edge triggering */
@@ -430,6 +431,7 @@ static int make_ours(struct shim_ep *ep, struct ep_entry *e)
 		return rc;
 	}
 	e->hot = 1;
+	e->quiet = 0;
 	ep->nours++;
 	kick_make(ep);
 	kick(ep);
@@ -460,6 +462,8 @@ static int ctl_locked(struct shim_ep *ep, int op, int fd, struct tsock *t,
 			atomic_fetch_add(&inner->refs, 1);
 		entry_set(e, ev);
 		e->ours = t && shim_moved(t);
+		/* The kernel queues an event for whatever the socket has now. */
+		e->quiet = e->ours;
 		struct epoll_event kev = kernel_ev(e);
 		int rc = sys_epoll_ctl(ep->epfd, EPOLL_CTL_ADD, fd, &kev);
 		if (rc < 0) {
@@ -697,8 +701,15 @@ static int report_moved(struct ep_entry *e, int kern, int look, struct epoll_eve
 	uint32_t g = atomic_load_explicit(&e->t->io_gen, memory_order_acquire);
 	/* Progress first: anything after it shows as a change next time. */
 	uint64_t prog = shunt_end_progress(END(e->t));
-	int ev = shim_readiness(e->t, e->sysfd, (int)epoll_to_poll(e->events),
-				look ? SHUNT_ARM_NONE : et ? SHUNT_ARM_EDGE : SHUNT_ARM_LAZY, kern);
+	/* A settled socket's kernel side is registered edge-triggered on all
+	 * it can say: quiet once, it stays so until an event comes (kern),
+	 * and a scan need not ask it (a system call per socket per wait). */
+	int settled = shim_settled(e->t);
+	if (kern < 0 && e->quiet && settled)
+		kern = 0;
+	int ev = shim_readiness_k(e->t, e->sysfd, (int)epoll_to_poll(e->events),
+				  look ? SHUNT_ARM_NONE : et ? SHUNT_ARM_EDGE : SHUNT_ARM_LAZY, &kern);
+	e->quiet = settled && kern >= 0 && !(kern & ~(POLLIN | POLLOUT));
 	if (!look) {
 		e->seen = g;
 		e->hot = ev && !et;
@@ -757,6 +768,12 @@ static int going_back(struct ep_entry *e)
 	return shim_back_pending(e->t) || shim_peer_asks(e->t);
 }
 
+/* A scan's `look`: 0 arms what is not ready, 1 arms nothing, LOOK_BUSY
+ * arms only past IDLE_LOOKS entries found not ready (an entry left unarmed
+ * is looked at by every scan until one arms it: a bound on the cost). */
+#define LOOK_BUSY 2
+#define IDLE_LOOKS 64
+
 /* Our moved entries that may have changed: those ready last time (level-
  * triggered), those whose socket saw I/O since, those the peer rang for,
  * and those going back.  The others were armed when last read, so a
@@ -764,7 +781,7 @@ static int going_back(struct ep_entry *e)
 static int scan_locked(struct shim_ep *ep, struct epoll_event *out, int max, int look,
 		       uint64_t round, struct ep_entry **whose)
 {
-	int k = 0;
+	int k = 0, idle = 0;
 
 	ep->going_back = 0;
 	for (int i = 0; i < ep->n && k < max && ep->nours; i++) {
@@ -776,10 +793,13 @@ static int scan_locked(struct shim_ep *ep, struct epoll_event *out, int max, int
 		ep->going_back += back;
 		if (!e->hot && g == e->seen && !rung(e) && !back)
 			continue;
-		if (entry_report(e, -1, look, round, &out[k])) {
+		int mode = look != LOOK_BUSY ? look : idle < IDLE_LOOKS;
+		if (entry_report(e, -1, mode, round, &out[k])) {
 			if (whose)
 				whose[k] = e;
 			k++;
+		} else {
+			idle++;
 		}
 	}
 	return k;
@@ -897,14 +917,17 @@ static int kernel_wait(int epfd, struct epoll_event *ev, int max, int64_t deadli
 				 mask);
 }
 
-/* What is there without the kernel: the stash, then ready moved entries. */
+/* What is there without the kernel: the stash, then ready moved entries.
+ * A look, which arms (almost) nothing: an armed ring makes the peer ring
+ * the bell (a system call) for each message, which only a wait about to
+ * sleep needs.  A busy loop that never sleeps thus costs its peers none. */
 static int ready_now(struct shim_ep *ep, struct epoll_event *ev, int max, uint64_t *round)
 {
 	ep_lock(ep);
 	*round = ++ep->rounds;
 	int k = take_stash(ep, ev, max, *round);
 	if (k < max)
-		k += scan_locked(ep, ev + k, max - k, 0, *round, NULL);
+		k += scan_locked(ep, ev + k, max - k, LOOK_BUSY, *round, NULL);
 	ep_unlock(ep);
 	return k;
 }
@@ -926,7 +949,7 @@ static int wait_set(struct shim_ep *ep, int epfd, struct epoll_event *ev, int ma
 		}
 		atomic_fetch_add(&ep->waiting, 1);
 		/* A change after the look above kicks the set: the wait sees it. */
-		if (!k) {
+		if (!k && timeout_ns != 0) { /* armed: the wait may sleep */
 			ep_lock(ep);
 			k = scan_locked(ep, ev, max, 0, round, NULL);
 			ep_unlock(ep);

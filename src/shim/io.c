@@ -1110,14 +1110,32 @@ static void back_steps(struct tsock *t, int fd)
 	shim_back_rx(t, fd, 0);
 }
 
+/* Both directions on the rings for good, nothing pending on the stream but
+ * doorbells: the kernel's side of the socket has news only in an event. */
+int shim_settled(struct tsock *t)
+{
+	uint32_t ph = phase_of(t);
+
+	return moved(t) &&
+	       (ph & (PH_TX_RING | PH_RX_RING | PH_TX_BACK | PH_TX_PLAIN | PH_RX_PLAIN | PH_NOBELL)) ==
+		       (PH_TX_RING | PH_RX_RING) &&
+	       !shim_peer_asks(t) && !shim_back_pending(t) && !shim_proof_pending(S(t));
+}
+
 int shim_readiness(struct tsock *t, int fd, int events, int arm, int kern)
 {
+	return shim_readiness_k(t, fd, events, arm, &kern);
+}
+
+int shim_readiness_k(struct tsock *t, int fd, int events, int arm, int *kernp)
+{
 	struct shunt_bell b = shim_bell(t, fd);
+	int kern = *kernp;
 
 	if ((phase_of(t) & PH_TX_BACK) || shim_peer_asks(t))
 		back_steps(t, fd);
 	if (!moved(t))
-		return kern >= 0 ? kern : kernel_revents(fd, events);
+		return *kernp = kern >= 0 ? kern : kernel_revents(fd, events);
 	uint32_t ph = phase_of(t);
 	/* Our ring's leftovers still go first: not writable yet. */
 	if ((ph & (PH_TX_BACK | PH_TX_PLAIN)) == PH_TX_BACK)
@@ -1130,6 +1148,7 @@ int shim_readiness(struct tsock *t, int fd, int events, int arm, int kern)
 	 * which is the peer's close or death, whatever the rings are asked. */
 	if (kern < 0)
 		kern = kernel_revents(fd, (on_kernel ? on_kernel | POLLIN : 0) | POLLPRI | POLLRDHUP);
+	*kernp = kern;
 	/* The stream has nothing more for us once we are at the peer's offset. */
 	if (!(ph & PH_RX_RING) && shim_peer_switched(t) &&
 	    atomic_load(&S(t)->rx_tcp) >= atomic_load(&S(t)->x_peer)) {

@@ -559,6 +559,10 @@ int shim_nodelay_get(struct tsock *t, int fd, int opt, void *val, socklen_t *len
  * kernel said of fd (revents), or -1 to ask it.  A doorbell the kernel
  * reported is drained; `arm` as in end.h. */
 int shim_readiness(struct tsock *t, int fd, int events, int arm, int kern);
+/* The same, *kern in and out: what the kernel said, asked or given. */
+int shim_readiness_k(struct tsock *t, int fd, int events, int arm, int *kern);
+/* Both directions on the rings, nothing but doorbells left on the stream. */
+int shim_settled(struct tsock *t);
 /* Is the ring path ours in this process (a moved socket)? */
 int shim_moved(struct tsock *t);
 /* The last holder closes: the peer sees FIN or RST. */
