@@ -31,6 +31,10 @@ struct shunt_bell_ops {
 	/* Without consuming anything: 0 while the peer is there, else
 	 * -ECONNRESET. */
 	int (*alive)(struct shunt_bell *b);
+	/* The user's own waits (the shim's poll and epoll) arm before they
+	 * sleep, so a call told -EAGAIN arms and drains nothing: an armed
+	 * end costs its peer a doorbell per message while it is busy. */
+	int waits_arm;
 };
 
 struct shunt_bell {

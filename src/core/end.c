@@ -177,6 +177,8 @@ static int ready(void *arg)
  * stays pending.  Returns 0 if the condition came true meanwhile. */
 static int nowait(struct shunt_end *e, struct shunt_bell *b, struct want *w)
 {
+	if (b->ops->waits_arm)
+		return -EAGAIN;
 	atomic_fetch_or_explicit(&e->waited, w->bits, memory_order_relaxed);
 	if (b->ops->drain(b, w->bits) < 0)
 		shunt_end_peer_gone(e);
@@ -238,7 +240,8 @@ static void settle(struct shunt_end *e, struct shunt_bell *b, uint32_t bits)
 		return;
 	atomic_fetch_and_explicit(&e->waited, ~bits, memory_order_relaxed);
 	shunt_wait_disarm(&e->me->wait, bits);
-	if (b->ops->drain(b, bits) < 0)
+	/* The user's waits take their rings themselves (bell.h). */
+	if (!b->ops->waits_arm && b->ops->drain(b, bits) < 0)
 		shunt_end_peer_gone(e);
 }
 

@@ -359,4 +359,5 @@ const struct shunt_bell_ops shim_bell_ops = {
 	.sleep = tb_sleep,
 	.drain = tb_drain,
 	.alive = tb_alive,
+	.waits_arm = 1,
 };

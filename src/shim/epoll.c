@@ -821,6 +821,11 @@ static int translate_locked(struct shim_ep *ep, struct epoll_event *ev, int n,
 			continue;
 		}
 		struct ep_entry *e = ep ? tagged(ep, ev[i].data.u64) : NULL;
+		/* News from the kernel: until a look takes it (which the
+		 * report below may not, an entry reported already in this
+		 * round), scans ask the kernel again. */
+		if (e)
+			e->quiet = 0;
 		if (e && entry_report(e, (int)epoll_to_poll(ev[i].events), 0, round, &ev[j])) {
 			if (whose)
 				whose[j] = e;

@@ -100,7 +100,9 @@ static int scan(struct pset *p, int arm, int use_kernel)
 		}
 		if (!p->t[i])
 			continue;
-		int kern = use_kernel ? p->k[i].revents : -1;
+		/* Settled, its kernel side has only doorbells: the kernel's
+		 * wait below tells of them (a system call per socket less). */
+		int kern = use_kernel ? p->k[i].revents : shim_settled(p->t[i]) ? 0 : -1;
 		p->fds[i].revents = (short)revents(p->t[i], p->fds[i].fd, p->fds[i].events,
 						   arm, kern);
 		ready += p->fds[i].revents != 0;
@@ -208,12 +210,11 @@ static int poll_loop(struct pset *p, int64_t deadline, const sigset_t *mask)
 		shunt_spin_init(&spin, shunt__config()->spin_us);
 		spin_set = 1;
 	}
-	/* Spin only when nothing else could be ready: plain fds are the kernel's. */
-	if (deadline != 0 && all_moved(p)) {
-		int k = shunt_spin(&spin, check, p);
-		if (k > 0)
-			return k;
-	}
+	/* Spin only when nothing else could be ready: plain fds are the
+	 * kernel's.  What the spin finds, the loop tells with the kernel's
+	 * word (a hang-up, an urgent byte), which the spin does not ask. */
+	if (deadline != 0 && all_moved(p))
+		shunt_spin(&spin, check, p);
 	for (;;) {
 		int ready = scan(p, SHUNT_ARM_NONE, 0);
 		if (!ready && deadline != 0)
