@@ -26,6 +26,8 @@
 #include <sys/ioctl.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include <linux/tcp.h>
+#include <netinet/in.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -653,6 +655,57 @@ static void case_read_across_move(void)
 	across_move(2);
 }
 
+/* --- Doorbells ------------------------------------------------------------------ */
+
+/* Bytes the kernel sent on fd's TCP socket: after the move, doorbells. */
+static uint64_t tcp_sent(int fd)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+
+	memset(&ti, 0, sizeof(ti));
+	ASSERT_SYS(getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len));
+	return ti.tcpi_bytes_sent;
+}
+
+/* A busy event loop never sleeps, so its peer owes it no doorbell (a
+ * system call each): not for a read told EAGAIN, nor for a socket an
+ * epoll_wait looked at and found empty while another one was ready. */
+static void case_busy_no_bells(void)
+{
+	int a[2], b[2];
+	char x;
+
+	for (int i = 0; i < 2; i++) {
+		ts_moved_pair(&a[i], &b[i]);
+		ASSERT_SYS(fcntl(b[i], F_SETFL, O_NONBLOCK));
+	}
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	ASSERT_SYS(ep);
+	for (int i = 0; i < 2; i++) {
+		struct epoll_event ev = { .events = EPOLLIN, .data.u32 = (uint32_t)i };
+		ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, b[i], &ev));
+	}
+	uint64_t before = tcp_sent(a[0]) + tcp_sent(a[1]);
+	for (int n = 0; n < 1000; n++) {
+		int i = n % 2;
+		ASSERT_FAILS(recv(b[i], &x, 1, 0), EAGAIN);
+		ASSERT_EQ(send(a[i], "y", 1, 0), 1);
+		struct epoll_event ev[2];
+		ASSERT_EQ(epoll_wait(ep, ev, 2, ts_ms(2000)), 1);
+		ASSERT_UEQ(ev[0].data.u32, (uint32_t)i);
+		ASSERT_EQ(recv(b[i], &x, 1, 0), 1);
+	}
+	uint64_t bells = tcp_sent(a[0]) + tcp_sent(a[1]) - before;
+	test_log("1000 messages, %llu doorbells", (unsigned long long)bells);
+	ASSERT(bells <= 4);
+	close(ep);
+	for (int i = 0; i < 2; i++) {
+		ASSERT_SYS(close(a[i]));
+		ASSERT_SYS(close(b[i]));
+	}
+}
+
 static const struct shim_case g_cases[] = {
 	{ "wait_calls", case_wait_calls },
 	{ "wait_array", case_wait_array },
@@ -661,6 +714,7 @@ static const struct shim_case g_cases[] = {
 	{ "epoll_mixed", case_epoll_mixed },
 	{ "hup_close", case_hup_close },
 	{ "hup_killed", case_hup_killed },
+	{ "busy_no_bells", case_busy_no_bells },
 	{ "poll_across_move", case_poll_across_move },
 	{ "select_across_move", case_select_across_move },
 	{ "read_across_move", case_read_across_move },
