@@ -25,8 +25,10 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sockios.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include "clock.h"
@@ -458,12 +460,20 @@ static uint32_t peer_sw(struct tslot *s)
  * it to another process (SCM_RIGHTS, exec) needs.  Between VMs the peer's
  * kernel is not ours to ask: the doorbell goes.
  */
-static int peer_before_x(struct tslot *s)
+static int peer_before_x(struct tslot *s, int fd)
 {
 	uint32_t unread = 0;
+	int queued = 0;
 
 	atomic_thread_fence(memory_order_seq_cst);
-	return !s->vm.on && shim_kern_unread(&s->peer, &s->local, &unread) == 0 && unread > 0;
+	if (s->vm.on)
+		return 0;
+	/* Ours first: bytes still in our send queue (the peer's window was
+	 * full) are not in its socket yet, and will be without a doorbell;
+	 * once none are, all it has not read is in its socket. */
+	if (sys_ioctl(fd, SIOCOUTQ, &queued) == 0 && queued > 0)
+		return 1;
+	return shim_kern_unread(&s->peer, &s->local, &unread) == 0 && unread > 0;
 }
 
 static int switch_tx(struct tsock *t, int fd, int patient)
@@ -525,7 +535,7 @@ static int switch_tx(struct tsock *t, int fd, int patient)
 		atomic_store(&s->switching, 0);
 	}
 	shim_unlock(&s->tx_mu);
-	if (rc == 0 && !(atomic_load(&s->phase) & PH_NOBELL) && !peer_before_x(s)) {
+	if (rc == 0 && !(atomic_load(&s->phase) & PH_NOBELL) && !peer_before_x(s, fd)) {
 		/* Wakes a peer asleep in a read of the stream: it is past X. */
 		sys_send(fd, &s->bell, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
 	}
