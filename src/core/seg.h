@@ -21,7 +21,7 @@
 #include <stdint.h>
 
 #define SHUNT_SEG_MAGIC   0x33474553544e5553ull /* "SUNTSEG3" little-endian */
-#define SHUNT_SEG_VERSION 3u
+#define SHUNT_SEG_VERSION 4u
 #define SHUNT_CTL_SIZE    4096u
 #define SHUNT_LINE        128u /* two cache lines: defeats adjacent-line prefetch */
 #define SHUNT_RING_MIN    4096ull
@@ -78,6 +78,7 @@ struct shunt_switch {
 	_Atomic uint64_t tcp_off;   /* bytes this side had written to TCP */
 	_Atomic uint64_t back_head; /* ring index where its ring data ends */
 	_Atomic uint64_t back_tcp;  /* TCP offset where its TCP data resumes */
+	_Atomic uint64_t rx_tcp;    /* TCP bytes its reads took of the other's stream */
 };
 
 struct shunt_ctl {

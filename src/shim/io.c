@@ -178,11 +178,28 @@ static ssize_t tcp_cut(struct tsock *t, int fd, const struct iovec *iov, int nio
 }
 
 /* Where a read of n > 0 bytes of the stream began; counted unless peeked. */
+/* Our reads' count of the peer's TCP stream, where its switch looks
+ * (move.c, peer_before_x): raised, never lowered, as reads in several
+ * threads or processes of a family come back in any order. */
+void shim_rx_publish(struct tsock *t)
+{
+	if (!t->mapped)
+		return;
+	struct tslot *s = S(t);
+	_Atomic uint64_t *p = &s->end.seg.ctl->sw[s->side].rx_tcp;
+	uint64_t v = atomic_load(&s->rx_tcp), cur = atomic_load_explicit(p, memory_order_relaxed);
+
+	while (cur < v && !atomic_compare_exchange_weak(p, &cur, v))
+		;
+}
+
 static uint64_t took(struct tsock *t, ssize_t n, int flags)
 {
 	if (flags & MSG_PEEK)
 		return atomic_load(&S(t)->rx_tcp);
-	return atomic_fetch_add(&S(t)->rx_tcp, (uint64_t)n);
+	uint64_t before = atomic_fetch_add(&S(t)->rx_tcp, (uint64_t)n);
+	shim_rx_publish(t);
+	return before;
 }
 
 /*

@@ -464,6 +464,8 @@ static int answer(struct tsock *t, int fd, struct tmeet *m, int pass)
 		return rc;
 	sl->side = 0;
 	sl->bell = bell;
+	/* Before our OPEN, which the peer reads before it switches. */
+	atomic_store(&seg.ctl->sw[0].rx_tcp, atomic_load(&sl->rx_tcp));
 	shunt_end_init(&sl->end, &seg, 0, shunt__config()->spin_us, 1);
 	t->mapped = 1;
 	rc = send_accept(m, fd, seg.cap, (int)memfd, pass);
@@ -632,6 +634,7 @@ static int dial_step(struct tsock *t, int fd, struct tmeet *m)
 	struct tslot *sl = t->slot;
 	sl->side = 1;
 	sl->bell = bell;
+	atomic_store(&seg.ctl->sw[1].rx_tcp, atomic_load(&sl->rx_tcp)); /* as in answer() */
 	shunt_end_init(&sl->end, &seg, 1, shunt__config()->spin_us, 1);
 	t->mapped = 1;
 	meet_close_sockets(m, 0);

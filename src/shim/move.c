@@ -25,10 +25,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/sockios.h>
 #include <poll.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include "clock.h"
@@ -460,18 +458,22 @@ static uint32_t peer_sw(struct tslot *s)
  * it to another process (SCM_RIGHTS, exec) needs.  Between VMs the peer's
  * kernel is not ours to ask: the doorbell goes.
  */
-static int peer_before_x(struct tslot *s, int fd)
+static int peer_before_x(struct tslot *s)
 {
 	uint32_t unread = 0;
-	int queued = 0;
 
 	atomic_thread_fence(memory_order_seq_cst);
 	if (s->vm.on)
 		return 0;
-	/* Ours first: bytes still in our send queue (the peer's window was
-	 * full) are not in its socket yet, and will be without a doorbell;
-	 * once none are, all it has not read is in its socket. */
-	if (sys_ioctl(fd, SIOCOUTQ, &queued) == 0 && queued > 0)
+	/* What the peer's reads say they took (io.c, shim_rx_publish): a
+	 * count short of X is a reader that has bytes before X to take, in
+	 * its socket, in our send queue or on the way between (which no
+	 * kernel queue shows while its socket is busy).  It only ever hurts
+	 * the peer to lie: a doorbell it does not get, or one it must skip. */
+	uint64_t x = atomic_load_explicit(&my_sw(s)->tcp_off, memory_order_relaxed);
+	uint64_t took = atomic_load_explicit(&s->end.seg.ctl->sw[1 - s->side].rx_tcp,
+					     memory_order_relaxed);
+	if (took < x)
 		return 1;
 	return shim_kern_unread(&s->peer, &s->local, &unread) == 0 && unread > 0;
 }
@@ -535,7 +537,7 @@ static int switch_tx(struct tsock *t, int fd, int patient)
 		atomic_store(&s->switching, 0);
 	}
 	shim_unlock(&s->tx_mu);
-	if (rc == 0 && !(atomic_load(&s->phase) & PH_NOBELL) && !peer_before_x(s, fd)) {
+	if (rc == 0 && !(atomic_load(&s->phase) & PH_NOBELL) && !peer_before_x(s)) {
 		/* Wakes a peer asleep in a read of the stream: it is past X. */
 		sys_send(fd, &s->bell, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
 	}

@@ -638,8 +638,10 @@ EXPORT ssize_t writev(int fd, const struct iovec *iov, int n)
  * and a call towards the move while it is on TCP. */
 static void kernel_read(struct tsock *t, int fd, int flags, ssize_t n)
 {
-	if (!(flags & (MSG_ERRQUEUE | MSG_OOB | MSG_PEEK)) && n > 0)
+	if (!(flags & (MSG_ERRQUEUE | MSG_OOB | MSG_PEEK)) && n > 0) {
 		atomic_fetch_add(&t->slot->rx_tcp, (uint64_t)n);
+		shim_rx_publish(t);
+	}
 	if (!(flags & (MSG_ERRQUEUE | MSG_OOB)) && !shim_moved(t))
 		shim_count(t, fd, n > 0 ? (uint64_t)n : 0, 0);
 }

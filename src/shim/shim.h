@@ -559,6 +559,8 @@ int shim_nodelay_get(struct tsock *t, int fd, int opt, void *val, socklen_t *len
  * kernel said of fd (revents), or -1 to ask it.  A doorbell the kernel
  * reported is drained; `arm` as in end.h. */
 int shim_readiness(struct tsock *t, int fd, int events, int arm, int kern);
+/* After our reads' TCP count (slot rx_tcp) grew: tell the peer (seg.h). */
+void shim_rx_publish(struct tsock *t);
 /* The same, *kern in and out: what the kernel said, asked or given. */
 int shim_readiness_k(struct tsock *t, int fd, int events, int arm, int *kern);
 /* Both directions on the rings, nothing but doorbells left on the stream. */
