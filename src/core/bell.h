@@ -35,6 +35,11 @@ struct shunt_bell_ops {
 	 * sleep, so a call told -EAGAIN arms and drains nothing: an armed
 	 * end costs its peer a doorbell per message while it is busy. */
 	int waits_arm;
+	/* drain() never takes a ring that a sleeper of the same end waits for
+	 * (the shim: its leader takes them, and a drain kicks the other
+	 * waits), so a doorbell owed to a wait that did not sleep may be
+	 * taken (end.c, take_owed). */
+	int drain_spares;
 };
 
 struct shunt_bell {

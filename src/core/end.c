@@ -171,6 +171,9 @@ static int ready(void *arg)
 	return n != -EAGAIN && (n <= 0 || (uint64_t)n >= w->need || peer_done(w->e));
 }
 
+/* Calls that try to take a doorbell owed (take_owed, below). */
+#define OWED_TRIES 8
+
 /* A call that must not wait is about to return -EAGAIN, and its caller
  * will wait on the bell: consume old rings first, so that stale ones do
  * not keep it readable, and arm after, so that a ring for new progress
@@ -217,7 +220,8 @@ static int end_wait(struct shunt_end *e, struct shunt_bell *b, uint32_t bits,
 	}
 	shunt_wait_arm(&e->me->wait, bits);
 	if (ready(&w)) {
-		shunt_wait_disarm(&e->me->wait, bits);
+		if (shunt_wait_disarm(&e->me->wait, bits) && b->ops->drain_spares)
+			atomic_store_explicit(&e->owed, OWED_TRIES, memory_order_relaxed);
 		return 0;
 	}
 	int rc = b->ops->sleep(b, bits, deadline);
@@ -230,12 +234,33 @@ static int end_wait(struct shunt_end *e, struct shunt_bell *b, uint32_t bits,
 }
 
 /*
+ * A wait armed, found its condition true and disarmed, but the peer had
+ * cleared the bit already: its doorbell is on its way, and no sleep will
+ * take it.  Left on the stream it is unread data at the end, where a
+ * process that ends by _exit() gets its connection reset (a
+ * fork-per-connection server's handler, found by the soak).  The next
+ * calls take it; a few tries, as the peer may have died before it rang.
+ */
+static void take_owed(struct shunt_end *e, struct shunt_bell *b)
+{
+	uint32_t left = atomic_load_explicit(&e->owed, memory_order_relaxed);
+	int rc = b->ops->drain(b, SHUNT_WAIT_ALL);
+
+	if (rc < 0)
+		shunt_end_peer_gone(e);
+	atomic_store_explicit(&e->owed, rc != 0 || left <= 1 ? 0 : left - 1,
+			      memory_order_relaxed);
+}
+
+/*
  * A call for `bits` succeeded.  If an earlier one said -EAGAIN, the ring
  * that ended that wait may still sit in the bell and would keep an event
  * loop's wait readable for nothing: consume it (once per episode).
  */
 static void settle(struct shunt_end *e, struct shunt_bell *b, uint32_t bits)
 {
+	if (__builtin_expect(atomic_load_explicit(&e->owed, memory_order_relaxed) != 0, 0))
+		take_owed(e, b);
 	if (__builtin_expect(!(atomic_load_explicit(&e->waited, memory_order_relaxed) & bits), 1))
 		return;
 	atomic_fetch_and_explicit(&e->waited, ~bits, memory_order_relaxed);

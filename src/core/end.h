@@ -42,6 +42,8 @@ struct shunt_end {
 	_Atomic int peer_gone;       /* the bell hung up */
 	_Atomic int rd_shut;         /* shutdown(SHUT_RD) was called */
 	_Atomic uint32_t waited;     /* SHUNT_WAIT_* that said -EAGAIN lately */
+	_Atomic uint32_t owed;       /* doorbells rung for a wait that did not
+	                              * sleep, to take: tries left */
 	struct shunt_spin spin;
 	uint64_t zc_reserved;        /* bytes the last reserve gave */
 	uint64_t zc_peeked;          /* bytes the last peek showed */

@@ -36,11 +36,16 @@ static inline void shunt_wait_arm(_Atomic uint32_t *mine, uint32_t bits)
 	atomic_thread_fence(memory_order_seq_cst);
 }
 
-/* This side no longer waits for `bits` (it found its condition true). */
-static inline void shunt_wait_disarm(_Atomic uint32_t *mine, uint32_t bits)
+/* This side no longer waits for `bits` (it found its condition true).
+ * Returns those the peer had cleared already: it rings, or is about to,
+ * for a wait that will not sleep. */
+static inline uint32_t shunt_wait_disarm(_Atomic uint32_t *mine, uint32_t bits)
 {
-	if (atomic_load_explicit(mine, memory_order_relaxed) & bits)
-		atomic_fetch_and_explicit(mine, ~bits, memory_order_relaxed);
+	uint32_t old = atomic_load_explicit(mine, memory_order_relaxed);
+
+	if (old & bits)
+		old = atomic_fetch_and_explicit(mine, ~bits, memory_order_relaxed);
+	return bits & ~old;
 }
 
 /*

@@ -360,4 +360,5 @@ const struct shunt_bell_ops shim_bell_ops = {
 	.drain = tb_drain,
 	.alive = tb_alive,
 	.waits_arm = 1,
+	.drain_spares = 1,
 };

@@ -50,7 +50,7 @@ static int no_alive(struct shunt_bell *b)
 	return 0;
 }
 
-static const struct shunt_bell_ops quiet = { no_ring, no_sleep, no_drain, no_alive };
+static const struct shunt_bell_ops quiet = { .ring = no_ring, .sleep = no_sleep, .drain = no_drain, .alive = no_alive };
 
 struct input {
 	const uint8_t *p;
