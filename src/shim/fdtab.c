@@ -93,6 +93,8 @@ static struct tsock *tsock_alloc(void)
 	}
 	t->meet = NULL;
 	t->mapped = 0;
+	atomic_store(&t->rx_pub, NULL);
+	atomic_store(&t->publishing, 0);
 	t->unhold = 0;
 	atomic_store(&t->nregs, 0);
 	atomic_store(&t->io_gen, 0);

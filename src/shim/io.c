@@ -17,6 +17,7 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -178,19 +179,38 @@ static ssize_t tcp_cut(struct tsock *t, int fd, const struct iovec *iov, int nio
 }
 
 /* Where a read of n > 0 bytes of the stream began; counted unless peeked. */
-/* Our reads' count of the peer's TCP stream, where its switch looks
+/*
+ * Our reads' count of the peer's TCP stream, where its switch looks
  * (move.c, peer_before_x): raised, never lowered, as reads in several
- * threads or processes of a family come back in any order. */
+ * threads or processes of a family come back in any order.  A read adds
+ * to the count, then looks for rx_pub (both seq_cst); the meeting sets
+ * rx_pub, then publishes the count, then opens: so a read that found no
+ * rx_pub is in what the meeting published before the peer can look.
+ */
 void shim_rx_publish(struct tsock *t)
 {
-	if (!t->mapped)
-		return;
-	struct tslot *s = S(t);
-	_Atomic uint64_t *p = &s->end.seg.ctl->sw[s->side].rx_tcp;
-	uint64_t v = atomic_load(&s->rx_tcp), cur = atomic_load_explicit(p, memory_order_relaxed);
+	atomic_fetch_add(&t->publishing, 1);
+	_Atomic uint64_t *p = atomic_load(&t->rx_pub);
+	if (p) {
+		uint64_t v = atomic_load(&S(t)->rx_tcp);
+		uint64_t cur = atomic_load_explicit(p, memory_order_relaxed);
+		while (cur < v && !atomic_compare_exchange_weak(p, &cur, v))
+			;
+	}
+	atomic_fetch_sub(&t->publishing, 1);
+}
 
-	while (cur < v && !atomic_compare_exchange_weak(p, &cur, v))
-		;
+void shim_rx_publish_from(struct tsock *t, _Atomic uint64_t *where)
+{
+	atomic_store(&t->rx_pub, where);
+	shim_rx_publish(t);
+}
+
+void shim_rx_publish_stop(struct tsock *t)
+{
+	atomic_store(&t->rx_pub, NULL);
+	while (atomic_load(&t->publishing)) /* a few instructions: no unmap under them */
+		sched_yield();
 }
 
 static uint64_t took(struct tsock *t, ssize_t n, int flags)

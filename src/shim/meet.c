@@ -465,12 +465,13 @@ static int answer(struct tsock *t, int fd, struct tmeet *m, int pass)
 	sl->side = 0;
 	sl->bell = bell;
 	/* Before our OPEN, which the peer reads before it switches. */
-	atomic_store(&seg.ctl->sw[0].rx_tcp, atomic_load(&sl->rx_tcp));
+	shim_rx_publish_from(t, &seg.ctl->sw[0].rx_tcp);
 	shunt_end_init(&sl->end, &seg, 0, shunt__config()->spin_us, 1);
 	t->mapped = 1;
 	rc = send_accept(m, fd, seg.cap, (int)memfd, pass);
 	if (rc < 0) {
 		t->mapped = 0;
+		shim_rx_publish_stop(t);
 		shunt_unmap(&sl->end.seg);
 	}
 	return rc;
@@ -634,7 +635,7 @@ static int dial_step(struct tsock *t, int fd, struct tmeet *m)
 	struct tslot *sl = t->slot;
 	sl->side = 1;
 	sl->bell = bell;
-	atomic_store(&seg.ctl->sw[1].rx_tcp, atomic_load(&sl->rx_tcp)); /* as in answer() */
+	shim_rx_publish_from(t, &seg.ctl->sw[1].rx_tcp); /* as in answer() */
 	shunt_end_init(&sl->end, &seg, 1, shunt__config()->spin_us, 1);
 	t->mapped = 1;
 	meet_close_sockets(m, 0);

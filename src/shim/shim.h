@@ -301,6 +301,9 @@ struct tsock {
 	_Atomic uint32_t io_gen;   /* moves on I/O and rings: epoll looks again */
 	_Atomic int nregs;         /* its entries in epoll sets of ours (epoll.c) */
 	int mapped;                /* this process maps the segment */
+	_Atomic(_Atomic uint64_t *) rx_pub; /* our reads' count for the peer (seg.h
+	                            * sw[side].rx_tcp), from before our OPEN */
+	_Atomic int publishing;    /* calls writing through rx_pub now */
 	int unhold;                /* its last fd went: the slot's hold goes
 	                            * with the last reference (fdtab.c) */
 	_Atomic int64_t peer_looked; /* when a send last asked if the peer lives */
@@ -561,6 +564,10 @@ int shim_nodelay_get(struct tsock *t, int fd, int opt, void *val, socklen_t *len
 int shim_readiness(struct tsock *t, int fd, int events, int arm, int kern);
 /* After our reads' TCP count (slot rx_tcp) grew: tell the peer (seg.h). */
 void shim_rx_publish(struct tsock *t);
+/* From now on to `where` (a mapped segment's sw[side].rx_tcp), before our
+ * OPEN; _stop before that segment is unmapped. */
+void shim_rx_publish_from(struct tsock *t, _Atomic uint64_t *where);
+void shim_rx_publish_stop(struct tsock *t);
 /* The same, *kern in and out: what the kernel said, asked or given. */
 int shim_readiness_k(struct tsock *t, int fd, int events, int arm, int *kern);
 /* Both directions on the rings, nothing but doorbells left on the stream. */
