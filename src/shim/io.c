@@ -178,7 +178,6 @@ static ssize_t tcp_cut(struct tsock *t, int fd, const struct iovec *iov, int nio
 	return data ? (ssize_t)data : GO_RING;
 }
 
-/* Where a read of n > 0 bytes of the stream began; counted unless peeked. */
 /*
  * Our reads' count of the peer's TCP stream, where its switch looks
  * (move.c, peer_before_x): raised, never lowered, as reads in several
@@ -213,6 +212,7 @@ void shim_rx_publish_stop(struct tsock *t)
 		sched_yield();
 }
 
+/* Where a read of n > 0 bytes of the stream began; counted unless peeked. */
 static uint64_t took(struct tsock *t, ssize_t n, int flags)
 {
 	if (flags & MSG_PEEK)
