@@ -188,8 +188,10 @@ static ssize_t tcp_cut(struct tsock *t, int fd, const struct iovec *iov, int nio
  */
 void shim_rx_publish(struct tsock *t)
 {
+	if (!atomic_load(&t->rx_pub)) /* not met yet, or not on this host */
+		return;
 	atomic_fetch_add(&t->publishing, 1);
-	_Atomic uint64_t *p = atomic_load(&t->rx_pub);
+	_Atomic uint64_t *p = atomic_load(&t->rx_pub); /* again: stop() */
 	if (p) {
 		uint64_t v = atomic_load(&S(t)->rx_tcp);
 		uint64_t cur = atomic_load_explicit(p, memory_order_relaxed);
