@@ -707,8 +707,8 @@ static int report_moved(struct ep_entry *e, int kern, int look, struct epoll_eve
 	int settled = shim_settled(e->t);
 	if (kern < 0 && e->quiet && settled)
 		kern = 0;
-	int ev = shim_readiness_k(e->t, e->sysfd, (int)epoll_to_poll(e->events),
-				  look ? SHUNT_ARM_NONE : et ? SHUNT_ARM_EDGE : SHUNT_ARM_LAZY, &kern);
+	int ev = shim_readiness(e->t, e->sysfd, (int)epoll_to_poll(e->events),
+				look ? SHUNT_ARM_NONE : et ? SHUNT_ARM_EDGE : SHUNT_ARM_LAZY, &kern);
 	e->quiet = settled && kern >= 0 && !(kern & ~(POLLIN | POLLOUT));
 	if (!look) {
 		e->seen = g;

@@ -1161,12 +1161,7 @@ int shim_settled(struct tsock *t)
 	       !shim_peer_asks(t) && !shim_back_pending(t) && !shim_proof_pending(S(t));
 }
 
-int shim_readiness(struct tsock *t, int fd, int events, int arm, int kern)
-{
-	return shim_readiness_k(t, fd, events, arm, &kern);
-}
-
-int shim_readiness_k(struct tsock *t, int fd, int events, int arm, int *kernp)
+int shim_readiness(struct tsock *t, int fd, int events, int arm, int *kernp)
 {
 	struct shunt_bell b = shim_bell(t, fd);
 	int kern = *kernp;

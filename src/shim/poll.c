@@ -25,7 +25,7 @@ static int to_poll(int events)
 /* Readiness in the program's terms (RDNORM and WRNORM too). */
 static int revents(struct tsock *t, int fd, int events, int arm, int kern)
 {
-	int ev = shim_readiness(t, fd, to_poll(events), arm, kern);
+	int ev = shim_readiness(t, fd, to_poll(events), arm, &kern);
 
 	if ((ev & POLLIN) && (events & POLLRDNORM))
 		ev |= POLLRDNORM;

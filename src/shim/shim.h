@@ -558,18 +558,17 @@ void shim_nodelay_restore(struct tsock *t, int fd);
 int shim_nodelay_set(struct tsock *t, int fd, int opt, const void *val, socklen_t len);
 int shim_nodelay_get(struct tsock *t, int fd, int opt, void *val, socklen_t *len);
 /* Readiness of a moved socket as poll bits, from its rings and, for a
- * direction still on the TCP stream, from the kernel: `kern` is what the
- * kernel said of fd (revents), or -1 to ask it.  A doorbell the kernel
- * reported is drained; `arm` as in end.h. */
-int shim_readiness(struct tsock *t, int fd, int events, int arm, int kern);
+ * direction still on the TCP stream, from the kernel: *kern is what the
+ * kernel said of fd (revents), or -1 to ask it, and on return what it
+ * said, asked or given.  A doorbell the kernel reported is drained; `arm`
+ * as in end.h. */
+int shim_readiness(struct tsock *t, int fd, int events, int arm, int *kern);
 /* After our reads' TCP count (slot rx_tcp) grew: tell the peer (seg.h). */
 void shim_rx_publish(struct tsock *t);
 /* From now on to `where` (a mapped segment's sw[side].rx_tcp), before our
  * OPEN; _stop before that segment is unmapped. */
 void shim_rx_publish_from(struct tsock *t, _Atomic uint64_t *where);
 void shim_rx_publish_stop(struct tsock *t);
-/* The same, *kern in and out: what the kernel said, asked or given. */
-int shim_readiness_k(struct tsock *t, int fd, int events, int arm, int *kern);
 /* Both directions on the rings, nothing but doorbells left on the stream. */
 int shim_settled(struct tsock *t);
 /* Is the ring path ours in this process (a moved socket)? */
