@@ -175,9 +175,11 @@ static int ready(void *arg)
 #define OWED_TRIES 8
 
 /* A call that must not wait is about to return -EAGAIN, and its caller
- * will wait on the bell: consume old rings first, so that stale ones do
- * not keep it readable, and arm after, so that a ring for new progress
- * stays pending.  Returns 0 if the condition came true meanwhile. */
+ * will wait on the bell (the native API's shunt_fd()): consume old rings
+ * first, so that stale ones do not keep it readable, and arm after, so
+ * that a ring for new progress stays pending.  Returns 0 if the condition
+ * came true meanwhile.  The shim's callers wait through its poll and
+ * epoll, which arm themselves: nothing to do (bell.h, waits_arm). */
 static int nowait(struct shunt_end *e, struct shunt_bell *b, struct want *w)
 {
 	if (b->ops->waits_arm)
