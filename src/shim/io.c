@@ -889,19 +889,41 @@ ssize_t shim_splice_out(struct tsock *t, int fd, int pipe_out, size_t len, unsig
 
 /* --- Control ------------------------------------------------------------------ */
 
+/*
+ * A shutdown before the move: a half-closed stream can carry no doorbell,
+ * so no meeting may finish after it.  The flag goes up under the lock the
+ * meeting's last step holds (meet.c, may_commit), before the kernel's FIN:
+ * a step that commits after the FIN made the peer take it for our death
+ * (bell.c) and send its data by TCP past its switch, a reset (the soak's
+ * blocking clients, tests/repro 5).  0: it had moved after all.
+ */
+static int unmoved_shutdown(struct tsock *t, int fd, int how, int *rc)
+{
+	uint32_t old = 0;
+
+	pthread_mutex_lock(&t->mu);
+	if (moved(t)) {
+		pthread_mutex_unlock(&t->mu);
+		return 0;
+	}
+	if (how != SHUT_RD)
+		old = atomic_fetch_or(&S(t)->flags, TF_SHUT);
+	pthread_mutex_unlock(&t->mu);
+	*rc = REAL(shutdown)(fd, how);
+	if (*rc < 0 && how != SHUT_RD && !(old & TF_SHUT))
+		atomic_fetch_and(&S(t)->flags, ~TF_SHUT); /* nothing was shut */
+	else if (how != SHUT_RD)
+		shim_give_up(t, fd, WHY_OPTIONS);
+	return 1;
+}
+
 int shim_shutdown(struct tsock *t, int fd, int how)
 {
 	struct shunt_bell b = shim_bell(t, fd);
 
-	if (!moved(t)) {
-		int rc = REAL(shutdown)(fd, how);
-		/* A half-closed stream can carry no doorbell: a meeting stops. */
-		if (rc == 0 && how != SHUT_RD) {
-			atomic_fetch_or(&S(t)->flags, TF_SHUT);
-			shim_give_up(t, fd, WHY_OPTIONS);
-		}
-		return rc;
-	}
+	int done;
+	if (unmoved_shutdown(t, fd, how, &done))
+		return done;
 	if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)
 		return (int)shim_err(-EINVAL);
 	if ((phase_of(t) & PH_TX_BACK) || shim_peer_asks(t)) {
