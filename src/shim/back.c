@@ -363,6 +363,11 @@ static int rx_leave_locked(struct tsock *t, int fd, int wait)
 	rc = shim_kern_rx_consumed(fd, &at);
 	if (rc < 0)
 		return rc;
+	/* Its TCP data before its switch comes first, read as ever (tcp_cut
+	 * in io.c): an asker that put nothing in its ring leaves us "read to
+	 * its ring's end" before we reach its switch. */
+	if (at < atomic_load_explicit(&sw_of(s, 1 - (int)s->side)->tcp_off, memory_order_relaxed))
+		return 0;
 	/* The stream up to tcp is doorbells (a hostile number makes
 	 * take_bells fail, not wait forever). */
 	if (at > tcp)
