@@ -74,27 +74,55 @@ static int check(struct tslot *s, const uint8_t *buf, long n)
 	return 0;
 }
 
-/* 1 rung (a short read: nothing more, or the urgent mark), 2 rung with
- * perhaps more behind, -EAGAIN or -EINTR, or -ECONNRESET when closed.
- * A blocking take is the program's own kind of read (libc's): a
- * cancellation point, restarted or not after a signal as any read is. */
+static int asked(struct tslot *s);
+
+/* The bells of buf, peeked at the head of the stream, taken off it.  A
+ * byte that is not one stays where it is when a side asked to go back:
+ * it is the asker's data, which may follow its last bell as soon as our
+ * answer went (another thread of ours may give it while we sleep here);
+ * with no ask it was written behind our back.  A take of what was
+ * peeked takes only bells unless another thread took some meanwhile. */
+static long take_peeked(struct tslot *s, int fd, const uint8_t *buf, long n)
+{
+	uint8_t got[64];
+	long k = 0;
+
+	while (k < n && buf[k] == s->bell)
+		k++;
+	if (k < n && !asked(s))
+		return check(s, buf, n);
+	if (k == 0)
+		return 0;
+	long m = sys_recv(fd, got, (size_t)k, MSG_DONTWAIT);
+	if (m > 0 && check(s, got, m) < 0)
+		return -EPROTO;
+	return k;
+}
+
+/* 1 rung (a short read: nothing more, or the urgent mark; or the asker's
+ * data is next), 2 rung with perhaps more behind, -EAGAIN or -EINTR, or
+ * -ECONNRESET when closed.  A blocking take waits with the program's own
+ * kind of read (libc's, peeking): a cancellation point, restarted or not
+ * after a signal as any read is. */
 static int take(struct tslot *s, int fd, int flags)
 {
 	uint8_t buf[64];
 	long n;
 
 	if (flags & MSG_DONTWAIT) {
-		n = sys_recv(fd, buf, sizeof(buf), flags);
+		n = sys_recv(fd, buf, sizeof(buf), flags | MSG_PEEK);
 	} else {
 		int err = errno;
-		n = REAL(recvfrom)(fd, buf, sizeof(buf), flags, NULL, NULL);
+		n = REAL(recvfrom)(fd, buf, sizeof(buf), flags | MSG_PEEK, NULL, NULL);
 		if (n < 0)
 			n = -errno;
 		errno = err;
 	}
 
-	if (n > 0)
-		return check(s, buf, n) < 0 ? -ECONNRESET : n < (long)sizeof(buf) ? 1 : 2;
+	if (n > 0) {
+		long k = take_peeked(s, fd, buf, n);
+		return k < 0 ? -ECONNRESET : k < (long)sizeof(buf) ? 1 : 2;
+	}
 	/* Our own shutdown(SHUT_RD) (io.c) reads as the end of the stream. */
 	if (n == 0 && atomic_load_explicit(&s->end.rd_shut, memory_order_relaxed))
 		return flags & MSG_DONTWAIT ? -EAGAIN : 1;
@@ -210,11 +238,33 @@ static int tb_drain(struct shunt_bell *b, uint32_t bits)
 	return drain_all(s, b->fd[0]);
 }
 
-/* The kernel's state, not poll(): after our own shutdown(SHUT_RD) the
- * socket polls as hung up whatever the peer did. */
+/*
+ * Has the peer died?  A reset says so; so does a FIN from a peer whose
+ * sends are in its ring, as a live one shuts down through the segment.
+ * But a peer whose sends stay on TCP for good (its shutdown came before it
+ * could switch: move.c, shim_switch_for_shutdown) sends its FIN alive, and
+ * ours may be in the ring all the same (we switched first): on this host
+ * it is dead only once no process holds its socket.  Taking that FIN for
+ * its death sent our data by TCP behind our switch (the soak's blocking
+ * clients).  Between VMs its socket is not ours to see: the FIN counts.
+ * The kernel's state, not poll(): after our own shutdown(SHUT_RD) the
+ * socket polls as hung up whatever the peer did.
+ */
+static int peer_dead(struct tslot *s, int fd)
+{
+	uint64_t ino = 0;
+	uint32_t uid;
+
+	if (!shim_kern_peer_done(fd))
+		return 0;
+	if (s->vm.on || !(sw_flags(s, 1 - (int)s->side) & SHUNT_SW_TCP))
+		return 1;
+	return shim_kern_sock_find(&s->peer, &s->local, &ino, &uid) < 0 || ino == 0;
+}
+
 static int tb_alive(struct shunt_bell *b)
 {
-	return shim_kern_peer_done(b->fd[0]) ? -ECONNRESET : 0;
+	return peer_dead(slot_of(b), b->fd[0]) ? -ECONNRESET : 0;
 }
 
 /* Before the stream is ours, a sleeper may only watch it: data the program
@@ -237,14 +287,12 @@ static int watch(struct shunt_bell *b, int64_t deadline)
 	 * guest died): gone, whatever data is still unread before it. */
 	if (rc > 0 && (p.revents & (POLLERR | POLLHUP)))
 		return -ECONNRESET;
-	/* The peer's FIN, which the kernel confirms: its socket was closed
-	 * under it (killed, or gone without a close).  A live peer never shuts
-	 * the kernel's sending side while we send into its ring: its shutdown
-	 * goes through the segment, or keeps our sends on TCP (move.c,
-	 * shim_switch_for_shutdown).  A killed peer that had read everything
-	 * sends a FIN and no reset, and our unread data keeps POLLIN up: a
-	 * writer waiting for room slept through it for a minute. */
-	if (rc > 0 && (p.revents & POLLRDHUP) && shim_kern_peer_done(b->fd[0]))
+	/* The peer's FIN, when it means its socket was closed under it
+	 * (killed, or gone without a close): peer_dead.  A killed peer that
+	 * had read everything sends a FIN and no reset, and our unread data
+	 * keeps POLLIN up: a writer waiting for room slept through it for a
+	 * minute. */
+	if (rc > 0 && (p.revents & POLLRDHUP) && peer_dead(slot_of(b), b->fd[0]))
 		return -ECONNRESET;
 	if (rc > 0 && (p.revents & POLLIN)) {
 		/* Readable at once: unread data, not news.  Sleep it off. */
