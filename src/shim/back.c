@@ -407,6 +407,24 @@ static int rx_leave(struct tsock *t, int fd, int wait, int try)
 	return rc;
 }
 
+int shim_back_resumes(struct tsock *t, uint64_t *tcp)
+{
+	uint64_t head;
+
+	if (t->slot->vm.on || (atomic_load(&t->slot->phase) & PH_RX_PLAIN) ||
+	    !asker_back(t->slot, &head, tcp))
+		return 0;
+	return ring_read(t->slot, head) == 1;
+}
+
+void shim_back_rx_done(struct tsock *t, int fd)
+{
+	shim_lock(&t->slot->rx_mu);
+	atomic_fetch_or(&t->slot->phase, PH_RX_PLAIN);
+	shim_unlock(&t->slot->rx_mu);
+	shim_back_settle(t, fd);
+}
+
 int shim_back_rx(struct tsock *t, int fd, int wait)
 {
 	return rx_leave(t, fd, wait, 0);

@@ -91,8 +91,10 @@ static void rx_ring_from_now(struct tsock *t)
 	touched(t);
 }
 
-/* Up to n bytes from offset `from` of what a read put in iov, into out. */
-static size_t iov_copy(const struct iovec *iov, int niov, size_t from, uint8_t *out, size_t n)
+/* Up to n bytes between offset `from` of what a read put in iov and buf:
+ * into buf, or (put) out of it. */
+static size_t iov_xfer(const struct iovec *iov, int niov, size_t from, uint8_t *buf, size_t n,
+		       int put)
 {
 	size_t base = 0, k = 0;
 
@@ -100,10 +102,27 @@ static size_t iov_copy(const struct iovec *iov, int niov, size_t from, uint8_t *
 		if (from + k >= base + iov[i].iov_len)
 			continue;
 		size_t at = from + k - base, m = SHUNT_MIN(iov[i].iov_len - at, n - k);
-		memcpy(out + k, (const uint8_t *)iov[i].iov_base + at, m);
+		uint8_t *p = (uint8_t *)iov[i].iov_base + at;
+		memcpy(put ? p : buf + k, put ? buf + k : p, m);
 		k += m;
 	}
 	return k;
+}
+
+static size_t iov_copy(const struct iovec *iov, int niov, size_t from, uint8_t *out, size_t n)
+{
+	return iov_xfer(iov, niov, from, out, n, 0);
+}
+
+/* n bytes of what a read put in iov, from offset `from` down to `to`. */
+static void iov_move(const struct iovec *iov, int niov, size_t to, size_t from, size_t n)
+{
+	uint8_t tmp[4096];
+
+	for (size_t k = 0; k < n; k += sizeof(tmp)) {
+		size_t m = iov_copy(iov, niov, from + k, tmp, SHUNT_MIN(n - k, sizeof(tmp)));
+		iov_xfer(iov, niov, to + k, tmp, m, 1);
+	}
 }
 
 /* Bytes `from` to `to` of what a read put in iov lie past the switch
@@ -138,6 +157,34 @@ static int past_x(struct tsock *t, const struct iovec *iov, int niov, size_t fro
 }
 
 /*
+ * A read that was in the kernel since before the peer's switch, and a
+ * while more on a busy machine, took the stream past where the peer went
+ * back to TCP (back.c): its data up to X, its doorbells up to its
+ * back_tcp, its data again.  Once nothing of its ring is left for us, the
+ * read is exact without the doorbells: what follows them moves down right
+ * after the data before X, and the stream is plain again.  RETRY when
+ * this is not such a read.
+ */
+static ssize_t past_back(struct tsock *t, int fd, const struct iovec *iov, int niov, ssize_t n,
+			 uint64_t before, size_t data)
+{
+	uint64_t x = atomic_load(&S(t)->x_peer), resume;
+
+	if (!shim_back_resumes(t, &resume) || resume < x || before + (uint64_t)n <= resume)
+		return RETRY;
+	size_t from = resume > before ? (size_t)(resume - before) : 0;
+	if (from < data || past_x(t, iov, niov, data, from) < 0)
+		return shim_err(-ECONNRESET);
+	size_t more = (size_t)n - from;
+	if (iov)
+		iov_move(iov, niov, data, from, more);
+	log_debug("fd %d: a read took the stream past the peer's way back at %llu: %zu bytes of "
+		  "its data there", fd, (unsigned long long)resume, more);
+	shim_back_rx_done(t, fd);
+	return (ssize_t)(data + more);
+}
+
+/*
  * A read of the TCP stream took n bytes from offset `before` into iov.
  * Once the peer switched, the stream is data up to its offset x and
  * doorbells after (between VMs, its proof first: meet_vm.c): the data is
@@ -158,6 +205,9 @@ static ssize_t tcp_cut(struct tsock *t, int fd, const struct iovec *iov, int nio
 	log_debug("fd %d: the TCP stream ends at %llu: a read of %zd at %llu keeps %zu", fd,
 		  (unsigned long long)x, n, (unsigned long long)before, data);
 	if (!(flags & MSG_PEEK)) {
+		ssize_t k = past_back(t, fd, (flags & MSG_TRUNC) ? NULL : iov, niov, n, before, data);
+		if (k != RETRY)
+			return k;
 		int px = past_x(t, (flags & MSG_TRUNC) ? NULL : iov, niov, data, (size_t)n);
 		if (px == -2)
 			return n; /* no proof came: plain TCP again, all of it data */

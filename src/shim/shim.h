@@ -409,6 +409,11 @@ int shim_back_tx(struct tsock *t, int fd, int block);
  * go to the kernel, 0 not yet, < 0 the stream broke.  `wait`: for the
  * peer's last doorbells to arrive. */
 int shim_back_rx(struct tsock *t, int fd, int wait);
+/* 1 and where the asker's data resumes on TCP (its back_tcp) once nothing
+ * of its ring is left for us; a read that took the stream past it keeps
+ * what follows its doorbells, then says so (io.c, past_back). */
+int shim_back_resumes(struct tsock *t, uint64_t *tcp);
+void shim_back_rx_done(struct tsock *t, int fd);
 /* At exit(): the doorbells in a moved socket's stream, off it. */
 void shim_back_exit_bells(struct tsock *t, int fd);
 /* Both directions are back: the connection is plain TCP. */
