@@ -837,11 +837,16 @@ static void case_scm_rights_poll(void)
 #define UNREAD_ROUNDS 10
 
 /* In 16 KiB writes: the meeting takes its steps on calls. */
-static void unread_writer(int fd, void *arg)
+static void unread_writer_send(int fd, void *arg)
 {
 	(void)arg;
 	for (uint64_t off = 0; off < UNREAD_TOTAL; off += 16 * KIB)
 		ts_send_stream(fd, shim_seed(41), off, 16 * KIB, ts_ms(20000));
+}
+
+static void unread_writer(int fd, void *arg)
+{
+	unread_writer_send(fd, arg);
 	ASSERT_SYS(close(fd));
 }
 
@@ -894,6 +899,113 @@ static void case_scm_rights_unread(void)
 		moved += unread_round();
 	test_log("%d rounds of %u MiB, %d of them passed on moved", UNREAD_ROUNDS,
 		 UNREAD_TOTAL >> 20, moved);
+	ASSERT_MSG(ts_disabled() || moved > 0, "no round moved before its pass");
+}
+
+/*
+ * As scm_rights_unread, and the passer's own sends fill its ring first
+ * while the writer does not read, and it waits for room in epoll_wait
+ * (which gives up): its wait stays armed.  The writer, answering the way
+ * back, rang it "once more" for a wait asleep on the ring, a doorbell
+ * behind megabytes the passer had not read, more than the ring's room:
+ * the connection could not go back exactly and was reset (the soak's
+ * hand-overs, "doorbells wait behind unread data", 5 in its first 14
+ * minutes).  A passer with data before the writer's switch still to read
+ * sleeps on no doorbell, and gets none now.  The writer then reads what
+ * the passer sent, to the end the new holder gives it.
+ */
+#define ARMED_SEED2 (shim_seed(43))
+
+static void armed_writer(int fd, void *arg)
+{
+	static unsigned char buf[64 * KIB], want[64 * KIB];
+	uint64_t got = 0;
+	ssize_t r;
+
+	unread_writer_send(fd, arg);
+	while ((r = read(fd, buf, sizeof(buf))) > 0) {
+		test_stream_fill(ARMED_SEED2, got, want, (size_t)r);
+		ASSERT_MSG(memcmp(buf, want, (size_t)r) == 0, "the passer's byte %llu and on differ",
+			   (unsigned long long)got);
+		got += (uint64_t)r;
+	}
+	ASSERT_MSG(r == 0, "the writer's read: %s", strerror(errno));
+	ASSERT_SYS(close(fd)); /* got: 0 if the passer sent nothing (not moved) */
+}
+
+static void armed_receiver(void *arg)
+{
+	const int *u = arg;
+	uint64_t off;
+
+	close(u[0]);
+	ASSERT_EQ(read(u[1], &off, sizeof(off)), (ssize_t)sizeof(off));
+	int fd = recv_fd(u[1]);
+	ts_recv_stream(fd, shim_seed(41), off, UNREAD_TOTAL - off, ts_ms(20000));
+	ASSERT_SYS(shutdown(fd, SHUT_WR)); /* the writer reads to here */
+	ts_expect_eof(fd, ts_ms(20000));
+	ASSERT_SYS(close(fd));
+}
+
+/* The passer's ring full, and an epoll wait for room that gives up. */
+static void fill_and_wait(int fd)
+{
+	static unsigned char buf[16 * KIB];
+	uint64_t sent = 0;
+	ssize_t n;
+
+	ts_set_nonblock(fd, 1);
+	do {
+		test_stream_fill(ARMED_SEED2, sent, buf, sizeof(buf));
+		n = send(fd, buf, sizeof(buf), MSG_NOSIGNAL);
+		sent += n > 0 ? (uint64_t)n : 0;
+	} while (n > 0 && (size_t)n == sizeof(buf));
+	ASSERT_MSG(n >= 0 || errno == EAGAIN, "the passer's send: %s", strerror(errno));
+	ts_set_nonblock(fd, 0);
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event ev = { .events = EPOLLOUT };
+	ASSERT_SYS(ep);
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev));
+	ASSERT_EQ(epoll_wait(ep, &ev, 1, 50), 0);
+	ASSERT_SYS(close(ep));
+	test_log("the passer sent %llu bytes and waited for room", (unsigned long long)sent);
+}
+
+/* One round; 1 if the connection had moved before the pass. */
+static int armed_round(void)
+{
+	int u[2], moved;
+	struct shim_peer p;
+	uint64_t off = 0;
+
+	ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, u));
+	pid_t recv_pid = test_fork(armed_receiver, u);
+	ts_peer_start(&p, armed_writer, NULL);
+	close(u[1]);
+	while (off < UNREAD_PREFIX || (off < UNREAD_MOVE_BY && !ts_moved(p.fd))) {
+		ts_recv_stream(p.fd, shim_seed(41), off, 64 * KIB, ts_ms(5000));
+		off += 64 * KIB;
+	}
+	usleep(20000); /* the writer sends on meanwhile, and switches */
+	moved = ts_moved(p.fd);
+	if (moved)
+		fill_and_wait(p.fd);
+	ASSERT_EQ(write(u[0], &off, sizeof(off)), (ssize_t)sizeof(off));
+	send_fd(u[0], p.fd);
+	ASSERT_SYS(close(p.fd));
+	ASSERT_SYS(close(u[0]));
+	test_wait_ok(recv_pid, ts_ms(30000) / 1000.0);
+	ts_peer_wait(&p, ts_ms(10000));
+	return moved;
+}
+
+static void case_scm_rights_unread_armed(void)
+{
+	int moved = 0, r;
+
+	for (r = 0; r < 20 && moved < 3; r++)
+		moved += armed_round();
+	test_log("%d rounds, %d of them passed on moved", r, moved);
 	ASSERT_MSG(ts_disabled() || moved > 0, "no round moved before its pass");
 }
 
@@ -1125,6 +1237,7 @@ static const struct shim_case g_cases[] = {
 	{ "scm_rights_epoll", case_scm_rights_epoll },
 	{ "scm_rights_poll", case_scm_rights_poll },
 	{ "scm_rights_unread", case_scm_rights_unread },
+	{ "scm_rights_unread_armed", case_scm_rights_unread_armed },
 	{ "fork_exit_slots", case_fork_exit_slots },
 	{ "exec", case_exec },
 	{ "exec_plain", case_exec_plain },

@@ -126,8 +126,14 @@ void shim_back_answer_locked(struct tsock *t, int fd)
 		return;
 	}
 	/* A thread of the asker asleep on the ring must wake to let go of
-	 * it: one last doorbell, before the offset that ends them. */
-	if (atomic_load_explicit(&s->end.peer->wait, memory_order_acquire))
+	 * it: one last doorbell, before the offset that ends them.  Not when
+	 * the asker still has our TCP data before our switch to read: none of
+	 * its threads sleeps on the ring then (a wait for room naps, bell.c),
+	 * and that doorbell behind the data was what kept it from going back
+	 * exactly (the soak's hand-overs: "doorbells wait behind unread
+	 * data", its wait bits armed from before). */
+	if (atomic_load_explicit(&s->end.peer->wait, memory_order_acquire) &&
+	    !shim_peer_before_x(s))
 		sys_send(fd, &s->bell, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
 	if (shim_kern_tx_total(fd, &total) < 0) {
 		shunt_end_fail(&s->end, -EPROTO);

@@ -230,7 +230,7 @@ static ssize_t tcp_cut(struct tsock *t, int fd, const struct iovec *iov, int nio
 
 /*
  * Our reads' count of the peer's TCP stream, where its switch looks
- * (move.c, peer_before_x): raised, never lowered, as reads in several
+ * (move.c, shim_peer_before_x): raised, never lowered, as reads in several
  * threads or processes of a family come back in any order.  A read adds
  * to the count, then looks for rx_pub (both seq_cst); the meeting sets
  * rx_pub, then publishes the count, then opens: so a read that found no
@@ -320,7 +320,7 @@ static ssize_t tcp_part(struct tsock *t, int fd, void *buf, size_t len, int flag
 	struct tslot *s = S(t);
 	/* Our last read took what the kernel held before this look: a peer
 	 * that saw none of it unread rang us, else we see its switch
-	 * (move.c, peer_before_x). */
+	 * (move.c, shim_peer_before_x). */
 	atomic_thread_fence(memory_order_seq_cst);
 	int knew = shim_peer_switched(t);
 	size_t want = len;

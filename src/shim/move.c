@@ -458,7 +458,7 @@ static uint32_t peer_sw(struct tslot *s)
  * it to another process (SCM_RIGHTS, exec) needs.  Between VMs the peer's
  * kernel is not ours to ask: the doorbell goes.
  */
-static int peer_before_x(struct tslot *s)
+int shim_peer_before_x(struct tslot *s)
 {
 	uint32_t unread = 0;
 
@@ -537,7 +537,7 @@ static int switch_tx(struct tsock *t, int fd, int patient)
 		atomic_store(&s->switching, 0);
 	}
 	shim_unlock(&s->tx_mu);
-	if (rc == 0 && !(atomic_load(&s->phase) & PH_NOBELL) && !peer_before_x(s)) {
+	if (rc == 0 && !(atomic_load(&s->phase) & PH_NOBELL) && !shim_peer_before_x(s)) {
 		/* Wakes a peer asleep in a read of the stream: it is past X. */
 		sys_send(fd, &s->bell, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
 	}

@@ -381,6 +381,9 @@ void shim_plain_leave(struct tsock *t);
 void shim_give_up(struct tsock *t, int fd, enum shim_why why);
 /* Switch our sends to the ring if we may now; 0 when they go there. */
 int shim_switch_tx(struct tsock *t, int fd);
+/* Does the peer (on this host) still have our TCP data before our switch
+ * to read?  Then no read or wait of its sleeps on our doorbells (move.c). */
+int shim_peer_before_x(struct tslot *s);
 /* shutdown(SHUT_WR) while our sends are on TCP: 1 if they moved to the
  * ring (the end of stream goes there), 0 if they stay on TCP for good. */
 int shim_switch_for_shutdown(struct tsock *t, int fd);
