@@ -173,10 +173,11 @@ free_port() {
 }
 
 # shunt_env LOGNAME: the `env` arguments that put a program under shunt,
-# logging to $T/LOGNAME.log (empty of LD_PRELOAD in plain TCP mode).
+# logging to $T/LOGNAME.log (empty of LD_PRELOAD in plain TCP mode), at
+# level APPS_SHUNT_LOG (info; none for a benchmark's timed runs).
 # Sets the global array SHUNT_ENV.
 shunt_env() {
-	SHUNT_ENV=(env SHUNT_LOG=info "SHUNT_LOG_FILE=$T/$1.log")
+	SHUNT_ENV=(env "SHUNT_LOG=${APPS_SHUNT_LOG:-info}" "SHUNT_LOG_FILE=$T/$1.log")
 	[ "$APPS_TCP" = 1 ] || SHUNT_ENV+=("LD_PRELOAD=$SHUNT_PRELOAD")
 }
 
