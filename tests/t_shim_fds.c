@@ -836,6 +836,9 @@ static void case_scm_rights_poll(void)
 #define UNREAD_MOVE_BY (4u << 20)
 #define UNREAD_ROUNDS 10
 
+/* scm_rights_unread_armed: the passer sends and waits too (below). */
+static int g_unread_armed;
+
 /* In 16 KiB writes: the meeting takes its steps on calls. */
 static void unread_writer_send(int fd, void *arg)
 {
@@ -844,9 +847,13 @@ static void unread_writer_send(int fd, void *arg)
 		ts_send_stream(fd, shim_seed(41), off, 16 * KIB, ts_ms(20000));
 }
 
+static void armed_read_back(int fd);
+
 static void unread_writer(int fd, void *arg)
 {
 	unread_writer_send(fd, arg);
+	if (g_unread_armed)
+		armed_read_back(fd);
 	ASSERT_SYS(close(fd));
 }
 
@@ -859,13 +866,17 @@ static void unread_receiver(void *arg)
 	ASSERT_EQ(read(u[1], &off, sizeof(off)), (ssize_t)sizeof(off));
 	int fd = recv_fd(u[1]);
 	ts_recv_stream(fd, shim_seed(41), off, UNREAD_TOTAL - off, ts_ms(20000));
-	ts_expect_eof(fd, ts_ms(5000));
+	if (g_unread_armed)
+		ASSERT_SYS(shutdown(fd, SHUT_WR)); /* the writer reads to here */
+	ts_expect_eof(fd, ts_ms(20000));
 	ASSERT_SYS(close(fd));
 }
 
+static void fill_and_wait(int fd);
+
 /* One round: the first MiB or more, in 64 KiB reads as a server reads a
- * request, until the connection moved (4 MiB at most); then the pass.
- * 1 if it had moved. */
+ * request, until the connection moved (4 MiB at most); then (armed) the
+ * passer's own sends and wait, and the pass.  1 if it had moved. */
 static int unread_round(void)
 {
 	int u[2], moved;
@@ -880,14 +891,16 @@ static int unread_round(void)
 		ts_recv_stream(p.fd, shim_seed(41), off, 64 * KIB, ts_ms(5000));
 		off += 64 * KIB;
 	}
-	usleep(20000); /* the writer sends on meanwhile */
+	usleep(20000); /* the writer sends on meanwhile, and switches */
 	moved = ts_moved(p.fd);
+	if (moved && g_unread_armed)
+		fill_and_wait(p.fd);
 	ASSERT_EQ(write(u[0], &off, sizeof(off)), (ssize_t)sizeof(off));
 	send_fd(u[0], p.fd);
 	ASSERT_SYS(close(p.fd));
 	ASSERT_SYS(close(u[0]));
-	test_wait_ok(recv_pid, ts_ms(20000) / 1000.0);
-	ts_peer_wait(&p, ts_ms(5000));
+	test_wait_ok(recv_pid, ts_ms(30000) / 1000.0);
+	ts_peer_wait(&p, ts_ms(10000));
 	return moved;
 }
 
@@ -916,13 +929,13 @@ static void case_scm_rights_unread(void)
  */
 #define ARMED_SEED2 (shim_seed(43))
 
-static void armed_writer(int fd, void *arg)
+/* The writer, done: what the passer sent, to the end its new holder gives. */
+static void armed_read_back(int fd)
 {
 	static unsigned char buf[64 * KIB], want[64 * KIB];
 	uint64_t got = 0;
 	ssize_t r;
 
-	unread_writer_send(fd, arg);
 	while ((r = read(fd, buf, sizeof(buf))) > 0) {
 		test_stream_fill(ARMED_SEED2, got, want, (size_t)r);
 		ASSERT_MSG(memcmp(buf, want, (size_t)r) == 0, "the passer's byte %llu and on differ",
@@ -930,21 +943,6 @@ static void armed_writer(int fd, void *arg)
 		got += (uint64_t)r;
 	}
 	ASSERT_MSG(r == 0, "the writer's read: %s", strerror(errno));
-	ASSERT_SYS(close(fd)); /* got: 0 if the passer sent nothing (not moved) */
-}
-
-static void armed_receiver(void *arg)
-{
-	const int *u = arg;
-	uint64_t off;
-
-	close(u[0]);
-	ASSERT_EQ(read(u[1], &off, sizeof(off)), (ssize_t)sizeof(off));
-	int fd = recv_fd(u[1]);
-	ts_recv_stream(fd, shim_seed(41), off, UNREAD_TOTAL - off, ts_ms(20000));
-	ASSERT_SYS(shutdown(fd, SHUT_WR)); /* the writer reads to here */
-	ts_expect_eof(fd, ts_ms(20000));
-	ASSERT_SYS(close(fd));
 }
 
 /* The passer's ring full, and an epoll wait for room that gives up. */
@@ -959,7 +957,7 @@ static void fill_and_wait(int fd)
 		test_stream_fill(ARMED_SEED2, sent, buf, sizeof(buf));
 		n = send(fd, buf, sizeof(buf), MSG_NOSIGNAL);
 		sent += n > 0 ? (uint64_t)n : 0;
-	} while (n > 0 && (size_t)n == sizeof(buf));
+	} while (n > 0); /* to EAGAIN: no room at all */
 	ASSERT_MSG(n >= 0 || errno == EAGAIN, "the passer's send: %s", strerror(errno));
 	ts_set_nonblock(fd, 0);
 	int ep = epoll_create1(EPOLL_CLOEXEC);
@@ -971,40 +969,14 @@ static void fill_and_wait(int fd)
 	test_log("the passer sent %llu bytes and waited for room", (unsigned long long)sent);
 }
 
-/* One round; 1 if the connection had moved before the pass. */
-static int armed_round(void)
-{
-	int u[2], moved;
-	struct shim_peer p;
-	uint64_t off = 0;
-
-	ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, u));
-	pid_t recv_pid = test_fork(armed_receiver, u);
-	ts_peer_start(&p, armed_writer, NULL);
-	close(u[1]);
-	while (off < UNREAD_PREFIX || (off < UNREAD_MOVE_BY && !ts_moved(p.fd))) {
-		ts_recv_stream(p.fd, shim_seed(41), off, 64 * KIB, ts_ms(5000));
-		off += 64 * KIB;
-	}
-	usleep(20000); /* the writer sends on meanwhile, and switches */
-	moved = ts_moved(p.fd);
-	if (moved)
-		fill_and_wait(p.fd);
-	ASSERT_EQ(write(u[0], &off, sizeof(off)), (ssize_t)sizeof(off));
-	send_fd(u[0], p.fd);
-	ASSERT_SYS(close(p.fd));
-	ASSERT_SYS(close(u[0]));
-	test_wait_ok(recv_pid, ts_ms(30000) / 1000.0);
-	ts_peer_wait(&p, ts_ms(10000));
-	return moved;
-}
-
 static void case_scm_rights_unread_armed(void)
 {
 	int moved = 0, r;
 
+	g_unread_armed = 1;
 	for (r = 0; r < 20 && moved < 3; r++)
-		moved += armed_round();
+		moved += unread_round();
+	g_unread_armed = 0;
 	test_log("%d rounds, %d of them passed on moved", r, moved);
 	ASSERT_MSG(ts_disabled() || moved > 0, "no round moved before its pass");
 }
