@@ -433,7 +433,12 @@ void shim_back_rx_done(struct tsock *t, int fd)
 
 int shim_back_rx(struct tsock *t, int fd, int wait)
 {
-	return rx_leave(t, fd, wait, 0);
+	/* A call that may not wait does not wait for the lock either: its
+	 * holder may be a read of another thread asleep on the ring, which
+	 * leaves the ring itself when it wakes, and which only this call's
+	 * caller may wake (its sends, which the way back needs: a writer
+	 * thread polling for room hung there while its reader slept). */
+	return rx_leave(t, fd, wait, !wait);
 }
 
 /* Both directions are on the kernel's socket: the connection is plain. */
