@@ -52,8 +52,13 @@ static int tb_ring(struct shunt_bell *b, uint32_t bits)
 	struct tslot *s = slot_of(b);
 
 	(void)bits;
-	/* Before our switch, a byte down the stream would be data. */
-	if ((phase(s) & (PH_TX_RING | PH_NOBELL)) != PH_TX_RING)
+	/* Before our switch, a byte down the stream would be data.  And a
+	 * peer whose reads have not taken our TCP data before our switch
+	 * cannot take a doorbell either: it would wait behind that data,
+	 * where it keeps the connection from going back to TCP exactly
+	 * (back.c; the soak's hand-overs, a sender waiting for room rung by
+	 * its reader).  Its waits look again on their own (shim_room_unrung). */
+	if ((phase(s) & (PH_TX_RING | PH_NOBELL)) != PH_TX_RING || shim_peer_short_of_x(s))
 		return 0;
 	long n = sys_send(b->fd[0], &s->bell, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
 	/* Full: the peer has rings waiting anyway.  Gone: it sees the close. */

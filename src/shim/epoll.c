@@ -84,7 +84,7 @@ struct shim_ep {
 	struct ep_entry **e;
 	struct ep_entry **hb;     /* entries by fd: chains of hnext, nb = cap */
 	_Atomic int nours;        /* entries whose socket moved (read unlocked by a wait) */
-	_Atomic int going_back;   /* of those, going back to TCP at the last scan */
+	_Atomic int unrung;       /* of those, news no doorbell tells at the last scan */
 	struct ep_entry *kick;    /* our eventfd in the set, once it has moved ones */
 	_Atomic int waiting;      /* waits inside the kernel now */
 	uint64_t rounds;
@@ -95,7 +95,7 @@ struct shim_ep {
 	struct shim_ep *next;
 };
 
-#define BACK_NAP_NS 1000000
+#define UNRUNG_NAP_NS 1000000
 
 static void ep_lock(struct shim_ep *ep);
 static void ep_unlock(struct shim_ep *ep);
@@ -760,12 +760,15 @@ static int entry_report(struct ep_entry *e, int kern, int look, uint64_t round,
 	return 1;
 }
 
-/* The way back to TCP takes steps no doorbell announces (the peer's BACK,
- * room in the kernel's socket for our ring's leftovers): such an entry is
- * looked at every scan, and the wait naps (wait_set). */
-static int going_back(struct ep_entry *e)
+/* News no doorbell announces: the way back to TCP takes steps (the peer's
+ * BACK, room in the kernel's socket for our ring's leftovers), and a peer
+ * rings no room in our ring while our reads have not reached its switch
+ * (shim_room_unrung).  Such an entry is looked at every scan, and the wait
+ * naps (wait_set). */
+static int unrung(struct ep_entry *e)
 {
-	return shim_back_pending(e->t) || shim_peer_asks(e->t);
+	return shim_back_pending(e->t) || shim_peer_asks(e->t) ||
+	       ((e->events & EPOLLOUT) && shim_room_unrung(e->t));
 }
 
 /* A scan's `look`: 0 arms what is not ready, 1 arms nothing, LOOK_BUSY
@@ -776,22 +779,22 @@ static int going_back(struct ep_entry *e)
 
 /* Our moved entries that may have changed: those ready last time (level-
  * triggered), those whose socket saw I/O since, those the peer rang for,
- * and those going back.  The others were armed when last read, so a
- * change would ring. */
+ * and those whose news rings no doorbell.  The others were armed when
+ * last read, so a change would ring. */
 static int scan_locked(struct shim_ep *ep, struct epoll_event *out, int max, int look,
 		       uint64_t round, struct ep_entry **whose)
 {
 	int k = 0, idle = 0;
 
-	ep->going_back = 0;
+	ep->unrung = 0;
 	for (int i = 0; i < ep->n && k < max && ep->nours; i++) {
 		struct ep_entry *e = ep->e[i];
 		if (!e->ours)
 			continue;
 		uint32_t g = atomic_load_explicit(&e->t->io_gen, memory_order_acquire);
-		int back = going_back(e);
-		ep->going_back += back;
-		if (!e->hot && g == e->seen && !rung(e) && !back)
+		int look_anyway = unrung(e);
+		ep->unrung += look_anyway;
+		if (!e->hot && g == e->seen && !rung(e) && !look_anyway)
 			continue;
 		int mode = look != LOOK_BUSY ? look : idle < IDLE_LOOKS;
 		if (entry_report(e, -1, mode, round, &out[k])) {
@@ -966,8 +969,8 @@ static int wait_set(struct shim_ep *ep, int epfd, struct epoll_event *ev, int ma
 		ep_unlock(ep);
 		int slot = k == max || k ? -1 : shim_kick_listen(kfd);
 		int64_t until = k ? 0 : deadline;
-		if (ep->going_back) /* naps of 1 ms: see going_back() */
-			until = SHUNT_MIN(until, shunt_now_ns() + BACK_NAP_NS);
+		if (ep->unrung) /* naps of 1 ms: see unrung() */
+			until = SHUNT_MIN(until, shunt_now_ns() + UNRUNG_NAP_NS);
 		int rc = k == max ? 0 : kernel_wait(epfd, ev + k, max - k, until, mask);
 		shim_kick_unlisten(slot);
 		atomic_fetch_sub(&ep->waiting, 1);

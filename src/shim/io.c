@@ -1221,6 +1221,15 @@ static void back_steps(struct tsock *t, int fd)
 	shim_back_rx(t, fd, 0);
 }
 
+int shim_room_unrung(struct tsock *t)
+{
+	uint32_t ph = phase_of(t);
+
+	return moved(t) && (ph & PH_TX_RING) && !(ph & (PH_RX_RING | PH_RX_PLAIN | PH_TX_BACK)) &&
+	       shim_peer_switched(t) && atomic_load(&S(t)->rx_tcp) < atomic_load(&S(t)->x_peer) &&
+	       !(shunt_end_poll(END(t), NULL, POLLOUT, SHUNT_ARM_NONE) & POLLOUT);
+}
+
 /* Both directions on the rings for good, nothing pending on the stream but
  * doorbells: the kernel's side of the socket has news only in an event. */
 int shim_settled(struct tsock *t)

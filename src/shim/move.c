@@ -462,20 +462,25 @@ int shim_peer_before_x(struct tslot *s)
 {
 	uint32_t unread = 0;
 
+	if (shim_peer_short_of_x(s))
+		return 1;
+	return !s->vm.on && shim_kern_unread(&s->peer, &s->local, &unread) == 0 && unread > 0;
+}
+
+/* What the peer's reads say they took (io.c, shim_rx_publish): a count
+ * short of X is a reader that has bytes before X to take, in its socket,
+ * in our send queue or on the way between (which no kernel queue shows
+ * while its socket is busy).  It only ever hurts the peer to lie: a
+ * doorbell it does not get, or one it must skip.  Not between VMs. */
+int shim_peer_short_of_x(struct tslot *s)
+{
 	atomic_thread_fence(memory_order_seq_cst);
 	if (s->vm.on)
 		return 0;
-	/* What the peer's reads say they took (io.c, shim_rx_publish): a
-	 * count short of X is a reader that has bytes before X to take, in
-	 * its socket, in our send queue or on the way between (which no
-	 * kernel queue shows while its socket is busy).  It only ever hurts
-	 * the peer to lie: a doorbell it does not get, or one it must skip. */
 	uint64_t x = atomic_load_explicit(&my_sw(s)->tcp_off, memory_order_relaxed);
 	uint64_t took = atomic_load_explicit(&s->end.seg.ctl->sw[1 - s->side].rx_tcp,
 					     memory_order_relaxed);
-	if (took < x)
-		return 1;
-	return shim_kern_unread(&s->peer, &s->local, &unread) == 0 && unread > 0;
+	return took < x;
 }
 
 static int switch_tx(struct tsock *t, int fd, int patient)

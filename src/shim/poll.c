@@ -154,6 +154,20 @@ static int all_moved(const struct pset *p)
 	return 1;
 }
 
+/* A moved entry waiting for room that no doorbell will announce (the
+ * peer rings none while our reads have not reached its switch:
+ * shim_room_unrung): the wait naps and looks again. */
+static int unrung(const struct pset *p)
+{
+	for (nfds_t i = 0; i < p->n; i++)
+		if (p->t[i] && (p->fds[i].events & (POLLOUT | POLLWRNORM)) &&
+		    shim_room_unrung(p->t[i]))
+			return 1;
+	return 0;
+}
+
+#define UNRUNG_NAP_NS 1000000
+
 #define MOVED_MEANWHILE (-4096) /* look again: a socket moved while the kernel waited */
 
 /* Did a socket that was on TCP when the kernel began to wait move since,
@@ -220,14 +234,16 @@ static int poll_loop(struct pset *p, int64_t deadline, const sigset_t *mask)
 		if (!ready && deadline != 0)
 			ready = scan(p, SHUNT_ARM_DRAIN, 0);
 		kernel_set(p);
-		struct timespec ts, *t = ready ? &(struct timespec){ 0, 0 } : shunt_left(deadline, &ts);
+		int nap = !ready && deadline != 0 && unrung(p);
+		int64_t until = nap ? SHUNT_MIN(deadline, shunt_now_ns() + UNRUNG_NAP_NS) : deadline;
+		struct timespec ts, *t = ready ? &(struct timespec){ 0, 0 } : shunt_left(until, &ts);
 		int rc = kernel_wait(p, t, mask);
 		if (rc < 0)
 			return -errno;
 		if (rc > 0 && moved_meanwhile(p, p->k))
 			return MOVED_MEANWHILE;
 		ready = copy_plain(p) + scan(p, SHUNT_ARM_NONE, 1);
-		if (ready || rc == 0 || deadline == 0)
+		if (ready || (rc == 0 && !nap) || deadline == 0)
 			return ready;
 		if (deadline != SHUNT_NEVER && shunt_now_ns() >= deadline)
 			return 0;

@@ -384,6 +384,13 @@ int shim_switch_tx(struct tsock *t, int fd);
 /* Does the peer (on this host) still have our TCP data before our switch
  * to read?  Then no read or wait of its sleeps on our doorbells (move.c). */
 int shim_peer_before_x(struct tslot *s);
+/* The same, from what the peer's reads published alone (no system call). */
+int shim_peer_short_of_x(struct tslot *s);
+/* Our ring has no room, and the peer will ring no doorbell when it frees
+ * some: our reads have not yet taken its TCP data before its switch, and
+ * a doorbell would wait behind that (bell.c).  A wait for room then looks
+ * again on its own (epoll.c, poll.c; our own waits nap: bell.c). */
+int shim_room_unrung(struct tsock *t);
 /* shutdown(SHUT_WR) while our sends are on TCP: 1 if they moved to the
  * ring (the end of stream goes there), 0 if they stay on TCP for good. */
 int shim_switch_for_shutdown(struct tsock *t, int fd);
