@@ -112,6 +112,26 @@ __attribute__((format(printf, 1, 2))) static void err(const char *fmt, ...)
 	fprintf(stderr, "soak: ERROR: %s[%d]: %s\n", g_role, (int)getpid(), line);
 }
 
+/* Where each thread of process pid is (gdb if there is one), for the
+ * report of a hang: a blocking call that timed out, or a process killed. */
+static void stacks(pid_t pid)
+{
+	char cmd[256];
+
+	snprintf(cmd, sizeof(cmd),
+		 "gdb -p %d -batch -ex 'thread apply all bt' </dev/null 2>/dev/null | "
+		 "grep '^#\\|^Thread' >&2", (int)pid);
+	if (system(cmd) != 0)
+		fprintf(stderr, "soak: no gdb to show where process %d is\n", (int)pid);
+}
+
+/* A blocking call that failed: a timeout (STALL_S) is a hang, shown. */
+static void stacks_if_hung(int e)
+{
+	if (e == EAGAIN || e == EWOULDBLOCK)
+		stacks(getpid());
+}
+
 static double now_s(void)
 {
 	struct timespec t;
@@ -260,11 +280,22 @@ static int write_all(int fd, const void *buf, size_t n, unsigned how)
 	return 0;
 }
 
+/* Sends give up a little later than reads: a reader that times out shows
+ * (stacks) where its process's writer waits, still waiting. */
 static void set_timeouts(int fd)
 {
-	struct timeval tv = { STALL_S, 0 };
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	struct timeval rcv = { STALL_S, 0 }, snd = { STALL_S + 4, 0 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &rcv, sizeof(rcv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &snd, sizeof(snd));
+}
+
+/* The local port of fd, to find its connection in the library's log. */
+static int port_of(int fd)
+{
+	struct sockaddr_in a;
+	socklen_t n = sizeof(a);
+
+	return getsockname(fd, (struct sockaddr *)&a, &n) == 0 ? ntohs(a.sin_port) : 0;
 }
 
 static void set_nonblock(int fd, int on)
@@ -323,9 +354,12 @@ static int serve_blocking(int fd, const struct handoff *ho, const char *way)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
+			int e = errno;
 			err("%s: seed %016llx: %s at byte %llu of %llu", who, (unsigned long long)seed,
-			    n == 0 ? "end of stream" : strerror(errno), (unsigned long long)in,
+			    n == 0 ? "end of stream" : strerror(e), (unsigned long long)in,
 			    (unsigned long long)up);
+			if (n < 0)
+				stacks_if_hung(e);
 			goto out;
 		}
 		if (check(0, seed, in, buf, (size_t)n, up, who) < 0)
@@ -335,8 +369,10 @@ static int serve_blocking(int fd, const struct handoff *ho, const char *way)
 		size_t out = (size_t)n;
 		fault(in, buf, &out);
 		if (write_all(fd, buf, out, (unsigned)test_rng_next(&r)) < 0) {
+			int e = errno;
 			err("%s: seed %016llx: write at byte %llu: %s", who, (unsigned long long)seed,
-			    (unsigned long long)in, strerror(errno));
+			    (unsigned long long)in, strerror(e));
+			stacks_if_hung(e);
 			goto out;
 		}
 		in += (uint64_t)n;
@@ -1270,6 +1306,7 @@ static void *writer_main(void *arg)
 	uint8_t *buf = malloc(MAX_MSG);
 	struct test_rng r;
 	uint64_t off = 0;
+	int e;
 
 	test_rng_seed(&r, w->h->seed);
 	if (write_all(w->fd, w->h, sizeof(*w->h), 0) < 0)
@@ -1292,8 +1329,10 @@ static void *writer_main(void *arg)
 	free(buf);
 	return NULL;
 fail:
-	err("client blocking: seed %016llx: write at %llu: %s", (unsigned long long)w->h->seed,
-	    (unsigned long long)off, strerror(errno));
+	e = errno;
+	err("client blocking: seed %016llx (port %d): write at %llu: %s",
+	    (unsigned long long)w->h->seed, port_of(w->fd), (unsigned long long)off, strerror(e));
+	stacks_if_hung(e);
 	w->failed = 1;
 	free(buf);
 	return NULL;
@@ -1349,10 +1388,13 @@ static int client_block_one(struct test_rng *r, enum kind k, uint8_t *buf)
 			rc = 0;
 			break;
 		}
-		err("client %s: seed %016llx: %s at %llu of %llu (trailer %u)", kind_names[k],
-		    (unsigned long long)c.h.seed,
-		    n < 0 ? strerror(errno) : n == 0 ? "end of stream" : "more data after the trailer",
+		int e = errno;
+		err("client %s: seed %016llx (port %d): %s at %llu of %llu (trailer %u)",
+		    kind_names[k], (unsigned long long)c.h.seed, port_of(c.fd),
+		    n < 0 ? strerror(e) : n == 0 ? "end of stream" : "more data after the trailer",
 		    (unsigned long long)c.got, (unsigned long long)c.h.up, c.tgot);
+		if (n < 0)
+			stacks_if_hung(e);
 		break;
 	}
 	if (!joined)
@@ -1429,13 +1471,7 @@ static int run_clients(unsigned port, double secs, int nproc)
 			usleep(50 * 1000);
 		if (p == 0) {
 			err("client %d (%s) hangs: killed", (int)pid[i], kind_names[kind_of[i]]);
-			/* Where it hangs, for the report (gdb if there is one). */
-			char cmd[256];
-			snprintf(cmd, sizeof(cmd),
-				 "gdb -p %d -batch -ex 'thread apply all bt' </dev/null 2>/dev/null | "
-				 "grep '^#\\|^Thread' >&2", (int)pid[i]);
-			if (system(cmd) != 0)
-				fprintf(stderr, "soak: no gdb to show where client %d hangs\n", (int)pid[i]);
+			stacks(pid[i]);
 			kill(pid[i], SIGKILL);
 			waitpid(pid[i], &st, 0);
 		}
