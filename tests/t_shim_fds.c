@@ -13,12 +13,16 @@
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <spawn.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <linux/sockios.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -1013,6 +1017,274 @@ static void case_scm_rights_unread_rung(void)
 	armed_rounds(2);
 }
 
+/*
+ * A read in the kernel since before the passer's switch, and kept off the
+ * CPU (as a loaded machine does) while the passer writes into its ring,
+ * passes the socket on and its new holder sends by TCP: the read comes
+ * back with the passer's doorbell and the new holder's data, while the
+ * ring still holds the passer's bytes, which come first.  It was reset
+ * ("bytes were written to a TCP socket behind the library's back": the
+ * soak's hand-overs, most of its errors in an hour); the new holder's
+ * bytes now wait behind the ring.  The reader sits on CPU 0 under a
+ * SCHED_FIFO spinner until the new holder has sent.
+ */
+#define PB_HEAD (64 * KIB)  /* the passer's data read before the move */
+#define PB_RING (128 * KIB) /* then, into its ring */
+#define PB_NEW (16 * KIB)   /* the new holder's, while the reader is off the CPU */
+#define PB_TAIL (256 * KIB) /* and after */
+#define PB_TOTAL (PB_HEAD + PB_RING + PB_NEW + PB_TAIL)
+#define PB_SPIN_MS 3000
+
+enum { PB_START, PB_STARVING, PB_MOVED, PB_PASSED, PB_SENT };
+
+struct pb_shared {
+	_Atomic int stage;
+	_Atomic uint32_t chunks; /* the passer's reads of the stayer's stream */
+	_Atomic uint64_t got;    /* the stayer's reader's bytes */
+	_Atomic int reader_tid;
+	_Atomic int timed_out;   /* the spinner gave up */
+	_Atomic uint64_t got_at_sent; /* the reader's bytes once the holder sent */
+};
+
+static struct pb_shared *g_pb;
+
+static void pb_cpu(int cpu)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	ASSERT_SYS(sched_setaffinity(0, sizeof(set), &set));
+}
+
+static void pb_until(int stage, int ms)
+{
+	uint64_t end = test_now_ns() + (uint64_t)ms * 1000000u;
+
+	while (atomic_load(&g_pb->stage) < stage) {
+		ASSERT_MSG(test_now_ns() < end, "stage %d not reached within %d ms (at %d)", stage,
+			   ms, atomic_load(&g_pb->stage));
+		usleep(200);
+	}
+}
+
+/* The passer: its head, the stayer's stream until the connection moved,
+ * its ring part while the stayer's reader is off the CPU, the pass. */
+static void pb_passer(int fd, void *arg)
+{
+	const int *u = arg;
+
+	close(u[1]);
+	pb_cpu(1);
+	ts_send_stream(fd, shim_seed(51), 0, PB_HEAD, ts_ms(5000));
+	pb_until(PB_STARVING, ts_ms(5000));
+	for (uint64_t off = 0;; off += 16 * KIB) {
+		ts_recv_stream(fd, shim_seed(52), off, 16 * KIB, ts_ms(5000));
+		if (ts_moved(fd))
+			break;
+		ASSERT_MSG(off < (8u << 20), "not moved after 8 MiB");
+		atomic_fetch_add(&g_pb->chunks, 1);
+	}
+	atomic_store(&g_pb->stage, PB_MOVED);
+	ts_send_stream(fd, shim_seed(51), PB_HEAD, PB_RING, ts_ms(5000));
+	send_fd(u[0], fd);
+	ASSERT_SYS(close(fd));
+	atomic_store(&g_pb->stage, PB_PASSED);
+	ASSERT_SYS(close(u[0]));
+}
+
+/* The new holder: the passer's stream on, by TCP. */
+static void pb_holder(void *arg)
+{
+	const int *u = arg;
+
+	close(u[0]);
+	pb_cpu(1);
+	int fd = recv_fd(u[1]);
+	pb_until(PB_PASSED, ts_ms(5000));
+	ts_send_stream(fd, shim_seed(51), PB_HEAD + PB_RING, PB_NEW, ts_ms(5000));
+	/* In the reader's socket, not only on the way (its window). */
+	uint64_t end = test_now_ns() + (uint64_t)ts_ms(2000) * 1000000u;
+	int outq;
+	while (ioctl(fd, SIOCOUTQ, &outq) == 0 && outq > 0 && test_now_ns() < end)
+		usleep(200);
+	atomic_store(&g_pb->stage, PB_SENT);
+	ts_send_stream(fd, shim_seed(51), PB_HEAD + PB_RING + PB_NEW, PB_TAIL, ts_ms(5000));
+	ASSERT_SYS(close(fd));
+}
+
+/* The stayer's reader, on CPU 0: blocking reads of 256 KiB to the end. */
+static void *pb_reader(void *arg)
+{
+	static unsigned char buf[256 * KIB];
+	int fd = *(int *)arg;
+	ssize_t r;
+
+	pb_cpu(0);
+	atomic_store(&g_pb->reader_tid, (int)gettid());
+	while ((r = read(fd, buf, sizeof(buf))) > 0) {
+		uint64_t got = atomic_load(&g_pb->got);
+		size_t bad = test_stream_check(shim_seed(51), got, buf, (size_t)r);
+		ASSERT_MSG(bad == (size_t)-1, "the passer's byte %ju is wrong",
+			   (uintmax_t)(got + bad));
+		atomic_store(&g_pb->got, got + (uint64_t)r);
+	}
+	ASSERT_MSG(r == 0, "the reader: %s after %ju bytes", test_errname(errno),
+		   (uintmax_t)atomic_load(&g_pb->got));
+	return NULL;
+}
+
+/* The reader's thread asleep (in its read): its state in /proc is S. */
+static int pb_reader_sleeps(void)
+{
+	char path[64], st[512];
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", atomic_load(&g_pb->reader_tid));
+	FILE *f = fopen(path, "r");
+	size_t n = f ? fread(st, 1, sizeof(st) - 1, f) : 0;
+	if (f)
+		fclose(f);
+	st[n] = 0;
+	const char *p = strrchr(st, ')');
+	return p && p[1] == ' ' && p[2] == 'S';
+}
+
+/* The spinner's loop: no call in it, not even a sanitizer's, which may
+ * sleep on a lock of its own and so let the reader run (TSan's atomics
+ * do): plain volatile loads, which TSan is told not to see. */
+__attribute__((no_sanitize("thread"))) static uint64_t pb_spin_loop(void)
+{
+	volatile int *stage = (volatile int *)&g_pb->stage;
+	volatile int *timed_out = (volatile int *)&g_pb->timed_out;
+
+	while (*stage < PB_SENT && !*timed_out)
+		;
+	return *(volatile uint64_t *)&g_pb->got; /* before anything can sleep */
+}
+
+/* On CPU 0, above the reader, until the new holder has sent or the main
+ * thread gives up (timed_out). */
+static void *pb_spinner(void *arg)
+{
+	(void)arg;
+	atomic_store(&g_pb->stage, PB_STARVING);
+	atomic_store(&g_pb->got_at_sent, pb_spin_loop());
+	return NULL;
+}
+
+static void pb_send_until_moved(int fd, uint64_t end);
+
+/* The spinner; and meanwhile the stayer's answer to the way back: sends
+ * of nothing, which read nothing. */
+/* The kernel lends a CPU's other threads 50 ms a second however busy its
+ * real-time ones are (its fair server): a spin that lasted longer may
+ * have let the reader run, and says nothing.  A sanitizer's build needs
+ * about a second now and then. */
+#define PB_LOAN_FREE_MS 800
+
+static void pb_spin(int fd)
+{
+	pthread_attr_t a;
+	struct sched_param sp = { .sched_priority = 1 };
+	cpu_set_t set;
+	pthread_t th;
+
+	CPU_ZERO(&set);
+	CPU_SET(0, &set);
+	ASSERT_EQ(pthread_attr_init(&a), 0);
+	ASSERT_EQ(pthread_attr_setinheritsched(&a, PTHREAD_EXPLICIT_SCHED), 0);
+	ASSERT_EQ(pthread_attr_setschedpolicy(&a, SCHED_FIFO), 0);
+	ASSERT_EQ(pthread_attr_setschedparam(&a, &sp), 0);
+	ASSERT_EQ(pthread_attr_setaffinity_np(&a, sizeof(set), &set), 0);
+	ASSERT_EQ(pthread_create(&th, &a, pb_spinner, NULL), 0);
+	uint64_t end = test_now_ns() + (uint64_t)ts_ms(PB_SPIN_MS) * 1000000u;
+	pb_until(PB_STARVING, ts_ms(1000));
+	pb_send_until_moved(fd, end);
+	while (atomic_load(&g_pb->stage) < PB_SENT) {
+		if (test_now_ns() > end) {
+			atomic_store(&g_pb->timed_out, 1);
+			break;
+		}
+		ssize_t k = send(fd, "", 0, MSG_NOSIGNAL | MSG_DONTWAIT);
+		ASSERT_MSG(k == 0 || errno == EAGAIN, "the stayer's send: %s", test_errname(errno));
+		usleep(500);
+	}
+	ASSERT_EQ(pthread_join(th, NULL), 0);
+	pthread_attr_destroy(&a);
+}
+
+/* The stayer's stream, 16 KiB at a time as the passer reads it, until
+ * the connection moved (by `end`). */
+static void pb_send_until_moved(int fd, uint64_t end)
+{
+	for (uint32_t k = 0; atomic_load(&g_pb->stage) < PB_MOVED; k++) {
+		ts_send_stream(fd, shim_seed(52), (uint64_t)k * 16 * KIB, 16 * KIB, ts_ms(5000));
+		while (atomic_load(&g_pb->chunks) <= k && atomic_load(&g_pb->stage) < PB_MOVED) {
+			ASSERT_MSG(test_now_ns() < end, "the passer read %u chunks of %u",
+				   atomic_load(&g_pb->chunks), k + 1);
+			usleep(100);
+		}
+	}
+}
+
+/* One round; 1 if the reader was held off the CPU all along (it took
+ * nothing between the passer's switch and the new holder's send). */
+static int pb_round(void)
+{
+	int u[2];
+	struct shim_peer p;
+	pthread_t rd;
+
+	memset(g_pb, 0, sizeof(*g_pb));
+	ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, u));
+	pid_t holder = test_fork(pb_holder, u);
+	ts_peer_start(&p, pb_passer, u);
+	close(u[0]);
+	close(u[1]);
+	ASSERT_EQ(pthread_create(&rd, NULL, pb_reader, &p.fd), 0);
+	uint64_t end = test_now_ns() + (uint64_t)ts_ms(5000) * 1000000u;
+	while (atomic_load(&g_pb->got) < PB_HEAD || !pb_reader_sleeps()) {
+		ASSERT_MSG(test_now_ns() < end, "the reader has %ju bytes, not asleep in its read",
+			   (uintmax_t)atomic_load(&g_pb->got));
+		usleep(1000);
+	}
+	uint64_t t0 = test_now_ns();
+	pb_spin(p.fd);
+	uint64_t spun_ms = (test_now_ns() - t0) / 1000000u;
+	ASSERT_EQ(pthread_join(rd, NULL), 0);
+	test_log("spun %ju ms; the reader had %ju bytes when the new holder had sent, %ju at "
+		 "the end", (uintmax_t)spun_ms, (uintmax_t)atomic_load(&g_pb->got_at_sent),
+		 (uintmax_t)atomic_load(&g_pb->got));
+	ASSERT_MSG(!atomic_load(&g_pb->timed_out), "the new holder did not send within %d ms",
+		   ts_ms(PB_SPIN_MS));
+	ASSERT_EQ(atomic_load(&g_pb->got), (uint64_t)PB_TOTAL);
+	ASSERT_SYS(close(p.fd));
+	test_wait_ok(holder, ts_ms(5000) / 1000.0);
+	ts_peer_wait(&p, ts_ms(5000));
+	if (spun_ms >= PB_LOAN_FREE_MS) {
+		usleep(1200 * 1000); /* the loan falls due at once after such a spin */
+		return 0;
+	}
+	ASSERT_EQ(atomic_load(&g_pb->got_at_sent), (uint64_t)PB_HEAD);
+	return 1;
+}
+
+static void case_scm_rights_past_back(void)
+{
+	cpu_set_t all;
+	int r;
+
+	ASSERT_MSG(sysconf(_SC_NPROCESSORS_ONLN) >= 2, "two CPUs needed");
+	ASSERT_SYS(sched_getaffinity(0, sizeof(all), &all));
+	g_pb = mmap(NULL, sizeof(*g_pb), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ASSERT(g_pb != MAP_FAILED);
+	pb_cpu(1);
+	for (r = 0; r < 6 && !pb_round(); r++)
+		;
+	ASSERT_MSG(r < 6, "6 rounds, each spun more than %d ms", PB_LOAN_FREE_MS);
+	ASSERT_SYS(sched_setaffinity(0, sizeof(all), &all));
+	munmap(g_pb, sizeof(*g_pb));
+}
+
 /* A child that ends by _exit() while it still holds sockets (a
  * fork-per-connection server's handler, after its parent closed its copy)
  * lets go of nothing: its slots kept a dead holder for good, and after
@@ -1243,6 +1515,7 @@ static const struct shim_case g_cases[] = {
 	{ "scm_rights_unread", case_scm_rights_unread },
 	{ "scm_rights_unread_armed", case_scm_rights_unread_armed },
 	{ "scm_rights_unread_rung", case_scm_rights_unread_rung },
+	{ "scm_rights_past_back", case_scm_rights_past_back },
 	{ "fork_exit_slots", case_fork_exit_slots },
 	{ "exec", case_exec },
 	{ "exec_plain", case_exec_plain },

@@ -134,7 +134,8 @@ void shim_back_answer_locked(struct tsock *t, int fd)
 	 * data", its wait bits armed from before). */
 	if (atomic_load_explicit(&s->end.peer->wait, memory_order_acquire) &&
 	    !shim_peer_before_x(s))
-		sys_send(fd, &s->bell, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+		shim_bell_send(s, fd, 0);
+	shim_bells_end(s);
 	if (shim_kern_tx_total(fd, &total) < 0) {
 		shunt_end_fail(&s->end, -EPROTO);
 		return;
@@ -266,15 +267,18 @@ int shim_back_tx(struct tsock *t, int fd, int block)
 	return rc;
 }
 
-/* Where the asker's data resumes on TCP, once it said so: 1, else 0. */
+/* Where the asker's ring data ends and its data resumes on TCP, once it
+ * said so: 1, else 0.  Both move on by what a read of ours took off TCP
+ * past its way back and put behind its ring (shim_back_append_begin). */
 static int asker_back(struct tslot *s, uint64_t *head, uint64_t *tcp)
 {
 	struct shunt_switch *p = sw_of(s, 1 - (int)s->side);
 
 	if (!(atomic_load_explicit(&p->flags, memory_order_acquire) & SHUNT_SW_BACK))
 		return 0;
-	*head = atomic_load_explicit(&p->back_head, memory_order_relaxed);
-	*tcp = atomic_load_explicit(&p->back_tcp, memory_order_relaxed);
+	uint64_t more = atomic_load(&s->back_more);
+	*head = atomic_load_explicit(&p->back_head, memory_order_relaxed) + more;
+	*tcp = atomic_load_explicit(&p->back_tcp, memory_order_relaxed) + more;
 	return 1;
 }
 
@@ -322,7 +326,8 @@ void shim_back_exit_bells(struct tsock *t, int fd)
 	if (s->vm.on || !(pf & SHUNT_SW_RING) || !past_peer_switch(s, fd, &at))
 		return;
 	if (pf & SHUNT_SW_BACK)
-		end = atomic_load_explicit(&p->back_tcp, memory_order_relaxed);
+		end = atomic_load_explicit(&p->back_tcp, memory_order_relaxed) +
+		      atomic_load(&s->back_more);
 	while (at < end) {
 		long k = sys_recv(fd, buf, (size_t)SHUNT_MIN(end - at, sizeof(buf)),
 				  MSG_PEEK | MSG_DONTWAIT);
@@ -413,14 +418,57 @@ static int rx_leave(struct tsock *t, int fd, int wait, int try)
 	return rc;
 }
 
+/* The asker went back, and its data resumes on TCP at *tcp: 1 when our
+ * side of its ring is read to its end, 2 while it is not; else 0. */
 int shim_back_resumes(struct tsock *t, uint64_t *tcp)
 {
+	struct tslot *s = t->slot;
 	uint64_t head;
 
-	if (t->slot->vm.on || (atomic_load(&t->slot->phase) & PH_RX_PLAIN) ||
-	    !asker_back(t->slot, &head, tcp))
+	if (s->vm.on || (atomic_load(&s->phase) & PH_RX_PLAIN) || !asker_back(s, &head, tcp))
 		return 0;
-	return ring_read(t->slot, head) == 1;
+	uint64_t tail = atomic_load_explicit(s->end.rx.tail, memory_order_acquire);
+	return head - tail > s->end.rx.cap ? 0 : head == tail ? 1 : 2;
+}
+
+/*
+ * A read of ours took the asker's new TCP data, from stream offset `at`,
+ * while its ring still holds data for us (io.c, past_back: a read in the
+ * kernel since before its switch, on a busy machine).  Those n bytes go
+ * into the ring right after its last byte there, as though it had sent
+ * them by the ring, and for us its ring end and its TCP resume point move
+ * on by n (back_more, which asker_back adds).  The asker wrote its last
+ * byte into the ring before it said BACK: we are the ring's only producer
+ * now.  Where the bytes go (*head: the ring's end now), or NULL: between
+ * VMs, another read putting its own there, bytes that do not follow the
+ * last ones, no room.  shim_back_append_end publishes them.
+ */
+uint8_t *shim_back_append_begin(struct tsock *t, uint64_t at, size_t n, uint64_t *head)
+{
+	struct tslot *s = t->slot;
+	struct shunt_ring *r = &s->end.rx;
+	uint32_t idle = 0;
+	uint64_t tcp;
+
+	if (s->vm.on || !atomic_compare_exchange_strong(&s->appending, &idle, 1))
+		return NULL;
+	uint64_t tail = atomic_load_explicit(r->tail, memory_order_acquire);
+	if (asker_back(s, head, &tcp) && at == tcp && *head - tail <= r->cap &&
+	    r->cap - (*head - tail) >= n)
+		return r->data + (*head & r->mask);
+	atomic_store(&s->appending, 0);
+	return NULL;
+}
+
+void shim_back_append_end(struct tsock *t, uint64_t head, size_t n)
+{
+	struct tslot *s = t->slot;
+
+	/* The new end before the bytes that reach it: a read that takes them
+	 * finds the ring not yet read to its end (ring_read). */
+	atomic_fetch_add(&s->back_more, n);
+	atomic_store_explicit(s->end.rx.head, head + n, memory_order_release);
+	atomic_store(&s->appending, 0);
 }
 
 void shim_back_rx_done(struct tsock *t, int fd)
@@ -491,7 +539,7 @@ static int leave_tx(struct tslot *s, int fd)
 
 	if (!(atomic_load(&s->phase) & PH_TX_RING))
 		atomic_fetch_or(&me->flags, SHUNT_SW_TCP);
-	else if (shim_kern_tx_total(fd, &total) < 0)
+	else if (shim_bells_end(s), shim_kern_tx_total(fd, &total) < 0)
 		return -EPROTO;
 	atomic_store_explicit(&me->back_head, head, memory_order_relaxed);
 	atomic_store_explicit(&me->back_tcp, total, memory_order_relaxed);
@@ -631,8 +679,8 @@ static int ask(struct tsock *t, int fd)
 	atomic_fetch_or(&sw_of(s, (int)s->side)->flags, SHUNT_SW_ASK);
 	if (peer_stays(s))
 		return 0;
-	if ((atomic_load(&s->phase) & (PH_TX_RING | PH_NOBELL)) == PH_TX_RING)
-		sys_send(fd, &s->bell, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+	if (atomic_load(&s->phase) & PH_TX_RING)
+		shim_bell_send(s, fd, 0);
 	return 1;
 }
 

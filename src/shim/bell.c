@@ -58,11 +58,39 @@ static int tb_ring(struct shunt_bell *b, uint32_t bits)
 	 * where it keeps the connection from going back to TCP exactly
 	 * (back.c; the soak's hand-overs, a sender waiting for room rung by
 	 * its reader).  Its waits look again on their own (shim_room_unrung). */
-	if ((phase(s) & (PH_TX_RING | PH_NOBELL)) != PH_TX_RING || shim_peer_short_of_x(s))
+	if (!(phase(s) & PH_TX_RING) || shim_peer_short_of_x(s))
 		return 0;
-	long n = sys_send(b->fd[0], &s->bell, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+	long n = shim_bell_send(s, b->fd[0], 0);
 	/* Full: the peer has rings waiting anyway.  Gone: it sees the close. */
-	return n == 1 || n == -EAGAIN || n == -EPIPE || n == -ECONNRESET ? 0 : (int)n;
+	return n >= 0 || n == -EAGAIN || n == -EPIPE || n == -ECONNRESET ? 0 : (int)n;
+}
+
+/*
+ * Doorbells and their end.  The way back to TCP reads the kernel's count
+ * of our stream as where our doorbells end (back.c), while a thread of
+ * ours that frees room in the peer's ring may be ringing it: a doorbell
+ * that lands after the count is read as data by the peer's next holder
+ * (t_shim_fds scm_rights_unread_rung: its first byte wrong).  A ringer
+ * counts itself, then looks for the end; the end is said, then the
+ * ringers counted (seq_cst each): one sees the other.  A ringer that died
+ * in between is not waited for past a while.
+ */
+long shim_bell_send(struct tslot *s, int fd, int flags)
+{
+	long n = 0;
+
+	atomic_fetch_add(&s->ringing, 1);
+	if (!(atomic_load(&s->phase) & PH_NOBELL))
+		n = sys_send(fd, &s->bell, 1, flags | MSG_DONTWAIT | MSG_NOSIGNAL);
+	atomic_fetch_sub(&s->ringing, 1);
+	return n;
+}
+
+void shim_bells_end(struct tslot *s)
+{
+	atomic_fetch_or(&s->phase, PH_NOBELL);
+	for (int i = 0; atomic_load(&s->ringing) && i < 100000; i++)
+		sys_sched_yield();
 }
 
 /* Bytes taken off the stream after the switch must all be rings. */

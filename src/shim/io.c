@@ -156,26 +156,52 @@ static int past_x(struct tsock *t, const struct iovec *iov, int niov, size_t fro
 	return 0;
 }
 
+/* The peer's data that a read took past its way back while its ring
+ * still has data for us: it waits in the ring, behind that data (back.c),
+ * and the read returns what came before the peer's switch. */
+static ssize_t behind_ring(struct tsock *t, int fd, const struct iovec *iov, int niov,
+			   size_t from, size_t more, uint64_t at, size_t data)
+{
+	uint64_t head;
+	uint8_t *p = iov ? shim_back_append_begin(t, at, more, &head) : NULL;
+
+	if (!p) {
+		log_error("fd %d: a read took the peer's data past its way back to TCP, and its "
+			  "ring, not read yet, has no room for it: the connection is reset", fd);
+		shunt_end_fail(END(t), -EPROTO);
+		return shim_err(-ECONNRESET);
+	}
+	iov_copy(iov, niov, from, p, more);
+	shim_back_append_end(t, head, more);
+	log_debug("fd %d: a read took the stream past the peer's way back at %llu: %zu bytes of "
+		  "its data go behind its ring", fd, (unsigned long long)at, more);
+	rx_ring_from_now(t);
+	return data ? (ssize_t)data : GO_RING;
+}
+
 /*
  * A read that was in the kernel since before the peer's switch, and a
  * while more on a busy machine, took the stream past where the peer went
  * back to TCP (back.c): its data up to X, its doorbells up to its
- * back_tcp, its data again.  Once nothing of its ring is left for us, the
- * read is exact without the doorbells: what follows them moves down right
- * after the data before X, and the stream is plain again.  RETRY when
- * this is not such a read.
+ * back_tcp, its data again.  The read is exact without the doorbells:
+ * once nothing of its ring is left for us, what follows them moves down
+ * right after the data before X, and the stream is plain again; until
+ * then it waits behind the ring.  RETRY when this is not such a read.
  */
 static ssize_t past_back(struct tsock *t, int fd, const struct iovec *iov, int niov, ssize_t n,
 			 uint64_t before, size_t data)
 {
 	uint64_t x = atomic_load(&S(t)->x_peer), resume;
+	int how = shim_back_resumes(t, &resume);
 
-	if (!shim_back_resumes(t, &resume) || resume < x || before + (uint64_t)n <= resume)
+	if (!how || resume < x || before + (uint64_t)n <= resume)
 		return RETRY;
 	size_t from = resume > before ? (size_t)(resume - before) : 0;
 	if (from < data || past_x(t, iov, niov, data, from) < 0)
 		return shim_err(-ECONNRESET);
 	size_t more = (size_t)n - from;
+	if (how == 2)
+		return behind_ring(t, fd, iov, niov, from, more, resume, data);
 	if (iov)
 		iov_move(iov, niov, data, from, more);
 	log_debug("fd %d: a read took the stream past the peer's way back at %llu: %zu bytes of "
@@ -651,7 +677,7 @@ static ssize_t after_close(struct tsock *t, int fd, const void *buf, size_t len,
  * notifications per call). */
 static void zerocopy_done(struct tsock *t, int fd)
 {
-	sys_send(fd, &S(t)->bell, 1, MSG_ZEROCOPY | MSG_DONTWAIT | MSG_NOSIGNAL);
+	shim_bell_send(S(t), fd, MSG_ZEROCOPY);
 }
 
 /* Urgent data stays TCP's: the bytes before the last go by the ring, the

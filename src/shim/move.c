@@ -542,10 +542,8 @@ static int switch_tx(struct tsock *t, int fd, int patient)
 		atomic_store(&s->switching, 0);
 	}
 	shim_unlock(&s->tx_mu);
-	if (rc == 0 && !(atomic_load(&s->phase) & PH_NOBELL) && !shim_peer_before_x(s)) {
-		/* Wakes a peer asleep in a read of the stream: it is past X. */
-		sys_send(fd, &s->bell, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
-	}
+	if (rc == 0 && !shim_peer_before_x(s))
+		shim_bell_send(s, fd, 0); /* wakes a peer asleep in a read of the stream: past X */
 	if (rc == 0)
 		atomic_fetch_add(&t->io_gen, 1);
 	return rc;

@@ -236,11 +236,14 @@ struct tslot {
 	_Atomic int64_t rcvtimeo_ns, sndtimeo_ns; /* SO_RCVTIMEO, SO_SNDTIMEO; 0 none */
 	_Atomic int32_t foreign_pid; /* TF_FOREIGN: who sent it to us (-1 unknown) */
 	_Atomic uint64_t back_pos, back_end; /* PH_TX_BACK: our ring bytes to resend */
+	_Atomic uint64_t back_more; /* the peer's TCP data put behind its ring (back.c) */
+	_Atomic uint32_t appending; /* a read is putting it there */
 	/* TCP_NODELAY and TCP_CORK as the program set them, while the kernel's
 	 * socket has them on and off for the doorbells (io.c); under opt_mu. */
 	uint32_t nd_virtual;       /* 1: the program's values are these */
 	int32_t nd_nodelay, nd_cork;
 	uint8_t bell;              /* the doorbell byte on the TCP stream */
+	_Atomic uint32_t ringing;  /* doorbells on their way into the kernel */
 	/* Sleeping on the TCP doorbell: one leader in the kernel, followers on
 	 * a futex (bell.c). */
 	_Atomic uint32_t leader;   /* pid of the leader, 0 for none */
@@ -423,6 +426,8 @@ int shim_back_rx(struct tsock *t, int fd, int wait);
  * of its ring is left for us; a read that took the stream past it keeps
  * what follows its doorbells, then says so (io.c, past_back). */
 int shim_back_resumes(struct tsock *t, uint64_t *tcp);
+uint8_t *shim_back_append_begin(struct tsock *t, uint64_t at, size_t n, uint64_t *head);
+void shim_back_append_end(struct tsock *t, uint64_t head, size_t n);
 void shim_back_rx_done(struct tsock *t, int fd);
 /* At exit(): the doorbells in a moved socket's stream, off it. */
 void shim_back_exit_bells(struct tsock *t, int fd);
@@ -523,6 +528,13 @@ extern const struct shunt_bell_ops shim_bell_ops;
  * bell looks again (followers now, a leader in poll() within 100 ms; a
  * leader blocked in a read wakes through the kernel's SHUT_RD). */
 void shim_bell_wake_all(struct tsock *t);
+/* One doorbell down our stream unless our doorbells ended (PH_NOBELL),
+ * with send flags beyond MSG_DONTWAIT | MSG_NOSIGNAL: what sys_send
+ * returns, or 0 when they had. */
+long shim_bell_send(struct tslot *s, int fd, int flags);
+/* Our doorbells end: once this returns, none is on its way, and the
+ * kernel's count of our stream is final as far as they go. */
+void shim_bells_end(struct tslot *s);
 static inline struct shunt_bell shim_bell(struct tsock *t, int fd)
 {
 	return (struct shunt_bell){ &shim_bell_ops, { fd, -1 }, t };
