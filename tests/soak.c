@@ -125,11 +125,36 @@ static void stacks(pid_t pid)
 		fprintf(stderr, "soak: no gdb to show where process %d is\n", (int)pid);
 }
 
-/* A blocking call that failed: a timeout (STALL_S) is a hang, shown. */
-static void stacks_if_hung(int e)
+/* The process at the other end of fd, if it is on this host: where it
+ * is too (ss finds the socket whose ends are ours swapped). */
+static void peer_stacks(int fd)
 {
-	if (e == EAGAIN || e == EWOULDBLOCK)
-		stacks(getpid());
+	struct sockaddr_in me, peer;
+	socklen_t n = sizeof(me), m = sizeof(peer);
+	char cmd[320];
+
+	if (getsockname(fd, (struct sockaddr *)&me, &n) < 0 ||
+	    getpeername(fd, (struct sockaddr *)&peer, &m) < 0)
+		return;
+	snprintf(cmd, sizeof(cmd),
+		 "p=$(ss -Htnp state established '( sport = :%d and dport = :%d )' | "
+		 "sed -n 's/.*pid=\\([0-9]*\\).*/\\1/p' | head -1); "
+		 "[ -n \"$p\" ] && echo \"soak: the peer, $p:\" >&2 && "
+		 "gdb -p $p -batch -ex 'thread apply all bt' </dev/null 2>/dev/null | "
+		 "grep '^#\\|^Thread' >&2",
+		 ntohs(peer.sin_port), ntohs(me.sin_port));
+	if (system(cmd) != 0)
+		fprintf(stderr, "soak: the peer of fd %d not shown\n", fd);
+}
+
+/* A blocking call on fd that failed: a timeout (STALL_S) is a hang,
+ * shown on both ends. */
+static void stacks_if_hung(int fd, int e)
+{
+	if (e != EAGAIN && e != EWOULDBLOCK)
+		return;
+	stacks(getpid());
+	peer_stacks(fd);
 }
 
 static double now_s(void)
@@ -359,7 +384,7 @@ static int serve_blocking(int fd, const struct handoff *ho, const char *way)
 			    n == 0 ? "end of stream" : strerror(e), (unsigned long long)in,
 			    (unsigned long long)up);
 			if (n < 0)
-				stacks_if_hung(e);
+				stacks_if_hung(fd, e);
 			goto out;
 		}
 		if (check(0, seed, in, buf, (size_t)n, up, who) < 0)
@@ -372,7 +397,7 @@ static int serve_blocking(int fd, const struct handoff *ho, const char *way)
 			int e = errno;
 			err("%s: seed %016llx: write at byte %llu: %s", who, (unsigned long long)seed,
 			    (unsigned long long)in, strerror(e));
-			stacks_if_hung(e);
+			stacks_if_hung(fd, e);
 			goto out;
 		}
 		in += (uint64_t)n;
@@ -1332,7 +1357,7 @@ fail:
 	e = errno;
 	err("client blocking: seed %016llx (port %d): write at %llu: %s",
 	    (unsigned long long)w->h->seed, port_of(w->fd), (unsigned long long)off, strerror(e));
-	stacks_if_hung(e);
+	stacks_if_hung(w->fd, e);
 	w->failed = 1;
 	free(buf);
 	return NULL;
@@ -1394,7 +1419,7 @@ static int client_block_one(struct test_rng *r, enum kind k, uint8_t *buf)
 		    n < 0 ? strerror(e) : n == 0 ? "end of stream" : "more data after the trailer",
 		    (unsigned long long)c.got, (unsigned long long)c.h.up, c.tgot);
 		if (n < 0)
-			stacks_if_hung(e);
+			stacks_if_hung(c.fd, e);
 		break;
 	}
 	if (!joined)
