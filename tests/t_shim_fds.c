@@ -1029,10 +1029,13 @@ static void case_scm_rights_unread_rung(void)
  * SCHED_FIFO spinner until the new holder has sent.
  */
 #define PB_HEAD (64 * KIB)  /* the passer's data read before the move */
-#define PB_RING (128 * KIB) /* then, into its ring */
+#define PB_RING (128 * KIB) /* then, into its ring (_full: all but 8 KiB of it) */
 #define PB_NEW (16 * KIB)   /* the new holder's, while the reader is off the CPU */
 #define PB_TAIL (256 * KIB) /* and after */
-#define PB_TOTAL (PB_HEAD + PB_RING + PB_NEW + PB_TAIL)
+#define PB_RING_FULL (504 * KIB)
+#define PB_TOTAL (PB_HEAD + g_pb_ring + PB_NEW + PB_TAIL)
+
+static uint64_t g_pb_ring = PB_RING;
 #define PB_SPIN_MS 3000
 
 enum { PB_START, PB_STARVING, PB_MOVED, PB_PASSED, PB_SENT };
@@ -1086,7 +1089,7 @@ static void pb_passer(int fd, void *arg)
 		atomic_fetch_add(&g_pb->chunks, 1);
 	}
 	atomic_store(&g_pb->stage, PB_MOVED);
-	ts_send_stream(fd, shim_seed(51), PB_HEAD, PB_RING, ts_ms(5000));
+	ts_send_stream(fd, shim_seed(51), PB_HEAD, g_pb_ring, ts_ms(5000));
 	send_fd(u[0], fd);
 	ASSERT_SYS(close(fd));
 	atomic_store(&g_pb->stage, PB_PASSED);
@@ -1102,14 +1105,14 @@ static void pb_holder(void *arg)
 	pb_cpu(1);
 	int fd = recv_fd(u[1]);
 	pb_until(PB_PASSED, ts_ms(5000));
-	ts_send_stream(fd, shim_seed(51), PB_HEAD + PB_RING, PB_NEW, ts_ms(5000));
+	ts_send_stream(fd, shim_seed(51), PB_HEAD + g_pb_ring, PB_NEW, ts_ms(5000));
 	/* In the reader's socket, not only on the way (its window). */
 	uint64_t end = test_now_ns() + (uint64_t)ts_ms(2000) * 1000000u;
 	int outq;
 	while (ioctl(fd, SIOCOUTQ, &outq) == 0 && outq > 0 && test_now_ns() < end)
 		usleep(200);
 	atomic_store(&g_pb->stage, PB_SENT);
-	ts_send_stream(fd, shim_seed(51), PB_HEAD + PB_RING + PB_NEW, PB_TAIL, ts_ms(5000));
+	ts_send_stream(fd, shim_seed(51), PB_HEAD + g_pb_ring + PB_NEW, PB_TAIL, ts_ms(5000));
 	ASSERT_SYS(close(fd));
 }
 
@@ -1283,6 +1286,16 @@ static void case_scm_rights_past_back(void)
 	ASSERT_MSG(r < 6, "6 rounds, each spun more than %d ms", PB_LOAN_FREE_MS);
 	ASSERT_SYS(sched_setaffinity(0, sizeof(all), &all));
 	munmap(g_pb, sizeof(*g_pb));
+}
+
+/* The same with the passer's ring all but full: the new holder's bytes
+ * that the read took do not fit behind the ring's (reset before): the read
+ * takes the ring's bytes first, which makes room. */
+static void case_scm_rights_past_back_full(void)
+{
+	g_pb_ring = PB_RING_FULL;
+	case_scm_rights_past_back();
+	g_pb_ring = PB_RING;
 }
 
 /* A child that ends by _exit() while it still holds sockets (a
@@ -1516,6 +1529,7 @@ static const struct shim_case g_cases[] = {
 	{ "scm_rights_unread_armed", case_scm_rights_unread_armed },
 	{ "scm_rights_unread_rung", case_scm_rights_unread_rung },
 	{ "scm_rights_past_back", case_scm_rights_past_back },
+	{ "scm_rights_past_back_full", case_scm_rights_past_back_full },
 	{ "fork_exit_slots", case_fork_exit_slots },
 	{ "exec", case_exec },
 	{ "exec_plain", case_exec_plain },

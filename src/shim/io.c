@@ -20,6 +20,7 @@
 #include <sched.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -156,27 +157,81 @@ static int past_x(struct tsock *t, const struct iovec *iov, int niov, size_t fro
 	return 0;
 }
 
-/* The peer's data that a read took past its way back while its ring
- * still has data for us: it waits in the ring, behind that data (back.c),
- * and the read returns what came before the peer's switch. */
+/* Scratch memory for a read's rare paths: a read may run in a signal
+ * handler, where malloc may not. */
+static uint8_t *scratch(size_t n)
+{
+	long p = sys_mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	return p < 0 && p > -4096 ? NULL : (uint8_t *)p;
+}
+
+static void scratch_free(uint8_t *p, size_t n)
+{
+	if (p)
+		sys_munmap(p, n);
+}
+
+/* Up to n of the ring's bytes now, into iov from offset `to`: what was
+ * taken, or < 0 (another thread reads the ring: not now). */
+static ssize_t ring_take_now(struct tsock *t, int fd, const struct iovec *iov, int niov, size_t to,
+			     size_t n)
+{
+	struct shunt_bell b = shim_bell(t, fd);
+	uint8_t *tmp = scratch(n);
+	ssize_t k = -ENOMEM;
+
+	if (tmp && shim_trylock(&S(t)->rx_mu) == 0) {
+		k = shunt_end_recv(END(t), &b, tmp, n, 0);
+		shim_unlock(&S(t)->rx_mu);
+	}
+	if (k > 0)
+		iov_xfer(iov, niov, to, tmp, (size_t)k, 1);
+	scratch_free(tmp, n);
+	return k;
+}
+
+/*
+ * The peer's data that a read took past its way back, bytes [from, from
+ * + more) of it, while the peer's ring still has data for us: it waits in
+ * the ring, behind that data (back.c), and the read returns what came
+ * before the peer's switch (`data` bytes).  When the ring has no room for
+ * it, the read takes the ring's bytes first, into its buffer right after
+ * that data (the doorbells' and the new data's place: room enough), which
+ * makes room for the new data behind the rest.
+ */
 static ssize_t behind_ring(struct tsock *t, int fd, const struct iovec *iov, int niov,
 			   size_t from, size_t more, uint64_t at, size_t data)
 {
 	uint64_t head;
 	uint8_t *p = iov ? shim_back_append_begin(t, at, more, &head) : NULL;
+	uint8_t *keep = p || !iov ? NULL : scratch(more);
+	ssize_t took = 0;
 
+	if (keep) {
+		iov_copy(iov, niov, from, keep, more);
+		took = ring_take_now(t, fd, iov, niov, data, from + more - data);
+		p = took >= 0 ? shim_back_append_begin(t, at, more, &head) : NULL;
+	}
 	if (!p) {
+		scratch_free(keep, more);
 		log_error("fd %d: a read took the peer's data past its way back to TCP, and its "
-			  "ring, not read yet, has no room for it: the connection is reset", fd);
+			  "ring, not read yet, cannot take it: the connection is reset", fd);
 		shunt_end_fail(END(t), -EPROTO);
 		return shim_err(-ECONNRESET);
 	}
-	iov_copy(iov, niov, from, p, more);
+	if (keep)
+		memcpy(p, keep, more);
+	else
+		iov_copy(iov, niov, from, p, more);
+	scratch_free(keep, more);
 	shim_back_append_end(t, head, more);
 	log_debug("fd %d: a read took the stream past the peer's way back at %llu: %zu bytes of "
-		  "its data go behind its ring", fd, (unsigned long long)at, more);
+		  "its data go behind its ring (%zd of the ring's taken first)", fd,
+		  (unsigned long long)at, more, took);
 	rx_ring_from_now(t);
-	return data ? (ssize_t)data : GO_RING;
+	size_t n = data + (size_t)took;
+	return n ? (ssize_t)n : GO_RING;
 }
 
 /*
