@@ -1323,6 +1323,22 @@ int shim_settled(struct tsock *t)
 	       !shim_peer_asks(t) && !shim_back_pending(t) && !shim_proof_pending(S(t));
 }
 
+/*
+ * A connection whose reads went back to TCP: the kernel's word that it is
+ * readable, taken while the peer's doorbells were still on the stream (by
+ * our caller, or by us before another thread or process of the family
+ * took them and went plain), may be those doorbells alone.  Asked again:
+ * a peer's exec'd child going back while we polled showed POLLIN where TCP
+ * shows nothing (t_shim_proc vfork_close_at_once with fork(), 3 runs in
+ * 100).  Only such connections pay the call.
+ */
+static int kern_fresh(struct tsock *t, int fd, int events, int kern)
+{
+	if (kern > 0 && (kern & POLLIN) && (phase_of(t) & PH_RX_PLAIN))
+		return kernel_revents(fd, events);
+	return kern;
+}
+
 int shim_readiness(struct tsock *t, int fd, int events, int arm, int *kernp)
 {
 	struct shunt_bell b = shim_bell(t, fd);
@@ -1331,7 +1347,8 @@ int shim_readiness(struct tsock *t, int fd, int events, int arm, int *kernp)
 	if ((phase_of(t) & PH_TX_BACK) || shim_peer_asks(t))
 		back_steps(t, fd);
 	if (!moved(t))
-		return *kernp = kern >= 0 ? kern : kernel_revents(fd, events);
+		return *kernp = kern >= 0 ? kern_fresh(t, fd, events, kern)
+					  : kernel_revents(fd, events);
 	uint32_t ph = phase_of(t);
 	/* Our ring's leftovers still go first: not writable yet. */
 	if ((ph & (PH_TX_BACK | PH_TX_PLAIN)) == PH_TX_BACK)
@@ -1371,7 +1388,7 @@ int shim_readiness(struct tsock *t, int fd, int events, int arm, int *kernp)
 	 * completions) and urgent byte are the kernel's to report. */
 	ev |= kern & (POLLERR | (events & POLLPRI));
 	if (on_kernel)
-		ev |= kern & (on_kernel | POLLHUP);
+		ev |= kern_fresh(t, fd, on_kernel | POLLPRI | POLLRDHUP, kern) & (on_kernel | POLLHUP);
 	/* A reset the program has read is no error any more; the hang-up stays. */
 	if (atomic_load(&S(t)->reset_told) && !(kern & POLLERR))
 		ev &= ~POLLERR;
