@@ -422,9 +422,12 @@ int shim_back_tx(struct tsock *t, int fd, int block);
  * go to the kernel, 0 not yet, < 0 the stream broke.  `wait`: for the
  * peer's last doorbells to arrive. */
 int shim_back_rx(struct tsock *t, int fd, int wait);
-/* 1 and where the asker's data resumes on TCP (its back_tcp) once nothing
- * of its ring is left for us; a read that took the stream past it keeps
- * what follows its doorbells, then says so (io.c, past_back). */
+/* Where the asker's data resumes on TCP (its back_tcp) once it went back:
+ * 1 when nothing of its ring is left for us, 2 while some is, 0 not gone
+ * back.  A read that took the stream past it keeps what follows the
+ * doorbells (io.c, past_back): in its buffer, then says so (rx_done), or
+ * behind the ring: append_begin gives where (NULL: it cannot), and
+ * append_end publishes it there. */
 int shim_back_resumes(struct tsock *t, uint64_t *tcp);
 uint8_t *shim_back_append_begin(struct tsock *t, uint64_t at, size_t n, uint64_t *head);
 void shim_back_append_end(struct tsock *t, uint64_t head, size_t n);
