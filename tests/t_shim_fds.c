@@ -1030,7 +1030,7 @@ static void case_scm_rights_unread_rung(void)
  * ("bytes were written to a TCP socket behind the library's back": the
  * soak's hand-overs, most of its errors in an hour); the new holder's
  * bytes now wait behind the ring.  The reader sits on CPU 0 under a
- * SCHED_FIFO spinner until the new holder has sent.
+ * SCHED_FIFO spinner from before the move until the new holder has sent.
  */
 #define PB_HEAD (64 * KIB)  /* the passer's data read before the move */
 #define PB_RING (128 * KIB) /* then, into its ring (_full: all but 8 KiB of it) */
@@ -1180,14 +1180,14 @@ static void *pb_spinner(void *arg)
 
 static void pb_send_until_moved(int fd, uint64_t end);
 
-/* The spinner; and meanwhile the stayer's answer to the way back: sends
- * of nothing, which read nothing. */
 /* The kernel lends a CPU's other threads 50 ms a second however busy its
  * real-time ones are (its fair server): a spin that lasted longer may
  * have let the reader run, and says nothing.  A sanitizer's build needs
  * about a second now and then. */
 #define PB_LOAN_FREE_MS 800
 
+/* The spinner, and meanwhile on CPU 1 the move and the stayer's answer to
+ * the way back: sends of nothing, which read nothing. */
 static void pb_spin(int fd)
 {
 	pthread_attr_t a;
