@@ -220,6 +220,16 @@ void shim_lock(pthread_mutex_t *mu)
 		pthread_mutex_consistent(mu);
 }
 
+/* Memory of its own, from the kernel: for a vfork child, which may not
+ * touch its parent's heap, and for a read, which may run in a signal
+ * handler, where malloc may not.  NULL if there is none. */
+void *shim_scratch(size_t n)
+{
+	long p = sys_mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	return (unsigned long)p > -4096ul ? NULL : (void *)p;
+}
+
 int shim_trylock(pthread_mutex_t *mu)
 {
 	int rc = pthread_mutex_trylock(mu);

@@ -20,7 +20,6 @@
 #include <sched.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -157,15 +156,6 @@ static int past_x(struct tsock *t, const struct iovec *iov, int niov, size_t fro
 	return 0;
 }
 
-/* Scratch memory for a read's rare paths: a read may run in a signal
- * handler, where malloc may not. */
-static uint8_t *scratch(size_t n)
-{
-	long p = sys_mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-	return p < 0 && p > -4096 ? NULL : (uint8_t *)p;
-}
-
 static void scratch_free(uint8_t *p, size_t n)
 {
 	if (p)
@@ -178,7 +168,7 @@ static ssize_t ring_take_now(struct tsock *t, int fd, const struct iovec *iov, i
 			     size_t n)
 {
 	struct shunt_bell b = shim_bell(t, fd);
-	uint8_t *tmp = scratch(n);
+	uint8_t *tmp = shim_scratch(n);
 	ssize_t k = -ENOMEM;
 
 	if (tmp && shim_trylock(&S(t)->rx_mu) == 0) {
@@ -205,7 +195,7 @@ static ssize_t behind_ring(struct tsock *t, int fd, const struct iovec *iov, int
 {
 	uint64_t head;
 	uint8_t *p = iov ? shim_back_append_begin(t, at, more, &head) : NULL;
-	uint8_t *keep = p || !iov ? NULL : scratch(more);
+	uint8_t *keep = p || !iov ? NULL : shim_scratch(more);
 	ssize_t took = 0;
 
 	if (keep) {

@@ -365,15 +365,6 @@ static void add_fd(int fd, struct tsock *t, void *arg)
 	}
 }
 
-/* Memory for the new environment that a vfork child may take without
- * touching its parent's heap. */
-static void *grab(size_t n)
-{
-	long p = sys_mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-	return (unsigned long)p > -4096ul ? NULL : (void *)p;
-}
-
 struct exec_env {
 	size_t size;
 	char **env;
@@ -416,7 +407,7 @@ char **shim_exec_prepare(char *const envp[], const char *path, int replaces)
 	while (envp && envp[n])
 		n++;
 	size_t size = sizeof(struct exec_env) + (n + 2) * sizeof(char *) + INHERIT_MAX + 64;
-	struct exec_env *x = grab(size);
+	struct exec_env *x = shim_scratch(size); /* not the heap: a vfork child's */
 	if (!x)
 		return (char **)envp;
 	x->size = size;

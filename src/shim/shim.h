@@ -275,6 +275,9 @@ int shim_slot_index(const struct tslot *s);
 struct tslot *shim_slot_at(int index, uint32_t gen);
 void shim_lock(pthread_mutex_t *mu);
 int shim_trylock(pthread_mutex_t *mu); /* 0, or -EBUSY: held */
+/* n bytes of memory from the kernel (sys_munmap gives them back), or
+ * NULL: for a vfork child and for a read in a signal handler. */
+void *shim_scratch(size_t n);
 void shim_unlock(pthread_mutex_t *mu);
 /* The arena's fd, for exec; -1 if none. */
 int shim_arena_fd(void);
