@@ -125,6 +125,18 @@ static void stacks(pid_t pid)
 		fprintf(stderr, "soak: no gdb to show where process %d is\n", (int)pid);
 }
 
+/* stacks() with each frame's locals: the watchdog's. */
+static void stacks_full(pid_t pid)
+{
+	char cmd[256];
+
+	snprintf(cmd, sizeof(cmd),
+		 "gdb -p %d -batch -ex 'thread apply all bt full' </dev/null 2>/dev/null | "
+		 "grep -v '^\\[' >&2", (int)pid);
+	if (system(cmd) != 0)
+		fprintf(stderr, "soak: no gdb to show where process %d is\n", (int)pid);
+}
+
 /* The process at the other end of fd, if it is on this host: where it
  * is too (ss finds the socket whose ends are ours swapped). */
 static void peer_stacks(int fd)
@@ -140,11 +152,107 @@ static void peer_stacks(int fd)
 		 "p=$(ss -Htnp state established '( sport = :%d and dport = :%d )' | "
 		 "sed -n 's/.*pid=\\([0-9]*\\).*/\\1/p' | head -1); "
 		 "[ -n \"$p\" ] && echo \"soak: the peer, $p:\" >&2 && "
-		 "gdb -p $p -batch -ex 'thread apply all bt' </dev/null 2>/dev/null | "
-		 "grep '^#\\|^Thread' >&2",
+		 "gdb -p $p -batch -ex 'thread apply all bt full' </dev/null 2>/dev/null | "
+		 "grep -v '^\\[' >&2",
 		 ntohs(peer.sin_port), ntohs(me.sin_port));
 	if (system(cmd) != 0)
 		fprintf(stderr, "soak: the peer of fd %d not shown\n", fd);
+}
+
+/* --- A watchdog: where a stuck blocking call is, while it is stuck ----------
+ * A call that times out has left the place it was stuck in by the time it
+ * reports (stacks_if_hung).  So each blocking call says when it began, and
+ * a thread of the process shows, once per call, every thread's stack with
+ * its locals (and the peer's) when one has waited WATCH_S, well before its
+ * timeout.  Per process: a fork or exec starts its own. */
+#define WATCH_MAX 64
+#define WATCH_S 12
+
+struct watch {
+	atomic_int fd;       /* -1: not in a blocking call */
+	atomic_llong since;  /* ms, now_ms() */
+	atomic_int shown;
+	const char *what;
+};
+static struct watch g_watch[WATCH_MAX];
+static atomic_int g_watch_pid;
+static pthread_mutex_t g_watch_mu = PTHREAD_MUTEX_INITIALIZER;
+static _Thread_local int t_watch = -1, t_watch_pid;
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void stacks_full(pid_t pid);
+static void peer_stacks(int fd);
+
+static void *watchdog_main(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		sleep(1);
+		long long t = now_ms();
+		for (int i = 0; i < WATCH_MAX; i++) {
+			struct watch *w = &g_watch[i];
+			int fd = atomic_load(&w->fd);
+			long long since = atomic_load(&w->since);
+			if (fd < 0 || t - since < WATCH_S * 1000 || atomic_exchange(&w->shown, 1))
+				continue;
+			fprintf(stderr, "soak: WATCHDOG: %s[%d]: a blocking %s on fd %d has waited %d s:\n",
+				g_role, (int)getpid(), w->what, fd, WATCH_S);
+			stacks_full(getpid());
+			peer_stacks(fd);
+		}
+	}
+	return NULL;
+}
+
+/* This thread's entry, the process's watchdog started first if need be
+ * (a forked child has the parent's table but not its threads). */
+static struct watch *watch_entry(void)
+{
+	int pid = (int)getpid();
+
+	if (t_watch >= 0 && t_watch_pid == pid)
+		return &g_watch[t_watch];
+	pthread_mutex_lock(&g_watch_mu);
+	if (atomic_load(&g_watch_pid) != pid) {
+		pthread_t t;
+		for (int i = 0; i < WATCH_MAX; i++)
+			atomic_store(&g_watch[i].fd, -2); /* -2: nobody's */
+		if (pthread_create(&t, NULL, watchdog_main, NULL) == 0)
+			pthread_detach(t);
+		atomic_store(&g_watch_pid, pid);
+	}
+	t_watch = -1;
+	for (int i = 0; i < WATCH_MAX && t_watch < 0; i++)
+		if (atomic_load(&g_watch[i].fd) == -2) {
+			atomic_store(&g_watch[i].fd, -1);
+			t_watch = i;
+		}
+	t_watch_pid = pid;
+	pthread_mutex_unlock(&g_watch_mu);
+	return t_watch >= 0 ? &g_watch[t_watch] : NULL;
+}
+
+static void watch_begin(int fd, const char *what)
+{
+	struct watch *w = watch_entry();
+	if (!w)
+		return;
+	w->what = what;
+	atomic_store(&w->shown, 0);
+	atomic_store(&w->since, now_ms());
+	atomic_store(&w->fd, fd);
+}
+
+static void watch_end(void)
+{
+	if (t_watch >= 0)
+		atomic_store(&g_watch[t_watch].fd, -1);
 }
 
 /* A blocking call on fd that failed: a timeout (STALL_S) is a hang,
@@ -266,7 +374,7 @@ static void close_ours_but(int keep)
 
 /* --- Blocking I/O in several ways ---------------------------------------- */
 
-static ssize_t rd(int fd, void *buf, size_t n, unsigned how)
+static ssize_t rd_call(int fd, void *buf, size_t n, unsigned how)
 {
 	switch (how % 3) {
 	case 0:
@@ -281,11 +389,22 @@ static ssize_t rd(int fd, void *buf, size_t n, unsigned how)
 	}
 }
 
+static ssize_t rd(int fd, void *buf, size_t n, unsigned how)
+{
+	watch_begin(fd, "read");
+	ssize_t k = rd_call(fd, buf, n, how);
+	int e = errno;
+	watch_end();
+	errno = e;
+	return k;
+}
+
 static int write_all(int fd, const void *buf, size_t n, unsigned how)
 {
 	const char *p = buf;
 	while (n > 0) {
 		ssize_t k;
+		watch_begin(fd, "write");
 		if (how % 3 == 0) {
 			k = write(fd, p, n);
 		} else if (how % 3 == 1) {
@@ -295,6 +414,9 @@ static int write_all(int fd, const void *buf, size_t n, unsigned how)
 			struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
 			k = sendmsg(fd, &m, MSG_NOSIGNAL);
 		}
+		int e = errno;
+		watch_end();
+		errno = e;
 		if (k < 0 && errno == EINTR)
 			continue;
 		if (k <= 0)
