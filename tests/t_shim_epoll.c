@@ -1048,6 +1048,115 @@ static void case_epoll_reactor_stress(void)
 }
 
 
+/* --- A reactor that writes before it reads again --------------------------
+ * Java's NIO echo (and many reactors): read only into an empty buffer,
+ * write it, and while a write stays partial wait for EPOLLOUT alone.  The
+ * client writes with one thread and reads with another.  After the move
+ * the server's sends are in its ring while the client's stay on TCP until
+ * its writer's next call, which the kernel holds: the server reads nothing
+ * more, so the client's window stays shut.  The client's reader empties
+ * the server's ring, but a peer whose sends are still on the stream rings
+ * no doorbell (it would be data): the server's wait for room must look
+ * again on its own.  It slept until the program's timeout: a Java NIO echo
+ * server under shunt stalled in about 1 connection in 20. */
+
+#define WF_CONNS 12
+#define WF_BYTES (8u << 20)
+#define WF_BUF (64 * KIB)
+
+struct wf_writer {
+	int fd;
+	uint64_t seed;
+};
+
+static void *wf_writer_main(void *arg)
+{
+	struct wf_writer *w = arg;
+
+	ts_send_stream(w->fd, w->seed, 0, WF_BYTES, ts_ms(20000));
+	ASSERT_SYS(shutdown(w->fd, SHUT_WR));
+	return NULL;
+}
+
+static void *wf_reader_main(void *arg)
+{
+	struct wf_writer *w = arg;
+
+	ts_recv_stream(w->fd, w->seed, 0, WF_BYTES, ts_ms(20000));
+	ts_expect_eof(w->fd, ts_ms(5000));
+	return NULL;
+}
+
+/* One connection served to its end: 1 if it had moved. */
+static int wf_serve(int fd)
+{
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	unsigned char *buf = malloc(WF_BUF);
+	size_t have = 0;
+	uint32_t want = EPOLLIN;
+	int moved = 0;
+
+	ASSERT_NOT_NULL(buf);
+	ts_set_nonblock(fd, 1);
+	ep_add(ep, fd, want, 1);
+	for (;;) {
+		struct epoll_event ev;
+		int n = ep_wait(ep, &ev, 1, ts_ms(10000));
+		ASSERT_MSG(n == 1, "server: no event in %d ms with %zu bytes to write (interest %s)",
+			   ts_ms(10000), have, want == EPOLLOUT ? "EPOLLOUT" : "EPOLLIN");
+		if ((ev.events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && have == 0) {
+			ssize_t r = read(fd, buf, WF_BUF);
+			if (r == 0)
+				break;
+			if (r < 0 && errno != EAGAIN)
+				TEST_FAIL_MSG("server: read: %s", test_errname(errno));
+			have = r > 0 ? (size_t)r : 0;
+		}
+		if (have > 0) {
+			ssize_t w = write(fd, buf, have);
+			if (w < 0 && errno != EAGAIN)
+				TEST_FAIL_MSG("server: write: %s", test_errname(errno));
+			if (w > 0) {
+				memmove(buf, buf + w, have - (size_t)w);
+				have -= (size_t)w;
+			}
+		}
+		uint32_t now = have ? EPOLLOUT : EPOLLIN;
+		if (now != want) {
+			struct epoll_event mod = { .events = now, .data.u64 = 1 };
+			ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_MOD, fd, &mod));
+			want = now;
+		}
+		moved |= ts_moved(fd);
+	}
+	free(buf);
+	close(ep);
+	ASSERT_SYS(close(fd));
+	return moved;
+}
+
+static void case_epoll_write_first(void)
+{
+	int port, lfd = ts_tcp_listen(&port), moved = 0;
+
+	for (int i = 0; i < WF_CONNS; i++) {
+		int c = ts_tcp_connect(port), s = ts_tcp_accept(lfd, ts_ms(5000));
+		struct wf_writer w = { c, shim_seed(1200 + (uint64_t)i) };
+		pthread_t wt, rt;
+
+		ASSERT_EQ(pthread_create(&wt, NULL, wf_writer_main, &w), 0);
+		ASSERT_EQ(pthread_create(&rt, NULL, wf_reader_main, &w), 0);
+		moved += wf_serve(s);
+		ASSERT_EQ(pthread_join(wt, NULL), 0);
+		ASSERT_EQ(pthread_join(rt, NULL), 0);
+		ASSERT_SYS(close(c));
+	}
+	test_log("%d connections of %u MiB echoed, %d of them moved", WF_CONNS, WF_BYTES >> 20,
+		 moved);
+	close(lfd);
+	ASSERT(ts_disabled() || moved > 0);
+}
+
 /* --- Many fds, several sets, one lock order ----------------------------------
  * Closing, duplicating and polling moved fds while several epoll sets hold
  * them takes the library's locks (the sets' list, each set, each socket's
@@ -1172,6 +1281,7 @@ static const struct shim_case g_cases[] = {
 	{ "poll_select", case_poll_select },
 	{ "epoll_reactor_stress", case_epoll_reactor_stress },
 	{ "epoll_sets_churn", case_epoll_sets_churn },
+	{ "epoll_write_first", case_epoll_write_first },
 };
 
 int main(void)

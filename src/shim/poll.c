@@ -187,9 +187,28 @@ static int moved_meanwhile(const struct pset *p, const struct pollfd *k)
 	return 0;
 }
 
-/* The kernel alone answers: no socket of ours moved, yet. */
+static int kernel_wait(struct pset *p, const struct timespec *t, const sigset_t *mask);
+
+/*
+ * The kernel alone answers: no socket of ours moved, yet.  One that moves
+ * while we sleep wakes us with its peer's first doorbell, unless another
+ * thread's wait takes that byte first (its poll for room, say): that one
+ * kicks us then (kick.c), so a wait with sockets that may move listens.
+ * It slept on with the ring full (t_shim_epoll epoll_write_first, whose
+ * reader polls while its writer polls too).
+ */
 static int kernel_only(struct pset *p, const struct timespec *timeout, const sigset_t *mask)
 {
+	int sleeps = !timeout || timeout->tv_sec || timeout->tv_nsec;
+
+	if (p->on_tcp && sleeps) {
+		memcpy(p->k, p->fds, p->n * sizeof(*p->k));
+		int rc = kernel_wait(p, timeout, mask);
+		if (rc < 0)
+			return -errno;
+		int mine = copy_plain(p);
+		return rc > mine || (mine && moved_meanwhile(p, p->fds)) ? MOVED_MEANWHILE : mine;
+	}
 	int rc = REAL(ppoll)(p->fds, p->n, timeout, mask);
 
 	if (rc < 0)

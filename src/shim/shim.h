@@ -393,8 +393,9 @@ int shim_peer_before_x(struct tslot *s);
 /* The same, from what the peer's reads published alone (no system call). */
 int shim_peer_short_of_x(struct tslot *s);
 /* Our ring has no room, and the peer will ring no doorbell when it frees
- * some: our reads have not yet taken its TCP data before its switch, and
- * a doorbell would wait behind that (bell.c).  A wait for room then looks
+ * some: its sends are still on the stream, where a doorbell would be data,
+ * or our reads have not yet taken its TCP data before its switch, and a
+ * doorbell would wait behind that (bell.c).  A wait for room then looks
  * again on its own (epoll.c, poll.c; our own waits nap: bell.c). */
 int shim_room_unrung(struct tsock *t);
 /* shutdown(SHUT_WR) while our sends are on TCP: 1 if they moved to the
