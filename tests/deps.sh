@@ -50,6 +50,8 @@ NEEDED=(
 	ssh:openssh-client
 	ssh-keygen:openssh-client
 	node:nodejs
+	java:openjdk-17-jdk-headless
+	javac:openjdk-17-jdk-headless
 	mpicc:libopenmpi-dev
 	mpirun:openmpi-bin
 	python3:python3
