@@ -365,6 +365,9 @@ static int rx_leave_locked(struct tsock *t, int fd, int wait)
 	if (!asker_back(s, &head, &tcp))
 		return 0;
 	int rc = ring_read(s, head);
+	if (rc < 0)
+		log_info("fd %d: the peer's ring ends at %llu, ours is read to %llu", fd,
+			 (unsigned long long)head, (unsigned long long)s->end.rx.pos);
 	if (rc <= 0)
 		return rc;
 	/* Between VMs the peer's proof lies before its doorbells (meet_vm.c). */
@@ -372,8 +375,10 @@ static int rx_leave_locked(struct tsock *t, int fd, int wait)
 	if (rc < 0)
 		return rc == -EAGAIN && !wait ? 0 : rc;
 	rc = shim_kern_rx_consumed(fd, &at);
-	if (rc < 0)
+	if (rc < 0) {
+		log_info("fd %d: the kernel's count of our reads: %s", fd, strerror(-rc));
 		return rc;
+	}
 	/* Its TCP data before its switch comes first, read as ever (tcp_cut
 	 * in io.c): an asker that put nothing in its ring leaves us "read to
 	 * its ring's end" before we reach its switch. */
@@ -381,11 +386,17 @@ static int rx_leave_locked(struct tsock *t, int fd, int wait)
 		return 0;
 	/* The stream up to tcp is doorbells (a hostile number makes
 	 * take_bells fail, not wait forever). */
-	if (at > tcp)
+	if (at > tcp) {
+		log_info("fd %d: we read %llu of the stream, past %llu where the peer's TCP "
+			 "data resumes", fd, (unsigned long long)at, (unsigned long long)tcp);
 		return -EPROTO;
+	}
 	log_debug("fd %d: the peer's ring ends at %llu, its TCP data from %llu; we are at %llu",
 		  fd, (unsigned long long)head, (unsigned long long)tcp, (unsigned long long)at);
 	rc = take_bells(s, fd, tcp - at, wait ? shunt_now_ns() + ASK_NS : 0);
+	if (rc < 0 && (rc != -EAGAIN || wait))
+		log_info("fd %d: the doorbells from %llu to %llu: %s", fd, (unsigned long long)at,
+			 (unsigned long long)tcp, rc == -EPROTO ? "a byte is not one" : strerror(-rc));
 	if (rc < 0)
 		return rc == -EAGAIN && !wait ? 0 : rc;
 plain:
