@@ -1067,13 +1067,29 @@ static void case_epoll_reactor_stress(void)
 struct wf_writer {
 	int fd;
 	uint64_t seed;
+	int blocking; /* plain blocking calls (as the JVM's), else poll first */
 };
 
 static void *wf_writer_main(void *arg)
 {
 	struct wf_writer *w = arg;
+	unsigned char *buf = malloc(50000);
 
-	ts_send_stream(w->fd, w->seed, 0, WF_BYTES, ts_ms(20000));
+	ASSERT_NOT_NULL(buf);
+	for (uint64_t off = 0; w->blocking && off < WF_BYTES;) {
+		size_t k = WF_BYTES - off < 50000 ? (size_t)(WF_BYTES - off) : 50000;
+		test_stream_fill(w->seed, off, buf, k);
+		for (size_t done = 0; done < k;) {
+			ssize_t n = write(w->fd, buf + done, k - done);
+			ASSERT_MSG(n > 0, "client: write at %ju: %s", (uintmax_t)(off + done),
+				   test_errname(errno));
+			done += (size_t)n;
+		}
+		off += k;
+	}
+	if (!w->blocking)
+		ts_send_stream(w->fd, w->seed, 0, WF_BYTES, ts_ms(20000));
+	free(buf);
 	ASSERT_SYS(shutdown(w->fd, SHUT_WR));
 	return NULL;
 }
@@ -1081,9 +1097,26 @@ static void *wf_writer_main(void *arg)
 static void *wf_reader_main(void *arg)
 {
 	struct wf_writer *w = arg;
+	unsigned char *buf = malloc(70000);
+	uint64_t got = 0;
 
-	ts_recv_stream(w->fd, w->seed, 0, WF_BYTES, ts_ms(20000));
-	ts_expect_eof(w->fd, ts_ms(5000));
+	ASSERT_NOT_NULL(buf);
+	while (w->blocking) {
+		ssize_t n = read(w->fd, buf, 70000);
+		ASSERT_MSG(n >= 0, "client: read at %ju: %s", (uintmax_t)got, test_errname(errno));
+		if (n == 0)
+			break;
+		size_t bad = test_stream_check(w->seed, got, buf, (size_t)n);
+		ASSERT_MSG(bad == (size_t)-1, "client: byte %ju is wrong", (uintmax_t)(got + bad));
+		got += (uint64_t)n;
+	}
+	if (w->blocking)
+		ASSERT_MSG(got == WF_BYTES, "client: %ju of %u bytes", (uintmax_t)got, WF_BYTES);
+	free(buf);
+	if (!w->blocking) {
+		ts_recv_stream(w->fd, w->seed, 0, WF_BYTES, ts_ms(20000));
+		ts_expect_eof(w->fd, ts_ms(5000));
+	}
 	return NULL;
 }
 
@@ -1141,7 +1174,11 @@ static void case_epoll_write_first(void)
 
 	for (int i = 0; i < WF_CONNS; i++) {
 		int c = ts_tcp_connect(port), s = ts_tcp_accept(lfd, ts_ms(5000));
-		struct wf_writer w = { c, shim_seed(1200 + (uint64_t)i) };
+		struct wf_writer w = { c, shim_seed(1200 + (uint64_t)i), i % 2 };
+		struct timeval tv = { 20, 0 };
+
+		setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 		pthread_t wt, rt;
 
 		ASSERT_EQ(pthread_create(&wt, NULL, wf_writer_main, &w), 0);
