@@ -1051,14 +1051,17 @@ static void case_epoll_reactor_stress(void)
 /* --- A reactor that writes before it reads again --------------------------
  * Java's NIO echo (and many reactors): read only into an empty buffer,
  * write it, and while a write stays partial wait for EPOLLOUT alone.  The
- * client writes with one thread and reads with another.  After the move
+ * client writes with one thread and reads with another, polling first or
+ * in blocking calls (as the JVM's) by turns.  After the move
  * the server's sends are in its ring while the client's stay on TCP until
  * its writer's next call, which the kernel holds: the server reads nothing
  * more, so the client's window stays shut.  The client's reader empties
  * the server's ring, but a peer whose sends are still on the stream rings
  * no doorbell (it would be data): the server's wait for room must look
- * again on its own.  It slept until the program's timeout: a Java NIO echo
- * server under shunt stalled in about 1 connection in 20. */
+ * again on its own.  And the client's reader, if its poll began while the
+ * socket was on TCP, sleeps until kicked when its writer's poll takes the
+ * doorbell meant for it.  Either slept until the program's timeout: a
+ * Java NIO echo server under shunt stalled in about 1 connection in 20. */
 
 #define WF_CONNS 12
 #define WF_BYTES (8u << 20)
