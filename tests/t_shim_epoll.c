@@ -1051,8 +1051,8 @@ static void case_epoll_reactor_stress(void)
 /* --- A reactor that writes before it reads again --------------------------
  * Java's NIO echo (and many reactors): read only into an empty buffer,
  * write it, and while a write stays partial wait for EPOLLOUT alone.  The
- * client writes with one thread and reads with another, polling first or
- * in blocking calls (as the JVM's) by turns.  After the move
+ * client writes with one thread and reads with another, each polling
+ * first or in blocking calls (as the JVM's), all four ways by turns.  After the move
  * the server's sends are in its ring while the client's stay on TCP until
  * its writer's next call, which the kernel holds: the server reads nothing
  * more, so the client's window stays shut.  The client's reader empties
@@ -1066,11 +1066,14 @@ static void case_epoll_reactor_stress(void)
 #define WF_CONNS 12
 #define WF_BYTES (8u << 20)
 #define WF_BUF (64 * KIB)
+#define WF_READS 1
+#define WF_WRITES 2
 
 struct wf_writer {
 	int fd;
 	uint64_t seed;
-	int blocking; /* plain blocking calls (as the JVM's), else poll first */
+	int blocking; /* WF_READS, WF_WRITES: plain blocking calls (as the
+	               * JVM's) for them, else poll first */
 };
 
 static void *wf_writer_main(void *arg)
@@ -1079,7 +1082,7 @@ static void *wf_writer_main(void *arg)
 	unsigned char *buf = malloc(50000);
 
 	ASSERT_NOT_NULL(buf);
-	for (uint64_t off = 0; w->blocking && off < WF_BYTES;) {
+	for (uint64_t off = 0; (w->blocking & WF_WRITES) && off < WF_BYTES;) {
 		size_t k = WF_BYTES - off < 50000 ? (size_t)(WF_BYTES - off) : 50000;
 		test_stream_fill(w->seed, off, buf, k);
 		for (size_t done = 0; done < k;) {
@@ -1090,7 +1093,7 @@ static void *wf_writer_main(void *arg)
 		}
 		off += k;
 	}
-	if (!w->blocking)
+	if (!(w->blocking & WF_WRITES))
 		ts_send_stream(w->fd, w->seed, 0, WF_BYTES, ts_ms(20000));
 	free(buf);
 	ASSERT_SYS(shutdown(w->fd, SHUT_WR));
@@ -1104,7 +1107,7 @@ static void *wf_reader_main(void *arg)
 	uint64_t got = 0;
 
 	ASSERT_NOT_NULL(buf);
-	while (w->blocking) {
+	while (w->blocking & WF_READS) {
 		ssize_t n = read(w->fd, buf, 70000);
 		ASSERT_MSG(n >= 0, "client: read at %ju: %s", (uintmax_t)got, test_errname(errno));
 		if (n == 0)
@@ -1113,10 +1116,10 @@ static void *wf_reader_main(void *arg)
 		ASSERT_MSG(bad == (size_t)-1, "client: byte %ju is wrong", (uintmax_t)(got + bad));
 		got += (uint64_t)n;
 	}
-	if (w->blocking)
+	if (w->blocking & WF_READS)
 		ASSERT_MSG(got == WF_BYTES, "client: %ju of %u bytes", (uintmax_t)got, WF_BYTES);
 	free(buf);
-	if (!w->blocking) {
+	if (!(w->blocking & WF_READS)) {
 		ts_recv_stream(w->fd, w->seed, 0, WF_BYTES, ts_ms(20000));
 		ts_expect_eof(w->fd, ts_ms(5000));
 	}
@@ -1177,7 +1180,7 @@ static void case_epoll_write_first(void)
 
 	for (int i = 0; i < WF_CONNS; i++) {
 		int c = ts_tcp_connect(port), s = ts_tcp_accept(lfd, ts_ms(5000));
-		struct wf_writer w = { c, shim_seed(1200 + (uint64_t)i), i % 2 };
+		struct wf_writer w = { c, shim_seed(1200 + (uint64_t)i), i % 4 };
 		struct timeval tv = { 20, 0 };
 
 		setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));

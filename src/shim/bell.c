@@ -137,8 +137,9 @@ static long take_peeked(struct tslot *s, int fd, const uint8_t *buf, long n)
  * -ECONNRESET when closed.  A blocking take waits with the program's own
  * kind of read (libc's, peeking): a cancellation point, restarted or not
  * after a signal as any read is. */
-static int take(struct tslot *s, int fd, int flags)
+static int take(struct tsock *t, int fd, int flags)
 {
+	struct tslot *s = t->slot;
 	uint8_t buf[64];
 	long n;
 
@@ -152,6 +153,13 @@ static int take(struct tslot *s, int fd, int flags)
 		errno = err;
 	}
 
+	/* A read of ours asleep in the kernel on the stream (io.c, tcp_part)
+	 * wakes on this doorbell and takes it: taken here, that read would
+	 * sleep on with the ring's data waiting (t_shim_epoll
+	 * epoll_write_first, a reader blocked in read() while its writer
+	 * polls).  Other waits look again until it has. */
+	if (n > 0 && atomic_load(&t->kreads))
+		return flags & MSG_DONTWAIT ? -EAGAIN : 1;
 	if (n > 0) {
 		long k = take_peeked(s, fd, buf, n);
 		return k < 0 ? -ECONNRESET : k < (long)sizeof(buf) ? 1 : 2;
@@ -232,12 +240,12 @@ static int careful_sleep(struct tslot *s, int fd, uint32_t bits, int64_t deadlin
  * there, or at the kernel's urgent mark (MSG_OOB, io.c's urgent()).  A
  * read from the mark would skip the urgent byte and the kernel would drop
  * it before the program's recv(MSG_OOB). */
-static int drain_all(struct tslot *s, int fd)
+static int drain_all(struct tsock *t, int fd)
 {
 	int got = 0;
 
 	for (int i = 0; i < 16; i++) {
-		int rc = take(s, fd, MSG_DONTWAIT);
+		int rc = take(t, fd, MSG_DONTWAIT);
 		if (rc == -ECONNRESET)
 			return rc;
 		if (rc < 0)
@@ -268,7 +276,7 @@ static int tb_drain(struct shunt_bell *b, uint32_t bits)
 	case 1:
 		return (phase(s) & PH_TX_BACK) ? careful_take(s, b->fd[0]) : 0;
 	}
-	return drain_all(s, b->fd[0]);
+	return drain_all(b->ctx, b->fd[0]);
 }
 
 /*
@@ -337,22 +345,30 @@ static int watch(struct shunt_bell *b, int64_t deadline)
 
 /* The leader sleeps in the kernel: a blocking read of one ring when it
  * waits to read with no deadline (it is then a socket read for signals and
- * SO_RCVTIMEO too), else poll() and a drain. */
-static int lead(struct tslot *s, int fd, uint32_t bits, int64_t deadline)
+ * SO_RCVTIMEO too), else poll() and a drain.  A doorbell it took may have
+ * been a poll's of another thread (its writer's leader took its reader's):
+ * those look again (kick.c). */
+static int lead(struct tsock *t, int fd, uint32_t bits, int64_t deadline)
 {
+	int rc;
+
 	if (bits == SHUNT_WAIT_READ && deadline == SHUNT_NEVER) {
-		int rc = take(s, fd, 0);
+		rc = take(t, fd, 0);
+		if (rc > 0)
+			shim_kick_others();
 		return rc > 0 ? 0 : rc;
 	}
 	struct pollfd p = { .fd = fd, .events = POLLIN | POLLRDHUP };
 	struct timespec ts;
 	int64_t until = SHUNT_MIN(deadline, shunt_now_ns() + LOOK_NS);
-	int rc = sys_ppoll(&p, 1, shunt_left(until, &ts));
+	rc = sys_ppoll(&p, 1, shunt_left(until, &ts));
 	if (rc < 0)
 		return rc;
 	if (rc == 0)
 		return until == deadline ? -EAGAIN : 0;
-	rc = take(s, fd, MSG_DONTWAIT);
+	rc = take(t, fd, MSG_DONTWAIT);
+	if (rc > 0)
+		shim_kick_others();
 	return rc > 0 || rc == -EAGAIN || rc == -EINTR ? 0 : rc;
 }
 
@@ -421,7 +437,7 @@ static int tb_sleep(struct shunt_bell *b, uint32_t bits, int64_t deadline)
 	int rc;
 	/* A thread cancelled in its blocking read must not leave the lead. */
 	pthread_cleanup_push(leader_done, s);
-	rc = lead(s, b->fd[0], bits, deadline);
+	rc = lead(b->ctx, b->fd[0], bits, deadline);
 	pthread_cleanup_pop(1);
 	return rc;
 }

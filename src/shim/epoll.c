@@ -956,18 +956,23 @@ static int wait_set(struct shim_ep *ep, int epfd, struct epoll_event *ev, int ma
 			spun = 1;
 		}
 		atomic_fetch_add(&ep->waiting, 1);
+		/* Listed from before the look that arms: another wait that takes
+		 * one of our doorbells after it kicks the set (kick.c), whose
+		 * eventfd then wakes the wait below at once.  Listed only from
+		 * the wait on, such a kick went unnoticed (poll.c, kick_listen). */
+		int slot = -1;
+		if (!k && timeout_ns != 0) {
+			ep_lock(ep);
+			int kfd = ep->kick ? ep->kick->sysfd : -1;
+			ep_unlock(ep);
+			slot = shim_kick_listen(kfd);
+		}
 		/* A change after the look above kicks the set: the wait sees it. */
 		if (!k && timeout_ns != 0) { /* armed: the wait may sleep */
 			ep_lock(ep);
 			k = scan_locked(ep, ev, max, 0, round, NULL);
 			ep_unlock(ep);
 		}
-		/* Listed while it sleeps: another wait that took one of our
-		 * doorbells kicks the set (kick.c). */
-		ep_lock(ep);
-		int kfd = ep->kick ? ep->kick->sysfd : -1;
-		ep_unlock(ep);
-		int slot = k == max || k ? -1 : shim_kick_listen(kfd);
 		int64_t until = k ? 0 : deadline;
 		if (ep->unrung) /* naps of 1 ms: see unrung() */
 			until = SHUNT_MIN(until, shunt_now_ns() + UNRUNG_NAP_NS);

@@ -354,7 +354,14 @@ static uint64_t took(struct tsock *t, ssize_t n, int flags)
  */
 void shim_rx_enter(struct tsock *t)
 {
+	atomic_fetch_add(&t->kreads, 1);
 	atomic_fetch_add(&S(t)->rx_inflight, 1);
+}
+
+static void rx_left(struct tsock *t)
+{
+	atomic_fetch_sub(&S(t)->rx_inflight, 1);
+	atomic_fetch_sub(&t->kreads, 1);
 }
 
 ssize_t shim_recv_took(struct tsock *t, int fd, const struct iovec *iov, int niov, ssize_t n,
@@ -362,7 +369,7 @@ ssize_t shim_recv_took(struct tsock *t, int fd, const struct iovec *iov, int nio
 {
 	uint64_t before = n > 0 ? took(t, n, flags) : 0;
 
-	atomic_fetch_sub(&S(t)->rx_inflight, 1); /* counted: shim_rx_enter */
+	rx_left(t); /* counted: shim_rx_enter */
 
 	shim_count(t, fd, n > 0 ? (uint64_t)n : 0, 0);
 	if (n <= 0 || !shim_moved_now(t))
@@ -412,8 +419,13 @@ static ssize_t tcp_part(struct tsock *t, int fd, void *buf, size_t len, int flag
 		}
 		want = (size_t)SHUNT_MIN((uint64_t)len, x - off);
 	}
-	/* Waiting for all of len could wait for bytes that now go by the ring. */
+	/* Waiting for all of len could wait for bytes that now go by the ring.
+	 * The peer's first doorbell may end this read: no other wait of ours
+	 * takes it meanwhile (shim_rx_enter). */
+	shim_rx_enter(t);
 	ssize_t n = REAL(recvfrom)(fd, buf, want, flags & ~MSG_WAITALL, NULL, NULL);
+	uint64_t before = n > 0 ? took(t, n, flags) : 0;
+	rx_left(t);
 	if (n == 0)
 		log_debug("fd %d: end of stream from TCP at %llu (peer's switch %s %llu)", fd,
 			  (unsigned long long)atomic_load(&s->rx_tcp), knew ? "at" : "not yet",
@@ -421,7 +433,7 @@ static ssize_t tcp_part(struct tsock *t, int fd, void *buf, size_t len, int flag
 	if (n <= 0)
 		return n;
 	struct iovec v = { buf, (size_t)n };
-	return tcp_cut(t, fd, &v, 1, n, took(t, n, flags), flags);
+	return tcp_cut(t, fd, &v, 1, n, before, flags);
 }
 
 static ssize_t ring_recv(struct tsock *t, int fd, void *buf, size_t len, int flags,

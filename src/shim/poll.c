@@ -187,54 +187,85 @@ static int moved_meanwhile(const struct pset *p, const struct pollfd *k)
 	return 0;
 }
 
-static int kernel_wait(struct pset *p, const struct timespec *t, const sigset_t *mask);
+/* Listening for kicks (kick.c) from before the last look at the rings: a
+ * kick after that look stays in the thread's eventfd, and the kernel's
+ * wait returns at once.  Listening only from the wait on, a doorbell taken
+ * by another thread between the look and the wait went unnoticed, the
+ * taker's kick with it (t_shim_epoll epoll_write_first: a reader polling
+ * while its writer's leader took the doorbell).  -1: not listening. */
+static int kick_listen(int *kfd)
+{
+	*kfd = shim_kick_thread_fd();
+	int slot = shim_kick_listen(*kfd);
+
+	if (slot < 0)
+		*kfd = -1;
+	return slot;
+}
+
+/* The kernel's wait on p->k, with the thread's kick kfd (>= 0) beside the
+ * program's fds. */
+static int kernel_wait(struct pset *p, int kfd, const struct timespec *t, const sigset_t *mask)
+{
+	nfds_t n = p->n;
+
+	if (kfd >= 0)
+		p->k[n++] = (struct pollfd){ kfd, POLLIN, 0 };
+	int rc = REAL(ppoll)(p->k, n, t, mask);
+	int err = errno;
+	/* A kick counts as news (the loop looks again), never as the
+	 * program's: its entry is past the program's. */
+	if (kfd >= 0 && rc > 0 && p->k[p->n].revents)
+		shim_kick_reset(kfd);
+	errno = err;
+	return rc;
+}
+
+/* Has a tracked socket among them moved by now? */
+static int moved_now(const struct pset *p)
+{
+	for (nfds_t i = 0; i < p->n; i++) {
+		struct tsock *t = shim_get(p->fds[i].fd);
+		int moved = t && shim_moved_now(t);
+		shim_put(t);
+		if (moved)
+			return 1;
+	}
+	return 0;
+}
 
 /*
  * The kernel alone answers: no socket of ours moved, yet.  One that moves
  * while we sleep wakes us with its peer's first doorbell, unless another
  * thread's wait takes that byte first (its poll for room, say): that one
- * kicks us then (kick.c), so a wait with sockets that may move listens.
- * It slept on with the ring full (t_shim_epoll epoll_write_first, whose
- * reader polls while its writer polls too).
+ * kicks us then, so a wait with sockets that may move listens, and looks
+ * once more whether one moved before it listened.  It slept on with the
+ * ring full (t_shim_epoll epoll_write_first, whose reader and writer
+ * threads poll one socket).
  */
 static int kernel_only(struct pset *p, const struct timespec *timeout, const sigset_t *mask)
 {
 	int sleeps = !timeout || timeout->tv_sec || timeout->tv_nsec;
 
 	if (p->on_tcp && sleeps) {
-		memcpy(p->k, p->fds, p->n * sizeof(*p->k));
-		int rc = kernel_wait(p, timeout, mask);
-		if (rc < 0)
-			return -errno;
-		int mine = copy_plain(p);
-		return rc > mine || (mine && moved_meanwhile(p, p->fds)) ? MOVED_MEANWHILE : mine;
+		int kfd, slot = kick_listen(&kfd), rc = MOVED_MEANWHILE;
+		if (!moved_now(p)) {
+			memcpy(p->k, p->fds, p->n * sizeof(*p->k));
+			rc = kernel_wait(p, kfd, timeout, mask);
+			int mine = rc < 0 ? 0 : copy_plain(p);
+			if (rc < 0)
+				rc = -errno;
+			else if (rc > mine || (mine && moved_meanwhile(p, p->fds)))
+				rc = MOVED_MEANWHILE;
+		}
+		shim_kick_unlisten(slot);
+		return rc;
 	}
 	int rc = REAL(ppoll)(p->fds, p->n, timeout, mask);
 
 	if (rc < 0)
 		return -errno;
 	return rc > 0 && moved_meanwhile(p, p->fds) ? MOVED_MEANWHILE : rc;
-}
-
-/* The kernel's wait, with the thread's kick beside the program's fds:
- * another wait that took our doorbell kicks it (kick.c). */
-static int kernel_wait(struct pset *p, const struct timespec *t, const sigset_t *mask)
-{
-	int kfd = shim_kick_thread_fd();
-	int slot = shim_kick_listen(kfd);
-	nfds_t n = p->n;
-
-	if (slot >= 0)
-		p->k[n++] = (struct pollfd){ kfd, POLLIN, 0 };
-	int rc = REAL(ppoll)(p->k, n, t, mask);
-	int err = errno;
-	shim_kick_unlisten(slot);
-	/* A kick counts as news (the loop looks again), never as the
-	 * program's: its entry is past the program's. */
-	if (slot >= 0 && rc > 0 && p->k[p->n].revents)
-		shim_kick_reset(kfd);
-	errno = err;
-	return rc;
 }
 
 static int poll_loop(struct pset *p, int64_t deadline, const sigset_t *mask)
@@ -249,6 +280,7 @@ static int poll_loop(struct pset *p, int64_t deadline, const sigset_t *mask)
 	if (deadline != 0 && all_moved(p))
 		shunt_spin(&spin, check, p);
 	for (;;) {
+		int kfd, slot = deadline != 0 ? kick_listen(&kfd) : (kfd = -1, -1);
 		int ready = scan(p, SHUNT_ARM_NONE, 0);
 		if (!ready && deadline != 0)
 			ready = scan(p, SHUNT_ARM_DRAIN, 0);
@@ -256,9 +288,11 @@ static int poll_loop(struct pset *p, int64_t deadline, const sigset_t *mask)
 		int nap = !ready && deadline != 0 && unrung(p);
 		int64_t until = nap ? SHUNT_MIN(deadline, shunt_now_ns() + UNRUNG_NAP_NS) : deadline;
 		struct timespec ts, *t = ready ? &(struct timespec){ 0, 0 } : shunt_left(until, &ts);
-		int rc = kernel_wait(p, t, mask);
+		int rc = kernel_wait(p, kfd, t, mask);
+		int err = errno;
+		shim_kick_unlisten(slot);
 		if (rc < 0)
-			return -errno;
+			return -err;
 		if (rc > 0 && moved_meanwhile(p, p->k))
 			return MOVED_MEANWHILE;
 		ready = copy_plain(p) + scan(p, SHUNT_ARM_NONE, 1);

@@ -312,6 +312,8 @@ struct tsock {
 	_Atomic int publishing;    /* calls writing through rx_pub now */
 	int unhold;                /* its last fd went: the slot's hold goes
 	                            * with the last reference (fdtab.c) */
+	_Atomic int kreads;        /* our reads of the stream inside the kernel:
+	                            * a doorbell that comes is theirs (bell.c) */
 	_Atomic int64_t peer_looked; /* when a send last asked if the peer lives */
 	_Atomic uint32_t sends;
 	struct tsock *birth_next;  /* reserved for a child being made (proc.c) */
