@@ -51,6 +51,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +59,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -169,6 +171,7 @@ static void peer_stacks(int fd)
 #define WATCH_S 12
 
 struct watch {
+	atomic_int owner;    /* the thread's id; 0: free */
 	atomic_int fd;       /* -1: not in a blocking call */
 	atomic_llong since;  /* ms, now_ms() */
 	atomic_int shown;
@@ -176,7 +179,8 @@ struct watch {
 };
 static struct watch g_watch[WATCH_MAX];
 static atomic_int g_watch_pid;
-static pthread_mutex_t g_watch_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_key_t g_watch_key;
+static pthread_once_t g_watch_once = PTHREAD_ONCE_INIT;
 static _Thread_local int t_watch = -1, t_watch_pid;
 
 static long long now_ms(void)
@@ -199,7 +203,8 @@ static void *watchdog_main(void *arg)
 			struct watch *w = &g_watch[i];
 			int fd = atomic_load(&w->fd);
 			long long since = atomic_load(&w->since);
-			if (fd < 0 || t - since < WATCH_S * 1000 || atomic_exchange(&w->shown, 1))
+			if (!atomic_load(&w->owner) || fd < 0 || t - since < WATCH_S * 1000 ||
+			    atomic_exchange(&w->shown, 1))
 				continue;
 			fprintf(stderr, "soak: WATCHDOG: %s[%d]: a blocking %s on fd %d has waited %d s:\n",
 				g_role, (int)getpid(), w->what, fd, WATCH_S);
@@ -210,31 +215,54 @@ static void *watchdog_main(void *arg)
 	return NULL;
 }
 
-/* This thread's entry, the process's watchdog started first if need be
- * (a forked child has the parent's table but not its threads). */
+/* A thread that ends gives its entry back (thread-way handlers come and go). */
+static void watch_release(void *arg)
+{
+	struct watch *w = &g_watch[(intptr_t)arg - 1];
+
+	atomic_store(&w->fd, -1);
+	atomic_store(&w->owner, 0);
+}
+
+static void watch_key(void)
+{
+	pthread_key_create(&g_watch_key, watch_release);
+}
+
+/* This thread's entry, the process's watchdog started first if need be.
+ * No lock: a process forks while its other threads are anywhere (the
+ * server's fork way beside its thread way), and a lock one of them held
+ * stays held in the child for good.  A forked child has only the forking
+ * thread, and the parent's entries are nobody's there. */
 static struct watch *watch_entry(void)
 {
-	int pid = (int)getpid();
+	int pid = (int)getpid(), old = atomic_load(&g_watch_pid);
 
 	if (t_watch >= 0 && t_watch_pid == pid)
 		return &g_watch[t_watch];
-	pthread_mutex_lock(&g_watch_mu);
-	if (atomic_load(&g_watch_pid) != pid) {
+	pthread_once(&g_watch_once, watch_key);
+	if (old != pid && atomic_compare_exchange_strong(&g_watch_pid, &old, pid)) {
 		pthread_t t;
-		for (int i = 0; i < WATCH_MAX; i++)
-			atomic_store(&g_watch[i].fd, -2); /* -2: nobody's */
+		for (int i = 0; old && i < WATCH_MAX; i++) {
+			atomic_store(&g_watch[i].fd, -1);
+			atomic_store(&g_watch[i].owner, 0);
+		}
 		if (pthread_create(&t, NULL, watchdog_main, NULL) == 0)
 			pthread_detach(t);
-		atomic_store(&g_watch_pid, pid);
 	}
+	int tid = (int)syscall(SYS_gettid);
 	t_watch = -1;
-	for (int i = 0; i < WATCH_MAX && t_watch < 0; i++)
-		if (atomic_load(&g_watch[i].fd) == -2) {
+	for (int i = 0; i < WATCH_MAX && t_watch < 0; i++) {
+		int free_ = 0;
+		if (atomic_load(&g_watch[i].owner) == 0 &&
+		    atomic_compare_exchange_strong(&g_watch[i].owner, &free_, tid)) {
 			atomic_store(&g_watch[i].fd, -1);
 			t_watch = i;
 		}
+	}
 	t_watch_pid = pid;
-	pthread_mutex_unlock(&g_watch_mu);
+	if (t_watch >= 0)
+		pthread_setspecific(g_watch_key, (void *)(intptr_t)(t_watch + 1));
 	return t_watch >= 0 ? &g_watch[t_watch] : NULL;
 }
 
