@@ -95,6 +95,7 @@ static struct tsock *tsock_alloc(void)
 	t->mapped = 0;
 	atomic_store(&t->rx_pub, NULL);
 	atomic_store(&t->publishing, 0);
+	atomic_store(&t->kreads, 0);
 	t->unhold = 0;
 	atomic_store(&t->nregs, 0);
 	atomic_store(&t->io_gen, 0);
