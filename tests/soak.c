@@ -115,28 +115,22 @@ __attribute__((format(printf, 1, 2))) static void err(const char *fmt, ...)
 }
 
 /* Where each thread of process pid is (gdb if there is one), for the
- * report of a hang: a blocking call that timed out, or a process killed. */
-static void stacks(pid_t pid)
+ * report of a hang: a blocking call that timed out, or a process killed;
+ * with each frame's locals (full) for the watchdog's. */
+static void stacks_of(pid_t pid, int full)
 {
 	char cmd[256];
 
 	snprintf(cmd, sizeof(cmd),
-		 "gdb -p %d -batch -ex 'thread apply all bt' </dev/null 2>/dev/null | "
-		 "grep '^#\\|^Thread' >&2", (int)pid);
+		 "gdb -p %d -batch -ex 'thread apply all bt%s' </dev/null 2>/dev/null | "
+		 "grep %s >&2", (int)pid, full ? " full" : "", full ? "-v '^\\['" : "'^#\\|^Thread'");
 	if (system(cmd) != 0)
 		fprintf(stderr, "soak: no gdb to show where process %d is\n", (int)pid);
 }
 
-/* stacks() with each frame's locals: the watchdog's. */
-static void stacks_full(pid_t pid)
+static void stacks(pid_t pid)
 {
-	char cmd[256];
-
-	snprintf(cmd, sizeof(cmd),
-		 "gdb -p %d -batch -ex 'thread apply all bt full' </dev/null 2>/dev/null | "
-		 "grep -v '^\\[' >&2", (int)pid);
-	if (system(cmd) != 0)
-		fprintf(stderr, "soak: no gdb to show where process %d is\n", (int)pid);
+	stacks_of(pid, 0);
 }
 
 /* The process at the other end of fd, if it is on this host: where it
@@ -190,7 +184,6 @@ static long long now_ms(void)
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void stacks_full(pid_t pid);
 static void peer_stacks(int fd);
 
 static void *watchdog_main(void *arg)
@@ -208,7 +201,7 @@ static void *watchdog_main(void *arg)
 				continue;
 			fprintf(stderr, "soak: WATCHDOG: %s[%d]: a blocking %s on fd %d has waited %d s:\n",
 				g_role, (int)getpid(), w->what, fd, WATCH_S);
-			stacks_full(getpid());
+			stacks_of(getpid(), 1);
 			peer_stacks(fd);
 		}
 	}
