@@ -1069,7 +1069,7 @@ static void case_epoll_reactor_stress(void)
 #define WF_READS 1
 #define WF_WRITES 2
 
-struct wf_writer {
+struct wf_client {
 	int fd;
 	uint64_t seed;
 	int blocking; /* WF_READS, WF_WRITES: plain blocking calls (as the
@@ -1078,7 +1078,7 @@ struct wf_writer {
 
 static void *wf_writer_main(void *arg)
 {
-	struct wf_writer *w = arg;
+	struct wf_client *w = arg;
 	unsigned char *buf = malloc(50000);
 
 	ASSERT_NOT_NULL(buf);
@@ -1102,7 +1102,7 @@ static void *wf_writer_main(void *arg)
 
 static void *wf_reader_main(void *arg)
 {
-	struct wf_writer *w = arg;
+	struct wf_client *w = arg;
 	unsigned char *buf = malloc(70000);
 	uint64_t got = 0;
 
@@ -1180,7 +1180,7 @@ static void case_epoll_write_first(void)
 
 	for (int i = 0; i < WF_CONNS; i++) {
 		int c = ts_tcp_connect(port), s = ts_tcp_accept(lfd, ts_ms(5000));
-		struct wf_writer w = { c, shim_seed(1200 + (uint64_t)i), i % 4 };
+		struct wf_client w = { c, shim_seed(1200 + (uint64_t)i), i % 4 };
 		struct timeval tv = { 20, 0 };
 
 		setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));

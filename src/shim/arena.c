@@ -230,6 +230,12 @@ void *shim_scratch(size_t n)
 	return (unsigned long)p > -4096ul ? NULL : (void *)p;
 }
 
+void shim_scratch_free(void *p, size_t n)
+{
+	if (p)
+		sys_munmap(p, n);
+}
+
 int shim_trylock(pthread_mutex_t *mu)
 {
 	int rc = pthread_mutex_trylock(mu);

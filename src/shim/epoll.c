@@ -961,15 +961,10 @@ static int wait_set(struct shim_ep *ep, int epfd, struct epoll_event *ev, int ma
 		 * eventfd then wakes the wait below at once.  Listed only from
 		 * the wait on, such a kick went unnoticed (poll.c, kick_listen). */
 		int slot = -1;
-		if (!k && timeout_ns != 0) {
-			ep_lock(ep);
-			int kfd = ep->kick ? ep->kick->sysfd : -1;
-			ep_unlock(ep);
-			slot = shim_kick_listen(kfd);
-		}
 		/* A change after the look above kicks the set: the wait sees it. */
 		if (!k && timeout_ns != 0) { /* armed: the wait may sleep */
 			ep_lock(ep);
+			slot = shim_kick_listen(ep->kick ? ep->kick->sysfd : -1);
 			k = scan_locked(ep, ev, max, 0, round, NULL);
 			ep_unlock(ep);
 		}

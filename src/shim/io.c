@@ -156,12 +156,6 @@ static int past_x(struct tsock *t, const struct iovec *iov, int niov, size_t fro
 	return 0;
 }
 
-static void scratch_free(uint8_t *p, size_t n)
-{
-	if (p)
-		sys_munmap(p, n);
-}
-
 /* Up to n of the ring's bytes now, into iov from offset `to`: what was
  * taken, or < 0 (another thread reads the ring: not now). */
 static ssize_t ring_take_now(struct tsock *t, int fd, const struct iovec *iov, int niov, size_t to,
@@ -177,7 +171,7 @@ static ssize_t ring_take_now(struct tsock *t, int fd, const struct iovec *iov, i
 	}
 	if (k > 0)
 		iov_xfer(iov, niov, to, tmp, (size_t)k, 1);
-	scratch_free(tmp, n);
+	shim_scratch_free(tmp, n);
 	return k;
 }
 
@@ -204,7 +198,7 @@ static ssize_t behind_ring(struct tsock *t, int fd, const struct iovec *iov, int
 		p = took >= 0 ? shim_back_append_begin(t, at, more, &head) : NULL;
 	}
 	if (!p) {
-		scratch_free(keep, more);
+		shim_scratch_free(keep, more);
 		log_error("fd %d: a read took the peer's data past its way back to TCP, and its "
 			  "ring, not read yet, cannot take it: the connection is reset", fd);
 		shunt_end_fail(END(t), -EPROTO);
@@ -214,7 +208,7 @@ static ssize_t behind_ring(struct tsock *t, int fd, const struct iovec *iov, int
 		memcpy(p, keep, more);
 	else
 		iov_copy(iov, niov, from, p, more);
-	scratch_free(keep, more);
+	shim_scratch_free(keep, more);
 	shim_back_append_end(t, head, more);
 	log_debug("fd %d: a read took the stream past the peer's way back at %llu: %zu bytes of "
 		  "its data go behind its ring (%zd of the ring's taken first)", fd,

@@ -171,14 +171,15 @@ static int unrung(const struct pset *p)
 #define MOVED_MEANWHILE (-4096) /* look again: a socket moved while the kernel waited */
 
 /* Did a socket that was on TCP when the kernel began to wait move since,
- * and wake it (k: the kernel's answer)?  Its peer's first doorbell does
- * (move.c), and that is no readiness: only its rings can tell. */
+ * and wake it (k: the kernel's answer; NULL: any that moved, woken or
+ * not)?  Its peer's first doorbell does (move.c), and that is no
+ * readiness: only its rings can tell. */
 static int moved_meanwhile(const struct pset *p, const struct pollfd *k)
 {
 	for (nfds_t i = 0; p->on_tcp && i < p->n; i++) {
-		if (!k[i].revents || p->t[i] || p->set[i])
+		if ((k && !k[i].revents) || p->t[i] || p->set[i])
 			continue;
-		struct tsock *t = shim_get(k[i].fd);
+		struct tsock *t = shim_get(p->fds[i].fd);
 		int moved = t && shim_moved_now(t);
 		shim_put(t);
 		if (moved)
@@ -221,19 +222,6 @@ static int kernel_wait(struct pset *p, int kfd, const struct timespec *t, const 
 	return rc;
 }
 
-/* Has a tracked socket among them moved by now? */
-static int moved_now(const struct pset *p)
-{
-	for (nfds_t i = 0; i < p->n; i++) {
-		struct tsock *t = shim_get(p->fds[i].fd);
-		int moved = t && shim_moved_now(t);
-		shim_put(t);
-		if (moved)
-			return 1;
-	}
-	return 0;
-}
-
 /*
  * The kernel alone answers: no socket of ours moved, yet.  One that moves
  * while we sleep wakes us with its peer's first doorbell, unless another
@@ -249,7 +237,7 @@ static int kernel_only(struct pset *p, const struct timespec *timeout, const sig
 
 	if (p->on_tcp && sleeps) {
 		int kfd, slot = kick_listen(&kfd), rc = MOVED_MEANWHILE;
-		if (!moved_now(p)) {
+		if (!moved_meanwhile(p, NULL)) {
 			memcpy(p->k, p->fds, p->n * sizeof(*p->k));
 			rc = kernel_wait(p, kfd, timeout, mask);
 			int mine = rc < 0 ? 0 : copy_plain(p);

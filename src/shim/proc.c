@@ -445,7 +445,7 @@ void shim_exec_done(char **env, char *const envp[])
 		if (atomic_load(&let_go[i].s->gen) == let_go[i].gen)
 			shim_slot_hold(let_go[i].s, shim_pid());
 	nlet_go = 0;
-	sys_munmap(x, x->size);
+	shim_scratch_free(x, x->size);
 }
 
 /* --- posix_spawn ------------------------------------------------------------

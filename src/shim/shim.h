@@ -275,9 +275,10 @@ int shim_slot_index(const struct tslot *s);
 struct tslot *shim_slot_at(int index, uint32_t gen);
 void shim_lock(pthread_mutex_t *mu);
 int shim_trylock(pthread_mutex_t *mu); /* 0, or -EBUSY: held */
-/* n bytes of memory from the kernel (sys_munmap gives them back), or
- * NULL: for a vfork child and for a read in a signal handler. */
+/* n bytes of memory from the kernel, or NULL: for a vfork child and for a
+ * read in a signal handler.  shim_scratch_free(p, n) gives them back. */
 void *shim_scratch(size_t n);
+void shim_scratch_free(void *p, size_t n);
 void shim_unlock(pthread_mutex_t *mu);
 /* The arena's fd, for exec; -1 if none. */
 int shim_arena_fd(void);
@@ -312,8 +313,11 @@ struct tsock {
 	_Atomic int publishing;    /* calls writing through rx_pub now */
 	int unhold;                /* its last fd went: the slot's hold goes
 	                            * with the last reference (fdtab.c) */
-	_Atomic int kreads;        /* our reads of the stream inside the kernel:
-	                            * a doorbell that comes is theirs (bell.c) */
+	_Atomic int kreads;        /* this process's reads of the stream inside
+	                            * the kernel: a doorbell that comes is theirs
+	                            * (bell.c).  The slot's rx_inflight counts the
+	                            * family's, which a process killed in a read
+	                            * leaves up: waits would spin on it for good. */
 	_Atomic int64_t peer_looked; /* when a send last asked if the peer lives */
 	_Atomic uint32_t sends;
 	struct tsock *birth_next;  /* reserved for a child being made (proc.c) */
