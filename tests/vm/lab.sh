@@ -695,7 +695,7 @@ vm_bg() {
 	# shellcheck disable=SC2034 # for the tests
 	VM_LAST_BG=$(vm_exec "$name" "mkdir -p /tmp/bg; rm -f /tmp/bg/$tag.rc;" \
 		"setsid sh -c $(vm_quote "$inner") >/tmp/bg/$tag.out 2>&1 </dev/null & echo \$!") ||
-		vm_fail "guest $name: cannot start $tag: $*"
+		vm_fail "guest $name: cannot start $tag (vm_exec status $?: 124 timed out, 125 unreachable): $*"
 	VM_BGS+=("$name:$tag")
 }
 
