@@ -1,7 +1,8 @@
 /*
  * t_shim_flags.c - flags and errors of the data calls on connections that
  * moved to shared memory: the first send after the peer closed, a reset by
- * SO_LINGER {1, 0}, MSG_TRUNC, MSG_ERRQUEUE, the recv and send flags
+ * SO_LINGER {1, 0}, a reset told once (by SO_ERROR, a send or a read; what
+ * poll and epoll say before and after), MSG_TRUNC, MSG_ERRQUEUE, the recv and send flags
  * (PEEK, WAITALL, DONTWAIT, OOB, MORE, NOSIGNAL, ZEROCOPY), splice, tee and
  * sendfile.
  *
@@ -20,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
@@ -528,10 +530,92 @@ static void case_splice(void)
 	ASSERT_SYS(close(b));
 }
 
+/* --- A reset is told once ------------------------------------------------ */
+
+static int so_error(int fd)
+{
+	int err = -1;
+	socklen_t len = sizeof(err);
+
+	ASSERT_SYS(getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len));
+	return err;
+}
+
+/* What poll and a new epoll set say of fd now, as poll bits. */
+static void both_waits(int fd, short *pr, short *er)
+{
+	struct pollfd p = { fd, POLLIN | POLLOUT | POLLRDHUP, 0 };
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP }, out = { 0 };
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+
+	ASSERT_SYS(poll(&p, 1, 0));
+	*pr = p.revents;
+	ASSERT_SYS(ep);
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev));
+	ASSERT_SYS(epoll_wait(ep, &out, 1, 0));
+	ASSERT_SYS(close(ep));
+	*er = (short)((out.events & EPOLLIN ? POLLIN : 0) | (out.events & EPOLLOUT ? POLLOUT : 0) |
+		      (out.events & EPOLLRDHUP ? POLLRDHUP : 0) | (out.events & EPOLLHUP ? POLLHUP : 0) |
+		      (out.events & EPOLLERR ? POLLERR : 0));
+}
+
+/* TCP keeps a reset as the socket's one pending error: the first call to
+ * meet it reports it, getsockopt(SO_ERROR) or a send as much as a read,
+ * and from then on reads see end of stream and sends EPIPE.  Until then
+ * poll and epoll say IN OUT RDHUP HUP ERR; after, no ERR. */
+static void case_reset_told_once(void)
+{
+	int a, b;
+	char buf[64];
+	short pr, er;
+	const short pending = POLLIN | POLLOUT | POLLRDHUP | POLLHUP | POLLERR;
+
+	test_log("SO_ERROR takes a reset by SO_LINGER {1, 0}");
+	ts_moved_pair(&a, &b);
+	linger0_close(b);
+	settle_reset(a, "after the reset");
+	ASSERT_EQ(so_error(a), ECONNRESET);
+	ASSERT_EQ(recv(a, buf, sizeof(buf), MSG_DONTWAIT), 0);
+	ASSERT_FAILS(send(a, buf, 1, MSG_NOSIGNAL), EPIPE);
+	ASSERT_SYS(close(a));
+
+	test_log("a send takes the reset of a close with our bytes unread");
+	ts_moved_pair(&a, &b);
+	send_stream_once(a, shim_seed(9), 0, 100);
+	ts_wait_arrived(b, 100, ts_ms(2000));
+	ASSERT_SYS(close(b));
+	settle_reset(a, "after the reset");
+	both_waits(a, &pr, &er);
+	ASSERT_MSG(pr == pending && er == pending, "poll 0x%x, epoll 0x%x, want 0x%x", pr, er,
+		   pending);
+	ASSERT_FAILS(send(a, buf, 1, MSG_NOSIGNAL), ECONNRESET);
+	ASSERT_EQ(recv(a, buf, sizeof(buf), MSG_DONTWAIT), 0);
+	ASSERT_FAILS(send(a, buf, 1, MSG_NOSIGNAL), EPIPE);
+	ASSERT_SYS(close(a));
+
+	test_log("the reset that answers a send after the peer's orderly close");
+	ts_moved_pair(&a, &b);
+	ASSERT_SYS(close(b));
+	ts_expect_eof(a, ts_ms(2000));
+	ASSERT_EQ(send(a, "x", 1, MSG_NOSIGNAL), 1);
+	settle_reset(a, "after the peer's reset");
+	both_waits(a, &pr, &er);
+	ASSERT_MSG(pr == pending && er == pending, "poll 0x%x, epoll 0x%x, want 0x%x", pr, er,
+		   pending);
+	ASSERT_EQ(so_error(a), EPIPE);
+	both_waits(a, &pr, &er);
+	ASSERT_MSG(pr == (pending & ~POLLERR) && er == pr, "after SO_ERROR: poll 0x%x, epoll 0x%x",
+		   pr, er);
+	ASSERT_EQ(recv(a, buf, sizeof(buf), MSG_DONTWAIT), 0);
+	ASSERT_FAILS(send(a, buf, 1, MSG_NOSIGNAL), EPIPE);
+	ASSERT_SYS(close(a));
+}
+
 static const struct shim_case g_cases[] = {
 	{ "first_send_after_close", case_first_send_after_close },
 	{ "first_send_after_close_blocked", case_first_send_after_close_blocked },
 	{ "linger0", case_linger0 },
+	{ "reset_told_once", case_reset_told_once },
 	{ "msg_trunc", case_msg_trunc },
 	{ "msg_errqueue", case_msg_errqueue },
 	{ "recv_flags", case_recv_flags },

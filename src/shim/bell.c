@@ -172,8 +172,9 @@ static int take(struct tsock *t, int fd, int flags)
 	if (n == -EAGAIN || n == -EINTR)
 		return (int)n;
 	/* Reading the reset cleared it from the socket: keep it for the
-	 * program's next send (io.c), which TCP would fail with it. */
-	if (n == -ECONNRESET)
+	 * program's next call that meets it (io.c, reset_due).  EPIPE: the
+	 * reset that answered a send after the peer's close. */
+	if (n == -ECONNRESET || n == -EPIPE)
 		atomic_store(&s->kreset, 1);
 	return -ECONNRESET;
 }

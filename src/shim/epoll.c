@@ -462,8 +462,10 @@ static int ctl_locked(struct shim_ep *ep, int op, int fd, struct tsock *t,
 			atomic_fetch_add(&inner->refs, 1);
 		entry_set(e, ev);
 		e->ours = t && shim_moved(t);
-		/* The kernel queues an event for whatever the socket has now. */
-		e->quiet = e->ours;
+		/* Its first look asks the kernel: the event the kernel queues
+		 * for what the socket has now (a reset) may come after a scan
+		 * that found the rings ready. */
+		e->quiet = 0;
 		struct epoll_event kev = kernel_ev(e);
 		int rc = sys_epoll_ctl(ep->epfd, EPOLL_CTL_ADD, fd, &kev);
 		if (rc < 0) {

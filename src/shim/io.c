@@ -49,6 +49,15 @@ int shim_moved(struct tsock *t)
 
 #define moved shim_moved
 
+/* The bits of `events` a moved socket's rings answer in phase ph (not
+ * those of a direction that went back to TCP). */
+static int ring_bits(int events, uint32_t ph)
+{
+	return ((ph & (PH_RX_RING | PH_RX_PLAIN)) == PH_RX_RING ? events & (POLLIN | POLLRDHUP)
+								  : 0) |
+	       ((ph & (PH_TX_RING | PH_TX_BACK)) == PH_TX_RING ? events & POLLOUT : 0);
+}
+
 static int64_t deadline_of(struct tsock *t, int flags, int tx)
 {
 	if ((flags & MSG_DONTWAIT) || (atomic_load(&S(t)->flags) & TF_NONBLOCK))
@@ -692,22 +701,60 @@ static ssize_t broken_pipe(int flags)
 	return shim_err(-EPIPE);
 }
 
-/* The peer closed: the kernel's socket answers.  But a peer that died
- * having read all we sent closed with a FIN over TCP: its kernel reset
- * only for doorbells it had not taken.  So, as TCP's, the first send after
- * such a death "succeeds" and the next reports the reset; a reset one of
- * our doorbell reads took (bell.c) is kept for that send. */
+/* --- A reset, told once ---------------------------------------------------------
+ * TCP keeps a reset as the socket's one pending error: the first call that
+ * meets it reports it (a read, a send, getsockopt(SO_ERROR)), and from then
+ * on reads see end of stream and sends EPIPE; until then poll says
+ * POLLERR | POLLHUP.  A moved socket's reset is the ring's (the peer closed
+ * with our bytes unread, or reset) or the kernel's, which a doorbell read
+ * may have taken (bell.c: kreset).  But a peer that died having read all
+ * we sent closed with a FIN over TCP: its kernel reset only for doorbells
+ * it had not taken.  So, as TCP's, the first send after such a death
+ * "succeeds" and only then is there a reset, EPIPE as TCP's after a FIN.
+ */
+
+/* The peer's ring closed, or it is gone, with all we sent read. */
+static int peer_clean(struct tsock *t)
+{
+	int64_t st = shunt_end_peer_state(END(t));
+
+	return st >= 0 && !(st & SHUNT_ST_RESET) && shunt_end_unread_by_peer(END(t)) == 0;
+}
+
+/* The error of a reset the program has not been told of, else 0.
+ * `kern_reset`: the kernel's socket shows one not taken yet. */
+static int reset_due(struct tsock *t, int kern_reset)
+{
+	struct tslot *s = S(t);
+
+	if (atomic_load(&s->reset_told))
+		return 0;
+	int clean = peer_clean(t);
+	if ((kern_reset || atomic_load(&s->kreset)) && (!clean || atomic_load(&s->sent_after)))
+		return clean ? EPIPE : ECONNRESET;
+	if ((ring_bits(POLLIN, phase_of(t)) & POLLIN) &&
+	    (shunt_end_poll(END(t), NULL, POLLIN, SHUNT_ARM_NONE) & POLLERR))
+		return ECONNRESET;
+	return 0;
+}
+
+static void told_reset(struct tsock *t)
+{
+	atomic_store(&S(t)->reset_told, 1);
+	atomic_store(&S(t)->kreset, 0);
+}
+
+/* The peer closed: the kernel's socket answers, as reset_due says. */
 static ssize_t after_close(struct tsock *t, int fd, const void *buf, size_t len, int flags)
 {
 	struct tslot *s = S(t);
-	int64_t st = shunt_end_peer_state(END(t));
-	int fin = st >= 0 && !(st & SHUNT_ST_RESET) && shunt_end_unread_by_peer(END(t)) == 0;
+	int fin = peer_clean(t);
 
 	if (atomic_load(&s->kreset)) {
 		if (fin && !atomic_exchange(&s->sent_after, 1))
 			return (ssize_t)len;
-		atomic_store(&s->kreset, 0);
-		return shim_err(-ECONNRESET);
+		told_reset(t);
+		return fin ? broken_pipe(flags) : shim_err(-ECONNRESET);
 	}
 	/* The program read the reset: a TCP socket is closed then (our
 	 * kernel socket may only have seen the peer's FIN). */
@@ -718,8 +765,30 @@ static ssize_t after_close(struct tsock *t, int fd, const void *buf, size_t len,
 		atomic_store(&s->kreset, 1);
 		return (ssize_t)len;
 	}
+	if (n < 0 && errno == ECONNRESET)
+		told_reset(t); /* keeps errno */
 	atomic_store(&s->sent_after, 1);
 	return n;
+}
+
+/* getsockopt(SO_ERROR) takes a pending reset as a call that meets it.  The
+ * kernel's own, taken here, counts as a doorbell read's would. */
+int shim_error_get(struct tsock *t, int fd, void *val, socklen_t *len)
+{
+	int rc = REAL(getsockopt)(fd, SOL_SOCKET, SO_ERROR, val, len);
+	int err;
+
+	if (rc < 0 || !moved(t) || *len != sizeof(err))
+		return rc;
+	memcpy(&err, val, sizeof(err));
+	if (err == ECONNRESET || err == EPIPE) {
+		atomic_store(&S(t)->kreset, 1);
+		err = 0;
+	}
+	if (!err && (err = reset_due(t, 0)))
+		told_reset(t);
+	memcpy(val, &err, sizeof(err));
+	return 0;
 }
 
 /* A send the program asked to be zero-copy is copied into the ring; its
@@ -1281,14 +1350,6 @@ static int kernel_revents(int fd, int events)
 	return sys_ppoll(&p, 1, &zero) > 0 ? p.revents : 0;
 }
 
-/* The bits of `events` a moved socket's rings answer in phase ph (not
- * those of a direction that went back to TCP). */
-static int ring_bits(int events, uint32_t ph)
-{
-	return ((ph & (PH_RX_RING | PH_RX_PLAIN)) == PH_RX_RING ? events & (POLLIN | POLLRDHUP)
-								  : 0) |
-	       ((ph & (PH_TX_RING | PH_TX_BACK)) == PH_TX_RING ? events & POLLOUT : 0);
-}
 
 /* The peer asked to go back to TCP: what can be done without waiting. */
 static void back_steps(struct tsock *t, int fd)
@@ -1388,8 +1449,14 @@ int shim_readiness(struct tsock *t, int fd, int events, int arm, int *kernp)
 	else if (ph & (PH_RX_RING | PH_TX_RING))
 		ev = shunt_end_poll(END(t), &b, ring, arm);
 	/* Whatever the ring does, the socket's own error queue (zero-copy
-	 * completions) and urgent byte are the kernel's to report. */
-	ev |= kern & (POLLERR | (events & POLLPRI));
+	 * completions) and urgent byte are the kernel's to report; a reset of
+	 * its socket (hung up too) is one as reset_due says. */
+	int kern_reset = (kern & (POLLERR | POLLHUP)) == (POLLERR | POLLHUP);
+	ev |= kern & ((kern_reset ? 0 : POLLERR) | (events & POLLPRI));
+	if (reset_due(t, kern_reset))
+		ev |= POLLERR | POLLHUP;
+	else if ((kern & POLLHUP) && (!peer_clean(t) || atomic_load(&S(t)->sent_after)))
+		ev |= POLLHUP; /* TCP's socket is closed by that reset too */
 	if (on_kernel)
 		ev |= kern_fresh(t, fd, on_kernel | POLLPRI | POLLRDHUP, kern) & (on_kernel | POLLHUP);
 	/* A reset the program has read is no error any more; the hang-up stays. */

@@ -287,6 +287,9 @@ EXPORT int getsockopt(int fd, int level, int opt, void *val, socklen_t *len)
 	if (nagle_opt(level, opt))
 		ON_SOCK(fd, t, REAL(getsockopt)(fd, level, opt, val, len),
 			shim_nodelay_get(t, fd, opt, val, len));
+	if (level == SOL_SOCKET && opt == SO_ERROR)
+		ON_SOCK(fd, t, REAL(getsockopt)(fd, level, opt, val, len),
+			shim_error_get(t, fd, val, len));
 	return REAL(getsockopt)(fd, level, opt, val, len);
 }
 

@@ -230,8 +230,8 @@ struct tslot {
 	                            * until counted in rx_tcp (move.c, start) */
 	_Atomic uint32_t switching; /* a thread is switching our sends to the ring */
 	_Atomic uint32_t reset_told; /* ECONNRESET was returned: now end of stream */
-	_Atomic uint32_t kreset;   /* a doorbell read took the kernel's ECONNRESET,
-	                            * which the next send must still report */
+	_Atomic uint32_t kreset;   /* a doorbell read took the kernel's reset, which
+	                            * the program must still be told of (io.c) */
 	_Atomic uint32_t sent_after; /* a send came after the peer's close */
 	_Atomic int64_t rcvtimeo_ns, sndtimeo_ns; /* SO_RCVTIMEO, SO_SNDTIMEO; 0 none */
 	_Atomic int32_t foreign_pid; /* TF_FOREIGN: who sent it to us (-1 unknown) */
@@ -597,6 +597,7 @@ void shim_nodelay_restore(struct tsock *t, int fd);
  * TCP_CORK: what libc's would return, errno set as it would. */
 int shim_nodelay_set(struct tsock *t, int fd, int opt, const void *val, socklen_t len);
 int shim_nodelay_get(struct tsock *t, int fd, int opt, void *val, socklen_t *len);
+int shim_error_get(struct tsock *t, int fd, void *val, socklen_t *len);
 /* Readiness of a moved socket as poll bits, from its rings and, for a
  * direction still on the TCP stream, from the kernel: *kern is what the
  * kernel said of fd (revents), or -1 to ask it, and on return what it
