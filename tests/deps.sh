@@ -45,6 +45,7 @@ NEEDED=(
 	wrk:wrk
 	curl:curl
 	socat:socat
+	haproxy:haproxy
 	memcached:memcached
 	/usr/sbin/sshd:openssh-server
 	ssh:openssh-client

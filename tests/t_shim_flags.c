@@ -530,6 +530,117 @@ static void case_splice(void)
 	ASSERT_SYS(close(b));
 }
 
+/* A thread that reads (or writes) n bytes of a stream on fd after ms. */
+struct late_io {
+	int fd, ms, write;
+	uint64_t seed, n;
+	pthread_t t;
+};
+
+static void *late_io_main(void *arg)
+{
+	struct late_io *l = arg;
+
+	test_sleep_ms((unsigned)l->ms);
+	if (l->write)
+		ts_send_stream(l->fd, l->seed, 0, l->n, ts_ms(10000));
+	else
+		ts_recv_stream(l->fd, l->seed, 0, l->n, ts_ms(10000));
+	return NULL;
+}
+
+static void late_io_start(struct late_io *l)
+{
+	ASSERT_EQ(pthread_create(&l->t, NULL, late_io_main, l), 0);
+}
+
+/* splice with a pipe that blocks, as haproxy's do: SPLICE_F_NONBLOCK is
+ * the pipe's side only (EAGAIN when it is full, or empty) and the socket
+ * keeps its own mode; what fits in the pipe goes, the rest waits in the
+ * socket.  (haproxy's `option splice-auto` blocked for good in a write to
+ * its own full pipe.) */
+static void case_splice_pipe_blocks(void)
+{
+	int a, b, pp[2];
+	uint64_t seed = shim_seed(10);
+	char buf[64];
+
+	ts_moved_pair(&a, &b);
+	ASSERT_SYS(pipe2(pp, O_CLOEXEC));
+	ts_set_nonblock(a, 1);
+	test_log("socket -> a pipe that fills: what fits, then EAGAIN, never a wait");
+	struct late_io w = { .fd = b, .ms = 0, .write = 1, .seed = seed, .n = 2 * MIB };
+	late_io_start(&w);
+	ts_guard(5);
+	ssize_t k = 0, in_pipe = 0;
+	struct pollfd room = { pp[1], POLLOUT, 0 };
+	for (int i = 0; i < 400 && (k >= 0 || poll(&room, 1, 0) != 0); i++) {
+		k = splice(a, NULL, pp[1], NULL, w.n, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		ASSERT_MSG(k > 0 || errno == EAGAIN, "splice: %zd (%s)", k,
+			   k < 0 ? test_errname(errno) : "end");
+		in_pipe += k > 0 ? k : 0;
+		if (k < 0)
+			test_sleep_ms(5);
+	}
+	alarm(0);
+	ASSERT_MSG(k < 0 && poll(&room, 1, 0) == 0, "the pipe did not fill (%zd bytes in it)",
+		   in_pipe);
+	ts_recv_stream(pp[0], seed, 0, (uint64_t)in_pipe, ts_ms(2000));
+	for (uint64_t off = (uint64_t)in_pipe; off < w.n; off += (uint64_t)k) {
+		k = splice(a, NULL, pp[1], NULL, w.n - off, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		if (k < 0 && errno == EAGAIN) {
+			k = 0;
+			test_sleep_ms(1);
+			continue;
+		}
+		ASSERT_MSG(k > 0, "splice: %zd (%s)", k, k < 0 ? test_errname(errno) : "end");
+		ts_recv_stream(pp[0], seed, off, (uint64_t)k, ts_ms(2000));
+	}
+	ASSERT_EQ(pthread_join(w.t, NULL), 0);
+
+	test_log("an empty pipe -> socket: EAGAIN");
+	ts_guard(5);
+	ASSERT_FAILS(splice(pp[0], NULL, a, NULL, 4096, SPLICE_F_MOVE | SPLICE_F_NONBLOCK), EAGAIN);
+	alarm(0);
+
+	test_log("a blocking socket -> pipe waits for the socket's data");
+	ts_set_nonblock(a, 0);
+	struct late_io l = { .fd = b, .ms = 200, .write = 1, .seed = seed ^ 1, .n = 1000 };
+	late_io_start(&l);
+	double t0 = test_now();
+	ts_guard(5);
+	k = splice(a, NULL, pp[1], NULL, 4096, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+	alarm(0);
+	ASSERT_SYS(k);
+	ASSERT_MSG(test_now() - t0 > 0.1, "splice returned %zd after %.3f s, before the data", k,
+		   test_now() - t0);
+	ASSERT_EQ(pthread_join(l.t, NULL), 0);
+	ts_recv_stream(pp[0], seed ^ 1, 0, (uint64_t)k, ts_ms(2000));
+	if (k < 1000)
+		ts_recv_stream(a, seed ^ 1, (uint64_t)k, 1000 - (uint64_t)k, ts_ms(2000));
+
+	test_log("pipe -> a blocking socket the peer drains late: it waits, no EAGAIN");
+	struct late_io r = { .fd = b, .ms = 300, .seed = seed ^ 2, .n = 2 * MIB };
+	late_io_start(&r);
+	ts_guard(10);
+	for (uint64_t off = 0; off < r.n; off += 64 * KIB) {
+		ts_send_stream(pp[1], seed ^ 2, off, 64 * KIB, ts_ms(2000));
+		for (uint64_t done = 0; done < 64 * KIB;) {
+			k = splice(pp[0], NULL, a, NULL, 64 * KIB - done, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+			ASSERT_MSG(k > 0, "splice pipe -> socket at %ju: %zd (%s)", (uintmax_t)(off + done),
+				   k, k < 0 ? test_errname(errno) : "end");
+			done += (uint64_t)k;
+		}
+	}
+	alarm(0);
+	ASSERT_EQ(pthread_join(r.t, NULL), 0);
+	ASSERT_EQ(recv(a, buf, sizeof(buf), MSG_DONTWAIT), -1);
+	close(pp[0]);
+	close(pp[1]);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
 /* --- A reset is told once ------------------------------------------------ */
 
 static int so_error(int fd)
@@ -623,6 +734,7 @@ static const struct shim_case g_cases[] = {
 	{ "send_oob", case_send_oob },
 	{ "send_zerocopy", case_send_zerocopy },
 	{ "splice", case_splice },
+	{ "splice_pipe_blocks", case_splice_pipe_blocks },
 };
 
 int main(void)

@@ -998,13 +998,57 @@ ssize_t shim_sendfile(struct tsock *t, int fd, int in_fd, off_t *off, size_t cou
 	return rc == -EPIPE ? broken_pipe(MSG_NOSIGNAL) : shim_err(rc);
 }
 
+/* --- splice ---------------------------------------------------------------------
+ * SPLICE_F_NONBLOCK is the pipe's side only: the socket keeps its own mode
+ * (O_NONBLOCK, its timeouts).  The kernel waits for room (or data) in the
+ * pipe first, then for the socket, then moves what fits.  The program's
+ * pipe may block, and its flags are the program's: the ring's bytes go
+ * through a second, non-blocking description of the same pipe, so that a
+ * write never waits for more room than there was (haproxy's splice-auto
+ * blocked for good writing into its own full pipe), nor a read for data.
+ */
+
+/* Until the pipe has room (POLLOUT) or data (POLLIN): 0, -EAGAIN if
+ * `nonblock` and it has none, -EINTR, -EINVAL if fd is not a pipe. */
+static int pipe_wait(int fd, short ev, int nonblock)
+{
+	struct pollfd p = { .fd = fd, .events = ev };
+	struct timespec zero = { 0, 0 };
+
+	if (sys_fcntl(fd, F_GETPIPE_SZ, 0) < 0)
+		return -EINVAL;
+	int rc = sys_ppoll(&p, 1, nonblock ? &zero : NULL);
+	return rc < 0 ? rc : rc == 0 ? -EAGAIN : 0;
+}
+
+/* Up to n bytes into (out) or from the pipe, without a wait.  Without
+ * /proc, on the program's own description, at most PIPE_BUF bytes out:
+ * the one free slot pipe_wait saw takes them at once. */
+static long pipe_io(int fd, void *p, size_t n, int out)
+{
+	char path[40];
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	int nb = sys_openat(AT_FDCWD, path, (out ? O_WRONLY : O_RDONLY) | O_NONBLOCK | O_CLOEXEC, 0);
+	int use = nb >= 0 ? nb : fd;
+	if (nb < 0 && out)
+		n = SHUNT_MIN(n, (size_t)PIPE_BUF);
+	long k = out ? sys_write(use, p, n) : sys_read(use, p, n);
+	if (nb >= 0)
+		sys_close(nb);
+	return k;
+}
+
 /* splice from a pipe into a moved socket: the pipe is read into the ring. */
 ssize_t shim_splice_in(struct tsock *t, int fd, int pipe_in, size_t len, unsigned flags)
 {
 	struct shunt_bell b = shim_bell(t, fd);
 	void *p;
 
-	int r = tx_route(t, fd, (flags & SPLICE_F_NONBLOCK) ? MSG_DONTWAIT : 0);
+	int w = pipe_wait(pipe_in, POLLIN, flags & SPLICE_F_NONBLOCK);
+	if (w < 0)
+		return shim_err(w);
+	int r = tx_route(t, fd, 0);
 	if (r < 0)
 		return shim_err(r);
 	if (r != TX_RING) {
@@ -1018,10 +1062,9 @@ ssize_t shim_splice_in(struct tsock *t, int fd, int pipe_in, size_t len, unsigne
 		shim_unlock(&S(t)->tx_mu);
 		return shim_splice_in(t, fd, pipe_in, len, flags);
 	}
-	ssize_t rc = shunt_end_reserve(END(t), &b, &p, 1,
-				       (flags & SPLICE_F_NONBLOCK) ? 0 : deadline_of(t, 0, 1));
+	ssize_t rc = shunt_end_reserve(END(t), &b, &p, 1, deadline_of(t, 0, 1));
 	if (rc > 0) {
-		long got = sys_read(pipe_in, p, SHUNT_MIN((size_t)rc, len));
+		long got = pipe_io(pipe_in, p, SHUNT_MIN((size_t)rc, len), 0);
 		shunt_end_commit(END(t), &b, got > 0 ? (size_t)got : 0);
 		rc = got;
 	}
@@ -1029,7 +1072,7 @@ ssize_t shim_splice_in(struct tsock *t, int fd, int pipe_in, size_t len, unsigne
 	touched(t);
 	if (rc == -EXDEV)
 		return shim_splice_in(t, fd, pipe_in, len, flags);
-	return shim_err(rc);
+	return rc == -EPIPE ? broken_pipe(MSG_NOSIGNAL) : shim_err(rc);
 }
 
 static ssize_t moved_splice_out(struct tsock *t, int fd, int pipe_out, size_t len,
@@ -1042,8 +1085,12 @@ static ssize_t moved_splice_out(struct tsock *t, int fd, int pipe_out, size_t le
 	if (rb != 0)
 		return rb > 0 ? REAL(splice)(fd, NULL, pipe_out, NULL, len, flags)
 			      : rx_result(t, fd, -ECONNRESET);
+	int w = pipe_wait(pipe_out, POLLOUT, flags & SPLICE_F_NONBLOCK);
+	if (w < 0)
+		return shim_err(w);
 	if (!(phase_of(t) & PH_RX_RING)) {
-		char buf[4096];
+		/* Read off the stream: the pipe takes PIPE_BUF bytes at once. */
+		char buf[PIPE_BUF];
 		ssize_t n = tcp_part(t, fd, buf, SHUNT_MIN(len, sizeof(buf)), 0);
 		if (n == RETRY)
 			return RETRY;
@@ -1058,16 +1105,19 @@ static ssize_t moved_splice_out(struct tsock *t, int fd, int pipe_out, size_t le
 		shim_unlock(&S(t)->rx_mu);
 		return RETRY;
 	}
-	ssize_t rc = shunt_end_peek(END(t), &b, &p,
-				    (flags & SPLICE_F_NONBLOCK) ? 0 : deadline_of(t, 0, 0));
+	ssize_t rc = shunt_end_peek(END(t), &b, &p, deadline_of(t, 0, 0));
 	if (rc > 0) {
-		long put = sys_write(pipe_out, p, SHUNT_MIN((size_t)rc, len));
+		long put = pipe_io(pipe_out, (void *)p, SHUNT_MIN((size_t)rc, len), 1);
 		if (put > 0)
 			shunt_end_release(END(t), &b, (size_t)put);
 		rc = put;
 	}
 	shim_unlock(&S(t)->rx_mu);
 	touched(t);
+	/* Room another writer took meanwhile: wait for it again, as the
+	 * kernel would. */
+	if (rc == -EAGAIN && !(flags & SPLICE_F_NONBLOCK))
+		return RETRY;
 	return rc == -EXDEV ? RETRY : rx_result(t, fd, rc);
 }
 
