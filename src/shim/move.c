@@ -212,6 +212,8 @@ static int start(struct tsock *t, int fd)
 	return -1;
 }
 
+static int switch_tx(struct tsock *t, int fd, int patient, int busy);
+
 static void moved(struct tsock *t, int fd)
 {
 	struct tslot *s = t->slot;
@@ -224,7 +226,12 @@ static void moved(struct tsock *t, int fd)
 		 s->side ? "dialing" : "listening", (unsigned long long)s->end.seg.cap,
 		 s->end.seg.medium ? s->end.seg.medium->name : "?");
 	shim_epoll_moved(t);
-	shim_switch_tx(t, fd);
+	/* Not if a send of ours holds the lock of our sends (switching
+	 * them, or asleep on a full ring once switched): that send switches
+	 * them itself (io.c, tx_route).  Waiting for it, a read that finished
+	 * the meeting left a blocking client's reader stuck behind its
+	 * writer, whose peer echoed into the ring nobody read (the soak). */
+	switch_tx(t, fd, 0, 1);
 }
 
 /* `work`: calls, and one more per STEP_BYTES carried (shim_count). */
@@ -483,7 +490,10 @@ int shim_peer_short_of_x(struct tslot *s)
 	return took < x;
 }
 
-static int switch_tx(struct tsock *t, int fd, int patient)
+/* `patient`: waits longer for sends in the kernel (a shutdown).  `busy`:
+ * what to do when a send of ours holds the lock: wait (0), or leave the
+ * switch to that send (1, -EAGAIN). */
+static int switch_tx(struct tsock *t, int fd, int patient, int busy)
 {
 	struct tslot *s = t->slot;
 
@@ -511,7 +521,10 @@ static int switch_tx(struct tsock *t, int fd, int patient)
 	/* Between VMs, a proof goes with the switch (meet_vm.c). */
 	if (shim_proof_ready(t, fd, patient) < 0)
 		return -EAGAIN;
-	shim_lock(&s->tx_mu);
+	if (!busy)
+		shim_lock(&s->tx_mu);
+	else if (shim_trylock(&s->tx_mu) < 0)
+		return -EAGAIN;
 	int rc = 0;
 	if (!(atomic_load(&s->phase) & PH_TX_RING)) {
 		atomic_store(&s->switching, 1);
@@ -551,7 +564,7 @@ static int switch_tx(struct tsock *t, int fd, int patient)
 
 int shim_switch_tx(struct tsock *t, int fd)
 {
-	return switch_tx(t, fd, 0);
+	return switch_tx(t, fd, 0, 0);
 }
 
 /*
@@ -569,7 +582,7 @@ int shim_switch_for_shutdown(struct tsock *t, int fd)
 
 	atomic_fetch_or(&my_sw(s)->flags, SHUNT_SW_TCP);
 	atomic_thread_fence(memory_order_seq_cst);
-	if (peer_ready(s) && !(peer_sw(s) & SHUNT_SW_TCP) && switch_tx(t, fd, 1) == 0)
+	if (peer_ready(s) && !(peer_sw(s) & SHUNT_SW_TCP) && switch_tx(t, fd, 1, 0) == 0)
 		return 1;
 	atomic_fetch_or(&s->phase, PH_NOBELL);
 	return 0;
