@@ -722,17 +722,20 @@ static int peer_clean(struct tsock *t)
 }
 
 /* The error of a reset the program has not been told of, else 0.
- * `kern_reset`: the kernel's socket shows one not taken yet. */
-static int reset_due(struct tsock *t, int kern_reset)
+ * `kern_reset`: the kernel's socket shows one not taken yet; `ring`: ask
+ * the ring too (poll and epoll have its answer already). */
+static int reset_due(struct tsock *t, int kern_reset, int ring)
 {
 	struct tslot *s = S(t);
 
 	if (atomic_load(&s->reset_told))
 		return 0;
-	int clean = peer_clean(t);
-	if ((kern_reset || atomic_load(&s->kreset)) && (!clean || atomic_load(&s->sent_after)))
-		return clean ? EPIPE : ECONNRESET;
-	if ((ring_bits(POLLIN, phase_of(t)) & POLLIN) &&
+	if (kern_reset || atomic_load(&s->kreset)) {
+		int clean = peer_clean(t);
+		if (!clean || atomic_load(&s->sent_after))
+			return clean ? EPIPE : ECONNRESET;
+	}
+	if (ring && (ring_bits(POLLIN, phase_of(t)) & POLLIN) &&
 	    (shunt_end_poll(END(t), NULL, POLLIN, SHUNT_ARM_NONE) & POLLERR))
 		return ECONNRESET;
 	return 0;
@@ -785,7 +788,7 @@ int shim_error_get(struct tsock *t, int fd, void *val, socklen_t *len)
 		atomic_store(&S(t)->kreset, 1);
 		err = 0;
 	}
-	if (!err && (err = reset_due(t, 0)))
+	if (!err && (err = reset_due(t, 0, 1)))
 		told_reset(t);
 	memcpy(val, &err, sizeof(err));
 	return 0;
@@ -1503,7 +1506,7 @@ int shim_readiness(struct tsock *t, int fd, int events, int arm, int *kernp)
 	 * its socket (hung up too) is one as reset_due says. */
 	int kern_reset = (kern & (POLLERR | POLLHUP)) == (POLLERR | POLLHUP);
 	ev |= kern & ((kern_reset ? 0 : POLLERR) | (events & POLLPRI));
-	if (reset_due(t, kern_reset))
+	if (reset_due(t, kern_reset, 0))
 		ev |= POLLERR | POLLHUP;
 	else if ((kern & POLLHUP) && (!peer_clean(t) || atomic_load(&S(t)->sent_after)))
 		ev |= POLLHUP; /* TCP's socket is closed by that reset too */
