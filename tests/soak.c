@@ -1333,8 +1333,10 @@ static int cconn_step(struct cconn *c, uint8_t *buf)
 			test_stream_fill(c->h.seed, c->sent, buf, c->msg_left);
 			ssize_t k = send(c->fd, buf, c->msg_left, MSG_NOSIGNAL);
 			if (k < 0 && errno != EAGAIN && errno != EINTR) {
-				err("client: seed %016llx: send at %llu: %s", (unsigned long long)c->h.seed,
-				    (unsigned long long)c->sent, strerror(errno));
+				int e = errno;
+				err("client: seed %016llx (port %d): send at %llu: %s",
+				    (unsigned long long)c->h.seed, port_of(c->fd),
+				    (unsigned long long)c->sent, strerror(e));
 				return -1;
 			}
 			if (k > 0) {
@@ -1350,15 +1352,17 @@ static int cconn_step(struct cconn *c, uint8_t *buf)
 		}
 		ssize_t k = recv(c->fd, buf, MAX_MSG, 0);
 		if (k < 0 && errno != EAGAIN && errno != EINTR) {
-			err("client: seed %016llx: recv at %llu of %llu: %s", (unsigned long long)c->h.seed,
-			    (unsigned long long)c->got, (unsigned long long)c->h.up, strerror(errno));
+			int e = errno;
+			err("client: seed %016llx (port %d): recv at %llu of %llu (trailer %u): %s",
+			    (unsigned long long)c->h.seed, port_of(c->fd), (unsigned long long)c->got,
+			    (unsigned long long)c->h.up, c->tgot, strerror(e));
 			return -1;
 		}
 		if (k == 0) {
 			if (c->phase == 1 && c->shut)
 				return 1;
-			err("client: seed %016llx: end of stream at %llu of %llu (trailer %u)",
-			    (unsigned long long)c->h.seed, (unsigned long long)c->got,
+			err("client: seed %016llx (port %d): end of stream at %llu of %llu (trailer %u)",
+			    (unsigned long long)c->h.seed, port_of(c->fd), (unsigned long long)c->got,
 			    (unsigned long long)c->h.up, c->tgot);
 			return -1;
 		}

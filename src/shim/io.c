@@ -74,8 +74,10 @@ static ssize_t rx_result(struct tsock *t, int fd, ssize_t n)
 	/* TCP reports a reset once; after that the socket reads end of stream.
 	 * The kernel's socket saw the same reset: it is read now, with ours. */
 	if (n == -ECONNRESET)
-		log_debug("fd %d: a reset from the ring (peer state %#x, gone %d)", fd,
-			  (unsigned)atomic_load(&END(t)->peer->state), atomic_load(&END(t)->peer_gone));
+		log_info("fd %d: a reset from the ring (peer state %#x, gone %d, %lld of our bytes "
+			 "unread by it, kernel reset %u)", fd,
+			 (unsigned)atomic_load(&END(t)->peer->state), atomic_load(&END(t)->peer_gone),
+			 (long long)shunt_end_unread_by_peer(END(t)), atomic_load(&S(t)->kreset));
 	if (n == -ECONNRESET && atomic_exchange(&S(t)->reset_told, 1)) {
 		n = 0;
 	} else if (n == -ECONNRESET) {
