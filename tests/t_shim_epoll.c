@@ -1310,6 +1310,62 @@ static void case_epoll_sets_churn(void)
 		 CHURN_ROUNDS, CHURN_PAIRS, CHURN_SETS);
 }
 
+/* --- epoll_et_short_read ------------------------------------------------------ */
+
+/* The writer: another process, as nginx's upstream is. */
+static void et_writer(int fd, void *arg)
+{
+	ts_send_stream(fd, *(const uint64_t *)arg, 0, 16u << 20, ts_ms(10000));
+}
+
+/* An edge-triggered reader that takes a short read for "nothing more" (as
+ * nginx reads its upstream): a read that stopped at the peer's switch
+ * while the ring held the rest already left it waiting for an edge that
+ * never came (nginx before php-fpm: 60 s stalls, a cut response).  A
+ * socket's read takes all that is there. */
+static void case_epoll_et_short_read(void)
+{
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	uint64_t seed = shim_seed(309), got = 0;
+	const uint64_t total = 16u << 20;
+	const size_t piece = 16 << 10;
+	unsigned char *buf = malloc(piece);
+	struct shim_peer p;
+
+	ASSERT_NOT_NULL(buf);
+	ts_peer_start(&p, et_writer, &seed);
+	int s = p.fd;
+	/* A small window: the writer's kernel holds bytes from before its
+	 * switch, which arrive after its ring filled, each an edge. */
+	int small = 32 << 10;
+	ASSERT_SYS(setsockopt(s, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)));
+	ts_set_nonblock(s, 1);
+	ep_add(ep, s, EPOLLIN | EPOLLRDHUP | EPOLLET, 1);
+	while (got < total) {
+		struct epoll_event ev;
+		int n = epoll_wait(ep, &ev, 1, ts_ms(5000));
+		ASSERT_SYS(n);
+		ASSERT_MSG(n == 1, "no event in %d ms, %ju of %ju bytes read", ts_ms(5000),
+			   (uintmax_t)got, (uintmax_t)total);
+		for (;;) {
+			ssize_t k = recv(s, buf, piece, 0);
+			if (k < 0 && errno == EAGAIN)
+				break;
+			ASSERT_MSG(k > 0, "recv at %ju: %zd (%s)", (uintmax_t)got, k,
+				   k < 0 ? test_errname(errno) : "end");
+			ASSERT_EQ(test_stream_check(seed, got, buf, (size_t)k), (size_t)-1);
+			got += (uint64_t)k;
+			if ((size_t)k < piece)
+				break; /* short: the socket is empty */
+			nanosleep(&(struct timespec){ 0, 200000 }, NULL); /* slow: the ring fills */
+		}
+	}
+	ts_peer_wait(&p, ts_ms(5000));
+	free(buf);
+	close(ep);
+	close(s);
+}
+
 static const struct shim_case g_cases[] = {
 	{ "epoll_blocked_poller", case_epoll_blocked_poller },
 	{ "epoll_nested", case_epoll_nested },
@@ -1325,6 +1381,7 @@ static const struct shim_case g_cases[] = {
 	{ "epoll_reactor_stress", case_epoll_reactor_stress },
 	{ "epoll_sets_churn", case_epoll_sets_churn },
 	{ "epoll_write_first", case_epoll_write_first },
+	{ "epoll_et_short_read", case_epoll_et_short_read },
 };
 
 int main(void)

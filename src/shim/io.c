@@ -538,6 +538,22 @@ static ssize_t recv_flushing(struct tsock *t, int fd, void *buf, size_t len, int
 	return REAL(recvfrom)(fd, buf, len, flags, NULL, NULL);
 }
 
+/*
+ * A read of the stream stopped short at the peer's switch: it goes on in
+ * the ring, as a socket's read takes all that is there.  Returned short,
+ * it read as "nothing more" to an edge-triggered reader (nginx reading its
+ * upstream), which then waited for an edge that the ring's data, there
+ * already, would not give: a 60 s stall and a cut response.  1 if the
+ * reads are the ring's now.
+ */
+static int ring_at_x(struct tsock *t)
+{
+	if (!(phase_of(t) & PH_RX_RING) && shim_peer_switched(t) &&
+	    atomic_load(&S(t)->rx_tcp) >= atomic_load(&S(t)->x_peer) && !shim_proof_pending(S(t)))
+		rx_ring_from_now(t);
+	return (phase_of(t) & PH_RX_RING) != 0;
+}
+
 static ssize_t moved_recv(struct tsock *t, int fd, void *buf, size_t len, int flags)
 {
 	int rb = rx_back(t, fd);
@@ -550,11 +566,12 @@ static ssize_t moved_recv(struct tsock *t, int fd, void *buf, size_t len, int fl
 	if (!(phase_of(t) & PH_RX_RING) && len) {
 		ssize_t n = tcp_part(t, fd, buf, len, flags);
 		if (n != GO_RING) {
-			if (n <= 0 || !(flags & MSG_WAITALL) || (size_t)n == len)
+			if (n <= 0 || (size_t)n == len ||
+			    ((flags & MSG_PEEK) && !(flags & MSG_WAITALL)))
 				return n;
 			done = (size_t)n;
-			if (!(phase_of(t) & PH_RX_RING))
-				return (ssize_t)done; /* a short read: allowed, and rare */
+			if (!ring_at_x(t))
+				return (ssize_t)done; /* a short read of the stream */
 		}
 	}
 	return ring_recv(t, fd, (char *)buf + done, len - done, flags, done);
