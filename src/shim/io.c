@@ -369,6 +369,26 @@ static void rx_left(struct tsock *t)
 	atomic_fetch_sub(&t->kreads, 1);
 }
 
+static int peer_clean(struct tsock *t);
+
+/*
+ * A read of the stream met the kernel's reset.  If the peer took all we
+ * sent and closed (or died) without a reset of its own, TCP's peer would
+ * have sent a FIN: only the doorbells it had not taken, one on its way
+ * when it closed, made its kernel reset (the soak: a client read all and
+ * then ECONNRESET where TCP ends the stream).  End of stream then, and
+ * the reset waits for a send, as TCP's after a FIN (after_close).
+ */
+static ssize_t reset_as_fin(struct tsock *t, ssize_t n)
+{
+	if (n < 0 && errno == ECONNRESET && moved(t) && (phase_of(t) & PH_TX_RING) &&
+	    !shim_peer_short_of_x(S(t)) && peer_clean(t)) {
+		atomic_store(&S(t)->kreset, 1);
+		return 0;
+	}
+	return n;
+}
+
 ssize_t shim_recv_took(struct tsock *t, int fd, const struct iovec *iov, int niov, ssize_t n,
 		       int flags)
 {
@@ -378,7 +398,7 @@ ssize_t shim_recv_took(struct tsock *t, int fd, const struct iovec *iov, int nio
 
 	shim_count(t, fd, n > 0 ? (uint64_t)n : 0, 0);
 	if (n <= 0 || !shim_moved_now(t))
-		return n;
+		return n < 0 && shim_moved_now(t) ? reset_as_fin(t, n) : n;
 	ssize_t k = tcp_cut(t, fd, iov, niov, n, before, flags);
 	return k == GO_RING || k == RETRY ? shim_recvv(t, fd, iov, niov, flags) : k;
 }
@@ -428,7 +448,7 @@ static ssize_t tcp_part(struct tsock *t, int fd, void *buf, size_t len, int flag
 	 * The peer's first doorbell may end this read: no other wait of ours
 	 * takes it meanwhile (shim_rx_enter). */
 	shim_rx_enter(t);
-	ssize_t n = REAL(recvfrom)(fd, buf, want, flags & ~MSG_WAITALL, NULL, NULL);
+	ssize_t n = reset_as_fin(t, REAL(recvfrom)(fd, buf, want, flags & ~MSG_WAITALL, NULL, NULL));
 	uint64_t before = n > 0 ? took(t, n, flags) : 0;
 	rx_left(t);
 	if (n == 0)
