@@ -397,8 +397,10 @@ ssize_t shim_recv_took(struct tsock *t, int fd, const struct iovec *iov, int nio
 	rx_left(t); /* counted: shim_rx_enter */
 
 	shim_count(t, fd, n > 0 ? (uint64_t)n : 0, 0);
+	if (n < 0 && shim_moved_now(t))
+		return reset_as_fin(t, n);
 	if (n <= 0 || !shim_moved_now(t))
-		return n < 0 && shim_moved_now(t) ? reset_as_fin(t, n) : n;
+		return n;
 	ssize_t k = tcp_cut(t, fd, iov, niov, n, before, flags);
 	return k == GO_RING || k == RETRY ? shim_recvv(t, fd, iov, niov, flags) : k;
 }
@@ -1114,7 +1116,7 @@ ssize_t shim_splice_in(struct tsock *t, int fd, int pipe_in, size_t len, unsigne
 	touched(t);
 	if (rc == -EXDEV)
 		return shim_splice_in(t, fd, pipe_in, len, flags);
-	return rc == -EPIPE ? broken_pipe(MSG_NOSIGNAL) : shim_err(rc);
+	return shim_err(rc);
 }
 
 static ssize_t moved_splice_out(struct tsock *t, int fd, int pipe_out, size_t len,
@@ -1441,7 +1443,6 @@ static int kernel_revents(int fd, int events)
 
 	return sys_ppoll(&p, 1, &zero) > 0 ? p.revents : 0;
 }
-
 
 /* The peer asked to go back to TCP: what can be done without waiting. */
 static void back_steps(struct tsock *t, int fd)

@@ -229,9 +229,11 @@ struct tslot {
 	_Atomic uint32_t rx_inflight; /* our reads of the stream inside the kernel,
 	                            * until counted in rx_tcp (move.c, start) */
 	_Atomic uint32_t switching; /* a thread is switching our sends to the ring */
-	_Atomic uint32_t reset_told; /* ECONNRESET was returned: now end of stream */
-	_Atomic uint32_t kreset;   /* a doorbell read took the kernel's reset, which
-	                            * the program must still be told of (io.c) */
+	_Atomic uint32_t reset_told; /* the program was told of the reset: now end
+	                            * of stream, and EPIPE (io.c) */
+	_Atomic uint32_t kreset;   /* we took the kernel's reset (a doorbell read,
+	                            * a read of the stream, SO_ERROR): the program
+	                            * is still to be told, as reset_due says */
 	_Atomic uint32_t sent_after; /* a send came after the peer's close */
 	_Atomic int64_t rcvtimeo_ns, sndtimeo_ns; /* SO_RCVTIMEO, SO_SNDTIMEO; 0 none */
 	_Atomic int32_t foreign_pid; /* TF_FOREIGN: who sent it to us (-1 unknown) */
