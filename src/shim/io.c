@@ -561,12 +561,14 @@ static ssize_t recv_flushing(struct tsock *t, int fd, void *buf, size_t len, int
 }
 
 /*
- * A read of the stream stopped short at the peer's switch: it goes on in
- * the ring, as a socket's read takes all that is there.  Returned short,
- * it read as "nothing more" to an edge-triggered reader (nginx reading its
+ * At the peer's offset the stream has nothing more for us: our reads are
+ * the ring's from now (between VMs, once a read took the peer's proof,
+ * meet_vm.c; till then the kernel says when it is there to read).  1 if
+ * they are.  A read of the stream that stopped short there goes on in the
+ * ring, as a socket's read takes all that is there: returned short, it read
+ * as "nothing more" to an edge-triggered reader (nginx reading its
  * upstream), which then waited for an edge that the ring's data, there
- * already, would not give: a 60 s stall and a cut response.  1 if the
- * reads are the ring's now.
+ * already, would not give: a 60 s stall and a cut response.
  */
 static int ring_at_x(struct tsock *t)
 {
@@ -1520,13 +1522,7 @@ int shim_readiness(struct tsock *t, int fd, int events, int arm, int *kernp)
 		kern = kernel_revents(fd, (on_kernel ? on_kernel | POLLIN : 0) | POLLPRI | POLLRDHUP);
 	*kernp = kern;
 	/* The stream has nothing more for us once we are at the peer's offset. */
-	if (!(ph & PH_RX_RING) && shim_peer_switched(t) &&
-	    atomic_load(&S(t)->rx_tcp) >= atomic_load(&S(t)->x_peer)) {
-		/* Between VMs, once a read took the peer's proof (meet_vm.c):
-		 * till then the kernel says when it is there to read. */
-		if (!shim_proof_pending(S(t)))
-			rx_ring_from_now(t);
-	}
+	ring_at_x(t);
 	ph = phase_of(t);
 	int ring = ring_bits(events, ph), ev = 0;
 	on_kernel = events & ~ring & (POLLIN | POLLRDHUP | POLLOUT);
