@@ -281,9 +281,17 @@ static void take_step(struct tsock *t, int fd, uint64_t calls)
 {
 	struct tslot *s = t->slot;
 
-	if (atomic_load(&s->state) == SLOT_PLAIN && start(t, fd) >= 0) {
-		wait_later(t, fd, calls);
-		return;
+	if (atomic_load(&s->state) == SLOT_PLAIN) {
+		/* One thread of ours at a time (a reader's and a writer's calls
+		 * both step): start() fills the slot's addresses. */
+		if (atomic_exchange(&t->starting, 1))
+			return;
+		int why = start(t, fd);
+		atomic_store(&t->starting, 0);
+		if (why >= 0) {
+			wait_later(t, fd, calls);
+			return;
+		}
 	}
 	if (atomic_load(&s->state) != SLOT_MEET || too_soon(s, calls))
 		return;

@@ -320,6 +320,8 @@ struct tsock {
 	                            * (bell.c).  The slot's rx_inflight counts the
 	                            * family's, which a process killed in a read
 	                            * leaves up: waits would spin on it for good. */
+	_Atomic int starting;      /* a thread of ours is in the first step, which
+	                            * fills the slot's addresses (move.c) */
 	_Atomic int64_t peer_looked; /* when a send last asked if the peer lives */
 	_Atomic uint32_t sends;
 	struct tsock *birth_next;  /* reserved for a child being made (proc.c) */
