@@ -159,12 +159,12 @@ for kv in $ids; do
 done
 # Nothing pinned in any BPF file system (sockmap_ctl pins nothing).
 while read -r fs; do
-	if find "$fs" -name 'shunt*' 2>/dev/null | grep -q .; then
+	if [ -n "$(find "$fs" -name 'shunt*' 2>/dev/null)" ]; then
 		fail "pinned objects left: $(find "$fs" -name 'shunt*' | tr '\n' ' ')"
 	fi
 done < <(awk '$3 == "bpf" { print $2 }' /proc/mounts)
 # No shunt_sm_ program at all, unless another sockmap_ctl runs right now.
-if bpftool prog show 2>/dev/null | grep -q 'name shunt_sm_'; then
+if bpftool prog show 2>/dev/null | grep 'name shunt_sm_' >/dev/null; then
 	if pgrep -x sockmap_ctl >/dev/null 2>&1; then
 		say "bpftool prog lists shunt_sm_ programs of another running sockmap_ctl (not ours)"
 	else
