@@ -4,7 +4,7 @@
  * SO_LINGER {1, 0}, a reset told once (by SO_ERROR, a send or a read; what
  * poll and epoll say before and after), MSG_TRUNC, MSG_ERRQUEUE, the recv and send flags
  * (PEEK, WAITALL, DONTWAIT, OOB, MORE, NOSIGNAL, ZEROCOPY), splice, tee and
- * sendfile.
+ * sendfile, preadv2 and pwritev2.
  *
  * Every expected value is what Linux TCP answers: SHUNT_DISABLE=1 runs the
  * same checks on kernel TCP, where every case passes.
@@ -25,6 +25,7 @@
 #include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "shimlib.h"
@@ -722,6 +723,43 @@ static void case_reset_told_once(void)
 	ASSERT_SYS(close(a));
 }
 
+/* --- preadv2 and pwritev2 ----------------------------------------------- */
+
+/* At offset -1 (the file position, which a socket lacks) they are a
+ * socket's readv and writev, RWF_NOWAIT its MSG_DONTWAIT; any other offset
+ * is ESPIPE, a flag the kernel does not know EOPNOTSUPP. */
+static void case_preadv2(void)
+{
+	int a, b;
+	uint64_t seed = shim_seed(9);
+	unsigned char out[3000], in[3000];
+	struct iovec w[2] = { { out, 1000 }, { out + 1000, 2000 } };
+	struct iovec r[2] = { { in, 700 }, { in + 700, 2300 } };
+
+	ts_moved_pair(&a, &b);
+	test_stream_fill(seed, 0, out, sizeof(out));
+	ASSERT_EQ(pwritev2(b, w, 2, -1, 0), 3000);
+	ts_wait_arrived(a, 3000, ts_ms(2000));
+	ASSERT_EQ(preadv2(a, r, 2, -1, 0), 3000);
+	ASSERT_EQ(test_stream_check(seed, 0, in, sizeof(in)), (size_t)-1);
+	ASSERT_FAILS(preadv2(a, r, 2, -1, RWF_NOWAIT), EAGAIN);
+	ASSERT_FAILS(preadv2(a, r, 2, 0, 0), ESPIPE);
+	ASSERT_FAILS(preadv(a, r, 2, 0), ESPIPE);
+	ASSERT_FAILS(pwritev2(b, w, 2, 5, 0), ESPIPE);
+	ASSERT_FAILS(pwritev2(b, w, 2, -1, 0x40000000), EOPNOTSUPP);
+	ASSERT_FAILS(preadv2(a, r, 2, -1, 0x40000000), EOPNOTSUPP);
+	/* Flags a socket ignores, and the stream goes on as it was. */
+	test_stream_fill(seed, 3000, out, sizeof(out));
+	ASSERT_EQ(pwritev2(b, w, 2, -1, RWF_DSYNC | RWF_NOWAIT), 3000);
+	ts_wait_arrived(a, 3000, ts_ms(2000));
+	ASSERT_EQ(preadv2(a, r, 1, -1, RWF_HIPRI), 700);
+	ASSERT_EQ(test_stream_check(seed, 3000, in, 700), (size_t)-1);
+	ts_recv_stream(a, seed, 3700, 2300, ts_ms(2000));
+	ts_expect_accel(a, "after preadv2");
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
 static const struct shim_case g_cases[] = {
 	{ "first_send_after_close", case_first_send_after_close },
 	{ "first_send_after_close_blocked", case_first_send_after_close_blocked },
@@ -735,6 +773,7 @@ static const struct shim_case g_cases[] = {
 	{ "send_zerocopy", case_send_zerocopy },
 	{ "splice", case_splice },
 	{ "splice_pipe_blocks", case_splice_pipe_blocks },
+	{ "preadv2", case_preadv2 },
 };
 
 int main(void)

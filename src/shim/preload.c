@@ -637,6 +637,66 @@ EXPORT ssize_t writev(int fd, const struct iovec *iov, int n)
 		n < 0 || n > IOV_MAX ? shim_err(-EINVAL) : shim_sendv(t, fd, iov, n, 0));
 }
 
+/*
+ * preadv2 and pwritev2 at offset -1 work at the file position, which a
+ * socket lacks: they are its readv and writev (RWF_NOWAIT its
+ * MSG_DONTWAIT, RWF_NOSIGNAL its MSG_NOSIGNAL), and the kernel ignores the
+ * other flags a socket may be given.  Any other offset (ESPIPE) or flag
+ * (EOPNOTSUPP) is the kernel's to refuse: it reads and writes nothing.
+ */
+#ifndef RWF_NOAPPEND
+#define RWF_NOAPPEND 0x20
+#endif
+#ifndef RWF_NOSIGNAL
+#define RWF_NOSIGNAL 0x100
+#endif
+#define RWF_ON_SOCKET \
+	(RWF_HIPRI | RWF_DSYNC | RWF_SYNC | RWF_NOWAIT | RWF_APPEND | RWF_NOAPPEND | RWF_NOSIGNAL)
+
+static int rwf_stream(int n, off_t off, int flags)
+{
+	return off == -1 && !(flags & ~RWF_ON_SOCKET) && n >= 0 && n <= IOV_MAX;
+}
+
+static int rwf_msg(int flags)
+{
+	return (flags & RWF_NOWAIT ? MSG_DONTWAIT : 0) | (flags & RWF_NOSIGNAL ? MSG_NOSIGNAL : 0);
+}
+
+static ssize_t do_preadv2(int fd, const struct iovec *iov, int n, off_t off, int flags)
+{
+	ON_SOCK(fd, t, REAL(preadv2)(fd, iov, n, off, flags),
+		rwf_stream(n, off, flags) ? shim_recvv(t, fd, iov, n, rwf_msg(flags))
+					  : REAL(preadv2)(fd, iov, n, off, flags));
+}
+
+static ssize_t do_pwritev2(int fd, const struct iovec *iov, int n, off_t off, int flags)
+{
+	ON_SOCK(fd, t, REAL(pwritev2)(fd, iov, n, off, flags),
+		rwf_stream(n, off, flags) ? shim_sendv(t, fd, iov, n, rwf_msg(flags))
+					  : REAL(pwritev2)(fd, iov, n, off, flags));
+}
+
+EXPORT ssize_t preadv2(int fd, const struct iovec *iov, int n, off_t off, int flags)
+{
+	return do_preadv2(fd, iov, n, off, flags);
+}
+
+EXPORT ssize_t preadv64v2(int fd, const struct iovec *iov, int n, off_t off, int flags)
+{
+	return do_preadv2(fd, iov, n, off, flags);
+}
+
+EXPORT ssize_t pwritev2(int fd, const struct iovec *iov, int n, off_t off, int flags)
+{
+	return do_pwritev2(fd, iov, n, off, flags);
+}
+
+EXPORT ssize_t pwritev64v2(int fd, const struct iovec *iov, int n, off_t off, int flags)
+{
+	return do_pwritev2(fd, iov, n, off, flags);
+}
+
 /* A read of the kernel's socket on a tracked fd: the stream it consumed,
  * and a call towards the move while it is on TCP. */
 static void kernel_read(struct tsock *t, int fd, int flags, ssize_t n)

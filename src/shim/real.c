@@ -30,6 +30,8 @@ void shim_real_init(void)
 	FIND(write);
 	FIND(readv);
 	FIND(writev);
+	FIND(preadv2);
+	FIND(pwritev2);
 	FIND(recvfrom);
 	FIND(sendto);
 	FIND(recvmsg);
