@@ -4,7 +4,8 @@
  * SO_LINGER {1, 0}, a reset told once (by SO_ERROR, a send or a read; what
  * poll and epoll say before and after), MSG_TRUNC, MSG_ERRQUEUE, the recv and send flags
  * (PEEK, WAITALL, DONTWAIT, OOB, MORE, NOSIGNAL, ZEROCOPY), splice, tee and
- * sendfile, preadv2 and pwritev2.
+ * sendfile, preadv2 and pwritev2, and io_uring's reads and writes, which
+ * pass the library by (the connection stays on TCP, or goes back to it).
  *
  * Every expected value is what Linux TCP answers: SHUNT_DISABLE=1 runs the
  * same checks on kernel TCP, where every case passes.
@@ -12,6 +13,7 @@
  */
 #include <fcntl.h>
 #include <linux/errqueue.h>
+#include <linux/io_uring.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -23,8 +25,10 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -760,6 +764,158 @@ static void case_preadv2(void)
 	ASSERT_SYS(close(b));
 }
 
+/* --- io_uring ------------------------------------------------------------- */
+
+/* One io_uring of one entry, made by the program's own system call (as
+ * liburing does: `own`) or by libc's syscall(), and mapped. */
+struct uring {
+	int fd;
+	uint8_t *sq, *cq;
+	struct io_uring_sqe *sqes;
+	struct io_uring_params p;
+	size_t sq_len, cq_len;
+};
+
+static long own_syscall2(long nr, long a, long b)
+{
+#if defined(__x86_64__)
+	long rc;
+	__asm__ volatile("syscall" : "=a"(rc) : "a"(nr), "D"(a), "S"(b) : "rcx", "r11", "memory");
+	if (rc < 0 && rc > -4096) {
+		errno = (int)-rc;
+		return -1;
+	}
+	return rc;
+#else
+	return syscall(nr, a, b);
+#endif
+}
+
+static void uring_make(struct uring *u, int own)
+{
+	memset(u, 0, sizeof(*u));
+	u->fd = (int)(own ? own_syscall2(SYS_io_uring_setup, 1, (long)&u->p)
+			  : syscall(SYS_io_uring_setup, 1, &u->p));
+	ASSERT_MSG(u->fd >= 0, "io_uring_setup: %s", strerror(errno));
+	u->sq_len = u->p.sq_off.array + u->p.sq_entries * sizeof(uint32_t);
+	u->cq_len = u->p.cq_off.cqes + u->p.cq_entries * sizeof(struct io_uring_cqe);
+	u->sq = mmap(NULL, u->sq_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, u->fd,
+		     IORING_OFF_SQ_RING);
+	u->cq = mmap(NULL, u->cq_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, u->fd,
+		     IORING_OFF_CQ_RING);
+	u->sqes = mmap(NULL, u->p.sq_entries * sizeof(struct io_uring_sqe),
+		       PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, u->fd, IORING_OFF_SQES);
+	ASSERT_MSG(u->sq != MAP_FAILED && u->cq != MAP_FAILED && u->sqes != MAP_FAILED,
+		   "io_uring mmap: %s", strerror(errno));
+}
+
+/* One IORING_OP_RECV or _SEND of up to n bytes on fd, waited for. */
+static int uring_io(struct uring *u, int op, int fd, void *buf, size_t n)
+{
+	_Atomic uint32_t *tail = (_Atomic uint32_t *)(u->sq + u->p.sq_off.tail);
+	uint32_t *array = (uint32_t *)(u->sq + u->p.sq_off.array);
+	_Atomic uint32_t *chead = (_Atomic uint32_t *)(u->cq + u->p.cq_off.head);
+	struct io_uring_cqe *cqes = (struct io_uring_cqe *)(u->cq + u->p.cq_off.cqes);
+	struct io_uring_sqe *e = &u->sqes[0];
+
+	memset(e, 0, sizeof(*e));
+	e->opcode = (uint8_t)op;
+	e->fd = fd;
+	e->addr = (uint64_t)(uintptr_t)buf;
+	e->len = (uint32_t)n;
+	array[0] = 0;
+	atomic_fetch_add_explicit(tail, 1, memory_order_release);
+	ASSERT_MSG(syscall(SYS_io_uring_enter, u->fd, 1, 1, IORING_ENTER_GETEVENTS, NULL, 0) == 1,
+		   "io_uring_enter: %s", strerror(errno));
+	uint32_t h = atomic_load_explicit(chead, memory_order_acquire);
+	int res = cqes[h & *(uint32_t *)(u->cq + u->p.cq_off.ring_mask)].res;
+	atomic_store_explicit(chead, h + 1, memory_order_release);
+	return res;
+}
+
+/* The peer's stream, read through the ring only; and ours, written so. */
+static void uring_recv_stream(struct uring *u, int fd, uint64_t seed, uint64_t off, size_t n)
+{
+	unsigned char buf[4096];
+
+	for (size_t got = 0; got < n;) {
+		size_t want = n - got < sizeof(buf) ? n - got : sizeof(buf);
+		int r = uring_io(u, IORING_OP_RECV, fd, buf, want);
+		ASSERT_MSG(r > 0, "io_uring recv at %zu of %zu: %d", got, n, r);
+		size_t bad = test_stream_check(seed, off + got, buf, (size_t)r);
+		ASSERT_MSG(bad == (size_t)-1, "io_uring recv: byte %zu of the stream is wrong",
+			   (size_t)(off + got + bad));
+		got += (size_t)r;
+	}
+}
+
+static void uring_send_stream(struct uring *u, int fd, uint64_t seed, uint64_t off, size_t n)
+{
+	unsigned char buf[4096];
+
+	for (size_t sent = 0; sent < n;) {
+		size_t k = n - sent < sizeof(buf) ? n - sent : sizeof(buf);
+		test_stream_fill(seed, off + sent, buf, k);
+		int r = uring_io(u, IORING_OP_SEND, fd, buf, k);
+		ASSERT_MSG(r > 0, "io_uring send at %zu of %zu: %d", sent, n, r);
+		sent += (size_t)r;
+	}
+}
+
+/* Both ways through the ring at a, by read() and write() at b. */
+static void uring_both_ways(struct uring *u, int a, int b, uint64_t seed)
+{
+	ts_send_stream(b, seed, 0, 100 * KIB, ts_ms(2000));
+	uring_recv_stream(u, a, seed, 0, 100 * KIB);
+	uring_send_stream(u, a, seed ^ 1, 0, 100 * KIB);
+	ts_recv_stream(b, seed ^ 1, 0, 100 * KIB, ts_ms(2000));
+}
+
+/* A ring made through syscall() while a connection is moved, its peer's
+ * bytes in the ring: the connection goes back to TCP before the ring is
+ * made, and the ring reads every byte in order. */
+static void case_uring_made_after_move(void)
+{
+	int a, b;
+	struct uring u;
+	uint64_t seed = shim_seed(10);
+
+	ts_moved_pair(&a, &b);
+	ts_send_stream(b, seed, 0, 5000, ts_ms(2000));
+	ts_wait_arrived(a, 5000, ts_ms(2000));
+	uring_make(&u, 0);
+	ASSERT_MSG(!ts_moved(a) && !ts_moved(b), "still moved with an io_uring made");
+	uring_recv_stream(&u, a, seed, 0, 5000);
+	uring_both_ways(&u, a, b, seed ^ 2);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+	ASSERT_SYS(close(u.fd));
+}
+
+/* A ring made by the program's own system call and mapped before the
+ * connection has carried enough to move: it never moves. */
+static void case_uring_mapped_before(void)
+{
+	int a, b;
+	struct uring u;
+	uint64_t seed = shim_seed(11);
+	unsigned char buf[64];
+
+	uring_make(&u, 1);
+	ts_pair(&a, &b);
+	for (int i = 0; i < 64; i++) { /* well past the calls that move one */
+		ASSERT_EQ(write(a, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+		ts_read_exact(b, buf, sizeof(buf), ts_ms(2000));
+		ASSERT_EQ(write(b, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+		ts_read_exact(a, buf, sizeof(buf), ts_ms(2000));
+	}
+	ASSERT_MSG(!ts_moved(a) && !ts_moved(b), "moved with an io_uring mapped");
+	uring_both_ways(&u, a, b, seed);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+	ASSERT_SYS(close(u.fd));
+}
+
 static const struct shim_case g_cases[] = {
 	{ "first_send_after_close", case_first_send_after_close },
 	{ "first_send_after_close_blocked", case_first_send_after_close_blocked },
@@ -774,6 +930,8 @@ static const struct shim_case g_cases[] = {
 	{ "splice", case_splice },
 	{ "splice_pipe_blocks", case_splice_pipe_blocks },
 	{ "preadv2", case_preadv2 },
+	{ "uring_made_after_move", case_uring_made_after_move },
+	{ "uring_mapped_before", case_uring_mapped_before },
 };
 
 int main(void)

@@ -167,6 +167,11 @@ static int refusal(struct tsock *t, int fd, int *final)
 		if (held != 0)
 			return WHY_SHARED;
 	}
+	/* Last, as it reads /proc: only a connection about to move pays. */
+	if (shim_uring_seen()) {
+		*final = 1;
+		return WHY_OPTIONS;
+	}
 	return -1;
 }
 

@@ -101,6 +101,24 @@ static void hands_off(const char *why)
 	atomic_store(&shim_hands_off, 1);
 }
 
+/* An io_uring is about to be made: its reads and writes will pass us by
+ * (uring.c), so what moved goes back to TCP first, and nothing moves from
+ * now on. */
+static void demote_moved(int fd, struct tsock *t, void *arg)
+{
+	(void)arg;
+	if (atomic_load(&t->slot->state) == SLOT_MOVED)
+		shim_demote(t, fd);
+}
+
+static void uring_made(void)
+{
+	if (shim_uring_made())
+		return; /* nothing of ours moved since the first */
+	shim_each(demote_moved, NULL);
+	log_info("an io_uring: this process's connections stay on TCP from here on");
+}
+
 /* May the filter kill for a call it does not list?  Any return of it that
  * kills or traps, or returns a computed action, says yes; one that only
  * allows, fails calls with an errno, traces or logs lets us run (a call of
@@ -150,6 +168,8 @@ EXPORT long syscall(long nr, ...)
 	    (a[0] == SECCOMP_SET_MODE_STRICT ||
 	     (a[0] == SECCOMP_SET_MODE_FILTER && may_kill((const struct sock_fprog *)a[2]))))
 		hands_off("a seccomp filter that may kill");
+	if (nr == SYS_io_uring_setup && !atomic_load(&shim_hands_off))
+		uring_made();
 	return REAL(syscall)(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 

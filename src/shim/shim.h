@@ -540,6 +540,12 @@ uint64_t shim_kern_ino(int fd);
 /* Has the peer's FIN or a reset come in?  (Whatever our own shutdowns.) */
 int shim_kern_peer_done(int fd);
 
+/* uring.c: a process with an io_uring moves nothing (the ring's reads and
+ * writes pass every wrapper).  Made: one is made through syscall(); 1 if
+ * one was before.  Seen: made, or mapped now. */
+int shim_uring_made(void);
+int shim_uring_seen(void);
+
 /* --- The TCP doorbell (bell.c) --------------------------------------------- */
 
 extern const struct shunt_bell_ops shim_bell_ops;
