@@ -5,7 +5,9 @@
  * poll and epoll say before and after), MSG_TRUNC, MSG_ERRQUEUE, the recv and send flags
  * (PEEK, WAITALL, DONTWAIT, OOB, MORE, NOSIGNAL, ZEROCOPY), splice, tee and
  * sendfile, preadv2 and pwritev2, and io_uring's reads and writes, which
- * pass the library by (the connection stays on TCP, or goes back to it).
+ * pass the library by (the connection stays on TCP, or goes back to it);
+ * options only TCP honours, set after the move (SO_RCVLOWAT, O_ASYNC,
+ * SO_OOBINLINE: back to TCP).
  *
  * Every expected value is what Linux TCP answers: SHUNT_DISABLE=1 runs the
  * same checks on kernel TCP, where every case passes.
@@ -916,6 +918,70 @@ static void case_uring_mapped_before(void)
 	ASSERT_SYS(close(u.fd));
 }
 
+/* --- Options set after the move ------------------------------------------ */
+
+/* SO_RCVLOWAT: no readiness, and no read, before that many bytes. */
+static void case_rcvlowat_after_move(void)
+{
+	int a, b, v = 100;
+	uint64_t seed = shim_seed(12);
+
+	ts_moved_pair(&a, &b);
+	ASSERT_SYS(setsockopt(a, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v)));
+	ts_send_stream(b, seed, 0, 10, ts_ms(2000));
+	ASSERT_EQ(ts_wait_fd(a, POLLIN, 300), 0);
+	ts_send_stream(b, seed, 10, 95, ts_ms(2000));
+	ASSERT_EQ(ts_wait_fd(a, POLLIN, ts_ms(2000)), POLLIN);
+	ts_recv_stream(a, seed, 0, 105, ts_ms(2000));
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+static _Atomic int g_sigio;
+
+static void on_sigio(int sig)
+{
+	(void)sig;
+	g_sigio++;
+}
+
+/* O_ASYNC: a SIGIO when the peer's bytes arrive. */
+static void case_async_after_move(void)
+{
+	int a, b;
+	uint64_t seed = shim_seed(13);
+
+	ASSERT_SYS(sigaction(SIGIO, &(struct sigaction){ .sa_handler = on_sigio }, NULL));
+	ts_moved_pair(&a, &b);
+	ASSERT_SYS(fcntl(a, F_SETOWN, getpid()));
+	ASSERT_SYS(fcntl(a, F_SETFL, fcntl(a, F_GETFL) | O_ASYNC));
+	g_sigio = 0;
+	ts_send_stream(b, seed, 0, 1000, ts_ms(2000));
+	for (int i = 0; i < ts_ms(2000) && !g_sigio; i++)
+		usleep(1000);
+	ASSERT_MSG(g_sigio > 0, "no SIGIO for the peer's 1000 bytes");
+	ts_recv_stream(a, seed, 0, 1000, ts_ms(2000));
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+/* SO_OOBINLINE: the urgent byte is read in its place in the stream. */
+static void case_oobinline_after_move(void)
+{
+	int a, b, on = 1;
+	char buf[8] = { 0 };
+
+	ts_moved_pair(&a, &b);
+	ASSERT_SYS(setsockopt(a, SOL_SOCKET, SO_OOBINLINE, &on, sizeof(on)));
+	ASSERT_EQ(send(b, "abc", 3, 0), 3);
+	ASSERT_EQ(send(b, "X", 1, MSG_OOB), 1);
+	ASSERT_EQ(send(b, "de", 2, 0), 2);
+	ts_read_exact(a, buf, 6, ts_ms(2000));
+	ASSERT_MSG(memcmp(buf, "abcXde", 6) == 0, "read \"%.6s\", want \"abcXde\"", buf);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
 static const struct shim_case g_cases[] = {
 	{ "first_send_after_close", case_first_send_after_close },
 	{ "first_send_after_close_blocked", case_first_send_after_close_blocked },
@@ -932,6 +998,9 @@ static const struct shim_case g_cases[] = {
 	{ "preadv2", case_preadv2 },
 	{ "uring_made_after_move", case_uring_made_after_move },
 	{ "uring_mapped_before", case_uring_mapped_before },
+	{ "rcvlowat_after_move", case_rcvlowat_after_move },
+	{ "async_after_move", case_async_after_move },
+	{ "oobinline_after_move", case_oobinline_after_move },
 };
 
 int main(void)

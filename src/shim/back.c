@@ -739,13 +739,13 @@ static void family_steps(struct family_peer *fp)
 	shim_put(fp->t);
 }
 
-int shim_demote(struct tsock *t, int fd)
+static int demote(struct tsock *t, int fd, enum shim_why why)
 {
 	struct tslot *s = t->slot;
 	int64_t deadline = shunt_now_ns() + ASK_NS;
 
 	if (atomic_load(&s->state) == SLOT_PLAIN || atomic_load(&s->state) == SLOT_MEET) {
-		shim_give_up(t, fd, WHY_SHARED);
+		shim_give_up(t, fd, why);
 		return 0;
 	}
 	if (atomic_load(&s->state) != SLOT_MOVED || !t->mapped)
@@ -773,7 +773,24 @@ int shim_demote(struct tsock *t, int fd)
 	family_steps(&fp);
 	shim_nodelay_restore(t, fd);
 	shim_epoll_back(t);
-	shim_count_why(s, WHY_SHARED);
+	shim_count_why(s, why);
 	log_info("fd %d: back on TCP%s", fd, rc < 0 ? " (reset)" : "");
 	return rc;
+}
+
+int shim_demote(struct tsock *t, int fd)
+{
+	return demote(t, fd, WHY_SHARED);
+}
+
+/* Set after the move, SO_RCVLOWAT, a filter, kTLS or signal-driven I/O
+ * would mean nothing for the ring's bytes (a wait would end at the first
+ * byte, no SIGIO would come): so the connection goes back to TCP, where
+ * they mean what they say, as one that has not moved stays there. */
+void shim_tcp_only(struct tsock *t, int fd)
+{
+	/* A vfork child runs in its parent's memory, whose tables it must
+	 * not change: it sets the flag only (no later move then). */
+	if (!(atomic_fetch_or(&t->slot->flags, TF_OPTS) & TF_OPTS) && !shim_in_vfork_child())
+		demote(t, fd, WHY_OPTIONS);
 }

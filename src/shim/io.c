@@ -1306,14 +1306,48 @@ static int64_t tv_ns(const void *val, socklen_t len)
 	return (int64_t)tv->tv_sec * 1000000000 + (int64_t)tv->tv_usec * 1000;
 }
 
-/* Options that change what the stream means, or that only the kernel's
- * TCP can honour, keep the connection on TCP. */
+/* Options that change what the stream or a read means, or that only the
+ * kernel's TCP can honour, when set to other than their default: 1 for
+ * SO_RCVLOWAT (0 means 1), -1 for SO_PEEK_OFF, 0 for the others. */
+static int tcp_only_opt(int level, int opt, const void *val, socklen_t len)
+{
+	int v = len >= sizeof(int) ? *(const int *)val : 1;
+
+	if (level == SOL_SOCKET)
+		switch (opt) {
+		case SO_ATTACH_FILTER:
+		case SO_ATTACH_BPF:
+			return 1;
+		case SO_RCVLOWAT:
+			return v > 1;
+		case SO_PEEK_OFF:
+			return v != -1;
+		case SO_OOBINLINE:
+		case SO_TIMESTAMP_OLD:
+		case SO_TIMESTAMPNS_OLD:
+		case SO_TIMESTAMPING_OLD:
+		case SO_TIMESTAMP_NEW:
+		case SO_TIMESTAMPNS_NEW:
+		case SO_TIMESTAMPING_NEW:
+			return v != 0;
+		}
+	if (level == IPPROTO_TCP)
+		switch (opt) {
+		case 31: /* TCP_ULP: kTLS and the like */
+			return 1;
+		case 36: /* TCP_INQ */
+		case 19: /* TCP_REPAIR */
+			return v != 0;
+		}
+	return 0;
+}
+
+/* What an option the program set means for us. */
 void shim_sockopt(struct tsock *t, int fd, int level, int opt, const void *val,
 		  socklen_t len)
 {
 	struct tslot *s = S(t);
 
-	(void)fd;
 	if (level == SOL_SOCKET && (opt == SO_RCVTIMEO || opt == SO_SNDTIMEO)) {
 		int64_t ns = tv_ns(val, len);
 		if (ns >= 0)
@@ -1324,12 +1358,8 @@ void shim_sockopt(struct tsock *t, int fd, int level, int opt, const void *val,
 			atomic_fetch_or(&s->flags, TF_LINGER0);
 		else
 			atomic_fetch_and(&s->flags, ~TF_LINGER0);
-	} else if ((level == SOL_SOCKET && (opt == SO_OOBINLINE ||
-					    opt == SO_ATTACH_FILTER || opt == SO_ATTACH_BPF ||
-					    opt == SO_RCVLOWAT)) ||
-		   (level == IPPROTO_TCP && (opt == 31 /* TCP_ULP */ || opt == 36 /* TCP_INQ */ ||
-					     opt == 19 /* TCP_REPAIR */))) {
-		atomic_fetch_or(&s->flags, TF_OPTS);
+	} else if (tcp_only_opt(level, opt, val, len)) {
+		shim_tcp_only(t, fd);
 	}
 }
 

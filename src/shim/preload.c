@@ -357,7 +357,7 @@ static int do_fcntl(int fd, int cmd, void *arg)
 			shim_set_nonblock(t, !!((long)arg & O_NONBLOCK));
 		/* Signal-driven I/O tells of TCP's arrivals, not the ring's. */
 		if (t && (cmd != F_SETFL || ((long)arg & O_ASYNC)))
-			atomic_fetch_or(&t->slot->flags, TF_OPTS);
+			shim_tcp_only(t, fd);
 		shim_put(t);
 	}
 	return rc;
@@ -400,7 +400,7 @@ EXPORT int ioctl(int fd, unsigned long req, ...)
 		if (t && req == FIONBIO)
 			shim_set_nonblock(t, *(int *)arg != 0);
 		if (t && req == FIOASYNC && *(int *)arg)
-			atomic_fetch_or(&t->slot->flags, TF_OPTS);
+			shim_tcp_only(t, fd);
 		shim_put(t);
 	}
 	return rc;

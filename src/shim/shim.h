@@ -425,6 +425,9 @@ int shim_peer_switched(struct tsock *t);
  * A moved connection must go back to plain TCP (before exec, SCM_RIGHTS,
  * stdio): 0 when it is, or a negative errno (it was reset). */
 int shim_demote(struct tsock *t, int fd);
+/* Something only the kernel's TCP honours was asked for (an option,
+ * O_ASYNC): the connection stays on TCP, or goes back to it. */
+void shim_tcp_only(struct tsock *t, int fd);
 /* The peer asked us to go back (the data paths look first). */
 int shim_peer_asks(struct tsock *t);
 /* Answer it: our sends leave the ring.  _locked: tx_mu is held. */
