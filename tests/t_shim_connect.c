@@ -8,7 +8,8 @@
  * must NOT move and leave no fd or mapping behind; connect() that does not
  * wait for a late accept(), connections closed before the accept, and a
  * client that wrote a burst before it; no fd or mapping left by 40 moved
- * connections.
+ * connections; connect(AF_UNSPEC) on a moved connection (the peer reads
+ * ECONNRESET) and a new connect on the same socket, which moves in turn.
  *
  * Each case checks that the program sees exactly what kernel TCP gives it
  * (SHUNT_DISABLE=1 is the reference, where every case passes), after the
@@ -571,6 +572,47 @@ static void case_leaks(void)
 	ASSERT_EQ(test_count_maps("/memfd:shunt"), maps);
 }
 
+/* --- connect(AF_UNSPEC) ----------------------------------------------------------- */
+
+static void case_connect_unspec(void)
+{
+	int a, b, port;
+	unsigned char buf[64];
+	uint64_t seed = shim_seed(6);
+
+	ts_moved_pair(&a, &b);
+	int a2 = dup(a);
+	ASSERT_SYS(a2);
+	ASSERT_SYS(connect(a, &(struct sockaddr){ .sa_family = AF_UNSPEC }, sizeof(struct sockaddr)));
+	errno = 0;
+	ASSERT_EQ(ts_read_wait(b, buf, sizeof(buf), ts_ms(2000)), -1);
+	ASSERT_MSG(errno == ECONNRESET, "the old peer read %s, want ECONNRESET", test_errname(errno));
+	ASSERT_SYS(close(b));
+
+	/* The same socket connects again: a new connection, every byte its own. */
+	int l = ts_tcp_listen(&port);
+	struct sockaddr_storage ss;
+	socklen_t len = loopback(AF_INET, port, &ss);
+	ASSERT_SYS(connect(a, (struct sockaddr *)&ss, len));
+	int c = ts_tcp_accept(l, ts_ms(2000));
+	struct linger lg = { -1, -1 };
+	socklen_t lgl = sizeof(lg);
+	ASSERT_SYS(getsockopt(a, SOL_SOCKET, SO_LINGER, &lg, &lgl));
+	ASSERT_MSG(lg.l_onoff == 0, "SO_LINGER is {%d, %d} after the reconnect, want off",
+		   lg.l_onoff, lg.l_linger);
+	ts_send_stream(a2, seed, 0, 100 * KIB, ts_ms(2000));
+	ts_recv_stream(c, seed, 0, 100 * KIB, ts_ms(2000));
+	ts_make_accelerated(a, c);
+	ts_send_stream(c, seed ^ 1, 0, 100 * KIB, ts_ms(2000));
+	ts_recv_stream(a, seed ^ 1, 0, 100 * KIB, ts_ms(2000));
+	/* Its close is a FIN, not the reset of the first one's. */
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(a2));
+	ts_expect_eof(c, ts_ms(2000));
+	ASSERT_SYS(close(c));
+	ASSERT_SYS(close(l));
+}
+
 static const struct shim_case g_cases[] = {
 	{ "connect_nonblock", case_connect_nonblock },
 	{ "connect_refused", case_connect_refused },
@@ -578,6 +620,7 @@ static const struct shim_case g_cases[] = {
 	{ "short_connections", case_short_connections },
 	{ "accept_late", case_accept_late },
 	{ "leaks", case_leaks },
+	{ "connect_unspec", case_connect_unspec },
 };
 
 int main(void)

@@ -231,8 +231,53 @@ static int is_tcp(int fd)
 	return k == FD_TCP;
 }
 
+struct ending {
+	struct tsock *t;
+	int fd;
+};
+
+static void forget_other(int fd, struct tsock *t, void *arg)
+{
+	struct ending *e = arg;
+
+	if (t == e->t && fd != e->fd)
+		shim_forget(fd, 0);
+}
+
+/*
+ * connect(AF_UNSPEC) ends a TCP connection with a reset, and the socket
+ * may connect again.  So the connection we tracked ends first as by a
+ * close with SO_LINGER {1, 0}, under every fd that names it (a moved one's
+ * peer reads ECONNRESET from its ring, as over TCP), and the next
+ * connect() tracks the new one; the SO_LINGER that close set goes back to
+ * the program's.
+ */
+static int disconnect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+	struct linger was;
+	socklen_t wl = sizeof(was);
+	int have = REAL(getsockopt)(fd, SOL_SOCKET, SO_LINGER, &was, &wl) == 0;
+	struct ending e = { shim_get(fd), fd };
+
+	if (e.t) {
+		atomic_fetch_or(&e.t->slot->flags, TF_LINGER0);
+		shim_each(forget_other, &e);
+		shim_forget(fd, 1);
+		shim_put(e.t);
+	}
+	int rc = REAL(connect)(fd, addr, len);
+	int err = errno;
+	if (have)
+		REAL(setsockopt)(fd, SOL_SOCKET, SO_LINGER, &was, sizeof(was));
+	errno = err;
+	return rc;
+}
+
 EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
+	if (addr && len >= sizeof(sa_family_t) && addr->sa_family == AF_UNSPEC && shim_has(fd) &&
+	    !shim_in_vfork_child())
+		return disconnect(fd, addr, len);
 	int rc = REAL(connect)(fd, addr, len);
 
 	if ((rc == 0 || errno == EINPROGRESS) && shim_enabled() && !shim_has(fd) && is_tcp(fd)) {
