@@ -1364,30 +1364,44 @@ static int exec_helper_main(int argc, char **argv)
 	return 0;
 }
 
+/* By execve, or by execveat (a glibc 2.34 function of its own). */
 static void exec_self_program(int fd, void *arg)
 {
 	char n[16];
-	const char *self = arg;
+	const char *self = ts_self();
 
 	ts_make_accelerated_follow(fd);
 	ts_recv_stream(fd, shim_seed(41), 0, EXEC_BEFORE, ts_ms(3000));
 	snprintf(n, sizeof(n), "%d", fd);
 	char *argv[] = { (char *)self, (char *)"exec-helper", n, NULL };
-	execve(self, argv, environ);
-	TEST_FAIL_MSG("execve(%s): %s", self, strerror(errno));
+	if (arg)
+		execveat(AT_FDCWD, self, argv, environ, 0);
+	else
+		execve(self, argv, environ);
+	TEST_FAIL_MSG("exec(%s): %s", self, strerror(errno));
 }
 
-static void case_exec(void)
+static void exec_moved(int at)
 {
 	struct shim_peer p;
 
-	ts_peer_start(&p, exec_self_program, (void *)ts_self());
+	ts_peer_start(&p, exec_self_program, at ? &p : NULL);
 	ts_make_accelerated_lead(p.fd);
 	ts_send_stream(p.fd, shim_seed(41), 0, EXEC_TOTAL, ts_ms(5000));
 	ts_recv_stream(p.fd, shim_seed(42), 0, EXEC_BACK, ts_ms(5000));
 	ts_expect_eof(p.fd, ts_ms(3000));
 	ASSERT_SYS(close(p.fd));
 	ts_peer_wait(&p, ts_ms(5000));
+}
+
+static void case_exec(void)
+{
+	exec_moved(0);
+}
+
+static void case_execveat(void)
+{
+	exec_moved(1);
 }
 
 /* Exec a program without the shim, the socket as its stdin and stdout. */
@@ -1536,6 +1550,7 @@ static const struct shim_case g_cases[] = {
 	{ "scm_rights_past_back_full", case_scm_rights_past_back_full },
 	{ "fork_exit_slots", case_fork_exit_slots },
 	{ "exec", case_exec },
+	{ "execveat", case_execveat },
 	{ "exec_plain", case_exec_plain },
 	{ "stdio_exec", case_stdio_exec },
 	{ "stdio_fgets", case_stdio_fgets },

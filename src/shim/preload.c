@@ -1178,37 +1178,52 @@ EXPORT int epoll_pwait2(int epfd, struct epoll_event *ev, int max,
 
 extern char **environ;
 
-static int do_execve(const char *path, char *const argv[], char *const envp[])
+/* An exec that returned (it failed): the environment prepared for it goes,
+ * and the program sees the exec's errno. */
+static int exec_failed(int rc, char **env, char *const envp[])
 {
-	char **env = shim_exec_prepare(envp, path, 1);
-	int rc = REAL(execve)(path, argv, env);
 	int err = errno;
 
 	shim_exec_done(env, envp);
 	errno = err;
 	return rc;
+}
+
+static int do_execve(const char *path, char *const argv[], char *const envp[])
+{
+	char **env = shim_exec_prepare(envp, path, 1);
+
+	return exec_failed(REAL(execve)(path, argv, env), env, envp);
 }
 
 static int do_execvpe(const char *file, char *const argv[], char *const envp[])
 {
 	char **env = shim_exec_prepare(envp, file, 1);
-	int rc = REAL(execvpe)(file, argv, env);
-	int err = errno;
 
-	shim_exec_done(env, envp);
-	errno = err;
-	return rc;
+	return exec_failed(REAL(execvpe)(file, argv, env), env, envp);
 }
 
 EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
 {
 	char **env = shim_exec_prepare(envp, NULL, 1);
-	int rc = REAL(fexecve)(fd, argv, env);
-	int err = errno;
 
-	shim_exec_done(env, envp);
-	errno = err;
-	return rc;
+	return exec_failed(REAL(fexecve)(fd, argv, env), env, envp);
+}
+
+/* glibc 2.34 and later; the image it runs is known by a directory and a
+ * name, or an fd (AT_EMPTY_PATH), so it is not looked at, as fexecve's. */
+EXPORT int execveat(int dir, const char *path, char *const argv[], char *const envp[], int flags)
+{
+	static int (*real)(int, const char *, char *const[], char *const[], int);
+
+	if (!real)
+		*(void **)&real = dlsym(RTLD_NEXT, "execveat");
+	if (!real) {
+		errno = ENOSYS;
+		return -1;
+	}
+	char **env = shim_exec_prepare(envp, NULL, 1);
+	return exec_failed(real(dir, path, argv, env, flags), env, envp);
 }
 
 EXPORT int execve(const char *path, char *const argv[], char *const envp[])
