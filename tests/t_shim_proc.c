@@ -9,7 +9,8 @@
  * exec, a fork at every point of a move); an exec'd image echoing on an
  * inherited socket, exec closing a close-on-exec socket, dup, dup2, dup3,
  * F_DUPFD and F_DUPFD_CLOEXEC (the duplicate serves when the original is
- * closed, and the other way round), and a peer that does not run the shim
+ * closed, and the other way round), system() and popen() children that
+ * write to and read from an inherited socket, and a peer that does not run the shim
  * (SHUNT_DISABLE=1 in a fresh image): the connection must stay on TCP,
  * byte for byte, at either role.
  *
@@ -1202,6 +1203,64 @@ static void case_sandbox(void)
 	}
 }
 
+/* --- system() and popen() ----------------------------------------------------- */
+
+/* A shell system() starts writes into the socket it inherited. */
+static void case_system_child_writes(void)
+{
+	int a, b;
+	char cmd[64], buf[8] = { 0 };
+	uint64_t seed = shim_seed(60);
+
+	ts_moved_pair(&a, &b);
+	snprintf(cmd, sizeof(cmd), "printf child >&%d", b);
+	ASSERT_EQ(system(cmd), 0);
+	ts_read_exact(a, buf, 5, ts_ms(2000));
+	ASSERT_MSG(!memcmp(buf, "child", 5), "read \"%.5s\", want \"child\"", buf);
+	ts_send_stream(b, seed, 0, 100 * 1024, ts_ms(2000));
+	ts_recv_stream(a, seed, 0, 100 * 1024, ts_ms(2000));
+	ts_send_stream(a, seed ^ 1, 0, 100 * 1024, ts_ms(2000));
+	ts_recv_stream(b, seed ^ 1, 0, 100 * 1024, ts_ms(2000));
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+/* A command popen() starts reads the peer's bytes from the socket it
+ * inherited; the stream goes on after it.  The peer, in a process of its
+ * own, sends them once the connection moved, then reads. */
+static void popen_peer(int fd, void *arg)
+{
+	uint64_t seed = *(uint64_t *)arg;
+
+	ts_make_accelerated_follow(fd);
+	ASSERT_EQ(write(fd, "abcd", 4), 4);
+	ts_recv_stream(fd, seed, 0, 100 * 1024, ts_ms(5000));
+	ts_send_stream(fd, seed ^ 1, 0, 100 * 1024, ts_ms(5000));
+	ASSERT_SYS(close(fd));
+}
+
+static void case_popen_child_reads(void)
+{
+	struct shim_peer p;
+	char cmd[64], buf[8] = { 0 };
+	uint64_t seed = shim_seed(61);
+
+	ts_peer_start(&p, popen_peer, &seed);
+	ts_make_accelerated_lead(p.fd);
+	ts_wait_arrived(p.fd, 4, ts_ms(2000));
+	snprintf(cmd, sizeof(cmd), "head -c 4 <&%d", p.fd);
+	FILE *f = popen(cmd, "r");
+	ASSERT_MSG(f != NULL, "popen: %s", strerror(errno));
+	ASSERT_EQ(fread(buf, 1, 4, f), (size_t)4);
+	ASSERT_EQ(pclose(f), 0);
+	ASSERT_MSG(!memcmp(buf, "abcd", 4), "the child read \"%.4s\", want \"abcd\"", buf);
+	ts_send_stream(p.fd, seed, 0, 100 * 1024, ts_ms(2000));
+	ts_recv_stream(p.fd, seed ^ 1, 0, 100 * 1024, ts_ms(2000));
+	ts_expect_eof(p.fd, ts_ms(2000));
+	ASSERT_SYS(close(p.fd));
+	ts_peer_wait(&p, ts_ms(5000));
+}
+
 static const struct shim_case g_cases[] = {
 	{ "fork_child_serves", case_fork_child_serves },
 	{ "fork_parent_serves", case_fork_parent_serves },
@@ -1217,6 +1276,8 @@ static const struct shim_case g_cases[] = {
 	{ "exec_cloexec_parent_moves", case_exec_cloexec_parent_moves },
 	{ "exec", case_exec },
 	{ "exec_cloexec", case_exec_cloexec },
+	{ "system_child_writes", case_system_child_writes },
+	{ "popen_child_reads", case_popen_child_reads },
 	{ "dup", case_dup },
 	{ "plain_fallback", case_plain_fallback },
 	{ "sandbox", case_sandbox },

@@ -1343,6 +1343,45 @@ EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_act
 	return spawn(1, pid, file, fa, at, argv, envp);
 }
 
+/* system() and popen() start their shell inside libc, where no wrapper
+ * sees it (glibc's own spawn): what it inherits goes back to TCP first, as
+ * for posix_spawn, and is held while system() waits.  A popen() child
+ * lives on, and nobody tells us its pid: what it inherits stays on TCP. */
+#define LIBC_FN(fn) \
+	static __typeof__(fn) *real_##fn; \
+	if (!real_##fn) \
+		*(void **)&real_##fn = dlsym(RTLD_NEXT, #fn)
+
+EXPORT int system(const char *cmd)
+{
+	LIBC_FN(system);
+	if (!cmd || shim_in_vfork_child())
+		return real_system(cmd);
+	shim_spawn_prepare(NULL);
+	shim_spawn_begin();
+	int rc = real_system(cmd);
+	int err = errno;
+	shim_spawn_end(-1);
+	errno = err;
+	return rc;
+}
+
+EXPORT FILE *popen(const char *cmd, const char *type)
+{
+	LIBC_FN(popen);
+	if (shim_in_vfork_child())
+		return real_popen(cmd, type);
+	shim_spawn_prepare(NULL);
+	shim_spawn_begin();
+	FILE *f = real_popen(cmd, type);
+	int err = errno;
+	shim_spawn_end(-1);
+	if (f)
+		shim_spawn_lost();
+	errno = err;
+	return f;
+}
+
 /* --- fork and its kin -------------------------------------------------------------
  * The child holds every socket of ours before the program hears of it
  * (proc.c).  vfork() is not wrapped: its child must return into the

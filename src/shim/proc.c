@@ -528,6 +528,18 @@ void shim_spawn_done(const posix_spawn_file_actions_t *fa, int child)
 	shim_each(spawn_after, &sp);
 }
 
+static void spawn_lost(int fd, struct tsock *t, void *arg)
+{
+	(void)arg;
+	if (survives_spawn(fd, NULL))
+		atomic_fetch_or(&t->slot->flags, TF_EXPORTED);
+}
+
+void shim_spawn_lost(void)
+{
+	shim_each(spawn_lost, NULL);
+}
+
 /* --- The new image --------------------------------------------------------- */
 
 /* The sockets the new image took, each with one fd of its: a second fd

@@ -685,6 +685,9 @@ void shim_inherit(void);
  * to TCP first if they moved, and are held by the child after. */
 void shim_spawn_prepare(const posix_spawn_file_actions_t *fa);
 void shim_spawn_done(const posix_spawn_file_actions_t *fa, int child);
+/* A child we cannot name (popen's) holds what survives exec: it stays on
+ * TCP for good. */
+void shim_spawn_lost(void);
 void shim_fork_prepare(void);
 void shim_fork_parent(void);
 void shim_fork_child(void);
