@@ -1261,6 +1261,108 @@ static void case_popen_child_reads(void)
 	ts_peer_wait(&p, ts_ms(5000));
 }
 
+/* --- Two processes wait on one moved socket --------------------------------------
+ * As rsync's receiver and generator do after the fork: the child polls the
+ * socket to read the replies, the parent polls it (and a pipe) to write
+ * the requests.  The kernel wakes both waits for a doorbell, and the first
+ * to look drains it, perhaps before the other's wait began: that wait
+ * must still see the reply, not sleep out its timeout. */
+
+#define BOTH_POLL_N 400
+
+static size_t both_poll_size(int i)
+{
+	static const size_t sizes[] = { 1, 100, 3000, 70000, 300000, 100, 1, 70000, 300 };
+	return sizes[i % 9];
+}
+
+/* The peer: a reply of the asked size to each 8-byte request. */
+static void both_poll_server(int fd, void *arg)
+{
+	static unsigned char buf[300000];
+	uint32_t req[2];
+
+	(void)arg;
+	ts_make_accelerated_follow(fd);
+	for (int i = 0; i < BOTH_POLL_N; i++) {
+		ts_read_exact(fd, req, sizeof(req), ts_ms(10000));
+		memset(buf, (int)(req[0] & 255), req[1]);
+		ts_write_all(fd, buf, req[1], ts_ms(10000));
+	}
+	ts_expect_eof(fd, ts_ms(10000));
+	ASSERT_SYS(close(fd));
+}
+
+/* The child: each reply read after a poll that must not sleep long. */
+static void both_poll_reader(int fd, int ack)
+{
+	static unsigned char buf[1 << 20];
+
+	for (int i = 0; i < BOTH_POLL_N; i++) {
+		for (size_t got = 0; got < both_poll_size(i);) {
+			uint64_t t0 = test_now_ns();
+			short ev = ts_wait_fd(fd, POLLIN, 3000);
+			uint64_t ms = (test_now_ns() - t0) / 1000000u;
+			ASSERT_MSG(ev & POLLIN, "reply %d: no POLLIN within 3000 ms", i);
+			ASSERT_MSG(ms < 1000, "reply %d: the poll slept %ju ms with it there", i,
+				   (uintmax_t)ms);
+			ssize_t n = read(fd, buf, both_poll_size(i) - got);
+			ASSERT_MSG(n > 0, "reply %d: read %zd", i, n);
+			ASSERT_MSG(buf[0] == (unsigned char)i, "reply %d: wrong bytes", i);
+			got += (size_t)n;
+		}
+		ASSERT_EQ(write(ack, "a", 1), 1);
+	}
+}
+
+static void case_fork_both_poll(void)
+{
+	struct shim_peer p;
+	int ack[2];
+
+	ts_peer_start(&p, both_poll_server, NULL);
+	ts_make_accelerated_lead(p.fd);
+	ASSERT_SYS(pipe(ack));
+	pid_t c = fork();
+	ASSERT_SYS(c);
+	if (c == 0) {
+		test_init("t_shim_proc:both_poll_reader");
+		ASSERT_SYS(close(ack[0]));
+		both_poll_reader(p.fd, ack[1]);
+		_exit(0);
+	}
+	ASSERT_SYS(close(ack[1]));
+	/* One request ahead of the replies read: the parent's look at the
+	 * socket, for room, comes while the child waits for its reply. */
+	int acked = 0;
+	char a[64];
+	for (int i = 0; i < BOTH_POLL_N; i++) {
+		struct pollfd w[2] = { { ack[0], POLLIN, 0 }, { p.fd, POLLOUT, 0 } };
+		ASSERT_MSG(poll(w, 2, 3000) > 0 && (w[1].revents & POLLOUT),
+			   "request %d: the socket is not writable", i);
+		if (w[0].revents & POLLIN)
+			acked += (int)read(ack[0], a, sizeof(a));
+		uint32_t req[2] = { (uint32_t)i, (uint32_t)both_poll_size(i) };
+		ts_write_all(p.fd, req, sizeof(req), ts_ms(3000));
+		/* Waiting for the child, the parent keeps looking at the
+		 * socket too (an event loop busy elsewhere polls with 0). */
+		for (uint64_t t0 = test_now_ns(); i - acked >= 1;) {
+			ASSERT_MSG(test_now_ns() - t0 < 5000000000u,
+				   "request %d: the child did not read reply %d", i, acked);
+			ASSERT_SYS(poll(w, 2, 0));
+			if (w[0].revents & POLLIN)
+				acked += (int)read(ack[0], a, sizeof(a));
+		}
+	}
+	ASSERT_SYS(shutdown(p.fd, SHUT_WR));
+	int st;
+	ASSERT_EQ(waitpid(c, &st, 0), c);
+	ASSERT_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child failed (status %#x)", st);
+	ASSERT_SYS(close(p.fd));
+	ASSERT_SYS(close(ack[0]));
+	ts_peer_wait(&p, ts_ms(10000));
+}
+
 static const struct shim_case g_cases[] = {
 	{ "fork_child_serves", case_fork_child_serves },
 	{ "fork_parent_serves", case_fork_parent_serves },
@@ -1272,6 +1374,7 @@ static const struct shim_case g_cases[] = {
 	{ "fork_mid_move", case_fork_mid_move },
 	{ "vfork_close_at_once", case_vfork_close_at_once },
 	{ "fork_prefork_close", case_fork_prefork_close },
+	{ "fork_both_poll", case_fork_both_poll },
 	{ "sshd_like", case_sshd_like },
 	{ "exec_cloexec_parent_moves", case_exec_cloexec_parent_moves },
 	{ "exec", case_exec },

@@ -461,6 +461,18 @@ int shim_slot_shared(struct tslot *s)
 	return 0;
 }
 
+int shim_slot_others(struct tslot *s)
+{
+	int pid = shim_pid();
+
+	for (int i = 0; i < SLOT_HOLDERS; i++) {
+		int32_t h = atomic_load_explicit(&s->holders[i], memory_order_relaxed);
+		if (h != 0 && h != pid)
+			return 1;
+	}
+	return 0;
+}
+
 /* Clear who's entries (0: nobody's) and dead ones; free the slot when no
  * entry is left. */
 static void let_go(struct tslot *s, uint32_t gen, int who)

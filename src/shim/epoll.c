@@ -85,6 +85,7 @@ struct shim_ep {
 	struct ep_entry **hb;     /* entries by fd: chains of hnext, nb = cap */
 	_Atomic int nours;        /* entries whose socket moved (read unlocked by a wait) */
 	_Atomic int unrung;       /* of those, news no doorbell tells at the last scan */
+	_Atomic int shared;       /* of those, held by another process too (poll.c, nap_ns) */
 	struct ep_entry *kick;    /* our eventfd in the set, once it has moved ones */
 	_Atomic int waiting;      /* waits inside the kernel now */
 	uint64_t rounds;
@@ -96,6 +97,7 @@ struct shim_ep {
 };
 
 #define UNRUNG_NAP_NS 1000000
+#define SHARED_NAP_NS 10000000
 
 static void ep_lock(struct shim_ep *ep);
 static void ep_unlock(struct shim_ep *ep);
@@ -789,6 +791,7 @@ static int scan_locked(struct shim_ep *ep, struct epoll_event *out, int max, int
 	int k = 0, idle = 0;
 
 	ep->unrung = 0;
+	ep->shared = 0;
 	for (int i = 0; i < ep->n && k < max && ep->nours; i++) {
 		struct ep_entry *e = ep->e[i];
 		if (!e->ours)
@@ -796,6 +799,7 @@ static int scan_locked(struct shim_ep *ep, struct epoll_event *out, int max, int
 		uint32_t g = atomic_load_explicit(&e->t->io_gen, memory_order_acquire);
 		int look_anyway = unrung(e);
 		ep->unrung += look_anyway;
+		ep->shared += shim_slot_others(e->t->slot);
 		if (!e->hot && g == e->seen && !rung(e) && !look_anyway)
 			continue;
 		int mode = look != LOOK_BUSY ? look : idle < IDLE_LOOKS;
@@ -971,8 +975,9 @@ static int wait_set(struct shim_ep *ep, int epfd, struct epoll_event *ev, int ma
 			ep_unlock(ep);
 		}
 		int64_t until = k ? 0 : deadline;
-		if (ep->unrung) /* naps of 1 ms: see unrung() */
-			until = SHUNT_MIN(until, shunt_now_ns() + UNRUNG_NAP_NS);
+		if (ep->unrung || ep->shared) /* naps: see unrung(), and poll.c's nap_ns */
+			until = SHUNT_MIN(until, shunt_now_ns() + (ep->unrung ? UNRUNG_NAP_NS
+									  : SHARED_NAP_NS));
 		int rc = k == max ? 0 : kernel_wait(epfd, ev + k, max - k, until, mask);
 		shim_kick_unlisten(slot);
 		atomic_fetch_sub(&ep->waiting, 1);

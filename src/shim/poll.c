@@ -154,19 +154,31 @@ static int all_moved(const struct pset *p)
 	return 1;
 }
 
-/* A moved entry waiting for room that no doorbell will announce (the
- * peer rings none while our reads have not reached its switch:
- * shim_room_unrung): the wait naps and looks again. */
-static int unrung(const struct pset *p)
-{
-	for (nfds_t i = 0; i < p->n; i++)
-		if (p->t[i] && (p->fds[i].events & (POLLOUT | POLLWRNORM)) &&
-		    shim_room_unrung(p->t[i]))
-			return 1;
-	return 0;
-}
-
 #define UNRUNG_NAP_NS 1000000
+#define SHARED_NAP_NS 10000000
+
+/* How long the wait may sleep before it looks at the rings again (0: as
+ * long as it likes).  A moved entry waiting for room that no doorbell
+ * will announce (the peer rings none while our reads have not reached its
+ * switch: shim_room_unrung) naps 1 ms.  One whose socket another process
+ * of the family holds too naps 10 ms: the kernel wakes the waits of both
+ * for a doorbell, and the first to look drains it, perhaps before the
+ * other's wait began (rsync's receiver, polling to read, slept out its
+ * timeout while its generator polled the socket to write). */
+static int64_t nap_ns(const struct pset *p)
+{
+	int64_t nap = 0;
+
+	for (nfds_t i = 0; i < p->n; i++) {
+		if (!p->t[i])
+			continue;
+		if ((p->fds[i].events & (POLLOUT | POLLWRNORM)) && shim_room_unrung(p->t[i]))
+			return UNRUNG_NAP_NS;
+		if (shim_slot_others(p->t[i]->slot))
+			nap = SHARED_NAP_NS;
+	}
+	return nap;
+}
 
 #define MOVED_MEANWHILE (-4096) /* look again: a socket moved while the kernel waited */
 
@@ -273,8 +285,8 @@ static int poll_loop(struct pset *p, int64_t deadline, const sigset_t *mask)
 		if (!ready && deadline != 0)
 			ready = scan(p, SHUNT_ARM_DRAIN, 0);
 		kernel_set(p);
-		int nap = !ready && deadline != 0 && unrung(p);
-		int64_t until = nap ? SHUNT_MIN(deadline, shunt_now_ns() + UNRUNG_NAP_NS) : deadline;
+		int64_t nap = !ready && deadline != 0 ? nap_ns(p) : 0;
+		int64_t until = nap ? SHUNT_MIN(deadline, shunt_now_ns() + nap) : deadline;
 		struct timespec ts, *t = ready ? &(struct timespec){ 0, 0 } : shunt_left(until, &ts);
 		int rc = kernel_wait(p, kfd, t, mask);
 		int err = errno;

@@ -275,6 +275,9 @@ int shim_slot_born(struct tslot *s, uint32_t gen, int32_t tag, int pid);
 int shim_slot_let_go(struct tslot *s);
 /* Is any process but us alive and holding it? */
 int shim_slot_shared(struct tslot *s);
+/* Does any entry name another process (alive or not, or a fork's
+ * reservation)?  No system call. */
+int shim_slot_others(struct tslot *s);
 int shim_slot_index(const struct tslot *s);
 struct tslot *shim_slot_at(int index, uint32_t gen);
 void shim_lock(pthread_mutex_t *mu);
