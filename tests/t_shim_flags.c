@@ -727,6 +727,38 @@ static void case_reset_told_once(void)
 	ASSERT_EQ(recv(a, buf, sizeof(buf), MSG_DONTWAIT), 0);
 	ASSERT_FAILS(send(a, buf, 1, MSG_NOSIGNAL), EPIPE);
 	ASSERT_SYS(close(a));
+
+	/* Twisted's loseConnection: shutdown(SHUT_WR), then close() with our
+	 * bytes unread.  The FIN came first: reads see end of stream, and the
+	 * reset that follows is EPIPE, as the kernel says of one in CLOSE_WAIT. */
+	for (int how = SHUT_WR; how <= SHUT_RDWR; how++) {
+		test_log("shutdown(%d), then a close with our bytes unread", how);
+		ts_moved_pair(&a, &b);
+		send_stream_once(a, shim_seed(9), 0, 100);
+		ts_wait_arrived(b, 100, ts_ms(2000));
+		ASSERT_SYS(shutdown(b, how));
+		ASSERT_SYS(close(b));
+		settle_reset(a, "after the FIN and the reset");
+		both_waits(a, &pr, &er);
+		ASSERT_MSG(pr == pending && er == pending, "poll 0x%x, epoll 0x%x, want 0x%x", pr,
+			   er, pending);
+		ASSERT_EQ(recv(a, buf, sizeof(buf), MSG_DONTWAIT), 0);
+		ASSERT_FAILS(send(a, buf, 1, MSG_NOSIGNAL), EPIPE);
+		ASSERT_EQ(recv(a, buf, sizeof(buf), MSG_DONTWAIT), 0);
+		ASSERT_FAILS(send(a, buf, 1, MSG_NOSIGNAL), EPIPE);
+		ASSERT_SYS(close(a));
+	}
+	test_log("the same, SO_ERROR first");
+	ts_moved_pair(&a, &b);
+	send_stream_once(a, shim_seed(9), 0, 100);
+	ts_wait_arrived(b, 100, ts_ms(2000));
+	ASSERT_SYS(shutdown(b, SHUT_WR));
+	ASSERT_SYS(close(b));
+	settle_reset(a, "after the FIN and the reset");
+	ASSERT_EQ(so_error(a), EPIPE);
+	ASSERT_EQ(recv(a, buf, sizeof(buf), MSG_DONTWAIT), 0);
+	ASSERT_FAILS(send(a, buf, 1, MSG_NOSIGNAL), EPIPE);
+	ASSERT_SYS(close(a));
 }
 
 /* --- preadv2 and pwritev2 ----------------------------------------------- */

@@ -120,9 +120,11 @@ static int64_t rx_ready(struct shunt_end *e, uint64_t want, int peek)
 	if (st < 0)
 		return st;
 	if (st & (SHUNT_ST_SHUT_WR | SHUNT_ST_CLOSED)) {
-		/* Read the head again after the state: it may have grown. */
+		/* Read the head again after the state: it may have grown.  A
+		 * reset after the peer's shutdown came behind its FIN: TCP
+		 * reads end of stream then (the reset is a send's EPIPE). */
 		n = rx_avail(e, want, peek);
-		if (n == 0 && (st & SHUNT_ST_RESET))
+		if (n == 0 && (st & (SHUNT_ST_RESET | SHUNT_ST_SHUT_WR)) == SHUNT_ST_RESET)
 			return -ECONNRESET;
 		return n < 0 ? shunt_end_fail(e, (int)n) : n;
 	}

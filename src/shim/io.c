@@ -764,6 +764,17 @@ static int peer_clean(struct tsock *t)
 	return st >= 0 && !(st & SHUNT_ST_RESET) && shunt_end_unread_by_peer(END(t)) == 0;
 }
 
+/* The peer shut its sends down, then reset (a close with our bytes
+ * unread): its FIN came first, and TCP's reset in CLOSE_WAIT is EPIPE,
+ * with reads at end of stream (Twisted's loseConnection does so). */
+static int fin_then_reset(struct tsock *t)
+{
+	int64_t st = shunt_end_peer_state(END(t));
+
+	return st >= 0 && (st & (SHUNT_ST_SHUT_WR | SHUNT_ST_RESET)) ==
+				  (SHUNT_ST_SHUT_WR | SHUNT_ST_RESET);
+}
+
 /* The error of a reset the program has not been told of, else 0.
  * `kern_reset`: the kernel's socket shows one not taken yet; `ring`: ask
  * the ring too (poll and epoll have its answer already). */
@@ -776,11 +787,14 @@ static int reset_due(struct tsock *t, int kern_reset, int ring)
 	if (kern_reset || atomic_load(&s->kreset)) {
 		int clean = peer_clean(t);
 		if (!clean || atomic_load(&s->sent_after))
-			return clean ? EPIPE : ECONNRESET;
+			return clean || fin_then_reset(t) ? EPIPE : ECONNRESET;
 	}
-	if (ring && (ring_bits(POLLIN, phase_of(t)) & POLLIN) &&
-	    (shunt_end_poll(END(t), NULL, POLLIN, SHUNT_ARM_NONE) & POLLERR))
-		return ECONNRESET;
+	if (ring && (ring_bits(POLLIN, phase_of(t)) & POLLIN)) {
+		if (shunt_end_poll(END(t), NULL, POLLIN, SHUNT_ARM_NONE) & POLLERR)
+			return ECONNRESET;
+		if (fin_then_reset(t))
+			return EPIPE;
+	}
 	return 0;
 }
 
@@ -800,7 +814,7 @@ static ssize_t after_close(struct tsock *t, int fd, const void *buf, size_t len,
 		if (fin && !atomic_exchange(&s->sent_after, 1))
 			return (ssize_t)len;
 		told_reset(t);
-		return fin ? broken_pipe(flags) : shim_err(-ECONNRESET);
+		return fin || fin_then_reset(t) ? broken_pipe(flags) : shim_err(-ECONNRESET);
 	}
 	/* The program read the reset: a TCP socket is closed then (our
 	 * kernel socket may only have seen the peer's FIN). */
@@ -811,8 +825,13 @@ static ssize_t after_close(struct tsock *t, int fd, const void *buf, size_t len,
 		atomic_store(&s->kreset, 1);
 		return (ssize_t)len;
 	}
-	if (n < 0 && errno == ECONNRESET)
-		told_reset(t); /* keeps errno */
+	if (n < 0 && errno == ECONNRESET) {
+		told_reset(t);
+		/* Our kernel saw no FIN before it (the peer's shutdown went
+		 * by the ring): the FIN's order is the ring's. */
+		if (fin_then_reset(t))
+			return broken_pipe(flags);
+	}
 	atomic_store(&s->sent_after, 1);
 	return n;
 }
