@@ -1014,6 +1014,70 @@ static void case_oobinline_after_move(void)
 	ASSERT_SYS(close(b));
 }
 
+/* A reader that takes a connection's bytes only by splice, as lighttpd's
+ * proxy does (level-triggered epoll, FIONREAD, splice into a pipe when
+ * 4 KiB or more wait, else read): its splices count as reads, so the
+ * connection moves and its reads reach the peer's switch offset. */
+#define SPLICE_READER_BYTES (16 * MIB)
+
+static void splice_writer(int fd, void *arg)
+{
+	static unsigned char buf[64 * KIB];
+	uint64_t seed = *(uint64_t *)arg;
+
+	for (uint64_t off = 0; off < SPLICE_READER_BYTES; off += sizeof(buf)) {
+		test_stream_fill(seed, off, buf, sizeof(buf));
+		ts_write_all(fd, buf, sizeof(buf), ts_ms(10000));
+	}
+	ASSERT_SYS(close(fd));
+}
+
+static void case_splice_reader_moves(void)
+{
+	static unsigned char buf[64 * KIB];
+	uint64_t seed = shim_seed(14), got = 0;
+	struct shim_peer p;
+	int pipefd[2], ep = epoll_create1(EPOLL_CLOEXEC), moved = 0;
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP };
+
+	ts_peer_start(&p, splice_writer, &seed);
+	ASSERT_SYS(fcntl(p.fd, F_SETFL, O_NONBLOCK));
+	ASSERT_SYS(pipe(pipefd));
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, p.fd, &ev));
+	for (;;) {
+		ASSERT_MSG(epoll_wait(ep, &ev, 1, ts_ms(5000)) == 1,
+			   "no event for 5 s after %ju of %d bytes", (uintmax_t)got,
+			   SPLICE_READER_BYTES);
+		int q = 0;
+		ASSERT_SYS(ioctl(p.fd, FIONREAD, &q));
+		ssize_t n;
+		if (q >= 4096) {
+			n = splice(p.fd, NULL, pipefd[1], NULL, (size_t)(q < 65536 ? q : 65536),
+				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+			if (n > 0)
+				ts_read_exact(pipefd[0], buf, (size_t)n, ts_ms(2000));
+		} else {
+			n = read(p.fd, buf, 8192);
+		}
+		if (n < 0 && errno == EAGAIN)
+			continue;
+		ASSERT_MSG(n >= 0, "at %ju: %s", (uintmax_t)got, strerror(errno));
+		if (n == 0)
+			break;
+		size_t bad = test_stream_check(seed, got, buf, (size_t)n);
+		ASSERT_MSG(bad == (size_t)-1, "byte %ju is wrong", (uintmax_t)(got + bad));
+		got += (uint64_t)n;
+		moved |= ts_moved(p.fd);
+	}
+	ASSERT_EQ(got, (uint64_t)SPLICE_READER_BYTES);
+	ASSERT_MSG(moved || ts_disabled(), "the splicing reader's connection never moved");
+	ASSERT_SYS(close(ep));
+	ASSERT_SYS(close(pipefd[0]));
+	ASSERT_SYS(close(pipefd[1]));
+	ASSERT_SYS(close(p.fd));
+	ts_peer_wait(&p, ts_ms(5000));
+}
+
 static const struct shim_case g_cases[] = {
 	{ "first_send_after_close", case_first_send_after_close },
 	{ "first_send_after_close_blocked", case_first_send_after_close_blocked },
@@ -1027,6 +1091,7 @@ static const struct shim_case g_cases[] = {
 	{ "send_zerocopy", case_send_zerocopy },
 	{ "splice", case_splice },
 	{ "splice_pipe_blocks", case_splice_pipe_blocks },
+	{ "splice_reader_moves", case_splice_reader_moves },
 	{ "preadv2", case_preadv2 },
 	{ "uring_made_after_move", case_uring_made_after_move },
 	{ "uring_mapped_before", case_uring_mapped_before },

@@ -97,6 +97,7 @@ static struct tsock *tsock_alloc(void)
 	atomic_store(&t->publishing, 0);
 	atomic_store(&t->kreads, 0);
 	atomic_store(&t->starting, 0);
+	atomic_store(&t->splicing, 0);
 	t->unhold = 0;
 	atomic_store(&t->nregs, 0);
 	atomic_store(&t->io_gen, 0);

@@ -1104,12 +1104,53 @@ static long pipe_io(int fd, void *p, size_t n, int out)
 	return k;
 }
 
-/* splice from a pipe into a moved socket: the pipe is read into the ring. */
+/*
+ * splice between a pipe and a socket that has not moved: the kernel's, a
+ * data call towards the move, and a read counts the stream it took, as a
+ * recv does (unseen, the count fell behind, and the reads after the move
+ * never reached the peer's switch offset: lighttpd's proxy stalled with
+ * the ring full).  Never across the meeting's commit (may_commit refuses
+ * while one is in the kernel: the connection stays on TCP): the peer
+ * switches and rings once we are attached, and a splice cannot put back
+ * a doorbell it took, nor a send land after the offset we switch at.  A
+ * step in progress is waited out first, as shim_moved_now does.  RETRY:
+ * the connection moved; `out`: into the socket.
+ */
+static ssize_t splice_plain(struct tsock *t, int fd, int pipe, size_t len, unsigned flags,
+			    int out)
+{
+	atomic_fetch_add(&t->splicing, 1);
+	if (shim_moved_now(t)) {
+		atomic_fetch_sub(&t->splicing, 1);
+		return RETRY;
+	}
+	if (!out)
+		shim_rx_enter(t);
+	ssize_t n = out ? REAL(splice)(pipe, NULL, fd, NULL, len, flags)
+			: REAL(splice)(fd, NULL, pipe, NULL, len, flags);
+	int err = errno;
+	if (!out) {
+		if (n > 0)
+			took(t, n, 0);
+		rx_left(t);
+	}
+	atomic_fetch_sub(&t->splicing, 1);
+	shim_count(t, fd, !out && n > 0 ? (uint64_t)n : 0, out && n > 0 ? (uint64_t)n : 0);
+	errno = err;
+	return n;
+}
+
+/* splice from a pipe into a socket: the pipe is read into the ring. */
 ssize_t shim_splice_in(struct tsock *t, int fd, int pipe_in, size_t len, unsigned flags)
 {
 	struct shunt_bell b = shim_bell(t, fd);
 	void *p;
 
+	if (!moved(t)) {
+		ssize_t n = splice_plain(t, fd, pipe_in, len, flags, 1);
+		if (n != RETRY)
+			return n;
+	}
 	int w = pipe_wait(pipe_in, POLLIN, flags & SPLICE_F_NONBLOCK);
 	if (w < 0)
 		return shim_err(w);
@@ -1186,13 +1227,15 @@ static ssize_t moved_splice_out(struct tsock *t, int fd, int pipe_out, size_t le
 	return rc == -EXDEV ? RETRY : rx_result(t, fd, rc);
 }
 
-/* splice from a moved socket into a pipe: the ring is written to the pipe. */
+/* splice from a socket into a pipe: the ring is written to the pipe. */
 ssize_t shim_splice_out(struct tsock *t, int fd, int pipe_out, size_t len, unsigned flags)
 {
 	for (int tries = 0;; again(&tries)) {
-		if (!moved(t) || (phase_of(t) & PH_RX_PLAIN))
+		ssize_t n;
+		if (phase_of(t) & PH_RX_PLAIN)
 			return REAL(splice)(fd, NULL, pipe_out, NULL, len, flags);
-		ssize_t n = moved_splice_out(t, fd, pipe_out, len, flags);
+		n = moved(t) ? moved_splice_out(t, fd, pipe_out, len, flags)
+			     : splice_plain(t, fd, pipe_out, len, flags, 0);
 		if (n != RETRY)
 			return n;
 	}

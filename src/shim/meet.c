@@ -448,6 +448,9 @@ static int may_commit(struct tsock *t)
 {
 	if (atomic_load(&t->slot->flags) & TF_NOMOVE)
 		return -ECANCELED;
+	/* A splice in the kernel would not see the move (io.c, splice_plain). */
+	if (atomic_load(&t->splicing))
+		return -EBUSY;
 	return shim_slot_shared(t->slot) ? -EBUSY : 0;
 }
 

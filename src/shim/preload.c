@@ -1030,15 +1030,10 @@ EXPORT ssize_t splice(int in, loff_t *in_off, int out, loff_t *out_off, size_t l
 	struct tsock *t = in_off ? NULL : shim_get(in);
 	ssize_t n;
 
-	if (t && shim_moved(t)) {
+	if (t) {
 		n = shim_splice_out(t, in, out, len, flags);
 	} else {
-		shim_put(t);
 		t = out_off ? NULL : shim_get(out);
-		if (t && !shim_moved(t)) {
-			shim_put(t);
-			t = NULL;
-		}
 		n = t ? shim_splice_in(t, out, in, len, flags)
 		      : REAL(splice)(in, in_off, out, out_off, len, flags);
 	}

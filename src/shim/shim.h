@@ -327,6 +327,8 @@ struct tsock {
 	                            * leaves up: waits would spin on it for good. */
 	_Atomic int starting;      /* a thread of ours is in the first step, which
 	                            * fills the slot's addresses (move.c) */
+	_Atomic int splicing;      /* our splices in the kernel before the move: no
+	                            * commit meanwhile (io.c, splice_plain) */
 	_Atomic int64_t peer_looked; /* when a send last asked if the peer lives */
 	_Atomic uint32_t sends;
 	struct tsock *birth_next;  /* reserved for a child being made (proc.c) */
