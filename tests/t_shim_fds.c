@@ -1530,6 +1530,36 @@ static void case_stdio_fgets(void)
 	ts_peer_wait(&p, ts_ms(5000));
 }
 
+/* --- The log and a socket on stderr --------------------------------------------- */
+
+int shunt__log_setup(const char *level, const char *file);
+
+/* An inetd service's stderr is its connection: with SHUNT_LOG set and no
+ * log file, a line there would be bytes in the program's stream. */
+static void case_log_not_into_socket(void)
+{
+	int sv[2], a, b, saved = dup(2);
+	char buf[256];
+
+	ASSERT_SYS(saved);
+	ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
+	ASSERT_SYS(dup2(sv[0], 2));
+	ASSERT_EQ(shunt__log_setup("info", NULL), 0);
+	ts_pair(&a, &b); /* closed at once: "stays on TCP: short" at level info */
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+	shunt__log_setup("none", NULL);
+	ASSERT_SYS(dup2(saved, 2));
+	ASSERT_SYS(close(saved));
+	ssize_t n = recv(sv[1], buf, sizeof(buf) - 1, MSG_DONTWAIT);
+	if (n > 0)
+		buf[n] = 0;
+	ASSERT_MSG(n < 0 && errno == EAGAIN, "the stream on stderr got %zd bytes: %s", n,
+		   n > 0 ? buf : "");
+	ASSERT_SYS(close(sv[0]));
+	ASSERT_SYS(close(sv[1]));
+}
+
 static const struct shim_case g_cases[] = {
 	{ "closefrom", case_closefrom },
 	{ "fclose", case_fclose },
@@ -1554,6 +1584,7 @@ static const struct shim_case g_cases[] = {
 	{ "exec_plain", case_exec_plain },
 	{ "stdio_exec", case_stdio_exec },
 	{ "stdio_fgets", case_stdio_fgets },
+	{ "log_not_into_socket", case_log_not_into_socket },
 };
 
 int main(int argc, char **argv)

@@ -110,16 +110,19 @@ int shunt__log_setup(const char *level, const char *file)
 }
 
 /* A write past the program's RLIMIT_FSIZE would kill it (SIGXFSZ): OpenSSH
- * sets it to 0 in its sandbox.  Such a line is dropped. */
+ * sets it to 0 in its sandbox.  Such a line is dropped.  So is one for a
+ * stderr that is a socket: an inetd service's stderr is its connection,
+ * and a line there would be bytes in the program's stream. */
 static int fits(int fd, size_t n)
 {
 	struct rlimit rl;
 	struct stat st;
 
+	if (sys_fstat(fd, &st) < 0 || S_ISSOCK(st.st_mode))
+		return 0;
 	if (sys_prlimit(0, RLIMIT_FSIZE, NULL, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
 		return 1;
-	return sys_fstat(fd, &st) == 0 && (!S_ISREG(st.st_mode) ||
-					   (uint64_t)st.st_size + n <= rl.rlim_cur);
+	return !S_ISREG(st.st_mode) || (uint64_t)st.st_size + n <= rl.rlim_cur;
 }
 
 static void log_line(int level, const char *fmt, va_list ap)
