@@ -46,6 +46,7 @@ NEEDED=(
 	curl:curl
 	socat:socat
 	haproxy:haproxy
+	lighttpd:lighttpd
 	memcached:memcached
 	/usr/sbin/sshd:openssh-server
 	ssh:openssh-client

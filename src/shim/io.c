@@ -1623,6 +1623,14 @@ int shim_readiness(struct tsock *t, int fd, int events, int arm, int *kernp)
 	if ((ph & (PH_RX_RING | PH_RX_PLAIN)) == PH_RX_RING &&
 	    (kern & (POLLIN | POLLRDHUP | POLLHUP)) && shim_bell_ops.drain(&b, SHUNT_WAIT_ALL) < 0)
 		shunt_end_peer_gone(END(t));
+	/* A FIN behind doorbells: the drain stops at them, and an epoll
+	 * set's edge-triggered kernel side tells of that FIN once.  Asked
+	 * now (bell.c, peer_dead), or a writer waiting for room in the ring of
+	 * a peer that exited never heard of it (lighttpd kept wrk's
+	 * connections in CLOSE-WAIT, waiting to write, for minutes). */
+	if ((ph & (PH_RX_RING | PH_RX_PLAIN)) == PH_RX_RING && (kern & POLLRDHUP) &&
+	    !atomic_load(&END(t)->peer_gone))
+		shunt_end_check_peer(END(t), &b);
 	/* The ring's side says hang-ups and errors even when nothing is asked;
 	 * half back on TCP, only what the ring is asked. */
 	if (ph & (PH_RX_PLAIN | PH_TX_BACK))
