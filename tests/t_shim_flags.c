@@ -677,6 +677,31 @@ static void both_waits(int fd, short *pr, short *er)
 		      (out.events & EPOLLERR ? POLLERR : 0));
 }
 
+/* A moved pair whose b closes with 100 of a's bytes unread, after a
+ * shutdown(how) if how >= 0; returns a, the reset settled. */
+static int closed_unread(int how)
+{
+	int a, b;
+
+	ts_moved_pair(&a, &b);
+	send_stream_once(a, shim_seed(9), 0, 100);
+	ts_wait_arrived(b, 100, ts_ms(2000));
+	if (how >= 0)
+		ASSERT_SYS(shutdown(b, how));
+	ASSERT_SYS(close(b));
+	settle_reset(a, "after the reset");
+	return a;
+}
+
+/* poll and a new epoll set both say `want` of fd. */
+static void expect_waits(int fd, short want)
+{
+	short pr, er;
+
+	both_waits(fd, &pr, &er);
+	ASSERT_MSG(pr == want && er == want, "poll 0x%x, epoll 0x%x, want 0x%x", pr, er, want);
+}
+
 /* TCP keeps a reset as the socket's one pending error: the first call to
  * meet it reports it, getsockopt(SO_ERROR) or a send as much as a read,
  * and from then on reads see end of stream and sends EPIPE.  Until then
@@ -685,7 +710,6 @@ static void case_reset_told_once(void)
 {
 	int a, b;
 	char buf[64];
-	short pr, er;
 	const short pending = POLLIN | POLLOUT | POLLRDHUP | POLLHUP | POLLERR;
 
 	test_log("SO_ERROR takes a reset by SO_LINGER {1, 0}");
@@ -698,14 +722,8 @@ static void case_reset_told_once(void)
 	ASSERT_SYS(close(a));
 
 	test_log("a send takes the reset of a close with our bytes unread");
-	ts_moved_pair(&a, &b);
-	send_stream_once(a, shim_seed(9), 0, 100);
-	ts_wait_arrived(b, 100, ts_ms(2000));
-	ASSERT_SYS(close(b));
-	settle_reset(a, "after the reset");
-	both_waits(a, &pr, &er);
-	ASSERT_MSG(pr == pending && er == pending, "poll 0x%x, epoll 0x%x, want 0x%x", pr, er,
-		   pending);
+	a = closed_unread(-1);
+	expect_waits(a, pending);
 	ASSERT_FAILS(send(a, buf, 1, MSG_NOSIGNAL), ECONNRESET);
 	ASSERT_EQ(recv(a, buf, sizeof(buf), MSG_DONTWAIT), 0);
 	ASSERT_FAILS(send(a, buf, 1, MSG_NOSIGNAL), EPIPE);
@@ -717,13 +735,9 @@ static void case_reset_told_once(void)
 	ts_expect_eof(a, ts_ms(2000));
 	ASSERT_EQ(send(a, "x", 1, MSG_NOSIGNAL), 1);
 	settle_reset(a, "after the peer's reset");
-	both_waits(a, &pr, &er);
-	ASSERT_MSG(pr == pending && er == pending, "poll 0x%x, epoll 0x%x, want 0x%x", pr, er,
-		   pending);
+	expect_waits(a, pending);
 	ASSERT_EQ(so_error(a), EPIPE);
-	both_waits(a, &pr, &er);
-	ASSERT_MSG(pr == (pending & ~POLLERR) && er == pr, "after SO_ERROR: poll 0x%x, epoll 0x%x",
-		   pr, er);
+	expect_waits(a, pending & ~POLLERR);
 	ASSERT_EQ(recv(a, buf, sizeof(buf), MSG_DONTWAIT), 0);
 	ASSERT_FAILS(send(a, buf, 1, MSG_NOSIGNAL), EPIPE);
 	ASSERT_SYS(close(a));
@@ -733,15 +747,8 @@ static void case_reset_told_once(void)
 	 * reset that follows is EPIPE, as the kernel says of one in CLOSE_WAIT. */
 	for (int how = SHUT_WR; how <= SHUT_RDWR; how++) {
 		test_log("shutdown(%d), then a close with our bytes unread", how);
-		ts_moved_pair(&a, &b);
-		send_stream_once(a, shim_seed(9), 0, 100);
-		ts_wait_arrived(b, 100, ts_ms(2000));
-		ASSERT_SYS(shutdown(b, how));
-		ASSERT_SYS(close(b));
-		settle_reset(a, "after the FIN and the reset");
-		both_waits(a, &pr, &er);
-		ASSERT_MSG(pr == pending && er == pending, "poll 0x%x, epoll 0x%x, want 0x%x", pr,
-			   er, pending);
+		a = closed_unread(how);
+		expect_waits(a, pending);
 		ASSERT_EQ(recv(a, buf, sizeof(buf), MSG_DONTWAIT), 0);
 		ASSERT_FAILS(send(a, buf, 1, MSG_NOSIGNAL), EPIPE);
 		ASSERT_EQ(recv(a, buf, sizeof(buf), MSG_DONTWAIT), 0);
@@ -749,12 +756,7 @@ static void case_reset_told_once(void)
 		ASSERT_SYS(close(a));
 	}
 	test_log("the same, SO_ERROR first");
-	ts_moved_pair(&a, &b);
-	send_stream_once(a, shim_seed(9), 0, 100);
-	ts_wait_arrived(b, 100, ts_ms(2000));
-	ASSERT_SYS(shutdown(b, SHUT_WR));
-	ASSERT_SYS(close(b));
-	settle_reset(a, "after the FIN and the reset");
+	a = closed_unread(SHUT_WR);
 	ASSERT_EQ(so_error(a), EPIPE);
 	ASSERT_EQ(recv(a, buf, sizeof(buf), MSG_DONTWAIT), 0);
 	ASSERT_FAILS(send(a, buf, 1, MSG_NOSIGNAL), EPIPE);
