@@ -12,6 +12,7 @@
  */
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <linux/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -1366,8 +1367,134 @@ static void case_epoll_et_short_read(void)
 	close(s);
 }
 
+/* --- A hang-up before the peer's switch offset -------------------------------------
+ * libuv ends a stream when epoll says EPOLLHUP after a short read: over TCP
+ * a hang-up means both FINs are in, after every byte.  Here the writer's
+ * switch offset lies far past what the reader's small receive buffer
+ * holds (much of its TCP data still in the writer's kernel), then its
+ * tail goes by the ring and it shuts down, as the reader had: the ring
+ * says both are shut while the stream still carries data.  uvloop's echo
+ * clients lost the tail so (a helper's reproducer: 4096 bytes of 3260416
+ * read, every run). */
+
+#define HUP_CHUNK 65536
+#define HUP_TAIL (200 * 1024)
+
+static unsigned char hup_pat(uint64_t off)
+{
+	return (unsigned char)(off * 131 + (off >> 9));
+}
+
+/* The reader, in a child: talks a little (so that it meets the writer),
+ * shuts down, then reads as libuv does. */
+static void hup_reader(void *arg)
+{
+	static unsigned char buf[HUP_CHUNK];
+	int port = *(int *)arg, small = 4096, fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	uint64_t got = 0;
+
+	ASSERT_SYS(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)));
+	ASSERT_SYS(connect(fd, (struct sockaddr *)&a, sizeof(a)));
+	for (int i = 0; i < 150; i++) {
+		ASSERT_EQ(write(fd, "0123456789", 10), 10);
+		usleep(2000);
+	}
+	ASSERT_SYS(shutdown(fd, SHUT_WR));
+	usleep(800000); /* the writer is done and shut down by now */
+	ASSERT_SYS(fcntl(fd, F_SETFL, O_NONBLOCK));
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event ev = { .events = EPOLLIN };
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev));
+	for (;;) {
+		ASSERT_MSG(epoll_wait(ep, &ev, 1, ts_ms(5000)) == 1, "no event at %ju",
+			   (uintmax_t)got);
+		ssize_t r = 0;
+		for (int c = 0; c < 32; c++) {
+			r = read(fd, buf, sizeof(buf));
+			if (r <= 0)
+				break;
+			for (ssize_t i = 0; i < r; i++)
+				ASSERT_MSG(buf[i] == hup_pat(got + (uint64_t)i), "byte %ju is wrong",
+					   (uintmax_t)(got + (uint64_t)i));
+			got += (uint64_t)r;
+			if (r < (ssize_t)sizeof(buf))
+				break;
+		}
+		ASSERT_MSG(r >= 0 || errno == EAGAIN, "read at %ju: %s", (uintmax_t)got,
+			   strerror(errno));
+		if (r == 0)
+			break;
+		/* libuv's rule: a hang-up after a short read is the end.  So
+		 * the stream must hold no more. */
+		if ((ev.events & EPOLLHUP) && r != (ssize_t)sizeof(buf)) {
+			ASSERT_SYS(fcntl(fd, F_SETFL, 0));
+			ssize_t more = read(fd, buf, sizeof(buf));
+			ASSERT_MSG(more == 0, "EPOLLHUP (events %#x) after a short read at %ju, and "
+				   "the stream still held %zd bytes", ev.events, (uintmax_t)got, more);
+			break;
+		}
+	}
+	test_log("the reader read %ju bytes to the end", (uintmax_t)got);
+	ASSERT_SYS(close(ep));
+	ASSERT_SYS(close(fd));
+}
+
+/* The writer's TCP stream stopped growing: its sends go to the ring. */
+static int hup_switched(int fd, uint64_t sent)
+{
+	struct tcp_info ti;
+	socklen_t tl = sizeof(ti);
+
+	return getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0 &&
+	       sent > ti.tcpi_bytes_sent - ti.tcpi_bytes_retrans + ti.tcpi_notsent_bytes + 4096;
+}
+
+static void case_epoll_hup_before_x(void)
+{
+	static unsigned char buf[HUP_CHUNK];
+	int port, l = ts_tcp_listen(&port), eof = 0, moved = 0;
+	pid_t c = test_fork(hup_reader, &port);
+	int fd = ts_tcp_accept(l, ts_ms(2000));
+	uint64_t sent = 0, tail_end = 0, t0 = test_now_ns();
+
+	ASSERT_SYS(close(l));
+	ASSERT_SYS(fcntl(fd, F_SETFL, O_NONBLOCK));
+	while (!eof || sent < tail_end) {
+		ASSERT_MSG(test_now_ns() - t0 < 10000000000u, "the writer took 10 s");
+		if (!eof) {
+			char r[4096];
+			ssize_t n = read(fd, r, sizeof(r));
+			if (n == 0) {
+				eof = 1;
+				tail_end = sent + HUP_TAIL;
+			}
+		}
+		/* Moved, it waits for the reader's end with the ring empty, then
+		 * its tail fits. */
+		moved = moved || ts_disabled() ? moved : hup_switched(fd, sent);
+		uint64_t lim = eof ? tail_end : moved ? sent : UINT64_MAX;
+		size_t k = (size_t)(lim - sent < HUP_CHUNK ? lim - sent : HUP_CHUNK);
+		for (size_t i = 0; i < k; i++)
+			buf[i] = hup_pat(sent + i);
+		ssize_t n = k ? write(fd, buf, k) : 0;
+		if (n > 0)
+			sent += (uint64_t)n;
+		struct pollfd p = { fd, (short)((eof ? 0 : POLLIN) | (eof || !moved ? POLLOUT : 0)), 0 };
+		poll(&p, 1, 5);
+	}
+	ASSERT_SYS(shutdown(fd, SHUT_WR));
+	test_log("the writer sent %ju bytes, its sends %s", (uintmax_t)sent,
+		 moved ? "switched to the ring" : "on TCP");
+	int st = test_wait(c, 20);
+	ASSERT_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the reader failed (status %#x)", st);
+	ASSERT_SYS(close(fd));
+}
+
 static const struct shim_case g_cases[] = {
 	{ "epoll_blocked_poller", case_epoll_blocked_poller },
+	{ "epoll_hup_before_x", case_epoll_hup_before_x },
 	{ "epoll_nested", case_epoll_nested },
 	{ "epoll_lt", case_epoll_lt },
 	{ "epoll_et", case_epoll_et },

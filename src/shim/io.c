@@ -1637,6 +1637,13 @@ int shim_readiness(struct tsock *t, int fd, int events, int arm, int *kernp)
 		ev = ring ? shunt_end_poll(END(t), &b, ring, arm) & ring : 0;
 	else if (ph & (PH_RX_RING | PH_TX_RING))
 		ev = shunt_end_poll(END(t), &b, ring, arm);
+	/* The ring's hang-up (both sides shut their rings) is none while our
+	 * reads are short of the peer's switch offset: its TCP bytes before it
+	 * come first, perhaps still in its kernel, and TCP's FIN follows them.
+	 * libuv takes a hang-up after a short read for the end of the stream
+	 * (uvloop's echo clients lost the tail of a stream). */
+	if (!(ph & PH_RX_RING) && !(ev & POLLERR))
+		ev &= ~POLLHUP;
 	/* Whatever the ring does, the socket's own error queue (zero-copy
 	 * completions) and urgent byte are the kernel's to report; a reset of
 	 * its socket (hung up too) is one as reset_due says. */
