@@ -377,12 +377,16 @@ static int peer_clean(struct tsock *t);
  * have sent a FIN: only the doorbells it had not taken, one on its way
  * when it closed, made its kernel reset (the soak: a client read all and
  * then ECONNRESET where TCP ends the stream).  End of stream then, and
- * the reset waits for a send, as TCP's after a FIN (after_close).
+ * the reset waits for a send, as TCP's after a FIN (after_close).  Only
+ * once our reads took all the peer's TCP bytes, up to its switch offset:
+ * short of it, the reset threw away bytes it had sent, and that is loud
+ * (a helper's uvloop clients read a prefix, then a quiet end).
  */
 static ssize_t reset_as_fin(struct tsock *t, ssize_t n)
 {
 	if (n < 0 && errno == ECONNRESET && moved(t) && (phase_of(t) & PH_TX_RING) &&
-	    !shim_peer_short_of_x(S(t)) && peer_clean(t)) {
+	    !shim_peer_short_of_x(S(t)) && shim_peer_switched(t) &&
+	    atomic_load(&S(t)->rx_tcp) >= atomic_load(&S(t)->x_peer) && peer_clean(t)) {
 		atomic_store(&S(t)->kreset, 1);
 		return 0;
 	}
