@@ -449,28 +449,27 @@ int shim_slot_let_go(struct tslot *s)
 	return 1;
 }
 
-int shim_slot_shared(struct tslot *s)
+/* Does an entry name a process but us (`live`: one alive)? */
+static int others(struct tslot *s, int live)
 {
 	int pid = shim_pid();
 
 	for (int i = 0; i < SLOT_HOLDERS; i++) {
 		int32_t h = atomic_load(&s->holders[i]);
-		if (h != 0 && h != pid && alive(h))
+		if (h != 0 && h != pid && (!live || alive(h)))
 			return 1;
 	}
 	return 0;
 }
 
+int shim_slot_shared(struct tslot *s)
+{
+	return others(s, 1);
+}
+
 int shim_slot_others(struct tslot *s)
 {
-	int pid = shim_pid();
-
-	for (int i = 0; i < SLOT_HOLDERS; i++) {
-		int32_t h = atomic_load_explicit(&s->holders[i], memory_order_relaxed);
-		if (h != 0 && h != pid)
-			return 1;
-	}
-	return 0;
+	return others(s, 0);
 }
 
 /* Clear who's entries (0: nobody's) and dead ones; free the slot when no

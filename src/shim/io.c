@@ -1113,7 +1113,7 @@ static long pipe_io(int fd, void *p, size_t n, int out)
  * data call towards the move, and a read counts the stream it took, as a
  * recv does (unseen, the count fell behind, and the reads after the move
  * never reached the peer's switch offset: lighttpd's proxy stalled with
- * the ring full).  Never across the meeting's commit (may_commit refuses
+ * the ring full).  Never across the meeting's commit (shim_may_commit refuses
  * while one is in the kernel: the connection stays on TCP): the peer
  * switches and rings once we are attached, and a splice cannot put back
  * a doorbell it took, nor a send land after the offset we switch at.  A
@@ -1250,7 +1250,7 @@ ssize_t shim_splice_out(struct tsock *t, int fd, int pipe_out, size_t len, unsig
 /*
  * A shutdown before the move: a half-closed stream can carry no doorbell,
  * so no meeting may finish after it.  The flag goes up under the lock the
- * meeting's last step holds (meet.c, may_commit), before the kernel's FIN:
+ * meeting's last step holds (move.c, shim_may_commit), before the kernel's FIN:
  * a step that commits after the FIN made the peer take it for our death
  * (bell.c) and send its data by TCP past its switch, a reset (the soak's
  * blocking clients, tests/repro 5).  0: it had moved after all.

@@ -441,19 +441,6 @@ static int send_accept(struct tmeet *m, int fd, uint64_t cap, int memfd, int pas
 	return 0;
 }
 
-/* The last look before our side commits: shut down, passed on or taken by
- * stdio meanwhile (-ECANCELED), or held by a process made meanwhile
- * without a pause (-EBUSY: vfork, _Fork, clone). */
-static int may_commit(struct tsock *t)
-{
-	if (atomic_load(&t->slot->flags) & TF_NOMOVE)
-		return -ECANCELED;
-	/* A splice in the kernel would not see the move (io.c, splice_plain). */
-	if (atomic_load(&t->splicing))
-		return -EBUSY;
-	return shim_slot_shared(t->slot) ? -EBUSY : 0;
-}
-
 /* The listener took a good HELLO: make the segment and answer. */
 static int answer(struct tsock *t, int fd, struct tmeet *m, int pass)
 {
@@ -523,7 +510,7 @@ static int listen_step(struct tsock *t, int fd, struct tmeet *m)
 		peer_clear(&m->peer);
 		return 0;
 	}
-	rc = may_commit(t);
+	rc = shim_may_commit(t);
 	if (rc < 0)
 		return rc;
 	rc = answer(t, fd, m, !!(msg.flags & SHIM_MEET_PASS));
@@ -619,7 +606,7 @@ static int dial_step(struct tsock *t, int fd, struct tmeet *m)
 	rc = take_accept(t, m, &msg, fds, &segfd);
 	if (rc < 0)
 		return rc;
-	rc = may_commit(t);
+	rc = shim_may_commit(t);
 	if (rc < 0) {
 		shunt_close_untrusted(&segfd, 1);
 		return rc;

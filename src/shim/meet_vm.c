@@ -587,19 +587,6 @@ static void start_end(struct tsock *t, int fd, struct shunt_seg *seg, int side, 
 	t->mapped = 1;
 }
 
-/* The last look before our side commits, as meet.c's: shut down, passed
- * on or taken by stdio meanwhile (-ECANCELED), or held by a process made
- * meanwhile without a pause (-EBUSY: vfork, _Fork, clone). */
-static int may_commit(struct tsock *t)
-{
-	if (atomic_load(&t->slot->flags) & TF_NOMOVE)
-		return -ECANCELED;
-	/* A splice in the kernel would not see the move (io.c, splice_plain). */
-	if (atomic_load(&t->splicing))
-		return -EBUSY;
-	return shim_slot_shared(t->slot) ? -EBUSY : 0;
-}
-
 /* The offerer: publish the offer, then attach to the answer. */
 static int offer_step(struct tsock *t, int fd, struct shunt_vmr *r)
 {
@@ -624,7 +611,7 @@ static int offer_step(struct tsock *t, int fd, struct shunt_vmr *r)
 	int rc = shunt_vmr_answered(r, v->entry, v->entry_gen, &slot, &gen, &theirs);
 	if (rc <= 0)
 		return rc == 0 ? 0 : -EPROTO; /* our entry was taken from us */
-	if ((rc = may_commit(t)) < 0)
+	if ((rc = shim_may_commit(t)) < 0)
 		return rc; /* the taker lets its slot go when we withdraw */
 	struct shunt_seg seg = { 0 };
 	uint8_t bell = 0;
@@ -673,7 +660,7 @@ static int take_step(struct tsock *t, int fd, struct shunt_vmr *r)
 		log_info("ivshmem: two offers for one connection; waiting for one to go");
 	if (rc <= 0)
 		return 0;
-	if ((rc = may_commit(t)) < 0)
+	if ((rc = shim_may_commit(t)) < 0)
 		return rc;
 	uint64_t cap = SHUNT_MIN(shim_ring_size_now(), r->ring_max);
 	struct shunt_seg seg = { 0 };

@@ -608,6 +608,20 @@ int shim_may_move(struct tsock *t)
 	return st == SLOT_PLAIN || st == SLOT_MEET;
 }
 
+/* The last look before our side commits a meeting (meet.c, meet_vm.c):
+ * shut down, passed on or taken by stdio meanwhile (-ECANCELED), held by
+ * a process made meanwhile without a pause (-EBUSY: vfork, _Fork, clone),
+ * or a splice of ours in the kernel, which would not see the move (-EBUSY:
+ * io.c, splice_plain). */
+int shim_may_commit(struct tsock *t)
+{
+	if (atomic_load(&t->slot->flags) & TF_NOMOVE)
+		return -ECANCELED;
+	if (atomic_load(&t->splicing))
+		return -EBUSY;
+	return shim_slot_shared(t->slot) ? -EBUSY : 0;
+}
+
 /* The peer may switch, and ring, as soon as our end is attached: the
  * meeting step attaches it and says MOVED under t->mu (meet.c, meet_vm.c),
  * so once a step in progress is over, a doorbell that came means MOVED. */

@@ -102,20 +102,13 @@ static void hands_off(const char *why)
 }
 
 /* An io_uring is about to be made: its reads and writes will pass us by
- * (uring.c), so what moved goes back to TCP first, and nothing moves from
- * now on. */
-static void demote_moved(int fd, struct tsock *t, void *arg)
-{
-	(void)arg;
-	if (atomic_load(&t->slot->state) == SLOT_MOVED)
-		shim_demote(t, fd);
-}
-
+ * (uring.c), so what moved goes back to TCP first, a meeting stops (let_go,
+ * as for a sandbox), and nothing moves from now on. */
 static void uring_made(void)
 {
 	if (shim_uring_made())
 		return; /* nothing of ours moved since the first */
-	shim_each(demote_moved, NULL);
+	shim_each(let_go, NULL);
 	log_info("an io_uring: this process's connections stay on TCP from here on");
 }
 

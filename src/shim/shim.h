@@ -478,6 +478,8 @@ void shim_moves_forked(void);
 /* While paused: another process is about to hold t's socket; a meeting in
  * progress is called off, and the connection waits on TCP. */
 void shim_move_call_off(struct tsock *t, int fd);
+/* 0 if a meeting may commit now, else -ECANCELED or -EBUSY (move.c). */
+int shim_may_commit(struct tsock *t);
 /* One step of meeting the peer (meet.c): 1 done (moved: the slot says
  * SLOT_MOVED), 0 not yet, < 0 given up (the reason is counted). */
 int shim_meet_step(struct tsock *t, int fd);
