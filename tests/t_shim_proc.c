@@ -516,6 +516,113 @@ static void case_fork_kin(void)
 	}
 }
 
+/* The child of a clone that forks (below): it writes 256 KiB on the
+ * moved socket its parent has closed, closes it, and gives its number to a
+ * UDP socket, whose sendto and recvfrom must keep their addresses (the
+ * table must not take it for the TCP socket it replaced).  0: all well. */
+struct clone_kid {
+	int fd, newpid;
+	uint64_t seed;
+};
+
+static int udp_on(int fd)
+{
+	int u = socket(AF_INET, SOCK_DGRAM, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in from;
+	socklen_t al = sizeof(a), fl = sizeof(from);
+	char buf[8];
+
+	if (u < 0 || (u != fd && (dup2(u, fd) < 0 || close(u) < 0)))
+		return 10;
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&a, &al) < 0)
+		return 11;
+	if (sendto(fd, "ping", 4, 0, (struct sockaddr *)&a, sizeof(a)) != 4)
+		return 12;
+	memset(&from, 0, sizeof(from));
+	if (recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&from, &fl) != 4 ||
+	    fl != sizeof(from) || from.sin_port != a.sin_port)
+		return 13;
+	return 0;
+}
+
+static int clone_kid_runs(void *arg)
+{
+	const struct clone_kid *k = arg;
+
+	if (k->newpid && getpid() != 1)
+		return 9;
+	ts_send_stream(k->fd, k->seed, 0, 256 * KIB, ts_ms(5000));
+	if (close(k->fd) < 0)
+		return 14;
+	return udp_on(k->fd);
+}
+
+static pid_t clone_by(int how, unsigned long flags, struct clone_kid *k)
+{
+	static char stack[256 * KIB] __attribute__((aligned(16)));
+	uint64_t args[11] = { flags & ~0xffUL, 0, 0, 0, flags & 0xff };
+	pid_t pid;
+
+	if (how == 2)
+		return clone(clone_kid_runs, stack + sizeof(stack), (int)flags, k);
+	if (how == 3) { /* fork() after unshare(): a child in between does it */
+		pid = fork();
+		if (pid == 0) {
+			int st = 0;
+			if (unshare((int)(flags & ~0xffUL)) < 0)
+				_exit(20);
+			pid_t kid = fork();
+			if (kid == 0)
+				_exit(clone_kid_runs(k));
+			close(k->fd);
+			_exit(kid > 0 && waitpid(kid, &st, 0) == kid && WIFEXITED(st) ? WEXITSTATUS(st)
+										 : 21);
+		}
+		return pid;
+	}
+	pid = how ? (pid_t)syscall(SYS_clone3, args, sizeof(args))
+		  : (pid_t)syscall(SYS_clone, flags, NULL, NULL, NULL, NULL);
+	if (pid == 0)
+		_exit(clone_kid_runs(k));
+	return pid;
+}
+
+/* A clone that copies the memory and the fd table is a fork, however it
+ * is made: a raw clone or clone3 system call (vsftpd makes its sessions
+ * so) or libc's clone(); and in a new pid namespace (those, and a fork
+ * after unshare()), where the child's pid names another process here.  The parent closes its copy at once:
+ * every byte the child writes then must arrive, then the end.  The child
+ * was taken for a vfork child for good: a socket that took the number of
+ * a TCP socket it closed was taken for it (sendto: "Destination address
+ * required"), and the parent's close ended the connection under it. */
+static void case_clone_forks(void)
+{
+	static const char *const names[4] = { "syscall(SYS_clone)", "syscall(SYS_clone3)",
+					      "clone()", "fork() after unshare()" };
+	unsigned long userns = geteuid() ? CLONE_NEWUSER : 0;
+
+	for (int newpid = 0; newpid < 2; newpid++) {
+		for (int how = 0; how < 3 + newpid; how++) {
+			int a, b, used = shunt__shim_arena_used ? shunt__shim_arena_used() : 0;
+			test_log("%s%s", names[how], newpid ? " in a new pid namespace" : "");
+			ts_moved_pair(&a, &b);
+			struct clone_kid k = { a, newpid, shim_seed(40 + (uint64_t)how) };
+			fflush(NULL);
+			pid_t child = clone_by(how, SIGCHLD | (newpid ? CLONE_NEWPID | userns : 0), &k);
+			ASSERT_SYS(child);
+			ASSERT_SYS(close(a));
+			ts_recv_stream(b, k.seed, 0, 256 * KIB, ts_ms(5000));
+			test_wait_ok(child, ts_ms(5000) / 1000.0);
+			ts_expect_eof(b, ts_ms(3000));
+			ASSERT_SYS(close(b));
+			if (shunt__shim_arena_used)
+				ASSERT_EQ(shunt__shim_arena_used(), used);
+		}
+	}
+}
+
 /* vfork() returns once the child execs, before the new image ran a line
  * (and /bin/sleep runs no shim at all): the child joined the holders on
  * its way to exec, so the parent's close right after is not the end. */
@@ -1371,6 +1478,7 @@ static const struct shim_case g_cases[] = {
 	{ "fork_child_dies", case_fork_child_dies },
 	{ "fork_fails", case_fork_fails },
 	{ "fork_kin", case_fork_kin },
+	{ "clone_forks", case_clone_forks },
 	{ "fork_mid_move", case_fork_mid_move },
 	{ "vfork_close_at_once", case_vfork_close_at_once },
 	{ "fork_prefork_close", case_fork_prefork_close },

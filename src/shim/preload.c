@@ -91,6 +91,13 @@ static void let_go(int fd, struct tsock *t, void *arg)
 		shim_move_call_off(t, fd);
 }
 
+/* A child in another pid namespace (proc.c): its parent let go already. */
+void shim_estranged(void)
+{
+	enabled = 0;
+	atomic_store(&shim_hands_off, 1);
+}
+
 static void hands_off(const char *why)
 {
 	if (atomic_load(&shim_hands_off))
@@ -148,6 +155,61 @@ EXPORT int prctl(int option, ...)
 	return REAL(prctl)(option, a2, a3, a4, a5);
 }
 
+/* --- Forks by another name ----------------------------------------------------
+ * A clone that copies the memory and the fd table is a fork, whatever
+ * makes it: vsftpd calls syscall(__NR_clone, CLONE_NEWPID | ... | SIGCHLD,
+ * NULL), and a child made so without our fork handlers was taken for a
+ * vfork child for the rest of its life: it changed no table, and a socket
+ * that took the number of a TCP socket it had closed was taken for it
+ * (sendto lost its address, recvfrom never gave one).  So the handlers run
+ * around it, as around fork().  With a stack of its own the child runs
+ * where no wrapper returns (a raw call; clone() runs it through ours). */
+static int forklike(unsigned long flags)
+{
+	return !(flags & (CLONE_VM | CLONE_FILES | CLONE_THREAD | CLONE_VFORK | CLONE_SETTLS));
+}
+
+/* The flags of a raw clone or clone3 that forks on the caller's stack, or
+ * -1.  clone3's arguments are read as the kernel would: a bad pointer is
+ * its EFAULT, not our crash. */
+static long raw_fork_flags(long nr, const long a[6])
+{
+	if (nr != SYS_clone && nr != SYS_clone3)
+		return -1;
+	if (atomic_load(&shim_hands_off) || shim_in_vfork_child())
+		return -1;
+	if (nr == SYS_clone)
+		return forklike((unsigned long)a[0]) && !a[1] ? a[0] : -1;
+	uint64_t args[6]; /* flags, pidfd, child_tid, parent_tid, exit_signal, stack */
+	struct iovec mine = { args, sizeof(args) }, theirs = { (void *)a[0], sizeof(args) };
+	if (nr == SYS_clone3 && (size_t)a[1] >= sizeof(args) &&
+	    REAL(syscall)(SYS_process_vm_readv, sys_getpid(), &mine, 1, &theirs, 1, 0) ==
+		    (long)sizeof(args))
+		return forklike(args[0]) && !args[5] ? (long)args[0] : -1;
+	return -1;
+}
+
+/* Our fork handlers around a fork made by `call`; flags: the clone's. */
+static void fork_begin(unsigned long flags)
+{
+	shim_fork_wrap();
+	shim_fork_stranger((flags & CLONE_NEWPID) != 0);
+	shim_fork_prepare();
+}
+
+static long fork_end(long rc, int in_child)
+{
+	int err = errno;
+
+	if (in_child)
+		shim_fork_child();
+	else
+		shim_fork_parent();
+	shim_fork_unwrap(in_child ? 0 : rc < 0 ? -1 : (int)rc);
+	errno = err;
+	return rc;
+}
+
 /* Six arguments, as libc's syscall() takes them whatever the caller
  * passed: the ones it did not pass are never used, but the sixth is read
  * from the caller's stack, perhaps from its sanitizer's red zone (the
@@ -167,7 +229,12 @@ __attribute__((no_sanitize_address)) EXPORT long syscall(long nr, ...)
 		hands_off("a seccomp filter that may kill");
 	if (nr == SYS_io_uring_setup && !atomic_load(&shim_hands_off))
 		uring_made();
-	return REAL(syscall)(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+	long flags = raw_fork_flags(nr, a);
+	if (flags < 0)
+		return REAL(syscall)(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+	fork_begin((unsigned long)flags);
+	long rc = REAL(syscall)(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+	return fork_end(rc, rc == 0);
 }
 
 __attribute__((constructor)) static void shim_init(void)
@@ -1419,8 +1486,24 @@ EXPORT int daemon(int nochdir, int noclose)
 	return rc;
 }
 
-/* A child with a copy of our fd table holds our sockets; one that shares
- * the table (CLONE_FILES: threads too) is us. */
+/* A fork's child starts here, on its own stack, in its copy of our
+ * memory (the caller's frame, where `k` lives, is copied too). */
+struct kin_start {
+	int (*fn)(void *);
+	void *arg;
+};
+
+static int kin_begins(void *p)
+{
+	struct kin_start k = *(struct kin_start *)p;
+
+	fork_end(0, 1);
+	return k.fn(k.arg);
+}
+
+/* A child with a copy of our memory and fd table is a fork's (above); one
+ * that shares only the memory (posix_spawn's) holds our sockets from its
+ * exec on; one that shares the table (CLONE_FILES: threads too) is us. */
 EXPORT int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)
 {
 	va_list ap;
@@ -1432,6 +1515,12 @@ EXPORT int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)
 	void *tls = va_arg(ap, void *);
 	pid_t *ctid = va_arg(ap, pid_t *);
 	va_end(ap);
+	if (forklike((unsigned long)flags) && fn && !atomic_load(&shim_hands_off) &&
+	    !shim_in_vfork_child()) {
+		struct kin_start k = { fn, arg };
+		fork_begin((unsigned long)flags);
+		return (int)fork_end(REAL(clone)(kin_begins, stack, flags, &k, ptid, tls, ctid), 0);
+	}
 	int rc = REAL(clone)(fn, stack, flags, arg, ptid, tls, ctid);
 	int err = errno;
 

@@ -10,7 +10,11 @@
  * until it execs, so it changes no table (fds.c asks
  * shim_in_vfork_child()); it joins the holders at exec.  A child of _Fork
  * or clone (no atfork handler runs) is treated the same, and its parent
- * adds it to the holders when the call returns.  exec: the new image
+ * adds it to the holders when the call returns (_Fork: async-signal-safe,
+ * it may take no lock; clone() and a raw clone system call that copy the
+ * memory and the fd table are forks: see "A child of a clone").  A child
+ * in another pid namespace runs without the library (see "A child the
+ * family cannot name").  exec: the new image
  * adopts the family's arena and the tracked sockets that survive, listed
  * in SHUNT_INHERIT ("ARENAFD;FD:SLOT:GEN:INO,..."), each checked against
  * what the slot says before it is believed.  posix_spawn: the same, for a
@@ -149,13 +153,67 @@ static void births_child(void)
 	}
 }
 
+/* --- A child the family cannot name ----------------------------------------
+ * A child in another pid namespace (a clone with CLONE_NEWPID, as vsftpd
+ * makes its sessions; a fork after unshare(CLONE_NEWPID)) knows itself by
+ * a pid that names another process here: it can hold no slot of ours nor
+ * take a line in the arena (pid 1 would stay "alive" for good).  So it
+ * runs without the library, as a sandboxed process does, and what it
+ * inherits goes back to TCP before it is made and stays there, as a
+ * socket passed to another process does. */
+
+static _Thread_local int stranger; /* this fork's child: another pid namespace */
+
+void shim_fork_stranger(int newpid)
+{
+	stranger = newpid;
+}
+
+/* Did unshare(CLONE_NEWPID) or setns() put our children elsewhere?  Our
+ * own namespace never changes; our children's link names none until the
+ * first child of an unshare() makes it (ENOENT, where the link is). */
+static int children_elsewhere(void)
+{
+	static struct stat own;
+	struct stat kids;
+
+	if (!own.st_ino && sys_fstatat(AT_FDCWD, "/proc/self/ns/pid", &own, 0) < 0)
+		return 0;
+	if (sys_fstatat(AT_FDCWD, "/proc/self/ns/pid_for_children", &kids, 0) == 0)
+		return own.st_ino != kids.st_ino || own.st_dev != kids.st_dev;
+	return sys_fstatat(AT_FDCWD, "/proc/self/ns/pid_for_children", &kids,
+			   AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+static void estrange(int fd, struct tsock *t, void *arg)
+{
+	struct tsock *u = shim_get(fd); /* a reference: t may be closed now */
+
+	(void)t;
+	(void)arg;
+	if (!u)
+		return;
+	atomic_fetch_or(&u->slot->flags, TF_EXPORTED);
+	if (atomic_load(&u->slot->state) == SLOT_MOVED && shim_demote(u, fd) < 0)
+		log_error("fd %d: a connection in shared memory went to a child in another "
+			  "pid namespace and could not go back to TCP: it was reset", fd);
+	else if (atomic_load(&u->slot->state) != SLOT_MOVED)
+		shim_move_call_off(u, fd);
+	shim_put(u);
+}
+
 void shim_fork_prepare(void)
 {
 	/* A vfork-like child runs on a copy of tables that are not its own;
 	 * a fork inside our posix_spawn (an old libc's) is that spawn's. */
 	if (!spawning && !shim_in_vfork_child()) {
-		births_begin(1);
-		forking = 1;
+		if (stranger || children_elsewhere()) {
+			stranger = 1;
+			shim_each(estrange, NULL);
+		} else {
+			births_begin(1);
+			forking = 1;
+		}
 	}
 	shim_linger_fork(-1);
 	shunt__own_lock();
@@ -163,6 +221,7 @@ void shim_fork_prepare(void)
 
 void shim_fork_parent(void)
 {
+	stranger = 0;
 	shunt__own_unlock();
 	shim_linger_fork(1);
 	if (forking && !wrapped) { /* a fork inside libc: the child will say */
@@ -190,6 +249,11 @@ void shim_fork_child(void)
 	atomic_store(&cached_pid, sys_getpid());
 	shunt__own_unlock();
 	shim_linger_fork(0);
+	if (stranger) {
+		stranger = 0;
+		shim_estranged();
+		return;
+	}
 	shim_arena_forked();
 	shim_each(child_holds, NULL);
 	if (forking) {

@@ -124,6 +124,7 @@ void shim_real_init(void);
 /* Is the shim on at all?  Off when SHUNT_DISABLE=1 or the config was bad;
  * inherited connections are still carried then. */
 int shim_enabled(void);
+void shim_estranged(void);
 /* The pid this process had when the shim last looked: a vfork child runs
  * in its parent's memory and must change none of the shim's tables. */
 int shim_pid(void);
@@ -695,6 +696,7 @@ void shim_spawn_done(const posix_spawn_file_actions_t *fa, int child);
 /* A child we cannot name (popen's) holds what survives exec: it stays on
  * TCP for good. */
 void shim_spawn_lost(void);
+void shim_fork_stranger(int newpid);
 void shim_fork_prepare(void);
 void shim_fork_parent(void);
 void shim_fork_child(void);
