@@ -184,15 +184,16 @@ static void peer_clear(struct peer *p)
  * must be allowed. */
 static int peer_of(int s, struct peer *p)
 {
-	struct ucred cr;
+	struct ucred cr = { 0, 0, 0 };
 	int rc = shunt__peer_cred(s, &cr);
 
+	/* Named even when refused: the log says whom (it said pid 0, uid 0). */
+	p->pid = cr.pid;
+	p->uid = cr.uid;
 	if (rc == -EACCES)
 		log_info("meeting: the peer's uid %u is not allowed", (unsigned)cr.uid);
 	if (rc < 0)
 		return rc;
-	p->pid = cr.pid;
-	p->uid = cr.uid;
 	unsigned len = sizeof(p->pidfd);
 	rc = sys_getsockopt(s, SOL_SOCKET, SO_PEERPIDFD, &p->pidfd, &len);
 	p->pidfd = rc < 0 ? -1 : shunt__hide_fd(p->pidfd);
