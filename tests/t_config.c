@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "addr.h"
@@ -118,6 +120,7 @@ static void write_conf(const char *text)
 	ASSERT_NOT_NULL(f);
 	ASSERT(fputs(text, f) >= 0);
 	ASSERT_EQ(fclose(f), 0);
+	ASSERT_SYS(chmod(conf_path, 0600)); /* whatever the umask: ours alone */
 }
 
 /* In a fresh process: the config is read once per process. */
@@ -165,6 +168,75 @@ static void child_missing_file(void *arg)
 	exit(0);
 }
 
+/* A config file another user could have written is no config: a FIFO
+ * (whose open waited for a writer, in every program's constructor), a file
+ * others may write, one of another user's. */
+static void child_not_ours(void *arg)
+{
+	(void)arg;
+	setenv("SHUNT_CONFIG", conf_path, 1);
+	const struct shunt_config *c = shunt__config();
+	ASSERT_EQ(c->bad_file, 1);
+	ASSERT_EQ(shunt__peer_allowed(4242), 0);
+	exit(0);
+}
+
+/* The log: not into a FIFO with no reader (the open waited), nor through
+ * another user's symlink into a file of ours. */
+static void child_log_fifo(void *arg)
+{
+	(void)arg;
+	unsetenv("SHUNT_LOG");
+	ASSERT(shunt__log_setup("info", conf_path) < 0);
+	exit(0);
+}
+
+static void child_log_link(void *arg)
+{
+	const char *target = arg;
+	struct stat st;
+
+	unsetenv("SHUNT_LOG");
+	ASSERT_EQ(shunt__log_setup("info", conf_path), -EPERM);
+	ASSERT_SYS(stat(target, &st));
+	ASSERT_EQ(st.st_size, 0);
+	exit(0);
+}
+
+static void test_not_ours(void)
+{
+	char target[300];
+
+	snprintf(conf_path, sizeof(conf_path), "/tmp/t_config.%d.fifo", (int)getpid());
+	ASSERT_SYS(mkfifo(conf_path, 0600));
+	test_wait_ok(test_fork(child_not_ours, NULL), 5);
+	test_wait_ok(test_fork(child_log_fifo, NULL), 5);
+	unlink(conf_path);
+	snprintf(conf_path, sizeof(conf_path), "/tmp/t_config.%d.conf", (int)getpid());
+	write_conf("allow-user 4242\n");
+	ASSERT_SYS(chmod(conf_path, 0666));
+	test_wait_ok(test_fork(child_not_ours, NULL), 5);
+	if (geteuid() == 0) {
+		ASSERT_SYS(chmod(conf_path, 0644));
+		ASSERT_SYS(chown(conf_path, 65534, 65534));
+		test_wait_ok(test_fork(child_not_ours, NULL), 5);
+		/* Another user's link to a file of ours. */
+		snprintf(target, sizeof(target), "%s.target", conf_path);
+		unlink(conf_path);
+		int fd = open(target, O_CREAT | O_WRONLY | O_TRUNC, 0600);
+		ASSERT_SYS(fd);
+		close(fd);
+		ASSERT_SYS(symlink(target, conf_path));
+		ASSERT_SYS(lchown(conf_path, 65534, 65534));
+		test_wait_ok(test_fork(child_log_link, target), 5);
+		unlink(target);
+	} else {
+		test_log("not root: another user's file and symlink are not made");
+	}
+	unlink(conf_path);
+	test_log("a FIFO, a file others may write, another user's file and link: refused");
+}
+
 static void test_files(void)
 {
 	snprintf(conf_path, sizeof(conf_path), "/tmp/t_config.%d.conf", (int)getpid());
@@ -185,6 +257,7 @@ int main(void)
 	test_good_file();
 	test_bad_lines();
 	test_files();
+	test_not_ours();
 	test_log("pass");
 	return TEST_PASS;
 }

@@ -341,12 +341,34 @@ static int find_file(char *out, size_t n)
 	return access(out, F_OK) == 0;
 }
 
-static int read_file(const char *path, char *buf, size_t size)
+/* Settings are taken only from a file another user could not have
+ * written: SHUNT_CONFIG may name a place such as /tmp (a helper's attack:
+ * another user's file there said `allow-user` and `trust-netns yes`, and
+ * was taken silently).  NULL if it is such a file. */
+static const char *not_ours(const struct stat *st)
 {
-	int fd = sys_openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
+	if (!S_ISREG(st->st_mode))
+		return "not a regular file";
+	if (st->st_uid != geteuid() && st->st_uid != 0)
+		return "owned by another user";
+	if ((st->st_mode & S_IWOTH) || ((st->st_mode & S_IWGRP) && st->st_gid != getegid()))
+		return "writable by other users";
+	return NULL;
+}
+
+/* Non-blocking: a FIFO there would hold every program in our constructor. */
+static int read_file(const char *path, char *buf, size_t size, const char **why)
+{
+	int fd = sys_openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY, 0);
+	struct stat st;
 
 	if (fd < 0)
 		return fd;
+	*why = sys_fstat(fd, &st) < 0 ? "cannot stat it" : not_ours(&st);
+	if (*why) {
+		sys_close(fd);
+		return -EPERM;
+	}
 	long n = sys_read(fd, buf, size - 1);
 	int err = n < 0 ? (int)n : 0;
 	if (n == (long)size - 1 && sys_read(fd, buf, 1) > 0)
@@ -367,9 +389,11 @@ static void load_file(struct shunt_config *c)
 		c->file[0] = '\0';
 		return;
 	}
-	int rc = read_file(c->file, text, sizeof(text));
+	const char *why = NULL;
+	int rc = read_file(c->file, text, sizeof(text), &why);
 	if (rc < 0) {
-		shunt__complain("cannot read config file %s: %s", c->file, strerror(-rc));
+		shunt__complain("cannot read config file %s: %s", c->file,
+				why ? why : strerror(-rc));
 	} else if (shunt__config_parse(&parsed, c->file, text) == 0) {
 		snprintf(parsed.file, sizeof(parsed.file), "%s", c->file);
 		*c = parsed;

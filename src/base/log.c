@@ -44,12 +44,56 @@ void shunt__log_close(void)
 	sys_close(fd);
 }
 
+/*
+ * The log goes to a file of ours, or to a device, FIFO or socket (a
+ * terminal; /dev/stderr as a pipe), never into a file another user set up
+ * for us: SHUNT_LOG_FILE may name a place such as /tmp, where another
+ * user's symlink made our lines go into a file of ours it named, and a
+ * FIFO held every program in our constructor (a helper's attacks).  A
+ * symlink is followed only if we or root made it; the open does not wait
+ * for a FIFO's reader (ENXIO), and the writes then do as they would.
+ */
+static int log_path_ours(const char *file, int *flags)
+{
+	struct stat st;
+
+	if (sys_fstatat(AT_FDCWD, file, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		*flags |= O_NOFOLLOW; /* none yet: nobody's link may appear */
+	else if (!S_ISLNK(st.st_mode))
+		*flags |= O_NOFOLLOW;
+	else if (st.st_uid != geteuid() && st.st_uid != 0)
+		return -EPERM;
+	return 0;
+}
+
+static int log_file_ours(int fd)
+{
+	struct stat st;
+
+	if (sys_fstat(fd, &st) < 0)
+		return -EBADF;
+	if (S_ISREG(st.st_mode) && st.st_uid != geteuid() && st.st_uid != 0)
+		return -EPERM;
+	return S_ISREG(st.st_mode) || S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode) ||
+			       S_ISSOCK(st.st_mode)
+		       ? 0
+		       : -EINVAL;
+}
+
 static int open_log_file(const char *file)
 {
-	int fd = sys_openat(AT_FDCWD, file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	int flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK | O_NOCTTY;
+	int rc = log_path_ours(file, &flags);
+	int fd = rc < 0 ? rc : sys_openat(AT_FDCWD, file, flags, 0600);
 
 	if (fd < 0)
 		return fd;
+	rc = log_file_ours(fd);
+	if (rc < 0) {
+		sys_close(fd);
+		return rc;
+	}
+	sys_fcntl(fd, F_SETFL, O_APPEND);
 	shunt__log_close(); /* a file named before: replaced, not leaked */
 	/* Out of the program's way: a program that dup2()s onto a low fd (bash's
 	 * `exec 3<>`) would otherwise send our lines down its own socket. */
