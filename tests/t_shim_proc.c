@@ -20,6 +20,7 @@
  * SHUNT_TEST_ONLY=name,name runs some cases.  (Ported from the former t_preload.)
  */
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -621,6 +622,64 @@ static void case_clone_forks(void)
 				ASSERT_EQ(shunt__shim_arena_used(), used);
 		}
 	}
+}
+
+/* What `ls -l /proc/self/fd` prints in a program exec'd without the
+ * library by a child of ours: as another user (root only) with a moved
+ * socket it inherits, or as us with none. */
+static void ls_fds_as(int other_user, char *out, size_t n)
+{
+	char *argv[] = { (char *)"ls", (char *)"-l", (char *)"/proc/self/fd", NULL };
+	char *envp[] = { (char *)"PATH=/usr/bin:/bin", NULL };
+	int p[2];
+	size_t k = 0;
+	ssize_t r;
+
+	ASSERT_SYS(pipe(p));
+	fflush(NULL);
+	pid_t child = fork();
+	ASSERT_SYS(child);
+	if (child == 0) {
+		dup2(p[1], 1);
+		if (other_user && (setgroups(0, NULL) < 0 || setresgid(65534, 65534, 65534) < 0 ||
+				   setresuid(65534, 65534, 65534) < 0))
+			_exit(126);
+		execve("/bin/ls", argv, envp);
+		_exit(127);
+	}
+	close(p[1]);
+	while (k + 1 < n && (r = read(p[0], out + k, n - 1 - k)) > 0)
+		k += (size_t)r;
+	out[k] = '\0';
+	close(p[0]);
+	test_wait_ok(child, ts_ms(5000) / 1000.0);
+}
+
+/* The family's arena (its slots hold the pointers every member follows)
+ * crosses exec only to an image that has sockets of the family to adopt
+ * and runs as the family's user: a root server's helper that dropped to
+ * another user and exec'd a program without the library held the arena
+ * read-write, and read the server's stream through it (a helper's
+ * attack); with no socket to adopt it went along all the same. */
+static void case_exec_arena(void)
+{
+	static char out[16384];
+
+	for (int other = 0; other < 1 + (geteuid() == 0); other++) {
+		int a, b;
+		test_log("%s", other ? "as another user, a moved socket inherited"
+				     : "as us, no socket inherited");
+		ts_moved_pair(&a, &b);
+		set_cloexec(a, !other);
+		set_cloexec(b, 1);
+		ls_fds_as(other, out, sizeof(out));
+		ASSERT_MSG(!strstr(out, "shunt-arena"), "the exec'd program holds the arena:\n%s", out);
+		ASSERT_MSG(!other || strstr(out, "socket:"), "no socket survived the exec:\n%s", out);
+		ASSERT_SYS(close(a));
+		ASSERT_SYS(close(b));
+	}
+	if (geteuid() != 0)
+		test_log("not root: the other user's exec is not tried");
 }
 
 /* vfork() returns once the child execs, before the new image ran a line
@@ -1479,6 +1538,7 @@ static const struct shim_case g_cases[] = {
 	{ "fork_fails", case_fork_fails },
 	{ "fork_kin", case_fork_kin },
 	{ "clone_forks", case_clone_forks },
+	{ "exec_arena", case_exec_arena },
 	{ "fork_mid_move", case_fork_mid_move },
 	{ "vfork_close_at_once", case_vfork_close_at_once },
 	{ "fork_prefork_close", case_fork_prefork_close },

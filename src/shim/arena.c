@@ -15,6 +15,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "arena.h"
 #include "internal.h"
@@ -42,6 +43,31 @@ static _Atomic(struct arena_hdr *) arena;
 static int arena_fd = -1;
 static _Atomic(struct arena_proc *) me;
 static pthread_mutex_t arena_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* The credentials the arena was made or adopted under: a process that
+ * changed them since (a forked helper that dropped privileges) must not
+ * hand the family's arena, whose slots hold pointers every member follows,
+ * to the program it execs (proc.c, shim_exec_prepare). */
+static uid_t arena_uid[3];
+static gid_t arena_gid[3];
+
+static void creds_now(uid_t u[3], gid_t g[3])
+{
+	if (getresuid(&u[0], &u[1], &u[2]) < 0)
+		u[0] = u[1] = u[2] = (uid_t)-1;
+	if (getresgid(&g[0], &g[1], &g[2]) < 0)
+		g[0] = g[1] = g[2] = (gid_t)-1;
+}
+
+int shim_arena_creds_same(void)
+{
+	uid_t u[3];
+	gid_t g[3];
+
+	creds_now(u, g);
+	return !memcmp(u, arena_uid, sizeof(u)) && !memcmp(g, arena_gid, sizeof(g)) &&
+	       u[0] != (uid_t)-1 && g[0] != (gid_t)-1;
+}
 
 static struct arena_hdr *arena_now(void)
 {
@@ -124,6 +150,7 @@ static struct arena_hdr *arena_map(int fd, int *err)
 /* Our fd from now on, registered so that the program never closes it. */
 static void arena_publish(struct arena_hdr *a, int fd)
 {
+	creds_now(arena_uid, arena_gid);
 	__atomic_store_n(&arena_fd, fd, __ATOMIC_RELEASE);
 	shunt__own_add(&arena_fd);
 	proc_enter(a);

@@ -485,14 +485,22 @@ char **shim_exec_prepare(char *const envp[], const char *path, int replaces)
 	/* posix_spawn closes nothing of ours; a vfork child held nothing. */
 	if (replaces && in.nkept >= 0 && !shim_in_vfork_child())
 		shim_each(let_go_one, &in);
+	/* The arena crosses exec only to a new image with sockets of the
+	 * family to adopt, run with the credentials the family had: after a
+	 * setuid() it gave another user the slots' pointers, which every
+	 * member follows (a helper's attack read a root server's stream from
+	 * a program it exec'd as another user, without the library). */
+	int pass = in.n > 0 && shim_arena_creds_same();
 	size_t j = 0;
 	for (size_t i = 0; i < n; i++)
 		if (strncmp(envp[i], SHIM_INHERIT_ENV "=", sizeof(SHIM_INHERIT_ENV)))
 			x->env[j++] = envp[i];
-	x->env[j++] = var;
+	if (pass)
+		x->env[j++] = var;
 	x->env[j] = NULL;
-	/* The arena crosses exec; close-on-exec again if the exec fails. */
-	sys_fcntl(afd, F_SETFD, 0);
+	/* Close-on-exec again if the exec fails (shim_exec_done). */
+	if (pass)
+		sys_fcntl(afd, F_SETFD, 0);
 	return x->env;
 }
 

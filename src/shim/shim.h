@@ -290,6 +290,8 @@ void shim_scratch_free(void *p, size_t n);
 void shim_unlock(pthread_mutex_t *mu);
 /* The arena's fd, for exec; -1 if none. */
 int shim_arena_fd(void);
+/* Do we still run with the credentials the arena was made or adopted under? */
+int shim_arena_creds_same(void);
 /* Map an inherited arena (exec); 0 or negative errno. */
 int shim_arena_adopt(int fd);
 /* A forked child is a new process of the family: its own line. */
