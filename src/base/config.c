@@ -345,11 +345,32 @@ static int find_file(char *out, size_t n)
  * written: SHUNT_CONFIG may name a place such as /tmp (a helper's attack:
  * another user's file there said `allow-user` and `trust-netns yes`, and
  * was taken silently).  NULL if it is such a file. */
+/* In a user namespace other than the first, a file of a user it does not
+ * map (the host's root, whose config a container bind-mounts, as
+ * docs/containers.md does) shows as the overflow uid: nobody here can
+ * have written it. */
+static int unmapped_owner(uid_t uid)
+{
+	char buf[64];
+	unsigned inner = 1, outer = 1, count = 0;
+	int fd = uid == 65534 ? sys_openat(AT_FDCWD, "/proc/self/uid_map", O_RDONLY | O_CLOEXEC, 0)
+			      : -1;
+	long n = fd < 0 ? -1 : sys_read(fd, buf, sizeof(buf) - 1);
+
+	if (fd >= 0)
+		sys_close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	return sscanf(buf, "%u %u %u", &inner, &outer, &count) == 3 &&
+	       !(inner == 0 && outer == 0 && count == 4294967295u);
+}
+
 static const char *not_ours(const struct stat *st)
 {
 	if (!S_ISREG(st->st_mode))
 		return "not a regular file";
-	if (st->st_uid != geteuid() && st->st_uid != 0)
+	if (st->st_uid != geteuid() && st->st_uid != 0 && !unmapped_owner(st->st_uid))
 		return "owned by another user";
 	if ((st->st_mode & S_IWOTH) || ((st->st_mode & S_IWGRP) && st->st_gid != getegid()))
 		return "writable by other users";
