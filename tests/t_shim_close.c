@@ -25,7 +25,9 @@
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/select.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -213,6 +215,78 @@ static void case_close_unread(void)
 	ASSERT_FAILS(send(a, buf, 1, MSG_NOSIGNAL), EPIPE);
 	alarm(0);
 	ASSERT_SYS(close(a));
+}
+
+/* libuv (uvloop, Node.js) closes every fd by syscall(SYS_close), not
+ * close().  The accepted end writes 2 MiB to TCP that its peer, with a
+ * small receive buffer, does not read yet; both ends meet (the peer's
+ * small messages); the accepted end's sends switch with most of those
+ * bytes unsent in its kernel; its epoll wait arms its read, so the peer's
+ * next byte rings it a doorbell, which it leaves unread; it closes by the
+ * raw system call.  The peer must read all 2 MiB and the byte after them,
+ * then the end of the stream (uvloop's echo clients: a prefix, then
+ * ECONNRESET, when the library did not see that close: the kernel's close
+ * of a socket with a byte unread is a reset, which throws its unsent
+ * bytes away). */
+static void case_close_syscall(void)
+{
+	enum { BIG = 2 * MIB, MSGS = 300, MSG = KIB };
+	uint64_t seed = shim_seed(40);
+	int port, l = ts_tcp_listen(&port);
+	int c = socket(AF_INET, SOCK_STREAM, 0), small = 8192, large = 4 * MIB;
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+
+	ASSERT_SYS(c);
+	ASSERT_SYS(setsockopt(c, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)));
+	ASSERT_SYS(connect(c, (struct sockaddr *)&a, sizeof(a)));
+	int s = ts_tcp_accept(l, ts_ms(2000));
+	ASSERT_SYS(close(l));
+	ASSERT_SYS(setsockopt(s, SOL_SOCKET, SO_SNDBUF, &large, sizeof(large)));
+	unsigned char *buf = malloc(BIG + 64), m[MSG];
+	ASSERT(buf != NULL);
+	test_stream_fill(seed, 0, buf, BIG + 1);
+	size_t off = 0;
+	for (int tries = 0; off < BIG && tries < 100; tries++) {
+		ssize_t k = send(s, buf + off, BIG - off, MSG_DONTWAIT);
+		if (k > 0)
+			off += (size_t)k;
+		else
+			usleep(1000);
+	}
+	memset(m, 7, sizeof(m));
+	for (int i = 0; i < MSGS; i++) { /* data calls at both ends: they meet */
+		ts_write_all(c, m, MSG, ts_ms(2000));
+		ts_read_exact(s, m, MSG, ts_ms(2000));
+		usleep(200);
+	}
+	usleep(20000);
+	ts_write_all(s, buf + off, 1, ts_ms(2000)); /* switches, most of BIG unsent */
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLET };
+	ASSERT_SYS(ep);
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev));
+	ASSERT_EQ(epoll_wait(ep, &ev, 1, 20), 0); /* arms our read */
+	ts_write_all(c, m, 1, ts_ms(2000)); /* rings us */
+	if (!ts_disabled() && !ts_moved(c))
+		TEST_FAIL_MSG("the connection did not move: nothing tested");
+	usleep(50000);
+	ts_read_exact(s, m, 1, ts_ms(2000));
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_DEL, s, NULL));
+	ASSERT_SYS(close(ep));
+	ASSERT_SYS(syscall(SYS_close, s));
+	size_t got = 0;
+	ssize_t k;
+	ts_guard(10);
+	while ((k = read(c, buf + got, BIG + 64 - got)) > 0)
+		got += (size_t)k;
+	alarm(0);
+	if (k < 0)
+		TEST_FAIL_MSG("%s after %zu bytes of %zu", test_errname(errno), got, off + 1);
+	ASSERT_EQ(got, off + 1);
+	check_stream(seed, 0, buf, got);
+	free(buf);
+	ASSERT_SYS(close(c));
 }
 
 /* --- The peer dies ------------------------------------------------------------ */
@@ -849,6 +923,7 @@ static const struct shim_case g_cases[] = {
 	{ "eof_shutdown", case_eof_shutdown },
 	{ "eof_close", case_eof_close },
 	{ "close_unread", case_close_unread },
+	{ "close_syscall", case_close_syscall },
 	{ "reset", case_reset },
 	{ "reset_blocked", case_reset_blocked },
 	{ "killed_idle", case_killed_idle },

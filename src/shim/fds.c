@@ -63,16 +63,24 @@ static void going(int fd)
 	}
 }
 
-int shim_close(int fd)
+/* What a close of fd does before the kernel's: -EBADF for an fd of ours. */
+int shim_close_begin(int fd)
 {
 	if (shim_own_fd(fd))
-		return (int)shim_err(-EBADF);
+		return -EBADF;
 	if (!atomic_load(&shim_hands_off) && (!nothing_at(fd) || shim_linger_due()) &&
 	    !shim_in_vfork_child()) {
 		going(fd);
 		shim_linger_tick();
 	}
-	return REAL(close)(fd);
+	return 0;
+}
+
+int shim_close(int fd)
+{
+	int rc = shim_close_begin(fd);
+
+	return rc < 0 ? (int)shim_err(rc) : REAL(close)(fd);
 }
 
 static void to_stdio(int fd)

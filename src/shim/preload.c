@@ -229,6 +229,21 @@ __attribute__((no_sanitize_address)) EXPORT long syscall(long nr, ...)
 		hands_off("a seccomp filter that may kill");
 	if (nr == SYS_io_uring_setup && !atomic_load(&shim_hands_off))
 		uring_made();
+	/* libuv (uvloop, Node.js) closes every fd by syscall(SYS_close), as
+	 * glibc's close() is a cancellation point.  Unseen, a moved
+	 * connection's close told the peer nothing, drained no doorbell and
+	 * did not linger: the kernel's close of a socket with a doorbell
+	 * unread is a reset, which threw away the bytes written before the
+	 * switch and still unsent (uvloop's echo clients read a prefix, then
+	 * the end of the stream; found by a helper).  The close itself stays
+	 * the raw call. */
+	if (nr == SYS_close) {
+		int rc = shim_close_begin((int)a[0]);
+		if (rc < 0)
+			return shim_err(rc);
+	}
+	if (nr == SYS_close_range && REAL(close_range))
+		return shim_close_range((unsigned)a[0], (unsigned)a[1], (int)a[2]);
 	long flags = raw_fork_flags(nr, a);
 	if (flags < 0)
 		return REAL(syscall)(nr, a[0], a[1], a[2], a[3], a[4], a[5]);

@@ -380,6 +380,7 @@ int shunt__shim_arena_used(void); /* slots in use */
  * an fd passes here. */
 
 int shim_close(int fd);
+int shim_close_begin(int fd);
 int shim_dup2(int oldfd, int newfd, int flags, int three);
 int shim_close_range(unsigned first, unsigned last, int flags);
 void shim_closefrom(int first);
