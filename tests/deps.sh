@@ -47,6 +47,9 @@ NEEDED=(
 	socat:socat
 	haproxy:haproxy
 	lighttpd:lighttpd
+	vsftpd:vsftpd
+	useradd:passwd
+	chpasswd:passwd
 	memcached:memcached
 	/usr/sbin/sshd:openssh-server
 	ssh:openssh-client
