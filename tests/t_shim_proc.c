@@ -19,6 +19,7 @@
  * runs the same checks on kernel TCP, where every case passes.
  * SHUNT_TEST_ONLY=name,name runs some cases.  (Ported from the former t_preload.)
  */
+#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
@@ -680,6 +681,54 @@ static void case_exec_arena(void)
 	}
 	if (geteuid() != 0)
 		test_log("not root: the other user's exec is not tried");
+}
+
+/* Does a line of /proc/self/maps, or an fd's link, name the arena? */
+static int arena_named_in(const char *what)
+{
+	char line[512], path[300], link[256];
+	int n = 0;
+
+	if (!strcmp(what, "maps")) {
+		FILE *f = fopen("/proc/self/maps", "r");
+		ASSERT_NOT_NULL(f);
+		while (fgets(line, sizeof(line), f))
+			n += strstr(line, "shunt-arena") != NULL;
+		fclose(f);
+		return n;
+	}
+	DIR *d = opendir("/proc/self/fd");
+	ASSERT_NOT_NULL(d);
+	for (struct dirent *e; (e = readdir(d));) {
+		snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+		ssize_t k = readlink(path, link, sizeof(link) - 1);
+		if (k <= 0)
+			continue;
+		link[k] = '\0';
+		n += strstr(link, "shunt-arena") != NULL;
+	}
+	closedir(d);
+	return n;
+}
+
+/* The arena is mapped, and no fd of ours names it: /proc/PID/fd would
+ * open it for any process that may ptrace-read ours (a same-user one where
+ * Yama forbids attaching), which could then rewrite a slot's ring pointer
+ * and copy our sends (a helper's attack).  An exec'd image still adopts it
+ * (the exec cases). */
+static void case_arena_not_in_fds(void)
+{
+	int a, b;
+
+	ts_moved_pair(&a, &b);
+	if (!ts_disabled()) {
+		ASSERT_MSG(arena_named_in("maps") > 0, "no arena mapped: nothing tested");
+		ASSERT_EQ(arena_named_in("fds"), 0);
+	}
+	ts_send_stream(a, shim_seed(50), 0, 64 * KIB, ts_ms(3000));
+	ts_recv_stream(b, shim_seed(50), 0, 64 * KIB, ts_ms(3000));
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
 }
 
 /* vfork() returns once the child execs, before the new image ran a line
@@ -1539,6 +1588,7 @@ static const struct shim_case g_cases[] = {
 	{ "fork_kin", case_fork_kin },
 	{ "clone_forks", case_clone_forks },
 	{ "exec_arena", case_exec_arena },
+	{ "arena_not_in_fds", case_arena_not_in_fds },
 	{ "fork_mid_move", case_fork_mid_move },
 	{ "vfork_close_at_once", case_vfork_close_at_once },
 	{ "fork_prefork_close", case_fork_prefork_close },

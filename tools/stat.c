@@ -3,11 +3,15 @@
  * on this host, per process and per connection.
  *
  * Every process running the preload library keeps its facts in its
- * family's arena (shim/arena.h), a memfd named "shunt-arena".  They are
- * found in /proc/PID/fd (those we may look at: our own user's, or all for
- * root) and read with pread(), never mapped: the arena is written by other
- * processes, which may be hostile, so every count and size in it is checked
- * before use and nothing in it can make us fault.
+ * family's arena (shim/arena.h), a memfd named "shunt-arena", whose fd it
+ * keeps in a datagram in flight on a socket of its own (not in its fd
+ * table, where any process that may ptrace-read it could open it).  So
+ * each socket in /proc/PID/fd is copied with pidfd_getfd (which needs
+ * ptrace-attach permission: our own processes where Yama allows it, or all
+ * for root), and a datagram it holds is peeked, never taken.  The arena is
+ * read with pread(), never mapped: it is written by other processes, which
+ * may be hostile, so every count and size in it is checked before use and
+ * nothing in it can make us fault.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -19,6 +23,8 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -26,7 +32,6 @@
 #include "arena.h"
 #include "cmds.h"
 
-#define ARENA_LINK "/memfd:shunt-arena (deleted)"
 #define MAX_ARENAS 4096
 
 static const char *const why_names[ARENA_WHY] = {
@@ -161,19 +166,76 @@ static void show_arena(int fd, const struct opts *o, int slots_pass)
 	free(buf);
 }
 
-static void scan_fd(const char *pid, const char *fd, const struct opts *o, int pass)
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434 /* Linux 5.3, one number on every architecture */
+#endif
+#ifndef SYS_pidfd_getfd
+#define SYS_pidfd_getfd 438 /* Linux 5.6 */
+#endif
+
+/* The fds a message peeked at carried (close-on-exec), into fds; how many. */
+static int peeked_fds(struct msghdr *m, int *fds, int max)
+{
+	int n = 0;
+
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR(m, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(fd));
+			if (n < max)
+				fds[n++] = fd;
+			else
+				close(fd);
+		}
+	}
+	return n;
+}
+
+/* The arena parked on socket fd of the process behind pidfd: a copy of
+ * its fd, or -1.  Only a local datagram socket is looked at, and only a
+ * 1-byte datagram of ours that carries one fd is believed to hold it. */
+static int parked_arena(int pidfd, int fd)
+{
+	int s = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0), dom = 0, type = 0, got[4], n;
+	socklen_t l = sizeof(int);
+	char tag = 0, cbuf[CMSG_SPACE(sizeof(got))];
+	struct iovec v = { &tag, 1 };
+	struct msghdr m = { .msg_iov = &v, .msg_iovlen = 1, .msg_control = cbuf,
+			    .msg_controllen = sizeof(cbuf) };
+
+	if (s < 0)
+		return -1;
+	if (getsockopt(s, SOL_SOCKET, SO_DOMAIN, &dom, &l) < 0 || dom != AF_UNIX ||
+	    getsockopt(s, SOL_SOCKET, SO_TYPE, &type, &l) < 0 || type != SOCK_DGRAM ||
+	    recvmsg(s, &m, MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC) != 1) {
+		close(s);
+		return -1;
+	}
+	close(s);
+	n = peeked_fds(&m, got, 4);
+	if (n == 1 && tag == ARENA_PARK_TAG && !(m.msg_flags & MSG_CTRUNC))
+		return got[0];
+	for (int i = 0; i < n; i++)
+		close(got[i]);
+	return -1;
+}
+
+static void scan_fd(const char *pid, int pidfd, const char *fd, const struct opts *o, int pass)
 {
 	char path[600], link[64];
 	struct stat st;
 
 	snprintf(path, sizeof(path), "/proc/%s/fd/%s", pid, fd);
 	ssize_t n = readlink(path, link, sizeof(link) - 1);
-	if (n != (ssize_t)strlen(ARENA_LINK) || memcmp(link, ARENA_LINK, (size_t)n))
+	if (n <= 7 || memcmp(link, "socket:", 7) || pidfd < 0)
 		return;
-	int m = open(path, O_RDONLY | O_CLOEXEC);
+	int m = parked_arena(pidfd, atoi(fd));
 	if (m < 0)
 		return;
-	if (fstat(m, &st) == 0 && st.st_size == (off_t)ARENA_SIZE && !seen_before(&st))
+	if (fstat(m, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == (off_t)ARENA_SIZE &&
+	    !seen_before(&st))
 		show_arena(m, o, pass);
 	close(m);
 }
@@ -193,9 +255,12 @@ static void scan(const struct opts *o, int pass)
 		DIR *f = opendir(path);
 		if (!f)
 			continue;
+		int pidfd = (int)syscall(SYS_pidfd_open, atoi(e->d_name), 0);
 		for (struct dirent *x; (x = readdir(f));)
 			if (x->d_name[0] != '.')
-				scan_fd(e->d_name, x->d_name, o, pass);
+				scan_fd(e->d_name, pidfd, x->d_name, o, pass);
+		if (pidfd >= 0)
+			close(pidfd);
 		closedir(f);
 	}
 	closedir(d);

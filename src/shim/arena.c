@@ -14,10 +14,12 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "arena.h"
+#include "fdmsg.h"
 #include "internal.h"
 #include "shim.h"
 #include "sys.h"
@@ -35,12 +37,22 @@ const char *const shim_why_names[WHY_N] = {
 /*
  * The mapping is published once its header is written and this process
  * has its line (release), and read with acquire: a thread that sees the
- * pointer sees the rest.  Creating or adopting takes arena_mu.  arena_fd
+ * pointer sees the rest.  Creating or adopting takes arena_mu.  arena_park
  * is in the registry of the library's own fds, which may move it (the
  * program dup2()s onto its number): atomic accesses.
+ *
+ * The arena's fd is not kept in the fd table: it lives in a datagram in
+ * flight on a socket pair of ours (arena_park, the receiving end).
+ * /proc/PID/fd opens files, not sockets, so a process that may ptrace-read
+ * ours but not attach (a same-user process where Yama forbids attaching)
+ * cannot reach the arena there: a helper's attack opened it so, rewrote a
+ * slot's ring pointer and copied the victim's sends.  An exec takes a copy
+ * out with MSG_PEEK (the datagram stays, for the family's forks, which
+ * share the pair); `shunt stat` takes the pair with pidfd_getfd (ptrace
+ * attach permission) and peeks the same way.
  */
 static _Atomic(struct arena_hdr *) arena;
-static int arena_fd = -1;
+static int arena_park = -1;
 static _Atomic(struct arena_proc *) me;
 static pthread_mutex_t arena_mu = PTHREAD_MUTEX_INITIALIZER;
 
@@ -87,7 +99,34 @@ int shim_slot_index(const struct tslot *s)
 
 int shim_arena_fd(void)
 {
-	return __atomic_load_n(&arena_fd, __ATOMIC_ACQUIRE);
+	int park = __atomic_load_n(&arena_park, __ATOMIC_ACQUIRE), fd = -1, n = 0;
+	char tag;
+
+	if (park < 0 || shunt_fdmsg_recv(park, &tag, 1, &fd, 1, &n, MSG_PEEK | MSG_DONTWAIT) < 0)
+		return -1;
+	if (n == 1 && tag == ARENA_PARK_TAG)
+		return fd;
+	shunt_close_fds(&fd, n);
+	return -1;
+}
+
+/* Parks fd (above) and closes it; without a pair the arena stays mapped
+ * and no exec passes it on (the new image makes a family of its own). */
+static void park(int fd)
+{
+	int sv[2];
+	char tag = ARENA_PARK_TAG;
+
+	if (sys_socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv) == 0) {
+		if (shunt_fdmsg_send(sv[0], &tag, 1, &fd, 1, MSG_DONTWAIT) == 0) {
+			__atomic_store_n(&arena_park, shunt__hide_fd(sv[1]), __ATOMIC_RELEASE);
+			shunt__own_add(&arena_park);
+		} else {
+			sys_close(sv[1]);
+		}
+		sys_close(sv[0]);
+	}
+	sys_close(fd);
 }
 
 /* A holder entry is a pid, -1 (shared for good), or a fork's reservation
@@ -151,8 +190,7 @@ static struct arena_hdr *arena_map(int fd, int *err)
 static void arena_publish(struct arena_hdr *a, int fd)
 {
 	creds_now(arena_uid, arena_gid);
-	__atomic_store_n(&arena_fd, fd, __ATOMIC_RELEASE);
-	shunt__own_add(&arena_fd);
+	park(fd);
 	proc_enter(a);
 	atomic_store_explicit(&arena, a, memory_order_release);
 }
@@ -202,11 +240,8 @@ int shim_arena_adopt(int fd)
 		a = NULL;
 		rc = -EPROTO;
 	}
-	if (a) {
-		fd = shunt__hide_fd(fd);
-		sys_fcntl(fd, F_SETFD, FD_CLOEXEC);
+	if (a)
 		arena_publish(a, fd);
-	}
 	pthread_mutex_unlock(&arena_mu);
 	return rc;
 }

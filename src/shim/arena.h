@@ -22,6 +22,10 @@
 #define ARENA_SLOTS_OFF 65536u
 #define ARENA_SIZE      ((uint64_t)ARENA_SLOTS_OFF + (uint64_t)ARENA_SLOTS * ARENA_SLOT_SIZE)
 #define ARENA_WHY       8 /* enum shim_why */
+/* A process keeps the arena's fd as the one fd of a 1-byte datagram that
+ * carries this byte, in flight on a socket pair of its own (shim/arena.c):
+ * not in its fd table, where /proc/PID/fd would open it. */
+#define ARENA_PARK_TAG  'A'
 
 /* One process of the family, and what it saw: `shunt stat`'s "why not". */
 struct arena_proc {

@@ -432,6 +432,7 @@ static void add_fd(int fd, struct tsock *t, void *arg)
 struct exec_env {
 	size_t size;
 	char **env;
+	int afd; /* the arena's copy that crosses exec, or -1 */
 };
 
 /* What exec closes: a holder that stays (its pid lives on as the new
@@ -464,17 +465,22 @@ static void let_go_one(int fd, struct tsock *t, void *arg)
 char **shim_exec_prepare(char *const envp[], const char *path, int replaces)
 {
 	(void)path;
-	int afd = shim_arena_fd();
-	if (afd < 0 || atomic_load(&shim_hands_off))
+	if (atomic_load(&shim_hands_off))
+		return (char **)envp;
+	int afd = shim_arena_fd(); /* a copy, ours to close */
+	if (afd < 0)
 		return (char **)envp;
 	size_t n = 0;
 	while (envp && envp[n])
 		n++;
 	size_t size = sizeof(struct exec_env) + (n + 2) * sizeof(char *) + INHERIT_MAX + 64;
 	struct exec_env *x = shim_scratch(size); /* not the heap: a vfork child's */
-	if (!x)
+	if (!x) {
+		sys_close(afd);
 		return (char **)envp;
+	}
 	x->size = size;
+	x->afd = afd;
 	x->env = (char **)(x + 1);
 	char *var = (char *)(x->env + n + 2);
 	struct inherit in = { .buf = var, .cap = INHERIT_MAX + 64,
@@ -498,9 +504,13 @@ char **shim_exec_prepare(char *const envp[], const char *path, int replaces)
 	if (pass)
 		x->env[j++] = var;
 	x->env[j] = NULL;
-	/* Close-on-exec again if the exec fails (shim_exec_done). */
-	if (pass)
+	/* Closed if the exec fails (shim_exec_done). */
+	if (pass) {
 		sys_fcntl(afd, F_SETFD, 0);
+	} else {
+		sys_close(afd);
+		x->afd = -1;
+	}
 	return x->env;
 }
 
@@ -509,9 +519,8 @@ void shim_exec_done(char **env, char *const envp[])
 	if (env == (char **)envp)
 		return;
 	struct exec_env *x = (struct exec_env *)env - 1;
-	int afd = shim_arena_fd();
-	if (afd >= 0)
-		sys_fcntl(afd, F_SETFD, FD_CLOEXEC);
+	if (x->afd >= 0)
+		sys_close(x->afd);
 	/* The exec failed: we hold what we let go of. */
 	for (int i = 0; !shim_in_vfork_child() && i < nlet_go; i++)
 		if (atomic_load(&let_go[i].s->gen) == let_go[i].gen)
