@@ -843,9 +843,14 @@ static void holder_round(uint64_t k)
 	struct report r = report_get(&h, ts_ms(10000));
 	test_log("control: a holder of the client's socket claimed it: message type %d, %d fds",
 		 r.msg_type, r.fds_got);
-	ASSERT_MSG(r.msg_type == SHIM_MEET_ACCEPT && r.fds_got == 0,
-		   "control: the true claim was not answered (type %d, %d fds): the refusals "
-		   "prove nothing", r.msg_type, r.fds_got);
+	ASSERT_MSG(r.msg_type == SHIM_MEET_ACCEPT && r.fds_got == 1,
+		   "control: the true claim was not answered with the segment (type %d, %d "
+		   "fds): the refusals prove nothing", r.msg_type, r.fds_got);
+	/* Passed, and not left open here for the dialer to open through
+	 * /proc/PID/fd, where any process that may ptrace-read us could too
+	 * (a helper's attack read both rings so, 9 runs in 13). */
+	ASSERT_MSG(test_count_fd_links("/memfd:shunt-conn") == 0,
+		   "the listener holds its segment at an fd after answering");
 	go(&h, 'e');
 	helper_end(&h);
 	ASSERT_SYS(close(L.c));
@@ -1195,8 +1200,8 @@ static void case_fds_overflow(void)
 
 enum jacc {
 	A_HELLO,     /* a HELLO instead */
-	A_FDS,       /* an ACCEPT with a pipe attached */
-	A_PASS,      /* ... flagged PASS, the segment attached (not asked for) */
+	A_FDS,       /* the segment attached twice */
+	A_PASS,      /* the segment attached, and a segment fd named too */
 	A_RING_ODD,  /* ring_size 12345 */
 	A_RING_HUGE, /* ring_size 2^40 */
 	A_UNSEALED,  /* a memfd of the right size, not sealed */
@@ -1205,13 +1210,13 @@ enum jacc {
 	A_BELL0,     /* a real segment whose bell byte is 0 */
 	A_PIPE,      /* a pipe for the segment */
 	A_FIFO,      /* a FIFO for the segment (an open() that could wait) */
-	A_INO,       /* a real segment, the wrong inode */
-	A_NOFD,      /* a segment fd not open */
+	A_INO,       /* a real segment named, not attached (version 2's /proc way) */
+	A_NOFD,      /* a segment fd not open named, nothing attached */
 	A_CLAIM,     /* a real segment, a claim of a socket that is no mirror */
 	A_N,
 	A_LINGER = A_N, /* a socket whose close() blocks attached */
 	A_GOOD,      /* a real segment (the control) */
-	/* The segment passed (the dialer asked: it may not look at us). */
+	/* More fds passed (linger_accept). */
 	A_P_MANY = A_GOOD + 1, /* five fds */
 	A_P_FOUR,    /* four, a socket whose close() blocks among them */
 	A_P_BOMB,    /* that socket for the segment */
@@ -1219,10 +1224,10 @@ enum jacc {
 };
 
 static const char *const jacc_names[] = {
-	"a HELLO", "a pipe attached", "PASS not asked for", "ring size 12345",
+	"a HELLO", "the segment attached twice", "a segment attached and named", "ring size 12345",
 	"ring size 2^40", "an unsealed memfd", "a memfd of the wrong size",
 	"a segment without header", "bell byte 0", "a pipe for the segment",
-	"a FIFO for the segment", "the wrong inode", "a segment fd not open",
+	"a FIFO for the segment", "a segment named, not passed", "a segment fd not open",
 	"a claim of no mirror", "a lingering socket attached", "a good one",
 	"five fds passed", "four fds passed", "a lingering socket for the segment",
 	"the segment passed",
@@ -1315,18 +1320,17 @@ static void jacc_segment(enum jacc j, struct shim_meet_msg *m, int *fds, int *nf
 		break;
 	}
 	keep_fd(k, y);
-	if (j >= A_P_MANY) {
-		m->flags = SHIM_MEET_PASS;
-		if (j == A_P_GOOD)
-			fds[(*nfds)++] = seg;
-		keep_fd(k, seg);
+	keep_fd(k, seg);
+	/* Named by its number, as version 2 let a listener do (the dialer
+	 * opened it through /proc, where others could too): refused now. */
+	if (j == A_INO || j == A_NOFD) {
+		m->seg_fd = j == A_NOFD ? 999 : seg;
+		m->seg_ino = ino_of(seg);
 		return;
 	}
-	m->seg_fd = seg;
-	m->seg_ino = ino_of(seg) + (j == A_INO);
-	keep_fd(k, seg);
-	if (j == A_NOFD)
-		m->seg_fd = 999;
+	m->flags = SHIM_MEET_PASS;
+	if (j < A_P_MANY || j == A_P_GOOD)
+		fds[(*nfds)++] = seg;
 }
 
 /* In the squatter: answer a with junk kind j, claiming its fd `claim`.
@@ -1340,11 +1344,11 @@ static int junk_accept(int a, int claim, enum jacc j, struct kept *k)
 	jacc_segment(j, &m, fds, &n, k);
 	switch (j) {
 	case A_HELLO: m.type = SHIM_MEET_HELLO; break;
-	case A_FDS: fds[n++] = m.seg_fd; break;
-	case A_PASS: m.flags = SHIM_MEET_PASS; fds[n++] = m.seg_fd; m.seg_fd = -1; m.seg_ino = 0; break;
+	case A_FDS: fds[n++] = fds[0]; break;
+	case A_PASS: m.seg_fd = fds[0]; m.seg_ino = ino_of(fds[0]); break;
 	case A_RING_ODD: m.ring_size = 12345; break;
 	case A_RING_HUGE: m.ring_size = 1ull << 40; break;
-	case A_CLAIM: m.tcp_fd = m.seg_fd; break;
+	case A_CLAIM: m.tcp_fd = fds[0]; break;
 	case A_LINGER: fds[n++] = linger_bomb(3, &y); keep_fd(k, y); break;
 	default: break;
 	}

@@ -299,21 +299,3 @@ int shim_kern_proc_sock(int pid, int fd, uint64_t *ino)
 	*ino = v;
 	return 0;
 }
-
-int shim_kern_proc_open(int pid, int fd)
-{
-	char path[48];
-	struct stat st;
-	int rc = proc_fd_path(pid, fd, path, sizeof(path));
-
-	/* Only a regular file is opened: a FIFO's or a device's open() may
-	 * wait or act. */
-	if (rc == 0)
-		rc = sys_fstatat(AT_FDCWD, path, &st, 0);
-	if (rc == 0 && !S_ISREG(st.st_mode))
-		rc = -EPROTO;
-	if (rc < 0)
-		return rc == -EPERM ? -EACCES : rc;
-	return shunt__hide_fd(sys_openat(AT_FDCWD, path,
-					 O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0));
-}

@@ -23,9 +23,9 @@
  * Looking there needs ptrace-read permission; a peer we may not look at is
  * taken only if `allow-user` names its user and the kernel says that user
  * owns the mirror socket.  Its end in no namespace of ours: refused, unless
- * `trust-netns yes` (then its user's word is all).  The segment is opened
- * through /proc/PID/fd/M, or passed when we may not look; no other message
- * may carry fds (SO_PASSRIGHTS off, Linux 6.16).  docs/design.md, "Meeting
+ * `trust-netns yes` (then its user's word is all).  The segment is passed
+ * with the ACCEPT; no other message may carry fds (SO_PASSRIGHTS off,
+ * Linux 6.16).  docs/design.md, "Meeting
  * and proof", has the messages byte by byte and the limits.
  */
 #include <errno.h>
@@ -68,9 +68,6 @@ struct tmeet {
 	int dialer;                /* 1: we dial; 0: we listen */
 	int lfd;                   /* listener: the named socket */
 	int s;                     /* the stream to the other end */
-	int pass;                  /* dialer: the segment comes by SCM_RIGHTS */
-	int seg_fd;                /* listener, answered: the segment, open until
-	                            * the dialer has opened it through /proc */
 	struct peer peer;          /* the process at the other end of s */
 	struct sockaddr_un name;
 	unsigned name_len;
@@ -211,14 +208,6 @@ static int peer_alive(const struct peer *p)
 	return rc != -ESRCH;
 }
 
-/* May we look at the peer's fds?  (An fd it cannot have: no such fd.) */
-static int can_look(const struct peer *p)
-{
-	uint64_t ino;
-
-	return shim_kern_proc_sock(p->pid, INT_MAX, &ino) == -ENOENT;
-}
-
 /* --- Proof ------------------------------------------------------------------- */
 
 /*
@@ -257,32 +246,7 @@ static void refused(const char *who, const struct peer *p, int rc)
 				: strerror(-rc));
 }
 
-/* The segment the listener holds at fd msg->seg_fd, opened through /proc:
- * the memfd it said (its inode), while the listener still lives. */
-static int open_segment(const struct peer *p, const struct shim_meet_msg *msg)
-{
-	struct stat st;
-	int fd = shim_kern_proc_open(p->pid, msg->seg_fd);
-
-	if (fd < 0)
-		return fd;
-	if (sys_fstat(fd, &st) < 0 || (uint64_t)st.st_ino != msg->seg_ino || !peer_alive(p)) {
-		sys_close(fd);
-		return -EPERM;
-	}
-	return fd;
-}
-
 /* --- Steps ------------------------------------------------------------------- */
-
-static void seg_close(struct tmeet *m)
-{
-	if (m->seg_fd < 0)
-		return;
-	shunt__own_del(&m->seg_fd);
-	sys_close(m->seg_fd);
-	m->seg_fd = -1;
-}
 
 /* Close the meeting's sockets; the name's file goes too unless keep_name
  * (a forked child: the file is its parent's, which goes on meeting). */
@@ -302,7 +266,6 @@ static void meet_close_sockets(struct tmeet *m, int keep_name)
 static void meet_free(struct tmeet *m, int keep_name)
 {
 	meet_close_sockets(m, keep_name);
-	seg_close(m);
 	free(m);
 }
 
@@ -333,7 +296,7 @@ static int meet_new(struct tsock *t, struct tmeet **out)
 
 	if (!m)
 		return -ENOMEM;
-	m->lfd = m->s = m->seg_fd = m->peer.pidfd = -1;
+	m->lfd = m->s = m->peer.pidfd = -1;
 	m->dialer = shunt_addr_cmp(&sl->local, &sl->peer) > 0;
 	m->file = shunt__config()->trust_netns;
 	const struct shunt_addr *lo = m->dialer ? &sl->peer : &sl->local;
@@ -414,36 +377,24 @@ static struct shim_meet_msg msg_of(uint32_t type, int fd)
 	return m;
 }
 
-/* The ACCEPT for a segment in memfd: passed, or kept open for the dialer
- * to open through /proc (m->seg_fd, in the registry of our own fds). */
-static int send_accept(struct tmeet *m, int fd, uint64_t cap, int memfd, int pass)
+/* The ACCEPT, with the segment's memfd passed (SCM_RIGHTS), never left
+ * open for the dialer to open through /proc/PID/fd: there, any process
+ * that may ptrace-read ours but not attach (a same-user one where Yama
+ * forbids attaching) opened it too, and read both rings for the
+ * connection's life (a helper's attack, 9 runs in 13). */
+static int send_accept(struct tmeet *m, int fd, uint64_t cap, int memfd)
 {
 	struct shim_meet_msg a = msg_of(SHIM_MEET_ACCEPT, fd);
-	struct stat st;
 
 	a.ring_size = cap;
-	if (pass) {
-		a.flags = SHIM_MEET_PASS;
-		int rc = send_msg(m->s, &a, &memfd, 1);
-		sys_close(memfd);
-		return rc;
-	}
-	int rc = sys_fstat(memfd, &st);
-	a.seg_fd = memfd;
-	a.seg_ino = st.st_ino;
-	if (rc == 0)
-		rc = send_msg(m->s, &a, NULL, 0);
-	if (rc < 0) {
-		sys_close(memfd);
-		return rc;
-	}
-	m->seg_fd = memfd;
-	shunt__own_add(&m->seg_fd);
-	return 0;
+	a.flags = SHIM_MEET_PASS;
+	int rc = send_msg(m->s, &a, &memfd, 1);
+	sys_close(memfd);
+	return rc;
 }
 
 /* The listener took a good HELLO: make the segment and answer. */
-static int answer(struct tsock *t, int fd, struct tmeet *m, int pass)
+static int answer(struct tsock *t, int fd, struct tmeet *m)
 {
 	struct tslot *sl = t->slot;
 	struct shunt_seg seg = { 0 };
@@ -459,7 +410,7 @@ static int answer(struct tsock *t, int fd, struct tmeet *m, int pass)
 	shim_rx_publish_from(t, &seg.ctl->sw[0].rx_tcp);
 	shunt_end_init(&sl->end, &seg, 0, shunt__config()->spin_us, 1);
 	t->mapped = 1;
-	rc = send_accept(m, fd, seg.cap, (int)memfd, pass);
+	rc = send_accept(m, fd, seg.cap, (int)memfd);
 	if (rc < 0) {
 		t->mapped = 0;
 		shim_rx_publish_stop(t);
@@ -514,18 +465,16 @@ static int listen_step(struct tsock *t, int fd, struct tmeet *m)
 	rc = shim_may_commit(t);
 	if (rc < 0)
 		return rc;
-	rc = answer(t, fd, m, !!(msg.flags & SHIM_MEET_PASS));
+	rc = answer(t, fd, m);
 	if (rc < 0)
 		return rc;
-	/* The dialer has what it needs but the segment (m->seg_fd), which it
-	 * opens at its next step; the segment tells the rest. */
+	/* The dialer has what it needs; the segment tells the rest. */
 	meet_close_sockets(m, 0);
 	return 1;
 }
 
 /* Connect to the listener's name and say HELLO: whether it can prove
- * itself to us decides first (no use otherwise), then how the segment
- * comes (through /proc if we may look at its fds, else passed). */
+ * itself to us decides first (no use otherwise). */
 static int dial(struct tsock *t, int fd, struct tmeet *m)
 {
 	int s = seqpacket();
@@ -546,35 +495,28 @@ static int dial(struct tsock *t, int fd, struct tmeet *m)
 		refused("the listener", &m->peer, rc);
 		return rc;
 	}
-	m->pass = !can_look(&m->peer);
-	if (m->pass)
-		take_fds(s, 1);
+	take_fds(s, 1); /* the segment comes that way */
 	struct shim_meet_msg h = msg_of(SHIM_MEET_HELLO, fd);
-	h.flags = m->pass ? SHIM_MEET_PASS : 0;
 	return send_msg(s, &h, NULL, 0);
 }
 
-/* The listener's ACCEPT: its proof, then its segment.  0 and the segment's
- * fd in *seg, or why not (fds closed). */
+/* The listener's ACCEPT (its one fd, the segment, checked by
+ * shim_meet_parse): its proof, then the segment.  0 and the segment's fd in
+ * *seg, or why not (fds closed). */
 static int take_accept(struct tsock *t, struct tmeet *m, const struct shim_meet_msg *a,
 		       int *fds, int *seg)
 {
-	int nfds = (a->flags & SHIM_MEET_PASS) ? 1 : 0;
-	int rc = nfds == m->pass ? 0 : -EPROTO;
+	int rc = 0;
 
-	if (rc == 0 && (atomic_load(&t->slot->flags) & TF_NOMOVE))
+	if (atomic_load(&t->slot->flags) & TF_NOMOVE)
 		rc = -ECANCELED; /* shut down, passed on or taken by stdio meanwhile */
 	if (rc == 0)
 		rc = prove(t, &m->peer, a->tcp_fd);
-	if (rc == 0 && m->pass) {
+	if (rc == 0) {
 		*seg = fds[0];
 		return 0;
 	}
-	shunt_close_untrusted(fds, nfds);
-	if (rc == 0) {
-		*seg = open_segment(&m->peer, a);
-		rc = *seg < 0 ? *seg : 0;
-	}
+	shunt_close_untrusted(fds, 1);
 	if (rc == -EACCES || rc == -EPERM)
 		refused("the listener", &m->peer, rc);
 	return rc;
@@ -633,8 +575,7 @@ static int dial_step(struct tsock *t, int fd, struct tmeet *m)
 	return 1;
 }
 
-/* Done or given up, the meeting goes; a listener that answered keeps it
- * for the segment the dialer is to open (shim_meet_drop lets it go). */
+/* Done or given up, the meeting goes. */
 int shim_meet_step(struct tsock *t, int fd)
 {
 	pthread_mutex_lock(&t->mu);
@@ -643,7 +584,7 @@ int shim_meet_step(struct tsock *t, int fd)
 	t->meet = m;
 	if (rc == 0)
 		rc = m->dialer ? dial_step(t, fd, m) : listen_step(t, fd, m);
-	int keep = rc == 0 || (rc == 1 && m->seg_fd >= 0);
+	int keep = rc == 0;
 	if (!keep)
 		t->meet = NULL;
 	/* Said under the lock: a read that took the peer's first doorbell

@@ -12,11 +12,10 @@
 #include "addr.h"
 
 #define SHIM_MEET_MAGIC   0x45564f4d544e4853ull /* "SHNTMOVE" little-endian */
-#define SHIM_MEET_VERSION 2u
+#define SHIM_MEET_VERSION 3u
 #define SHIM_MEET_HELLO   1u /* dialer -> listener, no fds */
-#define SHIM_MEET_ACCEPT  2u /* listener -> dialer, fds [segment] with PASS, else none */
-#define SHIM_MEET_PASS    0x1u /* HELLO: pass me the segment (I may not look at
-                                * your fds); ACCEPT: here it is */
+#define SHIM_MEET_ACCEPT  2u /* listener -> dialer, fds [segment] */
+#define SHIM_MEET_PASS    0x1u /* ACCEPT: the segment is attached (always) */
 
 /* 48 bytes, little-endian; the fd numbers are claims the receiver checks
  * in /proc (docs/design.md, "Meeting and proof"). */
@@ -26,11 +25,10 @@ struct shim_meet_msg {
 	uint32_t type;      /* 12 SHIM_MEET_HELLO or SHIM_MEET_ACCEPT */
 	uint64_t ring_size; /* 16 ACCEPT: each ring's size; HELLO: 0 */
 	uint32_t medium;    /* 24 0: local (a memfd) */
-	uint32_t flags;     /* 28 SHIM_MEET_PASS or 0 */
+	uint32_t flags;     /* 28 ACCEPT: SHIM_MEET_PASS; HELLO: 0 */
 	int32_t tcp_fd;     /* 32 the sender's fd of its end of the connection */
-	int32_t seg_fd;     /* 36 ACCEPT without PASS: the sender's fd of the
-	                     *    segment's memfd; else -1 */
-	uint64_t seg_ino;   /* 40 ACCEPT without PASS: that memfd's inode; else 0 */
+	int32_t seg_fd;     /* 36 -1 (version 2 named a segment to open in /proc) */
+	uint64_t seg_ino;   /* 40 0 */
 };
 
 /* 0 if m is a well-formed message of `type` that came with nfds fds. */

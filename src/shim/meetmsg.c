@@ -12,17 +12,20 @@
 
 static int parse_hello(const struct shim_meet_msg *m, int nfds)
 {
-	return nfds == 0 && m->ring_size == 0 && m->seg_fd == -1 && m->seg_ino == 0 ? 0
-										  : -EPROTO;
+	return nfds == 0 && m->flags == 0 && m->ring_size == 0 && m->seg_fd == -1 &&
+			       m->seg_ino == 0
+		       ? 0
+		       : -EPROTO;
 }
 
+/* The segment comes with it, always (meet.c, send_accept). */
 static int parse_accept(const struct shim_meet_msg *m, int nfds)
 {
 	if (shunt_seg_check_size(m->ring_size) < 0)
 		return -EPROTO;
-	if (m->flags & SHIM_MEET_PASS)
-		return nfds == 1 && m->seg_fd == -1 && m->seg_ino == 0 ? 0 : -EPROTO;
-	return nfds == 0 && m->seg_fd >= 0 && m->seg_ino != 0 ? 0 : -EPROTO;
+	return nfds == 1 && m->flags == SHIM_MEET_PASS && m->seg_fd == -1 && m->seg_ino == 0
+		       ? 0
+		       : -EPROTO;
 }
 
 int shim_meet_parse(const struct shim_meet_msg *m, int nfds, uint32_t type)

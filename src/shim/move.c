@@ -442,7 +442,6 @@ static void abandon(struct tsock *t, int fd)
 	    atomic_compare_exchange_strong(&s->state, &st, SLOT_OFF)) {
 		shim_count_why(s, WHY_NOPEER);
 		log_info("fd %d stays on TCP: the peer never attached", fd);
-		shim_meet_drop(t); /* the segment it did not open */
 	}
 }
 
@@ -524,8 +523,6 @@ static int switch_tx(struct tsock *t, int fd, int patient, int busy)
 		abandon(t, fd);
 		return -EAGAIN;
 	}
-	/* It attached: a listener's segment fd has served (meet.c). */
-	shim_meet_drop(t);
 	/* Our side of the stream is shut: no doorbell could follow the data. */
 	if (atomic_load(&s->flags) & TF_SHUT) {
 		atomic_fetch_or(&s->phase, PH_NOBELL);
@@ -649,7 +646,6 @@ int shim_peer_switched(struct tsock *t)
 		return 0;
 	atomic_store(&s->x_peer, atomic_load_explicit(&sw->tcp_off, memory_order_relaxed));
 	atomic_fetch_or_explicit(&s->phase, PH_RX_KNOW, memory_order_release);
-	shim_meet_drop(t); /* it attached: a listener's segment fd has served */
 	return 1;
 }
 

@@ -545,9 +545,6 @@ int shim_kern_unread(const struct shunt_addr *src, const struct shunt_addr *dst,
  * -EACCES if we may not look (or pid is no process of our /proc), -ENOENT
  * if no such fd, -ENOTSOCK if no socket. */
 int shim_kern_proc_sock(int pid, int fd, uint64_t *ino);
-/* A new fd for the regular file process pid holds at fd (close-on-exec),
- * or a negative errno as above. */
-int shim_kern_proc_open(int pid, int fd);
 /* Is fd a TCP socket (inet or inet6)? */
 int shim_kern_is_tcp(int fd);
 uint64_t shim_kern_ino(int fd);
