@@ -163,6 +163,7 @@ static void births_child(void)
  * socket passed to another process does. */
 
 static _Thread_local int stranger; /* this fork's child: another pid namespace */
+static int estranged;               /* we are such a child, or its descendant */
 
 void shim_fork_stranger(int newpid)
 {
@@ -187,33 +188,24 @@ static int children_elsewhere(void)
 
 static void estrange(int fd, struct tsock *t, void *arg)
 {
-	struct tsock *u = shim_get(fd); /* a reference: t may be closed now */
-
 	(void)t;
 	(void)arg;
-	if (!u)
-		return;
-	atomic_fetch_or(&u->slot->flags, TF_EXPORTED);
-	if (atomic_load(&u->slot->state) == SLOT_MOVED && shim_demote(u, fd) < 0)
-		log_error("fd %d: a connection in shared memory went to a child in another "
-			  "pid namespace and could not go back to TCP: it was reset", fd);
-	else if (atomic_load(&u->slot->state) != SLOT_MOVED)
-		shim_move_call_off(u, fd);
-	shim_put(u);
+	shim_export(fd, "went to a child in another pid namespace");
 }
 
 void shim_fork_prepare(void)
 {
 	/* A vfork-like child runs on a copy of tables that are not its own;
 	 * a fork inside our posix_spawn (an old libc's) is that spawn's. */
-	if (!spawning && !shim_in_vfork_child()) {
-		if (stranger || children_elsewhere()) {
-			stranger = 1;
-			shim_each(estrange, NULL);
-		} else {
-			births_begin(1);
-			forking = 1;
-		}
+	int ours = !spawning && !atomic_load(&shim_hands_off) && !shim_in_vfork_child();
+
+	stranger = ours && (stranger || children_elsewhere());
+	if (stranger) {
+		shim_moves_pause(); /* no step commits while we look */
+		shim_each(estrange, NULL);
+	} else if (ours) {
+		births_begin(1);
+		forking = 1;
 	}
 	shim_linger_fork(-1);
 	shunt__own_lock();
@@ -221,6 +213,8 @@ void shim_fork_prepare(void)
 
 void shim_fork_parent(void)
 {
+	if (stranger)
+		shim_moves_resume();
 	stranger = 0;
 	shunt__own_unlock();
 	shim_linger_fork(1);
@@ -251,9 +245,12 @@ void shim_fork_child(void)
 	shim_linger_fork(0);
 	if (stranger) {
 		stranger = 0;
+		estranged = 1;
+		shim_moves_forked(); /* the pause (prepare) ends here too */
 		shim_estranged();
-		return;
 	}
+	if (estranged) /* our pids name other processes: we hold nothing */
+		return;
 	shim_arena_forked();
 	shim_each(child_holds, NULL);
 	if (forking) {

@@ -36,18 +36,23 @@ static void each_right(const struct msghdr *m, void (*fn)(int fd, void *arg), vo
 	}
 }
 
-static void leaving(int fd, void *arg)
+void shim_export(int fd, const char *where)
 {
-	struct tsock *t = shim_get(fd);
+	struct tsock *t = shim_get(fd); /* a reference: fd may be closed meanwhile */
 
-	(void)arg;
 	if (!t)
 		return;
 	atomic_fetch_or(&t->slot->flags, TF_EXPORTED);
 	if (atomic_load(&t->slot->state) == SLOT_MOVED && shim_demote(t, fd) < 0)
-		log_error("fd %d: a connection in shared memory was passed to another "
-			  "process, which cannot read it", fd);
+		log_error("fd %d: a connection in shared memory %s and could not go back to "
+			  "TCP: it was reset", fd, where);
 	shim_put(t);
+}
+
+static void leaving(int fd, void *arg)
+{
+	(void)arg;
+	shim_export(fd, "was passed to another process");
 }
 
 int shim_scm_out(const struct msghdr *m)

@@ -712,6 +712,10 @@ void shim_spawn_end(int child);
  * socket of ours. */
 void shim_spawned(int child);
 /* sendmsg with SCM_RIGHTS: tracked sockets leave for another process. */
+/* fd goes where the library cannot follow it (another process by
+ * SCM_RIGHTS, a child in another pid namespace): it stays on TCP for good
+ * (a meeting in progress cannot commit), back there first if it moved. */
+void shim_export(int fd, const char *where);
 int shim_scm_out(const struct msghdr *m);
 /* recvmsg brought fds: track the TCP sockets among them. */
 void shim_scm_in(int via, struct msghdr *m);
