@@ -341,14 +341,12 @@ static int find_file(char *out, size_t n)
 	return access(out, F_OK) == 0;
 }
 
-/* Settings are taken only from a file another user could not have
- * written: SHUNT_CONFIG may name a place such as /tmp (a helper's attack:
- * another user's file there said `allow-user` and `trust-netns yes`, and
- * was taken silently).  NULL if it is such a file. */
 /* In a user namespace other than the first, a file of a user it does not
  * map (the host's root, whose config a container bind-mounts, as
- * docs/containers.md does) shows as the overflow uid: nobody here can
- * have written it. */
+ * docs/containers.md does) shows as the overflow uid (65534 unless
+ * the host changed /proc/sys/kernel/overflowuid): no user of the
+ * container can have written it (a user of the host may have; the host's
+ * directories are the host's to guard). */
 static int unmapped_owner(uid_t uid)
 {
 	char buf[64];
@@ -366,6 +364,10 @@ static int unmapped_owner(uid_t uid)
 	       !(inner == 0 && outer == 0 && count == 4294967295u);
 }
 
+/* Settings are taken only from a file another user could not have
+ * written: SHUNT_CONFIG may name a place such as /tmp (a helper's attack:
+ * another user's file there said `allow-user` and `trust-netns yes`, and
+ * was taken silently).  NULL if it is such a file. */
 static const char *not_ours(const struct stat *st)
 {
 	if (!S_ISREG(st->st_mode))

@@ -189,7 +189,7 @@ static long raw_fork_flags(long nr, const long a[6])
 	return -1;
 }
 
-/* Our fork handlers around a fork made by `call`; flags: the clone's. */
+/* Our fork handlers around a clone that forks; flags: the clone's. */
 static void fork_begin(unsigned long flags)
 {
 	shim_fork_wrap();

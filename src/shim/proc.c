@@ -9,12 +9,12 @@
  * take the peer's call).  vfork: the child runs in the parent's memory
  * until it execs, so it changes no table (fds.c asks
  * shim_in_vfork_child()); it joins the holders at exec.  A child of _Fork
- * or clone (no atfork handler runs) is treated the same, and its parent
- * adds it to the holders when the call returns (_Fork: async-signal-safe,
- * it may take no lock; clone() and a raw clone system call that copy the
- * memory and the fd table are forks: see "A child of a clone").  A child
- * in another pid namespace runs without the library (see "A child the
- * family cannot name").  exec: the new image
+ * (async-signal-safe: it may take no lock) or of a raw clone on a stack of
+ * its own (no atfork handler runs) is treated the same, and its parent
+ * adds it to the holders when the call returns; clone() and a raw clone
+ * that copy the memory and the fd table are forks (preload.c, "Forks by
+ * another name").  A child in another pid namespace runs without the
+ * library (below, "A child the family cannot name").  exec: the new image
  * adopts the family's arena and the tracked sockets that survive, listed
  * in SHUNT_INHERIT ("ARENAFD;FD:SLOT:GEN:INO,..."), each checked against
  * what the slot says before it is believed.  posix_spawn: the same, for a
