@@ -65,6 +65,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "arena.h"
+#include "fdmsg.h"
 #include "testlib.h"
 
 #define MAGIC 0x4b414f53u /* "SOAK" */
@@ -616,31 +618,15 @@ struct fdset {
 };
 
 /* The library keeps its arena's fd as the one fd of a 1-byte datagram
- * ('A') in flight on a socket pair of its own (shim/arena.c): peeked here,
+ * (ARENA_PARK_TAG) in flight on a socket pair of its own (shim/arena.c): peeked here,
  * not taken. */
 static int is_arena_park(int fd)
 {
-	int dom = 0, type = 0, n = 0;
-	socklen_t l = sizeof(int);
-	char tag = 0, cbuf[CMSG_SPACE(4 * sizeof(int))];
-	struct iovec v = { &tag, 1 };
-	struct msghdr m = { .msg_iov = &v, .msg_iovlen = 1, .msg_control = cbuf,
-			    .msg_controllen = sizeof(cbuf) };
+	int got = shunt_fdmsg_peek_parked(fd, ARENA_PARK_TAG);
 
-	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &l) < 0 || dom != AF_UNIX ||
-	    getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l) < 0 || type != SOCK_DGRAM ||
-	    recvmsg(fd, &m, MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC) != 1)
-		return 0;
-	for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-			continue;
-		for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++, n++) {
-			int got;
-			memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof(got));
-			close(got);
-		}
-	}
-	return tag == 'A' && n == 1;
+	if (got >= 0)
+		close(got);
+	return got >= 0;
 }
 
 static void fd_snapshot(struct fdset *s)

@@ -24,13 +24,13 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "addr.h"
 #include "arena.h"
 #include "cmds.h"
+#include "fdmsg.h"
 
 #define MAX_ARENAS 4096
 
@@ -173,53 +173,17 @@ static void show_arena(int fd, const struct opts *o, int slots_pass)
 #define SYS_pidfd_getfd 438 /* Linux 5.6 */
 #endif
 
-/* The fds a message peeked at carried (close-on-exec), into fds; how many. */
-static int peeked_fds(struct msghdr *m, int *fds, int max)
-{
-	int n = 0;
-
-	for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR(m, c)) {
-		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-			continue;
-		for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
-			int fd;
-			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(fd));
-			if (n < max)
-				fds[n++] = fd;
-			else
-				close(fd);
-		}
-	}
-	return n;
-}
-
 /* The arena parked on socket fd of the process behind pidfd: a copy of
  * its fd, or -1.  Only a local datagram socket is looked at, and only a
  * 1-byte datagram of ours that carries one fd is believed to hold it. */
 static int parked_arena(int pidfd, int fd)
 {
-	int s = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0), dom = 0, type = 0, got[4], n;
-	socklen_t l = sizeof(int);
-	char tag = 0, cbuf[CMSG_SPACE(sizeof(got))];
-	struct iovec v = { &tag, 1 };
-	struct msghdr m = { .msg_iov = &v, .msg_iovlen = 1, .msg_control = cbuf,
-			    .msg_controllen = sizeof(cbuf) };
+	int s = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+	int m = s < 0 ? -1 : shunt_fdmsg_peek_parked(s, ARENA_PARK_TAG);
 
-	if (s < 0)
-		return -1;
-	if (getsockopt(s, SOL_SOCKET, SO_DOMAIN, &dom, &l) < 0 || dom != AF_UNIX ||
-	    getsockopt(s, SOL_SOCKET, SO_TYPE, &type, &l) < 0 || type != SOCK_DGRAM ||
-	    recvmsg(s, &m, MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC) != 1) {
+	if (s >= 0)
 		close(s);
-		return -1;
-	}
-	close(s);
-	n = peeked_fds(&m, got, 4);
-	if (n == 1 && tag == ARENA_PARK_TAG && !(m.msg_flags & MSG_CTRUNC))
-		return got[0];
-	for (int i = 0; i < n; i++)
-		close(got[i]);
-	return -1;
+	return m;
 }
 
 static void scan_fd(const char *pid, int pidfd, const char *fd, const struct opts *o, int pass)

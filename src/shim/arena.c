@@ -99,15 +99,9 @@ int shim_slot_index(const struct tslot *s)
 
 int shim_arena_fd(void)
 {
-	int park = __atomic_load_n(&arena_park, __ATOMIC_ACQUIRE), fd = -1, n = 0;
-	char tag;
+	int park = __atomic_load_n(&arena_park, __ATOMIC_ACQUIRE);
 
-	if (park < 0 || shunt_fdmsg_recv(park, &tag, 1, &fd, 1, &n, MSG_PEEK | MSG_DONTWAIT) < 0)
-		return -1;
-	if (n == 1 && tag == ARENA_PARK_TAG)
-		return fd;
-	shunt_close_fds(&fd, n);
-	return -1;
+	return park < 0 ? -1 : shunt_fdmsg_peek_parked(park, ARENA_PARK_TAG);
 }
 
 /* Parks fd (above) and closes it; without a pair the arena stays mapped

@@ -110,3 +110,19 @@ int shunt_fdmsg_recv(int sock, void *buf, size_t len, int *fds, int max, int *nf
 	*nfds = ngot;
 	return 0;
 }
+
+int shunt_fdmsg_peek_parked(int s, char tag)
+{
+	int dom = 0, type = 0, fd = -1, n = 0;
+	unsigned len = sizeof(int);
+	char got = 0;
+
+	if (sys_getsockopt(s, SOL_SOCKET, SO_DOMAIN, &dom, &len) < 0 || dom != AF_UNIX ||
+	    sys_getsockopt(s, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_DGRAM ||
+	    shunt_fdmsg_recv(s, &got, 1, &fd, 1, &n, MSG_PEEK | MSG_DONTWAIT) < 0 || n != 1)
+		return -1;
+	if (got == tag)
+		return fd;
+	sys_close(fd);
+	return -1;
+}

@@ -22,6 +22,10 @@ int shunt_fdmsg_send(int sock, const void *buf, size_t len, const int *fds, int 
 int shunt_fdmsg_recv(int sock, void *buf, size_t len, int *fds, int max, int *nfds,
 		     int flags);
 void shunt_close_fds(const int *fds, int n);
+/* A copy of the one fd of the 1-byte datagram `tag` waiting first on the
+ * local datagram socket s, peeked (left there), or -1: how a process keeps
+ * an fd out of its fd table (the shim's arena, shim/arena.c). */
+int shunt_fdmsg_peek_parked(int s, char tag);
 /* Close fds a peer sent that we will not use.  A socket among them is
  * made to close at once first: its last close() would otherwise wait out
  * an SO_LINGER its sender chose. */
