@@ -36,7 +36,9 @@ struct shunt_conn;
 /* Options for shunt_connect().  A zero field means "the default", which comes
  * from the environment (SHUNT_RING_SIZE, SHUNT_SPIN_US) or built-in values. */
 struct shunt_opts {
-	size_t ring_size; /* bytes per direction, power of two, 4 KiB..1 GiB */
+	size_t ring_size; /* bytes per direction, power of two, 4 KiB..1 GiB; an
+	                   * acceptor drops a connection whose rings are bigger
+	                   * than its own ring-size (SHUNT_RING_SIZE) */
 	int spin_us;      /* 0: default; > 0: spin window; < 0: never spin */
 };
 

@@ -5,7 +5,8 @@
  * rendezvous and names, end of stream after shutdown and close, -EPIPE,
  * -EAGAIN and partial non-blocking sends, shunt_fd() readiness,
  * shunt_readable(), statistics, the zero-copy calls' argument checks, the
- * same-user policy against another uid, and no leaked fds or memfds.
+ * same-user policy against another uid, the acceptor's bound on ring
+ * sizes, and no leaked fds or memfds.
  */
 #include <fcntl.h>
 #include <poll.h>
@@ -143,6 +144,44 @@ static void test_accept_nonblock(void)
 	ASSERT_NULL(c);
 	shunt_listener_close(l);
 	test_log("non-blocking accept without a client: -EAGAIN");
+}
+
+/* Rings are the acceptor's memory too (pinned as it sends): it takes none
+ * bigger than its own ring-size, whatever a connector asks. */
+static void test_ring_bound(void)
+{
+	struct shunt_listener *l;
+	struct shunt_conn *a = NULL, *b = NULL;
+	char name[64], x = 'x';
+
+	test_name_unique(name, sizeof(name));
+	ASSERT_OK(shunt_listen(name, &l));
+	ASSERT_OK(shunt_connect(name, NULL, &a));
+	ASSERT_OK(shunt_accept(l, &b, 0));
+	size_t mine = shunt_ring_size(b);
+	shunt_close(a);
+	shunt_close(b);
+	struct shunt_opts big = { .ring_size = mine * 2 };
+	ASSERT_OK(shunt_connect(name, &big, &a));
+	ASSERT_EQ(poll_in(shunt_listener_fd(l), 5000), 1);
+	b = NULL;
+	ASSERT_ERR(shunt_accept(l, &b, SHUNT_NONBLOCK), -EAGAIN);
+	ASSERT_NULL(b);
+	ASSERT_EQ(poll_in(shunt_fd(a), 5000), 1);
+	ssize_t r = shunt_recv(a, &x, 1, SHUNT_NONBLOCK);
+	ASSERT_MSG(r == 0 || r == -ECONNRESET, "a connector of rings %zu (the acceptor's %zu): "
+		   "recv %zd, want end of stream or -ECONNRESET", mine * 2, mine, r);
+	shunt_close(a);
+	/* Its own size, and smaller, as ever. */
+	struct shunt_opts same = { .ring_size = mine };
+	ASSERT_OK(shunt_connect(name, &same, &a));
+	ASSERT_OK(shunt_accept(l, &b, 0));
+	ASSERT_UEQ(shunt_ring_size(b), mine);
+	shunt_close(a);
+	shunt_close(b);
+	shunt_listener_close(l);
+	test_log("rings of %zu offered to an acceptor of %zu: dropped; %zu taken", mine * 2, mine,
+		 mine);
 }
 
 /* The listener's peer went away before accepting. */
@@ -1181,6 +1220,7 @@ int main(int argc, char **argv)
 	test_basic();
 	test_connect_before_accept();
 	test_accept_nonblock();
+	test_ring_bound();
 	test_names();
 	test_stale_socket();
 	test_listener_gone();

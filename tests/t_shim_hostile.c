@@ -56,6 +56,8 @@
  *   fork_mid_meeting   a child forked mid-meeting keeps none of its sockets
  *   arena_race         8 threads track a process's first sockets at once
  *                      (under TSan: no thread sees the arena half made)
+ *   bell_flood_exit    a peer that sends doorbell bytes without end does not
+ *                      hold our exit()
  *   duplex_poll        4 MiB each way at once, a poll()ing sender thread per
  *                      direction: no poll() sleeps with its call able to go on
  *
@@ -1213,6 +1215,7 @@ enum jacc {
 	A_INO,       /* a real segment named, not attached (version 2's /proc way) */
 	A_NOFD,      /* a segment fd not open named, nothing attached */
 	A_CLAIM,     /* a real segment, a claim of a socket that is no mirror */
+	A_RING_BIG,  /* a real segment, rings 8 times the dialer's ring-size */
 	A_N,
 	A_LINGER = A_N, /* a socket whose close() blocks attached */
 	A_GOOD,      /* a real segment (the control) */
@@ -1228,7 +1231,7 @@ static const char *const jacc_names[] = {
 	"ring size 2^40", "an unsealed memfd", "a memfd of the wrong size",
 	"a segment without header", "bell byte 0", "a pipe for the segment",
 	"a FIFO for the segment", "a segment named, not passed", "a segment fd not open",
-	"a claim of no mirror", "a lingering socket attached", "a good one",
+	"a claim of no mirror", "rings 8x the dialer's ring-size", "a lingering socket attached", "a good one",
 	"five fds passed", "four fds passed", "a lingering socket for the segment",
 	"the segment passed",
 };
@@ -1337,7 +1340,10 @@ static void jacc_segment(enum jacc j, struct shim_meet_msg *m, int *fds, int *nf
  * 0, or -1 when the kernel refused the fds (it hung up then). */
 static int junk_accept(int a, int claim, enum jacc j, struct kept *k)
 {
-	struct shim_meet_msg m = meet_msg(SHIM_MEET_ACCEPT, 64 * KIB);
+	/* Rings bigger than the dialer would make pin its memory at the
+	 * squatter's choice (up to 1 GiB each, where TCP keeps a few MiB). */
+	uint64_t cap = j == A_RING_BIG ? 8 * shunt__config()->ring_size : 64 * KIB;
+	struct shim_meet_msg m = meet_msg(SHIM_MEET_ACCEPT, cap);
 	int fds[8], n = 0, y = -1;
 
 	m.tcp_fd = claim;
@@ -3233,6 +3239,98 @@ static void case_arena_race(void)
 	}
 }
 
+/* --- A peer that rings without end ----------------------------------------
+ * After the move the TCP stream carries only doorbells, and a process that
+ * exits with a moved socket open takes them off first (a doorbell left
+ * unread makes the kernel's close a reset).  A peer that keeps sending
+ * doorbell bytes (it knows the value: it maps the segment too) must not
+ * hold that exit: over TCP exit() never waits for a peer. */
+
+#define FLOOD_S 3
+
+/* The doorbell byte of this process's one mapped segment. */
+static int seg_bell_byte(void)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	char line[512];
+	int bell = -1;
+
+	ASSERT_NOT_NULL(f);
+	while (bell < 0 && fgets(line, sizeof(line), f)) {
+		unsigned long lo;
+		if (!strstr(line, "shunt-conn") || sscanf(line, "%lx-", &lo) != 1)
+			continue;
+		const struct shunt_hdr *ctl = (const struct shunt_hdr *)lo;
+		if (ctl->magic == SHUNT_SEG_MAGIC)
+			bell = ctl->bell;
+	}
+	fclose(f);
+	return bell;
+}
+
+static void flood_victim(int fd, void *arg)
+{
+	(void)arg;
+	ts_make_accelerated_follow(fd);
+	ASSERT_EQ(ts_token_recv(fd, ts_ms(5000)), 'x'); /* the flood is on */
+	ts_token_send(fd, 'y');
+	usleep(300 * 1000); /* the flood fills our socket's queue */
+	/* exit(0) with fd open: the library's destructor runs */
+}
+
+struct flood {
+	int fd, bell;
+	_Atomic int stop;
+};
+
+/* Blocking sends (each as soon as the window opens), behind the library's
+ * back, as a hostile peer would. */
+static void *flood_thread(void *arg)
+{
+	struct flood *f = arg;
+	char b[65536];
+
+	memset(b, f->bell, sizeof(b));
+	while (!atomic_load(&f->stop))
+		(void)syscall(SYS_sendto, f->fd, b, sizeof(b), MSG_NOSIGNAL, NULL, 0);
+	return NULL;
+}
+
+static void case_bell_flood_exit(void)
+{
+	struct shim_peer p;
+	struct flood f = { .stop = 0 };
+	struct timeval tv = { 0, 100 * 1000 };
+	pthread_t th;
+	int status;
+
+	ts_peer_start(&p, flood_victim, NULL);
+	ts_make_accelerated_lead(p.fd);
+	f.fd = p.fd;
+	f.bell = seg_bell_byte();
+	ASSERT_MSG(f.bell > 0, "no segment of ours is mapped");
+	ASSERT_SYS(setsockopt(p.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)));
+	ts_token_send(p.fd, 'x');
+	ASSERT_EQ(pthread_create(&th, NULL, flood_thread, &f), 0);
+	ASSERT_EQ(ts_token_recv(p.fd, ts_ms(5000)), 'y');
+	uint64_t t0 = test_now_ns() + 300 * 1000000ull; /* its exit() begins */
+	int gone = 0;
+	while (!gone && test_now_ns() < t0 + FLOOD_S * 1000000000ull) {
+		gone = waitpid(p.pid, &status, WNOHANG) == p.pid;
+		usleep(1000);
+	}
+	double s = (test_now_ns() - t0) / 1e9;
+	atomic_store(&f.stop, 1);
+	ASSERT_EQ(pthread_join(th, NULL), 0);
+	if (!gone)
+		ASSERT_EQ(waitpid(p.pid, &status, 0), p.pid);
+	test_log("a peer flooding doorbells for up to %d s: the victim's exit took %.2f s", FLOOD_S,
+		 s);
+	ASSERT_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the victim did not exit 0");
+	ASSERT_MSG(gone && s < 1.0, "the victim's exit() took %.2f s under a doorbell flood", s);
+	close(p.fd);
+}
+
 static struct sockaddr_un g_fmm_name;
 static socklen_t g_fmm_len;
 
@@ -3342,6 +3440,7 @@ static const struct shim_case g_cases[] = {
 	{ "duplex_poll", case_duplex_poll },
 	{ "fork_mid_meeting", case_fork_mid_meeting },
 	{ "arena_race", case_arena_race },
+	{ "bell_flood_exit", case_bell_flood_exit },
 };
 
 #define N_CASES(a) (sizeof(a) / sizeof((a)[0]))

@@ -274,8 +274,11 @@ static int answer(int s, struct shunt_conn **out)
 
 	if (rc == 0)
 		rc = shunt_fdmsg_recv(s, &h, sizeof(h), fds, 2, &n, MSG_DONTWAIT);
+	/* Its rings are our memory too, pinned as we send: none bigger than
+	 * ours (a connector could ask 1 GiB a connection). */
 	if (rc == 0 && (n != 2 || h.magic != SHUNT_HELLO_MAGIC ||
-			h.version != SHUNT_HELLO_VERSION || h.flags != 0)) {
+			h.version != SHUNT_HELLO_VERSION || h.flags != 0 ||
+			h.ring_size > shunt__config()->ring_size)) {
 		shunt_close_untrusted(fds, n);
 		rc = -EPROTO;
 	}

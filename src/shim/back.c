@@ -38,7 +38,9 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sockios.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -290,8 +292,12 @@ static int take_bells(struct tslot *s, int fd, uint64_t n, int64_t deadline)
 	int64_t ns = 20000;
 
 	while (n) {
+		/* Looked at every pass: a peer that claims more doorbells than
+		 * it rang, and keeps ringing, must not hold us past it. */
+		if (deadline && shunt_now_ns() >= deadline)
+			return -EAGAIN;
 		long k = sys_recv(fd, buf, (size_t)SHUNT_MIN(n, sizeof(buf)), MSG_DONTWAIT);
-		if (k == -EAGAIN && deadline && shunt_now_ns() < deadline) {
+		if (k == -EAGAIN && deadline) {
 			nap(&ns);
 			continue;
 		}
@@ -328,6 +334,13 @@ void shim_back_exit_bells(struct tsock *t, int fd)
 	if (pf & SHUNT_SW_BACK)
 		end = atomic_load_explicit(&p->back_tcp, memory_order_relaxed) +
 		      atomic_load(&s->back_more);
+	/* What is queued now, no more: a peer that keeps ringing (it may,
+	 * hostile) must not hold our exit, and over TCP exit() waits for
+	 * nobody. */
+	int q = 0;
+	if (sys_ioctl(fd, SIOCINQ, &q) < 0 || q <= 0)
+		return;
+	end = SHUNT_MIN(end, at + (uint64_t)q);
 	while (at < end) {
 		long k = sys_recv(fd, buf, (size_t)SHUNT_MIN(end - at, sizeof(buf)),
 				  MSG_PEEK | MSG_DONTWAIT);

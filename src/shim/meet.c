@@ -510,6 +510,13 @@ static int take_accept(struct tsock *t, struct tmeet *m, const struct shim_meet_
 
 	if (atomic_load(&t->slot->flags) & TF_NOMOVE)
 		rc = -ECANCELED; /* shut down, passed on or taken by stdio meanwhile */
+	/* Its rings are our memory, pinned as we send: never bigger than
+	 * ours would be (a listener could ask 1 GiB a connection). */
+	if (rc == 0 && a->ring_size > shunt__config()->ring_size) {
+		log_warn("the listener offered rings of %llu bytes, more than our ring-size",
+			 (unsigned long long)a->ring_size);
+		rc = -EPROTO;
+	}
 	if (rc == 0)
 		rc = prove(t, &m->peer, a->tcp_fd);
 	if (rc == 0) {
