@@ -15,6 +15,8 @@
  *   scribble   random bytes over the whole region while a moved pair
  *              streams both ways: every call returns (an error, or data),
  *              nothing faults or hangs
+ *   not_ours   a region file another user owns, or one every user may
+ *              open, is neither formatted nor used
  */
 #include <fcntl.h>
 #include <poll.h>
@@ -296,10 +298,68 @@ static void case_scribble(void)
 	close(y);
 }
 
+/* --- not_ours ------------------------------------------------------------------ */
+
+/* Whoever can open the region reads and writes every connection in it: a
+ * file another user made (before us, in /dev/shm, open to all) must not be
+ * used, nor one of ours that every user may open. */
+struct variant {
+	const char *what;
+	uid_t uid;
+	mode_t mode;
+};
+
+static void not_ours_child(void *arg)
+{
+	const struct variant *v = arg;
+	int a, b;
+	char page[4096];
+
+	fresh_region();
+	ASSERT_SYS(chown(g_region, v->uid, (gid_t)-1));
+	ASSERT_SYS(chmod(g_region, v->mode));
+	ts_pair(&a, &b);
+	for (int k = 0; k < 40; k++) {
+		ts_send_stream(a, shim_seed(3), (uint64_t)k << 14, 1 << 14, ts_ms(5000));
+		ts_recv_stream(b, shim_seed(3), (uint64_t)k << 14, 1 << 14, ts_ms(5000));
+		ts_send_stream(b, shim_seed(4), (uint64_t)k << 14, 1 << 14, ts_ms(5000));
+		ts_recv_stream(a, shim_seed(4), (uint64_t)k << 14, 1 << 14, ts_ms(5000));
+	}
+	int fd = open(g_region, O_RDONLY | O_CLOEXEC);
+	ASSERT_SYS(fd);
+	ASSERT_EQ(pread(fd, page, sizeof(page), 0), (ssize_t)sizeof(page));
+	close(fd);
+	int zero = 1;
+	for (size_t i = 0; i < sizeof(page); i++)
+		zero &= page[i] == 0;
+	test_log("a region %s: %s, the connection %s", v->what,
+		 zero ? "left alone" : "FORMATTED", ts_accel(a) ? "moved" : "on TCP");
+	ASSERT_MSG(zero, "a region %s was formatted and used", v->what);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+static void case_not_ours(void)
+{
+	static const struct variant vs[] = {
+		{ "of ours that every user may write (0666)", (uid_t)-1, 0666 },
+		{ "of ours that every user may read (0604)", (uid_t)-1, 0604 },
+		{ "of another user's (nobody, 0600)", 65534, 0600 },
+	};
+	for (size_t i = 0; i < sizeof(vs) / sizeof(vs[0]); i++) {
+		if (vs[i].uid != (uid_t)-1 && geteuid() != 0) {
+			test_log("not root: a region of another user's is not tried");
+			continue;
+		}
+		test_wait_ok(test_fork(not_ours_child, (void *)&vs[i]), 30);
+	}
+}
+
 static const struct shim_case g_cases[] = {
 	{ "moved", case_moved },
 	{ "stranger", case_stranger },
 	{ "scribble", case_scribble },
+	{ "not_ours", case_not_ours },
 };
 
 int main(int argc, char **argv)

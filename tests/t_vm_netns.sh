@@ -13,6 +13,8 @@
 #   2. The shim's test programs (t_shim_connect, data, epoll, fds, flags)
 #      again, with SHUNT_CONFIG sending their loopback connections through
 #      a region: the same checks over the ivshmem medium.
+#   0. `shunt vm region` refuses a mode every user may open, and a file
+#      another user made first.
 # At the end no slot is in use and no offer left.  Root for part 1 (else
 # skipped, part 2 still runs).  About 30 s.
 set -u
@@ -28,7 +30,7 @@ cleanup() {
 	[ -n "${pids:-}" ] && kill $pids 2>/dev/null
 	ip netns del "$NA" 2>/dev/null
 	ip netns del "$NB" 2>/dev/null
-	rm -rf "$T" "$R" "$R-2"
+	rm -rf "$T" "$R" "$R-2" "$R-m" "$R-sq"
 }
 trap cleanup EXIT
 fail() {
@@ -40,6 +42,27 @@ fail() {
 }
 say() { echo "t_vm_netns: $*"; }
 pids=
+
+# --- 0. A region whoever can open reads every connection in ----------------------
+# `shunt vm region` makes none that every user may open, and takes no file
+# another user made first (in /dev/shm, before us, open to all: a helper's
+# attack read a root server's bytes out of it); the library's side is
+# t_shim_vm not_ours.
+if "$SH" vm region "$R-m" 16M --mode 0666 >"$T/mode.out" 2>&1; then
+	fail "shunt vm region --mode 0666 made a region every user may open"
+fi
+grep -q "no other user may open" "$T/mode.out" || fail "--mode 0666: $(cat "$T/mode.out")"
+rm -f "$R-m"
+if [ "$(id -u)" -eq 0 ]; then
+	truncate -s 16M "$R-sq" && chown nobody "$R-sq" && chmod 0666 "$R-sq" || fail "cannot make $R-sq"
+	if "$SH" vm region "$R-sq" 16M >"$T/sq.out" 2>&1; then
+		fail "shunt vm region took a file of nobody's, mode 0666: $(cat "$T/sq.out")"
+	fi
+	grep -q "owned by another user" "$T/sq.out" || fail "another user's file: $(cat "$T/sq.out")"
+	cmp -s -n 16777216 "$R-sq" /dev/zero || fail "another user's file was written"
+	say "a region open to every user, or another user's file, is refused: $(head -n 1 "$T/sq.out")"
+	rm -f "$R-sq"
+fi
 
 # --- 1. Two namespaces -------------------------------------------------------------
 if [ "$(id -u)" -ne 0 ] || ! command -v ip >/dev/null; then

@@ -99,7 +99,10 @@ static int open_region(const char *spec, struct shunt_vmr *r, int mode)
 		return -errno;
 	}
 	int rc = shunt_vmr_open(r, fd, mode);
-	if (rc < 0)
+	if (rc == -EPERM)
+		fprintf(stderr, "shunt vm: %s: not used: another user owns it, or every user may "
+			"open it\n", path);
+	else if (rc < 0)
 		fprintf(stderr, "shunt vm: %s: not a shunt region (%s)\n", path, strerror(-rc));
 	return rc;
 }
@@ -144,8 +147,11 @@ static int parse_make(int argc, char **argv, struct make_opts *o)
 		} else if (!strcmp(a, "--mode") && v) {
 			char *end;
 			unsigned long m = strtoul(v, &end, 8);
-			if (*end || m > 0777)
+			if (*end || m > 0777 || (m & 07)) {
+				fprintf(stderr, "shunt vm: --mode %s: a region no other user may open "
+					"(it holds every connection's bytes; --group for a group)\n", v);
 				return -1;
+			}
 			o->mode = (unsigned)m;
 			i++;
 		} else if (!strcmp(a, "--group") && v) {
@@ -205,8 +211,17 @@ static int make(const char *path, struct make_opts *o)
 	if (fd < 0 && errno == EEXIST) {
 		created = 0;
 		fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-		if (fd >= 0 && fstat(fd, &st) == 0)
+		const char *why = NULL;
+		if (fd >= 0 && fstat(fd, &st) == 0) {
 			o->size = (uint64_t)st.st_size;
+			why = shunt_vmr_not_ours(&st);
+		}
+		if (why) {
+			/* Made by another before us: it would read our connections. */
+			fprintf(stderr, "shunt vm: %s exists and is %s: not used\n", path, why);
+			close(fd);
+			return -1;
+		}
 	}
 	if (fd < 0) {
 		fprintf(stderr, "shunt vm: %s: %s\n", path, strerror(errno));

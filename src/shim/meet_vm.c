@@ -124,10 +124,15 @@ static int open_region(void)
 		if (rc < 0)
 			return rc;
 	}
-	int fd = shunt__hide_fd(sys_openat(AT_FDCWD, path, O_RDWR | O_CLOEXEC, 0));
+	int fd = shunt__hide_fd(sys_openat(AT_FDCWD, path, O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0));
 	if (fd < 0)
 		return fd;
 	int rc = shunt_vmr_open(&region, fd, mode);
+	if (rc == -EPERM) {
+		log_warn("ivshmem: %s is not used: another user owns it, or every user may open it "
+			 "(and read every connection in it)", path);
+		return rc;
+	}
 	if (rc < 0) {
 		log_info("ivshmem: %s is no region of ours: %s", path, strerror(-rc));
 		return rc;

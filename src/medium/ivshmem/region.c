@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "internal.h"
@@ -199,6 +200,17 @@ static int wait_geometry(struct shunt_vmr *r, const struct shunt_vmr_hdr *h, int
 	return rc == -EAGAIN ? -ENODATA : rc;
 }
 
+const char *shunt_vmr_not_ours(const struct stat *st)
+{
+	if (!S_ISREG(st->st_mode))
+		return "not a regular file";
+	if (st->st_uid != geteuid() && st->st_uid != 0)
+		return "owned by another user";
+	if (st->st_mode & S_IRWXO)
+		return "open to every user";
+	return NULL;
+}
+
 int shunt_vmr_open(struct shunt_vmr *r, int fd, int mode)
 {
 	struct stat st;
@@ -207,6 +219,8 @@ int shunt_vmr_open(struct shunt_vmr *r, int fd, int mode)
 	r->fd = fd;
 	r->prot = mode == SHUNT_VMR_LOOK ? PROT_READ : PROT_READ | PROT_WRITE;
 	int rc = sys_fstat(fd, &st);
+	if (rc == 0 && mode != SHUNT_VMR_LOOK && shunt_vmr_not_ours(&st))
+		rc = -EPERM;
 	if (rc == 0 && (st.st_size < SHUNT_VMR_MIN_SIZE || st.st_size % PAGE))
 		rc = -EINVAL;
 	if (rc < 0)

@@ -142,7 +142,13 @@ int shunt_vmr_layout(uint64_t size, uint64_t ring_max, struct shunt_vmr_hdr *h);
 /* Format the region mapped at base (size bytes, all zero or a region
  * whose header is zero): 0, -EBUSY if someone else did or does, -EINVAL. */
 int shunt_vmr_format(uint8_t *base, uint64_t size, uint64_t ring_max, uint64_t id);
-/* Map and check the region in fd (its size from fstat).  Takes fd. */
+/* Whoever can open a region reads and writes every connection in it: one
+ * we use must be a regular file owned by us or root that no other user may
+ * open (a group of the owner's choosing may).  NULL, or why not. */
+struct stat;
+const char *shunt_vmr_not_ours(const struct stat *st);
+/* Map and check the region in fd (its size from fstat; -EPERM for one
+ * shunt_vmr_not_ours refuses, unless only looked at).  Takes fd. */
 #define SHUNT_VMR_USE    0 /* read and write */
 #define SHUNT_VMR_FORMAT 1 /* the same; a region still zero is formatted
                             * with the default geometry */
