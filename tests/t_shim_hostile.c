@@ -43,6 +43,8 @@
  *   file_names         IPv6 names fit under a 75-byte directory; directories
  *                      open to other users are refused
  *   dual_stack         a dual-stack IPv6 server and an IPv4 client move
+ *   squat_bound_trusted  trust-netns yes, a server bound to a device: a
+ *                      squatter that holds no end is refused
  *   squat_inject       a squatter of our uid gets no socket to write with
  *   hello_in_flight,   a HELLO or ACCEPT waiting unread holds no TCP socket:
  *   accept_in_flight   a close is an end of stream at once
@@ -1616,6 +1618,65 @@ static void case_squat_inject(void)
 	squat_end(&q);
 	bulk_both(&L, 256 * KIB);
 	link_close(&L);
+}
+
+/*
+ * `trust-netns yes` takes a peer at its user's word only when its end is
+ * in no namespace of ours.  A socket bound to a device (SO_BINDTODEVICE,
+ * or a link-local IPv6 address's scope) is one sock_diag's exact lookup
+ * does not find: its mirror was taken for foreign, and a squatter of our
+ * user that took the name first, holding no end of the connection, got
+ * the client's stream (a helper's attack, 10 runs of 10 over link-local
+ * IPv6).  A peer whose address is one of ours has its end here: not
+ * found, it is refused.
+ */
+static void case_squat_bound_trusted(void)
+{
+	struct squat q;
+	struct link L;
+	struct victim v;
+	struct sockaddr_in a;
+	int one = 1, port;
+
+	cfg_defaults();
+	private_dir_trusted();
+	log_start();
+	/* The server's end bound to lo (its listener's binding is the
+	 * accepted socket's): the client, which dials, cannot find it. */
+	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ASSERT_SYS(lfd);
+	ASSERT_SYS(setsockopt(lfd, SOL_SOCKET, SO_BINDTODEVICE, "lo", 3));
+	ASSERT_SYS(setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)));
+	sin_of(&a, SRV_IP, 0);
+	ASSERT_SYS(bind(lfd, (struct sockaddr *)&a, sizeof(a)));
+	ASSERT_SYS(listen(lfd, 4));
+	port = port_of(lfd, 0);
+	memset(&L, 0, sizeof(L));
+	L.c = tcp_connect_from(CLI_IP, 0, SRV_IP, port);
+	L.s = ts_tcp_accept(lfd, ts_ms(2000));
+	L.seed_cs = shim_seed(90);
+	L.seed_sc = shim_seed(91);
+	close(lfd);
+	victim_of(&v, &L, 1);
+	q.jacc = A_GOOD;
+	squat_start(&q, SQ_ANSWER, &v); /* claims fd 0: it holds no end */
+	step_to_bound(&L);
+	c_sends(&L, 15); /* the client dials the squatter */
+	struct report r = squat_look(&q); /* refused before its HELLO, or after */
+	ASSERT_MSG(r.fds_got == 0, "the squatter received %d fds", r.fds_got);
+	c_sends(&L, 2); /* the client's step reads the ACCEPT */
+	int took = ts_accel(L.c) || log_count("upgraded", getpid()) > 0;
+	test_log("trust-netns yes, the server bound to lo: the client %s the squatter's ACCEPT",
+		 took ? "TOOK" : "refused");
+	ASSERT_MSG(!took, "the client took the ACCEPT of a squatter that holds no end of its "
+		   "connection");
+	ASSERT_GE(log_count("refused the listener", getpid()), 1);
+	drain(&L);
+	bulk_both(&L, MIB);
+	squat_end(&q);
+	link_close(&L);
+	log_show();
+	log_stop();
 }
 
 /* --- 2. Another user's squatter --------------------------------------------- */
@@ -3410,6 +3471,7 @@ static const struct shim_case g_root_cases[] = {
 	{ "forged_hello", case_forged_hello },
 	{ "squat_mirror", case_squat_mirror },
 	{ "squat_other_user", case_squat_other_user },
+	{ "squat_bound_trusted", case_squat_bound_trusted },
 	{ "forged_other_user", case_forged_other_user },
 };
 

@@ -253,6 +253,35 @@ int shim_kern_unread(const struct shunt_addr *src, const struct shunt_addr *dst,
 	return rc;
 }
 
+/* Is a an address of our own network namespace?  Binding to it says (a
+ * link-local one without its scope cannot be bound: taken for ours). */
+int shim_kern_addr_ours(const struct shunt_addr *a)
+{
+	struct sockaddr_storage ss;
+	unsigned len;
+
+	if (shunt_addr_is_loopback(a))
+		return 1;
+	memset(&ss, 0, sizeof(ss));
+	if (a->family == AF_INET) {
+		struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+		in->sin_family = AF_INET;
+		memcpy(&in->sin_addr, a->a, 4);
+		len = sizeof(*in);
+	} else {
+		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+		in6->sin6_family = AF_INET6;
+		memcpy(&in6->sin6_addr, a->a, 16);
+		len = sizeof(*in6);
+	}
+	int s = sys_socket(a->family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		return 1; /* cannot tell: the local medium, as before */
+	int rc = sys_bind(s, (struct sockaddr *)&ss, len);
+	sys_close(s);
+	return rc != -EADDRNOTAVAIL;
+}
+
 /* --- Another process's fds: /proc -------------------------------------------
  * /proc/PID/fd/N names what process PID holds at fd N, to whoever may
  * ptrace-read it (same user and dumpable, or CAP_SYS_PTRACE; Yama's

@@ -225,8 +225,13 @@ static int prove(struct tsock *t, const struct peer *p, int claim)
 	uint32_t owner = ~0u;
 	int rc = shim_kern_sock_find(&t->slot->peer, &t->slot->local, &ino, &owner);
 
+	/* Not found: its end is in a namespace of another's, or one our
+	 * lookup misses (bound to a device: SO_BINDTODEVICE, a link-local
+	 * address's scope).  Only the first may be taken on its word, and
+	 * only if trusted: a peer with an address of ours has its end here. */
 	if (rc == -ENOENT)
-		return shunt__config()->trust_netns ? 0 : -EPERM;
+		return shunt__config()->trust_netns && !shim_kern_addr_ours(&t->slot->peer) ? 0
+											   : -EPERM;
 	if (rc < 0)
 		return rc;
 	rc = shim_kern_proc_sock(p->pid, claim < 0 ? INT_MAX : claim, &held);

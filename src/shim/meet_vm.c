@@ -174,34 +174,6 @@ static struct shunt_vmr *get_region(void)
 
 /* --- Choosing the medium ---------------------------------------------------------- */
 
-/* Is a an address of our own network namespace?  Binding to it says. */
-static int is_local(const struct shunt_addr *a)
-{
-	struct sockaddr_storage ss;
-	unsigned len;
-
-	if (shunt_addr_is_loopback(a))
-		return 1;
-	memset(&ss, 0, sizeof(ss));
-	if (a->family == AF_INET) {
-		struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-		in->sin_family = AF_INET;
-		memcpy(&in->sin_addr, a->a, 4);
-		len = sizeof(*in);
-	} else {
-		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-		in6->sin6_family = AF_INET6;
-		memcpy(&in6->sin6_addr, a->a, 16);
-		len = sizeof(*in6);
-	}
-	int s = sys_socket(a->family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if (s < 0)
-		return 1; /* cannot tell: the local medium, as before */
-	int rc = sys_bind(s, (struct sockaddr *)&ss, len);
-	sys_close(s);
-	return rc != -EADDRNOTAVAIL;
-}
-
 int shim_vm_wanted(struct tsock *t)
 {
 	struct tslot *s = t->slot;
@@ -212,7 +184,7 @@ int shim_vm_wanted(struct tsock *t)
 	/* Peers named in the config go through the region wherever they are
 	 * (tests use loopback that way); else those not in our namespace. */
 	if (!strcmp(c->ivshmem, "none") ||
-	    (c->n_vm_nets ? !shunt__vm_peer(&s->peer) : is_local(&s->peer)) || !get_region())
+	    (c->n_vm_nets ? !shunt__vm_peer(&s->peer) : shim_kern_addr_ours(&s->peer)) || !get_region())
 		return 0;
 	s->vm.on = 1;
 	s->vm.offerer = shunt_addr_cmp(&s->local, &s->peer) < 0;
