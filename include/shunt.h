@@ -61,7 +61,8 @@ struct shunt_stats {
  * allowed by the policy (default: the same user) are accepted.
  */
 int shunt_listen(const char *name, struct shunt_listener **out);
-/* A file descriptor that polls readable when a connection is waiting. */
+/* A file descriptor that polls readable when a connection is waiting (an
+ * epoll set of the library's: poll, select or epoll it, nothing else). */
 int shunt_listener_fd(const struct shunt_listener *l);
 /* Accept one connection.  -EAGAIN with SHUNT_NONBLOCK when none waits. */
 int shunt_accept(struct shunt_listener *l, struct shunt_conn **out, int flags);

@@ -184,6 +184,54 @@ static void test_ring_bound(void)
 		 mine);
 }
 
+/* Connectors that never send their hello delay nobody: a non-blocking
+ * accept does not wait for them, an honest connector behind them is
+ * accepted at once, the listener's fd does not poll readable for them, and
+ * after 1 s they are dropped (each sees its stream end). */
+static void test_accept_silent(void)
+{
+	enum { SILENT = 3 };
+	struct shunt_listener *l;
+	struct shunt_conn *a = NULL, *b = NULL;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char name[64], x;
+	int q[SILENT];
+
+	test_name_unique(name, sizeof(name));
+	ASSERT_OK(shunt_listen(name, &l));
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", getenv("SHUNT_DIR"), name);
+	for (int i = 0; i < SILENT; i++) {
+		q[i] = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		ASSERT_SYS(q[i]);
+		ASSERT_SYS(connect(q[i], (struct sockaddr *)&sa, sizeof(sa)));
+	}
+	uint64_t t0 = test_now_ns();
+	ASSERT_ERR(shunt_accept(l, &b, SHUNT_NONBLOCK), -EAGAIN);
+	double nb = (test_now_ns() - t0) / 1e6;
+	ASSERT_EQ(poll_in(shunt_listener_fd(l), 0), 0);
+	ASSERT_OK(shunt_connect(name, NULL, &a));
+	t0 = test_now_ns();
+	ASSERT_OK(shunt_accept(l, &b, 0));
+	double blk = (test_now_ns() - t0) / 1e6;
+	test_log("%d silent connectors: a non-blocking accept took %.1f ms, the honest one "
+		 "behind them was accepted in %.1f ms", SILENT, nb, blk);
+	ASSERT_MSG(nb < 100, "a non-blocking accept took %.1f ms", nb);
+	ASSERT_MSG(blk < 500, "the honest connector waited %.1f ms behind silent ones", blk);
+	ASSERT_EQ(shunt_send(a, "h", 1, 0), 1);
+	test_recv_exact(b, &x, 1);
+	ASSERT_EQ(x, 'h');
+	test_sleep_ms(1100);
+	ASSERT_ERR(shunt_accept(l, &b, SHUNT_NONBLOCK), -EAGAIN); /* drops the late */
+	for (int i = 0; i < SILENT; i++) {
+		ASSERT_EQ(poll_in(q[i], 1000), 1);
+		ASSERT_EQ(recv(q[i], &x, 1, MSG_DONTWAIT), 0);
+		close(q[i]);
+	}
+	shunt_close(a);
+	shunt_close(b);
+	shunt_listener_close(l);
+}
+
 /* The listener's peer went away before accepting. */
 static void test_listener_gone(void)
 {
@@ -1221,6 +1269,7 @@ int main(int argc, char **argv)
 	test_connect_before_accept();
 	test_accept_nonblock();
 	test_ring_bound();
+	test_accept_silent();
 	test_names();
 	test_stale_socket();
 	test_listener_gone();

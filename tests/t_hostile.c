@@ -113,6 +113,7 @@ struct plan {
 	struct round r[MAX_ROUNDS];
 	char name_v[64];     /* the victim listens here */
 	char name_h[64];     /* the hostile peers listen here */
+	char name_e[64];     /* and the evil ones here, by hand (accept4, the hello read) */
 };
 
 static void make_plan(struct plan *p, uint64_t seed, int rounds)
@@ -292,6 +293,7 @@ struct hostile_args {
 	const struct plan *plan;
 	int round;
 	struct shunt_listener *lh;
+	int le;              /* a plain UNIX listener at name_e */
 };
 
 /* --- Doorbell attacks ---------------------------------------------------- */
@@ -434,9 +436,9 @@ static void hostile_evil(struct hostile_args *a, const struct round *x)
 	} else {
 		/* Accept by hand and take the victim's hello: its doorbells are
 		 * ours to hold too. */
-		struct pollfd p = { .fd = shunt_listener_fd(a->lh), .events = POLLIN };
+		struct pollfd p = { .fd = a->le, .events = POLLIN };
 		ASSERT_MSG(poll(&p, 1, 5000) == 1, "round %d: the victim did not connect", a->round);
-		s = accept4(shunt_listener_fd(a->lh), NULL, NULL, SOCK_CLOEXEC);
+		s = accept4(a->le, NULL, NULL, SOCK_CLOEXEC);
 		ASSERT_SYS(s);
 		struct shunt_hello h;
 		union {
@@ -626,6 +628,10 @@ static void victim_round(const struct plan *plan, int i, struct shunt_listener *
 		struct pollfd p = { .fd = shunt_listener_fd(lv), .events = POLLIN };
 		ASSERT_MSG(poll(&p, 1, 5000) == 1, "round %d: no hostile peer connected", i);
 		int rc = shunt_accept(lv, &c, SHUNT_NONBLOCK);
+		/* The hello may come a moment after the connection: the
+		 * listener's fd polls readable again then. */
+		while (rc == -EAGAIN && poll(&p, 1, 300) == 1)
+			rc = shunt_accept(lv, &c, SHUNT_NONBLOCK);
 		if (rc == -EAGAIN && (x->early || x->evil)) {
 			/* The segment was wrecked before we looked, or the
 			 * doorbell is no socket: refused and dropped at accept,
@@ -637,7 +643,7 @@ static void victim_round(const struct plan *plan, int i, struct shunt_listener *
 		ASSERT_OK(rc);
 	} else {
 		struct shunt_opts o = { .ring_size = x->ring };
-		ASSERT_OK(shunt_connect(plan->name_h, &o, &c));
+		ASSERT_OK(shunt_connect(x->evil ? plan->name_e : plan->name_h, &o, &c));
 	}
 	ssize_t cap = (ssize_t)shunt_ring_size(c);
 	int fd = shunt_fd(c);
@@ -766,6 +772,19 @@ static void proc_line(pid_t pid, const char *file, char *out, size_t len)
 	fclose(f);
 }
 
+/* A UNIX listener of our own where shunt_listen() would put name. */
+static int plain_listener(const char *name)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	ASSERT_SYS(fd);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", getenv("SHUNT_DIR"), name);
+	ASSERT_SYS(bind(fd, (struct sockaddr *)&sa, sizeof(sa)));
+	ASSERT_SYS(listen(fd, 16));
+	return fd;
+}
+
 int main(void)
 {
 	static struct plan plan;
@@ -786,13 +805,15 @@ int main(void)
 	test_name_unique(plan.name_h, sizeof(plan.name_h));
 	ASSERT_OK(shunt_listen(plan.name_v, &lv));
 	ASSERT_OK(shunt_listen(plan.name_h, &lh));
+	test_name_unique(plan.name_e, sizeof(plan.name_e));
+	int le = plain_listener(plan.name_e);
 
 	struct victim_args va = { .plan = &plan, .lv = lv };
 	pid_t victim = test_fork(victim_main, &va);
 	int victim_status = -1;
 	for (int i = 0; i < plan.n; i++) {
 		const struct round *x = &plan.r[i];
-		struct hostile_args ha = { .plan = &plan, .round = i, .lh = lh };
+		struct hostile_args ha = { .plan = &plan, .round = i, .lh = lh, .le = le };
 		pid_t h = test_fork(hostile_round, &ha);
 		int st = test_wait(h, ROUND_MS / 1000.0 + 10);
 		/* The hostile peer uses the library on the segment it wrecks:
@@ -839,6 +860,7 @@ int main(void)
 		   test_status_str(st, buf, sizeof(buf)));
 	shunt_listener_close(lv);
 	shunt_listener_close(lh);
+	close(le);
 	test_log("pass");
 	return TEST_PASS;
 }

@@ -12,10 +12,10 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -30,11 +30,29 @@
 
 #include <shunt.h>
 
-#define HELLO_TIMEOUT_MS 1000 /* a connector sends its hello right after connect */
+#define HELLO_TIMEOUT_NS (1000ll * 1000000) /* a connector sends its hello right after
+                                              * connect: one that has not by then is dropped */
+#define PENDING_MAX 64
 
+/* A connection accepted from the kernel whose hello has not come yet. */
+struct pending {
+	int s;
+	int64_t until;
+};
+
+/*
+ * No accept ever waits for one connector: a stream whose hello is not in
+ * yet waits among the pending (the oldest goes when they are full), and
+ * whichever hello comes first is answered.  So the fd a program polls is
+ * an epoll set of the listening socket and the pending streams: readable
+ * when a connection waits in the kernel or a hello came.
+ */
 struct shunt_listener {
-	int fd;
+	int fd;                 /* the listening socket */
+	int ep;                 /* shunt_listener_fd(): fd and the pending */
 	struct sockaddr_un addr;
+	struct pending pend[PENDING_MAX];
+	int npend;
 };
 
 /* --- Names ------------------------------------------------------------ */
@@ -205,6 +223,13 @@ static int listen_at(const struct sockaddr_un *addr)
 	return fd;
 }
 
+static int watch(int ep, int fd, int op)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.fd = fd };
+
+	return sys_epoll_ctl(ep, op, fd, &ev);
+}
+
 SHUNT_EXPORT int shunt_listen(const char *name, struct shunt_listener **out)
 {
 	struct shunt_listener *l = calloc(1, sizeof(*l));
@@ -212,11 +237,19 @@ SHUNT_EXPORT int shunt_listen(const char *name, struct shunt_listener **out)
 
 	if (!l)
 		return -ENOMEM;
-	l->fd = -1;
+	l->fd = l->ep = -1;
 	rc = resolve(name, &l->addr, 1);
 	if (rc == 0)
 		rc = l->fd = listen_at(&l->addr);
+	if (rc >= 0)
+		rc = l->ep = shunt__hide_fd(sys_epoll_create1(EPOLL_CLOEXEC));
+	if (rc >= 0)
+		rc = watch(l->ep, l->fd, EPOLL_CTL_ADD);
 	if (rc < 0) {
+		if (l->fd >= 0) {
+			sys_unlinkat(AT_FDCWD, l->addr.sun_path, 0);
+			shunt_close_fds((int[]){ l->fd, l->ep }, 2);
+		}
 		free(l);
 		return rc;
 	}
@@ -226,27 +259,33 @@ SHUNT_EXPORT int shunt_listen(const char *name, struct shunt_listener **out)
 
 SHUNT_EXPORT int shunt_listener_fd(const struct shunt_listener *l)
 {
-	return l->fd;
+	return l->ep;
+}
+
+/* The pending stay in the order they came: connections are answered in
+ * the kernel's order when their hellos are in. */
+static void pend_remove(struct shunt_listener *l, int i)
+{
+	memmove(&l->pend[i], &l->pend[i + 1], sizeof(l->pend[0]) * (size_t)(l->npend - i - 1));
+	l->npend--;
+}
+
+/* Drop pending i (its stream closed: the connector sees it). */
+static void pend_drop(struct shunt_listener *l, int i)
+{
+	sys_close(l->pend[i].s);
+	pend_remove(l, i);
 }
 
 SHUNT_EXPORT void shunt_listener_close(struct shunt_listener *l)
 {
 	if (!l)
 		return;
+	while (l->npend)
+		pend_drop(l, 0);
 	sys_unlinkat(AT_FDCWD, l->addr.sun_path, 0);
-	sys_close(l->fd);
+	shunt_close_fds((int[]){ l->fd, l->ep }, 2);
 	free(l);
-}
-
-static int wait_readable(int fd, int timeout_ms)
-{
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-	struct timespec ts = shunt_ts((int64_t)timeout_ms * 1000000);
-	int rc = sys_ppoll(&p, 1, timeout_ms < 0 ? NULL : &ts);
-
-	if (rc < 0)
-		return rc;
-	return rc == 0 ? -ETIMEDOUT : 0;
 }
 
 /* A peer-supplied doorbell must be a UNIX stream socket. */
@@ -264,16 +303,17 @@ static int check_bell(int fd)
 	return 0;
 }
 
-/* Read the hello on a stream just accepted and build the end.  Owns s. */
+/* Read the hello on a stream accepted and build the end.  Owns s, unless
+ * the hello is not in yet (-EAGAIN). */
 static int answer(int s, struct shunt_conn **out)
 {
 	struct shunt_hello h;
 	struct shunt_seg seg = { 0 };
 	int fds[SHUNT_FDMSG_MAX], n = 0;
-	int rc = wait_readable(s, HELLO_TIMEOUT_MS);
+	int rc = shunt_fdmsg_recv(s, &h, sizeof(h), fds, 2, &n, MSG_DONTWAIT);
 
-	if (rc == 0)
-		rc = shunt_fdmsg_recv(s, &h, sizeof(h), fds, 2, &n, MSG_DONTWAIT);
+	if (rc == -EAGAIN)
+		return rc; /* not yet: s stays pending */
 	/* Its rings are our memory too, pinned as we send: none bigger than
 	 * ours (a connector could ask 1 GiB a connection). */
 	if (rc == 0 && (n != 2 || h.magic != SHUNT_HELLO_MAGIC ||
@@ -297,39 +337,88 @@ static int answer(int s, struct shunt_conn **out)
 	return shunt__conn_new(out, 1, &seg, s, fds[1], shunt__config()->spin_us);
 }
 
-static int accept_one(struct shunt_listener *l, struct shunt_conn **out)
+/* Take what the kernel has queued (a bounded number) among the pending,
+ * each connector's credentials checked first; the oldest pending goes to
+ * make room.  0, or an error of the listener's own. */
+static int take_new(struct shunt_listener *l)
 {
-	int s = shunt__hide_fd(sys_accept4(l->fd, NULL, NULL, SOCK_CLOEXEC));
+	for (int n = 0; n < PENDING_MAX; n++) {
+		int s = shunt__hide_fd(sys_accept4(l->fd, NULL, NULL, SOCK_CLOEXEC));
+		if (s < 0)
+			return s == -EAGAIN ? 0 : s;
+		if (peer_allowed(s, "connector") < 0 || watch(l->ep, s, EPOLL_CTL_ADD) < 0) {
+			log_info("dropped a connection: refused, or cannot watch it");
+			sys_close(s);
+			continue;
+		}
+		if (l->npend == PENDING_MAX) {
+			log_info("dropped a connection: %d newer ones came before its hello",
+				 PENDING_MAX);
+			pend_drop(l, 0); /* the oldest */
+		}
+		l->pend[l->npend++] = (struct pending){ s, shunt_now_ns() + HELLO_TIMEOUT_NS };
+	}
+	return 0;
+}
 
-	if (s < 0)
-		return s;
-	int rc = peer_allowed(s, "connector");
-	if (rc == 0)
-		rc = answer(s, out);
-	else
-		sys_close(s);
-	if (rc < 0)
-		log_info("dropped a connection: %s", strerror(-rc));
-	return rc < 0 ? -ECONNABORTED : 0;
+/* The first pending connector whose hello came, answered: 0, or -EAGAIN.
+ * The broken and the late are dropped on the way. */
+static int answer_pending(struct shunt_listener *l, struct shunt_conn **out)
+{
+	int64_t now = shunt_now_ns();
+
+	for (int i = 0; i < l->npend;) {
+		int s = l->pend[i].s;
+		int rc = answer(s, out);
+		if (rc == -EAGAIN && now < l->pend[i].until) {
+			i++;
+			continue;
+		}
+		if (rc == 0 || rc == -EAGAIN)
+			sys_epoll_ctl(l->ep, EPOLL_CTL_DEL, s, NULL);
+		if (rc == -EAGAIN)
+			sys_close(s);
+		pend_remove(l, i);
+		if (rc == 0)
+			return 0;
+		log_info("dropped a connection: %s",
+			 rc == -EAGAIN ? "no hello within 1 s" : strerror(-rc));
+	}
+	return -EAGAIN;
+}
+
+/* Until the next pending connector's hello is late, in ms; -1: none. */
+static int next_late_ms(const struct shunt_listener *l)
+{
+	int64_t first = INT64_MAX;
+
+	for (int i = 0; i < l->npend; i++)
+		first = SHUNT_MIN(first, l->pend[i].until);
+	if (first == INT64_MAX)
+		return -1;
+	int64_t left = first - shunt_now_ns();
+	return left <= 0 ? 0 : (int)((left + 999999) / 1000000);
 }
 
 /*
- * A peer that is refused or breaks the hello is dropped (and logged), and
- * accept goes on with the next one, as the kernel does with a connection
- * reset before accept().  Only errors of the listener itself come back.
+ * A peer that is refused, breaks the hello or sends none within 1 s is
+ * dropped (and logged), as the kernel drops a connection reset before
+ * accept(); no call waits for one.  Only errors of the listener itself
+ * come back.
  */
 SHUNT_EXPORT int shunt_accept(struct shunt_listener *l, struct shunt_conn **out, int flags)
 {
 	for (;;) {
-		int rc = accept_one(l, out);
-		if (rc == 0)
+		int err = take_new(l);
+		if (answer_pending(l, out) == 0)
 			return 0;
-		if (rc == -ECONNABORTED)
-			continue;
-		if (rc != -EAGAIN || (flags & SHUNT_NONBLOCK))
-			return rc;
-		rc = wait_readable(l->fd, -1);
-		if (rc < 0)
+		if (err < 0)
+			return err;
+		if (flags & SHUNT_NONBLOCK)
+			return -EAGAIN;
+		struct epoll_event ev;
+		int rc = sys_epoll_wait(l->ep, &ev, 1, next_late_ms(l));
+		if (rc < 0 && rc != -EINTR)
 			return rc;
 	}
 }
