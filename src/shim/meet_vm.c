@@ -124,7 +124,7 @@ static int open_region(void)
 		if (rc < 0)
 			return rc;
 	}
-	int fd = shunt__hide_fd(sys_openat(AT_FDCWD, path, O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0));
+	int fd = shunt__hide_fd(sys_openat(AT_FDCWD, path, O_RDWR | O_CLOEXEC, 0));
 	if (fd < 0)
 		return fd;
 	int rc = shunt_vmr_open(&region, fd, mode);

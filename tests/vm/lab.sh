@@ -499,6 +499,7 @@ vm_region() {
 	VM_FILES+=("$VM_REGION")
 	rm -f "$VM_REGION"
 	truncate -s "${2:-$VM_REGION_SIZE}" "$VM_REGION"
+	chmod 0600 "$VM_REGION" # one every user may open is not used
 }
 
 # vm_netns: the test's network namespace, with lo up and a tap device
