@@ -4,7 +4,8 @@
  * (and poll() on an epoll fd, as libuv does), a multi-process multi-thread
  * reactor under load, the epoll semantics one by one (LT, ET, ONESHOT,
  * RDHUP, HUP/ERR, dup'd fds, DEL/ADD, a closed fd whose dup keeps the
- * registration), and poll/ppoll/select/pselect.
+ * registration, a socket added before its connect()), and
+ * poll/ppoll/select/pselect.
  *
  * Every expected value is what Linux answers on TCP: SHUNT_DISABLE=1 runs
  * the same checks on kernel TCP, where every case passes.
@@ -436,6 +437,56 @@ static void case_epoll_et(void)
 	close(ep);
 	close(a);
 	close(b);
+}
+
+/* A socket put in an epoll set before its connect() (nginx does so with
+ * every upstream: socket, EPOLL_CTL_ADD with EPOLLET, connect): the set
+ * must know it when it moves, and DEL and MOD must find it.  The library
+ * knew it only from connect() on: DEL and MOD failed with ENOENT (postfix's
+ * smtp-source: "fatal: epoll_ctl EPOLL_CTL_DEL"), and once it moved no
+ * wait reported its data (nginx's proxy to php-fpm hung). */
+static void case_epoll_added_before_connect(void)
+{
+	int port, lfd = ts_tcp_listen(&port), ep = epoll_create1(EPOLL_CLOEXEC);
+	int a = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	uint64_t seed = shim_seed(351);
+	char buf[4096];
+
+	ASSERT_SYS(a);
+	ep_add(ep, a, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, 7);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	int rc = connect(a, (struct sockaddr *)&sa, sizeof(sa));
+	ASSERT_MSG(rc == 0 || errno == EINPROGRESS, "connect: %s", strerror(errno));
+	int b = ts_tcp_accept(lfd, ts_ms(2000));
+	ASSERT_EQ(EP_ONE(ep, ts_ms(2000), 7) & EPOLLOUT, EPOLLOUT);
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.u64 = 7 };
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_MOD, a, &ev));
+	ts_set_nonblock(a, 0);
+	ts_make_accelerated(a, b);
+	ts_set_nonblock(a, 1);
+	while (ep_wait(ep, &ev, 1, 0) > 0) /* what the moves left */
+		while (recv(a, buf, sizeof(buf), 0) > 0)
+			;
+	uint64_t off = 0;
+	for (int i = 0; i < 50; i++) {
+		size_t n = 1 + (size_t)(i * 997) % sizeof(buf);
+		ts_send_stream(b, seed, off, n, ts_ms(2000));
+		ASSERT_MSG(ep_wait(ep, &ev, 1, ts_ms(2000)) == 1,
+			   "round %d: no event for %zu bytes waiting", i, n);
+		ASSERT_UEQ(ev.data.u64, 7);
+		ts_recv_stream(a, seed, off, n, ts_ms(2000));
+		off += n;
+	}
+	ts_expect_accel(a, "the client added before its connect");
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_DEL, a, NULL));
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, a, &ev));
+	close(ep);
+	close(a);
+	close(b);
+	close(lfd);
+	test_log("added before connect: 50 arrivals after the move each woke the set; MOD, DEL "
+		 "and ADD again found it");
 }
 
 static void case_epoll_oneshot(void)
@@ -1498,6 +1549,7 @@ static const struct shim_case g_cases[] = {
 	{ "epoll_nested", case_epoll_nested },
 	{ "epoll_lt", case_epoll_lt },
 	{ "epoll_et", case_epoll_et },
+	{ "epoll_added_before_connect", case_epoll_added_before_connect },
 	{ "epoll_oneshot", case_epoll_oneshot },
 	{ "epoll_rdhup", case_epoll_rdhup },
 	{ "epoll_hup", case_epoll_hup },

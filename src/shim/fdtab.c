@@ -73,6 +73,17 @@ enum fd_kind shim_kind(int fd)
 		 : FD_UNKNOWN;
 }
 
+int shim_is_tcp(int fd)
+{
+	enum fd_kind k = shim_kind(fd);
+
+	if (k == FD_UNKNOWN) {
+		k = shim_kern_is_tcp(fd) ? FD_TCP : FD_OTHER;
+		shim_set_kind(fd, k);
+	}
+	return k == FD_TCP;
+}
+
 /* --- The pool of tracked sockets ------------------------------------------ */
 
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;

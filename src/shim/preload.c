@@ -299,16 +299,6 @@ EXPORT int socketpair(int domain, int type, int proto, int sv[2])
 }
 
 /* Is fd a TCP socket?  Known from socket(), else asked once. */
-static int is_tcp(int fd)
-{
-	enum fd_kind k = shim_kind(fd);
-
-	if (k == FD_UNKNOWN) {
-		k = shim_kern_is_tcp(fd) ? FD_TCP : FD_OTHER;
-		shim_set_kind(fd, k);
-	}
-	return k == FD_TCP;
-}
 
 struct ending {
 	struct tsock *t;
@@ -359,7 +349,7 @@ EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 		return disconnect(fd, addr, len);
 	int rc = REAL(connect)(fd, addr, len);
 
-	if ((rc == 0 || errno == EINPROGRESS) && shim_enabled() && !shim_has(fd) && is_tcp(fd)) {
+	if ((rc == 0 || errno == EINPROGRESS) && shim_enabled() && !shim_has(fd) && shim_is_tcp(fd)) {
 		int err = errno;
 		shim_track(fd, 0);
 		errno = err;
@@ -374,7 +364,7 @@ static int do_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 	if (rc >= 0) {
 		int err = errno;
 		shim_fresh_fd(rc);
-		if (shim_enabled() && is_tcp(fd))
+		if (shim_enabled() && shim_is_tcp(fd))
 			shim_track(rc, flags & SOCK_NONBLOCK ? TF_NONBLOCK : 0);
 		errno = err;
 	}

@@ -366,6 +366,8 @@ void shim_each(void (*fn)(int fd, struct tsock *t, void *arg), void *arg);
 enum fd_kind { FD_UNKNOWN = 0, FD_TCP, FD_OTHER };
 void shim_set_kind(int fd, enum fd_kind k);
 enum fd_kind shim_kind(int fd);
+/* Is fd a TCP socket (IPv4 or IPv6)?  Asked once per fd, then cached. */
+int shim_is_tcp(int fd);
 
 /* For tests: 1 if fd's connection runs over shared memory, else 0. */
 int shunt__shim_is_accelerated(int fd);
