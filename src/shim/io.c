@@ -1041,9 +1041,11 @@ ssize_t shim_sendfile(struct tsock *t, int fd, int in_fd, off_t *off, size_t cou
 		shim_unlock(&S(t)->tx_mu);
 		return shim_sendfile(t, fd, in_fd, off, count);
 	}
+	/* A blocking socket takes all of it, as TCP's does: each piece may
+	 * wait for room (dl: none for a non-blocking one). */
 	while (done < count) {
 		void *p;
-		rc = shunt_end_reserve(END(t), &b, &p, 1, done ? 0 : dl);
+		rc = shunt_end_reserve(END(t), &b, &p, 1, dl);
 		if (rc < 0)
 			break;
 		size_t want = SHUNT_MIN(SHUNT_MIN((size_t)rc, count - done), (size_t)65536);
@@ -1060,10 +1062,12 @@ ssize_t shim_sendfile(struct tsock *t, int fd, int in_fd, off_t *off, size_t cou
 	}
 	shim_unlock(&S(t)->tx_mu);
 	touched(t);
+	if (rc == -EXDEV) { /* going back to TCP: the rest there */
+		ssize_t k = shim_sendfile(t, fd, in_fd, off, count - done);
+		return done && k <= 0 ? (ssize_t)done : done ? (ssize_t)done + k : k;
+	}
 	if (done)
 		return (ssize_t)done;
-	if (rc == -EXDEV)
-		return shim_sendfile(t, fd, in_fd, off, count);
 	return rc == -EPIPE ? broken_pipe(MSG_NOSIGNAL) : shim_err(rc);
 }
 
