@@ -309,22 +309,33 @@ ssize_t shunt_end_send(struct shunt_end *e, struct shunt_bell *b, const void *bu
 		int64_t n = tx_ready(e, 1, 1, 0);
 		return n < 0 && n != -EAGAIN ? n : 0;
 	}
+	/* A send of more than one piece says how far it will go, so that a
+	 * reader that empties the ring meanwhile waits for the next piece
+	 * (take_more) rather than return short; and that it is done, after. */
+	int pieces = len > COPY_CHUNK;
+	if (pieces)
+		atomic_store_explicit(e->tx_more, e->tx.pos + len, memory_order_relaxed);
+	ssize_t rc = 0;
 	while (done < len) {
 		int64_t n = tx_ready(e, SHUNT_MIN(len - done, e->tx.cap), 1, 0);
 		if (n == -EAGAIN) {
-			int rc = end_wait(e, b, SHUNT_WAIT_WRITE, 1, deadline);
+			rc = end_wait(e, b, SHUNT_WAIT_WRITE, 1, deadline);
 			if (rc < 0)
-				return done ? (ssize_t)done : rc;
+				break;
 			continue;
 		}
-		if (n < 0)
-			return done ? (ssize_t)done : n;
+		if (n < 0) {
+			rc = n;
+			break;
+		}
 		size_t k = chunk(&e->tx, (uint64_t)n, len - done);
 		memcpy(shunt_ring_wptr(&e->tx), p + done, k);
 		tx_publish(e, b, k);
 		done += k;
 	}
-	return (ssize_t)done;
+	if (pieces)
+		atomic_store_explicit(e->tx_more, e->tx.pos, memory_order_relaxed);
+	return done ? (ssize_t)done : rc;
 }
 
 ssize_t shunt_end_reserve(struct shunt_end *e, struct shunt_bell *b, void **buf, size_t min,
@@ -390,7 +401,41 @@ static int64_t rx_wait(struct shunt_end *e, struct shunt_bell *b, uint64_t want,
 	return rx_wait_min(e, b, want, 1, deadline);
 }
 
-/* Take what is there, piece by piece, into buf (or nowhere: discard). */
+/* The peer's send under way will publish more than we have seen (its
+ * hint: a peer may lie, which costs us no more than a spin). */
+static int peer_sending(struct shunt_end *e)
+{
+	uint64_t m = atomic_load_explicit(e->rx_more, memory_order_relaxed);
+
+	return m - e->rx.pos - 1 < (1ull << 62);
+}
+
+static int more_ready(void *arg)
+{
+	struct shunt_end *e = arg;
+
+	if (atomic_load_explicit(&e->broken, memory_order_relaxed))
+		return 1;
+	int64_t n = shunt_ring_avail(&e->rx, 1);
+	return n != 0 || !peer_sending(e);
+}
+
+/* After the ring's bytes: what came meanwhile, and while the peer's send
+ * is under way, what comes within a spin (one trip through the program's
+ * poll loop costs more than the peer's next piece).  > 0, or 0: no more. */
+static int64_t take_more(struct shunt_end *e, uint64_t want)
+{
+	int64_t n = shunt_ring_avail(&e->rx, want);
+
+	if (n == 0 && peer_sending(e) && shunt_spin(&e->spin, more_ready, e) > 0)
+		n = shunt_ring_avail(&e->rx, want);
+	if (n < 0)
+		shunt_end_fail(e, (int)n);
+	return n > 0 ? n : 0;
+}
+
+/* Take what is there, piece by piece, into buf (or nowhere: discard),
+ * and what the peer's send under way adds meanwhile, up to len. */
 static ssize_t take(struct shunt_end *e, struct shunt_bell *b, void *buf, size_t len,
 		    int64_t deadline)
 {
@@ -399,7 +444,6 @@ static ssize_t take(struct shunt_end *e, struct shunt_bell *b, void *buf, size_t
 	int64_t n = rx_wait(e, b, SHUNT_MIN(len, e->rx.cap), deadline);
 	size_t done = 0;
 
-	/* n was counted once, so this loop ends even if the peer keeps sending. */
 	while (n > 0 && done < len) {
 		size_t k = chunk(&e->rx, (uint64_t)n, len - done);
 		if (buf)
@@ -407,6 +451,8 @@ static ssize_t take(struct shunt_end *e, struct shunt_bell *b, void *buf, size_t
 		rx_consume(e, b, k);
 		done += k;
 		n -= (int64_t)k;
+		if (n == 0 && done < len)
+			n = take_more(e, SHUNT_MIN(len - done, e->rx.cap));
 	}
 	return done ? (ssize_t)done : n;
 }
@@ -517,6 +563,8 @@ void shunt_end_init(struct shunt_end *e, const struct shunt_seg *seg, int side,
 			seg->cap);
 	shunt_ring_init(&e->rx, &ctl->head[1 - side].v, &ctl->tail[1 - side].v,
 			seg->data[1 - side], seg->cap);
+	e->tx_more = &ctl->head[side].more;
+	e->rx_more = &ctl->head[1 - side].more;
 	atomic_store_explicit(&e->me->pid, (uint32_t)sys_getpid(), memory_order_relaxed);
 	atomic_init(&e->my_state, SHUNT_ST_OPEN);
 	atomic_store_explicit(&e->me->state, SHUNT_ST_OPEN, memory_order_release);

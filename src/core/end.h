@@ -33,6 +33,8 @@ struct shunt_end {
 	struct shunt_ring rx;        /* ring[1 - side]: we consume */
 	struct shunt_side *me;       /* our side's words in the segment */
 	struct shunt_side *peer;     /* the peer's side: validated on every read */
+	_Atomic uint64_t *tx_more;   /* our head's hint of a send under way */
+	_Atomic uint64_t *rx_more;   /* the peer's: a hint, never trusted */
 	int side;                    /* 0: the segment's creator, 1: the other */
 	int hangup_eof;              /* a peer that vanished without a close
 	                              * reads as end of stream if it took all we

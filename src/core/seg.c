@@ -15,6 +15,7 @@ _Static_assert(offsetof(struct shunt_hdr, bell) == 24, "bell");
 _Static_assert(offsetof(struct shunt_ctl, side) == 128, "side");
 _Static_assert(offsetof(struct shunt_ctl, head) == 256, "head");
 _Static_assert(offsetof(struct shunt_ctl, tail) == 512, "tail");
+_Static_assert(offsetof(struct shunt_index, more) == 8, "more");
 _Static_assert(offsetof(struct shunt_ctl, sw) == 768, "sw");
 _Static_assert(offsetof(struct shunt_switch, tcp_off) == 8, "tcp_off");
 _Static_assert(offsetof(struct shunt_switch, back_head) == 16, "back_head");

@@ -56,9 +56,15 @@ struct shunt_side {
 	_Atomic uint32_t pid;   /* informational only */
 };
 
-/* One index alone on its line, so producer and consumer never share one. */
+/* One index alone on its line, so producer and consumer never share one.
+ * `more`, on a head's line only (written by the producer, read with the
+ * head at no extra line): the head the send under way will reach, a hint
+ * that lets a reader that emptied the ring wait a moment for the next
+ * piece instead of returning short; at most `v` when no send is under way.
+ * Zero on a tail's line. */
 struct shunt_index {
 	_Alignas(SHUNT_LINE) _Atomic uint64_t v;
+	_Atomic uint64_t more;
 };
 
 /*
