@@ -21,6 +21,8 @@
 #    socket error and no non-2xx answer; all 8 move at both ends, and over
 #    one second of it the kernel's TCP sockets carry under 1/20 of what wrk
 #    read per second (doorbells; over TCP, all of it).
+#  * the same nginx as a reverse proxy to itself (proxy_pass, kept-alive
+#    upstreams): 2 x 32 MiB intact, an upstream connection moved.
 lib=$(dirname "$0")/apps_lib.sh
 [ -f "$lib" ] || lib=$(dirname "$0")/../../tests/apps_lib.sh
 # shellcheck source=tests/apps_lib.sh
@@ -30,12 +32,15 @@ apps_init nginx
 need nginx curl wrk
 
 port=$(free_port)
+pport=$(free_port)
+while [ "$pport" = "$port" ]; do pport=$(free_port); done
 mkdir -p "$T/www/up" "$T/tmp"
 rand_file "$T/www/small" 4096
 rand_file "$T/www/big" $((5 << 20))
+rand_file "$T/www/huge" $((32 << 20))
 chmod 755 "$T/www"
 chmod 777 "$T/www/up" "$T/tmp" # nginx workers write here
-chmod 644 "$T/www/small" "$T/www/big"
+chmod 644 "$T/www/small" "$T/www/big" "$T/www/huge"
 
 # As root, nginx's workers would switch to "nobody", and shunt only
 # connects processes of the same user; keep them ours.
@@ -63,6 +68,15 @@ http {
 		listen 127.0.0.1:$port;
 		root $T/www;
 		location /up/ { dav_methods PUT; client_max_body_size 8m; }
+	}
+	upstream back { server 127.0.0.1:$port; keepalive 4; }
+	server {
+		listen 127.0.0.1:$pport;
+		location / {
+			proxy_pass http://back;
+			proxy_http_version 1.1;
+			proxy_set_header Connection "";
+		}
 	}
 }
 EOF
@@ -125,6 +139,21 @@ for c in curl-big curl-put curl-put-get; do
 	fi
 	say "$c: $(sed 's/^shunt\[[0-9]*\] info: //' "$T/$c.log" 2>/dev/null | head -n 1)"
 done
+
+# A reverse proxy: the same nginx on another port passes each request to
+# itself over kept-alive upstream connections.  nginx adds an upstream
+# socket to its epoll set (edge-triggered) before its connect(): a set
+# that did not know it saw none of its data once it moved, and the 32 MiB
+# answer hung (nginx fastcgi_pass to php-fpm, 4 runs of 4).
+dial_before=$(grep -c 'dialing side' "$T/server.log" 2>/dev/null || true)
+run_client curl-proxy 60 curl -sS --fail -o "$T/got-proxy-1" "http://127.0.0.1:$pport/huge" \
+	-o "$T/got-proxy-2" "http://127.0.0.1:$pport/huge" ||
+	fail "curl through the proxy exited with status $?"
+same_file "$T/www/huge" "$T/got-proxy-1" "GET /huge through the proxy"
+same_file "$T/www/huge" "$T/got-proxy-2" "GET /huge through the proxy, again"
+dial=$(($(grep -c 'dialing side' "$T/server.log" 2>/dev/null || true) - dial_before))
+say "2 x 32 MiB through nginx's proxy_pass to itself: intact; its upstream connections that moved: $dial"
+[ "$APPS_TCP" = 1 ] || [ "$dial" -ge 1 ] || fail "no upstream connection of the proxy moved"
 server_before_wrk=$(count_upgraded "$T/server.log")
 
 # wrk: 2 threads, 8 kept-alive connections, 2 s, the 4 KiB file; the
