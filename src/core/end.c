@@ -423,10 +423,20 @@ static int more_ready(void *arg)
 /* After the ring's bytes: what came meanwhile, and while the peer's send
  * is under way, what comes within a spin (one trip through the program's
  * poll loop costs more than the peer's next piece).  > 0, or 0: no more. */
-static int64_t take_more(struct shunt_end *e, uint64_t want)
+static int64_t take_more(struct shunt_end *e, uint64_t want, int64_t *spin_until)
 {
 	int64_t n = shunt_ring_avail(&e->rx, want);
 
+	/* The hint is the peer's word: the spins of one call last about one
+	 * window per piece (COPY_CHUNK) taken, no more (a peer that says
+	 * "more" and drips a byte a spin must not hold a call for ever). */
+	if (n == 0 && peer_sending(e)) {
+		int64_t now = shunt_now_ns();
+		if (*spin_until == 0)
+			*spin_until = now + (int64_t)e->spin.max * 1000;
+		if (now >= *spin_until)
+			return 0;
+	}
 	if (n == 0 && peer_sending(e) && shunt_spin(&e->spin, more_ready, e) > 0)
 		n = shunt_ring_avail(&e->rx, want);
 	if (n < 0)
@@ -443,6 +453,8 @@ static ssize_t take(struct shunt_end *e, struct shunt_bell *b, void *buf, size_t
 		return 0;
 	int64_t n = rx_wait(e, b, SHUNT_MIN(len, e->rx.cap), deadline);
 	size_t done = 0;
+	int64_t spin_until = 0;
+	size_t paid = 0;
 
 	while (n > 0 && done < len) {
 		size_t k = chunk(&e->rx, (uint64_t)n, len - done);
@@ -451,8 +463,14 @@ static ssize_t take(struct shunt_end *e, struct shunt_bell *b, void *buf, size_t
 		rx_consume(e, b, k);
 		done += k;
 		n -= (int64_t)k;
-		if (n == 0 && done < len)
-			n = take_more(e, SHUNT_MIN(len - done, e->rx.cap));
+		if (n == 0 && done < len) {
+			/* A piece's worth since the budget began: a new budget. */
+			if (done - paid >= COPY_CHUNK) {
+				spin_until = 0;
+				paid = done;
+			}
+			n = take_more(e, SHUNT_MIN(len - done, e->rx.cap), &spin_until);
+		}
 	}
 	return done ? (ssize_t)done : n;
 }
