@@ -292,6 +292,70 @@ static void test_more_lie(void)
 	shunt_listener_close(l);
 }
 
+/* A listener shared across fork(): each process's pending connectors are
+ * its own.  One left pending in the parent, whose stream then closed, kept
+ * the shared epoll set readable for a child blocked in shunt_accept, which
+ * spun at 100% CPU until the parent accepted again (a helper's attack, 11
+ * runs of 11). */
+static struct shunt_listener *g_fork_l;
+
+static void accept_one_child(void *arg)
+{
+	struct shunt_conn *c = NULL;
+
+	(void)arg;
+	ASSERT_OK(shunt_accept(g_fork_l, &c, 0));
+	shunt_close(c);
+}
+
+static double cpu_s(pid_t p)
+{
+	char path[64], buf[1024];
+	unsigned long ut = 0, st = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)p);
+	FILE *f = fopen(path, "r");
+	ASSERT_NOT_NULL(f);
+	ASSERT_NOT_NULL(fgets(buf, sizeof(buf), f));
+	fclose(f);
+	char *r = strrchr(buf, ')');
+	ASSERT_NOT_NULL(r);
+	ASSERT_EQ(sscanf(r + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st),
+		  2);
+	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static void test_accept_forked(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct shunt_conn *c = NULL, *a = NULL;
+	char name[64];
+
+	test_name_unique(name, sizeof(name));
+	ASSERT_OK(shunt_listen(name, &g_fork_l));
+	pid_t child = test_fork(accept_one_child, NULL);
+	test_sleep_ms(200); /* the child is asleep in shunt_accept */
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", getenv("SHUNT_DIR"), name);
+	int q = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ASSERT_SYS(q);
+	ASSERT_SYS(connect(q, (struct sockaddr *)&sa, sizeof(sa)));
+	(void)shunt_accept(g_fork_l, &c, SHUNT_NONBLOCK); /* pending here, or the child took it */
+	ASSERT_NULL(c);
+	test_sleep_ms(100);
+	double before = cpu_s(child);
+	close(q);
+	test_sleep_ms(1000); /* we are busy elsewhere, not in accept */
+	double used = cpu_s(child) - before;
+	test_log("a listener shared across fork: the child asleep in accept used %.2f s of CPU in "
+		 "1 s", used);
+	ASSERT_MSG(used < 0.3, "the child in shunt_accept spun: %.2f s of CPU in 1 s", used);
+	ASSERT_OK(shunt_connect(name, NULL, &a)); /* the child takes it and ends */
+	test_wait_ok(child, 10);
+	shunt_close(a);
+	ASSERT_ERR(shunt_accept(g_fork_l, &c, SHUNT_NONBLOCK), -EAGAIN); /* drops the closed one */
+	shunt_listener_close(g_fork_l);
+}
+
 /* The listener's peer went away before accepting. */
 static void test_listener_gone(void)
 {
@@ -1331,6 +1395,7 @@ int main(int argc, char **argv)
 	test_ring_bound();
 	test_accept_silent();
 	test_more_lie();
+	test_accept_forked();
 	test_names();
 	test_stale_socket();
 	test_listener_gone();

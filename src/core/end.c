@@ -402,7 +402,8 @@ static int64_t rx_wait(struct shunt_end *e, struct shunt_bell *b, uint64_t want,
 }
 
 /* The peer's send under way will publish more than we have seen (its
- * hint: a peer may lie, which costs us no more than a spin). */
+ * hint: a peer may lie, which costs us a spin per piece it sends; take()
+ * keeps the count). */
 static int peer_sending(struct shunt_end *e)
 {
 	uint64_t m = atomic_load_explicit(e->rx_more, memory_order_relaxed);

@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,7 @@ struct shunt_listener {
 	struct sockaddr_un addr;
 	struct pending pend[PENDING_MAX];
 	int npend;
+	int pid;                /* the process whose set ep is (see own_set) */
 };
 
 /* --- Names ------------------------------------------------------------ */
@@ -245,6 +247,7 @@ SHUNT_EXPORT int shunt_listen(const char *name, struct shunt_listener **out)
 		rc = l->ep = shunt__hide_fd(sys_epoll_create1(EPOLL_CLOEXEC));
 	if (rc >= 0)
 		rc = watch(l->ep, l->fd, EPOLL_CTL_ADD);
+	l->pid = (int)sys_getpid();
 	if (rc < 0) {
 		if (l->fd >= 0) {
 			sys_unlinkat(AT_FDCWD, l->addr.sun_path, 0);
@@ -400,6 +403,31 @@ static int next_late_ms(const struct shunt_listener *l)
 	return left <= 0 ? 0 : (int)((left + 999999) / 1000000);
 }
 
+/* After a fork the epoll set is shared, but the pending are each
+ * process's own: another's pending would keep the set readable for us
+ * (a program polling it spins) while that process is not in accept.  A
+ * process that accepts where it did not listen takes a set of its own,
+ * under the same number, and leaves the pending it inherited to the
+ * process that took them. */
+static void own_set(struct shunt_listener *l)
+{
+	int me = (int)sys_getpid();
+
+	if (l->pid == me)
+		return;
+	l->pid = me;
+	while (l->npend) {
+		sys_close(l->pend[0].s); /* our copy: no DEL, the set is not ours */
+		pend_remove(l, 0);
+	}
+	int ep = sys_epoll_create1(EPOLL_CLOEXEC);
+	if (ep < 0)
+		return;
+	if (watch(ep, l->fd, EPOLL_CTL_ADD) == 0)
+		(void)sys_dup3(ep, l->ep, O_CLOEXEC);
+	sys_close(ep);
+}
+
 /*
  * A peer that is refused, breaks the hello or sends none within 1 s is
  * dropped (and logged), as the kernel drops a connection reset before
@@ -408,6 +436,7 @@ static int next_late_ms(const struct shunt_listener *l)
  */
 SHUNT_EXPORT int shunt_accept(struct shunt_listener *l, struct shunt_conn **out, int flags)
 {
+	own_set(l);
 	for (;;) {
 		int err = take_new(l);
 		if (answer_pending(l, out) == 0)
@@ -416,8 +445,15 @@ SHUNT_EXPORT int shunt_accept(struct shunt_listener *l, struct shunt_conn **out,
 			return err;
 		if (flags & SHUNT_NONBLOCK)
 			return -EAGAIN;
-		struct epoll_event ev;
-		int rc = sys_epoll_wait(l->ep, &ev, 1, next_late_ms(l));
+		/* Wait on our own fds, not on the set: after a fork the set is
+		 * shared, and another process's pending would wake us for good
+		 * (a spin) while that process is not in accept. */
+		struct pollfd p[PENDING_MAX + 1] = { { .fd = l->fd, .events = POLLIN } };
+		for (int i = 0; i < l->npend; i++)
+			p[i + 1] = (struct pollfd){ .fd = l->pend[i].s, .events = POLLIN };
+		int ms = next_late_ms(l);
+		struct timespec ts = shunt_ts((int64_t)ms * 1000000);
+		int rc = sys_ppoll(p, (unsigned)l->npend + 1, ms < 0 ? NULL : &ts);
 		if (rc < 0 && rc != -EINTR)
 			return rc;
 	}
