@@ -489,6 +489,32 @@ static void case_epoll_added_before_connect(void)
 		 "and ADD again found it");
 }
 
+/* EPOLLEXCLUSIVE on a socket that moves: the kernel takes no MOD of such a
+ * registration, so the set's entry stayed the program's and no wait saw
+ * data in the ring (a helper's attack: epoll_wait hung, 3 runs of 3). */
+static void case_epoll_exclusive(void)
+{
+	int a, b, ep = epoll_create1(EPOLL_CLOEXEC);
+	uint64_t seed = shim_seed(361);
+
+	ts_pair(&a, &b);
+	ep_add(ep, a, EPOLLIN | EPOLLEXCLUSIVE, 9);
+	ts_make_accelerated(a, b);
+	struct epoll_event ev;
+	while (ep_wait(ep, &ev, 1, 0) > 0) /* what the moves left */
+		ts_set_nonblock(a, 1), (void)read(a, &ev, 1), ts_set_nonblock(a, 0);
+	for (int i = 0; i < 20; i++) {
+		ts_send_stream(b, seed, (uint64_t)i * 100, 100, ts_ms(2000));
+		ASSERT_MSG(ep_wait(ep, &ev, 1, ts_ms(2000)) == 1, "round %d: no event for data", i);
+		ASSERT_UEQ(ev.data.u64, 9);
+		ts_recv_stream(a, seed, (uint64_t)i * 100, 100, ts_ms(2000));
+	}
+	ts_expect_accel(a, "the exclusive registration's socket");
+	close(ep);
+	close(a);
+	close(b);
+}
+
 static void case_epoll_oneshot(void)
 {
 	int a, b, ep = epoll_create1(EPOLL_CLOEXEC);
@@ -1550,6 +1576,7 @@ static const struct shim_case g_cases[] = {
 	{ "epoll_lt", case_epoll_lt },
 	{ "epoll_et", case_epoll_et },
 	{ "epoll_added_before_connect", case_epoll_added_before_connect },
+	{ "epoll_exclusive", case_epoll_exclusive },
 	{ "epoll_oneshot", case_epoll_oneshot },
 	{ "epoll_rdhup", case_epoll_rdhup },
 	{ "epoll_hup", case_epoll_hup },

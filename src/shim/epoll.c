@@ -428,6 +428,16 @@ static int make_ours(struct shim_ep *ep, struct ep_entry *e)
 	e->ours = 1;
 	struct epoll_event ev = kernel_ev(e);
 	int rc = sys_epoll_ctl(ep->epfd, EPOLL_CTL_MOD, e->fd, &ev);
+	/* The kernel takes no MOD of an EPOLLEXCLUSIVE registration: made
+	 * again (exclusivity only spares wake-ups; ours wakes one set). */
+	if (rc == -EINVAL && (e->events & EPOLLEXCLUSIVE) &&
+	    sys_epoll_ctl(ep->epfd, EPOLL_CTL_DEL, e->fd, NULL) == 0) {
+		rc = sys_epoll_ctl(ep->epfd, EPOLL_CTL_ADD, e->fd, &ev);
+		if (rc < 0) { /* back as it was, under the program's events */
+			struct epoll_event was = { .events = e->events, .data.u64 = e->tag };
+			(void)sys_epoll_ctl(ep->epfd, EPOLL_CTL_ADD, e->fd, &was);
+		}
+	}
 	if (rc < 0) {
 		e->ours = 0;
 		return rc;
@@ -662,6 +672,7 @@ static void give_back(struct shim_ep *ep, struct ep_entry *e)
 	e->ours = 0;
 	ep->nours--;
 	struct epoll_event ev = kernel_ev(e);
+	ev.events &= ~(uint32_t)EPOLLEXCLUSIVE; /* no MOD takes it (see make_ours) */
 	if (sys_epoll_ctl(ep->epfd, EPOLL_CTL_MOD, e->fd, &ev) < 0)
 		log_debug("epoll set %d: fd %d could not be given back", ep->epfd, e->fd);
 	kick(ep); /* a wait asleep on our events looks again */
