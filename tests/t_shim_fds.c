@@ -1,7 +1,8 @@
 /*
  * t_shim_fds.c - what programs do with their fds, on connections that moved
  * to shared memory: closefrom, fclose and freopen, closing every fd,
- * vfork and posix_spawn, two processes sharing one connection, SCM_RIGHTS,
+ * vfork and posix_spawn, dup before connect, two processes sharing one
+ * connection, SCM_RIGHTS,
  * exec with and without the shim, stdio on a socket.
  *
  * Each case checks that the program sees what kernel TCP gives it
@@ -11,6 +12,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -638,6 +640,38 @@ static void fork_share(int reading)
 	ts_expect_eof(p.fd, ts_ms(5000));
 	ASSERT_SYS(close(p.fd));
 	ts_peer_wait(&p, ts_ms(10000));
+}
+
+/* dup() before connect(): both numbers name the one socket, and whichever
+ * connects, reads and writes through either must be the connection's
+ * (the library tracked the number that connected only: the other read the
+ * raw TCP stream, doorbells and all, or reset the connection). */
+static void case_dup_before_connect(void)
+{
+	int port, lfd = ts_tcp_listen(&port);
+	int a = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	uint64_t seed = shim_seed(371);
+
+	ASSERT_SYS(a);
+	int d = dup(a);
+	ASSERT_SYS(d);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ASSERT_SYS(connect(d, (struct sockaddr *)&sa, sizeof(sa)));
+	int b = ts_tcp_accept(lfd, ts_ms(2000));
+	ts_make_accelerated(d, b);
+	for (int i = 0; i < 8; i++) {
+		ts_send_stream(b, seed, (uint64_t)i << 16, 1 << 16, ts_ms(2000));
+		ts_recv_stream(i % 2 ? a : d, seed, (uint64_t)i << 16, 1 << 16, ts_ms(2000));
+		ts_send_stream(i % 2 ? d : a, seed + 1, (uint64_t)i << 16, 1 << 16, ts_ms(2000));
+		ts_recv_stream(b, seed + 1, (uint64_t)i << 16, 1 << 16, ts_ms(2000));
+	}
+	ts_expect_accel(a, "the number dup'd before connect");
+	ASSERT_SYS(close(d));
+	ASSERT_SYS(close(a));
+	ts_expect_eof(b, ts_ms(2000));
+	ASSERT_SYS(close(b));
+	ASSERT_SYS(close(lfd));
 }
 
 static void case_fork_share_write(void)
@@ -1567,6 +1601,7 @@ static const struct shim_case g_cases[] = {
 	{ "close_all", case_close_all },
 	{ "close_all_range", case_close_all_range },
 	{ "vfork", case_vfork },
+	{ "dup_before_connect", case_dup_before_connect },
 	{ "fork_share_write", case_fork_share_write },
 	{ "fork_share_read", case_fork_share_read },
 	{ "scm_rights", case_scm_rights },

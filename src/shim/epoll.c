@@ -509,35 +509,12 @@ static int ctl_locked(struct shim_ep *ep, int op, int fd, struct tsock *t,
 	return rc;
 }
 
-/*
- * A TCP socket added before its connect() (nginx adds every upstream so,
- * edge-triggered): tracked now, as connect() would, so that its
- * registration is ours from the start.  Left to the kernel, it was one no
- * set of ours knew: DEL and MOD failed (ENOENT), and once it moved no wait
- * saw its rings.  Not a listener, nor a socket connected before we knew
- * it (those stay the program's).
- */
-static struct tsock *track_unconnected(int fd)
-{
-	struct sockaddr_storage ss;
-	unsigned len = sizeof(ss);
-	int listening = 0;
-	unsigned ll = sizeof(listening);
-
-	if (!shim_enabled() || shim_in_vfork_child() || !shim_is_tcp(fd) ||
-	    sys_getpeername(fd, (struct sockaddr *)&ss, &len) != -ENOTCONN ||
-	    sys_getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ll) < 0 || listening)
-		return NULL;
-	shim_track(fd, 0);
-	return shim_get(fd);
-}
-
 int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 {
 	struct tsock *t = shim_get(fd);
 
 	if (!t && op == EPOLL_CTL_ADD)
-		t = track_unconnected(fd);
+		t = shim_track_unconnected(fd); /* nginx's upstreams: fdtab.c */
 
 	struct shim_ep *inner = t ? NULL : ep_find(fd);
 

@@ -16,6 +16,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "internal.h"
 #include "shim.h"
@@ -321,9 +322,37 @@ void shim_forget(int fd, int open)
 		drop_fd(t, open ? fd : -1);
 }
 
+/*
+ * A TCP socket added to an epoll set, or dup'd, before its connect(): tracked
+ * then, as connect() would, so that the registration is ours from the
+ * start and both numbers name one tracked socket.  Left alone, the set's
+ * entry was the kernel's (nginx adds every upstream so, edge-triggered:
+ * DEL and MOD failed with ENOENT, and once it moved no wait saw its
+ * rings), and a number dup'd before the connect read the raw stream.  Not
+ * a listener, nor a socket connected before we knew it (those stay the
+ * program's).
+ */
+struct tsock *shim_track_unconnected(int fd)
+{
+	struct sockaddr_storage ss;
+	unsigned len = sizeof(ss);
+	int listening = 0;
+	unsigned ll = sizeof(listening);
+
+	if (!shim_enabled() || shim_in_vfork_child() || !shim_is_tcp(fd) ||
+	    sys_getpeername(fd, (struct sockaddr *)&ss, &len) != -ENOTCONN ||
+	    sys_getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ll) < 0 || listening)
+		return NULL;
+	shim_track(fd, 0);
+	return shim_get(fd);
+}
+
 void shim_dup(int oldfd, int newfd)
 {
 	struct tsock *t = shim_get(oldfd);
+
+	if (!t)
+		t = shim_track_unconnected(oldfd);
 
 	shim_forget(newfd, 0); /* the kernel already replaced it */
 	if (t) {

@@ -353,6 +353,10 @@ void shim_ref(struct tsock *t);
 int shim_has(int fd);
 /* Start tracking a connected (or connecting) TCP socket at fd. */
 struct tsock *shim_track(int fd, uint32_t flags);
+/* Track fd now if it is a TCP socket not yet connected (nor listening),
+ * as its connect() would: it is being added to an epoll set or dup'd.
+ * A reference, or NULL. */
+struct tsock *shim_track_unconnected(int fd);
 /* Track fd as the holder of an existing slot (exec'd image). */
 struct tsock *shim_track_slot(int fd, struct tslot *s, uint32_t gen);
 /* newfd now names what oldfd does (dup, dup2, dup3, F_DUPFD). */
