@@ -437,9 +437,9 @@ static int64_t take_more(struct shunt_end *e, uint64_t want, int64_t *spin_until
 			*spin_until = now + (int64_t)e->spin.max * 1000;
 		if (now >= *spin_until)
 			return 0;
+		if (shunt_spin(&e->spin, more_ready, e) > 0)
+			n = shunt_ring_avail(&e->rx, want);
 	}
-	if (n == 0 && peer_sending(e) && shunt_spin(&e->spin, more_ready, e) > 0)
-		n = shunt_ring_avail(&e->rx, want);
 	if (n < 0)
 		shunt_end_fail(e, (int)n);
 	return n > 0 ? n : 0;

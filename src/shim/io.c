@@ -1064,7 +1064,9 @@ ssize_t shim_sendfile(struct tsock *t, int fd, int in_fd, off_t *off, size_t cou
 	touched(t);
 	if (rc == -EXDEV) { /* going back to TCP: the rest there */
 		ssize_t k = shim_sendfile(t, fd, in_fd, off, count - done);
-		return done && k <= 0 ? (ssize_t)done : done ? (ssize_t)done + k : k;
+		if (!done)
+			return k;
+		return k > 0 ? (ssize_t)done + k : (ssize_t)done;
 	}
 	if (done)
 		return (ssize_t)done;

@@ -298,8 +298,6 @@ EXPORT int socketpair(int domain, int type, int proto, int sv[2])
 	return rc;
 }
 
-/* Is fd a TCP socket?  Known from socket(), else asked once. */
-
 struct ending {
 	struct tsock *t;
 	int fd;

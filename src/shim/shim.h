@@ -540,10 +540,10 @@ int shim_kern_tx_total(int fd, uint64_t *out);
 /* Bytes of the TCP stream consumed by reads so far. */
 int shim_kern_rx_consumed(int fd, uint64_t *out);
 int shim_kern_netns_cookie(int fd, uint64_t *out);
-/* The TCP socket with these addresses in our network namespace: its
- * inode (0 if no process holds it) and owner's uid; -ENOENT if none. */
 /* 1 if a is an address of our network namespace (or we cannot tell). */
 int shim_kern_addr_ours(const struct shunt_addr *a);
+/* The TCP socket with these addresses in our network namespace: its
+ * inode (0 if no process holds it) and owner's uid; -ENOENT if none. */
 int shim_kern_sock_find(const struct shunt_addr *src, const struct shunt_addr *dst,
 			uint64_t *ino, uint32_t *uid);
 /* The bytes the socket with these addresses holds unread (sock_diag's
