@@ -66,7 +66,8 @@ int shunt_listen(const char *name, struct shunt_listener **out);
 int shunt_listener_fd(const struct shunt_listener *l);
 /* Accept one connection.  -EAGAIN with SHUNT_NONBLOCK when none waits. */
 int shunt_accept(struct shunt_listener *l, struct shunt_conn **out, int flags);
-/* Stop listening, remove the socket file and free the listener. */
+/* Stop listening, remove the socket file and free the listener (a forked
+ * child's call leaves the file to the process that listened). */
 void shunt_listener_close(struct shunt_listener *l);
 
 /* Connect to a listener.  opts may be NULL.  Like TCP, this completes

@@ -366,6 +366,31 @@ static void test_accept_forked(void)
 	shunt_listener_close(g_fork_l);
 }
 
+/* A child that closes its copy of the listener (a pre-forked worker that
+ * ends) leaves the parent's name in place: it unlinked the socket path
+ * the parent still listened on, and new connectors found nothing. */
+static void close_listener_child(void *arg)
+{
+	(void)arg;
+	shunt_listener_close(g_fork_l);
+}
+
+static void test_listener_close_in_child(void)
+{
+	struct shunt_conn *a = NULL, *b = NULL;
+	char name[64];
+
+	test_name_unique(name, sizeof(name));
+	ASSERT_OK(shunt_listen(name, &g_fork_l));
+	test_wait_ok(test_fork(close_listener_child, NULL), 10);
+	ASSERT_OK(shunt_connect(name, NULL, &a));
+	ASSERT_OK(shunt_accept(g_fork_l, &b, 0));
+	shunt_close(a);
+	shunt_close(b);
+	shunt_listener_close(g_fork_l);
+	test_log("a child's shunt_listener_close left the parent's name: a connector came in");
+}
+
 /* The listener's peer went away before accepting. */
 static void test_listener_gone(void)
 {
@@ -1406,6 +1431,7 @@ int main(int argc, char **argv)
 	test_accept_silent();
 	test_more_lie();
 	test_accept_forked();
+	test_listener_close_in_child();
 	test_names();
 	test_stale_socket();
 	test_listener_gone();

@@ -55,6 +55,7 @@ struct shunt_listener {
 	struct pending pend[PENDING_MAX];
 	int npend;
 	int pid;                /* the process whose set ep is (see own_set) */
+	int owner;              /* the process that listened: its name to unlink */
 };
 
 /* --- Names ------------------------------------------------------------ */
@@ -247,7 +248,7 @@ SHUNT_EXPORT int shunt_listen(const char *name, struct shunt_listener **out)
 		rc = l->ep = shunt__hide_fd(sys_epoll_create1(EPOLL_CLOEXEC));
 	if (rc >= 0)
 		rc = watch(l->ep, l->fd, EPOLL_CTL_ADD);
-	l->pid = (int)sys_getpid();
+	l->pid = l->owner = (int)sys_getpid();
 	if (rc < 0) {
 		if (l->fd >= 0) {
 			sys_unlinkat(AT_FDCWD, l->addr.sun_path, 0);
@@ -286,7 +287,10 @@ SHUNT_EXPORT void shunt_listener_close(struct shunt_listener *l)
 		return;
 	while (l->npend)
 		pend_drop(l, 0);
-	sys_unlinkat(AT_FDCWD, l->addr.sun_path, 0);
+	/* A forked child's copy goes without the name: its parent may still
+	 * listen there (a pre-forked worker that ends). */
+	if (l->owner == (int)sys_getpid())
+		sys_unlinkat(AT_FDCWD, l->addr.sun_path, 0);
 	shunt_close_fds((int[]){ l->fd, l->ep }, 2);
 	free(l);
 }
