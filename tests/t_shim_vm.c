@@ -15,8 +15,9 @@
  *   scribble   random bytes over the whole region while a moved pair
  *              streams both ways: every call returns (an error, or data),
  *              nothing faults or hangs
- *   not_ours   a region file another user owns, or one every user may
- *              open, is neither formatted nor used
+ *   not_ours   a region file another user owns, one every user may open,
+ *              or one named by another user's symlink, is neither
+ *              formatted nor used
  */
 #include <fcntl.h>
 #include <poll.h>
@@ -307,6 +308,7 @@ struct variant {
 	const char *what;
 	uid_t uid;
 	mode_t mode;
+	int link; /* the configured path: a symlink of nobody's to the file */
 };
 
 static void not_ours_child(void *arg)
@@ -315,9 +317,18 @@ static void not_ours_child(void *arg)
 	int a, b;
 	char page[4096];
 
+	char file[80];
+
 	fresh_region();
 	ASSERT_SYS(chown(g_region, v->uid, (gid_t)-1));
 	ASSERT_SYS(chmod(g_region, v->mode));
+	snprintf(file, sizeof(file), "%s", g_region);
+	if (v->link) {
+		snprintf(file, sizeof(file), "%s.real", g_region);
+		ASSERT_SYS(rename(g_region, file));
+		ASSERT_SYS(symlink(file, g_region));
+		ASSERT_SYS(lchown(g_region, 65534, 65534));
+	}
 	ts_pair(&a, &b);
 	for (int k = 0; k < 40; k++) {
 		ts_send_stream(a, shim_seed(3), (uint64_t)k << 14, 1 << 14, ts_ms(5000));
@@ -325,10 +336,14 @@ static void not_ours_child(void *arg)
 		ts_send_stream(b, shim_seed(4), (uint64_t)k << 14, 1 << 14, ts_ms(5000));
 		ts_recv_stream(a, shim_seed(4), (uint64_t)k << 14, 1 << 14, ts_ms(5000));
 	}
-	int fd = open(g_region, O_RDONLY | O_CLOEXEC);
+	int fd = open(file, O_RDONLY | O_CLOEXEC);
 	ASSERT_SYS(fd);
 	ASSERT_EQ(pread(fd, page, sizeof(page), 0), (ssize_t)sizeof(page));
 	close(fd);
+	if (v->link) {
+		unlink(g_region);
+		ASSERT_SYS(rename(file, g_region));
+	}
 	int zero = 1;
 	for (size_t i = 0; i < sizeof(page); i++)
 		zero &= page[i] == 0;
@@ -342,17 +357,21 @@ static void not_ours_child(void *arg)
 static void case_not_ours(void)
 {
 	static const struct variant vs[] = {
-		{ "of ours that every user may write (0666)", (uid_t)-1, 0666 },
-		{ "of ours that every user may read (0604)", (uid_t)-1, 0604 },
-		{ "of another user's (nobody, 0600)", 65534, 0600 },
+		{ "of ours that every user may write (0666)", (uid_t)-1, 0666, 0 },
+		{ "of ours that every user may read (0604)", (uid_t)-1, 0604, 0 },
+		{ "of another user's (nobody, 0600)", 65534, 0600, 0 },
+		{ "of ours (0600) named by a symlink of nobody's", (uid_t)-1, 0600, 1 },
 	};
 	for (size_t i = 0; i < sizeof(vs) / sizeof(vs[0]); i++) {
-		if (vs[i].uid != (uid_t)-1 && geteuid() != 0) {
+		if ((vs[i].uid != (uid_t)-1 || vs[i].link) && geteuid() != 0) {
 			test_log("not root: a region of another user's is not tried");
 			continue;
 		}
 		test_wait_ok(test_fork(not_ours_child, (void *)&vs[i]), 30);
 	}
+	char real[80];
+	snprintf(real, sizeof(real), "%s.real", g_region);
+	unlink(real); /* left by a failed symlink round */
 }
 
 static const struct shim_case g_cases[] = {

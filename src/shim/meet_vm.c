@@ -45,7 +45,9 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "find.h"
@@ -123,6 +125,14 @@ static int open_region(void)
 		int rc = shunt_vmr_pci_path(0, path, sizeof(path));
 		if (rc < 0)
 			return rc;
+	}
+	/* A symlink is followed only if ours or root's: one another user put
+	 * in a shared directory (/dev/shm) could name a file of ours. */
+	struct stat ln;
+	if (sys_fstatat(AT_FDCWD, path, &ln, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(ln.st_mode) &&
+	    ln.st_uid != geteuid() && ln.st_uid != 0) {
+		log_warn("ivshmem: %s is not used: a symlink of another user's", path);
+		return -EPERM;
 	}
 	int fd = shunt__hide_fd(sys_openat(AT_FDCWD, path, O_RDWR | O_CLOEXEC, 0));
 	if (fd < 0)
