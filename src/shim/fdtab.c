@@ -339,7 +339,8 @@ struct tsock *shim_track_unconnected(int fd)
 	int listening = 0;
 	unsigned ll = sizeof(listening);
 
-	if (!shim_enabled() || shim_in_vfork_child() || !shim_is_tcp(fd) ||
+	/* Cheapest first: the kind is cached, the vfork check a getpid(). */
+	if (!shim_enabled() || !shim_is_tcp(fd) || shim_in_vfork_child() ||
 	    sys_getpeername(fd, (struct sockaddr *)&ss, &len) != -ENOTCONN ||
 	    sys_getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ll) < 0 || listening)
 		return NULL;
