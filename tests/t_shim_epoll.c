@@ -489,6 +489,66 @@ static void case_epoll_added_before_connect(void)
 		 "and ADD again found it");
 }
 
+static void move_and_drain(int ep, int a, int b)
+{
+	struct epoll_event ev;
+	char buf[4096];
+
+	ts_make_accelerated(a, b);
+	ts_set_nonblock(a, 1);
+	while (ep_wait(ep, &ev, 1, 0) > 0) /* what the moves left */
+		while (recv(a, buf, sizeof(buf), 0) > 0)
+			;
+	ts_set_nonblock(a, 0);
+}
+
+/* connect(AF_UNSPEC) and a new connect() on a socket in an epoll set, and
+ * dup'd: the set reports the new connection, through the same
+ * registration, and the dup reads its bytes, as over TCP.  The library
+ * tracked the new connection afresh: once it moved no wait reported its
+ * data (a helper's `unspec`: hung 3 runs of 3), MOD and DEL failed with
+ * ENOENT, and the dup read the raw stream. */
+static void case_epoll_unspec_reconnect(void)
+{
+	int port, lfd = ts_tcp_listen(&port), ep = epoll_create1(EPOLL_CLOEXEC);
+	int a = ts_tcp_connect(port), b = ts_tcp_accept(lfd, ts_ms(2000)), d = dup(a);
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	struct sockaddr un = { .sa_family = AF_UNSPEC };
+	uint64_t seed = shim_seed(371);
+	char c;
+
+	ASSERT_SYS(d);
+	ep_add(ep, a, EPOLLIN | EPOLLRDHUP, 11);
+	move_and_drain(ep, a, b);
+	ASSERT_SYS(connect(a, &un, sizeof(un)));
+	errno = 0;
+	ASSERT_EQ(ts_read_wait(b, &c, 1, ts_ms(2000)), -1);
+	ASSERT_MSG(errno == ECONNRESET, "the old peer read %s", strerror(errno));
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ASSERT_SYS(connect(a, (struct sockaddr *)&sa, sizeof(sa)));
+	int b2 = ts_tcp_accept(lfd, ts_ms(2000));
+	move_and_drain(ep, a, b2);
+	struct epoll_event ev;
+	for (int i = 0; i < 20; i++) {
+		ts_send_stream(b2, seed, (uint64_t)i * 100, 100, ts_ms(2000));
+		ASSERT_MSG(ep_wait(ep, &ev, 1, ts_ms(2000)) == 1, "round %d: no event for data", i);
+		ASSERT_UEQ(ev.data.u64, 11);
+		ts_recv_stream(i % 2 ? a : d, seed, (uint64_t)i * 100, 100, ts_ms(2000));
+	}
+	ts_expect_accel(a, "the reconnected socket");
+	ev.events = EPOLLIN;
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_MOD, a, &ev));
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_DEL, a, NULL));
+	close(ep);
+	close(a);
+	close(d);
+	close(b);
+	close(b2);
+	close(lfd);
+	test_log("reconnected after connect(AF_UNSPEC): 20 arrivals each woke the set, read "
+		 "through the socket and its dup; MOD and DEL found it");
+}
+
 /* EPOLLEXCLUSIVE on a socket that moves: the kernel takes no MOD of such a
  * registration, so the set's entry stayed the program's and no wait saw
  * data in the ring (a helper's attack: epoll_wait hung, 3 runs of 3). */
@@ -1577,6 +1637,7 @@ static const struct shim_case g_cases[] = {
 	{ "epoll_et", case_epoll_et },
 	{ "epoll_added_before_connect", case_epoll_added_before_connect },
 	{ "epoll_exclusive", case_epoll_exclusive },
+	{ "epoll_unspec_reconnect", case_epoll_unspec_reconnect },
 	{ "epoll_oneshot", case_epoll_oneshot },
 	{ "epoll_rdhup", case_epoll_rdhup },
 	{ "epoll_hup", case_epoll_hup },

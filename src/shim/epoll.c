@@ -660,6 +660,45 @@ void shim_epoll_back(struct tsock *t)
 	each_registration(t, give_back);
 }
 
+/* In one set: t's registrations name `to` now, the program's events under
+ * the same tag (the kernel's registration stays: it is keyed by file). */
+static void renew_in(struct shim_ep *ep, struct tsock *from, struct tsock *to)
+{
+	for (int i = 0; i < ep->n; i++) {
+		struct ep_entry *e = ep->e[i];
+		if (e->t != from)
+			continue;
+		give_back(ep, e);
+		shim_ref(to);
+		atomic_fetch_add(&to->nregs, 1);
+		atomic_fetch_sub(&from->nregs, 1);
+		e->t = to;
+		e->quiet = 0;
+		e->hot = 1;
+		e->seen = e->armed = 0;
+		e->progress = ~0ull;
+		shim_put(from); /* the caller holds one: not the last */
+	}
+}
+
+/* The socket of `from` connects anew as `to` (connect(AF_UNSPEC), then a
+ * connect): its registrations go on, as the kernel's do, with the new
+ * connection's. */
+void shim_epoll_renew(struct tsock *from, struct tsock *to)
+{
+	if (!atomic_load(&n_eps) || !atomic_load(&from->nregs))
+		return;
+	hold();
+	pthread_rwlock_rdlock(&eps_rw);
+	for (struct shim_ep *ep = eps; ep && atomic_load(&from->nregs); ep = ep->next) {
+		pthread_mutex_lock(&ep->mu);
+		renew_in(ep, from, to);
+		pthread_mutex_unlock(&ep->mu);
+	}
+	pthread_rwlock_unlock(&eps_rw);
+	let_go();
+}
+
 /* --- Readiness -------------------------------------------------------------------- */
 
 static uint32_t epoll_to_poll(uint32_t ev)

@@ -299,43 +299,69 @@ EXPORT int socketpair(int domain, int type, int proto, int sv[2])
 }
 
 struct ending {
-	struct tsock *t;
+	struct tsock *t, *next;
 	int fd;
+	int ndups;
+	int dups[8];
 };
 
 static void forget_other(int fd, struct tsock *t, void *arg)
 {
 	struct ending *e = arg;
 
-	if (t == e->t && fd != e->fd)
-		shim_forget(fd, 0);
+	if (t != e->t || fd == e->fd)
+		return;
+	if (e->ndups < (int)(sizeof(e->dups) / sizeof(e->dups[0])))
+		e->dups[e->ndups++] = fd;
+	shim_forget(fd, 0);
+}
+
+/* The socket, unconnected again, is tracked anew under every number that
+ * named it, and its epoll registrations go on with it, as the kernel's
+ * do: a dup read the raw stream of the next connection once it moved, and
+ * no set reported it (the registrations named the old one). */
+static void renew(struct ending *e)
+{
+	if (!e->ndups && !atomic_load(&e->t->nregs))
+		return;
+	e->next = shim_track_unconnected(e->fd);
+	if (!e->next)
+		return;
+	for (int i = 0; i < e->ndups; i++)
+		shim_dup(e->fd, e->dups[i]);
+	shim_epoll_renew(e->t, e->next);
+	shim_put(e->next);
 }
 
 /*
  * connect(AF_UNSPEC) ends a TCP connection with a reset, and the socket
  * may connect again.  So the connection we tracked ends first as by a
  * close with SO_LINGER {1, 0}, under every fd that names it (a moved one's
- * peer reads ECONNRESET from its ring, as over TCP), and the next
- * connect() tracks the new one; the SO_LINGER that close set goes back to
- * the program's.
+ * peer reads ECONNRESET from its ring, as over TCP), and the socket is
+ * ours anew for the next connect(); the SO_LINGER that close set goes back
+ * to the program's.
  */
 static int disconnect(int fd, const struct sockaddr *addr, socklen_t len)
 {
 	struct linger was;
 	socklen_t wl = sizeof(was);
 	int have = REAL(getsockopt)(fd, SOL_SOCKET, SO_LINGER, &was, &wl) == 0;
-	struct ending e = { shim_get(fd), fd };
+	struct ending e = { .t = shim_get(fd), .fd = fd };
 
 	if (e.t) {
 		atomic_fetch_or(&e.t->slot->flags, TF_LINGER0);
 		shim_each(forget_other, &e);
 		shim_forget(fd, 1);
-		shim_put(e.t);
 	}
 	int rc = REAL(connect)(fd, addr, len);
 	int err = errno;
 	if (have)
 		REAL(setsockopt)(fd, SOL_SOCKET, SO_LINGER, &was, sizeof(was));
+	if (e.t) {
+		if (rc == 0)
+			renew(&e);
+		shim_put(e.t);
+	}
 	errno = err;
 	return rc;
 }

@@ -668,6 +668,8 @@ int shim_epoll_wait(int epfd, struct epoll_event *ev, int max, int64_t timeout_n
 void shim_epoll_moved(struct tsock *t);
 /* ... and went back to TCP: the program's again. */
 void shim_epoll_back(struct tsock *t);
+/* ... and its socket connects anew (AF_UNSPEC): they name `to` now. */
+void shim_epoll_renew(struct tsock *from, struct tsock *to);
 /* fd was closed: an epoll set of ours, or a tracked fd in sets. */
 void shim_epoll_forget(int fd, struct tsock *t);
 /* close_range: epoll sets in the range are gone. */
