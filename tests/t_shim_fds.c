@@ -27,6 +27,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1594,8 +1595,40 @@ static void case_log_not_into_socket(void)
 	ASSERT_SYS(close(sv[1]));
 }
 
+/*
+ * A byte written behind the library's back after the move (a raw
+ * syscall(), or a copy of the socket taken by pidfd_getfd(), which no
+ * wrapper sees): the reader's connection is reset, and the kernel's with
+ * it, so that the writer, whose own stream looks intact, does not wait
+ * for an answer for good (a helper's pidfd_getfd() child hung in recv:
+ * the kernel's connection stayed established, 100 bytes unread).
+ */
+static void case_raw_write_resets(void)
+{
+	int a, b;
+	char c;
+
+	if (ts_disabled())
+		test_skip("a write behind the library's back means nothing on TCP");
+	ts_moved_pair(&a, &b);
+	ASSERT_EQ(syscall(SYS_sendto, a, "x", 1, MSG_NOSIGNAL, NULL, 0), 1);
+	errno = 0;
+	ASSERT_EQ(ts_read_wait(b, &c, 1, ts_ms(2000)), -1);
+	ASSERT_MSG(errno == ECONNRESET, "the reader got %s", strerror(errno));
+	long n, bells = 0;
+	while ((n = syscall(SYS_recvfrom, a, &c, 1, MSG_DONTWAIT, NULL, NULL)) == 1)
+		bells++; /* b's doorbells come before the reset */
+	ASSERT_MSG(n < 0 && errno == ECONNRESET,
+		   "the raw writer's own read after %ld bytes: %ld (%s), where a reset was due",
+		   bells, n, n < 0 ? strerror(errno) : "end of stream");
+	ASSERT_MSG(bells < 64, "%ld bytes on the stream", bells);
+	close(a);
+	close(b);
+}
+
 static const struct shim_case g_cases[] = {
 	{ "closefrom", case_closefrom },
+	{ "raw_write_resets", case_raw_write_resets },
 	{ "fclose", case_fclose },
 	{ "freopen", case_freopen },
 	{ "close_all", case_close_all },

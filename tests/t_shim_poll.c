@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <linux/tcp.h>
@@ -655,6 +656,43 @@ static void case_read_across_move(void)
 	across_move(2);
 }
 
+
+/* select() on a moved socket numbered past FD_SETSIZE: Linux takes sets as
+ * large as nfds needs, and a program that raised RLIMIT_NOFILE passes them.
+ * The wrapper looked at the first 1024 fds only and left the rest to the
+ * kernel, which never saw the ring's data: a 2 s timeout with 5 bytes
+ * waiting. */
+static void case_select_past_setsize(void)
+{
+	enum { BIG = 1500, WORDS = 2048 / 64 };
+	struct rlimit rl;
+	int a, b;
+	char buf[8];
+
+	ASSERT_SYS(getrlimit(RLIMIT_NOFILE, &rl));
+	if (rl.rlim_cur <= BIG) {
+		rl.rlim_cur = rl.rlim_max > 2048 ? 2048 : rl.rlim_max;
+		ASSERT_SYS(setrlimit(RLIMIT_NOFILE, &rl));
+	}
+	ts_moved_pair(&a, &b);
+	ASSERT_EQ(dup2(b, BIG), BIG);
+	ASSERT_EQ(send(a, "hello", 5, 0), 5);
+	uint64_t rd[WORDS] = { 0 }, wr[WORDS] = { 0 };
+	rd[BIG / 64] = wr[BIG / 64] = 1ULL << (BIG % 64);
+	struct timeval tv = { 2, 0 };
+	ASSERT_EQ(select(BIG + 1, (fd_set *)rd, (fd_set *)wr, NULL, &tv), 2);
+	ASSERT(rd[BIG / 64] & (1ULL << (BIG % 64)));
+	ASSERT_EQ(recv(BIG, buf, sizeof(buf), 0), 5);
+	memset(rd, 0, sizeof(rd));
+	rd[BIG / 64] = 1ULL << (BIG % 64);
+	tv = (struct timeval){ 0, 50000 };
+	ASSERT_EQ(select(BIG + 1, (fd_set *)rd, NULL, NULL, &tv), 0);
+	ASSERT_UEQ(rd[BIG / 64], 0);
+	ASSERT_SYS(close(BIG));
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
 /* --- Doorbells ------------------------------------------------------------------ */
 
 /* Bytes the kernel sent on fd's TCP socket: after the move, doorbells. */
@@ -718,6 +756,7 @@ static const struct shim_case g_cases[] = {
 	{ "poll_across_move", case_poll_across_move },
 	{ "select_across_move", case_select_across_move },
 	{ "read_across_move", case_read_across_move },
+	{ "select_past_setsize", case_select_past_setsize },
 };
 
 int main(void)

@@ -93,17 +93,30 @@ void shim_bells_end(struct tslot *s)
 		sys_sched_yield();
 }
 
-/* Bytes taken off the stream after the switch must all be rings. */
-static int check(struct tslot *s, const uint8_t *buf, long n)
+/*
+ * A byte on the stream after the switch that is no ring: the connection
+ * is broken loudly, and the kernel's with it (a reset), since whoever
+ * wrote it holds a copy of the socket the library does not know (a raw
+ * syscall(), pidfd_getfd()) and, its own stream intact, would wait for an
+ * answer for good.
+ */
+int shim_behind_back(struct tslot *s, int fd)
 {
-	for (long i = 0; i < n; i++) {
-		if (buf[i] != s->bell) {
-			log_error("bytes were written to a TCP socket behind the library's "
-				  "back after it moved to shared memory (stdio, raw system "
-				  "calls?): the connection is reset");
-			return shunt_end_fail(&s->end, -EPROTO);
-		}
-	}
+	struct sockaddr sa = { .sa_family = AF_UNSPEC };
+
+	log_error("bytes were written to a TCP socket behind the library's back after it moved "
+		  "to shared memory (stdio, raw system calls?): the connection is reset");
+	int rc = shunt_end_fail(&s->end, -EPROTO);
+	sys_connect(fd, &sa, sizeof(sa));
+	return rc;
+}
+
+/* Bytes taken off the stream after the switch must all be rings. */
+static int check(struct tslot *s, int fd, const uint8_t *buf, long n)
+{
+	for (long i = 0; i < n; i++)
+		if (buf[i] != s->bell)
+			return shim_behind_back(s, fd);
 	return 0;
 }
 
@@ -123,11 +136,11 @@ static long take_peeked(struct tslot *s, int fd, const uint8_t *buf, long n)
 	while (k < n && buf[k] == s->bell)
 		k++;
 	if (k < n && !asked(s))
-		return check(s, buf, n);
+		return check(s, fd, buf, n);
 	if (k == 0)
 		return 0;
 	long m = sys_recv(fd, got, (size_t)k, MSG_DONTWAIT);
-	if (m > 0 && check(s, got, m) < 0)
+	if (m > 0 && check(s, fd, got, m) < 0)
 		return -EPROTO;
 	return k;
 }
@@ -210,7 +223,7 @@ static int careful_take(struct tslot *s, int fd)
 		return n == 0 ? -ECONNRESET : (n == -EAGAIN ? 0 : (int)n);
 	if (sw_flags(s, 1 - (int)s->side) & SHUNT_SW_BACK)
 		return 0; /* back.c takes the rest, exactly */
-	if (check(s, buf, n) < 0)
+	if (check(s, fd, buf, n) < 0)
 		return -ECONNRESET;
 	return sys_recv(fd, buf, (size_t)n, MSG_DONTWAIT) == n ? 1 : 0;
 }

@@ -140,7 +140,8 @@ static void iov_move(const struct iovec *iov, int niov, size_t to, size_t from, 
  * offset: the rest of the peer's proof if it sends one (between VMs:
  * meet_vm.c), then rings.  0, -1 (the end is broken), or -2: no proof,
  * and the connection is plain TCP again: all of it is data. */
-static int past_x(struct tsock *t, const struct iovec *iov, int niov, size_t from, size_t to)
+static int past_x(struct tsock *t, int fd, const struct iovec *iov, int niov, size_t from,
+		  size_t to)
 {
 	size_t base = 0;
 
@@ -158,9 +159,7 @@ static int past_x(struct tsock *t, const struct iovec *iov, int niov, size_t fro
 		for (size_t k = from > base ? from - base : 0; k < iov[i].iov_len && base + k < to; k++) {
 			if (p[k] == S(t)->bell)
 				continue;
-			log_error("bytes were written to a TCP socket behind the library's back "
-				  "after it moved to shared memory: the connection is reset");
-			shunt_end_fail(END(t), -EPROTO);
+			shim_behind_back(S(t), fd);
 			return -1;
 		}
 	}
@@ -247,7 +246,7 @@ static ssize_t past_back(struct tsock *t, int fd, const struct iovec *iov, int n
 	if (!how || resume < x || before + (uint64_t)n <= resume)
 		return RETRY;
 	size_t from = resume > before ? (size_t)(resume - before) : 0;
-	if (from < data || past_x(t, iov, niov, data, from) < 0)
+	if (from < data || past_x(t, fd, iov, niov, data, from) < 0)
 		return shim_err(-ECONNRESET);
 	size_t more = (size_t)n - from;
 	if (how == 2)
@@ -284,7 +283,7 @@ static ssize_t tcp_cut(struct tsock *t, int fd, const struct iovec *iov, int nio
 		ssize_t k = past_back(t, fd, (flags & MSG_TRUNC) ? NULL : iov, niov, n, before, data);
 		if (k != RETRY)
 			return k;
-		int px = past_x(t, (flags & MSG_TRUNC) ? NULL : iov, niov, data, (size_t)n);
+		int px = past_x(t, fd, (flags & MSG_TRUNC) ? NULL : iov, niov, data, (size_t)n);
 		if (px == -2)
 			return n; /* no proof came: plain TCP again, all of it data */
 		if (px < 0)

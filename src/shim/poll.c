@@ -335,9 +335,9 @@ int shim_select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex,
 	if (!fds)
 		return (int)shim_err(-ENOMEM);
 	for (int fd = 0; fd < nfds; fd++) {
-		short ev = (short)((rd && FD_ISSET(fd, rd) ? POLLIN : 0) |
-				   (wr && FD_ISSET(fd, wr) ? POLLOUT : 0) |
-				   (ex && FD_ISSET(fd, ex) ? POLLPRI : 0));
+		short ev = (short)((rd && shim_fd_isset(rd, fd) ? POLLIN : 0) |
+				   (wr && shim_fd_isset(wr, fd) ? POLLOUT : 0) |
+				   (ex && shim_fd_isset(ex, fd) ? POLLPRI : 0));
 		if (ev)
 			fds[n++] = (struct pollfd){ fd, ev, 0 };
 	}
@@ -354,11 +354,11 @@ int shim_select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex,
 			int w = (fds[i].events & POLLOUT) && (re & (POLLOUT | POLLERR));
 			int x = (fds[i].events & POLLPRI) && (re & POLLPRI);
 			if (rd && !r)
-				FD_CLR(fd, rd);
+				shim_fd_clr(rd, fd);
 			if (wr && !w)
-				FD_CLR(fd, wr);
+				shim_fd_clr(wr, fd);
 			if (ex && !x)
-				FD_CLR(fd, ex);
+				shim_fd_clr(ex, fd);
 			rc += r + w + x;
 		}
 	}

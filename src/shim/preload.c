@@ -1203,8 +1203,9 @@ EXPORT int __ppoll_chk(struct pollfd *fds, nfds_t n, const struct timespec *t,
 
 static int any_in_sets(int nfds, fd_set *r, fd_set *w, fd_set *e)
 {
-	for (int fd = 0; fd < nfds && fd < FD_SETSIZE; fd++) {
-		if (!((r && FD_ISSET(fd, r)) || (w && FD_ISSET(fd, w)) || (e && FD_ISSET(fd, e))))
+	for (int fd = 0; fd < nfds; fd++) {
+		if (!((r && shim_fd_isset(r, fd)) || (w && shim_fd_isset(w, fd)) ||
+		      (e && shim_fd_isset(e, fd))))
 			continue;
 		struct pollfd p = { .fd = fd };
 		if (any_ours(&p, 1))

@@ -576,6 +576,8 @@ void shim_bell_wake_all(struct tsock *t);
  * with send flags beyond MSG_DONTWAIT | MSG_NOSIGNAL: what sys_send
  * returns, or 0 when they had. */
 long shim_bell_send(struct tslot *s, int fd, int flags);
+/* A byte that is no ring came: the connection is reset, the kernel's too. */
+int shim_behind_back(struct tslot *s, int fd);
 /* Our doorbells end: once this returns, none is on its way, and the
  * kernel's count of our stream is final as far as they go. */
 void shim_bells_end(struct tslot *s);
@@ -661,6 +663,24 @@ int shim_poll(struct pollfd *fds, nfds_t n, const struct timespec *timeout,
 	      const sigset_t *mask);
 int shim_select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex,
 		const struct timespec *timeout, const sigset_t *mask);
+/* An fd_set's bit, and clearing it, for any fd below select's nfds: a
+ * program that raised RLIMIT_NOFILE passes sets larger than FD_SETSIZE,
+ * as Linux allows (FD_ISSET stops there, or aborts when fortified). */
+static inline int shim_fd_isset(const fd_set *s, int fd)
+{
+	const unsigned long *w = (const unsigned long *)(const void *)s;
+	unsigned bits = 8 * sizeof(*w);
+
+	return (w[(unsigned)fd / bits] >> ((unsigned)fd % bits)) & 1;
+}
+
+static inline void shim_fd_clr(fd_set *s, int fd)
+{
+	unsigned long *w = (unsigned long *)(void *)s;
+	unsigned bits = 8 * sizeof(*w);
+
+	w[(unsigned)fd / bits] &= ~(1UL << ((unsigned)fd % bits));
+}
 int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev);
 int shim_epoll_wait(int epfd, struct epoll_event *ev, int max, int64_t timeout_ns,
 		    const sigset_t *mask);
