@@ -25,6 +25,7 @@
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -1626,6 +1627,191 @@ static void case_raw_write_resets(void)
 	close(b);
 }
 
+/* --- Out of fds ------------------------------------------------------------
+ * A connection left idle in the middle of its meeting (it made its 16 data
+ * calls, then waits) holds the meeting's sockets until its next call.
+ * Under a tight RLIMIT_NOFILE, where the top of the range is full and
+ * they stay low, the program's own open() found EMFILE that many fds
+ * early (a helper's client under ulimit -n 64: 21 connections, not 59).
+ * Now a call that finds no fd free calls the meetings off and tries
+ * again: the program gets every fd TCP leaves it, but the arena's. */
+#define EMFILE_LIMIT 96
+#define EMFILE_PAIRS 8
+
+static int fds_below(int limit)
+{
+	int n = 0;
+
+	for (int fd = 0; fd < limit; fd++)
+		n += fcntl(fd, F_GETFD) >= 0;
+	return n;
+}
+
+static int open_until_emfile(int *fds, int max)
+{
+	int n = 0;
+
+	while (n < max) {
+		int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		if (fd < 0) {
+			ASSERT_MSG(errno == EMFILE, "open: %s", test_errname(errno));
+			break;
+		}
+		fds[n++] = fd;
+	}
+	return n;
+}
+
+static void idle_meeting_pair(int *c, int *s)
+{
+	char b = 'x';
+
+	ts_pair(c, s);
+	for (int i = 0; i < 8; i++) { /* 16 data calls each end: the meeting starts */
+		ASSERT_CMP(write(*c, &b, 1), ==, 1);
+		ASSERT_CMP(read(*s, &b, 1), ==, 1);
+		ASSERT_CMP(write(*s, &b, 1), ==, 1);
+		ASSERT_CMP(read(*c, &b, 1), ==, 1);
+	}
+}
+
+static void case_emfile_meetings(void)
+{
+	struct rlimit rl = { EMFILE_LIMIT, EMFILE_LIMIT };
+	int c[EMFILE_PAIRS], s[EMFILE_PAIRS], got[EMFILE_LIMIT];
+
+	ASSERT_SYS(setrlimit(RLIMIT_NOFILE, &rl));
+	int base = fds_below(EMFILE_LIMIT);
+	for (int i = 0; i < EMFILE_PAIRS; i++)
+		idle_meeting_pair(&c[i], &s[i]);
+	int n = open_until_emfile(got, EMFILE_LIMIT);
+	/* TCP leaves limit - base - 2 * pairs; the family's arena takes one. */
+	int tcp = EMFILE_LIMIT - base - 2 * EMFILE_PAIRS;
+	test_log("%d fds opened before EMFILE (TCP: %d)", n, tcp);
+	ASSERT_CMP(n, >=, tcp - (ts_disabled() ? 0 : 1));
+	for (int i = 0; i < n; i++)
+		ASSERT_SYS(close(got[i]));
+	/* The connections work on, and move once their calls come again. */
+	for (int i = 0; i < EMFILE_PAIRS; i++) {
+		ts_make_accelerated(c[i], s[i]);
+		ASSERT_SYS(close(c[i]));
+		ASSERT_SYS(close(s[i]));
+	}
+}
+
+/* --- Out of mappings ---------------------------------------------------------
+ * Each moved connection maps its segment in three pieces, and a process
+ * has vm.max_map_count mappings in all: past it the program's own mmap()
+ * failed with ENOMEM where over TCP it works (t_shim_fds map_count).  With the
+ * limit lowered to what this process maps now plus MAPS_ROOM, moving
+ * MAPS_PAIRS pairs (two segments each here) would take them all; the
+ * library stops at half, and the program still maps MAPS_OWN pages of
+ * its own.  Root only: the limit is the whole system's, and goes back. */
+#define MAPS_ROOM 400
+#define MAPS_PAIRS 120
+#define MAPS_OWN 64
+#define MAP_COUNT "/proc/sys/vm/max_map_count"
+
+static long maps_now(void)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	long n = 0;
+	int c;
+
+	ASSERT(f != NULL);
+	while ((c = fgetc(f)) != EOF)
+		n += c == '\n';
+	fclose(f);
+	return n;
+}
+
+static int map_count_set(long v)
+{
+	FILE *f = fopen(MAP_COUNT, "w");
+
+	if (!f)
+		return -1;
+	int rc = fprintf(f, "%ld\n", v) < 0;
+	return fclose(f) || rc ? -1 : 0;
+}
+
+static void pair_check(int c, int s)
+{
+	char out[64], in[64];
+
+	memset(out, 'q', sizeof(out));
+	ts_write_all(c, out, sizeof(out), ts_ms(2000));
+	ts_read_exact(s, in, sizeof(in), ts_ms(2000));
+	ASSERT(memcmp(in, out, sizeof(in)) == 0);
+}
+
+static void try_move(int c, int s)
+{
+	char b = 'x';
+
+	for (int i = 0; i < 40 && !(ts_accel(c) && ts_accel(s)); i++) {
+		ASSERT_CMP(write(c, &b, 1), ==, 1);
+		ASSERT_CMP(read(s, &b, 1), ==, 1);
+		ASSERT_CMP(write(s, &b, 1), ==, 1);
+		ASSERT_CMP(read(c, &b, 1), ==, 1);
+	}
+}
+
+/* Separate mappings of our own (alternate protections: no two merge). */
+static int own_maps(void **p)
+{
+	int n = 0;
+
+	for (; n < MAPS_OWN; n++) {
+		int prot = n & 1 ? PROT_READ : PROT_READ | PROT_WRITE;
+		p[n] = mmap(NULL, 4096, prot, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p[n] == MAP_FAILED)
+			break;
+	}
+	return n;
+}
+
+static long g_map_count_was;
+
+static void map_count_restore(void)
+{
+	if (g_map_count_was > 0)
+		map_count_set(g_map_count_was);
+}
+
+static void case_map_count(void)
+{
+	FILE *f = fopen(MAP_COUNT, "r");
+	long was = 0;
+	int c[MAPS_PAIRS], s[MAPS_PAIRS], moved = 0;
+	void *p[MAPS_OWN];
+
+	if (!f || fscanf(f, "%ld", &was) != 1 || geteuid() != 0)
+		test_skip("needs root and %s", MAP_COUNT);
+	fclose(f);
+	g_map_count_was = was;
+	atexit(map_count_restore); /* a failed check exits */
+	ASSERT_SYS(map_count_set(maps_now() + MAPS_ROOM));
+	for (int i = 0; i < MAPS_PAIRS; i++) {
+		ts_pair(&c[i], &s[i]);
+		try_move(c[i], s[i]);
+		moved += ts_accel(c[i]) && ts_accel(s[i]);
+	}
+	int own = own_maps(p);
+	ASSERT_SYS(map_count_set(was));
+	test_log("%d of %d pairs moved; %d of %d mappings of our own", moved, MAPS_PAIRS, own,
+		 MAPS_OWN);
+	ASSERT_CMP(own, ==, MAPS_OWN);
+	ASSERT(ts_disabled() || moved > 0);
+	for (int i = 0; i < own; i++)
+		ASSERT_SYS(munmap(p[i], 4096));
+	for (int i = 0; i < MAPS_PAIRS; i++) { /* moved or not, they work */
+		pair_check(c[i], s[i]);
+		ASSERT_SYS(close(c[i]));
+		ASSERT_SYS(close(s[i]));
+	}
+}
+
 static const struct shim_case g_cases[] = {
 	{ "closefrom", case_closefrom },
 	{ "raw_write_resets", case_raw_write_resets },
@@ -1653,6 +1839,8 @@ static const struct shim_case g_cases[] = {
 	{ "stdio_exec", case_stdio_exec },
 	{ "stdio_fgets", case_stdio_fgets },
 	{ "log_not_into_socket", case_log_not_into_socket },
+	{ "emfile_meetings", case_emfile_meetings },
+	{ "map_count", case_map_count },
 };
 
 int main(int argc, char **argv)

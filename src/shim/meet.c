@@ -31,6 +31,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,7 +62,7 @@ _Static_assert(sizeof(struct shim_meet_msg) == 48, "docs/design.md's layout");
 struct peer {
 	int pid;                   /* in our pid namespace; 0 if not in it */
 	uint32_t uid;
-	int pidfd;                 /* -1 before Linux 6.5 */
+	int sock;                  /* the stream SO_PEERCRED was read from, or -1 */
 };
 
 struct tmeet {
@@ -170,10 +171,22 @@ static int recv_msg(int s, uint32_t type, struct shim_meet_msg *m, int *fds)
 
 static void peer_clear(struct peer *p)
 {
-	if (p->pidfd >= 0)
-		sys_close(p->pidfd);
 	p->pid = 0;
-	p->pidfd = -1;
+	p->sock = -1;
+}
+
+/* A pidfd of the process at the other end of s (SO_PEERPIDFD, Linux 6.5),
+ * or a negative errno.  Taken when needed and closed at once: a meeting
+ * that waits for its peer across calls holds no fd but its stream (each
+ * connection left idle in the middle of one held its pidfd too, and
+ * under `ulimit -n 64` a client made 21 connections instead of 59). */
+static int peer_pidfd(int s)
+{
+	int fd = -1;
+	unsigned len = sizeof(fd);
+	int rc = sys_getsockopt(s, SOL_SOCKET, SO_PEERPIDFD, &fd, &len);
+
+	return rc < 0 ? rc : fd;
 }
 
 /* Who is at the other end of s: SO_PEERCRED is the process that called
@@ -187,24 +200,34 @@ static int peer_of(int s, struct peer *p)
 	/* Named even when refused: the log says whom (it said pid 0, uid 0). */
 	p->pid = cr.pid;
 	p->uid = cr.uid;
+	p->sock = s;
 	if (rc == -EACCES)
 		log_info("meeting: the peer's uid %u is not allowed", (unsigned)cr.uid);
 	if (rc < 0)
 		return rc;
-	unsigned len = sizeof(p->pidfd);
-	rc = sys_getsockopt(s, SOL_SOCKET, SO_PEERPIDFD, &p->pidfd, &len);
-	p->pidfd = rc < 0 ? -1 : shunt__hide_fd(p->pidfd);
+	int pidfd = peer_pidfd(s);
+	if (pidfd >= 0)
+		sys_close(pidfd);
 	/* Gone already (a kernel without pidfds says ENOPROTOOPT). */
-	return rc == -ESRCH ? rc : 0;
+	return pidfd == -ESRCH ? pidfd : 0;
 }
 
 /* The peer has not exited since SO_PEERCRED named it: its pid was not
- * reused in between, so what /proc/PID showed was its.  Without a pidfd
- * (Linux < 6.5) a pid reused in between cannot be told (design.md). */
+ * reused in between, so what /proc/PID showed was its.  The pidfd names
+ * the process the kernel recorded at connect() or listen(), whenever it is
+ * taken, so one taken now is as good as one taken then.  Without pidfds
+ * (Linux < 6.5) a pid reused in between cannot be told (design.md); with
+ * them, no pidfd to be had (no fd left) is no proof. */
 static int peer_alive(const struct peer *p)
 {
-	int rc = p->pidfd >= 0 ? sys_pidfd_send_signal(p->pidfd, 0) : sys_kill(p->pid, 0);
+	int pidfd = p->sock >= 0 ? peer_pidfd(p->sock) : -ENOPROTOOPT;
 
+	if (pidfd == -ENOPROTOOPT)
+		return sys_kill(p->pid, 0) != -ESRCH;
+	if (pidfd < 0)
+		return 0;
+	int rc = sys_pidfd_send_signal(pidfd, 0);
+	sys_close(pidfd);
 	return rc != -ESRCH;
 }
 
@@ -268,10 +291,20 @@ static void meet_close_sockets(struct tmeet *m, int keep_name)
 	peer_clear(&m->peer);
 }
 
+/* Meetings of this process in progress: each holds a socket or two
+ * between steps (shim_moves_reclaim_fds). */
+static _Atomic int meetings;
+
+int shim_meetings_held(void)
+{
+	return atomic_load_explicit(&meetings, memory_order_relaxed);
+}
+
 static void meet_free(struct tmeet *m, int keep_name)
 {
 	meet_close_sockets(m, keep_name);
 	free(m);
+	atomic_fetch_sub(&meetings, 1);
 }
 
 void shim_meet_drop(struct tsock *t)
@@ -301,7 +334,7 @@ static int meet_new(struct tsock *t, struct tmeet **out)
 
 	if (!m)
 		return -ENOMEM;
-	m->lfd = m->s = m->peer.pidfd = -1;
+	m->lfd = m->s = m->peer.sock = -1;
 	m->dialer = shunt_addr_cmp(&sl->local, &sl->peer) > 0;
 	m->file = shunt__config()->trust_netns;
 	const struct shunt_addr *lo = m->dialer ? &sl->peer : &sl->local;
@@ -313,6 +346,7 @@ static int meet_new(struct tsock *t, struct tmeet **out)
 		free(m);
 		return rc;
 	}
+	atomic_fetch_add(&meetings, 1);
 	*out = m;
 	return 0;
 }

@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -66,6 +67,49 @@ uint64_t shim_ring_size_now(void)
 void shim_segment_mapped(int delta)
 {
 	atomic_fetch_add(&live_segments, delta);
+}
+
+/* --- The mapping budget ------------------------------------------------------
+ * Each moved connection maps its segment in pieces (three mappings on one
+ * host, at most four: "The segment" in docs/design.md), and the kernel
+ * allows a process vm.max_map_count of them in all.  Past that the
+ * program's own mmap() fails with ENOMEM where over TCP it would not
+ * (a helper's 1000 moved connections with the limit at 2000: the
+ * server's malloc of 1 MiB and mmap of a page both failed).  So this
+ * process's segments take at most half of the limit; the connections
+ * beyond stay on TCP. */
+#define SEG_MAPPINGS 4
+#define MAP_LIMIT_DEFAULT 65530
+
+static _Atomic long map_limit; /* vm.max_map_count, 0 before it is read */
+
+static long read_map_limit(void)
+{
+	char buf[32];
+	int fd = sys_openat(AT_FDCWD, "/proc/sys/vm/max_map_count", O_RDONLY | O_CLOEXEC, 0);
+	long n = fd < 0 ? -1 : sys_read(fd, buf, sizeof(buf) - 1);
+
+	if (fd >= 0)
+		sys_close(fd);
+	if (n <= 0)
+		return MAP_LIMIT_DEFAULT;
+	buf[n] = '\0';
+	long v = strtol(buf, NULL, 10);
+	return v > 0 ? v : MAP_LIMIT_DEFAULT;
+}
+
+/* Would one more segment take this process's past half the limit?  The
+ * limit is read again before saying yes: it may have been raised. */
+static int maps_short(void)
+{
+	long want = ((long)atomic_load(&live_segments) + 1) * SEG_MAPPINGS;
+	long lim = atomic_load(&map_limit);
+
+	if (lim && want <= lim / 2)
+		return 0;
+	lim = read_map_limit();
+	atomic_store(&map_limit, lim);
+	return want > lim / 2;
 }
 
 /* --- Deciding --------------------------------------------------------------- */
@@ -157,6 +201,11 @@ static int refusal(struct tsock *t, int fd, int *final)
 		return WHY_POLICY; /* not connected, or not IP */
 	if (!shunt__tcp_allowed(&s->peer) || !shunt__tcp_allowed(&s->local))
 		return WHY_POLICY;
+	if (maps_short()) {
+		log_info("fd %d: %d segments mapped, half of vm.max_map_count: no more",
+			 fd, atomic_load(&live_segments));
+		return WHY_ERROR;
+	}
 	*final = 0;
 	if (shim_slot_shared(s))
 		return WHY_SHARED;
@@ -370,6 +419,31 @@ void shim_move_call_off(struct tsock *t, int fd)
 	shim_vm_drop(t); /* our offer in the region, if any (meet_vm.c) */
 	if (atomic_compare_exchange_strong(&s->state, &st, SLOT_PLAIN))
 		log_debug("fd %d: meeting called off: a new process will hold the socket", fd);
+}
+
+static void call_off_one(int fd, struct tsock *t, void *arg)
+{
+	if (atomic_load(&t->slot->state) != SLOT_MEET)
+		return;
+	shim_move_call_off(t, fd);
+	(*(int *)arg)++;
+}
+
+int shim_moves_reclaim_fds(void)
+{
+	int n = 0;
+
+	if (!shim_meetings_held() || shim_in_vfork_child() || pthread_mutex_trylock(&pause_mu))
+		return 0;
+	/* seq_cst both, as in step(): a step that began before we paused is
+	 * seen, and we leave it alone. */
+	atomic_store(&paused, 1);
+	if (!atomic_load(&stepping))
+		shim_each(call_off_one, &n);
+	shim_moves_resume();
+	if (n)
+		log_info("out of fds: %d meeting(s) called off, to start again later", n);
+	return n;
 }
 
 static void step(struct tsock *t, int fd, uint64_t calls)

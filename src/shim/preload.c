@@ -267,6 +267,20 @@ __attribute__((constructor)) static void shim_init(void)
 
 /* --- Sockets ------------------------------------------------------------- */
 
+/* The program's call failed for want of an fd (EMFILE, or ENFILE for the
+ * whole system): give back what our meetings hold, and say whether to try
+ * again.  errno is kept. */
+static int out_of_fds(void)
+{
+	int err = errno;
+
+	if ((err != EMFILE && err != ENFILE) || !shim_enabled())
+		return 0;
+	int n = shim_moves_reclaim_fds();
+	errno = err;
+	return n > 0;
+}
+
 static int tcp_type(int domain, int type, int proto)
 {
 	return (domain == AF_INET || domain == AF_INET6) && (type & 0xf) == SOCK_STREAM &&
@@ -276,6 +290,9 @@ static int tcp_type(int domain, int type, int proto)
 EXPORT int socket(int domain, int type, int proto)
 {
 	int rc = REAL(socket)(domain, type, proto);
+
+	if (rc < 0 && out_of_fds())
+		rc = REAL(socket)(domain, type, proto);
 
 	if (rc >= 0) {
 		shim_fresh_fd(rc);
@@ -291,6 +308,8 @@ EXPORT int socketpair(int domain, int type, int proto, int sv[2])
 	if (!real)
 		*(void **)&real = dlsym(RTLD_NEXT, "socketpair");
 	int rc = real(domain, type, proto, sv);
+	if (rc < 0 && out_of_fds())
+		rc = real(domain, type, proto, sv);
 	if (rc == 0) {
 		shim_fresh_fd(sv[0]);
 		shim_fresh_fd(sv[1]);
@@ -383,8 +402,14 @@ EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 
 static int do_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 {
+	socklen_t len0 = len ? *len : 0;
 	int rc = REAL(accept4)(fd, addr, len, flags);
 
+	if (rc < 0 && out_of_fds()) {
+		if (len)
+			*len = len0;
+		rc = REAL(accept4)(fd, addr, len, flags);
+	}
 	if (rc >= 0) {
 		int err = errno;
 		shim_fresh_fd(rc);
@@ -464,6 +489,8 @@ EXPORT int dup(int fd)
 		return (int)shim_err(-EBADF);
 	int rc = REAL(dup)(fd);
 
+	if (rc < 0 && out_of_fds())
+		rc = REAL(dup)(fd);
 	if (rc >= 0 && !shim_in_vfork_child())
 		shim_dup(fd, rc);
 	return rc;
@@ -485,6 +512,8 @@ static int do_fcntl(int fd, int cmd, void *arg)
 		return (int)shim_err(-EBADF);
 	int rc = REAL(fcntl)(fd, cmd, arg);
 
+	if (rc < 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) && out_of_fds())
+		rc = REAL(fcntl)(fd, cmd, arg);
 	if (rc < 0 || shim_in_vfork_child())
 		return rc;
 	if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) {
@@ -574,10 +603,14 @@ EXPORT FILE *freopen(const char *path, const char *mode, FILE *f)
 	return shim_freopen(path, mode, f);
 }
 
-/* Calls that make a new fd: what we knew of its number is stale. */
+/* Calls that make a new fd: what we knew of its number is stale.  One
+ * that found no fd free is tried once more if the meetings in progress
+ * gave some back: the program gets as many fds as over TCP. */
 #define FRESH(expr)                  \
 	do {                         \
 		int fd_ = (expr);    \
+		if (fd_ < 0 && out_of_fds()) \
+			fd_ = (expr); \
 		if (fd_ >= 0) {      \
 			int e_ = errno; \
 			shim_fresh_fd(fd_); \
@@ -655,13 +688,19 @@ static int fresh_pair(int rc, int fds[2])
 EXPORT int pipe(int fds[2])
 {
 	NEXT("pipe", int (*)(int[2]));
-	return fresh_pair(real_(fds), fds);
+	int rc = real_(fds);
+	if (rc < 0 && out_of_fds())
+		rc = real_(fds);
+	return fresh_pair(rc, fds);
 }
 
 EXPORT int pipe2(int fds[2], int flags)
 {
 	NEXT("pipe2", int (*)(int[2], int));
-	return fresh_pair(real_(fds, flags), fds);
+	int rc = real_(fds, flags);
+	if (rc < 0 && out_of_fds())
+		rc = real_(fds, flags);
+	return fresh_pair(rc, fds);
 }
 
 EXPORT int eventfd(unsigned v, int flags)

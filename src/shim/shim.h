@@ -488,6 +488,14 @@ void shim_moves_forked(void);
 /* While paused: another process is about to hold t's socket; a meeting in
  * progress is called off, and the connection waits on TCP. */
 void shim_move_call_off(struct tsock *t, int fd);
+/* Meetings of this process in progress (meet.c). */
+int shim_meetings_held(void);
+/* The program is out of fds: call off the meetings in progress, whose
+ * sockets wait for peers (each starts again at its connection's next data
+ * call).  How many were called off; 0 when none, or when a step is under
+ * way or another thread pauses (never waits: it may run in a signal
+ * handler). */
+int shim_moves_reclaim_fds(void);
 /* 0 if a meeting may commit now, else -ECANCELED or -EBUSY (move.c). */
 int shim_may_commit(struct tsock *t);
 /* One step of meeting the peer (meet.c): 1 done (moved: the slot says
