@@ -70,6 +70,7 @@ struct ep_entry {
 	int fired;                /* EPOLLONESHOT: reported, off until MOD */
 	int hot;                  /* level-triggered and ready: look again */
 	int quiet;                /* its kernel socket had only doorbells, taken */
+	int news;                 /* poll bits of a kernel event not yet looked at */
 	uint32_t seen;            /* the socket's io_gen when last looked at */
 	uint32_t armed;           /* SHUNT_WAIT_* armed for it when last looked at */
 	uint64_t progress;        /* for edge triggering */
@@ -444,6 +445,7 @@ static int make_ours(struct shim_ep *ep, struct ep_entry *e)
 	}
 	e->hot = 1;
 	e->quiet = 0;
+	e->news = 0;
 	ep->nours++;
 	kick_make(ep);
 	kick(ep);
@@ -676,6 +678,7 @@ static void renew_in(struct shim_ep *ep, struct tsock *from, struct tsock *to)
 		e->quiet = 0;
 		e->hot = 1;
 		e->seen = e->armed = 0;
+		e->news = 0;
 		e->progress = ~0ull;
 		shim_put(from); /* the caller holds one: not the last */
 	}
@@ -762,11 +765,13 @@ static int report_moved(struct ep_entry *e, int kern, int look, struct epoll_eve
 	 * it can say: quiet once, it stays so until an event comes (kern),
 	 * and a scan need not ask it (a system call per socket per wait). */
 	int settled = shim_settled(e->t);
-	if (kern < 0 && e->quiet && settled)
-		kern = 0;
+	if (kern < 0 && settled && (e->quiet || e->news) && !(e->news & ~(POLLIN | POLLOUT)))
+		kern = e->news;
 	int ev = shim_readiness(e->t, e->sysfd, (int)epoll_to_poll(e->events),
 				look ? SHUNT_ARM_NONE : et ? SHUNT_ARM_EDGE : SHUNT_ARM_LAZY, &kern);
 	e->quiet = settled && kern >= 0 && !(kern & ~(POLLIN | POLLOUT));
+	if (kern >= 0)
+		e->news = 0;
 	if (!look) {
 		e->seen = g;
 		e->hot = ev && !et;
@@ -885,9 +890,16 @@ static int translate_locked(struct shim_ep *ep, struct epoll_event *ev, int n,
 		struct ep_entry *e = ep ? tagged(ep, ev[i].data.u64) : NULL;
 		/* News from the kernel: until a look takes it (which the
 		 * report below may not, an entry reported already in this
-		 * round), scans ask the kernel again. */
-		if (e)
+		 * round), a scan of a settled entry takes these bits if they
+		 * are doorbells and room alone (a drain that finds the
+		 * doorbells gone takes nothing), and asks the kernel again
+		 * for anything else (an error a read may have taken since).
+		 * Asked at every scan, each doorbell cost a ppoll more
+		 * (haproxy, wrk: about one per request each). */
+		if (e) {
 			e->quiet = 0;
+			e->news |= (int)epoll_to_poll(ev[i].events);
+		}
 		if (e && entry_report(e, (int)epoll_to_poll(ev[i].events), 0, round, &ev[j])) {
 			if (whose)
 				whose[j] = e;
