@@ -817,6 +817,65 @@ static void case_bell_event_no_ppoll(void)
 	ASSERT_SYS(close(b));
 }
 
+struct pacer {
+	int fd, n;
+};
+
+/* One byte every 3 ms, then its answer. */
+static void *pace(void *arg)
+{
+	struct pacer *p = arg;
+	char x = 'y';
+
+	for (int i = 0; i < p->n; i++) {
+		test_sleep_ms(3);
+		if (send(p->fd, &x, 1, 0) != 1 || recv(p->fd, &x, 1, MSG_WAITALL) != 1)
+			break;
+	}
+	return NULL;
+}
+
+/* A server asleep in epoll_wait answers each request as it wakes, some
+ * 3 ms apart: the event that woke it says its peer sent no FIN, so its
+ * answer need not ask the kernel whether the peer lives (a getsockopt
+ * per answer before: a proxy with 50 connections, each sending every 2
+ * to 3 ms, paid one per message). */
+static void case_answer_no_look(void)
+{
+	enum { N = 100 };
+	int a, b, cnt = syscall_counter("getsockopt");
+	pthread_t th;
+	char x;
+
+	if (cnt < 0)
+		test_skip("no syscall tracepoint to count getsockopt with here");
+	ts_moved_pair(&a, &b);
+	ts_set_nonblock(b, 1);
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	ASSERT_SYS(ep);
+	struct epoll_event ev = { .events = EPOLLIN, .data.u32 = 1 };
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, b, &ev));
+	struct pacer p = { a, N };
+	ASSERT_SYS(ioctl(cnt, PERF_EVENT_IOC_ENABLE, 0));
+	ASSERT(pthread_create(&th, NULL, pace, &p) == 0);
+	for (int i = 0; i < N; i++) {
+		struct epoll_event got;
+		ASSERT_EQ(epoll_wait(ep, &got, 1, ts_ms(2000)), 1);
+		ASSERT_EQ(recv(b, &x, 1, 0), 1);
+		ASSERT_EQ(send(b, &x, 1, 0), 1);
+	}
+	ASSERT(pthread_join(th, NULL) == 0);
+	ASSERT_SYS(ioctl(cnt, PERF_EVENT_IOC_DISABLE, 0));
+	uint64_t looks = counted(cnt);
+	test_log("%d answers on waking, 3 ms apart: %llu getsockopt calls", N,
+		 (unsigned long long)looks);
+	ASSERT(looks <= N / 10);
+	close(cnt);
+	close(ep);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
 static const struct shim_case g_cases[] = {
 	{ "wait_calls", case_wait_calls },
 	{ "wait_array", case_wait_array },
@@ -827,6 +886,7 @@ static const struct shim_case g_cases[] = {
 	{ "hup_killed", case_hup_killed },
 	{ "busy_no_bells", case_busy_no_bells },
 	{ "bell_event_no_ppoll", case_bell_event_no_ppoll },
+	{ "answer_no_look", case_answer_no_look },
 	{ "poll_across_move", case_poll_across_move },
 	{ "select_across_move", case_select_across_move },
 	{ "read_across_move", case_read_across_move },

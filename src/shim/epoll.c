@@ -899,6 +899,8 @@ static int translate_locked(struct shim_ep *ep, struct epoll_event *ev, int n,
 		if (e) {
 			e->quiet = 0;
 			e->news |= (int)epoll_to_poll(ev[i].events);
+			if (e->ours && !(ev[i].events & ~(uint32_t)(EPOLLIN | EPOLLOUT)))
+				shim_peer_seen(e->t);
 		}
 		if (e && entry_report(e, (int)epoll_to_poll(ev[i].events), 0, round, &ev[j])) {
 			if (whose)

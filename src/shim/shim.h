@@ -698,6 +698,8 @@ void shim_epoll_moved(struct tsock *t);
 void shim_epoll_back(struct tsock *t);
 /* ... and its socket connects anew (AF_UNSPEC): they name `to` now. */
 void shim_epoll_renew(struct tsock *from, struct tsock *to);
+/* The kernel's word that t's peer sent no FIN or reset, just now (io.c). */
+void shim_peer_seen(struct tsock *t);
 /* fd was closed: an epoll set of ours, or a tracked fd in sets. */
 void shim_epoll_forget(int fd, struct tsock *t);
 /* close_range: epoll sets in the range are gone. */
