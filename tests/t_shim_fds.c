@@ -25,6 +25,7 @@
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/pidfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -1627,6 +1628,43 @@ static void case_raw_write_resets(void)
 	close(b);
 }
 
+/*
+ * pidfd_getfd() of one of our own moved sockets, through a pidfd of our
+ * own process (by syscall() and by glibc's function): the copy is a dup,
+ * and reads and writes through it carry the stream.  Unseen, its reads
+ * took the raw stream (a helper's case: ECONNRESET, then SIGPIPE).
+ */
+static void case_pidfd_getfd_self(void)
+{
+	int a, b, pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+	uint64_t seed = shim_seed(381);
+
+	if (pidfd < 0 && (errno == ENOSYS || errno == EPERM))
+		test_skip("no pidfd_open here: %s", strerror(errno));
+	ASSERT_SYS(pidfd);
+	ts_moved_pair(&a, &b);
+	int c1 = (int)syscall(SYS_pidfd_getfd, pidfd, a, 0);
+	ASSERT_SYS(c1);
+	int c2 = pidfd_getfd(pidfd, a, 0);
+	ASSERT_SYS(c2);
+	uint64_t off = 0;
+	for (int i = 0; i < 6; i++) {
+		int via = i % 3 == 0 ? a : i % 3 == 1 ? c1 : c2;
+		ts_send_stream(b, seed, off, 4096, ts_ms(2000));
+		ts_recv_stream(via, seed, off, 4096, ts_ms(2000));
+		ts_send_stream(via, seed, off, 4096, ts_ms(2000));
+		ts_recv_stream(b, seed, off, 4096, ts_ms(2000));
+		off += 4096;
+	}
+	ts_expect_accel(b, "the peer of a socket copied by pidfd_getfd");
+	ASSERT_SYS(close(c1));
+	ASSERT_SYS(close(c2));
+	ASSERT_SYS(close(a));
+	ts_expect_eof(b, ts_ms(2000));
+	ASSERT_SYS(close(b));
+	ASSERT_SYS(close(pidfd));
+}
+
 /* --- Out of fds ------------------------------------------------------------
  * A connection left idle in the middle of its meeting (it made its 16 data
  * calls, then waits) holds the meeting's sockets until its next call.
@@ -1815,6 +1853,7 @@ static void case_map_count(void)
 static const struct shim_case g_cases[] = {
 	{ "closefrom", case_closefrom },
 	{ "raw_write_resets", case_raw_write_resets },
+	{ "pidfd_getfd_self", case_pidfd_getfd_self },
 	{ "fclose", case_fclose },
 	{ "freopen", case_freopen },
 	{ "close_all", case_close_all },

@@ -9,6 +9,7 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <linux/filter.h>
+#include <linux/kcmp.h>
 #include <linux/seccomp.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -22,6 +23,7 @@
 #include <sys/inotify.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/pidfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/sendfile.h>
@@ -214,6 +216,25 @@ static long fork_end(long rc, int in_child)
  * passed: the ones it did not pass are never used, but the sixth is read
  * from the caller's stack, perhaps from its sanitizer's red zone (the
  * sandbox case of t_shim_proc under ASan). */
+/*
+ * pidfd_getfd() copies an fd of the process a pidfd names: of another
+ * process, a copy we cannot know (a write through it, behind our back,
+ * resets a moved connection: bell.c); of our own, or of a process that
+ * shares the file with us (a forked child), it names the same socket as
+ * our fd of that number, which kcmp() tells: then it is a dup (before, its
+ * reads took the raw stream, and the connection was reset).
+ */
+static void fd_taken(int srcfd, long rc)
+{
+	if (rc < 0 || shim_in_vfork_child())
+		return;
+	int pid = shim_pid();
+	if (shim_has(srcfd) && SYS_(SYS_kcmp, pid, pid, KCMP_FILE, srcfd, rc, 0) == 0)
+		shim_dup(srcfd, (int)rc);
+	else
+		shim_fresh_fd((int)rc);
+}
+
 __attribute__((no_sanitize_address)) EXPORT long syscall(long nr, ...)
 {
 	va_list ap;
@@ -244,6 +265,13 @@ __attribute__((no_sanitize_address)) EXPORT long syscall(long nr, ...)
 	}
 	if (nr == SYS_close_range && REAL(close_range))
 		return shim_close_range((unsigned)a[0], (unsigned)a[1], (int)a[2]);
+	if (nr == SYS_pidfd_getfd) {
+		long rc = REAL(syscall)(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+		int err = errno;
+		fd_taken((int)a[1], rc);
+		errno = err;
+		return rc;
+	}
 	long flags = raw_fork_flags(nr, a);
 	if (flags < 0)
 		return REAL(syscall)(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
@@ -682,6 +710,18 @@ static int fresh_pair(int rc, int fds[2])
 		shim_fresh_fd(fds[1]);
 		errno = e;
 	}
+	return rc;
+}
+
+EXPORT int pidfd_getfd(int pidfd, int targetfd, unsigned flags)
+{
+	NEXT("pidfd_getfd", int (*)(int, int, unsigned));
+	int rc = real_ ? real_(pidfd, targetfd, flags)
+		       : (int)REAL(syscall)(SYS_pidfd_getfd, pidfd, targetfd, flags, 0, 0, 0);
+	int err = errno;
+
+	fd_taken(targetfd, rc);
+	errno = err;
 	return rc;
 }
 
