@@ -1740,13 +1740,15 @@ static void case_emfile_meetings(void)
 /* --- Out of mappings ---------------------------------------------------------
  * Each moved connection maps its segment in three pieces, and a process
  * has vm.max_map_count mappings in all: past it the program's own mmap()
- * failed with ENOMEM where over TCP it works (t_shim_fds map_count).  With the
- * limit lowered to what this process maps now plus MAPS_ROOM, moving
- * MAPS_PAIRS pairs (two segments each here) would take them all; the
- * library stops at half, and the program still maps MAPS_OWN pages of
- * its own.  Root only: the limit is the whole system's, and goes back. */
+ * failed with ENOMEM where over TCP it works.  The limit is lowered to
+ * twice what this process maps now and MAPS_ROOM (a sanitizer's runtime
+ * maps much, and more as the program maps): moving MAPS_PAIRS pairs (two
+ * segments each here, six mappings) would take all that is left; the
+ * library stops at half the limit, and the program still maps MAPS_OWN
+ * pages of its own.  Root only: the limit is the whole system's, and goes
+ * back. */
 #define MAPS_ROOM 400
-#define MAPS_PAIRS 120
+#define MAPS_PAIRS 200
 #define MAPS_OWN 64
 #define MAP_COUNT "/proc/sys/vm/max_map_count"
 
@@ -1829,7 +1831,7 @@ static void case_map_count(void)
 	fclose(f);
 	g_map_count_was = was;
 	atexit(map_count_restore); /* a failed check exits */
-	ASSERT_SYS(map_count_set(maps_now() + MAPS_ROOM));
+	ASSERT_SYS(map_count_set(2 * (maps_now() + MAPS_ROOM)));
 	for (int i = 0; i < MAPS_PAIRS; i++) {
 		ts_pair(&c[i], &s[i]);
 		try_move(c[i], s[i]);

@@ -145,6 +145,28 @@ static long take_peeked(struct tslot *s, int fd, const uint8_t *buf, long n)
 	return k;
 }
 
+/*
+ * Doorbells taken at once, with no peek first: a byte other than a bell
+ * can follow them only once a side asked to go back and ours answered,
+ * and we answer (and ask) holding the lock of our sends.  Holding it, with
+ * no ask made and no read of ours inside the kernel, what the stream has
+ * is doorbells (or bytes written behind our back).  The peek cost every
+ * drain a second system call (a reader asleep in epoll_wait drains per
+ * message: haproxy's profile).  -EXDEV: not now, peek.
+ */
+static long take_now(struct tsock *t, int fd, uint8_t *buf, size_t len, int flags)
+{
+	struct tslot *s = t->slot;
+
+	if (atomic_load(&t->kreads) || shim_trylock(&s->tx_mu) != 0)
+		return -EXDEV;
+	long n = asked(s) ? -EXDEV : sys_recv(fd, buf, len, flags);
+	shim_unlock(&s->tx_mu);
+	return n;
+}
+
+static int taken_none(struct tslot *s, long n, int flags);
+
 /* 1 rung (a short read: nothing more, or the urgent mark; or the asker's
  * data is next), 2 rung with perhaps more behind, -EAGAIN or -EINTR, or
  * -ECONNRESET when closed.  A blocking take waits with the program's own
@@ -157,6 +179,11 @@ static int take(struct tsock *t, int fd, int flags)
 	long n;
 
 	if (flags & MSG_DONTWAIT) {
+		n = take_now(t, fd, buf, sizeof(buf), flags);
+		if (n != -EXDEV)
+			return n > 0 ? (check(s, fd, buf, n) < 0 ? -ECONNRESET
+							: n < (long)sizeof(buf) ? 1 : 2)
+				     : taken_none(s, n, flags);
 		n = sys_recv(fd, buf, sizeof(buf), flags | MSG_PEEK);
 	} else {
 		int err = errno;
@@ -177,6 +204,12 @@ static int take(struct tsock *t, int fd, int flags)
 		long k = take_peeked(s, fd, buf, n);
 		return k < 0 ? -ECONNRESET : k < (long)sizeof(buf) ? 1 : 2;
 	}
+	return taken_none(s, n, flags);
+}
+
+/* A take that found no doorbell: n is what the read returned. */
+static int taken_none(struct tslot *s, long n, int flags)
+{
 	/* Our own shutdown(SHUT_RD) (io.c) reads as the end of the stream. */
 	if (n == 0 && atomic_load_explicit(&s->end.rd_shut, memory_order_relaxed))
 		return flags & MSG_DONTWAIT ? -EAGAIN : 1;
