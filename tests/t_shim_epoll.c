@@ -24,6 +24,7 @@
 #include <sys/epoll.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 
@@ -547,6 +548,75 @@ static void case_epoll_unspec_reconnect(void)
 	close(lfd);
 	test_log("reconnected after connect(AF_UNSPEC): 20 arrivals each woke the set, read "
 		 "through the socket and its dup; MOD and DEL found it");
+}
+
+/* connect(AF_UNSPEC) on a socket with more than 8 dups, then a new
+ * connection that moves: every dup reads its bytes, as over TCP.  The
+ * library kept 8 of them: the 9th and on read the raw stream and got no
+ * byte (a helper's 12 dups). */
+#define UNSPEC_DUPS 12
+
+static void case_epoll_unspec_many_dups(void)
+{
+	int port, lfd = ts_tcp_listen(&port), d[UNSPEC_DUPS];
+	int a = ts_tcp_connect(port), b = ts_tcp_accept(lfd, ts_ms(2000));
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	struct sockaddr un = { .sa_family = AF_UNSPEC };
+	uint64_t seed = shim_seed(372);
+
+	for (int i = 0; i < UNSPEC_DUPS; i++)
+		ASSERT_SYS(d[i] = dup(a));
+	ts_make_accelerated(a, b);
+	ASSERT_SYS(connect(a, &un, sizeof(un)));
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ASSERT_SYS(connect(a, (struct sockaddr *)&sa, sizeof(sa)));
+	int b2 = ts_tcp_accept(lfd, ts_ms(2000));
+	ts_make_accelerated(a, b2);
+	for (int i = 0; i < UNSPEC_DUPS; i++) {
+		ts_send_stream(b2, seed, (uint64_t)i * 100, 100, ts_ms(2000));
+		ts_recv_stream(d[i], seed, (uint64_t)i * 100, 100, ts_ms(2000));
+		ASSERT_SYS(close(d[i]));
+	}
+	close(a), close(b), close(b2), close(lfd);
+}
+
+/* The peer's message wakes us in epoll_wait, then the peer is killed: as
+ * over TCP, a send or two go, then EPIPE.  The event counted as the send
+ * path's look at the peer for 2 ms: 63 sends went into the ring of the
+ * dead process (TCP: 1). */
+static void killed_peer(int fd, void *arg)
+{
+	char c;
+
+	(void)arg;
+	ts_make_accelerated_follow(fd);
+	ASSERT_EQ(read(fd, &c, 1), 1);
+	test_sleep_ms(10); /* our own sends' look at the peer is old then */
+	ASSERT_EQ(write(fd, "m", 1), 1);
+	pause();
+}
+
+static void case_epoll_peer_killed_on_wake(void)
+{
+	struct shim_peer p;
+	int ep = epoll_create1(EPOLL_CLOEXEC), st, ok = 0;
+	char c;
+
+	ts_peer_start(&p, killed_peer, NULL);
+	ts_make_accelerated_lead(p.fd);
+	ep_add(ep, p.fd, EPOLLIN, 1);
+	ASSERT_EQ(write(p.fd, "g", 1), 1);
+	ASSERT_EQ(EP_ONE(ep, ts_ms(2000), 1), EPOLLIN);
+	ASSERT_SYS(kill(p.pid, SIGKILL));
+	ASSERT_EQ(waitpid(p.pid, &st, 0), p.pid);
+	ASSERT_EQ(read(p.fd, &c, 1), 1);
+	while (ok < 200 && send(p.fd, "r", 1, MSG_NOSIGNAL) == 1)
+		ok++;
+	ASSERT_MSG(errno == EPIPE || errno == ECONNRESET, "send: %s", strerror(errno));
+	test_log("%d sends to the killed peer went, then %s", ok, strerror(errno));
+	ASSERT_MSG(ok <= 2, "%d sends went to a dead peer (TCP: 1)", ok);
+	close(ep);
+	close(p.fd);
 }
 
 /* EPOLLEXCLUSIVE on a socket that moves: the kernel takes no MOD of such a
@@ -1638,6 +1708,8 @@ static const struct shim_case g_cases[] = {
 	{ "epoll_added_before_connect", case_epoll_added_before_connect },
 	{ "epoll_exclusive", case_epoll_exclusive },
 	{ "epoll_unspec_reconnect", case_epoll_unspec_reconnect },
+	{ "epoll_unspec_many_dups", case_epoll_unspec_many_dups },
+	{ "epoll_peer_killed_on_wake", case_epoll_peer_killed_on_wake },
 	{ "epoll_oneshot", case_epoll_oneshot },
 	{ "epoll_rdhup", case_epoll_rdhup },
 	{ "epoll_hup", case_epoll_hup },

@@ -695,6 +695,33 @@ static void case_select_past_setsize(void)
 	ASSERT_SYS(close(b));
 }
 
+/* select() with a bit set at nfds (a program that passes its highest fd,
+ * not one more): the kernel writes the set's words back whole, that bit
+ * zero.  The wrapper left it set: the program read the fd as ready and
+ * blocked in read() (a helper's off-by-one program, killed by its alarm). */
+static void case_select_bits_past_nfds(void)
+{
+	int a, b;
+	char c;
+
+	ts_moved_pair(&a, &b);
+	int lo = a < b ? a : b, hi = a < b ? b : a;
+	ASSERT_EQ(send(hi, "x", 1, 0), 1); /* lo readable, hi not */
+	ts_wait_fd(lo, POLLIN, ts_ms(2000));
+	fd_set rd, wr;
+	FD_ZERO(&rd);
+	FD_ZERO(&wr);
+	FD_SET(lo, &rd);
+	FD_SET(hi, &rd);
+	FD_SET(hi, &wr);
+	ASSERT_EQ(select(lo + 1, &rd, &wr, NULL, &(struct timeval){ 1, 0 }), 1);
+	ASSERT_MSG(FD_ISSET(lo, &rd), "fd %d, ready, not in the read set", lo);
+	ASSERT_MSG(!FD_ISSET(hi, &rd) && !FD_ISSET(hi, &wr), "fd %d, at nfds, left set", hi);
+	ASSERT_EQ(recv(lo, &c, 1, 0), 1);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
 /* --- Doorbells ------------------------------------------------------------------ */
 
 /* Bytes the kernel sent on fd's TCP socket: after the move, doorbells. */
@@ -891,6 +918,7 @@ static void case_answer_no_look(void)
 }
 
 static const struct shim_case g_cases[] = {
+	{ "select_bits_past_nfds", case_select_bits_past_nfds },
 	{ "wait_calls", case_wait_calls },
 	{ "wait_array", case_wait_array },
 	{ "wait_room", case_wait_room },

@@ -114,6 +114,7 @@ static struct tsock *tsock_alloc(void)
 	atomic_store(&t->nregs, 0);
 	atomic_store(&t->io_gen, 0);
 	atomic_store(&t->nfds, 0);
+	atomic_store(&t->peer_vouched, 0);
 	atomic_store_explicit(&t->refs, 1, memory_order_release);
 	return t;
 }

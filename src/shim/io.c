@@ -890,18 +890,24 @@ static ssize_t urgent(struct tsock *t, int fd, const void *buf, size_t len, int 
 
 /* The kernel just said the stream has no FIN or reset (an epoll event of
  * a doorbell or room, its bits as of the wait's return, EPOLLRDHUP asked):
- * as good as a look.  A reply sent on waking looked again each time
- * (a getsockopt per send for proxies with 50 connections, each sending
- * every 2 to 3 ms). */
+ * the next send, if it comes soon, needs no look.  A reply sent on
+ * waking looked again each time (a getsockopt per send for proxies with
+ * 50 connections, each sending every 2 to 3 ms).  One send only, as
+ * TCP's first send after a death goes: counted as a look, the event let
+ * 63 sends into the ring of a peer killed just after it (TCP: one, then
+ * EPIPE). */
 void shim_peer_seen(struct tsock *t)
 {
-	atomic_store_explicit(&t->peer_looked, shunt_now_ns(), memory_order_relaxed);
+	atomic_store_explicit(&t->peer_vouched, shunt_now_ns(), memory_order_relaxed);
 }
 
 static void look_at_peer(struct tsock *t, struct shunt_bell *b)
 {
 	int64_t now = shunt_now_ns();
+	int64_t vouched = atomic_exchange_explicit(&t->peer_vouched, 0, memory_order_relaxed);
 
+	if (vouched && now - vouched < LOOK_NS)
+		return;
 	if (now - atomic_load_explicit(&t->peer_looked, memory_order_relaxed) < LOOK_NS &&
 	    (atomic_fetch_add_explicit(&t->sends, 1, memory_order_relaxed) & 63))
 		return;

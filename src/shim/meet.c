@@ -73,6 +73,7 @@ struct tmeet {
 	struct sockaddr_un name;
 	unsigned name_len;
 	int file;                  /* the name is a file (unlink it) */
+	struct tmeet *shed_next;   /* on the list of shed ones (shim_meet_shed) */
 };
 
 /* --- Names ------------------------------------------------------------------
@@ -317,6 +318,37 @@ void shim_meet_drop(struct tsock *t)
 		meet_free(m, 0);
 }
 
+/* Meetings shed in a signal handler, freed by the next meeting made. */
+static _Atomic(struct tmeet *) shed;
+
+int shim_meet_shed(struct tsock *t)
+{
+	if (pthread_mutex_trylock(&t->mu))
+		return -EBUSY;
+	struct tmeet *m = t->meet;
+	t->meet = NULL;
+	pthread_mutex_unlock(&t->mu);
+	if (!m)
+		return 0;
+	meet_close_sockets(m, 0);
+	atomic_fetch_sub(&meetings, 1);
+	m->shed_next = atomic_load(&shed);
+	while (!atomic_compare_exchange_weak(&shed, &m->shed_next, m))
+		;
+	return 0;
+}
+
+static void free_shed(void)
+{
+	struct tmeet *m = atomic_load(&shed) ? atomic_exchange(&shed, NULL) : NULL;
+
+	while (m) {
+		struct tmeet *next = m->shed_next;
+		free(m);
+		m = next;
+	}
+}
+
 void shim_meet_forget(struct tsock *t)
 {
 	struct tmeet *m = t->meet;
@@ -330,6 +362,7 @@ void shim_meet_forget(struct tsock *t)
 static int meet_new(struct tsock *t, struct tmeet **out)
 {
 	struct tslot *sl = t->slot;
+	free_shed();
 	struct tmeet *m = calloc(1, sizeof(*m));
 
 	if (!m)

@@ -421,12 +421,21 @@ void shim_move_call_off(struct tsock *t, int fd)
 		log_debug("fd %d: meeting called off: a new process will hold the socket", fd);
 }
 
+/* A meeting in progress called off from a program's call that found no fd
+ * free, which may run in a signal handler: no lock waited for, no memory
+ * freed (shim_meet_shed), and no meeting between VMs (its region's offer
+ * is the region's to let go of). */
 static void call_off_one(int fd, struct tsock *t, void *arg)
 {
-	if (atomic_load(&t->slot->state) != SLOT_MEET)
+	struct tslot *s = t->slot;
+	uint32_t st = SLOT_MEET;
+
+	if (atomic_load(&s->state) != SLOT_MEET || s->vm.on || shim_meet_shed(t) < 0)
 		return;
-	shim_move_call_off(t, fd);
-	(*(int *)arg)++;
+	if (atomic_compare_exchange_strong(&s->state, &st, SLOT_PLAIN)) {
+		log_debug("fd %d: meeting called off: the program is out of fds", fd);
+		(*(int *)arg)++;
+	}
 }
 
 int shim_moves_reclaim_fds(void)

@@ -325,6 +325,18 @@ int shim_poll(struct pollfd *fds, nfds_t n, const struct timespec *timeout,
 	return (int)shim_err(rc);
 }
 
+/* The bits past nfds in the set's last word: the kernel's select writes
+ * whole words back, those bits zero.  Left as they were, a program that
+ * passed the highest fd as nfds (not one more) read that fd as ready and
+ * blocked in its read. */
+static void clear_past(fd_set *s, int nfds)
+{
+	int bits = (int)(8 * sizeof(unsigned long));
+
+	for (int fd = nfds; s && fd > 0 && fd % bits; fd++)
+		shim_fd_clr(s, fd);
+}
+
 /* select in terms of poll: readable includes end of stream and errors. */
 int shim_select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex,
 		const struct timespec *timeout, const sigset_t *mask)
@@ -361,6 +373,9 @@ int shim_select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex,
 				shim_fd_clr(ex, fd);
 			rc += r + w + x;
 		}
+		clear_past(rd, nfds);
+		clear_past(wr, nfds);
+		clear_past(ex, nfds);
 	}
 	free(fds);
 	return rc;

@@ -348,18 +348,41 @@ EXPORT int socketpair(int domain, int type, int proto, int sv[2])
 struct ending {
 	struct tsock *t, *next;
 	int fd;
-	int ndups;
-	int dups[8];
+	int ndups, cap;
+	int *dups; /* every other number of the socket (heap past 8) */
+	int few[8];
 };
 
+/* Room for one more dup's number; 0 when none could be had. */
+static int dup_room(struct ending *e)
+{
+	if (e->ndups < e->cap)
+		return 1;
+	int cap = e->cap * 2;
+	int *d = malloc((size_t)cap * sizeof(*d));
+	if (!d)
+		return 0;
+	memcpy(d, e->dups, (size_t)e->ndups * sizeof(*d));
+	if (e->dups != e->few)
+		free(e->dups);
+	e->dups = d;
+	e->cap = cap;
+	return 1;
+}
+
+/* Each dup is kept, however many: one left out read the next
+ * connection's raw stream once it moved (a helper's 12 dups: the 9th
+ * and on got no byte). */
 static void forget_other(int fd, struct tsock *t, void *arg)
 {
 	struct ending *e = arg;
 
 	if (t != e->t || fd == e->fd)
 		return;
-	if (e->ndups < (int)(sizeof(e->dups) / sizeof(e->dups[0])))
+	if (dup_room(e))
 		e->dups[e->ndups++] = fd;
+	else
+		log_error("fd %d: no memory to keep a dup across connect(AF_UNSPEC)", fd);
 	shim_forget(fd, 0);
 }
 
@@ -393,7 +416,9 @@ static int disconnect(int fd, const struct sockaddr *addr, socklen_t len)
 	struct linger was;
 	socklen_t wl = sizeof(was);
 	int have = REAL(getsockopt)(fd, SOL_SOCKET, SO_LINGER, &was, &wl) == 0;
-	struct ending e = { .t = shim_get(fd), .fd = fd };
+	struct ending e = { .t = shim_get(fd), .fd = fd, .cap = 8 };
+
+	e.dups = e.few;
 
 	if (e.t) {
 		atomic_fetch_or(&e.t->slot->flags, TF_LINGER0);
@@ -409,6 +434,8 @@ static int disconnect(int fd, const struct sockaddr *addr, socklen_t len)
 			renew(&e);
 		shim_put(e.t);
 	}
+	if (e.dups != e.few)
+		free(e.dups);
 	errno = err;
 	return rc;
 }

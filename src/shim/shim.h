@@ -334,6 +334,7 @@ struct tsock {
 	                            * commit meanwhile (io.c, splice_plain) */
 	_Atomic int64_t peer_looked; /* when a send last asked if the peer lives */
 	_Atomic uint32_t sends;
+	_Atomic int64_t peer_vouched; /* when an epoll event spared the next send's look */
 	struct tsock *birth_next;  /* reserved for a child being made (proc.c) */
 	int birth;                 /* ... is on that list */
 };
@@ -475,6 +476,9 @@ void shim_back_settle(struct tsock *t, int fd);
 int shim_back_pending(struct tsock *t);
 /* The process lets go of a moving connection (close, give up). */
 void shim_meet_drop(struct tsock *t);
+/* The same, safe in a signal handler: its fds closed now, its memory
+ * freed later; -EBUSY when another call holds t (nothing done). */
+int shim_meet_shed(struct tsock *t);
 /* A forked child lets go of its copy of its parent's meeting, which goes
  * on in the parent: the child's copies of the sockets are closed (the
  * listener's named socket among them), the name is left alone. */
@@ -698,7 +702,8 @@ void shim_epoll_moved(struct tsock *t);
 void shim_epoll_back(struct tsock *t);
 /* ... and its socket connects anew (AF_UNSPEC): they name `to` now. */
 void shim_epoll_renew(struct tsock *from, struct tsock *to);
-/* The kernel's word that t's peer sent no FIN or reset, just now (io.c). */
+/* The kernel's word that t's peer sent no FIN or reset, just now: the
+ * next send need not look (io.c). */
 void shim_peer_seen(struct tsock *t);
 /* fd was closed: an epoll set of ours, or a tracked fd in sets. */
 void shim_epoll_forget(int fd, struct tsock *t);
