@@ -573,7 +573,7 @@ static ssize_t recv_flushing(struct tsock *t, int fd, void *buf, size_t len, int
  * upstream), which then waited for an edge that the ring's data, there
  * already, would not give: a 60 s stall and a cut response.
  */
-static int ring_at_x(struct tsock *t)
+int shim_ring_at_x(struct tsock *t)
 {
 	if (!(phase_of(t) & PH_RX_RING) && shim_peer_switched(t) &&
 	    atomic_load(&S(t)->rx_tcp) >= atomic_load(&S(t)->x_peer) && !shim_proof_pending(S(t)))
@@ -583,6 +583,7 @@ static int ring_at_x(struct tsock *t)
 
 static ssize_t moved_recv(struct tsock *t, int fd, void *buf, size_t len, int flags)
 {
+	shim_switch_tx_reader(t, fd);
 	int rb = rx_back(t, fd);
 
 	if (rb > 0)
@@ -597,7 +598,7 @@ static ssize_t moved_recv(struct tsock *t, int fd, void *buf, size_t len, int fl
 			    ((flags & MSG_PEEK) && !(flags & MSG_WAITALL)))
 				return n;
 			done = (size_t)n;
-			if (!ring_at_x(t))
+			if (!shim_ring_at_x(t))
 				return (ssize_t)done; /* a short read of the stream */
 		}
 	}
@@ -1639,7 +1640,7 @@ int shim_readiness(struct tsock *t, int fd, int events, int arm, int *kernp)
 		kern = kernel_revents(fd, (on_kernel ? on_kernel | POLLIN : 0) | POLLPRI | POLLRDHUP);
 	*kernp = kern;
 	/* The stream has nothing more for us once we are at the peer's offset. */
-	ring_at_x(t);
+	shim_ring_at_x(t);
 	ph = phase_of(t);
 	int ring = ring_bits(events, ph), ev = 0;
 	on_kernel = events & ~ring & (POLLIN | POLLRDHUP | POLLOUT);

@@ -661,6 +661,30 @@ int shim_switch_tx(struct tsock *t, int fd)
 }
 
 /*
+ * A side that only reads switches its sends too, once the peer attached:
+ * the listener's move ends before the dialer attaches, so its own switch
+ * then failed, and with no send to switch them later the peer never saw
+ * our switch: its writer, waiting for room, could not sleep on our
+ * doorbells and napped 1 to 16 ms a wait (tcpbench stream: 33 MB/s
+ * without spinning, 1 GB/s with it).  No wait for a send of ours.
+ */
+void shim_switch_tx_reader(struct tsock *t, int fd)
+{
+	struct tslot *s = t->slot;
+
+	if ((atomic_load_explicit(&s->phase, memory_order_relaxed) & (PH_TX_RING | PH_NOBELL)) ||
+	    !peer_ready(s) || (peer_sw(s) & (SHUNT_SW_TCP | SHUNT_SW_ASK)))
+		return;
+	/* Nor once we said our sends stay on TCP for good (a shutdown before
+	 * we could switch): the peer would take our FIN for our death, its
+	 * word overwritten, and send by TCP after its switch, which reads as
+	 * bytes behind our back (t_shim_epoll epoll_reactor_stress). */
+	if ((atomic_load(&my_sw(s)->flags) & SHUNT_SW_TCP) || (atomic_load(&s->flags) & TF_SHUT))
+		return;
+	switch_tx(t, fd, 0, 1);
+}
+
+/*
  * shutdown(SHUT_WR) before our sends reached the ring: they go there now,
  * so that the end of stream is the segment's and the TCP stream can still
  * carry our doorbells.  When they cannot (the peer has not attached), our

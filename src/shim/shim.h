@@ -588,6 +588,11 @@ void shim_bell_wake_all(struct tsock *t);
  * with send flags beyond MSG_DONTWAIT | MSG_NOSIGNAL: what sys_send
  * returns, or 0 when they had. */
 long shim_bell_send(struct tslot *s, int fd, int flags);
+/* Our reads reached the peer's switch offset: the stream holds only
+ * doorbells from here, and the ring is ours to read (io.c).  1 if so. */
+int shim_ring_at_x(struct tsock *t);
+/* A read's chance to switch our sends, once the peer attached (move.c). */
+void shim_switch_tx_reader(struct tsock *t, int fd);
 /* A byte that is no ring came: the connection is reset, the kernel's too. */
 int shim_behind_back(struct tslot *s, int fd);
 /* Our doorbells end: once this returns, none is on its way, and the
