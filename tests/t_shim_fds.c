@@ -1713,6 +1713,18 @@ static void idle_meeting_pair(int *c, int *s)
 	}
 }
 
+extern int shunt__own_list(int *out, int max) __attribute__((weak));
+
+/* The fds the library keeps for the process's life (the arena's parked
+ * socket; a VM region's file when one is configured): its meetings'
+ * sockets are not among them. */
+static int own_fds(void)
+{
+	int fds[64];
+
+	return shunt__own_list ? shunt__own_list(fds, 64) : 0;
+}
+
 static void case_emfile_meetings(void)
 {
 	struct rlimit rl = { EMFILE_LIMIT, EMFILE_LIMIT };
@@ -1723,10 +1735,11 @@ static void case_emfile_meetings(void)
 	for (int i = 0; i < EMFILE_PAIRS; i++)
 		idle_meeting_pair(&c[i], &s[i]);
 	int n = open_until_emfile(got, EMFILE_LIMIT);
-	/* TCP leaves limit - base - 2 * pairs; the family's arena takes one. */
-	int tcp = EMFILE_LIMIT - base - 2 * EMFILE_PAIRS;
-	test_log("%d fds opened before EMFILE (TCP: %d)", n, tcp);
-	ASSERT_CMP(n, >=, tcp - (ts_disabled() ? 0 : 1));
+	/* TCP leaves limit - base - 2 * pairs; the library's own fds take
+	 * theirs. */
+	int tcp = EMFILE_LIMIT - base - 2 * EMFILE_PAIRS, own = own_fds();
+	test_log("%d fds opened before EMFILE (TCP: %d; the library's own: %d)", n, tcp, own);
+	ASSERT_CMP(n, >=, tcp - own);
 	for (int i = 0; i < n; i++)
 		ASSERT_SYS(close(got[i]));
 	/* The connections work on, and move once their calls come again. */
