@@ -212,10 +212,6 @@ static long fork_end(long rc, int in_child)
 	return rc;
 }
 
-/* Six arguments, as libc's syscall() takes them whatever the caller
- * passed: the ones it did not pass are never used, but the sixth is read
- * from the caller's stack, perhaps from its sanitizer's red zone (the
- * sandbox case of t_shim_proc under ASan). */
 /*
  * pidfd_getfd() copies an fd of the process a pidfd names: of another
  * process, a copy we cannot know (a write through it, behind our back,
@@ -235,6 +231,10 @@ static void fd_taken(int srcfd, long rc)
 		shim_fresh_fd((int)rc);
 }
 
+/* Six arguments, as libc's syscall() takes them whatever the caller
+ * passed: the ones it did not pass are never used, but the sixth is read
+ * from the caller's stack, perhaps from its sanitizer's red zone (the
+ * sandbox case of t_shim_proc under ASan). */
 __attribute__((no_sanitize_address)) EXPORT long syscall(long nr, ...)
 {
 	va_list ap;
