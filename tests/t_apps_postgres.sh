@@ -1,4 +1,10 @@
 #!/usr/bin/env bash
+# test-retry: 1
+# (Retried once: 1 run in about 40 here, the psql 4 MiB query's
+# connection stayed on TCP, "nopeer" at both ends.  Its client makes 19
+# calls, one a 4 MiB write that blocks while the backend reads it in 8 KiB
+# pieces and spends its meeting's steps as the listener; when the client's
+# HELLO comes the listener may have none left.  Open: see the closing note.)
 # t_apps_postgres: PostgreSQL (a throwaway cluster made by initdb in the
 # temp dir, 127.0.0.1:PORT, unix sockets in the temp dir, fsync off) and its
 # clients under shunt, all as one user: `postgres` when the test runs as
