@@ -162,7 +162,15 @@ static long take_now(struct tsock *t, int fd, uint8_t *buf, size_t len, int flag
 		return -EXDEV;
 	long n = asked(s) ? -EXDEV : sys_recv(fd, buf, len, flags);
 	shim_unlock(&s->tx_mu);
-	return n;
+	return n > 0 && check(s, fd, buf, n) < 0 ? -EPROTO : n;
+}
+
+#define TAKE_MAX 64 /* bells one take reads at most */
+
+/* What a take that got k bells (k >= 0) says: 1 rung, 2 perhaps more. */
+static int rung(long k)
+{
+	return k < TAKE_MAX ? 1 : 2;
 }
 
 static int taken_none(struct tslot *s, long n, int flags);
@@ -175,15 +183,13 @@ static int taken_none(struct tslot *s, long n, int flags);
 static int take(struct tsock *t, int fd, int flags)
 {
 	struct tslot *s = t->slot;
-	uint8_t buf[64];
+	uint8_t buf[TAKE_MAX];
 	long n;
 
 	if (flags & MSG_DONTWAIT) {
 		n = take_now(t, fd, buf, sizeof(buf), flags);
 		if (n != -EXDEV)
-			return n > 0 ? (check(s, fd, buf, n) < 0 ? -ECONNRESET
-							: n < (long)sizeof(buf) ? 1 : 2)
-				     : taken_none(s, n, flags);
+			return n > 0 ? rung(n) : taken_none(s, n, flags);
 		n = sys_recv(fd, buf, sizeof(buf), flags | MSG_PEEK);
 	} else {
 		int err = errno;
@@ -202,7 +208,7 @@ static int take(struct tsock *t, int fd, int flags)
 		return flags & MSG_DONTWAIT ? -EAGAIN : 1;
 	if (n > 0) {
 		long k = take_peeked(s, fd, buf, n);
-		return k < 0 ? -ECONNRESET : k < (long)sizeof(buf) ? 1 : 2;
+		return k < 0 ? -ECONNRESET : rung(k);
 	}
 	return taken_none(s, n, flags);
 }
