@@ -331,10 +331,11 @@ int shim_poll(struct pollfd *fds, nfds_t n, const struct timespec *timeout,
  * blocked in its read. */
 static void clear_past(fd_set *s, int nfds)
 {
-	int bits = (int)(8 * sizeof(unsigned long));
+	unsigned long *w = (unsigned long *)(void *)s;
+	unsigned bits = 8 * sizeof(*w), n = (unsigned)nfds;
 
-	for (int fd = nfds; s && fd > 0 && fd % bits; fd++)
-		shim_fd_clr(s, fd);
+	if (s && n % bits)
+		w[n / bits] &= (1UL << (n % bits)) - 1;
 }
 
 /* select in terms of poll: readable includes end of stream and errors. */
