@@ -11,13 +11,16 @@
  *    including free-running indices that wrap around 2^64;
  *  - validation: impossible values scribbled into the shared head/tail make
  *    shunt_ring_avail/space/peek_* say -EPROTO, never a size out of range;
- *  - one producer thread and one consumer thread (what TSan checks).
+ *  - one producer thread and one consumer thread (what TSan checks);
+ *  - shunt_copy, the rings' copy (src/base/copy.h): every size to 4 KiB
+ *    and more at every relative alignment, nothing written around it.
  */
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "copy.h"
 #include "ring.h"
 #include "medium.h"
 #include "seg.h"
@@ -161,6 +164,50 @@ static void test_every_size_every_offset(void)
 	fixture_close(&f);
 	free(pat);
 	test_log("every size 1..%u at every wrap offset: %" PRIu64 " messages ok", CAP, msgs);
+}
+
+/* --- The rings' copy ------------------------------------------------------ */
+
+static int all_are(const uint8_t *p, size_t n, uint8_t v)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i] != v)
+			return 0;
+	return 1;
+}
+
+/* Sizes around the vector loop's threshold and its 64-byte steps, at every
+ * alignment of source and destination within 64 bytes; the guard bytes on
+ * both sides of the destination must stay as they were. */
+static void test_copy(void)
+{
+	enum { MAXN = 3 * SHUNT_COPY_SMALL + 200, PAD = 80 };
+	uint8_t *src = malloc(MAXN + 2 * PAD), *dst = malloc(MAXN + 2 * PAD);
+	struct test_rng r;
+	uint64_t copies = 0;
+
+	ASSERT_NOT_NULL(src);
+	ASSERT_NOT_NULL(dst);
+	test_rng_seed(&r, test_seed() + 7);
+	test_rng_fill(&r, src, MAXN + 2 * PAD);
+	for (size_t n = 0; n <= MAXN; n += n < SHUNT_COPY_SMALL - 70 ? 37 : 1) {
+		for (size_t so = 0; so < 64; so += n % 5 + 1) {
+			size_t d0 = (n * 7 + so) % 64;
+			memset(dst, 0xa5, MAXN + 2 * PAD);
+			shunt_copy(dst + PAD + d0, src + so, n);
+			ASSERT_MSG(memcmp(dst + PAD + d0, src + so, n) == 0,
+				   "%zu bytes from offset %zu to %zu differ", n, so, d0);
+			ASSERT_MSG(all_are(dst, PAD + d0, 0xa5) &&
+					   all_are(dst + PAD + d0 + n, MAXN + PAD - d0 - n, 0xa5),
+				   "%zu bytes from offset %zu to %zu: a byte around them changed", n,
+				   so, d0);
+			copies++;
+		}
+	}
+	free(src);
+	free(dst);
+	test_log("shunt_copy: %" PRIu64 " copies of 0..%d bytes, every alignment, exact", copies,
+		 (int)MAXN);
 }
 
 /* --- Full and empty ------------------------------------------------------ */
@@ -580,6 +627,7 @@ int main(void)
 
 	test_double_mapping();
 	test_every_size_every_offset();
+	test_copy();
 	test_full_empty();
 	test_interleavings();
 	test_validation_fixed();

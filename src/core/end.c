@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 #include "clock.h"
+#include "copy.h"
 #include "end.h"
 #include "internal.h"
 #include "sys.h"
@@ -329,7 +330,7 @@ ssize_t shunt_end_send(struct shunt_end *e, struct shunt_bell *b, const void *bu
 			break;
 		}
 		size_t k = chunk(&e->tx, (uint64_t)n, len - done);
-		memcpy(shunt_ring_wptr(&e->tx), p + done, k);
+		shunt_copy(shunt_ring_wptr(&e->tx), p + done, k);
 		tx_publish(e, b, k);
 		done += k;
 	}
@@ -460,7 +461,7 @@ static ssize_t take(struct shunt_end *e, struct shunt_bell *b, void *buf, size_t
 	while (n > 0 && done < len) {
 		size_t k = chunk(&e->rx, (uint64_t)n, len - done);
 		if (buf)
-			memcpy((uint8_t *)buf + done, shunt_ring_rptr(&e->rx), k);
+			shunt_copy((uint8_t *)buf + done, shunt_ring_rptr(&e->rx), k);
 		rx_consume(e, b, k);
 		done += k;
 		n -= (int64_t)k;

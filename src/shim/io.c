@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "copy.h"
 #include "internal.h"
 #include "shim.h"
 #include "sys.h"
@@ -487,7 +488,7 @@ static ssize_t ring_recv(struct tsock *t, int fd, void *buf, size_t len, int fla
 		if (n > 0) {
 			n = (ssize_t)SHUNT_MIN((size_t)n, len);
 			if (n && !(flags & MSG_TRUNC))
-				memcpy(buf, p, (size_t)n);
+				shunt_copy(buf, p, (size_t)n);
 		}
 	} else if (flags & MSG_TRUNC) {
 		n = shunt_end_discard(e, &b, len, dl);
