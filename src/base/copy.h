@@ -1,5 +1,5 @@
 /*
- * copy.h - the copy into and out of a ring, by vector moves.
+ * copy.h - the copies into and out of a ring, by vector moves.
  *
  * glibc's memcpy copies a block past its `rep movsb` threshold (some KiB)
  * with that one instruction, which on this project's test machine (AMD
@@ -8,6 +8,13 @@
  * The same copy by 16-byte loads and stores ran it at 22 GB/s (the same
  * run with GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold=1000000000).
  * So the rings' copies are made here, never by `rep movsb`.
+ *
+ * shunt_copy_nt stores around the caches (streaming stores), for a sender
+ * whose plain stores into the ring crawl: on that machine a stream ran at
+ * 22 GB/s in some runs and 4.5 GB/s in others, the two CPUs sharing a
+ * cache or not (the host's choice, it seems: the same binary, either way,
+ * and changing within a run), and with streaming stores at 10 to 12 GB/s
+ * in both (core/end.c, copy_in, picks one by the time a copy took).
  */
 #ifndef SHUNT_COPY_H
 #define SHUNT_COPY_H
@@ -41,6 +48,39 @@ static inline void shunt_copy(void *restrict dst, const void *restrict src, size
 			_mm_storeu_si128((__m128i *)(void *)(d + 48), e);
 		}
 	}
+	memcpy(d, s, n);
+#else
+	memcpy(dst, src, n);
+#endif
+}
+
+
+/* As shunt_copy, with the stores past the caches; the last one is fenced,
+ * so that a release store after it (the ring's head) publishes them. */
+static inline void shunt_copy_nt(void *restrict dst, const void *restrict src, size_t n)
+{
+#if defined(__x86_64__)
+	uint8_t *d = dst;
+	const uint8_t *s = src;
+	size_t head = (16 - ((uintptr_t)d & 15)) & 15;
+
+	if (n < SHUNT_COPY_SMALL) {
+		shunt_copy(dst, src, n);
+		return;
+	}
+	memcpy(d, s, head);
+	d += head, s += head, n -= head;
+	for (; n >= 64; n -= 64, d += 64, s += 64) {
+		__m128i a = _mm_loadu_si128((const __m128i *)(const void *)s);
+		__m128i b = _mm_loadu_si128((const __m128i *)(const void *)(s + 16));
+		__m128i c = _mm_loadu_si128((const __m128i *)(const void *)(s + 32));
+		__m128i e = _mm_loadu_si128((const __m128i *)(const void *)(s + 48));
+		_mm_stream_si128((__m128i *)(void *)d, a);
+		_mm_stream_si128((__m128i *)(void *)(d + 16), b);
+		_mm_stream_si128((__m128i *)(void *)(d + 32), c);
+		_mm_stream_si128((__m128i *)(void *)(d + 48), e);
+	}
+	_mm_sfence();
 	memcpy(d, s, n);
 #else
 	memcpy(dst, src, n);

@@ -51,6 +51,9 @@ struct shunt_end {
 	uint64_t zc_peeked;          /* bytes the last peek showed */
 	uint64_t bytes_sent;         /* written by the sending thread only */
 	uint64_t bytes_received;     /* written by the receiving thread only */
+	uint32_t nt_left;            /* big copies in to make past the caches
+	                              * before the next timed one (copy_in) */
+	uint32_t nt_slow;            /* timed copies in a row that were slow */
 	_Atomic uint64_t wakeups, sleeps, spins, spin_hits;
 };
 
