@@ -29,6 +29,7 @@
 extern int shunt__shim_is_accelerated(int fd) __attribute__((weak));
 extern int shunt__shim_is_moved(int fd) __attribute__((weak));
 extern int shunt__shim_arena_used(void) __attribute__((weak));
+extern long long shunt__shim_moves(void) __attribute__((weak));
 
 /* -1 with errno err, else fail (shows what came back). */
 #define ASSERT_FAILS(expr, err)                                            \

@@ -1321,7 +1321,56 @@ static void case_reader_switches(void)
 	ASSERT_SYS(close(rd));
 }
 
+/*
+ * A move is logged and counted once both ends are attached, not when the
+ * listener has answered: a dialer that never attaches (it called the
+ * meeting off at a fork, or died) left the listener's log saying
+ * "upgraded" and shunt stat counting a move that never happened, and its
+ * "never attached" counted too.  Here the dialer makes no call between
+ * the listener's answer and our look; then both go on and attach.
+ */
+static void case_counted_when_attached(void)
+{
+	int c, s;
+	char b = 'x';
+
+	if (ts_disabled())
+		test_skip("nothing moves without the library");
+	ASSERT_MSG(shunt__shim_moves != NULL, "no test hook shunt__shim_moves");
+	ts_pair(&c, &s);
+	int lis = ts_local_port(c) < ts_local_port(s) ? c : s, dia = lis == c ? s : c;
+	long long before = shunt__shim_moves();
+	int i;
+	for (i = 0; i < 2000 && !ts_moved(lis); i++) {
+		ts_write_all(dia, &b, 1, ts_ms(2000));
+		ts_read_exact(lis, &b, 1, ts_ms(2000));
+		if (i > 100)
+			usleep(200); /* past the first steps, steps are spaced in time */
+	}
+	ASSERT_MSG(ts_moved(lis), "the listener never answered (%d round trips)", i);
+	ASSERT_MSG(!ts_moved(dia), "the dialer attached already");
+	long long at_answer = shunt__shim_moves() - before;
+	for (i = 0; i < 4000 && !(ts_accel(dia) && ts_accel(lis)); i++) {
+		ts_write_all(dia, &b, 1, ts_ms(2000));
+		ts_read_exact(lis, &b, 1, ts_ms(2000));
+		ts_write_all(lis, &b, 1, ts_ms(2000));
+		ts_read_exact(dia, &b, 1, ts_ms(2000));
+		if (i > 100)
+			usleep(200);
+	}
+	long long after = shunt__shim_moves() - before;
+	test_log("moves counted: %lld when the listener answered, %lld once both attached "
+		 "(%d more round trips)", at_answer, after, i);
+	ASSERT_MSG(at_answer == 0, "a move counted before the dialer attached: %lld", at_answer);
+	ASSERT_MSG(ts_accel(dia) && ts_accel(lis), "the connection never moved");
+	ASSERT_MSG(after == 2, "moves counted for both ends: %lld, want 2", after);
+	ASSERT_SYS(close(dia));
+	ts_expect_eof(lis, ts_ms(2000));
+	ASSERT_SYS(close(lis));
+}
+
 static const struct shim_case g_cases[] = {
+	{ "counted_when_attached", case_counted_when_attached },
 	{ "nonblock", case_nonblock },
 	{ "reader_switches", case_reader_switches },
 	{ "partial_write", case_partial_write },

@@ -613,6 +613,14 @@ void shim_arena_forked(void)
 		proc_enter(a);
 }
 
+/* Test hook: the moves this process counted (shunt stat's "moved"). */
+long long shunt__shim_moves(void)
+{
+	struct arena_proc *p = atomic_load_explicit(&me, memory_order_acquire);
+
+	return p ? (long long)atomic_load(&p->moved) : -1;
+}
+
 /* Test hook: the slots of the arena in use (not free). */
 int shunt__shim_arena_used(void)
 {

@@ -267,18 +267,34 @@ static int start(struct tsock *t, int fd)
 }
 
 static int switch_tx(struct tsock *t, int fd, int patient, int busy);
+static int peer_ready(struct tslot *s);
 
-static void moved(struct tsock *t, int fd)
+/* The log's "upgraded" and shunt stat's count of moves, once per
+ * connection, when both ends are attached: a listener's meeting ends
+ * before its dialer attaches, and a dialer that then called it off (a
+ * fork in its step) or died left a move logged and counted that never
+ * happened, and its "never attached" counted as well. */
+static void announce(struct tsock *t, int fd)
 {
 	struct tslot *s = t->slot;
 	char what[160];
 
-	shim_segment_mapped(1); /* SLOT_MOVED already: shim_meet_step, shim_vm_step */
+	if (atomic_load_explicit(&t->announced, memory_order_relaxed) ||
+	    !(atomic_load(&s->end.peer->state) & SHUNT_ST_OPEN) ||
+	    atomic_exchange(&t->announced, 1))
+		return;
 	shim_count_moved();
 	describe(s, what, sizeof(what));
 	log_info("fd %d upgraded: %s, %s side, rings of %llu bytes, %s medium", fd, what,
 		 s->side ? "dialing" : "listening", (unsigned long long)s->end.seg.cap,
 		 s->end.seg.medium ? s->end.seg.medium->name : "?");
+}
+
+static void moved(struct tsock *t, int fd)
+{
+	shim_segment_mapped(1); /* SLOT_MOVED already: shim_meet_step, shim_vm_step */
+	atomic_store(&t->announced, 0);
+	announce(t, fd);
 	shim_epoll_moved(t);
 	/* Not if a send of ours holds the lock of our sends (switching
 	 * them, or asleep on a full ring once switched): that send switches
@@ -606,6 +622,7 @@ static int switch_tx(struct tsock *t, int fd, int patient, int busy)
 		abandon(t, fd);
 		return -EAGAIN;
 	}
+	announce(t, fd);
 	/* Our side of the stream is shut: no doorbell could follow the data. */
 	if (atomic_load(&s->flags) & TF_SHUT) {
 		atomic_fetch_or(&s->phase, PH_NOBELL);
@@ -672,6 +689,7 @@ void shim_switch_tx_reader(struct tsock *t, int fd)
 {
 	struct tslot *s = t->slot;
 
+	announce(t, fd);
 	if ((atomic_load_explicit(&s->phase, memory_order_relaxed) & (PH_TX_RING | PH_NOBELL)) ||
 	    !peer_ready(s) || (peer_sw(s) & (SHUNT_SW_TCP | SHUNT_SW_ASK)))
 		return;

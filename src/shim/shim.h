@@ -335,6 +335,7 @@ struct tsock {
 	_Atomic int64_t peer_looked; /* when a send last asked if the peer lives */
 	_Atomic uint32_t sends;
 	_Atomic int64_t peer_vouched; /* when an epoll event spared the next send's look */
+	_Atomic int announced;     /* its move logged and counted (move.c) */
 	struct tsock *birth_next;  /* reserved for a child being made (proc.c) */
 	int birth;                 /* ... is on that list */
 };
@@ -380,6 +381,7 @@ int shunt__shim_is_accelerated(int fd);
  * still be on TCP), for the tests. */
 int shunt__shim_is_moved(int fd);
 int shunt__shim_arena_used(void); /* slots in use */
+long long shunt__shim_moves(void); /* moves this process counted */
 
 /* --- The fd rule (fds.c) ----------------------------------------------------
  * The library never acts on an fd it cannot show is still its own, and the
