@@ -270,17 +270,19 @@ static int switch_tx(struct tsock *t, int fd, int patient, int busy);
 static int peer_ready(struct tslot *s);
 
 /* The log's "upgraded" and shunt stat's count of moves, once per
- * connection, when both ends are attached: a listener's meeting ends
- * before its dialer attaches, and a dialer that then called it off (a
- * fork in its step) or died left a move logged and counted that never
- * happened, and its "never attached" counted as well. */
+ * connection, when both ends are attached: the dialer's when it attaches
+ * (the listener made the segment), the listener's once it sees the dialer
+ * there.  A listener's meeting ends before its dialer attaches, and a
+ * dialer that then called it off (a fork in its step) or died left a move
+ * logged and counted that never happened, and its "never attached"
+ * counted as well. */
 static void announce(struct tsock *t, int fd)
 {
 	struct tslot *s = t->slot;
 	char what[160];
 
 	if (atomic_load_explicit(&t->announced, memory_order_relaxed) ||
-	    !(atomic_load(&s->end.peer->state) & SHUNT_ST_OPEN) ||
+	    (s->side == 0 && !(atomic_load(&s->end.peer->state) & SHUNT_ST_OPEN)) ||
 	    atomic_exchange(&t->announced, 1))
 		return;
 	shim_count_moved();

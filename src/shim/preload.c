@@ -563,17 +563,22 @@ EXPORT int dup3(int oldfd, int newfd, int flags)
 
 static int do_fcntl(int fd, int cmd, void *arg)
 {
-	if ((cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) && shim_own_fd(fd))
+	int dup = cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC;
+	int sets = cmd == F_SETFL || cmd == F_SETOWN || cmd == F_SETSIG || cmd == F_SETOWN_EX;
+
+	if (dup && shim_own_fd(fd))
 		return (int)shim_err(-EBADF);
 	int rc = REAL(fcntl)(fd, cmd, arg);
 
-	if (rc < 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) && out_of_fds())
+	if (rc < 0 && dup && out_of_fds())
 		rc = REAL(fcntl)(fd, cmd, arg);
-	if (rc < 0 || shim_in_vfork_child())
+	/* Only these act: the F_GETFL before each F_SETFL (wrk, libuv,
+	 * nginx) pays no vfork check's getpid(). */
+	if (rc < 0 || !(dup || sets) || shim_in_vfork_child())
 		return rc;
-	if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) {
+	if (dup) {
 		shim_dup(fd, rc);
-	} else if (cmd == F_SETFL || cmd == F_SETOWN || cmd == F_SETSIG || cmd == F_SETOWN_EX) {
+	} else {
 		struct tsock *t = shim_get(fd);
 		if (t && cmd == F_SETFL)
 			shim_set_nonblock(t, !!((long)arg & O_NONBLOCK));
