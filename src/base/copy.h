@@ -3,11 +3,16 @@
  *
  * glibc's memcpy copies a block past its `rep movsb` threshold (some KiB)
  * with that one instruction, which on this project's test machine (AMD
- * EPYC, a VM) moved a ring's bytes, last written by the other CPU, at
- * 1.9 GB/s: a tcpbench stream ran at 0.8x TCP, its reader 85% in memmove.
- * The same copy by 16-byte loads and stores ran it at 22 GB/s (the same
- * run with GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold=1000000000).
- * So the rings' copies are made here, never by `rep movsb`.
+ * EPYC, a VM) ran at 1.6 GB/s instead of 30 to 40 whenever the destination
+ * lay 1 to 31 bytes past the source modulo 4 KiB (a single-threaded scan,
+ * copies of 4 KiB to 256 KiB): a reader's buffer from malloc (16 bytes
+ * past a page) reading a page-aligned ring is just that, and a tcpbench
+ * stream ran at 0.8x TCP, its reader 85% in memmove.  By 16-byte vector
+ * loads and stores it ran at 18 to 25 GB/s.  Nor is memcpy taken where it
+ * is not slow alone: with it for every other distance, iperf3 -l 128K (its
+ * writer's buffer 16 bytes past a page, the ring's position on one) gave
+ * 46 to 96 Gbit/s, median 59, in 7 runs; by vector moves 47 to 134, median
+ * 117, in the same minutes.  So the rings' copies are made here.
  *
  * shunt_copy_nt stores around the caches (streaming stores), for a sender
  * whose plain stores into the ring crawl: on that machine a stream ran at
