@@ -35,30 +35,38 @@
 /* Below this, memcpy's own vector moves (it takes rep movsb only above). */
 #define SHUNT_COPY_SMALL 1024
 
+#if defined(__x86_64__)
+/* The 64-byte blocks of n bytes, four loads then four stores each,
+ * streaming ones (nt: the destination 16-byte aligned) or plain; returns
+ * the bytes left over. */
+static inline size_t shunt_copy_blocks(uint8_t *d, const uint8_t *s, size_t n, int nt)
+{
+	for (; n >= 64; n -= 64, d += 64, s += 64) {
+		__m128i v[4];
+		for (int i = 0; i < 4; i++)
+			v[i] = _mm_loadu_si128((const __m128i *)(const void *)(s + 16 * i));
+		for (int i = 0; i < 4; i++) {
+			if (nt)
+				_mm_stream_si128((__m128i *)(void *)(d + 16 * i), v[i]);
+			else
+				_mm_storeu_si128((__m128i *)(void *)(d + 16 * i), v[i]);
+		}
+	}
+	return n;
+}
+#endif
+
 static inline void shunt_copy(void *restrict dst, const void *restrict src, size_t n)
 {
 #if defined(__x86_64__)
-	uint8_t *d = dst;
-	const uint8_t *s = src;
-
 	if (n >= SHUNT_COPY_SMALL) {
-		for (; n >= 64; n -= 64, d += 64, s += 64) {
-			__m128i a = _mm_loadu_si128((const __m128i *)(const void *)s);
-			__m128i b = _mm_loadu_si128((const __m128i *)(const void *)(s + 16));
-			__m128i c = _mm_loadu_si128((const __m128i *)(const void *)(s + 32));
-			__m128i e = _mm_loadu_si128((const __m128i *)(const void *)(s + 48));
-			_mm_storeu_si128((__m128i *)(void *)d, a);
-			_mm_storeu_si128((__m128i *)(void *)(d + 16), b);
-			_mm_storeu_si128((__m128i *)(void *)(d + 32), c);
-			_mm_storeu_si128((__m128i *)(void *)(d + 48), e);
-		}
+		size_t left = shunt_copy_blocks(dst, src, n, 0);
+		memcpy((uint8_t *)dst + (n - left), (const uint8_t *)src + (n - left), left);
+		return;
 	}
-	memcpy(d, s, n);
-#else
-	memcpy(dst, src, n);
 #endif
+	memcpy(dst, src, n);
 }
-
 
 /* As shunt_copy, with the stores past the caches; the last one is fenced,
  * so that a release store after it (the ring's head) publishes them. */
@@ -69,27 +77,15 @@ static inline void shunt_copy_nt(void *restrict dst, const void *restrict src, s
 	const uint8_t *s = src;
 	size_t head = (16 - ((uintptr_t)d & 15)) & 15;
 
-	if (n < SHUNT_COPY_SMALL) {
-		shunt_copy(dst, src, n);
+	if (n >= SHUNT_COPY_SMALL) {
+		memcpy(d, s, head);
+		size_t left = shunt_copy_blocks(d + head, s + head, n - head, 1);
+		_mm_sfence();
+		memcpy(d + (n - left), s + (n - left), left);
 		return;
 	}
-	memcpy(d, s, head);
-	d += head, s += head, n -= head;
-	for (; n >= 64; n -= 64, d += 64, s += 64) {
-		__m128i a = _mm_loadu_si128((const __m128i *)(const void *)s);
-		__m128i b = _mm_loadu_si128((const __m128i *)(const void *)(s + 16));
-		__m128i c = _mm_loadu_si128((const __m128i *)(const void *)(s + 32));
-		__m128i e = _mm_loadu_si128((const __m128i *)(const void *)(s + 48));
-		_mm_stream_si128((__m128i *)(void *)d, a);
-		_mm_stream_si128((__m128i *)(void *)(d + 16), b);
-		_mm_stream_si128((__m128i *)(void *)(d + 32), c);
-		_mm_stream_si128((__m128i *)(void *)(d + 48), e);
-	}
-	_mm_sfence();
-	memcpy(d, s, n);
-#else
-	memcpy(dst, src, n);
 #endif
+	shunt_copy(dst, src, n);
 }
 
 #endif
