@@ -295,7 +295,7 @@ static void announce(struct tsock *t, int fd)
 static void moved(struct tsock *t, int fd)
 {
 	shim_segment_mapped(1); /* SLOT_MOVED already: shim_meet_step, shim_vm_step */
-	atomic_store(&t->announced, 0);
+	atomic_store(&t->announced, 0); /* a socket connected again moves again */
 	announce(t, fd);
 	shim_epoll_moved(t);
 	/* Not if a send of ours holds the lock of our sends (switching
