@@ -7,7 +7,7 @@
  * lay 1 to 31 bytes past the source modulo 4 KiB (a single-threaded scan,
  * copies of 4 KiB to 256 KiB): a reader's buffer from malloc (16 bytes
  * past a page) reading a page-aligned ring is just that, and a tcpbench
- * stream ran at 0.8x TCP, its reader 85% in memmove.  By 16-byte vector
+ * stream ran at 0.87x TCP, its reader 85% in memmove.  By 16-byte vector
  * loads and stores it ran at 18 to 25 GB/s.  Nor is memcpy taken where it
  * is not slow alone: with it for every other distance, iperf3 -l 128K (its
  * writer's buffer 16 bytes past a page, the ring's position on one) gave
