@@ -314,7 +314,7 @@ static void copy_in(struct shunt_end *e, void *dst, const void *src, size_t k, u
 		shunt_copy_nt(dst, src, k);
 		return;
 	}
-	if (k < NT_MIN || room < e->tx.cap / 2) {
+	if (k < NT_MIN || room < e->tx.cap / 2) { /* not timed */
 		shunt_copy(dst, src, k);
 		return;
 	}

@@ -349,8 +349,7 @@ struct ending {
 	struct tsock *t, *next;
 	int fd;
 	int ndups, cap;
-	int *dups; /* every other number of the socket (heap past 8) */
-	int few[8];
+	int *dups; /* every other number of the socket (malloc'd) */
 };
 
 /* Room for one more dup's number; 0 when none could be had. */
@@ -358,13 +357,10 @@ static int dup_room(struct ending *e)
 {
 	if (e->ndups < e->cap)
 		return 1;
-	int cap = e->cap * 2;
-	int *d = malloc((size_t)cap * sizeof(*d));
+	int cap = e->cap ? e->cap * 2 : 8;
+	int *d = realloc(e->dups, (size_t)cap * sizeof(*d));
 	if (!d)
 		return 0;
-	memcpy(d, e->dups, (size_t)e->ndups * sizeof(*d));
-	if (e->dups != e->few)
-		free(e->dups);
 	e->dups = d;
 	e->cap = cap;
 	return 1;
@@ -416,9 +412,7 @@ static int disconnect(int fd, const struct sockaddr *addr, socklen_t len)
 	struct linger was;
 	socklen_t wl = sizeof(was);
 	int have = REAL(getsockopt)(fd, SOL_SOCKET, SO_LINGER, &was, &wl) == 0;
-	struct ending e = { .t = shim_get(fd), .fd = fd, .cap = 8 };
-
-	e.dups = e.few;
+	struct ending e = { .t = shim_get(fd), .fd = fd };
 
 	if (e.t) {
 		atomic_fetch_or(&e.t->slot->flags, TF_LINGER0);
@@ -434,8 +428,7 @@ static int disconnect(int fd, const struct sockaddr *addr, socklen_t len)
 			renew(&e);
 		shim_put(e.t);
 	}
-	if (e.dups != e.few)
-		free(e.dups);
+	free(e.dups);
 	errno = err;
 	return rc;
 }
