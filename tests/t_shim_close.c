@@ -594,6 +594,42 @@ static void case_shutdown_rd_wakes(void)
 	ASSERT_SYS(close(b));
 }
 
+/* Bytes that arrived before our shutdown(SHUT_RD or SHUT_RDWR) are still
+ * read, as TCP reads its receive queue, and FIONREAD says so; then the
+ * end of the stream, without a wait.  The ring's reads ended at once and
+ * lost them (a helper's attack, 12-04). */
+static void shutdown_rd_keeps(int how)
+{
+	int a, b, n = -1;
+	char got[16];
+
+	ts_moved_pair(&a, &b);
+	ts_write_all(b, "hello", 5, ts_ms(2000));
+	ts_wait_arrived(a, 5, ts_ms(2000));
+	ASSERT_SYS(shutdown(a, how));
+	ASSERT_SYS(ioctl(a, FIONREAD, &n));
+	ASSERT_EQ(n, 5);
+	ts_guard(3);
+	ssize_t r = recv(a, got, sizeof(got), 0);
+	ASSERT_MSG(r == 5 && memcmp(got, "hello", 5) == 0,
+		   "recv after shutdown(%s) returned %zd (%s), want the 5 bytes that had arrived",
+		   how == SHUT_RD ? "SHUT_RD" : "SHUT_RDWR", r, r < 0 ? test_errname(errno) : "-");
+	ASSERT_EQ(recv(a, got, sizeof(got), 0), 0);
+	alarm(0);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+static void case_shutdown_rd_keeps(void)
+{
+	shutdown_rd_keeps(SHUT_RD);
+}
+
+static void case_shutdown_rdwr_keeps(void)
+{
+	shutdown_rd_keeps(SHUT_RDWR);
+}
+
 /* SHUT_RDWR wakes the blocked reader too, and the peer sees the end. */
 static void case_shutdown_rdwr_wakes(void)
 {
@@ -929,6 +965,8 @@ static const struct shim_case g_cases[] = {
 	{ "killed_idle", case_killed_idle },
 	{ "sigpipe", case_sigpipe },
 	{ "shutdown_rd_wakes", case_shutdown_rd_wakes },
+	{ "shutdown_rd_keeps", case_shutdown_rd_keeps },
+	{ "shutdown_rdwr_keeps", case_shutdown_rdwr_keeps },
 	{ "shutdown_rdwr_wakes", case_shutdown_rdwr_wakes },
 	{ "shutdown_wr_wakes", case_shutdown_wr_wakes },
 	{ "shutdown_poll_wakes", case_shutdown_poll_wakes },

@@ -112,11 +112,13 @@ static int64_t rx_ready(struct shunt_end *e, uint64_t want, int peek)
 
 	if (err)
 		return err;
-	if (atomic_load_explicit(&e->rd_shut, memory_order_relaxed))
-		return 0;
 	int64_t n = rx_avail(e, want, peek);
 	if (n != 0)
 		return n < 0 ? shunt_end_fail(e, (int)n) : n;
+	/* After our shutdown(SHUT_RD) what has arrived is still read, as
+	 * TCP reads its receive queue; then the end, without a wait. */
+	if (atomic_load_explicit(&e->rd_shut, memory_order_relaxed))
+		return 0;
 	int64_t st = shunt_end_peer_state(e);
 	if (st < 0)
 		return st;
