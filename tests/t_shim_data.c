@@ -376,6 +376,51 @@ static void case_waitall(void)
 	ASSERT_SYS(close(b));
 }
 
+/* MSG_WAITALL while the connection moves: the peer writes 4000-byte
+ * pieces (a pause now and then, so that its steps and ours interleave)
+ * while we read 200000 bytes at a time; every read returns all of them,
+ * in order.  A read of the stream that stopped at the peer's switch, or
+ * asked the kernel without MSG_WAITALL lest it wait for bytes going by
+ * the ring, returned short: 40000, then 4000s (a helper's attack, 12-04). */
+#define WA_PIECE 4000
+#define WA_PIECES 1000
+#define WA_READ 200000
+
+static void waitall_peer(int fd, void *arg)
+{
+	static unsigned char buf[WA_PIECE];
+	uint64_t seed = *(uint64_t *)arg;
+
+	for (int i = 0; i < WA_PIECES; i++) {
+		test_stream_fill(seed, (uint64_t)i * WA_PIECE, buf, WA_PIECE);
+		ts_write_all(fd, buf, WA_PIECE, ts_ms(5000));
+		if (i % 10 == 0)
+			test_sleep_ms(1);
+	}
+	ts_expect_eof(fd, ts_ms(5000));
+	ASSERT_SYS(close(fd));
+}
+
+static void case_waitall_across_switch(void)
+{
+	static unsigned char buf[WA_READ];
+	uint64_t seed = shim_seed(12);
+	struct shim_peer p;
+
+	ts_peer_start(&p, waitall_peer, &seed);
+	for (int i = 0; i < WA_PIECE * WA_PIECES / WA_READ; i++) {
+		ts_guard(10);
+		ssize_t r = recv(p.fd, buf, WA_READ, MSG_WAITALL);
+		alarm(0);
+		ASSERT_MSG(r == WA_READ, "read %d: recv(MSG_WAITALL) returned %zd of %d (%s)", i, r,
+			   WA_READ, r < 0 ? test_errname(errno) : "short");
+		check_stream(seed, (uint64_t)i * WA_READ, buf, WA_READ);
+	}
+	ts_expect_accel(p.fd, "MSG_WAITALL across the switch");
+	ASSERT_SYS(close(p.fd));
+	ts_peer_wait(&p, ts_ms(5000));
+}
+
 /* After the peer's close, MSG_NOSIGNAL sends fail with EPIPE within 1 s
  * (the first may succeed, as on TCP), and no SIGPIPE is raised. */
 static void case_nosignal(void)
@@ -1377,6 +1422,7 @@ static const struct shim_case g_cases[] = {
 	{ "dontwait", case_dontwait },
 	{ "peek_fionread", case_peek_fionread },
 	{ "waitall", case_waitall },
+	{ "waitall_across_switch", case_waitall_across_switch },
 	{ "nosignal", case_nosignal },
 	{ "round_trips", case_round_trips },
 	{ "io_calls", case_io_calls },

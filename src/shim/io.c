@@ -269,6 +269,25 @@ static ssize_t past_back(struct tsock *t, int fd, const struct iovec *iov, int n
  * data, GO_RING when there was none, or RETRY when what followed x was
  * no proof and the connection is plain TCP again.
  */
+/*
+ * MSG_WAITALL: TCP's read waits for all it was asked, unless the end, an
+ * error, a signal or the timeout comes first.  A read of the stream that
+ * stops at the peer's switch offset, or that asked the kernel without
+ * MSG_WAITALL lest it wait for bytes now going by the ring, returns short
+ * for neither reason: it says so here, and the read goes on for the rest
+ * (a reader of 200000 bytes got 40000, then 4000s, and took them for
+ * frames: t_shim_data waitall_across_switch).
+ */
+static _Thread_local int stopped_short;
+
+static int waitall_goes_on(int flags)
+{
+	int was = stopped_short;
+
+	stopped_short = 0;
+	return was && (flags & (MSG_WAITALL | MSG_PEEK | MSG_DONTWAIT)) == MSG_WAITALL;
+}
+
 static ssize_t tcp_cut(struct tsock *t, int fd, const struct iovec *iov, int niov, ssize_t n,
 		       uint64_t before, int flags)
 {
@@ -291,8 +310,10 @@ static ssize_t tcp_cut(struct tsock *t, int fd, const struct iovec *iov, int nio
 			return shim_err(-ECONNRESET);
 		/* Part of a proof still to come: data first, else wait for it. */
 		if (shim_proof_pending(S(t))) {
-			if (data)
+			if (data) {
+				stopped_short = 1;
 				return (ssize_t)data;
+			}
 			int rc = shim_proof_recv(t, fd, deadline_of(t, flags, 0));
 			if (rc == -ENOTCONN)
 				return RETRY; /* no proof came: plain TCP again */
@@ -301,6 +322,7 @@ static ssize_t tcp_cut(struct tsock *t, int fd, const struct iovec *iov, int nio
 		}
 		rx_ring_from_now(t);
 	}
+	stopped_short = data != 0;
 	return data ? (ssize_t)data : GO_RING;
 }
 
@@ -599,11 +621,25 @@ static ssize_t moved_recv(struct tsock *t, int fd, void *buf, size_t len, int fl
 			    ((flags & MSG_PEEK) && !(flags & MSG_WAITALL)))
 				return n;
 			done = (size_t)n;
-			if (!shim_ring_at_x(t))
-				return (ssize_t)done; /* a short read of the stream */
+			if (!shim_ring_at_x(t)) {
+				stopped_short = 1; /* asked without MSG_WAITALL */
+				return (ssize_t)done;
+			}
 		}
 	}
 	return ring_recv(t, fd, (char *)buf + done, len - done, flags, done);
+}
+
+static ssize_t recv_once(struct tsock *t, int fd, void *buf, size_t len, int flags)
+{
+	stopped_short = 0;
+	for (int tries = 0;; again(&tries)) {
+		if (!moved(t))
+			return plain_recv(t, fd, buf, len, flags);
+		ssize_t n = moved_recv(t, fd, buf, len, flags);
+		if (n != RETRY)
+			return n;
+	}
 }
 
 ssize_t shim_recv(struct tsock *t, int fd, void *buf, size_t len, int flags)
@@ -612,13 +648,41 @@ ssize_t shim_recv(struct tsock *t, int fd, void *buf, size_t len, int flags)
 	 * no urgent byte ever arrives there. */
 	if (flags & (MSG_ERRQUEUE | MSG_OOB))
 		return REAL(recvfrom)(fd, buf, len, flags, NULL, NULL);
-	for (int tries = 0;; again(&tries)) {
-		if (!moved(t))
-			return plain_recv(t, fd, buf, len, flags);
-		ssize_t n = moved_recv(t, fd, buf, len, flags);
-		if (n != RETRY)
-			return n;
+	ssize_t n = recv_once(t, fd, buf, len, flags);
+
+	while (n > 0 && (size_t)n < len && waitall_goes_on(flags)) {
+		ssize_t k = recv_once(t, fd, buf ? (char *)buf + n : NULL, len - (size_t)n, flags);
+		if (k <= 0)
+			break; /* what it has, as TCP; an error comes again */
+		n += k;
 	}
+	return n;
+}
+
+/* The pieces past the first `done` bytes of iov, each as a recv: the
+ * first as asked, the rest only what is there at once, unless
+ * MSG_WAITALL. */
+static ssize_t recvv_from(struct tsock *t, int fd, const struct iovec *iov, int n, int flags,
+			  size_t done)
+{
+	size_t skip = done;
+
+	for (int i = 0; i < n; i++) {
+		size_t off = SHUNT_MIN(skip, iov[i].iov_len), left = iov[i].iov_len - off;
+		char *base = iov[i].iov_base;
+
+		skip -= off;
+		if (left == 0)
+			continue;
+		ssize_t k = shim_recv(t, fd, base ? base + off : NULL, left,
+				      done && !(flags & MSG_WAITALL) ? flags | MSG_DONTWAIT : flags);
+		if (k <= 0)
+			return done ? (ssize_t)done : k;
+		done += (size_t)k;
+		if ((size_t)k < left || (flags & MSG_PEEK))
+			break;
+	}
+	return (ssize_t)done;
 }
 
 /* Vectors: the first non-empty piece as a recv; the rest only what is
@@ -632,21 +696,12 @@ ssize_t shim_recvv(struct tsock *t, int fd, const struct iovec *iov, int n, int 
 	if (!moved(t)) {
 		struct msghdr m = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n };
 		shim_rx_enter(t);
-		return shim_recv_took(t, fd, iov, n, REAL(recvmsg)(fd, &m, flags), flags);
+		stopped_short = 0;
+		ssize_t k = shim_recv_took(t, fd, iov, n, REAL(recvmsg)(fd, &m, flags), flags);
+		return k > 0 && waitall_goes_on(flags) ? recvv_from(t, fd, iov, n, flags, (size_t)k)
+						       : k;
 	}
-	size_t done = 0;
-	for (int i = 0; i < n; i++) {
-		if (iov[i].iov_len == 0)
-			continue;
-		ssize_t k = shim_recv(t, fd, iov[i].iov_base, iov[i].iov_len,
-				      done && !(flags & MSG_WAITALL) ? flags | MSG_DONTWAIT : flags);
-		if (k <= 0)
-			return done ? (ssize_t)done : k;
-		done += (size_t)k;
-		if ((size_t)k < iov[i].iov_len || (flags & MSG_PEEK))
-			break;
-	}
-	return (ssize_t)done;
+	return recvv_from(t, fd, iov, n, flags, 0);
 }
 
 /* --- Sending --------------------------------------------------------------- */
