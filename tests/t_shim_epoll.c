@@ -385,6 +385,47 @@ static void case_epoll_nested(void)
 
 /* --- epoll semantics ---------------------------------------------------- */
 
+/* EPOLLRDNORM and EPOLLWRNORM name EPOLLIN and EPOLLOUT: with data waiting
+ * and room to send, each mask gets the bits it asked of those four, as
+ * over TCP, before the move and after it.  A moved socket asked RDNORM
+ * alone gave no event, and IN|RDNORM gave IN (a helper's attack, 12-04). */
+static void epoll_rdnorm_on(int a, int b, const char *when)
+{
+	static const uint32_t masks[] = {
+		EPOLLRDNORM, EPOLLWRNORM, EPOLLIN | EPOLLRDNORM, EPOLLOUT | EPOLLWRNORM,
+		EPOLLIN | EPOLLPRI | EPOLLOUT | EPOLLRDNORM | EPOLLWRNORM | EPOLLRDHUP,
+		EPOLLRDNORM | EPOLLET,
+	};
+	const uint32_t all = EPOLLIN | EPOLLOUT | EPOLLRDNORM | EPOLLWRNORM;
+
+	ts_write_all(b, "0123456789", 10, ts_ms(2000));
+	ts_wait_arrived(a, 10, ts_ms(2000));
+	for (size_t i = 0; i < sizeof(masks) / sizeof(masks[0]); i++) {
+		int ep = epoll_create1(EPOLL_CLOEXEC);
+		ep_add(ep, a, masks[i], 7);
+		uint32_t got = EP_ONE(ep, ts_ms(1000), 7);
+		ASSERT_MSG(got == (masks[i] & all), "%s: asked %#x, got %#x, want %#x", when,
+			   masks[i], got, masks[i] & all);
+		ASSERT_SYS(close(ep));
+	}
+	char buf[10];
+	ts_read_exact(a, buf, 10, ts_ms(2000));
+}
+
+static void case_epoll_rdnorm(void)
+{
+	int a, b;
+
+	ts_pair(&a, &b);
+	epoll_rdnorm_on(a, b, "on TCP");
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+	ts_moved_pair(&a, &b);
+	epoll_rdnorm_on(a, b, "moved");
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
 static void case_epoll_lt(void)
 {
 	int a, b, ep = epoll_create1(EPOLL_CLOEXEC);
@@ -1703,6 +1744,7 @@ static const struct shim_case g_cases[] = {
 	{ "epoll_blocked_poller", case_epoll_blocked_poller },
 	{ "epoll_hup_before_x", case_epoll_hup_before_x },
 	{ "epoll_nested", case_epoll_nested },
+	{ "epoll_rdnorm", case_epoll_rdnorm },
 	{ "epoll_lt", case_epoll_lt },
 	{ "epoll_et", case_epoll_et },
 	{ "epoll_added_before_connect", case_epoll_added_before_connect },

@@ -704,8 +704,26 @@ void shim_epoll_renew(struct tsock *from, struct tsock *to)
 
 /* --- Readiness -------------------------------------------------------------------- */
 
+/* EPOLLRDNORM and EPOLLWRNORM are EPOLLIN and EPOLLOUT by other names
+ * (a socket has no priority bands): asked, they ask for those. */
+static uint32_t asked_bits(uint32_t ev)
+{
+	return ev | (ev & EPOLLRDNORM ? EPOLLIN : 0) | (ev & EPOLLWRNORM ? EPOLLOUT : 0);
+}
+
+/* What we found, in the program's terms: the names it asked by, and only
+ * what it asked (and errors and hang-ups), as the kernel reports.  A
+ * program that asked EPOLLRDNORM alone had no event, and one that asked
+ * both names had EPOLLIN alone (t_shim_epoll epoll_rdnorm). */
+static uint32_t program_terms(uint32_t got, uint32_t asked)
+{
+	got |= (got & EPOLLIN ? EPOLLRDNORM : 0) | (got & EPOLLOUT ? EPOLLWRNORM : 0);
+	return got & (asked | EPOLLERR | EPOLLHUP);
+}
+
 static uint32_t epoll_to_poll(uint32_t ev)
 {
+	ev = asked_bits(ev);
 	return (ev & EPOLLIN ? POLLIN : 0) | (ev & EPOLLOUT ? POLLOUT : 0) |
 	       (ev & EPOLLPRI ? POLLPRI : 0) | (ev & EPOLLRDHUP ? POLLRDHUP : 0) |
 	       (ev & EPOLLHUP ? POLLHUP : 0) | (ev & EPOLLERR ? POLLERR : 0);
@@ -723,6 +741,7 @@ static int set_has_events(struct shim_ep *ep);
 /* The wait bits that stand for an entry's events. */
 static uint32_t wait_bits(uint32_t events)
 {
+	events = asked_bits(events);
 	return (events & (EPOLLIN | EPOLLRDHUP) ? SHUNT_WAIT_READ : 0) |
 	       (events & EPOLLOUT ? SHUNT_WAIT_WRITE : 0);
 }
@@ -783,7 +802,7 @@ static int report_moved(struct ep_entry *e, int kern, int look, struct epoll_eve
 	if (!ev || (et && prog == e->progress && !kernel_news(e->t, kern)))
 		return 0;
 	e->progress = prog;
-	out->events = poll_to_epoll(ev);
+	out->events = program_terms(poll_to_epoll(ev), e->events);
 	return 1;
 }
 
@@ -805,8 +824,8 @@ static int entry_report(struct ep_entry *e, int kern, int look, uint64_t round,
 		got = kern > 0 && set_has_events(e->inner);
 		out->events = got ? EPOLLIN : 0;
 	} else if (!e->ours && !shim_moved_now(e->t)) {
-		got = kern > 0;
-		out->events = poll_to_epoll(kern);
+		out->events = kern > 0 ? program_terms(poll_to_epoll(kern), e->events) : 0;
+		got = out->events != 0;
 	} else {
 		/* Moved, if not yet made ours (shim_epoll_moved): what woke the
 		 * kernel may be the peer's first doorbell, which is no event. */
@@ -830,7 +849,7 @@ static int entry_report(struct ep_entry *e, int kern, int look, uint64_t round,
 static int unrung(struct ep_entry *e)
 {
 	return shim_back_pending(e->t) || shim_peer_asks(e->t) ||
-	       ((e->events & EPOLLOUT) && shim_room_unrung(e->t));
+	       ((asked_bits(e->events) & EPOLLOUT) && shim_room_unrung(e->t));
 }
 
 /* A scan's `look`: 0 arms what is not ready, 1 arms nothing, LOOK_BUSY
