@@ -421,6 +421,53 @@ static void case_waitall_across_switch(void)
 	ts_peer_wait(&p, ts_ms(5000));
 }
 
+/* Pointers into the first page (NULL above all): EFAULT, as the kernel
+ * answers, before the move and after it, and the data stays for the next
+ * read; a destination given to sendto is checked as the kernel checks it,
+ * then ignored.  The ring's copies faulted and killed the program (a
+ * helper's attack, 12-04). */
+static void expect_err(ssize_t r, int want, const char *what, const char *when)
+{
+	ASSERT_MSG(r == -1 && errno == want, "%s %s: returned %zd (%s), want %s", what, when, r,
+		   r < 0 ? test_errname(errno) : "no error", test_errname(want));
+}
+
+static void bad_pointers_on(int a, int b, const char *when)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	char got[5];
+	/* Hidden from the compiler, which refuses such calls when it sees them. */
+	void *volatile null = NULL, *volatile page0 = (void *)8;
+
+	expect_err(send(a, null, 5, 0), EFAULT, "send(NULL, 5)", when);
+	expect_err(write(a, page0, 100), EFAULT, "write((void *)8, 100)", when);
+	expect_err(sendto(a, "abc", 3, 0, page0, sizeof(sin)), EFAULT, "sendto(addr 8)", when);
+	expect_err(sendto(a, "abc", 3, 0, (void *)&sin, 1000), EINVAL, "sendto(addrlen 1000)",
+		   when);
+	expect_err(sendmsg(a, null, 0), EFAULT, "sendmsg(NULL)", when);
+	ASSERT_EQ(sendto(a, "abcde", 5, 0, (void *)&sin, sizeof(sin)), 5);
+	ts_wait_arrived(b, 5, ts_ms(2000));
+	expect_err(recv(b, null, 5, 0), EFAULT, "recv(NULL, 5)", when);
+	expect_err(read(b, page0, 5), EFAULT, "read((void *)8, 5)", when);
+	ts_read_exact(b, got, 5, ts_ms(2000));
+	ASSERT_MSG(memcmp(got, "abcde", 5) == 0, "%s: the bytes after EFAULT differ", when);
+}
+
+static void case_bad_pointers(void)
+{
+	int a, b;
+
+	ts_pair(&a, &b);
+	bad_pointers_on(a, b, "on TCP");
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+	ts_moved_pair(&a, &b);
+	bad_pointers_on(a, b, "moved");
+	ts_expect_accel(a, "bad pointers");
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
 /* After the peer's close, MSG_NOSIGNAL sends fail with EPIPE within 1 s
  * (the first may succeed, as on TCP), and no SIGPIPE is raised. */
 static void case_nosignal(void)
@@ -1423,6 +1470,7 @@ static const struct shim_case g_cases[] = {
 	{ "peek_fionread", case_peek_fionread },
 	{ "waitall", case_waitall },
 	{ "waitall_across_switch", case_waitall_across_switch },
+	{ "bad_pointers", case_bad_pointers },
 	{ "nosignal", case_nosignal },
 	{ "round_trips", case_round_trips },
 	{ "io_calls", case_io_calls },

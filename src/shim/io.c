@@ -648,6 +648,8 @@ ssize_t shim_recv(struct tsock *t, int fd, void *buf, size_t len, int flags)
 	 * no urgent byte ever arrives there. */
 	if (flags & (MSG_ERRQUEUE | MSG_OOB))
 		return REAL(recvfrom)(fd, buf, len, flags, NULL, NULL);
+	if (len && !(flags & MSG_TRUNC) && shim_bad_ptr(buf))
+		return shim_err(-EFAULT);
 	ssize_t n = recv_once(t, fd, buf, len, flags);
 
 	while (n > 0 && (size_t)n < len && waitall_goes_on(flags)) {
@@ -1028,6 +1030,8 @@ ssize_t shim_send(struct tsock *t, int fd, const void *buf, size_t len, int flag
 {
 	size_t done = 0;
 
+	if (len && shim_bad_ptr(buf))
+		return shim_err(-EFAULT);
 	if (flags & MSG_OOB) /* urgent data is TCP's: such a stream stays there */
 		atomic_fetch_or(&S(t)->flags, TF_OPTS);
 	for (int tries = 0;; again(&tries)) {

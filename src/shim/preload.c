@@ -880,11 +880,24 @@ EXPORT ssize_t __recvfrom_chk(int fd, void *buf, size_t n, size_t buflen, int fl
 	return do_recvfrom(fd, buf, n, flags, addr, alen);
 }
 
+/* A destination given to a connected TCP socket is checked by the kernel
+ * (move_addr_to_kernel), then ignored: 0, or the error it gives. */
+static int dest_bad(const void *addr, socklen_t alen)
+{
+	if (!addr || !alen)
+		return 0;
+	if (alen > sizeof(struct sockaddr_storage))
+		return -EINVAL;
+	return shim_bad_ptr(addr) ? -EFAULT : 0;
+}
+
 EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags,
 		      const struct sockaddr *addr, socklen_t alen)
 {
+	int bad = dest_bad(addr, alen);
+
 	ON_SOCK(fd, t, REAL(sendto)(fd, buf, n, flags, addr, alen),
-		shim_send(t, fd, buf, n, flags));
+		bad ? shim_err(bad) : shim_send(t, fd, buf, n, flags));
 }
 
 EXPORT ssize_t readv(int fd, const struct iovec *iov, int n)
@@ -1010,6 +1023,10 @@ EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags)
 
 static ssize_t sendmsg_sock(struct tsock *t, int fd, const struct msghdr *m, int flags)
 {
+	if (shim_bad_ptr(m) || (m->msg_iovlen && shim_bad_ptr(m->msg_iov)))
+		return shim_err(-EFAULT);
+	if (m->msg_name && m->msg_namelen && shim_bad_ptr(m->msg_name))
+		return shim_err(-EFAULT);
 	if (m->msg_iovlen > IOV_MAX)
 		return shim_err(-EMSGSIZE);
 	if (m->msg_controllen) /* ancillary data is TCP's */

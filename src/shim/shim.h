@@ -786,6 +786,17 @@ static inline long shim_err(long rc)
 	return -1;
 }
 
+/*
+ * A buffer in the first page, NULL above all, which no process maps: the
+ * kernel answers EFAULT for it, where our copies to and from a ring would
+ * fault and kill the program (send(fd, NULL, 5, 0)).  Other bad pointers
+ * are past what a load can check: docs/design.md, Limits.
+ */
+static inline int shim_bad_ptr(const void *p)
+{
+	return (uintptr_t)p < 4096;
+}
+
 /* A pointer to a slot's end and a bell for this call. */
 #define END(t) (&(t)->slot->end)
 
