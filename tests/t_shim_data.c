@@ -421,6 +421,61 @@ static void case_waitall_across_switch(void)
 	ts_peer_wait(&p, ts_ms(5000));
 }
 
+/* A signal caught with SA_RESTART ends a MSG_WAITALL read that has bytes
+ * already: it returns them, as TCP's does.  The ring's wait slept in a
+ * read of the stream that the kernel restarted, until the rest came 2 s
+ * later (a helper's attack, 12-04). */
+static void on_usr1(int sig)
+{
+	(void)sig;
+}
+
+struct kicker {
+	pthread_t t, target;
+	int ms;
+};
+
+static void *kicker_main(void *arg)
+{
+	struct kicker *k = arg;
+
+	test_sleep_ms(k->ms);
+	pthread_kill(k->target, SIGUSR1);
+	return NULL;
+}
+
+static void case_waitall_signal(void)
+{
+	int a, b;
+	char buf[1000];
+	uint64_t seed = shim_seed(13);
+
+	ts_moved_pair(&a, &b);
+	ts_set_handler(SIGUSR1, on_usr1, SA_RESTART);
+	ts_send_stream(b, seed, 0, 100, ts_ms(2000));
+	ts_wait_arrived(a, 100, ts_ms(2000));
+	struct kicker k = { .target = pthread_self(), .ms = 300 };
+	ASSERT_EQ(pthread_create(&k.t, NULL, kicker_main, &k), 0);
+	ts_guard(3);
+	double t0 = test_now();
+	ssize_t r = recv(a, buf, sizeof(buf), MSG_WAITALL);
+	double dt = test_now() - t0;
+	alarm(0);
+	ASSERT_EQ(pthread_join(k.t, NULL), 0);
+	ASSERT_MSG(r == 100, "recv(MSG_WAITALL) interrupted with 100 bytes there returned %zd (%s)",
+		   r, r < 0 ? test_errname(errno) : "-");
+	check_stream(seed, 0, buf, 100);
+	ASSERT_MSG(dt < 2.0, "the signal at 0.3 s ended the read after %.3f s", dt);
+	/* The rest comes later: still a whole read. */
+	ts_send_stream(b, seed, 100, 1000, ts_ms(2000));
+	ASSERT_EQ(recv(a, buf, sizeof(buf), MSG_WAITALL), 1000);
+	check_stream(seed, 100, buf, 1000);
+	ts_set_handler(SIGUSR1, SIG_DFL, 0);
+	ts_expect_accel(a, "MSG_WAITALL and a signal");
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
 /* Pointers into the first page (NULL above all): EFAULT, as the kernel
  * answers, before the move and after it, and the data stays for the next
  * read; a destination given to sendto is checked as the kernel checks it,
@@ -1470,6 +1525,7 @@ static const struct shim_case g_cases[] = {
 	{ "peek_fionread", case_peek_fionread },
 	{ "waitall", case_waitall },
 	{ "waitall_across_switch", case_waitall_across_switch },
+	{ "waitall_signal", case_waitall_signal },
 	{ "bad_pointers", case_bad_pointers },
 	{ "nosignal", case_nosignal },
 	{ "round_trips", case_round_trips },

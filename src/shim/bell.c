@@ -401,11 +401,15 @@ static int watch(struct shunt_bell *b, int64_t deadline)
  * SO_RCVTIMEO too), else poll() and a drain.  A doorbell it took may have
  * been a poll's of another thread (its writer's leader took its reader's):
  * those look again (kick.c). */
+_Thread_local int shim_wait_eintr;
+
 static int lead(struct tsock *t, int fd, uint32_t bits, int64_t deadline)
 {
 	int rc;
 
-	if (bits == SHUNT_WAIT_READ && deadline == SHUNT_NEVER) {
+	/* A blocking read of the stream is restarted under SA_RESTART, as the
+	 * program's read of TCP would be; ppoll never is. */
+	if (bits == SHUNT_WAIT_READ && deadline == SHUNT_NEVER && !shim_wait_eintr) {
 		rc = take(t, fd, 0);
 		if (rc > 0)
 			shim_kick_others();

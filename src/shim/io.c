@@ -516,10 +516,13 @@ static ssize_t ring_recv(struct tsock *t, int fd, void *buf, size_t len, int fla
 		n = shunt_end_discard(e, &b, len, dl);
 	} else {
 		n = shunt_end_recv(e, &b, buf, len, dl);
-		/* MSG_WAITALL: on until all of it, the end, or an error. */
+		/* MSG_WAITALL: on until all of it, the end, an error or a
+		 * signal (whatever SA_RESTART says: TCP returns what it has). */
 		while ((flags & MSG_WAITALL) && n > 0 && (size_t)n < len) {
+			shim_wait_eintr = 1;
 			ssize_t k = shunt_end_recv(e, &b, (char *)buf + n, len - (size_t)n,
 						   deadline_of(t, flags, 0));
+			shim_wait_eintr = 0;
 			if (k <= 0)
 				break;
 			n += k;
@@ -632,7 +635,8 @@ static ssize_t moved_recv(struct tsock *t, int fd, void *buf, size_t len, int fl
 
 static ssize_t recv_once(struct tsock *t, int fd, void *buf, size_t len, int flags)
 {
-	stopped_short = 0;
+	if (flags & MSG_WAITALL) /* only these look at it: no TLS access for others */
+		stopped_short = 0;
 	for (int tries = 0;; again(&tries)) {
 		if (!moved(t))
 			return plain_recv(t, fd, buf, len, flags);
@@ -652,8 +656,10 @@ ssize_t shim_recv(struct tsock *t, int fd, void *buf, size_t len, int flags)
 		return shim_err(-EFAULT);
 	ssize_t n = recv_once(t, fd, buf, len, flags);
 
-	while (n > 0 && (size_t)n < len && waitall_goes_on(flags)) {
+	while ((flags & MSG_WAITALL) && n > 0 && (size_t)n < len && waitall_goes_on(flags)) {
+		shim_wait_eintr = 1;
 		ssize_t k = recv_once(t, fd, buf ? (char *)buf + n : NULL, len - (size_t)n, flags);
+		shim_wait_eintr = 0;
 		if (k <= 0)
 			break; /* what it has, as TCP; an error comes again */
 		n += k;
@@ -698,10 +704,12 @@ ssize_t shim_recvv(struct tsock *t, int fd, const struct iovec *iov, int n, int 
 	if (!moved(t)) {
 		struct msghdr m = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n };
 		shim_rx_enter(t);
-		stopped_short = 0;
+		if (flags & MSG_WAITALL)
+			stopped_short = 0;
 		ssize_t k = shim_recv_took(t, fd, iov, n, REAL(recvmsg)(fd, &m, flags), flags);
-		return k > 0 && waitall_goes_on(flags) ? recvv_from(t, fd, iov, n, flags, (size_t)k)
-						       : k;
+		return k > 0 && (flags & MSG_WAITALL) && waitall_goes_on(flags)
+			       ? recvv_from(t, fd, iov, n, flags, (size_t)k)
+			       : k;
 	}
 	return recvv_from(t, fd, iov, n, flags, 0);
 }

@@ -775,6 +775,11 @@ void shim_scm_in(int via, struct msghdr *m);
  * cannot tell. */
 int shim_proc_holds(int pid, uint64_t ino);
 
+/* Set while a read that has bytes already waits for more (MSG_WAITALL):
+ * a signal ends that wait whatever SA_RESTART says, as TCP's read then
+ * returns what it has (bell.c, lead). */
+extern _Thread_local int shim_wait_eintr;
+
 /* --- Errors -------------------------------------------------------------- */
 
 /* Set errno from a negative errno and return -1. */
