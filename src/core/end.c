@@ -339,10 +339,50 @@ static void tx_publish(struct shunt_end *e, struct shunt_bell *b, uint64_t n)
 	settle(e, b, SHUNT_WAIT_WRITE);
 }
 
+/* Where a vectored send has come to: piece i, off bytes into it. */
+struct iov_at {
+	const struct iovec *iov;
+	int n, i;
+	size_t off;
+};
+
+/* The next k bytes of the pieces into dst, each piece's part a copy.  A
+ * program that shortened a piece under us (another thread) gets zeros
+ * past its pieces' end, never bytes from beyond them. */
+static void gather_in(struct shunt_end *e, uint8_t *dst, struct iov_at *at, size_t k,
+		      uint64_t room)
+{
+	while (k) {
+		if (at->i >= at->n) {
+			memset(dst, 0, k);
+			return;
+		}
+		const struct iovec *v = &at->iov[at->i];
+		size_t m = SHUNT_MIN(k, v->iov_len - SHUNT_MIN(at->off, v->iov_len));
+
+		copy_in(e, dst, (const uint8_t *)v->iov_base + at->off, m, room);
+		dst += m;
+		k -= m;
+		at->off += m;
+		if (at->off >= v->iov_len) {
+			at->i++;
+			at->off = 0;
+		}
+	}
+}
+
 ssize_t shunt_end_send(struct shunt_end *e, struct shunt_bell *b, const void *buf,
 		       size_t len, int64_t deadline)
 {
-	const uint8_t *p = buf;
+	struct iovec v = { (void *)buf, len };
+
+	return shunt_end_sendv(e, b, &v, 1, len, deadline);
+}
+
+ssize_t shunt_end_sendv(struct shunt_end *e, struct shunt_bell *b, const struct iovec *iov,
+			int niov, size_t len, int64_t deadline)
+{
+	struct iov_at at = { iov, niov, 0, 0 };
 	size_t done = 0;
 
 	if (len == 0) {
@@ -368,8 +408,14 @@ ssize_t shunt_end_send(struct shunt_end *e, struct shunt_bell *b, const void *bu
 			rc = n;
 			break;
 		}
+		/* A vector's small pieces go in under one publish: the reader
+		 * sees them whole, as TCP queues one writev. */
 		size_t k = chunk(&e->tx, (uint64_t)n, len - done);
-		copy_in(e, shunt_ring_wptr(&e->tx), p + done, k, (uint64_t)n);
+		if (niov == 1) /* a plain send: no walk */
+			copy_in(e, shunt_ring_wptr(&e->tx), (const uint8_t *)iov->iov_base + done, k,
+				(uint64_t)n);
+		else
+			gather_in(e, shunt_ring_wptr(&e->tx), &at, k, (uint64_t)n);
 		tx_publish(e, b, k);
 		done += k;
 	}

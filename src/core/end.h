@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include "bell.h"
 #include "ring.h"
@@ -63,6 +64,10 @@ void shunt_end_init(struct shunt_end *e, const struct shunt_seg *seg, int side,
 
 ssize_t shunt_end_send(struct shunt_end *e, struct shunt_bell *b, const void *buf,
 		       size_t len, int64_t deadline);
+/* The n pieces of iov, len bytes in all, as one send: published together
+ * as far as the ring's room allows. */
+ssize_t shunt_end_sendv(struct shunt_end *e, struct shunt_bell *b, const struct iovec *iov,
+			int n, size_t len, int64_t deadline);
 ssize_t shunt_end_recv(struct shunt_end *e, struct shunt_bell *b, void *buf, size_t len,
 		       int64_t deadline);
 /* Drop up to len bytes unread (TCP's MSG_TRUNC). */
