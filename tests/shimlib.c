@@ -697,6 +697,21 @@ void ts_moved_pair(int *a, int *b)
 	ts_make_accelerated(*a, *b);
 }
 
+void ts_tcp_then_moved(void (*fn)(int a, int b, const char *when))
+{
+	int a, b;
+
+	ts_pair(&a, &b);
+	fn(a, b, "on TCP");
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+	ts_moved_pair(&a, &b);
+	fn(a, b, "moved");
+	ts_expect_accel(a, "after the moved pair's case");
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
 void ts_wait_arrived(int fd, int n, int ms)
 {
 	uint64_t end = test_now_ns() + (uint64_t)ms * 1000000u;

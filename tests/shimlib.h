@@ -112,6 +112,10 @@ void ts_make_accelerated_follow(int fd);
 void ts_expect_accel(int fd, const char *what);
 /* A moved connection in this process: *a connected, *b accepted. */
 void ts_moved_pair(int *a, int *b);
+/* fn(a, b, when) on a connected pair still on TCP ("on TCP"), then on a
+ * moved one ("moved", which must still be moved after it); each pair is
+ * closed after. */
+void ts_tcp_then_moved(void (*fn)(int a, int b, const char *when));
 
 /* --- Bytes -------------------------------------------------------------- */
 

@@ -588,17 +588,7 @@ static void bad_pointers_on(int a, int b, const char *when)
 
 static void case_bad_pointers(void)
 {
-	int a, b;
-
-	ts_pair(&a, &b);
-	bad_pointers_on(a, b, "on TCP");
-	ASSERT_SYS(close(a));
-	ASSERT_SYS(close(b));
-	ts_moved_pair(&a, &b);
-	bad_pointers_on(a, b, "moved");
-	ts_expect_accel(a, "bad pointers");
-	ASSERT_SYS(close(a));
-	ASSERT_SYS(close(b));
+	ts_tcp_then_moved(bad_pointers_on);
 }
 
 /* After the peer's close, MSG_NOSIGNAL sends fail with EPIPE within 1 s

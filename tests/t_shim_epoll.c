@@ -414,16 +414,7 @@ static void epoll_rdnorm_on(int a, int b, const char *when)
 
 static void case_epoll_rdnorm(void)
 {
-	int a, b;
-
-	ts_pair(&a, &b);
-	epoll_rdnorm_on(a, b, "on TCP");
-	ASSERT_SYS(close(a));
-	ASSERT_SYS(close(b));
-	ts_moved_pair(&a, &b);
-	epoll_rdnorm_on(a, b, "moved");
-	ASSERT_SYS(close(a));
-	ASSERT_SYS(close(b));
+	ts_tcp_then_moved(epoll_rdnorm_on);
 }
 
 static void case_epoll_lt(void)
