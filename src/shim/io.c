@@ -711,7 +711,7 @@ ssize_t shim_recvv(struct tsock *t, int fd, const struct iovec *iov, int n, int 
 			       ? recvv_from(t, fd, iov, n, flags, (size_t)k)
 			       : k;
 	}
-	return recvv_from(t, fd, iov, n, flags, 0);
+	return n && shim_bad_ptr(iov) ? shim_err(-EFAULT) : recvv_from(t, fd, iov, n, flags, 0);
 }
 
 /* --- Sending --------------------------------------------------------------- */
@@ -1124,6 +1124,8 @@ ssize_t shim_sendv(struct tsock *t, int fd, const struct iovec *iov, int n, int 
 		return k;
 	}
 	size_t len = 0;
+	if (n && shim_bad_ptr(iov))
+		return shim_err(-EFAULT);
 	for (int i = 0; i < n; i++) {
 		if (iov[i].iov_len > (size_t)SSIZE_MAX - len)
 			return shim_err(-EINVAL);

@@ -986,6 +986,8 @@ static void kernel_read(struct tsock *t, int fd, int flags, ssize_t n)
 
 static ssize_t recvmsg_sock(struct tsock *t, int fd, struct msghdr *m, int flags)
 {
+	if (shim_bad_ptr(m))
+		return shim_err(-EFAULT);
 	if (m->msg_iovlen > IOV_MAX)
 		return shim_err(-EMSGSIZE);
 	if (flags & (MSG_ERRQUEUE | MSG_OOB))
