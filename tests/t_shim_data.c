@@ -579,12 +579,17 @@ static void bad_pointers_on(int a, int b, const char *when)
 		   when);
 	expect_err(sendmsg(a, null, 0), EFAULT, "sendmsg(NULL)", when);
 	expect_err(writev(a, null, 1), EFAULT, "writev(NULL, 1)", when);
+	expect_err(sendmmsg(a, null, 1, 0), EFAULT, "sendmmsg(NULL)", when);
 	ASSERT_EQ(sendto(a, "abcde", 5, 0, (void *)&sin, sizeof(sin)), 5);
 	ts_wait_arrived(b, 5, ts_ms(2000));
 	expect_err(recv(b, null, 5, 0), EFAULT, "recv(NULL, 5)", when);
 	expect_err(read(b, page0, 5), EFAULT, "read((void *)8, 5)", when);
 	expect_err(readv(b, page0, 1), EFAULT, "readv((void *)8, 1)", when);
 	expect_err(recvmsg(b, null, 0), EFAULT, "recvmsg(NULL)", when);
+	expect_err(recvmmsg(b, null, 1, 0, NULL), EFAULT, "recvmmsg(NULL)", when);
+	struct iovec v = { got, sizeof(got) };
+	struct mmsghdr mm = { .msg_hdr = { .msg_iov = &v, .msg_iovlen = 1 } };
+	expect_err(recvmmsg(b, &mm, 1, 0, page0), EFAULT, "recvmmsg(timeout (void *)8)", when);
 	ts_read_exact(b, got, 5, ts_ms(2000));
 	ASSERT_MSG(memcmp(got, "abcde", 5) == 0, "%s: the bytes after EFAULT differ", when);
 }

@@ -1100,7 +1100,7 @@ static int sendmmsg_sock(struct tsock *t, int fd, struct mmsghdr *v, unsigned n,
 	if (flags & MSG_OOB) /* urgent data is TCP's, as in shim_send() */
 		atomic_fetch_or(&t->slot->flags, TF_OPTS);
 	if (!shim_plain_enter(t))
-		return sendmmsg_moved(t, fd, v, n, flags);
+		return n && shim_bad_ptr(v) ? (int)shim_err(-EFAULT) : sendmmsg_moved(t, fd, v, n, flags);
 	int k = REAL(sendmmsg)(fd, v, n, flags);
 	shim_plain_leave(t);
 	uint64_t out = 0;
@@ -1195,6 +1195,8 @@ static int recvmmsg_sock(struct tsock *t, int fd, struct mmsghdr *v, unsigned n,
 		kernel_read(t, fd, flags, in);
 		return k;
 	}
+	if ((tmo && shim_bad_ptr(tmo)) || (n && shim_bad_ptr(v)))
+		return (int)shim_err(-EFAULT);
 	/* The kernel's first check, before the socket's. */
 	if (tmo && (tmo->tv_sec < 0 || (unsigned long)tmo->tv_nsec >= 1000000000ul))
 		return (int)shim_err(-EINVAL);
