@@ -582,6 +582,8 @@ static void bad_pointers_on(int a, int b, const char *when)
 	expect_err(sendmmsg(a, null, 1, 0), EFAULT, "sendmmsg(NULL)", when);
 	ASSERT_EQ(sendto(a, "abcde", 5, 0, (void *)&sin, sizeof(sin)), 5);
 	ts_wait_arrived(b, 5, ts_ms(2000));
+	expect_err(ioctl(b, FIONREAD, page0), EFAULT, "ioctl(FIONREAD, (void *)8)", when);
+	expect_err(ioctl(b, TIOCOUTQ, page0), EFAULT, "ioctl(TIOCOUTQ, (void *)8)", when);
 	expect_err(recv(b, null, 5, 0), EFAULT, "recv(NULL, 5)", when);
 	expect_err(read(b, page0, 5), EFAULT, "read((void *)8, 5)", when);
 	expect_err(readv(b, page0, 1), EFAULT, "readv((void *)8, 1)", when);
@@ -592,6 +594,15 @@ static void bad_pointers_on(int a, int b, const char *when)
 	expect_err(recvmmsg(b, &mm, 1, 0, page0), EFAULT, "recvmmsg(timeout (void *)8)", when);
 	ts_read_exact(b, got, 5, ts_ms(2000));
 	ASSERT_MSG(memcmp(got, "abcde", 5) == 0, "%s: the bytes after EFAULT differ", when);
+	/* A source length it cannot write: EFAULT after the read, whose
+	 * bytes are gone, as the kernel does. */
+	struct sockaddr_storage from;
+	ASSERT_EQ(send(a, "xy", 2, 0), 2);
+	ts_wait_arrived(b, 2, ts_ms(2000));
+	expect_err(recvfrom(b, got, 2, 0, (void *)&from, page0), EFAULT,
+		   "recvfrom(addrlen (void *)8)", when);
+	ASSERT_EQ(recv(b, got, sizeof(got), MSG_DONTWAIT), -1);
+	ASSERT_EQ(errno, EAGAIN);
 }
 
 static void case_bad_pointers(void)

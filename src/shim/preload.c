@@ -611,9 +611,11 @@ EXPORT int ioctl(int fd, unsigned long req, ...)
 	void *arg = va_arg(ap, void *);
 	va_end(ap);
 	if (req == FIONREAD)
-		ON_SOCK(fd, t, REAL(ioctl)(fd, req, arg), shim_fionread(t, fd, arg));
+		ON_SOCK(fd, t, REAL(ioctl)(fd, req, arg),
+			shim_bad_ptr(arg) ? shim_err(-EFAULT) : shim_fionread(t, fd, arg));
 	if (req == TIOCOUTQ)
-		ON_SOCK(fd, t, REAL(ioctl)(fd, req, arg), shim_outq(t, fd, arg));
+		ON_SOCK(fd, t, REAL(ioctl)(fd, req, arg),
+			shim_bad_ptr(arg) ? shim_err(-EFAULT) : shim_outq(t, fd, arg));
 	int rc = REAL(ioctl)(fd, req, arg);
 	if (rc == 0 && (req == FIONBIO || req == FIOASYNC) && arg) {
 		struct tsock *t = shim_get(fd);
@@ -858,12 +860,27 @@ EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
 	ON_SOCK(fd, t, REAL(sendto)(fd, buf, n, flags, NULL, 0), shim_send(t, fd, buf, n, flags));
 }
 
+/* A connected TCP socket gives no source address: the kernel writes its
+ * length 0 after a read, and returns EFAULT for a length it cannot write,
+ * the bytes read all the same. */
+static ssize_t recv_unnamed(struct tsock *t, int fd, void *buf, size_t n, int flags,
+			    struct sockaddr *addr, socklen_t *alen)
+{
+	ssize_t r = shim_recv(t, fd, buf, n, flags);
+
+	if (r < 0 || !addr)
+		return r;
+	if (shim_bad_ptr(alen))
+		return shim_err(-EFAULT);
+	*alen = 0;
+	return r;
+}
+
 static ssize_t do_recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr,
 			   socklen_t *alen)
 {
-	/* A connected TCP socket gives no source address. */
 	ON_SOCK(fd, t, REAL(recvfrom)(fd, buf, n, flags, addr, alen),
-		(alen && addr ? (*alen = 0) : 0, shim_recv(t, fd, buf, n, flags)));
+		recv_unnamed(t, fd, buf, n, flags, addr, alen));
 }
 
 EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr,
