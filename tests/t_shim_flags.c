@@ -472,6 +472,64 @@ static void splice_all(int in, int out, size_t n, int ms)
 	}
 }
 
+/* A blocking splice of a full pipe into a moved socket moves all of it,
+ * waiting for room as a send does, while a slow reader keeps the ring
+ * nearly full.  One piece of ring room per call, it returned 464 or 928
+ * of 65536 (a helper's test, 12-04: 290 short calls in 300). */
+#define SPW_PIECE (64 * 1024)
+#define SPW_PIECES 100
+
+struct slow_reader {
+	pthread_t t;
+	int fd;
+	uint64_t seed;
+};
+
+static void *slow_reader_main(void *arg)
+{
+	struct slow_reader *r = arg;
+	unsigned char buf[1000];
+	uint64_t off = 0;
+
+	while (off < (uint64_t)SPW_PIECE * SPW_PIECES) {
+		ssize_t n = read(r->fd, buf, sizeof(buf));
+		ASSERT_MSG(n > 0, "the reader's read returned %zd (%s) at %ju", n,
+			   n < 0 ? test_errname(errno) : "end", (uintmax_t)off);
+		size_t bad = test_stream_check(r->seed, off, buf, (size_t)n);
+		ASSERT_MSG(bad == (size_t)-1, "byte %ju of the stream is wrong",
+			   (uintmax_t)(off + bad));
+		off += (uint64_t)n;
+		if (off % SPW_PIECE < sizeof(buf))
+			test_sleep_ms(1);
+	}
+	return NULL;
+}
+
+static void case_splice_in_whole(void)
+{
+	int a, b, pp[2];
+	struct slow_reader r = { .seed = shim_seed(9) };
+
+	ts_moved_pair(&a, &b);
+	ASSERT_SYS(pipe2(pp, O_CLOEXEC));
+	r.fd = b;
+	ASSERT_EQ(pthread_create(&r.t, NULL, slow_reader_main, &r), 0);
+	ts_guard(30);
+	for (int i = 0; i < SPW_PIECES; i++) {
+		ts_send_stream(pp[1], r.seed, (uint64_t)i * SPW_PIECE, SPW_PIECE, ts_ms(2000));
+		ssize_t n = splice(pp[0], NULL, a, NULL, SPW_PIECE, 0);
+		ASSERT_MSG(n == SPW_PIECE, "splice %d of a full pipe into a blocking socket: %zd (%s)",
+			   i, n, n < 0 ? test_errname(errno) : "short");
+	}
+	ASSERT_EQ(pthread_join(r.t, NULL), 0);
+	alarm(0);
+	ts_expect_accel(a, "splice of a full pipe");
+	close(pp[0]);
+	close(pp[1]);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
 static void case_splice(void)
 {
 	int a, b, pp[2], pq[2];
@@ -1092,6 +1150,7 @@ static const struct shim_case g_cases[] = {
 	{ "send_oob", case_send_oob },
 	{ "send_zerocopy", case_send_zerocopy },
 	{ "splice", case_splice },
+	{ "splice_in_whole", case_splice_in_whole },
 	{ "splice_pipe_blocks", case_splice_pipe_blocks },
 	{ "splice_reader_moves", case_splice_reader_moves },
 	{ "preadv2", case_preadv2 },
