@@ -149,6 +149,9 @@ void shim_back_answer_locked(struct tsock *t, int fd)
 	/* Release: both numbers before the flag that covers them. */
 	atomic_fetch_or_explicit(&me->flags, SHUNT_SW_BACK, memory_order_release);
 	atomic_fetch_or(&s->phase, PH_NOBELL | PH_TX_BACK);
+	/* A poll of ours for room asked the kernel nothing while our sends
+	 * went to the ring (poll.c, kernel_set): it looks again now. */
+	shim_kick_others();
 	log_debug("fd %d: the peer asked to go back to TCP: our TCP data from %llu", fd,
 		  (unsigned long long)total);
 }
@@ -198,6 +201,7 @@ static int flush_locked(struct tsock *t, int fd, int block)
 	if (shunt_end_state(&s->end) & SHUNT_ST_SHUT_WR)
 		sys_shutdown(fd, SHUT_WR);
 	atomic_fetch_or(&s->phase, PH_TX_PLAIN);
+	shim_kick_others(); /* as above */
 	return 0;
 }
 

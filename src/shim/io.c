@@ -1725,6 +1725,12 @@ int shim_room_unrung(struct tsock *t)
 	       !(shunt_end_poll(END(t), NULL, POLLOUT, SHUNT_ARM_NONE) & POLLOUT);
 }
 
+int shim_tx_ringed(struct tsock *t)
+{
+	return moved(t) &&
+	       (phase_of(t) & (PH_TX_RING | PH_TX_BACK | PH_TX_PLAIN)) == PH_TX_RING;
+}
+
 /* Both directions on the rings for good, nothing pending on the stream but
  * doorbells: the kernel's side of the socket has news only in an event. */
 int shim_settled(struct tsock *t)

@@ -428,6 +428,9 @@ int shim_peer_short_of_x(struct tslot *s);
  * doorbell would wait behind that (bell.c).  A wait for room then looks
  * again on its own (epoll.c, poll.c; our own waits nap: bell.c). */
 int shim_room_unrung(struct tsock *t);
+/* Our sends go to the ring (not back to TCP): the kernel's POLLOUT on the
+ * stream says nothing of room there (io.c). */
+int shim_tx_ringed(struct tsock *t);
 /* shutdown(SHUT_WR) while our sends are on TCP: 1 if they moved to the
  * ring (the end of stream goes there), 0 if they stay on TCP for good. */
 int shim_switch_for_shutdown(struct tsock *t, int fd);
