@@ -417,6 +417,43 @@ static void case_epoll_rdnorm(void)
 	ts_tcp_then_moved(epoll_rdnorm_on);
 }
 
+/* EPOLLEXCLUSIVE's rules hold for a moved socket as for TCP's: a MOD of an
+ * exclusive registration, or to one, and an exclusive ADD with other bits
+ * than input, output, ET and wakeup, are EINVAL.  A moved socket's MOD
+ * succeeded (a helper's test, 12-04). */
+static void ctl_is(int ep, int op, int fd, uint32_t events, int want, const char *what,
+		   const char *when)
+{
+	struct epoll_event ev = { .events = events, .data.u64 = 1 };
+	int rc = epoll_ctl(ep, op, fd, &ev);
+
+	ASSERT_MSG(want ? rc == -1 && errno == want : rc == 0, "%s %s: %d (%s), want %s", what,
+		   when, rc, rc < 0 ? test_errname(errno) : "ok", want ? test_errname(want) : "0");
+}
+
+static void epoll_exclusive_on(int a, int b, const char *when)
+{
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	const uint32_t x = EPOLLIN | EPOLLEXCLUSIVE;
+
+	(void)b;
+	ctl_is(ep, EPOLL_CTL_ADD, a, x | EPOLLRDHUP, EINVAL, "ADD IN|EXCLUSIVE|RDHUP", when);
+	ctl_is(ep, EPOLL_CTL_ADD, a, x | EPOLLONESHOT, EINVAL, "ADD IN|EXCLUSIVE|ONESHOT", when);
+	ctl_is(ep, EPOLL_CTL_ADD, a, x, 0, "ADD IN|EXCLUSIVE", when);
+	ctl_is(ep, EPOLL_CTL_MOD, a, EPOLLIN, EINVAL, "MOD of an exclusive one", when);
+	ctl_is(ep, EPOLL_CTL_MOD, a, x, EINVAL, "MOD of an exclusive one to IN|EXCLUSIVE", when);
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_DEL, a, NULL));
+	ctl_is(ep, EPOLL_CTL_ADD, a, EPOLLIN, 0, "ADD IN", when);
+	ctl_is(ep, EPOLL_CTL_MOD, a, x, EINVAL, "MOD to IN|EXCLUSIVE", when);
+	ctl_is(ep, EPOLL_CTL_MOD, a, EPOLLIN | EPOLLOUT, 0, "MOD to IN|OUT", when);
+	ASSERT_SYS(close(ep));
+}
+
+static void case_epoll_exclusive_rules(void)
+{
+	ts_tcp_then_moved(epoll_exclusive_on);
+}
+
 static void case_epoll_lt(void)
 {
 	int a, b, ep = epoll_create1(EPOLL_CLOEXEC);
@@ -1736,6 +1773,7 @@ static const struct shim_case g_cases[] = {
 	{ "epoll_hup_before_x", case_epoll_hup_before_x },
 	{ "epoll_nested", case_epoll_nested },
 	{ "epoll_rdnorm", case_epoll_rdnorm },
+	{ "epoll_exclusive_rules", case_epoll_exclusive_rules },
 	{ "epoll_lt", case_epoll_lt },
 	{ "epoll_et", case_epoll_et },
 	{ "epoll_added_before_connect", case_epoll_added_before_connect },

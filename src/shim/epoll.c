@@ -454,9 +454,25 @@ static int make_ours(struct shim_ep *ep, struct ep_entry *e)
 
 /* --- epoll_ctl ---------------------------------------------------------------- */
 
+/* The kernel's rules for EPOLLEXCLUSIVE (fs/eventpoll.c): with only these
+ * bits, at EPOLL_CTL_ADD only, not on an epoll set; a moved socket's
+ * registration, ours and not exclusive, let a MOD through (a helper's
+ * test, 12-04; t_shim_epoll epoll_exclusive_rules). */
+#define EXCLUSIVE_OK (EPOLLIN | EPOLLOUT | EPOLLERR | EPOLLHUP | EPOLLWAKEUP | EPOLLET | \
+		      EPOLLEXCLUSIVE)
+
+static int exclusive_refused(int op, const struct epoll_event *ev, const struct shim_ep *inner)
+{
+	if (op == EPOLL_CTL_DEL || !(ev->events & EPOLLEXCLUSIVE))
+		return 0;
+	return op == EPOLL_CTL_MOD || inner || (ev->events & ~(uint32_t)EXCLUSIVE_OK);
+}
+
 static int ctl_locked(struct shim_ep *ep, int op, int fd, struct tsock *t,
 		      struct shim_ep *inner, struct epoll_event *ev)
 {
+	if (exclusive_refused(op, ev, inner))
+		return -EINVAL;
 	struct ep_entry *e = entry_of(ep, fd, t, inner);
 
 	if (op == EPOLL_CTL_ADD) {
@@ -498,7 +514,7 @@ static int ctl_locked(struct shim_ep *ep, int op, int fd, struct tsock *t,
 		entry_drop(ep, e);
 		return rc;
 	}
-	if (op != EPOLL_CTL_MOD)
+	if (op != EPOLL_CTL_MOD || (e->events & EPOLLEXCLUSIVE))
 		return -EINVAL;
 	struct epoll_event old = { .events = e->events, .data = e->data };
 	entry_set(e, ev);
