@@ -411,11 +411,7 @@ ssize_t shunt_end_sendv(struct shunt_end *e, struct shunt_bell *b, const struct 
 		/* A vector's small pieces go in under one publish: the reader
 		 * sees them whole, as TCP queues one writev. */
 		size_t k = chunk(&e->tx, (uint64_t)n, len - done);
-		if (niov == 1) /* a plain send: no walk */
-			copy_in(e, shunt_ring_wptr(&e->tx), (const uint8_t *)iov->iov_base + done, k,
-				(uint64_t)n);
-		else
-			gather_in(e, shunt_ring_wptr(&e->tx), &at, k, (uint64_t)n);
+		gather_in(e, shunt_ring_wptr(&e->tx), &at, k, (uint64_t)n);
 		tx_publish(e, b, k);
 		done += k;
 	}

@@ -396,13 +396,13 @@ static int watch(struct shunt_bell *b, int64_t deadline)
 	return deadline != SHUNT_NEVER && shunt_now_ns() >= deadline ? -EAGAIN : 0;
 }
 
+_Thread_local int shim_wait_eintr;
+
 /* The leader sleeps in the kernel: a blocking read of one ring when it
  * waits to read with no deadline (it is then a socket read for signals and
  * SO_RCVTIMEO too), else poll() and a drain.  A doorbell it took may have
  * been a poll's of another thread (its writer's leader took its reader's):
  * those look again (kick.c). */
-_Thread_local int shim_wait_eintr;
-
 static int lead(struct tsock *t, int fd, uint32_t bits, int64_t deadline)
 {
 	int rc;

@@ -261,15 +261,6 @@ static ssize_t past_back(struct tsock *t, int fd, const struct iovec *iov, int n
 }
 
 /*
- * A read of the TCP stream took n bytes from offset `before` into iov.
- * Once the peer switched, the stream is data up to its offset x and
- * doorbells after (between VMs, its proof first: meet_vm.c): the data is
- * the program's, the doorbells are not (the peer publishes x before its
- * first doorbell, so a read that took one sees x here).  Returns the
- * data, GO_RING when there was none, or RETRY when what followed x was
- * no proof and the connection is plain TCP again.
- */
-/*
  * MSG_WAITALL: TCP's read waits for all it was asked, unless the end, an
  * error, a signal or the timeout comes first.  A read of the stream that
  * stops at the peer's switch offset, or that asked the kernel without
@@ -288,6 +279,15 @@ static int waitall_goes_on(int flags)
 	return was && (flags & (MSG_WAITALL | MSG_PEEK | MSG_DONTWAIT)) == MSG_WAITALL;
 }
 
+/*
+ * A read of the TCP stream took n bytes from offset `before` into iov.
+ * Once the peer switched, the stream is data up to its offset x and
+ * doorbells after (between VMs, its proof first: meet_vm.c): the data is
+ * the program's, the doorbells are not (the peer publishes x before its
+ * first doorbell, so a read that took one sees x here).  Returns the
+ * data, GO_RING when there was none, or RETRY when what followed x was
+ * no proof and the connection is plain TCP again.
+ */
 static ssize_t tcp_cut(struct tsock *t, int fd, const struct iovec *iov, int niov, ssize_t n,
 		       uint64_t before, int flags)
 {
@@ -1286,7 +1286,7 @@ static ssize_t splice_plain(struct tsock *t, int fd, int pipe, size_t len, unsig
  * waiting for room as a send would; it stops once the pipe is empty.  One
  * piece per call, a blocking splice of 64 KiB into a ring with room for
  * 464 bytes returned 464 where TCP's returns 65536 (a helper's test,
- * 12-04; t_shim_data splice_in_whole).
+ * 12-04; t_shim_flags splice_in_whole).
  */
 static ssize_t pipe_into_ring(struct tsock *t, struct shunt_bell *b, int pipe_in, size_t len)
 {

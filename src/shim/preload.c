@@ -1042,9 +1042,8 @@ EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags)
 
 static ssize_t sendmsg_sock(struct tsock *t, int fd, const struct msghdr *m, int flags)
 {
-	if (shim_bad_ptr(m) || (m->msg_iovlen && shim_bad_ptr(m->msg_iov)))
-		return shim_err(-EFAULT);
-	if (m->msg_name && m->msg_namelen && shim_bad_ptr(m->msg_name))
+	/* Its vector is shim_sendv's to check (the kernel's, on TCP). */
+	if (shim_bad_ptr(m) || (m->msg_name && m->msg_namelen && shim_bad_ptr(m->msg_name)))
 		return shim_err(-EFAULT);
 	if (m->msg_iovlen > IOV_MAX)
 		return shim_err(-EMSGSIZE);
