@@ -667,6 +667,16 @@ ssize_t shim_recv(struct tsock *t, int fd, void *buf, size_t len, int flags)
 	return n;
 }
 
+/* Where piece v starts once *skip bytes of a vector are passed over: its
+ * offset, and *skip less what the piece covered (recvv_from, sendv_from). */
+static size_t piece_past(const struct iovec *v, size_t *skip)
+{
+	size_t off = SHUNT_MIN(*skip, v->iov_len);
+
+	*skip -= off;
+	return off;
+}
+
 /* The pieces past the first `done` bytes of iov, each as a recv: the
  * first as asked, the rest only what is there at once, unless
  * MSG_WAITALL. */
@@ -676,10 +686,9 @@ static ssize_t recvv_from(struct tsock *t, int fd, const struct iovec *iov, int 
 	size_t skip = done;
 
 	for (int i = 0; i < n; i++) {
-		size_t off = SHUNT_MIN(skip, iov[i].iov_len), left = iov[i].iov_len - off;
+		size_t off = piece_past(&iov[i], &skip), left = iov[i].iov_len - off;
 		char *base = iov[i].iov_base;
 
-		skip -= off;
 		if (left == 0)
 			continue;
 		ssize_t k = shim_recv(t, fd, base ? base + off : NULL, left,
@@ -1086,9 +1095,8 @@ static ssize_t sendv_from(struct tsock *t, int fd, const struct iovec *iov, int 
 	size_t skip = done;
 
 	for (int i = 0; i < n; i++) {
-		size_t off = SHUNT_MIN(skip, iov[i].iov_len), left = iov[i].iov_len - off;
+		size_t off = piece_past(&iov[i], &skip), left = iov[i].iov_len - off;
 
-		skip -= off;
 		if (left == 0)
 			continue;
 		ssize_t k = shim_send(t, fd, (const char *)iov[i].iov_base + off, left,
