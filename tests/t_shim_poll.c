@@ -309,6 +309,87 @@ static void case_poll_room_sleeps(void)
 	ASSERT_SYS(close(b));
 }
 
+/* The same wait while the kernel's side of the socket stays readable for
+ * good, which the program did not ask about: after its own
+ * shutdown(SHUT_RD), or with the peer's bytes from before its switch left
+ * unread by a program that only writes.  The library asked the kernel for
+ * input there all the same, for doorbells, and went round at once (a
+ * helper's measure: 500 ms of CPU in a 500 ms poll; TCP 0.1 ms). */
+struct sipper {
+	int fd;
+	atomic_int stop;
+	pthread_t t;
+};
+
+/* Reads a byte at a time what the writer sends, until told to stop. */
+static void *sipper_main(void *arg)
+{
+	struct sipper *s = arg;
+	char c;
+
+	while (!atomic_load(&s->stop))
+		if (ts_wait_fd(s->fd, POLLIN, 10) & POLLIN)
+			ASSERT_EQ(read(s->fd, &c, 1), 1);
+	return NULL;
+}
+
+/* a moved, with b's first bytes in a's socket, unread. */
+static void moved_with_unread(int *a, int *b)
+{
+	struct sipper s = { .fd = 0 };
+	uint64_t end = test_now_ns() + (uint64_t)ts_ms(3000) * 1000000u;
+	int q = 1;
+
+	ts_pair(a, b);
+	ts_write_all(*b, "unread", 6, ts_ms(2000));
+	s.fd = *b;
+	ASSERT_EQ(pthread_create(&s.t, NULL, sipper_main, &s), 0);
+	while (!(ts_moved(*a) && ts_moved(*b)) && test_now_ns() < end) {
+		ts_write_all(*a, "w", 1, ts_ms(2000));
+		test_sleep_ms(1);
+	}
+	ASSERT_MSG(ts_moved(*a) && ts_moved(*b), "the writer never moved");
+	for (int i = 0; i < 2000 && q; i++) {
+		ASSERT_SYS(ioctl(*a, TIOCOUTQ, &q));
+		test_sleep_ms(1);
+	}
+	atomic_store(&s.stop, 1);
+	ASSERT_EQ(pthread_join(s.t, NULL), 0);
+}
+
+static void room_unheard(int a, const char *why)
+{
+	static char buf[64 * KIB];
+
+	ts_set_nonblock(a, 1);
+	while (write(a, buf, sizeof(buf)) > 0)
+		;
+	ASSERT_EQ(errno, EAGAIN);
+	struct pollfd p = { a, POLLOUT, 0 };
+	double c0 = thread_cpu(), t0 = test_now();
+	ASSERT_EQ(poll(&p, 1, 300), 0);
+	double cpu = thread_cpu() - c0, dt = test_now() - t0;
+	test_log("%s: 300 ms of poll for room: %.3f s, %.1f ms of CPU", why, dt, cpu * 1e3);
+	ASSERT_MSG(cpu < dt / 3, "%s: a poll for room took %.1f ms of CPU in %.3f s", why,
+		   cpu * 1e3, dt);
+}
+
+static void case_poll_room_unheard_sleeps(void)
+{
+	int a, b;
+
+	ts_moved_pair(&a, &b);
+	ASSERT_SYS(shutdown(a, SHUT_RD));
+	room_unheard(a, "after shutdown(SHUT_RD)");
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+	moved_with_unread(&a, &b);
+	room_unheard(a, "the peer's first bytes unread");
+	ASSERT_MSG(ts_moved(a), "the writer went back to TCP");
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
 /* --- epoll_wait, epoll_pwait, epoll_pwait2 ------------------------------------ */
 
 enum { E_WAIT, E_PWAIT, E_PWAIT_MASK, E_PWAIT2, E_COUNT };
@@ -533,13 +614,15 @@ static void case_hup_close(void)
 	ASSERT_SYS(close(a));
 }
 
-/* The peer that will be killed: leaves our bytes unread, tells us with
- * one byte 'k', then waits for SIGKILL. */
+/* The peer that will be killed: leaves our bytes unread (arg NULL) or
+ * reads them, tells us with one byte 'k', then waits for SIGKILL. */
 static void victim_peer(int fd, void *arg)
 {
-	(void)arg;
 	ts_make_accelerated_follow(fd);
-	ts_wait_arrived(fd, 1000, ts_ms(3000));
+	if (arg)
+		ts_recv_stream(fd, shim_seed(6), 0, 1000, ts_ms(3000));
+	else
+		ts_wait_arrived(fd, 1000, ts_ms(3000));
 	ts_write_all(fd, "k", 1, ts_ms(2000));
 	for (;;)
 		pause();
@@ -573,6 +656,33 @@ static void case_hup_killed(void)
 	FD_SET(p.fd, &wr);
 	ASSERT_EQ(select(p.fd + 1, &rd, &wr, NULL, &(struct timeval){ 0, 0 }), 2);
 	ASSERT_FAILS(recv(p.fd, &k, 1, MSG_DONTWAIT), ECONNRESET);
+	close(ep);
+	ASSERT_SYS(close(p.fd));
+}
+
+/* The peer dies having read all we sent: TCP's FIN.  poll and epoll
+ * report the end of the stream, writable, and no error until a send meets
+ * the reset (the ring's end said POLLERR: a helper's case, 12-04). */
+static void case_hup_killed_clean(void)
+{
+	struct shim_peer p;
+	char k;
+
+	ts_peer_start(&p, victim_peer, "read");
+	ts_make_accelerated_lead(p.fd);
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	ASSERT_SYS(ep);
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP, .data.u64 = 1 };
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, p.fd, &ev));
+	ts_send_stream(p.fd, shim_seed(6), 0, 1000, ts_ms(2000));
+	ts_read_exact(p.fd, &k, 1, ts_ms(3000));
+	ASSERT_SYS(kill(p.pid, SIGKILL));
+	ASSERT(WIFSIGNALED(test_wait(p.pid, 5)));
+	poll_until(p.fd, POLLIN | POLLOUT | POLLRDHUP, POLLRDHUP, ts_ms(2000));
+	test_sleep_ms(100);
+	ASSERT_EQ(ts_wait_fd(p.fd, POLLIN | POLLOUT | POLLRDHUP, 0), POLLIN | POLLOUT | POLLRDHUP);
+	ASSERT_UEQ(epoll_events_of(ep, ts_ms(1000)), EPOLLIN | EPOLLOUT | EPOLLRDHUP);
+	ASSERT_EQ(recv(p.fd, &k, 1, MSG_DONTWAIT), 0);
 	close(ep);
 	ASSERT_SYS(close(p.fd));
 }
@@ -981,10 +1091,12 @@ static const struct shim_case g_cases[] = {
 	{ "wait_array", case_wait_array },
 	{ "wait_room", case_wait_room },
 	{ "poll_room_sleeps", case_poll_room_sleeps },
+	{ "poll_room_unheard_sleeps", case_poll_room_unheard_sleeps },
 	{ "epoll_calls", case_epoll_calls },
 	{ "epoll_mixed", case_epoll_mixed },
 	{ "hup_close", case_hup_close },
 	{ "hup_killed", case_hup_killed },
+	{ "hup_killed_clean", case_hup_killed_clean },
 	{ "busy_no_bells", case_busy_no_bells },
 	{ "bell_event_no_ppoll", case_bell_event_no_ppoll },
 	{ "bell_one_read", case_bell_one_read },

@@ -74,6 +74,14 @@ static int64_t rx_avail(struct shunt_end *e, uint64_t want, int peek)
 	return peek ? shunt_ring_look_fill(&e->rx) : shunt_ring_avail(&e->rx, want);
 }
 
+/* A peer that vanished having read all we sent closed as TCP's does, with
+ * a FIN and no reset (the shim's ends).  The sending thread's state is not
+ * ours to read here: the indices. */
+static int gone_clean(struct shunt_end *e)
+{
+	return e->hangup_eof && shunt_ring_look_space(&e->tx) == (int64_t)e->tx.cap;
+}
+
 /* The peer vanished without a shutdown: it died, or (the shim) closed its
  * last copy without a word.  Data it published before is still ours, so
  * read the head again.  As with TCP, that is end of stream if it had read
@@ -84,10 +92,7 @@ static int64_t gone_rx(struct shunt_end *e, uint64_t want, int peek)
 
 	if (n != 0)
 		return n < 0 ? shunt_end_fail(e, (int)n) : n;
-	/* The sending thread's state is not ours to read here: the indices. */
-	if (e->hangup_eof && shunt_ring_look_space(&e->tx) == (int64_t)e->tx.cap)
-		return 0;
-	return -ECONNRESET;
+	return gone_clean(e) ? 0 : -ECONNRESET;
 }
 
 /* The peer will send no more (TCP: its FIN is in), though data may wait. */
@@ -687,13 +692,18 @@ static int poll_rx(struct shunt_end *e)
 }
 
 /* Writable; an error only for a reset or a broken segment: after the
- * peer's orderly close a TCP socket still polls writable and no more. */
+ * peer's orderly close a TCP socket still polls writable and no more, a
+ * vanished peer's clean one too (it said POLLERR at once: t_shim_poll
+ * hup_killed_clean; the reset comes to a send, the shim's after_close). */
 static int poll_tx(struct shunt_end *e)
 {
 	int64_t n = tx_ready(e, 1, 1, 1);
 
 	if (n == -EAGAIN)
 		return 0;
+	if (n == -ECONNRESET && !atomic_load_explicit(&e->broken, memory_order_relaxed) &&
+	    gone_clean(e))
+		return POLLOUT;
 	return n > 0 || n == -EPIPE ? POLLOUT : POLLOUT | POLLERR;
 }
 

@@ -1733,6 +1733,11 @@ int shim_room_unrung(struct tsock *t)
 	       !(shunt_end_poll(END(t), NULL, POLLOUT, SHUNT_ARM_NONE) & POLLOUT);
 }
 
+int shim_rd_shut(struct tsock *t)
+{
+	return moved(t) && atomic_load_explicit(&END(t)->rd_shut, memory_order_relaxed);
+}
+
 int shim_tx_ringed(struct tsock *t)
 {
 	return moved(t) &&

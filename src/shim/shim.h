@@ -428,6 +428,9 @@ int shim_peer_short_of_x(struct tslot *s);
  * doorbell would wait behind that (bell.c).  A wait for room then looks
  * again on its own (epoll.c, poll.c; our own waits nap: bell.c). */
 int shim_room_unrung(struct tsock *t);
+/* Our own shutdown(SHUT_RD) of a moved socket: the kernel's side reads as
+ * ended for good and can tell of no doorbell (waits for room nap). */
+int shim_rd_shut(struct tsock *t);
 /* Our sends go to the ring (not back to TCP): the kernel's POLLOUT on the
  * stream says nothing of room there (io.c). */
 int shim_tx_ringed(struct tsock *t);
