@@ -1724,12 +1724,17 @@ static void back_steps(struct tsock *t, int fd)
  * switch, for good (t_shim_epoll epoll_write_first: stalled until the
  * program's timeout in 3 runs of 5).
  */
-int shim_room_unrung(struct tsock *t)
+int shim_rings_no_room(struct tsock *t)
 {
 	uint32_t ph = phase_of(t);
 
 	return moved(t) && (ph & PH_TX_RING) && !(ph & (PH_RX_RING | PH_RX_PLAIN | PH_TX_BACK)) &&
-	       (!shim_peer_switched(t) || atomic_load(&S(t)->rx_tcp) < atomic_load(&S(t)->x_peer)) &&
+	       (!shim_peer_switched(t) || atomic_load(&S(t)->rx_tcp) < atomic_load(&S(t)->x_peer));
+}
+
+int shim_room_unrung(struct tsock *t)
+{
+	return shim_rings_no_room(t) &&
 	       !(shunt_end_poll(END(t), NULL, POLLOUT, SHUNT_ARM_NONE) & POLLOUT);
 }
 

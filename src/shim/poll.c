@@ -113,7 +113,7 @@ static int scan(struct pset *p, int arm, int use_kernel)
 /* What a moved socket's kernel side is asked for input: doorbells and the
  * peer's hang-up, unless it stays readable for good where the program
  * waits for room alone, and no doorbell can come or none can be heard (our own
- * SHUT_RD; the peer's bytes before its switch unread, shim_room_unrung):
+ * SHUT_RD; the peer's bytes before its switch unread, shim_rings_no_room):
  * asked, it returned at once, again and again (t_shim_poll
  * poll_room_unheard_sleeps), and the wait naps instead (nap_ns).  Between
  * VMs the peer rings whatever our reads took, and its proof comes on the
@@ -124,7 +124,7 @@ static int kernel_in(struct tsock *t, int events)
 		return POLLIN | POLLRDHUP;
 	if (shim_rd_shut(t))
 		return 0;
-	return shim_room_unrung(t) ? POLLRDHUP : POLLIN | POLLRDHUP;
+	return shim_rings_no_room(t) ? POLLRDHUP : POLLIN | POLLRDHUP;
 }
 
 /* The kernel polls plain entries as they are, and a moved one's socket
@@ -184,7 +184,8 @@ static int all_moved(const struct pset *p)
 /* How long the wait may sleep before it looks at the rings again (0: as
  * long as it likes).  A moved entry waiting for room that no doorbell
  * will announce (the peer rings none while our reads have not reached its
- * switch: shim_room_unrung), or none the kernel can tell of (after our
+ * switch: shim_rings_no_room, with room or not, as room may come between
+ * the look and the sleep), or none the kernel can tell of (after our
  * SHUT_RD, kernel_in), naps 1 ms.  One whose socket another process
  * of the family holds too naps 10 ms: the kernel wakes the waits of both
  * for a doorbell, and the first to look drains it, perhaps before the
@@ -198,7 +199,7 @@ static int64_t nap_ns(const struct pset *p)
 		if (!p->t[i])
 			continue;
 		if ((p->fds[i].events & (POLLOUT | POLLWRNORM)) &&
-		    (shim_room_unrung(p->t[i]) || shim_rd_shut(p->t[i])))
+		    (shim_rings_no_room(p->t[i]) || shim_rd_shut(p->t[i])))
 			return UNRUNG_NAP_NS;
 		if (shim_slot_others(p->t[i]->slot))
 			nap = SHARED_NAP_NS;

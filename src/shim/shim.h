@@ -428,6 +428,11 @@ int shim_peer_short_of_x(struct tslot *s);
  * doorbell would wait behind that (bell.c).  A wait for room then looks
  * again on its own (epoll.c, poll.c; our own waits nap: bell.c). */
 int shim_room_unrung(struct tsock *t);
+/* The same, room or not: the peer rings none when its reads free room.
+ * A wait that looked for room and napped only if there was none slept
+ * for good when the room came in between (t_shim_flags
+ * splice_reader_moves, 1 run in 40 to 170: poll.c, nap_ns). */
+int shim_rings_no_room(struct tsock *t);
 /* Our own shutdown(SHUT_RD) of a moved socket: the kernel's side reads as
  * ended for good and can tell of no doorbell (waits for room nap). */
 int shim_rd_shut(struct tsock *t);
