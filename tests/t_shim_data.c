@@ -421,6 +421,36 @@ static void case_waitall_across_switch(void)
 	ts_peer_wait(&p, ts_ms(5000));
 }
 
+/* MSG_PEEK | MSG_WAITALL while the connection moves: each peek shows all
+ * of the 2000 bytes asked (well within TCP's window: a peek does not open
+ * it, and 20000 waited for good over TCP too 1 run in 3), the read after
+ * it takes the same.  A peek of the
+ * stream stopped at the peer's switch or at what the kernel had, and came
+ * back short (1 run in 4 of a helper's random mix, 12-04). */
+#define WA_PEEK 2000
+
+static void case_peek_waitall_across_switch(void)
+{
+	static unsigned char buf[WA_PEEK], got[WA_PEEK];
+	uint64_t seed = shim_seed(12);
+	struct shim_peer p;
+
+	ts_peer_start(&p, waitall_peer, &seed);
+	for (int i = 0; i < WA_PIECE * WA_PIECES / WA_PEEK; i++) {
+		ts_guard(10);
+		ssize_t r = recv(p.fd, buf, WA_PEEK, MSG_PEEK | MSG_WAITALL);
+		alarm(0);
+		ASSERT_MSG(r == WA_PEEK, "peek %d: recv(MSG_PEEK | MSG_WAITALL) returned %zd of %d (%s)",
+			   i, r, WA_PEEK, r < 0 ? test_errname(errno) : "short");
+		check_stream(seed, (uint64_t)i * WA_PEEK, buf, WA_PEEK);
+		ASSERT_EQ(recv(p.fd, got, WA_PEEK, MSG_WAITALL), WA_PEEK);
+		ASSERT(memcmp(buf, got, WA_PEEK) == 0);
+	}
+	ts_expect_accel(p.fd, "MSG_PEEK | MSG_WAITALL across the switch");
+	ASSERT_SYS(close(p.fd));
+	ts_peer_wait(&p, ts_ms(5000));
+}
+
 /* A signal caught with SA_RESTART ends a MSG_WAITALL read that has bytes
  * already: it returns them, as TCP's does.  The ring's wait slept in a
  * read of the stream that the kernel restarted, until the rest came 2 s
@@ -1612,6 +1642,7 @@ static const struct shim_case g_cases[] = {
 	{ "peek_fionread", case_peek_fionread },
 	{ "waitall", case_waitall },
 	{ "waitall_across_switch", case_waitall_across_switch },
+	{ "peek_waitall_across_switch", case_peek_waitall_across_switch },
 	{ "waitall_signal", case_waitall_signal },
 	{ "writev_whole", case_writev_whole },
 	{ "bad_pointers", case_bad_pointers },
