@@ -619,6 +619,43 @@ static void late_io_start(struct late_io *l)
 	ASSERT_EQ(pthread_create(&l->t, NULL, late_io_main, l), 0);
 }
 
+/* splice from a moved socket with nothing to read, without
+ * SPLICE_F_NONBLOCK: the socket's own mode decides, as in the kernel's
+ * tcp_splice_read: O_NONBLOCK gives EAGAIN at once, SO_RCVTIMEO EAGAIN
+ * after its time.  (The ring's EAGAIN was taken for a full pipe and
+ * retried: the call spun for good; t_shim_diff found it.) */
+static void case_splice_socket_timeo(void)
+{
+	int a, b, pp[2];
+	char c;
+
+	ts_moved_pair(&a, &b);
+	ASSERT_SYS(pipe2(pp, O_CLOEXEC));
+	ts_set_nonblock(a, 1);
+	ts_guard(5);
+	ASSERT_FAILS(splice(a, NULL, pp[1], NULL, 100, 0), EAGAIN);
+	alarm(0);
+	ts_set_nonblock(a, 0);
+	struct timeval tv = { 0, 100000 };
+	ASSERT_SYS(setsockopt(a, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)));
+	double t0 = test_now();
+	ts_guard(5);
+	ASSERT_FAILS(splice(a, NULL, pp[1], NULL, 100, SPLICE_F_MOVE), EAGAIN);
+	alarm(0);
+	ASSERT_MSG(test_now() - t0 > 0.08, "EAGAIN after %.3f s, before SO_RCVTIMEO's 0.1",
+		   test_now() - t0);
+	/* The connection still carries bytes, by the ring. */
+	ASSERT_EQ(send(b, "x", 1, 0), 1);
+	ASSERT_EQ(splice(a, NULL, pp[1], NULL, 100, 0), 1);
+	ASSERT_EQ(read(pp[0], &c, 1), 1);
+	ASSERT_EQ(c, 'x');
+	ts_expect_accel(a, "after the splices");
+	ASSERT_SYS(close(pp[0]));
+	ASSERT_SYS(close(pp[1]));
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
 /* splice with a pipe that blocks, as haproxy's do: SPLICE_F_NONBLOCK is
  * the pipe's side only (EAGAIN when it is full, or empty) and the socket
  * keeps its own mode; what fits in the pipe goes, the rest waits in the
@@ -1152,6 +1189,7 @@ static const struct shim_case g_cases[] = {
 	{ "splice", case_splice },
 	{ "splice_in_whole", case_splice_in_whole },
 	{ "splice_pipe_blocks", case_splice_pipe_blocks },
+	{ "splice_socket_timeo", case_splice_socket_timeo },
 	{ "splice_reader_moves", case_splice_reader_moves },
 	{ "preadv2", case_preadv2 },
 	{ "uring_made_after_move", case_uring_made_after_move },

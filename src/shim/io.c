@@ -1383,17 +1383,21 @@ static ssize_t moved_splice_out(struct tsock *t, int fd, int pipe_out, size_t le
 		return RETRY;
 	}
 	ssize_t rc = shunt_end_peek(END(t), &b, &p, deadline_of(t, 0, 0));
+	int full = 0;
 	if (rc > 0) {
 		long put = pipe_io(pipe_out, (void *)p, SHUNT_MIN((size_t)rc, len), 1);
 		if (put > 0)
 			shunt_end_release(END(t), &b, (size_t)put);
+		full = put == -EAGAIN;
 		rc = put;
 	}
 	shim_unlock(&S(t)->rx_mu);
 	touched(t);
 	/* Room another writer took meanwhile: wait for it again, as the
-	 * kernel would. */
-	if (rc == -EAGAIN && !(flags & SPLICE_F_NONBLOCK))
+	 * kernel would.  Not an empty ring's EAGAIN: that is the socket's
+	 * O_NONBLOCK or SO_RCVTIMEO, which the kernel's splice honours too
+	 * (retried, it spun for good: t_shim_flags splice_socket_timeo). */
+	if (full && !(flags & SPLICE_F_NONBLOCK))
 		return RETRY;
 	return rc == -EXDEV ? RETRY : rx_result(t, fd, rc);
 }
