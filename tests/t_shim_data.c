@@ -1585,6 +1585,35 @@ static void case_reader_switches(void)
 	ASSERT_SYS(close(rd));
 }
 
+
+/* TIOCOUTQ (SIOCOUTQ) counts what TCP has not had acked: bytes in the
+ * peer's receive queue, unread, are acked on loopback at once, so it falls
+ * to 0 while the peer reads nothing; a program waits for that before it
+ * closes.  On a moved connection it counted the ring's bytes the peer had
+ * not read (t_shim_diff found it). */
+static void case_outq_delivered(void)
+{
+	int a, b, v = -1;
+	uint64_t seed = shim_seed(30);
+
+	ts_moved_pair(&a, &b);
+	ts_send_stream(a, seed, 0, 3000, ts_ms(2000));
+	ts_wait_arrived(b, 3000, ts_ms(2000));
+	uint64_t end = test_now_ns() + (uint64_t)ts_ms(1000) * 1000000u;
+	do {
+		ASSERT_SYS(ioctl(a, TIOCOUTQ, &v));
+		if (v == 0)
+			break;
+		test_sleep_ms(2);
+	} while (test_now_ns() < end);
+	ASSERT_MSG(v == 0, "TIOCOUTQ is %d with every byte in the peer's queue", v);
+	ASSERT_SYS(ioctl(b, FIONREAD, &v));
+	ASSERT_EQ(v, 3000);
+	ts_recv_stream(b, seed, 0, 3000, ts_ms(2000));
+	ts_expect_accel(a, "after TIOCOUTQ");
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
 /*
  * A move is logged and counted once both ends are attached, not when the
  * listener has answered: a dialer that never attaches (it called the
@@ -1640,6 +1669,7 @@ static const struct shim_case g_cases[] = {
 	{ "partial_write", case_partial_write },
 	{ "dontwait", case_dontwait },
 	{ "peek_fionread", case_peek_fionread },
+	{ "outq_delivered", case_outq_delivered },
 	{ "waitall", case_waitall },
 	{ "waitall_across_switch", case_waitall_across_switch },
 	{ "peek_waitall_across_switch", case_peek_waitall_across_switch },

@@ -1520,11 +1520,16 @@ int shim_outq(struct tsock *t, int fd, int *out)
 			*out = (int)SHUNT_MIN((uint64_t)*out + left, (uint64_t)INT_MAX);
 		return rc;
 	}
+	/* TCP counts what the peer has not acked, and the peer's kernel acks
+	 * what reached its receive queue, read or not: bytes in the ring are
+	 * there.  What the kernel still holds unacked is ours from before the
+	 * switch, or a doorbell on its way, as short-lived as a send's.
+	 * (Counted as unread by the peer before, a program's wait for 0 before
+	 * it closed waited for the peer's reads: t_shim_data outq_delivered.) */
 	ssize_t n = shunt_end_unread_by_peer(END(t));
 	if (n < 0)
 		return (int)shim_err(n);
-	*out = (int)SHUNT_MIN(n, INT_MAX);
-	return 0;
+	return REAL(ioctl)(fd, TIOCOUTQ, out);
 }
 
 void shim_set_nonblock(struct tsock *t, int on)
