@@ -1614,6 +1614,39 @@ static void case_outq_delivered(void)
 	ASSERT_SYS(close(a));
 	ASSERT_SYS(close(b));
 }
+
+/* sendmsg with a control message on a moved connection: TCP ignores an
+ * IPPROTO_IP one and takes the bytes; the peer reads them, in order.
+ * (Sent by the kernel behind the ring before: the peer never saw them, or
+ * read a reset; t_shim_diff found it.) */
+static void case_sendmsg_control(void)
+{
+	int a, b;
+	unsigned char buf[4096];
+	char cbuf[CMSG_SPACE(sizeof(int))];
+	uint64_t seed = shim_seed(31);
+
+	ts_moved_pair(&a, &b);
+	ts_send_stream(a, seed, 0, 100, ts_ms(2000));
+	test_stream_fill(seed, 100, buf, 305);
+	struct iovec iov = { buf, 305 };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
+	memset(cbuf, 0, sizeof(cbuf));
+	struct cmsghdr *c = (struct cmsghdr *)cbuf;
+	c->cmsg_level = IPPROTO_IP;
+	c->cmsg_type = IP_TTL;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	m.msg_control = cbuf;
+	m.msg_controllen = sizeof(cbuf);
+	ASSERT_EQ(sendmsg(a, &m, 0), 305);
+	ts_send_stream(a, seed, 405, 50, ts_ms(2000));
+	ts_recv_stream(b, seed, 0, 455, ts_ms(2000));
+	/* And the other way, still. */
+	ts_send_stream(b, seed ^ 1, 0, 1000, ts_ms(2000));
+	ts_recv_stream(a, seed ^ 1, 0, 1000, ts_ms(2000));
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
 /*
  * A move is logged and counted once both ends are attached, not when the
  * listener has answered: a dialer that never attaches (it called the
@@ -1670,6 +1703,7 @@ static const struct shim_case g_cases[] = {
 	{ "dontwait", case_dontwait },
 	{ "peek_fionread", case_peek_fionread },
 	{ "outq_delivered", case_outq_delivered },
+	{ "sendmsg_control", case_sendmsg_control },
 	{ "waitall", case_waitall },
 	{ "waitall_across_switch", case_waitall_across_switch },
 	{ "peek_waitall_across_switch", case_peek_waitall_across_switch },

@@ -1047,8 +1047,14 @@ static ssize_t sendmsg_sock(struct tsock *t, int fd, const struct msghdr *m, int
 		return shim_err(-EFAULT);
 	if (m->msg_iovlen > IOV_MAX)
 		return shim_err(-EMSGSIZE);
-	if (m->msg_controllen) /* ancillary data is TCP's */
+	/* Ancillary data is TCP's: the connection goes back to it first and
+	 * stays there.  (Sent by the kernel on a moved socket, the bytes went
+	 * behind the ring, where the peer reset or lost them; before the
+	 * move, past the stream's count: t_shim_data sendmsg_control.) */
+	if (m->msg_controllen) {
+		shim_tcp_only(t, fd);
 		return REAL(sendmsg)(fd, m, flags);
+	}
 	return shim_sendv(t, fd, m->msg_iov, (int)m->msg_iovlen, flags);
 }
 
