@@ -177,6 +177,26 @@ static void case_linger0(void)
 	ASSERT_SYS(close(a));
 }
 
+/* shutdown after the peer's reset: TCP's socket is TCP_CLOSE, so each
+ * shutdown fails with ENOTCONN and changes nothing: the reset is still
+ * read after it.  (A moved socket's returned 0 and its reads then saw end
+ * of stream; t_shim_diff found it.) */
+static void case_shutdown_after_reset(void)
+{
+	int a, b;
+	char buf[16];
+
+	ts_moved_pair(&a, &b);
+	linger0_close(b);
+	settle_reset(a, "after the reset");
+	ASSERT_FAILS(shutdown(a, SHUT_WR), ENOTCONN);
+	ASSERT_FAILS(shutdown(a, SHUT_RD), ENOTCONN);
+	ASSERT_FAILS(recv(a, buf, sizeof(buf), MSG_DONTWAIT), ECONNRESET);
+	ASSERT_FAILS(shutdown(a, SHUT_RDWR), ENOTCONN);
+	ASSERT_EQ(recv(a, buf, sizeof(buf), MSG_DONTWAIT), 0);
+	ASSERT_SYS(close(a));
+}
+
 /* --- recv flags ----------------------------------------------------------- */
 
 /* recv(fd, NULL, n, MSG_TRUNC) on TCP discards n bytes and returns n. */
@@ -648,6 +668,33 @@ static void case_splice_socket_timeo(void)
 	ASSERT_EQ(send(b, "x", 1, 0), 1);
 	ASSERT_EQ(splice(a, NULL, pp[1], NULL, 100, 0), 1);
 	ASSERT_EQ(read(pp[0], &c, 1), 1);
+	ASSERT_EQ(c, 'x');
+	ts_expect_accel(a, "after the splices");
+	ASSERT_SYS(close(pp[0]));
+	ASSERT_SYS(close(pp[1]));
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+/* A splice of no bytes returns 0 at once, data or not, as the kernel's
+ * splice(2) does before it looks at the fds (a moved socket's waited for
+ * data, or failed with EAGAIN; t_shim_diff found it). */
+static void case_splice_zero(void)
+{
+	int a, b, pp[2];
+	char c;
+
+	ts_moved_pair(&a, &b);
+	ASSERT_SYS(pipe2(pp, O_CLOEXEC));
+	ts_guard(5);
+	ASSERT_EQ(splice(a, NULL, pp[1], NULL, 0, 0), 0);
+	ASSERT_EQ(splice(a, NULL, pp[1], NULL, 0, SPLICE_F_NONBLOCK), 0);
+	ASSERT_EQ(splice(pp[0], NULL, a, NULL, 0, 0), 0);
+	alarm(0);
+	ASSERT_EQ(send(b, "x", 1, 0), 1);
+	ts_wait_arrived(a, 1, ts_ms(2000));
+	ASSERT_EQ(splice(a, NULL, pp[1], NULL, 0, 0), 0);
+	ASSERT_EQ(recv(a, &c, 1, 0), 1);
 	ASSERT_EQ(c, 'x');
 	ts_expect_accel(a, "after the splices");
 	ASSERT_SYS(close(pp[0]));
@@ -1179,6 +1226,7 @@ static const struct shim_case g_cases[] = {
 	{ "first_send_after_close", case_first_send_after_close },
 	{ "first_send_after_close_blocked", case_first_send_after_close_blocked },
 	{ "linger0", case_linger0 },
+	{ "shutdown_after_reset", case_shutdown_after_reset },
 	{ "reset_told_once", case_reset_told_once },
 	{ "msg_trunc", case_msg_trunc },
 	{ "msg_errqueue", case_msg_errqueue },
@@ -1190,6 +1238,7 @@ static const struct shim_case g_cases[] = {
 	{ "splice_in_whole", case_splice_in_whole },
 	{ "splice_pipe_blocks", case_splice_pipe_blocks },
 	{ "splice_socket_timeo", case_splice_socket_timeo },
+	{ "splice_zero", case_splice_zero },
 	{ "splice_reader_moves", case_splice_reader_moves },
 	{ "preadv2", case_preadv2 },
 	{ "uring_made_after_move", case_uring_made_after_move },

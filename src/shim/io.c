@@ -1455,6 +1455,16 @@ int shim_shutdown(struct tsock *t, int fd, int how)
 		return done;
 	if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)
 		return (int)shim_err(-EINVAL);
+	/* A connection the peer reset is TCP_CLOSE in our kernel too (its
+	 * reset follows the ring's): TCP's shutdown fails with ENOTCONN, and
+	 * the reset is still read after it.  (Taken for a shutdown before, it
+	 * returned 0 and the reads then saw end of stream: t_shim_flags
+	 * shutdown_after_reset.) */
+	struct tcp_info ti;
+	unsigned tl = sizeof(ti);
+	if (sys_getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0 && tl >= 1 &&
+	    ti.tcpi_state == TCP_CLOSE)
+		return (int)shim_err(-ENOTCONN);
 	if ((phase_of(t) & PH_TX_BACK) || shim_peer_asks(t)) {
 		/* Going back to TCP: the ring's leftovers, then the kernel's FIN. */
 		int rc = how != SHUT_RD ? shim_back_tx(t, fd, 1) : 0;

@@ -1263,6 +1263,11 @@ EXPORT ssize_t sendfile64(int out, int in, off_t *off, size_t count)
 EXPORT ssize_t splice(int in, loff_t *in_off, int out, loff_t *out_off, size_t len,
 		      unsigned flags)
 {
+	/* The kernel's splice of no bytes returns 0 before it looks at
+	 * anything: so does ours (a moved socket's waited for data, or
+	 * failed with EAGAIN; t_shim_flags splice_zero). */
+	if (!len)
+		return REAL(splice)(in, in_off, out, out_off, len, flags);
 	struct tsock *t = in_off ? NULL : shim_get(in);
 	ssize_t n;
 
