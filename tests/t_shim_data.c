@@ -451,6 +451,102 @@ static void case_peek_waitall_across_switch(void)
 	ts_peer_wait(&p, ts_ms(5000));
 }
 
+/* One send() of 24 MiB in a thread, made before the move, while the main
+ * thread reads the peer's echo of it.  The peer's sends move to its ring,
+ * ours stay on the stream until that send returns, so the peer cannot be
+ * rung when our reads free room: it napped 1 to 16 ms a ring's worth, 7
+ * to 9 times TCP's time (a helper's Python client, 12-04); it sleeps on
+ * its wait word now, which our reads wake.  Timed against the same
+ * exchange on a connection kept on TCP (SO_OOBINLINE), best of 3 each. */
+#define BIG_SEND (24 * MIB)
+
+static void blocking_echo_peer(int fd, void *arg)
+{
+	static unsigned char buf[64 * KIB];
+	ssize_t n;
+
+	(void)arg;
+	while ((n = read(fd, buf, sizeof(buf))) > 0)
+		ts_write_all(fd, buf, (size_t)n, ts_ms(10000));
+	ASSERT_EQ(n, 0);
+	ASSERT_SYS(shutdown(fd, SHUT_WR));
+	ASSERT_SYS(close(fd));
+}
+
+struct big_sender {
+	int fd;
+	const unsigned char *buf;
+	ssize_t sent;
+	pthread_t t;
+};
+
+static void *big_sender_main(void *arg)
+{
+	struct big_sender *b = arg;
+
+	b->sent = send(b->fd, b->buf, BIG_SEND, MSG_NOSIGNAL);
+	shutdown(b->fd, SHUT_WR);
+	return NULL;
+}
+
+/* The exchange's time; *moved: the connection moved meanwhile. */
+static double big_send_echo(const unsigned char *src, int on_tcp, int *moved)
+{
+	static unsigned char buf[4 * KIB]; /* a slower reader: the ring fills */
+	struct shim_peer p;
+	int one = 1;
+
+	ts_peer_start(&p, blocking_echo_peer, NULL);
+	if (on_tcp)
+		ASSERT_SYS(setsockopt(p.fd, SOL_SOCKET, SO_OOBINLINE, &one, sizeof(one)));
+	struct big_sender b = { .fd = p.fd, .buf = src };
+	double t0 = test_now();
+	ASSERT_EQ(pthread_create(&b.t, NULL, big_sender_main, &b), 0);
+	size_t got = 0;
+	ssize_t n;
+	*moved = 0;
+	while ((n = read(p.fd, buf, sizeof(buf))) > 0) {
+		ASSERT(memcmp(buf, src + got, (size_t)n) == 0);
+		got += (size_t)n;
+		if (!*moved && ts_moved(p.fd))
+			test_log("moved after %zu bytes", got);
+		*moved |= ts_moved(p.fd);
+	}
+	double dt = test_now() - t0;
+	ASSERT_EQ(n, 0);
+	ASSERT_EQ(pthread_join(b.t, NULL), 0);
+	ASSERT_EQ(b.sent, BIG_SEND);
+	ASSERT_EQ(got, (size_t)BIG_SEND);
+	ASSERT_SYS(close(p.fd));
+	ts_peer_wait(&p, ts_ms(5000));
+	return dt;
+}
+
+static void case_big_send_echo(void)
+{
+	unsigned char *src = malloc(BIG_SEND);
+	double tcp = 1e9, ring = 1e9;
+	int moved = 0, m;
+
+	ASSERT_NOT_NULL(src);
+	test_stream_fill(shim_seed(13), 0, src, BIG_SEND);
+	ts_guard(60);
+	for (int i = 0; i < 3; i++) {
+		double t = big_send_echo(src, 1, &m);
+		ASSERT_MSG(!m || ts_disabled(), "the connection with SO_OOBINLINE moved");
+		tcp = t < tcp ? t : tcp;
+		t = big_send_echo(src, 0, &m);
+		moved |= m;
+		ring = t < ring ? t : ring;
+	}
+	alarm(0);
+	test_log("24 MiB sent in one call and echoed: kept on TCP %.3f s, free to move %.3f s "
+		 "(%.2fx)", tcp, ring, ring / tcp);
+	ASSERT_MSG(moved || ts_disabled(), "the connection never moved during the send");
+	ASSERT_MSG(ring < 3 * tcp + 0.05, "%.3f s where TCP took %.3f s", ring, tcp);
+	free(src);
+}
+
 /* A signal caught with SA_RESTART ends a MSG_WAITALL read that has bytes
  * already: it returns them, as TCP's does.  The ring's wait slept in a
  * read of the stream that the kernel restarted, until the rest came 2 s
@@ -1707,6 +1803,7 @@ static const struct shim_case g_cases[] = {
 	{ "waitall", case_waitall },
 	{ "waitall_across_switch", case_waitall_across_switch },
 	{ "peek_waitall_across_switch", case_peek_waitall_across_switch },
+	{ "big_send_echo", case_big_send_echo },
 	{ "waitall_signal", case_waitall_signal },
 	{ "writev_whole", case_writev_whole },
 	{ "bad_pointers", case_bad_pointers },
