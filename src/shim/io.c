@@ -1521,25 +1521,21 @@ int shim_fionread(struct tsock *t, int fd, int *out)
 
 int shim_outq(struct tsock *t, int fd, int *out)
 {
-	if (!moved(t) || !(phase_of(t) & PH_TX_RING))
-		return REAL(ioctl)(fd, TIOCOUTQ, out);
-	if (phase_of(t) & PH_TX_BACK) {
-		int rc = REAL(ioctl)(fd, TIOCOUTQ, out);
-		uint64_t left = atomic_load(&S(t)->back_end) - atomic_load(&S(t)->back_pos);
-		if (rc == 0 && !(phase_of(t) & PH_TX_PLAIN) && left < INT_MAX)
-			*out = (int)SHUNT_MIN((uint64_t)*out + left, (uint64_t)INT_MAX);
-		return rc;
-	}
 	/* TCP counts what the peer has not acked, and the peer's kernel acks
 	 * what reached its receive queue, read or not: bytes in the ring are
-	 * there.  What the kernel still holds unacked is ours from before the
-	 * switch, or a doorbell on its way, as short-lived as a send's.
-	 * (Counted as unread by the peer before, a program's wait for 0 before
-	 * it closed waited for the peer's reads: t_shim_data outq_delivered.) */
-	ssize_t n = shunt_end_unread_by_peer(END(t));
-	if (n < 0)
-		return (int)shim_err(n);
-	return REAL(ioctl)(fd, TIOCOUTQ, out);
+	 * there, so the kernel's count is the answer.  (Counted as unread by
+	 * the peer before, a program's wait for 0 before it closed waited for
+	 * the peer's reads: t_shim_data outq_delivered.)  Going back to TCP,
+	 * the ring's leftovers are still to be sent. */
+	int rc = REAL(ioctl)(fd, TIOCOUTQ, out);
+	uint32_t ph = phase_of(t);
+
+	if (rc == 0 && moved(t) && (ph & (PH_TX_RING | PH_TX_BACK | PH_TX_PLAIN)) ==
+					   (PH_TX_RING | PH_TX_BACK)) {
+		uint64_t left = atomic_load(&S(t)->back_end) - atomic_load(&S(t)->back_pos);
+		*out = (int)SHUNT_MIN((uint64_t)*out + left, (uint64_t)INT_MAX);
+	}
+	return rc;
 }
 
 void shim_set_nonblock(struct tsock *t, int on)
