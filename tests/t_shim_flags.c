@@ -1141,6 +1141,31 @@ static void case_async_after_move(void)
 	ASSERT_SYS(close(b));
 }
 
+/* Both ends in one process: b sends 1500 bytes into its ring, then sets
+ * SO_OOBINLINE (back to TCP; a answers for it and reads b's ring first),
+ * closes with a's bytes unread (a reset), and a sets SO_OOBINLINE in its
+ * turn.  a must still read all 1500 bytes, as over TCP: shunt set a's
+ * slot off with b's ring unread, and a's FIONREAD fell to 0 with the
+ * bytes lost (tests/diff_shim.c seed 208752250412892). */
+static void case_opt_after_peer_back(void)
+{
+	int a, b, v = 1, n = -1;
+	uint64_t seed = shim_seed(71);
+
+	ts_moved_pair(&a, &b);
+	ASSERT_EQ(send(a, "x", 1, 0), 1);
+	ts_send_stream(b, seed, 0, 1500, ts_ms(2000));
+	ts_wait_arrived(a, 1500, ts_ms(2000));
+	ASSERT_SYS(setsockopt(b, SOL_SOCKET, SO_OOBINLINE, &v, sizeof(v)));
+	ASSERT_SYS(close(b));
+	test_sleep_ms(50);
+	ASSERT_SYS(setsockopt(a, SOL_SOCKET, SO_OOBINLINE, &v, sizeof(v)));
+	ASSERT_SYS(ioctl(a, FIONREAD, &n));
+	ASSERT_EQ(n, 1500);
+	ts_recv_stream(a, seed, 0, 1500, ts_ms(2000));
+	ASSERT_SYS(close(a));
+}
+
 /* SO_OOBINLINE: the urgent byte is read in its place in the stream. */
 static void case_oobinline_after_move(void)
 {
@@ -1224,6 +1249,7 @@ static void case_splice_reader_moves(void)
 
 static const struct shim_case g_cases[] = {
 	{ "first_send_after_close", case_first_send_after_close },
+	{ "opt_after_peer_back", case_opt_after_peer_back },
 	{ "first_send_after_close_blocked", case_first_send_after_close_blocked },
 	{ "linger0", case_linger0 },
 	{ "shutdown_after_reset", case_shutdown_after_reset },

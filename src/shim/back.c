@@ -767,6 +767,17 @@ static int demote(struct tsock *t, int fd, enum shim_why why)
 	}
 	if (atomic_load(&s->state) != SLOT_MOVED || !t->mapped)
 		return 0;
+	/* The peer is on its way back already (it asked; we answered or do
+	 * now): our part follows from our calls, as any answer's, and what it
+	 * sent into its ring before is still ours to read.  Asking in turn
+	 * set the slot off with those bytes unread: lost (tests/diff_shim.c,
+	 * t_shim_fds opt_after_peer_back). */
+	if ((atomic_load(&s->phase) & PH_TX_BACK) || shim_peer_asks(t)) {
+		shim_back_tx(t, fd, 0);
+		shim_back_rx(t, fd, 0);
+		shim_back_settle(t, fd);
+		return 0;
+	}
 	shim_switch_tx(t, fd);
 	int peer_ring = ask(t, fd);
 	struct family_peer fp = family_peer(s);
