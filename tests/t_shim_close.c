@@ -25,6 +25,7 @@
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/select.h>
+#include <sys/sendfile.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -501,6 +502,105 @@ static void case_sigpipe(void)
 	ASSERT_SYS(close(a));
 }
 
+/* After the peer's close (a FIN: it had read all), TCP takes the first
+ * send whole and the peer's kernel answers it with a reset; the next send
+ * fails with EPIPE and SIGPIPE, a zero-length one too.  A writev is one
+ * send: shunt sent its pieces one by one, the first "succeeded" and the
+ * second met the reset (1 byte where TCP took 66, a census of
+ * tests/diff_shim.c), a zero-length sendmsg returned 0, and a writev of no
+ * bytes, which the kernel answers 0 without the socket, EPIPE. */
+static void case_writev_after_close(void)
+{
+	int a, b;
+	char buf[64] = { 0 };
+	struct iovec v[3] = { { buf, 1 }, { buf, 64 }, { buf, 1 } };
+	struct msghdr m = { .msg_iov = v, .msg_iovlen = 3 };
+	struct msghdr none = { 0 };
+
+	ts_moved_pair(&a, &b);
+	ts_set_handler(SIGPIPE, on_sigpipe, 0);
+	ASSERT_SYS(close(b));
+	ts_expect_eof(a, ts_ms(2000));
+	ASSERT_EQ(writev(a, v, 3), 66);
+	test_sleep_ms(100); /* the reset comes back */
+	ASSERT_FAILS(sendmsg(a, &m, 0), EPIPE);
+	ASSERT_EQ(atomic_load(&g_sigpipe), 1);
+	ASSERT_FAILS(sendmsg(a, &none, MSG_NOSIGNAL), EPIPE);
+	ASSERT_FAILS(send(a, buf, 0, 0), EPIPE);
+	ASSERT_EQ(atomic_load(&g_sigpipe), 2);
+	/* A writev of no bytes never reaches the socket: 0. */
+	struct iovec z = { buf, 0 };
+	ASSERT_EQ(writev(a, &z, 1), 0);
+	ASSERT_EQ(writev(a, NULL, 0), 0);
+	ASSERT_EQ(atomic_load(&g_sigpipe), 2);
+	ts_set_handler(SIGPIPE, SIG_IGN, 0);
+	ASSERT_SYS(close(a));
+}
+
+/* The peer closes with our bytes unread: a reset.  TCP's next send,
+ * sendfile or splice into the socket reports ECONNRESET once, then
+ * EPIPE with SIGPIPE (sendfile and splice cannot say MSG_NOSIGNAL).
+ * shunt's sendfile said EPIPE at once, and neither raised SIGPIPE. */
+static void reset_then(int how)
+{
+	int a, b, p[2];
+	char buf[100] = { 0 };
+	FILE *f = tmpfile();
+
+	ASSERT_NOT_NULL(f);
+	ASSERT_EQ(fwrite(buf, 1, sizeof(buf), f), sizeof(buf));
+	ASSERT_EQ(fflush(f), 0);
+	int file = fileno(f);
+	ASSERT_SYS(pipe(p));
+	ts_moved_pair(&a, &b);
+	ts_set_handler(SIGPIPE, on_sigpipe, 0);
+	ASSERT_EQ(send(a, buf, 100, 0), 100);
+	ts_wait_arrived(b, 100, ts_ms(2000));
+	if (how == 2) { /* our own SHUT_WR first: the reset still comes first */
+		ASSERT_SYS(shutdown(a, SHUT_WR));
+		ASSERT_FAILS(send(a, buf, 1, MSG_NOSIGNAL), EPIPE);
+		how = 0;
+	}
+	ASSERT_SYS(close(b));
+	if (!(ts_wait_fd(a, POLLIN, ts_ms(2000)) & POLLERR))
+		TEST_FAIL_MSG("no POLLERR 2 s after the peer's reset");
+	off_t off = 0;
+	for (int k = 0; k < 3; k++) {
+		int want = k == 0 ? ECONNRESET : EPIPE;
+		int mode = k == 0 ? how : k == 1 ? 1 : 2;
+		ASSERT_EQ(write(p[1], buf, 10), 10);
+		if (mode == 0)
+			ASSERT_FAILS(send(a, buf, 10, MSG_NOSIGNAL), want);
+		else if (mode == 1)
+			ASSERT_FAILS(sendfile(a, file, &off, 10), want);
+		else
+			ASSERT_FAILS(splice(p[0], NULL, a, NULL, 10, 0), want);
+		ASSERT_EQ(atomic_load(&g_sigpipe), k);
+		char junk[16];
+		(void)!read(p[0], junk, sizeof(junk));
+	}
+	ts_set_handler(SIGPIPE, SIG_IGN, 0);
+	ASSERT_SYS(close(a));
+	close(p[0]);
+	close(p[1]);
+	fclose(f);
+}
+
+static void case_sendfile_after_reset(void)
+{
+	reset_then(1);
+}
+
+static void case_send_after_reset(void)
+{
+	reset_then(0);
+}
+
+static void case_shut_wr_then_reset(void)
+{
+	reset_then(2);
+}
+
 /* --- shutdown() wakes waiters ------------------------------------------------ */
 
 struct blocked_send {
@@ -964,6 +1064,10 @@ static const struct shim_case g_cases[] = {
 	{ "reset_blocked", case_reset_blocked },
 	{ "killed_idle", case_killed_idle },
 	{ "sigpipe", case_sigpipe },
+	{ "writev_after_close", case_writev_after_close },
+	{ "sendfile_after_reset", case_sendfile_after_reset },
+	{ "send_after_reset", case_send_after_reset },
+	{ "shut_wr_then_reset", case_shut_wr_then_reset },
 	{ "shutdown_rd_wakes", case_shutdown_rd_wakes },
 	{ "shutdown_rd_keeps", case_shutdown_rd_keeps },
 	{ "shutdown_rdwr_keeps", case_shutdown_rdwr_keeps },

@@ -883,15 +883,78 @@ static void told_reset(struct tsock *t)
 	atomic_store(&S(t)->kreset, 0);
 }
 
-/* The peer closed: the kernel's socket answers, as reset_due says. */
-static ssize_t after_close(struct tsock *t, int fd, const void *buf, size_t len, int flags)
+/* A send after our own shutdown(SHUT_WR): EPIPE, but a reset not yet told
+ * comes first, once (TCP's sk_stream_error: the socket's pending error
+ * wins over EPIPE; ECONNRESET raises no SIGPIPE). */
+static ssize_t shut_pipe(struct tsock *t, int flags)
+{
+	int err = reset_due(t, 0, 1);
+
+	if (err)
+		told_reset(t);
+	return err == ECONNRESET ? shim_err(-ECONNRESET) : broken_pipe(flags);
+}
+
+static long pipe_io(int fd, void *p, size_t n, int out);
+
+/* The kernel's call that a send becomes once the peer closed: a sendmsg
+ * of the whole vector (and its control data), a sendfile or a splice from
+ * a pipe.  `drop` takes the call's bytes as a send that "succeeds" after
+ * a FIN does: they go nowhere (the peer's kernel resets on them). */
+struct kcall {
+	int kind; /* KC_MSG, KC_FILE, KC_PIPE */
+	const struct msghdr *m;
+	int in;       /* KC_FILE: the file; KC_PIPE: the pipe */
+	off_t *off;   /* KC_FILE */
+	unsigned sflags; /* KC_PIPE: splice's flags */
+};
+#define KC_MSG 0
+#define KC_FILE 1
+#define KC_PIPE 2
+
+static ssize_t kcall_do(const struct kcall *k, int fd, size_t len, int flags)
+{
+	if (k->kind == KC_FILE)
+		return REAL(sendfile)(fd, k->in, k->off, len);
+	if (k->kind == KC_PIPE)
+		return REAL(splice)(k->in, NULL, fd, NULL, len, k->sflags);
+	return REAL(sendmsg)(fd, k->m, flags & ~MSG_ZEROCOPY);
+}
+
+static ssize_t kcall_drop(const struct kcall *k, size_t len)
+{
+	char buf[4096];
+	size_t done = 0;
+
+	if (k->kind == KC_MSG)
+		return (ssize_t)len;
+	while (done < len) {
+		size_t want = SHUNT_MIN(sizeof(buf), len - done);
+		long got = k->kind == KC_PIPE ? pipe_io(k->in, buf, want, 0)
+			 : k->off	      ? sys_pread(k->in, buf, want, *k->off)
+					      : sys_read(k->in, buf, want);
+		if (got <= 0)
+			return done ? (ssize_t)done : got == 0 ? 0 : shim_err(got);
+		if (k->kind == KC_FILE && k->off)
+			*k->off += got;
+		done += (size_t)got;
+	}
+	return (ssize_t)done;
+}
+
+/* The peer closed: the kernel's socket answers, as reset_due says, to the
+ * whole call (one writev's pieces are one send, as TCP takes them: piece
+ * by piece, the first "succeeded" after the FIN and the second met the
+ * reset, 1 byte where TCP's took 66). */
+static ssize_t after_closek(struct tsock *t, int fd, const struct kcall *k, size_t len,
+			    int flags)
 {
 	struct tslot *s = S(t);
 	int fin = peer_clean(t);
 
 	if (atomic_load(&s->kreset)) {
 		if (fin && !atomic_exchange(&s->sent_after, 1))
-			return (ssize_t)len;
+			return kcall_drop(k, len);
 		told_reset(t);
 		return fin || fin_then_reset(t) ? broken_pipe(flags) : shim_err(-ECONNRESET);
 	}
@@ -899,10 +962,10 @@ static ssize_t after_close(struct tsock *t, int fd, const void *buf, size_t len,
 	 * kernel socket may only have seen the peer's FIN). */
 	if (atomic_load(&s->reset_told))
 		return broken_pipe(flags);
-	ssize_t n = REAL(sendto)(fd, buf, len, flags & ~MSG_ZEROCOPY, NULL, 0);
+	ssize_t n = kcall_do(k, fd, len, flags);
 	if (n < 0 && errno == ECONNRESET && fin && !atomic_exchange(&s->sent_after, 1)) {
 		atomic_store(&s->kreset, 1);
-		return (ssize_t)len;
+		return kcall_drop(k, len);
 	}
 	if (n < 0 && errno == ECONNRESET) {
 		told_reset(t);
@@ -913,6 +976,22 @@ static ssize_t after_close(struct tsock *t, int fd, const void *buf, size_t len,
 	}
 	atomic_store(&s->sent_after, 1);
 	return n;
+}
+
+static ssize_t after_closev(struct tsock *t, int fd, const struct iovec *iov, int niov,
+			    size_t len, int flags)
+{
+	struct msghdr m = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)niov };
+	struct kcall k = { .kind = KC_MSG, .m = &m };
+
+	return after_closek(t, fd, &k, len, flags);
+}
+
+static ssize_t after_close(struct tsock *t, int fd, const void *buf, size_t len, int flags)
+{
+	struct iovec v = { (void *)buf, len };
+
+	return after_closev(t, fd, &v, 1, len, flags);
 }
 
 /* getsockopt(SO_ERROR) takes a pending reset as a call that meets it.  The
@@ -1008,7 +1087,7 @@ static ssize_t ring_sendv(struct tsock *t, int fd, const struct iovec *iov, int 
 
 	look_at_peer(t, &b);
 	if (shunt_end_state(END(t)) & SHUNT_ST_SHUT_WR)
-		return broken_pipe(flags);
+		return shut_pipe(t, flags);
 	if (peer_closed(t))
 		return AFTER_CLOSE;
 	shim_lock(&S(t)->tx_mu);
@@ -1022,7 +1101,7 @@ static ssize_t ring_sendv(struct tsock *t, int fd, const struct iovec *iov, int 
 	if (k == -EXDEV)
 		return RETRY;
 	if (k == -EPIPE && (shunt_end_state(END(t)) & SHUNT_ST_SHUT_WR))
-		return broken_pipe(flags); /* our own shutdown, from another thread */
+		return shut_pipe(t, flags); /* our own shutdown, from another thread */
 	if (k == -EPIPE || k == -ECONNRESET)
 		return AFTER_CLOSE;
 	if (k > 0 && (flags & MSG_ZEROCOPY))
@@ -1142,7 +1221,9 @@ ssize_t shim_sendv(struct tsock *t, int fd, const struct iovec *iov, int n, int 
 		len += iov[i].iov_len;
 	}
 	ssize_t k = ring_sendv(t, fd, iov, n, len, flags);
-	if (k == RETRY || k == AFTER_CLOSE)
+	if (k == AFTER_CLOSE)
+		return after_closev(t, fd, iov, n, len, flags);
+	if (k == RETRY)
 		return sendv_from(t, fd, iov, n, flags, 0);
 	if (k < 0 || (size_t)k == len || !cut_short(t, flags))
 		return k;
@@ -1152,6 +1233,8 @@ ssize_t shim_sendv(struct tsock *t, int fd, const struct iovec *iov, int n, int 
 /* sendfile into the ring: the file is read straight into shared memory. */
 ssize_t shim_sendfile(struct tsock *t, int fd, int in_fd, off_t *off, size_t count)
 {
+	if (count == 0 && moved(t)) /* the kernel's: 0 before a look at the socket */
+		return REAL(sendfile)(fd, in_fd, off, 0);
 	if (shim_plain_enter(t)) {
 		ssize_t n = REAL(sendfile)(fd, in_fd, off, count);
 		tcp_leave(S(t));
@@ -1167,8 +1250,12 @@ ssize_t shim_sendfile(struct tsock *t, int fd, int in_fd, off_t *off, size_t cou
 			tcp_leave(S(t));
 		return n;
 	}
+	struct kcall kc = { .kind = KC_FILE, .in = in_fd, .off = off };
+	/* sendfile cannot say MSG_NOSIGNAL: EPIPE raises SIGPIPE. */
+	if (shunt_end_state(END(t)) & SHUNT_ST_SHUT_WR)
+		return shut_pipe(t, 0);
 	if (peer_closed(t))
-		return REAL(sendfile)(fd, in_fd, off, count);
+		return after_closek(t, fd, &kc, count, 0);
 	struct shunt_bell b = shim_bell(t, fd);
 	int64_t dl = deadline_of(t, 0, 1);
 	size_t done = 0;
@@ -1208,7 +1295,11 @@ ssize_t shim_sendfile(struct tsock *t, int fd, int in_fd, off_t *off, size_t cou
 	}
 	if (done)
 		return (ssize_t)done;
-	return rc == -EPIPE ? broken_pipe(MSG_NOSIGNAL) : shim_err(rc);
+	if (rc == -EPIPE && (shunt_end_state(END(t)) & SHUNT_ST_SHUT_WR))
+		return shut_pipe(t, 0);
+	if (rc == -EPIPE || rc == -ECONNRESET)
+		return after_closek(t, fd, &kc, count, 0);
+	return shim_err(rc);
 }
 
 /* --- splice ---------------------------------------------------------------------
@@ -1339,6 +1430,13 @@ ssize_t shim_splice_in(struct tsock *t, int fd, int pipe_in, size_t len, unsigne
 			tcp_leave(S(t));
 		return n;
 	}
+	/* splice cannot say MSG_NOSIGNAL: EPIPE raises SIGPIPE, and after
+	 * the peer's close the kernel's socket answers, as for a send. */
+	struct kcall kc = { .kind = KC_PIPE, .in = pipe_in, .sflags = flags };
+	if (shunt_end_state(END(t)) & SHUNT_ST_SHUT_WR)
+		return shut_pipe(t, 0);
+	if (peer_closed(t))
+		return after_closek(t, fd, &kc, len, 0);
 	shim_lock(&S(t)->tx_mu);
 	if (!moved(t) || (phase_of(t) & PH_TX_BACK)) {
 		shim_unlock(&S(t)->tx_mu);
@@ -1349,6 +1447,10 @@ ssize_t shim_splice_in(struct tsock *t, int fd, int pipe_in, size_t len, unsigne
 	touched(t);
 	if (rc == -EXDEV)
 		return shim_splice_in(t, fd, pipe_in, len, flags);
+	if (rc == -EPIPE && (shunt_end_state(END(t)) & SHUNT_ST_SHUT_WR))
+		return shut_pipe(t, 0);
+	if (rc == -EPIPE || rc == -ECONNRESET)
+		return after_closek(t, fd, &kc, len, 0);
 	return shim_err(rc);
 }
 
