@@ -739,9 +739,18 @@ static int tcp_enter(struct tslot *s)
 	return 1;
 }
 
-static void tcp_leave(struct tslot *s)
+/* Out of the kernel.  A switch of our sends that gave up on this send
+ * (move.c, switch_tx: a read's looks once) is made now: with no send of
+ * ours after it, the peer never saw our switch, and a hand-over waited
+ * for it for good (t_shim_fds scm_rights_unread_rung: 1 run in 6). */
+static void tcp_leave(struct tsock *t, int fd)
 {
+	struct tslot *s = S(t);
+
 	atomic_fetch_sub(&s->inflight, 1);
+	if (atomic_load_explicit(&s->tx_owed, memory_order_relaxed) &&
+	    atomic_exchange(&s->tx_owed, 0))
+		shim_switch_tx(t, fd);
 }
 
 /* Sends before the move count too: another thread's data call may finish
@@ -764,9 +773,9 @@ int shim_plain_enter(struct tsock *t)
 	return 0;
 }
 
-void shim_plain_leave(struct tsock *t)
+void shim_plain_leave(struct tsock *t, int fd)
 {
-	tcp_leave(S(t));
+	tcp_leave(t, fd);
 }
 
 /* Before the move, on TCP: in flight (tcp_enter) while in the kernel, and
@@ -776,7 +785,7 @@ static ssize_t plain_send(struct tsock *t, int fd, const void *buf, size_t len, 
 {
 	ssize_t n = REAL(sendto)(fd, buf, len, flags, NULL, 0);
 
-	tcp_leave(S(t));
+	tcp_leave(t, fd);
 	if (count)
 		shim_count(t, fd, 0, n > 0 ? (uint64_t)n : 0);
 	return n;
@@ -1129,7 +1138,7 @@ static ssize_t moved_send(struct tsock *t, int fd, const void *buf, size_t len, 
 		return flags & MSG_OOB ? urgent(t, fd, buf, len, flags)
 				       : ring_send(t, fd, buf, len, flags);
 	ssize_t n = REAL(sendto)(fd, buf, len, flags, NULL, 0);
-	tcp_leave(S(t));
+	tcp_leave(t, fd);
 	return n;
 }
 
@@ -1197,7 +1206,7 @@ ssize_t shim_sendv(struct tsock *t, int fd, const struct iovec *iov, int n, int 
 	if (plain || (flags & MSG_OOB)) {
 		ssize_t k = REAL(sendmsg)(fd, &m, flags);
 		if (plain)
-			tcp_leave(S(t));
+			tcp_leave(t, fd);
 		shim_count(t, fd, 0, k > 0 ? (uint64_t)k : 0);
 		return k;
 	}
@@ -1207,7 +1216,7 @@ ssize_t shim_sendv(struct tsock *t, int fd, const struct iovec *iov, int n, int 
 	if (r != TX_RING) {
 		ssize_t k = REAL(sendmsg)(fd, &m, flags);
 		if (r == TX_TCP)
-			tcp_leave(S(t));
+			tcp_leave(t, fd);
 		return k;
 	}
 	size_t len = 0;
@@ -1237,7 +1246,7 @@ ssize_t shim_sendfile(struct tsock *t, int fd, int in_fd, off_t *off, size_t cou
 		return REAL(sendfile)(fd, in_fd, off, 0);
 	if (shim_plain_enter(t)) {
 		ssize_t n = REAL(sendfile)(fd, in_fd, off, count);
-		tcp_leave(S(t));
+		tcp_leave(t, fd);
 		shim_count(t, fd, 0, n > 0 ? (uint64_t)n : 0);
 		return n;
 	}
@@ -1247,7 +1256,7 @@ ssize_t shim_sendfile(struct tsock *t, int fd, int in_fd, off_t *off, size_t cou
 	if (r != TX_RING) {
 		ssize_t n = REAL(sendfile)(fd, in_fd, off, count);
 		if (r == TX_TCP)
-			tcp_leave(S(t));
+			tcp_leave(t, fd);
 		return n;
 	}
 	struct kcall kc = { .kind = KC_FILE, .in = in_fd, .off = off };
@@ -1427,7 +1436,7 @@ ssize_t shim_splice_in(struct tsock *t, int fd, int pipe_in, size_t len, unsigne
 	if (r != TX_RING) {
 		ssize_t n = REAL(splice)(pipe_in, NULL, fd, NULL, len, flags);
 		if (r == TX_TCP)
-			tcp_leave(S(t));
+			tcp_leave(t, fd);
 		return n;
 	}
 	/* splice cannot say MSG_NOSIGNAL: EPIPE raises SIGPIPE, and after

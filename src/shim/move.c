@@ -649,9 +649,12 @@ static int switch_tx(struct tsock *t, int fd, int patient, int busy)
 		 * thread yielded 1000 times for it, 10 times slower than TCP
 		 * (a helper's test, 12-04: Python's echo client, sendall of
 		 * 100 MB in one thread, recv in another: 3.1 s, TCP 0.4 s).
-		 * The send switches them itself once it is out (tx_route). */
+		 * The send switches them itself once it is out (io.c,
+		 * tcp_leave: tx_owed). */
 		int tries = patient ? 100000 : busy ? 1 : 1000;
 		rc = quiet(s, tries) ? shim_kern_tx_total(fd, &x) : -EAGAIN;
+		if (rc == -EAGAIN)
+			atomic_store(&s->tx_owed, 1);
 		if (rc == 0) {
 			struct shunt_switch *sw = my_sw(s);
 			/* From here the stream carries doorbells, which must not

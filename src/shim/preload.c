@@ -1144,7 +1144,7 @@ static int sendmmsg_sock(struct tsock *t, int fd, struct mmsghdr *v, unsigned n,
 	if (!shim_plain_enter(t))
 		return n && shim_bad_ptr(v) ? (int)shim_err(-EFAULT) : sendmmsg_moved(t, fd, v, n, flags);
 	int k = REAL(sendmmsg)(fd, v, n, flags);
-	shim_plain_leave(t);
+	shim_plain_leave(t, fd);
 	uint64_t out = 0;
 	for (int i = 0; i < k; i++)
 		out += v[i].msg_len;

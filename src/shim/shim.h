@@ -232,6 +232,8 @@ struct tslot {
 	_Atomic uint32_t rx_inflight; /* our reads of the stream inside the kernel,
 	                            * until counted in rx_tcp (move.c, start) */
 	_Atomic uint32_t switching; /* a thread is switching our sends to the ring */
+	_Atomic uint32_t tx_owed;   /* a switch gave up on a send in the kernel:
+	                             * that send makes it once out (io.c) */
 	_Atomic uint32_t reset_told; /* the program was told of the reset: now end
 	                            * of stream, and EPIPE (io.c) */
 	_Atomic uint32_t kreset;   /* we took the kernel's reset (a doorbell read,
@@ -412,7 +414,7 @@ void shim_count(struct tsock *t, int fd, uint64_t in, uint64_t out);
 /* A send on TCP before the move: 1, and in flight (the switch waits for
  * it) until shim_plain_leave(); 0 if the connection moved meanwhile. */
 int shim_plain_enter(struct tsock *t);
-void shim_plain_leave(struct tsock *t);
+void shim_plain_leave(struct tsock *t, int fd);
 /* The connection stays on TCP for good, for this reason. */
 void shim_give_up(struct tsock *t, int fd, enum shim_why why);
 /* Switch our sends to the ring if we may now; 0 when they go there. */
