@@ -1003,6 +1003,28 @@ static ssize_t after_close(struct tsock *t, int fd, const void *buf, size_t len,
 	return after_closev(t, fd, &v, 1, len, flags);
 }
 
+/* A sendfile's or a splice's failure in the ring (rc < 0), as the kernel's
+ * socket answers it: EPIPE raises SIGPIPE (neither call can say
+ * MSG_NOSIGNAL), and after the peer's close the kernel's socket answers. */
+static ssize_t kcall_failed(struct tsock *t, int fd, const struct kcall *k, size_t len,
+			    ssize_t rc)
+{
+	if (rc == -EPIPE && (shunt_end_state(END(t)) & SHUNT_ST_SHUT_WR))
+		return shut_pipe(t, 0);
+	if (rc == -EPIPE || rc == -ECONNRESET)
+		return after_closek(t, fd, k, len, 0);
+	return shim_err(rc);
+}
+
+/* Before such a call goes into the ring: -EPIPE after our own shutdown,
+ * -ECONNRESET once the peer closed (kcall_failed answers both), else 0. */
+static int kcall_closed(struct tsock *t)
+{
+	if (shunt_end_state(END(t)) & SHUNT_ST_SHUT_WR)
+		return -EPIPE;
+	return peer_closed(t) ? -ECONNRESET : 0;
+}
+
 /* getsockopt(SO_ERROR) takes a pending reset as a call that meets it.  The
  * kernel's own, taken here, counts as a doorbell read's would. */
 int shim_error_get(struct tsock *t, int fd, void *val, socklen_t *len)
@@ -1260,11 +1282,9 @@ ssize_t shim_sendfile(struct tsock *t, int fd, int in_fd, off_t *off, size_t cou
 		return n;
 	}
 	struct kcall kc = { .kind = KC_FILE, .in = in_fd, .off = off };
-	/* sendfile cannot say MSG_NOSIGNAL: EPIPE raises SIGPIPE. */
-	if (shunt_end_state(END(t)) & SHUNT_ST_SHUT_WR)
-		return shut_pipe(t, 0);
-	if (peer_closed(t))
-		return after_closek(t, fd, &kc, count, 0);
+	int closed = kcall_closed(t);
+	if (closed)
+		return kcall_failed(t, fd, &kc, count, closed);
 	struct shunt_bell b = shim_bell(t, fd);
 	int64_t dl = deadline_of(t, 0, 1);
 	size_t done = 0;
@@ -1304,11 +1324,7 @@ ssize_t shim_sendfile(struct tsock *t, int fd, int in_fd, off_t *off, size_t cou
 	}
 	if (done)
 		return (ssize_t)done;
-	if (rc == -EPIPE && (shunt_end_state(END(t)) & SHUNT_ST_SHUT_WR))
-		return shut_pipe(t, 0);
-	if (rc == -EPIPE || rc == -ECONNRESET)
-		return after_closek(t, fd, &kc, count, 0);
-	return shim_err(rc);
+	return kcall_failed(t, fd, &kc, count, rc);
 }
 
 /* --- splice ---------------------------------------------------------------------
@@ -1439,13 +1455,10 @@ ssize_t shim_splice_in(struct tsock *t, int fd, int pipe_in, size_t len, unsigne
 			tcp_leave(t, fd);
 		return n;
 	}
-	/* splice cannot say MSG_NOSIGNAL: EPIPE raises SIGPIPE, and after
-	 * the peer's close the kernel's socket answers, as for a send. */
 	struct kcall kc = { .kind = KC_PIPE, .in = pipe_in, .sflags = flags };
-	if (shunt_end_state(END(t)) & SHUNT_ST_SHUT_WR)
-		return shut_pipe(t, 0);
-	if (peer_closed(t))
-		return after_closek(t, fd, &kc, len, 0);
+	int closed = kcall_closed(t);
+	if (closed)
+		return kcall_failed(t, fd, &kc, len, closed);
 	shim_lock(&S(t)->tx_mu);
 	if (!moved(t) || (phase_of(t) & PH_TX_BACK)) {
 		shim_unlock(&S(t)->tx_mu);
@@ -1456,11 +1469,7 @@ ssize_t shim_splice_in(struct tsock *t, int fd, int pipe_in, size_t len, unsigne
 	touched(t);
 	if (rc == -EXDEV)
 		return shim_splice_in(t, fd, pipe_in, len, flags);
-	if (rc == -EPIPE && (shunt_end_state(END(t)) & SHUNT_ST_SHUT_WR))
-		return shut_pipe(t, 0);
-	if (rc == -EPIPE || rc == -ECONNRESET)
-		return after_closek(t, fd, &kc, len, 0);
-	return shim_err(rc);
+	return rc < 0 ? kcall_failed(t, fd, &kc, len, rc) : rc;
 }
 
 static ssize_t moved_splice_out(struct tsock *t, int fd, int pipe_out, size_t len,
