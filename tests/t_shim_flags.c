@@ -639,6 +639,16 @@ static void late_io_start(struct late_io *l)
 	ASSERT_EQ(pthread_create(&l->t, NULL, late_io_main, l), 0);
 }
 
+/* The end of a splice case: a still on the ring, all closed. */
+static void splices_done(int a, int b, const int pp[2])
+{
+	ts_expect_accel(a, "after the splices");
+	ASSERT_SYS(close(pp[0]));
+	ASSERT_SYS(close(pp[1]));
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
 /* splice from a moved socket with nothing to read, without
  * SPLICE_F_NONBLOCK: the socket's own mode decides, as in the kernel's
  * tcp_splice_read: O_NONBLOCK gives EAGAIN at once, SO_RCVTIMEO EAGAIN
@@ -669,11 +679,7 @@ static void case_splice_socket_timeo(void)
 	ASSERT_EQ(splice(a, NULL, pp[1], NULL, 100, 0), 1);
 	ASSERT_EQ(read(pp[0], &c, 1), 1);
 	ASSERT_EQ(c, 'x');
-	ts_expect_accel(a, "after the splices");
-	ASSERT_SYS(close(pp[0]));
-	ASSERT_SYS(close(pp[1]));
-	ASSERT_SYS(close(a));
-	ASSERT_SYS(close(b));
+	splices_done(a, b, pp);
 }
 
 /* A splice of no bytes returns 0 at once, data or not, as the kernel's
@@ -696,11 +702,7 @@ static void case_splice_zero(void)
 	ASSERT_EQ(splice(a, NULL, pp[1], NULL, 0, 0), 0);
 	ASSERT_EQ(recv(a, &c, 1, 0), 1);
 	ASSERT_EQ(c, 'x');
-	ts_expect_accel(a, "after the splices");
-	ASSERT_SYS(close(pp[0]));
-	ASSERT_SYS(close(pp[1]));
-	ASSERT_SYS(close(a));
-	ASSERT_SYS(close(b));
+	splices_done(a, b, pp);
 }
 
 /* splice with a pipe that blocks, as haproxy's do: SPLICE_F_NONBLOCK is
