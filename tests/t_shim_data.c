@@ -1686,7 +1686,7 @@ static void case_reader_switches(void)
  * peer's receive queue, unread, are acked on loopback at once, so it falls
  * to 0 while the peer reads nothing; a program waits for that before it
  * closes.  On a moved connection it counted the ring's bytes the peer had
- * not read (t_shim_diff found it). */
+ * not read (tests/diff_shim.c found it). */
 static void case_outq_delivered(void)
 {
 	int a, b, v = -1;
@@ -1714,7 +1714,7 @@ static void case_outq_delivered(void)
 /* sendmsg with a control message on a moved connection: TCP ignores an
  * IPPROTO_IP one and takes the bytes; the peer reads them, in order.
  * (Sent by the kernel behind the ring before: the peer never saw them, or
- * read a reset; t_shim_diff found it.) */
+ * read a reset; tests/diff_shim.c found it.) */
 static void case_sendmsg_control(void)
 {
 	int a, b;

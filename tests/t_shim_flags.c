@@ -180,7 +180,7 @@ static void case_linger0(void)
 /* shutdown after the peer's reset: TCP's socket is TCP_CLOSE, so each
  * shutdown fails with ENOTCONN and changes nothing: the reset is still
  * read after it.  (A moved socket's returned 0 and its reads then saw end
- * of stream; t_shim_diff found it.) */
+ * of stream; tests/diff_shim.c found it.) */
 static void case_shutdown_after_reset(void)
 {
 	int a, b;
@@ -653,7 +653,7 @@ static void splices_done(int a, int b, const int pp[2])
  * SPLICE_F_NONBLOCK: the socket's own mode decides, as in the kernel's
  * tcp_splice_read: O_NONBLOCK gives EAGAIN at once, SO_RCVTIMEO EAGAIN
  * after its time.  (The ring's EAGAIN was taken for a full pipe and
- * retried: the call spun for good; t_shim_diff found it.) */
+ * retried: the call spun for good; tests/diff_shim.c found it.) */
 static void case_splice_socket_timeo(void)
 {
 	int a, b, pp[2];
@@ -684,7 +684,7 @@ static void case_splice_socket_timeo(void)
 
 /* A splice of no bytes returns 0 at once, data or not, as the kernel's
  * splice(2) does before it looks at the fds (a moved socket's waited for
- * data, or failed with EAGAIN; t_shim_diff found it). */
+ * data, or failed with EAGAIN; tests/diff_shim.c found it). */
 static void case_splice_zero(void)
 {
 	int a, b, pp[2];
