@@ -689,6 +689,36 @@ static void case_hup_killed_clean(void)
 	ASSERT_SYS(close(p.fd));
 }
 
+/* Our own shutdown with the peer's bytes unread: TCP's poll says what its
+ * own shutdown bits say, data or not: SHUT_RD reads as the stream's end
+ * (POLLRDHUP), SHUT_RDWR hangs up (POLLHUP) too.  A moved socket said
+ * neither while bytes waited (found by tests/diff_shim.c). */
+static void own_shut_poll(int how, short want)
+{
+	int a, b;
+
+	ts_moved_pair(&a, &b);
+	ts_write_all(b, "xy", 2, ts_ms(2000));
+	ts_wait_arrived(a, 2, ts_ms(2000));
+	ASSERT_SYS(shutdown(a, how));
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP, .data.u64 = 1 };
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, a, &ev));
+	ASSERT_EQ(ts_wait_fd(a, POLLIN | POLLOUT | POLLRDHUP, 0), want);
+	ASSERT_UEQ(epoll_events_of(ep, 0), (uint32_t)want);
+	char c[2];
+	ASSERT_EQ(recv(a, c, 2, 0), 2);
+	ASSERT_SYS(close(ep));
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+static void case_hup_own_shutdown(void)
+{
+	own_shut_poll(SHUT_RD, POLLIN | POLLOUT | POLLRDHUP);
+	own_shut_poll(SHUT_RDWR, POLLIN | POLLOUT | POLLRDHUP | POLLHUP);
+}
+
 /* --- Waits across the move ---------------------------------------------------- */
 
 struct waiter {
@@ -1099,6 +1129,7 @@ static const struct shim_case g_cases[] = {
 	{ "hup_close", case_hup_close },
 	{ "hup_killed", case_hup_killed },
 	{ "hup_killed_clean", case_hup_killed_clean },
+	{ "hup_own_shutdown", case_hup_own_shutdown },
 	{ "busy_no_bells", case_busy_no_bells },
 	{ "bell_event_no_ppoll", case_bell_event_no_ppoll },
 	{ "bell_one_read", case_bell_one_read },

@@ -678,6 +678,8 @@ void shunt_end_init(struct shunt_end *e, const struct shunt_seg *seg, int side,
 
 /* --- Readiness for poll and epoll -------------------------------------- */
 
+/* Our own SHUT_RD reads as the stream's end in poll with data unread too,
+ * as TCP's RCV_SHUTDOWN (t_shim_poll hup_own_shutdown). */
 static int poll_rx(struct shunt_end *e)
 {
 	int64_t n = rx_ready(e, 1, 1);
@@ -685,7 +687,9 @@ static int poll_rx(struct shunt_end *e)
 	if (n == -EAGAIN)
 		return 0;
 	if (n > 0)
-		return peer_done(e) ? POLLIN | POLLRDHUP : POLLIN;
+		return peer_done(e) || atomic_load_explicit(&e->rd_shut, memory_order_relaxed)
+			       ? POLLIN | POLLRDHUP
+			       : POLLIN;
 	if (n == 0)
 		return POLLIN | POLLRDHUP;
 	return POLLIN | POLLRDHUP | POLLERR | POLLHUP;

@@ -1963,8 +1963,9 @@ int shim_readiness(struct tsock *t, int fd, int events, int arm, int *kernp)
 	 * reads are short of the peer's switch offset: its TCP bytes before it
 	 * come first, perhaps still in its kernel, and TCP's FIN follows them.
 	 * libuv takes a hang-up after a short read for the end of the stream
-	 * (uvloop's echo clients lost the tail of a stream). */
-	if (!(ph & PH_RX_RING) && !(ev & POLLERR))
+	 * (uvloop's echo clients lost the tail of a stream).  Our own
+	 * SHUT_RD and SHUT_WR hang up at once, as TCP's. */
+	if (!(ph & PH_RX_RING) && !(ev & POLLERR) && !shim_rd_shut(t))
 		ev &= ~POLLHUP;
 	/* Whatever the ring does, the socket's own error queue (zero-copy
 	 * completions) and urgent byte are the kernel's to report; a reset of
