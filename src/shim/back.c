@@ -771,7 +771,7 @@ static int demote(struct tsock *t, int fd, enum shim_why why)
 	 * now): our part follows from our calls, as any answer's, and what it
 	 * sent into its ring before is still ours to read.  Asking in turn
 	 * set the slot off with those bytes unread: lost (tests/diff_shim.c,
-	 * t_shim_fds opt_after_peer_back). */
+	 * t_shim_flags opt_after_peer_back). */
 	if ((atomic_load(&s->phase) & PH_TX_BACK) || shim_peer_asks(t)) {
 		shim_back_tx(t, fd, 0);
 		shim_back_rx(t, fd, 0);
