@@ -740,9 +740,10 @@ static int tcp_enter(struct tslot *s)
 }
 
 /* Out of the kernel.  A switch of our sends that gave up on this send
- * (move.c, switch_tx: a read's looks once) is made now: with no send of
- * ours after it, the peer never saw our switch, and a hand-over waited
- * for it for good (t_shim_fds scm_rights_unread_rung: 1 run in 6). */
+ * (move.c, switch_tx: a read's switch looks once) is made now: with no
+ * send of ours after it, the peer never saw our switch, and a hand-over
+ * waited for it for good (t_shim_fds scm_rights_unread_rung: 2 runs in
+ * 10). */
 static void tcp_leave(struct tsock *t, int fd)
 {
 	struct tslot *s = S(t);
