@@ -283,6 +283,29 @@ static void *pieces_main(void *arg)
 	return NULL;
 }
 
+/* A recvmsg with no buffer space at all is a read of no bytes, as TCP's:
+ * EAGAIN with nothing there (non-blocking), 0 once data is there, which
+ * stays to be read.  A moved socket's returned 0 at once (found by
+ * tests/diff_shim.c). */
+static void empty_recvmsg(int a, int b, const char *when)
+{
+	struct msghdr m = { 0 };
+	char c;
+
+	test_log("%s", when);
+	ASSERT_FAILS(recvmsg(a, &m, MSG_DONTWAIT), EAGAIN);
+	ASSERT_EQ(send(b, "z", 1, 0), 1);
+	ts_wait_arrived(a, 1, ts_ms(2000));
+	ASSERT_EQ(recvmsg(a, &m, MSG_DONTWAIT), 0);
+	ASSERT_EQ(recv(a, &c, 1, 0), 1);
+	ASSERT_EQ(c, 'z');
+}
+
+static void case_recvmsg_empty(void)
+{
+	ts_tcp_then_moved(empty_recvmsg);
+}
+
 static void case_recv_flags(void)
 {
 	int a, b;
@@ -1257,6 +1280,7 @@ static const struct shim_case g_cases[] = {
 	{ "shutdown_after_reset", case_shutdown_after_reset },
 	{ "reset_told_once", case_reset_told_once },
 	{ "msg_trunc", case_msg_trunc },
+	{ "recvmsg_empty", case_recvmsg_empty },
 	{ "msg_errqueue", case_msg_errqueue },
 	{ "recv_flags", case_recv_flags },
 	{ "send_flags", case_send_flags },

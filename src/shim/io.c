@@ -720,7 +720,22 @@ ssize_t shim_recvv(struct tsock *t, int fd, const struct iovec *iov, int n, int 
 			       ? recvv_from(t, fd, iov, n, flags, (size_t)k)
 			       : k;
 	}
-	return n && shim_bad_ptr(iov) ? shim_err(-EFAULT) : recvv_from(t, fd, iov, n, flags, 0);
+	if (n && shim_bad_ptr(iov))
+		return shim_err(-EFAULT);
+	/* No room at all: a read of no bytes, as TCP's recvmsg (EAGAIN with
+	 * nothing there; it returned 0 at once: t_shim_flags recvmsg_empty). */
+	return shim_vec_empty(iov, n) ? shim_recv(t, fd, NULL, 0, flags)
+				      : recvv_from(t, fd, iov, n, flags, 0);
+}
+
+int shim_vec_empty(const struct iovec *iov, int n)
+{
+	if (n > 0 && shim_bad_ptr(iov))
+		return 0;
+	for (int i = 0; i < n; i++)
+		if (iov[i].iov_len)
+			return 0;
+	return 1;
 }
 
 /* --- Sending --------------------------------------------------------------- */

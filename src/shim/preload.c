@@ -921,21 +921,12 @@ EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags,
  * as the kernel's (vfs_readv and vfs_writev end there; recvmsg and sendmsg
  * go on to the socket): a writev of no bytes after a reset returned
  * ECONNRESET, after our shutdown EPIPE (tests/diff_shim.c). */
-static int vec_empty(const struct iovec *iov, int n)
-{
-	if (n > 0 && shim_bad_ptr(iov))
-		return 0;
-	for (int i = 0; i < n; i++)
-		if (iov[i].iov_len)
-			return 0;
-	return 1;
-}
 
 EXPORT ssize_t readv(int fd, const struct iovec *iov, int n)
 {
 	ON_SOCK(fd, t, REAL(readv)(fd, iov, n),
 		n < 0 || n > IOV_MAX ? shim_err(-EINVAL)
-		: vec_empty(iov, n)  ? 0
+		: shim_vec_empty(iov, n)  ? 0
 				     : shim_recvv(t, fd, iov, n, 0));
 }
 
@@ -943,7 +934,7 @@ EXPORT ssize_t writev(int fd, const struct iovec *iov, int n)
 {
 	ON_SOCK(fd, t, REAL(writev)(fd, iov, n),
 		n < 0 || n > IOV_MAX ? shim_err(-EINVAL)
-		: vec_empty(iov, n)  ? 0
+		: shim_vec_empty(iov, n)  ? 0
 				     : shim_sendv(t, fd, iov, n, 0));
 }
 
@@ -977,7 +968,7 @@ static ssize_t do_preadv2(int fd, const struct iovec *iov, int n, off_t off, int
 {
 	ON_SOCK(fd, t, REAL(preadv2)(fd, iov, n, off, flags),
 		!rwf_stream(n, off, flags) ? REAL(preadv2)(fd, iov, n, off, flags)
-		: vec_empty(iov, n)	   ? 0
+		: shim_vec_empty(iov, n)	   ? 0
 					   : shim_recvv(t, fd, iov, n, rwf_msg(flags)));
 }
 
@@ -985,7 +976,7 @@ static ssize_t do_pwritev2(int fd, const struct iovec *iov, int n, off_t off, in
 {
 	ON_SOCK(fd, t, REAL(pwritev2)(fd, iov, n, off, flags),
 		!rwf_stream(n, off, flags) ? REAL(pwritev2)(fd, iov, n, off, flags)
-		: vec_empty(iov, n)	   ? 0
+		: shim_vec_empty(iov, n)	   ? 0
 					   : shim_sendv(t, fd, iov, n, rwf_msg(flags)));
 }
 

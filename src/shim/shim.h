@@ -438,6 +438,9 @@ int shim_rings_no_room(struct tsock *t);
 /* Our own shutdown(SHUT_RD) of a moved socket: the kernel's side reads as
  * ended for good and can tell of no doorbell (waits for room nap). */
 int shim_rd_shut(struct tsock *t);
+/* A vector with no bytes at all (a bad pointer to it is not: its call
+ * fails with EFAULT). */
+int shim_vec_empty(const struct iovec *iov, int n);
 /* Our sends go to the ring (not back to TCP): the kernel's POLLOUT on the
  * stream says nothing of room there (io.c). */
 int shim_tx_ringed(struct tsock *t);
