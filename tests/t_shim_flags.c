@@ -306,6 +306,37 @@ static void case_recvmsg_empty(void)
 	ts_tcp_then_moved(empty_recvmsg);
 }
 
+/* MSG_PEEK into several pieces fills them all, as TCP's; the bytes stay.
+ * A moved socket's filled the first piece alone (found by
+ * tests/diff_shim.c). */
+static void vector_peek(int a, int b, const char *when)
+{
+	uint64_t seed = shim_seed(61);
+	unsigned char one[3], two[5000], three[100];
+	struct iovec v[3] = { { one, sizeof(one) }, { two, sizeof(two) }, { three, sizeof(three) } };
+	struct msghdr m = { .msg_iov = v, .msg_iovlen = 3 };
+
+	test_log("%s", when);
+	ts_send_stream(b, seed, 0, 4000, ts_ms(2000));
+	ts_wait_arrived(a, 4000, ts_ms(2000));
+	ASSERT_EQ(recvmsg(a, &m, MSG_PEEK), 4000);
+	ASSERT_EQ(test_stream_check(seed, 0, one, sizeof(one)), (size_t)-1);
+	ASSERT_EQ(test_stream_check(seed, sizeof(one), two, 4000 - sizeof(one)), (size_t)-1);
+	ASSERT_EQ(readv(a, v, 3), 4000); /* all of it still there */
+	ASSERT_EQ(test_stream_check(seed, sizeof(one), two, 4000 - sizeof(one)), (size_t)-1);
+	ts_send_stream(b, seed, 4000, 6000, ts_ms(2000));
+	ts_wait_arrived(a, 6000, ts_ms(2000));
+	ASSERT_EQ(recvmsg(a, &m, MSG_PEEK), (ssize_t)(sizeof(one) + sizeof(two) + sizeof(three)));
+	ASSERT_EQ(test_stream_check(seed, 4000 + sizeof(one) + sizeof(two), three, sizeof(three)),
+		  (size_t)-1);
+	ts_recv_stream(a, seed, 4000, 6000, ts_ms(2000));
+}
+
+static void case_peek_vector(void)
+{
+	ts_tcp_then_moved(vector_peek);
+}
+
 static void case_recv_flags(void)
 {
 	int a, b;
@@ -1281,6 +1312,7 @@ static const struct shim_case g_cases[] = {
 	{ "reset_told_once", case_reset_told_once },
 	{ "msg_trunc", case_msg_trunc },
 	{ "recvmsg_empty", case_recvmsg_empty },
+	{ "peek_vector", case_peek_vector },
 	{ "msg_errqueue", case_msg_errqueue },
 	{ "recv_flags", case_recv_flags },
 	{ "send_flags", case_send_flags },

@@ -702,6 +702,51 @@ static ssize_t recvv_from(struct tsock *t, int fd, const struct iovec *iov, int 
 	return (ssize_t)done;
 }
 
+/* The most a peek into several pieces looks at: more than the ring and
+ * the kernel's buffer hold together, so that it sees all TCP would. */
+#define PEEKV_MAX (16u << 20)
+
+/* A peek into several pieces fills them all from the same bytes, as TCP's
+ * (a peek of the first piece alone left the rest empty: found by
+ * tests/diff_shim.c).  A peek takes nothing and cannot go on where it
+ * stopped, so it looks once into scratch memory (no malloc: recvmsg is
+ * async-signal-safe) and hands that out across the pieces. */
+static ssize_t peekv(struct tsock *t, int fd, const struct iovec *iov, int n, int flags)
+{
+	size_t total = 0;
+
+	for (int i = 0; i < n; i++)
+		total += SHUNT_MIN(iov[i].iov_len, (size_t)PEEKV_MAX);
+	total = SHUNT_MIN(total, (size_t)PEEKV_MAX);
+	char *b = shim_scratch(total);
+	if (!b)
+		return shim_err(-ENOMEM);
+	ssize_t k = shim_recv(t, fd, b, total, flags);
+	for (size_t off = 0, i = 0; k > 0 && !(flags & MSG_TRUNC) && off < (size_t)k; i++) {
+		size_t c = SHUNT_MIN(iov[i].iov_len, (size_t)k - off);
+		if (c && shim_bad_ptr(iov[i].iov_base)) {
+			k = off ? (ssize_t)off : shim_err(-EFAULT);
+			break;
+		}
+		if (c)
+			memcpy(iov[i].iov_base, b + off, c);
+		off += c;
+	}
+	shim_scratch_free(b, total);
+	return k;
+}
+
+/* The pieces of a vector that hold room: a peek into more than one is
+ * peekv's. */
+static int vec_pieces(const struct iovec *iov, int n)
+{
+	int k = 0;
+
+	for (int i = 0; i < n; i++)
+		k += iov[i].iov_len != 0;
+	return k;
+}
+
 /* Vectors: the first non-empty piece as a recv; the rest only what is
  * there at once, as readv on a socket returns what it has. */
 ssize_t shim_recvv(struct tsock *t, int fd, const struct iovec *iov, int n, int flags)
@@ -724,8 +769,10 @@ ssize_t shim_recvv(struct tsock *t, int fd, const struct iovec *iov, int n, int 
 		return shim_err(-EFAULT);
 	/* No room at all: a read of no bytes, as TCP's recvmsg (EAGAIN with
 	 * nothing there; it returned 0 at once: t_shim_flags recvmsg_empty). */
-	return shim_vec_empty(iov, n) ? shim_recv(t, fd, NULL, 0, flags)
-				      : recvv_from(t, fd, iov, n, flags, 0);
+	if (shim_vec_empty(iov, n))
+		return shim_recv(t, fd, NULL, 0, flags);
+	return (flags & MSG_PEEK) && vec_pieces(iov, n) > 1 ? peekv(t, fd, iov, n, flags)
+							   : recvv_from(t, fd, iov, n, flags, 0);
 }
 
 int shim_vec_empty(const struct iovec *iov, int n)
