@@ -47,7 +47,7 @@
  *   SHUNT_DIFF_ONLY=mode  local, thread or fork only
  *   SHUNT_DIFF_KEEPGOING=1  every seed, each first difference printed
  *   SHUNT_DIFF_ALL=1      also what differs knowingly (urgent sends,
- *                         control messages, a vector's MSG_PEEK, POLLRDHUP)
+ *                         control messages, POLLRDHUP)
  *   SHUNT_DIFF_STATE=1    also TCP_INFO's state (differs: see snapshot)
  *
  * Under SHUNT_DISABLE=1 both runs are TCP: the case still runs (and must
@@ -876,12 +876,6 @@ static void random_op(struct test_rng *r, struct op *o, int inflight_out)
 			o->n = pick(r, 8);
 			o->a = (int)test_rng_next(r) & 0x7fff;
 			o->b = pick(r, 6);
-			/* Known difference, left out unless SHUNT_DIFF_ALL=1: a
-			 * moved socket's MSG_PEEK fills only the first non-empty
-			 * piece of a vector (io.c recvv_from), TCP's all of them
-			 * (report of 2026-12-04). */
-			if ((o->flags & MSG_PEEK) && !getenv("SHUNT_DIFF_ALL"))
-				o->b = o->b ? 1 : 0;
 		}
 		break;
 	}

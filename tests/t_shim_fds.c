@@ -1339,6 +1339,82 @@ static void case_scm_rights_past_back_full(void)
 	g_pb_ring = PB_RING;
 }
 
+/*
+ * A thread's poll on moved sockets also waits on an eventfd of the
+ * library's, which whoever takes a doorbell kicks (src/shim/kick.c).  A
+ * forked child kept its parent's: one eventfd in two processes, and a
+ * kick one of them took and reset was lost to the other, whose poll slept
+ * on with its ring emptied (t_shim_fds scm_rights_unread_rung: the
+ * writer's poll for room, kicked by its reader thread, its parent's poll
+ * reset the kick first; 1 run in 40).  A child now waits on its own.
+ */
+#define KICK_IDS 16
+
+struct kick_ids {
+	long id[KICK_IDS];
+	int n;
+};
+
+/* The eventfds of this process, by the id the kernel gives each (fdinfo). */
+static void eventfd_ids(struct kick_ids *k)
+{
+	DIR *d = opendir("/proc/self/fdinfo");
+	struct dirent *e;
+	char path[300], buf[512];
+
+	ASSERT(d != NULL);
+	k->n = 0;
+	while ((e = readdir(d)) && k->n < KICK_IDS) {
+		snprintf(path, sizeof(path), "/proc/self/fdinfo/%s", e->d_name);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+		if (fd >= 0)
+			close(fd);
+		buf[n > 0 ? n : 0] = 0;
+		const char *id = strstr(buf, "eventfd-id:");
+		if (id)
+			k->id[k->n++] = strtol(id + 11, NULL, 10);
+	}
+	closedir(d);
+}
+
+/* A poll that sleeps a little on a moved socket: it waits on the kick. */
+static void kick_poll(int fd, struct kick_ids *k)
+{
+	struct pollfd p = { fd, POLLIN, 0 };
+
+	ASSERT_EQ(poll(&p, 1, 20), 0);
+	eventfd_ids(k);
+}
+
+static struct kick_ids g_parent_kicks;
+
+static void kick_child(void *arg)
+{
+	struct kick_ids mine;
+
+	kick_poll(*(int *)arg, &mine);
+	ASSERT_MSG(ts_disabled() || mine.n > 0,
+		   "the child's poll waits on no eventfd of the library");
+	for (int i = 0; i < mine.n; i++)
+		for (int j = 0; j < g_parent_kicks.n; j++)
+			ASSERT_MSG(mine.id[i] != g_parent_kicks.id[j],
+				   "the child holds its parent's eventfd %ld", mine.id[i]);
+}
+
+static void case_fork_kick_own(void)
+{
+	int a, b;
+
+	ts_moved_pair(&a, &b);
+	kick_poll(a, &g_parent_kicks);
+	ASSERT_MSG(ts_disabled() || g_parent_kicks.n > 0,
+		   "a poll on a moved socket waits on no eventfd of the library");
+	test_wait_ok(test_fork(kick_child, &a), ts_ms(5000) / 1000.0);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
 /* A child that ends by _exit() while it still holds sockets (a
  * fork-per-connection server's handler, after its parent closed its copy)
  * lets go of nothing: its slots kept a dead holder for good, and after
@@ -1888,6 +1964,7 @@ static const struct shim_case g_cases[] = {
 	{ "scm_rights_unread_rung", case_scm_rights_unread_rung },
 	{ "scm_rights_past_back", case_scm_rights_past_back },
 	{ "scm_rights_past_back_full", case_scm_rights_past_back_full },
+	{ "fork_kick_own", case_fork_kick_own },
 	{ "fork_exit_slots", case_fork_exit_slots },
 	{ "exec", case_exec },
 	{ "execveat", case_execveat },

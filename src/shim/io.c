@@ -299,6 +299,14 @@ static ssize_t tcp_cut(struct tsock *t, int fd, const struct iovec *iov, int nio
 	size_t data = before >= x ? 0 : (size_t)(x - before);
 	log_debug("fd %d: the TCP stream ends at %llu: a read of %zd at %llu keeps %zu", fd,
 		  (unsigned long long)x, n, (unsigned long long)before, data);
+	/* The doorbells this read took may include another wait's: the
+	 * peer's switch rings once, then its reads ring for room, and one
+	 * read of the stream can take both.  A poll for room in another
+	 * thread, woken with this read, would find the stream empty again and
+	 * sleep on: such waits look again, as after the leader's take (by
+	 * reasoning; no test makes the two bytes come together). */
+	if (!(flags & MSG_PEEK) && (size_t)n > data)
+		shim_kick_others();
 	if (!(flags & MSG_PEEK)) {
 		ssize_t k = past_back(t, fd, (flags & MSG_TRUNC) ? NULL : iov, niov, n, before, data);
 		if (k != RETRY)

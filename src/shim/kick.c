@@ -60,6 +60,21 @@ int shim_kick_thread_fd(void)
 	return fd;
 }
 
+/*
+ * A forked child: the calling thread's eventfd is its parent's, and a
+ * kick one of the two took and reset was lost to the other, whose wait
+ * slept on (t_shim_fds fork_kick_own; scm_rights_unread_rung 1 run in
+ * 40).  Its own comes with its first wait.  The parent's waits asleep at
+ * the fork are not the child's: none is listed.
+ */
+void shim_kick_forked(void)
+{
+	for (int i = 0; i < SLEEPERS; i++)
+		atomic_store(&sleepers[i], 0);
+	atomic_store(&nsleepers, 0);
+	thread_gone(NULL);
+}
+
 int shim_kick_listen(int fd)
 {
 	for (int i = 0; fd > 0 && i < SLEEPERS; i++) {

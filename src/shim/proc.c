@@ -243,6 +243,7 @@ void shim_fork_child(void)
 	atomic_store(&cached_pid, sys_getpid());
 	shunt__own_unlock();
 	shim_linger_fork(0);
+	shim_kick_forked();
 	if (stranger) {
 		stranger = 0;
 		estranged = 1;

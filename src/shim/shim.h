@@ -742,6 +742,7 @@ int shim_epoll_ready(int epfd);
  * whoever takes doorbells kicks every listed one (it may have taken
  * theirs).  listen returns a slot for unlisten (-1: not listed). */
 int shim_kick_thread_fd(void);
+void shim_kick_forked(void); /* in a forked child: eventfds of its own */
 int shim_kick_listen(int fd);
 void shim_kick_unlisten(int slot);
 void shim_kick_reset(int fd);
