@@ -306,6 +306,41 @@ static void case_recvmsg_empty(void)
 	ts_tcp_then_moved(empty_recvmsg);
 }
 
+/* A blocking read of no bytes waits once, for data or its SO_RCVTIMEO,
+ * then returns 0 (TCP's one pass of its loop ends with nothing copied);
+ * one that may not wait says EAGAIN.  A moved socket's said EAGAIN after
+ * the timeout (found by tests/diff_shim.c). */
+static void empty_timeout(int a, int b, const char *when)
+{
+	struct timeval tv = { 0, 30000 };
+	struct msghdr m = { 0 };
+	char c;
+
+	(void)b;
+	test_log("%s", when);
+	ASSERT_SYS(setsockopt(a, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)));
+	double t0 = test_now();
+	ASSERT_EQ(recv(a, &c, 0, 0), 0);
+	ASSERT_EQ(recv(a, &c, 0, MSG_PEEK), 0);
+	ASSERT_EQ(recvmsg(a, &m, MSG_WAITALL), 0);
+	double waited = test_now() - t0;
+	ASSERT_MSG(waited >= 0.075, "%s: three reads of no bytes took %.1f ms, not 3 timeouts", when,
+		   waited * 1e3);
+	ASSERT_FAILS(recv(a, &c, 0, MSG_DONTWAIT), EAGAIN);
+	/* read() of no bytes is the file layer's: 0 at once. */
+	t0 = test_now();
+	ASSERT_EQ(read(a, &c, 0), 0);
+	ASSERT_MSG(test_now() - t0 < 0.02, "%s: read() of no bytes waited %.1f ms", when,
+		   (test_now() - t0) * 1e3);
+	tv.tv_usec = 0;
+	ASSERT_SYS(setsockopt(a, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)));
+}
+
+static void case_recv_empty_timeout(void)
+{
+	ts_tcp_then_moved(empty_timeout);
+}
+
 /* MSG_PEEK into several pieces fills them all, as TCP's; the bytes stay.
  * A moved socket's filled the first piece alone (found by
  * tests/diff_shim.c). */
@@ -1203,6 +1238,84 @@ static void case_async_after_move(void)
  * turn.  a must still read all 1500 bytes, as over TCP: shunt set a's
  * slot off with b's ring unread, and a's FIONREAD fell to 0 with the
  * bytes lost (tests/diff_shim.c seed 208752250412892). */
+/*
+ * An option only TCP honours, set after the peer closed: the connection
+ * goes back to TCP as the kernel's socket stands.  Nobody was left to
+ * answer the way back, which gave up loudly and disconnected our socket:
+ * reads said ENOTCONN and poll OUT|HUP where TCP's say end of stream and
+ * IN|OUT|HUP (found by tests/diff_shim.c).  The peer closes with SO_LINGER
+ * {1, 0} or not, with our bytes unread or none; then a send with an
+ * address (TCP's reset, or not), the option, a read, poll and a send, each
+ * against TCP's.
+ */
+struct after_close {
+	int linger, unread;
+	ssize_t r[3];
+	int err[3];
+	short revents;
+};
+
+static void after_close_run(int a, int b, struct after_close *o)
+{
+	struct linger l = { 1, 0 };
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(25999),
+				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct iovec iov = { (void *)"x", 1 };
+	struct msghdr m = { .msg_name = &sin, .msg_namelen = sizeof(sin), .msg_iov = &iov,
+			    .msg_iovlen = 1 };
+	int v = 1;
+	char c;
+
+	if (o->unread)
+		ASSERT_EQ(send(a, "unread by the peer", 18, 0), 18);
+	if (o->linger)
+		ASSERT_SYS(setsockopt(b, SOL_SOCKET, SO_LINGER, &l, sizeof(l)));
+	ASSERT_SYS(close(b));
+	test_sleep_ms(20);
+	errno = 0;
+	o->r[0] = sendmsg(a, &m, MSG_NOSIGNAL);
+	o->err[0] = errno;
+	ASSERT_SYS(setsockopt(a, IPPROTO_TCP, TCP_INQ, &v, sizeof(v)));
+	errno = 0;
+	o->r[1] = recv(a, &c, 1, MSG_DONTWAIT);
+	o->err[1] = o->r[1] < 0 ? errno : 0;
+	struct pollfd p = { a, POLLIN | POLLOUT, 0 };
+	ASSERT_EQ(poll(&p, 1, 0), 1);
+	o->revents = p.revents;
+	errno = 0;
+	o->r[2] = send(a, "y", 1, MSG_NOSIGNAL);
+	o->err[2] = o->r[2] < 0 ? errno : 0;
+	ASSERT_SYS(close(a));
+}
+
+static void after_close_once(int linger, int unread)
+{
+	static const char *const what[3] = { "a send", "a read", "a second send" };
+	struct after_close tcp = { linger, unread, { 0 }, { 0 }, 0 }, mine = tcp;
+	int a, b;
+
+	ts_pair(&a, &b);
+	after_close_run(a, b, &tcp);
+	ts_moved_pair(&a, &b);
+	after_close_run(a, b, &mine);
+	test_log("linger %d, unread %d: TCP's send %zd, read %zd (%s), poll 0x%x", linger, unread,
+		 tcp.r[0], tcp.r[1], test_errname(tcp.err[1]), tcp.revents);
+	for (int i = 0; i < 3; i++)
+		ASSERT_MSG(mine.r[i] == tcp.r[i] && mine.err[i] == tcp.err[i],
+			   "linger %d, unread %d: %s after the way back: %zd (%s), TCP's %zd (%s)",
+			   linger, unread, what[i], mine.r[i], test_errname(mine.err[i]), tcp.r[i],
+			   test_errname(tcp.err[i]));
+	ASSERT_MSG(mine.revents == tcp.revents, "linger %d, unread %d: poll 0x%x, TCP's 0x%x",
+		   linger, unread, mine.revents, tcp.revents);
+}
+
+static void case_opt_after_peer_close(void)
+{
+	for (int linger = 0; linger < 2; linger++)
+		for (int unread = 0; unread < 2; unread++)
+			after_close_once(linger, unread);
+}
+
 static void case_opt_after_peer_back(void)
 {
 	int a, b, v = 1, n = -1;
@@ -1306,12 +1419,14 @@ static void case_splice_reader_moves(void)
 static const struct shim_case g_cases[] = {
 	{ "first_send_after_close", case_first_send_after_close },
 	{ "opt_after_peer_back", case_opt_after_peer_back },
+	{ "opt_after_peer_close", case_opt_after_peer_close },
 	{ "first_send_after_close_blocked", case_first_send_after_close_blocked },
 	{ "linger0", case_linger0 },
 	{ "shutdown_after_reset", case_shutdown_after_reset },
 	{ "reset_told_once", case_reset_told_once },
 	{ "msg_trunc", case_msg_trunc },
 	{ "recvmsg_empty", case_recvmsg_empty },
+	{ "recv_empty_timeout", case_recv_empty_timeout },
 	{ "peek_vector", case_peek_vector },
 	{ "msg_errqueue", case_msg_errqueue },
 	{ "recv_flags", case_recv_flags },

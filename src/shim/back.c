@@ -756,6 +756,34 @@ static void family_steps(struct family_peer *fp)
 	shim_put(fp->t);
 }
 
+/*
+ * The peer closed: no answer will come, and none is needed once our reads
+ * took all it sent.  The kernel's socket is then where TCP's would be (the
+ * peer's close reached it as a FIN or a reset): the peer's doorbells leave
+ * our stream and the connection is plain.  The loud way back disconnected
+ * our socket, and reads said ENOTCONN where TCP's say end of stream
+ * (t_shim_flags opt_after_peer_close; found by tests/diff_shim.c).  Not
+ * while a reset the kernel gave only us is still to be told (kreset): the
+ * kernel would not tell it again.  1 if done.
+ */
+static int back_past_close(struct tsock *t, int fd)
+{
+	struct tslot *s = t->slot;
+	struct shunt_bell b = shim_bell(t, fd);
+	int64_t st = shunt_end_peer_state(&s->end);
+	uint64_t at;
+
+	if (st < 0 || !(st & SHUNT_ST_CLOSED) || s->vm.on || shunt_ring_peek_fill(&s->end.rx) ||
+	    (atomic_load(&s->kreset) && !atomic_load(&s->reset_told)))
+		return 0;
+	if ((peer_flags(s) & SHUNT_SW_RING) && !past_peer_switch(s, fd, &at))
+		return 0; /* its data before the doorbells is still to read */
+	shim_back_exit_bells(t, fd);
+	atomic_fetch_or(&s->phase, PH_NOBELL | PH_TX_PLAIN | PH_RX_PLAIN);
+	shunt_end_close(&s->end, &b, SHUNT_CLOSE_FIN);
+	return 1;
+}
+
 static int demote(struct tsock *t, int fd, enum shim_why why)
 {
 	struct tslot *s = t->slot;
@@ -776,6 +804,14 @@ static int demote(struct tsock *t, int fd, enum shim_why why)
 		shim_back_tx(t, fd, 0);
 		shim_back_rx(t, fd, 0);
 		shim_back_settle(t, fd);
+		return 0;
+	}
+	if (back_past_close(t, fd)) {
+		atomic_store(&s->state, SLOT_OFF);
+		shim_nodelay_restore(t, fd);
+		shim_epoll_back(t);
+		shim_count_why(s, why);
+		log_info("fd %d: back on TCP (the peer had closed)", fd);
 		return 0;
 	}
 	shim_switch_tx(t, fd);

@@ -515,6 +515,12 @@ static ssize_t ring_recv(struct tsock *t, int fd, void *buf, size_t len, int fla
 		n = (flags & MSG_WAITALL) && len > 1
 			    ? shunt_end_peek_min(e, &b, &p, SHUNT_MIN(len, e->seg.cap), dl)
 			    : shunt_end_peek(e, &b, &p, dl);
+		/* A read of no bytes that waited out its SO_RCVTIMEO is 0, as
+		 * TCP's (one pass of its loop, which waits, then ends with
+		 * nothing copied): only one that may not wait says EAGAIN
+		 * (t_shim_flags recv_empty_timeout). */
+		if (len == 0 && n == -EAGAIN && dl != 0)
+			n = 0;
 		if (n > 0) {
 			n = (ssize_t)SHUNT_MIN((size_t)n, len);
 			if (n && !(flags & MSG_TRUNC))
