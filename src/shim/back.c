@@ -778,10 +778,24 @@ static int back_past_close(struct tsock *t, int fd)
 		return 0;
 	if ((peer_flags(s) & SHUNT_SW_RING) && !past_peer_switch(s, fd, &at))
 		return 0; /* its data before the doorbells is still to read */
-	shim_back_exit_bells(t, fd);
-	atomic_fetch_or(&s->phase, PH_NOBELL | PH_TX_PLAIN | PH_RX_PLAIN);
-	shunt_end_close(&s->end, &b, SHUNT_CLOSE_FIN);
-	return 1;
+	/* As the loud way: no call of ours on the rings meanwhile. */
+	int64_t deadline = shunt_now_ns() + ASK_NS;
+	if (lock_by(&s->tx_mu, deadline) < 0)
+		return 0;
+	if (lock_by(&s->rx_mu, deadline) < 0) {
+		shim_unlock(&s->tx_mu);
+		return 0;
+	}
+	int quiet = shunt_ring_peek_fill(&s->end.rx) == 0;
+	if (quiet) {
+		shim_back_exit_bells(t, fd);
+		atomic_fetch_or(&s->phase, PH_NOBELL | PH_TX_PLAIN | PH_RX_PLAIN);
+		shunt_end_close(&s->end, &b, SHUNT_CLOSE_FIN);
+		atomic_store(&s->state, SLOT_OFF);
+	}
+	shim_unlock(&s->rx_mu);
+	shim_unlock(&s->tx_mu);
+	return quiet;
 }
 
 static int demote(struct tsock *t, int fd, enum shim_why why)
@@ -807,7 +821,6 @@ static int demote(struct tsock *t, int fd, enum shim_why why)
 		return 0;
 	}
 	if (back_past_close(t, fd)) {
-		atomic_store(&s->state, SLOT_OFF);
 		shim_nodelay_restore(t, fd);
 		shim_epoll_back(t);
 		shim_count_why(s, why);
