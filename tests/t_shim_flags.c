@@ -1335,6 +1335,31 @@ static void case_opt_after_peer_back(void)
 	ASSERT_SYS(close(a));
 }
 
+/* FIONREAD while the peer went back to TCP and our ring still holds its
+ * bytes: its new TCP bytes, queued behind its doorbells, count too, as
+ * TCP's count all it queued.  Only the ring's counted, until a read took
+ * the ring out (found by tests/diff_shim.c: its settle waited them out). */
+static void case_fionread_peer_back(void)
+{
+	int a, b, v = 1;
+	uint64_t seed = shim_seed(72);
+
+	ts_moved_pair(&a, &b);
+	ts_send_stream(b, seed, 0, 1500, ts_ms(2000));
+	ts_wait_arrived(a, 1500, ts_ms(2000));
+	ASSERT_SYS(setsockopt(b, SOL_SOCKET, SO_OOBINLINE, &v, sizeof(v)));
+	ts_send_stream(b, seed, 1500, 100, ts_ms(2000));
+	ts_wait_arrived(a, 1600, ts_ms(2000));
+	ASSERT_SYS(close(b)); /* its FIN is no byte to read */
+	test_sleep_ms(20);
+	int n = -1;
+	ASSERT_SYS(ioctl(a, FIONREAD, &n));
+	ASSERT_EQ(n, 1600);
+	ts_recv_stream(a, seed, 0, 1600, ts_ms(2000));
+	ts_expect_eof(a, ts_ms(2000));
+	ASSERT_SYS(close(a));
+}
+
 /* SO_OOBINLINE: the urgent byte is read in its place in the stream. */
 static void case_oobinline_after_move(void)
 {
@@ -1419,6 +1444,7 @@ static void case_splice_reader_moves(void)
 static const struct shim_case g_cases[] = {
 	{ "first_send_after_close", case_first_send_after_close },
 	{ "opt_after_peer_back", case_opt_after_peer_back },
+	{ "fionread_peer_back", case_fionread_peer_back },
 	{ "opt_after_peer_close", case_opt_after_peer_close },
 	{ "first_send_after_close_blocked", case_first_send_after_close_blocked },
 	{ "linger0", case_linger0 },

@@ -288,6 +288,23 @@ static int asker_back(struct tslot *s, uint64_t *head, uint64_t *tcp)
 	return 1;
 }
 
+/* The asker's TCP data since its way back that waits in our socket behind
+ * its doorbells, while its ring still holds data for us: bytes TCP would
+ * count as queued (io.c, shim_fionread).  No system call before it said
+ * BACK: a count of the ring costs none. */
+uint64_t shim_back_queued(struct tsock *t, int fd)
+{
+	struct tslot *s = t->slot;
+	uint64_t head, tcp, at;
+	int q = 0;
+
+	if (s->vm.on || !asker_back(s, &head, &tcp) || sys_ioctl(fd, SIOCINQ, &q) < 0 || q <= 0 ||
+	    shim_kern_rx_consumed(fd, &at) < 0)
+		return 0;
+	uint64_t from = SHUNT_MAX(at, tcp), top = at + (uint64_t)q;
+	return top > from ? top - from : 0;
+}
+
 /* Take exactly n doorbells off the stream (they were sent before the
  * asker's BACK, so they are there or on their way). */
 static int take_bells(struct tslot *s, int fd, uint64_t n, int64_t deadline)

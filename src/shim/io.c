@@ -1712,6 +1712,10 @@ int shim_fionread(struct tsock *t, int fd, int *out)
 	ssize_t n = shunt_end_readable(END(t));
 	if (n < 0)
 		return (int)shim_err(n == -EPROTO ? -ECONNRESET : n);
+	/* The peer went back to TCP with its ring still holding data for
+	 * us: its new TCP bytes count too (t_shim_flags fionread_peer_back). */
+	if (phase_of(t) & PH_RX_RING)
+		k = (int)SHUNT_MIN(shim_back_queued(t, fd), (uint64_t)INT_MAX);
 	*out = (int)SHUNT_MIN((int64_t)k + n, INT_MAX);
 	return 0;
 }

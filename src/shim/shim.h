@@ -464,6 +464,9 @@ int shim_demote(struct tsock *t, int fd);
 void shim_tcp_only(struct tsock *t, int fd);
 /* The peer asked us to go back (the data paths look first). */
 int shim_peer_asks(struct tsock *t);
+/* The asker's TCP bytes since its way back queued in our socket, while
+ * its ring still holds data for us. */
+uint64_t shim_back_queued(struct tsock *t, int fd);
 /* Answer it: our sends leave the ring.  _locked: tx_mu is held. */
 void shim_back_answer(struct tsock *t, int fd);
 void shim_back_answer_locked(struct tsock *t, int fd);
