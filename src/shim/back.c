@@ -290,15 +290,16 @@ static int asker_back(struct tslot *s, uint64_t *head, uint64_t *tcp)
 
 /* The asker's TCP data since its way back that waits in our socket behind
  * its doorbells, while its ring still holds data for us: bytes TCP would
- * count as queued (io.c, shim_fionread).  No system call before it said
- * BACK: a count of the ring costs none. */
+ * count as queued (io.c, shim_fionread).  Between VMs too: its proof
+ * follows its switch offset, long before its way back.  No system call
+ * before it said BACK: a count of the ring costs none. */
 uint64_t shim_back_queued(struct tsock *t, int fd)
 {
 	struct tslot *s = t->slot;
 	uint64_t head, tcp, at;
 	int q = 0;
 
-	if (s->vm.on || !asker_back(s, &head, &tcp) || sys_ioctl(fd, SIOCINQ, &q) < 0 || q <= 0 ||
+	if (!asker_back(s, &head, &tcp) || sys_ioctl(fd, SIOCINQ, &q) < 0 || q <= 0 ||
 	    shim_kern_rx_consumed(fd, &at) < 0)
 		return 0;
 	uint64_t from = SHUNT_MAX(at, tcp), top = at + (uint64_t)q;
