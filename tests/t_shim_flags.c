@@ -1355,7 +1355,11 @@ static void case_fionread_peer_back(void)
 	int n = -1;
 	ASSERT_SYS(ioctl(a, FIONREAD, &n));
 	ASSERT_EQ(n, 1600);
-	ts_recv_stream(a, seed, 0, 1600, ts_ms(2000));
+	/* One read takes all that is there, the ring's and the TCP bytes
+	 * after it, as TCP's (it stopped at the ring's end). */
+	static unsigned char buf[4000];
+	ASSERT_EQ(recv(a, buf, sizeof(buf), 0), 1600);
+	ASSERT_EQ(test_stream_check(seed, 0, buf, 1600), (size_t)-1);
 	ts_expect_eof(a, ts_ms(2000));
 	ASSERT_SYS(close(a));
 }

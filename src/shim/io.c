@@ -621,6 +621,25 @@ int shim_ring_at_x(struct tsock *t)
 	return (phase_of(t) & PH_RX_RING) != 0;
 }
 
+/*
+ * A read that took the ring to its end while the peer goes back to TCP:
+ * the peer's TCP bytes there now go on in it, as a socket's read takes
+ * all that is there (it returned the ring's alone: tests/diff_shim.c,
+ * t_shim_flags fionread_peer_back).  What `got` took is returned whatever
+ * the kernel says.
+ */
+static ssize_t past_ring_end(struct tsock *t, int fd, char *buf, size_t len, size_t got,
+			     int flags)
+{
+	if ((flags & (MSG_PEEK | MSG_TRUNC)) || !shim_peer_asks(t) || !shim_back_queued(t, fd) ||
+	    rx_back(t, fd) <= 0)
+		return (ssize_t)got;
+	int err = errno;
+	ssize_t k = REAL(recvfrom)(fd, buf + got, len - got, flags | MSG_DONTWAIT, NULL, NULL);
+	errno = err;
+	return k > 0 ? (ssize_t)got + k : (ssize_t)got;
+}
+
 static ssize_t moved_recv(struct tsock *t, int fd, void *buf, size_t len, int flags)
 {
 	shim_switch_tx_reader(t, fd);
@@ -644,7 +663,8 @@ static ssize_t moved_recv(struct tsock *t, int fd, void *buf, size_t len, int fl
 			}
 		}
 	}
-	return ring_recv(t, fd, (char *)buf + done, len - done, flags, done);
+	ssize_t n = ring_recv(t, fd, (char *)buf + done, len - done, flags, done);
+	return n > 0 && (size_t)n < len ? past_ring_end(t, fd, buf, len, (size_t)n, flags) : n;
 }
 
 static ssize_t recv_once(struct tsock *t, int fd, void *buf, size_t len, int flags)
