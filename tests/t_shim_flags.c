@@ -1232,12 +1232,6 @@ static void case_async_after_move(void)
 	ASSERT_SYS(close(b));
 }
 
-/* Both ends in one process: b sends 1500 bytes into its ring, then sets
- * SO_OOBINLINE (back to TCP; a answers for it and reads b's ring first),
- * closes with a's bytes unread (a reset), and a sets SO_OOBINLINE in its
- * turn.  a must still read all 1500 bytes, as over TCP: shunt set a's
- * slot off with b's ring unread, and a's FIONREAD fell to 0 with the
- * bytes lost (tests/diff_shim.c seed 208752250412892). */
 /*
  * An option only TCP honours, set after the peer closed: the connection
  * goes back to TCP as the kernel's socket stands.  Nobody was left to
@@ -1316,6 +1310,12 @@ static void case_opt_after_peer_close(void)
 			after_close_once(linger, unread);
 }
 
+/* Both ends in one process: b sends 1500 bytes into its ring, then sets
+ * SO_OOBINLINE (back to TCP; a answers for it and reads b's ring first),
+ * closes with a's bytes unread (a reset), and a sets SO_OOBINLINE in its
+ * turn.  a must still read all 1500 bytes, as over TCP: shunt set a's
+ * slot off with b's ring unread, and a's FIONREAD fell to 0 with the
+ * bytes lost (tests/diff_shim.c seed 208752250412892). */
 static void case_opt_after_peer_back(void)
 {
 	int a, b, v = 1, n = -1;

@@ -95,6 +95,23 @@ static int lock_by(pthread_mutex_t *mu, int64_t deadline)
 	}
 }
 
+/* Both locks of the rings (no call of ours on them meanwhile), by the
+ * deadline: 0, or -ETIMEDOUT holding neither. */
+static int lock_rings(struct tslot *s, int64_t deadline)
+{
+	int rc = lock_by(&s->tx_mu, deadline);
+
+	if (rc == 0 && (rc = lock_by(&s->rx_mu, deadline)) < 0)
+		shim_unlock(&s->tx_mu);
+	return rc;
+}
+
+static void unlock_rings(struct tslot *s)
+{
+	shim_unlock(&s->rx_mu);
+	shim_unlock(&s->tx_mu);
+}
+
 /* --- The peer's part ---------------------------------------------------------- */
 
 /* Our ring's bytes the asker left unread: still ours to send, first. */
@@ -791,19 +808,13 @@ static int back_past_close(struct tsock *t, int fd)
 	int64_t st = shunt_end_peer_state(&s->end);
 	uint64_t at;
 
-	if (st < 0 || !(st & SHUNT_ST_CLOSED) || s->vm.on || shunt_ring_peek_fill(&s->end.rx) ||
+	if (st < 0 || !(st & SHUNT_ST_CLOSED) || s->vm.on ||
 	    (atomic_load(&s->kreset) && !atomic_load(&s->reset_told)))
 		return 0;
 	if ((peer_flags(s) & SHUNT_SW_RING) && !past_peer_switch(s, fd, &at))
 		return 0; /* its data before the doorbells is still to read */
-	/* As the loud way: no call of ours on the rings meanwhile. */
-	int64_t deadline = shunt_now_ns() + ASK_NS;
-	if (lock_by(&s->tx_mu, deadline) < 0)
+	if (lock_rings(s, shunt_now_ns() + ASK_NS) < 0)
 		return 0;
-	if (lock_by(&s->rx_mu, deadline) < 0) {
-		shim_unlock(&s->tx_mu);
-		return 0;
-	}
 	int quiet = shunt_ring_peek_fill(&s->end.rx) == 0;
 	if (quiet) {
 		shim_back_exit_bells(t, fd);
@@ -811,9 +822,17 @@ static int back_past_close(struct tsock *t, int fd)
 		shunt_end_close(&s->end, &b, SHUNT_CLOSE_FIN);
 		atomic_store(&s->state, SLOT_OFF);
 	}
-	shim_unlock(&s->rx_mu);
-	shim_unlock(&s->tx_mu);
+	unlock_rings(s);
 	return quiet;
+}
+
+/* The connection is plain: what every way back ends with. */
+static void went_back(struct tsock *t, int fd, enum shim_why why, const char *how)
+{
+	shim_nodelay_restore(t, fd);
+	shim_epoll_back(t);
+	shim_count_why(t->slot, why);
+	log_info("fd %d: back on TCP%s", fd, how);
 }
 
 static int demote(struct tsock *t, int fd, enum shim_why why)
@@ -839,10 +858,7 @@ static int demote(struct tsock *t, int fd, enum shim_why why)
 		return 0;
 	}
 	if (back_past_close(t, fd)) {
-		shim_nodelay_restore(t, fd);
-		shim_epoll_back(t);
-		shim_count_why(s, why);
-		log_info("fd %d: back on TCP (the peer had closed)", fd);
+		went_back(t, fd, why, " (the peer had closed)");
 		return 0;
 	}
 	shim_switch_tx(t, fd);
@@ -851,25 +867,19 @@ static int demote(struct tsock *t, int fd, enum shim_why why)
 	if (fp.t)
 		shim_back_answer(fp.t, fp.fd);
 	/* Our own threads asleep on the rings see the ask and let go. */
-	int rc = lock_by(&s->tx_mu, deadline);
-	if (rc == 0 && (rc = lock_by(&s->rx_mu, deadline)) < 0)
-		shim_unlock(&s->tx_mu);
+	int rc = lock_rings(s, deadline);
 	if (rc == 0) {
 		rc = ask_locked(t, fd, peer_ring, deadline);
 		if (rc < 0)
 			give_up_loudly(t, fd, rc);
 		atomic_store(&s->state, SLOT_OFF);
-		shim_unlock(&s->rx_mu);
-		shim_unlock(&s->tx_mu);
+		unlock_rings(s);
 	} else {
 		give_up_loudly(t, fd, rc);
 		atomic_store(&s->state, SLOT_OFF);
 	}
 	family_steps(&fp);
-	shim_nodelay_restore(t, fd);
-	shim_epoll_back(t);
-	shim_count_why(s, why);
-	log_info("fd %d: back on TCP%s", fd, rc < 0 ? " (reset)" : "");
+	went_back(t, fd, why, rc < 0 ? " (reset)" : "");
 	return rc;
 }
 

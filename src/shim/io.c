@@ -305,9 +305,9 @@ static ssize_t tcp_cut(struct tsock *t, int fd, const struct iovec *iov, int nio
 	 * thread, woken with this read, would find the stream empty again and
 	 * sleep on: such waits look again, as after the leader's take (by
 	 * reasoning; no test makes the two bytes come together). */
-	if (!(flags & MSG_PEEK) && (size_t)n > data)
-		shim_kick_others();
 	if (!(flags & MSG_PEEK)) {
+		if ((size_t)n > data)
+			shim_kick_others();
 		ssize_t k = past_back(t, fd, (flags & MSG_TRUNC) ? NULL : iov, niov, n, before, data);
 		if (k != RETRY)
 			return k;
@@ -763,20 +763,20 @@ static ssize_t peekv(struct tsock *t, int fd, const struct iovec *iov, int n, in
 			break;
 		}
 		if (c)
-			memcpy(iov[i].iov_base, b + off, c);
+			shunt_copy(iov[i].iov_base, b + off, c);
 		off += c;
 	}
 	shim_scratch_free(b, total);
 	return k;
 }
 
-/* The pieces of a vector that hold room: a peek into more than one is
- * peekv's. */
-static int vec_pieces(const struct iovec *iov, int n)
+/* The pieces of a vector that hold room, counted up to `most` (none: a
+ * read of no bytes; a peek into more than one is peekv's). */
+static int vec_pieces(const struct iovec *iov, int n, int most)
 {
 	int k = 0;
 
-	for (int i = 0; i < n; i++)
+	for (int i = 0; i < n && k < most; i++)
 		k += iov[i].iov_len != 0;
 	return k;
 }
@@ -803,20 +803,16 @@ ssize_t shim_recvv(struct tsock *t, int fd, const struct iovec *iov, int n, int 
 		return shim_err(-EFAULT);
 	/* No room at all: a read of no bytes, as TCP's recvmsg (EAGAIN with
 	 * nothing there; it returned 0 at once: t_shim_flags recvmsg_empty). */
-	if (shim_vec_empty(iov, n))
+	int pieces = vec_pieces(iov, n, 2);
+	if (pieces == 0)
 		return shim_recv(t, fd, NULL, 0, flags);
-	return (flags & MSG_PEEK) && vec_pieces(iov, n) > 1 ? peekv(t, fd, iov, n, flags)
-							   : recvv_from(t, fd, iov, n, flags, 0);
+	return (flags & MSG_PEEK) && pieces > 1 ? peekv(t, fd, iov, n, flags)
+						: recvv_from(t, fd, iov, n, flags, 0);
 }
 
 int shim_vec_empty(const struct iovec *iov, int n)
 {
-	if (n > 0 && shim_bad_ptr(iov))
-		return 0;
-	for (int i = 0; i < n; i++)
-		if (iov[i].iov_len)
-			return 0;
-	return 1;
+	return !(n > 0 && shim_bad_ptr(iov)) && vec_pieces(iov, n, 1) == 0;
 }
 
 /* --- Sending --------------------------------------------------------------- */
