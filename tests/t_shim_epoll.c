@@ -27,6 +27,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 
 #include "shimlib.h"
 #include "testlib.h"
@@ -1768,6 +1773,68 @@ static void case_epoll_hup_before_x(void)
 	ASSERT_SYS(close(fd));
 }
 
+/* --- A kernel without epoll_pwait2 -------------------------------------------
+ * epoll_pwait2 came with Linux 5.11; older kernels answer ENOSYS, and a
+ * seccomp profile written before it (older container engines', valgrind's
+ * own emulation) ENOSYS or EPERM.  The program never called it: a timed
+ * epoll_wait must still wait, on a set of ours and on one that is not. */
+
+#ifndef __NR_epoll_pwait2
+#define __NR_epoll_pwait2 441
+#endif
+
+static int forbid_pwait2(void)
+{
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_epoll_pwait2, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+	};
+	struct sock_fprog prog = { sizeof(f) / sizeof(f[0]), f };
+
+	return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
+	       prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
+}
+
+static void no_pwait2_child(void *arg)
+{
+	(void)arg;
+	struct timespec ts = { 0, 1000000 };
+
+	ASSERT(forbid_pwait2());
+	ASSERT_EQ(syscall(__NR_epoll_pwait2, -1, NULL, 1, &ts, NULL, 8), -1);
+	ASSERT_EQ(errno, ENOSYS);
+	int a, b, p[2];
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 0x1234 }, got[4];
+
+	ts_moved_pair(&a, &b);
+	ASSERT_SYS(pipe(p));
+	int ours = epoll_create1(0), plain = epoll_create1(0);
+	ASSERT_SYS(epoll_ctl(ours, EPOLL_CTL_ADD, a, &ev));
+	ASSERT_SYS(epoll_ctl(plain, EPOLL_CTL_ADD, p[0], &ev));
+	/* Nothing there: each waits its 50 ms and finds nothing. */
+	ASSERT_EQ(epoll_wait(ours, got, 4, 50), 0);
+	ASSERT_EQ(epoll_wait(plain, got, 4, 50), 0);
+	ASSERT_EQ(write(b, "x", 1), 1);
+	ASSERT_EQ(write(p[1], "y", 1), 1);
+	ASSERT_EQ(epoll_wait(ours, got, 4, 2000), 1);
+	ASSERT_EQ(got[0].data.u64, 0x1234);
+	ASSERT_EQ(epoll_wait(plain, got, 4, 2000), 1);
+	ASSERT_EQ(got[0].data.u64, 0x1234);
+	close(ours);
+	close(plain);
+	close(a);
+	close(b);
+	close(p[0]);
+	close(p[1]);
+}
+
+static void case_epoll_no_pwait2(void)
+{
+	test_wait_ok(test_fork(no_pwait2_child, NULL), 30);
+}
+
 static const struct shim_case g_cases[] = {
 	{ "epoll_blocked_poller", case_epoll_blocked_poller },
 	{ "epoll_hup_before_x", case_epoll_hup_before_x },
@@ -1792,6 +1859,7 @@ static const struct shim_case g_cases[] = {
 	{ "epoll_sets_churn", case_epoll_sets_churn },
 	{ "epoll_write_first", case_epoll_write_first },
 	{ "epoll_et_short_read", case_epoll_et_short_read },
+	{ "epoll_no_pwait2", case_epoll_no_pwait2 },
 };
 
 int main(void)

@@ -1017,6 +1017,16 @@ static int spin_check(void *arg)
 	return k;
 }
 
+/*
+ * epoll_pwait2 (Linux 5.11) waits to the nanosecond, where epoll_pwait
+ * rounds up to the millisecond.  Older kernels answer ENOSYS, and a
+ * seccomp profile older than it (container engines', valgrind's
+ * emulation) ENOSYS or EPERM, an error it has not otherwise: the program,
+ * which called epoll_wait, got it (every timed wait failed, SHUNT_DISABLE
+ * or not; t_shim_epoll epoll_no_pwait2).  Then epoll_pwait, for good.
+ */
+static _Atomic int no_pwait2;
+
 static int kernel_wait(int epfd, struct epoll_event *ev, int max, int64_t deadline,
 		       const sigset_t *mask)
 {
@@ -1025,9 +1035,14 @@ static int kernel_wait(int epfd, struct epoll_event *ev, int max, int64_t deadli
 	int64_t left = deadline - shunt_now_ns();
 	if (left <= 0)
 		return REAL(epoll_pwait)(epfd, ev, max, 0, mask);
-	if (REAL(epoll_pwait2)) {
+	if (REAL(epoll_pwait2) && !atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {
 		struct timespec ts = shunt_ts(left);
-		return REAL(epoll_pwait2)(epfd, ev, max, &ts, mask);
+		int err = errno;
+		int n = REAL(epoll_pwait2)(epfd, ev, max, &ts, mask);
+		if (n >= 0 || (errno != ENOSYS && errno != EPERM))
+			return n;
+		errno = err;
+		atomic_store_explicit(&no_pwait2, 1, memory_order_relaxed);
 	}
 	return REAL(epoll_pwait)(epfd, ev, max, (int)SHUNT_MIN((left + 999999) / 1000000, INT32_MAX),
 				 mask);
