@@ -1773,6 +1773,138 @@ static void case_epoll_hup_before_x(void)
 	ASSERT_SYS(close(fd));
 }
 
+/* --- Plain registrations ---------------------------------------------------------
+ * A socket's registrations made while it is on TCP are the kernel's alone
+ * (epoll.c); when it moves they must become ours: a set (and a set nested
+ * in another before the move) wakes for its ring's data under the
+ * program's own data; a set closed since, whose number another set took,
+ * gets no registration of ours; and a set shared with a forked child never
+ * gives the child a tag of ours. */
+
+static void case_epoll_plain_then_moved(void)
+{
+	int a, b, ep = epoll_create1(0), inner = epoll_create1(0), outer = epoll_create1(0);
+	char c;
+
+	ts_pair(&a, &b);
+	ep_add(ep, a, EPOLLIN, 0x51);
+	ep_add(inner, a, EPOLLIN | EPOLLET, 0x52);
+	ep_add(outer, inner, EPOLLIN, 0x53);
+	ASSERT(!ts_moved(a));
+	ts_make_accelerated(a, b);
+	EP_NONE(ep, 0);
+	EP_NONE(outer, 0);
+	ASSERT_EQ(write(b, "x", 1), 1);
+	ASSERT_EQ(EP_ONE(ep, ts_ms(2000), 0x51), EPOLLIN);
+	ASSERT_EQ(EP_ONE(outer, ts_ms(2000), 0x53), EPOLLIN);
+	ASSERT_EQ(EP_ONE(inner, 0, 0x52), EPOLLIN);
+	EP_NONE(inner, 0); /* edge-triggered: once */
+	ASSERT_EQ(read(a, &c, 1), 1);
+	EP_NONE(ep, 0);
+	EP_NONE(outer, 0);
+	close(outer);
+	close(inner);
+	close(ep);
+	close(a);
+	close(b);
+}
+
+static void case_epoll_plain_stale_set(void)
+{
+	int a, b, ep = epoll_create1(0);
+
+	ts_pair(&a, &b);
+	ep_add(ep, a, EPOLLIN, 0x61);
+	ASSERT_SYS(close(ep));
+	int again = epoll_create1(0); /* the same number, another set */
+	ASSERT_EQ(again, ep);
+	ts_make_accelerated(a, b);
+	/* Not in it: the program's ADD is the first. */
+	ep_add(again, a, EPOLLIN, 0x62);
+	ASSERT_EQ(write(b, "y", 1), 1);
+	ASSERT_EQ(EP_ONE(again, ts_ms(2000), 0x62), EPOLLIN);
+	close(again);
+	close(a);
+	close(b);
+}
+
+struct shared_set {
+	int ep, a, b, go[2], done[2];
+};
+
+/* The child shares the set, closes its copies of the sockets and waits on
+ * the set while its parent moves them: any event it gets carries the
+ * program's data (over TCP the kernel's registration outlives the child's
+ * copy), never a tag of ours. */
+static void shared_set_child(void *arg)
+{
+	struct shared_set *s = arg;
+	struct epoll_event ev[4];
+	char x = 0;
+	int got = 0;
+
+	close(s->a);
+	close(s->b);
+	ASSERT_EQ(write(s->go[1], "g", 1), 1);
+	uint64_t end = test_now_ns() + 3000000000ull;
+	while (test_now_ns() < end && read(s->done[0], &x, 1) != 1) {
+		int n = epoll_wait(s->ep, ev, 4, 1000);
+		got += n > 0 ? n : 0;
+		for (int i = 0; i < n; i++)
+			if (ev[i].data.u64 != 0x71)
+				test_fail_at(__FILE__, __LINE__, "the child got data 0x%jx",
+					     (uintmax_t)ev[i].data.u64);
+	}
+	test_log("the child had %d events, each the program's", got);
+}
+
+static void *late_byte(void *arg)
+{
+	test_sleep_ms(20);
+	ASSERT_EQ(write(*(int *)arg, "z", 1), 1);
+	return NULL;
+}
+
+static void case_epoll_plain_fork_shared(void)
+{
+	struct shared_set s;
+
+	ASSERT_SYS(pipe(s.go));
+	ASSERT_SYS(pipe(s.done));
+	ASSERT_SYS(fcntl(s.done[0], F_SETFL, O_NONBLOCK));
+	s.ep = epoll_create1(0);
+	ts_pair(&s.a, &s.b);
+	ep_add(s.ep, s.a, EPOLLIN, 0x71);
+	pid_t pid = test_fork(shared_set_child, &s);
+	char g;
+	ASSERT_EQ(read(s.go[0], &g, 1), 1);
+	ts_make_accelerated(s.a, s.b);
+	/* The parent waits on a set of its own, which arms the ring: each
+	 * byte rings, and the shared set's event for it (the parent's
+	 * registration there, made ours) goes to the child alone. */
+	{ char path[64], buf[512]; snprintf(path, sizeof path, "/proc/self/fdinfo/%d", s.ep); FILE *f = fopen(path, "r"); while (fgets(buf, sizeof buf, f)) test_log("%s", buf); fclose(f); }
+	int own = epoll_create1(0);
+	ep_add(own, s.a, EPOLLIN, 0x72);
+	for (int i = 0; i < 20; i++) {
+		pthread_t w;
+		char c;
+		ASSERT_EQ(pthread_create(&w, NULL, late_byte, &s.b), 0);
+		ASSERT_EQ(EP_ONE(own, ts_ms(2000), 0x72), EPOLLIN);
+		ASSERT_EQ(pthread_join(w, NULL), 0);
+		ASSERT_EQ(read(s.a, &c, 1), 1);
+	}
+	close(own);
+	ASSERT_EQ(write(s.done[1], "d", 1), 1);
+	test_wait_ok(pid, 30);
+	close(s.ep);
+	close(s.a);
+	close(s.b);
+	close(s.go[0]);
+	close(s.go[1]);
+	close(s.done[0]);
+	close(s.done[1]);
+}
+
 /* --- A kernel without epoll_pwait2 -------------------------------------------
  * epoll_pwait2 came with Linux 5.11; older kernels answer ENOSYS, and a
  * seccomp profile written before it (older container engines', valgrind's
@@ -1860,6 +1992,9 @@ static const struct shim_case g_cases[] = {
 	{ "epoll_write_first", case_epoll_write_first },
 	{ "epoll_et_short_read", case_epoll_et_short_read },
 	{ "epoll_no_pwait2", case_epoll_no_pwait2 },
+	{ "epoll_plain_then_moved", case_epoll_plain_then_moved },
+	{ "epoll_plain_stale_set", case_epoll_plain_stale_set },
+	{ "epoll_plain_fork_shared", case_epoll_plain_fork_shared },
 };
 
 int main(void)

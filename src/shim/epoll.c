@@ -35,6 +35,7 @@
  * checked against the entry it names, in the set the event came from.
  */
 #include <fcntl.h>
+#include <linux/kcmp.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
 #include <string.h>
@@ -226,18 +227,26 @@ static void ep_put(struct shim_ep *ep)
 		ep_free(ep);
 }
 
-static struct shim_ep *ep_create(int epfd)
+/* Made before a fork too: a set the child shares may get tags of ours
+ * after it (plain registrations made entries), and the child must know
+ * them for ours. */
+void shim_epoll_secret(void)
 {
-	struct shim_ep *ep = calloc(1, sizeof(*ep));
-
-	if (!ep)
-		return NULL;
 	while (!secret) {
 		uint32_t r = 0;
 		if (sys_getrandom(&r, sizeof(r), GRND_NONBLOCK) != sizeof(r))
 			r = (uint32_t)shunt_now_ns() * 2654435761u;
 		secret = r | 0x80000000u;
 	}
+}
+
+static struct shim_ep *ep_create(int epfd)
+{
+	struct shim_ep *ep = calloc(1, sizeof(*ep));
+
+	if (!ep)
+		return NULL;
+	shim_epoll_secret();
 	ep->epfd = epfd;
 	atomic_init(&ep->refs, 2); /* the list's and the caller's */
 	shunt_spin_init(&ep->spin, shunt__config()->spin_us);
@@ -527,18 +536,160 @@ static int ctl_locked(struct shim_ep *ep, int op, int fd, struct tsock *t,
 	return rc;
 }
 
+/* --- Plain registrations -------------------------------------------------------
+ * A tracked socket still on TCP needs nothing of ours in a set: the
+ * kernel's answer is the answer.  So its registrations are the kernel's
+ * alone, under the program's own events and data, and the socket only
+ * notes them (SHIM_PLAIN_REGS at most, under t->reg_mu).  They become
+ * entries of ours, as if made through them from the start, when a
+ * registration needs one (EPOLLONESHOT, whose firing we note;
+ * EPOLLEXCLUSIVE; one set more than fit), when the socket moves
+ * (shim_epoll_moved), reconnects (shim_epoll_renew) or loses a number
+ * while a dup keeps it open (shim_epoll_forget).  A set that holds only
+ * such registrations is not ours, and its waits are the kernel's alone: a
+ * short connection's epoll_ctl and epoll_wait cost what they cost over
+ * TCP (with an entry each, wrk's -c 1 requests without keep-alive cost
+ * some 6,500 instructions more each, most of the library's cost: callgrind).
+ */
+
+static int plain_at(const struct tsock *t, int epfd, int fd)
+{
+	for (int i = 0; i < t->nplain; i++)
+		if (t->plain[i].epfd == epfd && t->plain[i].fd == fd)
+			return i;
+	return -1;
+}
+
+/* Does the kernel still hold the registration?  (Its set may have been
+ * closed, and its number given to another, since.)  kcmp() tells without
+ * touching it; where a sandbox forbids kcmp, a MOD to what it is. */
+static int plain_held(const struct shim_plain_reg *r)
+{
+	struct kcmp_epoll_slot slot = { (uint32_t)r->epfd, (uint32_t)r->fd, 0 };
+	int pid = shim_pid();
+	long rc = SYS_(SYS_kcmp, pid, pid, KCMP_EPOLL_TFD, r->fd, (long)&slot, 0);
+
+	if (rc == -ENOSYS || rc == -EPERM || rc == -EACCES) {
+		struct epoll_event ev = r->ev;
+		rc = sys_epoll_ctl(r->epfd, EPOLL_CTL_MOD, r->fd, &ev);
+	}
+	return rc == 0;
+}
+
+/* An entry for a plain registration, under the program's data in the
+ * kernel until the socket moves (make_ours tags it). */
+static void plain_entry(struct tsock *t, const struct shim_plain_reg *r)
+{
+	if (!plain_held(r))
+		return;
+	struct shim_ep *ep = ep_find(r->epfd);
+	if (!ep)
+		ep = ep_create(r->epfd);
+	if (!ep) {
+		log_debug("epoll set %d: no memory for fd %d's registration", r->epfd, r->fd);
+		return;
+	}
+	ep_lock(ep);
+	struct ep_entry *e = entry_of(ep, r->fd, t, NULL) ? NULL : entry_add(ep, r->fd);
+	if (e) {
+		e->kind = E_SOCK;
+		e->t = t;
+		shim_ref(t);
+		atomic_fetch_add(&t->nregs, 1);
+		entry_set(e, &r->ev);
+	}
+	ep_unlock(ep);
+	ep_put(ep);
+}
+
+/* t's registrations are entries of ours from now on.  Not under a set's
+ * lock (each_registration defers), as each takes one. */
+static void plain_to_entries(struct tsock *t)
+{
+	pthread_mutex_lock(&t->reg_mu);
+	for (int i = 0; i < t->nplain; i++)
+		plain_entry(t, &t->plain[i]);
+	t->nplain = -1;
+	pthread_mutex_unlock(&t->reg_mu);
+}
+
+static int plain_fits(const struct tsock *t, int op, const struct epoll_event *ev, int at)
+{
+	if (op == EPOLL_CTL_DEL)
+		return 1;
+	return (op == EPOLL_CTL_ADD || op == EPOLL_CTL_MOD) &&
+	       !(ev->events & (EPOLLONESHOT | EPOLLEXCLUSIVE)) &&
+	       (at >= 0 || t->nplain < SHIM_PLAIN_REGS);
+}
+
+/* The program's epoll_ctl on t as a plain registration, the kernel's
+ * answer in *rc; 0 if it needs entries of ours (made now). */
+static int plain_ctl(struct tsock *t, int epfd, int op, int fd, struct epoll_event *ev, int *rc)
+{
+	if (op != EPOLL_CTL_DEL && !ev)
+		return 0; /* EFAULT, below */
+	pthread_mutex_lock(&t->reg_mu);
+	int at = t->nplain >= 0 ? plain_at(t, epfd, fd) : -1;
+	int plain = t->nplain >= 0 && !shim_moved(t) && plain_fits(t, op, ev, at);
+	if (plain) {
+		/* The program's pointer: the kernel's EFAULT for a bad one. */
+		*rc = sys_epoll_ctl(epfd, op, fd, ev);
+		if (*rc == 0 && op == EPOLL_CTL_DEL && at >= 0)
+			t->plain[at] = t->plain[--t->nplain];
+		else if (*rc == 0 && op != EPOLL_CTL_DEL)
+			t->plain[at >= 0 ? at : t->nplain++] = (struct shim_plain_reg){ epfd, fd, *ev };
+	}
+	int convert = !plain && t->nplain >= 0;
+	pthread_mutex_unlock(&t->reg_mu);
+	if (convert)
+		plain_to_entries(t);
+	return plain;
+}
+
+/* fd, a number of t, is being closed: with it the last, its plain
+ * registrations go as the kernel's do; with a dup left, the kernel keeps
+ * them, and so does an entry of ours (forget_in). */
+static void plain_forget(struct tsock *t)
+{
+	pthread_mutex_lock(&t->reg_mu);
+	int convert = t->nplain > 0 && atomic_load(&t->nfds) > 1;
+	if (t->nplain > 0 && !convert)
+		t->nplain = 0;
+	pthread_mutex_unlock(&t->reg_mu);
+	if (convert)
+		plain_to_entries(t);
+}
+
+int shim_epoll_registered(struct tsock *t)
+{
+	pthread_mutex_lock(&t->reg_mu);
+	int plain = t->nplain > 0;
+	pthread_mutex_unlock(&t->reg_mu);
+	return plain || atomic_load(&t->nregs) > 0;
+}
+
 int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 {
 	struct tsock *t = shim_get(fd);
 
 	if (!t && op == EPOLL_CTL_ADD)
 		t = shim_track_unconnected(fd); /* nginx's upstreams: fdtab.c */
+	int rc;
+	if (t && plain_ctl(t, epfd, op, fd, ev, &rc)) {
+		shim_put(t);
+		return (int)shim_err(rc);
+	}
 
 	struct shim_ep *inner = t ? NULL : ep_find(fd);
+	/* A set of the program's put in another: ours from now on, so that
+	 * the outer one sees its sockets once they move (its plain
+	 * registrations kept it the kernel's). */
+	if (!t && !inner && op == EPOLL_CTL_ADD && shim_kind(fd) == FD_EPOLL)
+		inner = ep_create(fd);
 
 	if (!t && !inner)
 		return REAL(epoll_ctl)(epfd, op, fd, ev);
-	int rc = op != EPOLL_CTL_DEL && !ev ? -EFAULT : 0;
+	rc = op != EPOLL_CTL_DEL && !ev ? -EFAULT : 0;
 	struct shim_ep *ep = rc ? NULL : ep_find(epfd);
 	if (!rc && !ep && op == EPOLL_CTL_ADD)
 		ep = ep_create(epfd);
@@ -628,13 +779,14 @@ static int defer(struct tsock *t, void (*fn)(struct shim_ep *, struct ep_entry *
 /* Each registration of t in any set of ours, with its set locked. */
 static void each_registration(struct tsock *t, void (*fn)(struct shim_ep *, struct ep_entry *))
 {
-	if (!atomic_load(&n_eps))
-		return;
 	if (held) {
 		if (defer(t, fn) < 0)
 			log_debug("epoll: a registration change was lost (out of memory)");
 		return;
 	}
+	plain_to_entries(t);
+	if (!atomic_load(&n_eps))
+		return;
 	hold();
 	pthread_rwlock_rdlock(&eps_rw);
 	for (struct shim_ep *ep = eps; ep; ep = ep->next) {
@@ -705,6 +857,7 @@ static void renew_in(struct shim_ep *ep, struct tsock *from, struct tsock *to)
  * connection's. */
 void shim_epoll_renew(struct tsock *from, struct tsock *to)
 {
+	plain_to_entries(from);
 	if (!atomic_load(&n_eps) || !atomic_load(&from->nregs))
 		return;
 	hold();
@@ -1110,32 +1263,52 @@ static int wait_set(struct shim_ep *ep, int epfd, struct epoll_event *ev, int ma
 	}
 }
 
+/* Our tags among n kernel events of a set we did not know when the wait
+ * began: translated if it is ours now, else dropped (a set shared with a
+ * parent, which made its registration of a socket it moved an entry);
+ * how many remain. */
+static int untag(int epfd, struct epoll_event *ev, int n)
+{
+	int i = 0;
+
+	while (i < n && !is_tag(ev[i].data.u64))
+		i++;
+	if (i == n)
+		return n;
+	int err = errno;
+	struct shim_ep *ep = ep_find(epfd);
+	if (ep)
+		ep_lock(ep);
+	n = translate_locked(ep, ev, n, ep ? ++ep->rounds : 0, NULL);
+	if (ep)
+		ep_unlock(ep);
+	ep_put(ep);
+	errno = err;
+	return n;
+}
+
+/* A set that is not ours: the kernel's wait, but no tag of ours may
+ * reach the program (the set may have become ours while we slept). */
+static int wait_plain(int epfd, struct epoll_event *ev, int max, int64_t timeout_ns,
+		      const sigset_t *mask)
+{
+	int64_t deadline = timeout_ns < 0 ? SHUNT_NEVER : shunt_now_ns() + timeout_ns;
+
+	for (;;) {
+		int n = kernel_wait(epfd, ev, max, deadline, mask);
+		if (n <= 0 || !secret || (n = untag(epfd, ev, n)) > 0 || timeout_ns == 0 ||
+		    (deadline != SHUNT_NEVER && shunt_now_ns() >= deadline))
+			return n;
+	}
+}
+
 int shim_epoll_wait(int epfd, struct epoll_event *ev, int max, int64_t timeout_ns,
 		    const sigset_t *mask)
 {
 	struct shim_ep *ep = max > 0 ? ep_find(epfd) : NULL;
 
-	if (!ep) {
-		int64_t deadline = timeout_ns < 0 ? SHUNT_NEVER : shunt_now_ns() + timeout_ns;
-		int n = kernel_wait(epfd, ev, max, deadline, mask);
-		/* A set we do not know yet may have become ours while we slept:
-		 * its tags must not reach the program. */
-		for (int i = 0; i < n && atomic_load(&n_eps); i++) {
-			if (!is_tag(ev[i].data.u64))
-				continue;
-			int err = errno;
-			ep = ep_find(epfd);
-			if (ep) {
-				ep_lock(ep);
-				n = translate_locked(ep, ev, n, ++ep->rounds, NULL);
-				ep_unlock(ep);
-				ep_put(ep);
-			}
-			errno = err;
-			break;
-		}
-		return n;
-	}
+	if (!ep)
+		return wait_plain(epfd, ev, max, timeout_ns, mask);
 	int n = wait_set(ep, epfd, ev, max, timeout_ns, mask);
 	int err = errno;
 
@@ -1254,6 +1427,8 @@ static void forget_in(struct shim_ep *ep, int fd, struct tsock *t, int last)
  * for our own calls. */
 void shim_epoll_forget(int fd, struct tsock *t)
 {
+	if (t)
+		plain_forget(t);
 	if (!atomic_load(&n_eps))
 		return;
 	if (!t) {

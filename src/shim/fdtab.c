@@ -102,7 +102,9 @@ static struct tsock *tsock_alloc(void)
 		if (!t)
 			return NULL;
 		pthread_mutex_init(&t->mu, NULL);
+		pthread_mutex_init(&t->reg_mu, NULL);
 	}
+	t->nplain = 0;
 	t->meet = NULL;
 	t->mapped = 0;
 	atomic_store(&t->rx_pub, NULL);

@@ -388,7 +388,7 @@ static void forget_other(int fd, struct tsock *t, void *arg)
  * no set reported it (the registrations named the old one). */
 static void renew(struct ending *e)
 {
-	if (!e->ndups && !atomic_load(&e->t->nregs))
+	if (!e->ndups && !shim_epoll_registered(e->t))
 		return;
 	e->next = shim_track_unconnected(e->fd);
 	if (!e->next)
@@ -776,16 +776,34 @@ EXPORT int eventfd(unsigned v, int flags)
 	FRESH(real_(v, flags));
 }
 
+/* A new epoll set, marked: put in another set, it becomes a set of ours
+ * (epoll.c, shim_epoll_ctl). */
+static int epoll_made(int fd)
+{
+	if (fd >= 0) {
+		int err = errno;
+		shim_fresh_fd(fd);
+		if (!shim_in_vfork_child())
+			shim_set_kind(fd, FD_EPOLL);
+		errno = err;
+	}
+	return fd;
+}
+
 EXPORT int epoll_create(int size)
 {
 	NEXT("epoll_create", int (*)(int));
-	FRESH(real_(size));
+	int fd = real_(size);
+
+	return epoll_made(fd < 0 && out_of_fds() ? real_(size) : fd);
 }
 
 EXPORT int epoll_create1(int flags)
 {
 	NEXT("epoll_create1", int (*)(int));
-	FRESH(real_(flags));
+	int fd = real_(flags);
+
+	return epoll_made(fd < 0 && out_of_fds() ? real_(flags) : fd);
 }
 
 EXPORT int memfd_create(const char *name, unsigned flags)

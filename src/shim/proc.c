@@ -199,6 +199,8 @@ void shim_fork_prepare(void)
 	 * a fork inside our posix_spawn (an old libc's) is that spawn's. */
 	int ours = !spawning && !atomic_load(&shim_hands_off) && !shim_in_vfork_child();
 
+	if (ours)
+		shim_epoll_secret();
 	stranger = ours && (stranger || children_elsewhere());
 	if (stranger) {
 		shim_moves_pause(); /* no step commits while we look */
@@ -230,7 +232,9 @@ static void child_holds(int fd, struct tsock *t, void *arg)
 {
 	(void)fd;
 	(void)arg;
-	pthread_mutex_init(&t->mu, NULL); /* another thread may have held it */
+	/* Another thread may have held them. */
+	pthread_mutex_init(&t->mu, NULL);
+	pthread_mutex_init(&t->reg_mu, NULL);
 	/* The parent's meeting (called off before the fork) or its kept
 	 * segment, not ours: the child closes its copies. */
 	shim_meet_forget(t);

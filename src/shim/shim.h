@@ -309,6 +309,8 @@ void shim_count_why(struct tslot *s, enum shim_why why);
 
 struct tmeet; /* a meeting in progress (meet.c), this process's own */
 
+#define SHIM_PLAIN_REGS 2
+
 struct tsock {
 	_Atomic int refs;          /* fds naming it + calls in progress */
 	_Atomic int nfds;          /* fds of this process naming it */
@@ -319,6 +321,14 @@ struct tsock {
 	                            * fd the dialer has yet to open (meet.c) */
 	_Atomic uint32_t io_gen;   /* moves on I/O and rings: epoll looks again */
 	_Atomic int nregs;         /* its entries in epoll sets of ours (epoll.c) */
+	/* Its registrations while on TCP, the kernel's alone (epoll.c, "Plain
+	 * registrations"); nplain -1: entries of ours only, for good. */
+	pthread_mutex_t reg_mu;
+	int nplain;
+	struct shim_plain_reg {
+		int epfd, fd;
+		struct epoll_event ev;
+	} plain[SHIM_PLAIN_REGS];
 	int mapped;                /* this process maps the segment */
 	_Atomic(_Atomic uint64_t *) rx_pub; /* our reads' count for the peer (seg.h
 	                            * sw[side].rx_tcp), from before our OPEN */
@@ -371,7 +381,7 @@ void shim_forget(int fd, int open);
 /* Visit every tracked fd (fork, exec, close_range). */
 void shim_each(void (*fn)(int fd, struct tsock *t, void *arg), void *arg);
 /* The fd kind table: is fd a TCP socket we made or accepted from one? */
-enum fd_kind { FD_UNKNOWN = 0, FD_TCP, FD_OTHER };
+enum fd_kind { FD_UNKNOWN = 0, FD_TCP, FD_OTHER, FD_EPOLL /* made by our epoll_create */ };
 void shim_set_kind(int fd, enum fd_kind k);
 enum fd_kind shim_kind(int fd);
 /* Is fd a TCP socket (IPv4 or IPv6)?  Asked once per fd, then cached. */
@@ -733,6 +743,10 @@ void shim_epoll_renew(struct tsock *from, struct tsock *to);
 void shim_peer_seen(struct tsock *t);
 /* fd was closed: an epoll set of ours, or a tracked fd in sets. */
 void shim_epoll_forget(int fd, struct tsock *t);
+/* The secret in our epoll tags, made now if not yet (before a fork). */
+void shim_epoll_secret(void);
+/* Is t in an epoll set (its own registration or an entry of ours)? */
+int shim_epoll_registered(struct tsock *t);
 /* close_range: epoll sets in the range are gone. */
 void shim_epoll_forget_range(unsigned first, unsigned last);
 /* Is epfd an epoll set of ours (holding tracked sockets)?  Has it anything
