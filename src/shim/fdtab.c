@@ -102,8 +102,8 @@ static struct tsock *tsock_alloc(void)
 		if (!t)
 			return NULL;
 		pthread_mutex_init(&t->mu, NULL);
-		pthread_mutex_init(&t->reg_mu, NULL);
 	}
+	atomic_store(&t->reg_lock, 0);
 	t->nplain = 0;
 	t->meet = NULL;
 	t->mapped = 0;

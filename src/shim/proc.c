@@ -234,7 +234,7 @@ static void child_holds(int fd, struct tsock *t, void *arg)
 	(void)arg;
 	/* Another thread may have held them. */
 	pthread_mutex_init(&t->mu, NULL);
-	pthread_mutex_init(&t->reg_mu, NULL);
+	atomic_store(&t->reg_lock, 0);
 	/* The parent's meeting (called off before the fork) or its kept
 	 * segment, not ours: the child closes its copies. */
 	shim_meet_forget(t);

@@ -323,7 +323,7 @@ struct tsock {
 	_Atomic int nregs;         /* its entries in epoll sets of ours (epoll.c) */
 	/* Its registrations while on TCP, the kernel's alone (epoll.c, "Plain
 	 * registrations"); nplain -1: entries of ours only, for good. */
-	pthread_mutex_t reg_mu;
+	_Atomic int reg_lock;
 	int nplain;
 	struct shim_plain_reg {
 		int epfd, fd;
