@@ -1194,14 +1194,13 @@ static int spin_check(void *arg)
  */
 static _Atomic int no_pwait2;
 
-static int kernel_wait(int epfd, struct epoll_event *ev, int max, int64_t deadline,
-		       const sigset_t *mask)
+/* The kernel's wait for `left` ns (< 0: no end): in milliseconds, as
+ * epoll_wait asked, when it is a whole number of them. */
+static int wait_for(int epfd, struct epoll_event *ev, int max, int64_t left, const sigset_t *mask)
 {
-	if (deadline == SHUNT_NEVER)
-		return REAL(epoll_pwait)(epfd, ev, max, -1, mask);
-	int64_t left = deadline - shunt_now_ns();
-	if (left <= 0)
-		return REAL(epoll_pwait)(epfd, ev, max, 0, mask);
+	if (left < 0 || left % 1000000 == 0)
+		return REAL(epoll_pwait)(epfd, ev, max, left < 0 ? -1 : (int)SHUNT_MIN(left / 1000000, INT32_MAX),
+					 mask);
 	if (REAL(epoll_pwait2) && !atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {
 		struct timespec ts = shunt_ts(left);
 		int err = errno;
@@ -1213,6 +1212,14 @@ static int kernel_wait(int epfd, struct epoll_event *ev, int max, int64_t deadli
 	}
 	return REAL(epoll_pwait)(epfd, ev, max, (int)SHUNT_MIN((left + 999999) / 1000000, INT32_MAX),
 				 mask);
+}
+
+static int kernel_wait(int epfd, struct epoll_event *ev, int max, int64_t deadline,
+		       const sigset_t *mask)
+{
+	if (deadline == SHUNT_NEVER)
+		return wait_for(epfd, ev, max, -1, mask);
+	return wait_for(epfd, ev, max, SHUNT_MAX(deadline - shunt_now_ns(), 0), mask);
 }
 
 /* What is there without the kernel: the stash, then ready moved entries.
@@ -1306,13 +1313,16 @@ static int untag(int epfd, struct epoll_event *ev, int n)
 static int wait_plain(int epfd, struct epoll_event *ev, int max, int64_t timeout_ns,
 		      const sigset_t *mask)
 {
-	int64_t deadline = timeout_ns < 0 ? SHUNT_NEVER : shunt_now_ns() + timeout_ns;
+	/* The wait the program asked for, no clock read but for a timed
+	 * one's start: most end at the first. */
+	int64_t start = timeout_ns > 0 ? shunt_now_ns() : 0, left = timeout_ns;
 
 	for (;;) {
-		int n = kernel_wait(epfd, ev, max, deadline, mask);
-		if (n <= 0 || !secret || (n = untag(epfd, ev, n)) > 0 || timeout_ns == 0 ||
-		    (deadline != SHUNT_NEVER && shunt_now_ns() >= deadline))
+		int n = wait_for(epfd, ev, max, left, mask);
+		if (n <= 0 || !secret || (n = untag(epfd, ev, n)) > 0 || timeout_ns == 0)
 			return n;
+		if (timeout_ns > 0 && (left = start + timeout_ns - shunt_now_ns()) <= 0)
+			return 0;
 	}
 }
 
