@@ -160,6 +160,11 @@ void ts_set_handler(int sig, void (*fn)(int), int flags);
 void ts_guard(unsigned s);
 /* CPU seconds (user + system) of this process so far. */
 double ts_cpu_seconds(void);
+/* From here on this process's system calls numbered nrs[0..n) (32 at
+ * most) meet the seccomp `action` (SECCOMP_RET_ERRNO | err, as a sandbox
+ * or an older kernel answers; SECCOMP_RET_KILL_PROCESS); 0 if the kernel
+ * would not have the filter. */
+int ts_seccomp_deny(const int *nrs, int n, unsigned action);
 
 /* The fds open now, once the library let go of what it keeps a little
  * after a close (waits up to 3 s for the count to fall to `before`). */

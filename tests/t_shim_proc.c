@@ -429,17 +429,9 @@ static void case_fork_child_dies(void)
  * the kernel would not have it. */
 static int forbid_children(void)
 {
-	struct sock_filter f[] = {
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone, 2, 0),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone3, 1, 0),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EAGAIN),
-	};
-	struct sock_fprog prog = { sizeof(f) / sizeof(f[0]), f };
+	static const int nrs[] = { __NR_clone, __NR_clone3 };
 
-	return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
-	       prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
+	return ts_seccomp_deny(nrs, 2, SECCOMP_RET_ERRNO | EAGAIN);
 }
 
 /* In a process of its own, which can make no other once it checks: it
@@ -951,19 +943,8 @@ static void confine(void)
 		SYS_bind, SYS_listen, SYS_accept4, SYS_fcntl, SYS_getsockopt, SYS_setsockopt,
 		SYS_kill, SYS_shutdown, SYS_memfd_create, SYS_prlimit64,
 	};
-	enum { N = sizeof(deny) / sizeof(deny[0]) };
-	struct sock_filter f[N + 3];
 
-	f[0] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
-					    offsetof(struct seccomp_data, nr));
-	for (int i = 0; i < N; i++) /* to the KILL at the end */
-		f[1 + i] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K,
-							(unsigned)deny[i], (unsigned char)(N - i), 0);
-	f[N + 1] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
-	f[N + 2] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
-	struct sock_fprog prog = { (unsigned short)(N + 3), f };
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
-	    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) < 0)
+	if (!ts_seccomp_deny(deny, sizeof(deny) / sizeof(deny[0]), SECCOMP_RET_KILL_PROCESS))
 		_exit(4);
 }
 
