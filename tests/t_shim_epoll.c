@@ -24,6 +24,7 @@
 #include <sys/epoll.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <arpa/inet.h>
@@ -1902,6 +1903,32 @@ static void case_epoll_plain_fork_shared(void)
 	close(s.done[1]);
 }
 
+/* An epoll set's number closed where no wrapper sees it (close_range) and
+ * given to a FIFO by fopen (whose open no wrapper sees either): put in a
+ * set, the FIFO is a file, not a set of ours, and its data wakes the set. */
+static void case_epoll_stale_kind(void)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/tmp/shunt-fifo-%d", (int)getpid());
+	unlink(path);
+	ASSERT_SYS(mkfifo(path, 0600));
+	int old = epoll_create1(0), outer = epoll_create1(0);
+	ASSERT_SYS(syscall(SYS_close_range, old, old, 0));
+	FILE *f = fopen(path, "r+");
+	ASSERT(f != NULL);
+	ASSERT_EQ(fileno(f), old);
+	ep_add(outer, fileno(f), EPOLLIN, 0x81);
+	EP_NONE(outer, 0);
+	int w = open(path, O_WRONLY);
+	ASSERT_SYS(w);
+	ASSERT_EQ(write(w, "f", 1), 1);
+	ASSERT_EQ(EP_ONE(outer, ts_ms(2000), 0x81), EPOLLIN);
+	close(w);
+	fclose(f);
+	close(outer);
+	unlink(path);
+}
+
 /* --- A kernel without epoll_pwait2 -------------------------------------------
  * epoll_pwait2 came with Linux 5.11; older kernels answer ENOSYS, and a
  * seccomp profile written before it (older container engines', valgrind's
@@ -1980,6 +2007,7 @@ static const struct shim_case g_cases[] = {
 	{ "epoll_plain_then_moved", case_epoll_plain_then_moved },
 	{ "epoll_plain_stale_set", case_epoll_plain_stale_set },
 	{ "epoll_plain_fork_shared", case_epoll_plain_fork_shared },
+	{ "epoll_stale_kind", case_epoll_stale_kind },
 };
 
 int main(void)

@@ -1,12 +1,15 @@
 /*
  * epoll.c - epoll sets holding tracked sockets.
  *
- * Every registration of a tracked socket in an epoll set carries a tag of
- * ours in place of the program's data, from the first epoll_ctl on: each
- * event the kernel returns for it comes back to us, and is given the
- * program's data before the program sees it.  While the connection is on
- * TCP its registration keeps the program's events, and the kernel's answer
- * is the answer (we only note that an EPOLLONESHOT fired).  When it moves,
+ * A tracked socket's registration is plain while the connection is on TCP
+ * (the kernel's alone, under the program's data: "Plain registrations"
+ * below) and an entry of ours from its move on, or once it needs one
+ * (EPOLLONESHOT, EPOLLEXCLUSIVE).  An entry's registration carries a tag
+ * of ours in place of the program's data: each event the kernel returns
+ * for it comes back to us, and is given the program's data before the
+ * program sees it.  While the connection is on TCP the entry keeps the
+ * program's events, and the kernel's answer is the answer (we only note
+ * that an EPOLLONESHOT fired).  When it moves,
  * the registration is modified in place to ours: edge-triggered on input
  * (each doorbell that arrives wakes the set once), and a wait reads the
  * socket's readiness from its rings.  An epoll set of ours that the
@@ -36,6 +39,7 @@
  */
 #include <fcntl.h>
 #include <linux/kcmp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
 #include <string.h>
@@ -682,6 +686,19 @@ int shim_epoll_registered(struct tsock *t)
 	return plain || atomic_load(&t->nregs) > 0;
 }
 
+/* Is fd an epoll set still?  Its number may have been closed where no
+ * wrapper saw (close_range, a raw system call) and given to another file
+ * (fopen's open, which no wrapper sees either). */
+static int is_epoll(int fd)
+{
+	static const char name[] = "anon_inode:[eventpoll]";
+	char path[32], buf[sizeof(name)];
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	long n = sys_readlinkat(AT_FDCWD, path, buf, sizeof(buf));
+	return n == (long)sizeof(name) - 1 && !memcmp(buf, name, sizeof(name) - 1);
+}
+
 int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 {
 	struct tsock *t = shim_get(fd);
@@ -698,7 +715,7 @@ int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 	/* A set of the program's put in another: ours from now on, so that
 	 * the outer one sees its sockets once they move (its plain
 	 * registrations kept it the kernel's). */
-	if (!t && !inner && op == EPOLL_CTL_ADD && shim_kind(fd) == FD_EPOLL)
+	if (!t && !inner && op == EPOLL_CTL_ADD && shim_kind(fd) == FD_EPOLL && is_epoll(fd))
 		inner = ep_create(fd);
 
 	if (!t && !inner)
@@ -1198,9 +1215,10 @@ static _Atomic int no_pwait2;
  * epoll_wait asked, when it is a whole number of them. */
 static int wait_for(int epfd, struct epoll_event *ev, int max, int64_t left, const sigset_t *mask)
 {
-	if (left < 0 || left % 1000000 == 0)
-		return REAL(epoll_pwait)(epfd, ev, max, left < 0 ? -1 : (int)SHUNT_MIN(left / 1000000, INT32_MAX),
-					 mask);
+	if (left < 0 || left % 1000000 == 0) {
+		int ms = left < 0 ? -1 : (int)SHUNT_MIN(left / 1000000, INT32_MAX);
+		return REAL(epoll_pwait)(epfd, ev, max, ms, mask);
+	}
 	if (REAL(epoll_pwait2) && !atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {
 		struct timespec ts = shunt_ts(left);
 		int err = errno;
