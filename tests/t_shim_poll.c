@@ -1058,8 +1058,10 @@ static void *pace(void *arg)
  * per answer before: a proxy with 50 connections, each sending every 2
  * to 3 ms, paid one per message). */
 /* fcntl(F_GETFL) on a tracked socket, as every F_SETFL follows one
- * (wrk, libuv, nginx): only the commands that act pay the vfork check's
- * getpid() (a short connection made three, one more than it needs). */
+ * (wrk, libuv, nginx), and F_SETFL on a socket not yet connected (wrk's):
+ * only the commands that act pay the vfork check's getpid() (a short
+ * connection made three, one more than it needs; then wrk's two, one
+ * more). */
 static void case_getfl_no_getpid(void)
 {
 	int c, s, cnt = syscall_counter("getpid");
@@ -1076,6 +1078,19 @@ static void case_getfl_no_getpid(void)
 	test_log("%d fcntl(F_GETFL) on a tracked socket: %llu getpid calls", N,
 		 (unsigned long long)n);
 	ASSERT_MSG(n == 0, "%llu getpid calls for %d F_GETFL", (unsigned long long)n, N);
+	/* wrk's, before its connect: nothing of ours to change on it. */
+	int fresh = socket(AF_INET, SOCK_STREAM, 0);
+	ASSERT_SYS(fresh);
+	ASSERT_SYS(ioctl(cnt, PERF_EVENT_IOC_RESET, 0));
+	ASSERT_SYS(ioctl(cnt, PERF_EVENT_IOC_ENABLE, 0));
+	for (int i = 0; i < N; i++)
+		ASSERT_SYS(fcntl(fresh, F_SETFL, i % 2 ? O_NONBLOCK : 0));
+	ASSERT_SYS(ioctl(cnt, PERF_EVENT_IOC_DISABLE, 0));
+	n = counted(cnt);
+	test_log("%d fcntl(F_SETFL) on a socket not connected: %llu getpid calls", N,
+		 (unsigned long long)n);
+	ASSERT_MSG(n == 0, "%llu getpid calls for %d F_SETFL", (unsigned long long)n, N);
+	ASSERT_SYS(close(fresh));
 	ASSERT_SYS(close(cnt));
 	ASSERT_SYS(close(c));
 	ASSERT_SYS(close(s));

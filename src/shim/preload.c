@@ -565,9 +565,10 @@ static int do_fcntl(int fd, int cmd, void *arg)
 
 	if (rc < 0 && dup && out_of_fds())
 		rc = REAL(fcntl)(fd, cmd, arg);
-	/* Only these act: the F_GETFL before each F_SETFL (wrk, libuv,
-	 * nginx) pays no vfork check's getpid(). */
-	if (rc < 0 || !(dup || sets) || shim_in_vfork_child())
+	/* Only these act, and a setting only on a tracked socket: the
+	 * F_GETFL before each F_SETFL (wrk, libuv, nginx), and wrk's F_SETFL
+	 * before its connect, pay no vfork check's getpid(). */
+	if (rc < 0 || !(dup || sets) || (sets && !shim_has(fd)) || shim_in_vfork_child())
 		return rc;
 	if (dup) {
 		shim_dup(fd, rc);
