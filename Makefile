@@ -190,9 +190,10 @@ demo: all
 # docs/bench/REPORT.md (charts and data beside it; the side-by-side table
 # on the terminal too); about 20 minutes.  bench/REPORT.md sums up a run.
 # QUICK=1: a subset in about a minute, into $(B)/bench-quick/.
-# BENCH_OUT=DIR writes elsewhere.
+# BENCH_OUT=DIR writes elsewhere; ROUNDS=N runs N rounds per comparison (3).
 bench: all
-	$(Q)bench/run.sh --build $(B) $(if $(filter 1,$(QUICK)),--quick) $(if $(BENCH_OUT),--out $(BENCH_OUT))
+	$(Q)bench/run.sh --build $(B) $(if $(filter 1,$(QUICK)),--quick) $(if $(BENCH_OUT),--out $(BENCH_OUT)) \
+		$(if $(ROUNDS),--rounds $(ROUNDS))
 
 # The library as libshunt.so.MAJOR.MINOR with the soname link and the
 # development link; the preload library; the CLI; the header, pkg-config's

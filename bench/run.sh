@@ -9,8 +9,10 @@
 # shunt run's own log must show its connections upgraded, or the figure is
 # marked invalid.  The report is written only by this script.
 #
-# Usage: bench/run.sh [--quick] [--out DIR] [--only LIST] [--build DIR]
+# Usage: bench/run.sh [--quick] [--rounds N] [--out DIR] [--only LIST] [--build DIR]
 #   --quick      a subset of every section: short runs, 1 round (about 1 min)
+#   --rounds N   rounds per comparison (default 3; ignored with --quick): on
+#                a shared 2-vCPU machine a 5 % difference needs about 12
 #   --out DIR    where REPORT.md, the SVGs and data/ go (default docs/bench,
 #                with --quick build/bench-quick)
 #   --only LIST  comma-separated sections: netpipe,streams,pairs,ring,cpu,
@@ -33,6 +35,11 @@ QUICK=0 OUT='' ONLY='' build=${SHUNT_BUILD:-$SRC/build}
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick) QUICK=1 ;;
+	--rounds)
+		case ${2:-} in '' | *[!0-9]* | 0) echo "bench/run.sh: --rounds wants a number from 1" >&2; usage ;; esac
+		export BENCH_ROUNDS=$2
+		shift
+		;;
 	--out) OUT=${2:?}; shift ;;
 	--only) ONLY=${2:?}; shift ;;
 	--build) build=${2:?}; shift ;;

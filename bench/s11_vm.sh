@@ -5,7 +5,7 @@
 # report's table.
 
 section_vm() {
-	local rounds=3 secs=2 rc=0 out=$T/vm.md
+	local rounds=${BENCH_ROUNDS:-3} secs=2 rc=0 out=$T/vm.md
 	[ "$QUICK" = 1 ] && rounds=1 secs=1
 	"$BENCH_DIR/vm.sh" --rounds "$rounds" --secs "$secs" --build "$SHUNT_BUILD" \
 		--out "$out" >"$T/vm.out" 2>&1 || rc=$?

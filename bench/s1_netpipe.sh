@@ -95,7 +95,7 @@ section_netpipe() {
 	md "" "### $1b. \`shunt bench\`: the native API targets" ""
 	md "\`shunt bench\` runs every transport between the same two processes, one" \
 		"after the other, in one invocation; it is run $([ "$QUICK" = 1 ] && echo once || echo '3 times') and each figure is the median."
-	local rounds=3 r time=0.3
+	local rounds=${BENCH_ROUNDS:-3} r time=0.3
 	[ "$QUICK" = 1 ] && rounds=1 time=0.1
 	: >"$T/sb-stream.json"
 	: >"$T/sb-pp.json"

@@ -5,7 +5,7 @@
 
 section_streams() {
 	md "## $1. Streams (iperf3) and ping-pong latency (sockperf)"
-	local rounds=3 secs=3 lens=(8K 128K 1M) pps=3
+	local rounds=${BENCH_ROUNDS:-3} secs=3 lens=(8K 128K 1M) pps=3
 	[ "$QUICK" = 1 ] && rounds=1 secs=1 lens=(128K) pps=1
 	md "" "iperf3, one TCP stream for $secs s per run, at three write sizes (\`-l\`);" \
 		"median of $rounds round(s). Each shunt run's client must log its data connection" \

@@ -5,7 +5,7 @@
 
 section_pairs() {
 	md "## $1. Scalability: 1 to 16 concurrent pairs"
-	local ns=(1 2 4 8 16) rounds=3 secs=1
+	local ns=(1 2 4 8 16) rounds=${BENCH_ROUNDS:-3} secs=1
 	[ "$QUICK" = 1 ] && ns=(2) rounds=1 secs=0.3
 	md "" "N tcpbench servers and N tcpbench clients (2N processes, one connection per" \
 		"pair) on $(nproc) CPUs. All N clients stream 128 KiB writes for $secs s at once" \

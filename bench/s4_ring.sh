@@ -5,7 +5,7 @@
 
 section_ring() {
 	md "## $1. Ring size: one stream and one ping-pong"
-	local sizes=(16k 32k 64k 128k 256k 512k 1m 2m 4m) rounds=3 secs=1
+	local sizes=(16k 32k 64k 128k 256k 512k 1m 2m 4m) rounds=${BENCH_ROUNDS:-3} secs=1
 	[ "$QUICK" = 1 ] && sizes=(64k) rounds=1 secs=0.3
 	md "" "One tcpbench pair: a stream of 128 KiB writes for $secs s, then 64 B" \
 		"ping-pong for $secs s, with \`SHUNT_RING_SIZE\` set for both processes (bytes per" \

@@ -127,7 +127,7 @@ res() {
 
 section_cpu() {
 	md "## $1. CPU cost"
-	local rounds=3 secs=2 idle_n=1000 idle_w=5
+	local rounds=${BENCH_ROUNDS:-3} secs=2 idle_n=1000 idle_w=5
 	[ "$QUICK" = 1 ] && rounds=1 secs=0.3 idle_n=200 idle_w=1
 	md "" "CPU seconds (user + system, \`getrusage(RUSAGE_SELF)\` that each tcpbench prints" \
 		"for the measured connection) of **both** processes, for one tcpbench pair: a" \

@@ -85,7 +85,7 @@ section_setup() {
 
 # --- 6a. tcpbench connect / connect0 -----------------------------------------
 setup_tcpbench() {
-	local rounds=3 n=3000
+	local rounds=${BENCH_ROUNDS:-3} n=3000
 	[ "$QUICK" = 1 ] && rounds=1 n=300
 	md "" "### $1a. Connection set-up (tcpbench)" "" \
 		"$n connections in a row from one client to one server, median of $rounds" \
@@ -175,7 +175,7 @@ wrk_run() {
 
 # --- 6b. nginx, Connection: close ---------------------------------------------
 setup_nginx_close() {
-	local rounds=3 conns=(1 8 64) d=3
+	local rounds=${BENCH_ROUNDS:-3} conns=(1 8 64) d=3
 	[ "$QUICK" = 1 ] && rounds=1 conns=(8) d=1
 	md "" "### $1b. nginx + wrk, \`Connection: close\`" "" \
 		"nginx (a master and 2 workers, as in section 7) serves a 4 KiB file; wrk sends" \
@@ -229,7 +229,7 @@ setup_nginx_close() {
 
 # --- 6c. redis-benchmark -k 0 ---------------------------------------------------
 setup_redis_k0() {
-	local rounds=3 n=20000 c=8
+	local rounds=${BENCH_ROUNDS:-3} n=20000 c=8
 	[ "$QUICK" = 1 ] && rounds=1 n=1000
 	md "" "### $1c. redis-benchmark \`-k 0\`" "" \
 		"redis-server (no persistence) per round and mode; \`redis-benchmark -k 0\` (no" \
@@ -295,7 +295,7 @@ pg_bindir() {
 }
 
 setup_pgbench() {
-	local rounds=3 secs=4 c=4
+	local rounds=${BENCH_ROUNDS:-3} secs=4 c=4
 	[ "$QUICK" = 1 ] && rounds=1 secs=1
 	md "" "### $1d. pgbench \`-C -S\`" "" \
 		"A throwaway PostgreSQL cluster (initdb in the temp dir, 127.0.0.1, fsync off," \
@@ -392,7 +392,7 @@ setup_pgbench() {
 
 # --- 6e. plain clients -------------------------------------------------------------
 setup_plain() {
-	local rounds=3 d=3 c=8 kinds=(keepalive close)
+	local rounds=${BENCH_ROUNDS:-3} d=3 c=8 kinds=(keepalive close)
 	[ "$QUICK" = 1 ] && rounds=1 d=1 kinds=(keepalive)
 	md "" "### $1e. A server under shunt, its clients plain" "" \
 		"The issue that started this design: a server whose workers share one listener," \

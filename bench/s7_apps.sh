@@ -6,7 +6,7 @@
 
 section_apps() {
 	md "## $1. Applications"
-	local rounds=3
+	local rounds=${BENCH_ROUNDS:-3}
 	[ "$QUICK" = 1 ] && rounds=1
 	apps_redis "$rounds"
 	apps_nginx "$rounds"

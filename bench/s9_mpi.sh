@@ -8,7 +8,7 @@ section_mpi() {
 	md "## $1. Open MPI over TCP: 2 ranks, ping-pong"
 	# limit: seconds a run may take (mpirun is killed past it: on a loaded
 	# machine, two busy-polling ranks can crawl).
-	local rounds=3 lat=20000 bw=300 limit=150
+	local rounds=${BENCH_ROUNDS:-3} lat=20000 bw=300 limit=150
 	[ "$QUICK" = 1 ] && rounds=1 lat=1000 bw=20 limit=15
 	md "" "\`mpirun -np 2 --mca pml ob1 --mca btl tcp,self\` (loopback only) runs" \
 		"tests/mpi_pingpong.c: both ranks first send to each other at once (simultaneous" \
