@@ -662,17 +662,23 @@ EXPORT FILE *freopen(const char *path, const char *mode, FILE *f)
 /* Calls that make a new fd: what we knew of its number is stale.  One
  * that found no fd free is tried once more if the meetings in progress
  * gave some back: the program gets as many fds as over TCP. */
+/* A new fd: whatever the table still says of its number goes. */
+static int fresh(int fd)
+{
+	if (fd >= 0) {
+		int err = errno;
+		shim_fresh_fd(fd);
+		errno = err;
+	}
+	return fd;
+}
+
 #define FRESH(expr)                  \
 	do {                         \
 		int fd_ = (expr);    \
 		if (fd_ < 0 && out_of_fds()) \
 			fd_ = (expr); \
-		if (fd_ >= 0) {      \
-			int e_ = errno; \
-			shim_fresh_fd(fd_); \
-			errno = e_;  \
-		}                    \
-		return fd_;          \
+		return fresh(fd_);   \
 	} while (0)
 
 #define NEXT(name, type) \
@@ -781,13 +787,8 @@ EXPORT int eventfd(unsigned v, int flags)
  * (epoll.c, shim_epoll_ctl). */
 static int epoll_made(int fd)
 {
-	if (fd >= 0) {
-		int err = errno;
-		shim_fresh_fd(fd);
-		if (!shim_in_vfork_child())
-			shim_set_kind(fd, FD_EPOLL);
-		errno = err;
-	}
+	if (fresh(fd) >= 0 && !shim_in_vfork_child())
+		shim_set_kind(fd, FD_EPOLL);
 	return fd;
 }
 
