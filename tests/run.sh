@@ -181,7 +181,7 @@ for t in "${tests[@]}"; do
 		failed_names+=("$name")
 		printf 'FAIL  %-14s %7ss  %s\n' "$name" "$dt" "$why"
 		if [ "${SHUNT_TEST_VERBOSE:-0}" != 1 ]; then
-			tail -n "$tail_n" "$out" | sed 's/^/    | /'
+			{ grep -a -m 5 -i 'fail' "$out"; tail -n "$tail_n" "$out"; } | sed 's/^/    | /'
 		fi
 		;;
 	esac

@@ -94,7 +94,12 @@ check_json() {
 	[ -z "$err" ] || vm_fail "$2: iperf3: $err"
 	sent=$(jq -r '.end.sum_sent.bytes' "$1")
 	recvd=$(jq -r '.end.sum_received.bytes' "$1")
-	[ "$recvd" -gt 0 ] && [ "$recvd" -le "$sent" ] && [ $((sent - recvd)) -le $((8 << 20)) ] ||
+	# The receiver stops counting at its end of the test, the sender
+	# when it hears of it: what it sent meanwhile is read but not
+	# counted, over TCP too.  Buffers (8 MiB), plus 5 % for that
+	# (15 MB at 440 MB/s, 34 ms, was seen).
+	[ "$recvd" -gt 0 ] && [ "$recvd" -le "$sent" ] &&
+		[ $((sent - recvd)) -le $(((8 << 20) + sent / 20)) ] ||
 		vm_fail "$2: sent $sent bytes, received $recvd"
 	vm_say "$2: sent $sent bytes, received $recvd ($(jq -r '.end.sum_received.bits_per_second / 1e6 | floor' "$1") Mbit/s)"
 }

@@ -68,7 +68,16 @@ vm_get A /tmp/down "$VM_T/down" || vm_fail "vm_get"
 rc=0
 vm_get A /nonexistent "$VM_T/none" 2>/dev/null || rc=$?
 [ "$rc" = 1 ] || vm_fail "vm_get of a missing file: status $rc, expected 1"
-vm_say "agent: output, status, stderr, timeout (killed in the guest, ${say_t} s), put and get of 3 MiB: ok"
+# An idle guest is idle: the agent's ports that no host holds sleep (an
+# agent that polled them spun, and took the guest's only CPU from the
+# programs under test).  /proc/stat's idle share over 2 s, the shell
+# sleeping: the rest is the agent's.
+# shellcheck disable=SC2016 # expanded in the guest
+idle=$(vm_exec A 'set -- $(head -n1 /proc/stat); a=$(($2+$3+$4+$5)) i=$5; sleep 2;' \
+	'set -- $(head -n1 /proc/stat); echo $((100 * ($5 - i) / ($2 + $3 + $4 + $5 - a)))') ||
+	vm_fail "cannot read /proc/stat in A"
+[ "$idle" -ge 70 ] || vm_fail "guest A idles only $idle % of 2 s with nothing to do: $(vm_exec A 'top -bn1 | head -n 12')"
+vm_say "agent: output, status, stderr, timeout (killed in the guest, ${say_t} s), put and get of 3 MiB, an idle guest $idle % idle: ok"
 
 # --- The region ---------------------------------------------------------------
 mark="shunt vm lab $$ $(date +%s.%N)"

@@ -140,8 +140,15 @@ static int read_all(int fd, void *buf, size_t n, double deadline)
 			n -= (size_t)k;
 			continue;
 		}
-		if (k == 0)
-			return -1;
+		if (k == 0) {
+			/* In the guest, end of file is virtio_console's "no
+			 * host", which may only mean that the news of the
+			 * host's connection has not come yet: the request's
+			 * bytes can come first.  Only a lasting one counts. */
+			if (!hup_grace || gone(fd))
+				return -1;
+			continue;
+		}
 		if (errno == EINTR)
 			continue;
 		if (errno != EAGAIN)
@@ -212,6 +219,21 @@ static void skip_bytes(int fd, uint32_t n)
 			return;
 		n -= k;
 	}
+}
+
+/*
+ * A request's header, if one has begun to come: 1, or 0 if nothing is
+ * there (end of file included), -1 if the port broke mid-header.  Never
+ * waits for a header that has not begun: do_exec asks while its command
+ * runs.
+ */
+static int read_header(int port, struct hdr *h)
+{
+	ssize_t k = read(port, h, sizeof(*h));
+
+	if (k <= 0)
+		return 0;
+	return read_all(port, (char *)h + k, sizeof(*h) - (size_t)k, 0) ? -1 : 1;
 }
 
 static void status_frame(int port, uint32_t id, int st)
@@ -300,7 +322,12 @@ static void do_exec(int port, uint32_t id, const char *cmd)
 			 * asked for this command is gone (killed), and another
 			 * has taken the port: that one is served next. */
 			struct hdr h;
-			if (read_all(port, &h, sizeof(h), 0) || h.magic != MAGIC || h.len > MAXPAY) {
+			int r = read_header(port, &h);
+			if (r == 0) {
+				/* Nothing after all, or end of file: virtio's
+				 * "no host", final only once it lasts. */
+				hup = gone(port);
+			} else if (r < 0 || h.magic != MAGIC || h.len > MAXPAY) {
 				hup = 1;
 			} else if (h.type == 'X' || h.type == 'G' || h.type == 'P') {
 				pending = h;
@@ -434,14 +461,18 @@ static int next_header(int port, struct hdr *h)
 
 	if (poll(&p, 1, -1) < 0)
 		return -1;
-	if (!(p.revents & POLLIN)) {
-		/* No host on this port: sleep until one comes (SIGIO),
+	int r = read_header(port, h);
+	if (r == 0) {
+		/* No host on this port (virtio_console then reports POLLIN
+		 * with POLLHUP, and reads end of file: poll alone would
+		 * spin, and three idle ports took the whole guest CPU).
+		 * Sleep until one comes (SIGIO: a connection or data),
 		 * looking again now and then in case the signal is missed. */
 		struct timespec ts = { 0, 200 * 1000 * 1000 };
 		sigtimedwait(&sigio, NULL, &ts);
 		return -1;
 	}
-	return read_all(port, h, sizeof(*h), 0) ? -1 : 0;
+	return r > 0 ? 0 : -1;
 }
 
 static void serve_port(const char *dev)
