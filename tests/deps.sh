@@ -61,6 +61,7 @@ NEEDED=(
 	mpirun:openmpi-bin
 	python3:python3
 	ab:apache2-utils
+	apache2:apache2
 	setpriv:util-linux
 	base64:coreutils
 	md5sum:coreutils
