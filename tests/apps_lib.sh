@@ -389,6 +389,66 @@ same_file() {
 		fail "$3: contents differ ($(wc -c <"$2") bytes received, $(wc -c <"$1") expected)"
 }
 
+# fetch_kept_alive NAME URL FILE...: curl (run_client NAME) fetches each
+# FILE under URL 3 times over one kept-alive connection: every copy must be
+# $T/www/FILE's bytes, and curl must have made one connection.
+fetch_kept_alive() {
+	local name=$1 url=$2 i f args=()
+	shift 2
+	for i in 1 2 3; do
+		for f in "$@"; do
+			args+=(-o "$T/ka-$f-$i" "$url/$f")
+		done
+	done
+	run_client "$name" 30 curl -sS --fail -w '%{num_connects}\n' "${args[@]}" >"$T/$name.out" ||
+		fail "keep-alive curl exited with status $?"
+	for i in 1 2 3; do
+		for f in "$@"; do
+			same_file "$T/www/$f" "$T/ka-$f-$i" "keep-alive GET /$f #$i"
+		done
+	done
+	local conns
+	conns=$(awk '{ s += $1 } END { print s }' "$T/$name.out")
+	[ "$conns" = 1 ] || fail "keep-alive curl made $conns connections, expected 1"
+	say "$((3 * $#)) GETs on one kept-alive connection: intact"
+}
+
+# wrk_kept_alive URL PORT: wrk (run_client wrk) drives 8 kept-alive
+# connections for 2 s at URL, and the kernel's TCP bytes of the server's
+# sockets on PORT are read at 0.7 s and 1.7 s.  Requests must complete
+# with no socket error and no non-2xx answer; over plain TCP (APPS_TCP=1)
+# the kernel carries at least 1/4 of what wrk read per second (else the
+# probe is broken), under shunt under 1/20, and all 8 connections moved at
+# both ends (wrk's log, and the server's: $T/server.log).  Sets WRK_REQS.
+wrk_kept_alive() {
+	local url=$1 port=$2 cli k0 k1 transfer per_s before n
+	before=$(count_upgraded "$T/server.log")
+	run_client wrk 20 wrk -t 2 -c 8 -d 2s "$url" >"$T/wrk.out" 2>&1 &
+	cli=$!
+	sleep 0.7
+	k0=$(kernel_tcp_bytes "$port")
+	sleep 1
+	k1=$(kernel_tcp_bytes "$port")
+	wait "$cli" || fail "wrk exited with status $?"
+	WRK_REQS=$(awk '/requests in/ { print $1 }' "$T/wrk.out")
+	say "wrk -c 8: $WRK_REQS requests, $(awk '/^Requests\/sec:/ { print $2 }' "$T/wrk.out") requests/s"
+	[ "${WRK_REQS:-0}" -gt 100 ] || fail "wrk completed ${WRK_REQS:-no} requests"
+	! grep -E 'Socket errors|Non-2xx' "$T/wrk.out" || fail "wrk saw errors"
+	transfer=$(awk '/requests in/ { print $5 }' "$T/wrk.out")
+	case $transfer in *MB | *GB) ;; *) fail "wrk read only $transfer for $WRK_REQS requests" ;; esac
+	per_s=$(awk -v t="$transfer" 'BEGIN { m = t ~ /GB$/ ? 1073741824 : 1048576; printf "%.0f", (t + 0) * m / 2 }')
+	say "wrk: $transfer read, about $per_s bytes/s; the kernel's TCP carried $((k1 - k0)) bytes in 1 s of it"
+	if [ "$APPS_TCP" = 1 ]; then
+		[ $((k1 - k0)) -gt $((per_s / 4)) ] || fail "plain TCP: the kernel carried only $((k1 - k0)) bytes in 1 s (broken probe?)"
+	else
+		[ $((k1 - k0)) -lt $((per_s / 20)) ] ||
+			fail "the kernel's TCP carried $((k1 - k0)) bytes in 1 s of wrk: its connections did not go through shared memory"
+		n=$(($(count_upgraded "$T/server.log") - before))
+		[ "$n" -ge 8 ] || fail "the server's ends of wrk's 8 connections: $n upgraded"
+	fi
+	assert_accelerated 8 "$T/wrk.log"
+}
+
 # --- Shared with tools/compare.sh and bench/run.sh (benchmarks) -----------
 
 # median V...: the median of numbers (the mean of the middle two if even);

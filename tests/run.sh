@@ -181,7 +181,10 @@ for t in "${tests[@]}"; do
 		failed_names+=("$name")
 		printf 'FAIL  %-14s %7ss  %s\n' "$name" "$dt" "$why"
 		if [ "${SHUNT_TEST_VERBOSE:-0}" != 1 ]; then
-			{ grep -a -m 5 -i 'fail' "$out"; tail -n "$tail_n" "$out"; } | sed 's/^/    | /'
+			# Its "fail" lines first, unless the tail shows them.
+			tail -n "$tail_n" "$out" >"$out.tail"
+			{ grep -a -m 5 -i 'fail' "$out" | grep -a -vxF -f "$out.tail"; cat "$out.tail"; } |
+				sed 's/^/    | /'
 		fi
 		;;
 	esac

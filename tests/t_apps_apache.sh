@@ -69,51 +69,14 @@ wait_listen "$port" "$srv"
 url=http://127.0.0.1:$port
 
 # Both files, 3 times, on one kept-alive connection.
-args=()
-for i in 1 2 3; do
-	args+=(-o "$T/ka-small-$i" "$url/small" -o "$T/ka-big-$i" "$url/big")
-done
-run_client curl-ka 30 curl -sS --fail -w '%{num_connects}\n' "${args[@]}" >"$T/ka.out" ||
-	fail "keep-alive curl exited with status $?"
-for i in 1 2 3; do
-	same_file "$T/www/small" "$T/ka-small-$i" "keep-alive GET /small #$i"
-	same_file "$T/www/big" "$T/ka-big-$i" "keep-alive GET /big #$i"
-done
-conns=$(awk '{ s += $1 } END { print s }' "$T/ka.out")
-[ "$conns" = 1 ] || fail "keep-alive curl made $conns connections, expected 1"
-say "6 GETs on one kept-alive connection: intact"
+fetch_kept_alive curl-ka "$url" small big
 assert_accelerated 1 "$T/curl-ka.log"
 assert_accelerated 1 "$T/server.log"
 ! grep -q 'refused' "$T/curl-ka.log" "$T/server.log" ||
 	fail "a meeting was refused: $(grep -h refused "$T/curl-ka.log" "$T/server.log" | head -n 2)"
-server_before_wrk=$(count_upgraded "$T/server.log")
 
-# wrk: 8 kept-alive connections, 2 s; the kernel's TCP bytes on Apache's
-# sockets at 0.7 s and 1.7 s.
-run_client wrk 20 wrk -t 2 -c 8 -d 2s "$url/small" >"$T/wrk.out" 2>&1 &
-cli=$!
-sleep 0.7
-k0=$(kernel_tcp_bytes "$port")
-sleep 1
-k1=$(kernel_tcp_bytes "$port")
-wait "$cli" || fail "wrk exited with status $?"
-reqs=$(awk '/requests in/ { print $1 }' "$T/wrk.out")
-say "wrk -c 8: $reqs requests, $(awk '/^Requests\/sec:/ { print $2 }' "$T/wrk.out") requests/s"
-[ "${reqs:-0}" -gt 100 ] || fail "wrk completed ${reqs:-no} requests"
-! grep -E 'Socket errors|Non-2xx' "$T/wrk.out" || fail "wrk saw errors"
-transfer=$(awk '/requests in/ { print $5 }' "$T/wrk.out")
-case $transfer in *MB | *GB) ;; *) fail "wrk read only $transfer for $reqs requests" ;; esac
-per_s=$(awk -v t="$transfer" 'BEGIN { m = t ~ /GB$/ ? 1073741824 : 1048576; printf "%.0f", (t + 0) * m / 2 }')
-say "wrk: $transfer read, about $per_s bytes/s; the kernel's TCP carried $((k1 - k0)) bytes in 1 s of it"
-if [ "$APPS_TCP" = 1 ]; then
-	[ $((k1 - k0)) -gt $((per_s / 4)) ] || fail "plain TCP: the kernel carried only $((k1 - k0)) bytes in 1 s (broken probe?)"
-else
-	[ $((k1 - k0)) -lt $((per_s / 20)) ] ||
-		fail "the kernel's TCP carried $((k1 - k0)) bytes in 1 s of wrk: its connections did not go through shared memory"
-	n=$(($(count_upgraded "$T/server.log") - server_before_wrk))
-	[ "$n" -ge 8 ] || fail "the server's ends of wrk's 8 connections: $n upgraded"
-fi
-assert_accelerated 8 "$T/wrk.log"
+# wrk: 8 kept-alive connections, 2 s, the 4 KiB file.
+wrk_kept_alive "$url/small" "$port"
 
 # Without keep-alive: Apache ends each connection with its lingering
 # close; a few calls each, which stay on TCP.

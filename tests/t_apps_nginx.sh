@@ -105,19 +105,7 @@ say "GET /small (4 KiB) and /big (5 MiB): intact"
 
 # Both files, 3 times, on one kept-alive connection (curl reuses it).
 server_before_ka=$(count_upgraded "$T/server.log")
-args=()
-for i in 1 2 3; do
-	args+=(-o "$T/ka-small-$i" "$url/small" -o "$T/ka-big-$i" "$url/big")
-done
-run_client curl-ka 30 curl -sS --fail -w '%{num_connects}\n' "${args[@]}" >"$T/ka.out" ||
-	fail "keep-alive curl exited with status $?"
-for i in 1 2 3; do
-	same_file "$T/www/small" "$T/ka-small-$i" "keep-alive GET /small #$i"
-	same_file "$T/www/big" "$T/ka-big-$i" "keep-alive GET /big #$i"
-done
-conns=$(awk '{ s += $1 } END { print s }' "$T/ka.out")
-[ "$conns" = 1 ] || fail "keep-alive curl made $conns connections, expected 1"
-say "6 GETs on one kept-alive connection: intact"
+fetch_kept_alive curl-ka "$url" small big
 assert_accelerated 1 "$T/curl-ka.log"
 [ "$APPS_TCP" = 1 ] || [ "$(count_upgraded "$T/server.log")" -gt "$server_before_ka" ] ||
 	fail "the server's end of the kept-alive connection did not move"
@@ -154,40 +142,10 @@ same_file "$T/www/huge" "$T/got-proxy-2" "GET /huge through the proxy, again"
 dial=$(($(grep -c 'dialing side' "$T/server.log" 2>/dev/null || true) - dial_before))
 say "2 x 32 MiB through nginx's proxy_pass to itself: intact; its upstream connections that moved: $dial"
 [ "$APPS_TCP" = 1 ] || [ "$dial" -ge 1 ] || fail "no upstream connection of the proxy moved"
-server_before_wrk=$(count_upgraded "$T/server.log")
 
-# wrk: 2 threads, 8 kept-alive connections, 2 s, the 4 KiB file; the
-# kernel's TCP bytes on nginx's sockets at 0.7 s and 1.7 s.
-run_client wrk 20 wrk -t 2 -c 8 -d 2s "$url/small" >"$T/wrk.out" 2>&1 &
-cli=$!
-sleep 0.7
-k0=$(kernel_tcp_bytes "$port")
-sleep 1
-k1=$(kernel_tcp_bytes "$port")
-wait "$cli" || fail "wrk exited with status $?"
-reqs=$(awk '/requests in/ { print $1 }' "$T/wrk.out")
-rps=$(awk '/^Requests\/sec:/ { print $2 }' "$T/wrk.out")
-say "wrk -c 8: $reqs requests, $rps requests/s"
-[ "${reqs:-0}" -gt 100 ] || fail "wrk completed ${reqs:-no} requests"
-! grep -E 'Socket errors|Non-2xx' "$T/wrk.out" || fail "wrk saw errors"
-# wrk's bytes: every response carries the 4 KiB body.
-transfer=$(awk '/requests in/ { print $5 }' "$T/wrk.out")
-case $transfer in *MB | *GB) ;; *) fail "wrk read only $transfer for $reqs requests" ;; esac
-per_s=$(awk -v t="$transfer" 'BEGIN { m = t ~ /GB$/ ? 1073741824 : 1048576; printf "%.0f", (t + 0) * m / 2 }')
-say "wrk: $transfer read, about $per_s bytes/s; the kernel's TCP carried $((k1 - k0)) bytes in 1 s of it"
-if [ "$APPS_TCP" = 1 ]; then
-	[ $((k1 - k0)) -gt $((per_s / 4)) ] || fail "plain TCP: the kernel carried only $((k1 - k0)) bytes in 1 s (broken probe?)"
-else
-	[ $((k1 - k0)) -lt $((per_s / 20)) ] ||
-		fail "the kernel's TCP carried $((k1 - k0)) bytes in 1 s of wrk: its connections did not go through shared memory"
-fi
+# wrk: 2 threads, 8 kept-alive connections, 2 s, the 4 KiB file.
+wrk_kept_alive "$url/small" "$port"
 
 kill -0 "$srv" 2>/dev/null || fail "nginx died"
 ! grep -E '\[(alert|crit|emerg)\]' "$T/error.out" || fail "nginx logged an alert"
-# wrk's 8 connections moved at both ends.
-assert_accelerated 8 "$T/wrk.log"
-if [ "$APPS_TCP" != 1 ]; then
-	n=$(($(count_upgraded "$T/server.log") - server_before_wrk))
-	[ "$n" -ge 8 ] || fail "the server's ends of wrk's 8 connections: $n upgraded"
-fi
 say pass
