@@ -1880,7 +1880,6 @@ static void case_epoll_plain_fork_shared(void)
 	/* The parent waits on a set of its own, which arms the ring: each
 	 * byte rings, and the shared set's event for it (the parent's
 	 * registration there, made ours) goes to the child alone. */
-	{ char path[64], buf[512]; snprintf(path, sizeof path, "/proc/self/fdinfo/%d", s.ep); FILE *f = fopen(path, "r"); while (fgets(buf, sizeof buf, f)) test_log("%s", buf); fclose(f); }
 	int own = epoll_create1(0);
 	ep_add(own, s.a, EPOLLIN, 0x72);
 	for (int i = 0; i < 20; i++) {
