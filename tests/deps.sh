@@ -62,6 +62,8 @@ NEEDED=(
 	python3:python3
 	ab:apache2-utils
 	apache2:apache2
+	erl:erlang-base
+	erlc:erlang-base
 	setpriv:util-linux
 	base64:coreutils
 	md5sum:coreutils
