@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # test-timeout: 180
+# test-retry: 1
 # t_soak: the soak test (tests/soak.c) under `shunt run`, both ends.
 #
 # One server process under `shunt run` serves each connection in its epoll
@@ -14,6 +15,9 @@
 # when fewer than SHUNT_SOAK_MIN_MOVED connections (default: one per 2 s
 # of the run) moved to shared memory at the server.
 #
+# A failure is run once more (tests/run.sh shows the first as RETRY): a
+# stall seen once in CI, not reproduced since, is tests/repro/README.md's
+# open finding 15.
 # SHUNT_SOAK_SECONDS: 60 in the plain build, 20 in a sanitizer build;
 # `make soak` sets 3600.  The runner's timeout is 120 s: the connections
 # under way at the end are finished, which takes seconds, or tens of
