@@ -659,9 +659,6 @@ EXPORT FILE *freopen(const char *path, const char *mode, FILE *f)
 	return shim_freopen(path, mode, f);
 }
 
-/* Calls that make a new fd: what we knew of its number is stale.  One
- * that found no fd free is tried once more if the meetings in progress
- * gave some back: the program gets as many fds as over TCP. */
 /* A new fd: whatever the table still says of its number goes. */
 static int fresh(int fd)
 {
@@ -673,6 +670,9 @@ static int fresh(int fd)
 	return fd;
 }
 
+/* Calls that make a new fd: what we knew of its number is stale.  One
+ * that found no fd free is tried once more if the meetings in progress
+ * gave some back: the program gets as many fds as over TCP. */
 #define FRESH(expr)                  \
 	do {                         \
 		int fd_ = (expr);    \
