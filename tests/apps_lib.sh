@@ -419,9 +419,9 @@ fetch_kept_alive() {
 # with no socket error and no non-2xx answer; over plain TCP (APPS_TCP=1)
 # the kernel carries at least 1/4 of what wrk read per second (else the
 # probe is broken), under shunt under 1/20, and all 8 connections moved at
-# both ends (wrk's log, and the server's: $T/server.log).  Sets WRK_REQS.
+# both ends (wrk's log, and the server's: $T/server.log).
 wrk_kept_alive() {
-	local url=$1 port=$2 cli k0 k1 transfer per_s before n
+	local url=$1 port=$2 cli k0 k1 reqs transfer per_s before n
 	before=$(count_upgraded "$T/server.log")
 	run_client wrk 20 wrk -t 2 -c 8 -d 2s "$url" >"$T/wrk.out" 2>&1 &
 	cli=$!
@@ -430,12 +430,12 @@ wrk_kept_alive() {
 	sleep 1
 	k1=$(kernel_tcp_bytes "$port")
 	wait "$cli" || fail "wrk exited with status $?"
-	WRK_REQS=$(awk '/requests in/ { print $1 }' "$T/wrk.out")
-	say "wrk -c 8: $WRK_REQS requests, $(awk '/^Requests\/sec:/ { print $2 }' "$T/wrk.out") requests/s"
-	[ "${WRK_REQS:-0}" -gt 100 ] || fail "wrk completed ${WRK_REQS:-no} requests"
+	reqs=$(awk '/requests in/ { print $1 }' "$T/wrk.out")
+	say "wrk -c 8: $reqs requests, $(awk '/^Requests\/sec:/ { print $2 }' "$T/wrk.out") requests/s"
+	[ "${reqs:-0}" -gt 100 ] || fail "wrk completed ${reqs:-no} requests"
 	! grep -E 'Socket errors|Non-2xx' "$T/wrk.out" || fail "wrk saw errors"
 	transfer=$(awk '/requests in/ { print $5 }' "$T/wrk.out")
-	case $transfer in *MB | *GB) ;; *) fail "wrk read only $transfer for $WRK_REQS requests" ;; esac
+	case $transfer in *MB | *GB) ;; *) fail "wrk read only $transfer for $reqs requests" ;; esac
 	per_s=$(awk -v t="$transfer" 'BEGIN { m = t ~ /GB$/ ? 1073741824 : 1048576; printf "%.0f", (t + 0) * m / 2 }')
 	say "wrk: $transfer read, about $per_s bytes/s; the kernel's TCP carried $((k1 - k0)) bytes in 1 s of it"
 	if [ "$APPS_TCP" = 1 ]; then
