@@ -27,6 +27,7 @@
 #include <sys/select.h>
 #include <sys/sendfile.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
@@ -780,6 +781,87 @@ static void case_shutdown_wr_wakes(void)
 	ASSERT_SYS(close(b));
 }
 
+/* Data that reaches a peer that shut both ways (its FIN sent, its reads
+ * shut) makes its TCP reset (RFC 1122's abort on data): the first send
+ * "succeeds", the next fail with EPIPE, and the peer's next read says
+ * ECONNRESET once, then end of stream.  A moved connection's ring took
+ * it all: the peer read the bytes sent after its shutdown, the sends went
+ * on, and a send of more than the ring holds waited for good. */
+static void case_data_to_shut_peer(void)
+{
+	int a, b;
+	char buf[64];
+
+	ts_moved_pair(&a, &b);
+	ASSERT_SYS(shutdown(a, SHUT_RDWR));
+	ts_expect_eof(b, ts_ms(2000));
+	ASSERT_EQ(send(b, "hello", 5, MSG_NOSIGNAL), 5);
+	ts_wait_revents(b, POLLOUT, POLLERR, ts_ms(2000));
+	ASSERT_FAILS(send(b, "hello", 5, MSG_NOSIGNAL), EPIPE);
+	short ev = ts_wait_revents(a, POLLIN, POLLERR, ts_ms(2000));
+	ASSERT_MSG((ev & (POLLIN | POLLHUP)) == (POLLIN | POLLHUP), "a's poll says 0x%x", ev);
+	ASSERT_FAILS(recv(a, buf, sizeof(buf), MSG_DONTWAIT), ECONNRESET);
+	ASSERT_EQ(recv(a, buf, sizeof(buf), MSG_DONTWAIT), 0);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+/* An option only TCP honours (TCP_INQ), set after our shutdown both
+ * ways: it acts (recvmsg's TCP_CM_INQ, truncated with no room for it),
+ * and the peer's data still resets.  The way back to TCP it asks for had
+ * the peer's answer reset the shut socket, and the reads lost the
+ * peer's bytes sent before the shutdown (tests/diff_shim.c). */
+static void case_opt_after_shut_both(void)
+{
+	int a, b, one = 1;
+	char buf[64];
+	uint64_t seed = shim_seed(7);
+
+	ts_moved_pair(&a, &b);
+	ts_send_stream(b, seed, 0, 100, ts_ms(2000));
+	ts_wait_arrived(a, 100, ts_ms(2000));
+	ASSERT_SYS(shutdown(a, SHUT_RDWR));
+	ts_expect_eof(b, ts_ms(2000));
+	ASSERT_SYS(setsockopt(a, IPPROTO_TCP, TCP_INQ, &one, sizeof(one)));
+	ts_recv_stream(a, seed, 0, 100, ts_ms(2000));
+	struct iovec v = { buf, sizeof(buf) };
+	struct msghdr m = { .msg_iov = &v, .msg_iovlen = 1 };
+	ASSERT_EQ(recvmsg(a, &m, MSG_DONTWAIT), 0);
+	ASSERT_MSG(m.msg_flags & MSG_CTRUNC, "recvmsg's flags 0x%x: no TCP_CM_INQ truncated",
+		   m.msg_flags);
+	ASSERT_EQ(send(b, "hello", 5, MSG_NOSIGNAL), 5);
+	ts_wait_revents(a, POLLIN, POLLERR, ts_ms(2000));
+	ASSERT_FAILS(recv(a, buf, sizeof(buf), MSG_DONTWAIT), ECONNRESET);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+/* The same after the two halves were shut one by one (SHUT_WR, then
+ * SHUT_RD), and a big send after it: it ends (EPIPE, ECONNRESET or a
+ * short count) instead of waiting for room no read will make. */
+static void case_big_send_to_shut_peer(void)
+{
+	int a, b;
+	char buf[64];
+
+	ts_moved_pair(&a, &b);
+	ASSERT_SYS(shutdown(a, SHUT_WR));
+	ts_expect_eof(b, ts_ms(2000));
+	ASSERT_SYS(shutdown(a, SHUT_RD));
+	struct blocked_send bs = { .fd = b, .seed = shim_seed(6), .r = -2 };
+	ASSERT_EQ(pthread_create(&bs.t, NULL, blocked_send_main, &bs), 0);
+	wait_done(&bs.done, ts_ms(3000), "a send to a peer that shut both ways");
+	ASSERT_EQ(pthread_join(bs.t, NULL), 0);
+	ASSERT_MSG((bs.r == -1 && (bs.err == EPIPE || bs.err == ECONNRESET)) ||
+			   (bs.r >= 0 && bs.r < BIG_SEND),
+		   "send returned %zd (%s), want EPIPE, ECONNRESET or a short count", bs.r,
+		   bs.r < 0 ? test_errname(bs.err) : "no error");
+	ASSERT_FAILS(recv(a, buf, sizeof(buf), MSG_DONTWAIT), ECONNRESET);
+	ASSERT_EQ(recv(a, buf, sizeof(buf), MSG_DONTWAIT), 0);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
 /* A thread blocked in poll wakes at SHUT_RDWR. */
 static void case_shutdown_poll_wakes(void)
 {
@@ -1073,6 +1155,9 @@ static const struct shim_case g_cases[] = {
 	{ "shutdown_rdwr_keeps", case_shutdown_rdwr_keeps },
 	{ "shutdown_rdwr_wakes", case_shutdown_rdwr_wakes },
 	{ "shutdown_wr_wakes", case_shutdown_wr_wakes },
+	{ "data_to_shut_peer", case_data_to_shut_peer },
+	{ "opt_after_shut_both", case_opt_after_shut_both },
+	{ "big_send_to_shut_peer", case_big_send_to_shut_peer },
 	{ "shutdown_poll_wakes", case_shutdown_poll_wakes },
 	{ "rcvtimeo", case_rcvtimeo },
 	{ "sndtimeo", case_sndtimeo },

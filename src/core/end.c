@@ -634,7 +634,22 @@ int shunt_end_shutdown(struct shunt_end *e, struct shunt_bell *b, int how)
 		atomic_store(&e->rd_shut, 1);
 	if (how != SHUT_RD)
 		set_state(e, b, SHUNT_ST_SHUT_WR);
+	if (atomic_load(&e->rd_shut) && (shunt_end_state(e) & SHUNT_ST_SHUT_WR))
+		shunt_end_shut_both(e, b);
 	return 0;
+}
+
+/* Both halves shut: TCP's FIN_WAIT with its reads shut, where data that
+ * arrives resets the connection (RFC 1122).  To the peer that is a close:
+ * its sends stop at once (EPIPE; the shim sends them on the kernel's
+ * socket, shut the same way, which resets on them), and it rings us no
+ * more (our wait bits go first, as a close's), while what it had sent is
+ * still ours to read. */
+void shunt_end_shut_both(struct shunt_end *e, struct shunt_bell *b)
+{
+	atomic_store(&e->rd_shut, 1);
+	atomic_fetch_and_explicit(&e->me->wait, ~SHUNT_WAIT_ALL, memory_order_relaxed);
+	set_state(e, b, SHUNT_ST_CLOSED);
 }
 
 void shunt_end_close(struct shunt_end *e, struct shunt_bell *b, enum shunt_close_how how)

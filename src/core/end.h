@@ -88,6 +88,10 @@ ssize_t shunt_end_readable(struct shunt_end *e);
 ssize_t shunt_end_unread_by_peer(struct shunt_end *e);
 
 int shunt_end_shutdown(struct shunt_end *e, struct shunt_bell *b, int how);
+/* Both halves shut (shutdown(SHUT_RDWR), or the two one by one, or our
+ * FIN sent on TCP and SHUT_RD here): the peer's sends fail as after our
+ * close; what it sent before is still read.  shunt_end_shutdown calls it. */
+void shunt_end_shut_both(struct shunt_end *e, struct shunt_bell *b);
 /* This end is closed for good.  How the peer sees it: */
 enum shunt_close_how {
 	SHUNT_CLOSE_FIN,  /* end of stream once drained (the native API) */

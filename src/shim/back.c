@@ -835,6 +835,38 @@ static void went_back(struct tsock *t, int fd, enum shim_why why, const char *ho
 	log_info("fd %d: back on TCP%s", fd, how);
 }
 
+/*
+ * We shut both ways (io.c, shut_both): nothing more comes by the ring (the
+ * peer's sends go to its kernel's socket, which our shut one resets), and
+ * our last bytes stay there for the peer, which reads them to our
+ * shutdown.  An option that needs TCP costs no way back then, which would
+ * have the peer send its answer into our shut socket (a reset:
+ * tests/diff_shim.c): once we read all the peer's ring held, our reads
+ * are the kernel's (its end of stream, or its reset).  Until then the
+ * option does not act on those bytes (io.c asks again as they are
+ * read).  1 if done.
+ */
+int shim_back_past_shut(struct tsock *t, int fd)
+{
+	struct tslot *s = t->slot;
+	uint64_t at;
+
+	if (s->vm.on || ((peer_flags(s) & SHUNT_SW_RING) && !past_peer_switch(s, fd, &at)))
+		return 0;
+	if (lock_rings(s, shunt_now_ns() + ASK_NS) < 0)
+		return 0;
+	int quiet = shunt_ring_peek_fill(&s->end.rx) == 0;
+	if (quiet) {
+		shim_back_exit_bells(t, fd);
+		atomic_fetch_or(&s->phase, PH_NOBELL | PH_TX_PLAIN | PH_RX_PLAIN);
+		atomic_store(&s->state, SLOT_OFF);
+	}
+	unlock_rings(s);
+	if (quiet)
+		went_back(t, fd, WHY_OPTIONS, " (we had shut it both ways)");
+	return quiet;
+}
+
 static int demote(struct tsock *t, int fd, enum shim_why why)
 {
 	struct tslot *s = t->slot;
@@ -855,6 +887,10 @@ static int demote(struct tsock *t, int fd, enum shim_why why)
 		shim_back_tx(t, fd, 0);
 		shim_back_rx(t, fd, 0);
 		shim_back_settle(t, fd);
+		return 0;
+	}
+	if (why == WHY_OPTIONS && (shunt_end_state(&s->end) & SHUNT_ST_CLOSED)) {
+		shim_back_past_shut(t, fd);
 		return 0;
 	}
 	if (back_past_close(t, fd)) {

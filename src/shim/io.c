@@ -68,6 +68,22 @@ static int64_t deadline_of(struct tsock *t, int flags, int tx)
 }
 
 /* Errors of the ring, as TCP gives them. */
+/* The end of the stream after our shutdown both ways, unless the kernel
+ * reset on the peer's data meanwhile (shut_both): then that, once. */
+static ssize_t shut_reset(struct tsock *t, int fd)
+{
+	int err = 0;
+	unsigned len = sizeof(err);
+
+	if (atomic_load(&S(t)->reset_told))
+		return 0;
+	if (atomic_load(&S(t)->kreset)) /* a doorbell's read took it */
+		return -ECONNRESET;
+	if (sys_getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err != ECONNRESET)
+		return 0;
+	return -ECONNRESET; /* told below */
+}
+
 static ssize_t rx_result(struct tsock *t, int fd, ssize_t n)
 {
 	if (n == -EPROTO)
@@ -549,8 +565,18 @@ static ssize_t ring_recv(struct tsock *t, int fd, void *buf, size_t len, int fla
 	if (n == 0 && len)
 		log_debug("fd %d: end of stream from the ring (peer state %#x, gone %d)", fd,
 			  (unsigned)atomic_load(&e->peer->state), atomic_load(&e->peer_gone));
+	/* An option that needs TCP, set after our shutdown both ways, acts
+	 * from the end of the peer's ring on (back.c, shim_back_past_shut). */
+	if (n >= 0 && (atomic_load(&S(t)->flags) & TF_OPTS) &&
+	    (shunt_end_state(e) & SHUNT_ST_CLOSED) && shim_back_past_shut(t, fd) && n + done == 0)
+		return RETRY;
 	if (done)
 		return n > 0 ? (ssize_t)done + n : (ssize_t)done;
+	/* A read of no bytes meets the reset too, unless bytes wait (TCP's
+	 * target of one byte: it copies none of them then). */
+	if (n == 0 && (shunt_end_state(e) & SHUNT_ST_CLOSED) &&
+	    (len || shunt_end_readable(e) == 0))
+		n = shut_reset(t, fd);
 	return rx_result(t, fd, n);
 }
 
@@ -966,6 +992,9 @@ static int reset_due(struct tsock *t, int kern_reset, int ring)
 	if (atomic_load(&s->reset_told))
 		return 0;
 	if (kern_reset || atomic_load(&s->kreset)) {
+		/* Ours, on the peer's data after we shut both ways (shut_both). */
+		if (shunt_end_state(END(t)) & SHUNT_ST_CLOSED)
+			return ECONNRESET;
 		int clean = peer_clean(t);
 		if (!clean || atomic_load(&s->sent_after))
 			return clean || fin_then_reset(t) ? EPIPE : ECONNRESET;
@@ -1639,6 +1668,45 @@ ssize_t shim_splice_out(struct tsock *t, int fd, int pipe_out, size_t len, unsig
  * (bell.c) and send its data by TCP past its switch, a reset (the soak's
  * blocking clients, tests/repro 5).  0: it had moved after all.
  */
+/* Our FIN went down the kernel's stream (our sends stayed on TCP). */
+static int kernel_fin_sent(int fd)
+{
+	struct tcp_info ti;
+	unsigned tl = sizeof(ti);
+
+	if (sys_getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) < 0 || tl < 1)
+		return 0;
+	return ti.tcpi_state == TCP_FIN_WAIT1 || ti.tcpi_state == TCP_FIN_WAIT2 ||
+	       ti.tcpi_state == TCP_CLOSING || ti.tcpi_state == TCP_LAST_ACK ||
+	       ti.tcpi_state == TCP_TIME_WAIT;
+}
+
+/*
+ * Both halves shut, our FIN in the ring or on TCP: data the peer sends
+ * now must reset the connection, as it does TCP's (RFC 1122's abort on
+ * data).  The peer sees a close (shunt_end_shut_both) and sends on its
+ * kernel's socket from then on, as after a close (after_closek); ours is
+ * shut both ways too, our doorbells ended first, so that its kernel
+ * resets on those bytes: the peer's next send says EPIPE, and our next
+ * read ECONNRESET (rx_result).  The ring had taken them, for good: our
+ * reads returned them, and a send of more than the ring holds waited
+ * forever (t_shim_close data_to_shut_peer, big_send_to_shut_peer).
+ */
+static void shut_both(struct tsock *t, int fd, struct shunt_bell *b)
+{
+	struct shunt_end *e = END(t);
+
+	if (!atomic_load(&e->rd_shut))
+		return;
+	if (!(shunt_end_state(e) & SHUNT_ST_CLOSED)) {
+		if (!kernel_fin_sent(fd))
+			return;
+		shunt_end_shut_both(e, b);
+	}
+	shim_bells_end(S(t));
+	sys_shutdown(fd, SHUT_RDWR);
+}
+
 static int unmoved_shutdown(struct tsock *t, int fd, int how, int *rc)
 {
 	uint32_t old = 0;
@@ -1699,6 +1767,8 @@ int shim_shutdown(struct tsock *t, int fd, int how)
 	 * stream (the doorbells we still need to send go on). */
 	if (rc == 0 && how != SHUT_WR)
 		sys_shutdown(fd, SHUT_RD);
+	if (rc == 0)
+		shut_both(t, fd, &b);
 	shim_bell_wake_all(t);
 	touched(t);
 	return (int)shim_err(rc);

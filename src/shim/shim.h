@@ -471,6 +471,9 @@ int shim_peer_switched(struct tsock *t);
 int shim_demote(struct tsock *t, int fd);
 /* Something only the kernel's TCP honours was asked for (an option,
  * O_ASYNC): the connection stays on TCP, or goes back to it. */
+/* After our shutdown both ways, an option that needs TCP makes our reads
+ * the kernel's once the peer's ring is read: 1 if they are now. */
+int shim_back_past_shut(struct tsock *t, int fd);
 void shim_tcp_only(struct tsock *t, int fd);
 /* The peer asked us to go back (the data paths look first). */
 int shim_peer_asks(struct tsock *t);
