@@ -197,6 +197,66 @@ static void case_shutdown_after_reset(void)
 	ASSERT_SYS(close(a));
 }
 
+/* TCP_INFO's state follows the shutdowns and closes on a moved
+ * connection as on TCP's (loopback: each FIN is acknowledged at once).
+ * It said ESTABLISHED throughout: the kernel's socket sees none of them
+ * (tests/diff_shim.c with SHUNT_DIFF_STATE=1). */
+static int tcp_state(int fd)
+{
+	struct tcp_info ti;
+	socklen_t l = sizeof(ti);
+
+	memset(&ti, 0, sizeof(ti));
+	ASSERT_SYS(getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &l));
+	return ti.tcpi_state;
+}
+
+static void expect_state(int fd, int want, const char *what)
+{
+	int st = -1;
+
+	for (int i = 0; i < 200 && (st = tcp_state(fd)) != want; i++)
+		test_sleep_ms(10);
+	ASSERT_MSG(st == want, "%s: TCP_INFO state %d, want %d", what, st, want);
+}
+
+static void tcp_info_states(int rst)
+{
+	int a, b;
+	char buf[8];
+
+	ts_moved_pair(&a, &b);
+	expect_state(a, TCP_ESTABLISHED, "moved");
+	ASSERT_SYS(shutdown(a, SHUT_WR));
+	expect_state(a, TCP_FIN_WAIT2, "after our shutdown(SHUT_WR)");
+	expect_state(b, TCP_CLOSE_WAIT, "after the peer's shutdown(SHUT_WR)");
+	if (rst) {
+		ts_send_stream(b, 1, 0, 5, ts_ms(2000));
+		ts_wait_arrived(a, 5, ts_ms(2000));
+		linger0_close(a);
+		expect_state(b, TCP_CLOSE, "after the peer's reset");
+		ASSERT_FAILS(send(b, "x", 1, MSG_NOSIGNAL), EPIPE);
+		ASSERT_EQ(recv(b, buf, sizeof(buf), 0), 0);
+	} else {
+		ts_expect_eof(b, ts_ms(2000));
+		ASSERT_SYS(shutdown(b, SHUT_WR));
+		expect_state(a, TCP_CLOSE, "both FINs, the first");
+		expect_state(b, TCP_CLOSE, "both FINs, the second");
+		ASSERT_SYS(close(a));
+	}
+	ASSERT_SYS(close(b));
+}
+
+static void case_tcp_info_state(void)
+{
+	tcp_info_states(0);
+}
+
+static void case_tcp_info_state_reset(void)
+{
+	tcp_info_states(1);
+}
+
 /* --- recv flags ----------------------------------------------------------- */
 
 /* recv(fd, NULL, n, MSG_TRUNC) on TCP discards n bytes and returns n. */
@@ -1453,6 +1513,8 @@ static const struct shim_case g_cases[] = {
 	{ "first_send_after_close_blocked", case_first_send_after_close_blocked },
 	{ "linger0", case_linger0 },
 	{ "shutdown_after_reset", case_shutdown_after_reset },
+	{ "tcp_info_state", case_tcp_info_state },
+	{ "tcp_info_state_reset", case_tcp_info_state_reset },
 	{ "reset_told_once", case_reset_told_once },
 	{ "msg_trunc", case_msg_trunc },
 	{ "recvmsg_empty", case_recvmsg_empty },

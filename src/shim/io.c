@@ -1147,6 +1147,38 @@ static int kcall_closed(struct tsock *t)
 	return peer_closed(t) ? -ECONNRESET : 0;
 }
 
+/* The TCP state the two rings' states stand for: a FIN each way is a
+ * shutdown for writing or a close, a reset a close with data unread or a
+ * reset told.  Both FINs in, the socket is closed (its TIME_WAIT is the
+ * kernel's, apart from it), as a reset's is. */
+static uint8_t ring_tcp_state(struct tsock *t)
+{
+	int64_t peer = shunt_end_peer_state(END(t));
+	int fin_out = !!(shunt_end_state(END(t)) & SHUNT_ST_SHUT_WR);
+	int fin_in = peer < 0 || (peer & (SHUNT_ST_SHUT_WR | SHUNT_ST_CLOSED)) ||
+		     atomic_load_explicit(&END(t)->peer_gone, memory_order_relaxed);
+
+	if ((peer >= 0 && (peer & SHUNT_ST_RESET)) || atomic_load(&S(t)->reset_told) ||
+	    (fin_in && fin_out))
+		return TCP_CLOSE;
+	return fin_out ? TCP_FIN_WAIT2 : fin_in ? TCP_CLOSE_WAIT : TCP_ESTABLISHED;
+}
+
+/* getsockopt(TCP_INFO): its state is the kernel socket's, which a moved
+ * connection's shutdowns and closes by the ring do not reach (it said
+ * ESTABLISHED where TCP's says FIN_WAIT2, CLOSE_WAIT or CLOSE:
+ * tests/diff_shim.c with SHUNT_DIFF_STATE=1).  Where the kernel's is
+ * another, it is right (our shutdown both ways, the peer's close).  The
+ * other fields stay the kernel's. */
+int shim_tcp_info_get(struct tsock *t, int fd, void *val, socklen_t *len)
+{
+	int rc = REAL(getsockopt)(fd, IPPROTO_TCP, TCP_INFO, val, len);
+
+	if (rc == 0 && *len >= 1 && moved(t) && *(uint8_t *)val == TCP_ESTABLISHED)
+		*(uint8_t *)val = ring_tcp_state(t);
+	return rc;
+}
+
 /* getsockopt(SO_ERROR) takes a pending reset as a call that meets it.  The
  * kernel's own, taken here, counts as a doorbell read's would. */
 int shim_error_get(struct tsock *t, int fd, void *val, socklen_t *len)

@@ -521,6 +521,9 @@ EXPORT int getsockopt(int fd, int level, int opt, void *val, socklen_t *len)
 	if (level == SOL_SOCKET && opt == SO_ERROR)
 		ON_SOCK(fd, t, REAL(getsockopt)(fd, level, opt, val, len),
 			shim_error_get(t, fd, val, len));
+	if (level == IPPROTO_TCP && opt == TCP_INFO)
+		ON_SOCK(fd, t, REAL(getsockopt)(fd, level, opt, val, len),
+			shim_tcp_info_get(t, fd, val, len));
 	return REAL(getsockopt)(fd, level, opt, val, len);
 }
 
