@@ -792,6 +792,34 @@ static void family_steps(struct family_peer *fp)
 }
 
 /*
+ * No answer needed (the peer closed, or we shut both ways): once our reads
+ * took all the peer sent, by TCP before its switch and by its ring, the
+ * connection is plain from here, its doorbells off our stream, and `fin`:
+ * the peer hears our close.  1 if done.
+ */
+static int plain_once_read(struct tsock *t, int fd, int fin)
+{
+	struct tslot *s = t->slot;
+	struct shunt_bell b = shim_bell(t, fd);
+	uint64_t at;
+
+	if ((peer_flags(s) & SHUNT_SW_RING) && !past_peer_switch(s, fd, &at))
+		return 0; /* its data before the doorbells is still to read */
+	if (lock_rings(s, shunt_now_ns() + ASK_NS) < 0)
+		return 0;
+	int quiet = shunt_ring_peek_fill(&s->end.rx) == 0;
+	if (quiet) {
+		shim_back_exit_bells(t, fd);
+		atomic_fetch_or(&s->phase, PH_NOBELL | PH_TX_PLAIN | PH_RX_PLAIN);
+		if (fin)
+			shunt_end_close(&s->end, &b, SHUNT_CLOSE_FIN);
+		atomic_store(&s->state, SLOT_OFF);
+	}
+	unlock_rings(s);
+	return quiet;
+}
+
+/*
  * The peer closed: no answer will come, and none is needed once our reads
  * took all it sent.  The kernel's socket is then where TCP's would be (the
  * peer's close reached it as a FIN or a reset): the peer's doorbells leave
@@ -804,26 +832,12 @@ static void family_steps(struct family_peer *fp)
 static int back_past_close(struct tsock *t, int fd)
 {
 	struct tslot *s = t->slot;
-	struct shunt_bell b = shim_bell(t, fd);
 	int64_t st = shunt_end_peer_state(&s->end);
-	uint64_t at;
 
 	if (st < 0 || !(st & SHUNT_ST_CLOSED) || s->vm.on ||
 	    (atomic_load(&s->kreset) && !atomic_load(&s->reset_told)))
 		return 0;
-	if ((peer_flags(s) & SHUNT_SW_RING) && !past_peer_switch(s, fd, &at))
-		return 0; /* its data before the doorbells is still to read */
-	if (lock_rings(s, shunt_now_ns() + ASK_NS) < 0)
-		return 0;
-	int quiet = shunt_ring_peek_fill(&s->end.rx) == 0;
-	if (quiet) {
-		shim_back_exit_bells(t, fd);
-		atomic_fetch_or(&s->phase, PH_NOBELL | PH_TX_PLAIN | PH_RX_PLAIN);
-		shunt_end_close(&s->end, &b, SHUNT_CLOSE_FIN);
-		atomic_store(&s->state, SLOT_OFF);
-	}
-	unlock_rings(s);
-	return quiet;
+	return plain_once_read(t, fd, 1);
 }
 
 /* The connection is plain: what every way back ends with. */
@@ -848,23 +862,10 @@ static void went_back(struct tsock *t, int fd, enum shim_why why, const char *ho
  */
 int shim_back_past_shut(struct tsock *t, int fd)
 {
-	struct tslot *s = t->slot;
-	uint64_t at;
-
-	if (s->vm.on || ((peer_flags(s) & SHUNT_SW_RING) && !past_peer_switch(s, fd, &at)))
+	if (t->slot->vm.on || !plain_once_read(t, fd, 0))
 		return 0;
-	if (lock_rings(s, shunt_now_ns() + ASK_NS) < 0)
-		return 0;
-	int quiet = shunt_ring_peek_fill(&s->end.rx) == 0;
-	if (quiet) {
-		shim_back_exit_bells(t, fd);
-		atomic_fetch_or(&s->phase, PH_NOBELL | PH_TX_PLAIN | PH_RX_PLAIN);
-		atomic_store(&s->state, SLOT_OFF);
-	}
-	unlock_rings(s);
-	if (quiet)
-		went_back(t, fd, WHY_OPTIONS, " (we had shut it both ways)");
-	return quiet;
+	went_back(t, fd, WHY_OPTIONS, " (we had shut it both ways)");
+	return 1;
 }
 
 static int demote(struct tsock *t, int fd, enum shim_why why)
