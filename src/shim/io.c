@@ -1105,6 +1105,10 @@ static ssize_t after_closek(struct tsock *t, int fd, const struct kcall *k, size
 		if (fin_then_reset(t))
 			return broken_pipe(flags);
 	}
+	/* Its FIN came first (the peer shut both ways: shut_both): the
+	 * kernel told the reset as TCP's EPIPE, now or before. */
+	if (n < 0 && errno == EPIPE)
+		told_reset(t);
 	atomic_store(&s->sent_after, 1);
 	return n;
 }
