@@ -836,6 +836,29 @@ static void case_opt_after_shut_both(void)
 	ASSERT_SYS(close(b));
 }
 
+/* A peer that shut both ways, then closed with our bytes unread: its FIN
+ * came first, so TCP's reset is EPIPE, told once (the send that meets
+ * it); getsockopt(SO_ERROR) then says 0.  It said EPIPE again: the
+ * kernel's EPIPE was not taken for the reset told (tests/diff_shim.c). */
+static void case_reset_after_shut_both(void)
+{
+	int a, b, err = -1;
+	socklen_t l = sizeof(err);
+
+	ts_moved_pair(&a, &b);
+	ts_send_stream(b, shim_seed(8), 0, 100, ts_ms(2000));
+	ts_wait_arrived(a, 100, ts_ms(2000));
+	ASSERT_SYS(shutdown(a, SHUT_RDWR));
+	ts_expect_eof(b, ts_ms(2000));
+	ASSERT_SYS(close(a));
+	ts_wait_revents(b, POLLOUT, POLLERR, ts_ms(2000));
+	ASSERT_FAILS(send(b, "x", 1, MSG_NOSIGNAL), EPIPE);
+	ASSERT_SYS(getsockopt(b, SOL_SOCKET, SO_ERROR, &err, &l));
+	ASSERT_MSG(err == 0, "SO_ERROR after the reset was told: %s", test_errname(err));
+	ASSERT_FAILS(send(b, "x", 1, MSG_NOSIGNAL), EPIPE);
+	ASSERT_SYS(close(b));
+}
+
 /* The same after the two halves were shut one by one (SHUT_WR, then
  * SHUT_RD), and a big send after it: it ends (EPIPE, ECONNRESET or a
  * short count) instead of waiting for room no read will make. */
@@ -1157,6 +1180,7 @@ static const struct shim_case g_cases[] = {
 	{ "shutdown_wr_wakes", case_shutdown_wr_wakes },
 	{ "data_to_shut_peer", case_data_to_shut_peer },
 	{ "opt_after_shut_both", case_opt_after_shut_both },
+	{ "reset_after_shut_both", case_reset_after_shut_both },
 	{ "big_send_to_shut_peer", case_big_send_to_shut_peer },
 	{ "shutdown_poll_wakes", case_shutdown_poll_wakes },
 	{ "rcvtimeo", case_rcvtimeo },
