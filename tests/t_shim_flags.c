@@ -197,6 +197,31 @@ static void case_shutdown_after_reset(void)
 	ASSERT_SYS(close(a));
 }
 
+/* Both FINs went, ours first (by the rings, which our kernel does not
+ * see): the socket is closed, and TCP's shutdown and getpeername fail
+ * with ENOTCONN; the peer's bytes before its FIN are still read.  Both
+ * returned 0 (tests/diff_shim.c). */
+static void case_shutdown_after_fins(void)
+{
+	int a, b;
+	char buf[8];
+
+	ts_moved_pair(&a, &b);
+	ASSERT_SYS(shutdown(a, SHUT_WR));
+	ts_expect_eof(b, ts_ms(2000));
+	ASSERT_EQ(send(b, "abc", 3, MSG_NOSIGNAL), 3);
+	ASSERT_SYS(close(b));
+	ts_wait_revents(a, POLLIN, POLLIN, ts_ms(2000));
+	test_sleep_ms(50);
+	ASSERT_FAILS(shutdown(a, SHUT_RDWR), ENOTCONN);
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	ASSERT_FAILS(getpeername(a, (struct sockaddr *)&ss, &sl), ENOTCONN);
+	ASSERT_EQ(recv(a, buf, sizeof(buf), 0), 3);
+	ASSERT_EQ(recv(a, buf, sizeof(buf), 0), 0);
+	ASSERT_SYS(close(a));
+}
+
 /* TCP_INFO's state follows the shutdowns and closes on a moved
  * connection as on TCP's (loopback: each FIN is acknowledged at once).
  * It said ESTABLISHED throughout: the kernel's socket sees none of them
@@ -1513,6 +1538,7 @@ static const struct shim_case g_cases[] = {
 	{ "first_send_after_close_blocked", case_first_send_after_close_blocked },
 	{ "linger0", case_linger0 },
 	{ "shutdown_after_reset", case_shutdown_after_reset },
+	{ "shutdown_after_fins", case_shutdown_after_fins },
 	{ "tcp_info_state", case_tcp_info_state },
 	{ "tcp_info_state_reset", case_tcp_info_state_reset },
 	{ "reset_told_once", case_reset_told_once },

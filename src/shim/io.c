@@ -1151,36 +1151,75 @@ static int kcall_closed(struct tsock *t)
 	return peer_closed(t) ? -ECONNRESET : 0;
 }
 
-/* The TCP state the two rings' states stand for: a FIN each way is a
- * shutdown for writing or a close, a reset a close with data unread or a
- * reset told.  Both FINs in, the socket is closed (its TIME_WAIT is the
- * kernel's, apart from it), as a reset's is. */
-static uint8_t ring_tcp_state(struct tsock *t)
+/* The FINs a kernel TCP state has seen: ours sent, the peer's in. */
+#define FIN_OUT 1
+#define FIN_IN 2
+static int kernel_fins(uint8_t k)
+{
+	int out = k == TCP_FIN_WAIT1 || k == TCP_FIN_WAIT2 || k == TCP_CLOSING ||
+		  k == TCP_LAST_ACK || k == TCP_TIME_WAIT;
+	int in = k == TCP_CLOSE_WAIT || k == TCP_CLOSING || k == TCP_LAST_ACK ||
+		 k == TCP_TIME_WAIT;
+
+	return (out ? FIN_OUT : 0) | (in ? FIN_IN : 0);
+}
+
+/* The TCP state of a moved connection from the kernel's (k) and the
+ * rings': a FIN each way is a shutdown for writing or a close, by the
+ * ring or the kernel, a reset a close with data unread or a reset told.
+ * Both FINs in, the socket is closed (its TIME_WAIT is the kernel's, apart
+ * from it), as a reset's is.  The kernel's own, when the rings add
+ * nothing to it. */
+static uint8_t tcp_state_of(struct tsock *t, uint8_t k)
 {
 	int64_t peer = shunt_end_peer_state(END(t));
-	int fin_out = !!(shunt_end_state(END(t)) & SHUNT_ST_SHUT_WR);
-	int fin_in = peer < 0 || (peer & (SHUNT_ST_SHUT_WR | SHUNT_ST_CLOSED)) ||
-		     atomic_load_explicit(&END(t)->peer_gone, memory_order_relaxed);
+	int ring = ((shunt_end_state(END(t)) & SHUNT_ST_SHUT_WR) ? FIN_OUT : 0) |
+		   (peer < 0 || (peer & (SHUNT_ST_SHUT_WR | SHUNT_ST_CLOSED)) ||
+				    atomic_load_explicit(&END(t)->peer_gone, memory_order_relaxed)
+			    ? FIN_IN
+			    : 0);
+	int all = ring | kernel_fins(k);
 
-	if ((peer >= 0 && (peer & SHUNT_ST_RESET)) || atomic_load(&S(t)->reset_told) ||
-	    (fin_in && fin_out))
+	if (k == TCP_CLOSE || (peer >= 0 && (peer & SHUNT_ST_RESET)) ||
+	    atomic_load(&S(t)->reset_told) || all == (FIN_OUT | FIN_IN))
 		return TCP_CLOSE;
-	return fin_out ? TCP_FIN_WAIT2 : fin_in ? TCP_CLOSE_WAIT : TCP_ESTABLISHED;
+	if (!(ring & ~kernel_fins(k)))
+		return k;
+	return all == FIN_OUT ? TCP_FIN_WAIT2 : TCP_CLOSE_WAIT;
 }
 
 /* getsockopt(TCP_INFO): its state is the kernel socket's, which a moved
  * connection's shutdowns and closes by the ring do not reach (it said
- * ESTABLISHED where TCP's says FIN_WAIT2, CLOSE_WAIT or CLOSE:
- * tests/diff_shim.c with SHUNT_DIFF_STATE=1).  Where the kernel's is
- * another, it is right (our shutdown both ways, the peer's close).  The
- * other fields stay the kernel's. */
+ * ESTABLISHED where TCP's says FIN_WAIT2, CLOSE_WAIT or CLOSE, and
+ * CLOSE_WAIT after our FIN by the ring: tests/diff_shim.c with
+ * SHUNT_DIFF_STATE=1).  The other fields stay the kernel's. */
 int shim_tcp_info_get(struct tsock *t, int fd, void *val, socklen_t *len)
 {
 	int rc = REAL(getsockopt)(fd, IPPROTO_TCP, TCP_INFO, val, len);
 
-	if (rc == 0 && *len >= 1 && moved(t) && *(uint8_t *)val == TCP_ESTABLISHED)
-		*(uint8_t *)val = ring_tcp_state(t);
+	if (rc == 0 && *len >= 1 && moved(t))
+		*(uint8_t *)val = tcp_state_of(t, *(uint8_t *)val);
 	return rc;
+}
+
+/* A moved connection TCP would have closed (tcp_state_of): its kernel
+ * socket may not know. */
+static int closed_now(struct tsock *t, int fd)
+{
+	struct tcp_info ti;
+	socklen_t tl = sizeof(ti);
+
+	return moved(t) && shim_tcp_info_get(t, fd, &ti, &tl) == 0 && tl >= 1 &&
+	       ti.tcpi_state == TCP_CLOSE;
+}
+
+/* getpeername() of a closed TCP socket says ENOTCONN (it named the peer
+ * after both FINs went by the rings: tests/diff_shim.c). */
+int shim_getpeername(struct tsock *t, int fd, struct sockaddr *addr, socklen_t *len)
+{
+	int rc = sys_getpeername(fd, addr, len);
+
+	return (int)shim_err(rc == 0 && closed_now(t, fd) ? -ENOTCONN : rc);
 }
 
 /* getsockopt(SO_ERROR) takes a pending reset as a call that meets it.  The
@@ -1710,11 +1749,8 @@ static int kernel_fin_sent(int fd)
 	struct tcp_info ti;
 	unsigned tl = sizeof(ti);
 
-	if (sys_getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) < 0 || tl < 1)
-		return 0;
-	return ti.tcpi_state == TCP_FIN_WAIT1 || ti.tcpi_state == TCP_FIN_WAIT2 ||
-	       ti.tcpi_state == TCP_CLOSING || ti.tcpi_state == TCP_LAST_ACK ||
-	       ti.tcpi_state == TCP_TIME_WAIT;
+	return sys_getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0 && tl >= 1 &&
+	       (kernel_fins(ti.tcpi_state) & FIN_OUT);
 }
 
 /*
@@ -1772,15 +1808,12 @@ int shim_shutdown(struct tsock *t, int fd, int how)
 		return done;
 	if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)
 		return (int)shim_err(-EINVAL);
-	/* A connection the peer reset is TCP_CLOSE in our kernel too (its
-	 * reset follows the ring's): TCP's shutdown fails with ENOTCONN, and
-	 * the reset is still read after it.  (Taken for a shutdown before, it
-	 * returned 0 and the reads then saw end of stream: t_shim_flags
-	 * shutdown_after_reset.) */
-	struct tcp_info ti;
-	unsigned tl = sizeof(ti);
-	if (sys_getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0 && tl >= 1 &&
-	    ti.tcpi_state == TCP_CLOSE)
+	/* A connection the peer reset, or whose FINs both went (by the
+	 * rings: our kernel saw at most one), is TCP_CLOSE: TCP's shutdown
+	 * fails with ENOTCONN, and a reset is still read after it.  (Taken for
+	 * a shutdown before, it returned 0 and the reads then saw end of
+	 * stream: t_shim_flags shutdown_after_reset, shutdown_after_fins.) */
+	if (closed_now(t, fd))
 		return (int)shim_err(-ENOTCONN);
 	if ((phase_of(t) & PH_TX_BACK) || shim_peer_asks(t)) {
 		/* Going back to TCP: the ring's leftovers, then the kernel's FIN. */

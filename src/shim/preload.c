@@ -527,6 +527,12 @@ EXPORT int getsockopt(int fd, int level, int opt, void *val, socklen_t *len)
 	return REAL(getsockopt)(fd, level, opt, val, len);
 }
 
+EXPORT int getpeername(int fd, struct sockaddr *addr, socklen_t *len)
+{
+	ON_SOCK(fd, t, (int)shim_err(sys_getpeername(fd, addr, len)),
+		shim_getpeername(t, fd, addr, len));
+}
+
 /* --- fds ------------------------------------------------------------------- */
 
 EXPORT int close(int fd)

@@ -681,8 +681,10 @@ void shim_nodelay_restore(struct tsock *t, int fd);
  * TCP_CORK: what libc's would return, errno set as it would. */
 int shim_nodelay_set(struct tsock *t, int fd, int opt, const void *val, socklen_t len);
 int shim_nodelay_get(struct tsock *t, int fd, int opt, void *val, socklen_t *len);
-/* getsockopt(TCP_INFO) and getsockopt(SO_ERROR) as TCP's would answer. */
+/* getsockopt(TCP_INFO), getpeername() and getsockopt(SO_ERROR) as TCP's
+ * would answer. */
 int shim_tcp_info_get(struct tsock *t, int fd, void *val, socklen_t *len);
+int shim_getpeername(struct tsock *t, int fd, struct sockaddr *addr, socklen_t *len);
 int shim_error_get(struct tsock *t, int fd, void *val, socklen_t *len);
 /* Readiness of a moved socket as poll bits, from its rings and, for a
  * direction still on the TCP stream, from the kernel: *kern is what the
