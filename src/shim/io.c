@@ -67,7 +67,6 @@ static int64_t deadline_of(struct tsock *t, int flags, int tx)
 	return to > 0 ? shunt_now_ns() + to : SHUNT_NEVER;
 }
 
-/* Errors of the ring, as TCP gives them. */
 /* The end of the stream after our shutdown both ways, unless the kernel
  * reset on the peer's data meanwhile (shut_both): then that, once. */
 static ssize_t shut_reset(struct tsock *t, int fd)
@@ -84,6 +83,7 @@ static ssize_t shut_reset(struct tsock *t, int fd)
 	return -ECONNRESET; /* told below */
 }
 
+/* Errors of the ring, as TCP gives them. */
 static ssize_t rx_result(struct tsock *t, int fd, ssize_t n)
 {
 	if (n == -EPROTO)
@@ -1735,14 +1735,6 @@ ssize_t shim_splice_out(struct tsock *t, int fd, int pipe_out, size_t len, unsig
 
 /* --- Control ------------------------------------------------------------------ */
 
-/*
- * A shutdown before the move: a half-closed stream can carry no doorbell,
- * so no meeting may finish after it.  The flag goes up under the lock the
- * meeting's last step holds (move.c, shim_may_commit), before the kernel's FIN:
- * a step that commits after the FIN made the peer take it for our death
- * (bell.c) and send its data by TCP past its switch, a reset (the soak's
- * blocking clients, tests/repro 5).  0: it had moved after all.
- */
 /* Our FIN went down the kernel's stream (our sends stayed on TCP). */
 static int kernel_fin_sent(int fd)
 {
@@ -1760,7 +1752,7 @@ static int kernel_fin_sent(int fd)
  * kernel's socket from then on, as after a close (after_closek); ours is
  * shut both ways too, our doorbells ended first, so that its kernel
  * resets on those bytes: the peer's next send says EPIPE, and our next
- * read ECONNRESET (rx_result).  The ring had taken them, for good: our
+ * read ECONNRESET (shut_reset).  The ring had taken them, for good: our
  * reads returned them, and a send of more than the ring holds waited
  * forever (t_shim_close data_to_shut_peer, big_send_to_shut_peer).
  */
@@ -1779,6 +1771,14 @@ static void shut_both(struct tsock *t, int fd, struct shunt_bell *b)
 	sys_shutdown(fd, SHUT_RDWR);
 }
 
+/*
+ * A shutdown before the move: a half-closed stream can carry no doorbell,
+ * so no meeting may finish after it.  The flag goes up under the lock the
+ * meeting's last step holds (move.c, shim_may_commit), before the kernel's FIN:
+ * a step that commits after the FIN made the peer take it for our death
+ * (bell.c) and send its data by TCP past its switch, a reset (the soak's
+ * blocking clients, tests/repro 5).  0: it had moved after all.
+ */
 static int unmoved_shutdown(struct tsock *t, int fd, int how, int *rc)
 {
 	uint32_t old = 0;
