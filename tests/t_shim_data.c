@@ -1714,7 +1714,9 @@ static void case_outq_delivered(void)
 /* sendmsg with a control message on a moved connection: TCP ignores an
  * IPPROTO_IP one and takes the bytes; the peer reads them, in order.
  * (Sent by the kernel behind the ring before: the peer never saw them, or
- * read a reset; tests/diff_shim.c found it.) */
+ * read a reset; tests/diff_shim.c found it.)  One TCP ignores costs no way
+ * back to TCP (it took the connection back, and a peer that made no call
+ * within 5 s had it reset). */
 static void case_sendmsg_control(void)
 {
 	int a, b;
@@ -1735,6 +1737,8 @@ static void case_sendmsg_control(void)
 	m.msg_control = cbuf;
 	m.msg_controllen = sizeof(cbuf);
 	ASSERT_EQ(sendmsg(a, &m, 0), 305);
+	if (!ts_disabled())
+		ASSERT_MSG(ts_moved(a), "a control message TCP ignores took the connection back");
 	ts_send_stream(a, seed, 405, 50, ts_ms(2000));
 	ts_recv_stream(b, seed, 0, 455, ts_ms(2000));
 	/* And the other way, still. */
@@ -1743,6 +1747,42 @@ static void case_sendmsg_control(void)
 	ASSERT_SYS(close(a));
 	ASSERT_SYS(close(b));
 }
+/* Control messages TCP refuses (a length past the buffer, an unknown
+ * SOL_SOCKET type) fail with EINVAL and send nothing; SCM_RIGHTS, which
+ * TCP passes over, sends the bytes; none takes the connection back. */
+static void case_sendmsg_control_kinds(void)
+{
+	int a, b;
+	unsigned char buf[64];
+	char cbuf[CMSG_SPACE(sizeof(int))] __attribute__((aligned(8)));
+	uint64_t seed = shim_seed(32);
+	struct iovec iov = { buf, 10 };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+			    .msg_controllen = sizeof(cbuf) };
+	struct cmsghdr *c = (struct cmsghdr *)cbuf;
+	int one = 0;
+
+	ts_moved_pair(&a, &b);
+	test_stream_fill(seed, 0, buf, 10);
+	memset(cbuf, 0, sizeof(cbuf));
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = 200;
+	ASSERT_FAILS(sendmsg(a, &m, MSG_NOSIGNAL), EINVAL);
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	c->cmsg_type = 12345;
+	ASSERT_FAILS(sendmsg(a, &m, MSG_NOSIGNAL), EINVAL);
+	c->cmsg_type = SCM_RIGHTS;
+	memcpy(CMSG_DATA(c), &one, sizeof(one));
+	ASSERT_EQ(sendmsg(a, &m, MSG_NOSIGNAL), 10);
+	if (!ts_disabled())
+		ASSERT_MSG(ts_moved(a), "a control message took the connection back");
+	ts_recv_stream(b, seed, 0, 10, ts_ms(2000));
+	ASSERT_EQ(recv(b, buf, sizeof(buf), MSG_DONTWAIT), -1);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
 /*
  * A move is logged and counted once both ends are attached, not when the
  * listener has answered: a dialer that never attaches (it called the
@@ -1800,6 +1840,7 @@ static const struct shim_case g_cases[] = {
 	{ "peek_fionread", case_peek_fionread },
 	{ "outq_delivered", case_outq_delivered },
 	{ "sendmsg_control", case_sendmsg_control },
+	{ "sendmsg_control_kinds", case_sendmsg_control_kinds },
 	{ "waitall", case_waitall },
 	{ "waitall_across_switch", case_waitall_across_switch },
 	{ "peek_waitall_across_switch", case_peek_waitall_across_switch },

@@ -1087,11 +1087,15 @@ static ssize_t sendmsg_sock(struct tsock *t, int fd, const struct msghdr *m, int
 		return shim_err(-EFAULT);
 	if (m->msg_iovlen > IOV_MAX)
 		return shim_err(-EMSGSIZE);
-	/* Ancillary data is TCP's: the connection goes back to it first and
-	 * stays there.  (Sent by the kernel on a moved socket, the bytes went
-	 * behind the ring, where the peer reset or lost them; before the
-	 * move, past the stream's count: t_shim_data sendmsg_control.) */
-	if (m->msg_controllen) {
+	/* Ancillary data TCP acts on is TCP's: the connection goes back to it
+	 * first and stays there.  (Sent by the kernel on a moved socket, the
+	 * bytes went behind the ring, where the peer reset or lost them;
+	 * before the move, past the stream's count: t_shim_data
+	 * sendmsg_control.)  What TCP refuses or ignores costs no way back. */
+	int cm = m->msg_controllen && shim_moved_now(t) ? shim_tcp_cmsg(t, fd, m) : 1;
+	if (cm < 0)
+		return shim_err(cm);
+	if (m->msg_controllen && cm) {
 		shim_tcp_only(t, fd);
 		return REAL(sendmsg)(fd, m, flags);
 	}

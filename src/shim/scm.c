@@ -7,9 +7,14 @@
  * the sender's pid: it moves only once the sender no longer holds it (its
  * /proc/PID/fd says so), as with Node's cluster, where the primary accepts,
  * passes each connection to a worker and closes its copy.
+ *
+ * And ancillary data sent on a TCP socket of ours (shim_tcp_cmsg).
  */
 #include <dirent.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -115,4 +120,46 @@ int shim_proc_holds(int pid, uint64_t ino)
 	}
 	closedir(d);
 	return found;
+}
+
+/*
+ * Ancillary data on a send of a moved TCP connection.  TCP acts only on
+ * its SOL_SOCKET ones (SO_MARK, SO_PRIORITY, timestamping, SCM_TXTIME:
+ * the connection must go back to TCP for those), passes over SCM_RIGHTS,
+ * SCM_CREDENTIALS and every other level, and refuses the rest, malformed
+ * ones too, with EINVAL before any byte (tcp_sendmsg_locked,
+ * sock_cmsg_send) but after its state: a connection shut for sending or
+ * reset fails as without them.  The kernel's socket checks them with a
+ * send of no bytes, which sends nothing (asked only while it holds no
+ * error, which the send would take).  Returns the error TCP refuses them
+ * with, 0 when TCP would send the bytes as without them, 1 when TCP must
+ * send them.  (Each went back to TCP, where a peer that made no call
+ * within 5 s had the connection reset: tests/diff_shim.c, t_shim_data
+ * sendmsg_control_kinds.)
+ */
+int shim_tcp_cmsg(struct tsock *t, int fd, const struct msghdr *m)
+{
+	struct tcp_info ti;
+	socklen_t tl = sizeof(ti);
+	struct msghdr probe = *m;
+	struct pollfd p = { .fd = fd, .events = POLLOUT };
+
+	if (shim_tcp_info_get(t, fd, &ti, &tl) < 0 || tl < 1)
+		return 1;
+	if (ti.tcpi_state != TCP_ESTABLISHED && ti.tcpi_state != TCP_CLOSE_WAIT)
+		return 0;
+	if (sys_ppoll(&p, 1, &(struct timespec){ 0, 0 }) != 1 || p.revents != POLLOUT)
+		return 1;
+	probe.msg_iov = NULL;
+	probe.msg_iovlen = 0;
+	long rc = sys_sendmsg(fd, &probe, MSG_DONTWAIT | MSG_NOSIGNAL);
+	if (rc == -EINVAL || rc == -EFAULT || rc == -ENOBUFS)
+		return (int)rc;
+	if (rc < 0)
+		return 1;
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&probe); cm; cm = CMSG_NXTHDR(&probe, cm))
+		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type != SCM_RIGHTS &&
+		    cm->cmsg_type != SCM_CREDENTIALS)
+			return 1;
+	return 0;
 }

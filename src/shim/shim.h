@@ -809,6 +809,9 @@ void shim_spawned(int child);
  * SCM_RIGHTS, a child in another pid namespace): it stays on TCP for good
  * (a meeting in progress cannot commit), back there first if it moved. */
 void shim_export(int fd, const char *where);
+/* Ancillary data on a moved TCP send: 0 TCP ignores it, 1 TCP acts on
+ * it, or the -errno TCP refuses it with (scm.c). */
+int shim_tcp_cmsg(struct tsock *t, int fd, const struct msghdr *m);
 int shim_scm_out(const struct msghdr *m);
 /* recvmsg brought fds: track the TCP sockets among them. */
 void shim_scm_in(int via, struct msghdr *m);
