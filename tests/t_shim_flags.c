@@ -223,7 +223,8 @@ static void case_shutdown_after_fins(void)
 }
 
 /* TCP_INFO's state follows the shutdowns and closes on a moved
- * connection as on TCP's (loopback: each FIN is acknowledged at once).
+ * connection as on TCP's (whose FIN_WAIT1 lasts until the peer's delayed
+ * ACK: each state is waited for).
  * It said ESTABLISHED throughout: the kernel's socket sees none of them
  * (tests/diff_shim.c with SHUNT_DIFF_STATE=1). */
 static int tcp_state(int fd)
