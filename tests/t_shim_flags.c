@@ -283,6 +283,74 @@ static void case_tcp_info_state_reset(void)
 	tcp_info_states(1);
 }
 
+/* SO_RCVLOWAT set after the move acts on the ring's bytes as on TCP's:
+ * poll says readable from that many on, a blocking read waits for them,
+ * one that may not wait takes what there is, getsockopt says the value.
+ * It went back to TCP, which needs the peer's answer (tests/diff_shim.c:
+ * reset when none came). */
+struct lowat_read {
+	int fd;
+	ssize_t r;
+	unsigned char buf[256];
+	_Atomic int done;
+};
+
+static void *lowat_read_main(void *arg)
+{
+	struct lowat_read *l = arg;
+
+	l->r = recv(l->fd, l->buf, sizeof(l->buf), 0);
+	atomic_store(&l->done, 1);
+	return NULL;
+}
+
+static void case_rcvlowat_moved(void)
+{
+	int a, b, lowat = 100, got = 0;
+	socklen_t gl = sizeof(got);
+	uint64_t seed = shim_seed(9);
+	unsigned char buf[64];
+	struct lowat_read l = { .r = -2 };
+	pthread_t th;
+
+	ts_moved_pair(&a, &b);
+	ASSERT_SYS(setsockopt(a, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat)));
+	ASSERT_SYS(getsockopt(a, SOL_SOCKET, SO_RCVLOWAT, &got, &gl));
+	ASSERT_EQ(got, 100);
+	if (!ts_disabled())
+		ASSERT_MSG(ts_moved(a), "SO_RCVLOWAT took the connection back to TCP");
+	/* The reader first: TCP's, once it took some bytes, is woken only by
+	 * as many more (tcp_data_ready counts what is queued). */
+	l.fd = a;
+	ASSERT_EQ(pthread_create(&th, NULL, lowat_read_main, &l), 0);
+	test_sleep_ms(50);
+	ts_send_stream(b, seed, 0, 50, ts_ms(2000));
+	test_sleep_ms(100);
+	struct pollfd p = { .fd = a, .events = POLLIN };
+	ASSERT_EQ(poll(&p, 1, 0), 0);
+	ASSERT_MSG(!atomic_load(&l.done), "a blocking read returned %zd with 50 of 100 bytes",
+		   l.r);
+	ts_send_stream(b, seed, 50, 60, ts_ms(2000));
+	for (int i = 0; i < 200 && !atomic_load(&l.done); i++)
+		test_sleep_ms(10);
+	ASSERT_MSG(atomic_load(&l.done), "a blocking read still waits with 110 of 100 bytes");
+	ASSERT_EQ(pthread_join(th, NULL), 0);
+	ASSERT_EQ(l.r, 110);
+	ASSERT_EQ(test_stream_check(seed, 0, l.buf, 110), (size_t)-1);
+	/* Fewer than 100: not readable, and a read that may not wait takes
+	 * them; the end of the stream is readable whatever is there. */
+	ts_send_stream(b, seed, 110, 10, ts_ms(2000));
+	test_sleep_ms(50);
+	ASSERT_EQ(poll(&p, 1, 0), 0);
+	ASSERT_EQ(recv(a, buf, sizeof(buf), MSG_DONTWAIT), 10);
+	ts_send_stream(b, seed, 120, 10, ts_ms(2000));
+	ASSERT_SYS(shutdown(b, SHUT_WR));
+	ASSERT_EQ(poll(&p, 1, 2000), 1);
+	ASSERT_EQ(recv(a, buf, sizeof(buf), 0), 10);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
 /* --- recv flags ----------------------------------------------------------- */
 
 /* recv(fd, NULL, n, MSG_TRUNC) on TCP discards n bytes and returns n. */
@@ -1541,6 +1609,7 @@ static const struct shim_case g_cases[] = {
 	{ "shutdown_after_reset", case_shutdown_after_reset },
 	{ "shutdown_after_fins", case_shutdown_after_fins },
 	{ "tcp_info_state", case_tcp_info_state },
+	{ "rcvlowat_moved", case_rcvlowat_moved },
 	{ "tcp_info_state_reset", case_tcp_info_state_reset },
 	{ "reset_told_once", case_reset_told_once },
 	{ "msg_trunc", case_msg_trunc },

@@ -534,12 +534,28 @@ static int64_t take_more(struct shunt_end *e, uint64_t want, int64_t *spin_until
 
 /* Take what is there, piece by piece, into buf (or nowhere: discard),
  * and what the peer's send under way adds meanwhile, up to len. */
+/* The bytes a wait for input waits for: SO_RCVLOWAT's, at most `len`
+ * (TCP's target) and the ring's size. */
+static uint64_t rx_need(struct shunt_end *e, uint64_t len)
+{
+	uint64_t v = atomic_load_explicit(&e->rcvlowat, memory_order_relaxed);
+
+	return v > 1 ? SHUNT_MIN(SHUNT_MIN(v, len), e->rx.cap) : 1;
+}
+
+void shunt_end_set_rcvlowat(struct shunt_end *e, uint32_t v)
+{
+	atomic_store_explicit(&e->rcvlowat, v, memory_order_relaxed);
+}
+
 static ssize_t take(struct shunt_end *e, struct shunt_bell *b, void *buf, size_t len,
 		    int64_t deadline)
 {
 	if (len == 0)
 		return 0;
-	int64_t n = rx_wait(e, b, SHUNT_MIN(len, e->rx.cap), deadline);
+	/* One that may not wait takes what there is, as TCP's. */
+	int64_t n = rx_wait_min(e, b, SHUNT_MIN(len, e->rx.cap), deadline ? rx_need(e, len) : 1,
+				deadline);
 	size_t done = 0;
 	int64_t spin_until = 0;
 	size_t paid = 0;
@@ -701,10 +717,11 @@ static int poll_rx(struct shunt_end *e)
 
 	if (n == -EAGAIN)
 		return 0;
+	int done = n > 0 && (peer_done(e) || atomic_load_explicit(&e->rd_shut, memory_order_relaxed));
+	if (n > 0 && !done && (uint64_t)n < rx_need(e, UINT64_MAX))
+		return 0; /* short of SO_RCVLOWAT */
 	if (n > 0)
-		return peer_done(e) || atomic_load_explicit(&e->rd_shut, memory_order_relaxed)
-			       ? POLLIN | POLLRDHUP
-			       : POLLIN;
+		return done ? POLLIN | POLLRDHUP : POLLIN;
 	if (n == 0)
 		return POLLIN | POLLRDHUP;
 	return POLLIN | POLLRDHUP | POLLERR | POLLHUP;

@@ -44,6 +44,7 @@ struct shunt_end {
 	_Atomic int broken;          /* 0, or the -errno every call now returns */
 	_Atomic int peer_gone;       /* the bell hung up */
 	_Atomic int rd_shut;         /* shutdown(SHUT_RD) was called */
+	_Atomic uint32_t rcvlowat;   /* SO_RCVLOWAT: bytes a wait waits for (0, 1: any) */
 	_Atomic uint32_t waited;     /* SHUNT_WAIT_* that said -EAGAIN lately */
 	_Atomic uint32_t owed;       /* doorbells rung for a wait that did not
 	                              * sleep, to take: tries left */
@@ -88,6 +89,10 @@ ssize_t shunt_end_readable(struct shunt_end *e);
 ssize_t shunt_end_unread_by_peer(struct shunt_end *e);
 
 int shunt_end_shutdown(struct shunt_end *e, struct shunt_bell *b, int how);
+/* SO_RCVLOWAT as TCP's: a blocking read waits for that many bytes (or
+ * what it asks, if less), poll says readable from that many on (or a full
+ * ring: TCP's closing window); the end of the stream and errors as ever. */
+void shunt_end_set_rcvlowat(struct shunt_end *e, uint32_t v);
 /* Both halves shut (shutdown(SHUT_RDWR), or the two one by one, or our
  * FIN sent on TCP and SHUT_RD here): the peer's sends fail as after our
  * close; what it sent before is still read.  shunt_end_shutdown calls it. */

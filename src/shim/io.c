@@ -2020,7 +2020,53 @@ void shim_nodelay_restore(struct tsock *t, int fd)
 			nd_kernel_set(fd, TCP_CORK, 1);
 		s->nd_virtual = 0;
 	}
+	if (s->rcvlowat > 1)
+		sys_setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &s->rcvlowat, sizeof(s->rcvlowat));
+	s->rcvlowat = 0;
 	shim_unlock(&s->opt_mu);
+}
+
+/* --- SO_RCVLOWAT (shim.h) ---------------------------------------------------------
+ * Set after the move it acts on the ring's bytes (end.c, rx_need), with no
+ * way back to TCP, which needs the peer's answer (a peer that made no call
+ * within 5 s had the connection reset: tests/diff_shim.c).  The kernel's
+ * socket keeps 1 meanwhile: it carries one-byte doorbells, and its own
+ * SO_RCVLOWAT would keep a wait for them asleep.  It checks and caps the
+ * value first (set, read back, set back), and gets it back with the rest
+ * on the way back (shim_nodelay_restore). */
+int shim_rcvlowat_set(struct tsock *t, int fd, const void *val, socklen_t len)
+{
+	struct tslot *s = S(t);
+	int v = 1, one = 1;
+	unsigned l = sizeof(v);
+
+	shim_lock(&s->opt_mu);
+	int rc = REAL(setsockopt)(fd, SOL_SOCKET, SO_RCVLOWAT, val, len);
+	int err = errno, ring = rc == 0 && moved(t) && !(phase_of(t) & PH_RX_PLAIN);
+	if (ring && sys_getsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &v, &l) == 0) {
+		s->rcvlowat = v;
+		shunt_end_set_rcvlowat(END(t), (uint32_t)v);
+		sys_setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+	}
+	shim_unlock(&s->opt_mu);
+	if (rc == 0 && !ring)
+		shim_sockopt(t, fd, SOL_SOCKET, SO_RCVLOWAT, val, len);
+	errno = err;
+	return rc;
+}
+
+int shim_rcvlowat_get(struct tsock *t, int fd, void *val, socklen_t *len)
+{
+	struct tslot *s = S(t);
+
+	shim_lock(&s->opt_mu);
+	int rc = REAL(getsockopt)(fd, SOL_SOCKET, SO_RCVLOWAT, val, len);
+	int err = errno;
+	if (rc == 0 && s->rcvlowat)
+		memcpy(val, &s->rcvlowat, SHUNT_MIN((size_t)*len, sizeof(s->rcvlowat)));
+	shim_unlock(&s->opt_mu);
+	errno = err;
+	return rc;
 }
 
 /* The kernel's checks of an int option: a negative length (the socket

@@ -249,6 +249,8 @@ struct tslot {
 	 * socket has them on and off for the doorbells (io.c); under opt_mu. */
 	uint32_t nd_virtual;       /* 1: the program's values are these */
 	int32_t nd_nodelay, nd_cork;
+	int32_t rcvlowat;          /* SO_RCVLOWAT the program set while moved (0:
+	                            * none; the kernel's is 1 meanwhile) */
 	uint8_t bell;              /* the doorbell byte on the TCP stream */
 	_Atomic uint32_t ringing;  /* doorbells on their way into the kernel */
 	/* Sleeping on the TCP doorbell: one leader in the kernel, followers on
@@ -681,6 +683,10 @@ void shim_nodelay_restore(struct tsock *t, int fd);
  * TCP_CORK: what libc's would return, errno set as it would. */
 int shim_nodelay_set(struct tsock *t, int fd, int opt, const void *val, socklen_t len);
 int shim_nodelay_get(struct tsock *t, int fd, int opt, void *val, socklen_t *len);
+/* setsockopt and getsockopt of SO_RCVLOWAT: on a moved connection the
+ * ring's, and the kernel's 1 (io.c). */
+int shim_rcvlowat_set(struct tsock *t, int fd, const void *val, socklen_t len);
+int shim_rcvlowat_get(struct tsock *t, int fd, void *val, socklen_t *len);
 /* getsockopt(TCP_INFO), getpeername() and getsockopt(SO_ERROR) as TCP's
  * would answer. */
 int shim_tcp_info_get(struct tsock *t, int fd, void *val, socklen_t *len);
