@@ -532,8 +532,6 @@ static int64_t take_more(struct shunt_end *e, uint64_t want, int64_t *spin_until
 	return n > 0 ? n : 0;
 }
 
-/* Take what is there, piece by piece, into buf (or nowhere: discard),
- * and what the peer's send under way adds meanwhile, up to len. */
 /* The bytes a wait for input waits for: SO_RCVLOWAT's, at most `len`
  * (TCP's target) and the ring's size. */
 static uint64_t rx_need(struct shunt_end *e, uint64_t len)
@@ -548,6 +546,8 @@ void shunt_end_set_rcvlowat(struct shunt_end *e, uint32_t v)
 	atomic_store_explicit(&e->rcvlowat, v, memory_order_relaxed);
 }
 
+/* Take what is there, piece by piece, into buf (or nowhere: discard),
+ * and what the peer's send under way adds meanwhile, up to len. */
 static ssize_t take(struct shunt_end *e, struct shunt_bell *b, void *buf, size_t len,
 		    int64_t deadline)
 {
