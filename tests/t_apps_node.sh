@@ -1,4 +1,11 @@
 #!/usr/bin/env bash
+# test-retry: 1
+# (Retried once: in one CI run of 12-05 (06f49e7, two tests at a time) the
+# big up-and-down connection never moved, "options" at the worker (its
+# end() came before the meeting did), "nopeer" at the client after 16 MB
+# (my reading, not seen: a worker meets only once the primary no longer
+# holds the socket, which took longer than the connection lasted); the
+# test took 7.4 s where it takes 2 s alone; 5 runs here passed.)
 # t_apps_node: Node.js `cluster` with round-robin scheduling (SCHED_RR, set
 # explicitly) and an HTTP client, both under shunt (tests/apps_node.js).
 # The primary accepts every connection and hands it to one of 2 workers
