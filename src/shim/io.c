@@ -80,7 +80,21 @@ static ssize_t shut_reset(struct tsock *t, int fd)
 		return -ECONNRESET;
 	if (sys_getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err != ECONNRESET)
 		return 0;
-	return -ECONNRESET; /* told below */
+	return -ECONNRESET; /* told by rx_result */
+}
+
+/* A ring read's n (>= 0, `done` before it) after our shutdown both ways:
+ * an option that needs TCP, set since, acts from the end of the peer's
+ * ring on (back.c, shim_back_past_shut: RETRY, reads are the kernel's);
+ * at the end a read meets the kernel's reset, one of no bytes too unless
+ * bytes wait (TCP's target of one byte: it copies none of them then). */
+static ssize_t after_shut_both(struct tsock *t, int fd, ssize_t n, size_t len, size_t done)
+{
+	if ((atomic_load(&S(t)->flags) & TF_OPTS) && shim_back_past_shut(t, fd) && n + done == 0)
+		return RETRY;
+	if (n == 0 && !done && (len || shunt_end_readable(END(t)) == 0))
+		return shut_reset(t, fd);
+	return n;
 }
 
 /* Errors of the ring, as TCP gives them. */
@@ -565,18 +579,13 @@ static ssize_t ring_recv(struct tsock *t, int fd, void *buf, size_t len, int fla
 	if (n == 0 && len)
 		log_debug("fd %d: end of stream from the ring (peer state %#x, gone %d)", fd,
 			  (unsigned)atomic_load(&e->peer->state), atomic_load(&e->peer_gone));
-	/* An option that needs TCP, set after our shutdown both ways, acts
-	 * from the end of the peer's ring on (back.c, shim_back_past_shut). */
-	if (n >= 0 && (atomic_load(&S(t)->flags) & TF_OPTS) &&
-	    (shunt_end_state(e) & SHUNT_ST_CLOSED) && shim_back_past_shut(t, fd) && n + done == 0)
-		return RETRY;
+	if (n >= 0 && (shunt_end_state(e) & SHUNT_ST_CLOSED)) {
+		n = after_shut_both(t, fd, n, len, done);
+		if (n == RETRY)
+			return RETRY;
+	}
 	if (done)
 		return n > 0 ? (ssize_t)done + n : (ssize_t)done;
-	/* A read of no bytes meets the reset too, unless bytes wait (TCP's
-	 * target of one byte: it copies none of them then). */
-	if (n == 0 && (shunt_end_state(e) & SHUNT_ST_CLOSED) &&
-	    (len || shunt_end_readable(e) == 0))
-		n = shut_reset(t, fd);
 	return rx_result(t, fd, n);
 }
 
@@ -1151,19 +1160,6 @@ static int kcall_closed(struct tsock *t)
 	return peer_closed(t) ? -ECONNRESET : 0;
 }
 
-/* The FINs a kernel TCP state has seen: ours sent, the peer's in. */
-#define FIN_OUT 1
-#define FIN_IN 2
-static int kernel_fins(uint8_t k)
-{
-	int out = k == TCP_FIN_WAIT1 || k == TCP_FIN_WAIT2 || k == TCP_CLOSING ||
-		  k == TCP_LAST_ACK || k == TCP_TIME_WAIT;
-	int in = k == TCP_CLOSE_WAIT || k == TCP_CLOSING || k == TCP_LAST_ACK ||
-		 k == TCP_TIME_WAIT;
-
-	return (out ? FIN_OUT : 0) | (in ? FIN_IN : 0);
-}
-
 /* The TCP state of a moved connection from the kernel's (k) and the
  * rings': a FIN each way is a shutdown for writing or a close, by the
  * ring or the kernel, a reset a close with data unread or a reset told.
@@ -1173,19 +1169,18 @@ static int kernel_fins(uint8_t k)
 static uint8_t tcp_state_of(struct tsock *t, uint8_t k)
 {
 	int64_t peer = shunt_end_peer_state(END(t));
-	int ring = ((shunt_end_state(END(t)) & SHUNT_ST_SHUT_WR) ? FIN_OUT : 0) |
-		   (peer < 0 || (peer & (SHUNT_ST_SHUT_WR | SHUNT_ST_CLOSED)) ||
-				    atomic_load_explicit(&END(t)->peer_gone, memory_order_relaxed)
-			    ? FIN_IN
-			    : 0);
-	int all = ring | kernel_fins(k);
+	int peer_fin = peer < 0 || (peer & (SHUNT_ST_SHUT_WR | SHUNT_ST_CLOSED)) ||
+		       atomic_load_explicit(&END(t)->peer_gone, memory_order_relaxed);
+	int ring = ((shunt_end_state(END(t)) & SHUNT_ST_SHUT_WR) ? SHIM_FIN_OUT : 0) |
+		   (peer_fin ? SHIM_FIN_IN : 0);
+	int kern = shim_kern_fins(k), all = ring | kern;
 
 	if (k == TCP_CLOSE || (peer >= 0 && (peer & SHUNT_ST_RESET)) ||
-	    atomic_load(&S(t)->reset_told) || all == (FIN_OUT | FIN_IN))
+	    atomic_load(&S(t)->reset_told) || all == (SHIM_FIN_OUT | SHIM_FIN_IN))
 		return TCP_CLOSE;
-	if (!(ring & ~kernel_fins(k)))
+	if (!(ring & ~kern))
 		return k;
-	return all == FIN_OUT ? TCP_FIN_WAIT2 : TCP_CLOSE_WAIT;
+	return all == SHIM_FIN_OUT ? TCP_FIN_WAIT2 : TCP_CLOSE_WAIT;
 }
 
 /* getsockopt(TCP_INFO): its state is the kernel socket's, which a moved
@@ -1735,16 +1730,6 @@ ssize_t shim_splice_out(struct tsock *t, int fd, int pipe_out, size_t len, unsig
 
 /* --- Control ------------------------------------------------------------------ */
 
-/* Our FIN went down the kernel's stream (our sends stayed on TCP). */
-static int kernel_fin_sent(int fd)
-{
-	struct tcp_info ti;
-	unsigned tl = sizeof(ti);
-
-	return sys_getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0 && tl >= 1 &&
-	       (kernel_fins(ti.tcpi_state) & FIN_OUT);
-}
-
 /*
  * Both halves shut, our FIN in the ring or on TCP: data the peer sends
  * now must reset the connection, as it does TCP's (RFC 1122's abort on
@@ -1763,7 +1748,7 @@ static void shut_both(struct tsock *t, int fd, struct shunt_bell *b)
 	if (!atomic_load(&e->rd_shut))
 		return;
 	if (!(shunt_end_state(e) & SHUNT_ST_CLOSED)) {
-		if (!kernel_fin_sent(fd))
+		if (!shim_kern_fin_sent(fd)) /* our FIN: neither the ring's nor TCP's */
 			return;
 		shunt_end_shut_both(e, b);
 	}

@@ -51,11 +51,19 @@ static int tcp_info(int fd, struct tcp_info *ti)
 	return len >= offsetof(struct tcp_info, tcpi_bytes_retrans) + 8 ? 0 : -ENOSYS;
 }
 
-/* States in which the peer's FIN has come in (the kernel's numbers:
- * TIME_WAIT 6, CLOSE_WAIT 8, LAST_ACK 9, CLOSING 11). */
+/* The kernel's numbers (linux/tcp.h does not name them): FIN_WAIT1 4,
+ * FIN_WAIT2 5, TIME_WAIT 6, CLOSE_WAIT 8, LAST_ACK 9, CLOSING 11. */
+int shim_kern_fins(uint8_t k)
+{
+	int out = k == 4 || k == 5 || k == 6 || k == 9 || k == 11;
+	int in = k == 6 || k == 8 || k == 9 || k == 11;
+
+	return (out ? SHIM_FIN_OUT : 0) | (in ? SHIM_FIN_IN : 0);
+}
+
 static int fin_in(uint8_t state)
 {
-	return state == 6 || state == 8 || state == 9 || state == 11;
+	return !!(shim_kern_fins(state) & SHIM_FIN_IN);
 }
 
 /* The count of bytes read: received - still queued, read until the count
@@ -124,6 +132,13 @@ int shim_kern_peer_done(int fd)
 	if (tcp_info(fd, &ti) < 0)
 		return 0;
 	return fin_in(ti.tcpi_state) || ti.tcpi_state == 7 /* CLOSE: a reset */;
+}
+
+int shim_kern_fin_sent(int fd)
+{
+	struct tcp_info ti;
+
+	return tcp_info(fd, &ti) == 0 && (shim_kern_fins(ti.tcpi_state) & SHIM_FIN_OUT);
 }
 
 uint64_t shim_kern_ino(int fd)

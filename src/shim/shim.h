@@ -606,6 +606,12 @@ int shim_kern_is_tcp(int fd);
 uint64_t shim_kern_ino(int fd);
 /* Has the peer's FIN or a reset come in?  (Whatever our own shutdowns.) */
 int shim_kern_peer_done(int fd);
+/* The FINs a kernel TCP state has seen: ours sent, the peer's in. */
+#define SHIM_FIN_OUT 1
+#define SHIM_FIN_IN 2
+int shim_kern_fins(uint8_t state);
+/* Has our FIN gone down the kernel's stream? */
+int shim_kern_fin_sent(int fd);
 
 /* uring.c: a process with an io_uring moves nothing (the ring's reads and
  * writes pass every wrapper).  Made: one is made through syscall(); 1 if
