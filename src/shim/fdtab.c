@@ -103,20 +103,23 @@ static struct tsock *tsock_alloc(void)
 			return NULL;
 		pthread_mutex_init(&t->mu, NULL);
 	}
-	atomic_store(&t->reg_lock, 0);
+	/* Ours alone until install() publishes it (a release): no fences. */
+	const memory_order R = memory_order_relaxed;
+
+	atomic_store_explicit(&t->reg_lock, 0, R);
 	t->nplain = 0;
 	t->meet = NULL;
 	t->mapped = 0;
-	atomic_store(&t->rx_pub, NULL);
-	atomic_store(&t->publishing, 0);
-	atomic_store(&t->kreads, 0);
-	atomic_store(&t->starting, 0);
-	atomic_store(&t->splicing, 0);
+	atomic_store_explicit(&t->rx_pub, NULL, R);
+	atomic_store_explicit(&t->publishing, 0, R);
+	atomic_store_explicit(&t->kreads, 0, R);
+	atomic_store_explicit(&t->starting, 0, R);
+	atomic_store_explicit(&t->splicing, 0, R);
 	t->unhold = 0;
-	atomic_store(&t->nregs, 0);
-	atomic_store(&t->io_gen, 0);
-	atomic_store(&t->nfds, 0);
-	atomic_store(&t->peer_vouched, 0);
+	atomic_store_explicit(&t->nregs, 0, R);
+	atomic_store_explicit(&t->io_gen, 0, R);
+	atomic_store_explicit(&t->nfds, 0, R);
+	atomic_store_explicit(&t->peer_vouched, 0, R);
 	atomic_store_explicit(&t->refs, 1, memory_order_release);
 	return t;
 }
