@@ -731,6 +731,88 @@ static void case_shutdown_rdwr_keeps(void)
 	shutdown_rd_keeps(SHUT_RDWR);
 }
 
+static int onto_null(int fd)
+{
+	int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+	if (null < 0)
+		return -1;
+	int rc = dup2(null, fd);
+	close(null);
+	return rc < 0 ? -1 : 0;
+}
+
+/* Another thread closes the fd a recv waits on (close, dup2 onto it,
+ * close_range).  Linux's close does not end the call, which holds the
+ * file: the connection lives on until the recv returns (no FIN
+ * meanwhile), the recv takes what the peer sends next, and only then does
+ * the peer see the end. */
+static void close_under_recv(int (*shut)(int fd))
+{
+	int a, b;
+	struct blocked_read br;
+	char c;
+
+	ts_moved_pair(&a, &b);
+	blocked_read_start(&br, a);
+	ASSERT_SYS(shut(a));
+	test_sleep_ms(100);
+	ASSERT_MSG(!atomic_load(&br.done), "the close ended the blocked recv: %zd (%s)", br.r,
+		   test_errname(br.err));
+	struct pollfd pf = { .fd = b, .events = POLLIN };
+	int n = poll(&pf, 1, 100);
+	ASSERT_MSG(n == 0, "the peer saw %#x while the recv still held the socket", pf.revents);
+	ASSERT_EQ(send(b, "x", 1, MSG_NOSIGNAL), 1);
+	blocked_read_join(&br, ts_ms(2000), "the peer sent a byte");
+	ASSERT_MSG(br.r == 1, "recv returned %zd (%s), want 1", br.r, test_errname(br.err));
+	ts_expect_eof(b, ts_ms(2000));
+	ASSERT_EQ(recv(b, &c, 1, MSG_DONTWAIT), 0);
+	ASSERT_SYS(close(b));
+	if (shut == onto_null)
+		ASSERT_SYS(close(a));
+}
+
+static int close_range_one(int fd)
+{
+	return (int)syscall(SYS_close_range, fd, fd, 0);
+}
+
+static void case_close_under_recv(void)
+{
+	close_under_recv(close);
+}
+
+static void case_dup2_under_recv(void)
+{
+	close_under_recv(onto_null);
+}
+
+static void case_close_range_under_recv(void)
+{
+	close_under_recv(close_range_one);
+}
+
+/* The same for a send waiting for room: it goes on after the close, all
+ * of it arrives, then the end. */
+static void case_close_under_send(void)
+{
+	int a, b;
+	struct blocked_send bs = { .seed = shim_seed(11) };
+
+	ts_moved_pair(&a, &b);
+	bs.fd = a;
+	ASSERT_EQ(pthread_create(&bs.t, NULL, blocked_send_main, &bs), 0);
+	test_sleep_ms(100);
+	ASSERT_MSG(!atomic_load(&bs.done), "a %d MiB send did not wait for room", BIG_SEND / MIB);
+	ASSERT_SYS(close(a));
+	ts_recv_stream(b, bs.seed, 0, BIG_SEND, ts_ms(10000));
+	ASSERT_EQ(pthread_join(bs.t, NULL), 0);
+	ASSERT_MSG(bs.r == BIG_SEND, "send returned %zd (%s), want %d", bs.r,
+		   test_errname(bs.err), BIG_SEND);
+	ts_expect_eof(b, ts_ms(2000));
+	ASSERT_SYS(close(b));
+}
+
 /* SHUT_RDWR wakes the blocked reader too, and the peer sees the end. */
 static void case_shutdown_rdwr_wakes(void)
 {
@@ -1177,6 +1259,10 @@ static const struct shim_case g_cases[] = {
 	{ "shutdown_rd_keeps", case_shutdown_rd_keeps },
 	{ "shutdown_rdwr_keeps", case_shutdown_rdwr_keeps },
 	{ "shutdown_rdwr_wakes", case_shutdown_rdwr_wakes },
+	{ "close_under_recv", case_close_under_recv },
+	{ "dup2_under_recv", case_dup2_under_recv },
+	{ "close_range_under_recv", case_close_range_under_recv },
+	{ "close_under_send", case_close_under_send },
 	{ "shutdown_wr_wakes", case_shutdown_wr_wakes },
 	{ "data_to_shut_peer", case_data_to_shut_peer },
 	{ "opt_after_shut_both", case_opt_after_shut_both },

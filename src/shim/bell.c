@@ -42,6 +42,21 @@ static struct tslot *slot_of(struct shunt_bell *b)
 	return ((struct tsock *)b->ctx)->slot;
 }
 
+/* The socket to ring and sleep on, looked up at each use: the program may
+ * close its fd while we sleep (fdtab.c, "Closed under a call"). */
+static int bell_fd(struct shunt_bell *b)
+{
+	return shim_kfd(b->ctx, b->fd[0]);
+}
+
+/* fd, which a wait took before it slept, was closed meanwhile, and the
+ * close kept the socket for us: not to be read again (its number may be
+ * another file's now); the caller looks again, on the kept one. */
+static int stale(struct tsock *t, int fd)
+{
+	return shim_kfd(t, fd) != fd;
+}
+
 static int phase(struct tslot *s)
 {
 	return (int)atomic_load_explicit(&s->phase, memory_order_acquire);
@@ -70,7 +85,7 @@ static int tb_ring(struct shunt_bell *b, uint32_t bits)
 	 * its reader).  Its waits look again on their own (shim_room_unrung). */
 	if (!(phase(s) & PH_TX_RING) || shim_peer_short_of_x(s))
 		return wake_watcher(s);
-	long n = shim_bell_send(s, b->fd[0], 0);
+	long n = shim_bell_send(s, bell_fd(b), 0);
 	/* Full: the peer has rings waiting anyway.  Gone: it sees the close. */
 	return n >= 0 || n == -EAGAIN || n == -EPIPE || n == -ECONNRESET ? 0 : (int)n;
 }
@@ -196,6 +211,8 @@ static int take(struct tsock *t, int fd, int flags)
 	uint8_t buf[TAKE_MAX];
 	long n;
 
+	if (stale(t, fd))
+		return flags & MSG_DONTWAIT ? -EAGAIN : 1;
 	if (flags & MSG_DONTWAIT) {
 		n = take_now(t, fd, buf, sizeof(buf), flags);
 		if (n != -EXDEV)
@@ -207,6 +224,9 @@ static int take(struct tsock *t, int fd, int flags)
 		if (n < 0)
 			n = -errno;
 		errno = err;
+		/* The read held the socket while its fd was closed: what it
+		 * saw is taken through the one kept. */
+		fd = shim_kfd(t, fd);
 	}
 
 	/* A read of ours asleep in the kernel on the stream (io.c, tcp_part)
@@ -337,9 +357,9 @@ static int tb_drain(struct shunt_bell *b, uint32_t bits)
 	case 2:
 		return 0;
 	case 1:
-		return (phase(s) & PH_TX_BACK) ? careful_take(s, b->fd[0]) : 0;
+		return (phase(s) & PH_TX_BACK) ? careful_take(s, bell_fd(b)) : 0;
 	}
-	return drain_all(b->ctx, b->fd[0]);
+	return drain_all(b->ctx, bell_fd(b));
 }
 
 /*
@@ -368,7 +388,7 @@ static int peer_dead(struct tslot *s, int fd)
 
 static int tb_alive(struct shunt_bell *b)
 {
-	return peer_dead(slot_of(b), b->fd[0]) ? -ECONNRESET : 0;
+	return peer_dead(slot_of(b), bell_fd(b)) ? -ECONNRESET : 0;
 }
 
 /* Before the stream is ours, a sleeper may only watch it: data the program
@@ -397,7 +417,7 @@ static void watch_word(struct tslot *s, uint32_t bits, int64_t until)
 static int watch(struct shunt_bell *b, uint32_t bits, int64_t deadline)
 {
 	struct tslot *s = slot_of(b);
-	struct pollfd p = { .fd = b->fd[0], .events = POLLIN | POLLRDHUP };
+	struct pollfd p = { .fd = bell_fd(b), .events = POLLIN | POLLRDHUP };
 	int64_t now = shunt_now_ns(), until = deadline;
 	struct timespec ts;
 
@@ -420,7 +440,7 @@ static int watch(struct shunt_bell *b, uint32_t bits, int64_t deadline)
 	 * had read everything sends a FIN and no reset, and our unread data
 	 * keeps POLLIN up: a writer waiting for room slept through it for a
 	 * minute. */
-	if (rc > 0 && (p.revents & POLLRDHUP) && peer_dead(slot_of(b), b->fd[0]))
+	if (rc > 0 && (p.revents & POLLRDHUP) && peer_dead(slot_of(b), bell_fd(b)))
 		return -ECONNRESET;
 	if (rc > 0 && (p.revents & POLLIN) && !on_word) {
 		/* Readable at once: unread data, not news.  Sleep it off. */
@@ -517,7 +537,7 @@ static int tb_sleep(struct shunt_bell *b, uint32_t bits, int64_t deadline)
 	case 2: /* we asked: let go of the ring, the asker takes over */
 		return -EXDEV;
 	case 1:
-		return careful_sleep(s, b->fd[0], bits, deadline);
+		return careful_sleep(s, bell_fd(b), bits, deadline);
 	}
 	/* A writer that never reads reaches the peer's switch offset only
 	 * here (the peer sent nothing by TCP): it napped 1 to 16 ms per wait
@@ -532,7 +552,7 @@ static int tb_sleep(struct shunt_bell *b, uint32_t bits, int64_t deadline)
 	int rc;
 	/* A thread cancelled in its blocking read must not leave the lead. */
 	pthread_cleanup_push(leader_done, s);
-	rc = lead(b->ctx, b->fd[0], bits, deadline);
+	rc = lead(b->ctx, bell_fd(b), bits, deadline);
 	pthread_cleanup_pop(1);
 	return rc;
 }

@@ -14,6 +14,8 @@
  * when the program made it: connect() and accept() then know a TCP socket
  * without asking the kernel.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -116,6 +118,7 @@ static struct tsock *tsock_alloc(void)
 	atomic_store_explicit(&t->starting, 0, R);
 	atomic_store_explicit(&t->splicing, 0, R);
 	t->unhold = 0;
+	t->kept = 0;
 	atomic_store_explicit(&t->nregs, 0, R);
 	atomic_store_explicit(&t->io_gen, 0, R);
 	atomic_store_explicit(&t->nfds, 0, R);
@@ -124,8 +127,12 @@ static struct tsock *tsock_alloc(void)
 	return t;
 }
 
+static void end_kept(struct tsock *t);
+
 static void tsock_free(struct tsock *t)
 {
+	if (t->kept > 0)
+		end_kept(t);
 	if (t->mapped) {
 		/* Our mapping only: the slot is shared with the family, whose
 		 * other processes may map the segment still. */
@@ -240,6 +247,54 @@ __attribute__((destructor)) static void shim_exit(void)
 		shim_each(exit_one, NULL);
 }
 
+/*
+ * Closed under a call.  Linux's close() of an fd another thread is blocked
+ * on (a recv with nothing to read, a send into a full buffer) does not end
+ * the call: it holds the file, so the connection lives on, takes what the
+ * peer sends, and ends (the FIN) only when the call returns.  A moved
+ * connection's reader or writer waits on the ring under rx_mu or tx_mu:
+ * when one of them is held here, the close keeps a dup of the socket (an
+ * fd of the library's) for the calls' doorbells, and the end waits for the
+ * last reference, which such a call holds (tsock_free).  A call that has
+ * not yet taken its lock when the close comes finds the connection ended,
+ * as it would have had it come a moment later.
+ */
+static int held_now(pthread_mutex_t *mu)
+{
+	int rc = pthread_mutex_trylock(mu);
+
+	if (rc == EOWNERDEAD)
+		pthread_mutex_consistent(mu);
+	if (rc == 0 || rc == EOWNERDEAD)
+		pthread_mutex_unlock(mu);
+	return rc == EBUSY;
+}
+
+static int keep_for_calls(struct tsock *t, int fd)
+{
+	struct tslot *s = t->slot;
+
+	if (!held_now(&s->rx_mu) && !held_now(&s->tx_mu))
+		return 0;
+	int k = shunt__hide_fd(sys_fcntl(fd, F_DUPFD_CLOEXEC, 3));
+	if (k < 0)
+		return 0;
+	__atomic_store_n(&t->kept, k, __ATOMIC_RELEASE);
+	shunt__own_add(&t->kept);
+	return 1;
+}
+
+/* The last call is done: the end the close put off. */
+static void end_kept(struct tsock *t)
+{
+	int k = __atomic_load_n(&t->kept, __ATOMIC_ACQUIRE);
+
+	shim_close_end(t, k);
+	shunt__own_del(&t->kept);
+	sys_close(k);
+	__atomic_store_n(&t->kept, 0, __ATOMIC_RELAXED);
+}
+
 /* The last fd of this process that named t is gone.  fd is that number if
  * it is still open (the close is about to happen), else -1. */
 static void last_fd(struct tsock *t, int fd)
@@ -250,9 +305,10 @@ static void last_fd(struct tsock *t, int fd)
 	if (!s)
 		return;
 	if (atomic_load(&s->state) == SLOT_MOVED && t->mapped && fd >= 0 &&
-	    !shim_slot_shared(s))
-		shim_close_end(t, fd);
-	else
+	    !shim_slot_shared(s)) {
+		if (!keep_for_calls(t, fd))
+			shim_close_end(t, fd);
+	} else
 		note_short(s, fd);
 	if (s->vm.on) { /* the region's offer and slot (meet_vm.c) */
 		shim_vm_drop(t);
