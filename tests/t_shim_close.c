@@ -782,6 +782,32 @@ static void case_close_under_recv(void)
 	close_under_recv(close);
 }
 
+/* A child forked after such a close inherits no part of the connection:
+ * the end reaches the peer when the call returns, while the child lives. */
+static pid_t forked_after;
+
+static int close_then_fork(int fd)
+{
+	if (close(fd) < 0)
+		return -1;
+	forked_after = fork();
+	if (forked_after == 0) {
+		/* The harness waits for its output to end: not for us. */
+		close(1);
+		close(2);
+		sleep(60);
+		_exit(0);
+	}
+	return forked_after < 0 ? -1 : 0;
+}
+
+static void case_close_under_recv_fork(void)
+{
+	close_under_recv(close_then_fork);
+	ASSERT_SYS(kill(forked_after, SIGKILL));
+	ASSERT_SYS(waitpid(forked_after, NULL, 0));
+}
+
 static void case_dup2_under_recv(void)
 {
 	close_under_recv(onto_null);
@@ -1260,6 +1286,7 @@ static const struct shim_case g_cases[] = {
 	{ "shutdown_rdwr_keeps", case_shutdown_rdwr_keeps },
 	{ "shutdown_rdwr_wakes", case_shutdown_rdwr_wakes },
 	{ "close_under_recv", case_close_under_recv },
+	{ "close_under_recv_fork", case_close_under_recv_fork },
 	{ "dup2_under_recv", case_dup2_under_recv },
 	{ "close_range_under_recv", case_close_range_under_recv },
 	{ "close_under_send", case_close_under_send },

@@ -270,6 +270,24 @@ static int held_now(pthread_mutex_t *mu)
 	return rc == EBUSY;
 }
 
+#define KEPT_MAX 64
+static pthread_mutex_t kept_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct tsock *kept_list[KEPT_MAX]; /* for a fork child to let go of */
+
+static int kept_enlist(struct tsock *t, struct tsock *was)
+{
+	int done = 0;
+
+	pthread_mutex_lock(&kept_mu);
+	for (int i = 0; !done && i < KEPT_MAX; i++)
+		if (kept_list[i] == was) {
+			kept_list[i] = t;
+			done = 1;
+		}
+	pthread_mutex_unlock(&kept_mu);
+	return done;
+}
+
 static int keep_for_calls(struct tsock *t, int fd)
 {
 	struct tslot *s = t->slot;
@@ -279,20 +297,47 @@ static int keep_for_calls(struct tsock *t, int fd)
 	int k = shunt__hide_fd(sys_fcntl(fd, F_DUPFD_CLOEXEC, 3));
 	if (k < 0)
 		return 0;
+	if (!kept_enlist(t, NULL)) {
+		sys_close(k);
+		return 0;
+	}
 	__atomic_store_n(&t->kept, k, __ATOMIC_RELEASE);
 	shunt__own_add(&t->kept);
 	return 1;
 }
 
-/* The last call is done: the end the close put off. */
-static void end_kept(struct tsock *t)
+static void let_go_kept(struct tsock *t)
 {
 	int k = __atomic_load_n(&t->kept, __ATOMIC_ACQUIRE);
 
-	shim_close_end(t, k);
 	shunt__own_del(&t->kept);
 	sys_close(k);
 	__atomic_store_n(&t->kept, 0, __ATOMIC_RELAXED);
+}
+
+/* The last call is done: the end the close put off. */
+static void end_kept(struct tsock *t)
+{
+	shim_close_end(t, __atomic_load_n(&t->kept, __ATOMIC_ACQUIRE));
+	let_go_kept(t);
+	kept_enlist(NULL, t);
+}
+
+/* Around fork (-1: before, 1: in the parent, 0: in the child).  A child's
+ * copy of a kept socket would hold the connection open after the parent's
+ * call ended it: the child, which has no such call, lets go of them. */
+void shim_kept_fork(int phase)
+{
+	if (phase < 0) {
+		pthread_mutex_lock(&kept_mu);
+		return;
+	}
+	for (int i = 0; phase == 0 && i < KEPT_MAX; i++)
+		if (kept_list[i]) {
+			let_go_kept(kept_list[i]);
+			kept_list[i] = NULL;
+		}
+	pthread_mutex_unlock(&kept_mu);
 }
 
 /* The last fd of this process that named t is gone.  fd is that number if

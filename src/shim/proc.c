@@ -210,6 +210,7 @@ void shim_fork_prepare(void)
 		forking = 1;
 	}
 	shim_linger_fork(-1);
+	shim_kept_fork(-1);
 	shunt__own_lock();
 }
 
@@ -219,6 +220,7 @@ void shim_fork_parent(void)
 		shim_moves_resume();
 	stranger = 0;
 	shunt__own_unlock();
+	shim_kept_fork(1);
 	shim_linger_fork(1);
 	if (forking && !wrapped) { /* a fork inside libc: the child will say */
 		births_end(0);
@@ -246,6 +248,7 @@ void shim_fork_child(void)
 {
 	atomic_store(&cached_pid, sys_getpid());
 	shunt__own_unlock();
+	shim_kept_fork(0);
 	shim_linger_fork(0);
 	shim_kick_forked();
 	if (stranger) {

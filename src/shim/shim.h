@@ -383,6 +383,9 @@ void shim_dup(int oldfd, int newfd);
 /* fd is being closed (open: still names the socket, which we may tell
  * the peer through), or was closed behind our back (open = 0): drop it. */
 void shim_forget(int fd, int open);
+/* Around fork: -1 before, 1 in the parent, 0 in the child (fdtab.c,
+ * "Closed under a call"). */
+void shim_kept_fork(int phase);
 /* Visit every tracked fd (fork, exec, close_range). */
 void shim_each(void (*fn)(int fd, struct tsock *t, void *arg), void *arg);
 /* The fd kind table: is fd a TCP socket we made or accepted from one? */
