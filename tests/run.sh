@@ -90,7 +90,7 @@ if [ "$kind" = tsan ]; then
 			"(vm.mmap_rnd_bits=$(sysctl -n vm.mmap_rnd_bits 2>/dev/null || echo '?'))"
 	fi
 	export SHUNT_TEST_BYTES=${SHUNT_TEST_BYTES:-64m}
-	export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1 second_deadlock_stack=1 exitcode=66}
+	export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1 second_deadlock_stack=1 exitcode=66 suppressions=$(cd "$(dirname "$0")" && pwd)/tsan.supp}
 fi
 if [ "$kind" = asan ]; then
 	export SHUNT_TEST_BYTES=${SHUNT_TEST_BYTES:-256m}

@@ -828,7 +828,13 @@ static void case_close_under_send(void)
 	ts_moved_pair(&a, &b);
 	bs.fd = a;
 	ASSERT_EQ(pthread_create(&bs.t, NULL, blocked_send_main, &bs), 0);
-	test_sleep_ms(100);
+	/* It is blocked once what it sent waits unread and stops growing. */
+	int was = -1, now = 0;
+	for (int i = 0; i < 500 && (now < 65536 || now != was); i++) {
+		test_sleep_ms(20);
+		was = now;
+		ASSERT_SYS(ioctl(b, FIONREAD, &now));
+	}
 	ASSERT_MSG(!atomic_load(&bs.done), "a %d MiB send did not wait for room", BIG_SEND / MIB);
 	ASSERT_SYS(close(a));
 	ts_recv_stream(b, bs.seed, 0, BIG_SEND, ts_ms(10000));
