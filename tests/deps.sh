@@ -60,6 +60,7 @@ NEEDED=(
 	mpicc:libopenmpi-dev
 	mpirun:openmpi-bin
 	python3:python3
+	ruby:ruby
 	ab:apache2-utils
 	apache2:apache2
 	erl:erlang-base
