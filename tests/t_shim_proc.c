@@ -420,6 +420,44 @@ static void case_fork_child_dies(void)
 	ASSERT_SYS(close(b));
 }
 
+/* A child that holds one end of a connection for a while, as Redis's
+ * BGSAVE child holds every socket while it writes its snapshot: the other
+ * end it closes at once. */
+struct holding {
+	int drop, ms;
+};
+
+static void holding_child(void *arg)
+{
+	struct holding *h = arg;
+
+	ASSERT_SYS(close(h->drop));
+	test_sleep_ms(h->ms);
+}
+
+/* Through more round trips than the first looks and a meeting last, the
+ * held end refuses (another process holds it) and the other meets nobody;
+ * once the child is gone, both try again and the connection moves.  Both
+ * gave up for good before: "stays on TCP: shared" and "nopeer". */
+static void case_fork_holds_then_exits(void)
+{
+	int a, b;
+	uint64_t off = 0;
+
+	ts_pair(&a, &b);
+	struct holding h = { b, 2500 };
+	pid_t child = test_fork(holding_child, &h);
+	ASSERT_MSG(!try_move(a, b, 2000) || ts_disabled(),
+		   "the connection moved while a child held one end");
+	int st = test_wait(child, 10);
+	ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	ASSERT_MSG(try_move(a, b, 15000), "the connection did not move within 15 s of the child's end");
+	exchange(a, b, shim_seed(12), &off, 100 * KIB);
+	ASSERT_SYS(close(a));
+	ts_expect_eof(b, ts_ms(2000));
+	ASSERT_SYS(close(b));
+}
+
 #ifndef __NR_clone3
 #define __NR_clone3 435
 #endif
@@ -1575,6 +1613,7 @@ static const struct shim_case g_cases[] = {
 	{ "fork_before_move", case_fork_before_move },
 	{ "fork_close_at_once", case_fork_close_at_once },
 	{ "fork_child_dies", case_fork_child_dies },
+	{ "fork_holds_then_exits", case_fork_holds_then_exits },
 	{ "fork_fails", case_fork_fails },
 	{ "fork_kin", case_fork_kin },
 	{ "clone_forks", case_clone_forks },

@@ -627,14 +627,17 @@ void shim_count_moved(void)
 		atomic_fetch_add_explicit(&p->moved, 1, memory_order_relaxed);
 }
 
-void shim_count_why(struct tslot *s, enum shim_why why)
+int shim_count_why(struct tslot *s, enum shim_why why)
 {
 	uint32_t none = 0;
 	struct arena_proc *p = atomic_load_explicit(&me, memory_order_acquire);
 
 	/* Once per connection: the first reason is the one that counts. */
-	if (atomic_compare_exchange_strong(&s->why, &none, (uint32_t)why + 1) && p)
+	if (!atomic_compare_exchange_strong(&s->why, &none, (uint32_t)why + 1))
+		return 0;
+	if (p)
 		atomic_fetch_add_explicit(&p->why[why], 1, memory_order_relaxed);
+	return 1;
 }
 
 /* A forked child is a new process of the family: its own line, and so

@@ -128,11 +128,11 @@ void shim_give_up(struct tsock *t, int fd, enum shim_why why)
 	struct tslot *s = t->slot;
 	uint32_t st = atomic_load(&s->state);
 
+	/* One line per connection, as one count: a connection that met
+	 * nobody said so at its first try (meet_later). */
 	if ((st == SLOT_PLAIN || st == SLOT_MEET) &&
-	    atomic_compare_exchange_strong(&s->state, &st, SLOT_OFF)) {
-		shim_count_why(s, why);
+	    atomic_compare_exchange_strong(&s->state, &st, SLOT_OFF) && shim_count_why(s, why))
 		log_info("fd %d stays on TCP: %s", fd, shim_why_names[why]);
-	}
 	if (st == SLOT_MEET) {
 		shim_meet_drop(t);
 		shim_vm_drop(t);
@@ -261,6 +261,9 @@ static int start(struct tsock *t, int fd)
 	uint32_t plain = SLOT_PLAIN;
 	if (!atomic_compare_exchange_strong(&s->state, &plain, SLOT_MEET))
 		return WHY_ERROR; /* another thread or process is at it */
+	/* The meeting's own steps: looks refused before (wait_later) spent
+	 * none of them. */
+	atomic_store(&s->steps, 0);
 	atomic_store(&s->started_ns, shunt_now_ns());
 	shim_vm_wanted(t); /* which medium: between VMs, or this host's */
 	return -1;
@@ -341,12 +344,75 @@ static int too_soon(struct tslot *s, uint64_t work)
 	return 1;
 }
 
-/* Refused for a reason that may pass: try again later, but not forever. */
-static void wait_later(struct tsock *t, int fd, uint64_t calls)
+/* --- Later -----------------------------------------------------------------
+ * A connection long on TCP still moves once both ends can: a look refused
+ * because another live process holds the socket (a fork child that will
+ * exit, a parent that will close its copy) is tried again, and so is a
+ * meeting that found no peer (the peer may have been the refused one).
+ * Given up for good after 24 looks, a Redis replication link whose master
+ * forked for each BGSAVE (every child holds every socket while it writes
+ * its snapshot) stayed on TCP at both ends: the master's refused, the
+ * replica's had met nobody (t_apps_redis_repl, 2 runs in 3).  The tries
+ * come on a grid of CLOCK_MONOTONIC seconds, which all processes of a host
+ * read alike: after its k-th failure an end tries at the next multiple of
+ * 2^(k-1) seconds, 8 at most, so two ends that failed at different times
+ * meet on the 8-second grid at the latest.  A peer without shunt costs a
+ * meeting's failed connects (or accepts) every 8 s, for RETRY_MAX tries;
+ * a look, a few system calls a second at most.
+ */
+#define RETRY_MAX_LOG 3
+#define RETRY_MAX 16 /* then for good: some 2 minutes of tries */
+
+static void retry_after(struct tslot *s, uint64_t work)
 {
-	schedule(t->slot, calls);
-	if (atomic_load(&t->slot->steps) > MAX_STEPS)
-		give_up(t, fd, WHY_SHARED);
+	uint32_t k = atomic_fetch_add(&s->retries, 1);
+	uint64_t period = 1ull << SHUNT_MIN(k, (uint32_t)RETRY_MAX_LOG);
+	uint64_t now = (uint64_t)shunt_now_ns() / 1000000000u;
+
+	atomic_store(&s->retry_s, (uint32_t)((now / period + 1) * period));
+	atomic_store(&s->next_step, work + STEP_GAP_MAX);
+}
+
+/* May a step be taken now?  Else the next is STEP_GAP_MAX calls on. */
+static int retry_due(struct tslot *s, uint64_t work)
+{
+	uint32_t at = atomic_load(&s->retry_s);
+
+	if (!at || (uint64_t)shunt_now_ns() / 1000000000u >= at)
+		return 1;
+	atomic_store(&s->next_step, work + STEP_GAP_MAX);
+	return 0;
+}
+
+/* Refused for a reason that may pass: look again soon, then later. */
+static void wait_later(struct tslot *s, uint64_t work)
+{
+	if (atomic_load(&s->steps) < MAX_STEPS)
+		schedule(s, work);
+	else
+		retry_after(s, work);
+}
+
+/* A meeting that found no peer in its steps and time: TCP until the next
+ * try.  The first such end is logged and counted as "nopeer" (once per
+ * connection: a later move logs "upgraded" as well). */
+static void meet_later(struct tsock *t, int fd, uint64_t work)
+{
+	struct tslot *s = t->slot;
+	uint32_t st = SLOT_MEET;
+
+	if (!atomic_compare_exchange_strong(&s->state, &st, SLOT_PLAIN))
+		return;
+	shim_meet_drop(t);
+	shim_vm_drop(t);
+	if (shim_count_why(s, WHY_NOPEER))
+		log_info("fd %d stays on TCP: nopeer (it tries again now and then)", fd);
+	if (atomic_load(&s->retries) >= RETRY_MAX) {
+		give_up(t, fd, WHY_NOPEER);
+		return;
+	}
+	atomic_store(&s->steps, MAX_STEPS);
+	retry_after(s, work);
 }
 
 static void take_step(struct tsock *t, int fd, uint64_t calls)
@@ -354,6 +420,8 @@ static void take_step(struct tsock *t, int fd, uint64_t calls)
 	struct tslot *s = t->slot;
 
 	if (atomic_load(&s->state) == SLOT_PLAIN) {
+		if (!retry_due(s, calls))
+			return;
 		/* One thread of ours at a time (a reader's and a writer's calls
 		 * both step): start() fills the slot's addresses. */
 		if (atomic_exchange(&t->starting, 1))
@@ -361,7 +429,7 @@ static void take_step(struct tsock *t, int fd, uint64_t calls)
 		int why = start(t, fd);
 		atomic_store(&t->starting, 0);
 		if (why >= 0) {
-			wait_later(t, fd, calls);
+			wait_later(s, calls);
 			return;
 		}
 	}
@@ -378,7 +446,14 @@ static void take_step(struct tsock *t, int fd, uint64_t calls)
 		uint32_t st = SLOT_MEET;
 		if (atomic_compare_exchange_strong(&s->state, &st, SLOT_PLAIN))
 			log_info("fd %d: meeting called off: another process holds the socket", fd);
-		wait_later(t, fd, calls);
+		wait_later(s, calls);
+		return;
+	}
+	/* The peer's end of the meeting went away under it (it gave up its
+	 * own steps, or its listener closed): no peer met, this time. */
+	if (rc == -EPIPE || rc == -ECONNRESET || rc == -ECONNREFUSED) {
+		log_debug("fd %d: the meeting broke off: %s", fd, strerror(-rc));
+		meet_later(t, fd, calls);
 		return;
 	}
 	if (rc < 0) {
@@ -390,7 +465,7 @@ static void take_step(struct tsock *t, int fd, uint64_t calls)
 	schedule(s, calls);
 	if (atomic_load(&s->steps) > MAX_STEPS ||
 	    shunt_now_ns() - atomic_load(&s->started_ns) > MAX_MEET_NS)
-		give_up(t, fd, WHY_NOPEER);
+		meet_later(t, fd, calls);
 }
 
 /* --- Pausing for a new process -------------------------------------------------

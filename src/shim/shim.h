@@ -223,9 +223,12 @@ struct tslot {
 	_Atomic uint64_t calls, bytes_in, bytes_out;
 	_Atomic uint64_t next_step; /* `calls` at which the move takes a step */
 	_Atomic uint32_t steps;
+	_Atomic uint32_t retries;   /* meetings that found no peer, and looks
+	                             * refused past MAX_STEPS (move.c, "Later") */
 	_Atomic int64_t started_ns; /* first step of the move */
 	_Atomic int64_t stepped_ns; /* the last step of the meeting */
 	_Atomic uint32_t held_why; /* enum shim_why + 1: why the last step waited */
+	_Atomic uint32_t retry_s;  /* no step before this second of CLOCK_MONOTONIC */
 	_Atomic uint64_t rx_tcp;   /* TCP stream bytes consumed by our reads */
 	_Atomic uint64_t x_peer;   /* with PH_RX_KNOW: where the peer's ring data starts */
 	_Atomic uint32_t inflight; /* our sends inside the kernel (TCP phase) */
@@ -305,7 +308,7 @@ void shim_segment_mapped(int delta);
 /* Count for `shunt stat`. */
 void shim_count_seen(void);
 void shim_count_moved(void);
-void shim_count_why(struct tslot *s, enum shim_why why);
+int shim_count_why(struct tslot *s, enum shim_why why);
 
 /* --- Tracked sockets (fdtab.c) -------------------------------------------- */
 
