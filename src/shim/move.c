@@ -7,9 +7,10 @@
  * or carried upgrade-bytes (16 and 256 KiB by default) at one end, that end
  * starts to meet the other (meet.c), one non-blocking step per data call,
  * at calls n, n+2, n+4, n+8 ... (at most 64 apart), for at most 24 steps
- * and 10 s: a peer that does not run shunt costs a few failed connect()s
- * or accept()s over the connection's life, and a connection that closes
- * early never pays for anything.  Between steps, every 64 KiB a call
+ * and 10 s, then again later ("Later", below): a peer that does not run
+ * shunt costs a few failed connect()s or accepts() per meeting, 17
+ * meetings at most, and a connection that closes early never pays for
+ * anything.  Between steps, every 64 KiB a call
  * carries counts as one call more: a bulk sender that writes megabytes a
  * call (nginx's sendfile: 5 MiB in 7 calls) steps as often as it needs to
  * meet its peer while the transfer lasts, and pays a step per 64 KiB at
