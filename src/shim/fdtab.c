@@ -131,7 +131,7 @@ static void end_kept(struct tsock *t);
 
 static void tsock_free(struct tsock *t)
 {
-	if (t->kept > 0)
+	if (__atomic_load_n(&t->kept, __ATOMIC_ACQUIRE) > 0)
 		end_kept(t);
 	if (t->mapped) {
 		/* Our mapping only: the slot is shared with the family, whose
@@ -315,10 +315,13 @@ static void let_go_kept(struct tsock *t)
 	__atomic_store_n(&t->kept, 0, __ATOMIC_RELAXED);
 }
 
-/* The last call is done: the end the close put off. */
+/* The last call is done: the end the close put off, if the connection is
+ * still in shared memory (the call may have taken it back to TCP, where
+ * the kernel's close says it all). */
 static void end_kept(struct tsock *t)
 {
-	shim_close_end(t, __atomic_load_n(&t->kept, __ATOMIC_ACQUIRE));
+	if (atomic_load(&t->slot->state) == SLOT_MOVED && t->mapped)
+		shim_close_end(t, __atomic_load_n(&t->kept, __ATOMIC_ACQUIRE));
 	let_go_kept(t);
 	kept_enlist(NULL, t);
 }
