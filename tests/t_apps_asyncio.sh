@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# t_apps_asyncio: CPython's asyncio under shunt (tests/apps_asyncio.py).
+#
+# One event loop per process, all sockets non-blocking over epoll
+# (selectors): a server of asyncio streams and a client that drives 8
+# connections at once from one thread (300 echo round trips each, 4 MiB up
+# in pieces with drain(), hashed, and a 4 MiB file down by loop.sendfile(),
+# which is os.sendfile).  Readers and writers register and unregister
+# with epoll as their buffers fill and drain: the library's epoll carries
+# all of it.  Every answer is checked by the client; the 8 connections
+# move at both ends.
+lib=$(dirname "$0")/apps_lib.sh
+[ -f "$lib" ] || lib=$(dirname "$0")/../../tests/apps_lib.sh
+# shellcheck source=tests/apps_lib.sh
+. "$lib" || exit 1
+
+apps_init asyncio
+need python3
+
+py=$APPS_SRC/tests/apps_asyncio.py
+rand_file "$T/file" $((4 << 20))
+port=$(free_port)
+start_server server python3 "$py" server "$port" "$T/file"
+wait_ready server "$LAST_PID"
+run_client client 120 python3 "$py" client "$port" "$T/file" >"$T/client.out" 2>&1 ||
+	fail "the client exited with status $?: $(tail -n 3 "$T/client.out")"
+grep -q "^client: ok" "$T/client.out" || fail "the client did not finish: $(tail -n 3 "$T/client.out")"
+say "8 connections from one event loop: every echo, sum and file intact"
+assert_accelerated 8 "$T/client.log"
+assert_accelerated 8 "$T/server.log"
+say "pass"
