@@ -845,6 +845,62 @@ static void case_close_under_send(void)
 	ASSERT_SYS(close(b));
 }
 
+/* Many at once, and the numbers taken again: 6 moved connections, a
+ * reader blocked on each, their fds closed (or dup2'd onto) in a random
+ * order while new pipes take the numbers that free.  Each reader takes its
+ * own peer's byte, nothing of the pipes' (a wait that read its old number
+ * again would take a pipe's bytes or lose its doorbell), and each peer
+ * sees the end after. */
+#define UNDER_N 6
+
+static void case_close_under_recv_many(void)
+{
+	int a[UNDER_N], b[UNDER_N], order[UNDER_N], pipes[UNDER_N][2];
+	struct blocked_read br[UNDER_N];
+	uint64_t rnd = shim_seed(13);
+
+	for (int i = 0; i < UNDER_N; i++) {
+		ts_moved_pair(&a[i], &b[i]);
+		order[i] = i;
+	}
+	for (int i = UNDER_N - 1; i > 0; i--) {
+		rnd = test_mix64(rnd);
+		int j = (int)(rnd % (uint64_t)(i + 1)), x = order[i];
+		order[i] = order[j];
+		order[j] = x;
+	}
+	for (int i = 0; i < UNDER_N; i++)
+		blocked_read_start(&br[i], a[i]);
+	for (int k = 0; k < UNDER_N; k++) {
+		int i = order[k];
+		ASSERT_SYS(k % 2 ? onto_null(a[i]) : close(a[i]));
+		ASSERT_SYS(pipe(pipes[i]));
+		ASSERT_SYS(write(pipes[i][1], "pp", 2));
+	}
+	test_sleep_ms(50);
+	for (int i = 0; i < UNDER_N; i++)
+		ASSERT_MSG(!atomic_load(&br[i].done), "reader %d returned %zd (%s) before any byte", i,
+			   br[i].r, test_errname(br[i].err));
+	for (int i = 0; i < UNDER_N; i++)
+		ASSERT_EQ(send(b[i], "x", 1, MSG_NOSIGNAL), 1);
+	for (int i = 0; i < UNDER_N; i++) {
+		blocked_read_join(&br[i], ts_ms(3000), "its peer sent a byte");
+		ASSERT_MSG(br[i].r == 1, "reader %d: recv returned %zd (%s), want 1", i, br[i].r,
+			   test_errname(br[i].err));
+	}
+	for (int i = 0; i < UNDER_N; i++) {
+		char p[4];
+		ts_expect_eof(b[i], ts_ms(2000));
+		ASSERT_EQ(read(pipes[i][0], p, sizeof(p)), 2);
+		ASSERT_SYS(close(b[i]));
+		ASSERT_SYS(close(pipes[i][0]));
+		ASSERT_SYS(close(pipes[i][1]));
+	}
+	for (int k = 0; k < UNDER_N; k++)
+		if (k % 2)
+			ASSERT_SYS(close(a[order[k]]));
+}
+
 /* SHUT_RDWR wakes the blocked reader too, and the peer sees the end. */
 static void case_shutdown_rdwr_wakes(void)
 {
@@ -1296,6 +1352,7 @@ static const struct shim_case g_cases[] = {
 	{ "dup2_under_recv", case_dup2_under_recv },
 	{ "close_range_under_recv", case_close_range_under_recv },
 	{ "close_under_send", case_close_under_send },
+	{ "close_under_recv_many", case_close_under_recv_many },
 	{ "shutdown_wr_wakes", case_shutdown_wr_wakes },
 	{ "data_to_shut_peer", case_data_to_shut_peer },
 	{ "opt_after_shut_both", case_opt_after_shut_both },
