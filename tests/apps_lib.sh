@@ -261,6 +261,21 @@ wait_ready() {
 	fail "$1 is not ready after 10 s"
 }
 
+# script_pair CMD...: a server and a client made of one script: `CMD server
+# PORT $T/file` in the background until it prints "ready" (its log:
+# server.log), then `CMD client PORT $T/file` (client.log, 120 s at most),
+# which must exit 0 having printed "client: ok" (its output: client.out).
+script_pair() {
+	local port
+	port=$(free_port)
+	start_server server "$@" server "$port" "$T/file"
+	wait_ready server "$LAST_PID"
+	run_client client 120 "$@" client "$port" "$T/file" >"$T/client.out" 2>&1 ||
+		fail "the client exited with status $?: $(tail -n 3 "$T/client.out")"
+	grep -q "^client: ok" "$T/client.out" ||
+		fail "the client did not finish: $(tail -n 3 "$T/client.out")"
+}
+
 # wait_listen PORT PID [SECS [NS]]: wait until something listens on PORT
 # (in namespace NS), failing at once if PID died, and after SECS (10).
 wait_listen() {

@@ -19,12 +19,7 @@ need python3
 
 py=$APPS_SRC/tests/apps_asyncio.py
 rand_file "$T/file" $((4 << 20))
-port=$(free_port)
-start_server server python3 "$py" server "$port" "$T/file"
-wait_ready server "$LAST_PID"
-run_client client 120 python3 "$py" client "$port" "$T/file" >"$T/client.out" 2>&1 ||
-	fail "the client exited with status $?: $(tail -n 3 "$T/client.out")"
-grep -q "^client: ok" "$T/client.out" || fail "the client did not finish: $(tail -n 3 "$T/client.out")"
+script_pair python3 "$py"
 say "8 connections from one event loop: every echo, sum and file intact"
 assert_accelerated 8 "$T/client.log"
 assert_accelerated 8 "$T/server.log"

@@ -19,12 +19,7 @@ need ruby
 
 rb=$APPS_SRC/tests/apps_ruby.rb
 rand_file "$T/file" $((4 << 20))
-port=$(free_port)
-start_server server ruby "$rb" server "$port" "$T/file"
-wait_ready server "$LAST_PID"
-run_client client 120 ruby "$rb" client "$port" "$T/file" >"$T/client.out" 2>&1 ||
-	fail "the client exited with status $?: $(tail -n 3 "$T/client.out")"
-grep -q "^client: ok" "$T/client.out" || fail "the client did not finish: $(tail -n 3 "$T/client.out")"
+script_pair ruby "$rb"
 say "5 connections: every echo, sum and file intact"
 ! grep -q "server:" "$T/server.out" || fail "the server said: $(grep -m 3 server: "$T/server.out")"
 assert_accelerated 5 "$T/client.log"
