@@ -42,11 +42,20 @@ static struct tslot *slot_of(struct shunt_bell *b)
 	return ((struct tsock *)b->ctx)->slot;
 }
 
-/* The socket to ring and sleep on, looked up at each use: the program may
- * close its fd while we sleep (fdtab.c, "Closed under a call"). */
+/* The socket a call on t rings and sleeps on: the dup its close kept
+ * while the call was in progress (fdtab.c, "Closed under a call"), else
+ * the program's fd. */
+static int kfd(struct tsock *t, int fd)
+{
+	int k = __atomic_load_n(&t->kept, __ATOMIC_ACQUIRE);
+
+	return k > 0 ? k : fd;
+}
+
+/* ... looked up at each use: the program may close its fd while we sleep. */
 static int bell_fd(struct shunt_bell *b)
 {
-	return shim_kfd(b->ctx, b->fd[0]);
+	return kfd(b->ctx, b->fd[0]);
 }
 
 /* fd, which a wait took before it slept, was closed meanwhile, and the
@@ -54,7 +63,7 @@ static int bell_fd(struct shunt_bell *b)
  * another file's now); the caller looks again, on the kept one. */
 static int stale(struct tsock *t, int fd)
 {
-	return shim_kfd(t, fd) != fd;
+	return kfd(t, fd) != fd;
 }
 
 static int phase(struct tslot *s)
@@ -226,7 +235,7 @@ static int take(struct tsock *t, int fd, int flags)
 		errno = err;
 		/* The read held the socket while its fd was closed: what it
 		 * saw is taken through the one kept. */
-		fd = shim_kfd(t, fd);
+		fd = kfd(t, fd);
 	}
 
 	/* A read of ours asleep in the kernel on the stream (io.c, tcp_part)

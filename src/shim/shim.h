@@ -649,18 +649,9 @@ int shim_behind_back(struct tslot *s, int fd);
 /* Our doorbells end: once this returns, none is on its way, and the
  * kernel's count of our stream is final as far as they go. */
 void shim_bells_end(struct tslot *s);
-/* The socket a call on t rings and sleeps on: the dup its close kept
- * while the call was in progress, else the program's fd (fdtab.c). */
-static inline int shim_kfd(struct tsock *t, int fd)
-{
-	int k = __atomic_load_n(&t->kept, __ATOMIC_ACQUIRE);
-
-	return k > 0 ? k : fd;
-}
-
 static inline struct shunt_bell shim_bell(struct tsock *t, int fd)
 {
-	return (struct shunt_bell){ &shim_bell_ops, { shim_kfd(t, fd), -1 }, t };
+	return (struct shunt_bell){ &shim_bell_ops, { fd, -1 }, t };
 }
 
 /* --- Data (io.c) ----------------------------------------------------------
