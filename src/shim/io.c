@@ -2078,6 +2078,12 @@ int shim_nodelay_set(struct tsock *t, int fd, int opt, const void *val, socklen_
 		rc = int_option(val, len, &v);
 		if (rc == 0)
 			*nd_value(s, opt) = !!v; /* the kernel keeps a flag */
+		/* TCP's setting sends what a MSG_MORE send left waiting, which
+		 * after the peer's close is in our kernel socket: set again,
+		 * the kernel's Nagle off does the same (t_shim_flags
+		 * more_after_close_pushed). */
+		if (rc == 0 && !s->nd_cork && (opt == TCP_CORK) != !!v)
+			nd_kernel_set(fd, TCP_NODELAY, 1);
 		rc = (int)shim_err(rc);
 	}
 	shim_unlock(&s->opt_mu);
