@@ -1547,6 +1547,120 @@ static void case_fionread_peer_back(void)
 	ASSERT_SYS(close(a));
 }
 
+/* An option that needs TCP, set while the peer makes no call on the
+ * socket (it waits on a pipe, as a program busy elsewhere): TCP's
+ * setsockopt (or fcntl) returns at once and nothing is lost.  The way back
+ * waited 5 s in the call for the peer's answer, then reset the connection
+ * (both sides read ECONNRESET; tests/diff_shim.c seed 15561180703334, an
+ * option set by a forked end).  Now it goes back at once on our side, and
+ * on the peer's at its next call: the 1500 bytes its ring held before,
+ * the 100 it sends after, the 300 we send meanwhile, all in order. */
+struct idle_peer {
+	int go[2]; /* parent -> peer: "send more" */
+	uint64_t seed;
+	int we_close; /* we close before its next call: it reads ours, then the end */
+};
+
+static void idle_peer_main(int fd, void *arg)
+{
+	struct idle_peer *ip = arg;
+	unsigned char buf[300];
+
+	ts_make_accelerated_follow(fd);
+	ts_send_stream(fd, ip->seed, 0, 1500, ts_ms(2000));
+	ts_token_recv(ip->go[0], ts_ms(10000));
+	if (!ip->we_close)
+		ts_send_stream(fd, ip->seed, 1500, 100, ts_ms(2000));
+	ts_read_exact(fd, buf, sizeof(buf), ts_ms(2000));
+	ASSERT_EQ(test_stream_check(ip->seed + 1, 0, buf, sizeof(buf)), (size_t)-1);
+	if (ip->we_close)
+		ts_expect_eof(fd, ts_ms(2000));
+	ASSERT_SYS(close(fd));
+}
+
+static void opt_peer_idle_once(int fcntl_setown, int we_close)
+{
+	struct idle_peer ip = { .seed = shim_seed(80 + fcntl_setown), .we_close = we_close };
+	struct shim_peer p;
+	int v = 1;
+
+	ASSERT_SYS(pipe(ip.go));
+	ts_peer_start(&p, idle_peer_main, &ip);
+	ASSERT_SYS(close(ip.go[0]));
+	ts_make_accelerated_lead(p.fd);
+	ts_wait_arrived(p.fd, 1500, ts_ms(2000));
+	uint64_t t0 = test_now_ns();
+	if (fcntl_setown)
+		ASSERT_SYS(fcntl(p.fd, F_SETOWN, getpid()));
+	else
+		ASSERT_SYS(setsockopt(p.fd, SOL_SOCKET, SO_OOBINLINE, &v, sizeof(v)));
+	uint64_t ms = (test_now_ns() - t0) / 1000000;
+	ASSERT_MSG(ms < 1000, "%s took %llu ms with the peer busy elsewhere",
+		   fcntl_setown ? "F_SETOWN" : "SO_OOBINLINE", (unsigned long long)ms);
+	ts_send_stream(p.fd, ip.seed + 1, 0, 300, ts_ms(2000));
+	ts_recv_stream(p.fd, ip.seed, 0, 1500, ts_ms(2000));
+	if (we_close)
+		ASSERT_SYS(close(p.fd));
+	ts_token_send(ip.go[1], 'g');
+	if (!we_close) {
+		ts_recv_stream(p.fd, ip.seed, 1500, 100, ts_ms(2000));
+		ts_expect_eof(p.fd, ts_ms(2000));
+		ASSERT_MSG(!ts_moved(p.fd), "still in shared memory after an option that needs TCP");
+	}
+	ts_peer_wait(&p, ts_ms(5000));
+	ASSERT_SYS(close(ip.go[1]));
+	if (!we_close)
+		ASSERT_SYS(close(p.fd));
+}
+
+static void case_opt_peer_idle(void)
+{
+	opt_peer_idle_once(0, 0);
+	opt_peer_idle_once(1, 0);
+	opt_peer_idle_once(0, 1);
+}
+
+/* The same, then stdio takes the socket (fdopen: the connection must be
+ * all the kernel's), the peer's 1500 bytes still unread in its ring, while
+ * the peer wakes 300 ms later: the hand-over waits for its answer, and it
+ * resends those bytes by TCP, as on the loud way back.  stdio reads them,
+ * then the peer's next 100, then the end. */
+static void *token_later(void *arg)
+{
+	int *fd = arg;
+
+	test_sleep_ms(300);
+	ts_token_send(*fd, 'g');
+	return NULL;
+}
+
+static void case_opt_then_stdio(void)
+{
+	struct idle_peer ip = { .seed = shim_seed(83) };
+	struct shim_peer p;
+	pthread_t th;
+	int v = 1;
+	static unsigned char buf[1600];
+
+	ASSERT_SYS(pipe(ip.go));
+	ts_peer_start(&p, idle_peer_main, &ip);
+	ASSERT_SYS(close(ip.go[0]));
+	ts_make_accelerated_lead(p.fd);
+	ts_wait_arrived(p.fd, 1500, ts_ms(2000));
+	ASSERT_SYS(setsockopt(p.fd, SOL_SOCKET, SO_OOBINLINE, &v, sizeof(v)));
+	ts_send_stream(p.fd, ip.seed + 1, 0, 300, ts_ms(2000));
+	ASSERT_EQ(pthread_create(&th, NULL, token_later, &ip.go[1]), 0);
+	FILE *f = fdopen(p.fd, "r");
+	ASSERT_NOT_NULL(f);
+	ASSERT_EQ(fread(buf, 1, sizeof(buf), f), sizeof(buf));
+	ASSERT_EQ(test_stream_check(ip.seed, 0, buf, sizeof(buf)), (size_t)-1);
+	ASSERT_EQ(fgetc(f), EOF);
+	ASSERT_EQ(pthread_join(th, NULL), 0);
+	ts_peer_wait(&p, ts_ms(5000));
+	ASSERT_SYS(close(ip.go[1]));
+	ASSERT_EQ(fclose(f), 0);
+}
+
 /* SO_OOBINLINE: the urgent byte is read in its place in the stream. */
 static void case_oobinline_after_move(void)
 {
@@ -1632,6 +1746,8 @@ static const struct shim_case g_cases[] = {
 	{ "first_send_after_close", case_first_send_after_close },
 	{ "more_after_close_pushed", case_more_after_close_pushed },
 	{ "opt_after_peer_back", case_opt_after_peer_back },
+	{ "opt_peer_idle", case_opt_peer_idle },
+	{ "opt_then_stdio", case_opt_then_stdio },
 	{ "fionread_peer_back", case_fionread_peer_back },
 	{ "opt_after_peer_close", case_opt_after_peer_close },
 	{ "first_send_after_close_blocked", case_first_send_after_close_blocked },

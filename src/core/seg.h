@@ -78,6 +78,8 @@ struct shunt_index {
 #define SHUNT_SW_ASK  0x4u /* asks the peer to go back to TCP too */
 #define SHUNT_SW_TCP  0x8u /* its sends stay on TCP for good (it shut the
                             * stream down first): the peer keeps its on TCP too */
+#define SHUNT_SW_LAZY 0x10u /* with ASK: the asker reads the peer's ring to
+                             * its end itself; the peer resends none of it */
 struct shunt_switch {
 	_Alignas(SHUNT_LINE) _Atomic uint32_t flags;
 	uint32_t pad;

@@ -195,9 +195,13 @@ static int flush_locked(struct tsock *t, int fd, int block)
 	uint64_t pos = atomic_load(&s->back_pos), end = atomic_load(&s->back_end);
 
 	if (pos == UNKNOWN) {
-		if (!(peer_flags(s) & SHUNT_SW_BACK))
+		atomic_thread_fence(memory_order_seq_cst); /* finish_quietly */
+		uint32_t pf = peer_flags(s);
+		if (!(pf & SHUNT_SW_BACK))
 			return -EAGAIN;
-		if (leftovers(s, &pos) < 0)
+		if (pf & SHUNT_SW_LAZY)
+			pos = end; /* it reads our ring itself (back_quietly) */
+		else if (leftovers(s, &pos) < 0)
 			return -EPROTO;
 		atomic_store(&s->back_pos, pos);
 		log_debug("fd %d: %llu ring bytes the peer left unread go by TCP", fd,
@@ -552,6 +556,15 @@ int shim_back_rx(struct tsock *t, int fd, int wait)
 	return rx_leave(t, fd, wait, !wait);
 }
 
+/* The connection is plain: what every way back ends with. */
+static void went_back(struct tsock *t, int fd, enum shim_why why, const char *how)
+{
+	shim_nodelay_restore(t, fd);
+	shim_epoll_back(t);
+	shim_count_why(t->slot, why);
+	log_info("fd %d: back on TCP%s", fd, how);
+}
+
 /* Both directions are on the kernel's socket: the connection is plain. */
 void shim_back_settle(struct tsock *t, int fd)
 {
@@ -561,6 +574,10 @@ void shim_back_settle(struct tsock *t, int fd)
 
 	if ((atomic_load(&s->phase) & all) == all &&
 	    atomic_compare_exchange_strong(&s->state, &st, SLOT_OFF)) {
+		if (atomic_load(&sw_of(s, (int)s->side)->flags) & SHUNT_SW_LAZY) {
+			went_back(t, fd, WHY_OPTIONS, " (quietly: an option needs it)");
+			return;
+		}
 		shim_nodelay_restore(t, fd);
 		shim_epoll_back(t);
 		log_info("fd %d: back on TCP, as the peer asked", fd);
@@ -725,12 +742,19 @@ static int ask_locked(struct tsock *t, int fd, int peer_ring, int64_t deadline)
 		if (rc < 0)
 			return rc;
 	}
+	/* The peer went back quietly at the same time (back_quietly): it
+	 * resends nothing of ours, we nothing of its. */
+	if (peer_flags(s) & SHUNT_SW_LAZY)
+		return -EBUSY;
 	/* Our stream first: it may move the tail that our BACK declares
 	 * final (unread_to_ring). */
 	int rc = 0;
 	if (peer_ring && !(peer_flags(s) & SHUNT_SW_TCP))
 		rc = leave_rx(s, fd, deadline);
-	return rc < 0 ? rc : leave_tx(s, fd);
+	/* A quiet asker said BACK long ago (finish_quietly). */
+	if (rc < 0 || (atomic_load(&sw_of(s, (int)s->side)->flags) & SHUNT_SW_BACK))
+		return rc;
+	return leave_tx(s, fd);
 }
 
 /* Ask, and wake the peer if it may sleep (our doorbell is no data once
@@ -840,15 +864,6 @@ static int back_past_close(struct tsock *t, int fd)
 	return plain_once_read(t, fd, 1);
 }
 
-/* The connection is plain: what every way back ends with. */
-static void went_back(struct tsock *t, int fd, enum shim_why why, const char *how)
-{
-	shim_nodelay_restore(t, fd);
-	shim_epoll_back(t);
-	shim_count_why(t->slot, why);
-	log_info("fd %d: back on TCP%s", fd, how);
-}
-
 /*
  * We shut both ways (io.c, shut_both): nothing more comes by the ring (the
  * peer's sends go to its kernel's socket, which our shut one resets), and
@@ -868,7 +883,99 @@ int shim_back_past_shut(struct tsock *t, int fd)
 	return 1;
 }
 
-static int demote(struct tsock *t, int fd, enum shim_why why)
+/*
+ * The quiet way back, for an option set on a socket that stays ours
+ * (shim_tcp_only): no answer awaited.  Our sends leave the ring at once,
+ * as an answer's do, and the peer's ring we read to its end ourselves once
+ * it says BACK, which it does on its next call on the socket, as an
+ * answer.  LAZY (before ASK) tells it that our tail is not final: it
+ * resends nothing (flush_locked).  The loud way waited up to 5 s in the
+ * program's setsockopt() for a peer busy elsewhere, then reset the
+ * connection (t_shim_flags opt_peer_idle).  0, or < 0 when it reset.
+ */
+static int back_quietly(struct tsock *t, int fd)
+{
+	struct tslot *s = t->slot;
+
+	shim_switch_tx(t, fd);
+	atomic_fetch_or_explicit(&sw_of(s, (int)s->side)->flags, SHUNT_SW_LAZY,
+				 memory_order_release);
+	ask(t, fd);
+	/* A send of ours asleep on a full ring sees the ask and lets go. */
+	int rc = lock_by(&s->tx_mu, shunt_now_ns() + ASK_NS);
+	if (rc == 0) {
+		rc = leave_tx(s, fd);
+		/* A shutdown that went to the ring follows its bytes. */
+		if (rc == 0 && (shunt_end_state(&s->end) & SHUNT_ST_SHUT_WR))
+			sys_shutdown(fd, SHUT_WR);
+		atomic_fetch_or(&s->phase, PH_NOBELL | PH_TX_BACK | PH_TX_PLAIN);
+		if (rc < 0)
+			give_up_loudly(t, fd, rc);
+		shim_unlock(&s->tx_mu);
+	} else {
+		give_up_loudly(t, fd, rc);
+	}
+	if (rc < 0) {
+		atomic_store(&s->state, SLOT_OFF);
+		went_back(t, fd, WHY_OPTIONS, " (reset)");
+		return rc;
+	}
+	shim_kick_others(); /* a poll of ours for room asks the kernel now */
+	struct family_peer fp = family_peer(s);
+	if (fp.t)
+		shim_back_answer(fp.t, fp.fd);
+	family_steps(&fp);
+	shim_back_rx(t, fd, 0);
+	shim_back_settle(t, fd);
+	return 0;
+}
+
+/*
+ * A connection that went back quietly leaves the library (exec, SCM_RIGHTS,
+ * stdio): its new holder reads only the kernel's socket, so nothing may be
+ * left in the peer's ring for us.  A peer that has not answered yet is
+ * asked to resend what we did not read, as the loud way has it: LAZY off,
+ * our tail final under rx_mu; the fences order that against its BACK and
+ * the look at LAZY that follows it (flush_locked), so either it sees LAZY
+ * off or we see its BACK.  One that answered resends nothing: its ring
+ * must be read to its end already.  0, or < 0 when it reset (as the loud
+ * way does when the peer does not answer in 5 s).
+ */
+static int finish_quietly(struct tsock *t, int fd, enum shim_why why)
+{
+	struct tslot *s = t->slot;
+	struct shunt_switch *me = sw_of(s, (int)s->side);
+	int64_t deadline = shunt_now_ns() + ASK_NS;
+	uint64_t at;
+	int rc = lock_rings(s, deadline);
+
+	if (rc < 0) {
+		give_up_loudly(t, fd, rc);
+		atomic_store(&s->state, SLOT_OFF);
+		went_back(t, fd, why, " (reset)");
+		return rc;
+	}
+	if (!(peer_flags(s) & SHUNT_SW_BACK) && shim_kern_rx_consumed(fd, &at) == 0 &&
+	    at >= atomic_load_explicit(&sw_of(s, 1 - (int)s->side)->tcp_off,
+				       memory_order_relaxed)) {
+		atomic_fetch_and(&me->flags, ~SHUNT_SW_LAZY);
+		atomic_thread_fence(memory_order_seq_cst);
+	}
+	if (atomic_load(&me->flags) & SHUNT_SW_LAZY) {
+		rc = shunt_end_readable(&s->end) > 0 ? -ENOTRECOVERABLE : rx_leave_locked(t, fd, 1);
+		rc = rc > 0 ? 0 : rc == 0 ? -ETIMEDOUT : rc;
+	} else {
+		rc = ask_locked(t, fd, 1, deadline);
+	}
+	if (rc < 0)
+		give_up_loudly(t, fd, rc);
+	atomic_store(&s->state, SLOT_OFF);
+	unlock_rings(s);
+	went_back(t, fd, why, rc < 0 ? " (reset)" : "");
+	return rc;
+}
+
+static int demote(struct tsock *t, int fd, enum shim_why why, int quiet)
 {
 	struct tslot *s = t->slot;
 	int64_t deadline = shunt_now_ns() + ASK_NS;
@@ -884,6 +991,9 @@ static int demote(struct tsock *t, int fd, enum shim_why why)
 	 * sent into its ring before is still ours to read.  Asking in turn
 	 * set the slot off with those bytes unread: lost (tests/diff_shim.c,
 	 * t_shim_flags opt_after_peer_back). */
+	if ((atomic_load(&sw_of(s, (int)s->side)->flags) & SHUNT_SW_LAZY) && why != WHY_OPTIONS &&
+	    !(atomic_load(&s->phase) & PH_RX_PLAIN))
+		return finish_quietly(t, fd, why);
 	if ((atomic_load(&s->phase) & PH_TX_BACK) || shim_peer_asks(t)) {
 		shim_back_tx(t, fd, 0);
 		shim_back_rx(t, fd, 0);
@@ -898,6 +1008,8 @@ static int demote(struct tsock *t, int fd, enum shim_why why)
 		went_back(t, fd, why, " (the peer had closed)");
 		return 0;
 	}
+	if (quiet && !s->vm.on) /* the peer's proof lies in the stream: loudly */
+		return back_quietly(t, fd);
 	shim_switch_tx(t, fd);
 	int peer_ring = ask(t, fd);
 	struct family_peer fp = family_peer(s);
@@ -922,17 +1034,17 @@ static int demote(struct tsock *t, int fd, enum shim_why why)
 
 int shim_demote(struct tsock *t, int fd)
 {
-	return demote(t, fd, WHY_SHARED);
+	return demote(t, fd, WHY_SHARED, 0);
 }
 
 /* Set after the move, SO_RCVLOWAT, a filter, kTLS or signal-driven I/O
  * would mean nothing for the ring's bytes (a wait would end at the first
  * byte, no SIGIO would come): so the connection goes back to TCP, where
  * they mean what they say, as one that has not moved stays there. */
-void shim_tcp_only(struct tsock *t, int fd)
+void shim_tcp_only(struct tsock *t, int fd, int quiet)
 {
 	/* A vfork child runs in its parent's memory, whose tables it must
 	 * not change: it sets the flag only (no later move then). */
 	if (!(atomic_fetch_or(&t->slot->flags, TF_OPTS) & TF_OPTS) && !shim_in_vfork_child())
-		demote(t, fd, WHY_OPTIONS);
+		demote(t, fd, WHY_OPTIONS, quiet);
 }

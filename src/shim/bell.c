@@ -283,12 +283,21 @@ static uint32_t sw_flags(struct tslot *s, int side)
 	return atomic_load_explicit(&s->end.seg.ctl->sw[side].flags, memory_order_acquire);
 }
 
-/* 0: no ask; 1: the peer asked; 2: we did. */
+/* 0: no ask; 1: the peer asked, or we did quietly (back.c, back_quietly:
+ * we read its ring to its end as an answer does); 2: we did. */
 static int asked(struct tslot *s)
 {
 	if (__builtin_expect(!((sw_flags(s, 0) | sw_flags(s, 1)) & SHUNT_SW_ASK), 1))
 		return 0;
-	return sw_flags(s, (int)s->side) & SHUNT_SW_ASK ? 2 : 1;
+	uint32_t mine = sw_flags(s, (int)s->side) & (SHUNT_SW_ASK | SHUNT_SW_LAZY);
+	return mine == SHUNT_SW_ASK ? 2 : 1;
+}
+
+/* We asked quietly: the peer answers when it next calls, perhaps much
+ * later. */
+static int asked_quietly(struct tslot *s)
+{
+	return (sw_flags(s, (int)s->side) & SHUNT_SW_LAZY) != 0;
 }
 
 /* The peer asked and we answered: take doorbells we can prove are ones. */
@@ -317,7 +326,10 @@ static int careful_sleep(struct tslot *s, int fd, uint32_t bits, int64_t deadlin
 	if (!(phase(s) & PH_RX_RING))
 		return -EXDEV; /* the stream still has its data for us */
 	struct pollfd p = { .fd = fd, .events = POLLIN | POLLRDHUP };
-	int64_t until = SHUNT_MIN(deadline, shunt_now_ns() + 1000000);
+	/* Its answer rings us if we wait; the nap is a bound, and a peer
+	 * that answers a quiet ask may not call for hours. */
+	int64_t nap = asked_quietly(s) ? 50000000 : 1000000;
+	int64_t until = SHUNT_MIN(deadline, shunt_now_ns() + nap);
 	struct timespec ts;
 	int rc = sys_ppoll(&p, 1, shunt_left(until, &ts));
 	if (rc < 0)

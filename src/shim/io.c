@@ -589,13 +589,19 @@ static ssize_t ring_recv(struct tsock *t, int fd, void *buf, size_t len, int fla
 	return rx_result(t, fd, n);
 }
 
+/* The peer asked to go back, or we did quietly (back.c, back_quietly). */
+static int going_back(struct tsock *t)
+{
+	return shim_peer_asks(t) || (phase_of(t) & PH_TX_BACK);
+}
+
 /* While going back to TCP: 1 when our reads are the kernel's, 0 while
  * the ring still has the peer's data, or a negative errno. */
 static int rx_back(struct tsock *t, int fd)
 {
 	if (phase_of(t) & PH_RX_PLAIN)
 		return 1;
-	if (!shim_peer_asks(t))
+	if (!going_back(t))
 		return 0;
 	shim_back_answer(t, fd);
 	return shim_back_rx(t, fd, 1);
@@ -666,7 +672,7 @@ int shim_ring_at_x(struct tsock *t)
 static ssize_t past_ring_end(struct tsock *t, int fd, char *buf, size_t len, size_t got,
 			     int flags)
 {
-	if ((flags & (MSG_PEEK | MSG_TRUNC)) || !shim_peer_asks(t) || !shim_back_queued(t, fd) ||
+	if ((flags & (MSG_PEEK | MSG_TRUNC)) || !going_back(t) || !shim_back_queued(t, fd) ||
 	    rx_back(t, fd) <= 0)
 		return (ssize_t)got;
 	int err = errno;
@@ -1711,7 +1717,12 @@ static ssize_t moved_splice_out(struct tsock *t, int fd, int pipe_out, size_t le
 	 * (retried, it spun for good: t_shim_flags splice_socket_timeo). */
 	if (full && !(flags & SPLICE_F_NONBLOCK))
 		return RETRY;
-	return rc == -EXDEV ? RETRY : rx_result(t, fd, rc);
+	/* After our shutdown both ways, as a read: the reset the peer's
+	 * bytes brought, once (it said 0 where TCP's splice says
+	 * ECONNRESET: tests/diff_shim.c seed 50703080695018). */
+	if (rc >= 0 && (shunt_end_state(END(t)) & SHUNT_ST_CLOSED))
+		rc = after_shut_both(t, fd, rc, len, 0);
+	return rc == -EXDEV || rc == RETRY ? RETRY : rx_result(t, fd, rc);
 }
 
 /* splice from a socket into a pipe: the ring is written to the pipe. */
@@ -1897,7 +1908,9 @@ static int64_t tv_ns(const void *val, socklen_t len)
 
 /* Options that change what the stream or a read means, or that only the
  * kernel's TCP can honour, when set to other than their default: 1 for
- * SO_RCVLOWAT (0 means 1), -1 for SO_PEEK_OFF, 0 for the others. */
+ * SO_RCVLOWAT (0 means 1), -1 for SO_PEEK_OFF, 0 for the others.  2: the
+ * way back may be quiet (back.c), the option meaning nothing for the
+ * ring's bytes (SO_OOBINLINE: the urgent byte is the kernel's, after them). */
 static int tcp_only_opt(int level, int opt, const void *val, socklen_t len)
 {
 	int v = len >= sizeof(int) ? *(const int *)val : 1;
@@ -1912,6 +1925,7 @@ static int tcp_only_opt(int level, int opt, const void *val, socklen_t len)
 		case SO_PEEK_OFF:
 			return v != -1;
 		case SO_OOBINLINE:
+			return v != 0 ? 2 : 0;
 		case SO_TIMESTAMP_OLD:
 		case SO_TIMESTAMPNS_OLD:
 		case SO_TIMESTAMPING_OLD:
@@ -1936,6 +1950,7 @@ void shim_sockopt(struct tsock *t, int fd, int level, int opt, const void *val,
 		  socklen_t len)
 {
 	struct tslot *s = S(t);
+	int only;
 
 	if (level == SOL_SOCKET && (opt == SO_RCVTIMEO || opt == SO_SNDTIMEO)) {
 		int64_t ns = tv_ns(val, len);
@@ -1947,8 +1962,8 @@ void shim_sockopt(struct tsock *t, int fd, int level, int opt, const void *val,
 			atomic_fetch_or(&s->flags, TF_LINGER0);
 		else
 			atomic_fetch_and(&s->flags, ~TF_LINGER0);
-	} else if (tcp_only_opt(level, opt, val, len)) {
-		shim_tcp_only(t, fd);
+	} else if ((only = tcp_only_opt(level, opt, val, len))) {
+		shim_tcp_only(t, fd, only == 2);
 	}
 }
 

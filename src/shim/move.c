@@ -889,6 +889,17 @@ static void close_back(struct tsock *t, int fd)
 	if (rc < 0)
 		log_error("fd %d: closed while going back to TCP: %s; the peer's last bytes "
 			  "may be lost", fd, strerror(-rc));
+	/* Our reads still on the peer's ring (we went back quietly, it has
+	 * not answered): its bytes unread there reset, as TCP's close with
+	 * data unread; else its doorbells leave our stream, where the
+	 * kernel's close would answer them with a reset. */
+	uint32_t ph = atomic_load(&t->slot->phase);
+	if ((ph & (PH_RX_RING | PH_RX_PLAIN)) != PH_RX_RING)
+		return;
+	if ((atomic_load(&t->slot->flags) & TF_LINGER0) || shunt_end_readable(&t->slot->end) > 0)
+		set_linger0(fd);
+	else
+		shim_back_exit_bells(t, fd);
 }
 
 void shim_close_end(struct tsock *t, int fd)

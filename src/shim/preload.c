@@ -593,7 +593,7 @@ static int do_fcntl(int fd, int cmd, void *arg)
 			shim_set_nonblock(t, !!((long)arg & O_NONBLOCK));
 		/* Signal-driven I/O tells of TCP's arrivals, not the ring's. */
 		if (t && (cmd != F_SETFL || ((long)arg & O_ASYNC)))
-			shim_tcp_only(t, fd);
+			shim_tcp_only(t, fd, 1);
 		shim_put(t);
 	}
 	return rc;
@@ -638,7 +638,7 @@ EXPORT int ioctl(int fd, unsigned long req, ...)
 		if (t && req == FIONBIO)
 			shim_set_nonblock(t, *(int *)arg != 0);
 		if (t && req == FIOASYNC && *(int *)arg)
-			shim_tcp_only(t, fd);
+			shim_tcp_only(t, fd, 1);
 		shim_put(t);
 	}
 	return rc;
@@ -1102,7 +1102,7 @@ static ssize_t sendmsg_sock(struct tsock *t, int fd, const struct msghdr *m, int
 	if (cm < 0)
 		return shim_err(cm);
 	if (m->msg_controllen && cm) {
-		shim_tcp_only(t, fd);
+		shim_tcp_only(t, fd, 0);
 		return REAL(sendmsg)(fd, m, flags);
 	}
 	return shim_sendv(t, fd, m->msg_iov, (int)m->msg_iovlen, flags);

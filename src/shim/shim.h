@@ -481,11 +481,13 @@ int shim_peer_switched(struct tsock *t);
  * stdio): 0 when it is, or a negative errno (it was reset). */
 int shim_demote(struct tsock *t, int fd);
 /* Something only the kernel's TCP honours was asked for (an option,
- * O_ASYNC): the connection stays on TCP, or goes back to it. */
+ * O_ASYNC): the connection stays on TCP, or goes back to it, `quiet`ly
+ * (no answer awaited: the peer's ring is ours to read to its end) when
+ * the option means nothing for bytes already there. */
+void shim_tcp_only(struct tsock *t, int fd, int quiet);
 /* After our shutdown both ways, an option that needs TCP makes our reads
  * the kernel's once the peer's ring is read: 1 if they are now. */
 int shim_back_past_shut(struct tsock *t, int fd);
-void shim_tcp_only(struct tsock *t, int fd);
 /* The peer asked us to go back (the data paths look first). */
 int shim_peer_asks(struct tsock *t);
 /* The asker's TCP bytes since its way back queued in our socket, while
