@@ -132,6 +132,34 @@ static void case_more_after_close_pushed(void)
 	more_then_push(TCP_CORK, 0);
 }
 
+/* After the peer's close, bytes a MSG_MORE send left waiting go with our
+ * shutdown's FIN, and the closed peer resets on them: poll says POLLERR |
+ * POLLHUP, and the next send takes the reset as ECONNRESET, no SIGPIPE
+ * (past our FIN; EPIPE is CLOSE_WAIT's).  The shutdown went to the ring
+ * only: no reset, then EPIPE and SIGPIPE (tests/diff_shim.c seed
+ * 135077436040505). */
+static void case_shutdown_after_peer_close(void)
+{
+	static char buf[1003];
+	int a, b;
+
+	ts_moved_pair(&a, &b);
+	ts_set_handler(SIGPIPE, on_sigpipe, 0);
+	atomic_store(&g_sigpipe, 0);
+	ASSERT_SYS(close(b));
+	ts_expect_eof(a, ts_ms(2000));
+	ASSERT_EQ(send(a, buf, sizeof(buf), MSG_MORE), (ssize_t)sizeof(buf));
+	ASSERT_SYS(shutdown(a, SHUT_WR));
+	short re = ts_wait_revents(a, POLLIN, POLLERR, ts_ms(2000));
+	ASSERT_MSG((re & (POLLERR | POLLHUP)) == (POLLERR | POLLHUP), "poll 0x%x", re);
+	ASSERT_FAILS(send(a, buf, 100, MSG_DONTWAIT), ECONNRESET);
+	ASSERT_EQ(atomic_load(&g_sigpipe), 0);
+	ASSERT_FAILS(send(a, buf, 100, MSG_DONTWAIT), EPIPE);
+	ASSERT_EQ(atomic_load(&g_sigpipe), 1);
+	ASSERT_SYS(close(a));
+	ts_set_handler(SIGPIPE, SIG_IGN, 0);
+}
+
 /* The same when the peer closes while we are in a blocking recv in another
  * thread (the reader sees EOF, then our sends behave as above). */
 struct eof_reader {
@@ -1745,6 +1773,7 @@ static void case_splice_reader_moves(void)
 static const struct shim_case g_cases[] = {
 	{ "first_send_after_close", case_first_send_after_close },
 	{ "more_after_close_pushed", case_more_after_close_pushed },
+	{ "shutdown_after_peer_close", case_shutdown_after_peer_close },
 	{ "opt_after_peer_back", case_opt_after_peer_back },
 	{ "opt_peer_idle", case_opt_peer_idle },
 	{ "opt_then_stdio", case_opt_then_stdio },
