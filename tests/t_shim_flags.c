@@ -1689,6 +1689,72 @@ static void case_opt_then_stdio(void)
 	ASSERT_EQ(fclose(f), 0);
 }
 
+/* TCP_INQ set after the move: each recvmsg says TCP_CM_INQ, the bytes left
+ * plus the peer's FIN once it came (TCP counts its sequence number), as
+ * TCP's; with no room for it, MSG_CTRUNC.  It took the connection back to
+ * TCP, which a peer busy elsewhere did not answer: a reset (tests/diff_shim.c,
+ * forked ends). */
+static int inq_read(int fd, size_t n, void *ctl, size_t clen, int *flags)
+{
+	char buf[64];
+	struct iovec v = { buf, n };
+	struct msghdr m = { .msg_iov = &v, .msg_iovlen = 1, .msg_control = ctl,
+			    .msg_controllen = clen };
+	ssize_t got = recvmsg(fd, &m, MSG_DONTWAIT);
+
+	ASSERT_SYS(got);
+	*flags = m.msg_flags;
+	if (!clen)
+		return -1;
+	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+	ASSERT_MSG(c && c->cmsg_level == SOL_TCP && c->cmsg_type == TCP_CM_INQ,
+		   "no TCP_CM_INQ (controllen %zu, flags 0x%x)", (size_t)m.msg_controllen,
+		   m.msg_flags);
+	ASSERT_EQ(m.msg_controllen, CMSG_SPACE(sizeof(int)));
+	int v2;
+	memcpy(&v2, CMSG_DATA(c), sizeof(v2));
+	return v2;
+}
+
+static void case_inq_after_move(void)
+{
+	int a, b, one = 1, fl;
+	union {
+		struct cmsghdr h;
+		char b[64];
+	} ctl;
+	static const int want[] = { 70, 40, 11, 1, 1 };
+	static const size_t take[] = { 30, 30, 30, 30, 30 };
+
+	ts_moved_pair(&a, &b);
+	ASSERT_SYS(setsockopt(a, IPPROTO_TCP, TCP_INQ, &one, sizeof(one)));
+	ts_send_stream(b, shim_seed(84), 0, 100, ts_ms(2000));
+	ts_wait_arrived(a, 100, ts_ms(2000));
+	for (int i = 0; i < 5; i++) {
+		if (i == 2) {
+			ASSERT_SYS(shutdown(b, SHUT_WR));
+			ts_wait_revents(a, POLLRDHUP, POLLRDHUP, ts_ms(2000));
+		}
+		int v = inq_read(a, take[i], &ctl, sizeof(ctl), &fl);
+		ASSERT_MSG(v == want[i], "read %d: TCP_CM_INQ %d, want %d", i, v, want[i]);
+	}
+	inq_read(a, 30, NULL, 0, &fl);
+	ASSERT_MSG(fl & MSG_CTRUNC, "no room for TCP_CM_INQ: flags 0x%x", fl);
+	/* Room for its header only: the header, cut, as put_cmsg does. */
+	char buf[8];
+	struct iovec v = { buf, sizeof(buf) };
+	struct msghdr m = { .msg_iov = &v, .msg_iovlen = 1, .msg_control = &ctl,
+			    .msg_controllen = sizeof(struct cmsghdr) };
+	ASSERT_EQ(recvmsg(a, &m, MSG_DONTWAIT), 0);
+	ASSERT_MSG((m.msg_flags & MSG_CTRUNC) && m.msg_controllen == sizeof(struct cmsghdr) &&
+			   ctl.h.cmsg_len == sizeof(struct cmsghdr) && ctl.h.cmsg_type == TCP_CM_INQ,
+		   "flags 0x%x, controllen %zu, cmsg_len %zu", m.msg_flags,
+		   (size_t)m.msg_controllen, (size_t)ctl.h.cmsg_len);
+	ASSERT_MSG(ts_moved(a) || ts_disabled(), "TCP_INQ took the connection back to TCP");
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
 /* SO_OOBINLINE: the urgent byte is read in its place in the stream. */
 static void case_oobinline_after_move(void)
 {
@@ -1776,6 +1842,7 @@ static const struct shim_case g_cases[] = {
 	{ "shutdown_after_peer_close", case_shutdown_after_peer_close },
 	{ "opt_after_peer_back", case_opt_after_peer_back },
 	{ "opt_peer_idle", case_opt_peer_idle },
+	{ "inq_after_move", case_inq_after_move },
 	{ "opt_then_stdio", case_opt_then_stdio },
 	{ "fionread_peer_back", case_fionread_peer_back },
 	{ "opt_after_peer_close", case_opt_after_peer_close },

@@ -62,6 +62,11 @@ static uint32_t peer_flags(struct tslot *s)
 	return atomic_load_explicit(&sw_of(s, 1 - (int)s->side)->flags, memory_order_acquire);
 }
 
+int shim_peer_back(struct tsock *t)
+{
+	return (peer_flags(t->slot) & SHUNT_SW_BACK) != 0;
+}
+
 int shim_peer_asks(struct tsock *t)
 {
 	return atomic_load_explicit(&t->slot->state, memory_order_relaxed) == SLOT_MOVED &&

@@ -1060,10 +1060,18 @@ static ssize_t recvmsg_sock(struct tsock *t, int fd, struct msghdr *m, int flags
 		ssize_t n = REAL(recvmsg)(fd, m, flags);
 		return shim_recv_took(t, fd, m->msg_iov, (int)m->msg_iovlen, n, flags);
 	}
+	void *ctl = m->msg_control;
+	size_t clen = m->msg_controllen;
 	m->msg_namelen = 0;
 	m->msg_controllen = 0;
 	m->msg_flags = 0;
-	return shim_recvv(t, fd, m->msg_iov, (int)m->msg_iovlen, flags);
+	ssize_t n = shim_recvv(t, fd, m->msg_iov, (int)m->msg_iovlen, flags);
+	if (n >= 0 && (atomic_load(&t->slot->flags) & TF_INQ)) {
+		int err = errno;
+		shim_inq_put(t, fd, m, ctl, clen);
+		errno = err;
+	}
+	return n;
 }
 
 EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags)

@@ -162,6 +162,7 @@ enum slot_state {
 #define TF_SHUT     0x10u /* shut down while on TCP */
 #define TF_LINGER0  0x20u /* SO_LINGER {1, 0}: the close is a reset */
 #define TF_NONBLOCK 0x40u /* O_NONBLOCK on the file description */
+#define TF_INQ      0x80u /* TCP_INQ set after the move: recvmsg says TCP_CM_INQ */
 #define TF_NOMOVE   (TF_STDIO | TF_EXPORTED | TF_OPTS | TF_SHUT)
 
 /* Why a connection stays on TCP, counted per process for `shunt stat`. */
@@ -490,6 +491,8 @@ void shim_tcp_only(struct tsock *t, int fd, int quiet);
 int shim_back_past_shut(struct tsock *t, int fd);
 /* The peer asked us to go back (the data paths look first). */
 int shim_peer_asks(struct tsock *t);
+/* The peer's sends went back to TCP (it said BACK). */
+int shim_peer_back(struct tsock *t);
 /* The asker's TCP bytes since its way back queued in our socket, while
  * its ring still holds data for us. */
 uint64_t shim_back_queued(struct tsock *t, int fd);
@@ -702,6 +705,9 @@ int shim_nodelay_set(struct tsock *t, int fd, int opt, const void *val, socklen_
 int shim_nodelay_get(struct tsock *t, int fd, int opt, void *val, socklen_t *len);
 /* setsockopt and getsockopt of SO_RCVLOWAT: on a moved connection the
  * ring's, and the kernel's 1 (io.c). */
+/* A moved socket's recvmsg with TCP_INQ on: its TCP_CM_INQ into the
+ * program's control buffer (ctl, clen), as the kernel's put_cmsg. */
+void shim_inq_put(struct tsock *t, int fd, struct msghdr *m, void *ctl, size_t clen);
 int shim_rcvlowat_set(struct tsock *t, int fd, const void *val, socklen_t len);
 int shim_rcvlowat_get(struct tsock *t, int fd, void *val, socklen_t *len);
 /* getsockopt(TCP_INFO), getpeername() and getsockopt(SO_ERROR) as TCP's
