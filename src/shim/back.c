@@ -332,6 +332,44 @@ uint64_t shim_back_queued(struct tsock *t, int fd)
 	return top > from ? top - from : 0;
 }
 
+/*
+ * A peek that took all the ring holds while the asker's TCP data waits in
+ * our socket behind its doorbells: TCP's peek shows it too (tests/diff_shim.c
+ * seed 35954857502457: 220 bytes where TCP's said 601).  The doorbells are
+ * not ours to take while the ring has bytes, so the kernel's peek starts
+ * past them (SO_PEEK_OFF, which a moved socket's program cannot have set:
+ * it takes the connection back), each checked first.  How many bytes it
+ * put at buf (counted only, `trunc`: MSG_TRUNC), or 0.
+ */
+size_t shim_back_peek_past(struct tsock *t, int fd, void *buf, size_t len, int trunc)
+{
+	struct tslot *s = t->slot;
+	uint64_t head, tcp, at;
+	uint8_t bells[256];
+	int off;
+
+	if (s->vm.on || !asker_back(s, &head, &tcp) || !len ||
+	    shim_kern_rx_consumed(fd, &at) < 0 || at > tcp || tcp - at > sizeof(bells) ||
+	    at < atomic_load_explicit(&sw_of(s, 1 - (int)s->side)->tcp_off, memory_order_relaxed))
+		return 0;
+	size_t n = (size_t)(tcp - at);
+	if (n && sys_recv(fd, bells, n, MSG_PEEK | MSG_DONTWAIT) != (long)n)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (bells[i] != s->bell)
+			return 0;
+	shim_lock(&s->rx_mu);
+	off = (int)n;
+	long k = sys_setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &off, sizeof(off));
+	if (k == 0) {
+		k = sys_recv(fd, buf, len, MSG_PEEK | MSG_DONTWAIT | trunc);
+		off = -1;
+		sys_setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &off, sizeof(off));
+	}
+	shim_unlock(&s->rx_mu);
+	return k > 0 ? (size_t)k : 0;
+}
+
 /* Take exactly n doorbells off the stream (they were sent before the
  * asker's BACK, so they are there or on their way). */
 static int take_bells(struct tslot *s, int fd, uint64_t n, int64_t deadline)

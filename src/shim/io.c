@@ -672,6 +672,10 @@ int shim_ring_at_x(struct tsock *t)
 static ssize_t past_ring_end(struct tsock *t, int fd, char *buf, size_t len, size_t got,
 			     int flags)
 {
+	if ((flags & MSG_PEEK) && going_back(t) && (ssize_t)got == shunt_end_readable(END(t)) &&
+	    shim_back_queued(t, fd))
+		return (ssize_t)(got + shim_back_peek_past(t, fd, buf ? buf + got : NULL, len - got,
+							   flags & MSG_TRUNC));
 	if ((flags & (MSG_PEEK | MSG_TRUNC)) || !going_back(t) || !shim_back_queued(t, fd) ||
 	    rx_back(t, fd) <= 0)
 		return (ssize_t)got;

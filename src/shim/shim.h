@@ -496,6 +496,10 @@ int shim_peer_back(struct tsock *t);
 /* The asker's TCP bytes since its way back queued in our socket, while
  * its ring still holds data for us. */
 uint64_t shim_back_queued(struct tsock *t, int fd);
+/* A peek past the ring's end into the asker's TCP data behind its
+ * doorbells: the bytes put at buf (at most len; trunc: MSG_TRUNC, counted
+ * only), or 0. */
+size_t shim_back_peek_past(struct tsock *t, int fd, void *buf, size_t len, int trunc);
 /* Answer it: our sends leave the ring.  _locked: tx_mu is held. */
 void shim_back_answer(struct tsock *t, int fd);
 void shim_back_answer_locked(struct tsock *t, int fd);
