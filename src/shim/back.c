@@ -73,6 +73,19 @@ int shim_peer_asks(struct tsock *t)
 	       t->mapped && (peer_flags(t->slot) & SHUNT_SW_ASK);
 }
 
+/* Our kernel's count of the peer's stream we read (shim_kern_rx_consumed).
+ * Closed, the socket saw the peer's FIN if its ring was shut for sending,
+ * or closed with nothing of ours unread (no reset): both go back to TCP
+ * with the kernel's FIN (flush_locked, back_quietly, a close). */
+static int consumed(struct tslot *s, int fd, uint64_t *at)
+{
+	int64_t st = shunt_end_peer_state(&s->end);
+	int fin = st >= 0 && ((st & SHUNT_ST_SHUT_WR) ||
+			      ((st & SHUNT_ST_CLOSED) && !(st & SHUNT_ST_RESET)));
+
+	return shim_kern_rx_consumed_fin(fd, at, fin);
+}
+
 static void nap(int64_t *ns)
 {
 	struct timespec ts = shunt_ts(*ns);
@@ -253,7 +266,7 @@ static int rx_leave(struct tsock *t, int fd, int wait, int try);
  * (*at: how much): what follows in our stream is its doorbells. */
 static int past_peer_switch(struct tslot *s, int fd, uint64_t *at)
 {
-	return shim_kern_rx_consumed(fd, at) == 0 &&
+	return consumed(s, fd, at) == 0 &&
 	       *at >= atomic_load_explicit(&sw_of(s, 1 - (int)s->side)->tcp_off,
 					   memory_order_relaxed);
 }
@@ -326,7 +339,7 @@ uint64_t shim_back_queued(struct tsock *t, int fd)
 	int q = 0;
 
 	if (!asker_back(s, &head, &tcp) || sys_ioctl(fd, SIOCINQ, &q) < 0 || q <= 0 ||
-	    shim_kern_rx_consumed(fd, &at) < 0)
+	    consumed(s, fd, &at) < 0)
 		return 0;
 	uint64_t from = SHUNT_MAX(at, tcp), top = at + (uint64_t)q;
 	return top > from ? top - from : 0;
@@ -349,7 +362,7 @@ size_t shim_back_peek_past(struct tsock *t, int fd, void *buf, size_t len, int t
 	int off;
 
 	if (s->vm.on || !asker_back(s, &head, &tcp) || !len ||
-	    shim_kern_rx_consumed(fd, &at) < 0 || at > tcp || tcp - at > sizeof(bells) ||
+	    consumed(s, fd, &at) < 0 || at > tcp || tcp - at > sizeof(bells) ||
 	    at < atomic_load_explicit(&sw_of(s, 1 - (int)s->side)->tcp_off, memory_order_relaxed))
 		return 0;
 	size_t n = (size_t)(tcp - at);
@@ -473,7 +486,7 @@ static int rx_leave_locked(struct tsock *t, int fd, int wait)
 	rc = shim_proof_settle(t, fd, wait ? shunt_now_ns() + ASK_NS : 0);
 	if (rc < 0)
 		return rc == -EAGAIN && !wait ? 0 : rc;
-	rc = shim_kern_rx_consumed(fd, &at);
+	rc = consumed(s, fd, &at);
 	if (rc < 0) {
 		log_info("fd %d: the kernel's count of our reads: %s", fd, strerror(-rc));
 		return rc;
@@ -719,7 +732,7 @@ static int unread_to_ring(struct tslot *s, int fd, uint64_t at, uint64_t x, int6
 	int rc = recv_exactly(fd, r->data + (from & r->mask), n, deadline);
 	if (rc < 0)
 		return rc;
-	if (shim_kern_rx_consumed(fd, &now) < 0 || now != x)
+	if (consumed(s, fd, &now) < 0 || now != x)
 		return -ENOTRECOVERABLE;
 	r->pos = from;
 	/* Release: the bytes before the tail that covers them; our BACK
@@ -740,7 +753,7 @@ static int leave_rx(struct tslot *s, int fd, int64_t deadline)
 	uint64_t bt = atomic_load_explicit(&p->back_tcp, memory_order_relaxed);
 	uint64_t at;
 
-	int rc = shim_kern_rx_consumed(fd, &at);
+	int rc = consumed(s, fd, &at);
 	if (rc < 0)
 		return rc;
 	if (bt < x)
@@ -998,7 +1011,7 @@ static int finish_quietly(struct tsock *t, int fd, enum shim_why why)
 		went_back(t, fd, why, " (reset)");
 		return rc;
 	}
-	if (!(peer_flags(s) & SHUNT_SW_BACK) && shim_kern_rx_consumed(fd, &at) == 0 &&
+	if (!(peer_flags(s) & SHUNT_SW_BACK) && consumed(s, fd, &at) == 0 &&
 	    at >= atomic_load_explicit(&sw_of(s, 1 - (int)s->side)->tcp_off,
 				       memory_order_relaxed)) {
 		atomic_fetch_and(&me->flags, ~SHUNT_SW_LAZY);

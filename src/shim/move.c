@@ -896,10 +896,18 @@ static void close_back(struct tsock *t, int fd)
 	uint32_t ph = atomic_load(&t->slot->phase);
 	if ((ph & (PH_RX_RING | PH_RX_PLAIN)) != PH_RX_RING)
 		return;
-	if ((atomic_load(&t->slot->flags) & TF_LINGER0) || shunt_end_readable(&t->slot->end) > 0)
+	int rst = (atomic_load(&t->slot->flags) & TF_LINGER0) ||
+		  shunt_end_readable(&t->slot->end) > 0;
+	if (rst)
 		set_linger0(fd);
 	else
 		shim_back_exit_bells(t, fd);
+	/* Our ring says so too (no doorbell: ours ended), so that the peer
+	 * knows whether our kernel's close was a FIN (back.c, consumed):
+	 * its reads go to TCP before they could take the ring's end for
+	 * the stream's. */
+	struct shunt_bell b = shim_bell(t, fd);
+	shunt_end_close(&t->slot->end, &b, rst ? SHUNT_CLOSE_RST : SHUNT_CLOSE_TCP);
 }
 
 void shim_close_end(struct tsock *t, int fd)

@@ -605,6 +605,7 @@ static inline int shim_proof_pending(struct tslot *s)
 int shim_kern_tx_total(int fd, uint64_t *out);
 /* Bytes of the TCP stream consumed by reads so far. */
 int shim_kern_rx_consumed(int fd, uint64_t *out);
+int shim_kern_rx_consumed_fin(int fd, uint64_t *out, int fin_if_closed);
 int shim_kern_netns_cookie(int fd, uint64_t *out);
 /* 1 if a is an address of our network namespace (or we cannot tell). */
 int shim_kern_addr_ours(const struct shunt_addr *a);
