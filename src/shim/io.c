@@ -1048,19 +1048,18 @@ static void told_reset(struct tsock *t)
  * wins over EPIPE; ECONNRESET raises no SIGPIPE). */
 static ssize_t shut_pipe(struct tsock *t, int fd, int flags)
 {
-	int err = reset_due(t, 0, 1);
+	int err = reset_due(t, 0, 1), k = 0;
+	unsigned len = sizeof(k);
 
 	/* After the peer's close our FIN went by the kernel (shim_shutdown),
 	 * which may hold the reset it brought: past our FIN, TCP's reset is
 	 * ECONNRESET (EPIPE only in CLOSE_WAIT), taken here as a send takes
-	 * it (tests/diff_shim.c seed 135077436040505: EPIPE and SIGPIPE). */
-	if (!err && peer_closed(t)) {
-		int k = 0;
-		unsigned len = sizeof(k);
-		if (sys_getsockopt(fd, SOL_SOCKET, SO_ERROR, &k, &len) == 0 &&
-		    (k == ECONNRESET || k == EPIPE))
-			err = ECONNRESET;
-	}
+	 * it (tests/diff_shim.c seed 135077436040505: EPIPE and SIGPIPE).
+	 * Told once: the kernel's is taken with the ring's (rx_result). */
+	if ((err || (peer_closed(t) && !atomic_load(&S(t)->reset_told))) &&
+	    sys_getsockopt(fd, SOL_SOCKET, SO_ERROR, &k, &len) == 0 && !err &&
+	    (k == ECONNRESET || k == EPIPE))
+		err = ECONNRESET;
 	if (err)
 		told_reset(t);
 	return err == ECONNRESET ? shim_err(-ECONNRESET) : broken_pipe(flags);
