@@ -1807,6 +1807,37 @@ static void case_epoll_plain_then_moved(void)
 	close(b);
 }
 
+/* A registered fd closed while its dup keeps the socket open stays in the
+ * set, keyed by its old number (epoll(7)); the peer closes, and the
+ * connection goes back to TCP (SO_OOBINLINE): TCP's set says the end of
+ * stream.  The way back could not give the registration back under a
+ * closed number, and epoll_wait said nothing (tests/diff_shim.c seed
+ * 22300273703459). */
+static void case_epoll_closed_dup_back(void)
+{
+	int a, b, on = 1;
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 77 }, out[2];
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+
+	ASSERT_SYS(ep);
+	ts_pair(&a, &b);
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, a, &ev)); /* on TCP, as a server does */
+	ts_make_accelerated(a, b);
+	int d = dup(a);
+	ASSERT_SYS(d);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+	ts_expect_eof(d, ts_ms(2000));
+	ASSERT_EQ(epoll_wait(ep, out, 2, ts_ms(2000)), 1); /* level-triggered: again below */
+	ASSERT_SYS(setsockopt(d, SOL_SOCKET, SO_OOBINLINE, &on, sizeof(on)));
+	int n = epoll_wait(ep, out, 2, 0);
+	ASSERT_MSG(n == 1 && out[0].data.u64 == 77 && (out[0].events & EPOLLIN),
+		   "epoll_wait said %d (data %llu, events 0x%x)", n,
+		   n > 0 ? (unsigned long long)out[0].data.u64 : 0ull, n > 0 ? out[0].events : 0);
+	ASSERT_SYS(close(d));
+	ASSERT_SYS(close(ep));
+}
+
 static void case_epoll_plain_stale_set(void)
 {
 	int a, b, ep = epoll_create1(0);
@@ -2007,6 +2038,7 @@ static const struct shim_case g_cases[] = {
 	{ "epoll_plain_stale_set", case_epoll_plain_stale_set },
 	{ "epoll_plain_fork_shared", case_epoll_plain_fork_shared },
 	{ "epoll_stale_kind", case_epoll_stale_kind },
+	{ "epoll_closed_dup_back", case_epoll_closed_dup_back },
 };
 
 int main(void)
