@@ -1809,10 +1809,10 @@ static void case_epoll_plain_then_moved(void)
 
 /* A registered fd closed while its dup keeps the socket open stays in the
  * set, keyed by its old number (epoll(7)); the peer closes, and the
- * connection goes back to TCP (SO_OOBINLINE): TCP's set says the end of
- * stream.  The way back could not give the registration back under a
- * closed number, and epoll_wait said nothing (tests/diff_shim.c seed
- * 22300273703459). */
+ * connection goes back to TCP (SO_OOBINLINE): TCP's level-triggered set
+ * says the end of stream again.  The way back could not give the
+ * registration back under a closed number, and epoll_wait said nothing
+ * (tests/diff_shim.c seed 22300273703459). */
 static void case_epoll_closed_dup_back(void)
 {
 	int a, b, on = 1;

@@ -977,10 +977,6 @@ static int back_quietly(struct tsock *t, int fd)
 		return rc;
 	}
 	shim_kick_others(); /* a poll of ours for room asks the kernel now */
-	struct family_peer fp = family_peer(s);
-	if (fp.t)
-		shim_back_answer(fp.t, fp.fd);
-	family_steps(&fp);
 	shim_back_rx(t, fd, 0);
 	shim_back_settle(t, fd);
 	return 0;
@@ -1064,11 +1060,14 @@ static int demote(struct tsock *t, int fd, enum shim_why why, int quiet)
 		went_back(t, fd, why, " (the peer had closed)");
 		return 0;
 	}
-	if (quiet && !s->vm.on) /* the peer's proof lies in the stream: loudly */
+	/* Quietly unless between VMs (the peer's proof lies in the stream)
+	 * or with the peer in our family, which answers at once (and then
+	 * resends what we did not read: our reads are all TCP's at once). */
+	struct family_peer fp = family_peer(s);
+	if (quiet && !s->vm.on && !fp.t)
 		return back_quietly(t, fd);
 	shim_switch_tx(t, fd);
 	int peer_ring = ask(t, fd);
-	struct family_peer fp = family_peer(s);
 	if (fp.t)
 		shim_back_answer(fp.t, fp.fd);
 	/* Our own threads asleep on the rings see the ask and let go. */

@@ -1991,27 +1991,40 @@ static void inq_set(struct tsock *t, int on)
 		atomic_fetch_and(&S(t)->flags, ~TF_INQ);
 }
 
+/* Whether the peer's FIN reached us, as TCP's count has it: its shutdown,
+ * or its close with all of ours read (a close with bytes unread is a reset,
+ * with no FIN before it), whatever reset came after; else the state TCP's
+ * socket would be in, with no reset.  Not when we reset on its data after
+ * we shut both ways (shut_both): its FIN, behind that data, never came. */
+static int fin_came(struct tsock *t, int fd)
+{
+	struct tcp_info ti;
+	socklen_t tl = sizeof(ti);
+	int64_t peer = shunt_end_peer_state(END(t));
+
+	if ((shunt_end_state(END(t)) & SHUNT_ST_CLOSED) &&
+	    (atomic_load(&S(t)->reset_told) || atomic_load(&S(t)->kreset)))
+		return 0;
+	if (peer >= 0 && ((peer & SHUNT_ST_SHUT_WR) ||
+			  (peer & (SHUNT_ST_CLOSED | SHUNT_ST_RESET)) == SHUNT_ST_CLOSED))
+		return 1;
+	if ((peer >= 0 && (peer & SHUNT_ST_RESET)) || atomic_load(&S(t)->reset_told) ||
+	    shim_tcp_info_get(t, fd, &ti, &tl) < 0 || tl < 1)
+		return 0;
+	return ti.tcpi_state == TCP_CLOSE_WAIT || ti.tcpi_state == TCP_LAST_ACK ||
+	       ti.tcpi_state == TCP_CLOSING || ti.tcpi_state == TCP_TIME_WAIT ||
+	       ti.tcpi_state == TCP_CLOSE;
+}
+
+/* Read past, the FIN leaves TCP's count, and its "done" puts the 1 back:
+ * either way the count has it. */
 static int inq_hint(struct tsock *t, int fd)
 {
 	int k = 0;
-	struct tcp_info ti;
-	socklen_t tl = sizeof(ti);
 
 	if (shim_fionread(t, fd, &k) < 0)
 		k = 0;
-	if (shim_tcp_info_get(t, fd, &ti, &tl) < 0 || tl < 1)
-		return k;
-	int64_t peer = shunt_end_peer_state(END(t));
-	int reset = (peer >= 0 && (peer & SHUNT_ST_RESET)) || atomic_load(&S(t)->reset_told);
-	/* The peer's FIN: its shutdown, or its close with all of ours read
-	 * (a close with bytes unread is a reset, with no FIN before it). */
-	int fin = (peer >= 0 && (peer & SHUNT_ST_SHUT_WR)) ||
-		  (!reset && (ti.tcpi_state == TCP_CLOSE_WAIT || ti.tcpi_state == TCP_LAST_ACK ||
-			      ti.tcpi_state == TCP_CLOSING || ti.tcpi_state == TCP_TIME_WAIT ||
-			      ti.tcpi_state == TCP_CLOSE));
-	/* Read past, the FIN leaves TCP's count, and its "done" puts the 1
-	 * back: either way the count has it. */
-	return k + fin;
+	return k + fin_came(t, fd);
 }
 
 void shim_inq_put(struct tsock *t, int fd, struct msghdr *m, void *ctl, size_t clen)
