@@ -32,6 +32,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "shimlib.h"
@@ -158,6 +159,65 @@ static void case_shutdown_after_peer_close(void)
 	ASSERT_EQ(atomic_load(&g_sigpipe), 1);
 	ASSERT_SYS(close(a));
 	ts_set_handler(SIGPIPE, SIG_IGN, 0);
+}
+
+/* The peer dies (SIGKILL) with our bytes unread.  TCP's socket resets
+ * then: the next send fails (ECONNRESET, or EPIPE when the bytes reached
+ * it after its FIN), and a writer blocked on a peer that does not read
+ * wakes with ECONNRESET.  Under shunt the dead peer's kernel socket closed
+ * with a FIN alone: the first send "succeeded" into it, lost, and the
+ * blocked writer got EPIPE and SIGPIPE (a helper's test, and a Perl
+ * fork-per-client server killed by that SIGPIPE where TCP's child logged
+ * the reset and exited). */
+static void killed_peer_main(int fd, void *arg)
+{
+	(void)arg;
+	ts_make_accelerated_follow(fd);
+	for (;;)
+		pause();
+}
+
+static void send_after_peer_killed_once(int blocked)
+{
+	static char buf[65536];
+	struct shim_peer p;
+
+	ts_peer_start(&p, killed_peer_main, NULL);
+	ts_make_accelerated_lead(p.fd);
+	ts_set_handler(SIGPIPE, on_sigpipe, 0);
+	atomic_store(&g_sigpipe, 0);
+	if (!blocked)
+		ASSERT_EQ(send(p.fd, buf, 1000, 0), 1000);
+	else
+		ts_set_nonblock(p.fd, 0);
+	ASSERT_SYS(kill(p.pid, SIGKILL));
+	if (!blocked) {
+		ASSERT_SYS(waitpid(p.pid, NULL, 0));
+		test_sleep_ms(100);
+		short re = ts_wait_fd(p.fd, POLLOUT, 0);
+		ASSERT_MSG(re & POLLERR, "poll 0x%x after the peer's death", re);
+		errno = 0;
+		ssize_t n = send(p.fd, buf, 1000, MSG_NOSIGNAL);
+		ASSERT_MSG(n < 0 && (errno == ECONNRESET || errno == EPIPE),
+			   "the send after the reset returned %zd (%s)", n, test_errname(errno));
+	} else {
+		ssize_t n;
+		do /* it blocks once the peer's buffers are full, until the reset */
+			n = send(p.fd, buf, sizeof(buf), 0);
+		while (n > 0);
+		ASSERT_MSG(n < 0 && errno == ECONNRESET, "the blocked send ended with %zd (%s)", n,
+			   test_errname(errno));
+		ASSERT_EQ(atomic_load(&g_sigpipe), 0);
+		ASSERT_SYS(waitpid(p.pid, NULL, 0));
+	}
+	ts_set_handler(SIGPIPE, SIG_IGN, 0);
+	ASSERT_SYS(close(p.fd));
+}
+
+static void case_send_after_peer_killed(void)
+{
+	send_after_peer_killed_once(0);
+	send_after_peer_killed_once(1);
 }
 
 /* The same when the peer closes while we are in a blocking recv in another
@@ -1480,7 +1540,8 @@ static void after_close_run(int a, int b, struct after_close *o)
 	errno = 0;
 	o->r[0] = sendmsg(a, &m, MSG_NOSIGNAL);
 	o->err[0] = errno;
-	ASSERT_SYS(setsockopt(a, IPPROTO_TCP, TCP_INQ, &v, sizeof(v)));
+	/* (TCP_INQ, once: it is the ring's now.) */
+	ASSERT_SYS(setsockopt(a, SOL_SOCKET, SO_TIMESTAMP, &v, sizeof(v)));
 	errno = 0;
 	o->r[1] = recv(a, &c, 1, MSG_DONTWAIT);
 	o->err[1] = o->r[1] < 0 ? errno : 0;
@@ -1856,6 +1917,7 @@ static void case_splice_reader_moves(void)
 static const struct shim_case g_cases[] = {
 	{ "first_send_after_close", case_first_send_after_close },
 	{ "more_after_close_pushed", case_more_after_close_pushed },
+	{ "send_after_peer_killed", case_send_after_peer_killed },
 	{ "shutdown_after_peer_close", case_shutdown_after_peer_close },
 	{ "opt_after_peer_back", case_opt_after_peer_back },
 	{ "opt_peer_idle", case_opt_peer_idle },

@@ -1132,6 +1132,18 @@ static ssize_t after_closek(struct tsock *t, int fd, const struct kcall *k, size
 	 * kernel socket may only have seen the peer's FIN). */
 	if (atomic_load(&s->reset_told))
 		return broken_pipe(flags);
+	/* The peer closed or died with our bytes unread in its ring: TCP's
+	 * socket reset then, and a send meets that reset (poll said so too).
+	 * The kernel's may have closed with a FIN alone (no doorbell was
+	 * left unread), and took the send: lost, where TCP's said
+	 * ECONNRESET (a helper's test: a writer whose reader was killed). */
+	if (!fin && reset_due(t, 0, 1) == ECONNRESET) {
+		int err = 0;
+		unsigned elen = sizeof(err);
+		sys_getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen); /* told with it */
+		told_reset(t);
+		return shim_err(-ECONNRESET);
+	}
 	ssize_t n = kcall_do(k, fd, len, flags);
 	if (n < 0 && errno == ECONNRESET && fin && !atomic_exchange(&s->sent_after, 1)) {
 		atomic_store(&s->kreset, 1);
