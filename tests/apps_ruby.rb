@@ -17,7 +17,10 @@
 #   BYE\n                closes
 #
 # One client thread drives two connections through IO.select at once.
-require "digest"
+# digest/sha2 loaded now: Digest::SHA256's lazy load is not thread-safe in
+# Ruby 3.1 (two threads at once: "Digest::Base cannot be directly
+# inherited", which killed a server thread in a CI run, over TCP as well).
+require "digest/sha2"
 require "socket"
 
 def serve(conn, data)
