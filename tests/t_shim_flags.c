@@ -133,6 +133,29 @@ static void case_more_after_close_pushed(void)
 	more_then_push(TCP_CORK, 0);
 }
 
+/* TCP_CORK set after the move holds a send after the peer's close back as
+ * TCP's does (no reset yet), until the cork comes off.  The kernel's
+ * socket sent it at once (the shim held the cork for the program), and
+ * the closed peer's reset came (tests/diff_shim.c seed 7718716936560). */
+static void case_cork_after_peer_close(void)
+{
+	static char buf[4000];
+	int a, b, on = 1, off = 0;
+
+	ts_moved_pair(&a, &b);
+	ASSERT_SYS(close(b));
+	ts_expect_eof(a, ts_ms(2000));
+	ASSERT_SYS(setsockopt(a, IPPROTO_TCP, TCP_CORK, &on, sizeof(on)));
+	ASSERT_EQ(send(a, buf, sizeof(buf), MSG_NOSIGNAL), (ssize_t)sizeof(buf));
+	test_sleep_ms(50); /* the reset comes at once on loopback; the cork's timer in 200 ms */
+	short re = ts_wait_fd(a, POLLIN | POLLOUT, 0);
+	ASSERT_MSG(!(re & POLLERR), "corked bytes went: poll 0x%x", re);
+	ASSERT_SYS(setsockopt(a, IPPROTO_TCP, TCP_CORK, &off, sizeof(off)));
+	re = ts_wait_revents(a, POLLIN, POLLERR, ts_ms(2000));
+	ASSERT_MSG(re & POLLERR, "uncorked: no reset, poll 0x%x", re);
+	ASSERT_SYS(close(a));
+}
+
 /* After the peer's close, bytes a MSG_MORE send left waiting go with our
  * shutdown's FIN, and the closed peer resets on them: poll says POLLERR |
  * POLLHUP, and the next send takes the reset as ECONNRESET, no SIGPIPE
@@ -1917,6 +1940,7 @@ static void case_splice_reader_moves(void)
 static const struct shim_case g_cases[] = {
 	{ "first_send_after_close", case_first_send_after_close },
 	{ "more_after_close_pushed", case_more_after_close_pushed },
+	{ "cork_after_peer_close", case_cork_after_peer_close },
 	{ "send_after_peer_killed", case_send_after_peer_killed },
 	{ "shutdown_after_peer_close", case_shutdown_after_peer_close },
 	{ "opt_after_peer_back", case_opt_after_peer_back },

@@ -1144,6 +1144,10 @@ static ssize_t after_closek(struct tsock *t, int fd, const struct kcall *k, size
 		told_reset(t);
 		return shim_err(-ECONNRESET);
 	}
+	/* The kernel sends now: with the program's Nagle and cork, which
+	 * held TCP's bytes back from the closed peer (a corked send went at
+	 * once and drew its reset: tests/diff_shim.c seed 7718716936560). */
+	shim_nodelay_restore(t, fd);
 	ssize_t n = kcall_do(k, fd, len, flags);
 	if (n < 0 && errno == ECONNRESET && fin && !atomic_exchange(&s->sent_after, 1)) {
 		atomic_store(&s->kreset, 1);
