@@ -993,6 +993,45 @@ static void case_data_to_shut_peer(void)
 	data_to_shut_peer_once(1);
 }
 
+/* Both sides shut their sends down, then one closes with the other's bytes
+ * unread (or SO_LINGER {1, 0}): TCP's sockets are closed by then, and that
+ * close resets nothing; the other reads the end of stream, poll says
+ * POLLHUP and no POLLERR, also after an option takes it back to TCP.
+ * Under shunt the close reset (tests/diff_shim.c seeds 267537594241091,
+ * 139706242921640), and the way back left POLLHUP out (our FIN had gone
+ * by the ring only). */
+static void close_after_fins_once(int linger)
+{
+	struct linger l = { 1, 0 };
+	int a, b, on = 1;
+	char c;
+
+	ts_moved_pair(&a, &b);
+	ts_send_stream(a, shim_seed(9), 0, 100, ts_ms(2000));
+	ts_wait_arrived(b, 100, ts_ms(2000));
+	ASSERT_SYS(shutdown(a, SHUT_WR));
+	ASSERT_SYS(shutdown(b, SHUT_WR));
+	ts_expect_eof(a, ts_ms(2000));
+	if (linger)
+		ASSERT_SYS(setsockopt(b, SOL_SOCKET, SO_LINGER, &l, sizeof(l)));
+	ASSERT_SYS(close(b));
+	test_sleep_ms(50);
+	short re = ts_wait_fd(a, POLLIN | POLLOUT, 0);
+	ASSERT_MSG((re & (POLLERR | POLLHUP)) == POLLHUP, "linger %d: poll 0x%x", linger, re);
+	ASSERT_EQ(recv(a, &c, 1, MSG_DONTWAIT), 0);
+	ASSERT_SYS(setsockopt(a, SOL_SOCKET, SO_OOBINLINE, &on, sizeof(on)));
+	re = ts_wait_fd(a, POLLIN | POLLOUT, 0);
+	ASSERT_MSG((re & (POLLERR | POLLHUP)) == POLLHUP, "linger %d, back on TCP: poll 0x%x",
+		   linger, re);
+	ASSERT_SYS(close(a));
+}
+
+static void case_close_after_fins(void)
+{
+	close_after_fins_once(0);
+	close_after_fins_once(1);
+}
+
 /* An option only TCP honours (TCP_INQ), set after our shutdown both
  * ways: it acts (recvmsg's TCP_CM_INQ, truncated with no room for it),
  * and the peer's data still resets.  The way back to TCP it asks for had
@@ -1372,6 +1411,7 @@ static const struct shim_case g_cases[] = {
 	{ "close_under_recv_many", case_close_under_recv_many },
 	{ "shutdown_wr_wakes", case_shutdown_wr_wakes },
 	{ "data_to_shut_peer", case_data_to_shut_peer },
+	{ "close_after_fins", case_close_after_fins },
 	{ "opt_after_shut_both", case_opt_after_shut_both },
 	{ "reset_after_shut_both", case_reset_after_shut_both },
 	{ "big_send_to_shut_peer", case_big_send_to_shut_peer },

@@ -891,6 +891,10 @@ static int plain_once_read(struct tsock *t, int fd, int fin)
 	if (quiet) {
 		shim_back_exit_bells(t, fd);
 		atomic_fetch_or(&s->phase, PH_NOBELL | PH_TX_PLAIN | PH_RX_PLAIN);
+		/* Our FIN went by the ring: the kernel's socket sends its own,
+		 * so that it stands where TCP's would (POLLHUP once both went). */
+		if (fin && (shunt_end_state(&s->end) & SHUNT_ST_SHUT_WR))
+			sys_shutdown(fd, SHUT_WR);
 		if (fin)
 			shunt_end_close(&s->end, &b, SHUNT_CLOSE_FIN);
 		atomic_store(&s->state, SLOT_OFF);

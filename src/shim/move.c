@@ -920,8 +920,15 @@ void shim_close_end(struct tsock *t, int fd)
 	}
 	struct shunt_bell b = shim_bell(t, fd);
 	uint32_t ph = atomic_load(&s->phase);
-	int rst = (atomic_load(&s->flags) & TF_LINGER0) ||
-		  ((ph & PH_RX_RING) && shunt_end_readable(&s->end) > 0);
+	int64_t peer = shunt_end_peer_state(&s->end);
+	/* Both FINs went (by the rings): TCP's socket is closed, and its close
+	 * resets nothing, bytes unread or SO_LINGER {1, 0} (tcp_close; it
+	 * reset, and the peer's poll said POLLERR: tests/diff_shim.c seed
+	 * 267537594241091). */
+	int done = (shunt_end_state(&s->end) & SHUNT_ST_SHUT_WR) && peer >= 0 &&
+		   (peer & (SHUNT_ST_SHUT_WR | SHUNT_ST_CLOSED)) && !(peer & SHUNT_ST_RESET);
+	int rst = !done && ((atomic_load(&s->flags) & TF_LINGER0) ||
+			    ((ph & PH_RX_RING) && shunt_end_readable(&s->end) > 0));
 
 	char what[160];
 	describe(s, what, sizeof(what));
@@ -932,7 +939,12 @@ void shim_close_end(struct tsock *t, int fd)
 		  (unsigned long long)atomic_load(&s->end.spin_hits),
 		  (unsigned long long)atomic_load(&s->end.sleeps),
 		  (unsigned long long)atomic_load(&s->end.wakeups));
-	shunt_end_close(&s->end, &b, rst ? SHUNT_CLOSE_RST : SHUNT_CLOSE_TCP);
+	shunt_end_close(&s->end, &b,
+			rst ? SHUNT_CLOSE_RST : done ? SHUNT_CLOSE_FIN : SHUNT_CLOSE_TCP);
+	if (done && (atomic_load(&s->flags) & TF_LINGER0)) {
+		struct linger l = { 0, 0 }; /* the kernel's socket is not closed yet */
+		sys_setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+	}
 	/* The kernel's close then says the same to anyone watching the TCP
 	 * socket: a reset, or a FIN once the doorbells are drained (a byte
 	 * left unread makes the kernel send a reset). */
