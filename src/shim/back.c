@@ -73,17 +73,20 @@ int shim_peer_asks(struct tsock *t)
 	       t->mapped && (peer_flags(t->slot) & SHUNT_SW_ASK);
 }
 
-/* Our kernel's count of the peer's stream we read (shim_kern_rx_consumed).
- * Closed, the socket saw the peer's FIN if its ring was shut for sending,
- * or closed with nothing of ours unread (no reset): both go back to TCP
- * with the kernel's FIN (flush_locked, back_quietly, a close). */
-static int consumed(struct tslot *s, int fd, uint64_t *at)
+int shim_peer_fin(struct tslot *s)
 {
 	int64_t st = shunt_end_peer_state(&s->end);
-	int fin = st >= 0 && ((st & SHUNT_ST_SHUT_WR) ||
-			      ((st & SHUNT_ST_CLOSED) && !(st & SHUNT_ST_RESET)));
 
-	return shim_kern_rx_consumed_fin(fd, at, fin);
+	return st >= 0 && ((st & SHUNT_ST_SHUT_WR) ||
+			   (st & (SHUNT_ST_CLOSED | SHUNT_ST_RESET)) == SHUNT_ST_CLOSED);
+}
+
+/* Our kernel's count of the peer's stream we read (shim_kern_rx_consumed).
+ * Closed, the socket saw the peer's FIN as its ring says: both go back to
+ * TCP with the kernel's FIN (flush_locked, back_quietly, a close). */
+static int consumed(struct tslot *s, int fd, uint64_t *at)
+{
+	return shim_kern_rx_consumed_fin(fd, at, shim_peer_fin(s));
 }
 
 static void nap(int64_t *ns)
@@ -613,12 +616,17 @@ int shim_back_rx(struct tsock *t, int fd, int wait)
 }
 
 /* The connection is plain: what every way back ends with. */
-static void went_back(struct tsock *t, int fd, enum shim_why why, const char *how)
+static void plain_again(struct tsock *t, int fd, const char *how)
 {
 	shim_nodelay_restore(t, fd);
 	shim_epoll_back(t);
-	shim_count_why(t->slot, why);
 	log_info("fd %d: back on TCP%s", fd, how);
+}
+
+static void went_back(struct tsock *t, int fd, enum shim_why why, const char *how)
+{
+	shim_count_why(t->slot, why);
+	plain_again(t, fd, how);
 }
 
 /* Both directions are on the kernel's socket: the connection is plain. */
@@ -630,13 +638,10 @@ void shim_back_settle(struct tsock *t, int fd)
 
 	if ((atomic_load(&s->phase) & all) == all &&
 	    atomic_compare_exchange_strong(&s->state, &st, SLOT_OFF)) {
-		if (atomic_load(&sw_of(s, (int)s->side)->flags) & SHUNT_SW_LAZY) {
+		if (atomic_load(&sw_of(s, (int)s->side)->flags) & SHUNT_SW_LAZY)
 			went_back(t, fd, WHY_OPTIONS, " (quietly: an option needs it)");
-			return;
-		}
-		shim_nodelay_restore(t, fd);
-		shim_epoll_back(t);
-		log_info("fd %d: back on TCP, as the peer asked", fd);
+		else
+			plain_again(t, fd, ", as the peer asked");
 	}
 }
 
@@ -786,6 +791,15 @@ static void give_up_loudly(struct tsock *t, int fd, int why)
 	sys_connect(fd, &sa, sizeof(sa));
 	atomic_fetch_or(&s->phase, PH_NOBELL);
 	shunt_end_close(&s->end, &b, SHUNT_CLOSE_RST);
+}
+
+/* A way back that cannot be exact: reset (give_up_loudly), the slot off. */
+static int went_back_reset(struct tsock *t, int fd, enum shim_why why, int rc)
+{
+	give_up_loudly(t, fd, rc);
+	atomic_store(&t->slot->state, SLOT_OFF);
+	went_back(t, fd, why, " (reset)");
+	return rc;
 }
 
 /* Holding both locks: our part, once the peer answered. */
@@ -963,23 +977,16 @@ static int back_quietly(struct tsock *t, int fd)
 	ask(t, fd);
 	/* A send of ours asleep on a full ring sees the ask and lets go. */
 	int rc = lock_by(&s->tx_mu, shunt_now_ns() + ASK_NS);
-	if (rc == 0) {
-		rc = leave_tx(s, fd);
-		/* A shutdown that went to the ring follows its bytes. */
-		if (rc == 0 && (shunt_end_state(&s->end) & SHUNT_ST_SHUT_WR))
-			sys_shutdown(fd, SHUT_WR);
-		atomic_fetch_or(&s->phase, PH_NOBELL | PH_TX_BACK | PH_TX_PLAIN);
-		if (rc < 0)
-			give_up_loudly(t, fd, rc);
-		shim_unlock(&s->tx_mu);
-	} else {
-		give_up_loudly(t, fd, rc);
-	}
-	if (rc < 0) {
-		atomic_store(&s->state, SLOT_OFF);
-		went_back(t, fd, WHY_OPTIONS, " (reset)");
-		return rc;
-	}
+	if (rc < 0)
+		return went_back_reset(t, fd, WHY_OPTIONS, rc);
+	rc = leave_tx(s, fd);
+	/* A shutdown that went to the ring follows its bytes. */
+	if (rc == 0 && (shunt_end_state(&s->end) & SHUNT_ST_SHUT_WR))
+		sys_shutdown(fd, SHUT_WR);
+	atomic_fetch_or(&s->phase, PH_NOBELL | PH_TX_BACK | PH_TX_PLAIN);
+	shim_unlock(&s->tx_mu);
+	if (rc < 0)
+		return went_back_reset(t, fd, WHY_OPTIONS, rc);
 	shim_kick_others(); /* a poll of ours for room asks the kernel now */
 	shim_back_rx(t, fd, 0);
 	shim_back_settle(t, fd);
@@ -1005,12 +1012,8 @@ static int finish_quietly(struct tsock *t, int fd, enum shim_why why)
 	uint64_t at;
 	int rc = lock_rings(s, deadline);
 
-	if (rc < 0) {
-		give_up_loudly(t, fd, rc);
-		atomic_store(&s->state, SLOT_OFF);
-		went_back(t, fd, why, " (reset)");
-		return rc;
-	}
+	if (rc < 0)
+		return went_back_reset(t, fd, why, rc);
 	if (!(peer_flags(s) & SHUNT_SW_BACK) && consumed(s, fd, &at) == 0 &&
 	    at >= atomic_load_explicit(&sw_of(s, 1 - (int)s->side)->tcp_off,
 				       memory_order_relaxed)) {

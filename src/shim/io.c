@@ -97,6 +97,16 @@ static ssize_t after_shut_both(struct tsock *t, int fd, ssize_t n, size_t len, s
 	return n;
 }
 
+/* The kernel's pending error, taken (SO_ERROR): one told with the ring's
+ * is not told again. */
+static int kernel_error(int fd)
+{
+	int err = 0;
+	unsigned len = sizeof(err);
+
+	return sys_getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 ? err : 0;
+}
+
 /* Errors of the ring, as TCP gives them. */
 static ssize_t rx_result(struct tsock *t, int fd, ssize_t n)
 {
@@ -112,9 +122,7 @@ static ssize_t rx_result(struct tsock *t, int fd, ssize_t n)
 	if (n == -ECONNRESET && atomic_exchange(&S(t)->reset_told, 1)) {
 		n = 0;
 	} else if (n == -ECONNRESET) {
-		int err = 0;
-		unsigned len = sizeof(err);
-		sys_getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+		kernel_error(fd);
 		atomic_store(&S(t)->kreset, 0);
 	}
 	return shim_err(n);
@@ -1048,18 +1056,18 @@ static void told_reset(struct tsock *t)
  * wins over EPIPE; ECONNRESET raises no SIGPIPE). */
 static ssize_t shut_pipe(struct tsock *t, int fd, int flags)
 {
-	int err = reset_due(t, 0, 1), k = 0;
-	unsigned len = sizeof(k);
+	int err = reset_due(t, 0, 1);
 
 	/* After the peer's close our FIN went by the kernel (shim_shutdown),
 	 * which may hold the reset it brought: past our FIN, TCP's reset is
 	 * ECONNRESET (EPIPE only in CLOSE_WAIT), taken here as a send takes
 	 * it (tests/diff_shim.c seed 135077436040505: EPIPE and SIGPIPE).
 	 * Told once: the kernel's is taken with the ring's (rx_result). */
-	if ((err || (peer_closed(t) && !atomic_load(&S(t)->reset_told))) &&
-	    sys_getsockopt(fd, SOL_SOCKET, SO_ERROR, &k, &len) == 0 && !err &&
-	    (k == ECONNRESET || k == EPIPE))
-		err = ECONNRESET;
+	if (err || (peer_closed(t) && !atomic_load(&S(t)->reset_told))) {
+		int k = kernel_error(fd);
+		if (!err && (k == ECONNRESET || k == EPIPE))
+			err = ECONNRESET;
+	}
 	if (err)
 		told_reset(t);
 	return err == ECONNRESET ? shim_err(-ECONNRESET) : broken_pipe(flags);
@@ -1138,9 +1146,7 @@ static ssize_t after_closek(struct tsock *t, int fd, const struct kcall *k, size
 	 * left unread), and took the send: lost, where TCP's said
 	 * ECONNRESET (a helper's test: a writer whose reader was killed). */
 	if (!fin && reset_due(t, 0, 1) == ECONNRESET) {
-		int err = 0;
-		unsigned elen = sizeof(err);
-		sys_getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen); /* told with it */
+		kernel_error(fd); /* told with it */
 		told_reset(t);
 		return shim_err(-ECONNRESET);
 	}
@@ -1995,10 +2001,9 @@ static int tcp_only_opt(int level, int opt, const void *val, socklen_t len)
  * Set after the move it is the ring's, as SO_RCVLOWAT is: each recvmsg
  * gets TCP's TCP_CM_INQ, the kernel's tcp_inq_hint, which counts the
  * bytes left to read plus the peer's FIN once it came (a sequence number;
- * a reset adds nothing).  It took the
- * connection back to TCP, which a peer busy elsewhere did not answer: a
- * reset (tests/diff_shim.c).  Set before the move, it keeps the connection
- * on TCP (tcp_only_opt). */
+ * a reset adds nothing).  It took the connection back to TCP, which a peer
+ * busy elsewhere did not answer: a reset (tests/diff_shim.c).  Set before
+ * the move, it keeps the connection on TCP (tcp_only_opt). */
 static void inq_set(struct tsock *t, int on)
 {
 	if (on)
@@ -2021,15 +2026,12 @@ static int fin_came(struct tsock *t, int fd)
 	if ((shunt_end_state(END(t)) & SHUNT_ST_CLOSED) &&
 	    (atomic_load(&S(t)->reset_told) || atomic_load(&S(t)->kreset)))
 		return 0;
-	if (peer >= 0 && ((peer & SHUNT_ST_SHUT_WR) ||
-			  (peer & (SHUNT_ST_CLOSED | SHUNT_ST_RESET)) == SHUNT_ST_CLOSED))
+	if (shim_peer_fin(S(t)))
 		return 1;
 	if ((peer >= 0 && (peer & SHUNT_ST_RESET)) || atomic_load(&S(t)->reset_told) ||
 	    shim_tcp_info_get(t, fd, &ti, &tl) < 0 || tl < 1)
 		return 0;
-	return ti.tcpi_state == TCP_CLOSE_WAIT || ti.tcpi_state == TCP_LAST_ACK ||
-	       ti.tcpi_state == TCP_CLOSING || ti.tcpi_state == TCP_TIME_WAIT ||
-	       ti.tcpi_state == TCP_CLOSE;
+	return (shim_kern_fins(ti.tcpi_state) & SHIM_FIN_IN) || ti.tcpi_state == TCP_CLOSE;
 }
 
 /* Read past, the FIN leaves TCP's count, and its "done" puts the 1 back:

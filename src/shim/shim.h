@@ -493,6 +493,9 @@ int shim_back_past_shut(struct tsock *t, int fd);
 int shim_peer_asks(struct tsock *t);
 /* The peer's sends went back to TCP (it said BACK). */
 int shim_peer_back(struct tsock *t);
+/* The peer's FIN came, as its ring says: it shut its sends down, or closed
+ * with all of ours read (with bytes unread, a reset and no FIN). */
+int shim_peer_fin(struct tslot *s);
 /* The asker's TCP bytes since its way back queued in our socket, while
  * its ring still holds data for us. */
 uint64_t shim_back_queued(struct tsock *t, int fd);
