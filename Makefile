@@ -66,8 +66,9 @@ ifeq ($(SAN),)
 TEST_SH   := $(patsubst tests/%.sh,$(B)/tests/%,$(wildcard tests/t_*.sh))
 endif
 TEST_LIB  := $(B)/tests/testlib.o
-# Helper programs the script tests run (tests/soak.c: t_soak.sh, make soak).
-TEST_HELP := $(B)/tests/soak
+# Helper programs the script tests run (tests/soak.c: t_soak.sh, make soak;
+# tests/diff_shim.c: t_diff_seeds.sh, make diff).
+TEST_HELP := $(B)/tests/soak $(B)/tests/diff_shim
 EXAMPLES  := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
 
 .PHONY: all lib deps test test-vm demo bench install deb clean fuzz soak diff
@@ -139,7 +140,8 @@ $(B)/tests/t_shim_%: $(B)/tests/t_shim_%.o $(TEST_LIB) $(SHIM_TEST_LIB) $(SHIM_O
 	$(Q)$(CC) -o $@ $< $(TEST_LIB) $(SHIM_TEST_LIB) $(SHIM_OBJ) $(B)/libshunt.a $(ALL_LDFLAGS) -lpthread
 
 # The differential tester (tests/diff_shim.c, `make diff`): not in the
-# suite, as it still finds differences that are open (tests/README.md).
+# suite, as it still finds differences that are open (tests/README.md);
+# t_diff_seeds.sh replays the seeds whose differences were fixed.
 $(B)/tests/diff_shim: $(B)/tests/diff_shim.o $(TEST_LIB) $(SHIM_TEST_LIB) $(SHIM_OBJ) $(B)/libshunt.a
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) -o $@ $< $(TEST_LIB) $(SHIM_TEST_LIB) $(SHIM_OBJ) $(B)/libshunt.a $(ALL_LDFLAGS) -lpthread
