@@ -1032,6 +1032,33 @@ static void case_close_after_fins(void)
 	close_after_fins_once(1);
 }
 
+/* Our shutdown(SHUT_RD), then the peer's reset (SO_LINGER {1, 0}): TCP's
+ * read tells the reset once, then the end of stream (tcp_recvmsg looks at
+ * the socket's error before its RCV_SHUTDOWN); a peek too.  Under shunt
+ * our shutdown's end of stream came first, the reset never (tests/diff_shim.c
+ * seed 40808813192150). */
+static void reset_after_shut_rd_once(int peek)
+{
+	struct linger l = { 1, 0 };
+	int a, b;
+	char c;
+
+	ts_moved_pair(&a, &b);
+	ASSERT_SYS(shutdown(a, SHUT_RD));
+	ASSERT_SYS(setsockopt(b, SOL_SOCKET, SO_LINGER, &l, sizeof(l)));
+	ASSERT_SYS(close(b));
+	ts_wait_revents(a, POLLIN, POLLERR, ts_ms(2000));
+	ASSERT_FAILS(recv(a, &c, 1, MSG_DONTWAIT | (peek ? MSG_PEEK : 0)), ECONNRESET);
+	ASSERT_EQ(recv(a, &c, 1, MSG_DONTWAIT), 0);
+	ASSERT_SYS(close(a));
+}
+
+static void case_reset_after_shut_rd(void)
+{
+	reset_after_shut_rd_once(0);
+	reset_after_shut_rd_once(1);
+}
+
 /* An option only TCP honours (TCP_INQ), set after our shutdown both
  * ways: it acts (recvmsg's TCP_CM_INQ, truncated with no room for it),
  * and the peer's data still resets.  The way back to TCP it asks for had
@@ -1412,6 +1439,7 @@ static const struct shim_case g_cases[] = {
 	{ "shutdown_wr_wakes", case_shutdown_wr_wakes },
 	{ "data_to_shut_peer", case_data_to_shut_peer },
 	{ "close_after_fins", case_close_after_fins },
+	{ "reset_after_shut_rd", case_reset_after_shut_rd },
 	{ "opt_after_shut_both", case_opt_after_shut_both },
 	{ "reset_after_shut_both", case_reset_after_shut_both },
 	{ "big_send_to_shut_peer", case_big_send_to_shut_peer },
