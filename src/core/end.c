@@ -111,6 +111,13 @@ static int peer_done(struct shunt_end *e)
  * cached one shows less, so each call loads it at most once.  `peek`: for
  * poll, from any thread, touching no state of the direction's own thread. */
 
+/* The peer reset with no FIN before it (a FIN first makes TCP's read
+ * say the end of stream: the reset is a send's EPIPE). */
+static int reset_alone(int64_t st)
+{
+	return st >= 0 && (st & (SHUNT_ST_RESET | SHUNT_ST_SHUT_WR)) == SHUNT_ST_RESET;
+}
+
 static int64_t rx_ready(struct shunt_end *e, uint64_t want, int peek)
 {
 	int err = atomic_load_explicit(&e->broken, memory_order_relaxed);
@@ -127,9 +134,7 @@ static int64_t rx_ready(struct shunt_end *e, uint64_t want, int peek)
 	 * at the socket's error before its RCV_SHUTDOWN (it said 0 where
 	 * TCP's said ECONNRESET: tests/diff_shim.c seed 40808813192150). */
 	if (atomic_load_explicit(&e->rd_shut, memory_order_relaxed))
-		return st >= 0 && (st & (SHUNT_ST_RESET | SHUNT_ST_SHUT_WR)) == SHUNT_ST_RESET
-			       ? -ECONNRESET
-			       : 0;
+		return reset_alone(st) ? -ECONNRESET : 0;
 	if (st < 0)
 		return st;
 	if (st & (SHUNT_ST_SHUT_WR | SHUNT_ST_CLOSED)) {
@@ -137,7 +142,7 @@ static int64_t rx_ready(struct shunt_end *e, uint64_t want, int peek)
 		 * reset after the peer's shutdown came behind its FIN: TCP
 		 * reads end of stream then (the reset is a send's EPIPE). */
 		n = rx_avail(e, want, peek);
-		if (n == 0 && (st & (SHUNT_ST_RESET | SHUNT_ST_SHUT_WR)) == SHUNT_ST_RESET)
+		if (n == 0 && reset_alone(st))
 			return -ECONNRESET;
 		return n < 0 ? shunt_end_fail(e, (int)n) : n;
 	}

@@ -67,20 +67,25 @@ static int64_t deadline_of(struct tsock *t, int flags, int tx)
 	return to > 0 ? shunt_now_ns() + to : SHUNT_NEVER;
 }
 
-/* The end of the stream after our shutdown both ways, unless the kernel
- * reset on the peer's data meanwhile (shut_both): then that, once. */
-static ssize_t shut_reset(struct tsock *t, int fd)
+/* The kernel's pending error, taken (SO_ERROR): one told with the ring's
+ * is not told again. */
+static int kernel_error(int fd)
 {
 	int err = 0;
 	unsigned len = sizeof(err);
 
+	return sys_getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 ? err : 0;
+}
+
+/* The end of the stream after our shutdown both ways, unless the kernel
+ * reset on the peer's data meanwhile (shut_both): then that, once. */
+static ssize_t shut_reset(struct tsock *t, int fd)
+{
 	if (atomic_load(&S(t)->reset_told))
 		return 0;
 	if (atomic_load(&S(t)->kreset)) /* a doorbell's read took it */
 		return -ECONNRESET;
-	if (sys_getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err != ECONNRESET)
-		return 0;
-	return -ECONNRESET; /* told by rx_result */
+	return kernel_error(fd) == ECONNRESET ? -ECONNRESET : 0; /* told by rx_result */
 }
 
 /* A ring read's n (>= 0, `done` before it) after our shutdown both ways:
@@ -95,16 +100,6 @@ static ssize_t after_shut_both(struct tsock *t, int fd, ssize_t n, size_t len, s
 	if (n == 0 && !done && (len || shunt_end_readable(END(t)) == 0))
 		return shut_reset(t, fd);
 	return n;
-}
-
-/* The kernel's pending error, taken (SO_ERROR): one told with the ring's
- * is not told again. */
-static int kernel_error(int fd)
-{
-	int err = 0;
-	unsigned len = sizeof(err);
-
-	return sys_getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 ? err : 0;
 }
 
 /* Errors of the ring, as TCP gives them. */
@@ -1039,10 +1034,7 @@ static int reset_due(struct tsock *t, int kern_reset, int ring)
 		 * was taken for a doorbell's after a clean close, and poll
 		 * said no POLLERR (tests/diff_shim.c seed 121455858073981). */
 		if ((phase_of(t) & PH_TX_PLAIN) && shim_peer_back(t))
-			return (shunt_end_peer_state(END(t)) & SHUNT_ST_SHUT_WR) &&
-					       !(shunt_end_state(END(t)) & SHUNT_ST_SHUT_WR)
-				       ? EPIPE
-				       : ECONNRESET;
+			return close_wait(t) ? EPIPE : ECONNRESET;
 		int clean = peer_clean(t);
 		if (!clean || atomic_load(&s->sent_after))
 			return clean || fin_then_reset(t) || close_wait(t) ? EPIPE : ECONNRESET;
