@@ -547,6 +547,109 @@ static void case_big_send_echo(void)
 	free(src);
 }
 
+/*
+ * A program that writes all it has before it reads (a client that sends a
+ * whole request, then reads the answer) to a peer that echoes as it
+ * reads: TCP's buffers hold several MiB of that (8 MB passed here), the
+ * rings 512 KiB each way.  Both ends waited for room in a ring the other
+ * did not read, for good (a send of 2 MB hung; 1 MB passed): the
+ * connection goes back to TCP instead (bell.c, "Both ends full").  The
+ * peer writes with blocking calls, or polls for room as an event loop.
+ */
+#define WBR_SIZE (3 * MIB)
+
+struct wbr_peer {
+	int poll; /* writes through poll(), else with blocking write() */
+};
+
+static void wbr_echo(int fd, int polls)
+{
+	static unsigned char buf[64 * KIB];
+	ssize_t n;
+
+	while ((n = read(fd, buf, sizeof(buf))) > 0) {
+		if (polls) {
+			ts_write_all(fd, buf, (size_t)n, ts_ms(10000));
+			continue;
+		}
+		for (ssize_t done = 0, k; done < n; done += k) {
+			k = write(fd, buf + done, (size_t)(n - done));
+			ASSERT_MSG(k > 0, "the echo's write returned %zd (%s)", k, strerror(errno));
+		}
+	}
+	ASSERT_EQ(n, 0);
+	ASSERT_SYS(close(fd));
+}
+
+static void wbr_peer_main(int fd, void *arg)
+{
+	const struct wbr_peer *w = arg;
+
+	ts_make_accelerated_follow(fd);
+	wbr_echo(fd, w->poll);
+}
+
+struct wbr_thread {
+	int fd;
+	pthread_t t;
+};
+
+static void *wbr_thread_main(void *arg)
+{
+	struct wbr_thread *w = arg;
+
+	wbr_echo(w->fd, 0);
+	return NULL;
+}
+
+/* how: 0 the peer in a child, blocking; 1 the same, polling; 2 a thread
+ * of ours, blocking (the peer in our family: the loud way back). */
+static void write_before_read_once(int how)
+{
+	static const char *const what[] = { "blocks", "polls", "is a thread" };
+	unsigned char *src = malloc(WBR_SIZE), *dst = malloc(WBR_SIZE);
+	struct wbr_peer w = { how == 1 };
+	struct wbr_thread th;
+	struct timeval tv = { 10, 0 };
+	struct shim_peer p = { 0, -1 };
+	int fd;
+
+	ASSERT_NOT_NULL(src);
+	ASSERT_NOT_NULL(dst);
+	test_stream_fill(shim_seed(40 + (uint64_t)how), 0, src, WBR_SIZE);
+	if (how < 2) {
+		ts_peer_start(&p, wbr_peer_main, &w);
+		ts_make_accelerated_lead(p.fd);
+		fd = p.fd;
+	} else {
+		ts_moved_pair(&fd, &th.fd);
+		ASSERT_EQ(pthread_create(&th.t, NULL, wbr_thread_main, &th), 0);
+	}
+	ASSERT_SYS(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)));
+	double t0 = test_now();
+	ssize_t n = write(fd, src, WBR_SIZE);
+	ASSERT_MSG(n == WBR_SIZE, "a write of %d bytes (the peer %s) returned %zd (%s) after %.1f s",
+		   WBR_SIZE, what[how], n, n < 0 ? strerror(errno) : "short", test_now() - t0);
+	ASSERT_SYS(shutdown(fd, SHUT_WR));
+	ts_read_exact(fd, dst, WBR_SIZE, ts_ms(10000));
+	ASSERT(memcmp(src, dst, WBR_SIZE) == 0);
+	ts_expect_eof(fd, ts_ms(5000));
+	test_log("the peer %s: %.3f s", what[how], test_now() - t0);
+	ASSERT_SYS(close(fd));
+	if (how < 2)
+		ts_peer_wait(&p, ts_ms(5000));
+	else
+		ASSERT_EQ(pthread_join(th.t, NULL), 0);
+	free(src);
+	free(dst);
+}
+
+static void case_write_before_read(void)
+{
+	for (int how = 0; how < 3; how++)
+		write_before_read_once(how);
+}
+
 /* A signal caught with SA_RESTART ends a MSG_WAITALL read that has bytes
  * already: it returns them, as TCP's does.  The ring's wait slept in a
  * read of the stream that the kernel restarted, until the rest came 2 s
@@ -1845,6 +1948,7 @@ static const struct shim_case g_cases[] = {
 	{ "waitall_across_switch", case_waitall_across_switch },
 	{ "peek_waitall_across_switch", case_peek_waitall_across_switch },
 	{ "big_send_echo", case_big_send_echo },
+	{ "write_before_read", case_write_before_read },
 	{ "waitall_signal", case_waitall_signal },
 	{ "writev_whole", case_writev_whole },
 	{ "bad_pointers", case_bad_pointers },

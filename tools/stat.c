@@ -35,7 +35,7 @@
 #define MAX_ARENAS 4096
 
 static const char *const why_names[ARENA_WHY] = {
-	"short", "nopeer", "policy", "shared", "stdio", "options", "refused", "error",
+	"short", "nopeer", "policy", "shared", "stdio", "options", "refused", "error", "full",
 };
 static const char *const state_names[] = { "free", "tcp", "meeting", "moved", "tcp" };
 
@@ -251,7 +251,8 @@ static void usage(FILE *f)
 		   "they carried enough; nopeer: the other end does not run shunt; policy:\n"
 		   "a bypass rule; shared: another process holds the socket; stdio: used\n"
 		   "through stdio; options: flags only TCP carries; refused: another user or\n"
-		   "namespace; error).  Then the connections in shared memory (--all: also\n"
+		   "namespace; full: both ends waited for room, more than the rings\n"
+		   "hold; error).  Then the connections in shared memory (--all: also\n"
 		   "those on TCP), with their processes and bytes each way.\n"
 		   "  --json   one JSON object per process and per connection, one per line\n"
 		   "  --watch  refresh every second, like top (Ctrl-C to stop)\n");

@@ -31,7 +31,7 @@ _Static_assert(offsetof(struct tslot, calls) == offsetof(struct arena_slot_view,
 	       "shunt stat's view of a slot");
 
 const char *const shim_why_names[WHY_N] = {
-	"short", "nopeer", "policy", "shared", "stdio", "options", "refused", "error",
+	"short", "nopeer", "policy", "shared", "stdio", "options", "refused", "error", "full",
 };
 
 /*

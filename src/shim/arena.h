@@ -14,14 +14,14 @@
 #include <stdint.h>
 
 #define ARENA_MAGIC     0x4e455241544e4853ull /* "SHNTAREN" little-endian */
-#define ARENA_VERSION   4u
+#define ARENA_VERSION   5u
 #define ARENA_PROCS     256
 #define ARENA_SLOTS     16384
 #define ARENA_REUSE_SPAN 256   /* a process's window: the slots its search cycles through first */
 #define ARENA_SLOT_SIZE 1024u
 #define ARENA_SLOTS_OFF 65536u
 #define ARENA_SIZE      ((uint64_t)ARENA_SLOTS_OFF + (uint64_t)ARENA_SLOTS * ARENA_SLOT_SIZE)
-#define ARENA_WHY       8 /* enum shim_why */
+#define ARENA_WHY       9 /* enum shim_why */
 /* A process keeps the arena's fd as the one fd of a 1-byte datagram that
  * carries this byte, in flight on a socket pair of its own (shim/arena.c):
  * not in its fd table, where /proc/PID/fd would open it. */
@@ -35,7 +35,7 @@ struct arena_proc {
 	_Atomic uint64_t moved;     /* ... moved to shared memory */
 	_Atomic uint64_t why[ARENA_WHY]; /* ... stayed on TCP, by reason */
 	char comm[16];              /* the program's name */
-	uint8_t pad2[24];           /* to 128 bytes: no two processes' counters share a cache line */
+	uint8_t pad2[16];           /* to 128 bytes: no two processes' counters share a cache line */
 };
 
 struct arena_hdr {

@@ -638,7 +638,9 @@ void shim_back_settle(struct tsock *t, int fd)
 
 	if ((atomic_load(&s->phase) & all) == all &&
 	    atomic_compare_exchange_strong(&s->state, &st, SLOT_OFF)) {
-		if (atomic_load(&sw_of(s, (int)s->side)->flags) & SHUNT_SW_LAZY)
+		if (atomic_load(&s->flags) & TF_JAM)
+			went_back(t, fd, WHY_FULL, " (quietly: both ends waited for room)");
+		else if (atomic_load(&sw_of(s, (int)s->side)->flags) & SHUNT_SW_LAZY)
 			went_back(t, fd, WHY_OPTIONS, " (quietly: an option needs it)");
 		else
 			plain_again(t, fd, ", as the peer asked");
@@ -967,7 +969,7 @@ int shim_back_past_shut(struct tsock *t, int fd)
  * program's setsockopt() for a peer busy elsewhere, then reset the
  * connection (t_shim_flags opt_peer_idle).  0, or < 0 when it reset.
  */
-static int back_quietly(struct tsock *t, int fd)
+static int back_quietly(struct tsock *t, int fd, enum shim_why why)
 {
 	struct tslot *s = t->slot;
 
@@ -978,7 +980,7 @@ static int back_quietly(struct tsock *t, int fd)
 	/* A send of ours asleep on a full ring sees the ask and lets go. */
 	int rc = lock_by(&s->tx_mu, shunt_now_ns() + ASK_NS);
 	if (rc < 0)
-		return went_back_reset(t, fd, WHY_OPTIONS, rc);
+		return went_back_reset(t, fd, why, rc);
 	rc = leave_tx(s, fd);
 	/* A shutdown that went to the ring follows its bytes. */
 	if (rc == 0 && (shunt_end_state(&s->end) & SHUNT_ST_SHUT_WR))
@@ -986,7 +988,7 @@ static int back_quietly(struct tsock *t, int fd)
 	atomic_fetch_or(&s->phase, PH_NOBELL | PH_TX_BACK | PH_TX_PLAIN);
 	shim_unlock(&s->tx_mu);
 	if (rc < 0)
-		return went_back_reset(t, fd, WHY_OPTIONS, rc);
+		return went_back_reset(t, fd, why, rc);
 	shim_kick_others(); /* a poll of ours for room asks the kernel now */
 	shim_back_rx(t, fd, 0);
 	shim_back_settle(t, fd);
@@ -1072,7 +1074,7 @@ static int demote(struct tsock *t, int fd, enum shim_why why, int quiet)
 	 * resends what we did not read: our reads are all TCP's at once). */
 	struct family_peer fp = family_peer(s);
 	if (quiet && !s->vm.on && !fp.t)
-		return back_quietly(t, fd);
+		return back_quietly(t, fd, why);
 	shim_switch_tx(t, fd);
 	int peer_ring = ask(t, fd);
 	if (fp.t)
@@ -1090,13 +1092,23 @@ static int demote(struct tsock *t, int fd, enum shim_why why, int quiet)
 		atomic_store(&s->state, SLOT_OFF);
 	}
 	family_steps(&fp);
-	went_back(t, fd, why, rc < 0 ? " (reset)" : "");
+	went_back(t, fd, why,
+		  rc < 0 ? " (reset)" : why == WHY_FULL ? " (both ends waited for room)" : "");
 	return rc;
 }
 
 int shim_demote(struct tsock *t, int fd)
 {
 	return demote(t, fd, WHY_SHARED, 0);
+}
+
+/* Both ends waited for room (bell.c, "Both ends full"): TCP's buffers
+ * take what the rings could not.  Quietly, as an option's way back: the
+ * peer answers from its own wait for room. */
+void shim_unjam(struct tsock *t, int fd)
+{
+	if (!shim_in_vfork_child())
+		demote(t, fd, WHY_FULL, 1);
 }
 
 /* Set after the move, SO_RCVLOWAT, a filter, kTLS or signal-driven I/O

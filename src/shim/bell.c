@@ -557,6 +557,52 @@ static int nap(int64_t deadline)
 	return 0;
 }
 
+/*
+ * Both ends full.  A program that writes all it has before it reads, to a
+ * peer that echoes as it reads, fills the peer's ring and then its own:
+ * both ends wait for room in a ring the other does not read, for good.
+ * TCP's buffers hold several MiB of that (a 3 MB echo passes), the rings
+ * 512 KiB each way (t_shim_data write_before_read: a write of 3 MB ended
+ * at 1 MB + 64 KiB).  A wait for room that finds the peer waiting for room
+ * too (its wait word), our ring from it full, and neither ring moving for
+ * JAM_NS, takes the connection back to TCP, whose buffers then take the
+ * rest: TF_JAM, and -EXDEV for the send to let go of the ring (io.c,
+ * tx_route, unjams).  Once per connection.  The side that made the
+ * segment acts first and the other later, so that two ends stuck alike do
+ * not both ask.  Only a wait of ours can tell: two event loops that each
+ * poll for room without reading stay stuck, as they would on TCP past its
+ * buffers.  A hostile peer's words only make us go back to TCP.
+ */
+#define JAM_NS (50ll * 1000000)
+
+static _Thread_local struct {
+	struct tslot *s;
+	uint64_t progress; /* shunt_end_progress when the jam was first seen */
+	int64_t since;
+} jam;
+
+/* When to go back if nothing moves meanwhile; SHUNT_NEVER: no jam. */
+static int64_t jam_at(struct tslot *s, uint32_t bits)
+{
+	struct shunt_end *e = &s->end;
+
+	if (!(bits & SHUNT_WAIT_WRITE) || (atomic_load(&s->flags) & TF_JAM) ||
+	    !(atomic_load_explicit(&e->peer->wait, memory_order_relaxed) & SHUNT_WAIT_WRITE) ||
+	    shunt_end_readable(e) < (ssize_t)e->rx.cap) {
+		jam.s = NULL;
+		return SHUNT_NEVER;
+	}
+	uint64_t now = shunt_end_progress(e);
+	if (jam.s != s || jam.progress != now) {
+		jam.s = s;
+		jam.progress = now;
+		jam.since = shunt_now_ns();
+	}
+	return jam.since + (s->side ? 3 : 1) * JAM_NS;
+}
+
+static int sleep_ringing(struct shunt_bell *b, uint32_t bits, int64_t deadline);
+
 static int tb_sleep(struct shunt_bell *b, uint32_t bits, int64_t deadline)
 {
 	struct tslot *s = slot_of(b);
@@ -569,6 +615,22 @@ static int tb_sleep(struct shunt_bell *b, uint32_t bits, int64_t deadline)
 	case 1:
 		return careful_sleep(s, bell_fd(b), bits, deadline);
 	}
+	int64_t until = jam_at(s, bits);
+	if (until <= shunt_now_ns()) {
+		jam.s = NULL;
+		atomic_fetch_or(&s->flags, TF_JAM);
+		return -EXDEV;
+	}
+	until = SHUNT_MIN(until, deadline);
+	int rc = sleep_ringing(b, bits, until);
+	return rc == -EAGAIN && until != deadline ? 0 : rc;
+}
+
+/* A wait on the doorbell: 0 to look again, -EAGAIN at the deadline. */
+static int sleep_ringing(struct shunt_bell *b, uint32_t bits, int64_t deadline)
+{
+	struct tslot *s = slot_of(b);
+
 	/* A writer that never reads reaches the peer's switch offset only
 	 * here (the peer sent nothing by TCP): it napped 1 to 16 ms per wait
 	 * for room, its doorbells left unheard (tcpbench stream: 33 MB/s

@@ -932,6 +932,13 @@ static ssize_t plain_send(struct tsock *t, int fd, const void *buf, size_t len, 
 	return n;
 }
 
+/* A wait for room found both ends waiting (bell.c, "Both ends full"): the
+ * connection goes back to TCP before the send goes on, once. */
+static int jammed(struct tsock *t, uint32_t ph)
+{
+	return (atomic_load(&S(t)->flags) & TF_JAM) && moved(t) && !(ph & PH_TX_BACK);
+}
+
 #define TX_RING 0   /* into our ring */
 #define TX_TCP 1    /* on TCP before our switch (in flight: tcp_leave after) */
 #define TX_KERNEL 2 /* the kernel's again: the connection went back */
@@ -942,6 +949,10 @@ static int tx_route(struct tsock *t, int fd, int flags)
 {
 	for (;;) {
 		uint32_t ph = phase_of(t);
+		if (jammed(t, ph)) {
+			shim_unjam(t, fd);
+			ph = phase_of(t);
+		}
 		if ((ph & PH_TX_BACK) || shim_peer_asks(t)) {
 			int rc = shim_back_tx(t, fd, deadline_of(t, flags, 1) != 0);
 			/* A peer that broke the rules: a reset, as TCP says it. */
@@ -1428,7 +1439,8 @@ static ssize_t moved_send(struct tsock *t, int fd, const void *buf, size_t len, 
 static int cut_short(struct tsock *t, int flags)
 {
 	return deadline_of(t, flags, 1) != 0 &&
-	       (!moved(t) || (phase_of(t) & PH_TX_BACK) || shim_peer_asks(t));
+	       (!moved(t) || (phase_of(t) & PH_TX_BACK) || shim_peer_asks(t) ||
+		jammed(t, phase_of(t)));
 }
 
 ssize_t shim_send(struct tsock *t, int fd, const void *buf, size_t len, int flags)

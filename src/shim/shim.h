@@ -163,6 +163,7 @@ enum slot_state {
 #define TF_LINGER0  0x20u /* SO_LINGER {1, 0}: the close is a reset */
 #define TF_NONBLOCK 0x40u /* O_NONBLOCK on the file description */
 #define TF_INQ      0x80u /* TCP_INQ set after the move: recvmsg says TCP_CM_INQ */
+#define TF_JAM      0x100u /* both ends waited for room: back to TCP (bell.c) */
 #define TF_NOMOVE   (TF_STDIO | TF_EXPORTED | TF_OPTS | TF_SHUT)
 
 /* Why a connection stays on TCP, counted per process for `shunt stat`. */
@@ -175,6 +176,7 @@ enum shim_why {
 	WHY_OPTIONS,  /* options or flags we cannot carry */
 	WHY_REFUSED,  /* the peer's user, namespace or proof was refused */
 	WHY_ERROR,    /* a system call failed on the way */
+	WHY_FULL,     /* both ends waited for room: the rings held too little */
 	WHY_N
 };
 extern const char *const shim_why_names[WHY_N];
@@ -486,6 +488,8 @@ int shim_demote(struct tsock *t, int fd);
  * (no answer awaited: the peer's ring is ours to read to its end) when
  * the option means nothing for bytes already there. */
 void shim_tcp_only(struct tsock *t, int fd, int quiet);
+/* Both ends waited for room: back to TCP (bell.c, "Both ends full"). */
+void shim_unjam(struct tsock *t, int fd);
 /* After our shutdown both ways, an option that needs TCP makes our reads
  * the kernel's once the peer's ring is read: 1 if they are now. */
 int shim_back_past_shut(struct tsock *t, int fd);
