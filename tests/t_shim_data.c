@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
@@ -602,13 +603,40 @@ static void *wbr_thread_main(void *arg)
 	return NULL;
 }
 
+/* Write all n bytes as an event loop would: epoll_wait for room, then
+ * non-blocking sends; -1 if stuck for ms. */
+static ssize_t epoll_write_all(int fd, const unsigned char *p, size_t n, int ms)
+{
+	struct epoll_event ev = { .events = EPOLLOUT };
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	size_t done = 0;
+
+	ASSERT_SYS(ep);
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev));
+	while (done < n) {
+		ssize_t k = send(fd, p + done, n - done, MSG_DONTWAIT);
+		if (k > 0) {
+			done += (size_t)k;
+			continue;
+		}
+		ASSERT_MSG(errno == EAGAIN, "send: %s", strerror(errno));
+		if (epoll_wait(ep, &ev, 1, ms) == 0)
+			break;
+	}
+	ASSERT_SYS(close(ep));
+	return (ssize_t)done;
+}
+
 /* how: 0 the peer in a child, blocking; 1 the same, polling; 2 a thread
- * of ours, blocking (the peer in our family: the loud way back). */
+ * of ours, blocking (the peer in our family: the loud way back); 3 a
+ * polling peer, and we poll too; 4 the same, we wait in epoll (event
+ * loops that each wait for room without reading: asyncio's streams). */
 static void write_before_read_once(int how)
 {
-	static const char *const what[] = { "blocks", "polls", "is a thread" };
+	static const char *const what[] = { "blocks", "polls", "is a thread", "polls, as we do",
+					     "polls, we epoll" };
 	unsigned char *src = malloc(WBR_SIZE), *dst = malloc(WBR_SIZE);
-	struct wbr_peer w = { how == 1 };
+	struct wbr_peer w = { how != 0 };
 	struct wbr_thread th;
 	struct timeval tv = { 10, 0 };
 	struct shim_peer p = { 0, -1 };
@@ -617,7 +645,7 @@ static void write_before_read_once(int how)
 	ASSERT_NOT_NULL(src);
 	ASSERT_NOT_NULL(dst);
 	test_stream_fill(shim_seed(40 + (uint64_t)how), 0, src, WBR_SIZE);
-	if (how < 2) {
+	if (how != 2) {
 		ts_peer_start(&p, wbr_peer_main, &w);
 		ts_make_accelerated_lead(p.fd);
 		fd = p.fd;
@@ -627,7 +655,14 @@ static void write_before_read_once(int how)
 	}
 	ASSERT_SYS(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)));
 	double t0 = test_now();
-	ssize_t n = write(fd, src, WBR_SIZE);
+	ssize_t n;
+	if (how == 3) {
+		ts_write_all(fd, src, WBR_SIZE, ts_ms(10000));
+		n = WBR_SIZE;
+	} else {
+		n = how == 4 ? epoll_write_all(fd, src, WBR_SIZE, ts_ms(10000))
+			     : write(fd, src, WBR_SIZE);
+	}
 	ASSERT_MSG(n == WBR_SIZE, "a write of %d bytes (the peer %s) returned %zd (%s) after %.1f s",
 		   WBR_SIZE, what[how], n, n < 0 ? strerror(errno) : "short", test_now() - t0);
 	ASSERT_SYS(shutdown(fd, SHUT_WR));
@@ -636,7 +671,7 @@ static void write_before_read_once(int how)
 	ts_expect_eof(fd, ts_ms(5000));
 	test_log("the peer %s: %.3f s", what[how], test_now() - t0);
 	ASSERT_SYS(close(fd));
-	if (how < 2)
+	if (how != 2)
 		ts_peer_wait(&p, ts_ms(5000));
 	else
 		ASSERT_EQ(pthread_join(th.t, NULL), 0);
@@ -646,7 +681,7 @@ static void write_before_read_once(int how)
 
 static void case_write_before_read(void)
 {
-	for (int how = 0; how < 3; how++)
+	for (int how = 0; how < 5; how++)
 		write_before_read_once(how);
 }
 

@@ -494,6 +494,14 @@ static int lead(struct tsock *t, int fd, uint32_t bits, int64_t deadline)
 	/* A blocking read of the stream is restarted under SA_RESTART, as the
 	 * program's read of TCP would be; ppoll never is. */
 	if (bits == SHUNT_WAIT_READ && deadline == SHUNT_NEVER && !shim_wait_eintr) {
+		/* Rung since our wait armed (the peer clears the bit as it
+		 * rings), its doorbell may be gone already: a drain took it
+		 * before we led (tb_drain takes none once one leads).  Asleep in
+		 * the kernel we would wait for the next one with the data there
+		 * (t_shim_epoll epoll_write_first, a reader blocked in read()
+		 * while its writer polls every 1 ms: stuck, once in 200). */
+		if (!(atomic_load(&t->slot->end.me->wait) & SHUNT_WAIT_READ))
+			return 0;
 		rc = take(t, fd, 0);
 		if (rc > 0)
 			shim_kick_others();
@@ -557,50 +565,6 @@ static int nap(int64_t deadline)
 	return 0;
 }
 
-/*
- * Both ends full.  A program that writes all it has before it reads, to a
- * peer that echoes as it reads, fills the peer's ring and then its own:
- * both ends wait for room in a ring the other does not read, for good.
- * TCP's buffers hold several MiB of that (a 3 MB echo passes), the rings
- * 512 KiB each way (t_shim_data write_before_read: a write of 3 MB ended
- * at 1 MB + 64 KiB).  A wait for room that finds the peer waiting for room
- * too (its wait word), our ring from it full, and neither ring moving for
- * JAM_NS, takes the connection back to TCP, whose buffers then take the
- * rest: TF_JAM, and -EXDEV for the send to let go of the ring (io.c,
- * tx_route, unjams).  Once per connection.  The side that made the
- * segment acts first and the other later, so that two ends stuck alike do
- * not both ask.  Only a wait of ours can tell: two event loops that each
- * poll for room without reading stay stuck, as they would on TCP past its
- * buffers.  A hostile peer's words only make us go back to TCP.
- */
-#define JAM_NS (50ll * 1000000)
-
-static _Thread_local struct {
-	struct tslot *s;
-	uint64_t progress; /* shunt_end_progress when the jam was first seen */
-	int64_t since;
-} jam;
-
-/* When to go back if nothing moves meanwhile; SHUNT_NEVER: no jam. */
-static int64_t jam_at(struct tslot *s, uint32_t bits)
-{
-	struct shunt_end *e = &s->end;
-
-	if (!(bits & SHUNT_WAIT_WRITE) || (atomic_load(&s->flags) & TF_JAM) ||
-	    !(atomic_load_explicit(&e->peer->wait, memory_order_relaxed) & SHUNT_WAIT_WRITE) ||
-	    shunt_end_readable(e) < (ssize_t)e->rx.cap) {
-		jam.s = NULL;
-		return SHUNT_NEVER;
-	}
-	uint64_t now = shunt_end_progress(e);
-	if (jam.s != s || jam.progress != now) {
-		jam.s = s;
-		jam.progress = now;
-		jam.since = shunt_now_ns();
-	}
-	return jam.since + (s->side ? 3 : 1) * JAM_NS;
-}
-
 static int sleep_ringing(struct shunt_bell *b, uint32_t bits, int64_t deadline);
 
 static int tb_sleep(struct shunt_bell *b, uint32_t bits, int64_t deadline)
@@ -615,12 +579,11 @@ static int tb_sleep(struct shunt_bell *b, uint32_t bits, int64_t deadline)
 	case 1:
 		return careful_sleep(s, bell_fd(b), bits, deadline);
 	}
-	int64_t until = jam_at(s, bits);
-	if (until <= shunt_now_ns()) {
-		jam.s = NULL;
-		atomic_fetch_or(&s->flags, TF_JAM);
+	/* Both ends full (io.c): the send lets go of the ring, and goes on by
+	 * TCP (tx_route). */
+	if ((bits & SHUNT_WAIT_WRITE) && shim_jam_due(b->ctx))
 		return -EXDEV;
-	}
+	int64_t until = (bits & SHUNT_WAIT_WRITE) ? shim_jam_at(b->ctx) : SHUNT_NEVER;
 	until = SHUNT_MIN(until, deadline);
 	int rc = sleep_ringing(b, bits, until);
 	return rc == -EAGAIN && until != deadline ? 0 : rc;

@@ -92,6 +92,8 @@ struct shim_ep {
 	_Atomic int nours;        /* entries whose socket moved (read unlocked by a wait) */
 	_Atomic int unrung;       /* of those, news no doorbell tells at the last scan */
 	_Atomic int shared;       /* of those, held by another process too (poll.c, nap_ns) */
+	_Atomic int64_t jam_at;   /* the first wait for room to give up (io.c,
+	                           * "Both ends full"), at the last scan */
 	struct ep_entry *kick;    /* our eventfd in the set, once it has moved ones */
 	_Atomic int waiting;      /* waits inside the kernel now */
 	uint64_t rounds;
@@ -252,6 +254,7 @@ static struct shim_ep *ep_create(int epfd)
 		return NULL;
 	shim_epoll_secret();
 	ep->epfd = epfd;
+	ep->jam_at = SHUNT_NEVER;
 	atomic_init(&ep->refs, 2); /* the list's and the caller's */
 	shunt_spin_init(&ep->spin, shunt__config()->spin_us);
 	pthread_mutex_init(&ep->mu, NULL);
@@ -1084,12 +1087,19 @@ static int entry_report(struct ep_entry *e, int kern, int look, uint64_t round,
 /* News no doorbell announces: the way back to TCP takes steps (the peer's
  * BACK, room in the kernel's socket for our ring's leftovers), and a peer
  * rings no room in our ring while our reads have not reached its switch
- * (shim_room_unrung).  Such an entry is looked at every scan, and the wait
- * naps (wait_set). */
+ * (shim_room_unrung).  Such an entry is looked at every scan, and the
+ * wait naps (wait_set). */
 static int unrung(struct ep_entry *e)
 {
 	return shim_back_pending(e->t) || shim_peer_asks(e->t) ||
 	       ((asked_bits(e->events) & EPOLLOUT) && shim_room_unrung(e->t));
+}
+
+/* A wait for room stuck with its peer in full rings: looked at when it
+ * gives up on them (io.c, "Both ends full"); SHUNT_NEVER if not stuck. */
+static int64_t jam_at(struct ep_entry *e)
+{
+	return (asked_bits(e->events) & EPOLLOUT) && !e->fired ? shim_jam_at(e->t) : SHUNT_NEVER;
 }
 
 /* A scan's `look`: 0 arms what is not ready, 1 arms nothing, LOOK_BUSY
@@ -1107,6 +1117,8 @@ static int scan_locked(struct shim_ep *ep, struct epoll_event *out, int max, int
 {
 	int k = 0, idle = 0;
 
+	int64_t jam = SHUNT_NEVER;
+
 	ep->unrung = 0;
 	ep->shared = 0;
 	for (int i = 0; i < ep->n && k < max && ep->nours; i++) {
@@ -1116,6 +1128,9 @@ static int scan_locked(struct shim_ep *ep, struct epoll_event *out, int max, int
 		uint32_t g = atomic_load_explicit(&e->t->io_gen, memory_order_acquire);
 		int look_anyway = unrung(e);
 		ep->unrung += look_anyway;
+		int64_t j = jam_at(e);
+		jam = SHUNT_MIN(jam, j);
+		look_anyway |= j != SHUNT_NEVER;
 		ep->shared += shim_slot_others(e->t->slot);
 		if (!e->hot && g == e->seen && !rung(e) && !look_anyway)
 			continue;
@@ -1128,6 +1143,7 @@ static int scan_locked(struct shim_ep *ep, struct epoll_event *out, int max, int
 			idle++;
 		}
 	}
+	ep->jam_at = jam;
 	return k;
 }
 
@@ -1327,6 +1343,8 @@ static int wait_set(struct shim_ep *ep, int epfd, struct epoll_event *ev, int ma
 		if (ep->unrung || ep->shared) /* naps: see unrung(), and poll.c's nap_ns */
 			until = SHUNT_MIN(until, shunt_now_ns() + (ep->unrung ? UNRUNG_NAP_NS
 									  : SHARED_NAP_NS));
+		if (ep->jam_at != SHUNT_NEVER)
+			until = SHUNT_MIN(until, SHUNT_MAX(ep->jam_at, shunt_now_ns() + UNRUNG_NAP_NS));
 		int rc = k == max ? 0 : kernel_wait(epfd, ev + k, max - k, until, mask);
 		shim_kick_unlisten(slot);
 		atomic_fetch_sub(&ep->waiting, 1);

@@ -932,11 +932,66 @@ static ssize_t plain_send(struct tsock *t, int fd, const void *buf, size_t len, 
 	return n;
 }
 
-/* A wait for room found both ends waiting (bell.c, "Both ends full"): the
- * connection goes back to TCP before the send goes on, once. */
+/*
+ * Both ends full.  A program that writes all it has before it reads, to a
+ * peer that echoes as it reads, fills the peer's ring and then its own:
+ * both ends wait for room in a ring the other does not read, for good.
+ * TCP's buffers hold several MiB of that (an 8 MB echo passes), the rings
+ * 512 KiB each way (t_shim_data write_before_read: a write of 3 MB ended
+ * at 1 MB + 64 KiB; Python's asyncio streams, which stop reading while
+ * they wait to drain, hung at 4 MB).  A wait for room in our full ring
+ * that finds the peer waiting for room too (its wait word), our ring from
+ * it full, and neither ring moving for JAM_NS gives up on the ring: TF_JAM,
+ * once per connection, and the send goes back to TCP (tx_route), whose
+ * buffers take the rest.  The wait is a send's (bell.c: it lets go of the
+ * ring) or a poll for room (shim_readiness: writable, so that the program
+ * sends).  The side that made the segment acts first and the other
+ * later, so that two ends stuck alike do not both ask: the later one
+ * finds the ask and answers.  A hostile peer's words only make us go back
+ * to TCP.
+ */
+#define JAM_NS (50ll * 1000000)
+
+/* Any thread may look (a poll's), so the rings' indices are the shared
+ * ones: the reader's and writer's own copies are theirs under their locks. */
+int64_t shim_jam_at(struct tsock *t)
+{
+	struct shunt_end *e = END(t);
+
+	if (!moved(t) || (atomic_load(&S(t)->flags) & TF_JAM) || (phase_of(t) & PH_TX_BACK) ||
+	    !(atomic_load_explicit(&e->peer->wait, memory_order_relaxed) & SHUNT_WAIT_WRITE) ||
+	    shunt_ring_look_fill(&e->rx) != (int64_t)e->rx.cap ||
+	    shunt_ring_look_space(&e->tx) != 0) {
+		if (atomic_load_explicit(&t->jam_since, memory_order_relaxed))
+			atomic_store_explicit(&t->jam_since, 0, memory_order_relaxed);
+		return SHUNT_NEVER;
+	}
+	uint64_t now = shunt_end_progress(e);
+	int64_t since = atomic_load_explicit(&t->jam_since, memory_order_relaxed);
+	if (!since || atomic_load_explicit(&t->jam_progress, memory_order_relaxed) != now) {
+		since = shunt_now_ns();
+		atomic_store_explicit(&t->jam_progress, now, memory_order_relaxed);
+		atomic_store_explicit(&t->jam_since, since, memory_order_relaxed);
+	}
+	return since + (S(t)->side ? 3 : 1) * JAM_NS;
+}
+
+/* A wait for room gave up on the ring: the connection goes back to TCP
+ * before the send goes on. */
 static int jammed(struct tsock *t, uint32_t ph)
 {
 	return (atomic_load(&S(t)->flags) & TF_JAM) && moved(t) && !(ph & PH_TX_BACK);
+}
+
+/* A vfork child may not go back (shim_unjam): its waits wait on. */
+int shim_jam_due(struct tsock *t)
+{
+	if (!jammed(t, phase_of(t))) {
+		if (shim_jam_at(t) > shunt_now_ns())
+			return 0;
+		atomic_fetch_or(&S(t)->flags, TF_JAM);
+	}
+	return !shim_in_vfork_child();
 }
 
 #define TX_RING 0   /* into our ring */
@@ -2416,5 +2471,8 @@ int shim_readiness(struct tsock *t, int fd, int events, int arm, int *kernp)
 	/* A reset the program has read is no error any more; the hang-up stays. */
 	if (atomic_load(&S(t)->reset_told) && !(kern & POLLERR))
 		ev &= ~POLLERR;
+	/* Both ends full: the send that follows goes back to TCP. */
+	if ((events & POLLOUT) && !(ev & POLLOUT) && shim_jam_due(t))
+		ev |= POLLOUT;
 	return ev;
 }

@@ -190,7 +190,14 @@ static int all_moved(const struct pset *p)
  * of the family holds too naps 10 ms: the kernel wakes the waits of both
  * for a doorbell, and the first to look drains it, perhaps before the
  * other's wait began (rsync's receiver, polling to read, slept out its
- * timeout while its generator polled the socket to write). */
+ * timeout while its generator polled the socket to write).  One stuck
+ * with its peer in full rings naps until it gives up on them (io.c,
+ * "Both ends full"). */
+static int64_t nap_min(int64_t nap, int64_t ns)
+{
+	return nap && nap < ns ? nap : ns;
+}
+
 static int64_t nap_ns(const struct pset *p)
 {
 	int64_t nap = 0;
@@ -198,11 +205,14 @@ static int64_t nap_ns(const struct pset *p)
 	for (nfds_t i = 0; i < p->n; i++) {
 		if (!p->t[i])
 			continue;
-		if ((p->fds[i].events & (POLLOUT | POLLWRNORM)) &&
-		    (shim_rings_no_room(p->t[i]) || shim_rd_shut(p->t[i])))
+		int out = p->fds[i].events & (POLLOUT | POLLWRNORM);
+		if (out && (shim_rings_no_room(p->t[i]) || shim_rd_shut(p->t[i])))
 			return UNRUNG_NAP_NS;
+		int64_t jam = out ? shim_jam_at(p->t[i]) : SHUNT_NEVER;
+		if (jam != SHUNT_NEVER)
+			nap = nap_min(nap, SHUNT_MAX(jam - shunt_now_ns(), UNRUNG_NAP_NS));
 		if (shim_slot_others(p->t[i]->slot))
-			nap = SHARED_NAP_NS;
+			nap = nap_min(nap, SHARED_NAP_NS);
 	}
 	return nap;
 }

@@ -356,6 +356,10 @@ struct tsock {
 	_Atomic uint32_t sends;
 	_Atomic int64_t peer_vouched; /* when an epoll event spared the next send's look */
 	_Atomic int announced;     /* its move logged and counted (move.c) */
+	/* Both ends full (io.c, shim_jam_at): since when, and the rings'
+	 * progress then. */
+	_Atomic int64_t jam_since;
+	_Atomic uint64_t jam_progress;
 	int kept;                  /* 0, or a dup of the socket its close kept for
 	                            * calls still in progress (fdtab.c, "Closed
 	                            * under a call"); an fd of the library's */
@@ -488,8 +492,13 @@ int shim_demote(struct tsock *t, int fd);
  * (no answer awaited: the peer's ring is ours to read to its end) when
  * the option means nothing for bytes already there. */
 void shim_tcp_only(struct tsock *t, int fd, int quiet);
-/* Both ends waited for room: back to TCP (bell.c, "Both ends full"). */
+/* Both ends waited for room: back to TCP (io.c, "Both ends full"). */
 void shim_unjam(struct tsock *t, int fd);
+/* When a wait of ours for room in a full ring gives up on it, if nothing
+ * moves meanwhile (SHUNT_NEVER: the peer is not stuck too); and whether
+ * it does now (TF_JAM set: the next send goes back to TCP). */
+int64_t shim_jam_at(struct tsock *t);
+int shim_jam_due(struct tsock *t);
 /* After our shutdown both ways, an option that needs TCP makes our reads
  * the kernel's once the peer's ring is read: 1 if they are now. */
 int shim_back_past_shut(struct tsock *t, int fd);
