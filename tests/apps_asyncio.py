@@ -11,6 +11,8 @@ resume with the transport's buffer (drain).  Requests are lines:
 
     ECHO N\\n + N bytes   the N bytes back
     SUM N\\n + N bytes    their SHA-256 (hex) and a newline
+    PIPE N\\n + N bytes   the N bytes back as they come, 64 KiB at a time,
+                         each drained before the next is read
     FILE\\n               "SIZE SHA256\\n", then FILE by loop.sendfile()
                          (os.sendfile underneath)
     BYE\\n                closes
@@ -33,6 +35,15 @@ async def serve(reader, writer, data):
             if cmd == "ECHO":
                 writer.write(await reader.readexactly(int(n)))
                 await writer.drain()
+            elif cmd == "PIPE":
+                left = int(n)
+                while left:
+                    piece = await reader.read(min(left, 65536))
+                    if not piece:
+                        raise RuntimeError("PIPE cut short")
+                    left -= len(piece)
+                    writer.write(piece)
+                    await writer.drain()
             elif cmd == "SUM":
                 body = await reader.readexactly(int(n))
                 writer.write(hashlib.sha256(body).hexdigest().encode() + b"\n")
@@ -77,6 +88,14 @@ async def drive(port, data, k):
         await writer.drain()
     check(await reader.readline() == hashlib.sha256(up).hexdigest().encode() + b"\n",
           "sum of 4 MiB on %d" % k)
+    # Written whole before a byte of the echo is read: the transport stops
+    # reading while it waits to drain, and so does the server's.  TCP's
+    # buffers hold the 3 MiB; the rings hold 512 KiB each way, and both
+    # ends then waited for room for good (io.c, "Both ends full").
+    big = rng.randbytes(3 << 20)
+    writer.write(b"PIPE %d\n" % len(big) + big)
+    await writer.drain()
+    check(await reader.readexactly(len(big)) == big, "3 MiB piped back on %d" % k)
     writer.write(b"FILE\n")
     size, _, sha = (await reader.readline()).decode().strip().partition(" ")
     got = await reader.readexactly(int(size))

@@ -497,9 +497,11 @@ static int lead(struct tsock *t, int fd, uint32_t bits, int64_t deadline)
 		/* Rung since our wait armed (the peer clears the bit as it
 		 * rings), its doorbell may be gone already: a drain took it
 		 * before we led (tb_drain takes none once one leads).  Asleep in
-		 * the kernel we would wait for the next one with the data there
-		 * (t_shim_epoll epoll_write_first, a reader blocked in read()
-		 * while its writer polls every 1 ms: stuck, once in 200). */
+		 * the kernel we would wait for the next one with the data there.
+		 * (Suspected in t_shim_epoll epoll_write_first under TSan, which
+		 * hung once in CI and once in about 300 runs here while its
+		 * writer's polls looked every 1 ms: a reader blocked in read()
+		 * beside a writer that polls.) */
 		if (!(atomic_load(&t->slot->end.me->wait) & SHUNT_WAIT_READ))
 			return 0;
 		rc = take(t, fd, 0);
