@@ -1102,7 +1102,7 @@ int shim_demote(struct tsock *t, int fd)
 	return demote(t, fd, WHY_SHARED, 0);
 }
 
-/* Both ends waited for room (bell.c, "Both ends full"): TCP's buffers
+/* Both ends waited for room (io.c, "Both ends full"): TCP's buffers
  * take what the rings could not.  Quietly, as an option's way back: the
  * peer answers from its own wait for room. */
 void shim_unjam(struct tsock *t, int fd)

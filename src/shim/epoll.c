@@ -1087,8 +1087,8 @@ static int entry_report(struct ep_entry *e, int kern, int look, uint64_t round,
 /* News no doorbell announces: the way back to TCP takes steps (the peer's
  * BACK, room in the kernel's socket for our ring's leftovers), and a peer
  * rings no room in our ring while our reads have not reached its switch
- * (shim_room_unrung).  Such an entry is looked at every scan, and the
- * wait naps (wait_set). */
+ * (shim_room_unrung).  Such an entry is looked at every scan, and the wait
+ * naps (wait_set). */
 static int unrung(struct ep_entry *e)
 {
 	return shim_back_pending(e->t) || shim_peer_asks(e->t) ||
@@ -1116,7 +1116,6 @@ static int scan_locked(struct shim_ep *ep, struct epoll_event *out, int max, int
 		       uint64_t round, struct ep_entry **whose)
 {
 	int k = 0, idle = 0;
-
 	int64_t jam = SHUNT_NEVER;
 
 	ep->unrung = 0;

@@ -175,6 +175,22 @@ static void learn_options(struct tsock *t, int fd)
 		shim_sockopt(t, fd, SOL_SOCKET, SO_SNDTIMEO, &tv, len);
 }
 
+/* The slot's addresses, written only when they change: a retry's start
+ * wrote the same bytes while another thread's meeting read them (TSan in
+ * t_shim_epoll epoll_write_first, a reader's and a writer's steps). */
+static int learn_addrs(struct tslot *s, int fd)
+{
+	struct shunt_addr local, peer;
+
+	if (shunt_addr_of(fd, 0, &local) < 0 || shunt_addr_of(fd, 1, &peer) < 0)
+		return -1;
+	if (!shunt_addr_eq(&s->local, &local))
+		s->local = local;
+	if (!shunt_addr_eq(&s->peer, &peer))
+		s->peer = peer;
+	return 0;
+}
+
 /* Why this connection may not move now (-1: it may).  Some reasons pass
  * (another holder may close its copy): those only delay. */
 static int refusal(struct tsock *t, int fd, int *final)
@@ -198,7 +214,7 @@ static int refusal(struct tsock *t, int fd, int *final)
 		return WHY_SHARED;
 	if (f & (TF_OPTS | TF_SHUT))
 		return WHY_OPTIONS;
-	if (shunt_addr_of(fd, 0, &s->local) < 0 || shunt_addr_of(fd, 1, &s->peer) < 0)
+	if (learn_addrs(s, fd) < 0)
 		return WHY_POLICY; /* not connected, or not IP */
 	if (!shunt__tcp_allowed(&s->peer) || !shunt__tcp_allowed(&s->local))
 		return WHY_POLICY;
