@@ -6,10 +6,10 @@
 # connections at once from one thread (300 echo round trips each, 4 MiB up
 # in pieces with drain(), hashed, 3 MiB written whole and drained before
 # its echo is read (both ends' rings full: back to TCP, whose buffers hold
-# it), and a 4 MiB file down by loop.sendfile(), which is os.sendfile).  Readers and writers register and unregister
-# with epoll as their buffers fill and drain: the library's epoll carries
-# all of it.  Every answer is checked by the client; the 8 connections
-# move at both ends.
+# it), and a 4 MiB file down by loop.sendfile(), which is os.sendfile).
+# Readers and writers register and unregister with epoll as their buffers
+# fill and drain: the library's epoll carries all of it.  Every answer is
+# checked by the client; the 8 connections move at both ends.
 lib=$(dirname "$0")/apps_lib.sh
 [ -f "$lib" ] || lib=$(dirname "$0")/../../tests/apps_lib.sh
 # shellcheck source=tests/apps_lib.sh

@@ -554,7 +554,7 @@ static void case_big_send_echo(void)
  * reads: TCP's buffers hold several MiB of that (8 MB passed here), the
  * rings 512 KiB each way.  Both ends waited for room in a ring the other
  * did not read, for good (a send of 2 MB hung; 1 MB passed): the
- * connection goes back to TCP instead (bell.c, "Both ends full").  The
+ * connection goes back to TCP instead (io.c, "Both ends full").  The
  * peer writes with blocking calls, or polls for room as an event loop.
  */
 #define WBR_SIZE (3 * MIB)
@@ -603,8 +603,8 @@ static void *wbr_thread_main(void *arg)
 	return NULL;
 }
 
-/* Write all n bytes as an event loop would: epoll_wait for room, then
- * non-blocking sends; -1 if stuck for ms. */
+/* Write n bytes as an event loop would: epoll_wait for room, then
+ * non-blocking sends.  Returns what went: short if stuck for ms. */
 static ssize_t epoll_write_all(int fd, const unsigned char *p, size_t n, int ms)
 {
 	struct epoll_event ev = { .events = EPOLLOUT };
