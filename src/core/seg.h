@@ -80,6 +80,8 @@ struct shunt_index {
                             * stream down first): the peer keeps its on TCP too */
 #define SHUNT_SW_LAZY 0x10u /* with ASK: the asker reads the peer's ring to
                              * its end itself; the peer resends none of it */
+#define SHUNT_SW_FIN  0x20u /* back on TCP, it shut its sends down: its
+                             * kernel's FIN follows TCP offset fin_tcp */
 struct shunt_switch {
 	_Alignas(SHUNT_LINE) _Atomic uint32_t flags;
 	uint32_t pad;
@@ -87,6 +89,7 @@ struct shunt_switch {
 	_Atomic uint64_t back_head; /* ring index where its ring data ends */
 	_Atomic uint64_t back_tcp;  /* TCP offset where its TCP data resumes */
 	_Atomic uint64_t rx_tcp;    /* TCP bytes its reads took of the other's stream */
+	_Atomic uint64_t fin_tcp;   /* with FIN: its TCP data before its FIN */
 };
 
 struct shunt_ctl {

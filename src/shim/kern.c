@@ -69,8 +69,10 @@ static int fin_in(uint8_t state)
 /* The count of bytes read: received - still queued, read until the count
  * held still around the queue.  A closed socket (TCP_CLOSE) does not say
  * whether the peer's FIN came before its end, which a reset's did not:
- * `fin_if_closed` says (back.c knows it from the peer's ring). */
-int shim_kern_rx_consumed_fin(int fd, uint64_t *out, int fin_if_closed)
+ * `fin_if_closed` says, or the offset the peer said its FIN follows,
+ * `fin_at` (SHIM_FIN_UNKNOWN: it did not say), which the count passed if
+ * it came (back.c knows both from the peer's segment). */
+int shim_kern_rx_consumed_fin(int fd, uint64_t *out, int fin_if_closed, uint64_t fin_at)
 {
 	for (int tries = 0; tries < 100; tries++) {
 		struct tcp_info a, b;
@@ -86,7 +88,10 @@ int shim_kern_rx_consumed_fin(int fd, uint64_t *out, int fin_if_closed)
 			continue;
 		/* The peer's FIN counts as a byte received (it takes a
 		 * sequence number), not as one queued. */
-		int fin = fin_in(a.tcpi_state) || (a.tcpi_state == 7 /* TCP_CLOSE */ && fin_if_closed);
+		int fin = fin_in(a.tcpi_state) ||
+			  (a.tcpi_state == 7 /* TCP_CLOSE */ &&
+			   (fin_if_closed ||
+			    (fin_at != SHIM_FIN_UNKNOWN && a.tcpi_bytes_received > fin_at)));
 		uint64_t got = a.tcpi_bytes_received - (uint64_t)fin;
 		if (q < 0 || (uint64_t)q > got)
 			return -EPROTO;
@@ -98,7 +103,7 @@ int shim_kern_rx_consumed_fin(int fd, uint64_t *out, int fin_if_closed)
 
 int shim_kern_rx_consumed(int fd, uint64_t *out)
 {
-	return shim_kern_rx_consumed_fin(fd, out, 0);
+	return shim_kern_rx_consumed_fin(fd, out, 0, SHIM_FIN_UNKNOWN);
 }
 
 int shim_kern_tx_total(int fd, uint64_t *out)

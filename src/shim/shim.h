@@ -502,6 +502,11 @@ int shim_jam_due(struct tsock *t);
 /* After our shutdown both ways, an option that needs TCP makes our reads
  * the kernel's once the peer's ring is read: 1 if they are now. */
 int shim_back_past_shut(struct tsock *t, int fd);
+/* The same once the peer closed (or shut both ways) with its ring unread. */
+int shim_back_past_close(struct tsock *t, int fd);
+/* shutdown() of a socket whose sends went back to TCP: where our FIN
+ * follows is told to a peer that may still read our ring.  0 or -errno. */
+int shim_back_shutdown(struct tsock *t, int fd, int how);
 /* The peer asked us to go back (the data paths look first). */
 int shim_peer_asks(struct tsock *t);
 /* The peer's sends went back to TCP (it said BACK). */
@@ -621,7 +626,10 @@ static inline int shim_proof_pending(struct tslot *s)
 int shim_kern_tx_total(int fd, uint64_t *out);
 /* Bytes of the TCP stream consumed by reads so far. */
 int shim_kern_rx_consumed(int fd, uint64_t *out);
-int shim_kern_rx_consumed_fin(int fd, uint64_t *out, int fin_if_closed);
+/* The same, where a closed socket's count holds the peer's FIN if
+ * fin_if_closed, or if it passed fin_at (SHIM_FIN_UNKNOWN: not known). */
+#define SHIM_FIN_UNKNOWN (~0ull)
+int shim_kern_rx_consumed_fin(int fd, uint64_t *out, int fin_if_closed, uint64_t fin_at);
 int shim_kern_netns_cookie(int fd, uint64_t *out);
 /* 1 if a is an address of our network namespace (or we cannot tell). */
 int shim_kern_addr_ours(const struct shunt_addr *a);
