@@ -885,17 +885,26 @@ void shim_epoll_moved(struct tsock *t)
 	each_registration(t, take_over);
 }
 
-/* Back to TCP: each registration of the socket is the program's again. */
+/* Back to TCP: each registration of the socket is the program's again.
+ * One whose number was closed and given to another file (the kernel keeps
+ * the registration while the socket lives on in a dup) cannot be changed
+ * by that number (ENOENT, or another file's): it stays ours, answered
+ * through our own dup (sysfd).  Given back half done, the set said nothing
+ * of the socket any more (tests/diff_shim.c seed 54892045693306). */
 static void give_back(struct shim_ep *ep, struct ep_entry *e)
 {
 	if (!e->ours)
 		return;
 	e->ours = 0;
-	ep->nours--;
 	struct epoll_event ev = kernel_ev(e);
 	ev.events &= ~(uint32_t)EPOLLEXCLUSIVE; /* no MOD takes it (see make_ours) */
-	if (ep_mod(ep, e, &ev) < 0)
-		log_debug("epoll set %d: fd %d could not be given back", ep->epfd, e->fd);
+	int rc = ep_mod(ep, e, &ev);
+	if (rc < 0) {
+		e->ours = 1;
+		log_debug("epoll set %d: fd %d stays ours (%s)", ep->epfd, e->fd, strerror(-rc));
+	} else {
+		ep->nours--;
+	}
 	kick(ep); /* a wait asleep on our events looks again */
 }
 

@@ -101,6 +101,13 @@ int shim_kern_rx_consumed_fin(int fd, uint64_t *out, int fin_if_closed, uint64_t
 	return -EAGAIN;
 }
 
+int shim_kern_closed(int fd)
+{
+	struct tcp_info ti;
+
+	return tcp_info(fd, &ti) == 0 && ti.tcpi_state == 7 /* TCP_CLOSE */;
+}
+
 int shim_kern_rx_consumed(int fd, uint64_t *out)
 {
 	return shim_kern_rx_consumed_fin(fd, out, 0, SHIM_FIN_UNKNOWN);

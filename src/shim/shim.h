@@ -624,6 +624,8 @@ static inline int shim_proof_pending(struct tslot *s)
 
 /* Bytes written into the TCP stream so far (acknowledged + queued). */
 int shim_kern_tx_total(int fd, uint64_t *out);
+/* 1 if the kernel's socket is closed (TCP_CLOSE: a reset, or both FINs). */
+int shim_kern_closed(int fd);
 /* Bytes of the TCP stream consumed by reads so far. */
 int shim_kern_rx_consumed(int fd, uint64_t *out);
 /* The same, where a closed socket's count holds the peer's FIN if
