@@ -100,24 +100,56 @@ static int consumed(struct tslot *s, int fd, uint64_t *at)
 	return shim_kern_rx_consumed_fin(fd, at, shim_peer_fin(s), fin_at);
 }
 
-int shim_back_shutdown(struct tsock *t, int fd, int how)
+/* Our sends went back to TCP and end now: the peer may still read our
+ * ring, and learns from FIN where our kernel's FIN follows (consumed).
+ * Only once. */
+static int fin_due(struct tsock *t)
 {
 	struct tslot *s = t->slot;
-	struct shunt_switch *me = sw_of(s, (int)s->side);
-	uint64_t before = 0, after = 0;
+	uint32_t f = atomic_load(&sw_of(s, (int)s->side)->flags);
 
-	if (how == SHUT_RD || !t->mapped || s->vm.on ||
-	    !(atomic_load(&me->flags) & SHUNT_SW_BACK) || (atomic_load(&me->flags) & SHUNT_SW_FIN) ||
-	    shim_kern_tx_total(fd, &before) < 0)
-		return sys_shutdown(fd, how);
+	return t->mapped && !s->vm.on && (f & SHUNT_SW_BACK) && !(f & SHUNT_SW_FIN);
+}
+
+static void fin_tell(struct tsock *t, uint64_t at)
+{
+	struct shunt_switch *me = sw_of(t->slot, (int)t->slot->side);
+
+	atomic_store_explicit(&me->fin_tcp, at, memory_order_relaxed);
+	atomic_fetch_or_explicit(&me->flags, SHUNT_SW_FIN, memory_order_release);
+}
+
+int shim_back_shutdown(struct tsock *t, int fd, int how)
+{
+	uint64_t before = 0, after = 0;
+	int tell = how != SHUT_RD && fin_due(t) && shim_kern_tx_total(fd, &before) == 0;
 	int rc = sys_shutdown(fd, how);
+
 	/* Only if no send of another thread came between: the total after
 	 * counts the FIN while it waits to be sent. */
-	if (rc == 0 && shim_kern_tx_total(fd, &after) == 0 && after - before <= 1) {
-		atomic_store_explicit(&me->fin_tcp, before, memory_order_relaxed);
-		atomic_fetch_or_explicit(&me->flags, SHUNT_SW_FIN, memory_order_release);
-	}
+	if (tell && rc == 0 && shim_kern_tx_total(fd, &after) == 0 && after - before <= 1)
+		fin_tell(t, before);
 	return rc;
+}
+
+int shim_back_fin_sent(struct tsock *t, int peer)
+{
+	struct tslot *s = t->slot;
+	int side = peer ? 1 - (int)s->side : (int)s->side;
+
+	return t->mapped && (atomic_load_explicit(&sw_of(s, side)->flags, memory_order_acquire) &
+		SHUNT_SW_FIN) != 0;
+}
+
+/* Our last close: its FIN, if it sends one rather than a reset, follows
+ * all we sent (a reset leaves the kernel's count at that total, which
+ * consumed then takes for no FIN: right either way). */
+void shim_back_close(struct tsock *t, int fd)
+{
+	uint64_t total;
+
+	if (fin_due(t) && shim_kern_tx_total(fd, &total) == 0)
+		fin_tell(t, total);
 }
 
 static void nap(int64_t *ns)

@@ -356,8 +356,11 @@ static void last_fd(struct tsock *t, int fd)
 	    !shim_slot_shared(s)) {
 		if (!keep_for_calls(t, fd))
 			shim_close_end(t, fd);
-	} else
+	} else {
 		note_short(s, fd);
+		if (fd >= 0)
+			shim_back_close(t, fd);
+	}
 	if (s->vm.on) { /* the region's offer and slot (meet_vm.c) */
 		shim_vm_drop(t);
 		shim_vm_let_go(t);

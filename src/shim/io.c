@@ -1092,15 +1092,18 @@ static int fin_then_reset(struct tsock *t)
 				  (SHUNT_ST_SHUT_WR | SHUNT_ST_RESET);
 }
 
-/* The peer's FIN came (its shutdown) and ours did not go: TCP's state is
- * CLOSE_WAIT, where its reset is EPIPE (tcp_reset; it said ECONNRESET
- * after the peer shut both ways and reset on our data: tests/diff_shim.c
- * seed 34321763789843). */
+/* The peer's FIN came (its shutdown, by its ring or, back on TCP, by its
+ * socket) and ours did not go: TCP's state is CLOSE_WAIT, where its reset
+ * is EPIPE (tcp_reset; it said ECONNRESET after the peer shut both ways
+ * and reset on our data: tests/diff_shim.c seeds 34321763789843 and,
+ * with the FIN on TCP, 178648778234228). */
 static int close_wait(struct tsock *t)
 {
 	int64_t st = shunt_end_peer_state(END(t));
+	int peer_fin = (st >= 0 && (st & SHUNT_ST_SHUT_WR)) || shim_back_fin_sent(t, 1);
 
-	return st >= 0 && (st & SHUNT_ST_SHUT_WR) && !(shunt_end_state(END(t)) & SHUNT_ST_SHUT_WR);
+	return peer_fin && !(shunt_end_state(END(t)) & SHUNT_ST_SHUT_WR) &&
+	       !shim_back_fin_sent(t, 0);
 }
 
 /* The error of a reset the program has not been told of, else 0.

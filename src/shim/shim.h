@@ -507,6 +507,10 @@ int shim_back_past_close(struct tsock *t, int fd);
 /* shutdown() of a socket whose sends went back to TCP: where our FIN
  * follows is told to a peer that may still read our ring.  0 or -errno. */
 int shim_back_shutdown(struct tsock *t, int fd, int how);
+/* The same for our last close of it (fd still open). */
+void shim_back_close(struct tsock *t, int fd);
+/* We (peer 0), or the peer (1), so shut down: its kernel's FIN went. */
+int shim_back_fin_sent(struct tsock *t, int peer);
 /* The peer asked us to go back (the data paths look first). */
 int shim_peer_asks(struct tsock *t);
 /* The peer's sends went back to TCP (it said BACK). */
