@@ -132,13 +132,23 @@ int shim_back_shutdown(struct tsock *t, int fd, int how)
 	return rc;
 }
 
-int shim_back_fin_sent(struct tsock *t, int peer)
+int shim_back_fin_sent(struct tsock *t)
 {
 	struct tslot *s = t->slot;
-	int side = peer ? 1 - (int)s->side : (int)s->side;
 
-	return t->mapped && (atomic_load_explicit(&sw_of(s, side)->flags, memory_order_acquire) &
-		SHUNT_SW_FIN) != 0;
+	return t->mapped && (atomic_load(&sw_of(s, (int)s->side)->flags) & SHUNT_SW_FIN);
+}
+
+/* The peer's word is checked against what our kernel received: its last
+ * close tells FIN whether it sends a FIN or a reset (shim_back_close). */
+int shim_back_fin_came(struct tsock *t, int fd)
+{
+	struct shunt_switch *p = t->mapped ? sw_of(t->slot, 1 - (int)t->slot->side) : NULL;
+	uint64_t got;
+
+	return p && (atomic_load_explicit(&p->flags, memory_order_acquire) & SHUNT_SW_FIN) &&
+	       shim_kern_rx_received(fd, &got) == 0 &&
+	       got > atomic_load_explicit(&p->fin_tcp, memory_order_relaxed);
 }
 
 /* Our last close: its FIN, if it sends one rather than a reset, follows

@@ -1097,19 +1097,19 @@ static int fin_then_reset(struct tsock *t)
  * is EPIPE (tcp_reset; it said ECONNRESET after the peer shut both ways
  * and reset on our data: tests/diff_shim.c seeds 34321763789843 and,
  * with the FIN on TCP, 178648778234228). */
-static int close_wait(struct tsock *t)
+static int close_wait(struct tsock *t, int fd)
 {
 	int64_t st = shunt_end_peer_state(END(t));
-	int peer_fin = (st >= 0 && (st & SHUNT_ST_SHUT_WR)) || shim_back_fin_sent(t, 1);
 
-	return peer_fin && !(shunt_end_state(END(t)) & SHUNT_ST_SHUT_WR) &&
-	       !shim_back_fin_sent(t, 0);
+	if ((shunt_end_state(END(t)) & SHUNT_ST_SHUT_WR) || shim_back_fin_sent(t))
+		return 0;
+	return (st >= 0 && (st & SHUNT_ST_SHUT_WR)) || shim_back_fin_came(t, fd);
 }
 
 /* The error of a reset the program has not been told of, else 0.
  * `kern_reset`: the kernel's socket shows one not taken yet; `ring`: ask
  * the ring too (poll and epoll have its answer already). */
-static int reset_due(struct tsock *t, int kern_reset, int ring)
+static int reset_due(struct tsock *t, int fd, int kern_reset, int ring)
 {
 	struct tslot *s = S(t);
 
@@ -1125,10 +1125,10 @@ static int reset_due(struct tsock *t, int kern_reset, int ring)
 		 * was taken for a doorbell's after a clean close, and poll
 		 * said no POLLERR (tests/diff_shim.c seed 121455858073981). */
 		if ((phase_of(t) & PH_TX_PLAIN) && shim_peer_back(t))
-			return close_wait(t) ? EPIPE : ECONNRESET;
+			return close_wait(t, fd) ? EPIPE : ECONNRESET;
 		int clean = peer_clean(t);
 		if (!clean || atomic_load(&s->sent_after))
-			return clean || fin_then_reset(t) || close_wait(t) ? EPIPE : ECONNRESET;
+			return clean || fin_then_reset(t) || close_wait(t, fd) ? EPIPE : ECONNRESET;
 	}
 	if (ring && (ring_bits(POLLIN, phase_of(t)) & POLLIN)) {
 		if (shunt_end_poll(END(t), NULL, POLLIN, SHUNT_ARM_NONE) & POLLERR)
@@ -1150,7 +1150,7 @@ static void told_reset(struct tsock *t)
  * wins over EPIPE; ECONNRESET raises no SIGPIPE). */
 static ssize_t shut_pipe(struct tsock *t, int fd, int flags)
 {
-	int err = reset_due(t, 0, 1);
+	int err = reset_due(t, fd, 0, 1);
 
 	/* After the peer's close our FIN went by the kernel (shim_shutdown),
 	 * which may hold the reset it brought: past our FIN, TCP's reset is
@@ -1239,7 +1239,7 @@ static ssize_t after_closek(struct tsock *t, int fd, const struct kcall *k, size
 	 * The kernel's may have closed with a FIN alone (no doorbell was
 	 * left unread), and took the send: lost, where TCP's said
 	 * ECONNRESET (a helper's test: a writer whose reader was killed). */
-	if (!fin && reset_due(t, 0, 1) == ECONNRESET) {
+	if (!fin && reset_due(t, fd, 0, 1) == ECONNRESET) {
 		kernel_error(fd); /* told with it */
 		told_reset(t);
 		return shim_err(-ECONNRESET);
@@ -1377,7 +1377,7 @@ int shim_error_get(struct tsock *t, int fd, void *val, socklen_t *len)
 		atomic_store(&S(t)->kreset, 1);
 		err = 0;
 	}
-	if (!err && (err = reset_due(t, 0, 1)))
+	if (!err && (err = reset_due(t, fd, 0, 1)))
 		told_reset(t);
 	memcpy(val, &err, sizeof(err));
 	return 0;
@@ -2511,7 +2511,7 @@ int shim_readiness(struct tsock *t, int fd, int events, int arm, int *kernp)
 	 * its socket (hung up too) is one as reset_due says. */
 	int kern_reset = (kern & (POLLERR | POLLHUP)) == (POLLERR | POLLHUP);
 	ev |= kern & ((kern_reset ? 0 : POLLERR) | (events & POLLPRI));
-	if (reset_due(t, kern_reset, 0))
+	if (reset_due(t, fd, kern_reset, 0))
 		ev |= POLLERR | POLLHUP;
 	else if ((kern & POLLHUP) && (!peer_clean(t) || atomic_load(&S(t)->sent_after)))
 		ev |= POLLHUP; /* TCP's socket is closed by that reset too */

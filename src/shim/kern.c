@@ -101,6 +101,16 @@ int shim_kern_rx_consumed_fin(int fd, uint64_t *out, int fin_if_closed, uint64_t
 	return -EAGAIN;
 }
 
+int shim_kern_rx_received(int fd, uint64_t *out)
+{
+	struct tcp_info ti;
+	int rc = tcp_info(fd, &ti);
+
+	if (rc == 0)
+		*out = ti.tcpi_bytes_received;
+	return rc;
+}
+
 int shim_kern_closed(int fd)
 {
 	struct tcp_info ti;

@@ -509,8 +509,10 @@ int shim_back_past_close(struct tsock *t, int fd);
 int shim_back_shutdown(struct tsock *t, int fd, int how);
 /* The same for our last close of it (fd still open). */
 void shim_back_close(struct tsock *t, int fd);
-/* We (peer 0), or the peer (1), so shut down: its kernel's FIN went. */
-int shim_back_fin_sent(struct tsock *t, int peer);
+/* We shut our sends down so (our kernel's FIN went). */
+int shim_back_fin_sent(struct tsock *t);
+/* The peer's FIN so sent reached our kernel's socket. */
+int shim_back_fin_came(struct tsock *t, int fd);
 /* The peer asked us to go back (the data paths look first). */
 int shim_peer_asks(struct tsock *t);
 /* The peer's sends went back to TCP (it said BACK). */
@@ -628,6 +630,8 @@ static inline int shim_proof_pending(struct tslot *s)
 
 /* Bytes written into the TCP stream so far (acknowledged + queued). */
 int shim_kern_tx_total(int fd, uint64_t *out);
+/* Bytes of the TCP stream received (the peer's FIN counts one). */
+int shim_kern_rx_received(int fd, uint64_t *out);
 /* 1 if the kernel's socket is closed (TCP_CLOSE: a reset, or both FINs). */
 int shim_kern_closed(int fd);
 /* Bytes of the TCP stream consumed by reads so far. */
