@@ -106,9 +106,11 @@ static int consumed(struct tslot *s, int fd, uint64_t *at)
 static int fin_due(struct tsock *t)
 {
 	struct tslot *s = t->slot;
-	uint32_t f = atomic_load(&sw_of(s, (int)s->side)->flags);
 
-	return t->mapped && !s->vm.on && (f & SHUNT_SW_BACK) && !(f & SHUNT_SW_FIN);
+	if (!t->mapped || s->vm.on)
+		return 0;
+	uint32_t f = atomic_load(&sw_of(s, (int)s->side)->flags);
+	return (f & SHUNT_SW_BACK) && !(f & SHUNT_SW_FIN);
 }
 
 static void fin_tell(struct tsock *t, uint64_t at)
