@@ -1630,6 +1630,111 @@ static void case_opt_after_peer_back(void)
 	ASSERT_SYS(close(a));
 }
 
+/* What b's reads saw, and a's pending error (SO_ERROR; a < 0: closed),
+ * at the end. */
+struct end_seen {
+	int n;        /* FIONREAD before the reads */
+	ssize_t last; /* the read after the stream's bytes */
+	int err, a_err;
+};
+
+static void end_seen_read(int a, int b, uint64_t seed, int len, struct end_seen *o)
+{
+	socklen_t sl = sizeof(o->a_err);
+	char c;
+
+	ASSERT_SYS(ioctl(b, FIONREAD, &o->n));
+	ts_recv_stream(b, seed, 0, (uint64_t)len, ts_ms(2000));
+	errno = 0;
+	o->last = recv(b, &c, 1, MSG_DONTWAIT);
+	o->err = o->last < 0 ? errno : 0;
+	o->a_err = 0;
+	if (a >= 0) {
+		ASSERT_SYS(getsockopt(a, SOL_SOCKET, SO_ERROR, &o->a_err, &sl));
+		ASSERT_SYS(close(a));
+	}
+	ASSERT_SYS(close(b));
+}
+
+static void end_seen_same(const char *what, const struct end_seen *mine,
+			  const struct end_seen *tcp)
+{
+	test_log("%s: TCP's FIONREAD %d, then %zd (%s), the peer's error %s", what, tcp->n,
+		 tcp->last, test_errname(tcp->err), test_errname(tcp->a_err));
+	ASSERT_MSG(mine->n == tcp->n, "%s: FIONREAD %d, TCP's %d", what, mine->n, tcp->n);
+	ASSERT_MSG(mine->last == tcp->last && mine->err == tcp->err,
+		   "%s: the read after the bytes %zd (%s), TCP's %zd (%s)", what, mine->last,
+		   test_errname(mine->err), tcp->last, test_errname(tcp->err));
+	ASSERT_MSG(mine->a_err == tcp->a_err, "%s: the peer's error %s, TCP's %s", what,
+		   test_errname(mine->a_err), test_errname(tcp->a_err));
+}
+
+/* a shuts both ways with 3000 bytes of its ring unread by b; b then sets
+ * SO_OOBINLINE.  b still reads them all, then the end of the stream, and
+ * a has no error, as over TCP.  The way back had a resend them into its
+ * shut socket: b's FIONREAD fell to 0, the bytes were lost and a read
+ * ECONNRESET (tests/diff_shim.c seed 106480757018364). */
+static void opt_peer_shut_run(int a, int b, uint64_t seed, struct end_seen *o)
+{
+	int v = 1;
+
+	ts_send_stream(a, seed, 0, 3000, ts_ms(2000));
+	ts_wait_arrived(b, 3000, ts_ms(2000));
+	ASSERT_SYS(shutdown(a, SHUT_RDWR));
+	test_sleep_ms(20);
+	ASSERT_SYS(setsockopt(b, SOL_SOCKET, SO_OOBINLINE, &v, sizeof(v)));
+	end_seen_read(a, b, seed, 3000, o);
+}
+
+static void case_opt_after_peer_shut(void)
+{
+	struct end_seen tcp, mine;
+	uint64_t seed = shim_seed(73);
+	int a, b;
+
+	ts_pair(&a, &b);
+	opt_peer_shut_run(a, b, seed, &tcp);
+	ts_moved_pair(&a, &b);
+	opt_peer_shut_run(a, b, seed, &mine);
+	end_seen_same("an option after the peer shut both ways", &mine, &tcp);
+}
+
+/* a goes back to TCP (SO_OOBINLINE) with 1500 bytes of its ring unread by
+ * b, sends 1000 more there and shuts down (its FIN on TCP); b's bytes
+ * left unread make a's close a reset.  b still reads the 2500 bytes
+ * exactly, then the end, as over TCP.  The reset after the FIN made b
+ * count the FIN as a byte of the stream: a's last doorbell stayed in it
+ * and was read as data, FIONREAD one more than TCP's (tests/diff_shim.c
+ * seed 110593490697306). */
+static void fin_reset_run(int a, int b, uint64_t seed, struct end_seen *o)
+{
+	int v = 1;
+
+	ts_send_stream(a, seed, 0, 1500, ts_ms(2000));
+	ts_wait_arrived(b, 1500, ts_ms(2000));
+	ASSERT_SYS(setsockopt(a, SOL_SOCKET, SO_OOBINLINE, &v, sizeof(v)));
+	ts_send_stream(a, seed, 1500, 1000, ts_ms(2000));
+	ASSERT_SYS(shutdown(a, SHUT_WR));
+	ASSERT_EQ(send(b, "xy", 2, MSG_NOSIGNAL), 2);
+	test_sleep_ms(20);
+	ASSERT_SYS(close(a));
+	test_sleep_ms(20);
+	end_seen_read(-1, b, seed, 2500, o);
+}
+
+static void case_fin_then_reset_after_back(void)
+{
+	struct end_seen tcp, mine;
+	uint64_t seed = shim_seed(74);
+	int a, b;
+
+	ts_pair(&a, &b);
+	fin_reset_run(a, b, seed, &tcp);
+	ts_moved_pair(&a, &b);
+	fin_reset_run(a, b, seed, &mine);
+	end_seen_same("a reset after the FIN of a peer back on TCP", &mine, &tcp);
+}
+
 /* FIONREAD while the peer went back to TCP and our ring still holds its
  * bytes: its new TCP bytes, queued behind its doorbells, count too, as
  * TCP's count all it queued.  Only the ring's counted, until a read took
@@ -1950,6 +2055,8 @@ static const struct shim_case g_cases[] = {
 	{ "fionread_peer_back", case_fionread_peer_back },
 	{ "peek_peer_back", case_peek_peer_back },
 	{ "opt_after_peer_close", case_opt_after_peer_close },
+	{ "opt_after_peer_shut", case_opt_after_peer_shut },
+	{ "fin_then_reset_after_back", case_fin_then_reset_after_back },
 	{ "first_send_after_close_blocked", case_first_send_after_close_blocked },
 	{ "linger0", case_linger0 },
 	{ "shutdown_after_reset", case_shutdown_after_reset },
