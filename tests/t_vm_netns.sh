@@ -153,17 +153,15 @@ printf 'ivshmem %s 127.0.0.0/8\n' "$R-2" >"$T/conf"
 # and with its reader held off the CPU the connection does not even move.
 # And counted_when_attached, which looks between a listener's answer and its
 # dialer's attachment: through a region the dialer attaches first (it
-# takes the listener's offer), so there is no such moment.  And
-# opt_after_peer_close: between VMs the way back after the peer's close
-# still resets (the peer's proof follows its switch offset in our stream,
-# which is not ours to take blindly: docs/design.md, Limits).  And
+# takes the listener's offer), so there is no such moment.  (An option
+# after the peer's close needs no way back: opt_after_peer_close and
+# epoll_closed_dup_back run here too.)  And
 # opt_peer_idle and opt_then_stdio: between VMs an option that needs TCP
 # still goes back the loud way, which waits for the peer (the same proof:
 # docs/design.md, Going back quietly).  And peek_peer_back: between VMs a
 # peek stops at the end of the peer's ring (its proof, again, lies before
-# its doorbells).  And epoll_closed_dup_back, which goes back after the
-# peer's close, as opt_after_peer_close does.
-skip=scm_rights_unread,scm_rights_unread_armed,scm_rights_unread_rung,scm_rights_past_back,scm_rights_past_back_full,counted_when_attached,opt_after_peer_close,opt_peer_idle,opt_then_stdio,peek_peer_back,epoll_closed_dup_back
+# its doorbells).
+skip=scm_rights_unread,scm_rights_unread_armed,scm_rights_unread_rung,scm_rights_past_back,scm_rights_past_back_full,counted_when_attached,opt_peer_idle,opt_then_stdio,peek_peer_back
 for t in t_shim_connect t_shim_data t_shim_epoll t_shim_fds t_shim_flags; do
 	[ -x "$B/tests/$t" ] || fail "no $B/tests/$t"
 	SHUNT_CONFIG=$T/conf SHUNT_TEST_SKIP=$skip timeout 120 "$B/tests/$t" >"$T/$t.out" 2>&1 ||

@@ -107,7 +107,7 @@ static int fin_due(struct tsock *t)
 {
 	struct tslot *s = t->slot;
 
-	if (!t->mapped || s->vm.on)
+	if (!t->mapped)
 		return 0;
 	uint32_t f = atomic_load(&sw_of(s, (int)s->side)->flags);
 	return (f & SHUNT_SW_BACK) && !(f & SHUNT_SW_FIN);
@@ -1023,12 +1023,15 @@ static int back_past_close(struct tsock *t, int fd)
 }
 
 /* The peer closed, or shut both ways (io.c, shut_both): it sends nothing
- * more, by its ring or by its socket, which is shut. */
+ * more, by its ring or by its socket, which is shut.  Between VMs too,
+ * where the ring is then read to its end and stays ours (an option
+ * acts on nothing more; the loud way waited 5 s for an answer that
+ * could not come, then reset). */
 static int peer_closed(struct tslot *s)
 {
 	int64_t st = shunt_end_peer_state(&s->end);
 
-	return st >= 0 && (st & SHUNT_ST_CLOSED) && !s->vm.on;
+	return st >= 0 && (st & SHUNT_ST_CLOSED);
 }
 
 /*
