@@ -5,7 +5,7 @@
 # differences were fixed, each of which differed before its fix (the
 # commits name them): a fix undone shows here.  The tester itself is not in
 # the suite, as new seeds still find open differences (tests/README.md).
-# About 20 s.
+# About 40 s.  An entry SEED:STEPS replays a seed of that many steps.
 set -u
 B=${SHUNT_BUILD:-$(cd "$(dirname "$0")/../.." && pwd)/build}
 D=$B/tests/diff_shim
@@ -22,17 +22,20 @@ seeds=(
 	261523549751905 258765204379962 78559881551636 110593490697306 177283731048685
 	217602494426441 101592900104077 27192862901815 173976263962728 54892045693306
 	59222449875081 178648778234228 118693704925994 237142540503530
+	124455626426073:150
 )
 bad=()
-for s in "${seeds[@]}"; do
-	out=$(SHUNT_DIFF_SEED=$s timeout 60 "$D" 2>&1)
+for e in "${seeds[@]}"; do
+	s=${e%%:*} steps=60 # SEED or SEED:STEPS
+	[ "$e" = "$s" ] || steps=${e#*:}
+	out=$(SHUNT_DIFF_SEED=$s SHUNT_DIFF_STEPS=$steps timeout 60 "$D" 2>&1)
 	if ! grep -q "0 of 1 cases failed" <<<"$out"; then
-		bad+=("$s")
+		bad+=("$e")
 		grep -a -A3 "^TCP\|^shunt" <<<"$out" | head -8
 	fi
 done
 if [ ${#bad[@]} -gt 0 ]; then
-	echo "FAIL: t_diff_seeds: shunt differs from TCP again at seed(s) ${bad[*]} (replay: SHUNT_DIFF_SEED=S $D)"
+	echo "FAIL: t_diff_seeds: shunt differs from TCP again at seed(s) ${bad[*]} (replay: SHUNT_DIFF_SEED=S [SHUNT_DIFF_STEPS=N for S:N] $D)"
 	exit 1
 fi
 echo "t_diff_seeds: ${#seeds[@]} seeds, the same over TCP and shunt"

@@ -111,6 +111,13 @@ int shim_kern_rx_received(int fd, uint64_t *out)
 	return rc;
 }
 
+int shim_kern_fin_in(int fd)
+{
+	struct tcp_info ti;
+
+	return tcp_info(fd, &ti) == 0 && fin_in(ti.tcpi_state);
+}
+
 int shim_kern_closed(int fd)
 {
 	struct tcp_info ti;

@@ -632,6 +632,8 @@ static inline int shim_proof_pending(struct tslot *s)
 int shim_kern_tx_total(int fd, uint64_t *out);
 /* Bytes of the TCP stream received (the peer's FIN counts one). */
 int shim_kern_rx_received(int fd, uint64_t *out);
+/* 1 if the kernel's socket received the peer's FIN (its state says so). */
+int shim_kern_fin_in(int fd);
 /* 1 if the kernel's socket is closed (TCP_CLOSE: a reset, or both FINs). */
 int shim_kern_closed(int fd);
 /* Bytes of the TCP stream consumed by reads so far. */
