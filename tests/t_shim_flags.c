@@ -1686,17 +1686,24 @@ static void opt_peer_shut_run(int a, int b, uint64_t seed, struct end_seen *o)
 	end_seen_read(a, b, seed, 3000, o);
 }
 
-static void case_opt_after_peer_shut(void)
+/* run over a TCP pair, then over a moved one: the same seen. */
+static void end_seen_both(const char *what, int salt,
+			  void (*run)(int a, int b, uint64_t seed, struct end_seen *o))
 {
 	struct end_seen tcp, mine;
-	uint64_t seed = shim_seed(73);
+	uint64_t seed = shim_seed(salt);
 	int a, b;
 
 	ts_pair(&a, &b);
-	opt_peer_shut_run(a, b, seed, &tcp);
+	run(a, b, seed, &tcp);
 	ts_moved_pair(&a, &b);
-	opt_peer_shut_run(a, b, seed, &mine);
-	end_seen_same("an option after the peer shut both ways", &mine, &tcp);
+	run(a, b, seed, &mine);
+	end_seen_same(what, &mine, &tcp);
+}
+
+static void case_opt_after_peer_shut(void)
+{
+	end_seen_both("an option after the peer shut both ways", 73, opt_peer_shut_run);
 }
 
 /* a goes back to TCP (SO_OOBINLINE) with 1500 bytes of its ring unread by
@@ -1724,15 +1731,7 @@ static void fin_reset_run(int a, int b, uint64_t seed, struct end_seen *o)
 
 static void case_fin_then_reset_after_back(void)
 {
-	struct end_seen tcp, mine;
-	uint64_t seed = shim_seed(74);
-	int a, b;
-
-	ts_pair(&a, &b);
-	fin_reset_run(a, b, seed, &tcp);
-	ts_moved_pair(&a, &b);
-	fin_reset_run(a, b, seed, &mine);
-	end_seen_same("a reset after the FIN of a peer back on TCP", &mine, &tcp);
+	end_seen_both("a reset after the FIN of a peer back on TCP", 74, fin_reset_run);
 }
 
 /* FIONREAD while the peer went back to TCP and our ring still holds its
