@@ -1027,11 +1027,18 @@ static int back_past_close(struct tsock *t, int fd)
  * where the ring is then read to its end and stays ours (an option
  * acts on nothing more; the loud way waited 5 s for an answer that
  * could not come, then reset). */
-static int peer_closed(struct tslot *s)
+static int peer_sends_no_more(struct tslot *s)
 {
 	int64_t st = shunt_end_peer_state(&s->end);
 
 	return st >= 0 && (st & SHUNT_ST_CLOSED);
+}
+
+/* The peer's FIN went by its ring alone: our kernel's socket never saw
+ * one.  Made plain then, it stood where TCP's would not (below). */
+static int fin_by_ring_only(struct tsock *t, int fd)
+{
+	return shim_peer_fin(t->slot) && !shim_kern_fin_in(fd);
 }
 
 /*
@@ -1046,9 +1053,9 @@ static int peer_closed(struct tslot *s)
 int shim_back_past_close(struct tsock *t, int fd)
 {
 	/* Nor while its FIN went by its ring alone (its close then a reset):
-	 * our kernel's socket never saw it, and its TCP_INQ hint said 0 at the
-	 * end where TCP's says 1 (seed 107806998519929, 150 steps). */
-	if ((shim_peer_fin(t->slot) && !shim_kern_fin_in(fd)) || !back_past_close(t, fd))
+	 * the TCP_INQ hint said 0 at the end where TCP's says 1 (seed
+	 * 107806998519929, 150 steps). */
+	if (fin_by_ring_only(t, fd) || !back_past_close(t, fd))
 		return 0;
 	went_back(t, fd, WHY_OPTIONS, " (the peer had closed)");
 	return 1;
@@ -1071,8 +1078,7 @@ int shim_back_past_shut(struct tsock *t, int fd)
 	 * waits for one (FIN_WAIT2) where TCP's is closed, and getpeername()
 	 * named the peer where TCP's says ENOTCONN (tests/diff_shim.c seed
 	 * 124455626426073, 150 steps).  The ring has it all then. */
-	if (t->slot->vm.on || (shim_peer_fin(t->slot) && !shim_kern_fin_in(fd)) ||
-	    !plain_once_read(t, fd, 0))
+	if (t->slot->vm.on || fin_by_ring_only(t, fd) || !plain_once_read(t, fd, 0))
 		return 0;
 	went_back(t, fd, WHY_OPTIONS, " (we had shut it both ways)");
 	return 1;
@@ -1181,7 +1187,7 @@ static int demote(struct tsock *t, int fd, enum shim_why why, int quiet)
 		shim_back_past_shut(t, fd);
 		return 0;
 	}
-	if (why == WHY_OPTIONS && peer_closed(s)) {
+	if (why == WHY_OPTIONS && peer_sends_no_more(s)) {
 		shim_back_past_close(t, fd); /* now, or from the end of its ring */
 		return 0;
 	}
