@@ -80,8 +80,9 @@ struct shunt_index {
                             * stream down first): the peer keeps its on TCP too */
 #define SHUNT_SW_LAZY 0x10u /* with ASK: the asker reads the peer's ring to
                              * its end itself; the peer resends none of it */
-#define SHUNT_SW_FIN  0x20u /* back on TCP, it shut its sends down: its
-                             * kernel's FIN follows TCP offset fin_tcp */
+#define SHUNT_SW_FIN  0x20u /* back on TCP, it shut its sends down or
+                             * closed: its kernel's FIN, if any, follows
+                             * TCP offset fin_tcp */
 struct shunt_switch {
 	_Alignas(SHUNT_LINE) _Atomic uint32_t flags;
 	uint32_t pad;
