@@ -362,6 +362,71 @@ static void case_shutdown_after_fins(void)
 	ASSERT_SYS(close(a));
 }
 
+/* a, shut for writing, goes back to TCP (SO_OOBINLINE) with its peer's
+ * bytes unread in its ring; the peer, a process of its own, answers, then
+ * a shuts down both ways: its connection is half open, as TCP's
+ * (FIN_WAIT2).  A poll of a took its own SHUT_RD for the peer's death: a
+ * second shutdown and getpeername then said ENOTCONN where TCP's succeed
+ * (tests/diff_shim.c seed 98177848450040). */
+struct sync_pipes {
+	int cmd, rep;   /* the peer's ends */
+	int cmd_w, rep_r; /* ours, closed in the peer */
+};
+
+static void rdwr_back_peer(int fd, void *arg)
+{
+	struct sync_pipes *sp = arg;
+	char c;
+
+	ASSERT_SYS(close(sp->cmd_w));
+	ASSERT_SYS(close(sp->rep_r));
+	ts_make_accelerated_follow(fd);
+	ts_expect_eof(fd, ts_ms(2000));
+	ts_send_stream(fd, shim_seed(75), 0, 1500, ts_ms(2000));
+	ASSERT_EQ(read(sp->cmd, &c, 1), 1);
+	ts_wait_fd(fd, POLLIN, 0); /* a call that answers a's ask */
+	ASSERT_EQ(write(sp->rep, "k", 1), 1);
+	ASSERT_EQ(read(sp->cmd, &c, 1), 0); /* until a is done */
+	ASSERT_SYS(close(fd));
+}
+
+static void case_shutdown_rdwr_peer_back(void)
+{
+	int cmd[2], rep[2], v = 1;
+	struct shim_peer p;
+	char c;
+
+	ASSERT_SYS(pipe(cmd));
+	ASSERT_SYS(pipe(rep));
+	struct sync_pipes sp = { cmd[0], rep[1], cmd[1], rep[0] };
+	ts_peer_start(&p, rdwr_back_peer, &sp);
+	ASSERT_SYS(close(cmd[0]));
+	ASSERT_SYS(close(rep[1]));
+	int a = p.fd;
+	ts_make_accelerated_lead(a);
+	ASSERT_SYS(shutdown(a, SHUT_WR));
+	ts_wait_arrived(a, 1500, ts_ms(2000));
+	ASSERT_SYS(setsockopt(a, SOL_SOCKET, SO_OOBINLINE, &v, sizeof(v)));
+	ASSERT_EQ(write(cmd[1], "x", 1), 1);
+	ASSERT_EQ(read(rep[0], &c, 1), 1);
+	ASSERT_SYS(shutdown(a, SHUT_RDWR));
+	for (int i = 0; i < 3; i++) {
+		struct pollfd pf = { .fd = a, .events = POLLIN | POLLOUT };
+		ASSERT_EQ(poll(&pf, 1, 0), 1);
+		ASSERT_EQ(pf.revents & (POLLERR | POLLNVAL), 0);
+		test_sleep_ms(10);
+	}
+	ASSERT_SYS(shutdown(a, SHUT_RD));
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	ASSERT_SYS(getpeername(a, (struct sockaddr *)&ss, &sl));
+	ASSERT_FAILS(send(a, "x", 1, MSG_NOSIGNAL), EPIPE);
+	ASSERT_SYS(close(cmd[1]));
+	ts_peer_wait(&p, ts_ms(3000));
+	ASSERT_SYS(close(rep[0]));
+	ASSERT_SYS(close(a));
+}
+
 /* TCP_INFO's state follows the shutdowns and closes on a moved
  * connection as on TCP's (whose FIN_WAIT1 lasts until the peer's delayed
  * ACK: each state is waited for).
@@ -2060,6 +2125,7 @@ static const struct shim_case g_cases[] = {
 	{ "linger0", case_linger0 },
 	{ "shutdown_after_reset", case_shutdown_after_reset },
 	{ "shutdown_after_fins", case_shutdown_after_fins },
+	{ "shutdown_rdwr_peer_back", case_shutdown_rdwr_peer_back },
 	{ "tcp_info_state", case_tcp_info_state },
 	{ "rcvlowat_moved", case_rcvlowat_moved },
 	{ "tcp_info_state_reset", case_tcp_info_state_reset },
