@@ -427,6 +427,54 @@ static void case_shutdown_rdwr_peer_back(void)
 	ASSERT_SYS(close(a));
 }
 
+/* Both ends shut for writing by their rings; a then sets SO_OOBINLINE
+ * while its peer, a process of its own, is busy elsewhere: a's sends go
+ * back to TCP at once, its reads stay on the ring until the peer answers.
+ * a still polls hung up, as TCP's socket does after both FINs: it showed
+ * IN|OUT only until the peer's answer (tests/diff_shim.c seed
+ * 59431592097002). */
+static void both_shut_peer(int fd, void *arg)
+{
+	struct sync_pipes *sp = arg;
+	char c;
+
+	ASSERT_SYS(close(sp->cmd_w));
+	ASSERT_SYS(close(sp->rep_r));
+	ts_make_accelerated_follow(fd);
+	ASSERT_SYS(shutdown(fd, SHUT_WR));
+	ts_expect_eof(fd, ts_ms(2000));
+	ASSERT_EQ(write(sp->rep, "k", 1), 1);
+	ASSERT_EQ(read(sp->cmd, &c, 1), 0); /* until a is done */
+	ASSERT_SYS(close(fd));
+}
+
+static void case_hup_half_back(void)
+{
+	int cmd[2], rep[2], v = 1;
+	struct shim_peer p;
+	char c;
+
+	ASSERT_SYS(pipe(cmd));
+	ASSERT_SYS(pipe(rep));
+	struct sync_pipes sp = { cmd[0], rep[1], cmd[1], rep[0] };
+	ts_peer_start(&p, both_shut_peer, &sp);
+	ASSERT_SYS(close(cmd[0]));
+	ASSERT_SYS(close(rep[1]));
+	int a = p.fd;
+	ts_make_accelerated_lead(a);
+	ts_expect_eof(a, ts_ms(2000));
+	ASSERT_SYS(shutdown(a, SHUT_WR));
+	ASSERT_EQ(read(rep[0], &c, 1), 1);
+	ASSERT_EQ(ts_wait_fd(a, POLLIN | POLLOUT, 0), POLLIN | POLLOUT | POLLHUP);
+	ASSERT_SYS(setsockopt(a, SOL_SOCKET, SO_OOBINLINE, &v, sizeof(v)));
+	ASSERT_EQ(ts_wait_fd(a, POLLIN | POLLOUT, 0), POLLIN | POLLOUT | POLLHUP);
+	ASSERT_EQ(ts_wait_fd(a, POLLOUT, 0), POLLOUT | POLLHUP);
+	ASSERT_SYS(close(cmd[1]));
+	ts_peer_wait(&p, ts_ms(3000));
+	ASSERT_SYS(close(rep[0]));
+	ASSERT_SYS(close(a));
+}
+
 /* TCP_INFO's state follows the shutdowns and closes on a moved
  * connection as on TCP's (whose FIN_WAIT1 lasts until the peer's delayed
  * ACK: each state is waited for).
@@ -2126,6 +2174,7 @@ static const struct shim_case g_cases[] = {
 	{ "shutdown_after_reset", case_shutdown_after_reset },
 	{ "shutdown_after_fins", case_shutdown_after_fins },
 	{ "shutdown_rdwr_peer_back", case_shutdown_rdwr_peer_back },
+	{ "hup_half_back", case_hup_half_back },
 	{ "tcp_info_state", case_tcp_info_state },
 	{ "rcvlowat_moved", case_rcvlowat_moved },
 	{ "tcp_info_state_reset", case_tcp_info_state_reset },
