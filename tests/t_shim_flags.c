@@ -475,6 +475,40 @@ static void case_hup_half_back(void)
 	ASSERT_SYS(close(a));
 }
 
+/* After b's own shutdown both ways with a's bytes unread, b's read for
+ * more than there is (MSG_PEEK | MSG_WAITALL) returns them at once, as
+ * TCP's; it waited for good (here its SO_RCVTIMEO, 3 s), and the wait it
+ * left armed had a's shutdown ring b's doorbell into b's kernel socket
+ * shut for reading: a reset of both (tests/diff_shim.c seed
+ * 177990837983620). */
+static void case_peek_waitall_own_shut(void)
+{
+	int a, b, err = -1;
+	socklen_t el = sizeof(err);
+	char buf[16];
+
+	ts_moved_pair(&a, &b);
+	struct timeval tv = { 3, 0 };
+	ASSERT_SYS(setsockopt(b, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)));
+	ASSERT_EQ(send(a, "abcdefghi", 9, 0), 9);
+	ts_wait_arrived(b, 9, ts_ms(2000));
+	ASSERT_SYS(shutdown(b, SHUT_RDWR));
+	double t0 = test_now();
+	ASSERT_EQ(recv(b, buf, sizeof(buf), MSG_PEEK | MSG_WAITALL), 9);
+	ASSERT_MSG(test_now() - t0 < 1.0, "the peek waited %.1f s", test_now() - t0);
+	ts_expect_eof(a, ts_ms(2000));
+	ASSERT_SYS(shutdown(a, SHUT_RDWR));
+	test_sleep_ms(20);
+	ASSERT_EQ(ts_wait_fd(a, POLLIN | POLLOUT, 0), POLLIN | POLLOUT | POLLHUP);
+	ASSERT_EQ(ts_wait_fd(b, POLLIN | POLLOUT, 0), POLLIN | POLLOUT | POLLHUP);
+	ASSERT_SYS(getsockopt(b, SOL_SOCKET, SO_ERROR, &err, &el));
+	ASSERT_EQ(err, 0);
+	ASSERT_EQ(recv(b, buf, sizeof(buf), 0), 9);
+	ASSERT_EQ(recv(b, buf, sizeof(buf), 0), 0);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
 /* TCP_INFO's state follows the shutdowns and closes on a moved
  * connection as on TCP's (whose FIN_WAIT1 lasts until the peer's delayed
  * ACK: each state is waited for).
@@ -2175,6 +2209,7 @@ static const struct shim_case g_cases[] = {
 	{ "shutdown_after_fins", case_shutdown_after_fins },
 	{ "shutdown_rdwr_peer_back", case_shutdown_rdwr_peer_back },
 	{ "hup_half_back", case_hup_half_back },
+	{ "peek_waitall_own_shut", case_peek_waitall_own_shut },
 	{ "tcp_info_state", case_tcp_info_state },
 	{ "rcvlowat_moved", case_rcvlowat_moved },
 	{ "tcp_info_state_reset", case_tcp_info_state_reset },

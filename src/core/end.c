@@ -104,6 +104,13 @@ static int peer_done(struct shunt_end *e)
 	       atomic_load_explicit(&e->peer_gone, memory_order_relaxed);
 }
 
+/* Nothing more will arrive for our reads: the peer's FIN, or our own
+ * SHUT_RD (TCP's RCV_SHUTDOWN either way). */
+static int rx_over(struct shunt_end *e)
+{
+	return peer_done(e) || atomic_load_explicit(&e->rd_shut, memory_order_relaxed);
+}
+
 /* --- Readiness --------------------------------------------------------
  * Each returns > 0 (bytes ready or free), 0 (end of stream, rx only),
  * -EAGAIN (would wait) or the error the caller must return.  `want` is how
@@ -484,7 +491,9 @@ static int64_t rx_wait_min(struct shunt_end *e, struct shunt_bell *b, uint64_t w
 {
 	for (;;) {
 		int64_t n = rx_ready(e, want, 0);
-		if (n != -EAGAIN && (n <= 0 || (uint64_t)n >= need || peer_done(e)))
+		/* Short of `need` (MSG_PEEK | MSG_WAITALL) after our own
+		 * SHUT_RD: what is there, as TCP's (it waited for good). */
+		if (n != -EAGAIN && (n <= 0 || (uint64_t)n >= need || rx_over(e)))
 			return n;
 		int rc = end_wait(e, b, SHUNT_WAIT_READ, need, deadline);
 		if (rc < 0)
@@ -727,7 +736,7 @@ static int poll_rx(struct shunt_end *e)
 
 	if (n == -EAGAIN)
 		return 0;
-	int done = n > 0 && (peer_done(e) || atomic_load_explicit(&e->rd_shut, memory_order_relaxed));
+	int done = n > 0 && rx_over(e);
 	if (n > 0 && !done && (uint64_t)n < rx_need(e, UINT64_MAX))
 		return 0; /* short of SO_RCVLOWAT */
 	if (n > 0)
