@@ -429,8 +429,11 @@ uint64_t shim_back_queued(struct tsock *t, int fd)
  * seed 35954857502457: 220 bytes where TCP's said 601).  The doorbells are
  * not ours to take while the ring has bytes, so the kernel's peek starts
  * past them (SO_PEEK_OFF, which a moved socket's program cannot have set:
- * it takes the connection back), each checked first.  How many bytes it
- * put at buf (counted only, `trunc`: MSG_TRUNC), or 0.
+ * it takes the connection back), each checked first.  Between VMs once
+ * the peer's proof, which lies before them, was read (it stopped at the
+ * ring's end there: seeds 66250295816691, 150631731147633 over a region;
+ * t_vm_netns runs t_shim_flags peek_peer_back).  How many bytes it put at
+ * buf (counted only, `trunc`: MSG_TRUNC), or 0.
  */
 size_t shim_back_peek_past(struct tsock *t, int fd, void *buf, size_t len, int trunc)
 {
@@ -439,7 +442,7 @@ size_t shim_back_peek_past(struct tsock *t, int fd, void *buf, size_t len, int t
 	uint8_t bells[256];
 	int off;
 
-	if (s->vm.on || !asker_back(s, &head, &tcp) || !len ||
+	if (shim_proof_pending(s) || !asker_back(s, &head, &tcp) || !len ||
 	    consumed(s, fd, &at) < 0 || at > tcp || tcp - at > sizeof(bells) ||
 	    at < atomic_load_explicit(&sw_of(s, 1 - (int)s->side)->tcp_off, memory_order_relaxed))
 		return 0;
