@@ -1198,11 +1198,11 @@ static int demote(struct tsock *t, int fd, enum shim_why why, int quiet)
 		went_back(t, fd, why, " (the peer had closed)");
 		return 0;
 	}
-	/* Quietly unless between VMs (the peer's proof lies in the stream)
-	 * or with the peer in our family, which answers at once (and then
-	 * resends what we did not read: our reads are all TCP's at once). */
+	/* Quietly unless the peer is in our family, which answers at once
+	 * (and then resends what we did not read: our reads are all TCP's
+	 * at once). */
 	struct family_peer fp = family_peer(s);
-	if (quiet && !s->vm.on && !fp.t)
+	if (quiet && !fp.t)
 		return back_quietly(t, fd, why);
 	shim_switch_tx(t, fd);
 	int peer_ring = ask(t, fd);
