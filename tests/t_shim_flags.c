@@ -557,6 +557,34 @@ static void case_fin_after_back(void)
 	ASSERT_SYS(close(b));
 }
 
+/* The peer resets (SO_LINGER {1, 0}) with one byte of its unread by us; a
+ * readv into several pieces takes that byte and leaves the reset, as TCP's
+ * one recvmsg does: SO_ERROR says ECONNRESET after it.  A piece after the
+ * first met the reset and took it: SO_ERROR and poll said none
+ * (tests/diff_shim.c seed 273114627652044). */
+static void case_readv_leaves_reset(void)
+{
+	int a, b, err = -1;
+	socklen_t el = sizeof(err);
+	struct linger lg = { 1, 0 };
+	char p1[1], p2[1], p3[7];
+	struct iovec v[3] = { { p1, 1 }, { p2, 1 }, { p3, 7 } };
+
+	ts_moved_pair(&a, &b);
+	ASSERT_EQ(send(a, "z", 1, 0), 1);
+	ts_wait_arrived(b, 1, ts_ms(2000));
+	ASSERT_SYS(setsockopt(a, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)));
+	ASSERT_SYS(close(a));
+	ts_wait_revents(b, POLLIN, POLLERR, ts_ms(2000));
+	ASSERT_EQ(readv(b, v, 3), 1);
+	ASSERT_EQ(p1[0], 'z');
+	ASSERT(ts_wait_fd(b, POLLIN, 0) & POLLERR);
+	ASSERT_SYS(getsockopt(b, SOL_SOCKET, SO_ERROR, &err, &el));
+	ASSERT_EQ(err, ECONNRESET);
+	ASSERT_EQ(readv(b, v, 3), 0);
+	ASSERT_SYS(close(b));
+}
+
 /* TCP_INFO's state follows the shutdowns and closes on a moved
  * connection as on TCP's (whose FIN_WAIT1 lasts until the peer's delayed
  * ACK: each state is waited for).
@@ -2259,6 +2287,7 @@ static const struct shim_case g_cases[] = {
 	{ "hup_half_back", case_hup_half_back },
 	{ "peek_waitall_own_shut", case_peek_waitall_own_shut },
 	{ "fin_after_back", case_fin_after_back },
+	{ "readv_leaves_reset", case_readv_leaves_reset },
 	{ "tcp_info_state", case_tcp_info_state },
 	{ "rcvlowat_moved", case_rcvlowat_moved },
 	{ "tcp_info_state_reset", case_tcp_info_state_reset },
