@@ -1161,6 +1161,26 @@ static int finish_quietly(struct tsock *t, int fd, enum shim_why why)
 	return rc;
 }
 
+/* The socket leaves the library (another process, an exec) while the
+ * peer's way back is under way: its new holder reads only the kernel's
+ * socket, so whatever the peer's ring still holds for us is out of its
+ * reach, and the stream holds the peer's doorbells (between VMs its proof
+ * too) before its TCP data.  Handed over so, the new holder read those as
+ * data (t_shim_fds scm_rights_unread_armed over a region: "byte 1048576
+ * of the stream is wrong"): it is reset, loudly.  0 once plain. */
+static int leave_half_back(struct tsock *t, int fd)
+{
+	struct tslot *s = t->slot;
+
+	if (atomic_load(&s->state) != SLOT_MOVED)
+		return 0;
+	shim_back_rx(t, fd, 1);
+	shim_back_settle(t, fd);
+	if (atomic_load(&s->state) != SLOT_MOVED)
+		return 0;
+	return went_back_reset(t, fd, WHY_SHARED, -ENOTRECOVERABLE);
+}
+
 static int demote(struct tsock *t, int fd, enum shim_why why, int quiet)
 {
 	struct tslot *s = t->slot;
@@ -1184,7 +1204,7 @@ static int demote(struct tsock *t, int fd, enum shim_why why, int quiet)
 		shim_back_tx(t, fd, 0);
 		shim_back_rx(t, fd, 0);
 		shim_back_settle(t, fd);
-		return 0;
+		return why == WHY_SHARED ? leave_half_back(t, fd) : 0;
 	}
 	if (why == WHY_OPTIONS && (shunt_end_state(&s->end) & SHUNT_ST_CLOSED)) {
 		shim_back_past_shut(t, fd);
