@@ -393,42 +393,79 @@ struct sync_pipes {
 	int cmd_w, rep_r; /* ours, closed in the peer */
 };
 
+/* A peer process stepped through two pipes: synced_start forks it (fn
+ * with the pipes as its argument) and makes the connection move;
+ * synced_done lets it close and waits for it. */
+struct synced {
+	struct shim_peer p;
+	struct sync_pipes sp;
+};
+
+static int synced_start(struct synced *y, void (*fn)(int fd, void *arg))
+{
+	int cmd[2], rep[2];
+
+	ASSERT_SYS(pipe(cmd));
+	ASSERT_SYS(pipe(rep));
+	y->sp = (struct sync_pipes){ cmd[0], rep[1], cmd[1], rep[0] };
+	ts_peer_start(&y->p, fn, &y->sp);
+	ASSERT_SYS(close(cmd[0]));
+	ASSERT_SYS(close(rep[1]));
+	ts_make_accelerated_lead(y->p.fd);
+	return y->p.fd;
+}
+
+static void synced_done(struct synced *y)
+{
+	ASSERT_SYS(close(y->sp.cmd_w));
+	ts_peer_wait(&y->p, ts_ms(3000));
+	ASSERT_SYS(close(y->sp.rep_r));
+	ASSERT_SYS(close(y->p.fd));
+}
+
+/* The peer's side: its copies of our ends go, the connection moves. */
+static void synced_peer_begin(struct sync_pipes *sp, int fd)
+{
+	ASSERT_SYS(close(sp->cmd_w));
+	ASSERT_SYS(close(sp->rep_r));
+	ts_make_accelerated_follow(fd);
+}
+
+/* The peer's side: it waits until we are done, then closes. */
+static void synced_peer_end(struct sync_pipes *sp, int fd)
+{
+	char c;
+
+	ASSERT_EQ(read(sp->cmd, &c, 1), 0);
+	ASSERT_SYS(close(fd));
+}
+
 static void rdwr_back_peer(int fd, void *arg)
 {
 	struct sync_pipes *sp = arg;
 	char c;
 
-	ASSERT_SYS(close(sp->cmd_w));
-	ASSERT_SYS(close(sp->rep_r));
-	ts_make_accelerated_follow(fd);
+	synced_peer_begin(sp, fd);
 	ts_expect_eof(fd, ts_ms(2000));
 	ts_send_stream(fd, shim_seed(75), 0, 1500, ts_ms(2000));
 	ASSERT_EQ(read(sp->cmd, &c, 1), 1);
 	ts_wait_fd(fd, POLLIN, 0); /* a call that answers a's ask */
 	ASSERT_EQ(write(sp->rep, "k", 1), 1);
-	ASSERT_EQ(read(sp->cmd, &c, 1), 0); /* until a is done */
-	ASSERT_SYS(close(fd));
+	synced_peer_end(sp, fd);
 }
 
 static void case_shutdown_rdwr_peer_back(void)
 {
-	int cmd[2], rep[2], v = 1;
-	struct shim_peer p;
+	struct synced y;
+	int v = 1;
 	char c;
+	int a = synced_start(&y, rdwr_back_peer);
 
-	ASSERT_SYS(pipe(cmd));
-	ASSERT_SYS(pipe(rep));
-	struct sync_pipes sp = { cmd[0], rep[1], cmd[1], rep[0] };
-	ts_peer_start(&p, rdwr_back_peer, &sp);
-	ASSERT_SYS(close(cmd[0]));
-	ASSERT_SYS(close(rep[1]));
-	int a = p.fd;
-	ts_make_accelerated_lead(a);
 	ASSERT_SYS(shutdown(a, SHUT_WR));
 	ts_wait_arrived(a, 1500, ts_ms(2000));
 	ASSERT_SYS(setsockopt(a, SOL_SOCKET, SO_OOBINLINE, &v, sizeof(v)));
-	ASSERT_EQ(write(cmd[1], "x", 1), 1);
-	ASSERT_EQ(read(rep[0], &c, 1), 1);
+	ASSERT_EQ(write(y.sp.cmd_w, "x", 1), 1);
+	ASSERT_EQ(read(y.sp.rep_r, &c, 1), 1);
 	ASSERT_SYS(shutdown(a, SHUT_RDWR));
 	for (int i = 0; i < 3; i++) {
 		struct pollfd pf = { .fd = a, .events = POLLIN | POLLOUT };
@@ -441,10 +478,7 @@ static void case_shutdown_rdwr_peer_back(void)
 	socklen_t sl = sizeof(ss);
 	ASSERT_SYS(getpeername(a, (struct sockaddr *)&ss, &sl));
 	ASSERT_FAILS(send(a, "x", 1, MSG_NOSIGNAL), EPIPE);
-	ASSERT_SYS(close(cmd[1]));
-	ts_peer_wait(&p, ts_ms(3000));
-	ASSERT_SYS(close(rep[0]));
-	ASSERT_SYS(close(a));
+	synced_done(&y);
 }
 
 /* Both ends shut for writing by their rings; a then sets SO_OOBINLINE
@@ -456,43 +490,29 @@ static void case_shutdown_rdwr_peer_back(void)
 static void both_shut_peer(int fd, void *arg)
 {
 	struct sync_pipes *sp = arg;
-	char c;
 
-	ASSERT_SYS(close(sp->cmd_w));
-	ASSERT_SYS(close(sp->rep_r));
-	ts_make_accelerated_follow(fd);
+	synced_peer_begin(sp, fd);
 	ASSERT_SYS(shutdown(fd, SHUT_WR));
 	ts_expect_eof(fd, ts_ms(2000));
 	ASSERT_EQ(write(sp->rep, "k", 1), 1);
-	ASSERT_EQ(read(sp->cmd, &c, 1), 0); /* until a is done */
-	ASSERT_SYS(close(fd));
+	synced_peer_end(sp, fd);
 }
 
 static void case_hup_half_back(void)
 {
-	int cmd[2], rep[2], v = 1;
-	struct shim_peer p;
+	struct synced y;
+	int v = 1;
 	char c;
+	int a = synced_start(&y, both_shut_peer);
 
-	ASSERT_SYS(pipe(cmd));
-	ASSERT_SYS(pipe(rep));
-	struct sync_pipes sp = { cmd[0], rep[1], cmd[1], rep[0] };
-	ts_peer_start(&p, both_shut_peer, &sp);
-	ASSERT_SYS(close(cmd[0]));
-	ASSERT_SYS(close(rep[1]));
-	int a = p.fd;
-	ts_make_accelerated_lead(a);
 	ts_expect_eof(a, ts_ms(2000));
 	ASSERT_SYS(shutdown(a, SHUT_WR));
-	ASSERT_EQ(read(rep[0], &c, 1), 1);
+	ASSERT_EQ(read(y.sp.rep_r, &c, 1), 1);
 	ASSERT_EQ(ts_wait_fd(a, POLLIN | POLLOUT, 0), POLLIN | POLLOUT | POLLHUP);
 	ASSERT_SYS(setsockopt(a, SOL_SOCKET, SO_OOBINLINE, &v, sizeof(v)));
 	ASSERT_EQ(ts_wait_fd(a, POLLIN | POLLOUT, 0), POLLIN | POLLOUT | POLLHUP);
 	ASSERT_EQ(ts_wait_fd(a, POLLOUT, 0), POLLOUT | POLLHUP);
-	ASSERT_SYS(close(cmd[1]));
-	ts_peer_wait(&p, ts_ms(3000));
-	ASSERT_SYS(close(rep[0]));
-	ASSERT_SYS(close(a));
+	synced_done(&y);
 }
 
 /* After b's own shutdown both ways with a's bytes unread, b's read for
