@@ -605,6 +605,29 @@ static void case_readv_leaves_reset(void)
 	ASSERT_SYS(close(b));
 }
 
+/* a corks its sends (TCP_CORK); b goes back to TCP (SO_OOBINLINE) with
+ * its bytes unread by a, then closes: a's send after that waits in its
+ * cork, as TCP's does, and draws no reset yet.  a's sends were the
+ * kernel's from b's way back on, but uncorked until a's reads left the
+ * ring too: the send went at once and b's closed socket reset the
+ * connection (tests/diff_shim.c seed 220796898074283). */
+static void case_cork_after_peer_back(void)
+{
+	int a, b, v = 1;
+
+	ts_moved_pair(&a, &b);
+	ASSERT_SYS(setsockopt(a, IPPROTO_TCP, TCP_CORK, &v, sizeof(v)));
+	ASSERT_EQ(send(b, "xy", 2, 0), 2);
+	ts_wait_arrived(a, 2, ts_ms(2000));
+	ASSERT_SYS(setsockopt(b, SOL_SOCKET, SO_OOBINLINE, &v, sizeof(v)));
+	ASSERT_SYS(close(b));
+	test_sleep_ms(20);
+	ASSERT_EQ(send(a, "hello", 5, MSG_NOSIGNAL), 5);
+	test_sleep_ms(20);
+	ASSERT_EQ(ts_wait_fd(a, POLLIN | POLLOUT, 0), POLLIN | POLLOUT);
+	ASSERT_SYS(close(a));
+}
+
 /* TCP_INFO's state follows the shutdowns and closes on a moved
  * connection as on TCP's (whose FIN_WAIT1 lasts until the peer's delayed
  * ACK: each state is waited for).
@@ -2308,6 +2331,7 @@ static const struct shim_case g_cases[] = {
 	{ "peek_waitall_own_shut", case_peek_waitall_own_shut },
 	{ "fin_after_back", case_fin_after_back },
 	{ "readv_leaves_reset", case_readv_leaves_reset },
+	{ "cork_after_peer_back", case_cork_after_peer_back },
 	{ "tcp_info_state", case_tcp_info_state },
 	{ "rcvlowat_moved", case_rcvlowat_moved },
 	{ "tcp_info_state_reset", case_tcp_info_state_reset },

@@ -238,6 +238,7 @@ void shim_back_answer_locked(struct tsock *t, int fd)
 		atomic_fetch_or_explicit(&me->flags, SHUNT_SW_TCP | SHUNT_SW_BACK,
 					 memory_order_release);
 		atomic_fetch_or(&s->phase, PH_NOBELL | PH_TX_BACK | PH_TX_PLAIN);
+		shim_tx_opts_restore(t, fd);
 		return;
 	}
 	/* A thread of the asker asleep on the ring must wake to let go of
@@ -318,6 +319,7 @@ static int flush_locked(struct tsock *t, int fd, int block)
 	if (shunt_end_state(&s->end) & SHUNT_ST_SHUT_WR)
 		sys_shutdown(fd, SHUT_WR);
 	atomic_fetch_or(&s->phase, PH_TX_PLAIN);
+	shim_tx_opts_restore(t, fd);
 	shim_kick_others(); /* as above */
 	return 0;
 }
@@ -1111,6 +1113,7 @@ static int back_quietly(struct tsock *t, int fd, enum shim_why why)
 		return went_back_reset(t, fd, why, rc);
 	rc = leave_tx(s, fd);
 	atomic_fetch_or(&s->phase, PH_NOBELL | PH_TX_BACK | PH_TX_PLAIN);
+	shim_tx_opts_restore(t, fd);
 	shim_unlock(&s->tx_mu);
 	if (rc < 0)
 		return went_back_reset(t, fd, why, rc);

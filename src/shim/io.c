@@ -2280,11 +2280,9 @@ void shim_nodelay_take(struct tsock *t, int fd)
 	shim_unlock(&s->opt_mu);
 }
 
-void shim_nodelay_restore(struct tsock *t, int fd)
+/* Called with opt_mu held. */
+static void nd_restore_locked(struct tslot *s, int fd)
 {
-	struct tslot *s = S(t);
-
-	shim_lock(&s->opt_mu);
 	if (s->nd_virtual) {
 		if (!s->nd_nodelay)
 			nd_kernel_set(fd, TCP_NODELAY, 0);
@@ -2292,6 +2290,27 @@ void shim_nodelay_restore(struct tsock *t, int fd)
 			nd_kernel_set(fd, TCP_CORK, 1);
 		s->nd_virtual = 0;
 	}
+}
+
+/* Our sends left the ring for good (back.c): the kernel's socket sends
+ * them with the program's Nagle and cork, as TCP's would.  Until our reads
+ * too were the kernel's, a corked send went at once and drew the closed
+ * peer's reset (tests/diff_shim.c seed 220796898074283, through a region). */
+void shim_tx_opts_restore(struct tsock *t, int fd)
+{
+	struct tslot *s = S(t);
+
+	shim_lock(&s->opt_mu);
+	nd_restore_locked(s, fd);
+	shim_unlock(&s->opt_mu);
+}
+
+void shim_nodelay_restore(struct tsock *t, int fd)
+{
+	struct tslot *s = S(t);
+
+	shim_lock(&s->opt_mu);
+	nd_restore_locked(s, fd);
 	if (s->rcvlowat > 1)
 		sys_setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &s->rcvlowat, sizeof(s->rcvlowat));
 	s->rcvlowat = 0;

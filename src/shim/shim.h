@@ -735,11 +735,14 @@ void shim_set_nonblock(struct tsock *t, int on);
  * use the slot's values, as the kernel would, and the kernel's stay.
  * shim_nodelay_restore() puts the program's values back on the kernel's
  * socket and ends that, for a connection that goes back to TCP; it may be
- * called any number of times, and also when nothing was taken.  Each
- * takes the slot's opt_mu, which comes after tx_mu when both are held.
+ * called any number of times, and also when nothing was taken.
+ * shim_tx_opts_restore() puts back TCP_NODELAY and TCP_CORK alone, once our
+ * sends left the ring for good.  Each takes the slot's opt_mu, which comes
+ * after tx_mu when both are held.
  */
 void shim_nodelay_take(struct tsock *t, int fd);
 void shim_nodelay_restore(struct tsock *t, int fd);
+void shim_tx_opts_restore(struct tsock *t, int fd);
 /* The program's setsockopt and getsockopt of IPPROTO_TCP TCP_NODELAY or
  * TCP_CORK: what libc's would return, errno set as it would. */
 int shim_nodelay_set(struct tsock *t, int fd, int opt, const void *val, socklen_t len);
