@@ -628,6 +628,30 @@ static void case_cork_after_peer_back(void)
 	ASSERT_SYS(close(a));
 }
 
+/* b has 1 byte of a's ring unread when a goes back to TCP and sends 100
+ * more there; b then sets SO_RCVLOWAT 2: b is readable, as TCP's with 101
+ * bytes queued.  The ring's 1 byte alone counted: poll said no POLLIN
+ * (tests/diff_shim.c seed 56424222423672). */
+static void case_rcvlowat_peer_back(void)
+{
+	int a, b, v = 1, low = 2;
+	char buf[256];
+	uint64_t seed = shim_seed(77);
+
+	ts_moved_pair(&a, &b);
+	ts_send_stream(a, seed, 0, 1, ts_ms(2000));
+	ts_wait_arrived(b, 1, ts_ms(2000));
+	ASSERT_SYS(setsockopt(a, SOL_SOCKET, SO_OOBINLINE, &v, sizeof(v)));
+	ts_send_stream(a, seed, 1, 100, ts_ms(2000));
+	ts_wait_arrived(b, 101, ts_ms(2000));
+	ASSERT_SYS(setsockopt(b, SOL_SOCKET, SO_RCVLOWAT, &low, sizeof(low)));
+	ASSERT_EQ(ts_wait_fd(b, POLLIN, 0), POLLIN);
+	ASSERT_EQ(recv(b, buf, sizeof(buf), 0), 101);
+	ASSERT_EQ(test_stream_check(seed, 0, buf, 101), (size_t)-1);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
 /* TCP_INFO's state follows the shutdowns and closes on a moved
  * connection as on TCP's (whose FIN_WAIT1 lasts until the peer's delayed
  * ACK: each state is waited for).
@@ -2332,6 +2356,7 @@ static const struct shim_case g_cases[] = {
 	{ "fin_after_back", case_fin_after_back },
 	{ "readv_leaves_reset", case_readv_leaves_reset },
 	{ "cork_after_peer_back", case_cork_after_peer_back },
+	{ "rcvlowat_peer_back", case_rcvlowat_peer_back },
 	{ "tcp_info_state", case_tcp_info_state },
 	{ "rcvlowat_moved", case_rcvlowat_moved },
 	{ "tcp_info_state_reset", case_tcp_info_state_reset },

@@ -2506,6 +2506,18 @@ static int half_back_hup(struct tsock *t, int fd, int ph, struct shunt_bell *b)
 	return ours ? POLLHUP : 0;
 }
 
+/* SO_RCVLOWAT above the ring's bytes: the peer's TCP bytes queued behind
+ * its ring once it went back count too, as TCP counts all it queued (the
+ * ring's 1 byte of 106 kept POLLIN off: tests/diff_shim.c seed
+ * 56424222423672). */
+static int lowat_met_past_ring(struct tsock *t, int fd)
+{
+	uint32_t lowat = atomic_load_explicit(&END(t)->rcvlowat, memory_order_relaxed);
+	ssize_t n = lowat > 1 ? shunt_end_readable(END(t)) : 0;
+
+	return n > 0 && (uint64_t)n + shim_back_queued(t, fd) >= lowat;
+}
+
 int shim_readiness(struct tsock *t, int fd, int events, int arm, int *kernp)
 {
 	struct shunt_bell b = shim_bell(t, fd);
@@ -2579,5 +2591,7 @@ int shim_readiness(struct tsock *t, int fd, int events, int arm, int *kernp)
 	/* Both ends full: the send that follows goes back to TCP. */
 	if ((events & POLLOUT) && !(ev & POLLOUT) && shim_jam_due(t))
 		ev |= POLLOUT;
+	if ((events & POLLIN) && !(ev & POLLIN) && lowat_met_past_ring(t, fd))
+		ev |= POLLIN;
 	return ev;
 }
