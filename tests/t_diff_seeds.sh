@@ -5,7 +5,7 @@
 # differences were fixed, each of which differed before its fix (the
 # commits name them): a fix undone shows here.  The tester itself is not in
 # the suite, as new seeds still find open differences (tests/README.md).
-# About 40 s.  An entry SEED:STEPS replays a seed of that many steps.
+# About 55 s.  An entry SEED:STEPS replays a seed of that many steps.
 set -u
 B=${SHUNT_BUILD:-$(cd "$(dirname "$0")/../.." && pwd)/build}
 D=$B/tests/diff_shim
