@@ -2513,7 +2513,9 @@ static int half_back_hup(struct tsock *t, int fd, int ph, struct shunt_bell *b)
 static int lowat_met_past_ring(struct tsock *t, int fd)
 {
 	uint32_t lowat = atomic_load_explicit(&END(t)->rcvlowat, memory_order_relaxed);
-	ssize_t n = lowat > 1 ? shunt_end_readable(END(t)) : 0;
+	/* The shared indices alone: any thread may ask (the reader's own
+	 * cache is its thread's; TSan saw the race). */
+	int64_t n = lowat > 1 ? shunt_ring_look_fill(&END(t)->rx) : 0;
 
 	return n > 0 && (uint64_t)n + shim_back_queued(t, fd) >= lowat;
 }
