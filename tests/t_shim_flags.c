@@ -2211,6 +2211,36 @@ static int inq_read(int fd, size_t n, void *ctl, size_t clen, int *flags)
 	return v2;
 }
 
+/* a goes back to TCP (SO_OOBINLINE) with 1000 bytes of its ring unread by
+ * b, sends 100 more there, and closes with SO_LINGER {1, 0}: a reset, no
+ * FIN.  b's TCP_CM_INQ is 1100, as TCP's; it counted a FIN (1101): a
+ * closed socket does not say whether one came, and a peer back on TCP
+ * says so in its switch word (tests/diff_shim.c seed 171949316579308). */
+static void case_inq_after_peer_reset(void)
+{
+	int a, b, one = 1, fl;
+	struct linger lg = { 1, 0 };
+	union {
+		struct cmsghdr h;
+		char b[64];
+	} ctl;
+	uint64_t seed = shim_seed(78);
+
+	ts_moved_pair(&a, &b);
+	ASSERT_SYS(setsockopt(b, IPPROTO_TCP, TCP_INQ, &one, sizeof(one)));
+	ts_send_stream(a, seed, 0, 1000, ts_ms(2000));
+	ts_wait_arrived(b, 1000, ts_ms(2000));
+	ASSERT_SYS(setsockopt(a, SOL_SOCKET, SO_OOBINLINE, &one, sizeof(one)));
+	ts_send_stream(a, seed, 1000, 100, ts_ms(2000));
+	ts_wait_arrived(b, 1100, ts_ms(2000));
+	ASSERT_SYS(setsockopt(a, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)));
+	ASSERT_SYS(close(a));
+	test_sleep_ms(20);
+	int v = inq_read(b, 0, &ctl, sizeof(ctl), &fl);
+	ASSERT_MSG(v == 1100, "TCP_CM_INQ %d after the peer's reset, TCP's 1100", v);
+	ASSERT_SYS(close(b));
+}
+
 static void case_inq_after_move(void)
 {
 	int a, b, one = 1, fl;
@@ -2357,6 +2387,7 @@ static const struct shim_case g_cases[] = {
 	{ "readv_leaves_reset", case_readv_leaves_reset },
 	{ "cork_after_peer_back", case_cork_after_peer_back },
 	{ "rcvlowat_peer_back", case_rcvlowat_peer_back },
+	{ "inq_after_peer_reset", case_inq_after_peer_reset },
 	{ "tcp_info_state", case_tcp_info_state },
 	{ "rcvlowat_moved", case_rcvlowat_moved },
 	{ "tcp_info_state_reset", case_tcp_info_state_reset },
