@@ -2177,9 +2177,7 @@ static int fin_came(struct tsock *t, int fd)
 	 * word): a reset alone leaves our socket closed too (the hint was one
 	 * more than TCP's after its SO_LINGER {1, 0} close: tests/diff_shim.c
 	 * seed 171949316579308). */
-	if (ti.tcpi_state == TCP_CLOSE && shim_peer_back(t))
-		return shim_back_fin_came(t, fd);
-	return ti.tcpi_state == TCP_CLOSE;
+	return ti.tcpi_state == TCP_CLOSE && (!shim_peer_back(t) || shim_back_fin_came(t, fd));
 }
 
 /* Read past, the FIN leaves TCP's count, and its "done" puts the 1 back:
@@ -2570,7 +2568,8 @@ int shim_readiness(struct tsock *t, int fd, int events, int arm, int *kernp)
 	    !atomic_load(&END(t)->peer_gone))
 		shunt_end_check_peer(END(t), &b);
 	/* The ring's side says hang-ups and errors even when nothing is asked;
-	 * half back on TCP, only what the ring is asked. */
+	 * half back on TCP, only what the ring is asked, and the hang-up of
+	 * both FINs (half_back_hup). */
 	if (ph & (PH_RX_PLAIN | PH_TX_BACK))
 		ev = (ring ? shunt_end_poll(END(t), &b, ring, arm) & ring : 0) |
 		     half_back_hup(t, fd, ph, &b);
