@@ -803,6 +803,71 @@ static void scm_rights_run(int keep, enum scm_wait how)
 	ts_peer_wait(&p, ts_ms(5000));
 }
 
+/* A socket passed to its own process (threads that hand connections to
+ * each other over a socketpair), the old number closed: it is the same
+ * connection under a new number.  Tracked as a second one, the close of
+ * the old number ended the connection we knew, and an epoll set that
+ * holds the socket (the kernel keeps it: the file lives on) went empty
+ * (tests/diff_shim.c seed 322325039635632). */
+static void case_scm_to_self(void)
+{
+	int a, b, u[2];
+	char got[8];
+
+	ts_moved_pair(&a, &b);
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	ASSERT_SYS(ep);
+	struct epoll_event ev = { .events = EPOLLIN, .data.u32 = 7 }, out;
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, a, &ev));
+	ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, u));
+	send_fd(u[0], a);
+	int na = recv_fd(u[1]);
+	close(u[0]);
+	close(u[1]);
+	ASSERT_SYS(close(a));
+	ts_write_all(b, "ping", 4, ts_ms(2000));
+	ASSERT_MSG(epoll_wait(ep, &out, 1, ts_ms(3000)) == 1,
+		   "the epoll set lost the socket passed to ourselves");
+	ASSERT_EQ(out.data.u32, 7u);
+	ts_read_exact(na, got, 4, ts_ms(3000));
+	ASSERT_MEM_EQ(got, "ping", 4);
+	ts_write_all(na, "pong", 4, ts_ms(2000));
+	ts_read_exact(b, got, 4, ts_ms(3000));
+	ASSERT_MEM_EQ(got, "pong", 4);
+	ASSERT_SYS(close(b));
+	ts_expect_eof(na, ts_ms(3000));
+	ASSERT_SYS(close(na));
+	ASSERT_SYS(close(ep));
+}
+
+/* A vfork child runs in our memory: its dup2 onto stdout changes nothing
+ * of ours.  It took the connection back to TCP there, and with the peer
+ * gone and bytes unread, that way back reset our connection for a child
+ * that then only exited (tests/diff_shim.c seed 325396016166023). */
+static void case_vfork_dup2_stdout(void)
+{
+	int a, b;
+	char got[8];
+
+	ts_moved_pair(&a, &b);
+	ts_write_all(b, "left", 4, ts_ms(2000));
+	ASSERT_SYS(close(b));
+	ts_wait_arrived(a, 4, ts_ms(3000));
+	test_sleep_ms(50); /* the close's doorbell: the peer is gone */
+	pid_t pid = vfork();
+	ASSERT_SYS(pid);
+	if (pid == 0) {
+		dup2(a, 1);
+		close(a);
+		_exit(0);
+	}
+	ASSERT_EQ(test_wait(pid, 5), 0);
+	ts_read_exact(a, got, 4, ts_ms(3000));
+	ASSERT_MEM_EQ(got, "left", 4);
+	ts_expect_eof(a, ts_ms(3000));
+	ASSERT_SYS(close(a));
+}
+
 static void case_scm_rights(void)
 {
 	scm_rights_run(0, SCM_BLOCK);
@@ -1646,6 +1711,45 @@ static void case_stdio_fgets(void)
 	ts_peer_wait(&p, ts_ms(5000));
 }
 
+/* inetd's way to stdin: close(0), then dup() takes the lowest number.  The
+ * bytes already waiting (in the ring once moved) must reach stdio's
+ * reads, which go past every wrapper. */
+static void stdin_dup_program(int fd, void *arg)
+{
+	char line[256];
+
+	(void)arg;
+	ts_make_accelerated_follow(fd);
+	/* the lead's first line waits for us before we look */
+	test_sleep_ms(100);
+	ASSERT_SYS(close(0));
+	ASSERT_EQ(dup(fd), 0);
+	ASSERT_SYS(close(fd));
+	for (int i = 0; i < 2; i++) {
+		ASSERT_NOT_NULL(fgets(line, sizeof(line), stdin));
+		ts_write_all(0, line, strlen(line), ts_ms(2000));
+	}
+}
+
+static void case_stdin_by_dup(void)
+{
+	struct shim_peer p;
+	const char *l1 = "first line, sent before the dup\n", *l2 = "second line\n";
+	char got[128];
+
+	ts_peer_start(&p, stdin_dup_program, NULL);
+	ts_make_accelerated_lead(p.fd);
+	ts_write_all(p.fd, l1, strlen(l1), ts_ms(2000));
+	ts_read_exact(p.fd, got, strlen(l1), ts_ms(3000));
+	ASSERT_MEM_EQ(got, l1, strlen(l1));
+	ts_write_all(p.fd, l2, strlen(l2), ts_ms(2000));
+	ts_read_exact(p.fd, got, strlen(l2), ts_ms(3000));
+	ASSERT_MEM_EQ(got, l2, strlen(l2));
+	ts_expect_eof(p.fd, ts_ms(3000));
+	ASSERT_SYS(close(p.fd));
+	ts_peer_wait(&p, ts_ms(5000));
+}
+
 /* --- The log and a socket on stderr --------------------------------------------- */
 
 int shunt__log_setup(const char *level, const char *file);
@@ -1974,6 +2078,9 @@ static const struct shim_case g_cases[] = {
 	{ "exec_plain", case_exec_plain },
 	{ "stdio_exec", case_stdio_exec },
 	{ "stdio_fgets", case_stdio_fgets },
+	{ "stdin_by_dup", case_stdin_by_dup },
+	{ "scm_to_self", case_scm_to_self },
+	{ "vfork_dup2_stdout", case_vfork_dup2_stdout },
 	{ "log_not_into_socket", case_log_not_into_socket },
 	{ "emfile_meetings", case_emfile_meetings },
 	{ "map_count", case_map_count },

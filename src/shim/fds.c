@@ -83,14 +83,29 @@ int shim_close(int fd)
 	return rc < 0 ? (int)shim_err(rc) : REAL(close)(fd);
 }
 
+/* stdio may read or write stdin, stdout and stderr where we cannot see:
+ * a moved connection put there goes back to TCP first. */
+static void stdio_demote(struct tsock *t, int fd)
+{
+	if (t && shim_moved(t) && shim_demote(t, fd) < 0)
+		log_warn("fd %d: a connection in shared memory became stdio and could not go "
+			 "back to TCP: it was reset", fd);
+}
+
 static void to_stdio(int fd)
 {
 	struct tsock *t = shim_get(fd);
 
-	if (t && shim_moved(t) && shim_demote(t, fd) < 0)
-		log_warn("fd %d: a connection in shared memory became stdio and could not go "
-			 "back to TCP: it was reset", fd);
+	stdio_demote(t, fd);
 	shim_put(t);
+}
+
+void shim_dup_landed(int oldfd, int newfd)
+{
+	/* close(0) and dup(), inetd's way (t_shim_fds stdin_by_dup) */
+	if (newfd >= 0 && newfd <= 2 && oldfd != newfd)
+		to_stdio(oldfd);
+	shim_dup(oldfd, newfd);
 }
 
 int shim_dup2(int oldfd, int newfd, int flags, int three)
@@ -106,9 +121,12 @@ int shim_dup2(int oldfd, int newfd, int flags, int three)
 	}
 	if (!child && oldfd != newfd && sys_fcntl(oldfd, F_GETFD, 0) >= 0)
 		going(newfd);
-	/* Onto stdin, stdout or stderr: stdio may read or write it where we
-	 * cannot see, so a moved connection goes back to TCP first. */
-	if (newfd >= 0 && newfd <= 2 && oldfd != newfd)
+	/* Onto stdin, stdout or stderr.  Not a vfork child's: it changes
+	 * nothing of its parent's, and may _exit or fail its exec, where a
+	 * way back that could not be exact reset the parent's connection for
+	 * nothing (tests/diff_shim.c seed 325396016166023); its exec takes
+	 * every moved connection back to TCP (proc.c, leaving). */
+	if (!child && newfd >= 0 && newfd <= 2 && oldfd != newfd)
 		to_stdio(oldfd);
 	int rc = three ? REAL(dup3)(oldfd, newfd, flags) : REAL(dup2)(oldfd, newfd);
 	if (rc >= 0 && !child && oldfd != newfd)

@@ -555,7 +555,7 @@ EXPORT int dup(int fd)
 	if (rc < 0 && out_of_fds())
 		rc = REAL(dup)(fd);
 	if (rc >= 0 && !shim_in_vfork_child())
-		shim_dup(fd, rc);
+		shim_dup_landed(fd, rc);
 	return rc;
 }
 
@@ -586,7 +586,7 @@ static int do_fcntl(int fd, int cmd, void *arg)
 	if (rc < 0 || !(dup || sets) || (sets && !shim_has(fd)) || shim_in_vfork_child())
 		return rc;
 	if (dup) {
-		shim_dup(fd, rc);
+		shim_dup_landed(fd, rc);
 	} else {
 		struct tsock *t = shim_get(fd);
 		if (t && cmd == F_SETFL)

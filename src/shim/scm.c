@@ -71,6 +71,43 @@ struct arrival {
 	int sender;
 };
 
+/*
+ * A socket we track may come back to us under a new number: sent to
+ * ourselves (a program that hands its connections between its own threads
+ * over a socketpair), or by a process that shares it.  Tracked anew, it
+ * would be a second connection in our tables: the close of the old
+ * number would end the only one we knew, with its unread bytes
+ * (tests/diff_shim.c seed 542577432314557), and drop registrations the
+ * kernel keeps.  Only a socket that has travelled can come back, so only
+ * those are looked at; the number must still name that very socket.
+ */
+struct same {
+	uint64_t ino;
+	int fd;   /* the arriving number */
+	int seen; /* a number of ours for that socket, or -1 */
+};
+
+static void same_socket(int fd, struct tsock *t, void *arg)
+{
+	struct same *m = arg;
+	uint64_t had = t->slot->ino;
+
+	if (m->seen >= 0 || fd == m->fd ||
+	    !(atomic_load(&t->slot->flags) & (TF_EXPORTED | TF_FOREIGN)) || (had && had != m->ino))
+		return;
+	if (shim_kern_ino(fd) == m->ino)
+		m->seen = fd;
+}
+
+static int ours_already(int fd)
+{
+	struct same m = { shim_kern_ino(fd), fd, -1 };
+
+	if (m.ino)
+		shim_each(same_socket, &m);
+	return m.seen;
+}
+
 static void arriving(int fd, void *arg)
 {
 	struct arrival *a = arg;
@@ -83,6 +120,11 @@ static void arriving(int fd, void *arg)
 		unsigned len = sizeof(cr);
 		a->sender = sys_getsockopt(a->via, SOL_SOCKET, SO_PEERCRED, &cr, &len) == 0
 				    ? (int)cr.pid : -1;
+	}
+	int seen = ours_already(fd);
+	if (seen >= 0) {
+		shim_dup(seen, fd); /* the same socket: one more number for it */
+		return;
 	}
 	struct tsock *t = shim_track(fd, TF_FOREIGN);
 	if (t)

@@ -421,6 +421,8 @@ long long shunt__shim_moves(void); /* moves this process counted */
 int shim_close(int fd);
 int shim_close_begin(int fd);
 int shim_dup2(int oldfd, int newfd, int flags, int three);
+/* dup() or F_DUPFD gave newfd, maybe stdin, stdout or stderr. */
+void shim_dup_landed(int oldfd, int newfd);
 int shim_close_range(unsigned first, unsigned last, int flags);
 void shim_closefrom(int first);
 /* A program's call returned a new fd: whatever we knew of that number is
