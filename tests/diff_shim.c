@@ -350,7 +350,11 @@ static void exec_child(struct end *e, const struct op *o, int fd, int rep)
 		_exit(4);
 	if (to != fd)
 		close(fd);
+	/* Only the socket and the reply's pipe cross, as a careful program's
+	 * (the other end of a pair in this process is not the child's). */
+	close_range(3, ~0u, CLOSE_RANGE_CLOEXEC);
 	fcntl(to, F_SETFD, 0);
+	fcntl(rep, F_SETFD, 0);
 	char env[160];
 	snprintf(env, sizeof(env), "%d %d %d %d %d %d %" PRIu64 " %d %d", o->sub[0], o->sub[1],
 		 o->sub[2], o->sub[3], o->sub[4], to, e->tx, e->id, rep);

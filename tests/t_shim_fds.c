@@ -868,6 +868,52 @@ static void case_vfork_dup2_stdout(void)
 	ASSERT_SYS(close(a));
 }
 
+/* CPython's subprocess with pass_fds: a vfork child keeps the moved
+ * socket at 3, closes every fd above (the library's too) and execs a
+ * program that writes there.  With no arena left to pass on, the exec
+ * took nothing back to TCP, and the child's bytes went behind the ring:
+ * "written to a TCP socket behind the library's back" (t_apps_python's cat
+ * child, on stdout: the same once stdout's way back waits for the exec). */
+#define VF_WANT "before|child-bytes|after"
+
+static void vfork_exec_peer(int fd, void *arg)
+{
+	char got[64];
+
+	(void)arg;
+	ts_make_accelerated_follow(fd);
+	ts_read_exact(fd, got, strlen(VF_WANT), ts_ms(5000));
+	ts_write_all(fd, memcmp(got, VF_WANT, strlen(VF_WANT)) ? "no" : "ok", 2, ts_ms(2000));
+	ts_expect_eof(fd, ts_ms(5000));
+}
+
+static void case_vfork_exec_writes(void)
+{
+	const char *sh = find_prog("/bin/sh", "/usr/bin/sh");
+	char *argv[] = { (char *)"sh", (char *)"-c", (char *)"printf child-bytes >&3", NULL };
+	struct shim_peer p;
+	char got[2];
+
+	ts_peer_start(&p, vfork_exec_peer, NULL);
+	ts_make_accelerated_lead(p.fd);
+	ts_write_all(p.fd, "before|", 7, ts_ms(2000));
+	pid_t pid = vfork();
+	ASSERT_SYS(pid);
+	if (pid == 0) {
+		if (p.fd != 3 && dup2(p.fd, 3) < 0)
+			_exit(126);
+		close_range(4, ~0U, 0);
+		execve(sh, argv, environ);
+		_exit(127);
+	}
+	wait_exit0(pid, "sh -c printf");
+	ts_write_all(p.fd, "|after", 6, ts_ms(2000));
+	ts_read_exact(p.fd, got, 2, ts_ms(5000));
+	ASSERT_MSG(!memcmp(got, "ok", 2), "the peer did not read \"%s\"", VF_WANT);
+	ASSERT_SYS(close(p.fd));
+	ts_peer_wait(&p, ts_ms(5000));
+}
+
 static void case_scm_rights(void)
 {
 	scm_rights_run(0, SCM_BLOCK);
@@ -2081,6 +2127,7 @@ static const struct shim_case g_cases[] = {
 	{ "stdin_by_dup", case_stdin_by_dup },
 	{ "scm_to_self", case_scm_to_self },
 	{ "vfork_dup2_stdout", case_vfork_dup2_stdout },
+	{ "vfork_exec_writes", case_vfork_exec_writes },
 	{ "log_not_into_socket", case_log_not_into_socket },
 	{ "emfile_meetings", case_emfile_meetings },
 	{ "map_count", case_map_count },

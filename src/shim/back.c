@@ -1039,6 +1039,11 @@ static int peer_sends_no_more(struct tslot *s)
 	return st >= 0 && (st & SHUNT_ST_CLOSED);
 }
 
+int shim_peer_closed(struct tsock *t)
+{
+	return peer_sends_no_more(t->slot);
+}
+
 /* The peer's FIN went by its ring alone: our kernel's socket never saw
  * one.  Made plain then, it stood where TCP's would not (below). */
 static int fin_by_ring_only(struct tsock *t, int fd)

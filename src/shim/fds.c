@@ -92,11 +92,18 @@ static void stdio_demote(struct tsock *t, int fd)
 			 "back to TCP: it was reset", fd);
 }
 
-static void to_stdio(int fd)
+static void to_stdio(int fd, int vfork_child)
 {
 	struct tsock *t = shim_get(fd);
 
-	stdio_demote(t, fd);
+	/* A vfork child's dup2: now, while every fd of ours is open (a peer
+	 * of ours answers through them: t_shim_fds vfork_exec_writes), unless
+	 * the peer closed.  That way back may have to reset, for a child that
+	 * may only _exit, or fail its exec (tests/diff_shim.c seed
+	 * 325396016166023); its exec, if it comes, takes every moved
+	 * connection back to TCP (proc.c, leaving). */
+	if (!vfork_child || (t && !shim_peer_closed(t)))
+		stdio_demote(t, fd);
 	shim_put(t);
 }
 
@@ -104,7 +111,7 @@ void shim_dup_landed(int oldfd, int newfd)
 {
 	/* close(0) and dup(), inetd's way (t_shim_fds stdin_by_dup) */
 	if (newfd >= 0 && newfd <= 2 && oldfd != newfd)
-		to_stdio(oldfd);
+		to_stdio(oldfd, 0);
 	shim_dup(oldfd, newfd);
 }
 
@@ -121,13 +128,9 @@ int shim_dup2(int oldfd, int newfd, int flags, int three)
 	}
 	if (!child && oldfd != newfd && sys_fcntl(oldfd, F_GETFD, 0) >= 0)
 		going(newfd);
-	/* Onto stdin, stdout or stderr.  Not a vfork child's: it changes
-	 * nothing of its parent's, and may _exit or fail its exec, where a
-	 * way back that could not be exact reset the parent's connection for
-	 * nothing (tests/diff_shim.c seed 325396016166023); its exec takes
-	 * every moved connection back to TCP (proc.c, leaving). */
-	if (!child && newfd >= 0 && newfd <= 2 && oldfd != newfd)
-		to_stdio(oldfd);
+	/* Onto stdin, stdout or stderr. */
+	if (newfd >= 0 && newfd <= 2 && oldfd != newfd)
+		to_stdio(oldfd, child);
 	int rc = three ? REAL(dup3)(oldfd, newfd, flags) : REAL(dup2)(oldfd, newfd);
 	if (rc >= 0 && !child && oldfd != newfd)
 		shim_dup(oldfd, newfd);

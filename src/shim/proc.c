@@ -467,6 +467,27 @@ static void let_go_one(int fd, struct tsock *t, void *arg)
 		let_go[nlet_go++] = (struct let_go_entry){ t->slot, t->gen };
 }
 
+static void leave_only(int fd, struct tsock *t, void *arg)
+{
+	int vchild = *(const int *)arg;
+
+	if (vchild)
+		shim_slot_hold(t->slot, vchild);
+	leaving(fd, t);
+}
+
+/* No arena to pass on (a vfork child's close_range took our fds, as
+ * CPython's subprocess does): the new image adopts nothing, and what
+ * survives leaves the library all the same (t_apps_python: a cat child's
+ * stdout, a moved socket, took its writes behind the ring). */
+static char **nothing_crosses(char *const envp[])
+{
+	int vchild = shim_in_vfork_child() ? (int)sys_getpid() : 0;
+
+	each_survivor(leave_only, &vchild);
+	return (char **)envp;
+}
+
 char **shim_exec_prepare(char *const envp[], const char *path, int replaces)
 {
 	(void)path;
@@ -474,7 +495,7 @@ char **shim_exec_prepare(char *const envp[], const char *path, int replaces)
 		return (char **)envp;
 	int afd = shim_arena_fd(); /* a copy, ours to close */
 	if (afd < 0)
-		return (char **)envp;
+		return nothing_crosses(envp);
 	size_t n = 0;
 	while (envp && envp[n])
 		n++;
@@ -482,7 +503,7 @@ char **shim_exec_prepare(char *const envp[], const char *path, int replaces)
 	struct exec_env *x = shim_scratch(size); /* not the heap: a vfork child's */
 	if (!x) {
 		sys_close(afd);
-		return (char **)envp;
+		return nothing_crosses(envp);
 	}
 	x->size = size;
 	x->afd = afd;
