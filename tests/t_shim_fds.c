@@ -849,6 +849,12 @@ static void case_vfork_dup2_stdout(void)
 	int a, b;
 	char got[8];
 
+	if (test_tsan()) {
+		/* Its vfork() is a fork() (the interceptor's), whose child's
+		 * dup2 onto stdout is its own and goes back to TCP. */
+		test_log("TSan makes vfork a fork: nothing of vfork's to check");
+		return;
+	}
 	ts_moved_pair(&a, &b);
 	ts_write_all(b, "left", 4, ts_ms(2000));
 	ASSERT_SYS(close(b));
