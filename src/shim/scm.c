@@ -99,11 +99,11 @@ static void same_socket(int fd, struct tsock *t, void *arg)
 		m->seen = fd;
 }
 
-static int ours_already(int fd)
+static int ours_already(int fd, uint64_t ino)
 {
-	struct same m = { shim_kern_ino(fd), fd, -1 };
+	struct same m = { ino, fd, -1 };
 
-	if (m.ino)
+	if (ino)
 		shim_each(same_socket, &m);
 	return m.seen;
 }
@@ -121,14 +121,18 @@ static void arriving(int fd, void *arg)
 		a->sender = sys_getsockopt(a->via, SOL_SOCKET, SO_PEERCRED, &cr, &len) == 0
 				    ? (int)cr.pid : -1;
 	}
-	int seen = ours_already(fd);
+	uint64_t ino = shim_kern_ino(fd);
+	int seen = ours_already(fd, ino);
 	if (seen >= 0) {
 		shim_dup(seen, fd); /* the same socket: one more number for it */
 		return;
 	}
 	struct tsock *t = shim_track(fd, TF_FOREIGN);
-	if (t)
+	if (t) {
 		atomic_store(&t->slot->foreign_pid, a->sender);
+		/* known now, for the next arrival's look (a fstat spared) */
+		t->slot->ino = ino;
+	}
 }
 
 void shim_scm_in(int via, struct msghdr *m)
