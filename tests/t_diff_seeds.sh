@@ -32,7 +32,8 @@ seeds+=(325396016166023:43)
 # And these with the loopback connections sent through a region file, as
 # between two VMs (docs/vms.md).
 vm_seeds=(66250295816691:150 150631731147633:150 10051972994984:150 167087929862660:150
-	63371696171288:150 120854514662972:150 273114627652044:150 220796898074283:300)
+	63371696171288:150 120854514662972:150 273114627652044:150 220796898074283:300
+	381220858533253:20)
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 "$B/shunt" vm region "$T/region" 32M --ring 512k >/dev/null || { echo "FAIL: shunt vm region"; exit 1; }
