@@ -1049,7 +1049,8 @@ static int peer_sends_no_more(struct tslot *s)
 
 int shim_peer_closed(struct tsock *t)
 {
-	return peer_sends_no_more(t->slot);
+	/* A slot not moved has no peer's end to look at. */
+	return shim_moved(t) && peer_sends_no_more(t->slot);
 }
 
 /* The peer's FIN went by its ring alone: our kernel's socket never saw

@@ -489,7 +489,7 @@ int shim_peer_switched(struct tsock *t);
  * A moved connection must go back to plain TCP (before exec, SCM_RIGHTS,
  * stdio): 0 when it is, or a negative errno (it was reset). */
 int shim_demote(struct tsock *t, int fd);
-/* Has the peer of a moved connection closed its end? */
+/* Has the peer of a moved connection closed its end?  0 if not moved. */
 int shim_peer_closed(struct tsock *t);
 /* Something only the kernel's TCP honours was asked for (an option,
  * O_ASYNC): the connection stays on TCP, or goes back to it, `quiet`ly
