@@ -50,8 +50,9 @@
  *                         with SCM_RIGHTS), the same after an exec (one
  *                         failing first), SCM_RIGHTS to ourselves, a vfork
  *                         child, close_range, syscall(SYS_close), fclose;
- *                         not yet by default (the closing note of
- *                         2026-12-06 lists what they still find)
+ *                         not by default: passing a moved connection on
+ *                         still resets, loudly, where README's Limitations
+ *                         say so ("Passing a moved connection on")
  *   SHUNT_DIFF_KEEPGOING=1  every seed, each first difference printed
  *   SHUNT_DIFF_ALL=1      also what differs knowingly (urgent sends,
  *                         POLLRDHUP)
