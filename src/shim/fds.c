@@ -84,26 +84,19 @@ int shim_close(int fd)
 }
 
 /* stdio may read or write stdin, stdout and stderr where we cannot see:
- * a moved connection put there goes back to TCP first. */
-static void stdio_demote(struct tsock *t, int fd)
-{
-	if (t && shim_moved(t) && shim_demote(t, fd) < 0)
-		log_warn("fd %d: a connection in shared memory became stdio and could not go "
-			 "back to TCP: it was reset", fd);
-}
-
+ * a moved connection put there goes back to TCP first.  A vfork child's
+ * dup2 too, at once, while every fd of ours is open (a peer of ours
+ * answers through them: t_shim_fds vfork_exec_writes), unless the peer
+ * closed: that way back may have to reset, for a child that may only
+ * _exit, or fail its exec (tests/diff_shim.c seed 325396016166023); its
+ * exec, if it comes, takes every moved connection back (proc.c, leaving). */
 static void to_stdio(int fd, int vfork_child)
 {
 	struct tsock *t = shim_get(fd);
 
-	/* A vfork child's dup2: now, while every fd of ours is open (a peer
-	 * of ours answers through them: t_shim_fds vfork_exec_writes), unless
-	 * the peer closed.  That way back may have to reset, for a child that
-	 * may only _exit, or fail its exec (tests/diff_shim.c seed
-	 * 325396016166023); its exec, if it comes, takes every moved
-	 * connection back to TCP (proc.c, leaving). */
-	if (!vfork_child || (t && !shim_peer_closed(t)))
-		stdio_demote(t, fd);
+	if (t && shim_moved(t) && !(vfork_child && shim_peer_closed(t)) && shim_demote(t, fd) < 0)
+		log_warn("fd %d: a connection in shared memory became stdio and could not go "
+			 "back to TCP: it was reset", fd);
 	shim_put(t);
 }
 
