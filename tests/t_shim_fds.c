@@ -844,6 +844,21 @@ static void case_scm_to_self(void)
  * of ours.  It took the connection back to TCP there, and with the peer
  * gone and bytes unread, that way back reset our connection for a child
  * that then only exited (tests/diff_shim.c seed 325396016166023). */
+/* A vfork child that puts s on its stdout, closes s and exits (it never
+ * returns from here); its status. */
+static __attribute__((noinline)) int vfork_onto_stdout(int s)
+{
+	pid_t pid = vfork();
+
+	if (pid == 0) {
+		dup2(s, 1);
+		close(s);
+		_exit(0);
+	}
+	ASSERT_SYS(pid);
+	return test_wait(pid, 5);
+}
+
 static void case_vfork_dup2_stdout(void)
 {
 	int a, b;
@@ -858,14 +873,7 @@ static void case_vfork_dup2_stdout(void)
 	/* First a connection still on TCP: there is no peer's end to look
 	 * at (the look crashed the child, SIGSEGV, in bffdcb8). */
 	ts_pair(&a, &b);
-	pid_t pid = vfork();
-	ASSERT_SYS(pid);
-	if (pid == 0) {
-		dup2(a, 1);
-		close(a);
-		_exit(0);
-	}
-	ASSERT_EQ(test_wait(pid, 5), 0);
+	ASSERT_EQ(vfork_onto_stdout(a), 0);
 	ts_write_all(a, "tcp", 3, ts_ms(2000));
 	ts_read_exact(b, got, 3, ts_ms(3000));
 	ASSERT_SYS(close(a));
@@ -876,14 +884,7 @@ static void case_vfork_dup2_stdout(void)
 	ASSERT_SYS(close(b));
 	ts_wait_arrived(a, 4, ts_ms(3000));
 	test_sleep_ms(50); /* the close's doorbell: the peer is gone */
-	pid = vfork();
-	ASSERT_SYS(pid);
-	if (pid == 0) {
-		dup2(a, 1);
-		close(a);
-		_exit(0);
-	}
-	ASSERT_EQ(test_wait(pid, 5), 0);
+	ASSERT_EQ(vfork_onto_stdout(a), 0);
 	ts_read_exact(a, got, 4, ts_ms(3000));
 	ASSERT_MEM_EQ(got, "left", 4);
 	ts_expect_eof(a, ts_ms(3000));
