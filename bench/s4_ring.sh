@@ -89,7 +89,7 @@ section_ring() {
 	pct=$(awk -v a="$defmb" -v b="$bestv" 'BEGIN { if (a != "nan" && b > 0) printf "%.0f", 100 * a / b; else print "nan" }')
 	pctr=$(awk -v a="$bestrv" -v b="$defrt" 'BEGIN { if (b != "nan" && b > 0) printf "%.0f", 100 * a / b; else print "nan" }')
 	md "" "**Computed from this run:** the library's default ring is ${defname:-unknown}" \
-		"(as logged; docs/config.md says 512k). Best single-stream throughput: ${best:-none}" \
+		"(as logged; docs/config.md says 2m). Best single-stream throughput: ${best:-none}" \
 		"($(fmt "$bestv") MB/s); the default reached $(fmt "$defmb") MB/s$pooled, ${pct}% of it." \
 		"Best ping-pong round trip: ${bestr:-none} ($(fmt "$bestrv" 2) us); the default's" \
 		"$(fmt "$defrt" 2) us is ${pctr}% as fast. $(ring_verdict "$pct" "$best" "$defname")"

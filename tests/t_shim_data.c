@@ -552,12 +552,13 @@ static void case_big_send_echo(void)
  * A program that writes all it has before it reads (a client that sends a
  * whole request, then reads the answer) to a peer that echoes as it
  * reads: TCP's buffers hold several MiB of that (8 MB passed here), the
- * rings 512 KiB each way.  Both ends waited for room in a ring the other
- * did not read, for good (a send of 2 MB hung; 1 MB passed): the
+ * rings 2 MiB each way, so 6 MiB fills both.  Both ends waited for room in
+ * a ring the other did not read, for good (with 512 KiB rings a send of
+ * 2 MB hung; 1 MB passed): the
  * connection goes back to TCP instead (io.c, "Both ends full").  The
  * peer writes with blocking calls, or polls for room as an event loop.
  */
-#define WBR_SIZE (3 * MIB)
+#define WBR_SIZE (6 * MIB)
 
 struct wbr_peer {
 	int poll; /* writes through poll(), else with blocking write() */

@@ -20,7 +20,7 @@
 #include "sys.h"
 
 /* Bytes per direction; see "Ring size" in docs/design.md for the measurement. */
-#define DEFAULT_RING_SIZE (512u * 1024u)
+#define DEFAULT_RING_SIZE (2u << 20)
 #define DEFAULT_SPIN_US   50
 /* A TCP connection moves to shared memory once it has made this many data
  * calls or carried this many bytes at one end: by then a set-up of about

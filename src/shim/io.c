@@ -980,9 +980,9 @@ static ssize_t plain_send(struct tsock *t, int fd, const void *buf, size_t len, 
  * peer that echoes as it reads, fills the peer's ring and then its own:
  * both ends wait for room in a ring the other does not read, for good.
  * TCP's buffers hold several MiB of that (an 8 MB echo passes), the rings
- * 512 KiB each way (t_shim_data write_before_read: a write of 3 MB ended
- * at 1 MB + 64 KiB; Python's asyncio streams, which stop reading while
- * they wait to drain, hung at 4 MB).  A wait for room in our full ring
+ * 2 MiB each way (with 512 KiB rings, t_shim_data write_before_read's
+ * write of 3 MB ended at 1 MB + 64 KiB; Python's asyncio streams, which
+ * stop reading while they wait to drain, hung at 4 MB).  A wait for room in our full ring
  * that finds the peer waiting for room too (its wait word), our ring from
  * it full, and neither ring moving for JAM_NS gives up on the ring: TF_JAM,
  * once per connection, and the send goes back to TCP (tx_route), whose
