@@ -368,36 +368,6 @@ static void exec_child(struct end *e, const struct op *o, int fd, int rep)
 }
 
 /* Receives one fd over u, or -1. */
-static int recv_fd(int u)
-{
-	char c, cbuf[CMSG_SPACE(sizeof(int))];
-	struct iovec iov = { &c, 1 };
-	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-			    .msg_controllen = sizeof(cbuf) };
-	if (recvmsg(u, &m, 0) != 1)
-		return -1;
-	struct cmsghdr *h = CMSG_FIRSTHDR(&m);
-	int fd = -1;
-	if (h && h->cmsg_type == SCM_RIGHTS)
-		memcpy(&fd, CMSG_DATA(h), sizeof(fd));
-	return fd;
-}
-
-static int send_fd(int u, int fd)
-{
-	char c = 'f', cbuf[CMSG_SPACE(sizeof(int))];
-	struct iovec iov = { &c, 1 };
-	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-			    .msg_controllen = sizeof(cbuf) };
-	memset(cbuf, 0, sizeof(cbuf));
-	struct cmsghdr *h = CMSG_FIRSTHDR(&m);
-	h->cmsg_level = SOL_SOCKET;
-	h->cmsg_type = SCM_RIGHTS;
-	h->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(h), &fd, sizeof(fd));
-	return sendmsg(u, &m, 0) == 1 ? 0 : -1;
-}
-
 /* OP_CHILD: a forked child does one op on the socket and exits, with the
  * socket inherited (o->a 0) or sent to it over SCM_RIGHTS (o->a 1: its
  * inherited copy closed first); OP_EXEC: the same after an exec.  The
@@ -421,8 +391,9 @@ static void in_child(struct end *e, const struct op *o, int fd, int fdi, struct 
 			exec_child(e, o, fd, p[1]);
 		if (scm) {
 			close(fd);
-			int got = recv_fd(u[1]);
-			if (got < 0)
+			char c;
+			int got;
+			if (test_recv_fd(u[1], &c, 1, 0, &got) != 1 || got < 0)
 				_exit(5);
 			e->fds[fdi] = got;
 		}
@@ -431,7 +402,7 @@ static void in_child(struct end *e, const struct op *o, int fd, int fdi, struct 
 	}
 	close(p[1]);
 	if (scm) {
-		ASSERT_SYS(send_fd(u[0], fd));
+		ASSERT_EQ(test_send_fd(u[0], fd, "f", 1), 1);
 		close(u[0]);
 		close(u[1]);
 	}
@@ -458,8 +429,10 @@ static void pass_to_self(struct end *e, const struct op *o, int fd, int fdi, str
 	int u[2];
 
 	ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM, 0, u));
-	ASSERT_SYS(send_fd(u[0], fd));
-	int nfd = recv_fd(u[1]);
+	char c;
+	int nfd;
+	ASSERT_EQ(test_send_fd(u[0], fd, "f", 1), 1);
+	ASSERT_EQ(test_recv_fd(u[1], &c, 1, 0, &nfd), 1);
 	close(u[0]);
 	close(u[1]);
 	ASSERT_MSG(nfd >= 0, "no fd came back");

@@ -798,41 +798,18 @@ static void log_counts(const char *who)
 
 static int recv_fd(int s, struct handoff *ho)
 {
-	char cbuf[CMSG_SPACE(sizeof(int))];
-	struct iovec iov = { ho, sizeof(*ho) };
-	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-			    .msg_controllen = sizeof(cbuf) };
-	ssize_t k;
+	int fd;
+	ssize_t k = test_recv_fd(s, ho, sizeof(*ho), MSG_CMSG_CLOEXEC, &fd);
 
-	do
-		k = recvmsg(s, &m, MSG_CMSG_CLOEXEC);
-	while (k < 0 && errno == EINTR);
 	if (k <= 0)
 		return k == 0 ? -2 : -1;
-	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-	if (k != (ssize_t)sizeof(*ho) || !c || c->cmsg_type != SCM_RIGHTS) {
+	if (k != (ssize_t)sizeof(*ho) || fd < 0) {
 		err("worker: a bad hand-over message (%zd bytes)", k);
+		if (fd >= 0)
+			close(fd);
 		return -1;
 	}
-	int fd;
-	memcpy(&fd, CMSG_DATA(c), sizeof(fd));
 	return fd;
-}
-
-static int send_fd(int s, int fd, const struct handoff *ho)
-{
-	char cbuf[CMSG_SPACE(sizeof(int))];
-	struct iovec iov = { (void *)ho, sizeof(*ho) };
-	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-			    .msg_controllen = sizeof(cbuf) };
-	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-
-	memset(cbuf, 0, sizeof(cbuf));
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(c), &fd, sizeof(fd));
-	return sendmsg(s, &m, MSG_NOSIGNAL) == (ssize_t)sizeof(*ho) ? 0 : -1;
 }
 
 static void worker_main(int s, int idx)
@@ -939,7 +916,7 @@ static void hand_over(struct server *sv, struct conn *c)
 		close(fd);
 	} else if (c->way == W_SCM) {
 		int w = (int)(sv->accepted & 1);
-		if (send_fd(sv->wk[w], fd, &ho) < 0)
+		if (test_send_fd(sv->wk[w], fd, &ho, sizeof(ho)) != (ssize_t)sizeof(ho))
 			err("passing fd %d to worker %d: %s", fd, w, strerror(errno));
 		ours(fd, 0);
 		close(fd);

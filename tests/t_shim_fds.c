@@ -691,43 +691,18 @@ static void case_fork_share_read(void)
 
 static void send_fd(int via, int fd)
 {
-	char c = 'F';
-	struct iovec iov = { &c, 1 };
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-			    .msg_controllen = sizeof(u.buf) };
-	struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
-
-	memset(u.buf, 0, sizeof(u.buf));
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
-	ASSERT_EQ(sendmsg(via, &m, 0), 1);
+	ASSERT_EQ(test_send_fd(via, fd, "F", 1), 1);
 }
 
 static int recv_fd(int via)
 {
 	char c;
-	struct iovec iov = { &c, 1 };
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-			    .msg_controllen = sizeof(u.buf) };
 	int fd;
 
 	if (!(ts_wait_fd(via, POLLIN, ts_ms(5000)) & POLLIN))
 		TEST_FAIL_MSG("no fd passed within 5 s");
-	ASSERT_EQ(recvmsg(via, &m, MSG_CMSG_CLOEXEC), 1);
-	struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
-	ASSERT_NOT_NULL(cm);
-	ASSERT_EQ(cm->cmsg_type, SCM_RIGHTS);
-	memcpy(&fd, CMSG_DATA(cm), sizeof(int));
+	ASSERT_EQ(test_recv_fd(via, &c, 1, MSG_CMSG_CLOEXEC, &fd), 1);
+	ASSERT_MSG(fd >= 0, "a message without an fd");
 	return fd;
 }
 

@@ -6,6 +6,7 @@
 #include <shunt.h>
 
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -725,4 +727,47 @@ void test_watchdog(unsigned seconds)
 	g_watchdog_s = seconds;
 	signal(SIGALRM, on_alarm);
 	alarm(seconds);
+}
+
+/* --- Passing an fd -------------------------------------------------------- */
+
+/* The control buffer of one fd, aligned as a cmsghdr wants. */
+union one_fd {
+	char buf[CMSG_SPACE(sizeof(int))];
+	struct cmsghdr align;
+};
+
+ssize_t test_send_fd(int via, int fd, const void *msg, size_t len)
+{
+	union one_fd u;
+	struct iovec iov = { (void *)msg, len };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+			    .msg_controllen = sizeof(u.buf) };
+
+	memset(u.buf, 0, sizeof(u.buf));
+	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof(fd));
+	return sendmsg(via, &m, MSG_NOSIGNAL);
+}
+
+ssize_t test_recv_fd(int via, void *msg, size_t len, int flags, int *fd)
+{
+	union one_fd u;
+	struct iovec iov = { msg, len };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+			    .msg_controllen = sizeof(u.buf) };
+	ssize_t k;
+
+	*fd = -1;
+	do
+		k = recvmsg(via, &m, flags);
+	while (k < 0 && errno == EINTR);
+	struct cmsghdr *c = k >= 0 ? CMSG_FIRSTHDR(&m) : NULL;
+	if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+	    c->cmsg_len == CMSG_LEN(sizeof(int)))
+		memcpy(fd, CMSG_DATA(c), sizeof(*fd));
+	return k;
 }

@@ -284,4 +284,14 @@ int test_fd_is(int fd, const char *prefix);
 int test_count_fd_links(const char *prefix);
 int test_count_maps(const char *prefix);
 
+/* --- Passing an fd -------------------------------------------------------- */
+
+/* One message of len bytes carrying fd (SCM_RIGHTS) on the UNIX socket
+ * via, MSG_NOSIGNAL: what sendmsg returned. */
+ssize_t test_send_fd(int via, int fd, const void *msg, size_t len);
+/* One message of at most len bytes into msg from via (recvmsg's flags,
+ * EINTR retried), and in *fd the fd it carried, -1 if none: what recvmsg
+ * returned. */
+ssize_t test_recv_fd(int via, void *msg, size_t len, int flags, int *fd);
+
 #endif /* SHUNT_TESTLIB_H */
