@@ -44,6 +44,7 @@ NEEDED=(
 	nginx:nginx
 	wrk:wrk
 	curl:curl
+	openssl:openssl
 	socat:socat
 	haproxy:haproxy
 	lighttpd:lighttpd
