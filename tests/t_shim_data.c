@@ -477,6 +477,78 @@ static void case_peek_waitall_across_switch(void)
 	ts_peer_wait(&p, ts_ms(5000));
 }
 
+/*
+ * A peek across the peer's switch offset x: the peer wrote XP_TCP bytes we
+ * do not read, the connection moved (our sends drove it, the peer's reads
+ * answered), and the peer then wrote XP_RING more, which go by its ring.
+ * A peek of XP_PEEK, with MSG_WAITALL or not, shows the stream's bytes up
+ * to x and the ring's after them, as TCP's shows what its socket holds;
+ * then a read takes all.  It came back at x: 1000 of 1500.
+ */
+#define XP_TCP 1000
+#define XP_RING 1000
+#define XP_PEEK 1500
+#define XP_MSG 10
+
+static void across_x_peer(int fd, void *arg)
+{
+	unsigned char buf[XP_TCP + XP_RING], m[XP_MSG];
+	uint64_t seed = *(uint64_t *)arg;
+	char c;
+
+	test_stream_fill(seed, 0, buf, sizeof(buf));
+	ts_write_all(fd, buf, XP_TCP, ts_ms(5000));
+	do /* our messages until the last, 'G'o */
+		ts_read_exact(fd, m, XP_MSG, ts_ms(10000));
+	while (m[0] != 'G');
+	/* Reads that find nothing: the meeting goes on in them. */
+	for (int i = 0; i < 5000 && !ts_disabled() && !ts_moved(fd); i++) {
+		ASSERT_FAILS(recv(fd, &c, 1, MSG_DONTWAIT), EAGAIN);
+		test_sleep_ms(1);
+	}
+	ASSERT_MSG(ts_disabled() || ts_moved(fd), "the peer's end never moved");
+	ts_write_all(fd, buf + XP_TCP, XP_RING, ts_ms(5000));
+	ts_expect_eof(fd, ts_ms(10000));
+	ASSERT_SYS(close(fd));
+}
+
+static void case_peek_across_x(void)
+{
+	unsigned char m[XP_MSG], buf[XP_TCP + XP_RING], got[XP_TCP + XP_RING];
+	uint64_t seed = shim_seed(14);
+	struct shim_peer p;
+	int avail = 0;
+
+	ts_peer_start(&p, across_x_peer, &seed);
+	memset(m, 'm', sizeof(m));
+	for (int i = 0; i < 200 && !(ts_moved(p.fd) && i >= 20); i++) {
+		ts_write_all(p.fd, m, sizeof(m), ts_ms(5000));
+		test_sleep_ms(1);
+	}
+	ASSERT_MSG(ts_disabled() || ts_moved(p.fd), "the connection never moved");
+	memset(m, 'G', sizeof(m));
+	ts_write_all(p.fd, m, sizeof(m), ts_ms(5000));
+	for (int i = 0; i < 5000 && avail < XP_TCP + XP_RING; i++) {
+		ASSERT_SYS(ioctl(p.fd, FIONREAD, &avail));
+		test_sleep_ms(1);
+	}
+	ASSERT_EQ(avail, XP_TCP + XP_RING);
+	test_stream_fill(seed, 0, buf, sizeof(buf));
+	ASSERT_EQ(recv(p.fd, got, XP_PEEK, MSG_PEEK), XP_PEEK); /* all that is there */
+	ASSERT(memcmp(got, buf, XP_PEEK) == 0);
+	ts_guard(10);
+	ssize_t r = recv(p.fd, got, XP_PEEK, MSG_PEEK | MSG_WAITALL);
+	alarm(0);
+	ASSERT_MSG(r == XP_PEEK, "recv(MSG_PEEK | MSG_WAITALL) across x returned %zd of %d (%s)", r,
+		   XP_PEEK, r < 0 ? test_errname(errno) : "short");
+	ASSERT(memcmp(got, buf, XP_PEEK) == 0);
+	ts_read_exact(p.fd, got, sizeof(got), ts_ms(5000));
+	ASSERT(memcmp(got, buf, sizeof(got)) == 0);
+	ts_expect_accel(p.fd, "a peek across the peer's switch");
+	ASSERT_SYS(close(p.fd));
+	ts_peer_wait(&p, ts_ms(5000));
+}
+
 /* One send() of 24 MiB in a thread, made before the move, while the main
  * thread reads the peer's echo of it.  The peer's sends move to its ring,
  * ours stay on the stream until that send returns, so the peer cannot be
@@ -2066,6 +2138,7 @@ static const struct shim_case g_cases[] = {
 	{ "waitall", case_waitall },
 	{ "waitall_across_switch", case_waitall_across_switch },
 	{ "peek_waitall_across_switch", case_peek_waitall_across_switch },
+	{ "peek_across_x", case_peek_across_x },
 	{ "big_send_echo", case_big_send_echo },
 	{ "write_before_read", case_write_before_read },
 	{ "waitall_signal", case_waitall_signal },
