@@ -367,7 +367,6 @@ static void exec_child(struct end *e, const struct op *o, int fd, int rep)
 	_exit(127);
 }
 
-/* Receives one fd over u, or -1. */
 /* OP_CHILD: a forked child does one op on the socket and exits, with the
  * socket inherited (o->a 0) or sent to it over SCM_RIGHTS (o->a 1: its
  * inherited copy closed first); OP_EXEC: the same after an exec.  The

@@ -19,7 +19,7 @@
 #include "seg.h"
 #include "sys.h"
 
-/* Bytes per direction; see "Ring size" in docs/design.md for the measurement. */
+/* Bytes per direction; docs/design.md, "The segment", says why 2 MiB. */
 #define DEFAULT_RING_SIZE (2u << 20)
 #define DEFAULT_SPIN_US   50
 /* A TCP connection moves to shared memory once it has made this many data

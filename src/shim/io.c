@@ -743,12 +743,13 @@ static ssize_t moved_recv(struct tsock *t, int fd, void *buf, size_t len, int fl
 	if (!(phase_of(t) & PH_RX_RING) && len) {
 		ssize_t n = tcp_part(t, fd, buf, len, flags);
 		if (n != GO_RING) {
-			if (n <= 0 || (size_t)n == len ||
-			    ((flags & MSG_PEEK) && !(flags & MSG_WAITALL) &&
-			     !peek_reached_x(t, flags, (size_t)n)))
+			if (n <= 0 || (size_t)n == len)
+				return n;
+			int at_x = peek_reached_x(t, flags, (size_t)n);
+			if ((flags & MSG_PEEK) && !(flags & MSG_WAITALL) && !at_x)
 				return n;
 			done = (size_t)n;
-			if (!shim_ring_at_x(t) && !peek_reached_x(t, flags, done)) {
+			if (!at_x && !shim_ring_at_x(t)) {
 				stopped_short = 1; /* asked without MSG_WAITALL */
 				return (ssize_t)done;
 			}
@@ -995,11 +996,11 @@ static ssize_t plain_send(struct tsock *t, int fd, const void *buf, size_t len, 
  * TCP's buffers hold several MiB of that (an 8 MB echo passes), the rings
  * 2 MiB each way (with 512 KiB rings, t_shim_data write_before_read's
  * write of 3 MB ended at 1 MB + 64 KiB; Python's asyncio streams, which
- * stop reading while they wait to drain, hung at 4 MB).  A wait for room in our full ring
- * that finds the peer waiting for room too (its wait word), our ring from
- * it full, and neither ring moving for JAM_NS gives up on the ring: TF_JAM,
- * once per connection, and the send goes back to TCP (tx_route), whose
- * buffers take the rest.  The wait is a send's (bell.c: it lets go of the
+ * stop reading while they wait to drain, hung at 4 MB).  A wait for room
+ * in our full ring that finds the peer waiting for room too (its wait
+ * word), our ring from it full, and neither ring moving for JAM_NS gives
+ * up on the ring: TF_JAM, once per connection, and the send goes back to
+ * TCP (tx_route), whose buffers take the rest.  The wait is a send's (bell.c: it lets go of the
  * ring) or a poll for room (shim_readiness: writable, so that the program
  * sends).  The side that made the segment acts first and the other
  * later, so that two ends stuck alike do not both ask: the later one
