@@ -431,7 +431,7 @@ static void case_waitall_across_switch(void)
  * fills the socket's buffer (a peek opens no window).  The peer 2.5 MB
  * ahead, a peek waited 10 s over TCP alone in 6 TSan runs of 30 on a
  * loaded host (this case's failures in CI's TSan runs: 800 of 2000 after
- * the alarm); paced, 0 of 30 over TCP and 0 of 30 under shunt. */
+ * the alarm); paced, 0 of 20 over TCP and 0 of 60 under shunt. */
 #define WA_PEEK 2000
 #define PEEK_ACK 8000
 #define PEEK_AHEAD 32000
