@@ -77,8 +77,9 @@ struct arrival {
  * over a socketpair), or by a process that shares it.  Tracked anew, it
  * would be a second connection in our tables: the close of the old
  * number would end the only one we knew, and an epoll set would lose a
- * registration the kernel keeps (t_shim_fds scm_to_self).  Only a socket that has travelled can come back, so only
- * those are looked at; the number must still name that very socket.
+ * registration the kernel keeps (t_shim_fds scm_to_self).  Only a socket
+ * that has travelled can come back, so only those are looked at; the
+ * number must still name that very socket.
  */
 struct same {
 	uint64_t ino;
