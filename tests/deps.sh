@@ -112,7 +112,7 @@ case ${1:-} in
 esac
 
 # The packages the checks below may add, for --list.
-EXTRA=(netbase libc6-dev libasan8 libubsan1 libtsan2 libbpf-dev postgresql
+EXTRA=(netbase libc6-dev libasan8 libubsan1 libtsan2 libbpf-dev postgresql python3-zmq
 	'libclang-rt-N-dev (N: the major version of the clang installed)'
 	'libpython3.N-testsuite (3.N: the python3 installed)')
 if [ "$mode" = list ]; then
@@ -175,6 +175,10 @@ if ! compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null &&
 	! command -v postgres >/dev/null 2>&1; then
 	add postgresql
 fi
+# pyzmq (tests/t_apps_zmq.sh), a module of Debian's python3, which may not
+# be the first python3 on the PATH.
+{ python3 -c 'import zmq' || /usr/bin/python3 -c 'import zmq'; } >/dev/null 2>&1 ||
+	add python3-zmq
 
 # CPython's own test suite (tests/t_apps_python.sh runs one of its socket
 # tests), in a package named after the version of the python3 installed:
