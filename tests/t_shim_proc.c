@@ -662,12 +662,14 @@ static void case_clone_forks(void)
 	}
 }
 
-/* What `ls -l /proc/self/fd` prints in a program exec'd without the
- * library by a child of ours: as another user (root only) with a moved
- * socket it inherits, or as us with none. */
+/* What `ls -l /proc/self/fd` and `ls -iL /proc/self/fd` (the inodes of
+ * the files) print in a program exec'd without the library by a child of
+ * ours: as another user (root only) with a moved socket it inherits, or
+ * as us with none. */
 static void ls_fds_as(int other_user, char *out, size_t n)
 {
-	char *argv[] = { (char *)"ls", (char *)"-l", (char *)"/proc/self/fd", NULL };
+	char *argv[] = { (char *)"sh", (char *)"-c",
+			 (char *)"ls -l /proc/self/fd; ls -iL /proc/self/fd", NULL };
 	char *envp[] = { (char *)"PATH=/usr/bin:/bin", NULL };
 	int p[2];
 	size_t k = 0;
@@ -682,7 +684,7 @@ static void ls_fds_as(int other_user, char *out, size_t n)
 		if (other_user && (setgroups(0, NULL) < 0 || setresgid(65534, 65534, 65534) < 0 ||
 				   setresuid(65534, 65534, 65534) < 0))
 			_exit(126);
-		execve("/bin/ls", argv, envp);
+		execve("/bin/sh", argv, envp);
 		_exit(127);
 	}
 	close(p[1]);
@@ -693,12 +695,31 @@ static void ls_fds_as(int other_user, char *out, size_t n)
 	test_wait_ok(child, ts_ms(5000) / 1000.0);
 }
 
+static unsigned long arena_inode(void);
+
+/* Does the listing name this inode at the start of a line? */
+static int lists_inode(const char *out, unsigned long ino)
+{
+	char word[32];
+	size_t k = (size_t)snprintf(word, sizeof(word), "%lu ", ino);
+
+	for (const char *l = out; l; l = strchr(l, '\n'), l = l ? l + 1 : NULL) {
+		while (*l == ' ')
+			l++;
+		if (!strncmp(l, word, k))
+			return 1;
+	}
+	return 0;
+}
+
 /* The family's arena (its slots hold the pointers every member follows)
  * crosses exec only to an image that has sockets of the family to adopt
  * and runs as the family's user: a root server's helper that dropped to
  * another user and exec'd a program without the library held the arena
  * read-write, and read the server's stream through it (a helper's
- * attack); with no socket to adopt it went along all the same. */
+ * attack); with no socket to adopt it went along all the same.  A helper
+ * that dropped makes a family of its own (setuid_leaves_family), whose
+ * arena its exec'd program may hold: not ours. */
 static void case_exec_arena(void)
 {
 	static char out[16384];
@@ -710,8 +731,12 @@ static void case_exec_arena(void)
 		ts_moved_pair(&a, &b);
 		set_cloexec(a, !other);
 		set_cloexec(b, 1);
+		unsigned long ino = arena_inode();
 		ls_fds_as(other, out, sizeof(out));
-		ASSERT_MSG(!strstr(out, "shunt-arena"), "the exec'd program holds the arena:\n%s", out);
+		ASSERT_MSG(other || !strstr(out, "shunt-arena"),
+			   "the exec'd program holds the arena:\n%s", out);
+		ASSERT_MSG(!ino || !lists_inode(out, ino),
+			   "the exec'd program holds our arena (inode %lu):\n%s", ino, out);
 		ASSERT_MSG(!other || strstr(out, "socket:"), "no socket survived the exec:\n%s", out);
 		ASSERT_SYS(close(a));
 		ASSERT_SYS(close(b));
@@ -764,6 +789,152 @@ static void case_arena_not_in_fds(void)
 	}
 	ts_send_stream(a, shim_seed(50), 0, 64 * KIB, ts_ms(3000));
 	ts_recv_stream(b, shim_seed(50), 0, 64 * KIB, ts_ms(3000));
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+/* The inode of the arena this process maps (0: none). */
+static unsigned long arena_inode(void)
+{
+	char line[512];
+	unsigned long ino = 0;
+	FILE *f = fopen("/proc/self/maps", "r");
+
+	ASSERT_NOT_NULL(f);
+	while (fgets(line, sizeof(line), f))
+		if (strstr(line, "shunt-arena") && sscanf(line, "%*s %*s %*s %*s %lu", &ino) == 1)
+			break;
+	fclose(f);
+	return ino;
+}
+
+/* Our arena's mapping, whole, to scribble on as a compromised worker
+ * would. */
+static void scribble_arena(void)
+{
+	char line[512];
+	unsigned long lo = 0, hi = 0;
+	FILE *f = fopen("/proc/self/maps", "r");
+
+	ASSERT_NOT_NULL(f);
+	while (fgets(line, sizeof(line), f))
+		if (strstr(line, "shunt-arena") && sscanf(line, "%lx-%lx", &lo, &hi) == 2)
+			break;
+	fclose(f);
+	if (hi > lo + 65536)
+		memset((char *)lo + 65536, 0x41, hi - lo - 65536);
+}
+
+/* Slots in our arena that say "moved" (state 3, docs/design.md). */
+static int moved_slots(void)
+{
+	char line[512];
+	unsigned long lo = 0, hi = 0;
+	int n = 0;
+	FILE *f = fopen("/proc/self/maps", "r");
+
+	ASSERT_NOT_NULL(f);
+	while (fgets(line, sizeof(line), f))
+		if (strstr(line, "shunt-arena") && sscanf(line, "%lx-%lx", &lo, &hi) == 2)
+			break;
+	fclose(f);
+	for (unsigned long at = lo + 65536; at + 1024 <= hi; at += 1024)
+		n += *(const volatile uint32_t *)(at + 4) == 3;
+	return n;
+}
+
+/* The worker of setuid_leaves_family, after its fork: 0 if all held. */
+static int dropped_worker(unsigned long family_ino)
+{
+	int c, d;
+
+	ts_moved_pair(&c, &d); /* its own, before the drop */
+	if (setgroups(0, NULL) < 0 || setresgid(65534, 65534, 65534) < 0 ||
+	    setresuid(65534, 65534, 65534) < 0)
+		return 10;
+	if (arena_inode() == family_ino)
+		return 11; /* still the family's arena */
+	if (moved_slots() != 2)
+		return 13; /* the server's slots (its pointers) came along */
+	/* Its own connection is still on its rings, in its own arena. */
+	ts_send_stream(c, shim_seed(61), 0, MIB, ts_ms(5000));
+	ts_recv_stream(d, shim_seed(61), 0, MIB, ts_ms(5000));
+	if (!ts_moved(c) || !ts_moved(d))
+		return 12;
+	scribble_arena(); /* a compromised worker: its arena alone */
+	return 0;
+}
+
+/* A worker forked by a root server that drops to another user without
+ * exec leaves the family: it maps an arena of its own (a copy), so that
+ * neither that user (through /proc/PID/mem, once the worker made itself
+ * dumpable again, as nginx's do) nor the worker, compromised, can rewrite
+ * the pointers in the server's slots (a helper's attack read the server's
+ * stream and crashed it so).  The server's moved connection keeps its
+ * bytes after the worker scribbled over its whole arena. */
+static void case_setuid_leaves_family(void)
+{
+	int a, b;
+
+	if (geteuid() != 0 || ts_disabled()) {
+		test_log("not root, or the library is off: nothing to drop");
+		return;
+	}
+	ts_moved_pair(&a, &b);
+	unsigned long ino = arena_inode();
+	ASSERT_MSG(ino != 0, "no arena mapped: nothing tested");
+	fflush(NULL);
+	pid_t child = fork();
+	ASSERT_SYS(child);
+	if (child == 0) {
+		close(a);
+		close(b);
+		_exit(dropped_worker(ino));
+	}
+	int st = test_wait(child, ts_ms(20000) / 1000.0);
+	ASSERT_MSG(st == 0, "the worker: wait status %#x (exit 10: the drop failed, 11: the "
+			    "family's arena still mapped, 12: its own connection left its rings, 13: not only its "
+			    "own moved slots in its arena)", st);
+	ts_send_stream(a, shim_seed(62), 0, MIB, ts_ms(5000));
+	ts_recv_stream(b, shim_seed(62), 0, MIB, ts_ms(5000));
+	ts_send_stream(b, shim_seed(63), 0, MIB, ts_ms(5000));
+	ts_recv_stream(a, shim_seed(63), 0, MIB, ts_ms(5000));
+	ASSERT(ts_moved(a) && ts_moved(b));
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+/* A moved connection the dropping worker shares with the server (both
+ * hold it) goes back to TCP first: two copies of its slot would each keep
+ * their own ring positions.  The server answers from its read; the
+ * worker's bytes then come by TCP, intact. */
+static void case_setuid_shared_back(void)
+{
+	int a, b;
+
+	if (geteuid() != 0 || ts_disabled()) {
+		test_log("not root, or the library is off: nothing to drop");
+		return;
+	}
+	ts_moved_pair(&a, &b);
+	fflush(NULL);
+	pid_t child = fork();
+	ASSERT_SYS(child);
+	if (child == 0) {
+		close(b);
+		if (setgroups(0, NULL) < 0 || setresgid(65534, 65534, 65534) < 0 ||
+		    setresuid(65534, 65534, 65534) < 0)
+			_exit(10);
+		if (ts_moved(a))
+			_exit(11);
+		ts_send_stream(a, shim_seed(64), 0, MIB, ts_ms(5000));
+		_exit(0);
+	}
+	ts_recv_stream(b, shim_seed(64), 0, MIB, ts_ms(10000));
+	int st = test_wait(child, ts_ms(20000) / 1000.0);
+	ASSERT_MSG(st == 0, "the worker: wait status %#x (exit 10: the drop failed, 11: the shared "
+			    "connection still moved after it)", st);
+	ASSERT(!ts_moved(b));
 	ASSERT_SYS(close(a));
 	ASSERT_SYS(close(b));
 }
@@ -1619,6 +1790,8 @@ static const struct shim_case g_cases[] = {
 	{ "clone_forks", case_clone_forks },
 	{ "exec_arena", case_exec_arena },
 	{ "arena_not_in_fds", case_arena_not_in_fds },
+	{ "setuid_leaves_family", case_setuid_leaves_family },
+	{ "setuid_shared_back", case_setuid_shared_back },
 	{ "fork_mid_move", case_fork_mid_move },
 	{ "vfork_close_at_once", case_vfork_close_at_once },
 	{ "fork_prefork_close", case_fork_prefork_close },

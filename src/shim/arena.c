@@ -669,3 +669,141 @@ int shunt__shim_arena_used(void)
 		n += atomic_load(&slot_of(a, i)->state) != SLOT_FREE;
 	return n;
 }
+
+/* --- Leaving the family --------------------------------------------------
+ * A process whose credentials changed without an exec (a worker that
+ * dropped privileges) must not keep the family's arena writable: its slots
+ * hold pointers every member follows and locks every member takes, and
+ * another user, or this process once compromised, could rewrite them (a
+ * helper's attack: a root server's worker setuid() to another user and
+ * made itself dumpable again, as nginx's do; that user rewrote a ring
+ * pointer in the server's slot through /proc/PID/mem and read its stream,
+ * or crashed it).  So it makes a family of its own: a new arena holding a
+ * copy of the old one, mapped over it at the same address (every pointer
+ * into it stays good), and it lets go of the old one's fd.  Its slots keep
+ * the old family's holders, so that a socket the others still hold does
+ * not move here while they live; the moved ones they share went back to
+ * TCP first (preload.c, creds_changed): two copies of one slot would each
+ * keep their own ring positions.  A thread of ours that changes a slot
+ * between the copy and the mapping changes the old one: the window is
+ * the copy's, a few milliseconds, once in the process's life. */
+
+/* Copy the data of `old` (the arena's memfd) into fd through the mapping
+ * a.  Only its data: reading a hole through the mapping would fill it. */
+static int copy_data(const struct arena_hdr *a, int old, int fd)
+{
+	long at = 0;
+
+	while (at < (long)ARENA_SIZE) {
+		long d = sys_lseek(old, at, SEEK_DATA);
+		if (d == -ENXIO)
+			return 0;
+		long h = d < 0 ? d : sys_lseek(old, d, SEEK_HOLE);
+		if (h < 0)
+			return (int)h;
+		h = SHUNT_MIN(h, (long)ARENA_SIZE);
+		for (long p = d; p < h;) {
+			long n = sys_pwrite(fd, (const uint8_t *)a + p, (size_t)(h - p), p);
+			if (n <= 0)
+				return n < 0 ? (int)n : -EIO;
+			p += n;
+		}
+		at = h;
+	}
+	return 0;
+}
+
+/* Is the slot ours to keep: held by us, by a fork of ours on its way, or
+ * by more processes than its entries name? */
+static int ours(struct tslot *s, int pid)
+{
+	for (int i = 0; i < SLOT_HOLDERS; i++) {
+		int32_t h = atomic_load(&s->holders[i]);
+		if (h == pid || h == -1 || (h < -1 && SLOT_FORKER(h) == pid))
+			return 1;
+	}
+	return 0;
+}
+
+/* What the copy holds of the processes we leave behind is theirs: their
+ * lines, and their slots, whose pointers name places in their address
+ * space (a program we exec would get them with the arena).  Only the
+ * copy's data is looked at (fd's): a hole read through the mapping would
+ * be filled. */
+static void forget_theirs(struct arena_hdr *a, int fd)
+{
+	int pid = shim_pid();
+	long at = ARENA_SLOTS_OFF;
+
+	for (int i = 0; i < ARENA_PROCS; i++)
+		if (atomic_load(&a->procs[i].pid) != pid)
+			atomic_store(&a->procs[i].pid, 0);
+	while (at < (long)ARENA_SIZE) {
+		long d = sys_lseek(fd, at, SEEK_DATA);
+		long h = d < 0 ? d : sys_lseek(fd, d, SEEK_HOLE);
+		if (h < 0)
+			return;
+		int i = (int)((d - ARENA_SLOTS_OFF) / ARENA_SLOT_SIZE);
+		for (; i < ARENA_SLOTS && ARENA_SLOTS_OFF + (long)i * ARENA_SLOT_SIZE < h; i++) {
+			struct tslot *s = slot_of(a, i);
+			if (atomic_load(&s->state) != SLOT_FREE && !ours(s, pid))
+				memset(s, 0, sizeof(*s));
+		}
+		at = h;
+	}
+}
+
+static int leave(struct arena_hdr *a)
+{
+	int old = shim_arena_fd();
+	int fd = shunt__hide_fd(sys_memfd_create("shunt-arena", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+	int rc = old < 0 ? old : fd;
+
+	if (rc >= 0)
+		rc = sys_ftruncate(fd, (off_t)ARENA_SIZE);
+	if (rc == 0)
+		rc = sys_fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+	if (rc == 0)
+		rc = copy_data(a, old, fd);
+	if (rc == 0) {
+		long p = sys_mmap(a, ARENA_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
+		rc = (unsigned long)p > -4096ul ? (int)p : 0;
+	}
+	if (old >= 0)
+		sys_close(old);
+	if (rc < 0) {
+		if (fd >= 0)
+			sys_close(fd);
+		return rc;
+	}
+	int park_fd = __atomic_exchange_n(&arena_park, -1, __ATOMIC_ACQ_REL);
+	if (park_fd >= 0) {
+		shunt__own_del(&arena_park);
+		sys_close(park_fd);
+	}
+	forget_theirs(a, fd);
+	creds_now(arena_uid, arena_gid);
+	park(fd);
+	return 0;
+}
+
+int shim_arena_leave(void)
+{
+	pthread_mutex_lock(&arena_mu);
+	struct arena_hdr *a = arena_now();
+	int rc = a ? leave(a) : 0;
+	pthread_mutex_unlock(&arena_mu);
+	return rc;
+}
+
+/* Leaving failed: nothing of the family's may stay writable here, even if
+ * our tables are lost with it (the library is off by then: preload.c).
+ * Anonymous memory over the arena, so that no pointer into it faults. */
+void shim_arena_drop(void)
+{
+	struct arena_hdr *a = arena_now();
+
+	if (a)
+		sys_mmap(a, ARENA_SIZE, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+}

@@ -110,6 +110,55 @@ static void hands_off(const char *why)
 	atomic_store(&shim_hands_off, 1);
 }
 
+/* --- Credentials --------------------------------------------------------------
+ * A process that changes its credentials without exec (a worker dropping
+ * privileges) leaves its family (arena.c, "Leaving the family").  The
+ * moved connections it shares with the family's other processes go back
+ * to TCP first; its own stay moved. */
+static void back_if_shared(int fd, struct tsock *t, void *arg)
+{
+	(void)arg;
+	if (atomic_load(&t->slot->state) == SLOT_MOVED && shim_slot_shared(t->slot))
+		shim_demote(t, fd);
+}
+
+/* After a call that may have changed our credentials; rc is its result.
+ * A vfork child runs in its parent's memory and changes none of it. */
+static void creds_changed(long rc)
+{
+	if (rc != 0 || atomic_load(&shim_hands_off) || shim_in_vfork_child() ||
+	    shim_arena_creds_same())
+		return;
+	shim_each(back_if_shared, NULL);
+	if (shim_arena_leave() == 0)
+		return;
+	hands_off("the credentials changed and the family's state could not be left behind");
+	shim_arena_drop();
+}
+
+/* glibc's own, which change every thread's credentials, then our look. */
+#define CREDS_CALL(name, ...)                      \
+	do {                                       \
+		int rc_ = REAL(name)(__VA_ARGS__); \
+		creds_changed(rc_);                \
+		return rc_;                        \
+	} while (0)
+
+EXPORT int setuid(uid_t u) { CREDS_CALL(setuid, u); }
+EXPORT int setgid(gid_t g) { CREDS_CALL(setgid, g); }
+EXPORT int seteuid(uid_t u) { CREDS_CALL(seteuid, u); }
+EXPORT int setegid(gid_t g) { CREDS_CALL(setegid, g); }
+EXPORT int setreuid(uid_t r, uid_t e) { CREDS_CALL(setreuid, r, e); }
+EXPORT int setregid(gid_t r, gid_t e) { CREDS_CALL(setregid, r, e); }
+EXPORT int setresuid(uid_t r, uid_t e, uid_t s) { CREDS_CALL(setresuid, r, e, s); }
+EXPORT int setresgid(gid_t r, gid_t e, gid_t s) { CREDS_CALL(setresgid, r, e, s); }
+
+static int creds_nr(long nr)
+{
+	return nr == SYS_setuid || nr == SYS_setgid || nr == SYS_setreuid || nr == SYS_setregid ||
+	       nr == SYS_setresuid || nr == SYS_setresgid;
+}
+
 /* An io_uring is about to be made: its reads and writes will pass us by
  * (uring.c), so what moved goes back to TCP first, a meeting stops (let_go,
  * as for a sandbox), and nothing moves from now on. */
@@ -265,6 +314,13 @@ __attribute__((no_sanitize_address)) EXPORT long syscall(long nr, ...)
 	}
 	if (nr == SYS_close_range && REAL(close_range))
 		return shim_close_range((unsigned)a[0], (unsigned)a[1], (int)a[2]);
+	if (creds_nr(nr)) { /* this thread's alone, raw */
+		long rc = REAL(syscall)(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+		int err = errno;
+		creds_changed(rc);
+		errno = err;
+		return rc;
+	}
 	if (nr == SYS_pidfd_getfd) {
 		long rc = REAL(syscall)(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
 		int err = errno;

@@ -66,5 +66,13 @@ void shim_real_init(void)
 	FIND(fcloseall);
 	FIND(freopen);
 	FIND(prctl);
+	FIND(setuid);
+	FIND(setgid);
+	FIND(seteuid);
+	FIND(setegid);
+	FIND(setreuid);
+	FIND(setregid);
+	FIND(setresuid);
+	FIND(setresgid);
 	FIND(syscall);
 }

@@ -113,6 +113,14 @@ struct shim_real {
 	int (*fcloseall)(void);
 	FILE *(*freopen)(const char *, const char *, FILE *);
 	int (*prctl)(int, ...);
+	int (*setuid)(uid_t);
+	int (*setgid)(gid_t);
+	int (*seteuid)(uid_t);
+	int (*setegid)(gid_t);
+	int (*setreuid)(uid_t, uid_t);
+	int (*setregid)(gid_t, gid_t);
+	int (*setresuid)(uid_t, uid_t, uid_t);
+	int (*setresgid)(gid_t, gid_t, gid_t);
 	long (*syscall)(long, ...);
 };
 
@@ -302,6 +310,12 @@ void shim_unlock(pthread_mutex_t *mu);
 int shim_arena_fd(void);
 /* Do we still run with the credentials the arena was made or adopted under? */
 int shim_arena_creds_same(void);
+/* Our credentials changed without exec: a family of our own, a copy of
+ * the arena at the same address (arena.c, "Leaving the family"); 0 or
+ * negative errno, and then shim_arena_drop() covers it with anonymous
+ * memory. */
+int shim_arena_leave(void);
+void shim_arena_drop(void);
 /* Map an inherited arena (exec); 0 or negative errno. */
 int shim_arena_adopt(int fd);
 /* A forked child is a new process of the family: its own line. */
