@@ -69,6 +69,7 @@
  * SHUNT_TEST_ONLY=name,name runs some cases.
  */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <net/if.h>
@@ -85,6 +86,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -2976,6 +2978,93 @@ static void case_plain_clients(void)
 	log_stop();
 }
 
+/* --- Idle clients without the shim and the fd limit ------------------------
+ * Each connection that made its 16 calls meets its peer, and a meeting
+ * holds a socket or two between steps, which come only with the
+ * connection's calls.  Clients without the shim that go quiet left every
+ * meeting holding its sockets: a server at 64 fds with such clients
+ * ran out, and an open inside glibc (opendir), which the library cannot
+ * retry, failed with EMFILE where over TCP it works (a helper's attack).
+ * So a process holds at most a 32nd of its fd limit in meetings. */
+#define IDLE_CONNS 20
+#define IDLE_RTT 20
+
+static void idle_client(void *arg)
+{
+	int port = *(int *)arg;
+	struct sockaddr_in a;
+	unsigned char b[64];
+
+	sin_of(&a, SRV_IP, port);
+	for (int c = 0; c < IDLE_CONNS; c++) {
+		int fd = (int)syscall(SYS_socket, AF_INET, SOCK_STREAM, 0);
+		ASSERT_SYS(fd);
+		ASSERT_SYS(syscall(SYS_connect, fd, &a, sizeof(a)));
+		for (int r = 0; r < IDLE_RTT; r++) {
+			memset(b, r, sizeof(b));
+			raw_write_all(fd, b, sizeof(b));
+			raw_read_all(fd, b, sizeof(b));
+		}
+	}
+	/* Quiet, all of them open, until the server is done (it closes). */
+	syscall(SYS_pause);
+}
+
+/* A listener on a port below the ephemeral range: the lower end of each
+ * connection, so the end that waits in a meeting with a bound socket. */
+static int low_listener(int *port)
+{
+	struct sockaddr_in a;
+	int one = 1;
+
+	for (int i = 0; i < 400; i++) {
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		ASSERT_SYS(fd);
+		ASSERT_SYS(setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)));
+		*port = 10000 + (int)((unsigned)(getpid() * 7 + i * 131) % 20000u);
+		sin_of(&a, SRV_IP, *port);
+		if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 && listen(fd, 1024) == 0)
+			return fd;
+		close(fd);
+	}
+	TEST_FAIL_MSG("no free port below 30000");
+	return -1;
+}
+
+static void case_plain_idle_fds(void)
+{
+	struct rlimit rl = { 64, 64 };
+	unsigned char b[64];
+	int port, fds[IDLE_CONNS];
+
+	cfg_defaults();
+	ASSERT_SYS(setrlimit(RLIMIT_NOFILE, &rl));
+	int lfd = low_listener(&port);
+	pid_t cl = test_fork(idle_client, &port);
+	for (int c = 0; c < IDLE_CONNS; c++) {
+		fds[c] = ts_tcp_accept(lfd, ts_ms(10000));
+		for (int r = 0; r < IDLE_RTT; r++) {
+			ts_read_exact(fds[c], b, sizeof(b), ts_ms(5000));
+			ts_write_all(fds[c], b, sizeof(b), ts_ms(5000));
+		}
+	}
+	/* Over TCP some 37 fds are left (the meetings held 20 of them: 17
+	 * were); the library's meetings may take 2 of 64 (4 fds). */
+	DIR *d[30];
+	for (int i = 0; i < 30; i++) {
+		d[i] = opendir("/proc/self/fd");
+		ASSERT_MSG(d[i] != NULL, "opendir %d with %d idle clients, at 64 fds: %s", i + 1,
+			   IDLE_CONNS, strerror(errno));
+	}
+	for (int i = 0; i < 30; i++)
+		closedir(d[i]);
+	kill(cl, SIGKILL);
+	test_wait(cl, 5);
+	for (int c = 0; c < IDLE_CONNS; c++)
+		close(fds[c]);
+	close(lfd);
+}
+
 /* --- Rendezvous files: names that fit, directories that are ours -------------
  * With `trust-netns yes` a connection's name is a file in the directory.
  * An IPv6 name must fit sun_path with the longest directory the config
@@ -3490,6 +3579,7 @@ static const struct shim_case g_cases[] = {
 	{ "serve_simultaneous", case_serve_simultaneous },
 	{ "serve_fork_per_conn", case_serve_fork_per_conn },
 	{ "plain_clients", case_plain_clients },
+	{ "plain_idle_fds", case_plain_idle_fds },
 	{ "file_names", case_file_names },
 	{ "dual_stack", case_dual_stack },
 	{ "squat_inject", case_squat_inject },

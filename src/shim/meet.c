@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -358,11 +359,32 @@ void shim_meet_forget(struct tsock *t)
 		meet_free(m, 1);
 }
 
-/* A new meeting for t: its role and name (the directory checked). */
+/* Room for one more meeting?  Each holds a socket or two between steps,
+ * which come only with its connection's calls: peers without the shim
+ * that go quiet left every meeting holding them, and a server at 64 fds
+ * with 50 such clients had none left for an open inside glibc (opendir),
+ * which cannot be given back as ours are (shim_moves_reclaim_fds): it
+ * failed with EMFILE where over TCP it works (a helper's attack).  So
+ * meetings hold at most a 16th of the fd limit (a 32nd as many meetings,
+ * of two sockets at most), two meetings at least. */
+static int meeting_room(void)
+{
+	struct rlimit rl;
+
+	if (sys_prlimit(0, RLIMIT_NOFILE, NULL, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+		return 1;
+	rlim_t most = rl.rlim_cur / 32 > 2 ? rl.rlim_cur / 32 : 2;
+	return (rlim_t)atomic_load(&meetings) < most;
+}
+
+/* A new meeting for t: its role and name (the directory checked); -EAGAIN
+ * without room (meeting_room), tried again later. */
 static int meet_new(struct tsock *t, struct tmeet **out)
 {
 	struct tslot *sl = t->slot;
 	free_shed();
+	if (!meeting_room())
+		return -EAGAIN;
 	struct tmeet *m = calloc(1, sizeof(*m));
 
 	if (!m)

@@ -468,8 +468,9 @@ static void take_step(struct tsock *t, int fd, uint64_t calls)
 	}
 	/* The peer's end of the meeting went away under it (it gave up its
 	 * own steps, or its listener closed): no peer met, this time. */
-	if (rc == -EPIPE || rc == -ECONNRESET || rc == -ECONNREFUSED) {
-		log_debug("fd %d: the meeting broke off: %s", fd, strerror(-rc));
+	if (rc == -EPIPE || rc == -ECONNRESET || rc == -ECONNREFUSED || rc == -EAGAIN) {
+		log_debug("fd %d: the meeting broke off: %s", fd,
+			  rc == -EAGAIN ? "too many meetings held" : strerror(-rc));
 		meet_later(t, fd, calls);
 		return;
 	}
