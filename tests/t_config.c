@@ -4,6 +4,7 @@
  * acceleration off, and which TCP addresses and peers the rules allow.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -237,6 +238,74 @@ static void test_not_ours(void)
 	test_log("a FIFO, a file others may write, another user's file and link: refused");
 }
 
+/* A full FIFO, ours, held open by its only reader (the test), which never
+ * reads: 1000 debug lines are dropped, not waited on (the log fd lost
+ * O_NONBLOCK after its open, and the first line waited until killed). */
+static void child_log_full(void *arg)
+{
+	(void)arg;
+	unsetenv("SHUNT_LOG");
+	ASSERT_OK(shunt__log_setup("debug", conf_path));
+	for (int i = 0; i < 1000; i++)
+		log_debug("line %d of a log nobody reads", i);
+	exit(0);
+}
+
+/* Another user's file or FIFO is not ours to log to: refused, nothing in it. */
+static void child_log_theirs(void *arg)
+{
+	struct stat st;
+
+	(void)arg;
+	unsetenv("SHUNT_LOG");
+	/* EACCES where fs.protected_regular or protected_fifos refuse first. */
+	int rc = shunt__log_setup("info", conf_path);
+	ASSERT_MSG(rc == -EPERM || rc == -EACCES, "log_setup: %s", test_errname(-rc));
+	shunt__log(SHUNT_LOG_INFO, "a line for nobody else");
+	ASSERT_SYS(stat(conf_path, &st));
+	ASSERT_EQ(st.st_size, 0);
+	exit(0);
+}
+
+static int fill_fifo(const char *path)
+{
+	static char junk[4096];
+	int fd = open(path, O_RDWR | O_NONBLOCK);
+
+	ASSERT_SYS(fd);
+	while (write(fd, junk, sizeof(junk)) > 0)
+		;
+	ASSERT_EQ(errno, EAGAIN);
+	return fd;
+}
+
+static void test_log_targets(void)
+{
+	snprintf(conf_path, sizeof(conf_path), "/tmp/t_config.%d.log", (int)getpid());
+	ASSERT_SYS(mkfifo(conf_path, 0600));
+	int fd = fill_fifo(conf_path);
+	test_wait_ok(test_fork(child_log_full, NULL), 5);
+	if (geteuid() == 0) {
+		ASSERT_SYS(chown(conf_path, 1001, 1001));
+		test_wait_ok(test_fork(child_log_theirs, NULL), 5);
+	}
+	close(fd);
+	unlink(conf_path);
+	if (geteuid() != 0) {
+		test_log("not root: another user's log file and FIFO are not made");
+		test_log("a full FIFO as the log: lines dropped, no wait");
+		return;
+	}
+	fd = open(conf_path, O_CREAT | O_EXCL | O_WRONLY, 0666);
+	ASSERT_SYS(fd);
+	close(fd);
+	ASSERT_SYS(chown(conf_path, 1001, 1001));
+	test_wait_ok(test_fork(child_log_theirs, NULL), 5);
+	unlink(conf_path);
+	test_log("a full FIFO as the log: lines dropped, no wait; another user's "
+		 "file and FIFO refused, left empty");
+}
+
 static void test_files(void)
 {
 	snprintf(conf_path, sizeof(conf_path), "/tmp/t_config.%d.conf", (int)getpid());
@@ -258,6 +327,7 @@ int main(void)
 	test_bad_lines();
 	test_files();
 	test_not_ours();
+	test_log_targets();
 	test_log("pass");
 	return TEST_PASS;
 }

@@ -51,7 +51,7 @@ void shunt__log_close(void)
  * our lines go into a file of ours it named, and a FIFO held every program
  * in our constructor (a helper's attacks).  A symlink is followed only if
  * we or root made it; the open does not wait for a FIFO's reader (ENXIO),
- * and the writes then do as they would.
+ * and the fd stays non-blocking (see log_line).
  */
 static int log_path_ours(const char *file, int *flags)
 {
@@ -66,16 +66,24 @@ static int log_path_ours(const char *file, int *flags)
 	return 0;
 }
 
+/*
+ * A file or FIFO another user made is not ours to write: their FIFO at a
+ * /tmp path, held open and full, hung a root program's data calls in our
+ * write, and their file there collected root's lines for them to read (a
+ * helper's attacks).  Devices (/dev/null, a terminal) and sockets are
+ * taken as they are: their owner is whoever logged in, not who named them.
+ */
 static int log_file_kind(int fd)
 {
 	struct stat st;
 
 	if (sys_fstat(fd, &st) < 0)
 		return -EBADF;
-	return S_ISREG(st.st_mode) || S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode) ||
-			       S_ISSOCK(st.st_mode)
-		       ? 0
-		       : -EINVAL;
+	if (S_ISCHR(st.st_mode) || S_ISSOCK(st.st_mode))
+		return 0;
+	if (!S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode))
+		return -EINVAL;
+	return st.st_uid == geteuid() || st.st_uid == 0 ? 0 : -EPERM;
 }
 
 static int open_log_file(const char *file)
@@ -91,7 +99,6 @@ static int open_log_file(const char *file)
 		sys_close(fd);
 		return rc;
 	}
-	sys_fcntl(fd, F_SETFL, O_APPEND);
 	shunt__log_close(); /* a file named before: replaced, not leaked */
 	/* Out of the program's way: a program that dup2()s onto a low fd (bash's
 	 * `exec 3<>`) would otherwise send our lines down its own socket. */
@@ -177,7 +184,10 @@ static void log_line(int level, const char *fmt, va_list ap)
 	if (n > (int)sizeof(buf) - 2)
 		n = (int)sizeof(buf) - 2;
 	buf[n++] = '\n';
-	/* One write per line keeps lines whole across threads and processes. */
+	/* One write per line keeps lines whole across threads and processes.
+	 * A file we opened is non-blocking: a line that would wait for a full
+	 * FIFO or pipe is dropped, as the program's call must not wait on its
+	 * log (whoever holds the other end could hold it for ever). */
 	if (fits(log_fd, (size_t)n))
 		sys_write(log_fd, buf, (size_t)n);
 }
