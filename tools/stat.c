@@ -24,6 +24,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -82,8 +83,10 @@ static void show_proc(const struct arena_proc *p, const struct opts *o)
 
 	memcpy(comm, p->comm, 16);
 	comm[16] = '\0';
+	/* Any process may write the name: only printable ASCII reaches the
+	 * terminal (a forged "sshd\x7f\x1b[2J" cleared root's screen). */
 	for (char *c = comm; *c; c++)
-		if (*c < ' ' || *c == '"' || *c == '\\')
+		if ((unsigned char)*c < ' ' || (unsigned char)*c > '~' || *c == '"' || *c == '\\')
 			*c = '?';
 	unsigned long long stayed = 0;
 	for (int i = 0; i < ARENA_WHY; i++)
@@ -175,15 +178,34 @@ static void show_arena(int fd, const struct opts *o, int slots_pass)
 
 /* The arena parked on socket fd of the process behind pidfd: a copy of
  * its fd, or -1.  Only a local datagram socket is looked at, and only a
- * 1-byte datagram of ours that carries one fd is believed to hold it. */
+ * 1-byte datagram of ours that carries one fd is believed to hold it.
+ * Every fd copied from another process is closed as untrusted (SO_LINGER
+ * cleared first): its owner may drop its own copies while we hold ours,
+ * and a close of the last copy of a TCP socket with unsent data and
+ * SO_LINGER {1, 1000000} waited as long as that owner liked (a helper's
+ * attack hung root's `shunt stat`). */
 static int parked_arena(int pidfd, int fd)
 {
 	int s = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
 	int m = s < 0 ? -1 : shunt_fdmsg_peek_parked(s, ARENA_PARK_TAG);
 
-	if (s >= 0)
-		close(s);
+	shunt_close_untrusted(&s, 1);
 	return m;
+}
+
+/* Only AF_UNIX sockets are copied: another program's TCP socket is not
+ * ours to close, nor its SO_LINGER ours to clear.  The socket's protocol
+ * name (an attribute of the socket itself) says which without a copy;
+ * "UNIX-STREAM" on Linux 5.15 and later, where a stream has its own. */
+static int unix_dgram_maybe(const char *path)
+{
+	char proto[16];
+	ssize_t n = getxattr(path, "system.sockprotoname", proto, sizeof(proto) - 1);
+
+	if (n <= 0)
+		return 0;
+	proto[n] = '\0';
+	return strcmp(proto, "UNIX") == 0;
 }
 
 static void scan_fd(const char *pid, int pidfd, const char *fd, const struct opts *o, int pass)
@@ -193,7 +215,7 @@ static void scan_fd(const char *pid, int pidfd, const char *fd, const struct opt
 
 	snprintf(path, sizeof(path), "/proc/%s/fd/%s", pid, fd);
 	ssize_t n = readlink(path, link, sizeof(link) - 1);
-	if (n <= 7 || memcmp(link, "socket:", 7) || pidfd < 0)
+	if (n <= 7 || memcmp(link, "socket:", 7) || pidfd < 0 || !unix_dgram_maybe(path))
 		return;
 	int m = parked_arena(pidfd, atoi(fd));
 	if (m < 0)
@@ -201,7 +223,7 @@ static void scan_fd(const char *pid, int pidfd, const char *fd, const struct opt
 	if (fstat(m, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == (off_t)ARENA_SIZE &&
 	    !seen_before(&st))
 		show_arena(m, o, pass);
-	close(m);
+	shunt_close_untrusted(&m, 1); /* whatever was parked: a socket too */
 }
 
 static void scan(const struct opts *o, int pass)

@@ -123,6 +123,6 @@ int shunt_fdmsg_peek_parked(int s, char tag)
 		return -1;
 	if (got == tag)
 		return fd;
-	sys_close(fd);
+	shunt_close_untrusted(&fd, 1); /* anything may have been parked */
 	return -1;
 }
