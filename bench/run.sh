@@ -14,7 +14,8 @@
 #   --rounds N   rounds per comparison (default 3; ignored with --quick): on
 #                a shared 2-vCPU machine a 5 % difference needs about 12
 #   --out DIR    where REPORT.md, the SVGs and data/ go (default docs/bench,
-#                with --quick build/bench-quick)
+#                with --quick build/bench-quick), and the run's lock,
+#                .bench.lock: one run at a time per DIR
 #   --only LIST  comma-separated sections: netpipe,streams,pairs,ring,cpu,
 #                setup,apps,memory,mpi,sockmap,vm (default: all, and all
 #                but vm with --quick; vm boots two QEMU guests: bench/vm.sh)
@@ -58,9 +59,20 @@ export SHUNT_BUILD
 mkdir -p "$OUT"
 FINAL=$(cd "$OUT" && pwd)
 # One run at a time per output directory: two at once would measure each
-# other and mix their files.
+# other and mix their files.  The lock is a file of ours in that directory,
+# closed to others and never truncated: under a predictable name in /tmp,
+# another user's symlink there made a root run truncate the file it named,
+# and their flock on it stopped the run.
 if command -v flock >/dev/null 2>&1; then
-	exec 9>"${TMPDIR:-/tmp}/shunt-bench-$(printf '%s' "$FINAL" | cksum | cut -d' ' -f1).lock"
+	lock=$FINAL/.bench.lock
+	if [ -L "$lock" ] || { [ -e "$lock" ] && { [ ! -f "$lock" ] || [ ! -O "$lock" ]; }; }; then
+		echo "bench/run.sh: $lock is not a file of ours; refusing it" >&2
+		exit 1
+	fi
+	umask_was=$(umask)
+	umask 077
+	exec 9>>"$lock"
+	umask "$umask_was"
 	flock -n 9 || { echo "bench/run.sh: another run is writing $FINAL" >&2; exit 1; }
 fi
 

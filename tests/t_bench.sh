@@ -5,12 +5,42 @@
 # every section, charts that are whole SVG documents with data in them
 # (and each one shown in the report), and the raw data as TSV.  No
 # performance figure is checked: this machine's numbers are its own.
+# First, cheaply, the run's lock (lock_check).
 lib=$(dirname "$0")/apps_lib.sh
 [ -f "$lib" ] || lib=$(dirname "$0")/../../tests/apps_lib.sh
 # shellcheck source=tests/apps_lib.sh
 . "$lib" || exit 1
 
 apps_init bench
+
+# The run's lock (before the suite's tools are needed: this takes a
+# second).  A file of ours in the output directory: another user's symlink
+# at the old predictable name in $TMPDIR (here the old lock of $T/lock's
+# output) does not truncate what it names, a symlink as the lock is
+# refused, and a held lock stops a second run at once.
+lock_check() {
+	local d=$T/lock victim=$T/victim old
+	mkdir -p "$d"
+	echo precious >"$victim"
+	old=$T/shunt-bench-$(printf '%s' "$d" | cksum | cut -d' ' -f1).lock
+	ln -s "$victim" "$old"
+	# Held by us: a run stops at once, at the old name or the new.
+	exec 8<"$victim" 7>>"$d/.bench.lock"
+	flock -n 8 && flock -n 7
+	TMPDIR=$T timeout 20 "$APPS_SRC/bench/run.sh" --quick --build "$SHUNT_BUILD" --out "$d" \
+		>"$T/lock.out" 2>&1 && fail "a second run went on: $(cat "$T/lock.out")"
+	exec 8<&- 7>&-
+	[ "$(cat "$victim")" = precious ] || fail "the run truncated $victim through a symlink in \$TMPDIR"
+	grep -q "another run is writing" "$T/lock.out" || fail "the held lock: $(cat "$T/lock.out")"
+	rm -f "$d/.bench.lock"
+	ln -s "$victim" "$d/.bench.lock"
+	timeout 20 "$APPS_SRC/bench/run.sh" --quick --build "$SHUNT_BUILD" --out "$d" \
+		>"$T/lock.out" 2>&1 && fail "a run took a symlink as its lock"
+	grep -q "not a file of ours" "$T/lock.out" || fail "the symlinked lock: $(cat "$T/lock.out")"
+	[ "$(cat "$victim")" = precious ] || fail "the run truncated $victim through its lock"
+	say "lock: in the output directory, a symlink refused, a held one stops a second run"
+}
+command -v flock >/dev/null && lock_check
 # What the quick suite drives; without one, a section has no data.
 need NPtcp iperf3 redis-server redis-benchmark nginx wrk jq
 runner=$APPS_SRC/bench/run.sh
