@@ -679,14 +679,14 @@ int shunt__shim_arena_used(void)
  * made itself dumpable again, as nginx's do; that user rewrote a ring
  * pointer in the server's slot through /proc/PID/mem and read its stream,
  * or crashed it).  So it makes a family of its own: a new arena holding a
- * copy of the old one, mapped over it at the same address (every pointer
- * into it stays good), and it lets go of the old one's fd.  Its slots keep
- * the old family's holders, so that a socket the others still hold does
- * not move here while they live; the moved ones they share went back to
- * TCP first (preload.c, creds_changed): two copies of one slot would each
- * keep their own ring positions.  A thread of ours that changes a slot
- * between the copy and the mapping changes the old one: the window is
- * the copy's, a few milliseconds, once in the process's life. */
+ * copy of its own slots, mapped over the old one at the same address
+ * (every pointer into it stays good), and it lets go of the old one's fd.
+ * Its slots keep the old family's holders, so that a socket the others
+ * still hold does not move here while they live; the moved ones they
+ * share went back to TCP first (preload.c, creds_changed): two copies of
+ * one slot would each keep their own ring positions.  A thread of ours
+ * that changes a slot between the copy and the mapping changes the old
+ * one: the window is the copy's, once per change of credentials. */
 
 /* Copy the data of `old` (the arena's memfd) into fd through the mapping
  * a.  Only its data: reading a hole through the mapping would fill it. */
