@@ -267,6 +267,21 @@ static void child_log_theirs(void *arg)
 	exit(0);
 }
 
+/* Another user's file in a directory not open to all (made for us, as a
+ * test harness makes one for a server of another user): taken. */
+static void child_log_given(void *arg)
+{
+	struct stat st;
+
+	(void)arg;
+	unsetenv("SHUNT_LOG");
+	ASSERT_OK(shunt__log_setup("info", conf_path));
+	shunt__log(SHUNT_LOG_INFO, "a line for the file's owner");
+	ASSERT_SYS(stat(conf_path, &st));
+	ASSERT(st.st_size > 0);
+	exit(0);
+}
+
 static int fill_fifo(const char *path)
 {
 	static char junk[4096];
@@ -302,8 +317,19 @@ static void test_log_targets(void)
 	ASSERT_SYS(chown(conf_path, 1001, 1001));
 	test_wait_ok(test_fork(child_log_theirs, NULL), 5);
 	unlink(conf_path);
+	char dir[] = "/tmp/t_config.XXXXXX";
+	ASSERT_NOT_NULL(mkdtemp(dir));
+	snprintf(conf_path, sizeof(conf_path), "%s/given.log", dir);
+	fd = open(conf_path, O_CREAT | O_EXCL | O_WRONLY, 0666);
+	ASSERT_SYS(fd);
+	close(fd);
+	ASSERT_SYS(chown(conf_path, 1001, 1001));
+	test_wait_ok(test_fork(child_log_given, NULL), 5);
+	unlink(conf_path);
+	rmdir(dir);
 	test_log("a full FIFO as the log: lines dropped, no wait; another user's "
-		 "file and FIFO refused, left empty");
+		 "file and FIFO in /tmp refused, left empty; one in a directory of "
+		 "ours taken");
 }
 
 static void test_files(void)

@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -67,13 +68,38 @@ static int log_path_ours(const char *file, int *flags)
 }
 
 /*
- * A file or FIFO another user made is not ours to write: their FIFO at a
- * /tmp path, held open and full, hung a root program's data calls in our
- * write, and their file there collected root's lines for them to read (a
- * helper's attacks).  Devices (/dev/null, a terminal) and sockets are
- * taken as they are: their owner is whoever logged in, not who named them.
+ * Was the file planted by another user where anyone may make files (a
+ * world-writable directory such as /tmp, whose owner it is not)?  Their
+ * FIFO at a /tmp path, held open and full, hung a root program's data
+ * calls in our write, and their file there collected root's lines for
+ * them to read (a helper's attacks).  A file another user made for us in a
+ * directory that is not open to all (a test's log that a server of
+ * another user writes too) is taken, as the kernel's protected_regular
+ * and protected_fifos draw the line.
  */
-static int log_file_kind(int fd)
+static int planted(const char *file, const struct stat *st)
+{
+	char dir[PATH_MAX] = ".";
+	struct stat d;
+	const char *slash = strrchr(file, '/');
+	size_t n = slash ? (size_t)(slash - file) : 0;
+
+	if (st->st_uid == geteuid() || st->st_uid == 0)
+		return 0;
+	if (n >= sizeof(dir))
+		return 1;
+	if (slash) { /* "/x": the root; "a/b/x": "a/b" */
+		memcpy(dir, n ? file : "/", n ? n : 1);
+		dir[n ? n : 1] = '\0';
+	}
+	if (sys_fstatat(AT_FDCWD, dir, &d, 0) < 0)
+		return 1;
+	return (d.st_mode & S_IWOTH) && d.st_uid != st->st_uid;
+}
+
+/* Devices (/dev/null, a terminal) and sockets are taken as they are: their
+ * owner is whoever logged in, not who named them. */
+static int log_file_kind(int fd, const char *file)
 {
 	struct stat st;
 
@@ -83,7 +109,7 @@ static int log_file_kind(int fd)
 		return 0;
 	if (!S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode))
 		return -EINVAL;
-	return st.st_uid == geteuid() || st.st_uid == 0 ? 0 : -EPERM;
+	return planted(file, &st) ? -EPERM : 0;
 }
 
 static int open_log_file(const char *file)
@@ -94,7 +120,7 @@ static int open_log_file(const char *file)
 
 	if (fd < 0)
 		return fd;
-	rc = log_file_kind(fd);
+	rc = log_file_kind(fd, file);
 	if (rc < 0) {
 		sys_close(fd);
 		return rc;
