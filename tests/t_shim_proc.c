@@ -37,6 +37,7 @@
 #include <netinet/in.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -666,7 +667,15 @@ static void case_clone_forks(void)
  * the files) print in a program exec'd without the library by a child of
  * ours: as another user (root only) with a moved socket it inherits, or
  * as us with none. */
+static void ls_fds_by(const char *sh, int other_user, char *out, size_t n);
+
 static void ls_fds_as(int other_user, char *out, size_t n)
+{
+	ls_fds_by("/bin/sh", other_user, out, n);
+}
+
+/* The same through the shell at sh. */
+static void ls_fds_by(const char *sh, int other_user, char *out, size_t n)
 {
 	char *argv[] = { (char *)"sh", (char *)"-c",
 			 (char *)"ls -l /proc/self/fd; ls -iL /proc/self/fd", NULL };
@@ -684,7 +693,7 @@ static void ls_fds_as(int other_user, char *out, size_t n)
 		if (other_user && (setgroups(0, NULL) < 0 || setresgid(65534, 65534, 65534) < 0 ||
 				   setresuid(65534, 65534, 65534) < 0))
 			_exit(126);
-		execve("/bin/sh", argv, envp);
+		execve(sh, argv, envp);
 		_exit(127);
 	}
 	close(p[1]);
@@ -693,6 +702,100 @@ static void ls_fds_as(int other_user, char *out, size_t n)
 	out[k] = '\0';
 	close(p[0]);
 	test_wait_ok(child, ts_ms(5000) / 1000.0);
+}
+
+/* A set-user-ID image runs with other credentials (for another user's
+ * program, another user's): the arena must not go along, whatever our own
+ * credentials (a helper's `su`-like program became another user and
+ * exec'd a program with the fds it got, which handed that user the arena:
+ * it read the family's stream).  Here a set-user-ID copy of /bin/sh, ours
+ * (root's, run by root: no change, but the library cannot know whose it
+ * will be), with a moved socket to pass. */
+static void case_exec_setuid_image(void)
+{
+	static char out[16384];
+	char dir[] = "/tmp/t_shim_proc.XXXXXX", sh[64], buf[65536];
+	int a, b;
+
+	if (geteuid() != 0 || ts_disabled()) {
+		test_log("not root, or the library is off: no set-user-ID file made");
+		return;
+	}
+	ASSERT_NOT_NULL(mkdtemp(dir));
+	snprintf(sh, sizeof(sh), "%s/sh", dir);
+	int in = open("/bin/sh", O_RDONLY | O_CLOEXEC), o = open(sh, O_CREAT | O_WRONLY | O_CLOEXEC, 0700);
+	ASSERT_SYS(in);
+	ASSERT_SYS(o);
+	for (ssize_t k; (k = read(in, buf, sizeof(buf))) > 0;)
+		ASSERT_EQ(write(o, buf, (size_t)k), k);
+	close(in);
+	close(o);
+	ASSERT_SYS(chmod(sh, 04755));
+	ts_moved_pair(&a, &b);
+	set_cloexec(a, 0);
+	set_cloexec(b, 1);
+	ls_fds_by(sh, 0, out, sizeof(out));
+	unlink(sh);
+	rmdir(dir);
+	ASSERT_MSG(strstr(out, "socket:"), "no socket survived the exec:\n%s", out);
+	ASSERT_MSG(!strstr(out, "shunt-arena"), "the set-user-ID image holds the arena:\n%s", out);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+/* posix_spawn's POSIX_SPAWN_RESETIDS runs the child with our real ids as
+ * its effective ones: with real ids another user's (a set-user-ID
+ * program's), the arena must not go along (a helper's attack: the child,
+ * that user's, opened it through /proc and read the stream).  In a child
+ * of the test with real ids nobody's, effective root's. */
+static int spawn_resetids(void)
+{
+	static char out[16384];
+	char *argv[] = { (char *)"sh", (char *)"-c", (char *)"ls -l /proc/self/fd", NULL };
+	char *envp[] = { (char *)"PATH=/usr/bin:/bin", NULL };
+	posix_spawnattr_t at;
+	posix_spawn_file_actions_t fa;
+	int a, b, p[2];
+	pid_t pid;
+	size_t k = 0;
+	ssize_t r;
+
+	if (setresgid(65534, 0, 0) < 0 || setresuid(65534, 0, 0) < 0)
+		return 10;
+	ts_moved_pair(&a, &b);
+	set_cloexec(a, 0);
+	set_cloexec(b, 1);
+	ASSERT_SYS(pipe(p));
+	posix_spawnattr_init(&at);
+	posix_spawnattr_setflags(&at, POSIX_SPAWN_RESETIDS);
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+	if (posix_spawn(&pid, "/bin/sh", &fa, &at, argv, envp) != 0)
+		return 11;
+	close(p[1]);
+	while (k + 1 < sizeof(out) && (r = read(p[0], out + k, sizeof(out) - 1 - k)) > 0)
+		k += (size_t)r;
+	out[k] = '\0';
+	test_wait_ok(pid, 5);
+	if (!strstr(out, "socket:"))
+		return 12;
+	return strstr(out, "shunt-arena") ? 13 : 0;
+}
+
+static void case_spawn_resetids(void)
+{
+	if (geteuid() != 0 || ts_disabled()) {
+		test_log("not root, or the library is off: no ids to reset");
+		return;
+	}
+	fflush(NULL);
+	pid_t child = fork();
+	ASSERT_SYS(child);
+	if (child == 0)
+		_exit(spawn_resetids());
+	int st = test_wait(child, ts_ms(20000) / 1000.0);
+	ASSERT_MSG(st == 0, "wait status %#x (exit 10: the ids not set, 11: no spawn, 12: no socket "
+			    "survived, 13: the spawned child of nobody's holds the arena)", st);
 }
 
 static unsigned long arena_inode(void);
@@ -1789,6 +1892,8 @@ static const struct shim_case g_cases[] = {
 	{ "fork_kin", case_fork_kin },
 	{ "clone_forks", case_clone_forks },
 	{ "exec_arena", case_exec_arena },
+	{ "exec_setuid_image", case_exec_setuid_image },
+	{ "spawn_resetids", case_spawn_resetids },
 	{ "arena_not_in_fds", case_arena_not_in_fds },
 	{ "setuid_leaves_family", case_setuid_leaves_family },
 	{ "setuid_shared_back", case_setuid_shared_back },

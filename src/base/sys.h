@@ -84,6 +84,7 @@ static inline long sys_write(int fd, const void *buf, size_t n) { return SYS_(SY
 static inline long sys_pread(int fd, void *buf, size_t n, off_t off) { return SYS_(SYS_pread64, fd, buf, n, off, 0, 0); }
 static inline long sys_pwrite(int fd, const void *buf, size_t n, off_t off) { return SYS_(SYS_pwrite64, fd, buf, n, off, 0, 0); }
 static inline long sys_lseek(int fd, off_t off, int whence) { return SYS_(SYS_lseek, fd, off, whence, 0, 0, 0); }
+static inline long sys_getxattr(const char *path, const char *name, void *v, size_t n) { return SYS_(SYS_getxattr, path, name, v, n, 0, 0); }
 static inline int sys_close(int fd) { return (int)SYS_(SYS_close, fd, 0, 0, 0, 0, 0); }
 static inline int sys_openat(int dir, const char *path, int flags, int mode) { return (int)SYS_(SYS_openat, dir, path, flags, mode, 0, 0); }
 static inline int sys_fcntl(int fd, int cmd, long arg) { return (int)SYS_(SYS_fcntl, fd, cmd, arg, 0, 0, 0); }

@@ -1546,21 +1546,21 @@ static int exec_failed(int rc, char **env, char *const envp[])
 
 static int do_execve(const char *path, char *const argv[], char *const envp[])
 {
-	char **env = shim_exec_prepare(envp, path, 1);
+	char **env = shim_exec_prepare(envp, shim_image_secure(AT_FDCWD, path, 0), 1);
 
 	return exec_failed(REAL(execve)(path, argv, env), env, envp);
 }
 
 static int do_execvpe(const char *file, char *const argv[], char *const envp[])
 {
-	char **env = shim_exec_prepare(envp, file, 1);
+	char **env = shim_exec_prepare(envp, shim_image_secure_search(file), 1);
 
 	return exec_failed(REAL(execvpe)(file, argv, env), env, envp);
 }
 
 EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
 {
-	char **env = shim_exec_prepare(envp, NULL, 1);
+	char **env = shim_exec_prepare(envp, shim_image_secure(fd, "", AT_EMPTY_PATH), 1);
 
 	return exec_failed(REAL(fexecve)(fd, argv, env), env, envp);
 }
@@ -1577,7 +1577,7 @@ EXPORT int execveat(int dir, const char *path, char *const argv[], char *const e
 		errno = ENOSYS;
 		return -1;
 	}
-	char **env = shim_exec_prepare(envp, NULL, 1);
+	char **env = shim_exec_prepare(envp, shim_image_secure(dir, path, flags), 1);
 	return exec_failed(real(dir, path, argv, env, flags), env, envp);
 }
 
@@ -1669,8 +1669,14 @@ static int spawn(int search, pid_t *pid, const char *path, const posix_spawn_fil
 		 const posix_spawnattr_t *at, char *const argv[], char *const envp[])
 {
 	pid_t child = 0;
+	short fl = 0;
+	if (at)
+		posix_spawnattr_getflags(at, &fl);
+	/* RESETIDS: the child takes our real ids for its effective ones. */
+	int secure = (search ? shim_image_secure_search(path) : shim_image_secure(AT_FDCWD, path, 0)) ||
+		     ((fl & POSIX_SPAWN_RESETIDS) && (getuid() != geteuid() || getgid() != getegid()));
 	shim_spawn_prepare(fa);
-	char **env = shim_exec_prepare(envp ? envp : environ, path, 0);
+	char **env = shim_exec_prepare(envp ? envp : environ, secure, 0);
 	shim_spawn_begin();
 	int rc = search ? REAL(posix_spawnp)(&child, path, fa, at, argv, env)
 			: REAL(posix_spawn)(&child, path, fa, at, argv, env);

@@ -20,7 +20,9 @@
  * what the slot says before it is believed.  posix_spawn: the same, for a
  * child.
  */
+#include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -488,9 +490,71 @@ static char **nothing_crosses(char *const envp[])
 	return (char **)envp;
 }
 
-char **shim_exec_prepare(char *const envp[], const char *path, int replaces)
+/* --- Images that change credentials -------------------------------------------
+ * The kernel runs a set-user-ID or set-group-ID file, or one with file
+ * capabilities, with other credentials than the caller's (a secure exec:
+ * the loader then ignores LD_PRELOAD), so the arena must not go along: a
+ * helper's `su`-like set-user-ID program, which became another user and
+ * exec'd a program with the fds it got, handed that user the arena, who
+ * read the family's stream by rewriting a slot's ring pointer.  Nor for
+ * posix_spawn's POSIX_SPAWN_RESETIDS with effective ids not our real ones
+ * (spawn, preload.c).  All of it with system calls and the stack alone: a
+ * vfork child asks too. */
+
+static int has_caps(int dir, const char *path, int at_flags)
 {
-	(void)path;
+	char p[PATH_MAX + 32];
+	int k = dir == AT_FDCWD ? snprintf(p, sizeof(p), "%s", path)
+	      : (at_flags & AT_EMPTY_PATH) && !*path ? snprintf(p, sizeof(p), "/proc/self/fd/%d", dir)
+						     : snprintf(p, sizeof(p), "/proc/self/fd/%d/%s", dir, path);
+
+	if (k < 0 || (size_t)k >= sizeof(p))
+		return 1;
+	long n = sys_getxattr(p, "security.capability", NULL, 0);
+	return n > 0 || (n < 0 && n != -ENODATA && n != -EOPNOTSUPP);
+}
+
+int shim_image_secure(int dir, const char *path, int at_flags)
+{
+	struct stat st;
+
+	if (sys_fstatat(dir, path, &st, at_flags & (AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)) < 0)
+		return 1;
+	if ((st.st_mode & S_ISUID) || ((st.st_mode & S_ISGID) && (st.st_mode & S_IXGRP)))
+		return 1;
+	return has_caps(dir, path, at_flags);
+}
+
+int shim_image_secure_search(const char *file)
+{
+	const char *p = getenv("PATH");
+	char buf[PATH_MAX];
+	size_t len = strlen(file);
+	struct stat st;
+
+	if (strchr(file, '/'))
+		return shim_image_secure(AT_FDCWD, file, 0);
+	for (p = p ? p : "/bin:/usr/bin";; p++) {
+		const char *e = p;
+		while (*e && *e != ':')
+			e++;
+		size_t n = (size_t)(e - p);
+		if (n + len + 3 < sizeof(buf)) {
+			memcpy(buf, n ? p : ".", n ? n : 1);
+			buf[n ? n : 1] = '/';
+			memcpy(buf + (n ? n : 1) + 1, file, len + 1);
+			if (sys_fstatat(AT_FDCWD, buf, &st, 0) == 0 && S_ISREG(st.st_mode) &&
+			    (st.st_mode & 0111))
+				return shim_image_secure(AT_FDCWD, buf, 0);
+		}
+		if (!*e)
+			return 1; /* not found: the exec fails */
+		p = e;
+	}
+}
+
+char **shim_exec_prepare(char *const envp[], int secure, int replaces)
+{
 	if (atomic_load(&shim_hands_off))
 		return (char **)envp;
 	int afd = shim_arena_fd(); /* a copy, ours to close */
@@ -522,7 +586,7 @@ char **shim_exec_prepare(char *const envp[], const char *path, int replaces)
 	 * setuid() it gave another user the slots' pointers, which every
 	 * member follows (a helper's attack read a root server's stream from
 	 * a program it exec'd as another user, without the library). */
-	int pass = in.n > 0 && shim_arena_creds_same();
+	int pass = in.n > 0 && shim_arena_creds_same() && !secure;
 	size_t j = 0;
 	for (size_t i = 0; i < n; i++)
 		if (strncmp(envp[i], SHIM_INHERIT_ENV "=", sizeof(SHIM_INHERIT_ENV)))

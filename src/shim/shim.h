@@ -866,10 +866,16 @@ void shim_kick_others(void);
 /* --- Processes (proc.c, scm.c) --------------------------------------------- */
 
 #define SHIM_INHERIT_ENV "SHUNT_INHERIT"
-/* Before exec (replaces 1: this process's image; 0: posix_spawn's child):
+/* Before exec (replaces 1: this process's image; 0: posix_spawn's child;
+ * `secure`: the image runs with other credentials, shim_image_secure):
  * returns the environment to pass (envp itself, or a copy with
  * SHUNT_INHERIT, freed by shim_exec_done). */
-char **shim_exec_prepare(char *const envp[], const char *path, int replaces);
+char **shim_exec_prepare(char *const envp[], int secure, int replaces);
+/* Would the kernel run the image at dir/path (execveat's flags) with
+ * other credentials than ours (set-user-ID, set-group-ID, file
+ * capabilities)?  1 when unknown.  _search: found as execvp finds it. */
+int shim_image_secure(int dir, const char *path, int at_flags);
+int shim_image_secure_search(const char *file);
 void shim_exec_done(char **env, char *const envp[]);
 /* At start-up: adopt what a parent image left in SHUNT_INHERIT. */
 void shim_inherit(void);
