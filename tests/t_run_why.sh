@@ -96,6 +96,13 @@ run path PATH="$T:$PATH" -- "$shunt" run -- static
 warns path "$T/static is statically linked"
 run quiet SHUNT_LOG=none -- "$shunt" run -- "$T/static"
 silent quiet
+# A FIFO of that name first on PATH (another user's, in a directory open to
+# them): execvp passes over it, and so must the look inside (it hung on the
+# FIFO's open for good).
+mkdir "$T/fifo"
+mkfifo -m 755 "$T/fifo/dynamic"
+run pathfifo PATH="$T/fifo:$T:$PATH" -- timeout 10 "$shunt" run -- dynamic
+silent pathfifo
 
 if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null; then
 	cp "$T/dynamic" "$T/setuid"

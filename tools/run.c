@@ -56,12 +56,23 @@ static int find_lib(char *out, size_t n)
 
 /* --- Why the library would not reach the program ---------------------- */
 
+/* A regular file we may execute, as execve() runs: a FIFO there (one
+ * another user made in a directory on PATH) is passed over by execvp, and
+ * opening it to look inside hung `shunt run` for good (a helper's
+ * attack). */
+static int runnable(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0 ? 0 : -1;
+}
+
 /* The file execvp() would run for NAME, into out; -1 if none. */
 static int resolve(const char *name, char *out, size_t n)
 {
 	if (strchr(name, '/')) {
 		snprintf(out, n, "%s", name);
-		return access(out, X_OK);
+		return runnable(out);
 	}
 	const char *path = getenv("PATH");
 	if (!path || !*path)
@@ -71,7 +82,7 @@ static int resolve(const char *name, char *out, size_t n)
 		int len = (int)(end - p);
 		/* An empty element is the current directory, as for execvp. */
 		if (snprintf(out, n, "%.*s/%s", len ? len : 1, len ? p : ".", name) < (int)n &&
-		    access(out, X_OK) == 0)
+		    runnable(out) == 0)
 			return 0;
 		p = *end ? end + 1 : end;
 	}
@@ -193,7 +204,8 @@ static const char *why_not(const char *path, char *what, size_t n, int depth)
 	struct stat st;
 	struct elf_facts f;
 	char head[256];
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* Non-blocking: a FIFO put in place since resolve() looked. */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 
 	if (fd < 0)
 		return NULL;
