@@ -282,6 +282,16 @@ static void child_log_given(void *arg)
 	exit(0);
 }
 
+/* An empty file at conf_path, uid 1001's. */
+static void their_file(void)
+{
+	int fd = open(conf_path, O_CREAT | O_EXCL | O_WRONLY, 0666);
+
+	ASSERT_SYS(fd);
+	close(fd);
+	ASSERT_SYS(chown(conf_path, 1001, 1001));
+}
+
 static int fill_fifo(const char *path)
 {
 	static char junk[4096];
@@ -311,19 +321,13 @@ static void test_log_targets(void)
 		test_log("a full FIFO as the log: lines dropped, no wait");
 		return;
 	}
-	fd = open(conf_path, O_CREAT | O_EXCL | O_WRONLY, 0666);
-	ASSERT_SYS(fd);
-	close(fd);
-	ASSERT_SYS(chown(conf_path, 1001, 1001));
+	their_file();
 	test_wait_ok(test_fork(child_log_theirs, NULL), 5);
 	unlink(conf_path);
 	char dir[] = "/tmp/t_config.XXXXXX";
 	ASSERT_NOT_NULL(mkdtemp(dir));
 	snprintf(conf_path, sizeof(conf_path), "%s/given.log", dir);
-	fd = open(conf_path, O_CREAT | O_EXCL | O_WRONLY, 0666);
-	ASSERT_SYS(fd);
-	close(fd);
-	ASSERT_SYS(chown(conf_path, 1001, 1001));
+	their_file();
 	test_wait_ok(test_fork(child_log_given, NULL), 5);
 	unlink(conf_path);
 	rmdir(dir);

@@ -663,6 +663,25 @@ static void case_clone_forks(void)
 	}
 }
 
+/* This process to nobody's ids, as a worker dropping privileges does: 0,
+ * or -1. */
+static int drop_to_nobody(void)
+{
+	return setgroups(0, NULL) < 0 || setresgid(65534, 65534, 65534) < 0 ||
+			       setresuid(65534, 65534, 65534) < 0
+		       ? -1
+		       : 0;
+}
+
+/* Whether this case can change ids (root, the library on). */
+static int can_drop(void)
+{
+	if (geteuid() == 0 && !ts_disabled())
+		return 1;
+	test_log("not root, or the library is off: not tried");
+	return 0;
+}
+
 /* What `ls -l /proc/self/fd` and `ls -iL /proc/self/fd` (the inodes of
  * the files) print in a program exec'd without the library by a child of
  * ours: as another user (root only) with a moved socket it inherits, or
@@ -690,8 +709,7 @@ static void ls_fds_by(const char *sh, int other_user, char *out, size_t n)
 	ASSERT_SYS(child);
 	if (child == 0) {
 		dup2(p[1], 1);
-		if (other_user && (setgroups(0, NULL) < 0 || setresgid(65534, 65534, 65534) < 0 ||
-				   setresuid(65534, 65534, 65534) < 0))
+		if (other_user && drop_to_nobody() < 0)
 			_exit(126);
 		execve(sh, argv, envp);
 		_exit(127);
@@ -717,10 +735,8 @@ static void case_exec_setuid_image(void)
 	char dir[] = "/tmp/t_shim_proc.XXXXXX", sh[64], buf[65536];
 	int a, b;
 
-	if (geteuid() != 0 || ts_disabled()) {
-		test_log("not root, or the library is off: no set-user-ID file made");
+	if (!can_drop())
 		return;
-	}
 	ASSERT_NOT_NULL(mkdtemp(dir));
 	snprintf(sh, sizeof(sh), "%s/sh", dir);
 	int in = open("/bin/sh", O_RDONLY | O_CLOEXEC), o = open(sh, O_CREAT | O_WRONLY | O_CLOEXEC, 0700);
@@ -784,10 +800,8 @@ static int spawn_resetids(void)
 
 static void case_spawn_resetids(void)
 {
-	if (geteuid() != 0 || ts_disabled()) {
-		test_log("not root, or the library is off: no ids to reset");
+	if (!can_drop())
 		return;
-	}
 	fflush(NULL);
 	pid_t child = fork();
 	ASSERT_SYS(child);
@@ -911,19 +925,27 @@ static unsigned long arena_inode(void)
 	return ino;
 }
 
-/* Our arena's mapping, whole, to scribble on as a compromised worker
+/* Our arena's mapping, from /proc/self/maps: [*lo, *hi), or both 0. */
+static void arena_span(unsigned long *lo, unsigned long *hi)
+{
+	char line[512];
+	FILE *f = fopen("/proc/self/maps", "r");
+
+	*lo = *hi = 0;
+	ASSERT_NOT_NULL(f);
+	while (fgets(line, sizeof(line), f))
+		if (strstr(line, "shunt-arena") && sscanf(line, "%lx-%lx", lo, hi) == 2)
+			break;
+	fclose(f);
+}
+
+/* Our arena's slots, all of them, scribbled on as a compromised worker
  * would. */
 static void scribble_arena(void)
 {
-	char line[512];
-	unsigned long lo = 0, hi = 0;
-	FILE *f = fopen("/proc/self/maps", "r");
+	unsigned long lo, hi;
 
-	ASSERT_NOT_NULL(f);
-	while (fgets(line, sizeof(line), f))
-		if (strstr(line, "shunt-arena") && sscanf(line, "%lx-%lx", &lo, &hi) == 2)
-			break;
-	fclose(f);
+	arena_span(&lo, &hi);
 	if (hi > lo + 65536)
 		memset((char *)lo + 65536, 0x41, hi - lo - 65536);
 }
@@ -931,16 +953,10 @@ static void scribble_arena(void)
 /* Slots in our arena that say "moved" (state 3, docs/design.md). */
 static int moved_slots(void)
 {
-	char line[512];
-	unsigned long lo = 0, hi = 0;
+	unsigned long lo, hi;
 	int n = 0;
-	FILE *f = fopen("/proc/self/maps", "r");
 
-	ASSERT_NOT_NULL(f);
-	while (fgets(line, sizeof(line), f))
-		if (strstr(line, "shunt-arena") && sscanf(line, "%lx-%lx", &lo, &hi) == 2)
-			break;
-	fclose(f);
+	arena_span(&lo, &hi);
 	for (unsigned long at = lo + 65536; at + 1024 <= hi; at += 1024)
 		n += *(const volatile uint32_t *)(at + 4) == 3;
 	return n;
@@ -952,8 +968,7 @@ static int dropped_worker(unsigned long family_ino)
 	int c, d;
 
 	ts_moved_pair(&c, &d); /* its own, before the drop */
-	if (setgroups(0, NULL) < 0 || setresgid(65534, 65534, 65534) < 0 ||
-	    setresuid(65534, 65534, 65534) < 0)
+	if (drop_to_nobody() < 0)
 		return 10;
 	if (arena_inode() == family_ino)
 		return 11; /* still the family's arena */
@@ -979,10 +994,8 @@ static void case_setuid_leaves_family(void)
 {
 	int a, b;
 
-	if (geteuid() != 0 || ts_disabled()) {
-		test_log("not root, or the library is off: nothing to drop");
+	if (!can_drop())
 		return;
-	}
 	ts_moved_pair(&a, &b);
 	unsigned long ino = arena_inode();
 	ASSERT_MSG(ino != 0, "no arena mapped: nothing tested");
@@ -996,8 +1009,8 @@ static void case_setuid_leaves_family(void)
 	}
 	int st = test_wait(child, ts_ms(20000) / 1000.0);
 	ASSERT_MSG(st == 0, "the worker: wait status %#x (exit 10: the drop failed, 11: the "
-			    "family's arena still mapped, 12: its own connection left its rings, 13: not only its "
-			    "own moved slots in its arena)", st);
+			    "family's arena still mapped, 12: its own connection left its rings, "
+			    "13: not only its own moved slots in its arena)", st);
 	ts_send_stream(a, shim_seed(62), 0, MIB, ts_ms(5000));
 	ts_recv_stream(b, shim_seed(62), 0, MIB, ts_ms(5000));
 	ts_send_stream(b, shim_seed(63), 0, MIB, ts_ms(5000));
@@ -1015,18 +1028,15 @@ static void case_setuid_shared_back(void)
 {
 	int a, b;
 
-	if (geteuid() != 0 || ts_disabled()) {
-		test_log("not root, or the library is off: nothing to drop");
+	if (!can_drop())
 		return;
-	}
 	ts_moved_pair(&a, &b);
 	fflush(NULL);
 	pid_t child = fork();
 	ASSERT_SYS(child);
 	if (child == 0) {
 		close(b);
-		if (setgroups(0, NULL) < 0 || setresgid(65534, 65534, 65534) < 0 ||
-		    setresuid(65534, 65534, 65534) < 0)
+		if (drop_to_nobody() < 0)
 			_exit(10);
 		if (ts_moved(a))
 			_exit(11);
