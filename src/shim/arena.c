@@ -688,27 +688,43 @@ int shunt__shim_arena_used(void)
  * that changes a slot between the copy and the mapping changes the old
  * one: the window is the copy's, once per change of credentials. */
 
-/* Copy the data of `old` (the arena's memfd) into fd through the mapping
- * a.  Only its data: reading a hole through the mapping would fill it. */
-static int copy_data(const struct arena_hdr *a, int old, int fd)
+/* Each range [d, h) of data in memfd fd from `at` on, to fn, which may
+ * stop the walk with an error.  Only its data: a hole is zeros, and
+ * reading one through a mapping would fill it. */
+static int each_data(int fd, long at, int (*fn)(long d, long h, void *arg), void *arg)
 {
-	long at = 0;
-
 	while (at < (long)ARENA_SIZE) {
-		long d = sys_lseek(old, at, SEEK_DATA);
+		long d = sys_lseek(fd, at, SEEK_DATA);
 		if (d == -ENXIO)
 			return 0;
-		long h = d < 0 ? d : sys_lseek(old, d, SEEK_HOLE);
+		long h = d < 0 ? d : sys_lseek(fd, d, SEEK_HOLE);
 		if (h < 0)
 			return (int)h;
 		h = SHUNT_MIN(h, (long)ARENA_SIZE);
-		for (long p = d; p < h;) {
-			long n = sys_pwrite(fd, (const uint8_t *)a + p, (size_t)(h - p), p);
-			if (n <= 0)
-				return n < 0 ? (int)n : -EIO;
-			p += n;
-		}
+		int rc = fn(d, h, arg);
+		if (rc < 0)
+			return rc;
 		at = h;
+	}
+	return 0;
+}
+
+struct leaving {
+	struct arena_hdr *a;
+	int fd;  /* the new arena's memfd */
+	int pid;
+};
+
+/* The old arena's data in [d, h), written into the new one's memfd. */
+static int copy_range(long d, long h, void *arg)
+{
+	const struct leaving *l = arg;
+
+	for (long p = d; p < h;) {
+		long n = sys_pwrite(l->fd, (const uint8_t *)l->a + p, (size_t)(h - p), p);
+		if (n <= 0)
+			return n < 0 ? (int)n : -EIO;
+		p += n;
 	}
 	return 0;
 }
@@ -725,38 +741,36 @@ static int ours(struct tslot *s, int pid)
 	return 0;
 }
 
+/* The slots in [d, h) of the copy that are not ours, zeroed. */
+static int forget_range(long d, long h, void *arg)
+{
+	const struct leaving *l = arg;
+	int i = (int)((d - ARENA_SLOTS_OFF) / ARENA_SLOT_SIZE);
+
+	for (; i < ARENA_SLOTS && ARENA_SLOTS_OFF + (long)i * ARENA_SLOT_SIZE < h; i++) {
+		struct tslot *s = slot_of(l->a, i);
+		if (atomic_load(&s->state) != SLOT_FREE && !ours(s, l->pid))
+			memset(s, 0, sizeof(*s));
+	}
+	return 0;
+}
+
 /* What the copy holds of the processes we leave behind is theirs: their
  * lines, and their slots, whose pointers name places in their address
- * space (a program we exec would get them with the arena).  Only the
- * copy's data is looked at (fd's): a hole read through the mapping would
- * be filled. */
-static void forget_theirs(struct arena_hdr *a, int fd)
+ * space (a program we exec would get them with the arena). */
+static void forget_theirs(struct leaving *l)
 {
-	int pid = shim_pid();
-	long at = ARENA_SLOTS_OFF;
-
 	for (int i = 0; i < ARENA_PROCS; i++)
-		if (atomic_load(&a->procs[i].pid) != pid)
-			atomic_store(&a->procs[i].pid, 0);
-	while (at < (long)ARENA_SIZE) {
-		long d = sys_lseek(fd, at, SEEK_DATA);
-		long h = d < 0 ? d : sys_lseek(fd, d, SEEK_HOLE);
-		if (h < 0)
-			return;
-		int i = (int)((d - ARENA_SLOTS_OFF) / ARENA_SLOT_SIZE);
-		for (; i < ARENA_SLOTS && ARENA_SLOTS_OFF + (long)i * ARENA_SLOT_SIZE < h; i++) {
-			struct tslot *s = slot_of(a, i);
-			if (atomic_load(&s->state) != SLOT_FREE && !ours(s, pid))
-				memset(s, 0, sizeof(*s));
-		}
-		at = h;
-	}
+		if (atomic_load(&l->a->procs[i].pid) != l->pid)
+			atomic_store(&l->a->procs[i].pid, 0);
+	each_data(l->fd, ARENA_SLOTS_OFF, forget_range, l);
 }
 
 static int leave(struct arena_hdr *a)
 {
 	int old = shim_arena_fd();
 	int fd = shunt__hide_fd(sys_memfd_create("shunt-arena", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+	struct leaving l = { a, fd, shim_pid() };
 	int rc = old < 0 ? old : fd;
 
 	if (rc >= 0)
@@ -764,7 +778,7 @@ static int leave(struct arena_hdr *a)
 	if (rc == 0)
 		rc = sys_fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
 	if (rc == 0)
-		rc = copy_data(a, old, fd);
+		rc = each_data(old, 0, copy_range, &l);
 	if (rc == 0) {
 		long p = sys_mmap(a, ARENA_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
 		rc = (unsigned long)p > -4096ul ? (int)p : 0;
@@ -781,7 +795,7 @@ static int leave(struct arena_hdr *a)
 		shunt__own_del(&arena_park);
 		sys_close(park_fd);
 	}
-	forget_theirs(a, fd);
+	forget_theirs(&l);
 	creds_now(arena_uid, arena_gid);
 	park(fd);
 	return 0;

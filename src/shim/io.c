@@ -1000,12 +1000,12 @@ static ssize_t plain_send(struct tsock *t, int fd, const void *buf, size_t len, 
  * in our full ring that finds the peer waiting for room too (its wait
  * word), our ring from it full, and neither ring moving for JAM_NS gives
  * up on the ring: TF_JAM, once per connection, and the send goes back to
- * TCP (tx_route), whose buffers take the rest.  The wait is a send's (bell.c: it lets go of the
- * ring) or a poll for room (shim_readiness: writable, so that the program
- * sends).  The side that made the segment acts first and the other
- * later, so that two ends stuck alike do not both ask: the later one
- * finds the ask and answers.  A hostile peer's words only make us go back
- * to TCP.
+ * TCP (tx_route), whose buffers take the rest.  The wait is a send's
+ * (bell.c: it lets go of the ring) or a poll for room (shim_readiness:
+ * writable, so that the program sends).  The side that made the segment
+ * acts first and the other later, so that two ends stuck alike do not
+ * both ask: the later one finds the ask and answers.  A hostile peer's
+ * words only make us go back to TCP.
  */
 #define JAM_NS (50ll * 1000000)
 

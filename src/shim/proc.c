@@ -538,11 +538,13 @@ int shim_image_secure_search(const char *file)
 		const char *e = p;
 		while (*e && *e != ':')
 			e++;
-		size_t n = (size_t)(e - p);
-		if (n + len + 3 < sizeof(buf)) {
-			memcpy(buf, n ? p : ".", n ? n : 1);
-			buf[n ? n : 1] = '/';
-			memcpy(buf + (n ? n : 1) + 1, file, len + 1);
+		/* An empty element is the current directory, as for execvp. */
+		const char *dir = e > p ? p : ".";
+		size_t n = e > p ? (size_t)(e - p) : 1;
+		if (n + len + 2 <= sizeof(buf)) {
+			memcpy(buf, dir, n);
+			buf[n] = '/';
+			memcpy(buf + n + 1, file, len + 1);
 			if (sys_fstatat(AT_FDCWD, buf, &st, 0) == 0 && S_ISREG(st.st_mode) &&
 			    (st.st_mode & 0111))
 				return shim_image_secure(AT_FDCWD, buf, 0);
