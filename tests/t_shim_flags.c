@@ -2184,6 +2184,52 @@ static void case_opt_then_stdio(void)
 	ASSERT_EQ(fclose(f), 0);
 }
 
+/* The peer answers our way back from a read that returns at once (our
+ * bytes wait in our ring), then waits elsewhere for seconds.  What it had
+ * sent into its ring that we did not read must reach our socket at its
+ * answer, not at its next call on the socket, which may never come while
+ * it waits for us (a helper's reproducer read those 64 KiB 8 s late, and
+ * closed with them unread: a FIN where TCP's close resets). */
+struct answer_peer {
+	int go[2]; /* parent -> peer: "we hand over now", "we read yours" */
+	uint64_t seed;
+};
+
+static void answer_peer_main(int fd, void *arg)
+{
+	struct answer_peer *ap = arg;
+
+	ts_make_accelerated_follow(fd);
+	ts_send_stream(fd, ap->seed, 0, 64 * 1024, ts_ms(2000));
+	ts_token_recv(ap->go[0], ts_ms(10000));
+	test_sleep_ms(300); /* the parent's ask is up by then */
+	ts_recv_stream(fd, ap->seed + 1, 0, 1000, ts_ms(3000));
+	ts_token_recv(ap->go[0], ts_ms(10000));
+	ts_expect_eof(fd, ts_ms(3000));
+	ASSERT_SYS(close(fd));
+}
+
+static void case_stdio_peer_answers_idle(void)
+{
+	struct answer_peer ap = { .seed = shim_seed(84) };
+	struct shim_peer p;
+
+	ASSERT_SYS(pipe(ap.go));
+	ts_peer_start(&p, answer_peer_main, &ap);
+	ASSERT_SYS(close(ap.go[0]));
+	ts_make_accelerated_lead(p.fd);
+	ts_wait_arrived(p.fd, 64 * 1024, ts_ms(2000));
+	ts_send_stream(p.fd, ap.seed + 1, 0, 1000, ts_ms(2000));
+	ts_token_send(ap.go[1], 'h');
+	FILE *f = fdopen(p.fd, "r"); /* back to TCP: the peer answers from its read */
+	ASSERT_NOT_NULL(f);
+	ts_recv_stream(p.fd, ap.seed, 0, 64 * 1024, ts_ms(1500));
+	ts_token_send(ap.go[1], 'r');
+	ASSERT_EQ(fclose(f), 0);
+	ts_peer_wait(&p, ts_ms(5000));
+	ASSERT_SYS(close(ap.go[1]));
+}
+
 /* TCP_INQ set after the move: each recvmsg says TCP_CM_INQ, the bytes left
  * plus the peer's FIN once it came (TCP counts its sequence number), as
  * TCP's; with no room for it, MSG_CTRUNC.  It took the connection back to
@@ -2371,6 +2417,7 @@ static const struct shim_case g_cases[] = {
 	{ "opt_peer_idle", case_opt_peer_idle },
 	{ "inq_after_move", case_inq_after_move },
 	{ "opt_then_stdio", case_opt_then_stdio },
+	{ "stdio_peer_answers_idle", case_stdio_peer_answers_idle },
 	{ "fionread_peer_back", case_fionread_peer_back },
 	{ "peek_peer_back", case_peek_peer_back },
 	{ "opt_after_peer_close", case_opt_after_peer_close },

@@ -50,6 +50,8 @@
 #include "sys.h"
 
 #define ASK_NS (5ll * 1000000000)
+/* How long an answer waits for the asker's BACK to send the rest at once. */
+#define ANSWERED_NS (200ll * 1000000)
 #define UNKNOWN (~0ull)
 
 static struct shunt_switch *sw_of(struct tslot *s, int side)
@@ -270,16 +272,19 @@ void shim_back_answer_locked(struct tsock *t, int fd)
 		  (unsigned long long)total);
 }
 
-void shim_back_answer(struct tsock *t, int fd)
+/* 1 when this call answered (not another thread, nor the asker for us). */
+int shim_back_answer(struct tsock *t, int fd)
 {
 	struct tslot *s = t->slot;
 
 	if (atomic_load(&s->phase) & PH_TX_BACK)
-		return;
+		return 0;
 	shim_lock(&s->tx_mu);
+	int now = !(atomic_load(&s->phase) & PH_TX_BACK);
 	shim_back_answer_locked(t, fd);
 	shim_unlock(&s->tx_mu);
 	shim_back_settle(t, fd);
+	return now;
 }
 
 /* Send what is left of our ring into TCP.  0 when all of it went; -EAGAIN
@@ -324,14 +329,15 @@ static int flush_locked(struct tsock *t, int fd, int block)
 	return 0;
 }
 
-/* The asker says BACK right after our answer; a blocking send waits. */
-static int wait_asker(struct tslot *s, int block)
+/* The asker says BACK right after our answer: 0 once it did, -ECONNRESET
+ * if it closed (or did not by the deadline); 0 as deadline: no wait. */
+static int wait_asker(struct tslot *s, int64_t deadline)
 {
-	int64_t deadline = shunt_now_ns() + ASK_NS, ns = 20000;
+	int64_t ns = 20000;
 
 	while (!(peer_flags(s) & SHUNT_SW_BACK)) {
 		int64_t st = shunt_end_peer_state(&s->end);
-		if (!block)
+		if (!deadline)
 			return -EAGAIN;
 		if (st < 0 || (st & SHUNT_ST_CLOSED) || shunt_now_ns() >= deadline)
 			return -ECONNRESET;
@@ -372,7 +378,9 @@ static void take_asker_bells(struct tsock *t, int fd)
 	rx_leave(t, fd, 0, 1); /* a read in progress takes them itself */
 }
 
-int shim_back_tx(struct tsock *t, int fd, int block)
+/* Our sends leave the ring: what the asker left unread in it goes by TCP
+ * first, once it said BACK (by the deadline; 0: no wait). */
+static int back_tx_by(struct tsock *t, int fd, int block, int64_t deadline)
 {
 	struct tslot *s = t->slot;
 
@@ -380,7 +388,7 @@ int shim_back_tx(struct tsock *t, int fd, int block)
 		return 0;
 	if (!(atomic_load(&s->phase) & PH_TX_BACK))
 		shim_back_answer(t, fd);
-	int rc = wait_asker(s, block);
+	int rc = wait_asker(s, deadline);
 	if (rc < 0)
 		return rc;
 	shim_lock(&s->tx_mu);
@@ -390,6 +398,26 @@ int shim_back_tx(struct tsock *t, int fd, int block)
 		take_asker_bells(t, fd);
 	shim_back_settle(t, fd);
 	return rc;
+}
+
+int shim_back_tx(struct tsock *t, int fd, int block)
+{
+	return back_tx_by(t, fd, block, block ? shunt_now_ns() + ASK_NS : 0);
+}
+
+/*
+ * This call just answered, from a read or a wait: the asker says BACK
+ * within moments (it holds its locks and only takes our doorbells off its
+ * stream first), and what it left unread in our ring goes by TCP then, as
+ * far as the kernel takes it without waiting.  Left to our next call on
+ * the socket, it waited for one that may come late or never: a program
+ * that read the data its answer found, then waited elsewhere, left the
+ * asker's new holder without bytes TCP had delivered long before (a
+ * helper's reproducer: 8 s; t_shim_flags stdio_peer_answers_idle).
+ */
+void shim_back_answered(struct tsock *t, int fd)
+{
+	back_tx_by(t, fd, 0, shunt_now_ns() + ANSWERED_NS);
 }
 
 /* Where the asker's ring data ends and its data resumes on TCP, once it

@@ -634,7 +634,8 @@ static int rx_back(struct tsock *t, int fd)
 		return 1;
 	if (!going_back(t))
 		return 0;
-	shim_back_answer(t, fd);
+	if (shim_back_answer(t, fd))
+		shim_back_answered(t, fd);
 	return shim_back_rx(t, fd, 1);
 }
 
@@ -2450,8 +2451,10 @@ static int kernel_revents(int fd, int events)
 /* The peer asked to go back to TCP: what can be done without waiting. */
 static void back_steps(struct tsock *t, int fd)
 {
-	shim_back_answer(t, fd);
-	shim_back_tx(t, fd, 0);
+	if (shim_back_answer(t, fd))
+		shim_back_answered(t, fd);
+	else
+		shim_back_tx(t, fd, 0);
 	shim_back_rx(t, fd, 0);
 }
 

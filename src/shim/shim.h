@@ -545,9 +545,12 @@ uint64_t shim_back_queued(struct tsock *t, int fd);
  * doorbells: the bytes put at buf (at most len; trunc: MSG_TRUNC, counted
  * only), or 0. */
 size_t shim_back_peek_past(struct tsock *t, int fd, void *buf, size_t len, int trunc);
-/* Answer it: our sends leave the ring.  _locked: tx_mu is held. */
-void shim_back_answer(struct tsock *t, int fd);
+/* Answer it: our sends leave the ring; 1 when this call answered.
+ * _locked: tx_mu is held.  shim_back_answered, after a read's or a wait's
+ * answer: what the peer left unread in our ring goes by TCP at once. */
+int shim_back_answer(struct tsock *t, int fd);
 void shim_back_answer_locked(struct tsock *t, int fd);
+void shim_back_answered(struct tsock *t, int fd);
 /* Our sends after the answer: send what the peer left unread in our ring
  * first.  0 when the kernel's socket carries our sends now; -EAGAIN (not
  * `block`) or another negative errno while some is left. */
