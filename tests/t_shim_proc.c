@@ -663,6 +663,74 @@ static void case_clone_forks(void)
 	}
 }
 
+/* --- A process that shares our fd table, not our memory -----------------------
+ * clone(CLONE_FILES) without CLONE_VM: what the other process does to the
+ * fds, its copy of the library sees, ours does not.  Its close of a moved
+ * socket and an open that took the number: our write went to the peer by
+ * the ring where the kernel writes to the file (a helper's reproducer). */
+static int files_kid_runs(void *arg)
+{
+	const struct clone_kid *k = arg;
+	char path[64];
+
+	snprintf(path, sizeof(path), "/tmp/t_shim_proc-files-%d", (int)getppid());
+	int f = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (f < 0 || dup2(f, k->fd) != k->fd || close(f) < 0)
+		return 10;
+	return 0;
+}
+
+static pid_t clone_files_by(int how, struct clone_kid *k)
+{
+	static char stack[256 * KIB] __attribute__((aligned(16)));
+	unsigned long flags = CLONE_FILES | SIGCHLD;
+	uint64_t args[11] = { CLONE_FILES, 0, 0, 0, SIGCHLD };
+	pid_t pid;
+
+	if (how == 2)
+		return clone(files_kid_runs, stack + sizeof(stack), (int)flags, k);
+	pid = how ? (pid_t)syscall(SYS_clone3, args, sizeof(args))
+		  : (pid_t)syscall(SYS_clone, flags, NULL, NULL, NULL, NULL);
+	if (pid == 0)
+		_exit(files_kid_runs(k));
+	return pid;
+}
+
+/* In a child of the test's (what it leaves behind is that process's). */
+static void files_shared(void *arg)
+{
+	int how = *(const int *)arg, a, b;
+	char path[64];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "/tmp/t_shim_proc-files-%d", (int)getpid());
+	ts_moved_pair(&a, &b);
+	struct clone_kid k = { a, 0, 0 };
+	fflush(NULL);
+	pid_t kid = clone_files_by(how, &k);
+	ASSERT_SYS(kid);
+	test_wait_ok(kid, ts_ms(5000) / 1000.0);
+	ASSERT_EQ(write(a, "hello", 5), 5);
+	ASSERT_SYS(stat(path, &st));
+	unlink(path);
+	ASSERT_MSG(st.st_size == 5, "the file holds %lld bytes, not the 5 written to its fd",
+		   (long long)st.st_size);
+	ts_expect_eof(b, ts_ms(3000));
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+static void case_clone_files(void)
+{
+	static const char *const names[3] = { "syscall(SYS_clone)", "syscall(SYS_clone3)",
+					      "clone()" };
+
+	for (int how = 0; how < 3; how++) {
+		test_log("%s with CLONE_FILES", names[how]);
+		test_wait_ok(test_fork(files_shared, &how), ts_ms(10000) / 1000.0);
+	}
+}
+
 /* This process to nobody's ids, as a worker dropping privileges does: 0,
  * or -1. */
 static int drop_to_nobody(void)
@@ -1165,6 +1233,7 @@ struct exec_arg {
 	int fd, other;
 	const char *mode;
 	char n[32];
+	int raw; /* 1: syscall(SYS_execve), 2: syscall(SYS_execveat) on an fd */
 };
 
 static void exec_launch(void *arg)
@@ -1176,7 +1245,14 @@ static void exec_launch(void *arg)
 	set_cloexec(e->fd, !strcmp(e->mode, "sleep-child"));
 	snprintf(fd, sizeof(fd), "%d", e->fd);
 	char *argv[] = { (char *)ts_self(), (char *)e->mode, fd, (char *)e->n, NULL };
-	execve(ts_self(), argv, environ);
+	if (e->raw == 1)
+		syscall(SYS_execve, ts_self(), argv, environ);
+	if (e->raw == 2) {
+		int img = open(ts_self(), O_PATH | O_CLOEXEC);
+		syscall(SYS_execveat, img, "", argv, environ, AT_EMPTY_PATH);
+	}
+	if (!e->raw)
+		execve(ts_self(), argv, environ);
 	TEST_FAIL_MSG("execve(%s): %s", ts_self(), strerror(errno));
 }
 
@@ -1374,13 +1450,13 @@ static void case_sshd_like(void)
 	ASSERT_SYS(close(b));
 }
 
-static void case_exec(void)
+static void exec_by(int raw)
 {
 	int a, b, out[2];
 
 	ts_moved_pair(&a, &b);
 	ASSERT_SYS(pipe2(out, O_CLOEXEC));
-	struct sleep_arg s = { { a, b, "exec-child", "" }, out[1] };
+	struct sleep_arg s = { { a, b, "exec-child", "", raw }, out[1] };
 	snprintf(s.e.n, sizeof(s.e.n), "%d", EXEC_N);
 	pid_t child = test_fork(sleep_launch, &s);
 	close(out[1]);
@@ -1392,6 +1468,23 @@ static void case_exec(void)
 	test_wait_ok(child, ts_ms(5000) / 1000.0);
 	ts_expect_eof(b, ts_ms(3000));
 	ASSERT_SYS(close(b));
+}
+
+static void case_exec(void)
+{
+	exec_by(0);
+}
+
+/* The same through libc's syscall(), which no exec wrapper sees: the new
+ * image took the moved socket for a plain one, and the peer read its
+ * writes as bytes behind the library's back (a reset, both sides; a
+ * helper's reproducer with SYS_execveat). */
+static void case_exec_raw(void)
+{
+	test_log("syscall(SYS_execve)");
+	exec_by(1);
+	test_log("syscall(SYS_execveat, fd, \"\", AT_EMPTY_PATH)");
+	exec_by(2);
 }
 
 /* The new image ("sleep-child FD MS"): its fd must be gone; it tells us
@@ -1418,7 +1511,7 @@ static void case_exec_cloexec(void)
 	ts_send_stream(a, shim_seed(5), 0, 1000, ts_ms(2000));
 	ts_recv_stream(b, shim_seed(5), 0, 1000, ts_ms(2000));
 	ASSERT_SYS(pipe2(out, O_CLOEXEC));
-	struct sleep_arg s = { { a, b, "sleep-child", "" }, out[1] };
+	struct sleep_arg s = { { a, b, "sleep-child", "", 0 }, out[1] };
 	snprintf(s.e.n, sizeof(s.e.n), "%d", ts_ms(3000));
 	pid_t child = test_fork(sleep_launch, &s);
 	ASSERT_SYS(close(a));
@@ -1901,6 +1994,7 @@ static const struct shim_case g_cases[] = {
 	{ "fork_fails", case_fork_fails },
 	{ "fork_kin", case_fork_kin },
 	{ "clone_forks", case_clone_forks },
+	{ "clone_files", case_clone_files },
 	{ "exec_arena", case_exec_arena },
 	{ "exec_setuid_image", case_exec_setuid_image },
 	{ "spawn_resetids", case_spawn_resetids },
@@ -1914,6 +2008,7 @@ static const struct shim_case g_cases[] = {
 	{ "sshd_like", case_sshd_like },
 	{ "exec_cloexec_parent_moves", case_exec_cloexec_parent_moves },
 	{ "exec", case_exec },
+	{ "exec_raw", case_exec_raw },
 	{ "exec_cloexec", case_exec_cloexec },
 	{ "system_child_writes", case_system_child_writes },
 	{ "popen_child_reads", case_popen_child_reads },

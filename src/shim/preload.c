@@ -220,24 +220,53 @@ static int forklike(unsigned long flags)
 	return !(flags & (CLONE_VM | CLONE_FILES | CLONE_THREAD | CLONE_VFORK | CLONE_SETTLS));
 }
 
-/* The flags of a raw clone or clone3 that forks on the caller's stack, or
- * -1.  clone3's arguments are read as the kernel would: a bad pointer is
- * its EFAULT, not our crash. */
-static long raw_fork_flags(long nr, const long a[6])
+/*
+ * A clone whose child shares our fd table but not our memory: what it does
+ * to the fds, its copy of the library sees and ours does not (its close of
+ * a moved socket, an open that took the number: our write went to the
+ * peer where the kernel writes to the file).  Neither can keep the other's
+ * books, so both let go of shared memory before it exists.
+ */
+static void files_not_memory(unsigned long flags)
 {
-	if (nr != SYS_clone && nr != SYS_clone3)
-		return -1;
-	if (atomic_load(&shim_hands_off) || shim_in_vfork_child())
-		return -1;
-	if (nr == SYS_clone)
-		return forklike((unsigned long)a[0]) && !a[1] ? a[0] : -1;
+	if ((flags & CLONE_FILES) && !(flags & CLONE_VM) && !shim_in_vfork_child())
+		hands_off("a clone that shares the fd table and not the memory");
+}
+
+/* A raw clone's or clone3's flags (*stack: whether it gives the child a
+ * stack), or -1.  clone3's arguments are read as the kernel would: a bad
+ * pointer is its EFAULT, not our crash. */
+static long raw_clone_flags(long nr, const long a[6], int *stack)
+{
+	if (nr == SYS_clone) {
+		*stack = a[1] != 0;
+		return a[0];
+	}
 	uint64_t args[6]; /* flags, pidfd, child_tid, parent_tid, exit_signal, stack */
 	struct iovec mine = { args, sizeof(args) }, theirs = { (void *)a[0], sizeof(args) };
 	if (nr == SYS_clone3 && (size_t)a[1] >= sizeof(args) &&
 	    REAL(syscall)(SYS_process_vm_readv, sys_getpid(), &mine, 1, &theirs, 1, 0) ==
-		    (long)sizeof(args))
-		return forklike(args[0]) && !args[5] ? (long)args[0] : -1;
+		    (long)sizeof(args)) {
+		*stack = args[5] != 0;
+		return (long)args[0] < 0 ? -1 : (long)args[0];
+	}
 	return -1;
+}
+
+/* The flags of a raw clone or clone3 that forks on the caller's stack, or
+ * -1. */
+static long raw_fork_flags(long nr, const long a[6])
+{
+	int stack = 0;
+
+	if (nr != SYS_clone && nr != SYS_clone3)
+		return -1;
+	long flags = raw_clone_flags(nr, a, &stack);
+	if (flags >= 0)
+		files_not_memory((unsigned long)flags);
+	if (atomic_load(&shim_hands_off) || shim_in_vfork_child())
+		return -1;
+	return flags >= 0 && forklike((unsigned long)flags) && !stack ? flags : -1;
 }
 
 /* Our fork handlers around a clone that forks; flags: the clone's. */
@@ -280,6 +309,24 @@ static void fd_taken(int srcfd, long rc)
 		shim_fresh_fd((int)rc);
 }
 
+static int exec_failed(int rc, char **env, char *const envp[]);
+
+/* An exec through libc's syscall(), as through execve() or execveat():
+ * unprepared, the new image took a moved socket for a plain one, and the
+ * peer read its writes as bytes behind our back (a reset). */
+static long raw_exec(long nr, const long a[6])
+{
+	int at = nr == SYS_execveat;
+	int dir = at ? (int)a[0] : AT_FDCWD;
+	const char *path = (const char *)a[at];
+	char *const *envp = (char *const *)a[at + 2];
+	char **env = shim_exec_prepare(envp, shim_image_secure(dir, path, at ? (int)a[4] : 0), 1);
+
+	if (at)
+		return exec_failed((int)REAL(syscall)(nr, a[0], a[1], a[2], env, a[4], 0), env, envp);
+	return exec_failed((int)REAL(syscall)(nr, a[0], a[1], env, 0, 0, 0), env, envp);
+}
+
 /* Six arguments, as libc's syscall() takes them whatever the caller
  * passed: the ones it did not pass are never used, but the sixth is read
  * from the caller's stack, perhaps from its sanitizer's red zone (the
@@ -299,6 +346,8 @@ __attribute__((no_sanitize_address)) EXPORT long syscall(long nr, ...)
 		hands_off("a seccomp filter that may kill");
 	if (nr == SYS_io_uring_setup && !atomic_load(&shim_hands_off))
 		uring_made();
+	if (nr == SYS_execve || nr == SYS_execveat)
+		return raw_exec(nr, a);
 	/* libuv (uvloop, Node.js) closes every fd by syscall(SYS_close), as
 	 * glibc's close() is a cancellation point.  Unseen, a moved
 	 * connection's close told the peer nothing, drained no doorbell and
@@ -1817,6 +1866,7 @@ EXPORT int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)
 	void *tls = va_arg(ap, void *);
 	pid_t *ctid = va_arg(ap, pid_t *);
 	va_end(ap);
+	files_not_memory((unsigned long)flags);
 	if (forklike((unsigned long)flags) && fn && !atomic_load(&shim_hands_off) &&
 	    !shim_in_vfork_child()) {
 		struct kin_start k = { fn, arg };
