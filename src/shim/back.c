@@ -895,6 +895,33 @@ static int leave_rx(struct tslot *s, int fd, int64_t deadline)
 	return at > bt ? -EPROTO : take_bells(s, fd, bt - at, deadline);
 }
 
+/*
+ * What we left unread in the peer's ring comes by TCP right after its
+ * answer (shim_back_answered): our socket holds it before the socket is
+ * the new holder's, as TCP's held it long before.  Without it a close
+ * right after (an exec'd image's) sent a FIN where TCP's resets with data
+ * unread, the resend met a closed socket, and the peer, its socket reset
+ * after a FIN it could no longer tell of, left our last doorbell in its
+ * stream and read it as a byte (a helper's clone_files_close, 2 runs in
+ * 3).  Bounded: a peer whose kernel does not take it all at once sends
+ * the rest at its next call on the socket.
+ */
+static void wait_resent(struct tslot *s, int fd)
+{
+	struct shunt_switch *p = sw_of(s, 1 - (int)s->side);
+	uint64_t head = atomic_load_explicit(&p->back_head, memory_order_relaxed);
+	uint64_t want = atomic_load_explicit(&p->back_tcp, memory_order_relaxed) +
+			(head - s->end.rx.pos);
+	int64_t deadline = shunt_now_ns() + ANSWERED_NS, ns = 20000, st;
+	uint64_t got;
+
+	if ((peer_flags(s) & (SHUNT_SW_TCP | SHUNT_SW_LAZY)) || head - s->end.rx.pos > s->end.rx.cap)
+		return;
+	while (shim_kern_rx_received(fd, &got) == 0 && got < want && shunt_now_ns() < deadline &&
+	       (st = shunt_end_peer_state(&s->end)) >= 0 && !(st & SHUNT_ST_CLOSED))
+		nap(&ns);
+}
+
 static void give_up_loudly(struct tsock *t, int fd, int why)
 {
 	struct tslot *s = t->slot;
@@ -1195,8 +1222,8 @@ static int finish_quietly(struct tsock *t, int fd, enum shim_why why)
 	if (atomic_load(&me->flags) & SHUNT_SW_LAZY) {
 		rc = shunt_end_readable(&s->end) > 0 ? -ENOTRECOVERABLE : rx_leave_locked(t, fd, 1);
 		rc = rc > 0 ? 0 : rc == 0 ? -ETIMEDOUT : rc;
-	} else {
-		rc = ask_locked(t, fd, 1, deadline);
+	} else if ((rc = ask_locked(t, fd, 1, deadline)) == 0) {
+		wait_resent(s, fd);
 	}
 	if (rc < 0)
 		give_up_loudly(t, fd, rc);
@@ -1286,6 +1313,8 @@ static int demote(struct tsock *t, int fd, enum shim_why why, int quiet)
 		atomic_store(&s->state, SLOT_OFF);
 	}
 	family_steps(&fp);
+	if (rc == 0 && peer_ring)
+		wait_resent(s, fd);
 	went_back(t, fd, why,
 		  rc < 0 ? " (reset)" : why == WHY_FULL ? " (both ends waited for room)" : "");
 	return rc;
