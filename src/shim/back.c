@@ -329,9 +329,10 @@ static int flush_locked(struct tsock *t, int fd, int block)
 	return 0;
 }
 
-/* The asker says BACK right after our answer: 0 once it did, -ECONNRESET
- * if it closed (or did not by the deadline); 0 as deadline: no wait. */
-static int wait_asker(struct tslot *s, int64_t deadline)
+/* The asker says BACK right after our answer: 0 once it did; -EAGAIN
+ * at once with no deadline (0); -ECONNRESET if it closed, or, `block`ing,
+ * did not say it by the deadline (-EAGAIN past a deadline otherwise). */
+static int wait_asker(struct tslot *s, int block, int64_t deadline)
 {
 	int64_t ns = 20000;
 
@@ -339,8 +340,10 @@ static int wait_asker(struct tslot *s, int64_t deadline)
 		int64_t st = shunt_end_peer_state(&s->end);
 		if (!deadline)
 			return -EAGAIN;
-		if (st < 0 || (st & SHUNT_ST_CLOSED) || shunt_now_ns() >= deadline)
+		if (st < 0 || (st & SHUNT_ST_CLOSED))
 			return -ECONNRESET;
+		if (shunt_now_ns() >= deadline)
+			return block ? -ECONNRESET : -EAGAIN;
 		nap(&ns);
 	}
 	return 0;
@@ -386,9 +389,9 @@ static int back_tx_by(struct tsock *t, int fd, int block, int64_t deadline)
 
 	if (atomic_load(&s->phase) & PH_TX_PLAIN)
 		return 0;
-	if (!(atomic_load(&s->phase) & PH_TX_BACK))
-		shim_back_answer(t, fd);
-	int rc = wait_asker(s, deadline);
+	if (!(atomic_load(&s->phase) & PH_TX_BACK) && shim_back_answer(t, fd) && !deadline)
+		deadline = shunt_now_ns() + ANSWERED_NS; /* shim_back_answered */
+	int rc = wait_asker(s, block, deadline);
 	if (rc < 0)
 		return rc;
 	shim_lock(&s->tx_mu);

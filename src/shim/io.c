@@ -2448,13 +2448,11 @@ static int kernel_revents(int fd, int events)
 	return sys_ppoll(&p, 1, &zero) > 0 ? p.revents : 0;
 }
 
-/* The peer asked to go back to TCP: what can be done without waiting. */
+/* The peer asked to go back to TCP: what can be done now (an answer
+ * waits a moment for the asker's BACK, back.c shim_back_answered). */
 static void back_steps(struct tsock *t, int fd)
 {
-	if (shim_back_answer(t, fd))
-		shim_back_answered(t, fd);
-	else
-		shim_back_tx(t, fd, 0);
+	shim_back_tx(t, fd, 0);
 	shim_back_rx(t, fd, 0);
 }
 

@@ -551,9 +551,11 @@ size_t shim_back_peek_past(struct tsock *t, int fd, void *buf, size_t len, int t
 int shim_back_answer(struct tsock *t, int fd);
 void shim_back_answer_locked(struct tsock *t, int fd);
 void shim_back_answered(struct tsock *t, int fd);
-/* Our sends after the answer: send what the peer left unread in our ring
- * first.  0 when the kernel's socket carries our sends now; -EAGAIN (not
- * `block`) or another negative errno while some is left. */
+/* Our sends after the answer (made now if need be: then a moment's wait
+ * for the peer's BACK, as shim_back_answered's): send what the peer left
+ * unread in our ring first.  0 when the kernel's socket carries our sends
+ * now; -EAGAIN (not `block`) or another negative errno while some is
+ * left. */
 int shim_back_tx(struct tsock *t, int fd, int block);
 /* The peer's data is on TCP again once its ring is read: 1 when our reads
  * go to the kernel, 0 not yet, < 0 the stream broke.  `wait`: for the
