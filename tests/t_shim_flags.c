@@ -2194,6 +2194,7 @@ struct answer_peer {
 	int go[2]; /* parent -> peer: "we hand over now", "we read yours" */
 	uint64_t seed;
 	int we_close; /* we close at once, its bytes unread: a reset */
+	int by_epoll; /* it answers from epoll_wait, under the set's lock */
 };
 
 static void answer_peer_main(int fd, void *arg)
@@ -2205,6 +2206,14 @@ static void answer_peer_main(int fd, void *arg)
 	ts_send_stream(fd, ap->seed, 0, 64 * 1024, ts_ms(2000));
 	ts_token_recv(ap->go[0], ts_ms(10000));
 	test_sleep_ms(300); /* the parent's ask is up by then */
+	if (ap->by_epoll) {
+		struct epoll_event ev = { .events = EPOLLIN }, got;
+		int ep = epoll_create1(EPOLL_CLOEXEC);
+		ASSERT_SYS(ep);
+		ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev));
+		ASSERT_EQ(epoll_wait(ep, &got, 1, ts_ms(3000)), 1);
+		ASSERT_SYS(close(ep));
+	}
 	ts_recv_stream(fd, ap->seed + 1, 0, 1000, ts_ms(3000));
 	if (ap->we_close) {
 		ASSERT_MSG(ts_wait_fd(fd, POLLIN, ts_ms(3000)), "no reset within 3 s");
@@ -2216,9 +2225,10 @@ static void answer_peer_main(int fd, void *arg)
 	ASSERT_SYS(close(fd));
 }
 
-static void stdio_peer_answers(int we_close)
+static void stdio_peer_answers(int we_close, int by_epoll)
 {
-	struct answer_peer ap = { .seed = shim_seed(84), .we_close = we_close };
+	struct answer_peer ap = { .seed = shim_seed(84), .we_close = we_close,
+				  .by_epoll = by_epoll };
 	struct shim_peer p;
 
 	ASSERT_SYS(pipe(ap.go));
@@ -2241,7 +2251,10 @@ static void stdio_peer_answers(int we_close)
 
 static void case_stdio_peer_answers_idle(void)
 {
-	stdio_peer_answers(0);
+	test_log("the peer answers from a read");
+	stdio_peer_answers(0, 0);
+	test_log("the peer answers from epoll_wait");
+	stdio_peer_answers(0, 1);
 }
 
 /* The same, and stdio closes at once with the peer's bytes unread: the
@@ -2253,7 +2266,7 @@ static void case_stdio_peer_answers_idle(void)
 static void case_stdio_close_peer_answers(void)
 {
 	for (int i = 0; i < 3; i++)
-		stdio_peer_answers(1);
+		stdio_peer_answers(1, i == 2);
 }
 
 /* TCP_INQ set after the move: each recvmsg says TCP_CM_INQ, the bytes left

@@ -50,8 +50,9 @@
 #include "sys.h"
 
 #define ASK_NS (5ll * 1000000000)
-/* How long an answer waits for the asker's BACK to send the rest at once. */
-#define ANSWERED_NS (200ll * 1000000)
+/* How long an answer waits for the asker's BACK to send the rest at once,
+ * and the asker for that rest to reach its socket. */
+#define ANSWERED_NS (500ll * 1000000)
 #define UNKNOWN (~0ull)
 
 static struct shunt_switch *sw_of(struct tslot *s, int side)
@@ -381,6 +382,18 @@ static void take_asker_bells(struct tsock *t, int fd)
 	rx_leave(t, fd, 0, 1); /* a read in progress takes them itself */
 }
 
+/* After a wait: fd still names t.  The program may have closed it
+ * meanwhile, and the number may be another file's now: what we send
+ * goes nowhere else (the close saw to the connection). */
+static int still_ours(struct tsock *t, int fd)
+{
+	struct tsock *now = shim_get(fd);
+	int same = now == t;
+
+	shim_put(now);
+	return same;
+}
+
 /* Our sends leave the ring: what the asker left unread in it goes by TCP
  * first, once it said BACK (by the deadline; 0: no wait). */
 static int back_tx_by(struct tsock *t, int fd, int block, int64_t deadline)
@@ -394,6 +407,8 @@ static int back_tx_by(struct tsock *t, int fd, int block, int64_t deadline)
 	int rc = wait_asker(s, block, deadline);
 	if (rc < 0)
 		return rc;
+	if (deadline && !still_ours(t, fd))
+		return -EBADF;
 	shim_lock(&s->tx_mu);
 	rc = (atomic_load(&s->phase) & PH_TX_PLAIN) ? 0 : flush_locked(t, fd, block);
 	shim_unlock(&s->tx_mu);
@@ -907,22 +922,30 @@ static int leave_rx(struct tslot *s, int fd, int64_t deadline)
  * after a FIN it could no longer tell of, left our last doorbell in its
  * stream and read it as a byte (a helper's clone_files_close, 2 runs in
  * 3).  Bounded: a peer whose kernel does not take it all at once sends
- * the rest at its next call on the socket.
+ * the rest at its next call on the socket, or as our new holder reads.
  */
 static void wait_resent(struct tslot *s, int fd)
 {
 	struct shunt_switch *p = sw_of(s, 1 - (int)s->side);
 	uint64_t head = atomic_load_explicit(&p->back_head, memory_order_relaxed);
-	uint64_t want = atomic_load_explicit(&p->back_tcp, memory_order_relaxed) +
-			(head - s->end.rx.pos);
+	uint64_t bt = atomic_load_explicit(&p->back_tcp, memory_order_relaxed);
+	uint64_t want = bt + (head - s->end.rx.pos), got, last = 0;
 	int64_t deadline = shunt_now_ns() + ANSWERED_NS, ns = 20000, st;
-	uint64_t got;
+	int still = 0;
 
 	if ((peer_flags(s) & (SHUNT_SW_TCP | SHUNT_SW_LAZY)) || head - s->end.rx.pos > s->end.rx.cap)
 		return;
 	while (shim_kern_rx_received(fd, &got) == 0 && got < want && shunt_now_ns() < deadline &&
-	       (st = shunt_end_peer_state(&s->end)) >= 0 && !(st & SHUNT_ST_CLOSED))
+	       (st = shunt_end_peer_state(&s->end)) >= 0 && !(st & SHUNT_ST_CLOSED)) {
+		/* Begun, then held still: our socket's window is full (a
+		 * helper's review: the whole bound for each hand-off of a
+		 * ring's worth). */
+		still = got == last ? still + 1 : 0;
+		if (got > bt && still >= 2)
+			return;
+		last = got;
 		nap(&ns);
+	}
 }
 
 static void give_up_loudly(struct tsock *t, int fd, int why)
@@ -935,6 +958,7 @@ static void give_up_loudly(struct tsock *t, int fd, int why)
 		  "it is reset", fd,
 		  why == -ETIMEDOUT	      ? "the peer did not answer"
 		  : why == -ENOTRECOVERABLE ? "doorbells wait behind unread data"
+		  : why == -EALREADY	      ? "the peer answered the quiet way at that moment"
 					      : strerror(-why));
 	/* The kernel's reset first, to the peer too: the close's doorbell
 	 * (for a peer asleep on the rings) cannot follow it, whereas sent
@@ -1221,11 +1245,16 @@ static int finish_quietly(struct tsock *t, int fd, enum shim_why why)
 				       memory_order_relaxed)) {
 		atomic_fetch_and(&me->flags, ~SHUNT_SW_LAZY);
 		atomic_thread_fence(memory_order_seq_cst);
+		/* Its BACK since our first look: it may have seen LAZY still
+		 * set, and then resends nothing.  With bytes of its ring
+		 * unread that cannot be told: reset (a helper's review). */
+		if ((peer_flags(s) & SHUNT_SW_BACK) && shunt_end_readable(&s->end) > 0)
+			rc = -EALREADY;
 	}
-	if (atomic_load(&me->flags) & SHUNT_SW_LAZY) {
+	if (rc == 0 && (atomic_load(&me->flags) & SHUNT_SW_LAZY)) {
 		rc = shunt_end_readable(&s->end) > 0 ? -ENOTRECOVERABLE : rx_leave_locked(t, fd, 1);
 		rc = rc > 0 ? 0 : rc == 0 ? -ETIMEDOUT : rc;
-	} else if ((rc = ask_locked(t, fd, 1, deadline)) == 0) {
+	} else if (rc == 0 && (rc = ask_locked(t, fd, 1, deadline)) == 0) {
 		wait_resent(s, fd);
 	}
 	if (rc < 0)

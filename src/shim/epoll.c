@@ -792,7 +792,8 @@ int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
  */
 struct later {
 	struct tsock *t;
-	void (*fn)(struct shim_ep *, struct ep_entry *);
+	void (*fn)(struct shim_ep *, struct ep_entry *); /* NULL: answered on fd */
+	int fd;
 };
 
 static _Thread_local int held;         /* set locks (and registration walks) held */
@@ -813,7 +814,10 @@ static void let_go(void)
 		return;
 	while (nlater > 0) {
 		struct later l = later[--nlater];
-		each_registration(l.t, l.fn);
+		if (l.fn)
+			each_registration(l.t, l.fn);
+		else
+			shim_back_answered(l.t, l.fd);
 		shim_put(l.t);
 	}
 	free(later);
@@ -835,7 +839,7 @@ static void ep_unlock(struct shim_ep *ep)
 
 /* 0, or -ENOMEM: the change could not wait (it is then lost, as a failed
  * take-over is: the registration stays as it was). */
-static int defer(struct tsock *t, void (*fn)(struct shim_ep *, struct ep_entry *))
+static int defer(struct tsock *t, void (*fn)(struct shim_ep *, struct ep_entry *), int fd)
 {
 	if (nlater == caplater) {
 		int cap = caplater ? caplater * 2 : 8;
@@ -846,15 +850,27 @@ static int defer(struct tsock *t, void (*fn)(struct shim_ep *, struct ep_entry *
 		caplater = cap;
 	}
 	shim_ref(t);
-	later[nlater++] = (struct later){ t, fn };
+	later[nlater++] = (struct later){ t, fn, fd };
 	return 0;
+}
+
+/* An answer to a peer going back made under a set's lock (a scan): its
+ * moment's wait for the peer's BACK and its resend (back.c) come once
+ * this thread holds no set lock, as the other threads' waits and changes
+ * on the set would wait behind it.  Out of memory: at the next call. */
+void shim_epoll_answered(struct tsock *t, int fd)
+{
+	if (!held)
+		shim_back_answered(t, fd);
+	else if (defer(t, NULL, fd) < 0)
+		log_debug("epoll: fd %d's resend waits for its next call (out of memory)", fd);
 }
 
 /* Each registration of t in any set of ours, with its set locked. */
 static void each_registration(struct tsock *t, void (*fn)(struct shim_ep *, struct ep_entry *))
 {
 	if (held) {
-		if (defer(t, fn) < 0)
+		if (defer(t, fn, -1) < 0)
 			log_debug("epoll: a registration change was lost (out of memory)");
 		return;
 	}

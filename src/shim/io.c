@@ -2449,10 +2449,14 @@ static int kernel_revents(int fd, int events)
 }
 
 /* The peer asked to go back to TCP: what can be done now (an answer
- * waits a moment for the asker's BACK, back.c shim_back_answered). */
+ * waits a moment for the asker's BACK, back.c shim_back_answered; not
+ * under an epoll set's lock). */
 static void back_steps(struct tsock *t, int fd)
 {
-	shim_back_tx(t, fd, 0);
+	if (shim_back_answer(t, fd))
+		shim_epoll_answered(t, fd);
+	else
+		shim_back_tx(t, fd, 0);
 	shim_back_rx(t, fd, 0);
 }
 

@@ -259,13 +259,12 @@ static long raw_fork_flags(long nr, const long a[6])
 {
 	int stack = 0;
 
-	if (nr != SYS_clone && nr != SYS_clone3)
+	if ((nr != SYS_clone && nr != SYS_clone3) || atomic_load(&shim_hands_off) ||
+	    shim_in_vfork_child())
 		return -1;
 	long flags = raw_clone_flags(nr, a, &stack);
 	if (flags >= 0)
 		files_not_memory((unsigned long)flags);
-	if (atomic_load(&shim_hands_off) || shim_in_vfork_child())
-		return -1;
 	return flags >= 0 && forklike((unsigned long)flags) && !stack ? flags : -1;
 }
 
@@ -346,7 +345,7 @@ __attribute__((no_sanitize_address)) EXPORT long syscall(long nr, ...)
 		hands_off("a seccomp filter that may kill");
 	if (nr == SYS_io_uring_setup && !atomic_load(&shim_hands_off))
 		uring_made();
-	if (nr == SYS_execve || nr == SYS_execveat)
+	if ((nr == SYS_execve || nr == SYS_execveat) && !atomic_load(&shim_hands_off))
 		return raw_exec(nr, a);
 	/* libuv (uvloop, Node.js) closes every fd by syscall(SYS_close), as
 	 * glibc's close() is a cancellation point.  Unseen, a moved

@@ -551,6 +551,8 @@ size_t shim_back_peek_past(struct tsock *t, int fd, void *buf, size_t len, int t
 int shim_back_answer(struct tsock *t, int fd);
 void shim_back_answer_locked(struct tsock *t, int fd);
 void shim_back_answered(struct tsock *t, int fd);
+/* The same once this thread holds no epoll set's lock (epoll.c). */
+void shim_epoll_answered(struct tsock *t, int fd);
 /* Our sends after the answer (made now if need be: then a moment's wait
  * for the peer's BACK, as shim_back_answered's): send what the peer left
  * unread in our ring first.  0 when the kernel's socket carries our sends
