@@ -2269,6 +2269,62 @@ static void case_stdio_close_peer_answers(void)
 		stdio_peer_answers(1, i == 2);
 }
 
+/* The new holder closes at once after the way back (nothing of ours
+ * unread: a FIN), while our 1000 bytes still wait in our ring for the
+ * peer; the peer, which answered from a poll, then sends (our kernel
+ * resets) and only then reads: ours, then the end of the stream, as
+ * TCP's.  Its socket, reset after the FIN, no longer says a FIN came: a
+ * count of the stream that took the FIN for a byte would leave a doorbell
+ * of ours to be read as data (a review's worry). */
+struct fin_peer {
+	int go[2]; /* parent -> peer: "we hand over now", "we closed" */
+	uint64_t seed;
+};
+
+static void fin_peer_main(int fd, void *arg)
+{
+	struct fin_peer *fp = arg;
+	unsigned char buf[1000];
+	struct pollfd p = { .fd = fd, .events = POLLOUT };
+
+	ts_make_accelerated_follow(fd);
+	ts_token_recv(fp->go[0], ts_ms(10000));
+	test_sleep_ms(300); /* the parent's ask is up by then */
+	ASSERT_SYS(poll(&p, 1, 0)); /* answers */
+	ts_token_recv(fp->go[0], ts_ms(10000));
+	test_sleep_ms(100);
+	ASSERT_EQ(send(fd, "late", 4, MSG_NOSIGNAL), 4);
+	test_sleep_ms(100);
+	ts_read_exact(fd, buf, sizeof(buf), ts_ms(3000));
+	ASSERT_EQ(test_stream_check(fp->seed, 0, buf, sizeof(buf)), (size_t)-1);
+	ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+	int err = n < 0 ? errno : 0;
+	ASSERT_MSG(n <= 0, "%zd bytes more after ours (0x%02x first)", n, buf[0]);
+	test_log("after our bytes: %zd (%s)", n, n < 0 ? strerror(err) : "end of stream");
+	ASSERT_MSG(n == 0, "%zd (%s), where TCP's says end of stream", n,
+		   n < 0 ? strerror(err) : "end of stream");
+	ASSERT_SYS(close(fd));
+}
+
+static void case_fin_then_peer_sends(void)
+{
+	struct fin_peer fp = { .seed = shim_seed(85) };
+	struct shim_peer p;
+
+	ASSERT_SYS(pipe(fp.go));
+	ts_peer_start(&p, fin_peer_main, &fp);
+	ASSERT_SYS(close(fp.go[0]));
+	ts_make_accelerated_lead(p.fd);
+	ts_send_stream(p.fd, fp.seed, 0, 1000, ts_ms(2000));
+	ts_token_send(fp.go[1], 'h');
+	FILE *f = fdopen(p.fd, "r"); /* back to TCP: the peer answers from its poll */
+	ASSERT_NOT_NULL(f);
+	ASSERT_EQ(fclose(f), 0);
+	ts_token_send(fp.go[1], 'c');
+	ts_peer_wait(&p, ts_ms(5000));
+	ASSERT_SYS(close(fp.go[1]));
+}
+
 /* TCP_INQ set after the move: each recvmsg says TCP_CM_INQ, the bytes left
  * plus the peer's FIN once it came (TCP counts its sequence number), as
  * TCP's; with no room for it, MSG_CTRUNC.  It took the connection back to
@@ -2458,6 +2514,7 @@ static const struct shim_case g_cases[] = {
 	{ "opt_then_stdio", case_opt_then_stdio },
 	{ "stdio_peer_answers_idle", case_stdio_peer_answers_idle },
 	{ "stdio_close_peer_answers", case_stdio_close_peer_answers },
+	{ "fin_then_peer_sends", case_fin_then_peer_sends },
 	{ "fionread_peer_back", case_fionread_peer_back },
 	{ "peek_peer_back", case_peek_peer_back },
 	{ "opt_after_peer_close", case_opt_after_peer_close },
