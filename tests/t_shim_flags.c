@@ -2275,7 +2275,7 @@ static void case_stdio_close_peer_answers(void)
  * resets) and only then reads: ours, then the end of the stream, as
  * TCP's.  Its socket, reset after the FIN, no longer says a FIN came: a
  * count of the stream that took the FIN for a byte would leave a doorbell
- * of ours to be read as data (a review's worry). */
+ * of ours to be read as data. */
 struct fin_peer {
 	int go[2]; /* parent -> peer: "we hand over now", "we closed" */
 	uint64_t seed;
