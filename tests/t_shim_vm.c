@@ -18,6 +18,8 @@
  *   not_ours   a region file another user owns, one every user may open,
  *              or one named by another user's symlink, is neither
  *              formatted nor used
+ *   missing    no region file where the config says: every byte arrives,
+ *              and the log (level warn) says the file cannot be opened
  */
 #include <fcntl.h>
 #include <poll.h>
@@ -374,11 +376,46 @@ static void case_not_ours(void)
 	unlink(real); /* left by a failed symlink round */
 }
 
+/* --- missing --------------------------------------------------------------------
+ * The configured region file does not exist (a typo, or `shunt vm region`
+ * not run yet): every byte still arrives, and the log says why no
+ * connection goes through a region.  It said nothing (a helper found
+ * connections on the local medium and no word of the file). */
+static void missing_child(void *arg)
+{
+	(void)arg;
+	int a, b;
+	char buf[4096], want[128];
+
+	ts_pair(&a, &b);
+	for (int k = 0; k < 40; k++) {
+		ts_send_stream(a, shim_seed(9), (uint64_t)k << 12, 1 << 12, ts_ms(5000));
+		ts_recv_stream(b, shim_seed(9), (uint64_t)k << 12, 1 << 12, ts_ms(5000));
+	}
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+	int fd = open(getenv("SHUNT_LOG_FILE"), O_RDONLY | O_CLOEXEC);
+	ASSERT_SYS(fd);
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	ASSERT_SYS(n);
+	close(fd);
+	buf[n] = 0;
+	snprintf(want, sizeof(want), "ivshmem: %s cannot be opened", g_region);
+	ASSERT_MSG(strstr(buf, want), "no \"%s\" in the log: %s", want, buf);
+}
+
+static void case_missing(void)
+{
+	unlink(g_region);
+	test_wait_ok(test_fork(missing_child, NULL), 30);
+}
+
 static const struct shim_case g_cases[] = {
 	{ "moved", case_moved },
 	{ "stranger", case_stranger },
 	{ "scribble", case_scribble },
 	{ "not_ours", case_not_ours },
+	{ "missing", case_missing },
 };
 
 int main(int argc, char **argv)
@@ -402,6 +439,11 @@ int main(int argc, char **argv)
 		fclose(f);
 		setenv("SHUNT_CONFIG", g_conf, 1);
 		unsetenv("SHUNT_IVSHMEM");
+		/* The library's warnings, for case missing to read. */
+		char log[64];
+		snprintf(log, sizeof(log), "/dev/shm/t_shim_vm-%d.log", (int)getpid());
+		setenv("SHUNT_LOG", "warn", 1);
+		setenv("SHUNT_LOG_FILE", log, 1);
 		execv("/proc/self/exe", argv);
 		return TEST_FAIL;
 	}
@@ -410,5 +452,6 @@ int main(int argc, char **argv)
 	int rc = ts_main("t_shim_vm", g_cases, sizeof(g_cases) / sizeof(g_cases[0]));
 	unlink(g_region);
 	unlink(g_conf);
+	unlink(getenv("SHUNT_LOG_FILE"));
 	return rc;
 }

@@ -135,8 +135,15 @@ static int open_region(void)
 		return -EPERM;
 	}
 	int fd = shunt__hide_fd(sys_openat(AT_FDCWD, path, O_RDWR | O_CLOEXEC, 0));
-	if (fd < 0)
+	if (fd < 0) {
+		/* The config named it: a user who made a typo, or forgot to make
+		 * it (shunt vm region), hears why nothing goes through it.  A
+		 * guest without the device is the usual case: quiet. */
+		if (spec[0] == '/')
+			log_warn("ivshmem: %s cannot be opened (%s): no connection goes through a "
+				 "region", path, strerror(-fd));
 		return fd;
+	}
 	int rc = shunt_vmr_open(&region, fd, mode);
 	if (rc == -EPERM) {
 		log_warn("ivshmem: %s is not used: another user owns it, or every user may open it "
