@@ -599,14 +599,14 @@ static int clone_kid_runs(void *arg)
 	return udp_on(k->fd);
 }
 
-static pid_t clone_by(int how, unsigned long flags, struct clone_kid *k)
+static pid_t clone_by(int how, unsigned long flags, int (*fn)(void *), struct clone_kid *k)
 {
 	static char stack[256 * KIB] __attribute__((aligned(16)));
 	uint64_t args[11] = { flags & ~0xffUL, 0, 0, 0, flags & 0xff };
 	pid_t pid;
 
 	if (how == 2)
-		return clone(clone_kid_runs, stack + sizeof(stack), (int)flags, k);
+		return clone(fn, stack + sizeof(stack), (int)flags, k);
 	if (how == 3) { /* fork() after unshare(): a child in between does it */
 		pid = fork();
 		if (pid == 0) {
@@ -615,7 +615,7 @@ static pid_t clone_by(int how, unsigned long flags, struct clone_kid *k)
 				_exit(20);
 			pid_t kid = fork();
 			if (kid == 0)
-				_exit(clone_kid_runs(k));
+				_exit(fn(k));
 			close(k->fd);
 			_exit(kid > 0 && waitpid(kid, &st, 0) == kid && WIFEXITED(st) ? WEXITSTATUS(st)
 										 : 21);
@@ -625,7 +625,7 @@ static pid_t clone_by(int how, unsigned long flags, struct clone_kid *k)
 	pid = how ? (pid_t)syscall(SYS_clone3, args, sizeof(args))
 		  : (pid_t)syscall(SYS_clone, flags, NULL, NULL, NULL, NULL);
 	if (pid == 0)
-		_exit(clone_kid_runs(k));
+		_exit(fn(k));
 	return pid;
 }
 
@@ -650,7 +650,8 @@ static void case_clone_forks(void)
 			ts_moved_pair(&a, &b);
 			struct clone_kid k = { a, newpid, shim_seed(40 + (uint64_t)how) };
 			fflush(NULL);
-			pid_t child = clone_by(how, SIGCHLD | (newpid ? CLONE_NEWPID | userns : 0), &k);
+			pid_t child = clone_by(how, SIGCHLD | (newpid ? CLONE_NEWPID | userns : 0),
+					       clone_kid_runs, &k);
 			ASSERT_SYS(child);
 			ASSERT_SYS(close(a));
 			ts_recv_stream(b, k.seed, 0, 256 * KIB, ts_ms(5000));
@@ -680,22 +681,6 @@ static int files_kid_runs(void *arg)
 	return 0;
 }
 
-static pid_t clone_files_by(int how, struct clone_kid *k)
-{
-	static char stack[256 * KIB] __attribute__((aligned(16)));
-	unsigned long flags = CLONE_FILES | SIGCHLD;
-	uint64_t args[11] = { CLONE_FILES, 0, 0, 0, SIGCHLD };
-	pid_t pid;
-
-	if (how == 2)
-		return clone(files_kid_runs, stack + sizeof(stack), (int)flags, k);
-	pid = how ? (pid_t)syscall(SYS_clone3, args, sizeof(args))
-		  : (pid_t)syscall(SYS_clone, flags, NULL, NULL, NULL, NULL);
-	if (pid == 0)
-		_exit(files_kid_runs(k));
-	return pid;
-}
-
 /* In a child of the test's (what it leaves behind is that process's). */
 static void files_shared(void *arg)
 {
@@ -707,7 +692,7 @@ static void files_shared(void *arg)
 	ts_moved_pair(&a, &b);
 	struct clone_kid k = { a, 0, 0 };
 	fflush(NULL);
-	pid_t kid = clone_files_by(how, &k);
+	pid_t kid = clone_by(how, CLONE_FILES | SIGCHLD, files_kid_runs, &k);
 	ASSERT_SYS(kid);
 	test_wait_ok(kid, ts_ms(5000) / 1000.0);
 	ASSERT_EQ(write(a, "hello", 5), 5);
