@@ -2325,6 +2325,62 @@ static void case_fin_then_peer_sends(void)
 	ASSERT_SYS(close(fp.go[1]));
 }
 
+/* A peer that only sends, non-blocking, waiting for room with epoll's
+ * edge-triggered EPOLLOUT, while our bytes wait unread in our ring for it:
+ * we hand the socket to stdio (back to TCP) and read all it sends.  Its
+ * wait must end as TCP's does once there is room (a helper's Python
+ * peer waited out its timeout every time: 11 runs in 11). */
+struct et_peer {
+	uint64_t seed;
+	uint64_t n;
+};
+
+static void et_peer_main(int fd, void *arg)
+{
+	struct et_peer *ep = arg;
+	static unsigned char buf[1 << 16];
+	struct epoll_event ev = { .events = EPOLLOUT | EPOLLET }, got;
+	int set = epoll_create1(EPOLL_CLOEXEC);
+
+	ts_make_accelerated_follow(fd);
+	ASSERT_SYS(set);
+	ASSERT_SYS(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK));
+	ASSERT_SYS(epoll_ctl(set, EPOLL_CTL_ADD, fd, &ev));
+	for (uint64_t off = 0; off < ep->n;) {
+		size_t k = ep->n - off < sizeof(buf) ? (size_t)(ep->n - off) : sizeof(buf);
+		test_stream_fill(ep->seed, off, buf, k);
+		ssize_t n = send(fd, buf, k, MSG_NOSIGNAL);
+		if (n > 0) {
+			off += (uint64_t)n;
+			continue;
+		}
+		ASSERT_MSG(n < 0 && errno == EAGAIN, "send: %zd (%s)", n, strerror(errno));
+		ASSERT_MSG(epoll_wait(set, &got, 1, ts_ms(3000)) == 1,
+			   "no room said within 3 s, %ju of %ju bytes sent", (uintmax_t)off,
+			   (uintmax_t)ep->n);
+	}
+	ASSERT_SYS(close(set));
+	ts_recv_stream(fd, ep->seed + 1, 0, 200000, ts_ms(3000)); /* ours, at last */
+	ASSERT_SYS(close(fd));
+}
+
+static void case_et_out_peer_back(void)
+{
+	struct et_peer ep = { .seed = shim_seed(86), .n = 8u << 20 };
+	struct shim_peer p;
+
+	ts_peer_start(&p, et_peer_main, &ep);
+	ts_make_accelerated_lead(p.fd);
+	ts_send_stream(p.fd, ep.seed + 1, 0, 200000, ts_ms(2000));
+	test_sleep_ms(300); /* its ring full, it waits for room */
+	FILE *f = fdopen(p.fd, "r"); /* back to TCP */
+	ASSERT_NOT_NULL(f);
+	ts_recv_stream(p.fd, ep.seed, 0, ep.n, ts_ms(10000));
+	ts_expect_eof(p.fd, ts_ms(3000));
+	ts_peer_wait(&p, ts_ms(5000));
+	ASSERT_EQ(fclose(f), 0);
+}
+
 /* TCP_INQ set after the move: each recvmsg says TCP_CM_INQ, the bytes left
  * plus the peer's FIN once it came (TCP counts its sequence number), as
  * TCP's; with no room for it, MSG_CTRUNC.  It took the connection back to
@@ -2515,6 +2571,7 @@ static const struct shim_case g_cases[] = {
 	{ "stdio_peer_answers_idle", case_stdio_peer_answers_idle },
 	{ "stdio_close_peer_answers", case_stdio_close_peer_answers },
 	{ "fin_then_peer_sends", case_fin_then_peer_sends },
+	{ "et_out_peer_back", case_et_out_peer_back },
 	{ "fionread_peer_back", case_fionread_peer_back },
 	{ "peek_peer_back", case_peek_peer_back },
 	{ "opt_after_peer_close", case_opt_after_peer_close },

@@ -1025,14 +1025,19 @@ static int rung(const struct ep_entry *e)
 }
 
 /* Did the kernel tell of more than doorbells: an arrival on a direction
- * still on the stream, or news of its own (urgent byte, error queue)?  A
- * doorbell is no arrival: what it rang for shows as progress, and it may
- * come after a look that saw that already (rung). */
+ * still on the stream, or back on it, or news of its own (urgent byte,
+ * error queue)?  A doorbell is no arrival: what it rang for shows as
+ * progress, and it may come after a look that saw that already (rung).
+ * A direction back on the stream while the other is not yet moves no
+ * ring: its edge is all an edge-triggered wait gets (a sender waiting
+ * for room with EPOLLOUT | EPOLLET after its peer handed the socket on
+ * waited for good: t_shim_flags et_out_peer_back). */
 static int kernel_news(struct tsock *t, int kern)
 {
 	uint32_t ph = atomic_load_explicit(&t->slot->phase, memory_order_acquire);
-	int own = POLLPRI | POLLERR | (ph & PH_RX_RING ? 0 : POLLIN | POLLRDHUP) |
-		  (ph & PH_TX_RING ? 0 : POLLOUT);
+	int rx_ring = (ph & (PH_RX_RING | PH_RX_PLAIN)) == PH_RX_RING;
+	int tx_ring = (ph & (PH_TX_RING | PH_TX_PLAIN)) == PH_TX_RING;
+	int own = POLLPRI | POLLERR | (rx_ring ? 0 : POLLIN | POLLRDHUP) | (tx_ring ? 0 : POLLOUT);
 
 	return kern > 0 && (kern & own);
 }
