@@ -308,6 +308,12 @@ static void fd_taken(int srcfd, long rc)
 		shim_fresh_fd((int)rc);
 }
 
+/* The system call as the program asked it of libc. */
+static long raw(long nr, const long a[6])
+{
+	return REAL(syscall)(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+}
+
 static int exec_failed(int rc, char **env, char *const envp[]);
 
 /* An exec through libc's syscall(), as through execve() or execveat():
@@ -320,10 +326,10 @@ static long raw_exec(long nr, const long a[6])
 	const char *path = (const char *)a[at];
 	char *const *envp = (char *const *)a[at + 2];
 	char **env = shim_exec_prepare(envp, shim_image_secure(dir, path, at ? (int)a[4] : 0), 1);
+	long b[6] = { a[0], a[1], a[2], a[3], a[4], a[5] };
 
-	if (at)
-		return exec_failed((int)REAL(syscall)(nr, a[0], a[1], a[2], env, a[4], 0), env, envp);
-	return exec_failed((int)REAL(syscall)(nr, a[0], a[1], env, 0, 0, 0), env, envp);
+	b[at + 2] = (long)env; /* the same call, with our environment */
+	return exec_failed((int)raw(nr, b), env, envp);
 }
 
 /* Six arguments, as libc's syscall() takes them whatever the caller
@@ -362,25 +368,23 @@ __attribute__((no_sanitize_address)) EXPORT long syscall(long nr, ...)
 	}
 	if (nr == SYS_close_range && REAL(close_range))
 		return shim_close_range((unsigned)a[0], (unsigned)a[1], (int)a[2]);
-	if (creds_nr(nr)) { /* this thread's alone, raw */
-		long rc = REAL(syscall)(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+	/* Credentials (this thread's alone) and a copied fd: the call, then
+	 * our look at what it did, the call's errno kept. */
+	if (creds_nr(nr) || nr == SYS_pidfd_getfd) {
+		long rc = raw(nr, a);
 		int err = errno;
-		creds_changed(rc);
-		errno = err;
-		return rc;
-	}
-	if (nr == SYS_pidfd_getfd) {
-		long rc = REAL(syscall)(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
-		int err = errno;
-		fd_taken((int)a[1], rc);
+		if (nr == SYS_pidfd_getfd)
+			fd_taken((int)a[1], rc);
+		else
+			creds_changed(rc);
 		errno = err;
 		return rc;
 	}
 	long flags = raw_fork_flags(nr, a);
 	if (flags < 0)
-		return REAL(syscall)(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+		return raw(nr, a);
 	fork_begin((unsigned long)flags);
-	long rc = REAL(syscall)(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+	long rc = raw(nr, a);
 	return fork_end(rc, rc == 0);
 }
 
