@@ -2257,6 +2257,49 @@ static void case_stdio_peer_answers_idle(void)
 	stdio_peer_answers(0, 1);
 }
 
+/* A peer that waits for our bytes by FIONREAD alone, with naps between
+ * (no read, send or wait on the socket until the count says they came),
+ * while we hand the socket to stdio and write through it.  TCP's count
+ * says 100 at once; the way back must not wait for a call that never
+ * comes (it waited 5 s for an answer, then reset: both sides read
+ * ECONNRESET). */
+static void fionread_peer_main(int fd, void *arg)
+{
+	uint64_t seed = *(uint64_t *)arg;
+	double until = test_now() + 3.0;
+	int n = 0;
+
+	ts_make_accelerated_follow(fd);
+	while (n < 100 && test_now() < until) {
+		ASSERT_SYS(ioctl(fd, FIONREAD, &n));
+		if (n < 100)
+			test_sleep_ms(10);
+	}
+	ASSERT_MSG(n >= 100, "FIONREAD says %d after 3 s, where TCP's says 100", n);
+	ts_recv_stream(fd, seed, 0, 100, ts_ms(1000));
+	ts_expect_eof(fd, ts_ms(3000));
+	ASSERT_SYS(close(fd));
+}
+
+static void case_fionread_peer_answers(void)
+{
+	uint64_t seed = shim_seed(86);
+	unsigned char buf[100];
+	struct shim_peer p;
+
+	ts_peer_start(&p, fionread_peer_main, &seed);
+	ts_make_accelerated_lead(p.fd);
+	test_stream_fill(seed, 0, buf, sizeof(buf));
+	double t0 = test_now();
+	FILE *f = fdopen(p.fd, "w"); /* back to TCP: the peer answers from FIONREAD */
+	ASSERT_NOT_NULL(f);
+	ASSERT_EQ(fwrite(buf, 1, sizeof(buf), f), sizeof(buf));
+	ASSERT_EQ(fflush(f), 0);
+	test_log("written through stdio after %.0f ms", (test_now() - t0) * 1000);
+	ASSERT_EQ(fclose(f), 0);
+	ts_peer_wait(&p, ts_ms(5000));
+}
+
 /* The same, and stdio closes at once with the peer's bytes unread: the
  * peer reads ours, then the reset, as over TCP.  The close came before
  * the peer's resend reached us: a FIN, then the resend met a closed
@@ -2570,6 +2613,7 @@ static const struct shim_case g_cases[] = {
 	{ "opt_then_stdio", case_opt_then_stdio },
 	{ "stdio_peer_answers_idle", case_stdio_peer_answers_idle },
 	{ "stdio_close_peer_answers", case_stdio_close_peer_answers },
+	{ "fionread_peer_answers", case_fionread_peer_answers },
 	{ "fin_then_peer_sends", case_fin_then_peer_sends },
 	{ "et_out_peer_back", case_et_out_peer_back },
 	{ "fionread_peer_back", case_fionread_peer_back },

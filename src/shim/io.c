@@ -639,6 +639,18 @@ static int rx_back(struct tsock *t, int fd)
 	return shim_back_rx(t, fd, 1);
 }
 
+/* The peer asked to go back to TCP: what can be done now (an answer
+ * waits a moment for the asker's BACK, back.c shim_back_answered; not
+ * under an epoll set's lock). */
+static void back_steps(struct tsock *t, int fd)
+{
+	if (shim_back_answer(t, fd))
+		shim_epoll_answered(t, fd);
+	else
+		shim_back_tx(t, fd, 0);
+	shim_back_rx(t, fd, 0);
+}
+
 /* A look again from the top, for a call that found the connection
  * between the ring and TCP: a short nap, so that it does not spin. */
 static void again(int *tries)
@@ -2050,6 +2062,11 @@ int shim_fionread(struct tsock *t, int fd, int *out)
 {
 	int k = 0;
 
+	/* A program may wait for bytes by this count alone, with naps: it
+	 * answers, or the asker waited 5 s for a call that never came, then
+	 * reset (t_shim_flags fionread_peer_answers). */
+	if (moved(t) && going_back(t))
+		back_steps(t, fd);
 	if (moved(t) && (phase_of(t) & PH_RX_PLAIN))
 		return REAL(ioctl)(fd, FIONREAD, out);
 	if (!moved(t) || !(phase_of(t) & PH_RX_RING)) {
@@ -2446,18 +2463,6 @@ static int kernel_revents(int fd, int events)
 	struct timespec zero = { 0, 0 };
 
 	return sys_ppoll(&p, 1, &zero) > 0 ? p.revents : 0;
-}
-
-/* The peer asked to go back to TCP: what can be done now (an answer
- * waits a moment for the asker's BACK, back.c shim_back_answered; not
- * under an epoll set's lock). */
-static void back_steps(struct tsock *t, int fd)
-{
-	if (shim_back_answer(t, fd))
-		shim_epoll_answered(t, fd);
-	else
-		shim_back_tx(t, fd, 0);
-	shim_back_rx(t, fd, 0);
 }
 
 /*
