@@ -2262,16 +2262,48 @@ static void case_stdio_peer_answers_idle(void)
  * while we hand the socket to stdio and write through it.  TCP's count
  * says 100 at once; the way back must not wait for a call that never
  * comes (it waited 5 s for an answer, then reset: both sides read
- * ECONNRESET). */
+ * ECONNRESET).  The same with a look by select, a peek or poll, which
+ * answered already. */
+struct count_peer {
+	uint64_t seed;
+	int way;
+};
+
+/* Whether our 100 bytes came, by FIONREAD, select, a peek or poll, each
+ * made at once (no call that waits for them). */
+static int count_now(int fd, int way)
+{
+	char b[100];
+	int n = 0;
+
+	if (way == 0)
+		ASSERT_SYS(ioctl(fd, FIONREAD, &n));
+	else if (way == 1) {
+		fd_set r;
+		FD_ZERO(&r);
+		FD_SET(fd, &r);
+		struct timeval tv = { 0, 0 };
+		n = select(fd + 1, &r, NULL, NULL, &tv) > 0 ? 100 : 0;
+	} else if (way == 2) {
+		ssize_t k = recv(fd, b, sizeof(b), MSG_PEEK | MSG_DONTWAIT);
+		n = k < 0 ? 0 : (int)k;
+	} else {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		n = poll(&p, 1, 0) > 0 ? 100 : 0;
+	}
+	return n;
+}
+
 static void fionread_peer_main(int fd, void *arg)
 {
-	uint64_t seed = *(uint64_t *)arg;
+	struct count_peer *cp = arg;
+	uint64_t seed = cp->seed;
 	double until = test_now() + 3.0;
 	int n = 0;
 
 	ts_make_accelerated_follow(fd);
 	while (n < 100 && test_now() < until) {
-		ASSERT_SYS(ioctl(fd, FIONREAD, &n));
+		n = count_now(fd, cp->way);
 		if (n < 100)
 			test_sleep_ms(10);
 	}
@@ -2281,13 +2313,14 @@ static void fionread_peer_main(int fd, void *arg)
 	ASSERT_SYS(close(fd));
 }
 
-static void case_fionread_peer_answers(void)
+static void fionread_peer_answers(int way)
 {
-	uint64_t seed = shim_seed(86);
+	struct count_peer cp = { shim_seed(86), way };
+	uint64_t seed = cp.seed;
 	unsigned char buf[100];
 	struct shim_peer p;
 
-	ts_peer_start(&p, fionread_peer_main, &seed);
+	ts_peer_start(&p, fionread_peer_main, &cp);
 	ts_make_accelerated_lead(p.fd);
 	test_stream_fill(seed, 0, buf, sizeof(buf));
 	double t0 = test_now();
@@ -2298,6 +2331,16 @@ static void case_fionread_peer_answers(void)
 	test_log("written through stdio after %.0f ms", (test_now() - t0) * 1000);
 	ASSERT_EQ(fclose(f), 0);
 	ts_peer_wait(&p, ts_ms(5000));
+}
+
+static void case_fionread_peer_answers(void)
+{
+	static const char *const ways[] = { "FIONREAD", "select", "a peek", "poll" };
+
+	for (int way = 0; way < 4; way++) {
+		test_log("the peer looks by %s", ways[way]);
+		fionread_peer_answers(way);
+	}
 }
 
 /* The same, and stdio closes at once with the peer's bytes unread: the
