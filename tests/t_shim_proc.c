@@ -746,12 +746,24 @@ static void ls_fds_as(int other_user, char *out, size_t n)
 	ls_fds_by("/bin/sh", other_user, out, n);
 }
 
+/* What the image prints, exec'd with argv and envp by a child of ours (as
+ * another user: root only). */
+static void output_of_exec(const char *image, char *const argv[], char *const envp[],
+			   int other_user, char *out, size_t n);
+
 /* The same through the shell at sh. */
 static void ls_fds_by(const char *sh, int other_user, char *out, size_t n)
 {
 	char *argv[] = { (char *)"sh", (char *)"-c",
 			 (char *)"ls -l /proc/self/fd; ls -iL /proc/self/fd", NULL };
 	char *envp[] = { (char *)"PATH=/usr/bin:/bin", NULL };
+
+	output_of_exec(sh, argv, envp, other_user, out, n);
+}
+
+static void output_of_exec(const char *image, char *const argv[], char *const envp[],
+			   int other_user, char *out, size_t n)
+{
 	int p[2];
 	size_t k = 0;
 	ssize_t r;
@@ -764,7 +776,7 @@ static void ls_fds_by(const char *sh, int other_user, char *out, size_t n)
 		dup2(p[1], 1);
 		if (other_user && drop_to_nobody() < 0)
 			_exit(126);
-		execve(sh, argv, envp);
+		execve(image, argv, envp);
 		_exit(127);
 	}
 	close(p[1]);
@@ -913,6 +925,72 @@ static void case_exec_arena(void)
 	}
 	if (geteuid() != 0)
 		test_log("not root: the other user's exec is not tried");
+}
+
+/* An image that does not run the library gets no arena, though it
+ * inherits a moved socket as us: a shell exec'd with an environment
+ * without LD_PRELOAD, and a statically linked program with one that names
+ * the library (the loader, which reads it, does not run).  The arena's fd
+ * stayed open in such a program for good: a helper's attack opened it
+ * through /proc/PID/fd from a process of the same user (that may not
+ * ptrace it) and read the family's stream by rewriting a slot's pointer. */
+static const char lsfd_c[] =
+	"#include <dirent.h>\n#include <stdio.h>\n#include <unistd.h>\n"
+	"int main(void) { DIR *d = opendir(\"/proc/self/fd\"); struct dirent *e;\n"
+	"  char p[300], l[300]; while (d && (e = readdir(d))) {\n"
+	"    snprintf(p, sizeof(p), \"/proc/self/fd/%s\", e->d_name);\n"
+	"    ssize_t n = readlink(p, l, sizeof(l) - 1); if (n < 0) continue;\n"
+	"    l[n] = 0; printf(\"%s -> %s\\n\", e->d_name, l); }\n  return 0; }\n";
+
+/* A statically linked program that lists its fds, built into dir. */
+static void build_static_lsfd(const char *dir, char *prog, size_t n)
+{
+	char src[256], cmd[1024];
+
+	snprintf(src, sizeof(src), "%s/lsfd.c", dir);
+	snprintf(prog, n, "%s/lsfd", dir);
+	FILE *f = fopen(src, "w");
+	ASSERT_NOT_NULL(f);
+	ASSERT_EQ(fputs(lsfd_c, f) >= 0, 1);
+	ASSERT_EQ(fclose(f), 0);
+	snprintf(cmd, sizeof(cmd), "cc -static -o %s %s 2>&1", prog, src);
+	ASSERT_MSG(system(cmd) == 0, "cc -static failed (libc6-dev has the static C library)");
+}
+
+static void case_exec_arena_no_library(void)
+{
+	static char out[16384];
+	char dir[] = "/tmp/t_shim_proc.XXXXXX", prog[300], self[PATH_MAX], pre[PATH_MAX + 16];
+	int a, b;
+
+	ASSERT_NOT_NULL(mkdtemp(dir));
+	build_static_lsfd(dir, prog, sizeof(prog));
+	ssize_t k = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	ASSERT_SYS(k);
+	self[k] = '\0';
+	snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", self);
+	char *argv[] = { (char *)"lsfd", NULL };
+	char *envp[] = { (char *)"PATH=/usr/bin:/bin", pre, NULL };
+	for (int how = 0; how < 2; how++) {
+		test_log("%s", how ? "a static program, LD_PRELOAD naming the library"
+				   : "a shell, no LD_PRELOAD");
+		ts_moved_pair(&a, &b);
+		set_cloexec(a, 0);
+		set_cloexec(b, 1);
+		if (how)
+			output_of_exec(prog, argv, envp, 0, out, sizeof(out));
+		else
+			ls_fds_by("/bin/sh", 0, out, sizeof(out));
+		ASSERT_MSG(strstr(out, "socket:"), "no socket survived the exec:\n%s", out);
+		ASSERT_MSG(!strstr(out, "shunt-arena"), "the exec'd program holds the arena:\n%s",
+			   out);
+		ASSERT_SYS(close(a));
+		ASSERT_SYS(close(b));
+	}
+	unlink(prog);
+	strcat(prog, ".c");
+	unlink(prog);
+	rmdir(dir);
 }
 
 /* Does a line of /proc/self/maps, or an fd's link, name the arena? */
@@ -1982,6 +2060,7 @@ static const struct shim_case g_cases[] = {
 	{ "clone_files", case_clone_files },
 	{ "exec_arena", case_exec_arena },
 	{ "exec_setuid_image", case_exec_setuid_image },
+	{ "exec_arena_no_library", case_exec_arena_no_library },
 	{ "spawn_resetids", case_spawn_resetids },
 	{ "arena_not_in_fds", case_arena_not_in_fds },
 	{ "setuid_leaves_family", case_setuid_leaves_family },

@@ -325,7 +325,7 @@ static long raw_exec(long nr, const long a[6])
 	int dir = at ? (int)a[0] : AT_FDCWD;
 	const char *path = (const char *)a[at];
 	char *const *envp = (char *const *)a[at + 2];
-	char **env = shim_exec_prepare(envp, shim_image_secure(dir, path, at ? (int)a[4] : 0), 1);
+	char **env = shim_exec_prepare(envp, shim_image_look(dir, path, at ? (int)a[4] : 0), 1);
 	long b[6] = { a[0], a[1], a[2], a[3], a[4], a[5] };
 
 	b[at + 2] = (long)env; /* the same call, with our environment */
@@ -396,6 +396,7 @@ __attribute__((constructor)) static void shim_init(void)
 	set_fd_floor();
 	shunt__log_hide(); /* whichever constructor ran first */
 	pthread_atfork(shim_fork_prepare, shim_fork_parent, shim_fork_child);
+	shim_proc_init();
 	if ((off && *off && strcmp(off, "0")) || shunt__config()->bad_file)
 		enabled = 0;
 	shim_inherit(); /* even when off: an inherited connection is ours to carry */
@@ -1598,21 +1599,21 @@ static int exec_failed(int rc, char **env, char *const envp[])
 
 static int do_execve(const char *path, char *const argv[], char *const envp[])
 {
-	char **env = shim_exec_prepare(envp, shim_image_secure(AT_FDCWD, path, 0), 1);
+	char **env = shim_exec_prepare(envp, shim_image_look(AT_FDCWD, path, 0), 1);
 
 	return exec_failed(REAL(execve)(path, argv, env), env, envp);
 }
 
 static int do_execvpe(const char *file, char *const argv[], char *const envp[])
 {
-	char **env = shim_exec_prepare(envp, shim_image_secure_search(file), 1);
+	char **env = shim_exec_prepare(envp, shim_image_look_search(file), 1);
 
 	return exec_failed(REAL(execvpe)(file, argv, env), env, envp);
 }
 
 EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
 {
-	char **env = shim_exec_prepare(envp, shim_image_secure(fd, "", AT_EMPTY_PATH), 1);
+	char **env = shim_exec_prepare(envp, shim_image_look(fd, "", AT_EMPTY_PATH), 1);
 
 	return exec_failed(REAL(fexecve)(fd, argv, env), env, envp);
 }
@@ -1629,7 +1630,7 @@ EXPORT int execveat(int dir, const char *path, char *const argv[], char *const e
 		errno = ENOSYS;
 		return -1;
 	}
-	char **env = shim_exec_prepare(envp, shim_image_secure(dir, path, flags), 1);
+	char **env = shim_exec_prepare(envp, shim_image_look(dir, path, flags), 1);
 	return exec_failed(real(dir, path, argv, env, flags), env, envp);
 }
 
@@ -1725,10 +1726,11 @@ static int spawn(int search, pid_t *pid, const char *path, const posix_spawn_fil
 	if (at)
 		posix_spawnattr_getflags(at, &fl);
 	/* RESETIDS: the child takes our real ids for its effective ones. */
-	int secure = (search ? shim_image_secure_search(path) : shim_image_secure(AT_FDCWD, path, 0)) ||
-		     ((fl & POSIX_SPAWN_RESETIDS) && (getuid() != geteuid() || getgid() != getegid()));
+	int img = search ? shim_image_look_search(path) : shim_image_look(AT_FDCWD, path, 0);
+	if ((fl & POSIX_SPAWN_RESETIDS) && (getuid() != geteuid() || getgid() != getegid()))
+		img |= IMG_SECURE;
 	shim_spawn_prepare(fa);
-	char **env = shim_exec_prepare(envp ? envp : environ, secure, 0);
+	char **env = shim_exec_prepare(envp ? envp : environ, img, 0);
 	shim_spawn_begin();
 	int rc = search ? REAL(posix_spawnp)(&child, path, fa, at, argv, env)
 			: REAL(posix_spawn)(&child, path, fa, at, argv, env);

@@ -20,8 +20,11 @@
  * what the slot says before it is believed.  posix_spawn: the same, for a
  * child.
  */
+#include <elf.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <link.h>
 #include <limits.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -514,18 +517,164 @@ static int has_caps(int dir, const char *path, int at_flags)
 	return n > 0 || (n < 0 && n != -ENODATA && n != -EOPNOTSUPP);
 }
 
-int shim_image_secure(int dir, const char *path, int at_flags)
+/* --- Images that cannot load us ---------------------------------------------
+ * Nor may the arena go to an image that does not run the library: its fd
+ * stayed open there for good, where a process of the same user (that may
+ * not ptrace it) opened it through /proc/PID/fd and read the family's
+ * stream by rewriting a slot's ring pointer (a helper's attack: a server
+ * exec'd a helper with a clean environment, its socket on fd 0), and where
+ * a program that checks its fds found one it never opened.  The library
+ * runs in the new image when the environment's LD_PRELOAD (or
+ * /etc/ld.so.preload) names our file, or the image is our own executable
+ * (the shim linked in, as the tests' programs), and the dynamic loader
+ * runs it at all: an ELF file of our class with a PT_INTERP header, or a
+ * script ("#!") whose interpreter is one (the kernel nests four deep).
+ * Unreadable (execute permission only) or anything else: it may not. */
+
+static struct {
+	dev_t dev;
+	ino_t ino;
+	char base[64]; /* our file's name, for an LD_PRELOAD item without a '/' */
+	int everywhere; /* /etc/ld.so.preload names us */
+} us;
+
+static int is_us(const char *item, size_t n)
 {
+	char p[PATH_MAX];
 	struct stat st;
 
-	if (sys_fstatat(dir, path, &st, at_flags & (AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)) < 0)
-		return 1;
-	if ((st.st_mode & S_ISUID) || ((st.st_mode & S_ISGID) && (st.st_mode & S_IXGRP)))
-		return 1;
-	return has_caps(dir, path, at_flags);
+	if (!n || n >= sizeof(p))
+		return 0;
+	memcpy(p, item, n);
+	p[n] = '\0';
+	if (!memchr(item, '/', n))
+		return us.base[0] && !strcmp(p, us.base);
+	return us.ino && sys_fstatat(AT_FDCWD, p, &st, 0) == 0 && st.st_dev == us.dev &&
+	       st.st_ino == us.ino;
 }
 
-int shim_image_secure_search(const char *file)
+/* The loader's list: items apart by blanks or colons. */
+static int names_us(const char *list)
+{
+	for (const char *p = list; *p;) {
+		size_t n = strcspn(p, " :\t\n");
+		if (is_us(p, n))
+			return 1;
+		p += n;
+		if (*p)
+			p++;
+	}
+	return 0;
+}
+
+void shim_proc_init(void)
+{
+	Dl_info di;
+	struct stat st;
+	char buf[4096];
+	int lib = dladdr((void *)shim_proc_init, &di) && di.dli_fname && *di.dli_fname;
+	const char *f = lib ? di.dli_fname : "/proc/self/exe";
+
+	if (sys_fstatat(AT_FDCWD, f, &st, 0) == 0) {
+		us.dev = st.st_dev;
+		us.ino = st.st_ino;
+	}
+	const char *b = strrchr(f, '/');
+	if (lib)
+		snprintf(us.base, sizeof(us.base), "%s", b ? b + 1 : f);
+	int fd = sys_openat(AT_FDCWD, "/etc/ld.so.preload", O_RDONLY | O_CLOEXEC | O_NONBLOCK, 0);
+	long n = fd >= 0 ? sys_pread(fd, buf, sizeof(buf) - 1, 0) : -1;
+	if (fd >= 0)
+		sys_close(fd);
+	buf[n > 0 ? n : 0] = '\0';
+	us.everywhere = names_us(buf);
+}
+
+#define OUR_CLASS (__ELF_NATIVE_CLASS == 64 ? ELFCLASS64 : ELFCLASS32)
+
+static int has_interp(const unsigned char *h, size_t n, int fd)
+{
+	ElfW(Ehdr) eh;
+	ElfW(Phdr) ph[64];
+
+	if (n < sizeof(eh))
+		return 0;
+	memcpy(&eh, h, sizeof(eh));
+	if (memcmp(eh.e_ident, ELFMAG, SELFMAG) || eh.e_ident[EI_CLASS] != OUR_CLASS ||
+	    eh.e_phentsize != sizeof(ph[0]) || eh.e_phnum == 0 || eh.e_phnum > 64)
+		return 0;
+	size_t len = eh.e_phnum * sizeof(ph[0]);
+	if (eh.e_phoff > (ElfW(Off))INT64_MAX || sys_pread(fd, ph, len, (off_t)eh.e_phoff) != (long)len)
+		return 0;
+	for (unsigned i = 0; i < eh.e_phnum; i++)
+		if (ph[i].p_type == PT_INTERP)
+			return 1;
+	return 0;
+}
+
+static int dynamic(int dir, const char *path, int depth)
+{
+	unsigned char h[256];
+	int fd = sys_openat(dir, path, O_RDONLY | O_CLOEXEC | O_NONBLOCK, 0);
+
+	if (fd < 0)
+		return 0;
+	long n = sys_pread(fd, h, sizeof(h) - 1, 0);
+	int yes = n > 0 && has_interp(h, (size_t)n, fd);
+	sys_close(fd);
+	if (n < 2 || h[0] != '#' || h[1] != '!' || depth >= 4)
+		return yes;
+	/* "#!", blanks, the interpreter's path, then blanks or the line's end. */
+	h[n] = '\0';
+	char *p = (char *)h + 2;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	char *e = p;
+	while (*e && *e != ' ' && *e != '\t' && *e != '\n')
+		e++;
+	if (!*e)
+		return 0; /* the line goes on past what we read */
+	*e = '\0';
+	return *p == '/' && dynamic(AT_FDCWD, p, depth + 1);
+}
+
+int shim_image_look(int dir, const char *path, int at_flags)
+{
+	struct stat st;
+	char self[32];
+
+	/* fexecve's fd may be O_PATH: opened anew, it reads. */
+	if ((at_flags & AT_EMPTY_PATH) && !*path) {
+		snprintf(self, sizeof(self), "/proc/self/fd/%d", dir);
+		dir = AT_FDCWD;
+		path = self;
+		at_flags &= ~AT_EMPTY_PATH;
+	}
+	if (sys_fstatat(dir, path, &st, at_flags & AT_SYMLINK_NOFOLLOW) < 0)
+		return IMG_SECURE;
+	int img = dynamic(dir, path, 0) ? 0 : IMG_STATIC;
+	if (us.ino && st.st_dev == us.dev && st.st_ino == us.ino)
+		img |= IMG_SELF;
+	if ((st.st_mode & S_ISUID) || ((st.st_mode & S_ISGID) && (st.st_mode & S_IXGRP)) ||
+	    has_caps(dir, path, at_flags))
+		img |= IMG_SECURE;
+	return img;
+}
+
+/* Will the library run in the image, and take the arena? */
+static int loads_us(int img, char *const envp[])
+{
+	if (img & (IMG_SECURE | IMG_STATIC))
+		return 0;
+	if ((img & IMG_SELF) || us.everywhere)
+		return 1;
+	for (size_t i = 0; envp && envp[i]; i++)
+		if (!strncmp(envp[i], "LD_PRELOAD=", 11))
+			return names_us(envp[i] + 11);
+	return 0;
+}
+
+int shim_image_look_search(const char *file)
 {
 	const char *p = getenv("PATH");
 	char buf[PATH_MAX];
@@ -533,7 +682,7 @@ int shim_image_secure_search(const char *file)
 	struct stat st;
 
 	if (strchr(file, '/'))
-		return shim_image_secure(AT_FDCWD, file, 0);
+		return shim_image_look(AT_FDCWD, file, 0);
 	for (p = p ? p : "/bin:/usr/bin";; p++) {
 		const char *e = p;
 		while (*e && *e != ':')
@@ -547,15 +696,15 @@ int shim_image_secure_search(const char *file)
 			memcpy(buf + n + 1, file, len + 1);
 			if (sys_fstatat(AT_FDCWD, buf, &st, 0) == 0 && S_ISREG(st.st_mode) &&
 			    (st.st_mode & 0111))
-				return shim_image_secure(AT_FDCWD, buf, 0);
+				return shim_image_look(AT_FDCWD, buf, 0);
 		}
 		if (!*e)
-			return 1; /* not found: the exec fails */
+			return IMG_SECURE; /* not found: the exec fails */
 		p = e;
 	}
 }
 
-char **shim_exec_prepare(char *const envp[], int secure, int replaces)
+char **shim_exec_prepare(char *const envp[], int img, int replaces)
 {
 	if (atomic_load(&shim_hands_off))
 		return (char **)envp;
@@ -587,8 +736,9 @@ char **shim_exec_prepare(char *const envp[], int secure, int replaces)
 	 * family to adopt, run with the credentials the family had: after a
 	 * setuid() it gave another user the slots' pointers, which every
 	 * member follows (a helper's attack read a root server's stream from
-	 * a program it exec'd as another user, without the library). */
-	int pass = in.n > 0 && shim_arena_creds_same() && !secure;
+	 * a program it exec'd as another user, without the library); and
+	 * only to one that runs the library (above). */
+	int pass = in.n > 0 && shim_arena_creds_same() && loads_us(img, envp);
 	size_t j = 0;
 	for (size_t i = 0; i < n; i++)
 		if (strncmp(envp[i], SHIM_INHERIT_ENV "=", sizeof(SHIM_INHERIT_ENV)))

@@ -874,15 +874,22 @@ void shim_kick_others(void);
 
 #define SHIM_INHERIT_ENV "SHUNT_INHERIT"
 /* Before exec (replaces 1: this process's image; 0: posix_spawn's child;
- * `secure`: the image runs with other credentials, shim_image_secure):
- * returns the environment to pass (envp itself, or a copy with
- * SHUNT_INHERIT, freed by shim_exec_done). */
-char **shim_exec_prepare(char *const envp[], int secure, int replaces);
-/* Would the kernel run the image at dir/path (execveat's flags) with
- * other credentials than ours (set-user-ID, set-group-ID, file
- * capabilities)?  1 when unknown.  _search: found as execvp finds it. */
-int shim_image_secure(int dir, const char *path, int at_flags);
-int shim_image_secure_search(const char *file);
+ * `img`: what shim_image_look said of the image): returns the environment
+ * to pass (envp itself, or a copy with SHUNT_INHERIT, freed by
+ * shim_exec_done). */
+char **shim_exec_prepare(char *const envp[], int img, int replaces);
+/* What the image at dir/path (execveat's flags) is to us: IMG_SECURE, the
+ * kernel runs it with other credentials than ours (set-user-ID,
+ * set-group-ID, file capabilities; also when unknown); IMG_STATIC, no
+ * dynamic loader runs it, to load us; IMG_SELF, our own executable.
+ * _search: found as execvp finds it. */
+#define IMG_SECURE 1
+#define IMG_STATIC 2
+#define IMG_SELF 4
+int shim_image_look(int dir, const char *path, int at_flags);
+int shim_image_look_search(const char *file);
+/* At start-up: which file is ours, to know it in an image's LD_PRELOAD. */
+void shim_proc_init(void);
 void shim_exec_done(char **env, char *const envp[]);
 /* At start-up: adopt what a parent image left in SHUNT_INHERIT. */
 void shim_inherit(void);
