@@ -1731,9 +1731,13 @@ static int spawn(int search, pid_t *pid, const char *path, const posix_spawn_fil
 		img |= IMG_SECURE;
 	shim_spawn_prepare(fa);
 	char **env = shim_exec_prepare(envp ? envp : environ, img, 0);
+	posix_spawn_file_actions_t mine;
+	const posix_spawn_file_actions_t *acts = shim_spawn_actions(fa, env, envp ? envp : environ, &mine);
 	shim_spawn_begin();
-	int rc = search ? REAL(posix_spawnp)(&child, path, fa, at, argv, env)
-			: REAL(posix_spawn)(&child, path, fa, at, argv, env);
+	int rc = search ? REAL(posix_spawnp)(&child, path, acts ? acts : fa, at, argv, env)
+			: REAL(posix_spawn)(&child, path, acts ? acts : fa, at, argv, env);
+	if (acts == &mine)
+		shim_spawn_actions_done(&mine);
 
 	/* The child holds what it inherits, shim or not. */
 	shim_spawn_end(rc == 0 ? child : -1);

@@ -443,6 +443,7 @@ struct exec_env {
 	size_t size;
 	char **env;
 	int afd; /* the arena's copy that crosses exec, or -1 */
+	int var_at; /* where env holds SHUNT_INHERIT, or -1 */
 };
 
 /* What exec closes: a holder that stays (its pid lives on as the new
@@ -743,13 +744,15 @@ char **shim_exec_prepare(char *const envp[], int img, int replaces)
 	for (size_t i = 0; i < n; i++)
 		if (strncmp(envp[i], SHIM_INHERIT_ENV "=", sizeof(SHIM_INHERIT_ENV)))
 			x->env[j++] = envp[i];
+	x->var_at = pass ? (int)j : -1;
 	if (pass)
 		x->env[j++] = var;
 	x->env[j] = NULL;
-	/* Closed if the exec fails (shim_exec_done). */
-	if (pass) {
+	/* Closed if the exec fails (shim_exec_done).  posix_spawn's child
+	 * gets it by a file action (shim_spawn_actions). */
+	if (pass && replaces) {
 		sys_fcntl(afd, F_SETFD, 0);
-	} else {
+	} else if (!pass) {
 		sys_close(afd);
 		x->afd = -1;
 	}
@@ -835,6 +838,76 @@ static void spawn_after(int fd, struct tsock *t, void *arg)
 
 	if (survives_spawn(fd, sp->fa))
 		shim_slot_hold(t->slot, sp->child);
+}
+
+/* Do glibc's file actions lie as struct glibc_spawn_action says?  Asked
+ * of two dup2 actions of its own making: their tags and fds at our stride. */
+static int layout_known(void)
+{
+	static _Atomic int known; /* 0 not asked, 1 yes, -1 no */
+	posix_spawn_file_actions_t fa;
+
+	if (atomic_load(&known))
+		return atomic_load(&known) > 0;
+	int ok = posix_spawn_file_actions_init(&fa) == 0;
+	if (ok) {
+		ok = posix_spawn_file_actions_adddup2(&fa, 5, 6) == 0 &&
+		     posix_spawn_file_actions_adddup2(&fa, 7, 8) == 0 && fa.__used == 2;
+		const struct glibc_spawn_action *a = (const struct glibc_spawn_action *)fa.__actions;
+		ok = ok && a[0].tag == SPAWN_DUP2 && a[0].u.dup2.fd == 5 && a[0].u.dup2.newfd == 6 &&
+		     a[1].tag == SPAWN_DUP2 && a[1].u.dup2.fd == 7 && a[1].u.dup2.newfd == 8;
+		posix_spawn_file_actions_destroy(&fa);
+	}
+	atomic_store(&known, ok ? 1 : -1);
+	return ok;
+}
+
+/*
+ * The file actions posix_spawn's child runs: first a dup2 of the arena's
+ * fd onto itself, which clears its close-on-exec in the child alone, then
+ * the program's (mine holds a copy of their entries; the strings they name
+ * stay the program's).  Made inheritable in our own table for the spawn's
+ * while instead, it went to every child another thread forked meanwhile:
+ * to a program exec'd without the library 478 times in 2000 (a helper's
+ * reproducer), where a process of the same user could open it.  Returns
+ * fa when nothing crosses, mine, or NULL when the arena cannot go: the
+ * environment then no longer names it.  shim_spawn_actions_done frees.
+ */
+const posix_spawn_file_actions_t *shim_spawn_actions(const posix_spawn_file_actions_t *fa,
+						     char **env, char *const envp[],
+						     posix_spawn_file_actions_t *mine)
+{
+	if (env == (char **)envp)
+		return fa;
+	struct exec_env *x = (struct exec_env *)env - 1;
+	int used = fa ? fa->__used : 0;
+	if (x->afd < 0)
+		return fa;
+	struct glibc_spawn_action *a = NULL;
+	if (layout_known() && used >= 0 && used <= 4096 && (!fa || used <= fa->__allocated) &&
+	    (!used || fa->__actions))
+		a = calloc((size_t)used + 1, sizeof(*a));
+	memset(mine, 0, sizeof(*mine));
+	if (a) {
+		mine->__actions = (void *)a;
+		mine->__allocated = used + 1;
+	}
+	if (a && posix_spawn_file_actions_adddup2(mine, x->afd, x->afd) == 0 &&
+	    (void *)mine->__actions == (void *)a && mine->__used == 1) {
+		if (used)
+			memcpy(a + 1, fa->__actions, (size_t)used * sizeof(*a));
+		mine->__used = used + 1;
+		return mine;
+	}
+	free(mine->__actions);
+	mine->__actions = NULL;
+	x->env[x->var_at] = NULL; /* it was the last */
+	return NULL;
+}
+
+void shim_spawn_actions_done(posix_spawn_file_actions_t *mine)
+{
+	free(mine->__actions);
 }
 
 void shim_spawn_prepare(const posix_spawn_file_actions_t *fa)
