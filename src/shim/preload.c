@@ -1734,8 +1734,8 @@ static int spawn(int search, pid_t *pid, const char *path, const posix_spawn_fil
 	posix_spawn_file_actions_t mine;
 	const posix_spawn_file_actions_t *acts = shim_spawn_actions(fa, env, envp ? envp : environ, &mine);
 	shim_spawn_begin();
-	int rc = search ? REAL(posix_spawnp)(&child, path, acts ? acts : fa, at, argv, env)
-			: REAL(posix_spawn)(&child, path, acts ? acts : fa, at, argv, env);
+	int rc = search ? REAL(posix_spawnp)(&child, path, acts, at, argv, env)
+			: REAL(posix_spawn)(&child, path, acts, at, argv, env);
 	if (acts == &mine)
 		shim_spawn_actions_done(&mine);
 

@@ -870,8 +870,8 @@ static int layout_known(void)
  * while instead, it went to every child another thread forked meanwhile:
  * to a program exec'd without the library 478 times in 2000 (a helper's
  * reproducer), where a process of the same user could open it.  Returns
- * fa when nothing crosses, mine, or NULL when the arena cannot go: the
- * environment then no longer names it.  shim_spawn_actions_done frees.
+ * mine when the arena goes by it, else fa (when it cannot go, the
+ * environment no longer names it).  shim_spawn_actions_done frees mine.
  */
 const posix_spawn_file_actions_t *shim_spawn_actions(const posix_spawn_file_actions_t *fa,
 						     char **env, char *const envp[],
@@ -902,7 +902,7 @@ const posix_spawn_file_actions_t *shim_spawn_actions(const posix_spawn_file_acti
 	free(mine->__actions);
 	mine->__actions = NULL;
 	x->env[x->var_at] = NULL; /* it was the last */
-	return NULL;
+	return fa;
 }
 
 void shim_spawn_actions_done(posix_spawn_file_actions_t *mine)

@@ -900,9 +900,9 @@ void shim_inherit(void);
 /* posix_spawn: the sockets its child inherits (file actions too) go back
  * to TCP first if they moved, and are held by the child after. */
 void shim_spawn_prepare(const posix_spawn_file_actions_t *fa);
-/* The file actions that hand the arena to the child (proc.c): fa, mine,
- * or NULL (nothing goes: spawn with fa); shim_spawn_actions_done(mine)
- * after the spawn when it returned mine. */
+/* The file actions that hand the arena to the child (proc.c): mine, or
+ * fa when it does not go; shim_spawn_actions_done(mine) after the spawn
+ * when it returned mine. */
 const posix_spawn_file_actions_t *shim_spawn_actions(const posix_spawn_file_actions_t *fa,
 						     char **env, char *const envp[],
 						     posix_spawn_file_actions_t *mine);
