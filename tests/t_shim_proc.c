@@ -958,6 +958,15 @@ static void build_static_lsfd(const char *dir, char *prog, size_t n)
 	ASSERT_MSG(system(cmd) == 0, "cc -static failed (libc6-dev has the static C library)");
 }
 
+/* The program, its source and dir, gone. */
+static void remove_static_lsfd(const char *dir, char *prog)
+{
+	unlink(prog);
+	strcat(prog, ".c");
+	unlink(prog);
+	rmdir(dir);
+}
+
 static void case_exec_arena_no_library(void)
 {
 	static char out[16384];
@@ -988,10 +997,7 @@ static void case_exec_arena_no_library(void)
 		ASSERT_SYS(close(a));
 		ASSERT_SYS(close(b));
 	}
-	unlink(prog);
-	strcat(prog, ".c");
-	unlink(prog);
-	rmdir(dir);
+	remove_static_lsfd(dir, prog);
 }
 
 /* posix_spawn in one thread, fork and exec in another: the arena must not
@@ -1045,10 +1051,7 @@ static void case_spawn_race_arena(void)
 		   runs);
 	ASSERT_SYS(close(a));
 	ASSERT_SYS(close(b));
-	unlink(prog);
-	strcat(prog, ".c");
-	unlink(prog);
-	rmdir(dir);
+	remove_static_lsfd(dir, prog);
 }
 
 /* Does a line of /proc/self/maps, or an fd's link, name the arena? */
