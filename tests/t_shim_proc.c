@@ -930,8 +930,10 @@ static void case_exec_arena(void)
 
 /* An image that does not run the library gets no arena, though it
  * inherits a moved socket as us: a shell exec'd with an environment
- * without LD_PRELOAD, and a statically linked program with one that names
- * the library (the loader, which reads it, does not run).  The arena's fd
+ * without LD_PRELOAD, a statically linked program with one that names
+ * the library (the loader, which reads it, does not run), and a shell
+ * whose environment names it in its first LD_PRELOAD only (the loader
+ * takes the last).  The arena's fd
  * stayed open in such a program for good: a helper's attack opened it
  * through /proc/PID/fd from a process of the same user (that may not
  * ptrace it) and read the family's stream by rewriting a slot's pointer. */
@@ -981,14 +983,21 @@ static void case_exec_arena_no_library(void)
 	snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", self);
 	char *argv[] = { (char *)"lsfd", NULL };
 	char *envp[] = { (char *)"PATH=/usr/bin:/bin", pre, NULL };
-	for (int how = 0; how < 2; how++) {
-		test_log("%s", how ? "a static program, LD_PRELOAD naming the library"
-				   : "a shell, no LD_PRELOAD");
+	char *sh_argv[] = { (char *)"sh", (char *)"-c", (char *)"ls -l /proc/self/fd", NULL };
+	char *sh_envp[] = { (char *)"PATH=/usr/bin:/bin", pre, (char *)"LD_PRELOAD=", NULL };
+	static const char *const hows[] = {
+		"a shell, no LD_PRELOAD", "a static program, LD_PRELOAD naming the library",
+		"a shell, LD_PRELOAD naming the library, then another, empty (the loader's)"
+	};
+	for (int how = 0; how < 3; how++) {
+		test_log("%s", hows[how]);
 		ts_moved_pair(&a, &b);
 		set_cloexec(a, 0);
 		set_cloexec(b, 1);
-		if (how)
+		if (how == 1)
 			output_of_exec(prog, argv, envp, 0, out, sizeof(out));
+		else if (how == 2)
+			output_of_exec("/bin/sh", sh_argv, sh_envp, 0, out, sizeof(out));
 		else
 			ls_fds_by("/bin/sh", 0, out, sizeof(out));
 		ASSERT_MSG(strstr(out, "socket:"), "no socket survived the exec:\n%s", out);

@@ -525,31 +525,35 @@ static int has_caps(int dir, const char *path, int at_flags)
  * stream by rewriting a slot's ring pointer (a helper's attack: a server
  * exec'd a helper with a clean environment, its socket on fd 0), and where
  * a program that checks its fds found one it never opened.  The library
- * runs in the new image when the environment's LD_PRELOAD (or
- * /etc/ld.so.preload) names our file, or the image is our own executable
- * (the shim linked in, as the tests' programs), and the dynamic loader
- * runs it at all: an ELF file of our class with a PT_INTERP header, or a
- * script ("#!") whose interpreter is one (the kernel nests four deep).
- * Unreadable (execute permission only) or anything else: it may not. */
+ * runs in the new image when the environment's last LD_PRELOAD (or
+ * /etc/ld.so.preload) names our file by a path, or the image is our own
+ * executable (the shim linked in, as the tests' programs), and the dynamic
+ * loader runs it at all: an ELF file of our class with a PT_INTERP header,
+ * a script ("#!") whose interpreter is one (the kernel nests four deep),
+ * or a file without either, which execvp runs with /bin/sh.  Unreadable
+ * (execute permission only), the loader run by its own name, or anything
+ * else: it may not (the library then runs there without the arena: what
+ * the image inherits stays on TCP). */
 
 static struct {
 	dev_t dev;
 	ino_t ino;
-	char base[64]; /* our file's name, for an LD_PRELOAD item without a '/' */
 	int everywhere; /* /etc/ld.so.preload names us */
 } us;
 
+/* An item of the loader's list that is our file.  Only a path is known
+ * for sure: a bare name is searched for where the loader looks (an
+ * LD_LIBRARY_PATH the image no longer had: not found, and the arena went
+ * to a shell without the library; a reviewer's reproducer). */
 static int is_us(const char *item, size_t n)
 {
 	char p[PATH_MAX];
 	struct stat st;
 
-	if (!n || n >= sizeof(p))
+	if (!n || n >= sizeof(p) || !memchr(item, '/', n))
 		return 0;
 	memcpy(p, item, n);
 	p[n] = '\0';
-	if (!memchr(item, '/', n))
-		return us.base[0] && !strcmp(p, us.base);
 	return us.ino && sys_fstatat(AT_FDCWD, p, &st, 0) == 0 && st.st_dev == us.dev &&
 	       st.st_ino == us.ino;
 }
@@ -580,9 +584,6 @@ void shim_proc_init(void)
 		us.dev = st.st_dev;
 		us.ino = st.st_ino;
 	}
-	const char *b = strrchr(f, '/');
-	if (lib)
-		snprintf(us.base, sizeof(us.base), "%s", b ? b + 1 : f);
 	int fd = sys_openat(AT_FDCWD, "/etc/ld.so.preload", O_RDONLY | O_CLOEXEC | O_NONBLOCK, 0);
 	long n = fd >= 0 ? sys_pread(fd, buf, sizeof(buf) - 1, 0) : -1;
 	if (fd >= 0)
@@ -623,8 +624,11 @@ static int dynamic(int dir, const char *path, int depth)
 	long n = sys_pread(fd, h, sizeof(h) - 1, 0);
 	int yes = n > 0 && has_interp(h, (size_t)n, fd);
 	sys_close(fd);
-	if (n < 2 || h[0] != '#' || h[1] != '!' || depth >= 4)
+	if (yes || n < 0 || depth >= 4 || (n >= SELFMAG && !memcmp(h, ELFMAG, SELFMAG)))
 		return yes;
+	/* Neither ELF nor "#!": execvp runs it with /bin/sh (execve fails). */
+	if (n < 2 || h[0] != '#' || h[1] != '!')
+		return dynamic(AT_FDCWD, "/bin/sh", depth + 1);
 	/* "#!", blanks, the interpreter's path, then blanks or the line's end. */
 	h[n] = '\0';
 	char *p = (char *)h + 2;
@@ -644,6 +648,9 @@ int shim_image_look(int dir, const char *path, int at_flags)
 	struct stat st;
 	char self[32];
 
+	/* Let go (a seccomp filter that may kill): no call of ours at all. */
+	if (atomic_load(&shim_hands_off))
+		return IMG_SECURE;
 	/* fexecve's fd may be O_PATH: opened anew, it reads. */
 	if ((at_flags & AT_EMPTY_PATH) && !*path) {
 		snprintf(self, sizeof(self), "/proc/self/fd/%d", dir);
@@ -662,17 +669,22 @@ int shim_image_look(int dir, const char *path, int at_flags)
 	return img;
 }
 
-/* Will the library run in the image, and take the arena? */
+/* Will the library run in the image, and take the arena?  The loader
+ * takes the last LD_PRELOAD of the environment (getenv the first: an
+ * environment with ours first and another appended handed the arena to a
+ * shell without the library; a reviewer's reproducer). */
 static int loads_us(int img, char *const envp[])
 {
+	const char *list = NULL;
+
 	if (img & (IMG_SECURE | IMG_STATIC))
 		return 0;
 	if ((img & IMG_SELF) || us.everywhere)
 		return 1;
 	for (size_t i = 0; envp && envp[i]; i++)
 		if (!strncmp(envp[i], "LD_PRELOAD=", 11))
-			return names_us(envp[i] + 11);
-	return 0;
+			list = envp[i] + 11;
+	return list && names_us(list);
 }
 
 int shim_image_look_search(const char *file)
@@ -682,6 +694,8 @@ int shim_image_look_search(const char *file)
 	size_t len = strlen(file);
 	struct stat st;
 
+	if (atomic_load(&shim_hands_off))
+		return IMG_SECURE;
 	if (strchr(file, '/'))
 		return shim_image_look(AT_FDCWD, file, 0);
 	for (p = p ? p : "/bin:/usr/bin";; p++) {
