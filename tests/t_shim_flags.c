@@ -2388,18 +2388,23 @@ static double nagle_after_back(void)
 	return worst;
 }
 
-/* Ten connections: the ACK went out in time in about 2 runs of 3. */
+/* Twenty connections: the ACK went out in time in about 2 of 3, so the
+ * stall showed in 3 or more of them but for 2 runs in 100; a machine
+ * busy elsewhere may hold one round trip as long now and then. */
 static void case_nagle_after_back(void)
 {
 	double worst = 0;
+	int slow = 0;
 
-	for (int i = 0; i < 10; i++) {
+	for (int i = 0; i < 20; i++) {
 		double w = nagle_after_back();
 		worst = w > worst ? w : worst;
+		slow += w >= 0.035;
 	}
-	test_log("the slowest round trip after a way back: %.1f ms", worst * 1000);
-	ASSERT_MSG(worst < 0.035, "a round trip took %.1f ms (Nagle behind an unacked doorbell?)",
-		   worst * 1000);
+	test_log("the slowest round trip after a way back: %.1f ms; %d connections of 20 had "
+		 "one of 35 ms or more", worst * 1000, slow);
+	ASSERT_MSG(slow < 3, "%d connections of 20 had a round trip of 35 ms or more (Nagle "
+		   "behind an unacked doorbell?)", slow);
 }
 
 /* The same, and stdio closes at once with the peer's bytes unread: the

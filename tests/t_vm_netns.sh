@@ -165,7 +165,7 @@ skip=scm_rights_unread,scm_rights_unread_armed,scm_rights_unread_rung,scm_rights
 for t in t_shim_connect t_shim_data t_shim_epoll t_shim_fds t_shim_flags; do
 	[ -x "$B/tests/$t" ] || fail "no $B/tests/$t"
 	SHUNT_CONFIG=$T/conf SHUNT_TEST_SKIP=$skip timeout 120 "$B/tests/$t" >"$T/$t.out" 2>&1 ||
-		fail "$t over the region: status $?"
+		fail "$t over the region: status $?: $(grep -a -E '  FAIL |fail:' "$T/$t.out" | head -n 5)"
 	say "$t over the region: $(grep -c '  PASS  ' "$T/$t.out") cases passed (not run: $skip)"
 done
 # The passes skipped above reset between VMs, loudly; they must never hand
