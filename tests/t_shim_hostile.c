@@ -100,8 +100,6 @@
 #include "internal.h"
 #include "medium.h"
 #include "meet.h"
-#include "seg.h"
-#include "shim.h"
 #include "shimlib.h"
 #include "testlib.h"
 
@@ -3567,89 +3565,7 @@ static const struct shim_case g_root_cases[] = {
 };
 
 /* Cases that need no privilege. */
-/* A hostile peer says it went back to TCP with far more doorbells on the
- * stream than it rang (its switch word: ASK and BACK, back_tcp 1 MB past
- * its switch), rings once and waits.  A non-blocking read of ours must
- * not wait for doorbells that never come: it held recv(MSG_DONTWAIT) 5 s,
- * then reset the connection (a helper's attack, between VMs too), where
- * TCP's returns at once.  A blocking one with SO_RCVTIMEO waits as long as
- * that, not 5 s. */
-struct liar {
-	int go[2]; /* parent -> peer: "lie now", "done" */
-	uint64_t seed;
-};
-
-static void liar_main(int fd, void *arg)
-{
-	struct liar *l = arg;
-
-	ts_make_accelerated_follow(fd);
-	ts_send_stream(fd, l->seed, 0, 1000, ts_ms(2000));
-	ts_token_recv(l->go[0], ts_ms(10000));
-	struct tsock *t = shim_get(fd);
-	ASSERT_NOT_NULL(t);
-	struct shunt_ctl *ctl = t->slot->end.seg.ctl;
-	unsigned me = t->slot->side;
-	struct shunt_switch *sw = &ctl->sw[me];
-	atomic_store(&sw->back_head, atomic_load(&ctl->head[me].v));
-	atomic_store(&sw->back_tcp, atomic_load(&sw->tcp_off) + (1u << 20));
-	atomic_fetch_or(&sw->flags, SHUNT_SW_ASK | SHUNT_SW_BACK);
-	uint8_t bell = ctl->hdr.bell;
-	ASSERT_EQ(syscall(SYS_write, fd, &bell, 1), 1); /* behind the library's back */
-	shim_put(t);
-	ts_token_recv(l->go[0], ts_ms(20000));
-	ASSERT_SYS(close(fd));
-}
-
-/* The longest of our reads until one fails (EAGAIN) or 2 s went by. */
-static double longest_read(int fd, int flags, size_t *got)
-{
-	char buf[4096];
-	double worst = 0, end = test_now() + 2;
-
-	while (test_now() < end) {
-		double t0 = test_now();
-		ssize_t n = recv(fd, buf, sizeof(buf), flags);
-		double took = test_now() - t0;
-		worst = took > worst ? took : worst;
-		if (n <= 0) {
-			test_log("read: %zd (%s) after %.3f s", n, n < 0 ? strerror(errno) : "end",
-				 took);
-			break;
-		}
-		*got += (size_t)n;
-	}
-	return worst;
-}
-
-static void case_back_claims_more(void)
-{
-	struct liar l = { .seed = shim_seed(91) };
-	struct shim_peer p;
-	struct timeval tv = { 0, 200000 };
-	size_t got = 0;
-
-	ASSERT_SYS(pipe(l.go));
-	ts_peer_start(&p, liar_main, &l);
-	ASSERT_SYS(close(l.go[0]));
-	ts_make_accelerated_lead(p.fd);
-	ts_token_send(l.go[1], 'l');
-	test_sleep_ms(200);
-	double nb = longest_read(p.fd, MSG_DONTWAIT, &got);
-	ASSERT_SYS(setsockopt(p.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)));
-	double tmo = longest_read(p.fd, 0, &got);
-	test_log("%zu bytes; the longest non-blocking read %.3f s, with a 200 ms timeout %.3f s",
-		 got, nb, tmo);
-	ASSERT_MSG(nb < 1.0, "a non-blocking read took %.3f s", nb);
-	ASSERT_MSG(tmo < 1.5, "a read with a 200 ms timeout took %.3f s", tmo);
-	ASSERT_SYS(close(p.fd));
-	ts_token_send(l.go[1], 'd');
-	ts_peer_wait(&p, ts_ms(25000));
-	ASSERT_SYS(close(l.go[1]));
-}
-
 static const struct shim_case g_cases[] = {
-	{ "back_claims_more", case_back_claims_more },
 	{ "stall_never_accepts", case_stall_never_accepts },
 	{ "stall_full_backlog", case_stall_full_backlog },
 	{ "stall_silent_dialer", case_stall_silent_dialer },

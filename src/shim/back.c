@@ -352,7 +352,7 @@ static int wait_asker(struct tslot *s, int block, int64_t deadline)
 	return 0;
 }
 
-static int rx_leave(struct tsock *t, int fd, int64_t until, int try);
+static int rx_leave(struct tsock *t, int fd, int wait, int try);
 
 /* Our kernel counted the peer's TCP data up to its switch offset as read
  * (*at: how much): what follows in our stream is its doorbells. */
@@ -594,31 +594,8 @@ static int ring_read(struct tslot *s, uint64_t head)
 	return head == r->pos;
 }
 
-/* How long the peer's doorbells and proof are waited for: not at all (0),
- * up to the ask's bound (ASK_WAIT: past it the peer broke its word, and
- * the connection is reset), or up to a call's own deadline (a later
- * shunt_now_ns()), past which the call says "not yet", as TCP's would
- * with nothing there. */
-#define ASK_WAIT 1
-
-static int64_t leave_deadline(int64_t until)
-{
-	return until == ASK_WAIT ? shunt_now_ns() + ASK_NS : until;
-}
-
-/* A wait that ran out (-EAGAIN): 0 for a call that may not wait, the
- * call's timeout (-ETIMEDOUT: its read says EAGAIN, as TCP's), or the
- * ask's bound (the connection is reset). */
-static int not_yet(int rc, int64_t until)
-{
-	if (rc != -EAGAIN || until == ASK_WAIT)
-		return rc;
-	return until ? -ETIMEDOUT : 0;
-}
-
-/* Called with rx_mu held: 1 when reads go to the kernel now; -ETIMEDOUT
- * when the call's own deadline passed first. */
-static int rx_leave_locked(struct tsock *t, int fd, int64_t until)
+/* Called with rx_mu held: 1 when reads go to the kernel now. */
+static int rx_leave_locked(struct tsock *t, int fd, int wait)
 {
 	struct tslot *s = t->slot;
 	uint32_t pf = peer_flags(s);
@@ -637,9 +614,9 @@ static int rx_leave_locked(struct tsock *t, int fd, int64_t until)
 	if (rc <= 0)
 		return rc;
 	/* Between VMs the peer's proof lies before its doorbells (meet_vm.c). */
-	rc = shim_proof_settle(t, fd, leave_deadline(until));
+	rc = shim_proof_settle(t, fd, wait ? shunt_now_ns() + ASK_NS : 0);
 	if (rc < 0)
-		return not_yet(rc, until);
+		return rc == -EAGAIN && !wait ? 0 : rc;
 	rc = consumed(s, fd, &at);
 	if (rc < 0) {
 		log_info("fd %d: the kernel's count of our reads: %s", fd, strerror(-rc));
@@ -659,12 +636,12 @@ static int rx_leave_locked(struct tsock *t, int fd, int64_t until)
 	}
 	log_debug("fd %d: the peer's ring ends at %llu, its TCP data from %llu; we are at %llu",
 		  fd, (unsigned long long)head, (unsigned long long)tcp, (unsigned long long)at);
-	rc = take_bells(s, fd, tcp - at, leave_deadline(until));
-	if (rc < 0 && (rc != -EAGAIN || until == ASK_WAIT))
+	rc = take_bells(s, fd, tcp - at, wait ? shunt_now_ns() + ASK_NS : 0);
+	if (rc < 0 && (rc != -EAGAIN || wait))
 		log_info("fd %d: the doorbells from %llu to %llu: %s", fd, (unsigned long long)at,
 			 (unsigned long long)tcp, rc == -EPROTO ? "a byte is not one" : strerror(-rc));
 	if (rc < 0)
-		return not_yet(rc, until);
+		return rc == -EAGAIN && !wait ? 0 : rc;
 plain:
 	atomic_fetch_or(&s->phase, PH_RX_PLAIN);
 	return 1;
@@ -672,7 +649,7 @@ plain:
 
 /* 1 when reads go to the kernel now; 0 not yet (or, trying, the lock was
  * held); < 0 when the stream cannot be followed: the connection is reset. */
-static int rx_leave(struct tsock *t, int fd, int64_t until, int try)
+static int rx_leave(struct tsock *t, int fd, int wait, int try)
 {
 	struct tslot *s = t->slot;
 
@@ -682,10 +659,8 @@ static int rx_leave(struct tsock *t, int fd, int64_t until, int try)
 		shim_lock(&s->rx_mu);
 	else if (shim_trylock(&s->rx_mu) < 0)
 		return 0;
-	int rc = rx_leave_locked(t, fd, until);
+	int rc = rx_leave_locked(t, fd, wait);
 	shim_unlock(&s->rx_mu);
-	if (rc == -ETIMEDOUT)
-		return rc;
 	/* After a reset the program was told of, there is nothing left to
 	 * follow, nor to tell again: TCP's socket reads end of stream then
 	 * (every call said it anew, and FIONREAD said ECONNRESET where TCP
@@ -768,19 +743,12 @@ void shim_back_rx_done(struct tsock *t, int fd)
 
 int shim_back_rx(struct tsock *t, int fd, int wait)
 {
-	return shim_back_rx_by(t, fd, wait ? ASK_WAIT : 0);
-}
-
-int shim_back_rx_by(struct tsock *t, int fd, int64_t deadline)
-{
 	/* A call that may not wait does not wait for the lock either: its
 	 * holder may be a read of another thread asleep on the ring, which
 	 * leaves the ring itself when it wakes, and which only this call's
 	 * caller may wake (its sends, which the way back needs: a writer
 	 * thread polling for room hung there while its reader slept). */
-	if (deadline > ASK_WAIT && deadline - shunt_now_ns() >= ASK_NS)
-		deadline = ASK_WAIT;
-	return rx_leave(t, fd, deadline, !deadline);
+	return rx_leave(t, fd, wait, !wait);
 }
 
 /* The connection is plain: what every way back ends with.  The kernel
@@ -1295,7 +1263,7 @@ static int finish_quietly(struct tsock *t, int fd, enum shim_why why)
 			rc = -EALREADY;
 	}
 	if (rc == 0 && (atomic_load(&me->flags) & SHUNT_SW_LAZY)) {
-		rc = shunt_end_readable(&s->end) > 0 ? -ENOTRECOVERABLE : rx_leave_locked(t, fd, ASK_WAIT);
+		rc = shunt_end_readable(&s->end) > 0 ? -ENOTRECOVERABLE : rx_leave_locked(t, fd, 1);
 		rc = rc > 0 ? 0 : rc == 0 ? -ETIMEDOUT : rc;
 	} else if (rc == 0 && (rc = ask_locked(t, fd, 1, deadline)) == 0) {
 		wait_resent(s, fd);

@@ -627,12 +627,8 @@ static int going_back(struct tsock *t)
 }
 
 /* While going back to TCP: 1 when our reads are the kernel's, 0 while
- * the ring still has the peer's data, or a negative errno.  The peer's
- * doorbells up to its word are waited for as the call may wait: a hostile
- * peer that claimed more than it rang held a non-blocking recv() 5 s,
- * then reset it (a helper's attack; t_shim_hostile back_claims_more).
- * -ETIMEDOUT: the call's own timeout (SO_RCVTIMEO) passed meanwhile. */
-static int rx_back(struct tsock *t, int fd, int flags)
+ * the ring still has the peer's data, or a negative errno. */
+static int rx_back(struct tsock *t, int fd)
 {
 	if (phase_of(t) & PH_RX_PLAIN)
 		return 1;
@@ -640,7 +636,7 @@ static int rx_back(struct tsock *t, int fd, int flags)
 		return 0;
 	if (shim_back_answer(t, fd))
 		shim_back_answered(t, fd);
-	return shim_back_rx_by(t, fd, deadline_of(t, flags, 0));
+	return shim_back_rx(t, fd, 1);
 }
 
 /* The peer asked to go back to TCP: what can be done now (an answer
@@ -724,8 +720,7 @@ static ssize_t past_ring_end(struct tsock *t, int fd, char *buf, size_t len, siz
 	    shim_back_queued(t, fd))
 		return (ssize_t)(got + shim_back_peek_past(t, fd, buf ? buf + got : NULL, len - got,
 							   flags & MSG_TRUNC));
-	if ((flags & MSG_PEEK) || !going_back(t) || !shim_back_queued(t, fd) ||
-	    rx_back(t, fd, flags) <= 0)
+	if ((flags & MSG_PEEK) || !going_back(t) || !shim_back_queued(t, fd) || rx_back(t, fd) <= 0)
 		return (ssize_t)got;
 	int err = errno;
 	/* MSG_TRUNC (no buffer, bytes dropped) too: it stopped at the ring's
@@ -751,12 +746,10 @@ static int peek_reached_x(struct tsock *t, int flags, size_t n)
 static ssize_t moved_recv(struct tsock *t, int fd, void *buf, size_t len, int flags)
 {
 	shim_switch_tx_reader(t, fd);
-	int rb = rx_back(t, fd, flags);
+	int rb = rx_back(t, fd);
 
 	if (rb > 0)
 		return recv_flushing(t, fd, buf, len, flags);
-	if (rb == -ETIMEDOUT)
-		return shim_err(-EAGAIN);
 	if (rb < 0)
 		return rx_result(t, fd, -ECONNRESET);
 	size_t done = 0;
@@ -1874,9 +1867,7 @@ static ssize_t moved_splice_out(struct tsock *t, int fd, int pipe_out, size_t le
 	struct shunt_bell b = shim_bell(t, fd);
 	const void *p;
 
-	int rb = rx_back(t, fd, flags & SPLICE_F_NONBLOCK ? MSG_DONTWAIT : 0);
-	if (rb == -ETIMEDOUT)
-		return shim_err(-EAGAIN);
+	int rb = rx_back(t, fd);
 	if (rb != 0)
 		return rb > 0 ? REAL(splice)(fd, NULL, pipe_out, NULL, len, flags)
 			      : rx_result(t, fd, -ECONNRESET);
@@ -1936,7 +1927,7 @@ static ssize_t splice_past_ring_end(struct tsock *t, int fd, int pipe_out, size_
 	uint64_t q;
 
 	if (got <= 0 || (size_t)got >= len || !going_back(t) || !(q = shim_back_queued(t, fd)) ||
-	    rx_back(t, fd, flags & SPLICE_F_NONBLOCK ? MSG_DONTWAIT : 0) <= 0)
+	    rx_back(t, fd) <= 0)
 		return got;
 	int err = errno;
 	ssize_t k = REAL(splice)(fd, NULL, pipe_out, NULL, SHUNT_MIN(len - (size_t)got, q),

@@ -563,10 +563,6 @@ int shim_back_tx(struct tsock *t, int fd, int block);
  * go to the kernel, 0 not yet, < 0 the stream broke.  `wait`: for the
  * peer's last doorbells to arrive. */
 int shim_back_rx(struct tsock *t, int fd, int wait);
-/* The same, waiting for the peer's doorbells up to a call's deadline
- * (0: not at all; SHUNT_NEVER: up to the ask's bound, past which the
- * connection is reset). */
-int shim_back_rx_by(struct tsock *t, int fd, int64_t deadline);
 /* Where the asker's data resumes on TCP (its back_tcp) once it went back:
  * 1 when nothing of its ring is left for us, 2 while some is, 0 not gone
  * back.  A read that took the stream past it keeps what follows the
