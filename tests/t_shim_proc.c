@@ -762,8 +762,9 @@ static void ls_fds_by(const char *sh, int other_user, char *out, size_t n)
 	output_of_exec(sh, argv, envp, other_user, out, n);
 }
 
-static void output_of_exec(const char *image, char *const argv[], char *const envp[],
-			   int other_user, char *out, size_t n)
+/* What a child of ours that runs fn(arg) with its stdout on a pipe (and
+ * whatever it leaves running there) prints. */
+static void output_of(void (*fn)(void *), void *arg, char *out, size_t n)
 {
 	int p[2];
 	size_t k = 0;
@@ -775,9 +776,9 @@ static void output_of_exec(const char *image, char *const argv[], char *const en
 	ASSERT_SYS(child);
 	if (child == 0) {
 		dup2(p[1], 1);
-		if (other_user && drop_to_nobody() < 0)
-			_exit(126);
-		execve(image, argv, envp);
+		close(p[0]);
+		close(p[1]);
+		fn(arg);
 		_exit(127);
 	}
 	close(p[1]);
@@ -786,6 +787,29 @@ static void output_of_exec(const char *image, char *const argv[], char *const en
 	out[k] = '\0';
 	close(p[0]);
 	test_wait_ok(child, ts_ms(5000) / 1000.0);
+}
+
+struct exec_of {
+	const char *image;
+	char *const *argv, *const *envp;
+	int other_user;
+};
+
+static void exec_as(void *arg)
+{
+	const struct exec_of *x = arg;
+
+	if (x->other_user && drop_to_nobody() < 0)
+		_exit(126);
+	execve(x->image, x->argv, x->envp);
+}
+
+static void output_of_exec(const char *image, char *const argv[], char *const envp[],
+			   int other_user, char *out, size_t n)
+{
+	struct exec_of x = { image, argv, envp, other_user };
+
+	output_of(exec_as, &x, out, n);
 }
 
 /* A set-user-ID image runs with other credentials (for another user's
@@ -1087,12 +1111,13 @@ static void *fork_lsfd_loop(void *arg)
 }
 
 /* In a child of the test, whose stdout is the pipe: never returns. */
-static void exec_among_forks(void)
+static void exec_among_forks(void *arg)
 {
 	char *argv[] = { (char *)"t_shim_proc", (char *)"true-child", NULL };
 	pthread_t th;
 	int a, b;
 
+	(void)arg;
 	ts_moved_pair(&a, &b);
 	set_cloexec(a, 0);
 	set_cloexec(b, 1);
@@ -1113,25 +1138,7 @@ static void case_exec_threads_arena(void)
 	build_static_lsfd(dir, prog, sizeof(prog));
 	lsfd_prog = prog;
 	for (int i = 0; i < runs; i++) {
-		int p[2];
-		size_t k = 0;
-		ssize_t r;
-		ASSERT_SYS(pipe(p));
-		fflush(NULL);
-		pid_t c = fork();
-		ASSERT_SYS(c);
-		if (c == 0) {
-			dup2(p[1], 1);
-			close(p[0]);
-			close(p[1]);
-			exec_among_forks();
-		}
-		ASSERT_SYS(close(p[1]));
-		while (k + 1 < sizeof(out) && (r = read(p[0], out + k, sizeof(out) - 1 - k)) > 0)
-			k += (size_t)r;
-		out[k] = '\0';
-		ASSERT_SYS(close(p[0]));
-		test_wait_ok(c, ts_ms(5000) / 1000.0);
+		output_of(exec_among_forks, NULL, out, sizeof(out));
 		held += strstr(out, "shunt-arena") != NULL;
 	}
 	test_log("%d of %d runs: a forked program held the arena", held, runs);
