@@ -1087,66 +1087,6 @@ static void case_spawn_race_arena(void)
 	remove_static_lsfd(dir, prog);
 }
 
-/* A process of several threads execs itself (it runs the library) while
- * two threads fork and exec a static program: the arena's copy, made
- * inheritable for the exec, must not reach that program.  It did, 10 runs
- * in 200 of a reviewer's reproducer. */
-static const char *lsfd_prog;
-
-static void *fork_lsfd_loop(void *arg)
-{
-	char *argv[] = { (char *)"lsfd", NULL }, *envp[] = { NULL };
-
-	(void)arg;
-	for (;;) {
-		pid_t p = fork();
-		if (p == 0) {
-			execve(lsfd_prog, argv, envp);
-			_exit(127);
-		}
-		if (p > 0)
-			waitpid(p, NULL, 0);
-	}
-	return NULL;
-}
-
-/* In a child of the test, whose stdout is the pipe: never returns. */
-static void exec_among_forks(void *arg)
-{
-	char *argv[] = { (char *)"t_shim_proc", (char *)"true-child", NULL };
-	pthread_t th;
-	int a, b;
-
-	(void)arg;
-	ts_moved_pair(&a, &b);
-	set_cloexec(a, 0);
-	set_cloexec(b, 1);
-	for (int i = 0; i < 2; i++)
-		pthread_create(&th, NULL, fork_lsfd_loop, NULL);
-	usleep(3000);
-	execve(ts_self(), argv, environ);
-	_exit(127);
-}
-
-static void case_exec_threads_arena(void)
-{
-	static char out[1 << 16];
-	char dir[] = "/tmp/t_shim_proc.XXXXXX", prog[300];
-	int held = 0, runs = 250;
-
-	ASSERT_NOT_NULL(mkdtemp(dir));
-	build_static_lsfd(dir, prog, sizeof(prog));
-	lsfd_prog = prog;
-	for (int i = 0; i < runs; i++) {
-		output_of(exec_among_forks, NULL, out, sizeof(out));
-		held += strstr(out, "shunt-arena") != NULL;
-	}
-	test_log("%d of %d runs: a forked program held the arena", held, runs);
-	ASSERT_MSG(held == 0, "in %d of %d runs a static program forked during an exec held the "
-		   "arena", held, runs);
-	remove_static_lsfd(dir, prog);
-}
-
 /* Does a line of /proc/self/maps, or an fd's link, name the arena? */
 static int arena_named_in(const char *what)
 {
@@ -2216,7 +2156,6 @@ static const struct shim_case g_cases[] = {
 	{ "exec_setuid_image", case_exec_setuid_image },
 	{ "exec_arena_no_library", case_exec_arena_no_library },
 	{ "spawn_race_arena", case_spawn_race_arena },
-	{ "exec_threads_arena", case_exec_threads_arena },
 	{ "spawn_resetids", case_spawn_resetids },
 	{ "arena_not_in_fds", case_arena_not_in_fds },
 	{ "setuid_leaves_family", case_setuid_leaves_family },

@@ -719,36 +719,6 @@ int shim_image_look_search(const char *file)
 	}
 }
 
-/*
- * Does this process run one thread (/proc/self/task lists one)?  An
- * exec's copy of the arena is inheritable in the process's fd table from
- * our fcntl to the exec, where a fork by another thread took it too: a
- * static program exec'd by such a child held it, 10 runs in 200 of a
- * reviewer's (two threads forking while the main thread exec'd).  So a
- * process of several threads passes no arena by exec (its new image
- * adopts nothing: what it inherits stays on TCP); a forked child, which
- * runs one, passes it as before, and posix_spawn never makes it
- * inheritable here (shim_spawn_actions).
- */
-static int one_thread(void)
-{
-	int dir = sys_openat(AT_FDCWD, "/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
-	char buf[1024];
-	long n;
-	int k = 0;
-
-	if (dir < 0)
-		return 0;
-	while (k < 2 && (n = sys_getdents64(dir, buf, sizeof(buf))) > 0)
-		for (long off = 0; off < n;) {
-			struct linux_dirent64 *d = (struct linux_dirent64 *)(buf + off);
-			off += d->d_reclen;
-			k += d->d_name[0] != '.';
-		}
-	sys_close(dir);
-	return k == 1;
-}
-
 char **shim_exec_prepare(char *const envp[], int img, int replaces)
 {
 	if (atomic_load(&shim_hands_off))
@@ -783,8 +753,7 @@ char **shim_exec_prepare(char *const envp[], int img, int replaces)
 	 * member follows (a helper's attack read a root server's stream from
 	 * a program it exec'd as another user, without the library); and
 	 * only to one that runs the library (above). */
-	int pass = in.n > 0 && shim_arena_creds_same() && loads_us(img, envp) &&
-		   (!replaces || shim_in_vfork_child() || one_thread());
+	int pass = in.n > 0 && shim_arena_creds_same() && loads_us(img, envp);
 	size_t j = 0;
 	for (size_t i = 0; i < n; i++)
 		if (strncmp(envp[i], SHIM_INHERIT_ENV "=", sizeof(SHIM_INHERIT_ENV)))
