@@ -198,6 +198,8 @@ static void estrange(int fd, struct tsock *t, void *arg)
 	shim_export(fd, "went to a child in another pid namespace");
 }
 
+static void child_drops_exec_copies(void);
+
 void shim_fork_prepare(void)
 {
 	/* A vfork-like child runs on a copy of tables that are not its own;
@@ -252,6 +254,7 @@ static void child_holds(int fd, struct tsock *t, void *arg)
 void shim_fork_child(void)
 {
 	atomic_store(&cached_pid, sys_getpid());
+	child_drops_exec_copies();
 	shunt__own_unlock();
 	shim_kept_fork(0);
 	shim_linger_fork(0);
@@ -374,7 +377,8 @@ static struct tsock *tracked_socket(int fd)
 	return b.t;
 }
 
-static void each_survivor(void (*fn)(int fd, struct tsock *t, void *arg), void *arg)
+/* fn on each open fd (fn may close it). */
+static void each_open_fd(void (*fn)(int fd, void *arg), void *arg)
 {
 	int dir = sys_openat(AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
 	char buf[2048];
@@ -387,13 +391,82 @@ static void each_survivor(void (*fn)(int fd, struct tsock *t, void *arg), void *
 			struct linux_dirent64 *d = (struct linux_dirent64 *)(buf + off);
 			off += d->d_reclen;
 			int fd = atoi(d->d_name);
-			int fl = d->d_name[0] == '.' || fd == dir ? -1 : sys_fcntl(fd, F_GETFD, 0);
-			struct tsock *t = fl < 0 || (fl & FD_CLOEXEC) ? NULL : tracked_socket(fd);
-			if (t)
-				fn(fd, t, arg);
+			if (d->d_name[0] != '.' && fd != dir)
+				fn(fd, arg);
 		}
 	}
 	sys_close(dir);
+}
+
+struct survivors {
+	void (*fn)(int fd, struct tsock *t, void *arg);
+	void *arg;
+};
+
+static void if_survivor(int fd, void *arg)
+{
+	struct survivors *v = arg;
+	int fl = sys_fcntl(fd, F_GETFD, 0);
+	struct tsock *t = fl < 0 || (fl & FD_CLOEXEC) ? NULL : tracked_socket(fd);
+
+	if (t)
+		v->fn(fd, t, v->arg);
+}
+
+static void each_survivor(void (*fn)(int fd, struct tsock *t, void *arg), void *arg)
+{
+	struct survivors v = { fn, arg };
+
+	each_open_fd(if_survivor, &v);
+}
+
+/*
+ * An exec's copy of the arena is inheritable from our fcntl to the exec,
+ * in the fd table the whole process shares, where a fork by another thread
+ * takes it too; a program that child then execs without the library held
+ * it for good (a reviewer's reproducer, two threads forking while the main
+ * thread exec'd: 10 runs in 200).  So once an exec made one (exec_armed,
+ * never cleared: the fork copies the fd table before the memory, and the
+ * number may have changed meanwhile), a child closes every copy of the
+ * arena it finds among its fds: a fork's child first thing, a vfork
+ * child, which shares this memory with its parent but not the fd table,
+ * in its own exec.
+ */
+static _Atomic int exec_armed;
+static _Atomic uint64_t arena_dev, arena_ino;
+
+static void arm(int afd)
+{
+	struct stat st;
+
+	if (sys_fstat(afd, &st) == 0) {
+		atomic_store(&arena_dev, (uint64_t)st.st_dev);
+		atomic_store(&arena_ino, (uint64_t)st.st_ino);
+		atomic_store(&exec_armed, 1);
+	}
+}
+
+static void drop_if_copy(int fd, void *keep)
+{
+	struct stat st;
+
+	if (fd != *(int *)keep && sys_fstat(fd, &st) == 0 &&
+	    (uint64_t)st.st_ino == atomic_load(&arena_ino) &&
+	    (uint64_t)st.st_dev == atomic_load(&arena_dev))
+		sys_close(fd);
+}
+
+/* keep: the caller's own copy, or -1. */
+static void drop_exec_copies(int keep)
+{
+	if (atomic_load(&exec_armed))
+		each_open_fd(drop_if_copy, &keep);
+}
+
+static void child_drops_exec_copies(void)
+{
+	drop_exec_copies(-1);
+	atomic_store(&exec_armed, 0); /* our own memory: none of ours is out */
 }
 
 /* A socket goes to an image that may not run the library: a moved one
@@ -737,6 +810,8 @@ char **shim_exec_prepare(char *const envp[], int img, int replaces)
 	}
 	x->size = size;
 	x->afd = afd;
+	if (shim_in_vfork_child())
+		drop_exec_copies(afd);
 	x->env = (char **)(x + 1);
 	char *var = (char *)(x->env + n + 2);
 	struct inherit in = { .buf = var, .cap = INHERIT_MAX + 64,
@@ -765,6 +840,8 @@ char **shim_exec_prepare(char *const envp[], int img, int replaces)
 	/* Closed if the exec fails (shim_exec_done).  posix_spawn's child
 	 * gets it by a file action (shim_spawn_actions). */
 	if (pass && replaces) {
+		if (!shim_in_vfork_child())
+			arm(afd);
 		sys_fcntl(afd, F_SETFD, 0);
 	} else if (!pass) {
 		sys_close(afd);
