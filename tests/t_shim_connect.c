@@ -437,6 +437,69 @@ static void case_short_connections(void)
 	ASSERT_EQ(test_count_maps("/memfd:shunt"), maps);
 }
 
+/* --- Moves that pay ---------------------------------------------------------------- */
+
+/* A pair of this process: k round trips of a byte, then both close.  1 if
+ * both ends were in shared memory before the close. */
+static int pair_of_round_trips(int k)
+{
+	int a, b, moved;
+	char c = 'x';
+
+	ts_pair(&a, &b);
+	for (int i = 0; i < k; i++) {
+		ts_write_all(a, &c, 1, ts_ms(3000));
+		ts_read_exact(b, &c, 1, ts_ms(3000));
+		ts_write_all(b, &c, 1, ts_ms(3000));
+		ts_read_exact(a, &c, 1, ts_ms(3000));
+	}
+	moved = ts_accel(a) && ts_accel(b);
+	ASSERT_SYS(close(a));
+	ts_expect_eof(b, ts_ms(3000));
+	ASSERT_SYS(close(b));
+	return moved;
+}
+
+/* How many of n pairs of k round trips moved; first: of the first 3. */
+static int pairs_moved(int n, int k, int *first)
+{
+	int moved = 0;
+
+	for (int i = 0; i < n; i++) {
+		int m = pair_of_round_trips(k);
+		moved += m;
+		if (i == 2)
+			*first = moved;
+	}
+	return moved;
+}
+
+/* Connections of 12 round trips (24 calls an end) start meeting at 16
+ * calls and close before the move pays (0.6x TCP, 500 of them): after a
+ * few the process stops moving them.  Connections of 300 then move, and
+ * bring the threshold back down: short ones move again at first. */
+static void case_moves_learn_pay(void)
+{
+	int first = 0, long_first = 0, again_first = 0;
+
+	if (getenv("SHUNT_UPGRADE_CALLS")) {
+		test_log("SHUNT_UPGRADE_CALLS is set: the threshold is not learnt");
+		return;
+	}
+	int short_moved = pairs_moved(12, 12, &first);
+	int late = pairs_moved(10, 12, &again_first);
+	test_log("short pairs: %d of the first 3 moved, %d of 12, then %d of 10", first,
+		 short_moved, late);
+	ASSERT_MSG(first >= 1, "none of the first short pairs moved (%d)", first);
+	ASSERT_MSG(late == 0, "%d of 10 short pairs moved after %d did", late, short_moved);
+	int long_moved = pairs_moved(8, 300, &long_first);
+	test_log("long pairs: %d of 8 moved", long_moved);
+	ASSERT_MSG(long_moved == 8, "only %d of 8 pairs of 300 round trips moved", long_moved);
+	pairs_moved(3, 12, &again_first);
+	test_log("short pairs after them: %d of 3 moved", again_first);
+	ASSERT_MSG(again_first >= 1, "no short pair moved after the long ones");
+}
+
 /* --- Accept late ------------------------------------------------------------------ */
 
 #define EARLY 10       /* connections closed before they are accepted */
@@ -618,6 +681,7 @@ static const struct shim_case g_cases[] = {
 	{ "connect_refused", case_connect_refused },
 	{ "sockinfo", case_sockinfo },
 	{ "short_connections", case_short_connections },
+	{ "moves_learn_pay", case_moves_learn_pay },
 	{ "accept_late", case_accept_late },
 	{ "leaks", case_leaks },
 	{ "connect_unspec", case_connect_unspec },

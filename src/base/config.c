@@ -102,6 +102,7 @@ static const char *set_upgrade_calls(struct shunt_config *c, int argc, char **ar
 	if (v < 0)
 		return "upgrade-calls wants one number of calls from 0 to 1000000000";
 	c->upgrade_calls = (uint32_t)v;
+	c->calls_set = 1;
 	return NULL;
 }
 

@@ -77,6 +77,8 @@ struct shunt_config {
 	int spin_set;       /* spin-us was set, not defaulted */
 	uint32_t upgrade_calls; /* upgrade-calls, SHUNT_UPGRADE_CALLS: a TCP
 	                     * connection moves after this many data calls... */
+	int calls_set;      /* upgrade-calls was set: kept as it is (not learnt:
+	                     * shim/move.c, "Whether a move pays") */
 	uint64_t upgrade_bytes; /* upgrade-bytes, SHUNT_UPGRADE_BYTES: ...or bytes */
 	int trust_netns;    /* trust-netns: move connections between network
 	                     * namespaces that share `dir` (off by default) */

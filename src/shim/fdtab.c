@@ -352,6 +352,7 @@ static void last_fd(struct tsock *t, int fd)
 	shim_meet_drop(t);
 	if (!s)
 		return;
+	shim_move_outcome(t);
 	if (atomic_load(&s->state) == SLOT_MOVED && t->mapped && fd >= 0 &&
 	    !shim_slot_shared(s)) {
 		if (!keep_for_calls(t, fd))

@@ -745,6 +745,7 @@ static int peek_reached_x(struct tsock *t, int flags, size_t n)
 
 static ssize_t moved_recv(struct tsock *t, int fd, void *buf, size_t len, int flags)
 {
+	shim_count_moved_call(t);
 	shim_switch_tx_reader(t, fd);
 	int rb = rx_back(t, fd);
 
@@ -1502,6 +1503,7 @@ static ssize_t ring_sendv(struct tsock *t, int fd, const struct iovec *iov, int 
 {
 	struct shunt_bell b = shim_bell(t, fd);
 
+	shim_count_moved_call(t);
 	look_at_peer(t, &b);
 	if (shunt_end_state(END(t)) & SHUNT_ST_SHUT_WR)
 		return shut_pipe(t, fd, flags);

@@ -579,12 +579,66 @@ static void step(struct tsock *t, int fd, uint64_t calls)
 	atomic_fetch_sub(&stepping, 1);
 }
 
+/* --- Whether a move pays ----------------------------------------------------------
+ * A move costs both ends some 300 us (the meeting's sockets, the segment's
+ * memfd and mappings: some 140 system calls in all), 30 to 40 TCP data
+ * calls' worth.  A connection that starts meeting at 16 calls and closes a
+ * few calls later pays that and never gets it back: 500 connections of 12
+ * round trips each ran at 0.6x TCP, of 30 at 1.1x, of 60 at 2x.  So each
+ * process learns its threshold, upgrade-calls << shift, from how its
+ * connections end (their last close here):
+ *  - moved (or met) and closed within SHIM_PAY_CALLS calls of shared
+ *    memory: the move did not pay; the threshold doubles (1024 at most);
+ *  - moved and made SHIM_PAY_CALLS calls there: it paid; it halves;
+ *  - closed on TCP without meeting, after enough calls to have paid at
+ *    half the threshold: it halves.
+ * A workload of short connections thus stops moving them after a few,
+ * one of long ones moves as before (its first calls at most 1024 on TCP),
+ * and a mixed one settles where the moves that do not pay are about as
+ * many as those that do.  An upgrade-calls the user set is kept as is.
+ */
+#define PAY_SHIFT_MAX 6
+static _Atomic uint32_t pay_shift;
+
+static uint64_t upgrade_calls(void)
+{
+	const struct shunt_config *c = shunt__config();
+
+	return c->calls_set ? c->upgrade_calls
+			    : (uint64_t)c->upgrade_calls << atomic_load_explicit(&pay_shift,
+										 memory_order_relaxed);
+}
+
+static void pay_shift_by(int d)
+{
+	uint32_t s = atomic_load_explicit(&pay_shift, memory_order_relaxed);
+
+	if ((d > 0 && s < PAY_SHIFT_MAX) || (d < 0 && s > 0))
+		atomic_store_explicit(&pay_shift, s + (uint32_t)d, memory_order_relaxed);
+}
+
+void shim_move_outcome(struct tsock *t)
+{
+	struct tslot *s = t->slot;
+	uint32_t st = atomic_load(&s->state);
+
+	if (shunt__config()->calls_set)
+		return;
+	if (st == SLOT_MOVED && t->mapped)
+		pay_shift_by(atomic_load(&t->after_move) >= SHIM_PAY_CALLS ? -1 : 1);
+	else if (st == SLOT_MEET)
+		pay_shift_by(1);
+	else if (st == SLOT_PLAIN && !atomic_load(&s->steps) &&
+		 atomic_load(&s->calls) >= upgrade_calls() / 2 + SHIM_PAY_CALLS)
+		pay_shift_by(-1);
+}
+
 static int due(struct tslot *s, uint64_t calls, uint64_t work)
 {
 	const struct shunt_config *c = shunt__config();
 
 	if (work >= atomic_load_explicit(&s->next_step, memory_order_relaxed) &&
-	    (atomic_load_explicit(&s->steps, memory_order_relaxed) || calls >= c->upgrade_calls))
+	    (atomic_load_explicit(&s->steps, memory_order_relaxed) || calls >= upgrade_calls()))
 		return 1;
 	/* Before the first step, enough bytes count as much as enough calls. */
 	return !atomic_load_explicit(&s->steps, memory_order_relaxed) &&

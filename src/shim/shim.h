@@ -370,6 +370,8 @@ struct tsock {
 	_Atomic uint32_t sends;
 	_Atomic int64_t peer_vouched; /* when an epoll event spared the next send's look */
 	_Atomic int announced;     /* its move logged and counted (move.c) */
+	_Atomic uint32_t after_move; /* data calls in shared memory, up to
+	                            * SHIM_PAY_CALLS (move.c, "Whether a move pays") */
 	/* Both ends full (io.c, shim_jam_at): since when, and the rings'
 	 * progress then. */
 	_Atomic int64_t jam_since;
@@ -455,6 +457,19 @@ FILE *shim_freopen(const char *path, const char *mode, FILE *f);
 /* After a data call on a socket still on TCP: count it, and take a step
  * of the move when one is due.  Never blocks; keeps errno. */
 void shim_count(struct tsock *t, int fd, uint64_t in, uint64_t out);
+/* A data call in shared memory: counted up to SHIM_PAY_CALLS, past which
+ * the move paid for itself (move.c). */
+#define SHIM_PAY_CALLS 32
+static inline void shim_count_moved_call(struct tsock *t)
+{
+	uint32_t n = atomic_load_explicit(&t->after_move, memory_order_relaxed);
+
+	if (n < SHIM_PAY_CALLS) /* racing threads may lose one: it is a hint */
+		atomic_store_explicit(&t->after_move, n + 1, memory_order_relaxed);
+}
+/* Its last fd here closes: what the connection's life says of the move
+ * threshold (move.c, "Whether a move pays"). */
+void shim_move_outcome(struct tsock *t);
 /* A send on TCP before the move: 1, and in flight (the switch waits for
  * it) until shim_plain_leave(); 0 if the connection moved meanwhile. */
 int shim_plain_enter(struct tsock *t);
