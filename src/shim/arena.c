@@ -97,6 +97,14 @@ int shim_slot_index(const struct tslot *s)
 		     ARENA_SLOT_SIZE);
 }
 
+_Atomic uint32_t *shim_arena_pay_shift(void)
+{
+	static _Atomic uint32_t alone; /* before the arena exists, or without one */
+	struct arena_hdr *a = arena_now();
+
+	return a ? &a->pay_shift : &alone;
+}
+
 int shim_arena_fd(void)
 {
 	int park = __atomic_load_n(&arena_park, __ATOMIC_ACQUIRE);

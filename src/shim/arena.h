@@ -45,7 +45,9 @@ struct arena_hdr {
 	uint32_t slot_size;         /* ARENA_SLOT_SIZE */
 	uint32_t nprocs;            /* ARENA_PROCS */
 	uint64_t slots_off;         /* ARENA_SLOTS_OFF */
-	uint8_t pad[32];            /* the process lines start at 64 */
+	_Atomic uint32_t pay_shift; /* the family's upgrade-calls shift (move.c,
+	                             * "Whether a move pays"): a hint, clamped */
+	uint8_t pad[28];            /* the process lines start at 64 */
 	struct arena_proc procs[ARENA_PROCS];
 };
 

@@ -234,6 +234,8 @@ static void exit_one(int fd, struct tsock *t, void *arg)
 	(void)arg;
 	if (!t->slot)
 		return;
+	if (!shim_slot_shared(t->slot)) /* its last close (a server's child that exits) */
+		shim_move_outcome(t);
 	note_short(t->slot, fd);
 	if (atomic_load(&t->slot->state) == SLOT_MOVED && t->mapped && !shim_slot_shared(t->slot))
 		shim_back_exit_bells(t, fd);
@@ -352,7 +354,8 @@ static void last_fd(struct tsock *t, int fd)
 	shim_meet_drop(t);
 	if (!s)
 		return;
-	shim_move_outcome(t);
+	if (!shim_slot_shared(s)) /* the connection's last close */
+		shim_move_outcome(t);
 	if (atomic_load(&s->state) == SLOT_MOVED && t->mapped && fd >= 0 &&
 	    !shim_slot_shared(s)) {
 		if (!keep_for_calls(t, fd))

@@ -585,8 +585,10 @@ static void step(struct tsock *t, int fd, uint64_t calls)
  * calls' worth.  A connection that starts meeting at 16 calls and closes a
  * few calls later pays that and never gets it back: 500 connections of 12
  * round trips each ran at 0.6x TCP, of 30 at 1.1x, of 60 at 2x.  So each
- * process learns its threshold, upgrade-calls << shift, from how its
- * connections end (their last close here):
+ * family of processes (the arena's, which holds the shift: a server that
+ * forks a process per connection learns from them all) learns its
+ * threshold, upgrade-calls << shift, from how its connections end (their
+ * last close in a process):
  *  - moved (or met) and closed within SHIM_PAY_CALLS calls of shared
  *    memory: the move did not pay; the threshold doubles (1024 at most);
  *  - moved and made SHIM_PAY_CALLS calls there: it paid; it halves;
@@ -597,24 +599,28 @@ static void step(struct tsock *t, int fd, uint64_t calls)
  * and a mixed one settles where the moves that do not pay are about as
  * many as those that do.  An upgrade-calls the user set is kept as is.
  */
-#define PAY_SHIFT_MAX 6
-static _Atomic uint32_t pay_shift;
+#define PAY_SHIFT_MAX 6u
+
+static uint32_t pay_shift(void)
+{
+	uint32_t s = atomic_load_explicit(shim_arena_pay_shift(), memory_order_relaxed);
+
+	return SHUNT_MIN(s, PAY_SHIFT_MAX); /* shared memory: any value */
+}
 
 static uint64_t upgrade_calls(void)
 {
 	const struct shunt_config *c = shunt__config();
 
-	return c->calls_set ? c->upgrade_calls
-			    : (uint64_t)c->upgrade_calls << atomic_load_explicit(&pay_shift,
-										 memory_order_relaxed);
+	return c->calls_set ? c->upgrade_calls : (uint64_t)c->upgrade_calls << pay_shift();
 }
 
 static void pay_shift_by(int d)
 {
-	uint32_t s = atomic_load_explicit(&pay_shift, memory_order_relaxed);
+	uint32_t s = pay_shift();
 
 	if ((d > 0 && s < PAY_SHIFT_MAX) || (d < 0 && s > 0))
-		atomic_store_explicit(&pay_shift, s + (uint32_t)d, memory_order_relaxed);
+		atomic_store_explicit(shim_arena_pay_shift(), s + (uint32_t)d, memory_order_relaxed);
 }
 
 void shim_move_outcome(struct tsock *t)

@@ -306,6 +306,8 @@ int shim_trylock(pthread_mutex_t *mu); /* 0, or -EBUSY: held */
 void *shim_scratch(size_t n);
 void shim_scratch_free(void *p, size_t n);
 void shim_unlock(pthread_mutex_t *mu);
+/* The family's upgrade-calls shift (move.c), in the arena's header. */
+_Atomic uint32_t *shim_arena_pay_shift(void);
 /* The arena's fd, for exec; -1 if none. */
 int shim_arena_fd(void);
 /* Do we still run with the credentials the arena was made or adopted under? */
