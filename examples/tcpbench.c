@@ -8,9 +8,10 @@
  *   tcpbench server PORT            serve one connection, then exit
  *   tcpbench client PORT [MIB] [N]  stream MIB MiB (default 1024), then N
  *                                   64-byte round trips (default 100000)
- *   tcpbench server PORT N          serve N short connections, then exit
- *   tcpbench connect PORT N         N short connections: connect, one byte
- *                                   each way, close; prints "conn/s <rate>"
+ *   tcpbench server PORT N [RT]     serve N short connections, then exit
+ *   tcpbench connect PORT N [RT]    N short connections: connect, one byte
+ *                                   each way RT times (default 1), close;
+ *                                   prints "conn/s <rate>"
  *
  * Time-bounded modes, for benchmarks (AT: start at this time, in seconds
  * since the epoch, once connected, so that many clients start together):
@@ -190,7 +191,8 @@ static int listen_on(int port)
  * accept(), so that last one, taken last, marks the end of the server's
  * work too.
  */
-static int serve_short(int port, long n, int data)
+/* data: the round trips each connection makes (0: none, but the last). */
+static int serve_short(int port, long n, long data)
 {
 	int l = listen_backlog(port, data ? 128 : 4096);
 	char b;
@@ -199,7 +201,7 @@ static int serve_short(int port, long n, int data)
 		int c = accept(l, NULL, NULL);
 		if (c < 0)
 			die("accept");
-		if (data || i == n) {
+		for (long k = 0; k < (data ? data : i == n); k++) {
 			xread(c, &b, 1);
 			xwrite(c, &b, 1);
 		}
@@ -209,7 +211,7 @@ static int serve_short(int port, long n, int data)
 	return 0;
 }
 
-static int connect_short(int port, long n, int data)
+static int connect_short(int port, long n, long data)
 {
 	struct sockaddr_in a = loopback(port);
 	double t0 = now();
@@ -219,7 +221,7 @@ static int connect_short(int port, long n, int data)
 		int c = socket(AF_INET, SOCK_STREAM, 0);
 		if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof(a)) < 0)
 			die("connect");
-		if (data || i == n) {
+		for (long k = 0; k < (data ? data : i == n); k++) {
 			xwrite(c, &b, 1);
 			xread(c, &b, 1);
 		}
@@ -227,6 +229,13 @@ static int connect_short(int port, long n, int data)
 	}
 	printf("conn/s %.0f\n", n / (now() - t0));
 	return 0;
+}
+
+static long round_trips(const char *s)
+{
+	long k = atol(s);
+
+	return k > 0 ? k : 1;
 }
 
 static int serve(int port)
@@ -598,9 +607,9 @@ static int idle(int port, long n, double secs, long rounds)
 int main(int argc, char **argv)
 {
 	if (argc >= 4 && !strcmp(argv[1], "server"))
-		return serve_short(port_arg(argv[2]), atol(argv[3]), 1);
+		return serve_short(port_arg(argv[2]), atol(argv[3]), argc > 4 ? round_trips(argv[4]) : 1);
 	if (argc >= 4 && !strcmp(argv[1], "connect"))
-		return connect_short(port_arg(argv[2]), atol(argv[3]), 1);
+		return connect_short(port_arg(argv[2]), atol(argv[3]), argc > 4 ? round_trips(argv[4]) : 1);
 	if (argc >= 3 && !strcmp(argv[1], "server"))
 		return serve(port_arg(argv[2]));
 	if (argc >= 3 && !strcmp(argv[1], "client"))
@@ -625,8 +634,8 @@ int main(int argc, char **argv)
 		return serve_short(port_arg(argv[2]), atol(argv[3]), 0);
 	if (argc >= 4 && !strcmp(argv[1], "connect0"))
 		return connect_short(port_arg(argv[2]), atol(argv[3]), 0);
-	fprintf(stderr, "usage: tcpbench server PORT [N] | tcpbench client PORT [MIB] [ROUNDS]"
-			" | tcpbench connect PORT N\n"
+	fprintf(stderr, "usage: tcpbench server PORT [N [RT]] | tcpbench client PORT [MIB] [ROUNDS]"
+			" | tcpbench connect PORT N [RT]\n"
 			"       tcpbench respond PORT | stream PORT SECS [WRITE] [AT]"
 			" | pingpong PORT SECS [SIZE] [AT] | quit PORT\n"
 			"       tcpbench hold PORT N | idle PORT N SECS [RT] | accept PORT N"
