@@ -270,7 +270,7 @@ void shim_back_answer_locked(struct tsock *t, int fd)
 	atomic_fetch_or(&s->phase, PH_NOBELL | PH_TX_BACK);
 	/* A poll of ours for room asked the kernel nothing while our sends
 	 * went to the ring (poll.c, kernel_set): it looks again now. */
-	shim_kick_others();
+	shim_kick_others(s);
 	log_debug("fd %d: the peer asked to go back to TCP: our TCP data from %llu", fd,
 		  (unsigned long long)total);
 }
@@ -328,7 +328,7 @@ static int flush_locked(struct tsock *t, int fd, int block)
 		sys_shutdown(fd, SHUT_WR);
 	atomic_fetch_or(&s->phase, PH_TX_PLAIN);
 	shim_tx_opts_restore(t, fd);
-	shim_kick_others(); /* as above */
+	shim_kick_others(s); /* as above */
 	return 0;
 }
 
@@ -1224,7 +1224,7 @@ static int back_quietly(struct tsock *t, int fd, enum shim_why why)
 	shim_unlock(&s->tx_mu);
 	if (rc < 0)
 		return went_back_reset(t, fd, why, rc);
-	shim_kick_others(); /* a poll of ours for room asks the kernel now */
+	shim_kick_others(s); /* a poll of ours for room asks the kernel now */
 	shim_back_rx(t, fd, 0);
 	shim_back_settle(t, fd);
 	return 0;

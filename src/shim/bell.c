@@ -374,7 +374,7 @@ static int drain_all(struct tsock *t, int fd)
 	}
 	/* What we took may have been another wait's: it looks again. */
 	if (got)
-		shim_kick_others();
+		shim_kick_others(t->slot);
 	return got;
 }
 
@@ -518,7 +518,7 @@ static int lead(struct tsock *t, int fd, uint32_t bits, int64_t deadline)
 			return 0;
 		rc = take(t, fd, 0);
 		if (rc > 0)
-			shim_kick_others();
+			shim_kick_others(t->slot);
 		return rc > 0 ? 0 : rc;
 	}
 	struct pollfd p = { .fd = fd, .events = POLLIN | POLLRDHUP };
@@ -531,7 +531,7 @@ static int lead(struct tsock *t, int fd, uint32_t bits, int64_t deadline)
 		return until == deadline ? -EAGAIN : 0;
 	rc = take(t, fd, MSG_DONTWAIT);
 	if (rc > 0)
-		shim_kick_others();
+		shim_kick_others(t->slot);
 	return rc > 0 || rc == -EAGAIN || rc == -EINTR ? 0 : rc;
 }
 

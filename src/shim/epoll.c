@@ -95,6 +95,9 @@ struct shim_ep {
 	_Atomic int64_t jam_at;   /* the first wait for room to give up (io.c,
 	                           * "Both ends full"), at the last scan */
 	struct ep_entry *kick;    /* our eventfd in the set, once it has moved ones */
+	_Atomic uint64_t kicks;   /* the connections whose doorbells concern its
+	                           * waits: of its sockets that moved, and all
+	                           * once a set of ours is in it (kick.c) */
 	_Atomic int waiting;      /* waits inside the kernel now */
 	uint64_t rounds;
 	_Atomic int refs;         /* the list's, and each user's in progress */
@@ -503,6 +506,7 @@ static int make_ours(struct shim_ep *ep, struct ep_entry *e)
 	e->quiet = 0;
 	e->news = 0;
 	ep->nours++;
+	atomic_fetch_or(&ep->kicks, shim_kick_bit(e->t->slot));
 	kick_make(ep);
 	kick(ep);
 	return 0;
@@ -546,6 +550,8 @@ static int ctl_locked(struct shim_ep *ep, int op, int fd, struct tsock *t,
 		}
 		else
 			atomic_fetch_add(&inner->refs, 1);
+		if (inner) /* its sockets' doorbells may be taken anywhere */
+			atomic_store(&ep->kicks, ~0ull);
 		entry_set(e, ev);
 		e->ours = t && shim_moved(t);
 		/* Its first look asks the kernel: the event the kernel queues
@@ -558,6 +564,7 @@ static int ctl_locked(struct shim_ep *ep, int op, int fd, struct tsock *t,
 			entry_drop(ep, e);
 		} else if (e->ours) {
 			ep->nours++;
+			atomic_fetch_or(&ep->kicks, shim_kick_bit(t->slot));
 			kick_make(ep);
 			kick(ep);
 		}
@@ -1364,7 +1371,8 @@ static int wait_set(struct shim_ep *ep, int epfd, struct epoll_event *ev, int ma
 		/* A change after the look above kicks the set: the wait sees it. */
 		if (!k && timeout_ns != 0) { /* armed: the wait may sleep */
 			ep_lock(ep);
-			slot = shim_kick_listen(ep->kick ? ep->kick->sysfd : -1);
+			slot = shim_kick_listen(ep->kick ? ep->kick->sysfd : -1,
+						atomic_load(&ep->kicks));
 			k = scan_locked(ep, ev, max, 0, round, NULL);
 			ep_unlock(ep);
 		}

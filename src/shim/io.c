@@ -368,7 +368,7 @@ static ssize_t tcp_cut(struct tsock *t, int fd, const struct iovec *iov, int nio
 	 * reasoning; no test makes the two bytes come together). */
 	if (!(flags & MSG_PEEK)) {
 		if ((size_t)n > data)
-			shim_kick_others();
+			shim_kick_others(S(t));
 		ssize_t k = past_back(t, fd, (flags & MSG_TRUNC) ? NULL : iov, niov, n, before, data);
 		if (k != RETRY)
 			return k;

@@ -10,8 +10,15 @@
  * So every poll() and epoll_wait of ours that sleeps on moved sockets
  * waits on an eventfd of its own too (a thread's, or its epoll set's), and
  * lists it here while it sleeps; whoever takes doorbells kicks every
- * listed one, and each kicked wait looks at its rings again.  The list is
- * lock-free: a kick may come from inside an epoll scan that holds its set.
+ * listed one that may wait on that connection, and each kicked wait looks
+ * at its rings again.  Which ones: each lists a mask of 64 bits, one per
+ * connection it waits on (the slot's index modulo 64; an epoll set's
+ * gathers those of the sockets that moved in it, and all for a set within
+ * it).  Every sleeper kicked by every doorbell, threads that each polled
+ * their own connection woke each other at each message: 4 threads' round
+ * trips ran at 0.6x TCP's, mariadb's sysbench point selects at 0.5x (a
+ * helper's finding).  The list is lock-free: a kick may come from inside
+ * an epoll scan that holds its set.
  * A process's waits only: another process of the family polling the same
  * socket is not kicked (docs/design.md, Limits).
  */
@@ -25,6 +32,7 @@
 #define SLEEPERS 256
 
 static _Atomic int sleepers[SLEEPERS]; /* eventfds of waits asleep; 0: free */
+static _Atomic uint64_t masks[SLEEPERS]; /* the connections each waits on */
 static _Atomic int nsleepers;
 
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
@@ -75,11 +83,17 @@ void shim_kick_forked(void)
 	thread_gone(NULL);
 }
 
-int shim_kick_listen(int fd)
+int shim_kick_listen(int fd, uint64_t mask)
 {
 	for (int i = 0; fd > 0 && i < SLEEPERS; i++) {
 		int none = 0;
+		/* The mask before the fd, which a kicker reads first (seq_cst):
+		 * the previous sleeper's mask never covers ours. */
+		if (atomic_load_explicit(&sleepers[i], memory_order_relaxed))
+			continue;
+		atomic_fetch_or(&masks[i], mask);
 		if (atomic_compare_exchange_strong(&sleepers[i], &none, fd)) {
+			atomic_store(&masks[i], mask);
 			atomic_fetch_add(&nsleepers, 1);
 			return i;
 		}
@@ -103,15 +117,16 @@ void shim_kick_reset(int fd)
 		sys_read(fd, &v, sizeof(v));
 }
 
-void shim_kick_others(void)
+void shim_kick_others(const struct tslot *s)
 {
-	uint64_t one = 1;
+	uint64_t one = 1, bit = shim_kick_bit(s);
 
 	if (!atomic_load_explicit(&nsleepers, memory_order_acquire))
 		return;
 	for (int i = 0; i < SLEEPERS; i++) {
-		int fd = atomic_load_explicit(&sleepers[i], memory_order_relaxed);
-		if (fd > 0)
+		/* Acquire: the mask listed before the fd is seen with it. */
+		int fd = atomic_load_explicit(&sleepers[i], memory_order_acquire);
+		if (fd > 0 && (atomic_load(&masks[i]) & bit))
 			sys_write(fd, &one, sizeof(one));
 	}
 }

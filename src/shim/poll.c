@@ -41,6 +41,7 @@ struct pset {
 	char *set;        /* per entry: an epoll set of ours */
 	struct pollfd *k; /* what the kernel polls: the same entries */
 	int on_tcp;       /* tracked sockets not moved (yet) among them */
+	uint64_t kicks;   /* the connections whose doorbells concern us (kick.c) */
 };
 
 static int pset_init(struct pset *p, struct pollfd *fds, nfds_t n)
@@ -55,6 +56,8 @@ static int pset_init(struct pset *p, struct pollfd *fds, nfds_t n)
 	int any = 0;
 	for (nfds_t i = 0; i < n; i++) {
 		struct tsock *t = shim_get(fds[i].fd);
+		if (t && t->slot)
+			p->kicks |= shim_kick_bit(t->slot);
 		if (t && !shim_moved(t)) {
 			shim_put(t);
 			t = NULL;
@@ -62,6 +65,8 @@ static int pset_init(struct pset *p, struct pollfd *fds, nfds_t n)
 		}
 		p->t[i] = t;
 		p->set[i] = !t && shim_epoll_ours(fds[i].fd);
+		if (p->set[i]) /* whatever it holds */
+			p->kicks = ~0ull;
 		any |= t != NULL || p->set[i];
 	}
 	return any;
@@ -243,10 +248,10 @@ static int moved_meanwhile(const struct pset *p, const struct pollfd *k)
  * by another thread between the look and the wait went unnoticed, the
  * taker's kick with it (t_shim_epoll epoll_write_first: a reader polling
  * while its writer's leader took the doorbell).  -1: not listening. */
-static int kick_listen(int *kfd)
+static int kick_listen(const struct pset *p, int *kfd)
 {
 	*kfd = shim_kick_thread_fd();
-	int slot = shim_kick_listen(*kfd);
+	int slot = shim_kick_listen(*kfd, p->kicks);
 
 	if (slot < 0)
 		*kfd = -1;
@@ -285,7 +290,7 @@ static int kernel_only(struct pset *p, const struct timespec *timeout, const sig
 	int sleeps = !timeout || timeout->tv_sec || timeout->tv_nsec;
 
 	if (p->on_tcp && sleeps) {
-		int kfd, slot = kick_listen(&kfd), rc = MOVED_MEANWHILE;
+		int kfd, slot = kick_listen(p, &kfd), rc = MOVED_MEANWHILE;
 		if (!moved_meanwhile(p, NULL)) {
 			memcpy(p->k, p->fds, p->n * sizeof(*p->k));
 			rc = kernel_wait(p, kfd, timeout, mask);
@@ -317,7 +322,7 @@ static int poll_loop(struct pset *p, int64_t deadline, const sigset_t *mask)
 	if (deadline != 0 && all_moved(p))
 		shunt_spin(&spin, check, p);
 	for (;;) {
-		int kfd, slot = deadline != 0 ? kick_listen(&kfd) : (kfd = -1, -1);
+		int kfd, slot = deadline != 0 ? kick_listen(p, &kfd) : (kfd = -1, -1);
 		int ready = scan(p, SHUNT_ARM_NONE, 0);
 		if (!ready && deadline != 0)
 			ready = scan(p, SHUNT_ARM_DRAIN, 0);

@@ -877,15 +877,21 @@ int shim_epoll_ours(int epfd);
 int shim_epoll_ready(int epfd);
 
 /* kick.c: a poll() or epoll_wait asleep on moved sockets also waits on an
- * eventfd (its thread's, or its set's) that it lists while it sleeps;
- * whoever takes doorbells kicks every listed one (it may have taken
- * theirs).  listen returns a slot for unlisten (-1: not listed). */
+ * eventfd (its thread's, or its set's) that it lists while it sleeps, with
+ * the mask of the connections it waits on (shim_kick_bit of each, ~0 for
+ * any); whoever takes doorbells of a connection kicks every listed one
+ * whose mask has its bit (it may have taken theirs).  listen returns a
+ * slot for unlisten (-1: not listed). */
 int shim_kick_thread_fd(void);
 void shim_kick_forked(void); /* in a forked child: eventfds of its own */
-int shim_kick_listen(int fd);
+static inline uint64_t shim_kick_bit(const struct tslot *s)
+{
+	return 1ull << (shim_slot_index(s) & 63);
+}
+int shim_kick_listen(int fd, uint64_t mask);
 void shim_kick_unlisten(int slot);
 void shim_kick_reset(int fd);
-void shim_kick_others(void);
+void shim_kick_others(const struct tslot *s);
 
 /* --- Processes (proc.c, scm.c) --------------------------------------------- */
 
