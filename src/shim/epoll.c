@@ -550,8 +550,14 @@ static int ctl_locked(struct shim_ep *ep, int op, int fd, struct tsock *t,
 		}
 		else
 			atomic_fetch_add(&inner->refs, 1);
-		if (inner) /* its sockets' doorbells may be taken anywhere */
+		/* Tracked sockets count from here, moved or not: one that moves
+		 * while a wait sleeps wakes it with its first doorbell, unless
+		 * another wait takes that byte, and kicks.  A set within: its
+		 * sockets' doorbells may be taken anywhere. */
+		if (inner)
 			atomic_store(&ep->kicks, ~0ull);
+		else if (t->slot)
+			atomic_fetch_or(&ep->kicks, shim_kick_bit(t->slot));
 		entry_set(e, ev);
 		e->ours = t && shim_moved(t);
 		/* Its first look asks the kernel: the event the kernel queues
