@@ -316,6 +316,8 @@ static void moved(struct tsock *t, int fd)
 {
 	shim_segment_mapped(1); /* SLOT_MOVED already: shim_meet_step, shim_vm_step */
 	atomic_store(&t->announced, 0); /* a socket connected again moves again */
+	atomic_store(&t->after_move, 0);
+	atomic_store(&t->judged, 0);
 	announce(t, fd);
 	shim_epoll_moved(t);
 	/* Not if a send of ours holds the lock of our sends (switching
@@ -628,7 +630,7 @@ void shim_move_outcome(struct tsock *t)
 	struct tslot *s = t->slot;
 	uint32_t st = atomic_load(&s->state);
 
-	if (shunt__config()->calls_set)
+	if (shunt__config()->calls_set || atomic_exchange(&t->judged, 1))
 		return;
 	if (st == SLOT_MOVED && t->mapped)
 		pay_shift_by(atomic_load(&t->after_move) >= SHIM_PAY_CALLS ? -1 : 1);

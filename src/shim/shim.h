@@ -374,6 +374,8 @@ struct tsock {
 	_Atomic int announced;     /* its move logged and counted (move.c) */
 	_Atomic uint32_t after_move; /* data calls in shared memory, up to
 	                            * SHIM_PAY_CALLS (move.c, "Whether a move pays") */
+	_Atomic int judged;        /* that move's outcome was counted (once: exit
+	                            * goes through every fd of a dup'ed socket) */
 	/* Both ends full (io.c, shim_jam_at): since when, and the rings'
 	 * progress then. */
 	_Atomic int64_t jam_since;
