@@ -199,6 +199,8 @@ static void estrange(int fd, struct tsock *t, void *arg)
 }
 
 static void child_drops_exec_copies(void);
+static void spawn_enters(void);
+static _Atomic int spawns_now, exec_window; /* below, spawn_enters */
 
 void shim_fork_prepare(void)
 {
@@ -292,6 +294,7 @@ void shim_fork_unwrap(int pid)
 
 void shim_spawn_begin(void)
 {
+	spawn_enters();
 	births_begin(0); /* what the new image keeps */
 	spawning = 1;
 }
@@ -300,6 +303,7 @@ void shim_spawn_end(int child)
 {
 	spawning = 0;
 	births_end(child > 0 ? child : -1);
+	atomic_fetch_sub(&spawns_now, 1);
 }
 
 static void hold_all(int fd, struct tsock *t, void *arg)
@@ -463,10 +467,45 @@ static void drop_exec_copies(int keep)
 		each_open_fd(drop_if_copy, &keep);
 }
 
+/*
+ * The children of posix_spawn, system() and popen() are made inside glibc
+ * and run none of our code: they would keep the copy (a reviewer's case,
+ * threads spawning while the main thread exec'd: 15 runs in 60 by
+ * posix_spawn, 19 by system()).  So a spawn and an exec's window (from its
+ * copy made inheritable to the exec's end) never overlap: a spawn waits for
+ * an open window to close (the exec ends every thread, or fails and closes
+ * it), and an exec that finds a spawn under way passes no arena (its new
+ * image's sockets stay on TCP).  Each side says it is there, then looks at
+ * the other (seq_cst): at least one sees the other.
+ */
+static void spawn_enters(void)
+{
+	for (;;) {
+		atomic_fetch_add(&spawns_now, 1);
+		if (!atomic_load(&exec_window))
+			return;
+		atomic_fetch_sub(&spawns_now, 1);
+		nanosleep(&(struct timespec){ 0, 100000 }, NULL);
+	}
+}
+
+/* 1 if the exec may open its window (the caller closes it). */
+static int window_opens(void)
+{
+	atomic_store(&exec_window, 1);
+	if (!atomic_load(&spawns_now))
+		return 1;
+	atomic_store(&exec_window, 0);
+	return 0;
+}
+
 static void child_drops_exec_copies(void)
 {
 	drop_exec_copies(-1);
-	atomic_store(&exec_armed, 0); /* our own memory: none of ours is out */
+	/* Our own memory: none of ours is out, no spawn or exec under way. */
+	atomic_store(&exec_armed, 0);
+	atomic_store(&spawns_now, 0);
+	atomic_store(&exec_window, 0);
 }
 
 /* A socket goes to an image that may not run the library: a moved one
@@ -516,6 +555,7 @@ struct exec_env {
 	size_t size;
 	char **env;
 	int afd; /* the arena's copy that crosses exec, or -1 */
+	int window; /* this exec opened the window (no spawn meanwhile) */
 	int var_at; /* where env holds SHUNT_INHERIT, or -1 */
 };
 
@@ -829,6 +869,9 @@ char **shim_exec_prepare(char *const envp[], int img, int replaces)
 	 * a program it exec'd as another user, without the library); and
 	 * only to one that runs the library (above). */
 	int pass = in.n > 0 && shim_arena_creds_same() && loads_us(img, envp);
+	x->window = pass && replaces && !shim_in_vfork_child() && window_opens();
+	if (pass && replaces && !shim_in_vfork_child() && !x->window)
+		pass = 0;
 	size_t j = 0;
 	for (size_t i = 0; i < n; i++)
 		if (strncmp(envp[i], SHIM_INHERIT_ENV "=", sizeof(SHIM_INHERIT_ENV)))
@@ -857,6 +900,8 @@ void shim_exec_done(char **env, char *const envp[])
 	struct exec_env *x = (struct exec_env *)env - 1;
 	if (x->afd >= 0)
 		sys_close(x->afd);
+	if (x->window)
+		atomic_store(&exec_window, 0);
 	/* The exec failed: we hold what we let go of. */
 	for (int i = 0; !shim_in_vfork_child() && i < nlet_go; i++)
 		if (atomic_load(&let_go[i].s->gen) == let_go[i].gen)
