@@ -65,7 +65,9 @@ static int pset_init(struct pset *p, struct pollfd *fds, nfds_t n)
 		}
 		p->t[i] = t;
 		p->set[i] = !t && shim_epoll_ours(fds[i].fd);
-		if (p->set[i]) /* whatever it holds */
+		/* An epoll set, ours now or later (a socket in it may move while
+		 * we sleep): kicked for whatever it holds. */
+		if (p->set[i] || (!t && shim_kind(fds[i].fd) == FD_EPOLL))
 			p->kicks = ~0ull;
 		any |= t != NULL || p->set[i];
 	}
