@@ -438,16 +438,27 @@ static void each_survivor(void (*fn)(int fd, struct tsock *t, void *arg), void *
  */
 static _Atomic int exec_armed;
 static _Atomic uint64_t arena_dev, arena_ino;
+/* The numbers the copies had (a child looks at those alone, a few fstat()s
+ * per fork), unless more than fit: then at every fd. */
+#define ARMED_MAX 8
+static _Atomic int armed_fd[ARMED_MAX], narmed;
 
 static void arm(int afd)
 {
 	struct stat st;
+	int n = atomic_load(&narmed), known = 0;
 
-	if (sys_fstat(afd, &st) == 0) {
-		atomic_store(&arena_dev, (uint64_t)st.st_dev);
-		atomic_store(&arena_ino, (uint64_t)st.st_ino);
-		atomic_store(&exec_armed, 1);
-	}
+	if (sys_fstat(afd, &st) < 0)
+		return;
+	for (int i = 0; i < n && i < ARMED_MAX; i++)
+		known |= atomic_load(&armed_fd[i]) == afd;
+	if (!known && n < ARMED_MAX)
+		atomic_store(&armed_fd[n], afd);
+	if (!known)
+		atomic_store(&narmed, n + 1);
+	atomic_store(&arena_dev, (uint64_t)st.st_dev);
+	atomic_store(&arena_ino, (uint64_t)st.st_ino);
+	atomic_store(&exec_armed, 1);
 }
 
 static void drop_if_copy(int fd, void *keep)
@@ -463,8 +474,16 @@ static void drop_if_copy(int fd, void *keep)
 /* keep: the caller's own copy, or -1. */
 static void drop_exec_copies(int keep)
 {
-	if (atomic_load(&exec_armed))
+	int n = atomic_load(&narmed);
+
+	if (!atomic_load(&exec_armed))
+		return;
+	if (n > ARMED_MAX) {
 		each_open_fd(drop_if_copy, &keep);
+		return;
+	}
+	for (int i = 0; i < n; i++)
+		drop_if_copy(atomic_load(&armed_fd[i]), &keep);
 }
 
 /*
@@ -504,6 +523,7 @@ static void child_drops_exec_copies(void)
 	drop_exec_copies(-1);
 	/* Our own memory: none of ours is out, no spawn or exec under way. */
 	atomic_store(&exec_armed, 0);
+	atomic_store(&narmed, 0);
 	atomic_store(&spawns_now, 0);
 	atomic_store(&exec_window, 0);
 }
