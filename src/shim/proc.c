@@ -576,6 +576,7 @@ struct exec_env {
 	char **env;
 	int afd; /* the arena's copy that crosses exec, or -1 */
 	int window; /* this exec opened the window (no spawn meanwhile) */
+	int lets_go; /* it replaces this image: let_go below is its */
 	int var_at; /* where env holds SHUNT_INHERIT, or -1 */
 };
 
@@ -878,9 +879,13 @@ char **shim_exec_prepare(char *const envp[], int img, int replaces)
 			      .vchild = shim_in_vfork_child() ? (int)sys_getpid() : 0 };
 	in.len = (size_t)snprintf(var, in.cap, "%s=%d;", SHIM_INHERIT_ENV, afd);
 	each_survivor(add_fd, &in);
-	nlet_go = 0;
-	/* posix_spawn closes nothing of ours; a vfork child held nothing. */
-	if (replaces && in.nkept >= 0 && !shim_in_vfork_child())
+	/* posix_spawn closes nothing of ours (and leaves the list to an exec
+	 * of another thread: TSan saw them share it); a vfork child held
+	 * nothing. */
+	x->lets_go = replaces && !shim_in_vfork_child();
+	if (x->lets_go)
+		nlet_go = 0;
+	if (x->lets_go && in.nkept >= 0)
 		shim_each(let_go_one, &in);
 	/* The arena crosses exec only to a new image with sockets of the
 	 * family to adopt, run with the credentials the family had: after a
@@ -923,10 +928,11 @@ void shim_exec_done(char **env, char *const envp[])
 	if (x->window)
 		atomic_store(&exec_window, 0);
 	/* The exec failed: we hold what we let go of. */
-	for (int i = 0; !shim_in_vfork_child() && i < nlet_go; i++)
+	for (int i = 0; x->lets_go && i < nlet_go; i++)
 		if (atomic_load(&let_go[i].s->gen) == let_go[i].gen)
 			shim_slot_hold(let_go[i].s, shim_pid());
-	nlet_go = 0;
+	if (x->lets_go)
+		nlet_go = 0;
 	shim_scratch_free(x, x->size);
 }
 
