@@ -1129,8 +1129,9 @@ static void *lsfd_loop(void *arg)
 	return NULL;
 }
 
-/* In a child of the test, whose stdout is the pipe: never returns. */
-static void exec_among_starts(int how[2])
+/* In a child of the test, whose stdout is the pipe: never returns.  how:
+ * two ways to start programs, one per thread. */
+static void exec_among_starts(void *how)
 {
 	char *argv[] = { (char *)"t_shim_proc", (char *)"true-child", NULL };
 	pthread_t th;
@@ -1140,7 +1141,7 @@ static void exec_among_starts(int how[2])
 	set_cloexec(a, 0);
 	set_cloexec(b, 1);
 	for (int i = 0; i < 2; i++)
-		pthread_create(&th, NULL, lsfd_loop, &how[i]);
+		pthread_create(&th, NULL, lsfd_loop, (int *)how + i);
 	usleep(3000);
 	/* Execs that fail in the kernel (an argument over its 128 KiB limit)
 	 * open the same window as the one that succeeds, many times. */
@@ -1160,25 +1161,7 @@ static int runs_that_held(int how[2], int runs)
 	int held = 0;
 
 	for (int i = 0; i < runs; i++) {
-		int p[2];
-		size_t k = 0;
-		ssize_t r;
-		ASSERT_SYS(pipe(p));
-		fflush(NULL);
-		pid_t c = fork();
-		ASSERT_SYS(c);
-		if (c == 0) {
-			dup2(p[1], 1);
-			close(p[0]);
-			close(p[1]);
-			exec_among_starts(how);
-		}
-		ASSERT_SYS(close(p[1]));
-		while (k + 1 < sizeof(out) && (r = read(p[0], out + k, sizeof(out) - 1 - k)) > 0)
-			k += (size_t)r;
-		out[k] = '\0';
-		ASSERT_SYS(close(p[0]));
-		test_wait_ok(c, ts_ms(5000) / 1000.0);
+		output_of(exec_among_starts, how, out, sizeof(out));
 		held += strstr(out, "shunt-arena") != NULL;
 	}
 	return held;
