@@ -96,8 +96,8 @@ struct shim_ep {
 	                           * "Both ends full"), at the last scan */
 	struct ep_entry *kick;    /* our eventfd in the set, once it has moved ones */
 	_Atomic uint64_t kicks;   /* the connections whose doorbells concern its
-	                           * waits: of its sockets that moved, and all
-	                           * once a set of ours is in it (kick.c) */
+	                           * waits: the tracked sockets added to it, and
+	                           * all once a set of ours is in it (kick.c) */
 	_Atomic int waiting;      /* waits inside the kernel now */
 	uint64_t rounds;
 	_Atomic int refs;         /* the list's, and each user's in progress */
@@ -570,7 +570,6 @@ static int ctl_locked(struct shim_ep *ep, int op, int fd, struct tsock *t,
 			entry_drop(ep, e);
 		} else if (e->ours) {
 			ep->nours++;
-			atomic_fetch_or(&ep->kicks, shim_kick_bit(t->slot));
 			kick_make(ep);
 			kick(ep);
 		}

@@ -236,10 +236,11 @@ static void exit_one(int fd, struct tsock *t, void *arg)
 	(void)arg;
 	if (!t->slot)
 		return;
-	if (!shim_slot_shared(t->slot)) /* its last close (a server's child that exits) */
+	int last = !shim_slot_shared(t->slot); /* its last close (a server's child that exits) */
+	if (last)
 		shim_move_outcome(t);
 	note_short(t->slot, fd);
-	if (atomic_load(&t->slot->state) == SLOT_MOVED && t->mapped && !shim_slot_shared(t->slot))
+	if (atomic_load(&t->slot->state) == SLOT_MOVED && t->mapped && last)
 		shim_back_exit_bells(t, fd);
 }
 
@@ -356,10 +357,10 @@ static void last_fd(struct tsock *t, int fd)
 	shim_meet_drop(t);
 	if (!s)
 		return;
-	if (!shim_slot_shared(s)) /* the connection's last close */
+	int last = !shim_slot_shared(s); /* the connection's last close */
+	if (last)
 		shim_move_outcome(t);
-	if (atomic_load(&s->state) == SLOT_MOVED && t->mapped && fd >= 0 &&
-	    !shim_slot_shared(s)) {
+	if (atomic_load(&s->state) == SLOT_MOVED && t->mapped && fd >= 0 && last) {
 		if (!keep_for_calls(t, fd))
 			shim_close_end(t, fd);
 	} else {

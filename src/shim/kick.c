@@ -13,8 +13,8 @@
  * listed one that may wait on that connection, and each kicked wait looks
  * at its rings again.  Which ones: each lists a mask of 64 bits, one per
  * connection it waits on (the slot's index modulo 64; an epoll set's
- * gathers those of the sockets that moved in it, and all for a set within
- * it).  Every sleeper kicked by every doorbell, threads that each polled
+ * gathers those of the tracked sockets added to it, and all for a set
+ * within it).  Every sleeper kicked by every doorbell, threads that each polled
  * their own connection woke each other at each message: 4 threads' round
  * trips ran at 0.6x TCP's, mariadb's sysbench point selects at 0.5x (a
  * helper's finding).  The list is lock-free: a kick may come from inside

@@ -432,9 +432,9 @@ static void each_survivor(void (*fn)(int fd, struct tsock *t, void *arg), void *
  * thread exec'd: 10 runs in 200).  So once an exec made one (exec_armed,
  * never cleared: the fork copies the fd table before the memory, and the
  * number may have changed meanwhile), a child closes every copy of the
- * arena it finds among its fds: a fork's child first thing, a vfork
- * child, which shares this memory with its parent but not the fd table,
- * in its own exec.
+ * arena at the numbers copies had (by inode): a fork's child first thing,
+ * a vfork child, which shares this memory with its parent but not the fd
+ * table, in its own exec.
  */
 static _Atomic int exec_armed;
 static _Atomic uint64_t arena_dev, arena_ino;
