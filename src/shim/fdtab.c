@@ -125,6 +125,7 @@ static struct tsock *tsock_alloc(void)
 	atomic_store_explicit(&t->peer_vouched, 0, R);
 	atomic_store_explicit(&t->after_move, 0, R); /* a pooled one's count was its last socket's */
 	atomic_store_explicit(&t->judged, 0, R);
+	atomic_store_explicit(&t->met_at, 0, R);
 	atomic_store_explicit(&t->refs, 1, memory_order_release);
 	return t;
 }

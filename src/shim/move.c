@@ -576,6 +576,8 @@ static void step(struct tsock *t, int fd, uint64_t calls)
 		return;
 	/* seq_cst both: we see the pause, or the pauser sees us. */
 	atomic_fetch_add(&stepping, 1);
+	if (!atomic_load_explicit(&t->slot->steps, memory_order_relaxed))
+		atomic_store(&t->met_at, atomic_load(&t->slot->calls)); /* whether it pays */
 	if (!atomic_load(&paused))
 		take_step(t, fd, calls);
 	atomic_fetch_sub(&stepping, 1);
@@ -590,12 +592,16 @@ static void step(struct tsock *t, int fd, uint64_t calls)
  * family of processes (the arena's, which holds the shift: a server that
  * forks a process per connection learns from them all) learns its
  * threshold, upgrade-calls << shift, from how its connections end (their
- * last close in a process):
- *  - moved (or met) and closed within SHIM_PAY_CALLS calls of shared
- *    memory: the move did not pay; the threshold doubles (1024 at most);
- *  - moved and made SHIM_PAY_CALLS calls there: it paid; it halves;
+ * last close in a process), counted in calls of its end from the meeting's
+ * first step on (the meeting itself takes some 12: on this machine a move
+ * paid from about 12 round trips after it):
+ *  - moved (or met) and closed within SHIM_PAY_CALLS calls of that step:
+ *    the move did not pay; the threshold doubles (1024 at most);
+ *  - moved and made SHIM_PAY_CALLS calls from there: it paid; it halves;
  *  - closed on TCP without meeting, after enough calls to have paid at
  *    half the threshold: it halves.
+ * (Counted from the move instead, moves of 30 round trips, which pay
+ * 1.3x, were taken for moves that did not, and stopped.)
  * A workload of short connections thus stops moving them after a few,
  * one of long ones moves as before (its first calls at most 1024 on TCP),
  * and a mixed one settles where the moves that do not pay are about as
@@ -632,8 +638,10 @@ void shim_move_outcome(struct tsock *t)
 
 	if (shunt__config()->calls_set || atomic_exchange(&t->judged, 1))
 		return;
+	/* Its calls on TCP stop at the move; those in shared memory go on. */
+	uint64_t since = atomic_load(&s->calls) - atomic_load(&t->met_at) + atomic_load(&t->after_move);
 	if (st == SLOT_MOVED && t->mapped)
-		pay_shift_by(atomic_load(&t->after_move) >= SHIM_PAY_CALLS ? -1 : 1);
+		pay_shift_by(since >= SHIM_PAY_CALLS ? -1 : 1);
 	else if (st == SLOT_MEET)
 		pay_shift_by(1);
 	else if (st == SLOT_PLAIN && !atomic_load(&s->steps) &&

@@ -374,6 +374,7 @@ struct tsock {
 	_Atomic int announced;     /* its move logged and counted (move.c) */
 	_Atomic uint32_t after_move; /* data calls in shared memory, up to
 	                            * SHIM_PAY_CALLS (move.c, "Whether a move pays") */
+	_Atomic uint64_t met_at;   /* the slot's calls at the meeting's first step */
 	_Atomic int judged;        /* that move's outcome was counted (once: exit
 	                            * goes through every fd of a dup'ed socket) */
 	/* Both ends full (io.c, shim_jam_at): since when, and the rings'
@@ -461,9 +462,9 @@ FILE *shim_freopen(const char *path, const char *mode, FILE *f);
 /* After a data call on a socket still on TCP: count it, and take a step
  * of the move when one is due.  Never blocks; keeps errno. */
 void shim_count(struct tsock *t, int fd, uint64_t in, uint64_t out);
-/* A data call in shared memory: counted up to SHIM_PAY_CALLS, past which
- * the move paid for itself (move.c). */
-#define SHIM_PAY_CALLS 32
+/* A data call in shared memory: counted up to SHIM_PAY_CALLS; that many
+ * from the meeting's first step on, the move paid for itself (move.c). */
+#define SHIM_PAY_CALLS 40
 static inline void shim_count_moved_call(struct tsock *t)
 {
 	uint32_t n = atomic_load_explicit(&t->after_move, memory_order_relaxed);
