@@ -616,10 +616,8 @@ static uint32_t pay_shift(void)
 	return SHUNT_MIN(s, PAY_SHIFT_MAX); /* shared memory: any value */
 }
 
-static uint64_t upgrade_calls(void)
+static uint64_t upgrade_calls(const struct shunt_config *c)
 {
-	const struct shunt_config *c = shunt__config();
-
 	return c->calls_set ? c->upgrade_calls : (uint64_t)c->upgrade_calls << pay_shift();
 }
 
@@ -638,14 +636,15 @@ void shim_move_outcome(struct tsock *t)
 
 	if (shunt__config()->calls_set || atomic_exchange(&t->judged, 1))
 		return;
-	/* Its calls on TCP stop at the move; those in shared memory go on. */
-	uint64_t since = atomic_load(&s->calls) - atomic_load(&t->met_at) + atomic_load(&t->after_move);
-	if (st == SLOT_MOVED && t->mapped)
+	if (st == SLOT_MOVED && t->mapped) {
+		/* Its calls on TCP stop at the move; those in shared memory go on. */
+		uint64_t since = atomic_load(&s->calls) - atomic_load(&t->met_at) +
+				 atomic_load(&t->after_move);
 		pay_shift_by(since >= SHIM_PAY_CALLS ? -1 : 1);
-	else if (st == SLOT_MEET)
+	} else if (st == SLOT_MEET)
 		pay_shift_by(1);
 	else if (st == SLOT_PLAIN && !atomic_load(&s->steps) &&
-		 atomic_load(&s->calls) >= upgrade_calls() / 2 + SHIM_PAY_CALLS)
+		 atomic_load(&s->calls) >= upgrade_calls(shunt__config()) / 2 + SHIM_PAY_CALLS)
 		pay_shift_by(-1);
 }
 
@@ -654,7 +653,7 @@ static int due(struct tslot *s, uint64_t calls, uint64_t work)
 	const struct shunt_config *c = shunt__config();
 
 	if (work >= atomic_load_explicit(&s->next_step, memory_order_relaxed) &&
-	    (atomic_load_explicit(&s->steps, memory_order_relaxed) || calls >= upgrade_calls()))
+	    (atomic_load_explicit(&s->steps, memory_order_relaxed) || calls >= upgrade_calls(c)))
 		return 1;
 	/* Before the first step, enough bytes count as much as enough calls. */
 	return !atomic_load_explicit(&s->steps, memory_order_relaxed) &&

@@ -871,18 +871,19 @@ char **shim_exec_prepare(char *const envp[], int img, int replaces)
 	}
 	x->size = size;
 	x->afd = afd;
-	if (shim_in_vfork_child())
+	int vchild = shim_in_vfork_child(), own = replaces && !vchild; /* this image goes */
+	if (vchild)
 		drop_exec_copies(afd);
 	x->env = (char **)(x + 1);
 	char *var = (char *)(x->env + n + 2);
 	struct inherit in = { .buf = var, .cap = INHERIT_MAX + 64,
-			      .vchild = shim_in_vfork_child() ? (int)sys_getpid() : 0 };
+			      .vchild = vchild ? (int)sys_getpid() : 0 };
 	in.len = (size_t)snprintf(var, in.cap, "%s=%d;", SHIM_INHERIT_ENV, afd);
 	each_survivor(add_fd, &in);
 	/* posix_spawn closes nothing of ours (and leaves the list to an exec
 	 * of another thread: TSan saw them share it); a vfork child held
 	 * nothing. */
-	x->lets_go = replaces && !shim_in_vfork_child();
+	x->lets_go = own;
 	if (x->lets_go)
 		nlet_go = 0;
 	if (x->lets_go && in.nkept >= 0)
@@ -894,9 +895,9 @@ char **shim_exec_prepare(char *const envp[], int img, int replaces)
 	 * a program it exec'd as another user, without the library); and
 	 * only to one that runs the library (above). */
 	int pass = in.n > 0 && shim_arena_creds_same() && loads_us(img, envp);
-	x->window = pass && replaces && !shim_in_vfork_child() && window_opens();
-	if (pass && replaces && !shim_in_vfork_child() && !x->window)
-		pass = 0;
+	x->window = pass && own && window_opens();
+	if (own)
+		pass = x->window;
 	size_t j = 0;
 	for (size_t i = 0; i < n; i++)
 		if (strncmp(envp[i], SHIM_INHERIT_ENV "=", sizeof(SHIM_INHERIT_ENV)))
@@ -908,7 +909,7 @@ char **shim_exec_prepare(char *const envp[], int img, int replaces)
 	/* Closed if the exec fails (shim_exec_done).  posix_spawn's child
 	 * gets it by a file action (shim_spawn_actions). */
 	if (pass && replaces) {
-		if (!shim_in_vfork_child())
+		if (own)
 			arm(afd);
 		sys_fcntl(afd, F_SETFD, 0);
 	} else if (!pass) {
