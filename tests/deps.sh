@@ -49,6 +49,7 @@ NEEDED=(
 	haproxy:haproxy
 	lighttpd:lighttpd
 	vsftpd:vsftpd
+	/usr/lib/dovecot/imap:dovecot-imapd
 	useradd:passwd
 	chpasswd:passwd
 	memcached:memcached

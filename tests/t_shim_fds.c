@@ -1451,6 +1451,90 @@ static void case_scm_rights_past_back_full(void)
 	g_pb_ring = PB_RING;
 }
 
+/* The end that stays sends in small pieces up to a random offset, where
+ * the other, having read each byte, passes the socket on; the stayer
+ * pauses there a random while (0 to 300 us), then sends the rest: its
+ * ring is empty and nothing of its is inside, so the passer may answer
+ * for it (back.c, take_over) while its next send races the take-over, or
+ * the send wins and it answers itself.  The new holder reads the rest:
+ * each byte once, in order; then the stayer reads its answer and the
+ * end.  30 rounds. */
+#define SS_TOTAL (1024 * KIB)
+#define SS_PIECE 512
+
+struct ss_arg {
+	int u[2];
+	uint64_t seed, at;
+};
+
+static void ss_passer(int fd, void *arg)
+{
+	struct ss_arg *a = arg;
+	uint64_t at = a->at;
+
+	close(a->u[1]);
+	ts_make_accelerated_follow(fd);
+	ts_recv_stream(fd, a->seed, 0, at, ts_ms(5000));
+	ASSERT_EQ(test_send_fd(a->u[0], fd, &at, sizeof(at)), (ssize_t)sizeof(at));
+	ASSERT_SYS(close(fd));
+	ASSERT_SYS(close(a->u[0]));
+}
+
+static void ss_holder(void *arg)
+{
+	struct ss_arg *a = arg;
+	uint64_t at = 0;
+	int fd = -1;
+
+	close(a->u[0]);
+	if (!(ts_wait_fd(a->u[1], POLLIN, ts_ms(5000)) & POLLIN))
+		TEST_FAIL_MSG("no fd passed within 5 s");
+	ASSERT_EQ(test_recv_fd(a->u[1], &at, sizeof(at), MSG_CMSG_CLOEXEC, &fd),
+		  (ssize_t)sizeof(at));
+	ASSERT_MSG(fd >= 0, "a message without an fd");
+	ts_recv_stream(fd, a->seed, at, SS_TOTAL - at, ts_ms(10000));
+	ts_send_stream(fd, a->seed + 1, 0, 4 * KIB, ts_ms(5000));
+	ASSERT_SYS(close(fd));
+}
+
+static void ss_send(int fd, uint64_t seed, uint64_t from, uint64_t to)
+{
+	for (uint64_t off = from; off < to; off += SS_PIECE)
+		ts_send_stream(fd, seed, off, to - off < SS_PIECE ? to - off : SS_PIECE, ts_ms(5000));
+}
+
+static void ss_round(uint64_t seed, uint64_t at, unsigned pause_us)
+{
+	struct ss_arg a = { .seed = seed, .at = at };
+	struct shim_peer p;
+
+	ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, a.u));
+	pid_t holder = test_fork(ss_holder, &a);
+	ts_peer_start(&p, ss_passer, &a);
+	close(a.u[0]);
+	close(a.u[1]);
+	ts_make_accelerated_lead(p.fd);
+	ss_send(p.fd, seed, 0, at);
+	if (pause_us)
+		usleep(pause_us);
+	ss_send(p.fd, seed, at, SS_TOTAL);
+	ts_recv_stream(p.fd, seed + 1, 0, 4 * KIB, ts_ms(5000));
+	ts_expect_eof(p.fd, ts_ms(5000));
+	ASSERT_SYS(close(p.fd));
+	test_wait_ok(holder, 10);
+	ts_peer_wait(&p, ts_ms(5000));
+}
+
+static void case_scm_rights_stayer_sends(void)
+{
+	struct test_rng r;
+
+	test_rng_seed(&r, shim_seed(53));
+	for (int i = 0; i < 30; i++)
+		ss_round(shim_seed(54 + (uint64_t)i), test_rng_range(&r, 4 * KIB, SS_TOTAL - 1),
+			 (unsigned)test_rng_range(&r, 0, 300));
+}
+
 /*
  * A thread's poll on moved sockets also waits on an eventfd of the
  * library's, which whoever takes a doorbell kicks (src/shim/kick.c).  A
@@ -2115,6 +2199,7 @@ static const struct shim_case g_cases[] = {
 	{ "scm_rights_unread_rung", case_scm_rights_unread_rung },
 	{ "scm_rights_past_back", case_scm_rights_past_back },
 	{ "scm_rights_past_back_full", case_scm_rights_past_back_full },
+	{ "scm_rights_stayer_sends", case_scm_rights_stayer_sends },
 	{ "fork_kick_own", case_fork_kick_own },
 	{ "fork_exit_slots", case_fork_exit_slots },
 	{ "exec", case_exec },

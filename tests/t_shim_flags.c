@@ -2184,6 +2184,98 @@ static void case_opt_then_stdio(void)
 	ASSERT_EQ(fclose(f), 0);
 }
 
+/* The peer makes no call for seconds (it waits on a pipe, as an IMAP
+ * client whose user reads) while we hand the connection over: to stdio,
+ * or to a child by SCM_RIGHTS.  Its ring read to its end, we answer for it
+ * (back.c, take_over); the hand-over waited 5 s for its answer, then reset
+ * the connection (dovecot, a client idle after LOGIN: both sides read
+ * ECONNRESET).  Then it wakes: it sends 100 more (or, we_close, reads to
+ * the end), and reads what the new holder wrote. */
+struct idle_holder {
+	int u[2];
+	uint64_t seed;
+	int we_close;
+};
+
+/* The new holder: 300 bytes out, the peer's next 100 in, then the end. */
+static void idle_holder_io(int fd, const struct idle_holder *h)
+{
+	unsigned char out[300], in[100];
+
+	test_stream_fill(h->seed + 1, 0, out, sizeof(out));
+	ASSERT_EQ(write(fd, out, sizeof(out)), (ssize_t)sizeof(out));
+	if (!h->we_close) {
+		ts_read_exact(fd, in, sizeof(in), ts_ms(3000));
+		ASSERT_EQ(test_stream_check(h->seed, 1500, in, sizeof(in)), (size_t)-1);
+		ts_expect_eof(fd, ts_ms(3000));
+	}
+}
+
+static void idle_holder_child(void *arg)
+{
+	const struct idle_holder *h = arg;
+	char c;
+	int fd;
+
+	close(h->u[0]);
+	ASSERT_EQ(test_recv_fd(h->u[1], &c, 1, MSG_CMSG_CLOEXEC, &fd), 1);
+	ASSERT_MSG(fd >= 0, "a message without an fd");
+	idle_holder_io(fd, h);
+	ASSERT_SYS(close(fd));
+}
+
+static void hand_over_idle_once(int by_scm, int we_close)
+{
+	struct idle_peer ip = { .seed = shim_seed(84 + by_scm), .we_close = we_close };
+	struct idle_holder h = { .seed = ip.seed, .we_close = we_close };
+	struct shim_peer p;
+	pid_t child = -1;
+
+	ASSERT_SYS(pipe(ip.go));
+	ts_peer_start(&p, idle_peer_main, &ip);
+	ASSERT_SYS(close(ip.go[0]));
+	ts_make_accelerated_lead(p.fd);
+	ts_recv_stream(p.fd, ip.seed, 0, 1500, ts_ms(2000));
+	ASSERT_MSG(ts_moved(p.fd), "the connection did not move");
+	if (by_scm) {
+		ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, h.u));
+		child = test_fork(idle_holder_child, &h);
+		ASSERT_SYS(close(h.u[1]));
+	}
+	uint64_t t0 = test_now_ns();
+	FILE *f = NULL;
+	if (by_scm) {
+		ASSERT_EQ(test_send_fd(h.u[0], p.fd, "F", 1), 1);
+		ASSERT_SYS(close(p.fd));
+	} else {
+		f = fdopen(p.fd, "r+");
+		ASSERT_NOT_NULL(f);
+	}
+	uint64_t ms = (test_now_ns() - t0) / 1000000;
+	ASSERT_MSG(ms < 1000, "the hand-over took %llu ms with the peer idle",
+		   (unsigned long long)ms);
+	ts_token_send(ip.go[1], 'g');
+	if (by_scm) {
+		test_wait_ok(child, 10);
+		ASSERT_SYS(close(h.u[0]));
+	} else {
+		idle_holder_io(fileno(f), &h);
+		ASSERT_EQ(fclose(f), 0);
+	}
+	ts_peer_wait(&p, ts_ms(5000));
+	ASSERT_SYS(close(ip.go[1]));
+}
+
+static void case_hand_over_peer_idle(void)
+{
+	test_log("to stdio");
+	hand_over_idle_once(0, 0);
+	test_log("to a child, by SCM_RIGHTS");
+	hand_over_idle_once(1, 0);
+	test_log("to stdio, then we close: the peer reads the end");
+	hand_over_idle_once(0, 1);
+}
+
 /* The peer answers our way back from a read that returns at once (our
  * bytes wait in our ring), then waits elsewhere for seconds.  What it had
  * sent into its ring that we did not read must reach our socket at its
@@ -2719,6 +2811,7 @@ static const struct shim_case g_cases[] = {
 	{ "inq_after_move", case_inq_after_move },
 	{ "opt_then_stdio", case_opt_then_stdio },
 	{ "stdio_peer_answers_idle", case_stdio_peer_answers_idle },
+	{ "hand_over_peer_idle", case_hand_over_peer_idle },
 	{ "stdio_close_peer_answers", case_stdio_close_peer_answers },
 	{ "fionread_peer_answers", case_fionread_peer_answers },
 	{ "nagle_after_back", case_nagle_after_back },

@@ -22,6 +22,8 @@ _Static_assert(offsetof(struct shunt_switch, back_head) == 16, "back_head");
 _Static_assert(offsetof(struct shunt_switch, back_tcp) == 24, "back_tcp");
 _Static_assert(offsetof(struct shunt_switch, rx_tcp) == 32, "rx_tcp");
 _Static_assert(offsetof(struct shunt_switch, fin_tcp) == 40, "fin_tcp");
+_Static_assert(offsetof(struct shunt_switch, busy) == 64, "busy");
+_Static_assert(offsetof(struct shunt_switch, bells) == 72, "bells");
 _Static_assert(sizeof(struct shunt_switch) == 128, "switch size");
 _Static_assert(sizeof(struct shunt_ctl) == 1024, "ctl size");
 _Static_assert(sizeof(struct shunt_ctl) <= SHUNT_CTL_SIZE, "ctl fits its page");

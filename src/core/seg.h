@@ -21,7 +21,7 @@
 #include <stdint.h>
 
 #define SHUNT_SEG_MAGIC   0x33474553544e5553ull /* "SUNTSEG3" little-endian */
-#define SHUNT_SEG_VERSION 4u
+#define SHUNT_SEG_VERSION 5u
 #define SHUNT_CTL_SIZE    4096u
 #define SHUNT_LINE        128u /* two cache lines: defeats adjacent-line prefetch */
 #define SHUNT_RING_MIN    4096ull
@@ -91,7 +91,28 @@ struct shunt_switch {
 	_Atomic uint64_t back_tcp;  /* TCP offset where its TCP data resumes */
 	_Atomic uint64_t rx_tcp;    /* TCP bytes its reads took of the other's stream */
 	_Atomic uint64_t fin_tcp;   /* with FIN: its TCP data before its FIN */
+	/* Written by its sends: a line of their own, away from the flags
+	 * that the other side reads on each call. */
+	_Alignas(64) _Atomic uint64_t busy; /* SHUNT_BUSY_*: the other side sets TAKEN only */
+	_Atomic uint64_t bells;     /* doorbells it rang on TCP since its switch */
 };
+
+/*
+ * `busy`: this side's sends into its ring, doorbells, shutdowns and
+ * answers under way (INSIDE), how many ended (from bit 16 up, wrapping),
+ * and TAKEN: the other side answered for it (a peer that makes no call
+ * while the connection is handed over, docs/design.md "Answering for an
+ * idle peer").  TAKEN is set only while nothing is inside and the count of
+ * ended ones is what the other side saw; nothing enters once it is set.
+ */
+#define SHUNT_BUSY_IN     0x1ull    /* added on entering */
+#define SHUNT_BUSY_OUT    0xffffull /* added on leaving: one fewer inside, one more ended */
+#define SHUNT_BUSY_INSIDE 0x7fffull
+#define SHUNT_BUSY_TAKEN  0x8000ull
+/* In `bells`: an urgent byte (MSG_OOB) went down its stream after its
+ * switch, a TCP byte that is no doorbell: the other side does not answer
+ * for it. */
+#define SHUNT_BELLS_URGENT (1ull << 63)
 
 struct shunt_ctl {
 	_Alignas(SHUNT_LINE) struct shunt_hdr hdr;

@@ -213,6 +213,74 @@ static void unlock_rings(struct tslot *s)
 	shim_unlock(&s->tx_mu);
 }
 
+/* --- Answered for us ---------------------------------------------------------
+ * A peer that hands the connection over (SCM_RIGHTS, exec, stdio) while we
+ * make no call on it for seconds (we wait on a pipe, a disk, a user)
+ * cannot get our answer: it answers for us once our ring is read to its
+ * end and our doorbells are counted (take_over, below).  Each of our sends
+ * into the ring, doorbells, ring shutdowns and answers runs inside our
+ * busy word, so that it and the peer's take-over exclude each other: the
+ * peer sets TAKEN only while nothing of ours is inside and nothing ended
+ * since it looked, and nothing of ours enters once it is set. */
+
+static _Atomic uint64_t *busy_of(struct tslot *s)
+{
+	return &sw_of(s, (int)s->side)->busy;
+}
+
+int shim_tx_enter(struct tslot *s)
+{
+	if (!(atomic_fetch_add(busy_of(s), SHUNT_BUSY_IN) & SHUNT_BUSY_TAKEN))
+		return 0;
+	atomic_fetch_sub(busy_of(s), SHUNT_BUSY_IN);
+	return -EXDEV;
+}
+
+void shim_tx_exit(struct tslot *s)
+{
+	/* Release: what ran inside (ring head, doorbell count, state) before
+	 * the count of ended ones that the peer's take-over looks at. */
+	atomic_fetch_add_explicit(busy_of(s), SHUNT_BUSY_OUT, memory_order_release);
+}
+
+/* A doorbell went: counted for a peer that may take our doorbells off its
+ * stream without us (take_over). */
+void shim_bell_counted(struct tslot *s)
+{
+	atomic_fetch_add_explicit(&sw_of(s, (int)s->side)->bells, 1, memory_order_relaxed);
+}
+
+/* An urgent byte of ours went down the stream (inside our busy word):
+ * the peer's count of our doorbells no longer says where our data
+ * resumes, so it does not answer for us. */
+void shim_tx_urgent(struct tslot *s)
+{
+	atomic_fetch_or_explicit(&sw_of(s, (int)s->side)->bells, SHUNT_BELLS_URGENT,
+				 memory_order_relaxed);
+}
+
+/* With tx_mu held: the peer answered for us.  Our ring was read to its end
+ * and nothing entered it since, so nothing is left to resend: our sends
+ * are the kernel's at once, behind the doorbells it took. */
+static void answered_for_us(struct tsock *t, int fd)
+{
+	struct tslot *s = t->slot;
+	struct shunt_switch *me = sw_of(s, (int)s->side);
+	uint64_t pos = s->end.tx.pos, total = 0;
+
+	shim_bells_end(s);
+	shim_kern_tx_total(fd, &total); /* as an answer says it, for our own looks */
+	atomic_store(&s->back_pos, pos);
+	atomic_store(&s->back_end, pos);
+	atomic_store_explicit(&me->back_head, pos, memory_order_relaxed);
+	atomic_store_explicit(&me->back_tcp, total, memory_order_relaxed);
+	atomic_fetch_or_explicit(&me->flags, SHUNT_SW_BACK, memory_order_release);
+	atomic_fetch_or(&s->phase, PH_NOBELL | PH_TX_BACK | PH_TX_PLAIN);
+	shim_tx_opts_restore(t, fd);
+	shim_kick_others(s); /* a poll of ours for room asks the kernel now */
+	log_debug("fd %d: the peer went back to TCP for us while we made no call", fd);
+}
+
 /* --- The peer's part ---------------------------------------------------------- */
 
 /* Our ring's bytes the asker left unread: still ours to send, first. */
@@ -246,6 +314,10 @@ void shim_back_answer_locked(struct tsock *t, int fd)
 		shim_tx_opts_restore(t, fd);
 		return;
 	}
+	if (shim_tx_enter(s) < 0) {
+		answered_for_us(t, fd);
+		return;
+	}
 	/* A thread of the asker asleep on the ring must wake to let go of
 	 * it: one last doorbell, before the offset that ends them.  Not when
 	 * the asker still has our TCP data before our switch to read: none of
@@ -258,6 +330,7 @@ void shim_back_answer_locked(struct tsock *t, int fd)
 		shim_bell_send(s, fd, 0);
 	shim_bells_end(s);
 	if (shim_kern_tx_total(fd, &total) < 0) {
+		shim_tx_exit(s);
 		shunt_end_fail(&s->end, -EPROTO);
 		return;
 	}
@@ -268,6 +341,7 @@ void shim_back_answer_locked(struct tsock *t, int fd)
 	/* Release: both numbers before the flag that covers them. */
 	atomic_fetch_or_explicit(&me->flags, SHUNT_SW_BACK, memory_order_release);
 	atomic_fetch_or(&s->phase, PH_NOBELL | PH_TX_BACK);
+	shim_tx_exit(s);
 	/* A poll of ours for room asked the kernel nothing while our sends
 	 * went to the ring (poll.c, kernel_set): it looks again now. */
 	shim_kick_others(s);
@@ -802,13 +876,54 @@ static int peer_stays(struct tslot *s)
 	return !(peer_flags(s) & SHUNT_SW_RING);
 }
 
-static int wait_answer(struct tsock *t, int fd, int64_t deadline)
+/*
+ * Holding both locks, the peer not answering yet: answer for it (its part
+ * "Answered for us", above) if that needs nothing of it.  Its ring read to
+ * its end, its TCP data before its switch read (or no doorbell behind it),
+ * no shutdown of its that only its ring carries, no ask of its own: then
+ * its TCP stream holds its doorbells and nothing else of it, and its
+ * doorbell count says how many (bells, the TCP offset where its data
+ * resumes: *bt).  Between VMs its proof comes first, after its switch
+ * offset: we must have read it all.  TAKEN only if nothing of its ran
+ * meanwhile (the busy word as first seen): then all we read stands.  1
+ * when taken.
+ */
+static int take_over(struct tslot *s, int fd, uint64_t span[2])
+{
+	struct shunt_switch *p = sw_of(s, 1 - (int)s->side);
+	uint64_t w = atomic_load_explicit(&p->busy, memory_order_acquire), at;
+
+	if ((w & (SHUNT_BUSY_TAKEN | SHUNT_BUSY_INSIDE)) || shim_proof_pending(s))
+		return 0;
+	uint32_t pf = peer_flags(s);
+	if ((pf & ~SHUNT_SW_RING) || !(pf & SHUNT_SW_RING) ||
+	    shunt_end_peer_state(&s->end) != SHUNT_ST_OPEN || shunt_end_readable(&s->end) != 0 ||
+	    consumed(s, fd, &at) < 0)
+		return 0;
+	/* Between VMs its proof follows its switch offset: we read it all. */
+	uint64_t x = atomic_load_explicit(&p->tcp_off, memory_order_relaxed) + s->vm.proof_need;
+	uint64_t bells = atomic_load_explicit(&p->bells, memory_order_relaxed);
+	uint64_t end = x + bells;
+	if ((bells & SHUNT_BELLS_URGENT) || end < x || (at < x && end != x) || at > end)
+		return 0;
+	if (!atomic_compare_exchange_strong(&p->busy, &w, w | SHUNT_BUSY_TAKEN))
+		return 0;
+	span[0] = x;
+	span[1] = end;
+	return 1;
+}
+
+/* 0 once the peer answered, 1 once we answered for it (take_over: its
+ * doorbells lie at span[0] to span[1] of our stream),
+ * or -ETIMEDOUT. */
+static int wait_answer(struct tsock *t, int fd, int64_t deadline, uint64_t span[2])
 {
 	struct tslot *s = t->slot;
 	int64_t ns = 20000;
 
-	(void)fd;
 	while (!(peer_flags(s) & SHUNT_SW_BACK)) {
+		if (take_over(s, fd, span))
+			return 1;
 		int64_t st = shunt_end_peer_state(&s->end);
 		if (st < 0 || (st & SHUNT_ST_CLOSED) || shunt_now_ns() >= deadline)
 			return -ETIMEDOUT;
@@ -990,13 +1105,36 @@ static int went_back_reset(struct tsock *t, int fd, enum shim_why why, int rc)
 	return rc;
 }
 
-/* Holding both locks: our part, once the peer answered. */
+/* We answered for the peer (take_over): its doorbells, span[0] to span[1]
+ * of our stream, leave it (what it sent before its switch and we did not
+ * read stays: no doorbell follows it then), and our sends leave the ring
+ * unless they did (a quiet asker's, finish_quietly).  1, or < 0. */
+static int answered_for_peer(struct tslot *s, int fd, const uint64_t span[2], int64_t deadline)
+{
+	uint64_t at;
+	int rc = consumed(s, fd, &at);
+
+	if (rc == 0 && span[1] > SHUNT_MAX(at, span[0]))
+		rc = take_bells(s, fd, span[1] - SHUNT_MAX(at, span[0]), deadline);
+	if (rc == 0 && !(atomic_load(&sw_of(s, (int)s->side)->flags) & SHUNT_SW_BACK))
+		rc = leave_tx(s, fd);
+	if (rc == 0)
+		log_debug("fd %d: the peer made no call: we went back to TCP for it (its TCP "
+			  "data from %llu)", fd, (unsigned long long)span[1]);
+	return rc < 0 ? rc : 1;
+}
+
+/* Holding both locks: our part, once the peer answered (0), or once we
+ * answered for it (1: it resends nothing, wait_resent), or < 0. */
 static int ask_locked(struct tsock *t, int fd, int peer_ring, int64_t deadline)
 {
 	struct tslot *s = t->slot;
+	uint64_t span[2];
 
 	if (peer_ring) {
-		int rc = wait_answer(t, fd, deadline);
+		int rc = wait_answer(t, fd, deadline, span);
+		if (rc == 1)
+			return answered_for_peer(s, fd, span, deadline);
 		if (rc < 0)
 			return rc;
 	}
@@ -1273,7 +1411,7 @@ static int finish_quietly(struct tsock *t, int fd, enum shim_why why)
 	atomic_store(&s->state, SLOT_OFF);
 	unlock_rings(s);
 	went_back(t, fd, why, rc < 0 ? " (reset)" : "");
-	return rc;
+	return rc < 0 ? rc : 0;
 }
 
 /* The socket leaves the library (another process, an exec) while the
@@ -1360,7 +1498,7 @@ static int demote(struct tsock *t, int fd, enum shim_why why, int quiet)
 		wait_resent(s, fd);
 	went_back(t, fd, why,
 		  rc < 0 ? " (reset)" : why == WHY_FULL ? " (both ends waited for room)" : "");
-	return rc;
+	return rc < 0 ? rc : 0;
 }
 
 int shim_demote(struct tsock *t, int fd)

@@ -107,15 +107,21 @@ static int tb_ring(struct shunt_bell *b, uint32_t bits)
  * (t_shim_fds scm_rights_unread_rung: its first byte wrong).  A ringer
  * counts itself, then looks for the end; the end is said, then the
  * ringers counted (seq_cst each): one sees the other.  A ringer that died
- * in between is not waited for past a while.
+ * in between is not waited for past a while.  Each doorbell is counted in
+ * the segment too, inside our busy word, for a peer that answers for us
+ * (back.c, "Answered for us").
  */
 long shim_bell_send(struct tslot *s, int fd, int flags)
 {
 	long n = 0;
 
 	atomic_fetch_add(&s->ringing, 1);
-	if (!(atomic_load(&s->phase) & PH_NOBELL))
+	if (!(atomic_load(&s->phase) & PH_NOBELL) && shim_tx_enter(s) == 0) {
 		n = sys_send(fd, &s->bell, 1, flags | MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (n == 1)
+			shim_bell_counted(s);
+		shim_tx_exit(s);
+	}
 	atomic_fetch_sub(&s->ringing, 1);
 	return n;
 }

@@ -1452,7 +1452,14 @@ static ssize_t urgent(struct tsock *t, int fd, const void *buf, size_t len, int 
 
 	if (n < 0 || (size_t)n < len - 1)
 		return n;
+	/* Inside our busy word, and marked: a peer answering for us counts
+	 * only doorbells after our switch (back.c, shim_tx_urgent). */
+	int in = shim_tx_enter(S(t)) == 0;
 	ssize_t k = REAL(sendto)(fd, (const char *)buf + len - 1, 1, flags, NULL, 0);
+	if (in && k > 0)
+		shim_tx_urgent(S(t));
+	if (in)
+		shim_tx_exit(S(t));
 	return k < 0 ? (n ? n : k) : n + k;
 }
 
@@ -1490,6 +1497,19 @@ static void look_at_peer(struct tsock *t, struct shunt_bell *b)
 
 #define AFTER_CLOSE (-4098) /* the peer closed: the kernel's socket answers */
 
+/* With tx_mu held: 1 if our sends go into the ring now, inside our busy
+ * word (shim_tx_exit when done); 0 if they are TCP's (going back, or the
+ * peer answered for us, which this call takes in: back.c). */
+static int ring_open_locked(struct tsock *t, int fd)
+{
+	if (!moved(t) || (phase_of(t) & PH_TX_BACK))
+		return 0;
+	if (shim_tx_enter(S(t)) == 0)
+		return 1;
+	shim_back_answer_locked(t, fd);
+	return 0;
+}
+
 /*
  * n pieces, len bytes in all, into the ring as one send under tx_mu, as
  * TCP queues one writev under its socket lock: another thread's send goes
@@ -1510,11 +1530,12 @@ static ssize_t ring_sendv(struct tsock *t, int fd, const struct iovec *iov, int 
 	if (peer_closed(t))
 		return AFTER_CLOSE;
 	shim_lock(&S(t)->tx_mu);
-	if (!moved(t) || (phase_of(t) & PH_TX_BACK)) {
+	if (!ring_open_locked(t, fd)) {
 		shim_unlock(&S(t)->tx_mu);
 		return RETRY;
 	}
 	ssize_t k = shunt_end_sendv(END(t), &b, iov, n, len, deadline_of(t, flags, 1));
+	shim_tx_exit(S(t));
 	shim_unlock(&S(t)->tx_mu);
 	touched(t);
 	if (k == -EXDEV)
@@ -1686,7 +1707,7 @@ ssize_t shim_sendfile(struct tsock *t, int fd, int in_fd, off_t *off, size_t cou
 	ssize_t rc = 0;
 
 	shim_lock(&S(t)->tx_mu);
-	if (!moved(t) || (phase_of(t) & PH_TX_BACK)) {
+	if (!ring_open_locked(t, fd)) {
 		shim_unlock(&S(t)->tx_mu);
 		return shim_sendfile(t, fd, in_fd, off, count);
 	}
@@ -1709,6 +1730,7 @@ ssize_t shim_sendfile(struct tsock *t, int fd, int in_fd, off_t *off, size_t cou
 			*off += got;
 		done += (size_t)got;
 	}
+	shim_tx_exit(S(t));
 	shim_unlock(&S(t)->tx_mu);
 	touched(t);
 	if (rc == -EXDEV) { /* going back to TCP: the rest there */
@@ -1851,11 +1873,12 @@ ssize_t shim_splice_in(struct tsock *t, int fd, int pipe_in, size_t len, unsigne
 	if (closed)
 		return kcall_failed(t, fd, &kc, len, closed);
 	shim_lock(&S(t)->tx_mu);
-	if (!moved(t) || (phase_of(t) & PH_TX_BACK)) {
+	if (!ring_open_locked(t, fd)) {
 		shim_unlock(&S(t)->tx_mu);
 		return shim_splice_in(t, fd, pipe_in, len, flags);
 	}
 	ssize_t rc = pipe_into_ring(t, &b, pipe_in, len);
+	shim_tx_exit(S(t));
 	shim_unlock(&S(t)->tx_mu);
 	touched(t);
 	if (rc == -EXDEV)
@@ -2042,7 +2065,18 @@ int shim_shutdown(struct tsock *t, int fd, int how)
 			return rc;
 		how = SHUT_RD;
 	}
+	/* Inside our busy word: a shutdown that only our ring carries must
+	 * not come after the peer answered for us (back.c), whose new holder
+	 * would then wait for a FIN that never comes.  Answered so, our
+	 * sends are TCP's: the shutdown goes there (once more, from the top). */
+	int in = how != SHUT_RD;
+	if (in && shim_tx_enter(S(t)) < 0) {
+		shim_back_answer(t, fd);
+		return shim_shutdown(t, fd, how);
+	}
 	int rc = shunt_end_shutdown(END(t), &b, how);
+	if (in)
+		shim_tx_exit(S(t));
 	/* The kernel's SHUT_RD wakes a read or poll of ours asleep on the
 	 * stream (the doorbells we still need to send go on). */
 	if (rc == 0 && how != SHUT_WR)

@@ -730,6 +730,13 @@ void shim_bell_wake_all(struct tsock *t);
  * with send flags beyond MSG_DONTWAIT | MSG_NOSIGNAL: what sys_send
  * returns, or 0 when they had. */
 long shim_bell_send(struct tslot *s, int fd, int flags);
+/* Our sends into the ring, doorbells, ring shutdowns and answers run
+ * between these (back.c, "Answered for us"): enter is -EXDEV when the peer
+ * answered for us (our sends are TCP's then: shim_back_answer_locked). */
+int shim_tx_enter(struct tslot *s);
+void shim_tx_exit(struct tslot *s);
+void shim_bell_counted(struct tslot *s);
+void shim_tx_urgent(struct tslot *s);
 /* Our reads reached the peer's switch offset: the stream holds only
  * doorbells from here, and the ring is ours to read (io.c).  1 if so. */
 int shim_ring_at_x(struct tsock *t);
