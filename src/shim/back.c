@@ -529,6 +529,23 @@ static int asker_back(struct tslot *s, uint64_t *head, uint64_t *tcp)
 	return 1;
 }
 
+/* Once the peer said BACK, how many bytes of our stream from where our
+ * reads are still hold its doorbells: a take must stop there, as its data
+ * follows and may begin with the doorbell's value (taken for one, it was
+ * lost, and the stream could not be followed: t_shim_data
+ * write_before_read, 1 run in 40).  -1 while it has not said BACK (the
+ * stream holds doorbells only, bell.c). */
+long shim_back_bells_left(struct tslot *s, int fd)
+{
+	uint64_t head, tcp, at;
+
+	if (!asker_back(s, &head, &tcp))
+		return -1;
+	if (consumed(s, fd, &at) < 0 || at > tcp)
+		return 0;
+	return tcp - at > (uint64_t)INT32_MAX ? INT32_MAX : (long)(tcp - at);
+}
+
 /* The asker's TCP data since its way back that waits in our socket behind
  * its doorbells, while its ring still holds data for us: bytes TCP would
  * count as queued (io.c, shim_fionread).  Between VMs too: its proof
@@ -1114,6 +1131,8 @@ static int answered_for_peer(struct tslot *s, int fd, const uint64_t span[2], in
 	uint64_t at;
 	int rc = consumed(s, fd, &at);
 
+	/* Time for doorbells on their way, even at the way back's deadline. */
+	deadline = SHUNT_MAX(deadline, shunt_now_ns() + ANSWERED_NS);
 	if (rc == 0 && span[1] > SHUNT_MAX(at, span[0]))
 		rc = take_bells(s, fd, span[1] - SHUNT_MAX(at, span[0]), deadline);
 	if (rc == 0 && !(atomic_load(&sw_of(s, (int)s->side)->flags) & SHUNT_SW_BACK))
@@ -1153,19 +1172,32 @@ static int ask_locked(struct tsock *t, int fd, int peer_ring, int64_t deadline)
 	return leave_tx(s, fd);
 }
 
-/* Ask, and wake the peer if it may sleep (our doorbell is no data once
- * our sends are on our ring); 1 if the peer's sends are on its ring. */
-static int ask(struct tsock *t, int fd)
+/* Ask (quietly: LAZY first), and wake the peer if it may sleep (our
+ * doorbell is no data once our sends are on our ring); 1 if the peer's
+ * sends are on its ring, 0 if not.  Inside our busy word: a peer that
+ * asked at the same moment and answers for us (take_over) reads our flags
+ * once, and an ask set after that look left it answering for an asker,
+ * which then took its doorbells for an answer's and lost the bytes of its
+ * ring it had not read (a helper's review).  -EXDEV: it answered for us
+ * first, our part is an answer's (as_answerer). */
+static int ask(struct tsock *t, int fd, int lazy)
 {
 	struct tslot *s = t->slot;
+	struct shunt_switch *me = sw_of(s, (int)s->side);
 
-	atomic_fetch_or(&sw_of(s, (int)s->side)->flags, SHUNT_SW_ASK);
-	if (peer_stays(s))
-		return 0;
-	if (atomic_load(&s->phase) & PH_TX_RING)
+	if (shim_tx_enter(s) < 0)
+		return -EXDEV;
+	if (lazy)
+		atomic_fetch_or_explicit(&me->flags, SHUNT_SW_LAZY, memory_order_release);
+	atomic_fetch_or(&me->flags, SHUNT_SW_ASK);
+	int ring = !peer_stays(s);
+	if (ring && (atomic_load(&s->phase) & PH_TX_RING))
 		shim_bell_send(s, fd, 0);
-	return 1;
+	shim_tx_exit(s);
+	return ring;
 }
+
+static int as_answerer(struct tsock *t, int fd, enum shim_why why);
 
 /* --- A peer in our own family -------------------------------------------------
  * Both ends of a connection may live in one process family (a program
@@ -1349,9 +1381,8 @@ static int back_quietly(struct tsock *t, int fd, enum shim_why why)
 	struct tslot *s = t->slot;
 
 	shim_switch_tx(t, fd);
-	atomic_fetch_or_explicit(&sw_of(s, (int)s->side)->flags, SHUNT_SW_LAZY,
-				 memory_order_release);
-	ask(t, fd);
+	if (ask(t, fd, 1) == -EXDEV)
+		return as_answerer(t, fd, why);
 	/* A send of ours asleep on a full ring sees the ask and lets go. */
 	int rc = lock_by(&s->tx_mu, shunt_now_ns() + ASK_NS);
 	if (rc < 0)
@@ -1434,6 +1465,16 @@ static int leave_half_back(struct tsock *t, int fd)
 	return went_back_reset(t, fd, WHY_SHARED, -ENOTRECOVERABLE);
 }
 
+/* The peer asked, or answered for us: our part is an answer's, and what
+ * it sent into its ring before is still ours to read. */
+static int as_answerer(struct tsock *t, int fd, enum shim_why why)
+{
+	shim_back_tx(t, fd, 0);
+	shim_back_rx(t, fd, 0);
+	shim_back_settle(t, fd);
+	return why == WHY_SHARED ? leave_half_back(t, fd) : 0;
+}
+
 static int demote(struct tsock *t, int fd, enum shim_why why, int quiet)
 {
 	struct tslot *s = t->slot;
@@ -1453,12 +1494,8 @@ static int demote(struct tsock *t, int fd, enum shim_why why, int quiet)
 	if ((atomic_load(&sw_of(s, (int)s->side)->flags) & SHUNT_SW_LAZY) && why != WHY_OPTIONS &&
 	    !(atomic_load(&s->phase) & PH_RX_PLAIN))
 		return finish_quietly(t, fd, why);
-	if ((atomic_load(&s->phase) & PH_TX_BACK) || shim_peer_asks(t)) {
-		shim_back_tx(t, fd, 0);
-		shim_back_rx(t, fd, 0);
-		shim_back_settle(t, fd);
-		return why == WHY_SHARED ? leave_half_back(t, fd) : 0;
-	}
+	if ((atomic_load(&s->phase) & PH_TX_BACK) || shim_peer_asks(t))
+		return as_answerer(t, fd, why);
 	if (why == WHY_OPTIONS && (shunt_end_state(&s->end) & SHUNT_ST_CLOSED)) {
 		shim_back_past_shut(t, fd);
 		return 0;
@@ -1478,7 +1515,9 @@ static int demote(struct tsock *t, int fd, enum shim_why why, int quiet)
 	if (quiet && !fp.t)
 		return back_quietly(t, fd, why);
 	shim_switch_tx(t, fd);
-	int peer_ring = ask(t, fd);
+	int peer_ring = ask(t, fd, 0);
+	if (peer_ring == -EXDEV)
+		return as_answerer(t, fd, why);
 	if (fp.t)
 		shim_back_answer(fp.t, fp.fd);
 	/* Our own threads asleep on the rings see the ask and let go. */

@@ -177,6 +177,11 @@ static long take_peeked(struct tslot *s, int fd, const uint8_t *buf, long n)
 		k++;
 	if (k < n && !asked(s))
 		return check(s, fd, buf, n);
+	/* Said BACK by now, the peer may have sent data after them: no
+	 * further than its last doorbell (not said, the peek saw none). */
+	long left = k && asked(s) ? shim_back_bells_left(s, fd) : -1;
+	if (left >= 0 && k > left)
+		k = left;
 	if (k == 0)
 		return 0;
 	long m = sys_recv(fd, got, (size_t)k, MSG_DONTWAIT);

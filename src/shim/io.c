@@ -1446,18 +1446,26 @@ static void zerocopy_done(struct tsock *t, int fd)
  * (and which its reads of the stream skip, so no doorbell check sees it). */
 static ssize_t ring_send(struct tsock *t, int fd, const void *buf, size_t len, int flags);
 
+/* An urgent byte goes down our stream after our switch: inside our busy
+ * word, marked first, as a peer answering for us counts only doorbells
+ * there (back.c, shim_tx_urgent).  1 if inside (shim_tx_exit after the
+ * send). */
+static int urgent_enter(struct tsock *t)
+{
+	if (!t->mapped || shim_tx_enter(S(t)) < 0)
+		return 0;
+	shim_tx_urgent(S(t));
+	return 1;
+}
+
 static ssize_t urgent(struct tsock *t, int fd, const void *buf, size_t len, int flags)
 {
 	ssize_t n = len > 1 ? ring_send(t, fd, buf, len - 1, flags & ~MSG_OOB) : 0;
 
 	if (n < 0 || (size_t)n < len - 1)
 		return n;
-	/* Inside our busy word, and marked: a peer answering for us counts
-	 * only doorbells after our switch (back.c, shim_tx_urgent). */
-	int in = shim_tx_enter(S(t)) == 0;
+	int in = urgent_enter(t);
 	ssize_t k = REAL(sendto)(fd, (const char *)buf + len - 1, 1, flags, NULL, 0);
-	if (in && k > 0)
-		shim_tx_urgent(S(t));
 	if (in)
 		shim_tx_exit(S(t));
 	return k < 0 ? (n ? n : k) : n + k;
@@ -1650,7 +1658,10 @@ ssize_t shim_sendv(struct tsock *t, int fd, const struct iovec *iov, int n, int 
 
 	int plain = shim_plain_enter(t);
 	if (plain || (flags & MSG_OOB)) {
+		int in = !plain && urgent_enter(t);
 		ssize_t k = REAL(sendmsg)(fd, &m, flags);
+		if (in)
+			shim_tx_exit(S(t));
 		if (plain)
 			tcp_leave(t, fd);
 		shim_count(t, fd, 0, k > 0 ? (uint64_t)k : 0);

@@ -561,6 +561,9 @@ int shim_peer_fin(struct tslot *s);
 /* The asker's TCP bytes since its way back queued in our socket, while
  * its ring still holds data for us. */
 uint64_t shim_back_queued(struct tsock *t, int fd);
+/* Once the peer said BACK: its doorbells left in our stream before its
+ * data (-1 before). */
+long shim_back_bells_left(struct tslot *s, int fd);
 /* A peek past the ring's end into the asker's TCP data behind its
  * doorbells: the bytes put at buf (at most len; trunc: MSG_TRUNC, counted
  * only), or 0. */
