@@ -858,6 +858,11 @@ char **shim_exec_prepare(char *const envp[], int img, int replaces)
 	if (atomic_load(&shim_hands_off))
 		return (char **)envp;
 	int afd = shim_arena_fd(); /* a copy, ours to close */
+	int vchild = shim_in_vfork_child(), own = replaces && !vchild; /* this image goes */
+	/* A vfork child's image drops the copies other threads' execs made
+	 * inheritable, whatever it passes (none, when the steps below fail). */
+	if (vchild)
+		drop_exec_copies(afd);
 	if (afd < 0)
 		return nothing_crosses(envp);
 	size_t n = 0;
@@ -871,9 +876,6 @@ char **shim_exec_prepare(char *const envp[], int img, int replaces)
 	}
 	x->size = size;
 	x->afd = afd;
-	int vchild = shim_in_vfork_child(), own = replaces && !vchild; /* this image goes */
-	if (vchild)
-		drop_exec_copies(afd);
 	x->env = (char **)(x + 1);
 	char *var = (char *)(x->env + n + 2);
 	struct inherit in = { .buf = var, .cap = INHERIT_MAX + 64,
