@@ -533,7 +533,7 @@ static int asker_back(struct tslot *s, uint64_t *head, uint64_t *tcp)
  * reads are still hold its doorbells: a take must stop there, as its data
  * follows and may begin with the doorbell's value (taken for one, it was
  * lost, and the stream could not be followed: t_shim_data
- * write_before_read, 1 run in 40).  -1 while it has not said BACK (the
+ * write_before_read, 1 run in 150).  -1 while it has not said BACK (the
  * stream holds doorbells only, bell.c). */
 long shim_back_bells_left(struct tslot *s, int fd)
 {
@@ -899,9 +899,9 @@ static int peer_stays(struct tslot *s)
  * its end, its TCP data before its switch read (or no doorbell behind it),
  * no shutdown of its that only its ring carries, no ask of its own: then
  * its TCP stream holds its doorbells and nothing else of it, and its
- * doorbell count says how many (bells, the TCP offset where its data
- * resumes: *bt).  Between VMs its proof comes first, after its switch
- * offset: we must have read it all.  TAKEN only if nothing of its ran
+ * doorbell count says how many: they lie at span[0] to span[1] of our
+ * stream, where its data resumes.  Between VMs its proof comes first,
+ * after its switch offset: we must have read it all.  TAKEN only if nothing of its ran
  * meanwhile (the busy word as first seen): then all we read stands.  1
  * when taken.
  */
@@ -912,9 +912,8 @@ static int take_over(struct tslot *s, int fd, uint64_t span[2])
 
 	if ((w & (SHUNT_BUSY_TAKEN | SHUNT_BUSY_INSIDE)) || shim_proof_pending(s))
 		return 0;
-	uint32_t pf = peer_flags(s);
-	if ((pf & ~SHUNT_SW_RING) || !(pf & SHUNT_SW_RING) ||
-	    shunt_end_peer_state(&s->end) != SHUNT_ST_OPEN || shunt_end_readable(&s->end) != 0 ||
+	if (peer_flags(s) != SHUNT_SW_RING || shunt_end_peer_state(&s->end) != SHUNT_ST_OPEN ||
+	    shunt_end_readable(&s->end) != 0 ||
 	    consumed(s, fd, &at) < 0)
 		return 0;
 	/* Between VMs its proof follows its switch offset: we read it all. */
@@ -930,8 +929,7 @@ static int take_over(struct tslot *s, int fd, uint64_t span[2])
 	return 1;
 }
 
-/* 0 once the peer answered, 1 once we answered for it (take_over: its
- * doorbells lie at span[0] to span[1] of our stream),
+/* 0 once the peer answered, 1 once we answered for it (take_over: span),
  * or -ETIMEDOUT. */
 static int wait_answer(struct tsock *t, int fd, int64_t deadline, uint64_t span[2])
 {
