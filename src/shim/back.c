@@ -259,22 +259,32 @@ void shim_tx_urgent(struct tslot *s)
 				 memory_order_relaxed);
 }
 
+/* Our answer, with tx_mu held: our ring's data ends at its head, our TCP
+ * data resumes at `total`; what we resend of the ring starts at `from`
+ * (UNKNOWN: where the asker's final tail says, flush_locked). */
+static void say_back(struct tslot *s, uint64_t from, uint64_t total)
+{
+	struct shunt_switch *me = sw_of(s, (int)s->side);
+
+	atomic_store(&s->back_pos, from);
+	atomic_store(&s->back_end, s->end.tx.pos);
+	atomic_store_explicit(&me->back_head, s->end.tx.pos, memory_order_relaxed);
+	atomic_store_explicit(&me->back_tcp, total, memory_order_relaxed);
+	/* Release: both numbers before the flag that covers them. */
+	atomic_fetch_or_explicit(&me->flags, SHUNT_SW_BACK, memory_order_release);
+}
+
 /* With tx_mu held: the peer answered for us.  Our ring was read to its end
  * and nothing entered it since, so nothing is left to resend: our sends
  * are the kernel's at once, behind the doorbells it took. */
 static void answered_for_us(struct tsock *t, int fd)
 {
 	struct tslot *s = t->slot;
-	struct shunt_switch *me = sw_of(s, (int)s->side);
 	uint64_t pos = s->end.tx.pos, total = 0;
 
 	shim_bells_end(s);
 	shim_kern_tx_total(fd, &total); /* as an answer says it, for our own looks */
-	atomic_store(&s->back_pos, pos);
-	atomic_store(&s->back_end, pos);
-	atomic_store_explicit(&me->back_head, pos, memory_order_relaxed);
-	atomic_store_explicit(&me->back_tcp, total, memory_order_relaxed);
-	atomic_fetch_or_explicit(&me->flags, SHUNT_SW_BACK, memory_order_release);
+	say_back(s, pos, total);
 	atomic_fetch_or(&s->phase, PH_NOBELL | PH_TX_BACK | PH_TX_PLAIN);
 	shim_tx_opts_restore(t, fd);
 	shim_kick_others(s); /* a poll of ours for room asks the kernel now */
@@ -334,12 +344,7 @@ void shim_back_answer_locked(struct tsock *t, int fd)
 		shunt_end_fail(&s->end, -EPROTO);
 		return;
 	}
-	atomic_store(&s->back_pos, UNKNOWN);
-	atomic_store(&s->back_end, s->end.tx.pos);
-	atomic_store_explicit(&me->back_head, s->end.tx.pos, memory_order_relaxed);
-	atomic_store_explicit(&me->back_tcp, total, memory_order_relaxed);
-	/* Release: both numbers before the flag that covers them. */
-	atomic_fetch_or_explicit(&me->flags, SHUNT_SW_BACK, memory_order_release);
+	say_back(s, UNKNOWN, total);
 	atomic_fetch_or(&s->phase, PH_NOBELL | PH_TX_BACK);
 	shim_tx_exit(s);
 	/* A poll of ours for room asked the kernel nothing while our sends
