@@ -2276,6 +2276,151 @@ static void case_hand_over_peer_idle(void)
 	hand_over_idle_once(0, 1);
 }
 
+/* The same hand-overs while the peer's ring still holds bytes we did not
+ * read (a client that sent a request and its data at once, or pipelined
+ * requests, then waits): only the peer can put them into our stream, at
+ * its next call, so the new holder gets them then, before what the peer
+ * sends after.  The hand-over waited 5 s for that call, then reset the
+ * connection (tests/diff_shim.c with SHUNT_DIFF_FDOPS, seed
+ * 323405499518396); now it waits 1 s for the peer to answer, then answers
+ * for it.  The peer's next call here is a poll() for the
+ * holder's answer, which needs those bytes first; or its close. */
+#define UNREAD 1000
+
+struct unread_peer {
+	int go[2]; /* parent -> peer: "handed over" */
+	uint64_t seed;
+	int peer_closes; /* its next call is close(): the holder reads them, then the end */
+	int peer_killed; /* it makes none: SIGKILL.  The holder reads them all and the
+			  * end (as over TCP), or a reset, never the end short */
+};
+
+static void unread_peer_main(int fd, void *arg)
+{
+	struct unread_peer *up = arg;
+
+	ts_make_accelerated_follow(fd);
+	ts_send_stream(fd, up->seed, 0, 1500 + UNREAD, ts_ms(2000));
+	ts_token_recv(up->go[0], ts_ms(10000));
+	if (up->peer_killed)
+		raise(SIGKILL);
+	if (!up->peer_closes) {
+		ASSERT_MSG(ts_wait_fd(fd, POLLIN, ts_ms(3000)), "no answer from the new holder");
+		ts_recv_stream(fd, up->seed + 1, 0, 300, ts_ms(2000));
+		ts_send_stream(fd, up->seed, 1500 + UNREAD, 100, ts_ms(2000));
+		ts_expect_eof(fd, ts_ms(3000));
+	}
+	ASSERT_SYS(close(fd));
+}
+
+/* The new holder: the bytes we left, an answer, the peer's next 100 (or
+ * the end). */
+static void unread_holder_io(int fd, const struct unread_peer *up)
+{
+	if (up->peer_killed) {
+		unsigned char buf[UNREAD + 1];
+		ssize_t n, got = 0;
+		ASSERT_MSG(ts_wait_fd(fd, POLLIN, ts_ms(3000)), "nothing within 3 s");
+		while ((n = recv(fd, buf + got, sizeof(buf) - (size_t)got, 0)) > 0)
+			got += n;
+		int err = errno;
+		test_log("the peer killed: %zd of %d bytes, then %s", got, UNREAD,
+			 n == 0 ? "the end" : strerror(err));
+		ASSERT_MSG(n < 0 ? err == ECONNRESET : got == UNREAD,
+			   "%zd of %d bytes, then %s", got, UNREAD, n == 0 ? "the end" : strerror(err));
+		if (got)
+			ASSERT_EQ(test_stream_check(up->seed, 1500, buf, (size_t)got), (size_t)-1);
+		return;
+	}
+	ts_recv_stream(fd, up->seed, 1500, UNREAD, ts_ms(3000));
+	if (up->peer_closes) {
+		ts_expect_eof(fd, ts_ms(3000));
+		return;
+	}
+	ts_send_stream(fd, up->seed + 1, 0, 300, ts_ms(2000));
+	ts_recv_stream(fd, up->seed, 1500 + UNREAD, 100, ts_ms(3000));
+}
+
+struct unread_holder {
+	int u[2];
+	const struct unread_peer *up;
+};
+
+static void unread_holder_child(void *arg)
+{
+	const struct unread_holder *h = arg;
+	char c;
+	int fd;
+
+	close(h->u[0]);
+	ASSERT_EQ(test_recv_fd(h->u[1], &c, 1, MSG_CMSG_CLOEXEC, &fd), 1);
+	ASSERT_MSG(fd >= 0, "a message without an fd");
+	unread_holder_io(fd, h->up);
+	ASSERT_SYS(close(fd));
+}
+
+static void hand_over_unread_once(int by_scm, int peer_closes, int peer_killed)
+{
+	struct unread_peer up = { .seed = shim_seed(86 + by_scm), .peer_closes = peer_closes,
+				  .peer_killed = peer_killed };
+	struct unread_holder h = { .up = &up };
+	struct shim_peer p;
+	pid_t child = -1;
+
+	ASSERT_SYS(pipe(up.go));
+	ts_peer_start(&p, unread_peer_main, &up);
+	ASSERT_SYS(close(up.go[0]));
+	ts_make_accelerated_lead(p.fd);
+	ts_recv_stream(p.fd, up.seed, 0, 1500, ts_ms(2000));
+	ts_wait_arrived(p.fd, UNREAD, ts_ms(2000));
+	ASSERT_MSG(ts_disabled() || ts_moved(p.fd), "the connection did not move");
+	if (by_scm) {
+		ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, h.u));
+		child = test_fork(unread_holder_child, &h);
+		ASSERT_SYS(close(h.u[1]));
+	}
+	uint64_t t0 = test_now_ns();
+	FILE *f = NULL;
+	if (by_scm) {
+		ASSERT_EQ(test_send_fd(h.u[0], p.fd, "F", 1), 1);
+		ASSERT_SYS(close(p.fd));
+	} else {
+		f = fdopen(p.fd, "r+");
+		ASSERT_NOT_NULL(f);
+	}
+	uint64_t ms = (test_now_ns() - t0) / 1000000;
+	ASSERT_MSG(ms < 2500, "the hand-over took %llu ms with %d bytes of the idle peer unread",
+		   (unsigned long long)ms, UNREAD);
+	ts_token_send(up.go[1], 'g');
+	if (by_scm) {
+		test_wait_ok(child, 10);
+		ASSERT_SYS(close(h.u[0]));
+	} else {
+		unread_holder_io(fileno(f), &up);
+		ASSERT_EQ(fclose(f), 0);
+	}
+	if (peer_killed) {
+		int st;
+		ASSERT_EQ(waitpid(p.pid, &st, 0), p.pid);
+		ASSERT_MSG(WIFSIGNALED(st), "the peer was not killed");
+	} else {
+		ts_peer_wait(&p, ts_ms(5000));
+	}
+	ASSERT_SYS(close(up.go[1]));
+}
+
+static void case_hand_over_unread(void)
+{
+	test_log("to stdio, the peer polls for the answer");
+	hand_over_unread_once(0, 0, 0);
+	test_log("to a child, by SCM_RIGHTS, the peer polls for the answer");
+	hand_over_unread_once(1, 0, 0);
+	test_log("to a child, by SCM_RIGHTS, the peer closes");
+	hand_over_unread_once(1, 1, 0);
+	test_log("to a child, by SCM_RIGHTS, the peer is killed");
+	hand_over_unread_once(1, 0, 1);
+}
+
 /* The peer answers our way back from a read that returns at once (our
  * bytes wait in our ring), then waits elsewhere for seconds.  What it had
  * sent into its ring that we did not read must reach our socket at its
@@ -2812,6 +2957,7 @@ static const struct shim_case g_cases[] = {
 	{ "opt_then_stdio", case_opt_then_stdio },
 	{ "stdio_peer_answers_idle", case_stdio_peer_answers_idle },
 	{ "hand_over_peer_idle", case_hand_over_peer_idle },
+	{ "hand_over_unread", case_hand_over_unread },
 	{ "stdio_close_peer_answers", case_stdio_close_peer_answers },
 	{ "fionread_peer_answers", case_fionread_peer_answers },
 	{ "nagle_after_back", case_nagle_after_back },

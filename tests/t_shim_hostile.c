@@ -60,6 +60,8 @@
  *                      (under TSan: no thread sees the arena half made)
  *   bell_flood_exit    a peer that sends doorbell bytes without end does not
  *                      hold our exit()
+ *   bell_lie_nonblock  a peer that claims doorbells it never rang does not
+ *                      hold a non-blocking recv()
  *   duplex_poll        4 MiB each way at once, a poll()ing sender thread per
  *                      direction: no poll() sleeps with its call able to go on
  *
@@ -3484,6 +3486,86 @@ static void case_bell_flood_exit(void)
 	close(p.fd);
 }
 
+/* --- A peer that claims doorbells it never rang ------------------------
+ * A peer going back to TCP says where its TCP data resumes (back_tcp):
+ * what lies before that on its stream are doorbells, which the reader
+ * takes off.  A hostile peer may claim more than it rang.  A read that may
+ * not wait must not wait for them (over TCP a non-blocking recv() returns
+ * at once): it held 5 s, then reset the connection. */
+
+struct bell_lie {
+	int go[2]; /* parent -> victim: "the lie is in place" */
+};
+
+static void bell_lie_victim(int fd, void *arg)
+{
+	struct bell_lie *bl = arg;
+	char c;
+
+	close(bl->go[1]);
+	ts_make_accelerated_follow(fd);
+	ASSERT_EQ(ts_token_recv(bl->go[0], ts_ms(10000)), 'l');
+	uint64_t t0 = test_now_ns();
+	ssize_t n = recv(fd, &c, 1, MSG_DONTWAIT);
+	int err = errno;
+	double ms = (test_now_ns() - t0) / 1e6;
+	test_log("a non-blocking recv() past a false count of doorbells: %zd (%s) in %.1f ms", n,
+		 n < 0 ? strerror(err) : "-", ms);
+	ASSERT_MSG(n < 0 && (err == EAGAIN || err == ECONNRESET),
+		   "recv() returned %zd (%s) where nothing was sent", n, strerror(err));
+	ASSERT_MSG(ms < 500, "a non-blocking recv() took %.1f ms", ms);
+	close(bl->go[0]);
+	close(fd);
+}
+
+/* The switch of this process's side of its one mapped segment: the side
+ * that asked to go back. */
+static struct shunt_switch *seg_asking_switch(void)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	struct shunt_switch *sw = NULL;
+	char line[512];
+
+	ASSERT_NOT_NULL(f);
+	while (!sw && fgets(line, sizeof(line), f)) {
+		unsigned long lo;
+		if (!strstr(line, "shunt-conn") || sscanf(line, "%lx-", &lo) != 1)
+			continue;
+		struct shunt_ctl *ctl = (struct shunt_ctl *)lo;
+		if (ctl->hdr.magic != SHUNT_SEG_MAGIC)
+			continue;
+		for (int i = 0; i < 2 && !sw; i++)
+			if (atomic_load(&ctl->sw[i].flags) & SHUNT_SW_ASK)
+				sw = &ctl->sw[i];
+	}
+	fclose(f);
+	return sw;
+}
+
+static void case_bell_lie_nonblock(void)
+{
+	struct bell_lie bl;
+	struct shim_peer p;
+
+	ASSERT_SYS(pipe(bl.go));
+	ts_peer_start(&p, bell_lie_victim, &bl);
+	ASSERT_SYS(close(bl.go[0]));
+	ts_make_accelerated_lead(p.fd);
+	ASSERT_MSG(ts_moved(p.fd), "the connection did not move");
+	/* stdio on the socket: we go back to TCP, and answer for the idle
+	 * victim; our segment stays mapped while the victim's ring may
+	 * still hold data for us. */
+	FILE *fp = fdopen(p.fd, "r+");
+	ASSERT_NOT_NULL(fp);
+	struct shunt_switch *sw = seg_asking_switch();
+	ASSERT_MSG(sw != NULL, "no segment of ours asks to go back");
+	atomic_fetch_add(&sw->back_tcp, 1000);
+	ts_token_send(bl.go[1], 'l');
+	ts_peer_wait(&p, ts_ms(10000));
+	ASSERT_SYS(close(bl.go[1]));
+	fclose(fp);
+}
+
 static struct sockaddr_un g_fmm_name;
 static socklen_t g_fmm_len;
 
@@ -3596,6 +3678,7 @@ static const struct shim_case g_cases[] = {
 	{ "fork_mid_meeting", case_fork_mid_meeting },
 	{ "arena_race", case_arena_race },
 	{ "bell_flood_exit", case_bell_flood_exit },
+	{ "bell_lie_nonblock", case_bell_lie_nonblock },
 };
 
 #define N_CASES(a) (sizeof(a) / sizeof((a)[0]))

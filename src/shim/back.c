@@ -55,6 +55,9 @@
 /* How long an answer waits for the asker's BACK to send the rest at once,
  * and the asker for that rest to reach its socket. */
 #define ANSWERED_NS (500ll * 1000000)
+/* How long an asker waits for a peer that has bytes of its ring to
+ * resend before it answers for it (wait_answer). */
+#define LEFT_NS (1000ll * 1000000)
 #define UNKNOWN (~0ull)
 
 static struct shunt_switch *sw_of(struct tslot *s, int side)
@@ -274,21 +277,25 @@ static void say_back(struct tslot *s, uint64_t from, uint64_t total)
 	atomic_fetch_or_explicit(&me->flags, SHUNT_SW_BACK, memory_order_release);
 }
 
-/* With tx_mu held: the peer answered for us.  Our ring was read to its end
- * and nothing entered it since, so nothing is left to resend: our sends
- * are the kernel's at once, behind the doorbells it took. */
+/* With tx_mu held: the peer answered for us, behind the doorbells it took
+ * (nothing entered our ring since).  What it left unread in our ring goes
+ * by TCP first, as after any answer (flush_locked, once its BACK says its
+ * tail is final); with none, our sends are the kernel's at once. */
 static void answered_for_us(struct tsock *t, int fd)
 {
 	struct tslot *s = t->slot;
 	uint64_t pos = s->end.tx.pos, total = 0;
+	int left = atomic_load_explicit(s->end.tx.tail, memory_order_acquire) != pos;
 
 	shim_bells_end(s);
 	shim_kern_tx_total(fd, &total); /* as an answer says it, for our own looks */
-	say_back(s, pos, total);
-	atomic_fetch_or(&s->phase, PH_NOBELL | PH_TX_BACK | PH_TX_PLAIN);
-	shim_tx_opts_restore(t, fd);
+	say_back(s, left ? UNKNOWN : pos, total);
+	atomic_fetch_or(&s->phase, PH_NOBELL | PH_TX_BACK | (left ? 0 : PH_TX_PLAIN));
+	if (!left)
+		shim_tx_opts_restore(t, fd);
 	shim_kick_others(s); /* a poll of ours for room asks the kernel now */
-	log_debug("fd %d: the peer went back to TCP for us while we made no call", fd);
+	log_debug("fd %d: the peer went back to TCP for us while we made no call%s", fd,
+		  left ? ": what it did not read of our ring goes by TCP first" : "");
 }
 
 /* --- The peer's part ---------------------------------------------------------- */
@@ -900,15 +907,18 @@ static int peer_stays(struct tslot *s)
 
 /*
  * Holding both locks, the peer not answering yet: answer for it (its part
- * "Answered for us", above) if that needs nothing of it.  Its ring read to
- * its end, its TCP data before its switch read (or no doorbell behind it),
- * no shutdown of its that only its ring carries, no ask of its own: then
- * its TCP stream holds its doorbells and nothing else of it, and its
- * doorbell count says how many: they lie at span[0] to span[1] of our
- * stream, where its data resumes.  Between VMs its proof comes first,
- * after its switch offset: we must have read it all.  TAKEN only if nothing of its ran
- * meanwhile (the busy word as first seen): then all we read stands.  1
- * when taken.
+ * "Answered for us", above).  Its TCP data before its switch read (or no
+ * doorbell behind it), no shutdown of its that only its ring carries, no
+ * ask of its own: then its TCP stream holds its doorbells and nothing else
+ * of it, and its doorbell count says how many: they lie at span[0] to
+ * span[1] of our stream, where its data resumes.  What we did not read of
+ * its ring it resends there at its next call, as an answer does: our new
+ * holder waits for it as for bytes TCP had not delivered yet (the wait
+ * held our hand-over 5 s, then reset the connection: t_shim_flags
+ * hand_over_peer_idle, "unread").  Between VMs its proof comes first,
+ * after its switch offset: we must have read it all.  TAKEN only if
+ * nothing of its ran meanwhile (the busy word as first seen): then all we
+ * read stands.  1 when taken.
  */
 static int take_over(struct tslot *s, int fd, uint64_t span[2])
 {
@@ -918,7 +928,6 @@ static int take_over(struct tslot *s, int fd, uint64_t span[2])
 	if ((w & (SHUNT_BUSY_TAKEN | SHUNT_BUSY_INSIDE)) || shim_proof_pending(s))
 		return 0;
 	if (peer_flags(s) != SHUNT_SW_RING || shunt_end_peer_state(&s->end) != SHUNT_ST_OPEN ||
-	    shunt_end_readable(&s->end) != 0 ||
 	    consumed(s, fd, &at) < 0)
 		return 0;
 	/* Between VMs its proof follows its switch offset: we read it all. */
@@ -935,14 +944,19 @@ static int take_over(struct tslot *s, int fd, uint64_t span[2])
 }
 
 /* 0 once the peer answered, 1 once we answered for it (take_over: span),
- * or -ETIMEDOUT. */
+ * or -ETIMEDOUT.  With bytes of its ring unread, it gets LEFT_NS to answer
+ * itself first (a call of its, or a wait the doorbell ends, answers in
+ * moments): they are in our socket then before our new holder has it, as
+ * TCP's were, so that a close of ours with them unread is a reset there
+ * too (t_shim_flags stdio_close_peer_answers). */
 static int wait_answer(struct tsock *t, int fd, int64_t deadline, uint64_t span[2])
 {
 	struct tslot *s = t->slot;
-	int64_t ns = 20000;
+	int64_t ns = 20000, left_at = shunt_now_ns() + LEFT_NS;
 
 	while (!(peer_flags(s) & SHUNT_SW_BACK)) {
-		if (take_over(s, fd, span))
+		if ((shunt_end_readable(&s->end) == 0 || shunt_now_ns() >= left_at) &&
+		    take_over(s, fd, span))
 			return 1;
 		int64_t st = shunt_end_peer_state(&s->end);
 		if (st < 0 || (st & SHUNT_ST_CLOSED) || shunt_now_ns() >= deadline)
