@@ -2287,12 +2287,18 @@ static void case_hand_over_peer_idle(void)
  * holder's answer, which needs those bytes first; or its close. */
 #define UNREAD 1000
 
+enum unread_next {
+	NEXT_POLL,  /* a poll() for the holder's answer */
+	NEXT_CLOSE, /* close(): the holder reads them, then the end */
+	NEXT_EXIT,  /* exit() with the socket open: the same */
+	NEXT_KILL,  /* none: SIGKILL.  The holder reads them all and the end (as
+		     * over TCP), or a reset, never the end short */
+};
+
 struct unread_peer {
 	int go[2]; /* parent -> peer: "handed over" */
 	uint64_t seed;
-	int peer_closes; /* its next call is close(): the holder reads them, then the end */
-	int peer_killed; /* it makes none: SIGKILL.  The holder reads them all and the
-			  * end (as over TCP), or a reset, never the end short */
+	enum unread_next next; /* the peer's next call on the socket */
 };
 
 static void unread_peer_main(int fd, void *arg)
@@ -2302,9 +2308,11 @@ static void unread_peer_main(int fd, void *arg)
 	ts_make_accelerated_follow(fd);
 	ts_send_stream(fd, up->seed, 0, 1500 + UNREAD, ts_ms(2000));
 	ts_token_recv(up->go[0], ts_ms(10000));
-	if (up->peer_killed)
+	if (up->next == NEXT_KILL)
 		raise(SIGKILL);
-	if (!up->peer_closes) {
+	if (up->next == NEXT_EXIT)
+		exit(0);
+	if (up->next == NEXT_POLL) {
 		ASSERT_MSG(ts_wait_fd(fd, POLLIN, ts_ms(3000)), "no answer from the new holder");
 		ts_recv_stream(fd, up->seed + 1, 0, 300, ts_ms(2000));
 		ts_send_stream(fd, up->seed, 1500 + UNREAD, 100, ts_ms(2000));
@@ -2317,23 +2325,23 @@ static void unread_peer_main(int fd, void *arg)
  * the end). */
 static void unread_holder_io(int fd, const struct unread_peer *up)
 {
-	if (up->peer_killed) {
+	if (up->next == NEXT_KILL || up->next == NEXT_EXIT) {
 		unsigned char buf[UNREAD + 1];
 		ssize_t n, got = 0;
 		ASSERT_MSG(ts_wait_fd(fd, POLLIN, ts_ms(3000)), "nothing within 3 s");
 		while ((n = recv(fd, buf + got, sizeof(buf) - (size_t)got, 0)) > 0)
 			got += n;
 		int err = errno;
-		test_log("the peer killed: %zd of %d bytes, then %s", got, UNREAD,
+		test_log("the peer gone: %zd of %d bytes, then %s", got, UNREAD,
 			 n == 0 ? "the end" : strerror(err));
-		ASSERT_MSG(n < 0 ? err == ECONNRESET : got == UNREAD,
+		ASSERT_MSG(n < 0 ? err == ECONNRESET && up->next == NEXT_KILL : got == UNREAD,
 			   "%zd of %d bytes, then %s", got, UNREAD, n == 0 ? "the end" : strerror(err));
 		if (got)
 			ASSERT_EQ(test_stream_check(up->seed, 1500, buf, (size_t)got), (size_t)-1);
 		return;
 	}
 	ts_recv_stream(fd, up->seed, 1500, UNREAD, ts_ms(3000));
-	if (up->peer_closes) {
+	if (up->next == NEXT_CLOSE) {
 		ts_expect_eof(fd, ts_ms(3000));
 		return;
 	}
@@ -2359,10 +2367,9 @@ static void unread_holder_child(void *arg)
 	ASSERT_SYS(close(fd));
 }
 
-static void hand_over_unread_once(int by_scm, int peer_closes, int peer_killed)
+static void hand_over_unread_once(int by_scm, enum unread_next next)
 {
-	struct unread_peer up = { .seed = shim_seed(86 + by_scm), .peer_closes = peer_closes,
-				  .peer_killed = peer_killed };
+	struct unread_peer up = { .seed = shim_seed(86 + by_scm), .next = next };
 	struct unread_holder h = { .up = &up };
 	struct shim_peer p;
 	pid_t child = -1;
@@ -2399,7 +2406,7 @@ static void hand_over_unread_once(int by_scm, int peer_closes, int peer_killed)
 		unread_holder_io(fileno(f), &up);
 		ASSERT_EQ(fclose(f), 0);
 	}
-	if (peer_killed) {
+	if (next == NEXT_KILL) {
 		int st;
 		ASSERT_EQ(waitpid(p.pid, &st, 0), p.pid);
 		ASSERT_MSG(WIFSIGNALED(st), "the peer was not killed");
@@ -2412,13 +2419,17 @@ static void hand_over_unread_once(int by_scm, int peer_closes, int peer_killed)
 static void case_hand_over_unread(void)
 {
 	test_log("to stdio, the peer polls for the answer");
-	hand_over_unread_once(0, 0, 0);
+	hand_over_unread_once(0, NEXT_POLL);
 	test_log("to a child, by SCM_RIGHTS, the peer polls for the answer");
-	hand_over_unread_once(1, 0, 0);
+	hand_over_unread_once(1, NEXT_POLL);
 	test_log("to a child, by SCM_RIGHTS, the peer closes");
-	hand_over_unread_once(1, 1, 0);
+	hand_over_unread_once(1, NEXT_CLOSE);
+	test_log("to a child, by SCM_RIGHTS, the peer exits with the socket open");
+	hand_over_unread_once(1, NEXT_EXIT);
+	test_log("to stdio, the peer exits with the socket open");
+	hand_over_unread_once(0, NEXT_EXIT);
 	test_log("to a child, by SCM_RIGHTS, the peer is killed");
-	hand_over_unread_once(1, 0, 1);
+	hand_over_unread_once(1, NEXT_KILL);
 }
 
 /* The peer answers our way back from a read that returns at once (our

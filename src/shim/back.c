@@ -41,6 +41,7 @@
 #include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -509,6 +510,32 @@ static int back_tx_by(struct tsock *t, int fd, int block, int64_t deadline)
 int shim_back_tx(struct tsock *t, int fd, int block)
 {
 	return back_tx_by(t, fd, block, block ? shunt_now_ns() + ASK_NS : 0);
+}
+
+/*
+ * The socket's last call, its close or an exit() with it open: our answer
+ * if not given yet, then what the asker left unread in our ring, by TCP,
+ * for 2 s at most.  Answered here, not by the flush, which then checks no
+ * fd (the table forgot a closed one already, and it is ours till the
+ * kernel's close): answered by it, a close said EBADF and sent none of
+ * those bytes, and an exit() sent none at all; its kernel's close then
+ * ended the stream short of them, a FIN where TCP delivers them
+ * (t_shim_flags hand_over_unread, "the peer closes", "the peer exits").
+ * Until the asker says BACK there is nothing to poll for: a nap.
+ */
+int shim_back_tx_last(struct tsock *t, int fd)
+{
+	int64_t until = shunt_now_ns() + 2000000000ll;
+	int rc;
+
+	shim_back_answer(t, fd);
+	while ((rc = shim_back_tx(t, fd, 0)) == -EAGAIN && shunt_now_ns() < until) {
+		struct pollfd p = { .fd = fd, .events = POLLOUT };
+		struct timespec ts = { 0, 50000000 };
+		if (sys_ppoll(&p, 1, &ts) > 0)
+			nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
+	}
+	return rc;
 }
 
 /*

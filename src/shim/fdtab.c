@@ -232,6 +232,18 @@ static void note_short(struct tslot *s, int fd)
 		 (unsigned long long)(atomic_load(&s->bytes_in) + atomic_load(&s->bytes_out)));
 }
 
+/* Held by a thread now (a call under way on the socket). */
+static int held_now(pthread_mutex_t *mu)
+{
+	int rc = pthread_mutex_trylock(mu);
+
+	if (rc == EOWNERDEAD)
+		pthread_mutex_consistent(mu);
+	if (rc == 0 || rc == EOWNERDEAD)
+		pthread_mutex_unlock(mu);
+	return rc == EBUSY;
+}
+
 static void exit_one(int fd, struct tsock *t, void *arg)
 {
 	(void)arg;
@@ -241,8 +253,15 @@ static void exit_one(int fd, struct tsock *t, void *arg)
 	if (last)
 		shim_move_outcome(t);
 	note_short(t->slot, fd);
-	if (atomic_load(&t->slot->state) == SLOT_MOVED && t->mapped && last)
-		shim_back_exit_bells(t, fd);
+	if (atomic_load(&t->slot->state) != SLOT_MOVED || !t->mapped || !last)
+		return;
+	/* Going back (the peer asked, or answered for us): what it left
+	 * unread in our ring is ours to send, as at a close; not past a
+	 * thread of ours inside a send, which holds the lock. */
+	if (((atomic_load(&t->slot->phase) & PH_TX_BACK) || shim_peer_asks(t)) &&
+	    !held_now(&t->slot->tx_mu))
+		shim_back_tx_last(t, fd);
+	shim_back_exit_bells(t, fd);
 }
 
 /* exit() with sockets open (a client that never closes): the kernel
@@ -265,17 +284,6 @@ __attribute__((destructor)) static void shim_exit(void)
  * not yet taken its lock when the close comes finds the connection ended,
  * as it would have had it come a moment later.
  */
-static int held_now(pthread_mutex_t *mu)
-{
-	int rc = pthread_mutex_trylock(mu);
-
-	if (rc == EOWNERDEAD)
-		pthread_mutex_consistent(mu);
-	if (rc == 0 || rc == EOWNERDEAD)
-		pthread_mutex_unlock(mu);
-	return rc == EBUSY;
-}
-
 #define KEPT_MAX 64
 static pthread_mutex_t kept_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct tsock *kept_list[KEPT_MAX]; /* for a fork child to let go of */

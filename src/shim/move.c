@@ -964,22 +964,8 @@ static void set_linger0(int fd)
  * while at most), then the kernel's close says the rest. */
 static void close_back(struct tsock *t, int fd)
 {
-	int64_t until = shunt_now_ns() + 2000000000ll;
-	int rc;
+	int rc = shim_back_tx_last(t, fd);
 
-	/* Answered here, if not yet: the flush below then checks no fd (the
-	 * table forgot ours already, and it is ours till the kernel's close);
-	 * answered by it, it said EBADF and sent none of what the peer left
-	 * unread in our ring (t_shim_flags hand_over_unread, "the peer
-	 * closes").  Until the asker says BACK there is nothing to poll
-	 * for: a nap. */
-	shim_back_answer(t, fd);
-	while ((rc = shim_back_tx(t, fd, 0)) == -EAGAIN && shunt_now_ns() < until) {
-		struct pollfd p = { .fd = fd, .events = POLLOUT };
-		struct timespec ts = { 0, 50000000 };
-		if (sys_ppoll(&p, 1, &ts) > 0)
-			nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
-	}
 	if (rc < 0)
 		log_error("fd %d: closed while going back to TCP: %s; the peer's last bytes "
 			  "may be lost", fd, strerror(-rc));

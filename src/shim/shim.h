@@ -582,6 +582,9 @@ void shim_epoll_answered(struct tsock *t, int fd);
  * now; -EAGAIN (not `block`) or another negative errno while some is
  * left. */
 int shim_back_tx(struct tsock *t, int fd, int block);
+/* The last call on the socket (close, exit): answer, then send what the
+ * asker left unread in our ring, for 2 s at most; 0 or < 0. */
+int shim_back_tx_last(struct tsock *t, int fd);
 /* The peer's data is on TCP again once its ring is read: 1 when our reads
  * go to the kernel, 0 not yet, < 0 the stream broke.  `wait`: for the
  * peer's last doorbells to arrive. */
