@@ -2224,6 +2224,27 @@ static void idle_holder_child(void *arg)
 	ASSERT_SYS(close(fd));
 }
 
+/* Hands fd over: by SCM_RIGHTS to a child forked to run holder(arg), which
+ * reads it from u (a pair made here), or to stdio (*f).  The ms it took. */
+static uint64_t hand_over(int fd, int by_scm, int u[2], void (*holder)(void *), void *arg,
+			  pid_t *child, FILE **f)
+{
+	if (by_scm) {
+		ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, u));
+		*child = test_fork(holder, arg);
+		ASSERT_SYS(close(u[1]));
+	}
+	uint64_t t0 = test_now_ns();
+	if (by_scm) {
+		ASSERT_EQ(test_send_fd(u[0], fd, "F", 1), 1);
+		ASSERT_SYS(close(fd));
+	} else {
+		*f = fdopen(fd, "r+");
+		ASSERT_NOT_NULL(*f);
+	}
+	return (test_now_ns() - t0) / 1000000;
+}
+
 static void hand_over_idle_once(int by_scm, int we_close)
 {
 	struct idle_peer ip = { .seed = shim_seed(84 + by_scm), .we_close = we_close };
@@ -2237,21 +2258,8 @@ static void hand_over_idle_once(int by_scm, int we_close)
 	ts_make_accelerated_lead(p.fd);
 	ts_recv_stream(p.fd, ip.seed, 0, 1500, ts_ms(2000));
 	ASSERT_MSG(ts_moved(p.fd), "the connection did not move");
-	if (by_scm) {
-		ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, h.u));
-		child = test_fork(idle_holder_child, &h);
-		ASSERT_SYS(close(h.u[1]));
-	}
-	uint64_t t0 = test_now_ns();
 	FILE *f = NULL;
-	if (by_scm) {
-		ASSERT_EQ(test_send_fd(h.u[0], p.fd, "F", 1), 1);
-		ASSERT_SYS(close(p.fd));
-	} else {
-		f = fdopen(p.fd, "r+");
-		ASSERT_NOT_NULL(f);
-	}
-	uint64_t ms = (test_now_ns() - t0) / 1000000;
+	uint64_t ms = hand_over(p.fd, by_scm, h.u, idle_holder_child, &h, &child, &f);
 	ASSERT_MSG(ms < 1000, "the hand-over took %llu ms with the peer idle",
 		   (unsigned long long)ms);
 	ts_token_send(ip.go[1], 'g');
@@ -2381,21 +2389,8 @@ static void hand_over_unread_once(int by_scm, enum unread_next next)
 	ts_recv_stream(p.fd, up.seed, 0, 1500, ts_ms(2000));
 	ts_wait_arrived(p.fd, UNREAD, ts_ms(2000));
 	ASSERT_MSG(ts_disabled() || ts_moved(p.fd), "the connection did not move");
-	if (by_scm) {
-		ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, h.u));
-		child = test_fork(unread_holder_child, &h);
-		ASSERT_SYS(close(h.u[1]));
-	}
-	uint64_t t0 = test_now_ns();
 	FILE *f = NULL;
-	if (by_scm) {
-		ASSERT_EQ(test_send_fd(h.u[0], p.fd, "F", 1), 1);
-		ASSERT_SYS(close(p.fd));
-	} else {
-		f = fdopen(p.fd, "r+");
-		ASSERT_NOT_NULL(f);
-	}
-	uint64_t ms = (test_now_ns() - t0) / 1000000;
+	uint64_t ms = hand_over(p.fd, by_scm, h.u, unread_holder_child, &h, &child, &f);
 	ASSERT_MSG(ms < 2500, "the hand-over took %llu ms with %d bytes of the idle peer unread",
 		   (unsigned long long)ms, UNREAD);
 	ts_token_send(up.go[1], 'g');
