@@ -951,7 +951,7 @@ static int peer_stays(struct tslot *s)
  * its ring it resends there at its next call, as an answer does: our new
  * holder waits for it as for bytes TCP had not delivered yet (the wait
  * held our hand-over 5 s, then reset the connection: t_shim_flags
- * hand_over_peer_idle, "unread").  Between VMs its proof comes first,
+ * hand_over_unread).  Between VMs its proof comes first,
  * after its switch offset: we must have read it all.  TAKEN only if
  * nothing of its ran meanwhile (the busy word as first seen): then all we
  * read stands.  1 when taken.

@@ -628,12 +628,12 @@ static int going_back(struct tsock *t)
 
 /* While going back to TCP: 1 when our reads are the kernel's, 0 while
  * the ring still has the peer's data (or, for a call that may not wait,
- * while the doorbells before the peer's TCP data are not all there), or a
- * negative errno.  A non-blocking read waits for no doorbell: a peer that
- * claims more than it rang held it 5 s (t_shim_hostile bell_lie_nonblock),
- * where TCP's returns at once; what it waits for follows them on the
- * stream, so it is not there either. */
-static int rx_back(struct tsock *t, int fd, int wait)
+ * `flags` or the socket's, while the doorbells before the peer's TCP data
+ * are not all there), or a negative errno.  A non-blocking read waits for
+ * no doorbell: a peer that claims more than it rang held it 5 s
+ * (t_shim_hostile bell_lie_nonblock), where TCP's returns at once; what it
+ * waits for follows them on the stream, so it is not there either. */
+static int rx_back(struct tsock *t, int fd, int flags)
 {
 	if (phase_of(t) & PH_RX_PLAIN)
 		return 1;
@@ -641,7 +641,7 @@ static int rx_back(struct tsock *t, int fd, int wait)
 		return 0;
 	if (shim_back_answer(t, fd))
 		shim_back_answered(t, fd);
-	return shim_back_rx(t, fd, wait);
+	return shim_back_rx(t, fd, deadline_of(t, flags, 0) != 0);
 }
 
 /* The peer asked to go back to TCP: what can be done now (an answer
@@ -725,7 +725,8 @@ static ssize_t past_ring_end(struct tsock *t, int fd, char *buf, size_t len, siz
 	    shim_back_queued(t, fd))
 		return (ssize_t)(got + shim_back_peek_past(t, fd, buf ? buf + got : NULL, len - got,
 							   flags & MSG_TRUNC));
-	if ((flags & MSG_PEEK) || !going_back(t) || !shim_back_queued(t, fd) || rx_back(t, fd, 0) <= 0)
+	if ((flags & MSG_PEEK) || !going_back(t) || !shim_back_queued(t, fd) ||
+	    rx_back(t, fd, MSG_DONTWAIT) <= 0)
 		return (ssize_t)got;
 	int err = errno;
 	/* MSG_TRUNC (no buffer, bytes dropped) too: it stopped at the ring's
@@ -752,7 +753,7 @@ static ssize_t moved_recv(struct tsock *t, int fd, void *buf, size_t len, int fl
 {
 	shim_count_moved_call(t);
 	shim_switch_tx_reader(t, fd);
-	int rb = rx_back(t, fd, deadline_of(t, flags, 0) != 0);
+	int rb = rx_back(t, fd, flags);
 
 	if (rb > 0)
 		return recv_flushing(t, fd, buf, len, flags);
@@ -1908,7 +1909,7 @@ static ssize_t moved_splice_out(struct tsock *t, int fd, int pipe_out, size_t le
 	struct shunt_bell b = shim_bell(t, fd);
 	const void *p;
 
-	int rb = rx_back(t, fd, !(flags & SPLICE_F_NONBLOCK) && deadline_of(t, 0, 0) != 0);
+	int rb = rx_back(t, fd, (flags & SPLICE_F_NONBLOCK) ? MSG_DONTWAIT : 0);
 	if (rb != 0)
 		return rb > 0 ? REAL(splice)(fd, NULL, pipe_out, NULL, len, flags)
 			      : rx_result(t, fd, -ECONNRESET);
@@ -1968,7 +1969,7 @@ static ssize_t splice_past_ring_end(struct tsock *t, int fd, int pipe_out, size_
 	uint64_t q;
 
 	if (got <= 0 || (size_t)got >= len || !going_back(t) || !(q = shim_back_queued(t, fd)) ||
-	    rx_back(t, fd, 0) <= 0)
+	    rx_back(t, fd, MSG_DONTWAIT) <= 0)
 		return got;
 	int err = errno;
 	ssize_t k = REAL(splice)(fd, NULL, pipe_out, NULL, SHUNT_MIN(len - (size_t)got, q),
