@@ -2951,6 +2951,188 @@ static void case_splice_reader_moves(void)
 	ts_peer_wait(&p, ts_ms(5000));
 }
 
+/* A peer answered for with 400 KiB of its ring unread, its socket's buffers
+ * small, and a new holder that reads only 4 s later: the peer's exit()
+ * (or close) can send only part of it in its 2 s.  The holder must then
+ * read a reset, never the end of the stream short of the bytes (it read
+ * 259072 of 409600, then the end); an exit must not wait on another
+ * thread's send, blocked as long as the holder does not read (8 s); and a
+ * close after the asker gave up must not wait 2 s (found by a helper's
+ * review of shim_back_tx_last). */
+#define BIG (400u * 1024u) /* fits a region's 512 KiB ring */
+
+struct big_peer {
+	int go[2];
+	uint64_t seed;
+	int with_thread; /* a thread of the peer sends while exit() runs */
+	int do_close;    /* close() instead of exit() */
+};
+
+static int big_fd;
+static void *big_sender(void *arg)
+{
+	(void)arg;
+	usleep(3000);
+	char c = 'x';
+	ssize_t n = send(big_fd, &c, 1, MSG_NOSIGNAL);
+	(void)n;
+	return NULL;
+}
+
+static void big_peer_main(int fd, void *arg)
+{
+	struct big_peer *bp = arg;
+	int sb = 65536;
+
+	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sb, sizeof(sb));
+	ts_make_accelerated_follow(fd);
+	ts_send_stream(fd, bp->seed, 0, 1500 + BIG, ts_ms(5000));
+	ts_token_recv(bp->go[0], ts_ms(10000));
+	ts_set_nonblock(fd, 0);
+	uint64_t t0 = test_now_ns();
+	(void)t0;
+	if (bp->with_thread) {
+		pthread_t th;
+		big_fd = fd;
+		ASSERT_EQ(pthread_create(&th, NULL, big_sender, NULL), 0);
+		exit(0);
+	}
+	if (bp->do_close) {
+		close(fd);
+		_exit(0);
+	}
+	exit(0);
+}
+
+struct big_holder {
+	int u[2];
+	uint64_t seed;
+	int sleep_s;
+};
+
+static void big_holder_child(void *arg)
+{
+	const struct big_holder *h = arg;
+	char c;
+	int fd;
+
+	close(h->u[0]);
+	ASSERT_EQ(test_recv_fd(h->u[1], &c, 1, MSG_CMSG_CLOEXEC, &fd), 1);
+	sleep((unsigned)h->sleep_s);
+	unsigned char *buf = malloc(BIG + 1);
+	ssize_t n, got = 0;
+	while ((n = recv(fd, buf + got, BIG + 1 - (size_t)got, 0)) > 0)
+		got += n;
+	int err = errno;
+	test_log("holder: %zd of %u bytes, then %s", got, BIG, n == 0 ? "the end" : strerror(err));
+	if (got)
+		ASSERT_EQ(test_stream_check(h->seed, 1500, buf, (size_t)got), (size_t)-1);
+	ASSERT_MSG(n < 0 ? err == ECONNRESET : (size_t)got == BIG, "%zd of %u bytes, then %s",
+		   got, BIG, n == 0 ? "the end" : strerror(err));
+	close(fd);
+}
+
+static void big_once(int with_thread, int do_close, int sleep_s)
+{
+	struct big_peer bp = { .seed = shim_seed(97), .with_thread = with_thread,
+			       .do_close = do_close };
+	struct big_holder h = { .seed = bp.seed, .sleep_s = sleep_s };
+	struct shim_peer p;
+
+	ASSERT_SYS(pipe(bp.go));
+	ts_peer_start(&p, big_peer_main, &bp);
+	ASSERT_SYS(close(bp.go[0]));
+	int rb = 65536;
+	setsockopt(p.fd, SOL_SOCKET, SO_RCVBUF, &rb, sizeof(rb));
+	ts_make_accelerated_lead(p.fd);
+	ts_recv_stream(p.fd, bp.seed, 0, 1500, ts_ms(2000));
+	ts_wait_arrived(p.fd, BIG, ts_ms(5000));
+	ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, h.u));
+	pid_t child = test_fork(big_holder_child, &h);
+	ASSERT_SYS(close(h.u[1]));
+	uint64_t t0 = test_now_ns();
+	ASSERT_EQ(test_send_fd(h.u[0], p.fd, "F", 1), 1);
+	ASSERT_SYS(close(p.fd));
+	test_log("hand-over took %llu ms", (unsigned long long)((test_now_ns() - t0) / 1000000));
+	t0 = test_now_ns();
+	ts_token_send(bp.go[1], 'g');
+	int st;
+	ASSERT_EQ(waitpid(p.pid, &st, 0), p.pid);
+	uint64_t ms = (test_now_ns() - t0) / 1000000;
+	test_log("the peer's end took %llu ms (status %#x)", (unsigned long long)ms, st);
+	ASSERT_MSG(ms < 3500, "the peer's exit or close took %llu ms", (unsigned long long)ms);
+	test_wait_ok(child, 30);
+	ASSERT_SYS(close(h.u[0]));
+	ASSERT_SYS(close(bp.go[1]));
+}
+
+static void case_hand_over_end_big(void)
+{
+	test_log("the peer exits");
+	big_once(0, 0, 4);
+	test_log("the peer closes");
+	big_once(0, 1, 4);
+	test_log("the peer exits while a thread of its sends");
+	big_once(1, 0, 8);
+}
+
+
+/* The asker gave up (the peer had shut its sending down and could not
+ * answer the pass): the peer's close is at once, as before. */
+struct rs_peer { int go[2]; };
+
+static void rs_peer_main(int fd, void *arg)
+{
+	struct rs_peer *rp = arg;
+	char b[100] = { 0 };
+
+	ts_make_accelerated_follow(fd);
+	ASSERT_EQ(send(fd, b, sizeof(b), 0), (ssize_t)sizeof(b));
+	ASSERT_SYS(shutdown(fd, SHUT_WR));
+	ts_token_recv(rp->go[0], ts_ms(20000));
+	uint64_t t0 = test_now_ns();
+	close(fd);
+	uint64_t ms = (test_now_ns() - t0) / 1000000;
+	ASSERT_MSG(ms < 1000, "close took %llu ms after the asker's reset", (unsigned long long)ms);
+	_exit(0);
+}
+
+static void rs_holder_child(void *arg)
+{
+	int *u = arg, fd;
+	char c;
+
+	close(u[0]);
+	ASSERT_EQ(test_recv_fd(u[1], &c, 1, MSG_CMSG_CLOEXEC, &fd), 1);
+	close(fd);
+}
+
+static void case_close_after_asker_reset(void)
+{
+	struct rs_peer rp;
+	struct shim_peer p;
+	int u[2];
+	char b[100];
+
+	ASSERT_SYS(pipe(rp.go));
+	ts_peer_start(&p, rs_peer_main, &rp);
+	ASSERT_SYS(close(rp.go[0]));
+	ts_make_accelerated_lead(p.fd);
+	ts_read_exact(p.fd, b, sizeof(b), ts_ms(2000));
+	ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, u));
+	pid_t child = test_fork(rs_holder_child, u);
+	ASSERT_SYS(close(u[1]));
+	uint64_t t0 = test_now_ns();
+	ASSERT_EQ(test_send_fd(u[0], p.fd, "F", 1), 1);
+	ASSERT_SYS(close(p.fd));
+	test_log("hand-over took %llu ms", (unsigned long long)((test_now_ns() - t0) / 1000000));
+	ts_token_send(rp.go[1], 'g');
+	test_wait_ok(child, 30);
+	ts_peer_wait(&p, ts_ms(10000));
+	ASSERT_SYS(close(u[0]));
+	ASSERT_SYS(close(rp.go[1]));
+}
+
 static const struct shim_case g_cases[] = {
 	{ "first_send_after_close", case_first_send_after_close },
 	{ "more_after_close_pushed", case_more_after_close_pushed },
@@ -2964,6 +3146,8 @@ static const struct shim_case g_cases[] = {
 	{ "stdio_peer_answers_idle", case_stdio_peer_answers_idle },
 	{ "hand_over_peer_idle", case_hand_over_peer_idle },
 	{ "hand_over_unread", case_hand_over_unread },
+	{ "hand_over_end_big", case_hand_over_end_big },
+	{ "close_after_asker_reset", case_close_after_asker_reset },
 	{ "stdio_close_peer_answers", case_stdio_close_peer_answers },
 	{ "fionread_peer_answers", case_fionread_peer_answers },
 	{ "nagle_after_back", case_nagle_after_back },

@@ -521,19 +521,62 @@ int shim_back_tx(struct tsock *t, int fd, int block)
  * those bytes, and an exit() sent none at all; its kernel's close then
  * ended the stream short of them, a FIN where TCP delivers them
  * (t_shim_flags hand_over_unread, "the peer closes", "the peer exits").
- * Until the asker says BACK there is nothing to poll for: a nap.
+ * Until the asker says BACK there is nothing to poll for: a nap.  A
+ * helper's review (t_shim_flags hand_over_end_big, close_after_asker_reset):
+ * no lock without a deadline (another thread's blocking flush held exit()
+ * as long as the new holder did not read); an asker that closed is no
+ * reason to wait (a close after its reset took 2 s); and what is left
+ * unsent at the end makes the kernel's close a reset, never a FIN that
+ * ends the stream short of bytes our sends said were sent.
  */
 int shim_back_tx_last(struct tsock *t, int fd)
 {
+	struct tslot *s = t->slot;
 	int64_t until = shunt_now_ns() + 2000000000ll;
 	int rc;
 
-	shim_back_answer(t, fd);
-	while ((rc = shim_back_tx(t, fd, 0)) == -EAGAIN && shunt_now_ns() < until) {
+	/* Never an unbounded lock: another thread's blocking flush may hold
+	 * tx_mu for as long as the new holder does not read. */
+	if (!(atomic_load(&s->phase) & PH_TX_BACK)) {
+		if (lock_by(&s->tx_mu, until) < 0)
+			return -ETIMEDOUT;
+		shim_back_answer_locked(t, fd);
+		shim_unlock(&s->tx_mu);
+	}
+	for (;;) {
+		if (atomic_load(&s->phase) & PH_TX_PLAIN) {
+			rc = 0;
+			break;
+		}
+		int64_t st = shunt_end_peer_state(&s->end);
+		if (!(peer_flags(s) & SHUNT_SW_BACK) && (st < 0 || (st & SHUNT_ST_CLOSED))) {
+			rc = -ECONNRESET;
+			break;
+		}
+		rc = -EAGAIN;
+		if (peer_flags(s) & SHUNT_SW_BACK) {
+			if (lock_by(&s->tx_mu, until) < 0) {
+				rc = -ETIMEDOUT;
+				break;
+			}
+			rc = (atomic_load(&s->phase) & PH_TX_PLAIN) ? 0 : flush_locked(t, fd, 0);
+			shim_unlock(&s->tx_mu);
+		}
+		if (rc != -EAGAIN || shunt_now_ns() >= until)
+			break;
 		struct pollfd p = { .fd = fd, .events = POLLOUT };
 		struct timespec ts = { 0, 50000000 };
 		if (sys_ppoll(&p, 1, &ts) > 0)
 			nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
+	}
+	if (rc == 0)
+		take_asker_bells(t, fd);
+	shim_back_settle(t, fd);
+	/* Bytes our program sent are left unsent: a reset, never a FIN
+	 * that ends the stream short of them. */
+	if (rc < 0) {
+		struct linger l = { 1, 0 };
+		sys_setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
 	}
 	return rc;
 }
