@@ -3027,6 +3027,7 @@ static void big_holder_child(void *arg)
 	test_log("holder: %zd of %u bytes, then %s", got, BIG, n == 0 ? "the end" : strerror(err));
 	if (got)
 		ASSERT_EQ(test_stream_check(h->seed, 1500, buf, (size_t)got), (size_t)-1);
+	free(buf);
 	ASSERT_MSG(n < 0 ? err == ECONNRESET : (size_t)got == BIG, "%zd of %u bytes, then %s",
 		   got, BIG, n == 0 ? "the end" : strerror(err));
 	close(fd);
