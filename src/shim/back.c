@@ -59,6 +59,8 @@
 /* How long an asker waits for a peer that has bytes of its ring to
  * resend before it answers for it (wait_answer). */
 #define LEFT_NS (1000ll * 1000000)
+/* How long a close or an exit() sends what the asker left in our ring. */
+#define LAST_NS (2000ll * 1000000)
 #define UNKNOWN (~0ull)
 
 static struct shunt_switch *sw_of(struct tslot *s, int side)
@@ -362,17 +364,40 @@ void shim_back_answer_locked(struct tsock *t, int fd)
 		  (unsigned long long)total);
 }
 
-/* 1 when this call answered (not another thread, nor the asker for us). */
-int shim_back_answer(struct tsock *t, int fd)
+/* Our send lock: waited for when `block`ing, else by the deadline (0: only
+ * if free), -EAGAIN past it.  A call that may not block never waits on it
+ * unbounded: another thread's blocking flush holds it for as long as the
+ * asker's new holder does not read (t_shim_flags hand_over_end_big). */
+static int tx_lock(struct tslot *s, int block, int64_t deadline)
+{
+	if (!block)
+		return lock_by(&s->tx_mu, deadline) < 0 ? -EAGAIN : 0;
+	shim_lock(&s->tx_mu);
+	return 0;
+}
+
+/* 1 when this call answered (not another thread, nor the asker for us);
+ * 0 when the answer was given; -EAGAIN when our send lock was not had. */
+static int answer(struct tsock *t, int fd, int block, int64_t deadline)
 {
 	struct tslot *s = t->slot;
 
 	if (atomic_load(&s->phase) & PH_TX_BACK)
 		return 0;
-	shim_lock(&s->tx_mu);
+	int rc = tx_lock(s, block, deadline);
+	if (rc < 0)
+		return rc;
 	int now = !(atomic_load(&s->phase) & PH_TX_BACK);
 	shim_back_answer_locked(t, fd);
 	shim_unlock(&s->tx_mu);
+	return now;
+}
+
+int shim_back_answer(struct tsock *t, int fd)
+{
+	if (atomic_load(&t->slot->phase) & PH_TX_BACK)
+		return 0;
+	int now = answer(t, fd, 1, 0);
 	shim_back_settle(t, fd);
 	return now;
 }
@@ -483,6 +508,20 @@ static int still_ours(struct tsock *t, int fd)
 	return same;
 }
 
+/* One try at sending what the asker left unread in our ring: 0 when all
+ * of it went (tx_lock's `block` and deadline). */
+static int flush_by(struct tsock *t, int fd, int block, int64_t deadline)
+{
+	struct tslot *s = t->slot;
+	int rc = tx_lock(s, block, deadline);
+
+	if (rc < 0)
+		return rc;
+	rc = (atomic_load(&s->phase) & PH_TX_PLAIN) ? 0 : flush_locked(t, fd, block);
+	shim_unlock(&s->tx_mu);
+	return rc;
+}
+
 /* Our sends leave the ring: what the asker left unread in it goes by TCP
  * first, once it said BACK (by the deadline; 0: no wait). */
 static int back_tx_by(struct tsock *t, int fd, int block, int64_t deadline)
@@ -498,9 +537,7 @@ static int back_tx_by(struct tsock *t, int fd, int block, int64_t deadline)
 		return rc;
 	if (deadline && !still_ours(t, fd))
 		return -EBADF;
-	shim_lock(&s->tx_mu);
-	rc = (atomic_load(&s->phase) & PH_TX_PLAIN) ? 0 : flush_locked(t, fd, block);
-	shim_unlock(&s->tx_mu);
+	rc = flush_by(t, fd, block, deadline);
 	if (rc == 0)
 		take_asker_bells(t, fd);
 	shim_back_settle(t, fd);
@@ -512,17 +549,27 @@ int shim_back_tx(struct tsock *t, int fd, int block)
 	return back_tx_by(t, fd, block, block ? shunt_now_ns() + ASK_NS : 0);
 }
 
+/* Room in our socket's send buffer, or the deadline. */
+static void wait_room(int fd, int64_t deadline)
+{
+	int64_t left = deadline - shunt_now_ns();
+	struct pollfd p = { .fd = fd, .events = POLLOUT };
+	struct timespec ts = { 0, (long)SHUNT_MIN(left, 50000000) };
+
+	if (left > 0)
+		sys_ppoll(&p, 1, &ts);
+}
+
 /*
  * The socket's last call, its close or an exit() with it open: our answer
  * if not given yet, then what the asker left unread in our ring, by TCP,
- * for 2 s at most.  Answered here, not by the flush, which then checks no
- * fd (the table forgot a closed one already, and it is ours till the
+ * for LAST_NS at most.  Answered here, not by the flush, which then checks
+ * no fd (the table forgot a closed one already, and it is ours till the
  * kernel's close): answered by it, a close said EBADF and sent none of
  * those bytes, and an exit() sent none at all; its kernel's close then
  * ended the stream short of them, a FIN where TCP delivers them
  * (t_shim_flags hand_over_unread, "the peer closes", "the peer exits").
- * Until the asker says BACK there is nothing to poll for: a nap.  A
- * helper's review (t_shim_flags hand_over_end_big, close_after_asker_reset):
+ * A helper's review (t_shim_flags hand_over_end_big, close_after_asker_reset):
  * no lock without a deadline (another thread's blocking flush held exit()
  * as long as the new holder did not read); an asker that closed is no
  * reason to wait (a close after its reset took 2 s); and what is left
@@ -532,48 +579,19 @@ int shim_back_tx(struct tsock *t, int fd, int block)
 int shim_back_tx_last(struct tsock *t, int fd)
 {
 	struct tslot *s = t->slot;
-	int64_t until = shunt_now_ns() + 2000000000ll;
-	int rc;
+	int64_t until = shunt_now_ns() + LAST_NS;
+	int rc = answer(t, fd, 0, until);
 
-	/* Never an unbounded lock: another thread's blocking flush may hold
-	 * tx_mu for as long as the new holder does not read. */
-	if (!(atomic_load(&s->phase) & PH_TX_BACK)) {
-		if (lock_by(&s->tx_mu, until) < 0)
-			return -ETIMEDOUT;
-		shim_back_answer_locked(t, fd);
-		shim_unlock(&s->tx_mu);
-	}
-	for (;;) {
-		if (atomic_load(&s->phase) & PH_TX_PLAIN) {
-			rc = 0;
-			break;
-		}
-		int64_t st = shunt_end_peer_state(&s->end);
-		if (!(peer_flags(s) & SHUNT_SW_BACK) && (st < 0 || (st & SHUNT_ST_CLOSED))) {
-			rc = -ECONNRESET;
-			break;
-		}
-		rc = -EAGAIN;
-		if (peer_flags(s) & SHUNT_SW_BACK) {
-			if (lock_by(&s->tx_mu, until) < 0) {
-				rc = -ETIMEDOUT;
-				break;
-			}
-			rc = (atomic_load(&s->phase) & PH_TX_PLAIN) ? 0 : flush_locked(t, fd, 0);
-			shim_unlock(&s->tx_mu);
-		}
-		if (rc != -EAGAIN || shunt_now_ns() >= until)
-			break;
-		struct pollfd p = { .fd = fd, .events = POLLOUT };
-		struct timespec ts = { 0, 50000000 };
-		if (sys_ppoll(&p, 1, &ts) > 0)
-			nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
+	if (rc >= 0 && !(atomic_load(&s->phase) & PH_TX_PLAIN))
+		rc = wait_asker(s, 1, until);
+	while (rc >= 0 && (rc = flush_by(t, fd, 0, until)) == -EAGAIN &&
+	       shunt_now_ns() < until) {
+		wait_room(fd, until);
+		rc = 0;
 	}
 	if (rc == 0)
 		take_asker_bells(t, fd);
 	shim_back_settle(t, fd);
-	/* Bytes our program sent are left unsent: a reset, never a FIN
-	 * that ends the stream short of them. */
 	if (rc < 0) {
 		struct linger l = { 1, 0 };
 		sys_setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
