@@ -193,6 +193,46 @@ static void case_freopen(void)
 	ts_peer_wait(&p, ts_ms(5000));
 }
 
+/* fdopen() before connect(): stdio reads the socket with libc's own
+ * calls, so the connection must never move.  Untracked at the fdopen, it
+ * moved after the connect and fgets() took the doorbells for bytes (a
+ * helper's client: end of file after 17 of 200 lines). */
+static void echo_lines(void *arg)
+{
+	int lfd = *(int *)arg, fd = ts_tcp_accept(lfd, ts_ms(5000));
+	char b[256];
+	ssize_t n;
+
+	while ((n = read(fd, b, sizeof(b))) > 0)
+		ts_write_all(fd, b, (size_t)n, ts_ms(5000));
+	ASSERT_SYS(close(fd));
+}
+
+static void case_fdopen_before_connect(void)
+{
+	int port, lfd = ts_tcp_listen(&port);
+	pid_t child = test_fork(echo_lines, &lfd);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	char line[64], got[64];
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	int s = socket(AF_INET, SOCK_STREAM, 0);
+	ASSERT_SYS(s);
+	FILE *in = fdopen(s, "r");
+	ASSERT_NOT_NULL(in);
+	ASSERT_SYS(connect(s, (struct sockaddr *)&a, sizeof(a)));
+	for (int i = 0; i < 200; i++) {
+		int len = snprintf(line, sizeof(line), "line %d\n", i);
+		ts_write_all(s, line, (size_t)len, ts_ms(5000));
+		ASSERT_MSG(fgets(got, sizeof(got), in) != NULL, "fgets() failed at line %d", i);
+		ASSERT_MSG(!strcmp(got, line), "line %d came back as \"%s\"", i, got);
+	}
+	ASSERT_MSG(!ts_moved(s), "stdio's socket moved to shared memory");
+	ASSERT_EQ(fclose(in), 0);
+	test_wait_ok(child, 10);
+	ASSERT_SYS(close(lfd));
+}
+
 /* fcloseall() is not a case: glibc's flushes every stream but closes no fd
  * (it is _IO_cleanup), so the socket's number never becomes free. */
 
@@ -2184,6 +2224,7 @@ static const struct shim_case g_cases[] = {
 	{ "pidfd_getfd_self", case_pidfd_getfd_self },
 	{ "fclose", case_fclose },
 	{ "freopen", case_freopen },
+	{ "fdopen_before_connect", case_fdopen_before_connect },
 	{ "close_all", case_close_all },
 	{ "close_all_range", case_close_all_range },
 	{ "vfork", case_vfork },

@@ -2991,6 +2991,15 @@ static void big_peer_main(int fd, void *arg)
 	ts_set_nonblock(fd, 0);
 	uint64_t t0 = test_now_ns();
 	(void)t0;
+	if (bp->with_thread == 2) {
+		/* A thread of the peer is inside a blocking send (its flush of
+		 * the ring's leftovers) when exit() comes. */
+		pthread_t th;
+		big_fd = fd;
+		ASSERT_EQ(pthread_create(&th, NULL, big_sender, NULL), 0);
+		usleep(300000);
+		exit(0);
+	}
 	if (bp->with_thread) {
 		pthread_t th;
 		big_fd = fd;
@@ -3077,6 +3086,15 @@ static void case_hand_over_end_big(void)
 	big_once(1, 0, 8);
 }
 
+/* The peer exits while a thread of its is blocked in the flush of those
+ * bytes (the new holder reads 4 s later): exit() skipped them, and the
+ * FIN ended the stream short of the ring's bytes (a helper's review:
+ * "226304 of 409600 bytes, then the end"); a reset now, or all of them. */
+static void case_exit_held_flush(void)
+{
+	big_once(2, 0, 4);
+}
+
 
 /* The asker gave up (the peer had shut its sending down and could not
  * answer the pass): the peer's close is at once, as before. */
@@ -3134,7 +3152,244 @@ static void case_close_after_asker_reset(void)
 	ASSERT_SYS(close(rp.go[1]));
 }
 
+
+/* The answering peer's shutdown(SHUT_WR) while the ring's leftovers wait
+ * for room returns at once, as TCP's, its FIN behind them: it waited for
+ * the new holder to read them, and a holder that sends all before it
+ * reads, as the peer does, deadlocked; non-blocking, it said EAGAIN (a
+ * helper's review).  Blocking and non-blocking. */
+#define SH_BIG (32u * 1024u * 1024u)
+struct sh_peer { int go[2]; uint64_t seed; int nonblock; };
+static unsigned g_sh_n = BIG; /* 200 KiB on kernel TCP: its buffers hold no more */
+
+static void sh_peer_main(int fd, void *arg)
+{
+	struct sh_peer *sp = arg;
+	int sb = 65536;
+
+	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sb, sizeof(sb));
+	ts_make_accelerated_follow(fd);
+	ts_send_stream(fd, sp->seed, 0, 1500 + g_sh_n, ts_ms(5000));
+	ts_token_recv(sp->go[0], ts_ms(10000));
+	ts_set_nonblock(fd, 0);
+	alarm(10);
+	usleep(200000); /* the holder's sends fill our socket */
+	test_log("peer: shutdown(SHUT_WR) now");
+	if (sp->nonblock)
+		ts_set_nonblock(fd, 1);
+	uint64_t t0 = test_now_ns();
+	int rc = shutdown(fd, SHUT_WR);
+	int err = errno;
+	test_log("peer: shutdown %d (%s) after %llu ms", rc, rc ? strerror(err) : "-",
+		 (unsigned long long)((test_now_ns() - t0) / 1000000));
+	ASSERT_EQ(rc, 0);
+	ASSERT_MSG(test_now_ns() - t0 < 1000000000ull, "shutdown() waited");
+	ASSERT_EQ(send(fd, "x", 1, MSG_NOSIGNAL), -1);
+	ASSERT_EQ(errno, EPIPE);
+	ts_set_nonblock(fd, 0);
+	char *buf = malloc(1 << 20);
+	size_t got = 0;
+	ssize_t n;
+	while ((n = recv(fd, buf, 1 << 20, 0)) > 0)
+		got += (size_t)n;
+	test_log("peer: read %zu of %u, then %zd", got, SH_BIG, n);
+	ASSERT_EQ(got, (size_t)SH_BIG);
+	free(buf);
+	close(fd);
+	_exit(0);
+}
+
+static void sh_holder_child(void *arg)
+{
+	const struct big_holder *h = arg;
+	char c;
+	int fd;
+
+	close(h->u[0]);
+	ASSERT_EQ(test_recv_fd(h->u[1], &c, 1, MSG_CMSG_CLOEXEC, &fd), 1);
+	alarm(10);
+	char *buf = calloc(1, 1 << 20);
+	for (size_t sent = 0; sent < SH_BIG; sent += 1 << 20)
+		ts_write_all(fd, buf, 1 << 20, ts_ms(20000));
+	test_log("holder: sent %u", SH_BIG);
+	shutdown(fd, SHUT_WR);
+	size_t got = 0;
+	ssize_t n;
+	while ((n = recv(fd, buf, 1 << 20, 0)) > 0)
+		got += (size_t)n;
+	test_log("holder: read %zu of %u, then %zd", got, g_sh_n, n);
+	ASSERT_EQ(got, (size_t)g_sh_n);
+	free(buf);
+	close(fd);
+}
+
+static void shutdown_while_flushing_once(int nonblock)
+{
+	struct sh_peer sp = { .seed = shim_seed(98), .nonblock = nonblock };
+	if (ts_disabled())
+		g_sh_n = 200u * 1024u;
+	struct big_holder h = { .seed = sp.seed };
+	struct shim_peer p;
+
+	ASSERT_SYS(pipe(sp.go));
+	ts_peer_start(&p, sh_peer_main, &sp);
+	ASSERT_SYS(close(sp.go[0]));
+	int rb = 65536;
+	setsockopt(p.fd, SOL_SOCKET, SO_RCVBUF, &rb, sizeof(rb));
+	ts_make_accelerated_lead(p.fd);
+	ts_recv_stream(p.fd, sp.seed, 0, 1500, ts_ms(2000));
+	if (!ts_disabled())
+		ts_wait_arrived(p.fd, BIG, ts_ms(5000));
+	else
+		usleep(500000);
+	ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, h.u));
+	pid_t child = test_fork(sh_holder_child, &h);
+	ASSERT_SYS(close(h.u[1]));
+	ASSERT_EQ(test_send_fd(h.u[0], p.fd, "F", 1), 1);
+	ASSERT_SYS(close(p.fd));
+	ts_token_send(sp.go[1], 'g');
+	test_wait_ok(child, 30);
+	ts_peer_wait(&p, ts_ms(30000));
+	ASSERT_SYS(close(h.u[0]));
+	ASSERT_SYS(close(sp.go[1]));
+}
+
+static void case_shutdown_while_flushing(void)
+{
+	shutdown_while_flushing_once(0);
+	shutdown_while_flushing_once(1);
+}
+
+
+/* As send_oob, by sendmsg: whole to the kernel, all its bytes went down
+ * the stream past the switch and the peer reset (a helper's review). */
+static void case_sendmsg_oob(void)
+{
+	int a, b;
+	uint64_t seed = shim_seed(6);
+	unsigned char got[300], want[300];
+	char c = 0;
+	struct iovec v = { "abc", 3 };
+	struct msghdr m = { .msg_iov = &v, .msg_iovlen = 1 };
+
+	ts_moved_pair(&a, &b);
+	send_stream_once(a, seed, 0, 100);
+	ASSERT_EQ(sendmsg(a, &m, MSG_OOB), 3);
+	send_stream_once(a, seed, 100, 100);
+	short re = ts_wait_revents(b, POLLIN | POLLPRI, POLLPRI, ts_ms(2000));
+	test_log("urgent data: revents 0x%x", re);
+	ASSERT_EQ(recv(b, &c, 1, MSG_OOB), 1);
+	ASSERT_EQ(c, 'c');
+	test_stream_fill(seed, 0, want, 100);
+	memcpy(want + 100, "ab", 2);
+	test_stream_fill(seed, 100, want + 102, 100);
+	ts_read_exact(b, got, 202, ts_ms(2000));
+	ASSERT_MEM_EQ(got, want, 202);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+
+/* exit() with the peer's bytes unread in the ring: TCP's kernel close
+ * resets (data unread); the peer's recv says ECONNRESET. */
+static void ex_unread_main(int fd, void *arg)
+{
+	(void)arg;
+	ts_make_accelerated_follow(fd);
+	char c;
+	ASSERT_EQ(recv(fd, &c, 1, 0), 1); /* the lead's go: the peer sent its bytes */
+	usleep(100000);
+	exit(0); /* 1000 bytes unread */
+}
+
+static void case_exit_unread(void)
+{
+	struct shim_peer p;
+	char b[1000] = { 0 };
+
+	ts_peer_start(&p, ex_unread_main, NULL);
+	ts_make_accelerated_lead(p.fd);
+	ASSERT_EQ(send(p.fd, b, sizeof(b), 0), (ssize_t)sizeof(b));
+	ASSERT_EQ(send(p.fd, "g", 1, 0), 1);
+	ts_peer_wait(&p, ts_ms(5000));
+	usleep(100000);
+	ssize_t n = recv(p.fd, b, sizeof(b), 0);
+	int err = errno;
+	test_log("after the peer's exit with our bytes unread: recv %zd (%s)", n,
+		 n < 0 ? strerror(err) : "-");
+	ASSERT_MSG(n < 0 && err == ECONNRESET, "recv %zd (%s), TCP's: ECONNRESET", n,
+		   n < 0 ? strerror(err) : "-");
+	close(p.fd);
+}
+
+
+/* The idle peer exits (or closes) with bytes of the passer's ring unread,
+ * after the pass: TCP's close resets (data unread), and the new holder
+ * reads ECONNRESET, not the end of the stream (a helper's review: the
+ * exit took the doorbells off and ended with a FIN). */
+struct xu { int go[2]; int u[2]; int close; };
+
+static void xu_peer(int fd, void *arg)
+{
+	struct xu *x = arg;
+
+	close(x->go[1]);
+	ts_make_accelerated_follow(fd);
+	ts_token_recv(x->go[0], ts_ms(10000)); /* idle meanwhile */
+	if (x->close)
+		close(fd);
+	exit(0);
+}
+
+static void xu_holder(void *arg)
+{
+	struct xu *x = arg;
+	char c, b[100];
+	int fd;
+
+	close(x->u[0]);
+	ASSERT_EQ(test_recv_fd(x->u[1], &c, 1, MSG_CMSG_CLOEXEC, &fd), 1);
+	usleep(500000);
+	ssize_t n = recv(fd, b, sizeof(b), 0);
+	int err = errno;
+	test_log("holder: recv %zd (%s)", n, n < 0 ? strerror(err) : "-");
+	ASSERT_MSG(n < 0 && err == ECONNRESET, "recv %zd (%s), TCP's: ECONNRESET", n,
+		   n < 0 ? strerror(err) : "-");
+	close(fd);
+}
+
+static void exit_asker_ring_unread_once(int do_close)
+{
+	struct xu x = { .close = do_close };
+	struct shim_peer p;
+	char b[1000] = { 0 };
+
+	ASSERT_SYS(pipe(x.go));
+	ts_peer_start(&p, xu_peer, &x);
+	close(x.go[0]);
+	ts_make_accelerated_lead(p.fd);
+	ASSERT_EQ(send(p.fd, b, sizeof(b), 0), (ssize_t)sizeof(b));
+	usleep(50000);
+	ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, x.u));
+	pid_t child = test_fork(xu_holder, &x);
+	close(x.u[1]);
+	ASSERT_EQ(test_send_fd(x.u[0], p.fd, "F", 1), 1);
+	ASSERT_SYS(close(p.fd));
+	ts_token_send(x.go[1], 'g');
+	ts_peer_wait(&p, ts_ms(5000));
+	test_wait_ok(child, 10);
+	close(x.u[0]);
+	close(x.go[1]);
+}
+
+static void case_exit_asker_ring_unread(void)
+{
+	exit_asker_ring_unread_once(0);
+	exit_asker_ring_unread_once(1);
+}
+
 static const struct shim_case g_cases[] = {
+	{ "sendmsg_oob", case_sendmsg_oob },
 	{ "first_send_after_close", case_first_send_after_close },
 	{ "more_after_close_pushed", case_more_after_close_pushed },
 	{ "cork_after_peer_close", case_cork_after_peer_close },
@@ -3149,6 +3404,10 @@ static const struct shim_case g_cases[] = {
 	{ "hand_over_unread", case_hand_over_unread },
 	{ "hand_over_end_big", case_hand_over_end_big },
 	{ "close_after_asker_reset", case_close_after_asker_reset },
+	{ "exit_held_flush", case_exit_held_flush },
+	{ "exit_unread", case_exit_unread },
+	{ "exit_asker_ring_unread", case_exit_asker_ring_unread },
+	{ "shutdown_while_flushing", case_shutdown_while_flushing },
 	{ "stdio_close_peer_answers", case_stdio_close_peer_answers },
 	{ "fionread_peer_answers", case_fionread_peer_answers },
 	{ "nagle_after_back", case_nagle_after_back },

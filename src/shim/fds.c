@@ -200,6 +200,12 @@ FILE *shim_fdopen(int fd, const char *mode)
 {
 	struct tsock *t = shim_get(fd);
 
+	/* Before its connect() too: tracked now, the connection is marked
+	 * for good.  Untracked, it moved after the connect and stdio's reads
+	 * took the doorbells (a helper's client: fgets() read end of file
+	 * after 17 lines, t_shim_fds fdopen_before_connect). */
+	if (!t)
+		t = shim_track_unconnected(fd);
 	if (t) {
 		/* stdio reads and writes with libc's internal calls, which no
 		 * wrapper sees: this connection stays on TCP. */

@@ -1086,6 +1086,13 @@ static int tx_route(struct tsock *t, int fd, int flags)
 			ph = phase_of(t);
 		}
 		if ((ph & PH_TX_BACK) || shim_peer_asks(t)) {
+			if (atomic_load(&S(t)->flags) & TF_FIN_DUE) {
+				/* Shut for writing, its FIN still behind the
+				 * ring's leftovers: TCP's sends fail at once. */
+				if (!(flags & MSG_NOSIGNAL))
+					raise(SIGPIPE);
+				return -EPIPE;
+			}
 			int rc = shim_back_tx(t, fd, deadline_of(t, flags, 1) != 0);
 			/* A peer that broke the rules: a reset, as TCP says it. */
 			return rc == 0 ? TX_KERNEL : rc == -EPROTO ? -ECONNRESET : rc;
@@ -1658,42 +1665,75 @@ static ssize_t sendv_from(struct tsock *t, int fd, const struct iovec *iov, int 
 	return (ssize_t)done;
 }
 
+/* The bytes of n pieces, or -EFAULT or -EINVAL as the kernel says. */
+static ssize_t iov_len(const struct iovec *iov, int n)
+{
+	size_t len = 0;
+
+	if (n && shim_bad_ptr(iov))
+		return -EFAULT;
+	for (int i = 0; i < n; i++) {
+		if (iov[i].iov_len > (size_t)SSIZE_MAX - len)
+			return -EINVAL;
+		if (iov[i].iov_len && shim_bad_ptr(iov[i].iov_base))
+			return -EFAULT;
+		len += iov[i].iov_len;
+	}
+	return (ssize_t)len;
+}
+
+/* sendmsg's urgent data, in one piece as send()'s (the last byte urgent,
+ * the rest by the ring when the connection moved).  Whole to the kernel,
+ * all its bytes went down the stream past the switch, and the peer reset
+ * the connection (a helper's review, t_shim_flags sendmsg_oob).  Rare
+ * (telnet's and FTP's aborts): a copy costs nothing that counts. */
+static ssize_t urgent_v(struct tsock *t, int fd, const struct iovec *iov, int n, int flags)
+{
+	ssize_t len = iov_len(iov, n);
+
+	if (len < 0)
+		return shim_err((int)len);
+	char *buf = malloc(len ? (size_t)len : 1);
+	if (!buf)
+		return shim_err(-ENOMEM);
+	size_t at = 0;
+	for (int i = 0; i < n; i++) {
+		memcpy(buf + at, iov[i].iov_base, iov[i].iov_len);
+		at += iov[i].iov_len;
+	}
+	ssize_t k = shim_send(t, fd, buf, (size_t)len, flags);
+	int err = errno;
+	free(buf);
+	errno = err;
+	return k;
+}
+
 ssize_t shim_sendv(struct tsock *t, int fd, const struct iovec *iov, int n, int flags)
 {
 	struct msghdr m = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n };
 
-	int plain = shim_plain_enter(t);
-	if (plain || (flags & MSG_OOB)) {
-		int in = !plain && urgent_enter(t);
+	if (shim_plain_enter(t)) {
 		ssize_t k = REAL(sendmsg)(fd, &m, flags);
-		if (in)
-			shim_tx_exit(S(t));
-		if (plain)
-			tcp_leave(t, fd);
+		tcp_leave(t, fd);
 		shim_count(t, fd, 0, k > 0 ? (uint64_t)k : 0);
 		return k;
 	}
+	if (flags & MSG_OOB)
+		return urgent_v(t, fd, iov, n, flags);
 	int r = tx_route(t, fd, flags);
 	if (r < 0)
 		return shim_err(r);
 	if (r != TX_RING)
 		return kernel_sent(t, fd, r, REAL(sendmsg)(fd, &m, flags));
-	size_t len = 0;
-	if (n && shim_bad_ptr(iov))
-		return shim_err(-EFAULT);
-	for (int i = 0; i < n; i++) {
-		if (iov[i].iov_len > (size_t)SSIZE_MAX - len)
-			return shim_err(-EINVAL);
-		if (iov[i].iov_len && shim_bad_ptr(iov[i].iov_base))
-			return shim_err(-EFAULT);
-		len += iov[i].iov_len;
-	}
-	ssize_t k = ring_sendv(t, fd, iov, n, len, flags);
+	ssize_t len = iov_len(iov, n);
+	if (len < 0)
+		return shim_err((int)len);
+	ssize_t k = ring_sendv(t, fd, iov, n, (size_t)len, flags);
 	if (k == AFTER_CLOSE)
-		return after_closev(t, fd, iov, n, len, flags);
+		return after_closev(t, fd, iov, n, (size_t)len, flags);
 	if (k == RETRY)
 		return sendv_from(t, fd, iov, n, flags, 0);
-	if (k < 0 || (size_t)k == len || !cut_short(t, flags))
+	if (k < 0 || k == len || !cut_short(t, flags))
 		return k;
 	return sendv_from(t, fd, iov, n, flags, (size_t)k);
 }
@@ -2050,6 +2090,25 @@ static int unmoved_shutdown(struct tsock *t, int fd, int how, int *rc)
 	return 1;
 }
 
+/* shutdown(SHUT_WR) while going back: 1 when the FIN waits behind the
+ * ring's leftovers, which wait for room, or went with the last of them
+ * (the flush that sends it takes TF_FIN_DUE: back.c, flush_locked); 0
+ * when they went, and the FIN is ours to send now; or a negative errno.
+ * TCP's shutdown returns at once, its FIN queued behind what its buffer
+ * holds.  Waiting for the leftovers to go, it deadlocked a peer's new
+ * holder that sends all it has before it reads, and a non-blocking one
+ * said EAGAIN (a helper's review, t_shim_flags shutdown_while_flushing). */
+static int fin_behind_leftovers(struct tsock *t, int fd)
+{
+	atomic_fetch_or(&S(t)->flags, TF_FIN_DUE);
+	int rc = shim_back_tx(t, fd, 0);
+	if (rc < 0 && rc != -EAGAIN)
+		return rc;
+	if (!(phase_of(t) & PH_TX_PLAIN))
+		return 1;
+	return !(atomic_fetch_and(&S(t)->flags, ~TF_FIN_DUE) & TF_FIN_DUE);
+}
+
 int shim_shutdown(struct tsock *t, int fd, int how)
 {
 	struct shunt_bell b = shim_bell(t, fd);
@@ -2068,12 +2127,14 @@ int shim_shutdown(struct tsock *t, int fd, int how)
 		return (int)shim_err(-ENOTCONN);
 	if ((phase_of(t) & PH_TX_BACK) || shim_peer_asks(t)) {
 		/* Going back to TCP: the ring's leftovers, then the kernel's FIN. */
-		int rc = how != SHUT_RD ? shim_back_tx(t, fd, 1) : 0;
-		if (rc < 0)
-			return (int)shim_err(rc);
+		int later = how != SHUT_RD ? fin_behind_leftovers(t, fd) : 0;
+		if (later < 0)
+			return (int)shim_err(later);
 		if (how != SHUT_WR && !(phase_of(t) & PH_RX_PLAIN))
 			shunt_end_shutdown(END(t), &b, SHUT_RD);
-		return (int)shim_err(shim_back_shutdown(t, fd, how));
+		if (later)
+			how = how == SHUT_RDWR ? SHUT_RD : -1;
+		return how < 0 ? 0 : (int)shim_err(shim_back_shutdown(t, fd, how));
 	}
 	if (how != SHUT_RD && !(phase_of(t) & PH_TX_RING) && !shim_switch_for_shutdown(t, fd)) {
 		/* Our sends stay on TCP, the peer's too: the FIN goes there. */

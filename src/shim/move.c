@@ -960,6 +960,30 @@ static void set_linger0(int fd)
 	sys_setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
 }
 
+/* The last call while going back (a close, an exit() with the socket
+ * open), for our reads still on the peer's ring (we went back quietly, or
+ * it has not answered): its bytes unread there reset the connection, as
+ * TCP's close with data unread; else its doorbells leave our stream, where
+ * the kernel's close would answer them with a reset.  1: a reset; 0: a FIN;
+ * -1: our reads are the kernel's already.  An exit() took the doorbells
+ * off in either case, and ended a new holder's stream with a FIN short of
+ * the bytes its passer sent (a helper's review, t_shim_flags
+ * exit_asker_ring_unread). */
+int shim_back_rx_last(struct tsock *t, int fd)
+{
+	uint32_t ph = atomic_load(&t->slot->phase);
+
+	if ((ph & (PH_RX_RING | PH_RX_PLAIN)) != PH_RX_RING)
+		return -1;
+	int rst = (atomic_load(&t->slot->flags) & TF_LINGER0) ||
+		  shunt_end_readable(&t->slot->end) > 0;
+	if (rst)
+		set_linger0(fd);
+	else
+		shim_back_exit_bells(t, fd);
+	return rst;
+}
+
 /* Closing while going back to TCP: the ring's leftovers first (a little
  * while at most), then the kernel's close says the rest. */
 static void close_back(struct tsock *t, int fd)
@@ -969,19 +993,9 @@ static void close_back(struct tsock *t, int fd)
 	if (rc < 0)
 		log_error("fd %d: closed while going back to TCP: %s; the peer's last bytes "
 			  "may be lost", fd, strerror(-rc));
-	/* Our reads still on the peer's ring (we went back quietly, it has
-	 * not answered): its bytes unread there reset, as TCP's close with
-	 * data unread; else its doorbells leave our stream, where the
-	 * kernel's close would answer them with a reset. */
-	uint32_t ph = atomic_load(&t->slot->phase);
-	if ((ph & (PH_RX_RING | PH_RX_PLAIN)) != PH_RX_RING)
+	int rst = shim_back_rx_last(t, fd);
+	if (rst < 0)
 		return;
-	int rst = (atomic_load(&t->slot->flags) & TF_LINGER0) ||
-		  shunt_end_readable(&t->slot->end) > 0;
-	if (rst)
-		set_linger0(fd);
-	else
-		shim_back_exit_bells(t, fd);
 	/* Our ring says so too (no doorbell: ours ended), so that the peer
 	 * knows whether our kernel's close was a FIN (back.c, consumed):
 	 * its reads go to TCP before they could take the ring's end for

@@ -172,6 +172,8 @@ enum slot_state {
 #define TF_NONBLOCK 0x40u /* O_NONBLOCK on the file description */
 #define TF_INQ      0x80u /* TCP_INQ set after the move: recvmsg says TCP_CM_INQ */
 #define TF_JAM      0x100u /* both ends waited for room: back to TCP (bell.c) */
+#define TF_FIN_DUE  0x200u /* shut for writing while going back: the FIN follows
+                            * the ring's leftovers (back.c, flush_locked) */
 #define TF_NOMOVE   (TF_STDIO | TF_EXPORTED | TF_OPTS | TF_SHUT)
 
 /* Why a connection stays on TCP, counted per process for `shunt stat`. */
@@ -601,6 +603,9 @@ void shim_back_append_end(struct tsock *t, uint64_t head, size_t n);
 void shim_back_rx_done(struct tsock *t, int fd);
 /* At exit(): the doorbells in a moved socket's stream, off it. */
 void shim_back_exit_bells(struct tsock *t, int fd);
+/* The last call while going back, for our reads (move.c): 1 a reset, 0 a
+ * FIN, -1 our reads are the kernel's. */
+int shim_back_rx_last(struct tsock *t, int fd);
 /* Both directions are back: the connection is plain TCP. */
 void shim_back_settle(struct tsock *t, int fd);
 /* Our ring's leftovers still wait for room on TCP: a wait must watch for
