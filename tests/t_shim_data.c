@@ -15,6 +15,7 @@
  * runs the same checks on kernel TCP, where every case passes.
  * SHUNT_TEST_ONLY=name,name runs some cases.  (Ported from the former t_preload.)
  */
+#include <aio.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -2125,7 +2126,82 @@ static void case_ring_sizes(void)
 	}
 }
 
+/* dprintf() on a moved connection: libc's writes with its internal
+ * write, which no wrapper sees, and five lines of six were lost without a
+ * word (a helper's client).  One line longer than the wrapper's own
+ * buffer, and the fortified form (__dprintf_chk) too. */
+int __dprintf_chk(int fd, int flag, const char *fmt, ...);
+
+static void case_dprintf_moved(void)
+{
+	int a, b;
+	char want[2048], got[2048], big[1000];
+	size_t n = 0;
+
+	memset(big, 'z', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	ts_moved_pair(&a, &b);
+	for (int i = 0; i < 5; i++) {
+		ASSERT_EQ(dprintf(a, "line%d|", i), 6);
+		n += (size_t)snprintf(want + n, sizeof(want) - n, "line%d|", i);
+	}
+	ASSERT_EQ(dprintf(a, "%s|", big), (int)sizeof(big));
+	n += (size_t)snprintf(want + n, sizeof(want) - n, "%s|", big);
+	ASSERT_EQ(__dprintf_chk(a, 1, "chk%d|", 7), 5);
+	n += (size_t)snprintf(want + n, sizeof(want) - n, "chk%d|", 7);
+	ts_write_all(a, "end", 3, ts_ms(2000));
+	memcpy(want + n, "end", 3);
+	n += 3;
+	ts_read_exact(b, got, n, ts_ms(2000));
+	ASSERT_MEM_EQ(got, want, n);
+	ASSERT_MSG(ts_moved(a), "the connection left shared memory for dprintf");
+	ASSERT_SYS(close(a));
+	ts_expect_eof(b, ts_ms(2000));
+	ASSERT_SYS(close(b));
+}
+
+/* POSIX AIO on a moved connection: glibc's threads read and write with
+ * its internal calls, so the connection goes back to TCP first.  Its
+ * aio_write's bytes were lost or the connection reset, and aio_read took
+ * a doorbell for data or waited for good (a helper's reproducer). */
+static ssize_t aio_wait(struct aiocb *cb)
+{
+	uint64_t until = test_now_ns() + 5000000000ull;
+
+	while (aio_error(cb) == EINPROGRESS && test_now_ns() < until)
+		test_sleep_ms(1);
+	ASSERT_MSG(aio_error(cb) != EINPROGRESS, "the aio call did not finish in 5 s");
+	return aio_return(cb);
+}
+
+static void case_aio_moved(void)
+{
+	int a, b;
+	char got[64] = { 0 };
+	static char out[] = "via-aio_write;";
+
+	ts_moved_pair(&a, &b);
+	ts_write_all(a, "before;", 7, ts_ms(2000));
+	struct aiocb w = { .aio_fildes = a, .aio_buf = out, .aio_nbytes = 14 };
+	ASSERT_SYS(aio_write(&w));
+	ASSERT_EQ(aio_wait(&w), 14);
+	ts_write_all(a, "after", 5, ts_ms(2000));
+	ts_read_exact(b, got, 26, ts_ms(2000));
+	ASSERT_MEM_EQ(got, "before;via-aio_write;after", 26);
+	ts_write_all(b, "for-aio_read", 12, ts_ms(2000));
+	memset(got, 0, sizeof(got));
+	struct aiocb r = { .aio_fildes = a, .aio_buf = got, .aio_nbytes = 12 };
+	ASSERT_SYS(aio_read(&r));
+	ssize_t n = aio_wait(&r);
+	ASSERT_MSG(n > 0 && !memcmp(got, "for-aio_read", (size_t)n), "aio_read: %zd \"%.*s\"", n,
+		   n > 0 ? (int)n : 0, got);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
 static const struct shim_case g_cases[] = {
+	{ "dprintf_moved", case_dprintf_moved },
+	{ "aio_moved", case_aio_moved },
 	{ "counted_when_attached", case_counted_when_attached },
 	{ "nonblock", case_nonblock },
 	{ "reader_switches", case_reader_switches },

@@ -233,6 +233,58 @@ static void case_fdopen_before_connect(void)
 	ASSERT_SYS(close(lfd));
 }
 
+/* A thread takes an fd table of its own and closes its copy of a moved
+ * socket: the other threads' socket lives on, as over TCP (it ended the
+ * connection: the peer read the end of the stream; a helper's
+ * reproducer).  By unshare(CLONE_FILES), and by close_range's
+ * CLOSE_RANGE_UNSHARE. */
+struct own_table { int fd, how; };
+
+static void *own_table_thread(void *arg)
+{
+	struct own_table *o = arg;
+
+	if (o->how == 0) {
+		ASSERT_SYS(unshare(CLONE_FILES));
+		ASSERT_SYS(close(o->fd));
+	} else {
+		ASSERT_SYS(close_range(3, ~0u, CLOSE_RANGE_UNSHARE));
+	}
+	return NULL;
+}
+
+static void own_table_once(int how)
+{
+	int a, b;
+	char got[16];
+	pthread_t th;
+
+	ts_moved_pair(&a, &b);
+	struct own_table o = { a, how };
+	ASSERT_EQ(pthread_create(&th, NULL, own_table_thread, &o), 0);
+	ASSERT_EQ(pthread_join(th, NULL), 0);
+	ts_write_all(a, "still-here", 10, ts_ms(2000));
+	ts_read_exact(b, got, 10, ts_ms(2000));
+	ASSERT_MEM_EQ(got, "still-here", 10);
+	ts_write_all(b, "reply", 5, ts_ms(2000));
+	ts_read_exact(a, got, 5, ts_ms(2000));
+	ASSERT_MEM_EQ(got, "reply", 5);
+	ASSERT_SYS(close(a));
+	ts_expect_eof(b, ts_ms(2000));
+	ASSERT_SYS(close(b));
+}
+
+/* Each in a process of its own: the first lets the library go. */
+static void case_unshare_files(void)
+{
+	own_table_once(0);
+}
+
+static void case_close_range_unshare(void)
+{
+	own_table_once(1);
+}
+
 /* fcloseall() is not a case: glibc's flushes every stream but closes no fd
  * (it is _IO_cleanup), so the socket's number never becomes free. */
 
@@ -2225,6 +2277,8 @@ static const struct shim_case g_cases[] = {
 	{ "fclose", case_fclose },
 	{ "freopen", case_freopen },
 	{ "fdopen_before_connect", case_fdopen_before_connect },
+	{ "unshare_files", case_unshare_files },
+	{ "close_range_unshare", case_close_range_unshare },
 	{ "close_all", case_close_all },
 	{ "close_all_range", case_close_all_range },
 	{ "vfork", case_vfork },

@@ -753,8 +753,53 @@ EXPORT int ioctl(int fd, unsigned long req, ...)
 	return rc;
 }
 
+/* How many threads the process has (field 20 of /proc/self/stat, past
+ * the name, which may hold spaces); 2 when it cannot tell. */
+static int threads(void)
+{
+	char buf[1024];
+	int fd = sys_openat(AT_FDCWD, "/proc/self/stat", O_RDONLY | O_CLOEXEC, 0);
+
+	if (fd < 0)
+		return 2;
+	long n = sys_read(fd, buf, sizeof(buf) - 1);
+	sys_close(fd);
+	if (n <= 0)
+		return 2;
+	buf[n] = '\0';
+	const char *p = strrchr(buf, ')');
+	for (int field = 2; p && *p && field < 20; p++)
+		field += *p == ' ';
+	return p && *p ? atoi(p) : 2;
+}
+
+/*
+ * A thread about to take an fd table of its own (unshare(CLONE_FILES),
+ * close_range's CLOSE_RANGE_UNSHARE): its closes and opens are then its
+ * table's alone, which our one table cannot tell from the other threads'
+ * (its close of its copy of a moved socket ended the connection the
+ * others still used: a helper's reproducer, t_shim_fds unshare_files).
+ * So the library lets go first, as for a clone that shares the table and
+ * not the memory.  A process of one thread shares its table with nobody
+ * (a forked child before its exec): nothing changes for it.
+ */
+static void own_table(void)
+{
+	if (!shim_in_vfork_child() && !atomic_load(&shim_hands_off) && threads() > 1)
+		hands_off("a thread takes an fd table of its own");
+}
+
+EXPORT int unshare(int flags)
+{
+	if (flags & CLONE_FILES)
+		own_table();
+	return REAL(unshare)(flags);
+}
+
 EXPORT int close_range(unsigned first, unsigned last, int flags)
 {
+	if (flags & CLOSE_RANGE_UNSHARE)
+		own_table();
 	return shim_close_range(first, last, flags);
 }
 
@@ -781,6 +826,99 @@ EXPORT int fcloseall(void)
 EXPORT FILE *freopen(const char *path, const char *mode, FILE *f)
 {
 	return shim_freopen(path, mode, f);
+}
+
+EXPORT int vdprintf(int fd, const char *fmt, va_list ap)
+{
+	ON_SOCK(fd, t, REAL(vdprintf)(fd, fmt, ap), shim_vdprintf(t, fd, -1, fmt, ap));
+}
+
+/* The fortified forms (_FORTIFY_SOURCE), which glibc's headers do not
+ * declare. */
+int __vdprintf_chk(int fd, int flag, const char *fmt, va_list ap);
+int __dprintf_chk(int fd, int flag, const char *fmt, ...);
+
+EXPORT int __vdprintf_chk(int fd, int flag, const char *fmt, va_list ap)
+{
+	ON_SOCK(fd, t, REAL(__vdprintf_chk)(fd, flag, fmt, ap),
+		shim_vdprintf(t, fd, flag, fmt, ap));
+}
+
+EXPORT int dprintf(int fd, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	int rc = vdprintf(fd, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+EXPORT int __dprintf_chk(int fd, int flag, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	int rc = __vdprintf_chk(fd, flag, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+/* --- POSIX AIO ----------------------------------------------------------------
+ * glibc's AIO reads and writes in threads of its own, with its internal
+ * calls, which no wrapper sees: a connection it is given goes back to TCP
+ * first, for good, as for an option only TCP honours.  In shared memory,
+ * aio_write's bytes went down the stream behind the ring (lost, or a
+ * reset) and aio_read took a doorbell for data or waited for good (a
+ * helper's reproducer; t_shim_data aio_moved). */
+static void aio_fd(int fd)
+{
+	struct tsock *t = shim_get(fd);
+
+	if (t) {
+		shim_tcp_only(t, fd, 0);
+		shim_put(t);
+	}
+}
+
+EXPORT int aio_read(struct aiocb *cb)
+{
+	aio_fd(cb->aio_fildes);
+	return REAL(aio_read)(cb);
+}
+
+EXPORT int aio_write(struct aiocb *cb)
+{
+	aio_fd(cb->aio_fildes);
+	return REAL(aio_write)(cb);
+}
+
+EXPORT int aio_read64(struct aiocb64 *cb)
+{
+	aio_fd(cb->aio_fildes);
+	return REAL(aio_read64)(cb);
+}
+
+EXPORT int aio_write64(struct aiocb64 *cb)
+{
+	aio_fd(cb->aio_fildes);
+	return REAL(aio_write64)(cb);
+}
+
+EXPORT int lio_listio(int mode, struct aiocb *const list[], int n, struct sigevent *sev)
+{
+	for (int i = 0; i < n; i++)
+		if (list[i] && list[i]->aio_lio_opcode != LIO_NOP)
+			aio_fd(list[i]->aio_fildes);
+	return REAL(lio_listio)(mode, list, n, sev);
+}
+
+EXPORT int lio_listio64(int mode, struct aiocb64 *const list[], int n, struct sigevent *sev)
+{
+	for (int i = 0; i < n; i++)
+		if (list[i] && list[i]->aio_lio_opcode != LIO_NOP)
+			aio_fd(list[i]->aio_fildes);
+	return REAL(lio_listio64)(mode, list, n, sev);
 }
 
 /* A new fd: whatever the table still says of its number goes. */

@@ -65,6 +65,15 @@ void shim_real_init(void)
 	FIND(fclose);
 	FIND(fcloseall);
 	FIND(freopen);
+	FIND(vdprintf);
+	FIND(__vdprintf_chk);
+	FIND(aio_read);
+	FIND(aio_write);
+	FIND(aio_read64);
+	FIND(aio_write64);
+	FIND(lio_listio);
+	FIND(lio_listio64);
+	FIND(unshare);
 	FIND(prctl);
 	FIND(setuid);
 	FIND(setgid);

@@ -37,9 +37,11 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <aio.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -112,6 +114,15 @@ struct shim_real {
 	int (*fclose)(FILE *);
 	int (*fcloseall)(void);
 	FILE *(*freopen)(const char *, const char *, FILE *);
+	int (*vdprintf)(int, const char *, va_list);
+	int (*__vdprintf_chk)(int, int, const char *, va_list);
+	int (*aio_read)(struct aiocb *);
+	int (*aio_write)(struct aiocb *);
+	int (*aio_read64)(struct aiocb64 *);
+	int (*aio_write64)(struct aiocb64 *);
+	int (*lio_listio)(int, struct aiocb *const[], int, struct sigevent *);
+	int (*lio_listio64)(int, struct aiocb64 *const[], int, struct sigevent *);
+	int (*unshare)(int);
 	int (*prctl)(int, ...);
 	int (*setuid)(uid_t);
 	int (*setgid)(gid_t);
@@ -457,6 +468,8 @@ int shim_own_fd(int fd);
 FILE *shim_fdopen(int fd, const char *mode);
 int shim_fclose(FILE *f);
 int shim_fcloseall(void);
+/* dprintf() on a tracked socket (chk: __vdprintf_chk's flag, or -1). */
+int shim_vdprintf(struct tsock *t, int fd, int chk, const char *fmt, va_list ap);
 FILE *shim_freopen(const char *path, const char *mode, FILE *f);
 
 /* --- Moving (move.c, meet.c) --------------------------------------------- */
