@@ -828,20 +828,28 @@ EXPORT FILE *freopen(const char *path, const char *mode, FILE *f)
 	return shim_freopen(path, mode, f);
 }
 
-EXPORT int vdprintf(int fd, const char *fmt, va_list ap)
-{
-	ON_SOCK(fd, t, REAL(vdprintf)(fd, fmt, ap), shim_vdprintf(t, fd, -1, fmt, ap));
-}
-
 /* The fortified forms (_FORTIFY_SOURCE), which glibc's headers do not
  * declare. */
 int __vdprintf_chk(int fd, int flag, const char *fmt, va_list ap);
 int __dprintf_chk(int fd, int flag, const char *fmt, ...);
 
+/* chk: the fortified form's flag, or -1 (no exported name of ours calls
+ * another: t_bindings). */
+static int vdprintf_by(int fd, int chk, const char *fmt, va_list ap)
+{
+	ON_SOCK(fd, t,
+		chk < 0 ? REAL(vdprintf)(fd, fmt, ap) : REAL(__vdprintf_chk)(fd, chk, fmt, ap),
+		shim_vdprintf(t, fd, chk, fmt, ap));
+}
+
+EXPORT int vdprintf(int fd, const char *fmt, va_list ap)
+{
+	return vdprintf_by(fd, -1, fmt, ap);
+}
+
 EXPORT int __vdprintf_chk(int fd, int flag, const char *fmt, va_list ap)
 {
-	ON_SOCK(fd, t, REAL(__vdprintf_chk)(fd, flag, fmt, ap),
-		shim_vdprintf(t, fd, flag, fmt, ap));
+	return vdprintf_by(fd, flag < 0 ? 0 : flag, fmt, ap);
 }
 
 EXPORT int dprintf(int fd, const char *fmt, ...)
@@ -849,7 +857,7 @@ EXPORT int dprintf(int fd, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	int rc = vdprintf(fd, fmt, ap);
+	int rc = vdprintf_by(fd, -1, fmt, ap);
 	va_end(ap);
 	return rc;
 }
@@ -859,7 +867,7 @@ EXPORT int __dprintf_chk(int fd, int flag, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	int rc = __vdprintf_chk(fd, flag, fmt, ap);
+	int rc = vdprintf_by(fd, flag < 0 ? 0 : flag, fmt, ap);
 	va_end(ap);
 	return rc;
 }
