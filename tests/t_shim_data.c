@@ -20,6 +20,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <printf.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -34,6 +35,7 @@
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <wchar.h>
 
 #include "shimlib.h"
 #include "testlib.h"
@@ -2154,9 +2156,58 @@ static void case_dprintf_moved(void)
 	n += 3;
 	ts_read_exact(b, got, n, ts_ms(2000));
 	ASSERT_MEM_EQ(got, want, n);
-	ASSERT_MSG(ts_moved(a), "the connection left shared memory for dprintf");
+	ASSERT_MSG(ts_disabled() || ts_moved(a), "the connection left shared memory for dprintf");
 	ASSERT_SYS(close(a));
 	ts_expect_eof(b, ts_ms(2000));
+	ASSERT_SYS(close(b));
+}
+
+/* dprintf() as libc's: each conversion made once (a long output was
+ * formatted twice, into a buffer too small first), and what came before
+ * a format error sent (libc's stream flushes it; the buffer was dropped:
+ * a helper's review). */
+static int w_calls;
+
+static int w_out(FILE *f, const struct printf_info *info, const void *const *args)
+{
+	(void)info;
+	(void)args;
+	w_calls++;
+	return fprintf(f, "W");
+}
+
+static int w_arg(const struct printf_info *info, size_t n, int *types, int *size)
+{
+	(void)info;
+	(void)size;
+	if (n > 0)
+		types[0] = PA_INT;
+	return 1;
+}
+
+static void case_dprintf_as_libc(void)
+{
+	int a, b;
+	char big[600], got[700];
+
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	ASSERT_SYS(register_printf_specifier('W', w_out, w_arg));
+	ts_moved_pair(&a, &b);
+	char fmt[] = "%W%s"; /* a conversion of our own, which gcc does not know */
+	ASSERT_EQ(dprintf(a, fmt, 0, big), (int)sizeof(big));
+	ASSERT_MSG(w_calls == 1, "the %%W conversion ran %d times", w_calls);
+	ts_read_exact(b, got, sizeof(big), ts_ms(2000));
+	ASSERT_EQ(got[0], 'W');
+	ASSERT_MEM_EQ(got + 1, big, sizeof(big) - 1);
+	/* The C locale cannot convert this wide character: EILSEQ past "abc". */
+	errno = 0;
+	ASSERT_EQ(dprintf(a, "abc%lsdef", L"\u00e9"), -1);
+	ASSERT_EQ(errno, EILSEQ);
+	ts_write_all(a, "|", 1, ts_ms(2000));
+	ts_read_exact(b, got, 4, ts_ms(2000));
+	ASSERT_MEM_EQ(got, "abc|", 4);
+	ASSERT_SYS(close(a));
 	ASSERT_SYS(close(b));
 }
 
@@ -2195,12 +2246,19 @@ static void case_aio_moved(void)
 	ssize_t n = aio_wait(&r);
 	ASSERT_MSG(n > 0 && !memcmp(got, "for-aio_read", (size_t)n), "aio_read: %zd \"%.*s\"", n,
 		   n > 0 ? (int)n : 0, got);
+	/* glibc looks at the mode first: our look at the list crashed on
+	 * one it never reads (a helper's review). */
+	struct aiocb *bad[1] = { (struct aiocb *)8 };
+	errno = 0;
+	ASSERT_EQ(lio_listio(99, bad, 1, NULL), -1);
+	ASSERT_EQ(errno, EINVAL);
 	ASSERT_SYS(close(a));
 	ASSERT_SYS(close(b));
 }
 
 static const struct shim_case g_cases[] = {
 	{ "dprintf_moved", case_dprintf_moved },
+	{ "dprintf_as_libc", case_dprintf_as_libc },
 	{ "aio_moved", case_aio_moved },
 	{ "counted_when_attached", case_counted_when_attached },
 	{ "nonblock", case_nonblock },

@@ -13,6 +13,7 @@
  * same checks on kernel TCP, where every case passes.
  * SHUNT_TEST_ONLY=name,name runs some cases.
  */
+#include <aio.h>
 #include <fcntl.h>
 #include <linux/errqueue.h>
 #include <linux/io_uring.h>
@@ -20,6 +21,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -3388,7 +3390,275 @@ static void case_exit_asker_ring_unread(void)
 	exit_asker_ring_unread_once(1);
 }
 
+
+/* A helper's review of the deferred FIN, 12-07. */
+/* mode 0: the peer's shutdown(SHUT_WR) from one thread while its other
+ * thread's recv finishes the flush of the ring's leftovers: the holder
+ * must see the end of the stream after the bytes (TF_FIN_DUE race; widen
+ * the window with a delay after flush_locked's look at TF_FIN_DUE: the
+ * FIN never went while it looked before PLAIN).
+ * mode 1: after a deferred shutdown, the new holder resets the
+ * connection (closes with bytes unread): TCP's next send says
+ * ECONNRESET with no SIGPIPE. */
+static unsigned g_rv_n = BIG;
+struct rv_peer { int go[2]; int p2h[2]; int h2p[2]; uint64_t seed; int mode; };
+struct rv_holder { int u[2]; int p2h[2]; int h2p[2]; uint64_t seed; int mode; };
+static int rv_fd, rv_tok;
+static volatile sig_atomic_t rv_pipes;
+static void rv_on_pipe(int sig) { (void)sig; rv_pipes++; }
+
+static void *rv_shutter(void *arg)
+{
+	(void)arg;
+	ts_token_recv(rv_tok, ts_ms(20000));
+	usleep(20000);
+	int rc = shutdown(rv_fd, SHUT_WR);
+	test_log("peer: shutdown(SHUT_WR) = %d", rc);
+	return NULL;
+}
+
+static void rv_peer_main(int fd, void *arg)
+{
+	struct rv_peer *rp = arg;
+	int sb = 65536;
+
+	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sb, sizeof(sb));
+	ts_make_accelerated_follow(fd);
+	ts_send_stream(fd, rp->seed, 0, 1500 + g_rv_n, ts_ms(5000));
+	ts_token_recv(rp->go[0], ts_ms(10000));
+	ts_set_nonblock(fd, 0);
+	alarm(30);
+	if (rp->mode == 0) {
+		rv_fd = fd;
+		rv_tok = rp->h2p[0];
+		pthread_t th;
+		ASSERT_EQ(pthread_create(&th, NULL, rv_shutter, NULL), 0);
+		char b[16];
+		ssize_t n = recv(fd, b, sizeof(b), 0); /* flushes meanwhile */
+		test_log("peer: recv %zd (%s)", n, n < 0 ? strerror(errno) : "-");
+		pthread_join(th, NULL);
+	} else if (rp->mode == 3) {
+		usleep(300000);
+		int rc = shutdown(fd, SHUT_WR);
+		test_log("peer: shutdown(SHUT_WR) = %d, then _exit(0)", rc);
+		ts_token_send(rp->p2h[1], 's');
+		_exit(0);
+	} else if (rp->mode == 2) {
+		usleep(300000);
+		int rc = shutdown(fd, SHUT_WR);
+		struct pollfd pf = { fd, POLLOUT, 0 };
+		uint64_t t0 = test_now_ns();
+		int r = poll(&pf, 1, 1000);
+		uint64_t ms = (test_now_ns() - t0) / 1000000;
+		test_log("peer: shutdown %d, then poll(POLLOUT) = %d revents %#x after %llu ms", rc, r,
+			 (unsigned)pf.revents, (unsigned long long)ms);
+		ts_token_send(rp->p2h[1], 's');
+		ASSERT_MSG(r == 1 && (pf.revents & POLLOUT) && ms < 100,
+			   "poll(POLLOUT) after shutdown: %d %#x after %llu ms (TCP: POLLOUT at once)", r,
+			   (unsigned)pf.revents, (unsigned long long)ms);
+	} else {
+		signal(SIGPIPE, rv_on_pipe);
+		usleep(300000);
+		int rc = shutdown(fd, SHUT_WR);
+		test_log("peer: shutdown(SHUT_WR) = %d (%s)", rc, rc ? strerror(errno) : "-");
+		ts_token_send(rp->p2h[1], 's');
+		ts_token_recv(rp->h2p[0], ts_ms(20000));
+		usleep(300000);
+		errno = 0;
+		ssize_t n = send(fd, "x", 1, 0);
+		int err = errno;
+		int so = 0;
+		socklen_t sl = sizeof(so);
+		getsockopt(fd, SOL_SOCKET, SO_ERROR, &so, &sl);
+		test_log("peer: send after the holder's reset: %zd (%s), SIGPIPE %d; SO_ERROR then %d (%s)", n,
+			 n < 0 ? strerror(err) : "-", (int)rv_pipes, so, so ? strerror(so) : "-");
+		ASSERT_MSG(n == -1 && err == ECONNRESET && rv_pipes == 0,
+			   "send: %zd %s, SIGPIPE %d (TCP: -1 ECONNRESET, no SIGPIPE)", n,
+			   strerror(err), (int)rv_pipes);
+	}
+	close(fd);
+	_exit(0);
+}
+
+static void rv_holder_child(void *arg)
+{
+	const struct rv_holder *h = arg;
+	char c;
+	int fd;
+
+	close(h->u[0]);
+	ASSERT_EQ(test_recv_fd(h->u[1], &c, 1, MSG_CMSG_CLOEXEC, &fd), 1);
+	alarm(30);
+	if (h->mode == 0) {
+		unsigned char *buf = malloc(g_rv_n);
+		size_t got = 0;
+		while (got < g_rv_n) {
+			ssize_t n = recv(fd, buf + got, g_rv_n - got, 0);
+			if (n <= 0)
+				break;
+			got += (size_t)n;
+		}
+		test_log("holder: %zu of %u bytes", got, g_rv_n);
+		ASSERT_EQ(test_stream_check(h->seed, 1500, buf, got), (size_t)-1);
+		ts_token_send(h->h2p[1], 't');
+		struct pollfd p = { fd, POLLIN, 0 };
+		uint64_t t0 = test_now_ns();
+		int r = poll(&p, 1, 5000);
+		ssize_t n = r > 0 ? recv(fd, buf, 1, 0) : -2;
+		test_log("holder: after all bytes: poll %d after %llu ms, recv %zd", r,
+			 (unsigned long long)((test_now_ns() - t0) / 1000000), n);
+		free(buf);
+		ASSERT_MSG(n == 0, "no end of stream within 5 s of the peer's shutdown (recv %zd)", n);
+	} else if (h->mode >= 2) {
+		ts_token_recv(h->p2h[0], ts_ms(20000));
+		if (h->mode >= 3)
+			usleep(500000); /* the peer is gone */
+		unsigned char *buf = malloc(1 << 20);
+		size_t got = 0;
+		ssize_t n;
+		while ((n = recv(fd, buf, 1 << 20, 0)) > 0)
+			got += (size_t)n;
+		int err = errno;
+		test_log("holder: %zu of %u bytes, then %zd (%s)", got, g_rv_n, n, n < 0 ? strerror(err) : "end");
+		free(buf);
+		ASSERT_MSG(n < 0 ? err == ECONNRESET : got == g_rv_n,
+			   "%zu of %u bytes, then the end of the stream", got, g_rv_n);
+	} else {
+		ts_token_recv(h->p2h[0], ts_ms(20000));
+		usleep(200000);
+		int q = 0;
+		ioctl(fd, FIONREAD, &q);
+		test_log("holder: %d bytes unread: close (a reset)", q);
+		close(fd);
+		ts_token_send(h->h2p[1], 'c');
+		return;
+	}
+	close(fd);
+}
+
+static void rv_once(int mode)
+{
+	if (ts_disabled())
+		g_rv_n = 100u * 1024u;
+	struct rv_peer rp = { .seed = shim_seed(99), .mode = mode };
+	struct rv_holder h = { .seed = rp.seed, .mode = mode };
+	struct shim_peer p;
+
+	ASSERT_SYS(pipe(rp.go));
+	ASSERT_SYS(pipe(rp.p2h));
+	ASSERT_SYS(pipe(rp.h2p));
+	memcpy(h.p2h, rp.p2h, sizeof(h.p2h));
+	memcpy(h.h2p, rp.h2p, sizeof(h.h2p));
+	ts_peer_start(&p, rv_peer_main, &rp);
+	ASSERT_SYS(close(rp.go[0]));
+	int rb = 65536;
+	setsockopt(p.fd, SOL_SOCKET, SO_RCVBUF, &rb, sizeof(rb));
+	ts_make_accelerated_lead(p.fd);
+	ts_recv_stream(p.fd, rp.seed, 0, 1500, ts_ms(2000));
+	if (!ts_disabled())
+		ts_wait_arrived(p.fd, (int)g_rv_n, ts_ms(5000));
+	else
+		usleep(500000);
+	ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, h.u));
+	pid_t child = test_fork(rv_holder_child, &h);
+	ASSERT_SYS(close(h.u[1]));
+	ASSERT_EQ(test_send_fd(h.u[0], p.fd, "F", 1), 1);
+	ASSERT_SYS(close(p.fd));
+	ts_token_send(rp.go[1], 'g');
+	test_wait_ok(child, 40);
+	ts_peer_wait(&p, ts_ms(40000));
+	ASSERT_SYS(close(h.u[0]));
+	ASSERT_SYS(close(rp.go[1]));
+	close(rp.p2h[0]); close(rp.p2h[1]); close(rp.h2p[0]); close(rp.h2p[1]);
+}
+
+static void case_deferred_fin_race(void) { rv_once(0); }
+static void case_deferred_fin_reset(void) { rv_once(1); }
+static void case_deferred_fin_pollout(void) { rv_once(2); }
+static void case_deferred_fin_exit(void) { rv_once(3); }
+
+/* unshare(CLONE_FILES) in one thread while another closes moved sockets:
+ * hands_off walks the table (shim_each) with no reference of its own. */
+#define RV_PAIRS 24
+static int rv_fds[2 * RV_PAIRS];
+static atomic_int rv_go;
+static void *rv_closer(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&rv_go))
+		;
+	for (int i = 2 * RV_PAIRS - 1; i >= 0; i--)
+		close(rv_fds[i]);
+	return NULL;
+}
+
+static void case_unshare_close_race(void)
+{
+	for (int round = 0; round < 8; round++) {
+		pid_t pid = fork();
+		ASSERT_SYS(pid);
+		if (pid == 0) {
+			for (int i = 0; i < RV_PAIRS; i++)
+				ts_moved_pair(&rv_fds[2 * i], &rv_fds[2 * i + 1]);
+			pthread_t th;
+			ASSERT_EQ(pthread_create(&th, NULL, rv_closer, NULL), 0);
+			atomic_store(&rv_go, 1);
+			int rc = unshare(CLONE_FILES);
+			pthread_join(th, NULL);
+			(void)rc;
+			_exit(0);
+		}
+		int st;
+		ASSERT_EQ(waitpid(pid, &st, 0), pid);
+		test_log("round %d: status %#x", round, st);
+		ASSERT_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "round %d: status %#x", round, st);
+	}
+}
+
+
+/* unshare(CLONE_FILES) while another thread is blocked in a read of a
+ * moved socket: the read must still get the bytes sent after it. */
+static int rv_rb;
+static char rv_rbuf[16];
+static ssize_t rv_rn;
+static void *rv_reader(void *arg)
+{
+	(void)arg;
+	rv_rn = recv(rv_rb, rv_rbuf, 5, MSG_WAITALL);
+	return NULL;
+}
+
+static void case_unshare_reader_inside(void)
+{
+	int a, b;
+	pthread_t th;
+
+	ts_moved_pair(&a, &b);
+	rv_rb = b;
+	ASSERT_EQ(pthread_create(&th, NULL, rv_reader, NULL), 0);
+	usleep(100000);
+	uint64_t t0 = test_now_ns();
+	ASSERT_SYS(unshare(CLONE_FILES));
+	test_log("unshare took %llu ms", (unsigned long long)((test_now_ns() - t0) / 1000000));
+	ts_write_all(a, "hello", 5, ts_ms(2000));
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 3;
+	int rc = pthread_timedjoin_np(th, NULL, &ts);
+	test_log("reader: join %d, recv %zd \"%.5s\"", rc, rv_rn, rv_rbuf);
+	ASSERT_MSG(rc == 0 && rv_rn == 5 && !memcmp(rv_rbuf, "hello", 5), "reader: join %d recv %zd", rc, rv_rn);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+
 static const struct shim_case g_cases[] = {
+	{ "unshare_reader_inside", case_unshare_reader_inside },
+	{ "unshare_close_race", case_unshare_close_race },
+	{ "deferred_fin_race", case_deferred_fin_race },
+	{ "deferred_fin_reset", case_deferred_fin_reset },
+	{ "deferred_fin_exit", case_deferred_fin_exit },
+	{ "deferred_fin_pollout", case_deferred_fin_pollout },
 	{ "sendmsg_oob", case_sendmsg_oob },
 	{ "first_send_after_close", case_first_send_after_close },
 	{ "more_after_close_pushed", case_more_after_close_pushed },

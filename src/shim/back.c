@@ -435,14 +435,18 @@ static int flush_locked(struct tsock *t, int fd, int block)
 		pos += (uint64_t)k;
 		atomic_store(&s->back_pos, pos);
 	}
-	/* A shutdown that went to the ring is the stream's now, and one that
-	 * came while these bytes waited for room follows them (io.c,
-	 * shim_shutdown). */
+	/* A shutdown that went to the ring is the stream's now. */
 	if (shunt_end_state(&s->end) & SHUNT_ST_SHUT_WR)
 		sys_shutdown(fd, SHUT_WR);
-	else if (atomic_fetch_and(&s->flags, ~TF_FIN_DUE) & TF_FIN_DUE)
-		shim_back_shutdown(t, fd, SHUT_WR);
 	atomic_fetch_or(&s->phase, PH_TX_PLAIN);
+	/* One that came while these bytes waited for room follows them (io.c,
+	 * fin_behind_leftovers).  Looked at after PLAIN, which that shutdown
+	 * looks at after its flag: one of us sees the other's, and whoever
+	 * takes the flag sends the FIN.  Looked at before, a shutdown between
+	 * the two found neither, and its FIN never went (a helper's review,
+	 * with a delay put there). */
+	if (atomic_fetch_and(&s->flags, ~TF_FIN_DUE) & TF_FIN_DUE)
+		shim_back_shutdown(t, fd, SHUT_WR);
 	shim_tx_opts_restore(t, fd);
 	shim_kick_others(s); /* as above */
 	return 0;
@@ -1359,7 +1363,7 @@ static struct family_peer family_peer(struct tslot *s)
 {
 	struct family_peer fp = { s, NULL, -1 };
 
-	shim_each(find_peer, &fp);
+	shim_each_held(find_peer, &fp); /* other threads may close meanwhile */
 	return fp;
 }
 

@@ -219,45 +219,53 @@ FILE *shim_fdopen(int fd, const char *mode)
 	return REAL(fdopen)(fd, mode);
 }
 
-int __vsnprintf_chk(char *s, size_t maxlen, int flag, size_t slen, const char *fmt, va_list ap);
+int __vfprintf_chk(FILE *f, int flag, const char *fmt, va_list ap);
 
-static int format(char *buf, size_t len, int chk, const char *fmt, va_list ap)
+struct dprintf_to {
+	struct tsock *t;
+	int fd;
+};
+
+/* stdio's write, through our send: what it took (short: an error). */
+static ssize_t dprintf_write(void *cookie, const char *buf, size_t n)
 {
-	return chk < 0 ? vsnprintf(buf, len, fmt, ap) : __vsnprintf_chk(buf, len, chk, len, fmt, ap);
+	struct dprintf_to *to = cookie;
+	size_t done = 0;
+
+	while (done < n) {
+		ssize_t k = shim_send(to->t, to->fd, buf + done, n - done, 0);
+		if (k <= 0)
+			break;
+		done += (size_t)k;
+	}
+	return (ssize_t)done;
 }
 
 /*
- * dprintf() on a tracked socket: formatted here, sent by our send, whole
- * (libc's writes until all went or a write fails).  libc's own writes its
- * bytes with its internal write, which no wrapper sees: after a move they
- * went down the stream behind the ring, and were lost without a word (a
- * helper's client: five lines of six; t_shim_data dprintf_moved).
+ * dprintf() on a tracked socket: libc's own writes its bytes with its
+ * internal write, which no wrapper sees (after a move they went down the
+ * stream behind the ring, and the peer lost them without a word: a
+ * helper's client, five lines of six; t_shim_data dprintf_moved).  So the
+ * same formatting runs into a stream of ours whose writes are our sends,
+ * flushed at its close, as libc's dprintf flushes its own: the same bytes
+ * (those before a format error too), each conversion made once (formatted
+ * into a buffer first, a long output was formatted twice: a helper's
+ * review, dprintf_as_libc).  chk: __vdprintf_chk's flag, or -1.
  */
 int shim_vdprintf(struct tsock *t, int fd, int chk, const char *fmt, va_list ap)
 {
-	char small[512], *buf = small;
-	va_list again;
+	struct dprintf_to to = { t, fd };
+	FILE *f = fopencookie(&to, "w", (cookie_io_functions_t){ .write = dprintf_write });
 
-	va_copy(again, ap);
-	int n = format(small, sizeof(small), chk, fmt, ap);
-	if (n >= (int)sizeof(small)) {
-		buf = malloc((size_t)n + 1);
-		n = buf ? format(buf, (size_t)n + 1, chk, fmt, again) : (errno = ENOMEM, -1);
+	if (!f)
+		return -1;
+	int n = chk < 0 ? vfprintf(f, fmt, ap) : __vfprintf_chk(f, chk, fmt, ap);
+	int err = errno;
+	if (REAL(fclose)(f) != 0 && n >= 0) {
+		n = -1;
+		err = errno;
 	}
-	va_end(again);
-	for (int done = 0; n > 0 && done < n;) {
-		ssize_t k = shim_send(t, fd, buf + done, (size_t)(n - done), 0);
-		if (k <= 0) {
-			n = -1;
-			break;
-		}
-		done += (int)k;
-	}
-	if (buf != small) {
-		int err = errno;
-		free(buf);
-		errno = err;
-	}
+	errno = err;
 	return n;
 }
 

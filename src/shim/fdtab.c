@@ -275,7 +275,7 @@ static void exit_one(int fd, struct tsock *t, void *arg)
 __attribute__((destructor)) static void shim_exit(void)
 {
 	if (!atomic_load(&shim_hands_off) && !shim_in_vfork_child())
-		shim_each(exit_one, NULL);
+		shim_each_held(exit_one, NULL);
 }
 
 /*
@@ -499,7 +499,7 @@ void shim_dup(int oldfd, int newfd)
 	}
 }
 
-void shim_each(void (*fn)(int fd, struct tsock *t, void *arg), void *arg)
+static void each(void (*fn)(int fd, struct tsock *t, void *arg), void *arg, int held)
 {
 	for (int c = 0; c < NCHUNKS; c++) {
 		struct chunk *ch = atomic_load(&chunks[c]);
@@ -507,10 +507,34 @@ void shim_each(void (*fn)(int fd, struct tsock *t, void *arg), void *arg)
 			continue;
 		for (int i = 0; i < CHUNK; i++) {
 			struct tsock *t = atomic_load(&ch->t[i]);
-			if (t)
+			if (!t)
+				continue;
+			if (!held) {
 				fn(c * CHUNK + i, t, arg);
+				continue;
+			}
+			if (!ref(t))
+				continue;
+			if (atomic_load(&ch->t[i]) == t)
+				fn(c * CHUNK + i, t, arg);
+			shim_put(t);
 		}
 	}
+}
+
+void shim_each(void (*fn)(int fd, struct tsock *t, void *arg), void *arg)
+{
+	each(fn, arg, 0);
+}
+
+/* Each with a reference for the call, for one that takes long (a way
+ * back) while other threads may close: a thread's unshare() let go while
+ * others closed, and a helper's review saw the socket freed under its
+ * way back (SIGSEGV, 1 run in 3).  Not from a signal handler: the last
+ * reference frees, which takes a lock. */
+void shim_each_held(void (*fn)(int fd, struct tsock *t, void *arg), void *arg)
+{
+	each(fn, arg, 1);
 }
 
 /* fd's connection moved, each of these phases is reached, and (if

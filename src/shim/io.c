@@ -1077,6 +1077,19 @@ int shim_jam_due(struct tsock *t)
 
 /* Where our sends go now, or a negative errno (while going back, what the
  * peer left unread in our ring must go first: -EAGAIN if it cannot yet). */
+/* A send after our shutdown(SHUT_WR), its FIN still behind the ring's
+ * leftovers: it fails at once, as TCP's: ECONNRESET if the peer reset
+ * the connection (no SIGPIPE: a helper's review, t_shim_flags
+ * deferred_fin_reset), else EPIPE and SIGPIPE. */
+static int fin_due_send(int fd, int flags)
+{
+	if (kernel_error(fd) == ECONNRESET)
+		return -ECONNRESET;
+	if (!(flags & MSG_NOSIGNAL))
+		raise(SIGPIPE);
+	return -EPIPE;
+}
+
 static int tx_route(struct tsock *t, int fd, int flags)
 {
 	for (;;) {
@@ -1086,13 +1099,8 @@ static int tx_route(struct tsock *t, int fd, int flags)
 			ph = phase_of(t);
 		}
 		if ((ph & PH_TX_BACK) || shim_peer_asks(t)) {
-			if (atomic_load(&S(t)->flags) & TF_FIN_DUE) {
-				/* Shut for writing, its FIN still behind the
-				 * ring's leftovers: TCP's sends fail at once. */
-				if (!(flags & MSG_NOSIGNAL))
-					raise(SIGPIPE);
-				return -EPIPE;
-			}
+			if (atomic_load(&S(t)->flags) & TF_FIN_DUE)
+				return fin_due_send(fd, flags);
 			int rc = shim_back_tx(t, fd, deadline_of(t, flags, 1) != 0);
 			/* A peer that broke the rules: a reset, as TCP says it. */
 			return rc == 0 ? TX_KERNEL : rc == -EPROTO ? -ECONNRESET : rc;
@@ -2668,7 +2676,22 @@ static int lowat_met_past_ring(struct tsock *t, int fd)
 	return n > 0 && (uint64_t)n + shim_back_queued(t, fd) >= lowat;
 }
 
+static int readiness(struct tsock *t, int fd, int events, int arm, int *kernp);
+
+/* Shut for writing, its FIN behind the ring's leftovers: TCP's socket is
+ * writable at once (a send fails at once, fin_due_send); ours waited for
+ * room the leftovers took (a helper's review, t_shim_flags
+ * deferred_fin_pollout). */
 int shim_readiness(struct tsock *t, int fd, int events, int arm, int *kernp)
+{
+	int ev = readiness(t, fd, events, arm, kernp);
+
+	if ((events & POLLOUT) && (atomic_load(&S(t)->flags) & TF_FIN_DUE))
+		ev |= POLLOUT;
+	return ev;
+}
+
+static int readiness(struct tsock *t, int fd, int events, int arm, int *kernp)
 {
 	struct shunt_bell b = shim_bell(t, fd);
 	int kern = *kernp;

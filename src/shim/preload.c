@@ -105,7 +105,7 @@ static void hands_off(const char *why)
 	if (atomic_load(&shim_hands_off))
 		return;
 	enabled = 0;
-	shim_each(let_go, NULL);
+	shim_each_held(let_go, NULL);
 	log_info("%s: the library makes no system call of its own from here on", why);
 	atomic_store(&shim_hands_off, 1);
 }
@@ -129,7 +129,7 @@ static void creds_changed(long rc)
 	if (rc != 0 || atomic_load(&shim_hands_off) || shim_in_vfork_child() ||
 	    shim_arena_creds_same())
 		return;
-	shim_each(back_if_shared, NULL);
+	shim_each_held(back_if_shared, NULL);
 	if (shim_arena_leave() == 0)
 		return;
 	hands_off("the credentials changed and the family's state could not be left behind");
@@ -166,7 +166,7 @@ static void uring_made(void)
 {
 	if (shim_uring_made())
 		return; /* nothing of ours moved since the first */
-	shim_each(let_go, NULL);
+	shim_each_held(let_go, NULL);
 	log_info("an io_uring: this process's connections stay on TCP from here on");
 }
 
@@ -913,9 +913,15 @@ EXPORT int aio_write64(struct aiocb64 *cb)
 	return REAL(aio_write64)(cb);
 }
 
+/* glibc looks at the mode first: a bad one is EINVAL, whatever the list. */
+static int lio_mode(int mode)
+{
+	return mode == LIO_WAIT || mode == LIO_NOWAIT;
+}
+
 EXPORT int lio_listio(int mode, struct aiocb *const list[], int n, struct sigevent *sev)
 {
-	for (int i = 0; i < n; i++)
+	for (int i = 0; lio_mode(mode) && i < n; i++)
 		if (list[i] && list[i]->aio_lio_opcode != LIO_NOP)
 			aio_fd(list[i]->aio_fildes);
 	return REAL(lio_listio)(mode, list, n, sev);
@@ -923,7 +929,7 @@ EXPORT int lio_listio(int mode, struct aiocb *const list[], int n, struct sigeve
 
 EXPORT int lio_listio64(int mode, struct aiocb64 *const list[], int n, struct sigevent *sev)
 {
-	for (int i = 0; i < n; i++)
+	for (int i = 0; lio_mode(mode) && i < n; i++)
 		if (list[i] && list[i]->aio_lio_opcode != LIO_NOP)
 			aio_fd(list[i]->aio_fildes);
 	return REAL(lio_listio64)(mode, list, n, sev);

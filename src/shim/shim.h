@@ -432,6 +432,8 @@ void shim_forget(int fd, int open);
 void shim_kept_fork(int phase);
 /* Visit every tracked fd (fork, exec, close_range). */
 void shim_each(void (*fn)(int fd, struct tsock *t, void *arg), void *arg);
+/* The same, each with a reference for the call (not in a signal handler). */
+void shim_each_held(void (*fn)(int fd, struct tsock *t, void *arg), void *arg);
 /* The fd kind table: is fd a TCP socket we made or accepted from one? */
 enum fd_kind { FD_UNKNOWN = 0, FD_TCP, FD_OTHER, FD_EPOLL /* made by our epoll_create */ };
 void shim_set_kind(int fd, enum fd_kind k);
