@@ -352,15 +352,9 @@ static int unmapped_owner(uid_t uid)
 {
 	char buf[64];
 	unsigned inner = 1, outer = 1, count = 0;
-	int fd = uid == 65534 ? sys_openat(AT_FDCWD, "/proc/self/uid_map", O_RDONLY | O_CLOEXEC, 0)
-			      : -1;
-	long n = fd < 0 ? -1 : sys_read(fd, buf, sizeof(buf) - 1);
 
-	if (fd >= 0)
-		sys_close(fd);
-	if (n <= 0)
+	if (uid != 65534 || sys_read_text("/proc/self/uid_map", buf, sizeof(buf)) <= 0)
 		return 0;
-	buf[n] = '\0';
 	return sscanf(buf, "%u %u %u", &inner, &outer, &count) == 3 &&
 	       !(inner == 0 && outer == 0 && count == 4294967295u);
 }

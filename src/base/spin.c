@@ -36,15 +36,9 @@ static _Atomic int crowd;
 static int runnable_now(void)
 {
 	char buf[128];
-	int fd = sys_openat(AT_FDCWD, "/proc/loadavg", O_RDONLY | O_CLOEXEC, 0);
 
-	if (fd < 0)
+	if (sys_read_text("/proc/loadavg", buf, sizeof(buf)) <= 0)
 		return 0;
-	long n = sys_read(fd, buf, sizeof(buf) - 1);
-	sys_close(fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = '\0';
 	/* "0.52 0.58 0.59 3/412 1234": the field after the third space. */
 	const char *p = buf;
 	for (int spaces = 0; *p && spaces < 3; p++)

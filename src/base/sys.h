@@ -16,6 +16,7 @@
 #ifndef SHUNT_SYS_H
 #define SHUNT_SYS_H
 
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/syscall.h>
@@ -170,6 +171,19 @@ static inline int sys_futex_wait(_Atomic uint32_t *w, uint32_t val, const struct
 static inline int sys_futex_wake(_Atomic uint32_t *w, int n)
 {
 	return (int)SYS_(SYS_futex, w, 1 /* FUTEX_WAKE */, n, 0, 0, 0);
+}
+
+/* A small file of the kernel's (/proc, /sys), NUL-terminated in buf:
+ * the bytes read (> 0), or <= 0 (0: empty, or a negative errno). */
+static inline long sys_read_text(const char *path, char *buf, size_t len)
+{
+	int fd = sys_openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
+	long n = fd < 0 ? fd : sys_read(fd, buf, len - 1);
+
+	if (fd >= 0)
+		sys_close(fd);
+	buf[n > 0 ? n : 0] = '\0';
+	return n;
 }
 
 #endif /* SHUNT_SYS_H */

@@ -93,14 +93,9 @@ static uint64_t hash(const char *s)
 
 static void read_boot_id(void)
 {
-	char buf[64] = "";
-	int fd = sys_openat(AT_FDCWD, "/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC, 0);
+	char buf[64];
 
-	if (fd >= 0) {
-		long n = sys_read(fd, buf, sizeof(buf) - 1);
-		buf[n > 0 ? n : 0] = '\0';
-		sys_close(fd);
-	}
+	sys_read_text("/proc/sys/kernel/random/boot_id", buf, sizeof(buf));
 	boot_hash = buf[0] ? hash(buf) : 0;
 }
 

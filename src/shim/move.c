@@ -87,14 +87,9 @@ static _Atomic long map_limit; /* vm.max_map_count, 0 before it is read */
 static long read_map_limit(void)
 {
 	char buf[32];
-	int fd = sys_openat(AT_FDCWD, "/proc/sys/vm/max_map_count", O_RDONLY | O_CLOEXEC, 0);
-	long n = fd < 0 ? -1 : sys_read(fd, buf, sizeof(buf) - 1);
 
-	if (fd >= 0)
-		sys_close(fd);
-	if (n <= 0)
+	if (sys_read_text("/proc/sys/vm/max_map_count", buf, sizeof(buf)) <= 0)
 		return MAP_LIMIT_DEFAULT;
-	buf[n] = '\0';
 	long v = strtol(buf, NULL, 10);
 	return v > 0 ? v : MAP_LIMIT_DEFAULT;
 }

@@ -758,15 +758,9 @@ EXPORT int ioctl(int fd, unsigned long req, ...)
 static int threads(void)
 {
 	char buf[1024];
-	int fd = sys_openat(AT_FDCWD, "/proc/self/stat", O_RDONLY | O_CLOEXEC, 0);
 
-	if (fd < 0)
+	if (sys_read_text("/proc/self/stat", buf, sizeof(buf)) <= 0)
 		return 2;
-	long n = sys_read(fd, buf, sizeof(buf) - 1);
-	sys_close(fd);
-	if (n <= 0)
-		return 2;
-	buf[n] = '\0';
 	const char *p = strrchr(buf, ')');
 	for (int field = 2; p && *p && field < 20; p++)
 		field += *p == ' ';
