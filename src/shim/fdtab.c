@@ -261,7 +261,7 @@ static void exit_one(int fd, struct tsock *t, void *arg)
 	 * hold the send lock for as long as the new holder does not read:
 	 * shim_back_tx_last waits for it a while, then resets.  Skipped, the
 	 * FIN ended the stream short of bytes sends had said were sent (a
-	 * helper's review, t_shim_flags exit_held_send). */
+	 * helper's review, t_shim_flags exit_held_flush). */
 	if ((atomic_load(&t->slot->phase) & PH_TX_BACK) || shim_peer_asks(t)) {
 		shim_back_tx_last(t, fd);
 		if (shim_back_rx_last(t, fd) >= 0)

@@ -1075,8 +1075,6 @@ int shim_jam_due(struct tsock *t)
 #define TX_TCP 1    /* on TCP before our switch (in flight: tcp_leave after) */
 #define TX_KERNEL 2 /* the kernel's again: the connection went back */
 
-/* Where our sends go now, or a negative errno (while going back, what the
- * peer left unread in our ring must go first: -EAGAIN if it cannot yet). */
 /* A send after our shutdown(SHUT_WR), its FIN still behind the ring's
  * leftovers: it fails at once, as TCP's: ECONNRESET if the peer reset
  * the connection (no SIGPIPE: a helper's review, t_shim_flags
@@ -1090,6 +1088,8 @@ static int fin_due_send(int fd, int flags)
 	return -EPIPE;
 }
 
+/* Where our sends go now, or a negative errno (while going back, what the
+ * peer left unread in our ring must go first: -EAGAIN if it cannot yet). */
 static int tx_route(struct tsock *t, int fd, int flags)
 {
 	for (;;) {
@@ -2676,21 +2676,6 @@ static int lowat_met_past_ring(struct tsock *t, int fd)
 	return n > 0 && (uint64_t)n + shim_back_queued(t, fd) >= lowat;
 }
 
-static int readiness(struct tsock *t, int fd, int events, int arm, int *kernp);
-
-/* Shut for writing, its FIN behind the ring's leftovers: TCP's socket is
- * writable at once (a send fails at once, fin_due_send); ours waited for
- * room the leftovers took (a helper's review, t_shim_flags
- * deferred_fin_pollout). */
-int shim_readiness(struct tsock *t, int fd, int events, int arm, int *kernp)
-{
-	int ev = readiness(t, fd, events, arm, kernp);
-
-	if ((events & POLLOUT) && (atomic_load(&S(t)->flags) & TF_FIN_DUE))
-		ev |= POLLOUT;
-	return ev;
-}
-
 static int readiness(struct tsock *t, int fd, int events, int arm, int *kernp)
 {
 	struct shunt_bell b = shim_bell(t, fd);
@@ -2767,5 +2752,18 @@ static int readiness(struct tsock *t, int fd, int events, int arm, int *kernp)
 		ev |= POLLOUT;
 	if ((events & POLLIN) && !(ev & POLLIN) && lowat_met_past_ring(t, fd))
 		ev |= POLLIN;
+	return ev;
+}
+
+/* Shut for writing, its FIN behind the ring's leftovers: TCP's socket is
+ * writable at once (a send fails at once, fin_due_send); ours waited for
+ * room the leftovers took (a helper's review, t_shim_flags
+ * deferred_fin_pollout). */
+int shim_readiness(struct tsock *t, int fd, int events, int arm, int *kernp)
+{
+	int ev = readiness(t, fd, events, arm, kernp);
+
+	if ((events & POLLOUT) && (atomic_load(&S(t)->flags) & TF_FIN_DUE))
+		ev |= POLLOUT;
 	return ev;
 }
