@@ -600,10 +600,8 @@ int shim_back_tx_last(struct tsock *t, int fd)
 	if (rc == 0)
 		take_asker_bells(t, fd);
 	shim_back_settle(t, fd);
-	if (rc < 0) {
-		struct linger l = { 1, 0 };
-		sys_setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
-	}
+	if (rc < 0)
+		shim_linger0(fd);
 	return rc;
 }
 

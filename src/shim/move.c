@@ -948,7 +948,7 @@ int shim_peer_switched(struct tsock *t)
 
 /* --- Closing ------------------------------------------------------------------ */
 
-static void set_linger0(int fd)
+void shim_linger0(int fd)
 {
 	struct linger l = { 1, 0 };
 
@@ -973,7 +973,7 @@ int shim_back_rx_last(struct tsock *t, int fd)
 	int rst = (atomic_load(&t->slot->flags) & TF_LINGER0) ||
 		  shunt_end_readable(&t->slot->end) > 0;
 	if (rst)
-		set_linger0(fd);
+		shim_linger0(fd);
 	else
 		shim_back_exit_bells(t, fd);
 	return rst;
@@ -1038,7 +1038,7 @@ void shim_close_end(struct tsock *t, int fd)
 	 * socket: a reset, or a FIN once the doorbells are drained (a byte
 	 * left unread makes the kernel send a reset). */
 	if (rst) {
-		set_linger0(fd);
+		shim_linger0(fd);
 		return;
 	}
 	if (ph & PH_RX_RING)

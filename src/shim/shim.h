@@ -621,6 +621,8 @@ void shim_back_exit_bells(struct tsock *t, int fd);
 /* The last call while going back, for our reads (move.c): 1 a reset, 0 a
  * FIN, -1 our reads are the kernel's. */
 int shim_back_rx_last(struct tsock *t, int fd);
+/* SO_LINGER {1, 0} on the kernel's socket: its close is a reset (move.c). */
+void shim_linger0(int fd);
 /* Both directions are back: the connection is plain TCP. */
 void shim_back_settle(struct tsock *t, int fd);
 /* Our ring's leftovers still wait for room on TCP: a wait must watch for
