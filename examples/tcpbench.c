@@ -25,10 +25,13 @@
  *                                   write WRITE bytes at a time (default
  *                                   131072) for SECS seconds; prints
  *                                   "MB/s X bytes N secs S cpu_s C"
- *   tcpbench pingpong PORT SECS [SIZE] [AT]
+ *   tcpbench pingpong PORT SECS [SIZE] [AT] [GAP_US]
  *                                   round trips of SIZE bytes (default 64)
- *                                   for SECS seconds; prints "rtt_us
- *                                   <median> msgs N secs S cpu_s C"
+ *                                   for SECS seconds, GAP_US microseconds
+ *                                   of sleep before each (default 0, not
+ *                                   timed: a request after a quiet while);
+ *                                   prints "rtt_us <median> msgs N secs S
+ *                                   cpu_s C"
  *   tcpbench quit PORT              make a respond server exit
  *   tcpbench hold PORT N            accept N connections and wait in epoll
  *                                   on all of them until each is closed,
@@ -464,7 +467,7 @@ static int stream_for(int port, double secs, size_t wsize, double at)
 	return 0;
 }
 
-static int pingpong_for(int port, double secs, uint32_t size, double at)
+static int pingpong_for(int port, double secs, uint32_t size, double at, long gap_us)
 {
 	int c = connect_to(port);
 	struct request rq = { OP_PINGPONG, size };
@@ -480,6 +483,10 @@ static int pingpong_for(int port, double secs, uint32_t size, double at)
 	wait_until(at);
 	double cpu0 = cpu_now(), t0 = now(), end = t0 + secs, t = t0;
 	do {
+		if (gap_us > 0) {
+			sleep_for((double)gap_us / 1e6);
+			t = now();
+		}
 		xwrite(c, buf, size);
 		xread(c, buf, size);
 		double t1 = now();
@@ -623,7 +630,7 @@ int main(int argc, char **argv)
 	if (argc >= 4 && !strcmp(argv[1], "pingpong"))
 		return pingpong_for(port_arg(argv[2]), atof(argv[3]),
 				    argc > 4 ? (uint32_t)strtoul(argv[4], NULL, 10) : MSG,
-				    argc > 5 ? atof(argv[5]) : 0);
+				    argc > 5 ? atof(argv[5]) : 0, argc > 6 ? atol(argv[6]) : 0);
 	if (argc >= 3 && !strcmp(argv[1], "quit"))
 		return quit(port_arg(argv[2]));
 	if (argc >= 4 && !strcmp(argv[1], "hold"))
@@ -637,7 +644,7 @@ int main(int argc, char **argv)
 	fprintf(stderr, "usage: tcpbench server PORT [N [RT]] | tcpbench client PORT [MIB] [ROUNDS]"
 			" | tcpbench connect PORT N [RT]\n"
 			"       tcpbench respond PORT | stream PORT SECS [WRITE] [AT]"
-			" | pingpong PORT SECS [SIZE] [AT] | quit PORT\n"
+			" | pingpong PORT SECS [SIZE] [AT] [GAP_US] | quit PORT\n"
 			"       tcpbench hold PORT N | idle PORT N SECS [RT] | accept PORT N"
 			" | connect0 PORT N\n"
 			"       (every PORT may be ADDR:PORT; ADDR defaults to 127.0.0.1)\n");

@@ -15,6 +15,7 @@ void shunt_spin_init(struct shunt_spin *sp, int max_us)
 	sp->max = max_us > 0 ? max_us : 0;
 	atomic_init(&sp->cur, sp->max);
 	atomic_init(&sp->skips, 0);
+	atomic_init(&sp->woke, 0);
 	/* A spin-us the user set is taken as asked, crowded or not: they know
 	 * where the peer runs (a guest's epoll server waiting on another VM,
 	 * whose own run queue always looks crowded: docs/vms.md). */
@@ -108,6 +109,11 @@ int shunt_spin(struct shunt_spin *sp, int (*check)(void *), void *arg)
 			adapt(sp, w, 1);
 			return k;
 		}
+		if (i == 1 && atomic_load_explicit(&sp->woke, memory_order_relaxed)) {
+			atomic_store_explicit(&sp->woke, 0, memory_order_relaxed);
+			sys_sched_yield();
+			continue;
+		}
 		shunt_cpu_relax();
 		if ((i & 63) != 0)
 			continue;
@@ -122,6 +128,11 @@ int shunt_spin(struct shunt_spin *sp, int (*check)(void *), void *arg)
 		 * this one: let it run now and then. */
 		sys_sched_yield();
 	}
+}
+
+void shunt_spin_woke(struct shunt_spin *sp)
+{
+	atomic_store_explicit(&sp->woke, 1, memory_order_relaxed);
 }
 
 int shunt_spin_yields(const struct shunt_spin *sp)

@@ -47,8 +47,10 @@ static void ring_peer(struct shunt_end *e, struct shunt_bell *b, uint32_t bits)
 
 	if (__builtin_expect(rung == 0, 1))
 		return;
-	if (b->ops->ring(b, rung) == 0)
+	if (b->ops->ring(b, rung) == 0) {
 		atomic_fetch_add_explicit(&e->wakeups, 1, memory_order_relaxed);
+		shunt_spin_woke(&e->spin);
+	}
 }
 
 static void set_state(struct shunt_end *e, struct shunt_bell *b, uint32_t bits)

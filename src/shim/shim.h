@@ -383,7 +383,8 @@ struct tsock {
 	                            * commit meanwhile (io.c, splice_plain) */
 	_Atomic int64_t peer_looked; /* when a send last asked if the peer lives */
 	_Atomic uint32_t sends;
-	_Atomic int64_t peer_vouched; /* when an epoll event spared the next send's look */
+	_Atomic int64_t peer_vouched; /* when an epoll event or a doorbell spared
+	                            * the next send's look (io.c) */
 	_Atomic int announced;     /* its move logged and counted (move.c) */
 	_Atomic uint32_t after_move; /* data calls in shared memory, up to
 	                            * SHIM_PAY_CALLS (move.c, "Whether a move pays") */
