@@ -16,6 +16,7 @@
  * SHUNT_TEST_ONLY=name,name runs some cases.  (Ported from the former t_preload.)
  */
 #include <aio.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -973,6 +974,39 @@ static void bad_pointers_on(int a, int b, const char *when)
 static void case_bad_pointers(void)
 {
 	ts_tcp_then_moved(bad_pointers_on);
+}
+
+/* Lengths the kernel refuses before any byte moves: one negative as a
+ * ssize_t is EINVAL, one reaching past user space EFAULT, and a read
+ * takes nothing.  The ring's summed them: EINVAL past SSIZE_MAX for both,
+ * and readv took the bytes waiting (a helper's reproducer). */
+static void bad_lengths_on(int a, int b, const char *when)
+{
+	char buf[16], got[10];
+	struct iovec huge[2] = { { buf, SSIZE_MAX }, { buf, SSIZE_MAX } };
+	struct iovec then_huge[2] = { { buf, 5 }, { buf, SSIZE_MAX } };
+	struct iovec neg = { buf, (size_t)SSIZE_MAX + 1 };
+	struct msghdr m = { .msg_iov = huge, .msg_iovlen = 2 };
+
+	memset(buf, 'l', sizeof(buf));
+	expect_err(writev(a, huge, 2), EFAULT, "writev({buf, SSIZE_MAX} x 2)", when);
+	expect_err(writev(a, then_huge, 2), EFAULT, "writev({buf, 5}, {buf, SSIZE_MAX})", when);
+	expect_err(sendmsg(a, &m, 0), EFAULT, "sendmsg({buf, SSIZE_MAX} x 2)", when);
+	expect_err(writev(a, &neg, 1), EINVAL, "writev({buf, SSIZE_MAX + 1})", when);
+	ts_write_all(a, "0123456789", 10, ts_ms(2000));
+	ts_wait_arrived(b, 10, ts_ms(2000));
+	expect_err(readv(b, &neg, 1), EINVAL, "readv({buf, SSIZE_MAX + 1})", when);
+	expect_err(readv(b, huge, 2), EFAULT, "readv({buf, SSIZE_MAX} x 2)", when);
+	m.msg_iov = then_huge;
+	expect_err(recvmsg(b, &m, 0), EFAULT, "recvmsg({buf, 5}, {buf, SSIZE_MAX})", when);
+	ts_read_exact(b, got, 10, ts_ms(2000));
+	ASSERT_MSG(memcmp(got, "0123456789", 10) == 0, "%s: the bytes after the errors differ",
+		   when);
+}
+
+static void case_bad_lengths(void)
+{
+	ts_tcp_then_moved(bad_lengths_on);
 }
 
 /* After the peer's close, MSG_NOSIGNAL sends fail with EPIPE within 1 s
@@ -2256,8 +2290,71 @@ static void case_aio_moved(void)
 	ASSERT_SYS(close(b));
 }
 
+/* TIOCOUTQ while the peer goes back to TCP: the ring's bytes it left
+ * unread are in its receive queue as TCP sees them (acked), resent or not,
+ * so the kernel's count is still the answer.  Counted on top of it, an
+ * answer whose asker had not yet said where our bytes resume (it was
+ * stopped) made TIOCOUTQ say 1003 of 1000 bytes ever sent, and a thread
+ * asking during the resend saw 1800 (a helper's reproducers). */
+struct og { int go[2], done[2]; };
+
+static void og_asker(int fd, void *arg)
+{
+	struct og *o = arg;
+	char got[900], x;
+
+	close(o->go[1]);
+	close(o->done[0]);
+	ts_make_accelerated_follow(fd);
+	ts_token_recv(o->go[0], ts_ms(10000)); /* the 1000 bytes are in our ring */
+	ts_read_exact(fd, got, 100, ts_ms(2000));
+	struct aiocb r = { .aio_fildes = fd, .aio_buf = &x, .aio_nbytes = 1 };
+	ASSERT_SYS(aio_read(&r)); /* asks to go back; stopped meanwhile */
+	ASSERT_EQ(aio_wait(&r), 1);
+	ts_read_exact(fd, got, 899, ts_ms(2000));
+	ts_token_send(o->done[1], 'd');
+	exit(0);
+}
+
+static void case_outq_going_back(void)
+{
+	struct og o;
+	struct shim_peer p;
+	static char ahead[1000];
+	char x;
+	int q = -1;
+
+	ASSERT_SYS(pipe(o.go));
+	ASSERT_SYS(pipe(o.done));
+	ts_peer_start(&p, og_asker, &o);
+	close(o.go[0]);
+	close(o.done[1]);
+	ts_make_accelerated_lead(p.fd);
+	memset(ahead, 'o', sizeof(ahead));
+	ts_write_all(p.fd, ahead, sizeof(ahead), ts_ms(2000));
+	ts_token_send(o.go[1], 'g');
+	test_sleep_ms(100); /* it read 100 and asked */
+	ASSERT_SYS(kill(p.pid, SIGSTOP));
+	errno = 0;
+	ASSERT_EQ(recv(p.fd, &x, 1, MSG_DONTWAIT), -1); /* answers */
+	ASSERT_EQ(errno, EAGAIN);
+	ASSERT_SYS(ioctl(p.fd, TIOCOUTQ, &q));
+	ASSERT_SYS(kill(p.pid, SIGCONT));
+	ASSERT_MSG(q <= (int)sizeof(ahead), "TIOCOUTQ said %d with %zu bytes ever sent", q,
+		   sizeof(ahead));
+	/* Our next call resends what it left unread (a program that makes
+	 * none does not: docs/design.md, Limits). */
+	ASSERT_EQ(read(p.fd, &x, 1), 0);
+	ts_token_recv(o.done[0], ts_ms(5000));
+	ASSERT_SYS(close(p.fd));
+	ts_peer_wait(&p, ts_ms(5000));
+	close(o.go[1]);
+	close(o.done[0]);
+}
+
 static const struct shim_case g_cases[] = {
 	{ "dprintf_moved", case_dprintf_moved },
+	{ "outq_going_back", case_outq_going_back },
 	{ "dprintf_as_libc", case_dprintf_as_libc },
 	{ "aio_moved", case_aio_moved },
 	{ "counted_when_attached", case_counted_when_attached },
@@ -2278,6 +2375,7 @@ static const struct shim_case g_cases[] = {
 	{ "waitall_signal", case_waitall_signal },
 	{ "writev_whole", case_writev_whole },
 	{ "bad_pointers", case_bad_pointers },
+	{ "bad_lengths", case_bad_lengths },
 	{ "nosignal", case_nosignal },
 	{ "round_trips", case_round_trips },
 	{ "io_calls", case_io_calls },

@@ -812,6 +812,42 @@ static void case_msg_trunc(void)
 	ASSERT_SYS(close(b));
 }
 
+/* With MSG_WAITALL, TCP's loop drops bytes until it has dropped them all,
+ * as it copies them: the ring's returned the first piece (3 of 10, a
+ * helper's reproducer). */
+struct dripper {
+	int fd;
+	uint64_t seed;
+};
+
+static void *drip(void *arg)
+{
+	struct dripper *d = arg;
+	static const int piece[] = { 3, 4, 7 };
+
+	for (size_t i = 0, off = 0; i < 3; off += (size_t)piece[i++]) {
+		test_sleep_ms(30);
+		ts_send_stream(d->fd, d->seed, off, (size_t)piece[i], ts_ms(2000));
+	}
+	return NULL;
+}
+
+static void case_msg_trunc_waitall(void)
+{
+	int a, b;
+	struct dripper d = { 0, shim_seed(2) };
+	pthread_t th;
+
+	ts_moved_pair(&a, &b);
+	d.fd = b;
+	ASSERT_EQ(pthread_create(&th, NULL, drip, &d), 0);
+	ASSERT_EQ(recv(a, NULL, 10, MSG_TRUNC | MSG_WAITALL), 10);
+	ts_recv_stream(a, d.seed, 10, 4, ts_ms(2000));
+	ASSERT_EQ(pthread_join(th, NULL), 0);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
 static void on_alarm(int sig)
 {
 	(void)sig;
@@ -3705,6 +3741,7 @@ static const struct shim_case g_cases[] = {
 	{ "tcp_info_state_reset", case_tcp_info_state_reset },
 	{ "reset_told_once", case_reset_told_once },
 	{ "msg_trunc", case_msg_trunc },
+	{ "msg_trunc_waitall", case_msg_trunc_waitall },
 	{ "recvmsg_empty", case_recvmsg_empty },
 	{ "recv_empty_timeout", case_recv_empty_timeout },
 	{ "peek_vector", case_peek_vector },

@@ -558,6 +558,14 @@ static ssize_t tcp_part(struct tsock *t, int fd, void *buf, size_t len, int flag
 	return tcp_cut(t, fd, &v, 1, n, before, flags);
 }
 
+/* Bytes off the ring into buf, or dropped (MSG_TRUNC: buf may be NULL). */
+static ssize_t ring_take(struct shunt_end *e, struct shunt_bell *b, void *buf, size_t len,
+			 int flags, int64_t dl)
+{
+	return (flags & MSG_TRUNC) ? shunt_end_discard(e, b, len, dl)
+				   : shunt_end_recv(e, b, buf, len, dl);
+}
+
 static ssize_t ring_recv(struct tsock *t, int fd, void *buf, size_t len, int flags,
 			 size_t done)
 {
@@ -587,16 +595,16 @@ static ssize_t ring_recv(struct tsock *t, int fd, void *buf, size_t len, int fla
 			if (n && !(flags & MSG_TRUNC))
 				shunt_copy(buf, p, (size_t)n);
 		}
-	} else if (flags & MSG_TRUNC) {
-		n = shunt_end_discard(e, &b, len, dl);
 	} else {
-		n = shunt_end_recv(e, &b, buf, len, dl);
+		n = ring_take(e, &b, buf, len, flags, dl);
 		/* MSG_WAITALL: on until all of it, the end, an error or a
-		 * signal (whatever SA_RESTART says: TCP returns what it has). */
+		 * signal (whatever SA_RESTART says: TCP returns what it has).
+		 * With MSG_TRUNC too, as TCP's loop drops what it waits for
+		 * (it returned the first piece: a helper's reproducer). */
 		while ((flags & MSG_WAITALL) && n > 0 && (size_t)n < len) {
 			shim_wait_eintr = 1;
-			ssize_t k = shunt_end_recv(e, &b, (char *)buf + n, len - (size_t)n,
-						   deadline_of(t, flags, 0));
+			ssize_t k = ring_take(e, &b, buf ? (char *)buf + n : NULL, len - (size_t)n,
+					      flags, deadline_of(t, flags, 0));
 			shim_wait_eintr = 0;
 			if (k <= 0)
 				break;
@@ -834,6 +842,43 @@ static size_t piece_past(const struct iovec *v, size_t *skip)
 	return off;
 }
 
+/* Above every user address (x86-64's 4-level paging; 48 bits elsewhere):
+ * where the kernel's access_ok() ends. */
+#if defined(__x86_64__)
+#define USER_END (((uintptr_t)1 << 47) - 4096)
+#else
+#define USER_END (((uintptr_t)1 << 48) - 4096)
+#endif
+#define RW_MAX ((size_t)INT_MAX & ~(size_t)4095) /* the kernel's MAX_RW_COUNT */
+
+/*
+ * The bytes of n pieces, or an error, as the kernel's first look at a
+ * vector says it before any byte moves (import_iovec): a length negative
+ * as a ssize_t is EINVAL, then a piece reaching past user space EFAULT;
+ * the total is cut at MAX_RW_COUNT.  (Summed up to SSIZE_MAX and EINVAL
+ * past it, writev said EINVAL where TCP says EFAULT, and readv took the
+ * bytes where TCP takes none: a helper's reproducer.)  A piece at address
+ * 0 is EFAULT too, before a send; TCP's says so as it copies.
+ */
+static ssize_t iov_len(const struct iovec *iov, int n)
+{
+	size_t len = 0;
+
+	if (n && shim_bad_ptr(iov))
+		return -EFAULT;
+	for (int i = 0; i < n; i++)
+		if ((ssize_t)iov[i].iov_len < 0)
+			return -EINVAL;
+	for (int i = 0; i < n; i++) {
+		uintptr_t base = (uintptr_t)iov[i].iov_base;
+		size_t l = iov[i].iov_len;
+		if (l > USER_END || base > USER_END - l)
+			return -EFAULT;
+		len += SHUNT_MIN(l, RW_MAX - len);
+	}
+	return (ssize_t)len;
+}
+
 /* The pieces past the first `done` bytes of iov, each as a recv: the
  * first as asked, the rest only what is there at once, unless
  * MSG_WAITALL. */
@@ -924,8 +969,9 @@ ssize_t shim_recvv(struct tsock *t, int fd, const struct iovec *iov, int n, int 
 			       ? recvv_from(t, fd, iov, n, flags, (size_t)k)
 			       : k;
 	}
-	if (n && shim_bad_ptr(iov))
-		return shim_err(-EFAULT);
+	ssize_t len = iov_len(iov, n);
+	if (len < 0)
+		return shim_err((int)len);
 	/* No room at all: a read of no bytes, as TCP's recvmsg (EAGAIN with
 	 * nothing there; it returned 0 at once: t_shim_flags recvmsg_empty). */
 	int pieces = vec_pieces(iov, n, 2);
@@ -1673,21 +1719,15 @@ static ssize_t sendv_from(struct tsock *t, int fd, const struct iovec *iov, int 
 	return (ssize_t)done;
 }
 
-/* The bytes of n pieces, or -EFAULT or -EINVAL as the kernel says. */
-static ssize_t iov_len(const struct iovec *iov, int n)
+/* A send's pieces: the kernel's look, and none at address 0. */
+static ssize_t send_iov_len(const struct iovec *iov, int n)
 {
-	size_t len = 0;
+	ssize_t len = iov_len(iov, n);
 
-	if (n && shim_bad_ptr(iov))
-		return -EFAULT;
-	for (int i = 0; i < n; i++) {
-		if (iov[i].iov_len > (size_t)SSIZE_MAX - len)
-			return -EINVAL;
+	for (int i = 0; len > 0 && i < n; i++)
 		if (iov[i].iov_len && shim_bad_ptr(iov[i].iov_base))
 			return -EFAULT;
-		len += iov[i].iov_len;
-	}
-	return (ssize_t)len;
+	return len;
 }
 
 /* sendmsg's urgent data, in one piece as send()'s (the last byte urgent,
@@ -1697,7 +1737,7 @@ static ssize_t iov_len(const struct iovec *iov, int n)
  * (telnet's and FTP's aborts): a copy costs nothing that counts. */
 static ssize_t urgent_v(struct tsock *t, int fd, const struct iovec *iov, int n, int flags)
 {
-	ssize_t len = iov_len(iov, n);
+	ssize_t len = send_iov_len(iov, n);
 
 	if (len < 0)
 		return shim_err((int)len);
@@ -1733,7 +1773,7 @@ ssize_t shim_sendv(struct tsock *t, int fd, const struct iovec *iov, int n, int 
 		return shim_err(r);
 	if (r != TX_RING)
 		return kernel_sent(t, fd, r, REAL(sendmsg)(fd, &m, flags));
-	ssize_t len = iov_len(iov, n);
+	ssize_t len = send_iov_len(iov, n);
 	if (len < 0)
 		return shim_err((int)len);
 	ssize_t k = ring_sendv(t, fd, iov, n, (size_t)len, flags);
@@ -2223,17 +2263,12 @@ int shim_outq(struct tsock *t, int fd, int *out)
 	 * what reached its receive queue, read or not: bytes in the ring are
 	 * there, so the kernel's count is the answer.  (Counted as unread by
 	 * the peer before, a program's wait for 0 before it closed waited for
-	 * the peer's reads: t_shim_data outq_delivered.)  Going back to TCP,
-	 * the ring's leftovers are still to be sent. */
-	int rc = REAL(ioctl)(fd, TIOCOUTQ, out);
-	uint32_t ph = phase_of(t);
-
-	if (rc == 0 && moved(t) && (ph & (PH_TX_RING | PH_TX_BACK | PH_TX_PLAIN)) ==
-					   (PH_TX_RING | PH_TX_BACK)) {
-		uint64_t left = atomic_load(&S(t)->back_end) - atomic_load(&S(t)->back_pos);
-		*out = (int)SHUNT_MIN((uint64_t)*out + left, (uint64_t)INT_MAX);
-	}
-	return rc;
+	 * the peer's reads: t_shim_data outq_delivered.)  So are the ring's
+	 * bytes a peer going back to TCP left unread, which we resend: TCP
+	 * had them in its queue already.  (Counted while resent, TIOCOUTQ said
+	 * more than was ever sent: outq_going_back.) */
+	(void)t;
+	return REAL(ioctl)(fd, TIOCOUTQ, out);
 }
 
 void shim_set_nonblock(struct tsock *t, int on)
