@@ -2298,6 +2298,12 @@ static void case_aio_moved(void)
  * asking during the resend saw 1800 (a helper's reproducers). */
 struct og { int go[2], done[2]; };
 
+/* The kernel's own value, past the library's getsockopt. */
+static int sys_getsockopt_raw(int fd, struct linger *l, socklen_t *len)
+{
+	return (int)syscall(SYS_getsockopt, fd, SOL_SOCKET, SO_LINGER, l, len);
+}
+
 static void og_asker(int fd, void *arg)
 {
 	struct og *o = arg;
@@ -2339,6 +2345,18 @@ static void case_outq_going_back(void)
 	ASSERT_EQ(recv(p.fd, &x, 1, MSG_DONTWAIT), -1); /* answers */
 	ASSERT_EQ(errno, EAGAIN);
 	ASSERT_SYS(ioctl(p.fd, TIOCOUTQ, &q));
+	/* SO_LINGER is {1, 0} on the kernel's socket until the asker's bytes
+	 * went (t_shim_flags answer_exit_loud); the program's own meanwhile. */
+	struct linger lg = { 1, 7 };
+	socklen_t ll = sizeof(lg);
+	ASSERT_SYS(setsockopt(p.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)));
+	lg = (struct linger){ 0, 3 };
+	ASSERT_SYS(setsockopt(p.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)));
+	memset(&lg, 0xff, sizeof(lg));
+	ASSERT_SYS(getsockopt(p.fd, SOL_SOCKET, SO_LINGER, &lg, &ll));
+	/* TCP keeps the time it had when told only "off". */
+	ASSERT_MSG(lg.l_onoff == 0 && lg.l_linger == 7, "SO_LINGER {%d, %d}, TCP's {0, 7}",
+		   lg.l_onoff, lg.l_linger);
 	ASSERT_SYS(kill(p.pid, SIGCONT));
 	ASSERT_MSG(q <= (int)sizeof(ahead), "TIOCOUTQ said %d with %zu bytes ever sent", q,
 		   sizeof(ahead));
@@ -2346,6 +2364,11 @@ static void case_outq_going_back(void)
 	 * none does not: docs/design.md, Limits). */
 	ASSERT_EQ(read(p.fd, &x, 1), 0);
 	ts_token_recv(o.done[0], ts_ms(5000));
+	struct linger k = { 9, 9 };
+	ll = sizeof(k);
+	ASSERT_SYS(sys_getsockopt_raw(p.fd, &k, &ll));
+	ASSERT_MSG(k.l_onoff == 0 && k.l_linger == 7, "the kernel's SO_LINGER {%d, %d} after",
+		   k.l_onoff, k.l_linger);
 	ASSERT_SYS(close(p.fd));
 	ts_peer_wait(&p, ts_ms(5000));
 	close(o.go[1]);

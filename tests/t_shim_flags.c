@@ -3427,6 +3427,98 @@ static void case_exit_asker_ring_unread(void)
 }
 
 
+/* The peer answers our way back to TCP (aio_read, here), then ends by
+ * _exit() or SIGKILL while the ring's bytes we left unread still wait
+ * for room in its kernel's socket: send() told it they were sent, and
+ * TCP had them in our queue.  Its kernel closed with a FIN behind what
+ * had gone: we read a clean end of stream short of them (a helper's
+ * reproducer: 114788 of 2097152 bytes).  Now it resets: loud. */
+struct ae { int go[2], sent[2]; int kill; };
+
+static void ae_peer(int fd, void *arg)
+{
+	struct ae *x = arg;
+	static char buf[65536];
+	int64_t sent = 0;
+	char c;
+
+	int small = 32768;
+
+	close(x->go[1]);
+	close(x->sent[0]);
+	ASSERT_SYS(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)));
+	ts_make_accelerated_follow(fd);
+	memset(buf, 'e', sizeof(buf));
+	for (;;) {
+		ssize_t k = send(fd, buf, sizeof(buf), MSG_DONTWAIT);
+		if (k <= 0)
+			break;
+		sent += k;
+	}
+	ASSERT_EQ(write(x->sent[1], &sent, sizeof(sent)), (ssize_t)sizeof(sent));
+	ts_token_recv(x->go[0], ts_ms(10000)); /* the reader is about to ask */
+	usleep(50000);
+	errno = 0;
+	ASSERT_EQ(recv(fd, &c, 1, MSG_DONTWAIT), -1); /* answers */
+	if (x->kill)
+		raise(SIGKILL);
+	_exit(0);
+}
+
+static void answer_exit_loud_once(int kill_it)
+{
+	struct ae x = { .kill = kill_it };
+	struct shim_peer p;
+	static char buf[65536];
+	int64_t sent = 0, got = 0;
+	int small = 32768;
+	char c;
+
+	ASSERT_SYS(pipe(x.go));
+	ASSERT_SYS(pipe(x.sent));
+	ts_peer_start(&p, ae_peer, &x);
+	close(x.go[0]);
+	close(x.sent[1]);
+	ASSERT_SYS(setsockopt(p.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)));
+	ts_make_accelerated_lead(p.fd);
+	ASSERT_EQ(read(x.sent[0], &sent, sizeof(sent)), (ssize_t)sizeof(sent));
+	ts_read_exact(p.fd, buf, 100, ts_ms(2000));
+	ts_token_send(x.go[1], 'g');
+	struct aiocb r = { .aio_fildes = p.fd, .aio_buf = &c, .aio_nbytes = 1 };
+	ASSERT_SYS(aio_read(&r));
+	uint64_t until = test_now_ns() + 5000000000ull;
+	while (aio_error(&r) == EINPROGRESS && test_now_ns() < until)
+		test_sleep_ms(1);
+	ASSERT_EQ(aio_return(&r), 1);
+	got = 101;
+	ssize_t k;
+	while ((k = recv(p.fd, buf, sizeof(buf), 0)) > 0)
+		got += k;
+	int err = k < 0 ? errno : 0;
+	test_log("%s after the answer: read %lld of %lld bytes sent, then %s",
+		 kill_it ? "SIGKILL" : "_exit()", (long long)got, (long long)sent,
+		 err ? strerror(err) : "the end");
+	ASSERT_MSG(err == ECONNRESET || (err == 0 && got == sent),
+		   "the end of the stream after %lld of %lld bytes sent", (long long)got,
+		   (long long)sent);
+	close(p.fd);
+	if (kill_it) {
+		int st = 0;
+		ASSERT_EQ(waitpid(p.pid, &st, 0), p.pid); /* gone: we read its end */
+		ASSERT(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	} else {
+		ts_peer_wait(&p, ts_ms(5000));
+	}
+	close(x.go[1]);
+	close(x.sent[0]);
+}
+
+static void case_answer_exit_loud(void)
+{
+	answer_exit_loud_once(0);
+	answer_exit_loud_once(1);
+}
+
 /* A helper's review of the deferred FIN, 12-07. */
 /* mode 0: the peer's shutdown(SHUT_WR) from one thread while its other
  * thread's recv finishes the flush of the ring's leftovers: the holder
@@ -3713,6 +3805,7 @@ static const struct shim_case g_cases[] = {
 	{ "exit_held_flush", case_exit_held_flush },
 	{ "exit_unread", case_exit_unread },
 	{ "exit_asker_ring_unread", case_exit_asker_ring_unread },
+	{ "answer_exit_loud", case_answer_exit_loud },
 	{ "shutdown_while_flushing", case_shutdown_while_flushing },
 	{ "stdio_close_peer_answers", case_stdio_close_peer_answers },
 	{ "fionread_peer_answers", case_fionread_peer_answers },

@@ -294,7 +294,9 @@ static void answered_for_us(struct tsock *t, int fd)
 	shim_kern_tx_total(fd, &total); /* as an answer says it, for our own looks */
 	say_back(s, left ? UNKNOWN : pos, total);
 	atomic_fetch_or(&s->phase, PH_NOBELL | PH_TX_BACK | (left ? 0 : PH_TX_PLAIN));
-	if (!left)
+	if (left)
+		shim_linger_hold(t, fd);
+	else
 		shim_tx_opts_restore(t, fd);
 	shim_kick_others(s); /* a poll of ours for room asks the kernel now */
 	log_debug("fd %d: the peer went back to TCP for us while we made no call%s", fd,
@@ -357,6 +359,9 @@ void shim_back_answer_locked(struct tsock *t, int fd)
 	say_back(s, UNKNOWN, total);
 	atomic_fetch_or(&s->phase, PH_NOBELL | PH_TX_BACK);
 	shim_tx_exit(s);
+	/* Bytes the asker has not read yet may be ours to resend. */
+	if (atomic_load_explicit(s->end.tx.tail, memory_order_acquire) != s->end.tx.pos)
+		shim_linger_hold(t, fd);
 	/* A poll of ours for room asked the kernel nothing while our sends
 	 * went to the ring (poll.c, kernel_set): it looks again now. */
 	shim_kick_others(s);

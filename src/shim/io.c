@@ -2479,6 +2479,88 @@ void shim_nodelay_take(struct tsock *t, int fd)
 	shim_unlock(&s->opt_mu);
 }
 
+/* --- SO_LINGER while the ring's leftovers are resent (shim.h) ----------------
+ * Our answer to a peer going back resends what it left unread of our
+ * ring (back.c, flush_locked): bytes send() told the program were sent.
+ * A process that ended by _exit() or a signal before they all went closed
+ * its kernel's socket with a FIN behind the part that had: the new holder
+ * read a clean end of stream short of them (a helper's reproducer: 114788
+ * of 2097152 bytes; TCP's had them all in its queue).  Meanwhile the
+ * kernel's socket has SO_LINGER {1, 0}, so that such an end resets the
+ * connection: loud (`t_shim_flags` `answer_exit_loud`).  The program's
+ * value comes back once they went; its own calls meanwhile set it on the
+ * kernel's socket (its value first), which checks it, read it back and
+ * hold again. */
+static int linger_read(int fd, struct linger *l)
+{
+	unsigned len = sizeof(*l);
+
+	return sys_getsockopt(fd, SOL_SOCKET, SO_LINGER, l, &len);
+}
+
+void shim_linger_hold(struct tsock *t, int fd)
+{
+	struct tslot *s = S(t);
+
+	shim_lock(&s->opt_mu);
+	if (!s->lg_virtual && linger_read(fd, &s->lg_program) == 0) {
+		s->lg_virtual = 1;
+		shim_linger0(fd);
+	}
+	shim_unlock(&s->opt_mu);
+}
+
+/* The kernel keeps the time when lingering is turned off: set on first. */
+static void linger_put(int fd, const struct linger *l)
+{
+	struct linger on = { 1, l->l_linger };
+
+	sys_setsockopt(fd, SOL_SOCKET, SO_LINGER, &on, sizeof(on));
+	if (!l->l_onoff)
+		sys_setsockopt(fd, SOL_SOCKET, SO_LINGER, l, sizeof(*l));
+}
+
+/* Called with opt_mu held (shim_tx_opts_restore: our sends left the
+ * ring for good, the resend's bytes went). */
+static void linger_restore_locked(struct tslot *s, int fd)
+{
+	if (s->lg_virtual)
+		linger_put(fd, &s->lg_program);
+	s->lg_virtual = 0;
+}
+
+int shim_linger_set(struct tsock *t, int fd, const void *val, socklen_t len)
+{
+	struct tslot *s = S(t);
+
+	shim_lock(&s->opt_mu);
+	if (s->lg_virtual)
+		linger_put(fd, &s->lg_program); /* the kernel keeps a time it is not told */
+	int rc = REAL(setsockopt)(fd, SOL_SOCKET, SO_LINGER, val, len);
+	int err = errno;
+	if (s->lg_virtual && linger_read(fd, &s->lg_program) == 0)
+		shim_linger0(fd);
+	shim_unlock(&s->opt_mu);
+	if (rc == 0)
+		shim_sockopt(t, fd, SOL_SOCKET, SO_LINGER, val, len);
+	errno = err;
+	return rc;
+}
+
+int shim_linger_get(struct tsock *t, int fd, void *val, socklen_t *len)
+{
+	struct tslot *s = S(t);
+
+	shim_lock(&s->opt_mu);
+	int rc = REAL(getsockopt)(fd, SOL_SOCKET, SO_LINGER, val, len);
+	int err = errno;
+	if (rc == 0 && s->lg_virtual)
+		memcpy(val, &s->lg_program, SHUNT_MIN((size_t)*len, sizeof(s->lg_program)));
+	shim_unlock(&s->opt_mu);
+	errno = err;
+	return rc;
+}
+
 /* Called with opt_mu held. */
 static void nd_restore_locked(struct tslot *s, int fd)
 {
@@ -2501,6 +2583,7 @@ void shim_tx_opts_restore(struct tsock *t, int fd)
 
 	shim_lock(&s->opt_mu);
 	nd_restore_locked(s, fd);
+	linger_restore_locked(s, fd);
 	shim_unlock(&s->opt_mu);
 }
 

@@ -618,6 +618,9 @@ EXPORT int setsockopt(int fd, int level, int opt, const void *val, socklen_t len
 	if (level == SOL_SOCKET && opt == SO_RCVLOWAT)
 		ON_SOCK(fd, t, REAL(setsockopt)(fd, level, opt, val, len),
 			shim_rcvlowat_set(t, fd, val, len));
+	if (level == SOL_SOCKET && opt == SO_LINGER)
+		ON_SOCK(fd, t, REAL(setsockopt)(fd, level, opt, val, len),
+			shim_linger_set(t, fd, val, len));
 	int rc = REAL(setsockopt)(fd, level, opt, val, len);
 
 	if (rc == 0)
@@ -636,6 +639,9 @@ EXPORT int getsockopt(int fd, int level, int opt, void *val, socklen_t *len)
 	if (level == SOL_SOCKET && opt == SO_RCVLOWAT)
 		ON_SOCK(fd, t, REAL(getsockopt)(fd, level, opt, val, len),
 			shim_rcvlowat_get(t, fd, val, len));
+	if (level == SOL_SOCKET && opt == SO_LINGER)
+		ON_SOCK(fd, t, REAL(getsockopt)(fd, level, opt, val, len),
+			shim_linger_get(t, fd, val, len));
 	if (level == IPPROTO_TCP && opt == TCP_INFO)
 		ON_SOCK(fd, t, REAL(getsockopt)(fd, level, opt, val, len),
 			shim_tcp_info_get(t, fd, val, len));

@@ -278,6 +278,10 @@ struct tslot {
 	int32_t nd_nodelay, nd_cork;
 	int32_t rcvlowat;          /* SO_RCVLOWAT the program set while moved (0:
 	                            * none; the kernel's is 1 meanwhile) */
+	/* SO_LINGER as the program set it, while the kernel's socket has
+	 * {1, 0} for the ring's bytes we resend (io.c); under opt_mu. */
+	uint32_t lg_virtual;       /* 1: the program's value is lg_program */
+	struct linger lg_program;
 	uint8_t bell;              /* the doorbell byte on the TCP stream */
 	_Atomic uint32_t ringing;  /* doorbells on their way into the kernel */
 	/* Sleeping on the TCP doorbell: one leader in the kernel, followers on
@@ -817,8 +821,8 @@ void shim_set_nonblock(struct tsock *t, int on);
  * shim_nodelay_restore() puts the program's values back on the kernel's
  * socket and ends that, for a connection that goes back to TCP; it may be
  * called any number of times, and also when nothing was taken.
- * shim_tx_opts_restore() puts back TCP_NODELAY and TCP_CORK alone, once our
- * sends left the ring for good.  Each takes the slot's opt_mu, which comes
+ * shim_tx_opts_restore() puts back TCP_NODELAY and TCP_CORK alone (and the
+ * SO_LINGER of shim_linger_hold), once our sends left the ring for good.  Each takes the slot's opt_mu, which comes
  * after tx_mu when both are held.
  */
 void shim_nodelay_take(struct tsock *t, int fd);
@@ -835,6 +839,12 @@ int shim_nodelay_get(struct tsock *t, int fd, int opt, void *val, socklen_t *len
 void shim_inq_put(struct tsock *t, int fd, struct msghdr *m, void *ctl, size_t clen);
 int shim_rcvlowat_set(struct tsock *t, int fd, const void *val, socklen_t len);
 int shim_rcvlowat_get(struct tsock *t, int fd, void *val, socklen_t *len);
+/* SO_LINGER {1, 0} on the kernel's socket while we resend the ring's
+ * bytes a peer going back left unread (back.c), the program's value kept
+ * for its calls and put back with shim_tx_opts_restore (io.c). */
+void shim_linger_hold(struct tsock *t, int fd);
+int shim_linger_set(struct tsock *t, int fd, const void *val, socklen_t len);
+int shim_linger_get(struct tsock *t, int fd, void *val, socklen_t *len);
 /* getsockopt(TCP_INFO), getpeername() and getsockopt(SO_ERROR) as TCP's
  * would answer. */
 int shim_tcp_info_get(struct tsock *t, int fd, void *val, socklen_t *len);
