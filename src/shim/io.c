@@ -2257,20 +2257,6 @@ int shim_fionread(struct tsock *t, int fd, int *out)
 	return 0;
 }
 
-int shim_outq(struct tsock *t, int fd, int *out)
-{
-	/* TCP counts what the peer has not acked, and the peer's kernel acks
-	 * what reached its receive queue, read or not: bytes in the ring are
-	 * there, so the kernel's count is the answer.  (Counted as unread by
-	 * the peer before, a program's wait for 0 before it closed waited for
-	 * the peer's reads: t_shim_data outq_delivered.)  So are the ring's
-	 * bytes a peer going back to TCP left unread, which we resend: TCP
-	 * had them in its queue already.  (Counted while resent, TIOCOUTQ said
-	 * more than was ever sent: outq_going_back.) */
-	(void)t;
-	return REAL(ioctl)(fd, TIOCOUTQ, out);
-}
-
 void shim_set_nonblock(struct tsock *t, int on)
 {
 	if (on)

@@ -520,8 +520,10 @@ static int disconnect(int fd, const struct sockaddr *addr, socklen_t len)
 {
 	struct linger was;
 	socklen_t wl = sizeof(was);
-	int have = REAL(getsockopt)(fd, SOL_SOCKET, SO_LINGER, &was, &wl) == 0;
 	struct ending e = { .t = shim_get(fd), .fd = fd };
+	/* The program's, not one we hold while resending (io.c). */
+	int have = (e.t ? shim_linger_get(e.t, fd, &was, &wl)
+			: REAL(getsockopt)(fd, SOL_SOCKET, SO_LINGER, &was, &wl)) == 0;
 
 	if (e.t) {
 		atomic_fetch_or(&e.t->slot->flags, TF_LINGER0);
@@ -744,9 +746,6 @@ EXPORT int ioctl(int fd, unsigned long req, ...)
 	if (req == FIONREAD)
 		ON_SOCK(fd, t, REAL(ioctl)(fd, req, arg),
 			shim_bad_ptr(arg) ? shim_err(-EFAULT) : shim_fionread(t, fd, arg));
-	if (req == TIOCOUTQ)
-		ON_SOCK(fd, t, REAL(ioctl)(fd, req, arg),
-			shim_bad_ptr(arg) ? shim_err(-EFAULT) : shim_outq(t, fd, arg));
 	int rc = REAL(ioctl)(fd, req, arg);
 	if (rc == 0 && (req == FIONBIO || req == FIOASYNC) && arg) {
 		struct tsock *t = shim_get(fd);

@@ -804,7 +804,6 @@ ssize_t shim_splice_in(struct tsock *t, int fd, int pipe_in, size_t len, unsigne
 ssize_t shim_splice_out(struct tsock *t, int fd, int pipe_out, size_t len, unsigned flags);
 int shim_shutdown(struct tsock *t, int fd, int how);
 int shim_fionread(struct tsock *t, int fd, int *out);
-int shim_outq(struct tsock *t, int fd, int *out);
 /* A setsockopt or fcntl the program made: what it means for us. */
 void shim_sockopt(struct tsock *t, int fd, int level, int opt, const void *val,
 		  socklen_t len);
