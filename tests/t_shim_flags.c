@@ -1138,6 +1138,64 @@ static void case_send_oob(void)
 	ASSERT_SYS(close(b));
 }
 
+/* TCP's read stops at the urgent mark, and SIOCATMARK says 1 there, and
+ * only there.  After the move the read went on past the mark, and
+ * SIOCATMARK said 1 with the 102 bytes before it unread (a helper's
+ * reproducer). */
+static void *poll_in(void *arg)
+{
+	struct pollfd p = { .fd = *(int *)arg, .events = POLLIN };
+
+	return (void *)(intptr_t)poll(&p, 1, ts_ms(2000));
+}
+
+/* sleeper: a thread of ours sleeps in poll() as the bytes come, so that
+ * doorbells are on the stream before the urgent byte. */
+static void urgent_mark_once(int sleeper)
+{
+	int a, b, m = -1;
+	uint64_t seed = shim_seed(7);
+	unsigned char got[300], want[300];
+	char c = 0;
+	pthread_t th;
+
+	ts_moved_pair(&a, &b);
+	if (sleeper) {
+		ASSERT_EQ(pthread_create(&th, NULL, poll_in, &b), 0);
+		test_sleep_ms(50);
+	}
+	send_stream_once(a, seed, 0, 100);
+	if (sleeper)
+		ASSERT_EQ(pthread_join(th, NULL), 0);
+	ASSERT_EQ(send(a, "abc", 3, MSG_OOB), 3);
+	send_stream_once(a, seed, 100, 100);
+	ts_wait_revents(b, POLLIN | POLLPRI, POLLPRI, ts_ms(2000));
+	ts_wait_arrived(b, 202, ts_ms(2000));
+	ASSERT_SYS(ioctl(b, SIOCATMARK, &m));
+	ASSERT_MSG(m == 0, "SIOCATMARK %d with 102 bytes before the mark unread", m);
+	ASSERT_EQ(recv(b, got, sizeof(got), 0), 102);
+	ASSERT_SYS(ioctl(b, SIOCATMARK, &m));
+	ASSERT_MSG(m == 1, "SIOCATMARK %d at the mark", m);
+	ASSERT_EQ(recv(b, &c, 1, MSG_OOB), 1);
+	ASSERT_EQ(c, 'c');
+	ts_read_exact(b, got + 102, 100, ts_ms(2000));
+	ASSERT_SYS(ioctl(b, SIOCATMARK, &m));
+	ASSERT_MSG(m == 0, "SIOCATMARK %d past the mark", m);
+	test_stream_fill(seed, 0, want, 100);
+	memcpy(want + 100, "ab", 2);
+	test_stream_fill(seed, 100, want + 102, 100);
+	ASSERT_MEM_EQ(got, want, 202);
+	ts_expect_accel(b, "after the urgent byte");
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+static void case_urgent_mark(void)
+{
+	urgent_mark_once(0);
+	urgent_mark_once(1);
+}
+
 /* MSG_ZEROCOPY with SO_ZEROCOPY: the bytes arrive, and the completion
  * comes on the error queue (on loopback the kernel copied: the code says
  * so). */
@@ -3842,6 +3900,7 @@ static const struct shim_case g_cases[] = {
 	{ "recv_flags", case_recv_flags },
 	{ "send_flags", case_send_flags },
 	{ "send_oob", case_send_oob },
+	{ "urgent_mark", case_urgent_mark },
 	{ "send_zerocopy", case_send_zerocopy },
 	{ "splice", case_splice },
 	{ "splice_in_whole", case_splice_in_whole },

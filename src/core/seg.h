@@ -83,6 +83,8 @@ struct shunt_index {
 #define SHUNT_SW_FIN  0x20u /* back on TCP, it shut its sends down or
                              * closed: its kernel's FIN, if any, follows
                              * TCP offset fin_tcp */
+#define SHUNT_SW_URG  0x40u /* an urgent byte went down its TCP stream
+                             * after its switch, marked at ring index urg_at */
 struct shunt_switch {
 	_Alignas(SHUNT_LINE) _Atomic uint32_t flags;
 	uint32_t pad;
@@ -91,6 +93,7 @@ struct shunt_switch {
 	_Atomic uint64_t back_tcp;  /* TCP offset where its TCP data resumes */
 	_Atomic uint64_t rx_tcp;    /* TCP bytes its reads took of the other's stream */
 	_Atomic uint64_t fin_tcp;   /* with FIN: its TCP data before its FIN */
+	_Atomic uint64_t urg_at;    /* with URG: its ring's head at its last urgent byte */
 	/* Written by its sends: a line of their own, away from the flags
 	 * that the other side reads on each call. */
 	_Alignas(64) _Atomic uint64_t busy; /* SHUNT_BUSY_*: the other side sets TAKEN only */

@@ -256,13 +256,48 @@ void shim_bell_counted(struct tslot *s)
 	atomic_fetch_add_explicit(&sw_of(s, (int)s->side)->bells, 1, memory_order_relaxed);
 }
 
-/* An urgent byte of ours went down the stream (inside our busy word):
+/* An urgent byte of ours goes down the stream (inside our busy word):
  * the peer's count of our doorbells no longer says where our data
- * resumes, so it does not answer for us. */
+ * resumes, so it does not answer for us.  And its reads stop at the
+ * mark, where our ring's bytes before the urgent byte end, as TCP's do
+ * (shim_rx_to_mark). */
 void shim_tx_urgent(struct tslot *s)
 {
-	atomic_fetch_or_explicit(&sw_of(s, (int)s->side)->bells, SHUNT_BELLS_URGENT,
-				 memory_order_relaxed);
+	struct shunt_switch *me = sw_of(s, (int)s->side);
+
+	atomic_fetch_or_explicit(&me->bells, SHUNT_BELLS_URGENT, memory_order_relaxed);
+	atomic_store_explicit(&me->urg_at, atomic_load(s->end.tx.head), memory_order_relaxed);
+	atomic_fetch_or_explicit(&me->flags, SHUNT_SW_URG, memory_order_release);
+}
+
+/* The peer's urgent mark in its ring, and our reads' place there: 1 if
+ * it sent urgent data after its switch. */
+static int urgent_mark(struct tslot *s, uint64_t *mark, uint64_t *at)
+{
+	if (!(peer_flags(s) & SHUNT_SW_URG))
+		return 0;
+	*mark = atomic_load_explicit(&sw_of(s, 1 - (int)s->side)->urg_at, memory_order_relaxed);
+	*at = atomic_load_explicit(s->end.rx.tail, memory_order_relaxed);
+	return 1;
+}
+
+/* Free-running indices: a mark ahead of our reads is at most a ring away
+ * (one passed is "behind", a distance past 2^63). */
+size_t shim_rx_to_mark(struct tslot *s, size_t len)
+{
+	uint64_t mark, at;
+
+	if (__builtin_expect(!urgent_mark(s, &mark, &at), 1) || mark == at ||
+	    mark - at > s->end.rx.cap)
+		return len;
+	return (size_t)SHUNT_MIN(mark - at, (uint64_t)len);
+}
+
+int shim_rx_at_mark(struct tslot *s)
+{
+	uint64_t mark, at;
+
+	return !urgent_mark(s, &mark, &at) ? -1 : mark == at;
 }
 
 /* Our answer, with tx_mu held: our ring's data ends at its head, our TCP

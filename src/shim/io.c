@@ -579,6 +579,7 @@ static ssize_t ring_recv(struct tsock *t, int fd, void *buf, size_t len, int fla
 		shim_unlock(&S(t)->rx_mu);
 		return done ? (ssize_t)done : RETRY;
 	}
+	len = shim_rx_to_mark(S(t), len); /* TCP's reads stop at the urgent mark */
 	if (flags & MSG_PEEK || len == 0) {
 		const void *p;
 		n = (flags & MSG_WAITALL) && len > 1
@@ -2255,6 +2256,27 @@ int shim_fionread(struct tsock *t, int fd, int *out)
 		k = (int)SHUNT_MIN(shim_back_queued(t, fd), (uint64_t)INT_MAX);
 	*out = (int)SHUNT_MIN((int64_t)k + n, INT_MAX);
 	return 0;
+}
+
+/* SIOCATMARK: the kernel's, but once the peer sent urgent data after its
+ * switch, only with our reads at its mark in the ring (said 1 with the
+ * ring's bytes before the mark unread: a helper's reproducer).  There the
+ * doorbells before the urgent byte go first, if the kernel's stream is
+ * not at its mark yet: a drain takes them up to it.  (Not when it is: a
+ * read from the mark skips the urgent byte, and the kernel drops it.) */
+int shim_atmark(struct tsock *t, int fd, int *out)
+{
+	int at = moved(t) && (phase_of(t) & PH_RX_RING) ? shim_rx_at_mark(S(t)) : -1;
+	int rc = REAL(ioctl)(fd, SIOCATMARK, out);
+
+	if (rc == 0 && at == 1 && *out == 0) {
+		struct shunt_bell b = shim_bell(t, fd);
+		shim_bell_ops.drain(&b, SHUNT_WAIT_READ);
+		rc = REAL(ioctl)(fd, SIOCATMARK, out);
+	}
+	if (rc == 0 && at == 0)
+		*out = 0;
+	return rc;
 }
 
 void shim_set_nonblock(struct tsock *t, int on)

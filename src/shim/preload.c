@@ -746,6 +746,9 @@ EXPORT int ioctl(int fd, unsigned long req, ...)
 	if (req == FIONREAD)
 		ON_SOCK(fd, t, REAL(ioctl)(fd, req, arg),
 			shim_bad_ptr(arg) ? shim_err(-EFAULT) : shim_fionread(t, fd, arg));
+	if (req == SIOCATMARK)
+		ON_SOCK(fd, t, REAL(ioctl)(fd, req, arg),
+			shim_bad_ptr(arg) ? shim_err(-EFAULT) : shim_atmark(t, fd, arg));
 	int rc = REAL(ioctl)(fd, req, arg);
 	if (rc == 0 && (req == FIONBIO || req == FIOASYNC) && arg) {
 		struct tsock *t = shim_get(fd);

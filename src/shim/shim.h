@@ -770,6 +770,12 @@ int shim_tx_enter(struct tslot *s);
 void shim_tx_exit(struct tslot *s);
 void shim_bell_counted(struct tslot *s);
 void shim_tx_urgent(struct tslot *s);
+/* A read of the ring stops at the peer's urgent mark, as TCP's: how much
+ * of len it may take (back.c). */
+size_t shim_rx_to_mark(struct tslot *s, size_t len);
+/* Our reads are at the peer's urgent mark in its ring: 1, 0, or -1 when it
+ * sent no urgent data after its switch. */
+int shim_rx_at_mark(struct tslot *s);
 /* Our reads reached the peer's switch offset: the stream holds only
  * doorbells from here, and the ring is ours to read (io.c).  1 if so. */
 int shim_ring_at_x(struct tsock *t);
@@ -804,6 +810,7 @@ ssize_t shim_splice_in(struct tsock *t, int fd, int pipe_in, size_t len, unsigne
 ssize_t shim_splice_out(struct tsock *t, int fd, int pipe_out, size_t len, unsigned flags);
 int shim_shutdown(struct tsock *t, int fd, int how);
 int shim_fionread(struct tsock *t, int fd, int *out);
+int shim_atmark(struct tsock *t, int fd, int *out);
 /* A setsockopt or fcntl the program made: what it means for us. */
 void shim_sockopt(struct tsock *t, int fd, int level, int opt, const void *val,
 		  socklen_t len);
