@@ -46,6 +46,9 @@ struct shunt_end {
 	_Atomic int rd_shut;         /* shutdown(SHUT_RD) was called */
 	_Atomic uint32_t rcvlowat;   /* SO_RCVLOWAT: bytes a wait waits for (0, 1: any) */
 	_Atomic uint32_t waited;     /* SHUNT_WAIT_* that said -EAGAIN lately */
+	_Atomic uint32_t unrung;     /* SHUNT_WAIT_* our own disarm cleared since
+	                              * they were last armed: no doorbell came
+	                              * for them (end.c, shunt_end_poll) */
 	_Atomic uint32_t owed;       /* doorbells rung for a wait that did not
 	                              * sleep, to take: tries left */
 	struct shunt_spin spin;
