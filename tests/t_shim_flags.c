@@ -3577,6 +3577,94 @@ static void case_answer_exit_loud(void)
 	answer_exit_loud_once(1);
 }
 
+/* A blocking recv() takes the peer's last message; the peer died right
+ * after it, having left our 1000 bytes unread (its kernel reset) or none
+ * (a FIN).  The reply's send then says what TCP's says: ECONNRESET and
+ * EPIPE, or success and EPIPE.  A first version spared the reply's look
+ * at the kernel for the doorbell that woke the read, and the reply went
+ * into the dead peer's ring (a helper's review).  The helper process
+ * stops us while the peer rings and dies, so that both come before our
+ * read wakes. */
+struct rk { int go[2], start[2]; pid_t main; };
+
+static void rk_peer(int fd, void *arg)
+{
+	struct rk *x = arg;
+
+	close(x->go[1]);
+	close(x->start[0]);
+	close(x->start[1]);
+	ts_make_accelerated_follow(fd);
+	ts_token_recv(x->go[0], ts_ms(10000));
+	ASSERT_EQ(send(fd, "request!!!", 10, 0), 10);
+	raise(SIGKILL);
+}
+
+static void rk_stopper(void *arg)
+{
+	struct rk *x = arg;
+
+	close(x->start[1]);
+	close(x->go[0]);
+	ts_token_recv(x->start[0], ts_ms(10000));
+	test_sleep_ms(200); /* the main process asleep in recv() */
+	ASSERT_SYS(kill(x->main, SIGSTOP));
+	test_sleep_ms(50);
+	ts_token_send(x->go[1], 'g');
+	test_sleep_ms(200);
+	ASSERT_SYS(kill(x->main, SIGCONT));
+}
+
+static void reply_after_peer_killed_once(int unread)
+{
+	struct rk x = { .main = getpid() };
+	struct shim_peer p;
+	static char buf[1000];
+	char got[64];
+	int st;
+
+	ASSERT_SYS(pipe(x.go));
+	ASSERT_SYS(pipe(x.start));
+	pid_t h = test_fork(rk_stopper, &x);
+	ts_peer_start(&p, rk_peer, &x);
+	close(x.go[0]);
+	close(x.go[1]);
+	close(x.start[0]);
+	ts_make_accelerated_lead(p.fd);
+	if (unread)
+		ASSERT_EQ(send(p.fd, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	ts_token_send(x.start[1], 's');
+	ASSERT_EQ(recv(p.fd, got, sizeof(got), 0), 10);
+	errno = 0;
+	ssize_t s1 = send(p.fd, "reply", 5, MSG_NOSIGNAL);
+	int e1 = errno;
+	errno = 0;
+	ssize_t s2 = send(p.fd, "reply2", 6, MSG_NOSIGNAL);
+	int e2 = errno;
+	test_log("peer killed, %s: 1st send %zd (%s), 2nd %zd (%s)",
+		 unread ? "our bytes unread" : "all read", s1, s1 < 0 ? test_errname(e1) : "-", s2,
+		 s2 < 0 ? test_errname(e2) : "-");
+	if (unread)
+		ASSERT_MSG(s1 < 0 && e1 == ECONNRESET, "the 1st send: %zd (%s), TCP's ECONNRESET",
+			   s1, s1 < 0 ? test_errname(e1) : "-");
+	else
+		ASSERT_MSG(s1 == 5, "the 1st send: %zd (%s), TCP's 5", s1,
+			   s1 < 0 ? test_errname(e1) : "-");
+	ASSERT_MSG(s2 < 0 && e2 == EPIPE, "the 2nd send: %zd (%s), TCP's EPIPE", s2,
+		   s2 < 0 ? test_errname(e2) : "-");
+	test_wait_ok(h, 10);
+	ASSERT_EQ(waitpid(p.pid, &st, 0), p.pid);
+	close(p.fd);
+	close(x.start[1]);
+}
+
+static void case_reply_after_peer_killed(void)
+{
+	ts_set_handler(SIGPIPE, SIG_IGN, 0);
+	reply_after_peer_killed_once(1);
+	reply_after_peer_killed_once(0);
+}
+
 /* A helper's review of the deferred FIN, 12-07. */
 /* mode 0: the peer's shutdown(SHUT_WR) from one thread while its other
  * thread's recv finishes the flush of the ring's leftovers: the holder
@@ -3864,6 +3952,7 @@ static const struct shim_case g_cases[] = {
 	{ "exit_unread", case_exit_unread },
 	{ "exit_asker_ring_unread", case_exit_asker_ring_unread },
 	{ "answer_exit_loud", case_answer_exit_loud },
+	{ "reply_after_peer_killed", case_reply_after_peer_killed },
 	{ "shutdown_while_flushing", case_shutdown_while_flushing },
 	{ "stdio_close_peer_answers", case_stdio_close_peer_answers },
 	{ "fionread_peer_answers", case_fionread_peer_answers },

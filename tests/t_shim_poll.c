@@ -1132,38 +1132,6 @@ static void case_answer_no_look(void)
 	ASSERT_SYS(close(b));
 }
 
-/* The same for a server asleep in a blocking read(): the doorbell that
- * woke it is the peer's word as fresh as an epoll event's (a getsockopt
- * per answer before, a request every 2 ms or more then cost about 1.2
- * times TCP's round trip: bench/idle_rt.sh). */
-static void case_answer_no_look_blocking(void)
-{
-	enum { N = 100 };
-	int a, b, cnt = syscall_counter("getsockopt");
-	pthread_t th;
-	char x;
-
-	if (cnt < 0)
-		test_skip("no syscall tracepoint to count getsockopt with here");
-	ts_moved_pair(&a, &b);
-	struct pacer p = { a, N };
-	ASSERT_SYS(ioctl(cnt, PERF_EVENT_IOC_ENABLE, 0));
-	ASSERT(pthread_create(&th, NULL, pace, &p) == 0);
-	for (int i = 0; i < N; i++) {
-		ASSERT_EQ(recv(b, &x, 1, 0), 1);
-		ASSERT_EQ(send(b, &x, 1, 0), 1);
-	}
-	ASSERT(pthread_join(th, NULL) == 0);
-	ASSERT_SYS(ioctl(cnt, PERF_EVENT_IOC_DISABLE, 0));
-	uint64_t looks = counted(cnt);
-	test_log("%d answers on waking from a blocking read, 3 ms apart: %llu getsockopt calls",
-		 N, (unsigned long long)looks);
-	ASSERT(looks <= N / 10);
-	close(cnt);
-	ASSERT_SYS(close(a));
-	ASSERT_SYS(close(b));
-}
-
 /* One thread asleep in poll() on its own connection, another's round trips
  * on a second one, whose reads sleep and take their doorbells: those are
  * no news for the poller, whose wait no kick may wake.  Every sleeper was
@@ -1255,7 +1223,6 @@ static const struct shim_case g_cases[] = {
 	{ "bell_event_no_ppoll", case_bell_event_no_ppoll },
 	{ "bell_one_read", case_bell_one_read },
 	{ "answer_no_look", case_answer_no_look },
-	{ "answer_no_look_blocking", case_answer_no_look_blocking },
 	{ "getfl_no_getpid", case_getfl_no_getpid },
 	{ "poll_across_move", case_poll_across_move },
 	{ "select_across_move", case_select_across_move },

@@ -1281,6 +1281,9 @@ static void give_up_loudly(struct tsock *t, int fd, int why)
 	 * back on TCP read it as a byte of data before the reset (the soak's
 	 * exec hand-over: "a byte never sent" at the hand-over offset). */
 	sys_connect(fd, &sa, sizeof(sa));
+	/* The socket may connect again: with the program's options, not the
+	 * SO_LINGER {1, 0} of a resend we held (io.c, shim_linger_hold). */
+	shim_tx_opts_restore(t, fd);
 	atomic_fetch_or(&s->phase, PH_NOBELL);
 	shunt_end_close(&s->end, &b, SHUNT_CLOSE_RST);
 }

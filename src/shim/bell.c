@@ -256,11 +256,6 @@ static int take(struct tsock *t, int fd, int flags)
 	 * polls).  Other waits look again until it has. */
 	if (n > 0 && atomic_load(&t->kreads))
 		return flags & MSG_DONTWAIT ? -EAGAIN : 1;
-	/* A doorbell that woke a blocking wait: the peer lived an instant
-	 * ago, and the reply the program sends on waking needs no look (io.c,
-	 * look_at_peer), as TCP's first send after a peer's death succeeds. */
-	if (n > 0 && !(flags & MSG_DONTWAIT))
-		shim_peer_seen(t);
 	if (n > 0) {
 		long k = take_peeked(s, fd, buf, n);
 		return k < 0 ? -ECONNRESET : rung(k);

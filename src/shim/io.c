@@ -855,11 +855,11 @@ static size_t piece_past(const struct iovec *v, size_t *skip)
 /*
  * The bytes of n pieces, or an error, as the kernel's first look at a
  * vector says it before any byte moves (import_iovec): a length negative
- * as a ssize_t is EINVAL, then a piece reaching past user space EFAULT;
- * the total is cut at MAX_RW_COUNT.  (Summed up to SSIZE_MAX and EINVAL
- * past it, writev said EINVAL where TCP says EFAULT, and readv took the
- * bytes where TCP takes none: a helper's reproducer.)  A piece at address
- * 0 is EFAULT too, before a send; TCP's says so as it copies.
+ * as a ssize_t is EINVAL, then a piece reaching past user space EFAULT
+ * (one piece alone is cut at MAX_RW_COUNT first, import_ubuf); the total
+ * is cut at MAX_RW_COUNT.  (Summed up to SSIZE_MAX and EINVAL past it,
+ * writev said EINVAL where TCP says EFAULT, and readv took the bytes
+ * where TCP takes none: a helper's reproducer.)
  */
 static ssize_t iov_len(const struct iovec *iov, int n)
 {
@@ -872,7 +872,7 @@ static ssize_t iov_len(const struct iovec *iov, int n)
 			return -EINVAL;
 	for (int i = 0; i < n; i++) {
 		uintptr_t base = (uintptr_t)iov[i].iov_base;
-		size_t l = iov[i].iov_len;
+		size_t l = n == 1 ? SHUNT_MIN(iov[i].iov_len, RW_MAX) : iov[i].iov_len;
 		if (l > USER_END || base > USER_END - l)
 			return -EFAULT;
 		len += SHUNT_MIN(l, RW_MAX - len);
@@ -982,9 +982,11 @@ ssize_t shim_recvv(struct tsock *t, int fd, const struct iovec *iov, int n, int 
 						: recvv_from(t, fd, iov, n, flags, 0);
 }
 
+/* No bytes to move, and nothing the kernel's look refuses (a piece of no
+ * bytes past user space is EFAULT: a helper's review). */
 int shim_vec_empty(const struct iovec *iov, int n)
 {
-	return !(n > 0 && shim_bad_ptr(iov)) && vec_pieces(iov, n, 1) == 0;
+	return iov_len(iov, n) == 0;
 }
 
 /* --- Sending --------------------------------------------------------------- */
@@ -1720,7 +1722,11 @@ static ssize_t sendv_from(struct tsock *t, int fd, const struct iovec *iov, int 
 	return (ssize_t)done;
 }
 
-/* A send's pieces: the kernel's look, and none at address 0. */
+/* A send's bytes: the kernel's look, and EFAULT for a piece in the first
+ * page (NULL above all), whose copy would crash.  TCP's copy faults
+ * there: it says EFAULT, or sends the segments it had filled before the
+ * fault when there were some (1048144 bytes of 1 MiB before a bad piece,
+ * EFAULT after 10): this says EFAULT either way. */
 static ssize_t send_iov_len(const struct iovec *iov, int n)
 {
 	ssize_t len = iov_len(iov, n);
@@ -2453,6 +2459,26 @@ static int32_t *nd_value(struct tslot *s, int opt)
 	return opt == TCP_CORK ? &s->nd_cork : &s->nd_nodelay;
 }
 
+/* The slot's option lock, this thread's signals held off meanwhile: a
+ * handler may call setsockopt() or getsockopt() (both async-signal-safe),
+ * which take it too, and the thread would wait on itself for good (a
+ * helper's review: setsockopt(SO_LINGER) from a handler hung a loop of
+ * getsockopt(SO_LINGER)). */
+static void opt_lock(struct tslot *s, sigset_t *was)
+{
+	sigset_t all;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, was);
+	shim_lock(&s->opt_mu);
+}
+
+static void opt_unlock(struct tslot *s, const sigset_t *was)
+{
+	shim_unlock(&s->opt_mu);
+	pthread_sigmask(SIG_SETMASK, was, NULL);
+}
+
 static int nd_kernel_get(int fd, int opt, int32_t *out)
 {
 	int v = 0;
@@ -2472,7 +2498,8 @@ void shim_nodelay_take(struct tsock *t, int fd)
 {
 	struct tslot *s = S(t);
 
-	shim_lock(&s->opt_mu);
+	sigset_t was;
+	opt_lock(s, &was);
 	/* Once: while we hold them, the kernel's values are not the program's.
 	 * Values we cannot read we cannot give back: then we leave them. */
 	if (!s->nd_virtual && nd_kernel_get(fd, TCP_NODELAY, &s->nd_nodelay) == 0 &&
@@ -2484,7 +2511,7 @@ void shim_nodelay_take(struct tsock *t, int fd)
 		if (s->nd_cork)
 			nd_kernel_set(fd, TCP_CORK, 0);
 	}
-	shim_unlock(&s->opt_mu);
+	opt_unlock(s, &was);
 }
 
 /* --- SO_LINGER while the ring's leftovers are resent (shim.h) ----------------
@@ -2510,16 +2537,16 @@ void shim_linger_hold(struct tsock *t, int fd)
 {
 	struct tslot *s = S(t);
 
-	shim_lock(&s->opt_mu);
+	sigset_t was;
+	opt_lock(s, &was);
 	if (!s->lg_virtual && linger_read(fd, &s->lg_program) == 0) {
 		s->lg_virtual = 1;
 		shim_linger0(fd);
 	}
-	shim_unlock(&s->opt_mu);
+	opt_unlock(s, &was);
 }
 
-/* The kernel keeps the time when lingering is turned off: set on first. */
-static void linger_put(int fd, const struct linger *l)
+void shim_linger_put(int fd, const struct linger *l)
 {
 	struct linger on = { 1, l->l_linger };
 
@@ -2533,7 +2560,7 @@ static void linger_put(int fd, const struct linger *l)
 static void linger_restore_locked(struct tslot *s, int fd)
 {
 	if (s->lg_virtual)
-		linger_put(fd, &s->lg_program);
+		shim_linger_put(fd, &s->lg_program);
 	s->lg_virtual = 0;
 }
 
@@ -2541,14 +2568,15 @@ int shim_linger_set(struct tsock *t, int fd, const void *val, socklen_t len)
 {
 	struct tslot *s = S(t);
 
-	shim_lock(&s->opt_mu);
+	sigset_t was;
+	opt_lock(s, &was);
 	if (s->lg_virtual)
-		linger_put(fd, &s->lg_program); /* the kernel keeps a time it is not told */
+		shim_linger_put(fd, &s->lg_program); /* the kernel keeps a time it is not told */
 	int rc = REAL(setsockopt)(fd, SOL_SOCKET, SO_LINGER, val, len);
 	int err = errno;
 	if (s->lg_virtual && linger_read(fd, &s->lg_program) == 0)
 		shim_linger0(fd);
-	shim_unlock(&s->opt_mu);
+	opt_unlock(s, &was);
 	if (rc == 0)
 		shim_sockopt(t, fd, SOL_SOCKET, SO_LINGER, val, len);
 	errno = err;
@@ -2559,12 +2587,13 @@ int shim_linger_get(struct tsock *t, int fd, void *val, socklen_t *len)
 {
 	struct tslot *s = S(t);
 
-	shim_lock(&s->opt_mu);
+	sigset_t was;
+	opt_lock(s, &was);
 	int rc = REAL(getsockopt)(fd, SOL_SOCKET, SO_LINGER, val, len);
 	int err = errno;
 	if (rc == 0 && s->lg_virtual)
 		memcpy(val, &s->lg_program, SHUNT_MIN((size_t)*len, sizeof(s->lg_program)));
-	shim_unlock(&s->opt_mu);
+	opt_unlock(s, &was);
 	errno = err;
 	return rc;
 }
@@ -2589,22 +2618,24 @@ void shim_tx_opts_restore(struct tsock *t, int fd)
 {
 	struct tslot *s = S(t);
 
-	shim_lock(&s->opt_mu);
+	sigset_t was;
+	opt_lock(s, &was);
 	nd_restore_locked(s, fd);
 	linger_restore_locked(s, fd);
-	shim_unlock(&s->opt_mu);
+	opt_unlock(s, &was);
 }
 
 void shim_nodelay_restore(struct tsock *t, int fd)
 {
 	struct tslot *s = S(t);
 
-	shim_lock(&s->opt_mu);
+	sigset_t was;
+	opt_lock(s, &was);
 	nd_restore_locked(s, fd);
 	if (s->rcvlowat > 1)
 		sys_setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &s->rcvlowat, sizeof(s->rcvlowat));
 	s->rcvlowat = 0;
-	shim_unlock(&s->opt_mu);
+	opt_unlock(s, &was);
 }
 
 /* --- SO_RCVLOWAT (shim.h) ---------------------------------------------------------
@@ -2621,7 +2652,8 @@ int shim_rcvlowat_set(struct tsock *t, int fd, const void *val, socklen_t len)
 	int v = 1, one = 1;
 	unsigned l = sizeof(v);
 
-	shim_lock(&s->opt_mu);
+	sigset_t was;
+	opt_lock(s, &was);
 	int rc = REAL(setsockopt)(fd, SOL_SOCKET, SO_RCVLOWAT, val, len);
 	int err = errno, ring = rc == 0 && moved(t) && !(phase_of(t) & PH_RX_PLAIN);
 	if (ring && sys_getsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &v, &l) == 0) {
@@ -2629,7 +2661,7 @@ int shim_rcvlowat_set(struct tsock *t, int fd, const void *val, socklen_t len)
 		shunt_end_set_rcvlowat(END(t), (uint32_t)v);
 		sys_setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
 	}
-	shim_unlock(&s->opt_mu);
+	opt_unlock(s, &was);
 	if (rc == 0 && !ring)
 		shim_sockopt(t, fd, SOL_SOCKET, SO_RCVLOWAT, val, len);
 	errno = err;
@@ -2640,12 +2672,13 @@ int shim_rcvlowat_get(struct tsock *t, int fd, void *val, socklen_t *len)
 {
 	struct tslot *s = S(t);
 
-	shim_lock(&s->opt_mu);
+	sigset_t was;
+	opt_lock(s, &was);
 	int rc = REAL(getsockopt)(fd, SOL_SOCKET, SO_RCVLOWAT, val, len);
 	int err = errno;
 	if (rc == 0 && s->rcvlowat)
 		memcpy(val, &s->rcvlowat, SHUNT_MIN((size_t)*len, sizeof(s->rcvlowat)));
-	shim_unlock(&s->opt_mu);
+	opt_unlock(s, &was);
 	errno = err;
 	return rc;
 }
@@ -2667,7 +2700,8 @@ int shim_nodelay_set(struct tsock *t, int fd, int opt, const void *val, socklen_
 	struct tslot *s = S(t);
 	int rc, v;
 
-	shim_lock(&s->opt_mu);
+	sigset_t was;
+	opt_lock(s, &was);
 	if (!s->nd_virtual) {
 		rc = REAL(setsockopt)(fd, IPPROTO_TCP, opt, val, len);
 	} else {
@@ -2682,7 +2716,7 @@ int shim_nodelay_set(struct tsock *t, int fd, int opt, const void *val, socklen_
 			nd_kernel_set(fd, TCP_NODELAY, 1);
 		rc = (int)shim_err(rc);
 	}
-	shim_unlock(&s->opt_mu);
+	opt_unlock(s, &was);
 	return rc;
 }
 
@@ -2690,7 +2724,8 @@ int shim_nodelay_get(struct tsock *t, int fd, int opt, void *val, socklen_t *len
 {
 	struct tslot *s = S(t);
 
-	shim_lock(&s->opt_mu);
+	sigset_t was;
+	opt_lock(s, &was);
 	/* The kernel checks the arguments and writes its length (at most an
 	 * int) and its value; while we hold the options, the program's value
 	 * goes over its own, as many bytes of it. */
@@ -2699,7 +2734,7 @@ int shim_nodelay_get(struct tsock *t, int fd, int opt, void *val, socklen_t *len
 		int v = *nd_value(s, opt);
 		memcpy(val, &v, SHUNT_MIN((size_t)*len, sizeof(v)));
 	}
-	shim_unlock(&s->opt_mu);
+	opt_unlock(s, &was);
 	return rc;
 }
 

@@ -533,7 +533,7 @@ static int disconnect(int fd, const struct sockaddr *addr, socklen_t len)
 	int rc = REAL(connect)(fd, addr, len);
 	int err = errno;
 	if (have)
-		REAL(setsockopt)(fd, SOL_SOCKET, SO_LINGER, &was, sizeof(was));
+		shim_linger_put(fd, &was); /* the time too, set {1, 0} by the close */
 	if (e.t) {
 		if (rc == 0)
 			renew(&e);

@@ -849,6 +849,9 @@ int shim_rcvlowat_get(struct tsock *t, int fd, void *val, socklen_t *len);
  * bytes a peer going back left unread (back.c), the program's value kept
  * for its calls and put back with shim_tx_opts_restore (io.c). */
 void shim_linger_hold(struct tsock *t, int fd);
+/* SO_LINGER l on the kernel's socket as the program's setsockopt left it:
+ * the kernel keeps the time when lingering is turned off, so on first. */
+void shim_linger_put(int fd, const struct linger *l);
 int shim_linger_set(struct tsock *t, int fd, const void *val, socklen_t len);
 int shim_linger_get(struct tsock *t, int fd, void *val, socklen_t *len);
 /* getsockopt(TCP_INFO), getpeername() and getsockopt(SO_ERROR) as TCP's
