@@ -23,11 +23,10 @@ one() { # MODE GAP_US: the median round trip of one run, in us
 	"$TB" quit "$port" >/dev/null 2>&1
 	wait "$s"
 }
-med() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+# shellcheck source=bench/ab.sh
+. bench/ab.sh
 for gap in $GAPS; do
-	t=(); s=()
-	for _ in $(seq "$R"); do t+=("$(one tcp "$gap")"); s+=("$(one shunt "$gap")"); done
-	mt=$(med "${t[@]}") ms=$(med "${s[@]}")
+	ab_rounds "$R" "$gap"
 	printf 'gap %-6s us: tcp rtt_us %s | shunt %s | median tcp %s shunt %s ratio %s\n' "$gap" \
-		"${t[*]}" "${s[*]}" "$mt" "$ms" "$(awk -v a="$mt" -v b="$ms" 'BEGIN {printf "%.2f", a / b}')"
+		"${t[*]}" "${s[*]}" "$mt" "$ms" "$(ratio "$mt" "$ms")"
 done

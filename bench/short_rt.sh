@@ -21,11 +21,10 @@ one() { # MODE RT: conn/s of one run
 	"${pre[@]}" "$TB" connect "$port" "$N" "$2" | awk '{print $2}'
 	wait "$s"
 }
-med() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+# shellcheck source=bench/ab.sh
+. bench/ab.sh
 for rt in $RTS; do
-	t=(); s=()
-	for _ in $(seq "$R"); do t+=("$(one tcp "$rt")"); s+=("$(one shunt "$rt")"); done
-	mt=$(med "${t[@]}") ms=$(med "${s[@]}")
+	ab_rounds "$R" "$rt"
 	printf 'RT %-3s tcp conn/s %s | shunt %s | median tcp %s shunt %s ratio %s\n' "$rt" \
-		"${t[*]}" "${s[*]}" "$mt" "$ms" "$(awk -v a="$mt" -v b="$ms" 'BEGIN {printf "%.2f", b / a}')"
+		"${t[*]}" "${s[*]}" "$mt" "$ms" "$(ratio "$ms" "$mt")"
 done

@@ -2583,19 +2583,35 @@ int shim_linger_set(struct tsock *t, int fd, const void *val, socklen_t len)
 	return rc;
 }
 
-int shim_linger_get(struct tsock *t, int fd, void *val, socklen_t *len)
+/* getsockopt of a SOL_SOCKET option whose value we keep for the program
+ * while the kernel's socket has ours: the kernel's call (its checks, its
+ * length), then the program's value over it, where kept() says it is
+ * (NULL: the kernel's is the program's), under opt_mu. */
+static int kept_get(struct tsock *t, int fd, int opt, void *val, socklen_t *len,
+		    const void *(*kept)(const struct tslot *s), size_t size)
 {
 	struct tslot *s = S(t);
-
 	sigset_t was;
+
 	opt_lock(s, &was);
-	int rc = REAL(getsockopt)(fd, SOL_SOCKET, SO_LINGER, val, len);
+	int rc = REAL(getsockopt)(fd, SOL_SOCKET, opt, val, len);
 	int err = errno;
-	if (rc == 0 && s->lg_virtual)
-		memcpy(val, &s->lg_program, SHUNT_MIN((size_t)*len, sizeof(s->lg_program)));
+	const void *mine = rc == 0 ? kept(s) : NULL;
+	if (mine)
+		memcpy(val, mine, SHUNT_MIN((size_t)*len, size));
 	opt_unlock(s, &was);
 	errno = err;
 	return rc;
+}
+
+static const void *linger_kept(const struct tslot *s)
+{
+	return s->lg_virtual ? &s->lg_program : NULL;
+}
+
+int shim_linger_get(struct tsock *t, int fd, void *val, socklen_t *len)
+{
+	return kept_get(t, fd, SO_LINGER, val, len, linger_kept, sizeof(struct linger));
 }
 
 /* Called with opt_mu held. */
@@ -2668,19 +2684,14 @@ int shim_rcvlowat_set(struct tsock *t, int fd, const void *val, socklen_t len)
 	return rc;
 }
 
+static const void *rcvlowat_kept(const struct tslot *s)
+{
+	return s->rcvlowat ? &s->rcvlowat : NULL;
+}
+
 int shim_rcvlowat_get(struct tsock *t, int fd, void *val, socklen_t *len)
 {
-	struct tslot *s = S(t);
-
-	sigset_t was;
-	opt_lock(s, &was);
-	int rc = REAL(getsockopt)(fd, SOL_SOCKET, SO_RCVLOWAT, val, len);
-	int err = errno;
-	if (rc == 0 && s->rcvlowat)
-		memcpy(val, &s->rcvlowat, SHUNT_MIN((size_t)*len, sizeof(s->rcvlowat)));
-	opt_unlock(s, &was);
-	errno = err;
-	return rc;
+	return kept_get(t, fd, SO_RCVLOWAT, val, len, rcvlowat_kept, sizeof(int32_t));
 }
 
 /* The kernel's checks of an int option: a negative length (the socket
