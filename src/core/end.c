@@ -200,18 +200,18 @@ static int ready(void *arg)
 	return n != -EAGAIN && (n <= 0 || (uint64_t)n >= w->need || peer_done(w->e));
 }
 
-/* Our wait bits: armed, and disarmed by us.  Bits our own disarm
- * cleared had no doorbell rung for them (the peer rings only a bit it
- * cleared), so the next poll's arm need not drain for them: a poll()
- * after each read drained for nothing (stunnel relaying round trips: a
- * recvfrom() told EAGAIN per message, a fifth of its system calls).
- * Returns the bits the peer had cleared: its doorbell is on its way. */
+/* Our wait bits, armed and disarmed.  Bits our own disarm cleared had
+ * no doorbell rung for them (the peer rings only a bit it cleared), so
+ * the next poll's arm need not drain for them: a poll() after each read
+ * drained for nothing (stunnel relaying round trips: a recvfrom() told
+ * EAGAIN per message, a fifth of its system calls). */
 static void arm_bits(struct shunt_end *e, uint32_t bits)
 {
 	atomic_fetch_and_explicit(&e->unrung, ~bits, memory_order_relaxed);
 	shunt_wait_arm(&e->me->wait, bits);
 }
 
+/* Returns the bits the peer had cleared: its doorbell is on its way. */
 static uint32_t disarm(struct shunt_end *e, uint32_t bits)
 {
 	uint32_t rung = shunt_wait_disarm(&e->me->wait, bits);
