@@ -3,6 +3,7 @@
  */
 #include "shimlib.h"
 
+#include <aio.h>
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -468,6 +469,16 @@ void ts_peer_wait(struct shim_peer *p, int ms)
 {
 	test_wait_ok(p->pid, ms / 1000.0);
 	p->pid = 0;
+}
+
+ssize_t ts_aio_wait(struct aiocb *cb)
+{
+	uint64_t until = test_now_ns() + 5000000000ull;
+
+	while (aio_error(cb) == EINPROGRESS && test_now_ns() < until)
+		test_sleep_ms(1);
+	ASSERT_MSG(aio_error(cb) != EINPROGRESS, "the aio call did not finish in 5 s");
+	return aio_return(cb);
 }
 
 /* --- Moving a connection -------------------------------------------------- */

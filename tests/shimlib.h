@@ -94,6 +94,9 @@ struct shim_peer {
 void ts_peer_start(struct shim_peer *p, void (*fn)(int fd, void *arg), void *arg);
 /* Wait for the peer to exit 0 (within ms). */
 void ts_peer_wait(struct shim_peer *p, int ms);
+/* POSIX AIO: its result once it finished (5 s at most, or a failure). */
+struct aiocb;
+ssize_t ts_aio_wait(struct aiocb *cb);
 /* In a forked child: close inherited TCP sockets except keep. */
 void ts_close_inherited_tcp(int keep);
 

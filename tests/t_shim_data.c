@@ -2355,16 +2355,6 @@ static void case_dprintf_as_libc(void)
  * its internal calls, so the connection goes back to TCP first.  Its
  * aio_write's bytes were lost or the connection reset, and aio_read took
  * a doorbell for data or waited for good (a helper's reproducer). */
-static ssize_t aio_wait(struct aiocb *cb)
-{
-	uint64_t until = test_now_ns() + 5000000000ull;
-
-	while (aio_error(cb) == EINPROGRESS && test_now_ns() < until)
-		test_sleep_ms(1);
-	ASSERT_MSG(aio_error(cb) != EINPROGRESS, "the aio call did not finish in 5 s");
-	return aio_return(cb);
-}
-
 static void case_aio_moved(void)
 {
 	int a, b;
@@ -2375,7 +2365,7 @@ static void case_aio_moved(void)
 	ts_write_all(a, "before;", 7, ts_ms(2000));
 	struct aiocb w = { .aio_fildes = a, .aio_buf = out, .aio_nbytes = 14 };
 	ASSERT_SYS(aio_write(&w));
-	ASSERT_EQ(aio_wait(&w), 14);
+	ASSERT_EQ(ts_aio_wait(&w), 14);
 	ts_write_all(a, "after", 5, ts_ms(2000));
 	ts_read_exact(b, got, 26, ts_ms(2000));
 	ASSERT_MEM_EQ(got, "before;via-aio_write;after", 26);
@@ -2383,7 +2373,7 @@ static void case_aio_moved(void)
 	memset(got, 0, sizeof(got));
 	struct aiocb r = { .aio_fildes = a, .aio_buf = got, .aio_nbytes = 12 };
 	ASSERT_SYS(aio_read(&r));
-	ssize_t n = aio_wait(&r);
+	ssize_t n = ts_aio_wait(&r);
 	ASSERT_MSG(n > 0 && !memcmp(got, "for-aio_read", (size_t)n), "aio_read: %zd \"%.*s\"", n,
 		   n > 0 ? (int)n : 0, got);
 	/* glibc looks at the mode first: our look at the list crashed on
@@ -2422,7 +2412,7 @@ static void og_asker(int fd, void *arg)
 	ts_read_exact(fd, got, 100, ts_ms(2000));
 	struct aiocb r = { .aio_fildes = fd, .aio_buf = &x, .aio_nbytes = 1 };
 	ASSERT_SYS(aio_read(&r)); /* asks to go back; stopped meanwhile */
-	ASSERT_EQ(aio_wait(&r), 1);
+	ASSERT_EQ(ts_aio_wait(&r), 1);
 	ts_read_exact(fd, got, 899, ts_ms(2000));
 	ts_token_send(o->done[1], 'd');
 	exit(0);

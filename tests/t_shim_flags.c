@@ -3544,10 +3544,7 @@ static void answer_exit_loud_once(int kill_it)
 	ts_token_send(x.go[1], 'g');
 	struct aiocb r = { .aio_fildes = p.fd, .aio_buf = &c, .aio_nbytes = 1 };
 	ASSERT_SYS(aio_read(&r));
-	uint64_t until = test_now_ns() + 5000000000ull;
-	while (aio_error(&r) == EINPROGRESS && test_now_ns() < until)
-		test_sleep_ms(1);
-	ASSERT_EQ(aio_return(&r), 1);
+	ASSERT_EQ(ts_aio_wait(&r), 1);
 	got = 101;
 	ssize_t k;
 	while ((k = recv(p.fd, buf, sizeof(buf), 0)) > 0)
