@@ -35,6 +35,19 @@ struct chunk {
 
 static _Atomic(struct chunk *) chunks[NCHUNKS];
 
+/* One past the highest fd ever given a tracked socket: a walk of the
+ * table (each forked child makes one) stops there, not at the 4096th
+ * entry of a chunk.  Raised before the entry is stored. */
+static _Atomic int fd_top;
+
+static void raise_top(int fd)
+{
+	int top = atomic_load_explicit(&fd_top, memory_order_relaxed);
+
+	while (top <= fd && !atomic_compare_exchange_weak(&fd_top, &top, fd + 1))
+		;
+}
+
 static struct chunk *chunk_of(int fd, int create)
 {
 	if (fd < 0 || fd >= CHUNK * NCHUNKS)
@@ -411,6 +424,7 @@ static void install(int fd, struct tsock *t)
 		return;
 	}
 	atomic_fetch_add(&t->nfds, 1);
+	raise_top(fd);
 	struct tsock *old = atomic_exchange_explicit(p, t, memory_order_acq_rel);
 	if (old)
 		drop_fd(old, -1); /* closed where we could not see */
@@ -501,11 +515,13 @@ void shim_dup(int oldfd, int newfd)
 
 static void each(void (*fn)(int fd, struct tsock *t, void *arg), void *arg, int held)
 {
-	for (int c = 0; c < NCHUNKS; c++) {
+	int top = atomic_load(&fd_top);
+
+	for (int c = 0; c * CHUNK < top; c++) {
 		struct chunk *ch = atomic_load(&chunks[c]);
 		if (!ch)
 			continue;
-		for (int i = 0; i < CHUNK; i++) {
+		for (int i = 0; i < CHUNK && c * CHUNK + i < top; i++) {
 			struct tsock *t = atomic_load(&ch->t[i]);
 			if (!t)
 				continue;
