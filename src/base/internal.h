@@ -19,6 +19,13 @@
 #define SHUNT_MAX(a, b) SHUNT_PICK(a, b, >, __COUNTER__)
 #define SHUNT_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
+/* State a fork writes on both sides (its atfork handlers' locks and
+ * lists), gathered in one section: each page of it that either side
+ * writes first after the fork costs that side a copy-on-write fault,
+ * and scattered over the library's data they were five pages more a
+ * fork (libc's and the program's own not counted). */
+#define SHUNT_FORK_HOT __attribute__((section("shunt_fork_hot")))
+
 /* --- Logging (log.c) ------------------------------------------------------
  * Silent unless SHUNT_LOG names a level; lines go to stderr or SHUNT_LOG_FILE,
  * never to stdout.  Levels: error, warn, info, debug. */

@@ -328,7 +328,7 @@ void shim_unlock(pthread_mutex_t *mu)
  * move now and then, t_shim_hostile serve_fork_per_conn, 2 runs in 12:
  * most likely the forks' shared reservation tag, proc.c, since fixed).
  */
-static _Atomic uint32_t next_slot = UINT32_MAX; /* UINT32_MAX: not chosen */
+static _Atomic uint32_t next_slot SHUNT_FORK_HOT = UINT32_MAX; /* UINT32_MAX: not chosen */
 
 static uint32_t window_base(struct arena_hdr *a)
 {

@@ -304,8 +304,8 @@ __attribute__((destructor)) static void shim_exit(void)
  * as it would have had it come a moment later.
  */
 #define KEPT_MAX 64
-static pthread_mutex_t kept_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct tsock *kept_list[KEPT_MAX]; /* for a fork child to let go of */
+static pthread_mutex_t kept_mu SHUNT_FORK_HOT = PTHREAD_MUTEX_INITIALIZER;
+static struct tsock *kept_list[KEPT_MAX] SHUNT_FORK_HOT; /* for a fork child to let go of */
 
 static int kept_enlist(struct tsock *t, struct tsock *was)
 {

@@ -31,9 +31,9 @@
 
 #define SLEEPERS 256
 
-static _Atomic int sleepers[SLEEPERS]; /* eventfds of waits asleep; 0: free */
+static _Atomic int sleepers[SLEEPERS] SHUNT_FORK_HOT; /* eventfds of waits asleep; 0: free */
 static _Atomic uint64_t masks[SLEEPERS]; /* the connections each waits on */
-static _Atomic int nsleepers;
+static _Atomic int nsleepers SHUNT_FORK_HOT;
 
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 static pthread_key_t key;

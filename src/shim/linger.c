@@ -40,9 +40,9 @@ struct linger_fd {
 	int64_t until;
 };
 
-static pthread_mutex_t linger_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t linger_mu SHUNT_FORK_HOT = PTHREAD_MUTEX_INITIALIZER;
 static struct linger_fd lingering[LINGER_MAX]; /* fd 0: free */
-static _Atomic int nlinger; /* the close path's one load */
+static _Atomic int nlinger SHUNT_FORK_HOT; /* the close path's one load */
 
 /* Bytes the kernel still holds back (the peer's window is full).  Bytes
  * sent and not yet acknowledged are already in the peer's receive queue

@@ -493,8 +493,8 @@ static void take_step(struct tsock *t, int fd, uint64_t calls)
  * progress of the sockets the child will hold.  A child made without a
  * pause (vfork, _Fork, clone) is seen by the meeting's last check. */
 
-static pthread_mutex_t pause_mu = PTHREAD_MUTEX_INITIALIZER;
-static _Atomic int paused, stepping;
+static pthread_mutex_t pause_mu SHUNT_FORK_HOT = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic int paused SHUNT_FORK_HOT, stepping SHUNT_FORK_HOT;
 
 void shim_moves_pause(void)
 {

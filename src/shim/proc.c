@@ -38,7 +38,7 @@
 #include "shim.h"
 #include "sys.h"
 
-static _Atomic int cached_pid;
+static _Atomic int cached_pid SHUNT_FORK_HOT;
 
 int shim_pid(void)
 {
@@ -76,9 +76,9 @@ int shim_in_vfork_child(void)
  * parent: the child has it; by the child: it lets go of it at once).
  */
 
-static struct tsock *births;  /* while moves are paused: one maker at a time */
-static int32_t birth_tag;     /* SLOT_FORKING(our pid, birth_seq) */
-static uint32_t birth_seq;    /* our forks, counted (one maker at a time) */
+static struct tsock *births SHUNT_FORK_HOT; /* while moves are paused: one maker at a time */
+static int32_t birth_tag SHUNT_FORK_HOT;     /* SLOT_FORKING(our pid, birth_seq) */
+static uint32_t birth_seq SHUNT_FORK_HOT;    /* our forks, counted (one maker at a time) */
 static _Thread_local int forking;  /* our fork's prepare reserved */
 static _Thread_local int wrapped;  /* in our fork wrapper: it ends the parent's side */
 static _Thread_local int spawning; /* in our posix_spawn wrapper */
