@@ -1,6 +1,14 @@
 /*
  * config.c - settings: built-in defaults, then the config file, then the
  * environment.  docs/config.md is the user's description of the file.
+ *
+ * Every variable is read with secure_getenv(): in a set-user-ID (or
+ * set-group-ID, or file-capability) program, which runs the library when
+ * /etc/ld.so.preload names it, the environment is the caller's, and a
+ * SHUNT_LOG_FILE or SHUNT_CONFIG of the caller's choosing would have the
+ * program write or read as its owner (a helper's attack appended a line
+ * of its choosing to a root-only file).  Only the defaults and
+ * /etc/shunt.conf apply there.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -324,8 +332,8 @@ int shunt__config_parse(struct shunt_config *c, const char *path, char *text)
  * system's files that does.  0 if none is to be read. */
 static int find_file(char *out, size_t n)
 {
-	const char *env = getenv("SHUNT_CONFIG");
-	const char *xdg = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
+	const char *env = secure_getenv("SHUNT_CONFIG");
+	const char *xdg = secure_getenv("XDG_CONFIG_HOME"), *home = secure_getenv("HOME");
 
 	if (env && *env) {
 		snprintf(out, n, "%s", env);
@@ -430,7 +438,7 @@ static void load_file(struct shunt_config *c)
 /* Spinning only pays when the peer can run at the same time on another core. */
 static void defaults(struct shunt_config *c)
 {
-	const char *xdg = getenv("XDG_RUNTIME_DIR");
+	const char *xdg = secure_getenv("XDG_RUNTIME_DIR");
 
 	memset(c, 0, sizeof(*c));
 	c->ring_size = DEFAULT_RING_SIZE;
@@ -444,7 +452,7 @@ static void defaults(struct shunt_config *c)
 
 static void apply_env(struct shunt_config *c, const char *var, setter fn)
 {
-	char *v = getenv(var);
+	char *v = secure_getenv(var);
 
 	if (!v || !*v)
 		return;

@@ -145,8 +145,8 @@ void shunt__log_hide(void)
 /* Runs before main() so the level is known before any other call. */
 __attribute__((constructor)) static void log_init(void)
 {
-	const char *lvl = getenv("SHUNT_LOG");
-	const char *file = getenv("SHUNT_LOG_FILE");
+	const char *lvl = secure_getenv("SHUNT_LOG");
+	const char *file = secure_getenv("SHUNT_LOG_FILE");
 
 	if (!lvl || !*lvl)
 		return;
@@ -167,7 +167,7 @@ __attribute__((constructor)) static void log_init(void)
 /* The environment, read above, wins over the config file. */
 int shunt__log_setup(const char *level, const char *file)
 {
-	const char *env = getenv("SHUNT_LOG");
+	const char *env = secure_getenv("SHUNT_LOG");
 
 	if (env && *env)
 		return 0;
@@ -209,6 +209,11 @@ static void log_line(int level, const char *fmt, va_list ap)
 	n += vsnprintf(buf + n, sizeof(buf) - (size_t)n, fmt, ap);
 	if (n > (int)sizeof(buf) - 2)
 		n = (int)sizeof(buf) - 2;
+	/* A value from a user, a file or a peer stays on its line: a newline
+	 * in it made a line of its own in a file someone else reads. */
+	for (int i = 0; i < n; i++)
+		if ((unsigned char)buf[i] < 0x20 || buf[i] == 0x7f)
+			buf[i] = '?';
 	buf[n++] = '\n';
 	/* One write per line keeps lines whole across threads and processes.
 	 * A file we opened is non-blocking: a line that would wait for a full

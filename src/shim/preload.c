@@ -19,6 +19,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
 #include <sys/ioctl.h>
@@ -397,7 +398,13 @@ __attribute__((constructor)) static void shim_init(void)
 	shunt__log_hide(); /* whichever constructor ran first */
 	pthread_atfork(shim_fork_prepare, shim_fork_parent, shim_fork_child);
 	shim_proc_init();
-	if ((off && *off && strcmp(off, "0")) || shunt__config()->bad_file)
+	/* A secure execution (set-user-ID, set-group-ID, file capabilities;
+	 * the library named in /etc/ld.so.preload) runs with credentials its
+	 * caller lacks, from the caller's environment: the library reads none
+	 * of it (secure_getenv), and moves nothing, as such programs stay on
+	 * TCP when LD_PRELOAD names us. */
+	if ((off && *off && strcmp(off, "0")) || shunt__config()->bad_file ||
+	    getauxval(AT_SECURE))
 		enabled = 0;
 	shim_inherit(); /* even when off: an inherited connection is ours to carry */
 }

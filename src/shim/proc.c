@@ -823,7 +823,7 @@ static int loads_us(int img, char *const envp[])
 
 int shim_image_look_search(const char *file)
 {
-	const char *p = getenv("PATH");
+	const char *p = getenv("PATH"); /* as execvp() looks */
 	char buf[PATH_MAX];
 	size_t len = strlen(file);
 	struct stat st;
@@ -1154,7 +1154,7 @@ static void adopt_stdio(struct adopted *seen, int nseen)
 
 void shim_inherit(void)
 {
-	const char *v = getenv(SHIM_INHERIT_ENV);
+	const char *v = secure_getenv(SHIM_INHERIT_ENV);
 	char buf[INHERIT_MAX + 64];
 	struct adopted seen[64];
 	int nseen = 0;
