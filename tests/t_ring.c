@@ -66,6 +66,8 @@ static void fixture_seek(struct fixture *f, uint64_t at)
 {
 	f->p.pos = f->p.peer = at;
 	f->c.pos = f->c.peer = at;
+	atomic_store(&f->p.own, at);
+	atomic_store(&f->c.own, at);
 	atomic_store(f->head, at);
 	atomic_store(f->tail, at);
 }
@@ -425,6 +427,39 @@ static void test_validation_fixed(void)
 	test_log("fixed impossible indices give -EPROTO");
 }
 
+/* The looks other threads make (a poll's) take our own index from our
+ * copy, not from the segment, where the peer can write it: a producer that
+ * set the consumer's tail one short of its head had every poll say
+ * readable while each read found nothing (a helper's attack, 100% CPU),
+ * and one that rewound the producer's head had its polls say writable. */
+static void test_looks_own_index(void)
+{
+	struct fixture f;
+	uint64_t starts[] = { 0, 5000, UINT64_MAX - 50 };
+
+	fixture_open(&f, CAP);
+	for (size_t i = 0; i < sizeof(starts) / sizeof(starts[0]); i++) {
+		uint64_t s = starts[i];
+		fixture_seek(&f, s);
+		shunt_ring_commit(&f.p, 100);
+		ASSERT_EQ(shunt_ring_avail(&f.c, 1), 100);
+		shunt_ring_release(&f.c, 100);
+		ASSERT_EQ(shunt_ring_look_fill(&f.c), 0);
+		atomic_store(f.tail, s + 99); /* the peer's lie about our tail */
+		ASSERT_EQ(shunt_ring_look_fill(&f.c), 0);
+		atomic_store(f.tail, s + 100);
+		/* The ring full, then the peer's lie about our head. */
+		shunt_ring_commit(&f.p, CAP);
+		ASSERT_EQ(shunt_ring_look_space(&f.p), 0);
+		atomic_store(f.head, s + 100);
+		ASSERT_EQ(shunt_ring_look_space(&f.p), 0);
+		atomic_store(f.head, s + 100 + CAP);
+		ASSERT_EQ(shunt_ring_look_fill(&f.c), CAP);
+	}
+	fixture_close(&f);
+	test_log("looks take our own index from our copy");
+}
+
 /* A peer index: fully random, or near a plausible value. */
 static uint64_t scribble_value(struct test_rng *r, uint64_t near, uint64_t cap)
 {
@@ -635,6 +670,7 @@ int main(void)
 	test_full_empty();
 	test_interleavings();
 	test_validation_fixed();
+	test_looks_own_index();
 	test_validation_fuzz();
 	test_two_threads(CAP, bytes / 4);
 	test_two_threads(1u << 16, bytes);

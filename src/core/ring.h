@@ -31,6 +31,7 @@ struct shunt_ring {
 	uint64_t mask;
 	uint64_t pos;           /* our index: head if producer, tail if consumer */
 	uint64_t peer;          /* last validated value of the peer's index */
+	_Atomic uint64_t own;   /* pos as its thread last stored it: other threads' looks */
 };
 
 void shunt_ring_init(struct shunt_ring *r, _Atomic uint64_t *head,
@@ -69,6 +70,7 @@ static inline uint8_t *shunt_ring_wptr(const struct shunt_ring *r)
 static inline void shunt_ring_commit(struct shunt_ring *r, uint64_t n)
 {
 	r->pos += n;
+	atomic_store_explicit(&r->own, r->pos, memory_order_release);
 	/* Release pairs with the acquire in shunt_ring_avail(): the consumer
 	 * sees the bytes before it sees the index that covers them. */
 	atomic_store_explicit(r->head, r->pos, memory_order_release);
@@ -105,6 +107,7 @@ static inline const uint8_t *shunt_ring_rptr(const struct shunt_ring *r)
 static inline void shunt_ring_release(struct shunt_ring *r, uint64_t n)
 {
 	r->pos += n;
+	atomic_store_explicit(&r->own, r->pos, memory_order_release);
 	/* Release pairs with the acquire in shunt_ring_space(): our reads of
 	 * the bytes happen before the producer may overwrite them. */
 	atomic_store_explicit(r->tail, r->pos, memory_order_release);
@@ -117,10 +120,11 @@ int64_t shunt_ring_peek_fill(const struct shunt_ring *r);
 int64_t shunt_ring_peek_space(const struct shunt_ring *r);
 
 /*
- * The same for readiness asked by any thread: from the shared indices
- * alone, touching neither `pos` nor `peer`, which belong to the thread
- * that produces or consumes and may change under the caller.  -EPROTO if
- * impossible.
+ * The same for readiness asked by any thread, touching neither `pos` nor
+ * `peer`, which belong to the thread that produces or consumes and may
+ * change under the caller: our index as that thread last stored it
+ * (`own`), the peer's from shared memory.  Fill on a ring we consume,
+ * space on one we produce.  -EPROTO if impossible.
  */
 int64_t shunt_ring_look_fill(const struct shunt_ring *r);
 int64_t shunt_ring_look_space(const struct shunt_ring *r);

@@ -1196,6 +1196,7 @@ static int unread_to_ring(struct tslot *s, int fd, uint64_t at, uint64_t x, int6
 	if (consumed(s, fd, &now) < 0 || now != x)
 		return -ENOTRECOVERABLE;
 	r->pos = from;
+	atomic_store_explicit(&r->own, from, memory_order_release);
 	/* Release: the bytes before the tail that covers them; our BACK
 	 * (after this) tells the peer the tail is final. */
 	atomic_store_explicit(r->tail, from, memory_order_release);
