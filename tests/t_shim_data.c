@@ -1079,6 +1079,147 @@ static void case_linger_in_handler(void)
 	ASSERT_SYS(close(b));
 }
 
+/* A call that may not wait, beside a blocking one on the same socket
+ * (another thread's recv() asleep with nothing to read, or its send()
+ * waiting for room), returns at once, as TCP's: the blocking call held the
+ * direction's lock across its wait, and the other waited until the peer
+ * spoke (3.8 s, a helper's attack). */
+#define NB_BULK (24 * 1024 * 1024)
+
+struct nb_arg {
+	int fd, tx;
+	_Atomic int done;
+};
+
+/* n bytes, whatever they are, in blocking calls. */
+static void nb_move(int fd, char *buf, size_t n, int tx)
+{
+	for (size_t off = 0; off < n;) {
+		ssize_t k = tx ? send(fd, buf + off, n - off, MSG_NOSIGNAL)
+			       : recv(fd, buf, n - off, 0);
+		ASSERT_MSG(k > 0, "%s: %zd (%s) at %zu of %zu", tx ? "send" : "recv", k,
+			   k < 0 ? test_errname(errno) : "the end", off, n);
+		off += (size_t)k;
+	}
+}
+
+static void *nb_blocker(void *arg)
+{
+	struct nb_arg *a = arg;
+	char *buf = malloc(NB_BULK);
+
+	ASSERT(buf);
+	memset(buf, 'b', NB_BULK);
+	if (a->tx)
+		nb_move(a->fd, buf, NB_BULK, 1);
+	else
+		ASSERT_EQ(recv(a->fd, buf, 1, 0), 1);
+	free(buf);
+	atomic_store(&a->done, 1);
+	return NULL;
+}
+
+static void nb_beside_on(int a, int b, const char *when, int tx)
+{
+	struct nb_arg arg = { .fd = a, .tx = tx };
+	pthread_t th;
+	char c = 'x';
+
+	ASSERT_EQ(pthread_create(&th, NULL, nb_blocker, &arg), 0);
+	usleep(200 * 1000); /* asleep in its recv, or its send out of room */
+	ASSERT_MSG(!atomic_load(&arg.done), "%s: the blocking call did not block", when);
+	uint64_t t0 = test_now_ns();
+	ssize_t k = tx ? send(a, &c, 1, MSG_DONTWAIT) : recv(a, &c, 1, MSG_DONTWAIT);
+	int err = errno;
+	uint64_t ms = (test_now_ns() - t0) / 1000000u;
+	ASSERT_MSG(ms < (uint64_t)ts_ms(100), "%s: a non-blocking %s beside a blocking one took %ju ms",
+		   when, tx ? "send" : "recv", (uintmax_t)ms);
+	ASSERT_MSG(k == (tx ? 1 : -1) || (k < 0 && err == EAGAIN), "%s: %s said %zd (%s)", when,
+		   tx ? "send" : "recv", k, k < 0 ? test_errname(err) : "");
+	if (tx) {
+		char *sink = malloc(NB_BULK + 1);
+		ASSERT(sink);
+		nb_move(b, sink, NB_BULK + (k == 1), 0);
+		free(sink);
+	} else
+		ASSERT_EQ(send(b, "y", 1, 0), 1);
+	ASSERT_EQ(pthread_join(th, NULL), 0);
+}
+
+static void nb_recv_beside_on(int a, int b, const char *when)
+{
+	nb_beside_on(a, b, when, 0);
+}
+
+static void nb_send_beside_on(int a, int b, const char *when)
+{
+	nb_beside_on(a, b, when, 1);
+}
+
+static void case_nonblock_beside_blocked(void)
+{
+	ts_tcp_then_moved(nb_recv_beside_on);
+	ts_tcp_then_moved(nb_send_beside_on);
+}
+
+/* The same from a signal handler that interrupted the blocking recv(): it
+ * waited for the lock its own thread held, for ever (a helper's attack). */
+static int g_nb_fd;
+static _Atomic ssize_t g_nb_got = 2;
+static _Atomic int g_nb_errno;
+
+static void nb_on_usr1(int sig)
+{
+	char c;
+	int err = errno;
+
+	(void)sig;
+	ssize_t k = recv(g_nb_fd, &c, 1, MSG_DONTWAIT);
+	atomic_store(&g_nb_errno, errno);
+	atomic_store(&g_nb_got, k);
+	errno = err;
+}
+
+struct nb_kick {
+	pthread_t victim;
+	int peer;
+};
+
+static void *nb_kicker(void *arg)
+{
+	struct nb_kick *k = arg;
+
+	usleep(150 * 1000);
+	pthread_kill(k->victim, SIGUSR1);
+	usleep(150 * 1000);
+	ASSERT_EQ(send(k->peer, "z", 1, 0), 1);
+	return NULL;
+}
+
+static void nb_in_handler_on(int a, int b, const char *when)
+{
+	struct nb_kick k = { pthread_self(), b };
+	pthread_t th;
+	char c = 0;
+
+	g_nb_fd = a;
+	atomic_store(&g_nb_got, 2);
+	ts_set_handler(SIGUSR1, nb_on_usr1, SA_RESTART);
+	ASSERT_EQ(pthread_create(&th, NULL, nb_kicker, &k), 0);
+	ASSERT_EQ(recv(a, &c, 1, 0), 1);
+	ASSERT_EQ(pthread_join(th, NULL), 0);
+	ts_set_handler(SIGUSR1, SIG_DFL, 0);
+	ASSERT_EQ(c, 'z');
+	ASSERT_MSG(atomic_load(&g_nb_got) == -1 && atomic_load(&g_nb_errno) == EAGAIN,
+		   "%s: the handler's recv said %zd (%s)", when, atomic_load(&g_nb_got),
+		   test_errname(atomic_load(&g_nb_errno)));
+}
+
+static void case_nonblock_in_handler(void)
+{
+	ts_tcp_then_moved(nb_in_handler_on);
+}
+
 /* connect(AF_UNSPEC) ends the connection with a reset (SO_LINGER {1, 0}
  * for its close) and puts back the program's SO_LINGER, its time too:
  * set with "off" alone the kernel kept the reset's 0 (a helper's review). */
@@ -2497,6 +2638,8 @@ static const struct shim_case g_cases[] = {
 	{ "bad_lengths", case_bad_lengths },
 	{ "linger_in_handler", case_linger_in_handler },
 	{ "linger_disconnect", case_linger_disconnect },
+	{ "nonblock_beside_blocked", case_nonblock_beside_blocked },
+	{ "nonblock_in_handler", case_nonblock_in_handler },
 	{ "nosignal", case_nosignal },
 	{ "round_trips", case_round_trips },
 	{ "io_calls", case_io_calls },

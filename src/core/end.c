@@ -784,6 +784,11 @@ static int poll_tx(struct shunt_end *e)
 	return n > 0 || n == -EPIPE ? POLLOUT : POLLOUT | POLLERR;
 }
 
+int shunt_end_would_wait(struct shunt_end *e, uint32_t bits)
+{
+	return (bits == SHUNT_WAIT_WRITE ? tx_ready(e, 1, 1, 1) : rx_ready(e, 1, 1)) == -EAGAIN;
+}
+
 /* POLLHUP as TCP gives it: both directions are shut. */
 static int poll_bits(struct shunt_end *e, int events)
 {

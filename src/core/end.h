@@ -125,6 +125,11 @@ void shunt_end_close(struct shunt_end *e, struct shunt_bell *b, enum shunt_close
 #define SHUNT_ARM_LAZY  2
 #define SHUNT_ARM_EDGE  3
 int shunt_end_poll(struct shunt_end *e, struct shunt_bell *b, int events, int arm);
+
+/* 1 if a call that reads (bits SHUNT_WAIT_READ) or writes (SHUNT_WAIT_WRITE)
+ * would wait now: nothing to read and no end, or no room.  From the shared
+ * indices, as a poll's look: any thread may ask. */
+int shunt_end_would_wait(struct shunt_end *e, uint32_t bits);
 /* The SHUNT_WAIT_* bits this end has armed now.  The peer clears one as
  * it rings for it, before its doorbell reaches us (which the medium may
  * delay), so an armed bit gone means "look again". */

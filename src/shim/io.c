@@ -67,6 +67,36 @@ static int64_t deadline_of(struct tsock *t, int flags, int tx)
 	return to > 0 ? shunt_now_ns() + to : SHUNT_NEVER;
 }
 
+/* A direction's lock for a call that may not wait (dl 0), -EAGAIN
+ * without it when such a call would wait anyway.  A blocking call holds
+ * the lock across its wait (bell.c, lead), for as long as the peer is
+ * quiet: a non-blocking recv() or send() in another thread waited as long
+ * (TCP's returns at once), and one from a signal handler that interrupted
+ * the holder waited for ever (a helper's attacks; t_shim_flags
+ * nonblock_beside_blocked).  One that could go on waits for the lock a
+ * while (the holder is copying, or waking), then says EAGAIN rather than
+ * wait: it may not. */
+#define NOWAIT_TRIES 256
+
+static int lock_for(pthread_mutex_t *mu, struct shunt_end *e, uint32_t bits, int64_t dl)
+{
+	if (dl != 0) {
+		shim_lock(mu);
+		return 0;
+	}
+	for (int i = 0; i < NOWAIT_TRIES; i++) {
+		int rc = pthread_mutex_trylock(mu);
+		if (rc == EOWNERDEAD)
+			pthread_mutex_consistent(mu);
+		if (rc == 0 || rc == EOWNERDEAD)
+			return 0;
+		if (shunt_end_would_wait(e, bits))
+			return -EAGAIN;
+		sched_yield();
+	}
+	return -EAGAIN;
+}
+
 /* The kernel's pending error, taken (SO_ERROR): one told with the ring's
  * is not told again. */
 static int kernel_error(int fd)
@@ -566,25 +596,21 @@ static ssize_t ring_take(struct shunt_end *e, struct shunt_bell *b, void *buf, s
 				   : shunt_end_recv(e, b, buf, len, dl);
 }
 
-static ssize_t ring_recv(struct tsock *t, int fd, void *buf, size_t len, int flags,
-			 size_t done)
+/* ring_recv's part under rx_mu; -EXDEV if the ring is not ours to read. */
+static ssize_t recv_locked(struct tsock *t, struct shunt_bell *bp, void *buf, size_t len,
+			   int flags, int64_t dl)
 {
-	struct shunt_bell b = shim_bell(t, fd);
 	struct shunt_end *e = END(t);
-	int64_t dl = done ? 0 : deadline_of(t, flags, 0);
 	ssize_t n;
 
-	shim_lock(&S(t)->rx_mu);
-	if (!moved(t) || (phase_of(t) & PH_RX_PLAIN)) {
-		shim_unlock(&S(t)->rx_mu);
-		return done ? (ssize_t)done : RETRY;
-	}
+	if (!moved(t) || (phase_of(t) & PH_RX_PLAIN))
+		return -EXDEV;
 	len = shim_rx_to_mark(S(t), len); /* TCP's reads stop at the urgent mark */
 	if (flags & MSG_PEEK || len == 0) {
 		const void *p;
 		n = (flags & MSG_WAITALL) && len > 1
-			    ? shunt_end_peek_min(e, &b, &p, SHUNT_MIN(len, e->seg.cap), dl)
-			    : shunt_end_peek(e, &b, &p, dl);
+			    ? shunt_end_peek_min(e, bp, &p, SHUNT_MIN(len, e->seg.cap), dl)
+			    : shunt_end_peek(e, bp, &p, dl);
 		/* A read of no bytes that waited out its SO_RCVTIMEO is 0, as
 		 * TCP's (one pass of its loop, which waits, then ends with
 		 * nothing copied): only one that may not wait says EAGAIN
@@ -597,14 +623,14 @@ static ssize_t ring_recv(struct tsock *t, int fd, void *buf, size_t len, int fla
 				shunt_copy(buf, p, (size_t)n);
 		}
 	} else {
-		n = ring_take(e, &b, buf, len, flags, dl);
+		n = ring_take(e, bp, buf, len, flags, dl);
 		/* MSG_WAITALL: on until all of it, the end, an error or a
 		 * signal (whatever SA_RESTART says: TCP returns what it has).
 		 * With MSG_TRUNC too, as TCP's loop drops what it waits for
 		 * (it returned the first piece: a helper's reproducer). */
 		while ((flags & MSG_WAITALL) && n > 0 && (size_t)n < len) {
 			shim_wait_eintr = 1;
-			ssize_t k = ring_take(e, &b, buf ? (char *)buf + n : NULL, len - (size_t)n,
+			ssize_t k = ring_take(e, bp, buf ? (char *)buf + n : NULL, len - (size_t)n,
 					      flags, deadline_of(t, flags, 0));
 			shim_wait_eintr = 0;
 			if (k <= 0)
@@ -612,7 +638,21 @@ static ssize_t ring_recv(struct tsock *t, int fd, void *buf, size_t len, int fla
 			n += k;
 		}
 	}
-	shim_unlock(&S(t)->rx_mu);
+	return n;
+}
+
+static ssize_t ring_recv(struct tsock *t, int fd, void *buf, size_t len, int flags,
+			 size_t done)
+{
+	struct shunt_bell b = shim_bell(t, fd);
+	struct shunt_end *e = END(t);
+	int64_t dl = done ? 0 : deadline_of(t, flags, 0);
+	ssize_t n = lock_for(&S(t)->rx_mu, e, SHUNT_WAIT_READ, dl);
+
+	if (n == 0) {
+		n = recv_locked(t, &b, buf, len, flags, dl);
+		shim_unlock(&S(t)->rx_mu);
+	}
 	touched(t);
 	if (n == -EXDEV)
 		return done ? (ssize_t)done : RETRY;
@@ -1607,12 +1647,14 @@ static ssize_t ring_sendv(struct tsock *t, int fd, const struct iovec *iov, int 
 		return shut_pipe(t, fd, flags);
 	if (peer_closed(t))
 		return AFTER_CLOSE;
-	shim_lock(&S(t)->tx_mu);
+	int64_t dl = deadline_of(t, flags, 1);
+	if (lock_for(&S(t)->tx_mu, END(t), SHUNT_WAIT_WRITE, dl) < 0)
+		return shim_err(-EAGAIN);
 	if (!ring_open_locked(t, fd)) {
 		shim_unlock(&S(t)->tx_mu);
 		return RETRY;
 	}
-	ssize_t k = shunt_end_sendv(END(t), &b, iov, n, len, deadline_of(t, flags, 1));
+	ssize_t k = shunt_end_sendv(END(t), &b, iov, n, len, dl);
 	shim_tx_exit(S(t));
 	shim_unlock(&S(t)->tx_mu);
 	touched(t);
