@@ -77,12 +77,18 @@ void shim_segment_mapped(int delta)
  * program's own mmap() fails with ENOMEM where over TCP it would not
  * (a helper's 1000 moved connections with the limit at 2000: the
  * server's malloc of 1 MiB and mmap of a page both failed).  So this
- * process's segments take at most half of the limit; the connections
- * beyond stay on TCP. */
+ * process's segments take at most half of what the program leaves free:
+ * half the limit was too much for a program that used most of it itself
+ * (a server at 64,730 mappings of 65,530, as a JVM or a search engine can
+ * be: 300 connections from a hostile client and its own mmap() and
+ * malloc() failed; a helper's attack).  The program's mappings are
+ * counted (/proc/self/maps) at most once a second; the connections beyond
+ * stay on TCP. */
 #define SEG_MAPPINGS 4
 #define MAP_LIMIT_DEFAULT 65530
 
-static _Atomic long map_limit; /* vm.max_map_count, 0 before it is read */
+static _Atomic long map_room; /* vm.max_map_count less the program's own mappings */
+static _Atomic int64_t map_room_at;
 
 static long read_map_limit(void)
 {
@@ -94,18 +100,45 @@ static long read_map_limit(void)
 	return v > 0 ? v : MAP_LIMIT_DEFAULT;
 }
 
-/* Would one more segment take this process's past half the limit?  The
- * limit is read again before saying yes: it may have been raised. */
+/* The process's mappings now, ours included: /proc/self/maps's lines. */
+static long count_maps(void)
+{
+	char buf[4096];
+	long n = 0, k;
+	int fd = sys_openat(AT_FDCWD, "/proc/self/maps", O_RDONLY | O_CLOEXEC, 0);
+
+	if (fd < 0)
+		return fd;
+	while ((k = sys_read(fd, buf, sizeof(buf))) > 0)
+		for (long i = 0; i < k; i++)
+			n += buf[i] == '\n';
+	sys_close(fd);
+	return k < 0 ? k : n;
+}
+
+/* The limit less the program's own mappings (ours counted SEG_MAPPINGS a
+ * segment), read again when a second old. */
+static long room_now(long ours)
+{
+	int64_t now = shunt_now_ns();
+	long room = atomic_load(&map_room);
+
+	if (room && now - atomic_load(&map_room_at) < 1000000000ll)
+		return room;
+	long lim = read_map_limit(), all = count_maps();
+	room = all < 0 ? lim / 2 : lim - SHUNT_MAX(all - ours, 0l);
+	atomic_store(&map_room, SHUNT_MAX(room, 1l));
+	atomic_store(&map_room_at, now);
+	return room;
+}
+
+/* Would one more segment take this process's past half the room the
+ * program leaves? */
 static int maps_short(void)
 {
-	long want = ((long)atomic_load(&live_segments) + 1) * SEG_MAPPINGS;
-	long lim = atomic_load(&map_limit);
+	long ours = (long)atomic_load(&live_segments) * SEG_MAPPINGS;
 
-	if (lim && want <= lim / 2)
-		return 0;
-	lim = read_map_limit();
-	atomic_store(&map_limit, lim);
-	return want > lim / 2;
+	return ours + SEG_MAPPINGS > room_now(ours) / 2;
 }
 
 /* --- Deciding --------------------------------------------------------------- */
