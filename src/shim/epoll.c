@@ -100,6 +100,8 @@ struct shim_ep {
 	                           * all once a set of ours is in it (kick.c) */
 	_Atomic int waiting;      /* waits inside the kernel now */
 	uint64_t rounds;
+	int scan_from;            /* where the next scan starts: after the last it reported */
+	_Atomic int kernel_owed;  /* the last wait's moved entries filled the array */
 	_Atomic int refs;         /* the list's, and each user's in progress */
 	struct epoll_event stash[STASH]; /* taken from the kernel, not yet given */
 	struct ep_entry *stash_e[STASH]; /* whose (NULL: not ours) */
@@ -1157,12 +1159,17 @@ static int64_t jam_at(struct ep_entry *e)
 static int scan_locked(struct shim_ep *ep, struct epoll_event *out, int max, int look,
 		       uint64_t round, struct ep_entry **whose)
 {
-	int k = 0, idle = 0;
+	int k = 0, idle = 0, from = ep->scan_from < ep->n ? ep->scan_from : 0;
 	int64_t jam = SHUNT_NEVER;
 
 	ep->unrung = 0;
 	ep->shared = 0;
-	for (int i = 0; i < ep->n && k < max && ep->nours; i++) {
+	/* From after the last one reported, round the list: from its start
+	 * each time, with fewer slots than ready entries the first ones took
+	 * every wait and the others none (a helper's reproducer), where the
+	 * kernel's ready list goes round. */
+	for (int m = 0; m < ep->n && k < max && ep->nours; m++) {
+		int i = (from + m) % ep->n;
 		struct ep_entry *e = ep->e[i];
 		if (!e->ours)
 			continue;
@@ -1180,6 +1187,7 @@ static int scan_locked(struct shim_ep *ep, struct epoll_event *out, int max, int
 			if (whose)
 				whose[k] = e;
 			k++;
+			ep->scan_from = i + 1;
 		} else {
 			idle++;
 		}
@@ -1337,15 +1345,35 @@ static int kernel_wait(int epfd, struct epoll_event *ev, int max, int64_t deadli
 	return wait_for(epfd, ev, max, SHUNT_MAX(deadline - shunt_now_ns(), 0), mask);
 }
 
+/* The kernel's fds first, up to half the array (one slot of one), when
+ * the last wait's moved entries filled it all and the kernel was not
+ * asked: a server whose maxevents was below its busy connections never
+ * saw its listener, pipe or timer again (a helper's reproducer; the
+ * kernel's own list goes round).  Translated in the scan's round, so that
+ * a moved entry it reports is not reported twice. */
+static int kernel_turn(struct shim_ep *ep, struct epoll_event *ev, int max, uint64_t round,
+		       int *had)
+{
+	if (!atomic_exchange_explicit(&ep->kernel_owed, 0, memory_order_relaxed))
+		return 0;
+	*had = 1;
+	int n = sys_epoll_wait(ep->epfd, ev, max > 1 ? max / 2 : 1, 0);
+	return n > 0 ? translate_locked(ep, ev, n, round, NULL) : 0;
+}
+
 /* What is there without the kernel: the stash, then ready moved entries.
  * A look, which arms (almost) nothing: an armed ring makes the peer ring
  * the bell (a system call) for each message, which only a wait about to
  * sleep needs.  A busy loop that never sleeps thus costs its peers none. */
-static int ready_now(struct shim_ep *ep, struct epoll_event *ev, int max, uint64_t *round)
+static int ready_now(struct shim_ep *ep, struct epoll_event *ev, int max, uint64_t *round,
+		     int *had)
 {
 	ep_lock(ep);
 	*round = ++ep->rounds;
+	*had = 0;
 	int k = take_stash(ep, ev, max, *round);
+	if (k < max)
+		k += kernel_turn(ep, ev + k, max - k, *round, had);
 	if (k < max)
 		k += scan_locked(ep, ev + k, max - k, LOOK_BUSY, *round, NULL);
 	ep_unlock(ep);
@@ -1360,7 +1388,8 @@ static int wait_set(struct shim_ep *ep, int epfd, struct epoll_event *ev, int ma
 
 	for (;;) {
 		uint64_t round;
-		int k = ready_now(ep, ev, max, &round);
+		int had;
+		int k = ready_now(ep, ev, max, &round, &had);
 		if (!k && !spun) {
 			/* Plain fds wait for the end of the window: it is short. */
 			struct spin_args a = { ep, ev, max, round };
@@ -1388,6 +1417,8 @@ static int wait_set(struct shim_ep *ep, int epfd, struct epoll_event *ev, int ma
 		if (ep->jam_at != SHUNT_NEVER)
 			until = SHUNT_MIN(until, SHUNT_MAX(ep->jam_at, shunt_now_ns() + UNRUNG_NAP_NS));
 		int rc = k == max ? 0 : kernel_wait(epfd, ev + k, max - k, until, mask);
+		if (k == max && !had)
+			atomic_store_explicit(&ep->kernel_owed, 1, memory_order_relaxed);
 		shim_kick_unlisten(slot);
 		atomic_fetch_sub(&ep->waiting, 1);
 
