@@ -15,6 +15,7 @@
  * SHUNT_TEST_ONLY=name,name runs some cases.  (Ported from the former t_preload.)
  */
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -1206,6 +1207,51 @@ static void case_kick_own_connection(void)
 		ASSERT_SYS(close((int[]){ a, b, c, d }[fd]));
 }
 
+/* Arguments the kernel refuses get its error, with a moved socket in the
+ * set as on TCP: invalid timeouts EINVAL (ours waited none, or for ever),
+ * epoll_wait's array in the first page EFAULT (ours wrote to it: SIGSEGV),
+ * its maxevents past INT_MAX / 12 EINVAL (a helper's reproducers). */
+static void expect_err(int rc, int want, const char *what, const char *when)
+{
+	ASSERT_MSG(rc == -1 && errno == want, "%s: %s said %d (%s), TCP's %s", when, what, rc,
+		   rc < 0 ? test_errname(errno) : "", test_errname(want));
+}
+
+static void bad_args_on(int a, int b, const char *when)
+{
+	struct pollfd p = { .fd = a, .events = POLLIN };
+	const struct timespec bad[] = { { 0, -1 }, { -1, 0 }, { 0, 1000000000 } };
+	fd_set r;
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event ev = { .events = EPOLLIN }, out[1];
+	struct epoll_event *volatile none = NULL;
+
+	ASSERT_EQ(send(b, "x", 1, 0), 1);
+	ASSERT_EQ(poll(&p, 1, 2000), 1);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		expect_err(ppoll(&p, 1, &bad[i], NULL), EINVAL, "ppoll", when);
+		FD_ZERO(&r);
+		FD_SET(a, &r);
+		expect_err(pselect(a + 1, &r, NULL, NULL, &bad[i], NULL), EINVAL, "pselect", when);
+	}
+	FD_ZERO(&r);
+	FD_SET(a, &r);
+	struct timeval tv = { 0, -5 };
+	expect_err(select(a + 1, &r, NULL, NULL, &tv), EINVAL, "select", when);
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, a, &ev));
+	expect_err(epoll_wait(ep, none, 1, 0), EFAULT, "epoll_wait(NULL)", when);
+	volatile int huge = (int)(INT_MAX / sizeof(out[0])) + 1;
+	expect_err(epoll_wait(ep, out, huge, 0), EINVAL,
+		   "epoll_wait(huge maxevents)", when);
+	ASSERT_EQ(epoll_wait(ep, out, 1, 0), 1);
+	close(ep);
+}
+
+static void case_bad_args(void)
+{
+	ts_tcp_then_moved(bad_args_on);
+}
+
 static const struct shim_case g_cases[] = {
 	{ "select_bits_past_nfds", case_select_bits_past_nfds },
 	{ "wait_calls", case_wait_calls },
@@ -1229,6 +1275,7 @@ static const struct shim_case g_cases[] = {
 	{ "read_across_move", case_read_across_move },
 	{ "select_past_setsize", case_select_past_setsize },
 	{ "kick_own_connection", case_kick_own_connection },
+	{ "bad_args", case_bad_args },
 };
 
 int main(void)

@@ -38,6 +38,7 @@
  * checked against the entry it names, in the set the event came from.
  */
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/kcmp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1475,10 +1476,20 @@ static int wait_plain(int epfd, struct epoll_event *ev, int max, int64_t timeout
 	}
 }
 
+/* The kernel's answer to arguments it refuses (EINVAL for maxevents
+ * past INT_MAX / 12, EFAULT for an array in the first page): the wait
+ * below wrote into a NULL array (SIGSEGV) and took any maxevents (a
+ * helper's reproducers). */
+static int args_refused(const struct epoll_event *ev, int max)
+{
+	return max <= 0 || max > (int)(INT_MAX / sizeof(struct epoll_event)) ||
+	       (uintptr_t)ev < 4096;
+}
+
 int shim_epoll_wait(int epfd, struct epoll_event *ev, int max, int64_t timeout_ns,
 		    const sigset_t *mask)
 {
-	struct shim_ep *ep = max > 0 ? ep_find(epfd) : NULL;
+	struct shim_ep *ep = args_refused(ev, max) ? NULL : ep_find(epfd);
 
 	if (!ep)
 		return wait_plain(epfd, ev, max, timeout_ns, mask);

@@ -1657,10 +1657,18 @@ EXPORT int __poll_chk(struct pollfd *fds, nfds_t n, int timeout, size_t fdslen)
 	return do_poll(fds, n, timeout);
 }
 
+/* A timeout the kernel refuses (EINVAL, having looked at nothing): its
+ * call says so.  Ours took {0, -1} for no wait and {-1, 0} for none (a
+ * helper's reproducers). */
+static int bad_ts(const struct timespec *t)
+{
+	return t && (t->tv_sec < 0 || t->tv_nsec < 0 || t->tv_nsec >= 1000000000);
+}
+
 static int do_ppoll(struct pollfd *fds, nfds_t n, const struct timespec *t,
 		    const sigset_t *mask)
 {
-	if (!any_ours(fds, n))
+	if (bad_ts(t) || !any_ours(fds, n))
 		return REAL(ppoll)(fds, n, t, mask);
 	return shim_poll(fds, n, t, mask);
 }
@@ -1696,9 +1704,12 @@ static int any_in_sets(int nfds, fd_set *r, fd_set *w, fd_set *e)
 
 EXPORT int select(int nfds, fd_set *r, fd_set *w, fd_set *e, struct timeval *tv)
 {
-	if (!any_in_sets(nfds, r, w, e))
+	/* The kernel refuses a negative part, and carries whole seconds of
+	 * tv_usec over. */
+	if ((tv && (tv->tv_sec < 0 || tv->tv_usec < 0)) || !any_in_sets(nfds, r, w, e))
 		return REAL(select)(nfds, r, w, e, tv);
-	struct timespec ts = tv ? (struct timespec){ tv->tv_sec, tv->tv_usec * 1000 }
+	struct timespec ts = tv ? (struct timespec){ tv->tv_sec + tv->tv_usec / 1000000,
+						     tv->tv_usec % 1000000 * 1000 }
 				: (struct timespec){ 0, 0 };
 	int64_t end = shunt_now_ns() + (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 	int rc = shim_select(nfds, r, w, e, tv ? &ts : NULL, NULL);
@@ -1713,7 +1724,7 @@ EXPORT int select(int nfds, fd_set *r, fd_set *w, fd_set *e, struct timeval *tv)
 EXPORT int pselect(int nfds, fd_set *r, fd_set *w, fd_set *e, const struct timespec *t,
 		   const sigset_t *mask)
 {
-	if (!any_in_sets(nfds, r, w, e))
+	if (bad_ts(t) || !any_in_sets(nfds, r, w, e))
 		return REAL(pselect)(nfds, r, w, e, t, mask);
 	return shim_select(nfds, r, w, e, t, mask);
 }
@@ -1739,6 +1750,8 @@ EXPORT int epoll_pwait2(int epfd, struct epoll_event *ev, int max,
 {
 	if (!REAL(epoll_pwait2))
 		return (int)shim_err(-ENOSYS);
+	if (bad_ts(t))
+		return REAL(epoll_pwait2)(epfd, ev, max, t, mask);
 	return shim_epoll_wait(epfd, ev, max,
 			       t ? (int64_t)t->tv_sec * 1000000000 + t->tv_nsec : -1, mask);
 }
