@@ -1220,6 +1220,46 @@ static void case_nonblock_in_handler(void)
 	ts_tcp_then_moved(nb_in_handler_on);
 }
 
+/* sendfile() reads a file or a device: from a pipe, a socket or a
+ * directory the kernel says EINVAL and takes nothing, and so does a moved
+ * socket's (it read the pipe or the socket into the ring, and hung on a
+ * moved socket's own: a helper's reproducers). */
+static void sendfile_inputs_on(int a, int b, const char *when)
+{
+	int p[2], u[2], dir = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int zero = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+	char buf[8];
+
+	ASSERT_SYS(pipe2(p, O_CLOEXEC));
+	ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, u));
+	ASSERT_EQ(write(p[1], "pipe", 4), 4);
+	ASSERT_EQ(write(u[1], "unix", 4), 4);
+	ASSERT_SYS(dir);
+	ASSERT_SYS(zero);
+	int in[] = { p[0], u[0], dir, b };
+	for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++) {
+		ssize_t k = sendfile(a, in[i], NULL, 4);
+		ASSERT_MSG(k == -1 && errno == EINVAL, "%s: sendfile from input %zu said %zd (%s)",
+			   when, i, k, k < 0 ? test_errname(errno) : "");
+	}
+	ASSERT_EQ(read(p[0], buf, sizeof(buf)), 4); /* nothing taken */
+	ASSERT_EQ(read(u[0], buf, sizeof(buf)), 4);
+	ASSERT_EQ(sendfile(a, zero, NULL, 4), 4);
+	ts_read_exact(b, buf, 4, ts_ms(2000));
+	ASSERT(memcmp(buf, "\0\0\0\0", 4) == 0);
+	close(p[0]);
+	close(p[1]);
+	close(u[0]);
+	close(u[1]);
+	close(dir);
+	close(zero);
+}
+
+static void case_sendfile_inputs(void)
+{
+	ts_tcp_then_moved(sendfile_inputs_on);
+}
+
 /* connect(AF_UNSPEC) ends the connection with a reset (SO_LINGER {1, 0}
  * for its close) and puts back the program's SO_LINGER, its time too:
  * set with "off" alone the kernel kept the reset's 0 (a helper's review). */
@@ -2640,6 +2680,7 @@ static const struct shim_case g_cases[] = {
 	{ "linger_disconnect", case_linger_disconnect },
 	{ "nonblock_beside_blocked", case_nonblock_beside_blocked },
 	{ "nonblock_in_handler", case_nonblock_in_handler },
+	{ "sendfile_inputs", case_sendfile_inputs },
 	{ "nosignal", case_nosignal },
 	{ "round_trips", case_round_trips },
 	{ "io_calls", case_io_calls },

@@ -20,6 +20,7 @@
 #include <sched.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -1851,6 +1852,15 @@ ssize_t shim_sendfile(struct tsock *t, int fd, int in_fd, off_t *off, size_t cou
 		return shim_err(r);
 	if (r != TX_RING)
 		return kernel_sent(t, fd, r, REAL(sendfile)(fd, in_fd, off, count));
+	/* The kernel's reads a file or a device, and says EINVAL, nothing
+	 * taken, for a pipe, a socket, a directory or an eventfd.  Ours read
+	 * a pipe or a socket into the ring, and hung on a moved socket's (a
+	 * helper's reproducers). */
+	struct stat st;
+	if (sys_fstat(in_fd, &st) < 0)
+		return shim_err(-EBADF);
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode) && !S_ISCHR(st.st_mode))
+		return shim_err(-EINVAL);
 	struct kcall kc = { .kind = KC_FILE, .in = in_fd, .off = off };
 	int closed = kcall_closed(t);
 	if (closed)
