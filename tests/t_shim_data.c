@@ -1260,6 +1260,34 @@ static void case_sendfile_inputs(void)
 	ts_tcp_then_moved(sendfile_inputs_on);
 }
 
+/* MSG_FASTOPEN on a connected socket: the kernel refuses it (EISCONN, or
+ * EOPNOTSUPP with TCP_FASTOPEN's client side off) and sends nothing; the
+ * ring took the byte (a helper's reproducer). */
+static int g_fastopen_err;
+
+static void fastopen_on(int a, int b, const char *when)
+{
+	char c;
+
+	ASSERT_EQ(send(a, "x", 1, MSG_FASTOPEN | MSG_NOSIGNAL), -1);
+	int err = errno;
+	ASSERT_MSG(err == EISCONN || err == EOPNOTSUPP, "%s: MSG_FASTOPEN said %s", when,
+		   test_errname(err));
+	if (!g_fastopen_err)
+		g_fastopen_err = err;
+	ASSERT_MSG(err == g_fastopen_err, "%s: MSG_FASTOPEN said %s, TCP's %s", when,
+		   test_errname(err), test_errname(g_fastopen_err));
+	usleep(50 * 1000);
+	ASSERT_MSG(recv(b, &c, 1, MSG_DONTWAIT) == -1 && errno == EAGAIN,
+		   "%s: the peer got a byte MSG_FASTOPEN sent", when);
+}
+
+static void case_send_fastopen(void)
+{
+	g_fastopen_err = 0;
+	ts_tcp_then_moved(fastopen_on);
+}
+
 /* connect(AF_UNSPEC) ends the connection with a reset (SO_LINGER {1, 0}
  * for its close) and puts back the program's SO_LINGER, its time too:
  * set with "off" alone the kernel kept the reset's 0 (a helper's review). */
@@ -2681,6 +2709,7 @@ static const struct shim_case g_cases[] = {
 	{ "nonblock_beside_blocked", case_nonblock_beside_blocked },
 	{ "nonblock_in_handler", case_nonblock_in_handler },
 	{ "sendfile_inputs", case_sendfile_inputs },
+	{ "send_fastopen", case_send_fastopen },
 	{ "nosignal", case_nosignal },
 	{ "round_trips", case_round_trips },
 	{ "io_calls", case_io_calls },

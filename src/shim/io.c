@@ -1182,6 +1182,11 @@ static int fin_due_send(int fd, int flags)
  * peer left unread in our ring must go first: -EAGAIN if it cannot yet). */
 static int tx_route(struct tsock *t, int fd, int flags)
 {
+	/* A connected socket's kernel refuses MSG_FASTOPEN (EISCONN, or
+	 * EOPNOTSUPP with the client side of TCP_FASTOPEN off) and sends
+	 * nothing; the ring took the bytes (a helper's reproducer). */
+	if (flags & MSG_FASTOPEN)
+		return TX_KERNEL;
 	for (;;) {
 		uint32_t ph = phase_of(t);
 		if (jammed(t, ph)) {
