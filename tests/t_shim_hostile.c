@@ -3717,6 +3717,28 @@ static const struct shim_case g_root_cases[] = {
 };
 
 /* Cases that need no privilege. */
+/* A connection handed to stdio stays on TCP for stdio's sake, and says
+ * so: it was logged and counted as "shared" (a helper's finding: exim's
+ * daemon fdopen()s each connection before a byte). */
+static void case_fdopen_says_stdio(void)
+{
+	int a, b;
+
+	log_start();
+	ts_pair(&a, &b);
+	FILE *f = fdopen(dup(a), "r+");
+	ASSERT(f);
+	fclose(f);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+	int stdio = log_count("stays on TCP: stdio", getpid());
+	int shared = log_count("stays on TCP: shared", getpid());
+	if (stdio != 1 || shared)
+		log_show();
+	ASSERT_MSG(stdio == 1 && !shared, "%d lines say stdio, %d shared", stdio, shared);
+	log_stop();
+}
+
 static const struct shim_case g_cases[] = {
 	{ "stall_never_accepts", case_stall_never_accepts },
 	{ "stall_full_backlog", case_stall_full_backlog },
@@ -3747,6 +3769,7 @@ static const struct shim_case g_cases[] = {
 	{ "bell_flood_exit", case_bell_flood_exit },
 	{ "bell_lie_nonblock", case_bell_lie_nonblock },
 	{ "bell_lie_flood", case_bell_lie_flood },
+	{ "fdopen_says_stdio", case_fdopen_says_stdio },
 };
 
 #define N_CASES(a) (sizeof(a) / sizeof((a)[0]))

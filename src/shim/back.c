@@ -1716,9 +1716,11 @@ static int demote(struct tsock *t, int fd, enum shim_why why, int quiet)
 	return rc < 0 ? rc : 0;
 }
 
+/* Passed on, or handed to stdio (fdopen): the reason shunt stat gives is
+ * the flag's (stdio's was counted as shared: a helper's finding). */
 int shim_demote(struct tsock *t, int fd)
 {
-	return demote(t, fd, WHY_SHARED, 0);
+	return demote(t, fd, (atomic_load(&t->slot->flags) & TF_STDIO) ? WHY_STDIO : WHY_SHARED, 0);
 }
 
 /* Both ends waited for room (io.c, "Both ends full"): TCP's buffers
