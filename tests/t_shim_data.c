@@ -1091,7 +1091,7 @@ struct nb_arg {
 	_Atomic int done;
 };
 
-/* n bytes, whatever they are, in blocking calls. */
+/* n bytes, whatever they are, in blocking calls (buf holds n). */
 static void nb_move(int fd, char *buf, size_t n, int tx)
 {
 	for (size_t off = 0; off < n;) {
@@ -1258,6 +1258,63 @@ static void sendfile_inputs_on(int a, int b, const char *when)
 static void case_sendfile_inputs(void)
 {
 	ts_tcp_then_moved(sendfile_inputs_on);
+}
+
+/* A blocking send waiting for room, interrupted by a handler with
+ * SA_RESTART, goes on as TCP's is restarted: it failed with EINTR (a
+ * helper's reproducer). */
+struct sr_arg {
+	pthread_t victim;
+	int peer;
+	size_t total;
+};
+
+static void sr_on_usr1(int sig)
+{
+	(void)sig;
+}
+
+static void *sr_drainer(void *arg)
+{
+	struct sr_arg *s = arg;
+	char *buf = malloc(s->total); /* nb_move reads up to all of it at once */
+
+	ASSERT(buf);
+	usleep(200 * 1000);
+	pthread_kill(s->victim, SIGUSR1);
+	usleep(300 * 1000);
+	nb_move(s->peer, buf, s->total - 10, 0);
+	ts_read_exact(s->peer, buf, 10, ts_ms(3000)); /* the send's, unless it failed */
+	ASSERT(memcmp(buf, "0123456789", 10) == 0);
+	free(buf);
+	return NULL;
+}
+
+static void send_restart_on(int a, int b, const char *when)
+{
+	static char chunk[64 * 1024];
+	struct sr_arg s = { pthread_self(), b, 10 };
+	pthread_t th;
+	ssize_t k;
+
+	ASSERT_SYS(fcntl(a, F_SETFL, O_NONBLOCK));
+	while ((k = send(a, chunk, sizeof(chunk), MSG_NOSIGNAL)) > 0)
+		s.total += (size_t)k;
+	ASSERT_MSG(errno == EAGAIN, "%s: filling: %s", when, test_errname(errno));
+	ASSERT_SYS(fcntl(a, F_SETFL, 0));
+	ts_set_handler(SIGUSR1, sr_on_usr1, SA_RESTART);
+	ASSERT_EQ(pthread_create(&th, NULL, sr_drainer, &s), 0);
+	k = send(a, "0123456789", 10, MSG_NOSIGNAL);
+	int err = errno;
+	ASSERT_EQ(pthread_join(th, NULL), 0);
+	ts_set_handler(SIGUSR1, SIG_DFL, 0);
+	ASSERT_MSG(k == 10, "%s: the send said %zd (%s) after an SA_RESTART handler", when, k,
+		   k < 0 ? test_errname(err) : "");
+}
+
+static void case_send_restart(void)
+{
+	ts_tcp_then_moved(send_restart_on);
 }
 
 /* MSG_FASTOPEN on a connected socket: the kernel refuses it (EISCONN, or
@@ -2710,6 +2767,7 @@ static const struct shim_case g_cases[] = {
 	{ "nonblock_in_handler", case_nonblock_in_handler },
 	{ "sendfile_inputs", case_sendfile_inputs },
 	{ "send_fastopen", case_send_fastopen },
+	{ "send_restart", case_send_restart },
 	{ "nosignal", case_nosignal },
 	{ "round_trips", case_round_trips },
 	{ "io_calls", case_io_calls },
