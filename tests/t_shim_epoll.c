@@ -2063,6 +2063,60 @@ static void case_epoll_fair(void)
 	fair_on(1);
 }
 
+/* A set polled from outside (poll() on it, as an outer loop polls
+ * libuv's backend fd), then waited on: each event once, as it is now.  The
+ * poll took the kernel's events and kept them: the next wait gave a pipe
+ * read since, the same pipe twice, a socket under the data it had before a
+ * MOD (a helper's reproducer). */
+static void polled_on(int moved)
+{
+	int a, b, pfd[2], ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event out[4];
+	char c;
+
+	ASSERT_SYS(ep);
+	if (moved)
+		ts_moved_pair(&a, &b);
+	else
+		ts_pair(&a, &b);
+	ASSERT_SYS(pipe2(pfd, O_CLOEXEC));
+	struct epoll_event se = { .events = EPOLLIN, .data.u64 = 1 };
+	struct epoll_event pe = { .events = EPOLLIN, .data.u64 = 2 };
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, a, &se));
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, pfd[0], &pe));
+	ASSERT_EQ(send(b, "s", 1, 0), 1);
+	ASSERT_EQ(write(pfd[1], "p", 1), 1);
+	struct pollfd p = { .fd = ep, .events = POLLIN };
+	ASSERT_EQ(poll(&p, 1, 2000), 1);
+	ASSERT_EQ(read(pfd[0], &c, 1), 1); /* the pipe is no longer ready */
+	int n = epoll_wait(ep, out, 4, 1000);
+	ASSERT_MSG(n == 1 && out[0].data.u64 == 1, "%s: %d events, the first %ju", moved ? "moved" : "TCP",
+		   n, (uintmax_t)(n > 0 ? out[0].data.u64 : 0));
+	ASSERT_EQ(write(pfd[1], "p", 1), 1);
+	ASSERT_EQ(poll(&p, 1, 2000), 1);
+	struct epoll_event me = { .events = EPOLLOUT, .data.u64 = 3 };
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_MOD, a, &me));
+	n = epoll_wait(ep, out, 4, 1000);
+	int got[4] = { 0 };
+	for (int i = 0; i < n; i++) {
+		ASSERT(out[i].data.u64 < 4);
+		got[out[i].data.u64]++;
+	}
+	ASSERT_MSG(n == 2 && got[2] == 1 && got[3] == 1, "%s: after a MOD, %d events: data 1 %d, 2 %d, 3 %d",
+		   moved ? "moved" : "TCP", n, got[1], got[2], got[3]);
+	close(pfd[0]);
+	close(pfd[1]);
+	close(ep);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+static void case_epoll_polled_stale(void)
+{
+	polled_on(0);
+	polled_on(1);
+}
+
 static const struct shim_case g_cases[] = {
 	{ "epoll_blocked_poller", case_epoll_blocked_poller },
 	{ "epoll_hup_before_x", case_epoll_hup_before_x },
@@ -2094,6 +2148,7 @@ static const struct shim_case g_cases[] = {
 	{ "epoll_stale_kind", case_epoll_stale_kind },
 	{ "epoll_closed_dup_back", case_epoll_closed_dup_back },
 	{ "epoll_fair", case_epoll_fair },
+	{ "epoll_polled_stale", case_epoll_polled_stale },
 };
 
 int main(void)

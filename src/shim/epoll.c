@@ -321,13 +321,10 @@ static struct ep_entry *entry_of(struct shim_ep *ep, int fd, struct tsock *t,
 	return NULL;
 }
 
-static void entry_drop(struct shim_ep *ep, struct ep_entry *e)
+/* Its events kept for the next wait (set_has_events) go: the entry is
+ * gone, or asks for other events under other data now. */
+static void unstash(struct shim_ep *ep, struct ep_entry *e)
 {
-	hash_out(ep, e);
-	ep->e[e->at] = ep->e[--ep->n];
-	ep->e[e->at]->at = e->at;
-	if (e->t)
-		atomic_fetch_sub(&e->t->nregs, 1);
 	for (int i = 0; i < ep->nstash;) {
 		if (ep->stash_e[i] != e) {
 			i++;
@@ -337,6 +334,16 @@ static void entry_drop(struct shim_ep *ep, struct ep_entry *e)
 		memmove(ep->stash + i, ep->stash + i + 1, (size_t)(ep->nstash - i) * sizeof(ep->stash[0]));
 		memmove(ep->stash_e + i, ep->stash_e + i + 1, (size_t)(ep->nstash - i) * sizeof(e));
 	}
+}
+
+static void entry_drop(struct shim_ep *ep, struct ep_entry *e)
+{
+	hash_out(ep, e);
+	ep->e[e->at] = ep->e[--ep->n];
+	ep->e[e->at]->at = e->at;
+	if (e->t)
+		atomic_fetch_sub(&e->t->nregs, 1);
+	unstash(ep, e);
 	if (e->ours)
 		ep->nours--;
 	id_free(e);
@@ -591,9 +598,12 @@ static int ctl_locked(struct shim_ep *ep, int op, int fd, struct tsock *t,
 	entry_set(e, ev);
 	struct epoll_event kev = kernel_ev(e);
 	int rc = sys_epoll_ctl(ep->epfd, EPOLL_CTL_MOD, fd, &kev);
-	if (rc < 0)
+	if (rc < 0) {
 		entry_set(e, &old);
-	else if (e->ours)
+		return rc;
+	}
+	unstash(ep, e);
+	if (e->ours)
 		kick(ep);
 	return rc;
 }
@@ -1253,19 +1263,65 @@ static int take_stash(struct shim_ep *ep, struct epoll_event *out, int max, uint
 	return k;
 }
 
+static int same_event(const struct epoll_event *a, const struct epoll_event *b)
+{
+	return a->events == b->events && a->data.u64 == b->data.u64;
+}
+
+/* The kernel's events for the set, translated, into the stash from k on
+ * (ep locked); how many are kept.  A plain fd's event that a second look
+ * shows again is level-triggered and still ready: the wait will have it
+ * from the kernel, so it is not kept.  Kept, it came back twice in one
+ * wait, and stale once the program had read the pipe, closed the fd or
+ * modified its registration (a helper's reproducer: an outer loop that
+ * polls a set, as libuv's backend fd is polled; t_shim_epoll
+ * epoll_polled_stale).  Edges are kept: the kernel gives them once. */
+static int stash_kernel(struct shim_ep *ep, int k, uint64_t round, int *levels)
+{
+	struct epoll_event again[STASH];
+	struct ep_entry *whose[STASH];
+	uint8_t twice[STASH] = { 0 }; /* again[x] is a plain event the first look had */
+	int n = sys_epoll_wait(ep->epfd, ep->stash + k, STASH - k, 0);
+
+	n = n > 0 ? translate_locked(ep, ep->stash + k, n, round, ep->stash_e + k) : 0;
+	int m = n > 0 ? sys_epoll_wait(ep->epfd, again, STASH, 0) : 0;
+	m = m > 0 ? translate_locked(ep, again, m, round, whose) : 0;
+	int j = k;
+	for (int i = k; i < k + n; i++) {
+		int level = 0;
+		for (int x = 0; x < m && !ep->stash_e[i]; x++)
+			if (!whose[x] && same_event(&again[x], &ep->stash[i]))
+				level = twice[x] = 1;
+		*levels += level;
+		if (level)
+			continue;
+		ep->stash[j] = ep->stash[i];
+		ep->stash_e[j++] = ep->stash_e[i];
+	}
+	/* What only the second look saw: ours, and edges come meanwhile. */
+	for (int x = 0; x < m && j < STASH; x++)
+		if (!twice[x]) {
+			ep->stash[j] = again[x];
+			ep->stash_e[j++] = whose[x];
+		}
+	return j - k;
+}
+
 /* Does the set (an inner one, or one polled) have anything for the
- * program?  What the kernel holds is taken and kept for its next wait. */
+ * program?  What the kernel and our scan hold is taken and kept for its
+ * next wait (the scan took moved entries' edges), but for level-triggered
+ * plain fds, which the kernel gives again (stash_kernel). */
 static int set_has_events(struct shim_ep *ep)
 {
+	int levels = 0;
+
 	ep_lock(ep);
 	if (!ep->nstash) {
 		uint64_t round = ++ep->rounds;
 		int k = scan_locked(ep, ep->stash, STASH, 0, round, ep->stash_e);
-		int n = sys_epoll_wait(ep->epfd, ep->stash + k, STASH - k, 0);
-		ep->nstash = k + (n > 0 ? translate_locked(ep, ep->stash + k, n, round,
-							   ep->stash_e + k) : 0);
+		ep->nstash = k + stash_kernel(ep, k, round, &levels);
 	}
-	int any = ep->nstash > 0;
+	int any = ep->nstash > 0 || levels > 0;
 	ep_unlock(ep);
 	return any;
 }
