@@ -1317,6 +1317,57 @@ static void case_send_restart(void)
 	ts_tcp_then_moved(send_restart_on);
 }
 
+/* Receive timeouts as the kernel takes them: SO_RCVTIMEO_NEW (64-bit
+ * fields) clears an SO_RCVTIMEO with {0, 0}, and a negative second means
+ * no wait at all.  Ours ignored the _NEW option and negative times (a
+ * helper's reproducers: EAGAIN after the old 0.2 s, where TCP's read got
+ * the byte that came at 0.5 s). */
+#ifndef SO_RCVTIMEO_NEW
+#define SO_RCVTIMEO_NEW 66
+#endif
+
+struct late_byte {
+	int fd, ms;
+};
+
+static void *late_byte(void *arg)
+{
+	struct late_byte *l = arg;
+
+	usleep((useconds_t)l->ms * 1000);
+	ASSERT_EQ(send(l->fd, "L", 1, 0), 1);
+	return NULL;
+}
+
+static void timeo_on(int a, int b, const char *when)
+{
+	struct timeval short_to = { 0, 200 * 1000 }, neg = { -1, 0 };
+	int64_t off[2] = { 0, 0 };
+	struct late_byte l = { b, 500 };
+	pthread_t th;
+	char c;
+
+	ASSERT_SYS(setsockopt(a, SOL_SOCKET, SO_RCVTIMEO, &short_to, sizeof(short_to)));
+	ASSERT_SYS(setsockopt(a, SOL_SOCKET, SO_RCVTIMEO_NEW, off, sizeof(off)));
+	ASSERT_EQ(pthread_create(&th, NULL, late_byte, &l), 0);
+	ssize_t k = recv(a, &c, 1, 0);
+	ASSERT_MSG(k == 1, "%s: with the timeout cleared by SO_RCVTIMEO_NEW, recv said %zd (%s)",
+		   when, k, k < 0 ? test_errname(errno) : "");
+	ASSERT_EQ(pthread_join(th, NULL), 0);
+	ASSERT_SYS(setsockopt(a, SOL_SOCKET, SO_RCVTIMEO, &neg, sizeof(neg)));
+	uint64_t t0 = test_now_ns();
+	k = recv(a, &c, 1, 0);
+	uint64_t ms = (test_now_ns() - t0) / 1000000u;
+	ASSERT_MSG(k == -1 && errno == EAGAIN && ms < (uint64_t)ts_ms(100),
+		   "%s: with a negative timeout, recv said %zd (%s) after %ju ms", when, k,
+		   k < 0 ? test_errname(errno) : "", (uintmax_t)ms);
+}
+
+static void case_timeo_options(void)
+{
+	ts_tcp_then_moved(timeo_on);
+}
+
 /* MSG_FASTOPEN on a connected socket: the kernel refuses it (EISCONN, or
  * EOPNOTSUPP with TCP_FASTOPEN's client side off) and sends nothing; the
  * ring took the byte (a helper's reproducer). */
@@ -2768,6 +2819,7 @@ static const struct shim_case g_cases[] = {
 	{ "sendfile_inputs", case_sendfile_inputs },
 	{ "send_fastopen", case_send_fastopen },
 	{ "send_restart", case_send_restart },
+	{ "timeo_options", case_timeo_options },
 	{ "nosignal", case_nosignal },
 	{ "round_trips", case_round_trips },
 	{ "io_calls", case_io_calls },

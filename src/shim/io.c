@@ -65,6 +65,8 @@ static int64_t deadline_of(struct tsock *t, int flags, int tx)
 	if ((flags & MSG_DONTWAIT) || (atomic_load(&S(t)->flags) & TF_NONBLOCK))
 		return 0;
 	int64_t to = atomic_load(tx ? &S(t)->sndtimeo_ns : &S(t)->rcvtimeo_ns);
+	if (to < 0)
+		return 0; /* a negative timeout set: no wait, as the kernel's */
 	return to > 0 ? shunt_now_ns() + to : SHUNT_NEVER;
 }
 
@@ -2350,12 +2352,32 @@ void shim_set_nonblock(struct tsock *t, int on)
 		atomic_fetch_and(&S(t)->flags, ~TF_NONBLOCK);
 }
 
+#ifndef SO_RCVTIMEO_NEW
+#define SO_RCVTIMEO_NEW 66
+#define SO_SNDTIMEO_NEW 67
+#endif
+
+/* A timeout as the kernel takes it (sock_set_timeout), which the call
+ * accepted: {0, 0} or past what it counts in jiffies, none (0); a
+ * negative second, no wait at all (-1); else the time.  The _NEW options
+ * (64-bit fields, as timeval's here) were not looked at, and a negative or
+ * huge time left the old one (a helper's reproducers). */
 static int64_t tv_ns(const void *val, socklen_t len)
 {
-	if (len < sizeof(struct timeval))
+	if (len < 2 * sizeof(int64_t))
+		return 0;
+	const int64_t *tv = val; /* tv_sec, tv_usec */
+	if (tv[0] < 0)
 		return -1;
-	const struct timeval *tv = val;
-	return (int64_t)tv->tv_sec * 1000000000 + (int64_t)tv->tv_usec * 1000;
+	if (tv[0] >= LONG_MAX / 1000 / 1000000000)
+		return 0;
+	return tv[0] * 1000000000 + tv[1] * 1000;
+}
+
+static int is_timeo(int level, int opt)
+{
+	return level == SOL_SOCKET && (opt == SO_RCVTIMEO || opt == SO_SNDTIMEO ||
+				       opt == SO_RCVTIMEO_NEW || opt == SO_SNDTIMEO_NEW);
 }
 
 /* Options that change what the stream or a read means, or that only the
@@ -2492,10 +2514,9 @@ void shim_sockopt(struct tsock *t, int fd, int level, int opt, const void *val,
 	struct tslot *s = S(t);
 	int only;
 
-	if (level == SOL_SOCKET && (opt == SO_RCVTIMEO || opt == SO_SNDTIMEO)) {
-		int64_t ns = tv_ns(val, len);
-		if (ns >= 0)
-			atomic_store(opt == SO_RCVTIMEO ? &s->rcvtimeo_ns : &s->sndtimeo_ns, ns);
+	if (is_timeo(level, opt)) {
+		int rx = opt == SO_RCVTIMEO || opt == SO_RCVTIMEO_NEW;
+		atomic_store(rx ? &s->rcvtimeo_ns : &s->sndtimeo_ns, tv_ns(val, len));
 	} else if (level == SOL_SOCKET && opt == SO_LINGER && len >= sizeof(struct linger)) {
 		const struct linger *l = val;
 		if (l->l_onoff && l->l_linger == 0)

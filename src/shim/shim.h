@@ -267,7 +267,7 @@ struct tslot {
 	                            * a read of the stream, SO_ERROR): the program
 	                            * is still to be told, as reset_due says */
 	_Atomic uint32_t sent_after; /* a send came after the peer's close */
-	_Atomic int64_t rcvtimeo_ns, sndtimeo_ns; /* SO_RCVTIMEO, SO_SNDTIMEO; 0 none */
+	_Atomic int64_t rcvtimeo_ns, sndtimeo_ns; /* SO_RCVTIMEO, SO_SNDTIMEO; 0 none, < 0 no wait */
 	_Atomic int32_t foreign_pid; /* TF_FOREIGN: who sent it to us (-1 unknown) */
 	_Atomic uint64_t back_pos, back_end; /* PH_TX_BACK: our ring bytes to resend */
 	_Atomic uint64_t back_more; /* the peer's TCP data put behind its ring (back.c) */
