@@ -350,18 +350,26 @@ static void test_interleavings(void)
 
 /* --- Validation of the peer's index ------------------------------------- */
 
+/* Where the fixed checks start: 0, anywhere, and just before the indices
+ * wrap. */
+static const uint64_t g_starts[] = { 0, 5000, UINT64_MAX - 50 };
+
+/* Both ends at s, then 100 bytes published and seen by the consumer. */
+static void start_100(struct fixture *f, uint64_t s)
+{
+	fixture_seek(f, s);
+	shunt_ring_commit(&f->p, 100);
+	ASSERT_EQ(shunt_ring_avail(&f->c, 1), 100);
+}
+
 static void test_validation_fixed(void)
 {
 	struct fixture f;
-	uint64_t starts[] = { 0, 5000, UINT64_MAX - 50 };
 
 	fixture_open(&f, CAP);
-	for (size_t i = 0; i < sizeof(starts) / sizeof(starts[0]); i++) {
-		uint64_t s = starts[i];
-		fixture_seek(&f, s);
-		/* 100 bytes published and seen by the consumer. */
-		shunt_ring_commit(&f.p, 100);
-		ASSERT_EQ(shunt_ring_avail(&f.c, 1), 100);
+	for (size_t i = 0; i < sizeof(g_starts) / sizeof(g_starts[0]); i++) {
+		uint64_t s = g_starts[i];
+		start_100(&f, s);
 
 		/* Consumer side: impossible heads. */
 		uint64_t bad_heads[] = {
@@ -435,14 +443,11 @@ static void test_validation_fixed(void)
 static void test_looks_own_index(void)
 {
 	struct fixture f;
-	uint64_t starts[] = { 0, 5000, UINT64_MAX - 50 };
 
 	fixture_open(&f, CAP);
-	for (size_t i = 0; i < sizeof(starts) / sizeof(starts[0]); i++) {
-		uint64_t s = starts[i];
-		fixture_seek(&f, s);
-		shunt_ring_commit(&f.p, 100);
-		ASSERT_EQ(shunt_ring_avail(&f.c, 1), 100);
+	for (size_t i = 0; i < sizeof(g_starts) / sizeof(g_starts[0]); i++) {
+		uint64_t s = g_starts[i];
+		start_100(&f, s);
 		shunt_ring_release(&f.c, 100);
 		ASSERT_EQ(shunt_ring_look_fill(&f.c), 0);
 		atomic_store(f.tail, s + 99); /* the peer's lie about our tail */
