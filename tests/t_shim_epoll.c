@@ -2057,42 +2057,92 @@ static void fair_on(int moved)
 	close(ep);
 }
 
+/* After a wait whose moved sockets filled the array, the next gives the
+ * kernel's fds their turn first, and then asks the kernel for the rest of
+ * the array: a level-triggered pipe came from both, twice in one wait (a
+ * reviewer's reproducer). */
+static void case_epoll_turn_once(void)
+{
+	int a[2], b[2], pfd[2], ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event out[8];
+	char c;
+
+	ASSERT_SYS(ep);
+	ASSERT_SYS(pipe2(pfd, O_CLOEXEC));
+	for (int i = 0; i < 2; i++) {
+		ts_moved_pair(&a[i], &b[i]);
+		ASSERT_EQ(send(b[i], "s", 1, 0), 1);
+		ep_add(ep, a[i], EPOLLIN, (uint64_t)i);
+	}
+	ASSERT_EQ(write(pfd[1], "p", 1), 1);
+	ep_add(ep, pfd[0], EPOLLIN, 9);
+	ASSERT_EQ(ts_wait_fd(a[0], POLLIN, ts_ms(2000)) & POLLIN, POLLIN);
+	ASSERT_EQ(ts_wait_fd(a[1], POLLIN, ts_ms(2000)) & POLLIN, POLLIN);
+	ASSERT_EQ(epoll_wait(ep, out, 2, 1000), 2);
+	for (int i = 0; i < 2; i++)
+		ASSERT_EQ(read(a[i], &c, 1), 1);
+	int n = epoll_wait(ep, out, 8, 1000), pipe_seen = 0;
+	for (int i = 0; i < n; i++)
+		pipe_seen += out[i].data.u64 == 9;
+	ASSERT_MSG(n == 1 && pipe_seen == 1, "%d events, the pipe %d times", n, pipe_seen);
+	for (int i = 0; i < 2; i++) {
+		ASSERT_SYS(close(a[i]));
+		ASSERT_SYS(close(b[i]));
+	}
+	close(pfd[0]);
+	close(pfd[1]);
+	close(ep);
+}
+
 static void case_epoll_fair(void)
 {
 	fair_on(0);
 	fair_on(1);
+	case_epoll_turn_once();
 }
 
 /* A set polled from outside (poll() on it, as an outer loop polls
  * libuv's backend fd), then waited on: each event once, as it is now.  The
- * poll took the kernel's events and kept them: the next wait gave a pipe
- * read since, the same pipe twice, a socket under the data it had before a
- * MOD (a helper's reproducer). */
+ * poll took the kernel's events and kept them: the next wait gave the same
+ * pipe twice, and a socket under the data it had before a MOD (a helper's
+ * reproducer). */
+static void polled_peer(int fd, void *arg)
+{
+	char x[64];
+
+	if (*(int *)arg)
+		ts_make_accelerated_follow(fd);
+	ASSERT_EQ(send(fd, "s", 1, 0), 1);
+	while (read(fd, x, sizeof(x)) > 0)
+		;
+}
+
 static void polled_on(int moved)
 {
-	int a, b, pfd[2], ep = epoll_create1(EPOLL_CLOEXEC);
+	struct shim_peer peer;
+	int pfd[2], ep = epoll_create1(EPOLL_CLOEXEC);
 	struct epoll_event out[4];
 	char c;
 
 	ASSERT_SYS(ep);
+	ts_peer_start(&peer, polled_peer, &moved);
+	int a = peer.fd;
 	if (moved)
-		ts_moved_pair(&a, &b);
-	else
-		ts_pair(&a, &b);
+		ts_make_accelerated_lead(a);
+	usleep(100 * 1000); /* its byte is in */
 	ASSERT_SYS(pipe2(pfd, O_CLOEXEC));
+	ASSERT_EQ(write(pfd[1], "p", 1), 1);
 	struct epoll_event se = { .events = EPOLLIN, .data.u64 = 1 };
 	struct epoll_event pe = { .events = EPOLLIN, .data.u64 = 2 };
 	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, a, &se));
 	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, pfd[0], &pe));
-	ASSERT_EQ(send(b, "s", 1, 0), 1);
-	ASSERT_EQ(write(pfd[1], "p", 1), 1);
 	struct pollfd p = { .fd = ep, .events = POLLIN };
 	ASSERT_EQ(poll(&p, 1, 2000), 1);
-	ASSERT_EQ(read(pfd[0], &c, 1), 1); /* the pipe is no longer ready */
 	int n = epoll_wait(ep, out, 4, 1000);
-	ASSERT_MSG(n == 1 && out[0].data.u64 == 1, "%s: %d events, the first %ju", moved ? "moved" : "TCP",
-		   n, (uintmax_t)(n > 0 ? out[0].data.u64 : 0));
-	ASSERT_EQ(write(pfd[1], "p", 1), 1);
+	ASSERT_MSG(n == 2 && out[0].data.u64 + out[1].data.u64 == 3, "%s: %d events, data %ju, %ju, %ju",
+		   moved ? "moved" : "TCP", n, (uintmax_t)(n > 0 ? out[0].data.u64 : 0),
+		   (uintmax_t)(n > 1 ? out[1].data.u64 : 0), (uintmax_t)(n > 2 ? out[2].data.u64 : 0));
+	ASSERT_EQ(read(a, &c, 1), 1);
 	ASSERT_EQ(poll(&p, 1, 2000), 1);
 	struct epoll_event me = { .events = EPOLLOUT, .data.u64 = 3 };
 	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_MOD, a, &me));
@@ -2107,8 +2157,9 @@ static void polled_on(int moved)
 	close(pfd[0]);
 	close(pfd[1]);
 	close(ep);
+	ASSERT_SYS(shutdown(a, SHUT_WR));
+	ts_peer_wait(&peer, ts_ms(5000));
 	ASSERT_SYS(close(a));
-	ASSERT_SYS(close(b));
 }
 
 static void case_epoll_polled_stale(void)

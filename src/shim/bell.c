@@ -22,7 +22,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
-#include <signal.h>
 #include <pthread.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -513,30 +512,6 @@ static int watch(struct shunt_bell *b, uint32_t bits, int64_t deadline)
 
 _Thread_local int shim_wait_eintr;
 
-/* Would the kernel have restarted the interrupted call?  TCP's blocking
- * send with no SO_SNDTIMEO is restarted after a handler with SA_RESTART;
- * our wait for room, a ppoll(), never is, and a send failed with EINTR
- * where TCP's went on (a helper's reproducer).  Which signal came we
- * cannot tell: yes when every handler there is has SA_RESTART.  Asked
- * only after an interruption. */
-static int all_restart(void)
-{
-	int err = errno;
-
-	for (int sig = 1; sig < NSIG; sig++) {
-		struct sigaction sa;
-		if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, NULL, &sa) < 0)
-			continue; /* libc's own signals (EINVAL) */
-		if (sa.sa_handler != SIG_DFL && sa.sa_handler != SIG_IGN &&
-		    !(sa.sa_flags & SA_RESTART)) {
-			errno = err;
-			return 0;
-		}
-	}
-	errno = err;
-	return 1;
-}
-
 /* The leader sleeps in the kernel: a blocking read of one ring when it
  * waits to read with no deadline (it is then a socket read for signals and
  * SO_RCVTIMEO too), else poll() and a drain.  A doorbell it took may have
@@ -568,8 +543,6 @@ static int lead(struct tsock *t, int fd, uint32_t bits, int64_t deadline)
 	struct timespec ts;
 	int64_t until = SHUNT_MIN(deadline, shunt_now_ns() + LOOK_NS);
 	rc = sys_ppoll(&p, 1, shunt_left(until, &ts));
-	if (rc == -EINTR && bits == SHUNT_WAIT_WRITE && deadline == SHUNT_NEVER && all_restart())
-		return 0; /* restarted, as TCP's send: look again */
 	if (rc < 0)
 		return rc;
 	if (rc == 0)

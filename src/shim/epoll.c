@@ -1263,65 +1263,22 @@ static int take_stash(struct shim_ep *ep, struct epoll_event *out, int max, uint
 	return k;
 }
 
-static int same_event(const struct epoll_event *a, const struct epoll_event *b)
-{
-	return a->events == b->events && a->data.u64 == b->data.u64;
-}
-
-/* The kernel's events for the set, translated, into the stash from k on
- * (ep locked); how many are kept.  A plain fd's event that a second look
- * shows again is level-triggered and still ready: the wait will have it
- * from the kernel, so it is not kept.  Kept, it came back twice in one
- * wait, and stale once the program had read the pipe, closed the fd or
- * modified its registration (a helper's reproducer: an outer loop that
- * polls a set, as libuv's backend fd is polled; t_shim_epoll
- * epoll_polled_stale).  Edges are kept: the kernel gives them once. */
-static int stash_kernel(struct shim_ep *ep, int k, uint64_t round, int *levels)
-{
-	struct epoll_event again[STASH];
-	struct ep_entry *whose[STASH];
-	uint8_t twice[STASH] = { 0 }; /* again[x] is a plain event the first look had */
-	int n = sys_epoll_wait(ep->epfd, ep->stash + k, STASH - k, 0);
-
-	n = n > 0 ? translate_locked(ep, ep->stash + k, n, round, ep->stash_e + k) : 0;
-	int m = n > 0 ? sys_epoll_wait(ep->epfd, again, STASH, 0) : 0;
-	m = m > 0 ? translate_locked(ep, again, m, round, whose) : 0;
-	int j = k;
-	for (int i = k; i < k + n; i++) {
-		int level = 0;
-		for (int x = 0; x < m && !ep->stash_e[i]; x++)
-			if (!whose[x] && same_event(&again[x], &ep->stash[i]))
-				level = twice[x] = 1;
-		*levels += level;
-		if (level)
-			continue;
-		ep->stash[j] = ep->stash[i];
-		ep->stash_e[j++] = ep->stash_e[i];
-	}
-	/* What only the second look saw: ours, and edges come meanwhile. */
-	for (int x = 0; x < m && j < STASH; x++)
-		if (!twice[x]) {
-			ep->stash[j] = again[x];
-			ep->stash_e[j++] = whose[x];
-		}
-	return j - k;
-}
-
 /* Does the set (an inner one, or one polled) have anything for the
- * program?  What the kernel and our scan hold is taken and kept for its
- * next wait (the scan took moved entries' edges), but for level-triggered
- * plain fds, which the kernel gives again (stash_kernel). */
+ * program?  What the kernel holds is taken and kept for its next wait,
+ * and what our scan finds (which took moved entries' edges).  A plain
+ * fd's level-triggered event the kernel gives that wait again: the wait
+ * drops the copy (dedup_plain). */
 static int set_has_events(struct shim_ep *ep)
 {
-	int levels = 0;
-
 	ep_lock(ep);
 	if (!ep->nstash) {
 		uint64_t round = ++ep->rounds;
 		int k = scan_locked(ep, ep->stash, STASH, 0, round, ep->stash_e);
-		ep->nstash = k + stash_kernel(ep, k, round, &levels);
+		int n = sys_epoll_wait(ep->epfd, ep->stash + k, STASH - k, 0);
+		ep->nstash = k + (n > 0 ? translate_locked(ep, ep->stash + k, n, round,
+							   ep->stash_e + k) : 0);
 	}
-	int any = ep->nstash > 0 || levels > 0;
+	int any = ep->nstash > 0;
 	ep_unlock(ep);
 	return any;
 }
@@ -1402,6 +1359,33 @@ static int kernel_wait(int epfd, struct epoll_event *ev, int max, int64_t deadli
 	return wait_for(epfd, ev, max, SHUNT_MAX(deadline - shunt_now_ns(), 0), mask);
 }
 
+/* The n kernel events at ev + k, translated; a plain fd's event that this
+ * wait took already from the kernel (its first `first` events: what a
+ * poll of the set kept, the kernel's turn) goes.  A level-triggered one
+ * the kernel gives each time: it came twice in one wait (a helper's
+ * reproducer, an outer loop polling a set as libuv's backend fd is;
+ * t_shim_epoll epoll_polled_stale; and a reviewer's, after the kernel's
+ * turn).  How many remain. */
+static int dedup_plain(struct shim_ep *ep, struct epoll_event *ev, int first, int k, int n,
+		       uint64_t round)
+{
+	struct ep_entry *whose[STASH];
+	int j = k;
+
+	for (int at = k; at < k + n; at += STASH) {
+		int m = translate_locked(ep, ev + at, SHUNT_MIN(STASH, k + n - at), round, whose);
+		for (int i = 0; i < m; i++) {
+			int dup = 0;
+			for (int x = 0; x < first && !whose[i] && !dup; x++)
+				dup = ev[x].events == ev[at + i].events &&
+				      ev[x].data.u64 == ev[at + i].data.u64;
+			if (!dup)
+				ev[j++] = ev[at + i];
+		}
+	}
+	return j - k;
+}
+
 /* The kernel's fds first, up to half the array (one slot of one), when
  * the last wait's moved entries filled it all and the kernel was not
  * asked: a server whose maxevents was below its busy connections never
@@ -1423,7 +1407,7 @@ static int kernel_turn(struct shim_ep *ep, struct epoll_event *ev, int max, uint
  * the bell (a system call) for each message, which only a wait about to
  * sleep needs.  A busy loop that never sleeps thus costs its peers none. */
 static int ready_now(struct shim_ep *ep, struct epoll_event *ev, int max, uint64_t *round,
-		     int *had)
+		     int *had, int *first)
 {
 	ep_lock(ep);
 	*round = ++ep->rounds;
@@ -1431,6 +1415,7 @@ static int ready_now(struct shim_ep *ep, struct epoll_event *ev, int max, uint64
 	int k = take_stash(ep, ev, max, *round);
 	if (k < max)
 		k += kernel_turn(ep, ev + k, max - k, *round, had);
+	*first = k; /* the kernel's already, some of them */
 	if (k < max)
 		k += scan_locked(ep, ev + k, max - k, LOOK_BUSY, *round, NULL);
 	ep_unlock(ep);
@@ -1445,8 +1430,8 @@ static int wait_set(struct shim_ep *ep, int epfd, struct epoll_event *ev, int ma
 
 	for (;;) {
 		uint64_t round;
-		int had;
-		int k = ready_now(ep, ev, max, &round, &had);
+		int had, first;
+		int k = ready_now(ep, ev, max, &round, &had, &first);
 		if (!k && !spun) {
 			/* Plain fds wait for the end of the window: it is short. */
 			struct spin_args a = { ep, ev, max, round };
@@ -1482,7 +1467,7 @@ static int wait_set(struct shim_ep *ep, int epfd, struct epoll_event *ev, int ma
 		if (rc < 0)
 			return k ? k : -1;
 		ep_lock(ep);
-		rc = translate_locked(ep, ev + k, rc, round, NULL);
+		rc = dedup_plain(ep, ev, first, k, rc, round);
 		ep_unlock(ep);
 		if (k + rc > 0 || timeout_ns == 0 ||
 		    (deadline != SHUNT_NEVER && shunt_now_ns() >= deadline))

@@ -17,7 +17,9 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -1677,10 +1679,47 @@ static ssize_t ring_sendv(struct tsock *t, int fd, const struct iovec *iov, int 
 	return shim_err(k == -EPROTO ? -ECONNRESET : k);
 }
 
+/* Would the kernel have restarted the interrupted send?  TCP's blocking
+ * send with no SO_SNDTIMEO that copied nothing yet is restarted after a
+ * handler with SA_RESTART; our wait for room, a ppoll(), never is: the
+ * send failed with EINTR where TCP's went on (a helper's reproducer).
+ * Which signal came we cannot tell: yes when every handler there is has
+ * SA_RESTART.  A cancellation that interrupted it acts first. */
+static int restarts(void)
+{
+	int err = errno;
+
+	pthread_testcancel();
+	for (int sig = 1; sig < NSIG; sig++) {
+		struct sigaction sa;
+		if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, NULL, &sa) < 0)
+			continue; /* libc's own signals (EINVAL) */
+		if (sa.sa_handler != SIG_DFL && sa.sa_handler != SIG_IGN &&
+		    !(sa.sa_flags & SA_RESTART)) {
+			errno = err;
+			return 0;
+		}
+	}
+	errno = err;
+	return 1;
+}
+
+/* ring_sendv, restarted as the kernel's send would be (restarts). */
+static ssize_t ring_sendv_restarted(struct tsock *t, int fd, const struct iovec *iov, int n,
+				    size_t len, int flags)
+{
+	ssize_t k;
+
+	while ((k = ring_sendv(t, fd, iov, n, len, flags)) == -1 && errno == EINTR &&
+	       deadline_of(t, flags, 1) == SHUNT_NEVER && restarts())
+		;
+	return k;
+}
+
 static ssize_t ring_send(struct tsock *t, int fd, const void *buf, size_t len, int flags)
 {
 	struct iovec v = { (void *)buf, len };
-	ssize_t n = ring_sendv(t, fd, &v, 1, len, flags);
+	ssize_t n = ring_sendv_restarted(t, fd, &v, 1, len, flags);
 
 	return n == AFTER_CLOSE ? after_close(t, fd, buf, len, flags) : n;
 }
@@ -1833,7 +1872,7 @@ ssize_t shim_sendv(struct tsock *t, int fd, const struct iovec *iov, int n, int 
 	ssize_t len = send_iov_len(iov, n);
 	if (len < 0)
 		return shim_err((int)len);
-	ssize_t k = ring_sendv(t, fd, iov, n, (size_t)len, flags);
+	ssize_t k = ring_sendv_restarted(t, fd, iov, n, (size_t)len, flags);
 	if (k == AFTER_CLOSE)
 		return after_closev(t, fd, iov, n, (size_t)len, flags);
 	if (k == RETRY)
