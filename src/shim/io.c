@@ -77,8 +77,8 @@ static int64_t deadline_of(struct tsock *t, int flags, int tx)
  * the lock across its wait (bell.c, lead), for as long as the peer is
  * quiet: a non-blocking recv() or send() in another thread waited as long
  * (TCP's returns at once), and one from a signal handler that interrupted
- * the holder waited for ever (a helper's attacks; t_shim_flags
- * nonblock_beside_blocked).  One that could go on waits for the lock a
+ * the holder waited for ever (a helper's attacks; t_shim_data
+ * nonblock_beside_blocked, nonblock_in_handler).  One that could go on waits for the lock a
  * while (the holder is copying, or waking), then says EAGAIN rather than
  * wait: it may not. */
 #define NOWAIT_TRIES 256
