@@ -2162,10 +2162,38 @@ static void polled_on(int moved)
 	ASSERT_SYS(close(a));
 }
 
+/* A plain fd removed from a set between a poll of the set and its wait:
+ * no event of it comes (the poll kept its edge, and the wait gave it, data
+ * the program may have freed: a reviewer's reproducer). */
+static void polled_del(void)
+{
+	int a, b, pfd[2], ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event out[4];
+
+	ASSERT_SYS(ep);
+	ts_moved_pair(&a, &b);
+	ep_add(ep, a, EPOLLIN, 1);
+	ASSERT_SYS(pipe2(pfd, O_CLOEXEC));
+	ep_add(ep, pfd[0], EPOLLIN | EPOLLET, 2);
+	ASSERT_EQ(write(pfd[1], "p", 1), 1);
+	struct pollfd p = { .fd = ep, .events = POLLIN };
+	ASSERT_EQ(poll(&p, 1, 2000), 1);
+	ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_DEL, pfd[0], NULL));
+	close(pfd[0]);
+	close(pfd[1]);
+	int n = epoll_wait(ep, out, 4, 100);
+	ASSERT_MSG(n == 0, "after DEL and close: %d events, the first with data %ju", n,
+		   (uintmax_t)(n > 0 ? out[0].data.u64 : 0));
+	close(ep);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
 static void case_epoll_polled_stale(void)
 {
 	polled_on(0);
 	polled_on(1);
+	polled_del();
 }
 
 static const struct shim_case g_cases[] = {

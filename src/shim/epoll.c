@@ -767,6 +767,31 @@ static int is_epoll(int fd)
 	return n == (long)sizeof(name) - 1 && !memcmp(buf, name, sizeof(name) - 1);
 }
 
+/* A plain fd's DEL or MOD in a set of ours: the events a poll of the set
+ * kept for plain fds go (we cannot tell whose they are).  Kept, a removed
+ * fd's event came with data the program may have freed (a reviewer's
+ * reproducer).  A level-triggered one the kernel gives again; an edge of
+ * another plain fd kept meanwhile is lost (libuv, whose backend fd outer
+ * loops poll and which applies its changes just before its wait, uses
+ * none). */
+static void unstash_plain(int epfd)
+{
+	struct shim_ep *ep = ep_find(epfd);
+
+	if (!ep)
+		return;
+	ep_lock(ep);
+	int j = 0;
+	for (int i = 0; i < ep->nstash; i++)
+		if (ep->stash_e[i]) {
+			ep->stash[j] = ep->stash[i];
+			ep->stash_e[j++] = ep->stash_e[i];
+		}
+	ep->nstash = j;
+	ep_unlock(ep);
+	ep_put(ep);
+}
+
 int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 {
 	struct tsock *t = shim_get(fd);
@@ -786,8 +811,11 @@ int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 	if (!t && !inner && op == EPOLL_CTL_ADD && shim_kind(fd) == FD_EPOLL && is_epoll(fd))
 		inner = ep_create(fd);
 
-	if (!t && !inner)
+	if (!t && !inner) {
+		if (op != EPOLL_CTL_ADD)
+			unstash_plain(epfd);
 		return REAL(epoll_ctl)(epfd, op, fd, ev);
+	}
 	rc = op != EPOLL_CTL_DEL && !ev ? -EFAULT : 0;
 	struct shim_ep *ep = rc ? NULL : ep_find(epfd);
 	if (!rc && !ep && op == EPOLL_CTL_ADD)
