@@ -1684,7 +1684,15 @@ static ssize_t ring_sendv(struct tsock *t, int fd, const struct iovec *iov, int 
  * handler with SA_RESTART; our wait for room, a ppoll(), never is: the
  * send failed with EINTR where TCP's went on (a helper's reproducer).
  * Which signal came we cannot tell: yes when every handler there is has
- * SA_RESTART.  A cancellation that interrupted it acts first. */
+ * SA_RESTART, but for the faults', which a wait does not raise (a
+ * sanitizer's or a crash reporter's SIGSEGV handler has none).  A
+ * cancellation that interrupted it acts first. */
+static int sync_signal(int sig)
+{
+	return sig == SIGSEGV || sig == SIGBUS || sig == SIGFPE || sig == SIGILL ||
+	       sig == SIGTRAP || sig == SIGSYS;
+}
+
 static int restarts(void)
 {
 	int err = errno;
@@ -1692,7 +1700,7 @@ static int restarts(void)
 	pthread_testcancel();
 	for (int sig = 1; sig < NSIG; sig++) {
 		struct sigaction sa;
-		if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, NULL, &sa) < 0)
+		if (sig == SIGKILL || sig == SIGSTOP || sync_signal(sig) || sigaction(sig, NULL, &sa) < 0)
 			continue; /* libc's own signals (EINVAL) */
 		if (sa.sa_handler != SIG_DFL && sa.sa_handler != SIG_IGN &&
 		    !(sa.sa_flags & SA_RESTART)) {
