@@ -102,7 +102,6 @@ struct shim_ep {
 	_Atomic int waiting;      /* waits inside the kernel now */
 	uint64_t rounds;
 	int scan_from;            /* where the next scan starts: after the last it reported */
-	_Atomic int kernel_owed;  /* the last wait's moved entries filled the array */
 	_Atomic int refs;         /* the list's, and each user's in progress */
 	struct epoll_event stash[STASH]; /* taken from the kernel, not yet given */
 	struct ep_entry *stash_e[STASH]; /* whose (NULL: not ours) */
@@ -1388,12 +1387,10 @@ static int kernel_wait(int epfd, struct epoll_event *ev, int max, int64_t deadli
 }
 
 /* The n kernel events at ev + k, translated; a plain fd's event that this
- * wait took already from the kernel (its first `first` events: what a
- * poll of the set kept, the kernel's turn) goes.  A level-triggered one
- * the kernel gives each time: it came twice in one wait (a helper's
- * reproducer, an outer loop polling a set as libuv's backend fd is;
- * t_shim_epoll epoll_polled_stale; and a reviewer's, after the kernel's
- * turn).  How many remain. */
+ * wait took already (its first `first` events: what a poll of the set
+ * kept) goes.  A level-triggered one the kernel gives each time: it came
+ * twice in one wait (a helper's reproducer, an outer loop polling a set
+ * as libuv's backend fd is).  How many remain. */
 static int dedup_plain(struct shim_ep *ep, struct epoll_event *ev, int first, int k, int n,
 		       uint64_t round)
 {
@@ -1414,35 +1411,16 @@ static int dedup_plain(struct shim_ep *ep, struct epoll_event *ev, int first, in
 	return j - k;
 }
 
-/* The kernel's fds first, up to half the array (one slot of one), when
- * the last wait's moved entries filled it all and the kernel was not
- * asked: a server whose maxevents was below its busy connections never
- * saw its listener, pipe or timer again (a helper's reproducer; the
- * kernel's own list goes round).  Translated in the scan's round, so that
- * a moved entry it reports is not reported twice. */
-static int kernel_turn(struct shim_ep *ep, struct epoll_event *ev, int max, uint64_t round,
-		       int *had)
-{
-	if (!atomic_exchange_explicit(&ep->kernel_owed, 0, memory_order_relaxed))
-		return 0;
-	*had = 1;
-	int n = sys_epoll_wait(ep->epfd, ev, max > 1 ? max / 2 : 1, 0);
-	return n > 0 ? translate_locked(ep, ev, n, round, NULL) : 0;
-}
-
 /* What is there without the kernel: the stash, then ready moved entries.
  * A look, which arms (almost) nothing: an armed ring makes the peer ring
  * the bell (a system call) for each message, which only a wait about to
  * sleep needs.  A busy loop that never sleeps thus costs its peers none. */
 static int ready_now(struct shim_ep *ep, struct epoll_event *ev, int max, uint64_t *round,
-		     int *had, int *first)
+		     int *first)
 {
 	ep_lock(ep);
 	*round = ++ep->rounds;
-	*had = 0;
 	int k = take_stash(ep, ev, max, *round);
-	if (k < max)
-		k += kernel_turn(ep, ev + k, max - k, *round, had);
 	*first = k; /* the kernel's already, some of them */
 	if (k < max)
 		k += scan_locked(ep, ev + k, max - k, LOOK_BUSY, *round, NULL);
@@ -1458,8 +1436,8 @@ static int wait_set(struct shim_ep *ep, int epfd, struct epoll_event *ev, int ma
 
 	for (;;) {
 		uint64_t round;
-		int had, first;
-		int k = ready_now(ep, ev, max, &round, &had, &first);
+		int first;
+		int k = ready_now(ep, ev, max, &round, &first);
 		if (!k && !spun) {
 			/* Plain fds wait for the end of the window: it is short. */
 			struct spin_args a = { ep, ev, max, round };
@@ -1487,8 +1465,6 @@ static int wait_set(struct shim_ep *ep, int epfd, struct epoll_event *ev, int ma
 		if (ep->jam_at != SHUNT_NEVER)
 			until = SHUNT_MIN(until, SHUNT_MAX(ep->jam_at, shunt_now_ns() + UNRUNG_NAP_NS));
 		int rc = k == max ? 0 : kernel_wait(epfd, ev + k, max - k, until, mask);
-		if (k == max && !had)
-			atomic_store_explicit(&ep->kernel_owed, 1, memory_order_relaxed);
 		shim_kick_unlisten(slot);
 		atomic_fetch_sub(&ep->waiting, 1);
 
