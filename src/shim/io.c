@@ -2405,8 +2405,9 @@ void shim_set_nonblock(struct tsock *t, int on)
 #endif
 
 /* A timeout as the kernel takes it (sock_set_timeout), which the call
- * accepted: {0, 0} or past what it counts in jiffies, none (0); a
- * negative second, no wait at all (-1); else the time.  The _NEW options
+ * accepted: {0, 0} none (0); a negative second, no wait at all (-1);
+ * else the time, but none from some 106 days on, where nanoseconds would
+ * overflow (the kernel's "none" starts later, where jiffies do).  The _NEW options
  * (64-bit fields, as timeval's here) were not looked at, and a negative or
  * huge time left the old one (a helper's reproducers). */
 static int64_t tv_ns(const void *val, socklen_t len)
