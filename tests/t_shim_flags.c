@@ -22,6 +22,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <spawn.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -2380,6 +2381,98 @@ static void case_hand_over_peer_idle(void)
 	hand_over_idle_once(0, 1);
 }
 
+/* A thread of ours asleep in a blocking read of the connection while
+ * another makes it go back to TCP: an option only TCP honours, stdio on a
+ * dup, a spawn that inherits the socket.  The sleeper held the ring's
+ * lock in the kernel, and the way back waited 5 s for it, then reset the
+ * connection (two helpers' reproducers, 12-07).  Over TCP each call
+ * returns at once, and the sleeper reads what the peer sends next. */
+enum beside_how { BESIDE_OPTION, BESIDE_FDOPEN, BESIDE_SPAWN, BESIDE_HOWS };
+
+static const char *const beside_name[] = { "SO_TIMESTAMP", "fdopen(dup)", "posix_spawn" };
+
+struct beside_reader {
+	int fd;
+	unsigned char buf[100];
+	ssize_t got;
+	int err;
+};
+
+static void *beside_read(void *arg)
+{
+	struct beside_reader *r = arg;
+
+	r->got = 0;
+	while (r->got < (ssize_t)sizeof(r->buf)) {
+		ssize_t n = read(r->fd, r->buf + r->got, sizeof(r->buf) - (size_t)r->got);
+		if (n <= 0) {
+			r->err = n < 0 ? errno : 0;
+			break;
+		}
+		r->got += n;
+	}
+	return NULL;
+}
+
+static void beside_act(int fd, enum beside_how how)
+{
+	int v = 1;
+
+	if (how == BESIDE_OPTION) {
+		ASSERT_SYS(setsockopt(fd, SOL_SOCKET, SO_TIMESTAMP, &v, sizeof(v)));
+	} else if (how == BESIDE_FDOPEN) {
+		FILE *f = fdopen(dup(fd), "w");
+		ASSERT_NOT_NULL(f);
+		ASSERT_EQ(fclose(f), 0);
+	} else {
+		char *argv[] = { "true", NULL };
+		pid_t pid;
+		ASSERT_EQ(posix_spawnp(&pid, "true", NULL, NULL, argv, environ), 0);
+		test_wait_ok(pid, 10);
+	}
+}
+
+static void beside_reader_once(enum beside_how how)
+{
+	struct idle_peer ip = { .seed = shim_seed(90 + how) };
+	struct beside_reader r = { .err = 0 };
+	struct shim_peer p;
+	pthread_t th;
+
+	test_log("%s", beside_name[how]);
+	ASSERT_SYS(pipe(ip.go));
+	ts_peer_start(&p, idle_peer_main, &ip);
+	ASSERT_SYS(close(ip.go[0]));
+	ts_make_accelerated_lead(p.fd);
+	ts_recv_stream(p.fd, ip.seed, 0, 1500, ts_ms(2000));
+	ASSERT_MSG(ts_moved(p.fd), "the connection did not move");
+	ASSERT_SYS(fcntl(p.fd, F_SETFD, 0)); /* a spawn inherits it */
+	r.fd = p.fd;
+	ASSERT_EQ(pthread_create(&th, NULL, beside_read, &r), 0);
+	test_sleep_ms(200); /* asleep in its read */
+	uint64_t t0 = test_now_ns();
+	beside_act(p.fd, how);
+	uint64_t ms = (test_now_ns() - t0) / 1000000;
+	ASSERT_MSG(ms < 1000, "%s took %llu ms beside a blocked reader", beside_name[how],
+		   (unsigned long long)ms);
+	ts_token_send(ip.go[1], 'g');
+	ASSERT_EQ(pthread_join(th, NULL), 0);
+	ASSERT_MSG(r.got == (ssize_t)sizeof(r.buf), "the reader got %zd bytes (%s)", r.got,
+		   strerror(r.err));
+	ASSERT_EQ(test_stream_check(ip.seed, 1500, r.buf, sizeof(r.buf)), (size_t)-1);
+	ts_send_stream(p.fd, ip.seed + 1, 0, 300, ts_ms(2000));
+	ts_expect_eof(p.fd, ts_ms(3000));
+	ts_peer_wait(&p, ts_ms(5000));
+	ASSERT_SYS(close(ip.go[1]));
+	ASSERT_SYS(close(p.fd));
+}
+
+static void case_way_back_beside_reader(void)
+{
+	for (int how = 0; how < BESIDE_HOWS; how++)
+		beside_reader_once((enum beside_how)how);
+}
+
 /* The same hand-overs while the peer's ring still holds bytes we did not
  * read (a client that sent a request and its data at once, or pipelined
  * requests, then waits): only the peer can put them into our stream, at
@@ -3942,6 +4035,7 @@ static const struct shim_case g_cases[] = {
 	{ "opt_then_stdio", case_opt_then_stdio },
 	{ "stdio_peer_answers_idle", case_stdio_peer_answers_idle },
 	{ "hand_over_peer_idle", case_hand_over_peer_idle },
+	{ "way_back_beside_reader", case_way_back_beside_reader },
 	{ "hand_over_unread", case_hand_over_unread },
 	{ "hand_over_end_big", case_hand_over_end_big },
 	{ "close_after_asker_reset", case_close_after_asker_reset },
