@@ -2445,7 +2445,7 @@ static void beside_reader_once(enum beside_how how)
 	ASSERT_SYS(close(ip.go[0]));
 	ts_make_accelerated_lead(p.fd);
 	ts_recv_stream(p.fd, ip.seed, 0, 1500, ts_ms(2000));
-	ASSERT_MSG(ts_moved(p.fd), "the connection did not move");
+	ASSERT_MSG(ts_disabled() || ts_moved(p.fd), "the connection did not move");
 	ASSERT_SYS(fcntl(p.fd, F_SETFD, 0)); /* a spawn inherits it */
 	r.fd = p.fd;
 	ASSERT_EQ(pthread_create(&th, NULL, beside_read, &r), 0);

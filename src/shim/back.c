@@ -1370,6 +1370,10 @@ static int ask(struct tsock *t, int fd, int lazy)
 	if (ring && (atomic_load(&s->phase) & PH_TX_RING))
 		shim_bell_send(s, fd, 0);
 	shim_tx_exit(s);
+	/* A thread of ours asleep in a blocking read holds the ring's lock
+	 * that we are about to take: it wakes, sees the ask and lets go
+	 * (bell.c, sleep_kickable). */
+	shim_kick_others(s);
 	return ring;
 }
 

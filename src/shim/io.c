@@ -1693,7 +1693,7 @@ static int sync_signal(int sig)
 	       sig == SIGTRAP || sig == SIGSYS;
 }
 
-static int restarts(void)
+int shim_restarts(void)
 {
 	int err = errno;
 
@@ -1719,7 +1719,7 @@ static ssize_t ring_sendv_restarted(struct tsock *t, int fd, const struct iovec 
 	ssize_t k;
 
 	while ((k = ring_sendv(t, fd, iov, n, len, flags)) == -1 && errno == EINTR &&
-	       deadline_of(t, flags, 1) == SHUNT_NEVER && restarts())
+	       deadline_of(t, flags, 1) == SHUNT_NEVER && shim_restarts())
 		;
 	return k;
 }

@@ -54,6 +54,11 @@ static void make_key(void)
 	pthread_key_create(&key, thread_gone);
 }
 
+int shim_kick_thread_fd_had(void)
+{
+	return thread_fd;
+}
+
 int shim_kick_thread_fd(void)
 {
 	if (thread_fd >= 0)

@@ -941,6 +941,10 @@ int shim_epoll_ready(int epfd);
  * whose mask has its bit (it may have taken theirs).  listen returns a
  * slot for unlisten (-1: not listed). */
 int shim_kick_thread_fd(void);
+int shim_kick_thread_fd_had(void); /* the thread's, if made: -1 if not */
+/* io.c: would the kernel have restarted a blocking call that a handled
+ * signal interrupted?  Yes when every handler has SA_RESTART. */
+int shim_restarts(void);
 void shim_kick_forked(void); /* in a forked child: eventfds of its own */
 static inline uint64_t shim_kick_bit(const struct tslot *s)
 {
