@@ -58,9 +58,11 @@ int shim_enabled(void)
 }
 
 /* Our fds go in the top quarter of the fd limit, out of the program's way
- * (fd.c); a program that opens that many fds still gets every number.  At
- * most 8192: the kernel sizes each process's fd table to its highest fd. */
-#define FD_FLOOR_MAX 8192
+ * (fd.c); a program that opens that many fds still gets every number.  From
+ * 1024 at most: the kernel sizes each process's fd table to its highest
+ * fd, and each fork copies it (at 8192, a fork and _exit took 25 us more:
+ * PostgreSQL forks per connection; /tmp/fk.c, 12-07). */
+#define FD_FLOOR_MAX 1024
 
 static void set_fd_floor(void)
 {
