@@ -61,7 +61,7 @@ int shim_enabled(void)
  * (fd.c); a program that opens that many fds still gets every number.  From
  * 1024 at most: the kernel sizes each process's fd table to its highest
  * fd, and each fork copies it (at 8192, a fork and _exit took 25 us more:
- * PostgreSQL forks per connection; /tmp/fk.c, 12-07). */
+ * PostgreSQL forks per connection: 2000 forks, 12-07). */
 #define FD_FLOOR_MAX 1024
 
 static void set_fd_floor(void)
