@@ -25,6 +25,7 @@
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/select.h>
+#include <sys/stat.h>
 #include <sys/sendfile.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -1413,6 +1414,136 @@ static void case_eintr(void)
 	ASSERT_SYS(close(b));
 }
 
+static void on_usr2(int sig)
+{
+	(void)sig;
+}
+
+/* An SA_RESTART signal while another handler has no SA_RESTART (never
+ * sent here): a blocked read goes on, as TCP's is restarted.  A read of
+ * several threads' process that slept in ppoll could not tell which
+ * signal came, and said EINTR (a helper's reproducer, 12-07). */
+static void case_eintr_mixed(void)
+{
+	int a, b;
+	struct kicker k;
+	uint64_t seed = shim_seed(9);
+	char buf[16];
+
+	ts_moved_pair(&a, &b);
+	ts_set_handler(SIGUSR2, on_usr2, 0);
+	ts_set_handler(SIGUSR1, on_usr1, SA_RESTART);
+	struct later l = { .fd = b, .ms = 300, .seed = seed, .off = 0, .n = 10 };
+	later_start(&l);
+	kicker_start(&k);
+	size_t got = 0;
+	while (got < 10) {
+		ssize_t n = read(a, buf + got, 10 - got);
+		ASSERT_MSG(n > 0, "read with SA_RESTART returned %zd (%s)", n,
+			   n < 0 ? test_errname(errno) : "end of stream");
+		got += (size_t)n;
+	}
+	kicker_stop(&k);
+	later_join(&l);
+	check_stream(seed, 0, buf, 10);
+	ASSERT_GE(atomic_load(&k.sent), 3);
+	ts_set_handler(SIGUSR1, SIG_DFL, 0);
+	ts_set_handler(SIGUSR2, SIG_DFL, 0);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+/* A thread cancelled while it sleeps on a moved connection, in a blocking
+ * read or in poll(), after it polled once (its thread has a kick eventfd):
+ * its listing for kicks stayed, and once its eventfd closed with the
+ * thread, later kicks wrote 8 bytes into whatever took that number (a
+ * helper's reproducers, 12-07: a file of the program's, or another
+ * connection's stream).  Here the program's file takes it, and a read of
+ * the connection that takes a doorbell kicks. */
+static int cw_fd;
+static int cw_in_poll;
+
+static void *cw_reader(void *arg)
+{
+	char b[64];
+	struct pollfd p = { .fd = cw_fd, .events = POLLIN };
+
+	(void)arg;
+	(void)poll(&p, 1, 3000);
+	if (cw_in_poll)
+		(void)poll(&p, 1, -1); /* cancelled here ... */
+	else
+		(void)read(cw_fd, b, sizeof(b)); /* ... or here */
+	return NULL;
+}
+
+static int eventfds(int *out, int max)
+{
+	int n = 0;
+
+	for (int fd = 3; fd < 4096 && n < max; fd++) {
+		char path[64], to[64];
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		ssize_t k = readlink(path, to, sizeof(to) - 1);
+		if (k > 0 && (to[k] = 0, strstr(to, "eventfd")))
+			out[n++] = fd;
+	}
+	return n;
+}
+
+static void cancel_in_wait_once(int in_poll)
+{
+	int a, b, before[64], after[64], gone = -1;
+	pthread_t th;
+	char buf[64];
+	uint64_t seed = shim_seed(40 + in_poll);
+
+	ts_moved_pair(&a, &b);
+	cw_fd = a;
+	cw_in_poll = in_poll;
+	ASSERT_EQ(pthread_create(&th, NULL, cw_reader, NULL), 0);
+	test_sleep_ms(300); /* asleep */
+	int n1 = eventfds(before, 64);
+	ASSERT_EQ(pthread_cancel(th), 0);
+	ASSERT_EQ(pthread_join(th, NULL), 0);
+	int n2 = eventfds(after, 64);
+	for (int i = 0; i < n1; i++) {
+		int kept = 0;
+		for (int j = 0; j < n2; j++)
+			kept |= before[i] == after[j];
+		if (!kept)
+			gone = before[i];
+	}
+	test_log("%s: the thread's eventfd %d closed with it", in_poll ? "poll" : "read", gone);
+	/* The program's file at that number. */
+	char name[] = "/tmp/shunt-cw-XXXXXX";
+	int f = mkstemp(name);
+	ASSERT_SYS(f);
+	ASSERT_SYS(unlink(name));
+	int at = gone > 0 ? dup2(f, gone) : -1;
+	/* A read that takes the peer's doorbell kicks the listed waits. */
+	struct later l = { .fd = b, .ms = 200, .seed = seed, .off = 0, .n = 10 };
+	later_start(&l);
+	ts_read_exact(a, buf, 10, ts_ms(3000));
+	later_join(&l);
+	check_stream(seed, 0, buf, 10);
+	struct stat st;
+	ASSERT_SYS(fstat(f, &st));
+	ASSERT_MSG(st.st_size == 0, "the program's file at fd %d holds %lld bytes it never wrote", at,
+		   (long long)st.st_size);
+	if (at >= 0)
+		ASSERT_SYS(close(at));
+	ASSERT_SYS(close(f));
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+}
+
+static void case_cancel_in_wait(void)
+{
+	cancel_in_wait_once(0);
+	cancel_in_wait_once(1);
+}
+
 static const struct shim_case g_cases[] = {
 	{ "eof_shutdown", case_eof_shutdown },
 	{ "eof_close", case_eof_close },
@@ -1447,6 +1578,8 @@ static const struct shim_case g_cases[] = {
 	{ "rcvtimeo", case_rcvtimeo },
 	{ "sndtimeo", case_sndtimeo },
 	{ "eintr", case_eintr },
+	{ "cancel_in_wait", case_cancel_in_wait },
+	{ "eintr_mixed", case_eintr_mixed },
 };
 
 int main(void)

@@ -2393,6 +2393,7 @@ static const char *const beside_name[] = { "SO_TIMESTAMP", "fdopen(dup)", "posix
 
 struct beside_reader {
 	int fd;
+	int waitall; /* one recv(MSG_WAITALL), 30 bytes already there */
 	unsigned char buf[100];
 	ssize_t got;
 	int err;
@@ -2403,6 +2404,11 @@ static void *beside_read(void *arg)
 	struct beside_reader *r = arg;
 
 	r->got = 0;
+	if (r->waitall) {
+		r->got = recv(r->fd, r->buf, sizeof(r->buf), MSG_WAITALL);
+		r->err = r->got < 0 ? errno : 0;
+		return NULL;
+	}
 	while (r->got < (ssize_t)sizeof(r->buf)) {
 		ssize_t n = read(r->fd, r->buf + r->got, sizeof(r->buf) - (size_t)r->got);
 		if (n <= 0) {
@@ -2432,23 +2438,40 @@ static void beside_act(int fd, enum beside_how how)
 	}
 }
 
-static void beside_reader_once(enum beside_how how)
+/* The reader in a forked child of one thread: the way back is its
+ * parent's, which cannot kick it. */
+static void beside_child(void *arg)
+{
+	struct beside_reader *r = arg;
+
+	beside_read(r);
+	ASSERT_MSG(r->got == (ssize_t)sizeof(r->buf), "the child's reader got %zd bytes (%s)",
+		   r->got, strerror(r->err));
+	ASSERT_EQ(test_stream_check(shim_seed(90 + BESIDE_OPTION), 1500, r->buf, sizeof(r->buf)),
+		  (size_t)-1);
+}
+
+static void beside_reader_once(enum beside_how how, int waitall, int in_child)
 {
 	struct idle_peer ip = { .seed = shim_seed(90 + how) };
-	struct beside_reader r = { .err = 0 };
+	struct beside_reader r = { .waitall = waitall };
+	uint64_t first = waitall ? 1470 : 1500; /* read before the reader's */
 	struct shim_peer p;
 	pthread_t th;
 
-	test_log("%s", beside_name[how]);
+	test_log("%s%s%s", beside_name[how], waitall ? ", MSG_WAITALL with 30 bytes there" : "",
+		 in_child ? ", the reader in a child" : "");
 	ASSERT_SYS(pipe(ip.go));
 	ts_peer_start(&p, idle_peer_main, &ip);
 	ASSERT_SYS(close(ip.go[0]));
 	ts_make_accelerated_lead(p.fd);
-	ts_recv_stream(p.fd, ip.seed, 0, 1500, ts_ms(2000));
+	ts_recv_stream(p.fd, ip.seed, 0, first, ts_ms(2000));
 	ASSERT_MSG(ts_disabled() || ts_moved(p.fd), "the connection did not move");
 	ASSERT_SYS(fcntl(p.fd, F_SETFD, 0)); /* a spawn inherits it */
 	r.fd = p.fd;
-	ASSERT_EQ(pthread_create(&th, NULL, beside_read, &r), 0);
+	pid_t child = in_child ? test_fork(beside_child, &r) : -1;
+	if (!in_child)
+		ASSERT_EQ(pthread_create(&th, NULL, beside_read, &r), 0);
 	test_sleep_ms(200); /* asleep in its read */
 	uint64_t t0 = test_now_ns();
 	beside_act(p.fd, how);
@@ -2456,10 +2479,16 @@ static void beside_reader_once(enum beside_how how)
 	ASSERT_MSG(ms < 1000, "%s took %llu ms beside a blocked reader", beside_name[how],
 		   (unsigned long long)ms);
 	ts_token_send(ip.go[1], 'g');
-	ASSERT_EQ(pthread_join(th, NULL), 0);
-	ASSERT_MSG(r.got == (ssize_t)sizeof(r.buf), "the reader got %zd bytes (%s)", r.got,
-		   strerror(r.err));
-	ASSERT_EQ(test_stream_check(ip.seed, 1500, r.buf, sizeof(r.buf)), (size_t)-1);
+	if (in_child) {
+		test_wait_ok(child, 10);
+	} else {
+		ASSERT_EQ(pthread_join(th, NULL), 0);
+		ASSERT_MSG(r.got == (ssize_t)sizeof(r.buf), "the reader got %zd bytes (%s)",
+			   r.got, strerror(r.err));
+		ASSERT_EQ(test_stream_check(ip.seed, first, r.buf, sizeof(r.buf)), (size_t)-1);
+	}
+	if (waitall)
+		ts_recv_stream(p.fd, ip.seed, first + 100, 1600 - first - 100, ts_ms(2000));
 	ts_send_stream(p.fd, ip.seed + 1, 0, 300, ts_ms(2000));
 	ts_expect_eof(p.fd, ts_ms(3000));
 	ts_peer_wait(&p, ts_ms(5000));
@@ -2470,7 +2499,9 @@ static void beside_reader_once(enum beside_how how)
 static void case_way_back_beside_reader(void)
 {
 	for (int how = 0; how < BESIDE_HOWS; how++)
-		beside_reader_once((enum beside_how)how);
+		beside_reader_once((enum beside_how)how, 0, 0);
+	beside_reader_once(BESIDE_OPTION, 1, 0);
+	beside_reader_once(BESIDE_OPTION, 0, 1);
 }
 
 /* The same hand-overs while the peer's ring still holds bytes we did not

@@ -515,21 +515,53 @@ static int watch(struct shunt_bell *b, uint32_t bits, int64_t deadline)
 
 _Thread_local int shim_wait_eintr;
 
+/* Every handler has SA_RESTART (or there is none): looked at most once
+ * a second.  A hint, safe both ways: said yes wrongly, the ppoll's EINTR
+ * looks again (sleep_kickable); said no wrongly, the read is the
+ * kernel's, exact, only not kickable. */
+static _Atomic int64_t restart_looked_at;
+static _Atomic int restart_all = 1;
+
+static int restarts_hint(void)
+{
+	int64_t now = shunt_now_ns();
+
+	if (now - atomic_load_explicit(&restart_looked_at, memory_order_relaxed) > 1000000000) {
+		atomic_store_explicit(&restart_looked_at, now, memory_order_relaxed);
+		atomic_store_explicit(&restart_all, shim_handlers_restart(), memory_order_relaxed);
+	}
+	return atomic_load_explicit(&restart_all, memory_order_relaxed);
+}
+
+/*
+ * Does a blocking read sleep where a way back can wake it (sleep_kickable)?
+ * Another thread of ours may ask while it sleeps, or another process that
+ * holds the socket too.  In the kernel's blocking read nothing woke it
+ * short of the idle peer's next byte: the way back waited 5 s for its
+ * lock, then reset the connection (t_shim_flags way_back_beside_reader).
+ * One thread alone keeps the kernel's read, which wakes sooner (64-byte
+ * round trips after 2 ms quiet: 7.6 us against 8.3); and so does a
+ * program with a handler without SA_RESTART, whose signals interrupt the
+ * read or not exactly as TCP's (ppoll's EINTR cannot tell which signal
+ * came: an SA_RESTART one read as EINTR, a helper's reproducer).
+ */
+static int kickable(struct tslot *s)
+{
+	if (__libc_single_threaded && !shim_slot_others(s))
+		return 0;
+	return restarts_hint();
+}
+
 /*
  * A blocking read's sleep: on the stream, and on the thread's kick eventfd
  * if it has one (it polled before), listed for this connection, so that a
  * way back of another thread of ours (back.c, ask) wakes it to let go of
- * the ring.  Asleep in a blocking read of the stream, as it was, nothing
- * woke it short of the idle peer's next byte: the way back waited 5 s for
- * its lock, then reset the connection (t_shim_flags
- * way_back_beside_reader).  The peek that followed that read is the take
- * after this wait: no call more.  A thread without an eventfd gets none
- * here (a thread per connection would hold twice the fds), and looks
- * again every QUIET_LOOK_NS; a listed one every KICKED_LOOK_NS, for an
- * asker in another process of its family, which cannot kick it (a way
- * back waits ASK_NS for the lock).  0 to look again, or -EINTR for a
- * handler without SA_RESTART (which signal came, ppoll cannot say:
- * shim_restarts).
+ * the ring.  A thread without an eventfd gets none here (a thread per
+ * connection would hold twice the fds), and looks again every
+ * QUIET_LOOK_NS; a listed one every KICKED_LOOK_NS, for an asker in another
+ * process of its family, which cannot kick it (a way back waits ASK_NS for
+ * the lock).  1 when the stream has something, 0 to look again, or -EINTR
+ * for a handler without SA_RESTART.
  */
 static int sleep_kickable(struct tslot *s, int fd)
 {
@@ -540,20 +572,22 @@ static int sleep_kickable(struct tslot *s, int fd)
 	struct timespec ts = shunt_ts(slot < 0 ? QUIET_LOOK_NS : KICKED_LOOK_NS);
 	int rc = 0;
 
-	/* Listed before this look: an ask after it kicks us (seq_cst both). */
+	/* Listed before this look: an ask after it kicks us (its flag and
+	 * our listing each a seq_cst write before the other's look). */
+	atomic_thread_fence(memory_order_seq_cst);
 	if (!asked(s))
 		rc = REAL(ppoll)(p, slot < 0 ? 1 : 2, &ts, NULL) < 0 ? -errno : 0;
 	shim_kick_unlisten(slot);
 	if (slot >= 0 && p[1].revents)
 		shim_kick_reset(kfd);
-	if (rc == -EINTR && shim_restarts())
-		rc = 0;
-	return rc == -EINTR ? rc : 0;
+	if (rc == -EINTR)
+		return shim_restarts() ? 0 : -EINTR;
+	return p[0].revents ? 1 : 0;
 }
 
-/* The leader sleeps in the kernel: a blocking read of one ring when it
- * waits to read with no deadline (it is then a socket read for signals and
- * SO_RCVTIMEO too), else poll() and a drain.  A doorbell it took may have
+/* The leader sleeps in the kernel: when it waits to read with no deadline,
+ * a blocking read of one ring (a socket read for signals), or a kickable
+ * ppoll (kickable), else poll() and a drain.  A doorbell it took may have
  * been a poll's of another thread (its writer's leader took its reader's):
  * those look again (kick.c). */
 static int lead(struct tsock *t, int fd, uint32_t bits, int64_t deadline)
@@ -573,14 +607,11 @@ static int lead(struct tsock *t, int fd, uint32_t bits, int64_t deadline)
 		 * beside a writer that polls.) */
 		if (!(atomic_load(&t->slot->end.me->wait) & SHUNT_WAIT_READ))
 			return 0;
-		/* One thread: no other can ask while we sleep, and the read
-		 * wakes sooner than a poll (64-byte round trips after 2 ms
-		 * quiet: 7.6 us against 8.3). */
-		if (__libc_single_threaded) {
+		if (!kickable(t->slot)) {
 			rc = take(t, fd, 0);
 		} else {
 			rc = sleep_kickable(t->slot, fd);
-			if (rc == 0)
+			if (rc == 1)
 				rc = take(t, fd, MSG_DONTWAIT);
 		}
 		if (rc > 0)

@@ -638,6 +638,11 @@ static ssize_t recv_locked(struct tsock *t, struct shunt_bell *bp, void *buf, si
 			ssize_t k = ring_take(e, bp, buf ? (char *)buf + n : NULL, len - (size_t)n,
 					      flags, deadline_of(t, flags, 0));
 			shim_wait_eintr = 0;
+			/* The ring is no longer ours to read (a way back): the
+			 * rest comes by TCP, and the read goes on there.  It
+			 * returned what it had (a helper's review, 12-07). */
+			if (k == -EXDEV)
+				stopped_short = 1;
 			if (k <= 0)
 				break;
 			n += k;
@@ -1695,9 +1700,14 @@ static int sync_signal(int sig)
 
 int shim_restarts(void)
 {
+	pthread_testcancel();
+	return shim_handlers_restart();
+}
+
+int shim_handlers_restart(void)
+{
 	int err = errno;
 
-	pthread_testcancel();
 	for (int sig = 1; sig < NSIG; sig++) {
 		struct sigaction sa;
 		if (sig == SIGKILL || sig == SIGSTOP || sync_signal(sig) || sigaction(sig, NULL, &sa) < 0)

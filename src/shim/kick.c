@@ -23,6 +23,7 @@
  * socket is not kicked (docs/design.md, Limits).
  */
 #include <pthread.h>
+#include <string.h>
 #include <sys/eventfd.h>
 
 #include "internal.h"
@@ -39,9 +40,27 @@ static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 static pthread_key_t key;
 static _Thread_local int thread_fd = -1;
 
+/* The slots this thread listed and has not unlisted yet (index + 1; 0:
+ * none): a wait cancelled inside its kernel call (ppoll is a cancellation
+ * point) never unlists, and its listing stayed for good, with the number
+ * of an eventfd closed since: kicks wrote 8 bytes into whatever took that
+ * number, a file of the program's or another connection's stream (a
+ * helper's reproducers, 12-07).  The thread's end unlists them. */
+#define MINE_MAX 4
+static _Thread_local int mine[MINE_MAX];
+static _Thread_local int key_set;
+
+static void unlisten_mine(void)
+{
+	for (int i = 0; i < MINE_MAX; i++)
+		if (mine[i])
+			shim_kick_unlisten(mine[i] - 1);
+}
+
 static void thread_gone(void *arg)
 {
 	(void)arg;
+	unlisten_mine();
 	if (thread_fd >= 0) {
 		shunt__own_del(&thread_fd);
 		sys_close(thread_fd);
@@ -54,6 +73,16 @@ static void make_key(void)
 	pthread_key_create(&key, thread_gone);
 }
 
+/* The thread's end runs thread_gone (a non-NULL value). */
+static void ensure_key(void)
+{
+	if (key_set)
+		return;
+	pthread_once(&key_once, make_key);
+	pthread_setspecific(key, &thread_fd);
+	key_set = 1;
+}
+
 int shim_kick_thread_fd_had(void)
 {
 	return thread_fd;
@@ -63,13 +92,12 @@ int shim_kick_thread_fd(void)
 {
 	if (thread_fd >= 0)
 		return thread_fd;
-	pthread_once(&key_once, make_key);
 	int fd = shunt__hide_fd((int)SYS_(SYS_eventfd2, 0, EFD_CLOEXEC | EFD_NONBLOCK, 0, 0, 0, 0));
 	if (fd < 0)
 		return -1;
 	thread_fd = fd;
 	shunt__own_add(&thread_fd);
-	pthread_setspecific(key, &thread_fd); /* non-NULL: the destructor runs */
+	ensure_key();
 	return fd;
 }
 
@@ -85,7 +113,20 @@ void shim_kick_forked(void)
 	for (int i = 0; i < SLEEPERS; i++)
 		atomic_store(&sleepers[i], 0);
 	atomic_store(&nsleepers, 0);
+	memset(mine, 0, sizeof(mine)); /* the parent's listings, cleared above */
 	thread_gone(NULL);
+}
+
+/* Replace entry `was` of mine[] by `now`. */
+static void mine_note(int now, int was)
+{
+	if (now)
+		ensure_key();
+	for (int i = 0; i < MINE_MAX; i++)
+		if (mine[i] == was) {
+			mine[i] = now;
+			return;
+		}
 }
 
 int shim_kick_listen(int fd, uint64_t mask)
@@ -100,6 +141,7 @@ int shim_kick_listen(int fd, uint64_t mask)
 		if (atomic_compare_exchange_strong(&sleepers[i], &none, fd)) {
 			atomic_store(&masks[i], mask);
 			atomic_fetch_add(&nsleepers, 1);
+			mine_note(i + 1, 0);
 			return i;
 		}
 	}
@@ -110,6 +152,7 @@ void shim_kick_unlisten(int slot)
 {
 	if (slot < 0)
 		return;
+	mine_note(0, slot + 1);
 	atomic_store(&sleepers[slot], 0);
 	atomic_fetch_sub(&nsleepers, 1);
 }

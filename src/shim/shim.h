@@ -945,6 +945,7 @@ int shim_kick_thread_fd_had(void); /* the thread's, if made: -1 if not */
 /* io.c: would the kernel have restarted a blocking call that a handled
  * signal interrupted?  Yes when every handler has SA_RESTART. */
 int shim_restarts(void);
+int shim_handlers_restart(void); /* the same look, not a cancellation point */
 void shim_kick_forked(void); /* in a forked child: eventfds of its own */
 static inline uint64_t shim_kick_bit(const struct tslot *s)
 {
