@@ -2788,7 +2788,87 @@ static void case_outq_going_back(void)
 	close(o.done[0]);
 }
 
+/* Two threads read one socket to its end while the peer streams, then
+ * shuts down and waits for an answer: over TCP the FIN ends both reads.
+ * Both were in the kernel when the peer switched to its ring; its doorbell
+ * ended one read, and the other slept on for good (a helper's reproducer,
+ * 12-07: 1 run in 4).  Such a connection stays on TCP now. */
+#define TR_BYTES (8u << 20)
+
+struct two_readers {
+	int fd;
+	uint64_t got, sum;
+	int err;
+};
+
+static void *tr_read(void *arg)
+{
+	struct two_readers *r = arg;
+	static _Thread_local unsigned char b[3000];
+
+	for (;;) {
+		ssize_t n = recv(r->fd, b, sizeof(b), 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			r->err = n < 0 ? errno : 0;
+			return NULL;
+		}
+		r->got += (uint64_t)n;
+		for (ssize_t i = 0; i < n; i++)
+			r->sum += b[i];
+	}
+}
+
+static void tr_peer(int fd, void *arg)
+{
+	uint64_t seed = *(uint64_t *)arg;
+	char c;
+
+	ts_send_stream(fd, seed, 0, TR_BYTES, ts_ms(10000));
+	ASSERT_SYS(shutdown(fd, SHUT_WR));
+	ts_read_exact(fd, &c, 1, ts_ms(10000));
+	ASSERT_EQ(c, 'k');
+	ASSERT_SYS(close(fd));
+}
+
+static void case_two_readers_to_end(void)
+{
+	static unsigned char chunk[65536];
+
+	for (int round = 0; round < 8; round++) {
+		uint64_t seed = shim_seed(60 + (uint64_t)round), want = 0;
+		for (uint64_t off = 0; off < TR_BYTES; off += sizeof(chunk)) {
+			test_stream_fill(seed, off, chunk, sizeof(chunk));
+			for (size_t i = 0; i < sizeof(chunk); i++)
+				want += chunk[i];
+		}
+		struct shim_peer p;
+		ts_peer_start(&p, tr_peer, &seed);
+		struct two_readers r[2] = { { .fd = p.fd }, { .fd = p.fd } };
+		pthread_t th[2];
+		for (int i = 0; i < 2; i++)
+			ASSERT_EQ(pthread_create(&th[i], NULL, tr_read, &r[i]), 0);
+		for (int i = 0; i < 2; i++) {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += test_sanitized() ? 30 : 10;
+			int rc = pthread_timedjoin_np(th[i], NULL, &ts);
+			ASSERT_MSG(rc == 0, "round %d: reader %d never saw the end (%llu bytes read)",
+				   round, i, (unsigned long long)r[i].got);
+			ASSERT_MSG(r[i].err == 0, "round %d: reader %d: %s", round, i,
+				   strerror(r[i].err));
+		}
+		ASSERT_EQ(r[0].got + r[1].got, (uint64_t)TR_BYTES);
+		ASSERT_EQ(r[0].sum + r[1].sum, want);
+		ASSERT_EQ(send(p.fd, "k", 1, 0), 1);
+		ts_peer_wait(&p, ts_ms(10000));
+		ASSERT_SYS(close(p.fd));
+	}
+}
+
 static const struct shim_case g_cases[] = {
+	{ "two_readers_to_end", case_two_readers_to_end },
 	{ "dprintf_moved", case_dprintf_moved },
 	{ "outq_going_back", case_outq_going_back },
 	{ "dprintf_as_libc", case_dprintf_as_libc },

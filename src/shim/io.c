@@ -486,7 +486,14 @@ static uint64_t took(struct tsock *t, ssize_t n, int flags)
 void shim_rx_enter(struct tsock *t)
 {
 	atomic_fetch_add(&t->kreads, 1);
-	atomic_fetch_add(&S(t)->rx_inflight, 1);
+	/* Two reads in the kernel at once (threads, or processes of a family,
+	 * reading one socket): the peer's switch doorbell ends one of them,
+	 * and the other slept on for good, its data in the ring, where TCP's
+	 * FIN ends every read (a helper's reproducer: 2 to 4 threads
+	 * reading to the end, 1 run in 4).  Such a connection stays on TCP. */
+	if (atomic_fetch_add(&S(t)->rx_inflight, 1) > 0 &&
+	    !(atomic_load_explicit(&S(t)->flags, memory_order_relaxed) & TF_READERS))
+		atomic_fetch_or(&S(t)->flags, TF_READERS);
 }
 
 static void rx_left(struct tsock *t)
@@ -545,6 +552,31 @@ static ssize_t plain_recv(struct tsock *t, int fd, void *buf, size_t len, int fl
 }
 
 /*
+ * One read at a time in the kernel on the stream, until the ring is ours:
+ * the peer's switch doorbell ends one read, and a second asleep beside it
+ * slept on for good, its data in the ring (a helper's reproducer: two
+ * threads reading to the end).  A read that may wait waits its turn
+ * (RETRY: it looks again from the top), one that may not says EAGAIN (the
+ * other read takes what comes).  0: ours.
+ */
+static ssize_t tcp_turn(struct tsock *t, int flags)
+{
+	_Atomic uint32_t *in = &S(t)->rx_inflight;
+	uint32_t n = atomic_load(in);
+	int64_t dl;
+
+	if (n == 0)
+		return 0;
+	dl = deadline_of(t, flags, 0);
+	if (dl == 0 || (dl != SHUNT_NEVER && shunt_now_ns() >= dl))
+		return shim_err(-EAGAIN);
+	/* Restarted under SA_RESTART by the kernel, EINTR without, as a read. */
+	if (sys_futex_wait(in, n, &(struct timespec){ 0, 1000000 }) == -EINTR)
+		return shim_err(-EINTR);
+	return RETRY;
+}
+
+/*
  * The part of a read that comes from the TCP stream, before the peer's
  * switch offset x: bounded by x once known, and cut at x when the peer
  * switched while the read waited (its doorbell byte woke it).  Returns the
@@ -576,6 +608,9 @@ static ssize_t tcp_part(struct tsock *t, int fd, void *buf, size_t len, int flag
 		}
 		want = (size_t)SHUNT_MIN((uint64_t)len, x - off);
 	}
+	ssize_t turn = tcp_turn(t, flags);
+	if (turn != 0)
+		return turn;
 	/* Waiting for all of len could wait for bytes that now go by the ring.
 	 * The peer's first doorbell may end this read: no other wait of ours
 	 * takes it meanwhile (shim_rx_enter). */

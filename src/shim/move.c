@@ -241,8 +241,8 @@ static int refusal(struct tsock *t, int fd, int *final)
 		*final = 0;
 		return WHY_STDIO;
 	}
-	if (f & TF_EXPORTED)
-		return WHY_SHARED;
+	if (f & (TF_EXPORTED | TF_READERS))
+		return WHY_SHARED; /* passed on, or read by two at once (io.c, shim_rx_enter) */
 	if (f & (TF_OPTS | TF_SHUT))
 		return WHY_OPTIONS;
 	if (learn_addrs(s, fd) < 0)

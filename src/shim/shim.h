@@ -185,7 +185,8 @@ enum slot_state {
 #define TF_JAM      0x100u /* both ends waited for room: back to TCP (bell.c) */
 #define TF_FIN_DUE  0x200u /* shut for writing while going back: the FIN follows
                             * the ring's leftovers (back.c, flush_locked) */
-#define TF_NOMOVE   (TF_STDIO | TF_EXPORTED | TF_OPTS | TF_SHUT)
+#define TF_READERS  0x400u /* two reads of the stream in the kernel at once */
+#define TF_NOMOVE   (TF_STDIO | TF_EXPORTED | TF_OPTS | TF_SHUT | TF_READERS)
 
 /* Why a connection stays on TCP, counted per process for `shunt stat`. */
 enum shim_why {
