@@ -110,11 +110,18 @@ int shim_kick_thread_fd(void)
  */
 void shim_kick_forked(void)
 {
+	/* Written only where set: each page a child writes is a copy (a
+	 * fork per connection pays it). */
 	for (int i = 0; i < SLEEPERS; i++)
-		atomic_store(&sleepers[i], 0);
-	atomic_store(&nsleepers, 0);
-	memset(mine, 0, sizeof(mine)); /* the parent's listings, cleared above */
-	thread_gone(NULL);
+		if (atomic_load_explicit(&sleepers[i], memory_order_relaxed))
+			atomic_store(&sleepers[i], 0);
+	if (atomic_load(&nsleepers))
+		atomic_store(&nsleepers, 0);
+	for (int i = 0; i < MINE_MAX; i++)
+		if (mine[i])
+			mine[i] = 0; /* the parent's listings, cleared above */
+	if (thread_fd >= 0)
+		thread_gone(NULL);
 }
 
 /* Replace entry `was` of mine[] by `now`. */

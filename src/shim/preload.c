@@ -383,6 +383,13 @@ __attribute__((no_sanitize_address)) EXPORT long syscall(long nr, ...)
 		errno = err;
 		return rc;
 	}
+	if (nr == SYS_setns || (nr == SYS_unshare && (a[0] & CLONE_NEWPID))) {
+		long rc = raw(nr, a);
+		int err = errno;
+		shim_kids_ns_changed();
+		errno = err;
+		return rc;
+	}
 	long flags = raw_fork_flags(nr, a);
 	if (flags < 0)
 		return raw(nr, a);
@@ -804,7 +811,18 @@ EXPORT int unshare(int flags)
 {
 	if (flags & CLONE_FILES)
 		own_table();
-	return REAL(unshare)(flags);
+	int rc = REAL(unshare)(flags);
+	if (flags & CLONE_NEWPID)
+		shim_kids_ns_changed();
+	return rc;
+}
+
+EXPORT int setns(int fd, int nstype)
+{
+	int rc = REAL(setns)(fd, nstype);
+
+	shim_kids_ns_changed();
+	return rc;
 }
 
 EXPORT int close_range(unsigned first, unsigned last, int flags)

@@ -178,7 +178,7 @@ void shim_fork_stranger(int newpid)
 /* Did unshare(CLONE_NEWPID) or setns() put our children elsewhere?  Our
  * own namespace never changes; our children's link names none until the
  * first child of an unshare() makes it (ENOENT, where the link is). */
-static int children_elsewhere(void)
+static int children_elsewhere_now(void)
 {
 	static struct stat own;
 	struct stat kids;
@@ -189,6 +189,27 @@ static int children_elsewhere(void)
 		return own.st_ino != kids.st_ino || own.st_dev != kids.st_dev;
 	return sys_fstatat(AT_FDCWD, "/proc/self/ns/pid_for_children", &kids,
 			   AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+/* ... looked at once, and again after an unshare() or setns() of ours
+ * (shim_kids_ns_changed): the look at /proc cost every fork a few
+ * microseconds (PostgreSQL forks per connection). */
+static _Atomic int kids_ns = -1; /* -1: not looked; 0: ours; 1: elsewhere */
+
+static int children_elsewhere(void)
+{
+	int k = atomic_load(&kids_ns);
+
+	if (k < 0) {
+		k = children_elsewhere_now();
+		atomic_store(&kids_ns, k);
+	}
+	return k;
+}
+
+void shim_kids_ns_changed(void)
+{
+	atomic_store(&kids_ns, -1);
 }
 
 static void estrange(int fd, struct tsock *t, void *arg)

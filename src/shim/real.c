@@ -74,6 +74,7 @@ void shim_real_init(void)
 	FIND(lio_listio);
 	FIND(lio_listio64);
 	FIND(unshare);
+	FIND(setns);
 	FIND(prctl);
 	FIND(setuid);
 	FIND(setgid);

@@ -123,6 +123,7 @@ struct shim_real {
 	int (*lio_listio)(int, struct aiocb *const[], int, struct sigevent *);
 	int (*lio_listio64)(int, struct aiocb64 *const[], int, struct sigevent *);
 	int (*unshare)(int);
+	int (*setns)(int, int);
 	int (*prctl)(int, ...);
 	int (*setuid)(uid_t);
 	int (*setgid)(gid_t);
@@ -995,6 +996,9 @@ void shim_spawn_done(const posix_spawn_file_actions_t *fa, int child);
  * TCP for good. */
 void shim_spawn_lost(void);
 void shim_fork_stranger(int newpid);
+/* unshare(CLONE_NEWPID) or setns(): our children's pid namespace may
+ * have changed (proc.c looks again at the next fork). */
+void shim_kids_ns_changed(void);
 void shim_fork_prepare(void);
 void shim_fork_parent(void);
 void shim_fork_child(void);
