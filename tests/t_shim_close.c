@@ -1342,6 +1342,29 @@ static void kicker_stop(struct kicker *k)
 	ASSERT_EQ(pthread_join(k->thread, NULL), 0);
 }
 
+/* A blocked read of a while signals come (the kicker, left running) and
+ * b sends 10 bytes of `seed` 300 ms later: it must return them.  The
+ * signals sent meanwhile. */
+static int read_through_signals(int a, int b, uint64_t seed, struct kicker *k)
+{
+	struct later l = { .fd = b, .ms = 300, .seed = seed, .off = 0, .n = 10 };
+	char buf[16];
+	size_t got = 0;
+
+	later_start(&l);
+	kicker_start(k);
+	while (got < 10) {
+		ssize_t n = read(a, buf + got, 10 - got);
+		ASSERT_MSG(n > 0, "read with SA_RESTART returned %zd (%s)", n,
+			   n < 0 ? test_errname(errno) : "end of stream");
+		got += (size_t)n;
+	}
+	int kicks = atomic_load(&k->sent);
+	later_join(&l);
+	check_stream(seed, 0, buf, 10);
+	return kicks;
+}
+
 static void case_eintr(void)
 {
 	int a, b;
@@ -1373,19 +1396,7 @@ static void case_eintr(void)
 
 	/* SA_RESTART: a read goes on and returns the data sent 300 ms later ... */
 	ts_set_handler(SIGUSR1, on_usr1, SA_RESTART);
-	struct later l = { .fd = b, .ms = 300, .seed = seed ^ 1, .off = 0, .n = 10 };
-	later_start(&l);
-	kicker_start(&k);
-	size_t got = 0;
-	while (got < 10) {
-		ssize_t n = read(a, buf + got, 10 - got);
-		ASSERT_MSG(n > 0, "read with SA_RESTART returned %zd (%s)", n,
-			   n < 0 ? test_errname(errno) : "end of stream");
-		got += (size_t)n;
-	}
-	int kicks = atomic_load(&k.sent);
-	later_join(&l);
-	check_stream(seed ^ 1, 0, buf, 10);
+	int kicks = read_through_signals(a, b, seed ^ 1, &k);
 	/* ... but poll, select and epoll_wait are never restarted (signal(7)). */
 	ASSERT_FAILS(poll(&(struct pollfd){ .fd = a, .events = POLLIN }, 1, 5000), EINTR);
 	fd_set rd;
@@ -1428,25 +1439,13 @@ static void case_eintr_mixed(void)
 	int a, b;
 	struct kicker k;
 	uint64_t seed = shim_seed(9);
-	char buf[16];
 
 	ts_moved_pair(&a, &b);
 	ts_set_handler(SIGUSR2, on_usr2, 0);
 	ts_set_handler(SIGUSR1, on_usr1, SA_RESTART);
-	struct later l = { .fd = b, .ms = 300, .seed = seed, .off = 0, .n = 10 };
-	later_start(&l);
-	kicker_start(&k);
-	size_t got = 0;
-	while (got < 10) {
-		ssize_t n = read(a, buf + got, 10 - got);
-		ASSERT_MSG(n > 0, "read with SA_RESTART returned %zd (%s)", n,
-			   n < 0 ? test_errname(errno) : "end of stream");
-		got += (size_t)n;
-	}
+	int kicks = read_through_signals(a, b, seed, &k);
 	kicker_stop(&k);
-	later_join(&l);
-	check_stream(seed, 0, buf, 10);
-	ASSERT_GE(atomic_load(&k.sent), 3);
+	ASSERT_GE(kicks, 3);
 	ts_set_handler(SIGUSR1, SIG_DFL, 0);
 	ts_set_handler(SIGUSR2, SIG_DFL, 0);
 	ASSERT_SYS(close(a));
