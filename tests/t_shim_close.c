@@ -1452,27 +1452,24 @@ static void case_eintr_mixed(void)
 	ASSERT_SYS(close(b));
 }
 
-/* A thread cancelled while it sleeps on a moved connection, in a blocking
- * read or in poll(), after it polled once (its thread has a kick eventfd):
- * its listing for kicks stayed, and once its eventfd closed with the
- * thread, later kicks wrote 8 bytes into whatever took that number (a
- * helper's reproducers, 12-07: a file of the program's, or another
- * connection's stream).  Here the program's file takes it, and a read of
- * the connection that takes a doorbell kicks. */
+/* A thread cancelled while it sleeps in poll() on a moved connection,
+ * after a poll that slept (its thread has a kick eventfd): its listing for
+ * kicks stayed, and once its eventfd closed with the thread, later kicks
+ * wrote 8 bytes into whatever took that number (a helper's reproducers,
+ * 12-07: a file of the program's, or another connection's stream); and
+ * the poll's set leaked (ASan).  Here the program's file takes it, and a
+ * read of the connection that takes a doorbell kicks.  (A thread
+ * cancelled in a blocking read is unlisted the same way, but leaks its
+ * reference to the socket: docs/design.md, Limits.) */
 static int cw_fd;
-static int cw_in_poll;
 
 static void *cw_reader(void *arg)
 {
-	char b[64];
 	struct pollfd p = { .fd = cw_fd, .events = POLLIN };
 
 	(void)arg;
-	(void)poll(&p, 1, 3000);
-	if (cw_in_poll)
-		(void)poll(&p, 1, -1); /* cancelled here ... */
-	else
-		(void)read(cw_fd, b, sizeof(b)); /* ... or here */
+	(void)poll(&p, 1, 50); /* sleeps: the thread gets its kick eventfd */
+	(void)poll(&p, 1, -1); /* cancelled here */
 	return NULL;
 }
 
@@ -1490,16 +1487,15 @@ static int eventfds(int *out, int max)
 	return n;
 }
 
-static void cancel_in_wait_once(int in_poll)
+static void case_cancel_in_wait(void)
 {
 	int a, b, before[64], after[64], gone = -1;
 	pthread_t th;
 	char buf[64];
-	uint64_t seed = shim_seed(40 + in_poll);
+	uint64_t seed = shim_seed(40);
 
 	ts_moved_pair(&a, &b);
 	cw_fd = a;
-	cw_in_poll = in_poll;
 	ASSERT_EQ(pthread_create(&th, NULL, cw_reader, NULL), 0);
 	test_sleep_ms(300); /* asleep */
 	int n1 = eventfds(before, 64);
@@ -1513,13 +1509,14 @@ static void cancel_in_wait_once(int in_poll)
 		if (!kept)
 			gone = before[i];
 	}
-	test_log("%s: the thread's eventfd %d closed with it", in_poll ? "poll" : "read", gone);
+	test_log("the thread's eventfd %d closed with it", gone);
+	ASSERT_MSG(gone > 0, "no eventfd closed with the thread");
 	/* The program's file at that number. */
 	char name[] = "/tmp/shunt-cw-XXXXXX";
 	int f = mkstemp(name);
 	ASSERT_SYS(f);
 	ASSERT_SYS(unlink(name));
-	int at = gone > 0 ? dup2(f, gone) : -1;
+	ASSERT_EQ(dup2(f, gone), gone);
 	/* A read that takes the peer's doorbell kicks the listed waits. */
 	struct later l = { .fd = b, .ms = 200, .seed = seed, .off = 0, .n = 10 };
 	later_start(&l);
@@ -1528,19 +1525,12 @@ static void cancel_in_wait_once(int in_poll)
 	check_stream(seed, 0, buf, 10);
 	struct stat st;
 	ASSERT_SYS(fstat(f, &st));
-	ASSERT_MSG(st.st_size == 0, "the program's file at fd %d holds %lld bytes it never wrote", at,
-		   (long long)st.st_size);
-	if (at >= 0)
-		ASSERT_SYS(close(at));
+	ASSERT_MSG(st.st_size == 0, "the program's file at fd %d holds %lld bytes it never wrote",
+		   gone, (long long)st.st_size);
+	ASSERT_SYS(close(gone));
 	ASSERT_SYS(close(f));
 	ASSERT_SYS(close(a));
 	ASSERT_SYS(close(b));
-}
-
-static void case_cancel_in_wait(void)
-{
-	cancel_in_wait_once(0);
-	cancel_in_wait_once(1);
 }
 
 static const struct shim_case g_cases[] = {

@@ -483,17 +483,20 @@ static uint64_t took(struct tsock *t, ssize_t n, int flags)
  * that took only doorbells goes on in the ring: it was the peer's first
  * doorbell that woke it, and a doorbell is no data.
  */
-void shim_rx_enter(struct tsock *t)
+uint32_t shim_rx_enter(struct tsock *t, int flags)
 {
 	atomic_fetch_add(&t->kreads, 1);
+	uint32_t was = atomic_fetch_add(&S(t)->rx_inflight, 1);
 	/* Two reads in the kernel at once (threads, or processes of a family,
 	 * reading one socket): the peer's switch doorbell ends one of them,
 	 * and the other slept on for good, its data in the ring, where TCP's
 	 * FIN ends every read (a helper's reproducer: 2 to 4 threads
-	 * reading to the end, 1 run in 4).  Such a connection stays on TCP. */
-	if (atomic_fetch_add(&S(t)->rx_inflight, 1) > 0 &&
+	 * reading to the end, 1 run in 4).  Such a connection stays on TCP.
+	 * A peek takes no doorbell: it does not count. */
+	if (was > 0 && !(flags & MSG_PEEK) &&
 	    !(atomic_load_explicit(&S(t)->flags, memory_order_relaxed) & TF_READERS))
 		atomic_fetch_or(&S(t)->flags, TF_READERS);
+	return was;
 }
 
 static void rx_left(struct tsock *t)
@@ -503,6 +506,35 @@ static void rx_left(struct tsock *t)
 }
 
 static int peer_clean(struct tsock *t);
+
+/* The kernel's read, a cancellation point: a read cancelled inside left
+ * its count raised for good, and the reads after it waited their turn
+ * behind it (tcp_turn; a helper's review), the waits took no doorbell
+ * (kreads). */
+static void rx_cancelled(void *t)
+{
+	rx_left(t);
+}
+
+static ssize_t kread(struct tsock *t, int fd, void *buf, size_t len, int flags)
+{
+	ssize_t n;
+
+	pthread_cleanup_push(rx_cancelled, t);
+	n = REAL(recvfrom)(fd, buf, len, flags, NULL, NULL);
+	pthread_cleanup_pop(0);
+	return n;
+}
+
+ssize_t shim_krecvmsg(struct tsock *t, int fd, struct msghdr *m, int flags)
+{
+	ssize_t n;
+
+	pthread_cleanup_push(rx_cancelled, t);
+	n = REAL(recvmsg)(fd, m, flags);
+	pthread_cleanup_pop(0);
+	return n;
+}
 
 /*
  * A read of the stream met the kernel's reset.  If the peer took all we
@@ -546,8 +578,8 @@ static ssize_t plain_recv(struct tsock *t, int fd, void *buf, size_t len, int fl
 {
 	struct iovec v = { buf, len };
 
-	shim_rx_enter(t);
-	return shim_recv_took(t, fd, &v, 1, REAL(recvfrom)(fd, buf, len, flags, NULL, NULL),
+	shim_rx_enter(t, flags);
+	return shim_recv_took(t, fd, &v, 1, kread(t, fd, buf, len, flags),
 			      flags);
 }
 
@@ -555,24 +587,36 @@ static ssize_t plain_recv(struct tsock *t, int fd, void *buf, size_t len, int fl
  * One read at a time in the kernel on the stream, until the ring is ours:
  * the peer's switch doorbell ends one read, and a second asleep beside it
  * slept on for good, its data in the ring (a helper's reproducer: two
- * threads reading to the end).  A read that may wait waits its turn
- * (RETRY: it looks again from the top), one that may not says EAGAIN (the
- * other read takes what comes).  0: ours.
+ * threads reading to the end).  Called when ours found `seen` others
+ * inside (and left again): a read that may wait waits its turn (RETRY: it looks
+ * again from the top), one that may not says EAGAIN (the other read takes
+ * what comes).  A turn is waited for TURN_NS at most, then the read goes
+ * in: a count that a cancelled read or a killed process left raised held
+ * every read (a helper's review), and that bounds how far a wait passes
+ * its SO_RCVTIMEO; once waited out, the connection's reads take turns
+ * no more.  EINTR as a read's (shim_restarts: a timed futex wait
+ * is never restarted).  0: go in.
  */
-static ssize_t tcp_turn(struct tsock *t, int flags)
-{
-	_Atomic uint32_t *in = &S(t)->rx_inflight;
-	uint32_t n = atomic_load(in);
-	int64_t dl;
+#define TURN_NS (100ll * 1000000)
+static _Thread_local int64_t turn_since;
 
-	if (n == 0)
-		return 0;
-	dl = deadline_of(t, flags, 0);
-	if (dl == 0 || (dl != SHUNT_NEVER && shunt_now_ns() >= dl))
+static ssize_t tcp_turn(struct tsock *t, int flags, uint32_t seen)
+{
+	int64_t dl = deadline_of(t, flags, 0), now = shunt_now_ns();
+
+	if (dl == 0 || (dl != SHUNT_NEVER && now >= dl))
 		return shim_err(-EAGAIN);
-	/* Restarted under SA_RESTART by the kernel, EINTR without, as a read. */
-	if (sys_futex_wait(in, n, &(struct timespec){ 0, 1000000 }) == -EINTR)
+	if (!turn_since)
+		turn_since = now;
+	if (now - turn_since > TURN_NS) {
+		atomic_store(&t->no_turns, 1); /* once: a count left raised */
+		return 0;
+	}
+	if (sys_futex_wait(&S(t)->rx_inflight, seen, &(struct timespec){ 0, 1000000 }) == -EINTR &&
+	    !shim_restarts()) {
+		turn_since = 0;
 		return shim_err(-EINTR);
+	}
 	return RETRY;
 }
 
@@ -608,14 +652,20 @@ static ssize_t tcp_part(struct tsock *t, int fd, void *buf, size_t len, int flag
 		}
 		want = (size_t)SHUNT_MIN((uint64_t)len, x - off);
 	}
-	ssize_t turn = tcp_turn(t, flags);
-	if (turn != 0)
-		return turn;
 	/* Waiting for all of len could wait for bytes that now go by the ring.
 	 * The peer's first doorbell may end this read: no other wait of ours
-	 * takes it meanwhile (shim_rx_enter). */
-	shim_rx_enter(t);
-	ssize_t n = reset_as_fin(t, REAL(recvfrom)(fd, buf, want, flags & ~MSG_WAITALL, NULL, NULL));
+	 * takes it meanwhile (shim_rx_enter).  Entered, then looked: two
+	 * that look first may both go in (a helper's review). */
+	uint32_t others = shim_rx_enter(t, flags);
+	if (others && !atomic_load_explicit(&t->no_turns, memory_order_relaxed)) {
+		rx_left(t); /* not ours: the first one in goes on alone */
+		ssize_t turn = tcp_turn(t, flags, others);
+		if (turn != 0)
+			return turn;
+		shim_rx_enter(t, flags);
+	}
+	turn_since = 0;
+	ssize_t n = reset_as_fin(t, kread(t, fd, buf, want, flags & ~MSG_WAITALL));
 	uint64_t before = n > 0 ? took(t, n, flags) : 0;
 	rx_left(t);
 	if (n == 0)
@@ -1047,10 +1097,10 @@ ssize_t shim_recvv(struct tsock *t, int fd, const struct iovec *iov, int n, int 
 	}
 	if (!moved(t)) {
 		struct msghdr m = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n };
-		shim_rx_enter(t);
+		shim_rx_enter(t, flags);
 		if (flags & MSG_WAITALL)
 			stopped_short = 0;
-		ssize_t k = shim_recv_took(t, fd, iov, n, REAL(recvmsg)(fd, &m, flags), flags);
+		ssize_t k = shim_recv_took(t, fd, iov, n, shim_krecvmsg(t, fd, &m, flags), flags);
 		return k > 0 && (flags & MSG_WAITALL) && waitall_goes_on(flags)
 			       ? recvv_from(t, fd, iov, n, flags, (size_t)k)
 			       : k;
@@ -2069,7 +2119,7 @@ static ssize_t splice_plain(struct tsock *t, int fd, int pipe, size_t len, unsig
 		return RETRY;
 	}
 	if (!out)
-		shim_rx_enter(t);
+		shim_rx_enter(t, 0);
 	ssize_t n = out ? REAL(splice)(pipe, NULL, fd, NULL, len, flags)
 			: REAL(splice)(fd, NULL, pipe, NULL, len, flags);
 	int err = errno;

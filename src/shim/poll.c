@@ -347,6 +347,32 @@ static int poll_loop(struct pset *p, int64_t deadline, const sigset_t *mask)
 	}
 }
 
+static void pset_free_at(void *p)
+{
+	pset_free(p);
+}
+
+static int poll_set(struct pset *p, struct pollfd *fds, nfds_t n, int64_t dl,
+		    const struct timespec *timeout, const sigset_t *mask)
+{
+	int any = pset_init(p, fds, n);
+
+	return any < 0 ? any : any ? poll_loop(p, dl, mask) : kernel_only(p, timeout, mask);
+}
+
+/* The kernel's wait is a cancellation point: a thread cancelled there
+ * leaked the set (ASan in t_shim_close cancel_in_wait). */
+static int poll_freed(struct pset *p, struct pollfd *fds, nfds_t n, int64_t dl,
+		      const struct timespec *timeout, const sigset_t *mask)
+{
+	int rc;
+
+	pthread_cleanup_push(pset_free_at, p);
+	rc = poll_set(p, fds, n, dl, timeout, mask);
+	pthread_cleanup_pop(1);
+	return rc;
+}
+
 int shim_poll(struct pollfd *fds, nfds_t n, const struct timespec *timeout,
 	      const sigset_t *mask)
 {
@@ -360,9 +386,7 @@ int shim_poll(struct pollfd *fds, nfds_t n, const struct timespec *timeout,
 
 	do {
 		struct pset p = { 0 };
-		int any = pset_init(&p, fds, n);
-		rc = any < 0 ? any : any ? poll_loop(&p, dl, mask) : kernel_only(&p, timeout, mask);
-		pset_free(&p);
+		rc = poll_freed(&p, fds, n, dl, timeout, mask);
 		/* Once more, with the socket that moved, in the time left. */
 		timeout = dl ? shunt_left(dl, &left) : timeout;
 	} while (rc == MOVED_MEANWHILE);

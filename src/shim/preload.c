@@ -1346,8 +1346,8 @@ static ssize_t recvmsg_sock(struct tsock *t, int fd, struct msghdr *m, int flags
 	if (flags & (MSG_ERRQUEUE | MSG_OOB))
 		return REAL(recvmsg)(fd, m, flags);
 	if (!shim_moved(t)) {
-		shim_rx_enter(t);
-		ssize_t n = REAL(recvmsg)(fd, m, flags);
+		shim_rx_enter(t, flags);
+		ssize_t n = shim_krecvmsg(t, fd, m, flags);
 		return shim_recv_took(t, fd, m->msg_iov, (int)m->msg_iovlen, n, flags);
 	}
 	void *ctl = m->msg_control;

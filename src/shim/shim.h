@@ -383,6 +383,8 @@ struct tsock {
 	                            * (bell.c).  The slot's rx_inflight counts the
 	                            * family's, which a process killed in a read
 	                            * leaves up: waits would spin on it for good. */
+	_Atomic int no_turns;      /* a turn waited out: our reads take turns no
+	                            * more (io.c, tcp_turn) */
 	_Atomic int starting;      /* a thread of ours is in the first step, which
 	                            * fills the slot's addresses (move.c) */
 	_Atomic int splicing;      /* our splices in the kernel before the move: no
@@ -802,8 +804,11 @@ ssize_t shim_recvv(struct tsock *t, int fd, const struct iovec *iov, int n, int 
 /* The kernel's read of a socket on TCP into iov returned n: what the
  * program gets of it. */
 /* Around a read of the kernel's stream before the move: enter before the
- * system call; shim_recv_took leaves once the read is counted. */
-void shim_rx_enter(struct tsock *t);
+ * system call (the reads in the kernel before this one); shim_recv_took
+ * leaves once the read is counted. */
+uint32_t shim_rx_enter(struct tsock *t, int flags);
+/* The kernel's recvmsg between the two: a cancellation there leaves. */
+ssize_t shim_krecvmsg(struct tsock *t, int fd, struct msghdr *m, int flags);
 ssize_t shim_recv_took(struct tsock *t, int fd, const struct iovec *iov, int niov, ssize_t n,
 		       int flags);
 ssize_t shim_sendv(struct tsock *t, int fd, const struct iovec *iov, int n, int flags);
