@@ -22,6 +22,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/single_threaded.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -510,7 +511,8 @@ static int peer_clean(struct tsock *t);
 /* The kernel's read, a cancellation point: a read cancelled inside left
  * its count raised for good, and the reads after it waited their turn
  * behind it (tcp_turn; a helper's review), the waits took no doorbell
- * (kreads). */
+ * (kreads).  One thread alone is not cancelled by another: its reads skip
+ * the handler's setjmp. */
 static void rx_cancelled(void *t)
 {
 	rx_left(t);
@@ -520,6 +522,8 @@ static ssize_t kread(struct tsock *t, int fd, void *buf, size_t len, int flags)
 {
 	ssize_t n;
 
+	if (__libc_single_threaded)
+		return REAL(recvfrom)(fd, buf, len, flags, NULL, NULL);
 	pthread_cleanup_push(rx_cancelled, t);
 	n = REAL(recvfrom)(fd, buf, len, flags, NULL, NULL);
 	pthread_cleanup_pop(0);
@@ -530,6 +534,8 @@ ssize_t shim_krecvmsg(struct tsock *t, int fd, struct msghdr *m, int flags)
 {
 	ssize_t n;
 
+	if (__libc_single_threaded)
+		return REAL(recvmsg)(fd, m, flags);
 	pthread_cleanup_push(rx_cancelled, t);
 	n = REAL(recvmsg)(fd, m, flags);
 	pthread_cleanup_pop(0);

@@ -23,7 +23,6 @@
  * socket is not kicked (docs/design.md, Limits).
  */
 #include <pthread.h>
-#include <string.h>
 #include <sys/eventfd.h>
 
 #include "internal.h"
