@@ -129,7 +129,6 @@ static struct tsock *tsock_alloc(void)
 	atomic_store_explicit(&t->publishing, 0, R);
 	atomic_store_explicit(&t->kreads, 0, R);
 	atomic_store_explicit(&t->no_turns, 0, R);
-	atomic_store_explicit(&t->settling, 0, R);
 	atomic_store_explicit(&t->starting, 0, R);
 	atomic_store_explicit(&t->splicing, 0, R);
 	t->unhold = 0;

@@ -564,58 +564,27 @@ static ssize_t reset_as_fin(struct tsock *t, ssize_t n)
 	return n;
 }
 
-static ssize_t took_cut(struct tsock *t, int fd, const struct iovec *iov, int niov, ssize_t n,
-			uint64_t before, int flags)
-{
-	shim_count(t, fd, n > 0 ? (uint64_t)n : 0, 0);
-	if (n < 0 && shim_moved_now(t))
-		return reset_as_fin(t, n);
-	if (n <= 0 || !shim_moved_now(t))
-		return n;
-	return tcp_cut(t, fd, iov, niov, n, before, flags);
-}
-
-/* A read that took bytes is "settling" until it knows what they were:
- * it may have taken the peer's switch doorbell, and then waits for the
- * meeting to end (shim_moved_now) before it cuts.  A second read that went
- * into the kernel meanwhile waited there for good, the doorbell taken
- * (a helper's reproducer, the meeting's commit made 3 s long): it waits
- * its turn instead (plain_recv, tcp_part). */
 ssize_t shim_recv_took(struct tsock *t, int fd, const struct iovec *iov, int niov, ssize_t n,
 		       int flags)
 {
 	uint64_t before = n > 0 ? took(t, n, flags) : 0;
 
-	if (n > 0)
-		atomic_fetch_add(&t->settling, 1);
 	rx_left(t); /* counted: shim_rx_enter */
-	ssize_t k = took_cut(t, fd, iov, niov, n, before, flags);
-	if (n > 0)
-		atomic_fetch_sub(&t->settling, 1);
+
+	shim_count(t, fd, n > 0 ? (uint64_t)n : 0, 0);
+	if (n < 0 && shim_moved_now(t))
+		return reset_as_fin(t, n);
+	if (n <= 0 || !shim_moved_now(t))
+		return n;
+	ssize_t k = tcp_cut(t, fd, iov, niov, n, before, flags);
 	return k == GO_RING || k == RETRY ? shim_recvv(t, fd, iov, niov, flags) : k;
-}
-
-/* A meeting under way, or done: the peer's switch may come. */
-static int meeting(struct tsock *t)
-{
-	uint32_t st = atomic_load(&S(t)->state);
-
-	return st == SLOT_MEET || st == SLOT_MOVED;
 }
 
 static ssize_t plain_recv(struct tsock *t, int fd, void *buf, size_t len, int flags)
 {
 	struct iovec v = { buf, len };
 
-	/* A second read in the kernel while the meeting commits: the flag it
-	 * set (shim_rx_enter) came too late for the commit's look, and the
-	 * switch doorbell would end one of the two only (a helper widened
-	 * that window to 3 s).  It looks again, and takes its turn then. */
-	uint32_t others = shim_rx_enter(t, flags);
-	if ((others > 0 || atomic_load(&t->settling)) && meeting(t)) {
-		rx_left(t);
-		return RETRY;
-	}
+	shim_rx_enter(t, flags);
 	return shim_recv_took(t, fd, &v, 1, kread(t, fd, buf, len, flags),
 			      flags);
 }
@@ -625,44 +594,33 @@ static ssize_t plain_recv(struct tsock *t, int fd, void *buf, size_t len, int fl
  * the peer's switch doorbell ends one read, and a second asleep beside it
  * slept on for good, its data in the ring (a helper's reproducer: two
  * threads reading to the end).  Called when ours found `seen` others
- * inside (and left again): a read that may wait waits its turn (RETRY: it
- * looks again from the top; naps of 1 ms growing to 16), one that may not
- * says EAGAIN (the other read takes what comes).  A read of another
- * process of the family is waited for TURN_NS at most, then ours goes in
- * and the connection's reads take turns no more: one killed inside left
- * the count raised for good (a thread of ours cancelled inside leaves it:
- * kread).  EINTR as a read's (shim_restarts: a timed futex wait is never
- * restarted).  0: go in.
+ * inside (and left again): a read that may wait waits its turn (RETRY: it looks
+ * again from the top), one that may not says EAGAIN (the other read takes
+ * what comes).  A turn is waited for TURN_NS at most, then the read goes
+ * in: a count that a cancelled read or a killed process left raised held
+ * every read (a helper's review), and that bounds how far a wait passes
+ * its SO_RCVTIMEO; once waited out, the connection's reads take turns
+ * no more.  EINTR as a read's (shim_restarts: a timed futex wait
+ * is never restarted).  0: go in.
  */
 #define TURN_NS (100ll * 1000000)
-static _Thread_local int64_t turn_since, turn_nap;
-
-static void turn_done(void)
-{
-	turn_since = 0;
-	turn_nap = 0;
-}
+static _Thread_local int64_t turn_since;
 
 static ssize_t tcp_turn(struct tsock *t, int flags, uint32_t seen)
 {
 	int64_t dl = deadline_of(t, flags, 0), now = shunt_now_ns();
 
-	if (dl == 0 || (dl != SHUNT_NEVER && now >= dl)) {
-		turn_done();
+	if (dl == 0 || (dl != SHUNT_NEVER && now >= dl))
 		return shim_err(-EAGAIN);
-	}
 	if (!turn_since)
 		turn_since = now;
-	if (now - turn_since > TURN_NS && atomic_load(&t->kreads) == 0) {
-		atomic_store(&t->no_turns, 1);
+	if (now - turn_since > TURN_NS) {
+		atomic_store(&t->no_turns, 1); /* once: a count left raised */
 		return 0;
 	}
-	turn_nap = SHUNT_MIN(turn_nap ? turn_nap * 2 : 1000000, 16000000);
-	if (dl != SHUNT_NEVER)
-		turn_nap = SHUNT_MIN(turn_nap, dl - now);
-	struct timespec ts = shunt_ts(turn_nap);
-	if (sys_futex_wait(&S(t)->rx_inflight, seen, &ts) == -EINTR && !shim_restarts()) {
-		turn_done();
+	if (sys_futex_wait(&S(t)->rx_inflight, seen, &(struct timespec){ 0, 1000000 }) == -EINTR &&
+	    !shim_restarts()) {
+		turn_since = 0;
 		return shim_err(-EINTR);
 	}
 	return RETRY;
@@ -705,15 +663,14 @@ static ssize_t tcp_part(struct tsock *t, int fd, void *buf, size_t len, int flag
 	 * takes it meanwhile (shim_rx_enter).  Entered, then looked: two
 	 * that look first may both go in (a helper's review). */
 	uint32_t others = shim_rx_enter(t, flags);
-	if ((others || atomic_load(&t->settling)) &&
-	    !atomic_load_explicit(&t->no_turns, memory_order_relaxed)) {
+	if (others && !atomic_load_explicit(&t->no_turns, memory_order_relaxed)) {
 		rx_left(t); /* not ours: the first one in goes on alone */
 		ssize_t turn = tcp_turn(t, flags, others);
 		if (turn != 0)
 			return turn;
 		shim_rx_enter(t, flags);
 	}
-	turn_done();
+	turn_since = 0;
 	ssize_t n = reset_as_fin(t, kread(t, fd, buf, want, flags & ~MSG_WAITALL));
 	uint64_t before = n > 0 ? took(t, n, flags) : 0;
 	rx_left(t);
@@ -976,11 +933,10 @@ static ssize_t recv_once(struct tsock *t, int fd, void *buf, size_t len, int fla
 {
 	if (flags & MSG_WAITALL) /* only these look at it: no TLS access for others */
 		stopped_short = 0;
-	if (turn_since) /* a turn of an earlier call that went elsewhere */
-		turn_done();
 	for (int tries = 0;; again(&tries)) {
-		ssize_t n = moved(t) ? moved_recv(t, fd, buf, len, flags)
-				     : plain_recv(t, fd, buf, len, flags);
+		if (!moved(t))
+			return plain_recv(t, fd, buf, len, flags);
+		ssize_t n = moved_recv(t, fd, buf, len, flags);
 		if (n != RETRY)
 			return n;
 	}

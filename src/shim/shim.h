@@ -385,8 +385,6 @@ struct tsock {
 	                            * leaves up: waits would spin on it for good. */
 	_Atomic int no_turns;      /* a turn waited out: our reads take turns no
 	                            * more (io.c, tcp_turn) */
-	_Atomic int settling;      /* our reads back from the kernel that have not
-	                            * cut what they took yet (io.c, shim_recv_took) */
 	_Atomic int starting;      /* a thread of ours is in the first step, which
 	                            * fills the slot's addresses (move.c) */
 	_Atomic int splicing;      /* our splices in the kernel before the move: no
