@@ -493,8 +493,10 @@ uint32_t shim_rx_enter(struct tsock *t, int flags)
 	 * and the other slept on for good, its data in the ring, where TCP's
 	 * FIN ends every read (a helper's reproducer: 2 to 4 threads
 	 * reading to the end, 1 run in 4).  Such a connection stays on TCP.
-	 * A peek takes no doorbell: it does not count. */
-	if (was > 0 && !(flags & MSG_PEEK) &&
+	 * A peek that may not wait takes no doorbell and sleeps on none: it
+	 * does not count (one kept a connection on TCP for good); a blocking
+	 * one slept on as a read did (a helper's reproducer, 1 run in 7). */
+	if (was > 0 && (!(flags & MSG_PEEK) || deadline_of(t, flags, 0) != 0) &&
 	    !(atomic_load_explicit(&S(t)->flags, memory_order_relaxed) & TF_READERS))
 		atomic_fetch_or(&S(t)->flags, TF_READERS);
 	return was;
