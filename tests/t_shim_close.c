@@ -1533,6 +1533,66 @@ static void case_cancel_in_wait(void)
 	ASSERT_SYS(close(b));
 }
 
+/*
+ * A thread cancelled asleep in a read of a socket lets go of it with the
+ * thread: its call's reference to the socket's record stayed for good,
+ * and with it the slot and the mapped segment after the program closed
+ * both ends (ASan; a helper's reproducer, 12-07).  In a read of a moved
+ * connection (asleep in ppoll), of one on TCP (in the kernel), and in a
+ * recvmsg.
+ */
+static int cr_fd, cr_how;
+
+static void *cr_reader(void *arg)
+{
+	char c;
+	struct iovec v = { &c, 1 };
+	struct msghdr m = { .msg_iov = &v, .msg_iovlen = 1 };
+
+	(void)arg;
+	if (cr_how)
+		(void)recvmsg(cr_fd, &m, 0); /* cancelled here */
+	else
+		(void)read(cr_fd, &c, 1); /* cancelled here */
+	return NULL;
+}
+
+static void cancel_in_read(int moved, int how)
+{
+	int a, b, before = shunt__shim_arena_used(), used = -1;
+	pthread_t th;
+
+	if (moved)
+		ts_moved_pair(&a, &b);
+	else
+		ts_pair(&a, &b);
+	cr_fd = a;
+	cr_how = how;
+	ASSERT_EQ(pthread_create(&th, NULL, cr_reader, NULL), 0);
+	test_sleep_ms(300); /* asleep */
+	ASSERT_EQ(pthread_cancel(th), 0);
+	ASSERT_EQ(pthread_join(th, NULL), 0);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(close(b));
+	for (int i = 0; i < 100 && (used = shunt__shim_arena_used()) > before; i++)
+		test_sleep_ms(20);
+	test_log("%s, %s cancelled: %d slots in use after the close, %d before",
+		 moved ? "moved" : "on TCP", how ? "recvmsg" : "read", used, before);
+	ASSERT_MSG(used <= before, "the cancelled call's socket still holds %d slot(s)",
+		   used - before);
+}
+
+static void case_cancel_in_read(void)
+{
+	if (ts_disabled() || !shunt__shim_arena_used) {
+		test_log("no arena: nothing to check");
+		return;
+	}
+	cancel_in_read(1, 0);
+	cancel_in_read(0, 0);
+	cancel_in_read(1, 1);
+}
+
 static const struct shim_case g_cases[] = {
 	{ "eof_shutdown", case_eof_shutdown },
 	{ "eof_close", case_eof_close },
@@ -1568,6 +1628,7 @@ static const struct shim_case g_cases[] = {
 	{ "sndtimeo", case_sndtimeo },
 	{ "eintr", case_eintr },
 	{ "cancel_in_wait", case_cancel_in_wait },
+	{ "cancel_in_read", case_cancel_in_read },
 	{ "eintr_mixed", case_eintr_mixed },
 };
 

@@ -222,6 +222,66 @@ void shim_put(struct tsock *t)
 		tsock_free(t);
 }
 
+/*
+ * The references this thread's wrapped calls hold while they run, a stack
+ * (calls nest in signal handlers).  A thread cancelled in a blocking call
+ * (a read asleep in the kernel or in ppoll, a send, recvmsg) never came
+ * back to its shim_put: the socket's record (256 bytes), its slot and its
+ * mapped segment stayed for good (ASan, a helper's reproducer, 12-07).
+ * Its end puts them.  A list and not a cleanup handler per call: that is
+ * a setjmp on every call of the fast path.  Deeper than CALLS_MAX (nested
+ * handlers) a call is not listed, and leaks as before if cancelled.
+ */
+#define CALLS_MAX 8
+struct calls {
+	struct tsock *t[CALLS_MAX];
+	unsigned n;
+	int watched;
+};
+/* initial-exec: a register's offset, where the default model called
+ * __tls_get_addr three times a call (the library is preloaded, so in the
+ * static TLS block; a dlopen takes its 76 bytes from glibc's surplus). */
+static _Thread_local struct calls calls __attribute__((tls_model("initial-exec")));
+
+struct tsock *shim_hold(int fd, unsigned *mark)
+{
+	struct tsock *t = shim_get(fd);
+
+	if (!t)
+		return NULL;
+	struct calls *c = &calls;
+	if (__builtin_expect(!c->watched, 0)) {
+		shim_thread_watch();
+		c->watched = 1;
+	}
+	*mark = c->n;
+	if (c->n < CALLS_MAX)
+		c->t[c->n] = t;
+	c->n++;
+	return t;
+}
+
+void shim_release(struct tsock *t, unsigned mark)
+{
+	int err = errno;
+
+	if (t) {
+		calls.n = mark;
+		shim_put(t);
+	}
+	errno = err;
+}
+
+void shim_calls_ended(void)
+{
+	struct calls *c = &calls;
+	unsigned n = c->n < CALLS_MAX ? c->n : CALLS_MAX;
+
+	c->n = 0;
+	for (unsigned i = 0; i < n; i++)
+		shim_put(c->t[i]);
+}
+
 /* --- fds ------------------------------------------------------------------ */
 
 /* A connection that ends before it moved, by the close of its last

@@ -67,13 +67,21 @@ static void thread_gone(void *arg)
 	}
 }
 
-static void make_key(void)
+/* The thread's end (a cancellation, pthread_exit): what its calls in
+ * progress held goes too (fdtab.c, shim_calls_ended). */
+static void thread_end(void *arg)
 {
-	pthread_key_create(&key, thread_gone);
+	shim_calls_ended();
+	thread_gone(arg);
 }
 
-/* The thread's end runs thread_gone (a non-NULL value). */
-static void ensure_key(void)
+static void make_key(void)
+{
+	pthread_key_create(&key, thread_end);
+}
+
+/* The thread's end runs thread_end (a non-NULL value). */
+void shim_thread_watch(void)
 {
 	if (key_set)
 		return;
@@ -96,7 +104,7 @@ int shim_kick_thread_fd(void)
 		return -1;
 	thread_fd = fd;
 	shunt__own_add(&thread_fd);
-	ensure_key();
+	shim_thread_watch();
 	return fd;
 }
 
@@ -127,7 +135,7 @@ void shim_kick_forked(void)
 static void mine_note(int now, int was)
 {
 	if (now)
-		ensure_key();
+		shim_thread_watch();
 	for (int i = 0; i < MINE_MAX; i++)
 		if (mine[i] == was) {
 			mine[i] = now;

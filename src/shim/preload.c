@@ -605,16 +605,15 @@ EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *len)
 	return do_accept4(fd, addr, len, 0);
 }
 
-#define ON_SOCK(fd, t, plain, expr)           \
-	do {                                  \
-		struct tsock *t = shim_get(fd); \
-		if (!t)                       \
-			return plain;         \
-		long rc_ = (long)(expr);      \
-		int err_ = errno;             \
-		shim_put(t);                  \
-		errno = err_;                 \
-		return rc_;                   \
+#define ON_SOCK(fd, t, plain, expr)                     \
+	do {                                            \
+		unsigned mark_;                         \
+		struct tsock *t = shim_hold(fd, &mark_); \
+		if (!t)                                 \
+			return plain;                   \
+		long rc_ = (long)(expr);                \
+		shim_release(t, mark_);                 \
+		return rc_;                             \
 	} while (0)
 
 EXPORT int shutdown(int fd, int how)
@@ -1366,13 +1365,12 @@ static ssize_t recvmsg_sock(struct tsock *t, int fd, struct msghdr *m, int flags
 
 EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags)
 {
-	struct tsock *t = shim_get(fd);
+	unsigned mark;
+	struct tsock *t = shim_hold(fd, &mark);
 
 	if (t) {
 		ssize_t n = recvmsg_sock(t, fd, m, flags);
-		int err = errno;
-		shim_put(t);
-		errno = err;
+		shim_release(t, mark);
 		return n;
 	}
 	ssize_t n = REAL(recvmsg)(fd, m, flags);
@@ -1408,7 +1406,8 @@ static ssize_t sendmsg_sock(struct tsock *t, int fd, const struct msghdr *m, int
 
 EXPORT ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
 {
-	struct tsock *t = shim_get(fd);
+	unsigned mark;
+	struct tsock *t = shim_hold(fd, &mark);
 
 	if (!t) {
 		if (m && m->msg_controllen)
@@ -1416,9 +1415,7 @@ EXPORT ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
 		return REAL(sendmsg)(fd, m, flags);
 	}
 	ssize_t n = sendmsg_sock(t, fd, m, flags);
-	int err = errno;
-	shim_put(t);
-	errno = err;
+	shim_release(t, mark);
 	return n;
 }
 
@@ -1482,7 +1479,8 @@ static int sendmmsg_sock(struct tsock *t, int fd, struct mmsghdr *v, unsigned n,
 
 EXPORT int sendmmsg(int fd, struct mmsghdr *v, unsigned int n, int flags)
 {
-	struct tsock *t = shim_get(fd);
+	unsigned mark;
+	struct tsock *t = shim_hold(fd, &mark);
 
 	if (!t) {
 		int err = errno;
@@ -1493,9 +1491,7 @@ EXPORT int sendmmsg(int fd, struct mmsghdr *v, unsigned int n, int flags)
 		return REAL(sendmmsg)(fd, v, n, flags);
 	}
 	int k = sendmmsg_sock(t, fd, v, n, flags);
-	int err = errno;
-	shim_put(t);
-	errno = err;
+	shim_release(t, mark);
 	return k;
 }
 
@@ -1575,13 +1571,12 @@ static int recvmmsg_sock(struct tsock *t, int fd, struct mmsghdr *v, unsigned n,
 
 EXPORT int recvmmsg(int fd, struct mmsghdr *v, unsigned int n, int flags, struct timespec *tmo)
 {
-	struct tsock *t = shim_get(fd);
+	unsigned mark;
+	struct tsock *t = shim_hold(fd, &mark);
 
 	if (t) {
 		int k = recvmmsg_sock(t, fd, v, n, flags, tmo);
-		int err = errno;
-		shim_put(t);
-		errno = err;
+		shim_release(t, mark);
 		return k;
 	}
 	int k = REAL(recvmmsg)(fd, v, n, flags, tmo);
@@ -1616,19 +1611,18 @@ EXPORT ssize_t splice(int in, loff_t *in_off, int out, loff_t *out_off, size_t l
 	 * failed with EAGAIN; t_shim_flags splice_zero). */
 	if (!len)
 		return REAL(splice)(in, in_off, out, out_off, len, flags);
-	struct tsock *t = in_off ? NULL : shim_get(in);
+	unsigned mark = 0;
+	struct tsock *t = in_off ? NULL : shim_hold(in, &mark);
 	ssize_t n;
 
 	if (t) {
 		n = shim_splice_out(t, in, out, len, flags);
 	} else {
-		t = out_off ? NULL : shim_get(out);
+		t = out_off ? NULL : shim_hold(out, &mark);
 		n = t ? shim_splice_in(t, out, in, len, flags)
 		      : REAL(splice)(in, in_off, out, out_off, len, flags);
 	}
-	int err = errno;
-	shim_put(t);
-	errno = err;
+	shim_release(t, mark);
 	return n;
 }
 

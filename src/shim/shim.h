@@ -421,6 +421,14 @@ struct tsock *shim_get(int fd);
 void shim_put(struct tsock *t);
 /* One more reference to a socket the caller holds one to. */
 void shim_ref(struct tsock *t);
+/* A wrapper's call on fd: shim_get, the reference listed as this thread's
+ * call in progress (*mark) until shim_release, which keeps errno.  A
+ * thread cancelled or ended inside the call drops it at its end
+ * (shim_calls_ended, from kick.c's thread end, shim_thread_watch). */
+struct tsock *shim_hold(int fd, unsigned *mark);
+void shim_release(struct tsock *t, unsigned mark);
+void shim_calls_ended(void);
+void shim_thread_watch(void);
 /* A peek with no reference (for the wait calls). */
 int shim_has(int fd);
 /* Start tracking a connected (or connecting) TCP socket at fd. */
