@@ -1572,6 +1572,14 @@ static void cancel_in_read(int moved, int how)
 	test_sleep_ms(300); /* asleep */
 	ASSERT_EQ(pthread_cancel(th), 0);
 	ASSERT_EQ(pthread_join(th, NULL), 0);
+	/* The connection goes on: the next read takes the next bytes. */
+	char buf[16];
+	uint64_t seed = shim_seed(41);
+	struct later l = { .fd = b, .ms = 100, .seed = seed, .off = 0, .n = 16 };
+	later_start(&l);
+	ts_read_exact(a, buf, 16, ts_ms(3000));
+	later_join(&l);
+	check_stream(seed, 0, buf, 16);
 	ASSERT_SYS(close(a));
 	ASSERT_SYS(close(b));
 	for (int i = 0; i < 100 && (used = shunt__shim_arena_used()) > before; i++)
