@@ -53,7 +53,7 @@ const char *const shim_why_names[WHY_N] = {
  */
 static _Atomic(struct arena_hdr *) arena;
 static int arena_park = -1;
-static _Atomic(struct arena_proc *) me;
+static _Atomic(struct arena_proc *) me SHUNT_FORK_HOT;
 static pthread_mutex_t arena_mu = PTHREAD_MUTEX_INITIALIZER;
 
 /* The credentials the arena was made or adopted under: a process that
@@ -140,33 +140,48 @@ static int alive(int32_t h)
 	return h == -1 || (pid > 0 && sys_kill(pid, 0) != -ESRCH);
 }
 
-/* Take a line whose pid is `want` (0: free; else a dead process's). */
-static struct arena_proc *proc_take(struct arena_hdr *a, int pid, int dead)
+/*
+ * Take a line from `from` on, among n: a free one or one a dead process of
+ * our pid left, else (`dead`) a dead process's.  A forked child looks in the page of lines its pid names
+ * first: lines are never given back, so a fork-per-connection server's
+ * table fills, and each new child read all 8 pages of it twice (a fault
+ * on each: a shared mapping's pages are not the child's until touched)
+ * before it took a dead one (perf: proc_enter among the library's faults
+ * per fork).
+ */
+#define PROCS_PAGE (4096 / (int)sizeof(struct arena_proc))
+static struct arena_proc *proc_take(struct arena_hdr *a, int pid, int dead, int from, int n)
 {
-	for (int i = 0; i < ARENA_PROCS; i++) {
-		struct arena_proc *p = &a->procs[i];
+	for (int k = 0; k < n; k++) {
+		struct arena_proc *p = &a->procs[(from + k) % ARENA_PROCS];
 		int32_t old = atomic_load(&p->pid);
-		if ((dead ? old > 0 && !alive(old) : old == 0) &&
+		if ((old == pid || (dead ? old > 0 && !alive(old) : old == 0)) &&
 		    atomic_compare_exchange_strong(&p->pid, &old, pid))
 			return p;
 	}
 	return NULL;
 }
 
-/* This process's line in the table: its own after exec, else a new one. */
-static void proc_enter(struct arena_hdr *a)
+/* This process's line in the table: its own after exec (`forked`: none
+ * can be), else a new one. */
+static void proc_enter(struct arena_hdr *a, int forked)
 {
 	int pid = shim_pid();
+	int page = pid % (ARENA_PROCS / PROCS_PAGE) * PROCS_PAGE;
 
-	for (int i = 0; i < ARENA_PROCS; i++) {
+	for (int i = 0; i < ARENA_PROCS && !forked; i++) {
 		if (atomic_load(&a->procs[i].pid) == pid) {
 			atomic_store(&me, &a->procs[i]);
 			return;
 		}
 	}
-	struct arena_proc *p = proc_take(a, pid, 0);
+	struct arena_proc *p = proc_take(a, pid, 0, page, PROCS_PAGE);
 	if (!p)
-		p = proc_take(a, pid, 1);
+		p = proc_take(a, pid, 1, page, PROCS_PAGE);
+	if (!p)
+		p = proc_take(a, pid, 0, 0, ARENA_PROCS);
+	if (!p)
+		p = proc_take(a, pid, 1, 0, ARENA_PROCS);
 	if (!p)
 		return;
 	atomic_store(&p->seen, 0);
@@ -193,7 +208,7 @@ static void arena_publish(struct arena_hdr *a, int fd)
 {
 	creds_now(arena_uid, arena_gid);
 	park(fd);
-	proc_enter(a);
+	proc_enter(a, 0);
 	atomic_store_explicit(&arena, a, memory_order_release);
 }
 
@@ -425,8 +440,8 @@ static struct tslot *next_fit(struct arena_hdr *a, _Atomic uint32_t *next, uint3
  * decides, so a fork child or another thread taking one first is harmless.
  */
 #define RECENT_SLOTS 8
-static _Atomic uint32_t recent[RECENT_SLOTS]; /* slot index + 1; 0: none */
-static _Atomic uint32_t recent_next;          /* where the next freed goes */
+static _Atomic uint32_t recent[RECENT_SLOTS] SHUNT_FORK_HOT; /* slot index + 1; 0: none */
+static _Atomic uint32_t recent_next SHUNT_FORK_HOT;          /* where the next freed goes */
 
 static void recent_put(const struct tslot *s)
 {
@@ -656,7 +671,7 @@ void shim_arena_forked(void)
 
 	atomic_store_explicit(&next_slot, UINT32_MAX, memory_order_relaxed);
 	if (a)
-		proc_enter(a);
+		proc_enter(a, 1);
 }
 
 /* Test hook: the moves this process counted (shunt stat's "moved"). */

@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/single_threaded.h>
 #include <sys/socket.h>
 
 #include "internal.h"
@@ -102,8 +103,8 @@ int shim_is_tcp(int fd)
 
 /* --- The pool of tracked sockets ------------------------------------------ */
 
-static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct tsock *pool; /* free ones, linked through `meet` */
+static pthread_mutex_t pool_mu SHUNT_FORK_HOT = PTHREAD_MUTEX_INITIALIZER;
+static struct tsock *pool SHUNT_FORK_HOT; /* free ones, linked through `meet` */
 
 static struct tsock *tsock_alloc(void)
 {
@@ -250,7 +251,9 @@ struct tsock *shim_hold(int fd, unsigned *mark)
 	if (!t)
 		return NULL;
 	struct calls *c = &calls;
-	if (__builtin_expect(!c->watched, 0)) {
+	/* Only another thread cancels: one alone skips the key (a forked
+	 * child's first call made it, a page of glibc's copied). */
+	if (__builtin_expect(!c->watched, 0) && !__libc_single_threaded) {
 		shim_thread_watch();
 		c->watched = 1;
 	}

@@ -457,7 +457,7 @@ static void each_survivor(void (*fn)(int fd, struct tsock *t, void *arg), void *
  * a vfork child, which shares this memory with its parent but not the fd
  * table, in its own exec.
  */
-static _Atomic int exec_armed;
+static _Atomic int exec_armed SHUNT_FORK_HOT;
 static _Atomic uint64_t arena_dev, arena_ino;
 /* The numbers the copies had (a child looks at those alone, a few fstat()s
  * per fork), unless more than fit: then at every fd. */
