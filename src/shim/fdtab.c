@@ -29,9 +29,19 @@
 #define CHUNK (1 << CHUNK_BITS)
 #define NCHUNKS 256 /* fds below 2^20, the usual hard limit */
 
+/* An fd's entry and its kind side by side, in groups of 64 fds: a
+ * fork-per-connection server and each child it forks write both for the
+ * connection's fd (its close), and on two pages, the entries' and the
+ * kinds' 32 KiB further, that was a copy-on-write fault more on each side
+ * (bench/forkfaults.c). */
+#define GROUP 64
+struct group {
+	_Atomic(struct tsock *) t[GROUP];
+	_Atomic uint8_t kind[GROUP];
+};
+
 struct chunk {
-	_Atomic(struct tsock *) t[CHUNK];
-	_Atomic uint8_t kind[CHUNK];
+	struct group g[CHUNK / GROUP];
 };
 
 static _Atomic(struct chunk *) chunks[NCHUNKS];
@@ -70,7 +80,12 @@ static _Atomic(struct tsock *) *entry(int fd, int create)
 {
 	struct chunk *c = chunk_of(fd, create);
 
-	return c ? &c->t[fd & (CHUNK - 1)] : NULL;
+	return c ? &c->g[(fd & (CHUNK - 1)) / GROUP].t[fd % GROUP] : NULL;
+}
+
+static _Atomic uint8_t *kind_of(struct chunk *c, int fd)
+{
+	return &c->g[(fd & (CHUNK - 1)) / GROUP].kind[fd % GROUP];
 }
 
 void shim_set_kind(int fd, enum fd_kind k)
@@ -78,15 +93,14 @@ void shim_set_kind(int fd, enum fd_kind k)
 	struct chunk *c = chunk_of(fd, k != FD_UNKNOWN);
 
 	if (c)
-		atomic_store_explicit(&c->kind[fd & (CHUNK - 1)], (uint8_t)k, memory_order_relaxed);
+		atomic_store_explicit(kind_of(c, fd), (uint8_t)k, memory_order_relaxed);
 }
 
 enum fd_kind shim_kind(int fd)
 {
 	struct chunk *c = chunk_of(fd, 0);
 
-	return c ? (enum fd_kind)atomic_load_explicit(&c->kind[fd & (CHUNK - 1)],
-						       memory_order_relaxed)
+	return c ? (enum fd_kind)atomic_load_explicit(kind_of(c, fd), memory_order_relaxed)
 		 : FD_UNKNOWN;
 }
 
@@ -586,7 +600,8 @@ static void each(void (*fn)(int fd, struct tsock *t, void *arg), void *arg, int 
 		if (!ch)
 			continue;
 		for (int i = 0; i < CHUNK && c * CHUNK + i < top; i++) {
-			struct tsock *t = atomic_load(&ch->t[i]);
+			_Atomic(struct tsock *) *at = &ch->g[i / GROUP].t[i % GROUP];
+			struct tsock *t = atomic_load(at);
 			if (!t)
 				continue;
 			if (!held) {
@@ -595,7 +610,7 @@ static void each(void (*fn)(int fd, struct tsock *t, void *arg), void *arg, int 
 			}
 			if (!ref(t))
 				continue;
-			if (atomic_load(&ch->t[i]) == t)
+			if (atomic_load(at) == t)
 				fn(c * CHUNK + i, t, arg);
 			shim_put(t);
 		}
