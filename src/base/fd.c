@@ -80,7 +80,7 @@ void shunt__own_del(int *where)
 	pthread_mutex_unlock(&own_mu);
 }
 
-int shunt__own_is(int fd)
+SHUNT_FORK_TEXT int shunt__own_is(int fd)
 {
 	int top = atomic_load_explicit(&own_top, memory_order_acquire);
 
@@ -138,12 +138,12 @@ int shunt__own_move(int fd)
 
 /* Around fork: no other thread is inside the registry when the child's
  * copy is taken. */
-void shunt__own_lock(void)
+SHUNT_FORK_TEXT void shunt__own_lock(void)
 {
 	pthread_mutex_lock(&own_mu);
 }
 
-void shunt__own_unlock(void)
+SHUNT_FORK_TEXT void shunt__own_unlock(void)
 {
 	pthread_mutex_unlock(&own_mu);
 }

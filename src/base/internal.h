@@ -26,6 +26,14 @@
  * fork (libc's and the program's own not counted). */
 #define SHUNT_FORK_HOT __attribute__((section("shunt_fork_hot")))
 
+/* Code a forked child runs (its fork handlers, a connection's reads,
+ * writes and close, exit), gathered too: a child's first call into each
+ * 64 KiB of the library's code is a page fault of its own (the kernel does
+ * not copy a file mapping's page table at fork), and spread over the
+ * library they were four a child (bench/forkfaults.c).  GNU ld puts
+ * .text.hot input sections first. */
+#define SHUNT_FORK_TEXT __attribute__((section(".text.hot.shunt_fork")))
+
 /* --- Logging (log.c) ------------------------------------------------------
  * Silent unless SHUNT_LOG names a level; lines go to stderr or SHUNT_LOG_FILE,
  * never to stdout.  Levels: error, warn, info, debug. */

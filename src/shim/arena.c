@@ -97,7 +97,7 @@ int shim_slot_index(const struct tslot *s)
 		     ARENA_SLOT_SIZE);
 }
 
-_Atomic uint32_t *shim_arena_pay_shift(void)
+SHUNT_FORK_TEXT _Atomic uint32_t *shim_arena_pay_shift(void)
 {
 	static _Atomic uint32_t alone; /* before the arena exists, or without one */
 	struct arena_hdr *a = arena_now();
@@ -150,7 +150,7 @@ static int alive(int32_t h)
  * per fork).
  */
 #define PROCS_PAGE (4096 / (int)sizeof(struct arena_proc))
-static struct arena_proc *proc_take(struct arena_hdr *a, int pid, int dead, int from, int n)
+SHUNT_FORK_TEXT static struct arena_proc *proc_take(struct arena_hdr *a, int pid, int dead, int from, int n)
 {
 	for (int k = 0; k < n; k++) {
 		struct arena_proc *p = &a->procs[(from + k) % ARENA_PROCS];
@@ -164,7 +164,7 @@ static struct arena_proc *proc_take(struct arena_hdr *a, int pid, int dead, int 
 
 /* This process's line in the table: its own after exec (`forked`: none
  * can be), else a new one. */
-static void proc_enter(struct arena_hdr *a, int forked)
+SHUNT_FORK_TEXT static void proc_enter(struct arena_hdr *a, int forked)
 {
 	int pid = shim_pid();
 	int page = pid % (ARENA_PROCS / PROCS_PAGE) * PROCS_PAGE;
@@ -510,7 +510,7 @@ struct tslot *shim_slot_at(int index, uint32_t gen)
 	return s;
 }
 
-static int holds(struct tslot *s, int32_t h)
+SHUNT_FORK_TEXT static int holds(struct tslot *s, int32_t h)
 {
 	for (int i = 0; i < SLOT_HOLDERS; i++)
 		if (atomic_load(&s->holders[i]) == h)
@@ -520,7 +520,7 @@ static int holds(struct tslot *s, int32_t h)
 
 /* A new entry: a free one, else a dead holder's; else the slot counts as
  * shared for good (more holders than fit). */
-static void add_holder(struct tslot *s, int32_t h)
+SHUNT_FORK_TEXT static void add_holder(struct tslot *s, int32_t h)
 {
 	for (int pass = 0; pass < 2; pass++) {
 		for (int i = 0; i < SLOT_HOLDERS; i++) {
@@ -535,7 +535,7 @@ static void add_holder(struct tslot *s, int32_t h)
 	atomic_store(&s->holders[0], -1);
 }
 
-void shim_slot_hold(struct tslot *s, int pid)
+SHUNT_FORK_TEXT void shim_slot_hold(struct tslot *s, int pid)
 {
 	if (!holds(s, pid))
 		add_holder(s, pid);
@@ -562,7 +562,7 @@ int shim_slot_let_go(struct tslot *s)
 }
 
 /* Does an entry name a process but us (`live`: one alive)? */
-static int others(struct tslot *s, int live)
+SHUNT_FORK_TEXT static int others(struct tslot *s, int live)
 {
 	int pid = shim_pid();
 
@@ -574,7 +574,7 @@ static int others(struct tslot *s, int live)
 	return 0;
 }
 
-int shim_slot_shared(struct tslot *s)
+SHUNT_FORK_TEXT int shim_slot_shared(struct tslot *s)
 {
 	return others(s, 1);
 }
@@ -586,7 +586,7 @@ int shim_slot_others(struct tslot *s)
 
 /* Clear who's entries (0: nobody's) and dead ones; free the slot when no
  * entry is left. */
-static void let_go(struct tslot *s, uint32_t gen, int who)
+SHUNT_FORK_TEXT static void let_go(struct tslot *s, uint32_t gen, int who)
 {
 	int left = 0;
 
@@ -611,12 +611,12 @@ static void let_go(struct tslot *s, uint32_t gen, int who)
 	}
 }
 
-void shim_slot_unhold(struct tslot *s, uint32_t gen)
+SHUNT_FORK_TEXT void shim_slot_unhold(struct tslot *s, uint32_t gen)
 {
 	let_go(s, gen, shim_pid());
 }
 
-int shim_slot_born(struct tslot *s, uint32_t gen, int32_t tag, int pid)
+SHUNT_FORK_TEXT int shim_slot_born(struct tslot *s, uint32_t gen, int32_t tag, int pid)
 {
 	if (atomic_load(&s->gen) != gen)
 		return 0;
@@ -650,7 +650,7 @@ void shim_count_moved(void)
 		atomic_fetch_add_explicit(&p->moved, 1, memory_order_relaxed);
 }
 
-int shim_count_why(struct tslot *s, enum shim_why why)
+SHUNT_FORK_TEXT int shim_count_why(struct tslot *s, enum shim_why why)
 {
 	uint32_t none = 0;
 	struct arena_proc *p = atomic_load_explicit(&me, memory_order_acquire);
@@ -665,7 +665,7 @@ int shim_count_why(struct tslot *s, enum shim_why why)
 
 /* A forked child is a new process of the family: its own line, and so
  * its own window of slots. */
-void shim_arena_forked(void)
+SHUNT_FORK_TEXT void shim_arena_forked(void)
 {
 	struct arena_hdr *a = arena_now();
 

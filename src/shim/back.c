@@ -167,7 +167,7 @@ int shim_back_fin_came(struct tsock *t, int fd)
 /* Our last close: its FIN, if it sends one rather than a reset, follows
  * all we sent (a reset leaves the kernel's count at that total, which
  * consumed then takes for no FIN: right either way). */
-void shim_back_close(struct tsock *t, int fd)
+SHUNT_FORK_TEXT void shim_back_close(struct tsock *t, int fd)
 {
 	uint64_t total;
 

@@ -1676,7 +1676,7 @@ static void forget_in(struct shim_ep *ep, int fd, struct tsock *t, int last)
  * under that number go with its last fd, as the kernel's do.  With a dup
  * still open the kernel keeps them, and so do we, through a dup of ours
  * for our own calls. */
-void shim_epoll_forget(int fd, struct tsock *t)
+SHUNT_FORK_TEXT void shim_epoll_forget(int fd, struct tsock *t)
 {
 	if (t)
 		plain_forget(t);

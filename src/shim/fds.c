@@ -25,7 +25,7 @@
 #include "shim.h"
 #include "sys.h"
 
-int shim_own_fd(int fd)
+SHUNT_FORK_TEXT int shim_own_fd(int fd)
 {
 	return shunt__own_is(fd);
 }
@@ -35,7 +35,7 @@ int shim_own_fd(int fd)
  * epoll set of ours.  Most fds a program opens and closes are files, and
  * these looks (a load each) spare them the vfork check's getpid().
  */
-static int nothing_at(int fd)
+SHUNT_FORK_TEXT static int nothing_at(int fd)
 {
 	return !shim_has(fd) && shim_kind(fd) == FD_UNKNOWN && !shim_epoll_ours(fd);
 }
@@ -50,7 +50,7 @@ void shim_fresh_fd(int fd)
 }
 
 /* fd is about to be closed or replaced by the program. */
-static void going(int fd)
+SHUNT_FORK_TEXT static void going(int fd)
 {
 	struct tsock *t = shim_get(fd);
 
@@ -65,7 +65,7 @@ static void going(int fd)
 }
 
 /* What a close of fd does before the kernel's: -EBADF for an fd of ours. */
-int shim_close_begin(int fd)
+SHUNT_FORK_TEXT int shim_close_begin(int fd)
 {
 	if (shim_own_fd(fd))
 		return -EBADF;
@@ -77,7 +77,7 @@ int shim_close_begin(int fd)
 	return 0;
 }
 
-int shim_close(int fd)
+SHUNT_FORK_TEXT int shim_close(int fd)
 {
 	int rc = shim_close_begin(fd);
 

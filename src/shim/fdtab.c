@@ -59,7 +59,7 @@ static void raise_top(int fd)
 		;
 }
 
-static struct chunk *chunk_of(int fd, int create)
+SHUNT_FORK_TEXT static struct chunk *chunk_of(int fd, int create)
 {
 	if (fd < 0 || fd >= CHUNK * NCHUNKS)
 		return NULL;
@@ -76,19 +76,19 @@ static struct chunk *chunk_of(int fd, int create)
 	return c;
 }
 
-static _Atomic(struct tsock *) *entry(int fd, int create)
+SHUNT_FORK_TEXT static _Atomic(struct tsock *) *entry(int fd, int create)
 {
 	struct chunk *c = chunk_of(fd, create);
 
 	return c ? &c->g[(fd & (CHUNK - 1)) / GROUP].t[fd % GROUP] : NULL;
 }
 
-static _Atomic uint8_t *kind_of(struct chunk *c, int fd)
+SHUNT_FORK_TEXT static _Atomic uint8_t *kind_of(struct chunk *c, int fd)
 {
 	return &c->g[(fd & (CHUNK - 1)) / GROUP].kind[fd % GROUP];
 }
 
-void shim_set_kind(int fd, enum fd_kind k)
+SHUNT_FORK_TEXT void shim_set_kind(int fd, enum fd_kind k)
 {
 	struct chunk *c = chunk_of(fd, k != FD_UNKNOWN);
 
@@ -96,7 +96,7 @@ void shim_set_kind(int fd, enum fd_kind k)
 		atomic_store_explicit(kind_of(c, fd), (uint8_t)k, memory_order_relaxed);
 }
 
-enum fd_kind shim_kind(int fd)
+SHUNT_FORK_TEXT enum fd_kind shim_kind(int fd)
 {
 	struct chunk *c = chunk_of(fd, 0);
 
@@ -161,7 +161,7 @@ static struct tsock *tsock_alloc(void)
 
 static void end_kept(struct tsock *t);
 
-static void tsock_free(struct tsock *t)
+SHUNT_FORK_TEXT static void tsock_free(struct tsock *t)
 {
 	if (__atomic_load_n(&t->kept, __ATOMIC_ACQUIRE) > 0)
 		end_kept(t);
@@ -184,7 +184,7 @@ static void tsock_free(struct tsock *t)
 
 _Atomic int shim_hands_off;
 
-int shim_has(int fd)
+SHUNT_FORK_TEXT int shim_has(int fd)
 {
 	if (__builtin_expect(atomic_load_explicit(&shim_hands_off, memory_order_relaxed), 0))
 		return 0;
@@ -194,7 +194,7 @@ int shim_has(int fd)
 }
 
 /* One more reference, unless the count already fell to zero (freed). */
-static int ref(struct tsock *t)
+SHUNT_FORK_TEXT static int ref(struct tsock *t)
 {
 	int r = atomic_load_explicit(&t->refs, memory_order_relaxed);
 
@@ -206,7 +206,7 @@ static int ref(struct tsock *t)
 	return 0;
 }
 
-struct tsock *shim_get(int fd)
+SHUNT_FORK_TEXT struct tsock *shim_get(int fd)
 {
 	if (__builtin_expect(atomic_load_explicit(&shim_hands_off, memory_order_relaxed), 0))
 		return NULL; /* sandboxed: every call is the program's alone */
@@ -231,7 +231,7 @@ void shim_ref(struct tsock *t)
 	atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
 }
 
-void shim_put(struct tsock *t)
+SHUNT_FORK_TEXT void shim_put(struct tsock *t)
 {
 	if (t && atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1)
 		tsock_free(t);
@@ -258,7 +258,7 @@ struct calls {
  * static TLS block; a dlopen takes its 76 bytes from glibc's surplus). */
 static _Thread_local struct calls calls __attribute__((tls_model("initial-exec")));
 
-struct tsock *shim_hold(int fd, unsigned *mark)
+SHUNT_FORK_TEXT struct tsock *shim_hold(int fd, unsigned *mark)
 {
 	struct tsock *t = shim_get(fd);
 
@@ -278,7 +278,7 @@ struct tsock *shim_hold(int fd, unsigned *mark)
 	return t;
 }
 
-void shim_release(struct tsock *t, unsigned mark)
+SHUNT_FORK_TEXT void shim_release(struct tsock *t, unsigned mark)
 {
 	int err = errno;
 
@@ -306,7 +306,7 @@ void shim_calls_ended(void)
  * exit of the process, stayed on TCP: because it was short, or, if it had
  * carried enough to start meeting its peer, because the peer did not
  * answer in its time (it does not run shunt, or did not come by). */
-static void note_short(struct tslot *s, int fd)
+SHUNT_FORK_TEXT static void note_short(struct tslot *s, int fd)
 {
 	uint32_t st = atomic_load(&s->state);
 
@@ -363,7 +363,7 @@ static void exit_one(int fd, struct tsock *t, void *arg)
 
 /* exit() with sockets open (a client that never closes): the kernel
  * closes them after us. */
-__attribute__((destructor)) static void shim_exit(void)
+SHUNT_FORK_TEXT __attribute__((destructor)) static void shim_exit(void)
 {
 	if (!atomic_load(&shim_hands_off) && !shim_in_vfork_child())
 		shim_each_held(exit_one, NULL);
@@ -440,7 +440,7 @@ static void end_kept(struct tsock *t)
 /* Around fork (-1: before, 1: in the parent, 0: in the child).  A child's
  * copy of a kept socket would hold the connection open after the parent's
  * call ended it: the child, which has no such call, lets go of them. */
-void shim_kept_fork(int phase)
+SHUNT_FORK_TEXT void shim_kept_fork(int phase)
 {
 	if (phase < 0) {
 		pthread_mutex_lock(&kept_mu);
@@ -456,7 +456,7 @@ void shim_kept_fork(int phase)
 
 /* The last fd of this process that named t is gone.  fd is that number if
  * it is still open (the close is about to happen), else -1. */
-static void last_fd(struct tsock *t, int fd)
+SHUNT_FORK_TEXT static void last_fd(struct tsock *t, int fd)
 {
 	struct tslot *s = t->slot;
 
@@ -485,7 +485,7 @@ static void last_fd(struct tsock *t, int fd)
 	t->unhold = 1;
 }
 
-static void drop_fd(struct tsock *t, int fd)
+SHUNT_FORK_TEXT static void drop_fd(struct tsock *t, int fd)
 {
 	if (atomic_fetch_sub(&t->nfds, 1) == 1)
 		last_fd(t, fd);
@@ -539,7 +539,7 @@ struct tsock *shim_track_slot(int fd, struct tslot *s, uint32_t gen)
 	return t;
 }
 
-void shim_forget(int fd, int open)
+SHUNT_FORK_TEXT void shim_forget(int fd, int open)
 {
 	_Atomic(struct tsock *) *p = entry(fd, 0);
 	struct tsock *t = p ? atomic_exchange_explicit(p, NULL, memory_order_acq_rel) : NULL;
@@ -591,7 +591,7 @@ void shim_dup(int oldfd, int newfd)
 	}
 }
 
-static void each(void (*fn)(int fd, struct tsock *t, void *arg), void *arg, int held)
+SHUNT_FORK_TEXT static void each(void (*fn)(int fd, struct tsock *t, void *arg), void *arg, int held)
 {
 	int top = atomic_load(&fd_top);
 
@@ -617,7 +617,7 @@ static void each(void (*fn)(int fd, struct tsock *t, void *arg), void *arg, int 
 	}
 }
 
-void shim_each(void (*fn)(int fd, struct tsock *t, void *arg), void *arg)
+SHUNT_FORK_TEXT void shim_each(void (*fn)(int fd, struct tsock *t, void *arg), void *arg)
 {
 	each(fn, arg, 0);
 }

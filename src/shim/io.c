@@ -46,7 +46,7 @@ static uint32_t phase_of(struct tsock *t)
 	return atomic_load_explicit(&S(t)->phase, memory_order_acquire);
 }
 
-int shim_moved(struct tsock *t)
+SHUNT_FORK_TEXT int shim_moved(struct tsock *t)
 {
 	return atomic_load_explicit(&S(t)->state, memory_order_acquire) == SLOT_MOVED &&
 	       t->mapped;
@@ -439,7 +439,7 @@ static ssize_t tcp_cut(struct tsock *t, int fd, const struct iovec *iov, int nio
  * rx_pub, then publishes the count, then opens: so a read that found no
  * rx_pub is in what the meeting published before the peer can look.
  */
-void shim_rx_publish(struct tsock *t)
+SHUNT_FORK_TEXT void shim_rx_publish(struct tsock *t)
 {
 	if (!atomic_load(&t->rx_pub)) /* not met yet, or not on this host */
 		return;
@@ -468,7 +468,7 @@ void shim_rx_publish_stop(struct tsock *t)
 }
 
 /* Where a read of n > 0 bytes of the stream began; counted unless peeked. */
-static uint64_t took(struct tsock *t, ssize_t n, int flags)
+SHUNT_FORK_TEXT static uint64_t took(struct tsock *t, ssize_t n, int flags)
 {
 	if (flags & MSG_PEEK)
 		return atomic_load(&S(t)->rx_tcp);
@@ -484,7 +484,7 @@ static uint64_t took(struct tsock *t, ssize_t n, int flags)
  * that took only doorbells goes on in the ring: it was the peer's first
  * doorbell that woke it, and a doorbell is no data.
  */
-uint32_t shim_rx_enter(struct tsock *t, int flags)
+SHUNT_FORK_TEXT uint32_t shim_rx_enter(struct tsock *t, int flags)
 {
 	atomic_fetch_add(&t->kreads, 1);
 	uint32_t was = atomic_fetch_add(&S(t)->rx_inflight, 1);
@@ -502,7 +502,7 @@ uint32_t shim_rx_enter(struct tsock *t, int flags)
 	return was;
 }
 
-static void rx_left(struct tsock *t)
+SHUNT_FORK_TEXT static void rx_left(struct tsock *t)
 {
 	atomic_fetch_sub(&S(t)->rx_inflight, 1);
 	atomic_fetch_sub(&t->kreads, 1);
@@ -520,7 +520,7 @@ static void rx_cancelled(void *t)
 	rx_left(t);
 }
 
-static ssize_t kread(struct tsock *t, int fd, void *buf, size_t len, int flags)
+SHUNT_FORK_TEXT static ssize_t kread(struct tsock *t, int fd, void *buf, size_t len, int flags)
 {
 	ssize_t n;
 
@@ -566,7 +566,7 @@ static ssize_t reset_as_fin(struct tsock *t, ssize_t n)
 	return n;
 }
 
-ssize_t shim_recv_took(struct tsock *t, int fd, const struct iovec *iov, int niov, ssize_t n,
+SHUNT_FORK_TEXT ssize_t shim_recv_took(struct tsock *t, int fd, const struct iovec *iov, int niov, ssize_t n,
 		       int flags)
 {
 	uint64_t before = n > 0 ? took(t, n, flags) : 0;
@@ -582,7 +582,7 @@ ssize_t shim_recv_took(struct tsock *t, int fd, const struct iovec *iov, int nio
 	return k == GO_RING || k == RETRY ? shim_recvv(t, fd, iov, niov, flags) : k;
 }
 
-static ssize_t plain_recv(struct tsock *t, int fd, void *buf, size_t len, int flags)
+SHUNT_FORK_TEXT static ssize_t plain_recv(struct tsock *t, int fd, void *buf, size_t len, int flags)
 {
 	struct iovec v = { buf, len };
 
@@ -931,7 +931,7 @@ static ssize_t moved_recv(struct tsock *t, int fd, void *buf, size_t len, int fl
 	return n > 0 && (size_t)n < len ? past_ring_end(t, fd, buf, len, (size_t)n, flags) : n;
 }
 
-static ssize_t recv_once(struct tsock *t, int fd, void *buf, size_t len, int flags)
+SHUNT_FORK_TEXT static ssize_t recv_once(struct tsock *t, int fd, void *buf, size_t len, int flags)
 {
 	if (flags & MSG_WAITALL) /* only these look at it: no TLS access for others */
 		stopped_short = 0;
@@ -944,7 +944,7 @@ static ssize_t recv_once(struct tsock *t, int fd, void *buf, size_t len, int fla
 	}
 }
 
-ssize_t shim_recv(struct tsock *t, int fd, void *buf, size_t len, int flags)
+SHUNT_FORK_TEXT ssize_t shim_recv(struct tsock *t, int fd, void *buf, size_t len, int flags)
 {
 	/* What the ring does not carry is the kernel's: no error is queued,
 	 * no urgent byte ever arrives there. */
@@ -1153,7 +1153,7 @@ static int tcp_enter(struct tslot *s)
  * send of ours after it, the peer never saw our switch, and a hand-over
  * waited for it for good (t_shim_fds scm_rights_unread_rung: 2 runs in
  * 10). */
-static void tcp_leave(struct tsock *t, int fd)
+SHUNT_FORK_TEXT static void tcp_leave(struct tsock *t, int fd)
 {
 	struct tslot *s = S(t);
 
@@ -1170,7 +1170,7 @@ static void tcp_leave(struct tsock *t, int fd)
  * former image's (exec), with this one's sends on TCP all the same.  The
  * seq_cst increment and load pair with the switch's store of `switching`
  * and load of `inflight` (quiet(), move.c): one of them sees the other. */
-int shim_plain_enter(struct tsock *t)
+SHUNT_FORK_TEXT int shim_plain_enter(struct tsock *t)
 {
 	struct tslot *s = S(t);
 
@@ -1874,7 +1874,7 @@ static int cut_short(struct tsock *t, int flags)
 		jammed(t, phase_of(t)));
 }
 
-ssize_t shim_send(struct tsock *t, int fd, const void *buf, size_t len, int flags)
+SHUNT_FORK_TEXT ssize_t shim_send(struct tsock *t, int fd, const void *buf, size_t len, int flags)
 {
 	size_t done = 0;
 

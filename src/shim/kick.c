@@ -115,7 +115,7 @@ int shim_kick_thread_fd(void)
  * 40).  Its own comes with its first wait.  The parent's waits asleep at
  * the fork are not the child's: none is listed.
  */
-void shim_kick_forked(void)
+SHUNT_FORK_TEXT void shim_kick_forked(void)
 {
 	/* Written only where set: each page a child writes is a copy (a
 	 * fork per connection pays it). */

@@ -102,12 +102,12 @@ void shim_linger(int fd, uint8_t bell)
 	pthread_mutex_unlock(&linger_mu);
 }
 
-int shim_linger_due(void)
+SHUNT_FORK_TEXT int shim_linger_due(void)
 {
 	return atomic_load_explicit(&nlinger, memory_order_relaxed) != 0;
 }
 
-void shim_linger_tick(void)
+SHUNT_FORK_TEXT void shim_linger_tick(void)
 {
 	if (!shim_linger_due() || pthread_mutex_trylock(&linger_mu))
 		return;
@@ -125,7 +125,7 @@ void shim_linger_tick(void)
 }
 
 /* Around fork (-1: before, 1: in the parent, 0: in the child). */
-void shim_linger_fork(int phase)
+SHUNT_FORK_TEXT void shim_linger_fork(int phase)
 {
 	if (phase < 0) {
 		pthread_mutex_lock(&linger_mu);

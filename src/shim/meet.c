@@ -309,7 +309,7 @@ static void meet_free(struct tmeet *m, int keep_name)
 	atomic_fetch_sub(&meetings, 1);
 }
 
-void shim_meet_drop(struct tsock *t)
+SHUNT_FORK_TEXT void shim_meet_drop(struct tsock *t)
 {
 	pthread_mutex_lock(&t->mu);
 	struct tmeet *m = t->meet;
@@ -350,7 +350,7 @@ static void free_shed(void)
 	}
 }
 
-void shim_meet_forget(struct tsock *t)
+SHUNT_FORK_TEXT void shim_meet_forget(struct tsock *t)
 {
 	struct tmeet *m = t->meet;
 

@@ -546,7 +546,7 @@ void shim_moves_resume(void)
 	pthread_mutex_unlock(&pause_mu);
 }
 
-void shim_moves_forked(void)
+SHUNT_FORK_TEXT void shim_moves_forked(void)
 {
 	atomic_store(&stepping, 0); /* a step that was backing off, in a thread not copied */
 	shim_moves_resume();
@@ -660,7 +660,7 @@ static void pay_shift_by(int d)
 		atomic_store_explicit(shim_arena_pay_shift(), s + (uint32_t)d, memory_order_relaxed);
 }
 
-void shim_move_outcome(struct tsock *t)
+SHUNT_FORK_TEXT void shim_move_outcome(struct tsock *t)
 {
 	struct tslot *s = t->slot;
 	uint32_t st = atomic_load(&s->state);
@@ -693,7 +693,7 @@ static int due(struct tslot *s, uint64_t calls, uint64_t work)
 		       c->upgrade_bytes;
 }
 
-void shim_count(struct tsock *t, int fd, uint64_t in, uint64_t out)
+SHUNT_FORK_TEXT void shim_count(struct tsock *t, int fd, uint64_t in, uint64_t out)
 {
 	struct tslot *s = t->slot;
 	uint64_t calls = atomic_fetch_add_explicit(&s->calls, 1, memory_order_relaxed) + 1;
@@ -955,7 +955,7 @@ int shim_may_commit(struct tsock *t)
 /* The peer may switch, and ring, as soon as our end is attached: the
  * meeting step attaches it and says MOVED under t->mu (meet.c, meet_vm.c),
  * so once a step in progress is over, a doorbell that came means MOVED. */
-int shim_moved_now(struct tsock *t)
+SHUNT_FORK_TEXT int shim_moved_now(struct tsock *t)
 {
 	if (atomic_load(&t->slot->state) == SLOT_MEET) {
 		pthread_mutex_lock(&t->mu);

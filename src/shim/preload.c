@@ -673,7 +673,7 @@ EXPORT int getpeername(int fd, struct sockaddr *addr, socklen_t *len)
 
 /* --- fds ------------------------------------------------------------------- */
 
-EXPORT int close(int fd)
+SHUNT_FORK_TEXT EXPORT int close(int fd)
 {
 	return shim_close(fd);
 }
@@ -1138,13 +1138,13 @@ EXPORT int inotify_init1(int flags)
 
 /* --- Data ------------------------------------------------------------------ */
 
-static ssize_t do_read(int fd, void *buf, size_t n)
+SHUNT_FORK_TEXT static ssize_t do_read(int fd, void *buf, size_t n)
 {
 	/* read() of nothing returns 0 before the socket sees it; recv() waits. */
 	ON_SOCK(fd, t, REAL(read)(fd, buf, n), n ? shim_recv(t, fd, buf, n, 0) : 0);
 }
 
-EXPORT ssize_t read(int fd, void *buf, size_t n)
+SHUNT_FORK_TEXT EXPORT ssize_t read(int fd, void *buf, size_t n)
 {
 	return do_read(fd, buf, n);
 }
@@ -1156,7 +1156,7 @@ EXPORT ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)
 	return do_read(fd, buf, n);
 }
 
-EXPORT ssize_t write(int fd, const void *buf, size_t n)
+SHUNT_FORK_TEXT EXPORT ssize_t write(int fd, const void *buf, size_t n)
 {
 	ON_SOCK(fd, t, REAL(write)(fd, buf, n), shim_send(t, fd, buf, n, 0));
 }
@@ -1994,7 +1994,7 @@ EXPORT FILE *popen(const char *cmd, const char *type)
  * (proc.c).  vfork() is not wrapped: its child must return into the
  * caller's own frame; it joins the holders at exec. */
 
-EXPORT pid_t fork(void)
+SHUNT_FORK_TEXT EXPORT pid_t fork(void)
 {
 	shim_fork_wrap();
 	pid_t pid = REAL(fork)();

@@ -40,7 +40,7 @@
 
 static _Atomic int cached_pid SHUNT_FORK_HOT;
 
-int shim_pid(void)
+SHUNT_FORK_TEXT int shim_pid(void)
 {
 	int p = atomic_load_explicit(&cached_pid, memory_order_relaxed);
 
@@ -51,7 +51,7 @@ int shim_pid(void)
 	return p;
 }
 
-int shim_in_vfork_child(void)
+SHUNT_FORK_TEXT int shim_in_vfork_child(void)
 {
 	return sys_getpid() != shim_pid();
 }
@@ -140,7 +140,7 @@ static void births_end(int child)
  * unrecorded; the slot was let go of while that child served the
  * connection, and taken by the next one (the soak's fork hand-over: bytes
  * skipped, resets). */
-static void births_child(void)
+SHUNT_FORK_TEXT static void births_child(void)
 {
 	int me = shim_pid();
 
@@ -260,7 +260,7 @@ void shim_fork_parent(void)
 
 /* A socket the child got without a reservation (tracked by another thread
  * during the fork): it holds it too. */
-static void child_holds(int fd, struct tsock *t, void *arg)
+SHUNT_FORK_TEXT static void child_holds(int fd, struct tsock *t, void *arg)
 {
 	(void)fd;
 	(void)arg;
@@ -274,7 +274,7 @@ static void child_holds(int fd, struct tsock *t, void *arg)
 		shim_slot_hold(t->slot, shim_pid());
 }
 
-void shim_fork_child(void)
+SHUNT_FORK_TEXT void shim_fork_child(void)
 {
 	atomic_store(&cached_pid, sys_getpid());
 	child_drops_exec_copies();
@@ -304,7 +304,7 @@ void shim_fork_wrap(void)
 	wrapped = 1;
 }
 
-void shim_fork_unwrap(int pid)
+SHUNT_FORK_TEXT void shim_fork_unwrap(int pid)
 {
 	if (pid != 0 && forking) {
 		births_end(pid > 0 ? pid : -1);
@@ -493,7 +493,7 @@ static void drop_if_copy(int fd, void *keep)
 }
 
 /* keep: the caller's own copy, or -1. */
-static void drop_exec_copies(int keep)
+SHUNT_FORK_TEXT static void drop_exec_copies(int keep)
 {
 	int n = atomic_load(&narmed);
 
@@ -541,13 +541,13 @@ static int window_opens(void)
 
 /* A store of 0 where there is one already writes the page all the same,
  * a copy-on-write fault in every forked child (bench/forkfaults.c). */
-static void clear(_Atomic int *p)
+SHUNT_FORK_TEXT static void clear(_Atomic int *p)
 {
 	if (atomic_load_explicit(p, memory_order_relaxed))
 		atomic_store(p, 0);
 }
 
-static void child_drops_exec_copies(void)
+SHUNT_FORK_TEXT static void child_drops_exec_copies(void)
 {
 	drop_exec_copies(-1);
 	/* Our own memory: none of ours is out, no spawn or exec under way. */
