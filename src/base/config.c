@@ -473,9 +473,16 @@ static void config_init(void)
 	apply_env(&config, "SHUNT_IVSHMEM", set_ivshmem);
 }
 
+/* Once loaded, one load: pthread_once is a call into libc, a page of its
+ * code a forked child's first call faults in (bench/forkfaults.c). */
+static _Atomic int config_ready;
+
 const struct shunt_config *shunt__config(void)
 {
-	pthread_once(&config_once, config_init);
+	if (!atomic_load_explicit(&config_ready, memory_order_acquire)) {
+		pthread_once(&config_once, config_init);
+		atomic_store_explicit(&config_ready, 1, memory_order_release);
+	}
 	return &config;
 }
 

@@ -278,15 +278,18 @@ SHUNT_FORK_TEXT struct tsock *shim_hold(int fd, unsigned *mark)
 	return t;
 }
 
+/* errno only around the last reference's free: errno is a call into libc
+ * too (a fault in a forked child that never touched it). */
 SHUNT_FORK_TEXT void shim_release(struct tsock *t, unsigned mark)
 {
-	int err = errno;
-
-	if (t) {
-		calls.n = mark;
-		shim_put(t);
+	if (!t)
+		return;
+	calls.n = mark;
+	if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1) {
+		int err = errno;
+		tsock_free(t);
+		errno = err;
 	}
-	errno = err;
 }
 
 void shim_calls_ended(void)
