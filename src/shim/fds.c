@@ -275,7 +275,9 @@ int shim_fclose(FILE *f)
 
 	if (fd >= 0 && shim_own_fd(fd))
 		return REAL(fclose)(f);
-	if (fd >= 0 && !shim_in_vfork_child())
+	/* A file's stream (most are) costs no vfork check (PostgreSQL's
+	 * backends fclose several per connection). */
+	if (fd >= 0 && !nothing_at(fd) && !shim_in_vfork_child())
 		going(fd);
 	return REAL(fclose)(f);
 }
@@ -300,7 +302,7 @@ FILE *shim_freopen(const char *path, const char *mode, FILE *f)
 {
 	int fd = f ? fileno(f) : -1;
 
-	if (fd >= 0 && !shim_in_vfork_child() && !shim_own_fd(fd))
+	if (fd >= 0 && !nothing_at(fd) && !shim_in_vfork_child() && !shim_own_fd(fd))
 		going(fd);
 	return REAL(freopen)(path, mode, f);
 }

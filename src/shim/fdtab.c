@@ -308,13 +308,14 @@ void shim_calls_ended(void)
  * holder (a parent that handed it to a child does not end it), or by the
  * exit of the process, stayed on TCP: because it was short, or, if it had
  * carried enough to start meeting its peer, because the peer did not
- * answer in its time (it does not run shunt, or did not come by). */
-SHUNT_FORK_TEXT static void note_short(struct tslot *s, int fd)
+ * answer in its time (it does not run shunt, or did not come by).
+ * `shared`: the caller's look (each is a kill() per other holder: a
+ * fork-per-connection server's close of its copy made three). */
+SHUNT_FORK_TEXT static void note_short(struct tslot *s, int fd, int shared)
 {
 	uint32_t st = atomic_load(&s->state);
 
-	if ((st != SLOT_PLAIN && st != SLOT_MEET) || atomic_load(&s->why) != 0 ||
-	    shim_slot_shared(s))
+	if ((st != SLOT_PLAIN && st != SLOT_MEET) || atomic_load(&s->why) != 0 || shared)
 		return;
 	uint32_t held = atomic_load(&s->held_why);
 	enum shim_why why = held    ? (enum shim_why)(held - 1)
@@ -346,7 +347,7 @@ static void exit_one(int fd, struct tsock *t, void *arg)
 	int last = !shim_slot_shared(t->slot); /* its last close (a server's child that exits) */
 	if (last)
 		shim_move_outcome(t);
-	note_short(t->slot, fd);
+	note_short(t->slot, fd, !last);
 	if (atomic_load(&t->slot->state) != SLOT_MOVED || !t->mapped || !last)
 		return;
 	/* Going back (the peer asked, or answered for us): what it left
@@ -473,7 +474,7 @@ SHUNT_FORK_TEXT static void last_fd(struct tsock *t, int fd)
 		if (!keep_for_calls(t, fd))
 			shim_close_end(t, fd);
 	} else {
-		note_short(s, fd);
+		note_short(s, fd, !last);
 		if (fd >= 0)
 			shim_back_close(t, fd);
 	}
