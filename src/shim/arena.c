@@ -142,12 +142,11 @@ static int alive(int32_t h)
 
 /*
  * Take a line from `from` on, among n: a free one or one a dead process of
- * our pid left, else (`dead`) a dead process's.  A forked child looks in the page of lines its pid names
- * first: lines are never given back, so a fork-per-connection server's
- * table fills, and each new child read all 8 pages of it twice (a fault
- * on each: a shared mapping's pages are not the child's until touched)
- * before it took a dead one (perf: proc_enter among the library's faults
- * per fork).
+ * our pid left, else (`dead`) a dead process's.  A forked child looks in
+ * the page of lines its pid names first: lines are never given back, so a
+ * fork-per-connection server's table fills, and each new child read all 8
+ * pages of it twice (a fault on each: a shared mapping's pages are not the
+ * child's until touched) before it took a dead one.
  */
 #define PROCS_PAGE (4096 / (int)sizeof(struct arena_proc))
 SHUNT_FORK_TEXT static struct arena_proc *proc_take(struct arena_hdr *a, int pid, int dead, int from, int n)
