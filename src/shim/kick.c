@@ -35,7 +35,6 @@ static _Atomic int sleepers[SLEEPERS] SHUNT_FORK_HOT; /* eventfds of waits aslee
 static _Atomic uint64_t masks[SLEEPERS]; /* the connections each waits on */
 static _Atomic int nsleepers SHUNT_FORK_HOT;
 
-static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 static pthread_key_t key;
 static _Thread_local int thread_fd = -1;
 
@@ -75,17 +74,28 @@ static void thread_end(void *arg)
 	thread_gone(arg);
 }
 
-static void make_key(void)
+/*
+ * Made when the library loads, not at a thread's first call: that call may
+ * run in a signal handler (a read or a poll), where a pthread_once that the
+ * handler interrupted in the same thread waits for itself for good.  A key
+ * among glibc's first 32 has its value kept in the thread itself, so that
+ * pthread_setspecific takes no lock and allocates nothing; past them (a
+ * program that made that many before us) threads are not watched: a
+ * cancelled one leaks as it did before.
+ */
+#define KEYS_IN_THREAD 32
+static int key_ok;
+
+void shim_thread_key_init(void)
 {
-	pthread_key_create(&key, thread_end);
+	key_ok = pthread_key_create(&key, thread_end) == 0 && key < KEYS_IN_THREAD;
 }
 
 /* The thread's end runs thread_end (a non-NULL value). */
 void shim_thread_watch(void)
 {
-	if (key_set)
+	if (key_set || !key_ok)
 		return;
-	pthread_once(&key_once, make_key);
 	pthread_setspecific(key, &thread_fd);
 	key_set = 1;
 }

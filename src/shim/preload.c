@@ -403,6 +403,7 @@ __attribute__((constructor)) static void shim_init(void)
 	const char *off = getenv("SHUNT_DISABLE");
 
 	shim_real_init();
+	shim_thread_key_init();
 	set_fd_floor();
 	shunt__log_hide(); /* whichever constructor ran first */
 	pthread_atfork(shim_fork_prepare, shim_fork_parent, shim_fork_child);

@@ -429,6 +429,7 @@ struct tsock *shim_hold(int fd, unsigned *mark);
 void shim_release(struct tsock *t, unsigned mark);
 void shim_calls_ended(void);
 void shim_thread_watch(void);
+void shim_thread_key_init(void); /* at load (kick.c) */
 /* A peek with no reference (for the wait calls). */
 int shim_has(int fd);
 /* Start tracking a connected (or connecting) TCP socket at fd. */
