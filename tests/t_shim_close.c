@@ -1538,10 +1538,11 @@ static void case_cancel_in_wait(void)
  * thread: its call's reference to the socket's record stayed for good,
  * and with it the slot and the mapped segment after the program closed
  * both ends (ASan; a helper's reproducer, 12-07).  In a read of a moved
- * connection (asleep in ppoll), of one on TCP (in the kernel), and in a
- * recvmsg.
+ * connection (asleep in ppoll), of one on TCP (in the kernel), in a
+ * recvmsg, and in a write on TCP that fills the kernel's buffers.
  */
-static int cr_fd, cr_how;
+static int cr_fd, cr_how; /* how: 0 read, 1 recvmsg, 2 a write that fills the kernel's buffers */
+static char cr_big[64 << 20];
 
 static void *cr_reader(void *arg)
 {
@@ -1550,7 +1551,9 @@ static void *cr_reader(void *arg)
 	struct msghdr m = { .msg_iov = &v, .msg_iovlen = 1 };
 
 	(void)arg;
-	if (cr_how)
+	if (cr_how == 2)
+		(void)write(cr_fd, cr_big, sizeof(cr_big)); /* the peer reads none: cancelled here */
+	else if (cr_how)
 		(void)recvmsg(cr_fd, &m, 0); /* cancelled here */
 	else
 		(void)read(cr_fd, &c, 1); /* cancelled here */
@@ -1585,7 +1588,8 @@ static void cancel_in_read(int moved, int how)
 	for (int i = 0; i < 100 && (used = shunt__shim_arena_used()) > before; i++)
 		test_sleep_ms(20);
 	test_log("%s, %s cancelled: %d slots in use after the close, %d before",
-		 moved ? "moved" : "on TCP", how ? "recvmsg" : "read", used, before);
+		 moved ? "moved" : "on TCP", how == 2 ? "write" : how ? "recvmsg" : "read", used,
+		 before);
 	ASSERT_MSG(used <= before, "the cancelled call's socket still holds %d slot(s)",
 		   used - before);
 }
@@ -1599,6 +1603,7 @@ static void case_cancel_in_read(void)
 	cancel_in_read(1, 0);
 	cancel_in_read(0, 0);
 	cancel_in_read(1, 1);
+	cancel_in_read(0, 2); /* a moved send waits in no cancellation point (design.md) */
 }
 
 static const struct shim_case g_cases[] = {
