@@ -682,6 +682,17 @@ static int tb_sleep(struct shunt_bell *b, uint32_t bits, int64_t deadline)
 {
 	struct tslot *s = slot_of(b);
 
+	/* A wait inside a call that is a cancellation point (a send waiting
+	 * for room, a read with a timeout) acts on a pending cancellation
+	 * before each sleep, which is bounded (LOOK_NS, STUCK_NS_MAX,
+	 * FOLLOW_NS): its sleeps are not, and a thread cancelled while it
+	 * waited for room from a peer that never reads was never cancelled
+	 * (pthread_join waited for good; t_shim_close cancel_in_room).  What
+	 * it holds then: the slot's robust locks, which its end gives back,
+	 * and its call's reference, which its end puts (fdtab.c). */
+	if (shim_in_cancel_point())
+		pthread_testcancel();
+
 	if (atomic_load_explicit(&s->end.rd_shut, memory_order_relaxed))
 		return nap(deadline);
 	switch (asked(s)) {

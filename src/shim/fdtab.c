@@ -252,7 +252,9 @@ struct calls {
 	struct tsock *t[CALLS_MAX];
 	unsigned n;
 	int watched;
+	unsigned cp; /* the innermost call is a cancellation point (shim_hold_cp) */
 };
+#define MARK_CP (1u << 31) /* a mark keeps the caller's cp */
 /* initial-exec: a register's offset, where the default model called
  * __tls_get_addr three times a call (the library is preloaded, so in the
  * static TLS block; a dlopen takes its 76 bytes from glibc's surplus). */
@@ -271,11 +273,26 @@ SHUNT_FORK_TEXT struct tsock *shim_hold(int fd, unsigned *mark)
 		shim_thread_watch();
 		c->watched = 1;
 	}
-	*mark = c->n;
+	*mark = c->n | (c->cp ? MARK_CP : 0);
 	if (c->n < CALLS_MAX)
 		c->t[c->n] = t;
 	c->n++;
+	c->cp = 0;
 	return t;
+}
+
+SHUNT_FORK_TEXT struct tsock *shim_hold_cp(int fd, unsigned *mark)
+{
+	struct tsock *t = shim_hold(fd, mark);
+
+	if (t)
+		calls.cp = 1;
+	return t;
+}
+
+int shim_in_cancel_point(void)
+{
+	return calls.cp != 0;
 }
 
 /* errno only around the last reference's free: errno is a call into libc
@@ -284,7 +301,8 @@ SHUNT_FORK_TEXT void shim_release(struct tsock *t, unsigned mark)
 {
 	if (!t)
 		return;
-	calls.n = mark;
+	calls.n = mark & ~MARK_CP;
+	calls.cp = !!(mark & MARK_CP);
 	if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1) {
 		int err = errno;
 		tsock_free(t);

@@ -606,16 +606,19 @@ EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *len)
 	return do_accept4(fd, addr, len, 0);
 }
 
-#define ON_SOCK(fd, t, plain, expr)                     \
-	do {                                            \
-		unsigned mark_;                         \
-		struct tsock *t = shim_hold(fd, &mark_); \
-		if (!t)                                 \
-			return plain;                   \
-		long rc_ = (long)(expr);                \
-		shim_release(t, mark_);                 \
-		return rc_;                             \
+#define ON_SOCK_BY(hold, fd, t, plain, expr)      \
+	do {                                      \
+		unsigned mark_;                   \
+		struct tsock *t = hold(fd, &mark_); \
+		if (!t)                           \
+			return plain;             \
+		long rc_ = (long)(expr);          \
+		shim_release(t, mark_);           \
+		return rc_;                       \
 	} while (0)
+#define ON_SOCK(fd, t, plain, expr) ON_SOCK_BY(shim_hold, fd, t, plain, expr)
+/* A call that is a cancellation point: its waits for the ring act on one. */
+#define ON_SOCK_CP(fd, t, plain, expr) ON_SOCK_BY(shim_hold_cp, fd, t, plain, expr)
 
 EXPORT int shutdown(int fd, int how)
 {
@@ -1142,7 +1145,7 @@ EXPORT int inotify_init1(int flags)
 SHUNT_FORK_TEXT static ssize_t do_read(int fd, void *buf, size_t n)
 {
 	/* read() of nothing returns 0 before the socket sees it; recv() waits. */
-	ON_SOCK(fd, t, REAL(read)(fd, buf, n), n ? shim_recv(t, fd, buf, n, 0) : 0);
+	ON_SOCK_CP(fd, t, REAL(read)(fd, buf, n), n ? shim_recv(t, fd, buf, n, 0) : 0);
 }
 
 SHUNT_FORK_TEXT EXPORT ssize_t read(int fd, void *buf, size_t n)
@@ -1159,12 +1162,12 @@ EXPORT ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)
 
 SHUNT_FORK_TEXT EXPORT ssize_t write(int fd, const void *buf, size_t n)
 {
-	ON_SOCK(fd, t, REAL(write)(fd, buf, n), shim_send(t, fd, buf, n, 0));
+	ON_SOCK_CP(fd, t, REAL(write)(fd, buf, n), shim_send(t, fd, buf, n, 0));
 }
 
 static ssize_t do_recv(int fd, void *buf, size_t n, int flags)
 {
-	ON_SOCK(fd, t, REAL(recvfrom)(fd, buf, n, flags, NULL, NULL),
+	ON_SOCK_CP(fd, t, REAL(recvfrom)(fd, buf, n, flags, NULL, NULL),
 		shim_recv(t, fd, buf, n, flags));
 }
 
@@ -1182,7 +1185,7 @@ EXPORT ssize_t __recv_chk(int fd, void *buf, size_t n, size_t buflen, int flags)
 
 EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
 {
-	ON_SOCK(fd, t, REAL(sendto)(fd, buf, n, flags, NULL, 0), shim_send(t, fd, buf, n, flags));
+	ON_SOCK_CP(fd, t, REAL(sendto)(fd, buf, n, flags, NULL, 0), shim_send(t, fd, buf, n, flags));
 }
 
 /* A connected TCP socket gives no source address: the kernel writes its
@@ -1204,7 +1207,7 @@ static ssize_t recv_unnamed(struct tsock *t, int fd, void *buf, size_t n, int fl
 static ssize_t do_recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr,
 			   socklen_t *alen)
 {
-	ON_SOCK(fd, t, REAL(recvfrom)(fd, buf, n, flags, addr, alen),
+	ON_SOCK_CP(fd, t, REAL(recvfrom)(fd, buf, n, flags, addr, alen),
 		recv_unnamed(t, fd, buf, n, flags, addr, alen));
 }
 
@@ -1238,7 +1241,7 @@ EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags,
 {
 	int bad = dest_bad(addr, alen);
 
-	ON_SOCK(fd, t, REAL(sendto)(fd, buf, n, flags, addr, alen),
+	ON_SOCK_CP(fd, t, REAL(sendto)(fd, buf, n, flags, addr, alen),
 		bad ? shim_err(bad) : shim_send(t, fd, buf, n, flags));
 }
 
@@ -1249,7 +1252,7 @@ EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags,
 
 EXPORT ssize_t readv(int fd, const struct iovec *iov, int n)
 {
-	ON_SOCK(fd, t, REAL(readv)(fd, iov, n),
+	ON_SOCK_CP(fd, t, REAL(readv)(fd, iov, n),
 		n < 0 || n > IOV_MAX ? shim_err(-EINVAL)
 		: shim_vec_empty(iov, n)  ? 0
 				     : shim_recvv(t, fd, iov, n, 0));
@@ -1257,7 +1260,7 @@ EXPORT ssize_t readv(int fd, const struct iovec *iov, int n)
 
 EXPORT ssize_t writev(int fd, const struct iovec *iov, int n)
 {
-	ON_SOCK(fd, t, REAL(writev)(fd, iov, n),
+	ON_SOCK_CP(fd, t, REAL(writev)(fd, iov, n),
 		n < 0 || n > IOV_MAX ? shim_err(-EINVAL)
 		: shim_vec_empty(iov, n)  ? 0
 				     : shim_sendv(t, fd, iov, n, 0));
@@ -1291,7 +1294,7 @@ static int rwf_msg(int flags)
 
 static ssize_t do_preadv2(int fd, const struct iovec *iov, int n, off_t off, int flags)
 {
-	ON_SOCK(fd, t, REAL(preadv2)(fd, iov, n, off, flags),
+	ON_SOCK_CP(fd, t, REAL(preadv2)(fd, iov, n, off, flags),
 		!rwf_stream(n, off, flags) ? REAL(preadv2)(fd, iov, n, off, flags)
 		: shim_vec_empty(iov, n)	   ? 0
 					   : shim_recvv(t, fd, iov, n, rwf_msg(flags)));
@@ -1299,7 +1302,7 @@ static ssize_t do_preadv2(int fd, const struct iovec *iov, int n, off_t off, int
 
 static ssize_t do_pwritev2(int fd, const struct iovec *iov, int n, off_t off, int flags)
 {
-	ON_SOCK(fd, t, REAL(pwritev2)(fd, iov, n, off, flags),
+	ON_SOCK_CP(fd, t, REAL(pwritev2)(fd, iov, n, off, flags),
 		!rwf_stream(n, off, flags) ? REAL(pwritev2)(fd, iov, n, off, flags)
 		: shim_vec_empty(iov, n)	   ? 0
 					   : shim_sendv(t, fd, iov, n, rwf_msg(flags)));
@@ -1367,7 +1370,7 @@ static ssize_t recvmsg_sock(struct tsock *t, int fd, struct msghdr *m, int flags
 EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags)
 {
 	unsigned mark;
-	struct tsock *t = shim_hold(fd, &mark);
+	struct tsock *t = shim_hold_cp(fd, &mark);
 
 	if (t) {
 		ssize_t n = recvmsg_sock(t, fd, m, flags);
@@ -1408,7 +1411,7 @@ static ssize_t sendmsg_sock(struct tsock *t, int fd, const struct msghdr *m, int
 EXPORT ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
 {
 	unsigned mark;
-	struct tsock *t = shim_hold(fd, &mark);
+	struct tsock *t = shim_hold_cp(fd, &mark);
 
 	if (!t) {
 		if (m && m->msg_controllen)
@@ -1481,7 +1484,7 @@ static int sendmmsg_sock(struct tsock *t, int fd, struct mmsghdr *v, unsigned n,
 EXPORT int sendmmsg(int fd, struct mmsghdr *v, unsigned int n, int flags)
 {
 	unsigned mark;
-	struct tsock *t = shim_hold(fd, &mark);
+	struct tsock *t = shim_hold_cp(fd, &mark);
 
 	if (!t) {
 		int err = errno;
@@ -1573,7 +1576,7 @@ static int recvmmsg_sock(struct tsock *t, int fd, struct mmsghdr *v, unsigned n,
 EXPORT int recvmmsg(int fd, struct mmsghdr *v, unsigned int n, int flags, struct timespec *tmo)
 {
 	unsigned mark;
-	struct tsock *t = shim_hold(fd, &mark);
+	struct tsock *t = shim_hold_cp(fd, &mark);
 
 	if (t) {
 		int k = recvmmsg_sock(t, fd, v, n, flags, tmo);

@@ -426,6 +426,11 @@ void shim_ref(struct tsock *t);
  * thread cancelled or ended inside the call drops it at its end
  * (shim_calls_ended, from kick.c's thread end, shim_thread_watch). */
 struct tsock *shim_hold(int fd, unsigned *mark);
+/* ... for a call that is a cancellation point in glibc (read, write, send,
+ * recv and their vectors and messages): a wait of the ring's inside it
+ * acts on a pending cancellation (bell.c, tb_sleep), shim_in_cancel_point. */
+struct tsock *shim_hold_cp(int fd, unsigned *mark);
+int shim_in_cancel_point(void);
 void shim_release(struct tsock *t, unsigned mark);
 void shim_calls_ended(void);
 void shim_thread_watch(void);
