@@ -161,8 +161,12 @@ static struct tsock *tsock_alloc(void)
 
 static void end_kept(struct tsock *t);
 
+/* errno kept: a wrapper's last reference may go after its call's result
+ * (shim_release), and errno is a call into libc, so only here. */
 SHUNT_FORK_TEXT static void tsock_free(struct tsock *t)
 {
+	int err = errno;
+
 	if (__atomic_load_n(&t->kept, __ATOMIC_ACQUIRE) > 0)
 		end_kept(t);
 	if (t->mapped) {
@@ -178,6 +182,7 @@ SHUNT_FORK_TEXT static void tsock_free(struct tsock *t)
 	t->meet = (struct tmeet *)pool;
 	pool = t;
 	pthread_mutex_unlock(&pool_mu);
+	errno = err;
 }
 
 /* --- References ---------------------------------------------------------- */
@@ -295,19 +300,13 @@ int shim_in_cancel_point(void)
 	return calls.cp != 0;
 }
 
-/* errno only around the last reference's free: errno is a call into libc
- * too (a fault in a forked child that never touched it). */
 SHUNT_FORK_TEXT void shim_release(struct tsock *t, unsigned mark)
 {
 	if (!t)
 		return;
 	calls.n = mark & ~MARK_CP;
 	calls.cp = !!(mark & MARK_CP);
-	if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1) {
-		int err = errno;
-		tsock_free(t);
-		errno = err;
-	}
+	shim_put(t); /* errno kept (tsock_free) */
 }
 
 void shim_calls_ended(void)
