@@ -136,6 +136,64 @@ static void case_more_after_close_pushed(void)
 	more_then_push(TCP_CORK, 0);
 }
 
+/* A thread sets TCP_NODELAY over and over while another's round trips
+ * move the connection.  Before the move the set goes to the kernel
+ * without the option lock: one whose kernel call lands after the switch
+ * took the values is made again under the lock, so that the kernel's
+ * socket keeps Nagle off for the doorbells and the program reads back
+ * what it set last. */
+struct nd_flip {
+	int fd;
+	_Atomic int stop, errors;
+	int last;
+};
+
+static void *nd_flipper(void *arg)
+{
+	struct nd_flip *f = arg;
+
+	for (int v = 0; !atomic_load(&f->stop); v ^= 1) {
+		if (setsockopt(f->fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof(v)) != 0)
+			atomic_fetch_add(&f->errors, 1);
+		f->last = v;
+	}
+	return NULL;
+}
+
+static int kernel_nodelay(int fd)
+{
+	int v = -1;
+	socklen_t l = sizeof(v);
+
+	ASSERT_SYS(syscall(SYS_getsockopt, fd, IPPROTO_TCP, TCP_NODELAY, &v, &l));
+	return v;
+}
+
+static void case_nodelay_beside_move(void)
+{
+	for (int i = 0; i < 100; i++) {
+		int a, b, v = -1;
+		socklen_t l = sizeof(v);
+		struct nd_flip f = { .fd = -1 };
+		pthread_t th;
+
+		ts_pair(&a, &b);
+		f.fd = a;
+		ASSERT_EQ(pthread_create(&th, NULL, nd_flipper, &f), 0);
+		ts_make_accelerated(a, b);
+		atomic_store(&f.stop, 1);
+		ASSERT_EQ(pthread_join(th, NULL), 0);
+		ASSERT_EQ(atomic_load(&f.errors), 0);
+		ASSERT_SYS(getsockopt(a, IPPROTO_TCP, TCP_NODELAY, &v, &l));
+		ASSERT_MSG(!!v == f.last, "connection %d: TCP_NODELAY reads %d, last set %d",
+			   i, v, f.last);
+		ASSERT_MSG(ts_disabled() || kernel_nodelay(a) != 0,
+			   "connection %d: the kernel's socket has Nagle on after the move", i);
+		ASSERT_SYS(close(a));
+		ASSERT_SYS(close(b));
+	}
+}
+
 /* TCP_CORK set after the move holds a send after the peer's close back as
  * TCP's does (no reset yet), until the cork comes off.  The kernel's
  * socket sent it at once (the shim held the cork for the program), and
@@ -4057,6 +4115,7 @@ static const struct shim_case g_cases[] = {
 	{ "sendmsg_oob", case_sendmsg_oob },
 	{ "first_send_after_close", case_first_send_after_close },
 	{ "more_after_close_pushed", case_more_after_close_pushed },
+	{ "nodelay_beside_move", case_nodelay_beside_move },
 	{ "cork_after_peer_close", case_cork_after_peer_close },
 	{ "send_after_peer_killed", case_send_after_peer_killed },
 	{ "shutdown_after_peer_close", case_shutdown_after_peer_close },

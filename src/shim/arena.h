@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 #define ARENA_MAGIC     0x4e455241544e4853ull /* "SHNTAREN" little-endian */
-#define ARENA_VERSION   5u
+#define ARENA_VERSION   6u
 #define ARENA_PROCS     256
 #define ARENA_SLOTS     16384
 #define ARENA_REUSE_SPAN 256   /* a process's window: the slots its search cycles through first */

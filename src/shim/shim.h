@@ -276,7 +276,9 @@ struct tslot {
 	_Atomic uint32_t appending; /* a read is putting it there */
 	/* TCP_NODELAY and TCP_CORK as the program set them, while the kernel's
 	 * socket has them on and off for the doorbells (io.c); under opt_mu. */
-	uint32_t nd_virtual;       /* 1: the program's values are these */
+	_Atomic uint32_t nd_virtual; /* 1: the program's values are these */
+	_Atomic uint32_t nd_takes; /* odd while a take runs; bumped twice by one
+	                            * (io.c, "Before the move, no lock") */
 	int32_t nd_nodelay, nd_cork;
 	int32_t rcvlowat;          /* SO_RCVLOWAT the program set while moved (0:
 	                            * none; the kernel's is 1 meanwhile) */
