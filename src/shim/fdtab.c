@@ -112,7 +112,7 @@ int shim_is_tcp(int fd)
 		k = shim_kern_is_tcp(fd) ? FD_TCP : FD_OTHER;
 		shim_set_kind(fd, k);
 	}
-	return k == FD_TCP;
+	return k == FD_TCP || k == FD_LISTEN;
 }
 
 /* --- The pool of tracked sockets ------------------------------------------ */
@@ -580,6 +580,15 @@ SHUNT_FORK_TEXT void shim_forget(int fd, int open)
  * a listener, nor a socket connected before we knew it (those stay the
  * program's).
  */
+static int still_listening(int fd)
+{
+	int listening = 0;
+	unsigned ll = sizeof(listening);
+
+	return shim_kind(fd) == FD_LISTEN &&
+	       sys_getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ll) == 0 && listening;
+}
+
 struct tsock *shim_track_unconnected(int fd)
 {
 	struct sockaddr_storage ss;
@@ -587,11 +596,21 @@ struct tsock *shim_track_unconnected(int fd)
 	int listening = 0;
 	unsigned ll = sizeof(listening);
 
-	/* Cheapest first: the kind is cached, the vfork check a getpid(). */
-	if (!shim_enabled() || !shim_is_tcp(fd) || shim_in_vfork_child() ||
+	/* Cheapest first: the kind is cached, the vfork check a getpid().  A
+	 * listener found once is looked at once after, as its number may
+	 * have gone to a socket made where no wrapper saw it: nginx's workers
+	 * add theirs to their sets and take it out again as they take turns
+	 * to accept, a getpid(), a getpeername() and a getsockopt() each
+	 * time before. */
+	if (!shim_enabled() || !shim_is_tcp(fd) || still_listening(fd) ||
+	    shim_in_vfork_child() ||
 	    sys_getpeername(fd, (struct sockaddr *)&ss, &len) != -ENOTCONN ||
-	    sys_getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ll) < 0 || listening)
+	    sys_getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ll) < 0)
 		return NULL;
+	if (listening) {
+		shim_set_kind(fd, FD_LISTEN);
+		return NULL;
+	}
 	shim_track(fd, 0);
 	return shim_get(fd);
 }

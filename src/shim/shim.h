@@ -460,7 +460,11 @@ void shim_each(void (*fn)(int fd, struct tsock *t, void *arg), void *arg);
 /* The same, each with a reference for the call (not in a signal handler). */
 void shim_each_held(void (*fn)(int fd, struct tsock *t, void *arg), void *arg);
 /* The fd kind table: is fd a TCP socket we made or accepted from one? */
-enum fd_kind { FD_UNKNOWN = 0, FD_TCP, FD_OTHER, FD_EPOLL /* made by our epoll_create */ };
+enum fd_kind {
+	FD_UNKNOWN = 0, FD_TCP, FD_OTHER,
+	FD_EPOLL,  /* made by our epoll_create */
+	FD_LISTEN, /* a TCP socket found listening once (fdtab.c, shim_track_unconnected) */
+};
 void shim_set_kind(int fd, enum fd_kind k);
 enum fd_kind shim_kind(int fd);
 /* Is fd a TCP socket (IPv4 or IPv6)?  Asked once per fd, then cached. */
