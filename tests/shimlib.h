@@ -168,6 +168,9 @@ double ts_cpu_seconds(void);
  * or an older kernel answers; SECCOMP_RET_KILL_PROCESS); 0 if the kernel
  * would not have the filter. */
 int ts_seccomp_deny(const int *nrs, int n, unsigned action);
+/* A system call of up to three arguments that no wrapper sees, not even
+ * libc's syscall() (-1 and errno on failure, as syscall()). */
+long ts_own_syscall(long nr, long a, long b, long c);
 
 /* The fds open now, once the library let go of what it keeps a little
  * after a close (waits up to 3 s for the count to fall to `before`). */

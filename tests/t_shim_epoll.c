@@ -567,23 +567,6 @@ static void case_epoll_added_before_connect(void)
 			     "the client added before its connect");
 }
 
-/* A system call no wrapper sees, not even libc's syscall(). */
-static long own_syscall3(long nr, long a, long b, long c)
-{
-#if defined(__x86_64__)
-	long rc;
-	__asm__ volatile("syscall" : "=a"(rc) : "a"(nr), "D"(a), "S"(b), "d"(c)
-			 : "rcx", "r11", "memory");
-	if (rc < 0 && rc > -4096) {
-		errno = (int)-rc;
-		return -1;
-	}
-	return rc;
-#else
-	return syscall(nr, a, b, c);
-#endif
-}
-
 /* The library notes a listener it met in an epoll set (nginx's workers
  * add theirs and take it out again as they take turns to accept): its
  * number closed and given to a new socket where no wrapper sees either,
@@ -597,8 +580,8 @@ static void case_epoll_listener_number_reused(void)
 		ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_DEL, l, NULL));
 	}
 	close(ep);
-	ASSERT_SYS(own_syscall3(SYS_close, l, 0, 0));
-	int a = (int)own_syscall3(SYS_socket, AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	ASSERT_SYS(ts_own_syscall(SYS_close, l, 0, 0));
+	int a = (int)ts_own_syscall(SYS_socket, AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	ASSERT_EQ(a, l);
 	if (!ts_disabled() && shunt__shim_arena_used) {
 		int before = shunt__shim_arena_used(), other = epoll_create1(EPOLL_CLOEXEC);

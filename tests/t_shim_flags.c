@@ -1784,25 +1784,10 @@ struct uring {
 	size_t sq_len, cq_len;
 };
 
-static long own_syscall2(long nr, long a, long b)
-{
-#if defined(__x86_64__)
-	long rc;
-	__asm__ volatile("syscall" : "=a"(rc) : "a"(nr), "D"(a), "S"(b) : "rcx", "r11", "memory");
-	if (rc < 0 && rc > -4096) {
-		errno = (int)-rc;
-		return -1;
-	}
-	return rc;
-#else
-	return syscall(nr, a, b);
-#endif
-}
-
 static void uring_make(struct uring *u, int own)
 {
 	memset(u, 0, sizeof(*u));
-	u->fd = (int)(own ? own_syscall2(SYS_io_uring_setup, 1, (long)&u->p)
+	u->fd = (int)(own ? ts_own_syscall(SYS_io_uring_setup, 1, (long)&u->p, 0)
 			  : syscall(SYS_io_uring_setup, 1, &u->p));
 	ASSERT_MSG(u->fd >= 0, "io_uring_setup: %s", strerror(errno));
 	u->sq_len = u->p.sq_off.array + u->p.sq_entries * sizeof(uint32_t);
