@@ -113,7 +113,7 @@ case ${1:-} in
 esac
 
 # The packages the checks below may add, for --list.
-EXTRA=(netbase libc6-dev libasan8 libubsan1 libtsan2 libbpf-dev postgresql python3-zmq
+EXTRA=(netbase libc6-dev gcc-multilib libasan8 libubsan1 libtsan2 libbpf-dev postgresql python3-zmq
 	'libclang-rt-N-dev (N: the major version of the clang installed)'
 	'libpython3.N-testsuite (3.N: the python3 installed)')
 if [ "$mode" = list ]; then
@@ -150,6 +150,9 @@ echo 'int main(void) { return 0; }' >"$tmp/stub.c"
 # The C library's headers and its static archive (tests/t_run_why.sh links
 # a program with -static); gcc only recommends libc6-dev.
 cc_ok static -static <"$tmp/stub.c" || add libc6-dev
+# A 32-bit program (tests/t_run_why.sh: its loader, libc6-i386, cannot load
+# the 64-bit library): gcc-multilib brings both.
+cc_ok m32 -m32 <"$tmp/stub.c" || add gcc-multilib
 # The sanitizer runtimes (make test SAN=asan, SAN=tsan) come with gcc on
 # Debian, but check: link a stub.
 cc_ok asan -fsanitize=address,undefined <"$tmp/stub.c" || add libasan8 libubsan1

@@ -6,6 +6,11 @@
 #    Go's build ID note (name "Go", type 4) in a PT_NOTE segment;
 #  - a script whose #! interpreter is one of those;
 #  - set-user-ID for someone else (root only: run as nobody);
+#  - a 32-bit program (gcc -m32), run without the library in LD_PRELOAD:
+#    its loader cannot load it and said so on the program's stderr, from
+#    `shunt run` and from the library's exec in a program under it alike
+#    (there without a warning: the library prints nothing), the
+#    LD_PRELOAD's other items passed on;
 # and stays silent for an ordinary dynamic program, for a set-user-ID
 # program run by its owner, and under SHUNT_LOG=none.  Each program's exit
 # status and output must come through unchanged.
@@ -41,6 +46,9 @@ gcc -o "$T/dynamic" "$T/dynamic.c"
 gcc -static -o "$T/static" "$T/static.c" 2>"$T/static-cc.err" ||
 	fail "gcc -static failed (libc6-dev installs the static C library)"
 gcc -o "$T/gobuildinfo" "$T/gobuildinfo.c"
+printf '#include <stdio.h>\n#include <stdlib.h>\nint main(void) { const char *p = getenv("LD_PRELOAD"); printf("ran x32 [%%s]\\n", p ? p : "-"); return 7; }\n' >"$T/x32.c"
+gcc -m32 -o "$T/x32" "$T/x32.c" 2>"$T/x32-cc.err" ||
+	fail "gcc -m32 failed (gcc-multilib installs the 32-bit C library and loader)"
 gcc -o "$T/gonote" "$T/gonote.c"
 # The fakes are what they should be (so that a pass means something).
 readelf -lW "$T/static" | grep -c 'INTERP' >/dev/null && fail "the static program has an interpreter"
@@ -91,6 +99,16 @@ run script -- "$shunt" run -- "$T/script"
 warns script "script (run by $T/static) is statically linked"
 run dynamic -- "$shunt" run -- "$T/dynamic"
 silent dynamic
+run x32 -- "$shunt" run -- "$T/x32"
+warns x32 "a 32-bit program"
+grep -qx 'ran x32 \[-\]' "$T/x32.out" || fail "x32: given LD_PRELOAD: $(cat "$T/x32.out")"
+# Started by a program that runs the library (sh), with another item in
+# LD_PRELOAD that loaders of both classes find (by name, each in its own
+# directories): that one only reaches it.
+run x32child LD_PRELOAD=libdl.so.2 -- "$shunt" run -- sh -c "$T/x32; exit \$?"
+silent x32child
+grep -qx 'ran x32 \[libdl.so.2\]' "$T/x32child.out" ||
+	fail "x32child: given LD_PRELOAD: $(cat "$T/x32child.out")"
 # Found through PATH, as execvp finds it.
 run path PATH="$T:$PATH" -- "$shunt" run -- static
 warns path "$T/static is statically linked"

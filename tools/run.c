@@ -10,7 +10,9 @@
  * program (no ELF interpreter: nothing loads the library), a Go program
  * (it makes its own system calls, never libc's), or one the loader runs in
  * secure-execution mode (set-user-ID, set-group-ID or file capabilities:
- * LD_PRELOAD is ignored).  The program runs all the same, on plain TCP.
+ * LD_PRELOAD is ignored), or a 32-bit program (run without the library in
+ * LD_PRELOAD: its loader cannot load it, and says so on the program's
+ * stderr).  The program runs all the same, on plain TCP.
  * SHUNT_LOG=none silences the warning.
  */
 #include <elf.h>
@@ -91,9 +93,10 @@ static int resolve(const char *name, char *out, size_t n)
 
 /* What an ELF file says, as far as LD_PRELOAD cares. */
 struct elf_facts {
-	int elf;    /* an ELF file of this machine's class and byte order */
-	int interp; /* has PT_INTERP: the dynamic loader runs it */
-	int go;     /* a .go.buildinfo section, or Go's build ID note */
+	int elf;     /* an ELF file of this machine's byte order */
+	int foreign; /* of the other class than ours (32-bit on a 64-bit build) */
+	int interp;  /* has PT_INTERP: the dynamic loader runs it */
+	int go;      /* a .go.buildinfo section, or Go's build ID note */
 };
 
 static int read_at(int fd, void *buf, size_t len, uint64_t off)
@@ -173,6 +176,7 @@ static void elf_scan(int fd, struct elf_facts *f)
 	if (read_at(fd, id, sizeof(id), 0) < 0 || memcmp(id, ELFMAG, SELFMAG) ||
 	    id[EI_DATA] != (host.b[0] ? ELFDATA2LSB : ELFDATA2MSB))
 		return;
+	f->foreign = id[EI_CLASS] != (sizeof(void *) == 8 ? ELFCLASS64 : ELFCLASS32);
 	if (id[EI_CLASS] == ELFCLASS64)
 		ELF_SCAN(Elf64_Ehdr, Elf64_Phdr, Elf64_Shdr);
 	else if (id[EI_CLASS] == ELFCLASS32)
@@ -198,8 +202,11 @@ static const char *secure_exec(int fd, const struct stat *st)
 }
 
 /* Why the library cannot reach the program at PATH, or NULL.  A script
- * (#!) is judged by its interpreter, one level deep. */
-static const char *why_not(const char *path, char *what, size_t n, int depth)
+ * (#!) is judged by its interpreter, one level deep.  *bare: run it
+ * without LD_PRELOAD, whose library its loader cannot load (another ELF
+ * class): that loader says so on the program's stderr, a line the program
+ * never printed. */
+static const char *why_not(const char *path, char *what, size_t n, int depth, int *bare)
 {
 	struct stat st;
 	struct elf_facts f;
@@ -221,7 +228,7 @@ static const char *why_not(const char *path, char *what, size_t n, int depth)
 		if (why || depth > 0 || *p != '/')
 			return why;
 		char inner[PATH_MAX];
-		why = why_not(p, inner, sizeof(inner), depth + 1);
+		why = why_not(p, inner, sizeof(inner), depth + 1, bare);
 		if (why)
 			snprintf(what, n, "%s (run by %s)", path, inner);
 		return why;
@@ -232,29 +239,40 @@ static const char *why_not(const char *path, char *what, size_t n, int depth)
 			why = "a Go program, which makes its own system calls: LD_PRELOAD cannot reach its sockets";
 		else if (f.elf && !f.interp)
 			why = "statically linked: nothing loads LD_PRELOAD into it";
-		else if (f.elf)
+		else if (f.elf && f.foreign) {
+			why = sizeof(void *) == 8
+				      ? "a 32-bit program, which the 64-bit library cannot be loaded into "
+					"(nor, then, into the programs it starts)"
+				      : "a 64-bit program, which the 32-bit library cannot be loaded into "
+					"(nor, then, into the programs it starts)";
+			*bare = 1;
+		} else if (f.elf)
 			why = secure_exec(fd, &st);
 	}
 	close(fd);
 	return why;
 }
 
-static void warn_if_unreachable(const char *name)
+/* Warns when the library cannot reach the program NAME (unless
+ * SHUNT_LOG=none); 1 when it must run without LD_PRELOAD (why_not). */
+static int check_reach(const char *name)
 {
 	char path[PATH_MAX], what[PATH_MAX + 64];
 	const char *log = getenv("SHUNT_LOG");
+	int bare = 0;
 
-	if ((log && !strcmp(log, "none")) || resolve(name, path, sizeof(path)) < 0)
-		return;
-	const char *why = why_not(path, what, sizeof(what), 0);
-	if (!why)
-		return;
+	if (resolve(name, path, sizeof(path)) < 0)
+		return 0;
+	const char *why = why_not(path, what, sizeof(what), 0, &bare);
+	if (!why || (log && !strcmp(log, "none")))
+		return bare;
 	if (!strncmp(why, "set-", 4) || !strncmp(why, "given", 5))
 		fprintf(stderr, "shunt run: warning: %s is %s: the loader ignores LD_PRELOAD, "
 			"so its connections stay on TCP\n", what, why);
 	else
 		fprintf(stderr, "shunt run: warning: %s is %s, so its connections stay on TCP\n",
 			what, why);
+	return bare;
 }
 
 static void usage(FILE *f)
@@ -264,7 +282,21 @@ static void usage(FILE *f)
 		"and from other programs run under shunt on this host go through shared\n"
 		"memory; all others stay on TCP.  Settings come from the environment\n"
 		"and the config file (shunt(1)).  A program the library cannot reach\n"
-		"(statically linked, Go, set-user-ID) gets a warning and runs on TCP.\n");
+		"(statically linked, Go, set-user-ID, 32-bit) gets a warning and runs on TCP.\n");
+}
+
+/* The library first in LD_PRELOAD. */
+static int preload(const char *lib)
+{
+	const char *old = getenv("LD_PRELOAD");
+	char *val = malloc(strlen(lib) + (old ? strlen(old) : 0) + 2);
+
+	if (!val)
+		return -1;
+	sprintf(val, old && *old ? "%s:%s" : "%s", lib, old);
+	int rc = setenv("LD_PRELOAD", val, 1);
+	free(val);
+	return rc;
 }
 
 int run_main(int argc, char **argv)
@@ -291,14 +323,8 @@ int run_main(int argc, char **argv)
 		fprintf(stderr, "shunt run: cannot find %s (set SHUNT_PRELOAD)\n", LIB);
 		return 1;
 	}
-	warn_if_unreachable(argv[i]);
-	const char *old = getenv("LD_PRELOAD");
-	char *val = malloc(strlen(lib) + (old ? strlen(old) : 0) + 2);
-	if (!val)
+	if (!check_reach(argv[i]) && preload(lib) < 0)
 		return 1;
-	sprintf(val, old && *old ? "%s:%s" : "%s", lib, old);
-	setenv("LD_PRELOAD", val, 1);
-	free(val);
 	execvp(argv[i], argv + i);
 	fprintf(stderr, "shunt run: %s: %s\n", argv[i], strerror(errno));
 	return errno == ENOENT ? 127 : 126;

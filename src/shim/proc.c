@@ -757,41 +757,60 @@ void shim_proc_init(void)
 
 #define OUR_CLASS (__ELF_NATIVE_CLASS == 64 ? ELFCLASS64 : ELFCLASS32)
 
+/* Has the ELF image h (n bytes read of fd) a loader (PT_INTERP)?  Of
+ * either class: p_type leads both classes' program headers. */
 static int has_interp(const unsigned char *h, size_t n, int fd)
 {
-	ElfW(Ehdr) eh;
-	ElfW(Phdr) ph[64];
+	int c64 = h[EI_CLASS] == ELFCLASS64;
+	size_t psz = c64 ? sizeof(Elf64_Phdr) : sizeof(Elf32_Phdr);
+	unsigned char ph[64 * sizeof(Elf64_Phdr)];
+	uint64_t off;
+	unsigned entsize, num;
 
-	if (n < sizeof(eh))
+	if (n < sizeof(Elf64_Ehdr) || memcmp(h, ELFMAG, SELFMAG) ||
+	    (!c64 && h[EI_CLASS] != ELFCLASS32))
 		return 0;
-	memcpy(&eh, h, sizeof(eh));
-	if (memcmp(eh.e_ident, ELFMAG, SELFMAG) || eh.e_ident[EI_CLASS] != OUR_CLASS ||
-	    eh.e_phentsize != sizeof(ph[0]) || eh.e_phnum == 0 || eh.e_phnum > 64)
+	if (c64) {
+		Elf64_Ehdr eh;
+		memcpy(&eh, h, sizeof(eh));
+		off = eh.e_phoff, entsize = eh.e_phentsize, num = eh.e_phnum;
+	} else {
+		Elf32_Ehdr eh;
+		memcpy(&eh, h, sizeof(eh));
+		off = eh.e_phoff, entsize = eh.e_phentsize, num = eh.e_phnum;
+	}
+	if (entsize != psz || num == 0 || num > 64 || off > (uint64_t)INT64_MAX ||
+	    sys_pread(fd, ph, num * psz, (off_t)off) != (long)(num * psz))
 		return 0;
-	size_t len = eh.e_phnum * sizeof(ph[0]);
-	if (eh.e_phoff > (ElfW(Off))INT64_MAX || sys_pread(fd, ph, len, (off_t)eh.e_phoff) != (long)len)
-		return 0;
-	for (unsigned i = 0; i < eh.e_phnum; i++)
-		if (ph[i].p_type == PT_INTERP)
+	for (unsigned i = 0; i < num; i++) {
+		uint32_t type;
+		memcpy(&type, ph + i * psz, sizeof(type));
+		if (type == PT_INTERP)
 			return 1;
+	}
 	return 0;
 }
 
-static int dynamic(int dir, const char *path, int depth)
+/* What runs the image: 0, a loader of our class, which loads us;
+ * IMG_STATIC, none; IMG_STATIC | IMG_FOREIGN, a loader of the other class
+ * (a 32-bit program), which cannot load us and says so on stderr. */
+static int image_kind(int dir, const char *path, int depth)
 {
 	unsigned char h[256];
 	int fd = sys_openat(dir, path, O_RDONLY | O_CLOEXEC | O_NONBLOCK, 0);
 
 	if (fd < 0)
-		return 0;
+		return IMG_STATIC;
 	long n = sys_pread(fd, h, sizeof(h) - 1, 0);
-	int yes = n > 0 && has_interp(h, (size_t)n, fd);
+	int loader = n > 0 && has_interp(h, (size_t)n, fd);
 	sys_close(fd);
-	if (yes || n < 0 || depth >= 4 || (n >= SELFMAG && !memcmp(h, ELFMAG, SELFMAG)))
-		return yes;
+	if (loader)
+		return h[EI_CLASS] == OUR_CLASS ? 0 : IMG_STATIC | IMG_FOREIGN;
+	if (n < 0 || depth >= 4 || (n >= SELFMAG && !memcmp(h, ELFMAG, SELFMAG)))
+		return IMG_STATIC;
 	/* Neither ELF nor "#!": execvp runs it with /bin/sh (execve fails). */
 	if (n < 2 || h[0] != '#' || h[1] != '!')
-		return dynamic(AT_FDCWD, "/bin/sh", depth + 1);
+		return image_kind(AT_FDCWD, "/bin/sh", depth + 1);
 	/* "#!", blanks, the interpreter's path, then blanks or the line's end. */
 	h[n] = '\0';
 	char *p = (char *)h + 2;
@@ -801,9 +820,9 @@ static int dynamic(int dir, const char *path, int depth)
 	while (*e && *e != ' ' && *e != '\t' && *e != '\n')
 		e++;
 	if (!*e)
-		return 0; /* the line goes on past what we read */
+		return IMG_STATIC; /* the line goes on past what we read */
 	*e = '\0';
-	return *p == '/' && dynamic(AT_FDCWD, p, depth + 1);
+	return *p == '/' ? image_kind(AT_FDCWD, p, depth + 1) : IMG_STATIC;
 }
 
 int shim_image_look(int dir, const char *path, int at_flags)
@@ -823,7 +842,7 @@ int shim_image_look(int dir, const char *path, int at_flags)
 	}
 	if (sys_fstatat(dir, path, &st, at_flags & AT_SYMLINK_NOFOLLOW) < 0)
 		return IMG_SECURE;
-	int img = dynamic(dir, path, 0) ? 0 : IMG_STATIC;
+	int img = image_kind(dir, path, 0);
 	if (us.ino && st.st_dev == us.dev && st.st_ino == us.ino)
 		img |= IMG_SELF;
 	if ((st.st_mode & S_ISUID) || ((st.st_mode & S_ISGID) && (st.st_mode & S_IXGRP)) ||
@@ -882,6 +901,91 @@ int shim_image_look_search(const char *file)
 	}
 }
 
+/*
+ * An image that a loader of the other ELF class runs (IMG_FOREIGN, a
+ * 32-bit program) must not find us in LD_PRELOAD: its loader cannot load
+ * us and says so on the program's stderr ("wrong ELF class"), a line over
+ * TCP it never printed (a helper's 32-bit program under shunt run).  Its
+ * environment lists us no more; what it starts runs without us.
+ */
+static int unlists(int img)
+{
+	return (img & IMG_FOREIGN) != 0;
+}
+
+/* Room for the LD_PRELOAD entries of envp, written again without us. */
+static size_t unlist_room(char *const envp[], int img)
+{
+	size_t room = 0;
+
+	for (size_t i = 0; unlists(img) && envp && envp[i]; i++)
+		if (!strncmp(envp[i], "LD_PRELOAD=", 11))
+			room += strlen(envp[i]) + 1;
+	return room;
+}
+
+/* The entry without our items, written at *room; NULL when none is left. */
+static char *unlist(const char *entry, char **room)
+{
+	char *out = *room, *at = out + 11;
+
+	memcpy(out, entry, 11);
+	for (const char *p = entry + 11; *p;) {
+		size_t n = strcspn(p, " :\t\n");
+		if (n && !is_us(p, n)) {
+			if (at > out + 11)
+				*at++ = ':';
+			memcpy(at, p, n);
+			at += n;
+		}
+		p += n;
+		if (*p)
+			p++;
+	}
+	*at++ = '\0';
+	*room = at;
+	return at - 1 > out + 11 ? out : NULL;
+}
+
+/* envp into to (at least its length and one), without SHUNT_INHERIT, and
+ * with LD_PRELOAD unlisted at room when the image asks it: the count. */
+static size_t env_copy(char **to, char *const envp[], int img, char *room)
+{
+	size_t j = 0;
+
+	for (size_t i = 0; envp && envp[i]; i++) {
+		if (!strncmp(envp[i], SHIM_INHERIT_ENV "=", sizeof(SHIM_INHERIT_ENV)))
+			continue;
+		if (unlists(img) && !strncmp(envp[i], "LD_PRELOAD=", 11)) {
+			char *e = unlist(envp[i], &room);
+			if (e)
+				to[j++] = e;
+			continue;
+		}
+		to[j++] = envp[i];
+	}
+	to[j] = NULL;
+	return j;
+}
+
+/* What crosses when nothing of the family does: envp, or a copy unlisted. */
+static char **bare_env(char *const envp[], int img)
+{
+	size_t n = 0;
+
+	while (envp && envp[n])
+		n++;
+	if (!unlists(img))
+		return (char **)envp;
+	size_t size = sizeof(struct exec_env) + (n + 1) * sizeof(char *) + unlist_room(envp, img);
+	struct exec_env *x = shim_scratch(size);
+	if (!x)
+		return (char **)envp;
+	*x = (struct exec_env){ .size = size, .env = (char **)(x + 1), .afd = -1, .var_at = -1 };
+	env_copy(x->env, envp, img, (char *)(x->env + n + 1));
+	return x->env;
+}
+
 char **shim_exec_prepare(char *const envp[], int img, int replaces)
 {
 	if (atomic_load(&shim_hands_off))
@@ -893,15 +997,16 @@ char **shim_exec_prepare(char *const envp[], int img, int replaces)
 	if (vchild)
 		drop_exec_copies(afd);
 	if (afd < 0)
-		return nothing_crosses(envp);
+		return bare_env(nothing_crosses(envp), img);
 	size_t n = 0;
 	while (envp && envp[n])
 		n++;
-	size_t size = sizeof(struct exec_env) + (n + 2) * sizeof(char *) + INHERIT_MAX + 64;
+	size_t size = sizeof(struct exec_env) + (n + 2) * sizeof(char *) + INHERIT_MAX + 64 +
+		      unlist_room(envp, img);
 	struct exec_env *x = shim_scratch(size); /* not the heap: a vfork child's */
 	if (!x) {
 		sys_close(afd);
-		return nothing_crosses(envp);
+		return bare_env(nothing_crosses(envp), img);
 	}
 	x->size = size;
 	x->afd = afd;
@@ -929,10 +1034,7 @@ char **shim_exec_prepare(char *const envp[], int img, int replaces)
 	x->window = pass && own && window_opens();
 	if (own)
 		pass = x->window;
-	size_t j = 0;
-	for (size_t i = 0; i < n; i++)
-		if (strncmp(envp[i], SHIM_INHERIT_ENV "=", sizeof(SHIM_INHERIT_ENV)))
-			x->env[j++] = envp[i];
+	size_t j = env_copy(x->env, envp, img, var + INHERIT_MAX + 64);
 	x->var_at = pass ? (int)j : -1;
 	if (pass)
 		x->env[j++] = var;

@@ -994,11 +994,13 @@ char **shim_exec_prepare(char *const envp[], int img, int replaces);
 /* What the image at dir/path (execveat's flags) is to us: IMG_SECURE, the
  * kernel runs it with other credentials than ours (set-user-ID,
  * set-group-ID, file capabilities; also when unknown); IMG_STATIC, no
- * dynamic loader runs it, to load us; IMG_SELF, our own executable.
+ * dynamic loader runs it, to load us (IMG_FOREIGN: one of the other ELF
+ * class does, which cannot); IMG_SELF, our own executable.
  * _search: found as execvp finds it. */
 #define IMG_SECURE 1
 #define IMG_STATIC 2
 #define IMG_SELF 4
+#define IMG_FOREIGN 8 /* with IMG_STATIC: a loader of the other ELF class runs it */
 int shim_image_look(int dir, const char *path, int at_flags);
 int shim_image_look_search(const char *file);
 /* At start-up: which file is ours, to know it in an image's LD_PRELOAD. */
