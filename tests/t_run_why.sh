@@ -11,6 +11,8 @@
 #    `shunt run` and from the library's exec in a program under it alike
 #    (there without a warning: the library prints nothing), the
 #    LD_PRELOAD's other items passed on;
+#  - a program started after the library's file went from view (a mount
+#    over its directory: root only), likewise;
 # and stays silent for an ordinary dynamic program, for a set-user-ID
 # program run by its owner, and under SHUNT_LOG=none.  Each program's exit
 # status and output must come through unchanged.
@@ -139,6 +141,13 @@ if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null; then
 	else
 		warns nobody "set-user-ID: the loader ignores LD_PRELOAD"
 	fi
+	# The name the library was loaded by, gone from the view of a program
+	# under it (a mount over its directory in a mount namespace of its
+	# own, as a chroot would): what that program starts must not hear from
+	# its loader that the library cannot be opened.
+	run hidden -- "$T/bin/shunt" run -- unshare -m sh -c \
+		"mount -t tmpfs none '$T/bin' && '$T/dynamic'; exit \$?"
+	silent hidden
 else
 	say "not root: the set-user-ID cases are left out"
 fi

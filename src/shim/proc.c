@@ -701,7 +701,8 @@ static int has_caps(int dir, const char *path, int at_flags)
 static struct {
 	dev_t dev;
 	ino_t ino;
-	int everywhere; /* /etc/ld.so.preload names us */
+	int everywhere;   /* /etc/ld.so.preload names us */
+	const char *name; /* what the loader loaded us by (the loader's own) */
 } us;
 
 /* An item of the loader's list that is our file.  Only a path is known
@@ -747,6 +748,7 @@ void shim_proc_init(void)
 		us.dev = st.st_dev;
 		us.ino = st.st_ino;
 	}
+	us.name = lib ? di.dli_fname : NULL;
 	int fd = sys_openat(AT_FDCWD, "/etc/ld.so.preload", O_RDONLY | O_CLOEXEC | O_NONBLOCK, 0);
 	long n = fd >= 0 ? sys_pread(fd, buf, sizeof(buf) - 1, 0) : -1;
 	if (fd >= 0)
@@ -902,45 +904,77 @@ int shim_image_look_search(const char *file)
 }
 
 /*
- * An image that a loader of the other ELF class runs (IMG_FOREIGN, a
- * 32-bit program) must not find us in LD_PRELOAD: its loader cannot load
- * us and says so on the program's stderr ("wrong ELF class"), a line over
- * TCP it never printed (a helper's 32-bit program under shunt run).  Its
- * environment lists us no more; what it starts runs without us.
+ * The loader of the new image must not meet an item of LD_PRELOAD it
+ * cannot load because of us: it says so on the program's stderr, a line
+ * over TCP it never printed.  So the environment it gets leaves out
+ *  - our file, when a loader of the other ELF class runs the image
+ *    (IMG_FOREIGN, a 32-bit program: "wrong ELF class"; a helper's 32-bit
+ *    program under shunt run), and
+ *  - the name we were loaded by, when it names nothing any more (after a
+ *    chroot(), or a mount over our directory: "cannot open shared object
+ *    file"; the same helper's unshare -m).
+ * What the image starts then runs without us.
  */
-static int unlists(int img)
+static int lost(const char *item, size_t n)
 {
-	return (img & IMG_FOREIGN) != 0;
+	struct stat st;
+	char p[PATH_MAX];
+
+	if (!us.name || strlen(us.name) != n || memcmp(item, us.name, n) || n >= sizeof(p))
+		return 0;
+	memcpy(p, item, n);
+	p[n] = '\0';
+	return sys_fstatat(AT_FDCWD, p, &st, 0) < 0;
 }
 
-/* Room for the LD_PRELOAD entries of envp, written again without us. */
-static size_t unlist_room(char *const envp[], int img)
+static int left_out(const char *item, size_t n, int img)
+{
+	return n && (((img & IMG_FOREIGN) && is_us(item, n)) || lost(item, n));
+}
+
+/* Does an LD_PRELOAD of envp list an item left out? */
+static int unlists(char *const envp[], int img)
+{
+	for (size_t i = 0; envp && envp[i]; i++) {
+		if (strncmp(envp[i], "LD_PRELOAD=", 11))
+			continue;
+		for (const char *p = envp[i] + 11; *p;) {
+			size_t n = strcspn(p, " :\t\n");
+			if (left_out(p, n, img))
+				return 1;
+			p += n + (p[n] != '\0');
+		}
+	}
+	return 0;
+}
+
+/* Room for the LD_PRELOAD entries of envp, written again. */
+static size_t unlist_room(char *const envp[], int un)
 {
 	size_t room = 0;
 
-	for (size_t i = 0; unlists(img) && envp && envp[i]; i++)
+	for (size_t i = 0; un && envp && envp[i]; i++)
 		if (!strncmp(envp[i], "LD_PRELOAD=", 11))
 			room += strlen(envp[i]) + 1;
 	return room;
 }
 
-/* The entry without our items, written at *room; NULL when none is left. */
-static char *unlist(const char *entry, char **room)
+/* The entry without the items left out, written at *room; NULL when none
+ * is left. */
+static char *unlist(const char *entry, char **room, int img)
 {
 	char *out = *room, *at = out + 11;
 
 	memcpy(out, entry, 11);
 	for (const char *p = entry + 11; *p;) {
 		size_t n = strcspn(p, " :\t\n");
-		if (n && !is_us(p, n)) {
+		if (n && !left_out(p, n, img)) {
 			if (at > out + 11)
 				*at++ = ':';
 			memcpy(at, p, n);
 			at += n;
 		}
-		p += n;
-		if (*p)
-			p++;
+		p += n + (p[n] != '\0');
 	}
 	*at++ = '\0';
 	*room = at;
@@ -948,16 +982,16 @@ static char *unlist(const char *entry, char **room)
 }
 
 /* envp into to (at least its length and one), without SHUNT_INHERIT, and
- * with LD_PRELOAD unlisted at room when the image asks it: the count. */
-static size_t env_copy(char **to, char *const envp[], int img, char *room)
+ * with LD_PRELOAD unlisted at room when un: the count. */
+static size_t env_copy(char **to, char *const envp[], int img, int un, char *room)
 {
 	size_t j = 0;
 
 	for (size_t i = 0; envp && envp[i]; i++) {
 		if (!strncmp(envp[i], SHIM_INHERIT_ENV "=", sizeof(SHIM_INHERIT_ENV)))
 			continue;
-		if (unlists(img) && !strncmp(envp[i], "LD_PRELOAD=", 11)) {
-			char *e = unlist(envp[i], &room);
+		if (un && !strncmp(envp[i], "LD_PRELOAD=", 11)) {
+			char *e = unlist(envp[i], &room, img);
 			if (e)
 				to[j++] = e;
 			continue;
@@ -969,20 +1003,20 @@ static size_t env_copy(char **to, char *const envp[], int img, char *room)
 }
 
 /* What crosses when nothing of the family does: envp, or a copy unlisted. */
-static char **bare_env(char *const envp[], int img)
+static char **bare_env(char *const envp[], int img, int un)
 {
 	size_t n = 0;
 
 	while (envp && envp[n])
 		n++;
-	if (!unlists(img))
+	if (!un)
 		return (char **)envp;
-	size_t size = sizeof(struct exec_env) + (n + 1) * sizeof(char *) + unlist_room(envp, img);
+	size_t size = sizeof(struct exec_env) + (n + 1) * sizeof(char *) + unlist_room(envp, un);
 	struct exec_env *x = shim_scratch(size);
 	if (!x)
 		return (char **)envp;
 	*x = (struct exec_env){ .size = size, .env = (char **)(x + 1), .afd = -1, .var_at = -1 };
-	env_copy(x->env, envp, img, (char *)(x->env + n + 1));
+	env_copy(x->env, envp, img, un, (char *)(x->env + n + 1));
 	return x->env;
 }
 
@@ -996,17 +1030,18 @@ char **shim_exec_prepare(char *const envp[], int img, int replaces)
 	 * inheritable, whatever it passes (none, when the steps below fail). */
 	if (vchild)
 		drop_exec_copies(afd);
+	int un = unlists(envp, img);
 	if (afd < 0)
-		return bare_env(nothing_crosses(envp), img);
+		return bare_env(nothing_crosses(envp), img, un);
 	size_t n = 0;
 	while (envp && envp[n])
 		n++;
 	size_t size = sizeof(struct exec_env) + (n + 2) * sizeof(char *) + INHERIT_MAX + 64 +
-		      unlist_room(envp, img);
+		      unlist_room(envp, un);
 	struct exec_env *x = shim_scratch(size); /* not the heap: a vfork child's */
 	if (!x) {
 		sys_close(afd);
-		return bare_env(nothing_crosses(envp), img);
+		return bare_env(nothing_crosses(envp), img, un);
 	}
 	x->size = size;
 	x->afd = afd;
@@ -1034,7 +1069,7 @@ char **shim_exec_prepare(char *const envp[], int img, int replaces)
 	x->window = pass && own && window_opens();
 	if (own)
 		pass = x->window;
-	size_t j = env_copy(x->env, envp, img, var + INHERIT_MAX + 64);
+	size_t j = env_copy(x->env, envp, img, un, var + INHERIT_MAX + 64);
 	x->var_at = pass ? (int)j : -1;
 	if (pass)
 		x->env[j++] = var;
