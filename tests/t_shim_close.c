@@ -443,6 +443,35 @@ static void case_reset_blocked(void)
 	ASSERT_SYS(close(p.fd));
 }
 
+/* The peer dies while we only read without waiting (recv(MSG_DONTWAIT) or
+ * an O_NONBLOCK socket, a nap between reads, no poll): TCP's end of the
+ * stream (it took our bytes) or reset (it left them) comes within 1 s.
+ * Such reads looked at the empty ring alone and said EAGAIN for good (a
+ * helper's reproducer, 12-07). */
+static void case_killed_nowait(void)
+{
+	for (int way = 0; way < 4; way++) {
+		int unread = way & 1, nonblock = way & 2;
+		int fd = killed_peer(unread ? 1000 : 0, NULL);
+		double t0 = test_now();
+		char b[16];
+		ssize_t n;
+
+		if (nonblock)
+			ts_set_nonblock(fd, 1);
+		while ((n = recv(fd, b, sizeof(b), nonblock ? 0 : MSG_DONTWAIT)) < 0 &&
+		       errno == EAGAIN && test_now() - t0 < 3.0)
+			test_sleep_ms(1);
+		int err = n < 0 ? errno : 0;
+		ASSERT_MSG(unread ? n == -1 && err == ECONNRESET : n == 0,
+			   "%s, %s: recv returned %zd (%s), want %s", unread ? "unread" : "read",
+			   nonblock ? "O_NONBLOCK" : "MSG_DONTWAIT", n, n < 0 ? test_errname(err) : "-",
+			   unread ? "ECONNRESET" : "end of stream");
+		ASSERT_MSG(test_now() - t0 < 1.0, "the end came after %.2f s", test_now() - t0);
+		ASSERT_SYS(close(fd));
+	}
+}
+
 /* The peer dies with nothing unread: TCP sends a FIN, not a reset.  End of
  * stream; the first send succeeds and draws the reset, later ones fail. */
 static void case_killed_idle(void)
@@ -1670,6 +1699,7 @@ static const struct shim_case g_cases[] = {
 	{ "reset", case_reset },
 	{ "reset_blocked", case_reset_blocked },
 	{ "killed_idle", case_killed_idle },
+	{ "killed_nowait", case_killed_nowait },
 	{ "sigpipe", case_sigpipe },
 	{ "writev_after_close", case_writev_after_close },
 	{ "sendfile_after_reset", case_sendfile_after_reset },

@@ -223,16 +223,43 @@ static uint32_t disarm(struct shunt_end *e, uint32_t bits)
 /* Calls that try to take a doorbell owed (take_owed, below). */
 #define OWED_TRIES 8
 
+/*
+ * The shim's calls that may not wait look at the rings alone: its waits
+ * (poll, epoll, a blocking call) notice on the stream a peer that died
+ * without a close.  A program that only reads without waiting (a loop of
+ * recv(MSG_DONTWAIT), or "is the peer still there?") never learnt it, and
+ * read EAGAIN for good where TCP's end of the stream came at once (a
+ * helper's reproducer, 12-07).  So such a call asks the bell, at most once
+ * a millisecond an end (a system call: the shim's looks at the kernel's
+ * socket state).  1: the peer is gone.
+ */
+#define ALIVE_LOOK_NS 1000000
+
+static int dead_yet(struct shunt_end *e, struct shunt_bell *b)
+{
+	int64_t now = shunt_now_ns();
+	int64_t last = atomic_load_explicit(&e->alive_at, memory_order_relaxed);
+
+	if (now - last < ALIVE_LOOK_NS ||
+	    !atomic_compare_exchange_strong_explicit(&e->alive_at, &last, now,
+						     memory_order_relaxed, memory_order_relaxed) ||
+	    b->ops->alive(b) == 0)
+		return 0;
+	shunt_end_peer_gone(e);
+	return 1;
+}
+
 /* A call that must not wait is about to return -EAGAIN, and its caller
  * will wait on the bell (the native API's shunt_fd()): consume old rings
  * first, so that stale ones do not keep it readable, and arm after, so
  * that a ring for new progress stays pending.  Returns 0 if the condition
  * came true meanwhile.  The shim's callers wait through its poll and
- * epoll, which arm themselves: nothing to do (bell.h, waits_arm). */
+ * epoll, which arm themselves: nothing to do (bell.h, waits_arm) but the
+ * look above. */
 static int nowait(struct shunt_end *e, struct shunt_bell *b, struct want *w)
 {
 	if (b->ops->waits_arm)
-		return -EAGAIN;
+		return dead_yet(e, b) && ready(w) ? 0 : -EAGAIN;
 	atomic_fetch_or_explicit(&e->waited, w->bits, memory_order_relaxed);
 	if (b->ops->drain(b, w->bits) < 0)
 		shunt_end_peer_gone(e);

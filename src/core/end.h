@@ -51,6 +51,8 @@ struct shunt_end {
 	                              * for them (end.c, shunt_end_poll) */
 	_Atomic uint32_t owed;       /* doorbells rung for a wait that did not
 	                              * sleep, to take: tries left */
+	_Atomic int64_t alive_at;    /* the last look at the peer's life by a
+	                              * call that may not wait (end.c, dead_yet) */
 	struct shunt_spin spin;
 	uint64_t zc_reserved;        /* bytes the last reserve gave */
 	uint64_t zc_peeked;          /* bytes the last peek showed */
