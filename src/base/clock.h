@@ -18,6 +18,17 @@ static inline int64_t shunt_now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* The same clock as of the last tick (1 to 10 ms old), for rate limits on
+ * paths that run per call: 5 ns a look here where the exact one takes 19
+ * (both through the vDSO). */
+static inline int64_t shunt_coarse_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 /* A relative timeout of ns nanoseconds (>= 0) as a timespec. */
 static inline struct timespec shunt_ts(int64_t ns)
 {

@@ -230,14 +230,15 @@ static uint32_t disarm(struct shunt_end *e, uint32_t bits)
  * recv(MSG_DONTWAIT), or "is the peer still there?") never learnt it, and
  * read EAGAIN for good where TCP's end of the stream came at once (a
  * helper's reproducer, 12-07).  So such a call asks the bell, at most once
- * a millisecond an end (a system call: the shim's looks at the kernel's
- * socket state).  1: the peer is gone.
+ * a clock tick an end (a system call: the shim's looks at the kernel's
+ * socket state); the tick's clock, as an event loop's every read until
+ * EAGAIN comes here.  1: the peer is gone.
  */
 #define ALIVE_LOOK_NS 1000000
 
 static int dead_yet(struct shunt_end *e, struct shunt_bell *b)
 {
-	int64_t now = shunt_now_ns();
+	int64_t now = shunt_coarse_ns();
 	int64_t last = atomic_load_explicit(&e->alive_at, memory_order_relaxed);
 
 	if (now - last < ALIVE_LOOK_NS ||
