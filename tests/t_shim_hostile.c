@@ -62,6 +62,9 @@
  *                      hold our exit()
  *   bell_lie_nonblock  a peer that claims doorbells it never rang does not
  *                      hold a non-blocking recv()
+ *   forged_ask_dead    a peer that sets ASK in our switch word and ends:
+ *   forged_back_dead   or says BACK with doorbells owed and ends: our
+ *                      blocking and non-blocking reads end (0 or reset)
  *   duplex_poll        4 MiB each way at once, a poll()ing sender thread per
  *                      direction: no poll() sleeps with its call able to go on
  *
@@ -3579,6 +3582,101 @@ static void case_bell_lie_nonblock(void)
 }
 
 
+/* --- A peer that writes the switch words, then dies --------------------------
+ * The peer (the child: it dialled, so the segment's side 1) writes what
+ * it may not and then ends without a close; the victim (we) must read the
+ * end of the stream or a reset within 3 s, whether it waits (a blocking
+ * recv) or never does (recv(MSG_DONTWAIT) between naps), where it looped
+ * for good (a helper's attacks, 12-07). */
+
+/* This process's one mapped segment's control page, *side ours in it. */
+static struct shunt_ctl *seg_ctl(int *side)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	struct shunt_ctl *ctl = NULL;
+	char line[512];
+
+	ASSERT_NOT_NULL(f);
+	while (!ctl && fgets(line, sizeof(line), f)) {
+		unsigned long lo;
+		if (strstr(line, "shunt-conn") && sscanf(line, "%lx-", &lo) == 1 &&
+		    ((struct shunt_ctl *)lo)->hdr.magic == SHUNT_SEG_MAGIC)
+			ctl = (struct shunt_ctl *)lo;
+	}
+	fclose(f);
+	ASSERT_MSG(ctl != NULL, "no segment is mapped");
+	*side = atomic_load(&ctl->side[0].pid) == (uint32_t)getpid() ? 0 : 1;
+	return ctl;
+}
+
+enum forgery {
+	ASK_IN_VICTIMS,  /* ASK in the victim's own switch word */
+	BACK_PAST_BELLS, /* its own BACK|ASK, doorbells owed it never rang */
+};
+
+static void forger(int fd, void *arg)
+{
+	enum forgery how = *(const enum forgery *)arg;
+	int me;
+
+	ts_make_accelerated_follow(fd);
+	struct shunt_ctl *ctl = seg_ctl(&me);
+	struct shunt_switch *mine = &ctl->sw[me];
+	if (how == ASK_IN_VICTIMS) {
+		atomic_fetch_or(&ctl->sw[1 - me].flags, SHUNT_SW_ASK);
+	} else {
+		uint64_t x = atomic_load(&mine->tcp_off);
+		atomic_store(&mine->back_head, atomic_load(&ctl->head[me].v));
+		atomic_store(&mine->back_tcp, x + MIB);
+		atomic_store(&mine->flags, SHUNT_SW_RING | SHUNT_SW_BACK | SHUNT_SW_ASK);
+	}
+	/* Our library answers what it reads in the words at our next call. */
+	ts_wait_fd(fd, POLLIN, 300);
+	_exit(0);
+}
+
+/* The victim's read after the forger's end: 0 or ECONNRESET within 3 s. */
+static void forged_then_dead(enum forgery how, int nowait)
+{
+	static enum forgery h;
+	struct shim_peer p;
+	char b[64];
+	ssize_t n;
+
+	h = how;
+	ts_peer_start(&p, forger, &h);
+	ts_make_accelerated_lead(p.fd);
+	ASSERT_MSG(ts_moved(p.fd), "the connection did not move");
+	ts_peer_wait(&p, ts_ms(5000));
+	struct timeval tv = { 3, 0 };
+	ASSERT_SYS(setsockopt(p.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)));
+	ts_guard(10);
+	double t0 = test_now();
+	while ((n = recv(p.fd, b, sizeof(b), nowait ? MSG_DONTWAIT : 0)) < 0 && errno == EAGAIN &&
+	       nowait && test_now() - t0 < 3.0)
+		test_sleep_ms(1);
+	int err = n < 0 ? errno : 0;
+	alarm(0);
+	ASSERT_MSG(n == 0 || (n < 0 && err == ECONNRESET),
+		   "%s, %s recv: %zd (%s) %.2f s after the peer's end, want 0 or ECONNRESET",
+		   how == ASK_IN_VICTIMS ? "ASK in our word" : "BACK past doorbells",
+		   nowait ? "a non-blocking" : "a blocking", n, n < 0 ? test_errname(err) : "-",
+		   test_now() - t0);
+	ASSERT_SYS(close(p.fd));
+}
+
+static void case_forged_ask_dead(void)
+{
+	forged_then_dead(ASK_IN_VICTIMS, 0);
+	forged_then_dead(ASK_IN_VICTIMS, 1);
+}
+
+static void case_forged_back_dead(void)
+{
+	forged_then_dead(BACK_PAST_BELLS, 0);
+	forged_then_dead(BACK_PAST_BELLS, 1);
+}
+
 /* The same lie, and the liar keeps sending bytes equal to the doorbell
  * (a flood): the victim's non-blocking recv(), close() and exit() return
  * at once (each took the whole flood, 3 s, taking "doorbells" as long as
@@ -3768,6 +3866,8 @@ static const struct shim_case g_cases[] = {
 	{ "arena_race", case_arena_race },
 	{ "bell_flood_exit", case_bell_flood_exit },
 	{ "bell_lie_nonblock", case_bell_lie_nonblock },
+	{ "forged_ask_dead", case_forged_ask_dead },
+	{ "forged_back_dead", case_forged_back_dead },
 	{ "bell_lie_flood", case_bell_lie_flood },
 	{ "fdopen_says_stdio", case_fdopen_says_stdio },
 };

@@ -78,6 +78,16 @@ int shim_peer_back(struct tsock *t)
 	return (peer_flags(t->slot) & SHUNT_SW_BACK) != 0;
 }
 
+/* Its sends back on TCP, whoever asked: a peer that answered an ask it
+ * read in our word, which the peer may write, not we (a helper's attack:
+ * then it died, and a read that may not wait, not knowing of any ask,
+ * looked at the empty ring alone for good). */
+int shim_peer_leaves(struct tsock *t)
+{
+	return atomic_load_explicit(&t->slot->state, memory_order_relaxed) == SLOT_MOVED &&
+	       t->mapped && (peer_flags(t->slot) & (SHUNT_SW_ASK | SHUNT_SW_BACK));
+}
+
 int shim_peer_asks(struct tsock *t)
 {
 	return atomic_load_explicit(&t->slot->state, memory_order_relaxed) == SLOT_MOVED &&
@@ -120,7 +130,7 @@ static int fin_due(struct tsock *t)
 
 	if (!t->mapped)
 		return 0;
-	uint32_t f = atomic_load(&sw_of(s, (int)s->side)->flags);
+	uint32_t f = shim_sw_mine(s);
 	return (f & SHUNT_SW_BACK) && !(f & SHUNT_SW_FIN);
 }
 
@@ -129,7 +139,7 @@ static void fin_tell(struct tsock *t, uint64_t at)
 	struct shunt_switch *me = sw_of(t->slot, (int)t->slot->side);
 
 	atomic_store_explicit(&me->fin_tcp, at, memory_order_relaxed);
-	atomic_fetch_or_explicit(&me->flags, SHUNT_SW_FIN, memory_order_release);
+	shim_sw_set(t->slot, SHUNT_SW_FIN);
 }
 
 int shim_back_shutdown(struct tsock *t, int fd, int how)
@@ -149,7 +159,7 @@ int shim_back_fin_sent(struct tsock *t)
 {
 	struct tslot *s = t->slot;
 
-	return t->mapped && (atomic_load(&sw_of(s, (int)s->side)->flags) & SHUNT_SW_FIN);
+	return t->mapped && (shim_sw_mine(s) & SHUNT_SW_FIN);
 }
 
 /* The peer's word is checked against what our kernel received: its last
@@ -267,7 +277,7 @@ void shim_tx_urgent(struct tslot *s)
 
 	atomic_fetch_or_explicit(&me->bells, SHUNT_BELLS_URGENT, memory_order_relaxed);
 	atomic_store_explicit(&me->urg_at, atomic_load(s->end.tx.head), memory_order_relaxed);
-	atomic_fetch_or_explicit(&me->flags, SHUNT_SW_URG, memory_order_release);
+	shim_sw_set(s, SHUNT_SW_URG);
 }
 
 /* The peer's urgent mark in its ring, and our reads' place there: 1 if
@@ -312,7 +322,7 @@ static void say_back(struct tslot *s, uint64_t from, uint64_t total)
 	atomic_store_explicit(&me->back_head, s->end.tx.pos, memory_order_relaxed);
 	atomic_store_explicit(&me->back_tcp, total, memory_order_relaxed);
 	/* Release: both numbers before the flag that covers them. */
-	atomic_fetch_or_explicit(&me->flags, SHUNT_SW_BACK, memory_order_release);
+	shim_sw_set(s, SHUNT_SW_BACK);
 }
 
 /* With tx_mu held: the peer answered for us, behind the doorbells it took
@@ -357,7 +367,6 @@ static int leftovers(struct tslot *s, uint64_t *from)
 void shim_back_answer_locked(struct tsock *t, int fd)
 {
 	struct tslot *s = t->slot;
-	struct shunt_switch *me = sw_of(s, (int)s->side);
 	uint32_t ph = atomic_load(&s->phase);
 	uint64_t total = 0;
 
@@ -365,8 +374,7 @@ void shim_back_answer_locked(struct tsock *t, int fd)
 		return;
 	if (!(ph & PH_TX_RING)) {
 		/* Our data never left TCP: it stays there, with no doorbell. */
-		atomic_fetch_or_explicit(&me->flags, SHUNT_SW_TCP | SHUNT_SW_BACK,
-					 memory_order_release);
+		shim_sw_set(s, SHUNT_SW_TCP | SHUNT_SW_BACK);
 		atomic_fetch_or(&s->phase, PH_NOBELL | PH_TX_BACK | PH_TX_PLAIN);
 		shim_tx_opts_restore(t, fd);
 		return;
@@ -768,6 +776,15 @@ static int take_bells(struct tslot *s, int fd, uint64_t n, int64_t deadline)
 		if (sys_ioctl(fd, SIOCINQ, &q) < 0 || q < 0)
 			q = 0;
 		now = SHUNT_MIN(n, (uint64_t)q);
+		/* Nothing queued: the stream may have ended short of them (a
+		 * peer that said BACK and died, or lied: a helper's attack).
+		 * A wait reads that end; a call that may not wait said EAGAIN
+		 * for good, and a poll said readable, at full CPU. */
+		if (!now && n) {
+			long k = sys_recv(fd, buf, 1, MSG_PEEK | MSG_DONTWAIT);
+			if (k != -EAGAIN && k <= 0)
+				return k ? (int)k : -ECONNRESET;
+		}
 	}
 	while (now) {
 		/* Looked at every pass: a peer that claims more doorbells than
@@ -1043,7 +1060,7 @@ void shim_back_settle(struct tsock *t, int fd)
 	    atomic_compare_exchange_strong(&s->state, &st, SLOT_OFF)) {
 		if (atomic_load(&s->flags) & TF_JAM)
 			went_back(t, fd, WHY_FULL, " (quietly: both ends waited for room)");
-		else if (atomic_load(&sw_of(s, (int)s->side)->flags) & SHUNT_SW_LAZY)
+		else if (shim_sw_mine(s) & SHUNT_SW_LAZY)
 			went_back(t, fd, WHY_OPTIONS, " (quietly: an option needs it)");
 		else
 			plain_again(t, fd, ", as the peer asked");
@@ -1130,12 +1147,12 @@ static int leave_tx(struct tslot *s, int fd)
 	uint64_t total = 0, head = s->end.tx.pos;
 
 	if (!(atomic_load(&s->phase) & PH_TX_RING))
-		atomic_fetch_or(&me->flags, SHUNT_SW_TCP);
+		shim_sw_set(s, SHUNT_SW_TCP);
 	else if (shim_bells_end(s), shim_kern_tx_total(fd, &total) < 0)
 		return -EPROTO;
 	atomic_store_explicit(&me->back_head, head, memory_order_relaxed);
 	atomic_store_explicit(&me->back_tcp, total, memory_order_relaxed);
-	atomic_fetch_or_explicit(&me->flags, SHUNT_SW_BACK, memory_order_release);
+	shim_sw_set(s, SHUNT_SW_BACK);
 	/* A shutdown that went to the ring follows its bytes: without it our
 	 * sends after the way back reached the peer (tests/diff_shim.c seed
 	 * 261523549751905: 1500 sent where TCP says EPIPE). */
@@ -1311,7 +1328,7 @@ static int answered_for_peer(struct tslot *s, int fd, const uint64_t span[2], in
 	deadline = SHUNT_MAX(deadline, shunt_now_ns() + ANSWERED_NS);
 	if (rc == 0 && span[1] > SHUNT_MAX(at, span[0]))
 		rc = take_bells(s, fd, span[1] - SHUNT_MAX(at, span[0]), deadline);
-	if (rc == 0 && !(atomic_load(&sw_of(s, (int)s->side)->flags) & SHUNT_SW_BACK))
+	if (rc == 0 && !(shim_sw_mine(s) & SHUNT_SW_BACK))
 		rc = leave_tx(s, fd);
 	if (rc == 0)
 		log_debug("fd %d: the peer made no call: we went back to TCP for it (its TCP "
@@ -1343,7 +1360,7 @@ static int ask_locked(struct tsock *t, int fd, int peer_ring, int64_t deadline)
 	if (peer_ring && !(peer_flags(s) & SHUNT_SW_TCP))
 		rc = leave_rx(s, fd, deadline);
 	/* A quiet asker said BACK long ago (finish_quietly). */
-	if (rc < 0 || (atomic_load(&sw_of(s, (int)s->side)->flags) & SHUNT_SW_BACK))
+	if (rc < 0 || (shim_sw_mine(s) & SHUNT_SW_BACK))
 		return rc;
 	return leave_tx(s, fd);
 }
@@ -1359,13 +1376,12 @@ static int ask_locked(struct tsock *t, int fd, int peer_ring, int64_t deadline)
 static int ask(struct tsock *t, int fd, int lazy)
 {
 	struct tslot *s = t->slot;
-	struct shunt_switch *me = sw_of(s, (int)s->side);
 
 	if (shim_tx_enter(s) < 0)
 		return -EXDEV;
 	if (lazy)
-		atomic_fetch_or_explicit(&me->flags, SHUNT_SW_LAZY, memory_order_release);
-	atomic_fetch_or(&me->flags, SHUNT_SW_ASK);
+		shim_sw_set(s, SHUNT_SW_LAZY);
+	shim_sw_set(s, SHUNT_SW_ASK);
 	int ring = !peer_stays(s);
 	if (ring && (atomic_load(&s->phase) & PH_TX_RING))
 		shim_bell_send(s, fd, 0);
@@ -1593,7 +1609,6 @@ static int back_quietly(struct tsock *t, int fd, enum shim_why why)
 static int finish_quietly(struct tsock *t, int fd, enum shim_why why)
 {
 	struct tslot *s = t->slot;
-	struct shunt_switch *me = sw_of(s, (int)s->side);
 	int64_t deadline = shunt_now_ns() + ASK_NS;
 	uint64_t at;
 	int rc = lock_rings(s, deadline);
@@ -1603,7 +1618,7 @@ static int finish_quietly(struct tsock *t, int fd, enum shim_why why)
 	if (!(peer_flags(s) & SHUNT_SW_BACK) && consumed(s, fd, &at) == 0 &&
 	    at >= atomic_load_explicit(&sw_of(s, 1 - (int)s->side)->tcp_off,
 				       memory_order_relaxed)) {
-		atomic_fetch_and(&me->flags, ~SHUNT_SW_LAZY);
+		shim_sw_clear(s, SHUNT_SW_LAZY);
 		atomic_thread_fence(memory_order_seq_cst);
 		/* Its BACK since our first look: it may have seen LAZY still
 		 * set, and then resends nothing.  With bytes of its ring
@@ -1611,7 +1626,7 @@ static int finish_quietly(struct tsock *t, int fd, enum shim_why why)
 		if ((peer_flags(s) & SHUNT_SW_BACK) && shunt_end_readable(&s->end) > 0)
 			rc = -EALREADY;
 	}
-	if (rc == 0 && (atomic_load(&me->flags) & SHUNT_SW_LAZY)) {
+	if (rc == 0 && (shim_sw_mine(s) & SHUNT_SW_LAZY)) {
 		rc = shunt_end_readable(&s->end) > 0 ? -ENOTRECOVERABLE : rx_leave_locked(t, fd, 1);
 		rc = rc > 0 ? 0 : rc == 0 ? -ETIMEDOUT : rc;
 	} else if (rc == 0 && (rc = ask_locked(t, fd, 1, deadline)) == 0) {
@@ -1671,7 +1686,7 @@ static int demote(struct tsock *t, int fd, enum shim_why why, int quiet)
 	 * sent into its ring before is still ours to read.  Asking in turn
 	 * set the slot off with those bytes unread: lost (tests/diff_shim.c,
 	 * t_shim_flags opt_after_peer_back). */
-	if ((atomic_load(&sw_of(s, (int)s->side)->flags) & SHUNT_SW_LAZY) && why != WHY_OPTIONS &&
+	if ((shim_sw_mine(s) & SHUNT_SW_LAZY) && why != WHY_OPTIONS &&
 	    !(atomic_load(&s->phase) & PH_RX_PLAIN))
 		return finish_quietly(t, fd, why);
 	if ((atomic_load(&s->phase) & PH_TX_BACK) || shim_peer_asks(t))

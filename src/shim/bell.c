@@ -301,9 +301,11 @@ static uint32_t sw_flags(struct tslot *s, int side)
  * we read its ring to its end as an answer does); 2: we did. */
 static int asked(struct tslot *s)
 {
-	if (__builtin_expect(!((sw_flags(s, 0) | sw_flags(s, 1)) & SHUNT_SW_ASK), 1))
+	uint32_t mine = shim_sw_mine(s);
+
+	if (__builtin_expect(!((mine | sw_flags(s, 1 - (int)s->side)) & SHUNT_SW_ASK), 1))
 		return 0;
-	uint32_t mine = sw_flags(s, (int)s->side) & (SHUNT_SW_ASK | SHUNT_SW_LAZY);
+	mine &= SHUNT_SW_ASK | SHUNT_SW_LAZY;
 	return mine == SHUNT_SW_ASK ? 2 : 1;
 }
 
@@ -311,7 +313,7 @@ static int asked(struct tslot *s)
  * later. */
 static int asked_quietly(struct tslot *s)
 {
-	return (sw_flags(s, (int)s->side) & SHUNT_SW_LAZY) != 0;
+	return (shim_sw_mine(s) & SHUNT_SW_LAZY) != 0;
 }
 
 /* The peer asked and we answered: take doorbells we can prove are ones.

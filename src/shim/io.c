@@ -775,7 +775,7 @@ static ssize_t ring_recv(struct tsock *t, int fd, void *buf, size_t len, int fla
 /* The peer asked to go back, or we did quietly (back.c, back_quietly). */
 static int going_back(struct tsock *t)
 {
-	return shim_peer_asks(t) || (phase_of(t) & PH_TX_BACK);
+	return shim_peer_leaves(t) || (phase_of(t) & PH_TX_BACK);
 }
 
 /* While going back to TCP: 1 when our reads are the kernel's, 0 while

@@ -502,7 +502,7 @@ static int answer(struct tsock *t, int fd, struct tmeet *m)
 	sl->bell = bell;
 	/* Before our OPEN, which the peer reads before it switches. */
 	shim_rx_publish_from(t, &seg.ctl->sw[0].rx_tcp);
-	shunt_end_init(&sl->end, &seg, 0, shunt__config()->spin_us, 1);
+	shim_end_init(sl, &seg, 0, shunt__config()->spin_us);
 	t->mapped = 1;
 	rc = send_accept(m, fd, seg.cap, (int)memfd);
 	if (rc < 0) {
@@ -670,7 +670,7 @@ static int dial_step(struct tsock *t, int fd, struct tmeet *m)
 	sl->side = 1;
 	sl->bell = bell;
 	shim_rx_publish_from(t, &seg.ctl->sw[1].rx_tcp); /* as in answer() */
-	shunt_end_init(&sl->end, &seg, 1, shunt__config()->spin_us, 1);
+	shim_end_init(sl, &seg, 1, shunt__config()->spin_us);
 	t->mapped = 1;
 	meet_close_sockets(m, 0);
 	return 1;

@@ -565,7 +565,7 @@ static void start_end(struct tsock *t, int fd, struct shunt_seg *seg, int side, 
 
 	sl->side = (uint32_t)side;
 	sl->bell = bell;
-	shunt_end_init(&sl->end, seg, side, spin_for(fd), 1);
+	shim_end_init(sl, seg, side, spin_for(fd));
 	/* A guest's run queue says nothing of the peer's CPU, and a one-vCPU
 	 * guest counts its kernel threads as crowding it at any load
 	 * (/proc/loadavg showed 4 runnable in an idle guest): spinning there

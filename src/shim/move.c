@@ -855,7 +855,7 @@ static int switch_tx(struct tsock *t, int fd, int patient, int busy)
 			shim_nodelay_take(t, fd);
 			atomic_store_explicit(&sw->tcp_off, x, memory_order_relaxed);
 			/* Release: tcp_off before the flag that covers it. */
-			atomic_store_explicit(&sw->flags, SHUNT_SW_RING, memory_order_release);
+			shim_sw_start(s, SHUNT_SW_RING);
 			shim_proof_send(t, fd); /* after the flag: the peer reads it as proof */
 			atomic_fetch_or_explicit(&s->phase, PH_TX_RING, memory_order_release);
 			/* A peer going back to TCP read our flags before it
@@ -905,7 +905,7 @@ void shim_switch_tx_reader(struct tsock *t, int fd)
 	 * we could switch): the peer would take our FIN for our death, its
 	 * word overwritten, and send by TCP after its switch, which reads as
 	 * bytes behind our back (t_shim_epoll epoll_reactor_stress). */
-	if ((atomic_load(&my_sw(s)->flags) & SHUNT_SW_TCP) || (atomic_load(&s->flags) & TF_SHUT))
+	if ((shim_sw_mine(s) & SHUNT_SW_TCP) || (atomic_load(&s->flags) & TF_SHUT))
 		return;
 	switch_tx(t, fd, 0, 1);
 }
@@ -923,7 +923,7 @@ int shim_switch_for_shutdown(struct tsock *t, int fd)
 {
 	struct tslot *s = t->slot;
 
-	atomic_fetch_or(&my_sw(s)->flags, SHUNT_SW_TCP);
+	shim_sw_set(s, SHUNT_SW_TCP);
 	atomic_thread_fence(memory_order_seq_cst);
 	if (peer_ready(s) && !(peer_sw(s) & SHUNT_SW_TCP) && switch_tx(t, fd, 1, 0) == 0)
 		return 1;

@@ -293,11 +293,52 @@ struct tslot {
 	_Atomic uint32_t leader;   /* pid of the leader, 0 for none */
 	_Atomic uint32_t bell_seq; /* futex word: bumped when the leader wakes */
 	_Atomic uint32_t followers;
+	_Atomic uint32_t sw_mine;  /* our switch word's flags (shim_sw_mine) */
 	pthread_mutex_t tx_mu, rx_mu; /* process-shared, robust */
 	pthread_mutex_t opt_mu;    /* the same; held only around option calls */
 	struct shunt_end end;      /* MOVED: the connection end */
 	struct shim_vm vm;         /* between VMs (meet_vm.c) */
 };
+
+/*
+ * Our switch word's flags (the segment's sw[side]): written there for the
+ * peer and kept in the slot too, which is the family's alone, and read
+ * from there, never back from the segment, where the peer may write
+ * anything (a helper's attack set ASK in ours and exited: every read of
+ * ours took itself for the asker and looped for good).
+ */
+static inline uint32_t shim_sw_mine(struct tslot *s)
+{
+	return atomic_load_explicit(&s->sw_mine, memory_order_acquire);
+}
+
+static inline void shim_sw_set(struct tslot *s, uint32_t bits)
+{
+	atomic_fetch_or(&s->sw_mine, bits);
+	atomic_fetch_or(&s->end.seg.ctl->sw[s->side].flags, bits);
+}
+
+static inline void shim_sw_clear(struct tslot *s, uint32_t bits)
+{
+	atomic_fetch_and(&s->sw_mine, ~bits);
+	atomic_fetch_and(&s->end.seg.ctl->sw[s->side].flags, ~bits);
+}
+
+/* The slot's end over a new segment, whose switch words start at 0;
+ * a peer that vanished reads as TCP's close would (hangup_eof). */
+static inline void shim_end_init(struct tslot *s, const struct shunt_seg *seg, int side,
+				 int spin_us)
+{
+	atomic_store(&s->sw_mine, 0);
+	shunt_end_init(&s->end, seg, side, spin_us, 1);
+}
+
+/* The first word of a segment's: flags, the whole of it. */
+static inline void shim_sw_start(struct tslot *s, uint32_t flags)
+{
+	atomic_store(&s->sw_mine, flags);
+	atomic_store(&s->end.seg.ctl->sw[s->side].flags, flags);
+}
 
 struct tslot *shim_slot_new(uint64_t ino, uint32_t *gen);
 /* Let go of this process's hold; frees the slot when nobody holds it. */
@@ -599,6 +640,8 @@ int shim_back_fin_sent(struct tsock *t);
 int shim_back_fin_came(struct tsock *t, int fd);
 /* The peer asked us to go back (the data paths look first). */
 int shim_peer_asks(struct tsock *t);
+/* The peer asked, or said its sends went back to TCP: our reads follow. */
+int shim_peer_leaves(struct tsock *t);
 /* The peer's sends went back to TCP (it said BACK). */
 int shim_peer_back(struct tsock *t);
 /* The peer's FIN came, as its ring says: it shut its sends down, or closed
