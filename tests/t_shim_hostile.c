@@ -3533,28 +3533,37 @@ static void bell_lie_victim(int fd, void *arg)
 	close(fd);
 }
 
+/* This process's one mapped segment's control page, *side ours in it. */
+static struct shunt_ctl *seg_ctl(int *side)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	struct shunt_ctl *ctl = NULL;
+	char line[512];
+
+	ASSERT_NOT_NULL(f);
+	while (!ctl && fgets(line, sizeof(line), f)) {
+		unsigned long lo;
+		if (strstr(line, "shunt-conn") && sscanf(line, "%lx-", &lo) == 1 &&
+		    ((struct shunt_ctl *)lo)->hdr.magic == SHUNT_SEG_MAGIC)
+			ctl = (struct shunt_ctl *)lo;
+	}
+	fclose(f);
+	ASSERT_MSG(ctl != NULL, "no segment is mapped");
+	*side = atomic_load(&ctl->side[0].pid) == (uint32_t)getpid() ? 0 : 1;
+	return ctl;
+}
+
 /* The switch of this process's side of its one mapped segment: the side
  * that asked to go back. */
 static struct shunt_switch *seg_asking_switch(void)
 {
-	FILE *f = fopen("/proc/self/maps", "r");
-	struct shunt_switch *sw = NULL;
-	char line[512];
+	int side;
+	struct shunt_ctl *ctl = seg_ctl(&side);
 
-	ASSERT_NOT_NULL(f);
-	while (!sw && fgets(line, sizeof(line), f)) {
-		unsigned long lo;
-		if (!strstr(line, "shunt-conn") || sscanf(line, "%lx-", &lo) != 1)
-			continue;
-		struct shunt_ctl *ctl = (struct shunt_ctl *)lo;
-		if (ctl->hdr.magic != SHUNT_SEG_MAGIC)
-			continue;
-		for (int i = 0; i < 2 && !sw; i++)
-			if (atomic_load(&ctl->sw[i].flags) & SHUNT_SW_ASK)
-				sw = &ctl->sw[i];
-	}
-	fclose(f);
-	return sw;
+	for (int i = 0; i < 2; i++)
+		if (atomic_load(&ctl->sw[i].flags) & SHUNT_SW_ASK)
+			return &ctl->sw[i];
+	return NULL;
 }
 
 static void case_bell_lie_nonblock(void)
@@ -3588,26 +3597,6 @@ static void case_bell_lie_nonblock(void)
  * end of the stream or a reset within 3 s, whether it waits (a blocking
  * recv) or never does (recv(MSG_DONTWAIT) between naps), where it looped
  * for good (a helper's attacks, 12-07). */
-
-/* This process's one mapped segment's control page, *side ours in it. */
-static struct shunt_ctl *seg_ctl(int *side)
-{
-	FILE *f = fopen("/proc/self/maps", "r");
-	struct shunt_ctl *ctl = NULL;
-	char line[512];
-
-	ASSERT_NOT_NULL(f);
-	while (!ctl && fgets(line, sizeof(line), f)) {
-		unsigned long lo;
-		if (strstr(line, "shunt-conn") && sscanf(line, "%lx-", &lo) == 1 &&
-		    ((struct shunt_ctl *)lo)->hdr.magic == SHUNT_SEG_MAGIC)
-			ctl = (struct shunt_ctl *)lo;
-	}
-	fclose(f);
-	ASSERT_MSG(ctl != NULL, "no segment is mapped");
-	*side = atomic_load(&ctl->side[0].pid) == (uint32_t)getpid() ? 0 : 1;
-	return ctl;
-}
 
 enum forgery {
 	ASK_IN_VICTIMS,  /* ASK in the victim's own switch word */
