@@ -78,10 +78,11 @@ int shim_peer_back(struct tsock *t)
 	return (peer_flags(t->slot) & SHUNT_SW_BACK) != 0;
 }
 
-/* Its sends back on TCP, whoever asked: a peer that answered an ask it
- * read in our word, which the peer may write, not we (a helper's attack:
- * then it died, and a read that may not wait, not knowing of any ask,
- * looked at the empty ring alone for good). */
+/* It asked, or its sends went back on TCP whoever asked: a peer that
+ * answered an ask it read in our word, which it may write, not we (a
+ * helper's attack: then it died, and a read that may not wait, knowing of
+ * no ask, looked at the empty ring alone for good; rx_leave_locked resets
+ * such a connection). */
 int shim_peer_leaves(struct tsock *t)
 {
 	return atomic_load_explicit(&t->slot->state, memory_order_relaxed) == SLOT_MOVED &&
@@ -880,6 +881,13 @@ static int rx_leave_locked(struct tsock *t, int fd, int wait)
 		return 1;
 	if ((pf & SHUNT_SW_TCP) && !(pf & SHUNT_SW_RING))
 		goto plain; /* its data never left TCP */
+	/* BACK with no ask on either side: the peer answered an ask that it
+	 * wrote in our word itself (a helper's attack), and resent bytes of
+	 * its ring we had read, or will: not a stream to follow. */
+	if ((pf & SHUNT_SW_BACK) && !((pf | shim_sw_mine(s)) & SHUNT_SW_ASK)) {
+		log_info("fd %d: the peer went back to TCP, and nobody asked", fd);
+		return -EPROTO;
+	}
 	if (!asker_back(s, &head, &tcp))
 		return 0;
 	int rc = ring_read(s, head);

@@ -772,7 +772,9 @@ static ssize_t ring_recv(struct tsock *t, int fd, void *buf, size_t len, int fla
 	return rx_result(t, fd, n);
 }
 
-/* The peer asked to go back, or we did quietly (back.c, back_quietly). */
+/* The peer asked to go back or said its sends went back (with no ask,
+ * a peer that wrote one in our word: back.c resets then), or we asked
+ * quietly (back.c, back_quietly). */
 static int going_back(struct tsock *t)
 {
 	return shim_peer_leaves(t) || (phase_of(t) & PH_TX_BACK);
