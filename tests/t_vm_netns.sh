@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # test-timeout: 300
+# test-retry: 1
 # t_vm_netns: the ivshmem medium without QEMU, two ways.
 #   1. Two network namespaces joined by a veth pair stand for two guests;
 #      their processes share a region file (SHUNT_IVSHMEM=PATH, no address
@@ -16,7 +17,10 @@
 #   0. `shunt vm region` refuses a mode every user may open, and a file
 #      another user made first.
 # At the end no slot is in use and no offer left.  Root for part 1 (else
-# skipped, part 2 still runs).  About 30 s.
+# skipped, part 2 still runs).  About 30 s.  Run again once if it fails:
+# under the load of the other tests a meeting may find its peer too late
+# for a short connection, which then stays on TCP by design (once in CI,
+# 12-07: "within A: stays on TCP: nopeer"; 4 runs of 4 passed alone).
 set -u
 B=${SHUNT_BUILD:-$(cd "$(dirname "$0")/../.." && pwd)/build}
 TB=$B/examples/tcpbench
