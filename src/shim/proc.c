@@ -709,17 +709,24 @@ static struct {
  * for sure: a bare name is searched for where the loader looks (an
  * LD_LIBRARY_PATH the image no longer had: not found, and the arena went
  * to a shell without the library; a reviewer's reproducer). */
-static int is_us(const char *item, size_t n)
+/* fstatat of an item of the loader's list (n bytes, not terminated). */
+static int stat_item(const char *item, size_t n, struct stat *st)
 {
 	char p[PATH_MAX];
-	struct stat st;
 
-	if (!n || n >= sizeof(p) || !memchr(item, '/', n))
-		return 0;
+	if (n >= sizeof(p))
+		return -ENAMETOOLONG;
 	memcpy(p, item, n);
 	p[n] = '\0';
-	return us.ino && sys_fstatat(AT_FDCWD, p, &st, 0) == 0 && st.st_dev == us.dev &&
-	       st.st_ino == us.ino;
+	return sys_fstatat(AT_FDCWD, p, st, 0);
+}
+
+static int is_us(const char *item, size_t n)
+{
+	struct stat st;
+
+	return n && memchr(item, '/', n) && us.ino && stat_item(item, n, &st) == 0 &&
+	       st.st_dev == us.dev && st.st_ino == us.ino;
 }
 
 /* The loader's list: items apart by blanks or colons. */
@@ -918,13 +925,9 @@ int shim_image_look_search(const char *file)
 static int lost(const char *item, size_t n)
 {
 	struct stat st;
-	char p[PATH_MAX];
 
-	if (!us.name || strlen(us.name) != n || memcmp(item, us.name, n) || n >= sizeof(p))
-		return 0;
-	memcpy(p, item, n);
-	p[n] = '\0';
-	return sys_fstatat(AT_FDCWD, p, &st, 0) < 0;
+	return us.name && strlen(us.name) == n && !memcmp(item, us.name, n) &&
+	       stat_item(item, n, &st) < 0;
 }
 
 static int left_out(const char *item, size_t n, int img)
