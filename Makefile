@@ -107,11 +107,17 @@ $(B)/libshunt.so: $(LIB_OBJ) src/libshunt.map
 	$(Q)ln -sf libshunt.so $(B)/$(SONAME)
 
 # The LD_PRELOAD library: the core plus the socket shim, exporting only the
-# libc functions it wraps.
+# libc functions it wraps.  The code a forked child runs (SHUNT_FORK_TEXT,
+# first in .text) is one fault for the child only within one aligned 64 KiB
+# of addresses, the kernel's fault-around: segments aligned to 64 KiB make
+# the loader map the library on such a boundary (glibc >= 2.35), and the
+# loader's call at exit (DT_FINI) goes to a function there, not to the
+# _fini stub at the end of the code (tests/t_layout.sh).
+PRELOAD_LAYOUT := -Wl,-z,max-page-size=0x10000 -Wl,-fini=shunt__fini
 $(B)/libshunt-preload.so: $(LIB_OBJ) $(SHIM_OBJ) src/shim/preload.map
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) -shared -o $@ $(LIB_OBJ) $(SHIM_OBJ) -Wl,--version-script=src/shim/preload.map \
-		-Wl,-z,defs -Wl,-soname,libshunt-preload.so $(ALL_LDFLAGS) -lpthread
+		-Wl,-z,defs -Wl,-soname,libshunt-preload.so $(PRELOAD_LAYOUT) $(ALL_LDFLAGS) -lpthread
 
 $(B)/libshunt.a: $(LIB_OBJ)
 	@$(if $(Q),echo "  AR      $@")

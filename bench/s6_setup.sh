@@ -11,6 +11,8 @@
 #   6d. pgbench -C -S (PostgreSQL forks a backend per connection)
 #   6e. a server under shunt loaded by plain clients (nginx + wrk without
 #       shunt), against the same server without shunt: within 5%
+#   6f. a fork-per-connection server (bench/forkfaults.c): microseconds and
+#       page faults per connection
 
 # Each subsection's shunt runs log nothing while timed, as the library does
 # for a user who does not ask: a line per connection is a write and more per
@@ -78,6 +80,7 @@ section_setup() {
 	setup_redis_k0 "$1"
 	setup_pgbench "$1"
 	setup_plain "$1"
+	setup_forks "$1"
 	APPS_SHUNT_LOG=info
 	plot setup "Short connections: rate, shunt against TCP" "" "connections or requests per second" \
 		setup-summary.tsv -v kind=bar
@@ -454,4 +457,60 @@ setup_plain() {
 	done
 	target plain-clients "${lo}x ($what$([ "$QUICK" = 1 ] && echo '; keep-alive only, quick'))" "$(verdict '>=' "$lo" 0.95 "$lov")"
 	md_commands "Commands (the server with and without \`LD_PRELOAD=build/libshunt-preload.so\`; wrk always without; PORT is a free port, \$TMP the temp dir of the run):"
+}
+
+# --- 6f. a fork per connection --------------------------------------------------------
+setup_forks() {
+	local rounds=${BENCH_ROUNDS:-3} n=2000 ff=$T/forkfaults
+	[ "$QUICK" = 1 ] && rounds=1 n=300
+	md "" "### $1f. A fork per connection (bench/forkfaults.c)" "" \
+		"A server that forks a child for each connection (PostgreSQL, inetd, sshd," \
+		"Apache's prefork) pays for each page of the library's state the child" \
+		"and the parent write after the fork (a copy-on-write fault each), each" \
+		"64 KiB of its code and each page of the arena the child touches (a" \
+		"fault each: the kernel does not copy a file mapping's page table), and" \
+		"the size of the fd table the fork copies. \`bench/forkfaults.c\`: its client" \
+		"connects, writes 100 bytes, reads 1000 and closes, $n times; the server" \
+		"accepts, forks, closes its copy; the child reads, answers, closes, exits." \
+		"Microseconds per connection as the client sees them, and the page faults" \
+		"of the server and of its children per connection (getrusage), median of" \
+		"$rounds round(s); the whole program with and without the library."
+	tsv_head forks.tsv round mode key value valid
+	if ! gcc -O2 -o "$ff" "$BENCH_DIR/forkfaults.c" 2>"$T/forkfaults-cc.out"; then
+		note "forkfaults did not build: $(tail -n 1 "$T/forkfaults-cc.out")"
+		return 0
+	fi
+	local r m port f us fc fs ok
+	for ((r = $(first_round); r <= rounds; r++)); do
+		log_round "$r"
+		for m in $(order "$r"); do
+			mode $m
+			port=$(free_port)
+			f=forks-$m-$r
+			ok=1
+			if ! bclient "$f" 120 "$ff" "$n" "$port" >"$T/$f.out" 2>&1; then
+				ok=0
+				note "forkfaults ($m, round $r) failed: $(tail -n 2 "$T/$f.out" | tr '\n' ' ')"
+			fi
+			us=$(awk '/^client:/ { print $2 }' "$T/$f.out")
+			fc=$(awk '/^faults per connection:/ { gsub(",", ""); print $5 }' "$T/$f.out")
+			fs=$(awk '/^faults per connection:/ { gsub(/[,;]/, ""); print $7 }' "$T/$f.out")
+			[ "$(short_valid "$f")" = 1 ] || ok=0
+			tsv forks.tsv "$r" "$m" us "${us:-nan}" "$ok"
+			tsv forks.tsv "$r" "$m" faults_children "${fc:-nan}" "$ok"
+			tsv forks.tsv "$r" "$m" faults_server "${fs:-nan}" "$ok"
+		done
+	done
+	md "" "| per connection | TCP | shunt | shunt/TCP | per round (TCP; shunt) |" "|---|---|---|---|---|"
+	short_row "faults, the children" forks.tsv faults_children 1
+	short_row "faults, the server" forks.tsv faults_server 1
+	short_row "microseconds" forks.tsv us 1
+	local rate_r
+	rate_r=$(ratio "$SHORT_T" "$SHORT_S")
+	tsv setup-summary.tsv TCP "fork per connection" "$(calc "1e6 / $SHORT_T")"
+	tsv setup-summary.tsv shunt "fork per connection" "$([ "$SHORT_V" = 1 ] && calc "1e6 / $SHORT_S" || echo invalid)"
+	headline "a fork per connection (bench/forkfaults.c), connections/s" conn/s "$(calc "1e6 / $SHORT_T")" "$(calc "1e6 / $SHORT_S")" "$rate_r" "$SHORT_V" \
+		"$(moved_in "forks-shunt-*")"
+	target forks "${rate_r}x the connections/s ($(fmt "$SHORT_S" 1) vs $(fmt "$SHORT_T" 1) us a connection)" "$(verdict '>=' "$rate_r" 1.0 "$SHORT_V")"
+	md_commands
 }

@@ -40,7 +40,7 @@ int shunt__hide_fd(int fd)
  * unregistered (and maybe freed itself). */
 #define OWN_MAX SHUNT_OWN_MAX
 
-static pthread_mutex_t own_mu SHUNT_FORK_HOT = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t own_mu SHUNT_FORK_HOT_FIRST = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic int own_fd[OWN_MAX]; /* -1 or 0: free (0 is never ours) */
 static int *own_at[OWN_MAX];
 static _Atomic int own_top; /* entries in use lie below */

@@ -54,6 +54,7 @@ const char *const shim_why_names[WHY_N] = {
 static _Atomic(struct arena_hdr *) arena;
 static int arena_park = -1;
 static _Atomic(struct arena_proc *) me SHUNT_FORK_HOT;
+static _Atomic int me_due SHUNT_FORK_HOT; /* a forked child's line: at its first count */
 static pthread_mutex_t arena_mu = PTHREAD_MUTEX_INITIALIZER;
 
 /* The credentials the arena was made or adopted under: a process that
@@ -344,9 +345,11 @@ void shim_unlock(pthread_mutex_t *mu)
  */
 static _Atomic uint32_t next_slot SHUNT_FORK_HOT = UINT32_MAX; /* UINT32_MAX: not chosen */
 
+static struct arena_proc *mine(void);
+
 static uint32_t window_base(struct arena_hdr *a)
 {
-	struct arena_proc *p = atomic_load_explicit(&me, memory_order_acquire);
+	struct arena_proc *p = mine();
 	uint32_t line = p ? (uint32_t)(p - a->procs) : 0;
 
 	return line % (ARENA_SLOTS / ARENA_REUSE_SPAN) * ARENA_REUSE_SPAN;
@@ -635,7 +638,7 @@ SHUNT_FORK_TEXT int shim_slot_born(struct tslot *s, uint32_t gen, int32_t tag, i
 
 void shim_count_seen(void)
 {
-	struct arena_proc *p = atomic_load_explicit(&me, memory_order_acquire);
+	struct arena_proc *p = mine();
 
 	if (p)
 		atomic_fetch_add_explicit(&p->seen, 1, memory_order_relaxed);
@@ -643,7 +646,7 @@ void shim_count_seen(void)
 
 void shim_count_moved(void)
 {
-	struct arena_proc *p = atomic_load_explicit(&me, memory_order_acquire);
+	struct arena_proc *p = mine();
 
 	if (p)
 		atomic_fetch_add_explicit(&p->moved, 1, memory_order_relaxed);
@@ -652,7 +655,7 @@ void shim_count_moved(void)
 SHUNT_FORK_TEXT int shim_count_why(struct tslot *s, enum shim_why why)
 {
 	uint32_t none = 0;
-	struct arena_proc *p = atomic_load_explicit(&me, memory_order_acquire);
+	struct arena_proc *p = mine();
 
 	/* Once per connection: the first reason is the one that counts. */
 	if (!atomic_compare_exchange_strong(&s->why, &none, (uint32_t)why + 1))
@@ -664,19 +667,39 @@ SHUNT_FORK_TEXT int shim_count_why(struct tslot *s, enum shim_why why)
 
 /* A forked child is a new process of the family: its own line, and so
  * its own window of slots. */
+/*
+ * Its line is taken at its first count (or slot): a fork-per-connection
+ * server's child that only serves the connection it was given counts
+ * nothing, and taking a line at the fork cost it a page of the table (a
+ * fault: a shared mapping's pages are not the child's until touched) and a
+ * prctl() for its name.  It is listed by `shunt stat` once it has one.
+ */
 SHUNT_FORK_TEXT void shim_arena_forked(void)
 {
-	struct arena_hdr *a = arena_now();
-
 	atomic_store_explicit(&next_slot, UINT32_MAX, memory_order_relaxed);
-	if (a)
+	atomic_store_explicit(&me, NULL, memory_order_relaxed);
+	atomic_store_explicit(&me_due, arena_now() != NULL, memory_order_relaxed);
+}
+
+/* This process's line, taken now if it is a forked child's first use;
+ * NULL if none (a thread beside the one taking it counts nothing). */
+SHUNT_FORK_TEXT static struct arena_proc *mine(void)
+{
+	struct arena_proc *p = atomic_load_explicit(&me, memory_order_acquire);
+	struct arena_hdr *a;
+
+	if (!p && atomic_load_explicit(&me_due, memory_order_relaxed) &&
+	    atomic_exchange(&me_due, 0) && (a = arena_now())) {
 		proc_enter(a, 1);
+		p = atomic_load_explicit(&me, memory_order_acquire);
+	}
+	return p;
 }
 
 /* Test hook: the moves this process counted (shunt stat's "moved"). */
 long long shunt__shim_moves(void)
 {
-	struct arena_proc *p = atomic_load_explicit(&me, memory_order_acquire);
+	struct arena_proc *p = mine();
 
 	return p ? (long long)atomic_load(&p->moved) : -1;
 }

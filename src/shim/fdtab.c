@@ -76,31 +76,52 @@ SHUNT_FORK_TEXT static struct chunk *chunk_of(int fd, int create)
 	return c;
 }
 
-SHUNT_FORK_TEXT static _Atomic(struct tsock *) *entry(int fd, int create)
+/*
+ * The first fds' group and the first tracked sockets live in the page of
+ * the state a fork writes (SHUNT_FORK_HOT), which both sides of every fork
+ * write anyway.  A fork-per-connection server's connection is a low fd and
+ * its record the one the last connection freed: each child's close and
+ * holding, and the parent's close and end of the fork, wrote the group's
+ * heap page and the record's, a copy-on-write fault each on each side
+ * (bench/forkfaults.c: 4 a connection).  Chunk 0's own first group is
+ * never used.
+ */
+#define HOT_SOCKS 4
+static struct {
+	struct group g0;
+	struct tsock t[HOT_SOCKS];
+} hot SHUNT_FORK_HOT;
+static int hot_used SHUNT_FORK_HOT; /* records of hot.t handed out (under pool_mu) */
+
+SHUNT_FORK_TEXT static struct group *group_of(int fd, int create)
 {
+	if ((unsigned)fd < GROUP)
+		return &hot.g0;
 	struct chunk *c = chunk_of(fd, create);
 
-	return c ? &c->g[(fd & (CHUNK - 1)) / GROUP].t[fd % GROUP] : NULL;
+	return c ? &c->g[(fd & (CHUNK - 1)) / GROUP] : NULL;
 }
 
-SHUNT_FORK_TEXT static _Atomic uint8_t *kind_of(struct chunk *c, int fd)
+SHUNT_FORK_TEXT static _Atomic(struct tsock *) *entry(int fd, int create)
 {
-	return &c->g[(fd & (CHUNK - 1)) / GROUP].kind[fd % GROUP];
+	struct group *g = group_of(fd, create);
+
+	return g ? &g->t[fd % GROUP] : NULL;
 }
 
 SHUNT_FORK_TEXT void shim_set_kind(int fd, enum fd_kind k)
 {
-	struct chunk *c = chunk_of(fd, k != FD_UNKNOWN);
+	struct group *g = group_of(fd, k != FD_UNKNOWN);
 
-	if (c)
-		atomic_store_explicit(kind_of(c, fd), (uint8_t)k, memory_order_relaxed);
+	if (g)
+		atomic_store_explicit(&g->kind[fd % GROUP], (uint8_t)k, memory_order_relaxed);
 }
 
 SHUNT_FORK_TEXT enum fd_kind shim_kind(int fd)
 {
-	struct chunk *c = chunk_of(fd, 0);
+	struct group *g = group_of(fd, 0);
 
-	return c ? (enum fd_kind)atomic_load_explicit(kind_of(c, fd), memory_order_relaxed)
+	return g ? (enum fd_kind)atomic_load_explicit(&g->kind[fd % GROUP], memory_order_relaxed)
 		 : FD_UNKNOWN;
 }
 
@@ -123,16 +144,16 @@ static struct tsock *pool SHUNT_FORK_HOT; /* free ones, linked through `meet` */
 static struct tsock *tsock_alloc(void)
 {
 	pthread_mutex_lock(&pool_mu);
-	struct tsock *t = pool;
+	struct tsock *t = pool, *fresh = NULL;
 	if (t)
 		pool = (struct tsock *)t->meet;
+	else if (hot_used < HOT_SOCKS)
+		t = fresh = &hot.t[hot_used++];
 	pthread_mutex_unlock(&pool_mu);
-	if (!t) {
-		t = calloc(1, sizeof(*t));
-		if (!t)
-			return NULL;
+	if (!t && !(t = fresh = calloc(1, sizeof(*t))))
+		return NULL;
+	if (fresh)
 		pthread_mutex_init(&t->mu, NULL);
-	}
 	/* Ours alone until install() publishes it (a release): no fences. */
 	const memory_order R = memory_order_relaxed;
 
@@ -635,25 +656,24 @@ SHUNT_FORK_TEXT static void each(void (*fn)(int fd, struct tsock *t, void *arg),
 {
 	int top = atomic_load(&fd_top);
 
-	for (int c = 0; c * CHUNK < top; c++) {
-		struct chunk *ch = atomic_load(&chunks[c]);
-		if (!ch)
+	for (int fd = 0; fd < top; fd++) {
+		_Atomic(struct tsock *) *at = entry(fd, 0);
+		if (!at) {
+			fd |= CHUNK - 1; /* a chunk never made: on to the next */
 			continue;
-		for (int i = 0; i < CHUNK && c * CHUNK + i < top; i++) {
-			_Atomic(struct tsock *) *at = &ch->g[i / GROUP].t[i % GROUP];
-			struct tsock *t = atomic_load(at);
-			if (!t)
-				continue;
-			if (!held) {
-				fn(c * CHUNK + i, t, arg);
-				continue;
-			}
-			if (!ref(t))
-				continue;
-			if (atomic_load(at) == t)
-				fn(c * CHUNK + i, t, arg);
-			shim_put(t);
 		}
+		struct tsock *t = atomic_load(at);
+		if (!t)
+			continue;
+		if (!held) {
+			fn(fd, t, arg);
+			continue;
+		}
+		if (!ref(t))
+			continue;
+		if (atomic_load(at) == t)
+			fn(fd, t, arg);
+		shim_put(t);
 	}
 }
 

@@ -59,10 +59,12 @@ int shim_enabled(void)
 
 /* Our fds go in the top quarter of the fd limit, out of the program's way
  * (fd.c); a program that opens that many fds still gets every number.  From
- * 1024 at most: the kernel sizes each process's fd table to its highest
- * fd, and each fork copies it (at 8192, a fork and _exit took 25 us more:
- * PostgreSQL forks per connection: 2000 forks, 12-07). */
-#define FD_FLOOR_MAX 1024
+ * 512 at most: the kernel sizes each process's fd table to a power of two
+ * above its highest fd, and each fork makes and copies one (at 8192, a fork
+ * and _exit took 25 us more: PostgreSQL forks per connection: 2000 forks,
+ * 12-07; from 1024, a table of 2048, 16 KiB, still 10 us more than one of
+ * 1024, bench/forkfaults.c with the fd limit at 20000 and at 1024, 12-07). */
+#define FD_FLOOR_MAX 512
 
 static void set_fd_floor(void)
 {
@@ -396,6 +398,14 @@ __attribute__((no_sanitize_address)) EXPORT long syscall(long nr, ...)
 	fork_begin((unsigned long)flags);
 	long rc = raw(nr, a);
 	return fork_end(rc, rc == 0);
+}
+
+/* The loader's DT_FINI call at exit (Makefile: -Wl,-fini): beside the code
+ * a forked child runs, where the _fini stub at the end of the code was a
+ * page fault more for each child that exits. */
+SHUNT_FORK_TEXT void shunt__fini(void);
+SHUNT_FORK_TEXT void shunt__fini(void)
+{
 }
 
 __attribute__((constructor)) static void shim_init(void)
