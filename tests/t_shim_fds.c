@@ -2037,6 +2037,78 @@ static void case_raw_write_resets(void)
 }
 
 /*
+ * glibc's public second names for calls the library wraps (__read,
+ * __write, __poll, __fcntl, __dup2, __close ...), called on a moved
+ * connection: the same as the first names.  Unseen, __read took the
+ * peer's doorbell byte for data or slept, __poll timed out, __write
+ * reset the peer, __fcntl's O_NONBLOCK left a recv blocking and __dup2
+ * left the table naming the socket at a pipe's number (a helper's
+ * reproducers, 12-07).  The fortified opens (__open_2 ...) are seen too:
+ * an fd number they give again is forgotten as open()'s is.
+ */
+extern ssize_t __read(int, void *, size_t);
+extern ssize_t __write(int, const void *, size_t);
+extern ssize_t __send(int, const void *, size_t, int);
+extern int __poll(struct pollfd *, nfds_t, int);
+extern int __fcntl(int, int, ...);
+extern int __dup2(int, int);
+extern int __close(int);
+extern int __open_2(const char *, int);
+
+static void case_glibc_second_names(void)
+{
+	int a, b, p[2];
+	char buf[64], path[PATH_MAX];
+
+	ts_moved_pair(&a, &b);
+	ASSERT_EQ(__write(a, "first", 5), 5);
+	ASSERT_EQ(__send(a, "second", 6, 0), 6);
+	struct pollfd pf = { b, POLLIN, 0 };
+	ASSERT_EQ(__poll(&pf, 1, ts_ms(2000)), 1);
+	ASSERT_EQ(pf.revents & POLLIN, POLLIN);
+	ts_read_exact(b, buf, 11, ts_ms(2000));
+	ASSERT_MEM_EQ(buf, "firstsecond", 11);
+	ASSERT_EQ(__write(a, "third", 5), 5);
+	ts_wait_arrived(b, 5, ts_ms(2000));
+	ASSERT_EQ(__read(b, buf, sizeof(buf)), 5);
+	ASSERT_MEM_EQ(buf, "third", 5);
+	ASSERT_SYS(__fcntl(b, F_SETFL, __fcntl(b, F_GETFL) | O_NONBLOCK));
+	errno = 0;
+	ASSERT_EQ(recv(b, buf, sizeof(buf), 0), -1);
+	ASSERT_MSG(errno == EAGAIN, "recv after __fcntl(O_NONBLOCK): %s", strerror(errno));
+	ts_expect_accel(b, "after the second names");
+	/* The socket kept at another number; a pipe's end put at its own. */
+	int keep = dup(b);
+	ASSERT_SYS(keep);
+	ASSERT_SYS(pipe(p));
+	ASSERT_SYS(__dup2(p[0], b));
+	ASSERT_EQ(write(p[1], "PIPEDATA", 8), 8);
+	ASSERT_EQ(read(b, buf, sizeof(buf)), 8);
+	ASSERT_MEM_EQ(buf, "PIPEDATA", 8);
+	ASSERT_EQ(__write(a, "fourth", 6), 6);
+	ts_read_exact(keep, buf, 6, ts_ms(2000));
+	ASSERT_MEM_EQ(buf, "fourth", 6);
+	/* A file opened by the fortified open at a number we tracked. */
+	ASSERT_SYS(__close(b));
+	ASSERT_SYS(__close(keep));
+	ASSERT_SYS(__close(p[0]));
+	ASSERT_SYS(__close(p[1]));
+	tmp_path(path, sizeof(path), "second_names");
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	ASSERT_SYS(fd);
+	ASSERT_SYS(close(fd));
+	int flags = O_RDWR; /* not a constant to the compiler: as fortify's caller */
+	__asm__ volatile("" : "+r"(flags));
+	fd = __open_2(path, flags);
+	ASSERT_SYS(fd);
+	ASSERT_EQ(write(fd, "FILE", 4), 4);
+	ASSERT_SYS(close(fd));
+	ts_expect_eof(a, ts_ms(3000));
+	ASSERT_SYS(__close(a));
+	unlink(path);
+}
+
+/*
  * pidfd_getfd() of one of our own moved sockets, through a pidfd of our
  * own process (by syscall() and by glibc's function): the copy is a dup,
  * and reads and writes through it carry the stream.  Unseen, its reads
@@ -2301,6 +2373,7 @@ static void case_map_count_crowded(void)
 static const struct shim_case g_cases[] = {
 	{ "closefrom", case_closefrom },
 	{ "raw_write_resets", case_raw_write_resets },
+	{ "glibc_second_names", case_glibc_second_names },
 	{ "pidfd_getfd_self", case_pidfd_getfd_self },
 	{ "fclose", case_fclose },
 	{ "freopen", case_freopen },

@@ -47,6 +47,10 @@ ssize_t __recv_chk(int fd, void *buf, size_t n, size_t buflen, int flags);
 ssize_t __recvfrom_chk(int fd, void *buf, size_t n, size_t buflen, int flags,
 		       struct sockaddr *addr, socklen_t *alen);
 int __poll_chk(struct pollfd *fds, nfds_t n, int timeout, size_t fdslen);
+int __open_2(const char *path, int flags);
+int __open64_2(const char *path, int flags);
+int __openat_2(int dir, const char *path, int flags);
+int __openat64_2(int dir, const char *path, int flags);
 int __ppoll_chk(struct pollfd *fds, nfds_t n, const struct timespec *t,
 		const sigset_t *mask, size_t fdslen);
 
@@ -1046,6 +1050,32 @@ EXPORT int openat64(int dir, const char *path, int flags, ...)
 	mode_t m = mode_arg(flags, ap);
 	va_end(ap);
 	FRESH(real_(dir, path, flags, m));
+}
+
+/* The fortified opens (-D_FORTIFY_SOURCE, as Debian builds packages):
+ * open(path, flags) with flags the compiler cannot see calls these. */
+EXPORT int __open_2(const char *path, int flags)
+{
+	NEXT("__open_2", int (*)(const char *, int));
+	FRESH(real_(path, flags));
+}
+
+EXPORT int __open64_2(const char *path, int flags)
+{
+	NEXT("__open64_2", int (*)(const char *, int));
+	FRESH(real_(path, flags));
+}
+
+EXPORT int __openat_2(int dir, const char *path, int flags)
+{
+	NEXT("__openat_2", int (*)(int, const char *, int));
+	FRESH(real_(dir, path, flags));
+}
+
+EXPORT int __openat64_2(int dir, const char *path, int flags)
+{
+	NEXT("__openat64_2", int (*)(int, const char *, int));
+	FRESH(real_(dir, path, flags));
 }
 
 EXPORT int creat(const char *path, mode_t mode)
@@ -2092,3 +2122,26 @@ EXPORT int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)
 	errno = err;
 	return rc;
 }
+
+/* --- glibc's public second names ---------------------------------------------
+ * glibc exports some of these calls under a second name as well (__read,
+ * __write, __close ...: GLIBC_2.2.5, for programs of old and a few
+ * runtimes): a call by that name went past the library, a read of a moved
+ * socket took the peer's doorbell byte for data and a dup2 left our table
+ * naming the socket at a pipe's number (a helper's reproducers, 12-07).
+ * Each is the wrapper itself under the other name. */
+#define SECOND_NAME(second, name, ret, args) EXPORT ret second args __attribute__((alias(#name), copy(name)))
+SECOND_NAME(__read, read, ssize_t, (int, void *, size_t));
+SECOND_NAME(__write, write, ssize_t, (int, const void *, size_t));
+SECOND_NAME(__send, send, ssize_t, (int, const void *, size_t, int));
+SECOND_NAME(__close, close, int, (int));
+SECOND_NAME(__dup2, dup2, int, (int, int));
+SECOND_NAME(__fcntl, fcntl, int, (int, int, ...));
+SECOND_NAME(__poll, poll, int, (struct pollfd *, nfds_t, int));
+SECOND_NAME(__select, select, int, (int, fd_set *, fd_set *, fd_set *, struct timeval *));
+SECOND_NAME(__connect, connect, int, (int, const struct sockaddr *, socklen_t));
+SECOND_NAME(__pipe, pipe, int, (int[2]));
+SECOND_NAME(__fork, fork, pid_t, (void));
+SECOND_NAME(__clone, clone, int, (int (*)(void *), void *, int, void *, ...));
+SECOND_NAME(__open, open, int, (const char *, int, ...));
+SECOND_NAME(__open64, open64, int, (const char *, int, ...));
