@@ -1260,6 +1260,41 @@ static void case_sendfile_inputs(void)
 	ts_tcp_then_moved(sendfile_inputs_on);
 }
 
+/* sendfile from a socket into a pipe is the kernel's splice: it takes
+ * what is there (not the count) and the stream goes on after it.  A moved
+ * socket's went to the raw stream: it slept, or put the peer's doorbell
+ * byte in the pipe (a helper's reproducer, 12-07). */
+static void sendfile_to_pipe_on(int a, int b, const char *when)
+{
+	int p[2];
+	char want[300], got[300];
+
+	for (size_t i = 0; i < sizeof(want); i++)
+		want[i] = (char)('a' + i % 26);
+	ASSERT_SYS(pipe2(p, O_CLOEXEC));
+	ASSERT_EQ(write(a, want, 100), 100);
+	ts_wait_arrived(b, 100, ts_ms(2000));
+	ssize_t k = sendfile(p[1], b, NULL, 1000);
+	ASSERT_MSG(k == 100, "%s: sendfile into a pipe said %zd (%s)", when, k,
+		   k < 0 ? test_errname(errno) : "");
+	ASSERT_EQ(read(p[0], got, sizeof(got)), 100);
+	ASSERT_MEM_EQ(got, want, 100);
+	ASSERT_EQ(write(a, want + 100, 200), 200);
+	ts_read_exact(b, got, 200, ts_ms(2000));
+	ASSERT_MEM_EQ(got, want + 100, 200);
+	off_t off = 0;
+	k = sendfile(p[1], b, &off, 10);
+	ASSERT_MSG(k == -1 && errno == ESPIPE, "%s: sendfile with an offset said %zd (%s)", when,
+		   k, k < 0 ? test_errname(errno) : "");
+	close(p[0]);
+	close(p[1]);
+}
+
+static void case_sendfile_to_pipe(void)
+{
+	ts_tcp_then_moved(sendfile_to_pipe_on);
+}
+
 /* A blocking send waiting for room, interrupted by a handler with
  * SA_RESTART, goes on as TCP's is restarted: it failed with EINTR (a
  * helper's reproducer). */
@@ -2897,6 +2932,7 @@ static const struct shim_case g_cases[] = {
 	{ "nonblock_beside_blocked", case_nonblock_beside_blocked },
 	{ "nonblock_in_handler", case_nonblock_in_handler },
 	{ "sendfile_inputs", case_sendfile_inputs },
+	{ "sendfile_to_pipe", case_sendfile_to_pipe },
 	{ "send_fastopen", case_send_fastopen },
 	{ "send_restart", case_send_restart },
 	{ "timeo_options", case_timeo_options },

@@ -28,6 +28,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/sendfile.h>
+#include <sys/stat.h>
 #include <sys/signalfd.h>
 #include <sys/syscall.h>
 #include <sys/timerfd.h>
@@ -1632,8 +1633,38 @@ EXPORT int recvmmsg(int fd, struct mmsghdr *v, unsigned int n, int flags, struct
 	return k;
 }
 
+/*
+ * sendfile from one of our sockets: the kernel splices it into the pipe
+ * that out is, taking what is there as a splice does, so ours is a splice
+ * too; it refuses any other out, taking nothing (EINVAL: t_shim_data
+ * sendfile_inputs), and so do we.  Unseen, it took the raw stream of a
+ * moved connection: it slept while the bytes were in the ring, or put the
+ * peer's doorbell byte in the pipe (a helper's reproducer, 12-07).  With
+ * an offset the kernel refuses a socket before it reads (ESPIPE).
+ */
+static ssize_t sendfile_from(struct tsock *t, int out, int in, size_t count)
+{
+	struct stat st;
+	int rc = sys_fstat(out, &st);
+
+	if (rc < 0 || !S_ISFIFO(st.st_mode))
+		return shim_err(rc < 0 ? rc : -EINVAL);
+	int fl = sys_fcntl(out, F_GETFL, 0);
+
+	return shim_splice_out(t, in, out, count,
+			       fl >= 0 && (fl & O_NONBLOCK) ? SPLICE_F_NONBLOCK : 0);
+}
+
 static ssize_t do_sendfile(int out, int in, off_t *off, size_t count)
 {
+	unsigned mark = 0;
+	struct tsock *from = off || !count ? NULL : shim_hold(in, &mark);
+
+	if (from) {
+		ssize_t n = sendfile_from(from, out, in, count);
+		shim_release(from, mark);
+		return n;
+	}
 	ON_SOCK(out, t, REAL(sendfile)(out, in, off, count), shim_sendfile(t, out, in, off, count));
 }
 
