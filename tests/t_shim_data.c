@@ -1162,6 +1162,80 @@ static void case_nonblock_beside_blocked(void)
 	ts_tcp_then_moved(nb_send_beside_on);
 }
 
+/* A blocking call with a timeout beside a blocking one on the same socket
+ * ends at its own timeout (EAGAIN, or what room there was), and one that
+ * is cancelled ends at once: it waited for the other's lock as long as the
+ * other slept (2.7 s against a 1 s timeout; a cancelled one was joined as
+ * late: a helper's reproducers, 12-07). */
+static void *to_waiter(void *arg)
+{
+	struct nb_arg *a = arg;
+	char c = 'w';
+
+	if (a->tx)
+		send(a->fd, &c, 1, MSG_NOSIGNAL); /* a cancellation point */
+	else
+		recv(a->fd, &c, 1, 0);
+	atomic_store(&a->done, 1);
+	return NULL;
+}
+
+static void to_beside_on(int a, int b, const char *when, int tx)
+{
+	struct nb_arg arg = { .fd = a, .tx = tx }, w = { .fd = a, .tx = tx };
+	struct timeval tv = { 0, 300 * 1000 }, none = { 0, 0 };
+	int opt = tx ? SO_SNDTIMEO : SO_RCVTIMEO;
+	pthread_t th, wt;
+	char c = 'x';
+
+	ASSERT_EQ(pthread_create(&th, NULL, nb_blocker, &arg), 0);
+	usleep(200 * 1000);
+	ASSERT_MSG(!atomic_load(&arg.done), "%s: the blocking call did not block", when);
+	ASSERT_SYS(setsockopt(a, SOL_SOCKET, opt, &tv, sizeof(tv)));
+	uint64_t t0 = test_now_ns();
+	ssize_t k = tx ? send(a, &c, 1, MSG_NOSIGNAL) : recv(a, &c, 1, 0);
+	int err = errno;
+	uint64_t ms = (test_now_ns() - t0) / 1000000u;
+	ASSERT_SYS(setsockopt(a, SOL_SOCKET, opt, &none, sizeof(none)));
+	ASSERT_MSG(ms < (uint64_t)ts_ms(1000), "%s: a %s with a 300 ms timeout beside a blocking one took %ju ms",
+		   when, tx ? "send" : "recv", (uintmax_t)ms);
+	ASSERT_MSG(k == (tx ? 1 : -1) || (k < 0 && err == EAGAIN), "%s: %s said %zd (%s)", when,
+		   tx ? "send" : "recv", k, k < 0 ? test_errname(err) : "");
+	ASSERT_EQ(pthread_create(&wt, NULL, to_waiter, &w), 0);
+	usleep(200 * 1000);
+	t0 = test_now_ns();
+	ASSERT_EQ(pthread_cancel(wt), 0);
+	ASSERT_EQ(pthread_join(wt, NULL), 0);
+	ms = (test_now_ns() - t0) / 1000000u;
+	ASSERT_MSG(ms < (uint64_t)ts_ms(500), "%s: a %s waiting beside a blocking one was joined %ju ms after its cancel",
+		   when, tx ? "send" : "recv", (uintmax_t)ms);
+	int extra = (k == 1) + atomic_load(&w.done);
+	if (tx) {
+		char *sink = malloc(NB_BULK + 2);
+		ASSERT(sink);
+		nb_move(b, sink, NB_BULK + (size_t)extra, 0);
+		free(sink);
+	} else
+		ASSERT_EQ(send(b, "y", 1, 0), 1);
+	ASSERT_EQ(pthread_join(th, NULL), 0);
+}
+
+static void to_recv_beside_on(int a, int b, const char *when)
+{
+	to_beside_on(a, b, when, 0);
+}
+
+static void to_send_beside_on(int a, int b, const char *when)
+{
+	to_beside_on(a, b, when, 1);
+}
+
+static void case_timeout_beside_blocked(void)
+{
+	ts_tcp_then_moved(to_recv_beside_on);
+	ts_tcp_then_moved(to_send_beside_on);
+}
+
 /* The same from a signal handler that interrupted the blocking recv(): it
  * waited for the lock its own thread held, for ever (a helper's attack). */
 static int g_nb_fd;
@@ -2930,6 +3004,7 @@ static const struct shim_case g_cases[] = {
 	{ "linger_in_handler", case_linger_in_handler },
 	{ "linger_disconnect", case_linger_disconnect },
 	{ "nonblock_beside_blocked", case_nonblock_beside_blocked },
+	{ "timeout_beside_blocked", case_timeout_beside_blocked },
 	{ "nonblock_in_handler", case_nonblock_in_handler },
 	{ "sendfile_inputs", case_sendfile_inputs },
 	{ "sendfile_to_pipe", case_sendfile_to_pipe },
