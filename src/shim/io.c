@@ -2276,7 +2276,9 @@ static ssize_t moved_splice_out(struct tsock *t, int fd, int pipe_out, size_t le
 	ssize_t rc = shunt_end_peek(END(t), &b, &p, deadline_of(t, 0, 0));
 	int full = 0;
 	if (rc > 0) {
-		long put = pipe_io(pipe_out, (void *)p, SHUNT_MIN((size_t)rc, len), 1);
+		/* A splice stops at the urgent mark, as a read (recv_locked). */
+		size_t want = shim_rx_to_mark(S(t), SHUNT_MIN((size_t)rc, len));
+		long put = pipe_io(pipe_out, (void *)p, want, 1);
 		if (put > 0)
 			shunt_end_release(END(t), &b, (size_t)put);
 		full = put == -EAGAIN;
@@ -2501,6 +2503,13 @@ int shim_fionread(struct tsock *t, int fd, int *out)
 	ssize_t n = shunt_end_readable(END(t));
 	if (n < 0)
 		return (int)shim_err(n == -EPROTO ? -ECONNRESET : n);
+	/* TCP's count stops at an urgent mark ahead, as its reads do (it went
+	 * on past it: t_shim_flags urgent_mark). */
+	size_t upto = shim_rx_to_mark(S(t), (size_t)n);
+	if (upto < (size_t)n) {
+		*out = (int)SHUNT_MIN(upto, (size_t)INT_MAX);
+		return 0;
+	}
 	/* The peer went back to TCP with its ring still holding data for
 	 * us: its new TCP bytes count too (t_shim_flags fionread_peer_back). */
 	if (phase_of(t) & PH_RX_RING)
