@@ -1944,6 +1944,43 @@ static void case_rcvlowat_after_move(void)
 	ASSERT_SYS(close(b));
 }
 
+/* A peek that may wait waits for SO_RCVLOWAT's bytes too, as TCP's: with
+ * 10 of 20 there it returned the 10 at once (a helper's reproducer,
+ * 12-07).  One that may not wait takes what is there. */
+static void *send_later(void *arg)
+{
+	usleep(300 * 1000);
+	ASSERT_EQ(send(*(int *)arg, "0123456789", 10, 0), 10);
+	return NULL;
+}
+
+static void rcvlowat_peek_on(int a, int b, const char *when)
+{
+	int v = 20, one = 1;
+	char buf[64];
+	pthread_t th;
+
+	ASSERT_SYS(setsockopt(a, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v)));
+	ASSERT_EQ(send(b, "abcdefghij", 10, 0), 10);
+	ts_wait_arrived(a, 10, ts_ms(2000));
+	ASSERT_EQ(recv(a, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT), 10);
+	ASSERT_EQ(pthread_create(&th, NULL, send_later, &b), 0);
+	uint64_t t0 = test_now_ns();
+	ssize_t k = recv(a, buf, sizeof(buf), MSG_PEEK);
+	uint64_t ms = (test_now_ns() - t0) / 1000000u;
+	ASSERT_EQ(pthread_join(th, NULL), 0);
+	ASSERT_MSG(k == 20 && ms >= 200, "%s: a peek with SO_RCVLOWAT 20 and 10 bytes there said %zd after %ju ms",
+		   when, k, (uintmax_t)ms);
+	ASSERT_SYS(setsockopt(a, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one)));
+	ts_read_exact(a, buf, 20, ts_ms(2000));
+	ASSERT_MEM_EQ(buf, "abcdefghij0123456789", 20);
+}
+
+static void case_rcvlowat_peek(void)
+{
+	ts_tcp_then_moved(rcvlowat_peek_on);
+}
+
 static _Atomic int g_sigio;
 
 static void on_sigio(int sig)
@@ -4183,6 +4220,7 @@ static const struct shim_case g_cases[] = {
 	{ "uring_made_after_move", case_uring_made_after_move },
 	{ "uring_mapped_before", case_uring_mapped_before },
 	{ "rcvlowat_after_move", case_rcvlowat_after_move },
+	{ "rcvlowat_peek", case_rcvlowat_peek },
 	{ "async_after_move", case_async_after_move },
 	{ "oobinline_after_move", case_oobinline_after_move },
 };

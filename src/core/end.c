@@ -603,7 +603,7 @@ static int64_t take_more(struct shunt_end *e, uint64_t want, int64_t *spin_until
 
 /* The bytes a wait for input waits for: SO_RCVLOWAT's, at most `len`
  * (TCP's target) and the ring's size. */
-static uint64_t rx_need(struct shunt_end *e, uint64_t len)
+uint64_t shunt_end_rx_need(struct shunt_end *e, uint64_t len)
 {
 	uint64_t v = atomic_load_explicit(&e->rcvlowat, memory_order_relaxed);
 
@@ -623,7 +623,7 @@ static ssize_t take(struct shunt_end *e, struct shunt_bell *b, void *buf, size_t
 	if (len == 0)
 		return 0;
 	/* One that may not wait takes what there is, as TCP's. */
-	int64_t n = rx_wait_min(e, b, SHUNT_MIN(len, e->rx.cap), deadline ? rx_need(e, len) : 1,
+	int64_t n = rx_wait_min(e, b, SHUNT_MIN(len, e->rx.cap), deadline ? shunt_end_rx_need(e, len) : 1,
 				deadline);
 	size_t done = 0;
 	int64_t spin_until = 0;
@@ -787,7 +787,7 @@ static int poll_rx(struct shunt_end *e)
 	if (n == -EAGAIN)
 		return 0;
 	int done = n > 0 && rx_over(e);
-	if (n > 0 && !done && (uint64_t)n < rx_need(e, UINT64_MAX))
+	if (n > 0 && !done && (uint64_t)n < shunt_end_rx_need(e, UINT64_MAX))
 		return 0; /* short of SO_RCVLOWAT */
 	if (n > 0)
 		return done ? POLLIN | POLLRDHUP : POLLIN;

@@ -98,6 +98,9 @@ int shunt_end_shutdown(struct shunt_end *e, struct shunt_bell *b, int how);
  * what it asks, if less), poll says readable from that many on (or a full
  * ring: TCP's closing window); the end of the stream and errors as ever. */
 void shunt_end_set_rcvlowat(struct shunt_end *e, uint32_t v);
+/* The bytes a wait for input of len waits for: SO_RCVLOWAT's, at most len
+ * and the ring's size; 1 without one. */
+uint64_t shunt_end_rx_need(struct shunt_end *e, uint64_t len);
 /* Both halves shut (shutdown(SHUT_RDWR), or the two one by one, or our
  * FIN sent on TCP and SHUT_RD here): the peer's sends fail as after our
  * close; what it sent before is still read.  shunt_end_shutdown calls it. */

@@ -740,9 +740,11 @@ static ssize_t recv_locked(struct tsock *t, struct shunt_bell *bp, void *buf, si
 	len = shim_rx_to_mark(S(t), len); /* TCP's reads stop at the urgent mark */
 	if (flags & MSG_PEEK || len == 0) {
 		const void *p;
-		n = (flags & MSG_WAITALL) && len > 1
-			    ? shunt_end_peek_min(e, bp, &p, SHUNT_MIN(len, e->seg.cap), dl)
-			    : shunt_end_peek(e, bp, &p, dl);
+		/* A peek that waits waits for SO_RCVLOWAT's bytes too, as TCP's
+		 * (it returned the 10 there of 20: a helper's reproducer). */
+		size_t need = (flags & MSG_WAITALL) && len > 1 ? SHUNT_MIN(len, e->seg.cap)
+				: dl != 0 && len ? (size_t)shunt_end_rx_need(e, len) : 1;
+		n = need > 1 ? shunt_end_peek_min(e, bp, &p, need, dl) : shunt_end_peek(e, bp, &p, dl);
 		/* A read of no bytes that waited out its SO_RCVTIMEO is 0, as
 		 * TCP's (one pass of its loop, which waits, then ends with
 		 * nothing copied): only one that may not wait says EAGAIN
