@@ -97,6 +97,22 @@ static int64_t deadline_of(struct tsock *t, int flags, int tx)
  */
 #define LOCK_SLICE_NS (50ll * 1000000)
 
+/* The end of a slice of the wait, left ns at most, on the clock
+ * pthread_mutex_timedlock reads (CLOCK_REALTIME: the one a sanitizer's
+ * interceptor knows; a step of that clock moves one slice's end only). */
+static void slice_end(struct timespec *ts, int64_t left)
+{
+	int64_t d = left < LOCK_SLICE_NS ? left : LOCK_SLICE_NS;
+
+	clock_gettime(CLOCK_REALTIME, ts);
+	ts->tv_sec += (time_t)(d / 1000000000);
+	ts->tv_nsec += (long)(d % 1000000000);
+	if (ts->tv_nsec >= 1000000000) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000;
+	}
+}
+
 static int lock_until(pthread_mutex_t *mu, int64_t dl)
 {
 	int rc = pthread_mutex_trylock(mu);
@@ -107,9 +123,9 @@ static int lock_until(pthread_mutex_t *mu, int64_t dl)
 			return -EAGAIN;
 		if (shim_in_cancel_point())
 			pthread_testcancel();
-		int64_t until = dl - now > LOCK_SLICE_NS ? now + LOCK_SLICE_NS : dl;
-		struct timespec ts = { (time_t)(until / 1000000000), (long)(until % 1000000000) };
-		rc = pthread_mutex_clocklock(mu, CLOCK_MONOTONIC, &ts);
+		struct timespec ts;
+		slice_end(&ts, dl - now);
+		rc = pthread_mutex_timedlock(mu, &ts);
 		if (rc == ETIMEDOUT)
 			rc = EBUSY;
 	}
