@@ -1119,31 +1119,54 @@ static void *nb_blocker(void *arg)
 	return NULL;
 }
 
-static void nb_beside_on(int a, int b, const char *when, int tx)
+/* The blocking call the others run beside: started, and asleep. */
+static void nb_start(struct nb_arg *arg, pthread_t *th, const char *when)
 {
-	struct nb_arg arg = { .fd = a, .tx = tx };
-	pthread_t th;
-	char c = 'x';
-
-	ASSERT_EQ(pthread_create(&th, NULL, nb_blocker, &arg), 0);
+	ASSERT_EQ(pthread_create(th, NULL, nb_blocker, arg), 0);
 	usleep(200 * 1000); /* asleep in its recv, or its send out of room */
-	ASSERT_MSG(!atomic_load(&arg.done), "%s: the blocking call did not block", when);
+	ASSERT_MSG(!atomic_load(&arg->done), "%s: the blocking call did not block", when);
+}
+
+/* One call beside it (send or recv of a byte with flags): within max_ms,
+ * and a byte sent or EAGAIN.  1 if it sent its byte. */
+static int nb_beside_call(int a, int tx, int flags, int max_ms, const char *what,
+			  const char *when)
+{
+	char c = 'x';
 	uint64_t t0 = test_now_ns();
-	ssize_t k = tx ? send(a, &c, 1, MSG_DONTWAIT) : recv(a, &c, 1, MSG_DONTWAIT);
+	ssize_t k = tx ? send(a, &c, 1, flags | MSG_NOSIGNAL) : recv(a, &c, 1, flags);
 	int err = errno;
 	uint64_t ms = (test_now_ns() - t0) / 1000000u;
-	ASSERT_MSG(ms < (uint64_t)ts_ms(100), "%s: a non-blocking %s beside a blocking one took %ju ms",
-		   when, tx ? "send" : "recv", (uintmax_t)ms);
+
+	ASSERT_MSG(ms < (uint64_t)ts_ms(max_ms), "%s: a %s %s beside a blocking one took %ju ms",
+		   when, what, tx ? "send" : "recv", (uintmax_t)ms);
 	ASSERT_MSG(k == (tx ? 1 : -1) || (k < 0 && err == EAGAIN), "%s: %s said %zd (%s)", when,
 		   tx ? "send" : "recv", k, k < 0 ? test_errname(err) : "");
+	return k == 1;
+}
+
+/* Its end: the peer takes its bulk and `extra` bytes more, or sends the
+ * byte it waits for. */
+static void nb_finish(int b, int tx, size_t extra, pthread_t th)
+{
 	if (tx) {
-		char *sink = malloc(NB_BULK + 1);
+		char *sink = malloc(NB_BULK + extra);
 		ASSERT(sink);
-		nb_move(b, sink, NB_BULK + (k == 1), 0);
+		nb_move(b, sink, NB_BULK + extra, 0);
 		free(sink);
 	} else
 		ASSERT_EQ(send(b, "y", 1, 0), 1);
 	ASSERT_EQ(pthread_join(th, NULL), 0);
+}
+
+static void nb_beside_on(int a, int b, const char *when, int tx)
+{
+	struct nb_arg arg = { .fd = a, .tx = tx };
+	pthread_t th;
+
+	nb_start(&arg, &th, when);
+	int sent = nb_beside_call(a, tx, MSG_DONTWAIT, 100, "non-blocking", when);
+	nb_finish(b, tx, (size_t)sent, th);
 }
 
 static void nb_recv_beside_on(int a, int b, const char *when)
@@ -1186,38 +1209,20 @@ static void to_beside_on(int a, int b, const char *when, int tx)
 	struct timeval tv = { 0, 300 * 1000 }, none = { 0, 0 };
 	int opt = tx ? SO_SNDTIMEO : SO_RCVTIMEO;
 	pthread_t th, wt;
-	char c = 'x';
 
-	ASSERT_EQ(pthread_create(&th, NULL, nb_blocker, &arg), 0);
-	usleep(200 * 1000);
-	ASSERT_MSG(!atomic_load(&arg.done), "%s: the blocking call did not block", when);
+	nb_start(&arg, &th, when);
 	ASSERT_SYS(setsockopt(a, SOL_SOCKET, opt, &tv, sizeof(tv)));
-	uint64_t t0 = test_now_ns();
-	ssize_t k = tx ? send(a, &c, 1, MSG_NOSIGNAL) : recv(a, &c, 1, 0);
-	int err = errno;
-	uint64_t ms = (test_now_ns() - t0) / 1000000u;
+	int sent = nb_beside_call(a, tx, 0, 1000, "300 ms timeout", when);
 	ASSERT_SYS(setsockopt(a, SOL_SOCKET, opt, &none, sizeof(none)));
-	ASSERT_MSG(ms < (uint64_t)ts_ms(1000), "%s: a %s with a 300 ms timeout beside a blocking one took %ju ms",
-		   when, tx ? "send" : "recv", (uintmax_t)ms);
-	ASSERT_MSG(k == (tx ? 1 : -1) || (k < 0 && err == EAGAIN), "%s: %s said %zd (%s)", when,
-		   tx ? "send" : "recv", k, k < 0 ? test_errname(err) : "");
 	ASSERT_EQ(pthread_create(&wt, NULL, to_waiter, &w), 0);
 	usleep(200 * 1000);
-	t0 = test_now_ns();
+	uint64_t t0 = test_now_ns();
 	ASSERT_EQ(pthread_cancel(wt), 0);
 	ASSERT_EQ(pthread_join(wt, NULL), 0);
-	ms = (test_now_ns() - t0) / 1000000u;
+	uint64_t ms = (test_now_ns() - t0) / 1000000u;
 	ASSERT_MSG(ms < (uint64_t)ts_ms(500), "%s: a %s waiting beside a blocking one was joined %ju ms after its cancel",
 		   when, tx ? "send" : "recv", (uintmax_t)ms);
-	int extra = (k == 1) + atomic_load(&w.done);
-	if (tx) {
-		char *sink = malloc(NB_BULK + 2);
-		ASSERT(sink);
-		nb_move(b, sink, NB_BULK + (size_t)extra, 0);
-		free(sink);
-	} else
-		ASSERT_EQ(send(b, "y", 1, 0), 1);
-	ASSERT_EQ(pthread_join(th, NULL), 0);
+	nb_finish(b, tx, (size_t)sent + (size_t)atomic_load(&w.done), th);
 }
 
 static void to_recv_beside_on(int a, int b, const char *when)
