@@ -1981,6 +1981,49 @@ static void case_rcvlowat_peek(void)
 	ts_tcp_then_moved(rcvlowat_peek_on);
 }
 
+/* SO_RCVLOWAT raised while a read waits: the read waits for the new
+ * threshold, as TCP's, whose wake-ups read it anew (it returned the 10
+ * bytes there of 20: a helper's reproducer, 12-07). */
+struct lowat_reader {
+	int fd;
+	ssize_t got;
+	_Atomic int done;
+};
+
+static void *lowat_read(void *arg)
+{
+	struct lowat_reader *r = arg;
+	char buf[64];
+
+	r->got = recv(r->fd, buf, sizeof(buf), 0);
+	atomic_store(&r->done, 1);
+	return NULL;
+}
+
+static void rcvlowat_raised_on(int a, int b, const char *when)
+{
+	struct lowat_reader r = { .fd = a };
+	int v = 20, one = 1;
+	pthread_t th;
+
+	ASSERT_EQ(pthread_create(&th, NULL, lowat_read, &r), 0);
+	usleep(200 * 1000);
+	ASSERT_SYS(setsockopt(a, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v)));
+	ASSERT_EQ(send(b, "abcdefghij", 10, 0), 10);
+	usleep(300 * 1000);
+	ASSERT_MSG(!atomic_load(&r.done), "%s: a read with SO_RCVLOWAT raised to 20 returned %zd with 10 there",
+		   when, r.got);
+	ASSERT_EQ(send(b, "0123456789", 10, 0), 10);
+	ASSERT_EQ(pthread_join(th, NULL), 0);
+	ASSERT_MSG(r.got == 20, "%s: the read said %zd", when, r.got);
+	ASSERT_SYS(setsockopt(a, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one)));
+}
+
+static void case_rcvlowat_raised(void)
+{
+	ts_tcp_then_moved(rcvlowat_raised_on);
+}
+
 static _Atomic int g_sigio;
 
 static void on_sigio(int sig)
@@ -4221,6 +4264,7 @@ static const struct shim_case g_cases[] = {
 	{ "uring_mapped_before", case_uring_mapped_before },
 	{ "rcvlowat_after_move", case_rcvlowat_after_move },
 	{ "rcvlowat_peek", case_rcvlowat_peek },
+	{ "rcvlowat_raised", case_rcvlowat_raised },
 	{ "async_after_move", case_async_after_move },
 	{ "oobinline_after_move", case_oobinline_after_move },
 };

@@ -534,18 +534,24 @@ static void rx_consume(struct shunt_end *e, struct shunt_bell *b, uint64_t n)
 	settle(e, b, SHUNT_WAIT_READ);
 }
 
+/* need: SO_RCVLOWAT's as it is at each look, as TCP's wake-ups read it (a
+ * read waiting with 10 bytes there took them when another thread raised
+ * it to 20: a helper's reproducer, 12-07). */
+#define NEED_LOWAT UINT64_MAX
+
 /* Wait for at least `need` bytes (fewer at the end of the stream);
  * > 0 available, 0 end of stream, < 0 error. */
 static int64_t rx_wait_min(struct shunt_end *e, struct shunt_bell *b, uint64_t want,
 			   uint64_t need, int64_t deadline)
 {
 	for (;;) {
+		uint64_t at_least = need == NEED_LOWAT ? shunt_end_rx_need(e, want) : need;
 		int64_t n = rx_ready(e, want, 0);
 		/* Short of `need` (MSG_PEEK | MSG_WAITALL) after our own
 		 * SHUT_RD: what is there, as TCP's (it waited for good). */
-		if (n != -EAGAIN && (n <= 0 || (uint64_t)n >= need || rx_over(e)))
+		if (n != -EAGAIN && (n <= 0 || (uint64_t)n >= at_least || rx_over(e)))
 			return n;
-		int rc = end_wait(e, b, SHUNT_WAIT_READ, need, deadline);
+		int rc = end_wait(e, b, SHUNT_WAIT_READ, at_least, deadline);
 		if (rc < 0)
 			return n > 0 ? n : rc;
 	}
@@ -623,8 +629,7 @@ static ssize_t take(struct shunt_end *e, struct shunt_bell *b, void *buf, size_t
 	if (len == 0)
 		return 0;
 	/* One that may not wait takes what there is, as TCP's. */
-	int64_t n = rx_wait_min(e, b, SHUNT_MIN(len, e->rx.cap), deadline ? shunt_end_rx_need(e, len) : 1,
-				deadline);
+	int64_t n = rx_wait_min(e, b, SHUNT_MIN(len, e->rx.cap), deadline ? NEED_LOWAT : 1, deadline);
 	size_t done = 0;
 	int64_t spin_until = 0;
 	size_t paid = 0;
