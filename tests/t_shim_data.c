@@ -1213,13 +1213,21 @@ static void to_beside_on(int a, int b, const char *when, int tx)
 	nb_start(&arg, &th, when);
 	ASSERT_SYS(setsockopt(a, SOL_SOCKET, opt, &tv, sizeof(tv)));
 	int sent = nb_beside_call(a, tx, 0, 1000, "300 ms timeout", when);
+	/* One of no bytes: 0, as TCP's, a send's at once (EAGAIN after the
+	 * other's lock's wait: a helper's review). */
+	char c;
+	uint64_t t0 = test_now_ns();
+	ssize_t k = tx ? send(a, &c, 0, MSG_NOSIGNAL) : recv(a, &c, 0, 0);
+	uint64_t ms = (test_now_ns() - t0) / 1000000u;
+	ASSERT_MSG(k == 0 && ms < (uint64_t)ts_ms(tx ? 100 : 1000), "%s: a %s of no bytes said %zd (%s) after %ju ms",
+		   when, tx ? "send" : "recv", k, k < 0 ? test_errname(errno) : "", (uintmax_t)ms);
 	ASSERT_SYS(setsockopt(a, SOL_SOCKET, opt, &none, sizeof(none)));
 	ASSERT_EQ(pthread_create(&wt, NULL, to_waiter, &w), 0);
 	usleep(200 * 1000);
-	uint64_t t0 = test_now_ns();
+	t0 = test_now_ns();
 	ASSERT_EQ(pthread_cancel(wt), 0);
 	ASSERT_EQ(pthread_join(wt, NULL), 0);
-	uint64_t ms = (test_now_ns() - t0) / 1000000u;
+	ms = (test_now_ns() - t0) / 1000000u;
 	ASSERT_MSG(ms < (uint64_t)ts_ms(500), "%s: a %s waiting beside a blocking one was joined %ju ms after its cancel",
 		   when, tx ? "send" : "recv", (uintmax_t)ms);
 	nb_finish(b, tx, (size_t)sent + (size_t)atomic_load(&w.done), th);
@@ -1365,6 +1373,24 @@ static void sendfile_to_pipe_on(int a, int b, const char *when)
 	k = sendfile(p[1], b, &off, 10);
 	ASSERT_MSG(k == -1 && errno == ESPIPE, "%s: sendfile with an offset said %zd (%s)", when,
 		   k, k < 0 ? test_errname(errno) : "");
+	/* Outputs not open for writing: EBADF, as the kernel's (into a pipe's
+	 * read end ours waited for good for room: a helper's review). */
+	int ro = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	ASSERT_SYS(ro);
+	ASSERT_EQ(write(a, want, 10), 10);
+	ts_wait_arrived(b, 10, ts_ms(2000));
+	int outs[] = { p[0], ro };
+	for (size_t i = 0; i < 2; i++) {
+		k = sendfile(outs[i], b, NULL, 10);
+		ASSERT_MSG(k == -1 && errno == EBADF, "%s: sendfile into output %zu said %zd (%s)", when,
+			   i, k, k < 0 ? test_errname(errno) : "");
+	}
+	k = splice(b, NULL, p[0], NULL, 10, 0);
+	ASSERT_MSG(k == -1 && errno == EBADF, "%s: splice into a pipe's read end said %zd (%s)", when,
+		   k, k < 0 ? test_errname(errno) : "");
+	ts_read_exact(b, got, 10, ts_ms(2000));
+	ASSERT_MEM_EQ(got, want, 10);
+	close(ro);
 	close(p[0]);
 	close(p[1]);
 }

@@ -1985,7 +1985,7 @@ static void case_rcvlowat_peek(void)
  * threshold, as TCP's, whose wake-ups read it anew (it returned the 10
  * bytes there of 20: a helper's reproducer, 12-07). */
 struct lowat_reader {
-	int fd;
+	int fd, flags;
 	ssize_t got;
 	_Atomic int done;
 };
@@ -1995,28 +1995,50 @@ static void *lowat_read(void *arg)
 	struct lowat_reader *r = arg;
 	char buf[64];
 
-	r->got = recv(r->fd, buf, sizeof(buf), 0);
+	r->got = recv(r->fd, buf, sizeof(buf), r->flags);
 	atomic_store(&r->done, 1);
 	return NULL;
 }
 
-static void rcvlowat_raised_on(int a, int b, const char *when)
+/* A read (or a peek) that waits, SO_RCVLOWAT `from` when it begins and
+ * `to` before 10 bytes come (raised) or once they are there (lowered): it
+ * ends only with 20.  Raised (1, 20), it
+ * took the 10 (TCP's wake-ups read the value anew); lowered (20, 5), a
+ * first fix took them too (TCP's target is the start's: a helper's
+ * review). */
+static void rcvlowat_change(int a, int b, const char *when, int flags, int from, int to)
 {
-	struct lowat_reader r = { .fd = a };
-	int v = 20, one = 1;
+	struct lowat_reader r = { .fd = a, .flags = flags };
+	int one = 1;
+	char buf[64];
 	pthread_t th;
 
+	ASSERT_SYS(setsockopt(a, SOL_SOCKET, SO_RCVLOWAT, &from, sizeof(from)));
 	ASSERT_EQ(pthread_create(&th, NULL, lowat_read, &r), 0);
 	usleep(200 * 1000);
-	ASSERT_SYS(setsockopt(a, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v)));
+	if (to > from) /* raised before the bytes come (with 1, they end the wait) */
+		ASSERT_SYS(setsockopt(a, SOL_SOCKET, SO_RCVLOWAT, &to, sizeof(to)));
 	ASSERT_EQ(send(b, "abcdefghij", 10, 0), 10);
+	usleep(100 * 1000);
+	if (to < from) /* lowered with them there */
+		ASSERT_SYS(setsockopt(a, SOL_SOCKET, SO_RCVLOWAT, &to, sizeof(to)));
 	usleep(300 * 1000);
-	ASSERT_MSG(!atomic_load(&r.done), "%s: a read with SO_RCVLOWAT raised to 20 returned %zd with 10 there",
-		   when, r.got);
+	ASSERT_MSG(!atomic_load(&r.done), "%s: a %s with SO_RCVLOWAT %d then %d returned %zd with 10 there",
+		   when, flags ? "peek" : "read", from, to, r.got);
 	ASSERT_EQ(send(b, "0123456789", 10, 0), 10);
 	ASSERT_EQ(pthread_join(th, NULL), 0);
-	ASSERT_MSG(r.got == 20, "%s: the read said %zd", when, r.got);
+	ASSERT_MSG(r.got == 20, "%s: the %s said %zd", when, flags ? "peek" : "read", r.got);
 	ASSERT_SYS(setsockopt(a, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one)));
+	if (flags)
+		ts_read_exact(a, buf, 20, ts_ms(2000));
+}
+
+static void rcvlowat_raised_on(int a, int b, const char *when)
+{
+	rcvlowat_change(a, b, when, 0, 1, 20);
+	rcvlowat_change(a, b, when, 0, 20, 5);
+	rcvlowat_change(a, b, when, MSG_PEEK, 1, 20);
+	rcvlowat_change(a, b, when, MSG_PEEK, 20, 5);
 }
 
 static void case_rcvlowat_raised(void)

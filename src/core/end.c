@@ -534,18 +534,21 @@ static void rx_consume(struct shunt_end *e, struct shunt_bell *b, uint64_t n)
 	settle(e, b, SHUNT_WAIT_READ);
 }
 
-/* need: SO_RCVLOWAT's as it is at each look, as TCP's wake-ups read it (a
- * read waiting with 10 bytes there took them when another thread raised
- * it to 20: a helper's reproducer, 12-07). */
-#define NEED_LOWAT UINT64_MAX
-
 /* Wait for at least `need` bytes (fewer at the end of the stream);
- * > 0 available, 0 end of stream, < 0 error. */
+ * > 0 available, 0 end of stream, < 0 error.  SHUNT_NEED_LOWAT: what
+ * SO_RCVLOWAT says, as TCP's read: its target is the value at the start,
+ * and its wake-ups look at the value then, so a read returns with the
+ * larger of the two (raised by another thread while a read waited with 10
+ * bytes there of 20, it took the 10: a helper's reproducer, 12-07; a
+ * lowered one does not end a wait short of the start's). */
 static int64_t rx_wait_min(struct shunt_end *e, struct shunt_bell *b, uint64_t want,
 			   uint64_t need, int64_t deadline)
 {
+	uint64_t start = need == SHUNT_NEED_LOWAT ? shunt_end_rx_need(e, want) : need;
+
 	for (;;) {
-		uint64_t at_least = need == NEED_LOWAT ? shunt_end_rx_need(e, want) : need;
+		uint64_t at_least = need == SHUNT_NEED_LOWAT
+					    ? SHUNT_MAX(start, shunt_end_rx_need(e, want)) : need;
 		int64_t n = rx_ready(e, want, 0);
 		/* Short of `need` (MSG_PEEK | MSG_WAITALL) after our own
 		 * SHUT_RD: what is there, as TCP's (it waited for good). */
@@ -629,7 +632,7 @@ static ssize_t take(struct shunt_end *e, struct shunt_bell *b, void *buf, size_t
 	if (len == 0)
 		return 0;
 	/* One that may not wait takes what there is, as TCP's. */
-	int64_t n = rx_wait_min(e, b, SHUNT_MIN(len, e->rx.cap), deadline ? NEED_LOWAT : 1, deadline);
+	int64_t n = rx_wait_min(e, b, SHUNT_MIN(len, e->rx.cap), deadline ? SHUNT_NEED_LOWAT : 1, deadline);
 	size_t done = 0;
 	int64_t spin_until = 0;
 	size_t paid = 0;
@@ -665,26 +668,34 @@ ssize_t shunt_end_discard(struct shunt_end *e, struct shunt_bell *b, size_t len,
 	return take(e, b, NULL, len, deadline);
 }
 
-ssize_t shunt_end_peek(struct shunt_end *e, struct shunt_bell *b, const void **buf,
-		       int64_t deadline)
+/* What a peek found: n bytes at the ring's read pointer. */
+static ssize_t peeked(struct shunt_end *e, int64_t n, const void **buf)
 {
-	int64_t n = rx_wait(e, b, e->rx.cap, deadline); /* "all of it": read the head again */
-
 	e->zc_peeked = n > 0 ? (uint64_t)n : 0;
 	if (n > 0)
 		*buf = shunt_ring_rptr(&e->rx);
 	return n;
 }
 
+ssize_t shunt_end_peek(struct shunt_end *e, struct shunt_bell *b, const void **buf,
+		       int64_t deadline)
+{
+	/* "all of it": read the head again */
+	return peeked(e, rx_wait(e, b, e->rx.cap, deadline), buf);
+}
+
 ssize_t shunt_end_peek_min(struct shunt_end *e, struct shunt_bell *b, const void **buf,
 			   size_t min, int64_t deadline)
 {
-	int64_t n = rx_wait_min(e, b, e->rx.cap, min ? min : 1, deadline);
+	return peeked(e, rx_wait_min(e, b, e->rx.cap, min ? min : 1, deadline), buf);
+}
 
-	e->zc_peeked = n > 0 ? (uint64_t)n : 0;
-	if (n > 0)
-		*buf = shunt_ring_rptr(&e->rx);
-	return n;
+ssize_t shunt_end_peek_lowat(struct shunt_end *e, struct shunt_bell *b, const void **buf,
+			     size_t len, int64_t deadline)
+{
+	uint64_t want = SHUNT_MIN((uint64_t)(len ? len : 1), e->rx.cap);
+
+	return peeked(e, rx_wait_min(e, b, want, SHUNT_NEED_LOWAT, deadline), buf);
 }
 
 int shunt_end_release(struct shunt_end *e, struct shunt_bell *b, size_t len)

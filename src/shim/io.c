@@ -758,9 +758,10 @@ static ssize_t recv_locked(struct tsock *t, struct shunt_bell *bp, void *buf, si
 		const void *p;
 		/* A peek that waits waits for SO_RCVLOWAT's bytes too, as TCP's
 		 * (it returned the 10 there of 20: a helper's reproducer). */
-		size_t need = (flags & MSG_WAITALL) && len > 1 ? SHUNT_MIN(len, e->seg.cap)
-				: dl != 0 && len ? (size_t)shunt_end_rx_need(e, len) : 1;
-		n = need > 1 ? shunt_end_peek_min(e, bp, &p, need, dl) : shunt_end_peek(e, bp, &p, dl);
+		n = (flags & MSG_WAITALL) && len > 1
+			    ? shunt_end_peek_min(e, bp, &p, SHUNT_MIN(len, e->seg.cap), dl)
+		    : dl != 0 && len ? shunt_end_peek_lowat(e, bp, &p, len, dl)
+				     : shunt_end_peek(e, bp, &p, dl);
 		/* A read of no bytes that waited out its SO_RCVTIMEO is 0, as
 		 * TCP's (one pass of its loop, which waits, then ends with
 		 * nothing copied): only one that may not wait says EAGAIN
@@ -807,6 +808,8 @@ static ssize_t ring_recv(struct tsock *t, int fd, void *buf, size_t len, int fla
 	if (n == 0) {
 		n = recv_locked(t, &b, buf, len, flags, dl);
 		shim_unlock(&S(t)->rx_mu);
+	} else if (len == 0 && dl != 0) {
+		n = 0; /* a read of no bytes that waited out its timeout (recv_locked) */
 	}
 	touched(t);
 	if (n == -EXDEV)
@@ -1810,8 +1813,10 @@ static ssize_t ring_sendv(struct tsock *t, int fd, const struct iovec *iov, int 
 	if (peer_closed(t))
 		return AFTER_CLOSE;
 	int64_t dl = deadline_of(t, flags, 1);
-	if (lock_for(&S(t)->tx_mu, END(t), SHUNT_WAIT_WRITE, dl) < 0)
-		return shim_err(-EAGAIN);
+	/* A send of nothing beside a blocked one returns at once, as TCP's
+	 * (it waited for that one's lock: a helper's review). */
+	if (lock_for(&S(t)->tx_mu, END(t), SHUNT_WAIT_WRITE, len ? dl : 0) < 0)
+		return len ? shim_err(-EAGAIN) : 0;
 	if (!ring_open_locked(t, fd)) {
 		shim_unlock(&S(t)->tx_mu);
 		return RETRY;
@@ -2338,9 +2343,27 @@ static ssize_t splice_past_ring_end(struct tsock *t, int fd, int pipe_out, size_
 	return k > 0 ? got + k : got;
 }
 
-/* splice from a socket into a pipe: the ring is written to the pipe. */
+/* fd's status flags, if it is open for writing; else -EBADF (the
+ * kernel's first look at a splice's or a sendfile's output), or the
+ * error of the look. */
+int shim_writable_flags(int fd)
+{
+	int fl = sys_fcntl(fd, F_GETFL, 0);
+
+	if (fl >= 0 && ((fl & O_ACCMODE) == O_RDONLY || (fl & O_PATH)))
+		return -EBADF;
+	return fl;
+}
+
+/* splice from a socket into a pipe: the ring is written to the pipe.  A
+ * pipe's read end waited for good for room it never has (the kernel says
+ * EBADF: a helper's review). */
 ssize_t shim_splice_out(struct tsock *t, int fd, int pipe_out, size_t len, unsigned flags)
 {
+	int wr = shim_writable_flags(pipe_out);
+
+	if (wr < 0)
+		return shim_err(wr);
 	for (int tries = 0;; again(&tries)) {
 		ssize_t n;
 		if (phase_of(t) & PH_RX_PLAIN)

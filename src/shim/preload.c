@@ -1645,14 +1645,14 @@ EXPORT int recvmmsg(int fd, struct mmsghdr *v, unsigned int n, int flags, struct
 static ssize_t sendfile_from(struct tsock *t, int out, int in, size_t count)
 {
 	struct stat st;
-	int rc = sys_fstat(out, &st);
+	int fl = shim_writable_flags(out);
+	int rc = fl < 0 ? fl : sys_fstat(out, &st);
 
-	if (rc < 0 || !S_ISFIFO(st.st_mode))
-		return shim_err(rc < 0 ? rc : -EINVAL);
-	int fl = sys_fcntl(out, F_GETFL, 0);
-
-	return shim_splice_out(t, in, out, count,
-			       fl >= 0 && (fl & O_NONBLOCK) ? SPLICE_F_NONBLOCK : 0);
+	if (rc < 0)
+		return shim_err(rc);
+	if (!S_ISFIFO(st.st_mode))
+		return shim_err(-EINVAL);
+	return shim_splice_out(t, in, out, count, (fl & O_NONBLOCK) ? SPLICE_F_NONBLOCK : 0);
 }
 
 static ssize_t do_sendfile(int out, int in, off_t *off, size_t count)
@@ -2161,7 +2161,11 @@ EXPORT int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)
  * socket took the peer's doorbell byte for data and a dup2 left our table
  * naming the socket at a pipe's number (a helper's reproducers, 12-07).
  * Each is the wrapper itself under the other name. */
-#define SECOND_NAME(second, name, ret, args) EXPORT ret second args __attribute__((alias(#name), copy(name)))
+/* glibc's prototypes carry attributes (nonnull, leaf, and with
+ * _FORTIFY_SOURCE its inline wrappers' own) that an alias need not repeat. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-attributes"
+#define SECOND_NAME(second, name, ret, args) EXPORT ret second args __attribute__((alias(#name)))
 SECOND_NAME(__read, read, ssize_t, (int, void *, size_t));
 SECOND_NAME(__write, write, ssize_t, (int, const void *, size_t));
 SECOND_NAME(__send, send, ssize_t, (int, const void *, size_t, int));
@@ -2176,3 +2180,4 @@ SECOND_NAME(__fork, fork, pid_t, (void));
 SECOND_NAME(__clone, clone, int, (int (*)(void *), void *, int, void *, ...));
 SECOND_NAME(__open, open, int, (const char *, int, ...));
 SECOND_NAME(__open64, open64, int, (const char *, int, ...));
+#pragma GCC diagnostic pop

@@ -877,6 +877,9 @@ ssize_t shim_recv_took(struct tsock *t, int fd, const struct iovec *iov, int nio
 ssize_t shim_sendv(struct tsock *t, int fd, const struct iovec *iov, int n, int flags);
 ssize_t shim_sendfile(struct tsock *t, int fd, int in_fd, off_t *off, size_t count);
 ssize_t shim_splice_in(struct tsock *t, int fd, int pipe_in, size_t len, unsigned flags);
+/* fd's status flags if it is open for writing, else -EBADF (or the
+ * look's error). */
+int shim_writable_flags(int fd);
 ssize_t shim_splice_out(struct tsock *t, int fd, int pipe_out, size_t len, unsigned flags);
 int shim_shutdown(struct tsock *t, int fd, int how);
 int shim_fionread(struct tsock *t, int fd, int *out);
