@@ -2344,8 +2344,9 @@ static ssize_t splice_past_ring_end(struct tsock *t, int fd, int pipe_out, size_
 }
 
 /* fd's status flags, if it is open for writing; else -EBADF (the
- * kernel's first look at a splice's or a sendfile's output), or the
- * error of the look. */
+ * kernel's first look at a splice's or a sendfile's output: into a pipe's
+ * read end ours waited for good for room it never has, a helper's
+ * review), or the error of the look. */
 int shim_writable_flags(int fd)
 {
 	int fl = sys_fcntl(fd, F_GETFL, 0);
@@ -2355,15 +2356,10 @@ int shim_writable_flags(int fd)
 	return fl;
 }
 
-/* splice from a socket into a pipe: the ring is written to the pipe.  A
- * pipe's read end waited for good for room it never has (the kernel says
- * EBADF: a helper's review). */
+/* splice from a socket into a pipe: the ring is written to the pipe.
+ * The caller saw pipe_out open for writing (shim_writable_flags). */
 ssize_t shim_splice_out(struct tsock *t, int fd, int pipe_out, size_t len, unsigned flags)
 {
-	int wr = shim_writable_flags(pipe_out);
-
-	if (wr < 0)
-		return shim_err(wr);
 	for (int tries = 0;; again(&tries)) {
 		ssize_t n;
 		if (phase_of(t) & PH_RX_PLAIN)

@@ -1691,7 +1691,8 @@ EXPORT ssize_t splice(int in, loff_t *in_off, int out, loff_t *out_off, size_t l
 	ssize_t n;
 
 	if (t) {
-		n = shim_splice_out(t, in, out, len, flags);
+		int wr = shim_writable_flags(out);
+		n = wr < 0 ? shim_err(wr) : shim_splice_out(t, in, out, len, flags);
 	} else {
 		t = out_off ? NULL : shim_hold(out, &mark);
 		n = t ? shim_splice_in(t, out, in, len, flags)
