@@ -534,6 +534,9 @@ static void rx_consume(struct shunt_end *e, struct shunt_bell *b, uint64_t n)
 	settle(e, b, SHUNT_WAIT_READ);
 }
 
+/* A need that follows SO_RCVLOWAT as it changes (rx_wait_min). */
+#define SHUNT_NEED_LOWAT UINT64_MAX
+
 /* Wait for at least `need` bytes (fewer at the end of the stream);
  * > 0 available, 0 end of stream, < 0 error.  SHUNT_NEED_LOWAT: what
  * SO_RCVLOWAT says, as TCP's read: its target is the value at the start,

@@ -87,8 +87,8 @@ ssize_t shunt_end_peek(struct shunt_end *e, struct shunt_bell *b, const void **b
 /* As peek, but waits until at least min bytes wait (or the end comes). */
 ssize_t shunt_end_peek_min(struct shunt_end *e, struct shunt_bell *b, const void **buf,
 			   size_t min, int64_t deadline);
-/* As peek, waiting as a read of len would for SO_RCVLOWAT's bytes
- * (SHUNT_NEED_LOWAT). */
+/* As peek, waiting as a read of len would for SO_RCVLOWAT's bytes,
+ * as it changes. */
 ssize_t shunt_end_peek_lowat(struct shunt_end *e, struct shunt_bell *b, const void **buf,
 			     size_t len, int64_t deadline);
 int shunt_end_release(struct shunt_end *e, struct shunt_bell *b, size_t len);
@@ -105,8 +105,6 @@ void shunt_end_set_rcvlowat(struct shunt_end *e, uint32_t v);
 /* The bytes a wait for input of len waits for: SO_RCVLOWAT's, at most len
  * and the ring's size; 1 without one. */
 uint64_t shunt_end_rx_need(struct shunt_end *e, uint64_t len);
-/* A need that follows SO_RCVLOWAT as it changes (end.c, rx_wait_min). */
-#define SHUNT_NEED_LOWAT UINT64_MAX
 /* Both halves shut (shutdown(SHUT_RDWR), or the two one by one, or our
  * FIN sent on TCP and SHUT_RD here): the peer's sends fail as after our
  * close; what it sent before is still read.  shunt_end_shutdown calls it. */

@@ -705,10 +705,6 @@ static struct {
 	const char *name; /* what the loader loaded us by (the loader's own) */
 } us;
 
-/* An item of the loader's list that is our file.  Only a path is known
- * for sure: a bare name is searched for where the loader looks (an
- * LD_LIBRARY_PATH the image no longer had: not found, and the arena went
- * to a shell without the library; a reviewer's reproducer). */
 /* fstatat of an item of the loader's list (n bytes, not terminated). */
 static int stat_item(const char *item, size_t n, struct stat *st)
 {
@@ -721,6 +717,10 @@ static int stat_item(const char *item, size_t n, struct stat *st)
 	return sys_fstatat(AT_FDCWD, p, st, 0);
 }
 
+/* An item of the loader's list that is our file.  Only a path is known
+ * for sure: a bare name is searched for where the loader looks (an
+ * LD_LIBRARY_PATH the image no longer had: not found, and the arena went
+ * to a shell without the library; a reviewer's reproducer). */
 static int is_us(const char *item, size_t n)
 {
 	struct stat st;
