@@ -523,13 +523,14 @@ static int wait_asker(struct tslot *s, int block, int64_t deadline)
 
 static int rx_leave(struct tsock *t, int fd, int wait, int try);
 
-/* Our kernel counted the peer's TCP data up to its switch offset as read
- * (*at: how much): what follows in our stream is its doorbells. */
+/* Our kernel counted the peer's TCP data up to its switch offset as read,
+ * and between VMs its proof that follows (*at: how much): what follows in
+ * our stream is its doorbells. */
 static int past_peer_switch(struct tslot *s, int fd, uint64_t *at)
 {
-	return consumed(s, fd, at) == 0 &&
+	return consumed(s, fd, at) == 0 && !shim_proof_pending(s) &&
 	       *at >= atomic_load_explicit(&sw_of(s, 1 - (int)s->side)->tcp_off,
-					   memory_order_relaxed);
+					   memory_order_relaxed) + s->vm.proof_need;
 }
 
 /*
@@ -816,7 +817,10 @@ static int take_bells(struct tslot *s, int fd, uint64_t n, int64_t deadline)
  * only doorbells (up to its back_tcp if it went back): once our kernel
  * counted everything before the offset as read, the doorbells there are
  * taken off (peeked first: a byte that is not one stays).  Between VMs the
- * peer's proof follows the offset: nothing is taken there.
+ * peer's proof follows the offset: the doorbells behind it once it was
+ * read (a close with our reads on its ring, asked quietly, left one a
+ * wait of ours had it ring, and reset the connection: t_vm_netns's
+ * opt_peer_idle under load).
  */
 void shim_back_exit_bells(struct tsock *t, int fd)
 {
@@ -835,7 +839,7 @@ void shim_back_exit_bells(struct tsock *t, int fd)
 	 * et_out_peer_back over a region: 8 runs in 30). */
 	if (s->vm.on && (pf & SHUNT_SW_BACK) && shunt_end_readable(&s->end) == 0)
 		rx_leave(t, fd, 0, 1);
-	if (s->vm.on || !(pf & SHUNT_SW_RING) || !past_peer_switch(s, fd, &at))
+	if (!(pf & SHUNT_SW_RING) || !past_peer_switch(s, fd, &at))
 		return;
 	if (pf & SHUNT_SW_BACK)
 		end = atomic_load_explicit(&p->back_tcp, memory_order_relaxed) +
@@ -851,6 +855,11 @@ void shim_back_exit_bells(struct tsock *t, int fd)
 		long k = sys_recv(fd, buf, (size_t)SHUNT_MIN(end - at, sizeof(buf)),
 				  MSG_PEEK | MSG_DONTWAIT);
 		long n = 0;
+		/* Gone back since we looked, the peer may have sent data that
+		 * starts with a bell's value right behind its bells: reads sort
+		 * that out, exactly (shim_back_bells_left). */
+		if (!(pf & SHUNT_SW_BACK) && (peer_flags(s) & SHUNT_SW_BACK))
+			return;
 		while (n < k && buf[n] == s->bell)
 			n++;
 		if (n <= 0 || sys_recv(fd, buf, (size_t)n, MSG_DONTWAIT) != n || n < k)
