@@ -29,6 +29,8 @@ seeds=(
 # The fds' lives (seeds with FDOPS_BIT, tests/diff_shim.c): a vfork
 # child's dup2 onto stdout.
 seeds+=(325396016166023:43)
+# A pass after the peer's reset: the way back's disconnect cleared it.
+seeds+=(509863046461456)
 # And these with the loopback connections sent through a region file, as
 # between two VMs (docs/vms.md).
 vm_seeds=(66250295816691:150 150631731147633:150 10051972994984:150 167087929862660:150

@@ -1314,8 +1314,14 @@ static void give_up_loudly(struct tsock *t, int fd, int why)
 	 * (for a peer asleep on the rings) cannot follow it, whereas sent
 	 * before it, past the back_tcp we may have published, a peer already
 	 * back on TCP read it as a byte of data before the reset (the soak's
-	 * exec hand-over: "a byte never sent" at the hand-over offset). */
-	sys_connect(fd, &sa, sizeof(sa));
+	 * exec hand-over: "a byte never sent" at the hand-over offset).
+	 * Not on a kernel socket closed already (the peer's reset came, say):
+	 * it can tell nobody anything, and the disconnect cleared the reset
+	 * the socket kept for its program, and its shutdown (a pass after the
+	 * peer's reset: no POLLERR for the new holder, tests/diff_shim.c with
+	 * SHUNT_DIFF_FDOPS=1, seed 390958050557620). */
+	if (!shim_kern_closed(fd))
+		sys_connect(fd, &sa, sizeof(sa));
 	/* The socket may connect again: with the program's options, not the
 	 * SO_LINGER {1, 0} of a resend we held (io.c, shim_linger_hold). */
 	shim_tx_opts_restore(t, fd);
