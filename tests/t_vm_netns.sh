@@ -11,7 +11,8 @@
 #      library has no region (SHUNT_IVSHMEM=none) keeps its client on TCP,
 #      every byte intact; a client and server in one namespace talking over
 #      its own address keep to the local medium.
-#   2. The shim's test programs (t_shim_connect, data, epoll, fds, flags)
+#   2. The shim's test programs (t_shim_connect, data, epoll, fds, flags,
+#      poll, close)
 #      again, with SHUNT_CONFIG sending their loopback connections through
 #      a region: the same checks over the ivshmem medium; and one case,
 #      opt_peer_idle, 40 times with both CPUs busy.
@@ -172,8 +173,11 @@ printf 'ivshmem %s 127.0.0.0/8\n' "$R-2" >"$T/conf"
 # peer's ring end, once its proof was read, as on one host.)  And
 # ring_sizes, which checks the sizes one host's rings take from the
 # process's budget: a region's rings are its slots' size (512 KiB here).
+# t_shim_poll runs whole: a wait woken by the peer's proof alone takes it
+# (poll_across_move: no wake-up for it; poll_room_unheard_sleeps: none, and
+# no spin for room after SHUT_RD).
 skip=scm_rights_unread,scm_rights_unread_armed,scm_rights_unread_rung,scm_rights_past_back,scm_rights_past_back_full,counted_when_attached,ring_sizes
-for t in t_shim_connect t_shim_data t_shim_epoll t_shim_fds t_shim_flags; do
+for t in t_shim_connect t_shim_data t_shim_epoll t_shim_fds t_shim_flags t_shim_poll t_shim_close; do
 	[ -x "$B/tests/$t" ] || fail "no $B/tests/$t"
 	SHUNT_CONFIG=$T/conf SHUNT_TEST_SKIP=$skip timeout 120 "$B/tests/$t" >"$T/$t.out" 2>&1 ||
 		fail "$t over the region: status $?: $(grep -a -E '  FAIL |fail:' "$T/$t.out" | head -n 5)"

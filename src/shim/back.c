@@ -856,10 +856,14 @@ void shim_back_exit_bells(struct tsock *t, int fd)
 				  MSG_PEEK | MSG_DONTWAIT);
 		long n = 0;
 		/* Gone back since we looked, the peer may have sent data that
-		 * starts with a bell's value right behind its bells: reads sort
-		 * that out, exactly (shim_back_bells_left). */
-		if (!(pf & SHUNT_SW_BACK) && (peer_flags(s) & SHUNT_SW_BACK))
-			return;
+		 * starts with a bell's value right behind its bells: no
+		 * further than its word says (its data follows the word). */
+		if (!(pf & SHUNT_SW_BACK) && (peer_flags(s) & SHUNT_SW_BACK)) {
+			pf |= SHUNT_SW_BACK;
+			end = SHUNT_MIN(end, atomic_load_explicit(&p->back_tcp, memory_order_relaxed) +
+						     atomic_load(&s->back_more));
+			k = at < end ? SHUNT_MIN(k, (long)(end - at)) : 0;
+		}
 		while (n < k && buf[n] == s->bell)
 			n++;
 		if (n <= 0 || sys_recv(fd, buf, (size_t)n, MSG_DONTWAIT) != n || n < k)

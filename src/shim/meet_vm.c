@@ -375,6 +375,11 @@ static int proof_look(struct tsock *t, int fd, int act)
 	} else if (n < 0)
 		rc = n == -EAGAIN ? 0 : (int)n;
 	else if (sys_recv(fd, buf, (size_t)n, MSG_DONTWAIT) == n) {
+		/* What we took is what we peeked unless a read of the
+		 * program's entered the kernel in between (a poll takes the
+		 * proof too, shim_proof_seen): then the stream is lost. */
+		if (!proof_fits(s, got, buf, (size_t)n))
+			proof_failed(s, "a read took part of the peer's proof");
 		atomic_fetch_add(&s->rx_tcp, (uint64_t)n);
 		atomic_store(&s->vm.proof_got, got + (uint32_t)n);
 		rc = got + (uint32_t)n == PROOF_LEN;
@@ -445,6 +450,21 @@ int shim_proof_settle(struct tsock *t, int fd, int64_t deadline)
 	if (!shim_proof_pending(t->slot) || !shim_peer_switched(t))
 		return 0;
 	return proof_wait(t, fd, deadline, 0);
+}
+
+/*
+ * A poll or select at the peer's offset: what the stream has there is its
+ * proof (nothing before the offset is left to read).  Told as readable, a
+ * blocking read took the proof, found the ring empty and waited there (a
+ * reader that polls first, then reads, as select() loops do, hung where
+ * TCP's poll would have slept on: t_shim_poll poll_across_move over a
+ * region).  So the wait takes it, unless a read of the program's is in
+ * the kernel (it takes the proof itself, tcp_cut).
+ */
+void shim_proof_seen(struct tsock *t, int fd)
+{
+	if (shim_proof_pending(t->slot) && !atomic_load(&t->slot->rx_inflight))
+		shim_proof_settle(t, fd, 0);
 }
 
 /*

@@ -1033,12 +1033,6 @@ static void close_back(struct tsock *t, int fd)
 	 * the stream's. */
 	struct shunt_bell b = shim_bell(t, fd);
 	shunt_end_close(&t->slot->end, &b, rst ? SHUNT_CLOSE_RST : SHUNT_CLOSE_TCP);
-	/* The peer's answer may still ring after our close (between VMs its
-	 * doorbells are TCP bytes): a socket holding bytes TCP has not sent
-	 * lingers, as a moved one's does (an ivshmem region under load:
-	 * t_shim_flags opt_peer_idle, 1 run in 5). */
-	if (!rst)
-		shim_linger(fd, t->slot->bell);
 }
 
 void shim_close_end(struct tsock *t, int fd)

@@ -761,6 +761,8 @@ int shim_proof_recv(struct tsock *t, int fd, int64_t deadline);
  * stream if it sent one, so that only doorbells are left: 0, -EAGAIN,
  * -EINTR. */
 int shim_proof_settle(struct tsock *t, int fd, int64_t deadline);
+/* A poll's look: take the peer's proof if that is what the stream has. */
+void shim_proof_seen(struct tsock *t, int fd);
 /* A read took n bytes past the peer's offset: how many of them were
  * proof (checked); -1 wrong, the end is broken; -2 wrong, and the
  * connection is plain TCP again: all n bytes are data. */
