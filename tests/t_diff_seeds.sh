@@ -29,7 +29,8 @@ seeds=(
 # The fds' lives (seeds with FDOPS_BIT, tests/diff_shim.c): a vfork
 # child's dup2 onto stdout.
 seeds+=(325396016166023:43)
-# A pass after the peer's reset: the way back's disconnect cleared it.
+# A pass after the peer's reset: the way back's disconnect of the closed
+# socket left its new holder no POLLIN.
 seeds+=(509863046461456)
 # And these with the loopback connections sent through a region file, as
 # between two VMs (docs/vms.md).

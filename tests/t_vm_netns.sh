@@ -19,7 +19,7 @@
 #   0. `shunt vm region` refuses a mode every user may open, and a file
 #      another user made first.
 # At the end no slot is in use and no offer left.  Root for part 1 (else
-# skipped, part 2 still runs).  About 90 s.  Run again once if it fails:
+# skipped, part 2 still runs).  About 100 s.  Run again once if it fails:
 # under the load of the other tests a meeting may find its peer too late
 # for a short connection, which then stays on TCP by design (three times
 # in CI, 12-07: "within A: stays on TCP: nopeer", each time in the first
@@ -173,9 +173,9 @@ printf 'ivshmem %s 127.0.0.0/8\n' "$R-2" >"$T/conf"
 # peer's ring end, once its proof was read, as on one host.)  And
 # ring_sizes, which checks the sizes one host's rings take from the
 # process's budget: a region's rings are its slots' size (512 KiB here).
-# t_shim_poll runs whole: a wait woken by the peer's proof alone takes it
-# (poll_across_move: no wake-up for it; poll_room_unheard_sleeps: none, and
-# no spin for room after SHUT_RD).
+# t_shim_poll runs whole: a poll or select takes the peer's proof, which
+# alone woke it before (poll_across_move; poll_room_unheard_sleeps, which
+# also checks that a poll for room after SHUT_RD does not spin).
 skip=scm_rights_unread,scm_rights_unread_armed,scm_rights_unread_rung,scm_rights_past_back,scm_rights_past_back_full,counted_when_attached,ring_sizes
 for t in t_shim_connect t_shim_data t_shim_epoll t_shim_fds t_shim_flags t_shim_poll t_shim_close; do
 	[ -x "$B/tests/$t" ] || fail "no $B/tests/$t"

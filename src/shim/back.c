@@ -1320,10 +1320,10 @@ static void give_up_loudly(struct tsock *t, int fd, int why)
 	 * back on TCP read it as a byte of data before the reset (the soak's
 	 * exec hand-over: "a byte never sent" at the hand-over offset).
 	 * Not on a kernel socket closed already (the peer's reset came, say):
-	 * it can tell nobody anything, and the disconnect cleared the reset
-	 * the socket kept for its program, and its shutdown (a pass after the
-	 * peer's reset: no POLLERR for the new holder, tests/diff_shim.c with
-	 * SHUNT_DIFF_FDOPS=1, seed 390958050557620). */
+	 * it can tell nobody anything, and the disconnect made it another
+	 * socket than TCP's (a pass after the peer's reset: no POLLIN for the
+	 * new holder, tests/diff_shim.c with SHUNT_DIFF_FDOPS=1, seed
+	 * 509863046461456). */
 	if (!shim_kern_closed(fd))
 		sys_connect(fd, &sa, sizeof(sa));
 	/* The socket may connect again: with the program's options, not the

@@ -29,8 +29,7 @@ static int revents(struct tsock *t, int fd, int events, int arm, int kern)
 	 * wait: taken there, an edge-triggered set's reader waited for good
 	 * with the ring's data there, t_shim_epoll epoll_et_short_read
 	 * through a region, every run; why is not known yet). */
-	if (shim_proof_pending(t->slot))
-		shim_proof_seen(t, fd);
+	shim_proof_seen(t, fd);
 	int ev = shim_readiness(t, fd, to_poll(events), arm, &kern);
 
 	if ((ev & POLLIN) && (events & POLLRDNORM))
