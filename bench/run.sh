@@ -11,8 +11,9 @@
 #
 # Usage: bench/run.sh [--quick] [--rounds N] [--out DIR] [--only LIST] [--build DIR]
 #   --quick      a subset of every section: short runs, 1 round (about 1 min)
-#   --rounds N   rounds per comparison (default 3; ignored with --quick): on
-#                a shared 2-vCPU machine a 5 % difference needs about 12
+#   --rounds N   rounds per comparison (default 3, 9 for tcpbench's set-up
+#                rows; ignored with --quick): on a shared 2-vCPU machine a
+#                5 % difference needs about 12
 #   --out DIR    where REPORT.md, the SVGs and data/ go (default docs/bench,
 #                with --quick build/bench-quick), and the run's lock,
 #                .bench.lock: one run at a time per DIR
