@@ -64,11 +64,12 @@ int shim_enabled(void)
 
 /* Our fds go in the top quarter of the fd limit, out of the program's way
  * (fd.c); a program that opens that many fds still gets every number.  From
- * 512 at most (so, under the usual limit of 1024, in its top half): the kernel sizes each process's fd table to a power of two
- * above its highest fd, and each fork makes and copies one (at 8192, a fork
- * and _exit took 25 us more: PostgreSQL forks per connection: 2000 forks,
- * 12-07; from 1024, a table of 2048, 16 KiB, still 10 us more than one of
- * 1024, bench/forkfaults.c with the fd limit at 20000 and at 1024, 12-07). */
+ * 512 at most (so, under the usual limit of 1024, in its top half): the
+ * kernel sizes each process's fd table to a power of two above its highest
+ * fd, and each fork makes and copies one (at 8192, a fork and _exit took
+ * 25 us more: PostgreSQL forks per connection: 2000 forks, 12-07; from
+ * 1024, a table of 2048, 16 KiB, still 10 us more than one of 1024,
+ * bench/forkfaults.c with the fd limit at 20000 and at 1024, 12-07). */
 #define FD_FLOOR_MAX 512
 
 static void set_fd_floor(void)
