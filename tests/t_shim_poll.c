@@ -617,6 +617,81 @@ static void case_hup_close(void)
 	ASSERT_SYS(close(a));
 }
 
+/* A close under a poll: the kernel's poll holds the file, so nothing
+ * wakes it, and at its timeout it looks again and finds the fd gone:
+ * POLLNVAL.  A moved socket's said 0 (design.md, Limits, before 12-08). */
+struct closer {
+	int fd;
+	pthread_t t;
+};
+
+static void *closer_main(void *arg)
+{
+	struct closer *c = arg;
+
+	test_sleep_ms(50);
+	ASSERT_SYS(close(c->fd));
+	return NULL;
+}
+
+static void close_under_poll(int a, int b, const char *when)
+{
+	struct closer c = { a, 0 };
+	struct pollfd p = { .fd = a, .events = POLLIN };
+
+	ASSERT_EQ(pthread_create(&c.t, NULL, closer_main, &c), 0);
+	int rc = poll(&p, 1, 300);
+	ASSERT_EQ(pthread_join(c.t, NULL), 0);
+	ASSERT_MSG(rc == 1 && p.revents == POLLNVAL, "%s: poll %d, revents 0x%x (TCP: 1, POLLNVAL)",
+		   when, rc, p.revents);
+	ASSERT_SYS(close(b));
+}
+
+/* select's look at the start finds every fd open; one closed while it
+ * waits is no EBADF: Linux 6.18 reports it ready in each set it was asked
+ * in, at the timeout.  What the kernel's select says of a UNIX socket (no
+ * socket of ours in the set: the kernel's select itself) is the answer. */
+static int close_under_select(int a, const char *when, int want)
+{
+	struct closer c = { a, 0 };
+	fd_set rd, ex;
+
+	FD_ZERO(&rd);
+	FD_SET(a, &rd);
+	FD_ZERO(&ex);
+	FD_SET(a, &ex);
+	ASSERT_EQ(pthread_create(&c.t, NULL, closer_main, &c), 0);
+	errno = 0;
+	int rc = select(a + 1, &rd, NULL, &ex, &(struct timeval){ 0, 300000 });
+	int err = errno;
+	ASSERT_EQ(pthread_join(c.t, NULL), 0);
+	int got = rc < 0 ? -err : rc * 4 + FD_ISSET(a, &rd) * 2 + FD_ISSET(a, &ex);
+	ASSERT_MSG(want == INT_MIN || got == want,
+		   "%s: select %d (%s), read %d, except %d; the kernel's: %d", when, rc,
+		   strerror(err), FD_ISSET(a, &rd), FD_ISSET(a, &ex), want);
+	return got;
+}
+
+static void case_close_under_poll(void)
+{
+	int a, b;
+
+	ts_pair(&a, &b);
+	close_under_poll(a, b, "on TCP");
+	ts_moved_pair(&a, &b);
+	close_under_poll(a, b, "moved");
+	int sv[2];
+	ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
+	int want = close_under_select(sv[0], "UNIX", INT_MIN);
+	ASSERT_SYS(close(sv[1]));
+	ts_pair(&a, &b);
+	close_under_select(a, "on TCP", want);
+	ASSERT_SYS(close(b));
+	ts_moved_pair(&a, &b);
+	close_under_select(a, "moved", want);
+	ASSERT_SYS(close(b));
+}
+
 /* The peer that will be killed: leaves our bytes unread (arg NULL) or
  * reads them, tells us with one byte 'k', then waits for SIGKILL. */
 static void victim_peer(int fd, void *arg)
@@ -1265,6 +1340,7 @@ static const struct shim_case g_cases[] = {
 	{ "hup_killed", case_hup_killed },
 	{ "hup_killed_clean", case_hup_killed_clean },
 	{ "hup_own_shutdown", case_hup_own_shutdown },
+	{ "close_under_poll", case_close_under_poll },
 	{ "busy_no_bells", case_busy_no_bells },
 	{ "bell_event_no_ppoll", case_bell_event_no_ppoll },
 	{ "bell_one_read", case_bell_one_read },

@@ -112,6 +112,14 @@ static int scan(struct pset *p, int arm, int use_kernel)
 		}
 		if (!p->t[i])
 			continue;
+		/* Closed by another thread while the kernel waited: it holds
+		 * the file, wakes at its timeout (or a doorbell), and finds the
+		 * fd gone, as it says of a TCP socket. */
+		if (use_kernel && (p->k[i].revents & POLLNVAL)) {
+			p->fds[i].revents = POLLNVAL;
+			ready++;
+			continue;
+		}
 		/* Settled, its kernel side has only doorbells: the kernel's
 		 * wait below tells of them (a system call per socket less). */
 		int kern = use_kernel ? p->k[i].revents : shim_settled(p->t[i]) ? 0 : -1;
@@ -412,11 +420,18 @@ static void clear_past(fd_set *s, int nfds)
 		w[n / bits] &= (1UL << (n % bits)) - 1;
 }
 
-/* select in terms of poll: readable includes end of stream and errors. */
+/* select in terms of poll: readable includes end of stream and errors.
+ * The kernel's select refuses an fd closed when it starts (EBADF), and
+ * reports one closed while it waits ready in every set it was asked in
+ * (Linux 6.18); a poll says POLLNVAL for both.  A socket of ours was open
+ * at the start: its POLLNVAL is the second kind (t_shim_poll
+ * close_under_poll: it said EBADF). */
 int shim_select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex,
 		const struct timespec *timeout, const sigset_t *mask)
 {
-	struct pollfd *fds = calloc(nfds > 0 ? (size_t)nfds : 1, sizeof(*fds));
+	size_t cap = nfds > 0 ? (size_t)nfds : 1;
+	struct pollfd *fds = calloc(cap, sizeof(*fds) + 1);
+	char *ours = (char *)(fds + cap);
 	nfds_t n = 0;
 
 	if (!fds)
@@ -425,18 +440,22 @@ int shim_select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex,
 		short ev = (short)((rd && shim_fd_isset(rd, fd) ? POLLIN : 0) |
 				   (wr && shim_fd_isset(wr, fd) ? POLLOUT : 0) |
 				   (ex && shim_fd_isset(ex, fd) ? POLLPRI : 0));
-		if (ev)
+		if (ev) {
+			ours[n] = (char)shim_has(fd);
 			fds[n++] = (struct pollfd){ fd, ev, 0 };
+		}
 	}
 	int rc = shim_poll(fds, n, timeout, mask);
 	if (rc >= 0) {
 		rc = 0;
 		for (nfds_t i = 0; i < n; i++) {
 			int fd = fds[i].fd, re = fds[i].revents;
-			if (re & POLLNVAL) {
+			if ((re & POLLNVAL) && !ours[i]) {
 				free(fds);
 				return (int)shim_err(-EBADF);
 			}
+			if (re & POLLNVAL)
+				re = POLLIN | POLLOUT | POLLPRI;
 			int r = (fds[i].events & POLLIN) && (re & (POLLIN | POLLHUP | POLLERR));
 			int w = (fds[i].events & POLLOUT) && (re & (POLLOUT | POLLERR));
 			int x = (fds[i].events & POLLPRI) && (re & POLLPRI);
