@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -1691,6 +1692,107 @@ static void case_cancel_in_room(void)
 		   "the cancelled send's socket still holds %d slot(s)", used - before);
 }
 
+/* A timeout by siglongjmp out of a blocked recv (alarm(), then a jump out
+ * of the SIGALRM handler, as older programs time out a read): over TCP
+ * the next recv takes what comes, and the close ends the stream at once.
+ * Ours left the direction's lock held by the frame it jumped out of: the
+ * next blocking recv waited for good (design.md, Limits, before 12-08). */
+static sigjmp_buf g_jump;
+
+static void on_alarm_jump(int sig)
+{
+	(void)sig;
+	siglongjmp(g_jump, 1);
+}
+
+static unsigned char g_big[BIG_SEND]; /* no malloc to leak in a jump */
+
+static void jump_out_of(int a, int sending)
+{
+	char buf[64];
+
+	ts_set_handler(SIGALRM, on_alarm_jump, 0);
+	if (sigsetjmp(g_jump, 1) == 0) {
+		setitimer(ITIMER_REAL, &(struct itimerval){ { 0, 0 }, { 0, 100000 } }, NULL);
+		if (sending)
+			send(a, g_big, sizeof(g_big), 0);
+		else
+			recv(a, buf, sizeof(buf), 0);
+		ASSERT_MSG(0, "the blocked %s returned", sending ? "send" : "recv");
+	}
+	signal(SIGALRM, SIG_DFL);
+}
+
+static void jump_then_go_on(int a, int b, const char *when)
+{
+	char buf[64];
+
+	ASSERT_SYS(setsockopt(a, SOL_SOCKET, SO_RCVTIMEO, &(struct timeval){ 3, 0 },
+			      sizeof(struct timeval)));
+	jump_out_of(a, 0);
+	ASSERT_EQ(send(b, "after", 5, 0), 5);
+	double t0 = test_now();
+	ssize_t n = recv(a, buf, sizeof(buf), 0);
+	ASSERT_MSG(n == 5 && !memcmp(buf, "after", 5), "%s: the recv after the jump: %zd (%s), %.2f s",
+		   when, n, n < 0 ? test_errname(errno) : "-", test_now() - t0);
+	ASSERT_SYS(close(a));
+	ts_expect_eof(b, ts_ms(2000));
+	ASSERT_SYS(close(b));
+}
+
+/* The close right after the jump: the peer reads the end at once. */
+static void jump_then_close(int a, int b, const char *when)
+{
+	jump_out_of(a, 0);
+	ASSERT_SYS(close(a));
+	double t0 = test_now();
+	ts_expect_eof(b, ts_ms(2000));
+	ASSERT_MSG(test_now() - t0 < 1.0, "%s: the end came %.2f s after the close", when,
+		   test_now() - t0);
+	ASSERT_SYS(close(b));
+}
+
+/* Out of a send blocked on a full buffer: what went in before stays, in
+ * order, and the next send and the close follow it. */
+static void jump_out_of_send(int a, int b, const char *when)
+{
+	static unsigned char got[BIG_SEND + 64];
+	size_t n = 0;
+	ssize_t k;
+
+	memset(g_big, 'x', sizeof(g_big));
+	jump_out_of(a, 1);
+	while ((k = recv(b, got + n, sizeof(got) - n, MSG_DONTWAIT)) > 0)
+		n += (size_t)k;
+	ASSERT_GT(n, 0);
+	ASSERT_MSG(n < BIG_SEND, "%s: %zu bytes of a send that blocked", when, n);
+	ASSERT_EQ(send(a, "after", 5, 0), 5);
+	ASSERT_SYS(close(a));
+	ASSERT_SYS(setsockopt(b, SOL_SOCKET, SO_RCVTIMEO, &(struct timeval){ 3, 0 },
+			      sizeof(struct timeval)));
+	while ((k = recv(b, got + n, sizeof(got) - n, 0)) > 0)
+		n += (size_t)k;
+	ASSERT_MSG(k == 0, "%s: after %zu bytes: %s", when, n, test_errname(errno));
+	ASSERT_MSG(n > 5 && !memcmp(got + n - 5, "after", 5), "%s: the stream does not end with the last send", when);
+	for (size_t i = 0; i < n - 5; i++)
+		ASSERT_MSG(got[i] == 'x', "%s: byte %zu of %zu is wrong", when, i, n);
+	ASSERT_SYS(close(b));
+}
+
+static void case_jump_out_of_call(void)
+{
+	void (*const how[])(int, int, const char *) = { jump_then_go_on, jump_then_close,
+							 jump_out_of_send };
+	int a, b;
+
+	for (size_t i = 0; i < sizeof(how) / sizeof(how[0]); i++) {
+		ts_pair(&a, &b);
+		how[i](a, b, "on TCP");
+		ts_moved_pair(&a, &b);
+		how[i](a, b, "moved");
+	}
+}
+
 static const struct shim_case g_cases[] = {
 	{ "eof_shutdown", case_eof_shutdown },
 	{ "eof_close", case_eof_close },
@@ -1730,6 +1832,7 @@ static const struct shim_case g_cases[] = {
 	{ "cancel_in_read", case_cancel_in_read },
 	{ "cancel_in_room", case_cancel_in_room },
 	{ "eintr_mixed", case_eintr_mixed },
+	{ "jump_out_of_call", case_jump_out_of_call },
 };
 
 int main(void)

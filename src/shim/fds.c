@@ -52,6 +52,7 @@ void shim_fresh_fd(int fd)
 /* fd is about to be closed or replaced by the program. */
 SHUNT_FORK_TEXT static void going(int fd)
 {
+	shim_calls_reap(); /* a call jumped out of must not keep the socket */
 	struct tsock *t = shim_get(fd);
 
 	shim_epoll_forget(fd, t);

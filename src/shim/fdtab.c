@@ -18,8 +18,13 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
 #include <sys/single_threaded.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "internal.h"
 #include "shim.h"
@@ -272,10 +277,26 @@ SHUNT_FORK_TEXT void shim_put(struct tsock *t)
  * Its end puts them.  A list and not a cleanup handler per call: that is
  * a setjmp on every call of the fast path.  Deeper than CALLS_MAX (nested
  * handlers) a call is not listed, and leaks as before if cancelled.
+ *
+ * A call the thread jumped out of (siglongjmp from a handler that
+ * interrupted it: a read timed out by alarm()) never came back either, and
+ * one asleep on the ring held the direction's lock (shim_call_locks): the
+ * thread's next blocking read of that socket waited for good, and the
+ * close kept the socket for that call, so the peer never saw the end
+ * (t_shim_close jump_out_of_call).  Each entry keeps its frame's address:
+ * a new call whose frame is not below it, on the same stack, is not
+ * nested inside it (a handler's frames lie below the call it interrupted,
+ * past the kernel's signal frame, a kilobyte or more), so that call is
+ * gone: its lock is let go and its reference put.  Not on a handler's own
+ * stack (sigaltstack), where the frames compare with nothing.
  */
 #define CALLS_MAX 8
+#define JUMP_SLACK 256        /* frames of two wrappers at one depth differ by less */
+#define JUMP_SPAN (16u << 20) /* farther than a thread's stack: another stack */
 struct calls {
 	struct tsock *t[CALLS_MAX];
+	uintptr_t sp[CALLS_MAX];        /* the call's frame */
+	pthread_mutex_t *mu[CALLS_MAX]; /* the direction's lock it holds over a wait */
 	unsigned n;
 	int watched;
 	unsigned cp; /* the innermost call is a cancellation point (shim_hold_cp) */
@@ -283,8 +304,54 @@ struct calls {
 #define MARK_CP (1u << 31) /* a mark keeps the caller's cp */
 /* initial-exec: a register's offset, where the default model called
  * __tls_get_addr three times a call (the library is preloaded, so in the
- * static TLS block; a dlopen takes its 76 bytes from glibc's surplus). */
+ * static TLS block; a dlopen takes its 212 bytes from glibc's surplus). */
 static _Thread_local struct calls calls __attribute__((tls_model("initial-exec")));
+
+/* Is the entry i of a call this thread left (its frame not below sp)? */
+static int jumped_out(const struct calls *c, unsigned i, uintptr_t sp)
+{
+	return c->sp[i] <= sp + JUMP_SLACK && c->sp[i] + JUMP_SPAN >= sp;
+}
+
+/* The lock mu of t's slot, held by this thread (the futex word of a
+ * robust mutex names its owner), let go; a send's busy word (io.c,
+ * ring_open_locked) with tx_mu. */
+static void unlock_own(struct tsock *t, pthread_mutex_t *mu)
+{
+	if ((unsigned)(mu->__data.__lock & FUTEX_TID_MASK) != (unsigned)gettid())
+		return;
+	if (mu == &t->slot->tx_mu)
+		shim_tx_exit(t->slot);
+	pthread_mutex_unlock(mu);
+}
+
+/* Let go of the calls this thread jumped out of, newest first. */
+static void reap_jumped(struct calls *c, uintptr_t sp)
+{
+	stack_t ss;
+
+	if (c->n > CALLS_MAX || !jumped_out(c, c->n - 1, sp) || sigaltstack(NULL, &ss) < 0 ||
+	    (ss.ss_flags & SS_ONSTACK))
+		return;
+	while (c->n && jumped_out(c, c->n - 1, sp)) {
+		unsigned i = --c->n;
+		log_debug("a call on this thread ended by a jump: its hold let go");
+		if (c->mu[i])
+			unlock_own(c->t[i], c->mu[i]);
+		c->mu[i] = NULL;
+		shim_put(c->t[i]);
+	}
+	c->cp = 0;
+	shim_wait_eintr = 0;
+}
+
+SHUNT_FORK_TEXT void shim_calls_reap(void)
+{
+	struct calls *c = &calls;
+
+	if (__builtin_expect(c->n != 0, 0))
+		reap_jumped(c, (uintptr_t)__builtin_frame_address(0));
+}
 
 SHUNT_FORK_TEXT struct tsock *shim_hold(int fd, unsigned *mark)
 {
@@ -293,6 +360,9 @@ SHUNT_FORK_TEXT struct tsock *shim_hold(int fd, unsigned *mark)
 	if (!t)
 		return NULL;
 	struct calls *c = &calls;
+	uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
+	if (__builtin_expect(c->n != 0, 0))
+		reap_jumped(c, sp);
 	/* Only another thread cancels: one alone skips the key (a forked
 	 * child's first call made it, a page of glibc's copied). */
 	if (__builtin_expect(!c->watched, 0) && !__libc_single_threaded) {
@@ -300,11 +370,23 @@ SHUNT_FORK_TEXT struct tsock *shim_hold(int fd, unsigned *mark)
 		c->watched = 1;
 	}
 	*mark = c->n | (c->cp ? MARK_CP : 0);
-	if (c->n < CALLS_MAX)
+	if (c->n < CALLS_MAX) {
 		c->t[c->n] = t;
+		c->sp[c->n] = sp;
+		c->mu[c->n] = NULL;
+	}
 	c->n++;
 	c->cp = 0;
 	return t;
+}
+
+/* The innermost call, on t, now holds mu across its wait (NULL: no more). */
+void shim_call_locks(struct tsock *t, pthread_mutex_t *mu)
+{
+	struct calls *c = &calls;
+
+	if (c->n && c->n <= CALLS_MAX && c->t[c->n - 1] == t)
+		c->mu[c->n - 1] = mu;
 }
 
 SHUNT_FORK_TEXT struct tsock *shim_hold_cp(int fd, unsigned *mark)

@@ -806,7 +806,9 @@ static ssize_t ring_recv(struct tsock *t, int fd, void *buf, size_t len, int fla
 	ssize_t n = lock_for(&S(t)->rx_mu, e, SHUNT_WAIT_READ, dl);
 
 	if (n == 0) {
+		shim_call_locks(t, &S(t)->rx_mu);
 		n = recv_locked(t, &b, buf, len, flags, dl);
+		shim_call_locks(t, NULL);
 		shim_unlock(&S(t)->rx_mu);
 	} else if (len == 0 && dl != 0) {
 		n = 0; /* a read of no bytes that waited out its timeout (recv_locked) */
@@ -1821,7 +1823,9 @@ static ssize_t ring_sendv(struct tsock *t, int fd, const struct iovec *iov, int 
 		shim_unlock(&S(t)->tx_mu);
 		return RETRY;
 	}
+	shim_call_locks(t, &S(t)->tx_mu);
 	ssize_t k = shunt_end_sendv(END(t), &b, iov, n, len, dl);
+	shim_call_locks(t, NULL);
 	shim_tx_exit(S(t));
 	shim_unlock(&S(t)->tx_mu);
 	touched(t);

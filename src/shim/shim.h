@@ -476,6 +476,11 @@ struct tsock *shim_hold_cp(int fd, unsigned *mark);
 int shim_in_cancel_point(void);
 void shim_release(struct tsock *t, unsigned mark);
 void shim_calls_ended(void);
+/* The innermost call on t holds mu (a direction's lock) across its wait,
+ * or (NULL) no longer; and the calls this thread jumped out of let go of,
+ * their locks with them (fdtab.c). */
+void shim_call_locks(struct tsock *t, pthread_mutex_t *mu);
+void shim_calls_reap(void);
 void shim_thread_watch(void);
 void shim_thread_key_init(void); /* at load (kick.c) */
 /* A peek with no reference (for the wait calls). */
