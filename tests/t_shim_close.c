@@ -1779,8 +1779,36 @@ static void jump_out_of_send(int a, int b, const char *when)
 	ASSERT_SYS(close(b));
 }
 
+/* An exec right after the jump takes the moved connection back to TCP,
+ * which takes the direction's lock: it waited for the lock, gave up and
+ * reset the connection. */
+static void jump_then_exec(int fd, void *arg)
+{
+	(void)arg;
+	ts_make_accelerated_follow(fd);
+	jump_out_of(fd, 0);
+	ASSERT_SYS(fcntl(fd, F_SETFD, 0)); /* kept across the exec */
+	execl("/bin/true", "true", (char *)NULL);
+	TEST_FAIL_MSG("execl(/bin/true): %s", strerror(errno));
+}
+
 static void case_jump_out_of_call(void)
 {
+	struct shim_peer p;
+	char buf[16];
+
+	ts_peer_start(&p, jump_then_exec, NULL);
+	ts_make_accelerated_lead(p.fd);
+	ASSERT_SYS(setsockopt(p.fd, SOL_SOCKET, SO_RCVTIMEO, &(struct timeval){ 4, 0 },
+			      sizeof(struct timeval)));
+	double t0 = test_now();
+	ssize_t n = recv(p.fd, buf, sizeof(buf), 0);
+	ASSERT_MSG(n == 0 && test_now() - t0 < 2.0,
+		   "the peer jumped out of a recv, then exec'd: recv %zd (%s) after %.2f s (TCP: the end, at once)",
+		   n, n < 0 ? test_errname(errno) : "-", test_now() - t0);
+	ts_peer_wait(&p, 3000);
+	ASSERT_SYS(close(p.fd));
+
 	void (*const how[])(int, int, const char *) = { jump_then_go_on, jump_then_close,
 							 jump_out_of_send };
 	int a, b;

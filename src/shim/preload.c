@@ -1862,8 +1862,18 @@ static int exec_failed(int rc, char **env, char *const envp[])
 	return rc;
 }
 
+/* An exec's way back to TCP takes each direction's lock: not one a call
+ * this thread jumped out of still holds (fdtab.c).  Looked for here, in
+ * the wrapper's first frames: the frame compared is this one. */
+static void exec_reap(void)
+{
+	if (!shim_in_vfork_child())
+		shim_calls_reap();
+}
+
 static int do_execve(const char *path, char *const argv[], char *const envp[])
 {
+	exec_reap();
 	char **env = shim_exec_prepare(envp, shim_image_look(AT_FDCWD, path, 0), 1);
 
 	return exec_failed(REAL(execve)(path, argv, env), env, envp);
@@ -1871,6 +1881,7 @@ static int do_execve(const char *path, char *const argv[], char *const envp[])
 
 static int do_execvpe(const char *file, char *const argv[], char *const envp[])
 {
+	exec_reap();
 	char **env = shim_exec_prepare(envp, shim_image_look_search(file), 1);
 
 	return exec_failed(REAL(execvpe)(file, argv, env), env, envp);
@@ -1878,6 +1889,7 @@ static int do_execvpe(const char *file, char *const argv[], char *const envp[])
 
 EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
 {
+	exec_reap();
 	char **env = shim_exec_prepare(envp, shim_image_look(fd, "", AT_EMPTY_PATH), 1);
 
 	return exec_failed(REAL(fexecve)(fd, argv, env), env, envp);
@@ -1895,6 +1907,7 @@ EXPORT int execveat(int dir, const char *path, char *const argv[], char *const e
 		errno = ENOSYS;
 		return -1;
 	}
+	exec_reap();
 	char **env = shim_exec_prepare(envp, shim_image_look(dir, path, flags), 1);
 	return exec_failed(real(dir, path, argv, env, flags), env, envp);
 }

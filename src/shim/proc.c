@@ -1029,10 +1029,6 @@ char **shim_exec_prepare(char *const envp[], int img, int replaces)
 		return (char **)envp;
 	int afd = shim_arena_fd(); /* a copy, ours to close */
 	int vchild = shim_in_vfork_child(), own = replaces && !vchild; /* this image goes */
-	/* The way back below takes each direction's lock: not one a call
-	 * this thread jumped out of still holds (fdtab.c). */
-	if (!vchild)
-		shim_calls_reap();
 	/* A vfork child's image drops the copies other threads' execs made
 	 * inheritable, whatever it passes (none, when the steps below fail). */
 	if (vchild)
