@@ -1821,6 +1821,51 @@ static void case_jump_out_of_call(void)
 	}
 }
 
+/* A server that sends, then makes no call until it closes (varnish at a
+ * backend's stall, a proxy waiting on its upstream): its connection moved
+ * while it sent, but it never read again, so its reads never switched to
+ * the ring, and the doorbell the client's switch put on the stream was
+ * still unread at the close: the kernel answered the close with a reset,
+ * and the client read ECONNRESET after every byte where TCP's reads the
+ * end (a helper's reproducer, 12-08: 5 tries in 8). */
+static void sends_then_closes(int fd, void *arg)
+{
+	static char x[300000];
+	char req[4];
+
+	(void)arg;
+	memset(x, 'x', sizeof(x));
+	ts_read_exact(fd, req, sizeof(req), ts_ms(3000));
+	for (int i = 0; i < 3; i++) {
+		ts_write_all(fd, x, sizeof(x), ts_ms(3000));
+		test_sleep_ms(100);
+	}
+	test_sleep_ms(300);
+	ASSERT_SYS(close(fd));
+}
+
+static void case_close_unswitched(void)
+{
+	static char buf[1 << 16];
+
+	for (int round = 0; round < 12; round++) {
+		struct shim_peer p;
+		size_t n = 0;
+		ssize_t k;
+
+		ts_peer_start(&p, sends_then_closes, NULL);
+		ASSERT_SYS(setsockopt(p.fd, SOL_SOCKET, SO_RCVTIMEO, &(struct timeval){ 5, 0 },
+				      sizeof(struct timeval)));
+		ts_write_all(p.fd, "GET\n", 4, ts_ms(3000));
+		while ((k = recv(p.fd, buf, sizeof(buf), 0)) > 0)
+			n += (size_t)k;
+		ASSERT_MSG(k == 0 && n == 900000, "round %d: %s after %zu bytes (TCP: the end after 900000)",
+			   round, k < 0 ? test_errname(errno) : "the end", n);
+		ts_peer_wait(&p, ts_ms(3000));
+		ASSERT_SYS(close(p.fd));
+	}
+}
+
 static const struct shim_case g_cases[] = {
 	{ "eof_shutdown", case_eof_shutdown },
 	{ "eof_close", case_eof_close },
@@ -1861,6 +1906,7 @@ static const struct shim_case g_cases[] = {
 	{ "cancel_in_room", case_cancel_in_room },
 	{ "eintr_mixed", case_eintr_mixed },
 	{ "jump_out_of_call", case_jump_out_of_call },
+	{ "close_unswitched", case_close_unswitched },
 };
 
 int main(void)

@@ -1035,6 +1035,29 @@ static void close_back(struct tsock *t, int fd)
 	shunt_end_close(&t->slot->end, &b, rst ? SHUNT_CLOSE_RST : SHUNT_CLOSE_TCP);
 }
 
+/*
+ * The phase our close goes by.  Reads that never switched (none since the
+ * move: a server that sent, then waited on something else until it
+ * closed) while the stream holds nothing of the peer's before its switch:
+ * what is left on it is the peer's doorbells (between VMs, its proof
+ * first), and the kernel's close answered them with a reset, where TCP's
+ * close of a socket with nothing unread is a FIN (varnish at a backend's
+ * stall; t_shim_close close_unswitched, a helper's reproducer).  Such
+ * reads are the ring's from here on, as a read at the offset makes them.
+ */
+static uint32_t close_phase(struct tsock *t, int fd)
+{
+	struct tslot *s = t->slot;
+	uint32_t ph = atomic_load(&s->phase);
+
+	if ((ph & (PH_RX_RING | PH_RX_PLAIN)) || !shim_peer_switched(t) ||
+	    atomic_load(&s->rx_tcp) < atomic_load(&s->x_peer))
+		return ph;
+	if (shim_proof_pending(s) && (shim_proof_settle(t, fd, 0) < 0 || shim_proof_pending(s)))
+		return ph; /* its proof is not all there yet: as before */
+	return atomic_fetch_or(&s->phase, PH_RX_RING) | PH_RX_RING;
+}
+
 void shim_close_end(struct tsock *t, int fd)
 {
 	struct tslot *s = t->slot;
@@ -1044,7 +1067,7 @@ void shim_close_end(struct tsock *t, int fd)
 		return;
 	}
 	struct shunt_bell b = shim_bell(t, fd);
-	uint32_t ph = atomic_load(&s->phase);
+	uint32_t ph = close_phase(t, fd);
 	int64_t peer = shunt_end_peer_state(&s->end);
 	/* Both FINs went (by the rings): TCP's socket is closed, and its close
 	 * resets nothing, bytes unread or SO_LINGER {1, 0} (tcp_close; it
