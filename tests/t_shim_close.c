@@ -1806,7 +1806,7 @@ static void case_jump_out_of_call(void)
 	ASSERT_MSG(n == 0 && test_now() - t0 < 2.0,
 		   "the peer jumped out of a recv, then exec'd: recv %zd (%s) after %.2f s (TCP: the end, at once)",
 		   n, n < 0 ? test_errname(errno) : "-", test_now() - t0);
-	ts_peer_wait(&p, 3000);
+	ts_peer_wait(&p, ts_ms(3000));
 	ASSERT_SYS(close(p.fd));
 
 	void (*const how[])(int, int, const char *) = { jump_then_go_on, jump_then_close,
