@@ -430,12 +430,12 @@ int shim_select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex,
 		const struct timespec *timeout, const sigset_t *mask)
 {
 	size_t cap = nfds > 0 ? (size_t)nfds : 1;
-	struct pollfd *fds = calloc(cap, sizeof(*fds) + 1);
-	char *ours = (char *)(fds + cap);
+	struct pollfd *fds = calloc(cap, sizeof(*fds) + 1); /* and a byte each: ours */
 	nfds_t n = 0;
 
 	if (!fds)
 		return (int)shim_err(-ENOMEM);
+	char *ours = (char *)(fds + cap);
 	for (int fd = 0; fd < nfds; fd++) {
 		short ev = (short)((rd && shim_fd_isset(rd, fd) ? POLLIN : 0) |
 				   (wr && shim_fd_isset(wr, fd) ? POLLOUT : 0) |
