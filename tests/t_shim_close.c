@@ -19,6 +19,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1792,22 +1793,50 @@ static void jump_then_exec(int fd, void *arg)
 	TEST_FAIL_MSG("execl(/bin/true): %s", strerror(errno));
 }
 
-static void case_jump_out_of_call(void)
+/* The same with posix_spawn, the socket the child's stdin (a file
+ * action's dup2, which takes it back to TCP first). */
+static void jump_then_spawn(int fd, void *arg)
+{
+	posix_spawn_file_actions_t fa;
+	char *argv[] = { "true", NULL };
+	pid_t child;
+	int st;
+
+	(void)arg;
+	ts_make_accelerated_follow(fd);
+	jump_out_of(fd, 0);
+	ASSERT_EQ(posix_spawn_file_actions_init(&fa), 0);
+	ASSERT_EQ(posix_spawn_file_actions_adddup2(&fa, fd, 0), 0);
+	ASSERT_EQ(posix_spawn(&child, "/bin/true", &fa, NULL, argv, environ), 0);
+	posix_spawn_file_actions_destroy(&fa);
+	ASSERT_EQ(waitpid(child, &st, 0), child);
+	ASSERT_SYS(close(fd));
+}
+
+/* Our end: the peer's jump, then its exec or spawn and close, end the
+ * stream at once. */
+static void jumped_peer_ends(void (*fn)(int, void *), const char *what)
 {
 	struct shim_peer p;
 	char buf[16];
 
-	ts_peer_start(&p, jump_then_exec, NULL);
+	ts_peer_start(&p, fn, NULL);
 	ts_make_accelerated_lead(p.fd);
 	ASSERT_SYS(setsockopt(p.fd, SOL_SOCKET, SO_RCVTIMEO, &(struct timeval){ 4, 0 },
 			      sizeof(struct timeval)));
 	double t0 = test_now();
 	ssize_t n = recv(p.fd, buf, sizeof(buf), 0);
 	ASSERT_MSG(n == 0 && test_now() - t0 < 2.0,
-		   "the peer jumped out of a recv, then exec'd: recv %zd (%s) after %.2f s (TCP: the end, at once)",
-		   n, n < 0 ? test_errname(errno) : "-", test_now() - t0);
+		   "the peer jumped out of a recv, then %s: recv %zd (%s) after %.2f s (TCP: the end, at once)",
+		   what, n, n < 0 ? test_errname(errno) : "-", test_now() - t0);
 	ts_peer_wait(&p, ts_ms(3000));
 	ASSERT_SYS(close(p.fd));
+}
+
+static void case_jump_out_of_call(void)
+{
+	jumped_peer_ends(jump_then_exec, "exec'd");
+	jumped_peer_ends(jump_then_spawn, "spawned a child on it");
 
 	void (*const how[])(int, int, const char *) = { jump_then_go_on, jump_then_close,
 							 jump_out_of_send };

@@ -1862,8 +1862,8 @@ static int exec_failed(int rc, char **env, char *const envp[])
 	return rc;
 }
 
-/* An exec's way back to TCP takes each direction's lock: not one a call
- * this thread jumped out of still holds (fdtab.c).  Looked for here, in
+/* An exec's way back to TCP takes each direction's lock (a spawn's too):
+ * not one a call this thread jumped out of still holds (fdtab.c).  Looked for here, in
  * the wrapper's first frames: the frame compared is this one. */
 static void exec_reap(void)
 {
@@ -2001,6 +2001,7 @@ static int spawn(int search, pid_t *pid, const char *path, const posix_spawn_fil
 {
 	pid_t child = 0;
 	short fl = 0;
+	exec_reap(); /* its file actions' way back takes the locks too */
 	if (at)
 		posix_spawnattr_getflags(at, &fl);
 	/* RESETIDS: the child takes our real ids for its effective ones. */
